@@ -1,0 +1,205 @@
+//! The agent's configuration: where the controller is, which zone it serves,
+//! the zone's databases and how to find their passwords on this machine.
+//!
+//! Passwords are never in this file: only where to read them (an environment
+//! variable, a file, or a pgpass file). They are never sent by the controller.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment overrides use this prefix: `PGROLLOUT_AGENT__BACKUP_DIR=...`.
+pub const ENV_PREFIX: &str = "PGROLLOUT_AGENT";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This agent's name, unique within its zone.
+    pub name: String,
+    /// The zone (network segment) this agent serves, e.g. `prod`.
+    pub zone: String,
+    /// The controller's agent endpoint, e.g. `http://controller.internal:7411`.
+    pub controller: String,
+    /// Where backups of replaced routines are written, one file per job.
+    pub backup_dir: PathBuf,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// The databases of this zone that the agent may change.
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Connecting to a target database.
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// Waiting for any lock, including the per-target deploy lock.
+    #[serde(with = "humantime_serde")]
+    pub lock: Duration,
+    /// Any one statement other than a smoke call (those have their own bound).
+    #[serde(with = "humantime_serde")]
+    pub statement: Duration,
+    /// Between heartbeats to the controller.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Longest wait between reconnect attempts (backoff doubles from 1 s).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            lock: Duration::from_secs(10),
+            statement: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(5),
+            reconnect_max: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The name environments refer to, e.g. `main`.
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    /// Read the password from this environment variable.
+    pub password_env: Option<String>,
+    /// Read the password from this file (first line, trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Look the password up in this pgpass-format file.
+    pub passfile: Option<PathBuf>,
+    /// Schema of the ledger table in the target database.
+    #[serde(default = "default_ledger_schema")]
+    pub ledger_schema: String,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_ledger_schema() -> String {
+    "pgrollout".to_owned()
+}
+
+/// A configuration that loaded but cannot work, with the key to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid agent config: {key}: {reason}")]
+pub struct InvalidConfig {
+    pub key: String,
+    pub reason: String,
+}
+
+impl AgentConfig {
+    /// Loads the file with environment overrides, then validates it.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let config: AgentConfig = pgrollout_shared::config_loader::load(path, ENV_PREFIX)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        let invalid = |key: &str, reason: &str| InvalidConfig {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty"));
+        }
+        if self.zone.trim().is_empty() {
+            return Err(invalid("zone", "must not be empty"));
+        }
+        if !self.controller.starts_with("http://") && !self.controller.starts_with("https://") {
+            return Err(invalid("controller", "must be an http:// or https:// URL"));
+        }
+        if self.targets.is_empty() {
+            return Err(invalid("targets", "at least one [[targets]] entry is needed"));
+        }
+        for (index, target) in self.targets.iter().enumerate() {
+            let key = |field: &str| format!("targets[{index}].{field}");
+            if target.name.trim().is_empty() {
+                return Err(invalid(&key("name"), "must not be empty"));
+            }
+            if self.targets[..index].iter().any(|t| t.name == target.name) {
+                return Err(invalid(&key("name"), "duplicate target name"));
+            }
+            let sources = [
+                target.password_env.is_some(),
+                target.password_file.is_some(),
+                target.passfile.is_some(),
+            ];
+            if sources.iter().filter(|set| **set).count() > 1 {
+                return Err(invalid(
+                    &key("password_env"),
+                    "set at most one of password_env, password_file, passfile",
+                ));
+            }
+            if target.ledger_schema.is_empty() || target.ledger_schema.len() > 63 {
+                return Err(invalid(&key("ledger_schema"), "must be 1 to 63 bytes"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    const VALID: &str = r#"
+        name = "dev-1"
+        zone = "dev"
+        controller = "http://127.0.0.1:7411"
+        backup_dir = "/tmp/backups"
+        [timeouts]
+        lock = "3s"
+        [[targets]]
+        name = "main"
+        host = "127.0.0.1"
+        dbname = "perseus_dev"
+        user = "deployer"
+        password_env = "PERSEUS_DEV_PASSWORD"
+    "#;
+
+    #[test]
+    fn loads_a_valid_file_with_defaults() {
+        let file = write(VALID);
+        let config = AgentConfig::load(file.path()).expect("valid");
+        assert_eq!(config.timeouts.lock, Duration::from_secs(3));
+        assert_eq!(config.timeouts.statement, Duration::from_secs(60));
+        assert_eq!(config.targets[0].port, 5432);
+        assert_eq!(config.targets[0].ledger_schema, "pgrollout");
+    }
+
+    #[test]
+    fn a_typo_is_an_error_that_names_the_key() {
+        let file = write(&VALID.replace("backup_dir", "backupdir"));
+        let error = AgentConfig::load(file.path()).expect_err("typo").to_string();
+        assert!(error.contains("backupdir"), "{error}");
+    }
+
+    #[test]
+    fn two_password_sources_are_refused() {
+        let file = write(&format!("{VALID}\npassword_file = \"/etc/pw\"\n"));
+        let error = AgentConfig::load(file.path()).expect_err("two sources").to_string();
+        assert!(error.contains("at most one"), "{error}");
+    }
+}

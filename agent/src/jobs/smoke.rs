@@ -1,0 +1,42 @@
+//! `pgrollout smoke`: the smoke tests alone, against the live definitions,
+//! inside a transaction that is rolled back. Changes nothing.
+
+use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
+use pgrollout_shared::routine::Routine;
+
+use super::deploy::{error_chain, simple};
+use super::smoke_runner::run_smoke_tests;
+use super::{failed_result, JobContext, JobFailure};
+use crate::sql::{self, describe_error};
+
+pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
+    let work = async {
+        let mut conn = ctx
+            .step(
+                "connect",
+                async {
+                    sql::connect(&ctx.target, &ctx.config.timeouts)
+                        .await
+                        .map_err(|e| JobFailure::deploy(error_chain(&e)))
+                },
+                |_| format!("connected to target {}", ctx.target.name),
+            )
+            .await?;
+        ctx.event("smoke", StepStatus::Started, "", 0, Vec::new());
+        simple(&conn, "BEGIN").await?;
+        let reports = run_smoke_tests(&mut conn, routines, "standalone")
+            .await
+            .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
+        let _ = conn.client.batch_execute("ROLLBACK").await;
+        let passed = reports.iter().all(|r| r.passed);
+        let status = if passed { StepStatus::Succeeded } else { StepStatus::Failed };
+        ctx.event("smoke", status, "", 0, reports.clone());
+        Ok::<_, JobFailure>(JobResult {
+            outcome: if passed { Outcome::Succeeded } else { Outcome::SmokeFailed } as i32,
+            message: if passed { "all smoke tests passed".into() } else { "smoke test failed".into() },
+            smoke: reports,
+            ..Default::default()
+        })
+    };
+    work.await.unwrap_or_else(|failure| failed_result(failure, Vec::new()))
+}

@@ -1,0 +1,228 @@
+//! Smoke tests (SEED.md "smoke-test.sh"): the routine exists in its schema,
+//! runs with the test parameters, returns the expected columns and types,
+//! finishes within its bound and raises no warnings.
+//!
+//! Every call runs inside a savepoint that is rolled back, so a smoke test
+//! leaves no rows behind. The caller owns the surrounding transaction.
+
+use std::time::{Duration, Instant};
+
+use pgrollout_shared::proto::{SmokeCheck, SmokeReport};
+use pgrollout_shared::routine::{Routine, SmokeTest};
+use tokio_postgres::error::{Severity, SqlState};
+use tokio_postgres::types::Type;
+
+use crate::sql::{describe_error, TargetConnection};
+
+/// Smoke-tests every routine; a routine without tests still gets its
+/// existence checked. Errors of the test calls are reports, not `Err`: only a
+/// failure of the connection itself is returned as an error.
+pub async fn run_smoke_tests(
+    conn: &mut TargetConnection,
+    routines: &[Routine],
+    phase: &str,
+) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
+    let mut reports = Vec::new();
+    for routine in routines {
+        let exists = check_exists(conn, routine).await?;
+        if routine.smoke_tests.is_empty() {
+            reports.push(SmokeReport {
+                routine: routine.identity.to_string(),
+                test: "(no smoke test declared: existence only)".into(),
+                phase: phase.into(),
+                passed: exists.passed,
+                checks: vec![exists],
+                duration_ms: 0,
+            });
+            continue;
+        }
+        for test in &routine.smoke_tests {
+            let mut checks = vec![exists.clone()];
+            let started = Instant::now();
+            if exists.passed {
+                checks.extend(run_one(conn, test).await?);
+            }
+            reports.push(SmokeReport {
+                routine: routine.identity.to_string(),
+                test: test.name.clone(),
+                phase: phase.into(),
+                passed: checks.iter().all(|c| c.passed),
+                checks,
+                duration_ms: millis(started.elapsed()),
+            });
+        }
+    }
+    Ok(reports)
+}
+
+async fn check_exists(
+    conn: &TargetConnection,
+    routine: &Routine,
+) -> Result<SmokeCheck, tokio_postgres::Error> {
+    let signature = routine.identity.regprocedure_input();
+    let schema: Option<String> = conn
+        .client
+        .query_typed_opt(
+            "SELECT n.nspname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE p.oid = to_regprocedure($1)",
+            &[(&signature, Type::TEXT)],
+        )
+        .await?
+        .map(|row| row.get(0));
+    Ok(match schema {
+        Some(schema) if schema == routine.identity.schema => check("exists", true, format!("{} exists in schema {schema}", routine.identity)),
+        Some(schema) => check("exists", false, format!("found in schema {schema}, expected {}", routine.identity.schema)),
+        None => check("exists", false, format!("{} not found in the catalog", routine.identity)),
+    })
+}
+
+/// Runs one test call in a rolled-back savepoint and returns the checks after
+/// `exists`: executes, structure, duration, warnings.
+async fn run_one(
+    conn: &mut TargetConnection,
+    test: &SmokeTest,
+) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
+    conn.client
+        .batch_execute(&format!(
+            "SAVEPOINT pgrollout_smoke; SET LOCAL statement_timeout = {}",
+            test.max_duration.as_millis().max(1)
+        ))
+        .await?;
+    conn.take_notices();
+    let outcome = call_and_check(conn, test).await;
+    let notices = conn.take_notices();
+    conn.client
+        .batch_execute("ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke")
+        .await?;
+    let mut checks = outcome?;
+    let warnings: Vec<String> = notices
+        .iter()
+        .filter(|n| matches!(n.parsed_severity(), Some(Severity::Warning)))
+        .map(|n| n.message().to_owned())
+        .collect();
+    let others: Vec<String> = notices
+        .iter()
+        .filter(|n| !matches!(n.parsed_severity(), Some(Severity::Warning)))
+        .map(|n| format!("{}: {}", n.severity(), n.message()))
+        .collect();
+    checks.push(match (warnings.is_empty(), test.allow_warnings) {
+        (true, _) if others.is_empty() => check("warnings", true, "no errors or warnings".into()),
+        (true, _) => check("warnings", true, format!("no warnings ({})", others.join("; "))),
+        (false, true) => check("warnings", true, format!("warnings allowed: {}", warnings.join("; "))),
+        (false, false) => check("warnings", false, format!("WARNING raised: {}", warnings.join("; "))),
+    });
+    Ok(checks)
+}
+
+/// The checks that depend on running the call. A server error of the call
+/// is a failed check; only a broken connection is an `Err`.
+async fn call_and_check(
+    conn: &TargetConnection,
+    test: &SmokeTest,
+) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
+    let statement = match conn.client.prepare(&test.call_sql).await {
+        Ok(statement) => statement,
+        Err(error) if error.as_db_error().is_some() => {
+            return Ok(vec![check("executes", false, describe_error(&error, Some(&test.call_sql)))])
+        }
+        Err(error) => return Err(error),
+    };
+    let started = Instant::now();
+    let result = conn.client.query(&statement, &[]).await;
+    let elapsed = started.elapsed();
+    let bound = format!("bound {}", humantime::format_duration(test.max_duration));
+    let mut checks = Vec::new();
+    match result {
+        Ok(rows) => checks.push(check("executes", true, format!("returned {} row(s)", rows.len()))),
+        Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
+            checks.push(check("executes", false, "cancelled at the time bound".into()));
+            checks.push(check("duration", false, format!("over the {bound}: stopped after {:.2}s", elapsed.as_secs_f64())));
+            return Ok(checks);
+        }
+        Err(error) if error.as_db_error().is_some() => {
+            checks.push(check("executes", false, describe_error(&error, Some(&test.call_sql))));
+            return Ok(checks);
+        }
+        Err(error) => return Err(error),
+    }
+    checks.push(check_structure(conn, test, statement.columns()).await?);
+    let within = elapsed <= test.max_duration;
+    checks.push(check(
+        "duration",
+        within,
+        format!(
+            "{:.3}s ({})",
+            elapsed.as_secs_f64(),
+            if within { format!("OK, {bound}") } else { format!("over the {bound}") }
+        ),
+    ));
+    Ok(checks)
+}
+
+async fn check_structure(
+    conn: &TargetConnection,
+    test: &SmokeTest,
+    columns: &[tokio_postgres::Column],
+) -> Result<SmokeCheck, tokio_postgres::Error> {
+    let actual: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{} {}", c.name(), c.type_().name()))
+        .collect();
+    if test.expect_columns.is_empty() {
+        return Ok(check("structure", true, format!("not declared; returned ({})", actual.join(", "))));
+    }
+    let type_names: Vec<&str> = test.expect_columns.iter().map(|c| c.type_name.as_str()).collect();
+    // The database resolves each expected type name, so `integer` matches int4.
+    let expected_oids: Vec<Option<u32>> = conn
+        .client
+        .query_typed(
+            "SELECT to_regtype(t)::oid FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
+            &[(&type_names, Type::TEXT_ARRAY)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut problems = Vec::new();
+    for (index, (expected, oid)) in test.expect_columns.iter().zip(&expected_oids).enumerate() {
+        match (columns.get(index), oid) {
+            (_, None) => problems.push(format!("{:?} is not a known type", expected.type_name)),
+            (None, _) => problems.push(format!("missing column {} {}", expected.name, expected.type_name)),
+            (Some(column), Some(oid)) => {
+                if column.name() != expected.name || column.type_().oid() != *oid {
+                    problems.push(format!(
+                        "column {} is {} {}, expected {} {}",
+                        index + 1,
+                        column.name(),
+                        column.type_().name(),
+                        expected.name,
+                        expected.type_name
+                    ));
+                }
+            }
+        }
+    }
+    if columns.len() > test.expect_columns.len() {
+        problems.push(format!(
+            "{} unexpected extra column(s)",
+            columns.len() - test.expect_columns.len()
+        ));
+    }
+    Ok(if problems.is_empty() {
+        check("structure", true, format!("returns ({})", actual.join(", ")))
+    } else {
+        check("structure", false, problems.join("; "))
+    })
+}
+
+fn check(name: &str, passed: bool, detail: String) -> SmokeCheck {
+    SmokeCheck {
+        check: name.into(),
+        passed,
+        detail,
+    }
+}
+
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,213 @@
+//! The agent's one connection to the controller: dial out, say Hello, take
+//! offers, stream events, heartbeat; on any network error reconnect with
+//! jittered exponential backoff. Jobs run independently of the connection,
+//! so a lost link does not abort work already under way.
+
+mod outbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgrollout_shared::job::{now_unix_ms, Job};
+use pgrollout_shared::proto::{
+    agent_link_client::AgentLinkClient, agent_message, controller_message, AgentMessage, Accept,
+    ControllerMessage, Decline, Heartbeat, Hello, JobOffer, TargetInfo,
+};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Endpoint;
+
+pub use outbox::Outbox;
+
+use crate::config::AgentConfig;
+use crate::jobs;
+
+/// Largest message either side accepts: a plan of thousands of routines fits.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Worth retrying: the network, the controller restarting.
+    #[error("{0}")]
+    Retryable(String),
+    /// Retrying cannot help (refused identity, wrong zone): stop the agent.
+    #[error("{0}")]
+    Terminal(String),
+}
+
+/// Runs sessions until a terminal error; never returns otherwise.
+pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>) -> SessionError {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = tokio::time::Instant::now();
+        match session(&config, &outbox).await {
+            Err(terminal @ SessionError::Terminal(_)) => return terminal,
+            Err(SessionError::Retryable(reason)) => {
+                // A session that lived a while resets the backoff.
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_secs(1);
+                }
+                let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+                tracing::warn!(
+                    controller = %config.controller,
+                    reason = %reason,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "link to controller lost"
+                );
+                tokio::time::sleep(delay).await;
+                backoff = (backoff * 2).min(config.timeouts.reconnect_max);
+            }
+            Ok(()) => {}
+        }
+    }
+}
+
+async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), SessionError> {
+    let retry = |what: &str, e: &dyn std::fmt::Display| SessionError::Retryable(format!("{what}: {e}"));
+    let channel = Endpoint::from_shared(config.controller.clone())
+        .map_err(|e| SessionError::Terminal(format!("invalid controller address: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(config.timeouts.heartbeat)
+        .keep_alive_timeout(config.timeouts.heartbeat * 2)
+        .connect()
+        .await
+        .map_err(|e| retry("cannot reach the controller", &error_chain(&e)))?;
+    let mut client = AgentLinkClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let hello = Hello {
+        agent_name: config.name.clone(),
+        agent_version: pgrollout_shared::VERSION.to_owned(),
+        claimed_zone: config.zone.clone(),
+        targets: config
+            .targets
+            .iter()
+            .map(|t| TargetInfo {
+                name: t.name.clone(),
+                dbname: t.dbname.clone(),
+            })
+            .collect(),
+        in_flight: outbox.in_flight(),
+    };
+    let _ = tx.send(message(agent_message::Body::Hello(hello)));
+    let response = client
+        .connect(UnboundedReceiverStream::new(rx))
+        .await
+        .map_err(|status| classify(&status))?;
+    let mut inbound = response.into_inner();
+    let silence_limit = config.timeouts.heartbeat * 3;
+    let welcome = tokio::time::timeout(silence_limit, inbound.message())
+        .await
+        .map_err(|_| retry("no Welcome from the controller", &"timed out"))?
+        .map_err(|status| classify(&status))?;
+    match welcome.and_then(|m| m.body) {
+        Some(controller_message::Body::Welcome(welcome)) => tracing::info!(
+            controller = %config.controller,
+            zone = %welcome.zone,
+            agent = %welcome.agent_name,
+            "connected to controller"
+        ),
+        _ => return Err(SessionError::Retryable("controller did not answer with Welcome".into())),
+    }
+
+    for pending in outbox.attach(tx.clone()) {
+        let _ = tx.send(pending);
+    }
+    let heartbeat = tokio::spawn(heartbeats(outbox.clone(), config.timeouts.heartbeat));
+    let result = serve(config, outbox, &mut inbound, silence_limit).await;
+    heartbeat.abort();
+    outbox.detach();
+    result
+}
+
+async fn serve(
+    config: &Arc<AgentConfig>,
+    outbox: &Arc<Outbox>,
+    inbound: &mut tonic::Streaming<ControllerMessage>,
+    silence_limit: Duration,
+) -> Result<(), SessionError> {
+    loop {
+        let next = tokio::time::timeout(silence_limit, inbound.message())
+            .await
+            .map_err(|_| SessionError::Retryable(format!("controller silent for {silence_limit:?}")))?
+            .map_err(|status| classify(&status))?;
+        let Some(message) = next else {
+            return Err(SessionError::Retryable("controller closed the stream".into()));
+        };
+        match message.body {
+            Some(controller_message::Body::Offer(offer)) => handle_offer(config, outbox, offer),
+            Some(controller_message::Body::Ack(ack)) => outbox.acknowledge(&ack.job_id, ack.seq),
+            Some(controller_message::Body::Heartbeat(_)) | Some(controller_message::Body::Welcome(_)) | None => {}
+        }
+    }
+}
+
+/// Validates an offer at the edge, then accepts it and runs it, or declines
+/// with the reason. A duplicate offer of a running job is re-accepted but not
+/// run twice.
+fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer) {
+    let (job_id, attempt) = (offer.job_id.clone(), offer.attempt);
+    let decline = |reason: String| {
+        tracing::warn!(job_id = %job_id, reason = %reason, "job declined");
+        outbox.send_now(message(agent_message::Body::Decline(Decline {
+            job_id: job_id.clone(),
+            attempt,
+            reason,
+        })));
+    };
+    let job = match Job::try_from(offer) {
+        Ok(job) => job,
+        Err(invalid) => return decline(format!("invalid job offer: {invalid}")),
+    };
+    if config.target(&job.target).is_none() {
+        return decline(format!("this agent serves no target named {:?}", job.target));
+    }
+    let accept = message(agent_message::Body::Accept(Accept {
+        job_id: job.id.clone(),
+        attempt,
+    }));
+    if outbox.is_running(&job.id, attempt) {
+        outbox.send_now(accept);
+        return;
+    }
+    outbox.send_now(accept);
+    tokio::spawn(jobs::execute(job, config.clone(), outbox.clone()));
+}
+
+async fn heartbeats(outbox: Arc<Outbox>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        outbox.send_now(message(agent_message::Body::Heartbeat(Heartbeat {
+            sent_at_unix_ms: now_unix_ms(),
+        })));
+    }
+}
+
+/// Refusals of identity or zone are final; everything else is retried.
+fn classify(status: &tonic::Status) -> SessionError {
+    match status.code() {
+        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => {
+            SessionError::Terminal(format!("controller refused this agent: {}", status.message()))
+        }
+        _ => SessionError::Retryable(format!("{}: {}", status.code(), status.message())),
+    }
+}
+
+fn message(body: agent_message::Body) -> AgentMessage {
+    AgentMessage { body: Some(body) }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,14 @@
+-- Everything needed to restore each routine exactly, for all routines of a
+-- job in one round trip. $1 is the list of signatures `to_regprocedure` reads;
+-- a routine that does not exist yet comes back with existed = false.
+SELECT p.oid IS NOT NULL                    AS existed,
+       p.oid::regprocedure::text            AS identity,
+       pg_get_functiondef(p.oid)            AS definition,
+       pg_get_userbyid(p.proowner)::text    AS owner,
+       p.proacl::text                       AS acl,
+       obj_description(p.oid, 'pg_proc')    AS comment,
+       n.nspname::text                      AS schema
+FROM unnest($1::text[]) WITH ORDINALITY AS wanted(signature, position)
+LEFT JOIN pg_proc p ON p.oid = to_regprocedure(wanted.signature)
+LEFT JOIN pg_namespace n ON n.oid = p.pronamespace
+ORDER BY wanted.position

@@ -1,0 +1,109 @@
+//! Opening a connection to a target with the zone's credentials, and
+//! capturing the NOTICE/WARNING messages a smoke call raises.
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::error::DbError;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::config::{Timeouts, TargetConfig};
+use crate::secrets::resolve_password;
+
+/// A live connection plus the notices the server sent on it.
+pub struct TargetConnection {
+    pub client: Client,
+    notices: mpsc::UnboundedReceiver<DbError>,
+}
+
+impl TargetConnection {
+    /// Notices received since the last call. The connection task forwards a
+    /// notice before it completes the query that raised it, so after a query
+    /// has returned, its notices are already here.
+    pub fn take_notices(&mut self) -> Vec<DbError> {
+        let mut notices = Vec::new();
+        while let Ok(notice) = self.notices.try_recv() {
+            notices.push(notice);
+        }
+        notices
+    }
+}
+
+/// Why a target could not be reached. The message names the target, never
+/// the password.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Password(#[from] crate::secrets::PasswordError),
+    #[error("cannot connect to target {target} ({user}@{host}:{port}/{dbname}): {reason}")]
+    Database {
+        target: String,
+        user: String,
+        host: String,
+        port: u16,
+        dbname: String,
+        reason: String,
+    },
+}
+
+/// Connects with `application_name = 'pgrollout'` and the configured lock and
+/// statement timeouts, so nothing the agent runs can hang without bound.
+pub async fn connect(
+    target: &TargetConfig,
+    timeouts: &Timeouts,
+) -> Result<TargetConnection, ConnectError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&target.host)
+        .port(target.port)
+        .dbname(&target.dbname)
+        .user(&target.user)
+        .application_name("pgrollout")
+        .connect_timeout(timeouts.connect)
+        .options(format!(
+            "-c lock_timeout={} -c statement_timeout={}",
+            timeouts.lock.as_millis(),
+            timeouts.statement.as_millis()
+        ));
+    if let Some(password) = resolve_password(target)? {
+        config.password(password.expose());
+    }
+    let connected = tokio::time::timeout(timeouts.connect, config.connect(NoTls)).await;
+    let (client, mut connection) = match connected {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(error)) => return Err(database_error(target, super::describe_error(&error, None))),
+        Err(_) => {
+            return Err(database_error(
+                target,
+                format!("no answer within {:?} (connect timeout)", timeouts.connect),
+            ))
+        }
+    };
+    let (notice_tx, notices) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notice(notice)) => {
+                    let _ = notice_tx.send(notice);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "target connection ended");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(TargetConnection { client, notices })
+}
+
+fn database_error(target: &TargetConfig, reason: String) -> ConnectError {
+    ConnectError::Database {
+        target: target.name.clone(),
+        user: target.user.clone(),
+        host: target.host.clone(),
+        port: target.port,
+        dbname: target.dbname.clone(),
+        reason,
+    }
+}

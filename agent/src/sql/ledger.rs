@@ -1,0 +1,133 @@
+//! The ledger table in each target: created on first use, written in the same
+//! transaction as the change, read to make a redelivered job a no-op.
+
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
+
+use super::quote_identifier;
+use super::snapshot::RoutineSnapshot;
+
+/// Creates the ledger schema and table if they are missing. Runs inside the
+/// deploy transaction, so a failed first deploy leaves no trace either.
+pub async fn ensure_ledger(client: &Client, schema: &str) -> Result<(), tokio_postgres::Error> {
+    // Check first: CREATE SCHEMA IF NOT EXISTS still demands CREATE on the
+    // database, which a deploy role may rightly lack once the ledger exists.
+    if ledger_exists(client, schema).await? {
+        return Ok(());
+    }
+    let ddl = include_str!("ledger_ddl.sql").replace("{schema}", &quote_identifier(schema));
+    client.batch_execute(&ddl).await
+}
+
+/// Ledger ids already recorded for this job, empty when it never applied.
+/// A missing ledger table means nothing was ever applied here.
+pub async fn find_job_in_ledger(
+    client: &Client,
+    schema: &str,
+    job_id: &str,
+) -> Result<Vec<(i64, String, String)>, tokio_postgres::Error> {
+    if !ledger_exists(client, schema).await? {
+        return Ok(Vec::new());
+    }
+    let table = format!("{}.ledger", quote_identifier(schema));
+    let rows = client
+        .query_typed(
+            &format!(
+                "SELECT id, identity, coalesce(new_sha256, '') FROM {table} WHERE job_id = $1 ORDER BY id"
+            ),
+            &[(&job_id, Type::TEXT)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
+}
+
+async fn ledger_exists(client: &Client, schema: &str) -> Result<bool, tokio_postgres::Error> {
+    let table = format!("{}.ledger", quote_identifier(schema));
+    Ok(client
+        .query_typed_one("SELECT to_regclass($1) IS NOT NULL", &[(&table, Type::TEXT)])
+        .await?
+        .get(0))
+}
+
+/// What one ledger row records about one routine.
+pub struct LedgerRow<'a> {
+    pub identity: &'a str,
+    /// created | replaced | unchanged | dropped | restored
+    pub change: &'a str,
+    pub previous: &'a RoutineSnapshot,
+    pub new: &'a RoutineSnapshot,
+}
+
+/// Context shared by every row of one job.
+pub struct LedgerJob<'a> {
+    pub job_id: &'a str,
+    pub attempt: i32,
+    pub rollout_id: &'a str,
+    pub plan_id: &'a str,
+    pub action: &'a str,
+    pub actor: &'a str,
+    pub trace_id: &'a str,
+    pub commit_sha: &'a str,
+    pub backup_path: &'a str,
+    pub backup_sha256: &'a str,
+}
+
+/// Inserts every row of a job in one statement; returns the ledger ids.
+pub async fn insert_ledger_rows(
+    client: &Client,
+    schema: &str,
+    job: &LedgerJob<'_>,
+    rows: &[LedgerRow<'_>],
+) -> Result<Vec<i64>, tokio_postgres::Error> {
+    let column = |f: &dyn Fn(&LedgerRow<'_>) -> Option<String>| -> Vec<Option<String>> {
+        rows.iter().map(f).collect()
+    };
+    let identity = column(&|r| Some(r.identity.to_owned()));
+    let change = column(&|r| Some(r.change.to_owned()));
+    let prev_def = column(&|r| r.previous.definition.clone());
+    let prev_owner = column(&|r| r.previous.owner.clone());
+    let prev_acl = column(&|r| r.previous.acl.clone());
+    let prev_comment = column(&|r| r.previous.comment.clone());
+    let prev_sha = column(&|r| r.previous.definition_sha256());
+    let new_def = column(&|r| r.new.definition.clone());
+    let new_owner = column(&|r| r.new.owner.clone());
+    let new_acl = column(&|r| r.new.acl.clone());
+    let new_comment = column(&|r| r.new.comment.clone());
+    let new_sha = column(&|r| r.new.definition_sha256());
+    let sql = include_str!("ledger_insert.sql").replace("{schema}", &quote_identifier(schema));
+    let text = Type::TEXT;
+    let array = Type::TEXT_ARRAY;
+    let result = client
+        .query_typed(
+            &sql,
+            &[
+                (&job.job_id, text.clone()),
+                (&job.attempt, Type::INT4),
+                (&job.rollout_id, text.clone()),
+                (&job.plan_id, text.clone()),
+                (&job.action, text.clone()),
+                (&job.actor, text.clone()),
+                (&job.trace_id, text.clone()),
+                (&job.commit_sha, text.clone()),
+                (&job.backup_path, text.clone()),
+                (&job.backup_sha256, text.clone()),
+                (&identity, array.clone()),
+                (&change, array.clone()),
+                (&prev_def, array.clone()),
+                (&prev_owner, array.clone()),
+                (&prev_acl, array.clone()),
+                (&prev_comment, array.clone()),
+                (&prev_sha, array.clone()),
+                (&new_def, array.clone()),
+                (&new_owner, array.clone()),
+                (&new_acl, array.clone()),
+                (&new_comment, array.clone()),
+                (&new_sha, array),
+            ],
+        )
+        .await?;
+    Ok(result.iter().map(|row| row.get(0)).collect())
+}

@@ -1,0 +1,33 @@
+-- The ledger: one row per applied change, written in the same transaction as
+-- the change itself. {schema} is replaced by the quoted ledger schema.
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.ledger (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id              text        NOT NULL,
+    attempt             integer     NOT NULL,
+    rollout_id          text        NOT NULL,
+    plan_id             text        NOT NULL,
+    action              text        NOT NULL,
+    identity            text        NOT NULL,
+    change              text        NOT NULL,
+    previous_definition text,
+    previous_owner      text,
+    previous_acl        text,
+    previous_comment    text,
+    previous_sha256     text,
+    new_definition      text,
+    new_owner           text,
+    new_acl             text,
+    new_comment         text,
+    new_sha256          text,
+    actor               text        NOT NULL,
+    trace_id            text,
+    commit_sha          text,
+    backup_path         text,
+    backup_sha256       text,
+    applied_at          timestamptz NOT NULL DEFAULT now(),
+    -- A job touches each routine once: this is what makes a redelivered job
+    -- unable to apply twice, even if the lookup before it were skipped.
+    UNIQUE (job_id, identity)
+);
+CREATE INDEX IF NOT EXISTS ledger_identity_idx ON {schema}.ledger (identity, id);

@@ -1,0 +1,75 @@
+//! Everything the agent says to a target database. Statements longer than a
+//! line live in `.sql` files beside this one; identifiers are quoted by
+//! [`quote_identifier`]; errors are classified by SQLSTATE, not message text.
+
+mod connection;
+mod ledger;
+mod snapshot;
+
+pub use connection::{connect, TargetConnection};
+pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
+pub use pgrollout_shared::routine::quote_identifier;
+pub use snapshot::{snapshot_routines, RoutineSnapshot};
+
+/// Renders a driver error for an operator: SQLSTATE, message, detail, hint,
+/// and the line of the statement the error points at, when it says.
+/// Database errors never contain the password, and neither does this.
+pub fn describe_error(error: &tokio_postgres::Error, statement: Option<&str>) -> String {
+    let Some(db) = error.as_db_error() else {
+        // Connection-level errors: the driver's text plus its cause chain.
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        return text;
+    };
+    let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    if let (Some(tokio_postgres::error::ErrorPosition::Original(position)), Some(sql)) =
+        (db.position(), statement)
+    {
+        let line = line_of_char_position(sql, *position as usize);
+        text.push_str(&format!(" (line {line} of the statement)"));
+    }
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!("; detail: {detail}"));
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str(&format!("; hint: {hint}"));
+    }
+    if let Some(r#where) = db.where_() {
+        text.push_str(&format!("; context: {}", r#where.replace('\n', " / ")));
+    }
+    text
+}
+
+/// PostgreSQL error positions count characters from 1.
+fn line_of_char_position(sql: &str, position: usize) -> usize {
+    1 + sql
+        .chars()
+        .take(position.saturating_sub(1))
+        .filter(|c| *c == '\n')
+        .count()
+}
+
+/// SHA-256 of a text, lowercase hex: how definitions are fingerprinted in
+/// backups and the ledger.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_position_maps_to_a_line() {
+        let sql = "CREATE FUNCTION f()\nRETURNS int\nAS $$ selec 1 $$";
+        assert_eq!(line_of_char_position(sql, 1), 1);
+        assert_eq!(line_of_char_position(sql, 21), 2);
+        assert_eq!(line_of_char_position(sql, 38), 3);
+    }
+}

@@ -1,0 +1,57 @@
+//! Reading routines' complete current state from the catalog, all at once.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
+
+use super::sha256_hex;
+
+/// One routine as the catalog holds it right now (or its absence).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutineSnapshot {
+    /// The signature that was looked up, as the plan wrote it.
+    pub requested: String,
+    pub existed: bool,
+    /// `oid::regprocedure` text: PostgreSQL's canonical identity.
+    pub identity: Option<String>,
+    pub schema: Option<String>,
+    /// `pg_get_functiondef`: body, SECURITY DEFINER, search_path, volatility…
+    pub definition: Option<String>,
+    pub owner: Option<String>,
+    pub acl: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl RoutineSnapshot {
+    /// Fingerprint of the definition, `None` when the routine did not exist.
+    pub fn definition_sha256(&self) -> Option<String> {
+        self.definition.as_deref().map(sha256_hex)
+    }
+}
+
+/// Snapshots every signature in one catalog query.
+pub async fn snapshot_routines(
+    client: &Client,
+    signatures: &[String],
+) -> Result<Vec<RoutineSnapshot>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            include_str!("catalog_snapshot.sql"),
+            &[(&signatures, Type::TEXT_ARRAY)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .zip(signatures)
+        .map(|(row, requested)| RoutineSnapshot {
+            requested: requested.clone(),
+            existed: row.get("existed"),
+            identity: row.get("identity"),
+            schema: row.get("schema"),
+            definition: row.get("definition"),
+            owner: row.get("owner"),
+            acl: row.get("acl"),
+            comment: row.get("comment"),
+        })
+        .collect())
+}

@@ -1,0 +1,191 @@
+//! The `AgentLink` service: one long-lived stream per agent. Receives Hello,
+//! registers the agent under its zone, then records and routes everything the
+//! agent streams back, acknowledging each (job, seq) once stored.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::job::now_unix_ms;
+use pgrollout_shared::proto::{
+    agent_link_server::AgentLink, agent_message::Body, controller_message, Ack, AgentMessage,
+    ControllerMessage, Heartbeat, Hello, Outcome, Welcome,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::registry::AgentHandle;
+use crate::engine::router::JobUpdate;
+use crate::engine::Controller;
+
+/// How long a new stream may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct AgentLinkService {
+    pub controller: Arc<Controller>,
+}
+
+type ControllerStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkService {
+    type ConnectStream = ControllerStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage { body: Some(Body::Hello(hello)) }))) => hello,
+            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message on the link must be Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
+        };
+        let (name, zone) = identify(&hello)?;
+        let controller = self.controller.clone();
+        let (sender, receiver) = mpsc::channel(1024);
+        let handle = Arc::new(AgentHandle {
+            session: controller.registry.next_session(),
+            name: name.clone(),
+            zone: zone.clone(),
+            version: hello.agent_version.clone(),
+            targets: hello.targets.clone(),
+            connected_at: now_unix_ms(),
+            last_heartbeat: now_unix_ms().into(),
+            sender: sender.clone(),
+        });
+        let welcome = Welcome {
+            controller_version: pgrollout_shared::VERSION.to_owned(),
+            heartbeat_interval_ms: millis(controller.config.deployment.heartbeat_interval),
+            zone: zone.clone(),
+            agent_name: name.clone(),
+        };
+        let _ = sender.send(Ok(message(controller_message::Body::Welcome(welcome)))).await;
+        tracing::info!(
+            agent = %name,
+            zone = %zone,
+            peer = %peer,
+            version = %hello.agent_version,
+            in_flight = hello.in_flight.len(),
+            "agent connected"
+        );
+        for job in &hello.in_flight {
+            tracing::info!(agent = %name, job_id = %job.job_id, finished = job.finished, "agent reports job in flight");
+        }
+        controller.registry.register(handle.clone());
+        tokio::spawn(heartbeats(sender, controller.config.deployment.heartbeat_interval));
+        tokio::spawn(receive(controller, handle, inbound));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// The agent's name and zone. Until mutual TLS binds them to a certificate,
+/// they are taken from the Hello (development mode, plaintext on loopback).
+fn identify(hello: &Hello) -> Result<(String, String), Status> {
+    let valid = |s: &str| !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !valid(&hello.agent_name) || !valid(&hello.claimed_zone) {
+        return Err(Status::invalid_argument(
+            "agent name and zone must be 1-63 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok((hello.agent_name.clone(), hello.claimed_zone.clone()))
+}
+
+async fn receive(controller: Arc<Controller>, agent: Arc<AgentHandle>, mut inbound: Streaming<AgentMessage>) {
+    let reason = loop {
+        match inbound.message().await {
+            Ok(Some(message)) => handle(&controller, &agent, message).await,
+            Ok(None) => break "stream closed by the agent".to_owned(),
+            Err(status) => break format!("stream error: {}", status.message()),
+        }
+    };
+    if controller.registry.unregister(agent.session) {
+        tracing::warn!(agent = %agent.name, zone = %agent.zone, reason = %reason, "agent disconnected");
+    }
+    for job_id in controller.router.session_lost(agent.session, &agent.name) {
+        tracing::warn!(agent = %agent.name, job_id = %job_id, "job in flight on a lost agent");
+    }
+}
+
+async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMessage) {
+    let now = now_unix_ms();
+    agent.last_heartbeat.store(now, Ordering::Relaxed);
+    match message.body {
+        Some(Body::Accept(accept)) => {
+            match controller.store.claim_job(&accept.job_id, accept.attempt, &agent.name, &agent.zone, now).await {
+                Ok(true) => controller.router.publish(&accept.job_id, JobUpdate::Accepted { agent: agent.name.clone() }),
+                Ok(false) => tracing::warn!(agent = %agent.name, job_id = %accept.job_id, "claim refused: job not offered to this zone or already claimed"),
+                Err(error) => tracing::error!(error = %anyhow::Error::from(error), "recording a claim failed"),
+            }
+        }
+        Some(Body::Decline(decline)) => {
+            controller.router.publish(&decline.job_id, JobUpdate::Declined { reason: decline.reason });
+        }
+        Some(Body::Event(event)) => {
+            let (job_id, seq) = (event.job_id.clone(), event.seq);
+            match controller.store.record_event(&event).await {
+                Ok(true) => controller.router.publish(&job_id, JobUpdate::Event(event)),
+                Ok(false) => tracing::debug!(job_id = %job_id, seq, "duplicate event dropped"),
+                Err(error) => {
+                    // Not acknowledged: the agent keeps it and replays it.
+                    tracing::error!(error = %anyhow::Error::from(error), "recording an event failed");
+                    return;
+                }
+            }
+            ack(agent, &job_id, seq).await;
+        }
+        Some(Body::Result(result)) => {
+            let (job_id, seq) = (result.job_id.clone(), result.seq);
+            let exit_code = ExitCode::from_outcome(Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified));
+            match controller.store.finish_job(&result, exit_code.code(), now).await {
+                Ok(true) => {
+                    tracing::info!(agent = %agent.name, job_id = %job_id, outcome = ?result.outcome(), "job result recorded");
+                    controller.router.publish(&job_id, JobUpdate::Finished(result));
+                }
+                Ok(false) => tracing::debug!(job_id = %job_id, "duplicate result dropped"),
+                Err(error) => {
+                    tracing::error!(error = %anyhow::Error::from(error), "recording a result failed");
+                    return;
+                }
+            }
+            ack(agent, &job_id, seq).await;
+        }
+        Some(Body::Heartbeat(_)) | None => {}
+        Some(Body::Hello(_)) => tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream"),
+    }
+}
+
+async fn ack(agent: &AgentHandle, job_id: &str, seq: u64) {
+    let ack = Ack {
+        job_id: job_id.to_owned(),
+        seq,
+    };
+    let _ = agent.sender.send(Ok(message(controller_message::Body::Ack(ack)))).await;
+}
+
+async fn heartbeats(sender: mpsc::Sender<Result<ControllerMessage, Status>>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        let beat = Heartbeat {
+            sent_at_unix_ms: now_unix_ms(),
+        };
+        if sender.send(Ok(message(controller_message::Body::Heartbeat(beat)))).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn message(body: controller_message::Body) -> ControllerMessage {
+    ControllerMessage { body: Some(body) }
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}

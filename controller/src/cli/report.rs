@@ -1,0 +1,168 @@
+//! What operators read: step lines, SEED.md's SMOKE TEST blocks and its
+//! DEPLOYMENT LOG block. Kept in one place so the format cannot drift, and
+//! checked as text by the end-to-end tests.
+
+use std::time::Duration;
+
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::proto::{JobEvent, JobResult, Plan, RolloutStarted, SmokeReport, StepStatus};
+
+const RULE: &str = "===========================================";
+
+/// One finished step: `  ✅ backup          3 ms  /var/backups/...`.
+/// Started events print nothing: the finished line follows within the step.
+pub fn step_line(event: &JobEvent) -> Option<String> {
+    let mark = match StepStatus::try_from(event.status).ok()? {
+        StepStatus::Succeeded => "✅",
+        StepStatus::Failed => "❌",
+        StepStatus::Skipped => "➖",
+        StepStatus::Started | StepStatus::Unspecified => return None,
+    };
+    let message = if event.message.is_empty() { String::new() } else { format!("  {}", event.message) };
+    Some(format!("  {mark} {:<18}{:>7} ms{message}", event.step, event.duration_ms))
+}
+
+/// SMOKE TEST blocks for the last phase that ran (post-commit if it ran,
+/// else in-transaction), one per routine and test.
+pub fn smoke_blocks(reports: &[SmokeReport], environment: &str) -> String {
+    let Some(last_phase) = reports.last().map(|r| r.phase.as_str()) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    for report in reports.iter().filter(|r| r.phase == last_phase) {
+        text.push_str(&format!(
+            "{RULE}\nSMOKE TEST: {} @ {} ({})\n  test: {}\n{RULE}\n",
+            report.routine,
+            environment.to_uppercase(),
+            report.phase,
+            report.test
+        ));
+        for (check, label) in [
+            ("exists", "Procedure exists"),
+            ("executes", "Can execute (test data)"),
+            ("structure", "Returns correct structure"),
+            ("duration", "Execution time"),
+            ("warnings", "No errors detected"),
+        ] {
+            let line = match report.checks.iter().find(|c| c.check == check) {
+                Some(c) if c.passed => format!("✅ {label}: {}", c.detail),
+                Some(c) => format!("❌ {label}: {}", c.detail),
+                None if report.checks.iter().any(|c| !c.passed) => format!("➖ {label}: not run"),
+                None => continue,
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let verdict = if report.passed { "✅ PASS" } else { "❌ FAIL" };
+        text.push_str(&format!("{RULE}\nRESULT: {verdict}\n{RULE}\n"));
+    }
+    text
+}
+
+/// The closing line of `pgrollout smoke`.
+pub fn smoke_verdict(result: &JobResult) -> String {
+    let passed = result.smoke.iter().filter(|r| r.passed).count();
+    format!("smoke: {passed} of {} passed — {}\n", result.smoke.len(), result.message)
+}
+
+/// Everything the DEPLOYMENT LOG block needs.
+pub struct RunReport<'a> {
+    pub procedure: &'a str,
+    pub environment: &'a str,
+    pub plan: &'a Plan,
+    pub identities: &'a [String],
+    pub rollout: Option<&'a RolloutStarted>,
+    pub result: &'a JobResult,
+    pub code: ExitCode,
+    pub wall_time: Duration,
+}
+
+/// SEED.md's DEPLOYMENT LOG block, plus rollout, trace and ledger ids.
+pub fn deployment_log(run: &RunReport<'_>) -> String {
+    let started_at = run.rollout.map(|r| r.started_at_unix_ms).unwrap_or_default();
+    let smoke = if run.result.smoke.is_empty() {
+        "➖ NOT RUN".to_owned()
+    } else if run.result.smoke.iter().all(|r| r.passed) {
+        "✅ PASS".to_owned()
+    } else {
+        "❌ FAIL".to_owned()
+    };
+    let status = match run.code {
+        ExitCode::Success if run.result.replayed_from_ledger => "✅ SUCCESS (already applied; nothing changed)".to_owned(),
+        ExitCode::Success => "✅ SUCCESS".to_owned(),
+        code => format!("❌ FAILED (exit {})", code.code()),
+    };
+    let backup = if run.result.backup_path.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{} (sha256 {})", run.result.backup_path, run.result.backup_sha256)
+    };
+    let changes: Vec<String> = if run.result.applied.is_empty() {
+        run.identities.to_vec()
+    } else {
+        run.result.applied.iter().map(|a| format!("{} [{}]", a.identity, a.change)).collect()
+    };
+    let ledger: Vec<String> = run.result.ledger_ids.iter().map(i64::to_string).collect();
+    let mut lines = vec![
+        RULE.to_owned(),
+        "DEPLOYMENT LOG".to_owned(),
+        RULE.to_owned(),
+        format!("Timestamp: {}", utc_timestamp(started_at)),
+        format!("Procedure: {}", run.procedure),
+        format!("Routines: {}", changes.join(", ")),
+        format!("Environment: {}", run.environment.to_uppercase()),
+        format!("Version: {}", &run.plan.plan_id[..run.plan.plan_id.len().min(12)]),
+        format!("Deployed By: {}", run.rollout.map(|r| r.actor.as_str()).unwrap_or("?")),
+        format!("Commit SHA: {}", run.plan.commit_sha),
+        format!("Backup: {backup}"),
+        format!("Smoke Test: {smoke}"),
+        format!("Duration: {:.2} seconds", run.wall_time.as_secs_f64()),
+        format!("Status: {status}"),
+    ];
+    if let Some(rollout) = run.rollout {
+        lines.push(format!("Rollout: {}", rollout.rollout_id));
+        lines.push(format!("Trace ID: {}", rollout.trace_id));
+    }
+    if !ledger.is_empty() {
+        lines.push(format!("Ledger: {}", ledger.join(", ")));
+    }
+    lines.push(RULE.to_owned());
+    lines.join("\n") + "\n"
+}
+
+/// `2025-11-13 14:30:00 UTC`, as SEED.md prints it.
+pub fn utc_timestamp(unix_ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    let rfc3339 = humantime::format_rfc3339_seconds(time).to_string();
+    format!("{} UTC", rfc3339.trim_end_matches('Z').replacen('T', " ", 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrollout_shared::proto::SmokeCheck;
+
+    #[test]
+    fn timestamp_reads_like_seed() {
+        assert_eq!(utc_timestamp(1_763_044_200_000), "2025-11-13 14:30:00 UTC");
+    }
+
+    #[test]
+    fn a_failed_smoke_block_names_the_failed_check_and_what_did_not_run() {
+        let report = SmokeReport {
+            routine: "public.addarc(text, text)".into(),
+            test: "adds".into(),
+            phase: "in-transaction".into(),
+            checks: vec![
+                SmokeCheck { check: "exists".into(), passed: true, detail: "ok".into() },
+                SmokeCheck { check: "executes".into(), passed: false, detail: "ERROR P0001: boom".into() },
+            ],
+            passed: false,
+            duration_ms: 3,
+        };
+        let text = smoke_blocks(&[report], "qa");
+        assert!(text.contains("SMOKE TEST: public.addarc(text, text) @ QA (in-transaction)"));
+        assert!(text.contains("✅ Procedure exists: ok\n❌ Can execute (test data): ERROR P0001: boom\n➖ Returns correct structure: not run"));
+        assert!(text.contains("RESULT: ❌ FAIL"));
+    }
+}

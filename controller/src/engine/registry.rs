@@ -1,0 +1,113 @@
+//! The agents connected right now, by zone. The zone recorded here is the
+//! one the controller derived for the agent, never one the agent merely said.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgrollout_shared::proto::{AgentInfo, ControllerMessage, TargetInfo};
+use tokio::sync::{mpsc, watch};
+
+/// One connected agent session.
+pub struct AgentHandle {
+    pub session: u64,
+    pub name: String,
+    pub zone: String,
+    pub version: String,
+    pub targets: Vec<TargetInfo>,
+    pub connected_at: i64,
+    pub last_heartbeat: AtomicI64,
+    /// Messages to the agent; the session's stream drains it.
+    pub sender: mpsc::Sender<Result<ControllerMessage, tonic::Status>>,
+}
+
+impl AgentHandle {
+    pub fn serves(&self, target: &str) -> bool {
+        self.targets.iter().any(|t| t.name == target)
+    }
+}
+
+pub struct Registry {
+    agents: Mutex<HashMap<u64, Arc<AgentHandle>>>,
+    next_session: AtomicU64,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            agents: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Registry {
+    pub fn next_session(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Adds a session. An older session of the same zone and name is
+    /// replaced: an agent that reconnects is the same agent.
+    pub fn register(&self, handle: Arc<AgentHandle>) {
+        let mut agents = self.lock();
+        agents.retain(|_, a| !(a.zone == handle.zone && a.name == handle.name));
+        agents.insert(handle.session, handle);
+        drop(agents);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Removes a session; `false` if it had already been replaced.
+    pub fn unregister(&self, session: u64) -> bool {
+        let removed = self.lock().remove(&session).is_some();
+        self.changed.send_modify(|v| *v += 1);
+        removed
+    }
+
+    /// An agent of `zone` serving `target`, waiting up to `wait` for one to
+    /// connect. Prefers the most recently heard-from agent.
+    pub async fn wait_for(&self, zone: &str, target: &str, wait: Duration) -> Option<Arc<AgentHandle>> {
+        let mut changes = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(agent) = self.pick(zone, target) {
+                return Some(agent);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    fn pick(&self, zone: &str, target: &str) -> Option<Arc<AgentHandle>> {
+        self.lock()
+            .values()
+            .filter(|a| a.zone == zone && a.serves(target))
+            .max_by_key(|a| a.last_heartbeat.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    pub fn list(&self) -> Vec<AgentInfo> {
+        let mut agents: Vec<AgentInfo> = self
+            .lock()
+            .values()
+            .map(|a| AgentInfo {
+                name: a.name.clone(),
+                zone: a.zone.clone(),
+                version: a.version.clone(),
+                targets: a.targets.clone(),
+                connected_at_unix_ms: a.connected_at,
+                last_heartbeat_unix_ms: a.last_heartbeat.load(Ordering::Relaxed),
+            })
+            .collect();
+        agents.sort_by(|a, b| (&a.zone, &a.name).cmp(&(&b.zone, &b.name)));
+        agents
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<AgentHandle>>> {
+        self.agents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

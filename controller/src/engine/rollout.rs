@@ -1,0 +1,258 @@
+//! One rollout: find an agent of the environment's zone, record the rollout,
+//! offer the job, then relay the job's updates to the operator until its
+//! result — and settle the rollout when the job never produces one.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::job::{now_unix_ms, Job, JobKind};
+use pgrollout_shared::proto::{
+    controller_message, rollout_update, ControllerMessage, JobResult, Outcome, Plan,
+    RolloutStarted, RolloutUpdate,
+};
+use pgrollout_shared::routine::Routine;
+use pgrollout_shared::traceparent::TraceParent;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::registry::AgentHandle;
+use super::router::JobUpdate;
+use super::{new_id, Controller};
+use crate::store::{state, NewRollout};
+
+/// A validated request to run a plan against an environment.
+pub struct RolloutRequest {
+    pub environment: String,
+    pub plan: Plan,
+    pub routines: Vec<Routine>,
+    pub smoke_only: bool,
+    pub actor: String,
+    pub trace: TraceParent,
+    pub agent_wait: Duration,
+}
+
+pub type UpdateSender = mpsc::Sender<Result<RolloutUpdate, Status>>;
+
+/// Starts the rollout; updates arrive on the returned receiver. Refusals
+/// before anything was offered come back as a `Status`.
+pub async fn start(
+    controller: Arc<Controller>,
+    request: RolloutRequest,
+) -> Result<mpsc::Receiver<Result<RolloutUpdate, Status>>, Status> {
+    let environment = controller
+        .config
+        .environments
+        .get(&request.environment)
+        .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
+    let zone = controller
+        .config
+        .zone_of(&request.environment)
+        .unwrap_or_else(|| request.environment.clone());
+    let target = environment.target.clone();
+    let wait = request.agent_wait.min(controller.config.deployment.max_agent_wait);
+    let agent = controller
+        .registry
+        .wait_for(&zone, &target, wait)
+        .await
+        .ok_or_else(|| {
+            Status::unavailable(format!(
+                "no agent connected for zone {zone} (environment {}, target {target}); start pgrollout-agent \
+                 in that zone, or check its log and `pgrollout agents`",
+                request.environment
+            ))
+        })?;
+
+    let rollout_id = new_id("r");
+    let job_id = new_id("j");
+    let now = now_unix_ms();
+    let store_error = |e: crate::store::StoreError| {
+        tracing::error!(error = %anyhow::Error::from(e), "store write failed");
+        Status::internal("the controller could not record the rollout; see its log")
+    };
+    controller.store.save_plan(&request.plan, now).await.map_err(store_error)?;
+    let kind = if request.smoke_only { "smoke" } else { "deploy" };
+    controller
+        .store
+        .create_rollout(
+            NewRollout {
+                id: &rollout_id,
+                plan_id: &request.plan.plan_id,
+                kind,
+                environment: &request.environment,
+                zone: &zone,
+                target: &target,
+                actor: &request.actor,
+                trace_id: &request.trace.trace_id,
+                created_at: now,
+            },
+            &job_id,
+            1,
+        )
+        .await
+        .map_err(store_error)?;
+
+    let job_timeout = controller.config.deployment.job_timeout;
+    let job = Job {
+        id: job_id.clone(),
+        attempt: 1,
+        deadline: SystemTime::now() + job_timeout,
+        trace: request.trace.child(),
+        target,
+        rollout_id: rollout_id.clone(),
+        plan_id: request.plan.plan_id.clone(),
+        actor: request.actor.clone(),
+        commit_sha: request.plan.commit_sha.clone(),
+        label: request.plan.label.clone(),
+        kind: if request.smoke_only {
+            JobKind::Smoke { routines: request.routines }
+        } else {
+            JobKind::Deploy { routines: request.routines }
+        },
+    };
+    tracing::info!(
+        rollout_id = %rollout_id,
+        job_id = %job_id,
+        environment = %request.environment,
+        zone = %zone,
+        agent = %agent.name,
+        actor = %request.actor,
+        trace_id = %request.trace.trace_id,
+        kind,
+        "rollout started"
+    );
+    let updates = controller.router.subscribe(&job_id, agent.session);
+    let offer = ControllerMessage {
+        body: Some(controller_message::Body::Offer(job.into())),
+    };
+    if agent.sender.send(Ok(offer)).await.is_err() {
+        controller.router.unsubscribe(&job_id);
+        let message = format!("agent {} disconnected before the job could be offered; nothing ran", agent.name);
+        let _ = controller
+            .store
+            .abandon_job(&job_id, 1, state::FAILED, ExitCode::DeploymentFailed.code(), &message, now_unix_ms())
+            .await;
+        return Err(Status::unavailable(message));
+    }
+
+    let (out, receiver) = mpsc::channel(256);
+    let started = RolloutStarted {
+        rollout_id: rollout_id.clone(),
+        job_id: job_id.clone(),
+        environment: request.environment.clone(),
+        zone,
+        agent_name: agent.name.clone(),
+        trace_id: request.trace.trace_id.clone(),
+        actor: request.actor,
+        started_at_unix_ms: now,
+    };
+    let _ = out.send(Ok(update(rollout_update::Body::Started(started)))).await;
+    tokio::spawn(relay(controller, agent, job_id, updates, out, job_timeout));
+    Ok(receiver)
+}
+
+/// Relays the job's updates to the operator. Keeps going if the operator
+/// hangs up: the rollout must still be settled.
+async fn relay(
+    controller: Arc<Controller>,
+    agent: Arc<AgentHandle>,
+    job_id: String,
+    mut updates: mpsc::UnboundedReceiver<JobUpdate>,
+    out: UpdateSender,
+    job_timeout: Duration,
+) {
+    let accept_timeout = controller.config.deployment.accept_timeout;
+    let accepted = tokio::time::timeout(accept_timeout, async {
+        loop {
+            match updates.recv().await {
+                Some(JobUpdate::Accepted { .. }) => return Ok(()),
+                Some(JobUpdate::Declined { reason }) => return Err(format!("agent {} declined the job: {reason}", agent.name)),
+                Some(JobUpdate::AgentLost { agent }) => {
+                    return Err(format!("agent {agent} disconnected before accepting the job; nothing ran"))
+                }
+                Some(_) => continue,
+                None => return Err("the job's update channel closed".to_owned()),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "agent {} did not accept the job within {}; nothing ran",
+            agent.name,
+            humantime::format_duration(accept_timeout)
+        ))
+    });
+    let settled = match accepted {
+        Err(message) => Some((state::FAILED, message)),
+        Ok(()) => follow_job(&agent, &mut updates, &out, job_timeout).await,
+    };
+    if let Some((rollout_state, message)) = settled {
+        tracing::warn!(job_id = %job_id, state = rollout_state, reason = %message, "job ended without a result");
+        let _ = controller
+            .store
+            .abandon_job(&job_id, 1, rollout_state, ExitCode::DeploymentFailed.code(), &message, now_unix_ms())
+            .await;
+        let result = JobResult {
+            job_id: job_id.clone(),
+            attempt: 1,
+            outcome: Outcome::DeployFailed as i32,
+            message,
+            ..Default::default()
+        };
+        let _ = out.send(Ok(update(rollout_update::Body::Finished(result)))).await;
+    }
+    controller.router.unsubscribe(&job_id);
+}
+
+/// Forwards events until the result; returns the rollout state and reason
+/// when the job ended without one.
+async fn follow_job(
+    agent: &AgentHandle,
+    updates: &mut mpsc::UnboundedReceiver<JobUpdate>,
+    out: &UpdateSender,
+    job_timeout: Duration,
+) -> Option<(&'static str, String)> {
+    // The agent enforces the deadline itself; the grace covers its report.
+    let deadline = tokio::time::Instant::now() + job_timeout + Duration::from_secs(30);
+    loop {
+        let next = match tokio::time::timeout_at(deadline, updates.recv()).await {
+            Ok(next) => next,
+            Err(_) => {
+                return Some((
+                    state::UNKNOWN,
+                    format!("no result from agent {} past the job deadline; the rollout is unknown until it reports", agent.name),
+                ))
+            }
+        };
+        match next {
+            Some(JobUpdate::Event(event)) => {
+                let _ = out.send(Ok(update(rollout_update::Body::Event(event)))).await;
+            }
+            Some(JobUpdate::Finished(result)) => {
+                let _ = out.send(Ok(update(rollout_update::Body::Finished(result)))).await;
+                return None;
+            }
+            Some(JobUpdate::AgentLost { agent }) => {
+                return Some((
+                    state::UNKNOWN,
+                    format!(
+                        "agent {agent} disconnected mid-job; the rollout is unknown until the agent reconnects and \
+                         reports (the target's ledger decides whether it applied)"
+                    ),
+                ))
+            }
+            Some(JobUpdate::Accepted { .. }) | Some(JobUpdate::Declined { .. }) => {}
+            None => return Some((state::UNKNOWN, "the job's update channel closed".to_owned())),
+        }
+    }
+}
+
+fn unknown_environment(controller: &Controller, name: &str) -> Status {
+    let known: Vec<&str> = controller.config.environments.keys().map(String::as_str).collect();
+    Status::invalid_argument(format!("unknown environment {name:?}; known environments: {}", known.join(", ")))
+}
+
+fn update(body: rollout_update::Body) -> RolloutUpdate {
+    RolloutUpdate { body: Some(body) }
+}

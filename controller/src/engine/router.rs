@@ -1,0 +1,68 @@
+//! Where each running job's updates go: the rollout waiting on it. The agent
+//! link publishes; the rollout subscribes. Persisting happens in the link,
+//! before publishing, so a vanished CLI loses nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pgrollout_shared::proto::{JobEvent, JobResult};
+use tokio::sync::mpsc;
+
+/// What a rollout hears about its job.
+#[derive(Debug)]
+pub enum JobUpdate {
+    Accepted { agent: String },
+    Declined { reason: String },
+    Event(JobEvent),
+    Finished(JobResult),
+    /// The agent's session ended before the job's result arrived.
+    AgentLost { agent: String },
+}
+
+struct Subscription {
+    session: u64,
+    sender: mpsc::UnboundedSender<JobUpdate>,
+}
+
+#[derive(Default)]
+pub struct JobRouter {
+    subscriptions: Mutex<HashMap<String, Subscription>>,
+}
+
+impl JobRouter {
+    /// Subscribes to a job about to be offered on `session`.
+    pub fn subscribe(&self, job_id: &str, session: u64) -> mpsc::UnboundedReceiver<JobUpdate> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.lock().insert(job_id.to_owned(), Subscription { session, sender });
+        receiver
+    }
+
+    pub fn unsubscribe(&self, job_id: &str) {
+        self.lock().remove(job_id);
+    }
+
+    pub fn publish(&self, job_id: &str, update: JobUpdate) {
+        if let Some(subscription) = self.lock().get(job_id) {
+            let _ = subscription.sender.send(update);
+        }
+    }
+
+    /// Tells every job running on a lost session; returns their ids.
+    pub fn session_lost(&self, session: u64, agent: &str) -> Vec<String> {
+        let subscriptions = self.lock();
+        subscriptions
+            .iter()
+            .filter(|(_, s)| s.session == session)
+            .map(|(job_id, s)| {
+                let _ = s.sender.send(JobUpdate::AgentLost {
+                    agent: agent.to_owned(),
+                });
+                job_id.clone()
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Subscription>> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

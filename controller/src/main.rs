@@ -1,0 +1,16 @@
+//! `pgrollout`: the controller (`pgrollout serve`) and the operator CLI in one
+//! binary. See ARCHITECTURE.md for the map of this crate.
+
+mod api;
+mod cli;
+mod config;
+mod engine;
+mod plan;
+mod project;
+mod store;
+mod telemetry;
+
+fn main() -> std::process::ExitCode {
+    let code = cli::run();
+    std::process::ExitCode::from(code.code() as u8)
+}

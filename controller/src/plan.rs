@@ -1,0 +1,92 @@
+//! Plans: the immutable, content-addressed bundle a rollout applies. The
+//! plan id is the SHA-256 of the routines' canonical encoding, so the same
+//! SQL always yields the same plan, and the controller can recompute the id
+//! of whatever a client sends (DESIGN §3).
+
+use pgrollout_shared::proto;
+use pgrollout_shared::routine::Routine;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+/// Builds the wire plan for these routines, sorted by identity.
+pub fn build_plan(mut routines: Vec<Routine>, label: &str, commit_sha: &str) -> proto::Plan {
+    routines.sort_by(|a, b| a.identity.cmp(&b.identity));
+    let routines: Vec<proto::Routine> = routines.into_iter().map(Into::into).collect();
+    proto::Plan {
+        plan_id: plan_id(&routines),
+        commit_sha: commit_sha.to_owned(),
+        label: label.to_owned(),
+        routines,
+    }
+}
+
+/// SHA-256 over each routine's protobuf encoding, length-prefixed. prost
+/// encodes fields in tag order and these messages have no maps, so the
+/// encoding is deterministic. Label and commit are metadata, not content.
+pub fn plan_id(routines: &[proto::Routine]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"pgrollout-plan-v1");
+    for routine in routines {
+        let bytes = routine.encode_to_vec();
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(&bytes);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The project's git commit (with `+dirty` when procedures/ has local
+/// changes), or `none` outside a git repository.
+pub fn commit_of(project: &std::path::Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(project)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(sha) if !sha.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--", "."]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{sha}+dirty")
+            } else {
+                sha
+            }
+        }
+        _ => "none".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrollout_shared::routine::{RoutineIdentity, RoutineKind};
+
+    fn routine(name: &str, body: &str) -> Routine {
+        Routine {
+            identity: RoutineIdentity {
+                schema: "public".into(),
+                name: name.into(),
+                arg_types: vec![],
+            },
+            kind: RoutineKind::Function,
+            create_sql: format!("CREATE FUNCTION {name}() RETURNS int LANGUAGE sql AS '{body}'"),
+            grants: vec![],
+            smoke_tests: vec![],
+            source_path: format!("procedures/{name}.sql"),
+        }
+    }
+
+    #[test]
+    fn same_content_same_plan_in_any_order() {
+        let a = build_plan(vec![routine("a", "select 1"), routine("b", "select 2")], "x", "c1");
+        let b = build_plan(vec![routine("b", "select 2"), routine("a", "select 1")], "y", "c2");
+        assert_eq!(a.plan_id, b.plan_id);
+        let c = build_plan(vec![routine("a", "select 1"), routine("b", "select 3")], "x", "c1");
+        assert_ne!(a.plan_id, c.plan_id);
+        assert_eq!(plan_id(&a.routines), a.plan_id);
+    }
+}

@@ -1,0 +1,137 @@
+//! What can go wrong loading a project, phrased for the operator who has to
+//! fix the file: where (`procedures/addarc.sql:12:5`), what, and what to do.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A place in a project file: project-relative path, and the 1-based line
+/// and column (in characters) when known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLocation {
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+}
+
+impl SourceLocation {
+    /// The whole file, no position.
+    pub fn file(path: &str) -> Self {
+        SourceLocation {
+            path: path.to_owned(),
+            line: None,
+            column: None,
+        }
+    }
+
+    /// The position of a byte offset into `text`, the file's contents.
+    /// An offset past the end or inside a character points at the end.
+    pub fn at_offset(path: &str, text: &str, offset: usize) -> Self {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+        SourceLocation {
+            path: path.to_owned(),
+            line: Some(before.matches('\n').count() + 1),
+            column: Some(before[line_start..].chars().count() + 1),
+        }
+    }
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A project that cannot be loaded, or a name that selects nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error(
+        "no procedures directory at {}: a project keeps its routines in procedures/*.sql; \
+         check the project path",
+        dir.display()
+    )]
+    NoProceduresDirectory { dir: PathBuf },
+
+    #[error("cannot list {}", dir.display())]
+    ReadDirectory {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot read {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: file name is not valid UTF-8; rename it")]
+    FileNameNotUtf8 { path: String },
+
+    #[error(
+        "{} holds no .sql files: add one file per routine name, e.g. procedures/addarc.sql",
+        dir.display()
+    )]
+    NoProcedureFiles { dir: PathBuf },
+
+    #[error(
+        "{sidecar} has no matching {expected_sql}: a sidecar must share its SQL file's name; \
+         rename or remove it"
+    )]
+    OrphanSidecar {
+        sidecar: String,
+        expected_sql: String,
+    },
+
+    #[error(
+        "{path} holds no statements: add a CREATE OR REPLACE FUNCTION or PROCEDURE statement, \
+         or delete the file"
+    )]
+    EmptyFile { path: String },
+
+    /// PostgreSQL's parser refused the file (or a PL/pgSQL body in it).
+    #[error("{at}: {message}")]
+    Syntax { at: SourceLocation, message: String },
+
+    #[error(
+        "{at}: {statement} statement is not allowed in a procedure file: procedures/*.sql may \
+         only hold CREATE [OR REPLACE] FUNCTION or PROCEDURE statements; move it to a schema \
+         migration"
+    )]
+    NotARoutine { at: SourceLocation, statement: String },
+
+    /// Valid SQL that the loader cannot turn into a routine identity.
+    #[error("{at}: {reason}")]
+    Unsupported { at: SourceLocation, reason: String },
+
+    #[error("{at}: {reason}")]
+    InvalidSidecar { at: SourceLocation, reason: String },
+
+    #[error(
+        "{identity} is defined twice, at {first} and at {second}: keep one definition \
+         (overloads need different argument types)"
+    )]
+    DuplicateRoutine {
+        identity: String,
+        first: SourceLocation,
+        second: SourceLocation,
+    },
+
+    #[error("no function or procedure named {name:?} in the project; {hint}")]
+    UnknownProcedure { name: String, hint: String },
+
+    #[error("{name:?} is not a routine name: {reason}")]
+    InvalidRoutineName { name: String, reason: String },
+}

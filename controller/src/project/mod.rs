@@ -1,0 +1,263 @@
+//! The procedure project: the directory of SQL files a plan is built from.
+//!
+//! A project keeps its routines in `procedures/*.sql`, one file per routine
+//! name (all overloads of a name together), each with an optional sidecar
+//! `procedures/<same stem>.toml` for grants, smoke tests and declared
+//! dependencies. Every file is read with PostgreSQL's own parser
+//! (libpg_query): identities come from the parse tree, never from pattern
+//! matching on the text, and syntax errors — including those in PL/pgSQL
+//! bodies — are reported with file and line before anything is deployed.
+
+mod error;
+mod parse_sql;
+mod routine_name;
+mod sidecar;
+mod syntax_error;
+#[cfg(test)]
+mod tests;
+mod type_names;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use pgrollout_shared::routine::Routine;
+
+pub use error::{ProjectError, SourceLocation};
+use parse_sql::parse_procedure_file;
+use routine_name::{edit_distance, RoutineName, Signature};
+use sidecar::parse_sidecar;
+
+/// The directory under the project root that holds the routines.
+pub const PROCEDURES_DIR: &str = "procedures";
+
+/// A loaded project: every routine, in file order (files sorted by name,
+/// statements in the order written).
+#[derive(Debug)]
+pub struct Project {
+    root: PathBuf,
+    routines: Vec<Routine>,
+    /// `signatures[i]` is how `routines[i]` is matched against names.
+    signatures: Vec<Signature>,
+    /// Declared dependencies by project-relative SQL file path.
+    declared_dependencies: BTreeMap<String, Vec<String>>,
+}
+
+impl Project {
+    /// Loads every `procedures/*.sql` (sorted by file name) and its optional
+    /// sidecar `procedures/<same stem>.toml`.
+    pub fn load(root: &Path) -> Result<Project, ProjectError> {
+        let files = list_procedure_files(root)?;
+        let mut project = Project {
+            root: root.to_owned(),
+            routines: Vec::new(),
+            signatures: Vec::new(),
+            declared_dependencies: BTreeMap::new(),
+        };
+        let mut defined_at: BTreeMap<Signature, SourceLocation> = BTreeMap::new();
+        let mut dependencies_to_check = Vec::new();
+        for file in &files {
+            let text = read(&root.join(&file.sql_path))?;
+            let parsed = parse_procedure_file(&file.sql_path, &text)?;
+            let sidecar = match &file.sidecar_path {
+                Some(sidecar_path) => {
+                    parse_sidecar(sidecar_path, &read(&root.join(sidecar_path))?, &parsed)?
+                }
+                None => sidecar::Sidecar::default(),
+            };
+            for (index, parsed_routine) in parsed.into_iter().enumerate() {
+                if let Some(first) = defined_at.get(&parsed_routine.signature) {
+                    return Err(ProjectError::DuplicateRoutine {
+                        identity: parsed_routine.identity.to_string(),
+                        first: first.clone(),
+                        second: parsed_routine.defined_at,
+                    });
+                }
+                defined_at.insert(parsed_routine.signature.clone(), parsed_routine.defined_at);
+                project.signatures.push(parsed_routine.signature);
+                project.routines.push(Routine {
+                    identity: parsed_routine.identity,
+                    kind: parsed_routine.kind,
+                    create_sql: parsed_routine.create_sql,
+                    grants: sidecar.grants.clone(),
+                    smoke_tests: sidecar
+                        .smoke_tests
+                        .iter()
+                        .filter(|(routine_index, _)| *routine_index == index)
+                        .map(|(_, test)| test.clone())
+                        .collect(),
+                    source_path: file.sql_path.clone(),
+                });
+            }
+            project.declared_dependencies.insert(
+                file.sql_path.clone(),
+                sidecar.depends_on.iter().map(|(name, _)| name.clone()).collect(),
+            );
+            dependencies_to_check.extend(sidecar.depends_on);
+        }
+        // Checked once every file is loaded: a dependency may be defined in
+        // a file that sorts later.
+        for (name, at) in dependencies_to_check {
+            if let Err(error) = project.select(&name) {
+                return Err(ProjectError::InvalidSidecar {
+                    at,
+                    reason: format!("depends_on: {error}"),
+                });
+            }
+        }
+        Ok(project)
+    }
+
+    /// The directory the project was loaded from.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every routine, in file order.
+    pub fn routines(&self) -> &[Routine] {
+        &self.routines
+    }
+
+    /// Every routine `name` designates: all overloads of that name, possibly
+    /// across files. `name` is read like PostgreSQL reads an unquoted
+    /// identifier (folded to lower case; quote it to keep case) and may be
+    /// schema-qualified (`public.addarc`) or carry argument types
+    /// (`addarc(text, text)`) to pick one overload.
+    pub fn select(&self, name: &str) -> Result<Vec<Routine>, ProjectError> {
+        let parsed = RoutineName::parse(name).map_err(|reason| ProjectError::InvalidRoutineName {
+            name: name.to_owned(),
+            reason,
+        })?;
+        let selected: Vec<Routine> = self
+            .signatures
+            .iter()
+            .zip(&self.routines)
+            .filter(|(signature, _)| parsed.matches(signature))
+            .map(|(_, routine)| routine.clone())
+            .collect();
+        if selected.is_empty() {
+            return Err(ProjectError::UnknownProcedure {
+                name: name.to_owned(),
+                hint: self.hint_for_unknown(&parsed),
+            });
+        }
+        Ok(selected)
+    }
+
+    /// The names a routine's sidecar declares it depends on (`depends_on`),
+    /// as written; each resolves with [`Project::select`]. Shared by all
+    /// routines of one file.
+    pub fn declared_dependencies(&self, routine: &Routine) -> &[String] {
+        self.declared_dependencies
+            .get(&routine.source_path)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// "did you mean …" with the closest names, or a few known names.
+    fn hint_for_unknown(&self, wanted: &RoutineName) -> String {
+        let mut known: Vec<String> = self
+            .signatures
+            .iter()
+            .map(|signature| match &wanted.schema {
+                Some(_) => format!("{}.{}", signature.schema, signature.name),
+                None => signature.name.clone(),
+            })
+            .collect();
+        known.sort();
+        known.dedup();
+        let wanted_text = match &wanted.schema {
+            Some(schema) => format!("{schema}.{}", wanted.name),
+            None => wanted.name.clone(),
+        };
+        if wanted.arg_types.is_some() && known.contains(&wanted_text) {
+            let overloads: Vec<String> = self
+                .signatures
+                .iter()
+                .zip(&self.routines)
+                .filter(|(signature, _)| RoutineName { arg_types: None, ..wanted.clone() }.matches(signature))
+                .map(|(_, routine)| routine.identity.to_string())
+                .collect();
+            return format!("its overloads are {}", overloads.join(", "));
+        }
+        let threshold = (wanted_text.chars().count() / 3).max(2);
+        let mut close: Vec<(usize, &String)> = known
+            .iter()
+            .map(|candidate| (edit_distance(&wanted_text, candidate), candidate))
+            .filter(|(distance, _)| *distance <= threshold)
+            .collect();
+        close.sort();
+        if !close.is_empty() {
+            let names: Vec<&str> = close.iter().take(3).map(|(_, name)| name.as_str()).collect();
+            return format!("did you mean {}?", names.join(", "));
+        }
+        const LISTED: usize = 8;
+        let listed: Vec<&str> = known.iter().take(LISTED).map(String::as_str).collect();
+        let more = known.len().saturating_sub(LISTED);
+        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        format!("known routines: {}{more}", listed.join(", "))
+    }
+}
+
+/// A SQL file and its sidecar, as project-relative paths.
+struct ProcedureFile {
+    sql_path: String,
+    sidecar_path: Option<String>,
+}
+
+fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError> {
+    let dir = root.join(PROCEDURES_DIR);
+    if !dir.is_dir() {
+        return Err(ProjectError::NoProceduresDirectory { dir });
+    }
+    let read_error = |source| ProjectError::ReadDirectory {
+        dir: dir.clone(),
+        source,
+    };
+    let mut sql_stems = Vec::new();
+    let mut sidecar_stems = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(read_error)? {
+        let entry = entry.map_err(read_error)?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            return Err(ProjectError::FileNameNotUtf8 {
+                path: format!("{PROCEDURES_DIR}/{}", file_name.to_string_lossy()),
+            });
+        };
+        if file_name.starts_with('.') || !entry.path().is_file() {
+            continue;
+        }
+        if let Some(stem) = file_name.strip_suffix(".sql") {
+            sql_stems.push(stem.to_owned());
+        } else if let Some(stem) = file_name.strip_suffix(".toml") {
+            sidecar_stems.push(stem.to_owned());
+        }
+    }
+    if sql_stems.is_empty() {
+        return Err(ProjectError::NoProcedureFiles { dir });
+    }
+    // A sidecar whose name matches no SQL file (a typo) would otherwise be
+    // silently ignored, and its grants and tests with it.
+    if let Some(orphan) = sidecar_stems.iter().find(|stem| !sql_stems.contains(stem)) {
+        return Err(ProjectError::OrphanSidecar {
+            sidecar: format!("{PROCEDURES_DIR}/{orphan}.toml"),
+            expected_sql: format!("{PROCEDURES_DIR}/{orphan}.sql"),
+        });
+    }
+    sql_stems.sort_by_key(|stem| format!("{stem}.sql"));
+    Ok(sql_stems
+        .into_iter()
+        .map(|stem| ProcedureFile {
+            sql_path: format!("{PROCEDURES_DIR}/{stem}.sql"),
+            sidecar_path: sidecar_stems
+                .contains(&stem)
+                .then(|| format!("{PROCEDURES_DIR}/{stem}.toml")),
+        })
+        .collect())
+}
+
+fn read(path: &Path) -> Result<String, ProjectError> {
+    std::fs::read_to_string(path).map_err(|source| ProjectError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })
+}
+#[cfg(test)] mod explore;

@@ -1,0 +1,409 @@
+//! Reads one `procedures/*.sql` file with PostgreSQL's own parser
+//! (libpg_query) into the routines it creates.
+
+use pg_query::protobuf::{self, node::Node as NodeKind, FunctionParameterMode, KeywordKind, Token};
+use pgrollout_shared::routine::{RoutineIdentity, RoutineKind, MAX_IDENTIFIER_BYTES};
+
+use super::error::{ProjectError, SourceLocation};
+use super::routine_name::Signature;
+use super::syntax_error::{is_comment, locate_error};
+use super::type_names::{render_type_name, string_list, Modifiers};
+
+/// One CREATE FUNCTION/PROCEDURE statement of a file.
+#[derive(Clone, Debug)]
+pub struct ParsedRoutine {
+    pub identity: RoutineIdentity,
+    /// The identity as compared with other routines and with names people
+    /// write (argument types without modifiers).
+    pub signature: Signature,
+    pub kind: RoutineKind,
+    /// The statement's source text, without surrounding comments or `;`.
+    pub create_sql: String,
+    /// Where the statement starts.
+    pub defined_at: SourceLocation,
+}
+
+/// Parses the text of the file at project-relative `path`.
+pub fn parse_procedure_file(path: &str, text: &str) -> Result<Vec<ParsedRoutine>, ProjectError> {
+    if let Some(offset) = text.find('\0') {
+        return Err(ProjectError::Syntax {
+            at: SourceLocation::at_offset(path, text, offset),
+            message: "the file contains a NUL byte; remove it".to_owned(),
+        });
+    }
+    let parsed = pg_query::parse(text, 0).map_err(|error| syntax_error(path, text, error))?;
+    if parsed.protobuf.stmts.is_empty() {
+        return Err(ProjectError::EmptyFile { path: path.to_owned() });
+    }
+    // The parse succeeded, so the scanner cannot fail on the same text.
+    let tokens = pg_query::scan(text)
+        .map_err(|error| syntax_error(path, text, error))?
+        .tokens;
+    let file = SourceFile { path, text, tokens: &tokens };
+    parsed
+        .protobuf
+        .stmts
+        .iter()
+        .map(|raw| file.routine(raw))
+        .collect()
+}
+
+fn syntax_error(path: &str, text: &str, error: pg_query::Error) -> ProjectError {
+    let message = match error {
+        pg_query::Error::Parse(message) | pg_query::Error::Scan(message) => message,
+        other => other.to_string(),
+    };
+    let at = locate_error(text, &message, |prefix| match pg_query::parse(prefix, 0) {
+        Err(pg_query::Error::Parse(message)) => Some(message),
+        _ => None,
+    })
+    .map_or_else(|| SourceLocation::file(path), |offset| SourceLocation::at_offset(path, text, offset));
+    ProjectError::Syntax { at, message }
+}
+
+struct SourceFile<'a> {
+    path: &'a str,
+    text: &'a str,
+    tokens: &'a [protobuf::ScanToken],
+}
+
+impl SourceFile<'_> {
+    fn location(&self, offset: i32) -> SourceLocation {
+        match usize::try_from(offset) {
+            Ok(offset) => SourceLocation::at_offset(self.path, self.text, offset),
+            Err(_) => SourceLocation::file(self.path),
+        }
+    }
+
+    fn routine(&self, raw: &protobuf::RawStmt) -> Result<ParsedRoutine, ProjectError> {
+        let (start, end) = self.statement_span(raw);
+        let defined_at = SourceLocation::at_offset(self.path, self.text, start);
+        let statement = raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
+        let Some(NodeKind::CreateFunctionStmt(create)) = statement else {
+            return Err(ProjectError::NotARoutine {
+                at: defined_at,
+                statement: self.statement_kind(start, end),
+            });
+        };
+        let create_sql = self.text[start..end].to_owned();
+        let kind = if create.is_procedure {
+            RoutineKind::Procedure
+        } else {
+            RoutineKind::Function
+        };
+        let (schema, name) = self.routine_name(create, &defined_at)?;
+        let mut arg_types = Vec::new();
+        let mut comparable_arg_types = Vec::new();
+        for parameter in &create.parameters {
+            let Some(NodeKind::FunctionParameter(parameter)) = &parameter.node else {
+                return Err(unsupported(&defined_at, "unexpected parameter in the parse tree"));
+            };
+            if !is_identity_argument(parameter.mode) {
+                continue;
+            }
+            let at = self.location(parameter.location);
+            let type_name = parameter
+                .arg_type
+                .as_ref()
+                .ok_or_else(|| unsupported(&at, "parameter without a type"))?;
+            let render = |modifiers| {
+                render_type_name(type_name, modifiers).map_err(|error| ProjectError::Unsupported {
+                    at: self.location(type_name.location),
+                    reason: error.describe(),
+                })
+            };
+            arg_types.push(render(Modifiers::Keep)?);
+            comparable_arg_types.push(render(Modifiers::Drop)?);
+        }
+        if is_plpgsql(create) {
+            self.check_plpgsql_body(create, start, end)?;
+        }
+        Ok(ParsedRoutine {
+            signature: Signature {
+                schema: schema.clone(),
+                name: name.clone(),
+                arg_types: comparable_arg_types,
+            },
+            identity: RoutineIdentity { schema, name, arg_types },
+            kind,
+            create_sql,
+            defined_at,
+        })
+    }
+
+    /// The statement without leading/trailing comments and its `;`:
+    /// from its first token to the end of its last one. `stmt_len` 0 means
+    /// "to the end of the text"; both are byte offsets.
+    fn statement_span(&self, raw: &protobuf::RawStmt) -> (usize, usize) {
+        let location = usize::try_from(raw.stmt_location).unwrap_or(0);
+        let end = match usize::try_from(raw.stmt_len) {
+            Ok(0) | Err(_) => self.text.len(),
+            Ok(length) => (location + length).min(self.text.len()),
+        };
+        let mut inside = self.tokens.iter().filter(|token| {
+            usize::try_from(token.start).is_ok_and(|start| start >= location && start < end)
+                && !is_comment(token.token)
+                && token.token != Token::Ascii59 as i32
+        });
+        let first = inside.next();
+        let last = inside.last().or(first);
+        match (first, last) {
+            (Some(first), Some(last)) => (
+                usize::try_from(first.start).unwrap_or(location),
+                usize::try_from(last.end).unwrap_or(end),
+            ),
+            _ => (location, end),
+        }
+    }
+
+    /// A readable name for a statement that is not a CREATE FUNCTION or
+    /// PROCEDURE: its leading keywords, e.g. `DROP TABLE IF EXISTS`.
+    fn statement_kind(&self, start: usize, end: usize) -> String {
+        let keywords: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|token| {
+                usize::try_from(token.start).is_ok_and(|s| s >= start && s < end) && !is_comment(token.token)
+            })
+            .take_while(|token| token.keyword_kind != KeywordKind::NoKeyword as i32)
+            .take(5)
+            .filter_map(|token| {
+                let start = usize::try_from(token.start).ok()?;
+                let end = usize::try_from(token.end).ok()?;
+                Some(self.text.get(start..end)?.to_ascii_uppercase())
+            })
+            .collect();
+        // A data statement is named by its verb; a DDL statement also by
+        // the kind of object it touches.
+        let words = match keywords.first().map(String::as_str) {
+            Some("CREATE" | "DROP" | "ALTER" | "COMMENT") => keywords.len(),
+            _ => 1,
+        };
+        match keywords.get(..words) {
+            Some(words) if !words.is_empty() => words.join(" "),
+            _ => "this".to_owned(),
+        }
+    }
+
+    fn routine_name(
+        &self,
+        create: &protobuf::CreateFunctionStmt,
+        at: &SourceLocation,
+    ) -> Result<(String, String), ProjectError> {
+        let names = string_list(&create.funcname)
+            .ok_or_else(|| unsupported(at, "unexpected routine name in the parse tree"))?;
+        let (schema, name) = match names.as_slice() {
+            [name] => ("public", *name),
+            [schema, name] => (*schema, *name),
+            _ => {
+                return Err(unsupported(
+                    at,
+                    "a routine name may have a schema but no database: write schema.name",
+                ))
+            }
+        };
+        for identifier in [schema, name] {
+            if identifier.len() > MAX_IDENTIFIER_BYTES {
+                return Err(unsupported(
+                    at,
+                    &format!(
+                        "{identifier:?} is longer than {MAX_IDENTIFIER_BYTES} bytes and PostgreSQL \
+                         would truncate it; shorten it"
+                    ),
+                ));
+            }
+        }
+        Ok((schema.to_owned(), name.to_owned()))
+    }
+
+    /// Compiles a PL/pgSQL body with PostgreSQL's PL/pgSQL parser, so a
+    /// syntax error in it is caught before anything is deployed.
+    fn check_plpgsql_body(
+        &self,
+        create: &protobuf::CreateFunctionStmt,
+        start: usize,
+        end: usize,
+    ) -> Result<(), ProjectError> {
+        let statement = self.statement_for_plpgsql_check(create, start, end);
+        let message = match pg_query::parse_plpgsql(&statement) {
+            // The body compiled; libpg_query then failed to serialise the
+            // compiled function to JSON (it does for trigger functions),
+            // which says nothing about the source.
+            Ok(_) | Err(pg_query::Error::InvalidJson(_)) => return Ok(()),
+            Err(pg_query::Error::Parse(message)) => message,
+            Err(other) => other.to_string(),
+        };
+        let offset = self
+            .body_error_offset(create, &statement, start, &message)
+            .unwrap_or(start);
+        Err(ProjectError::Syntax {
+            at: SourceLocation::at_offset(self.path, self.text, offset),
+            message: format!("{message} (in the PL/pgSQL body)"),
+        })
+    }
+
+    /// The statement as handed to the PL/pgSQL compiler: byte for byte the
+    /// source (so offsets map back), except that `VARIADIC` markers are
+    /// blanked. libpg_query compiles without a catalog and so cannot see
+    /// that `int[]` is an array; it would refuse every `VARIADIC xs int[]`
+    /// with "VARIADIC parameter must be an array". The body does not
+    /// depend on the marker.
+    fn statement_for_plpgsql_check(
+        &self,
+        create: &protobuf::CreateFunctionStmt,
+        start: usize,
+        end: usize,
+    ) -> String {
+        let mut statement = self.text[start..end].as_bytes().to_vec();
+        for parameter in &create.parameters {
+            let Some(NodeKind::FunctionParameter(parameter)) = &parameter.node else {
+                continue;
+            };
+            if parameter.mode != FunctionParameterMode::FuncParamVariadic as i32 {
+                continue;
+            }
+            let (Ok(from), Some(Ok(to))) = (
+                usize::try_from(parameter.location),
+                parameter.arg_type.as_ref().map(|t| usize::try_from(t.location)),
+            ) else {
+                continue;
+            };
+            for token in self.tokens.iter().filter(|token| token.token == Token::Variadic as i32) {
+                let (Ok(token_start), Ok(token_end)) = (usize::try_from(token.start), usize::try_from(token.end))
+                else {
+                    continue;
+                };
+                if token_start >= from && token_end <= to && token_start >= start && token_end <= end {
+                    statement[token_start - start..token_end - start].fill(b' ');
+                }
+            }
+        }
+        // Only ASCII keyword bytes were replaced, by ASCII spaces.
+        String::from_utf8(statement).unwrap_or_else(|_| self.text[start..end].to_owned())
+    }
+
+    /// The file offset of a PL/pgSQL error, found in the body literal.
+    /// `statement` is the checked text of the statement starting at `start`.
+    fn body_error_offset(
+        &self,
+        create: &protobuf::CreateFunctionStmt,
+        statement: &str,
+        start: usize,
+        message: &str,
+    ) -> Option<usize> {
+        let body = BodyLiteral::find(self, create)?;
+        let source = &self.text[body.content_start..body.content_end];
+        match &body.quoting {
+            Quoting::Dollar(tag) => {
+                let before_body = statement.get(..body.content_start - start)?;
+                let after_body = statement.get(body.content_end + tag.len() - start..)?;
+                let offset_in_body = locate_error(source, message, |body_prefix| {
+                    // The statement with its body cut after the candidate.
+                    let cut = format!("{before_body}{body_prefix}{tag}{after_body}");
+                    match pg_query::parse_plpgsql(&cut) {
+                        Err(pg_query::Error::Parse(message)) => Some(message),
+                        _ => None,
+                    }
+                })?;
+                Some(body.content_start + offset_in_body)
+            }
+            Quoting::Single => {
+                // The parser saw the body with '' undoubled; find the error
+                // there, then map back to the source.
+                let decoded = source.replace("''", "'");
+                let offset_in_decoded = locate_error(&decoded, message, |_| None)?;
+                Some(body.content_start + source_offset_of_decoded(source, offset_in_decoded))
+            }
+        }
+    }
+}
+
+/// Where the body string of a CREATE statement sits in the file.
+struct BodyLiteral {
+    content_start: usize,
+    content_end: usize,
+    quoting: Quoting,
+}
+
+enum Quoting {
+    /// `$tag$...$tag$`, the tag including both dollar signs.
+    Dollar(String),
+    /// `'...'` with standard-conforming strings: only `''` is special.
+    Single,
+}
+
+impl BodyLiteral {
+    fn find(file: &SourceFile<'_>, create: &protobuf::CreateFunctionStmt) -> Option<BodyLiteral> {
+        // The `AS` option records where its string constant starts.
+        let literal_start = create.options.iter().find_map(|option| match &option.node {
+            Some(NodeKind::DefElem(element)) if element.defname == "as" => {
+                usize::try_from(element.arg_location).ok()
+            }
+            _ => None,
+        })?;
+        let token = file
+            .tokens
+            .iter()
+            .find(|token| usize::try_from(token.start).ok() == Some(literal_start))?;
+        let literal = file.text.get(literal_start..usize::try_from(token.end).ok()?)?;
+        if literal.starts_with('$') {
+            let tag_end = literal[1..].find('$')? + 2;
+            let tag = &literal[..tag_end];
+            let content = literal.strip_prefix(tag)?.strip_suffix(tag)?;
+            Some(BodyLiteral {
+                content_start: literal_start + tag.len(),
+                content_end: literal_start + tag.len() + content.len(),
+                quoting: Quoting::Dollar(tag.to_owned()),
+            })
+        } else if literal.starts_with('\'') && literal.len() >= 2 {
+            Some(BodyLiteral {
+                content_start: literal_start + 1,
+                content_end: literal_start + literal.len() - 1,
+                quoting: Quoting::Single,
+            })
+        } else {
+            // E'...' and U&'...' bodies: escapes make offsets unreliable.
+            None
+        }
+    }
+}
+
+/// Maps an offset in `source` with `''` undoubled back to `source`.
+fn source_offset_of_decoded(source: &str, decoded_offset: usize) -> usize {
+    let bytes = source.as_bytes();
+    let (mut source_offset, mut decoded) = (0, 0);
+    while decoded < decoded_offset && source_offset < bytes.len() {
+        let doubled_quote = bytes[source_offset] == b'\'' && bytes.get(source_offset + 1) == Some(&b'\'');
+        source_offset += if doubled_quote { 2 } else { 1 };
+        decoded += 1;
+    }
+    source_offset
+}
+
+/// IN, INOUT and VARIADIC arguments (and those with no mode written) make
+/// up the identity. OUT and TABLE columns do not — for procedures too:
+/// PostgreSQL 15 creates `p(a int, OUT b int)` as `p(integer)`, and
+/// `to_regprocedure('p(integer, integer)')` does not find it.
+fn is_identity_argument(mode: i32) -> bool {
+    !matches!(
+        FunctionParameterMode::try_from(mode),
+        Ok(FunctionParameterMode::FuncParamOut | FunctionParameterMode::FuncParamTable)
+    )
+}
+
+fn is_plpgsql(create: &protobuf::CreateFunctionStmt) -> bool {
+    create.options.iter().any(|option| match &option.node {
+        Some(NodeKind::DefElem(element)) if element.defname == "language" => matches!(
+            element.arg.as_ref().and_then(|arg| arg.node.as_ref()),
+            Some(NodeKind::String(language)) if language.sval == "plpgsql"
+        ),
+        _ => false,
+    })
+}
+
+fn unsupported(at: &SourceLocation, reason: &str) -> ProjectError {
+    ProjectError::Unsupported {
+        at: at.clone(),
+        reason: reason.to_owned(),
+    }
+}

@@ -1,0 +1,186 @@
+//! Names that people write to point at routines: an operator's
+//! `<procedure>` argument, a sidecar's `depends_on` entry or a smoke test's
+//! `routine = "reconcilemupstream(text)"`.
+//!
+//! They are read with PostgreSQL's parser, as the object of a `DROP ROUTINE`
+//! statement that is parsed and never run, so they follow PostgreSQL's rules
+//! exactly: unquoted names fold to lower case, quoted ones keep their case,
+//! whitespace and type aliases (`int`, `int4`, `integer`) do not matter.
+
+use pg_query::protobuf::{self, node::Node as NodeKind, DropBehavior};
+
+use super::type_names::{render_type_name, string_list, Modifiers};
+
+/// A parsed reference to one routine or to all overloads of a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutineName {
+    pub schema: Option<String>,
+    pub name: String,
+    /// Input argument types, rendered without modifiers; None when the text
+    /// had no parenthesised list, which means "any overload".
+    pub arg_types: Option<Vec<String>>,
+}
+
+/// What a routine is matched on: its identity with argument types rendered
+/// without modifiers (PostgreSQL ignores `numeric(10,2)`'s modifiers in a
+/// signature).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Signature {
+    pub schema: String,
+    pub name: String,
+    pub arg_types: Vec<String>,
+}
+
+impl RoutineName {
+    /// Parses `name`, `schema.name`, `name(type, ...)` or
+    /// `schema.name(type, ...)`. The error says what is wrong, for the
+    /// caller to wrap with where the text came from.
+    pub fn parse(text: &str) -> Result<RoutineName, String> {
+        if text.trim().is_empty() {
+            return Err("it is empty".to_owned());
+        }
+        if text.contains(';') || text.contains('\0') {
+            return Err("expected a name like addarc, public.addarc or addarc(text, text)".to_owned());
+        }
+        let parsed = pg_query::parse(&format!("DROP ROUTINE {text}"), 0).map_err(|error| match error {
+            pg_query::Error::Parse(message) => message,
+            other => other.to_string(),
+        })?;
+        let object = match parsed.protobuf.stmts.as_slice() {
+            [raw] => match raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref()) {
+                Some(NodeKind::DropStmt(drop))
+                    if !drop.missing_ok
+                        && drop.behavior != DropBehavior::DropCascade as i32
+                        && drop.objects.len() == 1 =>
+                {
+                    match &drop.objects[0].node {
+                        Some(NodeKind::ObjectWithArgs(object)) => Some(object),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+        .ok_or_else(|| "expected exactly one name like addarc or addarc(text, text)".to_owned())?;
+        Self::from_object(object)
+    }
+
+    fn from_object(object: &protobuf::ObjectWithArgs) -> Result<RoutineName, String> {
+        let names = string_list(&object.objname).ok_or("unexpected name")?;
+        let (schema, name) = match names.as_slice() {
+            [name] => (None, *name),
+            [schema, name] => (Some((*schema).to_owned()), *name),
+            _ => return Err("use name or schema.name".to_owned()),
+        };
+        let arg_types = if object.args_unspecified {
+            None
+        } else {
+            // `objargs` leaves out OUT arguments, which are not part of a
+            // routine's identity (checked on PostgreSQL 15 for functions and
+            // procedures alike).
+            let types = object
+                .objargs
+                .iter()
+                .map(|node| match &node.node {
+                    Some(NodeKind::TypeName(type_name)) => {
+                        render_type_name(type_name, Modifiers::Drop).map_err(|e| e.describe())
+                    }
+                    _ => Err("unexpected argument".to_owned()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(types)
+        };
+        Ok(RoutineName {
+            schema,
+            name: name.to_owned(),
+            arg_types,
+        })
+    }
+
+    /// Whether this name designates the routine with `signature`.
+    pub fn matches(&self, signature: &Signature) -> bool {
+        self.schema.as_ref().is_none_or(|schema| *schema == signature.schema)
+            && self.name == signature.name
+            && self
+                .arg_types
+                .as_ref()
+                .is_none_or(|arg_types| *arg_types == signature.arg_types)
+    }
+}
+
+/// Levenshtein distance, to suggest the name an operator probably meant.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, a_char) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, b_char) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(a_char != *b_char);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signature(schema: &str, name: &str, arg_types: &[&str]) -> Signature {
+        Signature {
+            schema: schema.to_owned(),
+            name: name.to_owned(),
+            arg_types: arg_types.iter().map(|t| (*t).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn names_fold_like_unquoted_identifiers() {
+        let name = RoutineName::parse("AddArc").expect("valid");
+        assert_eq!(name.name, "addarc");
+        assert_eq!(name.schema, None);
+        assert_eq!(name.arg_types, None);
+        assert_eq!(RoutineName::parse("\"AddArc\"").expect("valid").name, "AddArc");
+        let qualified = RoutineName::parse("Public.addarc").expect("valid");
+        assert_eq!(qualified.schema.as_deref(), Some("public"));
+    }
+
+    #[test]
+    fn argument_lists_normalise_aliases_and_whitespace() {
+        let name = RoutineName::parse("public.addarc( TEXT,text , int4,timestamptz)").expect("valid");
+        assert_eq!(
+            name.arg_types,
+            Some(vec![
+                "text".to_owned(),
+                "text".to_owned(),
+                "integer".to_owned(),
+                "timestamp with time zone".to_owned()
+            ])
+        );
+        assert!(name.matches(&signature(
+            "public",
+            "addarc",
+            &["text", "text", "integer", "timestamp with time zone"]
+        )));
+        assert!(!name.matches(&signature("lab", "addarc", &["text", "text", "integer", "timestamp with time zone"])));
+        let no_args = RoutineName::parse("f()").expect("valid");
+        assert_eq!(no_args.arg_types, Some(vec![]));
+        assert!(!no_args.matches(&signature("public", "f", &["integer"])));
+    }
+
+    #[test]
+    fn anything_but_one_name_is_refused() {
+        for text in ["", "a, b", "a; DROP TABLE t", "a CASCADE", "IF EXISTS a", "a.b.c.d", "f(int"] {
+            assert!(RoutineName::parse(text).is_err(), "{text:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("addarc", "addarc"), 0);
+        assert_eq!(edit_distance("adarc", "addarc"), 1);
+        assert_eq!(edit_distance("removearc", "remvoearc"), 2);
+    }
+}

@@ -1,0 +1,19 @@
+//! Embedded, ordered migrations, tracked with SQLite's `user_version`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_rollouts.sql")];
+
+/// Applies every migration newer than the store's version, each in its own
+/// transaction with its version bump, so a crash never leaves one half-done.
+pub fn run(connection: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(migration)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "store migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The controller's store: every SQL statement the controller runs lives in
+//! this module, and only the controller touches it (ARCHITECTURE.md).
+//!
+//! SQLite, embedded, created on first start with its migrations. Calls are
+//! short and run on the blocking pool so they never stall the async workers.
+
+mod migrations;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use pgrollout_shared::proto::{JobEvent, JobResult, StepStatus};
+use prost::Message;
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the store at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    connection: Arc<Mutex<Connection>>,
+}
+
+/// A rollout as first recorded.
+pub struct NewRollout<'a> {
+    pub id: &'a str,
+    pub plan_id: &'a str,
+    pub kind: &'a str,
+    pub environment: &'a str,
+    pub zone: &'a str,
+    pub target: &'a str,
+    pub actor: &'a str,
+    pub trace_id: &'a str,
+    pub created_at: i64,
+}
+
+/// Rollout states (DESIGN §3). Only those in use so far are listed.
+pub mod state {
+    pub const RUNNING: &str = "running";
+    pub const SUCCEEDED: &str = "succeeded";
+    pub const FAILED: &str = "failed";
+    /// The agent vanished mid-job; its ledger decides once it reports.
+    pub const UNKNOWN: &str = "unknown";
+}
+
+impl Store {
+    /// Opens (creating if needed) the store and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut connection = Connection::open(path).map_err(open_error)?;
+        // WAL with synchronous=NORMAL: durable across a process crash, and a
+        // commit costs no fsync, so recording every event stays cheap.
+        connection
+            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
+            .map_err(open_error)?;
+        migrations::run(&mut connection).map_err(open_error)?;
+        Ok(Store {
+            connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let connection = self.connection.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
+            work(&mut guard)
+        })
+        .await??;
+        Ok(result)
+    }
+
+    pub async fn save_plan(
+        &self,
+        plan: &pgrollout_shared::proto::Plan,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (plan_id, label, commit_sha, content) =
+            (plan.plan_id.clone(), plan.label.clone(), plan.commit_sha.clone(), plan.encode_to_vec());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO plans (plan_id, label, commit_sha, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (plan_id) DO NOTHING",
+                params![plan_id, label, commit_sha, content, now],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Records a rollout and its first job in one transaction.
+    pub async fn create_rollout(
+        &self,
+        rollout: NewRollout<'_>,
+        job_id: &str,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        let r = (
+            rollout.id.to_owned(),
+            rollout.plan_id.to_owned(),
+            rollout.kind.to_owned(),
+            rollout.environment.to_owned(),
+            rollout.zone.to_owned(),
+            rollout.target.to_owned(),
+            rollout.actor.to_owned(),
+            rollout.trace_id.to_owned(),
+            rollout.created_at,
+        );
+        let job_id = job_id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO rollouts (id, plan_id, kind, environment, zone, target, actor, trace_id, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9)",
+                params![r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8],
+            )?;
+            tx.execute(
+                "INSERT INTO jobs (id, attempt, rollout_id, kind, zone, target, state, offered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'offered', ?7)",
+                params![job_id, attempt, r.0, r.2, r.4, r.5, r.8],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Claims an offered job for an agent (compare-and-set). `false` means
+    /// someone else holds it or it is no longer offered: the claim is refused.
+    pub async fn claim_job(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        agent_name: &str,
+        zone: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (job_id, agent_name, zone) = (job_id.to_owned(), agent_name.to_owned(), zone.to_owned());
+        self.call(move |c| {
+            let claimed = c.execute(
+                "UPDATE jobs SET state = 'running', agent_name = ?3, accepted_at = ?5
+                 WHERE id = ?1 AND attempt = ?2 AND zone = ?4
+                   AND (state = 'offered' OR (state = 'running' AND agent_name = ?3))",
+                params![job_id, attempt, agent_name, zone, now],
+            )?;
+            Ok(claimed == 1)
+        })
+        .await
+    }
+
+    /// Stores an event; `false` if (job, seq) was already recorded.
+    pub async fn record_event(&self, event: &JobEvent) -> Result<bool, StoreError> {
+        let e = event.clone();
+        self.call(move |c| {
+            let status = StepStatus::try_from(e.status).unwrap_or(StepStatus::Unspecified);
+            let inserted = c.execute(
+                "INSERT INTO job_events (job_id, seq, attempt, step, status, message, duration_ms, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                params![
+                    e.job_id,
+                    e.seq as i64,
+                    e.attempt,
+                    e.step,
+                    status.as_str_name(),
+                    e.message,
+                    e.duration_ms as i64,
+                    e.at_unix_ms
+                ],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    /// Records a job's result and settles its rollout; `false` if the job
+    /// had already finished (a duplicate result is dropped).
+    pub async fn finish_job(
+        &self,
+        result: &JobResult,
+        exit_code: i32,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (job_id, attempt, message, bytes) =
+            (result.job_id.clone(), result.attempt, result.message.clone(), result.encode_to_vec());
+        let state = if exit_code == 0 { state::SUCCEEDED } else { state::FAILED };
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let updated = tx.execute(
+                "UPDATE jobs SET state = 'finished', finished_at = ?3, result = ?4
+                 WHERE id = ?1 AND attempt = ?2 AND state <> 'finished'",
+                params![job_id, attempt, now, bytes],
+            )?;
+            if updated == 1 {
+                tx.execute(
+                    "UPDATE rollouts SET state = ?2, exit_code = ?3, message = ?4, finished_at = ?5
+                     WHERE id = (SELECT rollout_id FROM jobs WHERE id = ?1 AND attempt = ?6)",
+                    params![job_id, state, exit_code, message, now, attempt],
+                )?;
+            }
+            tx.commit()?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    /// Ends a job that never produced a result (declined, not accepted in
+    /// time, agent lost) with the given rollout state.
+    pub async fn abandon_job(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        rollout_state: &'static str,
+        exit_code: i32,
+        message: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (job_id, message) = (job_id.to_owned(), message.to_owned());
+        let job_state = if rollout_state == state::UNKNOWN { "unknown" } else { "finished" };
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let updated = tx.execute(
+                "UPDATE jobs SET state = ?3, finished_at = ?4 WHERE id = ?1 AND attempt = ?2 AND state <> 'finished'",
+                params![job_id, attempt, job_state, now],
+            )?;
+            if updated == 1 {
+                tx.execute(
+                    "UPDATE rollouts SET state = ?2, exit_code = ?3, message = ?4, finished_at = ?5
+                     WHERE id = (SELECT rollout_id FROM jobs WHERE id = ?1 AND attempt = ?6)",
+                    params![job_id, rollout_state, exit_code, message, now, attempt],
+                )?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// A rollout's state, for tests and `status`.
+    pub async fn rollout_state(&self, rollout_id: &str) -> Result<Option<String>, StoreError> {
+        let id = rollout_id.to_owned();
+        self.call(move |c| {
+            c.query_row("SELECT state FROM rollouts WHERE id = ?1", params![id], |row| row.get(0))
+                .optional()
+        })
+        .await
+    }
+}

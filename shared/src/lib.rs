@@ -1,0 +1,25 @@
+//! What both sides of pgrollout need and nothing else: the generated wire types,
+//! the domain types they convert into (with validation at the edge), layered
+//! config loading, W3C trace context and the operator exit codes.
+//!
+//! Neither database access nor SQL parsing lives here: the agent alone talks to
+//! databases, and the controller alone parses SQL.
+
+pub mod config_loader;
+pub mod exit_code;
+pub mod job;
+pub mod routine;
+pub mod traceparent;
+
+/// Generated protobuf types and gRPC stubs for `pgrollout.v1`.
+///
+/// Domain code should not pass these around: convert with the `TryFrom`
+/// impls in [`routine`] at the edge, where a validation error becomes
+/// `Status::invalid_argument` in one place.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("pgrollout.v1");
+}
+
+/// The version both binaries report in Hello/Welcome and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

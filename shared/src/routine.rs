@@ -1,0 +1,478 @@
+//! Domain types for the routines a plan carries, and their validated
+//! conversion from the wire types.
+//!
+//! The controller builds these from the project's SQL (with PostgreSQL's own
+//! parser) and the agent receives them over the link; on both sides the wire
+//! form is converted here, so nothing downstream sees an unchecked value.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::proto;
+
+/// PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN-1).
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+/// Largest CREATE statement accepted for one routine.
+pub const MAX_ROUTINE_SQL_BYTES: usize = 1024 * 1024;
+/// Most routines in one plan.
+pub const MAX_ROUTINES_PER_PLAN: usize = 10_000;
+/// The smoke-test time bound when a test names none (SEED.md: 10 seconds).
+pub const DEFAULT_SMOKE_MAX_DURATION: Duration = Duration::from_secs(10);
+/// No smoke test may ask for more than this.
+pub const MAX_SMOKE_MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// A wire value that failed validation, with the field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidField {
+    /// Dotted path of the offending field, e.g. `routines[2].grants[0].grantee`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl InvalidField {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn within(self, prefix: &str) -> Self {
+        InvalidField {
+            field: format!("{prefix}.{}", self.field),
+            reason: self.reason,
+        }
+    }
+}
+
+/// `schema.name(argtypes)`: what distinguishes one routine from its overloads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoutineIdentity {
+    pub schema: String,
+    pub name: String,
+    /// Input argument types as written in the source (`integer`, `text[]`).
+    pub arg_types: Vec<String>,
+}
+
+impl RoutineIdentity {
+    /// The text `to_regprocedure()` resolves: schema and name quoted, types
+    /// as written. Passed as a bind parameter, never pasted into SQL.
+    pub fn regprocedure_input(&self) -> String {
+        format!(
+            "{}.{}({})",
+            quote_identifier(&self.schema),
+            quote_identifier(&self.name),
+            self.arg_types.join(", ")
+        )
+    }
+}
+
+impl fmt::Display for RoutineIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}({})", self.schema, self.name, self.arg_types.join(", "))
+    }
+}
+
+/// Quotes an identifier the way PostgreSQL's `quote_ident` does when in
+/// doubt: always in double quotes, embedded quotes doubled.
+pub fn quote_identifier(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// Function or procedure: they are created, called and granted differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoutineKind {
+    Function,
+    Procedure,
+}
+
+impl RoutineKind {
+    /// The keyword used in GRANT/ALTER/DROP statements.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            RoutineKind::Function => "FUNCTION",
+            RoutineKind::Procedure => "PROCEDURE",
+        }
+    }
+}
+
+/// One routine of a plan, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Routine {
+    pub identity: RoutineIdentity,
+    pub kind: RoutineKind,
+    /// The complete CREATE [OR REPLACE] statement, exactly as in the source.
+    pub create_sql: String,
+    pub grants: Vec<Grant>,
+    pub smoke_tests: Vec<SmokeTest>,
+    /// Project-relative path of the file the routine came from.
+    pub source_path: String,
+}
+
+/// A privilege the plan grants on a routine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub privilege: Privilege,
+    pub grantee: Grantee,
+}
+
+/// Routines have exactly one privilege; ALL is its synonym.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Privilege {
+    Execute,
+    All,
+}
+
+impl Privilege {
+    /// Parses a privilege name, case-insensitively.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "EXECUTE" => Some(Privilege::Execute),
+            "ALL" | "ALL PRIVILEGES" => Some(Privilege::All),
+            _ => None,
+        }
+    }
+
+    /// The SQL keyword.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Privilege::Execute => "EXECUTE",
+            Privilege::All => "ALL",
+        }
+    }
+}
+
+/// Who receives a grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grantee {
+    Public,
+    Role(String),
+}
+
+impl Grantee {
+    /// `PUBLIC` (any case) is the pseudo-role; anything else is a role name.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.eq_ignore_ascii_case("public") {
+            return Ok(Grantee::Public);
+        }
+        check_identifier(value)?;
+        Ok(Grantee::Role(value.to_owned()))
+    }
+
+    /// The grantee as SQL: PUBLIC or a quoted role name.
+    pub fn to_sql(&self) -> String {
+        match self {
+            Grantee::Public => "PUBLIC".to_owned(),
+            Grantee::Role(role) => quote_identifier(role),
+        }
+    }
+
+    fn as_wire(&self) -> String {
+        match self {
+            Grantee::Public => "PUBLIC".to_owned(),
+            Grantee::Role(role) => role.clone(),
+        }
+    }
+}
+
+/// A smoke test: a call with test parameters and what it must return.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SmokeTest {
+    pub name: String,
+    /// One statement, e.g. `SELECT * FROM addarc(1, 2)` or `CALL p(1)`.
+    pub call_sql: String,
+    /// Expected result columns in order; empty means "not checked".
+    pub expect_columns: Vec<ExpectedColumn>,
+    pub max_duration: Duration,
+    /// Whether a WARNING raised by the call is tolerated.
+    pub allow_warnings: bool,
+}
+
+/// A result column a smoke test expects: its name and its type as written
+/// (resolved to a type oid by the database, so `integer` matches `int4`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedColumn {
+    pub name: String,
+    pub type_name: String,
+}
+
+fn check_identifier(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > MAX_IDENTIFIER_BYTES {
+        return Err(format!(
+            "{value:?} is longer than {MAX_IDENTIFIER_BYTES} bytes, which PostgreSQL would truncate"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn check_type_name(value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > 256 || value.chars().any(char::is_control) || value.contains(';') {
+        return Err(format!("{value:?} is not a type name"));
+    }
+    Ok(())
+}
+
+impl TryFrom<proto::Routine> for Routine {
+    type Error = InvalidField;
+
+    fn try_from(wire: proto::Routine) -> Result<Self, Self::Error> {
+        check_identifier(&wire.schema).map_err(|r| InvalidField::new("schema", r))?;
+        check_identifier(&wire.name).map_err(|r| InvalidField::new("name", r))?;
+        for (index, arg) in wire.arg_types.iter().enumerate() {
+            check_type_name(arg).map_err(|r| InvalidField::new(format!("arg_types[{index}]"), r))?;
+        }
+        if wire.create_sql.trim().is_empty() {
+            return Err(InvalidField::new("create_sql", "must not be empty"));
+        }
+        if wire.create_sql.len() > MAX_ROUTINE_SQL_BYTES {
+            return Err(InvalidField::new(
+                "create_sql",
+                format!(
+                    "{} bytes is over the limit of {MAX_ROUTINE_SQL_BYTES}",
+                    wire.create_sql.len()
+                ),
+            ));
+        }
+        if wire.create_sql.contains('\0') {
+            return Err(InvalidField::new("create_sql", "contains a NUL byte"));
+        }
+        let grants = wire
+            .grants
+            .into_iter()
+            .enumerate()
+            .map(|(index, grant)| {
+                Grant::try_from(grant).map_err(|e| e.within(&format!("grants[{index}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        let smoke_tests = wire
+            .smoke_tests
+            .into_iter()
+            .enumerate()
+            .map(|(index, test)| {
+                SmokeTest::try_from(test).map_err(|e| e.within(&format!("smoke_tests[{index}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Routine {
+            identity: RoutineIdentity {
+                schema: wire.schema,
+                name: wire.name,
+                arg_types: wire.arg_types,
+            },
+            kind: if wire.is_procedure {
+                RoutineKind::Procedure
+            } else {
+                RoutineKind::Function
+            },
+            create_sql: wire.create_sql,
+            grants,
+            smoke_tests,
+            source_path: wire.source_path,
+        })
+    }
+}
+
+impl From<Routine> for proto::Routine {
+    fn from(routine: Routine) -> Self {
+        proto::Routine {
+            schema: routine.identity.schema,
+            name: routine.identity.name,
+            arg_types: routine.identity.arg_types,
+            is_procedure: routine.kind == RoutineKind::Procedure,
+            create_sql: routine.create_sql,
+            grants: routine.grants.into_iter().map(Into::into).collect(),
+            smoke_tests: routine.smoke_tests.into_iter().map(Into::into).collect(),
+            source_path: routine.source_path,
+        }
+    }
+}
+
+impl TryFrom<proto::Grant> for Grant {
+    type Error = InvalidField;
+
+    fn try_from(wire: proto::Grant) -> Result<Self, Self::Error> {
+        let privilege = Privilege::parse(&wire.privilege).ok_or_else(|| {
+            InvalidField::new(
+                "privilege",
+                format!("{:?} is not a routine privilege (EXECUTE or ALL)", wire.privilege),
+            )
+        })?;
+        let grantee = Grantee::parse(&wire.grantee).map_err(|r| InvalidField::new("grantee", r))?;
+        Ok(Grant { privilege, grantee })
+    }
+}
+
+impl From<Grant> for proto::Grant {
+    fn from(grant: Grant) -> Self {
+        proto::Grant {
+            privilege: grant.privilege.keyword().to_owned(),
+            grantee: grant.grantee.as_wire(),
+        }
+    }
+}
+
+impl TryFrom<proto::SmokeTest> for SmokeTest {
+    type Error = InvalidField;
+
+    fn try_from(wire: proto::SmokeTest) -> Result<Self, Self::Error> {
+        if wire.name.trim().is_empty() {
+            return Err(InvalidField::new("name", "must not be empty"));
+        }
+        if wire.call_sql.trim().is_empty() {
+            return Err(InvalidField::new("call_sql", "must not be empty"));
+        }
+        if wire.call_sql.contains('\0') {
+            return Err(InvalidField::new("call_sql", "contains a NUL byte"));
+        }
+        let max_duration = match wire.max_duration_ms {
+            0 => DEFAULT_SMOKE_MAX_DURATION,
+            ms => Duration::from_millis(ms),
+        };
+        if max_duration > MAX_SMOKE_MAX_DURATION {
+            return Err(InvalidField::new(
+                "max_duration_ms",
+                format!("{} ms is over the one-hour limit", wire.max_duration_ms),
+            ));
+        }
+        let expect_columns = wire
+            .expect_columns
+            .into_iter()
+            .enumerate()
+            .map(|(index, column)| {
+                let field = |f: &str| format!("expect_columns[{index}].{f}");
+                if column.name.is_empty() {
+                    return Err(InvalidField::new(field("name"), "must not be empty"));
+                }
+                check_type_name(&column.type_name)
+                    .map_err(|r| InvalidField::new(field("type_name"), r))?;
+                Ok(ExpectedColumn {
+                    name: column.name,
+                    type_name: column.type_name,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(SmokeTest {
+            name: wire.name,
+            call_sql: wire.call_sql,
+            expect_columns,
+            max_duration,
+            allow_warnings: wire.allow_warnings,
+        })
+    }
+}
+
+impl From<SmokeTest> for proto::SmokeTest {
+    fn from(test: SmokeTest) -> Self {
+        proto::SmokeTest {
+            name: test.name,
+            call_sql: test.call_sql,
+            expect_columns: test
+                .expect_columns
+                .into_iter()
+                .map(|c| proto::ExpectedColumn {
+                    name: c.name,
+                    type_name: c.type_name,
+                })
+                .collect(),
+            max_duration_ms: u64::try_from(test.max_duration.as_millis()).unwrap_or(u64::MAX),
+            allow_warnings: test.allow_warnings,
+        }
+    }
+}
+
+/// Converts a plan's wire routines, enforcing the per-plan limit.
+pub fn routines_from_wire(wire: Vec<proto::Routine>) -> Result<Vec<Routine>, InvalidField> {
+    if wire.is_empty() {
+        return Err(InvalidField::new("routines", "a plan needs at least one routine"));
+    }
+    if wire.len() > MAX_ROUTINES_PER_PLAN {
+        return Err(InvalidField::new(
+            "routines",
+            format!("{} routines is over the limit of {MAX_ROUTINES_PER_PLAN}", wire.len()),
+        ));
+    }
+    wire.into_iter()
+        .enumerate()
+        .map(|(index, routine)| {
+            Routine::try_from(routine).map_err(|e| e.within(&format!("routines[{index}]")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire_routine() -> proto::Routine {
+        proto::Routine {
+            schema: "public".into(),
+            name: "addarc".into(),
+            arg_types: vec!["integer".into(), "integer".into()],
+            is_procedure: false,
+            create_sql: "CREATE FUNCTION public.addarc(a integer, b integer) RETURNS int LANGUAGE sql AS 'select 1'".into(),
+            grants: vec![proto::Grant {
+                privilege: "execute".into(),
+                grantee: "app_rw".into(),
+            }],
+            smoke_tests: vec![proto::SmokeTest {
+                name: "adds".into(),
+                call_sql: "SELECT * FROM public.addarc(1, 2)".into(),
+                expect_columns: vec![],
+                max_duration_ms: 0,
+                allow_warnings: false,
+            }],
+            source_path: "procedures/addarc.sql".into(),
+        }
+    }
+
+    #[test]
+    fn valid_routine_round_trips_through_the_wire() {
+        let routine = Routine::try_from(wire_routine()).expect("valid");
+        assert_eq!(routine.identity.to_string(), "public.addarc(integer, integer)");
+        assert_eq!(routine.identity.regprocedure_input(), "\"public\".\"addarc\"(integer, integer)");
+        assert_eq!(routine.smoke_tests[0].max_duration, DEFAULT_SMOKE_MAX_DURATION);
+        assert_eq!(routine.grants[0].privilege, Privilege::Execute);
+        let back = proto::Routine::from(routine.clone());
+        assert_eq!(Routine::try_from(back).expect("valid"), routine);
+    }
+
+    #[test]
+    fn hostile_fields_are_refused_with_their_path() {
+        let mut wire = wire_routine();
+        wire.grants[0].grantee = "x".repeat(64);
+        let error = Routine::try_from(wire).expect_err("too long");
+        assert_eq!(error.field, "grants[0].grantee");
+
+        let mut wire = wire_routine();
+        wire.grants[0].privilege = "SELECT".into();
+        assert_eq!(Routine::try_from(wire).expect_err("bad").field, "grants[0].privilege");
+
+        let mut wire = wire_routine();
+        wire.arg_types[1] = "int); DROP TABLE t; --".into();
+        assert_eq!(Routine::try_from(wire).expect_err("bad").field, "arg_types[1]");
+
+        let mut wire = wire_routine();
+        wire.smoke_tests[0].max_duration_ms = 7_200_000;
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "smoke_tests[0].max_duration_ms"
+        );
+    }
+
+    #[test]
+    fn quoting_doubles_embedded_quotes() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+        assert_eq!(Grantee::parse("PUBLIC"), Ok(Grantee::Public));
+        assert_eq!(Grantee::Role("Weird Role".into()).to_sql(), "\"Weird Role\"");
+    }
+}

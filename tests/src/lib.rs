@@ -1,0 +1,63 @@
+//! The integration-test harness of pgrollout: real PostgreSQL clusters, the real binaries, real faults.
+//!
+//! Scenario files under `tests/tests/` use it like this:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use pgrollout_tests::{Binaries, PgCluster, Process};
+//!
+//! # async fn scenario() -> anyhow::Result<()> {
+//! let pg = PgCluster::start("dev").await?; // throwaway cluster, its own temp dir and free port
+//! pg.execute_sql("create schema app").await?;
+//! let client = pg.connect().await?;
+//! client.simple_query("select 1").await?;
+//!
+//! let bins = Binaries::locate()?; // target/<profile>/pgrollout and pgrollout-agent
+//! let agent = Process::spawn(&bins.agent, ["--config", "agent.toml"], &[("PGROLLOUT_ZONE", "dev")], "agent-dev")?;
+//! agent.wait_for_line("connected to controller", Duration::from_secs(20)).await?;
+//! let out = bins.run_cli(["status"], &[]).await?;
+//! assert_eq!(out.code, 0, "{out}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Everything a test creates lives in a [`TestDir`] that is removed when the test passes and kept, with its
+//! path printed, when the test panics. Child processes never inherit `PGROLLOUT_*` variables from the
+//! developer's shell: a test says what it sets. The harness itself reads these variables:
+//!
+//! - `PGROLLOUT_TEST_KEEP=1`: keep every test directory, passing tests included.
+//! - `PGROLLOUT_TEST_ECHO=1`: echo each [`Process`]'s output lines to stderr as they arrive.
+//! - `PGROLLOUT_TEST_PG_DIR=<dir>`: where clusters' directories go (default: `/dev/shm` when it has room,
+//!   else the temp dir).
+//! - `PGROLLOUT_TEST_BIN_DIR=<dir>`: where [`Binaries::locate`] looks (default: beside the test executable).
+//!
+//! When the tests run as root (as CI does), PostgreSQL's programs run as the `postgres` OS user, which owns the
+//! clusters' directories; see the `os_user` module.
+
+mod binaries;
+mod os_user;
+mod pg_binaries;
+mod pg_cluster;
+mod pg_template;
+mod ports;
+mod process;
+mod test_dir;
+
+pub use binaries::{run_command, Binaries, CommandOutput, CLI_TIMEOUT};
+pub use pg_binaries::pg_bin_dir;
+pub use pg_cluster::{connect, PgCluster};
+pub use ports::free_port;
+pub use process::{OutputMark, Process};
+pub use test_dir::TestDir;
+
+/// Re-exported so scenario files use exactly the client version the harness connects with.
+pub use tokio_postgres;
+
+/// Removes the `PGROLLOUT_*` variables a child would inherit, so only what the test sets reaches it.
+fn clear_inherited_pgrollout_env(command: &mut tokio::process::Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PGROLLOUT_") {
+            command.env_remove(key);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Finding PostgreSQL's server programs (`initdb`, `pg_ctl`, `psql`).
+//!
+//! Debian keeps them in `/usr/lib/postgresql/<major>/bin`, which is not always on `PATH`. The search order is
+//! `pg_config --bindir`, then `PATH`, then the highest `/usr/lib/postgresql/*/bin`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::{anyhow, Result};
+
+/// The directory holding `initdb`, `pg_ctl`, `postgres` and `psql`, found once per test binary.
+pub fn pg_bin_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(find_bin_dir).clone().ok_or_else(|| {
+        anyhow!(
+            "PostgreSQL's server programs (initdb, pg_ctl) were not found via `pg_config --bindir`, PATH or \
+             /usr/lib/postgresql/*/bin: install them, e.g. `apt-get install -y postgresql`"
+        )
+    })
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
+    from_pg_config()
+        .or_else(from_path)
+        .or_else(from_debian_layout)
+}
+
+fn has_initdb(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()
+}
+
+fn from_pg_config() -> Option<PathBuf> {
+    let output = Command::new("pg_config").arg("--bindir").output().ok()?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    (output.status.success() && has_initdb(&dir)).then_some(dir)
+}
+
+fn from_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find_map(|dir| {
+        // A symlinked `initdb` (e.g. /usr/local/bin/initdb) stands for the directory it points into, where
+        // the rest of the server's programs live.
+        let initdb = std::fs::canonicalize(dir.join("initdb")).ok()?;
+        let real_dir = initdb.parent()?.to_path_buf();
+        has_initdb(&real_dir).then_some(real_dir)
+    })
+}
+
+fn from_debian_layout() -> Option<PathBuf> {
+    let entries = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+    entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let major: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let dir = entry.path().join("bin");
+            has_initdb(&dir).then_some((major, dir))
+        })
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, dir)| dir)
+}
