@@ -121,7 +121,10 @@ impl AgentConfig {
             return Err(invalid("controller", "must be an http:// or https:// URL"));
         }
         if self.targets.is_empty() {
-            return Err(invalid("targets", "at least one [[targets]] entry is needed"));
+            return Err(invalid(
+                "targets",
+                "at least one [[targets]] entry is needed",
+            ));
         }
         for (index, target) in self.targets.iter().enumerate() {
             let key = |field: &str| format!("targets[{index}].{field}");
@@ -192,14 +195,18 @@ mod tests {
     #[test]
     fn a_typo_is_an_error_that_names_the_key() {
         let file = write(&VALID.replace("backup_dir", "backupdir"));
-        let error = AgentConfig::load(file.path()).expect_err("typo").to_string();
+        let error = AgentConfig::load(file.path())
+            .expect_err("typo")
+            .to_string();
         assert!(error.contains("backupdir"), "{error}");
     }
 
     #[test]
     fn two_password_sources_are_refused() {
         let file = write(&format!("{VALID}\npassword_file = \"/etc/pw\"\n"));
-        let error = AgentConfig::load(file.path()).expect_err("two sources").to_string();
+        let error = AgentConfig::load(file.path())
+            .expect_err("two sources")
+            .to_string();
         assert!(error.contains("at most one"), "{error}");
     }
 }

@@ -73,11 +73,12 @@ pub fn resolve_password(target: &TargetConfig) -> Result<Option<Password>, Passw
         };
     }
     if let Some(path) = &target.password_file {
-        let text = std::fs::read_to_string(path).map_err(|source| PasswordError::FileUnreadable {
-            target: target.name.clone(),
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PasswordError::FileUnreadable {
+                target: target.name.clone(),
+                path: path.display().to_string(),
+                source,
+            })?;
         let first_line = text.lines().next().unwrap_or_default();
         return Ok(Some(Password(first_line.to_owned())));
     }
@@ -170,14 +171,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("pgpass");
         std::fs::write(&path, "db.internal:5432:perseus:deployer:hunter2\n").expect("write");
-        let error = lookup_passfile(&path, &target()).expect_err("no match").to_string();
-        assert!(error.contains("db.internal:5433:perseus:deployer"), "{error}");
+        let error = lookup_passfile(&path, &target())
+            .expect_err("no match")
+            .to_string();
+        assert!(
+            error.contains("db.internal:5433:perseus:deployer"),
+            "{error}"
+        );
         assert!(!error.contains("hunter2"));
     }
 
     #[test]
     fn password_never_formats_its_value() {
         let password = Password("hunter2".into());
-        assert_eq!(format!("{password} {password:?}"), "<redacted> Password(<redacted>)");
+        assert_eq!(
+            format!("{password} {password:?}"),
+            "<redacted> Password(<redacted>)"
+        );
     }
 }

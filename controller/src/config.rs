@@ -96,11 +96,17 @@ impl ControllerConfig {
             anyhow::bail!("invalid controller config: environments: at least one [environments.<name>] is needed");
         }
         for (name, environment) in &self.environments {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 anyhow::bail!("invalid controller config: environments.{name}: names use letters, digits, - and _");
             }
             if environment.target.trim().is_empty() {
-                anyhow::bail!("invalid controller config: environments.{name}.target: must not be empty");
+                anyhow::bail!(
+                    "invalid controller config: environments.{name}.target: must not be empty"
+                );
             }
         }
         if self.deployment.job_timeout < Duration::from_secs(1) {

@@ -82,10 +82,22 @@ mod tests {
 
     #[test]
     fn same_content_same_plan_in_any_order() {
-        let a = build_plan(vec![routine("a", "select 1"), routine("b", "select 2")], "x", "c1");
-        let b = build_plan(vec![routine("b", "select 2"), routine("a", "select 1")], "y", "c2");
+        let a = build_plan(
+            vec![routine("a", "select 1"), routine("b", "select 2")],
+            "x",
+            "c1",
+        );
+        let b = build_plan(
+            vec![routine("b", "select 2"), routine("a", "select 1")],
+            "y",
+            "c2",
+        );
         assert_eq!(a.plan_id, b.plan_id);
-        let c = build_plan(vec![routine("a", "select 1"), routine("b", "select 3")], "x", "c1");
+        let c = build_plan(
+            vec![routine("a", "select 1"), routine("b", "select 3")],
+            "x",
+            "c1",
+        );
         assert_ne!(a.plan_id, c.plan_id);
         assert_eq!(plan_id(&a.routines), a.plan_id);
     }

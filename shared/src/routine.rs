@@ -71,7 +71,13 @@ impl RoutineIdentity {
 
 impl fmt::Display for RoutineIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}({})", self.schema, self.name, self.arg_types.join(", "))
+        write!(
+            f,
+            "{}.{}({})",
+            self.schema,
+            self.name,
+            self.arg_types.join(", ")
+        )
     }
 }
 
@@ -230,7 +236,8 @@ impl TryFrom<proto::Routine> for Routine {
         check_identifier(&wire.schema).map_err(|r| InvalidField::new("schema", r))?;
         check_identifier(&wire.name).map_err(|r| InvalidField::new("name", r))?;
         for (index, arg) in wire.arg_types.iter().enumerate() {
-            check_type_name(arg).map_err(|r| InvalidField::new(format!("arg_types[{index}]"), r))?;
+            check_type_name(arg)
+                .map_err(|r| InvalidField::new(format!("arg_types[{index}]"), r))?;
         }
         if wire.create_sql.trim().is_empty() {
             return Err(InvalidField::new("create_sql", "must not be empty"));
@@ -304,7 +311,10 @@ impl TryFrom<proto::Grant> for Grant {
         let privilege = Privilege::parse(&wire.privilege).ok_or_else(|| {
             InvalidField::new(
                 "privilege",
-                format!("{:?} is not a routine privilege (EXECUTE or ALL)", wire.privilege),
+                format!(
+                    "{:?} is not a routine privilege (EXECUTE or ALL)",
+                    wire.privilege
+                ),
             )
         })?;
         let grantee = Grantee::parse(&wire.grantee).map_err(|r| InvalidField::new("grantee", r))?;
@@ -393,12 +403,18 @@ impl From<SmokeTest> for proto::SmokeTest {
 /// Converts a plan's wire routines, enforcing the per-plan limit.
 pub fn routines_from_wire(wire: Vec<proto::Routine>) -> Result<Vec<Routine>, InvalidField> {
     if wire.is_empty() {
-        return Err(InvalidField::new("routines", "a plan needs at least one routine"));
+        return Err(InvalidField::new(
+            "routines",
+            "a plan needs at least one routine",
+        ));
     }
     if wire.len() > MAX_ROUTINES_PER_PLAN {
         return Err(InvalidField::new(
             "routines",
-            format!("{} routines is over the limit of {MAX_ROUTINES_PER_PLAN}", wire.len()),
+            format!(
+                "{} routines is over the limit of {MAX_ROUTINES_PER_PLAN}",
+                wire.len()
+            ),
         ));
     }
     wire.into_iter()
@@ -438,9 +454,18 @@ mod tests {
     #[test]
     fn valid_routine_round_trips_through_the_wire() {
         let routine = Routine::try_from(wire_routine()).expect("valid");
-        assert_eq!(routine.identity.to_string(), "public.addarc(integer, integer)");
-        assert_eq!(routine.identity.regprocedure_input(), "\"public\".\"addarc\"(integer, integer)");
-        assert_eq!(routine.smoke_tests[0].max_duration, DEFAULT_SMOKE_MAX_DURATION);
+        assert_eq!(
+            routine.identity.to_string(),
+            "public.addarc(integer, integer)"
+        );
+        assert_eq!(
+            routine.identity.regprocedure_input(),
+            "\"public\".\"addarc\"(integer, integer)"
+        );
+        assert_eq!(
+            routine.smoke_tests[0].max_duration,
+            DEFAULT_SMOKE_MAX_DURATION
+        );
         assert_eq!(routine.grants[0].privilege, Privilege::Execute);
         let back = proto::Routine::from(routine.clone());
         assert_eq!(Routine::try_from(back).expect("valid"), routine);
@@ -455,11 +480,17 @@ mod tests {
 
         let mut wire = wire_routine();
         wire.grants[0].privilege = "SELECT".into();
-        assert_eq!(Routine::try_from(wire).expect_err("bad").field, "grants[0].privilege");
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "grants[0].privilege"
+        );
 
         let mut wire = wire_routine();
         wire.arg_types[1] = "int); DROP TABLE t; --".into();
-        assert_eq!(Routine::try_from(wire).expect_err("bad").field, "arg_types[1]");
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "arg_types[1]"
+        );
 
         let mut wire = wire_routine();
         wire.smoke_tests[0].max_duration_ms = 7_200_000;
@@ -473,6 +504,9 @@ mod tests {
     fn quoting_doubles_embedded_quotes() {
         assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
         assert_eq!(Grantee::parse("PUBLIC"), Ok(Grantee::Public));
-        assert_eq!(Grantee::Role("Weird Role".into()).to_sql(), "\"Weird Role\"");
+        assert_eq!(
+            Grantee::Role("Weird Role".into()).to_sql(),
+            "\"Weird Role\""
+        );
     }
 }

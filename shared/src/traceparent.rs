@@ -69,7 +69,9 @@ impl fmt::Display for TraceParent {
 
 fn random_hex(bytes: usize) -> String {
     loop {
-        let value: String = (0..bytes).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
+        let value: String = (0..bytes)
+            .map(|_| format!("{:02x}", fastrand::u8(..)))
+            .collect();
         if value.bytes().any(|b| b != b'0') {
             return value;
         }

@@ -41,6 +41,7 @@ mod pg_cluster;
 mod pg_template;
 mod ports;
 mod process;
+mod stack;
 mod test_dir;
 
 pub use binaries::{run_command, Binaries, CommandOutput, CLI_TIMEOUT};
@@ -48,6 +49,7 @@ pub use pg_binaries::pg_bin_dir;
 pub use pg_cluster::{connect, PgCluster};
 pub use ports::free_port;
 pub use process::{OutputMark, Process};
+pub use stack::{Stack, StackOptions, Zone};
 pub use test_dir::TestDir;
 
 /// Re-exported so scenario files use exactly the client version the harness connects with.

@@ -162,7 +162,10 @@ pub fn read_and_verify(path: &Path) -> Result<VerifiedBackup, BackupError> {
                 let slice = body
                     .get(entry.offset..entry.offset + entry.length)
                     .ok_or_else(|| {
-                        corrupt(format!("definition of {} is truncated", entry.snapshot.requested))
+                        corrupt(format!(
+                            "definition of {} is truncated",
+                            entry.snapshot.requested
+                        ))
                     })?;
                 if &sha256_hex(slice) != expected {
                     return Err(corrupt(format!(
@@ -274,7 +277,13 @@ fn file_name(header: &BackupHeader) -> String {
 fn safe_file_part(value: &str) -> String {
     let cleaned: String = value
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(80)
         .collect();
     if cleaned.is_empty() {
@@ -360,7 +369,10 @@ mod tests {
         assert_eq!(verified.header, header());
         assert_eq!(verified.sha256, written.sha256);
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&written.path).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&written.path)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -370,7 +382,9 @@ mod tests {
         let written = write_backup(dir.path(), &header(), &snapshots()).expect("write");
         let text = std::fs::read_to_string(&written.path).expect("read");
         std::fs::write(&written.path, text.replace("select 1", "select 2")).expect("tamper");
-        let error = read_and_verify(&written.path).expect_err("corrupt").to_string();
+        let error = read_and_verify(&written.path)
+            .expect_err("corrupt")
+            .to_string();
         assert!(error.contains("SHA-256 of"), "{error}");
     }
 }

@@ -45,9 +45,11 @@ async fn deploy(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, Fai
         .await
         .map_err(no_smoke)?;
 
-    ctx.step("lock", take_deploy_lock(ctx, &conn), |_| "deploy lock held".into())
-        .await
-        .map_err(no_smoke)?;
+    ctx.step("lock", take_deploy_lock(ctx, &conn), |_| {
+        "deploy lock held".into()
+    })
+    .await
+    .map_err(no_smoke)?;
 
     let recorded = ctx
         .step(
@@ -55,7 +57,12 @@ async fn deploy(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, Fai
             async {
                 sql::find_job_in_ledger(&conn.client, &ctx.target.ledger_schema, &ctx.job.id)
                     .await
-                    .map_err(|e| JobFailure::deploy(format!("ledger lookup failed: {}", describe_error(&e, None))))
+                    .map_err(|e| {
+                        JobFailure::deploy(format!(
+                            "ledger lookup failed: {}",
+                            describe_error(&e, None)
+                        ))
+                    })
             },
             |rows| match rows.len() {
                 0 => "job not yet applied".into(),
@@ -90,13 +97,21 @@ async fn deploy(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, Fai
         Err(failed) => {
             // On a broken connection the server rolls back by itself.
             let _ = conn.client.batch_execute("ROLLBACK").await;
-            ctx.event("rollback", StepStatus::Succeeded, "transaction rolled back; the database is as it was", 0, Vec::new());
+            ctx.event(
+                "rollback",
+                StepStatus::Succeeded,
+                "transaction rolled back; the database is as it was",
+                0,
+                Vec::new(),
+            );
             return Err(failed);
         }
     };
-    ctx.step("commit", async { simple(&conn, "COMMIT").await }, |_| "committed".into())
-        .await
-        .map_err(|failure| (failure, smoke.clone()))?;
+    ctx.step("commit", async { simple(&conn, "COMMIT").await }, |_| {
+        "committed".into()
+    })
+    .await
+    .map_err(|failure| (failure, smoke.clone()))?;
 
     let post = post_commit_smoke(ctx, routines).await;
     let mut all_smoke = smoke;
@@ -120,7 +135,13 @@ async fn deploy(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, Fai
         post => {
             let (reports, why) = match post {
                 Ok(reports) => (reports, "the post-commit smoke test failed".to_owned()),
-                Err(failure) => (Vec::new(), format!("the post-commit smoke test could not run: {}", failure.message)),
+                Err(failure) => (
+                    Vec::new(),
+                    format!(
+                        "the post-commit smoke test could not run: {}",
+                        failure.message
+                    ),
+                ),
             };
             all_smoke.extend(reports);
             let restored = restore::restore_backup(ctx, &mut conn, &written).await;
@@ -142,7 +163,12 @@ async fn deploy(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, Fai
     }
 }
 
-type Applied = (Vec<AppliedRoutine>, WrittenBackup, Vec<i64>, Vec<SmokeReport>);
+type Applied = (
+    Vec<AppliedRoutine>,
+    WrittenBackup,
+    Vec<i64>,
+    Vec<SmokeReport>,
+);
 
 /// Everything between BEGIN and COMMIT. Any `Err` means the caller rolls back.
 async fn apply_in_transaction(
@@ -150,11 +176,22 @@ async fn apply_in_transaction(
     conn: &mut TargetConnection,
     routines: &[Routine],
 ) -> Result<Applied, Failed> {
-    let signatures: Vec<String> = routines.iter().map(|r| r.identity.regprocedure_input()).collect();
+    let signatures: Vec<String> = routines
+        .iter()
+        .map(|r| r.identity.regprocedure_input())
+        .collect();
     let (previous, written) = ctx
-        .step("backup", take_backup(ctx, conn, &signatures), |(_, written)| {
-            format!("{} (sha256 {}) verified", written.path.display(), written.sha256)
-        })
+        .step(
+            "backup",
+            take_backup(ctx, conn, &signatures),
+            |(_, written)| {
+                format!(
+                    "{} (sha256 {}) verified",
+                    written.path.display(),
+                    written.sha256
+                )
+            },
+        )
         .await
         .map_err(no_smoke)?;
 
@@ -165,14 +202,18 @@ async fn apply_in_transaction(
     .map_err(no_smoke)?;
 
     let grant_count: usize = routines.iter().map(|r| r.grants.len()).sum();
-    ctx.step("grants", apply_grants(conn, routines), |_| format!("{grant_count} grant(s) applied"))
-        .await
-        .map_err(no_smoke)?;
+    ctx.step("grants", apply_grants(conn, routines), |_| {
+        format!("{grant_count} grant(s) applied")
+    })
+    .await
+    .map_err(no_smoke)?;
 
     let (applied, ledger_ids) = ctx
-        .step("ledger", record_in_ledger(ctx, conn, routines, &signatures, &previous, &written), |(_, ids)| {
-            format!("{} ledger row(s) written", ids.len())
-        })
+        .step(
+            "ledger",
+            record_in_ledger(ctx, conn, routines, &signatures, &previous, &written),
+            |(_, ids)| format!("{} ledger row(s) written", ids.len()),
+        )
         .await
         .map_err(no_smoke)?;
 
@@ -180,11 +221,26 @@ async fn apply_in_transaction(
     let started = std::time::Instant::now();
     let reports = run_smoke_tests(conn, routines, "in-transaction")
         .await
-        .map_err(|e| no_smoke(JobFailure::deploy(format!("smoke test could not run: {}", describe_error(&e, None)))))?;
+        .map_err(|e| {
+            no_smoke(JobFailure::deploy(format!(
+                "smoke test could not run: {}",
+                describe_error(&e, None)
+            )))
+        })?;
     let passed = reports.iter().all(|r| r.passed);
-    let status = if passed { StepStatus::Succeeded } else { StepStatus::Failed };
+    let status = if passed {
+        StepStatus::Succeeded
+    } else {
+        StepStatus::Failed
+    };
     let summary = smoke_summary(&reports);
-    ctx.event("smoke", status, &summary, super::millis(started.elapsed()), reports.clone());
+    ctx.event(
+        "smoke",
+        status,
+        &summary,
+        super::millis(started.elapsed()),
+        reports.clone(),
+    );
     if !passed {
         return Err((
             JobFailure {
@@ -220,7 +276,12 @@ async fn take_backup(
 ) -> Result<(Vec<RoutineSnapshot>, WrittenBackup), JobFailure> {
     let snapshots = sql::snapshot_routines(&conn.client, signatures)
         .await
-        .map_err(|e| JobFailure::deploy(format!("cannot read the current definitions: {}", describe_error(&e, None))))?;
+        .map_err(|e| {
+            JobFailure::deploy(format!(
+                "cannot read the current definitions: {}",
+                describe_error(&e, None)
+            ))
+        })?;
     let header = BackupHeader {
         job_id: ctx.job.id.clone(),
         attempt: ctx.job.attempt,
@@ -232,10 +293,16 @@ async fn take_backup(
     };
     let dir = ctx.config.backup_dir.clone();
     let to_write = snapshots.clone();
-    let written = tokio::task::spawn_blocking(move || backup::write_backup(&dir, &header, &to_write))
-        .await
-        .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
-        .map_err(|e| JobFailure::deploy(format!("backup failed, nothing was changed: {}", error_chain(&e))))?;
+    let written =
+        tokio::task::spawn_blocking(move || backup::write_backup(&dir, &header, &to_write))
+            .await
+            .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
+            .map_err(|e| {
+                JobFailure::deploy(format!(
+                    "backup failed, nothing was changed: {}",
+                    error_chain(&e)
+                ))
+            })?;
     Ok((snapshots, written))
 }
 
@@ -273,17 +340,27 @@ async fn apply_grants(conn: &TargetConnection, routines: &[Routine]) -> Result<(
                 grant.grantee.to_sql()
             );
             conn.client.batch_execute(&statement).await.map_err(|e| {
-                JobFailure::deploy(format!("granting on {} failed: {}", routine.identity, describe_error(&e, None)))
+                JobFailure::deploy(format!(
+                    "granting on {} failed: {}",
+                    routine.identity,
+                    describe_error(&e, None)
+                ))
             })?;
         }
     }
     Ok(())
 }
 
-async fn canonical_signature(conn: &TargetConnection, routine: &Routine) -> Result<String, JobFailure> {
+async fn canonical_signature(
+    conn: &TargetConnection,
+    routine: &Routine,
+) -> Result<String, JobFailure> {
     let signature = routine.identity.regprocedure_input();
     conn.client
-        .query_typed_opt("SELECT to_regprocedure($1)::text", &[(&signature, Type::TEXT)])
+        .query_typed_opt(
+            "SELECT to_regprocedure($1)::text",
+            &[(&signature, Type::TEXT)],
+        )
         .await
         .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?
         .and_then(|row| row.get::<_, Option<String>>(0))
@@ -305,12 +382,19 @@ async fn record_in_ledger(
     previous: &[RoutineSnapshot],
     written: &WrittenBackup,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
-    let ledger_error = |e: tokio_postgres::Error| JobFailure::deploy(format!("ledger write failed: {}", describe_error(&e, None)));
-    let new = sql::snapshot_routines(&conn.client, signatures).await.map_err(ledger_error)?;
+    let ledger_error = |e: tokio_postgres::Error| {
+        JobFailure::deploy(format!("ledger write failed: {}", describe_error(&e, None)))
+    };
+    let new = sql::snapshot_routines(&conn.client, signatures)
+        .await
+        .map_err(ledger_error)?;
     let mut rows = Vec::with_capacity(routines.len());
     let mut applied = Vec::with_capacity(routines.len());
     for ((routine, before), after) in routines.iter().zip(previous).zip(&new) {
-        let identity = after.identity.as_deref().ok_or_else(|| not_created(routine))?;
+        let identity = after
+            .identity
+            .as_deref()
+            .ok_or_else(|| not_created(routine))?;
         let change = match (&before.definition, &after.definition) {
             (None, _) => "created",
             (Some(old), Some(new)) if old == new => "unchanged",
@@ -329,7 +413,9 @@ async fn record_in_ledger(
             new: after,
         });
     }
-    sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema).await.map_err(ledger_error)?;
+    sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
+        .await
+        .map_err(ledger_error)?;
     let backup_path = written.path.display().to_string();
     let attempt = i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX);
     let job = LedgerJob {
@@ -352,7 +438,10 @@ async fn record_in_ledger(
 
 /// After COMMIT, on a fresh connection: the live definitions as any caller
 /// will see them, still inside a transaction that is rolled back.
-async fn post_commit_smoke(ctx: &JobContext, routines: &[Routine]) -> Result<Vec<SmokeReport>, JobFailure> {
+async fn post_commit_smoke(
+    ctx: &JobContext,
+    routines: &[Routine],
+) -> Result<Vec<SmokeReport>, JobFailure> {
     ctx.event("post-commit-smoke", StepStatus::Started, "", 0, Vec::new());
     let started = std::time::Instant::now();
     let result = async {
@@ -371,10 +460,26 @@ async fn post_commit_smoke(ctx: &JobContext, routines: &[Routine]) -> Result<Vec
     match &result {
         Ok(reports) => {
             let passed = reports.iter().all(|r| r.passed);
-            let status = if passed { StepStatus::Succeeded } else { StepStatus::Failed };
-            ctx.event("post-commit-smoke", status, smoke_summary(reports), elapsed, reports.clone());
+            let status = if passed {
+                StepStatus::Succeeded
+            } else {
+                StepStatus::Failed
+            };
+            ctx.event(
+                "post-commit-smoke",
+                status,
+                smoke_summary(reports),
+                elapsed,
+                reports.clone(),
+            );
         }
-        Err(failure) => ctx.event("post-commit-smoke", StepStatus::Failed, &failure.message, elapsed, Vec::new()),
+        Err(failure) => ctx.event(
+            "post-commit-smoke",
+            StepStatus::Failed,
+            &failure.message,
+            elapsed,
+            Vec::new(),
+        ),
     }
     result
 }
@@ -384,22 +489,31 @@ fn smoke_summary(reports: &[SmokeReport]) -> String {
         .iter()
         .filter(|r| !r.passed)
         .map(|r| {
-            let why: Vec<&str> = r.checks.iter().filter(|c| !c.passed).map(|c| c.detail.as_str()).collect();
+            let why: Vec<&str> = r
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.detail.as_str())
+                .collect();
             format!("{} / {}: {}", r.routine, r.test, why.join("; "))
         })
         .collect();
     if failed.is_empty() {
         format!("{} smoke test(s) passed", reports.len())
     } else {
-        format!("{} of {} smoke test(s) failed: {}", failed.len(), reports.len(), failed.join(" | "))
+        format!(
+            "{} of {} smoke test(s) failed: {}",
+            failed.len(),
+            reports.len(),
+            failed.join(" | ")
+        )
     }
 }
 
 pub(super) async fn simple(conn: &TargetConnection, statement: &str) -> Result<(), JobFailure> {
-    conn.client
-        .batch_execute(statement)
-        .await
-        .map_err(|e| JobFailure::deploy(format!("{statement} failed: {}", describe_error(&e, None))))
+    conn.client.batch_execute(statement).await.map_err(|e| {
+        JobFailure::deploy(format!("{statement} failed: {}", describe_error(&e, None)))
+    })
 }
 
 /// An error and its causes on one line, for operator messages.

@@ -90,8 +90,20 @@ impl JobContext {
         let result = work.await;
         let elapsed = millis(started.elapsed());
         match &result {
-            Ok(value) => self.event(name, StepStatus::Succeeded, describe(value), elapsed, Vec::new()),
-            Err(failure) => self.event(name, StepStatus::Failed, &failure.message, elapsed, Vec::new()),
+            Ok(value) => self.event(
+                name,
+                StepStatus::Succeeded,
+                describe(value),
+                elapsed,
+                Vec::new(),
+            ),
+            Err(failure) => self.event(
+                name,
+                StepStatus::Failed,
+                &failure.message,
+                elapsed,
+                Vec::new(),
+            ),
         }
         result
     }

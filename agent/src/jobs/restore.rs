@@ -16,13 +16,20 @@ pub async fn restore_backup(
     written: &WrittenBackup,
 ) -> Result<(), JobFailure> {
     ctx.step("auto-rollback", restore(ctx, conn, written), |count| {
-        format!("{count} routine(s) restored from {}", written.path.display())
+        format!(
+            "{count} routine(s) restored from {}",
+            written.path.display()
+        )
     })
     .await
     .map(|_| ())
 }
 
-async fn restore(ctx: &JobContext, conn: &mut TargetConnection, written: &WrittenBackup) -> Result<usize, JobFailure> {
+async fn restore(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    written: &WrittenBackup,
+) -> Result<usize, JobFailure> {
     let path = written.path.clone();
     let verified = tokio::task::spawn_blocking(move || backup::read_and_verify(&path))
         .await
@@ -30,17 +37,31 @@ async fn restore(ctx: &JobContext, conn: &mut TargetConnection, written: &Writte
         .map_err(|e| JobFailure::deploy(error_chain(&e)))?;
     simple(conn, "BEGIN").await?;
     let result = async {
-        let signatures: Vec<String> = verified.routines.iter().map(|r| r.requested.clone()).collect();
+        let signatures: Vec<String> = verified
+            .routines
+            .iter()
+            .map(|r| r.requested.clone())
+            .collect();
         let current = sql::snapshot_routines(&conn.client, &signatures)
             .await
             .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
         for (before, now) in verified.routines.iter().zip(&current) {
             match (&before.definition, &now.identity) {
                 (Some(definition), _) => conn.client.batch_execute(definition).await,
-                (None, Some(identity)) => conn.client.batch_execute(&format!("DROP ROUTINE {identity}")).await,
+                (None, Some(identity)) => {
+                    conn.client
+                        .batch_execute(&format!("DROP ROUTINE {identity}"))
+                        .await
+                }
                 (None, None) => Ok(()),
             }
-            .map_err(|e| JobFailure::deploy(format!("restoring {} failed: {}", before.requested, describe_error(&e, None))))?;
+            .map_err(|e| {
+                JobFailure::deploy(format!(
+                    "restoring {} failed: {}",
+                    before.requested,
+                    describe_error(&e, None)
+                ))
+            })?;
         }
         let restored = sql::snapshot_routines(&conn.client, &signatures)
             .await
@@ -82,9 +103,14 @@ async fn restore(ctx: &JobContext, conn: &mut TargetConnection, written: &Writte
         }
         Err(failure) => {
             let _ = conn.client.batch_execute("ROLLBACK").await;
-            ctx.event("auto-rollback", StepStatus::Failed, &failure.message, 0, Vec::new());
+            ctx.event(
+                "auto-rollback",
+                StepStatus::Failed,
+                &failure.message,
+                0,
+                Vec::new(),
+            );
             Err(failure)
         }
     }
 }
-

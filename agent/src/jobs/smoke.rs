@@ -29,14 +29,27 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
             .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
         let _ = conn.client.batch_execute("ROLLBACK").await;
         let passed = reports.iter().all(|r| r.passed);
-        let status = if passed { StepStatus::Succeeded } else { StepStatus::Failed };
+        let status = if passed {
+            StepStatus::Succeeded
+        } else {
+            StepStatus::Failed
+        };
         ctx.event("smoke", status, "", 0, reports.clone());
         Ok::<_, JobFailure>(JobResult {
-            outcome: if passed { Outcome::Succeeded } else { Outcome::SmokeFailed } as i32,
-            message: if passed { "all smoke tests passed".into() } else { "smoke test failed".into() },
+            outcome: if passed {
+                Outcome::Succeeded
+            } else {
+                Outcome::SmokeFailed
+            } as i32,
+            message: if passed {
+                "all smoke tests passed".into()
+            } else {
+                "smoke test failed".into()
+            },
             smoke: reports,
             ..Default::default()
         })
     };
-    work.await.unwrap_or_else(|failure| failed_result(failure, Vec::new()))
+    work.await
+        .unwrap_or_else(|failure| failed_result(failure, Vec::new()))
 }

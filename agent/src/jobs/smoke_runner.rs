@@ -70,9 +70,24 @@ async fn check_exists(
         .await?
         .map(|row| row.get(0));
     Ok(match schema {
-        Some(schema) if schema == routine.identity.schema => check("exists", true, format!("{} exists in schema {schema}", routine.identity)),
-        Some(schema) => check("exists", false, format!("found in schema {schema}, expected {}", routine.identity.schema)),
-        None => check("exists", false, format!("{} not found in the catalog", routine.identity)),
+        Some(schema) if schema == routine.identity.schema => check(
+            "exists",
+            true,
+            format!("{} exists in schema {schema}", routine.identity),
+        ),
+        Some(schema) => check(
+            "exists",
+            false,
+            format!(
+                "found in schema {schema}, expected {}",
+                routine.identity.schema
+            ),
+        ),
+        None => check(
+            "exists",
+            false,
+            format!("{} not found in the catalog", routine.identity),
+        ),
     })
 }
 
@@ -107,9 +122,21 @@ async fn run_one(
         .collect();
     checks.push(match (warnings.is_empty(), test.allow_warnings) {
         (true, _) if others.is_empty() => check("warnings", true, "no errors or warnings".into()),
-        (true, _) => check("warnings", true, format!("no warnings ({})", others.join("; "))),
-        (false, true) => check("warnings", true, format!("warnings allowed: {}", warnings.join("; "))),
-        (false, false) => check("warnings", false, format!("WARNING raised: {}", warnings.join("; "))),
+        (true, _) => check(
+            "warnings",
+            true,
+            format!("no warnings ({})", others.join("; ")),
+        ),
+        (false, true) => check(
+            "warnings",
+            true,
+            format!("warnings allowed: {}", warnings.join("; ")),
+        ),
+        (false, false) => check(
+            "warnings",
+            false,
+            format!("WARNING raised: {}", warnings.join("; ")),
+        ),
     });
     Ok(checks)
 }
@@ -123,7 +150,11 @@ async fn call_and_check(
     let statement = match conn.client.prepare(&test.call_sql).await {
         Ok(statement) => statement,
         Err(error) if error.as_db_error().is_some() => {
-            return Ok(vec![check("executes", false, describe_error(&error, Some(&test.call_sql)))])
+            return Ok(vec![check(
+                "executes",
+                false,
+                describe_error(&error, Some(&test.call_sql)),
+            )])
         }
         Err(error) => return Err(error),
     };
@@ -133,14 +164,33 @@ async fn call_and_check(
     let bound = format!("bound {}", humantime::format_duration(test.max_duration));
     let mut checks = Vec::new();
     match result {
-        Ok(rows) => checks.push(check("executes", true, format!("returned {} row(s)", rows.len()))),
+        Ok(rows) => checks.push(check(
+            "executes",
+            true,
+            format!("returned {} row(s)", rows.len()),
+        )),
         Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
-            checks.push(check("executes", false, "cancelled at the time bound".into()));
-            checks.push(check("duration", false, format!("over the {bound}: stopped after {:.2}s", elapsed.as_secs_f64())));
+            checks.push(check(
+                "executes",
+                false,
+                "cancelled at the time bound".into(),
+            ));
+            checks.push(check(
+                "duration",
+                false,
+                format!(
+                    "over the {bound}: stopped after {:.2}s",
+                    elapsed.as_secs_f64()
+                ),
+            ));
             return Ok(checks);
         }
         Err(error) if error.as_db_error().is_some() => {
-            checks.push(check("executes", false, describe_error(&error, Some(&test.call_sql))));
+            checks.push(check(
+                "executes",
+                false,
+                describe_error(&error, Some(&test.call_sql)),
+            ));
             return Ok(checks);
         }
         Err(error) => return Err(error),
@@ -153,7 +203,11 @@ async fn call_and_check(
         format!(
             "{:.3}s ({})",
             elapsed.as_secs_f64(),
-            if within { format!("OK, {bound}") } else { format!("over the {bound}") }
+            if within {
+                format!("OK, {bound}")
+            } else {
+                format!("over the {bound}")
+            }
         ),
     ));
     Ok(checks)
@@ -169,9 +223,17 @@ async fn check_structure(
         .map(|c| format!("{} {}", c.name(), c.type_().name()))
         .collect();
     if test.expect_columns.is_empty() {
-        return Ok(check("structure", true, format!("not declared; returned ({})", actual.join(", "))));
+        return Ok(check(
+            "structure",
+            true,
+            format!("not declared; returned ({})", actual.join(", ")),
+        ));
     }
-    let type_names: Vec<&str> = test.expect_columns.iter().map(|c| c.type_name.as_str()).collect();
+    let type_names: Vec<&str> = test
+        .expect_columns
+        .iter()
+        .map(|c| c.type_name.as_str())
+        .collect();
     // The database resolves each expected type name, so `integer` matches int4.
     let expected_oids: Vec<Option<u32>> = conn
         .client
@@ -187,7 +249,10 @@ async fn check_structure(
     for (index, (expected, oid)) in test.expect_columns.iter().zip(&expected_oids).enumerate() {
         match (columns.get(index), oid) {
             (_, None) => problems.push(format!("{:?} is not a known type", expected.type_name)),
-            (None, _) => problems.push(format!("missing column {} {}", expected.name, expected.type_name)),
+            (None, _) => problems.push(format!(
+                "missing column {} {}",
+                expected.name, expected.type_name
+            )),
             (Some(column), Some(oid)) => {
                 if column.name() != expected.name || column.type_().oid() != *oid {
                     problems.push(format!(
@@ -209,7 +274,11 @@ async fn check_structure(
         ));
     }
     Ok(if problems.is_empty() {
-        check("structure", true, format!("returns ({})", actual.join(", ")))
+        check(
+            "structure",
+            true,
+            format!("returns ({})", actual.join(", ")),
+        )
     } else {
         check("structure", false, problems.join("; "))
     })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use pgrollout_shared::job::{now_unix_ms, Job};
 use pgrollout_shared::proto::{
-    agent_link_client::AgentLinkClient, agent_message, controller_message, AgentMessage, Accept,
+    agent_link_client::AgentLinkClient, agent_message, controller_message, Accept, AgentMessage,
     ControllerMessage, Decline, Heartbeat, Hello, JobOffer, TargetInfo,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -63,7 +63,8 @@ pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>) -> SessionError 
 }
 
 async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), SessionError> {
-    let retry = |what: &str, e: &dyn std::fmt::Display| SessionError::Retryable(format!("{what}: {e}"));
+    let retry =
+        |what: &str, e: &dyn std::fmt::Display| SessionError::Retryable(format!("{what}: {e}"));
     let channel = Endpoint::from_shared(config.controller.clone())
         .map_err(|e| SessionError::Terminal(format!("invalid controller address: {e}")))?
         .connect_timeout(Duration::from_secs(5))
@@ -110,7 +111,11 @@ async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), 
             agent = %welcome.agent_name,
             "connected to controller"
         ),
-        _ => return Err(SessionError::Retryable("controller did not answer with Welcome".into())),
+        _ => {
+            return Err(SessionError::Retryable(
+                "controller did not answer with Welcome".into(),
+            ))
+        }
     }
 
     for pending in outbox.attach(tx.clone()) {
@@ -132,15 +137,21 @@ async fn serve(
     loop {
         let next = tokio::time::timeout(silence_limit, inbound.message())
             .await
-            .map_err(|_| SessionError::Retryable(format!("controller silent for {silence_limit:?}")))?
+            .map_err(|_| {
+                SessionError::Retryable(format!("controller silent for {silence_limit:?}"))
+            })?
             .map_err(|status| classify(&status))?;
         let Some(message) = next else {
-            return Err(SessionError::Retryable("controller closed the stream".into()));
+            return Err(SessionError::Retryable(
+                "controller closed the stream".into(),
+            ));
         };
         match message.body {
             Some(controller_message::Body::Offer(offer)) => handle_offer(config, outbox, offer),
             Some(controller_message::Body::Ack(ack)) => outbox.acknowledge(&ack.job_id, ack.seq),
-            Some(controller_message::Body::Heartbeat(_)) | Some(controller_message::Body::Welcome(_)) | None => {}
+            Some(controller_message::Body::Heartbeat(_))
+            | Some(controller_message::Body::Welcome(_))
+            | None => {}
         }
     }
 }
@@ -163,7 +174,10 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer
         Err(invalid) => return decline(format!("invalid job offer: {invalid}")),
     };
     if config.target(&job.target).is_none() {
-        return decline(format!("this agent serves no target named {:?}", job.target));
+        return decline(format!(
+            "this agent serves no target named {:?}",
+            job.target
+        ));
     }
     let accept = message(agent_message::Body::Accept(Accept {
         job_id: job.id.clone(),
@@ -190,9 +204,12 @@ async fn heartbeats(outbox: Arc<Outbox>, interval: Duration) {
 /// Refusals of identity or zone are final; everything else is retried.
 fn classify(status: &tonic::Status) -> SessionError {
     match status.code() {
-        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => {
-            SessionError::Terminal(format!("controller refused this agent: {}", status.message()))
-        }
+        tonic::Code::PermissionDenied
+        | tonic::Code::Unauthenticated
+        | tonic::Code::InvalidArgument => SessionError::Terminal(format!(
+            "controller refused this agent: {}",
+            status.message()
+        )),
         _ => SessionError::Retryable(format!("{}: {}", status.code(), status.message())),
     }
 }

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::error::DbError;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use crate::config::{Timeouts, TargetConfig};
+use crate::config::{TargetConfig, Timeouts};
 use crate::secrets::resolve_password;
 
 /// A live connection plus the notices the server sent on it.

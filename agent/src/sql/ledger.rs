@@ -47,7 +47,10 @@ pub async fn find_job_in_ledger(
 async fn ledger_exists(client: &Client, schema: &str) -> Result<bool, tokio_postgres::Error> {
     let table = format!("{}.ledger", quote_identifier(schema));
     Ok(client
-        .query_typed_one("SELECT to_regclass($1) IS NOT NULL", &[(&table, Type::TEXT)])
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&table, Type::TEXT)],
+        )
         .await?
         .get(0))
 }

@@ -39,11 +39,20 @@ impl AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(AgentMessage { body: Some(Body::Hello(hello)) }))) => hello,
-            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message on the link must be Hello")),
+            Ok(Ok(Some(AgentMessage {
+                body: Some(Body::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first message on the link must be Hello",
+                ))
+            }
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
         };
@@ -66,7 +75,9 @@ impl AgentLink for AgentLinkService {
             zone: zone.clone(),
             agent_name: name.clone(),
         };
-        let _ = sender.send(Ok(message(controller_message::Body::Welcome(welcome)))).await;
+        let _ = sender
+            .send(Ok(message(controller_message::Body::Welcome(welcome))))
+            .await;
         tracing::info!(
             agent = %name,
             zone = %zone,
@@ -79,7 +90,10 @@ impl AgentLink for AgentLinkService {
             tracing::info!(agent = %name, job_id = %job.job_id, finished = job.finished, "agent reports job in flight");
         }
         controller.registry.register(handle.clone());
-        tokio::spawn(heartbeats(sender, controller.config.deployment.heartbeat_interval));
+        tokio::spawn(heartbeats(
+            sender,
+            controller.config.deployment.heartbeat_interval,
+        ));
         tokio::spawn(receive(controller, handle, inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
@@ -88,7 +102,12 @@ impl AgentLink for AgentLinkService {
 /// The agent's name and zone. Until mutual TLS binds them to a certificate,
 /// they are taken from the Hello (development mode, plaintext on loopback).
 fn identify(hello: &Hello) -> Result<(String, String), Status> {
-    let valid = |s: &str| !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
     if !valid(&hello.agent_name) || !valid(&hello.claimed_zone) {
         return Err(Status::invalid_argument(
             "agent name and zone must be 1-63 letters, digits, '-', '_' or '.'",
@@ -97,7 +116,11 @@ fn identify(hello: &Hello) -> Result<(String, String), Status> {
     Ok((hello.agent_name.clone(), hello.claimed_zone.clone()))
 }
 
-async fn receive(controller: Arc<Controller>, agent: Arc<AgentHandle>, mut inbound: Streaming<AgentMessage>) {
+async fn receive(
+    controller: Arc<Controller>,
+    agent: Arc<AgentHandle>,
+    mut inbound: Streaming<AgentMessage>,
+) {
     let reason = loop {
         match inbound.message().await {
             Ok(Some(message)) => handle(&controller, &agent, message).await,
@@ -118,14 +141,38 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
     agent.last_heartbeat.store(now, Ordering::Relaxed);
     match message.body {
         Some(Body::Accept(accept)) => {
-            match controller.store.claim_job(&accept.job_id, accept.attempt, &agent.name, &agent.zone, now).await {
-                Ok(true) => controller.router.publish(&accept.job_id, JobUpdate::Accepted { agent: agent.name.clone() }),
-                Ok(false) => tracing::warn!(agent = %agent.name, job_id = %accept.job_id, "claim refused: job not offered to this zone or already claimed"),
-                Err(error) => tracing::error!(error = %anyhow::Error::from(error), "recording a claim failed"),
+            match controller
+                .store
+                .claim_job(
+                    &accept.job_id,
+                    accept.attempt,
+                    &agent.name,
+                    &agent.zone,
+                    now,
+                )
+                .await
+            {
+                Ok(true) => controller.router.publish(
+                    &accept.job_id,
+                    JobUpdate::Accepted {
+                        agent: agent.name.clone(),
+                    },
+                ),
+                Ok(false) => {
+                    tracing::warn!(agent = %agent.name, job_id = %accept.job_id, "claim refused: job not offered to this zone or already claimed")
+                }
+                Err(error) => {
+                    tracing::error!(error = %anyhow::Error::from(error), "recording a claim failed")
+                }
             }
         }
         Some(Body::Decline(decline)) => {
-            controller.router.publish(&decline.job_id, JobUpdate::Declined { reason: decline.reason });
+            controller.router.publish(
+                &decline.job_id,
+                JobUpdate::Declined {
+                    reason: decline.reason,
+                },
+            );
         }
         Some(Body::Event(event)) => {
             let (job_id, seq) = (event.job_id.clone(), event.seq);
@@ -142,11 +189,19 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
         }
         Some(Body::Result(result)) => {
             let (job_id, seq) = (result.job_id.clone(), result.seq);
-            let exit_code = ExitCode::from_outcome(Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified));
-            match controller.store.finish_job(&result, exit_code.code(), now).await {
+            let exit_code = ExitCode::from_outcome(
+                Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified),
+            );
+            match controller
+                .store
+                .finish_job(&result, exit_code.code(), now)
+                .await
+            {
                 Ok(true) => {
                     tracing::info!(agent = %agent.name, job_id = %job_id, outcome = ?result.outcome(), "job result recorded");
-                    controller.router.publish(&job_id, JobUpdate::Finished(result));
+                    controller
+                        .router
+                        .publish(&job_id, JobUpdate::Finished(result));
                 }
                 Ok(false) => tracing::debug!(job_id = %job_id, "duplicate result dropped"),
                 Err(error) => {
@@ -157,7 +212,9 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
             ack(agent, &job_id, seq).await;
         }
         Some(Body::Heartbeat(_)) | None => {}
-        Some(Body::Hello(_)) => tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream"),
+        Some(Body::Hello(_)) => {
+            tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream")
+        }
     }
 }
 
@@ -166,7 +223,10 @@ async fn ack(agent: &AgentHandle, job_id: &str, seq: u64) {
         job_id: job_id.to_owned(),
         seq,
     };
-    let _ = agent.sender.send(Ok(message(controller_message::Body::Ack(ack)))).await;
+    let _ = agent
+        .sender
+        .send(Ok(message(controller_message::Body::Ack(ack))))
+        .await;
 }
 
 async fn heartbeats(sender: mpsc::Sender<Result<ControllerMessage, Status>>, interval: Duration) {
@@ -176,7 +236,11 @@ async fn heartbeats(sender: mpsc::Sender<Result<ControllerMessage, Status>>, int
         let beat = Heartbeat {
             sent_at_unix_ms: now_unix_ms(),
         };
-        if sender.send(Ok(message(controller_message::Body::Heartbeat(beat)))).await.is_err() {
+        if sender
+            .send(Ok(message(controller_message::Body::Heartbeat(beat))))
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -33,15 +33,24 @@ impl Control for ControlService {
     type DeployStream = UpdateStream;
     type SmokeStream = UpdateStream;
 
-    async fn deploy(&self, request: Request<DeployRequest>) -> Result<Response<UpdateStream>, Status> {
+    async fn deploy(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
         self.start(request, false).await
     }
 
-    async fn smoke(&self, request: Request<DeployRequest>) -> Result<Response<UpdateStream>, Status> {
+    async fn smoke(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
         self.start(request, true).await
     }
 
-    async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
         Ok(Response::new(ListAgentsResponse {
             agents: self.controller.registry.list(),
         }))
@@ -49,7 +58,11 @@ impl Control for ControlService {
 }
 
 impl ControlService {
-    async fn start(&self, request: Request<DeployRequest>, smoke_only: bool) -> Result<Response<UpdateStream>, Status> {
+    async fn start(
+        &self,
+        request: Request<DeployRequest>,
+        smoke_only: bool,
+    ) -> Result<Response<UpdateStream>, Status> {
         let actor = actor_of(&request);
         let request = request.into_inner();
         let validated = validate(request, actor, smoke_only)?;
@@ -70,11 +83,16 @@ fn actor_of<T>(request: &Request<T>) -> String {
 
 /// Turns the wire request into a rollout request, or says exactly what is
 /// wrong with it (`invalid_argument`: the CLI exits 1, nothing changed).
-fn validate(request: DeployRequest, actor: String, smoke_only: bool) -> Result<RolloutRequest, Status> {
+fn validate(
+    request: DeployRequest,
+    actor: String,
+    smoke_only: bool,
+) -> Result<RolloutRequest, Status> {
     let plan = request
         .plan
         .ok_or_else(|| Status::invalid_argument("the request carries no plan"))?;
-    let routines = routines_from_wire(plan.routines.clone()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let routines = routines_from_wire(plan.routines.clone())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let computed = plan_id(&plan.routines);
     if computed != plan.plan_id {
         return Err(Status::invalid_argument(format!(

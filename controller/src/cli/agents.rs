@@ -21,9 +21,16 @@ pub async fn run(address: &str) -> ExitCode {
                 println!("no agents connected");
                 return ExitCode::Success;
             }
-            println!("{:<10} {:<20} {:<10} {:<24} {}", "ZONE", "AGENT", "VERSION", "TARGETS", "LAST HEARD");
+            println!(
+                "{:<10} {:<20} {:<10} {:<24} {}",
+                "ZONE", "AGENT", "VERSION", "TARGETS", "LAST HEARD"
+            );
             for agent in agents {
-                let targets: Vec<String> = agent.targets.iter().map(|t| format!("{} ({})", t.name, t.dbname)).collect();
+                let targets: Vec<String> = agent
+                    .targets
+                    .iter()
+                    .map(|t| format!("{} ({})", t.name, t.dbname))
+                    .collect();
                 let ago = (now_unix_ms() - agent.last_heartbeat_unix_ms).max(0) as f64 / 1000.0;
                 println!(
                     "{:<10} {:<20} {:<10} {:<24} {ago:.1}s ago",

@@ -9,7 +9,10 @@ use crate::api::MAX_MESSAGE_BYTES;
 
 pub async fn controller(address: &str) -> Result<ControlClient<Channel>, (ExitCode, String)> {
     let endpoint = Endpoint::from_shared(address.to_owned()).map_err(|e| {
-        (ExitCode::ValidationFailed, format!("invalid controller address {address:?}: {e}"))
+        (
+            ExitCode::ValidationFailed,
+            format!("invalid controller address {address:?}: {e}"),
+        )
     })?;
     let channel = endpoint
         .connect_timeout(std::time::Duration::from_secs(5))

@@ -5,7 +5,9 @@
 use std::io::Write;
 
 use pgrollout_shared::exit_code::ExitCode;
-use pgrollout_shared::proto::{rollout_update::Body, DeployRequest, JobResult, Outcome, RolloutStarted};
+use pgrollout_shared::proto::{
+    rollout_update::Body, DeployRequest, JobResult, Outcome, RolloutStarted,
+};
 use pgrollout_shared::traceparent::TraceParent;
 
 use super::report::{self, RunReport};
@@ -26,7 +28,11 @@ pub async fn run(address: &str, args: RolloutArgs, smoke_only: bool) -> ExitCode
     };
     let identities: Vec<String> = routines.iter().map(|r| r.identity.to_string()).collect();
     let plan = build_plan(routines, &args.procedure, &commit_of(&args.project));
-    let verb = if smoke_only { "smoke-testing" } else { "deploying" };
+    let verb = if smoke_only {
+        "smoke-testing"
+    } else {
+        "deploying"
+    };
     println!(
         "pgrollout: {verb} {} to {} — {} routine(s), plan {}",
         args.procedure,
@@ -84,13 +90,19 @@ pub async fn run(address: &str, args: RolloutArgs, smoke_only: bool) -> ExitCode
             },
             Ok(None) => break,
             Err(status) => {
-                eprintln!("pgrollout: lost the controller mid-rollout: {}", status.message());
+                eprintln!(
+                    "pgrollout: lost the controller mid-rollout: {}",
+                    status.message()
+                );
                 break;
             }
         }
     }
     let Some(result) = result else {
-        let which = rollout.as_ref().map(|r| r.rollout_id.as_str()).unwrap_or("(unknown id)");
+        let which = rollout
+            .as_ref()
+            .map(|r| r.rollout_id.as_str())
+            .unwrap_or("(unknown id)");
         return fail(
             ExitCode::DeploymentFailed,
             &format!("the rollout {which} ended without a result; its state is unknown — check the controller's log"),

@@ -21,7 +21,12 @@ use pgrollout_shared::exit_code::ExitCode;
 )]
 pub struct Cli {
     /// The controller's operator endpoint.
-    #[arg(long, global = true, env = "PGROLLOUT_ADDR", default_value = "http://127.0.0.1:7410")]
+    #[arg(
+        long,
+        global = true,
+        env = "PGROLLOUT_ADDR",
+        default_value = "http://127.0.0.1:7410"
+    )]
     controller: String,
     #[command(subcommand)]
     command: Command,
@@ -65,12 +70,17 @@ pub fn run() -> ExitCode {
         Err(error) => {
             let _ = error.print();
             return match error.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::Success,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::Success
+                }
                 _ => ExitCode::ValidationFailed,
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("pgrollout: cannot start the async runtime: {error}");

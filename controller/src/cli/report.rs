@@ -18,8 +18,15 @@ pub fn step_line(event: &JobEvent) -> Option<String> {
         StepStatus::Skipped => "➖",
         StepStatus::Started | StepStatus::Unspecified => return None,
     };
-    let message = if event.message.is_empty() { String::new() } else { format!("  {}", event.message) };
-    Some(format!("  {mark} {:<18}{:>7} ms{message}", event.step, event.duration_ms))
+    let message = if event.message.is_empty() {
+        String::new()
+    } else {
+        format!("  {}", event.message)
+    };
+    Some(format!(
+        "  {mark} {:<18}{:>7} ms{message}",
+        event.step, event.duration_ms
+    ))
 }
 
 /// SMOKE TEST blocks for the last phase that ran (post-commit if it ran,
@@ -53,7 +60,11 @@ pub fn smoke_blocks(reports: &[SmokeReport], environment: &str) -> String {
             text.push_str(&line);
             text.push('\n');
         }
-        let verdict = if report.passed { "✅ PASS" } else { "❌ FAIL" };
+        let verdict = if report.passed {
+            "✅ PASS"
+        } else {
+            "❌ FAIL"
+        };
         text.push_str(&format!("{RULE}\nRESULT: {verdict}\n{RULE}\n"));
     }
     text
@@ -62,7 +73,11 @@ pub fn smoke_blocks(reports: &[SmokeReport], environment: &str) -> String {
 /// The closing line of `pgrollout smoke`.
 pub fn smoke_verdict(result: &JobResult) -> String {
     let passed = result.smoke.iter().filter(|r| r.passed).count();
-    format!("smoke: {passed} of {} passed — {}\n", result.smoke.len(), result.message)
+    format!(
+        "smoke: {passed} of {} passed — {}\n",
+        result.smoke.len(),
+        result.message
+    )
 }
 
 /// Everything the DEPLOYMENT LOG block needs.
@@ -79,7 +94,10 @@ pub struct RunReport<'a> {
 
 /// SEED.md's DEPLOYMENT LOG block, plus rollout, trace and ledger ids.
 pub fn deployment_log(run: &RunReport<'_>) -> String {
-    let started_at = run.rollout.map(|r| r.started_at_unix_ms).unwrap_or_default();
+    let started_at = run
+        .rollout
+        .map(|r| r.started_at_unix_ms)
+        .unwrap_or_default();
     let smoke = if run.result.smoke.is_empty() {
         "➖ NOT RUN".to_owned()
     } else if run.result.smoke.iter().all(|r| r.passed) {
@@ -88,19 +106,28 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
         "❌ FAIL".to_owned()
     };
     let status = match run.code {
-        ExitCode::Success if run.result.replayed_from_ledger => "✅ SUCCESS (already applied; nothing changed)".to_owned(),
+        ExitCode::Success if run.result.replayed_from_ledger => {
+            "✅ SUCCESS (already applied; nothing changed)".to_owned()
+        }
         ExitCode::Success => "✅ SUCCESS".to_owned(),
         code => format!("❌ FAILED (exit {})", code.code()),
     };
     let backup = if run.result.backup_path.is_empty() {
         "none".to_owned()
     } else {
-        format!("{} (sha256 {})", run.result.backup_path, run.result.backup_sha256)
+        format!(
+            "{} (sha256 {})",
+            run.result.backup_path, run.result.backup_sha256
+        )
     };
     let changes: Vec<String> = if run.result.applied.is_empty() {
         run.identities.to_vec()
     } else {
-        run.result.applied.iter().map(|a| format!("{} [{}]", a.identity, a.change)).collect()
+        run.result
+            .applied
+            .iter()
+            .map(|a| format!("{} [{}]", a.identity, a.change))
+            .collect()
     };
     let ledger: Vec<String> = run.result.ledger_ids.iter().map(i64::to_string).collect();
     let mut lines = vec![
@@ -111,8 +138,14 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
         format!("Procedure: {}", run.procedure),
         format!("Routines: {}", changes.join(", ")),
         format!("Environment: {}", run.environment.to_uppercase()),
-        format!("Version: {}", &run.plan.plan_id[..run.plan.plan_id.len().min(12)]),
-        format!("Deployed By: {}", run.rollout.map(|r| r.actor.as_str()).unwrap_or("?")),
+        format!(
+            "Version: {}",
+            &run.plan.plan_id[..run.plan.plan_id.len().min(12)]
+        ),
+        format!(
+            "Deployed By: {}",
+            run.rollout.map(|r| r.actor.as_str()).unwrap_or("?")
+        ),
         format!("Commit SHA: {}", run.plan.commit_sha),
         format!("Backup: {backup}"),
         format!("Smoke Test: {smoke}"),
@@ -134,7 +167,10 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
 pub fn utc_timestamp(unix_ms: i64) -> String {
     let time = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
     let rfc3339 = humantime::format_rfc3339_seconds(time).to_string();
-    format!("{} UTC", rfc3339.trim_end_matches('Z').replacen('T', " ", 1))
+    format!(
+        "{} UTC",
+        rfc3339.trim_end_matches('Z').replacen('T', " ", 1)
+    )
 }
 
 #[cfg(test)]
@@ -154,8 +190,16 @@ mod tests {
             test: "adds".into(),
             phase: "in-transaction".into(),
             checks: vec![
-                SmokeCheck { check: "exists".into(), passed: true, detail: "ok".into() },
-                SmokeCheck { check: "executes".into(), passed: false, detail: "ERROR P0001: boom".into() },
+                SmokeCheck {
+                    check: "exists".into(),
+                    passed: true,
+                    detail: "ok".into(),
+                },
+                SmokeCheck {
+                    check: "executes".into(),
+                    passed: false,
+                    detail: "ERROR P0001: boom".into(),
+                },
             ],
             passed: false,
             duration_ms: 3,

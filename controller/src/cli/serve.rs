@@ -30,7 +30,10 @@ pub async fn run(config_path: &Path) -> ExitCode {
             .await
             .map_err(|e| format!("cannot listen on {address}: {e}"))
     };
-    let (operators, agents) = match (bind(config.listen.operators).await, bind(config.listen.agents).await) {
+    let (operators, agents) = match (
+        bind(config.listen.operators).await,
+        bind(config.listen.agents).await,
+    ) {
         (Ok(operators), Ok(agents)) => (operators, agents),
         (Err(error), _) | (_, Err(error)) => {
             eprintln!("pgrollout serve: {error}");

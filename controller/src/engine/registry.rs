@@ -68,7 +68,12 @@ impl Registry {
 
     /// An agent of `zone` serving `target`, waiting up to `wait` for one to
     /// connect. Prefers the most recently heard-from agent.
-    pub async fn wait_for(&self, zone: &str, target: &str, wait: Duration) -> Option<Arc<AgentHandle>> {
+    pub async fn wait_for(
+        &self,
+        zone: &str,
+        target: &str,
+        wait: Duration,
+    ) -> Option<Arc<AgentHandle>> {
         let mut changes = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {

@@ -50,7 +50,9 @@ pub async fn start(
         .zone_of(&request.environment)
         .unwrap_or_else(|| request.environment.clone());
     let target = environment.target.clone();
-    let wait = request.agent_wait.min(controller.config.deployment.max_agent_wait);
+    let wait = request
+        .agent_wait
+        .min(controller.config.deployment.max_agent_wait);
     let agent = controller
         .registry
         .wait_for(&zone, &target, wait)
@@ -70,8 +72,16 @@ pub async fn start(
         tracing::error!(error = %anyhow::Error::from(e), "store write failed");
         Status::internal("the controller could not record the rollout; see its log")
     };
-    controller.store.save_plan(&request.plan, now).await.map_err(store_error)?;
-    let kind = if request.smoke_only { "smoke" } else { "deploy" };
+    controller
+        .store
+        .save_plan(&request.plan, now)
+        .await
+        .map_err(store_error)?;
+    let kind = if request.smoke_only {
+        "smoke"
+    } else {
+        "deploy"
+    };
     controller
         .store
         .create_rollout(
@@ -105,9 +115,13 @@ pub async fn start(
         commit_sha: request.plan.commit_sha.clone(),
         label: request.plan.label.clone(),
         kind: if request.smoke_only {
-            JobKind::Smoke { routines: request.routines }
+            JobKind::Smoke {
+                routines: request.routines,
+            }
         } else {
-            JobKind::Deploy { routines: request.routines }
+            JobKind::Deploy {
+                routines: request.routines,
+            }
         },
     };
     tracing::info!(
@@ -127,10 +141,20 @@ pub async fn start(
     };
     if agent.sender.send(Ok(offer)).await.is_err() {
         controller.router.unsubscribe(&job_id);
-        let message = format!("agent {} disconnected before the job could be offered; nothing ran", agent.name);
+        let message = format!(
+            "agent {} disconnected before the job could be offered; nothing ran",
+            agent.name
+        );
         let _ = controller
             .store
-            .abandon_job(&job_id, 1, state::FAILED, ExitCode::DeploymentFailed.code(), &message, now_unix_ms())
+            .abandon_job(
+                &job_id,
+                1,
+                state::FAILED,
+                ExitCode::DeploymentFailed.code(),
+                &message,
+                now_unix_ms(),
+            )
             .await;
         return Err(Status::unavailable(message));
     }
@@ -146,7 +170,9 @@ pub async fn start(
         actor: request.actor,
         started_at_unix_ms: now,
     };
-    let _ = out.send(Ok(update(rollout_update::Body::Started(started)))).await;
+    let _ = out
+        .send(Ok(update(rollout_update::Body::Started(started))))
+        .await;
     tokio::spawn(relay(controller, agent, job_id, updates, out, job_timeout));
     Ok(receiver)
 }
@@ -166,9 +192,13 @@ async fn relay(
         loop {
             match updates.recv().await {
                 Some(JobUpdate::Accepted { .. }) => return Ok(()),
-                Some(JobUpdate::Declined { reason }) => return Err(format!("agent {} declined the job: {reason}", agent.name)),
+                Some(JobUpdate::Declined { reason }) => {
+                    return Err(format!("agent {} declined the job: {reason}", agent.name))
+                }
                 Some(JobUpdate::AgentLost { agent }) => {
-                    return Err(format!("agent {agent} disconnected before accepting the job; nothing ran"))
+                    return Err(format!(
+                        "agent {agent} disconnected before accepting the job; nothing ran"
+                    ))
                 }
                 Some(_) => continue,
                 None => return Err("the job's update channel closed".to_owned()),
@@ -191,7 +221,14 @@ async fn relay(
         tracing::warn!(job_id = %job_id, state = rollout_state, reason = %message, "job ended without a result");
         let _ = controller
             .store
-            .abandon_job(&job_id, 1, rollout_state, ExitCode::DeploymentFailed.code(), &message, now_unix_ms())
+            .abandon_job(
+                &job_id,
+                1,
+                rollout_state,
+                ExitCode::DeploymentFailed.code(),
+                &message,
+                now_unix_ms(),
+            )
             .await;
         let result = JobResult {
             job_id: job_id.clone(),
@@ -200,7 +237,9 @@ async fn relay(
             message,
             ..Default::default()
         };
-        let _ = out.send(Ok(update(rollout_update::Body::Finished(result)))).await;
+        let _ = out
+            .send(Ok(update(rollout_update::Body::Finished(result))))
+            .await;
     }
     controller.router.unsubscribe(&job_id);
 }
@@ -249,8 +288,16 @@ async fn follow_job(
 }
 
 fn unknown_environment(controller: &Controller, name: &str) -> Status {
-    let known: Vec<&str> = controller.config.environments.keys().map(String::as_str).collect();
-    Status::invalid_argument(format!("unknown environment {name:?}; known environments: {}", known.join(", ")))
+    let known: Vec<&str> = controller
+        .config
+        .environments
+        .keys()
+        .map(String::as_str)
+        .collect();
+    Status::invalid_argument(format!(
+        "unknown environment {name:?}; known environments: {}",
+        known.join(", ")
+    ))
 }
 
 fn update(body: rollout_update::Body) -> RolloutUpdate {

@@ -11,12 +11,18 @@ use tokio::sync::mpsc;
 /// What a rollout hears about its job.
 #[derive(Debug)]
 pub enum JobUpdate {
-    Accepted { agent: String },
-    Declined { reason: String },
+    Accepted {
+        agent: String,
+    },
+    Declined {
+        reason: String,
+    },
     Event(JobEvent),
     Finished(JobResult),
     /// The agent's session ended before the job's result arrived.
-    AgentLost { agent: String },
+    AgentLost {
+        agent: String,
+    },
 }
 
 struct Subscription {
@@ -33,7 +39,8 @@ impl JobRouter {
     /// Subscribes to a job about to be offered on `session`.
     pub fn subscribe(&self, job_id: &str, session: u64) -> mpsc::UnboundedReceiver<JobUpdate> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.lock().insert(job_id.to_owned(), Subscription { session, sender });
+        self.lock()
+            .insert(job_id.to_owned(), Subscription { session, sender });
         receiver
     }
 

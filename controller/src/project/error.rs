@@ -9,8 +9,8 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceLocation {
     pub path: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
 }
 
 impl SourceLocation {
@@ -34,8 +34,8 @@ impl SourceLocation {
         let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
         SourceLocation {
             path: path.to_owned(),
-            line: Some(before.matches('\n').count() + 1),
-            column: Some(before[line_start..].chars().count() + 1),
+            line: u32::try_from(before.matches('\n').count() + 1).ok(),
+            column: u32::try_from(before[line_start..].chars().count() + 1).ok(),
         }
     }
 }
@@ -110,7 +110,10 @@ pub enum ProjectError {
          only hold CREATE [OR REPLACE] FUNCTION or PROCEDURE statements; move it to a schema \
          migration"
     )]
-    NotARoutine { at: SourceLocation, statement: String },
+    NotARoutine {
+        at: SourceLocation,
+        statement: String,
+    },
 
     /// Valid SQL that the loader cannot turn into a routine identity.
     #[error("{at}: {reason}")]

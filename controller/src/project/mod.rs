@@ -18,7 +18,7 @@ mod tests;
 mod type_names;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pgrollout_shared::routine::Routine;
 
@@ -34,7 +34,6 @@ pub const PROCEDURES_DIR: &str = "procedures";
 /// statements in the order written).
 #[derive(Debug)]
 pub struct Project {
-    root: PathBuf,
     routines: Vec<Routine>,
     /// `signatures[i]` is how `routines[i]` is matched against names.
     signatures: Vec<Signature>,
@@ -48,7 +47,6 @@ impl Project {
     pub fn load(root: &Path) -> Result<Project, ProjectError> {
         let files = list_procedure_files(root)?;
         let mut project = Project {
-            root: root.to_owned(),
             routines: Vec::new(),
             signatures: Vec::new(),
             declared_dependencies: BTreeMap::new(),
@@ -90,7 +88,11 @@ impl Project {
             }
             project.declared_dependencies.insert(
                 file.sql_path.clone(),
-                sidecar.depends_on.iter().map(|(name, _)| name.clone()).collect(),
+                sidecar
+                    .depends_on
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect(),
             );
             dependencies_to_check.extend(sidecar.depends_on);
         }
@@ -107,11 +109,6 @@ impl Project {
         Ok(project)
     }
 
-    /// The directory the project was loaded from.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Every routine, in file order.
     pub fn routines(&self) -> &[Routine] {
         &self.routines
@@ -123,10 +120,11 @@ impl Project {
     /// schema-qualified (`public.addarc`) or carry argument types
     /// (`addarc(text, text)`) to pick one overload.
     pub fn select(&self, name: &str) -> Result<Vec<Routine>, ProjectError> {
-        let parsed = RoutineName::parse(name).map_err(|reason| ProjectError::InvalidRoutineName {
-            name: name.to_owned(),
-            reason,
-        })?;
+        let parsed =
+            RoutineName::parse(name).map_err(|reason| ProjectError::InvalidRoutineName {
+                name: name.to_owned(),
+                reason,
+            })?;
         let selected: Vec<Routine> = self
             .signatures
             .iter()
@@ -173,7 +171,13 @@ impl Project {
                 .signatures
                 .iter()
                 .zip(&self.routines)
-                .filter(|(signature, _)| RoutineName { arg_types: None, ..wanted.clone() }.matches(signature))
+                .filter(|(signature, _)| {
+                    RoutineName {
+                        arg_types: None,
+                        ..wanted.clone()
+                    }
+                    .matches(signature)
+                })
                 .map(|(_, routine)| routine.identity.to_string())
                 .collect();
             return format!("its overloads are {}", overloads.join(", "));
@@ -186,13 +190,21 @@ impl Project {
             .collect();
         close.sort();
         if !close.is_empty() {
-            let names: Vec<&str> = close.iter().take(3).map(|(_, name)| name.as_str()).collect();
+            let names: Vec<&str> = close
+                .iter()
+                .take(3)
+                .map(|(_, name)| name.as_str())
+                .collect();
             return format!("did you mean {}?", names.join(", "));
         }
         const LISTED: usize = 8;
         let listed: Vec<&str> = known.iter().take(LISTED).map(String::as_str).collect();
         let more = known.len().saturating_sub(LISTED);
-        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
         format!("known routines: {}{more}", listed.join(", "))
     }
 }
@@ -260,4 +272,3 @@ fn read(path: &Path) -> Result<String, ProjectError> {
         source,
     })
 }
-#[cfg(test)] mod explore;

@@ -33,13 +33,19 @@ pub fn parse_procedure_file(path: &str, text: &str) -> Result<Vec<ParsedRoutine>
     }
     let parsed = pg_query::parse(text, 0).map_err(|error| syntax_error(path, text, error))?;
     if parsed.protobuf.stmts.is_empty() {
-        return Err(ProjectError::EmptyFile { path: path.to_owned() });
+        return Err(ProjectError::EmptyFile {
+            path: path.to_owned(),
+        });
     }
     // The parse succeeded, so the scanner cannot fail on the same text.
     let tokens = pg_query::scan(text)
         .map_err(|error| syntax_error(path, text, error))?
         .tokens;
-    let file = SourceFile { path, text, tokens: &tokens };
+    let file = SourceFile {
+        path,
+        text,
+        tokens: &tokens,
+    };
     parsed
         .protobuf
         .stmts
@@ -57,7 +63,10 @@ fn syntax_error(path: &str, text: &str, error: pg_query::Error) -> ProjectError 
         Err(pg_query::Error::Parse(message)) => Some(message),
         _ => None,
     })
-    .map_or_else(|| SourceLocation::file(path), |offset| SourceLocation::at_offset(path, text, offset));
+    .map_or_else(
+        || SourceLocation::file(path),
+        |offset| SourceLocation::at_offset(path, text, offset),
+    );
     ProjectError::Syntax { at, message }
 }
 
@@ -96,7 +105,10 @@ impl SourceFile<'_> {
         let mut comparable_arg_types = Vec::new();
         for parameter in &create.parameters {
             let Some(NodeKind::FunctionParameter(parameter)) = &parameter.node else {
-                return Err(unsupported(&defined_at, "unexpected parameter in the parse tree"));
+                return Err(unsupported(
+                    &defined_at,
+                    "unexpected parameter in the parse tree",
+                ));
             };
             if !is_identity_argument(parameter.mode) {
                 continue;
@@ -124,7 +136,11 @@ impl SourceFile<'_> {
                 name: name.clone(),
                 arg_types: comparable_arg_types,
             },
-            identity: RoutineIdentity { schema, name, arg_types },
+            identity: RoutineIdentity {
+                schema,
+                name,
+                arg_types,
+            },
             kind,
             create_sql,
             defined_at,
@@ -146,7 +162,7 @@ impl SourceFile<'_> {
                 && token.token != Token::Ascii59 as i32
         });
         let first = inside.next();
-        let last = inside.last().or(first);
+        let last = inside.next_back().or(first);
         match (first, last) {
             (Some(first), Some(last)) => (
                 usize::try_from(first.start).unwrap_or(location),
@@ -163,7 +179,8 @@ impl SourceFile<'_> {
             .tokens
             .iter()
             .filter(|token| {
-                usize::try_from(token.start).is_ok_and(|s| s >= start && s < end) && !is_comment(token.token)
+                usize::try_from(token.start).is_ok_and(|s| s >= start && s < end)
+                    && !is_comment(token.token)
             })
             .take_while(|token| token.keyword_kind != KeywordKind::NoKeyword as i32)
             .take(5)
@@ -254,7 +271,7 @@ impl SourceFile<'_> {
         start: usize,
         end: usize,
     ) -> String {
-        let mut statement = self.text[start..end].as_bytes().to_vec();
+        let mut statement = self.text.as_bytes()[start..end].to_vec();
         for parameter in &create.parameters {
             let Some(NodeKind::FunctionParameter(parameter)) = &parameter.node else {
                 continue;
@@ -264,16 +281,28 @@ impl SourceFile<'_> {
             }
             let (Ok(from), Some(Ok(to))) = (
                 usize::try_from(parameter.location),
-                parameter.arg_type.as_ref().map(|t| usize::try_from(t.location)),
+                parameter
+                    .arg_type
+                    .as_ref()
+                    .map(|t| usize::try_from(t.location)),
             ) else {
                 continue;
             };
-            for token in self.tokens.iter().filter(|token| token.token == Token::Variadic as i32) {
-                let (Ok(token_start), Ok(token_end)) = (usize::try_from(token.start), usize::try_from(token.end))
+            for token in self
+                .tokens
+                .iter()
+                .filter(|token| token.token == Token::Variadic as i32)
+            {
+                let (Ok(token_start), Ok(token_end)) =
+                    (usize::try_from(token.start), usize::try_from(token.end))
                 else {
                     continue;
                 };
-                if token_start >= from && token_end <= to && token_start >= start && token_end <= end {
+                if token_start >= from
+                    && token_end <= to
+                    && token_start >= start
+                    && token_end <= end
+                {
                     statement[token_start - start..token_end - start].fill(b' ');
                 }
             }
@@ -335,19 +364,24 @@ enum Quoting {
 impl BodyLiteral {
     fn find(file: &SourceFile<'_>, create: &protobuf::CreateFunctionStmt) -> Option<BodyLiteral> {
         // The `AS` option records where its string constant starts.
-        let literal_start = create.options.iter().find_map(|option| match &option.node {
-            Some(NodeKind::DefElem(element)) if element.defname == "as" => {
-                usize::try_from(element.arg_location).ok()
-            }
-            _ => None,
-        })?;
+        let literal_start = create
+            .options
+            .iter()
+            .find_map(|option| match &option.node {
+                Some(NodeKind::DefElem(element)) if element.defname == "as" => {
+                    usize::try_from(element.arg_location).ok()
+                }
+                _ => None,
+            })?;
         let token = file
             .tokens
             .iter()
             .find(|token| usize::try_from(token.start).ok() == Some(literal_start))?;
-        let literal = file.text.get(literal_start..usize::try_from(token.end).ok()?)?;
-        if literal.starts_with('$') {
-            let tag_end = literal[1..].find('$')? + 2;
+        let literal = file
+            .text
+            .get(literal_start..usize::try_from(token.end).ok()?)?;
+        if let Some(after_dollar) = literal.strip_prefix('$') {
+            let tag_end = after_dollar.find('$')? + 2;
             let tag = &literal[..tag_end];
             let content = literal.strip_prefix(tag)?.strip_suffix(tag)?;
             Some(BodyLiteral {
@@ -373,7 +407,8 @@ fn source_offset_of_decoded(source: &str, decoded_offset: usize) -> usize {
     let bytes = source.as_bytes();
     let (mut source_offset, mut decoded) = (0, 0);
     while decoded < decoded_offset && source_offset < bytes.len() {
-        let doubled_quote = bytes[source_offset] == b'\'' && bytes.get(source_offset + 1) == Some(&b'\'');
+        let doubled_quote =
+            bytes[source_offset] == b'\'' && bytes.get(source_offset + 1) == Some(&b'\'');
         source_offset += if doubled_quote { 2 } else { 1 };
         decoded += 1;
     }

@@ -40,12 +40,15 @@ impl RoutineName {
             return Err("it is empty".to_owned());
         }
         if text.contains(';') || text.contains('\0') {
-            return Err("expected a name like addarc, public.addarc or addarc(text, text)".to_owned());
+            return Err(
+                "expected a name like addarc, public.addarc or addarc(text, text)".to_owned(),
+            );
         }
-        let parsed = pg_query::parse(&format!("DROP ROUTINE {text}"), 0).map_err(|error| match error {
-            pg_query::Error::Parse(message) => message,
-            other => other.to_string(),
-        })?;
+        let parsed =
+            pg_query::parse(&format!("DROP ROUTINE {text}"), 0).map_err(|error| match error {
+                pg_query::Error::Parse(message) => message,
+                other => other.to_string(),
+            })?;
         let object = match parsed.protobuf.stmts.as_slice() {
             [raw] => match raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref()) {
                 Some(NodeKind::DropStmt(drop))
@@ -100,7 +103,9 @@ impl RoutineName {
 
     /// Whether this name designates the routine with `signature`.
     pub fn matches(&self, signature: &Signature) -> bool {
-        self.schema.as_ref().is_none_or(|schema| *schema == signature.schema)
+        self.schema
+            .as_ref()
+            .is_none_or(|schema| *schema == signature.schema)
             && self.name == signature.name
             && self
                 .arg_types
@@ -142,14 +147,18 @@ mod tests {
         assert_eq!(name.name, "addarc");
         assert_eq!(name.schema, None);
         assert_eq!(name.arg_types, None);
-        assert_eq!(RoutineName::parse("\"AddArc\"").expect("valid").name, "AddArc");
+        assert_eq!(
+            RoutineName::parse("\"AddArc\"").expect("valid").name,
+            "AddArc"
+        );
         let qualified = RoutineName::parse("Public.addarc").expect("valid");
         assert_eq!(qualified.schema.as_deref(), Some("public"));
     }
 
     #[test]
     fn argument_lists_normalise_aliases_and_whitespace() {
-        let name = RoutineName::parse("public.addarc( TEXT,text , int4,timestamptz)").expect("valid");
+        let name =
+            RoutineName::parse("public.addarc( TEXT,text , int4,timestamptz)").expect("valid");
         assert_eq!(
             name.arg_types,
             Some(vec![
@@ -164,7 +173,11 @@ mod tests {
             "addarc",
             &["text", "text", "integer", "timestamp with time zone"]
         )));
-        assert!(!name.matches(&signature("lab", "addarc", &["text", "text", "integer", "timestamp with time zone"])));
+        assert!(!name.matches(&signature(
+            "lab",
+            "addarc",
+            &["text", "text", "integer", "timestamp with time zone"]
+        )));
         let no_args = RoutineName::parse("f()").expect("valid");
         assert_eq!(no_args.arg_types, Some(vec![]));
         assert!(!no_args.matches(&signature("public", "f", &["integer"])));
@@ -172,8 +185,19 @@ mod tests {
 
     #[test]
     fn anything_but_one_name_is_refused() {
-        for text in ["", "a, b", "a; DROP TABLE t", "a CASCADE", "IF EXISTS a", "a.b.c.d", "f(int"] {
-            assert!(RoutineName::parse(text).is_err(), "{text:?} should be refused");
+        for text in [
+            "",
+            "a, b",
+            "a; DROP TABLE t",
+            "a CASCADE",
+            "IF EXISTS a",
+            "a.b.c.d",
+            "f(int",
+        ] {
+            assert!(
+                RoutineName::parse(text).is_err(),
+                "{text:?} should be refused"
+            );
         }
     }
 

@@ -68,7 +68,11 @@ pub struct Sidecar {
 
 /// Reads the sidecar at project-relative `path` (contents `text`) for the
 /// `routines` of its SQL file.
-pub fn parse_sidecar(path: &str, text: &str, routines: &[ParsedRoutine]) -> Result<Sidecar, ProjectError> {
+pub fn parse_sidecar(
+    path: &str,
+    text: &str,
+    routines: &[ParsedRoutine],
+) -> Result<Sidecar, ProjectError> {
     let file: SidecarFile = toml::from_str(text).map_err(|error| ProjectError::InvalidSidecar {
         at: error.span().map_or_else(
             || SourceLocation::file(path),
@@ -110,7 +114,10 @@ pub fn parse_sidecar(path: &str, text: &str, routines: &[ParsedRoutine]) -> Resu
     for entry in &file.smoke_tests {
         let name = entry.name.get_ref().trim();
         if name.is_empty() {
-            return Err(invalid(entry.name.span(), "a smoke test needs a name".to_owned()));
+            return Err(invalid(
+                entry.name.span(),
+                "a smoke test needs a name".to_owned(),
+            ));
         }
         if smoke_tests.iter().any(|(_, test)| test.name == name) {
             return Err(invalid(
@@ -127,11 +134,11 @@ pub fn parse_sidecar(path: &str, text: &str, routines: &[ParsedRoutine]) -> Resu
                 return Err(invalid(
                     entry.name.span(),
                     format!(
-                        "this file defines {} routines, so smoke test {name:?} must say which one it \
+                    "this file defines {} routines, so smoke test {name:?} must say which one it \
                          tests, e.g. routine = \"{}\"",
-                        routines.len(),
-                        routines[0].identity
-                    ),
+                    routines.len(),
+                    routines[0].identity
+                ),
                 ))
             }
         };
@@ -150,7 +157,10 @@ pub fn parse_sidecar(path: &str, text: &str, routines: &[ParsedRoutine]) -> Resu
             .iter()
             .map(|column| {
                 if column.name.get_ref().is_empty() {
-                    return Err(invalid(column.name.span(), "a column name must not be empty".to_owned()));
+                    return Err(invalid(
+                        column.name.span(),
+                        "a column name must not be empty".to_owned(),
+                    ));
                 }
                 check_type_name(column.type_name.get_ref())
                     .map_err(|reason| invalid(column.type_name.span(), reason))?;
@@ -192,7 +202,8 @@ pub fn parse_sidecar(path: &str, text: &str, routines: &[ParsedRoutine]) -> Resu
 
 /// The index of the routine `written` designates among `routines`.
 fn match_routine(written: &str, routines: &[ParsedRoutine]) -> Result<usize, String> {
-    let name = RoutineName::parse(written).map_err(|reason| format!("routine {written:?}: {reason}"))?;
+    let name =
+        RoutineName::parse(written).map_err(|reason| format!("routine {written:?}: {reason}"))?;
     let matching: Vec<usize> = routines
         .iter()
         .enumerate()
@@ -228,8 +239,12 @@ fn check_call(call: &str) -> Result<(), String> {
     })?;
     match parsed.protobuf.stmts.len() {
         1 => Ok(()),
-        0 => Err("the call is empty: write e.g. SELECT * FROM addarc('M-0001', 'M-0002')".to_owned()),
-        count => Err(format!("the call holds {count} statements; a smoke test runs exactly one")),
+        0 => {
+            Err("the call is empty: write e.g. SELECT * FROM addarc('M-0001', 'M-0002')".to_owned())
+        }
+        count => Err(format!(
+            "the call holds {count} statements; a smoke test runs exactly one"
+        )),
     }
 }
 

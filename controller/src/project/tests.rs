@@ -23,7 +23,9 @@ fn load(files: &[(&str, &str)]) -> Result<Project, ProjectError> {
 }
 
 fn load_error(files: &[(&str, &str)]) -> String {
-    load(files).expect_err("the project must be refused").to_string()
+    load(files)
+        .expect_err("the project must be refused")
+        .to_string()
 }
 
 fn identities(project: &Project) -> Vec<String> {
@@ -63,12 +65,23 @@ fn a_file_with_overloads_yields_one_routine_each_with_its_own_text() {
         ]
     );
     let first = &project.routines()[0];
-    assert!(first.create_sql.starts_with("CREATE OR REPLACE FUNCTION addarc(parent text"));
-    assert!(first.create_sql.ends_with("END\n$$"), "{:?}", first.create_sql);
+    assert!(first
+        .create_sql
+        .starts_with("CREATE OR REPLACE FUNCTION addarc(parent text"));
+    assert!(
+        first.create_sql.ends_with("END\n$$"),
+        "{:?}",
+        first.create_sql
+    );
     let second = &project.routines()[1];
-    assert!(second.create_sql.starts_with("CREATE OR REPLACE FUNCTION public.addarc("));
+    assert!(second
+        .create_sql
+        .starts_with("CREATE OR REPLACE FUNCTION public.addarc("));
     assert!(second.create_sql.ends_with("$$"));
-    assert!(project.routines().iter().all(|r| r.source_path == "procedures/addarc.sql"));
+    assert!(project
+        .routines()
+        .iter()
+        .all(|r| r.source_path == "procedures/addarc.sql"));
     assert_eq!(project.select("addarc").expect("known").len(), 2);
     assert_eq!(project.select("ADDARC").expect("folded").len(), 2);
     assert_eq!(project.select("public.addarc").expect("qualified").len(), 2);
@@ -88,8 +101,11 @@ fn create_sql_is_the_exact_statement_without_comments_or_semicolon() {
     );
     // Without a final semicolon the parser reports the statement as running
     // to the end of the text; trailing comments are still left out.
-    let project = load(&[("procedures/f.sql", "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'\n-- end\n")])
-        .expect("loads");
+    let project = load(&[(
+        "procedures/f.sql",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'\n-- end\n",
+    )])
+    .expect("loads");
     assert_eq!(
         project.routines()[0].create_sql,
         "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'"
@@ -133,8 +149,14 @@ CREATE PROCEDURE measure(IN a bool, OUT b float8, INOUT c timestamp(3))
         project.routines()[0].identity.regprocedure_input(),
         "\"lab\".\"Weigh\"(integer, numeric(10,2), character varying[], bigint)"
     );
-    assert_eq!(project.select("lab.\"Weigh\"").expect("quoted name").len(), 1);
-    assert!(project.select("lab.weigh").is_err(), "unquoted folds to lower case");
+    assert_eq!(
+        project.select("lab.\"Weigh\"").expect("quoted name").len(),
+        1
+    );
+    assert!(
+        project.select("lab.weigh").is_err(),
+        "unquoted folds to lower case"
+    );
 }
 
 #[test]
@@ -161,7 +183,10 @@ fn statements_other_than_create_routine_are_refused_with_their_line() {
         ),
         "{error}"
     );
-    let error = load_error(&[("procedures/seed.sql", "  INSERT INTO material VALUES ('M-1');")]);
+    let error = load_error(&[(
+        "procedures/seed.sql",
+        "  INSERT INTO material VALUES ('M-1');",
+    )]);
     assert!(
         error.starts_with("procedures/seed.sql:1:3: INSERT statement is not allowed"),
         "{error}"
@@ -171,7 +196,10 @@ fn statements_other_than_create_routine_are_refused_with_their_line() {
 #[test]
 fn an_empty_file_is_refused() {
     let error = load_error(&[("procedures/empty.sql", "-- nothing here yet\n")]);
-    assert!(error.starts_with("procedures/empty.sql holds no statements"), "{error}");
+    assert!(
+        error.starts_with("procedures/empty.sql holds no statements"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -193,8 +221,14 @@ RETURNS NULL ON NULL INPUTT;
     // A repeated token: only the third `uid` is wrong.
     let sql = "CREATE FUNCTION f(uid text) RETURNS text\nLANGUAGE sql AS 'SELECT uid'\n  uid;";
     let error = load_error(&[("procedures/f.sql", sql)]);
-    assert_eq!(error, "procedures/f.sql:3:3: syntax error at or near \"uid\"");
-    let error = load_error(&[("procedures/f.sql", "CREATE FUNCTION f() RETURNS int\nLANGUAGE sql AS $$ SELECT 1;\n")]);
+    assert_eq!(
+        error,
+        "procedures/f.sql:3:3: syntax error at or near \"uid\""
+    );
+    let error = load_error(&[(
+        "procedures/f.sql",
+        "CREATE FUNCTION f() RETURNS int\nLANGUAGE sql AS $$ SELECT 1;\n",
+    )]);
     assert_eq!(
         error,
         "procedures/f.sql:2:17: unterminated dollar-quoted string at or near \"$$ SELECT 1;\n\""
@@ -283,15 +317,24 @@ fn sidecar_typos_are_refused_naming_the_file() {
         "{error}"
     );
     let error = load_error(&[
-        ("procedures/addarc.sql", "CREATE FUNCTION addarc() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
-        ("procedures/addarc.toml", "[[grants]]\nprivilege = \"SELECT\"\nto = [\"perseus_app\"]\n"),
+        (
+            "procedures/addarc.sql",
+            "CREATE FUNCTION addarc() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        ),
+        (
+            "procedures/addarc.toml",
+            "[[grants]]\nprivilege = \"SELECT\"\nto = [\"perseus_app\"]\n",
+        ),
     ]);
     assert_eq!(
         error,
         "procedures/addarc.toml:2:13: \"SELECT\" is not a routine privilege: use EXECUTE or ALL"
     );
     let error = load_error(&[
-        ("procedures/addarc.sql", "CREATE FUNCTION addarc() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
+        (
+            "procedures/addarc.sql",
+            "CREATE FUNCTION addarc() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        ),
         ("procedures/addark.toml", "depends_on = []\n"),
     ]);
     assert!(
@@ -325,7 +368,10 @@ allow_warnings = true
     let project = load(&[
         ("procedures/reconcilemupstream.sql", RECONCILE_SQL),
         ("procedures/reconcilemupstream.toml", sidecar),
-        ("procedures/removearc.sql", "CREATE PROCEDURE removearc() LANGUAGE sql AS 'SELECT 1';"),
+        (
+            "procedures/removearc.sql",
+            "CREATE PROCEDURE removearc() LANGUAGE sql AS 'SELECT 1';",
+        ),
     ])
     .expect("loads");
     let [one, two, removearc] = project.routines() else {
@@ -334,7 +380,10 @@ allow_warnings = true
     for routine in [one, two] {
         assert_eq!(routine.grants.len(), 2);
         assert_eq!(routine.grants[0].privilege, Privilege::Execute);
-        assert_eq!(routine.grants[0].grantee, Grantee::Role("perseus_app".to_owned()));
+        assert_eq!(
+            routine.grants[0].grantee,
+            Grantee::Role("perseus_app".to_owned())
+        );
         assert_eq!(routine.grants[1].grantee, Grantee::Public);
         assert_eq!(project.declared_dependencies(routine), ["removearc"]);
     }
@@ -350,6 +399,21 @@ allow_warnings = true
 }
 
 #[test]
+fn smoke_test_columns_must_be_type_names() {
+    let error = load_error(&[
+        ("procedures/addarc.sql", "CREATE FUNCTION addarc() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
+        (
+            "procedures/addarc.toml",
+            "[[smoke_tests]]\nname = \"t\"\ncall = \"SELECT addarc()\"\nexpect_columns = [{ name = \"addarc\", type = \"int; DROP TABLE t\" }]\n",
+        ),
+    ]);
+    assert_eq!(
+        error,
+        "procedures/addarc.toml:4:45: \"int; DROP TABLE t\" is not a type name, e.g. text or integer"
+    );
+}
+
+#[test]
 fn smoke_tests_of_overloaded_files_must_name_one_routine() {
     let files = |sidecar: &'static str| {
         [
@@ -357,7 +421,9 @@ fn smoke_tests_of_overloaded_files_must_name_one_routine() {
             ("procedures/reconcilemupstream.toml", sidecar),
         ]
     };
-    let error = load_error(&files("[[smoke_tests]]\nname = \"t\"\ncall = \"SELECT 1\"\n"));
+    let error = load_error(&files(
+        "[[smoke_tests]]\nname = \"t\"\ncall = \"SELECT 1\"\n",
+    ));
     assert!(
         error.starts_with(
             "procedures/reconcilemupstream.toml:2:8: this file defines 2 routines, so smoke test \"t\" must say which one"
@@ -390,7 +456,10 @@ fn smoke_tests_of_overloaded_files_must_name_one_routine() {
 fn unknown_procedures_suggest_close_names() {
     let project = load(&[
         ("procedures/addarc.sql", ADDARC_OVERLOADS),
-        ("procedures/removearc.sql", "CREATE PROCEDURE removearc() LANGUAGE sql AS 'SELECT 1';"),
+        (
+            "procedures/removearc.sql",
+            "CREATE PROCEDURE removearc() LANGUAGE sql AS 'SELECT 1';",
+        ),
     ])
     .expect("loads");
     let error = project.select("remvearc").expect_err("unknown").to_string();
@@ -398,26 +467,44 @@ fn unknown_procedures_suggest_close_names() {
         error,
         "no function or procedure named \"remvearc\" in the project; did you mean removearc?"
     );
-    let error = project.select("reconcile").expect_err("unknown").to_string();
+    let error = project
+        .select("reconcile")
+        .expect_err("unknown")
+        .to_string();
     assert_eq!(
         error,
         "no function or procedure named \"reconcile\" in the project; known routines: addarc, removearc"
     );
-    let error = project.select("addarc(int)").expect_err("no such overload").to_string();
+    let error = project
+        .select("addarc(int)")
+        .expect_err("no such overload")
+        .to_string();
     assert_eq!(
         error,
         "no function or procedure named \"addarc(int)\" in the project; its overloads are \
          public.addarc(text, text), public.addarc(text, text, timestamp with time zone)"
     );
-    let error = project.select("addarc; DROP TABLE x").expect_err("not a name").to_string();
-    assert!(error.starts_with("\"addarc; DROP TABLE x\" is not a routine name"), "{error}");
+    let error = project
+        .select("addarc; DROP TABLE x")
+        .expect_err("not a name")
+        .to_string();
+    assert!(
+        error.starts_with("\"addarc; DROP TABLE x\" is not a routine name"),
+        "{error}"
+    );
 }
 
 #[test]
 fn unknown_dependencies_are_refused() {
     let error = load_error(&[
-        ("procedures/addarc.sql", "CREATE FUNCTION addarc() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
-        ("procedures/addarc.toml", "depends_on = [\"reconcilemupstrem\"]\n"),
+        (
+            "procedures/addarc.sql",
+            "CREATE FUNCTION addarc() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        ),
+        (
+            "procedures/addarc.toml",
+            "depends_on = [\"reconcilemupstrem\"]\n",
+        ),
         ("procedures/reconcilemupstream.sql", RECONCILE_SQL),
     ]);
     assert_eq!(
@@ -447,29 +534,48 @@ fn one_identity_defined_twice_names_both_places() {
         "procedures/f.sql",
         "CREATE FUNCTION f(numeric(10,2)) RETURNS int LANGUAGE sql AS 'SELECT 1';\nCREATE FUNCTION f(decimal) RETURNS int LANGUAGE sql AS 'SELECT 1';",
     )]);
-    assert!(error.contains("at procedures/f.sql:1:1 and at procedures/f.sql:2:1"), "{error}");
+    assert!(
+        error.contains("at procedures/f.sql:1:1 and at procedures/f.sql:2:1"),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_missing_procedures_directory_is_explained() {
     let root = tempfile::tempdir().expect("temp dir");
-    let error = Project::load(root.path()).expect_err("no procedures").to_string();
+    let error = Project::load(root.path())
+        .expect_err("no procedures")
+        .to_string();
     assert!(error.starts_with("no procedures directory at "), "{error}");
     let root = project_with(&[]);
-    let error = Project::load(root.path()).expect_err("no files").to_string();
+    let error = Project::load(root.path())
+        .expect_err("no files")
+        .to_string();
     assert!(error.contains("holds no .sql files"), "{error}");
 }
 
 #[test]
 fn files_load_in_file_name_order() {
     let project = load(&[
-        ("procedures/b.sql", "CREATE FUNCTION b() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
-        ("procedures/a-b.sql", "CREATE FUNCTION ab() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
-        ("procedures/a.sql", "CREATE FUNCTION a() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
+        (
+            "procedures/b.sql",
+            "CREATE FUNCTION b() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        ),
+        (
+            "procedures/a-b.sql",
+            "CREATE FUNCTION ab() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        ),
+        (
+            "procedures/a.sql",
+            "CREATE FUNCTION a() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        ),
         ("procedures/README.md", "not SQL"),
     ])
     .expect("loads");
-    assert_eq!(identities(&project), ["public.ab()", "public.a()", "public.b()"]);
+    assert_eq!(
+        identities(&project),
+        ["public.ab()", "public.a()", "public.b()"]
+    );
 }
 
 #[test]
@@ -479,8 +585,8 @@ fn the_example_project_loads() {
     assert_eq!(
         identities(&project),
         [
-            "public.addarc(text, text)",
             "public.addarc(text, text, timestamp with time zone)",
+            "public.addarc(text, text)",
             "public.reconcilemupstream(text)",
             "public.removearc(text, text)",
         ]
@@ -504,8 +610,15 @@ fn the_example_project_loads() {
             "{} is granted to perseus_app",
             routine.identity
         );
-        assert!(!routine.smoke_tests.is_empty(), "{} has a smoke test", routine.identity);
+        assert!(
+            !routine.smoke_tests.is_empty(),
+            "{} has a smoke test",
+            routine.identity
+        );
     }
     let addarc = &project.routines()[0];
-    assert_eq!(project.declared_dependencies(addarc), ["reconcilemupstream"]);
+    assert_eq!(
+        project.declared_dependencies(addarc),
+        ["reconcilemupstream"]
+    );
 }

@@ -71,9 +71,13 @@ pub fn render_type_name(
         None => {
             let mut rendered = match schema {
                 Some(schema) if schema != "pg_catalog" => {
-                    format!("{}.{}", quote_identifier_if_needed(schema), quote_identifier_if_needed(name))
+                    format!(
+                        "{}.{}",
+                        quote_identifier_if_needed(schema),
+                        quote_identifier_if_needed(name)
+                    )
                 }
-                _ => quote_identifier_if_needed(name),
+                _ => builtin_type_identifier(name),
             };
             if modifiers == Modifiers::Keep && !explicit_modifiers.is_empty() {
                 rendered.push_str(&format!("({})", explicit_modifiers.join(",")));
@@ -100,6 +104,44 @@ pub fn quote_identifier_if_needed(identifier: &str) -> String {
         identifier.to_owned()
     } else {
         format!("\"{}\"", identifier.replace('"', "\"\""))
+    }
+}
+
+/// An unqualified (or `pg_catalog`) type name. Some keywords name the very
+/// type they spell (`json` is a keyword since PostgreSQL 16 and reads as
+/// `pg_catalog.json`), so they need no quotes; `"char"` does, because `char`
+/// reads as `character`. The parser decides which is which.
+fn builtin_type_identifier(name: &str) -> String {
+    let quoted = quote_identifier_if_needed(name);
+    if quoted == name || name.contains('"') {
+        return quoted;
+    }
+    let reads_as_itself = pg_query::parse(name, pg_query::ParserOptions::TYPE_NAME)
+        .ok()
+        .and_then(|parsed| {
+            let node = parsed
+                .protobuf
+                .stmts
+                .first()?
+                .stmt
+                .as_ref()?
+                .node
+                .as_ref()?;
+            let NodeKind::List(list) = node else {
+                return None;
+            };
+            let names = string_list(&list.items)?;
+            Some(match names.as_slice() {
+                [single] => *single == name,
+                ["pg_catalog", type_name] => *type_name == name,
+                _ => false,
+            })
+        })
+        .unwrap_or(false);
+    if reads_as_itself {
+        name.to_owned()
+    } else {
+        quoted
     }
 }
 
@@ -151,7 +193,8 @@ fn explicit_modifiers(typmods: &[protobuf::Node]) -> Result<Vec<String>, TypeNam
                 rendered.push(text);
             }
             Some(NodeKind::ColumnRef(column)) => {
-                let names = string_list(&column.fields).ok_or(TypeNameError::UnsupportedModifier)?;
+                let names =
+                    string_list(&column.fields).ok_or(TypeNameError::UnsupportedModifier)?;
                 rendered.push(
                     names
                         .iter()
@@ -217,7 +260,9 @@ impl BuiltinRendering {
             }
         };
         match self {
-            BuiltinRendering::Plain(name) => format!("{name}{}", in_parentheses(explicit_modifiers)),
+            BuiltinRendering::Plain(name) => {
+                format!("{name}{}", in_parentheses(explicit_modifiers))
+            }
             BuiltinRendering::Split(name, suffix) => {
                 format!("{name}{}{suffix}", in_parentheses(explicit_modifiers))
             }
@@ -288,7 +333,10 @@ mod tests {
     fn render(written: &str, modifiers: Modifiers) -> Result<String, TypeNameError> {
         let sql = format!("CREATE FUNCTION f(a {written}) RETURNS void LANGUAGE sql AS ''");
         let parsed = pg_query::parse(&sql, 0).expect("test SQL parses");
-        let statement = parsed.protobuf.stmts[0].stmt.as_ref().and_then(|s| s.node.as_ref());
+        let statement = parsed.protobuf.stmts[0]
+            .stmt
+            .as_ref()
+            .and_then(|s| s.node.as_ref());
         let Some(NodeKind::CreateFunctionStmt(create)) = statement else {
             panic!("not a CREATE FUNCTION: {sql}");
         };
@@ -343,6 +391,8 @@ mod tests {
             ("pg_catalog.text", "text"),
             ("jsonb", "jsonb"),
             ("uuid", "uuid"),
+            ("json", "json"),
+            ("pg_catalog.\"char\"", "\"char\""),
         ] {
             assert_eq!(rendered(written), expected, "rendering of {written}");
         }
@@ -371,12 +421,18 @@ mod tests {
 
     #[test]
     fn modifiers_can_be_dropped_for_comparison() {
-        assert_eq!(render("numeric(10,2)", Modifiers::Drop), Ok("numeric".to_owned()));
+        assert_eq!(
+            render("numeric(10,2)", Modifiers::Drop),
+            Ok("numeric".to_owned())
+        );
         assert_eq!(
             render("timestamp(3) with time zone", Modifiers::Drop),
             Ok("timestamp with time zone".to_owned())
         );
-        assert_eq!(render("interval second(2)", Modifiers::Drop), Ok("interval".to_owned()));
+        assert_eq!(
+            render("interval second(2)", Modifiers::Drop),
+            Ok("interval".to_owned())
+        );
     }
 
     #[test]

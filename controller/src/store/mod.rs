@@ -94,8 +94,12 @@ impl Store {
         plan: &pgrollout_shared::proto::Plan,
         now: i64,
     ) -> Result<(), StoreError> {
-        let (plan_id, label, commit_sha, content) =
-            (plan.plan_id.clone(), plan.label.clone(), plan.commit_sha.clone(), plan.encode_to_vec());
+        let (plan_id, label, commit_sha, content) = (
+            plan.plan_id.clone(),
+            plan.label.clone(),
+            plan.commit_sha.clone(),
+            plan.encode_to_vec(),
+        );
         self.call(move |c| {
             c.execute(
                 "INSERT INTO plans (plan_id, label, commit_sha, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -153,7 +157,8 @@ impl Store {
         zone: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let (job_id, agent_name, zone) = (job_id.to_owned(), agent_name.to_owned(), zone.to_owned());
+        let (job_id, agent_name, zone) =
+            (job_id.to_owned(), agent_name.to_owned(), zone.to_owned());
         self.call(move |c| {
             let claimed = c.execute(
                 "UPDATE jobs SET state = 'running', agent_name = ?3, accepted_at = ?5
@@ -198,9 +203,17 @@ impl Store {
         exit_code: i32,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let (job_id, attempt, message, bytes) =
-            (result.job_id.clone(), result.attempt, result.message.clone(), result.encode_to_vec());
-        let state = if exit_code == 0 { state::SUCCEEDED } else { state::FAILED };
+        let (job_id, attempt, message, bytes) = (
+            result.job_id.clone(),
+            result.attempt,
+            result.message.clone(),
+            result.encode_to_vec(),
+        );
+        let state = if exit_code == 0 {
+            state::SUCCEEDED
+        } else {
+            state::FAILED
+        };
         self.call(move |c| {
             let tx = c.transaction()?;
             let updated = tx.execute(
@@ -233,7 +246,11 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         let (job_id, message) = (job_id.to_owned(), message.to_owned());
-        let job_state = if rollout_state == state::UNKNOWN { "unknown" } else { "finished" };
+        let job_state = if rollout_state == state::UNKNOWN {
+            "unknown"
+        } else {
+            "finished"
+        };
         self.call(move |c| {
             let tx = c.transaction()?;
             let updated = tx.execute(
@@ -256,8 +273,12 @@ impl Store {
     pub async fn rollout_state(&self, rollout_id: &str) -> Result<Option<String>, StoreError> {
         let id = rollout_id.to_owned();
         self.call(move |c| {
-            c.query_row("SELECT state FROM rollouts WHERE id = ?1", params![id], |row| row.get(0))
-                .optional()
+            c.query_row(
+                "SELECT state FROM rollouts WHERE id = ?1",
+                params![id],
+                |row| row.get(0),
+            )
+            .optional()
         })
         .await
     }

@@ -1,0 +1,238 @@
+//! A whole pgrollout installation for one scenario: a PostgreSQL cluster per
+//! zone with the sample schema, a controller, an agent per zone, and an
+//! editable copy of the sample project — all real processes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::{free_port, Binaries, CommandOutput, PgCluster, Process, TestDir};
+
+/// How long a process may take to say it is ready.
+const READY: Duration = Duration::from_secs(20);
+/// The environment variable agents read their database password from.
+pub const PASSWORD_ENV: &str = "PGROLLOUT_TEST_DB_PASSWORD";
+
+/// Knobs for [`Stack::start_with`].
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Zones to create; each gets an environment of the same name.
+    pub zones: Vec<String>,
+    /// Start an agent per zone (false: only clusters and the controller).
+    pub start_agents: bool,
+    /// Extra lines for each agent's `[timeouts]` table.
+    pub agent_timeouts: String,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            zones: vec!["dev".into()],
+            start_agents: true,
+            agent_timeouts: String::new(),
+        }
+    }
+}
+
+/// One zone: its database and (when running) its agent.
+pub struct Zone {
+    pub pg: PgCluster,
+    pub agent: Option<Process>,
+    pub agent_config: PathBuf,
+    pub backup_dir: PathBuf,
+}
+
+pub struct Stack {
+    pub bins: Binaries,
+    pub controller: Process,
+    /// `http://127.0.0.1:<port>` of the operators' listener.
+    pub operators: String,
+    pub agents_address: String,
+    pub zones: BTreeMap<String, Zone>,
+    /// The editable copy of `deploy/examples/project`.
+    pub project: PathBuf,
+    pub dir: TestDir,
+}
+
+impl Stack {
+    /// Clusters, controller and agents for the given zones, everything ready.
+    pub async fn start(zones: &[&str]) -> Result<Stack> {
+        Stack::start_with(StackOptions {
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            ..StackOptions::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Result<Stack> {
+        let bins = Binaries::locate()?;
+        let dir = TestDir::new("stack")?;
+        let project = dir.path().join("project");
+        copy_dir(&repo_root().join("deploy/examples/project"), &project)?;
+
+        let operators_port = free_port();
+        let agents_port = free_port();
+        let environments: String = options
+            .zones
+            .iter()
+            .map(|z| format!("[environments.{z}]\nzone = \"{z}\"\n"))
+            .collect();
+        let controller_config = dir.path().join("controller.toml");
+        std::fs::write(
+            &controller_config,
+            format!(
+                "[listen]\noperators = \"127.0.0.1:{operators_port}\"\nagents = \"127.0.0.1:{agents_port}\"\n\
+                 [store]\npath = \"{}\"\n[deployment]\naccept_timeout = \"5s\"\nheartbeat_interval = \"1s\"\n{environments}",
+                dir.path().join("controller.sqlite").display()
+            ),
+        )?;
+        let controller = Process::spawn(
+            &bins.controller,
+            ["serve", "--config", &controller_config.to_string_lossy()],
+            &[],
+            "controller",
+        )?;
+        controller
+            .wait_for_line("controller listening", READY)
+            .await?;
+
+        let mut zones = BTreeMap::new();
+        for zone in &options.zones {
+            let pg = PgCluster::start(zone).await?;
+            pg.psql_file(repo_root().join("deploy/examples/project/schema.sql"))
+                .await
+                .context("applying the sample schema")?;
+            let backup_dir = dir.path().join(format!("backups-{zone}"));
+            let agent_config = dir.path().join(format!("agent-{zone}.toml"));
+            std::fs::write(
+                &agent_config,
+                agent_config_text(zone, agents_port, &backup_dir, &pg, &options.agent_timeouts),
+            )?;
+            zones.insert(
+                zone.clone(),
+                Zone {
+                    pg,
+                    agent: None,
+                    agent_config,
+                    backup_dir,
+                },
+            );
+        }
+        let mut stack = Stack {
+            bins,
+            controller,
+            operators: format!("http://127.0.0.1:{operators_port}"),
+            agents_address: format!("http://127.0.0.1:{agents_port}"),
+            zones,
+            project,
+            dir,
+        };
+        if options.start_agents {
+            for zone in options.zones {
+                stack.start_agent(&zone).await?;
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Starts (or restarts) the zone's agent and waits until it is connected.
+    pub async fn start_agent(&mut self, zone: &str) -> Result<()> {
+        let entry = self.zones.get_mut(zone).context("no such zone")?;
+        let password = entry.pg.password().to_owned();
+        let agent = Process::spawn(
+            &self.bins.agent,
+            ["--config", &entry.agent_config.to_string_lossy()],
+            &[(PASSWORD_ENV, &password)],
+            &format!("agent-{zone}"),
+        )?;
+        agent
+            .wait_for_line("connected to controller", READY)
+            .await?;
+        entry.agent = Some(agent);
+        Ok(())
+    }
+
+    pub fn zone(&self, zone: &str) -> &Zone {
+        &self.zones[zone]
+    }
+
+    /// Runs `pgrollout <args>` against this controller, from the project.
+    pub async fn cli(&self, args: &[&str]) -> Result<CommandOutput> {
+        let mut full: Vec<&str> = args.to_vec();
+        let project = self.project.to_string_lossy().to_string();
+        if matches!(args.first(), Some(&"deploy") | Some(&"smoke")) {
+            full.extend(["--project", &project]);
+        }
+        self.bins
+            .run_cli(
+                full,
+                &[
+                    ("PGROLLOUT_ADDR", &self.operators),
+                    ("PGROLLOUT_ACTOR", "test-operator"),
+                ],
+            )
+            .await
+    }
+
+    /// Writes `procedures/<file>` in the project copy.
+    pub fn write_procedure(&self, file: &str, text: &str) -> Result<()> {
+        std::fs::write(self.project.join("procedures").join(file), text)
+            .with_context(|| format!("writing procedures/{file}"))
+    }
+
+    /// Every log line and CLI output the stack's processes produced so far.
+    pub fn all_process_output(&self) -> String {
+        let mut text = self.controller.output_so_far();
+        for zone in self.zones.values() {
+            if let Some(agent) = &zone.agent {
+                text.push_str(&agent.output_so_far());
+            }
+        }
+        text
+    }
+}
+
+/// An agent config for `zone`'s cluster; the password comes from
+/// [`PASSWORD_ENV`], never from the file.
+pub fn agent_config_text(
+    zone: &str,
+    agents_port: u16,
+    backup_dir: &Path,
+    pg: &PgCluster,
+    timeouts: &str,
+) -> String {
+    format!(
+        "name = \"{zone}-1\"\nzone = \"{zone}\"\ncontroller = \"http://127.0.0.1:{agents_port}\"\n\
+         backup_dir = \"{}\"\n[timeouts]\nheartbeat = \"1s\"\n{timeouts}\n[[targets]]\nname = \"main\"\n\
+         host = \"{}\"\nport = {}\ndbname = \"{}\"\nuser = \"{}\"\npassword_env = \"{PASSWORD_ENV}\"\n",
+        backup_dir.display(),
+        pg.host(),
+        pg.port(),
+        pg.dbname(),
+        pg.superuser(),
+    )
+}
+
+/// The repository root (the tests crate lives in `<root>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}

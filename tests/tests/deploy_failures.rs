@@ -1,0 +1,257 @@
+//! Deploys that must fail, and how: exit code, message, and a database left
+//! exactly as it was — with no rows left behind by smoke calls.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use pgrollout_tests::tokio_postgres::Client;
+use pgrollout_tests::{free_port, Stack, StackOptions};
+
+const SIGNATURE: &str = "public.probe(integer)";
+
+/// A function whose every call leaves a row in `probe_calls`, so a smoke test
+/// that was not rolled back would show.
+fn probe_sql(body_extra: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION public.probe(p integer)\nRETURNS TABLE (n integer)\nLANGUAGE plpgsql AS $$\nBEGIN\n  \
+         INSERT INTO public.probe_calls VALUES (p);\n  {body_extra}\n  RETURN QUERY SELECT p;\nEND\n$$;\n"
+    )
+}
+
+fn probe_sidecar(max_duration: &str, column_type: &str) -> String {
+    format!(
+        "[[smoke_tests]]\nname = \"returns its argument\"\ncall = \"SELECT * FROM public.probe(7)\"\n\
+         max_duration = \"{max_duration}\"\nexpect_columns = [ {{ name = \"n\", type = \"{column_type}\" }} ]\n"
+    )
+}
+
+async fn definition(client: &Client) -> Result<Option<String>> {
+    Ok(client
+        .query_one(
+            "SELECT pg_get_functiondef(to_regprocedure($1))",
+            &[&SIGNATURE],
+        )
+        .await?
+        .get(0))
+}
+
+async fn probe_rows(client: &Client) -> Result<i64> {
+    Ok(client
+        .query_one("SELECT count(*) FROM public.probe_calls", &[])
+        .await?
+        .get(0))
+}
+
+#[tokio::test]
+async fn every_kind_of_smoke_failure_exits_3_and_leaves_the_previous_version_live() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
+        .await?;
+
+    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
+    stack.write_procedure("probe.toml", &probe_sidecar("2s", "integer"))?;
+    let out = stack.cli(&["deploy", "probe", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let v1 = definition(&client).await?.context("v1 live")?;
+    assert_eq!(
+        probe_rows(&client).await?,
+        0,
+        "passing smoke calls leave nothing behind"
+    );
+
+    let cases = [
+        (
+            "an exception",
+            probe_sql("RAISE EXCEPTION 'probe is broken' USING ERRCODE = 'P0001';"),
+            probe_sidecar("2s", "integer"),
+            "❌ Can execute (test data): ERROR P0001: probe is broken",
+        ),
+        (
+            "over the time bound",
+            probe_sql("PERFORM pg_sleep(1.5);"),
+            probe_sidecar("300ms", "integer"),
+            "❌ Execution time: over the bound 300ms",
+        ),
+        (
+            "a warning",
+            probe_sql("RAISE WARNING 'probe is degraded';"),
+            probe_sidecar("2s", "integer"),
+            "❌ No errors detected: WARNING raised: probe is degraded",
+        ),
+        (
+            "the wrong columns",
+            probe_sql("-- v2"),
+            probe_sidecar("2s", "bigint"),
+            "❌ Returns correct structure: column 1 is n int4, expected n bigint",
+        ),
+    ];
+    for (case, sql, sidecar, expected) in cases {
+        stack.write_procedure("probe.sql", &sql)?;
+        stack.write_procedure("probe.toml", &sidecar)?;
+        let out = stack.cli(&["deploy", "probe", "dev"]).await?;
+        assert_eq!(out.code, 3, "{case}: {out}");
+        assert!(
+            out.stdout.contains(expected),
+            "{case}: expected {expected:?} in:\n{out}"
+        );
+        assert!(
+            out.stdout.contains("Status: ❌ FAILED (exit 3)"),
+            "{case}: {out}"
+        );
+        assert!(
+            out.stderr.contains("nothing was committed"),
+            "{case}: {out}"
+        );
+        assert_eq!(
+            definition(&client).await?.as_deref(),
+            Some(v1.as_str()),
+            "{case}: v1 still live"
+        );
+        assert_eq!(
+            probe_rows(&client).await?,
+            0,
+            "{case}: the smoke call left no rows"
+        );
+    }
+    let ledger_rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgrollout.ledger WHERE identity = 'probe(integer)'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(ledger_rows, 1, "failed deploys left no ledger rows");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_change_of_return_type_is_refused_with_advice_and_exit_2() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
+        .await?;
+    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
+    assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
+    let v1 = definition(&client).await?;
+
+    stack.write_procedure("probe.toml", &probe_sidecar("2s", "bigint"))?;
+    stack.write_procedure(
+        "probe.sql",
+        &probe_sql("")
+            .replace("RETURNS TABLE (n integer)", "RETURNS TABLE (n bigint)")
+            .replace("SELECT p;", "SELECT p::bigint;"),
+    )?;
+    let out = stack.cli(&["deploy", "probe", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("cannot change return type of existing function"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("need DROP + CREATE"), "{out}");
+    assert_eq!(definition(&client).await?, v1, "rolled back");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_with_exit_2_in_bounded_time() -> Result<()> {
+    let mut stack = Stack::start_with(StackOptions {
+        start_agents: false,
+        agent_timeouts: "connect = \"2s\"".into(),
+        ..StackOptions::default()
+    })
+    .await?;
+    // Point the agent at a port where nothing listens.
+    let zone = stack.zone("dev");
+    let config = std::fs::read_to_string(&zone.agent_config)?;
+    let dead_port = free_port();
+    std::fs::write(
+        &zone.agent_config,
+        config.replace(
+            &format!("port = {}", zone.pg.port()),
+            &format!("port = {dead_port}"),
+        ),
+    )?;
+    stack.start_agent("dev").await?;
+
+    let started = Instant::now();
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(out.stdout.contains("❌ connect"), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot connect to target main (postgres@127.0.0.1:{dead_port}/"
+        )),
+        "{out}"
+    );
+    assert!(!out.stderr.contains(stack.zone("dev").pg.password()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_agent_for_the_zone_fails_with_exit_2_and_says_what_to_do() -> Result<()> {
+    let stack = Stack::start_with(StackOptions {
+        start_agents: false,
+        ..StackOptions::default()
+    })
+    .await?;
+    let started = Instant::now();
+    let out = stack
+        .cli(&["deploy", "reconcilemupstream", "dev", "--agent-wait", "1s"])
+        .await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.stderr.contains("no agent connected for zone dev"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("start pgrollout-agent in that zone"),
+        "{out}"
+    );
+
+    let out = stack.cli(&["agents"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout.trim(), "no agents connected");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_controller_fails_with_exit_2() -> Result<()> {
+    let stack = Stack::start_with(StackOptions {
+        start_agents: false,
+        ..StackOptions::default()
+    })
+    .await?;
+    let out = stack
+        .bins
+        .run_cli(
+            [
+                "deploy",
+                "reconcilemupstream",
+                "dev",
+                "--project",
+                &stack.project.to_string_lossy(),
+            ],
+            &[(
+                "PGROLLOUT_ADDR",
+                &format!("http://127.0.0.1:{}", free_port()),
+            )],
+        )
+        .await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("cannot reach the controller"), "{out}");
+    Ok(())
+}
