@@ -193,6 +193,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.toml");
+        let config = AgentConfig::load(&path).expect("example config is valid");
+        assert_eq!(config.zone, "prod");
+        assert_eq!(config.targets[0].password_env.as_deref(), Some("PERSEUS_PROD_PASSWORD"));
+    }
+
+    #[test]
     fn a_typo_is_an_error_that_names_the_key() {
         let file = write(&VALID.replace("backup_dir", "backupdir"));
         let error = AgentConfig::load(file.path())

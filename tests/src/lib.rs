@@ -41,7 +41,7 @@ mod pg_cluster;
 mod pg_template;
 mod ports;
 mod process;
-mod stack;
+pub mod stack;
 mod test_dir;
 
 pub use binaries::{run_command, Binaries, CommandOutput, CLI_TIMEOUT};

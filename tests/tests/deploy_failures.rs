@@ -255,3 +255,124 @@ async fn an_unreachable_controller_fails_with_exit_2() -> Result<()> {
     assert!(out.stderr.contains("cannot reach the controller"), "{out}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failing_post_commit_smoke_test_restores_the_backup_and_exits_3() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
+        .await?;
+    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
+    stack.write_procedure("probe.toml", &probe_sidecar("2s", "integer"))?;
+    assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
+    let v1 = definition(&client).await?.context("v1 live")?;
+
+    // Passes inside the deploy transaction (which has an xid: it ran DDL)
+    // and fails on the fresh post-commit connection, which has none.
+    // (The check comes before the body's INSERT, which would assign an xid.)
+    stack.write_procedure(
+        "probe.sql",
+        &probe_sql("-- v2").replace(
+            "BEGIN\n",
+            "BEGIN\n  IF pg_current_xact_id_if_assigned() IS NULL THEN RAISE EXCEPTION 'fails outside the deploy'; END IF;\n",
+        ),
+    )?;
+    let out = stack.cli(&["deploy", "probe", "dev"]).await?;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stdout.contains("✅ commit"), "{out}");
+    assert!(out.stdout.contains("❌ post-commit-smoke"), "{out}");
+    assert!(out.stdout.contains("✅ auto-rollback"), "{out}");
+    assert!(
+        out.stderr
+            .contains("automatic rollback restored the backup"),
+        "{out}"
+    );
+    assert_eq!(
+        definition(&client).await?.as_deref(),
+        Some(v1.as_str()),
+        "v1 is live again"
+    );
+    let actions: Vec<String> = client
+        .query("SELECT action || ':' || change FROM pgrollout.ledger WHERE identity = 'probe(integer)' ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "deploy:created",
+            "deploy:replaced",
+            "auto-rollback:restored"
+        ]
+    );
+    assert_eq!(probe_rows(&client).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn smoke_alone_reports_every_check_and_changes_nothing() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
+        .await?;
+    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
+    stack.write_procedure("probe.toml", &probe_sidecar("2s", "integer"))?;
+
+    let out = stack.cli(&["smoke", "probe", "dev"]).await?;
+    assert_eq!(out.code, 3, "not deployed yet: {out}");
+    assert!(
+        out.stdout
+            .contains("❌ Procedure exists: public.probe(integer) not found in the catalog"),
+        "{out}"
+    );
+
+    assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
+    let out = stack.cli(&["smoke", "probe", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let block: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("SMOKE TEST:"))
+        .take(11)
+        .collect();
+    assert_eq!(
+        block[0],
+        "SMOKE TEST: public.probe(integer) @ DEV (standalone)"
+    );
+    assert_eq!(block[1], "  test: returns its argument");
+    assert_eq!(
+        block[3],
+        "✅ Procedure exists: public.probe(integer) exists in schema public"
+    );
+    assert_eq!(block[4], "✅ Can execute (test data): returned 1 row(s)");
+    assert_eq!(block[5], "✅ Returns correct structure: returns (n int4)");
+    assert!(
+        block[6].starts_with("✅ Execution time: 0.0") && block[6].ends_with("s (OK, bound 2s)"),
+        "{}",
+        block[6]
+    );
+    assert_eq!(block[7], "✅ No errors detected: no errors or warnings");
+    assert_eq!(block[9], "RESULT: ✅ PASS");
+
+    // Broken live (by hand, outside pgrollout): the smoke test says so.
+    client
+        .batch_execute(&probe_sql("RAISE EXCEPTION 'hand-edited in prod';"))
+        .await?;
+    let out = stack.cli(&["smoke", "probe", "dev"]).await?;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stdout
+            .contains("❌ Can execute (test data): ERROR P0001: hand-edited in prod"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("RESULT: ❌ FAIL"), "{out}");
+    assert_eq!(
+        probe_rows(&client).await?,
+        0,
+        "smoke calls leave nothing behind"
+    );
+    Ok(())
+}

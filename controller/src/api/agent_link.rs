@@ -152,12 +152,9 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                 )
                 .await
             {
-                Ok(true) => controller.router.publish(
-                    &accept.job_id,
-                    JobUpdate::Accepted {
-                        agent: agent.name.clone(),
-                    },
-                ),
+                Ok(true) => controller
+                    .router
+                    .publish(&accept.job_id, JobUpdate::Accepted),
                 Ok(false) => {
                     tracing::warn!(agent = %agent.name, job_id = %accept.job_id, "claim refused: job not offered to this zone or already claimed")
                 }

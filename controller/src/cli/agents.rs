@@ -22,8 +22,8 @@ pub async fn run(address: &str) -> ExitCode {
                 return ExitCode::Success;
             }
             println!(
-                "{:<10} {:<20} {:<10} {:<24} {}",
-                "ZONE", "AGENT", "VERSION", "TARGETS", "LAST HEARD"
+                "{:<10} {:<20} {:<10} {:<24} LAST HEARD",
+                "ZONE", "AGENT", "VERSION", "TARGETS"
             );
             for agent in agents {
                 let targets: Vec<String> = agent

@@ -191,7 +191,7 @@ async fn relay(
     let accepted = tokio::time::timeout(accept_timeout, async {
         loop {
             match updates.recv().await {
-                Some(JobUpdate::Accepted { .. }) => return Ok(()),
+                Some(JobUpdate::Accepted) => return Ok(()),
                 Some(JobUpdate::Declined { reason }) => {
                     return Err(format!("agent {} declined the job: {reason}", agent.name))
                 }
@@ -281,7 +281,7 @@ async fn follow_job(
                     ),
                 ))
             }
-            Some(JobUpdate::Accepted { .. }) | Some(JobUpdate::Declined { .. }) => {}
+            Some(JobUpdate::Accepted) | Some(JobUpdate::Declined { .. }) => {}
             None => return Some((state::UNKNOWN, "the job's update channel closed".to_owned())),
         }
     }

@@ -11,9 +11,7 @@ use tokio::sync::mpsc;
 /// What a rollout hears about its job.
 #[derive(Debug)]
 pub enum JobUpdate {
-    Accepted {
-        agent: String,
-    },
+    Accepted,
     Declined {
         reason: String,
     },

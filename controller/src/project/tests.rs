@@ -113,6 +113,21 @@ fn create_sql_is_the_exact_statement_without_comments_or_semicolon() {
 }
 
 #[test]
+fn sql_standard_bodies_keep_their_inner_semicolons() {
+    let sql = "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT 2;\nEND;\n\
+               CREATE FUNCTION g() RETURNS int RETURN 1;\n";
+    let project = load(&[("procedures/f.sql", sql)]).expect("loads");
+    assert_eq!(
+        project.routines()[0].create_sql,
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT 2;\nEND"
+    );
+    assert_eq!(
+        project.routines()[1].create_sql,
+        "CREATE FUNCTION g() RETURNS int RETURN 1"
+    );
+}
+
+#[test]
 fn procedures_and_functions_are_told_apart() {
     let project = load(&[(
         "procedures/removearc.sql",
@@ -232,6 +247,13 @@ RETURNS NULL ON NULL INPUTT;
     assert_eq!(
         error,
         "procedures/f.sql:2:17: unterminated dollar-quoted string at or near \"$$ SELECT 1;\n\""
+    );
+    // Columns count characters, not bytes.
+    let sql = "CREATE FUNCTION f() RETURNS text LANGUAGE sql\nAS 'SELECT ''é''' STRICTT;";
+    let error = load_error(&[("procedures/f.sql", sql)]);
+    assert_eq!(
+        error,
+        "procedures/f.sql:2:19: syntax error at or near \"STRICTT\""
     );
 }
 

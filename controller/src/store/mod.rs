@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use pgrollout_shared::proto::{JobEvent, JobResult, StepStatus};
 use prost::Message;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,7 +47,6 @@ pub struct NewRollout<'a> {
 
 /// Rollout states (DESIGN §3). Only those in use so far are listed.
 pub mod state {
-    pub const RUNNING: &str = "running";
     pub const SUCCEEDED: &str = "succeeded";
     pub const FAILED: &str = "failed";
     /// The agent vanished mid-job; its ledger decides once it reports.
@@ -265,20 +264,6 @@ impl Store {
                 )?;
             }
             tx.commit()
-        })
-        .await
-    }
-
-    /// A rollout's state, for tests and `status`.
-    pub async fn rollout_state(&self, rollout_id: &str) -> Result<Option<String>, StoreError> {
-        let id = rollout_id.to_owned();
-        self.call(move |c| {
-            c.query_row(
-                "SELECT state FROM rollouts WHERE id = ?1",
-                params![id],
-                |row| row.get(0),
-            )
-            .optional()
         })
         .await
     }

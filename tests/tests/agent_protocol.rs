@@ -1,0 +1,346 @@
+//! The real agent against a scripted controller written here: redelivered
+//! jobs apply once, and hostile or malformed offers are refused without
+//! touching the database.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use pgrollout_shared::job::{Job, JobKind};
+use pgrollout_shared::proto::{
+    self,
+    agent_link_server::{AgentLink, AgentLinkServer},
+    agent_message::Body,
+    controller_message, AgentMessage, ControllerMessage, Outcome,
+};
+use pgrollout_shared::routine::{Routine, RoutineIdentity, RoutineKind};
+use pgrollout_shared::traceparent::TraceParent;
+use pgrollout_tests::stack::{agent_config_text, PASSWORD_ENV};
+use pgrollout_tests::{PgCluster, Process, TestDir};
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A controller that hands every agent message to the test and lets the test
+/// send whatever it likes back.
+struct ScriptedController {
+    from_agent: mpsc::UnboundedSender<AgentMessage>,
+    to_agent: Mutex<Option<mpsc::Sender<Result<ControllerMessage, Status>>>>,
+}
+
+#[tonic::async_trait]
+impl AgentLink for ScriptedController {
+    type ConnectStream = ReceiverStream<Result<ControllerMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let mut inbound = request.into_inner();
+        let from_agent = self.from_agent.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                let _ = from_agent.send(message);
+            }
+        });
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = proto::Welcome {
+            zone: "dev".into(),
+            agent_name: "dev-1".into(),
+            ..Default::default()
+        };
+        let _ = tx
+            .send(Ok(ControllerMessage {
+                body: Some(controller_message::Body::Welcome(welcome)),
+            }))
+            .await;
+        *self.to_agent.lock().await = Some(tx);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Scenario {
+    pg: PgCluster,
+    inbox: mpsc::UnboundedReceiver<AgentMessage>,
+    controller: std::sync::Arc<ScriptedController>,
+    _agent: Process,
+    _dir: TestDir,
+}
+
+impl Scenario {
+    async fn start() -> Result<Scenario> {
+        let dir = TestDir::new("protocol")?;
+        let pg = PgCluster::start("dev").await?;
+        pg.psql_file(
+            pgrollout_tests::stack::repo_root().join("deploy/examples/project/schema.sql"),
+        )
+        .await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (from_agent, inbox) = mpsc::unbounded_channel();
+        let controller = std::sync::Arc::new(ScriptedController {
+            from_agent,
+            to_agent: Mutex::new(None),
+        });
+        let service = AgentLinkServer::from_arc(controller.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            agent_config_text("dev", port, &dir.path().join("backups"), &pg, ""),
+        )?;
+        let bins = pgrollout_tests::Binaries::locate()?;
+        let agent = Process::spawn(
+            &bins.agent,
+            ["--config", &config.to_string_lossy()],
+            &[(PASSWORD_ENV, pg.password())],
+            "agent",
+        )?;
+        agent.wait_for_line("connected to controller", WAIT).await?;
+        let mut scenario = Scenario {
+            pg,
+            inbox,
+            controller,
+            _agent: agent,
+            _dir: dir,
+        };
+        match scenario.next().await?.body {
+            Some(Body::Hello(hello)) => assert_eq!(hello.claimed_zone, "dev"),
+            other => bail!("expected Hello first, got {other:?}"),
+        }
+        Ok(scenario)
+    }
+
+    async fn send(&self, body: controller_message::Body) -> Result<()> {
+        let sender = self
+            .controller
+            .to_agent
+            .lock()
+            .await
+            .clone()
+            .context("no stream")?;
+        sender
+            .send(Ok(ControllerMessage { body: Some(body) }))
+            .await
+            .context("agent stream closed")
+    }
+
+    async fn next(&mut self) -> Result<AgentMessage> {
+        tokio::time::timeout(WAIT, self.inbox.recv())
+            .await
+            .context("agent said nothing")?
+            .context("inbox closed")
+    }
+
+    /// Skips heartbeats; returns the next message that matters.
+    async fn next_significant(&mut self) -> Result<Body> {
+        loop {
+            match self.next().await?.body {
+                Some(Body::Heartbeat(_)) | None => continue,
+                Some(body) => return Ok(body),
+            }
+        }
+    }
+
+    /// Waits for the job's result, acknowledging events as a controller does.
+    async fn result_of(&mut self, job_id: &str) -> Result<proto::JobResult> {
+        loop {
+            match self.next_significant().await? {
+                Body::Event(event) => self.send(ack(&event.job_id, event.seq)).await?,
+                Body::Result(result) if result.job_id == job_id => {
+                    self.send(ack(&result.job_id, result.seq)).await?;
+                    return Ok(result);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn ack(job_id: &str, seq: u64) -> controller_message::Body {
+    controller_message::Body::Ack(proto::Ack {
+        job_id: job_id.into(),
+        seq,
+    })
+}
+
+fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
+    let routine = Routine {
+        identity: RoutineIdentity {
+            schema: "public".into(),
+            name: name.into(),
+            arg_types: vec![],
+        },
+        kind: RoutineKind::Function,
+        create_sql: create_sql.into(),
+        grants: vec![],
+        smoke_tests: vec![],
+        source_path: format!("procedures/{name}.sql"),
+    };
+    Job {
+        id: job_id.into(),
+        attempt: 1,
+        deadline: SystemTime::now() + Duration::from_secs(60),
+        trace: TraceParent::new_root(),
+        target: "main".into(),
+        rollout_id: format!("r-{job_id}"),
+        plan_id: "plan".into(),
+        actor: "scripted".into(),
+        commit_sha: "none".into(),
+        label: name.into(),
+        kind: JobKind::Deploy {
+            routines: vec![routine],
+        },
+    }
+    .into()
+}
+
+#[tokio::test]
+async fn a_job_delivered_twice_applies_once() -> Result<()> {
+    let mut scenario = Scenario::start().await?;
+    let job = offer(
+        "j-twice",
+        "CREATE FUNCTION public.twice() RETURNS int LANGUAGE sql AS 'select 2'",
+        "twice",
+    );
+
+    scenario
+        .send(controller_message::Body::Offer(job.clone()))
+        .await?;
+    assert!(matches!(
+        scenario.next_significant().await?,
+        Body::Accept(_)
+    ));
+    let first = scenario.result_of("j-twice").await?;
+    assert_eq!(first.outcome(), Outcome::Succeeded, "{}", first.message);
+    assert!(!first.replayed_from_ledger);
+
+    // Redelivered, as after a controller crash: the ledger answers.
+    scenario.send(controller_message::Body::Offer(job)).await?;
+    assert!(matches!(
+        scenario.next_significant().await?,
+        Body::Accept(_)
+    ));
+    let second = scenario.result_of("j-twice").await?;
+    assert_eq!(second.outcome(), Outcome::Succeeded, "{}", second.message);
+    assert!(second.replayed_from_ledger, "{}", second.message);
+    assert_eq!(second.ledger_ids, first.ledger_ids);
+
+    let client = scenario.pg.connect().await?;
+    let rows: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgrollout.ledger WHERE job_id = 'j-twice'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(rows, 1, "applied exactly once");
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_and_hostile_offers_are_refused_and_change_nothing() -> Result<()> {
+    let mut scenario = Scenario::start().await?;
+
+    let mut bad_trace = offer(
+        "j-trace",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'select 1'",
+        "f",
+    );
+    bad_trace.traceparent = "not-a-traceparent".into();
+    scenario
+        .send(controller_message::Body::Offer(bad_trace))
+        .await?;
+    match scenario.next_significant().await? {
+        Body::Decline(decline) => {
+            assert!(decline.reason.contains("traceparent"), "{}", decline.reason)
+        }
+        other => bail!("expected a Decline, got {other:?}"),
+    }
+
+    let mut wrong_target = offer(
+        "j-target",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'select 1'",
+        "f",
+    );
+    wrong_target.target = "billing".into();
+    scenario
+        .send(controller_message::Body::Offer(wrong_target))
+        .await?;
+    match scenario.next_significant().await? {
+        Body::Decline(decline) => assert!(
+            decline.reason.contains("no target named \"billing\""),
+            "{}",
+            decline.reason
+        ),
+        other => bail!("expected a Decline, got {other:?}"),
+    }
+
+    let mut hostile_grant = offer(
+        "j-grant",
+        "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'select 1'",
+        "f",
+    );
+    if let Some(proto::job_offer::Kind::Deploy(deploy)) = &mut hostile_grant.kind {
+        deploy.routines[0].grants.push(proto::Grant {
+            privilege: "EXECUTE".into(),
+            grantee: "x\"; DROP TABLE public.material; --".into(),
+        });
+        deploy.routines[0].grants.push(proto::Grant {
+            privilege: "SELECT; DROP".into(),
+            grantee: "app".into(),
+        });
+    }
+    scenario
+        .send(controller_message::Body::Offer(hostile_grant))
+        .await?;
+    match scenario.next_significant().await? {
+        Body::Decline(decline) => {
+            assert!(decline.reason.contains("privilege"), "{}", decline.reason)
+        }
+        other => bail!("expected a Decline, got {other:?}"),
+    }
+
+    // A second statement smuggled after the CREATE is refused by the
+    // protocol the agent applies with, and the transaction rolls back.
+    let smuggled = offer(
+        "j-smuggle",
+        "CREATE FUNCTION public.evil() RETURNS int LANGUAGE sql AS 'select 1'; DROP TABLE public.material",
+        "evil",
+    );
+    scenario
+        .send(controller_message::Body::Offer(smuggled))
+        .await?;
+    assert!(matches!(
+        scenario.next_significant().await?,
+        Body::Accept(_)
+    ));
+    let result = scenario.result_of("j-smuggle").await?;
+    assert_eq!(
+        result.outcome(),
+        Outcome::DeployFailed,
+        "{}",
+        result.message
+    );
+    assert!(
+        result.message.contains("cannot insert multiple commands"),
+        "{}",
+        result.message
+    );
+
+    let client = scenario.pg.connect().await?;
+    let row = client
+        .query_one("SELECT to_regclass('public.material') IS NOT NULL, to_regprocedure('public.evil()') IS NULL, to_regprocedure('public.f()') IS NULL", &[])
+        .await?;
+    assert!(row.get::<_, bool>(0), "the table survived");
+    assert!(
+        row.get::<_, bool>(1) && row.get::<_, bool>(2),
+        "no function was created"
+    );
+    Ok(())
+}
