@@ -197,7 +197,10 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.toml");
         let config = AgentConfig::load(&path).expect("example config is valid");
         assert_eq!(config.zone, "prod");
-        assert_eq!(config.targets[0].password_env.as_deref(), Some("PERSEUS_PROD_PASSWORD"));
+        assert_eq!(
+            config.targets[0].password_env.as_deref(),
+            Some("PERSEUS_PROD_PASSWORD")
+        );
     }
 
     #[test]

@@ -146,5 +146,11 @@ fn short(plan_id: &str) -> &str {
 fn operator_name() -> String {
     std::env::var("PGROLLOUT_ACTOR")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".to_owned())
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .or_else(|| {
+            let out = std::process::Command::new("id").arg("-un").output().ok()?;
+            Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()).filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }
