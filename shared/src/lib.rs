@@ -7,6 +7,7 @@
 
 pub mod config_loader;
 pub mod exit_code;
+pub mod identity;
 pub mod job;
 pub mod routine;
 pub mod traceparent;
