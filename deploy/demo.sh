@@ -72,6 +72,17 @@ for zone in dev qa prod; do
 done
 unset PGPASSWORD
 
+# A CA of our own, and a certificate for every party: the controller, an
+# agent per zone (its zone is written in its certificate), and you.
+ca="$demo/ca"
+"$bin/pgrollout" ca init --dir "$ca" --trust-domain demo.pgrollout >/dev/null
+"$bin/pgrollout" ca issue controller --dir "$ca" --name main --dns localhost --ip 127.0.0.1 >/dev/null
+for zone in dev qa prod; do
+  "$bin/pgrollout" ca issue agent --dir "$ca" --zone "$zone" --name "$zone-1" >/dev/null
+done
+"$bin/pgrollout" ca issue operator --dir "$ca" --name demo-operator >/dev/null
+echo "pgrollout demo: CA in $ca (trust domain demo.pgrollout), certificates for the controller, 3 agents and demo-operator"
+
 operators=$(free_port); agents=$(free_port)
 cat >"$demo/controller.toml" <<TOML
 [listen]
@@ -85,6 +96,13 @@ zone = "dev"
 zone = "qa"
 [environments.prod]
 zone = "prod"
+[tls]
+ca = "$ca/ca.pem"
+cert = "$ca/controller-main.pem"
+key = "$ca/controller-main.key"
+trust_domain = "demo.pgrollout"
+[operators]
+demo-operator = ["deployer", "viewer"]
 TOML
 "$bin/pgrollout" serve --config "$demo/controller.toml" >"$demo/controller.log" 2>&1 &
 pids+=($!)
@@ -94,8 +112,12 @@ for zone in dev qa prod; do
   cat >"$demo/agent-$zone.toml" <<TOML
 name = "$zone-1"
 zone = "$zone"
-controller = "http://127.0.0.1:$agents"
+controller = "https://127.0.0.1:$agents"
 backup_dir = "$demo/$zone/backups"
+[tls]
+ca = "$ca/ca.pem"
+cert = "$ca/agent-$zone-$zone-1.pem"
+key = "$ca/agent-$zone-$zone-1.key"
 [[targets]]
 name = "main"
 host = "127.0.0.1"
@@ -109,7 +131,8 @@ TOML
 done
 for zone in dev qa prod; do wait_for_line "$demo/agent-$zone.log" "connected to controller" 20; done
 
-export PGROLLOUT_ADDR="http://127.0.0.1:$operators"
+export PGROLLOUT_ADDR="https://127.0.0.1:$operators"
+export PGROLLOUT_CA="$ca/ca.pem" PGROLLOUT_CERT="$ca/operator-demo-operator.pem" PGROLLOUT_KEY="$ca/operator-demo-operator.key"
 echo
 echo "\$ pgrollout agents"
 "$bin/pgrollout" agents
@@ -132,7 +155,7 @@ echo "\$ pgrollout smoke reconcilemupstream dev --project deploy/examples/projec
 if [[ ${PGROLLOUT_DEMO_KEEP:-0} == 1 ]]; then
   echo
   echo "Left running in $demo (logs there). Try:"
-  echo "  export PGROLLOUT_ADDR=$PGROLLOUT_ADDR"
+  echo "  export PGROLLOUT_ADDR=$PGROLLOUT_ADDR PGROLLOUT_CA=$PGROLLOUT_CA PGROLLOUT_CERT=$PGROLLOUT_CERT PGROLLOUT_KEY=$PGROLLOUT_KEY"
   echo "  $bin/pgrollout deploy addarc qa --project deploy/examples/project"
   echo "Stop with: kill ${pids[*]}; and pg_ctl -D $demo/<zone>/data stop"
 fi

@@ -25,6 +25,8 @@ missing=()
 have_pg_server || missing+=(postgresql postgresql-contrib)
 have_libclang || missing+=(libclang-dev clang)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# The database-TLS tests make their certificates with the openssl CLI.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if ((${#missing[@]})); then
   echo "pgrollout: installing ${missing[*]}"

@@ -19,14 +19,28 @@ pub struct AgentConfig {
     pub name: String,
     /// The zone (network segment) this agent serves, e.g. `prod`.
     pub zone: String,
-    /// The controller's agent endpoint, e.g. `http://controller.internal:7411`.
+    /// The controller's agent endpoint, e.g. `https://controller.internal:7411`.
+    /// `http://` only against a `--dev-plaintext` controller.
     pub controller: String,
+    /// This agent's certificate (`pgrollout ca issue agent`), for `https://`.
+    pub tls: Option<AgentTls>,
     /// Where backups of replaced routines are written, one file per job.
     pub backup_dir: PathBuf,
     #[serde(default)]
     pub timeouts: Timeouts,
     /// The databases of this zone that the agent may change.
     pub targets: Vec<TargetConfig>,
+}
+
+/// The files of the agent's mutual-TLS identity. Read on every connection,
+/// so renewed files are used without a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTls {
+    /// The CA that issued the controller's certificate.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +94,91 @@ pub struct TargetConfig {
     /// Schema of the ledger table in the target database.
     #[serde(default = "default_ledger_schema")]
     pub ledger_schema: String,
+    /// Whether the connection is encrypted and the server's certificate checked.
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// PEM file of the CA certificate(s) the server's certificate must chain to; required by, and only used
+    /// with, `verify-full`. Read on every connect, so a replaced file is used without a restart.
+    pub sslrootcert: Option<PathBuf>,
+}
+
+/// TLS to a target database, with libpq's names for the modes.
+///
+/// Parsed from a string by hand: the config crate's own enum error does not list the allowed values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum SslMode {
+    /// Plaintext. The default for now; prefer `verify-full` wherever the server has a certificate.
+    #[default]
+    Disable,
+    /// Encrypted, the server's certificate not checked: protects against eavesdropping only.
+    Require,
+    /// Encrypted; the server's certificate must chain to `sslrootcert` and name `host`.
+    VerifyFull,
+}
+
+impl SslMode {
+    const ALL: [SslMode; 3] = [SslMode::Disable, SslMode::Require, SslMode::VerifyFull];
+
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl TryFrom<String> for SslMode {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        SslMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == value)
+            .ok_or_else(|| {
+                let allowed: Vec<String> = SslMode::ALL
+                    .iter()
+                    .map(|mode| format!("\"{}\"", mode.as_str()))
+                    .collect();
+                format!(
+                    "unknown sslmode \"{value}\": use one of {}",
+                    allowed.join(", ")
+                )
+            })
+    }
+}
+
+/// The TLS keys of one target: the key at fault and why.
+fn validate_tls(target: &TargetConfig) -> Result<(), (&'static str, &'static str)> {
+    match (&target.sslmode, &target.sslrootcert) {
+        (SslMode::VerifyFull, None) => {
+            return Err((
+                "sslrootcert",
+                "required with sslmode = \"verify-full\": the PEM file of the CA that signs the server's certificate",
+            ))
+        }
+        (SslMode::VerifyFull, Some(path)) if path.as_os_str().is_empty() => {
+            return Err(("sslrootcert", "must not be empty"))
+        }
+        // A CA file beside a mode that ignores it would suggest a check that never happens.
+        (SslMode::Disable | SslMode::Require, Some(_)) => {
+            return Err((
+                "sslrootcert",
+                "only used with sslmode = \"verify-full\": set that mode, or remove sslrootcert",
+            ))
+        }
+        _ => {}
+    }
+    // tokio-postgres takes a host starting with '/' as a Unix socket directory, where TLS does not apply.
+    if target.sslmode != SslMode::Disable && target.host.starts_with('/') {
+        return Err((
+            "sslmode",
+            "TLS needs a TCP host, and host is a Unix socket directory: use sslmode = \"disable\"",
+        ));
+    }
+    Ok(())
 }
 
 fn default_port() -> u16 {
@@ -120,6 +219,12 @@ impl AgentConfig {
         if !self.controller.starts_with("http://") && !self.controller.starts_with("https://") {
             return Err(invalid("controller", "must be an http:// or https:// URL"));
         }
+        if self.controller.starts_with("https://") && self.tls.is_none() {
+            return Err(invalid(
+                "tls",
+                "an https:// controller needs a [tls] table with ca, cert and key (`pgrollout ca issue agent`)",
+            ));
+        }
         if self.targets.is_empty() {
             return Err(invalid(
                 "targets",
@@ -148,6 +253,7 @@ impl AgentConfig {
             if target.ledger_schema.is_empty() || target.ledger_schema.len() > 63 {
                 return Err(invalid(&key("ledger_schema"), "must be 1 to 63 bytes"));
             }
+            validate_tls(target).map_err(|(field, reason)| invalid(&key(field), reason))?;
         }
         Ok(())
     }
@@ -190,6 +296,66 @@ mod tests {
         assert_eq!(config.timeouts.statement, Duration::from_secs(60));
         assert_eq!(config.targets[0].port, 5432);
         assert_eq!(config.targets[0].ledger_schema, "pgrollout");
+        assert_eq!(config.targets[0].sslmode, SslMode::Disable);
+        assert_eq!(config.targets[0].sslrootcert, None);
+    }
+
+    fn with_target_keys(keys: &str) -> Result<AgentConfig, String> {
+        let file = write(&format!("{VALID}\n{keys}\n"));
+        AgentConfig::load(file.path()).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn verify_full_with_a_ca_file_and_require_without_one_are_valid() {
+        let config = with_target_keys(
+            "sslmode = \"verify-full\"\nsslrootcert = \"/etc/pgrollout/db-ca.pem\"",
+        )
+        .expect("verify-full with a CA file");
+        assert_eq!(config.targets[0].sslmode, SslMode::VerifyFull);
+        assert_eq!(
+            config.targets[0].sslrootcert.as_deref(),
+            Some(Path::new("/etc/pgrollout/db-ca.pem"))
+        );
+        let config = with_target_keys("sslmode = \"require\"").expect("require");
+        assert_eq!(config.targets[0].sslmode, SslMode::Require);
+    }
+
+    #[test]
+    fn an_unknown_sslmode_is_refused_with_the_allowed_values() {
+        let error = with_target_keys("sslmode = \"verify-ca\"").expect_err("unknown mode");
+        assert!(error.contains("verify-ca"), "{error}");
+        for allowed in ["disable", "require", "verify-full"] {
+            assert!(error.contains(allowed), "{error}");
+        }
+    }
+
+    #[test]
+    fn verify_full_without_a_ca_file_names_the_key() {
+        let error = with_target_keys("sslmode = \"verify-full\"").expect_err("no CA file");
+        assert!(error.contains("targets[0].sslrootcert"), "{error}");
+        assert!(error.contains("required"), "{error}");
+    }
+
+    #[test]
+    fn a_ca_file_without_verify_full_is_refused() {
+        for mode in ["disable", "require"] {
+            let error = with_target_keys(&format!(
+                "sslmode = \"{mode}\"\nsslrootcert = \"/etc/pgrollout/db-ca.pem\""
+            ))
+            .expect_err("CA file that would be ignored");
+            assert!(error.contains("targets[0].sslrootcert"), "{error}");
+            assert!(error.contains("only used with"), "{error}");
+        }
+    }
+
+    #[test]
+    fn tls_to_a_unix_socket_is_refused() {
+        let text = VALID.replace("host = \"127.0.0.1\"", "host = \"/var/run/postgresql\"");
+        let file = write(&format!("{text}\nsslmode = \"require\"\n"));
+        let error = AgentConfig::load(file.path())
+            .expect_err("TLS over a Unix socket")
+            .to_string();
+        assert!(error.contains("targets[0].sslmode"), "{error}");
     }
 
     #[test]
@@ -201,6 +367,7 @@ mod tests {
             config.targets[0].password_env.as_deref(),
             Some("PERSEUS_PROD_PASSWORD")
         );
+        assert_eq!(config.targets[0].sslmode, SslMode::VerifyFull);
     }
 
     #[test]

@@ -150,6 +150,8 @@ mod tests {
             password_file: None,
             passfile: None,
             ledger_schema: "pgrollout".into(),
+            sslmode: Default::default(),
+            sslrootcert: None,
         }
     }
 

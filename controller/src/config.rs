@@ -21,6 +21,82 @@ pub struct ControllerConfig {
     pub deployment: Deployment,
     /// Environment name (dev, qa, prod, …) to its settings.
     pub environments: BTreeMap<String, Environment>,
+    /// Mutual TLS for both listeners. Required unless the controller runs
+    /// with `--dev-plaintext`.
+    pub tls: Option<TlsFiles>,
+    /// Operator name (from the certificate's SPIFFE id) to granted roles.
+    /// Reloaded without restart.
+    #[serde(default)]
+    pub operators: BTreeMap<String, Vec<OperatorRole>>,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA that issues agent and operator certificates (`pgrollout ca init`).
+    pub ca: PathBuf,
+    /// The controller's own certificate and key (`pgrollout ca issue controller`).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Peers must carry SPIFFE ids of this trust domain.
+    pub trust_domain: String,
+}
+
+/// What an operator may do. `admin` implies every other role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperatorRole {
+    /// Read-only: agents, rollouts, status.
+    Viewer,
+    /// Start deploys and smoke tests.
+    Deployer,
+    /// Approve or reject rollouts.
+    Approver,
+    /// Everything.
+    Admin,
+}
+
+impl OperatorRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorRole::Viewer => "viewer",
+            OperatorRole::Deployer => "deployer",
+            OperatorRole::Approver => "approver",
+            OperatorRole::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// Revoked identities: SPIFFE ids (`spiffe://…`) or certificate serials
+    /// (`serial:<hex>`). Reloaded without restart; a connected agent that
+    /// becomes revoked is disconnected at once.
+    #[serde(default)]
+    pub revoked: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest gRPC message either listener accepts.
+    pub max_message_bytes: usize,
+    /// Most routines one plan may carry.
+    pub max_routines_per_plan: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 16 * 1024 * 1024,
+            max_routines_per_plan: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +184,32 @@ impl ControllerConfig {
                     "invalid controller config: environments.{name}.target: must not be empty"
                 );
             }
+        }
+        if let Some(tls) = &self.tls {
+            if !pgrollout_shared::identity::is_valid_segment(&tls.trust_domain) {
+                anyhow::bail!(
+                    "invalid controller config: tls.trust_domain: 1-63 of a-z, 0-9, '-', '_', '.'"
+                );
+            }
+        }
+        for name in self.operators.keys() {
+            if !pgrollout_shared::identity::is_valid_segment(name) {
+                anyhow::bail!("invalid controller config: operators.{name}: names use a-z, 0-9, '-', '_', '.'");
+            }
+        }
+        for entry in &self.security.revoked {
+            let valid = match entry.strip_prefix("serial:") {
+                Some(serial) => !serial.is_empty() && serial.bytes().all(|b| b.is_ascii_hexdigit()),
+                None => pgrollout_shared::identity::SpiffeId::parse(entry).is_ok(),
+            };
+            if !valid {
+                anyhow::bail!(
+                    "invalid controller config: security.revoked: {entry:?} is neither a spiffe:// id nor serial:<hex>"
+                );
+            }
+        }
+        if self.limits.max_message_bytes < 64 * 1024 || self.limits.max_routines_per_plan == 0 {
+            anyhow::bail!("invalid controller config: limits: max_message_bytes >= 65536 and max_routines_per_plan >= 1");
         }
         if self.deployment.job_timeout < Duration::from_secs(1) {
             anyhow::bail!("invalid controller config: deployment.job_timeout: must be at least 1s");

@@ -2,6 +2,8 @@
 //! binary. See ARCHITECTURE.md for the map of this crate.
 
 mod api;
+mod auth;
+mod ca;
 mod cli;
 mod config;
 mod engine;

@@ -35,9 +35,9 @@ pub struct InvalidIdentity {
 pub fn is_valid_segment(segment: &str) -> bool {
     !segment.is_empty()
         && segment.len() <= 63
-        && segment
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+        && segment.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
 }
 
 impl SpiffeId {
@@ -54,14 +54,18 @@ impl SpiffeId {
     pub fn operator(trust_domain: &str, name: &str) -> Self {
         SpiffeId {
             trust_domain: trust_domain.to_owned(),
-            role: Role::Operator { name: name.to_owned() },
+            role: Role::Operator {
+                name: name.to_owned(),
+            },
         }
     }
 
     pub fn controller(trust_domain: &str, name: &str) -> Self {
         SpiffeId {
             trust_domain: trust_domain.to_owned(),
-            role: Role::Controller { name: name.to_owned() },
+            role: Role::Controller {
+                name: name.to_owned(),
+            },
         }
     }
 
@@ -79,19 +83,22 @@ impl SpiffeId {
             return Err(invalid("segments must be 1-63 of a-z, 0-9, '-', '_', '.'"));
         }
         let trust_domain = segments[0].to_owned();
-        let role = match segments[1..] {
-            ["zone", zone, "agent", name] => Role::Agent {
-                zone: zone.to_owned(),
-                name: name.to_owned(),
-            },
-            ["operator", name] => Role::Operator { name: name.to_owned() },
-            ["controller", name] => Role::Controller { name: name.to_owned() },
-            _ => {
-                return Err(invalid(
+        let role =
+            match segments[1..] {
+                ["zone", zone, "agent", name] => Role::Agent {
+                    zone: zone.to_owned(),
+                    name: name.to_owned(),
+                },
+                ["operator", name] => Role::Operator {
+                    name: name.to_owned(),
+                },
+                ["controller", name] => Role::Controller {
+                    name: name.to_owned(),
+                },
+                _ => return Err(invalid(
                     "expected /zone/<zone>/agent/<name>, /operator/<name> or /controller/<name>",
-                ))
-            }
-        };
+                )),
+            };
         Ok(SpiffeId { trust_domain, role })
     }
 

@@ -10,6 +10,7 @@ pub mod exit_code;
 pub mod identity;
 pub mod job;
 pub mod routine;
+pub mod tls;
 pub mod traceparent;
 
 /// Generated protobuf types and gRPC stubs for `pgrollout.v1`.

@@ -175,6 +175,44 @@ impl PgCluster {
         self.pg_ctl_start().await.map_err(|failure| failure.error)
     }
 
+    /// Turns TLS on with this server certificate (chain) and key, both PEM, and refuses TCP connections without
+    /// TLS (`hostssl` lines only in `pg_hba.conf`), so a client that gets in has proved it used TLS; then
+    /// restarts the server. Afterwards [`PgCluster::connect`] (plaintext) is refused, while
+    /// [`PgCluster::execute_sql`] still works (psql's default sslmode, `prefer`, encrypts when it can).
+    pub async fn require_tls(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        // Relative to the data directory, which the server runs in.
+        let files = [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ];
+        for (file, pem, mode) in files {
+            let path = self.data_dir.join(file);
+            std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+            // The server refuses a key readable by others, and must own it when the tests run as root.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .with_context(|| format!("setting the mode of {}", path.display()))?;
+            os_user::hand_over_to_postgres(&path)?;
+        }
+        let settings_path = self.data_dir.join(SETTINGS_FILE);
+        let mut settings = std::fs::read_to_string(&settings_path)
+            .with_context(|| format!("reading {}", settings_path.display()))?;
+        settings.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&settings_path, settings)
+            .with_context(|| format!("writing {}", settings_path.display()))?;
+        // The Unix socket stays trusted: the harness sets the cluster up through it.
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        std::fs::write(
+            &hba_path,
+            "local   all all               trust\n\
+             hostssl all all 127.0.0.1/32  scram-sha-256\n\
+             hostssl all all ::1/128       scram-sha-256\n",
+        )
+        .with_context(|| format!("writing {}", hba_path.display()))?;
+        self.restart()
+            .await
+            .with_context(|| format!("restarting cluster {} with TLS", self.name))
+    }
+
     /// Makes the data directory: a copy of the template made once by initdb (see `pg_template`).
     async fn copy_template(&self) -> Result<()> {
         let template = pg_template::template_data_dir(&self.bin_dir).await?;

@@ -24,6 +24,10 @@ pub struct StackOptions {
     pub start_agents: bool,
     /// Extra lines for each agent's `[timeouts]` table.
     pub agent_timeouts: String,
+    /// Run the controller with `--dev-plaintext` instead of mutual TLS.
+    pub plaintext: bool,
+    /// Extra TOML appended to the controller's config (e.g. `[security]`).
+    pub controller_extra: String,
 }
 
 impl Default for StackOptions {
@@ -32,6 +36,8 @@ impl Default for StackOptions {
             zones: vec!["dev".into()],
             start_agents: true,
             agent_timeouts: String::new(),
+            plaintext: false,
+            controller_extra: String::new(),
         }
     }
 }
@@ -53,8 +59,16 @@ pub struct Stack {
     pub zones: BTreeMap<String, Zone>,
     /// The editable copy of `deploy/examples/project`.
     pub project: PathBuf,
+    /// The built-in CA's directory (certificates for every party).
+    pub ca_dir: PathBuf,
+    pub plaintext: bool,
     pub dir: TestDir,
 }
+
+/// The trust domain of every test CA.
+pub const TRUST_DOMAIN: &str = "test.local";
+/// The operator the CLI runs as; granted deployer and viewer.
+pub const OPERATOR: &str = "test-operator";
 
 impl Stack {
     /// Clusters, controller and agents for the given zones, everything ready.
@@ -72,6 +86,10 @@ impl Stack {
         let project = dir.path().join("project");
         copy_dir(&repo_root().join("deploy/examples/project"), &project)?;
 
+        let ca_dir = dir.path().join("ca");
+        if !options.plaintext {
+            issue_certificates(&bins, &ca_dir, &options.zones).await?;
+        }
         let operators_port = free_port();
         let agents_port = free_port();
         let environments: String = options
@@ -79,21 +97,31 @@ impl Stack {
             .iter()
             .map(|z| format!("[environments.{z}]\nzone = \"{z}\"\n"))
             .collect();
+        let tls = if options.plaintext {
+            String::new()
+        } else {
+            format!(
+                "[tls]\nca = \"{ca}/ca.pem\"\ncert = \"{ca}/controller-main.pem\"\nkey = \"{ca}/controller-main.key\"\n\
+                 trust_domain = \"{TRUST_DOMAIN}\"\n[operators]\n{OPERATOR} = [\"deployer\", \"viewer\"]\nlooker = [\"viewer\"]\n",
+                ca = ca_dir.display()
+            )
+        };
         let controller_config = dir.path().join("controller.toml");
         std::fs::write(
             &controller_config,
             format!(
                 "[listen]\noperators = \"127.0.0.1:{operators_port}\"\nagents = \"127.0.0.1:{agents_port}\"\n\
-                 [store]\npath = \"{}\"\n[deployment]\naccept_timeout = \"5s\"\nheartbeat_interval = \"1s\"\n{environments}",
-                dir.path().join("controller.sqlite").display()
+                 [store]\npath = \"{}\"\n[deployment]\naccept_timeout = \"5s\"\nheartbeat_interval = \"1s\"\n{environments}{tls}{}",
+                dir.path().join("controller.sqlite").display(),
+                options.controller_extra,
             ),
         )?;
-        let controller = Process::spawn(
-            &bins.controller,
-            ["serve", "--config", &controller_config.to_string_lossy()],
-            &[],
-            "controller",
-        )?;
+        let config_arg = controller_config.to_string_lossy().to_string();
+        let mut serve_args = vec!["serve", "--config", &config_arg];
+        if options.plaintext {
+            serve_args.push("--dev-plaintext");
+        }
+        let controller = Process::spawn(&bins.controller, serve_args, &[], "controller")?;
         controller
             .wait_for_line("controller listening", READY)
             .await?;
@@ -106,9 +134,17 @@ impl Stack {
                 .context("applying the sample schema")?;
             let backup_dir = dir.path().join(format!("backups-{zone}"));
             let agent_config = dir.path().join(format!("agent-{zone}.toml"));
+            let tls_ca = (!options.plaintext).then_some(ca_dir.as_path());
             std::fs::write(
                 &agent_config,
-                agent_config_text(zone, agents_port, &backup_dir, &pg, &options.agent_timeouts),
+                agent_config_text(
+                    zone,
+                    agents_port,
+                    &backup_dir,
+                    &pg,
+                    &options.agent_timeouts,
+                    tls_ca,
+                ),
             )?;
             zones.insert(
                 zone.clone(),
@@ -120,11 +156,14 @@ impl Stack {
                 },
             );
         }
+        let scheme = if options.plaintext { "http" } else { "https" };
         let mut stack = Stack {
             bins,
             controller,
-            operators: format!("http://127.0.0.1:{operators_port}"),
-            agents_address: format!("http://127.0.0.1:{agents_port}"),
+            operators: format!("{scheme}://127.0.0.1:{operators_port}"),
+            agents_address: format!("{scheme}://127.0.0.1:{agents_port}"),
+            ca_dir,
+            plaintext: options.plaintext,
             zones,
             project,
             dir,
@@ -158,22 +197,53 @@ impl Stack {
         &self.zones[zone]
     }
 
-    /// Runs `pgrollout <args>` against this controller, from the project.
+    /// Runs `pgrollout <args>` against this controller as [`OPERATOR`].
     pub async fn cli(&self, args: &[&str]) -> Result<CommandOutput> {
+        self.cli_as(OPERATOR, args).await
+    }
+
+    /// Runs `pgrollout <args>` with the certificate of `operator` (issued on
+    /// first use), from the project.
+    pub async fn cli_as(&self, operator: &str, args: &[&str]) -> Result<CommandOutput> {
         let mut full: Vec<&str> = args.to_vec();
         let project = self.project.to_string_lossy().to_string();
         if matches!(args.first(), Some(&"deploy") | Some(&"smoke")) {
             full.extend(["--project", &project]);
         }
-        self.bins
-            .run_cli(
-                full,
-                &[
-                    ("PGROLLOUT_ADDR", &self.operators),
-                    ("PGROLLOUT_ACTOR", "test-operator"),
-                ],
-            )
-            .await
+        let ca = self.ca_dir.join("ca.pem");
+        let cert = self.ca_dir.join(format!("operator-{operator}.pem"));
+        let key = self.ca_dir.join(format!("operator-{operator}.key"));
+        if !self.plaintext && !cert.exists() {
+            let dir = self.ca_dir.to_string_lossy().to_string();
+            let out = self
+                .bins
+                .run_cli(
+                    ["ca", "issue", "operator", "--dir", &dir, "--name", operator],
+                    &[],
+                )
+                .await?;
+            anyhow::ensure!(
+                out.code == 0,
+                "issuing an operator certificate failed: {out}"
+            );
+        }
+        let (ca, cert, key) = (
+            ca.to_string_lossy(),
+            cert.to_string_lossy(),
+            key.to_string_lossy(),
+        );
+        let mut env = vec![
+            ("PGROLLOUT_ADDR", self.operators.as_str()),
+            ("PGROLLOUT_ACTOR", operator),
+        ];
+        if !self.plaintext {
+            env.extend([
+                ("PGROLLOUT_CA", &*ca),
+                ("PGROLLOUT_CERT", &*cert),
+                ("PGROLLOUT_KEY", &*key),
+            ]);
+        }
+        self.bins.run_cli(full, &env).await
     }
 
     /// Writes `procedures/<file>` in the project copy.
@@ -194,18 +264,80 @@ impl Stack {
     }
 }
 
+/// Creates the test CA and certificates for the controller and each zone's
+/// agent, with the real `pgrollout ca` commands.
+pub async fn issue_certificates(bins: &Binaries, ca_dir: &Path, zones: &[String]) -> Result<()> {
+    let dir = ca_dir.to_string_lossy().to_string();
+    let run = |args: Vec<String>| async move {
+        let out = bins.run_cli(&args, &[]).await?;
+        anyhow::ensure!(out.code == 0, "pgrollout {}: {out}", args.join(" "));
+        Ok::<_, anyhow::Error>(())
+    };
+    let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    run(strings(&[
+        "ca",
+        "init",
+        "--dir",
+        &dir,
+        "--trust-domain",
+        TRUST_DOMAIN,
+    ]))
+    .await?;
+    run(strings(&[
+        "ca",
+        "issue",
+        "controller",
+        "--dir",
+        &dir,
+        "--name",
+        "main",
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+    ]))
+    .await?;
+    for zone in zones {
+        run(strings(&[
+            "ca",
+            "issue",
+            "agent",
+            "--dir",
+            &dir,
+            "--zone",
+            zone,
+            "--name",
+            &format!("{zone}-1"),
+        ]))
+        .await?;
+    }
+    Ok(())
+}
+
 /// An agent config for `zone`'s cluster; the password comes from
-/// [`PASSWORD_ENV`], never from the file.
+/// [`PASSWORD_ENV`], never from the file. With `ca_dir`, the agent uses its
+/// certificate from the test CA and an `https://` controller address.
 pub fn agent_config_text(
     zone: &str,
     agents_port: u16,
     backup_dir: &Path,
     pg: &PgCluster,
     timeouts: &str,
+    ca_dir: Option<&Path>,
 ) -> String {
+    let (scheme, tls) = match ca_dir {
+        Some(ca) => (
+            "https",
+            format!(
+                "[tls]\nca = \"{ca}/ca.pem\"\ncert = \"{ca}/agent-{zone}-{zone}-1.pem\"\nkey = \"{ca}/agent-{zone}-{zone}-1.key\"\n",
+                ca = ca.display()
+            ),
+        ),
+        None => ("http", String::new()),
+    };
     format!(
-        "name = \"{zone}-1\"\nzone = \"{zone}\"\ncontroller = \"http://127.0.0.1:{agents_port}\"\n\
-         backup_dir = \"{}\"\n[timeouts]\nheartbeat = \"1s\"\n{timeouts}\n[[targets]]\nname = \"main\"\n\
+        "name = \"{zone}-1\"\nzone = \"{zone}\"\ncontroller = \"{scheme}://127.0.0.1:{agents_port}\"\n\
+         backup_dir = \"{}\"\n{tls}[timeouts]\nheartbeat = \"1s\"\n{timeouts}\n[[targets]]\nname = \"main\"\n\
          host = \"{}\"\nport = {}\ndbname = \"{}\"\nuser = \"{}\"\npassword_env = \"{PASSWORD_ENV}\"\n",
         backup_dir.display(),
         pg.host(),

@@ -92,7 +92,7 @@ impl Scenario {
         let config = dir.path().join("agent.toml");
         std::fs::write(
             &config,
-            agent_config_text("dev", port, &dir.path().join("backups"), &pg, ""),
+            agent_config_text("dev", port, &dir.path().join("backups"), &pg, "", None),
         )?;
         let bins = pgrollout_tests::Binaries::locate()?;
         let agent = Process::spawn(

@@ -47,7 +47,7 @@ async fn a_new_then_changed_function_deploys_with_backup_ledger_and_grants() -> 
         "Procedure: reconcilemupstream",
         "Routines: public.reconcilemupstream(text) [created]",
         "Environment: DEV",
-        "Deployed By: test-operator (unverified)",
+        "Deployed By: test-operator",
         "Smoke Test: ✅ PASS",
         "Status: ✅ SUCCESS",
         "✅ Returns correct structure: returns (upstream_uid text, depth int4)",
@@ -117,10 +117,7 @@ async fn a_new_then_changed_function_deploys_with_backup_ledger_and_grants() -> 
     assert_eq!(ledger[0].get::<_, &str>("change"), "created");
     assert_eq!(ledger[1].get::<_, &str>("change"), "replaced");
     assert_eq!(ledger[1].get::<_, &str>("action"), "deploy");
-    assert_eq!(
-        ledger[1].get::<_, &str>("actor"),
-        "test-operator (unverified)"
-    );
+    assert_eq!(ledger[1].get::<_, &str>("actor"), "test-operator");
     assert_eq!(
         ledger[1].get::<_, Option<&str>>("previous_definition"),
         Some(v1.as_str())

@@ -14,7 +14,7 @@ use pgrollout_shared::proto::{
     ControllerMessage, Decline, Heartbeat, Hello, JobOffer, TargetInfo,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 pub use outbox::Outbox;
 
@@ -65,8 +65,25 @@ pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>) -> SessionError 
 async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), SessionError> {
     let retry =
         |what: &str, e: &dyn std::fmt::Display| SessionError::Retryable(format!("{what}: {e}"));
-    let channel = Endpoint::from_shared(config.controller.clone())
-        .map_err(|e| SessionError::Terminal(format!("invalid controller address: {e}")))?
+    let mut endpoint = Endpoint::from_shared(config.controller.clone())
+        .map_err(|e| SessionError::Terminal(format!("invalid controller address: {e}")))?;
+    let tls_files = config
+        .tls
+        .as_ref()
+        .filter(|_| config.controller.starts_with("https://"));
+    if let Some(files) = tls_files {
+        let host = endpoint
+            .uri()
+            .host()
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned();
+        endpoint = endpoint
+            .tls_config(client_tls(files, &host)?)
+            .map_err(|e| SessionError::Terminal(format!("invalid TLS settings: {e}")))?;
+    }
+    let certificate_stamp = tls_files.map(|files| file_stamp(&files.cert));
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(config.timeouts.heartbeat)
@@ -122,7 +139,11 @@ async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), 
         let _ = tx.send(pending);
     }
     let heartbeat = tokio::spawn(heartbeats(outbox.clone(), config.timeouts.heartbeat));
-    let result = serve(config, outbox, &mut inbound, silence_limit).await;
+    let renewed = certificate_renewed(tls_files.map(|f| f.cert.clone()), certificate_stamp);
+    let result = tokio::select! {
+        result = serve(config, outbox, &mut inbound, silence_limit) => result,
+        () = renewed => Err(SessionError::Retryable("certificate file changed; reconnecting with the renewed certificate".into())),
+    };
     heartbeat.abort();
     outbox.detach();
     result
@@ -198,6 +219,53 @@ async fn heartbeats(outbox: Arc<Outbox>, interval: Duration) {
         outbox.send_now(message(agent_message::Body::Heartbeat(Heartbeat {
             sent_at_unix_ms: now_unix_ms(),
         })));
+    }
+}
+
+/// The TLS settings for one connection, read from disk now so renewed files
+/// take effect. Our own certificate is checked first: an expired one is
+/// reported with its dates (and retried, in case it is renewed on disk).
+fn client_tls(
+    files: &crate::config::AgentTls,
+    host: &str,
+) -> Result<ClientTlsConfig, SessionError> {
+    use pgrollout_shared::tls;
+    let problem = |e: &dyn std::fmt::Display| SessionError::Retryable(e.to_string());
+    let certs = tls::load_certs(&files.cert).map_err(|e| problem(&e))?;
+    if let Some(leaf) = certs.first() {
+        let info = tls::inspect(leaf).map_err(|e| problem(&e))?;
+        tls::check_validity(&files.cert, &info, std::time::SystemTime::now())
+            .map_err(|e| problem(&e))?;
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| SessionError::Retryable(format!("cannot read {}: {e}", path.display())))
+    };
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&files.ca)?))
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .domain_name(host.to_owned()))
+}
+
+type FileStamp = Option<(std::time::SystemTime, u64)>;
+
+fn file_stamp(path: &std::path::Path) -> FileStamp {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+/// Resolves when the certificate file differs from `stamp` (checked every
+/// few seconds); never, without TLS.
+async fn certificate_renewed(path: Option<std::path::PathBuf>, stamp: Option<FileStamp>) {
+    let (Some(path), Some(stamp)) = (path, stamp) else {
+        return std::future::pending().await;
+    };
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        ticker.tick().await;
+        if file_stamp(&path) != stamp {
+            return;
+        }
     }
 }
 

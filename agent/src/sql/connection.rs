@@ -1,11 +1,17 @@
-//! Opening a connection to a target with the zone's credentials, and
-//! capturing the NOTICE/WARNING messages a smoke call raises.
+//! Opening a connection to a target with the zone's credentials, over TLS
+//! when its `sslmode` asks (see `tls`), and capturing the NOTICE/WARNING
+//! messages a smoke call raises.
 
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_postgres::config::SslMode as DriverSslMode;
 use tokio_postgres::error::DbError;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::tls::TlsStream;
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::tls;
 use crate::config::{TargetConfig, Timeouts};
 use crate::secrets::resolve_password;
 
@@ -46,7 +52,8 @@ pub enum ConnectError {
 }
 
 /// Connects with `application_name = 'pgrollout'` and the configured lock and
-/// statement timeouts, so nothing the agent runs can hang without bound.
+/// statement timeouts, so nothing the agent runs can hang without bound; over
+/// TLS unless the target's sslmode is `disable`.
 pub async fn connect(
     target: &TargetConfig,
     timeouts: &Timeouts,
@@ -67,10 +74,44 @@ pub async fn connect(
     if let Some(password) = resolve_password(target)? {
         config.password(password.expose());
     }
-    let connected = tokio::time::timeout(timeouts.connect, config.connect(NoTls)).await;
-    let (client, mut connection) = match connected {
+    let tls_config = tls::client_config(target)
+        .await
+        .map_err(|error| database_error(target, error_chain(&error)))?;
+    match tls_config {
+        None => {
+            config.ssl_mode(DriverSslMode::Disable);
+            let connecting = config.connect(NoTls);
+            finish_connecting(target, timeouts, connecting).await
+        }
+        Some(tls_config) => {
+            // Require: never fall back to plaintext, as "prefer" would.
+            config.ssl_mode(DriverSslMode::Require);
+            let connecting = config.connect(MakeRustlsConnect::new(tls_config));
+            finish_connecting(target, timeouts, connecting).await
+        }
+    }
+}
+
+/// Awaits a connection attempt within the connect timeout, then drives the
+/// connection on a task of its own that forwards the server's notices.
+async fn finish_connecting<S, T>(
+    target: &TargetConfig,
+    timeouts: &Timeouts,
+    connecting: impl std::future::Future<
+        Output = Result<(Client, Connection<S, T>), tokio_postgres::Error>,
+    >,
+) -> Result<TargetConnection, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: TlsStream + Unpin + Send + 'static,
+{
+    let (client, mut connection) = match tokio::time::timeout(timeouts.connect, connecting).await {
         Ok(Ok(pair)) => pair,
-        Ok(Err(error)) => return Err(database_error(target, super::describe_error(&error, None))),
+        Ok(Err(error)) => {
+            let reason = tls::describe_handshake_failure(&error, target)
+                .unwrap_or_else(|| super::describe_error(&error, None));
+            return Err(database_error(target, reason));
+        }
         Err(_) => {
             return Err(database_error(
                 target,
@@ -95,6 +136,19 @@ pub async fn connect(
         }
     });
     Ok(TargetConnection { client, notices })
+}
+
+/// An error and its causes on one line. TLS setup errors name files, never
+/// the password.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn database_error(target: &TargetConfig, reason: String) -> ConnectError {

@@ -5,6 +5,7 @@
 mod connection;
 mod ledger;
 mod snapshot;
+mod tls;
 
 pub use connection::{connect, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};

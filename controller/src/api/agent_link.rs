@@ -12,15 +12,17 @@ use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{
     agent_link_server::AgentLink, agent_message::Body, controller_message, Ack, AgentMessage,
-    ControllerMessage, Heartbeat, Hello, Outcome, Welcome,
+    ControllerMessage, Heartbeat, Outcome, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{authenticate_agent, peer_certificate};
 use crate::engine::registry::AgentHandle;
 use crate::engine::router::JobUpdate;
 use crate::engine::Controller;
+use crate::store::AuditEntry;
 
 /// How long a new stream may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +45,14 @@ impl AgentLink for AgentLinkService {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // Read the certificate before the stream is taken apart; it is checked
+        // against the Hello below.
+        let certificate = peer_certificate(&request);
+        let certified_as = match &certificate {
+            Ok(Some(peer)) => peer.id.display_name(),
+            _ => "an agent without a usable certificate".to_owned(),
+        };
+        let policy = self.controller.policy();
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -56,7 +66,31 @@ impl AgentLink for AgentLinkService {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
         };
-        let (name, zone) = identify(&hello)?;
+        let identity = match authenticate_agent(
+            certificate,
+            &policy,
+            &hello.claimed_zone,
+            &hello.agent_name,
+        ) {
+            Ok(identity) => identity,
+            Err(rejection) => {
+                tracing::warn!(peer = %peer, claimed_zone = %hello.claimed_zone, claimed_name = %hello.agent_name, reason = %rejection.reason, "agent rejected");
+                self.controller
+                    .audit(AuditEntry {
+                        actor: certified_as.clone(),
+                        action: "agent.rejected".into(),
+                        outcome: "refused".into(),
+                        details: format!(
+                            "{}; claimed zone {} name {}; peer {peer}",
+                            rejection.reason, hello.claimed_zone, hello.agent_name
+                        ),
+                        ..Default::default()
+                    })
+                    .await;
+                return Err(rejection.status);
+            }
+        };
+        let (name, zone) = (identity.name.clone(), identity.zone.clone());
         let controller = self.controller.clone();
         let (sender, receiver) = mpsc::channel(1024);
         let handle = Arc::new(AgentHandle {
@@ -67,6 +101,7 @@ impl AgentLink for AgentLinkService {
             targets: hello.targets.clone(),
             connected_at: now_unix_ms(),
             last_heartbeat: now_unix_ms().into(),
+            certificate: identity.certificate.clone(),
             sender: sender.clone(),
         });
         let welcome = Welcome {
@@ -90,6 +125,19 @@ impl AgentLink for AgentLinkService {
             tracing::info!(agent = %name, job_id = %job.job_id, finished = job.finished, "agent reports job in flight");
         }
         controller.registry.register(handle.clone());
+        controller
+            .audit(AuditEntry {
+                actor: format!("agent {zone}/{name}"),
+                action: "agent.connected".into(),
+                outcome: "ok".into(),
+                details: format!(
+                    "peer {peer}, version {}, {} job(s) in flight",
+                    hello.agent_version,
+                    hello.in_flight.len()
+                ),
+                ..Default::default()
+            })
+            .await;
         tokio::spawn(heartbeats(
             sender,
             controller.config.deployment.heartbeat_interval,
@@ -97,23 +145,6 @@ impl AgentLink for AgentLinkService {
         tokio::spawn(receive(controller, handle, inbound));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
-}
-
-/// The agent's name and zone. Until mutual TLS binds them to a certificate,
-/// they are taken from the Hello (development mode, plaintext on loopback).
-fn identify(hello: &Hello) -> Result<(String, String), Status> {
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    };
-    if !valid(&hello.agent_name) || !valid(&hello.claimed_zone) {
-        return Err(Status::invalid_argument(
-            "agent name and zone must be 1-63 letters, digits, '-', '_' or '.'",
-        ));
-    }
-    Ok((hello.agent_name.clone(), hello.claimed_zone.clone()))
 }
 
 async fn receive(
@@ -130,6 +161,15 @@ async fn receive(
     };
     if controller.registry.unregister(agent.session) {
         tracing::warn!(agent = %agent.name, zone = %agent.zone, reason = %reason, "agent disconnected");
+        controller
+            .audit(AuditEntry {
+                actor: format!("agent {}/{}", agent.zone, agent.name),
+                action: "agent.disconnected".into(),
+                outcome: "ok".into(),
+                details: reason,
+                ..Default::default()
+            })
+            .await;
     }
     for job_id in controller.router.session_lost(agent.session, &agent.name) {
         tracing::warn!(agent = %agent.name, job_id = %job_id, "job in flight on a lost agent");
@@ -196,6 +236,21 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
             {
                 Ok(true) => {
                     tracing::info!(agent = %agent.name, job_id = %job_id, outcome = ?result.outcome(), "job result recorded");
+                    controller
+                        .audit(AuditEntry {
+                            actor: format!("agent {}/{}", agent.zone, agent.name),
+                            action: "job.finished".into(),
+                            outcome: format!("{:?}", result.outcome()).to_lowercase(),
+                            details: format!(
+                                "job {job_id} exit {}: {}; backup {}; ledger {:?}",
+                                exit_code.code(),
+                                result.message,
+                                result.backup_path,
+                                result.ledger_ids
+                            ),
+                            ..Default::default()
+                        })
+                        .await;
                     controller
                         .router
                         .publish(&job_id, JobUpdate::Finished(result));

@@ -7,20 +7,20 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use pgrollout_shared::proto::{
-    control_server::Control, DeployRequest, ListAgentsRequest, ListAgentsResponse, RolloutUpdate,
+    control_server::Control, AuditRecord, AuditRequest, AuditResponse, DeployRequest,
+    ListAgentsRequest, ListAgentsResponse, RolloutUpdate,
 };
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::{authenticate_operator, peer_certificate, Caller};
+use crate::config::OperatorRole;
 use crate::engine::rollout::{self, RolloutRequest};
 use crate::engine::Controller;
 use crate::plan::plan_id;
-
-/// Metadata key the CLI uses to say who the operator is. Until operator
-/// certificates exist it is recorded as claimed, not verified.
-pub const ACTOR_HEADER: &str = "pgrollout-actor";
+use crate::store::{verify_chain, AuditEntry};
 
 pub struct ControlService {
     pub controller: Arc<Controller>,
@@ -47,10 +47,61 @@ impl Control for ControlService {
         self.start(request, true).await
     }
 
+    async fn audit(
+        &self,
+        request: Request<AuditRequest>,
+    ) -> Result<Response<AuditResponse>, Status> {
+        self.authorize(&request, OperatorRole::Viewer, "read the audit log")
+            .await?;
+        let query = request.into_inner();
+        let entries = self.controller.store.audit_entries().await.map_err(|e| {
+            tracing::error!(error = %anyhow::Error::from(e), "reading the audit log failed");
+            Status::internal("the controller could not read its audit log; see its log")
+        })?;
+        let mut response = AuditResponse {
+            entries_checked: entries.len() as i64,
+            ..Default::default()
+        };
+        if query.verify {
+            match verify_chain(&entries) {
+                Ok(()) => response.chain_intact = true,
+                Err(broken) => {
+                    response.first_broken_seq = broken.seq;
+                    response.problem = broken.problem;
+                }
+            }
+        }
+        let wanted = |value: &Option<String>, filter: &str| {
+            filter.is_empty() || value.as_deref() == Some(filter)
+        };
+        response.entries = entries
+            .into_iter()
+            .filter(|e| e.at >= query.since_unix_ms)
+            .filter(|e| wanted(&e.entry.rollout_id, &query.rollout_id))
+            .filter(|e| wanted(&e.entry.procedure, &query.procedure))
+            .map(|e| AuditRecord {
+                seq: e.seq,
+                at_unix_ms: e.at,
+                actor: e.entry.actor,
+                action: e.entry.action,
+                outcome: e.entry.outcome,
+                rollout_id: e.entry.rollout_id.unwrap_or_default(),
+                environment: e.entry.environment.unwrap_or_default(),
+                procedure: e.entry.procedure.unwrap_or_default(),
+                trace_id: e.entry.trace_id.unwrap_or_default(),
+                details: e.entry.details,
+                hash: e.hash,
+            })
+            .collect();
+        Ok(Response::new(response))
+    }
+
     async fn list_agents(
         &self,
-        _: Request<ListAgentsRequest>,
+        request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
+        self.authorize(&request, OperatorRole::Viewer, "list agents")
+            .await?;
         Ok(Response::new(ListAgentsResponse {
             agents: self.controller.registry.list(),
         }))
@@ -58,27 +109,58 @@ impl Control for ControlService {
 }
 
 impl ControlService {
+    /// Authenticates the caller and checks the role, auditing a refusal.
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        role: OperatorRole,
+        to: &str,
+    ) -> Result<Caller, Status> {
+        let result = authenticate_operator(request, &self.controller.policy())
+            .and_then(|caller| caller.require(role, to).map(|()| caller));
+        if let Err(status) = &result {
+            let actor = peer_certificate(request)
+                .ok()
+                .flatten()
+                .map(|p| p.id.display_name())
+                .unwrap_or_else(|| "unauthenticated".into());
+            self.controller
+                .audit(AuditEntry {
+                    actor,
+                    action: "auth.denied".into(),
+                    outcome: "refused".into(),
+                    details: format!("{to}: {}", status.message()),
+                    ..Default::default()
+                })
+                .await;
+        }
+        result
+    }
+
     async fn start(
         &self,
         request: Request<DeployRequest>,
         smoke_only: bool,
     ) -> Result<Response<UpdateStream>, Status> {
-        let actor = actor_of(&request);
+        let verb = if smoke_only {
+            "run smoke tests"
+        } else {
+            "deploy"
+        };
+        let actor = self
+            .authorize(&request, OperatorRole::Deployer, verb)
+            .await?
+            .actor();
         let request = request.into_inner();
-        let validated = validate(request, actor, smoke_only)?;
+        let validated = validate(
+            request,
+            actor,
+            smoke_only,
+            self.controller.config.limits.max_routines_per_plan,
+        )?;
         let receiver = rollout::start(self.controller.clone(), validated).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
-}
-
-fn actor_of<T>(request: &Request<T>) -> String {
-    let claimed = request
-        .metadata()
-        .get(ACTOR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| !c.is_control()))
-        .unwrap_or("anonymous");
-    format!("{claimed} (unverified)")
 }
 
 /// Turns the wire request into a rollout request, or says exactly what is
@@ -87,10 +169,17 @@ fn validate(
     request: DeployRequest,
     actor: String,
     smoke_only: bool,
+    max_routines: usize,
 ) -> Result<RolloutRequest, Status> {
     let plan = request
         .plan
         .ok_or_else(|| Status::invalid_argument("the request carries no plan"))?;
+    if plan.routines.len() > max_routines {
+        return Err(Status::invalid_argument(format!(
+            "the plan has {} routines, over this controller's limit of {max_routines} (limits.max_routines_per_plan)",
+            plan.routines.len()
+        )));
+    }
     let routines = routines_from_wire(plan.routines.clone())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let computed = plan_id(&plan.routines);

@@ -1,22 +1,23 @@
 //! The controller's two gRPC listeners: operators (`Control`) and agents
-//! (`AgentLink`). Both take a bound listener and a shutdown future, so tests
-//! can bind port 0 and stop cleanly.
+//! (`AgentLink`), both mutual TLS unless the controller runs with
+//! `--dev-plaintext`. They take bound listeners and a shutdown future, so
+//! tests can bind port 0 and stop cleanly.
 
 pub mod agent_link;
 pub mod control;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::Stream;
 use pgrollout_shared::proto::{agent_link_server::AgentLinkServer, control_server::ControlServer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected;
 
 use crate::engine::Controller;
-
-/// Largest message either listener accepts: a plan of thousands of routines
-/// fits; anything larger is refused by tonic with a clear status.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Serves both listeners until `shutdown` resolves.
 pub async fn serve(
@@ -30,26 +31,57 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    match controller.tls.clone() {
+        Some(state) => {
+            let operators = tls::incoming(operators, state.clone(), "operators");
+            let agents = tls::incoming(agents, state, "agents");
+            serve_both(controller, operators, agents, stop_rx).await
+        }
+        None => {
+            serve_both(
+                controller,
+                TcpListenerStream::new(operators),
+                TcpListenerStream::new(agents),
+                stop_rx,
+            )
+            .await
+        }
+    }
+}
+
+async fn serve_both<IO, Operators, Agents>(
+    controller: Arc<Controller>,
+    operators: Operators,
+    agents: Agents,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    Operators: Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+    Agents: Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+{
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let max = controller.config.limits.max_message_bytes;
     let control = ControlServer::new(control::ControlService {
         controller: controller.clone(),
     })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let agent_link = AgentLinkServer::new(agent_link::AgentLinkService { controller })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let operators_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(control)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(operators), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(operators, stopped(stop.clone()));
     let agents_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(agent_link)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(agents), stopped(stop_rx));
+        .serve_with_incoming_shutdown(agents, stopped(stop));
     tokio::try_join!(operators_server, agents_server)?;
     Ok(())
 }

@@ -6,8 +6,8 @@ use pgrollout_shared::proto::ListAgentsRequest;
 
 use super::connect;
 
-pub async fn run(address: &str) -> ExitCode {
-    let mut client = match connect::controller(address).await {
+pub async fn run(address: &str, tls: &connect::OperatorTls) -> ExitCode {
+    let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => {
             eprintln!("pgrollout: {message}");
@@ -43,8 +43,9 @@ pub async fn run(address: &str) -> ExitCode {
             ExitCode::Success
         }
         Err(status) => {
-            eprintln!("pgrollout: {}", status.message());
-            connect::exit_code_of(&status)
+            let (code, message) = connect::refusal(&status, address);
+            eprintln!("pgrollout: {message}");
+            code
         }
     }
 }

@@ -12,15 +12,20 @@ use pgrollout_shared::traceparent::TraceParent;
 
 use super::report::{self, RunReport};
 use super::{connect, RolloutArgs};
-use crate::api::control::ACTOR_HEADER;
+use crate::auth::CLAIMED_ACTOR_HEADER;
 use crate::plan::{build_plan, commit_of};
 use crate::project::Project;
 
-pub async fn run(address: &str, args: RolloutArgs, smoke_only: bool) -> ExitCode {
+pub async fn run(
+    address: &str,
+    tls: &connect::OperatorTls,
+    args: RolloutArgs,
+    smoke_only: bool,
+) -> ExitCode {
     let started = std::time::Instant::now();
     let project = match Project::load(&args.project) {
         Ok(project) => project,
-        Err(error) => return fail(ExitCode::ValidationFailed, &error.to_string()),
+        Err(error) => return fail(ExitCode::ValidationFailed, &connect::error_chain(&error)),
     };
     let routines = match project.select(&args.procedure) {
         Ok(routines) => routines,
@@ -41,7 +46,7 @@ pub async fn run(address: &str, args: RolloutArgs, smoke_only: bool) -> ExitCode
         short(&plan.plan_id)
     );
     let trace = TraceParent::new_root();
-    let mut client = match connect::controller(address).await {
+    let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => return fail(code, &message),
     };
@@ -52,7 +57,7 @@ pub async fn run(address: &str, args: RolloutArgs, smoke_only: bool) -> ExitCode
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
     });
     if let Ok(actor) = operator_name().parse() {
-        request.metadata_mut().insert(ACTOR_HEADER, actor);
+        request.metadata_mut().insert(CLAIMED_ACTOR_HEADER, actor);
     }
     let response = if smoke_only {
         client.smoke(request).await
@@ -61,7 +66,10 @@ pub async fn run(address: &str, args: RolloutArgs, smoke_only: bool) -> ExitCode
     };
     let mut stream = match response {
         Ok(response) => response.into_inner(),
-        Err(status) => return fail(connect::exit_code_of(&status), status.message()),
+        Err(status) => {
+            let (code, message) = connect::refusal(&status, address);
+            return fail(code, &message);
+        }
     };
 
     let mut rollout: Option<RolloutStarted> = None;
@@ -141,8 +149,8 @@ fn short(plan_id: &str) -> &str {
     &plan_id[..plan_id.len().min(12)]
 }
 
-/// Who the operator says they are; verified identities come with operator
-/// certificates.
+/// Who the operator says they are: believed only by a `--dev-plaintext`
+/// controller; with TLS the certificate says who the operator is.
 fn operator_name() -> String {
     std::env::var("PGROLLOUT_ACTOR")
         .or_else(|_| std::env::var("USER"))

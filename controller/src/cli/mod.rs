@@ -2,6 +2,8 @@
 //! the exit code of DESIGN §9; `main` turns it into the process status.
 
 mod agents;
+mod audit;
+mod ca;
 mod connect;
 mod deploy;
 mod report;
@@ -25,9 +27,11 @@ pub struct Cli {
         long,
         global = true,
         env = "PGROLLOUT_ADDR",
-        default_value = "http://127.0.0.1:7410"
+        default_value = "https://127.0.0.1:7410"
     )]
     controller: String,
+    #[command(flatten)]
+    tls: connect::OperatorTls,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +42,9 @@ enum Command {
     Serve {
         #[arg(long, env = "PGROLLOUT_CONTROLLER_CONFIG")]
         config: PathBuf,
+        /// Development only: no TLS, loopback listeners only, identities taken on trust.
+        #[arg(long)]
+        dev_plaintext: bool,
     },
     /// Deploy every routine named <procedure> to <environment>.
     Deploy(RolloutArgs),
@@ -45,6 +52,11 @@ enum Command {
     Smoke(RolloutArgs),
     /// List the agents connected to the controller.
     Agents,
+    /// Read the audit log (`audit verify` checks its hash chain).
+    Audit(audit::AuditArgs),
+    /// The built-in certificate authority: `init`, then `issue` certificates.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 #[derive(clap::Args)]
@@ -77,6 +89,11 @@ pub fn run() -> ExitCode {
             };
         }
     };
+    // `ca` needs no controller and no async runtime.
+    let command = match cli.command {
+        Command::Ca(command) => return ca::run(command),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,11 +105,16 @@ pub fn run() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        match cli.command {
-            Command::Serve { config } => serve::run(&config).await,
-            Command::Deploy(args) => deploy::run(&cli.controller, args, false).await,
-            Command::Smoke(args) => deploy::run(&cli.controller, args, true).await,
-            Command::Agents => agents::run(&cli.controller).await,
+        match command {
+            Command::Serve {
+                config,
+                dev_plaintext,
+            } => serve::run(&config, dev_plaintext).await,
+            Command::Deploy(args) => deploy::run(&cli.controller, &cli.tls, args, false).await,
+            Command::Smoke(args) => deploy::run(&cli.controller, &cli.tls, args, true).await,
+            Command::Agents => agents::run(&cli.controller, &cli.tls).await,
+            Command::Audit(args) => audit::run(&cli.controller, &cli.tls, args).await,
+            Command::Ca(_) => ExitCode::Success,
         }
     })
 }

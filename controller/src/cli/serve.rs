@@ -9,12 +9,48 @@ use crate::config::ControllerConfig;
 use crate::engine::Controller;
 use crate::store::Store;
 
-pub async fn run(config_path: &Path) -> ExitCode {
+pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     crate::telemetry::init_logging();
     let config = match ControllerConfig::load(config_path) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("pgrollout serve: {error:#}");
+            return ExitCode::ValidationFailed;
+        }
+    };
+    let tls = match (&config.tls, dev_plaintext) {
+        (_, true) => {
+            let non_loopback: Vec<String> = [config.listen.operators, config.listen.agents]
+                .iter()
+                .filter(|a| !a.ip().is_loopback())
+                .map(|a| a.to_string())
+                .collect();
+            if !non_loopback.is_empty() {
+                eprintln!(
+                    "pgrollout serve: --dev-plaintext refuses non-loopback listeners ({}); configure [tls] instead",
+                    non_loopback.join(", ")
+                );
+                return ExitCode::ValidationFailed;
+            }
+            tracing::warn!(
+                "DEVELOPMENT MODE: --dev-plaintext: no TLS, identities and zones are taken on trust from what peers claim; \
+                 never use this outside a single development machine"
+            );
+            None
+        }
+        (Some(files), false) => match crate::api::tls::server_config(files) {
+            Ok(server) => Some(crate::api::tls::TlsState::new(server)),
+            Err(error) => {
+                eprintln!("pgrollout serve: {error:#}");
+                return ExitCode::ValidationFailed;
+            }
+        },
+        (None, false) => {
+            eprintln!(
+                "pgrollout serve: {} has no [tls] section; mutual TLS is required (create a CA with `pgrollout ca init`), \
+                 or pass --dev-plaintext for a loopback-only development controller",
+                config_path.display()
+            );
             return ExitCode::ValidationFailed;
         }
     };
@@ -41,13 +77,15 @@ pub async fn run(config_path: &Path) -> ExitCode {
         }
     };
     tracing::info!(
+        tls = tls.is_some(),
         operators = %config.listen.operators,
         agents = %config.listen.agents,
         store = %config.store.path.display(),
         environments = ?config.environments.keys().collect::<Vec<_>>(),
         "controller listening"
     );
-    let controller = Controller::new(config, store);
+    let controller = Controller::new(config, config_path.to_owned(), store, tls);
+    tokio::spawn(crate::engine::reload::watch(controller.clone()));
     match crate::api::serve(controller, operators, agents, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("controller stopped");

@@ -1,31 +1,70 @@
 //! The rollout engine: which agents are connected (registry), where each
-//! job's updates go (router), and how one rollout runs (rollout).
+//! job's updates go (router), how one rollout runs (rollout), and the
+//! reloadable security policy (reload).
 
 pub mod registry;
+pub mod reload;
 pub mod rollout;
 pub mod router;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
+use crate::api::tls::TlsState;
+use crate::auth::Policy;
 use crate::config::ControllerConfig;
-use crate::store::Store;
+use crate::store::{AuditEntry, Store};
 
 /// Everything the gRPC services share.
 pub struct Controller {
     pub config: ControllerConfig,
+    pub config_path: PathBuf,
     pub store: Store,
     pub registry: registry::Registry,
     pub router: router::JobRouter,
+    /// `None` in `--dev-plaintext` mode.
+    pub tls: Option<Arc<TlsState>>,
+    policy: RwLock<Arc<Policy>>,
 }
 
 impl Controller {
-    pub fn new(config: ControllerConfig, store: Store) -> Arc<Self> {
+    pub fn new(
+        config: ControllerConfig,
+        config_path: PathBuf,
+        store: Store,
+        tls: Option<Arc<TlsState>>,
+    ) -> Arc<Self> {
+        let policy = Policy::from_config(&config);
         Arc::new(Controller {
             config,
+            config_path,
             store,
             registry: registry::Registry::default(),
             router: router::JobRouter::default(),
+            tls,
+            policy: RwLock::new(Arc::new(policy)),
         })
+    }
+
+    /// The security policy in force right now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn replace_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    /// Appends to the audit log; a failure is logged, never fatal to the
+    /// action being audited.
+    pub async fn audit(&self, entry: AuditEntry) {
+        let action = entry.action.clone();
+        if let Err(error) = self.store.audit(entry).await {
+            tracing::error!(error = %anyhow::Error::from(error), %action, "audit append failed");
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub struct AgentHandle {
     pub targets: Vec<TargetInfo>,
     pub connected_at: i64,
     pub last_heartbeat: AtomicI64,
+    /// The verified certificate (absent only in `--dev-plaintext` mode).
+    pub certificate: Option<crate::auth::PeerCertificate>,
     /// Messages to the agent; the session's stream drains it.
     pub sender: mpsc::Sender<Result<ControllerMessage, tonic::Status>>,
 }
@@ -25,6 +27,12 @@ pub struct AgentHandle {
 impl AgentHandle {
     pub fn serves(&self, target: &str) -> bool {
         self.targets.iter().any(|t| t.name == target)
+    }
+
+    /// Ends the session with `status`: tonic closes the agent's stream with
+    /// it, and a permission error is final for the agent.
+    pub fn disconnect(&self, status: tonic::Status) {
+        let _ = self.sender.try_send(Err(status));
     }
 }
 
@@ -93,6 +101,10 @@ impl Registry {
             .filter(|a| a.zone == zone && a.serves(target))
             .max_by_key(|a| a.last_heartbeat.load(Ordering::Relaxed))
             .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<AgentHandle>> {
+        self.lock().values().cloned().collect()
     }
 
     pub fn list(&self) -> Vec<AgentInfo> {

@@ -19,7 +19,7 @@ use tonic::Status;
 use super::registry::AgentHandle;
 use super::router::JobUpdate;
 use super::{new_id, Controller};
-use crate::store::{state, NewRollout};
+use crate::store::{state, AuditEntry, NewRollout};
 
 /// A validated request to run a plan against an environment.
 pub struct RolloutRequest {
@@ -135,6 +135,24 @@ pub async fn start(
         kind,
         "rollout started"
     );
+    controller
+        .audit(AuditEntry {
+            actor: request.actor.clone(),
+            action: format!("{kind}.started"),
+            outcome: "ok".into(),
+            rollout_id: Some(rollout_id.clone()),
+            environment: Some(request.environment.clone()),
+            procedure: Some(request.plan.label.clone()),
+            trace_id: Some(request.trace.trace_id.clone()),
+            details: format!(
+                "plan {} ({} routine(s), commit {}) to zone {zone} via agent {}, job {job_id}",
+                request.plan.plan_id,
+                request.plan.routines.len(),
+                request.plan.commit_sha,
+                agent.name
+            ),
+        })
+        .await;
     let updates = controller.router.subscribe(&job_id, agent.session);
     let offer = ControllerMessage {
         body: Some(controller_message::Body::Offer(job.into())),

@@ -70,6 +70,16 @@ pub enum ProjectError {
         source: std::io::Error,
     },
 
+    #[error(
+        "{} is {bytes} bytes, over the limit of {limit} bytes for one source file; split it or remove what is not a routine",
+        path.display()
+    )]
+    FileTooLarge {
+        path: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
+
     #[error("cannot read {}", path.display())]
     ReadFile {
         path: PathBuf,

@@ -269,9 +269,22 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
         .collect())
 }
 
+/// Largest source file the loader reads: a routine's SQL beyond this is far
+/// more likely a mistake (a data dump, a generated blob) than a routine.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
 fn read(path: &Path) -> Result<String, ProjectError> {
-    std::fs::read_to_string(path).map_err(|source| ProjectError::ReadFile {
+    let read_error = |source| ProjectError::ReadFile {
         path: path.to_owned(),
         source,
-    })
+    };
+    let bytes = std::fs::metadata(path).map_err(read_error)?.len();
+    if bytes > MAX_FILE_BYTES {
+        return Err(ProjectError::FileTooLarge {
+            path: path.to_owned(),
+            bytes,
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_error)
 }

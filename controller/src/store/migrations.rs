@@ -2,7 +2,10 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_rollouts.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_rollouts.sql"),
+    include_str!("migrations/0002_audit.sql"),
+];
 
 /// Applies every migration newer than the store's version, each in its own
 /// transaction with its version bump, so a crash never leaves one half-done.

@@ -4,7 +4,10 @@
 //! SQLite, embedded, created on first start with its migrations. Calls are
 //! short and run on the blocking pool so they never stall the async workers.
 
+mod audit;
 mod migrations;
+
+pub use audit::{verify_chain, AuditEntry};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

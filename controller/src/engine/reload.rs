@@ -1,0 +1,134 @@
+//! Reloading the controller's config without a restart: operators' roles,
+//! the revocation list and the TLS files. Triggered by SIGHUP or by a change
+//! of any of those files (checked every second). A revoked agent that is
+//! connected is disconnected at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::Controller;
+use crate::auth::Policy;
+use crate::config::ControllerConfig;
+use crate::store::AuditEntry;
+
+const POLL: Duration = Duration::from_secs(1);
+
+/// Runs until the process ends.
+pub async fn watch(controller: Arc<Controller>) {
+    let mut paths = watched_paths(&controller.config_path, &controller.config);
+    let mut last = fingerprint(&paths);
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut ticker = tokio::time::interval(POLL);
+    loop {
+        let signalled = tokio::select! {
+            _ = ticker.tick() => false,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = fingerprint(&paths);
+        if now == last && !signalled {
+            continue;
+        }
+        last = now;
+        if let Some(config) = reload(&controller).await {
+            paths = watched_paths(&controller.config_path, &config);
+            last = fingerprint(&paths);
+        }
+    }
+}
+
+fn watched_paths(config_path: &std::path::Path, config: &ControllerConfig) -> Vec<PathBuf> {
+    let mut paths = vec![config_path.to_owned()];
+    if let Some(tls) = &config.tls {
+        paths.extend([tls.ca.clone(), tls.cert.clone(), tls.key.clone()]);
+    }
+    paths
+}
+
+fn fingerprint(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Applies the file's current content; keeps the old policy when it is
+/// invalid. Returns the new config when it was applied.
+async fn reload(controller: &Controller) -> Option<ControllerConfig> {
+    let audit = |outcome: &str, details: String| AuditEntry {
+        actor: "controller".into(),
+        action: "config.reloaded".into(),
+        outcome: outcome.into(),
+        details,
+        ..Default::default()
+    };
+    let config = match ControllerConfig::load(&controller.config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "config reload failed; keeping the previous settings");
+            controller
+                .audit(audit("failed", format!("{error:#}")))
+                .await;
+            return None;
+        }
+    };
+    if let (Some(state), Some(files)) = (&controller.tls, &config.tls) {
+        match crate::api::tls::server_config(files) {
+            Ok(server) => state.replace(server),
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "TLS files not reloaded; keeping the previous ones");
+                controller
+                    .audit(audit("failed", format!("TLS: {error:#}")))
+                    .await;
+            }
+        }
+    }
+    let policy = Policy::from_config(&config);
+    controller.replace_policy(policy.clone());
+    tracing::info!(
+        operators = policy.operators.len(),
+        revoked = policy.revoked_ids.len() + policy.revoked_serials.len(),
+        "config reloaded"
+    );
+    controller
+        .audit(audit(
+            "ok",
+            format!(
+                "{} operator(s), {} revocation(s)",
+                policy.operators.len(),
+                policy.revoked_ids.len() + policy.revoked_serials.len()
+            ),
+        ))
+        .await;
+    for agent in controller.registry.all() {
+        let Some(certificate) = &agent.certificate else {
+            continue;
+        };
+        if policy.is_revoked(&certificate.id, &certificate.serial) {
+            let reason = format!(
+                "the certificate of agent {}/{} (serial {}) was revoked",
+                agent.zone, agent.name, certificate.serial
+            );
+            tracing::warn!(agent = %agent.name, zone = %agent.zone, "disconnecting a revoked agent");
+            agent.disconnect(tonic::Status::permission_denied(reason.clone()));
+            controller.registry.unregister(agent.session);
+            controller
+                .audit(AuditEntry {
+                    actor: format!("agent {}/{}", agent.zone, agent.name),
+                    action: "agent.revoked".into(),
+                    outcome: "disconnected".into(),
+                    environment: None,
+                    details: reason,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+    Some(config)
+}

@@ -1,0 +1,290 @@
+//! The agent's connections to its databases over TLS (`sslmode` on a target): against a cluster that accepts
+//! TLS connections only, so a deploy that gets through has proved it used TLS; and the clear failures an
+//! operator sees when the certificate cannot be trusted or the server has no TLS at all.
+//!
+//! Certificates are made with the `openssl` command-line tool.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pgrollout_tests::{run_command, CommandOutput, Stack, StackOptions};
+
+const OPENSSL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn verify_full_with_the_ca_of_the_server_deploys_over_tls() -> Result<()> {
+    let (mut stack, database_ca) = stack_with_a_tls_only_database("IP:127.0.0.1").await?;
+    assert!(
+        stack.zone("dev").pg.connect().await.is_err(),
+        "the cluster must refuse plaintext, or this test proves nothing"
+    );
+    set_target_tls(
+        &stack,
+        &format!(
+            "sslmode = \"verify-full\"\nsslrootcert = \"{}\"",
+            database_ca.certificate.display()
+        ),
+    )?;
+    stack.start_agent("dev").await?;
+
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("Status: ✅ SUCCESS"), "{out}");
+    // Read back through psql, which encrypts too (sslmode prefer).
+    let ledger = stack
+        .zone("dev")
+        .pg
+        .execute_sql("select 'ledger rows: ' || count(*) from pgrollout.ledger")
+        .await?;
+    assert!(ledger.contains("ledger rows: 1"), "{ledger}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_full_with_another_ca_fails_clearly_and_a_corrected_ca_file_is_used_without_restart(
+) -> Result<()> {
+    let (mut stack, database_ca) = stack_with_a_tls_only_database("IP:127.0.0.1").await?;
+    let other_ca = TestCa::create(stack.dir.path(), "other").await?;
+    // The file the agent is told to trust, holding the wrong CA for now.
+    let trusted = stack.dir.path().join("trusted-ca.pem");
+    std::fs::copy(&other_ca.certificate, &trusted)?;
+    set_target_tls(
+        &stack,
+        &format!(
+            "sslmode = \"verify-full\"\nsslrootcert = \"{}\"",
+            trusted.display()
+        ),
+    )?;
+    stack.start_agent("dev").await?;
+
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("❌ connect"), "{out}");
+    let port = stack.zone("dev").pg.port();
+    let expected = format!(
+        "cannot connect to target main (postgres@127.0.0.1:{port}/pgrollout_dev): TLS handshake failed: \
+         invalid peer certificate: UnknownIssuer (the server's certificate is not signed by a CA in sslrootcert {})",
+        trusted.display()
+    );
+    assert!(
+        out.stderr.contains(&expected),
+        "expected {expected:?} in:\n{out}"
+    );
+    assert_no_password(&stack, &out);
+
+    // The CA file is read on every connect: replacing it is enough.
+    std::fs::copy(&database_ca.certificate, &trusted)?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_full_refuses_a_certificate_for_another_host_which_require_accepts() -> Result<()> {
+    let (mut stack, database_ca) = stack_with_a_tls_only_database("DNS:db.example").await?;
+    set_target_tls(
+        &stack,
+        &format!(
+            "sslmode = \"verify-full\"\nsslrootcert = \"{}\"",
+            database_ca.certificate.display()
+        ),
+    )?;
+    stack.start_agent("dev").await?;
+
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    let expected = "TLS handshake failed: invalid peer certificate: certificate not valid for name \"127.0.0.1\"; \
+                    certificate is only valid for DnsName(\"db.example\") \
+                    (the server's certificate must name host \"127.0.0.1\" in its subjectAltName)";
+    assert!(
+        out.stderr.contains(expected),
+        "expected {expected:?} in:\n{out}"
+    );
+
+    // The same server with require: encrypted, the certificate not checked.
+    let running = stack
+        .zones
+        .get_mut("dev")
+        .and_then(|zone| zone.agent.take());
+    if let Some(mut agent) = running {
+        agent.terminate_and_wait().await?;
+    }
+    let config = std::fs::read_to_string(&stack.zone("dev").agent_config)?;
+    let (without_tls, _) = config
+        .split_once("sslmode")
+        .context("the TLS keys were appended last")?;
+    std::fs::write(&stack.zone("dev").agent_config, without_tls)?;
+    set_target_tls(&stack, "sslmode = \"require\"")?;
+    stack.start_agent("dev").await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn require_encrypts_without_a_ca_file() -> Result<()> {
+    let (mut stack, _database_ca) = stack_with_a_tls_only_database("IP:127.0.0.1").await?;
+    set_target_tls(&stack, "sslmode = \"require\"")?;
+    stack.start_agent("dev").await?;
+
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn require_against_a_server_without_tls_fails_clearly() -> Result<()> {
+    let mut stack = Stack::start_with(StackOptions {
+        start_agents: false,
+        ..StackOptions::default()
+    })
+    .await?;
+    set_target_tls(&stack, "sslmode = \"require\"")?;
+    stack.start_agent("dev").await?;
+
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("cannot connect to target main"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("server does not support TLS"), "{out}");
+    assert_no_password(&stack, &out);
+    Ok(())
+}
+
+/// A stack (agent not started) whose dev cluster (on 127.0.0.1) accepts TLS connections only, with a
+/// certificate for `subject_alt_name` (e.g. `IP:127.0.0.1`) signed by the returned CA.
+async fn stack_with_a_tls_only_database(subject_alt_name: &str) -> Result<(Stack, TestCa)> {
+    let stack = Stack::start_with(StackOptions {
+        start_agents: false,
+        ..StackOptions::default()
+    })
+    .await?;
+    let database_ca = TestCa::create(stack.dir.path(), "database").await?;
+    let (certificate, key) = database_ca
+        .issue_server_certificate(subject_alt_name)
+        .await?;
+    stack.zone("dev").pg.require_tls(&certificate, &key).await?;
+    Ok((stack, database_ca))
+}
+
+/// Adds TLS keys to the dev agent's target; `[[targets]]` is the last table of the config the stack wrote.
+fn set_target_tls(stack: &Stack, keys: &str) -> Result<()> {
+    let path = &stack.zone("dev").agent_config;
+    let mut config = std::fs::read_to_string(path)?;
+    config.push_str(keys);
+    config.push('\n');
+    std::fs::write(path, config).with_context(|| format!("writing {}", path.display()))
+}
+
+fn assert_no_password(stack: &Stack, out: &CommandOutput) {
+    let password = stack.zone("dev").pg.password();
+    assert!(!out.stdout.contains(password) && !out.stderr.contains(password));
+    assert!(!stack.all_process_output().contains(password));
+}
+
+/// A certificate authority made with the `openssl` CLI: its certificate (PEM) and key in files.
+struct TestCa {
+    name: String,
+    dir: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+impl TestCa {
+    async fn create(dir: &Path, name: &str) -> Result<TestCa> {
+        let ca = TestCa {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            certificate: dir.join(format!("{name}-ca.pem")),
+            key: dir.join(format!("{name}-ca.key")),
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=pgrollout test CA {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &ca.key.to_string_lossy(),
+            "-out",
+            &ca.certificate.to_string_lossy(),
+        ])
+        .await?;
+        Ok(ca)
+    }
+
+    /// A server certificate with this subjectAltName (e.g. `IP:127.0.0.1`) and its key, both PEM.
+    async fn issue_server_certificate(&self, subject_alt_name: &str) -> Result<(String, String)> {
+        let stem = self.dir.join(format!("{}-server", self.name));
+        let [key, request, extensions, certificate] =
+            ["key", "csr", "ext", "crt"].map(|ext| stem.with_extension(ext));
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=pgrollout test server",
+            "-keyout",
+            &key.to_string_lossy(),
+            "-out",
+            &request.to_string_lossy(),
+        ])
+        .await?;
+        std::fs::write(
+            &extensions,
+            format!(
+                "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+                 extendedKeyUsage = serverAuth\nsubjectAltName = {subject_alt_name}\n"
+            ),
+        )?;
+        let serial = format!("0x{:016x}", fastrand::u64(..));
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &request.to_string_lossy(),
+            "-CA",
+            &self.certificate.to_string_lossy(),
+            "-CAkey",
+            &self.key.to_string_lossy(),
+            "-set_serial",
+            &serial,
+            "-days",
+            "2",
+            "-extfile",
+            &extensions.to_string_lossy(),
+            "-out",
+            &certificate.to_string_lossy(),
+        ])
+        .await?;
+        Ok((
+            std::fs::read_to_string(&certificate)?,
+            std::fs::read_to_string(&key)?,
+        ))
+    }
+}
+
+async fn openssl(args: &[&str]) -> Result<()> {
+    let out = run_command("openssl", args, &[], OPENSSL_TIMEOUT)
+        .await
+        .context("running openssl (install the openssl package)")?;
+    anyhow::ensure!(out.code == 0, "openssl {} failed: {out}", args.join(" "));
+    Ok(())
+}
