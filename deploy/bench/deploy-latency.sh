@@ -37,11 +37,45 @@ export PGPASSWORD; PGPASSWORD=$(cat "$work/password")
 psql -q -h 127.0.0.1 -p "$port" -U postgres -c "CREATE DATABASE bench"
 psql -q -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 -f deploy/examples/project/schema.sql >/dev/null
 
+# Mutual TLS everywhere, as in production: certificates from the built-in CA.
+ca="$work/ca"
+"$bin/pgrollout" ca init --dir "$ca" --trust-domain bench.local >/dev/null
+"$bin/pgrollout" ca issue controller --dir "$ca" --name main --ip 127.0.0.1 >/dev/null
+"$bin/pgrollout" ca issue agent --dir "$ca" --zone dev --name dev-1 >/dev/null
+"$bin/pgrollout" ca issue operator --dir "$ca" --name bench >/dev/null
 operators=$(free_port); agents=$(free_port)
-printf '[listen]\noperators = "127.0.0.1:%s"\nagents = "127.0.0.1:%s"\n[store]\npath = "%s/c.sqlite"\n[environments.dev]\n' \
-  "$operators" "$agents" "$work" >"$work/controller.toml"
-printf 'name = "dev-1"\nzone = "dev"\ncontroller = "http://127.0.0.1:%s"\nbackup_dir = "%s/backups"\n[[targets]]\nname = "main"\nhost = "127.0.0.1"\nport = %s\ndbname = "bench"\nuser = "postgres"\npassword_file = "%s/password"\n' \
-  "$agents" "$work" "$port" "$work" >"$work/agent.toml"
+cat >"$work/controller.toml" <<TOML
+[listen]
+operators = "127.0.0.1:$operators"
+agents = "127.0.0.1:$agents"
+[store]
+path = "$work/c.sqlite"
+[environments.dev]
+[tls]
+ca = "$ca/ca.pem"
+cert = "$ca/controller-main.pem"
+key = "$ca/controller-main.key"
+trust_domain = "bench.local"
+[operators]
+bench = ["deployer"]
+TOML
+cat >"$work/agent.toml" <<TOML
+name = "dev-1"
+zone = "dev"
+controller = "https://127.0.0.1:$agents"
+backup_dir = "$work/backups"
+[tls]
+ca = "$ca/ca.pem"
+cert = "$ca/agent-dev-dev-1.pem"
+key = "$ca/agent-dev-dev-1.key"
+[[targets]]
+name = "main"
+host = "127.0.0.1"
+port = $port
+dbname = "bench"
+user = "postgres"
+password_file = "$work/password"
+TOML
 "$bin/pgrollout" serve --config "$work/controller.toml" >"$work/controller.log" 2>&1 & pids+=($!); controller_pid=$!
 wait_for_line "$work/controller.log" "controller listening"
 "$bin/pgrollout-agent" --config "$work/agent.toml" >"$work/agent.log" 2>&1 & pids+=($!); agent_pid=$!
@@ -51,7 +85,8 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 sleep 2 # let the agent settle into idle before reading its memory
 agent_idle_rss=$(rss_kb "$agent_pid"); controller_idle_rss=$(rss_kb "$controller_pid")
 
-export PGROLLOUT_ADDR="http://127.0.0.1:$operators"
+export PGROLLOUT_ADDR="https://127.0.0.1:$operators" PGROLLOUT_CA="$ca/ca.pem"
+export PGROLLOUT_CERT="$ca/operator-bench.pem" PGROLLOUT_KEY="$ca/operator-bench.key"
 file=deploy/examples/project/procedures/reconcilemupstream.sql
 "$bin/pgrollout" deploy reconcilemupstream dev --project deploy/examples/project >/dev/null  # warm-up, creates it
 
@@ -75,7 +110,7 @@ def load(name):
     return sorted(int(x) / 1000 for x in open(f"{work}/{name}.times"))
 def p(xs, q): return xs[min(len(xs) - 1, int(q * len(xs)))]
 psql, roll = load("psql"), load("pgrollout")
-print(f"runs: {runs} each, localhost, scram-sha-256 password auth, release build")
+print(f"runs: {runs} each, localhost, scram-sha-256 password auth, mutual TLS CLI->controller->agent, release build")
 print(f"{'':28}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}")
 for label, xs in (("psql -1 -f (apply only)", psql), ("pgrollout deploy (full)", roll)):
     print(f"{label:28}{statistics.median(xs):10.1f}{p(xs, .95):10.1f}{xs[0]:10.1f}")
