@@ -10,6 +10,7 @@ use pgrollout_shared::proto::{
     control_server::Control, AuditRecord, AuditRequest, AuditResponse, DeployRequest,
     ListAgentsRequest, ListAgentsResponse, RolloutUpdate,
 };
+use pgrollout_shared::job::JobKind;
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
 use tokio_stream::wrappers::ReceiverStream;
@@ -196,8 +197,11 @@ fn validate(
     Ok(RolloutRequest {
         environment: request.environment,
         plan,
-        routines,
-        smoke_only,
+        kind: if smoke_only {
+            JobKind::Smoke { routines }
+        } else {
+            JobKind::Deploy { routines }
+        },
         actor,
         trace,
         agent_wait: Duration::from_millis(request.agent_wait_ms),

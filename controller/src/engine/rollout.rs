@@ -11,7 +11,6 @@ use pgrollout_shared::proto::{
     controller_message, rollout_update, ControllerMessage, JobResult, Outcome, Plan,
     RolloutStarted, RolloutUpdate,
 };
-use pgrollout_shared::routine::Routine;
 use pgrollout_shared::traceparent::TraceParent;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -25,8 +24,8 @@ use crate::store::{state, AuditEntry, NewRollout};
 pub struct RolloutRequest {
     pub environment: String,
     pub plan: Plan,
-    pub routines: Vec<Routine>,
-    pub smoke_only: bool,
+    /// What the agent is to do with the plan's routines.
+    pub kind: JobKind,
     pub actor: String,
     pub trace: TraceParent,
     pub agent_wait: Duration,
@@ -77,11 +76,7 @@ pub async fn start(
         .save_plan(&request.plan, now)
         .await
         .map_err(store_error)?;
-    let kind = if request.smoke_only {
-        "smoke"
-    } else {
-        "deploy"
-    };
+    let kind = request.kind.name();
     controller
         .store
         .create_rollout(
@@ -114,15 +109,7 @@ pub async fn start(
         actor: request.actor.clone(),
         commit_sha: request.plan.commit_sha.clone(),
         label: request.plan.label.clone(),
-        kind: if request.smoke_only {
-            JobKind::Smoke {
-                routines: request.routines,
-            }
-        } else {
-            JobKind::Deploy {
-                routines: request.routines,
-            }
-        },
+        kind: request.kind,
     };
     tracing::info!(
         rollout_id = %rollout_id,
