@@ -131,6 +131,10 @@ pub struct Deployment {
     /// Interval of the controller's heartbeats to agents.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// A rollback's deadline (SEED.md `rollback_timeout_seconds`): past it
+    /// the agent stops and says whether anything was committed.
+    #[serde(with = "humantime_serde")]
+    pub rollback_timeout: Duration,
 }
 
 impl Default for Deployment {
@@ -140,6 +144,7 @@ impl Default for Deployment {
             accept_timeout: Duration::from_secs(10),
             max_agent_wait: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
+            rollback_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -213,6 +218,11 @@ impl ControllerConfig {
         }
         if self.deployment.job_timeout < Duration::from_secs(1) {
             anyhow::bail!("invalid controller config: deployment.job_timeout: must be at least 1s");
+        }
+        if self.deployment.rollback_timeout < Duration::from_secs(1) {
+            anyhow::bail!(
+                "invalid controller config: deployment.rollback_timeout: must be at least 1s"
+            );
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::operations::{selector_from_wire, DisableSpec, RollbackSpec, RoutineSelector};
 use crate::proto;
 use crate::routine::{routines_from_wire, InvalidField, Routine};
 use crate::traceparent::TraceParent;
@@ -31,9 +32,31 @@ pub struct Job {
 #[derive(Clone, Debug)]
 pub enum JobKind {
     /// Back up, apply, grant, record, smoke-test, commit (DESIGN §5).
-    Deploy { routines: Vec<Routine> },
+    /// `routines` are in deploy order.
+    Deploy {
+        routines: Vec<Routine>,
+        batch: BatchOptions,
+    },
     /// Smoke-test the live definitions; change nothing.
     Smoke { routines: Vec<Routine> },
+    /// Restore earlier versions exactly, in one transaction (issue 6).
+    Rollback(RollbackSpec),
+    /// Rename or revoke EXECUTE, recorded in the ledger.
+    Disable(DisableSpec),
+    /// Undo the latest disable exactly, from the ledger.
+    Enable(RoutineSelector),
+    /// Read the ledger's versions; change nothing.
+    History(RoutineSelector),
+}
+
+/// How a multi-routine deploy treats failures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchOptions {
+    /// Each routine in its own transaction; a failure skips its dependants.
+    /// Otherwise the whole job is one transaction.
+    pub continue_on_error: bool,
+    /// `(dependent, dependency)` pairs of indices into the routines.
+    pub dependencies: Vec<(usize, usize)>,
 }
 
 impl JobKind {
@@ -42,13 +65,21 @@ impl JobKind {
         match self {
             JobKind::Deploy { .. } => "deploy",
             JobKind::Smoke { .. } => "smoke",
+            JobKind::Rollback(_) => "rollback",
+            JobKind::Disable(_) => "disable",
+            JobKind::Enable(_) => "enable",
+            JobKind::History(_) => "history",
         }
     }
 
     /// The routines the job touches or tests.
     pub fn routines(&self) -> &[Routine] {
         match self {
-            JobKind::Deploy { routines } | JobKind::Smoke { routines } => routines,
+            JobKind::Deploy { routines, .. } | JobKind::Smoke { routines } => routines,
+            JobKind::Rollback(_)
+            | JobKind::Disable(_)
+            | JobKind::Enable(_)
+            | JobKind::History(_) => &[],
         }
     }
 }
@@ -87,17 +118,55 @@ impl TryFrom<proto::JobOffer> for Job {
             reason: "negative".into(),
         })?;
         let (kind, label) = match offer.kind {
-            Some(proto::job_offer::Kind::Deploy(deploy)) => (
-                JobKind::Deploy {
-                    routines: routines_from_wire(deploy.routines)?,
-                },
-                deploy.label,
-            ),
+            Some(proto::job_offer::Kind::Deploy(deploy)) => {
+                let routines = routines_from_wire(deploy.routines)?;
+                let mut dependencies = Vec::with_capacity(deploy.dependencies.len());
+                for (index, edge) in deploy.dependencies.iter().enumerate() {
+                    let (dependent, dependency) =
+                        (edge.dependent as usize, edge.dependency as usize);
+                    if dependent >= routines.len()
+                        || dependency >= routines.len()
+                        || dependent == dependency
+                    {
+                        return Err(InvalidField {
+                            field: format!("dependencies[{index}]"),
+                            reason: "must name two different routines of the job".into(),
+                        });
+                    }
+                    dependencies.push((dependent, dependency));
+                }
+                (
+                    JobKind::Deploy {
+                        routines,
+                        batch: BatchOptions {
+                            continue_on_error: deploy.continue_on_error,
+                            dependencies,
+                        },
+                    },
+                    deploy.label,
+                )
+            }
             Some(proto::job_offer::Kind::Smoke(smoke)) => (
                 JobKind::Smoke {
                     routines: routines_from_wire(smoke.routines)?,
                 },
                 smoke.label,
+            ),
+            Some(proto::job_offer::Kind::Rollback(rollback)) => {
+                let label = rollback.label.clone();
+                (JobKind::Rollback(rollback.try_into()?), label)
+            }
+            Some(proto::job_offer::Kind::Disable(disable)) => {
+                let label = disable.label.clone();
+                (JobKind::Disable(disable.try_into()?), label)
+            }
+            Some(proto::job_offer::Kind::Enable(enable)) => (
+                JobKind::Enable(selector_from_wire(enable.routines)?),
+                enable.label,
+            ),
+            Some(proto::job_offer::Kind::History(history)) => (
+                JobKind::History(selector_from_wire(history.routines)?),
+                history.label,
             ),
             None => {
                 return Err(InvalidField {
@@ -126,13 +195,38 @@ impl From<Job> for proto::JobOffer {
     fn from(job: Job) -> Self {
         let routines = |r: Vec<Routine>| r.into_iter().map(Into::into).collect();
         let kind = match job.kind {
-            JobKind::Deploy { routines: r } => proto::job_offer::Kind::Deploy(proto::DeployJob {
-                routines: routines(r),
-                label: job.label,
-            }),
+            JobKind::Deploy { routines: r, batch } => {
+                proto::job_offer::Kind::Deploy(proto::DeployJob {
+                    routines: routines(r),
+                    label: job.label,
+                    continue_on_error: batch.continue_on_error,
+                    dependencies: batch
+                        .dependencies
+                        .iter()
+                        .map(|&(dependent, dependency)| proto::DependencyEdge {
+                            dependent: dependent as u32,
+                            dependency: dependency as u32,
+                        })
+                        .collect(),
+                })
+            }
             JobKind::Smoke { routines: r } => proto::job_offer::Kind::Smoke(proto::SmokeJob {
                 routines: routines(r),
                 label: job.label,
+            }),
+            JobKind::Rollback(spec) => proto::job_offer::Kind::Rollback(spec.into_wire(job.label)),
+            JobKind::Disable(spec) => proto::job_offer::Kind::Disable(proto::DisableJob {
+                label: job.label,
+                routines: Some(spec.routines.into()),
+                revoke: spec.revoke,
+            }),
+            JobKind::Enable(selector) => proto::job_offer::Kind::Enable(proto::EnableJob {
+                label: job.label,
+                routines: Some(selector.into()),
+            }),
+            JobKind::History(selector) => proto::job_offer::Kind::History(proto::HistoryJob {
+                label: job.label,
+                routines: Some(selector.into()),
             }),
         };
         proto::JobOffer {

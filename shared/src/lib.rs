@@ -9,6 +9,7 @@ pub mod config_loader;
 pub mod exit_code;
 pub mod identity;
 pub mod job;
+pub mod operations;
 pub mod routine;
 pub mod tls;
 pub mod traceparent;

@@ -115,6 +115,8 @@ pub struct Routine {
     pub smoke_tests: Vec<SmokeTest>,
     /// Project-relative path of the file the routine came from.
     pub source_path: String,
+    /// Routines (by name) this one needs first, as its sidecar declares.
+    pub depends_on: Vec<String>,
 }
 
 /// A privilege the plan grants on a routine.
@@ -270,6 +272,17 @@ impl TryFrom<proto::Routine> for Routine {
                 SmokeTest::try_from(test).map_err(|e| e.within(&format!("smoke_tests[{index}]")))
             })
             .collect::<Result<_, _>>()?;
+        for (index, name) in wire.depends_on.iter().enumerate() {
+            if name.is_empty()
+                || name.len() > 2 * MAX_IDENTIFIER_BYTES + 1
+                || name.chars().any(char::is_control)
+            {
+                return Err(InvalidField::new(
+                    format!("depends_on[{index}]"),
+                    "not a routine name",
+                ));
+            }
+        }
         Ok(Routine {
             identity: RoutineIdentity {
                 schema: wire.schema,
@@ -285,6 +298,7 @@ impl TryFrom<proto::Routine> for Routine {
             grants,
             smoke_tests,
             source_path: wire.source_path,
+            depends_on: wire.depends_on,
         })
     }
 }
@@ -300,6 +314,7 @@ impl From<Routine> for proto::Routine {
             grants: routine.grants.into_iter().map(Into::into).collect(),
             smoke_tests: routine.smoke_tests.into_iter().map(Into::into).collect(),
             source_path: routine.source_path,
+            depends_on: routine.depends_on,
         }
     }
 }
@@ -448,6 +463,7 @@ mod tests {
                 allow_warnings: false,
             }],
             source_path: "procedures/addarc.sql".into(),
+            depends_on: vec!["reconcilemupstream".into()],
         }
     }
 

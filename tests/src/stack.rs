@@ -28,6 +28,8 @@ pub struct StackOptions {
     pub plaintext: bool,
     /// Extra TOML appended to the controller's config (e.g. `[security]`).
     pub controller_extra: String,
+    /// Extra lines for the controller's `[deployment]` table (e.g. `rollback_timeout = "2s"`).
+    pub deployment_extra: String,
 }
 
 impl Default for StackOptions {
@@ -38,6 +40,7 @@ impl Default for StackOptions {
             agent_timeouts: String::new(),
             plaintext: false,
             controller_extra: String::new(),
+            deployment_extra: String::new(),
         }
     }
 }
@@ -111,8 +114,9 @@ impl Stack {
             &controller_config,
             format!(
                 "[listen]\noperators = \"127.0.0.1:{operators_port}\"\nagents = \"127.0.0.1:{agents_port}\"\n\
-                 [store]\npath = \"{}\"\n[deployment]\naccept_timeout = \"5s\"\nheartbeat_interval = \"1s\"\n{environments}{tls}{}",
+                 [store]\npath = \"{}\"\n[deployment]\naccept_timeout = \"5s\"\nheartbeat_interval = \"1s\"\n{}\n{environments}{tls}{}",
                 dir.path().join("controller.sqlite").display(),
+                options.deployment_extra,
                 options.controller_extra,
             ),
         )?;
@@ -207,7 +211,10 @@ impl Stack {
     pub async fn cli_as(&self, operator: &str, args: &[&str]) -> Result<CommandOutput> {
         let mut full: Vec<&str> = args.to_vec();
         let project = self.project.to_string_lossy().to_string();
-        if matches!(args.first(), Some(&"deploy") | Some(&"smoke")) {
+        if matches!(
+            args.first(),
+            Some(&"deploy") | Some(&"smoke") | Some(&"batch")
+        ) {
             full.extend(["--project", &project]);
         }
         let ca = self.ca_dir.join("ca.pem");

@@ -181,6 +181,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         grants: vec![],
         smoke_tests: vec![],
         source_path: format!("procedures/{name}.sql"),
+        depends_on: vec![],
     };
     Job {
         id: job_id.into(),
@@ -195,6 +196,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         label: name.into(),
         kind: JobKind::Deploy {
             routines: vec![routine],
+            batch: Default::default(),
         },
     }
     .into()

@@ -161,7 +161,7 @@ async fn overloads_deploy_together_and_a_redeploy_of_the_same_plan_is_unchanged(
     assert_eq!(out.code, 0, "{out}");
     let out = stack.cli(&["deploy", "addarc", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("public.addarc(text, text) [created], public.addarc(text, text, timestamp with time zone) [created]"), "{out}");
+    assert!(out.stdout.contains("public.addarc(text, text, timestamp with time zone) [created], public.addarc(text, text) [created]"), "{out}");
     let again = stack.cli(&["deploy", "addarc", "dev"]).await?;
     assert_eq!(again.code, 0, "{again}");
     assert!(

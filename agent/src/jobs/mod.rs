@@ -2,10 +2,20 @@
 //! that numbers and streams step events, and the failure type that carries
 //! the outcome (and so the operator's exit code).
 
+mod apply;
 mod deploy;
+mod deploy_each;
+mod disable;
+mod history;
 mod restore;
+mod rollback;
+mod rollback_plan;
+mod rollback_sources;
+mod rollback_verify;
+mod session;
 mod smoke;
 pub mod smoke_runner;
+mod versions;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +55,8 @@ pub struct JobContext {
     outbox: Arc<Outbox>,
     seq: AtomicU64,
     started: Instant,
+    /// When the last progress event went out: they are throttled.
+    last_progress: std::sync::Mutex<Option<Instant>>,
 }
 
 impl JobContext {
@@ -71,6 +83,42 @@ impl JobContext {
             duration_ms,
             at_unix_ms: now_unix_ms(),
             smoke,
+            done: 0,
+            total: 0,
+        };
+        self.outbox.push(AgentMessage {
+            body: Some(Body::Event(event)),
+        });
+    }
+
+    /// Reports `done` of `total` routines through `step`: at most every
+    /// 100 ms, and always for the last one, so a thousand routines make a
+    /// handful of events rather than a thousand.
+    pub fn progress(&self, step: &str, done: usize, total: usize) {
+        if total == 0 {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut last = self.last_progress.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|at| now.duration_since(at).as_millis() >= 100);
+            if done < total && !due {
+                return;
+            }
+            *last = Some(now);
+        }
+        let event = JobEvent {
+            job_id: self.job.id.clone(),
+            attempt: self.job.attempt,
+            seq: self.next_seq(),
+            step: step.to_owned(),
+            status: StepStatus::Started as i32,
+            message: String::new(),
+            duration_ms: millis(self.started.elapsed()),
+            at_unix_ms: now_unix_ms(),
+            smoke: Vec::new(),
+            done: u32::try_from(done).unwrap_or(u32::MAX),
+            total: u32::try_from(total).unwrap_or(u32::MAX),
         };
         self.outbox.push(AgentMessage {
             body: Some(Body::Event(event)),
@@ -139,6 +187,7 @@ pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
         config,
         outbox: outbox.clone(),
         seq: AtomicU64::new(0),
+        last_progress: std::sync::Mutex::new(None),
         started: Instant::now(),
         job,
     };
@@ -156,8 +205,12 @@ pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
         .unwrap_or_default();
     let work = async {
         match &context.job.kind {
-            JobKind::Deploy { routines } => deploy::run(&context, routines).await,
+            JobKind::Deploy { routines, batch } => deploy::run(&context, routines, batch).await,
             JobKind::Smoke { routines } => smoke::run(&context, routines).await,
+            JobKind::Rollback(spec) => rollback::run(&context, spec).await,
+            JobKind::Disable(spec) => disable::run(&context, spec).await,
+            JobKind::Enable(selector) => disable::enable(&context, selector).await,
+            JobKind::History(selector) => history::run(&context, selector).await,
         }
     };
     let result = match tokio::time::timeout(budget, work).await {

@@ -1,23 +1,29 @@
-//! Restoring a job's verified backup in one transaction: the automatic
-//! rollback after a failed post-commit smoke test (SEED.md "Automatic
-//! Rollback"). Each routine gets its previous definition back; one that did
-//! not exist before the job is dropped; ledger rows record the restore.
+//! The automatic rollback after a failed post-commit smoke test (SEED.md
+//! "Automatic Rollback"): the deploy's own changes undone in one transaction
+//! on the deploy's connection (which still holds the deploy lock), with the
+//! same code as `pgrollout rollback` — definition, owner, ACL and comment
+//! exactly as the verified backup recorded them; a routine the deploy created
+//! is dropped; ledger rows (action `auto-rollback`) point at the deploy rows
+//! they reverse.
 
-use pgrollout_shared::proto::StepStatus;
+use pgrollout_shared::operations::{RollbackScope, RollbackSpec, RollbackTarget};
 
-use super::deploy::{error_chain, simple};
+use super::rollback::{prepare_and_apply, Progress, Reversal};
+use super::rollback_plan::{Goal, Planned};
+use super::session::database;
+use super::versions::by_identity;
 use super::{JobContext, JobFailure};
-use crate::backup::{self, WrittenBackup};
-use crate::sql::{self, describe_error, LedgerJob, LedgerRow, TargetConnection};
+use crate::backup::WrittenBackup;
+use crate::sql::{self, TargetConnection};
 
 pub async fn restore_backup(
     ctx: &JobContext,
     conn: &mut TargetConnection,
     written: &WrittenBackup,
 ) -> Result<(), JobFailure> {
-    ctx.step("auto-rollback", restore(ctx, conn, written), |count| {
+    ctx.step("auto-rollback", restore(ctx, conn), |count| {
         format!(
-            "{count} routine(s) restored from {}",
+            "{count} routine(s) restored exactly (definition, owner, ACL, comment) from {}",
             written.path.display()
         )
     })
@@ -25,92 +31,80 @@ pub async fn restore_backup(
     .map(|_| ())
 }
 
-async fn restore(
-    ctx: &JobContext,
-    conn: &mut TargetConnection,
-    written: &WrittenBackup,
-) -> Result<usize, JobFailure> {
-    let path = written.path.clone();
-    let verified = tokio::task::spawn_blocking(move || backup::read_and_verify(&path))
+async fn restore(ctx: &JobContext, conn: &mut TargetConnection) -> Result<usize, JobFailure> {
+    let schema = &ctx.target.ledger_schema;
+    let deployed = sql::find_job_in_ledger(&conn.client, schema, &ctx.job.id)
         .await
-        .map_err(|e| JobFailure::deploy(format!("restore task failed: {e}")))?
-        .map_err(|e| JobFailure::deploy(error_chain(&e)))?;
-    simple(conn, "BEGIN").await?;
-    let result = async {
-        let signatures: Vec<String> = verified
-            .routines
-            .iter()
-            .map(|r| r.requested.clone())
-            .collect();
-        let current = sql::snapshot_routines(&conn.client, &signatures)
-            .await
-            .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
-        for (before, now) in verified.routines.iter().zip(&current) {
-            match (&before.definition, &now.identity) {
-                (Some(definition), _) => conn.client.batch_execute(definition).await,
-                (None, Some(identity)) => {
-                    conn.client
-                        .batch_execute(&format!("DROP ROUTINE {identity}"))
-                        .await
-                }
-                (None, None) => Ok(()),
-            }
-            .map_err(|e| {
-                JobFailure::deploy(format!(
-                    "restoring {} failed: {}",
-                    before.requested,
-                    describe_error(&e, None)
-                ))
-            })?;
-        }
-        let restored = sql::snapshot_routines(&conn.client, &signatures)
-            .await
-            .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
-        let rows: Vec<LedgerRow<'_>> = current
-            .iter()
-            .zip(&restored)
-            .map(|(now, after)| LedgerRow {
-                identity: now.identity.as_deref().unwrap_or(&now.requested),
-                change: if after.existed { "restored" } else { "dropped" },
-                previous: now,
-                new: after,
+        .map_err(|e| database("cannot read the deploy's ledger rows", &e))?;
+    let identities: Vec<String> = deployed
+        .iter()
+        .map(|(_, identity, _)| identity.clone())
+        .collect();
+    let rows = sql::rows_for_identities(&conn.client, schema, &identities)
+        .await
+        .map_err(|e| database("cannot read the ledger", &e))?;
+    let planned: Vec<Planned<'_>> = by_identity(&rows)
+        .into_iter()
+        .filter_map(|(identity, group)| {
+            let own = group
+                .iter()
+                .copied()
+                .rfind(|row| row.job_id == ctx.job.id && row.action == "deploy")?;
+            Some(Planned {
+                identity,
+                goal: Goal::Undo(own),
+                live: Some(own),
+                rows: group,
             })
-            .collect();
-        let job_id = format!("{}:auto-rollback", ctx.job.id);
-        let backup_path = written.path.display().to_string();
-        let job = LedgerJob {
-            job_id: &job_id,
-            attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),
-            rollout_id: &ctx.job.rollout_id,
-            plan_id: &ctx.job.plan_id,
-            action: "auto-rollback",
-            actor: &ctx.job.actor,
-            trace_id: &ctx.job.trace.trace_id,
-            commit_sha: &ctx.job.commit_sha,
-            backup_path: &backup_path,
-            backup_sha256: &written.sha256,
-        };
-        sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
-            .await
-            .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
-        Ok::<_, JobFailure>(rows.len())
+        })
+        .collect();
+    // Reverse deploy order: dependants before what they need.
+    let mut planned = planned;
+    planned.sort_by_key(|p| std::cmp::Reverse(p.ledger_row().id));
+    if planned.is_empty() {
+        return Err(JobFailure::deploy(
+            "the deploy's ledger rows are missing, so there is nothing to restore from",
+        ));
     }
+    // The deploy's verified backup is the first source; the ledger rows the
+    // deploy wrote in the same transaction are the fallback.
+    let spec = RollbackSpec {
+        scope: RollbackScope::Rollout(ctx.job.rollout_id.clone()),
+        target: RollbackTarget::Previous,
+        emergency: None,
+        known_versions: Vec::new(),
+    };
+    let reversal = Reversal {
+        action: "auto-rollback",
+        job_id: format!("{}:auto-rollback", ctx.job.id),
+        strict: false,
+        smoke: false,
+    };
+    let mut warnings = Vec::new();
+    let applied = prepare_and_apply(
+        ctx,
+        conn,
+        &spec,
+        &planned,
+        &reversal,
+        &Progress::default(),
+        &mut warnings,
+    )
     .await;
-    match result {
-        Ok(count) => {
-            simple(conn, "COMMIT").await?;
-            Ok(count)
+    match applied {
+        Ok(applied) => {
+            conn.client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| database("COMMIT of the automatic rollback failed", &e))?;
+            for warning in &warnings {
+                tracing::warn!(job_id = %ctx.job.id, warning = %warning, "automatic rollback");
+            }
+            Ok(applied.restored.len())
         }
-        Err(failure) => {
+        Err(stopped) => {
             let _ = conn.client.batch_execute("ROLLBACK").await;
-            ctx.event(
-                "auto-rollback",
-                StepStatus::Failed,
-                &failure.message,
-                0,
-                Vec::new(),
-            );
-            Err(failure)
+            Err(stopped.failure)
         }
     }
 }

@@ -23,8 +23,8 @@ pub async fn run_smoke_tests(
     phase: &str,
 ) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
     let mut reports = Vec::new();
-    for routine in routines {
-        let exists = check_exists(conn, routine).await?;
+    let existence = check_exists(conn, routines).await?;
+    for (routine, exists) in routines.iter().zip(existence) {
         if routine.smoke_tests.is_empty() {
             reports.push(SmokeReport {
                 routine: routine.identity.to_string(),
@@ -55,40 +55,48 @@ pub async fn run_smoke_tests(
     Ok(reports)
 }
 
+/// Whether each routine exists in its schema: one catalog query for all.
 async fn check_exists(
     conn: &TargetConnection,
-    routine: &Routine,
-) -> Result<SmokeCheck, tokio_postgres::Error> {
-    let signature = routine.identity.regprocedure_input();
-    let schema: Option<String> = conn
+    routines: &[Routine],
+) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
+    let signatures: Vec<String> = routines
+        .iter()
+        .map(|r| r.identity.regprocedure_input())
+        .collect();
+    let rows = conn
         .client
-        .query_typed_opt(
-            "SELECT n.nspname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE p.oid = to_regprocedure($1)",
-            &[(&signature, Type::TEXT)],
+        .query_typed(
+            "SELECT n.nspname::text FROM unnest($1::text[]) WITH ORDINALITY AS wanted(signature, position) \
+             LEFT JOIN pg_proc p ON p.oid = to_regprocedure(wanted.signature) \
+             LEFT JOIN pg_namespace n ON n.oid = p.pronamespace ORDER BY wanted.position",
+            &[(&signatures, Type::TEXT_ARRAY)],
         )
-        .await?
-        .map(|row| row.get(0));
-    Ok(match schema {
-        Some(schema) if schema == routine.identity.schema => check(
-            "exists",
-            true,
-            format!("{} exists in schema {schema}", routine.identity),
-        ),
-        Some(schema) => check(
-            "exists",
-            false,
-            format!(
-                "found in schema {schema}, expected {}",
-                routine.identity.schema
+        .await?;
+    Ok(routines
+        .iter()
+        .zip(rows)
+        .map(|(routine, row)| match row.get::<_, Option<String>>(0) {
+            Some(schema) if schema == routine.identity.schema => check(
+                "exists",
+                true,
+                format!("{} exists in schema {schema}", routine.identity),
             ),
-        ),
-        None => check(
-            "exists",
-            false,
-            format!("{} not found in the catalog", routine.identity),
-        ),
-    })
+            Some(schema) => check(
+                "exists",
+                false,
+                format!(
+                    "found in schema {schema}, expected {}",
+                    routine.identity.schema
+                ),
+            ),
+            None => check(
+                "exists",
+                false,
+                format!("{} not found in the catalog", routine.identity),
+            ),
+        })
+        .collect())
 }
 
 /// Runs one test call in a rolled-back savepoint and returns the checks after

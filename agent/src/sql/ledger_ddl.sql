@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger (
     backup_path         text,
     backup_sha256       text,
     applied_at          timestamptz NOT NULL DEFAULT now(),
+    -- Rollback, auto-rollback and enable rows: the row whose change they
+    -- reverse. Older ledgers get these three columns from ledger_upgrade.sql.
+    undoes_ledger_id    bigint,
+    -- The identity after the change, when it differs (a disable's rename).
+    new_identity        text,
+    -- Where a rollback's definition came from, an emergency's reason, …
+    note                text,
     -- A job touches each routine once: this is what makes a redelivered job
     -- unable to apply twice, even if the lookup before it were skipped.
     UNIQUE (job_id, identity)

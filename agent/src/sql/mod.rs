@@ -3,13 +3,21 @@
 //! [`quote_identifier`]; errors are classified by SQLSTATE, not message text.
 
 mod connection;
+pub mod exact_restore;
 mod ledger;
+mod ledger_versions;
+mod routine_lookup;
 mod snapshot;
 mod tls;
 
 pub use connection::{connect, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
+pub use ledger_versions::{
+    ensure_reversal_columns, insert_reversal_rows, rows_for_identities, rows_for_rollout,
+    rows_for_routine_of, rows_for_selector, LedgerRecord, ReversalJob, ReversalRow,
+};
 pub use pgrollout_shared::routine::quote_identifier;
+pub use routine_lookup::{identities_of, name_of_identity, routines_named};
 pub use snapshot::{snapshot_routines, RoutineSnapshot};
 
 /// Renders a driver error for an operator: SQLSTATE, message, detail, hint,

@@ -6,33 +6,69 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
+use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
     control_server::Control, AuditRecord, AuditRequest, AuditResponse, DeployRequest,
-    ListAgentsRequest, ListAgentsResponse, RolloutUpdate,
+    ListAgentsRequest, ListAgentsResponse, RollbackRequest, RolloutUpdate, RoutineRequest,
 };
-use pgrollout_shared::job::JobKind;
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::operations::RoutineOperation;
 use crate::auth::{authenticate_operator, peer_certificate, Caller};
 use crate::config::OperatorRole;
 use crate::engine::rollout::{self, RolloutRequest};
 use crate::engine::Controller;
-use crate::plan::plan_id;
+use crate::plan::{deploy_order, plan_id};
 use crate::store::{verify_chain, AuditEntry};
 
 pub struct ControlService {
     pub controller: Arc<Controller>,
 }
 
-type UpdateStream = Pin<Box<dyn Stream<Item = Result<RolloutUpdate, Status>> + Send>>;
+pub(super) type UpdateStream = Pin<Box<dyn Stream<Item = Result<RolloutUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Control for ControlService {
     type DeployStream = UpdateStream;
     type SmokeStream = UpdateStream;
+    type RollbackStream = UpdateStream;
+    type DisableStream = UpdateStream;
+    type EnableStream = UpdateStream;
+    type HistoryStream = UpdateStream;
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_rollback(request).await
+    }
+
+    async fn disable(
+        &self,
+        request: Request<RoutineRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_routine_operation(request, RoutineOperation::Disable)
+            .await
+    }
+
+    async fn enable(
+        &self,
+        request: Request<RoutineRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_routine_operation(request, RoutineOperation::Enable)
+            .await
+    }
+
+    async fn history(
+        &self,
+        request: Request<RoutineRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_routine_operation(request, RoutineOperation::History)
+            .await
+    }
 
     async fn deploy(
         &self,
@@ -111,7 +147,7 @@ impl Control for ControlService {
 
 impl ControlService {
     /// Authenticates the caller and checks the role, auditing a refusal.
-    async fn authorize<T>(
+    pub(super) async fn authorize<T>(
         &self,
         request: &Request<T>,
         role: OperatorRole,
@@ -193,15 +229,25 @@ fn validate(
     if request.environment.is_empty() {
         return Err(Status::invalid_argument("no environment given"));
     }
+    let kind = if smoke_only {
+        JobKind::Smoke { routines }
+    } else {
+        // The controller orders the routines itself, from the plan's content:
+        // the client's order is not trusted.
+        let order = deploy_order(routines).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        JobKind::Deploy {
+            routines: order.routines,
+            batch: BatchOptions {
+                continue_on_error: request.continue_on_error,
+                dependencies: order.dependencies,
+            },
+        }
+    };
     let trace = TraceParent::parse(&request.traceparent).unwrap_or_else(TraceParent::new_root);
     Ok(RolloutRequest {
         environment: request.environment,
         plan,
-        kind: if smoke_only {
-            JobKind::Smoke { routines }
-        } else {
-            JobKind::Deploy { routines }
-        },
+        kind,
         actor,
         trace,
         agent_wait: Duration::from_millis(request.agent_wait_ms),

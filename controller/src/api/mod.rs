@@ -5,6 +5,7 @@
 
 pub mod agent_link;
 pub mod control;
+mod operations;
 pub mod tls;
 
 use std::future::Future;

@@ -3,10 +3,16 @@
 
 mod agents;
 mod audit;
+mod batch;
 mod ca;
 mod connect;
 mod deploy;
+mod disable;
+mod follow;
+mod history;
+mod operation;
 mod report;
+mod rollback;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,8 +54,20 @@ enum Command {
     },
     /// Deploy every routine named <procedure> to <environment>.
     Deploy(RolloutArgs),
+    /// Deploy every procedure named in <list-file> to <environment>, in dependency order.
+    Batch(batch::BatchArgs),
     /// Run the smoke tests of <procedure> against <environment>'s live definitions.
     Smoke(RolloutArgs),
+    /// Restore the previous version of <procedure> in <environment> (or a named
+    /// one with --to, or undo a whole rollout with --rollout), exactly.
+    Rollback(rollback::RollbackArgs),
+    /// Emergency switch: rename every routine of <procedure> to
+    /// <name>_disabled_<yyyymmdd>, or revoke EXECUTE with --revoke.
+    Disable(disable::DisableArgs),
+    /// Undo the latest disable of <procedure>, exactly.
+    Enable(disable::EnableArgs),
+    /// Every version of <procedure> the environment's ledger knows.
+    History(history::HistoryArgs),
     /// List the agents connected to the controller.
     Agents,
     /// Read the audit log (`audit verify` checks its hash chain).
@@ -113,7 +131,12 @@ pub fn run() -> ExitCode {
             Command::Deploy(args) => deploy::run(&cli.controller, &cli.tls, args, false).await,
             Command::Smoke(args) => deploy::run(&cli.controller, &cli.tls, args, true).await,
             Command::Agents => agents::run(&cli.controller, &cli.tls).await,
+            Command::Rollback(args) => rollback::run(&cli.controller, &cli.tls, args).await,
+            Command::Disable(args) => disable::disable(&cli.controller, &cli.tls, args).await,
+            Command::Enable(args) => disable::enable(&cli.controller, &cli.tls, args).await,
+            Command::History(args) => history::run(&cli.controller, &cli.tls, args).await,
             Command::Audit(args) => audit::run(&cli.controller, &cli.tls, args).await,
+            Command::Batch(args) => batch::run(&cli.controller, &cli.tls, args).await,
             Command::Ca(_) => ExitCode::Success,
         }
     })

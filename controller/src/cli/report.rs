@@ -163,6 +163,87 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
     lines.join("\n") + "\n"
 }
 
+/// The summary report at the end of a batch (SEED.md "deploy-batch.sh"):
+/// every routine with its status, duration and error, then the totals.
+pub fn batch_report(
+    label: &str,
+    environment: &str,
+    mode: &str,
+    rollout: Option<&RolloutStarted>,
+    result: &JobResult,
+    code: ExitCode,
+    wall_time: Duration,
+) -> String {
+    let total = result.routines.len();
+    let width = result
+        .routines
+        .iter()
+        .map(|o| o.identity.len())
+        .max()
+        .unwrap_or(0);
+    let mut lines = vec![
+        RULE.to_owned(),
+        "BATCH DEPLOYMENT REPORT".to_owned(),
+        RULE.to_owned(),
+        format!("Batch: {label} ({total} routines)"),
+        format!("Environment: {}", environment.to_uppercase()),
+        format!("Mode: {mode}"),
+    ];
+    for (index, outcome) in result.routines.iter().enumerate() {
+        let mark = match outcome.status.as_str() {
+            "deployed" | "unchanged" => "✅",
+            "failed" => "❌",
+            "rolled-back" => "↩️",
+            _ => "➖",
+        };
+        let mut line = format!(
+            "  {:>w$}/{total} {:<width$}  {mark} {:<12}{:>7} ms",
+            index + 1,
+            outcome.identity,
+            outcome.status,
+            outcome.duration_ms,
+            w = total.to_string().len(),
+        );
+        if !outcome.error.is_empty() {
+            line.push_str(&format!("  {}", outcome.error));
+        }
+        lines.push(line);
+    }
+    let count = |status: &str| {
+        result
+            .routines
+            .iter()
+            .filter(|o| o.status == status)
+            .count()
+    };
+    if !result.backup_path.is_empty() {
+        lines.push(format!(
+            "Backup: {} (sha256 {})",
+            result.backup_path, result.backup_sha256
+        ));
+    }
+    lines.push(format!(
+        "Result: {} deployed, {} unchanged, {} failed, {} skipped, {} rolled back, {} not run",
+        count("deployed"),
+        count("unchanged"),
+        count("failed"),
+        count("skipped"),
+        count("rolled-back"),
+        count("not-run")
+    ));
+    lines.push(format!("Duration: {:.2} seconds", wall_time.as_secs_f64()));
+    lines.push(match code {
+        ExitCode::Success => "Status: ✅ SUCCESS".to_owned(),
+        code => format!("Status: ❌ FAILED (exit {})", code.code()),
+    });
+    if let Some(rollout) = rollout {
+        lines.push(format!("Rollout: {}", rollout.rollout_id));
+        lines.push(format!("Trace ID: {}", rollout.trace_id));
+    }
+    lines.push(RULE.to_owned());
+    lines.join("\n") + "\n"
+}
+
 /// `2025-11-13 14:30:00 UTC`, as SEED.md prints it.
 pub fn utc_timestamp(unix_ms: i64) -> String {
     let time = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));

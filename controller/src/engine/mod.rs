@@ -2,8 +2,10 @@
 //! job's updates go (router), how one rollout runs (rollout), and the
 //! reloadable security policy (reload).
 
+pub mod operations;
 pub mod registry;
 pub mod reload;
+pub mod rollback_sources;
 pub mod rollout;
 pub mod router;
 

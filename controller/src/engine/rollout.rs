@@ -97,7 +97,11 @@ pub async fn start(
         .await
         .map_err(store_error)?;
 
-    let job_timeout = controller.config.deployment.job_timeout;
+    // A rollback is bounded by its own, usually shorter, limit.
+    let job_timeout = match request.kind {
+        JobKind::Rollback(_) => controller.config.deployment.rollback_timeout,
+        _ => controller.config.deployment.job_timeout,
+    };
     let job = Job {
         id: job_id.clone(),
         attempt: 1,

@@ -10,7 +10,7 @@
 
 mod error;
 mod parse_sql;
-mod routine_name;
+pub mod routine_name;
 mod sidecar;
 mod syntax_error;
 #[cfg(test)]
@@ -37,8 +37,6 @@ pub struct Project {
     routines: Vec<Routine>,
     /// `signatures[i]` is how `routines[i]` is matched against names.
     signatures: Vec<Signature>,
-    /// Declared dependencies by project-relative SQL file path.
-    declared_dependencies: BTreeMap<String, Vec<String>>,
 }
 
 impl Project {
@@ -49,7 +47,6 @@ impl Project {
         let mut project = Project {
             routines: Vec::new(),
             signatures: Vec::new(),
-            declared_dependencies: BTreeMap::new(),
         };
         let mut defined_at: BTreeMap<Signature, SourceLocation> = BTreeMap::new();
         let mut dependencies_to_check = Vec::new();
@@ -84,16 +81,13 @@ impl Project {
                         .map(|(_, test)| test.clone())
                         .collect(),
                     source_path: file.sql_path.clone(),
+                    depends_on: sidecar
+                        .depends_on
+                        .iter()
+                        .map(|(name, _)| name.clone())
+                        .collect(),
                 });
             }
-            project.declared_dependencies.insert(
-                file.sql_path.clone(),
-                sidecar
-                    .depends_on
-                    .iter()
-                    .map(|(name, _)| name.clone())
-                    .collect(),
-            );
             dependencies_to_check.extend(sidecar.depends_on);
         }
         // Checked once every file is loaded: a dependency may be defined in
@@ -147,10 +141,8 @@ impl Project {
     /// as written; each resolves with [`Project::select`]. Shared by all
     /// routines of one file.
     #[allow(dead_code)]
-    pub fn declared_dependencies(&self, routine: &Routine) -> &[String] {
-        self.declared_dependencies
-            .get(&routine.source_path)
-            .map_or(&[], Vec::as_slice)
+    pub fn declared_dependencies<'a>(&self, routine: &'a Routine) -> &'a [String] {
+        &routine.depends_on
     }
 
     /// "did you mean …" with the closest names, or a few known names.

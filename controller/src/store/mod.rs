@@ -6,6 +6,7 @@
 
 mod audit;
 mod migrations;
+mod operations;
 
 pub use audit::{verify_chain, AuditEntry};
 
@@ -54,6 +55,8 @@ pub mod state {
     pub const FAILED: &str = "failed";
     /// The agent vanished mid-job; its ledger decides once it reports.
     pub const UNKNOWN: &str = "unknown";
+    /// Every change it made was undone by `pgrollout rollback`.
+    pub const ROLLED_BACK: &str = "rolled_back";
 }
 
 impl Store {

@@ -3,6 +3,8 @@
 //! SQL always yields the same plan, and the controller can recompute the id
 //! of whatever a client sends (DESIGN §3).
 
+pub mod order;
+
 use pgrollout_shared::proto;
 use pgrollout_shared::routine::Routine;
 use prost::Message;
@@ -32,6 +34,61 @@ pub fn plan_id(routines: &[proto::Routine]) -> String {
         hasher.update(&bytes);
     }
     hex::encode(hasher.finalize())
+}
+
+/// Routines in deploy order, with the dependencies between them as
+/// `(dependent, dependency)` indices into the returned order, and why each
+/// exists. The same content always gives the same order, whatever order the
+/// routines came in.
+pub struct DeployOrder {
+    pub routines: Vec<Routine>,
+    pub dependencies: Vec<(usize, usize)>,
+    /// For display: "dependent needs dependency (reason)".
+    pub reasons: Vec<(usize, usize, self::order::DependencyReason)>,
+    /// Declared dependencies that name no routine of this plan (they may
+    /// already exist in the database).
+    pub unresolved: Vec<(String, String)>,
+    /// Routines whose bodies could not be read for calls, and why.
+    pub not_analysed: Vec<(String, String)>,
+}
+
+pub fn deploy_order(routines: Vec<Routine>) -> Result<DeployOrder, self::order::OrderError> {
+    let declared: Vec<Vec<String>> = routines.iter().map(|r| r.depends_on.clone()).collect();
+    let order = self::order::order_routines(&routines, &declared)?;
+    let mut position = vec![0; routines.len()];
+    for (new, &old) in order.order.iter().enumerate() {
+        position[old] = new;
+    }
+    let mut dependencies: Vec<(usize, usize)> = order
+        .dependencies
+        .iter()
+        .map(|d| (position[d.from], position[d.to]))
+        .collect();
+    dependencies.sort_unstable();
+    dependencies.dedup();
+    let reasons = order
+        .dependencies
+        .iter()
+        .map(|d| (position[d.from], position[d.to], d.reason))
+        .collect();
+    let unresolved = order
+        .unresolved_declared
+        .iter()
+        .map(|(index, name)| (routines[*index].identity.to_string(), name.clone()))
+        .collect();
+    let not_analysed = order
+        .not_analysed
+        .iter()
+        .map(|(index, why)| (routines[*index].identity.to_string(), why.clone()))
+        .collect();
+    let ordered = order.order.iter().map(|&i| routines[i].clone()).collect();
+    Ok(DeployOrder {
+        routines: ordered,
+        dependencies,
+        reasons,
+        unresolved,
+        not_analysed,
+    })
 }
 
 /// The project's git commit (with `+dirty` when procedures/ has local
@@ -77,6 +134,7 @@ mod tests {
             grants: vec![],
             smoke_tests: vec![],
             source_path: format!("procedures/{name}.sql"),
+            depends_on: vec![],
         }
     }
 

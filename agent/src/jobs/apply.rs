@@ -1,0 +1,250 @@
+//! The pieces of a deploy that run inside the caller's transaction, for one
+//! routine or a whole batch: back up, create, grant, record in the ledger.
+//! Every piece costs a fixed number of round trips however many routines it
+//! handles, except `create_routines` (one statement per routine).
+
+use std::time::Instant;
+
+use pgrollout_shared::proto::{AppliedRoutine, SmokeReport};
+use pgrollout_shared::routine::Routine;
+use tokio_postgres::error::SqlState;
+
+use super::deploy::error_chain;
+use super::{JobContext, JobFailure};
+use crate::backup::{self, BackupHeader, WrittenBackup};
+use crate::sql::{self, describe_error, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
+
+/// The signatures `to_regprocedure` resolves for these routines.
+pub fn signatures(routines: &[Routine]) -> Vec<String> {
+    routines
+        .iter()
+        .map(|r| r.identity.regprocedure_input())
+        .collect()
+}
+
+/// Every routine's current state, in one catalog query.
+pub async fn snapshot(
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<Vec<RoutineSnapshot>, JobFailure> {
+    sql::snapshot_routines(&conn.client, &signatures(routines))
+        .await
+        .map_err(|e| {
+            JobFailure::deploy(format!(
+                "cannot read the current definitions: {}",
+                describe_error(&e, None)
+            ))
+        })
+}
+
+/// Snapshots the routines and writes the verified backup file, before
+/// anything changes.
+pub async fn take_backup(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<(Vec<RoutineSnapshot>, WrittenBackup), JobFailure> {
+    let snapshots = snapshot(conn, routines).await?;
+    let header = BackupHeader {
+        job_id: ctx.job.id.clone(),
+        attempt: ctx.job.attempt,
+        rollout_id: ctx.job.rollout_id.clone(),
+        plan_id: ctx.job.plan_id.clone(),
+        target: ctx.target.name.clone(),
+        label: ctx.job.label.clone(),
+        taken_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    };
+    let dir = ctx.config.backup_dir.clone();
+    let to_write = snapshots.clone();
+    let written =
+        tokio::task::spawn_blocking(move || backup::write_backup(&dir, &header, &to_write))
+            .await
+            .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
+            .map_err(|e| {
+                JobFailure::deploy(format!(
+                    "backup failed, nothing was changed: {}",
+                    error_chain(&e)
+                ))
+            })?;
+    Ok((snapshots, written))
+}
+
+/// Runs each CREATE in order, reporting progress as `done_before + i` of
+/// `total`. On failure: the index (within `routines`) of the routine that
+/// failed, and why.
+pub async fn create_routines(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+    routines: &[Routine],
+    done_before: usize,
+    total: usize,
+) -> Result<(), (usize, JobFailure)> {
+    for (index, routine) in routines.iter().enumerate() {
+        // The extended protocol accepts exactly one statement: a CREATE that
+        // smuggles a second statement after a semicolon is refused here.
+        if let Err(error) = conn.client.execute_typed(&routine.create_sql, &[]).await {
+            let detail = describe_error(&error, Some(&routine.create_sql));
+            let advice = match error.code() {
+                Some(code) if *code == SqlState::INVALID_FUNCTION_DEFINITION => {
+                    " — a changed return type, OUT parameters or argument names need DROP + CREATE, which pgrollout \
+                     does not do implicitly; give the new version a new signature or drop the old one in a reviewed migration"
+                }
+                _ => "",
+            };
+            let failure = JobFailure::deploy(format!(
+                "applying {} from {} failed: {detail}{advice}",
+                routine.identity, routine.source_path
+            ));
+            return Err((index, failure));
+        }
+        ctx.progress("apply", done_before + index + 1, total);
+    }
+    Ok(())
+}
+
+/// Fails unless every routine now exists; returns the fresh snapshots.
+pub async fn verify_created(
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<Vec<RoutineSnapshot>, JobFailure> {
+    let created = snapshot(conn, routines).await?;
+    if let Some((routine, _)) = routines
+        .iter()
+        .zip(&created)
+        .find(|(_, s)| s.identity.is_none())
+    {
+        return Err(not_created(routine));
+    }
+    Ok(created)
+}
+
+fn not_created(routine: &Routine) -> JobFailure {
+    JobFailure::deploy(format!(
+        "the statement in {} did not create {} (check its schema and argument types)",
+        routine.source_path, routine.identity
+    ))
+}
+
+/// Applies every declared grant in one round trip. The routine is named by
+/// PostgreSQL's own `regprocedure` text and the grantee by the quoting
+/// helper: nothing from the plan is pasted raw.
+pub async fn grant(
+    conn: &TargetConnection,
+    routines: &[Routine],
+    created: &[RoutineSnapshot],
+) -> Result<usize, JobFailure> {
+    let mut statements = String::new();
+    let mut count = 0;
+    for (routine, snapshot) in routines.iter().zip(created) {
+        let Some(identity) = &snapshot.identity else {
+            return Err(not_created(routine));
+        };
+        for grant in &routine.grants {
+            statements.push_str(&format!(
+                "GRANT {} ON ROUTINE {identity} TO {};\n",
+                grant.privilege.keyword(),
+                grant.grantee.to_sql()
+            ));
+            count += 1;
+        }
+    }
+    if count > 0 {
+        conn.client.batch_execute(&statements).await.map_err(|e| {
+            JobFailure::deploy(format!("granting failed: {}", describe_error(&e, None)))
+        })?;
+    }
+    Ok(count)
+}
+
+/// Writes one ledger row per routine (one statement), comparing the state
+/// before and after; returns what changed and the ledger ids.
+pub async fn record(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+    routines: &[Routine],
+    previous: &[RoutineSnapshot],
+    written: &WrittenBackup,
+) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
+    let ledger_error = |e: tokio_postgres::Error| {
+        JobFailure::deploy(format!("ledger write failed: {}", describe_error(&e, None)))
+    };
+    // After the grants: the ledger records the ACL the routine really has.
+    let new = snapshot(conn, routines).await?;
+    let mut rows = Vec::with_capacity(routines.len());
+    let mut applied = Vec::with_capacity(routines.len());
+    for ((routine, before), after) in routines.iter().zip(previous).zip(&new) {
+        let identity = after
+            .identity
+            .as_deref()
+            .ok_or_else(|| not_created(routine))?;
+        let change = match (&before.definition, &after.definition) {
+            (None, _) => "created",
+            (Some(old), Some(new)) if old == new => "unchanged",
+            _ => "replaced",
+        };
+        applied.push(AppliedRoutine {
+            identity: routine.identity.to_string(),
+            change: change.into(),
+            new_sha256: after.definition_sha256().unwrap_or_default(),
+            previous_sha256: before.definition_sha256().unwrap_or_default(),
+        });
+        rows.push(LedgerRow {
+            identity,
+            change,
+            previous: before,
+            new: after,
+        });
+    }
+    sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
+        .await
+        .map_err(ledger_error)?;
+    let backup_path = written.path.display().to_string();
+    let job = LedgerJob {
+        job_id: &ctx.job.id,
+        attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),
+        rollout_id: &ctx.job.rollout_id,
+        plan_id: &ctx.job.plan_id,
+        action: "deploy",
+        actor: &ctx.job.actor,
+        trace_id: &ctx.job.trace.trace_id,
+        commit_sha: &ctx.job.commit_sha,
+        backup_path: &backup_path,
+        backup_sha256: &written.sha256,
+    };
+    let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
+        .await
+        .map_err(ledger_error)?;
+    Ok((applied, ids))
+}
+
+/// One line for a smoke step: how many passed, and what failed.
+pub fn smoke_summary(reports: &[SmokeReport]) -> String {
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| {
+            let why: Vec<&str> = r
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.detail.as_str())
+                .collect();
+            format!("{} / {}: {}", r.routine, r.test, why.join("; "))
+        })
+        .collect();
+    if failed.is_empty() {
+        format!("{} smoke test(s) passed", reports.len())
+    } else {
+        format!(
+            "{} of {} smoke test(s) failed: {}",
+            failed.len(),
+            reports.len(),
+            failed.join(" | ")
+        )
+    }
+}
+
+/// Milliseconds since `started`, for outcomes.
+pub fn elapsed_ms(started: Instant) -> u64 {
+    super::millis(started.elapsed())
+}

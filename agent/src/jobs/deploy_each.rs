@@ -1,0 +1,195 @@
+//! `--continue-on-error` batches: every routine in its own transaction, in
+//! dependency order. A routine that fails is rolled back alone and reported;
+//! the routines that depend on it are skipped with the reason; the rest are
+//! deployed. One backup file covers the whole batch, written before anything
+//! changes.
+
+use std::time::Instant;
+
+use pgrollout_shared::job::BatchOptions;
+use pgrollout_shared::proto::{
+    AppliedRoutine, JobResult, Outcome, RoutineOutcome, SmokeReport, StepStatus,
+};
+use pgrollout_shared::routine::Routine;
+
+use super::apply;
+use super::deploy::{simple, smoke_step, verify_after_commit, Failed};
+use super::{JobContext, JobFailure};
+use crate::backup::WrittenBackup;
+use crate::sql::{self, describe_error, RoutineSnapshot, TargetConnection};
+
+pub async fn run(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    routines: &[Routine],
+    batch: &BatchOptions,
+) -> Result<JobResult, Failed> {
+    let (previous, written) = ctx
+        .step(
+            "backup",
+            apply::take_backup(ctx, conn, routines),
+            |(_, written)| {
+                format!(
+                    "{} (sha256 {}) verified",
+                    written.path.display(),
+                    written.sha256
+                )
+            },
+        )
+        .await?;
+    // Created once up front, so each routine's transaction only inserts.
+    sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
+        .await
+        .map_err(|e| {
+            JobFailure::deploy(format!(
+                "cannot create the ledger: {}",
+                describe_error(&e, None)
+            ))
+        })?;
+
+    let total = routines.len();
+    let mut outcomes: Vec<RoutineOutcome> = routines
+        .iter()
+        .map(|r| RoutineOutcome {
+            identity: r.identity.to_string(),
+            status: "not-run".into(),
+            ..Default::default()
+        })
+        .collect();
+    let mut blocked = vec![false; total];
+    let mut worst = Outcome::Succeeded;
+    let (mut applied, mut ledger_ids, mut smoke) = (Vec::new(), Vec::new(), Vec::new());
+    ctx.event("apply", StepStatus::Started, "", 0, Vec::new());
+    let step_started = Instant::now();
+    for index in 0..total {
+        let started = Instant::now();
+        let blockers: Vec<usize> = batch
+            .dependencies
+            .iter()
+            .filter(|(dependent, dependency)| *dependent == index && blocked[*dependency])
+            .map(|(_, dependency)| *dependency)
+            .collect();
+        if let Some(&first) = blockers.first() {
+            blocked[index] = true;
+            outcomes[index].status = "skipped".into();
+            outcomes[index].error = format!(
+                "depends on {}, which {}",
+                routines[first].identity,
+                if outcomes[first].status == "failed" {
+                    "failed"
+                } else {
+                    "was skipped"
+                }
+            );
+        } else {
+            let one = std::slice::from_ref(&routines[index]);
+            match deploy_one(ctx, conn, one, &previous[index..=index], &written).await {
+                Ok((mut done, ids, reports)) => {
+                    outcomes[index].status =
+                        if done.first().is_some_and(|a| a.change == "unchanged") {
+                            "unchanged"
+                        } else {
+                            "deployed"
+                        }
+                        .into();
+                    applied.append(&mut done);
+                    ledger_ids.extend(ids);
+                    smoke.extend(reports);
+                }
+                Err((failure, reports)) => {
+                    let _ = conn.client.batch_execute("ROLLBACK").await;
+                    blocked[index] = true;
+                    outcomes[index].status = "failed".into();
+                    outcomes[index].error = failure.message;
+                    smoke.extend(reports);
+                    worst = worse(worst, failure.outcome);
+                }
+            }
+        }
+        outcomes[index].duration_ms = apply::elapsed_ms(started);
+        ctx.progress("apply", index + 1, total);
+    }
+    let count = |status: &str| outcomes.iter().filter(|o| o.status == status).count();
+    let summary = format!(
+        "{} deployed, {} unchanged, {} failed, {} skipped of {total}",
+        count("deployed"),
+        count("unchanged"),
+        count("failed"),
+        count("skipped")
+    );
+    let status = if worst == Outcome::Succeeded {
+        StepStatus::Succeeded
+    } else {
+        StepStatus::Failed
+    };
+    ctx.event(
+        "apply",
+        status,
+        &summary,
+        apply::elapsed_ms(step_started),
+        Vec::new(),
+    );
+
+    let deployed: Vec<Routine> = routines
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| o.status == "deployed" || o.status == "unchanged")
+        .map(|(r, _)| r.clone())
+        .collect();
+    let result = JobResult {
+        outcome: worst as i32,
+        message: summary,
+        backup_path: written.path.display().to_string(),
+        backup_sha256: written.sha256.clone(),
+        ledger_ids,
+        applied,
+        routines: outcomes,
+        smoke,
+        ..Default::default()
+    };
+    Ok(verify_after_commit(ctx, conn, &deployed, &written, result).await)
+}
+
+/// One routine in its own transaction. On `Err` the caller rolls back.
+async fn deploy_one(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    routine: &[Routine],
+    previous: &[RoutineSnapshot],
+    written: &WrittenBackup,
+) -> Result<(Vec<AppliedRoutine>, Vec<i64>, Vec<SmokeReport>), (JobFailure, Vec<SmokeReport>)> {
+    let plain = |failure: JobFailure| (failure, Vec::new());
+    simple(conn, "BEGIN").await.map_err(plain)?;
+    apply::create_routines(ctx, conn, routine, 0, 0)
+        .await
+        .map_err(|(_, failure)| plain(failure))?;
+    let created = apply::verify_created(conn, routine).await.map_err(plain)?;
+    apply::grant(conn, routine, &created).await.map_err(plain)?;
+    let (applied, ids) = apply::record(ctx, conn, routine, previous, written)
+        .await
+        .map_err(plain)?;
+    let reports = smoke_step(ctx, conn, routine, "smoke", "in-transaction")
+        .await
+        .map_err(plain)?;
+    if !reports.iter().all(|r| r.passed) {
+        let failure = JobFailure {
+            outcome: Outcome::SmokeFailed,
+            message: format!("smoke test failed: {}", apply::smoke_summary(&reports)),
+        };
+        return Err((failure, reports));
+    }
+    simple(conn, "COMMIT")
+        .await
+        .map_err(|failure| (failure, reports.clone()))?;
+    Ok((applied, ids, reports))
+}
+
+/// The worse of two outcomes: the one with the higher exit code.
+fn worse(a: Outcome, b: Outcome) -> Outcome {
+    let code = |o: Outcome| pgrollout_shared::exit_code::ExitCode::from_outcome(o).code();
+    if code(b) > code(a) {
+        b
+    } else {
+        a
+    }
+}

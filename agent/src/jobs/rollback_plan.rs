@@ -1,0 +1,240 @@
+//! Deciding what a rollback restores, from the target's ledger alone: for
+//! each routine, the change to undo (or the named version to return to).
+//! Anything that makes the request unsafe or meaningless — a disabled
+//! routine, a routine changed again after the rollout being undone, a ledger
+//! id about another procedure — is refused here, before anything changes.
+
+use pgrollout_shared::operations::{RollbackScope, RollbackSpec, RollbackTarget};
+
+use super::session::refused;
+use super::versions::{by_identity, version_state, VersionState};
+use super::JobFailure;
+use crate::sql::{LedgerRecord, RoutineSnapshot};
+
+/// One routine's part in a rollback.
+#[derive(Debug)]
+pub struct Planned<'a> {
+    /// `regprocedure` text, as the ledger records it.
+    pub identity: &'a str,
+    pub goal: Goal<'a>,
+    /// The change the ledger says is live now (drift is measured against it).
+    pub live: Option<&'a LedgerRecord>,
+    /// Every row of this routine, oldest first.
+    pub rows: Vec<&'a LedgerRecord>,
+}
+
+/// What a routine goes back to.
+#[derive(Clone, Copy, Debug)]
+pub enum Goal<'a> {
+    /// A plain rollback: the state before this change.
+    Undo(&'a LedgerRecord),
+    /// A rollback to a named version: the state this row put in place.
+    To(&'a LedgerRecord),
+}
+
+impl<'a> Planned<'a> {
+    /// The change this rollback reverses (none when going to a named version).
+    pub fn undoes(&self) -> Option<&'a LedgerRecord> {
+        match self.goal {
+            Goal::Undo(row) => Some(row),
+            Goal::To(_) => None,
+        }
+    }
+
+    /// The ledger row that defines the wanted state.
+    pub fn ledger_row(&self) -> &'a LedgerRecord {
+        match self.goal {
+            Goal::Undo(row) | Goal::To(row) => row,
+        }
+    }
+
+    fn to(&self) -> Option<&'a LedgerRecord> {
+        match self.goal {
+            Goal::To(row) => Some(row),
+            Goal::Undo(_) => None,
+        }
+    }
+
+    /// The wanted state as the ledger records it.
+    pub fn wanted(&self) -> &'a RoutineSnapshot {
+        match self.goal {
+            Goal::Undo(row) => &row.previous,
+            Goal::To(row) => &row.new,
+        }
+    }
+
+    /// SHA-256 of the wanted definition; `None`: the routine is to be absent.
+    pub fn wanted_sha256(&self) -> Option<&'a str> {
+        match self.goal {
+            Goal::Undo(row) => row.previous_sha256.as_deref(),
+            Goal::To(row) => row.new_sha256.as_deref(),
+        }
+    }
+
+    /// The ledger row whose backup file holds the wanted version: the change
+    /// being undone, or the first later change that replaced the named one.
+    pub fn backup_row(&self) -> Option<&'a LedgerRecord> {
+        if let Some(undone) = self.undoes() {
+            return Some(undone);
+        }
+        let to = self.to()?;
+        self.rows.iter().copied().find(|row| {
+            row.id > to.id && row.backup_path.is_some() && row.previous_sha256 == to.new_sha256
+        })
+    }
+
+    /// Plan and commit that produced the wanted version, when the ledger
+    /// knows: the named row, or the latest earlier change that left it.
+    pub fn wanted_origin(&self) -> (String, Option<String>) {
+        if let Some(to) = self.to() {
+            return (to.plan_id.clone(), to.commit_sha.clone());
+        }
+        let wanted = self.wanted_sha256();
+        let undone = self.undoes();
+        self.rows
+            .iter()
+            .rev()
+            .filter(|row| undone.is_none_or(|undone| row.id < undone.id))
+            .find(|row| wanted.is_some() && row.new_sha256.as_deref() == wanted)
+            .map(|row| (row.plan_id.clone(), row.commit_sha.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// The routines to restore, in the order to restore them, and notes about
+/// routines left alone.
+pub fn plan<'a>(
+    rows: &'a [LedgerRecord],
+    spec: &RollbackSpec,
+    label: &str,
+    target: &str,
+) -> Result<(Vec<Planned<'a>>, Vec<String>), JobFailure> {
+    if rows.is_empty() {
+        return Err(refused(match &spec.scope {
+            RollbackScope::Routines(_) => format!(
+                "the ledger of target {target} has no rows for {label}: pgrollout never changed it there, so there \
+                 is nothing to roll back"
+            ),
+            RollbackScope::Rollout(id) => {
+                format!("the ledger of target {target} has no rows of rollout {id}")
+            }
+        }));
+    }
+    let groups = by_identity(rows);
+    let mut notes = Vec::new();
+    let mut planned = Vec::new();
+    for (identity, group) in &groups {
+        let state = version_state(group);
+        let entry = match (&spec.scope, &spec.target) {
+            (RollbackScope::Rollout(rollout), _) => {
+                undo_rollout_row(identity, group, &state, rollout, &mut notes)?
+            }
+            (_, RollbackTarget::Previous) => match state.latest() {
+                Some(latest) => Some(Goal::Undo(latest)),
+                None => {
+                    notes.push(format!("{identity}: no change left to roll back"));
+                    None
+                }
+            },
+            (_, RollbackTarget::LedgerId(id)) => group
+                .iter()
+                .find(|row| row.id == *id)
+                .map(|row| named_version(row).map(Goal::To))
+                .transpose()?,
+            (_, RollbackTarget::PlanId(plan)) => group
+                .iter()
+                .rev()
+                .find(|row| row.action == "deploy" && row.plan_id.starts_with(plan.as_str()))
+                .map(|row| Goal::To(row)),
+        };
+        let Some(goal) = entry else { continue };
+        if let Some(disable) = state.disabled {
+            return Err(refused(format!(
+                "{identity} is disabled (ledger #{}, {}); run `pgrollout enable` first, then roll back",
+                disable.id, disable.change
+            )));
+        }
+        planned.push(Planned {
+            identity,
+            goal,
+            live: state.latest(),
+            rows: group.clone(),
+        });
+    }
+    if planned.is_empty() {
+        return Err(refused(nothing_message(spec, label, target, &notes)));
+    }
+    if let RollbackScope::Rollout(_) = spec.scope {
+        // Reverse deploy order: dependants are undone before what they need.
+        planned.sort_by_key(|p| std::cmp::Reverse(p.undoes().map(|row| row.id)));
+    }
+    Ok((planned, notes))
+}
+
+fn named_version(row: &LedgerRecord) -> Result<&LedgerRecord, JobFailure> {
+    match row.action.as_str() {
+        "deploy" | "rollback" | "auto-rollback" => Ok(row),
+        other => Err(refused(format!(
+            "ledger #{} records a {other}, not a version; use `pgrollout enable` to undo a disable",
+            row.id
+        ))),
+    }
+}
+
+/// The row of `rollout` to undo for one routine; refuses when a later change
+/// sits on top of it.
+fn undo_rollout_row<'a>(
+    identity: &str,
+    group: &[&'a LedgerRecord],
+    state: &VersionState<'a>,
+    rollout: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<Goal<'a>>, JobFailure> {
+    let Some(row) = group
+        .iter()
+        .rev()
+        .find(|row| row.rollout_id == rollout && row.action == "deploy" && !row.is_no_op())
+    else {
+        notes.push(format!("{identity}: rollout {rollout} did not change it"));
+        return Ok(None);
+    };
+    if !state.in_force.iter().any(|r| r.id == row.id) {
+        notes.push(format!(
+            "{identity}: already rolled back (ledger #{})",
+            row.id
+        ));
+        return Ok(None);
+    }
+    match state.latest() {
+        Some(latest) if latest.id != row.id => Err(refused(format!(
+            "{identity} was changed after rollout {rollout}, by ledger #{} ({} of rollout {}); roll that back first",
+            latest.id, latest.action, latest.rollout_id
+        ))),
+        _ => Ok(Some(Goal::Undo(row))),
+    }
+}
+
+fn nothing_message(spec: &RollbackSpec, label: &str, target: &str, notes: &[String]) -> String {
+    let why = if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", notes.join("; "))
+    };
+    match (&spec.scope, &spec.target) {
+        (RollbackScope::Rollout(id), _) => {
+            format!("rollout {id} has nothing left to roll back in target {target}{why}")
+        }
+        (_, RollbackTarget::Previous) => format!(
+            "nothing to roll back for {label} in target {target}: every change the ledger records is already \
+             undone{why}"
+        ),
+        (_, RollbackTarget::LedgerId(id)) => format!(
+            "ledger row #{id} of target {target} does not exist or is not about {label}; `pgrollout history {label} \
+             <environment>` lists its rows"
+        ),
+        (_, RollbackTarget::PlanId(plan)) => format!(
+            "plan {plan} never deployed {label} to target {target}; `pgrollout history {label} <environment>` lists \
+             the plans it did"
+        ),
+    }
+}

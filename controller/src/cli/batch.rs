@@ -1,0 +1,325 @@
+//! `pgrollout batch <env> <list-file>`: deploy many procedures as one plan,
+//! in dependency order — all or nothing by default, or each routine on its
+//! own with `--continue-on-error` (SEED.md "deploy-batch.sh").
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::proto::{JobEvent, JobResult, Outcome, RolloutStarted, StepStatus};
+use pgrollout_shared::routine::Routine;
+
+use super::connect::OperatorTls;
+use super::follow::{submit_and_follow, Followed, Submission, Update};
+use super::report;
+use crate::plan::{build_plan, commit_of, deploy_order, DeployOrder};
+use crate::project::Project;
+
+#[derive(clap::Args)]
+pub struct BatchArgs {
+    /// Environment from the controller's config, e.g. dev, qa, prod.
+    environment: String,
+    /// One procedure name per line; `#` starts a comment; blank lines are ignored.
+    list_file: PathBuf,
+    /// Each routine in its own transaction; failures (and what depends on them) are skipped.
+    #[arg(long)]
+    continue_on_error: bool,
+    /// Validate and print the deploy order, then stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// text (default: a progress bar on a terminal, plain lines otherwise) or json (one object per line).
+    #[arg(long, default_value = "text")]
+    output: Output,
+    /// The procedure project: a directory with procedures/*.sql.
+    #[arg(long, env = "PGROLLOUT_PROJECT", default_value = ".")]
+    project: PathBuf,
+    /// How long the controller may wait for an agent of the zone to connect.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    agent_wait: Duration,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode {
+    let started = Instant::now();
+    let (names, routines) = match validate(&args) {
+        Ok(valid) => valid,
+        Err(problems) => {
+            eprintln!(
+                "pgrollout: the batch was not started; {} problem(s):",
+                problems.len()
+            );
+            for problem in &problems {
+                eprintln!("  - {problem}");
+            }
+            return ExitCode::ValidationFailed;
+        }
+    };
+    let order = match deploy_order(routines) {
+        Ok(order) => order,
+        Err(error) => {
+            eprintln!("pgrollout: the batch was not started: {error}");
+            return ExitCode::ValidationFailed;
+        }
+    };
+    let label = args
+        .list_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "batch".into());
+    let plan = build_plan(order.routines.clone(), &label, &commit_of(&args.project));
+    let mode = if args.continue_on_error {
+        "continue-on-error"
+    } else {
+        "all-or-nothing"
+    };
+    let json = args.output == Output::Json;
+    if !json {
+        println!(
+            "pgrollout: batch {label} to {} — {} routine(s) from {names} name(s), plan {}, {mode}",
+            args.environment,
+            order.routines.len(),
+            &plan.plan_id[..12]
+        );
+        print!("{}", describe_order(&order));
+    }
+    if args.dry_run {
+        if json {
+            println!("{}", order_json(&order));
+        }
+        return ExitCode::Success;
+    }
+
+    let submission = Submission {
+        address,
+        tls,
+        environment: &args.environment,
+        plan,
+        smoke_only: false,
+        continue_on_error: args.continue_on_error,
+        agent_wait: args.agent_wait,
+    };
+    let mut progress = Progress::new(json, std::io::stdout().is_terminal());
+    let followed = submit_and_follow(submission, |update| progress.show(update)).await;
+    progress.finish();
+    let Followed { rollout, result } = match followed {
+        Ok(followed) => followed,
+        Err((code, message)) => {
+            eprintln!("pgrollout: {message}");
+            return code;
+        }
+    };
+    let code =
+        ExitCode::from_outcome(Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified));
+    if json {
+        println!("{}", summary_json(rollout.as_ref(), &result, code));
+    } else {
+        print!(
+            "{}",
+            report::smoke_blocks(
+                &result
+                    .smoke
+                    .iter()
+                    .filter(|r| !r.passed)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+                &args.environment
+            )
+        );
+        print!(
+            "{}",
+            report::batch_report(
+                &label,
+                &args.environment,
+                mode,
+                rollout.as_ref(),
+                &result,
+                code,
+                started.elapsed()
+            )
+        );
+    }
+    if code != ExitCode::Success {
+        eprintln!("pgrollout: {}", result.message);
+    }
+    code
+}
+
+/// Reads the list and resolves every name; returns every problem at once.
+fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
+    let list = read_list(&args.list_file).map_err(|e| vec![e])?;
+    let project =
+        Project::load(&args.project).map_err(|e| vec![super::connect::error_chain(&e)])?;
+    let list_name = args.list_file.display();
+    let mut problems = Vec::new();
+    let mut routines: Vec<Routine> = Vec::new();
+    for (line, name) in &list {
+        match project.select(name) {
+            Ok(selected) => {
+                for routine in selected {
+                    if !routines.iter().any(|r| r.identity == routine.identity) {
+                        routines.push(routine);
+                    }
+                }
+            }
+            Err(error) => problems.push(format!("{list_name}:{line}: {error}")),
+        }
+    }
+    if list.is_empty() {
+        problems.push(format!("{list_name} names no procedure"));
+    }
+    if problems.is_empty() {
+        Ok((list.len(), routines))
+    } else {
+        Err(problems)
+    }
+}
+
+/// `(line number, name)` for every name in the list file.
+fn read_list(path: &Path) -> Result<Vec<(usize, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the list {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let name = line.split('#').next().unwrap_or_default().trim();
+            (!name.is_empty()).then(|| (index + 1, name.to_owned()))
+        })
+        .collect())
+}
+
+fn describe_order(order: &DeployOrder) -> String {
+    let mut text = String::from("deploy order:\n");
+    for (index, routine) in order.routines.iter().enumerate() {
+        let after: Vec<String> = order
+            .reasons
+            .iter()
+            .filter(|(dependent, _, _)| *dependent == index)
+            .map(|(_, dependency, reason)| {
+                format!("{} ({})", order.routines[*dependency].identity, reason)
+            })
+            .collect();
+        text.push_str(&format!("  {:>4}. {}", index + 1, routine.identity));
+        if !after.is_empty() {
+            text.push_str(&format!("  after {}", after.join(", ")));
+        }
+        text.push('\n');
+    }
+    for (routine, why) in &order.not_analysed {
+        text.push_str(&format!("  note: the calls in {routine} were not analysed ({why}); declare its dependencies in its sidecar\n"));
+    }
+    for (routine, name) in &order.unresolved {
+        text.push_str(&format!("  note: {routine} declares a dependency on {name}, which is not in this batch (it must already exist)\n"));
+    }
+    text
+}
+
+fn order_json(order: &DeployOrder) -> serde_json::Value {
+    serde_json::json!({
+        "order": order.routines.iter().map(|r| r.identity.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn summary_json(
+    rollout: Option<&RolloutStarted>,
+    result: &JobResult,
+    code: ExitCode,
+) -> serde_json::Value {
+    serde_json::json!({
+        "type": "summary",
+        "rollout": rollout.map(|r| r.rollout_id.clone()),
+        "trace_id": rollout.map(|r| r.trace_id.clone()),
+        "exit_code": code.code(),
+        "message": result.message,
+        "backup": result.backup_path,
+        "backup_sha256": result.backup_sha256,
+        "routines": result.routines.iter().map(|o| serde_json::json!({
+            "identity": o.identity, "status": o.status, "duration_ms": o.duration_ms, "error": o.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Live progress: a bar redrawn in place on a terminal, plain lines
+/// otherwise, JSON objects with `--output json`.
+struct Progress {
+    json: bool,
+    terminal: bool,
+    bar_drawn: bool,
+}
+
+impl Progress {
+    fn new(json: bool, terminal: bool) -> Self {
+        Progress {
+            json,
+            terminal,
+            bar_drawn: false,
+        }
+    }
+
+    fn show(&mut self, update: Update<'_>) {
+        match update {
+            Update::Started(started) if self.json => println!(
+                "{}",
+                serde_json::json!({"type": "started", "rollout": started.rollout_id, "agent": started.agent_name, "trace_id": started.trace_id})
+            ),
+            Update::Started(started) => println!(
+                "rollout {} on agent {} (zone {}), trace {}",
+                started.rollout_id, started.agent_name, started.zone, started.trace_id
+            ),
+            Update::Event(event) => self.event(event),
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn event(&mut self, event: &JobEvent) {
+        let is_progress = event.total > 0;
+        if self.json {
+            let status = StepStatus::try_from(event.status)
+                .map(|s| s.as_str_name())
+                .unwrap_or("?");
+            println!(
+                "{}",
+                serde_json::json!({"type": if is_progress { "progress" } else { "step" }, "step": event.step, "status": status,
+                    "done": event.done, "total": event.total, "duration_ms": event.duration_ms, "message": event.message})
+            );
+            return;
+        }
+        if is_progress {
+            if self.terminal {
+                let width = 30;
+                let filled = (event.done as usize * width) / event.total.max(1) as usize;
+                print!(
+                    "\r  [{}{}] {}/{} {}",
+                    "#".repeat(filled),
+                    ".".repeat(width - filled),
+                    event.done,
+                    event.total,
+                    event.step
+                );
+                self.bar_drawn = true;
+            } else {
+                println!("  {} {}/{}", event.step, event.done, event.total);
+            }
+            return;
+        }
+        if let Some(line) = report::step_line(event) {
+            if self.bar_drawn {
+                println!();
+                self.bar_drawn = false;
+            }
+            println!("{line}");
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.bar_drawn {
+            println!();
+        }
+    }
+}

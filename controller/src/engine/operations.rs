@@ -1,0 +1,207 @@
+//! Rollouts that carry no plan of their own: rollback, disable, enable and
+//! history. They go through the same path as a deploy (`rollout::start`:
+//! agent of the zone, store, audit `<kind>.started`, offer, relay), with an
+//! *operation record* in the plan's place — no routines, an id derived from
+//! the request — because every rollout row points at a plan.
+//!
+//! Around that path: an emergency rollback gets its own audit entry with the
+//! operator's reason, and a successful rollback marks the rollouts it undid
+//! completely as `rolled_back`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgrollout_shared::job::JobKind;
+use pgrollout_shared::proto::{
+    rollout_update::Body, JobResult, Outcome, Plan, RolloutStarted, RolloutUpdate,
+};
+use pgrollout_shared::traceparent::TraceParent;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::rollout::{self, RolloutRequest};
+use super::Controller;
+use crate::store::AuditEntry;
+
+/// A validated request for a plan-less rollout.
+pub struct OperationRequest {
+    pub environment: String,
+    /// The operator's `<procedure>`, or the undone rollout's label.
+    pub label: String,
+    pub kind: JobKind,
+    pub actor: String,
+    pub trace: TraceParent,
+    pub agent_wait: Duration,
+    /// What the operator asked, for the operation record's id.
+    pub description: String,
+}
+
+type Updates = mpsc::Receiver<Result<RolloutUpdate, Status>>;
+
+/// Starts the operation; its updates arrive on the returned receiver.
+pub async fn start(
+    controller: Arc<Controller>,
+    request: OperationRequest,
+) -> Result<Updates, Status> {
+    let emergency = match &request.kind {
+        JobKind::Rollback(spec) => spec.emergency.clone(),
+        _ => None,
+    };
+    let is_rollback = matches!(request.kind, JobKind::Rollback(_));
+    let plan = Plan {
+        plan_id: operation_id(request.kind.name(), &request.description),
+        commit_sha: String::new(),
+        label: request.label.clone(),
+        routines: Vec::new(),
+    };
+    let (environment, label, actor) = (
+        request.environment.clone(),
+        request.label.clone(),
+        request.actor.clone(),
+    );
+    let inner = rollout::start(
+        controller.clone(),
+        RolloutRequest {
+            environment: request.environment,
+            plan,
+            kind: request.kind,
+            actor: request.actor,
+            trace: request.trace,
+            agent_wait: request.agent_wait,
+        },
+    )
+    .await?;
+    let (out, receiver) = mpsc::channel(256);
+    let context = Context {
+        controller,
+        environment,
+        label,
+        actor,
+        emergency,
+        is_rollback,
+    };
+    tokio::spawn(forward(context, inner, out));
+    Ok(receiver)
+}
+
+struct Context {
+    controller: Arc<Controller>,
+    environment: String,
+    label: String,
+    actor: String,
+    emergency: Option<String>,
+    is_rollback: bool,
+}
+
+/// Relays every update; acts on the start and the result. Keeps going when
+/// the operator hangs up, so the bookkeeping still happens.
+async fn forward(
+    context: Context,
+    mut inner: Updates,
+    out: mpsc::Sender<Result<RolloutUpdate, Status>>,
+) {
+    while let Some(update) = inner.recv().await {
+        if let Ok(RolloutUpdate { body: Some(body) }) = &update {
+            match body {
+                Body::Started(started) => audit_emergency(&context, started).await,
+                Body::Finished(result) if context.is_rollback => {
+                    mark_undone(&context, result).await
+                }
+                _ => {}
+            }
+        }
+        let _ = out.send(update).await;
+    }
+}
+
+async fn audit_emergency(context: &Context, started: &RolloutStarted) {
+    let Some(reason) = &context.emergency else {
+        return;
+    };
+    context
+        .controller
+        .audit(AuditEntry {
+            actor: context.actor.clone(),
+            action: "rollback.emergency".into(),
+            outcome: "ok".into(),
+            rollout_id: Some(started.rollout_id.clone()),
+            environment: Some(context.environment.clone()),
+            procedure: Some(context.label.clone()),
+            trace_id: Some(started.trace_id.clone()),
+            details: format!(
+                "EMERGENCY rollback, reason: {reason}; smoke tests skipped; no approval asked (approvals are not \
+                 implemented yet); job {}",
+                started.job_id
+            ),
+        })
+        .await;
+}
+
+/// Marks as `rolled_back` each rollout whose every change this rollback
+/// undid, and audits it.
+async fn mark_undone(context: &Context, result: &JobResult) {
+    if result.outcome() != Outcome::Succeeded && result.outcome() != Outcome::SmokeFailed {
+        return;
+    }
+    let mut undone: BTreeMap<&str, usize> = BTreeMap::new();
+    for restored in &result.restored {
+        if !restored.undoes_rollout_id.is_empty() {
+            *undone.entry(&restored.undoes_rollout_id).or_default() += 1;
+        }
+    }
+    if undone.is_empty() {
+        return;
+    }
+    let store = &context.controller.store;
+    let changed = match store.results_in(&context.environment, 2_000).await {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::error!(error = %anyhow::Error::from(error), "reading results to mark rolled-back rollouts failed");
+            return;
+        }
+    };
+    for (rollout_id, count) in undone {
+        let changes: usize = changed
+            .iter()
+            .filter(|stored| stored.rollout_id == rollout_id)
+            .filter_map(|stored| JobResult::decode(stored.result.as_slice()).ok())
+            .map(|r| r.applied.iter().filter(|a| a.change != "unchanged").count())
+            .sum();
+        if count < changes {
+            continue;
+        }
+        match store.mark_rolled_back(rollout_id).await {
+            Ok(true) => {
+                context
+                    .controller
+                    .audit(AuditEntry {
+                        actor: context.actor.clone(),
+                        action: "rollout.rolled_back".into(),
+                        outcome: "ok".into(),
+                        rollout_id: Some(rollout_id.to_owned()),
+                        environment: Some(context.environment.clone()),
+                        procedure: Some(context.label.clone()),
+                        trace_id: None,
+                        details: format!(
+                            "all {changes} change(s) undone by rollback job {}",
+                            result.job_id
+                        ),
+                    })
+                    .await
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(error = %anyhow::Error::from(error), rollout_id, "marking a rollout rolled back failed")
+            }
+        }
+    }
+}
+
+/// `<kind>-<hex>`: an id for the operation record that stands in for a plan.
+fn operation_id(kind: &str, description: &str) -> String {
+    let digest = Sha256::digest(format!("pgrollout-operation-v1\n{kind}\n{description}"));
+    format!("{kind}-{}", &hex::encode(digest)[..32])
+}

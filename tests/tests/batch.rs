@@ -1,0 +1,306 @@
+//! `pgrollout batch`: a list of procedures deployed as one plan in
+//! dependency order — all or nothing, or each on its own with
+//! `--continue-on-error` — with live progress and an exact summary.
+
+use anyhow::Result;
+use pgrollout_tests::tokio_postgres::Client;
+use pgrollout_tests::Stack;
+
+/// SQL-language functions: PostgreSQL validates their bodies at CREATE time,
+/// so each callee must exist before its caller.
+const CHAIN: [(&str, &str); 4] = [
+    ("chain_a", "CREATE OR REPLACE FUNCTION public.chain_a() RETURNS integer LANGUAGE sql AS 'SELECT 1';"),
+    ("chain_b", "CREATE OR REPLACE FUNCTION public.chain_b() RETURNS integer LANGUAGE sql AS 'SELECT public.chain_a() + 1';"),
+    ("chain_c", "CREATE OR REPLACE FUNCTION public.chain_c() RETURNS integer LANGUAGE sql AS 'SELECT public.chain_b() * 10';"),
+    ("chain_d", "CREATE OR REPLACE FUNCTION public.chain_d(n integer) RETURNS integer LANGUAGE sql\nBEGIN ATOMIC\n  SELECT public.chain_c() + public.chain_b() + n;\nEND;"),
+];
+
+fn write_chain(stack: &Stack) -> Result<()> {
+    for (name, sql) in CHAIN {
+        stack.write_procedure(&format!("{name}.sql"), sql)?;
+    }
+    stack.write_procedure(
+        "chain_d.toml",
+        "[[grants]]\nprivilege = \"EXECUTE\"\nto = [\"perseus_app\"]\n[[smoke_tests]]\nname = \"adds up\"\ncall = \"SELECT public.chain_d(1) AS total\"\nexpect_columns = [ { name = \"total\", type = \"integer\" } ]\n",
+    )?;
+    Ok(())
+}
+
+fn write_list(stack: &Stack, name: &str, text: &str) -> Result<String> {
+    let path = stack.dir.path().join(name);
+    std::fs::write(&path, text)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// Every routine in `public` with its definition and ACL, plus the ledger.
+async fn catalog(client: &Client) -> Result<Vec<String>> {
+    let mut rows: Vec<String> = client
+        .query(
+            "SELECT p.oid::regprocedure::text || ' ' || md5(pg_get_functiondef(p.oid)) || ' ' || coalesce(p.proacl::text, '-') \
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ledger: Option<String> = client
+        .query_one("SELECT to_regclass('pgrollout.ledger')::text", &[])
+        .await?
+        .get(0);
+    if ledger.is_some() {
+        let count: i64 = client
+            .query_one("SELECT count(*) FROM pgrollout.ledger", &[])
+            .await?
+            .get(0);
+        rows.push(format!("ledger rows: {count}"));
+    }
+    Ok(rows)
+}
+
+#[tokio::test]
+async fn a_shuffled_list_deploys_in_dependency_order_with_progress_and_an_exact_summary(
+) -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    write_chain(&stack)?;
+    let list = write_list(
+        &stack,
+        "sprint1.txt",
+        "# sprint 1\nchain_d\n\nchain_b   # the middle\nchain_a\nchain_c\n",
+    )?;
+
+    let dry = stack.cli(&["batch", "dev", &list, "--dry-run"]).await?;
+    assert_eq!(dry.code, 0, "{dry}");
+    let order: Vec<&str> = dry
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(order.len(), 4, "{dry}");
+    for (line, name) in
+        order
+            .iter()
+            .zip(["chain_a()", "chain_b()", "chain_c()", "chain_d(integer)"])
+    {
+        assert!(
+            line.contains(&format!("public.{name}")),
+            "{line} should be {name}:\n{dry}"
+        );
+    }
+    let client = stack.zone("dev").pg.connect().await?;
+    let untouched = catalog(&client).await?;
+    assert!(
+        !untouched.iter().any(|r| r.contains("chain_")),
+        "a dry run changes nothing"
+    );
+
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("  apply 4/4\n"),
+        "progress is reported:\n{out}"
+    );
+    let report: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "BATCH DEPLOYMENT REPORT")
+        .collect();
+    assert_eq!(report[2], "Batch: sprint1 (4 routines)");
+    assert_eq!(report[3], "Environment: DEV");
+    assert_eq!(report[4], "Mode: all-or-nothing");
+    for (line, name) in
+        report[5..9]
+            .iter()
+            .zip(["chain_a()", "chain_b()", "chain_c()", "chain_d(integer)"])
+    {
+        assert!(
+            line.contains(&format!("public.{name}")) && line.contains("✅ deployed"),
+            "{line}"
+        );
+    }
+    assert!(report[9].starts_with("Backup: "), "{}", report[9]);
+    assert_eq!(
+        report[10],
+        "Result: 4 deployed, 0 unchanged, 0 failed, 0 skipped, 0 rolled back, 0 not run"
+    );
+    assert_eq!(report[12], "Status: ✅ SUCCESS");
+    let total: i32 = client
+        .query_one("SELECT public.chain_d(1)", &[])
+        .await?
+        .get(0);
+    assert_eq!(total, 20 + 2 + 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_problem_in_the_list_is_reported_before_anything_changes() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    write_chain(&stack)?;
+    let list = write_list(
+        &stack,
+        "bad.txt",
+        "chain_a\nchian_b\nreconcilemupstream\nnosuchthing\n",
+    )?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("2 problem(s)"), "{out}");
+    assert!(
+        out.stderr.contains("bad.txt:2: ") && out.stderr.contains("chian_b"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("bad.txt:4: ") && out.stderr.contains("nosuchthing"),
+        "{out}"
+    );
+    let client = stack.zone("dev").pg.connect().await?;
+    assert!(!catalog(&client)
+        .await?
+        .iter()
+        .any(|r| r.contains("chain_a")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cycle_is_reported_with_its_path() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    stack.write_procedure(
+        "cyc_x.sql",
+        "CREATE FUNCTION public.cyc_x() RETURNS integer LANGUAGE sql AS 'SELECT public.cyc_y()';",
+    )?;
+    stack.write_procedure(
+        "cyc_y.sql",
+        "CREATE FUNCTION public.cyc_y() RETURNS integer LANGUAGE sql AS 'SELECT public.cyc_x()';",
+    )?;
+    let list = write_list(&stack, "cycle.txt", "cyc_y\ncyc_x\n")?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("cycle"), "{out}");
+    assert!(
+        out.stderr.contains("public.cyc_x()") && out.stderr.contains("public.cyc_y()"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_atomic_batch_with_one_broken_routine_leaves_the_database_exactly_as_before(
+) -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    write_chain(&stack)?;
+    // Parses fine, fails at CREATE: its body reads a table that does not exist.
+    stack.write_procedure(
+        "chain_c.sql",
+        "CREATE OR REPLACE FUNCTION public.chain_c() RETURNS integer LANGUAGE sql AS 'SELECT public.chain_b() * count(*)::integer FROM public.no_such_table';",
+    )?;
+    let client = stack.zone("dev").pg.connect().await?;
+    // One routine exists already, so "as before" includes a changed one.
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.chain_a() RETURNS integer LANGUAGE sql AS 'SELECT 0'",
+        )
+        .await?;
+    let before = catalog(&client).await?;
+
+    let list = write_list(&stack, "sprint.txt", "chain_d\nchain_c\nchain_b\nchain_a\n")?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("applying public.chain_c() from procedures/chain_c.sql failed"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("relation \"public.no_such_table\" does not exist"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("(routine 3 of 4); nothing was committed"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(
+            "Result: 0 deployed, 0 unchanged, 1 failed, 0 skipped, 2 rolled back, 1 not run"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        catalog(&client).await?,
+        before,
+        "the catalog is exactly as before"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn continue_on_error_deploys_the_good_skips_the_broken_and_its_dependants() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    write_chain(&stack)?;
+    stack.write_procedure(
+        "chain_c.sql",
+        "CREATE OR REPLACE FUNCTION public.chain_c() RETURNS integer LANGUAGE sql AS 'SELECT public.chain_b() * count(*)::integer FROM public.no_such_table';",
+    )?;
+    stack.write_procedure(
+        "loner.sql",
+        "CREATE FUNCTION public.loner() RETURNS text LANGUAGE sql AS 'SELECT ''ok''';",
+    )?;
+    let list = write_list(
+        &stack,
+        "sprint.txt",
+        "chain_d\nloner\nchain_c\nchain_b\nchain_a\n",
+    )?;
+    let out = stack
+        .cli(&["batch", "dev", &list, "--continue-on-error"])
+        .await?;
+    assert_eq!(out.code, 2, "the worst outcome of the batch: {out}");
+    let report: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "BATCH DEPLOYMENT REPORT")
+        .collect();
+    assert_eq!(report[4], "Mode: continue-on-error");
+    let line_of = |name: &str| {
+        report
+            .iter()
+            .find(|l| l.contains(name))
+            .copied()
+            .unwrap_or_default()
+    };
+    assert!(line_of("public.chain_a()").contains("✅ deployed"), "{out}");
+    assert!(line_of("public.chain_b()").contains("✅ deployed"), "{out}");
+    assert!(line_of("public.loner()").contains("✅ deployed"), "{out}");
+    assert!(line_of("public.chain_c()").contains("❌ failed"), "{out}");
+    assert!(
+        line_of("public.chain_c()").contains("no_such_table"),
+        "{out}"
+    );
+    assert!(
+        line_of("public.chain_d(integer)").contains("➖ skipped"),
+        "{out}"
+    );
+    assert!(
+        line_of("public.chain_d(integer)").contains("depends on public.chain_c(), which failed"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains(
+            "Result: 3 deployed, 0 unchanged, 1 failed, 1 skipped, 0 rolled back, 0 not run"
+        ),
+        "{out}"
+    );
+
+    let client = stack.zone("dev").pg.connect().await?;
+    let live: Vec<String> = catalog(&client)
+        .await?
+        .into_iter()
+        .filter(|r| r.contains("chain_") || r.contains("loner"))
+        .collect();
+    assert_eq!(live.len(), 3, "{live:?}");
+    let ledger: i64 = client
+        .query_one("SELECT count(*) FROM pgrollout.ledger", &[])
+        .await?
+        .get(0);
+    assert_eq!(ledger, 3, "one ledger row per deployed routine");
+    Ok(())
+}
