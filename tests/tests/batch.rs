@@ -290,6 +290,40 @@ async fn continue_on_error_deploys_the_good_skips_the_broken_and_its_dependants(
         "{out}"
     );
 
+    // The controller keeps the summary for `status` and `rollouts`.
+    let rollout = report
+        .iter()
+        .find_map(|l| l.strip_prefix("Rollout: "))
+        .unwrap_or_default();
+    let status = stack.cli(&["status", rollout]).await?;
+    assert_eq!(status.code, 0, "{status}");
+    for expected in [
+        "State: failed",
+        "Procedure: sprint (5 routines)",
+        "Requested By: test-operator",
+        "Finished: ",
+        "❌ failed       public.chain_c()",
+        "➖ skipped      public.chain_d(integer)  depends on public.chain_c(), which failed",
+        "✅ deployed     public.loner()",
+    ] {
+        assert!(
+            status.stdout.contains(expected),
+            "missing {expected:?} in:\n{status}"
+        );
+    }
+    let listed = stack
+        .cli(&["rollouts", "--env", "dev", "--state", "failed"])
+        .await?;
+    assert_eq!(listed.code, 0, "{listed}");
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(rollout) && l.contains("sprint")),
+        "{listed}"
+    );
+    let unknown = stack.cli(&["status", "r-nope"]).await?;
+    assert_eq!(unknown.code, 1, "{unknown}");
     let client = stack.zone("dev").pg.connect().await?;
     let live: Vec<String> = catalog(&client)
         .await?

@@ -125,6 +125,12 @@ pub fn plan<'a>(
     let mut planned = Vec::new();
     for (identity, group) in &groups {
         let state = version_state(group);
+        if let Some(disable) = state.disabled {
+            return Err(refused(format!(
+                "{identity} is disabled (ledger #{}, {}); run `pgrollout enable` first, then roll back",
+                disable.id, disable.change
+            )));
+        }
         let entry = match (&spec.scope, &spec.target) {
             (RollbackScope::Rollout(rollout), _) => {
                 undo_rollout_row(identity, group, &state, rollout, &mut notes)?
@@ -148,12 +154,6 @@ pub fn plan<'a>(
                 .map(|row| Goal::To(row)),
         };
         let Some(goal) = entry else { continue };
-        if let Some(disable) = state.disabled {
-            return Err(refused(format!(
-                "{identity} is disabled (ledger #{}, {}); run `pgrollout enable` first, then roll back",
-                disable.id, disable.change
-            )));
-        }
         planned.push(Planned {
             identity,
             goal,

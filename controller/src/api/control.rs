@@ -9,7 +9,8 @@ use futures_util::Stream;
 use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
     control_server::Control, AuditRecord, AuditRequest, AuditResponse, DeployRequest,
-    ListAgentsRequest, ListAgentsResponse, RollbackRequest, RolloutUpdate, RoutineRequest,
+    GetRolloutRequest, ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest,
+    ListRolloutsResponse, RollbackRequest, RolloutStatus, RolloutUpdate, RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
@@ -133,6 +134,43 @@ impl Control for ControlService {
         Ok(Response::new(response))
     }
 
+    async fn get_rollout(
+        &self,
+        request: Request<GetRolloutRequest>,
+    ) -> Result<Response<RolloutStatus>, Status> {
+        self.authorize(&request, OperatorRole::Viewer, "read rollouts")
+            .await?;
+        let id = request.into_inner().rollout_id;
+        match self.controller.store.rollout_status(&id).await {
+            Ok(Some(status)) => Ok(Response::new(status)),
+            Ok(None) => Err(Status::not_found(format!(
+                "no rollout {id:?}; `pgrollout rollouts` lists recent ones"
+            ))),
+            Err(error) => Err(store_failure(error)),
+        }
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<ListRolloutsRequest>,
+    ) -> Result<Response<ListRolloutsResponse>, Status> {
+        self.authorize(&request, OperatorRole::Viewer, "read rollouts")
+            .await?;
+        let query = request.into_inner();
+        let limit = if query.limit == 0 {
+            20
+        } else {
+            query.limit.min(1000)
+        };
+        let rollouts = self
+            .controller
+            .store
+            .list_rollouts(&query.environment, &query.state, limit)
+            .await
+            .map_err(store_failure)?;
+        Ok(Response::new(ListRolloutsResponse { rollouts }))
+    }
+
     async fn list_agents(
         &self,
         request: Request<ListAgentsRequest>,
@@ -252,4 +290,10 @@ fn validate(
         trace,
         agent_wait: Duration::from_millis(request.agent_wait_ms),
     })
+}
+
+/// A store failure as the operator sees it; the details go to the log.
+fn store_failure(error: crate::store::StoreError) -> Status {
+    tracing::error!(error = %anyhow::Error::from(error), "store read failed");
+    Status::internal("the controller could not read its store; see its log")
 }

@@ -14,6 +14,7 @@ mod operation;
 mod report;
 mod rollback;
 mod serve;
+mod status;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +71,10 @@ enum Command {
     History(history::HistoryArgs),
     /// List the agents connected to the controller.
     Agents,
+    /// One rollout as the controller recorded it, with its per-routine report.
+    Status(status::StatusArgs),
+    /// Recent rollouts, newest first.
+    Rollouts(status::RolloutsArgs),
     /// Read the audit log (`audit verify` checks its hash chain).
     Audit(audit::AuditArgs),
     /// The built-in certificate authority: `init`, then `issue` certificates.
@@ -131,6 +136,8 @@ pub fn run() -> ExitCode {
             Command::Deploy(args) => deploy::run(&cli.controller, &cli.tls, args, false).await,
             Command::Smoke(args) => deploy::run(&cli.controller, &cli.tls, args, true).await,
             Command::Agents => agents::run(&cli.controller, &cli.tls).await,
+            Command::Status(args) => status::status(&cli.controller, &cli.tls, args).await,
+            Command::Rollouts(args) => status::list(&cli.controller, &cli.tls, args).await,
             Command::Rollback(args) => rollback::run(&cli.controller, &cli.tls, args).await,
             Command::Disable(args) => disable::disable(&cli.controller, &cli.tls, args).await,
             Command::Enable(args) => disable::enable(&cli.controller, &cli.tls, args).await,

@@ -190,12 +190,7 @@ pub fn batch_report(
         format!("Mode: {mode}"),
     ];
     for (index, outcome) in result.routines.iter().enumerate() {
-        let mark = match outcome.status.as_str() {
-            "deployed" | "unchanged" => "✅",
-            "failed" => "❌",
-            "rolled-back" => "↩️",
-            _ => "➖",
-        };
+        let mark = outcome_mark(&outcome.status);
         let mut line = format!(
             "  {:>w$}/{total} {:<width$}  {mark} {:<12}{:>7} ms",
             index + 1,
@@ -242,6 +237,16 @@ pub fn batch_report(
     }
     lines.push(RULE.to_owned());
     lines.join("\n") + "\n"
+}
+
+/// The mark printed beside a routine's outcome.
+pub fn outcome_mark(status: &str) -> &'static str {
+    match status {
+        "deployed" | "unchanged" => "✅",
+        "failed" => "❌",
+        "rolled-back" => "↩️",
+        _ => "➖",
+    }
 }
 
 /// `2025-11-13 14:30:00 UTC`, as SEED.md prints it.

@@ -7,6 +7,7 @@
 mod audit;
 mod migrations;
 mod operations;
+mod status;
 
 pub use audit::{verify_chain, AuditEntry};
 

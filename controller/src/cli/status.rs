@@ -1,0 +1,156 @@
+//! `pgrollout status <rollout>` and `pgrollout rollouts`: what the
+//! controller recorded — state, who, what, where, and the per-routine report.
+
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::proto::{GetRolloutRequest, ListRolloutsRequest, RolloutStatus};
+
+use super::connect::{self, OperatorTls};
+use super::report::{self, utc_timestamp};
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The rollout id, as `deploy`, `batch` and `rollouts` print it.
+    rollout: String,
+}
+
+#[derive(clap::Args)]
+pub struct RolloutsArgs {
+    /// Only this environment.
+    #[arg(long = "env")]
+    environment: Option<String>,
+    /// Only this state: running, succeeded, failed, unknown, rolled_back…
+    #[arg(long)]
+    state: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+pub async fn status(address: &str, tls: &OperatorTls, args: StatusArgs) -> ExitCode {
+    let mut client = match connect::controller(address, tls).await {
+        Ok(client) => client,
+        Err((code, message)) => return fail(code, &message),
+    };
+    let request = GetRolloutRequest {
+        rollout_id: args.rollout,
+    };
+    let status = match client.get_rollout(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            let (code, message) = connect::refusal(&status, address);
+            return fail(code, &message);
+        }
+    };
+    print!("{}", describe(&status));
+    ExitCode::Success
+}
+
+pub async fn list(address: &str, tls: &OperatorTls, args: RolloutsArgs) -> ExitCode {
+    let mut client = match connect::controller(address, tls).await {
+        Ok(client) => client,
+        Err((code, message)) => return fail(code, &message),
+    };
+    let request = ListRolloutsRequest {
+        environment: args.environment.unwrap_or_default(),
+        state: args.state.unwrap_or_default(),
+        limit: args.limit,
+    };
+    let rollouts = match client.list_rollouts(request).await {
+        Ok(response) => response.into_inner().rollouts,
+        Err(status) => {
+            let (code, message) = connect::refusal(&status, address);
+            return fail(code, &message);
+        }
+    };
+    if rollouts.is_empty() {
+        println!("no rollouts");
+        return ExitCode::Success;
+    }
+    println!(
+        "{:<22} {:<23} {:<8} {:<6} {:<12} {:<24} {:>8}  ACTOR",
+        "ROLLOUT", "STARTED", "KIND", "ENV", "STATE", "PROCEDURE", "ROUTINES"
+    );
+    for r in rollouts {
+        println!(
+            "{:<22} {:<23} {:<8} {:<6} {:<12} {:<24} {:>8}  {}",
+            r.rollout_id,
+            utc_timestamp(r.created_at_unix_ms),
+            r.kind,
+            r.environment,
+            r.state,
+            r.label,
+            r.routine_count,
+            r.actor
+        );
+    }
+    ExitCode::Success
+}
+
+/// The status block, then the per-routine report when there is a result.
+fn describe(status: &RolloutStatus) -> String {
+    let mut lines = vec![
+        format!("Rollout: {}", status.rollout_id),
+        format!("Kind: {}", status.kind),
+        format!(
+            "Procedure: {} ({} routines)",
+            status.label, status.routine_count
+        ),
+        format!(
+            "Environment: {} (zone {}, target {})",
+            status.environment.to_uppercase(),
+            status.zone,
+            status.target
+        ),
+        format!("State: {}", status.state),
+        format!("Requested By: {}", status.actor),
+        format!(
+            "Agent: {}",
+            if status.agent_name.is_empty() {
+                "-"
+            } else {
+                &status.agent_name
+            }
+        ),
+        format!("Plan: {} (commit {})", status.plan_id, status.commit_sha),
+        format!("Started: {}", utc_timestamp(status.created_at_unix_ms)),
+    ];
+    if status.finished {
+        lines.push(format!(
+            "Finished: {} (exit {})",
+            utc_timestamp(status.finished_at_unix_ms),
+            status.exit_code
+        ));
+    }
+    if !status.message.is_empty() {
+        lines.push(format!("Message: {}", status.message));
+    }
+    lines.push(format!("Trace ID: {}", status.trace_id));
+    let mut text = lines.join("\n") + "\n";
+    if let Some(result) = &status.result {
+        for outcome in &result.routines {
+            let error = if outcome.error.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", outcome.error)
+            };
+            text.push_str(&format!(
+                "  {} {:<12} {}{error}\n",
+                report::outcome_mark(&outcome.status),
+                outcome.status,
+                outcome.identity
+            ));
+        }
+        if !result.backup_path.is_empty() {
+            text.push_str(&format!(
+                "Backup: {} (sha256 {})\n",
+                result.backup_path, result.backup_sha256
+            ));
+        }
+    }
+    text
+}
+
+fn fail(code: ExitCode, message: &str) -> ExitCode {
+    eprintln!("pgrollout: {message}");
+    code
+}

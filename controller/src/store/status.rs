@@ -1,0 +1,80 @@
+//! Reading rollouts back for `pgrollout status` and `pgrollout rollouts`:
+//! each with its plan's metadata and its latest job's result.
+
+use pgrollout_shared::proto::{JobResult, Plan, RolloutStatus};
+use prost::Message;
+use rusqlite::{params, Row};
+
+use super::{Store, StoreError};
+
+const SELECT: &str = "SELECT r.id, r.kind, r.environment, r.zone, r.target, r.actor, r.trace_id, r.state,
+        r.exit_code, r.message, r.created_at, r.finished_at, r.plan_id, p.commit_sha, p.label, p.content,
+        j.agent_name, j.result
+    FROM rollouts r
+    JOIN plans p ON p.plan_id = r.plan_id
+    LEFT JOIN jobs j ON j.rollout_id = r.id
+        AND j.attempt = (SELECT max(attempt) FROM jobs WHERE rollout_id = r.id)";
+
+fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
+    let exit_code: Option<i32> = row.get(8)?;
+    let plan: Vec<u8> = row.get(15)?;
+    let result: Option<Vec<u8>> = row.get(17)?;
+    Ok(RolloutStatus {
+        rollout_id: row.get(0)?,
+        kind: row.get(1)?,
+        environment: row.get(2)?,
+        zone: row.get(3)?,
+        target: row.get(4)?,
+        actor: row.get(5)?,
+        trace_id: row.get(6)?,
+        state: row.get(7)?,
+        exit_code: exit_code.unwrap_or_default(),
+        finished: exit_code.is_some(),
+        message: row.get::<_, Option<String>>(9)?.unwrap_or_default(),
+        created_at_unix_ms: row.get(10)?,
+        finished_at_unix_ms: row.get::<_, Option<i64>>(11)?.unwrap_or_default(),
+        plan_id: row.get(12)?,
+        commit_sha: row.get(13)?,
+        label: row.get(14)?,
+        // Stored by this controller from messages it decoded: a blob that no
+        // longer decodes is reported as absent rather than failing the read.
+        result: result.and_then(|bytes| JobResult::decode(bytes.as_slice()).ok()),
+        agent_name: row.get::<_, Option<String>>(16)?.unwrap_or_default(),
+        routine_count: Plan::decode(plan.as_slice())
+            .map(|p| p.routines.len() as u32)
+            .unwrap_or_default(),
+    })
+}
+
+impl Store {
+    /// One rollout, or `None` if the id is unknown.
+    pub async fn rollout_status(&self, id: &str) -> Result<Option<RolloutStatus>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let mut statement = c.prepare(&format!("{SELECT} WHERE r.id = ?1"))?;
+            let mut rows = statement.query_map(params![id], rollout_status)?;
+            rows.next().transpose()
+        })
+        .await
+    }
+
+    /// The newest `limit` rollouts, filtered by environment and state when
+    /// those are non-empty.
+    pub async fn list_rollouts(
+        &self,
+        environment: &str,
+        state: &str,
+        limit: u32,
+    ) -> Result<Vec<RolloutStatus>, StoreError> {
+        let (environment, state) = (environment.to_owned(), state.to_owned());
+        self.call(move |c| {
+            let mut statement = c.prepare(&format!(
+                "{SELECT} WHERE (?1 = '' OR r.environment = ?1) AND (?2 = '' OR r.state = ?2)
+                 ORDER BY r.created_at DESC LIMIT ?3"
+            ))?;
+            let rows = statement.query_map(params![environment, state, limit], rollout_status)?;
+            rows.collect()
+        })
+        .await
+    }
+}
