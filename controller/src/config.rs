@@ -159,6 +159,90 @@ pub struct Environment {
     /// deploys to.
     #[serde(default = "default_target")]
     pub target: String,
+    /// The environment a plan must have succeeded in first (QA after DEV).
+    pub promote_from: Option<String>,
+    /// The gates every rollout here must pass, by name (see `GateName`).
+    #[serde(default)]
+    pub gates: Vec<GateName>,
+    /// SEED.md's `require_approval`: adds the `approval` gate.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// How many distinct approvers the `approval` gate needs.
+    #[serde(default = "one")]
+    pub approvals: u32,
+    /// SEED.md's `maintenance_window`, e.g. `02:00-04:00 UTC`.
+    pub maintenance_window: Option<String>,
+    /// Business hours for the `business_hours` gate, e.g. `Mon-Fri 08:00-18:00 UTC`.
+    pub business_hours: Option<String>,
+    /// SEED.md's `backup_retention_days` (backups are kept by the agents).
+    pub backup_retention_days: Option<u32>,
+    /// SEED.md's `notification_channel`, e.g. `#prod-deploys`.
+    pub notification_channel: Option<String>,
+}
+
+/// The gates of SEED.md's "Deployment Gates by Environment", configured per
+/// environment as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateName {
+    Syntax,
+    TestsPassed,
+    PromotedFrom,
+    Approval,
+    BackupCreated,
+    BackupVerified,
+    BusinessHours,
+    MaintenanceWindow,
+    Performance,
+    ChangeTicket,
+    StakeholderSignoff,
+    Runbook,
+    RollbackPlan,
+    Monitoring,
+}
+
+impl GateName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateName::Syntax => "syntax",
+            GateName::TestsPassed => "tests_passed",
+            GateName::PromotedFrom => "promoted_from",
+            GateName::Approval => "approval",
+            GateName::BackupCreated => "backup_created",
+            GateName::BackupVerified => "backup_verified",
+            GateName::BusinessHours => "business_hours",
+            GateName::MaintenanceWindow => "maintenance_window",
+            GateName::Performance => "performance",
+            GateName::ChangeTicket => "change_ticket",
+            GateName::StakeholderSignoff => "stakeholder_signoff",
+            GateName::Runbook => "runbook",
+            GateName::RollbackPlan => "rollback_plan",
+            GateName::Monitoring => "monitoring",
+        }
+    }
+}
+
+impl Environment {
+    /// The configured gates, plus those SEED.md's flags imply.
+    pub fn effective_gates(&self) -> Vec<GateName> {
+        let mut gates = self.gates.clone();
+        if self.require_approval {
+            gates.push(GateName::Approval);
+        }
+        if self.maintenance_window.is_some() {
+            gates.push(GateName::MaintenanceWindow);
+        }
+        if self.promote_from.is_some() {
+            gates.push(GateName::PromotedFrom);
+        }
+        gates.sort_unstable();
+        gates.dedup();
+        gates
+    }
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_target() -> String {
@@ -183,6 +267,59 @@ impl ControllerConfig {
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
                 anyhow::bail!("invalid controller config: environments.{name}: names use letters, digits, - and _");
+            }
+            let key =
+                |field: &str| format!("invalid controller config: environments.{name}.{field}");
+            if let Some(from) = &environment.promote_from {
+                if !self.environments.contains_key(from) || from == name {
+                    anyhow::bail!(
+                        "{}: {from:?} is not another environment of this config",
+                        key("promote_from")
+                    );
+                }
+            }
+            for (field, window) in [
+                ("maintenance_window", &environment.maintenance_window),
+                ("business_hours", &environment.business_hours),
+            ] {
+                if let Some(window) = window {
+                    crate::engine::gates::TimeWindow::parse(window)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", key(field)))?;
+                }
+            }
+            let gates = environment.effective_gates();
+            let needs = |gate: GateName, present: bool, field: &str| {
+                if gates.contains(&gate) && !present {
+                    anyhow::bail!(
+                        "{}: the {} gate needs `{field}` to be set",
+                        key("gates"),
+                        gate.as_str()
+                    );
+                }
+                Ok(())
+            };
+            needs(
+                GateName::PromotedFrom,
+                environment.promote_from.is_some(),
+                "promote_from",
+            )?;
+            needs(
+                GateName::TestsPassed,
+                environment.promote_from.is_some(),
+                "promote_from",
+            )?;
+            needs(
+                GateName::BusinessHours,
+                environment.business_hours.is_some(),
+                "business_hours",
+            )?;
+            needs(
+                GateName::MaintenanceWindow,
+                environment.maintenance_window.is_some(),
+                "maintenance_window",
+            )?;
+            if environment.approvals == 0 {
+                anyhow::bail!("{}: at least 1", key("approvals"));
             }
             if environment.target.trim().is_empty() {
                 anyhow::bail!(
@@ -245,6 +382,42 @@ mod tests {
         let config = ControllerConfig::load(&path).expect("example config is valid");
         assert_eq!(config.zone_of("prod").as_deref(), Some("prod"));
         assert_eq!(config.environments["dev"].target, "main");
+        let prod = &config.environments["prod"];
+        assert_eq!(prod.promote_from.as_deref(), Some("qa"));
+        assert!(prod
+            .effective_gates()
+            .contains(&GateName::MaintenanceWindow));
+        assert!(prod.effective_gates().contains(&GateName::Approval));
+        assert_eq!(prod.backup_retention_days, Some(90));
+    }
+
+    #[test]
+    fn gates_without_their_settings_are_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[listen]\noperators='127.0.0.1:1'\nagents='127.0.0.1:2'\n[store]\npath='x'\n[environments.qa]\ngates=['business_hours']\n",
+        )
+        .expect("write");
+        let error = format!("{:#}", ControllerConfig::load(&path).expect_err("no hours"));
+        assert!(
+            error.contains("environments.qa.gates: the business_hours gate needs `business_hours`"),
+            "{error}"
+        );
+        std::fs::write(
+            &path,
+            "[listen]\noperators='127.0.0.1:1'\nagents='127.0.0.1:2'\n[store]\npath='x'\n[environments.qa]\nmaintenance_window='2-4'\n",
+        )
+        .expect("write");
+        let error = format!(
+            "{:#}",
+            ControllerConfig::load(&path).expect_err("bad window")
+        );
+        assert!(
+            error.contains("environments.qa.maintenance_window"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct StackOptions {
     pub controller_extra: String,
     /// Extra lines for the controller's `[deployment]` table (e.g. `rollback_timeout = "2s"`).
     pub deployment_extra: String,
+    /// Extra keys for one environment's table: `(zone, "promote_from = \"dev\"")`.
+    pub environment_extra: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -41,6 +43,7 @@ impl Default for StackOptions {
             plaintext: false,
             controller_extra: String::new(),
             deployment_extra: String::new(),
+            environment_extra: Vec::new(),
         }
     }
 }
@@ -98,7 +101,15 @@ impl Stack {
         let environments: String = options
             .zones
             .iter()
-            .map(|z| format!("[environments.{z}]\nzone = \"{z}\"\n"))
+            .map(|z| {
+                let extra: String = options
+                    .environment_extra
+                    .iter()
+                    .filter(|(zone, _)| zone == z)
+                    .map(|(_, lines)| format!("{lines}\n"))
+                    .collect();
+                format!("[environments.{z}]\nzone = \"{z}\"\n{extra}")
+            })
             .collect();
         let tls = if options.plaintext {
             String::new()
@@ -213,7 +224,7 @@ impl Stack {
         let project = self.project.to_string_lossy().to_string();
         if matches!(
             args.first(),
-            Some(&"deploy") | Some(&"smoke") | Some(&"batch")
+            Some(&"deploy") | Some(&"smoke") | Some(&"batch") | Some(&"plan")
         ) {
             full.extend(["--project", &project]);
         }

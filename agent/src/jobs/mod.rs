@@ -9,6 +9,7 @@ mod disable;
 mod history;
 mod restore;
 mod rollback;
+mod rollback_apply;
 mod rollback_plan;
 mod rollback_sources;
 mod rollback_verify;

@@ -8,7 +8,8 @@
 
 use pgrollout_shared::operations::{RollbackScope, RollbackSpec, RollbackTarget};
 
-use super::rollback::{prepare_and_apply, Progress, Reversal};
+use super::rollback::Progress;
+use super::rollback_apply::{prepare_and_apply, Reversal};
 use super::rollback_plan::{Goal, Planned};
 use super::session::database;
 use super::versions::by_identity;

@@ -17,7 +17,8 @@ pub struct Planned<'a> {
     /// `regprocedure` text, as the ledger records it.
     pub identity: &'a str,
     pub goal: Goal<'a>,
-    /// The change the ledger says is live now (drift is measured against it).
+    /// The ledger's latest row for the routine: its `new` side is what
+    /// should be live now (drift is measured against it).
     pub live: Option<&'a LedgerRecord>,
     /// Every row of this routine, oldest first.
     pub rows: Vec<&'a LedgerRecord>,
@@ -157,7 +158,7 @@ pub fn plan<'a>(
         planned.push(Planned {
             identity,
             goal,
-            live: state.latest(),
+            live: group.last().copied(),
             rows: group.clone(),
         });
     }

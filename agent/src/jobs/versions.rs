@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn rollbacks_walk_back_one_version_at_a_time() {
-        let rows = vec![
+        let rows = [
             row(1, "deploy", "j1", None, Some("v1")),
             row(2, "deploy", "j2", Some("v1"), Some("v2")),
             row(3, "deploy", "j3", Some("v2"), Some("v3")),
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_redeploy_of_the_same_version_is_not_a_version() {
-        let rows = vec![
+        let rows = [
             row(1, "deploy", "j1", None, Some("v1")),
             row(2, "deploy", "j2", Some("v1"), Some("v1")),
         ];
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn legacy_auto_rollbacks_pop_their_own_deploy() {
-        let rows = vec![
+        let rows = [
             row(1, "deploy", "j1", None, Some("v1")),
             row(2, "deploy", "j2", Some("v1"), Some("v2")),
             row(
@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn a_rollback_to_a_named_version_can_itself_be_undone() {
-        let rows = vec![
+        let rows = [
             row(1, "deploy", "j1", None, Some("v1")),
             row(2, "deploy", "j2", Some("v1"), Some("v2")),
             row(3, "rollback", "j3", Some("v2"), None),
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn enable_ends_the_disable() {
-        let rows = vec![
+        let rows = [
             row(1, "deploy", "j1", None, Some("v1")),
             row(2, "disable", "j2", Some("v1"), Some("v1")),
         ];

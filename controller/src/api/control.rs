@@ -8,15 +8,18 @@ use std::time::Duration;
 use futures_util::Stream;
 use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
-    control_server::Control, AuditRecord, AuditRequest, AuditResponse, DeployRequest,
-    GetRolloutRequest, ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest,
-    ListRolloutsResponse, RollbackRequest, RolloutStatus, RolloutUpdate, RoutineRequest,
+    control_server::Control, rollout_update, AuditRecord, AuditRequest, AuditResponse,
+    DeployRequest, EvaluatePlanRequest, EvaluatePlanResponse, GetRolloutRequest, ListAgentsRequest,
+    ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse, RollbackRequest, RolloutStatus,
+    RolloutUpdate, RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use super::gates;
 use super::operations::RoutineOperation;
 use crate::auth::{authenticate_operator, peer_certificate, Caller};
 use crate::config::OperatorRole;
@@ -171,6 +174,29 @@ impl Control for ControlService {
         Ok(Response::new(ListRolloutsResponse { rollouts }))
     }
 
+    async fn evaluate_plan(
+        &self,
+        request: Request<EvaluatePlanRequest>,
+    ) -> Result<Response<EvaluatePlanResponse>, Status> {
+        self.authorize(&request, OperatorRole::Viewer, "evaluate a plan")
+            .await?;
+        let request = request.into_inner();
+        let plan = request
+            .plan
+            .ok_or_else(|| Status::invalid_argument("the request carries no plan"))?;
+        routines_from_wire(plan.routines.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let computed = plan_id(&plan.routines);
+        let attachments =
+            gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
+        let environments =
+            gates::evaluate_everywhere(&self.controller, &computed, &attachments).await?;
+        Ok(Response::new(EvaluatePlanResponse {
+            plan_id: computed,
+            environments,
+        }))
+    }
+
     async fn list_agents(
         &self,
         request: Request<ListAgentsRequest>,
@@ -227,14 +253,37 @@ impl ControlService {
             .await?
             .actor();
         let request = request.into_inner();
+        let attachments =
+            gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let validated = validate(
             request,
             actor,
             smoke_only,
             self.controller.config.limits.max_routines_per_plan,
         )?;
+        // Gates guard changes: a smoke test changes nothing.
+        let passed = if smoke_only {
+            Vec::new()
+        } else {
+            let check = gates::GateCheck {
+                environment: &validated.environment,
+                plan_id: &validated.plan.plan_id,
+                label: &validated.plan.label,
+                actor: &validated.actor,
+                attachments,
+            };
+            gates::check(&self.controller, check).await?
+        };
         let receiver = rollout::start(self.controller.clone(), validated).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        // The operator sees which gates the rollout passed, and why.
+        let updates = ReceiverStream::new(receiver).map(move |update| {
+            let mut update = update?;
+            if let Some(rollout_update::Body::Started(started)) = &mut update.body {
+                started.gates = passed.clone();
+            }
+            Ok(update)
+        });
+        Ok(Response::new(Box::pin(updates)))
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod agent_link;
 pub mod control;
+pub mod gates;
 mod operations;
 pub mod tls;
 

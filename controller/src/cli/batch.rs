@@ -37,6 +37,8 @@ pub struct BatchArgs {
     /// How long the controller may wait for an agent of the zone to connect.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     agent_wait: Duration,
+    #[command(flatten)]
+    attachments: super::follow::GateAttachments,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +105,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
         smoke_only: false,
         continue_on_error: args.continue_on_error,
         agent_wait: args.agent_wait,
+        attachments: &args.attachments,
     };
     let mut progress = Progress::new(json, std::io::stdout().is_terminal());
     let followed = submit_and_follow(submission, |update| progress.show(update)).await;

@@ -50,6 +50,7 @@ pub async fn run(
         smoke_only,
         continue_on_error: false,
         agent_wait: args.agent_wait,
+        attachments: &args.attachments,
     };
     let followed = submit_and_follow(submission, |update| match update {
         Update::Started(started) => println!(

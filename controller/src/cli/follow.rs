@@ -20,6 +20,21 @@ pub struct Submission<'a> {
     pub smoke_only: bool,
     pub continue_on_error: bool,
     pub agent_wait: std::time::Duration,
+    pub attachments: &'a GateAttachments,
+}
+
+/// What an environment's gates may ask the operator to attach.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GateAttachments {
+    /// Change-control ticket (the change_ticket gate).
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Runbook for this change: a link or a file path (the runbook gate).
+    #[arg(long)]
+    pub runbook: Option<String>,
+    /// Rollback plan: a link or a file path (the rollback_plan gate).
+    #[arg(long)]
+    pub rollback_plan: Option<String>,
 }
 
 /// Something the controller streamed before the result.
@@ -47,6 +62,13 @@ pub async fn submit_and_follow(
         traceparent: TraceParent::new_root().to_string(),
         agent_wait_ms: u64::try_from(submission.agent_wait.as_millis()).unwrap_or(u64::MAX),
         continue_on_error: submission.continue_on_error,
+        ticket: submission.attachments.ticket.clone().unwrap_or_default(),
+        runbook: submission.attachments.runbook.clone().unwrap_or_default(),
+        rollback_plan: submission
+            .attachments
+            .rollback_plan
+            .clone()
+            .unwrap_or_default(),
     });
     if let Ok(actor) = operator_name().parse() {
         request.metadata_mut().insert(CLAIMED_ACTOR_HEADER, actor);
@@ -64,6 +86,10 @@ pub async fn submit_and_follow(
         match stream.message().await {
             Ok(Some(update)) => match update.body {
                 Some(Body::Started(started)) => {
+                    for gate in &started.gates {
+                        let mark = if gate.passed { "✅" } else { "❌" };
+                        println!("  gate {mark} {}: {}", gate.gate, gate.reason);
+                    }
                     on_update(Update::Started(&started));
                     rollout = Some(started);
                 }

@@ -11,6 +11,7 @@ mod disable;
 mod follow;
 mod history;
 mod operation;
+mod plan;
 mod report;
 mod rollback;
 mod serve;
@@ -69,6 +70,8 @@ enum Command {
     Enable(disable::EnableArgs),
     /// Every version of <procedure> the environment's ledger knows.
     History(history::HistoryArgs),
+    /// Build the plan for procedures and show which gates it passes in every environment.
+    Plan(plan::PlanArgs),
     /// List the agents connected to the controller.
     Agents,
     /// One rollout as the controller recorded it, with its per-routine report.
@@ -94,6 +97,8 @@ struct RolloutArgs {
     /// How long the controller may wait for an agent of the zone to connect.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     agent_wait: Duration,
+    #[command(flatten)]
+    attachments: follow::GateAttachments,
 }
 
 /// Parses arguments and runs the command. Usage errors exit 1, like every
@@ -136,6 +141,7 @@ pub fn run() -> ExitCode {
             Command::Deploy(args) => deploy::run(&cli.controller, &cli.tls, args, false).await,
             Command::Smoke(args) => deploy::run(&cli.controller, &cli.tls, args, true).await,
             Command::Agents => agents::run(&cli.controller, &cli.tls).await,
+            Command::Plan(args) => plan::run(&cli.controller, &cli.tls, args).await,
             Command::Status(args) => status::status(&cli.controller, &cli.tls, args).await,
             Command::Rollouts(args) => status::list(&cli.controller, &cli.tls, args).await,
             Command::Rollback(args) => rollback::run(&cli.controller, &cli.tls, args).await,

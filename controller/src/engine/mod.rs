@@ -2,6 +2,7 @@
 //! job's updates go (router), how one rollout runs (rollout), and the
 //! reloadable security policy (reload).
 
+pub mod gates;
 pub mod operations;
 pub mod registry;
 pub mod reload;

@@ -178,6 +178,8 @@ pub async fn start(
         trace_id: request.trace.trace_id.clone(),
         actor: request.actor,
         started_at_unix_ms: now,
+        // Filled in by the control service, which evaluated them.
+        gates: Vec::new(),
     };
     let _ = out
         .send(Ok(update(rollout_update::Body::Started(started))))

@@ -5,6 +5,7 @@
 //! short and run on the blocking pool so they never stall the async workers.
 
 mod audit;
+mod gates;
 mod migrations;
 mod operations;
 mod status;

@@ -1,0 +1,106 @@
+//! `pgrollout plan <procedure>...`: build the immutable plan (content hash,
+//! git commit, author) and show, per environment, which gates it passes and
+//! what is still missing.
+
+use std::path::PathBuf;
+
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::proto::EvaluatePlanRequest;
+
+use super::connect::{self, OperatorTls};
+use super::follow::GateAttachments;
+use crate::plan::{build_plan, commit_of, deploy_order};
+use crate::project::Project;
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// Procedure names (all overloads of each).
+    #[arg(required = true)]
+    procedures: Vec<String>,
+    #[arg(long, env = "PGROLLOUT_PROJECT", default_value = ".")]
+    project: PathBuf,
+    #[command(flatten)]
+    attachments: GateAttachments,
+}
+
+pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
+    let project = match Project::load(&args.project) {
+        Ok(project) => project,
+        Err(error) => return fail(ExitCode::ValidationFailed, &connect::error_chain(&error)),
+    };
+    let mut routines = Vec::new();
+    let mut problems = Vec::new();
+    for name in &args.procedures {
+        match project.select(name) {
+            Ok(selected) => routines.extend(
+                selected
+                    .into_iter()
+                    .filter(|r| {
+                        !routines
+                            .iter()
+                            .any(|o: &pgrollout_shared::routine::Routine| o.identity == r.identity)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Err(error) => problems.push(error.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return fail(ExitCode::ValidationFailed, &problems.join("\n  "));
+    }
+    let order = match deploy_order(routines) {
+        Ok(order) => order,
+        Err(error) => return fail(ExitCode::ValidationFailed, &error.to_string()),
+    };
+    let label = args.procedures.join("+");
+    let plan = build_plan(order.routines, &label, &commit_of(&args.project));
+    println!("Plan: {}", plan.plan_id);
+    println!("Commit: {}", plan.commit_sha);
+    println!("Routines: {}", plan.routines.len());
+    for routine in &plan.routines {
+        let arguments = routine.arg_types.join(", ");
+        println!(
+            "  {}.{}({arguments})  {}",
+            routine.schema, routine.name, routine.source_path
+        );
+    }
+    let mut client = match connect::controller(address, tls).await {
+        Ok(client) => client,
+        Err((code, message)) => return fail(code, &message),
+    };
+    let request = EvaluatePlanRequest {
+        plan: Some(plan),
+        ticket: args.attachments.ticket.unwrap_or_default(),
+        runbook: args.attachments.runbook.unwrap_or_default(),
+        rollback_plan: args.attachments.rollback_plan.unwrap_or_default(),
+    };
+    let response = match client.evaluate_plan(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            let (code, message) = connect::refusal(&status, address);
+            return fail(code, &message);
+        }
+    };
+    for environment in response.environments {
+        let open = environment.gates.iter().all(|g| g.passed);
+        let verdict = if open { "ready" } else { "blocked" };
+        println!("{}: {verdict}", environment.environment);
+        if environment.gates.is_empty() {
+            println!("  no gates");
+        }
+        for gate in environment.gates {
+            let mark = if gate.passed {
+                "✅ passed "
+            } else {
+                "❌ missing"
+            };
+            println!("  {mark} {:<20} {}", gate.gate, gate.reason);
+        }
+    }
+    ExitCode::Success
+}
+
+fn fail(code: ExitCode, message: &str) -> ExitCode {
+    eprintln!("pgrollout: {message}");
+    code
+}

@@ -1,0 +1,170 @@
+//! Environment gates (SEED.md "Deployment Gates by Environment", DESIGN §6):
+//! each gate a named check configured per environment as data, evaluated by
+//! the controller before a deploy is offered to any agent, with its reason
+//! recorded.
+//!
+//! Gates fail closed: a gate this controller cannot evaluate yet (approvals,
+//! the performance probe, post-deploy watches) refuses the rollout and says
+//! so, rather than letting it through.
+
+mod window;
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+pub use window::TimeWindow;
+
+use crate::config::{Environment, GateName};
+use crate::store::{Store, StoreError};
+
+/// What the operator attached to the request.
+#[derive(Clone, Debug, Default)]
+pub struct Attachments {
+    pub ticket: Option<String>,
+    pub runbook: Option<String>,
+    pub rollback_plan: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateState {
+    Passed,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateResult {
+    pub gate: GateName,
+    pub state: GateState,
+    /// Why, and who or what satisfied it.
+    pub reason: String,
+}
+
+impl GateResult {
+    fn passed(gate: GateName, reason: impl Into<String>) -> Self {
+        GateResult {
+            gate,
+            state: GateState::Passed,
+            reason: reason.into(),
+        }
+    }
+
+    fn failed(gate: GateName, reason: impl Into<String>) -> Self {
+        GateResult {
+            gate,
+            state: GateState::Failed,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything a gate may look at; `now` is injected so time gates can be
+/// tested at any hour.
+pub struct GateInput<'a> {
+    pub environments: &'a BTreeMap<String, Environment>,
+    pub environment: &'a str,
+    pub plan_id: &'a str,
+    pub attachments: &'a Attachments,
+    pub now: SystemTime,
+}
+
+/// Evaluates every gate of the environment, in a stable order.
+pub async fn evaluate(store: &Store, input: &GateInput<'_>) -> Result<Vec<GateResult>, StoreError> {
+    let Some(environment) = input.environments.get(input.environment) else {
+        return Ok(Vec::new());
+    };
+    let mut results = Vec::new();
+    for gate in environment.effective_gates() {
+        results.push(evaluate_one(store, environment, gate, input).await?);
+    }
+    Ok(results)
+}
+
+async fn evaluate_one(
+    store: &Store,
+    environment: &Environment,
+    gate: GateName,
+    input: &GateInput<'_>,
+) -> Result<GateResult, StoreError> {
+    let short = &input.plan_id[..input.plan_id.len().min(12)];
+    let not_yet = |what: &str| {
+        GateResult::failed(
+            gate,
+            format!("{what} is not available in this version of pgrollout; the gate fails closed — remove it from the environment's gates to deploy without it"),
+        )
+    };
+    Ok(match gate {
+        GateName::Syntax => GateResult::passed(
+            gate,
+            "every statement was parsed by PostgreSQL's parser (PL/pgSQL bodies by its PL/pgSQL parser) before the plan was built",
+        ),
+        GateName::PromotedFrom | GateName::TestsPassed => {
+            let from = environment.promote_from.as_deref().unwrap_or_default();
+            match store.plan_succeeded_in(input.plan_id, from).await? {
+                None => GateResult::failed(
+                    gate,
+                    format!("plan {short} never succeeded in {from}; deploy exactly this plan there first"),
+                ),
+                Some(success) if gate == GateName::TestsPassed && !success.smoke_passed => GateResult::failed(
+                    gate,
+                    format!("plan {short} succeeded in {from} (rollout {}) but its smoke tests did not all pass", success.rollout_id),
+                ),
+                Some(success) => GateResult::passed(
+                    gate,
+                    format!(
+                        "plan {short} {} in {from}: rollout {} by {}",
+                        if gate == GateName::TestsPassed { "passed its smoke tests" } else { "succeeded" },
+                        success.rollout_id,
+                        success.actor
+                    ),
+                ),
+            }
+        }
+        GateName::BackupCreated | GateName::BackupVerified => GateResult::passed(
+            gate,
+            "enforced by the agent: it writes, fsyncs and reads back a verified backup before any change, and stops if it cannot",
+        ),
+        GateName::BusinessHours | GateName::MaintenanceWindow => {
+            let configured = if gate == GateName::BusinessHours {
+                &environment.business_hours
+            } else {
+                &environment.maintenance_window
+            };
+            match configured.as_deref().map(TimeWindow::parse) {
+                Some(Ok(window)) if window.contains(input.now) => GateResult::passed(gate, format!("inside {window}")),
+                Some(Ok(window)) => GateResult::failed(
+                    gate,
+                    format!(
+                        "outside {window}; it next opens at {} — deploy then (scheduling a rollout for the window is not available yet)",
+                        pgrollout_shared::tls::format_utc(window.next_opening(input.now))
+                    ),
+                ),
+                Some(Err(error)) => GateResult::failed(gate, error),
+                None => GateResult::failed(gate, "no window is configured for this gate"),
+            }
+        }
+        GateName::ChangeTicket => attached(gate, &input.attachments.ticket, "change ticket", "--ticket"),
+        GateName::Runbook => attached(gate, &input.attachments.runbook, "runbook", "--runbook"),
+        GateName::RollbackPlan => attached(gate, &input.attachments.rollback_plan, "rollback plan", "--rollback-plan"),
+        GateName::Approval => not_yet("approval"),
+        GateName::StakeholderSignoff => not_yet("stakeholder sign-off (an approval by the stakeholder role)"),
+        GateName::Performance => not_yet("the performance probe"),
+        GateName::Monitoring => not_yet("registering a post-deploy watch"),
+    })
+}
+
+fn attached(gate: GateName, value: &Option<String>, what: &str, flag: &str) -> GateResult {
+    match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+        Some(value) => GateResult::passed(gate, format!("{what} attached: {value}")),
+        None => GateResult::failed(gate, format!("no {what} attached; pass {flag}")),
+    }
+}
+
+/// The failed gates as one message: `gate promoted_from: …; gate runbook: …`.
+pub fn refusal(results: &[GateResult]) -> Option<String> {
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| r.state == GateState::Failed)
+        .map(|r| format!("gate {} refused: {}", r.gate.as_str(), r.reason))
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
+}

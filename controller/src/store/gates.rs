@@ -1,0 +1,50 @@
+//! What the promotion gates ask the store: did this exact plan succeed in
+//! that environment?
+
+use pgrollout_shared::proto::JobResult;
+use prost::Message;
+use rusqlite::{params, OptionalExtension};
+
+use super::{Store, StoreError};
+
+/// The most recent successful deploy of a plan in an environment.
+pub struct PlanSuccess {
+    pub rollout_id: String,
+    pub actor: String,
+    /// Whether every smoke report of that deploy passed.
+    pub smoke_passed: bool,
+}
+
+impl Store {
+    /// The latest rollout that deployed `plan_id` to `environment` and
+    /// succeeded (rolled back later still counts: it did pass there).
+    pub async fn plan_succeeded_in(
+        &self,
+        plan_id: &str,
+        environment: &str,
+    ) -> Result<Option<PlanSuccess>, StoreError> {
+        let (plan_id, environment) = (plan_id.to_owned(), environment.to_owned());
+        self.call(move |c| {
+            c.query_row(
+                "SELECT r.id, r.actor, j.result FROM rollouts r JOIN jobs j ON j.rollout_id = r.id
+                 WHERE r.plan_id = ?1 AND r.environment = ?2 AND r.kind = 'deploy'
+                   AND r.state IN ('succeeded', 'rolled_back') AND j.result IS NOT NULL
+                 ORDER BY r.created_at DESC LIMIT 1",
+                params![plan_id, environment],
+                |row| {
+                    let result: Vec<u8> = row.get(2)?;
+                    let smoke_passed = JobResult::decode(result.as_slice())
+                        .map(|r| r.smoke.iter().all(|s| s.passed))
+                        .unwrap_or(false);
+                    Ok(PlanSuccess {
+                        rollout_id: row.get(0)?,
+                        actor: row.get(1)?,
+                        smoke_passed,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+}
