@@ -102,20 +102,22 @@ pub async fn create_routines(
     Ok(())
 }
 
-/// Fails unless every routine now exists; returns the fresh snapshots.
-pub async fn verify_created(
-    conn: &TargetConnection,
-    routines: &[Routine],
-) -> Result<Vec<RoutineSnapshot>, JobFailure> {
-    let created = snapshot(conn, routines).await?;
-    if let Some((routine, _)) = routines
+/// Fails unless every routine now exists; returns each one's canonical
+/// `regprocedure` text (a light query: no definitions are read here).
+pub async fn verify_created(conn: &TargetConnection, routines: &[Routine]) -> Result<Vec<String>, JobFailure> {
+    let identities = conn
+        .client
+        .query_typed(
+            "SELECT to_regprocedure(s)::text FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n",
+            &[(&signatures(routines), tokio_postgres::types::Type::TEXT_ARRAY)],
+        )
+        .await
+        .map_err(|e| JobFailure::deploy(format!("cannot read the catalog: {}", describe_error(&e, None))))?;
+    routines
         .iter()
-        .zip(&created)
-        .find(|(_, s)| s.identity.is_none())
-    {
-        return Err(not_created(routine));
-    }
-    Ok(created)
+        .zip(identities)
+        .map(|(routine, row)| row.get::<_, Option<String>>(0).ok_or_else(|| not_created(routine)))
+        .collect()
 }
 
 fn not_created(routine: &Routine) -> JobFailure {
@@ -128,17 +130,10 @@ fn not_created(routine: &Routine) -> JobFailure {
 /// Applies every declared grant in one round trip. The routine is named by
 /// PostgreSQL's own `regprocedure` text and the grantee by the quoting
 /// helper: nothing from the plan is pasted raw.
-pub async fn grant(
-    conn: &TargetConnection,
-    routines: &[Routine],
-    created: &[RoutineSnapshot],
-) -> Result<usize, JobFailure> {
+pub async fn grant(conn: &TargetConnection, routines: &[Routine], identities: &[String]) -> Result<usize, JobFailure> {
     let mut statements = String::new();
     let mut count = 0;
-    for (routine, snapshot) in routines.iter().zip(created) {
-        let Some(identity) = &snapshot.identity else {
-            return Err(not_created(routine));
-        };
+    for (routine, identity) in routines.iter().zip(identities) {
         for grant in &routine.grants {
             statements.push_str(&format!(
                 "GRANT {} ON ROUTINE {identity} TO {};\n",

@@ -6,11 +6,14 @@
 
 mod audit;
 mod gates;
+mod metrics;
 mod migrations;
+mod notices;
 mod operations;
 mod status;
 
 pub use audit::{verify_chain, AuditEntry};
+pub use metrics::{FinishedRollout, StateCount};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

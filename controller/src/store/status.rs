@@ -17,7 +17,8 @@ const SELECT: &str = "SELECT r.id, r.kind, r.environment, r.zone, r.target, r.ac
 
 fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
     let exit_code: Option<i32> = row.get(8)?;
-    let plan: Vec<u8> = row.get(15)?;
+    // An operation record (rollback, disable…) decodes as a plan with no routines.
+    let plan = Plan::decode(row.get::<_, Vec<u8>>(15)?.as_slice()).ok();
     let result: Option<Vec<u8>> = row.get(17)?;
     Ok(RolloutStatus {
         rollout_id: row.get(0)?,
@@ -40,10 +41,21 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
         // longer decodes is reported as absent rather than failing the read.
         result: result.and_then(|bytes| JobResult::decode(bytes.as_slice()).ok()),
         agent_name: row.get::<_, Option<String>>(16)?.unwrap_or_default(),
-        routine_count: Plan::decode(plan.as_slice())
-            .map(|p| p.routines.len() as u32)
+        routine_count: plan.as_ref().map(|p| p.routines.len() as u32).unwrap_or_default(),
+        routine_identities: plan
+            .map(|p| p.routines.iter().map(routine_identity).collect())
             .unwrap_or_default(),
     })
+}
+
+/// `schema.name(argument types)`, as deploy results name routines.
+fn routine_identity(routine: &pgrollout_shared::proto::Routine) -> String {
+    format!(
+        "{}.{}({})",
+        routine.schema,
+        routine.name,
+        routine.arg_types.join(", ")
+    )
 }
 
 impl Store {

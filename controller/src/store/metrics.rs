@@ -1,0 +1,84 @@
+//! What the deployment metrics are computed from: every finished deploy and
+//! rollback rollout with its timestamps, and the number of rollouts in each
+//! state. The figures themselves are computed in `crate::metrics`.
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+
+/// One finished deploy or rollback rollout, as the metrics need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedRollout {
+    pub rollout_id: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    /// The plan's label: the procedure (or a batch's list name).
+    pub procedure: String,
+    pub environment: String,
+    pub state: String,
+    pub exit_code: i32,
+    pub created_at_unix_ms: i64,
+    pub finished_at_unix_ms: i64,
+}
+
+/// How many rollouts of one kind are in one state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateCount {
+    pub kind: String,
+    pub state: String,
+    pub count: u64,
+}
+
+impl Store {
+    /// Every finished deploy and rollback, oldest first, restricted to one
+    /// procedure and one environment when those are non-empty.
+    pub async fn finished_deploys_and_rollbacks(
+        &self,
+        procedure: &str,
+        environment: &str,
+    ) -> Result<Vec<FinishedRollout>, StoreError> {
+        let (procedure, environment) = (procedure.to_owned(), environment.to_owned());
+        self.call(move |c| {
+            let mut statement = c.prepare(
+                "SELECT r.id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
+                 FROM rollouts r JOIN plans p ON p.plan_id = r.plan_id
+                 WHERE r.kind IN ('deploy', 'rollback')
+                   AND r.finished_at IS NOT NULL AND r.exit_code IS NOT NULL
+                   AND (?1 = '' OR p.label = ?1) AND (?2 = '' OR r.environment = ?2)
+                 ORDER BY r.created_at, r.id",
+            )?;
+            let rows = statement.query_map(params![procedure, environment], |row| {
+                Ok(FinishedRollout {
+                    rollout_id: row.get(0)?,
+                    kind: row.get(1)?,
+                    procedure: row.get(2)?,
+                    environment: row.get(3)?,
+                    state: row.get(4)?,
+                    exit_code: row.get(5)?,
+                    created_at_unix_ms: row.get(6)?,
+                    finished_at_unix_ms: row.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Rollouts counted by kind and state, in that order.
+    pub async fn rollouts_by_state(&self) -> Result<Vec<StateCount>, StoreError> {
+        self.call(|c| {
+            let mut statement = c.prepare(
+                "SELECT kind, state, count(*) FROM rollouts GROUP BY kind, state ORDER BY kind, state",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(StateCount {
+                    kind: row.get(0)?,
+                    state: row.get(1)?,
+                    count: row.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
