@@ -25,6 +25,9 @@ pub struct Job {
     pub commit_sha: String,
     /// The operator's procedure argument, for file names and reports.
     pub label: String,
+    /// Backups older than this many days are pruned after a successful
+    /// deploy; 0 keeps them all.
+    pub backup_retention_days: u32,
     pub kind: JobKind,
 }
 
@@ -186,6 +189,7 @@ impl TryFrom<proto::JobOffer> for Job {
             actor: offer.actor,
             commit_sha: offer.commit_sha,
             label,
+            backup_retention_days: offer.backup_retention_days,
             kind,
         })
     }
@@ -239,6 +243,7 @@ impl From<Job> for proto::JobOffer {
             plan_id: job.plan_id,
             actor: job.actor,
             commit_sha: job.commit_sha,
+            backup_retention_days: job.backup_retention_days,
             kind: Some(kind),
         }
     }

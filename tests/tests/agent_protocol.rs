@@ -184,6 +184,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         depends_on: vec![],
     };
     Job {
+        backup_retention_days: 0,
         id: job_id.into(),
         attempt: 1,
         deadline: SystemTime::now() + Duration::from_secs(60),

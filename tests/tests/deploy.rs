@@ -255,3 +255,41 @@ async fn unknown_procedure_or_environment_is_a_validation_failure() -> Result<()
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn backups_older_than_the_environments_retention_are_pruned_after_a_deploy() -> Result<()> {
+    let stack = pgrollout_tests::Stack::start_with(pgrollout_tests::StackOptions {
+        environment_extra: vec![("dev".into(), "backup_retention_days = 7".into())],
+        ..Default::default()
+    })
+    .await?;
+    let first = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(first.code, 0, "{first}");
+    let (old_backup, _) = backup_of(&first.stdout)?;
+    // Eight days pass for that file.
+    let eight_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old_backup)?
+        .set_modified(eight_days_ago)?;
+
+    let second = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(second.code, 0, "{second}");
+    assert!(second.stdout.contains("✅ retention"), "{second}");
+    assert!(
+        second
+            .stdout
+            .contains("1 backup(s) older than 7 day(s) removed"),
+        "{second}"
+    );
+    let (new_backup, _) = backup_of(&second.stdout)?;
+    assert!(
+        !std::path::Path::new(&old_backup).exists(),
+        "the expired backup is gone"
+    );
+    assert!(
+        std::path::Path::new(&new_backup).exists(),
+        "the new backup is kept"
+    );
+    Ok(())
+}

@@ -9,6 +9,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+pub mod retention;
+
 use serde::{Deserialize, Serialize};
 
 use crate::sql::{sha256_hex, RoutineSnapshot};

@@ -104,7 +104,10 @@ pub async fn create_routines(
 
 /// Fails unless every routine now exists; returns each one's canonical
 /// `regprocedure` text (a light query: no definitions are read here).
-pub async fn verify_created(conn: &TargetConnection, routines: &[Routine]) -> Result<Vec<String>, JobFailure> {
+pub async fn verify_created(
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<Vec<String>, JobFailure> {
     let identities = conn
         .client
         .query_typed(
@@ -116,7 +119,10 @@ pub async fn verify_created(conn: &TargetConnection, routines: &[Routine]) -> Re
     routines
         .iter()
         .zip(identities)
-        .map(|(routine, row)| row.get::<_, Option<String>>(0).ok_or_else(|| not_created(routine)))
+        .map(|(routine, row)| {
+            row.get::<_, Option<String>>(0)
+                .ok_or_else(|| not_created(routine))
+        })
         .collect()
 }
 
@@ -130,7 +136,11 @@ fn not_created(routine: &Routine) -> JobFailure {
 /// Applies every declared grant in one round trip. The routine is named by
 /// PostgreSQL's own `regprocedure` text and the grantee by the quoting
 /// helper: nothing from the plan is pasted raw.
-pub async fn grant(conn: &TargetConnection, routines: &[Routine], identities: &[String]) -> Result<usize, JobFailure> {
+pub async fn grant(
+    conn: &TargetConnection,
+    routines: &[Routine],
+    identities: &[String],
+) -> Result<usize, JobFailure> {
     let mut statements = String::new();
     let mut count = 0;
     for (routine, identity) in routines.iter().zip(identities) {

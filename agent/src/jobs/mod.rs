@@ -225,8 +225,56 @@ pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
             ..Default::default()
         },
     };
+    if matches!(context.job.kind, JobKind::Deploy { .. })
+        && result.outcome() == Outcome::Succeeded
+        && !result.backup_path.is_empty()
+    {
+        apply_retention(&context, &result.backup_path).await;
+    }
     context.finish(result);
     outbox.job_finished(&context.job.id, context.job.attempt);
+}
+
+/// Prunes the target's expired backups after a successful deploy; a problem
+/// here is reported as a failed step but never changes the deploy's outcome.
+async fn apply_retention(context: &JobContext, new_backup: &str) {
+    let days = context.job.backup_retention_days;
+    if days == 0 {
+        return;
+    }
+    let keep = std::path::PathBuf::from(new_backup);
+    let Some(dir) = keep.parent().map(std::path::Path::to_path_buf) else {
+        return;
+    };
+    let started = Instant::now();
+    let pruned = tokio::task::spawn_blocking(move || {
+        crate::backup::retention::prune(&dir, days, &keep, SystemTime::now())
+    })
+    .await;
+    let elapsed = millis(started.elapsed());
+    match pruned {
+        Ok(Ok(removed)) => context.event(
+            "retention",
+            StepStatus::Succeeded,
+            format!("{removed} backup(s) older than {days} day(s) removed"),
+            elapsed,
+            Vec::new(),
+        ),
+        Ok(Err(error)) => context.event(
+            "retention",
+            StepStatus::Failed,
+            format!("backups not pruned: {error}"),
+            elapsed,
+            Vec::new(),
+        ),
+        Err(error) => context.event(
+            "retention",
+            StepStatus::Failed,
+            format!("backups not pruned: {error}"),
+            elapsed,
+            Vec::new(),
+        ),
+    }
 }
 
 /// A result for a job that failed at `failure`.
