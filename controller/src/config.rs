@@ -32,6 +32,10 @@ pub struct ControllerConfig {
     pub security: Security,
     #[serde(default)]
     pub limits: Limits,
+    /// Slack and webhook channels per environment (`crate::notify`).
+    pub notifications: Option<crate::notify::settings::NotificationsConfig>,
+    /// The Prometheus endpoint; none without this table (`crate::metrics`).
+    pub metrics: Option<crate::metrics::settings::MetricsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +364,12 @@ impl ControllerConfig {
             anyhow::bail!(
                 "invalid controller config: deployment.rollback_timeout: must be at least 1s"
             );
+        }
+        if let Some(notifications) = &self.notifications {
+            notifications.validate(self.environments.keys())?;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.validate()?;
         }
         Ok(())
     }

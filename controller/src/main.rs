@@ -7,6 +7,8 @@ mod ca;
 mod cli;
 mod config;
 mod engine;
+mod metrics;
+mod notify;
 mod plan;
 mod project;
 mod store;

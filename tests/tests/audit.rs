@@ -22,7 +22,9 @@ async fn the_audit_log_records_rollouts_and_detects_an_edited_or_deleted_entry()
         .await?;
     assert_eq!(out.code, 0, "{out}");
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines.len(), 2, "the gates' verdict, then the deploy: {out}");
+    assert!(lines[0].contains("gates.passed"), "{out}");
+    let lines = &lines[1..];
     assert!(lines[0].contains("test-operator"), "{out}");
     assert!(lines[0].contains("deploy.started"), "{out}");
     assert!(

@@ -362,6 +362,26 @@ async fn the_automatic_rollback_after_a_failing_post_commit_smoke_test_is_exact_
         before,
         "the old version is live, exactly"
     );
+    // The automatic rollback backs up too, under its own name: the deploy's
+    // backup still holds what the ledger says it holds.
+    let (path, recorded): (String, String) = client
+        .query_one(
+            "SELECT backup_path, backup_sha256 FROM pgrollout.ledger WHERE action = 'deploy'",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))?;
+    use sha2::Digest;
+    let actual = hex::encode(sha2::Sha256::digest(std::fs::read(&path)?));
+    assert_eq!(actual, recorded, "{path} was overwritten");
+    let own: String = client
+        .query_one(
+            "SELECT backup_path FROM pgrollout.ledger WHERE action = 'auto-rollback'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(own.ends_with("_auto-rollback.sql") && own != path, "{own}");
     let deploy_id = ledger_ids(&client, "secure_total(integer)", "deploy").await?[0];
     assert_eq!(
         ledger(&client, "secure_total(integer)").await?,
@@ -561,7 +581,13 @@ async fn history_lists_every_version_in_order_and_rollback_to_goes_to_a_named_on
         .context("live")?;
     assert!(live.definition.contains("-- v1"), "{live:?}");
 
-    let out = stack.cli(&["history", "probe", "dev"]).await?;
+    // History needs only the viewer role; rolling back needs deployer.
+    let out = stack
+        .cli_as("looker", &["rollback", "probe", "dev"])
+        .await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("lacks the deployer role"), "{out}");
+    let out = stack.cli_as("looker", &["history", "probe", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(

@@ -108,7 +108,7 @@ async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stop
     session::simple(&conn, "BEGIN").await?;
     let work = async {
         let identities: Vec<String> = routines.iter().map(|r| r.identity.clone()).collect();
-        let (before, written) = session::backup(ctx, &conn, &identities).await?;
+        let (before, written) = session::backup(ctx, &conn, &ctx.job.id, &identities).await?;
         let mut script = String::new();
         let mut notes = Vec::new();
         for routine in &routines {
@@ -247,7 +247,7 @@ async fn enable_routines(
             .iter()
             .map(|(row, _)| row.new_identity.clone().unwrap_or_else(|| row.identity.clone()))
             .collect();
-        let (before, written) = session::backup(ctx, &conn, &current).await?;
+        let (before, written) = session::backup(ctx, &conn, &ctx.job.id, &current).await?;
         let mut script = String::new();
         for ((row, _), now) in disabled.iter().zip(&before) {
             if row.new_identity.is_none() {

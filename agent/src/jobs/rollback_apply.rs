@@ -75,7 +75,7 @@ pub async fn prepare_and_apply(
     session::simple(conn, "BEGIN").await?;
     progress.at("backup");
     let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
-    let (current, written) = session::backup(ctx, conn, &identities).await?;
+    let (current, written) = session::backup(ctx, conn, &reversal.job_id, &identities).await?;
     for (routine, now) in planned.iter().zip(&current) {
         if let Some(drift) = drift(routine, now) {
             ctx.event("drift", StepStatus::Skipped, &drift, 0, Vec::new());

@@ -239,3 +239,134 @@ fn nothing_message(spec: &RollbackSpec, label: &str, target: &str, notes: &[Stri
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::sha256_hex;
+
+    fn snapshot(definition: Option<&str>) -> RoutineSnapshot {
+        RoutineSnapshot {
+            requested: "f(integer)".into(),
+            existed: definition.is_some(),
+            identity: definition.map(|_| "f(integer)".into()),
+            schema: None,
+            definition: definition.map(str::to_owned),
+            owner: Some("app".into()),
+            acl: None,
+            comment: None,
+        }
+    }
+
+    fn deploy(id: i64, rollout: &str, from: Option<&str>, to: &str) -> LedgerRecord {
+        LedgerRecord {
+            id,
+            applied_at_ms: 0,
+            job_id: format!("j{id}"),
+            rollout_id: rollout.into(),
+            plan_id: format!("plan{id}"),
+            action: "deploy".into(),
+            identity: "f(integer)".into(),
+            change: "replaced".into(),
+            previous: snapshot(from),
+            previous_sha256: from.map(sha256_hex),
+            new: snapshot(Some(to)),
+            new_sha256: Some(sha256_hex(to)),
+            actor: "alice".into(),
+            trace_id: None,
+            commit_sha: None,
+            backup_path: Some(format!("/b/{id}.sql")),
+            backup_sha256: None,
+            undoes_ledger_id: None,
+            new_identity: None,
+            note: None,
+        }
+    }
+
+    fn spec(scope: RollbackScope, target: RollbackTarget) -> RollbackSpec {
+        RollbackSpec {
+            scope,
+            target,
+            emergency: None,
+            known_versions: Vec::new(),
+        }
+    }
+
+    fn all() -> RollbackScope {
+        RollbackScope::Routines(pgrollout_shared::operations::RoutineSelector {
+            schema: None,
+            name: "f".into(),
+            arg_types: None,
+        })
+    }
+
+    #[test]
+    fn a_plain_rollback_undoes_the_latest_change_and_knows_where_its_version_came_from() {
+        let rows = [
+            deploy(1, "r1", None, "v1"),
+            deploy(2, "r2", Some("v1"), "v2"),
+        ];
+        let (planned, _) =
+            plan(&rows, &spec(all(), RollbackTarget::Previous), "f", "main").expect("plan");
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].undoes().map(|r| r.id), Some(2));
+        assert_eq!(planned[0].wanted().definition.as_deref(), Some("v1"));
+        assert_eq!(planned[0].wanted_origin().0, "plan1");
+        assert_eq!(planned[0].backup_row().map(|r| r.id), Some(2));
+    }
+
+    #[test]
+    fn a_named_version_is_found_in_the_backup_of_the_change_that_replaced_it() {
+        let rows = [
+            deploy(1, "r1", None, "v1"),
+            deploy(2, "r2", Some("v1"), "v2"),
+            deploy(3, "r3", Some("v2"), "v3"),
+        ];
+        let (planned, _) = plan(
+            &rows,
+            &spec(all(), RollbackTarget::LedgerId(1)),
+            "f",
+            "main",
+        )
+        .expect("plan");
+        assert_eq!(planned[0].wanted().definition.as_deref(), Some("v1"));
+        assert_eq!(planned[0].backup_row().map(|r| r.id), Some(2));
+        let (planned, _) = plan(
+            &rows,
+            &spec(all(), RollbackTarget::PlanId("plan2".into())),
+            "f",
+            "main",
+        )
+        .expect("plan");
+        assert_eq!(planned[0].wanted().definition.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_rollout_changed_again_later_is_refused_before_anything_changes() {
+        let rows = [
+            deploy(1, "r1", None, "v1"),
+            deploy(2, "r2", Some("v1"), "v2"),
+        ];
+        let error = plan(
+            &rows,
+            &spec(
+                RollbackScope::Rollout("r1".into()),
+                RollbackTarget::Previous,
+            ),
+            "f",
+            "main",
+        )
+        .expect_err("r2 sits on top");
+        assert_eq!(
+            error.outcome,
+            pgrollout_shared::proto::Outcome::ValidationFailed
+        );
+        assert!(
+            error
+                .message
+                .contains("changed after rollout r1, by ledger #2"),
+            "{}",
+            error.message
+        );
+    }
+}

@@ -247,6 +247,17 @@ fn from_backup(
             "backup {path} holds another version of it than the ledger recorded"
         ));
     }
+    // Both were written from one snapshot, so they agree unless one was
+    // tampered with; every source then restores the same owner, ACL and
+    // comment (which were checked against the catalog before BEGIN).
+    let wanted = routine.wanted();
+    if (&entry.owner, &entry.acl, &entry.comment) != (&wanted.owner, &wanted.acl, &wanted.comment)
+        && entry.definition.is_some()
+    {
+        return Err(format!(
+            "backup {path} records another owner, ACL or comment than the ledger"
+        ));
+    }
     Ok(Some(RoutineSnapshot {
         requested: routine.identity.to_owned(),
         ..entry.clone()

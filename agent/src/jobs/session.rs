@@ -138,10 +138,13 @@ pub async fn already_done(
 }
 
 /// No backup, no change: the current state of every routine the job is
-/// about to touch, in one verified file, before the first change.
+/// about to touch, in one verified file, before the first change. `job_id`
+/// names the file: the automatic rollback passes its own
+/// (`<deploy job>:auto-rollback`), so its backup never replaces the deploy's.
 pub async fn backup(
     ctx: &JobContext,
     conn: &TargetConnection,
+    job_id: &str,
     identities: &[String],
 ) -> Result<(Vec<RoutineSnapshot>, WrittenBackup), JobFailure> {
     let work = async {
@@ -149,7 +152,7 @@ pub async fn backup(
             .await
             .map_err(|e| database("cannot read the current definitions", &e))?;
         let header = BackupHeader {
-            job_id: ctx.job.id.clone(),
+            job_id: job_id.to_owned(),
             attempt: ctx.job.attempt,
             rollout_id: ctx.job.rollout_id.clone(),
             plan_id: ctx.job.plan_id.clone(),

@@ -397,6 +397,114 @@ pub fn quote_literal(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn live(owner: &str, acl: Option<&str>, grantees: &[Option<&str>]) -> LiveState {
+        LiveState {
+            snapshot: RoutineSnapshot {
+                requested: "f(integer)".into(),
+                existed: true,
+                identity: Some("f(integer)".into()),
+                schema: None,
+                definition: Some("CREATE FUNCTION ...".into()),
+                owner: Some(owner.into()),
+                acl: acl.map(str::to_owned),
+                comment: Some("old".into()),
+            },
+            default_acl: Some(format!("{{=X/{owner},{owner}=X/{owner}}}")),
+            grantees: grantees.iter().map(|g| g.map(str::to_owned)).collect(),
+        }
+    }
+
+    fn item(grantee: Option<&str>, grantor: &str, grantable: bool, may: bool) -> AclItem {
+        AclItem {
+            grantee: grantee.map(str::to_owned),
+            grantor: grantor.into(),
+            grantable,
+            may_act_as_grantor: may,
+        }
+    }
+
+    #[test]
+    fn the_acl_is_rebuilt_in_order_with_grant_options_and_grantors() {
+        let wanted = RoutineSnapshot {
+            acl: Some("{app_owner=X/app_owner,a=X*/app_owner,b=X/a}".into()),
+            owner: Some("app_owner".into()),
+            comment: Some("it's new".into()),
+            ..live("app_owner", None, &[]).snapshot
+        };
+        let acl = [
+            item(Some("app_owner"), "app_owner", false, true),
+            item(Some("a"), "app_owner", true, true),
+            item(Some("b"), "a", false, true),
+        ];
+        let target = ExactTarget {
+            lookup: "f(integer)",
+            wanted: &wanted,
+            acl: &acl,
+        };
+        let session = Session {
+            user: "postgres".into(),
+            superuser: true,
+        };
+        let now = live(
+            "app_owner",
+            Some("{app_owner=X/app_owner,a=X*/app_owner,extra=X/app_owner}"),
+            &[Some("app_owner"), Some("a"), Some("extra")],
+        );
+        let mut notes = Vec::new();
+        let script = metadata_statements(&session, "f(integer)", &now, &target, &mut notes);
+        assert_eq!(
+            script,
+            "REVOKE ALL ON ROUTINE f(integer) FROM \"app_owner\", \"a\", \"extra\", PUBLIC CASCADE;\n\
+             GRANT EXECUTE ON ROUTINE f(integer) TO \"app_owner\";\n\
+             GRANT EXECUTE ON ROUTINE f(integer) TO \"a\" WITH GRANT OPTION;\n\
+             SET LOCAL ROLE \"a\";\nGRANT EXECUTE ON ROUTINE f(integer) TO \"b\";\nRESET ROLE;\n\
+             COMMENT ON ROUTINE f(integer) IS 'it''s new';\n"
+        );
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn a_grantor_the_session_cannot_act_as_is_reported_and_an_equal_acl_is_left_alone() {
+        let wanted = RoutineSnapshot {
+            acl: Some("{o=X/o,b=X/a}".into()),
+            ..live("o", None, &[]).snapshot
+        };
+        let acl = [
+            item(Some("o"), "o", false, true),
+            item(Some("b"), "a", false, false),
+        ];
+        let target = ExactTarget {
+            lookup: "f(integer)",
+            wanted: &wanted,
+            acl: &acl,
+        };
+        let owner_session = Session {
+            user: "o".into(),
+            superuser: false,
+        };
+        let mut notes = Vec::new();
+        let script = metadata_statements(
+            &owner_session,
+            "f(integer)",
+            &live("o", Some("{o=X/o}"), &[Some("o")]),
+            &target,
+            &mut notes,
+        );
+        assert!(
+            script.ends_with("GRANT EXECUTE ON ROUTINE f(integer) TO \"b\";\n"),
+            "{script}"
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("granted by a originally"), "{notes:?}");
+
+        let mut notes = Vec::new();
+        let same = live("o", Some("{o=X/o,b=X/a}"), &[Some("o"), Some("b")]);
+        assert_eq!(
+            metadata_statements(&owner_session, "f(integer)", &same, &target, &mut notes),
+            ""
+        );
+    }
+
     #[test]
     fn literals_survive_quotes_and_backslashes() {
         assert_eq!(quote_literal("plain"), "'plain'");

@@ -254,6 +254,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                     controller
                         .router
                         .publish(&job_id, JobUpdate::Finished(result));
+                    controller.notifier.rollout_finished(&job_id);
                 }
                 Ok(false) => tracing::debug!(job_id = %job_id, "duplicate result dropped"),
                 Err(error) => {

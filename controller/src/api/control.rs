@@ -74,6 +74,13 @@ impl Control for ControlService {
             .await
     }
 
+    async fn get_metrics(
+        &self,
+        request: Request<pgrollout_shared::proto::MetricsRequest>,
+    ) -> Result<Response<pgrollout_shared::proto::MetricsResponse>, Status> {
+        self.metrics(request).await
+    }
+
     async fn deploy(
         &self,
         request: Request<DeployRequest>,

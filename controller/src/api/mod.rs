@@ -6,6 +6,7 @@
 pub mod agent_link;
 pub mod control;
 pub mod gates;
+mod metrics;
 mod operations;
 pub mod tls;
 

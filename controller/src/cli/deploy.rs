@@ -78,7 +78,7 @@ pub async fn run(
         identities: &identities,
         rollout: rollout.as_ref(),
         result: &result,
-        code,
+        status: report::RunStatus::Exited(code),
         wall_time: started.elapsed(),
     };
     print!("{}", report::smoke_blocks(&result.smoke, &args.environment));

@@ -119,7 +119,7 @@ pub async fn submit_and_follow(
 
 /// Who the operator says they are: believed only by a `--dev-plaintext`
 /// controller; with TLS the certificate says who the operator is.
-fn operator_name() -> String {
+pub(super) fn operator_name() -> String {
     std::env::var("PGROLLOUT_ACTOR")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))

@@ -10,6 +10,8 @@ mod deploy;
 mod disable;
 mod follow;
 mod history;
+mod log;
+mod metrics;
 mod operation;
 mod plan;
 mod report;
@@ -78,6 +80,10 @@ enum Command {
     Status(status::StatusArgs),
     /// Recent rollouts, newest first.
     Rollouts(status::RolloutsArgs),
+    /// SEED.md's DEPLOYMENT LOG block for a recorded rollout, with its trace id.
+    Log(log::LogArgs),
+    /// Deployment metrics per procedure: count, success rate, average duration, rollbacks, MTTR.
+    Metrics(metrics::MetricsArgs),
     /// Read the audit log (`audit verify` checks its hash chain).
     Audit(audit::AuditArgs),
     /// The built-in certificate authority: `init`, then `issue` certificates.
@@ -144,6 +150,8 @@ pub fn run() -> ExitCode {
             Command::Plan(args) => plan::run(&cli.controller, &cli.tls, args).await,
             Command::Status(args) => status::status(&cli.controller, &cli.tls, args).await,
             Command::Rollouts(args) => status::list(&cli.controller, &cli.tls, args).await,
+            Command::Log(args) => log::run(&cli.controller, &cli.tls, args).await,
+            Command::Metrics(args) => metrics::run(&cli.controller, &cli.tls, args).await,
             Command::Rollback(args) => rollback::run(&cli.controller, &cli.tls, args).await,
             Command::Disable(args) => disable::disable(&cli.controller, &cli.tls, args).await,
             Command::Enable(args) => disable::enable(&cli.controller, &cli.tls, args).await,

@@ -92,19 +92,10 @@ pub async fn call_and_follow(
 
 fn with_actor<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Ok(actor) = operator_name().parse() {
+    if let Ok(actor) = super::follow::operator_name().parse() {
         request.metadata_mut().insert(CLAIMED_ACTOR_HEADER, actor);
     }
     request
-}
-
-/// Who the operator says they are: believed only by a `--dev-plaintext`
-/// controller; with TLS the certificate says who the operator is.
-fn operator_name() -> String {
-    ["PGROLLOUT_ACTOR", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Prints the job's warnings, one per line, on stdout where the report is.

@@ -80,7 +80,8 @@ pub fn smoke_verdict(result: &JobResult) -> String {
     )
 }
 
-/// Everything the DEPLOYMENT LOG block needs.
+/// Everything the DEPLOYMENT LOG block needs. `deploy` fills it from the
+/// rollout it just followed, `log` from the controller's record.
 pub struct RunReport<'a> {
     pub procedure: &'a str,
     pub environment: &'a str,
@@ -88,8 +89,21 @@ pub struct RunReport<'a> {
     pub identities: &'a [String],
     pub rollout: Option<&'a RolloutStarted>,
     pub result: &'a JobResult,
-    pub code: ExitCode,
+    pub status: RunStatus,
     pub wall_time: Duration,
+}
+
+/// Where the rollout stands, for the block's `Status:` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// It ended with this exit code.
+    Exited(ExitCode),
+    /// It succeeded, and a rollback later undid every change it made.
+    RolledBack,
+    /// No result yet.
+    Running,
+    /// The agent vanished mid-job; its ledger decides once it reports.
+    Unknown,
 }
 
 /// SEED.md's DEPLOYMENT LOG block, plus rollout, trace and ledger ids.
@@ -105,12 +119,19 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
     } else {
         "❌ FAIL".to_owned()
     };
-    let status = match run.code {
-        ExitCode::Success if run.result.replayed_from_ledger => {
+    let status = match run.status {
+        RunStatus::Exited(ExitCode::Success) if run.result.replayed_from_ledger => {
             "✅ SUCCESS (already applied; nothing changed)".to_owned()
         }
-        ExitCode::Success => "✅ SUCCESS".to_owned(),
-        code => format!("❌ FAILED (exit {})", code.code()),
+        RunStatus::Exited(ExitCode::Success) => "✅ SUCCESS".to_owned(),
+        RunStatus::Exited(code) => format!("❌ FAILED (exit {})", code.code()),
+        RunStatus::RolledBack => {
+            "↩️ ROLLED BACK (succeeded, later undone by a rollback)".to_owned()
+        }
+        RunStatus::Running => "⏳ RUNNING".to_owned(),
+        RunStatus::Unknown => {
+            "❓ UNKNOWN (the agent has not reported; its ledger decides)".to_owned()
+        }
     };
     let backup = if run.result.backup_path.is_empty() {
         "none".to_owned()

@@ -11,6 +11,9 @@ use crate::store::Store;
 
 pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     crate::telemetry::init_logging();
+    // reqwest (notifications) is built without a provider of its own and
+    // panics without one (STACK.md pitfall 4); already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match ControllerConfig::load(config_path) {
         Ok(config) => config,
         Err(error) => {
@@ -18,6 +21,10 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             return ExitCode::ValidationFailed;
         }
     };
+    if let Err(error) = crate::notify::check_channels(&config) {
+        eprintln!("pgrollout serve: {error:#}");
+        return ExitCode::ValidationFailed;
+    }
     let tls = match (&config.tls, dev_plaintext) {
         (_, true) => {
             let non_loopback: Vec<String> = [config.listen.operators, config.listen.agents]
@@ -76,8 +83,19 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             return ExitCode::DeploymentFailed;
         }
     };
+    let metrics = match &config.metrics {
+        Some(metrics) => match bind(metrics.listen).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                eprintln!("pgrollout serve: {error}");
+                return ExitCode::DeploymentFailed;
+            }
+        },
+        None => None,
+    };
     tracing::info!(
         tls = tls.is_some(),
+        metrics = ?config.metrics.as_ref().map(|m| m.listen),
         operators = %config.listen.operators,
         agents = %config.listen.agents,
         store = %config.store.path.display(),
@@ -86,6 +104,10 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     );
     let controller = Controller::new(config, config_path.to_owned(), store, tls);
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
+    if let Some(listener) = metrics {
+        let server = crate::metrics::http::serve(listener, controller.clone(), shutdown_signal());
+        tokio::spawn(server);
+    }
     match crate::api::serve(controller, operators, agents, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("controller stopped");

@@ -27,6 +27,8 @@ pub struct Controller {
     pub router: router::JobRouter,
     /// `None` in `--dev-plaintext` mode.
     pub tls: Option<Arc<TlsState>>,
+    /// Tells the configured channels how rollouts end (never blocks).
+    pub notifier: crate::notify::Notifier,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -38,6 +40,7 @@ impl Controller {
         tls: Option<Arc<TlsState>>,
     ) -> Arc<Self> {
         let policy = Policy::from_config(&config);
+        let notifier = crate::notify::Notifier::start(&config, store.clone());
         Arc::new(Controller {
             config,
             config_path,
@@ -45,6 +48,7 @@ impl Controller {
             registry: registry::Registry::default(),
             router: router::JobRouter::default(),
             tls,
+            notifier,
             policy: RwLock::new(Arc::new(policy)),
         })
     }

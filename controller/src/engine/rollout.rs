@@ -102,7 +102,9 @@ pub async fn start(
         JobKind::Rollback(_) => controller.config.deployment.rollback_timeout,
         _ => controller.config.deployment.job_timeout,
     };
+    let backup_retention_days = environment.backup_retention_days.unwrap_or(0);
     let job = Job {
+        backup_retention_days,
         id: job_id.clone(),
         attempt: 1,
         deadline: SystemTime::now() + job_timeout,
@@ -165,6 +167,7 @@ pub async fn start(
                 now_unix_ms(),
             )
             .await;
+        controller.notifier.rollout_finished(&job_id);
         return Err(Status::unavailable(message));
     }
 
@@ -241,6 +244,7 @@ async fn relay(
                 now_unix_ms(),
             )
             .await;
+        controller.notifier.rollout_finished(&job_id);
         let result = JobResult {
             job_id: job_id.clone(),
             attempt: 1,

@@ -117,7 +117,9 @@ impl NotificationsConfig {
             }
             if let Some(url) = &channel.url {
                 super::secret::parse_url(url).map_err(|problem| {
-                    anyhow::anyhow!("invalid controller config: notifications.channels.{name}.url: {problem}")
+                    anyhow::anyhow!(
+                        "invalid controller config: notifications.channels.{name}.url: {problem}"
+                    )
                 })?;
             }
         }
@@ -184,12 +186,21 @@ mod tests {
                 "[channels.a]\nkind = \"slack\"\nurl = \"x\"\nurl_env = \"Y\"\n",
                 "exactly one of url",
             ),
-            ("[channels.a]\nkind = \"webhook\"\nurl = \"ftp://h/x\"\n", "http"),
+            (
+                "[channels.a]\nkind = \"webhook\"\nurl = \"ftp://h/x\"\n",
+                "http",
+            ),
             ("[routes]\nqa = []\n", "routes.qa: no such environment"),
             ("[routes]\ndev = [\"nope\"]\n", "no channel \"nope\""),
             ("attempts = 0\n", "attempts"),
-            ("[channels.a]\nkind = \"email\"\nurl = \"http://h\"\n", "email"),
-            ("[channels.a]\nkind = \"slack\"\nurll = \"http://h\"\n", "urll"),
+            (
+                "[channels.a]\nkind = \"email\"\nurl = \"http://h\"\n",
+                "email",
+            ),
+            (
+                "[channels.a]\nkind = \"slack\"\nurll = \"http://h\"\n",
+                "urll",
+            ),
         ] {
             let error = format!("{:#}", parse(text).expect_err(text));
             assert!(error.contains(expected), "{text}: {error}");

@@ -41,7 +41,10 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
         // longer decodes is reported as absent rather than failing the read.
         result: result.and_then(|bytes| JobResult::decode(bytes.as_slice()).ok()),
         agent_name: row.get::<_, Option<String>>(16)?.unwrap_or_default(),
-        routine_count: plan.as_ref().map(|p| p.routines.len() as u32).unwrap_or_default(),
+        routine_count: plan
+            .as_ref()
+            .map(|p| p.routines.len() as u32)
+            .unwrap_or_default(),
         routine_identities: plan
             .map(|p| p.routines.iter().map(routine_identity).collect())
             .unwrap_or_default(),

@@ -1,0 +1,161 @@
+//! `pgrollout log <rollout>`: SEED.md's DEPLOYMENT LOG block for a recorded
+//! rollout, from the controller's store, rendered by the same code as the
+//! block `deploy` prints at the end. The duration is the controller's: from
+//! recording the rollout to recording its end.
+
+use std::time::Duration;
+
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::job::now_unix_ms;
+use pgrollout_shared::proto::{GetRolloutRequest, Plan, RolloutStarted, RolloutStatus};
+
+use super::connect::{self, OperatorTls};
+use super::report::{self, RunReport, RunStatus};
+
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// The rollout id, as `deploy`, `batch` and `rollouts` print it.
+    rollout: String,
+}
+
+pub async fn run(address: &str, tls: &OperatorTls, args: LogArgs) -> ExitCode {
+    let mut client = match connect::controller(address, tls).await {
+        Ok(client) => client,
+        Err((code, message)) => return fail(code, &message),
+    };
+    let request = GetRolloutRequest {
+        rollout_id: args.rollout,
+    };
+    match client.get_rollout(request).await {
+        Ok(response) => {
+            print!("{}", render(&response.into_inner()));
+            ExitCode::Success
+        }
+        Err(status) => {
+            let (code, message) = connect::refusal(&status, address);
+            fail(code, &message)
+        }
+    }
+}
+
+/// The block for one recorded rollout.
+fn render(status: &RolloutStatus) -> String {
+    let plan = Plan {
+        plan_id: status.plan_id.clone(),
+        commit_sha: status.commit_sha.clone(),
+        label: status.label.clone(),
+        routines: Vec::new(),
+    };
+    let rollout = RolloutStarted {
+        rollout_id: status.rollout_id.clone(),
+        environment: status.environment.clone(),
+        zone: status.zone.clone(),
+        agent_name: status.agent_name.clone(),
+        trace_id: status.trace_id.clone(),
+        actor: status.actor.clone(),
+        started_at_unix_ms: status.created_at_unix_ms,
+        ..Default::default()
+    };
+    let result = status.result.clone().unwrap_or_default();
+    let run_status = match status.state.as_str() {
+        "rolled_back" => RunStatus::RolledBack,
+        "unknown" => RunStatus::Unknown,
+        _ if !status.finished => RunStatus::Running,
+        _ => RunStatus::Exited(exit_code(status.exit_code)),
+    };
+    let finished_at = if status.finished {
+        status.finished_at_unix_ms
+    } else {
+        now_unix_ms()
+    };
+    let elapsed_ms = u64::try_from(finished_at - status.created_at_unix_ms).unwrap_or(0);
+    report::deployment_log(&RunReport {
+        procedure: &status.label,
+        environment: &status.environment,
+        plan: &plan,
+        identities: &status.routine_identities,
+        rollout: Some(&rollout),
+        result: &result,
+        status: run_status,
+        wall_time: Duration::from_millis(elapsed_ms),
+    })
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    match code {
+        0 => ExitCode::Success,
+        1 => ExitCode::ValidationFailed,
+        3 => ExitCode::SmokeTestFailed,
+        _ => ExitCode::DeploymentFailed,
+    }
+}
+
+fn fail(code: ExitCode, message: &str) -> ExitCode {
+    eprintln!("pgrollout: {message}");
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrollout_shared::proto::{JobResult, Outcome, SmokeReport};
+
+    #[test]
+    fn a_recorded_deploy_renders_as_seed_s_block() {
+        let status = RolloutStatus {
+            rollout_id: "r-18c3f2a9b10-7f3a".into(),
+            kind: "deploy".into(),
+            environment: "qa".into(),
+            actor: "operator alice".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            state: "succeeded".into(),
+            exit_code: 0,
+            finished: true,
+            created_at_unix_ms: 1_763_044_200_000,
+            finished_at_unix_ms: 1_763_044_245_000,
+            plan_id: "abc123def4567890".into(),
+            commit_sha: "abc123def456".into(),
+            label: "reconcilemupstream".into(),
+            routine_identities: vec!["public.reconcilemupstream(text)".into()],
+            result: Some(JobResult {
+                outcome: Outcome::Succeeded as i32,
+                backup_path: "/backups/r.sql".into(),
+                backup_sha256: "ff".into(),
+                smoke: vec![SmokeReport {
+                    passed: true,
+                    ..Default::default()
+                }],
+                ledger_ids: vec![7],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            render(&status),
+            "===========================================\n\
+             DEPLOYMENT LOG\n\
+             ===========================================\n\
+             Timestamp: 2025-11-13 14:30:00 UTC\n\
+             Procedure: reconcilemupstream\n\
+             Routines: public.reconcilemupstream(text)\n\
+             Environment: QA\n\
+             Version: abc123def456\n\
+             Deployed By: operator alice\n\
+             Commit SHA: abc123def456\n\
+             Backup: /backups/r.sql (sha256 ff)\n\
+             Smoke Test: ✅ PASS\n\
+             Duration: 45.00 seconds\n\
+             Status: ✅ SUCCESS\n\
+             Rollout: r-18c3f2a9b10-7f3a\n\
+             Trace ID: 4bf92f3577b34da6a3ce929d0e0e4736\n\
+             Ledger: 7\n\
+             ===========================================\n"
+        );
+        let rolled_back = RolloutStatus {
+            state: "rolled_back".into(),
+            ..status
+        };
+        assert!(render(&rolled_back)
+            .contains("\nStatus: ↩️ ROLLED BACK (succeeded, later undone by a rollback)\n"));
+    }
+}

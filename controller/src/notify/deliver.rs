@@ -1,0 +1,306 @@
+//! Posting one event to one channel: a bounded number of attempts, each
+//! with its own timeout, exponential backoff between them, and an audit
+//! entry (`notification.failed`) when the last one fails. Runs on its own
+//! task: nothing here is ever awaited by a rollout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::event::Event;
+use super::secret::{self, UrlError};
+use super::settings::{ChannelConfig, ChannelKind, NotificationsConfig};
+use crate::store::{AuditEntry, Store};
+
+/// One configured channel, by name.
+pub struct Channel {
+    pub name: String,
+    pub config: ChannelConfig,
+}
+
+impl Channel {
+    /// The body this channel posts for `event`.
+    pub fn payload(&self, event: &Event, slack_channel: Option<&str>) -> Value {
+        match self.config.kind {
+            ChannelKind::Slack => super::slack::payload(event, slack_channel),
+            ChannelKind::Webhook => super::webhook::payload(event),
+        }
+    }
+}
+
+/// What every delivery shares.
+pub struct Courier {
+    /// `Err` when the HTTP client could not be built: every delivery then
+    /// fails, and is audited, with this reason.
+    pub client: Result<reqwest::Client, String>,
+    pub timeout: Duration,
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub store: Store,
+}
+
+/// Why one attempt failed. Never carries the URL: reqwest's errors are
+/// stripped of it before they get here.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("no usable URL")]
+    Url(#[from] UrlError),
+    #[error("the HTTP client is unavailable: {0}")]
+    NoClient(String),
+    #[error("request failed")]
+    Request(#[source] reqwest::Error),
+    #[error("no response within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("the endpoint answered HTTP {0}")]
+    Status(reqwest::StatusCode),
+}
+
+impl AttemptError {
+    /// Whether another attempt could succeed: not for a missing secret or a
+    /// 4xx other than 429, which will answer the same again.
+    fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Url(_) | AttemptError::NoClient(_) => false,
+            AttemptError::Status(status) => {
+                status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            }
+            AttemptError::Request(_) | AttemptError::Timeout(_) => true,
+        }
+    }
+}
+
+impl Courier {
+    pub fn new(settings: &NotificationsConfig, store: Store) -> Courier {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("pgrollout/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.timeout)
+            // A redirect could carry the body somewhere nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e.without_url())));
+        Courier {
+            client,
+            timeout: settings.timeout,
+            attempts: settings.attempts,
+            backoff: settings.backoff,
+            store,
+        }
+    }
+
+    /// Delivers `body` to `channel`, retrying; audits the final failure.
+    pub async fn deliver(&self, channel: Arc<Channel>, event: Arc<Event>, body: Value) {
+        let mut delay = self.backoff;
+        let mut attempt = 0;
+        let error = loop {
+            attempt += 1;
+            let error = match self.attempt(&channel, &body).await {
+                Ok(()) => {
+                    tracing::info!(channel = %channel.name, event = %event.name, rollout_id = %event.rollout_id, attempt, "notification delivered");
+                    return;
+                }
+                Err(error) => error,
+            };
+            if attempt >= self.attempts || !error.is_retryable() {
+                break error;
+            }
+            tracing::debug!(channel = %channel.name, attempt, error = %chain(&error), "notification attempt failed; retrying");
+            // Jitter keeps channels that failed together from retrying in step.
+            let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 10));
+            tokio::time::sleep(delay + jitter).await;
+            delay = delay.saturating_mul(2);
+        };
+        let error = chain(&error);
+        tracing::warn!(channel = %channel.name, event = %event.name, rollout_id = %event.rollout_id, attempts = attempt, error = %error, "notification failed");
+        let entry = AuditEntry {
+            actor: "controller".to_owned(),
+            action: "notification.failed".to_owned(),
+            outcome: "failed".to_owned(),
+            rollout_id: Some(event.rollout_id.clone()).filter(|id| !id.is_empty()),
+            environment: Some(event.environment.clone()),
+            procedure: Some(event.procedure.clone()),
+            trace_id: Some(event.trace_id.clone()).filter(|id| !id.is_empty()),
+            details: format!(
+                "channel {} ({}): event {}: {attempt} attempt(s) failed; last: {error}",
+                channel.name,
+                channel.config.kind.as_str(),
+                event.name
+            ),
+        };
+        if let Err(error) = self.store.audit(entry).await {
+            tracing::error!(error = %anyhow::Error::from(error), "auditing a failed notification failed");
+        }
+    }
+
+    async fn attempt(&self, channel: &Channel, body: &Value) -> Result<(), AttemptError> {
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| AttemptError::NoClient(e.clone()))?;
+        let url = secret::resolve(&channel.config)?;
+        let request = client
+            .post(url.as_url().clone())
+            .timeout(self.timeout)
+            .json(body)
+            .send();
+        // reqwest's own timeout covers the request; this one also covers a
+        // resolver that never answers.
+        let response = tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| AttemptError::Timeout(self.timeout))?
+            .map_err(|e| match e.is_timeout() {
+                true => AttemptError::Timeout(self.timeout),
+                false => AttemptError::Request(e.without_url()),
+            })?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(AttemptError::Status(status)),
+        }
+    }
+}
+
+/// The error with its causes, `a: b: c`.
+fn chain(error: &AttemptError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::notify::event::Outcome;
+
+    /// Answers each request with the next status of `statuses` (the last
+    /// one repeats), counting requests.
+    async fn responder(statuses: Vec<u16>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                let mut buffer = vec![0; 64 * 1024];
+                let _ = stream.read(&mut buffer).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            }
+        });
+        (format!("http://{address}/hook"), count)
+    }
+
+    fn setup(url: &str) -> (tempfile::TempDir, Courier, Arc<Channel>, Arc<Event>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.sqlite")).expect("store");
+        let settings = NotificationsConfig {
+            backoff: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let channel = Channel {
+            name: "ops-hook".into(),
+            config: ChannelConfig {
+                kind: ChannelKind::Webhook,
+                url: Some(url.to_owned()),
+                url_env: None,
+                url_file: None,
+            },
+        };
+        let event = Event {
+            name: "deploy.failed".into(),
+            kind: "deploy".into(),
+            outcome: Outcome::Failed,
+            rollout_id: "r-1".into(),
+            environment: "dev".into(),
+            procedure: "addarc".into(),
+            actor: "alice".into(),
+            state: "failed".into(),
+            exit_code: Some(2),
+            message: "boom".into(),
+            trace_id: String::new(),
+            plan_id: String::new(),
+            commit_sha: String::new(),
+            emergency: false,
+            emergency_reason: None,
+            started_at_unix_ms: 0,
+            finished_at_unix_ms: None,
+            approvals_required: None,
+        };
+        (
+            dir,
+            Courier::new(&settings, store),
+            Arc::new(channel),
+            Arc::new(event),
+        )
+    }
+
+    async fn failures(courier: &Courier) -> Vec<String> {
+        courier
+            .store
+            .audit_entries()
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.entry.action == "notification.failed")
+            .map(|e| e.entry.details)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_one_attempt_succeeds() {
+        let (url, count) = responder(vec![500, 503, 200]).await;
+        let (_dir, courier, channel, event) = setup(&url);
+        courier.deliver(channel, event, json_body()).await;
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert!(failures(&courier).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_client_error_is_not_retried_and_is_audited_without_the_url() {
+        let (url, count) = responder(vec![404]).await;
+        let (_dir, courier, channel, event) = setup(&url);
+        courier.deliver(channel, event, json_body()).await;
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            failures(&courier).await,
+            ["channel ops-hook (webhook): event deploy.failed: 1 attempt(s) failed; last: the endpoint answered HTTP 404 Not Found"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_endpoint_is_tried_three_times_then_audited() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").port()
+        };
+        let (_dir, courier, channel, event) =
+            setup(&format!("http://127.0.0.1:{port}/secret-path"));
+        courier.deliver(channel, event, json_body()).await;
+        let failures = failures(&courier).await;
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert!(
+            failures[0].starts_with("channel ops-hook (webhook): event deploy.failed: 3 attempt(s) failed; last: request failed: "),
+            "{failures:?}"
+        );
+        assert!(!failures[0].contains("secret-path"), "{failures:?}");
+    }
+
+    fn json_body() -> Value {
+        serde_json::json!({"text": "x"})
+    }
+}
