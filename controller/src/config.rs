@@ -60,6 +60,8 @@ pub enum OperatorRole {
     Deployer,
     /// Approve or reject rollouts.
     Approver,
+    /// Sign off rollouts (SEED.md's stakeholder sign-off gate).
+    Stakeholder,
     /// Everything.
     Admin,
 }
@@ -70,6 +72,7 @@ impl OperatorRole {
             OperatorRole::Viewer => "viewer",
             OperatorRole::Deployer => "deployer",
             OperatorRole::Approver => "approver",
+            OperatorRole::Stakeholder => "stakeholder",
             OperatorRole::Admin => "admin",
         }
     }

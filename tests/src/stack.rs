@@ -116,7 +116,7 @@ impl Stack {
         } else {
             format!(
                 "[tls]\nca = \"{ca}/ca.pem\"\ncert = \"{ca}/controller-main.pem\"\nkey = \"{ca}/controller-main.key\"\n\
-                 trust_domain = \"{TRUST_DOMAIN}\"\n[operators]\n{OPERATOR} = [\"deployer\", \"viewer\"]\nlooker = [\"viewer\"]\n",
+                 trust_domain = \"{TRUST_DOMAIN}\"\n[operators]\n{OPERATOR} = [\"deployer\", \"viewer\"]\nlooker = [\"viewer\"]\napprover-1 = [\"approver\", \"deployer\", \"viewer\"]\napprover-2 = [\"approver\"]\nsigner = [\"stakeholder\"]\n",
                 ca = ca_dir.display()
             )
         };

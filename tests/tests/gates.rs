@@ -137,7 +137,7 @@ async fn a_closed_maintenance_window_and_unavailable_gates_fail_closed() -> Resu
         zones: vec!["dev".into()],
         environment_extra: vec![(
             "dev".into(),
-            format!("maintenance_window = \"{window}\"\nrequire_approval = true"),
+            format!("maintenance_window = \"{window}\"\nrequire_approval = true\ngates = [\"performance\"]"),
         )],
         ..StackOptions::default()
     })
@@ -151,11 +151,189 @@ async fn a_closed_maintenance_window_and_unavailable_gates_fail_closed() -> Resu
         "{out}"
     );
     assert!(
-        out.stderr
-            .contains("gate approval refused: approval is not available in this version"),
+        out.stderr.contains(
+            "gate performance refused: the performance probe is not available in this version"
+        ),
         "{out}"
     );
     let audit = stack.cli(&["audit", "--output", "json"]).await?;
     assert!(audit.stdout.contains("gates.refused"), "{audit}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_rollout() -> Result<()>
+{
+    let stack = Stack::start_with(StackOptions {
+        zones: vec!["dev".into(), "qa".into()],
+        environment_extra: vec![(
+            "qa".into(),
+            "promote_from = \"dev\"\nrequire_approval = true\napprovals = 2\ngates = [\"stakeholder_signoff\"]".into(),
+        )],
+        ..StackOptions::default()
+    })
+    .await?;
+    assert_eq!(
+        stack
+            .cli(&["deploy", "reconcilemupstream", "dev"])
+            .await?
+            .code,
+        0
+    );
+
+    let out = stack.cli(&["deploy", "reconcilemupstream", "qa"]).await?;
+    assert_eq!(out.code, 1, "parked, nothing changed yet: {out}");
+    assert!(
+        out.stderr
+            .contains("awaits approval and changed nothing yet"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("gate approval: needs 2 approval(s) by the approver role, has 0"),
+        "{out}"
+    );
+    let request = out
+        .stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("p-"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!request.is_empty(), "{out}");
+    let qa = stack.zone("qa").pg.connect().await?;
+    let exists = "SELECT to_regprocedure('public.reconcilemupstream(text)') IS NOT NULL";
+    assert!(!qa.query_one(exists, &[]).await?.get::<_, bool>(0));
+
+    // The requester cannot approve, a viewer cannot, a deployer without the role cannot.
+    let own = stack.cli(&["approve", &request]).await?;
+    assert_eq!(own.code, 1, "{own}");
+    assert!(own.stderr.contains("lacks the approver role"), "{own}");
+    let viewer = stack.cli_as("looker", &["approve", &request]).await?;
+    assert_eq!(viewer.code, 1, "{viewer}");
+
+    let first = stack
+        .cli_as("approver-1", &["approve", &request, "--reason", "reviewed"])
+        .await?;
+    assert_eq!(first.code, 0, "{first}");
+    assert!(first.stdout.contains("still waits"), "{first}");
+    assert!(first.stdout.contains("has 1 (approver-1)"), "{first}");
+    // Approving twice does not count twice.
+    let again = stack.cli_as("approver-1", &["approve", &request]).await?;
+    assert!(again.stdout.contains("has 1 (approver-1)"), "{again}");
+    let second = stack.cli_as("approver-2", &["approve", &request]).await?;
+    assert!(
+        second
+            .stdout
+            .contains("gate stakeholder_signoff: needs a sign-off"),
+        "{second}"
+    );
+    assert!(
+        !qa.query_one(exists, &[]).await?.get::<_, bool>(0),
+        "still waiting for the sign-off"
+    );
+
+    let signed = stack
+        .cli_as("signer", &["approve", &request, "--as", "stakeholder"])
+        .await?;
+    assert_eq!(signed.code, 0, "{signed}");
+    assert!(
+        signed
+            .stdout
+            .contains(&format!("request {request} approved; rollout r-")),
+        "{signed}"
+    );
+    let rollout = signed
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Rollout: "))
+        .unwrap_or_default()
+        .to_owned();
+    // The rollout runs in the background: wait for its record to settle.
+    let mut state = String::new();
+    for _ in 0..100 {
+        let status = stack.cli(&["status", &rollout]).await?;
+        state = status
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("State: "))
+            .unwrap_or_default()
+            .to_owned();
+        if state != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "succeeded");
+    assert!(
+        qa.query_one(exists, &[]).await?.get::<_, bool>(0),
+        "approved and deployed"
+    );
+    let repeat = stack.cli_as("approver-1", &["approve", &request]).await?;
+    assert_eq!(repeat.code, 1, "{repeat}");
+    assert!(repeat.stderr.contains("is already approved"), "{repeat}");
+
+    // A rejection closes a request for good.
+    let path = stack.project.join("procedures/reconcilemupstream.sql");
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)?.replace("BEGIN\n", "BEGIN\n  -- v2\n"),
+    )?;
+    assert_eq!(
+        stack
+            .cli(&["deploy", "reconcilemupstream", "dev"])
+            .await?
+            .code,
+        0
+    );
+    let out = stack.cli(&["deploy", "reconcilemupstream", "qa"]).await?;
+    let second_request = out
+        .stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("p-"))
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(
+        second_request, request,
+        "a changed plan is a new request: earlier approvals do not carry over"
+    );
+    assert!(out.stderr.contains("has 0"), "{out}");
+    let rejected = stack
+        .cli_as(
+            "approver-2",
+            &["reject", &second_request, "--reason", "not in this sprint"],
+        )
+        .await?;
+    assert_eq!(rejected.code, 0, "{rejected}");
+    assert!(
+        rejected
+            .stdout
+            .contains("rejected by approver-2: not in this sprint"),
+        "{rejected}"
+    );
+    let late = stack
+        .cli_as("approver-1", &["approve", &second_request])
+        .await?;
+    assert!(late.stderr.contains("is already rejected"), "{late}");
+
+    // An approver who requested a rollout cannot approve it.
+    let own = stack
+        .cli_as("approver-1", &["deploy", "reconcilemupstream", "qa"])
+        .await?;
+    let own_request = own
+        .stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("p-"))
+        .unwrap_or_default()
+        .to_owned();
+    let refused = stack
+        .cli_as("approver-1", &["approve", &own_request])
+        .await?;
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "operator approver-1 requested {own_request} and cannot approve it"
+        )),
+        "{refused}"
+    );
     Ok(())
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures_util::Stream;
 use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
-    control_server::Control, rollout_update, AuditRecord, AuditRequest, AuditResponse,
-    DeployRequest, EvaluatePlanRequest, EvaluatePlanResponse, GetRolloutRequest, ListAgentsRequest,
-    ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse, RollbackRequest, RolloutStatus,
-    RolloutUpdate, RoutineRequest,
+    control_server::Control, rollout_update, ApproveRequest, ApproveResponse, AuditRecord,
+    AuditRequest, AuditResponse, DeployRequest, EvaluatePlanRequest, EvaluatePlanResponse,
+    GetRolloutRequest, ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest,
+    ListRolloutsResponse, RollbackRequest, RolloutStatus, RolloutUpdate, RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
@@ -19,8 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::gates;
 use super::operations::RoutineOperation;
+use super::{approvals, gates};
 use crate::auth::{authenticate_operator, peer_certificate, Caller};
 use crate::config::OperatorRole;
 use crate::engine::rollout::{self, RolloutRequest};
@@ -181,6 +181,38 @@ impl Control for ControlService {
         Ok(Response::new(ListRolloutsResponse { rollouts }))
     }
 
+    async fn approve(
+        &self,
+        request: Request<ApproveRequest>,
+    ) -> Result<Response<ApproveResponse>, Status> {
+        let role = match request.get_ref().role.as_str() {
+            "" | "approver" => OperatorRole::Approver,
+            "stakeholder" => OperatorRole::Stakeholder,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "--as {other:?}: approve as approver or stakeholder"
+                )))
+            }
+        };
+        let verb = if request.get_ref().reject {
+            "reject requests"
+        } else {
+            "approve requests"
+        };
+        let caller = self.authorize(&request, role, verb).await?;
+        let request = request.into_inner();
+        let response = approvals::decide(
+            self.controller.clone(),
+            &caller,
+            &request.request_id,
+            request.reject,
+            &request.reason,
+            role,
+        )
+        .await?;
+        Ok(Response::new(response))
+    }
+
     async fn evaluate_plan(
         &self,
         request: Request<EvaluatePlanRequest>,
@@ -262,6 +294,12 @@ impl ControlService {
         let request = request.into_inner();
         let attachments =
             gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
+        let parked = approvals::Parked {
+            continue_on_error: request.continue_on_error,
+            ticket: request.ticket.clone(),
+            runbook: request.runbook.clone(),
+            rollback_plan: request.rollback_plan.clone(),
+        };
         let validated = validate(
             request,
             actor,
@@ -278,8 +316,16 @@ impl ControlService {
                 label: &validated.plan.label,
                 actor: &validated.actor,
                 attachments,
+                approvals: &[],
             };
-            gates::check(&self.controller, check).await?
+            match gates::check(&self.controller, check).await? {
+                gates::Verdict::Passed(passed) => passed,
+                gates::Verdict::AwaitingApproval(waiting_for) => {
+                    return Err(
+                        approvals::park(&self.controller, &validated, parked, &waiting_for).await,
+                    )
+                }
+            }
         };
         let receiver = rollout::start(self.controller.clone(), validated).await?;
         // The operator sees which gates the rollout passed, and why.

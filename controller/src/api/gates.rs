@@ -1,5 +1,6 @@
 //! The controller's side of the gates: evaluate them for a request, audit
-//! the verdict, and refuse (exit 1, nothing changed) when any gate fails.
+//! the verdict, and refuse (exit 1, nothing changed) when any gate fails, or
+//! park the request when only approvals are missing.
 
 use std::time::SystemTime;
 
@@ -8,7 +9,7 @@ use tonic::Status;
 
 use crate::engine::gates::{self, Attachments, GateInput, GateResult, GateState};
 use crate::engine::Controller;
-use crate::store::AuditEntry;
+use crate::store::{Approval, AuditEntry};
 
 /// What a deploy request is checked for.
 pub struct GateCheck<'a> {
@@ -17,31 +18,37 @@ pub struct GateCheck<'a> {
     pub label: &'a str,
     pub actor: &'a str,
     pub attachments: Attachments,
+    /// Decisions recorded on this request so far.
+    pub approvals: &'a [Approval],
 }
 
-/// Passes with the verdicts, or refuses with every failed gate named.
-pub async fn check(
-    controller: &Controller,
-    request: GateCheck<'_>,
-) -> Result<Vec<GateOutcome>, Status> {
-    let results = evaluate(
-        controller,
-        request.environment,
-        request.plan_id,
-        &request.attachments,
-    )
-    .await?;
+/// The gates' answer to a request.
+pub enum Verdict {
+    /// Every gate passed: dispatch, showing these.
+    Passed(Vec<GateOutcome>),
+    /// Nothing failed, but approvals or a sign-off are still to come.
+    AwaitingApproval(String),
+}
+
+/// Passes, waits for people, or refuses with every failed gate named.
+pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Verdict, Status> {
+    let results = evaluate(controller, &request).await?;
     let refusal = gates::refusal(&results);
+    let pending: Vec<String> = results
+        .iter()
+        .filter(|r| r.state == GateState::Pending)
+        .map(|r| format!("gate {}: {}", r.gate.as_str(), r.reason))
+        .collect();
+    let (action, outcome) = match (&refusal, pending.is_empty()) {
+        (Some(_), _) => ("gates.refused", "refused"),
+        (None, false) => ("gates.pending", "pending"),
+        (None, true) => ("gates.passed", "ok"),
+    };
     controller
         .audit(AuditEntry {
             actor: request.actor.to_owned(),
-            action: if refusal.is_some() {
-                "gates.refused"
-            } else {
-                "gates.passed"
-            }
-            .into(),
-            outcome: if refusal.is_some() { "refused" } else { "ok" }.into(),
+            action: action.into(),
+            outcome: outcome.into(),
             environment: Some(request.environment.to_owned()),
             procedure: Some(request.label.to_owned()),
             details: format!("plan {}: {}", request.plan_id, summary(&results)),
@@ -50,7 +57,8 @@ pub async fn check(
         .await;
     match refusal {
         Some(message) => Err(Status::failed_precondition(message)),
-        None => Ok(outcomes(&results)),
+        None if !pending.is_empty() => Ok(Verdict::AwaitingApproval(pending.join("; "))),
+        None => Ok(Verdict::Passed(outcomes(&results))),
     }
 }
 
@@ -62,10 +70,17 @@ pub async fn evaluate_everywhere(
 ) -> Result<Vec<EnvironmentGates>, Status> {
     let mut environments = Vec::new();
     for name in controller.config.environments.keys() {
-        let results = evaluate(controller, name, plan_id, attachments).await?;
+        let request = GateCheck {
+            environment: name,
+            plan_id,
+            label: "",
+            actor: "",
+            attachments: attachments.clone(),
+            approvals: &[],
+        };
         environments.push(EnvironmentGates {
             environment: name.clone(),
-            gates: outcomes(&results),
+            gates: outcomes(&evaluate(controller, &request).await?),
         });
     }
     Ok(environments)
@@ -73,16 +88,16 @@ pub async fn evaluate_everywhere(
 
 async fn evaluate(
     controller: &Controller,
-    environment: &str,
-    plan_id: &str,
-    attachments: &Attachments,
+    request: &GateCheck<'_>,
 ) -> Result<Vec<GateResult>, Status> {
     let input = GateInput {
         environments: &controller.config.environments,
-        environment,
-        plan_id,
-        attachments,
+        environment: request.environment,
+        plan_id: request.plan_id,
+        attachments: &request.attachments,
         now: SystemTime::now(),
+        approvals: request.approvals,
+        requester: requester_name(request.actor),
     };
     gates::evaluate(&controller.store, &input)
         .await
@@ -110,18 +125,20 @@ fn summary(results: &[GateResult]) -> String {
     results
         .iter()
         .map(|r| {
-            format!(
-                "{} {}",
-                r.gate.as_str(),
-                if r.state == GateState::Passed {
-                    "passed"
-                } else {
-                    "refused"
-                }
-            )
+            let verdict = match r.state {
+                GateState::Passed => "passed",
+                GateState::Pending => "pending",
+                GateState::Failed => "refused",
+            };
+            format!("{} {verdict}", r.gate.as_str())
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The operator name inside an actor string (`alice (unverified)` → `alice`).
+pub fn requester_name(actor: &str) -> &str {
+    actor.split(" (").next().unwrap_or(actor)
 }
 
 /// Attachments as the request carries them (empty = absent).

@@ -4,6 +4,7 @@
 //! tests can bind port 0 and stop cleanly.
 
 pub mod agent_link;
+pub mod approvals;
 pub mod control;
 pub mod gates;
 mod metrics;

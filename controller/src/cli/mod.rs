@@ -2,6 +2,7 @@
 //! the exit code of DESIGN §9; `main` turns it into the process status.
 
 mod agents;
+mod approve;
 mod audit;
 mod batch;
 mod ca;
@@ -74,6 +75,10 @@ enum Command {
     History(history::HistoryArgs),
     /// Build the plan for procedures and show which gates it passes in every environment.
     Plan(plan::PlanArgs),
+    /// Approve a deploy request that waits for approval (`--as stakeholder` to sign off).
+    Approve(approve::ApproveArgs),
+    /// Reject a deploy request that waits for approval.
+    Reject(approve::RejectArgs),
     /// List the agents connected to the controller.
     Agents,
     /// One rollout as the controller recorded it, with its per-routine report.
@@ -147,6 +152,8 @@ pub fn run() -> ExitCode {
             Command::Deploy(args) => deploy::run(&cli.controller, &cli.tls, args, false).await,
             Command::Smoke(args) => deploy::run(&cli.controller, &cli.tls, args, true).await,
             Command::Agents => agents::run(&cli.controller, &cli.tls).await,
+            Command::Approve(args) => approve::approve(&cli.controller, &cli.tls, args).await,
+            Command::Reject(args) => approve::reject(&cli.controller, &cli.tls, args).await,
             Command::Plan(args) => plan::run(&cli.controller, &cli.tls, args).await,
             Command::Status(args) => status::status(&cli.controller, &cli.tls, args).await,
             Command::Rollouts(args) => status::list(&cli.controller, &cli.tls, args).await,

@@ -5,6 +5,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_rollouts.sql"),
     include_str!("migrations/0002_audit.sql"),
+    include_str!("migrations/0003_approvals.sql"),
 ];
 
 /// Applies every migration newer than the store's version, each in its own

@@ -4,6 +4,7 @@
 //! SQLite, embedded, created on first start with its migrations. Calls are
 //! short and run on the blocking pool so they never stall the async workers.
 
+mod approvals;
 mod audit;
 mod gates;
 mod metrics;
@@ -12,6 +13,7 @@ mod notices;
 mod operations;
 mod status;
 
+pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
 pub use metrics::{FinishedRollout, StateCount};
 

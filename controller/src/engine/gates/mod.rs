@@ -28,6 +28,8 @@ pub struct Attachments {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GateState {
     Passed,
+    /// Waiting for people: approvals or a sign-off still to come.
+    Pending,
     Failed,
 }
 
@@ -44,6 +46,14 @@ impl GateResult {
         GateResult {
             gate,
             state: GateState::Passed,
+            reason: reason.into(),
+        }
+    }
+
+    fn pending(gate: GateName, reason: impl Into<String>) -> Self {
+        GateResult {
+            gate,
+            state: GateState::Pending,
             reason: reason.into(),
         }
     }
@@ -65,6 +75,10 @@ pub struct GateInput<'a> {
     pub plan_id: &'a str,
     pub attachments: &'a Attachments,
     pub now: SystemTime,
+    /// Decisions recorded on this request so far (none for a new one).
+    pub approvals: &'a [crate::store::Approval],
+    /// Who asked: nobody approves their own rollout.
+    pub requester: &'a str,
 }
 
 /// Evaluates every gate of the environment, in a stable order.
@@ -145,11 +159,60 @@ async fn evaluate_one(
         GateName::ChangeTicket => attached(gate, &input.attachments.ticket, "change ticket", "--ticket"),
         GateName::Runbook => attached(gate, &input.attachments.runbook, "runbook", "--runbook"),
         GateName::RollbackPlan => attached(gate, &input.attachments.rollback_plan, "rollback plan", "--rollback-plan"),
-        GateName::Approval => not_yet("approval"),
-        GateName::StakeholderSignoff => not_yet("stakeholder sign-off (an approval by the stakeholder role)"),
+        GateName::Approval => approval_gate(environment, input),
+        GateName::StakeholderSignoff => signoff_gate(input),
         GateName::Performance => not_yet("the performance probe"),
         GateName::Monitoring => not_yet("registering a post-deploy watch"),
     })
+}
+
+/// N distinct approvers with the approver role (admins count), never the
+/// requester; one rejection fails it.
+fn approval_gate(environment: &Environment, input: &GateInput<'_>) -> GateResult {
+    let gate = GateName::Approval;
+    if let Some(rejection) = input.approvals.iter().find(|a| a.decision == "reject") {
+        return GateResult::failed(gate, format!("rejected by {}", rejection.approver));
+    }
+    let mut approvers: Vec<&str> = input
+        .approvals
+        .iter()
+        .filter(|a| {
+            a.decision == "approve" && a.role == "approver" && a.approver != input.requester
+        })
+        .map(|a| a.approver.as_str())
+        .collect();
+    approvers.sort_unstable();
+    approvers.dedup();
+    let needed = environment.approvals as usize;
+    if approvers.len() >= needed {
+        GateResult::passed(gate, format!("approved by {}", approvers.join(", ")))
+    } else {
+        GateResult::pending(
+            gate,
+            format!(
+                "needs {needed} approval(s) by the approver role, has {}{}",
+                approvers.len(),
+                if approvers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", approvers.join(", "))
+                }
+            ),
+        )
+    }
+}
+
+/// One sign-off by the stakeholder role, never the requester's own.
+fn signoff_gate(input: &GateInput<'_>) -> GateResult {
+    let gate = GateName::StakeholderSignoff;
+    match input
+        .approvals
+        .iter()
+        .find(|a| a.decision == "approve" && a.role == "stakeholder" && a.approver != input.requester)
+    {
+        Some(signoff) => GateResult::passed(gate, format!("signed off by {}", signoff.approver)),
+        None => GateResult::pending(gate, "needs a sign-off by the stakeholder role (`pgrollout approve <request> --as stakeholder`)"),
+    }
 }
 
 fn attached(gate: GateName, value: &Option<String>, what: &str, flag: &str) -> GateResult {

@@ -1,0 +1,82 @@
+//! `pgrollout approve <request> [--as stakeholder]` and `pgrollout reject
+//! <request> --reason TEXT`: decide on a deploy request waiting for approval.
+
+use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::proto::ApproveRequest;
+
+use super::connect::{self, OperatorTls};
+
+#[derive(clap::Args)]
+pub struct ApproveArgs {
+    /// The request id the deploy printed (`p-…`).
+    request: String,
+    /// Decide as `approver` (default) or `stakeholder` (the sign-off gate).
+    #[arg(long = "as", default_value = "approver")]
+    role: String,
+    /// Why (recorded in the audit log).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+#[derive(clap::Args)]
+pub struct RejectArgs {
+    /// The request id the deploy printed (`p-…`).
+    request: String,
+    /// Why the request is rejected (required).
+    #[arg(long)]
+    reason: String,
+}
+
+pub async fn approve(address: &str, tls: &OperatorTls, args: ApproveArgs) -> ExitCode {
+    decide(
+        address,
+        tls,
+        ApproveRequest {
+            request_id: args.request,
+            reject: false,
+            reason: args.reason,
+            role: args.role,
+        },
+    )
+    .await
+}
+
+pub async fn reject(address: &str, tls: &OperatorTls, args: RejectArgs) -> ExitCode {
+    decide(
+        address,
+        tls,
+        ApproveRequest {
+            request_id: args.request,
+            reject: true,
+            reason: args.reason,
+            role: "approver".into(),
+        },
+    )
+    .await
+}
+
+async fn decide(address: &str, tls: &OperatorTls, request: ApproveRequest) -> ExitCode {
+    let mut client = match connect::controller(address, tls).await {
+        Ok(client) => client,
+        Err((code, message)) => {
+            eprintln!("pgrollout: {message}");
+            return code;
+        }
+    };
+    match client.approve(request).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            println!("{}", response.message);
+            if !response.rollout_id.is_empty() {
+                println!("Rollout: {}", response.rollout_id);
+                println!("Trace ID: {}", response.trace_id);
+            }
+            ExitCode::Success
+        }
+        Err(status) => {
+            let (code, message) = connect::refusal(&status, address);
+            eprintln!("pgrollout: {message}");
+            code
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Deploy requests that wait for approvals, and the approvals themselves.
+
+use pgrollout_shared::proto::Plan;
+use prost::Message;
+use rusqlite::{params, OptionalExtension};
+
+use super::{Store, StoreError};
+
+/// A deploy request parked until its approvals are in.
+#[derive(Clone, Debug)]
+pub struct PendingRollout {
+    pub request_id: String,
+    pub environment: String,
+    pub plan: Plan,
+    pub actor: String,
+    pub trace_id: String,
+    pub continue_on_error: bool,
+    pub ticket: String,
+    pub runbook: String,
+    pub rollback_plan: String,
+    pub state: String,
+    pub rollout_id: Option<String>,
+}
+
+/// One approver's decision.
+#[derive(Clone, Debug)]
+pub struct Approval {
+    pub approver: String,
+    pub role: String,
+    pub decision: String,
+}
+
+impl Store {
+    pub async fn park_rollout(&self, pending: &PendingRollout, now: i64) -> Result<(), StoreError> {
+        let p = pending.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO pending_rollouts (request_id, environment, plan_id, actor, trace_id, continue_on_error,
+                     ticket, runbook, rollback_plan, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'awaiting_approval', ?10)",
+                params![
+                    p.request_id,
+                    p.environment,
+                    p.plan.plan_id,
+                    p.actor,
+                    p.trace_id,
+                    p.continue_on_error,
+                    p.ticket,
+                    p.runbook,
+                    p.rollback_plan,
+                    now
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn pending_rollout(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<PendingRollout>, StoreError> {
+        let id = request_id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT p.request_id, p.environment, pl.content, p.actor, p.trace_id, p.continue_on_error, p.ticket,
+                        p.runbook, p.rollback_plan, p.state, p.rollout_id
+                 FROM pending_rollouts p JOIN plans pl ON pl.plan_id = p.plan_id WHERE p.request_id = ?1",
+                params![id],
+                |row| {
+                    let content: Vec<u8> = row.get(2)?;
+                    Ok(PendingRollout {
+                        request_id: row.get(0)?,
+                        environment: row.get(1)?,
+                        // Written by this controller from a validated plan.
+                        plan: Plan::decode(content.as_slice()).unwrap_or_default(),
+                        actor: row.get(3)?,
+                        trace_id: row.get(4)?,
+                        continue_on_error: row.get(5)?,
+                        ticket: row.get(6)?,
+                        runbook: row.get(7)?,
+                        rollback_plan: row.get(8)?,
+                        state: row.get(9)?,
+                        rollout_id: row.get(10)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Records a decision (a second one by the same approver and role
+    /// replaces the first) and returns every decision on the request.
+    pub async fn record_approval(
+        &self,
+        request_id: &str,
+        plan_id: &str,
+        approval: &Approval,
+        reason: &str,
+        now: i64,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let (request_id, plan_id, a, reason) = (
+            request_id.to_owned(),
+            plan_id.to_owned(),
+            approval.clone(),
+            reason.to_owned(),
+        );
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO approvals (request_id, plan_id, approver, role, decision, reason, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (request_id, approver, role) DO UPDATE SET decision = ?5, reason = ?6, at = ?7",
+                params![request_id, plan_id, a.approver, a.role, a.decision, reason, now],
+            )?;
+            let mut statement = c.prepare(
+                "SELECT approver, role, decision FROM approvals WHERE request_id = ?1 AND plan_id = ?2 ORDER BY at",
+            )?;
+            let rows = statement.query_map(params![request_id, plan_id], |row| {
+                Ok(Approval {
+                    approver: row.get(0)?,
+                    role: row.get(1)?,
+                    decision: row.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Closes a request: `approved` (with the rollout it became) or `rejected`.
+    /// `false` if it was no longer awaiting approval.
+    pub async fn decide_pending(
+        &self,
+        request_id: &str,
+        state: &str,
+        rollout_id: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (id, state, rollout) = (
+            request_id.to_owned(),
+            state.to_owned(),
+            rollout_id.map(str::to_owned),
+        );
+        self.call(move |c| {
+            let updated = c.execute(
+                "UPDATE pending_rollouts SET state = ?2, rollout_id = ?3, decided_at = ?4
+                 WHERE request_id = ?1 AND state = 'awaiting_approval'",
+                params![id, state, rollout, now],
+            )?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+}
