@@ -264,6 +264,17 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(state, "succeeded");
+    let status = stack.cli(&["status", &rollout]).await?;
+    for expected in [
+        "Gate ✅ approval: approved by approver-1, approver-2",
+        "Gate ✅ stakeholder_signoff: signed off by signer",
+        "Gate ✅ promoted_from: plan ",
+    ] {
+        assert!(
+            status.stdout.contains(expected),
+            "missing {expected:?} in:\n{status}"
+        );
+    }
     assert!(
         qa.query_one(exists, &[]).await?.get::<_, bool>(0),
         "approved and deployed"

@@ -194,7 +194,7 @@ pub async fn decide(
             message: format!("approval recorded; request {request_id} still waits: {waiting_for}"),
             ..Default::default()
         }),
-        Verdict::Passed(_) => dispatch(controller, pending).await,
+        Verdict::Passed(passed) => dispatch(controller, pending, passed).await,
     }
 }
 
@@ -203,6 +203,7 @@ pub async fn decide(
 async fn dispatch(
     controller: Arc<Controller>,
     pending: PendingRollout,
+    gates: Vec<pgrollout_shared::proto::GateOutcome>,
 ) -> Result<ApproveResponse, Status> {
     let routines = routines_from_wire(pending.plan.routines.clone())
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -225,6 +226,7 @@ async fn dispatch(
         actor: pending.actor.clone(),
         trace,
         agent_wait: Duration::from_secs(5),
+        gates,
     };
     let mut receiver = rollout::start(controller.clone(), request).await?;
     let mut rollout_id = String::new();

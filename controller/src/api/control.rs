@@ -8,15 +8,14 @@ use std::time::Duration;
 use futures_util::Stream;
 use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
-    control_server::Control, rollout_update, ApproveRequest, ApproveResponse, AuditRecord,
-    AuditRequest, AuditResponse, DeployRequest, EvaluatePlanRequest, EvaluatePlanResponse,
-    GetRolloutRequest, ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest,
-    ListRolloutsResponse, RollbackRequest, RolloutStatus, RolloutUpdate, RoutineRequest,
+    control_server::Control, ApproveRequest, ApproveResponse, AuditRecord, AuditRequest,
+    AuditResponse, DeployRequest, EvaluatePlanRequest, EvaluatePlanResponse, GetRolloutRequest,
+    ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse,
+    RollbackRequest, RolloutStatus, RolloutUpdate, RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::operations::RoutineOperation;
@@ -307,7 +306,8 @@ impl ControlService {
             self.controller.config.limits.max_routines_per_plan,
         )?;
         // Gates guard changes: a smoke test changes nothing.
-        let passed = if smoke_only {
+        let mut validated = validated;
+        validated.gates = if smoke_only {
             Vec::new()
         } else {
             let check = gates::GateCheck {
@@ -328,15 +328,7 @@ impl ControlService {
             }
         };
         let receiver = rollout::start(self.controller.clone(), validated).await?;
-        // The operator sees which gates the rollout passed, and why.
-        let updates = ReceiverStream::new(receiver).map(move |update| {
-            let mut update = update?;
-            if let Some(rollout_update::Body::Started(started)) = &mut update.body {
-                started.gates = passed.clone();
-            }
-            Ok(update)
-        });
-        Ok(Response::new(Box::pin(updates)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 }
 
@@ -391,6 +383,7 @@ fn validate(
         actor,
         trace,
         agent_wait: Duration::from_millis(request.agent_wait_ms),
+        gates: Vec::new(),
     })
 }
 

@@ -125,6 +125,10 @@ fn describe(status: &RolloutStatus) -> String {
         lines.push(format!("Message: {}", status.message));
     }
     lines.push(format!("Trace ID: {}", status.trace_id));
+    for gate in &status.gates {
+        let mark = if gate.passed { "✅" } else { "❌" };
+        lines.push(format!("Gate {mark} {}: {}", gate.gate, gate.reason));
+    }
     let mut text = lines.join("\n") + "\n";
     if let Some(result) = &status.result {
         for outcome in &result.routines {

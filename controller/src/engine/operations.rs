@@ -71,6 +71,7 @@ pub async fn start(
             actor: request.actor,
             trace: request.trace,
             agent_wait: request.agent_wait,
+            gates: Vec::new(),
         },
     )
     .await?;

@@ -29,6 +29,8 @@ pub struct RolloutRequest {
     pub actor: String,
     pub trace: TraceParent,
     pub agent_wait: Duration,
+    /// The gate verdicts the request passed, recorded with the rollout.
+    pub gates: Vec<pgrollout_shared::proto::GateOutcome>,
 }
 
 pub type UpdateSender = mpsc::Sender<Result<RolloutUpdate, Status>>;
@@ -94,6 +96,11 @@ pub async fn start(
             &job_id,
             1,
         )
+        .await
+        .map_err(store_error)?;
+    controller
+        .store
+        .record_gates(&rollout_id, &request.gates)
         .await
         .map_err(store_error)?;
 
@@ -181,8 +188,7 @@ pub async fn start(
         trace_id: request.trace.trace_id.clone(),
         actor: request.actor,
         started_at_unix_ms: now,
-        // Filled in by the control service, which evaluated them.
-        gates: Vec::new(),
+        gates: request.gates.clone(),
     };
     let _ = out
         .send(Ok(update(rollout_update::Body::Started(started))))

@@ -48,3 +48,31 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Records the gate verdicts a rollout passed, for `status`.
+    pub async fn record_gates(
+        &self,
+        rollout_id: &str,
+        gates: &[pgrollout_shared::proto::GateOutcome],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::Value::Array(
+            gates
+                .iter()
+                .map(
+                    |g| serde_json::json!({"gate": g.gate, "passed": g.passed, "reason": g.reason}),
+                )
+                .collect(),
+        )
+        .to_string();
+        let id = rollout_id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE rollouts SET gates = ?2 WHERE id = ?1",
+                params![id, json],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+}

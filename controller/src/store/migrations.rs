@@ -6,6 +6,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_rollouts.sql"),
     include_str!("migrations/0002_audit.sql"),
     include_str!("migrations/0003_approvals.sql"),
+    include_str!("migrations/0004_rollout_gates.sql"),
 ];
 
 /// Applies every migration newer than the store's version, each in its own

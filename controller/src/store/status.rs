@@ -9,7 +9,7 @@ use super::{Store, StoreError};
 
 const SELECT: &str = "SELECT r.id, r.kind, r.environment, r.zone, r.target, r.actor, r.trace_id, r.state,
         r.exit_code, r.message, r.created_at, r.finished_at, r.plan_id, p.commit_sha, p.label, p.content,
-        j.agent_name, j.result
+        j.agent_name, j.result, r.gates
     FROM rollouts r
     JOIN plans p ON p.plan_id = r.plan_id
     LEFT JOIN jobs j ON j.rollout_id = r.id
@@ -48,7 +48,22 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
         routine_identities: plan
             .map(|p| p.routines.iter().map(routine_identity).collect())
             .unwrap_or_default(),
+        gates: gates_of(&row.get::<_, String>(18)?),
     })
+}
+
+/// The gate verdicts stored as JSON with the rollout (written by this
+/// controller; anything unreadable is shown as no verdicts).
+fn gates_of(json: &str) -> Vec<pgrollout_shared::proto::GateOutcome> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
+    values
+        .iter()
+        .map(|v| pgrollout_shared::proto::GateOutcome {
+            gate: v["gate"].as_str().unwrap_or_default().to_owned(),
+            passed: v["passed"].as_bool().unwrap_or(false),
+            reason: v["reason"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect()
 }
 
 /// `schema.name(argument types)`, as deploy results name routines.
