@@ -43,8 +43,7 @@ const MAX_CONCURRENT_DELIVERIES: usize = 32;
 enum Notice {
     /// A job's result (or its abandonment) was recorded.
     JobSettled { job_id: String },
-    // Sent by `approval_needed`, which the approval gate is to call.
-    #[allow(dead_code)]
+    /// A deploy was parked until approvers decide (`approval_needed`).
     ApprovalNeeded(ApprovalNeeded),
 }
 
@@ -115,8 +114,6 @@ impl Notifier {
 
     /// A rollout stopped at the `approval` gate: ask the environment's
     /// channels for approvers.
-    // Not called yet: the approval gate (gates-and-approvals work) wires it.
-    #[allow(dead_code)]
     pub fn approval_needed(&self, request: ApprovalNeeded) {
         self.enqueue(Notice::ApprovalNeeded(request));
     }

@@ -104,8 +104,7 @@ impl Project {
     }
 
     /// Every routine, in file order.
-    // Whole-project views feed batch ordering (the batch issue); tests use them now.
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub fn routines(&self) -> &[Routine] {
         &self.routines
     }
@@ -140,7 +139,7 @@ impl Project {
     /// The names a routine's sidecar declares it depends on (`depends_on`),
     /// as written; each resolves with [`Project::select`]. Shared by all
     /// routines of one file.
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub fn declared_dependencies<'a>(&self, routine: &'a Routine) -> &'a [String] {
         &routine.depends_on
     }
