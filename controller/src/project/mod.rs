@@ -23,7 +23,7 @@ use std::path::Path;
 use pgrollout_shared::routine::Routine;
 
 pub use error::{ProjectError, SourceLocation};
-use parse_sql::parse_procedure_file;
+use parse_sql::{parse_procedure_file, ParsedRoutine};
 use routine_name::{edit_distance, RoutineName, Signature};
 use sidecar::parse_sidecar;
 
@@ -50,15 +50,8 @@ impl Project {
         };
         let mut defined_at: BTreeMap<Signature, SourceLocation> = BTreeMap::new();
         let mut dependencies_to_check = Vec::new();
-        for file in &files {
-            let text = read(&root.join(&file.sql_path))?;
-            let parsed = parse_procedure_file(&file.sql_path, &text)?;
-            let sidecar = match &file.sidecar_path {
-                Some(sidecar_path) => {
-                    parse_sidecar(sidecar_path, &read(&root.join(sidecar_path))?, &parsed)?
-                }
-                None => sidecar::Sidecar::default(),
-            };
+        for loaded in parse_files_in_parallel(root, &files) {
+            let (file, parsed, sidecar) = loaded?;
             for (index, parsed_routine) in parsed.into_iter().enumerate() {
                 if let Some(first) = defined_at.get(&parsed_routine.signature) {
                     return Err(ProjectError::DuplicateRoutine {
@@ -258,6 +251,47 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
                 .then(|| format!("{PROCEDURES_DIR}/{stem}.toml")),
         })
         .collect())
+}
+
+/// Reads and parses every file (and its sidecar), spread over the cores:
+/// parsing dominates loading a large project. Results keep file order, so
+/// the first error reported is the first in file order, as when sequential.
+fn parse_files_in_parallel<'a>(
+    root: &Path,
+    files: &'a [ProcedureFile],
+) -> Vec<Result<(&'a ProcedureFile, Vec<ParsedRoutine>, sidecar::Sidecar), ProjectError>> {
+    let load = |file: &'a ProcedureFile| {
+        let text = read(&root.join(&file.sql_path))?;
+        let parsed = parse_procedure_file(&file.sql_path, &text)?;
+        let sidecar = match &file.sidecar_path {
+            Some(sidecar_path) => {
+                parse_sidecar(sidecar_path, &read(&root.join(sidecar_path))?, &parsed)?
+            }
+            None => sidecar::Sidecar::default(),
+        };
+        Ok((file, parsed, sidecar))
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if workers < 2 || files.len() < 32 {
+        return files.iter().map(load).collect();
+    }
+    let chunk = files.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(load).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// Largest source file the loader reads: a routine's SQL beyond this is far
