@@ -253,13 +253,16 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
         .collect())
 }
 
+/// One source file, parsed, with its sidecar.
+type LoadedFile<'a> = (&'a ProcedureFile, Vec<ParsedRoutine>, sidecar::Sidecar);
+
 /// Reads and parses every file (and its sidecar), spread over the cores:
 /// parsing dominates loading a large project. Results keep file order, so
 /// the first error reported is the first in file order, as when sequential.
 fn parse_files_in_parallel<'a>(
     root: &Path,
     files: &'a [ProcedureFile],
-) -> Vec<Result<(&'a ProcedureFile, Vec<ParsedRoutine>, sidecar::Sidecar), ProjectError>> {
+) -> Vec<Result<LoadedFile<'a>, ProjectError>> {
     let load = |file: &'a ProcedureFile| {
         let text = read(&root.join(&file.sql_path))?;
         let parsed = parse_procedure_file(&file.sql_path, &text)?;
