@@ -6,6 +6,7 @@
 //! databases, and the controller alone parses SQL.
 
 pub mod config_loader;
+pub mod errors;
 pub mod exit_code;
 pub mod identity;
 pub mod job;

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::backup::WrittenBackup;
 use crate::sql::{self, describe_error, TargetConnection};
+pub(super) use pgrollout_shared::errors::error_chain;
 
 /// Advisory-lock key every pgrollout deploy takes on its target ("pgrollou"
 /// in ASCII). Advisory locks are per database, so this serialises rollouts
@@ -435,16 +436,4 @@ pub(super) async fn simple(conn: &TargetConnection, statement: &str) -> Result<(
     conn.client.batch_execute(statement).await.map_err(|e| {
         JobFailure::deploy(format!("{statement} failed: {}", describe_error(&e, None)))
     })
-}
-
-/// An error and its causes on one line, for operator messages.
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -20,6 +20,7 @@ pub use outbox::Outbox;
 
 use crate::config::AgentConfig;
 use crate::jobs;
+use pgrollout_shared::errors::error_chain;
 
 /// Largest message either side accepts: a plan of thousands of routines fits.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -284,15 +285,4 @@ fn classify(status: &tonic::Status) -> SessionError {
 
 fn message(body: agent_message::Body) -> AgentMessage {
     AgentMessage { body: Some(body) }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

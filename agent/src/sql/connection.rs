@@ -14,6 +14,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::tls;
 use crate::config::{TargetConfig, Timeouts};
 use crate::secrets::resolve_password;
+use pgrollout_shared::errors::error_chain;
 
 /// A live connection plus the notices the server sent on it.
 pub struct TargetConnection {
@@ -136,19 +137,6 @@ where
         }
     });
     Ok(TargetConnection { client, notices })
-}
-
-/// An error and its causes on one line. TLS setup errors name files, never
-/// the password.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn database_error(target: &TargetConfig, reason: String) -> ConnectError {

@@ -26,14 +26,7 @@ pub use snapshot::{snapshot_routines, RoutineSnapshot};
 pub fn describe_error(error: &tokio_postgres::Error, statement: Option<&str>) -> String {
     let Some(db) = error.as_db_error() else {
         // Connection-level errors: the driver's text plus its cause chain.
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        return text;
+        return pgrollout_shared::errors::error_chain(error);
     };
     let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
     if let (Some(tokio_postgres::error::ErrorPosition::Original(position)), Some(sql)) =

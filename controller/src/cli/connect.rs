@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+pub use pgrollout_shared::errors::error_chain;
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::control_client::ControlClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -228,15 +229,4 @@ pub fn exit_code_of(status: &tonic::Status) -> ExitCode {
         | Code::ResourceExhausted => ExitCode::ValidationFailed,
         _ => ExitCode::DeploymentFailed,
     }
-}
-
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
