@@ -42,16 +42,22 @@ async fn probe_rows(client: &Client) -> Result<i64> {
         .get(0))
 }
 
-#[tokio::test]
-async fn every_kind_of_smoke_failure_exits_3_and_leaves_the_previous_version_live() -> Result<()> {
+/// A stack whose project holds v1 of `probe` (not yet deployed), and a
+/// client of its database, which has the `probe_calls` table.
+async fn probe_stack() -> Result<(Stack, Client)> {
     let stack = Stack::start(&["dev"]).await?;
     let client = stack.zone("dev").pg.connect().await?;
     client
         .batch_execute("CREATE TABLE public.probe_calls (p integer)")
         .await?;
-
     stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
     stack.write_procedure("probe.toml", &probe_sidecar("2s", "integer"))?;
+    Ok((stack, client))
+}
+
+#[tokio::test]
+async fn every_kind_of_smoke_failure_exits_3_and_leaves_the_previous_version_live() -> Result<()> {
+    let (stack, client) = probe_stack().await?;
     let out = stack.cli(&["deploy", "probe", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
     let v1 = definition(&client).await?.context("v1 live")?;
@@ -128,12 +134,7 @@ async fn every_kind_of_smoke_failure_exits_3_and_leaves_the_previous_version_liv
 
 #[tokio::test]
 async fn a_change_of_return_type_is_refused_with_advice_and_exit_2() -> Result<()> {
-    let stack = Stack::start(&["dev"]).await?;
-    let client = stack.zone("dev").pg.connect().await?;
-    client
-        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
-        .await?;
-    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
+    let (stack, client) = probe_stack().await?;
     assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
     let v1 = definition(&client).await?;
 
@@ -258,13 +259,7 @@ async fn an_unreachable_controller_fails_with_exit_2() -> Result<()> {
 
 #[tokio::test]
 async fn a_failing_post_commit_smoke_test_restores_the_backup_and_exits_3() -> Result<()> {
-    let stack = Stack::start(&["dev"]).await?;
-    let client = stack.zone("dev").pg.connect().await?;
-    client
-        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
-        .await?;
-    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
-    stack.write_procedure("probe.toml", &probe_sidecar("2s", "integer"))?;
+    let (stack, client) = probe_stack().await?;
     assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
     let v1 = definition(&client).await?.context("v1 live")?;
 
@@ -313,13 +308,7 @@ async fn a_failing_post_commit_smoke_test_restores_the_backup_and_exits_3() -> R
 
 #[tokio::test]
 async fn smoke_alone_reports_every_check_and_changes_nothing() -> Result<()> {
-    let stack = Stack::start(&["dev"]).await?;
-    let client = stack.zone("dev").pg.connect().await?;
-    client
-        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
-        .await?;
-    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
-    stack.write_procedure("probe.toml", &probe_sidecar("2s", "integer"))?;
+    let (stack, client) = probe_stack().await?;
 
     let out = stack.cli(&["smoke", "probe", "dev"]).await?;
     assert_eq!(out.code, 3, "not deployed yet: {out}");
