@@ -26,6 +26,10 @@ pub struct AgentConfig {
     pub tls: Option<AgentTls>,
     /// Where backups of replaced routines are written, one file per job.
     pub backup_dir: PathBuf,
+    /// Where the agent keeps its journal (jobs begun, results not yet
+    /// acknowledged), so they survive a restart; defaults to `backup_dir`.
+    /// Must be on durable storage and private to this agent.
+    pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub timeouts: Timeouts,
     /// The databases of this zone that the agent may change.
@@ -198,6 +202,14 @@ pub struct InvalidConfig {
 }
 
 impl AgentConfig {
+    /// The journal file of this agent.
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir
+            .as_ref()
+            .unwrap_or(&self.backup_dir)
+            .join("pgrollout-agent.journal")
+    }
+
     /// Loads the file with environment overrides, then validates it.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let config: AgentConfig = pgrollout_shared::config_loader::load(path, ENV_PREFIX)?;

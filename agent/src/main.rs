@@ -58,7 +58,23 @@ fn main() -> std::process::ExitCode {
             targets = config.targets.len(),
             "agent starting"
         );
-        let outbox = Arc::new(link::Outbox::default());
+        let journal = config.journal_path();
+        let (outbox, interrupted) = match link::Outbox::open(&journal) {
+            Ok(opened) => opened,
+            Err(error) => {
+                tracing::error!(journal = %journal.display(), %error, "cannot open the agent journal");
+                eprintln!(
+                    "pgrollout-agent: cannot open the journal {}: {error}",
+                    journal.display()
+                );
+                return std::process::ExitCode::from(1);
+            }
+        };
+        let outbox = Arc::new(outbox);
+        // Resolved alongside the link: their results wait in the outbox.
+        for job in interrupted {
+            tokio::spawn(jobs::resolve_interrupted(job, config.clone(), outbox.clone()));
+        }
         tokio::select! {
             terminal = link::run(config, outbox) => {
                 tracing::error!(error = %terminal, "agent stopping");

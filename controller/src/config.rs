@@ -142,6 +142,12 @@ pub struct Deployment {
     /// the agent stops and says whether anything was committed.
     #[serde(with = "humantime_serde")]
     pub rollback_timeout: Duration,
+    /// A job's lease (DESIGN §4.5): an agent that hears nothing from the
+    /// controller for this long abandons the job's uncommitted work, so a
+    /// job in doubt can be retried without two agents racing. Keep it well
+    /// above a few heartbeat intervals.
+    #[serde(with = "humantime_serde")]
+    pub job_lease: Duration,
 }
 
 impl Default for Deployment {
@@ -152,6 +158,7 @@ impl Default for Deployment {
             max_agent_wait: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),
             rollback_timeout: Duration::from_secs(300),
+            job_lease: Duration::from_secs(60),
         }
     }
 }

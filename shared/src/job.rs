@@ -15,6 +15,9 @@ pub struct Job {
     pub attempt: u32,
     /// After this the agent stops and the transaction rolls back.
     pub deadline: SystemTime,
+    /// How long the agent may go without hearing from the controller before
+    /// it abandons work not yet committed (fencing); `None`: no lease.
+    pub lease: Option<Duration>,
     pub trace: TraceParent,
     /// Name of the database target within the agent's zone.
     pub target: String,
@@ -182,6 +185,7 @@ impl TryFrom<proto::JobOffer> for Job {
             id: offer.job_id,
             attempt: offer.attempt,
             deadline: UNIX_EPOCH + Duration::from_millis(deadline_ms),
+            lease: (offer.lease_ms > 0).then(|| Duration::from_millis(offer.lease_ms.into())),
             trace,
             target: offer.target,
             rollout_id: offer.rollout_id,
@@ -237,6 +241,9 @@ impl From<Job> for proto::JobOffer {
             job_id: job.id,
             attempt: job.attempt,
             deadline_unix_ms: unix_ms(job.deadline),
+            lease_ms: job.lease.map_or(0, |lease| {
+                u32::try_from(lease.as_millis()).unwrap_or(u32::MAX)
+            }),
             traceparent: job.trace.to_string(),
             target: job.target,
             rollout_id: job.rollout_id,

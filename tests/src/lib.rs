@@ -41,6 +41,8 @@ mod pg_cluster;
 mod pg_template;
 mod ports;
 mod process;
+pub mod proxy;
+pub mod scripted_agent;
 pub mod stack;
 mod test_dir;
 

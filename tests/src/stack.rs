@@ -68,6 +68,8 @@ pub struct Stack {
     /// The built-in CA's directory (certificates for every party).
     pub ca_dir: PathBuf,
     pub plaintext: bool,
+    /// The arguments `pgrollout` was started with, for a restart.
+    controller_args: Vec<String>,
     pub dir: TestDir,
 }
 
@@ -131,12 +133,15 @@ impl Stack {
                 options.controller_extra,
             ),
         )?;
-        let config_arg = controller_config.to_string_lossy().to_string();
-        let mut serve_args = vec!["serve", "--config", &config_arg];
+        let mut controller_args: Vec<String> = vec![
+            "serve".into(),
+            "--config".into(),
+            controller_config.to_string_lossy().into(),
+        ];
         if options.plaintext {
-            serve_args.push("--dev-plaintext");
+            controller_args.push("--dev-plaintext".into());
         }
-        let controller = Process::spawn(&bins.controller, serve_args, &[], "controller")?;
+        let controller = Process::spawn(&bins.controller, &controller_args, &[], "controller")?;
         controller
             .wait_for_line("controller listening", READY)
             .await?;
@@ -179,6 +184,7 @@ impl Stack {
             agents_address: format!("{scheme}://127.0.0.1:{agents_port}"),
             ca_dir,
             plaintext: options.plaintext,
+            controller_args,
             zones,
             project,
             dir,
@@ -208,6 +214,56 @@ impl Stack {
         Ok(())
     }
 
+    /// Kills the controller with SIGKILL, starts it again on the same
+    /// ports and store, and waits until it listens.
+    pub async fn restart_controller(&mut self) -> Result<()> {
+        self.controller.kill_9()?;
+        self.controller.wait_for_exit(READY).await?;
+        self.controller = Process::spawn(
+            &self.bins.controller,
+            &self.controller_args,
+            &[],
+            "controller",
+        )?;
+        self.controller
+            .wait_for_line("controller listening", READY)
+            .await?;
+        Ok(())
+    }
+
+    /// The port agents dial on the controller.
+    pub fn agents_port(&self) -> u16 {
+        self.agents_address
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// Points the zone's agent config at `port` (a proxy) instead of the
+    /// controller; takes effect when the agent (re)starts.
+    pub fn route_agent_via(&self, zone: &str, port: u16) -> Result<()> {
+        let path = &self.zone(zone).agent_config;
+        let text = std::fs::read_to_string(path)?;
+        let direct = format!("127.0.0.1:{}", self.agents_port());
+        anyhow::ensure!(
+            text.contains(&direct),
+            "agent config does not name {direct}"
+        );
+        std::fs::write(path, text.replace(&direct, &format!("127.0.0.1:{port}")))?;
+        Ok(())
+    }
+
+    /// Kills the zone's agent with SIGKILL and reaps it.
+    pub async fn kill_agent(&mut self, zone: &str) -> Result<()> {
+        let entry = self.zones.get_mut(zone).context("no such zone")?;
+        if let Some(agent) = entry.agent.as_mut() {
+            agent.kill_9()?;
+            agent.wait_for_exit(READY).await?;
+        }
+        Ok(())
+    }
+
     pub fn zone(&self, zone: &str) -> &Zone {
         &self.zones[zone]
     }
@@ -220,13 +276,34 @@ impl Stack {
     /// Runs `pgrollout <args>` with the certificate of `operator` (issued on
     /// first use), from the project.
     pub async fn cli_as(&self, operator: &str, args: &[&str]) -> Result<CommandOutput> {
-        let mut full: Vec<&str> = args.to_vec();
-        let project = self.project.to_string_lossy().to_string();
+        let (full, env) = self.cli_invocation(operator, args).await?;
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.bins.run_cli(full, &env).await
+    }
+
+    /// Starts `pgrollout <args>` as [`OPERATOR`] in the background, for a
+    /// test that does something else while the command runs.
+    pub async fn spawn_cli(&self, args: &[&str], name: &str) -> Result<Process> {
+        let (full, env) = self.cli_invocation(OPERATOR, args).await?;
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Process::spawn(&self.bins.controller, full, &env, name)
+    }
+
+    /// The arguments and environment of a CLI call as `operator`.
+    async fn cli_invocation(
+        &self,
+        operator: &str,
+        args: &[&str],
+    ) -> Result<(Vec<String>, Vec<(&'static str, String)>)> {
+        let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if matches!(
             args.first(),
             Some(&"deploy") | Some(&"smoke") | Some(&"batch") | Some(&"plan")
         ) {
-            full.extend(["--project", &project]);
+            full.extend([
+                "--project".to_owned(),
+                self.project.to_string_lossy().into(),
+            ]);
         }
         let ca = self.ca_dir.join("ca.pem");
         let cert = self.ca_dir.join(format!("operator-{operator}.pem"));
@@ -245,23 +322,18 @@ impl Stack {
                 "issuing an operator certificate failed: {out}"
             );
         }
-        let (ca, cert, key) = (
-            ca.to_string_lossy(),
-            cert.to_string_lossy(),
-            key.to_string_lossy(),
-        );
         let mut env = vec![
-            ("PGROLLOUT_ADDR", self.operators.as_str()),
-            ("PGROLLOUT_ACTOR", operator),
+            ("PGROLLOUT_ADDR", self.operators.clone()),
+            ("PGROLLOUT_ACTOR", operator.to_owned()),
         ];
         if !self.plaintext {
             env.extend([
-                ("PGROLLOUT_CA", &*ca),
-                ("PGROLLOUT_CERT", &*cert),
-                ("PGROLLOUT_KEY", &*key),
+                ("PGROLLOUT_CA", ca.to_string_lossy().into()),
+                ("PGROLLOUT_CERT", cert.to_string_lossy().into()),
+                ("PGROLLOUT_KEY", key.to_string_lossy().into()),
             ]);
         }
-        self.bins.run_cli(full, &env).await
+        Ok((full, env))
     }
 
     /// Writes `procedures/<file>` in the project copy.

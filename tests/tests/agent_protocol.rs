@@ -166,6 +166,7 @@ fn ack(job_id: &str, seq: u64) -> controller_message::Body {
     controller_message::Body::Ack(proto::Ack {
         job_id: job_id.into(),
         seq,
+        attempt: 1,
     })
 }
 
@@ -188,6 +189,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         id: job_id.into(),
         attempt: 1,
         deadline: SystemTime::now() + Duration::from_secs(60),
+        lease: None,
         trace: TraceParent::new_root(),
         target: "main".into(),
         rollout_id: format!("r-{job_id}"),

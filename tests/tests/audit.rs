@@ -22,7 +22,12 @@ async fn the_audit_log_records_rollouts_and_detects_an_edited_or_deleted_entry()
         .await?;
     assert_eq!(out.code, 0, "{out}");
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "the gates' verdict, then the deploy: {out}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "the gates' verdict, the deploy, the agent's result: {out}"
+    );
+    assert!(lines[2].contains("job.finished"), "{out}");
     assert!(lines[0].contains("gates.passed"), "{out}");
     let lines = &lines[1..];
     assert!(lines[0].contains("test-operator"), "{out}");
@@ -37,6 +42,10 @@ async fn the_audit_log_records_rollouts_and_detects_an_edited_or_deleted_entry()
         .find_map(|l| l.strip_prefix("Trace ID: "))
         .unwrap_or_default();
     assert!(lines[0].contains(&format!("trace={trace}")), "{out}");
+    assert!(
+        lines[1].contains(&format!("trace={trace}")),
+        "the result carries the rollout's trace: {out}"
+    );
 
     let json = stack.cli(&["audit", "--output", "json"]).await?;
     assert_eq!(json.code, 0, "{json}");

@@ -87,6 +87,7 @@ async fn deploy(
             |_| format!("connected to target {}", ctx.target.name),
         )
         .await?;
+    ctx.watch_connection(&conn);
     ctx.step("lock", take_deploy_lock(ctx, &conn), |_| {
         "deploy lock held".into()
     })
@@ -115,15 +116,13 @@ async fn deploy(
                 return Err(failed);
             }
         };
-    ctx.step("commit", async { simple(&conn, "COMMIT").await }, |_| {
-        "committed".into()
-    })
-    .await
-    .map_err(|failure| Failed {
-        failure,
-        smoke: smoke.clone(),
-        outcomes: outcomes_all(routines, "not-run"),
-    })?;
+    ctx.step("commit", ctx.commit(&conn, true), |_| "committed".into())
+        .await
+        .map_err(|failure| Failed {
+            failure,
+            smoke: smoke.clone(),
+            outcomes: outcomes_all(routines, "not-run"),
+        })?;
     let deployed = applied
         .iter()
         .map(|a| RoutineOutcome {

@@ -147,6 +147,9 @@ pub async fn run(
         smoke,
         ..Default::default()
     };
+    // Every transaction is settled: what follows verifies and, if needed,
+    // restores, and must not be cut off by the fence.
+    ctx.fence_lifted();
     Ok(verify_after_commit(ctx, conn, &deployed, &written, result).await)
 }
 
@@ -178,7 +181,7 @@ async fn deploy_one(
         };
         return Err((failure, reports));
     }
-    simple(conn, "COMMIT")
+    ctx.commit(conn, false)
         .await
         .map_err(|failure| (failure, reports.clone()))?;
     Ok((applied, ids, reports))

@@ -372,10 +372,8 @@ async fn finish(
             return Err(stopped);
         }
     };
-    ctx.step("commit", session::simple(conn, "COMMIT"), |_| {
-        "committed".into()
-    })
-    .await?;
+    ctx.step("commit", ctx.commit(conn, true), |_| "committed".into())
+        .await?;
     let restored: Vec<RestoredRoutine> = changes
         .iter()
         .zip(&ids)

@@ -6,7 +6,9 @@ mod apply;
 mod deploy;
 mod deploy_each;
 mod disable;
+mod fence;
 mod history;
+mod resolve;
 mod restore;
 mod rollback;
 mod rollback_apply;
@@ -58,6 +60,7 @@ pub struct JobContext {
     started: Instant,
     /// When the last progress event went out: they are throttled.
     last_progress: std::sync::Mutex<Option<Instant>>,
+    fence: fence::Fence,
 }
 
 impl JobContext {
@@ -174,24 +177,41 @@ impl JobContext {
     }
 }
 
-/// Runs a validated job to its result, bounded by its deadline. Dropping the
-/// work at the deadline drops its database connection, which rolls back any
-/// open transaction.
-pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
+pub use resolve::resolve_interrupted;
+
+impl JobContext {
+    /// A context whose events continue after sequence number `last_seq`
+    /// (0 for a new job; the journal's last for a resumed one).
+    fn new(
+        job: Job,
+        target: TargetConfig,
+        last_seq: u64,
+        config: Arc<AgentConfig>,
+        outbox: Arc<Outbox>,
+    ) -> JobContext {
+        JobContext {
+            target,
+            config,
+            outbox,
+            seq: AtomicU64::new(last_seq),
+            last_progress: std::sync::Mutex::new(None),
+            started: Instant::now(),
+            fence: fence::Fence::default(),
+            job,
+        }
+    }
+}
+
+/// Runs a validated job to its result, bounded by its deadline and fenced by
+/// its lease. Dropping the work at either drops its database connection,
+/// which rolls back any open transaction.
+pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
     let Some(target) = config.target(&job.target).cloned() else {
         // The link checks this before accepting; kept for safety.
+        outbox.job_finished(&job.id, job.attempt);
         return;
     };
-    outbox.job_started(&job.id, job.attempt);
-    let context = JobContext {
-        target,
-        config,
-        outbox: outbox.clone(),
-        seq: AtomicU64::new(0),
-        last_progress: std::sync::Mutex::new(None),
-        started: Instant::now(),
-        job,
-    };
+    let context = JobContext::new(job, target, last_seq, config, outbox.clone());
     tracing::info!(
         job_id = %context.job.id,
         kind = context.job.kind.name(),
@@ -214,16 +234,29 @@ pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
             JobKind::History(selector) => history::run(&context, selector).await,
         }
     };
-    let result = match tokio::time::timeout(budget, work).await {
-        Ok(result) => result,
-        Err(_) => JobResult {
-            outcome: Outcome::DeployFailed as i32,
-            message: format!(
-                "job deadline reached after {:.1}s; the open transaction was rolled back",
-                budget.as_secs_f64()
-            ),
-            ..Default::default()
+    let result = tokio::select! {
+        finished = tokio::time::timeout(budget, work) => match finished {
+            Ok(result) => result,
+            Err(_) => {
+                context.cancel_queries().await;
+                JobResult {
+                outcome: Outcome::DeployFailed as i32,
+                message: format!(
+                    "job deadline reached after {:.1}s; the open transaction was rolled back",
+                    budget.as_secs_f64()
+                ),
+                ..Default::default()
+            }},
         },
+        silent = context.fenced() => {
+            tracing::warn!(job_id = %context.job.id, silent_ms = silent.as_millis() as u64, "job fenced: lease expired");
+            context.cancel_queries().await;
+            JobResult {
+                outcome: Outcome::DeployFailed as i32,
+                message: context.fenced_message(silent),
+                ..Default::default()
+            }
+        }
     };
     if matches!(context.job.kind, JobKind::Deploy { .. })
         && result.outcome() == Outcome::Succeeded

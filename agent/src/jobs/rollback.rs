@@ -180,15 +180,13 @@ async fn rollback(
     // never leave its outcome in doubt; the controller's deadline (a little
     // later) still bounds it.
     progress.at("commit");
-    ctx.step("commit", session::simple(&conn, "COMMIT"), |_| {
-        "committed".into()
-    })
-    .await
-    .map_err(|failure| Stopped {
-        failure,
-        smoke: smoke.clone(),
-        warnings: warnings.clone(),
-    })?;
+    ctx.step("commit", ctx.commit(&conn, true), |_| "committed".into())
+        .await
+        .map_err(|failure| Stopped {
+            failure,
+            smoke: smoke.clone(),
+            warnings: warnings.clone(),
+        })?;
     *progress.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary(&restored));
 
     let mut result = JobResult {

@@ -71,16 +71,19 @@ pub fn own_deadline(ctx: &JobContext) -> tokio::time::Instant {
 }
 
 pub async fn connect(ctx: &JobContext) -> Result<TargetConnection, JobFailure> {
-    ctx.step(
-        "connect",
-        async {
-            sql::connect(&ctx.target, &ctx.config.timeouts)
-                .await
-                .map_err(|e| JobFailure::deploy(error_chain(&e)))
-        },
-        |_| format!("connected to target {}", ctx.target.name),
-    )
-    .await
+    let conn = ctx
+        .step(
+            "connect",
+            async {
+                sql::connect(&ctx.target, &ctx.config.timeouts)
+                    .await
+                    .map_err(|e| JobFailure::deploy(error_chain(&e)))
+            },
+            |_| format!("connected to target {}", ctx.target.name),
+        )
+        .await?;
+    ctx.watch_connection(&conn);
+    Ok(conn)
 }
 
 /// The deploy's advisory lock: a rollback never interleaves with a deploy.

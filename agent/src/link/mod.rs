@@ -3,6 +3,7 @@
 //! jittered exponential backoff. Jobs run independently of the connection,
 //! so a lost link does not abort work already under way.
 
+mod journal;
 mod outbox;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use pgrollout_shared::proto::{
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-pub use outbox::Outbox;
+pub use outbox::{Interrupted, Outbox};
 
 use crate::config::AgentConfig;
 use crate::jobs;
@@ -40,12 +41,15 @@ pub enum SessionError {
 pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>) -> SessionError {
     let mut backoff = Duration::from_secs(1);
     loop {
-        let started = tokio::time::Instant::now();
-        match session(&config, &outbox).await {
+        let mut welcomed = false;
+        match session(&config, &outbox, &mut welcomed).await {
             Err(terminal @ SessionError::Terminal(_)) => return terminal,
             Err(SessionError::Retryable(reason)) => {
-                // A session that lived a while resets the backoff.
-                if started.elapsed() > Duration::from_secs(30) {
+                // A link that was up (the controller welcomed us) is worth
+                // re-establishing at once; the backoff grows only while the
+                // controller cannot be reached. Jitter still spreads a zone's
+                // agents after a controller restart.
+                if welcomed {
                     backoff = Duration::from_secs(1);
                 }
                 let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
@@ -63,7 +67,11 @@ pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>) -> SessionError 
     }
 }
 
-async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), SessionError> {
+async fn session(
+    config: &Arc<AgentConfig>,
+    outbox: &Arc<Outbox>,
+    welcomed: &mut bool,
+) -> Result<(), SessionError> {
     let retry =
         |what: &str, e: &dyn std::fmt::Display| SessionError::Retryable(format!("{what}: {e}"));
     let mut endpoint = Endpoint::from_shared(config.controller.clone())
@@ -123,12 +131,15 @@ async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), 
         .map_err(|_| retry("no Welcome from the controller", &"timed out"))?
         .map_err(|status| classify(&status))?;
     match welcome.and_then(|m| m.body) {
-        Some(controller_message::Body::Welcome(welcome)) => tracing::info!(
-            controller = %config.controller,
-            zone = %welcome.zone,
-            agent = %welcome.agent_name,
-            "connected to controller"
-        ),
+        Some(controller_message::Body::Welcome(welcome)) => {
+            *welcomed = true;
+            tracing::info!(
+                controller = %config.controller,
+                zone = %welcome.zone,
+                agent = %welcome.agent_name,
+                "connected to controller"
+            )
+        }
         _ => {
             return Err(SessionError::Retryable(
                 "controller did not answer with Welcome".into(),
@@ -168,9 +179,12 @@ async fn serve(
                 "controller closed the stream".into(),
             ));
         };
+        // Anything from the controller proves the link alive: jobs' leases
+        // count from here.
+        outbox.touch();
         match message.body {
             Some(controller_message::Body::Offer(offer)) => handle_offer(config, outbox, offer),
-            Some(controller_message::Body::Ack(ack)) => outbox.acknowledge(&ack.job_id, ack.seq),
+            Some(controller_message::Body::Ack(ack)) => outbox.acknowledge(ack),
             Some(controller_message::Body::Heartbeat(_))
             | Some(controller_message::Body::Welcome(_))
             | None => {}
@@ -180,7 +194,7 @@ async fn serve(
 
 /// Validates an offer at the edge, then accepts it and runs it, or declines
 /// with the reason. A duplicate offer of a running job is re-accepted but not
-/// run twice.
+/// run twice; of a finished one, answered with its result again.
 fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer) {
     let (job_id, attempt) = (offer.job_id.clone(), offer.attempt);
     let decline = |reason: String| {
@@ -191,6 +205,7 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer
             reason,
         })));
     };
+    let journaled = offer.clone();
     let job = match Job::try_from(offer) {
         Ok(job) => job,
         Err(invalid) => return decline(format!("invalid job offer: {invalid}")),
@@ -205,12 +220,25 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer
         job_id: job.id.clone(),
         attempt,
     }));
-    if outbox.is_running(&job.id, attempt) {
+    if let Some(result) = outbox.pending_result(&job.id, attempt) {
         outbox.send_now(accept);
+        outbox.send_now(result);
         return;
     }
-    outbox.send_now(accept);
-    tokio::spawn(jobs::execute(job, config.clone(), outbox.clone()));
+    let Some(durable) = outbox.begin_job(&journaled) else {
+        outbox.send_now(accept);
+        return;
+    };
+    let (config, outbox) = (config.clone(), outbox.clone());
+    tokio::spawn(async move {
+        // Accept only once the start is on disk: after a crash the journal
+        // must know every job the controller believes is running here.
+        if durable.await.is_err() {
+            return;
+        }
+        outbox.send_now(accept);
+        jobs::execute(job, 0, config, outbox).await;
+    });
 }
 
 async fn heartbeats(outbox: Arc<Outbox>, interval: Duration) {

@@ -35,6 +35,25 @@ impl TargetConnection {
     }
 }
 
+/// Asks the server to cancel whatever `token`'s connection is running (a
+/// statement stuck on a lock, say), over the target's TLS settings. Used
+/// before a job's work is dropped at its deadline or fence: a dropped
+/// client cannot close a connection that still awaits a reply, so without
+/// this the backend would wait on, holding its locks.
+pub async fn cancel_query(target: &TargetConfig, token: &tokio_postgres::CancelToken) {
+    let cancelled = match tls::client_config(target).await {
+        Ok(None) => token.cancel_query(NoTls).await,
+        Ok(Some(tls_config)) => token.cancel_query(MakeRustlsConnect::new(tls_config)).await,
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "cannot cancel a query: TLS settings");
+            return;
+        }
+    };
+    if let Err(error) = cancelled {
+        tracing::warn!(error = %error_chain(&error), "cancelling a query failed");
+    }
+}
+
 /// Why a target could not be reached. The message names the target, never
 /// the password.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +87,10 @@ pub async fn connect(
         .application_name("pgrollout")
         .connect_timeout(timeouts.connect)
         .options(format!(
-            "-c lock_timeout={} -c statement_timeout={}",
+            // The connection check lets a backend whose agent died (kill -9,
+            // fenced) notice within a second even while it waits on a lock, so
+            // its transaction rolls back and its advisory lock is freed.
+            "-c lock_timeout={} -c statement_timeout={} -c client_connection_check_interval=1000",
             timeouts.lock.as_millis(),
             timeouts.statement.as_millis()
         ));

@@ -10,7 +10,7 @@ mod routine_lookup;
 mod snapshot;
 mod tls;
 
-pub use connection::{connect, TargetConnection};
+pub use connection::{cancel_query, connect, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
 pub use ledger_versions::{
     ensure_reversal_columns, insert_reversal_rows, rows_for_identities, rows_for_rollout,

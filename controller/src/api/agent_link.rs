@@ -124,6 +124,8 @@ impl AgentLink for AgentLinkService {
         for job in &hello.in_flight {
             tracing::info!(agent = %name, job_id = %job.job_id, finished = job.finished, "agent reports job in flight");
         }
+        // Square the agent's jobs with the store before it gets new work.
+        super::reconcile::reconcile(&controller, &handle, &hello.in_flight).await;
         controller.registry.register(handle.clone());
         controller
             .audit(AuditEntry {
@@ -212,7 +214,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
             );
         }
         Some(Body::Event(event)) => {
-            let (job_id, seq) = (event.job_id.clone(), event.seq);
+            let (job_id, attempt, seq) = (event.job_id.clone(), event.attempt, event.seq);
             match controller.store.record_event(&event).await {
                 Ok(true) => controller.router.publish(&job_id, JobUpdate::Event(event)),
                 Ok(false) => tracing::debug!(job_id = %job_id, seq, "duplicate event dropped"),
@@ -222,10 +224,10 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                     return;
                 }
             }
-            ack(agent, &job_id, seq).await;
+            ack(agent, &job_id, attempt, seq).await;
         }
         Some(Body::Result(result)) => {
-            let (job_id, seq) = (result.job_id.clone(), result.seq);
+            let (job_id, attempt, seq) = (result.job_id.clone(), result.attempt, result.seq);
             let exit_code = ExitCode::from_outcome(
                 Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified),
             );
@@ -236,8 +238,19 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
             {
                 Ok(true) => {
                     tracing::info!(agent = %agent.name, job_id = %job_id, outcome = ?result.outcome(), "job result recorded");
+                    // The entry names the rollout, so `audit --rollout` finds it.
+                    let rollout = controller
+                        .store
+                        .rollout_of_job(&job_id)
+                        .await
+                        .ok()
+                        .flatten();
                     controller
                         .audit(AuditEntry {
+                            rollout_id: rollout.as_ref().map(|r| r.rollout_id.clone()),
+                            environment: rollout.as_ref().map(|r| r.environment.clone()),
+                            procedure: rollout.as_ref().map(|r| r.label.clone()),
+                            trace_id: rollout.as_ref().map(|r| r.trace_id.clone()),
                             actor: format!("agent {}/{}", agent.zone, agent.name),
                             action: "job.finished".into(),
                             outcome: format!("{:?}", result.outcome()).to_lowercase(),
@@ -248,7 +261,6 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                                 result.backup_path,
                                 result.ledger_ids
                             ),
-                            ..Default::default()
                         })
                         .await;
                     controller
@@ -262,7 +274,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                     return;
                 }
             }
-            ack(agent, &job_id, seq).await;
+            ack(agent, &job_id, attempt, seq).await;
         }
         Some(Body::Heartbeat(_)) | None => {}
         Some(Body::Hello(_)) => {
@@ -271,10 +283,11 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
     }
 }
 
-async fn ack(agent: &AgentHandle, job_id: &str, seq: u64) {
+async fn ack(agent: &AgentHandle, job_id: &str, attempt: u32, seq: u64) {
     let ack = Ack {
         job_id: job_id.to_owned(),
         seq,
+        attempt,
     };
     let _ = agent
         .sender

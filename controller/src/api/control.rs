@@ -41,6 +41,21 @@ impl Control for ControlService {
     type DisableStream = UpdateStream;
     type EnableStream = UpdateStream;
     type HistoryStream = UpdateStream;
+    type RetryStream = UpdateStream;
+
+    async fn retry(
+        &self,
+        request: Request<pgrollout_shared::proto::RetryRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_retry(request).await
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<pgrollout_shared::proto::ResolveRequest>,
+    ) -> Result<Response<pgrollout_shared::proto::ResolveResponse>, Status> {
+        self.resolve_rollout(request).await
+    }
 
     async fn rollback(
         &self,

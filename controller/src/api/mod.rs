@@ -6,9 +6,11 @@
 pub mod agent_link;
 pub mod approvals;
 pub mod control;
+mod faults;
 pub mod gates;
 mod metrics;
 mod operations;
+mod reconcile;
 pub mod tls;
 
 use std::future::Future;

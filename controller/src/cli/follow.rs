@@ -113,7 +113,10 @@ pub async fn submit_and_follow(
         .unwrap_or("(unknown id)");
     Err((
         ExitCode::DeploymentFailed,
-        format!("the rollout {which} ended without a result; its state is unknown — check the controller's log"),
+        format!(
+            "the rollout {which} ended without a result here; its state is unknown to this command — the agent keeps \
+             its result until the controller records it: see `pgrollout status {which}`"
+        ),
     ))
 }
 

@@ -9,6 +9,7 @@ mod ca;
 mod connect;
 mod deploy;
 mod disable;
+mod doubt;
 mod follow;
 mod history;
 mod log;
@@ -91,6 +92,11 @@ enum Command {
     Metrics(metrics::MetricsArgs),
     /// Read the audit log (`audit verify` checks its hash chain).
     Audit(audit::AuditArgs),
+    /// Run the job of a rollout in doubt (`unknown`) again, as a new attempt:
+    /// a job that did commit reports from the ledger instead of applying twice.
+    Retry(doubt::RetryArgs),
+    /// Record what happened to a rollout in doubt (`--succeeded` or `--failed`, with `--reason`).
+    Resolve(doubt::ResolveArgs),
     /// The built-in certificate authority: `init`, then `issue` certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -165,6 +171,8 @@ pub fn run() -> ExitCode {
             Command::History(args) => history::run(&cli.controller, &cli.tls, args).await,
             Command::Audit(args) => audit::run(&cli.controller, &cli.tls, args).await,
             Command::Batch(args) => batch::run(&cli.controller, &cli.tls, args).await,
+            Command::Retry(args) => doubt::retry(&cli.controller, &cli.tls, args).await,
+            Command::Resolve(args) => doubt::resolve(&cli.controller, &cli.tls, args).await,
             Command::Ca(_) => ExitCode::Success,
         }
     })

@@ -19,6 +19,7 @@ pub enum Call {
     Disable(RoutineRequest),
     Enable(RoutineRequest),
     History(RoutineRequest),
+    Retry(pgrollout_shared::proto::RetryRequest),
 }
 
 /// An operation that produced its result.
@@ -41,6 +42,7 @@ pub async fn call_and_follow(
         Call::Disable(r) => client.disable(with_actor(r)).await,
         Call::Enable(r) => client.enable(with_actor(r)).await,
         Call::History(r) => client.history(with_actor(r)).await,
+        Call::Retry(r) => client.retry(with_actor(r)).await,
     };
     let mut stream = response
         .map_err(|status| connect::refusal(&status, address))?

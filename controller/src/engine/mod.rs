@@ -4,8 +4,10 @@
 
 pub mod gates;
 pub mod operations;
+pub mod recovery;
 pub mod registry;
 pub mod reload;
+pub mod retry;
 pub mod rollback_sources;
 pub mod rollout;
 pub mod router;

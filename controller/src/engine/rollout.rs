@@ -9,7 +9,7 @@ use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::job::{now_unix_ms, Job, JobKind};
 use pgrollout_shared::proto::{
     controller_message, rollout_update, ControllerMessage, JobResult, Outcome, Plan,
-    RolloutStarted, RolloutUpdate,
+    RolloutStarted, RolloutUpdate, StepStatus,
 };
 use pgrollout_shared::traceparent::TraceParent;
 use tokio::sync::mpsc;
@@ -115,6 +115,7 @@ pub async fn start(
         id: job_id.clone(),
         attempt: 1,
         deadline: SystemTime::now() + job_timeout,
+        lease: Some(controller.config.deployment.job_lease),
         trace: request.trace.child(),
         target,
         rollout_id: rollout_id.clone(),
@@ -153,9 +154,20 @@ pub async fn start(
             ),
         })
         .await;
+    let offer: pgrollout_shared::proto::JobOffer = job.into();
+    controller
+        .store
+        .record_offer(
+            &job_id,
+            1,
+            &agent.name,
+            prost::Message::encode_to_vec(&offer),
+        )
+        .await
+        .map_err(store_error)?;
     let updates = controller.router.subscribe(&job_id, agent.session);
     let offer = ControllerMessage {
-        body: Some(controller_message::Body::Offer(job.into())),
+        body: Some(controller_message::Body::Offer(offer)),
     };
     if agent.sender.send(Ok(offer)).await.is_err() {
         controller.router.unsubscribe(&job_id);
@@ -193,16 +205,25 @@ pub async fn start(
     let _ = out
         .send(Ok(update(rollout_update::Body::Started(started))))
         .await;
-    tokio::spawn(relay(controller, agent, job_id, updates, out, job_timeout));
+    tokio::spawn(relay(
+        controller,
+        agent,
+        job_id,
+        1,
+        updates,
+        out,
+        job_timeout,
+    ));
     Ok(receiver)
 }
 
 /// Relays the job's updates to the operator. Keeps going if the operator
 /// hangs up: the rollout must still be settled.
-async fn relay(
+pub(super) async fn relay(
     controller: Arc<Controller>,
     agent: Arc<AgentHandle>,
     job_id: String,
+    attempt: u32,
     mut updates: mpsc::UnboundedReceiver<JobUpdate>,
     out: UpdateSender,
     job_timeout: Duration,
@@ -217,7 +238,8 @@ async fn relay(
                 }
                 Some(JobUpdate::AgentLost { agent }) => {
                     return Err(format!(
-                        "agent {agent} disconnected before accepting the job; nothing ran"
+                        "agent {agent} disconnected before its Accept arrived; if it began the job, its result will \
+                         still be recorded when it reconnects"
                     ))
                 }
                 Some(_) => continue,
@@ -228,14 +250,25 @@ async fn relay(
     .await
     .unwrap_or_else(|_| {
         Err(format!(
-            "agent {} did not accept the job within {}; nothing ran",
+            "agent {} did not accept the job within {}; if it begins the job later, its result will still be recorded",
             agent.name,
             humantime::format_duration(accept_timeout)
         ))
     });
     let settled = match accepted {
         Err(message) => Some((state::FAILED, message)),
-        Ok(()) => follow_job(&agent, &mut updates, &out, job_timeout).await,
+        Ok(()) => {
+            follow_job(
+                &controller,
+                &agent,
+                &job_id,
+                attempt,
+                &mut updates,
+                &out,
+                job_timeout,
+            )
+            .await
+        }
     };
     if let Some((rollout_state, message)) = settled {
         tracing::warn!(job_id = %job_id, state = rollout_state, reason = %message, "job ended without a result");
@@ -243,7 +276,7 @@ async fn relay(
             .store
             .abandon_job(
                 &job_id,
-                1,
+                attempt,
                 rollout_state,
                 ExitCode::DeploymentFailed.code(),
                 &message,
@@ -253,7 +286,7 @@ async fn relay(
         controller.notifier.rollout_finished(&job_id);
         let result = JobResult {
             job_id: job_id.clone(),
-            attempt: 1,
+            attempt,
             outcome: Outcome::DeployFailed as i32,
             message,
             ..Default::default()
@@ -266,46 +299,113 @@ async fn relay(
 }
 
 /// Forwards events until the result; returns the rollout state and reason
-/// when the job ended without one.
+/// when the job ended without one. A lost agent makes the rollout `unknown`
+/// at once (so `status` tells the truth), but the wait goes on until the
+/// deadline: an agent that reconnects and still runs the job is followed
+/// again, and a result from its outbox settles the rollout.
 async fn follow_job(
+    controller: &Controller,
     agent: &AgentHandle,
+    job_id: &str,
+    attempt: u32,
     updates: &mut mpsc::UnboundedReceiver<JobUpdate>,
     out: &UpdateSender,
     job_timeout: Duration,
 ) -> Option<(&'static str, String)> {
     // The agent enforces the deadline itself; the grace covers its report.
     let deadline = tokio::time::Instant::now() + job_timeout + Duration::from_secs(30);
+    // While the agent is lost, the wait for it to come back is bounded by the
+    // job's lease: past it, an agent still alive has fenced the job itself.
+    let lease = controller.config.deployment.job_lease;
+    let mut lost: Option<(String, tokio::time::Instant)> = None;
     loop {
-        let next = match tokio::time::timeout_at(deadline, updates.recv()).await {
+        let until = lost
+            .as_ref()
+            .map_or(deadline, |(_, since)| deadline.min(*since + lease));
+        let next = match tokio::time::timeout_at(until, updates.recv()).await {
             Ok(next) => next,
             Err(_) => {
-                return Some((
-                    state::UNKNOWN,
-                    format!("no result from agent {} past the job deadline; the rollout is unknown until it reports", agent.name),
-                ))
+                let why = match &lost {
+                    Some((agent, _)) => format!(
+                        "agent {agent} disconnected mid-job and has not come back within the job's lease ({}); the \
+                         rollout is unknown until it reports from its journal (the target's ledger decides whether \
+                         it applied): see `pgrollout status`, then `pgrollout retry` or `pgrollout resolve`",
+                        humantime::format_duration(lease)
+                    ),
+                    None => format!(
+                        "no result from agent {} past the job deadline; the rollout is unknown until it reports",
+                        agent.name
+                    ),
+                };
+                return Some((state::UNKNOWN, why));
             }
         };
         match next {
             Some(JobUpdate::Event(event)) => {
-                let _ = out.send(Ok(update(rollout_update::Body::Event(event)))).await;
+                let _ = out
+                    .send(Ok(update(rollout_update::Body::Event(event))))
+                    .await;
             }
             Some(JobUpdate::Finished(result)) => {
-                let _ = out.send(Ok(update(rollout_update::Body::Finished(result)))).await;
+                let _ = out
+                    .send(Ok(update(rollout_update::Body::Finished(result))))
+                    .await;
                 return None;
             }
             Some(JobUpdate::AgentLost { agent }) => {
-                return Some((
-                    state::UNKNOWN,
-                    format!(
-                        "agent {agent} disconnected mid-job; the rollout is unknown until the agent reconnects and \
-                         reports (the target's ledger decides whether it applied)"
-                    ),
-                ))
+                let why = format!(
+                    "agent {agent} disconnected mid-job; the rollout is unknown until the agent reconnects and \
+                     reports (the target's ledger decides whether it applied); waiting"
+                );
+                let _ = controller
+                    .store
+                    .abandon_job(
+                        job_id,
+                        attempt,
+                        state::UNKNOWN,
+                        ExitCode::DeploymentFailed.code(),
+                        &why,
+                        now_unix_ms(),
+                    )
+                    .await;
+                let _ = out
+                    .send(Ok(link_notice(job_id, attempt, &why, StepStatus::Failed)))
+                    .await;
+                lost = Some((agent, tokio::time::Instant::now()));
+            }
+            Some(JobUpdate::Reattached { agent }) => {
+                let _ = out
+                    .send(Ok(link_notice(
+                        job_id,
+                        attempt,
+                        &format!(
+                            "agent {agent} reconnected and still runs the job; following it again"
+                        ),
+                        StepStatus::Succeeded,
+                    )))
+                    .await;
+                lost = None;
             }
             Some(JobUpdate::Accepted) | Some(JobUpdate::Declined { .. }) => {}
             None => return Some((state::UNKNOWN, "the job's update channel closed".to_owned())),
         }
     }
+}
+
+/// A line about the agent's link for the operator; not an agent event, so
+/// it carries no sequence number and is not stored.
+fn link_notice(job_id: &str, attempt: u32, message: &str, status: StepStatus) -> RolloutUpdate {
+    update(rollout_update::Body::Event(
+        pgrollout_shared::proto::JobEvent {
+            job_id: job_id.to_owned(),
+            attempt,
+            step: "agent-link".into(),
+            status: status as i32,
+            message: message.to_owned(),
+            at_unix_ms: now_unix_ms(),
+            ..Default::default()
+        },
+    ))
 }
 
 fn unknown_environment(controller: &Controller, name: &str) -> Status {

@@ -21,6 +21,10 @@ pub enum JobUpdate {
     AgentLost {
         agent: String,
     },
+    /// The agent reconnected and said it still runs the job.
+    Reattached {
+        agent: String,
+    },
 }
 
 struct Subscription {
@@ -50,6 +54,20 @@ impl JobRouter {
         if let Some(subscription) = self.lock().get(job_id) {
             let _ = subscription.sender.send(update);
         }
+    }
+
+    /// The job now runs on `session` (its agent reconnected); tells the
+    /// rollout following it. `false` if nobody follows the job.
+    pub fn reattach(&self, job_id: &str, session: u64, agent: &str) -> bool {
+        let mut subscriptions = self.lock();
+        let Some(subscription) = subscriptions.get_mut(job_id) else {
+            return false;
+        };
+        subscription.session = session;
+        let _ = subscription.sender.send(JobUpdate::Reattached {
+            agent: agent.to_owned(),
+        });
+        true
     }
 
     /// Tells every job running on a lost session; returns their ids.

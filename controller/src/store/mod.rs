@@ -6,6 +6,7 @@
 
 mod approvals;
 mod audit;
+mod faults;
 mod gates;
 mod metrics;
 mod migrations;
@@ -15,6 +16,7 @@ mod status;
 
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
+pub use faults::HeldJob;
 pub use metrics::{FinishedRollout, StateCount};
 
 use std::path::Path;
@@ -229,14 +231,20 @@ impl Store {
         self.call(move |c| {
             let tx = c.transaction()?;
             let updated = tx.execute(
+                // A job settled without a result (abandoned, or in doubt) still
+                // takes the one its agent reports late: the record corrects itself.
                 "UPDATE jobs SET state = 'finished', finished_at = ?3, result = ?4
-                 WHERE id = ?1 AND attempt = ?2 AND state <> 'finished'",
+                 WHERE id = ?1 AND attempt = ?2 AND (state <> 'finished' OR result IS NULL)",
                 params![job_id, attempt, now, bytes],
             )?;
             if updated == 1 {
                 tx.execute(
+                    // Only the latest attempt speaks for the rollout; an
+                    // operator's resolution is not overwritten.
                     "UPDATE rollouts SET state = ?2, exit_code = ?3, message = ?4, finished_at = ?5
-                     WHERE id = (SELECT rollout_id FROM jobs WHERE id = ?1 AND attempt = ?6)",
+                     WHERE id = (SELECT rollout_id FROM jobs WHERE id = ?1 AND attempt = ?6)
+                       AND NOT EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND attempt > ?6)
+                       AND state IN ('running', 'unknown', 'failed')",
                     params![job_id, state, exit_code, message, now, attempt],
                 )?;
             }

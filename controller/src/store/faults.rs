@@ -1,0 +1,234 @@
+//! What the store needs to survive faults (issue 8): the offer kept for a
+//! retry, jobs left in doubt by a controller restart or a lost agent, the
+//! reconciliation of an agent's Hello, and an operator's resolution.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{state, Store, StoreError};
+
+/// A job the store believes an agent holds (offered, running or unknown).
+#[derive(Debug, Clone)]
+pub struct HeldJob {
+    pub job_id: String,
+    pub attempt: u32,
+    pub rollout_id: String,
+    /// Whether the agent's Accept arrived.
+    pub accepted: bool,
+}
+
+/// A rollout's latest job, as a retry needs it.
+#[derive(Debug, Clone)]
+pub struct LatestJob {
+    pub job_id: String,
+    pub attempt: u32,
+    pub rollout_state: String,
+    pub offer: Option<Vec<u8>>,
+    pub environment: String,
+}
+
+impl Store {
+    /// Keeps the offer as sent to `agent`, so a retry can send the same job
+    /// again and the agent's next Hello can be checked against it.
+    pub async fn record_offer(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        agent: &str,
+        offer: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let (job_id, agent) = (job_id.to_owned(), agent.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE jobs SET offer = ?3, agent_name = ?4 WHERE id = ?1 AND attempt = ?2",
+                params![job_id, attempt, offer, agent],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// At start-up: every job that was offered or running when the previous
+    /// controller stopped is now in doubt. Nobody follows it any more, so it
+    /// becomes `unknown` until its agent reconnects and reports.
+    pub async fn interrupt_running(&self, now: i64) -> Result<Vec<HeldJob>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let held: Vec<HeldJob> = {
+                let mut statement = tx.prepare(
+                    "SELECT id, attempt, rollout_id FROM jobs WHERE state IN ('offered', 'running') ORDER BY offered_at",
+                )?;
+                let rows = statement.query_map([], |row| {
+                    Ok(HeldJob {
+                        job_id: row.get(0)?,
+                        attempt: row.get(1)?,
+                        rollout_id: row.get(2)?,
+                        accepted: true,
+                    })
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for job in &held {
+                tx.execute(
+                    "UPDATE jobs SET state = 'unknown' WHERE id = ?1 AND attempt = ?2",
+                    params![job.job_id, job.attempt],
+                )?;
+                tx.execute(
+                    "UPDATE rollouts SET state = ?2, exit_code = 2, finished_at = ?3,
+                        message = 'the controller restarted while this job was out; unknown until the agent reconnects and reports'
+                     WHERE id = ?1 AND state = 'running'",
+                    params![job.rollout_id, state::UNKNOWN, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(held)
+        })
+        .await
+    }
+
+    /// Jobs the store believes `agent` of `zone` holds: claimed by it and
+    /// not finished.
+    pub async fn jobs_held_by(&self, agent: &str, zone: &str) -> Result<Vec<HeldJob>, StoreError> {
+        let (agent, zone) = (agent.to_owned(), zone.to_owned());
+        self.call(move |c| {
+            let mut statement = c.prepare(
+                "SELECT id, attempt, rollout_id, accepted_at IS NOT NULL FROM jobs
+                 WHERE agent_name = ?1 AND zone = ?2 AND state IN ('offered', 'running', 'unknown')",
+            )?;
+            let rows = statement.query_map(params![agent, zone], |row| {
+                Ok(HeldJob {
+                    job_id: row.get(0)?,
+                    attempt: row.get(1)?,
+                    rollout_id: row.get(2)?,
+                    accepted: row.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// An agent's Hello says it still runs this job: it is `running` again.
+    /// `false` if the store does not know the job as this agent's.
+    pub async fn reattach_job(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        agent: &str,
+        zone: &str,
+    ) -> Result<bool, StoreError> {
+        let (job_id, agent, zone) = (job_id.to_owned(), agent.to_owned(), zone.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let updated = tx.execute(
+                // A job offered just before a controller restart has no claim
+                // recorded: the agent that says it runs it claims it now.
+                "UPDATE jobs SET state = 'running', finished_at = NULL, agent_name = ?3
+                 WHERE id = ?1 AND attempt = ?2 AND zone = ?4 AND state IN ('unknown', 'running')
+                   AND (agent_name = ?3 OR agent_name IS NULL)",
+                params![job_id, attempt, agent, zone],
+            )?;
+            if updated == 1 {
+                tx.execute(
+                    "UPDATE rollouts SET state = 'running', exit_code = NULL, finished_at = NULL,
+                        message = NULL
+                     WHERE id = (SELECT rollout_id FROM jobs WHERE id = ?1 AND attempt = ?2) AND state = ?3",
+                    params![job_id, attempt, state::UNKNOWN],
+                )?;
+            }
+            tx.commit()?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+
+    /// The latest job of a rollout, for `retry`.
+    pub async fn latest_job(&self, rollout_id: &str) -> Result<Option<LatestJob>, StoreError> {
+        let rollout_id = rollout_id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT j.id, j.attempt, r.state, j.offer, r.environment
+                 FROM rollouts r JOIN jobs j ON j.rollout_id = r.id
+                 WHERE r.id = ?1 ORDER BY j.attempt DESC LIMIT 1",
+                params![rollout_id],
+                |row| {
+                    Ok(LatestJob {
+                        job_id: row.get(0)?,
+                        attempt: row.get(1)?,
+                        rollout_state: row.get(2)?,
+                        offer: row.get(3)?,
+                        environment: row.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Records a new attempt of a rollout's job (a retry), offered now to `agent`.
+    pub async fn new_attempt(
+        &self,
+        rollout_id: &str,
+        job_id: &str,
+        attempt: u32,
+        agent: &str,
+        offer: Vec<u8>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (rollout_id, job_id, agent) =
+            (rollout_id.to_owned(), job_id.to_owned(), agent.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            // The earlier attempt is settled: its agent may still report it,
+            // and that report is kept, but the rollout follows the new one.
+            tx.execute(
+                "UPDATE jobs SET state = 'finished', finished_at = ?3
+                 WHERE id = ?1 AND attempt < ?2 AND state <> 'finished'",
+                params![job_id, attempt, now],
+            )?;
+            tx.execute(
+                "INSERT INTO jobs (id, attempt, rollout_id, kind, zone, target, state, offered_at, offer, agent_name)
+                 SELECT id, ?2, rollout_id, kind, zone, target, 'offered', ?4, ?5, ?6
+                 FROM jobs WHERE id = ?1 AND attempt = ?2 - 1 AND rollout_id = ?3",
+                params![job_id, attempt, rollout_id, now, offer, agent],
+            )?;
+            tx.execute(
+                "UPDATE rollouts SET state = 'running', exit_code = NULL, finished_at = NULL, message = NULL
+                 WHERE id = ?1",
+                params![rollout_id],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    /// An operator's verdict on a rollout in doubt: `succeeded` or `failed`,
+    /// with the reason. `false` if the rollout is not `unknown`.
+    pub async fn resolve_rollout(
+        &self,
+        rollout_id: &str,
+        verdict: &'static str,
+        message: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (rollout_id, message) = (rollout_id.to_owned(), message.to_owned());
+        let exit_code = if verdict == state::SUCCEEDED { 0 } else { 2 };
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let updated = tx.execute(
+                "UPDATE rollouts SET state = ?2, exit_code = ?3, message = ?4, finished_at = ?5
+                 WHERE id = ?1 AND state = ?6",
+                params![rollout_id, verdict, exit_code, message, now, state::UNKNOWN],
+            )?;
+            if updated == 1 {
+                tx.execute(
+                    "UPDATE jobs SET state = 'finished', finished_at = ?2 WHERE rollout_id = ?1 AND state <> 'finished'",
+                    params![rollout_id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(updated == 1)
+        })
+        .await
+    }
+}
