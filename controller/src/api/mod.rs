@@ -9,6 +9,7 @@ pub mod control;
 pub mod gates;
 mod metrics;
 mod operations;
+pub mod requests;
 pub mod tls;
 
 use std::future::Future;
