@@ -194,6 +194,8 @@ pub async fn decide(
             .decide_pending(request_id, request_state::REJECTED, None, now)
             .await
             .map_err(store_error)?;
+        let why = format!("rejected by {}: {reason}", caller.name);
+        requests::end_with(&controller, request_id, request_state::REJECTED, &why);
         return Ok(ApproveResponse {
             state: "rejected".into(),
             message: format!("request {request_id} rejected by {}: {reason}", caller.name),

@@ -275,7 +275,7 @@ async fn retry_later(controller: &Controller, request_id: &str, window: &str, wh
 }
 
 /// A request ended without running: followers hear why, then the end.
-pub(super) fn end_with(controller: &Controller, request_id: &str, state: &str, why: &str) {
+pub fn end_with(controller: &Controller, request_id: &str, state: &str, why: &str) {
     controller
         .followers
         .publish(request_id, parked_update(request_id, state, 0, "", why));

@@ -27,7 +27,7 @@ use tokio_stream::StreamExt;
 use tonic::Status;
 
 pub use cancel::cancel;
-pub use fire::run_scheduler;
+pub use fire::{end_with, run_scheduler};
 pub use follow::follow;
 pub use view::{list_with_requests, request_status};
 

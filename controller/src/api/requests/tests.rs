@@ -397,3 +397,42 @@ async fn at_its_time_a_scheduled_rollout_runs_only_if_every_gate_still_passes() 
     assert_eq!(status.request_rollout_id, offer.rollout_id);
     fourth.kill();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_request_ends_the_stream_when_it_is_rejected() {
+    let installation = Installation::new();
+    let (prod, mut offers) = installation.controller("require_approval = true", at(28, 2, 30));
+    let (parked, mut followed) = prod.deploy_and_follow(true).await.expect("parked");
+    assert_eq!(parked.state, "awaiting_approval");
+    let approver = Caller {
+        name: "bob".into(),
+        roles: vec![OperatorRole::Approver],
+        verified: true,
+    };
+    crate::api::approvals::decide(
+        prod.controller.clone(),
+        &approver,
+        &parked.request_id,
+        true,
+        "not this plan",
+        OperatorRole::Approver,
+    )
+    .await
+    .expect("rejection recorded");
+    let mut last = None;
+    while let Some(Ok(update)) = tokio::time::timeout(Duration::from_secs(10), followed.next())
+        .await
+        .expect("the stream ends")
+    {
+        last = update.body;
+    }
+    match last {
+        Some(Body::Parked(p)) => {
+            assert_eq!(p.state, "rejected");
+            assert_eq!(p.message, "rejected by bob: not this plan");
+        }
+        other => panic!("expected the rejection last, got {other:?}"),
+    }
+    assert!(offers.try_recv().is_err());
+    prod.kill();
+}
