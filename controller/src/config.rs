@@ -36,6 +36,8 @@ pub struct ControllerConfig {
     pub notifications: Option<crate::notify::settings::NotificationsConfig>,
     /// The Prometheus endpoint; none without this table (`crate::metrics`).
     pub metrics: Option<crate::metrics::settings::MetricsConfig>,
+    /// Where the change_ticket gate looks tickets up (optional).
+    pub change_control: Option<crate::engine::gates::ticket::ChangeControlConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -380,6 +382,9 @@ impl ControllerConfig {
         }
         if let Some(metrics) = &self.metrics {
             metrics.validate()?;
+        }
+        if let Some(change_control) = &self.change_control {
+            change_control.validate()?;
         }
         Ok(())
     }

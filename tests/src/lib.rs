@@ -35,6 +35,7 @@
 //! clusters' directories; see the `os_user` module.
 
 mod binaries;
+mod controller_restart;
 mod os_user;
 mod pg_binaries;
 mod pg_cluster;

@@ -68,8 +68,6 @@ pub struct Stack {
     /// The built-in CA's directory (certificates for every party).
     pub ca_dir: PathBuf,
     pub plaintext: bool,
-    /// The arguments `pgrollout` was started with, for a restart.
-    controller_args: Vec<String>,
     pub dir: TestDir,
 }
 
@@ -184,7 +182,6 @@ impl Stack {
             agents_address: format!("{scheme}://127.0.0.1:{agents_port}"),
             ca_dir,
             plaintext: options.plaintext,
-            controller_args,
             zones,
             project,
             dir,
@@ -211,23 +208,6 @@ impl Stack {
             .wait_for_line("connected to controller", READY)
             .await?;
         entry.agent = Some(agent);
-        Ok(())
-    }
-
-    /// Kills the controller with SIGKILL, starts it again on the same
-    /// ports and store, and waits until it listens.
-    pub async fn restart_controller(&mut self) -> Result<()> {
-        self.controller.kill_9()?;
-        self.controller.wait_for_exit(READY).await?;
-        self.controller = Process::spawn(
-            &self.bins.controller,
-            &self.controller_args,
-            &[],
-            "controller",
-        )?;
-        self.controller
-            .wait_for_line("controller listening", READY)
-            .await?;
         Ok(())
     }
 

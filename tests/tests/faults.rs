@@ -211,7 +211,7 @@ async fn a_controller_killed_mid_rollout_gets_the_result_from_the_agents_outbox(
     let rollout = rollout_id(&cli).await?;
     agent_blocked(pg).await?;
 
-    stack.restart_controller().await?;
+    stack.kill_9_and_restart_controller(|config| config).await?;
     let status = cli.wait_for_exit(WAIT).await?;
     assert_eq!(status.code(), Some(2), "{}", cli.output_so_far());
     assert!(

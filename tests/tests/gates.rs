@@ -142,7 +142,11 @@ async fn a_closed_maintenance_window_and_unavailable_gates_fail_closed() -> Resu
         ..StackOptions::default()
     })
     .await?;
-    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    // --no-wait: a closed window refuses instead of scheduling (the
+    // scheduling itself is tests/tests/schedule.rs).
+    let out = stack
+        .cli(&["deploy", "reconcilemupstream", "dev", "--no-wait"])
+        .await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains(&format!(
@@ -232,8 +236,12 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
         "still waiting for the sign-off"
     );
 
+    // The last decision starts the rollout; --follow stays with it to the end.
     let signed = stack
-        .cli_as("signer", &["approve", &request, "--as", "stakeholder"])
+        .cli_as(
+            "signer",
+            &["approve", &request, "--as", "stakeholder", "--follow"],
+        )
         .await?;
     assert_eq!(signed.code, 0, "{signed}");
     assert!(
@@ -242,28 +250,23 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
             .contains(&format!("request {request} approved; rollout r-")),
         "{signed}"
     );
+    assert!(signed.stdout.contains("RESULT: ✅ PASS"), "{signed}");
+    assert!(signed.stdout.contains("ended with exit 0"), "{signed}");
     let rollout = signed
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("Rollout: "))
         .unwrap_or_default()
         .to_owned();
-    // The rollout runs in the background: wait for its record to settle.
-    let mut state = String::new();
-    for _ in 0..100 {
-        let status = stack.cli(&["status", &rollout]).await?;
-        state = status
+    let status = stack.cli(&["status", &rollout]).await?;
+    assert_eq!(
+        status
             .stdout
             .lines()
-            .find_map(|l| l.strip_prefix("State: "))
-            .unwrap_or_default()
-            .to_owned();
-        if state != "running" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(state, "succeeded");
+            .find_map(|l| l.strip_prefix("State: ")),
+        Some("succeeded"),
+        "{status}"
+    );
     let status = stack.cli(&["status", &rollout]).await?;
     for expected in [
         "Gate ✅ approval: approved by approver-1, approver-2",

@@ -111,7 +111,7 @@ async fn randomized_operations_with_faults_keep_every_invariant() -> Result<()> 
             }
             Fault::RestartController => {
                 tokio::time::sleep(fault_after).await;
-                stack.restart_controller().await?;
+                stack.kill_9_and_restart_controller(|config| config).await?;
             }
         }
         let exit = cli.wait_for_exit(SETTLE).await?;

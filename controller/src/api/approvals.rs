@@ -1,23 +1,22 @@
 //! Approvals (DESIGN §6): a deploy whose only unmet gates are approvals or a
 //! stakeholder sign-off is parked as a request; approvers decide on it; the
-//! decision that completes it starts the rollout. Approvals are bound to the
-//! request's plan id, and nobody approves their own request.
+//! decision that completes it starts the rollout — or schedules it, when its
+//! window is closed (approvals first, then the window). Approvals are bound
+//! to the request's plan id, and nobody approves their own request.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgrollout_shared::job::{now_unix_ms, BatchOptions, JobKind};
-use pgrollout_shared::proto::{rollout_update, ApproveResponse};
-use pgrollout_shared::routine::routines_from_wire;
-use pgrollout_shared::traceparent::TraceParent;
+use pgrollout_shared::job::now_unix_ms;
+use pgrollout_shared::proto::ApproveResponse;
 use tonic::Status;
 
 use super::gates::{self, requester_name, GateCheck, Verdict};
+use super::requests::{self, request_state, StartError};
 use crate::auth::Caller;
 use crate::config::OperatorRole;
-use crate::engine::rollout::{self, RolloutRequest};
+use crate::engine::rollout::RolloutRequest;
 use crate::engine::{new_id, Controller};
-use crate::plan::deploy_order;
 use crate::store::{Approval, AuditEntry, PendingRollout};
 
 /// What the request asked for besides the plan.
@@ -36,8 +35,26 @@ pub async fn park(
     parked: Parked,
     waiting_for: &str,
 ) -> Status {
+    match park_request(controller, request, parked, waiting_for, new_id("p")).await {
+        Ok(pending) => Status::failed_precondition(format!(
+            "request {} awaits approval and changed nothing yet ({waiting_for}); an approver runs \
+             `pgrollout approve {}`, and the last approval it needs starts the rollout (or schedules it for its window)",
+            pending.request_id, pending.request_id
+        )),
+        Err(status) => status,
+    }
+}
+
+/// Records the parked request under `request_id`, audits and notifies.
+pub async fn park_request(
+    controller: &Controller,
+    request: &RolloutRequest,
+    parked: Parked,
+    waiting_for: &str,
+    request_id: String,
+) -> Result<PendingRollout, Status> {
     let pending = PendingRollout {
-        request_id: new_id("p"),
+        request_id,
         environment: request.environment.clone(),
         plan: request.plan.clone(),
         actor: request.actor.clone(),
@@ -57,7 +74,9 @@ pub async fn park(
     .await;
     if let Err(error) = stored {
         tracing::error!(error = %anyhow::Error::from(error), "parking a request failed");
-        return Status::internal("the controller could not record the request; see its log");
+        return Err(Status::internal(
+            "the controller could not record the request; see its log",
+        ));
     }
     controller
         .audit(AuditEntry {
@@ -74,6 +93,12 @@ pub async fn park(
             ..Default::default()
         })
         .await;
+    notify_approval_needed(controller, &pending);
+    Ok(pending)
+}
+
+/// Tells the environment's channels that a request needs approvers.
+pub fn notify_approval_needed(controller: &Controller, pending: &PendingRollout) {
     let approvals_required = controller
         .config
         .environments
@@ -92,11 +117,6 @@ pub async fn park(
             trace_id: pending.trace_id.clone(),
             approvals_required,
         });
-    Status::failed_precondition(format!(
-        "request {} awaits approval and changed nothing yet ({waiting_for}); an approver runs \
-         `pgrollout approve {}`, and the last approval it needs starts the rollout",
-        pending.request_id, pending.request_id
-    ))
 }
 
 /// Records `caller`'s decision and, when it completes the request, starts
@@ -171,9 +191,11 @@ pub async fn decide(
     if reject {
         controller
             .store
-            .decide_pending(request_id, "rejected", None, now)
+            .decide_pending(request_id, request_state::REJECTED, None, now)
             .await
             .map_err(store_error)?;
+        let why = format!("rejected by {}: {reason}", caller.name);
+        requests::end_with(&controller, request_id, request_state::REJECTED, &why);
         return Ok(ApproveResponse {
             state: "rejected".into(),
             message: format!("request {request_id} rejected by {}: {reason}", caller.name),
@@ -194,71 +216,43 @@ pub async fn decide(
             message: format!("approval recorded; request {request_id} still waits: {waiting_for}"),
             ..Default::default()
         }),
+        Verdict::Scheduled(when) => {
+            let message = requests::schedule_approved(&controller, &pending, &when).await?;
+            Ok(ApproveResponse {
+                state: request_state::SCHEDULED.into(),
+                message,
+                trace_id: pending.trace_id,
+                ..Default::default()
+            })
+        }
         Verdict::Passed(passed) => dispatch(controller, pending, passed).await,
     }
 }
 
-/// Starts the approved request as a rollout and follows it in the
-/// background; the approver gets its id, and `status`/`log` show the rest.
+/// Starts the approved request as a rollout, which runs in the background;
+/// the approver gets its id and can follow it (`approve --follow`).
 async fn dispatch(
     controller: Arc<Controller>,
     pending: PendingRollout,
     gates: Vec<pgrollout_shared::proto::GateOutcome>,
 ) -> Result<ApproveResponse, Status> {
-    let routines = routines_from_wire(pending.plan.routines.clone())
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let order = deploy_order(routines).map_err(|e| Status::failed_precondition(e.to_string()))?;
-    let trace = TraceParent::parse(&format!(
-        "00-{}-{}-01",
-        pending.trace_id, "00f067aa0ba902b7"
-    ))
-    .unwrap_or_else(TraceParent::new_root);
-    let request = RolloutRequest {
-        environment: pending.environment.clone(),
-        plan: pending.plan.clone(),
-        kind: JobKind::Deploy {
-            routines: order.routines,
-            batch: BatchOptions {
-                continue_on_error: pending.continue_on_error,
-                dependencies: order.dependencies,
-            },
-        },
-        actor: pending.actor.clone(),
-        trace,
-        agent_wait: Duration::from_secs(5),
+    let (request_id, trace_id) = (pending.request_id.clone(), pending.trace_id.clone());
+    let rollout_id = requests::start_request(
+        controller,
+        pending,
         gates,
-    };
-    let mut receiver = rollout::start(controller.clone(), request).await?;
-    let mut rollout_id = String::new();
-    if let Some(Ok(update)) = receiver.recv().await {
-        if let Some(rollout_update::Body::Started(started)) = update.body {
-            rollout_id = started.rollout_id;
-        }
-    }
-    // Nobody streams this rollout: drain its updates so it runs to the end.
-    tokio::spawn(async move { while receiver.recv().await.is_some() {} });
-    controller
-        .store
-        .decide_pending(
-            &pending.request_id,
-            "approved",
-            Some(&rollout_id),
-            now_unix_ms(),
-        )
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %anyhow::Error::from(e), "closing an approved request failed");
-            Status::internal(
-                "the rollout started but the request could not be closed; see the controller's log",
-            )
-        })?;
+        request_state::AWAITING_APPROVAL,
+        request_state::APPROVED,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(StartError::into_status)?;
     Ok(ApproveResponse {
         state: "approved".into(),
         message: format!(
-            "request {} approved; rollout {rollout_id} started — follow it with `pgrollout status {rollout_id}`",
-            pending.request_id
+            "request {request_id} approved; rollout {rollout_id} started — follow it with `pgrollout status {request_id} --follow`"
         ),
         rollout_id,
-        trace_id: pending.trace_id,
+        trace_id,
     })
 }

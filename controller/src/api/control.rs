@@ -9,9 +9,10 @@ use futures_util::Stream;
 use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
     control_server::Control, ApproveRequest, ApproveResponse, AuditRecord, AuditRequest,
-    AuditResponse, DeployRequest, EvaluatePlanRequest, EvaluatePlanResponse, GetRolloutRequest,
-    ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse,
-    RollbackRequest, RolloutStatus, RolloutUpdate, RoutineRequest,
+    AuditResponse, CancelRequest, CancelResponse, DeployRequest, EvaluatePlanRequest,
+    EvaluatePlanResponse, FollowRequestRequest, GetRolloutRequest, ListAgentsRequest,
+    ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse, RollbackRequest, RolloutStatus,
+    RolloutUpdate, RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
@@ -19,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::operations::RoutineOperation;
-use super::{approvals, gates};
+use super::{approvals, gates, requests};
 use crate::auth::{authenticate_operator, peer_certificate, Caller};
 use crate::config::OperatorRole;
 use crate::engine::rollout::{self, RolloutRequest};
@@ -31,7 +32,7 @@ pub struct ControlService {
     pub controller: Arc<Controller>,
 }
 
-pub(super) type UpdateStream = Pin<Box<dyn Stream<Item = Result<RolloutUpdate, Status>> + Send>>;
+pub(crate) type UpdateStream = Pin<Box<dyn Stream<Item = Result<RolloutUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Control for ControlService {
@@ -55,6 +56,41 @@ impl Control for ControlService {
         request: Request<pgrollout_shared::proto::ResolveRequest>,
     ) -> Result<Response<pgrollout_shared::proto::ResolveResponse>, Status> {
         self.resolve_rollout(request).await
+    }
+
+    type FollowRequestStream = UpdateStream;
+
+    async fn follow_request(
+        &self,
+        request: Request<FollowRequestRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        // Whoever may act on requests (deployers, approvers, stakeholders)
+        // may follow them, as viewers may.
+        let caller = authenticate_operator(&request, &self.controller.policy())?;
+        if caller.roles.is_empty() {
+            self.authorize(&request, OperatorRole::Viewer, "follow requests")
+                .await?;
+        }
+        let id = request.into_inner().request_id;
+        let stream = requests::follow(self.controller.clone(), &id).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> Result<Response<CancelResponse>, Status> {
+        // Who may cancel depends on whose request it is: decided there.
+        let caller = authenticate_operator(&request, &self.controller.policy())?;
+        let request = request.into_inner();
+        let response = requests::cancel(
+            &self.controller,
+            &caller,
+            &request.request_id,
+            &request.reason,
+        )
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn rollback(
@@ -165,6 +201,9 @@ impl Control for ControlService {
         self.authorize(&request, OperatorRole::Viewer, "read rollouts")
             .await?;
         let id = request.into_inner().rollout_id;
+        if let Some(parked) = requests::request_status(&self.controller, &id).await? {
+            return Ok(Response::new(parked));
+        }
         match self.controller.store.rollout_status(&id).await {
             Ok(Some(status)) => Ok(Response::new(status)),
             Ok(None) => Err(Status::not_found(format!(
@@ -192,6 +231,14 @@ impl Control for ControlService {
             .list_rollouts(&query.environment, &query.state, limit)
             .await
             .map_err(store_failure)?;
+        let rollouts = requests::list_with_requests(
+            &self.controller,
+            rollouts,
+            &query.environment,
+            &query.state,
+            limit,
+        )
+        .await?;
         Ok(Response::new(ListRolloutsResponse { rollouts }))
     }
 
@@ -308,6 +355,7 @@ impl ControlService {
         let request = request.into_inner();
         let attachments =
             gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
+        let (no_wait, follow) = (request.no_wait, request.follow);
         let parked = approvals::Parked {
             continue_on_error: request.continue_on_error,
             ticket: request.ticket.clone(),
@@ -333,13 +381,10 @@ impl ControlService {
                 attachments,
                 approvals: &[],
             };
-            match gates::check(&self.controller, check).await? {
-                gates::Verdict::Passed(passed) => passed,
-                gates::Verdict::AwaitingApproval(waiting_for) => {
-                    return Err(
-                        approvals::park(&self.controller, &validated, parked, &waiting_for).await,
-                    )
-                }
+            let options = requests::ParkOptions { no_wait, follow };
+            match requests::gate(&self.controller, &validated, check, parked, options).await? {
+                requests::Gated::Passed(passed) => passed,
+                requests::Gated::Parked(stream) => return Ok(Response::new(stream)),
             }
         };
         let receiver = rollout::start(self.controller.clone(), validated).await?;

@@ -1,6 +1,8 @@
 //! The controller's side of the gates: evaluate them for a request, audit
-//! the verdict, and refuse (exit 1, nothing changed) when any gate fails, or
-//! park the request when only approvals are missing.
+//! the verdict, and refuse (exit 1, nothing changed) when any gate fails,
+//! park the request when approvals are missing, or schedule it when only a
+//! time window is closed. Approvals come first: a request waiting for both
+//! is parked, and scheduled once the last approval is in.
 
 use std::time::SystemTime;
 
@@ -28,21 +30,73 @@ pub enum Verdict {
     Passed(Vec<GateOutcome>),
     /// Nothing failed, but approvals or a sign-off are still to come.
     AwaitingApproval(String),
+    /// Nothing failed and nobody is waited for, but a window is closed.
+    Scheduled(ScheduledFor),
 }
 
-/// Passes, waits for people, or refuses with every failed gate named.
+/// When a request that waits only for its windows may run.
+pub struct ScheduledFor {
+    pub run_at: SystemTime,
+    /// The window gates, as shown: `maintenance_window 02:00-04:00 UTC`.
+    pub window: String,
+}
+
+/// What a closed window means for this request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum OutsideWindow {
+    /// Schedule the rollout for the window's next opening.
+    Schedule,
+    /// `--no-wait`: refuse, naming the window gate.
+    Refuse,
+}
+
+/// Passes, waits for people, schedules for the window, or refuses with
+/// every failed gate named.
 pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Verdict, Status> {
-    let results = evaluate(controller, &request).await?;
-    let refusal = gates::refusal(&results);
-    let pending: Vec<String> = results
-        .iter()
-        .filter(|r| r.state == GateState::Pending)
-        .map(|r| format!("gate {}: {}", r.gate.as_str(), r.reason))
-        .collect();
-    let (action, outcome) = match (&refusal, pending.is_empty()) {
-        (Some(_), _) => ("gates.refused", "refused"),
-        (None, false) => ("gates.pending", "pending"),
-        (None, true) => ("gates.passed", "ok"),
+    check_with(controller, request, OutsideWindow::Schedule).await
+}
+
+pub async fn check_with(
+    controller: &Controller,
+    request: GateCheck<'_>,
+    outside_window: OutsideWindow,
+) -> Result<Verdict, Status> {
+    let mut results = evaluate(controller, &request).await?;
+    if outside_window == OutsideWindow::Refuse {
+        for result in results
+            .iter_mut()
+            .filter(|r| r.state == GateState::Scheduled)
+        {
+            result.state = GateState::Failed;
+            result
+                .reason
+                .push_str(" (--no-wait: refused instead of scheduled for then)");
+        }
+    }
+    let mut refusal = gates::refusal(&results);
+    let waiting = |state: GateState| -> Vec<String> {
+        results
+            .iter()
+            .filter(|r| r.state == state)
+            .map(|r| format!("gate {}: {}", r.gate.as_str(), r.reason))
+            .collect()
+    };
+    let pending = waiting(GateState::Pending);
+    let closed_windows = waiting(GateState::Scheduled);
+    let mut scheduled = None;
+    if refusal.is_none() && pending.is_empty() && !closed_windows.is_empty() {
+        let environment = controller.config.environments.get(request.environment);
+        match environment.map(|e| gates::window_opening(e, controller.clock.now())) {
+            Some(Ok(Some((run_at, window)))) => scheduled = Some(ScheduledFor { run_at, window }),
+            Some(Err(never)) => refusal = Some(format!("gates {}", never)),
+            Some(Ok(None)) | None => refusal = Some(closed_windows.join("; ")),
+        }
+    }
+    let (action, outcome) = match (&refusal, pending.is_empty(), &scheduled) {
+        (Some(_), _, _) => ("gates.refused", "refused"),
+        (None, false, _) => ("gates.pending", "pending"),
+        (None, true, Some(_)) => ("gates.scheduled", "pending"),
+        (None, true, None) => ("gates.passed", "ok"),
     };
     controller
         .audit(AuditEntry {
@@ -55,11 +109,28 @@ pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Ve
             ..Default::default()
         })
         .await;
-    match refusal {
-        Some(message) => Err(Status::failed_precondition(message)),
-        None if !pending.is_empty() => Ok(Verdict::AwaitingApproval(pending.join("; "))),
-        None => Ok(Verdict::Passed(outcomes(&results))),
+    match (refusal, scheduled) {
+        (Some(message), _) => Err(Status::failed_precondition(message)),
+        (None, _) if !pending.is_empty() => {
+            // Approvals first, then the window: say both.
+            let then = closed_windows
+                .iter()
+                .map(|w| format!("; then {w} (scheduled for it once approved)"))
+                .collect::<String>();
+            Ok(Verdict::AwaitingApproval(pending.join("; ") + &then))
+        }
+        (None, Some(scheduled)) => Ok(Verdict::Scheduled(scheduled)),
+        (None, None) => Ok(Verdict::Passed(outcomes(&results))),
     }
+}
+
+/// The gates of a parked request as they stand now, without auditing:
+/// what `pgrollout status p-…` shows.
+pub async fn evaluate_now(
+    controller: &Controller,
+    request: &GateCheck<'_>,
+) -> Result<Vec<GateOutcome>, Status> {
+    Ok(outcomes(&evaluate(controller, request).await?))
 }
 
 /// Every environment's verdict on a plan, for `pgrollout plan`.
@@ -95,9 +166,10 @@ async fn evaluate(
         environment: request.environment,
         plan_id: request.plan_id,
         attachments: &request.attachments,
-        now: SystemTime::now(),
+        now: controller.clock.now(),
         approvals: request.approvals,
         requester: requester_name(request.actor),
+        ticket_check: controller.ticket_check.as_ref(),
     };
     gates::evaluate(&controller.store, &input)
         .await
@@ -114,6 +186,7 @@ fn outcomes(results: &[GateResult]) -> Vec<GateOutcome> {
             gate: r.gate.as_str().to_owned(),
             passed: r.state == GateState::Passed,
             reason: r.reason.clone(),
+            state: r.state.as_str().to_owned(),
         })
         .collect()
 }
@@ -128,6 +201,7 @@ fn summary(results: &[GateResult]) -> String {
             let verdict = match r.state {
                 GateState::Passed => "passed",
                 GateState::Pending => "pending",
+                GateState::Scheduled => "closed now",
                 GateState::Failed => "refused",
             };
             format!("{} {verdict}", r.gate.as_str())

@@ -11,6 +11,7 @@ pub mod gates;
 mod metrics;
 mod operations;
 mod reconcile;
+pub mod requests;
 pub mod tls;
 
 use std::future::Future;

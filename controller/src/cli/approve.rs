@@ -16,6 +16,10 @@ pub struct ApproveArgs {
     /// Why (recorded in the audit log).
     #[arg(long, default_value = "")]
     reason: String,
+    /// When this approval starts the rollout (or schedules it for its
+    /// window), follow it to its result and exit with its code.
+    #[arg(long)]
+    follow: bool,
 }
 
 #[derive(clap::Args)]
@@ -28,7 +32,8 @@ pub struct RejectArgs {
 }
 
 pub async fn approve(address: &str, tls: &OperatorTls, args: ApproveArgs) -> ExitCode {
-    decide(
+    let request_id = args.request.clone();
+    let (code, state) = decide(
         address,
         tls,
         ApproveRequest {
@@ -38,7 +43,17 @@ pub async fn approve(address: &str, tls: &OperatorTls, args: ApproveArgs) -> Exi
             role: args.role,
         },
     )
-    .await
+    .await;
+    match state.as_deref() {
+        Some("approved" | "scheduled") if args.follow => {
+            super::request::follow_request(address, tls, &request_id).await
+        }
+        Some("awaiting_approval") if args.follow => {
+            println!("nothing to follow yet: request {request_id} still waits for approvals");
+            code
+        }
+        _ => code,
+    }
 }
 
 pub async fn reject(address: &str, tls: &OperatorTls, args: RejectArgs) -> ExitCode {
@@ -53,14 +68,20 @@ pub async fn reject(address: &str, tls: &OperatorTls, args: RejectArgs) -> ExitC
         },
     )
     .await
+    .0
 }
 
-async fn decide(address: &str, tls: &OperatorTls, request: ApproveRequest) -> ExitCode {
+/// The exit code, and the request's state after the decision.
+async fn decide(
+    address: &str,
+    tls: &OperatorTls,
+    request: ApproveRequest,
+) -> (ExitCode, Option<String>) {
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => {
             eprintln!("pgrollout: {message}");
-            return code;
+            return (code, None);
         }
     };
     match client.approve(request).await {
@@ -71,12 +92,12 @@ async fn decide(address: &str, tls: &OperatorTls, request: ApproveRequest) -> Ex
                 println!("Rollout: {}", response.rollout_id);
                 println!("Trace ID: {}", response.trace_id);
             }
-            ExitCode::Success
+            (ExitCode::Success, Some(response.state))
         }
         Err(status) => {
             let (code, message) = connect::refusal(&status, address);
             eprintln!("pgrollout: {message}");
-            code
+            (code, None)
         }
     }
 }

@@ -11,7 +11,7 @@ use pgrollout_shared::proto::{JobEvent, JobResult, Outcome, RolloutStarted, Step
 use pgrollout_shared::routine::Routine;
 
 use super::connect::OperatorTls;
-use super::follow::{submit_and_follow, Followed, Submission, Update};
+use super::follow::{parked_line, submit_and_follow, Ending, Followed, Submission, Update};
 use super::report;
 use crate::plan::{build_plan, commit_of, deploy_order, DeployOrder};
 use crate::project::Project;
@@ -39,6 +39,8 @@ pub struct BatchArgs {
     agent_wait: Duration,
     #[command(flatten)]
     attachments: super::follow::GateAttachments,
+    #[command(flatten)]
+    window: super::follow::WindowFlags,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +108,15 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
         continue_on_error: args.continue_on_error,
         agent_wait: args.agent_wait,
         attachments: &args.attachments,
+        window: &args.window,
     };
     let mut progress = Progress::new(json, std::io::stdout().is_terminal());
     let followed = submit_and_follow(submission, |update| progress.show(update)).await;
     progress.finish();
-    let Followed { rollout, result } = match followed {
+    let Followed { rollout, result } = match followed.and_then(Ending::into_result) {
         Ok(followed) => followed,
+        // Scheduled for its window: recorded, and it runs by itself.
+        Err((ExitCode::Success, _)) => return ExitCode::Success,
         Err((code, message)) => {
             eprintln!("pgrollout: {message}");
             return code;
@@ -276,6 +281,12 @@ impl Progress {
                 started.rollout_id, started.agent_name, started.zone, started.trace_id
             ),
             Update::Event(event) => self.event(event),
+            Update::Parked(parked) if self.json => println!(
+                "{}",
+                serde_json::json!({"type": "parked", "request": parked.request_id, "state": parked.state,
+                    "run_at_unix_ms": parked.run_at_unix_ms, "window": parked.window, "message": parked.message})
+            ),
+            Update::Parked(parked) => println!("{}", parked_line(parked)),
         }
         let _ = std::io::stdout().flush();
     }

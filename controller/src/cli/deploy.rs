@@ -7,7 +7,7 @@ use std::io::Write;
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::Outcome;
 
-use super::follow::{submit_and_follow, Followed, Submission, Update};
+use super::follow::{parked_line, submit_and_follow, Ending, Followed, Submission, Update};
 use super::report::{self, RunReport};
 use super::{connect, RolloutArgs};
 use crate::plan::{build_plan, commit_of};
@@ -51,6 +51,7 @@ pub async fn run(
         continue_on_error: false,
         agent_wait: args.agent_wait,
         attachments: &args.attachments,
+        window: &args.window,
     };
     let followed = submit_and_follow(submission, |update| match update {
         Update::Started(started) => println!(
@@ -63,10 +64,16 @@ pub async fn run(
                 let _ = std::io::stdout().flush();
             }
         }
+        Update::Parked(parked) => {
+            println!("{}", parked_line(parked));
+            let _ = std::io::stdout().flush();
+        }
     })
     .await;
-    let (rollout, result) = match followed {
+    let (rollout, result) = match followed.and_then(Ending::into_result) {
         Ok(Followed { rollout, result }) => (rollout, result),
+        // Scheduled for its window: recorded, and it runs by itself.
+        Err((ExitCode::Success, _)) => return ExitCode::Success,
         Err((code, message)) => return fail(code, &message),
     };
     let outcome = Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified);

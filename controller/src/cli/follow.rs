@@ -4,7 +4,8 @@
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{
-    rollout_update::Body, DeployRequest, JobEvent, JobResult, Plan, RolloutStarted,
+    rollout_update::Body, DeployRequest, JobEvent, JobResult, Plan, RequestParked, RolloutStarted,
+    RolloutUpdate,
 };
 use pgrollout_shared::traceparent::TraceParent;
 
@@ -21,6 +22,21 @@ pub struct Submission<'a> {
     pub continue_on_error: bool,
     pub agent_wait: std::time::Duration,
     pub attachments: &'a GateAttachments,
+    pub window: &'a WindowFlags,
+}
+
+/// What happens to a deploy that cannot run right now.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct WindowFlags {
+    /// Outside the environment's window, refuse (exit 1, naming the gate)
+    /// instead of scheduling the rollout for the window's next opening.
+    #[arg(long, conflicts_with = "follow")]
+    pub no_wait: bool,
+    /// When the deploy is scheduled for its window or parked for approvals,
+    /// stay attached until its rollout has run, and exit with its code.
+    /// Without it, a scheduled deploy prints when it runs and exits 0.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// What an environment's gates may ask the operator to attach.
@@ -41,6 +57,9 @@ pub struct GateAttachments {
 pub enum Update<'a> {
     Started(&'a RolloutStarted),
     Event(&'a JobEvent),
+    /// The request is parked (approvals), scheduled (window), or ended
+    /// without running.
+    Parked(&'a RequestParked),
 }
 
 /// A rollout that produced its result.
@@ -49,12 +68,65 @@ pub struct Followed {
     pub result: JobResult,
 }
 
+/// How a followed stream ended.
+pub enum Ending {
+    Finished(Box<Followed>),
+    /// Parked and not followed further: scheduled (exit 0), or ended without
+    /// running (cancelled, rejected, refused: exit 1).
+    Parked(RequestParked),
+}
+
+impl Ending {
+    /// The rollout's result, or the exit code (and message) of a request
+    /// that did not run: 0 when it waits for its window by design.
+    pub fn into_result(self) -> Result<Followed, (ExitCode, String)> {
+        match self {
+            Ending::Finished(followed) => Ok(*followed),
+            Ending::Parked(parked) if waits(&parked.state) => {
+                Err((ExitCode::Success, String::new()))
+            }
+            Ending::Parked(parked) => Err((
+                ExitCode::ValidationFailed,
+                format!(
+                    "request {} was {} and did not run: {}",
+                    parked.request_id, parked.state, parked.message
+                ),
+            )),
+        }
+    }
+}
+
+/// Whether a parked request is still waiting (rather than ended).
+fn waits(state: &str) -> bool {
+    matches!(state, "awaiting_approval" | "scheduled" | "starting")
+}
+
+/// The line an operator reads for a parked request.
+pub fn parked_line(parked: &RequestParked) -> String {
+    let id = &parked.request_id;
+    let note = if parked.message.is_empty() {
+        String::new()
+    } else {
+        format!("\n  {}", parked.message)
+    };
+    match parked.state.as_str() {
+        "scheduled" => format!(
+            "scheduled: request {id} runs at {} (window {}){note}",
+            super::report::utc_timestamp(parked.run_at_unix_ms),
+            parked.window
+        ),
+        "awaiting_approval" => format!("awaiting approval: request {id}{note}"),
+        "starting" => format!("starting: request {id}"),
+        state => format!("{state}: request {id}{note}"),
+    }
+}
+
 /// Submits and follows; `Err` carries the exit code and the message when
 /// there is no result to report.
 pub async fn submit_and_follow(
     submission: Submission<'_>,
-    mut on_update: impl FnMut(Update<'_>),
-) -> Result<Followed, (ExitCode, String)> {
+    on_update: impl FnMut(Update<'_>),
+) -> Result<Ending, (ExitCode, String)> {
     let mut client = connect::controller(submission.address, submission.tls).await?;
     let mut request = tonic::Request::new(DeployRequest {
         environment: submission.environment.to_owned(),
@@ -69,6 +141,8 @@ pub async fn submit_and_follow(
             .rollback_plan
             .clone()
             .unwrap_or_default(),
+        no_wait: submission.window.no_wait,
+        follow: submission.window.follow,
     });
     if let Ok(actor) = operator_name().parse() {
         request.metadata_mut().insert(CLAIMED_ACTOR_HEADER, actor);
@@ -78,10 +152,22 @@ pub async fn submit_and_follow(
     } else {
         client.deploy(request).await
     };
-    let mut stream = response
+    let stream = response
         .map_err(|status| connect::refusal(&status, submission.address))?
         .into_inner();
+    follow_updates(stream, submission.window.follow, on_update).await
+}
+
+/// Reads a rollout's (or a request's) updates to the end. `following`: the
+/// operator asked to stay until the rollout ran, so a stream that ends while
+/// the request still waits lost the controller.
+pub async fn follow_updates(
+    mut stream: tonic::Streaming<RolloutUpdate>,
+    following: bool,
+    mut on_update: impl FnMut(Update<'_>),
+) -> Result<Ending, (ExitCode, String)> {
     let mut rollout: Option<RolloutStarted> = None;
+    let mut parked: Option<RequestParked> = None;
     loop {
         match stream.message().await {
             Ok(Some(update)) => match update.body {
@@ -94,7 +180,13 @@ pub async fn submit_and_follow(
                     rollout = Some(started);
                 }
                 Some(Body::Event(event)) => on_update(Update::Event(&event)),
-                Some(Body::Finished(result)) => return Ok(Followed { rollout, result }),
+                Some(Body::Finished(result)) => {
+                    return Ok(Ending::Finished(Box::new(Followed { rollout, result })))
+                }
+                Some(Body::Parked(request)) => {
+                    on_update(Update::Parked(&request));
+                    parked = Some(request);
+                }
                 None => {}
             },
             Ok(None) => break,
@@ -107,17 +199,31 @@ pub async fn submit_and_follow(
             }
         }
     }
-    let which = rollout
-        .as_ref()
-        .map(|r| r.rollout_id.as_str())
-        .unwrap_or("(unknown id)");
-    Err((
-        ExitCode::DeploymentFailed,
-        format!(
-            "the rollout {which} ended without a result here; its state is unknown to this command — the agent keeps \
-             its result until the controller records it: see `pgrollout status {which}`"
-        ),
-    ))
+    match (rollout, parked) {
+        (None, Some(parked)) if !following || !waits(&parked.state) => Ok(Ending::Parked(parked)),
+        (None, Some(parked)) => Err((
+            ExitCode::DeploymentFailed,
+            format!(
+                "the controller stopped answering while request {id} was {}; it is still recorded — \
+                 `pgrollout status {id} --follow` picks it up again",
+                parked.state,
+                id = parked.request_id
+            ),
+        )),
+        (rollout, _) => {
+            let which = rollout
+                .as_ref()
+                .map(|r| r.rollout_id.as_str())
+                .unwrap_or("(unknown id)");
+            Err((
+                ExitCode::DeploymentFailed,
+                format!(
+                    "the rollout {which} ended without a result here; its state is unknown to this command — the \
+                     agent keeps its result until the controller records it: see `pgrollout status {which}`"
+                ),
+            ))
+        }
+    }
 }
 
 /// Who the operator says they are: believed only by a `--dev-plaintext`

@@ -39,7 +39,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: LogArgs) -> ExitCode {
 }
 
 /// The block for one recorded rollout.
-fn render(status: &RolloutStatus) -> String {
+pub(super) fn render(status: &RolloutStatus) -> String {
     let plan = Plan {
         plan_id: status.plan_id.clone(),
         commit_sha: status.commit_sha.clone(),

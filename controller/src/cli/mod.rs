@@ -17,6 +17,7 @@ mod metrics;
 mod operation;
 mod plan;
 mod report;
+mod request;
 mod rollback;
 mod serve;
 mod status;
@@ -80,6 +81,8 @@ enum Command {
     Approve(approve::ApproveArgs),
     /// Reject a deploy request that waits for approval.
     Reject(approve::RejectArgs),
+    /// Cancel a deploy request that awaits approval or is scheduled (nothing ran).
+    Cancel(request::CancelArgs),
     /// List the agents connected to the controller.
     Agents,
     /// One rollout as the controller recorded it, with its per-routine report.
@@ -116,6 +119,8 @@ struct RolloutArgs {
     agent_wait: Duration,
     #[command(flatten)]
     attachments: follow::GateAttachments,
+    #[command(flatten)]
+    window: follow::WindowFlags,
 }
 
 /// Parses arguments and runs the command. Usage errors exit 1, like every
@@ -160,6 +165,7 @@ pub fn run() -> ExitCode {
             Command::Agents => agents::run(&cli.controller, &cli.tls).await,
             Command::Approve(args) => approve::approve(&cli.controller, &cli.tls, args).await,
             Command::Reject(args) => approve::reject(&cli.controller, &cli.tls, args).await,
+            Command::Cancel(args) => request::cancel(&cli.controller, &cli.tls, args).await,
             Command::Plan(args) => plan::run(&cli.controller, &cli.tls, args).await,
             Command::Status(args) => status::status(&cli.controller, &cli.tls, args).await,
             Command::Rollouts(args) => status::list(&cli.controller, &cli.tls, args).await,

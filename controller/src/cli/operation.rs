@@ -67,7 +67,8 @@ pub async fn call_and_follow(
                     }
                 }
                 Some(Body::Finished(result)) => return Ok(Followed { rollout, result }),
-                None => {}
+                // Operations are not parked or scheduled.
+                Some(Body::Parked(_)) | None => {}
             },
             Ok(None) => break,
             Err(status) => {

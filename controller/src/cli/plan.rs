@@ -83,16 +83,27 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
     };
     for environment in response.environments {
         let open = environment.gates.iter().all(|g| g.passed);
-        let verdict = if open { "ready" } else { "blocked" };
+        // Waiting only for people or a window is not blocked: the deploy
+        // would be parked or scheduled.
+        let waits = environment
+            .gates
+            .iter()
+            .all(|g| g.passed || g.state == "pending" || g.state == "scheduled");
+        let verdict = match (open, waits) {
+            (true, _) => "ready",
+            (false, true) => "waits (approvals or window)",
+            (false, false) => "blocked",
+        };
         println!("{}: {verdict}", environment.environment);
         if environment.gates.is_empty() {
             println!("  no gates");
         }
         for gate in environment.gates {
-            let mark = if gate.passed {
-                "✅ passed "
-            } else {
-                "❌ missing"
+            let mark = match gate.state.as_str() {
+                _ if gate.passed => "✅ passed ",
+                "pending" => "⏳ pending",
+                "scheduled" => "🕒 closed ",
+                _ => "❌ missing",
             };
             println!("  {mark} {:<20} {}", gate.gate, gate.reason);
         }

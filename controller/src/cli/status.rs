@@ -9,8 +9,13 @@ use super::report::{self, utc_timestamp};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The rollout id, as `deploy`, `batch` and `rollouts` print it.
+    /// The rollout id (`r-…`) or request id (`p-…`), as `deploy`, `batch`
+    /// and `rollouts` print it.
     rollout: String,
+    /// For a request (`p-…`): follow it until the rollout it becomes has a
+    /// result (through its approvals and window), and exit with its code.
+    #[arg(long)]
+    follow: bool,
 }
 
 #[derive(clap::Args)]
@@ -18,7 +23,8 @@ pub struct RolloutsArgs {
     /// Only this environment.
     #[arg(long = "env")]
     environment: Option<String>,
-    /// Only this state: running, succeeded, failed, unknown, rolled_back…
+    /// Only this state: running, succeeded, failed, unknown, rolled_back, or
+    /// for requests not yet rollouts awaiting_approval, scheduled, cancelled…
     #[arg(long)]
     state: Option<String>,
     /// How many, newest first.
@@ -27,6 +33,9 @@ pub struct RolloutsArgs {
 }
 
 pub async fn status(address: &str, tls: &OperatorTls, args: StatusArgs) -> ExitCode {
+    if args.follow {
+        return super::request::follow_request(address, tls, &args.rollout).await;
+    }
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => return fail(code, &message),
@@ -71,8 +80,13 @@ pub async fn list(address: &str, tls: &OperatorTls, args: RolloutsArgs) -> ExitC
         "ROLLOUT", "STARTED", "KIND", "ENV", "STATE", "PROCEDURE", "ROUTINES"
     );
     for r in rollouts {
+        let runs_at = if r.run_at_unix_ms > 0 {
+            format!("  runs at {}", utc_timestamp(r.run_at_unix_ms))
+        } else {
+            String::new()
+        };
         println!(
-            "{:<22} {:<23} {:<8} {:<6} {:<12} {:<24} {:>8}  {}",
+            "{:<22} {:<23} {:<8} {:<6} {:<12} {:<24} {:>8}  {}{runs_at}",
             r.rollout_id,
             utc_timestamp(r.created_at_unix_ms),
             r.kind,
@@ -88,6 +102,9 @@ pub async fn list(address: &str, tls: &OperatorTls, args: RolloutsArgs) -> ExitC
 
 /// The status block, then the per-routine report when there is a result.
 fn describe(status: &RolloutStatus) -> String {
+    if status.is_request {
+        return describe_request(status);
+    }
     let mut lines = vec![
         format!("Rollout: {}", status.rollout_id),
         format!("Kind: {}", status.kind),
@@ -126,8 +143,7 @@ fn describe(status: &RolloutStatus) -> String {
     }
     lines.push(format!("Trace ID: {}", status.trace_id));
     for gate in &status.gates {
-        let mark = if gate.passed { "✅" } else { "❌" };
-        lines.push(format!("Gate {mark} {}: {}", gate.gate, gate.reason));
+        lines.push(gate_line(gate));
     }
     let mut text = lines.join("\n") + "\n";
     if let Some(result) = &status.result {
@@ -152,6 +168,69 @@ fn describe(status: &RolloutStatus) -> String {
         }
     }
     text
+}
+
+/// A request that is not (yet) a rollout: its state, when it runs, and each
+/// gate as it stands now, with what is still missing.
+fn describe_request(status: &RolloutStatus) -> String {
+    let mut lines = vec![
+        format!("Request: {}", status.rollout_id),
+        format!("Kind: {}", status.kind),
+        format!(
+            "Procedure: {} ({} routines)",
+            status.label, status.routine_count
+        ),
+        format!(
+            "Environment: {} (zone {}, target {})",
+            status.environment.to_uppercase(),
+            status.zone,
+            status.target
+        ),
+        format!("State: {}", status.state),
+    ];
+    if status.run_at_unix_ms > 0 {
+        lines.push(format!(
+            "Runs At: {} (window {})",
+            utc_timestamp(status.run_at_unix_ms),
+            status.window
+        ));
+    }
+    lines.extend([
+        format!("Requested By: {}", status.actor),
+        format!("Plan: {} (commit {})", status.plan_id, status.commit_sha),
+        format!("Requested: {}", utc_timestamp(status.created_at_unix_ms)),
+    ]);
+    if !status.request_rollout_id.is_empty() {
+        lines.push(format!("Rollout: {}", status.request_rollout_id));
+    }
+    if !status.request_note.is_empty() {
+        lines.push(format!("Note: {}", status.request_note));
+    }
+    lines.push(format!("Trace ID: {}", status.trace_id));
+    for gate in &status.gates {
+        lines.push(gate_line(gate));
+    }
+    let missing: Vec<&str> = status
+        .gates
+        .iter()
+        .filter(|g| !g.passed)
+        .map(|g| g.gate.as_str())
+        .collect();
+    if !missing.is_empty() {
+        lines.push(format!("Waiting For: {}", missing.join(", ")));
+    }
+    lines.join("\n") + "\n"
+}
+
+/// `Gate ✅ approval: approved by …`; pending ⏳, closed window 🕒, failed ❌.
+fn gate_line(gate: &pgrollout_shared::proto::GateOutcome) -> String {
+    let mark = match gate.state.as_str() {
+        _ if gate.passed => "✅",
+        "pending" => "⏳",
+        "scheduled" => "🕒",
+        _ => "❌",
+    };
+    format!("Gate {mark} {}: {}", gate.gate, gate.reason)
 }
 
 fn fail(code: ExitCode, message: &str) -> ExitCode {

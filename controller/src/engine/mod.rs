@@ -2,6 +2,8 @@
 //! job's updates go (router), how one rollout runs (rollout), and the
 //! reloadable security policy (reload).
 
+pub mod clock;
+pub mod followers;
 pub mod gates;
 pub mod operations;
 pub mod recovery;
@@ -31,6 +33,14 @@ pub struct Controller {
     pub tls: Option<Arc<TlsState>>,
     /// Tells the configured channels how rollouts end (never blocks).
     pub notifier: crate::notify::Notifier,
+    /// The time gates and the scheduler go by (injected in tests).
+    pub clock: Arc<dyn clock::Clock>,
+    /// Operators following parked requests until they run.
+    pub followers: followers::Followers,
+    /// Wakes the scheduler when a request is scheduled or rescheduled.
+    pub schedule_changed: tokio::sync::Notify,
+    /// The change-control lookup of the change_ticket gate, if configured.
+    pub ticket_check: Option<gates::ticket::TicketCheck>,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -41,8 +51,28 @@ impl Controller {
         store: Store,
         tls: Option<Arc<TlsState>>,
     ) -> Arc<Self> {
+        Controller::with_clock(
+            config,
+            config_path,
+            store,
+            tls,
+            Arc::new(clock::SystemClock),
+        )
+    }
+
+    pub fn with_clock(
+        config: ControllerConfig,
+        config_path: PathBuf,
+        store: Store,
+        tls: Option<Arc<TlsState>>,
+        clock: Arc<dyn clock::Clock>,
+    ) -> Arc<Self> {
         let policy = Policy::from_config(&config);
         let notifier = crate::notify::Notifier::start(&config, store.clone());
+        let ticket_check = config
+            .change_control
+            .clone()
+            .map(gates::ticket::TicketCheck::new);
         Arc::new(Controller {
             config,
             config_path,
@@ -51,6 +81,10 @@ impl Controller {
             router: router::JobRouter::default(),
             tls,
             notifier,
+            clock,
+            followers: followers::Followers::default(),
+            schedule_changed: tokio::sync::Notify::new(),
+            ticket_check,
             policy: RwLock::new(Arc::new(policy)),
         })
     }

@@ -12,12 +12,14 @@ mod metrics;
 mod migrations;
 mod notices;
 mod operations;
+mod requests;
 mod status;
 
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
 pub use faults::HeldJob;
 pub use metrics::{FinishedRollout, StateCount};
+pub use requests::request_state;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

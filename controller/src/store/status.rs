@@ -49,6 +49,7 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
             .map(|p| p.routines.iter().map(routine_identity).collect())
             .unwrap_or_default(),
         gates: gates_of(&row.get::<_, String>(18)?),
+        ..Default::default()
     })
 }
 
@@ -62,6 +63,12 @@ fn gates_of(json: &str) -> Vec<pgrollout_shared::proto::GateOutcome> {
             gate: v["gate"].as_str().unwrap_or_default().to_owned(),
             passed: v["passed"].as_bool().unwrap_or(false),
             reason: v["reason"].as_str().unwrap_or_default().to_owned(),
+            state: if v["passed"].as_bool().unwrap_or(false) {
+                "passed"
+            } else {
+                "failed"
+            }
+            .to_owned(),
         })
         .collect()
 }

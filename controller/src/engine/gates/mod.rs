@@ -3,16 +3,19 @@
 //! the controller before a deploy is offered to any agent, with its reason
 //! recorded.
 //!
-//! Gates fail closed: a gate this controller cannot evaluate yet (approvals,
-//! the performance probe, post-deploy watches) refuses the rollout and says
-//! so, rather than letting it through.
+//! Gates fail closed: a gate this controller cannot evaluate yet (the
+//! performance probe, post-deploy watches) refuses the rollout and says so,
+//! rather than letting it through. Two kinds of gate wait instead of
+//! failing: approvals wait for people (`Pending`), time windows wait for the
+//! clock (`Scheduled`, with the opening time).
 
+pub mod ticket;
 mod window;
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-pub use window::TimeWindow;
+pub use window::{common_opening, TimeWindow};
 
 use crate::config::{Environment, GateName};
 use crate::store::{Store, StoreError};
@@ -30,7 +33,22 @@ pub enum GateState {
     Passed,
     /// Waiting for people: approvals or a sign-off still to come.
     Pending,
+    /// A time window that is closed now and opens at a known time: the
+    /// rollout is scheduled for it rather than refused.
+    Scheduled,
     Failed,
+}
+
+impl GateState {
+    /// As the wire and the audit log name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateState::Passed => "passed",
+            GateState::Pending => "pending",
+            GateState::Scheduled => "scheduled",
+            GateState::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +83,14 @@ impl GateResult {
             reason: reason.into(),
         }
     }
+
+    fn scheduled(gate: GateName, reason: impl Into<String>) -> Self {
+        GateResult {
+            gate,
+            state: GateState::Scheduled,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Everything a gate may look at; `now` is injected so time gates can be
@@ -79,6 +105,8 @@ pub struct GateInput<'a> {
     pub approvals: &'a [crate::store::Approval],
     /// Who asked: nobody approves their own rollout.
     pub requester: &'a str,
+    /// The change-control system to ask about tickets, when configured.
+    pub ticket_check: Option<&'a ticket::TicketCheck>,
 }
 
 /// Evaluates every gate of the environment, in a stable order.
@@ -138,17 +166,12 @@ async fn evaluate_one(
             "enforced by the agent: it writes, fsyncs and reads back a verified backup before any change, and stops if it cannot",
         ),
         GateName::BusinessHours | GateName::MaintenanceWindow => {
-            let configured = if gate == GateName::BusinessHours {
-                &environment.business_hours
-            } else {
-                &environment.maintenance_window
-            };
-            match configured.as_deref().map(TimeWindow::parse) {
+            match window_of(environment, gate).map(TimeWindow::parse) {
                 Some(Ok(window)) if window.contains(input.now) => GateResult::passed(gate, format!("inside {window}")),
-                Some(Ok(window)) => GateResult::failed(
+                Some(Ok(window)) => GateResult::scheduled(
                     gate,
                     format!(
-                        "outside {window}; it next opens at {} — deploy then (scheduling a rollout for the window is not available yet)",
+                        "outside {window}; it next opens at {}",
                         pgrollout_shared::tls::format_utc(window.next_opening(input.now))
                     ),
                 ),
@@ -156,7 +179,7 @@ async fn evaluate_one(
                 None => GateResult::failed(gate, "no window is configured for this gate"),
             }
         }
-        GateName::ChangeTicket => attached(gate, &input.attachments.ticket, "change ticket", "--ticket"),
+        GateName::ChangeTicket => ticket::gate(input.attachments.ticket.as_deref(), input.ticket_check).await,
         GateName::Runbook => attached(gate, &input.attachments.runbook, "runbook", "--runbook"),
         GateName::RollbackPlan => attached(gate, &input.attachments.rollback_plan, "rollback plan", "--rollback-plan"),
         GateName::Approval => approval_gate(environment, input),
@@ -164,6 +187,44 @@ async fn evaluate_one(
         GateName::Performance => not_yet("the performance probe"),
         GateName::Monitoring => not_yet("registering a post-deploy watch"),
     })
+}
+
+/// The configured text of a window gate's window.
+fn window_of(environment: &Environment, gate: GateName) -> Option<&str> {
+    match gate {
+        GateName::BusinessHours => environment.business_hours.as_deref(),
+        GateName::MaintenanceWindow => environment.maintenance_window.as_deref(),
+        _ => None,
+    }
+}
+
+/// When a rollout that waits only for its environment's windows may run:
+/// the first moment every window gate is open at once, with the windows
+/// named (`maintenance_window 02:00-04:00 UTC`). `Ok(None)` when the
+/// environment has no window gate; an error when its windows never overlap.
+pub fn window_opening(
+    environment: &Environment,
+    now: SystemTime,
+) -> Result<Option<(SystemTime, String)>, String> {
+    let mut windows = Vec::new();
+    let mut names = Vec::new();
+    for gate in environment.effective_gates() {
+        let Some(text) = window_of(environment, gate) else {
+            continue;
+        };
+        windows.push(TimeWindow::parse(text)?);
+        names.push(format!("{} {text}", gate.as_str()));
+    }
+    if windows.is_empty() {
+        return Ok(None);
+    }
+    match common_opening(&windows, now) {
+        Some(opening) => Ok(Some((opening, names.join(", ")))),
+        None => Err(format!(
+            "{} are never open at the same time; no rollout can run here until the windows are changed",
+            names.join(" and ")
+        )),
+    }
 }
 
 /// N distinct approvers with the approver role (admins count), never the

@@ -82,6 +82,32 @@ impl TimeWindow {
     }
 }
 
+/// The first moment at or after `now` when every window is open at once
+/// (business hours and a maintenance window both configured), or `None`
+/// if they never overlap. Each step jumps to the next opening of a window
+/// that is closed, so the search ends within a few steps when an answer
+/// exists; windows repeat weekly, so a fortnight is past any answer.
+pub fn common_opening(windows: &[TimeWindow], now: SystemTime) -> Option<SystemTime> {
+    let horizon = now + Duration::from_secs(14 * 86_400);
+    let mut candidate = now;
+    while candidate <= horizon {
+        match windows.iter().find(|w| !w.contains(candidate)) {
+            None => return Some(candidate),
+            Some(closed) => {
+                let opening = closed.next_opening(candidate);
+                // Already inside a window that closes before the other opens:
+                // move past this minute and look again.
+                candidate = if opening > candidate {
+                    opening
+                } else {
+                    candidate + Duration::from_secs(60)
+                };
+            }
+        }
+    }
+    None
+}
+
 impl fmt::Display for TimeWindow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -180,6 +206,22 @@ mod tests {
             "Saturday early belongs to Friday's window"
         );
         assert!(!window.contains(at(28, 23, 0)));
+    }
+
+    #[test]
+    fn two_windows_open_together_at_their_first_overlap_or_never() {
+        let business = TimeWindow::parse("Mon-Fri 08:00-18:00 UTC").expect("valid");
+        let change = TimeWindow::parse("17:00-19:00 UTC").expect("valid");
+        let both = [business.clone(), change];
+        assert_eq!(common_opening(&both, at(27, 9, 0)), Some(at(27, 17, 0)));
+        assert_eq!(
+            common_opening(&both, at(27, 18, 30)),
+            Some(at(30, 17, 0)),
+            "Friday evening -> Monday 17:00"
+        );
+        assert_eq!(common_opening(&both, at(27, 17, 30)), Some(at(27, 17, 30)));
+        let night = TimeWindow::parse("02:00-04:00 UTC").expect("valid");
+        assert_eq!(common_opening(&[business, night], at(27, 9, 0)), None);
     }
 
     #[test]
