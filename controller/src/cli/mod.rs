@@ -2,6 +2,8 @@
 //! the exit code of DESIGN §9; `main` turns it into the process status.
 
 mod agents;
+mod alert;
+mod alert_report;
 mod approve;
 mod audit;
 mod batch;
@@ -91,6 +93,10 @@ enum Command {
     Metrics(metrics::MetricsArgs),
     /// Read the audit log (`audit verify` checks its hash chain).
     Audit(audit::AuditArgs),
+    /// Post-deploy watches: `alert create <procedure> <env>` before a deploy,
+    /// then `alert list`, `alert cancel <id>`.
+    #[command(subcommand)]
+    Alert(alert::AlertCommand),
     /// The built-in certificate authority: `init`, then `issue` certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -165,6 +171,7 @@ pub fn run() -> ExitCode {
             Command::History(args) => history::run(&cli.controller, &cli.tls, args).await,
             Command::Audit(args) => audit::run(&cli.controller, &cli.tls, args).await,
             Command::Batch(args) => batch::run(&cli.controller, &cli.tls, args).await,
+            Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
             Command::Ca(_) => ExitCode::Success,
         }
     })

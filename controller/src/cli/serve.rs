@@ -104,6 +104,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     );
     let controller = Controller::new(config, config_path.to_owned(), store, tls);
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
+    tokio::spawn(crate::engine::watch::resume(controller.clone()));
     if let Some(listener) = metrics {
         let server = crate::metrics::http::serve(listener, controller.clone(), shutdown_signal());
         tokio::spawn(server);

@@ -9,6 +9,7 @@ pub mod reload;
 pub mod rollback_sources;
 pub mod rollout;
 pub mod router;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -29,6 +30,8 @@ pub struct Controller {
     pub tls: Option<Arc<TlsState>>,
     /// Tells the configured channels how rollouts end (never blocks).
     pub notifier: crate::notify::Notifier,
+    /// Post-deploy watches' sample offers in flight and their tasks.
+    pub watches: watch::Watches,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -49,6 +52,7 @@ impl Controller {
             router: router::JobRouter::default(),
             tls,
             notifier,
+            watches: watch::Watches::default(),
             policy: RwLock::new(Arc::new(policy)),
         })
     }

@@ -12,10 +12,12 @@ mod migrations;
 mod notices;
 mod operations;
 mod status;
+mod watches;
 
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
 pub use metrics::{FinishedRollout, StateCount};
+pub use watches::{WatchProgress, WatchRecord};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
