@@ -228,7 +228,8 @@ impl Control for ControlService {
         let attachments =
             gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let environments =
-            gates::evaluate_everywhere(&self.controller, &computed, &attachments).await?;
+            gates::evaluate_everywhere(&self.controller, &computed, &plan.routines, &attachments)
+                .await?;
         Ok(Response::new(EvaluatePlanResponse {
             plan_id: computed,
             environments,
@@ -317,6 +318,7 @@ impl ControlService {
                 actor: &validated.actor,
                 attachments,
                 approvals: &[],
+                routines: &validated.plan.routines,
             };
             match gates::check(&self.controller, check).await? {
                 gates::Verdict::Passed(passed) => passed,

@@ -20,6 +20,8 @@ pub struct GateCheck<'a> {
     pub attachments: Attachments,
     /// Decisions recorded on this request so far.
     pub approvals: &'a [Approval],
+    /// The plan's routines.
+    pub routines: &'a [pgrollout_shared::proto::Routine],
 }
 
 /// The gates' answer to a request.
@@ -66,6 +68,7 @@ pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Ve
 pub async fn evaluate_everywhere(
     controller: &Controller,
     plan_id: &str,
+    routines: &[pgrollout_shared::proto::Routine],
     attachments: &Attachments,
 ) -> Result<Vec<EnvironmentGates>, Status> {
     let mut environments = Vec::new();
@@ -77,6 +80,7 @@ pub async fn evaluate_everywhere(
             actor: "",
             attachments: attachments.clone(),
             approvals: &[],
+            routines,
         };
         environments.push(EnvironmentGates {
             environment: name.clone(),
@@ -98,6 +102,7 @@ async fn evaluate(
         now: SystemTime::now(),
         approvals: request.approvals,
         requester: requester_name(request.actor),
+        routines: request.routines,
     };
     gates::evaluate(&controller.store, &input)
         .await

@@ -3,10 +3,11 @@
 //! the controller before a deploy is offered to any agent, with its reason
 //! recorded.
 //!
-//! Gates fail closed: a gate this controller cannot evaluate yet (approvals,
-//! the performance probe, post-deploy watches) refuses the rollout and says
-//! so, rather than letting it through.
+//! Gates fail closed: a gate this controller cannot evaluate yet (the
+//! performance probe) refuses the rollout and says so, rather than letting
+//! it through.
 
+mod monitoring;
 mod window;
 
 use std::collections::BTreeMap;
@@ -79,6 +80,8 @@ pub struct GateInput<'a> {
     pub approvals: &'a [crate::store::Approval],
     /// Who asked: nobody approves their own rollout.
     pub requester: &'a str,
+    /// The plan's routines (the monitoring gate looks for their watches).
+    pub routines: &'a [pgrollout_shared::proto::Routine],
 }
 
 /// Evaluates every gate of the environment, in a stable order.
@@ -162,7 +165,7 @@ async fn evaluate_one(
         GateName::Approval => approval_gate(environment, input),
         GateName::StakeholderSignoff => signoff_gate(input),
         GateName::Performance => not_yet("the performance probe"),
-        GateName::Monitoring => not_yet("registering a post-deploy watch"),
+        GateName::Monitoring => monitoring::gate(store, input).await?,
     })
 }
 
