@@ -17,7 +17,7 @@ mod watches;
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
 pub use metrics::{FinishedRollout, StateCount};
-pub use watches::{WatchProgress, WatchRecord};
+pub use watches::{covers_any, WatchProgress, WatchRecord};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

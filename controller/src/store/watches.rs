@@ -100,15 +100,44 @@ fn watch_record(row: &Row<'_>) -> rusqlite::Result<WatchRecord> {
     })
 }
 
+/// Whether `existing` watches one of the names `new` watches.
+pub fn covers_any(existing: &WatchRecord, new: &WatchRecord) -> bool {
+    new.spec.names.iter().any(|n| {
+        existing
+            .spec
+            .names
+            .iter()
+            .any(|m| m.schema == n.schema && m.name == n.name)
+    })
+}
+
 fn as_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl Store {
-    pub async fn insert_watch(&self, watch: &WatchRecord) -> Result<(), StoreError> {
+    /// Records a new watch, unless a live watch of the same environment
+    /// already covers one of its names: then nothing is written and that
+    /// watch is returned. Checked and written under one lock, so two
+    /// `alert create` at once cannot both succeed.
+    pub async fn insert_watch(
+        &self,
+        watch: &WatchRecord,
+    ) -> Result<Option<WatchRecord>, StoreError> {
         let w = watch.clone();
         self.call(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            let live: Vec<WatchRecord> = {
+                let mut statement = tx.prepare(&format!(
+                    "{SELECT} WHERE environment = ?1 AND cancelled_at IS NULL AND ends_at > ?2"
+                ))?;
+                let rows = statement.query_map(params![w.environment, w.created_at], watch_record)?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            if let Some(existing) = live.into_iter().find(|existing| covers_any(existing, &w)) {
+                return Ok(Some(existing));
+            }
+            tx.execute(
                 "INSERT INTO watches (id, environment, procedure, spec, threshold_percent, every_ms, min_calls,
                      min_increase_us, created_by, created_at, ends_at, baseline, state, reason, probes_passed)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -129,8 +158,9 @@ impl Store {
                     w.reason,
                     w.probes_passed.join("\n"),
                 ],
-            )
-            .map(|_| ())
+            )?;
+            tx.commit()?;
+            Ok(None)
         })
         .await
     }
@@ -282,11 +312,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open(&dir.path().join("s.sqlite")).expect("store");
         let first = watch("w-1", "prod", 100, 1_000);
-        store.insert_watch(&first).await.expect("insert");
-        store
-            .insert_watch(&watch("w-2", "dev", 200, 300))
+        assert_eq!(store.insert_watch(&first).await.expect("insert"), None);
+        assert_eq!(
+            store
+                .insert_watch(&watch("w-2", "dev", 200, 300))
+                .await
+                .expect("insert"),
+            None
+        );
+        // A second live watch of the same name in the same environment is refused.
+        let twin = store
+            .insert_watch(&watch("w-3", "prod", 150, 2_000))
             .await
             .expect("insert");
+        assert_eq!(twin.map(|w| w.id).as_deref(), Some("w-1"));
         assert_eq!(store.watch("w-1").await.expect("read"), Some(first.clone()));
         let live = store.live_watches(None, 250).await.expect("live");
         assert_eq!(live.len(), 2);

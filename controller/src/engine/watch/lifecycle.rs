@@ -13,7 +13,7 @@ use tonic::Status;
 use super::assess::{self, format_ms, TRACK_FUNCTIONS_FIX, TRACK_FUNCTIONS_OFF};
 use super::{run, sample};
 use crate::engine::{new_id, Controller};
-use crate::store::{AuditEntry, StoreError, WatchRecord};
+use crate::store::{covers_any, AuditEntry, StoreError, WatchRecord};
 
 /// A validated `alert create`.
 pub struct CreateWatch {
@@ -49,29 +49,19 @@ pub async fn create(
     let now = now_unix_ms();
     let id = new_id("w");
     let spec = WatchSampleSpec::for_routines(id.clone(), request.routines);
+    // Checked here to fail fast, before the baseline is sampled, and again
+    // when the watch is written.
     let live = controller
         .store
         .live_watches(Some(&request.environment), now)
         .await
         .map_err(store_failure)?;
-    if let Some((existing, name)) = live.iter().find_map(|w| {
-        spec.names
-            .iter()
-            .find(|n| {
-                w.spec
-                    .names
-                    .iter()
-                    .any(|m| m.schema == n.schema && m.name == n.name)
-            })
-            .map(|n| (w, n))
-    }) {
-        return Err(Status::already_exists(format!(
-            "watch {} already watches {name} in {} until {}; cancel it first (`pgrollout alert cancel {}`)",
-            existing.id,
-            request.environment,
-            utc(existing.ends_at),
-            existing.id
-        )));
+    let candidate = WatchRecord {
+        spec: spec.clone().into(),
+        ..Default::default()
+    };
+    if let Some(existing) = live.iter().find(|w| covers_any(w, &candidate)) {
+        return Err(already_watched(existing, &request.environment));
     }
 
     let wait = request
@@ -136,11 +126,14 @@ pub async fn create(
     };
     // The baseline's passing probes count as "passed before".
     watch.probes_passed = assess::assess_sample(&watch, &watch.baseline).probes_passed;
-    controller
+    if let Some(existing) = controller
         .store
         .insert_watch(&watch)
         .await
-        .map_err(store_failure)?;
+        .map_err(store_failure)?
+    {
+        return Err(already_watched(&existing, &watch.environment));
+    }
     controller
         .audit(AuditEntry {
             actor: watch.created_by.clone(),
@@ -163,6 +156,16 @@ pub async fn create(
     tracing::info!(watch_id = %id, environment = %watch.environment, names = %names, "watch created");
     run::spawn(controller, id);
     Ok(watch)
+}
+
+fn already_watched(existing: &WatchRecord, environment: &str) -> Status {
+    Status::already_exists(format!(
+        "watch {} already watches {} in {environment} until {}; cancel it first (`pgrollout alert cancel {}`)",
+        existing.id,
+        assess::names(existing),
+        utc(existing.ends_at),
+        existing.id
+    ))
 }
 
 /// `public.f(integer) 40 call(s), 0.012 ms per call; …`.
