@@ -6,6 +6,7 @@ use crate::operations::{selector_from_wire, DisableSpec, RollbackSpec, RoutineSe
 use crate::proto;
 use crate::routine::{routines_from_wire, InvalidField, Routine};
 use crate::traceparent::TraceParent;
+use crate::watch::WatchSampleSpec;
 
 /// A job as the agent runs it: identity, context and what to do.
 #[derive(Clone, Debug)]
@@ -53,6 +54,8 @@ pub enum JobKind {
     Enable(RoutineSelector),
     /// Read the ledger's versions; change nothing.
     History(RoutineSelector),
+    /// A post-deploy watch's sample: statistics and probes; change nothing.
+    WatchSample(WatchSampleSpec),
 }
 
 /// How a multi-routine deploy treats failures.
@@ -75,6 +78,7 @@ impl JobKind {
             JobKind::Disable(_) => "disable",
             JobKind::Enable(_) => "enable",
             JobKind::History(_) => "history",
+            JobKind::WatchSample(_) => "watch_sample",
         }
     }
 
@@ -82,6 +86,7 @@ impl JobKind {
     pub fn routines(&self) -> &[Routine] {
         match self {
             JobKind::Deploy { routines, .. } | JobKind::Smoke { routines } => routines,
+            JobKind::WatchSample(spec) => &spec.probes,
             JobKind::Rollback(_)
             | JobKind::Disable(_)
             | JobKind::Enable(_)
@@ -174,6 +179,10 @@ impl TryFrom<proto::JobOffer> for Job {
                 JobKind::History(selector_from_wire(history.routines)?),
                 history.label,
             ),
+            Some(proto::job_offer::Kind::WatchSample(sample)) => {
+                let label = sample.watch_id.clone();
+                (JobKind::WatchSample(sample.try_into()?), label)
+            }
             None => {
                 return Err(InvalidField {
                     field: "kind".into(),
@@ -236,6 +245,7 @@ impl From<Job> for proto::JobOffer {
                 label: job.label,
                 routines: Some(selector.into()),
             }),
+            JobKind::WatchSample(spec) => proto::job_offer::Kind::WatchSample(spec.into()),
         };
         proto::JobOffer {
             job_id: job.id,

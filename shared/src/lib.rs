@@ -14,6 +14,7 @@ pub mod operations;
 pub mod routine;
 pub mod tls;
 pub mod traceparent;
+pub mod watch;
 
 /// Generated protobuf types and gRPC stubs for `pgrollout.v1`.
 ///

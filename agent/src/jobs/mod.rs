@@ -19,6 +19,7 @@ mod session;
 mod smoke;
 pub mod smoke_runner;
 mod versions;
+mod watch_sample;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -232,6 +233,7 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
             JobKind::Disable(spec) => disable::run(&context, spec).await,
             JobKind::Enable(selector) => disable::enable(&context, selector).await,
             JobKind::History(selector) => history::run(&context, selector).await,
+            JobKind::WatchSample(spec) => watch_sample::run(&context, spec).await,
         }
     };
     let result = tokio::select! {

@@ -9,6 +9,7 @@ mod ledger_versions;
 mod routine_lookup;
 mod snapshot;
 mod tls;
+pub mod watch_stats;
 
 pub use connection::{cancel_query, connect, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{authenticate_agent, peer_certificate};
 use crate::engine::registry::AgentHandle;
 use crate::engine::router::JobUpdate;
+use crate::engine::watch::Intercepted;
 use crate::engine::Controller;
 use crate::store::AuditEntry;
 
@@ -181,6 +182,19 @@ async fn receive(
 async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMessage) {
     let now = now_unix_ms();
     agent.last_heartbeat.store(now, Ordering::Relaxed);
+    // A post-deploy watch's sample is not a rollout: its answer goes there.
+    match controller
+        .watches
+        .intercept(&agent.zone, &agent.name, &message)
+    {
+        Intercepted::NotASample => {}
+        Intercepted::Acknowledge {
+            job_id,
+            attempt,
+            seq,
+        } => return ack(agent, &job_id, attempt, seq).await,
+        Intercepted::Taken => return,
+    }
     match message.body {
         Some(Body::Accept(accept)) => {
             match controller

@@ -209,6 +209,7 @@ pub async fn decide(
         actor: &pending.actor,
         attachments: gates::attachments(&pending.ticket, &pending.runbook, &pending.rollback_plan),
         approvals: &approvals,
+        routines: &pending.plan.routines,
     };
     match gates::check(&controller, check).await? {
         Verdict::AwaitingApproval(waiting_for) => Ok(ApproveResponse {

@@ -290,7 +290,8 @@ impl Control for ControlService {
         let attachments =
             gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let environments =
-            gates::evaluate_everywhere(&self.controller, &computed, &attachments).await?;
+            gates::evaluate_everywhere(&self.controller, &computed, &plan.routines, &attachments)
+                .await?;
         Ok(Response::new(EvaluatePlanResponse {
             plan_id: computed,
             environments,
@@ -380,6 +381,7 @@ impl ControlService {
                 actor: &validated.actor,
                 attachments,
                 approvals: &[],
+                routines: &validated.plan.routines,
             };
             let options = requests::ParkOptions { no_wait, follow };
             match requests::gate(&self.controller, &validated, check, parked, options).await? {

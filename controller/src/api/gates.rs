@@ -22,6 +22,8 @@ pub struct GateCheck<'a> {
     pub attachments: Attachments,
     /// Decisions recorded on this request so far.
     pub approvals: &'a [Approval],
+    /// The plan's routines.
+    pub routines: &'a [pgrollout_shared::proto::Routine],
 }
 
 /// The gates' answer to a request.
@@ -137,6 +139,7 @@ pub async fn evaluate_now(
 pub async fn evaluate_everywhere(
     controller: &Controller,
     plan_id: &str,
+    routines: &[pgrollout_shared::proto::Routine],
     attachments: &Attachments,
 ) -> Result<Vec<EnvironmentGates>, Status> {
     let mut environments = Vec::new();
@@ -148,6 +151,7 @@ pub async fn evaluate_everywhere(
             actor: "",
             attachments: attachments.clone(),
             approvals: &[],
+            routines,
         };
         environments.push(EnvironmentGates {
             environment: name.clone(),
@@ -170,6 +174,7 @@ async fn evaluate(
         approvals: request.approvals,
         requester: requester_name(request.actor),
         ticket_check: controller.ticket_check.as_ref(),
+        routines: request.routines,
     };
     gates::evaluate(&controller.store, &input)
         .await

@@ -1,4 +1,4 @@
-//! The controller's two gRPC listeners: operators (`Control`) and agents
+//! The controller's two gRPC listeners: operators (`Control`, `Watches`) and agents
 //! (`AgentLink`), both mutual TLS unless the controller runs with
 //! `--dev-plaintext`. They take bound listeners and a shutdown future, so
 //! tests can bind port 0 and stop cleanly.
@@ -13,12 +13,16 @@ mod operations;
 mod reconcile;
 pub mod requests;
 pub mod tls;
+mod watches;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::Stream;
-use pgrollout_shared::proto::{agent_link_server::AgentLinkServer, control_server::ControlServer};
+use pgrollout_shared::proto::{
+    agent_link_server::AgentLinkServer, control_server::ControlServer,
+    watches_server::WatchesServer,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -77,12 +81,18 @@ where
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let watches = WatchesServer::new(watches::WatchService {
+        controller: controller.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
     let agent_link = AgentLinkServer::new(agent_link::AgentLinkService { controller })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let operators_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(control)
+        .add_service(watches)
         .serve_with_incoming_shutdown(operators, stopped(stop.clone()));
     let agents_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -11,7 +11,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 /// Largest message the CLI sends or accepts; the controller's own limit
 /// (limits.max_message_bytes) is what a plan must fit.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The operator's certificate, for `https://` controllers.
 #[derive(clap::Args, Clone, Debug)]
@@ -115,6 +115,14 @@ pub async fn controller(
     address: &str,
     tls: &OperatorTls,
 ) -> Result<ControlClient<Channel>, Refusal> {
+    Ok(ControlClient::new(channel(address, tls).await?)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// The operator's mTLS connection to the controller, for any of its
+/// services (`Control`, `Watches`).
+pub async fn channel(address: &str, tls: &OperatorTls) -> Result<Channel, Refusal> {
     let invalid = |e: &dyn std::fmt::Display| {
         (
             ExitCode::ValidationFailed,
@@ -149,9 +157,7 @@ pub async fn controller(
             };
             (code, describe_connect_error(address, &chain))
         })?;
-    Ok(ControlClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(channel)
 }
 
 fn describe_connect_error(address: &str, chain: &str) -> String {

@@ -2,6 +2,8 @@
 //! the exit code of DESIGN §9; `main` turns it into the process status.
 
 mod agents;
+mod alert;
+mod alert_report;
 mod approve;
 mod audit;
 mod batch;
@@ -100,6 +102,10 @@ enum Command {
     Retry(doubt::RetryArgs),
     /// Record what happened to a rollout in doubt (`--succeeded` or `--failed`, with `--reason`).
     Resolve(doubt::ResolveArgs),
+    /// Post-deploy watches: `alert create <procedure> <env>` before a deploy,
+    /// then `alert list`, `alert cancel <id>`.
+    #[command(subcommand)]
+    Alert(alert::AlertCommand),
     /// The built-in certificate authority: `init`, then `issue` certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -179,6 +185,7 @@ pub fn run() -> ExitCode {
             Command::Batch(args) => batch::run(&cli.controller, &cli.tls, args).await,
             Command::Retry(args) => doubt::retry(&cli.controller, &cli.tls, args).await,
             Command::Resolve(args) => doubt::resolve(&cli.controller, &cli.tls, args).await,
+            Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
             Command::Ca(_) => ExitCode::Success,
         }
     })

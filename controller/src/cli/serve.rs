@@ -106,6 +106,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     crate::engine::recovery::after_restart(&controller).await;
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
     tokio::spawn(crate::api::requests::run_scheduler(controller.clone()));
+    tokio::spawn(crate::engine::watch::resume(controller.clone()));
     if let Some(listener) = metrics {
         let server = crate::metrics::http::serve(listener, controller.clone(), shutdown_signal());
         tokio::spawn(server);

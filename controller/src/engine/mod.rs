@@ -13,6 +13,7 @@ pub mod retry;
 pub mod rollback_sources;
 pub mod rollout;
 pub mod router;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -41,6 +42,8 @@ pub struct Controller {
     pub schedule_changed: tokio::sync::Notify,
     /// The change-control lookup of the change_ticket gate, if configured.
     pub ticket_check: Option<gates::ticket::TicketCheck>,
+    /// Post-deploy watches' sample offers in flight and their tasks.
+    pub watches: watch::Watches,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -85,6 +88,7 @@ impl Controller {
             followers: followers::Followers::default(),
             schedule_changed: tokio::sync::Notify::new(),
             ticket_check,
+            watches: watch::Watches::default(),
             policy: RwLock::new(Arc::new(policy)),
         })
     }

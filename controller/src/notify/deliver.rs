@@ -240,6 +240,7 @@ mod tests {
             started_at_unix_ms: 0,
             finished_at_unix_ms: None,
             approvals_required: None,
+            watch_id: None,
         };
         (
             dir,

@@ -18,6 +18,12 @@ pub enum Outcome {
     /// The agent vanished mid-job; its ledger decides once it reports.
     Unknown,
     ApprovalNeeded,
+    /// A post-deploy watch saw a routine slow down or its calls fail.
+    WatchAlert,
+    /// A post-deploy watch cannot see (track_functions off, no samples).
+    WatchBlind,
+    /// A post-deploy watch's open conditions all cleared.
+    WatchRecovered,
 }
 
 impl Outcome {
@@ -27,6 +33,9 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Unknown => "unknown",
             Outcome::ApprovalNeeded => "approval_needed",
+            Outcome::WatchAlert => "alert",
+            Outcome::WatchBlind => "blind",
+            Outcome::WatchRecovered => "recovered",
         }
     }
 }
@@ -75,6 +84,8 @@ pub struct Event {
     pub started_at_unix_ms: i64,
     pub finished_at_unix_ms: Option<i64>,
     pub approvals_required: Option<u32>,
+    /// The post-deploy watch a `watch.*` event is about.
+    pub watch_id: Option<String>,
 }
 
 /// Longest error message a notification quotes; the rest is in `pgrollout
@@ -119,6 +130,7 @@ impl Event {
             started_at_unix_ms: status.created_at_unix_ms,
             finished_at_unix_ms: status.finished.then_some(status.finished_at_unix_ms),
             approvals_required: None,
+            watch_id: None,
         })
     }
 
@@ -142,6 +154,7 @@ impl Event {
             started_at_unix_ms: pgrollout_shared::job::now_unix_ms(),
             finished_at_unix_ms: None,
             approvals_required: Some(request.approvals_required),
+            watch_id: None,
         }
     }
 
@@ -203,6 +216,9 @@ impl Event {
                 self.approvals_required.unwrap_or(1),
                 self.rollout_id
             ),
+            Outcome::WatchAlert | Outcome::WatchBlind | Outcome::WatchRecovered => {
+                super::watch_event::text(self, &message)
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod event;
 mod secret;
 pub mod settings;
 mod slack;
+pub mod watch_event;
 mod webhook;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ enum Notice {
     JobSettled { job_id: String },
     /// A deploy was parked until approvers decide (`approval_needed`).
     ApprovalNeeded(ApprovalNeeded),
+    /// An event built by its source (post-deploy watches).
+    Ready(Event),
 }
 
 /// The handle the engine and the API call. Cheap, never blocks.
@@ -118,6 +121,12 @@ impl Notifier {
         self.enqueue(Notice::ApprovalNeeded(request));
     }
 
+    /// A post-deploy watch raised an alert, went blind or recovered
+    /// (`watch_event::event`).
+    pub fn watch_event(&self, event: Event) {
+        self.enqueue(Notice::Ready(event));
+    }
+
     fn enqueue(&self, notice: Notice) {
         let Some(queue) = &self.queue else { return };
         let Err(error) = queue.try_send(notice) else {
@@ -128,6 +137,7 @@ impl Notifier {
             Notice::ApprovalNeeded(request) => {
                 format!("the approval request of rollout {}", request.rollout_id)
             }
+            Notice::Ready(event) => format!("event {} ({})", event.name, event.text()),
         };
         tracing::error!(%what, "notification queue full; event dropped");
         let store = self.store.clone();
@@ -157,6 +167,7 @@ async fn dispatch(mut queue: mpsc::Receiver<Notice>, routes: Arc<Routes>, courie
                 None => continue,
             },
             Notice::ApprovalNeeded(request) => Event::approval_needed(request),
+            Notice::Ready(event) => event,
         };
         let Some(channels) = routes.channels.get(&event.environment) else {
             continue;

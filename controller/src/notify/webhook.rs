@@ -23,6 +23,7 @@ pub fn payload(event: &Event) -> Value {
         "emergency": event.emergency,
         "emergency_reason": event.emergency_reason,
         "approvals_required": event.approvals_required,
+        "watch_id": event.watch_id,
         "started_at_unix_ms": event.started_at_unix_ms,
         "started_at": rfc3339(event.started_at_unix_ms),
         "finished_at_unix_ms": event.finished_at_unix_ms,

@@ -14,12 +14,14 @@ mod notices;
 mod operations;
 mod requests;
 mod status;
+mod watches;
 
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
 pub use faults::HeldJob;
 pub use metrics::{FinishedRollout, StateCount};
 pub use requests::request_state;
+pub use watches::{covers_any, WatchProgress, WatchRecord};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -101,6 +101,7 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
         actor: &pending.actor,
         attachments: gates::attachments(&pending.ticket, &pending.runbook, &pending.rollback_plan),
         approvals: &approvals,
+        routines: &pending.plan.routines,
     };
     let audit = |action: &str, outcome: &str, details: String| AuditEntry {
         actor: "scheduler".into(),

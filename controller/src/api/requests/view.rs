@@ -47,6 +47,7 @@ pub async fn request_status(
                 &pending.rollback_plan,
             ),
             approvals: &approvals,
+            routines: &pending.plan.routines,
         };
         gates::evaluate_now(controller, &check).await?
     } else {

@@ -4,11 +4,12 @@
 //! recorded.
 //!
 //! Gates fail closed: a gate this controller cannot evaluate yet (the
-//! performance probe, post-deploy watches) refuses the rollout and says so,
-//! rather than letting it through. Two kinds of gate wait instead of
-//! failing: approvals wait for people (`Pending`), time windows wait for the
-//! clock (`Scheduled`, with the opening time).
+//! performance probe) refuses the rollout and says so, rather than letting
+//! it through. Two kinds of gate wait instead of failing: approvals wait for
+//! people (`Pending`), time windows wait for the clock (`Scheduled`, with the
+//! opening time).
 
+mod monitoring;
 pub mod ticket;
 mod window;
 
@@ -107,6 +108,8 @@ pub struct GateInput<'a> {
     pub requester: &'a str,
     /// The change-control system to ask about tickets, when configured.
     pub ticket_check: Option<&'a ticket::TicketCheck>,
+    /// The plan's routines (the monitoring gate looks for their watches).
+    pub routines: &'a [pgrollout_shared::proto::Routine],
 }
 
 /// Evaluates every gate of the environment, in a stable order.
@@ -185,7 +188,7 @@ async fn evaluate_one(
         GateName::Approval => approval_gate(environment, input),
         GateName::StakeholderSignoff => signoff_gate(input),
         GateName::Performance => not_yet("the performance probe"),
-        GateName::Monitoring => not_yet("registering a post-deploy watch"),
+        GateName::Monitoring => monitoring::gate(store, input).await?,
     })
 }
 

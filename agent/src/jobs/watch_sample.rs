@@ -1,0 +1,106 @@
+//! A post-deploy watch's sample (issue 7): read `track_functions` and the
+//! watched routines' `pg_stat_user_functions` counters, then probe for
+//! failing calls by running their smoke tests in a transaction that is
+//! rolled back. Changes nothing and keeps nothing: the controller holds the
+//! watch, its baseline and its verdicts.
+//!
+//! Why a probe: PostgreSQL counts a call in `pg_stat_user_functions` only
+//! when it returns, so a call that raises an error leaves no trace in the
+//! counters; failing calls can only be seen by making one. The probe's own
+//! calls are kept out of the counters with `SET LOCAL track_functions =
+//! none` when the agent's role may set it (superuser, or `GRANT SET ON
+//! PARAMETER`), so they do not skew the mean the watch compares.
+//!
+//! No step events: a sample reports its result only, every few seconds, and
+//! a watch is not a rollout.
+
+use pgrollout_shared::job::now_unix_ms;
+use pgrollout_shared::proto::{JobResult, Outcome, WatchSample};
+use pgrollout_shared::watch::WatchSampleSpec;
+
+use super::deploy::error_chain;
+use super::smoke_runner::run_smoke_tests;
+use super::JobContext;
+use crate::sql::{self, describe_error, watch_stats, TargetConnection};
+
+pub async fn run(ctx: &JobContext, spec: &WatchSampleSpec) -> JobResult {
+    match sample(ctx, spec).await {
+        Ok(sample) => JobResult {
+            outcome: Outcome::Succeeded as i32,
+            message: format!(
+                "sampled {} routine(s), {} probe(s)",
+                sample.functions.len(),
+                sample.probes.len()
+            ),
+            watch_sample: Some(Box::new(sample)),
+            ..Default::default()
+        },
+        Err(message) => JobResult {
+            outcome: Outcome::DeployFailed as i32,
+            message,
+            ..Default::default()
+        },
+    }
+}
+
+async fn sample(ctx: &JobContext, spec: &WatchSampleSpec) -> Result<WatchSample, String> {
+    let mut conn = sql::connect(&ctx.target, &ctx.config.timeouts)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let read_failed = |e: tokio_postgres::Error| {
+        format!(
+            "reading pg_stat_user_functions failed: {}",
+            describe_error(&e, None)
+        )
+    };
+    // Read before probing: each statement outside a transaction sees fresh
+    // statistics (stats_fetch_consistency caches them per transaction).
+    let track_functions = watch_stats::track_functions(&conn.client)
+        .await
+        .map_err(read_failed)?;
+    let functions = watch_stats::function_stats(&conn.client, &spec.names)
+        .await
+        .map_err(read_failed)?;
+    let sampled_at_unix_ms = now_unix_ms();
+    let (probes, probe_calls_excluded) = probe(&mut conn, spec)
+        .await
+        .map_err(|e| format!("probing failed: {}", describe_error(&e, None)))?;
+    Ok(WatchSample {
+        sampled_at_unix_ms,
+        track_functions,
+        functions,
+        probes,
+        probe_calls_excluded,
+    })
+}
+
+/// The smoke tests of every probe routine, in one transaction that is
+/// rolled back; `true` when the probe's calls were kept out of the counters.
+async fn probe(
+    conn: &mut TargetConnection,
+    spec: &WatchSampleSpec,
+) -> Result<(Vec<pgrollout_shared::proto::SmokeReport>, bool), tokio_postgres::Error> {
+    conn.client.batch_execute("BEGIN").await?;
+    let excluded = conn
+        .client
+        .batch_execute(
+            "SAVEPOINT pgrollout_watch; SET LOCAL track_functions = 'none'; \
+             RELEASE SAVEPOINT pgrollout_watch",
+        )
+        .await;
+    let excluded = match excluded {
+        Ok(()) => true,
+        Err(error) if error.as_db_error().is_some() => {
+            conn.client
+                .batch_execute(
+                    "ROLLBACK TO SAVEPOINT pgrollout_watch; RELEASE SAVEPOINT pgrollout_watch",
+                )
+                .await?;
+            false
+        }
+        Err(error) => return Err(error),
+    };
+    let reports = run_smoke_tests(conn, &spec.probes, "watch").await;
+    let _ = conn.client.batch_execute("ROLLBACK").await;
+    Ok((reports?, excluded))
+}

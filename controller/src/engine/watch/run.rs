@@ -1,0 +1,196 @@
+//! The task of one live watch: every interval, a sample through the zone's
+//! agent; the verdict recorded on the watch; the environment's channels told
+//! about new conditions and recoveries. The task reads the watch from the
+//! store each round, so a cancel (which also aborts it) or a restart loses
+//! nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgrollout_shared::job::now_unix_ms;
+use pgrollout_shared::watch::WatchSampleSpec;
+
+use super::assess::{self, conditions_of, Verdict};
+use super::sample;
+use crate::engine::Controller;
+use crate::notify::watch_event::{self, WatchChange, WatchNotice};
+use crate::store::{AuditEntry, WatchProgress, WatchRecord};
+
+/// Starts (or restarts) the task of `watch_id`.
+pub fn spawn(controller: Arc<Controller>, watch_id: String) {
+    let task = tokio::spawn(run(controller.clone(), watch_id.clone()));
+    controller.watches.track(&watch_id, task.abort_handle());
+}
+
+async fn run(controller: Arc<Controller>, watch_id: String) {
+    let mut next = tokio::time::Instant::now();
+    let mut first = true;
+    loop {
+        let watch = match controller.store.watch(&watch_id).await {
+            Ok(Some(watch)) => watch,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!(error = %anyhow::Error::from(error), watch_id = %watch_id, "reading the watch failed; it stops");
+                return;
+            }
+        };
+        let every = Duration::from_millis(watch.every_ms.max(1));
+        if first {
+            next += every;
+            first = false;
+        }
+        let now = now_unix_ms();
+        if watch.cancelled_at.is_some() {
+            return;
+        }
+        let left = Duration::from_millis(u64::try_from(watch.ends_at - now).unwrap_or(0));
+        if left.is_zero() {
+            ended(&controller, &watch).await;
+            return;
+        }
+        let wake = next.min(tokio::time::Instant::now() + left);
+        tokio::time::sleep_until(wake).await;
+        if wake < next {
+            continue;
+        }
+        sample_once(&controller, &watch, every).await;
+        next = (next + every).max(tokio::time::Instant::now());
+    }
+}
+
+async fn sample_once(controller: &Controller, watch: &WatchRecord, every: Duration) {
+    let spec = match WatchSampleSpec::try_from(watch.spec.clone()) {
+        Ok(spec) => spec,
+        Err(error) => {
+            tracing::error!(watch_id = %watch.id, %error, "the stored watch is unreadable; it stops sampling");
+            return;
+        }
+    };
+    let taken = sample::take(
+        controller,
+        &watch.environment,
+        &watch.procedure,
+        &spec,
+        Duration::ZERO,
+        sample::sample_timeout(every),
+    )
+    .await;
+    let (verdict, progress) = match taken {
+        Ok(sample) => {
+            let verdict = assess::assess_sample(watch, &sample);
+            let calls_since: u64 =
+                assess::compare(&watch.baseline, &sample, assess::Limits::of(watch))
+                    .iter()
+                    .map(|r| r.calls_since)
+                    .sum();
+            tracing::info!(
+                watch_id = %watch.id,
+                state = %verdict.state,
+                calls_since_baseline = %calls_since,
+                track_functions = %sample.track_functions,
+                "watch sampled"
+            );
+            let progress = WatchProgress {
+                sample: Some(sample),
+                state: verdict.state.to_owned(),
+                reason: verdict.reason.clone(),
+                conditions: verdict.encoded_conditions(),
+                probes_passed: verdict.probes_passed.clone(),
+                failed_samples: 0,
+                sample_error: String::new(),
+            };
+            (verdict, progress)
+        }
+        Err(error) => {
+            let error = error.to_string();
+            let failed = watch.failed_samples.saturating_add(1);
+            tracing::warn!(watch_id = %watch.id, failed_in_a_row = failed, error = %error, "watch sample failed");
+            let verdict = assess::assess_failed_attempt(watch, failed, &error);
+            let progress = WatchProgress {
+                sample: None,
+                state: verdict.state.to_owned(),
+                reason: verdict.reason.clone(),
+                conditions: verdict.encoded_conditions(),
+                probes_passed: verdict.probes_passed.clone(),
+                failed_samples: failed,
+                sample_error: error,
+            };
+            (verdict, progress)
+        }
+    };
+    match controller
+        .store
+        .record_watch_progress(&watch.id, &progress)
+        .await
+    {
+        Ok(true) => announce(controller, watch, &verdict).await,
+        // Cancelled while the sample ran: its verdict no longer matters.
+        Ok(false) => {}
+        Err(error) => {
+            tracing::error!(error = %anyhow::Error::from(error), watch_id = %watch.id, "recording a watch sample failed")
+        }
+    }
+}
+
+/// Tells the channels (and the audit log) about conditions that just
+/// opened, or that every open one cleared.
+async fn announce(controller: &Controller, watch: &WatchRecord, verdict: &Verdict) {
+    let before = conditions_of(watch);
+    let opened = verdict.new_conditions(&before);
+    let change = if opened.iter().any(|c| c.is_alert()) {
+        WatchChange::Alert
+    } else if !opened.is_empty() {
+        WatchChange::Blind
+    } else if verdict.conditions.is_empty() && !before.is_empty() {
+        WatchChange::Recovered
+    } else {
+        return;
+    };
+    let (action, reason) = match change {
+        WatchChange::Alert => ("watch.alert", verdict.reason.clone()),
+        WatchChange::Blind => ("watch.blind", verdict.reason.clone()),
+        WatchChange::Recovered => ("watch.recovered", format!("cleared: {}", watch.reason)),
+    };
+    tracing::warn!(watch_id = %watch.id, event = action, reason = %reason, "watch changed");
+    controller
+        .audit(AuditEntry {
+            actor: "controller".into(),
+            action: action.into(),
+            outcome: verdict.state.into(),
+            environment: Some(watch.environment.clone()),
+            procedure: Some(watch.procedure.clone()),
+            details: format!("watch {}: {reason}", watch.id),
+            ..Default::default()
+        })
+        .await;
+    controller
+        .notifier
+        .watch_event(watch_event::event(WatchNotice {
+            change,
+            watch_id: &watch.id,
+            environment: &watch.environment,
+            procedure: &watch.procedure,
+            created_by: &watch.created_by,
+            reason: &verdict.reason,
+            created_at_unix_ms: watch.created_at,
+        }));
+}
+
+/// The watch ran its course: audited once, by the task that saw it end.
+async fn ended(controller: &Controller, watch: &WatchRecord) {
+    tracing::info!(watch_id = %watch.id, state = %watch.state, "watch ended");
+    controller
+        .audit(AuditEntry {
+            actor: "controller".into(),
+            action: "watch.ended".into(),
+            outcome: watch.state.clone(),
+            environment: Some(watch.environment.clone()),
+            procedure: Some(watch.procedure.clone()),
+            details: format!(
+                "watch {} ended after {} sample(s): {}",
+                watch.id, watch.samples, watch.reason
+            ),
+            ..Default::default()
+        })
+        .await;
+}
