@@ -50,9 +50,15 @@ pub enum JobKind {
     Enable(RoutineSelector),
     /// Read the ledger's versions; change nothing.
     History(RoutineSelector),
+    /// Apply the routines in a transaction that is always rolled back, and
+    /// run plpgsql_check where installed: the syntax gate's dry run.
+    Check { routines: Vec<Routine> },
+    /// Time each routine's `[perf]` probe on the old and the new definition,
+    /// each set in a transaction that is rolled back.
+    PerfProbe { routines: Vec<Routine> },
 }
 
-/// How a multi-routine deploy treats failures.
+/// How a multi-routine deploy treats failures, and what runs after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchOptions {
     /// Each routine in its own transaction; a failure skips its dependants.
@@ -60,6 +66,12 @@ pub struct BatchOptions {
     pub continue_on_error: bool,
     /// `(dependent, dependency)` pairs of indices into the routines.
     pub dependencies: Vec<(usize, usize)>,
+    /// After a successful deploy, run the plan's pgTAP scripts (rolled back).
+    /// Set by the controller from the environment (`run_pgtap`).
+    pub run_pgtap: bool,
+    /// After a successful deploy, run the plan's performance probes. Set by
+    /// the controller from the environment (`run_perf_probe`).
+    pub run_perf_probe: bool,
 }
 
 impl JobKind {
@@ -72,13 +84,18 @@ impl JobKind {
             JobKind::Disable(_) => "disable",
             JobKind::Enable(_) => "enable",
             JobKind::History(_) => "history",
+            JobKind::Check { .. } => "check",
+            JobKind::PerfProbe { .. } => "perf_probe",
         }
     }
 
     /// The routines the job touches or tests.
     pub fn routines(&self) -> &[Routine] {
         match self {
-            JobKind::Deploy { routines, .. } | JobKind::Smoke { routines } => routines,
+            JobKind::Deploy { routines, .. }
+            | JobKind::Smoke { routines }
+            | JobKind::Check { routines }
+            | JobKind::PerfProbe { routines } => routines,
             JobKind::Rollback(_)
             | JobKind::Disable(_)
             | JobKind::Enable(_)
@@ -144,6 +161,8 @@ impl TryFrom<proto::JobOffer> for Job {
                         batch: BatchOptions {
                             continue_on_error: deploy.continue_on_error,
                             dependencies,
+                            run_pgtap: deploy.run_pgtap,
+                            run_perf_probe: deploy.run_perf_probe,
                         },
                     },
                     deploy.label,
@@ -171,6 +190,22 @@ impl TryFrom<proto::JobOffer> for Job {
                 JobKind::History(selector_from_wire(history.routines)?),
                 history.label,
             ),
+            Some(proto::job_offer::Kind::Check(check)) => (
+                JobKind::Check {
+                    routines: routines_from_wire(check.routines)?,
+                },
+                check.label,
+            ),
+            Some(proto::job_offer::Kind::PerfProbe(probe)) => {
+                let routines = routines_from_wire(probe.routines)?;
+                if routines.iter().all(|r| r.perf_probe.is_none()) {
+                    return Err(InvalidField {
+                        field: "perf_probe.routines".into(),
+                        reason: "no routine carries a [perf] probe".into(),
+                    });
+                }
+                (JobKind::PerfProbe { routines }, probe.label)
+            }
             None => {
                 return Err(InvalidField {
                     field: "kind".into(),
@@ -212,6 +247,18 @@ impl From<Job> for proto::JobOffer {
                             dependency: dependency as u32,
                         })
                         .collect(),
+                    run_pgtap: batch.run_pgtap,
+                    run_perf_probe: batch.run_perf_probe,
+                })
+            }
+            JobKind::Check { routines: r } => proto::job_offer::Kind::Check(proto::CheckJob {
+                routines: routines(r),
+                label: job.label,
+            }),
+            JobKind::PerfProbe { routines: r } => {
+                proto::job_offer::Kind::PerfProbe(proto::PerfProbeJob {
+                    routines: routines(r),
+                    label: job.label,
                 })
             }
             JobKind::Smoke { routines: r } => proto::job_offer::Kind::Smoke(proto::SmokeJob {
