@@ -185,6 +185,22 @@ pub struct Environment {
     pub backup_retention_days: Option<u32>,
     /// SEED.md's `notification_channel`, e.g. `#prod-deploys`.
     pub notification_channel: Option<String>,
+    /// Run the plan's pgTAP scripts after each successful deploy here; the
+    /// next environment's `tests_passed` gate requires them to pass.
+    #[serde(default)]
+    pub run_pgtap: bool,
+    /// Run the plan's `[perf]` probes after each successful deploy here
+    /// (QA); the next environment's `performance` gate reads the medians.
+    #[serde(default)]
+    pub run_perf_probe: bool,
+    /// The `performance` gate: the new median may be at most this percentage
+    /// of the old one (SEED.md: 120).
+    #[serde(default = "default_performance_threshold")]
+    pub performance_threshold_percent: u32,
+}
+
+fn default_performance_threshold() -> u32 {
+    120
 }
 
 /// The gates of SEED.md's "Deployment Gates by Environment", configured per
@@ -315,6 +331,14 @@ impl ControllerConfig {
                 environment.promote_from.is_some(),
                 "promote_from",
             )?;
+            needs(
+                GateName::Performance,
+                environment.promote_from.is_some(),
+                "promote_from (the environment whose probes it reads)",
+            )?;
+            if !(1..=10_000).contains(&environment.performance_threshold_percent) {
+                anyhow::bail!("{}: 1 to 10000", key("performance_threshold_percent"));
+            }
             needs(
                 GateName::BusinessHours,
                 environment.business_hours.is_some(),

@@ -251,6 +251,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                             ..Default::default()
                         })
                         .await;
+                    crate::engine::after_deploy::record_probes(controller, &job_id, &result).await;
                     controller
                         .router
                         .publish(&job_id, JobUpdate::Finished(result));

@@ -180,6 +180,7 @@ pub async fn decide(
             ..Default::default()
         });
     }
+    let trace = pending_trace(&pending.trace_id);
     let check = GateCheck {
         environment: &pending.environment,
         plan_id: &pending.plan.plan_id,
@@ -187,6 +188,11 @@ pub async fn decide(
         actor: &pending.actor,
         attachments: gates::attachments(&pending.ticket, &pending.runbook, &pending.rollback_plan),
         approvals: &approvals,
+        plan: &pending.plan,
+        dry_run: Some(gates::DryRunContext {
+            trace: &trace,
+            agent_wait: Duration::from_secs(5),
+        }),
     };
     match gates::check(&controller, check).await? {
         Verdict::AwaitingApproval(waiting_for) => Ok(ApproveResponse {
@@ -196,6 +202,15 @@ pub async fn decide(
         }),
         Verdict::Passed(passed) => dispatch(controller, pending, passed).await,
     }
+}
+
+/// The request's trace, continued by a new span.
+fn pending_trace(trace_id: &str) -> TraceParent {
+    let mut trace = TraceParent::new_root();
+    if TraceParent::parse(&format!("00-{trace_id}-{}-01", trace.span_id)).is_some() {
+        trace.trace_id = trace_id.to_owned();
+    }
+    trace
 }
 
 /// Starts the approved request as a rollout and follows it in the
@@ -221,6 +236,7 @@ async fn dispatch(
             batch: BatchOptions {
                 continue_on_error: pending.continue_on_error,
                 dependencies: order.dependencies,
+                ..Default::default()
             },
         },
         actor: pending.actor.clone(),

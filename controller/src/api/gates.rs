@@ -1,12 +1,18 @@
 //! The controller's side of the gates: evaluate them for a request, audit
 //! the verdict, and refuse (exit 1, nothing changed) when any gate fails, or
-//! park the request when only approvals are missing.
+//! park the request when only approvals are missing. When everything else
+//! passed and the environment has the syntax gate, the dry-run `check` job
+//! runs on its database last, just before dispatch.
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use pgrollout_shared::proto::{EnvironmentGates, GateOutcome};
+use pgrollout_shared::proto::{EnvironmentGates, GateOutcome, Plan};
+use pgrollout_shared::traceparent::TraceParent;
 use tonic::Status;
 
+use crate::config::GateName;
+use crate::engine::dry_run::{self, DryRun};
 use crate::engine::gates::{self, Attachments, GateInput, GateResult, GateState};
 use crate::engine::Controller;
 use crate::store::{Approval, AuditEntry};
@@ -20,6 +26,17 @@ pub struct GateCheck<'a> {
     pub attachments: Attachments,
     /// Decisions recorded on this request so far.
     pub approvals: &'a [Approval],
+    /// The plan: its routines say which probes and pgTAP files gates need.
+    pub plan: &'a Plan,
+    /// How to run the syntax gate's dry run; `None` evaluates without
+    /// running anything on a database (`pgrollout plan`).
+    pub dry_run: Option<DryRunContext<'a>>,
+}
+
+/// The deploy's trace and agent wait, which its dry run shares.
+pub struct DryRunContext<'a> {
+    pub trace: &'a TraceParent,
+    pub agent_wait: Duration,
 }
 
 /// The gates' answer to a request.
@@ -31,14 +48,33 @@ pub enum Verdict {
 }
 
 /// Passes, waits for people, or refuses with every failed gate named.
-pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Verdict, Status> {
-    let results = evaluate(controller, &request).await?;
-    let refusal = gates::refusal(&results);
+pub async fn check(
+    controller: &Arc<Controller>,
+    request: GateCheck<'_>,
+) -> Result<Verdict, Status> {
+    let mut results = evaluate(controller, &request).await?;
     let pending: Vec<String> = results
         .iter()
         .filter(|r| r.state == GateState::Pending)
         .map(|r| format!("gate {}: {}", r.gate.as_str(), r.reason))
         .collect();
+    let syntax = results.iter().position(|r| r.gate == GateName::Syntax);
+    if let (Some(index), Some(context), None, true) = (
+        syntax,
+        &request.dry_run,
+        gates::refusal(&results),
+        pending.is_empty(),
+    ) {
+        let dry_run = DryRun {
+            environment: request.environment,
+            plan: request.plan,
+            actor: request.actor,
+            trace: context.trace,
+            agent_wait: context.agent_wait,
+        };
+        results[index] = dry_run::run(controller, dry_run).await?;
+    }
+    let refusal = gates::refusal(&results);
     let (action, outcome) = match (&refusal, pending.is_empty()) {
         (Some(_), _) => ("gates.refused", "refused"),
         (None, false) => ("gates.pending", "pending"),
@@ -66,6 +102,7 @@ pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Ve
 pub async fn evaluate_everywhere(
     controller: &Controller,
     plan_id: &str,
+    plan: &Plan,
     attachments: &Attachments,
 ) -> Result<Vec<EnvironmentGates>, Status> {
     let mut environments = Vec::new();
@@ -77,6 +114,8 @@ pub async fn evaluate_everywhere(
             actor: "",
             attachments: attachments.clone(),
             approvals: &[],
+            plan,
+            dry_run: None,
         };
         environments.push(EnvironmentGates {
             environment: name.clone(),
@@ -98,6 +137,7 @@ async fn evaluate(
         now: SystemTime::now(),
         approvals: request.approvals,
         requester: requester_name(request.actor),
+        routines: &request.plan.routines,
     };
     gates::evaluate(&controller.store, &input)
         .await

@@ -9,6 +9,7 @@ pub mod control;
 pub mod gates;
 mod metrics;
 mod operations;
+mod probes;
 pub mod tls;
 
 use std::future::Future;

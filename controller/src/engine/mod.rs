@@ -2,6 +2,8 @@
 //! job's updates go (router), how one rollout runs (rollout), and the
 //! reloadable security policy (reload).
 
+pub mod after_deploy;
+pub mod dry_run;
 pub mod gates;
 pub mod operations;
 pub mod registry;

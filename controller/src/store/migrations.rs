@@ -7,6 +7,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_audit.sql"),
     include_str!("migrations/0003_approvals.sql"),
     include_str!("migrations/0004_rollout_gates.sql"),
+    include_str!("migrations/0007_perf_probes.sql"),
 ];
 
 /// Applies every migration newer than the store's version, each in its own

@@ -11,11 +11,13 @@ mod metrics;
 mod migrations;
 mod notices;
 mod operations;
+mod perf;
 mod status;
 
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
 pub use metrics::{FinishedRollout, StateCount};
+pub use perf::RecordedProbe;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -3,10 +3,15 @@
 //! the controller before a deploy is offered to any agent, with its reason
 //! recorded.
 //!
-//! Gates fail closed: a gate this controller cannot evaluate yet (approvals,
-//! the performance probe, post-deploy watches) refuses the rollout and says
-//! so, rather than letting it through.
+//! Gates fail closed: a gate this controller cannot evaluate yet (post-deploy
+//! watches) refuses the rollout and says so, rather than letting it through.
+//!
+//! The syntax gate has a second half that needs an agent — the dry-run
+//! `check` job on the zone's database — which `api::gates` runs just before
+//! dispatch (`crate::engine::dry_run`); here it reports the parse.
 
+mod performance;
+mod tests_passed;
 mod window;
 
 use std::collections::BTreeMap;
@@ -42,7 +47,7 @@ pub struct GateResult {
 }
 
 impl GateResult {
-    fn passed(gate: GateName, reason: impl Into<String>) -> Self {
+    pub(crate) fn passed(gate: GateName, reason: impl Into<String>) -> Self {
         GateResult {
             gate,
             state: GateState::Passed,
@@ -58,7 +63,7 @@ impl GateResult {
         }
     }
 
-    fn failed(gate: GateName, reason: impl Into<String>) -> Self {
+    pub(crate) fn failed(gate: GateName, reason: impl Into<String>) -> Self {
         GateResult {
             gate,
             state: GateState::Failed,
@@ -79,6 +84,8 @@ pub struct GateInput<'a> {
     pub approvals: &'a [crate::store::Approval],
     /// Who asked: nobody approves their own rollout.
     pub requester: &'a str,
+    /// The plan's routines: which declare a `[perf]` probe or pgTAP tests.
+    pub routines: &'a [pgrollout_shared::proto::Routine],
 }
 
 /// Evaluates every gate of the environment, in a stable order.
@@ -109,27 +116,20 @@ async fn evaluate_one(
     Ok(match gate {
         GateName::Syntax => GateResult::passed(
             gate,
-            "every statement was parsed by PostgreSQL's parser (PL/pgSQL bodies by its PL/pgSQL parser) before the plan was built",
+            "every statement was parsed by PostgreSQL's parser (PL/pgSQL bodies by its PL/pgSQL parser) before the plan was built; \
+             the dry-run apply on this environment's database runs just before the deploy",
         ),
-        GateName::PromotedFrom | GateName::TestsPassed => {
+        GateName::TestsPassed => tests_passed::evaluate(store, environment, input).await?,
+        GateName::PromotedFrom => {
             let from = environment.promote_from.as_deref().unwrap_or_default();
             match store.plan_succeeded_in(input.plan_id, from).await? {
                 None => GateResult::failed(
                     gate,
                     format!("plan {short} never succeeded in {from}; deploy exactly this plan there first"),
                 ),
-                Some(success) if gate == GateName::TestsPassed && !success.smoke_passed => GateResult::failed(
-                    gate,
-                    format!("plan {short} succeeded in {from} (rollout {}) but its smoke tests did not all pass", success.rollout_id),
-                ),
                 Some(success) => GateResult::passed(
                     gate,
-                    format!(
-                        "plan {short} {} in {from}: rollout {} by {}",
-                        if gate == GateName::TestsPassed { "passed its smoke tests" } else { "succeeded" },
-                        success.rollout_id,
-                        success.actor
-                    ),
+                    format!("plan {short} succeeded in {from}: rollout {} by {}", success.rollout_id, success.actor),
                 ),
             }
         }
@@ -161,7 +161,7 @@ async fn evaluate_one(
         GateName::RollbackPlan => attached(gate, &input.attachments.rollback_plan, "rollback plan", "--rollback-plan"),
         GateName::Approval => approval_gate(environment, input),
         GateName::StakeholderSignoff => signoff_gate(input),
-        GateName::Performance => not_yet("the performance probe"),
+        GateName::Performance => performance::evaluate(store, environment, input).await?,
         GateName::Monitoring => not_yet("registering a post-deploy watch"),
     })
 }
