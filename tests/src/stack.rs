@@ -224,7 +224,12 @@ impl Stack {
         let project = self.project.to_string_lossy().to_string();
         if matches!(
             args.first(),
-            Some(&"deploy") | Some(&"smoke") | Some(&"batch") | Some(&"plan")
+            Some(&"deploy")
+                | Some(&"smoke")
+                | Some(&"batch")
+                | Some(&"plan")
+                | Some(&"check")
+                | Some(&"perf")
         ) {
             full.extend(["--project", &project]);
         }
