@@ -458,6 +458,44 @@ mod tests {
     }
 
     #[test]
+    fn the_performance_gate_needs_an_environment_to_read_probes_from() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.toml");
+        let config = |prod: &str| {
+            format!(
+                "[listen]\noperators='127.0.0.1:1'\nagents='127.0.0.1:2'\n[store]\npath='x'\n\
+                 [environments.qa]\nrun_perf_probe=true\n[environments.prod]\ngates=['performance']\n{prod}"
+            )
+        };
+        std::fs::write(&path, config("")).expect("write");
+        let error = format!(
+            "{:#}",
+            ControllerConfig::load(&path).expect_err("no source")
+        );
+        assert!(
+            error.contains("environments.prod.gates: the performance gate needs `promote_from"),
+            "{error}"
+        );
+        std::fs::write(
+            &path,
+            config("promote_from='qa'\nperformance_threshold_percent=0\n"),
+        )
+        .expect("write");
+        let error = format!("{:#}", ControllerConfig::load(&path).expect_err("zero"));
+        assert!(
+            error.contains("environments.prod.performance_threshold_percent"),
+            "{error}"
+        );
+        std::fs::write(&path, config("promote_from='qa'\n")).expect("write");
+        let loaded = ControllerConfig::load(&path).expect("valid");
+        assert_eq!(
+            loaded.environments["prod"].performance_threshold_percent,
+            120
+        );
+        assert!(loaded.environments["qa"].run_perf_probe);
+    }
+
+    #[test]
     fn an_unknown_key_is_refused_by_name() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("c.toml");

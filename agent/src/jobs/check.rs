@@ -8,6 +8,8 @@
 //! findings of the others. Every finding names the routine, its file and
 //! line: an error fails the check (exit 1); warnings are reported only.
 
+use std::time::Instant;
+
 use pgrollout_shared::proto::{CheckFinding, JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
 
@@ -42,23 +44,20 @@ async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobF
     .await?;
     simple(&conn, "BEGIN").await?;
     let checked = async {
-        let (mut findings, created) = ctx
-            .step(
-                "dry-run-apply",
-                apply_each(&conn, routines),
-                |(findings, created)| {
-                    format!(
-                        "{} of {} routine(s) applied{}; rolled back",
-                        created.iter().filter(|c| c.is_some()).count(),
-                        routines.len(),
-                        match findings.len() {
-                            0 => String::new(),
-                            n => format!(", {n} error(s)"),
-                        }
-                    )
-                },
-            )
-            .await?;
+        ctx.event("dry-run-apply", StepStatus::Started, "", 0, Vec::new());
+        let started = Instant::now();
+        let (mut findings, created) = apply_each(&conn, routines).await?;
+        let applied = created.iter().filter(|c| c.is_some()).count();
+        finished_step(
+            ctx,
+            "dry-run-apply",
+            started,
+            &findings,
+            format!(
+                "{applied} of {} routine(s) applied and rolled back",
+                routines.len()
+            ),
+        );
         let (plpgsql, warning) = plpgsql_check_step(ctx, &conn, routines, &created).await?;
         findings.extend(plpgsql);
         Ok::<_, JobFailure>((findings, warning))
@@ -99,13 +98,35 @@ async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobF
     })
 }
 
-/// Each routine's CREATE and grants in a savepoint of their own. Returns the
-/// findings, and for each routine its `regprocedure` text when it was
-/// created (`None` when it failed).
+/// Applies the routines as a deploy would (one CREATE each, then the
+/// grants): the usual case, where all is well, costs no more than the
+/// deploy's apply. When something fails, everything is undone and each
+/// routine is tried again in a savepoint of its own, so every failure is
+/// found, not just the first. Returns the findings, and for each routine its
+/// `regprocedure` text when it was created (`None` when it failed).
 async fn apply_each(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<(Vec<CheckFinding>, Vec<Option<String>>), JobFailure> {
+    simple(conn, "SAVEPOINT pgrollout_check_all").await?;
+    let all_at_once = async {
+        for routine in routines {
+            apply::create_one(conn, routine).await.ok()?;
+        }
+        let identities = apply::verify_created(conn, routines).await.ok()?;
+        apply::grant(conn, routines, &identities).await.ok()?;
+        Some(identities)
+    }
+    .await;
+    if let Some(identities) = all_at_once {
+        simple(conn, "RELEASE SAVEPOINT pgrollout_check_all").await?;
+        return Ok((Vec::new(), identities.into_iter().map(Some).collect()));
+    }
+    simple(
+        conn,
+        "ROLLBACK TO SAVEPOINT pgrollout_check_all; RELEASE SAVEPOINT pgrollout_check_all",
+    )
+    .await?;
     let mut findings = Vec::new();
     let mut created = Vec::with_capacity(routines.len());
     for routine in routines {
@@ -167,23 +188,48 @@ async fn plpgsql_check_step(
         ctx.event("plpgsql_check", StepStatus::Skipped, &why, 0, Vec::new());
         return Ok((Vec::new(), Some(why)));
     };
-    ctx.step(
+    ctx.event("plpgsql_check", StepStatus::Started, "", 0, Vec::new());
+    let started = Instant::now();
+    let mut findings = Vec::new();
+    for (routine, identity) in routines.iter().zip(created) {
+        let Some(identity) = identity else { continue };
+        findings.extend(check_one(conn, &schema, routine, identity).await?);
+    }
+    let read = created.iter().filter(|c| c.is_some()).count();
+    finished_step(
+        ctx,
         "plpgsql_check",
-        async {
-            let mut findings = Vec::new();
-            for (routine, identity) in routines.iter().zip(created) {
-                let Some(identity) = identity else { continue };
-                findings.extend(check_one(conn, &schema, routine, identity).await?);
-            }
-            Ok(findings)
-        },
-        |findings: &Vec<CheckFinding>| {
-            let errors = findings.iter().filter(|f| f.level == "error").count();
-            format!("{errors} error(s), {} warning(s)", findings.len() - errors)
-        },
-    )
-    .await
-    .map(|findings| (findings, None))
+        started,
+        &findings,
+        format!("{read} routine(s) read"),
+    );
+    Ok((findings, None))
+}
+
+/// Reports a step that looked for problems: failed when one is an error.
+fn finished_step(
+    ctx: &JobContext,
+    step: &str,
+    started: Instant,
+    findings: &[CheckFinding],
+    what: String,
+) {
+    let errors = findings.iter().filter(|f| f.level == "error").count();
+    let status = if errors == 0 {
+        StepStatus::Succeeded
+    } else {
+        StepStatus::Failed
+    };
+    ctx.event(
+        step,
+        status,
+        format!(
+            "{what}; {errors} error(s), {} warning(s)",
+            findings.len() - errors
+        ),
+        super::millis(started.elapsed()),
+        Vec::new(),
+    );
 }
 
 /// plpgsql_check's findings for one routine, lines mapped to its file. A
