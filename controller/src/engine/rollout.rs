@@ -294,7 +294,7 @@ async fn follow_job(
                 let _ = out.send(Ok(update(rollout_update::Body::Event(event)))).await;
             }
             Some(JobUpdate::Finished(result)) => {
-                let _ = out.send(Ok(update(rollout_update::Body::Finished(result)))).await;
+                let _ = out.send(Ok(update(rollout_update::Body::Finished(*result)))).await;
                 return None;
             }
             Some(JobUpdate::AgentLost { agent }) => {
