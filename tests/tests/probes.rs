@@ -397,3 +397,60 @@ async fn pgtap_files_run_after_deploy_and_decide_tests_passed() -> Result<()> {
     assert!(out.stderr.contains("have: 63"), "{out}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_parked_deploy_is_dry_run_when_its_last_approval_arrives() -> Result<()> {
+    let stack = Stack::start_with(StackOptions {
+        zones: vec!["dev".into()],
+        environment_extra: vec![(
+            "dev".into(),
+            "gates = [\"syntax\"]\nrequire_approval = true".into(),
+        )],
+        ..StackOptions::default()
+    })
+    .await?;
+    let dev = &stack.zone("dev").pg;
+    let request_of = |out: &pgrollout_tests::CommandOutput| {
+        out.stderr
+            .split_whitespace()
+            .find(|w| w.starts_with("p-"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Parked first: the dry run waits for the approval, then refuses.
+    stack.write_procedure("broken.sql", BROKEN_SQL_FUNCTION)?;
+    let out = stack.cli(&["deploy", "broken_count", "dev"]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("awaits approval"), "{out}");
+    let approved = stack
+        .cli_as("approver-1", &["approve", &request_of(&out)])
+        .await?;
+    assert_eq!(approved.code, 1, "{approved}");
+    assert!(
+        approved
+            .stderr
+            .contains("gate syntax refused: the dry-run apply on dev's database"),
+        "{approved}"
+    );
+    assert!(
+        approved.stderr.contains("procedures/broken.sql:6"),
+        "{approved}"
+    );
+    assert!(!exists(dev, "public.broken_count()").await?);
+
+    // A sound routine passes its dry run on approval and is deployed.
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    let approved = stack
+        .cli_as("approver-1", &["approve", &request_of(&out)])
+        .await?;
+    assert_eq!(approved.code, 0, "{approved}");
+    assert!(
+        approved.stdout.contains("approved; rollout r-"),
+        "{approved}"
+    );
+    let audit = stack.cli(&["audit", "--output", "json"]).await?;
+    assert!(audit.stdout.contains("check.started"), "{audit}");
+    Ok(())
+}

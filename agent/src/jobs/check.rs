@@ -191,17 +191,20 @@ async fn plpgsql_check_step(
     ctx.event("plpgsql_check", StepStatus::Started, "", 0, Vec::new());
     let started = Instant::now();
     let mut findings = Vec::new();
+    let mut read = 0;
     for (routine, identity) in routines.iter().zip(created) {
         let Some(identity) = identity else { continue };
-        findings.extend(check_one(conn, &schema, routine, identity).await?);
+        if let Some(found) = check_one(conn, &schema, routine, identity).await? {
+            read += 1;
+            findings.extend(found);
+        }
     }
-    let read = created.iter().filter(|c| c.is_some()).count();
     finished_step(
         ctx,
         "plpgsql_check",
         started,
         &findings,
-        format!("{read} routine(s) read"),
+        format!("{read} PL/pgSQL routine(s) read"),
     );
     Ok((findings, None))
 }
@@ -232,15 +235,15 @@ fn finished_step(
     );
 }
 
-/// plpgsql_check's findings for one routine, lines mapped to its file. A
-/// routine plpgsql_check cannot read (a trigger function needs its table)
-/// is a warning, not an error.
+/// plpgsql_check's findings for one routine, lines mapped to its file;
+/// `None` when it is not PL/pgSQL. A routine plpgsql_check cannot read (a
+/// trigger function needs its table) is a warning, not an error.
 async fn check_one(
     conn: &TargetConnection,
     schema: &str,
     routine: &Routine,
     identity: &str,
-) -> Result<Vec<CheckFinding>, JobFailure> {
+) -> Result<Option<Vec<CheckFinding>>, JobFailure> {
     let catalog_error = |e: tokio_postgres::Error| {
         JobFailure::deploy(format!(
             "cannot read the catalog: {}",
@@ -251,10 +254,10 @@ async fn check_one(
         .await
         .map_err(catalog_error)?
     else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     if body.language != "plpgsql" {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     simple(conn, "SAVEPOINT pgrollout_plpgsql_check").await?;
     let checked = static_checks::plpgsql_check(&conn.client, schema, identity).await;
@@ -267,7 +270,7 @@ async fn check_one(
     let rows = match checked {
         Ok(rows) => rows,
         Err(error) => {
-            return Ok(vec![finding(
+            return Ok(Some(vec![finding(
                 routine,
                 "warning",
                 "",
@@ -276,7 +279,7 @@ async fn check_one(
                     describe_error(&error, None)
                 ),
                 "plpgsql_check",
-            )])
+            )]))
         }
     };
     // plpgsql_check counts lines from the start of the body; find where the
@@ -285,10 +288,11 @@ async fn check_one(
         .create_sql
         .find(&body.source)
         .map(|offset| routine.create_sql[..offset].matches('\n').count() as u32 + 1);
-    Ok(rows
-        .into_iter()
-        .map(|row| plpgsql_finding(routine, row, body_line))
-        .collect())
+    Ok(Some(
+        rows.into_iter()
+            .map(|row| plpgsql_finding(routine, row, body_line))
+            .collect(),
+    ))
 }
 
 fn plpgsql_finding(routine: &Routine, row: PlpgsqlFinding, body_line: Option<u32>) -> CheckFinding {
