@@ -3,7 +3,11 @@
 # machine, and nothing it already has:
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres) for the local
 #     clusters of the demo and the tests,
-#   - libclang, which pg_query (PostgreSQL's own parser) needs at build time.
+#   - libclang, which pg_query (PostgreSQL's own parser) needs at build time,
+#   - pgTAP and plpgsql_check for each installed PostgreSQL major version: the
+#     tests use them, and so do targets that run pgTAP files or the syntax
+#     gate's deep PL/pgSQL checks (pgrollout says so and skips them where a
+#     target lacks them).
 # Cargo itself is expected (https://rustup.rs).
 set -euo pipefail
 
@@ -28,20 +32,48 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 # The database-TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
-if ((${#missing[@]})); then
-  echo "pgrollout: installing ${missing[*]}"
-  sudo=()
+apt_install() {
+  echo "pgrollout: installing $*"
+  local sudo=()
   if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null 2>&1; then
       sudo=(sudo)
     else
-      echo "pgrollout: please install as root: apt-get install -y ${missing[*]}" >&2
+      echo "pgrollout: please install as root: apt-get install -y $*" >&2
       exit 1
     fi
   fi
   export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ -z ${updated:-} ]]; then
+    "${sudo[@]}" apt-get update -qq
+    updated=1
+  fi
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ((${#missing[@]})); then
+  apt_install "${missing[@]}"
+fi
+
+# Extensions, once the server is there: one package per major version, and
+# only where the distribution has it (otherwise pgrollout reports them absent).
+extensions=()
+for bindir in /usr/lib/postgresql/*/bin; do
+  [[ -x $bindir/initdb ]] || continue
+  major=$(basename "$(dirname "$bindir")")
+  for extension in pgtap:pgtap plpgsql_check:plpgsql-check; do
+    control=${extension%%:*}
+    package=postgresql-$major-${extension##*:}
+    [[ -e /usr/share/postgresql/$major/extension/$control.control ]] && continue
+    if apt-cache show "$package" >/dev/null 2>&1; then
+      extensions+=("$package")
+    else
+      echo "pgrollout: $package is not available here; tests of $control cover its absence only" >&2
+    fi
+  done
+done
+if ((${#extensions[@]})); then
+  apt_install "${extensions[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -194,6 +194,22 @@ pub struct Environment {
     pub backup_retention_days: Option<u32>,
     /// SEED.md's `notification_channel`, e.g. `#prod-deploys`.
     pub notification_channel: Option<String>,
+    /// Run the plan's pgTAP scripts after each successful deploy here; the
+    /// next environment's `tests_passed` gate requires them to pass.
+    #[serde(default)]
+    pub run_pgtap: bool,
+    /// Run the plan's `[perf]` probes after each successful deploy here
+    /// (QA); the next environment's `performance` gate reads the medians.
+    #[serde(default)]
+    pub run_perf_probe: bool,
+    /// The `performance` gate: the new median may be at most this percentage
+    /// of the old one (SEED.md: 120).
+    #[serde(default = "default_performance_threshold")]
+    pub performance_threshold_percent: u32,
+}
+
+fn default_performance_threshold() -> u32 {
+    120
 }
 
 /// The gates of SEED.md's "Deployment Gates by Environment", configured per
@@ -325,6 +341,14 @@ impl ControllerConfig {
                 "promote_from",
             )?;
             needs(
+                GateName::Performance,
+                environment.promote_from.is_some(),
+                "promote_from (the environment whose probes it reads)",
+            )?;
+            if !(1..=10_000).contains(&environment.performance_threshold_percent) {
+                anyhow::bail!("{}: 1 to 10000", key("performance_threshold_percent"));
+            }
+            needs(
                 GateName::BusinessHours,
                 environment.business_hours.is_some(),
                 "business_hours",
@@ -443,6 +467,44 @@ mod tests {
             error.contains("environments.qa.maintenance_window"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_performance_gate_needs_an_environment_to_read_probes_from() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("c.toml");
+        let config = |prod: &str| {
+            format!(
+                "[listen]\noperators='127.0.0.1:1'\nagents='127.0.0.1:2'\n[store]\npath='x'\n\
+                 [environments.qa]\nrun_perf_probe=true\n[environments.prod]\ngates=['performance']\n{prod}"
+            )
+        };
+        std::fs::write(&path, config("")).expect("write");
+        let error = format!(
+            "{:#}",
+            ControllerConfig::load(&path).expect_err("no source")
+        );
+        assert!(
+            error.contains("environments.prod.gates: the performance gate needs `promote_from"),
+            "{error}"
+        );
+        std::fs::write(
+            &path,
+            config("promote_from='qa'\nperformance_threshold_percent=0\n"),
+        )
+        .expect("write");
+        let error = format!("{:#}", ControllerConfig::load(&path).expect_err("zero"));
+        assert!(
+            error.contains("environments.prod.performance_threshold_percent"),
+            "{error}"
+        );
+        std::fs::write(&path, config("promote_from='qa'\n")).expect("write");
+        let loaded = ControllerConfig::load(&path).expect("valid");
+        assert_eq!(
+            loaded.environments["prod"].performance_threshold_percent,
+            120
+        );
+        assert!(loaded.environments["qa"].run_perf_probe);
     }
 
     #[test]

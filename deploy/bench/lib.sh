@@ -2,7 +2,8 @@
 # with password auth, the built-in CA, a controller and one agent over mutual
 # TLS — the production shape, on localhost. Source it, then call bench_setup.
 # Sets: repo, bin, work, port, PGPASSWORD, PGROLLOUT_* (CLI), controller_pid,
-# agent_pid; cleans everything up on exit.
+# agent_pid; cleans everything up on exit. BENCH_CONTROLLER_EXTRA is appended
+# to the controller's config (e.g. another environment on the same zone).
 
 bench_setup() {
   cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -47,6 +48,7 @@ key = "$ca/controller-main.key"
 trust_domain = "bench.local"
 [operators]
 bench = ["deployer"]
+${BENCH_CONTROLLER_EXTRA:-}
 TOML
   cat >"$work/agent.toml" <<TOML
 name = "dev-1"

@@ -56,9 +56,15 @@ pub enum JobKind {
     History(RoutineSelector),
     /// A post-deploy watch's sample: statistics and probes; change nothing.
     WatchSample(WatchSampleSpec),
+    /// Apply the routines in a transaction that is always rolled back, and
+    /// run plpgsql_check where installed: the syntax gate's dry run.
+    Check { routines: Vec<Routine> },
+    /// Time each routine's `[perf]` probe on the old and the new definition,
+    /// each set in a transaction that is rolled back.
+    PerfProbe { routines: Vec<Routine> },
 }
 
-/// How a multi-routine deploy treats failures.
+/// How a multi-routine deploy treats failures, and what runs after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchOptions {
     /// Each routine in its own transaction; a failure skips its dependants.
@@ -66,6 +72,12 @@ pub struct BatchOptions {
     pub continue_on_error: bool,
     /// `(dependent, dependency)` pairs of indices into the routines.
     pub dependencies: Vec<(usize, usize)>,
+    /// After a successful deploy, run the plan's pgTAP scripts (rolled back).
+    /// Set by the controller from the environment (`run_pgtap`).
+    pub run_pgtap: bool,
+    /// After a successful deploy, run the plan's performance probes. Set by
+    /// the controller from the environment (`run_perf_probe`).
+    pub run_perf_probe: bool,
 }
 
 impl JobKind {
@@ -79,13 +91,18 @@ impl JobKind {
             JobKind::Enable(_) => "enable",
             JobKind::History(_) => "history",
             JobKind::WatchSample(_) => "watch_sample",
+            JobKind::Check { .. } => "check",
+            JobKind::PerfProbe { .. } => "perf_probe",
         }
     }
 
     /// The routines the job touches or tests.
     pub fn routines(&self) -> &[Routine] {
         match self {
-            JobKind::Deploy { routines, .. } | JobKind::Smoke { routines } => routines,
+            JobKind::Deploy { routines, .. }
+            | JobKind::Smoke { routines }
+            | JobKind::Check { routines }
+            | JobKind::PerfProbe { routines } => routines,
             JobKind::WatchSample(spec) => &spec.probes,
             JobKind::Rollback(_)
             | JobKind::Disable(_)
@@ -152,6 +169,8 @@ impl TryFrom<proto::JobOffer> for Job {
                         batch: BatchOptions {
                             continue_on_error: deploy.continue_on_error,
                             dependencies,
+                            run_pgtap: deploy.run_pgtap,
+                            run_perf_probe: deploy.run_perf_probe,
                         },
                     },
                     deploy.label,
@@ -182,6 +201,22 @@ impl TryFrom<proto::JobOffer> for Job {
             Some(proto::job_offer::Kind::WatchSample(sample)) => {
                 let label = sample.watch_id.clone();
                 (JobKind::WatchSample(sample.try_into()?), label)
+            }
+            Some(proto::job_offer::Kind::Check(check)) => (
+                JobKind::Check {
+                    routines: routines_from_wire(check.routines)?,
+                },
+                check.label,
+            ),
+            Some(proto::job_offer::Kind::PerfProbe(probe)) => {
+                let routines = routines_from_wire(probe.routines)?;
+                if routines.iter().all(|r| r.perf_probe.is_none()) {
+                    return Err(InvalidField {
+                        field: "perf_probe.routines".into(),
+                        reason: "no routine carries a [perf] probe".into(),
+                    });
+                }
+                (JobKind::PerfProbe { routines }, probe.label)
             }
             None => {
                 return Err(InvalidField {
@@ -225,6 +260,18 @@ impl From<Job> for proto::JobOffer {
                             dependency: dependency as u32,
                         })
                         .collect(),
+                    run_pgtap: batch.run_pgtap,
+                    run_perf_probe: batch.run_perf_probe,
+                })
+            }
+            JobKind::Check { routines: r } => proto::job_offer::Kind::Check(proto::CheckJob {
+                routines: routines(r),
+                label: job.label,
+            }),
+            JobKind::PerfProbe { routines: r } => {
+                proto::job_offer::Kind::PerfProbe(proto::PerfProbeJob {
+                    routines: routines(r),
+                    label: job.label,
                 })
             }
             JobKind::Smoke { routines: r } => proto::job_offer::Kind::Smoke(proto::SmokeJob {

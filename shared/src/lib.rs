@@ -12,6 +12,7 @@ pub mod identity;
 pub mod job;
 pub mod operations;
 pub mod routine;
+pub mod test_reports;
 pub mod tls;
 pub mod traceparent;
 pub mod watch;

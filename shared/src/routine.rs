@@ -20,6 +20,11 @@ pub const MAX_ROUTINES_PER_PLAN: usize = 10_000;
 pub const DEFAULT_SMOKE_MAX_DURATION: Duration = Duration::from_secs(10);
 /// No smoke test may ask for more than this.
 pub const MAX_SMOKE_MAX_DURATION: Duration = Duration::from_secs(3600);
+/// Timed runs per definition when a `[perf]` probe names none: odd, so the
+/// median is one measured run.
+pub const DEFAULT_PERF_RUNS: u32 = 7;
+/// Most timed runs a probe may ask for, per definition.
+pub const MAX_PERF_RUNS: u32 = 1000;
 
 /// A wire value that failed validation, with the field it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +122,31 @@ pub struct Routine {
     pub source_path: String,
     /// Routines (by name) this one needs first, as its sidecar declares.
     pub depends_on: Vec<String>,
+    /// The sidecar's `[perf]` probe, when it declares one for this routine.
+    pub perf_probe: Option<PerfProbe>,
+    /// The sidecar's pgTAP script (`[tests] pgtap`), shared by its file's routines.
+    pub pgtap: Option<PgtapScript>,
+    /// Line of `source_path` where the statement starts (0: unknown); for
+    /// reports only, not part of the plan id.
+    pub source_line: u32,
+}
+
+/// A performance probe: one call, timed `runs` times on the old and on the
+/// new definition (each set in a transaction that is rolled back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerfProbe {
+    /// One statement, e.g. `SELECT public.addarc('M-0001', 'M-0002')`.
+    pub call_sql: String,
+    pub runs: u32,
+}
+
+/// A pgTAP test file, as single statements without transaction control: the
+/// agent runs them in its own transaction and always rolls it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgtapScript {
+    /// Project-relative path, for reports.
+    pub path: String,
+    pub statements: Vec<String>,
 }
 
 /// A privilege the plan grants on a routine.
@@ -283,6 +313,16 @@ impl TryFrom<proto::Routine> for Routine {
                 ));
             }
         }
+        let perf_probe = wire
+            .perf_probe
+            .map(PerfProbe::try_from)
+            .transpose()
+            .map_err(|e| e.within("perf_probe"))?;
+        let pgtap = wire
+            .pgtap
+            .map(PgtapScript::try_from)
+            .transpose()
+            .map_err(|e| e.within("pgtap"))?;
         Ok(Routine {
             identity: RoutineIdentity {
                 schema: wire.schema,
@@ -299,6 +339,9 @@ impl TryFrom<proto::Routine> for Routine {
             smoke_tests,
             source_path: wire.source_path,
             depends_on: wire.depends_on,
+            perf_probe,
+            pgtap,
+            source_line: wire.source_line,
         })
     }
 }
@@ -315,8 +358,88 @@ impl From<Routine> for proto::Routine {
             smoke_tests: routine.smoke_tests.into_iter().map(Into::into).collect(),
             source_path: routine.source_path,
             depends_on: routine.depends_on,
+            perf_probe: routine.perf_probe.map(|probe| proto::PerfProbe {
+                call_sql: probe.call_sql,
+                runs: probe.runs,
+            }),
+            pgtap: routine.pgtap.map(|script| proto::PgtapScript {
+                path: script.path,
+                statements: script.statements,
+            }),
+            source_line: routine.source_line,
         }
     }
+}
+
+impl TryFrom<proto::PerfProbe> for PerfProbe {
+    type Error = InvalidField;
+
+    fn try_from(wire: proto::PerfProbe) -> Result<Self, Self::Error> {
+        check_statement("call_sql", &wire.call_sql)?;
+        if wire.runs == 0 || wire.runs > MAX_PERF_RUNS {
+            return Err(InvalidField::new(
+                "runs",
+                format!("must be 1 to {MAX_PERF_RUNS}"),
+            ));
+        }
+        Ok(PerfProbe {
+            call_sql: wire.call_sql,
+            runs: wire.runs,
+        })
+    }
+}
+
+impl TryFrom<proto::PgtapScript> for PgtapScript {
+    type Error = InvalidField;
+
+    fn try_from(wire: proto::PgtapScript) -> Result<Self, Self::Error> {
+        if wire.path.trim().is_empty()
+            || wire.path.len() > 1024
+            || wire.path.chars().any(char::is_control)
+        {
+            return Err(InvalidField::new("path", "not a project file path"));
+        }
+        if wire.statements.is_empty() {
+            return Err(InvalidField::new(
+                "statements",
+                "a script needs at least one",
+            ));
+        }
+        let total: usize = wire.statements.iter().map(String::len).sum();
+        if total > MAX_ROUTINE_SQL_BYTES {
+            return Err(InvalidField::new(
+                "statements",
+                format!("{total} bytes is over the limit of {MAX_ROUTINE_SQL_BYTES}"),
+            ));
+        }
+        for (index, statement) in wire.statements.iter().enumerate() {
+            check_statement(&format!("statements[{index}]"), statement)?;
+        }
+        Ok(PgtapScript {
+            path: wire.path,
+            statements: wire.statements,
+        })
+    }
+}
+
+/// A statement the agent will send as is: not empty, no NUL, bounded.
+fn check_statement(field: &str, sql: &str) -> Result<(), InvalidField> {
+    if sql.trim().is_empty() {
+        return Err(InvalidField::new(field, "must not be empty"));
+    }
+    if sql.contains('\0') {
+        return Err(InvalidField::new(field, "contains a NUL byte"));
+    }
+    if sql.len() > MAX_ROUTINE_SQL_BYTES {
+        return Err(InvalidField::new(
+            field,
+            format!(
+                "{} bytes is over the limit of {MAX_ROUTINE_SQL_BYTES}",
+                sql.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl TryFrom<proto::Grant> for Grant {
@@ -464,6 +587,15 @@ mod tests {
             }],
             source_path: "procedures/addarc.sql".into(),
             depends_on: vec!["reconcilemupstream".into()],
+            perf_probe: Some(proto::PerfProbe {
+                call_sql: "SELECT public.addarc(1, 2)".into(),
+                runs: 5,
+            }),
+            pgtap: Some(proto::PgtapScript {
+                path: "tests/addarc.pgtap.sql".into(),
+                statements: vec!["SELECT plan(1)".into(), "SELECT pass('x')".into()],
+            }),
+            source_line: 4,
         }
     }
 
@@ -513,6 +645,24 @@ mod tests {
         assert_eq!(
             Routine::try_from(wire).expect_err("bad").field,
             "smoke_tests[0].max_duration_ms"
+        );
+
+        let mut wire = wire_routine();
+        if let Some(probe) = wire.perf_probe.as_mut() {
+            probe.runs = 0;
+        }
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "perf_probe.runs"
+        );
+
+        let mut wire = wire_routine();
+        if let Some(script) = wire.pgtap.as_mut() {
+            script.statements[1] = " ".into();
+        }
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "pgtap.statements[1]"
         );
     }
 

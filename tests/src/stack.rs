@@ -278,7 +278,12 @@ impl Stack {
         let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         if matches!(
             args.first(),
-            Some(&"deploy") | Some(&"smoke") | Some(&"batch") | Some(&"plan")
+            Some(&"deploy")
+                | Some(&"smoke")
+                | Some(&"batch")
+                | Some(&"plan")
+                | Some(&"check")
+                | Some(&"perf")
         ) {
             full.extend([
                 "--project".to_owned(),

@@ -183,6 +183,9 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         smoke_tests: vec![],
         source_path: format!("procedures/{name}.sql"),
         depends_on: vec![],
+        perf_probe: None,
+        pgtap: None,
+        source_line: 0,
     };
     Job {
         backup_retention_days: 0,

@@ -137,7 +137,7 @@ async fn a_closed_maintenance_window_and_unavailable_gates_fail_closed() -> Resu
         zones: vec!["dev".into()],
         environment_extra: vec![(
             "dev".into(),
-            format!("maintenance_window = \"{window}\"\nrequire_approval = true\ngates = [\"performance\"]"),
+            format!("maintenance_window = \"{window}\"\nrequire_approval = true\ngates = [\"monitoring\"]"),
         )],
         ..StackOptions::default()
     })
@@ -156,7 +156,7 @@ async fn a_closed_maintenance_window_and_unavailable_gates_fail_closed() -> Resu
     );
     assert!(
         out.stderr.contains(
-            "gate performance refused: the performance probe is not available in this version"
+            "gate monitoring refused: registering a post-deploy watch is not available in this version"
         ),
         "{out}"
     );

@@ -80,9 +80,7 @@ pub async fn create_routines(
     total: usize,
 ) -> Result<(), (usize, JobFailure)> {
     for (index, routine) in routines.iter().enumerate() {
-        // The extended protocol accepts exactly one statement: a CREATE that
-        // smuggles a second statement after a semicolon is refused here.
-        if let Err(error) = conn.client.execute_typed(&routine.create_sql, &[]).await {
+        if let Err(error) = create_one(conn, routine).await {
             let detail = describe_error(&error, Some(&routine.create_sql));
             let advice = match error.code() {
                 Some(code) if *code == SqlState::INVALID_FUNCTION_DEFINITION => {
@@ -100,6 +98,19 @@ pub async fn create_routines(
         ctx.progress("apply", done_before + index + 1, total);
     }
     Ok(())
+}
+
+/// Runs one routine's CREATE. The extended protocol accepts exactly one
+/// statement: a CREATE that smuggles a second statement after a semicolon is
+/// refused here.
+pub async fn create_one(
+    conn: &TargetConnection,
+    routine: &Routine,
+) -> Result<(), tokio_postgres::Error> {
+    conn.client
+        .execute_typed(&routine.create_sql, &[])
+        .await
+        .map(|_| ())
 }
 
 /// Fails unless every routine now exists; returns each one's canonical

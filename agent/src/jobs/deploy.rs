@@ -382,7 +382,10 @@ pub(super) async fn verify_after_commit(
     result
 }
 
-async fn take_deploy_lock(ctx: &JobContext, conn: &TargetConnection) -> Result<(), JobFailure> {
+pub(super) async fn take_deploy_lock(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+) -> Result<(), JobFailure> {
     match conn
         .client
         .execute_typed("SELECT pg_advisory_lock($1)", &[(&DEPLOY_LOCK_KEY, Type::INT8)])

@@ -2,12 +2,16 @@
 //! that numbers and streams step events, and the failure type that carries
 //! the outcome (and so the operator's exit code).
 
+mod after_deploy;
 mod apply;
+mod check;
 mod deploy;
 mod deploy_each;
 mod disable;
 mod fence;
 mod history;
+mod perf_probe;
+mod pgtap;
 mod resolve;
 mod restore;
 mod rollback;
@@ -227,13 +231,19 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
         .unwrap_or_default();
     let work = async {
         match &context.job.kind {
-            JobKind::Deploy { routines, batch } => deploy::run(&context, routines, batch).await,
+            JobKind::Deploy { routines, batch } => {
+                let mut result = deploy::run(&context, routines, batch).await;
+                after_deploy::run(&context, routines, batch, &mut result).await;
+                result
+            }
             JobKind::Smoke { routines } => smoke::run(&context, routines).await,
             JobKind::Rollback(spec) => rollback::run(&context, spec).await,
             JobKind::Disable(spec) => disable::run(&context, spec).await,
             JobKind::Enable(selector) => disable::enable(&context, selector).await,
             JobKind::History(selector) => history::run(&context, selector).await,
             JobKind::WatchSample(spec) => watch_sample::run(&context, spec).await,
+            JobKind::Check { routines } => check::run(&context, routines).await,
+            JobKind::PerfProbe { routines } => perf_probe::run(&context, routines).await,
         }
     };
     let result = tokio::select! {

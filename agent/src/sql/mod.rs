@@ -8,6 +8,7 @@ mod ledger;
 mod ledger_versions;
 mod routine_lookup;
 mod snapshot;
+pub mod static_checks;
 mod tls;
 pub mod watch_stats;
 
@@ -49,7 +50,7 @@ pub fn describe_error(error: &tokio_postgres::Error, statement: Option<&str>) ->
 }
 
 /// PostgreSQL error positions count characters from 1.
-fn line_of_char_position(sql: &str, position: usize) -> usize {
+pub fn line_of_char_position(sql: &str, position: usize) -> usize {
     1 + sql
         .chars()
         .take(position.saturating_sub(1))

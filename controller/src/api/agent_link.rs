@@ -277,9 +277,10 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                             ),
                         })
                         .await;
+                    crate::engine::after_deploy::record_probes(controller, &job_id, &result).await;
                     controller
                         .router
-                        .publish(&job_id, JobUpdate::Finished(result));
+                        .publish(&job_id, JobUpdate::Finished(Box::new(result)));
                     controller.notifier.rollout_finished(&job_id);
                 }
                 Ok(false) => tracing::debug!(job_id = %job_id, "duplicate result dropped"),

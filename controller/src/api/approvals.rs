@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::ApproveResponse;
+use pgrollout_shared::traceparent::TraceParent;
 use tonic::Status;
 
 use super::gates::{self, requester_name, GateCheck, Verdict};
@@ -202,6 +203,7 @@ pub async fn decide(
             ..Default::default()
         });
     }
+    let trace = pending_trace(&pending.trace_id);
     let check = GateCheck {
         environment: &pending.environment,
         plan_id: &pending.plan.plan_id,
@@ -209,7 +211,11 @@ pub async fn decide(
         actor: &pending.actor,
         attachments: gates::attachments(&pending.ticket, &pending.runbook, &pending.rollback_plan),
         approvals: &approvals,
-        routines: &pending.plan.routines,
+        plan: &pending.plan,
+        dry_run: Some(gates::DryRunContext {
+            trace: &trace,
+            agent_wait: Duration::from_secs(5),
+        }),
     };
     match gates::check(&controller, check).await? {
         Verdict::AwaitingApproval(waiting_for) => Ok(ApproveResponse {
@@ -256,4 +262,13 @@ async fn dispatch(
         rollout_id,
         trace_id,
     })
+}
+
+/// The request's trace, continued by a new span.
+pub(super) fn pending_trace(trace_id: &str) -> TraceParent {
+    let mut trace = TraceParent::new_root();
+    if TraceParent::parse(&format!("00-{trace_id}-{}-01", trace.span_id)).is_some() {
+        trace.trace_id = trace_id.to_owned();
+    }
+    trace
 }

@@ -93,6 +93,25 @@ impl Control for ControlService {
         Ok(Response::new(response))
     }
 
+    type CheckStream = UpdateStream;
+    type PerfStream = UpdateStream;
+
+    async fn check(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_probe(request, super::probes::ProbeKind::Check)
+            .await
+    }
+
+    async fn perf(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_probe(request, super::probes::ProbeKind::Perf)
+            .await
+    }
+
     async fn rollback(
         &self,
         request: Request<RollbackRequest>,
@@ -290,8 +309,7 @@ impl Control for ControlService {
         let attachments =
             gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let environments =
-            gates::evaluate_everywhere(&self.controller, &computed, &plan.routines, &attachments)
-                .await?;
+            gates::evaluate_everywhere(&self.controller, &computed, &plan, &attachments).await?;
         Ok(Response::new(EvaluatePlanResponse {
             plan_id: computed,
             environments,
@@ -381,7 +399,11 @@ impl ControlService {
                 actor: &validated.actor,
                 attachments,
                 approvals: &[],
-                routines: &validated.plan.routines,
+                plan: &validated.plan,
+                dry_run: Some(gates::DryRunContext {
+                    trace: &validated.trace,
+                    agent_wait: validated.agent_wait,
+                }),
             };
             let options = requests::ParkOptions { no_wait, follow };
             match requests::gate(&self.controller, &validated, check, parked, options).await? {
@@ -402,8 +424,49 @@ fn validate(
     smoke_only: bool,
     max_routines: usize,
 ) -> Result<RolloutRequest, Status> {
+    let (plan, routines) = validate_plan(&request, max_routines)?;
+    let kind = if smoke_only {
+        JobKind::Smoke { routines }
+    } else {
+        // The controller orders the routines itself, from the plan's content:
+        // the client's order is not trusted.
+        let order = deploy_order(routines).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        JobKind::Deploy {
+            routines: order.routines,
+            batch: BatchOptions {
+                continue_on_error: request.continue_on_error,
+                dependencies: order.dependencies,
+                ..Default::default()
+            },
+        }
+    };
+    let trace = TraceParent::parse(&request.traceparent).unwrap_or_else(TraceParent::new_root);
+    Ok(RolloutRequest {
+        environment: request.environment,
+        plan,
+        kind,
+        actor,
+        trace,
+        agent_wait: Duration::from_millis(request.agent_wait_ms),
+        gates: Vec::new(),
+    })
+}
+
+/// The request's plan, checked: within the limit, every routine valid, its
+/// id matching its content, and an environment named.
+pub(super) fn validate_plan(
+    request: &DeployRequest,
+    max_routines: usize,
+) -> Result<
+    (
+        pgrollout_shared::proto::Plan,
+        Vec<pgrollout_shared::routine::Routine>,
+    ),
+    Status,
+> {
     let plan = request
         .plan
+        .clone()
         .ok_or_else(|| Status::invalid_argument("the request carries no plan"))?;
     if plan.routines.len() > max_routines {
         return Err(Status::invalid_argument(format!(
@@ -423,30 +486,7 @@ fn validate(
     if request.environment.is_empty() {
         return Err(Status::invalid_argument("no environment given"));
     }
-    let kind = if smoke_only {
-        JobKind::Smoke { routines }
-    } else {
-        // The controller orders the routines itself, from the plan's content:
-        // the client's order is not trusted.
-        let order = deploy_order(routines).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        JobKind::Deploy {
-            routines: order.routines,
-            batch: BatchOptions {
-                continue_on_error: request.continue_on_error,
-                dependencies: order.dependencies,
-            },
-        }
-    };
-    let trace = TraceParent::parse(&request.traceparent).unwrap_or_else(TraceParent::new_root);
-    Ok(RolloutRequest {
-        environment: request.environment,
-        plan,
-        kind,
-        actor,
-        trace,
-        agent_wait: Duration::from_millis(request.agent_wait_ms),
-        gates: Vec::new(),
-    })
+    Ok((plan, routines))
 }
 
 /// A store failure as the operator sees it; the details go to the log.

@@ -2,13 +2,19 @@
 //! the verdict, and refuse (exit 1, nothing changed) when any gate fails,
 //! park the request when approvals are missing, or schedule it when only a
 //! time window is closed. Approvals come first: a request waiting for both
-//! is parked, and scheduled once the last approval is in.
+//! is parked, and scheduled once the last approval is in. When everything
+//! else passed and the environment has the syntax gate, the dry-run `check`
+//! job runs on its database last, just before dispatch.
 
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use pgrollout_shared::proto::{EnvironmentGates, GateOutcome};
+use pgrollout_shared::proto::{EnvironmentGates, GateOutcome, Plan};
+use pgrollout_shared::traceparent::TraceParent;
 use tonic::Status;
 
+use crate::config::GateName;
+use crate::engine::dry_run::{self, DryRun};
 use crate::engine::gates::{self, Attachments, GateInput, GateResult, GateState};
 use crate::engine::Controller;
 use crate::store::{Approval, AuditEntry};
@@ -22,8 +28,18 @@ pub struct GateCheck<'a> {
     pub attachments: Attachments,
     /// Decisions recorded on this request so far.
     pub approvals: &'a [Approval],
-    /// The plan's routines.
-    pub routines: &'a [pgrollout_shared::proto::Routine],
+    /// The plan: its routines say which watches, probes and pgTAP files
+    /// gates need.
+    pub plan: &'a Plan,
+    /// How to run the syntax gate's dry run; `None` evaluates without
+    /// running anything on a database (`pgrollout plan`, `status p-…`).
+    pub dry_run: Option<DryRunContext<'a>>,
+}
+
+/// The deploy's trace and agent wait, which its dry run shares.
+pub struct DryRunContext<'a> {
+    pub trace: &'a TraceParent,
+    pub agent_wait: Duration,
 }
 
 /// The gates' answer to a request.
@@ -54,12 +70,15 @@ pub enum OutsideWindow {
 
 /// Passes, waits for people, schedules for the window, or refuses with
 /// every failed gate named.
-pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Verdict, Status> {
+pub async fn check(
+    controller: &Arc<Controller>,
+    request: GateCheck<'_>,
+) -> Result<Verdict, Status> {
     check_with(controller, request, OutsideWindow::Schedule).await
 }
 
 pub async fn check_with(
-    controller: &Controller,
+    controller: &Arc<Controller>,
     request: GateCheck<'_>,
     outside_window: OutsideWindow,
 ) -> Result<Verdict, Status> {
@@ -85,6 +104,25 @@ pub async fn check_with(
     };
     let pending = waiting(GateState::Pending);
     let closed_windows = waiting(GateState::Scheduled);
+    // The dry run touches a database: only for a request that would run now.
+    let syntax = results.iter().position(|r| r.gate == GateName::Syntax);
+    if let (Some(index), Some(context), None, true, true) = (
+        syntax,
+        &request.dry_run,
+        &refusal,
+        pending.is_empty(),
+        closed_windows.is_empty(),
+    ) {
+        let dry_run = DryRun {
+            environment: request.environment,
+            plan: request.plan,
+            actor: request.actor,
+            trace: context.trace,
+            agent_wait: context.agent_wait,
+        };
+        results[index] = dry_run::run(controller, dry_run).await?;
+        refusal = gates::refusal(&results);
+    }
     let mut scheduled = None;
     if refusal.is_none() && pending.is_empty() && !closed_windows.is_empty() {
         let environment = controller.config.environments.get(request.environment);
@@ -139,7 +177,7 @@ pub async fn evaluate_now(
 pub async fn evaluate_everywhere(
     controller: &Controller,
     plan_id: &str,
-    routines: &[pgrollout_shared::proto::Routine],
+    plan: &Plan,
     attachments: &Attachments,
 ) -> Result<Vec<EnvironmentGates>, Status> {
     let mut environments = Vec::new();
@@ -151,7 +189,8 @@ pub async fn evaluate_everywhere(
             actor: "",
             attachments: attachments.clone(),
             approvals: &[],
-            routines,
+            plan,
+            dry_run: None,
         };
         environments.push(EnvironmentGates {
             environment: name.clone(),
@@ -174,7 +213,7 @@ async fn evaluate(
         approvals: request.approvals,
         requester: requester_name(request.actor),
         ticket_check: controller.ticket_check.as_ref(),
-        routines: request.routines,
+        routines: &request.plan.routines,
     };
     gates::evaluate(&controller.store, &input)
         .await

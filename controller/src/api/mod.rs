@@ -10,6 +10,7 @@ mod faults;
 pub mod gates;
 mod metrics;
 mod operations;
+mod probes;
 mod reconcile;
 pub mod requests;
 pub mod tls;

@@ -104,7 +104,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
         tls,
         environment: &args.environment,
         plan,
-        smoke_only: false,
+        call: super::follow::ControlCall::Deploy,
         continue_on_error: args.continue_on_error,
         agent_wait: args.agent_wait,
         attachments: &args.attachments,

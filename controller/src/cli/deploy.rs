@@ -47,7 +47,11 @@ pub async fn run(
         tls,
         environment: &args.environment,
         plan: plan.clone(),
-        smoke_only,
+        call: if smoke_only {
+            super::follow::ControlCall::Smoke
+        } else {
+            super::follow::ControlCall::Deploy
+        },
         continue_on_error: false,
         agent_wait: args.agent_wait,
         attachments: &args.attachments,

@@ -18,7 +18,7 @@ pub struct Submission<'a> {
     pub tls: &'a OperatorTls,
     pub environment: &'a str,
     pub plan: Plan,
-    pub smoke_only: bool,
+    pub call: ControlCall,
     pub continue_on_error: bool,
     pub agent_wait: std::time::Duration,
     pub attachments: &'a GateAttachments,
@@ -37,6 +37,17 @@ pub struct WindowFlags {
     /// Without it, a scheduled deploy prints when it runs and exits 0.
     #[arg(long)]
     pub follow: bool,
+}
+
+/// Which of the controller's plan-running calls to make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlCall {
+    Deploy,
+    Smoke,
+    /// The dry-run check (`pgrollout check`).
+    Check,
+    /// The performance probes (`pgrollout perf`).
+    Perf,
 }
 
 /// What an environment's gates may ask the operator to attach.
@@ -147,10 +158,11 @@ pub async fn submit_and_follow(
     if let Ok(actor) = operator_name().parse() {
         request.metadata_mut().insert(CLAIMED_ACTOR_HEADER, actor);
     }
-    let response = if submission.smoke_only {
-        client.smoke(request).await
-    } else {
-        client.deploy(request).await
+    let response = match submission.call {
+        ControlCall::Deploy => client.deploy(request).await,
+        ControlCall::Smoke => client.smoke(request).await,
+        ControlCall::Check => client.check(request).await,
+        ControlCall::Perf => client.perf(request).await,
     };
     let stream = response
         .map_err(|status| connect::refusal(&status, submission.address))?

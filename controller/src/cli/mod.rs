@@ -18,6 +18,7 @@ mod log;
 mod metrics;
 mod operation;
 mod plan;
+mod probe;
 mod report;
 mod request;
 mod rollback;
@@ -67,6 +68,12 @@ enum Command {
     Batch(batch::BatchArgs),
     /// Run the smoke tests of <procedure> against <environment>'s live definitions.
     Smoke(RolloutArgs),
+    /// Dry-run apply of <procedure>... on <environment>'s database, rolled back,
+    /// with plpgsql_check findings where installed; changes nothing.
+    Check(probe::ProbeArgs),
+    /// Time each [perf] probe of <procedure>... on the old and the new definition
+    /// in <environment> (rolled back) and record the medians for the performance gate.
+    Perf(probe::ProbeArgs),
     /// Restore the previous version of <procedure> in <environment> (or a named
     /// one with --to, or undo a whole rollout with --rollout), exactly.
     Rollback(rollback::RollbackArgs),
@@ -168,6 +175,8 @@ pub fn run() -> ExitCode {
             } => serve::run(&config, dev_plaintext).await,
             Command::Deploy(args) => deploy::run(&cli.controller, &cli.tls, args, false).await,
             Command::Smoke(args) => deploy::run(&cli.controller, &cli.tls, args, true).await,
+            Command::Check(args) => probe::check(&cli.controller, &cli.tls, args).await,
+            Command::Perf(args) => probe::perf(&cli.controller, &cli.tls, args).await,
             Command::Agents => agents::run(&cli.controller, &cli.tls).await,
             Command::Approve(args) => approve::approve(&cli.controller, &cli.tls, args).await,
             Command::Reject(args) => approve::reject(&cli.controller, &cli.tls, args).await,

@@ -2,7 +2,9 @@
 //! job's updates go (router), how one rollout runs (rollout), and the
 //! reloadable security policy (reload).
 
+pub mod after_deploy;
 pub mod clock;
+pub mod dry_run;
 pub mod followers;
 pub mod gates;
 pub mod operations;

@@ -46,6 +46,10 @@ pub async fn start(
         .environments
         .get(&request.environment)
         .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
+    let request = RolloutRequest {
+        kind: super::after_deploy::with_environment_steps(request.kind, environment),
+        ..request
+    };
     let zone = controller
         .config
         .zone_of(&request.environment)
@@ -348,7 +352,7 @@ async fn follow_job(
             }
             Some(JobUpdate::Finished(result)) => {
                 let _ = out
-                    .send(Ok(update(rollout_update::Body::Finished(result))))
+                    .send(Ok(update(rollout_update::Body::Finished(*result))))
                     .await;
                 return None;
             }

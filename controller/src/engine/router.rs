@@ -16,7 +16,8 @@ pub enum JobUpdate {
         reason: String,
     },
     Event(JobEvent),
-    Finished(JobResult),
+    /// Boxed: a result is far larger than the other updates.
+    Finished(Box<JobResult>),
     /// The agent's session ended before the job's result arrived.
     AgentLost {
         agent: String,

@@ -24,12 +24,22 @@ pub fn build_plan(mut routines: Vec<Routine>, label: &str, commit_sha: &str) -> 
 
 /// SHA-256 over each routine's protobuf encoding, length-prefixed. prost
 /// encodes fields in tag order and these messages have no maps, so the
-/// encoding is deterministic. Label and commit are metadata, not content.
+/// encoding is deterministic. Label and commit are metadata, not content,
+/// and so is the line a statement starts on (a comment added above it does
+/// not change what is deployed).
 pub fn plan_id(routines: &[proto::Routine]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(b"pgrollout-plan-v1");
     for routine in routines {
-        let bytes = routine.encode_to_vec();
+        let bytes = if routine.source_line == 0 {
+            routine.encode_to_vec()
+        } else {
+            proto::Routine {
+                source_line: 0,
+                ..routine.clone()
+            }
+            .encode_to_vec()
+        };
         hasher.update((bytes.len() as u64).to_be_bytes());
         hasher.update(&bytes);
     }
@@ -135,6 +145,9 @@ mod tests {
             smoke_tests: vec![],
             source_path: format!("procedures/{name}.sql"),
             depends_on: vec![],
+            perf_probe: None,
+            pgtap: None,
+            source_line: 0,
         }
     }
 
@@ -158,5 +171,19 @@ mod tests {
         );
         assert_ne!(a.plan_id, c.plan_id);
         assert_eq!(plan_id(&a.routines), a.plan_id);
+    }
+
+    #[test]
+    fn the_start_line_is_metadata_and_a_probe_is_content() {
+        let base = build_plan(vec![routine("a", "select 1")], "x", "c");
+        let mut moved = routine("a", "select 1");
+        moved.source_line = 12;
+        assert_eq!(build_plan(vec![moved], "x", "c").plan_id, base.plan_id);
+        let mut probed = routine("a", "select 1");
+        probed.perf_probe = Some(pgrollout_shared::routine::PerfProbe {
+            call_sql: "SELECT a()".into(),
+            runs: 7,
+        });
+        assert_ne!(build_plan(vec![probed], "x", "c").plan_id, base.plan_id);
     }
 }

@@ -132,6 +132,10 @@ pub enum ProjectError {
     #[error("{at}: {reason}")]
     InvalidSidecar { at: SourceLocation, reason: String },
 
+    /// A pgTAP file named by a sidecar that cannot be run as it is.
+    #[error("{at}: {reason}")]
+    InvalidTestFile { at: SourceLocation, reason: String },
+
     #[error(
         "{identity} is defined twice, at {first} and at {second}: keep one definition \
          (overloads need different argument types)"

@@ -10,6 +10,9 @@
 
 mod error;
 mod parse_sql;
+mod pgtap;
+#[cfg(test)]
+mod probe_tests;
 pub mod routine_name;
 mod sidecar;
 mod syntax_error;
@@ -51,8 +54,9 @@ impl Project {
         let mut defined_at: BTreeMap<Signature, SourceLocation> = BTreeMap::new();
         let mut dependencies_to_check = Vec::new();
         for loaded in parse_files_in_parallel(root, &files) {
-            let (file, parsed, sidecar) = loaded?;
+            let (file, parsed, sidecar, pgtap) = loaded?;
             for (index, parsed_routine) in parsed.into_iter().enumerate() {
+                let source_line = parsed_routine.defined_at.line.unwrap_or(0);
                 if let Some(first) = defined_at.get(&parsed_routine.signature) {
                     return Err(ProjectError::DuplicateRoutine {
                         identity: parsed_routine.identity.to_string(),
@@ -79,6 +83,13 @@ impl Project {
                         .iter()
                         .map(|(name, _)| name.clone())
                         .collect(),
+                    perf_probe: sidecar
+                        .perf_probe
+                        .as_ref()
+                        .filter(|(routine_index, _)| *routine_index == index)
+                        .map(|(_, probe)| probe.clone()),
+                    pgtap: pgtap.clone(),
+                    source_line,
                 });
             }
             dependencies_to_check.extend(sidecar.depends_on);
@@ -253,8 +264,13 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
         .collect())
 }
 
-/// One source file, parsed, with its sidecar.
-type LoadedFile<'a> = (&'a ProcedureFile, Vec<ParsedRoutine>, sidecar::Sidecar);
+/// One source file, parsed, with its sidecar and the pgTAP file it names.
+type LoadedFile<'a> = (
+    &'a ProcedureFile,
+    Vec<ParsedRoutine>,
+    sidecar::Sidecar,
+    Option<pgrollout_shared::routine::PgtapScript>,
+);
 
 /// Reads and parses every file (and its sidecar), spread over the cores:
 /// parsing dominates loading a large project. Results keep file order, so
@@ -272,7 +288,11 @@ fn parse_files_in_parallel<'a>(
             }
             None => sidecar::Sidecar::default(),
         };
-        Ok((file, parsed, sidecar))
+        let pgtap = match &sidecar.pgtap {
+            Some((path, named_at)) => Some(pgtap::load(root, path, named_at)?),
+            None => None,
+        };
+        Ok((file, parsed, sidecar, pgtap))
     };
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

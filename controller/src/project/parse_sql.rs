@@ -54,7 +54,7 @@ pub fn parse_procedure_file(path: &str, text: &str) -> Result<Vec<ParsedRoutine>
         .collect()
 }
 
-fn syntax_error(path: &str, text: &str, error: pg_query::Error) -> ProjectError {
+pub(super) fn syntax_error(path: &str, text: &str, error: pg_query::Error) -> ProjectError {
     let message = match error {
         pg_query::Error::Parse(message) | pg_query::Error::Scan(message) => message,
         other => other.to_string(),

@@ -1,11 +1,12 @@
 //! The optional `procedures/<stem>.toml` next to a SQL file: grants, smoke
-//! tests and declared dependencies for the routines of that file.
+//! tests, declared dependencies, a performance probe (`[perf]`) and a pgTAP
+//! test file (`[tests] pgtap`) for the routines of that file.
 
 use std::time::Duration;
 
 use pgrollout_shared::routine::{
-    ExpectedColumn, Grant, Grantee, Privilege, SmokeTest, DEFAULT_SMOKE_MAX_DURATION,
-    MAX_SMOKE_MAX_DURATION,
+    ExpectedColumn, Grant, Grantee, PerfProbe, Privilege, SmokeTest, DEFAULT_PERF_RUNS,
+    DEFAULT_SMOKE_MAX_DURATION, MAX_PERF_RUNS, MAX_SMOKE_MAX_DURATION,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -25,6 +26,26 @@ struct SidecarFile {
     grants: Vec<GrantEntry>,
     #[serde(default)]
     smoke_tests: Vec<SmokeTestEntry>,
+    perf: Option<PerfEntry>,
+    tests: Option<TestsEntry>,
+}
+
+/// `[perf]`: one probe per file (a file holds the overloads of one name;
+/// `routine` picks the overload when there are several).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerfEntry {
+    call: Spanned<String>,
+    runs: Option<Spanned<u32>>,
+    routine: Option<Spanned<String>>,
+}
+
+/// `[tests]`: test files that belong to the routines of this file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestsEntry {
+    /// Project-relative path of a pgTAP file.
+    pgtap: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +85,10 @@ pub struct Sidecar {
     pub smoke_tests: Vec<(usize, SmokeTest)>,
     /// Declared dependencies as written, with where they were written.
     pub depends_on: Vec<(String, SourceLocation)>,
+    /// The `[perf]` probe with the index of the routine it measures.
+    pub perf_probe: Option<(usize, PerfProbe)>,
+    /// The `[tests] pgtap` path as written (project-relative), and where.
+    pub pgtap: Option<(String, SourceLocation)>,
 }
 
 /// Reads the sidecar at project-relative `path` (contents `text`) for the
@@ -193,11 +218,82 @@ pub fn parse_sidecar(
         depends_on.push((dependency.get_ref().clone(), at(dependency.span())));
     }
 
+    let perf_probe = match &file.perf {
+        Some(entry) => Some(perf_probe(entry, routines, &invalid)?),
+        None => None,
+    };
+    let pgtap = match &file.tests {
+        Some(tests) => {
+            let written = tests.pgtap.get_ref().trim();
+            let path = std::path::Path::new(written);
+            let escapes = path.is_absolute()
+                || path
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)));
+            if written.is_empty() || escapes || !written.ends_with(".sql") {
+                return Err(invalid(
+                    tests.pgtap.span(),
+                    format!(
+                        "pgtap = {written:?}: name a .sql file inside the project, relative to its \
+                         root, e.g. \"tests/addarc.pgtap.sql\""
+                    ),
+                ));
+            }
+            Some((written.to_owned(), at(tests.pgtap.span())))
+        }
+        None => None,
+    };
+
     Ok(Sidecar {
         grants,
         smoke_tests,
         depends_on,
+        perf_probe,
+        pgtap,
     })
+}
+
+/// `[perf]` checked: one statement, a sensible number of runs, and the
+/// routine it measures.
+fn perf_probe(
+    entry: &PerfEntry,
+    routines: &[ParsedRoutine],
+    invalid: &impl Fn(std::ops::Range<usize>, String) -> ProjectError,
+) -> Result<(usize, PerfProbe), ProjectError> {
+    check_call(entry.call.get_ref()).map_err(|reason| invalid(entry.call.span(), reason))?;
+    let runs = match &entry.runs {
+        Some(runs) if *runs.get_ref() == 0 || *runs.get_ref() > MAX_PERF_RUNS => {
+            return Err(invalid(
+                runs.span(),
+                format!("runs must be 1 to {MAX_PERF_RUNS} (default {DEFAULT_PERF_RUNS})"),
+            ))
+        }
+        Some(runs) => *runs.get_ref(),
+        None => DEFAULT_PERF_RUNS,
+    };
+    let index = match &entry.routine {
+        Some(routine) => match_routine(routine.get_ref(), routines)
+            .map_err(|reason| invalid(routine.span(), reason))?,
+        None if routines.len() == 1 => 0,
+        None => {
+            return Err(invalid(
+                entry.call.span(),
+                format!(
+                    "this file defines {} routines, so [perf] must say which one it measures, \
+                     e.g. routine = \"{}\"",
+                    routines.len(),
+                    routines[0].identity
+                ),
+            ))
+        }
+    };
+    Ok((
+        index,
+        PerfProbe {
+            call_sql: entry.call.get_ref().trim().to_owned(),
+            runs,
+        },
+    ))
 }
 
 /// The index of the routine `written` designates among `routines`.

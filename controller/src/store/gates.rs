@@ -1,7 +1,7 @@
 //! What the promotion gates ask the store: did this exact plan succeed in
 //! that environment?
 
-use pgrollout_shared::proto::JobResult;
+use pgrollout_shared::proto::{JobResult, PgtapReport};
 use prost::Message;
 use rusqlite::{params, OptionalExtension};
 
@@ -13,6 +13,8 @@ pub struct PlanSuccess {
     pub actor: String,
     /// Whether every smoke report of that deploy passed.
     pub smoke_passed: bool,
+    /// The pgTAP scripts that deploy ran (none unless its environment runs them).
+    pub pgtap: Vec<PgtapReport>,
 }
 
 impl Store {
@@ -33,13 +35,15 @@ impl Store {
                 params![plan_id, environment],
                 |row| {
                     let result: Vec<u8> = row.get(2)?;
-                    let smoke_passed = JobResult::decode(result.as_slice())
-                        .map(|r| r.smoke.iter().all(|s| s.passed))
-                        .unwrap_or(false);
+                    let decoded = JobResult::decode(result.as_slice()).ok();
+                    let smoke_passed = decoded
+                        .as_ref()
+                        .is_some_and(|r| r.smoke.iter().all(|s| s.passed));
                     Ok(PlanSuccess {
                         rollout_id: row.get(0)?,
                         actor: row.get(1)?,
                         smoke_passed,
+                        pgtap: decoded.map(|r| r.pgtap).unwrap_or_default(),
                     })
                 },
             )

@@ -9,6 +9,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_rollout_gates.sql"),
     include_str!("migrations/0005_job_attempts.sql"),
     include_str!("migrations/0006_scheduled_requests.sql"),
+    include_str!("migrations/0007_perf_probes.sql"),
     include_str!("migrations/0008_watches.sql"),
 ];
 

@@ -12,6 +12,7 @@ mod metrics;
 mod migrations;
 mod notices;
 mod operations;
+mod perf;
 mod requests;
 mod status;
 mod watches;
@@ -20,6 +21,7 @@ pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
 pub use faults::HeldJob;
 pub use metrics::{FinishedRollout, StateCount};
+pub use perf::RecordedProbe;
 pub use requests::request_state;
 pub use watches::{covers_any, WatchProgress, WatchRecord};
 

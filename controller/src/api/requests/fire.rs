@@ -94,6 +94,8 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
     if pending.state != request_state::SCHEDULED {
         return;
     }
+    // At its time the request is dry-run like any other deploy.
+    let trace = super::super::approvals::pending_trace(&pending.trace_id);
     let check = GateCheck {
         environment: &pending.environment,
         plan_id: &pending.plan.plan_id,
@@ -101,7 +103,11 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
         actor: &pending.actor,
         attachments: gates::attachments(&pending.ticket, &pending.runbook, &pending.rollback_plan),
         approvals: &approvals,
-        routines: &pending.plan.routines,
+        plan: &pending.plan,
+        dry_run: Some(gates::DryRunContext {
+            trace: &trace,
+            agent_wait: std::time::Duration::from_secs(5),
+        }),
     };
     let audit = |action: &str, outcome: &str, details: String| AuditEntry {
         actor: "scheduler".into(),

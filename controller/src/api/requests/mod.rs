@@ -411,6 +411,9 @@ fn rollout_request(
             batch: BatchOptions {
                 continue_on_error: pending.continue_on_error,
                 dependencies: order.dependencies,
+                // The environment's after-deploy steps are set where every
+                // rollout starts (`engine::after_deploy`).
+                ..Default::default()
             },
         },
         actor: pending.actor.clone(),

@@ -197,7 +197,7 @@ impl Running {
             .expect("finish"));
         self.controller
             .router
-            .publish(&offer.job_id, JobUpdate::Finished(result));
+            .publish(&offer.job_id, JobUpdate::Finished(Box::new(result)));
     }
 }
 

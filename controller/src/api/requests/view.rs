@@ -47,7 +47,8 @@ pub async fn request_status(
                 &pending.rollback_plan,
             ),
             approvals: &approvals,
-            routines: &pending.plan.routines,
+            plan: &pending.plan,
+            dry_run: None,
         };
         gates::evaluate_now(controller, &check).await?
     } else {

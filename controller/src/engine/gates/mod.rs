@@ -3,13 +3,18 @@
 //! the controller before a deploy is offered to any agent, with its reason
 //! recorded.
 //!
-//! Gates fail closed: a gate this controller cannot evaluate yet (the
-//! performance probe) refuses the rollout and says so, rather than letting
-//! it through. Two kinds of gate wait instead of failing: approvals wait for
-//! people (`Pending`), time windows wait for the clock (`Scheduled`, with the
-//! opening time).
+//! Gates fail closed: a gate this controller cannot evaluate refuses the
+//! rollout and says so, rather than letting it through. Two kinds of gate
+//! wait instead of failing: approvals wait for people (`Pending`), time
+//! windows wait for the clock (`Scheduled`, with the opening time).
+//!
+//! The syntax gate has a second half that needs an agent — the dry-run
+//! `check` job on the zone's database — which `api::gates` runs just before
+//! dispatch (`crate::engine::dry_run`); here it reports the parse.
 
 mod monitoring;
+mod performance;
+mod tests_passed;
 pub mod ticket;
 mod window;
 
@@ -61,7 +66,7 @@ pub struct GateResult {
 }
 
 impl GateResult {
-    fn passed(gate: GateName, reason: impl Into<String>) -> Self {
+    pub(crate) fn passed(gate: GateName, reason: impl Into<String>) -> Self {
         GateResult {
             gate,
             state: GateState::Passed,
@@ -77,7 +82,7 @@ impl GateResult {
         }
     }
 
-    fn failed(gate: GateName, reason: impl Into<String>) -> Self {
+    pub(crate) fn failed(gate: GateName, reason: impl Into<String>) -> Self {
         GateResult {
             gate,
             state: GateState::Failed,
@@ -108,7 +113,8 @@ pub struct GateInput<'a> {
     pub requester: &'a str,
     /// The change-control system to ask about tickets, when configured.
     pub ticket_check: Option<&'a ticket::TicketCheck>,
-    /// The plan's routines (the monitoring gate looks for their watches).
+    /// The plan's routines: their watches (monitoring), `[perf]` probes and
+    /// pgTAP tests.
     pub routines: &'a [pgrollout_shared::proto::Routine],
 }
 
@@ -131,36 +137,23 @@ async fn evaluate_one(
     input: &GateInput<'_>,
 ) -> Result<GateResult, StoreError> {
     let short = &input.plan_id[..input.plan_id.len().min(12)];
-    let not_yet = |what: &str| {
-        GateResult::failed(
-            gate,
-            format!("{what} is not available in this version of pgrollout; the gate fails closed — remove it from the environment's gates to deploy without it"),
-        )
-    };
     Ok(match gate {
         GateName::Syntax => GateResult::passed(
             gate,
-            "every statement was parsed by PostgreSQL's parser (PL/pgSQL bodies by its PL/pgSQL parser) before the plan was built",
+            "every statement was parsed by PostgreSQL's parser (PL/pgSQL bodies by its PL/pgSQL parser) before the plan was built; \
+             the dry-run apply on this environment's database runs just before the deploy",
         ),
-        GateName::PromotedFrom | GateName::TestsPassed => {
+        GateName::TestsPassed => tests_passed::evaluate(store, environment, input).await?,
+        GateName::PromotedFrom => {
             let from = environment.promote_from.as_deref().unwrap_or_default();
             match store.plan_succeeded_in(input.plan_id, from).await? {
                 None => GateResult::failed(
                     gate,
                     format!("plan {short} never succeeded in {from}; deploy exactly this plan there first"),
                 ),
-                Some(success) if gate == GateName::TestsPassed && !success.smoke_passed => GateResult::failed(
-                    gate,
-                    format!("plan {short} succeeded in {from} (rollout {}) but its smoke tests did not all pass", success.rollout_id),
-                ),
                 Some(success) => GateResult::passed(
                     gate,
-                    format!(
-                        "plan {short} {} in {from}: rollout {} by {}",
-                        if gate == GateName::TestsPassed { "passed its smoke tests" } else { "succeeded" },
-                        success.rollout_id,
-                        success.actor
-                    ),
+                    format!("plan {short} succeeded in {from}: rollout {} by {}", success.rollout_id, success.actor),
                 ),
             }
         }
@@ -187,7 +180,7 @@ async fn evaluate_one(
         GateName::RollbackPlan => attached(gate, &input.attachments.rollback_plan, "rollback plan", "--rollback-plan"),
         GateName::Approval => approval_gate(environment, input),
         GateName::StakeholderSignoff => signoff_gate(input),
-        GateName::Performance => not_yet("the performance probe"),
+        GateName::Performance => performance::evaluate(store, environment, input).await?,
         GateName::Monitoring => monitoring::gate(store, input).await?,
     })
 }

@@ -1,0 +1,75 @@
+//! `pgrollout check` and `pgrollout perf`: the dry-run check and the
+//! performance probes on demand. Both change nothing on the target (their
+//! transactions are always rolled back), so no gate stands before them; the
+//! deployer role is needed, as for smoke tests. The perf probe's medians are
+//! recorded for the performance gate like those of a deploy that ran them.
+
+use std::time::Duration;
+
+use pgrollout_shared::job::JobKind;
+use pgrollout_shared::proto::DeployRequest;
+use pgrollout_shared::traceparent::TraceParent;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::control::{validate_plan, ControlService, UpdateStream};
+use crate::config::OperatorRole;
+use crate::engine::rollout::{self, RolloutRequest};
+use crate::plan::deploy_order;
+
+/// Which on-demand job.
+#[derive(Clone, Copy)]
+pub enum ProbeKind {
+    Check,
+    Perf,
+}
+
+impl ControlService {
+    pub(super) async fn start_probe(
+        &self,
+        request: Request<DeployRequest>,
+        probe: ProbeKind,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let verb = match probe {
+            ProbeKind::Check => "run dry-run checks",
+            ProbeKind::Perf => "run performance probes",
+        };
+        let actor = self
+            .authorize(&request, OperatorRole::Deployer, verb)
+            .await?
+            .actor();
+        let request = request.into_inner();
+        let (plan, routines) = validate_plan(
+            &request,
+            self.controller.config.limits.max_routines_per_plan,
+        )?;
+        if matches!(probe, ProbeKind::Perf) && routines.iter().all(|r| r.perf_probe.is_none()) {
+            return Err(Status::invalid_argument(format!(
+                "no routine of {} declares a performance probe: add a [perf] table to its sidecar, e.g. \
+                 call = \"SELECT ...\" and runs = 7",
+                plan.label
+            )));
+        }
+        // Applied in deploy order, as the deploy will apply them.
+        let order = deploy_order(routines).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let kind = match probe {
+            ProbeKind::Check => JobKind::Check {
+                routines: order.routines,
+            },
+            ProbeKind::Perf => JobKind::PerfProbe {
+                routines: order.routines,
+            },
+        };
+        let rollout = RolloutRequest {
+            environment: request.environment,
+            plan,
+            kind,
+            actor,
+            trace: TraceParent::parse(&request.traceparent).unwrap_or_else(TraceParent::new_root),
+            agent_wait: Duration::from_millis(request.agent_wait_ms),
+            gates: Vec::new(),
+        };
+        let receiver = rollout::start(self.controller.clone(), rollout).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}

@@ -1,0 +1,121 @@
+//! The syntax gate's second half: a `check` job on the environment's
+//! database — every routine of the plan applied, in deploy order, inside a
+//! transaction the agent always rolls back, plus plpgsql_check findings
+//! where that extension is installed.
+//!
+//! It runs just before the deploy is dispatched, after every other gate has
+//! passed (so a deploy that waits for approval is checked when the last
+//! approval arrives, against the database as it is then), on an agent of
+//! the same zone and target as the deploy: the same database. It is a
+//! rollout of its own (kind `check`), recorded and audited like any other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgrollout_shared::job::JobKind;
+use pgrollout_shared::proto::{rollout_update::Body, JobResult, Outcome, Plan};
+use pgrollout_shared::routine::routines_from_wire;
+use pgrollout_shared::test_reports::finding_line;
+use pgrollout_shared::traceparent::TraceParent;
+use tonic::Status;
+
+use super::gates::GateResult;
+use super::rollout::{self, RolloutRequest};
+use super::Controller;
+use crate::config::GateName;
+use crate::plan::deploy_order;
+
+/// Where and for whom the dry run runs.
+pub struct DryRun<'a> {
+    pub environment: &'a str,
+    pub plan: &'a Plan,
+    pub actor: &'a str,
+    /// The deploy's trace: the dry run is a child span of it.
+    pub trace: &'a TraceParent,
+    pub agent_wait: Duration,
+}
+
+/// Runs the check job and turns its result into the syntax gate's verdict.
+/// A refusal to start (no agent connected) is the caller's error, as it
+/// would be for the deploy itself.
+pub async fn run(controller: &Arc<Controller>, dry_run: DryRun<'_>) -> Result<GateResult, Status> {
+    let routines = routines_from_wire(dry_run.plan.routines.clone())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let order = deploy_order(routines).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let request = RolloutRequest {
+        environment: dry_run.environment.to_owned(),
+        plan: dry_run.plan.clone(),
+        kind: JobKind::Check {
+            routines: order.routines,
+        },
+        actor: dry_run.actor.to_owned(),
+        trace: dry_run.trace.child(),
+        agent_wait: dry_run.agent_wait,
+        gates: Vec::new(),
+    };
+    let mut updates = rollout::start(controller.clone(), request).await?;
+    let mut rollout_id = String::new();
+    while let Some(update) = updates.recv().await {
+        match update?.body {
+            Some(Body::Started(started)) => rollout_id = started.rollout_id,
+            Some(Body::Finished(result)) => {
+                return Ok(verdict(dry_run.environment, &rollout_id, &result))
+            }
+            // A dry run never parks: its gates were evaluated by the caller.
+            Some(Body::Event(_)) | Some(Body::Parked(_)) | None => {}
+        }
+    }
+    Ok(GateResult::failed(
+        GateName::Syntax,
+        format!("the dry run (rollout {rollout_id}) ended without a result; the gate fails closed"),
+    ))
+}
+
+/// Passed with what was checked, or failed with every error's file, routine
+/// and line.
+pub fn verdict(environment: &str, rollout_id: &str, result: &JobResult) -> GateResult {
+    let gate = GateName::Syntax;
+    let parsed = "parsed by PostgreSQL's parser";
+    match result.outcome() {
+        Outcome::Succeeded => {
+            let warnings: Vec<String> = result.findings.iter().map(finding_line).collect();
+            let plpgsql_check = match (result.warnings.first(), warnings.is_empty()) {
+                (Some(skipped), _) => skipped.clone(),
+                (None, true) => "plpgsql_check found nothing".to_owned(),
+                (None, false) => format!("plpgsql_check warnings: {}", warnings.join("; ")),
+            };
+            GateResult::passed(
+                gate,
+                format!(
+                    "{parsed}; dry-run apply on {environment}'s database passed and was rolled back \
+                     (rollout {rollout_id}); {plpgsql_check}"
+                ),
+            )
+        }
+        Outcome::ValidationFailed => {
+            let errors: Vec<String> = result
+                .findings
+                .iter()
+                .filter(|f| f.level == "error")
+                .map(finding_line)
+                .collect();
+            GateResult::failed(
+                gate,
+                format!(
+                    "the dry-run apply on {environment}'s database (rollout {rollout_id}, rolled back) found {} \
+                     error(s): {}",
+                    errors.len(),
+                    errors.join("; ")
+                ),
+            )
+        }
+        _ => GateResult::failed(
+            gate,
+            format!(
+                "the dry-run apply on {environment}'s database could not complete (rollout {rollout_id}): {}; \
+                 the gate fails closed",
+                result.message
+            ),
+        ),
+    }
+}
