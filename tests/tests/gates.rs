@@ -120,7 +120,7 @@ async fn prod_refuses_a_plan_that_never_succeeded_in_qa_and_accepts_it_after() -
 }
 
 #[tokio::test]
-async fn a_closed_maintenance_window_and_unavailable_gates_fail_closed() -> Result<()> {
+async fn a_closed_maintenance_window_with_no_wait_and_a_missing_watch_refuse() -> Result<()> {
     // A window of one minute, 12 hours from now: certainly closed.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -156,7 +156,7 @@ async fn a_closed_maintenance_window_and_unavailable_gates_fail_closed() -> Resu
     );
     assert!(
         out.stderr.contains(
-            "gate monitoring refused: registering a post-deploy watch is not available in this version"
+            "gate monitoring refused: no live post-deploy watch for public.reconcilemupstream in dev"
         ),
         "{out}"
     );

@@ -100,7 +100,15 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused_clearly() 
                 &format!("{}/agent-dev-dev-1", stack.ca_dir.display()),
                 &format!("{other_dir}/agent-dev-rogue"),
             )
-            .replace("name = \"dev-1\"", "name = \"rogue\""),
+            .replace("name = \"dev-1\"", "name = \"rogue\"")
+            // Its own journal: the real agent holds the lock on dev-1's.
+            .replace(
+                "backup_dir = ",
+                &format!(
+                    "state_dir = \"{}\"\nbackup_dir = ",
+                    stack.dir.path().join("rogue-state").display()
+                ),
+            ),
     )?;
     let rogue = pgrollout_tests::Process::spawn(
         &stack.bins.agent,
