@@ -36,6 +36,9 @@ pub struct ControllerConfig {
     pub notifications: Option<crate::notify::settings::NotificationsConfig>,
     /// The Prometheus endpoint; none without this table (`crate::metrics`).
     pub metrics: Option<crate::metrics::settings::MetricsConfig>,
+    /// Span export (OTLP) and the relay of agents' spans (`crate::telemetry`).
+    #[serde(default)]
+    pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

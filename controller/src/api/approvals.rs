@@ -228,7 +228,16 @@ async fn dispatch(
         agent_wait: Duration::from_secs(5),
         gates,
     };
-    let mut receiver = rollout::start(controller.clone(), request).await?;
+    // The approved rollout continues the request's trace, under a rollout
+    // span of its own (the request's span ended when it was parked).
+    let span = crate::telemetry::spans::rollout_span(
+        "deploy",
+        &request.environment,
+        &request.plan.label,
+        &request.trace.to_string(),
+    );
+    let started = rollout::start(controller.clone(), request);
+    let mut receiver = crate::telemetry::spans::in_span(span, started).await?;
     let mut rollout_id = String::new();
     if let Some(Ok(update)) = receiver.recv().await {
         if let Some(rollout_update::Body::Started(started)) = update.body {

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use pgrollout_shared::proto::{EnvironmentGates, GateOutcome};
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::engine::gates::{self, Attachments, GateInput, GateResult, GateState};
 use crate::engine::Controller;
@@ -32,7 +33,10 @@ pub enum Verdict {
 
 /// Passes, waits for people, or refuses with every failed gate named.
 pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Verdict, Status> {
-    let results = evaluate(controller, &request).await?;
+    let span = crate::telemetry::spans::gates_span(request.environment);
+    let results = evaluate(controller, &request)
+        .instrument(span.clone())
+        .await?;
     let refusal = gates::refusal(&results);
     let pending: Vec<String> = results
         .iter()
@@ -44,6 +48,8 @@ pub async fn check(controller: &Controller, request: GateCheck<'_>) -> Result<Ve
         (None, false) => ("gates.pending", "pending"),
         (None, true) => ("gates.passed", "ok"),
     };
+    span.record("pgrollout.verdict", outcome);
+    drop(span);
     controller
         .audit(AuditEntry {
             actor: request.actor.to_owned(),

@@ -29,6 +29,8 @@ pub struct Controller {
     pub tls: Option<Arc<TlsState>>,
     /// Tells the configured channels how rollouts end (never blocks).
     pub notifier: crate::notify::Notifier,
+    /// Forwards agents' relayed spans to the collector (never blocks).
+    pub span_relay: crate::telemetry::relay::SpanRelay,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -41,6 +43,11 @@ impl Controller {
     ) -> Arc<Self> {
         let policy = Policy::from_config(&config);
         let notifier = crate::notify::Notifier::start(&config, store.clone());
+        let relayed_by = config.telemetry.service_name.as_deref();
+        let span_relay = crate::telemetry::relay::SpanRelay::start(
+            &config.telemetry,
+            relayed_by.unwrap_or(crate::telemetry::CONTROLLER_SERVICE),
+        );
         Arc::new(Controller {
             config,
             config_path,
@@ -49,6 +56,7 @@ impl Controller {
             router: router::JobRouter::default(),
             tls,
             notifier,
+            span_relay,
             policy: RwLock::new(Arc::new(policy)),
         })
     }

@@ -12,6 +12,8 @@ mod window;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use tracing::Instrument;
+
 pub use window::TimeWindow;
 
 use crate::config::{Environment, GateName};
@@ -31,6 +33,16 @@ pub enum GateState {
     /// Waiting for people: approvals or a sign-off still to come.
     Pending,
     Failed,
+}
+
+impl GateState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateState::Passed => "passed",
+            GateState::Pending => "pending",
+            GateState::Failed => "refused",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +100,12 @@ pub async fn evaluate(store: &Store, input: &GateInput<'_>) -> Result<Vec<GateRe
     };
     let mut results = Vec::new();
     for gate in environment.effective_gates() {
-        results.push(evaluate_one(store, environment, gate, input).await?);
+        let span = crate::telemetry::spans::gate_span(gate.as_str());
+        let result = evaluate_one(store, environment, gate, input)
+            .instrument(span.clone())
+            .await?;
+        span.record("pgrollout.gate.state", result.state.as_str());
+        results.push(result);
     }
     Ok(results)
 }
