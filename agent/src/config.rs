@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub timeouts: Timeouts,
     /// The databases of this zone that the agent may change.
     pub targets: Vec<TargetConfig>,
+    /// Span export: a zone collector, or the relay through the controller.
+    #[serde(default)]
+    pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
 }
 
 /// The files of the agent's mutual-TLS identity. Read on every connection,

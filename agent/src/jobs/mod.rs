@@ -16,6 +16,7 @@ mod rollback_verify;
 mod session;
 mod smoke;
 pub mod smoke_runner;
+mod spans;
 mod versions;
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use pgrollout_shared::proto::{
 use crate::config::{AgentConfig, TargetConfig};
 use crate::link::Outbox;
 use smoke_runner::millis;
+use tracing::Instrument;
 
 /// Why a job stopped, and which outcome (exit code) that means.
 #[derive(Debug)]
@@ -54,6 +56,8 @@ pub struct JobContext {
     pub target: TargetConfig,
     pub config: Arc<AgentConfig>,
     outbox: Arc<Outbox>,
+    /// The job's span and its steps' (`spans.rs`).
+    spans: spans::JobSpans,
     seq: AtomicU64,
     started: Instant,
     /// When the last progress event went out: they are throttled.
@@ -74,6 +78,7 @@ impl JobContext {
         duration_ms: u64,
         smoke: Vec<SmokeReport>,
     ) {
+        self.spans.step_event(step, status, duration_ms, &smoke);
         let event = JobEvent {
             job_id: self.job.id.clone(),
             attempt: self.job.attempt,
@@ -162,6 +167,7 @@ impl JobContext {
         result.attempt = self.job.attempt;
         result.seq = self.next_seq();
         result.duration_ms = millis(self.started.elapsed());
+        self.spans.finish(result.outcome());
         tracing::info!(
             job_id = %self.job.id,
             outcome = ?result.outcome(),
@@ -184,6 +190,7 @@ pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
     };
     outbox.job_started(&job.id, job.attempt);
     let context = JobContext {
+        spans: spans::JobSpans::start(&job, &target),
         target,
         config,
         outbox: outbox.clone(),
@@ -214,6 +221,7 @@ pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
             JobKind::History(selector) => history::run(&context, selector).await,
         }
     };
+    let work = work.instrument(context.spans.job().clone());
     let result = match tokio::time::timeout(budget, work).await {
         Ok(result) => result,
         Err(_) => JobResult {
@@ -233,6 +241,11 @@ pub async fn execute(job: Job, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
     }
     context.finish(result);
     outbox.job_finished(&context.job.id, context.job.attempt);
+    // The job span ends here; export the job's spans now rather than at the
+    // exporter's next tick, so the rollout's trace is complete moments after
+    // its result.
+    drop(context);
+    pgrollout_shared::telemetry::flush_soon();
 }
 
 /// Prunes the target's expired backups after a successful deploy; a problem

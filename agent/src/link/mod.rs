@@ -4,6 +4,7 @@
 //! so a lost link does not abort work already under way.
 
 mod outbox;
+pub mod span_relay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,12 +124,15 @@ async fn session(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>) -> Result<(), 
         .map_err(|_| retry("no Welcome from the controller", &"timed out"))?
         .map_err(|status| classify(&status))?;
     match welcome.and_then(|m| m.body) {
-        Some(controller_message::Body::Welcome(welcome)) => tracing::info!(
-            controller = %config.controller,
-            zone = %welcome.zone,
-            agent = %welcome.agent_name,
-            "connected to controller"
-        ),
+        Some(controller_message::Body::Welcome(welcome)) => {
+            span_relay::controller_forwards(welcome.forwards_spans);
+            tracing::info!(
+                controller = %config.controller,
+                zone = %welcome.zone,
+                agent = %welcome.agent_name,
+                "connected to controller"
+            )
+        }
         _ => {
             return Err(SessionError::Retryable(
                 "controller did not answer with Welcome".into(),
