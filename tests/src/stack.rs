@@ -220,6 +220,16 @@ impl Stack {
     /// Runs `pgrollout <args>` with the certificate of `operator` (issued on
     /// first use), from the project.
     pub async fn cli_as(&self, operator: &str, args: &[&str]) -> Result<CommandOutput> {
+        self.cli_as_with_env(operator, args, &[]).await
+    }
+
+    /// [`Stack::cli_as`] with more environment variables for the CLI, e.g. `OTEL_*`.
+    pub async fn cli_as_with_env(
+        &self,
+        operator: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Result<CommandOutput> {
         let mut full: Vec<&str> = args.to_vec();
         let project = self.project.to_string_lossy().to_string();
         if matches!(
@@ -261,6 +271,7 @@ impl Stack {
                 ("PGROLLOUT_KEY", &*key),
             ]);
         }
+        env.extend_from_slice(extra_env);
         self.bins.run_cli(full, &env).await
     }
 
