@@ -371,6 +371,7 @@ mod tests {
             Some("PERSEUS_PROD_PASSWORD")
         );
         assert_eq!(config.targets[0].sslmode, SslMode::VerifyFull);
+        assert!(config.telemetry.relay && config.telemetry.otlp_endpoint.is_none());
     }
 
     #[test]

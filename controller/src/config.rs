@@ -405,6 +405,10 @@ mod tests {
             .contains(&GateName::MaintenanceWindow));
         assert!(prod.effective_gates().contains(&GateName::Approval));
         assert_eq!(prod.backup_retention_days, Some(90));
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
     }
 
     #[test]
