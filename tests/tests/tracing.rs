@@ -263,5 +263,46 @@ async fn one_deploy_is_one_trace_from_the_cli_to_the_sql_steps() -> Result<()> {
         traced.iter().all(|id| *id == trace_id),
         "an audit entry of the rollout names another trace:\n{audit}"
     );
+
+    // A CLI that exports nothing still sends a trace context: the next
+    // deploy is a trace of its own, the one it printed, without a CLI span.
+    let quiet = stack.cli(&["deploy", "trace_probe", "dev"]).await?;
+    ensure!(quiet.code == 0, "{quiet}");
+    let quiet_trace = printed(&quiet.stdout, "rollout ", ", trace ")?;
+    ensure!(
+        quiet_trace != trace_id,
+        "each rollout is a trace of its own"
+    );
+    let in_quiet_trace = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|s| s.trace_id() == quiet_trace)
+            .cloned()
+            .collect()
+    };
+    let all = collector
+        .wait_for(SPANS_ARRIVE, |spans| {
+            let quiet = in_quiet_trace(spans);
+            [
+                "rollout deploy",
+                "dispatch",
+                "job deploy",
+                "post-commit-smoke",
+            ]
+            .iter()
+            .all(|name| quiet.iter().any(|s| s.span.name == *name))
+        })
+        .await?;
+    let quiet_spans = in_quiet_trace(&all);
+    ensure!(only(&quiet_spans, "pgrollout deploy").is_err());
+    let rollout = only(&quiet_spans, "rollout deploy")?;
+    ensure!(
+        !rollout.parent_id().is_empty(),
+        "the rollout continues the CLI's (unexported) span"
+    );
+    child_of(
+        only(&quiet_spans, "job deploy")?,
+        only(&quiet_spans, "dispatch")?,
+    )?;
     Ok(())
 }
