@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub timeouts: Timeouts,
     /// The databases of this zone that the agent may change.
     pub targets: Vec<TargetConfig>,
+    /// Span export: a zone collector, or the relay through the controller.
+    #[serde(default)]
+    pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
 }
 
 /// The files of the agent's mutual-TLS identity. Read on every connection,
@@ -380,6 +383,7 @@ mod tests {
             Some("PERSEUS_PROD_PASSWORD")
         );
         assert_eq!(config.targets[0].sslmode, SslMode::VerifyFull);
+        assert!(config.telemetry.relay && config.telemetry.otlp_endpoint.is_none());
     }
 
     #[test]

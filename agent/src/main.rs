@@ -8,6 +8,7 @@ mod jobs;
 mod link;
 mod secrets;
 mod sql;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,13 +25,6 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let config = match config::AgentConfig::load(&args.config) {
         Ok(config) => Arc::new(config),
         Err(error) => {
@@ -51,18 +45,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async move {
-        tracing::info!(
-            name = %config.name,
-            zone = %config.zone,
-            controller = %config.controller,
-            targets = config.targets.len(),
-            "agent starting"
-        );
         let journal = config.journal_path();
         let (outbox, interrupted) = match link::Outbox::open(&journal) {
             Ok(opened) => opened,
             Err(error) => {
-                tracing::error!(journal = %journal.display(), %error, "cannot open the agent journal");
                 eprintln!(
                     "pgrollout-agent: cannot open the journal {}: {error}",
                     journal.display()
@@ -71,11 +57,31 @@ fn main() -> std::process::ExitCode {
             }
         };
         let outbox = Arc::new(outbox);
+        let telemetry = match telemetry::start(&config, &outbox) {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("pgrollout-agent: [telemetry]: {error}");
+                return std::process::ExitCode::from(1);
+            }
+        };
+        tracing::info!(
+            name = %config.name,
+            zone = %config.zone,
+            controller = %config.controller,
+            targets = config.targets.len(),
+            exports_spans = telemetry.is_exporting(),
+            journal = %journal.display(),
+            "agent starting"
+        );
         // Resolved alongside the link: their results wait in the outbox.
         for job in interrupted {
-            tokio::spawn(jobs::resolve_interrupted(job, config.clone(), outbox.clone()));
+            tokio::spawn(jobs::resolve_interrupted(
+                job,
+                config.clone(),
+                outbox.clone(),
+            ));
         }
-        tokio::select! {
+        let code = tokio::select! {
             terminal = link::run(config, outbox) => {
                 tracing::error!(error = %terminal, "agent stopping");
                 std::process::ExitCode::from(2)
@@ -84,7 +90,9 @@ fn main() -> std::process::ExitCode {
                 tracing::info!("agent stopping on signal");
                 std::process::ExitCode::SUCCESS
             }
-        }
+        };
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        code
     })
 }
 

@@ -38,6 +38,9 @@ pub struct ControllerConfig {
     pub metrics: Option<crate::metrics::settings::MetricsConfig>,
     /// Where the change_ticket gate looks tickets up (optional).
     pub change_control: Option<crate::engine::gates::ticket::ChangeControlConfig>,
+    /// Span export (OTLP) and the relay of agents' spans (`crate::telemetry`).
+    #[serde(default)]
+    pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,6 +441,10 @@ mod tests {
             .contains(&GateName::MaintenanceWindow));
         assert!(prod.effective_gates().contains(&GateName::Approval));
         assert_eq!(prod.backup_retention_days, Some(90));
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
     }
 
     #[test]

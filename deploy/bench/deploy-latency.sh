@@ -5,9 +5,26 @@
 # Also reports the agent's and the controller's resident memory when idle.
 #
 #   deploy/bench/deploy-latency.sh [runs]      (default 30 runs each)
+#   BENCH_TRACING=1 deploy/bench/deploy-latency.sh [runs]
+#
+# With BENCH_TRACING=1 tracing is on: the controller exports to a stand-in
+# collector (tests/examples/otlp_sink.rs), the agent relays its spans through
+# the controller, and the CLI exports its own span before it exits.
 set -euo pipefail
 runs=${1:-30}
 source "$(dirname "$0")/lib.sh"
+cli_env=()
+if [[ ${BENCH_TRACING:-0} == 1 ]]; then
+  root=$(cd "$(dirname "$0")/../.." && pwd)
+  (cd "$root" && cargo build --quiet -p pgrollout-tests --example otlp_sink)
+  target_dir=${CARGO_TARGET_DIR:-target}; [[ $target_dir == /* ]] || target_dir="$root/$target_dir"
+  sink_out=$(mktemp)
+  "$target_dir/debug/examples/otlp_sink" >"$sink_out" & sink_pid=$!
+  bench_wait_for_line "$sink_out" "^endpoint "
+  otlp=$(awk '/^endpoint /{print $2}' "$sink_out")
+  export PGROLLOUT_CONTROLLER__TELEMETRY__OTLP_ENDPOINT=$otlp  # the controller only
+  cli_env=(env OTEL_EXPORTER_OTLP_ENDPOINT="$otlp")
+fi
 bench_setup
 psql -q -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 -f deploy/examples/project/schema.sql >/dev/null
 
@@ -26,8 +43,16 @@ time_runs() { # label command...
   done
 }
 time_runs psql psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d bench -v ON_ERROR_STOP=1 -1 -f "$file"
-time_runs pgrollout "$bin/pgrollout" deploy reconcilemupstream dev --project deploy/examples/project
+time_runs pgrollout "${cli_env[@]}" "$bin/pgrollout" deploy reconcilemupstream dev --project deploy/examples/project
 agent_after_rss=$(bench_rss_kb "$agent_pid")
+if [[ ${BENCH_TRACING:-0} == 1 ]]; then
+  kill -TERM "$sink_pid"
+  bench_wait_for_line "$sink_out" "^spans "
+  echo "tracing on: the collector received $(awk '/^spans /{print $2}' "$sink_out") spans"
+  rm -f "$sink_out"
+else
+  echo "tracing off (BENCH_TRACING=1 turns it on)"
+fi
 
 python3 - "$work" "$runs" "$agent_idle_rss" "$agent_after_rss" "$controller_idle_rss" <<'PY'
 import statistics, sys

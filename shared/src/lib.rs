@@ -1,6 +1,7 @@
 //! What both sides of pgrollout need and nothing else: the generated wire types,
 //! the domain types they convert into (with validation at the edge), layered
-//! config loading, W3C trace context and the operator exit codes.
+//! config loading, W3C trace context, the tracing set-up and the operator
+//! exit codes.
 //!
 //! Neither database access nor SQL parsing lives here: the agent alone talks to
 //! databases, and the controller alone parses SQL.
@@ -12,6 +13,7 @@ pub mod identity;
 pub mod job;
 pub mod operations;
 pub mod routine;
+pub mod telemetry;
 pub mod test_reports;
 pub mod tls;
 pub mod traceparent;

@@ -22,8 +22,8 @@
 //! ```
 //!
 //! Everything a test creates lives in a [`TestDir`] that is removed when the test passes and kept, with its
-//! path printed, when the test panics. Child processes never inherit `PGROLLOUT_*` variables from the
-//! developer's shell: a test says what it sets. The harness itself reads these variables:
+//! path printed, when the test panics. Child processes never inherit `PGROLLOUT_*` or `OTEL_*` variables
+//! from the developer's shell: a test says what it sets. The harness itself reads these variables:
 //!
 //! - `PGROLLOUT_TEST_KEEP=1`: keep every test directory, passing tests included.
 //! - `PGROLLOUT_TEST_ECHO=1`: echo each [`Process`]'s output lines to stderr as they arrive.
@@ -37,6 +37,7 @@
 mod binaries;
 mod controller_restart;
 mod os_user;
+pub mod otlp_receiver;
 mod pg_binaries;
 mod pg_cluster;
 mod pg_template;
@@ -58,10 +59,12 @@ pub use test_dir::TestDir;
 /// Re-exported so scenario files use exactly the client version the harness connects with.
 pub use tokio_postgres;
 
-/// Removes the `PGROLLOUT_*` variables a child would inherit, so only what the test sets reaches it.
+/// Removes the `PGROLLOUT_*` (and OpenTelemetry's `OTEL_*`) variables a child would inherit, so only what the
+/// test sets reaches it.
 fn clear_inherited_pgrollout_env(command: &mut tokio::process::Command) {
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PGROLLOUT_") {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with("PGROLLOUT_") || key_text.starts_with("OTEL_") {
             command.env_remove(key);
         }
     }

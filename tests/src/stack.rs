@@ -256,8 +256,19 @@ impl Stack {
     /// Runs `pgrollout <args>` with the certificate of `operator` (issued on
     /// first use), from the project.
     pub async fn cli_as(&self, operator: &str, args: &[&str]) -> Result<CommandOutput> {
+        self.cli_as_with_env(operator, args, &[]).await
+    }
+
+    /// [`Stack::cli_as`] with more environment variables for the CLI, e.g. `OTEL_*`.
+    pub async fn cli_as_with_env(
+        &self,
+        operator: &str,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Result<CommandOutput> {
         let (full, env) = self.cli_invocation(operator, args).await?;
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.extend_from_slice(extra_env);
         self.bins.run_cli(full, &env).await
     }
 

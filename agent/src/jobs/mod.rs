@@ -22,6 +22,7 @@ mod rollback_verify;
 mod session;
 mod smoke;
 pub mod smoke_runner;
+mod spans;
 mod versions;
 mod watch_sample;
 
@@ -38,6 +39,7 @@ use pgrollout_shared::proto::{
 use crate::config::{AgentConfig, TargetConfig};
 use crate::link::Outbox;
 use smoke_runner::millis;
+use tracing::Instrument;
 
 /// Why a job stopped, and which outcome (exit code) that means.
 #[derive(Debug)]
@@ -61,6 +63,8 @@ pub struct JobContext {
     pub target: TargetConfig,
     pub config: Arc<AgentConfig>,
     outbox: Arc<Outbox>,
+    /// The job's span and its steps' (`spans.rs`).
+    spans: spans::JobSpans,
     seq: AtomicU64,
     started: Instant,
     /// When the last progress event went out: they are throttled.
@@ -82,6 +86,7 @@ impl JobContext {
         duration_ms: u64,
         smoke: Vec<SmokeReport>,
     ) {
+        self.spans.step_event(step, status, duration_ms, &smoke);
         let event = JobEvent {
             job_id: self.job.id.clone(),
             attempt: self.job.attempt,
@@ -170,6 +175,7 @@ impl JobContext {
         result.attempt = self.job.attempt;
         result.seq = self.next_seq();
         result.duration_ms = millis(self.started.elapsed());
+        self.spans.finish(result.outcome());
         tracing::info!(
             job_id = %self.job.id,
             outcome = ?result.outcome(),
@@ -194,7 +200,9 @@ impl JobContext {
         config: Arc<AgentConfig>,
         outbox: Arc<Outbox>,
     ) -> JobContext {
+        let spans = spans::JobSpans::start(&job, &target);
         JobContext {
+            spans,
             target,
             config,
             outbox,
@@ -246,6 +254,7 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
             JobKind::PerfProbe { routines } => perf_probe::run(&context, routines).await,
         }
     };
+    let work = work.instrument(context.spans.job().clone());
     let result = tokio::select! {
         finished = tokio::time::timeout(budget, work) => match finished {
             Ok(result) => result,
@@ -278,6 +287,11 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
     }
     context.finish(result);
     outbox.job_finished(&context.job.id, context.job.attempt);
+    // The job span ends here; export the job's spans now rather than at the
+    // exporter's next tick, so the rollout's trace is complete moments after
+    // its result.
+    drop(context);
+    pgrollout_shared::telemetry::flush_soon();
 }
 
 /// Prunes the target's expired backups after a successful deploy; a problem

@@ -5,6 +5,7 @@
 
 mod journal;
 mod outbox;
+pub mod span_relay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +134,7 @@ async fn session(
     match welcome.and_then(|m| m.body) {
         Some(controller_message::Body::Welcome(welcome)) => {
             *welcomed = true;
+            span_relay::controller_forwards(welcome.forwards_spans);
             tracing::info!(
                 controller = %config.controller,
                 zone = %welcome.zone,

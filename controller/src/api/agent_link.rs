@@ -110,6 +110,7 @@ impl AgentLink for AgentLinkService {
             heartbeat_interval_ms: millis(controller.config.deployment.heartbeat_interval),
             zone: zone.clone(),
             agent_name: name.clone(),
+            forwards_spans: controller.span_relay.forwards(),
         };
         let _ = sender
             .send(Ok(message(controller_message::Body::Welcome(welcome))))
@@ -291,6 +292,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
             }
             ack(agent, &job_id, attempt, seq).await;
         }
+        Some(Body::Spans(batch)) => controller.span_relay.accept(agent, batch),
         Some(Body::Heartbeat(_)) | None => {}
         Some(Body::Hello(_)) => {
             tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream")

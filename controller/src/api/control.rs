@@ -15,7 +15,6 @@ use pgrollout_shared::proto::{
     RolloutUpdate, RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
-use pgrollout_shared::traceparent::TraceParent;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -27,6 +26,7 @@ use crate::engine::rollout::{self, RolloutRequest};
 use crate::engine::Controller;
 use crate::plan::{deploy_order, plan_id};
 use crate::store::{verify_chain, AuditEntry};
+use crate::telemetry::spans::{in_span, RolloutRequestSpan};
 
 pub struct ControlService {
     pub controller: Arc<Controller>,
@@ -116,31 +116,44 @@ impl Control for ControlService {
         &self,
         request: Request<RollbackRequest>,
     ) -> Result<Response<UpdateStream>, Status> {
-        self.start_rollback(request).await
+        let span = request.get_ref().rollout_span("rollback");
+        in_span(span, self.start_rollback(request)).await
     }
 
     async fn disable(
         &self,
         request: Request<RoutineRequest>,
     ) -> Result<Response<UpdateStream>, Status> {
-        self.start_routine_operation(request, RoutineOperation::Disable)
-            .await
+        let span = request.get_ref().rollout_span("disable");
+        in_span(
+            span,
+            self.start_routine_operation(request, RoutineOperation::Disable),
+        )
+        .await
     }
 
     async fn enable(
         &self,
         request: Request<RoutineRequest>,
     ) -> Result<Response<UpdateStream>, Status> {
-        self.start_routine_operation(request, RoutineOperation::Enable)
-            .await
+        let span = request.get_ref().rollout_span("enable");
+        in_span(
+            span,
+            self.start_routine_operation(request, RoutineOperation::Enable),
+        )
+        .await
     }
 
     async fn history(
         &self,
         request: Request<RoutineRequest>,
     ) -> Result<Response<UpdateStream>, Status> {
-        self.start_routine_operation(request, RoutineOperation::History)
-            .await
+        let span = request.get_ref().rollout_span("history");
+        in_span(
+            span,
+            self.start_routine_operation(request, RoutineOperation::History),
+        )
+        .await
     }
 
     async fn get_metrics(
@@ -154,14 +167,16 @@ impl Control for ControlService {
         &self,
         request: Request<DeployRequest>,
     ) -> Result<Response<UpdateStream>, Status> {
-        self.start(request, false).await
+        let span = request.get_ref().rollout_span("deploy");
+        in_span(span, self.start(request, false)).await
     }
 
     async fn smoke(
         &self,
         request: Request<DeployRequest>,
     ) -> Result<Response<UpdateStream>, Status> {
-        self.start(request, true).await
+        let span = request.get_ref().rollout_span("smoke");
+        in_span(span, self.start(request, true)).await
     }
 
     async fn audit(
@@ -440,7 +455,7 @@ fn validate(
             },
         }
     };
-    let trace = TraceParent::parse(&request.traceparent).unwrap_or_else(TraceParent::new_root);
+    let trace = crate::telemetry::spans::request_trace(&request.traceparent);
     Ok(RolloutRequest {
         environment: request.environment,
         plan,

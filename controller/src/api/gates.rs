@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use pgrollout_shared::proto::{EnvironmentGates, GateOutcome, Plan};
 use pgrollout_shared::traceparent::TraceParent;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::config::GateName;
 use crate::engine::dry_run::{self, DryRun};
@@ -82,7 +83,10 @@ pub async fn check_with(
     request: GateCheck<'_>,
     outside_window: OutsideWindow,
 ) -> Result<Verdict, Status> {
-    let mut results = evaluate(controller, &request).await?;
+    let span = crate::telemetry::spans::gates_span(request.environment);
+    let mut results = evaluate(controller, &request)
+        .instrument(span.clone())
+        .await?;
     if outside_window == OutsideWindow::Refuse {
         for result in results
             .iter_mut()
@@ -138,6 +142,8 @@ pub async fn check_with(
         (None, true, Some(_)) => ("gates.scheduled", "pending"),
         (None, true, None) => ("gates.passed", "ok"),
     };
+    span.record("pgrollout.verdict", outcome);
+    drop(span);
     controller
         .audit(AuditEntry {
             actor: request.actor.to_owned(),

@@ -16,7 +16,6 @@ use pgrollout_shared::operations::{
     MAX_REASON_BYTES,
 };
 use pgrollout_shared::proto::{Plan, RollbackRequest, RoutineRequest};
-use pgrollout_shared::traceparent::TraceParent;
 use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -211,7 +210,7 @@ impl ControlService {
                 label,
                 kind,
                 actor,
-                trace: TraceParent::parse(traceparent).unwrap_or_else(TraceParent::new_root),
+                trace: crate::telemetry::spans::request_trace(traceparent),
                 agent_wait: Duration::from_millis(agent_wait_ms),
                 description,
             },

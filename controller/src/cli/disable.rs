@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{Outcome, RoutineRequest};
-use pgrollout_shared::traceparent::TraceParent;
 
 use super::connect::OperatorTls;
 use super::operation::{call_and_follow, print_warnings, Call};
@@ -70,7 +69,7 @@ fn request(procedure: &str, environment: &str, revoke: bool, wait: Duration) -> 
         environment: environment.to_owned(),
         procedure: procedure.to_owned(),
         revoke,
-        traceparent: TraceParent::new_root().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
         agent_wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
     }
 }

@@ -7,7 +7,6 @@ use pgrollout_shared::proto::{
     rollout_update::Body, DeployRequest, JobEvent, JobResult, Plan, RequestParked, RolloutStarted,
     RolloutUpdate,
 };
-use pgrollout_shared::traceparent::TraceParent;
 
 use super::connect::{self, OperatorTls};
 use crate::auth::CLAIMED_ACTOR_HEADER;
@@ -142,7 +141,7 @@ pub async fn submit_and_follow(
     let mut request = tonic::Request::new(DeployRequest {
         environment: submission.environment.to_owned(),
         plan: Some(submission.plan),
-        traceparent: TraceParent::new_root().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
         agent_wait_ms: u64::try_from(submission.agent_wait.as_millis()).unwrap_or(u64::MAX),
         continue_on_error: submission.continue_on_error,
         ticket: submission.attachments.ticket.clone().unwrap_or_default(),

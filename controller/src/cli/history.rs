@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{LedgerEntry, Outcome, RoutineRequest};
-use pgrollout_shared::traceparent::TraceParent;
 
 use super::connect::OperatorTls;
 use super::operation::{call_and_follow, Call};
@@ -39,7 +38,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: HistoryArgs) -> ExitCod
         environment: args.environment.clone(),
         procedure: args.procedure.clone(),
         revoke: false,
-        traceparent: TraceParent::new_root().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
     };
     let followed = match call_and_follow(address, tls, Call::History(request), true).await {

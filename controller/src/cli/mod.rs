@@ -167,7 +167,11 @@ pub fn run() -> ExitCode {
             return ExitCode::DeploymentFailed;
         }
     };
-    runtime.block_on(async move {
+    // The controller traces each rollout itself; every other command is one
+    // trace, rooted at the command's span.
+    let traced = !matches!(command, Command::Serve { .. });
+    let command_name = subcommand_name();
+    let run = async move {
         match command {
             Command::Serve {
                 config,
@@ -197,5 +201,25 @@ pub fn run() -> ExitCode {
             Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
             Command::Ca(_) => ExitCode::Success,
         }
+    };
+    runtime.block_on(async move {
+        if traced {
+            crate::telemetry::traced_command(&command_name, run).await
+        } else {
+            run.await
+        }
     })
+}
+
+/// The subcommand as typed (`deploy`, `audit`, …), for the command's span.
+fn subcommand_name() -> String {
+    use clap::CommandFactory;
+    let names: Vec<String> = Cli::command()
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    std::env::args()
+        .skip(1)
+        .find(|arg| names.contains(arg))
+        .unwrap_or_else(|| "command".to_owned())
 }

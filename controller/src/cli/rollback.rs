@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{JobResult, Outcome, RollbackRequest, RolloutStarted};
-use pgrollout_shared::traceparent::TraceParent;
 
 use super::connect::OperatorTls;
 use super::operation::{call_and_follow, print_warnings, Call};
@@ -89,7 +88,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCo
         to: args.to.clone().unwrap_or_default(),
         emergency: args.emergency,
         reason: reason.trim().to_owned(),
-        traceparent: TraceParent::new_root().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
     };
     let followed = match call_and_follow(address, tls, Call::Rollback(request), false).await {

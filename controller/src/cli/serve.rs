@@ -10,7 +10,6 @@ use crate::engine::Controller;
 use crate::store::Store;
 
 pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
-    crate::telemetry::init_logging();
     // reqwest (notifications) is built without a provider of its own and
     // panics without one (STACK.md pitfall 4); already installed is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -18,6 +17,13 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
         Ok(config) => config,
         Err(error) => {
             eprintln!("pgrollout serve: {error:#}");
+            return ExitCode::ValidationFailed;
+        }
+    };
+    let telemetry = match crate::telemetry::start_controller(&config.telemetry) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("pgrollout serve: [telemetry]: {error}");
             return ExitCode::ValidationFailed;
         }
     };
@@ -95,6 +101,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     };
     tracing::info!(
         tls = tls.is_some(),
+        exports_spans = telemetry.is_exporting(),
         metrics = ?config.metrics.as_ref().map(|m| m.listen),
         operators = %config.listen.operators,
         agents = %config.listen.agents,
@@ -111,7 +118,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
         let server = crate::metrics::http::serve(listener, controller.clone(), shutdown_signal());
         tokio::spawn(server);
     }
-    match crate::api::serve(controller, operators, agents, shutdown_signal()).await {
+    let code = match crate::api::serve(controller, operators, agents, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("controller stopped");
             ExitCode::Success
@@ -120,7 +127,9 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             tracing::error!(error = %error, "controller failed");
             ExitCode::DeploymentFailed
         }
-    }
+    };
+    crate::telemetry::stop(telemetry).await;
+    code
 }
 
 async fn shutdown_signal() {

@@ -46,6 +46,8 @@ pub struct Controller {
     pub ticket_check: Option<gates::ticket::TicketCheck>,
     /// Post-deploy watches' sample offers in flight and their tasks.
     pub watches: watch::Watches,
+    /// Forwards agents' relayed spans to the collector (never blocks).
+    pub span_relay: crate::telemetry::relay::SpanRelay,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -78,6 +80,11 @@ impl Controller {
             .change_control
             .clone()
             .map(gates::ticket::TicketCheck::new);
+        let relayed_by = config.telemetry.service_name.as_deref();
+        let span_relay = crate::telemetry::relay::SpanRelay::start(
+            &config.telemetry,
+            relayed_by.unwrap_or(crate::telemetry::CONTROLLER_SERVICE),
+        );
         Arc::new(Controller {
             config,
             config_path,
@@ -91,6 +98,7 @@ impl Controller {
             schedule_changed: tokio::sync::Notify::new(),
             ticket_check,
             watches: watch::Watches::default(),
+            span_relay,
             policy: RwLock::new(Arc::new(policy)),
         })
     }

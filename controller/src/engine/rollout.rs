@@ -14,11 +14,13 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::traceparent::TraceParent;
 use tokio::sync::mpsc;
 use tonic::Status;
+use tracing::Instrument;
 
 use super::registry::AgentHandle;
 use super::router::JobUpdate;
 use super::{new_id, Controller};
 use crate::store::{state, AuditEntry, NewRollout};
+use crate::telemetry::spans;
 
 /// A validated request to run a plan against an environment.
 pub struct RolloutRequest {
@@ -55,6 +57,7 @@ pub async fn start(
         .zone_of(&request.environment)
         .unwrap_or_else(|| request.environment.clone());
     let target = environment.target.clone();
+    let dispatch = spans::dispatch_span(&request.trace, &zone, &target);
     let wait = request
         .agent_wait
         .min(controller.config.deployment.max_agent_wait);
@@ -69,9 +72,11 @@ pub async fn start(
                 request.environment
             ))
         })?;
+    dispatch.record("pgrollout.agent", agent.name.as_str());
 
     let rollout_id = new_id("r");
     let job_id = new_id("j");
+    spans::record_rollout(&rollout_id, &job_id, &request.plan.plan_id, &request.actor);
     let now = now_unix_ms();
     let store_error = |e: crate::store::StoreError| {
         tracing::error!(error = %anyhow::Error::from(e), "store write failed");
@@ -120,7 +125,8 @@ pub async fn start(
         attempt: 1,
         deadline: SystemTime::now() + job_timeout,
         lease: Some(controller.config.deployment.job_lease),
-        trace: request.trace.child(),
+        // The agent's job span is a child of the dispatch span.
+        trace: spans::job_traceparent(&dispatch, &request.trace),
         target,
         rollout_id: rollout_id.clone(),
         plan_id: request.plan.plan_id.clone(),
@@ -193,6 +199,7 @@ pub async fn start(
         controller.notifier.rollout_finished(&job_id);
         return Err(Status::unavailable(message));
     }
+    drop(dispatch);
 
     let (out, receiver) = mpsc::channel(256);
     let started = RolloutStarted {
@@ -209,15 +216,15 @@ pub async fn start(
     let _ = out
         .send(Ok(update(rollout_update::Body::Started(started))))
         .await;
-    tokio::spawn(relay(
-        controller,
-        agent,
-        job_id,
-        1,
-        updates,
-        out,
-        job_timeout,
-    ));
+    // The rollout span lasts until the job's result; its trace is exported
+    // as soon as it ends rather than at the exporter's next tick.
+    let rollout_span = tracing::Span::current();
+    tokio::spawn(async move {
+        relay(controller, agent, job_id, 1, updates, out, job_timeout)
+            .instrument(rollout_span)
+            .await;
+        pgrollout_shared::telemetry::flush_soon();
+    });
     Ok(receiver)
 }
 
@@ -276,6 +283,7 @@ pub(super) async fn relay(
     };
     if let Some((rollout_state, message)) = settled {
         tracing::warn!(job_id = %job_id, state = rollout_state, reason = %message, "job ended without a result");
+        spans::record_outcome(&tracing::Span::current(), rollout_state, true);
         let _ = controller
             .store
             .abandon_job(
@@ -351,6 +359,7 @@ async fn follow_job(
                     .await;
             }
             Some(JobUpdate::Finished(result)) => {
+                spans::record_result(&tracing::Span::current(), result.outcome());
                 let _ = out
                     .send(Ok(update(rollout_update::Body::Finished(*result))))
                     .await;

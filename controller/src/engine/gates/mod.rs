@@ -21,6 +21,8 @@ mod window;
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use tracing::Instrument;
+
 pub use window::{common_opening, TimeWindow};
 
 use crate::config::{Environment, GateName};
@@ -125,7 +127,12 @@ pub async fn evaluate(store: &Store, input: &GateInput<'_>) -> Result<Vec<GateRe
     };
     let mut results = Vec::new();
     for gate in environment.effective_gates() {
-        results.push(evaluate_one(store, environment, gate, input).await?);
+        let span = crate::telemetry::spans::gate_span(gate.as_str());
+        let result = evaluate_one(store, environment, gate, input)
+            .instrument(span.clone())
+            .await?;
+        span.record("pgrollout.gate.state", result.state.as_str());
+        results.push(result);
     }
     Ok(results)
 }

@@ -1,0 +1,176 @@
+//! The agent's spans of one job: a job span whose parent is the JobOffer's
+//! `traceparent` (the controller's dispatch span), and a child span per step
+//! (connect, lock, backup, apply, grants, ledger, smoke, commit,
+//! post-commit-smoke, …) made from the step events the job already emits, so
+//! the job kinds need no tracing code of their own.
+//!
+//! What a span may carry: the database system and name, the target, the
+//! routines' identities, the smoke tests' names, outcomes and durations.
+//! Never a step's message (it can quote a server error that quotes data),
+//! never a smoke test's call (its arguments are parameter values), never a
+//! credential.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use opentelemetry::KeyValue;
+use pgrollout_shared::job::{Job, JobKind};
+use pgrollout_shared::proto::{Outcome, SmokeReport, StepStatus};
+use pgrollout_shared::telemetry::set_remote_parent;
+use tracing::field::Empty;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::config::TargetConfig;
+
+/// How many routine identities the job span lists; the count is always there.
+const LISTED_ROUTINES: usize = 20;
+
+pub struct JobSpans {
+    job: Span,
+    database: String,
+    /// Steps started and not yet finished, by step name.
+    open: Mutex<HashMap<String, Span>>,
+}
+
+impl JobSpans {
+    pub fn start(job: &Job, target: &TargetConfig) -> Self {
+        let identities = routine_identities(&job.kind);
+        let listed = identities
+            .iter()
+            .take(LISTED_ROUTINES)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        let span = tracing::info_span!(
+            target: "pgrollout_agent::job",
+            "job",
+            otel.name = %format!("job {}", job.kind.name()),
+            otel.kind = "consumer",
+            pgrollout.job_id = %job.id,
+            pgrollout.attempt = job.attempt,
+            pgrollout.rollout_id = %job.rollout_id,
+            pgrollout.kind = job.kind.name(),
+            pgrollout.procedure = %job.label,
+            pgrollout.routine_count = identities.len(),
+            pgrollout.target = %target.name,
+            db.system = "postgresql",
+            db.namespace = %target.dbname,
+            pgrollout.outcome = Empty,
+            otel.status_code = Empty,
+        );
+        set_remote_parent(&span, &job.trace);
+        // On the exported span only: the log's lines inside the job would
+        // repeat the list on every line.
+        span.set_attribute("pgrollout.routines", listed);
+        JobSpans {
+            job: span,
+            database: target.dbname.clone(),
+            open: Mutex::default(),
+        }
+    }
+
+    /// The job's span: the job's work runs inside it.
+    pub fn job(&self) -> &Span {
+        &self.job
+    }
+
+    /// Follows one step event: a started step opens its span, a finished
+    /// (or skipped) one closes it with its outcome and duration. A step that
+    /// only reports its end gets a span of its own, closed at once.
+    pub fn step_event(
+        &self,
+        step: &str,
+        status: StepStatus,
+        duration_ms: u64,
+        smoke: &[SmokeReport],
+    ) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if status == StepStatus::Started {
+            open.insert(step.to_owned(), self.step_span(step));
+            return;
+        }
+        let span = open.remove(step).unwrap_or_else(|| self.step_span(step));
+        drop(open);
+        let (outcome, failed) = match status {
+            StepStatus::Succeeded => ("succeeded", false),
+            StepStatus::Failed => ("failed", true),
+            StepStatus::Skipped => ("skipped", false),
+            StepStatus::Started | StepStatus::Unspecified => ("unspecified", false),
+        };
+        span.record("pgrollout.outcome", outcome);
+        span.record("pgrollout.duration_ms", duration_ms);
+        span.record("otel.status_code", if failed { "error" } else { "ok" });
+        for report in smoke {
+            span.add_event("smoke test", smoke_attributes(report));
+        }
+    }
+
+    /// Records the job's outcome on its span.
+    pub fn finish(&self, outcome: Outcome) {
+        let name = match outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::ValidationFailed => "validation-failed",
+            Outcome::DeployFailed => "deploy-failed",
+            Outcome::SmokeFailed => "smoke-failed",
+            Outcome::Unspecified => "unspecified",
+        };
+        self.job.record("pgrollout.outcome", name);
+        let failed = outcome != Outcome::Succeeded;
+        self.job
+            .record("otel.status_code", if failed { "error" } else { "ok" });
+    }
+
+    fn step_span(&self, step: &str) -> Span {
+        tracing::info_span!(
+            target: "pgrollout_agent::step",
+            parent: &self.job,
+            "step",
+            otel.name = %step,
+            pgrollout.step = %step,
+            db.system = "postgresql",
+            db.namespace = %self.database,
+            pgrollout.outcome = Empty,
+            pgrollout.duration_ms = Empty,
+            otel.status_code = Empty,
+        )
+    }
+}
+
+/// One smoke test's result, without its call or its checks' details.
+fn smoke_attributes(report: &SmokeReport) -> Vec<KeyValue> {
+    let failed_checks: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.check.as_str())
+        .collect();
+    vec![
+        KeyValue::new("pgrollout.routine", report.routine.clone()),
+        KeyValue::new("pgrollout.smoke.test", report.test.clone()),
+        KeyValue::new("pgrollout.smoke.phase", report.phase.clone()),
+        KeyValue::new("pgrollout.smoke.passed", report.passed),
+        KeyValue::new(
+            "pgrollout.smoke.duration_ms",
+            i64::try_from(report.duration_ms).unwrap_or(i64::MAX),
+        ),
+        KeyValue::new("pgrollout.smoke.failed_checks", failed_checks.join(", ")),
+    ]
+}
+
+/// The identities of the routines a job names (its plan's, or what a
+/// plan-less job selects by name).
+fn routine_identities(kind: &JobKind) -> Vec<String> {
+    match kind {
+        JobKind::Deploy { routines, .. }
+        | JobKind::Smoke { routines }
+        | JobKind::Check { routines }
+        | JobKind::PerfProbe { routines } => {
+            routines.iter().map(|r| r.identity.to_string()).collect()
+        }
+        JobKind::WatchSample(spec) => spec.probes.iter().map(|r| r.identity.to_string()).collect(),
+        JobKind::Rollback(_) | JobKind::Disable(_) | JobKind::Enable(_) | JobKind::History(_) => {
+            Vec::new()
+        }
+    }
+}

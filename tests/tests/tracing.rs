@@ -1,0 +1,308 @@
+//! One rollout = one trace (issue 7, item 1): an in-process OTLP collector
+//! receives, for one `pgrollout deploy`, the CLI's span, the controller's
+//! rollout, gate and dispatch spans, and the agent's job and SQL step spans —
+//! the agent's relayed through the controller, which stamps them with the
+//! identity and zone of the agent's certificate — all of one trace, the one
+//! the CLI printed and the controller stored, and none carrying the
+//! database password or a smoke test's argument.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use pgrollout_tests::otlp_receiver::{only, OtlpReceiver, ReceivedSpan};
+use pgrollout_tests::stack::{OPERATOR, TRUST_DOMAIN};
+use pgrollout_tests::{Stack, StackOptions};
+
+/// Generous: the spans are exported as soon as the rollout ends.
+const SPANS_ARRIVE: Duration = Duration::from_secs(30);
+/// The smoke test's argument: a parameter value no span may carry.
+const SMOKE_ARGUMENT: &str = "smoke-argument-5f1c9e";
+/// The deploy path's steps, in order (DESIGN §5).
+const STEPS: [&str; 10] = [
+    "connect",
+    "lock",
+    "idempotency",
+    "backup",
+    "apply",
+    "grants",
+    "ledger",
+    "smoke",
+    "commit",
+    "post-commit-smoke",
+];
+const GATES: [&str; 2] = ["gate syntax", "gate backup_verified"];
+
+fn probe_sql() -> &'static str {
+    "CREATE OR REPLACE FUNCTION public.trace_probe(tag text) RETURNS text LANGUAGE sql AS 'SELECT upper(tag)';\n"
+}
+
+fn probe_sidecar() -> String {
+    format!(
+        "[[smoke_tests]]\nname = \"echoes\"\ncall = \"SELECT public.trace_probe('{SMOKE_ARGUMENT}') AS tag\"\n\
+         expect_columns = [ {{ name = \"tag\", type = \"text\" }} ]\n"
+    )
+}
+
+/// Every span the trace must hold.
+fn expected_names() -> Vec<&'static str> {
+    let mut names = vec![
+        "pgrollout deploy",
+        "rollout deploy",
+        "gates",
+        "dispatch",
+        "job deploy",
+    ];
+    names.extend(GATES);
+    names.extend(STEPS);
+    names
+}
+
+fn complete(spans: &[ReceivedSpan]) -> bool {
+    expected_names()
+        .iter()
+        .all(|name| spans.iter().any(|s| s.span.name == *name))
+}
+
+/// The trace id of `rollout <id> on agent <a> (zone <z>), trace <trace id>`.
+fn printed(stdout: &str, prefix: &str, marker: &str) -> Result<String> {
+    stdout
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .find_map(|line| line.rsplit_once(marker).map(|(_, id)| id.trim().to_owned()))
+        .with_context(|| format!("no {prefix:?}…{marker:?} line in:\n{stdout}"))
+}
+
+fn child_of(child: &ReceivedSpan, parent: &ReceivedSpan) -> Result<()> {
+    ensure!(
+        child.parent_id() == parent.span_id(),
+        "{:?} should be a child of {:?} ({}), its parent is {:?}",
+        child.span.name,
+        parent.span.name,
+        parent.span_id(),
+        child.parent_id()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_deploy_is_one_trace_from_the_cli_to_the_sql_steps() -> Result<()> {
+    let mut collector = OtlpReceiver::start().await?;
+    let stack = Stack::start_with(StackOptions {
+        // The controller exports to the collector; the agent has none in its
+        // zone, so it relays its spans through the controller.
+        controller_extra: format!("[telemetry]\notlp_endpoint = \"{}\"\n", collector.endpoint),
+        environment_extra: vec![(
+            "dev".into(),
+            "gates = [\"syntax\", \"backup_verified\"]".into(),
+        )],
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.write_procedure("trace_probe.sql", probe_sql())?;
+    stack.write_procedure("trace_probe.toml", &probe_sidecar())?;
+
+    let deploy = stack
+        .cli_as_with_env(
+            OPERATOR,
+            &["deploy", "trace_probe", "dev"],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)],
+        )
+        .await?;
+    ensure!(deploy.code == 0, "{deploy}");
+    let trace_id = printed(&deploy.stdout, "rollout ", ", trace ")?;
+    let rollout_id = deploy
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("rollout ")?.split_whitespace().next())
+        .context("no rollout id")?
+        .to_owned();
+
+    let spans = collector.wait_for(SPANS_ARRIVE, complete).await?;
+
+    // One trace, the one the CLI printed.
+    for span in &spans {
+        ensure!(
+            span.trace_id() == trace_id,
+            "{} span {:?} is in trace {}, not the deploy's {trace_id}",
+            span.service(),
+            span.span.name,
+            span.trace_id()
+        );
+    }
+
+    // The tree: CLI → rollout → gates → each gate; rollout → dispatch → job → steps.
+    let cli = only(&spans, "pgrollout deploy")?;
+    ensure!(cli.parent_id().is_empty(), "the CLI's span is the root");
+    ensure!(cli.service() == "pgrollout-cli", "{:?}", cli.resource);
+    let rollout = only(&spans, "rollout deploy")?;
+    child_of(rollout, cli)?;
+    ensure!(
+        rollout.service() == "pgrollout-controller",
+        "{:?}",
+        rollout.resource
+    );
+    ensure!(rollout.attribute("pgrollout.rollout_id") == Some(rollout_id.clone()));
+    ensure!(rollout.attribute("pgrollout.outcome").as_deref() == Some("succeeded"));
+    let gates = only(&spans, "gates")?;
+    child_of(gates, rollout)?;
+    for gate in GATES {
+        let gate = only(&spans, gate)?;
+        child_of(gate, gates)?;
+        ensure!(gate.attribute("pgrollout.gate.state").as_deref() == Some("passed"));
+    }
+    let dispatch = only(&spans, "dispatch")?;
+    child_of(dispatch, rollout)?;
+    let job = only(&spans, "job deploy")?;
+    child_of(job, dispatch)?;
+    ensure!(
+        job.attribute("pgrollout.routines").as_deref() == Some("public.trace_probe(text)"),
+        "{:?}",
+        job.span.attributes
+    );
+    ensure!(job.attribute("pgrollout.outcome").as_deref() == Some("succeeded"));
+
+    let dbname = stack.zone("dev").pg.dbname().to_owned();
+    let mut started = 0;
+    for step in STEPS {
+        let step = only(&spans, step)?;
+        child_of(step, job)?;
+        ensure!(step.attribute("db.system").as_deref() == Some("postgresql"));
+        ensure!(step.attribute("db.namespace") == Some(dbname.clone()));
+        ensure!(
+            step.attribute("pgrollout.outcome").as_deref() == Some("succeeded"),
+            "{:?}",
+            step.span.attributes
+        );
+        ensure!(step.attribute("pgrollout.duration_ms").is_some());
+        // The steps ran in order.
+        ensure!(
+            step.span.start_time_unix_nano >= started,
+            "{:?} started before the step before it",
+            step.span.name
+        );
+        started = step.span.start_time_unix_nano;
+    }
+    let smoke = only(&spans, "smoke")?;
+    let smoke_event = smoke
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "smoke test")
+        .context("the smoke step records its test")?;
+    ensure!(smoke_event
+        .attributes
+        .iter()
+        .any(|kv| kv.key == "pgrollout.routine"
+            && pgrollout_tests::otlp_receiver::text(kv.value.as_ref())
+                == "public.trace_probe(text)"));
+
+    // The agent's spans came through the controller, stamped with what the
+    // agent's certificate says; the controller's and the CLI's are not.
+    let agent_identity = format!("spiffe://{TRUST_DOMAIN}/zone/dev/agent/dev-1");
+    for span in spans.iter().filter(|s| s.service() == "pgrollout-agent") {
+        for (key, value) in [
+            ("pgrollout.agent.name", "dev-1"),
+            ("pgrollout.agent.zone", "dev"),
+            ("pgrollout.agent.identity", agent_identity.as_str()),
+            ("pgrollout.agent.verified", "true"),
+            ("pgrollout.relayed_by", "pgrollout-controller"),
+        ] {
+            ensure!(
+                span.resource.get(key).map(String::as_str) == Some(value),
+                "agent span {:?}: resource {key} should be {value:?}: {:?}",
+                span.span.name,
+                span.resource
+            );
+        }
+    }
+    ensure!(spans.iter().any(|s| s.service() == "pgrollout-agent"));
+    for span in spans.iter().filter(|s| s.service() != "pgrollout-agent") {
+        ensure!(!span.resource.contains_key("pgrollout.relayed_by"));
+    }
+
+    // No secret, no parameter value, anywhere in the trace.
+    let password = stack.zone("dev").pg.password().to_owned();
+    for span in &spans {
+        for text in span.all_text() {
+            ensure!(
+                !text.contains(&password),
+                "span {:?} carries the database password",
+                span.span.name
+            );
+            ensure!(
+                !text.contains(SMOKE_ARGUMENT),
+                "span {:?} carries the smoke test's argument: {text:?}",
+                span.span.name
+            );
+        }
+    }
+
+    // The controller stored the same trace id on the rollout and its audit entries.
+    let status = stack.cli(&["status", &rollout_id]).await?;
+    ensure!(status.code == 0, "{status}");
+    ensure!(
+        printed(&status.stdout, "Trace ID:", "Trace ID:")? == trace_id,
+        "{status}"
+    );
+    let audit = stack
+        .cli(&["audit", "--rollout", &rollout_id, "--output", "json"])
+        .await?;
+    ensure!(audit.code == 0, "{audit}");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&audit.stdout)
+        .with_context(|| format!("audit --output json:\n{audit}"))?;
+    let traced: Vec<&str> = entries
+        .iter()
+        .filter_map(|entry| entry["trace_id"].as_str())
+        .filter(|id| !id.is_empty())
+        .collect();
+    ensure!(
+        !traced.is_empty(),
+        "no audit entry of the rollout carries a trace id:\n{audit}"
+    );
+    ensure!(
+        traced.iter().all(|id| *id == trace_id),
+        "an audit entry of the rollout names another trace:\n{audit}"
+    );
+
+    // A CLI that exports nothing still sends a trace context: the next
+    // deploy is a trace of its own, the one it printed, without a CLI span.
+    let quiet = stack.cli(&["deploy", "trace_probe", "dev"]).await?;
+    ensure!(quiet.code == 0, "{quiet}");
+    let quiet_trace = printed(&quiet.stdout, "rollout ", ", trace ")?;
+    ensure!(
+        quiet_trace != trace_id,
+        "each rollout is a trace of its own"
+    );
+    let in_quiet_trace = |spans: &[ReceivedSpan]| -> Vec<ReceivedSpan> {
+        spans
+            .iter()
+            .filter(|s| s.trace_id() == quiet_trace)
+            .cloned()
+            .collect()
+    };
+    let all = collector
+        .wait_for(SPANS_ARRIVE, |spans| {
+            let quiet = in_quiet_trace(spans);
+            [
+                "rollout deploy",
+                "dispatch",
+                "job deploy",
+                "post-commit-smoke",
+            ]
+            .iter()
+            .all(|name| quiet.iter().any(|s| s.span.name == *name))
+        })
+        .await?;
+    let quiet_spans = in_quiet_trace(&all);
+    ensure!(only(&quiet_spans, "pgrollout deploy").is_err());
+    let rollout = only(&quiet_spans, "rollout deploy")?;
+    ensure!(
+        !rollout.parent_id().is_empty(),
+        "the rollout continues the CLI's (unexported) span"
+    );
+    child_of(
+        only(&quiet_spans, "job deploy")?,
+        only(&quiet_spans, "dispatch")?,
+    )?;
+    Ok(())
+}
