@@ -53,7 +53,16 @@ pub async fn run(controller: &Arc<Controller>, dry_run: DryRun<'_>) -> Result<Ga
         agent_wait: dry_run.agent_wait,
         gates: Vec::new(),
     };
-    let mut updates = rollout::start(controller.clone(), request).await?;
+    // Its own rollout span, beside the deploy's: the dry run is a rollout of
+    // its own, with its own id, in the same trace.
+    let span = crate::telemetry::spans::rollout_span(
+        "check",
+        dry_run.environment,
+        &dry_run.plan.label,
+        &request.trace.to_string(),
+    );
+    let mut updates =
+        crate::telemetry::spans::in_span(span, rollout::start(controller.clone(), request)).await?;
     let mut rollout_id = String::new();
     while let Some(update) = updates.recv().await {
         match update?.body {
