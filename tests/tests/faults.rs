@@ -504,3 +504,17 @@ async fn duplicate_events_and_results_are_recorded_once_and_acknowledged_each_ti
     assert_eq!(events, 1, "the duplicate event is stored once");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_controller_stops_on_sigterm_although_agents_hold_their_links_open() -> Result<()> {
+    let mut stack = Stack::start(&["dev"]).await?;
+    let started = std::time::Instant::now();
+    let status = stack.controller.terminate_and_wait().await?;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -76,6 +76,7 @@ where
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let stop_for_grace = stop.clone();
     let max = controller.config.limits.max_message_bytes;
     let control = ControlServer::new(control::ControlService {
         controller: controller.clone(),
@@ -100,6 +101,23 @@ where
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(agent_link)
         .serve_with_incoming_shutdown(agents, stopped(stop));
-    tokio::try_join!(operators_server, agents_server)?;
+    // Agents' streams never end by themselves: after the stop signal,
+    // in-flight operator calls get a bounded grace, then the links are cut
+    // (agents reconnect to the next controller; their journals keep results).
+    let grace = async move {
+        stopped(stop_for_grace).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::info!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "closing the remaining agent links"
+        );
+    };
+    tokio::select! {
+        served = async { tokio::try_join!(operators_server, agents_server) } => { served?; }
+        () = grace => {}
+    }
     Ok(())
 }
+
+/// How long a stopping controller waits for open calls before it exits.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
