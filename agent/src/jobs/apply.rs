@@ -70,8 +70,11 @@ pub async fn take_backup(
 }
 
 /// Runs each CREATE in order, reporting progress as `done_before + i` of
-/// `total`. On failure: the index (within `routines`) of the routine that
-/// failed, and why.
+/// `total`. The CREATEs are pipelined (sent ahead of their answers, in
+/// order, each its own one-statement request); the first failure is the one
+/// reported, since every later statement only meets the aborted transaction.
+/// On failure: the index (within `routines`) of the routine that failed, and
+/// why.
 pub async fn create_routines(
     ctx: &JobContext,
     conn: &TargetConnection,
@@ -79,25 +82,32 @@ pub async fn create_routines(
     done_before: usize,
     total: usize,
 ) -> Result<(), (usize, JobFailure)> {
-    for (index, routine) in routines.iter().enumerate() {
-        if let Err(error) = create_one(conn, routine).await {
-            let detail = describe_error(&error, Some(&routine.create_sql));
-            let advice = match error.code() {
-                Some(code) if *code == SqlState::INVALID_FUNCTION_DEFINITION => {
-                    " — a changed return type, OUT parameters or argument names need DROP + CREATE, which pgrollout \
-                     does not do implicitly; give the new version a new signature or drop the old one in a reviewed migration"
-                }
-                _ => "",
-            };
-            let failure = JobFailure::deploy(format!(
-                "applying {} from {} failed: {detail}{advice}",
-                routine.identity, routine.source_path
-            ));
-            return Err((index, failure));
+    // Collected first: a lazy iterator of futures held across the awaits
+    // makes the job's future lose `Send` (a higher-ranked closure).
+    let creates: Vec<_> = routines
+        .iter()
+        .map(|routine| create_one(conn, routine))
+        .collect();
+    let progress = |index: usize, ()| ctx.progress("apply", done_before + index + 1, total);
+    sql::pipeline::run_in_order(creates, progress)
+        .await
+        .map_err(|(index, error)| (index, create_failure(&routines[index], &error)))
+}
+
+/// Why a routine's CREATE failed, with advice for the usual trap.
+fn create_failure(routine: &Routine, error: &tokio_postgres::Error) -> JobFailure {
+    let detail = describe_error(error, Some(&routine.create_sql));
+    let advice = match error.code() {
+        Some(code) if *code == SqlState::INVALID_FUNCTION_DEFINITION => {
+            " — a changed return type, OUT parameters or argument names need DROP + CREATE, which pgrollout \
+             does not do implicitly; give the new version a new signature or drop the old one in a reviewed migration"
         }
-        ctx.progress("apply", done_before + index + 1, total);
-    }
-    Ok(())
+        _ => "",
+    };
+    JobFailure::deploy(format!(
+        "applying {} from {} failed: {detail}{advice}",
+        routine.identity, routine.source_path
+    ))
 }
 
 /// Runs one routine's CREATE. The extended protocol accepts exactly one

@@ -18,6 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 
 use super::apply::{self, smoke_summary};
+use super::preopen::PreOpened;
 use super::{
     deploy_each, failed_result, restore, smoke_runner::run_smoke_tests, JobContext, JobFailure,
 };
@@ -99,6 +100,9 @@ async fn deploy(
         return deploy_each::run(ctx, &mut conn, routines, batch).await;
     }
 
+    // The post-commit smoke test's own connection, opened while the
+    // transaction runs rather than after COMMIT.
+    let post_commit = PreOpened::start(ctx);
     simple(&conn, "BEGIN").await?;
     let (applied, written, ledger_ids, smoke) =
         match apply_in_transaction(ctx, &mut conn, routines).await {
@@ -147,7 +151,7 @@ async fn deploy(
         smoke,
         ..Default::default()
     };
-    Ok(verify_after_commit(ctx, &mut conn, routines, &written, result).await)
+    Ok(verify_after_commit_on(ctx, &mut conn, routines, &written, result, post_commit).await)
 }
 
 /// A redelivered job: the ledger already holds it, so report, never re-apply.
@@ -340,18 +344,32 @@ fn failed_smoke(
     })
 }
 
-/// The post-commit smoke test, and the automatic restore if it fails.
+/// The post-commit smoke test on a connection opened now, and the automatic
+/// restore if it fails.
 pub(super) async fn verify_after_commit(
     ctx: &JobContext,
     conn: &mut TargetConnection,
     routines: &[Routine],
     written: &WrittenBackup,
+    result: JobResult,
+) -> JobResult {
+    verify_after_commit_on(ctx, conn, routines, written, result, PreOpened::later()).await
+}
+
+/// The post-commit smoke test on `post_commit`, and the automatic restore if
+/// it fails.
+async fn verify_after_commit_on(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    routines: &[Routine],
+    written: &WrittenBackup,
     mut result: JobResult,
+    post_commit: PreOpened,
 ) -> JobResult {
     if routines.is_empty() {
         return result;
     }
-    let post = post_commit_smoke(ctx, routines).await;
+    let post = post_commit_smoke(ctx, routines, post_commit).await;
     let why = match post {
         Ok(reports) if reports.iter().all(|r| r.passed) => {
             result.smoke.extend(reports);
@@ -401,13 +419,15 @@ pub(super) async fn take_deploy_lock(
     }
 }
 
-/// After COMMIT, on a fresh connection: the live definitions as any caller
-/// will see them, still inside a transaction that is rolled back.
+/// After COMMIT, on another connection than the deploy's (opened while the
+/// transaction ran): the live definitions as any caller will see them, still
+/// inside a transaction that is rolled back.
 async fn post_commit_smoke(
     ctx: &JobContext,
     routines: &[Routine],
+    post_commit: PreOpened,
 ) -> Result<Vec<SmokeReport>, JobFailure> {
-    let mut fresh = match sql::connect(&ctx.target, &ctx.config.timeouts).await {
+    let mut fresh = match post_commit.take(ctx).await {
         Ok(fresh) => fresh,
         Err(error) => {
             let failure = JobFailure::deploy(error_chain(&error));

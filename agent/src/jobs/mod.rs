@@ -12,6 +12,7 @@ mod fence;
 mod history;
 mod perf_probe;
 mod pgtap;
+mod preopen;
 mod resolve;
 mod restore;
 mod rollback;

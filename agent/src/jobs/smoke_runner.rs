@@ -5,6 +5,7 @@
 //! Every call runs inside a savepoint that is rolled back, so a smoke test
 //! leaves no rows behind. The caller owns the surrounding transaction.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pgrollout_shared::proto::{SmokeCheck, SmokeReport};
@@ -24,6 +25,7 @@ pub async fn run_smoke_tests(
 ) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
     let mut reports = Vec::new();
     let existence = check_exists(conn, routines).await?;
+    let types = resolve_expected_types(conn, routines).await?;
     for (routine, exists) in routines.iter().zip(existence) {
         if routine.smoke_tests.is_empty() {
             reports.push(SmokeReport {
@@ -40,7 +42,7 @@ pub async fn run_smoke_tests(
             let mut checks = vec![exists.clone()];
             let started = Instant::now();
             if exists.passed {
-                checks.extend(run_one(conn, test).await?);
+                checks.extend(run_one(conn, test, &types).await?);
             }
             reports.push(SmokeReport {
                 routine: routine.identity.to_string(),
@@ -99,20 +101,50 @@ async fn check_exists(
         .collect())
 }
 
+/// The type each expected column names, as the database resolves it (so
+/// `integer` matches int4): every test's types in one query, not one query
+/// per test.
+async fn resolve_expected_types(
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<ExpectedTypes, tokio_postgres::Error> {
+    let mut names: Vec<&str> = routines
+        .iter()
+        .flat_map(|r| &r.smoke_tests)
+        .flat_map(|t| &t.expect_columns)
+        .map(|c| c.type_name.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(ExpectedTypes::new());
+    }
+    let rows = conn
+        .client
+        .query_typed(
+            "SELECT to_regtype(t)::oid FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
+            &[(&names, Type::TEXT_ARRAY)],
+        )
+        .await?;
+    Ok(names
+        .iter()
+        .zip(&rows)
+        .map(|(name, row)| ((*name).to_owned(), row.get(0)))
+        .collect())
+}
+
+/// Expected type name → its oid, `None` when the database knows no such type.
+type ExpectedTypes = HashMap<String, Option<u32>>;
+
 /// Runs one test call in a rolled-back savepoint and returns the checks after
 /// `exists`: executes, structure, duration, warnings.
 async fn run_one(
     conn: &mut TargetConnection,
     test: &SmokeTest,
+    types: &ExpectedTypes,
 ) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
-    conn.client
-        .batch_execute(&format!(
-            "SAVEPOINT pgrollout_smoke; SET LOCAL statement_timeout = {}",
-            test.max_duration.as_millis().max(1)
-        ))
-        .await?;
     conn.take_notices();
-    let outcome = call_and_check(conn, test).await;
+    let outcome = call_and_check(conn, test, types).await;
     let notices = conn.take_notices();
     conn.client
         .batch_execute("ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke")
@@ -149,13 +181,38 @@ async fn run_one(
     Ok(checks)
 }
 
+/// Opens the test's savepoint (with its time bound) and prepares its call,
+/// the two pipelined: the savepoint's request is queued first, so the
+/// server still runs it before the PREPARE, and both cost one round trip.
+async fn open_savepoint_and_prepare(
+    conn: &TargetConnection,
+    test: &SmokeTest,
+) -> Result<Result<tokio_postgres::Statement, tokio_postgres::Error>, tokio_postgres::Error> {
+    let savepoint = format!(
+        "SAVEPOINT pgrollout_smoke; SET LOCAL statement_timeout = {}",
+        test.max_duration.as_millis().max(1)
+    );
+    let mut opened = std::pin::pin!(futures_util::future::maybe_done(
+        conn.client.batch_execute(&savepoint)
+    ));
+    // One poll queues the savepoint's request ahead of the PREPARE.
+    let _ = futures_util::poll!(opened.as_mut());
+    let prepared = conn.client.prepare(&test.call_sql).await;
+    opened.as_mut().await;
+    match opened.as_mut().take_output() {
+        Some(Err(error)) => Err(error),
+        _ => Ok(prepared),
+    }
+}
+
 /// The checks that depend on running the call. A server error of the call
 /// is a failed check; only a broken connection is an `Err`.
 async fn call_and_check(
     conn: &TargetConnection,
     test: &SmokeTest,
+    types: &ExpectedTypes,
 ) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
-    let statement = match conn.client.prepare(&test.call_sql).await {
+    let statement = match open_savepoint_and_prepare(conn, test).await? {
         Ok(statement) => statement,
         Err(error) if error.as_db_error().is_some() => {
             return Ok(vec![check(
@@ -203,7 +260,7 @@ async fn call_and_check(
         }
         Err(error) => return Err(error),
     }
-    checks.push(check_structure(conn, test, statement.columns()).await?);
+    checks.push(check_structure(test, statement.columns(), types));
     let within = elapsed <= test.max_duration;
     checks.push(check(
         "duration",
@@ -221,37 +278,26 @@ async fn call_and_check(
     Ok(checks)
 }
 
-async fn check_structure(
-    conn: &TargetConnection,
+fn check_structure(
     test: &SmokeTest,
     columns: &[tokio_postgres::Column],
-) -> Result<SmokeCheck, tokio_postgres::Error> {
+    types: &ExpectedTypes,
+) -> SmokeCheck {
     let actual: Vec<String> = columns
         .iter()
         .map(|c| format!("{} {}", c.name(), c.type_().name()))
         .collect();
     if test.expect_columns.is_empty() {
-        return Ok(check(
+        return check(
             "structure",
             true,
             format!("not declared; returned ({})", actual.join(", ")),
-        ));
+        );
     }
-    let type_names: Vec<&str> = test
+    let expected_oids: Vec<Option<u32>> = test
         .expect_columns
         .iter()
-        .map(|c| c.type_name.as_str())
-        .collect();
-    // The database resolves each expected type name, so `integer` matches int4.
-    let expected_oids: Vec<Option<u32>> = conn
-        .client
-        .query_typed(
-            "SELECT to_regtype(t)::oid FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
-            &[(&type_names, Type::TEXT_ARRAY)],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
+        .map(|c| types.get(&c.type_name).copied().flatten())
         .collect();
     let mut problems = Vec::new();
     for (index, (expected, oid)) in test.expect_columns.iter().zip(&expected_oids).enumerate() {
@@ -281,7 +327,7 @@ async fn check_structure(
             columns.len() - test.expect_columns.len()
         ));
     }
-    Ok(if problems.is_empty() {
+    if problems.is_empty() {
         check(
             "structure",
             true,
@@ -289,7 +335,7 @@ async fn check_structure(
         )
     } else {
         check("structure", false, problems.join("; "))
-    })
+    }
 }
 
 fn check(name: &str, passed: bool, detail: String) -> SmokeCheck {

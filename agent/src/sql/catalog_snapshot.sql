@@ -6,9 +6,13 @@ SELECT p.oid IS NOT NULL                    AS existed,
        pg_get_functiondef(p.oid)            AS definition,
        pg_get_userbyid(p.proowner)::text    AS owner,
        p.proacl::text                       AS acl,
-       obj_description(p.oid, 'pg_proc')    AS comment,
+       d.description                        AS comment,
        n.nspname::text                      AS schema
 FROM unnest($1::text[]) WITH ORDINALITY AS wanted(signature, position)
 LEFT JOIN pg_proc p ON p.oid = to_regprocedure(wanted.signature)
 LEFT JOIN pg_namespace n ON n.oid = p.pronamespace
+-- What obj_description(p.oid, 'pg_proc') reads, joined: that function runs
+-- a SQL query per routine, a third of this query's time at a thousand.
+LEFT JOIN pg_description d
+       ON d.objoid = p.oid AND d.classoid = 'pg_catalog.pg_proc'::regclass AND d.objsubid = 0
 ORDER BY wanted.position

@@ -6,13 +6,14 @@ mod connection;
 pub mod exact_restore;
 mod ledger;
 mod ledger_versions;
+pub mod pipeline;
 mod routine_lookup;
 mod snapshot;
 pub mod static_checks;
 mod tls;
 pub mod watch_stats;
 
-pub use connection::{cancel_query, connect, TargetConnection};
+pub use connection::{cancel_query, connect, ConnectError, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
 pub use ledger_versions::{
     ensure_reversal_columns, insert_reversal_rows, rows_for_identities, rows_for_rollout,

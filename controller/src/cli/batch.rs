@@ -166,11 +166,14 @@ fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
     let list_name = args.list_file.display();
     let mut problems = Vec::new();
     let mut routines: Vec<Routine> = Vec::new();
+    // Identities already taken, so a name listed twice (or a name and one
+    // of its overloads) adds each routine once, without a quadratic scan.
+    let mut taken = std::collections::HashSet::new();
     for (line, name) in &list {
         match project.select(name) {
             Ok(selected) => {
                 for routine in selected {
-                    if !routines.iter().any(|r| r.identity == routine.identity) {
+                    if taken.insert(routine.identity.clone()) {
                         routines.push(routine);
                     }
                 }

@@ -20,7 +20,7 @@ mod syntax_error;
 mod tests;
 mod type_names;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use pgrollout_shared::routine::Routine;
@@ -40,6 +40,10 @@ pub struct Project {
     routines: Vec<Routine>,
     /// `signatures[i]` is how `routines[i]` is matched against names.
     signatures: Vec<Signature>,
+    /// Indices into `signatures` by routine name, in file order: a name can
+    /// only match routines of that name, so `select` looks at those alone
+    /// (a batch selects every name of a large project).
+    by_name: HashMap<String, Vec<usize>>,
 }
 
 impl Project {
@@ -50,6 +54,7 @@ impl Project {
         let mut project = Project {
             routines: Vec::new(),
             signatures: Vec::new(),
+            by_name: HashMap::new(),
         };
         let mut defined_at: BTreeMap<Signature, SourceLocation> = BTreeMap::new();
         let mut dependencies_to_check = Vec::new();
@@ -65,6 +70,11 @@ impl Project {
                     });
                 }
                 defined_at.insert(parsed_routine.signature.clone(), parsed_routine.defined_at);
+                project
+                    .by_name
+                    .entry(parsed_routine.signature.name.clone())
+                    .or_default()
+                    .push(project.signatures.len());
                 project.signatures.push(parsed_routine.signature);
                 project.routines.push(Routine {
                     identity: parsed_routine.identity,
@@ -125,11 +135,12 @@ impl Project {
                 reason,
             })?;
         let selected: Vec<Routine> = self
-            .signatures
-            .iter()
-            .zip(&self.routines)
-            .filter(|(signature, _)| parsed.matches(signature))
-            .map(|(_, routine)| routine.clone())
+            .by_name
+            .get(&parsed.name)
+            .into_iter()
+            .flatten()
+            .filter(|&&index| parsed.matches(&self.signatures[index]))
+            .map(|&index| self.routines[index].clone())
             .collect();
         if selected.is_empty() {
             return Err(ProjectError::UnknownProcedure {

@@ -218,6 +218,7 @@ pub fn order_routines(
 mod read;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use read::*;
 

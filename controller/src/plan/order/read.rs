@@ -5,6 +5,7 @@ use pg_query::protobuf::{self, node::Node as NodeKind, FunctionParameterMode};
 use pgrollout_shared::routine::Routine;
 use serde_json::Value;
 
+use super::walk::collect_calls;
 use super::DependencyReason;
 
 /// What ordering needs to know of one routine, read from its CREATE.
@@ -99,18 +100,14 @@ pub(super) fn read_shape(routine: &Routine) -> Result<Shape, String> {
     };
     for default in parameters.iter().filter_map(|p| p.defexpr.as_deref()) {
         collect_calls(
-            &to_json(default)?,
+            default,
             DependencyReason::CalledFromDefault,
             &mut shape.calls,
-        );
+        )?;
     }
     if let Some(body) = &create.sql_body {
         // BEGIN ATOMIC ... END or RETURN expr: already parsed with the rest.
-        collect_calls(
-            &to_json(body)?,
-            DependencyReason::CalledFromSql,
-            &mut shape.calls,
-        );
+        collect_calls(body, DependencyReason::CalledFromSql, &mut shape.calls)?;
         return Ok(shape);
     }
     match option_string(create, "language")
@@ -180,7 +177,7 @@ pub(super) fn calls_in_sql(
     match pg_query::parse(sql, parse_mode) {
         Ok(parsed) => {
             for raw in &parsed.protobuf.stmts {
-                collect_calls(&to_json(raw)?, reason, calls);
+                collect_calls(raw, reason, calls)?;
             }
             Ok(())
         }
@@ -271,26 +268,6 @@ pub(super) fn collect_plpgsql_expressions<'a>(value: &'a Value, out: &mut Vec<(&
     }
 }
 
-/// Every function call in a parse tree. The tree is walked through its
-/// serde form so that no node type can be missed: a `FuncCall` node, or the
-/// `funccall` of a `CallStmt`.
-pub(super) fn collect_calls(tree: &Value, reason: DependencyReason, out: &mut Vec<Call>) {
-    match tree {
-        Value::Object(map) => {
-            for (key, child) in map {
-                if key == "FuncCall" || key == "funccall" {
-                    out.extend(call_of(child, reason));
-                }
-                collect_calls(child, reason, out);
-            }
-        }
-        Value::Array(items) => items
-            .iter()
-            .for_each(|item| collect_calls(item, reason, out)),
-        _ => {}
-    }
-}
-
 pub(super) fn call_of(func_call: &Value, reason: DependencyReason) -> Option<Call> {
     let names = func_call
         .get("funcname")?
@@ -316,10 +293,6 @@ pub(super) fn call_of(func_call: &Value, reason: DependencyReason) -> Option<Cal
         arguments,
         reason,
     })
-}
-
-pub(super) fn to_json<T: serde::Serialize>(node: &T) -> Result<Value, String> {
-    serde_json::to_value(node).map_err(|error| error.to_string())
 }
 
 /// The argument counts a call may pass: the input parameters (for a
