@@ -29,6 +29,7 @@ async fn the_audit_log_records_rollouts_and_detects_an_edited_or_deleted_entry()
     );
     assert!(lines[2].contains("job.finished"), "{out}");
     assert!(lines[0].contains("gates.passed"), "{out}");
+    let gates_line = lines[0];
     let lines = &lines[1..];
     assert!(lines[0].contains("test-operator"), "{out}");
     assert!(lines[0].contains("deploy.started"), "{out}");
@@ -45,6 +46,10 @@ async fn the_audit_log_records_rollouts_and_detects_an_edited_or_deleted_entry()
     assert!(
         lines[1].contains(&format!("trace={trace}")),
         "the result carries the rollout's trace: {out}"
+    );
+    assert!(
+        gates_line.contains(&format!("trace={trace}")),
+        "the gates' verdict carries the rollout's trace: {out}"
     );
 
     let json = stack.cli(&["audit", "--output", "json"]).await?;

@@ -152,6 +152,12 @@ pub async fn check_with(
             environment: Some(request.environment.to_owned()),
             procedure: Some(request.label.to_owned()),
             details: format!("plan {}: {}", request.plan_id, summary(&results)),
+            // Every audited check is a deploy's (or a request's at its
+            // time): its trace is the rollout's.
+            trace_id: request
+                .dry_run
+                .as_ref()
+                .map(|context| context.trace.trace_id.clone()),
             ..Default::default()
         })
         .await;
