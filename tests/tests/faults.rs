@@ -39,6 +39,46 @@ async fn prepare(stack: &Stack) -> Result<()> {
     Ok(())
 }
 
+/// A stack whose deploy of `stall` v2 is stalled at its apply by the test's
+/// row lock: the fault lands inside the open transaction.
+struct Stalled {
+    stack: Stack,
+    /// Between agent and controller, when asked for.
+    proxy: Option<Proxy>,
+    /// Roll it back to let the apply go on.
+    lock: Client,
+    /// The running `pgrollout deploy`.
+    cli: Process,
+    rollout: String,
+}
+
+async fn stalled_deploy(deployment_extra: &str, through_proxy: bool) -> Result<Stalled> {
+    let mut stack = Stack::start_with(options(deployment_extra)).await?;
+    let proxy = if through_proxy {
+        let proxy = Proxy::start(stack.agents_port()).await?;
+        stack.kill_agent("dev").await?;
+        stack.route_agent_via("dev", proxy.port())?;
+        stack.start_agent("dev").await?;
+        Some(proxy)
+    } else {
+        None
+    };
+    prepare(&stack).await?;
+    let lock = hold_routine_lock(&stack.zone("dev").pg).await?;
+    let cli = stack
+        .spawn_cli(&["deploy", "stall", "dev"], "deploy")
+        .await?;
+    let rollout = rollout_id(&cli).await?;
+    agent_blocked(&stack.zone("dev").pg).await?;
+    Ok(Stalled {
+        stack,
+        proxy,
+        lock,
+        cli,
+        rollout,
+    })
+}
+
 /// Holds a row lock on `stall()`'s catalog row until the returned client
 /// rolls back: a concurrent CREATE OR REPLACE of it waits (had the holder
 /// committed, the waiter would fail with "tuple concurrently updated").
@@ -148,15 +188,13 @@ async fn result_recorded(stack: &Stack, mark: pgrollout_tests::OutputMark) -> Re
 #[tokio::test]
 async fn an_agent_killed_mid_apply_changes_nothing_and_its_restart_settles_the_rollout(
 ) -> Result<()> {
-    let mut stack = Stack::start_with(options("job_lease = \"2s\"")).await?;
-    prepare(&stack).await?;
-    let pg = &stack.zone("dev").pg;
-    let lock = hold_routine_lock(pg).await?;
-    let cli = stack
-        .spawn_cli(&["deploy", "stall", "dev"], "deploy")
-        .await?;
-    let rollout = rollout_id(&cli).await?;
-    agent_blocked(pg).await?;
+    let Stalled {
+        mut stack,
+        lock,
+        cli,
+        rollout,
+        ..
+    } = stalled_deploy("job_lease = \"2s\"", false).await?;
 
     stack.kill_agent("dev").await?;
     // The CLI waits one lease for the agent to come back, then says unknown.
@@ -201,15 +239,13 @@ async fn an_agent_killed_mid_apply_changes_nothing_and_its_restart_settles_the_r
 
 #[tokio::test]
 async fn a_controller_killed_mid_rollout_gets_the_result_from_the_agents_outbox() -> Result<()> {
-    let mut stack = Stack::start_with(options("")).await?;
-    prepare(&stack).await?;
-    let pg = &stack.zone("dev").pg;
-    let lock = hold_routine_lock(pg).await?;
-    let mut cli = stack
-        .spawn_cli(&["deploy", "stall", "dev"], "deploy")
-        .await?;
-    let rollout = rollout_id(&cli).await?;
-    agent_blocked(pg).await?;
+    let Stalled {
+        mut stack,
+        lock,
+        mut cli,
+        rollout,
+        ..
+    } = stalled_deploy("", false).await?;
 
     stack.kill_9_and_restart_controller(|config| config).await?;
     let status = cli.wait_for_exit(WAIT).await?;
@@ -244,19 +280,14 @@ async fn a_controller_killed_mid_rollout_gets_the_result_from_the_agents_outbox(
 
 #[tokio::test]
 async fn a_black_holed_link_healed_within_the_lease_delivers_the_result_once() -> Result<()> {
-    let mut stack = Stack::start_with(options("")).await?;
-    let proxy = Proxy::start(stack.agents_port()).await?;
-    stack.kill_agent("dev").await?;
-    stack.route_agent_via("dev", proxy.port())?;
-    stack.start_agent("dev").await?;
-    prepare(&stack).await?;
-    let pg = &stack.zone("dev").pg;
-    let lock = hold_routine_lock(pg).await?;
-    let mut cli = stack
-        .spawn_cli(&["deploy", "stall", "dev"], "deploy")
-        .await?;
-    let rollout = rollout_id(&cli).await?;
-    agent_blocked(pg).await?;
+    let Stalled {
+        stack,
+        proxy,
+        lock,
+        mut cli,
+        rollout,
+    } = stalled_deploy("", true).await?;
+    let proxy = proxy.context("no proxy")?;
 
     let agent = stack.zone("dev").agent.as_ref().context("agent")?;
     let mark = agent.mark();
@@ -291,19 +322,15 @@ async fn a_black_holed_link_healed_within_the_lease_delivers_the_result_once() -
 
 #[tokio::test]
 async fn a_black_hole_outlasting_the_lease_fences_the_job_before_commit() -> Result<()> {
-    let mut stack = Stack::start_with(options("job_lease = \"2s\"")).await?;
-    let proxy = Proxy::start(stack.agents_port()).await?;
-    stack.kill_agent("dev").await?;
-    stack.route_agent_via("dev", proxy.port())?;
-    stack.start_agent("dev").await?;
-    prepare(&stack).await?;
+    let Stalled {
+        stack,
+        proxy,
+        lock,
+        mut cli,
+        rollout,
+    } = stalled_deploy("job_lease = \"2s\"", true).await?;
+    let proxy = proxy.context("no proxy")?;
     let pg = &stack.zone("dev").pg;
-    let lock = hold_routine_lock(pg).await?;
-    let mut cli = stack
-        .spawn_cli(&["deploy", "stall", "dev"], "deploy")
-        .await?;
-    let rollout = rollout_id(&cli).await?;
-    agent_blocked(pg).await?;
 
     let agent = stack.zone("dev").agent.as_ref().context("agent")?;
     let mark = agent.mark();
