@@ -254,12 +254,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMess
                 Ok(true) => {
                     tracing::info!(agent = %agent.name, job_id = %job_id, outcome = ?result.outcome(), "job result recorded");
                     // The entry names the rollout, so `audit --rollout` finds it.
-                    let rollout = controller
-                        .store
-                        .rollout_of_job(&job_id)
-                        .await
-                        .ok()
-                        .flatten();
+                    let rollout = controller.store.job_rollout(&job_id).await.ok().flatten();
                     controller
                         .audit(AuditEntry {
                             rollout_id: rollout.as_ref().map(|r| r.rollout_id.clone()),

@@ -69,24 +69,37 @@ pub async fn reconcile(controller: &Controller, agent: &AgentHandle, in_flight: 
         .iter()
         .filter(|job| !known.contains(&(job.job_id.as_str(), job.attempt)))
     {
-        if !job.accepted {
-            // The agent journals a job's start before it accepts it, so a job
-            // it never accepted and does not list was never begun.
-            never_begun(controller, agent, job).await;
-            continue;
-        }
-        let message = format!(
-            "agent {} reconnected without any record of job {} (was its state_dir lost?); check the target's ledger \
-             for this job id, then `pgrollout resolve {}`",
-            agent.name, job.job_id, job.rollout_id
-        );
-        tracing::warn!(agent = %agent.name, job_id = %job.job_id, "held job unknown to its agent");
+        // The agent journals a job's start before it accepts it, so a job it
+        // never accepted and does not list was never begun; one it accepted
+        // and forgot (a lost state_dir) is in doubt.
+        let (rollout_state, action, message) = if job.accepted {
+            (
+                state::UNKNOWN,
+                "job.unaccounted",
+                format!(
+                    "agent {} reconnected without any record of job {} (was its state_dir lost?); check the \
+                     target's ledger for this job id, then `pgrollout resolve {}`",
+                    agent.name, job.job_id, job.rollout_id
+                ),
+            )
+        } else {
+            (
+                state::FAILED,
+                "job.never_begun",
+                format!(
+                    "agent {} never began job {} (offered on a link that broke before the agent accepted it); \
+                     nothing ran",
+                    agent.name, job.job_id
+                ),
+            )
+        };
+        tracing::warn!(agent = %agent.name, job_id = %job.job_id, action, "held job not listed by its agent");
         let _ = controller
             .store
             .abandon_job(
                 &job.job_id,
                 job.attempt,
-                state::UNKNOWN,
+                rollout_state,
                 ExitCode::DeploymentFailed.code(),
                 &message,
                 now_unix_ms(),
@@ -95,40 +108,12 @@ pub async fn reconcile(controller: &Controller, agent: &AgentHandle, in_flight: 
         controller
             .audit(AuditEntry {
                 actor: actor.clone(),
-                action: "job.unaccounted".into(),
-                outcome: "unknown".into(),
+                action: action.into(),
+                outcome: rollout_state.into(),
                 rollout_id: Some(job.rollout_id.clone()),
                 details: message,
                 ..Default::default()
             })
             .await;
     }
-}
-
-async fn never_begun(controller: &Controller, agent: &AgentHandle, job: &crate::store::HeldJob) {
-    let message = format!(
-        "agent {} never began job {} (offered on a link that broke before the agent accepted it); nothing ran",
-        agent.name, job.job_id
-    );
-    let _ = controller
-        .store
-        .abandon_job(
-            &job.job_id,
-            job.attempt,
-            state::FAILED,
-            ExitCode::DeploymentFailed.code(),
-            &message,
-            now_unix_ms(),
-        )
-        .await;
-    controller
-        .audit(AuditEntry {
-            actor: format!("agent {}/{}", agent.zone, agent.name),
-            action: "job.never_begun".into(),
-            outcome: "failed".into(),
-            rollout_id: Some(job.rollout_id.clone()),
-            details: message,
-            ..Default::default()
-        })
-        .await;
 }

@@ -19,7 +19,6 @@ mod watches;
 
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{verify_chain, AuditEntry};
-pub use faults::HeldJob;
 pub use metrics::{FinishedRollout, StateCount};
 pub use perf::RecordedProbe;
 pub use requests::request_state;

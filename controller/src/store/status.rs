@@ -3,7 +3,7 @@
 
 use pgrollout_shared::proto::{JobResult, Plan, RolloutStatus};
 use prost::Message;
-use rusqlite::{params, Row};
+use rusqlite::{params, OptionalExtension, Row};
 
 use super::{Store, StoreError};
 
@@ -114,4 +114,37 @@ impl Store {
         })
         .await
     }
+
+    /// The rollout a job belongs to, as its audit entries name it — without
+    /// decoding the plan or the result, since every recorded result asks.
+    pub async fn job_rollout(&self, job_id: &str) -> Result<Option<JobRollout>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT r.id, r.environment, p.label, r.trace_id
+                 FROM jobs j JOIN rollouts r ON r.id = j.rollout_id
+                 LEFT JOIN plans p ON p.plan_id = r.plan_id
+                 WHERE j.id = ?1 LIMIT 1",
+                params![job_id],
+                |row| {
+                    Ok(JobRollout {
+                        rollout_id: row.get(0)?,
+                        environment: row.get(1)?,
+                        label: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        trace_id: row.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+}
+
+/// A job's rollout: what its audit entries carry.
+pub struct JobRollout {
+    pub rollout_id: String,
+    pub environment: String,
+    pub label: String,
+    pub trace_id: String,
 }
