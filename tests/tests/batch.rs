@@ -96,6 +96,17 @@ async fn a_shuffled_list_deploys_in_dependency_order_with_progress_and_an_exact_
 
     let out = stack.cli(&["batch", "dev", &list]).await?;
     assert_eq!(out.code, 0, "{out}");
+    // The controller's order, shown as the rollout starts, before any step.
+    let shown: Vec<&str> = out
+        .stdout
+        .lines()
+        .take_while(|l| !l.starts_with("rollout "))
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(
+        shown, order,
+        "the live run shows the dry run's order:\n{out}"
+    );
     assert!(
         out.stdout.contains("  apply 4/4\n"),
         "progress is reported:\n{out}"
@@ -336,5 +347,107 @@ async fn continue_on_error_deploys_the_good_skips_the_broken_and_its_dependants(
         .await?
         .get(0);
     assert_eq!(ledger, 3, "one ledger row per deployed routine");
+    Ok(())
+}
+
+/// A function `public.<name>()` with `body` in PL/pgSQL and a smoke test
+/// calling `call`.
+fn write_smoked(stack: &Stack, name: &str, body: &str, call: &str) -> Result<()> {
+    stack.write_procedure(
+        &format!("{name}.sql"),
+        &format!(
+            "CREATE OR REPLACE FUNCTION public.{name}() RETURNS integer LANGUAGE plpgsql AS $$\nBEGIN\n  {body}\n  RETURN 1;\nEND\n$$;"
+        ),
+    )?;
+    stack.write_procedure(
+        &format!("{name}.toml"),
+        &format!("[[smoke_tests]]\nname = \"answers\"\ncall = \"{call}\"\n"),
+    )
+}
+
+/// Each failed SMOKE TEST block of a batch's output: its routine, and its
+/// text up to the next block.
+fn failed_smoke_blocks(stdout: &str) -> Vec<(String, String)> {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in stdout.lines() {
+        if let Some(header) = line.strip_prefix("SMOKE TEST: ") {
+            let routine = header.split(' ').next().unwrap_or_default();
+            blocks.push((routine.to_owned(), String::new()));
+        } else if let Some((_, text)) = blocks.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    blocks
+}
+
+fn routines_of(blocks: &[(String, String)]) -> Vec<&str> {
+    blocks.iter().map(|(routine, _)| routine.as_str()).collect()
+}
+
+/// The smoke calls of a batch go out pipelined; each verdict must still be
+/// its own routine's — a call that fails to run, one that fails to even
+/// prepare, and (through the one-by-one rerun a notice triggers) a warning.
+#[tokio::test]
+async fn pipelined_smoke_verdicts_belong_to_their_own_routines() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    for name in ["sm_a", "sm_c", "sm_e"] {
+        write_smoked(&stack, name, "NULL;", &format!("SELECT public.{name}()"))?;
+    }
+    write_smoked(
+        &stack,
+        "sm_b",
+        "RAISE EXCEPTION 'sm_b is broken';",
+        "SELECT public.sm_b()",
+    )?;
+    write_smoked(
+        &stack,
+        "sm_d",
+        "NULL;",
+        "SELECT public.sm_no_such_function()",
+    )?;
+    let list = write_list(&stack, "smoked.txt", "sm_e\nsm_d\nsm_c\nsm_b\nsm_a\n")?;
+    let client = stack.zone("dev").pg.connect().await?;
+    let before = catalog(&client).await?;
+
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 3, "{out}");
+    let blocks = failed_smoke_blocks(&out.stdout);
+    assert_eq!(
+        routines_of(&blocks),
+        ["public.sm_b()", "public.sm_d()"],
+        "{out}"
+    );
+    assert!(blocks[0].1.contains("ERROR P0001: sm_b is broken"), "{out}");
+    assert!(
+        blocks[1]
+            .1
+            .contains("public.sm_no_such_function() does not exist"),
+        "{out}"
+    );
+    assert_eq!(catalog(&client).await?, before, "nothing was committed");
+
+    // Fixed, and one that raises a WARNING: the notice sends the calls
+    // through one by one, and only its own routine fails.
+    write_smoked(&stack, "sm_b", "NULL;", "SELECT public.sm_b()")?;
+    write_smoked(
+        &stack,
+        "sm_d",
+        "RAISE WARNING 'sm_d is degraded';",
+        "SELECT public.sm_d()",
+    )?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 3, "{out}");
+    let blocks = failed_smoke_blocks(&out.stdout);
+    assert_eq!(routines_of(&blocks), ["public.sm_d()"], "{out}");
+    assert!(
+        blocks[0].1.contains("WARNING raised: sm_d is degraded"),
+        "{out}"
+    );
+    assert_eq!(catalog(&client).await?, before, "nothing was committed");
+
+    write_smoked(&stack, "sm_d", "NULL;", "SELECT public.sm_d()")?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
     Ok(())
 }

@@ -123,28 +123,60 @@ pub async fn create_one(
         .map(|_| ())
 }
 
-/// Fails unless every routine now exists; returns each one's canonical
-/// `regprocedure` text (a light query: no definitions are read here).
+/// A routine as the catalog resolved it right after its CREATE.
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// Everything after the CREATE looks the routine up by this oid rather
+    /// than by resolving its signature text again (`to_regprocedure` parses
+    /// every type name: most of a catalog query's time at a thousand).
+    /// CREATE OR REPLACE keeps a routine's oid.
+    pub oid: u32,
+    /// `regprocedure` text: PostgreSQL's canonical identity.
+    pub identity: String,
+}
+
+/// Fails unless every routine now exists; returns each one's oid and
+/// canonical `regprocedure` text (a light query: no definitions are read
+/// here).
 pub async fn verify_created(
     conn: &TargetConnection,
     routines: &[Routine],
-) -> Result<Vec<String>, JobFailure> {
-    let identities = conn
+) -> Result<Vec<Created>, JobFailure> {
+    let rows = conn
         .client
         .query_typed(
-            "SELECT to_regprocedure(s)::text FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n) ORDER BY n",
-            &[(&signatures(routines), tokio_postgres::types::Type::TEXT_ARRAY)],
+            "SELECT r.proc::oid, r.proc::text FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n), \
+             LATERAL to_regprocedure(u.s) AS r(proc) ORDER BY n",
+            &[(
+                &signatures(routines),
+                tokio_postgres::types::Type::TEXT_ARRAY,
+            )],
         )
         .await
-        .map_err(|e| JobFailure::deploy(format!("cannot read the catalog: {}", describe_error(&e, None))))?;
+        .map_err(|e| {
+            JobFailure::deploy(format!(
+                "cannot read the catalog: {}",
+                describe_error(&e, None)
+            ))
+        })?;
     routines
         .iter()
-        .zip(identities)
+        .zip(rows)
         .map(|(routine, row)| {
-            row.get::<_, Option<String>>(0)
-                .ok_or_else(|| not_created(routine))
+            match (
+                row.get::<_, Option<u32>>(0),
+                row.get::<_, Option<String>>(1),
+            ) {
+                (Some(oid), Some(identity)) => Ok(Created { oid, identity }),
+                _ => Err(not_created(routine)),
+            }
         })
         .collect()
+}
+
+/// The oids of `created`, for the lookups that follow the CREATEs.
+pub fn oids(created: &[Created]) -> Vec<u32> {
+    created.iter().map(|c| c.oid).collect()
 }
 
 fn not_created(routine: &Routine) -> JobFailure {
@@ -160,11 +192,11 @@ fn not_created(routine: &Routine) -> JobFailure {
 pub async fn grant(
     conn: &TargetConnection,
     routines: &[Routine],
-    identities: &[String],
+    created: &[Created],
 ) -> Result<usize, JobFailure> {
     let mut statements = String::new();
     let mut count = 0;
-    for (routine, identity) in routines.iter().zip(identities) {
+    for (routine, Created { identity, .. }) in routines.iter().zip(created) {
         for grant in &routine.grants {
             statements.push_str(&format!(
                 "GRANT {} ON ROUTINE {identity} TO {};\n",
@@ -188,6 +220,7 @@ pub async fn record(
     ctx: &JobContext,
     conn: &TargetConnection,
     routines: &[Routine],
+    created: &[Created],
     previous: &[RoutineSnapshot],
     written: &WrittenBackup,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
@@ -195,7 +228,14 @@ pub async fn record(
         JobFailure::deploy(format!("ledger write failed: {}", describe_error(&e, None)))
     };
     // After the grants: the ledger records the ACL the routine really has.
-    let new = snapshot(conn, routines).await?;
+    let new = sql::snapshot_routines_at(&conn.client, &signatures(routines), &oids(created))
+        .await
+        .map_err(|e| {
+            JobFailure::deploy(format!(
+                "cannot read the new definitions: {}",
+                describe_error(&e, None)
+            ))
+        })?;
     let mut rows = Vec::with_capacity(routines.len());
     let mut applied = Vec::with_capacity(routines.len());
     for ((routine, before), after) in routines.iter().zip(previous).zip(&new) {

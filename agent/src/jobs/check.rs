@@ -120,7 +120,10 @@ async fn apply_each(
     .await;
     if let Some(identities) = all_at_once {
         simple(conn, "RELEASE SAVEPOINT pgrollout_check_all").await?;
-        return Ok((Vec::new(), identities.into_iter().map(Some).collect()));
+        return Ok((
+            Vec::new(),
+            identities.into_iter().map(|c| Some(c.identity)).collect(),
+        ));
     }
     simple(
         conn,
@@ -141,7 +144,7 @@ async fn apply_each(
             apply::grant(conn, std::slice::from_ref(routine), &identity)
                 .await
                 .map_err(|failure| finding(routine, "error", "", &failure.message, "grants"))?;
-            Ok::<_, CheckFinding>(identity.into_iter().next())
+            Ok::<_, CheckFinding>(identity.into_iter().next().map(|c| c.identity))
         }
         .await;
         match applied {

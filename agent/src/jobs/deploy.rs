@@ -20,7 +20,7 @@ use tokio_postgres::types::Type;
 use super::apply::{self, smoke_summary};
 use super::preopen::PreOpened;
 use super::{
-    deploy_each, failed_result, restore, smoke_runner::run_smoke_tests, JobContext, JobFailure,
+    deploy_each, failed_result, restore, smoke_runner::run_smoke_tests_at, JobContext, JobFailure,
 };
 use crate::backup::WrittenBackup;
 use crate::sql::{self, describe_error, TargetConnection};
@@ -104,22 +104,27 @@ async fn deploy(
     // transaction runs rather than after COMMIT.
     let post_commit = PreOpened::start(ctx);
     simple(&conn, "BEGIN").await?;
-    let (applied, written, ledger_ids, smoke) =
-        match apply_in_transaction(ctx, &mut conn, routines).await {
-            Ok(done) => done,
-            Err(failed) => {
-                // On a broken connection the server rolls back by itself.
-                let _ = conn.client.batch_execute("ROLLBACK").await;
-                ctx.event(
-                    "rollback",
-                    StepStatus::Succeeded,
-                    "transaction rolled back; the database is as it was",
-                    0,
-                    Vec::new(),
-                );
-                return Err(failed);
-            }
-        };
+    let InTransaction {
+        applied,
+        written,
+        ledger_ids,
+        smoke,
+        oids,
+    } = match apply_in_transaction(ctx, &mut conn, routines).await {
+        Ok(done) => done,
+        Err(failed) => {
+            // On a broken connection the server rolls back by itself.
+            let _ = conn.client.batch_execute("ROLLBACK").await;
+            ctx.event(
+                "rollback",
+                StepStatus::Succeeded,
+                "transaction rolled back; the database is as it was",
+                0,
+                Vec::new(),
+            );
+            return Err(failed);
+        }
+    };
     ctx.step("commit", ctx.commit(&conn, true), |_| "committed".into())
         .await
         .map_err(|failure| Failed {
@@ -151,7 +156,12 @@ async fn deploy(
         smoke,
         ..Default::default()
     };
-    Ok(verify_after_commit_on(ctx, &mut conn, routines, &written, result, post_commit).await)
+    let checked = AfterCommit {
+        routines,
+        oids: &oids,
+        written: &written,
+    };
+    Ok(verify_after_commit_on(ctx, &mut conn, checked, result, post_commit).await)
 }
 
 /// A redelivered job: the ledger already holds it, so report, never re-apply.
@@ -199,19 +209,23 @@ async fn already_applied(
     }))
 }
 
-type Applied = (
-    Vec<AppliedRoutine>,
-    WrittenBackup,
-    Vec<i64>,
-    Vec<SmokeReport>,
-);
+/// What the transaction did, once everything in it passed.
+struct InTransaction {
+    applied: Vec<AppliedRoutine>,
+    written: WrittenBackup,
+    ledger_ids: Vec<i64>,
+    smoke: Vec<SmokeReport>,
+    /// The routines' oids, so the post-commit checks need not resolve their
+    /// signatures again.
+    oids: Vec<u32>,
+}
 
 /// Everything between BEGIN and COMMIT. Any `Err` means the caller rolls back.
 async fn apply_in_transaction(
     ctx: &JobContext,
     conn: &mut TargetConnection,
     routines: &[Routine],
-) -> Result<Applied, Failed> {
+) -> Result<InTransaction, Failed> {
     let (previous, written) = ctx
         .step(
             "backup",
@@ -271,34 +285,45 @@ async fn apply_in_transaction(
     let (applied, ledger_ids) = ctx
         .step(
             "ledger",
-            apply::record(ctx, conn, routines, &previous, &written),
+            apply::record(ctx, conn, routines, &created, &previous, &written),
             |(_, ids)| format!("{} ledger row(s) written", ids.len()),
         )
         .await?;
 
-    let reports = smoke_step(ctx, conn, routines, "smoke", "in-transaction").await?;
+    let oids = apply::oids(&created);
+    let reports = smoke_step(ctx, conn, routines, &oids, "smoke", "in-transaction").await?;
     if let Some(failed) = failed_smoke(routines, &reports, "nothing was committed") {
         return Err(failed);
     }
-    Ok((applied, written, ledger_ids, reports))
+    Ok(InTransaction {
+        applied,
+        written,
+        ledger_ids,
+        smoke: reports,
+        oids,
+    })
 }
 
-/// Runs the smoke tests of `routines` as one step and reports them.
+/// Runs the smoke tests of `routines` as one step and reports them. `oids`
+/// holds the routines' oids when they are known (or is empty).
 pub(super) async fn smoke_step(
     ctx: &JobContext,
     conn: &mut TargetConnection,
     routines: &[Routine],
+    oids: &[u32],
     step: &str,
     phase: &str,
 ) -> Result<Vec<SmokeReport>, JobFailure> {
     ctx.event(step, StepStatus::Started, "", 0, Vec::new());
     let started = Instant::now();
-    let reports = run_smoke_tests(conn, routines, phase).await.map_err(|e| {
-        JobFailure::deploy(format!(
-            "smoke test could not run: {}",
-            describe_error(&e, None)
-        ))
-    })?;
+    let reports = run_smoke_tests_at(conn, routines, oids, phase)
+        .await
+        .map_err(|e| {
+            JobFailure::deploy(format!(
+                "smoke test could not run: {}",
+                describe_error(&e, None)
+            ))
+        })?;
     let status = if reports.iter().all(|r| r.passed) {
         StepStatus::Succeeded
     } else {
@@ -353,7 +378,20 @@ pub(super) async fn verify_after_commit(
     written: &WrittenBackup,
     result: JobResult,
 ) -> JobResult {
-    verify_after_commit_on(ctx, conn, routines, written, result, PreOpened::later()).await
+    let checked = AfterCommit {
+        routines,
+        oids: &[],
+        written,
+    };
+    verify_after_commit_on(ctx, conn, checked, result, PreOpened::later()).await
+}
+
+/// What a committed deploy is checked against: its routines (with their
+/// oids when known) and the backup an automatic rollback restores.
+struct AfterCommit<'a> {
+    routines: &'a [Routine],
+    oids: &'a [u32],
+    written: &'a WrittenBackup,
 }
 
 /// The post-commit smoke test on `post_commit`, and the automatic restore if
@@ -361,15 +399,19 @@ pub(super) async fn verify_after_commit(
 async fn verify_after_commit_on(
     ctx: &JobContext,
     conn: &mut TargetConnection,
-    routines: &[Routine],
-    written: &WrittenBackup,
+    checked: AfterCommit<'_>,
     mut result: JobResult,
     post_commit: PreOpened,
 ) -> JobResult {
+    let AfterCommit {
+        routines,
+        oids,
+        written,
+    } = checked;
     if routines.is_empty() {
         return result;
     }
-    let post = post_commit_smoke(ctx, routines, post_commit).await;
+    let post = post_commit_smoke(ctx, routines, oids, post_commit).await;
     let why = match post {
         Ok(reports) if reports.iter().all(|r| r.passed) => {
             result.smoke.extend(reports);
@@ -425,6 +467,7 @@ pub(super) async fn take_deploy_lock(
 async fn post_commit_smoke(
     ctx: &JobContext,
     routines: &[Routine],
+    oids: &[u32],
     post_commit: PreOpened,
 ) -> Result<Vec<SmokeReport>, JobFailure> {
     let mut fresh = match post_commit.take(ctx).await {
@@ -446,6 +489,7 @@ async fn post_commit_smoke(
         ctx,
         &mut fresh,
         routines,
+        oids,
         "post-commit-smoke",
         "post-commit",
     )

@@ -22,6 +22,7 @@ mod rollback_sources;
 mod rollback_verify;
 mod session;
 mod smoke;
+mod smoke_pipeline;
 pub mod smoke_runner;
 mod spans;
 mod versions;

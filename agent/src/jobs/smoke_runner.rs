@@ -18,14 +18,54 @@ use crate::sql::{describe_error, TargetConnection};
 /// Smoke-tests every routine; a routine without tests still gets its
 /// existence checked. Errors of the test calls are reports, not `Err`: only a
 /// failure of the connection itself is returned as an error.
+///
+/// The calls are pipelined (`smoke_pipeline`); when one of them raised a
+/// notice, they run again one by one so that each notice is reported with the
+/// call that raised it.
 pub async fn run_smoke_tests(
     conn: &mut TargetConnection,
     routines: &[Routine],
     phase: &str,
 ) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
+    run_smoke_tests_at(conn, routines, &[], phase).await
+}
+
+/// [`run_smoke_tests`] of routines whose oids are known (all of them, or
+/// `oids` is empty): their existence is checked by oid, without resolving
+/// the signatures again.
+pub async fn run_smoke_tests_at(
+    conn: &mut TargetConnection,
+    routines: &[Routine],
+    oids: &[u32],
+    phase: &str,
+) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
+    // Both catalog queries go out together: one round trip.
+    let (existence, types) = futures_util::future::join(
+        check_exists(conn, routines, oids),
+        resolve_expected_types(conn, routines),
+    )
+    .await;
+    let (existence, types) = (existence?, types?);
+    let mut runnable: Vec<&SmokeTest> = Vec::new();
+    for (routine, exists) in routines.iter().zip(&existence) {
+        if exists.passed {
+            runnable.extend(&routine.smoke_tests);
+        }
+    }
+    let mut calls = match super::smoke_pipeline::run_calls(conn, &runnable, &types).await? {
+        Some(checks) => checks,
+        None => {
+            let mut checks = Vec::with_capacity(runnable.len());
+            for test in &runnable {
+                let started = Instant::now();
+                let these = run_one(conn, test, &types).await?;
+                checks.push((these, started.elapsed()));
+            }
+            checks
+        }
+    }
+    .into_iter();
     let mut reports = Vec::new();
-    let existence = check_exists(conn, routines).await?;
-    let types = resolve_expected_types(conn, routines).await?;
     for (routine, exists) in routines.iter().zip(existence) {
         if routine.smoke_tests.is_empty() {
             reports.push(SmokeReport {
@@ -40,17 +80,20 @@ pub async fn run_smoke_tests(
         }
         for test in &routine.smoke_tests {
             let mut checks = vec![exists.clone()];
-            let started = Instant::now();
+            let mut elapsed = Duration::ZERO;
             if exists.passed {
-                checks.extend(run_one(conn, test, &types).await?);
+                // One answer per runnable test, in the same order.
+                let (these, took) = calls.next().unwrap_or_default();
+                checks.extend(these);
+                elapsed = took;
             }
             reports.push(SmokeReport {
                 routine: routine.identity.to_string(),
                 test: test.name.clone(),
                 phase: phase.into(),
                 passed: checks.iter().all(|c| c.passed),
+                duration_ms: millis(elapsed),
                 checks,
-                duration_ms: millis(started.elapsed()),
             });
         }
     }
@@ -61,6 +104,7 @@ pub async fn run_smoke_tests(
 async fn check_exists(
     conn: &TargetConnection,
     routines: &[Routine],
+    oids: &[u32],
 ) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
     let signatures: Vec<String> = routines
         .iter()
@@ -69,10 +113,12 @@ async fn check_exists(
     let rows = conn
         .client
         .query_typed(
-            "SELECT n.nspname::text FROM unnest($1::text[]) WITH ORDINALITY AS wanted(signature, position) \
-             LEFT JOIN pg_proc p ON p.oid = to_regprocedure(wanted.signature) \
+            // A known oid spares the signature's parse; unnest pads a
+            // shorter (empty) oid list with NULLs.
+            "SELECT n.nspname::text FROM unnest($1::text[], $2::oid[]) WITH ORDINALITY AS wanted(signature, known_oid, position) \
+             LEFT JOIN pg_proc p ON p.oid = coalesce(wanted.known_oid, to_regprocedure(wanted.signature)::oid) \
              LEFT JOIN pg_namespace n ON n.oid = p.pronamespace ORDER BY wanted.position",
-            &[(&signatures, Type::TEXT_ARRAY)],
+            &[(&signatures, Type::TEXT_ARRAY), (&oids, Type::OID_ARRAY)],
         )
         .await?;
     Ok(routines
@@ -134,7 +180,7 @@ async fn resolve_expected_types(
 }
 
 /// Expected type name → its oid, `None` when the database knows no such type.
-type ExpectedTypes = HashMap<String, Option<u32>>;
+pub(super) type ExpectedTypes = HashMap<String, Option<u32>>;
 
 /// Runs one test call in a rolled-back savepoint and returns the checks after
 /// `exists`: executes, structure, duration, warnings.
@@ -278,7 +324,7 @@ async fn call_and_check(
     Ok(checks)
 }
 
-fn check_structure(
+pub(super) fn check_structure(
     test: &SmokeTest,
     columns: &[tokio_postgres::Column],
     types: &ExpectedTypes,
@@ -338,7 +384,7 @@ fn check_structure(
     }
 }
 
-fn check(name: &str, passed: bool, detail: String) -> SmokeCheck {
+pub(super) fn check(name: &str, passed: bool, detail: String) -> SmokeCheck {
     SmokeCheck {
         check: name.into(),
         passed,

@@ -21,7 +21,7 @@ pub use ledger_versions::{
 };
 pub use pgrollout_shared::routine::quote_identifier;
 pub use routine_lookup::{identities_of, name_of_identity, routines_named};
-pub use snapshot::{snapshot_routines, RoutineSnapshot};
+pub use snapshot::{snapshot_routines, snapshot_routines_at, RoutineSnapshot};
 
 /// Renders a driver error for an operator: SQLSTATE, message, detail, hint,
 /// and the line of the statement the error points at, when it says.

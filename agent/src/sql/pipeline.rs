@@ -26,19 +26,41 @@ pub const WINDOW: usize = 256;
 /// after it are still answered by the server (and dropped here).
 pub async fn run_in_order<F, T, E>(
     futures: impl IntoIterator<Item = F>,
-    mut each: impl FnMut(usize, T),
+    each: impl FnMut(usize, T),
 ) -> Result<(), (usize, E)>
 where
     F: Future<Output = Result<T, E>>,
 {
+    // Collected before the first await: an iterator adapter held across the
+    // awaits makes the caller's future lose `Send` (higher-ranked lifetimes).
+    let groups: Vec<[F; 1]> = futures.into_iter().map(|future| [future]).collect();
+    run_groups_in_order(groups, each).await
+}
+
+/// [`run_in_order`], where the window is only ever waited on between
+/// groups: a group's requests are all sent before any answer is awaited. A
+/// request that a future sends later, while its answer is read (such as
+/// tokio-postgres looking up an unknown type), then follows a whole group,
+/// never lands inside one — where a failed request before it would have
+/// aborted the transaction it runs in.
+pub async fn run_groups_in_order<G, F, T, E>(
+    groups: impl IntoIterator<Item = G>,
+    mut each: impl FnMut(usize, T),
+) -> Result<(), (usize, E)>
+where
+    G: IntoIterator<Item = F>,
+    F: Future<Output = Result<T, E>>,
+{
     let mut in_flight: VecDeque<Pin<Box<MaybeDone<F>>>> = VecDeque::new();
     let mut done = 0;
-    for future in futures {
-        let mut future = Box::pin(maybe_done(future));
-        // One poll queues the request; the answer is awaited below.
-        let _ = futures_util::poll!(future.as_mut());
-        in_flight.push_back(future);
-        if in_flight.len() >= WINDOW {
+    for group in groups {
+        for future in group {
+            let mut future = Box::pin(maybe_done(future));
+            // One poll queues the request; the answer is awaited below.
+            let _ = futures_util::poll!(future.as_mut());
+            in_flight.push_back(future);
+        }
+        while in_flight.len() >= WINDOW {
             settle_first(&mut in_flight, &mut done, &mut each).await?;
         }
     }

@@ -34,10 +34,21 @@ pub async fn snapshot_routines(
     client: &Client,
     signatures: &[String],
 ) -> Result<Vec<RoutineSnapshot>, tokio_postgres::Error> {
+    snapshot_routines_at(client, signatures, &[]).await
+}
+
+/// [`snapshot_routines`] of routines whose oids are known (the first
+/// `oids.len()` of them): looked up by oid, without resolving the signature
+/// text again.
+pub async fn snapshot_routines_at(
+    client: &Client,
+    signatures: &[String],
+    oids: &[u32],
+) -> Result<Vec<RoutineSnapshot>, tokio_postgres::Error> {
     let rows = client
         .query_typed(
             include_str!("catalog_snapshot.sql"),
-            &[(&signatures, Type::TEXT_ARRAY)],
+            &[(&signatures, Type::TEXT_ARRAY), (&oids, Type::OID_ARRAY)],
         )
         .await?;
     Ok(rows

@@ -440,12 +440,14 @@ fn validate(
     max_routines: usize,
 ) -> Result<RolloutRequest, Status> {
     let (plan, routines) = validate_plan(&request, max_routines)?;
+    let mut view = None;
     let kind = if smoke_only {
         JobKind::Smoke { routines }
     } else {
         // The controller orders the routines itself, from the plan's content:
         // the client's order is not trusted.
         let order = deploy_order(routines).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        view = Some(order.view());
         JobKind::Deploy {
             routines: order.routines,
             batch: BatchOptions {
@@ -464,6 +466,7 @@ fn validate(
         trace,
         agent_wait: Duration::from_millis(request.agent_wait_ms),
         gates: Vec::new(),
+        order: view,
     })
 }
 

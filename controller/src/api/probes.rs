@@ -68,6 +68,7 @@ impl ControlService {
             trace: TraceParent::parse(&request.traceparent).unwrap_or_else(TraceParent::new_root),
             agent_wait: Duration::from_millis(request.agent_wait_ms),
             gates: Vec::new(),
+            order: None,
         };
         let receiver = rollout::start(self.controller.clone(), rollout).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgrollout_shared::exit_code::ExitCode;
-use pgrollout_shared::proto::{JobEvent, JobResult, Outcome, RolloutStarted, StepStatus};
-use pgrollout_shared::routine::Routine;
+use pgrollout_shared::proto::{
+    DeployOrderView, JobEvent, JobResult, Outcome, Plan, RolloutStarted, StepStatus,
+};
+use pgrollout_shared::routine::{routines_from_wire, Routine};
 
 use super::connect::OperatorTls;
 use super::follow::{parked_line, submit_and_follow, Ending, Followed, Submission, Update};
 use super::report;
-use crate::plan::{build_plan, commit_of, deploy_order, DeployOrder};
+use crate::plan::{build_plan, commit_of, deploy_order};
 use crate::project::Project;
 
 #[derive(clap::Args)]
@@ -64,19 +66,13 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
             return ExitCode::ValidationFailed;
         }
     };
-    let order = match deploy_order(routines) {
-        Ok(order) => order,
-        Err(error) => {
-            eprintln!("pgrollout: the batch was not started: {error}");
-            return ExitCode::ValidationFailed;
-        }
-    };
     let label = args
         .list_file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "batch".into());
-    let plan = build_plan(order.routines.clone(), &label, &commit_of(&args.project));
+    let routine_count = routines.len();
+    let plan = build_plan(routines, &label, &commit_of(&args.project));
     let mode = if args.continue_on_error {
         "continue-on-error"
     } else {
@@ -85,18 +81,13 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
     let json = args.output == Output::Json;
     if !json {
         println!(
-            "pgrollout: batch {label} to {} — {} routine(s) from {names} name(s), plan {}, {mode}",
+            "pgrollout: batch {label} to {} — {routine_count} routine(s) from {names} name(s), plan {}, {mode}",
             args.environment,
-            order.routines.len(),
             &plan.plan_id[..12]
         );
-        print!("{}", describe_order(&order));
     }
     if args.dry_run {
-        if json {
-            println!("{}", order_json(&order));
-        }
-        return ExitCode::Success;
+        return print_local_order(&plan, json);
     }
 
     let submission = Submission {
@@ -110,6 +101,9 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
         attachments: &args.attachments,
         window: &args.window,
     };
+    // The order is the controller's: it orders the plan itself (it does not
+    // trust a client's order) and sends it with the rollout's start, so the
+    // order shown is the one applied and is computed once, not twice.
     let mut progress = Progress::new(json, std::io::stdout().is_terminal());
     let followed = submit_and_follow(submission, |update| progress.show(update)).await;
     progress.finish();
@@ -205,35 +199,31 @@ fn read_list(path: &Path) -> Result<Vec<(usize, String)>, String> {
         .collect())
 }
 
-fn describe_order(order: &DeployOrder) -> String {
-    let mut text = String::from("deploy order:\n");
-    for (index, routine) in order.routines.iter().enumerate() {
-        let after: Vec<String> = order
-            .reasons
-            .iter()
-            .filter(|(dependent, _, _)| *dependent == index)
-            .map(|(_, dependency, reason)| {
-                format!("{} ({})", order.routines[*dependency].identity, reason)
-            })
-            .collect();
-        text.push_str(&format!("  {:>4}. {}", index + 1, routine.identity));
-        if !after.is_empty() {
-            text.push_str(&format!("  after {}", after.join(", ")));
+/// `--dry-run`: orders the plan here, the way the controller would, prints
+/// the order and stops; nothing is sent. A cycle or an unreadable body is
+/// a validation failure.
+fn print_local_order(plan: &Plan, json: bool) -> ExitCode {
+    let ordered = routines_from_wire(plan.routines.clone())
+        .map_err(|error| error.to_string())
+        .and_then(|routines| deploy_order(routines).map_err(|error| error.to_string()));
+    let view = match ordered {
+        Ok(order) => order.view(),
+        Err(error) => {
+            eprintln!("pgrollout: the batch was not started: {error}");
+            return ExitCode::ValidationFailed;
         }
-        text.push('\n');
+    };
+    if json {
+        println!("{}", order_json(&view));
+    } else {
+        print!("{}", report::order_block(&view));
     }
-    for (routine, why) in &order.not_analysed {
-        text.push_str(&format!("  note: the calls in {routine} were not analysed ({why}); declare its dependencies in its sidecar\n"));
-    }
-    for (routine, name) in &order.unresolved {
-        text.push_str(&format!("  note: {routine} declares a dependency on {name}, which is not in this batch (it must already exist)\n"));
-    }
-    text
+    ExitCode::Success
 }
 
-fn order_json(order: &DeployOrder) -> serde_json::Value {
+fn order_json(view: &DeployOrderView) -> serde_json::Value {
     serde_json::json!({
-        "order": order.routines.iter().map(|r| r.identity.to_string()).collect::<Vec<_>>(),
+        "order": view.routines.iter().map(|r| r.identity.as_str()).collect::<Vec<_>>(),
     })
 }
 
@@ -275,14 +265,20 @@ impl Progress {
 
     fn show(&mut self, update: Update<'_>) {
         match update {
-            Update::Started(started) if self.json => println!(
-                "{}",
-                serde_json::json!({"type": "started", "rollout": started.rollout_id, "agent": started.agent_name, "trace_id": started.trace_id})
-            ),
-            Update::Started(started) => println!(
-                "rollout {} on agent {} (zone {}), trace {}",
-                started.rollout_id, started.agent_name, started.zone, started.trace_id
-            ),
+            Update::Started(started) if self.json => {
+                let order = started.order.as_ref().map(order_json);
+                println!(
+                    "{}",
+                    serde_json::json!({"type": "started", "rollout": started.rollout_id, "agent": started.agent_name,
+                        "trace_id": started.trace_id, "order": order.map(|o| o["order"].clone())})
+                )
+            }
+            Update::Started(started) => {
+                if let Some(order) = &started.order {
+                    print!("{}", report::order_block(order));
+                }
+                println!("{}", report::rollout_line(started));
+            }
             Update::Event(event) => self.event(event),
             Update::Parked(parked) if self.json => println!(
                 "{}",

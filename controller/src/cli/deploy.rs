@@ -58,10 +58,7 @@ pub async fn run(
         window: &args.window,
     };
     let followed = submit_and_follow(submission, |update| match update {
-        Update::Started(started) => println!(
-            "rollout {} on agent {} (zone {}), trace {}",
-            started.rollout_id, started.agent_name, started.zone, started.trace_id
-        ),
+        Update::Started(started) => println!("{}", report::rollout_line(started)),
         Update::Event(event) => {
             if let Some(line) = report::step_line(event) {
                 println!("{line}");

@@ -5,12 +5,44 @@
 use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
-use pgrollout_shared::proto::{JobEvent, JobResult, Plan, RolloutStarted, SmokeReport, StepStatus};
+use pgrollout_shared::proto::{
+    DeployOrderView, JobEvent, JobResult, Plan, RolloutStarted, SmokeReport, StepStatus,
+};
 
 const RULE: &str = "===========================================";
 
 /// One finished step: `  ✅ backup          3 ms  /var/backups/...`.
 /// Started events print nothing: the finished line follows within the step.
+/// The line that says a rollout started, where and in which trace.
+pub fn rollout_line(started: &RolloutStarted) -> String {
+    format!(
+        "rollout {} on agent {} (zone {}), trace {}",
+        started.rollout_id, started.agent_name, started.zone, started.trace_id
+    )
+}
+
+/// A deploy order: each routine with what it waits for and why, then the
+/// notes.
+pub fn order_block(view: &DeployOrderView) -> String {
+    let mut text = String::from("deploy order:\n");
+    for (index, routine) in view.routines.iter().enumerate() {
+        text.push_str(&format!("  {:>4}. {}", index + 1, routine.identity));
+        if !routine.after.is_empty() {
+            let after: Vec<String> = routine
+                .after
+                .iter()
+                .map(|d| format!("{} ({})", d.identity, d.reason))
+                .collect();
+            text.push_str(&format!("  after {}", after.join(", ")));
+        }
+        text.push('\n');
+    }
+    for note in &view.notes {
+        text.push_str(&format!("  note: {note}\n"));
+    }
+    text
+}
+
 pub fn step_line(event: &JobEvent) -> Option<String> {
     let mark = match StepStatus::try_from(event.status).ok()? {
         StepStatus::Succeeded => "✅",

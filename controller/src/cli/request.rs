@@ -61,10 +61,14 @@ pub async fn follow_request(address: &str, tls: &OperatorTls, request_id: &str) 
     };
     let ending = follow_updates(stream, true, |update| {
         match update {
-            Update::Started(started) => println!(
-                "rollout {} on agent {} (zone {}), trace {}",
-                started.rollout_id, started.agent_name, started.zone, started.trace_id
-            ),
+            Update::Started(started) => {
+                // A batch that waited for approvals or its window shows its
+                // order now, as the controller computed it.
+                if let Some(order) = started.order.as_ref().filter(|o| o.routines.len() > 1) {
+                    print!("{}", report::order_block(order));
+                }
+                println!("{}", report::rollout_line(started))
+            }
             Update::Event(event) => {
                 if let Some(line) = report::step_line(event) {
                     println!("{line}");

@@ -52,6 +52,7 @@ pub async fn run(controller: &Arc<Controller>, dry_run: DryRun<'_>) -> Result<Ga
         trace: dry_run.trace.child(),
         agent_wait: dry_run.agent_wait,
         gates: Vec::new(),
+        order: None,
     };
     // Its own rollout span, beside the deploy's: the dry run is a rollout of
     // its own, with its own id, in the same trace.

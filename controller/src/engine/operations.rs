@@ -72,6 +72,7 @@ pub async fn start(
             trace: request.trace,
             agent_wait: request.agent_wait,
             gates: Vec::new(),
+            order: None,
         },
     )
     .await?;

@@ -139,6 +139,8 @@ pub async fn retry(
         actor: actor.to_owned(),
         started_at_unix_ms: now_unix_ms(),
         gates: Vec::new(),
+        // The first attempt showed the order; the retry applies the same job.
+        order: None,
     };
     let _ = out
         .send(Ok(RolloutUpdate {

@@ -33,6 +33,9 @@ pub struct RolloutRequest {
     pub agent_wait: Duration,
     /// The gate verdicts the request passed, recorded with the rollout.
     pub gates: Vec<pgrollout_shared::proto::GateOutcome>,
+    /// A deploy's order as computed here, shown to the operator when the
+    /// rollout starts.
+    pub order: Option<pgrollout_shared::proto::DeployOrderView>,
 }
 
 pub type UpdateSender = mpsc::Sender<Result<RolloutUpdate, Status>>;
@@ -212,6 +215,7 @@ pub async fn start(
         actor: request.actor,
         started_at_unix_ms: now,
         gates: request.gates.clone(),
+        order: request.order,
     };
     let _ = out
         .send(Ok(update(rollout_update::Body::Started(started))))

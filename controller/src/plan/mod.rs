@@ -62,6 +62,39 @@ pub struct DeployOrder {
     pub not_analysed: Vec<(String, String)>,
 }
 
+impl DeployOrder {
+    /// The order as the operator sees it: every routine with what it waits
+    /// for and why, and the notes. Sent with a batch's `RolloutStarted`, so
+    /// the order shown is the order the agent applies.
+    pub fn view(&self) -> proto::DeployOrderView {
+        let mut routines: Vec<proto::OrderedRoutine> = self
+            .routines
+            .iter()
+            .map(|routine| proto::OrderedRoutine {
+                identity: routine.identity.to_string(),
+                after: Vec::new(),
+            })
+            .collect();
+        for &(dependent, dependency, reason) in &self.reasons {
+            let identity = routines[dependency].identity.clone();
+            routines[dependent].after.push(proto::OrderDependency {
+                identity,
+                reason: reason.to_string(),
+            });
+        }
+        let not_analysed = self.not_analysed.iter().map(|(routine, why)| {
+            format!("the calls in {routine} were not analysed ({why}); declare its dependencies in its sidecar")
+        });
+        let unresolved = self.unresolved.iter().map(|(routine, name)| {
+            format!("{routine} declares a dependency on {name}, which is not in this batch (it must already exist)")
+        });
+        proto::DeployOrderView {
+            routines,
+            notes: not_analysed.chain(unresolved).collect(),
+        }
+    }
+}
+
 pub fn deploy_order(routines: Vec<Routine>) -> Result<DeployOrder, self::order::OrderError> {
     let declared: Vec<Vec<String>> = routines.iter().map(|r| r.depends_on.clone()).collect();
     let order = self::order::order_routines(&routines, &declared)?;

@@ -401,6 +401,7 @@ fn rollout_request(
     let routines = routines_from_wire(pending.plan.routines.clone())
         .map_err(|e| Status::internal(e.to_string()))?;
     let order = deploy_order(routines).map_err(|e| Status::failed_precondition(e.to_string()))?;
+    let view = Some(order.view());
     let trace = TraceParent::parse(&format!("00-{}-00f067aa0ba902b7-01", pending.trace_id))
         .unwrap_or_else(TraceParent::new_root);
     Ok(RolloutRequest {
@@ -420,6 +421,7 @@ fn rollout_request(
         trace,
         agent_wait,
         gates,
+        order: view,
     })
 }
 

@@ -1,0 +1,229 @@
+//! Smoke test calls, pipelined: every test's requests go out without waiting
+//! for the answers to the previous ones (see `sql::pipeline`), in two
+//! flights instead of three round trips per test.
+//!
+//! 1. Prepare every call, each inside its own savepoint, rolled back at once:
+//!    a call that does not parse (an unknown function, a wrong argument type)
+//!    aborts only its savepoint, and its error becomes the test's `executes`
+//!    check. Prepared statements are not transactional, so they outlive the
+//!    rollback.
+//! 2. Run every prepared call, each inside a savepoint that carries its time
+//!    bound (`SET LOCAL statement_timeout`) and is rolled back afterwards, so
+//!    a failing call aborts only its own savepoint and leaves no rows behind.
+//!
+//! What pipelining cannot do is tell which call raised a NOTICE or WARNING:
+//! notices travel apart from the answers. So when any notice arrives, the
+//! caller runs the calls again one by one (`smoke_runner::run_one`), where
+//! each notice belongs to the call just made. Smoke calls are rolled back,
+//! so running them twice changes nothing.
+
+use std::time::{Duration, Instant};
+
+use pgrollout_shared::proto::SmokeCheck;
+use pgrollout_shared::routine::SmokeTest;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::smoke_runner::{check, check_structure, ExpectedTypes};
+use crate::sql::pipeline::run_groups_in_order;
+use crate::sql::{describe_error, TargetConnection};
+
+/// The checks after `exists` of each test and its call's duration, in
+/// order, or `None` when a notice arrived and the calls must be run one by
+/// one to say whose it was.
+pub async fn run_calls(
+    conn: &mut TargetConnection,
+    tests: &[&SmokeTest],
+    types: &ExpectedTypes,
+) -> Result<Option<Vec<(Vec<SmokeCheck>, Duration)>>, tokio_postgres::Error> {
+    conn.take_notices();
+    let prepared = prepare_all(&conn.client, tests).await?;
+    let ran = run_prepared(&conn.client, tests, &prepared).await?;
+    if !conn.take_notices().is_empty() {
+        return Ok(None);
+    }
+    let checks = tests
+        .iter()
+        .zip(prepared)
+        .zip(ran)
+        .map(|((test, prepared), ran)| match (prepared, ran) {
+            (Err(error), _) => (
+                vec![check(
+                    "executes",
+                    false,
+                    describe_error(&error, Some(&test.call_sql)),
+                )],
+                Duration::ZERO,
+            ),
+            (Ok(statement), Some((result, elapsed))) => (
+                checks_of_call(test, &statement, result, elapsed, types),
+                elapsed,
+            ),
+            // Every prepared statement was run.
+            (Ok(_), None) => unreachable!("a prepared smoke call was not run"),
+        })
+        .collect();
+    Ok(Some(checks))
+}
+
+/// One pipelined request of a smoke test.
+enum Request<'a> {
+    /// A savepoint command, answered `Done`.
+    Command(String),
+    Prepare(&'a str),
+    Call(&'a Statement),
+}
+
+/// What one pipelined request answered. Errors of the test's own call are
+/// kept as answers; an error of the surrounding savepoint commands is a
+/// failure of the connection or transaction, returned as `Err`.
+enum Answer {
+    Done,
+    Prepared(Result<Statement, tokio_postgres::Error>),
+    Ran(Result<Vec<Row>, tokio_postgres::Error>),
+}
+
+const OPEN: &str = "SAVEPOINT pgrollout_smoke";
+const CLOSE: &str = "ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke";
+
+/// Sends `request` on its first poll, like every tokio-postgres request.
+async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_postgres::Error> {
+    Ok(match request {
+        Request::Command(sql) => {
+            client.batch_execute(&sql).await?;
+            Answer::Done
+        }
+        Request::Prepare(sql) => Answer::Prepared(client.prepare(sql).await),
+        Request::Call(statement) => Answer::Ran(client.query(statement, &[]).await),
+    })
+}
+
+/// Flight 1: every call prepared in a savepoint of its own.
+async fn prepare_all(
+    client: &Client,
+    tests: &[&SmokeTest],
+) -> Result<Vec<Result<Statement, tokio_postgres::Error>>, tokio_postgres::Error> {
+    // Collected first: a lazy iterator of futures held across the awaits
+    // makes the job's future lose `Send` (a higher-ranked closure).
+    let requests: Vec<_> = tests
+        .iter()
+        .map(|test| {
+            [
+                Request::Command(OPEN.to_owned()),
+                Request::Prepare(&test.call_sql),
+                Request::Command(CLOSE.to_owned()),
+            ]
+            .map(|request| send(client, request))
+        })
+        .collect();
+    let mut prepared = Vec::with_capacity(tests.len());
+    run_groups_in_order(requests, |_, answer| {
+        if let Answer::Prepared(statement) = answer {
+            prepared.push(statement);
+        }
+    })
+    .await
+    .map_err(|(_, error)| error)?;
+    Ok(prepared)
+}
+
+/// Flight 2: every prepared call run in a savepoint with its time bound.
+/// Each call's duration is the time between the answer to its savepoint and
+/// the answer to the call: the server runs the requests one after another,
+/// so that is the call's own time (plus the wire), and the bound itself is
+/// enforced by the server's statement timeout.
+async fn run_prepared(
+    client: &Client,
+    tests: &[&SmokeTest],
+    prepared: &[Result<Statement, tokio_postgres::Error>],
+) -> Result<Vec<Option<CallOutcome>>, tokio_postgres::Error> {
+    let requests: Vec<_> = tests
+        .iter()
+        .zip(prepared)
+        .filter_map(|(test, prepared)| Some((test, prepared.as_ref().ok()?)))
+        .map(|(test, statement)| {
+            let open = format!(
+                "{OPEN}; SET LOCAL statement_timeout = {}",
+                test.max_duration.as_millis().max(1)
+            );
+            [
+                Request::Command(open),
+                Request::Call(statement),
+                Request::Command(CLOSE.to_owned()),
+            ]
+            .map(|request| send(client, request))
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut last_answer = Instant::now();
+    run_groups_in_order(requests, |_, answer| {
+        let now = Instant::now();
+        if let Answer::Ran(result) = answer {
+            outcomes.push((result, now - last_answer));
+        }
+        last_answer = now;
+    })
+    .await
+    .map_err(|(_, error)| error)?;
+    let mut outcomes = outcomes.into_iter();
+    Ok(prepared
+        .iter()
+        .map(|prepared| prepared.as_ref().ok().and_then(|_| outcomes.next()))
+        .collect())
+}
+
+type CallOutcome = (Result<Vec<Row>, tokio_postgres::Error>, Duration);
+
+/// `executes`, `structure`, `duration` and `warnings` of a call that ran
+/// while no notice arrived.
+fn checks_of_call(
+    test: &SmokeTest,
+    statement: &Statement,
+    result: Result<Vec<Row>, tokio_postgres::Error>,
+    elapsed: Duration,
+    types: &ExpectedTypes,
+) -> Vec<SmokeCheck> {
+    let bound = format!("bound {}", humantime::format_duration(test.max_duration));
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
+            return vec![
+                check("executes", false, "cancelled at the time bound".into()),
+                check(
+                    "duration",
+                    false,
+                    format!(
+                        "over the {bound}: stopped after {:.2}s",
+                        elapsed.as_secs_f64()
+                    ),
+                ),
+            ]
+        }
+        Err(error) => {
+            return vec![check(
+                "executes",
+                false,
+                describe_error(&error, Some(&test.call_sql)),
+            )]
+        }
+    };
+    let within = elapsed <= test.max_duration;
+    vec![
+        check("executes", true, format!("returned {} row(s)", rows.len())),
+        check_structure(test, statement.columns(), types),
+        check(
+            "duration",
+            within,
+            format!(
+                "{:.3}s ({})",
+                elapsed.as_secs_f64(),
+                if within {
+                    format!("OK, {bound}")
+                } else {
+                    format!("over the {bound}")
+                }
+            ),
+        ),
+        check("warnings", true, "no errors or warnings".into()),
+    ]
+}
