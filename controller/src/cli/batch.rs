@@ -13,7 +13,9 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::routine::{routines_from_wire, Routine};
 
 use super::connect::OperatorTls;
-use super::follow::{parked_line, submit_and_follow, Ending, Followed, Submission, Update};
+use super::follow::{
+    connect_ahead, parked_line, submit_and_follow, Ending, Followed, Submission, Update,
+};
 use super::report;
 use crate::plan::{build_plan, commit_of, deploy_order};
 use crate::project::Project;
@@ -53,6 +55,13 @@ enum Output {
 
 pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode {
     let started = Instant::now();
+    // The TLS handshake overlaps reading and parsing the project.
+    let connecting = (!args.dry_run).then(|| connect_ahead(address, tls));
+    // So does asking git for the project's commit (two processes).
+    let commit = {
+        let project = args.project.clone();
+        std::thread::spawn(move || commit_of(&project))
+    };
     let (names, routines) = match validate(&args) {
         Ok(valid) => valid,
         Err(problems) => {
@@ -72,7 +81,8 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "batch".into());
     let routine_count = routines.len();
-    let plan = build_plan(routines, &label, &commit_of(&args.project));
+    let commit = commit.join().unwrap_or_else(|_| "none".to_owned());
+    let plan = build_plan(routines, &label, &commit);
     let mode = if args.continue_on_error {
         "continue-on-error"
     } else {
@@ -100,6 +110,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
         agent_wait: args.agent_wait,
         attachments: &args.attachments,
         window: &args.window,
+        connected: connecting,
     };
     // The order is the controller's: it orders the plan itself (it does not
     // trust a client's order) and sends it with the rollout's start, so the

@@ -56,6 +56,7 @@ pub async fn run(
         agent_wait: args.agent_wait,
         attachments: &args.attachments,
         window: &args.window,
+        connected: None,
     };
     let followed = submit_and_follow(submission, |update| match update {
         Update::Started(started) => println!("{}", report::rollout_line(started)),

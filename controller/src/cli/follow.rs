@@ -8,6 +8,9 @@ use pgrollout_shared::proto::{
     RolloutUpdate,
 };
 
+use pgrollout_shared::proto::control_client::ControlClient;
+use tonic::transport::Channel;
+
 use super::connect::{self, OperatorTls};
 use crate::auth::CLAIMED_ACTOR_HEADER;
 
@@ -22,6 +25,19 @@ pub struct Submission<'a> {
     pub agent_wait: std::time::Duration,
     pub attachments: &'a GateAttachments,
     pub window: &'a WindowFlags,
+    /// A connection opened ahead (while the CLI read the project); `None`
+    /// connects here.
+    pub connected: Option<Connecting>,
+}
+
+/// A connection to the controller being opened in the background.
+pub type Connecting = tokio::task::JoinHandle<Result<ControlClient<Channel>, (ExitCode, String)>>;
+
+/// Starts connecting to the controller now, so the TLS handshake overlaps
+/// whatever the CLI does before it submits.
+pub fn connect_ahead(address: &str, tls: &OperatorTls) -> Connecting {
+    let (address, tls) = (address.to_owned(), tls.clone());
+    tokio::spawn(async move { connect::controller(&address, &tls).await })
 }
 
 /// What happens to a deploy that cannot run right now.
@@ -137,7 +153,15 @@ pub async fn submit_and_follow(
     submission: Submission<'_>,
     on_update: impl FnMut(Update<'_>),
 ) -> Result<Ending, (ExitCode, String)> {
-    let mut client = connect::controller(submission.address, submission.tls).await?;
+    let mut client = match submission.connected {
+        Some(connecting) => connecting.await.map_err(|error| {
+            (
+                ExitCode::DeploymentFailed,
+                format!("connecting to the controller failed: {error}"),
+            )
+        })??,
+        None => connect::controller(submission.address, submission.tls).await?,
+    };
     let mut request = tonic::Request::new(DeployRequest {
         environment: submission.environment.to_owned(),
         plan: Some(submission.plan),

@@ -143,6 +143,7 @@ async fn run(
         attachments: &attachments,
         // Checks and probes are never scheduled: they change nothing.
         window: &WindowFlags::default(),
+        connected: None,
     };
     let followed = submit_and_follow(submission, |update| match update {
         Update::Started(started) => println!(
