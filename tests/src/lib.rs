@@ -47,6 +47,7 @@ pub mod proxy;
 pub mod scripted_agent;
 pub mod stack;
 mod test_dir;
+mod windows;
 
 pub use binaries::{run_command, Binaries, CommandOutput, CLI_TIMEOUT};
 pub use pg_binaries::pg_bin_dir;
@@ -55,6 +56,7 @@ pub use ports::free_port;
 pub use process::{OutputMark, Process};
 pub use stack::{Stack, StackOptions, Zone};
 pub use test_dir::TestDir;
+pub use windows::window_from_now;
 
 /// Re-exported so scenario files use exactly the client version the harness connects with.
 pub use tokio_postgres;

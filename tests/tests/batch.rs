@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use pgrollout_tests::tokio_postgres::Client;
-use pgrollout_tests::Stack;
+use pgrollout_tests::{window_from_now, Stack, StackOptions};
 
 /// SQL-language functions: PostgreSQL validates their bodies at CREATE time,
 /// so each callee must exist before its caller.
@@ -449,5 +449,75 @@ async fn pipelined_smoke_verdicts_belong_to_their_own_routines() -> Result<()> {
     write_smoked(&stack, "sm_d", "NULL;", "SELECT public.sm_d()")?;
     let out = stack.cli(&["batch", "dev", &list]).await?;
     assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
+/// A batch that waits shows its order when it starts: the submitter of a
+/// scheduled one is told so, and an approver who follows one sees the order
+/// the controller computed, before the first step.
+#[tokio::test]
+async fn a_batch_that_waits_shows_its_order_when_it_starts() -> Result<()> {
+    let closed = window_from_now(12 * 60, 1)?;
+    let stack = Stack::start_with(StackOptions {
+        zones: vec!["dev".into()],
+        environment_extra: vec![("dev".into(), format!("maintenance_window = \"{closed}\""))],
+        ..StackOptions::default()
+    })
+    .await?;
+    write_chain(&stack)?;
+    let list = write_list(&stack, "later.txt", "chain_c\nchain_a\nchain_b\n")?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("scheduled: request p-"), "{out}");
+    assert!(
+        out.stdout
+            .contains("the deploy order is shown when the batch starts; `--dry-run` prints it now"),
+        "{out}"
+    );
+
+    let stack = Stack::start_with(StackOptions {
+        zones: vec!["dev".into()],
+        environment_extra: vec![(
+            "dev".into(),
+            "require_approval = true\napprovals = 1".into(),
+        )],
+        ..StackOptions::default()
+    })
+    .await?;
+    write_chain(&stack)?;
+    let list = write_list(&stack, "approved.txt", "chain_c\nchain_a\nchain_b\n")?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("awaits approval"), "{out}");
+    let request = out
+        .stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("p-"))
+        .unwrap_or_default()
+        .to_owned();
+    let approved = stack
+        .cli_as("approver-1", &["approve", &request, "--follow"])
+        .await?;
+    assert_eq!(approved.code, 0, "{approved}");
+    let shown: Vec<&str> = approved
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "deploy order:")
+        .take_while(|l| !l.starts_with("rollout "))
+        .collect();
+    assert_eq!(shown.len(), 4, "{approved}");
+    for (line, name) in shown[1..]
+        .iter()
+        .zip(["chain_a()", "chain_b()", "chain_c()"])
+    {
+        assert!(
+            line.contains(&format!("public.{name}")),
+            "{line}:\n{approved}"
+        );
+    }
+    assert!(
+        shown[3].contains("after public.chain_b() (called from its SQL body)"),
+        "{approved}"
+    );
     Ok(())
 }

@@ -5,28 +5,11 @@
 //! opened by changing the config across a `kill -9` restart, which is also
 //! what an operator does to move a window.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, Result};
-use pgrollout_tests::{CommandOutput, Stack, StackOptions};
+use pgrollout_tests::{window_from_now, CommandOutput, Stack, StackOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-
-/// `HH:MM-HH:MM UTC` from `start` minutes after now, `length` minutes long
-/// (negative start: it opened that long ago).
-fn window_from_now(start: i64, length: i64) -> Result<String> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
-    let minute = |offset: i64| ((now / 60) + offset).rem_euclid(24 * 60);
-    let (from, to) = (minute(start), minute(start + length));
-    Ok(format!(
-        "{:02}:{:02}-{:02}:{:02} UTC",
-        from / 60,
-        from % 60,
-        to / 60,
-        to % 60
-    ))
-}
 
 fn request_id(out: &CommandOutput) -> Result<String> {
     format!("{}\n{}", out.stdout, out.stderr)

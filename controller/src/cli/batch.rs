@@ -296,7 +296,13 @@ impl Progress {
                 serde_json::json!({"type": "parked", "request": parked.request_id, "state": parked.state,
                     "run_at_unix_ms": parked.run_at_unix_ms, "window": parked.window, "message": parked.message})
             ),
-            Update::Parked(parked) => println!("{}", parked_line(parked)),
+            Update::Parked(parked) => {
+                println!("{}", parked_line(parked));
+                if matches!(parked.state.as_str(), "awaiting_approval" | "scheduled") {
+                    // The controller sends its order with the rollout's start.
+                    println!("  the deploy order is shown when the batch starts; `--dry-run` prints it now");
+                }
+            }
         }
         let _ = std::io::stdout().flush();
     }
