@@ -94,3 +94,112 @@ where
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::rc::Rc;
+    use std::task::{Context, Poll};
+
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Event {
+        Sent(usize),
+        Answered(usize),
+    }
+
+    /// A request: "sent" on its first poll, answered on the next, failing
+    /// when `fails`.
+    struct Request {
+        id: usize,
+        fails: bool,
+        sent: bool,
+        log: Rc<RefCell<Vec<Event>>>,
+    }
+
+    impl Future for Request {
+        type Output = Result<usize, usize>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            if !self.sent {
+                self.sent = true;
+                self.log.borrow_mut().push(Event::Sent(self.id));
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(if self.fails {
+                Err(self.id)
+            } else {
+                Ok(self.id)
+            })
+        }
+    }
+
+    fn groups(
+        count: usize,
+        size: usize,
+        failing: Option<usize>,
+        log: &Rc<RefCell<Vec<Event>>>,
+    ) -> Vec<Vec<Request>> {
+        (0..count)
+            .map(|group| {
+                (0..size)
+                    .map(|i| {
+                        let id = group * size + i;
+                        Request {
+                            id,
+                            fails: failing == Some(id),
+                            sent: false,
+                            log: log.clone(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_group_is_sent_whole_and_answers_come_in_order() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        // 100 groups of 3: more than the window, which fills mid-group.
+        let requests = groups(100, 3, None, &log);
+        let mut answered = Vec::new();
+        let result = run_groups_in_order(requests, |index, id| {
+            assert_eq!(index, id);
+            answered.push(id);
+            log.borrow_mut().push(Event::Answered(id));
+        })
+        .await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(answered, (0..300).collect::<Vec<_>>());
+        let events = log.borrow();
+        assert!(events
+            .iter()
+            .take(WINDOW)
+            .all(|e| matches!(e, Event::Sent(_))));
+        // Between the first and the last request of a group sent, nothing
+        // is answered.
+        for group in 0..100 {
+            let at = |id| {
+                events
+                    .iter()
+                    .position(|e| *e == Event::Sent(id))
+                    .expect("every request is sent")
+            };
+            let (first, last) = (at(group * 3), at(group * 3 + 2));
+            assert_eq!(last - first, 2, "group {group} was split: {events:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_failure_stops_and_names_its_index() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let requests = groups(10, 3, Some(7), &log);
+        let mut answered = Vec::new();
+        let result = run_groups_in_order(requests, |_, id| answered.push(id)).await;
+        assert_eq!(result, Err((7, 7)));
+        assert_eq!(answered, (0..7).collect::<Vec<_>>());
+    }
+}
