@@ -202,13 +202,18 @@ pub fn run() -> ExitCode {
             Command::Ca(_) => ExitCode::Success,
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         if traced {
             crate::telemetry::traced_command(&command_name, run).await
         } else {
             run.await
         }
-    })
+    });
+    // The command is done and has said everything: work left behind (say, a
+    // connection `batch` opened ahead that a validation failure made moot,
+    // still resolving a name) must not hold up the exit.
+    runtime.shutdown_background();
+    code
 }
 
 /// The subcommand as typed (`deploy`, `audit`, …), for the command's span.
