@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 
 use pgrollout_shared::proto::SmokeCheck;
 use pgrollout_shared::routine::SmokeTest;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::smoke_runner::{check, check_structure, ExpectedTypes};
+use super::smoke_runner::{call_checks, check, ExpectedTypes};
 use crate::sql::pipeline::run_groups_in_order;
 use crate::sql::{describe_error, TargetConnection};
 
@@ -192,47 +191,8 @@ fn checks_of_call(
     elapsed: Duration,
     types: &ExpectedTypes,
 ) -> Vec<SmokeCheck> {
-    let bound = format!("bound {}", humantime::format_duration(test.max_duration));
-    let rows = match result {
-        Ok(rows) => rows,
-        Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
-            return vec![
-                check("executes", false, "cancelled at the time bound".into()),
-                check(
-                    "duration",
-                    false,
-                    format!(
-                        "over the {bound}: stopped after {:.2}s",
-                        elapsed.as_secs_f64()
-                    ),
-                ),
-            ]
-        }
-        Err(error) => {
-            return vec![check(
-                "executes",
-                false,
-                describe_error(&error, Some(&test.call_sql)),
-            )]
-        }
-    };
-    let within = elapsed <= test.max_duration;
-    vec![
-        check("executes", true, format!("returned {} row(s)", rows.len())),
-        check_structure(test, statement.columns(), types),
-        check(
-            "duration",
-            within,
-            format!(
-                "{:.3}s ({})",
-                elapsed.as_secs_f64(),
-                if within {
-                    format!("OK, {bound}")
-                } else {
-                    format!("over the {bound}")
-                }
-            ),
-        ),
-        check("warnings", true, "no errors or warnings".into()),
-    ]
+    // As `smoke_runner::run_one` does after every call: no notice arrived.
+    let mut checks = call_checks(test, statement, result, elapsed, types);
+    checks.push(check("warnings", true, "no errors or warnings".into()));
+    checks
 }

@@ -272,56 +272,63 @@ async fn call_and_check(
     let started = Instant::now();
     let result = conn.client.query(&statement, &[]).await;
     let elapsed = started.elapsed();
-    let bound = format!("bound {}", humantime::format_duration(test.max_duration));
-    let mut checks = Vec::new();
     match result {
-        Ok(rows) => checks.push(check(
-            "executes",
-            true,
-            format!("returned {} row(s)", rows.len()),
-        )),
+        Err(error) if error.as_db_error().is_none() => Err(error),
+        result => Ok(call_checks(test, &statement, result, elapsed, types)),
+    }
+}
+
+/// `executes`, and then `structure` and `duration`, of a call that answered
+/// `result` after `elapsed`. A server error of the call is a failed check.
+pub(super) fn call_checks(
+    test: &SmokeTest,
+    statement: &tokio_postgres::Statement,
+    result: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    elapsed: Duration,
+    types: &ExpectedTypes,
+) -> Vec<SmokeCheck> {
+    let bound = format!("bound {}", humantime::format_duration(test.max_duration));
+    let rows = match result {
+        Ok(rows) => rows,
         Err(error) if error.code() == Some(&SqlState::QUERY_CANCELED) => {
-            checks.push(check(
-                "executes",
-                false,
-                "cancelled at the time bound".into(),
-            ));
-            checks.push(check(
-                "duration",
-                false,
-                format!(
-                    "over the {bound}: stopped after {:.2}s",
-                    elapsed.as_secs_f64()
+            return vec![
+                check("executes", false, "cancelled at the time bound".into()),
+                check(
+                    "duration",
+                    false,
+                    format!(
+                        "over the {bound}: stopped after {:.2}s",
+                        elapsed.as_secs_f64()
+                    ),
                 ),
-            ));
-            return Ok(checks);
+            ]
         }
-        Err(error) if error.as_db_error().is_some() => {
-            checks.push(check(
+        Err(error) => {
+            return vec![check(
                 "executes",
                 false,
                 describe_error(&error, Some(&test.call_sql)),
-            ));
-            return Ok(checks);
+            )]
         }
-        Err(error) => return Err(error),
-    }
-    checks.push(check_structure(test, statement.columns(), types));
+    };
     let within = elapsed <= test.max_duration;
-    checks.push(check(
-        "duration",
-        within,
-        format!(
-            "{:.3}s ({})",
-            elapsed.as_secs_f64(),
-            if within {
-                format!("OK, {bound}")
-            } else {
-                format!("over the {bound}")
-            }
+    vec![
+        check("executes", true, format!("returned {} row(s)", rows.len())),
+        check_structure(test, statement.columns(), types),
+        check(
+            "duration",
+            within,
+            format!(
+                "{:.3}s ({})",
+                elapsed.as_secs_f64(),
+                if within {
+                    format!("OK, {bound}")
+                } else {
+                    format!("over the {bound}")
+                }
+            ),
         ),
-    ));
-    Ok(checks)
+    ]
 }
 
 pub(super) fn check_structure(
