@@ -92,6 +92,21 @@ pub struct CommandOutput {
     pub stderr: String,
 }
 
+impl CommandOutput {
+    /// The id of the request (`p-…`) the command printed: a deploy parked
+    /// for approvals or scheduled for its window.
+    pub fn request_id(&self) -> anyhow::Result<String> {
+        format!("{}\n{}", self.stdout, self.stderr)
+            .split_whitespace()
+            .find(|w| w.starts_with("p-"))
+            .map(|w| {
+                w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                    .to_owned()
+            })
+            .ok_or_else(|| anyhow::anyhow!("no request id in:\n{self}"))
+    }
+}
+
 impl fmt::Display for CommandOutput {
     /// All of it, for assertion messages: `assert_eq!(out.code, 0, "{out}")`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -489,12 +489,7 @@ async fn a_batch_that_waits_shows_its_order_when_it_starts() -> Result<()> {
     let out = stack.cli(&["batch", "dev", &list]).await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("awaits approval"), "{out}");
-    let request = out
-        .stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("p-"))
-        .unwrap_or_default()
-        .to_owned();
+    let request = out.request_id()?;
     let approved = stack
         .cli_as("approver-1", &["approve", &request, "--follow"])
         .await?;

@@ -197,13 +197,7 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
             .contains("gate approval: needs 2 approval(s) by the approver role, has 0"),
         "{out}"
     );
-    let request = out
-        .stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("p-"))
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!request.is_empty(), "{out}");
+    let request = out.request_id()?;
     let qa = stack.zone("qa").pg.connect().await?;
     let exists = "SELECT to_regprocedure('public.reconcilemupstream(text)') IS NOT NULL";
     assert!(!qa.query_one(exists, &[]).await?.get::<_, bool>(0));
@@ -300,12 +294,7 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
         0
     );
     let out = stack.cli(&["deploy", "reconcilemupstream", "qa"]).await?;
-    let second_request = out
-        .stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("p-"))
-        .unwrap_or_default()
-        .to_owned();
+    let second_request = out.request_id()?;
     assert_ne!(
         second_request, request,
         "a changed plan is a new request: earlier approvals do not carry over"
@@ -333,12 +322,7 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
     let own = stack
         .cli_as("approver-1", &["deploy", "reconcilemupstream", "qa"])
         .await?;
-    let own_request = own
-        .stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("p-"))
-        .unwrap_or_default()
-        .to_owned();
+    let own_request = own.request_id()?;
     let refused = stack
         .cli_as("approver-1", &["approve", &own_request])
         .await?;

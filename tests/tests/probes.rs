@@ -410,13 +410,6 @@ async fn a_parked_deploy_is_dry_run_when_its_last_approval_arrives() -> Result<(
     })
     .await?;
     let dev = &stack.zone("dev").pg;
-    let request_of = |out: &pgrollout_tests::CommandOutput| {
-        out.stderr
-            .split_whitespace()
-            .find(|w| w.starts_with("p-"))
-            .unwrap_or_default()
-            .to_owned()
-    };
 
     // Parked first: the dry run waits for the approval, then refuses.
     stack.write_procedure("broken.sql", BROKEN_SQL_FUNCTION)?;
@@ -424,7 +417,7 @@ async fn a_parked_deploy_is_dry_run_when_its_last_approval_arrives() -> Result<(
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("awaits approval"), "{out}");
     let approved = stack
-        .cli_as("approver-1", &["approve", &request_of(&out)])
+        .cli_as("approver-1", &["approve", &out.request_id()?])
         .await?;
     assert_eq!(approved.code, 1, "{approved}");
     assert!(
@@ -443,7 +436,7 @@ async fn a_parked_deploy_is_dry_run_when_its_last_approval_arrives() -> Result<(
     let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
     assert_eq!(out.code, 1, "{out}");
     let approved = stack
-        .cli_as("approver-1", &["approve", &request_of(&out)])
+        .cli_as("approver-1", &["approve", &out.request_id()?])
         .await?;
     assert_eq!(approved.code, 0, "{approved}");
     assert!(

@@ -11,17 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-fn request_id(out: &CommandOutput) -> Result<String> {
-    format!("{}\n{}", out.stdout, out.stderr)
-        .split_whitespace()
-        .find(|w| w.starts_with("p-"))
-        .map(|w| {
-            w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-')
-                .to_owned()
-        })
-        .with_context(|| format!("no request id in:\n{out}"))
-}
-
 fn line<'a>(out: &'a CommandOutput, prefix: &str) -> &'a str {
     out.stdout
         .lines()
@@ -67,7 +56,7 @@ async fn a_rollout_outside_its_window_is_scheduled_survives_kill_9_and_runs_when
     // Without it: scheduled for the window, recorded, exit 0.
     let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
-    let id = request_id(&out)?;
+    let id = out.request_id()?;
     let scheduled = format!("scheduled: request {id} runs at ");
     assert!(out.stdout.contains(&scheduled), "{out}");
     assert!(
@@ -100,7 +89,7 @@ async fn a_rollout_outside_its_window_is_scheduled_survives_kill_9_and_runs_when
     // A second request, cancelled: by a viewer no, by its requester yes.
     let other = stack.cli(&["deploy", "addarc", "dev"]).await?;
     assert_eq!(other.code, 0, "{other}");
-    let other_id = request_id(&other)?;
+    let other_id = other.request_id()?;
     let refused = stack.cli_as("looker", &["cancel", &other_id]).await?;
     assert_eq!(refused.code, 1, "{refused}");
     assert!(
@@ -283,7 +272,7 @@ async fn approvals_come_first_then_the_window_and_the_ticket_is_checked_with_the
         )),
         "{out}"
     );
-    let id = request_id(&out)?;
+    let id = out.request_id()?;
 
     let status = stack.cli(&["status", &id]).await?;
     assert_eq!(status.code, 0, "{status}");
