@@ -474,6 +474,11 @@ async fn a_batch_that_waits_shows_its_order_when_it_starts() -> Result<()> {
             .contains("the deploy order is shown when the batch starts; `--dry-run` prints it now"),
         "{out}"
     );
+    let client = stack.zone("dev").pg.connect().await?;
+    assert!(
+        !catalog(&client).await?.iter().any(|r| r.contains("chain_")),
+        "a scheduled batch changes nothing before its window"
+    );
 
     let stack = Stack::start_with(StackOptions {
         zones: vec!["dev".into()],

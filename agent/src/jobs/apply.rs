@@ -22,12 +22,14 @@ pub fn signatures(routines: &[Routine]) -> Vec<String> {
         .collect()
 }
 
-/// Every routine's current state, in one catalog query.
+/// Every routine's current state, in one catalog query; by oid where
+/// `oids` knows it (after the CREATEs), else by signature.
 pub async fn snapshot(
     conn: &TargetConnection,
     routines: &[Routine],
+    oids: &[u32],
 ) -> Result<Vec<RoutineSnapshot>, JobFailure> {
-    sql::snapshot_routines(&conn.client, &signatures(routines))
+    sql::snapshot_routines_at(&conn.client, &signatures(routines), oids)
         .await
         .map_err(|e| {
             JobFailure::deploy(format!(
@@ -44,7 +46,7 @@ pub async fn take_backup(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<(Vec<RoutineSnapshot>, WrittenBackup), JobFailure> {
-    let snapshots = snapshot(conn, routines).await?;
+    let snapshots = snapshot(conn, routines, &[]).await?;
     let header = BackupHeader {
         job_id: ctx.job.id.clone(),
         attempt: ctx.job.attempt,
@@ -220,7 +222,7 @@ pub async fn record(
     ctx: &JobContext,
     conn: &TargetConnection,
     routines: &[Routine],
-    created: &[Created],
+    oids: &[u32],
     previous: &[RoutineSnapshot],
     written: &WrittenBackup,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
@@ -228,14 +230,7 @@ pub async fn record(
         JobFailure::deploy(format!("ledger write failed: {}", describe_error(&e, None)))
     };
     // After the grants: the ledger records the ACL the routine really has.
-    let new = sql::snapshot_routines_at(&conn.client, &signatures(routines), &oids(created))
-        .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot read the new definitions: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+    let new = snapshot(conn, routines, oids).await?;
     let mut rows = Vec::with_capacity(routines.len());
     let mut applied = Vec::with_capacity(routines.len());
     for ((routine, before), after) in routines.iter().zip(previous).zip(&new) {

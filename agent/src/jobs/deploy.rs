@@ -282,15 +282,15 @@ async fn apply_in_transaction(
         format!("{count} grant(s) applied")
     })
     .await?;
+    let oids = apply::oids(&created);
     let (applied, ledger_ids) = ctx
         .step(
             "ledger",
-            apply::record(ctx, conn, routines, &created, &previous, &written),
+            apply::record(ctx, conn, routines, &oids, &previous, &written),
             |(_, ids)| format!("{} ledger row(s) written", ids.len()),
         )
         .await?;
 
-    let oids = apply::oids(&created);
     let reports = smoke_step(ctx, conn, routines, &oids, "smoke", "in-transaction").await?;
     if let Some(failed) = failed_smoke(routines, &reports, "nothing was committed") {
         return Err(failed);

@@ -168,10 +168,10 @@ async fn deploy_one(
         .map_err(|(_, failure)| plain(failure))?;
     let created = apply::verify_created(conn, routine).await.map_err(plain)?;
     apply::grant(conn, routine, &created).await.map_err(plain)?;
-    let (applied, ids) = apply::record(ctx, conn, routine, &created, previous, written)
+    let oids = apply::oids(&created);
+    let (applied, ids) = apply::record(ctx, conn, routine, &oids, previous, written)
         .await
         .map_err(plain)?;
-    let oids = apply::oids(&created);
     let reports = smoke_step(ctx, conn, routine, &oids, "smoke", "in-transaction")
         .await
         .map_err(plain)?;

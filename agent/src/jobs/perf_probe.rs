@@ -93,7 +93,7 @@ async fn measure(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<Vec<PerfReport>, JobFailure> {
-    let live = apply::snapshot(conn, routines).await?;
+    let live = apply::snapshot(conn, routines, &[]).await?;
     let baselines = baselines(ctx, conn, &live).await?;
     let probed: Vec<usize> = (0..routines.len())
         .filter(|&i| routines[i].perf_probe.is_some())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use pgrollout_shared::proto::{SmokeCheck, SmokeReport};
 use pgrollout_shared::routine::{Routine, SmokeTest};
-use tokio_postgres::error::{Severity, SqlState};
+use tokio_postgres::error::{DbError, Severity, SqlState};
 use tokio_postgres::types::Type;
 
 use crate::sql::{describe_error, TargetConnection};
@@ -179,6 +179,18 @@ async fn resolve_expected_types(
         .collect())
 }
 
+/// Every test call runs in this savepoint, with its time bound, and the
+/// savepoint is always rolled back after it.
+pub(super) fn open_savepoint(test: &SmokeTest) -> String {
+    format!(
+        "SAVEPOINT pgrollout_smoke; SET LOCAL statement_timeout = {}",
+        test.max_duration.as_millis().max(1)
+    )
+}
+
+pub(super) const CLOSE_SAVEPOINT: &str =
+    "ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke";
+
 /// Expected type name → its oid, `None` when the database knows no such type.
 pub(super) type ExpectedTypes = HashMap<String, Option<u32>>;
 
@@ -192,10 +204,14 @@ async fn run_one(
     conn.take_notices();
     let outcome = call_and_check(conn, test, types).await;
     let notices = conn.take_notices();
-    conn.client
-        .batch_execute("ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke")
-        .await?;
+    conn.client.batch_execute(CLOSE_SAVEPOINT).await?;
     let mut checks = outcome?;
+    checks.push(warnings_check(test, &notices));
+    Ok(checks)
+}
+
+/// The `warnings` check of a call that raised `notices`.
+pub(super) fn warnings_check(test: &SmokeTest, notices: &[DbError]) -> SmokeCheck {
     let warnings: Vec<String> = notices
         .iter()
         .filter(|n| matches!(n.parsed_severity(), Some(Severity::Warning)))
@@ -206,7 +222,7 @@ async fn run_one(
         .filter(|n| !matches!(n.parsed_severity(), Some(Severity::Warning)))
         .map(|n| format!("{}: {}", n.severity(), n.message()))
         .collect();
-    checks.push(match (warnings.is_empty(), test.allow_warnings) {
+    match (warnings.is_empty(), test.allow_warnings) {
         (true, _) if others.is_empty() => check("warnings", true, "no errors or warnings".into()),
         (true, _) => check(
             "warnings",
@@ -223,8 +239,7 @@ async fn run_one(
             false,
             format!("WARNING raised: {}", warnings.join("; ")),
         ),
-    });
-    Ok(checks)
+    }
 }
 
 /// Opens the test's savepoint (with its time bound) and prepares its call,
@@ -234,10 +249,7 @@ async fn open_savepoint_and_prepare(
     conn: &TargetConnection,
     test: &SmokeTest,
 ) -> Result<Result<tokio_postgres::Statement, tokio_postgres::Error>, tokio_postgres::Error> {
-    let savepoint = format!(
-        "SAVEPOINT pgrollout_smoke; SET LOCAL statement_timeout = {}",
-        test.max_duration.as_millis().max(1)
-    );
+    let savepoint = open_savepoint(test);
     let mut opened = std::pin::pin!(futures_util::future::maybe_done(
         conn.client.batch_execute(&savepoint)
     ));
@@ -331,7 +343,7 @@ pub(super) fn call_checks(
     ]
 }
 
-pub(super) fn check_structure(
+fn check_structure(
     test: &SmokeTest,
     columns: &[tokio_postgres::Column],
     types: &ExpectedTypes,

@@ -11,8 +11,6 @@ use pgrollout_shared::proto::{
 
 const RULE: &str = "===========================================";
 
-/// One finished step: `  ✅ backup          3 ms  /var/backups/...`.
-/// Started events print nothing: the finished line follows within the step.
 /// The line that says a rollout started, where and in which trace.
 pub fn rollout_line(started: &RolloutStarted) -> String {
     format!(
@@ -43,6 +41,8 @@ pub fn order_block(view: &DeployOrderView) -> String {
     text
 }
 
+/// One finished step: `  ✅ backup          3 ms  /var/backups/...`.
+/// Started events print nothing: the finished line follows within the step.
 pub fn step_line(event: &JobEvent) -> Option<String> {
     let mark = match StepStatus::try_from(event.status).ok()? {
         StepStatus::Succeeded => "✅",
