@@ -19,10 +19,16 @@ have_pg_server() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 
+# bindgen (pg_query's build) loads `libclang.so`, `libclang-N.so` or
+# `libclang.so.N`; `libclang-cpp.so.N`, present wherever LLVM is, is not it.
 have_libclang() {
-  compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null ||
-    compgen -G '/usr/lib/x86_64-linux-gnu/libclang*.so*' >/dev/null ||
-    compgen -G '/usr/lib/aarch64-linux-gnu/libclang*.so*' >/dev/null
+  local dir file
+  for dir in /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
+    for file in "$dir"/libclang.so "$dir"/libclang-*.so "$dir"/libclang.so.* "$dir"/libclang-*.so.*; do
+      [[ -e $file && $(basename "$file") != libclang-cpp* ]] && return 0
+    done
+  done
+  return 1
 }
 
 missing=()
