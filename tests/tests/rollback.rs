@@ -512,7 +512,7 @@ async fn an_emergency_rollback_needs_a_reason_skips_smoke_and_is_audited() -> Re
         "➖ smoke",
         "emergency: smoke test skipped",
         "➖ post-restore-smoke",
-        "Mode: EMERGENCY — reason: orders fail since 14:02, INC-4711",
+        "Mode: EMERGENCY — reason: orders fail since 14:02, INC-4711 (smoke tests skipped; a rollback needs the deployer role, no approval; audited as rollback.emergency)",
         "Smoke Test: ➖ SKIPPED (emergency)",
     ] {
         assert!(

@@ -25,7 +25,7 @@ use crate::config::OperatorRole;
 use crate::engine::rollout::{self, RolloutRequest};
 use crate::engine::Controller;
 use crate::plan::{deploy_order, plan_id};
-use crate::store::{verify_chain, AuditEntry};
+use crate::store::{state, verify_chain, AuditEntry};
 use crate::telemetry::spans::{in_span, RolloutRequestSpan};
 
 pub struct ControlService {
@@ -254,6 +254,13 @@ impl Control for ControlService {
         self.authorize(&request, OperatorRole::Viewer, "read rollouts")
             .await?;
         let query = request.into_inner();
+        if !query.state.is_empty() && !state::LISTABLE.contains(&query.state.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "--state {:?} is not a state; use one of: {}",
+                query.state,
+                state::LISTABLE.join(", ")
+            )));
+        }
         let limit = if query.limit == 0 {
             20
         } else {

@@ -190,7 +190,7 @@ fn rollback_log(log: &Log<'_>) -> String {
         ),
         match log.emergency {
             Some(reason) => format!(
-                "Mode: EMERGENCY — reason: {reason} (smoke tests skipped; approvals are not implemented yet)"
+                "Mode: EMERGENCY — reason: {reason} (smoke tests skipped; a rollback needs the deployer role, no approval; audited as rollback.emergency)"
             ),
             None => "Mode: normal".to_owned(),
         },

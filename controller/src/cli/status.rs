@@ -80,7 +80,9 @@ pub async fn list(address: &str, tls: &OperatorTls, args: RolloutsArgs) -> ExitC
         "ROLLOUT", "STARTED", "KIND", "ENV", "STATE", "PROCEDURE", "ROUTINES"
     );
     for r in rollouts {
-        let runs_at = if r.run_at_unix_ms > 0 {
+        // Only a request still waiting for its window runs at a time; a
+        // cancelled, refused or started one keeps its old time in the store.
+        let runs_at = if r.run_at_unix_ms > 0 && r.state == "scheduled" {
             format!("  runs at {}", utc_timestamp(r.run_at_unix_ms))
         } else {
             String::new()

@@ -71,6 +71,24 @@ pub mod state {
     pub const UNKNOWN: &str = "unknown";
     /// Every change it made was undone by `pgrollout rollback`.
     pub const ROLLED_BACK: &str = "rolled_back";
+    pub const RUNNING: &str = "running";
+
+    /// Every state `pgrollout rollouts --state` can filter on: a rollout's,
+    /// then a request's that never became a rollout (or not yet).
+    pub const LISTABLE: &[&str] = &[
+        RUNNING,
+        SUCCEEDED,
+        FAILED,
+        UNKNOWN,
+        ROLLED_BACK,
+        super::request_state::AWAITING_APPROVAL,
+        super::request_state::SCHEDULED,
+        super::request_state::APPROVED,
+        super::request_state::STARTED,
+        super::request_state::REJECTED,
+        super::request_state::CANCELLED,
+        super::request_state::REFUSED,
+    ];
 }
 
 impl Store {
