@@ -378,6 +378,18 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/agent.toml");
         let config = AgentConfig::load(&path).expect("example config is valid");
         assert_eq!(config.zone, "prod");
+        // The example controller requires mutual TLS, so the example agent
+        // must speak it: https and a [tls] identity.
+        assert!(
+            config.controller.starts_with("https://"),
+            "{}",
+            config.controller
+        );
+        let tls = config
+            .tls
+            .as_ref()
+            .expect("the example agent has a [tls] table");
+        assert!(tls.cert.ends_with("agent-prod-prod-1.pem"), "{tls:?}");
         assert_eq!(
             config.targets[0].password_env.as_deref(),
             Some("PERSEUS_PROD_PASSWORD")

@@ -98,7 +98,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Recent rollouts, newest first.
     Rollouts(status::RolloutsArgs),
-    /// SEED.md's DEPLOYMENT LOG block for a recorded rollout, with its trace id.
+    /// The DEPLOYMENT LOG block of a recorded rollout (what, where, who, commit,
+    /// backup, smoke verdict, duration, status), with its trace id.
     Log(log::LogArgs),
     /// Deployment metrics per procedure: count, success rate, average duration, rollbacks, MTTR.
     Metrics(metrics::MetricsArgs),
