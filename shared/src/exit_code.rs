@@ -13,7 +13,16 @@ pub enum ExitCode {
     DeploymentFailed = 2,
     /// A smoke test failed after the change; rolled back.
     SmokeTestFailed = 3,
+    /// Accepted and recorded as a request that waits for people (approvals
+    /// or sign-offs); nothing changed yet. Distinct from 1 so a script can
+    /// tell "waiting" from "refused". (4 is kept for drift found.)
+    AwaitingApproval = 5,
 }
+
+/// The gRPC metadata key by which the controller marks the status of a
+/// request it parked for approval (its value is the request id), so the CLI
+/// can exit with [`ExitCode::AwaitingApproval`] without reading message text.
+pub const AWAITING_APPROVAL_METADATA: &str = "pgrollout-awaiting-approval";
 
 impl ExitCode {
     /// The numeric status for `std::process::exit`.

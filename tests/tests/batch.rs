@@ -492,7 +492,10 @@ async fn a_batch_that_waits_shows_its_order_when_it_starts() -> Result<()> {
     write_chain(&stack)?;
     let list = write_list(&stack, "approved.txt", "chain_c\nchain_a\nchain_b\n")?;
     let out = stack.cli(&["batch", "dev", &list]).await?;
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(
+        out.code, 5,
+        "awaiting approval has its own exit code: {out}"
+    );
     assert!(out.stderr.contains("awaits approval"), "{out}");
     let request = out.request_id()?;
     let approved = stack

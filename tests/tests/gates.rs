@@ -186,7 +186,7 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
     );
 
     let out = stack.cli(&["deploy", "reconcilemupstream", "qa"]).await?;
-    assert_eq!(out.code, 1, "parked, nothing changed yet: {out}");
+    assert_eq!(out.code, 5, "parked, nothing changed yet: {out}");
     assert!(
         out.stderr
             .contains("awaits approval and changed nothing yet"),

@@ -66,7 +66,7 @@ async fn the_syntax_gate_dry_runs_on_the_database_and_refuses_with_file_and_line
 
     // The deploy is refused by the dry run, with file, routine and line.
     let out = stack.cli(&["deploy", "broken_count", "dev"]).await?;
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 5, "{out}");
     assert!(
         out.stderr
             .contains("gate syntax refused: the dry-run apply on dev's database (rollout r-"),
@@ -414,7 +414,7 @@ async fn a_parked_deploy_is_dry_run_when_its_last_approval_arrives() -> Result<(
     // Parked first: the dry run waits for the approval, then refuses.
     stack.write_procedure("broken.sql", BROKEN_SQL_FUNCTION)?;
     let out = stack.cli(&["deploy", "broken_count", "dev"]).await?;
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 5, "{out}");
     assert!(out.stderr.contains("awaits approval"), "{out}");
     let approved = stack
         .cli_as("approver-1", &["approve", &out.request_id()?])
@@ -434,7 +434,7 @@ async fn a_parked_deploy_is_dry_run_when_its_last_approval_arrives() -> Result<(
 
     // A sound routine passes its dry run on approval and is deployed.
     let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 5, "{out}");
     let approved = stack
         .cli_as("approver-1", &["approve", &out.request_id()?])
         .await?;

@@ -260,7 +260,7 @@ async fn approvals_come_first_then_the_window_and_the_ticket_is_checked_with_the
     let out = stack
         .cli(&["deploy", "reconcilemupstream", "qa", "--ticket", "CHG-1042"])
         .await?;
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 5, "{out}");
     assert!(
         out.stderr
             .contains("awaits approval and changed nothing yet"),

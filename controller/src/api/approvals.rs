@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pgrollout_shared::exit_code::AWAITING_APPROVAL_METADATA;
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::ApproveResponse;
 use pgrollout_shared::traceparent::TraceParent;
@@ -29,7 +30,8 @@ pub struct Parked {
 }
 
 /// Parks a request that waits only for people; the returned status tells the
-/// operator its id and what it waits for (exit 1: nothing changed yet).
+/// operator its id and what it waits for, and is marked so the CLI exits with
+/// its own "awaiting approval" code (nothing changed yet).
 pub async fn park(
     controller: &Controller,
     request: &RolloutRequest,
@@ -37,11 +39,21 @@ pub async fn park(
     waiting_for: &str,
 ) -> Status {
     match park_request(controller, request, parked, waiting_for, new_id("p")).await {
-        Ok(pending) => Status::failed_precondition(format!(
-            "request {} awaits approval and changed nothing yet ({waiting_for}); an approver runs \
-             `pgrollout approve {}`, and the last approval it needs starts the rollout (or schedules it for its window)",
-            pending.request_id, pending.request_id
-        )),
+        Ok(pending) => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            if let Ok(value) = pending.request_id.parse() {
+                metadata.insert(AWAITING_APPROVAL_METADATA, value);
+            }
+            Status::with_metadata(
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "request {} awaits approval and changed nothing yet ({waiting_for}); an approver runs \
+                     `pgrollout approve {}`, and the last approval it needs starts the rollout (or schedules it for its window)",
+                    pending.request_id, pending.request_id
+                ),
+                metadata,
+            )
+        }
         Err(status) => status,
     }
 }

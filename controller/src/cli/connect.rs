@@ -224,6 +224,12 @@ pub fn refusal(status: &tonic::Status, address: &str) -> Refusal {
 /// unreachable agent or controller is a deployment failure (exit 2).
 pub fn exit_code_of(status: &tonic::Status) -> ExitCode {
     use tonic::Code;
+    if status
+        .metadata()
+        .contains_key(pgrollout_shared::exit_code::AWAITING_APPROVAL_METADATA)
+    {
+        return ExitCode::AwaitingApproval;
+    }
     match status.code() {
         Code::InvalidArgument
         | Code::NotFound
