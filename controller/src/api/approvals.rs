@@ -164,11 +164,26 @@ pub async fn decide(
         )));
     }
     if caller.name == requester_name(&pending.actor) {
-        return Err(Status::permission_denied(format!(
+        let refusal = format!(
             "operator {} requested {request_id} and cannot approve it; another {} must",
             caller.name,
             role.as_str()
-        )));
+        );
+        // A refused self-approval is an attempt worth knowing about, like a
+        // missing role (`auth.denied`).
+        controller
+            .audit(AuditEntry {
+                actor: caller.actor(),
+                action: "approval.refused".into(),
+                outcome: "refused".into(),
+                environment: Some(pending.environment.clone()),
+                procedure: Some(pending.plan.label.clone()),
+                trace_id: Some(pending.trace_id.clone()),
+                details: refusal.clone(),
+                ..Default::default()
+            })
+            .await;
+        return Err(Status::permission_denied(refusal));
     }
     if reject && reason.trim().is_empty() {
         return Err(Status::invalid_argument("a rejection needs --reason"));
@@ -179,11 +194,26 @@ pub async fn decide(
         decision: if reject { "reject" } else { "approve" }.to_owned(),
     };
     let now = now_unix_ms();
-    let approvals = controller
+    let recorded = controller
         .store
         .record_approval(request_id, &pending.plan.plan_id, &decision, reason, now)
         .await
         .map_err(store_error)?;
+    if !recorded.changed {
+        // The same operator saying the same thing again changes nothing: no
+        // second audit entry, and the operator is told so.
+        return Ok(ApproveResponse {
+            state: request_state::AWAITING_APPROVAL.into(),
+            message: format!(
+                "{} already {} request {request_id} as {}; nothing changed",
+                caller.name,
+                if reject { "rejected" } else { "approved" },
+                role.as_str()
+            ),
+            ..Default::default()
+        });
+    }
+    let approvals = recorded.approvals;
     controller
         .audit(AuditEntry {
             actor: caller.actor(),

@@ -30,6 +30,14 @@ pub struct Approval {
     pub decision: String,
 }
 
+/// The decisions on a request after one was recorded, and whether that one
+/// changed anything (a repeat of the same decision does not).
+#[derive(Debug)]
+pub struct RecordedApproval {
+    pub approvals: Vec<Approval>,
+    pub changed: bool,
+}
+
 impl Store {
     pub async fn park_rollout(&self, pending: &PendingRollout, now: i64) -> Result<(), StoreError> {
         let p = pending.clone();
@@ -99,7 +107,7 @@ impl Store {
         approval: &Approval,
         reason: &str,
         now: i64,
-    ) -> Result<Vec<Approval>, StoreError> {
+    ) -> Result<RecordedApproval, StoreError> {
         let (request_id, plan_id, a, reason) = (
             request_id.to_owned(),
             plan_id.to_owned(),
@@ -107,12 +115,15 @@ impl Store {
             reason.to_owned(),
         );
         self.call(move |c| {
-            c.execute(
+            // The same decision again by the same approver and role updates
+            // nothing, so `changed` tells a repeat from a new decision.
+            let changed = c.execute(
                 "INSERT INTO approvals (request_id, plan_id, approver, role, decision, reason, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (request_id, approver, role) DO UPDATE SET decision = ?5, reason = ?6, at = ?7",
+                 ON CONFLICT (request_id, approver, role) DO UPDATE SET decision = ?5, reason = ?6, at = ?7
+                 WHERE approvals.decision IS NOT ?5",
                 params![request_id, plan_id, a.approver, a.role, a.decision, reason, now],
-            )?;
+            )? > 0;
             let mut statement = c.prepare(
                 "SELECT approver, role, decision FROM approvals WHERE request_id = ?1 AND plan_id = ?2 ORDER BY at",
             )?;
@@ -123,7 +134,10 @@ impl Store {
                     decision: row.get(2)?,
                 })
             })?;
-            rows.collect()
+            Ok(RecordedApproval {
+                approvals: rows.collect::<rusqlite::Result<_>>()?,
+                changed,
+            })
         })
         .await
     }
