@@ -55,3 +55,87 @@ async fn a_cancelled_request_is_not_listed_as_running_at_a_time() -> Result<()> 
     );
     Ok(())
 }
+
+/// Every audit entry's `action|outcome|actor`, oldest first.
+fn audit_actions(stack: &Stack) -> Result<Vec<String>> {
+    let store = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?;
+    let mut statement = store
+        .prepare("SELECT action || '|' || outcome || '|' || actor FROM audit_log ORDER BY seq")?;
+    let lines = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(lines)
+}
+
+#[tokio::test]
+async fn a_refused_self_approval_is_audited_and_a_repeated_approval_changes_nothing() -> Result<()>
+{
+    let stack = Stack::start_with(StackOptions {
+        zones: vec!["dev".into()],
+        environment_extra: vec![(
+            "dev".into(),
+            "require_approval = true\napprovals = 2".into(),
+        )],
+        ..StackOptions::default()
+    })
+    .await?;
+    // approver-1 holds the deployer role too, so it can request, and must
+    // not approve its own request.
+    let parked = stack
+        .cli_as("approver-1", &["deploy", "addarc", "dev"])
+        .await?;
+    assert_eq!(parked.code, 5, "{parked}");
+    let id = parked.request_id()?;
+
+    let own = stack.cli_as("approver-1", &["approve", &id]).await?;
+    assert_eq!(own.code, 1, "{own}");
+    assert!(own.stderr.contains("cannot approve it"), "{own}");
+
+    let first = stack.cli_as("approver-2", &["approve", &id]).await?;
+    assert_eq!(first.code, 0, "{first}");
+    assert!(first.stdout.contains("approval recorded"), "{first}");
+    let again = stack.cli_as("approver-2", &["approve", &id]).await?;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(
+        again.stdout.contains(&format!(
+            "approver-2 already approved request {id} as approver; nothing changed"
+        )),
+        "{again}"
+    );
+    assert!(!again.stdout.contains("approval recorded"), "{again}");
+
+    let audit = audit_actions(&stack)?;
+    let refused: Vec<_> = audit
+        .iter()
+        .filter(|l| l.starts_with("approval.refused|refused|approver-1"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{audit:#?}");
+    let granted = audit
+        .iter()
+        .filter(|l| l.starts_with("approval.granted|"))
+        .count();
+    assert_eq!(granted, 1, "one approval, one entry: {audit:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_role_includes_viewing_and_no_role_includes_nothing() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    // approver-2 holds only `approver`, signer only `stakeholder`.
+    for operator in ["approver-2", "signer"] {
+        for command in [&["agents"][..], &["rollouts"][..]] {
+            let out = stack.cli_as(operator, command).await?;
+            assert_eq!(out.code, 0, "{operator} {command:?}: {out}");
+        }
+        // Viewing is all the extra it gets.
+        let out = stack
+            .cli_as(operator, &["deploy", "reconcilemupstream", "dev"])
+            .await?;
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stderr.contains("lacks the deployer role"), "{out}");
+    }
+    let out = stack.cli_as("stranger", &["rollouts"]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("lacks the viewer role"), "{out}");
+    Ok(())
+}

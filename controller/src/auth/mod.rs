@@ -94,9 +94,12 @@ impl Caller {
         }
     }
 
-    /// Refuses unless the caller holds `role` (admin holds every role).
+    /// Refuses unless the caller holds `role` (admin holds every role, and
+    /// any role at all includes viewing: who may deploy or approve may see
+    /// what they deploy or approve).
     pub fn require(&self, role: OperatorRole, to: &str) -> Result<(), Status> {
-        if self.roles.contains(&OperatorRole::Admin) || self.roles.contains(&role) {
+        let views = role == OperatorRole::Viewer && !self.roles.is_empty();
+        if views || self.roles.contains(&OperatorRole::Admin) || self.roles.contains(&role) {
             return Ok(());
         }
         Err(Status::permission_denied(format!(
