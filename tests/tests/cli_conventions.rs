@@ -139,3 +139,49 @@ async fn every_role_includes_viewing_and_no_role_includes_nothing() -> Result<()
     assert!(out.stderr.contains("lacks the viewer role"), "{out}");
     Ok(())
 }
+
+#[tokio::test]
+async fn completions_and_man_pages_come_from_the_cli_definition() -> Result<()> {
+    let bins = pgrollout_tests::Binaries::locate()?;
+    let bash = bins.run_cli(["completions", "bash"], &[]).await?;
+    assert_eq!(bash.code, 0, "{bash}");
+    for word in ["deploy", "rollback", "--emergency", "completions"] {
+        assert!(bash.stdout.contains(word), "{word} not completed");
+    }
+    // The script is valid bash.
+    let dir = pgrollout_tests::TestDir::new("shell-docs")?;
+    let script = dir.path().join("pgrollout.bash");
+    std::fs::write(&script, &bash.stdout)?;
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()?;
+    assert!(syntax.status.success(), "{syntax:?}");
+    for shell in ["zsh", "fish"] {
+        let out = bins.run_cli(["completions", shell], &[]).await?;
+        assert_eq!(out.code, 0, "{out}");
+        assert!(out.stdout.contains("rollback"), "{shell}: {out}");
+    }
+    let out = bins.run_cli(["completions", "tcsh"], &[]).await?;
+    assert_eq!(out.code, 1, "an unknown shell is bad input: {out}");
+
+    let man = dir.path().join("man1");
+    let out = bins
+        .run_cli(["man", "--dir", &man.to_string_lossy()], &[])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    for page in [
+        "pgrollout.1",
+        "pgrollout-deploy.1",
+        "pgrollout-alert-create.1",
+    ] {
+        let text = std::fs::read_to_string(man.join(page)).with_context(|| page.to_owned())?;
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH"),
+            "{page}: {text}"
+        );
+    }
+    let deploy = std::fs::read_to_string(man.join("pgrollout-deploy.1"))?;
+    assert!(deploy.contains("no\\-wait"), "{deploy}");
+    Ok(())
+}

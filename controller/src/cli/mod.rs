@@ -23,6 +23,7 @@ mod report;
 mod request;
 mod rollback;
 mod serve;
+mod shell_docs;
 mod status;
 
 use std::path::PathBuf;
@@ -117,6 +118,11 @@ enum Command {
     /// The built-in certificate authority: `init`, then `issue` certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Print a shell completion script (`pgrollout completions bash >
+    /// /etc/bash_completion.d/pgrollout`).
+    Completions(shell_docs::CompletionsArgs),
+    /// Write man pages for pgrollout and each of its commands into a folder.
+    Man(shell_docs::ManArgs),
 }
 
 #[derive(clap::Args)]
@@ -156,6 +162,8 @@ pub fn run() -> ExitCode {
     // `ca` needs no controller and no async runtime.
     let command = match cli.command {
         Command::Ca(command) => return ca::run(command),
+        Command::Completions(args) => return shell_docs::completions(args),
+        Command::Man(args) => return shell_docs::man(args),
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -200,7 +208,7 @@ pub fn run() -> ExitCode {
             Command::Retry(args) => doubt::retry(&cli.controller, &cli.tls, args).await,
             Command::Resolve(args) => doubt::resolve(&cli.controller, &cli.tls, args).await,
             Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
-            Command::Ca(_) => ExitCode::Success,
+            Command::Ca(_) | Command::Completions(_) | Command::Man(_) => ExitCode::Success,
         }
     };
     let code = runtime.block_on(async move {
