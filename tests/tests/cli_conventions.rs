@@ -2,6 +2,7 @@
 //! refused with the valid values, listings say only what is true.
 
 use anyhow::{Context, Result};
+use pgrollout_tests::stack::OPERATOR;
 use pgrollout_tests::{window_from_now, Stack, StackOptions};
 
 #[tokio::test]
@@ -183,5 +184,45 @@ async fn completions_and_man_pages_come_from_the_cli_definition() -> Result<()> 
     }
     let deploy = std::fs::read_to_string(man.join("pgrollout-deploy.1"))?;
     assert!(deploy.contains("no\\-wait"), "{deploy}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_output_quietly() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let ca = &stack.ca_dir;
+    let env = [
+        ("PGROLLOUT_ADDR", stack.operators.clone()),
+        ("PGROLLOUT_CA", ca.join("ca.pem").to_string_lossy().into()),
+        (
+            "PGROLLOUT_CERT",
+            ca.join(format!("operator-{OPERATOR}.pem"))
+                .to_string_lossy()
+                .into(),
+        ),
+        (
+            "PGROLLOUT_KEY",
+            ca.join(format!("operator-{OPERATOR}.key"))
+                .to_string_lossy()
+                .into(),
+        ),
+    ];
+    for command in ["audit", "rollouts"] {
+        // Like `pgrollout audit | head -0`: the reading end is closed before
+        // the command writes its first line, so every write fails with EPIPE.
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let out = tokio::process::Command::new(&stack.bins.controller)
+            .arg(command)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+    }
     Ok(())
 }
