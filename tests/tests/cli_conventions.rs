@@ -209,16 +209,19 @@ async fn a_reader_that_stops_early_ends_the_output_quietly() -> Result<()> {
                 .into(),
         ),
     ];
-    for command in ["audit", "rollouts"] {
+    for command in ["audit", "rollouts", "completions bash"] {
         // Like `pgrollout audit | head -0`: the reading end is closed before
         // the command writes its first line, so every write fails with EPIPE.
         let (reader, writer) = std::io::pipe()?;
         drop(reader);
         let out = tokio::process::Command::new(&stack.bins.controller)
-            .arg(command)
+            .args(command.split(' '))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(std::process::Stdio::from(writer))
-            .output()
+            .stderr(std::process::Stdio::piped())
+            // Not `output()`: tokio's replaces the stdout set above with a pipe.
+            .spawn()?
+            .wait_with_output()
             .await?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{command}: {stderr}");

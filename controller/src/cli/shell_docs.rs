@@ -23,14 +23,20 @@ pub struct ManArgs {
 
 /// Prints the completion script for `args.shell` on standard output.
 pub fn completions(args: CompletionsArgs) -> ExitCode {
+    use std::io::Write;
     let mut command = super::Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut command,
-        "pgrollout",
-        &mut std::io::stdout(),
-    );
-    ExitCode::Success
+    // Into memory first: clap_complete panics on a failed write, and a
+    // closed pipe (`| head`) is no failure.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "pgrollout", &mut script);
+    match std::io::stdout().write_all(&script) {
+        Ok(()) => ExitCode::Success,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::Success,
+        Err(error) => {
+            eprintln!("pgrollout: cannot write the completion script: {error}");
+            ExitCode::DeploymentFailed
+        }
+    }
 }
 
 /// Writes a man page for the binary and for every (nested) command.
