@@ -266,8 +266,9 @@ async fn one_deploy_is_one_trace_from_the_cli_to_the_sql_steps() -> Result<()> {
         "an audit entry of the rollout names another trace:\n{audit}"
     );
 
-    // A CLI that exports nothing still sends a trace context: the next
-    // deploy is a trace of its own, the one it printed, without a CLI span.
+    // A CLI that exports nothing sends no parent it will never export: the
+    // next deploy is a trace of its own, the one it printed, rooted at the
+    // controller's rollout span (issue 16: no rootless traces).
     let quiet = stack.cli(&["deploy", "trace_probe", "dev"]).await?;
     ensure!(quiet.code == 0, "{quiet}");
     let quiet_trace = printed(&quiet.stdout, "rollout ", ", trace ")?;
@@ -299,8 +300,9 @@ async fn one_deploy_is_one_trace_from_the_cli_to_the_sql_steps() -> Result<()> {
     ensure!(only(&quiet_spans, "pgrollout deploy").is_err());
     let rollout = only(&quiet_spans, "rollout deploy")?;
     ensure!(
-        !rollout.parent_id().is_empty(),
-        "the rollout continues the CLI's (unexported) span"
+        rollout.parent_id().is_empty(),
+        "the rollout span is the trace's root, not the child of an unexported CLI span: parent {:?}",
+        rollout.parent_id()
     );
     child_of(
         only(&quiet_spans, "job deploy")?,

@@ -69,7 +69,7 @@ fn request(procedure: &str, environment: &str, revoke: bool, wait: Duration) -> 
         environment: environment.to_owned(),
         procedure: procedure.to_owned(),
         revoke,
-        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
     }
 }

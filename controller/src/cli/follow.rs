@@ -165,7 +165,7 @@ pub async fn submit_and_follow(
     let mut request = tonic::Request::new(DeployRequest {
         environment: submission.environment.to_owned(),
         plan: Some(submission.plan),
-        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(submission.agent_wait.as_millis()).unwrap_or(u64::MAX),
         continue_on_error: submission.continue_on_error,
         ticket: submission.attachments.ticket.clone().unwrap_or_default(),

@@ -38,7 +38,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: HistoryArgs) -> ExitCod
         environment: args.environment.clone(),
         procedure: args.procedure.clone(),
         revoke: false,
-        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
     };
     let followed = match call_and_follow(address, tls, Call::History(request), true).await {

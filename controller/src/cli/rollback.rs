@@ -88,7 +88,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCo
         to: args.to.clone().unwrap_or_default(),
         emergency: args.emergency,
         reason: reason.trim().to_owned(),
-        traceparent: crate::telemetry::spans::current_traceparent().to_string(),
+        traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
     };
     let followed = match call_and_follow(address, tls, Call::Rollback(request), false).await {

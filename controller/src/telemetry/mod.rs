@@ -39,6 +39,14 @@ pub fn start_controller(config: &TelemetryConfig) -> Result<Telemetry, Telemetry
     ))
 }
 
+/// Whether this CLI process exports its spans (set once, before the command
+/// runs): only then may a request name one of its spans as the parent.
+static CLI_EXPORTS_SPANS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn cli_exports_spans() -> bool {
+    CLI_EXPORTS_SPANS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Runs one CLI command inside its root span, `pgrollout <command>`, whose
 /// trace is the one a rollout it starts belongs to; then exports the spans.
 /// Only the `OTEL_*` variables configure the CLI: it has no config file.
@@ -63,6 +71,10 @@ pub async fn traced_command(command: &str, run: impl Future<Output = ExitCode>) 
             resource: Vec::new(),
         },
         processor,
+    );
+    CLI_EXPORTS_SPANS.store(
+        installed.is_exporting(),
+        std::sync::atomic::Ordering::Relaxed,
     );
     let span = spans::command_span(command);
     let code = run.instrument(span.clone()).await;

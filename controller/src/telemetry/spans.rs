@@ -42,10 +42,17 @@ pub fn record_exit_code(span: &Span, code: ExitCode) {
 }
 
 /// The trace context to send with a request: the current span's (the CLI
-/// command's), or a fresh root when spans are not exported — the controller
-/// stores and prints its trace id either way.
-pub fn current_traceparent() -> TraceParent {
-    traceparent_of(&Span::current()).unwrap_or_else(TraceParent::new_root)
+/// command's) when the CLI exports its spans, otherwise none ("") — a parent
+/// id that is never exported would leave every such trace without a root in
+/// the tracing backend, so the controller starts the trace instead. The
+/// controller stores and prints the trace id either way.
+pub fn current_traceparent() -> String {
+    if !super::cli_exports_spans() {
+        return String::new();
+    }
+    traceparent_of(&Span::current())
+        .map(|parent| parent.to_string())
+        .unwrap_or_default()
 }
 
 /// The controller's span of one rollout, continuing the request's trace.
