@@ -6,6 +6,7 @@
 
 mod approvals;
 mod audit;
+mod deployed;
 mod faults;
 mod gates;
 mod metrics;
