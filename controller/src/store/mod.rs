@@ -7,6 +7,7 @@
 mod approvals;
 mod audit;
 mod deployed;
+mod escape;
 mod faults;
 mod gates;
 mod metrics;
