@@ -15,6 +15,7 @@ pub mod operations;
 pub mod routine;
 pub mod telemetry;
 pub mod test_reports;
+pub mod text;
 pub mod tls;
 pub mod traceparent;
 pub mod watch;

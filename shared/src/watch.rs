@@ -35,7 +35,14 @@ pub struct WatchSampleSpec {
 impl WatchSampleSpec {
     /// The spec for `probes`: the names are theirs.
     pub fn for_routines(watch_id: String, probes: Vec<Routine>) -> Self {
-        let mut names: Vec<WatchedName> = probes
+        let named = probes.clone();
+        Self::with_probes(watch_id, &named, probes)
+    }
+
+    /// The names of `named`, probed with `probes` (which may be fewer: where
+    /// only approved SQL runs, a routine nothing deployed has is not probed).
+    pub fn with_probes(watch_id: String, named: &[Routine], probes: Vec<Routine>) -> Self {
+        let mut names: Vec<WatchedName> = named
             .iter()
             .map(|r| WatchedName {
                 schema: r.identity.schema.clone(),
@@ -92,7 +99,14 @@ impl TryFrom<proto::WatchSampleJob> for WatchSampleSpec {
         Ok(WatchSampleSpec {
             watch_id: wire.watch_id,
             names,
-            probes: routines_from_wire(wire.probes)?,
+            // No probe at all is valid: a name with nothing approved to
+            // probe it is still sampled (`routines_from_wire` wants a plan's
+            // at least one routine).
+            probes: if wire.probes.is_empty() {
+                Vec::new()
+            } else {
+                routines_from_wire(wire.probes)?
+            },
         })
     }
 }

@@ -14,6 +14,7 @@ use pgrollout_shared::proto::{
     agent_link_server::AgentLink, agent_message::Body, controller_message, Ack, AgentMessage,
     ControllerMessage, Heartbeat, Outcome, Welcome,
 };
+use pgrollout_shared::text::escape_message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -180,7 +181,16 @@ async fn receive(
     }
 }
 
-async fn handle(controller: &Controller, agent: &AgentHandle, message: AgentMessage) {
+async fn handle(controller: &Controller, agent: &AgentHandle, mut message: AgentMessage) {
+    // A target's errors, RAISE messages and names are data (issue 13): what
+    // the controller stores, relays and logs has its control characters
+    // written out, every field of the report at once.
+    if matches!(
+        message.body,
+        Some(Body::Event(_) | Body::Result(_) | Body::Decline(_))
+    ) {
+        escape_message(&mut message, "pgrollout.v1.AgentMessage");
+    }
     let now = now_unix_ms();
     agent.last_heartbeat.store(now, Ordering::Relaxed);
     // A post-deploy watch's sample is not a rollout: its answer goes there.

@@ -409,8 +409,11 @@ impl ControlService {
             smoke_only,
             self.controller.config.limits.max_routines_per_plan,
         )?;
-        // Gates guard changes: a smoke test changes nothing.
         let mut validated = validated;
+        if smoke_only {
+            crate::engine::approved_sql::restrict_smoke(&self.controller, &mut validated).await?;
+        }
+        // Gates guard changes: a smoke test changes nothing.
         validated.gates = if smoke_only {
             Vec::new()
         } else {

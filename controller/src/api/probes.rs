@@ -1,7 +1,9 @@
 //! `pgrollout check` and `pgrollout perf`: the dry-run check and the
 //! performance probes on demand. Both change nothing on the target (their
 //! transactions are always rolled back), so no gate stands before them; the
-//! deployer role is needed, as for smoke tests. The perf probe's medians are
+//! deployer role is needed, as for smoke tests. They run a working copy's
+//! SQL, so an environment that requires approval refuses them
+//! (`engine/approved_sql.rs`). The perf probe's medians are
 //! recorded for the performance gate like those of a deploy that ran them.
 
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::control::{validate_plan, ControlService, UpdateStream};
 use crate::config::OperatorRole;
+use crate::engine::approved_sql;
 use crate::engine::rollout::{self, RolloutRequest};
 use crate::plan::deploy_order;
 
@@ -43,6 +46,31 @@ impl ControlService {
             &request,
             self.controller.config.limits.max_routines_per_plan,
         )?;
+        if approved_sql::requires_approval(&self.controller.config, &request.environment) {
+            let (command, action, steps) = match probe {
+                ProbeKind::Check => ("check", "check.refused", "its syntax gate"),
+                ProbeKind::Perf => (
+                    "perf",
+                    "perf.refused",
+                    "its after-deploy probes (run_perf_probe)",
+                ),
+            };
+            let environment = &request.environment;
+            let message = format!(
+                "`pgrollout {command}` runs SQL from your working copy (the plan's CREATE statements and calls), \
+                 and {environment} requires approval: there it runs only as part of a deploy, in {steps}, after \
+                 the deploy's gates and approvals. Run it in an environment that needs no approval, or deploy"
+            );
+            return Err(approved_sql::refuse(
+                &self.controller,
+                &actor,
+                action,
+                environment,
+                &plan.label,
+                message,
+            )
+            .await);
+        }
         if matches!(probe, ProbeKind::Perf) && routines.iter().all(|r| r.perf_probe.is_none()) {
             return Err(Status::invalid_argument(format!(
                 "no routine of {} declares a performance probe: add a [perf] table to its sidecar, e.g. \

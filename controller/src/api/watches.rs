@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::control::ControlService;
 use crate::config::{ControllerConfig, OperatorRole};
+use crate::engine::approved_sql;
 use crate::engine::watch::{self, CreateWatch};
 use crate::engine::Controller;
 
@@ -60,9 +61,15 @@ impl Watches for WatchService {
                 "create post-deploy watches",
             )
             .await?;
-        let create = validate(&self.controller.config, request.into_inner(), actor)?;
+        let mut create = validate(&self.controller.config, request.into_inner(), actor)?;
+        let (probes, note) =
+            approved_sql::new_watch_probes(&self.controller, &create.environment, &create.routines)
+                .await?;
+        create.probes = probes;
         let watch = watch::create(self.controller.clone(), create).await?;
-        Ok(Response::new(watch::status_of(&watch, now_unix_ms())))
+        let mut status = watch::status_of(&watch, now_unix_ms());
+        status.notes.extend(note);
+        Ok(Response::new(status))
     }
 
     async fn list_watches(
@@ -180,6 +187,7 @@ fn validate(
     Ok(CreateWatch {
         environment: request.environment,
         procedure,
+        probes: routines.clone(),
         routines,
         duration,
         every,

@@ -7,6 +7,7 @@
 //! baseline exceeds `--threshold` of the baseline, or its calls start
 //! failing. Rendering lives in `alert_report.rs`.
 
+use pgrollout_shared::text::escaped;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -134,7 +135,8 @@ async fn create(address: &str, tls: &OperatorTls, args: CreateArgs) -> ExitCode 
     };
     match client.create_watch(request).await {
         Ok(response) => {
-            print!("{}", alert_report::created(&response.into_inner()));
+            let watch = escaped(response.into_inner(), "pgrollout.v1.WatchStatus");
+            print!("{}", alert_report::created(&watch));
             ExitCode::Success
         }
         Err(status) => {
@@ -155,7 +157,8 @@ async fn list(address: &str, tls: &OperatorTls, args: ListArgs) -> ExitCode {
     };
     match client.list_watches(request).await {
         Ok(response) => {
-            let watches = response.into_inner().watches;
+            let watches =
+                escaped(response.into_inner(), "pgrollout.v1.ListWatchesResponse").watches;
             if watches.is_empty() {
                 println!(
                     "no watches{}",
@@ -188,7 +191,7 @@ async fn cancel(address: &str, tls: &OperatorTls, args: CancelArgs) -> ExitCode 
     };
     match client.cancel_watch(request).await {
         Ok(response) => {
-            let watch = response.into_inner();
+            let watch = escaped(response.into_inner(), "pgrollout.v1.WatchStatus");
             println!(
                 "watch {} of {} in {} cancelled after {} sample(s); last state: {}",
                 watch.watch_id, watch.procedure, watch.environment, watch.samples, watch.reason

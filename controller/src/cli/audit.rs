@@ -1,6 +1,7 @@
 //! `pgrollout audit`: read the controller's audit log, and `audit verify`:
 //! prove its hash chain intact or name the first broken entry.
 
+use pgrollout_shared::text::escaped;
 use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
@@ -59,7 +60,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: AuditArgs) -> ExitCode 
         verify,
     };
     let response = match client.audit(request).await {
-        Ok(response) => response.into_inner(),
+        Ok(response) => escaped(response.into_inner(), "pgrollout.v1.AuditResponse"),
         Err(status) => {
             let (code, message) = connect::refusal(&status, address);
             eprintln!("pgrollout: {message}");

@@ -206,7 +206,9 @@ pub fn refusal(status: &tonic::Status, address: &str) -> Refusal {
         .iter()
         .any(|needle| status.message().contains(needle));
     if !transport {
-        return (exit_code_of(status), status.message().to_owned());
+        // The controller's refusals quote names and reasons: data.
+        let message = pgrollout_shared::text::escape_controls(status.message());
+        return (exit_code_of(status), message.into_owned());
     }
     let chain = match std::error::Error::source(status) {
         Some(source) => format!("{}: {}", status.message(), error_chain(source)),

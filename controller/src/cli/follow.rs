@@ -7,6 +7,7 @@ use pgrollout_shared::proto::{
     rollout_update::Body, DeployRequest, JobEvent, JobResult, Plan, RequestParked, RolloutStarted,
     RolloutUpdate,
 };
+use pgrollout_shared::text::escaped;
 
 use pgrollout_shared::proto::control_client::ControlClient;
 use tonic::transport::Channel;
@@ -205,7 +206,7 @@ pub async fn follow_updates(
     let mut parked: Option<RequestParked> = None;
     loop {
         match stream.message().await {
-            Ok(Some(update)) => match update.body {
+            Ok(Some(update)) => match escaped(update, "pgrollout.v1.RolloutUpdate").body {
                 Some(Body::Started(started)) => {
                     for gate in &started.gates {
                         let mark = if gate.passed { "✅" } else { "❌" };

@@ -3,6 +3,7 @@
 //! block `deploy` prints at the end. The duration is the controller's: from
 //! recording the rollout to recording its end.
 
+use pgrollout_shared::text::escaped;
 use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
@@ -28,7 +29,8 @@ pub async fn run(address: &str, tls: &OperatorTls, args: LogArgs) -> ExitCode {
     };
     match client.get_rollout(request).await {
         Ok(response) => {
-            print!("{}", render(&response.into_inner()));
+            let status = escaped(response.into_inner(), "pgrollout.v1.RolloutStatus");
+            print!("{}", render(&status));
             ExitCode::Success
         }
         Err(status) => {

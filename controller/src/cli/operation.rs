@@ -2,6 +2,7 @@
 //! enable, history) and following its rollout to the result, printing each
 //! finished step as the agent reports it.
 
+use pgrollout_shared::text::escaped;
 use std::io::Write;
 
 use pgrollout_shared::exit_code::ExitCode;
@@ -50,7 +51,7 @@ pub async fn call_and_follow(
     let mut rollout: Option<RolloutStarted> = None;
     loop {
         match stream.message().await {
-            Ok(Some(update)) => match update.body {
+            Ok(Some(update)) => match escaped(update, "pgrollout.v1.RolloutUpdate").body {
                 Some(Body::Started(started)) => {
                     if !quiet {
                         println!(

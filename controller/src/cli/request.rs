@@ -2,6 +2,7 @@
 //! following a request to the end of the rollout it becomes (`status
 //! --follow`, `approve --follow`) instead of polling its status.
 
+use pgrollout_shared::text::escaped;
 use std::io::Write;
 
 use pgrollout_shared::exit_code::ExitCode;
@@ -105,7 +106,10 @@ pub async fn follow_request(address: &str, tls: &OperatorTls, request_id: &str) 
             rollout_id: rollout.rollout_id.clone(),
         };
         match client.get_rollout(request).await {
-            Ok(status) => print!("{}", super::log::render(&status.into_inner())),
+            Ok(status) => print!(
+                "{}",
+                super::log::render(&escaped(status.into_inner(), "pgrollout.v1.RolloutStatus"))
+            ),
             // Approvers and stakeholders may follow without reading rollouts.
             Err(status) => println!(
                 "rollout {} ended with exit {}; its DEPLOYMENT LOG: `pgrollout log {}` ({})",

@@ -3,6 +3,7 @@
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{GetRolloutRequest, ListRolloutsRequest, RolloutStatus};
+use pgrollout_shared::text::escaped;
 
 use super::connect::{self, OperatorTls};
 use super::report::{self, utc_timestamp};
@@ -44,7 +45,7 @@ pub async fn status(address: &str, tls: &OperatorTls, args: StatusArgs) -> ExitC
         rollout_id: args.rollout,
     };
     let status = match client.get_rollout(request).await {
-        Ok(response) => response.into_inner(),
+        Ok(response) => escaped(response.into_inner(), "pgrollout.v1.RolloutStatus"),
         Err(status) => {
             let (code, message) = connect::refusal(&status, address);
             return fail(code, &message);
@@ -65,7 +66,9 @@ pub async fn list(address: &str, tls: &OperatorTls, args: RolloutsArgs) -> ExitC
         limit: args.limit,
     };
     let rollouts = match client.list_rollouts(request).await {
-        Ok(response) => response.into_inner().rollouts,
+        Ok(response) => {
+            escaped(response.into_inner(), "pgrollout.v1.ListRolloutsResponse").rollouts
+        }
         Err(status) => {
             let (code, message) = connect::refusal(&status, address);
             return fail(code, &message);

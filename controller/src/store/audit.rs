@@ -95,6 +95,7 @@ fn append(c: &mut Connection, entry: &AuditEntry, at: i64) -> rusqlite::Result<i
 impl Store {
     /// Appends an entry; returns its sequence number.
     pub async fn audit(&self, entry: AuditEntry) -> Result<i64, StoreError> {
+        let entry = entry.escaped();
         let at = pgrollout_shared::job::now_unix_ms();
         self.call(move |c| append(c, &entry, at)).await
     }

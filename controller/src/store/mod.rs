@@ -6,6 +6,8 @@
 
 mod approvals;
 mod audit;
+mod deployed;
+mod escape;
 mod faults;
 mod gates;
 mod metrics;

@@ -20,8 +20,11 @@ pub struct CreateWatch {
     pub environment: String,
     /// The operator's `<procedure>`.
     pub procedure: String,
-    /// The project's routines of that name, with their smoke tests.
+    /// The project's routines of that name: what is watched.
     pub routines: Vec<Routine>,
+    /// The routines whose smoke tests probe it: the working copy's, or where
+    /// approval is required the deployed ones (`engine/approved_sql.rs`).
+    pub probes: Vec<Routine>,
     pub duration: Duration,
     pub every: Duration,
     pub threshold_percent: u32,
@@ -48,7 +51,7 @@ pub async fn create(
 ) -> Result<WatchRecord, Status> {
     let now = now_unix_ms();
     let id = new_id("w");
-    let spec = WatchSampleSpec::for_routines(id.clone(), request.routines);
+    let spec = WatchSampleSpec::with_probes(id.clone(), &request.routines, request.probes);
     // Checked here to fail fast, before the baseline is sampled, and again
     // when the watch is written.
     let live = controller

@@ -12,7 +12,7 @@ use pgrollout_shared::watch::WatchSampleSpec;
 
 use super::assess::{self, conditions_of, Verdict};
 use super::sample;
-use crate::engine::Controller;
+use crate::engine::{approved_sql, Controller};
 use crate::notify::watch_event::{self, WatchChange, WatchNotice};
 use crate::store::{AuditEntry, WatchProgress, WatchRecord};
 
@@ -59,13 +59,22 @@ async fn run(controller: Arc<Controller>, watch_id: String) {
 }
 
 async fn sample_once(controller: &Controller, watch: &WatchRecord, every: Duration) {
-    let spec = match WatchSampleSpec::try_from(watch.spec.clone()) {
+    let mut spec = match WatchSampleSpec::try_from(watch.spec.clone()) {
         Ok(spec) => spec,
         Err(error) => {
             tracing::error!(watch_id = %watch.id, %error, "the stored watch is unreadable; it stops sampling");
             return;
         }
     };
+    let stored = std::mem::take(&mut spec.probes);
+    spec.probes = approved_sql::watch_probes(controller, &watch.environment, &spec.names, stored)
+        .await
+        .unwrap_or_else(|error| {
+            // Never the stored probes instead: in an environment that
+            // requires approval only a deployed plan's SQL runs.
+            tracing::error!(watch_id = %watch.id, error = %anyhow::Error::from(error), "reading the deployed plans failed; this sample runs no probe");
+            Vec::new()
+        });
     let taken = sample::take(
         controller,
         &watch.environment,

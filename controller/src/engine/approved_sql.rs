@@ -1,0 +1,264 @@
+//! What runs in an environment is what was approved there (issue 13).
+//!
+//! In an environment that requires approval (`require_approval`, or an
+//! `approval` or `stakeholder_signoff` gate), SQL from an operator's working
+//! copy never runs: `smoke` and the watch probes run the smoke tests of the
+//! plan deployed there, which the controller holds content-addressed, and
+//! `check` and `perf` run there only as part of a deploy (its syntax gate and
+//! after-deploy steps, after the approvals). Everywhere else a working copy's
+//! SQL may run, in transactions the agent always rolls back.
+
+use std::collections::BTreeMap;
+
+use pgrollout_shared::job::JobKind;
+use pgrollout_shared::proto::Plan;
+use pgrollout_shared::routine::{routines_from_wire, Routine};
+use pgrollout_shared::watch::{WatchSampleSpec, WatchedName};
+use prost::Message;
+use tonic::Status;
+
+use super::Controller;
+use crate::config::{ControllerConfig, GateName};
+use crate::store::{AuditEntry, StoreError};
+
+/// How many of an environment's newest successful deploys are searched for a
+/// routine: older versions were replaced long ago, and the search stays
+/// bounded however long the controller has run.
+const DEPLOYS_SEARCHED: usize = 200;
+
+/// Whether a deploy to `environment` needs people's approval: then no SQL but
+/// an approved plan's runs there.
+pub fn requires_approval(config: &ControllerConfig, environment: &str) -> bool {
+    config.environments.get(environment).is_some_and(|e| {
+        let gates = e.effective_gates();
+        gates.contains(&GateName::Approval) || gates.contains(&GateName::StakeholderSignoff)
+    })
+}
+
+/// A routine as a successful deploy left it, with where it came from.
+pub struct Deployed {
+    pub routine: Routine,
+    pub rollout_id: String,
+    pub plan_id: String,
+    pub commit_sha: String,
+}
+
+/// For each key, the routines matching it in the newest plan deployed to
+/// `environment` that has any; keys nothing deployed matches are absent.
+pub async fn deployed<K: Ord + Clone>(
+    controller: &Controller,
+    environment: &str,
+    keys: &[K],
+    key_of: impl Fn(&Routine) -> K,
+) -> Result<BTreeMap<K, Vec<Deployed>>, StoreError> {
+    let plans = controller
+        .store
+        .deployed_plans(environment, DEPLOYS_SEARCHED)
+        .await?;
+    let mut found: BTreeMap<K, Vec<Deployed>> = BTreeMap::new();
+    for plan in plans {
+        if found.len() == keys.len() {
+            break;
+        }
+        // Stored by this controller after validation: a plan that no longer
+        // decodes is skipped (and said), never trusted partly.
+        let routines = match Plan::decode(plan.content.as_slice())
+            .map_err(|e| e.to_string())
+            .and_then(|p| routines_from_wire(p.routines).map_err(|e| e.to_string()))
+        {
+            Ok(routines) => routines,
+            Err(error) => {
+                tracing::error!(plan_id = %plan.plan_id, %error, "a stored plan does not decode; skipped");
+                continue;
+            }
+        };
+        // Keys this plan has, taken whole from this plan (all overloads of a
+        // name come from the same deploy).
+        let mut here: BTreeMap<K, Vec<Deployed>> = BTreeMap::new();
+        for routine in routines {
+            let key = key_of(&routine);
+            if keys.contains(&key) && !found.contains_key(&key) {
+                here.entry(key).or_default().push(Deployed {
+                    routine,
+                    rollout_id: plan.rollout_id.clone(),
+                    plan_id: plan.plan_id.clone(),
+                    commit_sha: plan.commit_sha.clone(),
+                });
+            }
+        }
+        found.extend(here);
+    }
+    Ok(found)
+}
+
+/// The routines a `smoke` in `environment` (which requires approval) runs:
+/// the deployed ones, provided the working copy's smoke tests are exactly
+/// theirs; otherwise why not, said plainly.
+pub async fn approved_smoke(
+    controller: &Controller,
+    environment: &str,
+    requested: &[Routine],
+) -> Result<Vec<Routine>, String> {
+    let identities: Vec<_> = requested.iter().map(|r| r.identity.clone()).collect();
+    let deployed = deployed(controller, environment, &identities, |r| r.identity.clone())
+        .await
+        .map_err(|error| {
+            tracing::error!(error = %anyhow::Error::from(error), "reading the deployed plans failed");
+            "the controller could not read its store; see its log".to_owned()
+        })?;
+    let rule = format!(
+        "{environment} requires approval, so only the smoke tests of the plan deployed there run there, \
+         never a working copy's"
+    );
+    let mut approved = Vec::with_capacity(requested.len());
+    for routine in requested {
+        let Some(found) = deployed.get(&routine.identity).and_then(|d| d.first()) else {
+            return Err(format!(
+                "{rule}: nothing deployed to {environment} has {}; deploy it (its smoke tests run as part of \
+                 the deploy, after its gates and approvals)",
+                routine.identity
+            ));
+        };
+        if found.routine.smoke_tests != routine.smoke_tests {
+            return Err(format!(
+                "{rule}: the smoke tests of {} in your working copy differ from those of plan {} deployed by \
+                 rollout {} (commit {}); run `smoke` from that commit, or deploy your change (it passes \
+                 {environment}'s gates and approvals)",
+                routine.identity,
+                short(&found.plan_id),
+                found.rollout_id,
+                if found.commit_sha.is_empty() {
+                    "unknown"
+                } else {
+                    short(&found.commit_sha)
+                }
+            ));
+        }
+        approved.push(found.routine.clone());
+    }
+    Ok(approved)
+}
+
+/// Audits a refusal of SQL in an environment that requires approval and
+/// returns it as the operator's error (exit 1: nothing ran).
+pub async fn refuse(
+    controller: &Controller,
+    actor: &str,
+    action: &str,
+    environment: &str,
+    procedure: &str,
+    message: String,
+) -> Status {
+    controller
+        .audit(AuditEntry {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            outcome: "refused".into(),
+            environment: Some(environment.to_owned()),
+            procedure: Some(procedure.to_owned()),
+            details: message.clone(),
+            ..Default::default()
+        })
+        .await;
+    Status::failed_precondition(message)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// A `smoke` rollout as it may run: unchanged where no approval is needed;
+/// in an environment that requires approval, the deployed routines in place
+/// of the working copy's, or the audited refusal.
+pub async fn restrict_smoke(
+    controller: &Controller,
+    request: &mut super::rollout::RolloutRequest,
+) -> Result<(), Status> {
+    if !requires_approval(&controller.config, &request.environment) {
+        return Ok(());
+    }
+    let JobKind::Smoke { routines } = &mut request.kind else {
+        return Ok(());
+    };
+    match approved_smoke(controller, &request.environment, routines).await {
+        Ok(approved) => {
+            *routines = approved;
+            Ok(())
+        }
+        Err(message) => Err(refuse(
+            controller,
+            &request.actor,
+            "smoke.refused",
+            &request.environment,
+            &request.plan.label,
+            message,
+        )
+        .await),
+    }
+}
+
+/// The probes of a watch sample in `environment`: where approval is required,
+/// the routines deployed there under the watched names — looked up at each
+/// sample, so the probes follow the deploys — and a name nothing deployed has
+/// is not probed; elsewhere, `stored` (the creator's working copy).
+pub async fn watch_probes(
+    controller: &Controller,
+    environment: &str,
+    names: &[WatchedName],
+    stored: Vec<Routine>,
+) -> Result<Vec<Routine>, StoreError> {
+    if !requires_approval(&controller.config, environment) {
+        return Ok(stored);
+    }
+    let found = deployed(controller, environment, names, |r| WatchedName {
+        schema: r.identity.schema.clone(),
+        name: r.identity.name.clone(),
+    })
+    .await?;
+    Ok(found
+        .into_values()
+        .flatten()
+        .map(|deployed| deployed.routine)
+        .collect())
+}
+
+/// The probes `alert create` gives a new watch in `environment`, and, where
+/// approval is required, a note saying where they come from (the working
+/// copy's smoke tests never run there).
+pub async fn new_watch_probes(
+    controller: &Controller,
+    environment: &str,
+    routines: &[Routine],
+) -> Result<(Vec<Routine>, Option<String>), Status> {
+    if !requires_approval(&controller.config, environment) {
+        return Ok((routines.to_vec(), None));
+    }
+    let spec = WatchSampleSpec::for_routines(String::new(), routines.to_vec());
+    let probes = watch_probes(controller, environment, &spec.names, Vec::new())
+        .await
+        .map_err(|error| {
+            tracing::error!(error = %anyhow::Error::from(error), "reading the deployed plans failed");
+            Status::internal("the controller could not read its store; see its log")
+        })?;
+    let unprobed: Vec<String> = spec
+        .names
+        .iter()
+        .filter(|n| {
+            !probes
+                .iter()
+                .any(|p| p.identity.schema == n.schema && p.identity.name == n.name)
+        })
+        .map(ToString::to_string)
+        .collect();
+    let mut note = format!(
+        "{environment} requires approval: the probes are the smoke tests of the plan deployed there (looked \
+         up at every sample), never your working copy's"
+    );
+    if !unprobed.is_empty() {
+        note.push_str(&format!(
+            "; nothing deployed there has {}, so the watch has no probe for it until a deploy brings one",
+            unprobed.join(", ")
+        ));
+    }
+    Ok((probes, Some(note)))
+}
