@@ -56,7 +56,7 @@ const BENIGN: (&str, &str) = ("answers", "SELECT 1 AS one");
 async fn deploy_approved(stack: &Stack, name: &str) -> Result<()> {
     let out = stack.cli(&["deploy", name, "prod"]).await?;
     anyhow::ensure!(
-        out.code == 1 && out.stderr.contains("awaits approval"),
+        out.code == 5 && out.stderr.contains("awaits approval"),
         "{out}"
     );
     let approved = stack
