@@ -209,6 +209,27 @@ pub struct Environment {
     /// of the old one (SEED.md: 120).
     #[serde(default = "default_performance_threshold")]
     pub performance_threshold_percent: u32,
+    /// The `performance` gate, for a routine with no comparable baseline
+    /// (new here, or a version whose definition the controller does not
+    /// hold): `pass` says so and lets it through, `refuse` refuses it.
+    #[serde(default)]
+    pub performance_new_routine: NoBaseline,
+    /// The `monitoring` gate, for a watch that has no baseline for a routine
+    /// of the plan and no `--max-time` bound, so it cannot tell that the
+    /// routine got slower: `pass` says so, `refuse` refuses.
+    #[serde(default)]
+    pub monitoring_without_baseline: NoBaseline,
+}
+
+/// What a gate does when there is nothing to compare with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoBaseline {
+    /// Say so in the gate's reason, and pass.
+    #[default]
+    Pass,
+    /// Say so, and refuse.
+    Refuse,
 }
 
 fn default_performance_threshold() -> u32 {

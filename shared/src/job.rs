@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::operations::{selector_from_wire, DisableSpec, RollbackSpec, RoutineSelector};
+use crate::perf_target::{targets_from_wire, PerfTarget};
 use crate::proto;
 use crate::routine::{routines_from_wire, InvalidField, Routine};
 use crate::traceparent::TraceParent;
@@ -60,8 +61,12 @@ pub enum JobKind {
     /// run plpgsql_check where installed: the syntax gate's dry run.
     Check { routines: Vec<Routine> },
     /// Time each routine's `[perf]` probe on the old and the new definition,
-    /// each set in a transaction that is rolled back.
-    PerfProbe { routines: Vec<Routine> },
+    /// each set in a transaction that is rolled back; the old one is what
+    /// each target runs, when targets are given.
+    PerfProbe {
+        routines: Vec<Routine>,
+        targets: Vec<PerfTarget>,
+    },
 }
 
 /// How a multi-routine deploy treats failures, and what runs after it.
@@ -78,6 +83,9 @@ pub struct BatchOptions {
     /// After a successful deploy, run the plan's performance probes. Set by
     /// the controller from the environment (`run_perf_probe`).
     pub run_perf_probe: bool,
+    /// The environments promoted from here whose running versions the
+    /// probes time as the old ones (set by the controller).
+    pub perf_targets: Vec<PerfTarget>,
 }
 
 impl JobKind {
@@ -102,7 +110,7 @@ impl JobKind {
             JobKind::Deploy { routines, .. }
             | JobKind::Smoke { routines }
             | JobKind::Check { routines }
-            | JobKind::PerfProbe { routines } => routines,
+            | JobKind::PerfProbe { routines, .. } => routines,
             JobKind::WatchSample(spec) => &spec.probes,
             JobKind::Rollback(_)
             | JobKind::Disable(_)
@@ -171,6 +179,7 @@ impl TryFrom<proto::JobOffer> for Job {
                             dependencies,
                             run_pgtap: deploy.run_pgtap,
                             run_perf_probe: deploy.run_perf_probe,
+                            perf_targets: targets_from_wire(deploy.perf_targets)?,
                         },
                     },
                     deploy.label,
@@ -216,7 +225,8 @@ impl TryFrom<proto::JobOffer> for Job {
                         reason: "no routine carries a [perf] probe".into(),
                     });
                 }
-                (JobKind::PerfProbe { routines }, probe.label)
+                let targets = targets_from_wire(probe.perf_targets)?;
+                (JobKind::PerfProbe { routines, targets }, probe.label)
             }
             None => {
                 return Err(InvalidField {
@@ -262,18 +272,21 @@ impl From<Job> for proto::JobOffer {
                         .collect(),
                     run_pgtap: batch.run_pgtap,
                     run_perf_probe: batch.run_perf_probe,
+                    perf_targets: batch.perf_targets.into_iter().map(Into::into).collect(),
                 })
             }
             JobKind::Check { routines: r } => proto::job_offer::Kind::Check(proto::CheckJob {
                 routines: routines(r),
                 label: job.label,
             }),
-            JobKind::PerfProbe { routines: r } => {
-                proto::job_offer::Kind::PerfProbe(proto::PerfProbeJob {
-                    routines: routines(r),
-                    label: job.label,
-                })
-            }
+            JobKind::PerfProbe {
+                routines: r,
+                targets,
+            } => proto::job_offer::Kind::PerfProbe(proto::PerfProbeJob {
+                routines: routines(r),
+                label: job.label,
+                perf_targets: targets.into_iter().map(Into::into).collect(),
+            }),
             JobKind::Smoke { routines: r } => proto::job_offer::Kind::Smoke(proto::SmokeJob {
                 routines: routines(r),
                 label: job.label,

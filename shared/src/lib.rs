@@ -12,6 +12,7 @@ pub mod exit_code;
 pub mod identity;
 pub mod job;
 pub mod operations;
+pub mod perf_target;
 pub mod routine;
 pub mod telemetry;
 pub mod test_reports;

@@ -27,31 +27,84 @@ pub fn finding_line(finding: &CheckFinding) -> String {
     )
 }
 
-/// `public.f(): old median 20.104 ms, new median 40.212 ms (200%)`.
+/// `public.f(): old median 20.104 ms, new median 40.212 ms (200%)`; a probe
+/// that failed, or that the target's performance gate will refuse, says so.
 pub fn perf_line(report: &PerfReport) -> String {
     let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
-    if !report.error.is_empty() {
-        return format!("{}: not measured: {}", report.routine, report.error);
-    }
-    if !report.has_baseline {
-        return format!(
-            "{}: new routine, no baseline; new median {} ({} runs)",
+    let line = if !report.error.is_empty() {
+        format!("{}: not measured: {}", report.routine, report.error)
+    } else if !report.has_baseline {
+        let what = if report.target_environment.is_empty() {
+            "new routine, no baseline".to_owned()
+        } else if report.baseline_sha256.is_empty() {
+            format!("new in {}, no baseline", report.target_environment)
+        } else {
+            format!(
+                "no baseline: the controller holds no definition of the version {} runs",
+                report.target_environment
+            )
+        };
+        format!(
+            "{}: {what}; new median {} ({})",
             report.routine,
             ms(report.new_median_us),
-            report.runs
-        );
+            runs(report.runs)
+        )
+    } else {
+        format!(
+            "{}: old median {} ({}), new median {} ({}%, {} each)",
+            report.routine,
+            ms(report.old_median_us),
+            report.baseline,
+            ms(report.new_median_us),
+            perf_percent(report),
+            runs(report.runs)
+        )
+    };
+    match perf_refusal(report) {
+        Some(refusal) => format!("{line} — {refusal}"),
+        None => line,
     }
-    let percent = (report.new_median_us * 100)
+}
+
+/// The new median in percent of the old one (rounded down).
+pub fn perf_percent(report: &PerfReport) -> u64 {
+    (report.new_median_us * 100)
         .checked_div(report.old_median_us.max(1))
-        .unwrap_or(0);
-    format!(
-        "{}: old median {} ({}), new median {} ({percent}%, {} runs each)",
-        report.routine,
-        ms(report.old_median_us),
-        report.baseline,
-        ms(report.new_median_us),
-        report.runs
-    )
+        .unwrap_or(0)
+}
+
+/// What the target environment's performance gate will do with this probe,
+/// when it will refuse it: a failed probe, or a new median over its limit.
+pub fn perf_refusal(report: &PerfReport) -> Option<String> {
+    let target = report.target_environment.as_str();
+    let gate = if target.is_empty() {
+        "the performance gate of the environments promoted from here".to_owned()
+    } else {
+        format!("{target}'s performance gate")
+    };
+    if !report.error.is_empty() {
+        return Some(format!("{gate} will refuse this plan: the probe failed"));
+    }
+    let over = report.has_baseline
+        && report.threshold_percent > 0
+        && u128::from(report.new_median_us) * 100
+            > u128::from(report.old_median_us) * u128::from(report.threshold_percent);
+    over.then(|| {
+        format!(
+            "over {target}'s {}% limit: {gate} will refuse this plan",
+            report.threshold_percent
+        )
+    })
+}
+
+/// `1 run`, `7 runs`.
+pub fn runs(count: u32) -> String {
+    if count == 1 {
+        "1 run".to_owned()
+    } else {
+        format!("{count} runs")
+    }
 }
 
 /// `3 of 3 passed`, `1 of 3 failed: not ok 2 - …`, `skipped: …`.

@@ -203,7 +203,13 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
                 let out = stack.cli(&["deploy", "slowpoke", environment]).await?;
                 anyhow::ensure!(out.code == 0, "deploy to {environment}: {out}");
                 if environment == "qa" {
-                    anyhow::ensure!(out.stdout.contains("✅ perf-probe"), "{out}");
+                    // A version PROD will refuse is flagged ❌ in QA already.
+                    let mark = if factor == 1 {
+                        "✅ perf-probe"
+                    } else {
+                        "❌ perf-probe"
+                    };
+                    anyhow::ensure!(out.stdout.contains(mark), "{out}");
                     return Ok(out);
                 }
             }
@@ -215,14 +221,14 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
     let qa = promote("v1", 1).await?;
     assert!(
         qa.stdout
-            .contains("public.slowpoke(integer): new routine, no baseline; new median"),
+            .contains("public.slowpoke(integer): new in prod, no baseline; new median"),
         "{qa}"
     );
     let out = stack.cli(&["deploy", "slowpoke", "prod"]).await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout
-            .contains("gate ✅ performance: public.slowpoke(integer): new routine"),
+            .contains("gate ✅ performance: public.slowpoke(integer): new in prod"),
         "{out}"
     );
 
@@ -267,11 +273,11 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
         .get(0);
     assert!(live.contains("-- v2"), "PROD kept v2: {live}");
 
-    // On demand, after the deploy: the old definition comes from QA's ledger.
+    // On demand, after the deploy: the old definition is the one PROD runs.
     let out = stack.cli(&["perf", "qa", "slowpoke"]).await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("PERFORMANCE PROBE @ QA"), "{out}");
-    assert!(out.stdout.contains("(ledger #"), "{out}");
+    assert!(out.stdout.contains("(prod's version (plan "), "{out}");
     let percent: u32 = out
         .stdout
         .split("new median ")

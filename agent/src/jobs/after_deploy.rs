@@ -8,7 +8,7 @@
 use pgrollout_shared::job::BatchOptions;
 use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
-use pgrollout_shared::test_reports::pgtap_summary;
+use pgrollout_shared::test_reports::{perf_percent, perf_refusal, pgtap_summary};
 
 use super::deploy::{error_chain, take_deploy_lock};
 use super::{perf_probe, pgtap, JobContext, JobFailure};
@@ -58,16 +58,25 @@ pub async fn run(
     if perf_wanted {
         let measured = async {
             take_deploy_lock(ctx, &conn).await?;
-            perf_probe::probe_step(ctx, &conn, routines).await
+            perf_probe::probe_step(ctx, &conn, routines, &batch.perf_targets).await
         }
         .await;
         match measured {
             Ok(reports) => {
-                for report in reports.iter().filter(|r| !r.error.is_empty()) {
-                    result.warnings.push(format!(
-                        "performance probe of {}: {}",
-                        report.routine, report.error
-                    ));
+                // A failed probe, or one over the target's limit, is said
+                // now: the target's gate will refuse this plan (issue 23).
+                for report in &reports {
+                    if let Some(refusal) = perf_refusal(report) {
+                        let what = if report.error.is_empty() {
+                            format!("new median {}% of the old one", perf_percent(report))
+                        } else {
+                            report.error.clone()
+                        };
+                        result.warnings.push(format!(
+                            "performance probe of {}: {what} — {refusal}",
+                            report.routine
+                        ));
+                    }
                 }
                 result.perf = reports;
             }

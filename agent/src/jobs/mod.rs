@@ -253,7 +253,9 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
             JobKind::History(selector) => history::run(&context, selector).await,
             JobKind::WatchSample(spec) => watch_sample::run(&context, spec).await,
             JobKind::Check { routines } => check::run(&context, routines).await,
-            JobKind::PerfProbe { routines } => perf_probe::run(&context, routines).await,
+            JobKind::PerfProbe { routines, targets } => {
+                perf_probe::run(&context, routines, targets).await
+            }
         }
     };
     let work = work.instrument(context.spans.job().clone());

@@ -5,15 +5,24 @@
 //! per set warms the caches first; the medians go back to the controller,
 //! which records them for the performance gate.
 //!
-//! The OLD definition is the one this plan replaces in this database: the
-//! previous definition of this plan's latest deploy row in the ledger when
-//! the plan is already deployed here (the probe then runs after the deploy),
-//! otherwise the live definition. A routine the plan creates has none.
+//! The OLD definition, when the controller names target environments (the
+//! environments promoted from this one whose performance gate reads these
+//! probes — PROD): the version each target runs now, timed here in the same
+//! run as the new one, once per target (issue 23). A routine the target does
+//! not run has no baseline. Without targets, it is the one this plan
+//! replaces in this database: the previous definition of this plan's latest
+//! deploy row in the ledger when the plan is already deployed here (the
+//! probe then runs after the deploy), otherwise the live definition.
+//!
+//! The probes' own calls are kept out of `pg_stat_user_functions`, like the
+//! smoke tests', so a post-deploy watch does not count them.
 
 use std::time::{Duration, Instant};
 
-use pgrollout_shared::proto::{JobResult, Outcome, PerfReport};
+use pgrollout_shared::perf_target::PerfTarget;
+use pgrollout_shared::proto::{JobResult, Outcome, PerfReport, StepStatus};
 use pgrollout_shared::routine::Routine;
+use pgrollout_shared::test_reports::{perf_line, perf_refusal};
 
 use super::apply;
 use super::deploy::{error_chain, simple, take_deploy_lock};
@@ -21,7 +30,7 @@ use super::{failed_result, JobContext, JobFailure};
 use crate::sql::{self, describe_error, TargetConnection};
 
 /// The `perf_probe` job: connect, take the deploy lock, measure.
-pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
+pub async fn run(ctx: &JobContext, routines: &[Routine], targets: &[PerfTarget]) -> JobResult {
     let work = async {
         let conn = ctx
             .step(
@@ -38,11 +47,11 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
             "deploy lock held".into()
         })
         .await?;
-        let reports = probe_step(ctx, &conn, routines).await?;
+        let reports = probe_step(ctx, &conn, routines, targets).await?;
         let failed: Vec<String> = reports
             .iter()
             .filter(|r| !r.error.is_empty())
-            .map(pgrollout_shared::test_reports::perf_line)
+            .map(perf_line)
             .collect();
         Ok::<_, JobFailure>(JobResult {
             outcome: if failed.is_empty() {
@@ -66,41 +75,126 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
         .unwrap_or_else(|failure| failed_result(failure, Vec::new()))
 }
 
-/// Measures as one `perf-probe` step whose message shows every median.
+/// Measures as one `perf-probe` step whose message shows every median: once
+/// per target, or once against this database's own old definitions. The
+/// step fails (❌) when a probe failed or a target's gate will refuse it.
 pub async fn probe_step(
     ctx: &JobContext,
     conn: &TargetConnection,
     routines: &[Routine],
+    targets: &[PerfTarget],
 ) -> Result<Vec<PerfReport>, JobFailure> {
-    ctx.step("perf-probe", measure(ctx, conn, routines), |reports| {
-        reports
-            .iter()
-            .map(pgrollout_shared::test_reports::perf_line)
-            .collect::<Vec<_>>()
-            .join(" | ")
-    })
-    .await
+    ctx.event("perf-probe", StepStatus::Started, "", 0, Vec::new());
+    let started = Instant::now();
+    let runs: Vec<Option<&PerfTarget>> = if targets.is_empty() {
+        vec![None]
+    } else {
+        targets.iter().map(Some).collect()
+    };
+    let mut measured = Ok(Vec::new());
+    for target in runs {
+        match measure(ctx, conn, routines, target).await {
+            Ok(reports) => {
+                if let Ok(all) = &mut measured {
+                    all.extend(reports);
+                }
+            }
+            Err(failure) => {
+                measured = Err(failure);
+                break;
+            }
+        }
+    }
+    let elapsed = super::millis(started.elapsed());
+    match &measured {
+        Ok(reports) => {
+            let refused = reports.iter().any(|r| perf_refusal(r).is_some());
+            let message = reports
+                .iter()
+                .map(perf_line)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let status = if refused {
+                StepStatus::Failed
+            } else {
+                StepStatus::Succeeded
+            };
+            ctx.event("perf-probe", status, message, elapsed, Vec::new());
+        }
+        Err(failure) => ctx.event(
+            "perf-probe",
+            StepStatus::Failed,
+            &failure.message,
+            elapsed,
+            Vec::new(),
+        ),
+    }
+    measured
 }
 
 /// Where a routine's OLD definition comes from.
 struct Baseline {
     definition: Option<String>,
     source: String,
+    /// The target's definition hash (empty without a target, or when the
+    /// target does not run the routine).
+    sha256: String,
+}
+
+/// A transaction whose calls PostgreSQL does not count for a watch.
+async fn begin_uncounted(conn: &TargetConnection) -> Result<(), JobFailure> {
+    simple(conn, "BEGIN").await?;
+    crate::sql::watch_stats::stop_counting_calls(&conn.client)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            JobFailure::deploy(format!(
+                "cannot start a probe: {}",
+                describe_error(&e, None)
+            ))
+        })
+}
+
+/// The OLD definition of each routine: the version `target` runs now.
+fn target_baselines(routines: &[Routine], target: &PerfTarget) -> Vec<Baseline> {
+    let environment = &target.environment;
+    routines
+        .iter()
+        .map(
+            |routine| match target.baseline_of(&routine.identity.to_string()) {
+                None => Baseline {
+                    definition: None,
+                    source: format!("new in {environment}"),
+                    sha256: String::new(),
+                },
+                Some(version) => Baseline {
+                    definition: version.create_sql.clone(),
+                    source: version.source.clone(),
+                    sha256: version.definition_sha256.clone(),
+                },
+            },
+        )
+        .collect()
 }
 
 async fn measure(
     ctx: &JobContext,
     conn: &TargetConnection,
     routines: &[Routine],
+    target: Option<&PerfTarget>,
 ) -> Result<Vec<PerfReport>, JobFailure> {
     let live = apply::snapshot(conn, routines, &[]).await?;
-    let baselines = baselines(ctx, conn, &live).await?;
+    let baselines = match target {
+        Some(target) => target_baselines(routines, target),
+        None => baselines(ctx, conn, &live).await?,
+    };
     let probed: Vec<usize> = (0..routines.len())
         .filter(|&i| routines[i].perf_probe.is_some())
         .collect();
 
-    // The OLD set: every routine as it was before the plan.
-    simple(conn, "BEGIN").await?;
+    // The OLD set: every routine as it was before the plan (as the target
+    // runs it, when there is one).
+    begin_uncounted(conn).await?;
     let mut restore_error = None;
     for (baseline, now) in baselines.iter().zip(&live) {
         if let Some(old) = &baseline.definition {
@@ -131,7 +225,7 @@ async fn measure(
     let _ = conn.client.batch_execute("ROLLBACK").await;
 
     // The NEW set: every routine of the plan applied, in deploy order.
-    simple(conn, "BEGIN").await?;
+    begin_uncounted(conn).await?;
     let mut apply_error = None;
     for routine in routines {
         if let Err(error) = apply::create_one(conn, routine).await {
@@ -165,6 +259,9 @@ async fn measure(
                 call_sql: probe.call_sql.clone(),
                 runs: probe.runs,
                 baseline: baselines[i].source.clone(),
+                target_environment: target.map(|t| t.environment.clone()).unwrap_or_default(),
+                baseline_sha256: baselines[i].sha256.clone(),
+                threshold_percent: target.map_or(0, |t| t.threshold_percent),
                 ..Default::default()
             };
             match (old, new) {
@@ -204,6 +301,7 @@ async fn baselines(
                 return Baseline {
                     definition: None,
                     source: "new routine".into(),
+                    sha256: String::new(),
                 };
             };
             let deployed = history.iter().rev().find(|row| {
@@ -213,6 +311,7 @@ async fn baselines(
             });
             match deployed {
                 Some(row) => Baseline {
+                    sha256: String::new(),
                     definition: row.previous.definition.clone(),
                     source: if row.previous.definition.is_some() {
                         format!("ledger #{}, before plan {short}", row.id)
@@ -223,6 +322,7 @@ async fn baselines(
                 None => Baseline {
                     definition: snapshot.definition.clone(),
                     source: "live definition".into(),
+                    sha256: String::new(),
                 },
             }
         })

@@ -165,7 +165,7 @@ fn routine_identities(kind: &JobKind) -> Vec<String> {
         JobKind::Deploy { routines, .. }
         | JobKind::Smoke { routines }
         | JobKind::Check { routines }
-        | JobKind::PerfProbe { routines } => {
+        | JobKind::PerfProbe { routines, .. } => {
             routines.iter().map(|r| r.identity.to_string()).collect()
         }
         JobKind::WatchSample(spec) => spec.probes.iter().map(|r| r.identity.to_string()).collect(),

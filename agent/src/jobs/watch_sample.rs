@@ -81,25 +81,7 @@ async fn probe(
     spec: &WatchSampleSpec,
 ) -> Result<(Vec<pgrollout_shared::proto::SmokeReport>, bool), tokio_postgres::Error> {
     conn.client.batch_execute("BEGIN").await?;
-    let excluded = conn
-        .client
-        .batch_execute(
-            "SAVEPOINT pgrollout_watch; SET LOCAL track_functions = 'none'; \
-             RELEASE SAVEPOINT pgrollout_watch",
-        )
-        .await;
-    let excluded = match excluded {
-        Ok(()) => true,
-        Err(error) if error.as_db_error().is_some() => {
-            conn.client
-                .batch_execute(
-                    "ROLLBACK TO SAVEPOINT pgrollout_watch; RELEASE SAVEPOINT pgrollout_watch",
-                )
-                .await?;
-            false
-        }
-        Err(error) => return Err(error),
-    };
+    let excluded = watch_stats::stop_counting_calls(&conn.client).await?;
     let reports = run_smoke_tests(conn, &spec.probes, "watch").await;
     let _ = conn.client.batch_execute("ROLLBACK").await;
     Ok((reports?, excluded))

@@ -15,6 +15,33 @@ pub async fn track_functions(client: &Client) -> Result<String, tokio_postgres::
     row.try_get(0)
 }
 
+/// Keeps the rest of the current transaction's calls out of
+/// `pg_stat_user_functions` (`SET LOCAL track_functions = 'none'`), so that
+/// pgrollout's own calls — smoke tests, probes — never count in a watch's
+/// mean time per call. Only a role that may set it can (superuser, or
+/// `GRANT SET ON PARAMETER`): `Ok(false)` when it may not, and the
+/// transaction goes on unharmed (the attempt runs in a savepoint).
+pub async fn stop_counting_calls(client: &Client) -> Result<bool, tokio_postgres::Error> {
+    let set = client
+        .batch_execute(
+            "SAVEPOINT pgrollout_uncounted; SET LOCAL track_functions = 'none'; \
+             RELEASE SAVEPOINT pgrollout_uncounted",
+        )
+        .await;
+    match set {
+        Ok(()) => Ok(true),
+        Err(error) if error.as_db_error().is_some() => {
+            client
+                .batch_execute(
+                    "ROLLBACK TO SAVEPOINT pgrollout_uncounted; RELEASE SAVEPOINT pgrollout_uncounted",
+                )
+                .await?;
+            Ok(false)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Every routine of `names` that exists now, ordered by identity, with its
 /// counters when PostgreSQL has any.
 pub async fn function_stats(

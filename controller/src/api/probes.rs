@@ -84,8 +84,10 @@ impl ControlService {
             ProbeKind::Check => JobKind::Check {
                 routines: order.routines,
             },
+            // The targets are filled in with the environment's steps.
             ProbeKind::Perf => JobKind::PerfProbe {
                 routines: order.routines,
+                targets: Vec::new(),
             },
         };
         let rollout = RolloutRequest {

@@ -184,6 +184,10 @@ fn validate(
     if min_increase > EVERY.1 {
         return invalid("--min-increase must be at most 1h".into());
     }
+    let max_time = (request.max_time_us > 0).then(|| Duration::from_micros(request.max_time_us));
+    if max_time.is_some_and(|t| t > EVERY.1) {
+        return invalid("--max-time must be at most 1h per call".into());
+    }
     Ok(CreateWatch {
         environment: request.environment,
         procedure,
@@ -194,6 +198,7 @@ fn validate(
         threshold_percent: request.threshold_percent,
         min_calls: request.min_calls,
         min_increase,
+        max_time,
         agent_wait: Duration::from_millis(request.agent_wait_ms),
         actor,
     })

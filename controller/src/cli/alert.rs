@@ -55,6 +55,11 @@ pub struct CreateArgs {
     /// A slower mean must also be slower by at least this much (noise floor).
     #[arg(long, default_value = "1ms", value_parser = humantime::parse_duration)]
     min_increase: Duration,
+    /// Also alert when the mean time per call since the baseline exceeds
+    /// this, baseline or not: how a brand-new routine (no calls before the
+    /// deploy) is watched for speed, e.g. --max-time 50ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_time: Option<Duration>,
     /// The procedure project: its smoke tests are the probes.
     #[arg(long, env = "PGROLLOUT_PROJECT", default_value = ".")]
     project: PathBuf,
@@ -132,6 +137,9 @@ async fn create(address: &str, tls: &OperatorTls, args: CreateArgs) -> ExitCode 
         min_calls: args.min_calls,
         min_increase_us: u64::try_from(args.min_increase.as_micros()).unwrap_or(u64::MAX),
         agent_wait_ms: millis(args.agent_wait),
+        max_time_us: args
+            .max_time
+            .map_or(0, |t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
     };
     match client.create_watch(request).await {
         Ok(response) => {

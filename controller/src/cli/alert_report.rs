@@ -27,6 +27,13 @@ pub fn created(watch: &WatchStatus) -> String {
         humantime::format_duration(Duration::from_micros(watch.min_increase_us)),
         watch.min_calls
     );
+    if watch.max_time_us > 0 {
+        let _ = writeln!(
+            text,
+            "and when a routine's mean time per call since now exceeds {} (--max-time), baseline or not",
+            humantime::format_duration(Duration::from_micros(watch.max_time_us))
+        );
+    }
     if let Some(baseline) = &watch.baseline {
         let _ = writeln!(
             text,
@@ -142,6 +149,9 @@ fn comparison(routine: &RoutineComparison) -> String {
         ),
     };
     let verdict = match (routine.slow, routine.percent_of_baseline) {
+        (true, _) if routine.over_max_time && !routine.has_baseline => {
+            " — SLOW (over --max-time)".to_owned()
+        }
         (true, percent) => format!(", {percent:.0}% — SLOW"),
         (false, percent) if percent > 0.0 => format!(", {percent:.0}%"),
         _ => String::new(),
@@ -250,6 +260,7 @@ mod tests {
                 mean_since_ms: 50.0,
                 percent_of_baseline: 416_666.7,
                 slow: true,
+                over_max_time: false,
             }],
             ..Default::default()
         };

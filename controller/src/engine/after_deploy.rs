@@ -5,14 +5,23 @@
 //! tests_passed gate reads them).
 
 use pgrollout_shared::job::{now_unix_ms, JobKind};
+use pgrollout_shared::perf_target::PerfTarget;
 use pgrollout_shared::proto::JobResult;
+use pgrollout_shared::routine::Routine;
 
-use super::Controller;
+use super::{perf_baseline, Controller};
 use crate::config::Environment;
 use crate::store::AuditEntry;
 
-/// The deploy job with the environment's after-deploy steps switched on.
-pub fn with_environment_steps(kind: JobKind, environment: &Environment) -> JobKind {
+/// The deploy job with the environment's after-deploy steps switched on,
+/// and any performance probe told what the environments promoted from here
+/// run now (the baseline their gates compare with).
+pub async fn with_environment_steps(
+    controller: &Controller,
+    kind: JobKind,
+    name: &str,
+    environment: &Environment,
+) -> JobKind {
     match kind {
         JobKind::Deploy {
             routines,
@@ -20,10 +29,34 @@ pub fn with_environment_steps(kind: JobKind, environment: &Environment) -> JobKi
         } => {
             batch.run_pgtap = environment.run_pgtap;
             batch.run_perf_probe = environment.run_perf_probe;
+            if batch.run_perf_probe {
+                batch.perf_targets = targets(controller, name, &routines).await;
+            }
             JobKind::Deploy { routines, batch }
+        }
+        JobKind::PerfProbe { routines, .. } => {
+            let targets = targets(controller, name, &routines).await;
+            JobKind::PerfProbe { routines, targets }
         }
         other => other,
     }
+}
+
+/// The perf targets of a probe in `environment`; when the store cannot say,
+/// none (the probe then times this database's own old definitions, which no
+/// target's gate accepts: it fails closed and says why).
+async fn targets(
+    controller: &Controller,
+    environment: &str,
+    routines: &[Routine],
+) -> Vec<PerfTarget> {
+    let identities: Vec<String> = routines.iter().map(|r| r.identity.to_string()).collect();
+    perf_baseline::perf_targets(&controller.config, &controller.store, environment, &identities)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(error = %anyhow::Error::from(error), %environment, "reading what the target environments run failed");
+            Vec::new()
+        })
 }
 
 /// Records the performance probes a result carries (a `perf_probe` job, or

@@ -9,6 +9,7 @@ pub mod dry_run;
 pub mod followers;
 pub mod gates;
 pub mod operations;
+pub mod perf_baseline;
 pub mod recovery;
 pub mod registry;
 pub mod reload;

@@ -55,11 +55,9 @@ pub async fn known_versions(
             if applied.new_sha256.len() != 64 || seen.contains(&applied.new_sha256) {
                 continue;
             }
-            let Some(routine) = plan
-                .routines
-                .iter()
-                .find(|r| display_identity(r) == applied.identity && wanted.covers(r))
-            else {
+            let Some(routine) = plan.routines.iter().find(|r| {
+                super::perf_baseline::identity_of(r) == applied.identity && wanted.covers(r)
+            }) else {
                 continue;
             };
             let Ok(routine) = Routine::try_from(routine.clone()) else {
@@ -79,15 +77,4 @@ pub async fn known_versions(
         }
     }
     Ok(versions)
-}
-
-/// The identity a deploy result names a routine by (`RoutineIdentity`'s
-/// display form).
-fn display_identity(routine: &proto::Routine) -> String {
-    format!(
-        "{}.{}({})",
-        routine.schema,
-        routine.name,
-        routine.arg_types.join(", ")
-    )
 }

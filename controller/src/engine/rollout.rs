@@ -51,10 +51,14 @@ pub async fn start(
         .environments
         .get(&request.environment)
         .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
-    let request = RolloutRequest {
-        kind: super::after_deploy::with_environment_steps(request.kind, environment),
-        ..request
-    };
+    let kind = super::after_deploy::with_environment_steps(
+        &controller,
+        request.kind,
+        &request.environment,
+        environment,
+    )
+    .await;
+    let request = RolloutRequest { kind, ..request };
     let zone = controller
         .config
         .zone_of(&request.environment)

@@ -74,9 +74,7 @@ pub fn text(event: &Event, message: &str) -> String {
         Outcome::WatchBlind => {
             format!("⚠️ Watch of {procedure} in {env} cannot see: {message} (watch {watch})")
         }
-        _ => format!(
-            "✅ Watch of {procedure} in {env} recovered: nothing it flagged is open any more (watch {watch})"
-        ),
+        _ => format!("✅ Watch of {procedure} in {env} recovered: {message} (watch {watch})"),
     }
 }
 
@@ -111,10 +109,14 @@ mod tests {
                 environment: "prod",
                 procedure: "addarc",
                 created_by: "alice",
-                reason: "",
+                reason: "slow public.addarc(text) is clear (was: public.addarc(text) takes 52.1 ms per call)",
                 created_at_unix_ms: 0,
             }
         });
         assert_eq!(recovered.name, "watch.recovered");
+        assert_eq!(
+            recovered.text(),
+            "✅ Watch of addarc in PROD recovered: slow public.addarc(text) is clear (was: public.addarc(text) takes 52.1 ms per call) (watch w-1)"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Performance probes: recorded when an agent reports them, read by the
-//! performance gate (migration 0007).
+//! performance gate (migrations 0007, 0012). A probe that failed is recorded
+//! too, with its error: the gate refuses it by name.
 
 use pgrollout_shared::proto::PerfReport;
 use rusqlite::{params, OptionalExtension};
@@ -15,12 +16,16 @@ pub struct RecordedProbe {
     pub old_median_us: Option<u64>,
     pub new_median_us: u64,
     pub baseline: String,
+    /// The target's definition hash timed as the old one ('' for none).
+    pub baseline_sha256: String,
+    /// Why the probe could not measure ('' when it measured).
+    pub error: String,
 }
 
 impl Store {
-    /// Records the measured probes of a job's result against its rollout's
-    /// plan and environment; probes that could not measure are skipped.
-    /// Returns how many were recorded.
+    /// Records the probes of a job's result against its rollout's plan and
+    /// environment, failed ones with their error. Returns how many were
+    /// recorded.
     pub async fn record_perf_probes(
         &self,
         job_id: &str,
@@ -28,11 +33,7 @@ impl Store {
         now: i64,
     ) -> Result<usize, StoreError> {
         let job_id = job_id.to_owned();
-        let reports: Vec<PerfReport> = reports
-            .iter()
-            .filter(|r| r.error.is_empty())
-            .cloned()
-            .collect();
+        let reports = reports.to_vec();
         self.call(move |c| {
             let tx = c.transaction()?;
             let rollout: Option<(String, String, String)> = tx
@@ -47,13 +48,13 @@ impl Store {
                 return Ok(0);
             };
             for report in &reports {
-                let old = report
-                    .has_baseline
+                let old = (report.has_baseline && report.error.is_empty())
                     .then(|| i64::try_from(report.old_median_us).unwrap_or(i64::MAX));
                 tx.execute(
                     "INSERT INTO perf_probes (plan_id, environment, routine, rollout_id, call_sql, runs,
-                                              old_median_us, new_median_us, baseline, recorded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                              old_median_us, new_median_us, baseline, recorded_at,
+                                              target_environment, baseline_sha256, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     params![
                         plan_id,
                         environment,
@@ -64,7 +65,10 @@ impl Store {
                         old,
                         i64::try_from(report.new_median_us).unwrap_or(i64::MAX),
                         report.baseline,
-                        now
+                        now,
+                        report.target_environment,
+                        report.baseline_sha256,
+                        report.error
                     ],
                 )?;
             }
@@ -74,23 +78,28 @@ impl Store {
         .await
     }
 
-    /// The latest probe of `routine` for exactly this plan in `environment`.
+    /// The latest probe of `routine` for exactly this plan in `environment`
+    /// that timed what `target` runs as the old definition.
     pub async fn latest_perf_probe(
         &self,
         plan_id: &str,
         environment: &str,
         routine: &str,
+        target: &str,
     ) -> Result<Option<RecordedProbe>, StoreError> {
-        let (plan_id, environment, routine) = (
+        let (plan_id, environment, routine, target) = (
             plan_id.to_owned(),
             environment.to_owned(),
             routine.to_owned(),
+            target.to_owned(),
         );
         self.call(move |c| {
             c.query_row(
-                "SELECT rollout_id, runs, old_median_us, new_median_us, baseline FROM perf_probes
-                 WHERE plan_id = ?1 AND environment = ?2 AND routine = ?3 ORDER BY id DESC LIMIT 1",
-                params![plan_id, environment, routine],
+                "SELECT rollout_id, runs, old_median_us, new_median_us, baseline, baseline_sha256, error
+                 FROM perf_probes
+                 WHERE plan_id = ?1 AND environment = ?2 AND routine = ?3 AND target_environment = ?4
+                 ORDER BY id DESC LIMIT 1",
+                params![plan_id, environment, routine, target],
                 |row| {
                     Ok(RecordedProbe {
                         rollout_id: row.get(0)?,
@@ -100,6 +109,8 @@ impl Store {
                             .map(|v| u64::try_from(v).unwrap_or(0)),
                         new_median_us: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
                         baseline: row.get(4)?,
+                        baseline_sha256: row.get(5)?,
+                        error: row.get(6)?,
                     })
                 },
             )

@@ -19,6 +19,8 @@ pub struct WatchRecord {
     pub every_ms: u64,
     pub min_calls: u64,
     pub min_increase_us: u64,
+    /// `--max-time` in microseconds; 0: none.
+    pub max_time_us: u64,
     pub created_by: String,
     pub created_at: i64,
     pub ends_at: i64,
@@ -58,7 +60,7 @@ pub struct WatchProgress {
 
 const SELECT: &str = "SELECT id, environment, procedure, spec, threshold_percent, every_ms, min_calls,
         min_increase_us, created_by, created_at, ends_at, cancelled_at, cancelled_by, baseline, last_sample,
-        samples, state, reason, conditions, probes_passed, failed_samples, sample_error
+        samples, state, reason, conditions, probes_passed, failed_samples, sample_error, max_time_us
  FROM watches";
 
 fn lines(text: &str) -> Vec<String> {
@@ -97,6 +99,7 @@ fn watch_record(row: &Row<'_>) -> rusqlite::Result<WatchRecord> {
         probes_passed: lines(&row.get::<_, String>(19)?),
         failed_samples: row.get(20)?,
         sample_error: row.get(21)?,
+        max_time_us: row.get::<_, i64>(22)?.max(0) as u64,
     })
 }
 
@@ -139,8 +142,9 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO watches (id, environment, procedure, spec, threshold_percent, every_ms, min_calls,
-                     min_increase_us, created_by, created_at, ends_at, baseline, state, reason, probes_passed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     min_increase_us, created_by, created_at, ends_at, baseline, state, reason, probes_passed,
+                     max_time_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     w.id,
                     w.environment,
@@ -157,6 +161,7 @@ impl Store {
                     w.state,
                     w.reason,
                     w.probes_passed.join("\n"),
+                    as_i64(w.max_time_us),
                 ],
             )?;
             tx.commit()?;

@@ -188,7 +188,9 @@ async fn evaluate_one(
         GateName::Approval => approval_gate(environment, input),
         GateName::StakeholderSignoff => signoff_gate(input),
         GateName::Performance => performance::evaluate(store, environment, input).await?,
-        GateName::Monitoring => monitoring::gate(store, input).await?,
+        GateName::Monitoring => {
+            monitoring::gate(store, environment.monitoring_without_baseline, input).await?
+        }
     })
 }
 

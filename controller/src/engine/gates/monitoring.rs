@@ -1,7 +1,11 @@
 //! The `monitoring` gate (SEED.md "Monitoring configured"): every procedure
 //! of the plan has a live post-deploy watch in the environment — the watch
 //! is created first, so its baseline is the version before the deploy — and
-//! none of those watches is blind.
+//! none of those watches is blind. A watch that has no baseline for a
+//! routine of the plan (no calls counted before the deploy, or the routine
+//! is new) and no `--max-time` bound cannot tell that routine got slower:
+//! the gate says so, and refuses when `monitoring_without_baseline =
+//! "refuse"` (issue 23).
 
 use std::collections::BTreeSet;
 
@@ -9,11 +13,16 @@ use pgrollout_shared::job::unix_ms;
 use pgrollout_shared::watch::WatchedName;
 
 use super::{GateInput, GateResult};
-use crate::config::GateName;
+use crate::config::{GateName, NoBaseline};
+use crate::engine::perf_baseline::identity_of;
 use crate::engine::watch::assess::BLIND;
 use crate::store::{Store, StoreError};
 
-pub async fn gate(store: &Store, input: &GateInput<'_>) -> Result<GateResult, StoreError> {
+pub async fn gate(
+    store: &Store,
+    without_baseline: NoBaseline,
+    input: &GateInput<'_>,
+) -> Result<GateResult, StoreError> {
     let gate = GateName::Monitoring;
     let names: BTreeSet<WatchedName> = input
         .routines
@@ -29,6 +38,7 @@ pub async fn gate(store: &Store, input: &GateInput<'_>) -> Result<GateResult, St
     let mut missing = Vec::new();
     let mut blind = Vec::new();
     let mut watched = Vec::new();
+    let mut unseen = Vec::new();
     for name in &names {
         let covering = live.iter().find(|w| {
             w.spec
@@ -42,14 +52,49 @@ pub async fn gate(store: &Store, input: &GateInput<'_>) -> Result<GateResult, St
                 "watch {} of {name} is blind: {}",
                 watch.id, watch.reason
             )),
-            Some(watch) => watched.push(format!("{name} by watch {}", watch.id)),
+            Some(watch) => {
+                watched.push(format!("{name} by watch {}", watch.id));
+                if watch.max_time_us == 0 {
+                    let routines = input
+                        .routines
+                        .iter()
+                        .filter(|r| r.schema == name.schema && r.name == name.name);
+                    for routine in routines {
+                        let identity = identity_of(routine);
+                        let counted = watch
+                            .baseline
+                            .functions
+                            .iter()
+                            .any(|f| f.identity == identity && f.has_stats && f.calls > 0);
+                        if !counted {
+                            unseen.push(format!("{identity} (watch {})", watch.id));
+                        }
+                    }
+                }
+            }
         }
     }
+    let unseen_sentence = (!unseen.is_empty()).then(|| {
+        format!(
+            "no baseline for {}: no calls were counted before the deploy, so the watch can see failing calls \
+             but not slow ones; cancel it and create it again with --max-time <bound per call> (e.g. \
+             `pgrollout alert create <procedure> {} --max-time 50ms`)",
+            unseen.join(", "),
+            input.environment
+        )
+    });
     if missing.is_empty() && blind.is_empty() {
-        return Ok(GateResult::passed(
-            gate,
-            format!("watched: {}", watched.join(", ")),
-        ));
+        return Ok(match (unseen_sentence, without_baseline) {
+            (None, _) => GateResult::passed(gate, format!("watched: {}", watched.join(", "))),
+            (Some(sentence), NoBaseline::Pass) => GateResult::passed(
+                gate,
+                format!("watched: {}; but {sentence}", watched.join(", ")),
+            ),
+            (Some(sentence), NoBaseline::Refuse) => GateResult::failed(
+                gate,
+                format!("{sentence} (monitoring_without_baseline = \"refuse\")"),
+            ),
+        });
     }
     let mut problems = Vec::new();
     if !missing.is_empty() {
@@ -78,6 +123,7 @@ pub async fn gate(store: &Store, input: &GateInput<'_>) -> Result<GateResult, St
             blind.join("; ")
         ));
     }
+    problems.extend(unseen_sentence);
     Ok(GateResult::failed(gate, problems.join("; ")))
 }
 

@@ -15,6 +15,10 @@
 //!   baseline, and their mean exceeds the baseline mean by the threshold
 //!   percentage *and* by at least `min_increase` (sub-millisecond means are
 //!   noise: planning, caches, a context switch).
+//! - With `--max-time`, a routine is also slow when at least `min_calls`
+//!   calls were counted since the baseline and their mean exceeds that
+//!   bound — with or without a baseline, so a routine that had no calls
+//!   before the deploy (a brand-new one) is watched for speed too.
 //! - A probe (a smoke test run in a rolled-back transaction) is failing when
 //!   it fails after having passed in an earlier sample of this watch: before
 //!   the deploy a new routine does not exist yet, and an old version may fail
@@ -42,6 +46,8 @@ pub struct Limits {
     pub threshold_percent: u32,
     pub min_calls: u64,
     pub min_increase_us: u64,
+    /// `--max-time` in microseconds; 0: none.
+    pub max_time_us: u64,
 }
 
 impl Limits {
@@ -50,6 +56,7 @@ impl Limits {
             threshold_percent: watch.threshold_percent,
             min_calls: watch.min_calls,
             min_increase_us: watch.min_increase_us,
+            max_time_us: watch.max_time_us,
         }
     }
 }
@@ -99,6 +106,10 @@ pub fn compare(
                 mean_since_ms > baseline_mean_ms * f64::from(limits.threshold_percent) / 100.0;
             let over_floor =
                 (mean_since_ms - baseline_mean_ms) * 1000.0 >= limits.min_increase_us as f64;
+            let over_max_time = limits.max_time_us > 0
+                && calls_since > 0
+                && calls_since >= limits.min_calls
+                && mean_since_ms * 1000.0 > limits.max_time_us as f64;
             RoutineComparison {
                 identity: now.identity.clone(),
                 has_baseline: baseline_calls > 0,
@@ -107,7 +118,8 @@ pub fn compare(
                 calls_since,
                 mean_since_ms,
                 percent_of_baseline,
-                slow: comparable && over_threshold && over_floor,
+                slow: (comparable && over_threshold && over_floor) || over_max_time,
+                over_max_time,
             }
         })
         .collect()
@@ -207,7 +219,21 @@ pub fn assess_sample(watch: &WatchRecord, sample: &WatchSample) -> Verdict {
         ));
     }
     for routine in compare(&watch.baseline, sample, limits) {
-        if routine.slow {
+        if routine.over_max_time
+            && !(routine.has_baseline
+                && routine.percent_of_baseline > f64::from(limits.threshold_percent))
+        {
+            found.push(Condition::new(
+                format!("slow {}", routine.identity),
+                format!(
+                    "{} takes {} per call over {} call(s) since the baseline, over the --max-time bound of {}",
+                    routine.identity,
+                    format_ms(routine.mean_since_ms),
+                    routine.calls_since,
+                    format_ms(limits.max_time_us as f64 / 1000.0)
+                ),
+            ));
+        } else if routine.slow {
             found.push(Condition::new(
                 format!("slow {}", routine.identity),
                 format!(
@@ -316,17 +342,44 @@ pub fn notes(watch: &WatchRecord, latest: &WatchSample) -> Vec<String> {
     }
     for routine in compare(&watch.baseline, latest, Limits::of(watch)) {
         if !routine.has_baseline {
-            notes.push(format!(
-                "{} had no recorded calls when the watch was created: no pre-deploy baseline, only failing calls are watched",
-                routine.identity
-            ));
+            notes.push(if watch.max_time_us > 0 {
+                format!(
+                    "{} had no recorded calls when the watch was created: no pre-deploy baseline, so its speed is held to --max-time {} per call",
+                    routine.identity,
+                    format_ms(watch.max_time_us as f64 / 1000.0)
+                )
+            } else {
+                format!(
+                    "{} had no recorded calls when the watch was created: no pre-deploy baseline, so only failing calls are watched \
+                     (create the watch with --max-time to bound its time per call)",
+                    routine.identity
+                )
+            });
         }
     }
     if latest.functions.is_empty() {
-        notes.push(format!(
-            "no routine named {} exists in the target yet: statistics start once it is deployed",
-            names(watch)
-        ));
+        // Seen before (at the baseline, or a probe of it passed): it was
+        // dropped since, not "not deployed yet".
+        let existed = !watch.baseline.functions.is_empty() || !watch.probes_passed.is_empty();
+        notes.push(if existed {
+            format!(
+                "no routine named {} exists in the target any more: it was dropped after the watch saw it",
+                names(watch)
+            )
+        } else {
+            format!(
+                "no routine named {} exists in the target yet: statistics start once it is deployed; {}",
+                names(watch),
+                if watch.max_time_us > 0 {
+                    format!(
+                        "with no baseline, its speed is held to --max-time {} per call",
+                        format_ms(watch.max_time_us as f64 / 1000.0)
+                    )
+                } else {
+                    "with no baseline, only failing calls are watched (create the watch with --max-time to bound its time per call)".to_owned()
+                }
+            )
+        });
     }
     let passed: BTreeSet<&String> = watch.probes_passed.iter().collect();
     for report in &latest.probes {
@@ -471,6 +524,47 @@ mod tests {
         ));
         let tiny_later = sample(vec![stats("public.f(integer)", 7, 200, 2.5)], vec![]);
         assert_eq!(assess_sample(&tiny, &tiny_later).state, WATCHING);
+    }
+
+    #[test]
+    fn max_time_watches_a_routine_without_a_baseline() {
+        // Created before the routine existed: no baseline at all.
+        let w = WatchRecord {
+            max_time_us: 20_000,
+            min_calls: 3,
+            ..watch(sample(vec![], vec![]))
+        };
+        let fast = sample(vec![stats("public.f(integer)", 7, 3, 15.0)], vec![]);
+        assert_eq!(assess_sample(&w, &fast).state, WATCHING);
+        let slow = sample(vec![stats("public.f(integer)", 7, 3, 150.0)], vec![]);
+        let verdict = assess_sample(&w, &slow);
+        assert_eq!(verdict.state, ALERTING);
+        assert_eq!(
+            verdict.reason,
+            "public.f(integer) takes 50.0 ms per call over 3 call(s) since the baseline, over the --max-time bound of 20.0 ms"
+        );
+        // Without --max-time it cannot see it, and says so.
+        let blind = watch(sample(vec![], vec![]));
+        assert_eq!(assess_sample(&blind, &slow).state, WATCHING);
+        assert!(notes(&blind, &slow)
+            .iter()
+            .any(|n| n.contains("create the watch with --max-time")));
+        assert!(notes(&w, &slow)
+            .iter()
+            .any(|n| n.contains("held to --max-time 20.0 ms per call")));
+    }
+
+    #[test]
+    fn a_routine_dropped_after_the_baseline_is_gone_not_yet_to_come() {
+        let existed = watch(sample(vec![stats("public.f(integer)", 7, 3, 15.0)], vec![]));
+        let gone = sample(vec![], vec![]);
+        assert!(notes(&existed, &gone).iter().any(
+            |n| n.ends_with("exists in the target any more: it was dropped after the watch saw it")
+        ));
+        let never = watch(sample(vec![], vec![]));
+        assert!(notes(&never, &gone)
+            .iter()
+            .any(|n| n.contains("exists in the target yet")));
     }
 
     #[test]

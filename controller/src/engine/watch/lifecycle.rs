@@ -30,6 +30,8 @@ pub struct CreateWatch {
     pub threshold_percent: u32,
     pub min_calls: u64,
     pub min_increase: Duration,
+    /// `--max-time`: a bound on the mean time per call that needs no baseline.
+    pub max_time: Option<Duration>,
     pub agent_wait: Duration,
     pub actor: String,
 }
@@ -119,6 +121,9 @@ pub async fn create(
         every_ms: millis(request.every),
         min_calls: request.min_calls,
         min_increase_us: u64::try_from(request.min_increase.as_micros()).unwrap_or(u64::MAX),
+        max_time_us: request
+            .max_time
+            .map_or(0, |t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
         created_by: request.actor,
         created_at: now,
         ends_at: now.saturating_add(i64::try_from(millis(request.duration)).unwrap_or(i64::MAX)),

@@ -31,6 +31,7 @@ pub fn status_of(watch: &WatchRecord, now: i64) -> WatchStatus {
         threshold_percent: watch.threshold_percent,
         min_calls: watch.min_calls,
         min_increase_us: watch.min_increase_us,
+        max_time_us: watch.max_time_us,
         state,
         reason: watch.reason.clone(),
         baseline: Some(watch.baseline.clone()),

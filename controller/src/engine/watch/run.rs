@@ -158,7 +158,19 @@ async fn announce(controller: &Controller, watch: &WatchRecord, verdict: &Verdic
     let (action, reason) = match change {
         WatchChange::Alert => ("watch.alert", verdict.reason.clone()),
         WatchChange::Blind => ("watch.blind", verdict.reason.clone()),
-        WatchChange::Recovered => ("watch.recovered", format!("cleared: {}", watch.reason)),
+        // Name what recovered: each condition that was open, and what it said.
+        WatchChange::Recovered => {
+            let cleared: Vec<&str> = before.iter().map(|c| c.key.as_str()).collect();
+            let verb = if cleared.len() == 1 { "is" } else { "are" };
+            (
+                "watch.recovered",
+                format!(
+                    "{} {verb} clear (was: {})",
+                    cleared.join(", "),
+                    watch.reason
+                ),
+            )
+        }
     };
     tracing::warn!(watch_id = %watch.id, event = action, reason = %reason, "watch changed");
     controller
