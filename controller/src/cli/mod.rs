@@ -14,6 +14,7 @@ mod disable;
 mod doubt;
 mod follow;
 mod history;
+mod lint;
 mod log;
 mod metrics;
 mod operation;
@@ -86,6 +87,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Build the plan for procedures and show which gates it passes in every environment.
     Plan(plan::PlanArgs),
+    /// Every problem of the whole project at once (needs no controller); exit 1 on any error.
+    Lint(lint::LintArgs),
     /// Approve a deploy request that waits for approval (`--as stakeholder` to sign off).
     Approve(approve::ApproveArgs),
     /// Reject a deploy request that waits for approval.
@@ -155,6 +158,7 @@ pub fn run() -> ExitCode {
     // `ca` needs no controller and no async runtime.
     let command = match cli.command {
         Command::Ca(command) => return ca::run(command),
+        Command::Lint(args) => return lint::run(args),
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -199,7 +203,7 @@ pub fn run() -> ExitCode {
             Command::Retry(args) => doubt::retry(&cli.controller, &cli.tls, args).await,
             Command::Resolve(args) => doubt::resolve(&cli.controller, &cli.tls, args).await,
             Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
-            Command::Ca(_) => ExitCode::Success,
+            Command::Ca(_) | Command::Lint(_) => ExitCode::Success,
         }
     };
     let code = runtime.block_on(async move {
