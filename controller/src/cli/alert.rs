@@ -115,7 +115,7 @@ async fn client(address: &str, tls: &OperatorTls) -> Result<WatchesClient<Channe
 }
 
 async fn create(address: &str, tls: &OperatorTls, args: CreateArgs) -> ExitCode {
-    let project = match Project::load(&args.project) {
+    let project = match Project::load_for(&args.project, std::slice::from_ref(&args.procedure)) {
         Ok(project) => project,
         Err(error) => return fail(ExitCode::ValidationFailed, &connect::error_chain(&error)),
     };

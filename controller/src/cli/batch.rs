@@ -166,8 +166,9 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
 /// Reads the list and resolves every name; returns every problem at once.
 fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
     let list = read_list(&args.list_file).map_err(|e| vec![e])?;
-    let project =
-        Project::load(&args.project).map_err(|e| vec![super::connect::error_chain(&e)])?;
+    let names: Vec<String> = list.iter().map(|(_, name)| name.clone()).collect();
+    let project = Project::load_for(&args.project, &names)
+        .map_err(|e| vec![super::connect::error_chain(&e)])?;
     let list_name = args.list_file.display();
     let mut problems = Vec::new();
     let mut routines: Vec<Routine> = Vec::new();
@@ -190,6 +191,9 @@ fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
         problems.push(format!("{list_name} names no procedure"));
     }
     if problems.is_empty() {
+        for warning in project.warnings_for(&routines) {
+            eprintln!("pgrollout: warning: {warning}");
+        }
         Ok((list.len(), routines))
     } else {
         Err(problems)

@@ -20,7 +20,8 @@ pub async fn run(
     smoke_only: bool,
 ) -> ExitCode {
     let started = std::time::Instant::now();
-    let project = match Project::load(&args.project) {
+    // Only the files that may define the routine are parsed (issue 15).
+    let project = match Project::load_for(&args.project, std::slice::from_ref(&args.procedure)) {
         Ok(project) => project,
         Err(error) => return fail(ExitCode::ValidationFailed, &connect::error_chain(&error)),
     };
@@ -28,6 +29,9 @@ pub async fn run(
         Ok(routines) => routines,
         Err(error) => return fail(ExitCode::ValidationFailed, &error.to_string()),
     };
+    for warning in project.warnings_for(&routines) {
+        eprintln!("pgrollout: warning: {warning}");
+    }
     let identities: Vec<String> = routines.iter().map(|r| r.identity.to_string()).collect();
     let plan = build_plan(routines, &args.procedure, &commit_of(&args.project));
     let verb = if smoke_only {

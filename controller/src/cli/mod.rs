@@ -14,6 +14,7 @@ mod disable;
 mod doubt;
 mod follow;
 mod history;
+mod lint;
 mod log;
 mod metrics;
 mod operation;
@@ -87,6 +88,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Build the plan for procedures and show which gates it passes in every environment.
     Plan(plan::PlanArgs),
+    /// Every problem of the whole project at once (needs no controller); exit 1 on any error.
+    Lint(lint::LintArgs),
     /// Approve a deploy request that waits for approval (`--as stakeholder` to sign off).
     Approve(approve::ApproveArgs),
     /// Reject a deploy request that waits for approval.
@@ -164,6 +167,7 @@ pub fn run() -> ExitCode {
         Command::Ca(command) => return ca::run(command),
         Command::Completions(args) => return shell_docs::completions(args),
         Command::Man(args) => return shell_docs::man(args),
+        Command::Lint(args) => return lint::run(args),
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -208,7 +212,9 @@ pub fn run() -> ExitCode {
             Command::Retry(args) => doubt::retry(&cli.controller, &cli.tls, args).await,
             Command::Resolve(args) => doubt::resolve(&cli.controller, &cli.tls, args).await,
             Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
-            Command::Ca(_) | Command::Completions(_) | Command::Man(_) => ExitCode::Success,
+            Command::Ca(_) | Command::Completions(_) | Command::Man(_) | Command::Lint(_) => {
+                ExitCode::Success
+            }
         }
     };
     let code = runtime.block_on(async move {

@@ -24,7 +24,7 @@ pub struct PlanArgs {
 }
 
 pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
-    let project = match Project::load(&args.project) {
+    let project = match Project::load_for(&args.project, &args.procedures) {
         Ok(project) => project,
         Err(error) => return fail(ExitCode::ValidationFailed, &connect::error_chain(&error)),
     };
@@ -47,6 +47,9 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
     }
     if !problems.is_empty() {
         return fail(ExitCode::ValidationFailed, &problems.join("\n  "));
+    }
+    for warning in project.warnings_for(&routines) {
+        eprintln!("pgrollout: warning: {warning}");
     }
     let order = match deploy_order(routines) {
         Ok(order) => order,

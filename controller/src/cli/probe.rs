@@ -96,7 +96,7 @@ async fn run(
     args: &ProbeArgs,
     call: ControlCall,
 ) -> Result<(JobResult, ExitCode), ExitCode> {
-    let project = match Project::load(&args.project) {
+    let project = match Project::load_for(&args.project, &args.procedures) {
         Ok(project) => project,
         Err(error) => {
             eprintln!("pgrollout: {}", super::connect::error_chain(&error));

@@ -102,15 +102,20 @@ pub fn deploy_order(routines: Vec<Routine>) -> Result<DeployOrder, self::order::
     for (new, &old) in order.order.iter().enumerate() {
         position[old] = new;
     }
-    let mut dependencies: Vec<(usize, usize)> = order
+    // A weak dependency given up to break a cycle points forward; what
+    // the agent is told (and the operator shown) is the order it follows.
+    let kept: Vec<_> = order
         .dependencies
+        .iter()
+        .filter(|d| position[d.to] < position[d.from])
+        .collect();
+    let mut dependencies: Vec<(usize, usize)> = kept
         .iter()
         .map(|d| (position[d.from], position[d.to]))
         .collect();
     dependencies.sort_unstable();
     dependencies.dedup();
-    let reasons = order
-        .dependencies
+    let reasons = kept
         .iter()
         .map(|d| (position[d.from], position[d.to], d.reason))
         .collect();

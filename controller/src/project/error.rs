@@ -53,6 +53,20 @@ impl fmt::Display for SourceLocation {
     }
 }
 
+/// Something the loader could not judge and leaves to the server-side
+/// checks: shown, never blocking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectWarning {
+    pub at: SourceLocation,
+    pub message: String,
+}
+
+impl fmt::Display for ProjectWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
 /// A project that cannot be loaded, or a name that selects nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
@@ -148,6 +162,13 @@ pub enum ProjectError {
 
     #[error("no function or procedure named {name:?} in the project; {hint}")]
     UnknownProcedure { name: String, hint: String },
+
+    /// A name defined by a file that could not be loaded.
+    #[error(
+        "{name} cannot be deployed until its file is fixed: {}",
+        problems.join("; ")
+    )]
+    BlockedByFile { name: String, problems: Vec<String> },
 
     #[error("{name:?} is not a routine name: {reason}")]
     InvalidRoutineName { name: String, reason: String },

@@ -13,6 +13,8 @@ mod parse_sql;
 mod pgtap;
 #[cfg(test)]
 mod probe_tests;
+#[cfg(test)]
+mod resilience_tests;
 pub mod routine_name;
 mod sidecar;
 mod syntax_error;
@@ -25,10 +27,15 @@ use std::path::Path;
 
 use pgrollout_shared::routine::Routine;
 
-pub use error::{ProjectError, SourceLocation};
+pub use error::{ProjectError, ProjectWarning, SourceLocation};
+pub use parse_sql::is_offline_limitation;
 use parse_sql::{parse_procedure_file, ParsedRoutine};
 use routine_name::{edit_distance, RoutineName, Signature};
 use sidecar::parse_sidecar;
+
+/// Up to this many names, [`Project::load_for`] parses only the files that
+/// may define them; a longer list (a batch) loads the whole project.
+const MAX_NAMES_TO_PICK_FILES: usize = 32;
 
 /// The directory under the project root that holds the routines.
 pub const PROCEDURES_DIR: &str = "procedures";
@@ -44,77 +51,280 @@ pub struct Project {
     /// only match routines of that name, so `select` looks at those alone
     /// (a batch selects every name of a large project).
     by_name: HashMap<String, Vec<usize>>,
+    /// Files that could not be loaded. Each blocks only the names it
+    /// defines (issue 15): a broken file elsewhere never stops a deploy.
+    broken: Vec<BrokenFile>,
+    /// What the offline parse could not judge, for the server to decide.
+    warnings: Vec<ProjectWarning>,
+    /// How many source files were read and parsed.
+    files_loaded: usize,
+    /// Set when only some files were loaded: a name found in none of them
+    /// is looked up again in the whole project, for an exact hint.
+    partial_root: Option<std::path::PathBuf>,
+}
+
+/// A file that could not be loaded, with the routine names it defines as
+/// far as they could be read (its scanner tokens when it does not parse).
+#[derive(Debug)]
+struct BrokenFile {
+    path: String,
+    names: Vec<String>,
+    error: ProjectError,
 }
 
 impl Project {
     /// Loads every `procedures/*.sql` (sorted by file name) and its optional
-    /// sidecar `procedures/<same stem>.toml`.
+    /// sidecar `procedures/<same stem>.toml`. A file that cannot be loaded
+    /// does not fail the project: it is kept as a problem ([`Project::problems`])
+    /// that blocks the names it defines.
     pub fn load(root: &Path) -> Result<Project, ProjectError> {
+        Self::load_only(root, None)
+    }
+
+    /// Loads only the files that may define one of `names` (each name as
+    /// [`Project::select`] reads it), plus what their sidecars' `depends_on`
+    /// name: a deploy of one routine reads what it needs, not the whole
+    /// project (issue 15). A file may define a name only if its text holds
+    /// the name, case aside, so the other files are not parsed at all.
+    pub fn load_for(root: &Path, names: &[String]) -> Result<Project, ProjectError> {
+        Self::load_only(root, Some(names))
+    }
+
+    fn load_only(root: &Path, wanted: Option<&[String]>) -> Result<Project, ProjectError> {
         let files = list_procedure_files(root)?;
+        let mut texts = read_in_parallel(root, &files);
         let mut project = Project {
             routines: Vec::new(),
             signatures: Vec::new(),
             by_name: HashMap::new(),
+            broken: Vec::new(),
+            warnings: Vec::new(),
+            files_loaded: 0,
+            partial_root: None,
         };
+        let mut loaded = vec![false; files.len()];
+        // Many names (a batch) select most files anyway: load them all.
+        let wanted = wanted.filter(|names| names.len() <= MAX_NAMES_TO_PICK_FILES);
+        let mut to_load: Vec<bool> = match wanted {
+            None => vec![true; files.len()],
+            Some(names) => may_define(&texts, names),
+        };
+        if wanted.is_some() && to_load.iter().any(|load| !load) {
+            project.partial_root = Some(root.to_owned());
+        }
         let mut defined_at: BTreeMap<Signature, SourceLocation> = BTreeMap::new();
-        let mut dependencies_to_check = Vec::new();
-        for loaded in parse_files_in_parallel(root, &files) {
-            let (file, parsed, sidecar, pgtap) = loaded?;
-            for (index, parsed_routine) in parsed.into_iter().enumerate() {
-                let source_line = parsed_routine.defined_at.line.unwrap_or(0);
-                if let Some(first) = defined_at.get(&parsed_routine.signature) {
-                    return Err(ProjectError::DuplicateRoutine {
-                        identity: parsed_routine.identity.to_string(),
-                        first: first.clone(),
-                        second: parsed_routine.defined_at,
-                    });
+        let mut dependencies_to_check: Vec<(usize, Vec<(String, SourceLocation)>)> = Vec::new();
+        // Rounds: the files wanted, then those their dependencies may need.
+        while to_load
+            .iter()
+            .zip(&loaded)
+            .any(|(&want, &done)| want && !done)
+        {
+            let batch: Vec<usize> = (0..files.len())
+                .filter(|&index| to_load[index] && !loaded[index])
+                .collect();
+            let results = parse_files_in_parallel(root, &files, &mut texts, &batch);
+            let mut new_dependencies = Vec::new();
+            for (&file_index, loaded_file) in batch.iter().zip(results) {
+                loaded[file_index] = true;
+                project.files_loaded += 1;
+                match loaded_file {
+                    Ok(loaded_file) => {
+                        if let Some(depends_on) = project.add_file(loaded_file, &mut defined_at) {
+                            new_dependencies.push((file_index, depends_on));
+                        }
+                    }
+                    Err(problem) => {
+                        let (names, error) = *problem;
+                        project.broken.push(BrokenFile {
+                            path: files[file_index].sql_path.clone(),
+                            names,
+                            error,
+                        })
+                    }
                 }
-                defined_at.insert(parsed_routine.signature.clone(), parsed_routine.defined_at);
-                project
-                    .by_name
-                    .entry(parsed_routine.signature.name.clone())
-                    .or_default()
-                    .push(project.signatures.len());
-                project.signatures.push(parsed_routine.signature);
-                project.routines.push(Routine {
-                    identity: parsed_routine.identity,
-                    kind: parsed_routine.kind,
-                    create_sql: parsed_routine.create_sql,
-                    grants: sidecar.grants.clone(),
-                    smoke_tests: sidecar
-                        .smoke_tests
-                        .iter()
-                        .filter(|(routine_index, _)| *routine_index == index)
-                        .map(|(_, test)| test.clone())
-                        .collect(),
-                    source_path: file.sql_path.clone(),
-                    depends_on: sidecar
-                        .depends_on
-                        .iter()
-                        .map(|(name, _)| name.clone())
-                        .collect(),
-                    perf_probe: sidecar
-                        .perf_probe
-                        .as_ref()
-                        .filter(|(routine_index, _)| *routine_index == index)
-                        .map(|(_, probe)| probe.clone()),
-                    pgtap: pgtap.clone(),
-                    source_line,
-                });
             }
-            dependencies_to_check.extend(sidecar.depends_on);
+            if wanted.is_some() {
+                let names: Vec<String> = new_dependencies
+                    .iter()
+                    .flat_map(|(_, deps)| deps.iter().map(|(name, _)| name.clone()))
+                    .collect();
+                for (index, more) in may_define(&texts, &names).into_iter().enumerate() {
+                    to_load[index] |= more;
+                }
+            }
+            dependencies_to_check.extend(new_dependencies);
         }
         // Checked once every file is loaded: a dependency may be defined in
         // a file that sorts later.
-        for (name, at) in dependencies_to_check {
-            if let Err(error) = project.select(&name) {
-                return Err(ProjectError::InvalidSidecar {
-                    at,
-                    reason: format!("depends_on: {error}"),
-                });
+        for (file_index, depends_on) in dependencies_to_check {
+            for (name, at) in depends_on {
+                if let Err(error) = project.lookup(&name) {
+                    let sql_path = files[file_index].sql_path.clone();
+                    project.block_file(
+                        &sql_path,
+                        ProjectError::InvalidSidecar {
+                            at,
+                            reason: format!("depends_on: {error}"),
+                        },
+                    );
+                }
             }
         }
         Ok(project)
+    }
+
+    /// Adds a loaded file's routines, or records the file as broken when
+    /// one of them is already defined. Returns its declared dependencies.
+    fn add_file(
+        &mut self,
+        (file, parsed, sidecar, pgtap): LoadedFile<'_>,
+        defined_at: &mut BTreeMap<Signature, SourceLocation>,
+    ) -> Option<Vec<(String, SourceLocation)>> {
+        let names: Vec<String> = parsed.iter().map(|r| r.signature.name.clone()).collect();
+        for (position, parsed_routine) in parsed.iter().enumerate() {
+            let earlier = defined_at.get(&parsed_routine.signature).or_else(|| {
+                parsed[..position]
+                    .iter()
+                    .find(|other| other.signature == parsed_routine.signature)
+                    .map(|other| &other.defined_at)
+            });
+            if let Some(first) = earlier {
+                self.broken.push(BrokenFile {
+                    path: file.sql_path.clone(),
+                    names,
+                    error: ProjectError::DuplicateRoutine {
+                        identity: parsed_routine.identity.to_string(),
+                        first: first.clone(),
+                        second: parsed_routine.defined_at.clone(),
+                    },
+                });
+                return None;
+            }
+        }
+        for (index, parsed_routine) in parsed.into_iter().enumerate() {
+            let source_line = parsed_routine.defined_at.line.unwrap_or(0);
+            defined_at.insert(parsed_routine.signature.clone(), parsed_routine.defined_at);
+            self.warnings.extend(parsed_routine.warnings);
+            self.by_name
+                .entry(parsed_routine.signature.name.clone())
+                .or_default()
+                .push(self.signatures.len());
+            self.signatures.push(parsed_routine.signature);
+            self.routines.push(Routine {
+                identity: parsed_routine.identity,
+                kind: parsed_routine.kind,
+                create_sql: parsed_routine.create_sql,
+                grants: sidecar.grants.clone(),
+                smoke_tests: sidecar
+                    .smoke_tests
+                    .iter()
+                    .filter(|(routine_index, _)| *routine_index == index)
+                    .map(|(_, test)| test.clone())
+                    .collect(),
+                source_path: file.sql_path.clone(),
+                depends_on: sidecar
+                    .depends_on
+                    .iter()
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+                perf_probe: sidecar
+                    .perf_probe
+                    .as_ref()
+                    .filter(|(routine_index, _)| *routine_index == index)
+                    .map(|(_, probe)| probe.clone()),
+                pgtap: pgtap.clone(),
+                source_line,
+            });
+        }
+        Some(sidecar.depends_on)
+    }
+
+    /// Takes a loaded file's routines out again and records it as broken.
+    fn block_file(&mut self, sql_path: &str, error: ProjectError) {
+        let names: Vec<String> = self
+            .routines
+            .iter()
+            .zip(&self.signatures)
+            .filter(|(routine, _)| routine.source_path == sql_path)
+            .map(|(_, signature)| signature.name.clone())
+            .collect();
+        // A second bad dependency of the same file: its routines are out
+        // already; it blocks the same names.
+        let names = match self.broken.iter().find(|b| b.path == sql_path) {
+            Some(broken) if names.is_empty() => broken.names.clone(),
+            _ => names,
+        };
+        let keep: Vec<bool> = self
+            .routines
+            .iter()
+            .map(|routine| routine.source_path != sql_path)
+            .collect();
+        let mut index = 0;
+        self.routines.retain(|_| {
+            index += 1;
+            keep[index - 1]
+        });
+        let mut index = 0;
+        self.signatures.retain(|_| {
+            index += 1;
+            keep[index - 1]
+        });
+        self.by_name.clear();
+        for (index, signature) in self.signatures.iter().enumerate() {
+            self.by_name
+                .entry(signature.name.clone())
+                .or_default()
+                .push(index);
+        }
+        self.broken.push(BrokenFile {
+            path: sql_path.to_owned(),
+            names,
+            error,
+        });
+    }
+
+    /// Every problem of the project: the files that could not be loaded.
+    pub fn problems(&self) -> impl Iterator<Item = &ProjectError> {
+        self.broken.iter().map(|broken| &broken.error)
+    }
+
+    /// Everything the offline parse left to the server-side checks.
+    pub fn warnings(&self) -> &[ProjectWarning] {
+        &self.warnings
+    }
+
+    /// The warnings about these routines.
+    pub fn warnings_for(&self, routines: &[Routine]) -> Vec<&ProjectWarning> {
+        self.warnings
+            .iter()
+            .filter(|warning| {
+                routines.iter().any(|routine| {
+                    routine.source_path == warning.at.path
+                        && Some(routine.source_line) == warning.at.line
+                })
+            })
+            .collect()
+    }
+
+    /// How many source files were read and parsed.
+    pub fn files_loaded(&self) -> usize {
+        self.files_loaded
+    }
+
+    /// Every routine that loaded, in file order.
+    pub fn all_routines(&self) -> &[Routine] {
+        &self.routines
+    }
+
+    /// The project, or its first problem: for tests of single problems.
+    #[cfg(test)]
+    pub fn strict(mut self) -> Result<Project, ProjectError> {
+        if self.broken.is_empty() {
+            Ok(self)
+        } else {
+            Err(self.broken.remove(0).error)
+        }
     }
 
     /// Every routine, in file order.
@@ -128,12 +338,36 @@ impl Project {
     /// identifier (folded to lower case; quote it to keep case) and may be
     /// schema-qualified (`public.addarc`) or carry argument types
     /// (`addarc(text, text)`) to pick one overload.
+    ///
+    /// A file that could not be loaded and defines (or may define) the name
+    /// makes the selection fail with that file's problem: a plan never
+    /// leaves out an overload it cannot read.
     pub fn select(&self, name: &str) -> Result<Vec<Routine>, ProjectError> {
-        let parsed =
-            RoutineName::parse(name).map_err(|reason| ProjectError::InvalidRoutineName {
+        let parsed = parse_name(name)?;
+        let blocking: Vec<String> = self
+            .broken
+            .iter()
+            .filter(|broken| broken.names.contains(&parsed.name))
+            .map(|broken| broken.error.to_string())
+            .collect();
+        if !blocking.is_empty() {
+            return Err(ProjectError::BlockedByFile {
                 name: name.to_owned(),
-                reason,
-            })?;
+                problems: blocking,
+            });
+        }
+        match self.lookup(name) {
+            Err(ProjectError::UnknownProcedure { .. }) if self.partial_root.is_some() => {
+                let root = self.partial_root.as_deref().unwrap_or(Path::new("."));
+                Project::load(root)?.select(name)
+            }
+            found => found,
+        }
+    }
+
+    /// [`Project::select`] among the routines that loaded.
+    fn lookup(&self, name: &str) -> Result<Vec<Routine>, ProjectError> {
+        let parsed = parse_name(name)?;
         let selected: Vec<Routine> = self
             .by_name
             .get(&parsed.name)
@@ -218,6 +452,37 @@ impl Project {
     }
 }
 
+fn parse_name(name: &str) -> Result<RoutineName, ProjectError> {
+    RoutineName::parse(name).map_err(|reason| ProjectError::InvalidRoutineName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// Which files may define one of `names`: those whose text holds the
+/// routine name, ASCII case aside (a superset — the name is written in the
+/// CREATE statement that defines it). A name that does not parse matches
+/// nothing here and is reported by `select`.
+fn may_define(texts: &[Option<Result<String, ProjectError>>], names: &[String]) -> Vec<bool> {
+    let wanted: Vec<String> = names
+        .iter()
+        .filter_map(|name| RoutineName::parse(name).ok())
+        .map(|parsed| parsed.name.to_ascii_lowercase())
+        .collect();
+    texts
+        .iter()
+        .map(|text| match text {
+            Some(Ok(text)) => {
+                let lower = text.to_ascii_lowercase();
+                wanted.iter().any(|name| lower.contains(name.as_str()))
+            }
+            // Unreadable: load it, so its problem is reported if it is
+            // the file of a wanted name.
+            _ => true,
+        })
+        .collect()
+}
+
 /// A SQL file and its sidecar, as project-relative paths.
 struct ProcedureFile {
     sql_path: String,
@@ -283,39 +548,152 @@ type LoadedFile<'a> = (
     Option<pgrollout_shared::routine::PgtapScript>,
 );
 
-/// Reads and parses every file (and its sidecar), spread over the cores:
-/// parsing dominates loading a large project. Results keep file order, so
-/// the first error reported is the first in file order, as when sequential.
+/// A file that could not be loaded: the routine names it defines as far as
+/// known, and why (boxed: the happy path stays small).
+type FileProblem = Box<(Vec<String>, ProjectError)>;
+
+/// Reads every source file (not its sidecar), spread over the cores.
+/// Reading is cheap next to parsing; it lets a deploy of one routine pick
+/// the files that may define it.
+fn read_in_parallel(
+    root: &Path,
+    files: &[ProcedureFile],
+) -> Vec<Option<Result<String, ProjectError>>> {
+    in_parallel(files, |file| Some(read(&root.join(&file.sql_path))))
+}
+
+/// Parses the files at `indices` (and their sidecars), spread over the
+/// cores: parsing dominates loading a large project. Results keep the
+/// order of `indices`.
 fn parse_files_in_parallel<'a>(
     root: &Path,
     files: &'a [ProcedureFile],
-) -> Vec<Result<LoadedFile<'a>, ProjectError>> {
-    let load = |file: &'a ProcedureFile| {
-        let text = read(&root.join(&file.sql_path))?;
-        let parsed = parse_procedure_file(&file.sql_path, &text)?;
-        let sidecar = match &file.sidecar_path {
-            Some(sidecar_path) => {
-                parse_sidecar(sidecar_path, &read(&root.join(sidecar_path))?, &parsed)?
-            }
-            None => sidecar::Sidecar::default(),
-        };
-        let pgtap = match &sidecar.pgtap {
-            Some((path, named_at)) => Some(pgtap::load(root, path, named_at)?),
-            None => None,
-        };
-        Ok((file, parsed, sidecar, pgtap))
+    texts: &mut [Option<Result<String, ProjectError>>],
+    indices: &[usize],
+) -> Vec<Result<LoadedFile<'a>, FileProblem>> {
+    let work: Vec<(&'a ProcedureFile, Result<String, ProjectError>)> = indices
+        .iter()
+        .map(|&index| {
+            let text = texts[index]
+                .take()
+                .unwrap_or_else(|| read(&root.join(&files[index].sql_path)));
+            (&files[index], text)
+        })
+        .collect();
+    in_parallel(&work, |(file, text)| load_file(root, file, text))
+}
+
+fn load_file<'a>(
+    root: &Path,
+    file: &'a ProcedureFile,
+    text: &Result<String, ProjectError>,
+) -> Result<LoadedFile<'a>, FileProblem> {
+    let stem_name = || {
+        let stem = file
+            .sql_path
+            .trim_start_matches(PROCEDURES_DIR)
+            .trim_start_matches('/');
+        vec![stem.trim_end_matches(".sql").to_ascii_lowercase()]
     };
+    let text = match text {
+        Ok(text) => text,
+        Err(error) => return Err(Box::new((stem_name(), clone_read_error(error)))),
+    };
+    let parsed = parse_procedure_file(&file.sql_path, text).map_err(|error| {
+        let mut names = routine_names_by_scan(text);
+        names.extend(stem_name());
+        Box::new((names, error))
+    })?;
+    let names = || parsed.iter().map(|r| r.signature.name.clone()).collect();
+    let sidecar = match &file.sidecar_path {
+        Some(sidecar_path) => read(&root.join(sidecar_path))
+            .and_then(|sidecar_text| parse_sidecar(sidecar_path, &sidecar_text, &parsed))
+            .map_err(|error| Box::new((names(), error)))?,
+        None => sidecar::Sidecar::default(),
+    };
+    let pgtap = match &sidecar.pgtap {
+        Some((path, named_at)) => {
+            Some(pgtap::load(root, path, named_at).map_err(|e| Box::new((names(), e)))?)
+        }
+        None => None,
+    };
+    Ok((file, parsed, sidecar, pgtap))
+}
+
+/// A read error again, for the file's one load attempt (io errors do not
+/// clone; their kind and text are what the operator sees).
+fn clone_read_error(error: &ProjectError) -> ProjectError {
+    match error {
+        ProjectError::ReadFile { path, source } => ProjectError::ReadFile {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        ProjectError::FileTooLarge { path, bytes, limit } => ProjectError::FileTooLarge {
+            path: path.clone(),
+            bytes: *bytes,
+            limit: *limit,
+        },
+        other => ProjectError::Syntax {
+            at: SourceLocation::file("?"),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The names after `CREATE [OR REPLACE] FUNCTION|PROCEDURE` in a file that
+/// does not parse, from PostgreSQL's scanner: which names the file blocks.
+/// Only used to keep a broken file's routines from being deployed without
+/// it, never for identities.
+fn routine_names_by_scan(text: &str) -> Vec<String> {
+    use pg_query::protobuf::Token;
+    let Ok(scan) = pg_query::scan(text) else {
+        return Vec::new();
+    };
+    let tokens = scan.tokens;
+    let mut names = Vec::new();
+    for (index, token) in tokens.iter().enumerate() {
+        if token.token != Token::Function as i32 && token.token != Token::Procedure as i32 {
+            continue;
+        }
+        // The name is the last identifier before `(`: `schema.name(`.
+        let name = tokens[index + 1..]
+            .iter()
+            .take_while(|t| t.token != Token::Ascii40 as i32)
+            .take(5)
+            .filter_map(|t| {
+                let start = usize::try_from(t.start).ok()?;
+                let end = usize::try_from(t.end).ok()?;
+                text.get(start..end)
+            })
+            .filter(|word| *word != ".")
+            .last();
+        if let Some(word) = name {
+            names.push(
+                match word.strip_prefix('"').and_then(|w| w.strip_suffix('"')) {
+                    Some(quoted) => quoted.to_owned(),
+                    None => word.to_ascii_lowercase(),
+                },
+            );
+        }
+    }
+    names
+}
+
+/// `work` mapped by `each`, spread over the cores for larger inputs;
+/// results keep the input's order.
+fn in_parallel<T: Sync, R: Send>(work: &[T], each: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
-    if workers < 2 || files.len() < 32 {
-        return files.iter().map(load).collect();
+    if workers < 2 || work.len() < 32 {
+        return work.iter().map(each).collect();
     }
-    let chunk = files.len().div_ceil(workers);
+    let chunk = work.len().div_ceil(workers);
+    let each = &each;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = files
+        let handles: Vec<_> = work
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(load).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(each).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()

@@ -4,7 +4,7 @@
 use pg_query::protobuf::{self, node::Node as NodeKind, FunctionParameterMode, KeywordKind, Token};
 use pgrollout_shared::routine::{RoutineIdentity, RoutineKind, MAX_IDENTIFIER_BYTES};
 
-use super::error::{ProjectError, SourceLocation};
+use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::routine_name::Signature;
 use super::syntax_error::{is_comment, locate_error};
 use super::type_names::{render_type_name, string_list, Modifiers};
@@ -21,6 +21,9 @@ pub struct ParsedRoutine {
     pub create_sql: String,
     /// Where the statement starts.
     pub defined_at: SourceLocation,
+    /// What the offline parse could not judge (the server-side checks
+    /// decide), e.g. a PL/pgSQL body using a type of another schema.
+    pub warnings: Vec<ProjectWarning>,
 }
 
 /// Parses the text of the file at project-relative `path`.
@@ -94,7 +97,7 @@ impl SourceFile<'_> {
                 statement: self.statement_kind(start, end),
             });
         };
-        let create_sql = self.text[start..end].to_owned();
+        let create_sql = self.as_create_or_replace(create, start, end);
         let kind = if create.is_procedure {
             RoutineKind::Procedure
         } else {
@@ -127,8 +130,15 @@ impl SourceFile<'_> {
             arg_types.push(render(Modifiers::Keep)?);
             comparable_arg_types.push(render(Modifiers::Drop)?);
         }
-        if is_plpgsql(create) {
-            self.check_plpgsql_body(create, start, end)?;
+        let mut warnings = Vec::new();
+        match language(create).as_deref() {
+            Some("plpgsql") => {
+                if let Some(warning) = self.check_plpgsql_body(create, start, end)? {
+                    warnings.push(warning);
+                }
+            }
+            Some("sql") => self.check_sql_body(create)?,
+            _ => {}
         }
         Ok(ParsedRoutine {
             signature: Signature {
@@ -144,7 +154,35 @@ impl SourceFile<'_> {
             kind,
             create_sql,
             defined_at,
+            warnings,
         })
+    }
+
+    /// The statement as it is applied: a plain `CREATE FUNCTION|PROCEDURE`
+    /// becomes `CREATE OR REPLACE …`, spliced in after the `CREATE` token,
+    /// so the file can be deployed again once the routine exists (issue
+    /// 15) and the definition is otherwise the file's, byte for byte.
+    fn as_create_or_replace(
+        &self,
+        create: &protobuf::CreateFunctionStmt,
+        start: usize,
+        end: usize,
+    ) -> String {
+        let statement = &self.text[start..end];
+        if create.replace {
+            return statement.to_owned();
+        }
+        let create_token = self.tokens.iter().find(|token| {
+            usize::try_from(token.start).ok() == Some(start) && token.token == Token::Create as i32
+        });
+        match create_token.and_then(|token| usize::try_from(token.end).ok()) {
+            Some(after) if after > start && after <= end => format!(
+                "{} OR REPLACE{}",
+                &self.text[start..after],
+                &self.text[after..end]
+            ),
+            _ => statement.to_owned(),
+        }
     }
 
     /// The statement without leading/trailing comments and its `;`:
@@ -240,22 +278,69 @@ impl SourceFile<'_> {
         create: &protobuf::CreateFunctionStmt,
         start: usize,
         end: usize,
-    ) -> Result<(), ProjectError> {
+    ) -> Result<Option<ProjectWarning>, ProjectError> {
         let statement = self.statement_for_plpgsql_check(create, start, end);
         let message = match pg_query::parse_plpgsql(&statement) {
             // The body compiled; libpg_query then failed to serialise the
             // compiled function to JSON (it does for trigger functions),
             // which says nothing about the source.
-            Ok(_) | Err(pg_query::Error::InvalidJson(_)) => return Ok(()),
+            Ok(_) | Err(pg_query::Error::InvalidJson(_)) => return Ok(None),
             Err(pg_query::Error::Parse(message)) => message,
             Err(other) => other.to_string(),
         };
+        if is_offline_limitation(&message) {
+            return Ok(Some(ProjectWarning {
+                at: SourceLocation::at_offset(self.path, self.text, start),
+                message: offline_limitation_warning(&message),
+            }));
+        }
         let offset = self
             .body_error_offset(create, &statement, start, &message)
             .unwrap_or(start);
         Err(ProjectError::Syntax {
             at: SourceLocation::at_offset(self.path, self.text, offset),
             message: format!("{message} (in the PL/pgSQL body)"),
+        })
+    }
+
+    /// Parses a SQL-language string body (PostgreSQL parses it at CREATE
+    /// too), so a syntax error in it is reported at its file position.
+    /// `BEGIN ATOMIC` and `RETURN` bodies were parsed with the statement.
+    fn check_sql_body(&self, create: &protobuf::CreateFunctionStmt) -> Result<(), ProjectError> {
+        if create.sql_body.is_some() {
+            return Ok(());
+        }
+        let Some(body) = BodyLiteral::find(self, create) else {
+            return Ok(());
+        };
+        let source = &self.text[body.content_start..body.content_end];
+        let decoded = match body.quoting {
+            Quoting::Dollar(_) => source.to_owned(),
+            Quoting::Single => source.replace("''", "'"),
+        };
+        let message = match pg_query::parse(&decoded, 0) {
+            Ok(_) => return Ok(()),
+            Err(pg_query::Error::Parse(message) | pg_query::Error::Scan(message)) => message,
+            // A tree too deep to decode parsed fine.
+            Err(_) => return Ok(()),
+        };
+        let offset = locate_error(&decoded, &message, |prefix| {
+            match pg_query::parse(prefix, 0) {
+                Err(pg_query::Error::Parse(message)) => Some(message),
+                _ => None,
+            }
+        })
+        .map(|in_decoded| {
+            body.content_start
+                + match body.quoting {
+                    Quoting::Dollar(_) => in_decoded,
+                    Quoting::Single => source_offset_of_decoded(source, in_decoded),
+                }
+        })
+        .unwrap_or(body.content_start);
+        Err(ProjectError::Syntax {
+            at: SourceLocation::at_offset(self.path, self.text, offset),
+            message: format!("{message} (in the SQL body)"),
         })
     }
 
@@ -426,14 +511,32 @@ fn is_identity_argument(mode: i32) -> bool {
     )
 }
 
-fn is_plpgsql(create: &protobuf::CreateFunctionStmt) -> bool {
-    create.options.iter().any(|option| match &option.node {
-        Some(NodeKind::DefElem(element)) if element.defname == "language" => matches!(
-            element.arg.as_ref().and_then(|arg| arg.node.as_ref()),
-            Some(NodeKind::String(language)) if language.sval == "plpgsql"
-        ),
-        _ => false,
+/// The routine's language, lower case (PostgreSQL folds it).
+fn language(create: &protobuf::CreateFunctionStmt) -> Option<String> {
+    create.options.iter().find_map(|option| match &option.node {
+        Some(NodeKind::DefElem(element)) if element.defname == "language" => {
+            match element.arg.as_ref().and_then(|arg| arg.node.as_ref()) {
+                Some(NodeKind::String(language)) => Some(language.sval.to_ascii_lowercase()),
+                _ => None,
+            }
+        }
+        _ => None,
     })
+}
+
+/// libpg_query compiles PL/pgSQL without a catalog, and says so when a body
+/// needs one: "Not implemented (LookupExplicitNamespace only supports
+/// pg_catalog and public)" for a type of another schema. That is no verdict
+/// on the body.
+pub fn is_offline_limitation(message: &str) -> bool {
+    message.contains("Not implemented") || message.contains("LookupExplicitNamespace")
+}
+
+pub fn offline_limitation_warning(message: &str) -> String {
+    format!(
+        "the offline PL/pgSQL parse cannot judge this body ({message}); the server-side checks \
+         decide (the dry run of `pgrollout check`, plpgsql_check, and CREATE itself)"
+    )
 }
 
 fn unsupported(at: &SourceLocation, reason: &str) -> ProjectError {

@@ -16,7 +16,7 @@ fn load_project(files: &[(&str, &str)]) -> Result<Project, ProjectError> {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
         std::fs::write(path, contents).expect("write");
     }
-    Project::load(root.path())
+    Project::load(root.path()).and_then(Project::strict)
 }
 
 #[test]

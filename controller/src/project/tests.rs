@@ -19,7 +19,7 @@ fn project_with(files: &[(&str, &str)]) -> tempfile::TempDir {
 
 fn load(files: &[(&str, &str)]) -> Result<Project, ProjectError> {
     let root = project_with(files);
-    Project::load(root.path())
+    Project::load(root.path()).and_then(Project::strict)
 }
 
 fn load_error(files: &[(&str, &str)]) -> String {
@@ -91,13 +91,14 @@ fn a_file_with_overloads_yields_one_routine_each_with_its_own_text() {
     assert_eq!(one, vec![second.clone()]);
 }
 
+/// The statement as written, but for `OR REPLACE` added to a plain CREATE.
 #[test]
 fn create_sql_is_the_exact_statement_without_comments_or_semicolon() {
     let sql = "  -- leading comment\n\nCREATE FUNCTION f() RETURNS int\n  LANGUAGE sql AS 'SELECT 1' -- trailing\n;\n\n-- end of file\n";
     let project = load(&[("procedures/f.sql", sql)]).expect("loads");
     assert_eq!(
         project.routines()[0].create_sql,
-        "CREATE FUNCTION f() RETURNS int\n  LANGUAGE sql AS 'SELECT 1'"
+        "CREATE OR REPLACE FUNCTION f() RETURNS int\n  LANGUAGE sql AS 'SELECT 1'"
     );
     // Without a final semicolon the parser reports the statement as running
     // to the end of the text; trailing comments are still left out.
@@ -108,7 +109,7 @@ fn create_sql_is_the_exact_statement_without_comments_or_semicolon() {
     .expect("loads");
     assert_eq!(
         project.routines()[0].create_sql,
-        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+        "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'"
     );
 }
 
@@ -119,11 +120,11 @@ fn sql_standard_bodies_keep_their_inner_semicolons() {
     let project = load(&[("procedures/f.sql", sql)]).expect("loads");
     assert_eq!(
         project.routines()[0].create_sql,
-        "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT 2;\nEND"
+        "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT 2;\nEND"
     );
     assert_eq!(
         project.routines()[1].create_sql,
-        "CREATE FUNCTION g() RETURNS int RETURN 1"
+        "CREATE OR REPLACE FUNCTION g() RETURNS int RETURN 1"
     );
 }
 

@@ -12,8 +12,15 @@
 //! patterns: the `FuncCall`s of SQL statements and expressions, including
 //! `CALL`, and of every SQL expression a PL/pgSQL body embeds. `EXECUTE` of a
 //! string is dynamic SQL and is not read. A call is resolved to the batch's
-//! routines by name and argument count; calls to anything else (built-ins,
+//! routines by name and argument count, then by argument types where they
+//! can be known offline (`arg_types.rs`); calls to anything else (built-ins,
 //! routines already in the database) and recursion are not dependencies.
+//!
+//! Ordering never invents a cycle (issue 15): only a dependency PostgreSQL
+//! enforces at CREATE and that is certain is strong; a PL/pgSQL call, or a
+//! call that several overloads may answer, is weak, and a cycle through a
+//! weak dependency is broken deterministically. Whatever the order, the
+//! agent's transaction commits only if every CREATE succeeded.
 //!
 //! The order is a topological sort that breaks ties by identity, so it does
 //! not depend on the order the routines were listed in.
@@ -22,7 +29,7 @@
 // are.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 
 use pg_query::protobuf::node::Node as NodeKind;
@@ -35,6 +42,13 @@ pub struct Dependency {
     pub from: usize,
     pub to: usize,
     pub reason: DependencyReason,
+    /// A dependency PostgreSQL enforces at CREATE and that is certain: a
+    /// declared one, or a call from a SQL body or a default that resolves
+    /// to exactly one routine of the batch. The others (calls from PL/pgSQL
+    /// bodies, which PostgreSQL does not check at CREATE, and calls that
+    /// match several overloads by name and count alone) only guide the
+    /// order: a cycle through one of them is broken, never an error.
+    pub strong: bool,
 }
 
 /// Why one routine needs another.
@@ -168,30 +182,36 @@ pub fn order_routines(
     }
     let batch = Batch::new(routines, &shapes);
 
-    let mut found = BTreeSet::new();
+    // (from, to, reason) → strong: one strong find makes it strong.
+    let mut found: BTreeMap<(usize, usize, DependencyReason), bool> = BTreeMap::new();
     let mut unresolved_declared = Vec::new();
     for (from, shape) in shapes.iter().enumerate() {
         for call in &shape.calls {
-            for to in batch.resolve_call(from, call) {
-                found.insert((from, to, call.reason));
+            for (to, strong) in batch.resolve_call(from, call) {
+                *found.entry((from, to, call.reason)).or_default() |= strong;
             }
         }
         for name in declared.get(from).into_iter().flatten() {
             match batch.resolve_declared(from, name) {
-                Some(targets) => found.extend(
-                    targets
-                        .into_iter()
-                        .map(|to| (from, to, DependencyReason::Declared)),
-                ),
+                Some(targets) => {
+                    for to in targets {
+                        found.insert((from, to, DependencyReason::Declared), true);
+                    }
+                }
                 None => unresolved_declared.push((from, name.clone())),
             }
         }
     }
-    found.retain(|(from, to, _)| from != to);
+    found.retain(|(from, to, _), _| from != to);
 
     let mut dependencies: Vec<Dependency> = found
         .into_iter()
-        .map(|(from, to, reason)| Dependency { from, to, reason })
+        .map(|((from, to, reason), strong)| Dependency {
+            from,
+            to,
+            reason,
+            strong,
+        })
         .collect();
     dependencies.sort_by_key(|d| (batch.rank[d.from], batch.rank[d.to], d.reason));
     let order = batch
@@ -215,11 +235,15 @@ pub fn order_routines(
     })
 }
 
+mod arg_types;
+#[cfg(test)]
+mod overload_tests;
 mod read;
 #[cfg(test)]
 mod tests;
 mod walk;
 
+use arg_types::ArgType;
 use read::*;
 
 /// A declared dependency, read like PostgreSQL reads the object of
@@ -307,13 +331,35 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// The routines a call from `caller` may reach: same name, an argument
-    /// count they accept (if known), and the schema if written. An unqualified name
-    /// resolves through the caller's search path (its `SET search_path`,
-    /// else its own schema, then `public`); when no routine there matches,
-    /// every schema's matches count, as the database's search path is not
-    /// known here. Overloads that accept the count all count (safe).
-    fn resolve_call(&self, caller: usize, call: &Call) -> Vec<usize> {
+    /// The routines a call from `caller` may reach, each with whether the
+    /// dependency is strong (see [`Dependency::strong`]).
+    ///
+    /// Candidates have the same name, an argument count they accept (if
+    /// known), and the schema if written. An unqualified name resolves
+    /// through the caller's search path (its `SET search_path`, else its
+    /// own schema, then `public`); when no routine there matches, every
+    /// schema's matches count, as the database's search path is not known
+    /// here. When every argument's type is known and exactly one candidate
+    /// takes exactly those types, PostgreSQL calls that one (an exact match
+    /// always wins); otherwise every candidate may be the one called.
+    fn resolve_call(&self, caller: usize, call: &Call) -> Vec<(usize, bool)> {
+        let candidates = self.name_matches(caller, call);
+        let checked_at_create = matches!(
+            call.reason,
+            DependencyReason::CalledFromSql | DependencyReason::CalledFromDefault
+        );
+        if let Some(exact) = self.exact_match(caller, call, &candidates) {
+            return vec![(exact, checked_at_create)];
+        }
+        let strong = checked_at_create && candidates.len() == 1;
+        candidates
+            .into_iter()
+            .map(|index| (index, strong))
+            .collect()
+    }
+
+    fn name_matches(&self, caller: usize, call: &Call) -> Vec<usize> {
+        let count = call.arguments.as_ref().map(Vec::len);
         let candidates: Vec<usize> = self
             .by_name
             .get(call.name.as_str())
@@ -324,7 +370,7 @@ impl<'a> Batch<'a> {
                 call.schema
                     .as_ref()
                     .is_none_or(|schema| *schema == self.routines[index].identity.schema)
-                    && self.shapes[index].arity.accepts(call.arguments)
+                    && self.shapes[index].arity.accepts(count)
             })
             .collect();
         if call.schema.is_some() {
@@ -341,6 +387,32 @@ impl<'a> Batch<'a> {
             }
         }
         candidates
+    }
+
+    /// The one candidate whose parameters are exactly the call's argument
+    /// types, when all of them are known. A VARIADIC candidate is never an
+    /// exact match: called without `VARIADIC`, it takes the element type.
+    fn exact_match(&self, caller: usize, call: &Call, candidates: &[usize]) -> Option<usize> {
+        let parameters = &self.shapes[caller].parameters;
+        let types = call
+            .arguments
+            .as_ref()?
+            .iter()
+            .map(|argument| match argument {
+                ArgType::Known(key) => Some(key),
+                ArgType::Param(number) => parameters.get(number - 1)?.1.as_ref(),
+                ArgType::Named(name) => parameters.iter().find(|(p, _)| p == name)?.1.as_ref(),
+                ArgType::Unknown => None,
+            })
+            .collect::<Option<Vec<&TypeKey>>>()?;
+        let mut exact = candidates.iter().copied().filter(|&index| {
+            let shape = &self.shapes[index];
+            shape.arity.max.is_some()
+                && shape.input_types.len() == types.len()
+                && shape.input_types.iter().zip(&types).all(|(a, b)| a == *b)
+        });
+        let first = exact.next()?;
+        exact.next().is_none().then_some(first)
     }
 
     /// The routines a declared name designates, None when it designates
@@ -383,44 +455,83 @@ impl<'a> Batch<'a> {
     }
 
     /// Kahn's algorithm, always taking the ready routine of lowest rank.
-    /// On a cycle, returns the shortest one found, in dependency order.
+    /// When every routine left waits for another, a weak dependency is
+    /// given up: the lowest-ranked routine that waits only on weak ones
+    /// goes next (deterministic, as ranks are). Only a cycle of strong
+    /// dependencies is an error; it is returned, the shortest one found,
+    /// in dependency order.
     fn topological_order(&self, dependencies: &[Dependency]) -> Result<Vec<usize>, Vec<usize>> {
         let count = self.routines.len();
-        let mut needs: Vec<Vec<usize>> = vec![Vec::new(); count];
-        let mut needed_by: Vec<Vec<usize>> = vec![Vec::new(); count];
+        let mut needs: Vec<Vec<(usize, bool)>> = vec![Vec::new(); count];
+        let mut needed_by: Vec<Vec<(usize, bool)>> = vec![Vec::new(); count];
         for dependency in dependencies {
-            needs[dependency.from].push(dependency.to);
-            needed_by[dependency.to].push(dependency.from);
+            needs[dependency.from].push((dependency.to, dependency.strong));
+            needed_by[dependency.to].push((dependency.from, dependency.strong));
         }
         for list in needs.iter_mut().chain(needed_by.iter_mut()) {
-            list.sort_by_key(|&index| self.rank[index]);
-            list.dedup();
+            // Strong first, so dedup keeps the strong one of a pair.
+            list.sort_by_key(|&(index, strong)| (self.rank[index], !strong));
+            list.dedup_by_key(|(index, _)| *index);
         }
         let mut waiting_on: Vec<usize> = needs.iter().map(Vec::len).collect();
+        let mut strong_waiting_on: Vec<usize> = needs
+            .iter()
+            .map(|list| list.iter().filter(|(_, strong)| *strong).count())
+            .collect();
         let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..count)
             .filter(|&index| waiting_on[index] == 0)
             .map(|index| Reverse((self.rank[index], index)))
             .collect();
+        let mut placed = vec![false; count];
         let mut order = Vec::with_capacity(count);
-        while let Some(Reverse((_, index))) = ready.pop() {
-            order.push(index);
-            for &dependant in &needed_by[index] {
-                waiting_on[dependant] -= 1;
-                if waiting_on[dependant] == 0 {
-                    ready.push(Reverse((self.rank[dependant], dependant)));
+        loop {
+            while let Some(Reverse((_, index))) = ready.pop() {
+                if placed[index] {
+                    continue;
+                }
+                placed[index] = true;
+                order.push(index);
+                for &(dependant, strong) in &needed_by[index] {
+                    if placed[dependant] {
+                        continue;
+                    }
+                    waiting_on[dependant] -= 1;
+                    if strong {
+                        strong_waiting_on[dependant] -= 1;
+                    }
+                    if waiting_on[dependant] == 0 {
+                        ready.push(Reverse((self.rank[dependant], dependant)));
+                    }
                 }
             }
+            if order.len() == count {
+                return Ok(order);
+            }
+            let next = (0..count)
+                .filter(|&index| !placed[index] && strong_waiting_on[index] == 0)
+                .min_by_key(|&index| self.rank[index]);
+            match next {
+                Some(index) => ready.push(Reverse((self.rank[index], index))),
+                None => break,
+            }
         }
-        if order.len() == count {
-            return Ok(order);
-        }
-        // A stuck routine is on a cycle or needs one. Peel off, repeatedly,
-        // the stuck routines no other stuck routine needs: what remains
-        // holds every cycle and, in practice, little else.
-        let mut on_cycle: Vec<bool> = waiting_on.iter().map(|&waiting| waiting > 0).collect();
+        // Every routine left waits on a strong dependency of another one
+        // left: following them must come round. Only strong ones count now.
+        let strong_needs: Vec<Vec<usize>> = needs
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .filter(|(_, strong)| *strong)
+                    .map(|&(index, _)| index)
+                    .collect()
+            })
+            .collect();
+        let mut on_cycle: Vec<bool> = placed.iter().map(|placed| !placed).collect();
+        // Peel off, repeatedly, the routines left that no other one left
+        // needs: what remains holds every cycle and, in practice, little else.
         let mut needed: Vec<usize> = vec![0; count];
         for index in (0..count).filter(|&index| on_cycle[index]) {
-            for &to in &needs[index] {
+            for &to in &strong_needs[index] {
                 needed[to] += 1;
             }
         }
@@ -429,14 +540,14 @@ impl<'a> Batch<'a> {
             .collect();
         while let Some(index) = peel.pop() {
             on_cycle[index] = false;
-            for &to in &needs[index] {
+            for &to in &strong_needs[index] {
                 needed[to] -= 1;
                 if needed[to] == 0 && on_cycle[to] {
                     peel.push(to);
                 }
             }
         }
-        Err(self.shortest_cycle(&needs, &on_cycle))
+        Err(self.shortest_cycle(&strong_needs, &on_cycle))
     }
 
     /// A breadth-first search from each routine that may be on a cycle, in

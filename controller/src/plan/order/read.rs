@@ -5,6 +5,7 @@ use pg_query::protobuf::{self, node::Node as NodeKind, FunctionParameterMode};
 use pgrollout_shared::routine::Routine;
 use serde_json::Value;
 
+use super::arg_types::ArgType;
 use super::walk::collect_calls;
 use super::DependencyReason;
 
@@ -15,6 +16,10 @@ pub(super) struct Shape {
     /// The types of the parameters that make up its identity, to match a
     /// declared `name(type, ...)`.
     pub(super) input_types: Vec<TypeKey>,
+    /// The identity parameters in order, each with its name (empty when
+    /// none is written) and type, to know the type of `$n` or of a
+    /// parameter's name passed on to a call.
+    pub(super) parameters: Vec<(String, Option<TypeKey>)>,
     /// Schemas an unqualified call from this routine looks in first.
     pub(super) search_path: Vec<String>,
     pub(super) calls: Vec<Call>,
@@ -37,7 +42,7 @@ impl Arity {
 
 /// A type as the parser wrote it, modifiers left out (`int` and `integer`
 /// both read as `int4`).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct TypeKey {
     pub(super) names: Vec<String>,
     pub(super) array_dimensions: usize,
@@ -63,8 +68,9 @@ impl TypeKey {
 pub(super) struct Call {
     pub(super) schema: Option<String>,
     pub(super) name: String,
-    /// None when not known: any overload may be meant.
-    pub(super) arguments: Option<usize>,
+    /// The arguments' types, as far as known; None when not even their
+    /// number is known: any overload may be meant.
+    pub(super) arguments: Option<Vec<ArgType>>,
     pub(super) reason: DependencyReason,
 }
 
@@ -93,6 +99,11 @@ pub(super) fn read_shape(routine: &Routine) -> Result<Shape, String> {
             .iter()
             .filter(|p| is_input(p.mode))
             .filter_map(|p| TypeKey::of(p.arg_type.as_ref()?))
+            .collect(),
+        parameters: parameters
+            .iter()
+            .filter(|p| is_input(p.mode))
+            .map(|p| (p.name.clone(), p.arg_type.as_ref().and_then(TypeKey::of)))
             .collect(),
         search_path: search_path(create)
             .unwrap_or_else(|| vec![routine.identity.schema.clone(), "public".to_owned()]),
@@ -145,6 +156,11 @@ pub(super) fn plpgsql_calls(
                  functions), so calls from its body were not inferred"
                     .to_owned(),
             ))
+        }
+        Err(pg_query::Error::Parse(message)) if crate::project::is_offline_limitation(&message) => {
+            return Ok(Some(format!(
+                "the offline PL/pgSQL parse cannot read this body ({message})"
+            )))
         }
         Err(error) => return Err(format!("{} (in the PL/pgSQL body)", describe(error))),
     };
@@ -268,9 +284,12 @@ pub(super) fn collect_plpgsql_expressions<'a>(value: &'a Value, out: &mut Vec<(&
     }
 }
 
-pub(super) fn call_of(func_call: &Value, reason: DependencyReason) -> Option<Call> {
-    let names = func_call
-        .get("funcname")?
+pub(super) fn call_of(
+    funcname: &Value,
+    arguments: Vec<ArgType>,
+    reason: DependencyReason,
+) -> Option<Call> {
+    let names = funcname
         .as_array()?
         .iter()
         .map(|node| node.pointer("/node/String/sval")?.as_str())
@@ -281,16 +300,10 @@ pub(super) fn call_of(func_call: &Value, reason: DependencyReason) -> Option<Cal
         [.., schema, name] => (Some((*schema).to_owned()), *name),
         [] => return None,
     };
-    let arguments = Some(
-        func_call
-            .get("args")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len),
-    );
     Some(Call {
         schema,
         name: name.to_owned(),
-        arguments,
+        arguments: Some(arguments),
         reason,
     })
 }

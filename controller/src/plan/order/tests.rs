@@ -1,4 +1,5 @@
 //! Tests of the batch order.
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -249,6 +250,7 @@ fn overloads_defaults_and_variadics_are_resolved_by_argument_count() {
         ),
         routine("public.two()", "CREATE FUNCTION public.two() RETURNS integer LANGUAGE sql RETURN f(1, 2)"),
         routine("public.one()", "CREATE FUNCTION public.one() RETURNS integer LANGUAGE sql RETURN f(1)"),
+        routine("public.unknown()", "CREATE FUNCTION public.unknown() RETURNS integer LANGUAGE sql RETURN f('1')"),
         routine(
             "public.defaults()",
             "CREATE FUNCTION public.defaults() RETURNS integer LANGUAGE sql \
@@ -270,11 +272,16 @@ fn overloads_defaults_and_variadics_are_resolved_by_argument_count() {
     );
     assert_eq!(
         needs(&routines, &batch, "public.one()"),
+        [("public.f(integer)".to_owned(), sql)],
+        "an integer constant is an int4: the exact match is the one called"
+    );
+    assert_eq!(
+        needs(&routines, &batch, "public.unknown()"),
         [
             ("public.f(integer)".to_owned(), sql),
             ("public.f(text)".to_owned(), sql)
         ],
-        "every overload that takes one argument, as the types are not known"
+        "every overload that takes one argument, as a literal's type is not known"
     );
     assert_eq!(
         needs(&routines, &batch, "public.defaults()"),

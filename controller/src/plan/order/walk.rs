@@ -14,6 +14,7 @@ use std::fmt;
 use serde::ser::{self, Serialize};
 use serde_json::Value;
 
+use super::arg_types::{arg_types, ArgType};
 use super::read::call_of;
 use super::read::Call;
 use super::DependencyReason;
@@ -29,7 +30,7 @@ pub(super) fn collect_calls<T: Serialize + ?Sized>(
 }
 
 #[derive(Debug)]
-pub(super) struct WalkError(String);
+pub(super) struct WalkError(pub(super) String);
 
 impl fmt::Display for WalkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,11 +67,11 @@ impl Items<'_> {
     }
 }
 
-/// Visits a struct's fields; for a `FuncCall`, also keeps its name and its
-/// argument count to record the call at the end.
+/// Visits a struct's fields; for a `FuncCall`, also keeps its name and what is
+/// known of its arguments' types to record the call at the end.
 struct Fields<'a> {
     items: Items<'a>,
-    func_call: Option<(Value, usize)>,
+    func_call: Option<(Value, Vec<ArgType>)>,
 }
 
 impl<'a> ser::Serializer for Finder<'a> {
@@ -185,7 +186,7 @@ impl<'a> ser::Serializer for Finder<'a> {
     }
     fn serialize_struct(self, name: &'static str, _: usize) -> Result<Fields<'a>, WalkError> {
         Ok(Fields {
-            func_call: (name == "FuncCall").then_some((Value::Null, 0)),
+            func_call: (name == "FuncCall").then_some((Value::Null, Vec::new())),
             items: self.items(),
         })
     }
@@ -297,7 +298,7 @@ impl ser::SerializeStruct for Fields<'_> {
                     *name =
                         serde_json::to_value(value).map_err(|error| WalkError(error.to_string()))?
                 }
-                "args" => *arguments = value.serialize(Counter)?,
+                "args" => *arguments = arg_types(value)?,
                 _ => {}
             }
         }
@@ -305,166 +306,10 @@ impl ser::SerializeStruct for Fields<'_> {
     }
     fn end(self) -> Result<(), WalkError> {
         if let Some((funcname, arguments)) = self.func_call {
-            let args: Vec<Value> = vec![Value::Null; arguments];
-            let func_call = serde_json::json!({ "funcname": funcname, "args": args });
             self.items
                 .out
-                .extend(call_of(&func_call, self.items.reason));
+                .extend(call_of(&funcname, arguments, self.items.reason));
         }
         Ok(())
-    }
-}
-
-/// The length of a sequence, without visiting its items.
-struct Counter;
-
-impl ser::Serializer for Counter {
-    type Ok = usize;
-    type Error = WalkError;
-    type SerializeSeq = Count;
-    type SerializeTuple = ser::Impossible<usize, WalkError>;
-    type SerializeTupleStruct = ser::Impossible<usize, WalkError>;
-    type SerializeTupleVariant = ser::Impossible<usize, WalkError>;
-    type SerializeMap = ser::Impossible<usize, WalkError>;
-    type SerializeStruct = ser::Impossible<usize, WalkError>;
-    type SerializeStructVariant = ser::Impossible<usize, WalkError>;
-
-    fn serialize_seq(self, len: Option<usize>) -> Result<Count, WalkError> {
-        Ok(Count(len, 0))
-    }
-    fn serialize_bool(self, _: bool) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_i8(self, _: i8) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_i16(self, _: i16) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_i32(self, _: i32) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_i64(self, _: i64) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_u8(self, _: u8) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_u16(self, _: u16) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_u32(self, _: u32) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_u64(self, _: u64) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_f32(self, _: f32) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_f64(self, _: f64) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_char(self, _: char) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_str(self, _: &str) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_none(self) -> Result<usize, WalkError> {
-        Ok(0)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<usize, WalkError> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<usize, WalkError> {
-        not_a_list()
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, WalkError> {
-        not_a_list()
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, WalkError> {
-        not_a_list()
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, WalkError> {
-        not_a_list()
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, WalkError> {
-        not_a_list()
-    }
-    fn serialize_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStruct, WalkError> {
-        not_a_list()
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, WalkError> {
-        not_a_list()
-    }
-}
-
-fn not_a_list<T>() -> Result<T, WalkError> {
-    Err(WalkError("a FuncCall's args is not a list".to_owned()))
-}
-
-/// Counts elements (the announced length when there is one).
-struct Count(Option<usize>, usize);
-
-impl ser::SerializeSeq for Count {
-    type Ok = usize;
-    type Error = WalkError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, _: &T) -> Result<(), WalkError> {
-        self.1 += 1;
-        Ok(())
-    }
-    fn end(self) -> Result<usize, WalkError> {
-        Ok(self.0.unwrap_or(self.1))
     }
 }
