@@ -67,6 +67,14 @@ impl Before {
         self.untouched.iter().filter(|u| **u).count()
     }
 
+    /// Path and SHA-256 of the backup, empty when none was needed.
+    pub fn backup_fields(&self) -> (String, String) {
+        match &self.written {
+            Some(written) => (written.path.display().to_string(), written.sha256.clone()),
+            None => (String::new(), String::new()),
+        }
+    }
+
     /// The backup step's line.
     pub fn describe(&self) -> String {
         let unchanged = self.untouched_count();
@@ -338,10 +346,7 @@ pub async fn record(
     sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
         .await
         .map_err(ledger_error)?;
-    let (backup_path, backup_sha256) = match &before.written {
-        Some(written) => (written.path.display().to_string(), written.sha256.clone()),
-        None => (String::new(), String::new()),
-    };
+    let (backup_path, backup_sha256) = before.backup_fields();
     let job = LedgerJob {
         job_id: &ctx.job.id,
         attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),

@@ -136,10 +136,7 @@ pub async fn run(
         .filter(|(_, o)| o.status == "deployed" || o.status == "unchanged")
         .map(|(r, _)| r.clone())
         .collect();
-    let (backup_path, backup_sha256) = match &before.written {
-        Some(written) => (written.path.display().to_string(), written.sha256.clone()),
-        None => (String::new(), String::new()),
-    };
+    let (backup_path, backup_sha256) = before.backup_fields();
     let result = JobResult {
         outcome: worst as i32,
         message: summary,

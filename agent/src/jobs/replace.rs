@@ -9,6 +9,7 @@
 use pgrollout_shared::routine::Routine;
 
 use super::apply;
+use super::deploy::simple;
 use super::session::refused;
 use super::{JobContext, JobFailure};
 use crate::sql::recreate::{drop_for_recreate, needs_drop_and_create, RecreateError};
@@ -118,10 +119,4 @@ async fn carry_metadata(
         .await
         .map_err(failed)?;
     Ok(())
-}
-
-async fn simple(conn: &TargetConnection, statement: &str) -> Result<(), JobFailure> {
-    conn.client.batch_execute(statement).await.map_err(|e| {
-        JobFailure::deploy(format!("{statement} failed: {}", describe_error(&e, None)))
-    })
 }
