@@ -40,14 +40,6 @@ async fn ledger(client: &Client, identity: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-fn rollout_id(out: &CommandOutput) -> Result<String> {
-    out.stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("rollout ")?.split_whitespace().next())
-        .map(str::to_owned)
-        .with_context(|| format!("no rollout id in:\n{out}"))
-}
-
 /// `ov.sql`: two overloads in one file; `marker` changes only `ov(integer)`.
 fn ov(marker: &str) -> String {
     format!(
@@ -112,7 +104,7 @@ async fn rolling_back_overloads_restores_only_what_the_undone_change_changed() -
         .await?;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(overloads(&client).await?, v1, "{out}");
-    let rollout = rollout_id(&deploy(&stack, "v3").await?)?;
+    let rollout = deploy(&stack, "v3").await?.rollout_id()?;
     let v3 = overloads(&client).await?;
     let out = stack.cli(&["rollback", "--rollout", &rollout]).await?;
     assert_eq!(out.code, 0, "{out}");
