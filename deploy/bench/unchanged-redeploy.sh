@@ -24,7 +24,7 @@ for round in $(seq 1 "$runs"); do
   psql -q -h 127.0.0.1 -p "$port" -U postgres -c "DROP SCHEMA IF EXISTS bench CASCADE" \
     -c "DROP SCHEMA IF EXISTS pgrollout CASCADE" -c "CREATE SCHEMA bench" \
     -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_app') THEN CREATE ROLE bench_app; END IF; END \$\$" -d bench
-  t0=$(bench_now_us); batch; first_times+=($(( $(bench_now_us) - t0 )))
+  t0=$(bench_now_us); batch; first_times+=($(( $(bench_now_us) - t0 ))); cp "$work/batch.out" "$work/first.out"
   t0=$(bench_now_us); batch; again_times+=($(( $(bench_now_us) - t0 )))
   grep -q "Result: 0 deployed, $routines unchanged" "$work/batch.out" || {
     echo "round $round: the redeploy did not find every routine unchanged:" >&2; tail -30 "$work/batch.out" >&2; exit 2; }
@@ -42,5 +42,8 @@ print(f"first deploy:       {f / 1e6:6.2f} s  median")
 print(f"unchanged redeploy: {a / 1e6:6.2f} s  median")
 print(f"ratio:              {a / f:6.2f}   of the medians (target <= 0.5)")
 PY
+echo "where the time went in the last first deploy (agent steps):"; grep -E "^  (✅|❌|➖) " "$work/first.out"
+t0=$(bench_now_us); "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" --dry-run >/dev/null
+echo "CLI alone (load, parse, order; --dry-run), the same in both: $(( ($(bench_now_us) - t0) / 1000 )) ms"
 echo "where the time went in the last unchanged redeploy (agent steps):"
 grep -E "^  (✅|❌|➖) " "$work/batch.out"
