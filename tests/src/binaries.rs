@@ -93,6 +93,16 @@ pub struct CommandOutput {
 }
 
 impl CommandOutput {
+    /// The id of the rollout (`r-…`) a deploy or rollback printed on its
+    /// `rollout <id> on agent …` line.
+    pub fn rollout_id(&self) -> anyhow::Result<String> {
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("rollout ")?.split_whitespace().next())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no rollout id in:\n{self}"))
+    }
+
     /// The id of the request (`p-…`) the command printed: a deploy parked
     /// for approvals or scheduled for its window.
     pub fn request_id(&self) -> anyhow::Result<String> {

@@ -273,6 +273,11 @@ async fn backups_older_than_the_environments_retention_are_pruned_after_a_deploy
         .open(&old_backup)?
         .set_modified(eight_days_ago)?;
 
+    // A change, so that the second deploy writes a backup (an unchanged
+    // routine needs none, and retention runs after a backup is written).
+    let path = stack.project.join("procedures/reconcilemupstream.sql");
+    let source = std::fs::read_to_string(&path)?;
+    std::fs::write(&path, source.replace("BEGIN\n", "BEGIN\n  -- v2\n"))?;
     let second = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
     assert_eq!(second.code, 0, "{second}");
     assert!(second.stdout.contains("✅ retention"), "{second}");

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use pgrollout_shared::proto::{AppliedRoutine, SmokeReport};
 use pgrollout_shared::routine::Routine;
-use tokio_postgres::error::SqlState;
 
 use super::deploy::error_chain;
+use super::unchanged;
 use super::{JobContext, JobFailure};
 use crate::backup::{self, BackupHeader, WrittenBackup};
 use crate::sql::{self, describe_error, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
@@ -39,14 +39,86 @@ pub async fn snapshot(
         })
 }
 
-/// Snapshots the routines and writes the verified backup file, before
-/// anything changes.
+/// The state before a deploy: every routine's snapshot, which of them are
+/// unchanged (left untouched), and the backup of the others.
+#[derive(Clone)]
+pub struct Before {
+    pub previous: Vec<RoutineSnapshot>,
+    pub untouched: Vec<bool>,
+    /// Set by the apply: routines PostgreSQL could not replace, dropped and
+    /// created again (ledger change `recreated`).
+    pub recreated: Vec<bool>,
+    /// `None` when every routine is unchanged: nothing to back up.
+    pub written: Option<WrittenBackup>,
+}
+
+impl Before {
+    /// The routines that will be created or replaced.
+    pub fn changed(&self, routines: &[Routine]) -> Vec<Routine> {
+        routines
+            .iter()
+            .zip(&self.untouched)
+            .filter(|(_, untouched)| !**untouched)
+            .map(|(routine, _)| routine.clone())
+            .collect()
+    }
+
+    pub fn untouched_count(&self) -> usize {
+        self.untouched.iter().filter(|u| **u).count()
+    }
+
+    /// Path and SHA-256 of the backup, empty when none was needed.
+    pub fn backup_fields(&self) -> (String, String) {
+        match &self.written {
+            Some(written) => (written.path.display().to_string(), written.sha256.clone()),
+            None => (String::new(), String::new()),
+        }
+    }
+
+    /// The backup step's line.
+    pub fn describe(&self) -> String {
+        let unchanged = self.untouched_count();
+        match &self.written {
+            Some(written) if unchanged == 0 => {
+                format!(
+                    "{} (sha256 {}) verified",
+                    written.path.display(),
+                    written.sha256
+                )
+            }
+            Some(written) => format!(
+                "{} (sha256 {}) verified; {unchanged} unchanged routine(s) need none",
+                written.path.display(),
+                written.sha256
+            ),
+            None => format!("no backup needed: all {unchanged} routine(s) unchanged"),
+        }
+    }
+}
+
+/// Snapshots the routines, finds the unchanged ones, and writes the verified
+/// backup file of the others, before anything changes.
 pub async fn take_backup(
     ctx: &JobContext,
     conn: &TargetConnection,
     routines: &[Routine],
-) -> Result<(Vec<RoutineSnapshot>, WrittenBackup), JobFailure> {
-    let snapshots = snapshot(conn, routines, &[]).await?;
+) -> Result<Before, JobFailure> {
+    let previous = snapshot(conn, routines, &[]).await?;
+    let untouched = unchanged::untouched(ctx, conn, routines, &previous).await?;
+    let to_write: Vec<RoutineSnapshot> = previous
+        .iter()
+        .zip(&untouched)
+        .filter(|(_, untouched)| !**untouched)
+        .map(|(snapshot, _)| snapshot.clone())
+        .collect();
+    if to_write.is_empty() {
+        return Ok(Before {
+            recreated: vec![false; previous.len()],
+            previous,
+            untouched,
+            written: None,
+        });
+    }
     let header = BackupHeader {
         job_id: ctx.job.id.clone(),
         attempt: ctx.job.attempt,
@@ -57,7 +129,6 @@ pub async fn take_backup(
         taken_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     };
     let dir = ctx.config.backup_dir.clone();
-    let to_write = snapshots.clone();
     let written =
         tokio::task::spawn_blocking(move || backup::write_backup(&dir, &header, &to_write))
             .await
@@ -68,7 +139,12 @@ pub async fn take_backup(
                     error_chain(&e)
                 ))
             })?;
-    Ok((snapshots, written))
+    Ok(Before {
+        recreated: vec![false; previous.len()],
+        previous,
+        untouched,
+        written: Some(written),
+    })
 }
 
 /// Runs each CREATE in order, reporting progress as `done_before + i` of
@@ -83,7 +159,7 @@ pub async fn create_routines(
     routines: &[Routine],
     done_before: usize,
     total: usize,
-) -> Result<(), (usize, JobFailure)> {
+) -> Result<(), (usize, tokio_postgres::Error)> {
     // Collected first: a lazy iterator of futures held across the awaits
     // makes the job's future lose `Send` (a higher-ranked closure).
     let creates: Vec<_> = routines
@@ -91,23 +167,14 @@ pub async fn create_routines(
         .map(|routine| create_one(conn, routine))
         .collect();
     let progress = |index: usize, ()| ctx.progress("apply", done_before + index + 1, total);
-    sql::pipeline::run_in_order(creates, progress)
-        .await
-        .map_err(|(index, error)| (index, create_failure(&routines[index], &error)))
+    sql::pipeline::run_in_order(creates, progress).await
 }
 
-/// Why a routine's CREATE failed, with advice for the usual trap.
-fn create_failure(routine: &Routine, error: &tokio_postgres::Error) -> JobFailure {
+/// Why a routine's CREATE failed.
+pub fn create_failure(routine: &Routine, error: &tokio_postgres::Error) -> JobFailure {
     let detail = describe_error(error, Some(&routine.create_sql));
-    let advice = match error.code() {
-        Some(code) if *code == SqlState::INVALID_FUNCTION_DEFINITION => {
-            " — a changed return type, OUT parameters or argument names need DROP + CREATE, which pgrollout \
-             does not do implicitly; give the new version a new signature or drop the old one in a reviewed migration"
-        }
-        _ => "",
-    };
     JobFailure::deploy(format!(
-        "applying {} from {} failed: {detail}{advice}",
+        "applying {} from {} failed: {detail}",
         routine.identity, routine.source_path
     ))
 }
@@ -217,28 +284,46 @@ pub async fn grant(
 }
 
 /// Writes one ledger row per routine (one statement), comparing the state
-/// before and after; returns what changed and the ledger ids.
+/// before and after; returns what changed and the ledger ids. A routine left
+/// untouched gets an `unchanged` row too: the job's rows are what makes a
+/// redelivery report instead of re-applying (an all-unchanged job must not
+/// apply its old plan later over a newer change), and `--to <plan>` finds
+/// the state each plan left there.
 pub async fn record(
     ctx: &JobContext,
     conn: &TargetConnection,
     routines: &[Routine],
     oids: &[u32],
-    previous: &[RoutineSnapshot],
-    written: &WrittenBackup,
+    before: &Before,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
     let ledger_error = |e: tokio_postgres::Error| {
         JobFailure::deploy(format!("ledger write failed: {}", describe_error(&e, None)))
     };
+    let previous = &before.previous;
     // After the grants: the ledger records the ACL the routine really has.
-    let new = snapshot(conn, routines, oids).await?;
+    // Nothing ran when every routine was left untouched.
+    let new = if before.untouched.iter().all(|u| *u) {
+        previous.clone()
+    } else {
+        snapshot(conn, routines, oids).await?
+    };
     let mut rows = Vec::with_capacity(routines.len());
     let mut applied = Vec::with_capacity(routines.len());
-    for ((routine, before), after) in routines.iter().zip(previous).zip(&new) {
+    for ((((routine, before_state), after), untouched), recreated) in routines
+        .iter()
+        .zip(previous)
+        .zip(&new)
+        .zip(&before.untouched)
+        .zip(&before.recreated)
+    {
+        let after = if *untouched { before_state } else { after };
         let identity = after
             .identity
             .as_deref()
             .ok_or_else(|| not_created(routine))?;
-        let change = match (&before.definition, &after.definition) {
+        let change = match (&before_state.definition, &after.definition) {
+            _ if *untouched => "unchanged",
+            _ if *recreated => "recreated",
             (None, _) => "created",
             (Some(old), Some(new)) if old == new => "unchanged",
             _ => "replaced",
@@ -247,19 +332,21 @@ pub async fn record(
             identity: routine.identity.to_string(),
             change: change.into(),
             new_sha256: after.definition_sha256().unwrap_or_default(),
-            previous_sha256: before.definition_sha256().unwrap_or_default(),
+            previous_sha256: before_state.definition_sha256().unwrap_or_default(),
         });
         rows.push(LedgerRow {
             identity,
             change,
-            previous: before,
+            previous: before_state,
             new: after,
+            source_sha256: Some(unchanged::source_sha256(routine)),
+            backed_up: !*untouched,
         });
     }
     sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
         .await
         .map_err(ledger_error)?;
-    let backup_path = written.path.display().to_string();
+    let (backup_path, backup_sha256) = before.backup_fields();
     let job = LedgerJob {
         job_id: &ctx.job.id,
         attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),
@@ -270,7 +357,7 @@ pub async fn record(
         trace_id: &ctx.job.trace.trace_id,
         commit_sha: &ctx.job.commit_sha,
         backup_path: &backup_path,
-        backup_sha256: &written.sha256,
+        backup_sha256: &backup_sha256,
     };
     let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
         .await

@@ -19,6 +19,7 @@ use tokio_postgres::types::Type;
 
 use super::apply::{self, smoke_summary};
 use super::preopen::PreOpened;
+use super::replace;
 use super::{
     deploy_each, failed_result, restore, smoke_runner::run_smoke_tests_at, JobContext, JobFailure,
 };
@@ -145,6 +146,17 @@ async fn deploy(
             ..Default::default()
         })
         .collect();
+    let Some(written) = written else {
+        // Nothing changed, so there is nothing to verify after COMMIT.
+        return Ok(JobResult {
+            outcome: Outcome::Succeeded as i32,
+            message: "every routine unchanged; nothing was re-created".into(),
+            ledger_ids,
+            applied,
+            routines: deployed,
+            ..Default::default()
+        });
+    };
     let result = JobResult {
         outcome: Outcome::Succeeded as i32,
         message: "deployed and verified".into(),
@@ -212,7 +224,8 @@ async fn already_applied(
 /// What the transaction did, once everything in it passed.
 struct InTransaction {
     applied: Vec<AppliedRoutine>,
-    written: WrittenBackup,
+    /// `None`: every routine was unchanged, so nothing needed a backup.
+    written: Option<WrittenBackup>,
     ledger_ids: Vec<i64>,
     smoke: Vec<SmokeReport>,
     /// The routines' oids, so the post-commit checks need not resolve their
@@ -226,81 +239,155 @@ async fn apply_in_transaction(
     conn: &mut TargetConnection,
     routines: &[Routine],
 ) -> Result<InTransaction, Failed> {
-    let (previous, written) = ctx
+    let mut before = ctx
         .step(
             "backup",
             apply::take_backup(ctx, conn, routines),
-            |(_, written)| {
-                format!(
-                    "{} (sha256 {}) verified",
-                    written.path.display(),
-                    written.sha256
-                )
-            },
+            |before| before.describe(),
         )
         .await?;
+    let unchanged = before.untouched_count();
+    if unchanged == routines.len() {
+        return record_unchanged(ctx, conn, routines, before).await;
+    }
+    // Only what changed is created; the unchanged routines are not touched.
+    let changed = before.changed(routines);
+    let positions: Vec<usize> = (0..routines.len())
+        .filter(|&index| !before.untouched[index])
+        .collect();
 
     ctx.event("apply", StepStatus::Started, "", 0, Vec::new());
     let started = Instant::now();
-    if let Err((index, failure)) =
-        apply::create_routines(ctx, conn, routines, 0, routines.len()).await
-    {
-        ctx.event(
-            "apply",
-            StepStatus::Failed,
-            &failure.message,
-            super::millis(started.elapsed()),
-            Vec::new(),
-        );
-        let mut outcomes = outcomes_all(routines, "rolled-back");
-        outcomes[index].status = "failed".into();
-        outcomes[index].error = failure.message.clone();
-        outcomes[index + 1..]
-            .iter_mut()
-            .for_each(|o| o.status = "not-run".into());
-        return Err(Failed {
-            failure: JobFailure::deploy(format!(
-                "{} (routine {} of {}); nothing was committed",
-                failure.message,
-                index + 1,
-                routines.len()
-            )),
-            smoke: Vec::new(),
-            outcomes,
-        });
+    let previous: Vec<&crate::sql::RoutineSnapshot> =
+        positions.iter().map(|&i| &before.previous[i]).collect();
+    let recreated = match replace::create_changed(ctx, conn, &changed, &previous).await {
+        Ok(recreated) => recreated,
+        Err((index, failure)) => {
+            ctx.event(
+                "apply",
+                StepStatus::Failed,
+                &failure.message,
+                super::millis(started.elapsed()),
+                Vec::new(),
+            );
+            let index = positions[index];
+            let mut outcomes = outcomes_all(routines, "rolled-back");
+            outcomes[index].status = "failed".into();
+            outcomes[index].error = failure.message.clone();
+            outcomes[index + 1..]
+                .iter_mut()
+                .for_each(|o| o.status = "not-run".into());
+            return Err(Failed {
+                failure: JobFailure {
+                    outcome: failure.outcome,
+                    message: format!(
+                        "{} (routine {} of {}); nothing was committed",
+                        failure.message,
+                        index + 1,
+                        routines.len()
+                    ),
+                },
+                smoke: Vec::new(),
+                outcomes,
+            });
+        }
+    };
+    for &index in &recreated {
+        before.recreated[positions[index]] = true;
     }
     let created = apply::verify_created(conn, routines).await?;
     ctx.event(
         "apply",
         StepStatus::Succeeded,
-        format!("{} routine(s) created or replaced", routines.len()),
+        apply_line(&changed, &recreated, unchanged),
         super::millis(started.elapsed()),
         Vec::new(),
     );
 
-    ctx.step("grants", apply::grant(conn, routines, &created), |count| {
-        format!("{count} grant(s) applied")
-    })
+    let changed_created: Vec<apply::Created> =
+        positions.iter().map(|&i| created[i].clone()).collect();
+    ctx.step(
+        "grants",
+        apply::grant(conn, &changed, &changed_created),
+        |count| format!("{count} grant(s) applied"),
+    )
     .await?;
     let oids = apply::oids(&created);
     let (applied, ledger_ids) = ctx
         .step(
             "ledger",
-            apply::record(ctx, conn, routines, &oids, &previous, &written),
+            apply::record(ctx, conn, routines, &oids, &before),
             |(_, ids)| format!("{} ledger row(s) written", ids.len()),
         )
         .await?;
 
+    // Every routine's smoke test, unchanged ones included: a changed routine
+    // can break the ones that call it.
     let reports = smoke_step(ctx, conn, routines, &oids, "smoke", "in-transaction").await?;
     if let Some(failed) = failed_smoke(routines, &reports, "nothing was committed") {
         return Err(failed);
     }
     Ok(InTransaction {
         applied,
-        written,
+        written: before.written,
         ledger_ids,
         smoke: reports,
         oids,
+    })
+}
+
+/// The apply step's line: what was created or replaced, and what was left
+/// alone.
+fn apply_line(changed: &[Routine], recreated: &[usize], unchanged: usize) -> String {
+    let mut line = format!("{} routine(s) created or replaced", changed.len());
+    if !recreated.is_empty() {
+        let names: Vec<String> = recreated
+            .iter()
+            .map(|&i| changed[i].identity.to_string())
+            .collect();
+        line.push_str(&format!(
+            " ({} by DROP + CREATE, owner, ACL and comment carried over: {})",
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    if unchanged > 0 {
+        line.push_str(&format!("; {unchanged} unchanged, left untouched"));
+    }
+    line
+}
+
+/// A deploy in which every routine is unchanged: nothing is created, granted
+/// or smoke-tested; only the job's `unchanged` ledger rows are written.
+async fn record_unchanged(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    routines: &[Routine],
+    before: apply::Before,
+) -> Result<InTransaction, Failed> {
+    ctx.event(
+        "apply",
+        StepStatus::Skipped,
+        format!(
+            "all {} routine(s) unchanged: nothing created or replaced",
+            routines.len()
+        ),
+        0,
+        Vec::new(),
+    );
+    let (applied, ledger_ids) = ctx
+        .step(
+            "ledger",
+            apply::record(ctx, conn, routines, &[], &before),
+            |(_, ids)| format!("{} ledger row(s) written, all unchanged", ids.len()),
+        )
+        .await?;
+    Ok(InTransaction {
+        applied,
+        written: None,
+        ledger_ids,
+        smoke: Vec::new(),
+        oids: Vec::new(),
     })
 }
 

@@ -14,9 +14,9 @@ use pgrollout_shared::routine::Routine;
 
 use super::apply;
 use super::deploy::{simple, smoke_step, verify_after_commit, Failed};
+use super::replace;
 use super::{JobContext, JobFailure};
-use crate::backup::WrittenBackup;
-use crate::sql::{self, describe_error, RoutineSnapshot, TargetConnection};
+use crate::sql::{self, describe_error, TargetConnection};
 
 pub async fn run(
     ctx: &JobContext,
@@ -24,17 +24,11 @@ pub async fn run(
     routines: &[Routine],
     batch: &BatchOptions,
 ) -> Result<JobResult, Failed> {
-    let (previous, written) = ctx
+    let before = ctx
         .step(
             "backup",
             apply::take_backup(ctx, conn, routines),
-            |(_, written)| {
-                format!(
-                    "{} (sha256 {}) verified",
-                    written.path.display(),
-                    written.sha256
-                )
-            },
+            |before| before.describe(),
         )
         .await?;
     // Created once up front, so each routine's transaction only inserts.
@@ -83,7 +77,13 @@ pub async fn run(
             );
         } else {
             let one = std::slice::from_ref(&routines[index]);
-            match deploy_one(ctx, conn, one, &previous[index..=index], &written).await {
+            let before_one = apply::Before {
+                previous: before.previous[index..=index].to_vec(),
+                untouched: vec![before.untouched[index]],
+                recreated: vec![false],
+                written: before.written.clone(),
+            };
+            match deploy_one(ctx, conn, one, &before_one).await {
                 Ok((mut done, ids, reports)) => {
                     outcomes[index].status =
                         if done.first().is_some_and(|a| a.change == "unchanged") {
@@ -136,11 +136,12 @@ pub async fn run(
         .filter(|(_, o)| o.status == "deployed" || o.status == "unchanged")
         .map(|(r, _)| r.clone())
         .collect();
+    let (backup_path, backup_sha256) = before.backup_fields();
     let result = JobResult {
         outcome: worst as i32,
         message: summary,
-        backup_path: written.path.display().to_string(),
-        backup_sha256: written.sha256.clone(),
+        backup_path,
+        backup_sha256,
         ledger_ids,
         applied,
         routines: outcomes,
@@ -150,26 +151,42 @@ pub async fn run(
     // Every transaction is settled: what follows verifies and, if needed,
     // restores, and must not be cut off by the fence.
     ctx.fence_lifted();
-    Ok(verify_after_commit(ctx, conn, &deployed, &written, result).await)
+    match &before.written {
+        Some(written) => Ok(verify_after_commit(ctx, conn, &deployed, written, result).await),
+        // Every routine unchanged: nothing to verify after COMMIT.
+        None => Ok(result),
+    }
 }
 
-/// One routine in its own transaction. On `Err` the caller rolls back.
+/// One routine in its own transaction. On `Err` the caller rolls back. An
+/// unchanged routine only gets its ledger row (one statement, atomic alone).
 async fn deploy_one(
     ctx: &JobContext,
     conn: &mut TargetConnection,
     routine: &[Routine],
-    previous: &[RoutineSnapshot],
-    written: &WrittenBackup,
+    before: &apply::Before,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>, Vec<SmokeReport>), (JobFailure, Vec<SmokeReport>)> {
     let plain = |failure: JobFailure| (failure, Vec::new());
+    if before.untouched.iter().all(|u| *u) {
+        let (applied, ids) = apply::record(ctx, conn, routine, &[], before)
+            .await
+            .map_err(plain)?;
+        return Ok((applied, ids, Vec::new()));
+    }
     simple(conn, "BEGIN").await.map_err(plain)?;
-    apply::create_routines(ctx, conn, routine, 0, 0)
+    let previous: Vec<&crate::sql::RoutineSnapshot> = before.previous.iter().collect();
+    let recreated = replace::create_changed(ctx, conn, routine, &previous)
         .await
         .map_err(|(_, failure)| plain(failure))?;
+    let mut before = before.clone();
+    for index in recreated {
+        before.recreated[index] = true;
+    }
+    let before = &before;
     let created = apply::verify_created(conn, routine).await.map_err(plain)?;
     apply::grant(conn, routine, &created).await.map_err(plain)?;
     let oids = apply::oids(&created);
-    let (applied, ids) = apply::record(ctx, conn, routine, &oids, previous, written)
+    let (applied, ids) = apply::record(ctx, conn, routine, &oids, before)
         .await
         .map_err(plain)?;
     let reports = smoke_step(ctx, conn, routine, &oids, "smoke", "in-transaction")

@@ -13,6 +13,7 @@ mod history;
 mod perf_probe;
 mod pgtap;
 mod preopen;
+mod replace;
 mod resolve;
 mod restore;
 mod rollback;
@@ -25,6 +26,7 @@ mod smoke;
 mod smoke_pipeline;
 pub mod smoke_runner;
 mod spans;
+mod unchanged;
 mod versions;
 mod watch_sample;
 

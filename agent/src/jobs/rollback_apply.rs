@@ -11,8 +11,9 @@ use super::rollback::Progress;
 use super::rollback_plan::Planned;
 use super::rollback_sources::{gather, Candidate, Definition};
 use super::rollback_verify::smoke_in_transaction;
-use super::session::{self, database, Stopped};
+use super::session::{self, database, refused, Stopped};
 use super::{JobContext, JobFailure};
+use crate::sql::recreate::{self, RecreateError};
 use crate::sql::{
     self, exact_restore, ReversalJob, ReversalRow, RoutineSnapshot, TargetConnection,
 };
@@ -259,9 +260,18 @@ async fn apply(
             None => Ok(()),
         },
         Definition::Exact(definition) if now.definition.as_ref() == Some(definition) => Ok(()),
-        Definition::Exact(definition) => exact_restore::create_routine(&conn.client, definition)
-            .await
-            .map_err(|e| failed("restoring", e)),
+        Definition::Exact(definition) => {
+            recreate::create_or_recreate(&conn.client, definition, now.identity.as_deref())
+                .await
+                .map(|_| ())
+                .map_err(|e| match e {
+                    RecreateError::Database(e) => failed("restoring", e),
+                    RecreateError::Dependants(found) => Fallback::Stop(refused(format!(
+                        "cannot restore {}: {found}",
+                        routine.identity
+                    ))),
+                })
+        }
         Definition::Create {
             sql,
             expected_sha256,
@@ -273,8 +283,10 @@ async fn apply(
                     .map_err(|e| failed("a savepoint around", e))
             };
             savepoint("SAVEPOINT pgrollout_source").await?;
-            let outcome = match exact_restore::create_routine(&conn.client, sql).await {
-                Ok(()) => {
+            let created =
+                recreate::create_or_recreate(&conn.client, sql, now.identity.as_deref()).await;
+            let outcome = match created {
+                Ok(_) => {
                     match exact_restore::live_definition_sha256(&conn.client, routine.identity)
                         .await
                     {
@@ -284,7 +296,8 @@ async fn apply(
                         Err(e) => Err(sql::describe_error(&e, None)),
                     }
                 }
-                Err(e) => Err(sql::describe_error(&e, Some(sql))),
+                Err(RecreateError::Database(e)) => Err(sql::describe_error(&e, Some(sql))),
+                Err(RecreateError::Dependants(found)) => Err(found.to_string()),
             };
             match outcome {
                 Ok(()) => savepoint("RELEASE SAVEPOINT pgrollout_source").await,

@@ -121,11 +121,17 @@ pub fn plan<'a>(
             }
         }));
     }
-    let groups = by_identity(rows);
+    let groups: Vec<_> = by_identity(rows)
+        .into_iter()
+        .map(|(identity, group)| {
+            let state = version_state(&group);
+            (identity, group, state)
+        })
+        .collect();
     let mut notes = Vec::new();
     let mut planned = Vec::new();
-    for (identity, group) in &groups {
-        let state = version_state(group);
+    let latest_change = latest_change(&groups);
+    for (identity, group, state) in &groups {
         if let Some(disable) = state.disabled {
             return Err(refused(format!(
                 "{identity} is disabled (ledger #{}, {}); run `pgrollout enable` first, then roll back",
@@ -134,11 +140,21 @@ pub fn plan<'a>(
         }
         let entry = match (&spec.scope, &spec.target) {
             (RollbackScope::Rollout(rollout), _) => {
-                undo_rollout_row(identity, group, &state, rollout, &mut notes)?
+                undo_rollout_row(identity, group, state, rollout, &mut notes)?
             }
-            (_, RollbackTarget::Previous) => match state.latest() {
-                Some(latest) => Some(Goal::Undo(latest)),
-                None => {
+            (_, RollbackTarget::Previous) => match (state.latest(), latest_change) {
+                (Some(latest), Some(change)) if latest.job_id == change.job_id => {
+                    Some(Goal::Undo(latest))
+                }
+                (Some(latest), Some(change)) => {
+                    notes.push(format!(
+                        "{identity}: left as it is — the change being undone (ledger #{}, rollout {}) did not \
+                         change it; its own latest change is ledger #{} of rollout {}",
+                        change.id, change.rollout_id, latest.id, latest.rollout_id
+                    ));
+                    None
+                }
+                _ => {
                     notes.push(format!("{identity}: no change left to roll back"));
                     None
                 }
@@ -148,11 +164,18 @@ pub fn plan<'a>(
                 .find(|row| row.id == *id)
                 .map(|row| named_version(row).map(Goal::To))
                 .transpose()?,
-            (_, RollbackTarget::PlanId(plan)) => group
-                .iter()
-                .rev()
-                .find(|row| row.action == "deploy" && row.plan_id.starts_with(plan.as_str()))
-                .map(|row| Goal::To(row)),
+            (_, RollbackTarget::PlanId(plan)) => {
+                let row = group
+                    .iter()
+                    .rev()
+                    .find(|row| row.action == "deploy" && row.plan_id.starts_with(plan.as_str()));
+                if row.is_none() {
+                    notes.push(format!(
+                        "{identity}: left as it is — plan {plan} never deployed it"
+                    ));
+                }
+                row.map(|row| Goal::To(row))
+            }
         };
         let Some(goal) = entry else { continue };
         planned.push(Planned {
@@ -170,6 +193,19 @@ pub fn plan<'a>(
         planned.sort_by_key(|p| std::cmp::Reverse(p.undoes().map(|row| row.id)));
     }
     Ok((planned, notes))
+}
+
+/// The change a plain rollback of these routines undoes: the most recent one
+/// still in force among them. Only the routines that change changed go back
+/// (each to its state before it); an overload it left unchanged stays as it
+/// is, so the result is a state that existed.
+fn latest_change<'a>(
+    groups: &[(&str, Vec<&'a LedgerRecord>, VersionState<'a>)],
+) -> Option<&'a LedgerRecord> {
+    groups
+        .iter()
+        .filter_map(|(_, _, state)| state.latest())
+        .max_by_key(|row| row.id)
 }
 
 fn named_version(row: &LedgerRecord) -> Result<&LedgerRecord, JobFailure> {
@@ -339,6 +375,36 @@ mod tests {
         )
         .expect("plan");
         assert_eq!(planned[0].wanted().definition.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn a_rollback_of_overloads_undoes_only_what_the_latest_change_changed() {
+        let of = |identity: &str, row: LedgerRecord| LedgerRecord {
+            identity: identity.into(),
+            ..row
+        };
+        let rows = [
+            of("f(integer)", deploy(1, "r1", None, "i1")),
+            of("f(text)", deploy(2, "r1", None, "t1")),
+            of("f(integer)", deploy(3, "r2", Some("i1"), "i2")),
+            // Unchanged by r2: a no-op row, not a version.
+            of("f(text)", deploy(4, "r2", Some("t1"), "t1")),
+        ];
+        let rows = rows.map(|mut row| {
+            row.job_id = format!("job-{}", row.rollout_id);
+            row
+        });
+        let (planned, notes) =
+            plan(&rows, &spec(all(), RollbackTarget::Previous), "f", "main").expect("plan");
+        assert_eq!(planned.len(), 1, "{planned:?}");
+        assert_eq!(planned[0].identity, "f(integer)");
+        assert_eq!(planned[0].wanted().definition.as_deref(), Some("i1"));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("f(text): left as it is")),
+            "{notes:?}"
+        );
     }
 
     #[test]

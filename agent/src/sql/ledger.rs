@@ -12,11 +12,29 @@ use super::snapshot::RoutineSnapshot;
 pub async fn ensure_ledger(client: &Client, schema: &str) -> Result<(), tokio_postgres::Error> {
     // Check first: CREATE SCHEMA IF NOT EXISTS still demands CREATE on the
     // database, which a deploy role may rightly lack once the ledger exists.
-    if ledger_exists(client, schema).await? {
-        return Ok(());
+    let table = format!("{}.ledger", quote_identifier(schema));
+    let row = client
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attname = 'source_sha256' AND NOT attisdropped)",
+            &[(&table, Type::TEXT)],
+        )
+        .await?;
+    let (exists, has_source): (bool, bool) = (row.get(0), row.get(1));
+    if !exists {
+        let ddl = include_str!("ledger_ddl.sql").replace("{schema}", &quote_identifier(schema));
+        return client.batch_execute(&ddl).await;
     }
-    let ddl = include_str!("ledger_ddl.sql").replace("{schema}", &quote_identifier(schema));
-    client.batch_execute(&ddl).await
+    if !has_source {
+        // A ledger from before issue 15. Only when missing: ALTER TABLE takes
+        // an ACCESS EXCLUSIVE lock even when there is nothing to add.
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS source_sha256 text"
+            ))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Ledger ids already recorded for this job, empty when it never applied.
@@ -62,6 +80,10 @@ pub struct LedgerRow<'a> {
     pub change: &'a str,
     pub previous: &'a RoutineSnapshot,
     pub new: &'a RoutineSnapshot,
+    /// SHA-256 of what the plan asked for (`unchanged::source_sha256`).
+    pub source_sha256: Option<String>,
+    /// Whether the job's backup holds this routine (false: left untouched).
+    pub backed_up: bool,
 }
 
 /// Context shared by every row of one job.
@@ -100,6 +122,8 @@ pub async fn insert_ledger_rows(
     let new_acl = column(&|r| r.new.acl.clone());
     let new_comment = column(&|r| r.new.comment.clone());
     let new_sha = column(&|r| r.new.definition_sha256());
+    let source_sha = column(&|r| r.source_sha256.clone());
+    let backed_up: Vec<bool> = rows.iter().map(|r| r.backed_up).collect();
     let sql = include_str!("ledger_insert.sql").replace("{schema}", &quote_identifier(schema));
     let text = Type::TEXT;
     let array = Type::TEXT_ARRAY;
@@ -128,7 +152,9 @@ pub async fn insert_ledger_rows(
                 (&new_owner, array.clone()),
                 (&new_acl, array.clone()),
                 (&new_comment, array.clone()),
-                (&new_sha, array),
+                (&new_sha, array.clone()),
+                (&source_sha, array),
+                (&backed_up, Type::BOOL_ARRAY),
             ],
         )
         .await?;

@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger (
     new_identity        text,
     -- Where a rollback's definition came from, an emergency's reason, …
     note                text,
+    -- Deploy rows: SHA-256 of what the plan asked for (the statement and its
+    -- grants). With new_* it tells an unchanged routine without re-creating
+    -- it; older ledgers get it from ensure_ledger.
+    source_sha256       text,
     -- A job touches each routine once: this is what makes a redelivered job
     -- unable to apply twice, even if the lookup before it were skipped.
     UNIQUE (job_id, identity)

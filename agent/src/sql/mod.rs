@@ -5,8 +5,10 @@
 mod connection;
 pub mod exact_restore;
 mod ledger;
+mod ledger_latest;
 mod ledger_versions;
 pub mod pipeline;
+pub mod recreate;
 mod routine_lookup;
 mod snapshot;
 pub mod static_checks;
@@ -15,6 +17,7 @@ pub mod watch_stats;
 
 pub use connection::{cancel_query, connect, ConnectError, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
+pub use ledger_latest::{latest_recorded, LatestRecorded};
 pub use ledger_versions::{
     ensure_reversal_columns, insert_reversal_rows, rows_for_identities, rows_for_rollout,
     rows_for_routine_of, rows_for_selector, LedgerRecord, ReversalJob, ReversalRow,
