@@ -9,6 +9,7 @@
 //! bodies — are reported with file and line before anything is deployed.
 
 mod error;
+pub mod hostile_sql;
 mod parse_sql;
 mod pgtap;
 #[cfg(test)]
