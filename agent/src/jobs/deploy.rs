@@ -20,7 +20,8 @@ use tokio_postgres::types::Type;
 use super::apply::{self, smoke_summary};
 use super::preopen::PreOpened;
 use super::{
-    deploy_each, failed_result, restore, smoke_runner::run_smoke_tests_at, JobContext, JobFailure,
+    deploy_each, failed_result, restore, smoke_runner::run_smoke_tests_at, txn_seal, JobContext,
+    JobFailure,
 };
 use crate::backup::WrittenBackup;
 use crate::sql::{self, describe_error, TargetConnection};
@@ -103,7 +104,7 @@ async fn deploy(
     // The post-commit smoke test's own connection, opened while the
     // transaction runs rather than after COMMIT.
     let post_commit = PreOpened::start(ctx);
-    simple(&conn, "BEGIN").await?;
+    txn_seal::begin(&conn).await?;
     let InTransaction {
         applied,
         written,
@@ -113,8 +114,19 @@ async fn deploy(
     } = match apply_in_transaction(ctx, &mut conn, routines).await {
         Ok(done) => done,
         Err(failed) => {
+            // "As it was" only once the transaction is known to be the
+            // sealed one the agent opened; else find out what became of it.
+            let escaped = match conn.client.is_closed() {
+                true => None,
+                false => txn_seal::confirm(&conn).await.err(),
+            };
             // On a broken connection the server rolls back by itself.
             let _ = conn.client.batch_execute("ROLLBACK").await;
+            if let Some(why) = escaped {
+                return Err(
+                    super::escaped::after_deploy_escape(ctx, &mut conn, failed, &why).await,
+                );
+            }
             ctx.event(
                 "rollback",
                 StepStatus::Succeeded,
@@ -484,7 +496,7 @@ async fn post_commit_smoke(
             return Err(failure);
         }
     };
-    simple(&fresh, "BEGIN").await?;
+    txn_seal::begin(&fresh).await?;
     let reports = smoke_step(
         ctx,
         &mut fresh,

@@ -96,7 +96,15 @@ pub async fn run(
                     ledger_ids.extend(ids);
                     smoke.extend(reports);
                 }
-                Err((failure, reports)) => {
+                Err((mut failure, reports)) => {
+                    // Never "rolled back" unless it is the sealed transaction.
+                    if let Err(why) = super::txn_seal::confirm(conn).await {
+                        failure.message = format!(
+                            "{}; {}",
+                            failure.message,
+                            super::txn_seal::escaped_message("a smoke test call", &why)
+                        );
+                    }
                     let _ = conn.client.batch_execute("ROLLBACK").await;
                     blocked[index] = true;
                     outcomes[index].status = "failed".into();
@@ -162,7 +170,7 @@ async fn deploy_one(
     written: &WrittenBackup,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>, Vec<SmokeReport>), (JobFailure, Vec<SmokeReport>)> {
     let plain = |failure: JobFailure| (failure, Vec::new());
-    simple(conn, "BEGIN").await.map_err(plain)?;
+    super::txn_seal::begin(conn).await.map_err(plain)?;
     apply::create_routines(ctx, conn, routine, 0, 0)
         .await
         .map_err(|(_, failure)| plain(failure))?;

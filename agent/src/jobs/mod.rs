@@ -8,6 +8,7 @@ mod check;
 mod deploy;
 mod deploy_each;
 mod disable;
+mod escaped;
 mod fence;
 mod history;
 mod perf_probe;
@@ -25,6 +26,7 @@ mod smoke;
 mod smoke_pipeline;
 pub mod smoke_runner;
 mod spans;
+pub mod txn_seal;
 mod versions;
 mod watch_sample;
 

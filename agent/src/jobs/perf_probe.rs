@@ -100,7 +100,7 @@ async fn measure(
         .collect();
 
     // The OLD set: every routine as it was before the plan.
-    simple(conn, "BEGIN").await?;
+    super::txn_seal::begin(conn).await?;
     let mut restore_error = None;
     for (baseline, now) in baselines.iter().zip(&live) {
         if let Some(old) = &baseline.definition {
@@ -128,10 +128,10 @@ async fn measure(
                 .map_err(|e| format!("the call failed on the old definition: {e}")),
         });
     }
-    let _ = conn.client.batch_execute("ROLLBACK").await;
+    confirm_then_rollback(conn).await?;
 
     // The NEW set: every routine of the plan applied, in deploy order.
-    simple(conn, "BEGIN").await?;
+    super::txn_seal::begin(conn).await?;
     let mut apply_error = None;
     for routine in routines {
         if let Err(error) = apply::create_one(conn, routine).await {
@@ -153,7 +153,7 @@ async fn measure(
                 .map_err(|e| format!("the call failed on the new definition: {e}")),
         });
     }
-    let _ = conn.client.batch_execute("ROLLBACK").await;
+    confirm_then_rollback(conn).await?;
 
     Ok(probed
         .iter()
@@ -178,6 +178,19 @@ async fn measure(
             report
         })
         .collect())
+}
+
+/// Ends a set: confirms the calls left the sealed transaction in place
+/// (`txn_seal`), then rolls it back; a call that ended it stops the job.
+async fn confirm_then_rollback(conn: &TargetConnection) -> Result<(), JobFailure> {
+    let sealed = super::txn_seal::confirm(conn).await;
+    let _ = conn.client.batch_execute("ROLLBACK").await;
+    sealed.map_err(|why| {
+        JobFailure::deploy(super::txn_seal::escaped_message(
+            "a [perf] probe call",
+            &why,
+        ))
+    })
 }
 
 /// The OLD definition of each routine: this plan's latest deploy row in the

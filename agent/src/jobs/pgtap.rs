@@ -63,7 +63,7 @@ async fn run_script(
 ) -> Result<PgtapReport, JobFailure> {
     let mut output = Vec::new();
     let mut error = String::new();
-    simple(conn, "BEGIN").await?;
+    super::txn_seal::begin(conn).await?;
     for (index, statement) in script.statements.iter().enumerate() {
         if let Some(keyword) = ends_the_transaction(statement) {
             error = format!(
@@ -91,6 +91,10 @@ async fn run_script(
                 );
                 break;
             }
+        }
+        if let Err(why) = super::txn_seal::confirm(conn).await {
+            error = super::txn_seal::escaped_message(&format!("statement {}", index + 1), &why);
+            break;
         }
     }
     // Always: a test never leaves anything behind.

@@ -67,7 +67,7 @@ pub async fn smoke_on_fresh_connection(
         let mut fresh = sql::connect(&ctx.target, &ctx.config.timeouts)
             .await
             .map_err(|e| JobFailure::deploy(super::deploy::error_chain(&e)))?;
-        session::simple(&fresh, "BEGIN").await?;
+        super::txn_seal::begin(&fresh).await?;
         let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
         let live = sql::snapshot_routines(&fresh.client, &identities)
             .await

@@ -20,9 +20,24 @@ use pgrollout_shared::errors::error_chain;
 pub struct TargetConnection {
     pub client: Client,
     notices: mpsc::UnboundedReceiver<DbError>,
+    /// The id of the sealed transaction open on it (`jobs::txn_seal`).
+    sealed_xid: std::sync::Mutex<Option<String>>,
 }
 
 impl TargetConnection {
+    /// Remembers the sealed transaction just opened (`None`: none).
+    pub fn set_sealed_xid(&self, xid: Option<String>) {
+        *self.sealed_xid.lock().unwrap_or_else(|p| p.into_inner()) = xid;
+    }
+
+    /// The id of the last sealed transaction opened on this connection.
+    pub fn sealed_xid(&self) -> Option<String> {
+        self.sealed_xid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Notices received since the last call. The connection task forwards a
     /// notice before it completes the query that raised it, so after a query
     /// has returned, its notices are already here.
@@ -158,7 +173,11 @@ where
             }
         }
     });
-    Ok(TargetConnection { client, notices })
+    Ok(TargetConnection {
+        client,
+        notices,
+        sealed_xid: Default::default(),
+    })
 }
 
 fn database_error(target: &TargetConfig, reason: String) -> ConnectError {
