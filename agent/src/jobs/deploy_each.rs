@@ -13,7 +13,7 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::routine::Routine;
 
 use super::apply;
-use super::deploy::{simple, smoke_step, verify_after_commit, Failed};
+use super::deploy::{smoke_step, verify_after_commit, Failed};
 use super::{JobContext, JobFailure};
 use crate::backup::WrittenBackup;
 use crate::sql::{self, describe_error, RoutineSnapshot, TargetConnection};

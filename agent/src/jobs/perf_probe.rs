@@ -16,7 +16,7 @@ use pgrollout_shared::proto::{JobResult, Outcome, PerfReport};
 use pgrollout_shared::routine::Routine;
 
 use super::apply;
-use super::deploy::{error_chain, simple, take_deploy_lock};
+use super::deploy::{error_chain, take_deploy_lock};
 use super::{failed_result, JobContext, JobFailure};
 use crate::sql::{self, describe_error, TargetConnection};
 

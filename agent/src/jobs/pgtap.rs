@@ -11,7 +11,6 @@ use pgrollout_shared::proto::PgtapReport;
 use pgrollout_shared::routine::{PgtapScript, Routine};
 use tokio_postgres::types::Type;
 
-use super::deploy::simple;
 use super::{JobContext, JobFailure};
 use crate::sql::static_checks::extension_schema;
 use crate::sql::{describe_error, TargetConnection};

@@ -10,7 +10,7 @@ use pgrollout_shared::routine::Routine;
 
 use super::rollback_plan::Planned;
 use super::rollback_sources::Candidate;
-use super::session::{self, database, Stopped};
+use super::session::{database, Stopped};
 use super::smoke_runner::{millis, run_smoke_tests};
 use super::{JobContext, JobFailure};
 use crate::sql::{self, exact_restore::ExactOutcome, RoutineSnapshot, TargetConnection};

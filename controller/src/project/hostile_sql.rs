@@ -243,12 +243,17 @@ fn ends_transaction(node: Option<&NodeKind>) -> bool {
 /// The statement's leading keywords (e.g. `COMMIT`, `SET SESSION`) for a
 /// message: what the user wrote, without quoting arbitrary text at length.
 fn kind_name(text: &str, node: Option<&NodeKind>) -> String {
-    let words: Vec<String> = text
+    let mut words: Vec<String> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty())
         .take(2)
         .map(str::to_ascii_uppercase)
         .collect();
+    // The second word only where it says what the statement does.
+    let telling = ["SET", "RESET", "DISCARD", "CREATE", "ALTER", "DROP"];
+    if !words.first().is_some_and(|w| telling.contains(&w.as_str())) {
+        words.truncate(1);
+    }
     match (node, words.as_slice()) {
         (Some(NodeKind::TransactionStmt(_)), [first, ..]) => {
             format!("{first} (transaction control)")
