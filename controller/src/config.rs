@@ -209,6 +209,10 @@ pub struct Environment {
     /// of the old one (SEED.md: 120).
     #[serde(default = "default_performance_threshold")]
     pub performance_threshold_percent: u32,
+    /// The `syntax` gate refuses a `SECURITY DEFINER` routine without `SET
+    /// search_path` (otherwise it only warns); e.g. for prod.
+    #[serde(default)]
+    pub require_search_path: bool,
 }
 
 fn default_performance_threshold() -> u32 {

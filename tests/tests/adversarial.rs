@@ -10,7 +10,7 @@
 
 use anyhow::Result;
 use pgrollout_tests::tokio_postgres::Client;
-use pgrollout_tests::Stack;
+use pgrollout_tests::{Stack, StackOptions};
 
 const ROUTINE: &str =
     "CREATE OR REPLACE FUNCTION public.sc2()\nRETURNS integer LANGUAGE sql AS 'SELECT 2';\n";
@@ -260,5 +260,77 @@ async fn perf_calls_and_pgtap_files_that_commit_are_refused_at_plan_time() -> Re
         )
         .await?;
     }
+    Ok(())
+}
+
+/// "What was seen" 9: a `SECURITY DEFINER` routine without `SET
+/// search_path` is warned about by `plan`, `check` and the syntax gate, and
+/// refused by the syntax gate of an environment with `require_search_path`.
+#[tokio::test]
+async fn security_definer_without_search_path_is_warned_about_and_refused_where_required(
+) -> Result<()> {
+    let stack = Stack::start_with(StackOptions {
+        zones: vec!["dev".into(), "prod".into()],
+        environment_extra: vec![
+            ("dev".into(), "gates = [\"syntax\"]".into()),
+            (
+                "prod".into(),
+                "gates = [\"syntax\"]\nrequire_search_path = true".into(),
+            ),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.write_procedure(
+        "sc2.sql",
+        "CREATE OR REPLACE FUNCTION public.sc2()\nRETURNS integer LANGUAGE sql SECURITY DEFINER\nAS 'SELECT 2';\n",
+    )?;
+    let warning = "procedures/sc2.sql:1: public.sc2() is SECURITY DEFINER without SET search_path";
+
+    let plan = stack.cli(&["plan", "sc2"]).await?;
+    assert_eq!(plan.code, 0, "{plan}");
+    assert!(
+        plan.stdout.contains(&format!("warning: {warning}")),
+        "{plan}"
+    );
+    assert!(plan.stdout.contains("dev: ready"), "{plan}");
+    assert!(plan.stdout.contains("prod: blocked"), "{plan}");
+    assert!(
+        plan.stdout
+            .contains("require_search_path is set for this environment"),
+        "{plan}"
+    );
+
+    let check = stack.cli(&["check", "dev", "sc2"]).await?;
+    assert!(
+        check.stdout.contains(&format!("warning: {warning}")),
+        "{check}"
+    );
+
+    // Refused in prod: exit 1, nothing created, nothing in the ledger.
+    let audit_before = audit(&stack).await?;
+    let out = stack.cli(&["deploy", "sc2", "prod"]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(warning), "{out}");
+    let prod = stack.zone("prod").pg.connect().await?;
+    assert!(!routine_exists(&prod).await?, "not created in prod");
+    assert_eq!(ledger_rows(&prod).await?, 0);
+    let audit_after = audit(&stack).await?;
+    assert!(
+        audit_after.len() > audit_before.len() && audit_after.contains("syntax"),
+        "the refusal is audited with its gate"
+    );
+
+    // Warned, not refused, in dev; with its search_path fixed, no warning.
+    let out = stack.cli(&["deploy", "sc2", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    stack.write_procedure(
+        "sc2.sql",
+        "CREATE OR REPLACE FUNCTION public.sc2()\nRETURNS integer LANGUAGE sql SECURITY DEFINER\n\
+         SET search_path = pg_catalog, pg_temp\nAS 'SELECT 2';\n",
+    )?;
+    let plan = stack.cli(&["plan", "sc2"]).await?;
+    assert!(!plan.stdout.contains("SECURITY DEFINER"), "{plan}");
+    assert!(plan.stdout.contains("prod: ready"), "{plan}");
     Ok(())
 }

@@ -161,6 +161,9 @@ async fn run_prepared(
                 Request::Command(open_savepoint(test)),
                 Request::Call(statement),
                 Request::Command(CLOSE_SAVEPOINT.to_owned()),
+                // Keeps the calls behind this one out of autocommit should
+                // it have ended the transaction (`txn_seal`).
+                Request::Command(super::txn_seal::GUARD.to_owned()),
             ]
             .map(|request| send(client, request))
         })

@@ -188,8 +188,6 @@ pub(super) fn open_savepoint(test: &SmokeTest) -> String {
     )
 }
 
-/// Rolls the call's savepoint back; it also guards the calls behind it
-/// against a call that ended the transaction (`txn_seal`).
 pub(super) use super::txn_seal::CLOSE_SAVEPOINT;
 
 /// Expected type name → its oid, `None` when the database knows no such type.

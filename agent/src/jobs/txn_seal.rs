@@ -18,12 +18,14 @@
 //!   row; it fails when the transaction the agent opened is gone (the table
 //!   went with it) or is another one. A job confirms after the calls and
 //!   before it reports that the database is as it was.
-//! - **The guard** in each call's savepoint release ([`CLOSE_SAVEPOINT`]):
-//!   it starts with `BEGIN`, a no-op (with a warning the smoke runner
-//!   ignores) inside the agent's transaction; when a call ended that
-//!   transaction, it opens a new one in which the missing savepoint then
-//!   raises an error, so every call already pipelined behind it runs in an
-//!   aborted transaction and changes nothing.
+//! - **The guard** after each pipelined call's savepoint release
+//!   ([`GUARD`]): a `BEGIN` of its own, a no-op (with a warning the smoke
+//!   runner ignores) inside the agent's transaction. When a call ended that
+//!   transaction, the release fails and the `BEGIN` opens a new block, so the
+//!   calls already pipelined behind it still run inside a transaction, each
+//!   in a savepoint that is rolled back, and never in autocommit: a later
+//!   `COMMIT` can only commit an empty block (a `DO` or `CALL` cannot commit
+//!   inside one), and the agent stops at the first failed release.
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -43,9 +45,13 @@ const BEGIN_SEALED: &str = "BEGIN; \
 /// be gone, the DELETE fails and the COMMIT is never run.
 pub const UNSEAL_AND_COMMIT: &str = "DELETE FROM pg_temp.pgrollout_seal; COMMIT";
 
-/// Rolls a smoke call's savepoint back (see the module's guard).
+/// Rolls a smoke call's savepoint back.
 pub const CLOSE_SAVEPOINT: &str =
-    "BEGIN; ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke";
+    "ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke";
+
+/// Sent on its own after each pipelined call's [`CLOSE_SAVEPOINT`] (see the
+/// module's guard).
+pub const GUARD: &str = "BEGIN";
 
 /// The warning `BEGIN` raises inside a transaction: the guard's, not a call's.
 pub fn is_guard_notice(notice: &tokio_postgres::error::DbError) -> bool {
