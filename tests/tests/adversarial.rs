@@ -171,12 +171,38 @@ async fn smoke_calls_that_end_or_escape_the_transaction_are_refused_at_plan_time
         )
         .await?;
     }
+    // A CALL is allowed, but a procedure that commits cannot inside the
+    // agent's transaction: PostgreSQL refuses, the smoke test fails (exit
+    // 3) and the deploy is rolled back.
+    client
+        .batch_execute(
+            "CREATE PROCEDURE public.committer() LANGUAGE plpgsql AS \
+             $$ BEGIN DELETE FROM public.victim WHERE id = 6; COMMIT; END $$",
+        )
+        .await?;
+    stack.write_procedure(
+        "sc2.toml",
+        "[[smoke_tests]]\nname = \"a\"\ncall = \"CALL public.committer()\"\n",
+    )?;
+    let out = stack.cli(&["deploy", "sc2", "dev"]).await?;
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stdout.contains("invalid transaction termination"),
+        "{out}"
+    );
+    assert_eq!(victims(&client).await?, vec![1, 2, 3, 4, 5, 6]);
+    assert!(!routine_exists(&client).await?);
+    assert_eq!(ledger_rows(&client).await?, 0);
+
     // The same rule for `smoke` against an environment.
     stack.write_procedure(
         "sc2.toml",
         "[[smoke_tests]]\nname = \"a\"\ncall = \"ROLLBACK\"\n\
          [[smoke_tests]]\nname = \"b\"\ncall = \"DELETE FROM public.victim\"\n",
     )?;
+    let before = Before {
+        audit: audit(&stack).await?,
+    };
     refused(
         &stack,
         &client,

@@ -66,12 +66,11 @@ fn definer_without_search_path(create_sql: &str) -> bool {
         let arg = element.arg.as_ref().and_then(|a| a.node.as_ref());
         match (element.defname.as_str(), arg) {
             ("security", Some(NodeKind::Boolean(value))) => definer = value.boolval,
-            ("set", Some(NodeKind::VariableSetStmt(set))) => {
+            ("set", Some(NodeKind::VariableSetStmt(set)))
                 if set.name.eq_ignore_ascii_case("search_path")
-                    && set.kind != VariableSetKind::VarReset as i32
-                {
-                    search_path = true;
-                }
+                    && set.kind != VariableSetKind::VarReset as i32 =>
+            {
+                search_path = true;
             }
             _ => {}
         }

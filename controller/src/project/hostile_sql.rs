@@ -343,6 +343,51 @@ mod tests {
         }
     }
 
+    /// The controller's edge: a plan a hand-made client built.
+    #[test]
+    fn a_received_plan_with_hostile_sql_is_refused_at_the_edge() {
+        use pgrollout_shared::routine::{PgtapScript, RoutineIdentity, RoutineKind, SmokeTest};
+        let routine = |smoke: &str, pgtap: &[&str]| Routine {
+            identity: RoutineIdentity {
+                schema: "public".into(),
+                name: "f".into(),
+                arg_types: vec![],
+            },
+            kind: RoutineKind::Function,
+            create_sql: "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'".into(),
+            grants: vec![],
+            smoke_tests: vec![SmokeTest {
+                name: "t".into(),
+                call_sql: smoke.into(),
+                expect_columns: vec![],
+                max_duration: std::time::Duration::from_secs(1),
+                allow_warnings: false,
+            }],
+            source_path: "procedures/f.sql".into(),
+            depends_on: vec![],
+            perf_probe: None,
+            pgtap: Some(PgtapScript {
+                path: "tests/f.sql".into(),
+                statements: pgtap.iter().map(|s| (*s).to_owned()).collect(),
+            }),
+            source_line: 1,
+        };
+        check_routines(&[routine(
+            "SELECT public.f()",
+            &["SELECT plan(1)", "SAVEPOINT a"],
+        )])
+        .expect("harmless");
+        let error = check_routines(&[routine("COMMIT", &[])]).expect_err("commit");
+        assert!(
+            error.starts_with("public.f() (procedures/f.sql): smoke test \"t\": COMMIT"),
+            "{error}"
+        );
+        for statements in [&["ROLLBACK"][..], &["SELECT 1; COMMIT"], &["DISCARD ALL"]] {
+            let error = check_routines(&[routine("SELECT 1", statements)]).expect_err("pgtap");
+            assert!(error.contains("pgTAP tests/f.sql statement 1"), "{error}");
+        }
+    }
+
     #[test]
     fn pgtap_statements_allow_fixtures_and_refuse_escapes() {
         let check = |sql: &str| {
