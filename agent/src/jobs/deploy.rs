@@ -114,12 +114,9 @@ async fn deploy(
     } = match apply_in_transaction(ctx, &mut conn, routines).await {
         Ok(done) => done,
         Err(failed) => {
-            // "As it was" only once the transaction is known to be the
+            // "As it was" only while the transaction is known to be the
             // sealed one the agent opened; else find out what became of it.
-            let escaped = match conn.client.is_closed() {
-                true => None,
-                false => txn_seal::confirm(&conn).await.err(),
-            };
+            let escaped = conn.escaped();
             // On a broken connection the server rolls back by itself.
             let _ = conn.client.batch_execute("ROLLBACK").await;
             if let Some(why) = escaped {
@@ -328,14 +325,25 @@ pub(super) async fn smoke_step(
 ) -> Result<Vec<SmokeReport>, JobFailure> {
     ctx.event(step, StepStatus::Started, "", 0, Vec::new());
     let started = Instant::now();
-    let reports = run_smoke_tests_at(conn, routines, oids, phase)
-        .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "smoke test could not run: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+    let ran = run_smoke_tests_at(conn, routines, oids, phase).await;
+    // The calls are the project's SQL: is the transaction still the agent's?
+    if let Err(why) = txn_seal::confirm_after_calls(conn).await {
+        let failure = JobFailure::deploy(txn_seal::escaped_message("a smoke test call", &why));
+        ctx.event(
+            step,
+            StepStatus::Failed,
+            &failure.message,
+            super::millis(started.elapsed()),
+            Vec::new(),
+        );
+        return Err(failure);
+    }
+    let reports = ran.map_err(|e| {
+        JobFailure::deploy(format!(
+            "smoke test could not run: {}",
+            describe_error(&e, None)
+        ))
+    })?;
     let status = if reports.iter().all(|r| r.passed) {
         StepStatus::Succeeded
     } else {

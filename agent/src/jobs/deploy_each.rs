@@ -98,7 +98,7 @@ pub async fn run(
                 }
                 Err((mut failure, reports)) => {
                     // Never "rolled back" unless it is the sealed transaction.
-                    if let Err(why) = super::txn_seal::confirm(conn).await {
+                    if let Some(why) = conn.escaped() {
                         failure.message = format!(
                             "{}; {}",
                             failure.message,

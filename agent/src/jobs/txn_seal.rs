@@ -88,6 +88,18 @@ pub async fn confirm(conn: &TargetConnection) -> Result<(), String> {
     confirm_on(&conn.client, &expected).await
 }
 
+/// [`confirm`] after project SQL ran on `conn` (a broken connection is not
+/// an escape: the server rolls back by itself); an escape is recorded on the
+/// connection, for the job's failure path to read.
+pub async fn confirm_after_calls(conn: &TargetConnection) -> Result<(), String> {
+    if conn.client.is_closed() {
+        return Ok(());
+    }
+    confirm(conn)
+        .await
+        .inspect_err(|why| conn.set_escaped(why.clone()))
+}
+
 async fn confirm_on(client: &Client, expected: &str) -> Result<(), String> {
     let found = client
         .simple_query(
