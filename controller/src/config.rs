@@ -209,6 +209,10 @@ pub struct Environment {
     /// of the old one (SEED.md: 120).
     #[serde(default = "default_performance_threshold")]
     pub performance_threshold_percent: u32,
+    /// The `syntax` gate refuses a `SECURITY DEFINER` routine without `SET
+    /// search_path` (otherwise it only warns); e.g. for prod.
+    #[serde(default)]
+    pub require_search_path: bool,
     /// The `performance` gate, for a routine with no comparable baseline
     /// (new here, or a version whose definition the controller does not
     /// hold): `pass` says so and lets it through, `refuse` refuses it.

@@ -352,3 +352,144 @@ async fn malformed_and_hostile_offers_are_refused_and_change_nothing() -> Result
     );
     Ok(())
 }
+
+/// A deploy offer (as a hand-made controller could send it, past the
+/// controller's edge check) whose routine `name` carries `smoke` calls.
+fn offer_with_smoke(job_id: &str, name: &str, smoke: &[&str]) -> proto::JobOffer {
+    let mut job: Job = offer(
+        job_id,
+        &format!("CREATE FUNCTION public.{name}() RETURNS int LANGUAGE sql AS 'select 2'"),
+        name,
+    )
+    .try_into()
+    .expect("a valid offer");
+    let JobKind::Deploy { routines, .. } = &mut job.kind else {
+        unreachable!("offer() makes deploys")
+    };
+    routines[0].smoke_tests = smoke
+        .iter()
+        .enumerate()
+        .map(|(index, call)| pgrollout_shared::routine::SmokeTest {
+            name: format!("call {index}"),
+            call_sql: (*call).into(),
+            expect_columns: vec![],
+            max_duration: Duration::from_secs(5),
+            allow_warnings: false,
+        })
+        .collect();
+    job.into()
+}
+
+/// Issue 13, defence in depth: smoke calls that end the deploy's
+/// transaction reach the agent anyway (the controller's check bypassed). The
+/// agent's sealed transaction cannot be committed by them, the calls behind
+/// them change nothing, and the result says what the ledger shows.
+#[tokio::test]
+async fn smoke_calls_that_end_the_transaction_commit_nothing_even_past_the_controller() -> Result<()>
+{
+    let mut scenario = Scenario::start().await?;
+    let client = scenario.pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE public.victim (id int PRIMARY KEY); \
+             INSERT INTO public.victim SELECT generate_series(1, 9)",
+        )
+        .await?;
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "commit",
+            &["COMMIT", "DELETE FROM public.victim WHERE id = 4"],
+        ),
+        (
+            "rollback",
+            &["ROLLBACK", "DELETE FROM public.victim WHERE id = 5"],
+        ),
+        (
+            "release",
+            &[
+                "RELEASE SAVEPOINT pgrollout_smoke",
+                "DELETE FROM public.victim WHERE id = 6",
+            ],
+        ),
+        (
+            "chain",
+            &[
+                "COMMIT AND CHAIN",
+                "BEGIN",
+                "DELETE FROM public.victim WHERE id = 7",
+            ],
+        ),
+        (
+            "rollback_then_do",
+            &[
+                "ROLLBACK",
+                "ROLLBACK",
+                "DO $$ BEGIN DELETE FROM public.victim WHERE id = 8; COMMIT; END $$",
+            ],
+        ),
+    ];
+    for (name, calls) in cases {
+        let job_id = format!("j-{name}");
+        let function = format!("hostile_{name}");
+        scenario
+            .send(controller_message::Body::Offer(offer_with_smoke(
+                &job_id, &function, calls,
+            )))
+            .await?;
+        assert!(matches!(
+            scenario.next_significant().await?,
+            Body::Accept(_)
+        ));
+        let result = scenario.result_of(&job_id).await?;
+        assert_eq!(
+            result.outcome(),
+            Outcome::DeployFailed,
+            "{name}: {}",
+            result.message
+        );
+        assert!(
+            result
+                .message
+                .contains("ended or left the agent's transaction")
+                && result
+                    .message
+                    .contains("nothing of this deploy was committed"),
+            "{name}: {}",
+            result.message
+        );
+        assert!(
+            !result.message.contains("the database is as it was"),
+            "{name}: {}",
+            result.message
+        );
+        let victims: i64 = client
+            .query_one("SELECT count(*) FROM public.victim", &[])
+            .await?
+            .get(0);
+        assert_eq!(victims, 9, "{name}: no victim row deleted");
+        let routine: Option<String> = client
+            .query_one(
+                "SELECT to_regprocedure($1)::text",
+                &[&format!("public.{function}()")],
+            )
+            .await?
+            .get(0);
+        assert_eq!(routine, None, "{name}: the routine was not created");
+        let ledger: Option<String> = client
+            .query_one("SELECT to_regclass('pgrollout.ledger')::text", &[])
+            .await?
+            .get(0);
+        let ledger_rows: i64 = match ledger {
+            None => 0,
+            Some(_) => client
+                .query_one(
+                    "SELECT count(*) FROM pgrollout.ledger WHERE job_id = $1",
+                    &[&job_id],
+                )
+                .await?
+                .get(0),
+        };
+        assert_eq!(ledger_rows, 0, "{name}: no ledger row");
+    }
+    Ok(())
+}

@@ -263,14 +263,15 @@ async fn a_failing_post_commit_smoke_test_restores_the_backup_and_exits_3() -> R
     assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
     let v1 = definition(&client).await?.context("v1 live")?;
 
-    // Passes inside the deploy transaction (which has an xid: it ran DDL)
-    // and fails on the fresh post-commit connection, which has none.
-    // (The check comes before the body's INSERT, which would assign an xid.)
+    // Passes on the deploy's connection (which holds the deploy's advisory
+    // lock) and fails on the fresh post-commit connection, which does not.
+    // (Every agent transaction now has an xid: its seal, see txn_seal.)
     stack.write_procedure(
         "probe.sql",
         &probe_sql("-- v2").replace(
             "BEGIN\n",
-            "BEGIN\n  IF pg_current_xact_id_if_assigned() IS NULL THEN RAISE EXCEPTION 'fails outside the deploy'; END IF;\n",
+            "BEGIN\n  IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) \
+             THEN RAISE EXCEPTION 'fails outside the deploy'; END IF;\n",
         ),
     )?;
     let out = stack.cli(&["deploy", "probe", "dev"]).await?;

@@ -333,12 +333,13 @@ async fn the_automatic_rollback_after_a_failing_post_commit_smoke_test_is_exact_
     let client = stack.zone("dev").pg.connect().await?;
     client.batch_execute(HAND_MADE).await?;
     let before = exact(&client, SIGNATURE).await?;
-    // Passes inside the deploy transaction (which has an xid: it ran DDL),
-    // fails on the fresh post-commit connection, which has none.
+    // Passes on the deploy's connection (it holds the deploy's advisory
+    // lock), fails on the fresh post-commit connection, which does not.
     stack.write_procedure(
         "secure_total.sql",
         "CREATE OR REPLACE FUNCTION public.secure_total(p integer) RETURNS integer\nLANGUAGE plpgsql AS $$\nBEGIN\n  \
-         IF pg_current_xact_id_if_assigned() IS NULL THEN RAISE EXCEPTION 'fails outside the deploy'; END IF;\n  \
+         IF NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) \
+         THEN RAISE EXCEPTION 'fails outside the deploy'; END IF;\n  \
          RETURN p * 3;\nEND\n$$;\n",
     )?;
     stack.write_procedure("secure_total.toml", SIDECAR)?;

@@ -42,7 +42,7 @@ async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobF
         "deploy lock held".into()
     })
     .await?;
-    simple(&conn, "BEGIN").await?;
+    super::txn_seal::begin(&conn).await?;
     let checked = async {
         ctx.event("dry-run-apply", StepStatus::Started, "", 0, Vec::new());
         let started = Instant::now();
@@ -63,8 +63,12 @@ async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobF
         Ok::<_, JobFailure>((findings, warning))
     }
     .await;
+    let sealed = super::txn_seal::confirm(&conn).await;
     // Always: a dry run never leaves anything behind.
     let _ = conn.client.batch_execute("ROLLBACK").await;
+    sealed.map_err(|why| {
+        JobFailure::deploy(super::txn_seal::escaped_message("the dry run's SQL", &why))
+    })?;
     let (findings, warning) = checked?;
     let errors = findings.iter().filter(|f| f.level == "error").count();
     let message = if errors == 0 {

@@ -21,7 +21,8 @@ use super::apply::{self, smoke_summary};
 use super::preopen::PreOpened;
 use super::replace;
 use super::{
-    deploy_each, failed_result, restore, smoke_runner::run_smoke_tests_at, JobContext, JobFailure,
+    deploy_each, failed_result, restore, smoke_runner::run_smoke_tests_at, txn_seal, JobContext,
+    JobFailure,
 };
 use crate::backup::WrittenBackup;
 use crate::sql::{self, describe_error, TargetConnection};
@@ -104,7 +105,7 @@ async fn deploy(
     // The post-commit smoke test's own connection, opened while the
     // transaction runs rather than after COMMIT.
     let post_commit = PreOpened::start(ctx);
-    simple(&conn, "BEGIN").await?;
+    txn_seal::begin(&conn).await?;
     let InTransaction {
         applied,
         written,
@@ -114,8 +115,16 @@ async fn deploy(
     } = match apply_in_transaction(ctx, &mut conn, routines).await {
         Ok(done) => done,
         Err(failed) => {
+            // "As it was" only while the transaction is known to be the
+            // sealed one the agent opened; else find out what became of it.
+            let escaped = conn.escaped();
             // On a broken connection the server rolls back by itself.
             let _ = conn.client.batch_execute("ROLLBACK").await;
+            if let Some(why) = escaped {
+                return Err(
+                    super::escaped::after_deploy_escape(ctx, &mut conn, failed, &why).await,
+                );
+            }
             ctx.event(
                 "rollback",
                 StepStatus::Succeeded,
@@ -406,11 +415,23 @@ pub(super) async fn smoke_step(
     // Every caller runs this inside a transaction: the deploy's own calls are
     // kept out of the statistics a post-deploy watch compares (issue 23).
     let counted = crate::sql::watch_stats::stop_counting_calls(&conn.client).await;
-    let reports = match counted {
+    let ran = match counted {
         Ok(_) => run_smoke_tests_at(conn, routines, oids, phase).await,
         Err(error) => Err(error),
+    };
+    // The calls are the project's SQL: is the transaction still the agent's?
+    if let Err(why) = txn_seal::confirm_after_calls(conn).await {
+        let failure = JobFailure::deploy(txn_seal::escaped_message("a smoke test call", &why));
+        ctx.event(
+            step,
+            StepStatus::Failed,
+            &failure.message,
+            super::millis(started.elapsed()),
+            Vec::new(),
+        );
+        return Err(failure);
     }
-    .map_err(|e| {
+    let reports = ran.map_err(|e| {
         JobFailure::deploy(format!(
             "smoke test could not run: {}",
             describe_error(&e, None)
@@ -576,7 +597,7 @@ async fn post_commit_smoke(
             return Err(failure);
         }
     };
-    simple(&fresh, "BEGIN").await?;
+    txn_seal::begin(&fresh).await?;
     let reports = smoke_step(
         ctx,
         &mut fresh,

@@ -13,7 +13,7 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::routine::Routine;
 
 use super::apply;
-use super::deploy::{simple, smoke_step, verify_after_commit, Failed};
+use super::deploy::{smoke_step, verify_after_commit, Failed};
 use super::replace;
 use super::{JobContext, JobFailure};
 use crate::sql::{self, describe_error, TargetConnection};
@@ -96,7 +96,15 @@ pub async fn run(
                     ledger_ids.extend(ids);
                     smoke.extend(reports);
                 }
-                Err((failure, reports)) => {
+                Err((mut failure, reports)) => {
+                    // Never "rolled back" unless it is the sealed transaction.
+                    if let Some(why) = conn.escaped() {
+                        failure.message = format!(
+                            "{}; {}",
+                            failure.message,
+                            super::txn_seal::escaped_message("a smoke test call", &why)
+                        );
+                    }
                     let _ = conn.client.batch_execute("ROLLBACK").await;
                     blocked[index] = true;
                     outcomes[index].status = "failed".into();
@@ -173,7 +181,7 @@ async fn deploy_one(
             .map_err(plain)?;
         return Ok((applied, ids, Vec::new()));
     }
-    simple(conn, "BEGIN").await.map_err(plain)?;
+    super::txn_seal::begin(conn).await.map_err(plain)?;
     let previous: Vec<&crate::sql::RoutineSnapshot> = before.previous.iter().collect();
     let recreated = replace::create_changed(ctx, conn, routine, &previous)
         .await

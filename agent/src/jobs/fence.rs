@@ -30,7 +30,13 @@ impl JobContext {
             return Err(JobFailure::deploy(self.fenced_message(silent)));
         }
         self.fence.committing.store(true, Ordering::SeqCst);
-        let committed = conn.client.batch_execute("COMMIT").await.map_err(|e| {
+        // A sealed transaction (`txn_seal`) is unsealed in the same request.
+        let statement = match conn.sealed_xid() {
+            Some(_) => super::txn_seal::UNSEAL_AND_COMMIT,
+            None => "COMMIT",
+        };
+        conn.set_sealed_xid(None);
+        let committed = conn.client.batch_execute(statement).await.map_err(|e| {
             JobFailure::deploy(format!("COMMIT failed: {}", describe_error(&e, None)))
         });
         if last && committed.is_ok() {

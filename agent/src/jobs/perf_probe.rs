@@ -25,7 +25,7 @@ use pgrollout_shared::routine::Routine;
 use pgrollout_shared::test_reports::{perf_line, perf_refusal};
 
 use super::apply;
-use super::deploy::{error_chain, simple, take_deploy_lock};
+use super::deploy::{error_chain, take_deploy_lock};
 use super::{failed_result, JobContext, JobFailure};
 use crate::sql::{self, describe_error, TargetConnection};
 
@@ -143,7 +143,7 @@ struct Baseline {
 
 /// A transaction whose calls PostgreSQL does not count for a watch.
 async fn begin_uncounted(conn: &TargetConnection) -> Result<(), JobFailure> {
-    simple(conn, "BEGIN").await?;
+    super::txn_seal::begin(conn).await?;
     crate::sql::watch_stats::stop_counting_calls(&conn.client)
         .await
         .map(|_| ())
@@ -222,7 +222,7 @@ async fn measure(
                 .map_err(|e| format!("the call failed on the old definition: {e}")),
         });
     }
-    let _ = conn.client.batch_execute("ROLLBACK").await;
+    confirm_then_rollback(conn).await?;
 
     // The NEW set: every routine of the plan applied, in deploy order.
     begin_uncounted(conn).await?;
@@ -247,7 +247,7 @@ async fn measure(
                 .map_err(|e| format!("the call failed on the new definition: {e}")),
         });
     }
-    let _ = conn.client.batch_execute("ROLLBACK").await;
+    confirm_then_rollback(conn).await?;
 
     Ok(probed
         .iter()
@@ -275,6 +275,19 @@ async fn measure(
             report
         })
         .collect())
+}
+
+/// Ends a set: confirms the calls left the sealed transaction in place
+/// (`txn_seal`), then rolls it back; a call that ended it stops the job.
+async fn confirm_then_rollback(conn: &TargetConnection) -> Result<(), JobFailure> {
+    let sealed = super::txn_seal::confirm(conn).await;
+    let _ = conn.client.batch_execute("ROLLBACK").await;
+    sealed.map_err(|why| {
+        JobFailure::deploy(super::txn_seal::escaped_message(
+            "a [perf] probe call",
+            &why,
+        ))
+    })
 }
 
 /// The OLD definition of each routine: this plan's latest deploy row in the

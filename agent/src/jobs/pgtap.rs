@@ -11,7 +11,6 @@ use pgrollout_shared::proto::PgtapReport;
 use pgrollout_shared::routine::{PgtapScript, Routine};
 use tokio_postgres::types::Type;
 
-use super::deploy::simple;
 use super::{JobContext, JobFailure};
 use crate::sql::static_checks::extension_schema;
 use crate::sql::{describe_error, TargetConnection};
@@ -63,7 +62,7 @@ async fn run_script(
 ) -> Result<PgtapReport, JobFailure> {
     let mut output = Vec::new();
     let mut error = String::new();
-    simple(conn, "BEGIN").await?;
+    super::txn_seal::begin(conn).await?;
     for (index, statement) in script.statements.iter().enumerate() {
         if let Some(keyword) = ends_the_transaction(statement) {
             error = format!(
@@ -91,6 +90,10 @@ async fn run_script(
                 );
                 break;
             }
+        }
+        if let Err(why) = super::txn_seal::confirm(conn).await {
+            error = super::txn_seal::escaped_message(&format!("statement {}", index + 1), &why);
+            break;
         }
     }
     // Always: a test never leaves anything behind.

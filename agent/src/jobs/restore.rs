@@ -17,6 +17,19 @@ use super::{JobContext, JobFailure};
 use crate::backup::WrittenBackup;
 use crate::sql::{self, TargetConnection};
 
+/// The automatic rollback of a deploy whose transaction a smoke call
+/// committed behind the agent's back (`escaped`): the same restore, from
+/// the deploy's ledger rows and backup.
+pub async fn restore_committed(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+) -> Result<usize, JobFailure> {
+    ctx.step("auto-rollback", restore(ctx, conn), |count| {
+        format!("{count} routine(s) restored exactly (definition, owner, ACL, comment)")
+    })
+    .await
+}
+
 pub async fn restore_backup(
     ctx: &JobContext,
     conn: &mut TargetConnection,
@@ -94,8 +107,10 @@ async fn restore(ctx: &JobContext, conn: &mut TargetConnection) -> Result<usize,
     .await;
     match applied {
         Ok(applied) => {
+            // The restore's transaction is sealed (it runs smoke tests).
+            conn.set_sealed_xid(None);
             conn.client
-                .batch_execute("COMMIT")
+                .batch_execute(super::txn_seal::UNSEAL_AND_COMMIT)
                 .await
                 .map_err(|e| database("COMMIT of the automatic rollback failed", &e))?;
             for warning in &warnings {

@@ -73,7 +73,7 @@ pub async fn prepare_and_apply(
         .await
         .map_err(|e| database("cannot read the session's role", &e))?;
 
-    session::simple(conn, "BEGIN").await?;
+    super::txn_seal::begin(conn).await?;
     progress.at("backup");
     let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
     let (current, written) = session::backup(ctx, conn, &reversal.job_id, &identities).await?;

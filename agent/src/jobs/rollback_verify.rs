@@ -10,7 +10,7 @@ use pgrollout_shared::routine::Routine;
 
 use super::rollback_plan::Planned;
 use super::rollback_sources::Candidate;
-use super::session::{self, database, Stopped};
+use super::session::{database, Stopped};
 use super::smoke_runner::{millis, run_smoke_tests};
 use super::{JobContext, JobFailure};
 use crate::sql::{self, exact_restore::ExactOutcome, RoutineSnapshot, TargetConnection};
@@ -67,7 +67,7 @@ pub async fn smoke_on_fresh_connection(
         let mut fresh = sql::connect(&ctx.target, &ctx.config.timeouts)
             .await
             .map_err(|e| JobFailure::deploy(super::deploy::error_chain(&e)))?;
-        session::simple(&fresh, "BEGIN").await?;
+        super::txn_seal::begin(&fresh).await?;
         let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
         let live = sql::snapshot_routines(&fresh.client, &identities)
             .await

@@ -4,9 +4,9 @@
 use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
 
-use super::deploy::{error_chain, simple};
+use super::deploy::error_chain;
 use super::smoke_runner::run_smoke_tests;
-use super::{failed_result, JobContext, JobFailure};
+use super::{failed_result, txn_seal, JobContext, JobFailure};
 use crate::sql::{self, describe_error};
 
 pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
@@ -23,11 +23,17 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
             )
             .await?;
         ctx.event("smoke", StepStatus::Started, "", 0, Vec::new());
-        simple(&conn, "BEGIN").await?;
-        let reports = run_smoke_tests(&mut conn, routines, "standalone")
-            .await
-            .map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
+        txn_seal::begin(&conn).await?;
+        let ran = run_smoke_tests(&mut conn, routines, "standalone").await;
+        let sealed = txn_seal::confirm(&conn).await;
         let _ = conn.client.batch_execute("ROLLBACK").await;
+        if let Err(why) = sealed {
+            return Err(JobFailure::deploy(txn_seal::escaped_message(
+                "a smoke test call",
+                &why,
+            )));
+        }
+        let reports = ran.map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
         let passed = reports.iter().all(|r| r.passed);
         let status = if passed {
             StepStatus::Succeeded

@@ -41,7 +41,12 @@ pub async fn run_calls(
     conn.take_notices();
     let prepared = prepare_all(&conn.client, tests).await?;
     let ran = run_prepared(&conn.client, tests, &prepared).await?;
-    if !conn.take_notices().is_empty() {
+    // The guard's `BEGIN` warns inside the transaction: not a call's notice.
+    if conn
+        .take_notices()
+        .iter()
+        .any(|notice| !super::txn_seal::is_guard_notice(notice))
+    {
         return Ok(None);
     }
     let checks = tests
@@ -156,6 +161,9 @@ async fn run_prepared(
                 Request::Command(open_savepoint(test)),
                 Request::Call(statement),
                 Request::Command(CLOSE_SAVEPOINT.to_owned()),
+                // Keeps the calls behind this one out of autocommit should
+                // it have ended the transaction (`txn_seal`).
+                Request::Command(super::txn_seal::GUARD.to_owned()),
             ]
             .map(|request| send(client, request))
         })

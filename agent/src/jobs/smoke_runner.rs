@@ -188,8 +188,7 @@ pub(super) fn open_savepoint(test: &SmokeTest) -> String {
     )
 }
 
-pub(super) const CLOSE_SAVEPOINT: &str =
-    "ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke";
+pub(super) use super::txn_seal::CLOSE_SAVEPOINT;
 
 /// Expected type name → its oid, `None` when the database knows no such type.
 pub(super) type ExpectedTypes = HashMap<String, Option<u32>>;

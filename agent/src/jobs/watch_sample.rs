@@ -64,7 +64,7 @@ async fn sample(ctx: &JobContext, spec: &WatchSampleSpec) -> Result<WatchSample,
     let sampled_at_unix_ms = now_unix_ms();
     let (probes, probe_calls_excluded) = probe(&mut conn, spec)
         .await
-        .map_err(|e| format!("probing failed: {}", describe_error(&e, None)))?;
+        .map_err(|e| format!("probing failed: {e}"))?;
     Ok(WatchSample {
         sampled_at_unix_ms,
         track_functions,
@@ -79,10 +79,16 @@ async fn sample(ctx: &JobContext, spec: &WatchSampleSpec) -> Result<WatchSample,
 async fn probe(
     conn: &mut TargetConnection,
     spec: &WatchSampleSpec,
-) -> Result<(Vec<pgrollout_shared::proto::SmokeReport>, bool), tokio_postgres::Error> {
-    conn.client.batch_execute("BEGIN").await?;
-    let excluded = watch_stats::stop_counting_calls(&conn.client).await?;
+) -> Result<(Vec<pgrollout_shared::proto::SmokeReport>, bool), String> {
+    let db = |e: tokio_postgres::Error| describe_error(&e, None);
+    super::txn_seal::begin_client(conn).await.map_err(db)?;
+    let excluded = watch_stats::stop_counting_calls(&conn.client)
+        .await
+        .map_err(db)?;
     let reports = run_smoke_tests(conn, &spec.probes, "watch").await;
+    let sealed = super::txn_seal::confirm(conn).await;
     let _ = conn.client.batch_execute("ROLLBACK").await;
-    Ok((reports?, excluded))
+    sealed
+        .map_err(|why| super::txn_seal::escaped_message("a watch probe (smoke test call)", &why))?;
+    Ok((reports.map_err(db)?, excluded))
 }

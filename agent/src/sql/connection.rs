@@ -20,9 +20,44 @@ use pgrollout_shared::errors::error_chain;
 pub struct TargetConnection {
     pub client: Client,
     notices: mpsc::UnboundedReceiver<DbError>,
+    /// The id of the sealed transaction open on it (`jobs::txn_seal`).
+    sealed_xid: std::sync::Mutex<Option<String>>,
+    /// Why project SQL run on it was found to have ended or left that
+    /// transaction, once a check after the calls found so.
+    escaped: std::sync::Mutex<Option<String>>,
 }
 
 impl TargetConnection {
+    /// Remembers the sealed transaction just opened (`None`: none).
+    pub fn set_sealed_xid(&self, xid: Option<String>) {
+        if xid.is_some() {
+            // A new transaction: nothing has escaped it yet.
+            *self.escaped.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        *self.sealed_xid.lock().unwrap_or_else(|p| p.into_inner()) = xid;
+    }
+
+    /// Records that project SQL ended or left the sealed transaction.
+    pub fn set_escaped(&self, why: String) {
+        *self.escaped.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Why the sealed transaction was found gone after project SQL ran.
+    pub fn escaped(&self) -> Option<String> {
+        self.escaped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The id of the last sealed transaction opened on this connection.
+    pub fn sealed_xid(&self) -> Option<String> {
+        self.sealed_xid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Notices received since the last call. The connection task forwards a
     /// notice before it completes the query that raised it, so after a query
     /// has returned, its notices are already here.
@@ -158,7 +193,12 @@ where
             }
         }
     });
-    Ok(TargetConnection { client, notices })
+    Ok(TargetConnection {
+        client,
+        notices,
+        sealed_xid: Default::default(),
+        escaped: Default::default(),
+    })
 }
 
 fn database_error(target: &TargetConfig, reason: String) -> ConnectError {

@@ -480,7 +480,8 @@ fn validate(
     })
 }
 
-/// The request's plan, checked: within the limit, every routine valid, its
+/// The request's plan, checked: within the limit, every routine valid (its
+/// smoke, probe and test SQL unable to leave the agent's transaction), its
 /// id matching its content, and an environment named.
 pub(super) fn validate_plan(
     request: &DeployRequest,
@@ -504,6 +505,8 @@ pub(super) fn validate_plan(
     }
     let routines = routines_from_wire(plan.routines.clone())
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // The CLI refused these already; a hand-made client must not skip it.
+    crate::project::hostile_sql::check_routines(&routines).map_err(Status::invalid_argument)?;
     let computed = plan_id(&plan.routines);
     if computed != plan.plan_id {
         return Err(Status::invalid_argument(format!(

@@ -156,6 +156,8 @@ fn validate(
     }
     let routines = routines_from_wire(request.routines)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // The probes are smoke calls: the same rule as a plan's, at the edge.
+    crate::project::hostile_sql::check_routines(&routines).map_err(Status::invalid_argument)?;
     let every = Duration::from_millis(request.every_ms);
     if every < EVERY.0 || every > EVERY.1 {
         return invalid(format!(

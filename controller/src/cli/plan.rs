@@ -67,6 +67,9 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
             routine.schema, routine.name, routine.source_path
         );
     }
+    for warning in crate::project::definer::plan_warnings(&plan.routines) {
+        println!("  warning: {warning}");
+    }
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => return fail(code, &message),

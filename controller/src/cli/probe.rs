@@ -122,6 +122,11 @@ async fn run(
     let count = routines.len();
     let label = args.procedures.join(",");
     let plan = build_plan(routines, &label, &commit_of(&args.project));
+    if matches!(call, ControlCall::Check) {
+        for warning in crate::project::definer::plan_warnings(&plan.routines) {
+            println!("  warning: {warning}");
+        }
+    }
     let what = match call {
         ControlCall::Check => "checking",
         _ => "probing the performance of",

@@ -8,7 +8,9 @@
 //! matching on the text, and syntax errors — including those in PL/pgSQL
 //! bodies — are reported with file and line before anything is deployed.
 
+pub mod definer;
 mod error;
+pub mod hostile_sql;
 mod parse_sql;
 mod pgtap;
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! The agent runs the statements in a transaction of its own that it always
 //! rolls back, so the file's own `BEGIN` / `ROLLBACK` (as `pg_prove` files
 //! write them) are dropped, and anything that would end the agent's
-//! transaction early — `COMMIT`, `END`, `PREPARE TRANSACTION` — is refused:
-//! a test must never leave a change behind.
+//! transaction early — `COMMIT`, `END`, `PREPARE TRANSACTION` — or escape
+//! it is refused (`hostile_sql`): a test must never leave a change behind.
 
 use std::path::Path;
 
@@ -13,6 +13,7 @@ use pg_query::protobuf::{node::Node as NodeKind, TransactionStmtKind};
 use pgrollout_shared::routine::PgtapScript;
 
 use super::error::{ProjectError, SourceLocation};
+use super::hostile_sql;
 use super::parse_sql::syntax_error;
 
 /// Reads and splits the pgTAP file at project-relative `path`, named by the
@@ -71,27 +72,17 @@ pub fn split(path: &str, text: &str) -> Result<PgtapScript, ProjectError> {
         let statement = text.get(start..end).unwrap_or_default().trim();
         let node = raw.stmt.as_ref().and_then(|s| s.node.as_ref());
         if let Some(NodeKind::TransactionStmt(transaction)) = node {
-            match TransactionStmtKind::try_from(transaction.kind) {
-                // pg_prove's wrapper: the agent's own transaction replaces it.
-                Ok(TransactionStmtKind::TransStmtBegin)
-                | Ok(TransactionStmtKind::TransStmtStart)
-                | Ok(TransactionStmtKind::TransStmtRollback) => continue,
-                Ok(
-                    TransactionStmtKind::TransStmtSavepoint
-                    | TransactionStmtKind::TransStmtRelease
-                    | TransactionStmtKind::TransStmtRollbackTo,
-                ) => {}
-                _ => {
-                    return Err(invalid(
-                        start,
-                        format!(
-                            "{statement:?} would end the test transaction: pgrollout runs pgTAP \
-                             files in a transaction it always rolls back, so a test cannot commit"
-                        ),
-                    ))
-                }
+            // pg_prove's wrapper: the agent's own transaction replaces it.
+            if matches!(
+                TransactionStmtKind::try_from(transaction.kind),
+                Ok(TransactionStmtKind::TransStmtBegin
+                    | TransactionStmtKind::TransStmtStart
+                    | TransactionStmtKind::TransStmtRollback)
+            ) {
+                continue;
             }
         }
+        hostile_sql::check_pgtap_statement(statement, node).map_err(|why| invalid(start, why))?;
         statements.push(statement.to_owned());
     }
     if statements.is_empty() {
@@ -130,7 +121,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .starts_with("t.sql:2:1: \"COMMIT\" would end"),
+                .starts_with("t.sql:2:1: COMMIT (transaction control) would end"),
             "{error}"
         );
         let error = split("t.sql", "SELECT 1;\n\\set ECHO none\n").expect_err("psql");

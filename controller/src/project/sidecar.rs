@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{ProjectError, SourceLocation};
+use super::hostile_sql;
 use super::parse_sql::ParsedRoutine;
 use super::routine_name::RoutineName;
 
@@ -150,7 +151,8 @@ pub fn parse_sidecar(
                 format!("two smoke tests are named {name:?}; give each a distinct name"),
             ));
         }
-        check_call(entry.call.get_ref()).map_err(|reason| invalid(entry.call.span(), reason))?;
+        hostile_sql::check_call(entry.call.get_ref())
+            .map_err(|reason| invalid(entry.call.span(), reason))?;
         let routine_index = match &entry.routine {
             Some(routine) => match_routine(routine.get_ref(), routines)
                 .map_err(|reason| invalid(routine.span(), reason))?,
@@ -260,7 +262,8 @@ fn perf_probe(
     routines: &[ParsedRoutine],
     invalid: &impl Fn(std::ops::Range<usize>, String) -> ProjectError,
 ) -> Result<(usize, PerfProbe), ProjectError> {
-    check_call(entry.call.get_ref()).map_err(|reason| invalid(entry.call.span(), reason))?;
+    hostile_sql::check_call(entry.call.get_ref())
+        .map_err(|reason| invalid(entry.call.span(), reason))?;
     let runs = match &entry.runs {
         Some(runs) if *runs.get_ref() == 0 || *runs.get_ref() > MAX_PERF_RUNS => {
             return Err(invalid(
@@ -323,23 +326,6 @@ fn match_routine(written: &str, routines: &[ParsedRoutine]) -> Result<usize, Str
             "routine {written:?} matches several overloads ({}); add the argument types, e.g. {:?}",
             defined(),
             routines[matching[0]].identity.to_string()
-        )),
-    }
-}
-
-/// A smoke test call must be one statement PostgreSQL can parse.
-fn check_call(call: &str) -> Result<(), String> {
-    let parsed = pg_query::parse(call, 0).map_err(|error| match error {
-        pg_query::Error::Parse(message) => format!("the call does not parse: {message}"),
-        other => format!("the call does not parse: {other}"),
-    })?;
-    match parsed.protobuf.stmts.len() {
-        1 => Ok(()),
-        0 => {
-            Err("the call is empty: write e.g. SELECT * FROM addarc('M-0001', 'M-0002')".to_owned())
-        }
-        count => Err(format!(
-            "the call holds {count} statements; a smoke test runs exactly one"
         )),
     }
 }

@@ -145,11 +145,30 @@ async fn evaluate_one(
 ) -> Result<GateResult, StoreError> {
     let short = &input.plan_id[..input.plan_id.len().min(12)];
     Ok(match gate {
-        GateName::Syntax => GateResult::passed(
-            gate,
-            "every statement was parsed by PostgreSQL's parser (PL/pgSQL bodies by its PL/pgSQL parser) before the plan was built; \
-             the dry-run apply on this environment's database runs just before the deploy",
-        ),
+        GateName::Syntax => {
+            let definers = crate::project::definer::plan_warnings(input.routines);
+            match (definers.is_empty(), environment.require_search_path) {
+                (false, true) => GateResult::failed(
+                    gate,
+                    format!(
+                        "require_search_path is set for this environment: {}",
+                        definers.join("; ")
+                    ),
+                ),
+                (empty, _) => GateResult::passed(
+                    gate,
+                    format!(
+                        "every statement was parsed by PostgreSQL's parser (PL/pgSQL bodies by its PL/pgSQL parser) before the plan was built; \
+                         the dry-run apply on this environment's database runs just before the deploy{}",
+                        if empty {
+                            String::new()
+                        } else {
+                            format!("; warning: {}", definers.join("; "))
+                        }
+                    ),
+                ),
+            }
+        }
         GateName::TestsPassed => tests_passed::evaluate(store, environment, input).await?,
         GateName::PromotedFrom => {
             let from = environment.promote_from.as_deref().unwrap_or_default();
