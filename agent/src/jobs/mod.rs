@@ -4,6 +4,7 @@
 
 mod after_deploy;
 mod apply;
+mod audit_anchors;
 mod check;
 mod deploy;
 mod deploy_each;
@@ -254,6 +255,7 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
             JobKind::WatchSample(spec) => watch_sample::run(&context, spec).await,
             JobKind::Check { routines } => check::run(&context, routines).await,
             JobKind::PerfProbe { routines } => perf_probe::run(&context, routines).await,
+            JobKind::AuditAnchors => audit_anchors::run(&context).await,
         }
     };
     let work = work.instrument(context.spans.job().clone());

@@ -1,22 +1,44 @@
 //! The ledger table in each target: created on first use, written in the same
 //! transaction as the change, read to make a redelivered job a no-op.
 
+use pgrollout_shared::audit_anchor::AuditHead;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use super::quote_identifier;
 use super::snapshot::RoutineSnapshot;
 
-/// Creates the ledger schema and table if they are missing. Runs inside the
-/// deploy transaction, so a failed first deploy leaves no trace either.
+/// Creates the ledger schema and table if they are missing, and brings a
+/// ledger created by an older agent up to date (reversal columns, audit
+/// anchors). Runs inside the deploy transaction, so a failed first deploy
+/// leaves no trace either.
 pub async fn ensure_ledger(client: &Client, schema: &str) -> Result<(), tokio_postgres::Error> {
     // Check first: CREATE SCHEMA IF NOT EXISTS still demands CREATE on the
-    // database, which a deploy role may rightly lack once the ledger exists.
-    if ledger_exists(client, schema).await? {
-        return Ok(());
-    }
-    let ddl = include_str!("ledger_ddl.sql").replace("{schema}", &quote_identifier(schema));
-    client.batch_execute(&ddl).await
+    // database, which a deploy role may rightly lack once the ledger exists;
+    // and ALTER TABLE locks the ledger even when there is nothing to add. The
+    // newest column stands for every column the upgrade adds.
+    let table = format!("{}.ledger", quote_identifier(schema));
+    let row = client
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attname = 'audit_hash' AND NOT attisdropped)",
+            &[(&table, Type::TEXT)],
+        )
+        .await?;
+    let (exists, current): (bool, bool) = (row.get(0), row.get(1));
+    let ddl = match (exists, current) {
+        (true, true) => return Ok(()),
+        (false, _) => include_str!("ledger_ddl.sql"),
+        (true, false) => include_str!("ledger_upgrade.sql"),
+    };
+    client
+        .batch_execute(&ddl.replace("{schema}", &quote_identifier(schema)))
+        .await
+}
+
+/// The audit anchor's two query parameters (NULL when the job carried none).
+pub fn anchor_params(head: Option<&AuditHead>) -> (Option<i64>, Option<String>) {
+    (head.map(|h| h.seq), head.map(|h| h.hash.clone()))
 }
 
 /// Ledger ids already recorded for this job, empty when it never applied.
@@ -76,6 +98,8 @@ pub struct LedgerJob<'a> {
     pub commit_sha: &'a str,
     pub backup_path: &'a str,
     pub backup_sha256: &'a str,
+    /// The controller's audit head the job carried: recorded as an anchor.
+    pub audit_head: Option<&'a AuditHead>,
 }
 
 /// Inserts every row of a job in one statement; returns the ledger ids.
@@ -101,6 +125,7 @@ pub async fn insert_ledger_rows(
     let new_comment = column(&|r| r.new.comment.clone());
     let new_sha = column(&|r| r.new.definition_sha256());
     let sql = include_str!("ledger_insert.sql").replace("{schema}", &quote_identifier(schema));
+    let (audit_seq, audit_hash) = anchor_params(job.audit_head);
     let text = Type::TEXT;
     let array = Type::TEXT_ARRAY;
     let result = client
@@ -129,6 +154,8 @@ pub async fn insert_ledger_rows(
                 (&new_acl, array.clone()),
                 (&new_comment, array.clone()),
                 (&new_sha, array),
+                (&audit_seq, Type::INT8),
+                (&audit_hash, text),
             ],
         )
         .await?;

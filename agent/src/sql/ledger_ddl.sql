@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger (
     new_identity        text,
     -- Where a rollback's definition came from, an emergency's reason, …
     note                text,
+    -- The controller's audit log head when the job was offered (issue 13):
+    -- an anchor of its audit chain held outside the controller. NULL when the
+    -- job carried none. Older ledgers get these from ledger_upgrade.sql.
+    audit_seq           bigint,
+    audit_hash          text,
     -- A job touches each routine once: this is what makes a redelivered job
     -- unable to apply twice, even if the lookup before it were skipped.
     UNIQUE (job_id, identity)

@@ -3,6 +3,7 @@
 //! reloadable security policy (reload).
 
 pub mod after_deploy;
+pub mod audit_anchors;
 pub mod clock;
 pub mod dry_run;
 pub mod followers;

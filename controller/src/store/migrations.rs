@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_scheduled_requests.sql"),
     include_str!("migrations/0007_perf_probes.sql"),
     include_str!("migrations/0008_watches.sql"),
+    include_str!("migrations/0011_audit_mac.sql"),
 ];
 
 /// Applies every migration newer than the store's version, each in its own
