@@ -30,6 +30,9 @@ pub struct ControllerConfig {
     pub operators: BTreeMap<String, Vec<OperatorRole>>,
     #[serde(default)]
     pub security: Security,
+    /// Where the audit log's key lives (`crate::store::audit_key`).
+    #[serde(default)]
+    pub audit: AuditSettings,
     #[serde(default)]
     pub limits: Limits,
     /// Slack and webhook channels per environment (`crate::notify`).
@@ -87,10 +90,32 @@ impl OperatorRole {
 #[serde(deny_unknown_fields)]
 pub struct Security {
     /// Revoked identities: SPIFFE ids (`spiffe://…`) or certificate serials
-    /// (`serial:<hex>`). Reloaded without restart; a connected agent that
-    /// becomes revoked is disconnected at once.
+    /// (`serial:<hex>`, or openssl's `serial:01:AB:…`). Reloaded without
+    /// restart; a connected agent that becomes revoked is disconnected at
+    /// once. A malformed entry is reported (error log, audit) and the others
+    /// still apply.
     #[serde(default)]
     pub revoked: Vec<String>,
+}
+
+/// The `[audit]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The HMAC key that authenticates every audit entry. Default: beside the
+    /// store (`<store path>.audit-key`). Keep it where whoever can write the
+    /// store cannot, and back it up: without it no entry verifies.
+    pub key_file: Option<PathBuf>,
+}
+
+impl ControllerConfig {
+    /// The audit key's file, configured or beside the store.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit
+            .key_file
+            .clone()
+            .unwrap_or_else(|| crate::store::default_key_path(&self.store.path))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -407,17 +432,8 @@ impl ControllerConfig {
                 anyhow::bail!("invalid controller config: operators.{name}: names use a-z, 0-9, '-', '_', '.'");
             }
         }
-        for entry in &self.security.revoked {
-            let valid = match entry.strip_prefix("serial:") {
-                Some(serial) => !serial.is_empty() && serial.bytes().all(|b| b.is_ascii_hexdigit()),
-                None => pgrollout_shared::identity::SpiffeId::parse(entry).is_ok(),
-            };
-            if !valid {
-                anyhow::bail!(
-                    "invalid controller config: security.revoked: {entry:?} is neither a spiffe:// id nor serial:<hex>"
-                );
-            }
-        }
+        // `[security] revoked` is not validated here: a malformed entry must
+        // not stop the well-formed ones from applying (auth/revocation.rs).
         if self.limits.max_message_bytes < 64 * 1024 || self.limits.max_routines_per_plan == 0 {
             anyhow::bail!("invalid controller config: limits: max_message_bytes >= 65536 and max_routines_per_plan >= 1");
         }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::audit_anchor::AuditHead;
 use crate::operations::{selector_from_wire, DisableSpec, RollbackSpec, RoutineSelector};
 use crate::perf_target::{targets_from_wire, PerfTarget};
 use crate::proto;
@@ -33,6 +34,9 @@ pub struct Job {
     /// Backups older than this many days are pruned after a successful
     /// deploy; 0 keeps them all.
     pub backup_retention_days: u32,
+    /// The controller's audit head when the job was offered: written into
+    /// every ledger row the job writes, as an anchor of the audit chain.
+    pub audit_head: Option<AuditHead>,
     pub kind: JobKind,
 }
 
@@ -67,6 +71,8 @@ pub enum JobKind {
         routines: Vec<Routine>,
         targets: Vec<PerfTarget>,
     },
+    /// Read the audit anchors the target's ledger holds; change nothing.
+    AuditAnchors,
 }
 
 /// How a multi-routine deploy treats failures, and what runs after it.
@@ -101,6 +107,7 @@ impl JobKind {
             JobKind::WatchSample(_) => "watch_sample",
             JobKind::Check { .. } => "check",
             JobKind::PerfProbe { .. } => "perf_probe",
+            JobKind::AuditAnchors => "audit_anchors",
         }
     }
 
@@ -115,7 +122,8 @@ impl JobKind {
             JobKind::Rollback(_)
             | JobKind::Disable(_)
             | JobKind::Enable(_)
-            | JobKind::History(_) => &[],
+            | JobKind::History(_)
+            | JobKind::AuditAnchors => &[],
         }
     }
 }
@@ -228,6 +236,9 @@ impl TryFrom<proto::JobOffer> for Job {
                 let targets = targets_from_wire(probe.perf_targets)?;
                 (JobKind::PerfProbe { routines, targets }, probe.label)
             }
+            Some(proto::job_offer::Kind::AuditAnchors(_)) => {
+                (JobKind::AuditAnchors, "audit-anchors".to_owned())
+            }
             None => {
                 return Err(InvalidField {
                     field: "kind".into(),
@@ -248,6 +259,7 @@ impl TryFrom<proto::JobOffer> for Job {
             commit_sha: offer.commit_sha,
             label,
             backup_retention_days: offer.backup_retention_days,
+            audit_head: offer.audit_head.map(TryInto::try_into).transpose()?,
             kind,
         })
     }
@@ -306,6 +318,9 @@ impl From<Job> for proto::JobOffer {
                 routines: Some(selector.into()),
             }),
             JobKind::WatchSample(spec) => proto::job_offer::Kind::WatchSample(spec.into()),
+            JobKind::AuditAnchors => {
+                proto::job_offer::Kind::AuditAnchors(proto::AuditAnchorsJob {})
+            }
         };
         proto::JobOffer {
             job_id: job.id,
@@ -321,6 +336,7 @@ impl From<Job> for proto::JobOffer {
             actor: job.actor,
             commit_sha: job.commit_sha,
             backup_retention_days: job.backup_retention_days,
+            audit_head: job.audit_head.map(Into::into),
             kind: Some(kind),
         }
     }

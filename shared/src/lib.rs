@@ -6,6 +6,7 @@
 //! Neither database access nor SQL parsing lives here: the agent alone talks to
 //! databases, and the controller alone parses SQL.
 
+pub mod audit_anchor;
 pub mod config_loader;
 pub mod errors;
 pub mod exit_code;

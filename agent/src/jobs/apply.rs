@@ -358,6 +358,7 @@ pub async fn record(
         commit_sha: &ctx.job.commit_sha,
         backup_path: &backup_path,
         backup_sha256: &backup_sha256,
+        audit_head: ctx.job.audit_head.as_ref(),
     };
     let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
         .await

@@ -4,6 +4,7 @@
 
 mod after_deploy;
 mod apply;
+mod audit_anchors;
 mod check;
 mod deploy;
 mod deploy_each;
@@ -260,6 +261,7 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
             JobKind::PerfProbe { routines, targets } => {
                 perf_probe::run(&context, routines, targets).await
             }
+            JobKind::AuditAnchors => audit_anchors::run(&context).await,
         }
     };
     let work = work.instrument(context.spans.job().clone());

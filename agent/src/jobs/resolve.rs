@@ -75,7 +75,10 @@ async fn resolve(ctx: &JobContext) -> Result<JobResult, JobFailure> {
         0,
         Vec::new(),
     );
-    let read_only = matches!(ctx.job.kind, JobKind::Smoke { .. } | JobKind::History(_));
+    let read_only = matches!(
+        ctx.job.kind,
+        JobKind::Smoke { .. } | JobKind::History(_) | JobKind::AuditAnchors
+    );
     if read_only {
         return Ok(JobResult {
             outcome: Outcome::DeployFailed as i32,

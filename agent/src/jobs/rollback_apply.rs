@@ -383,6 +383,7 @@ async fn record(
         trace_id: &ctx.job.trace.trace_id,
         backup_path: &backup_path,
         backup_sha256: &written.sha256,
+        audit_head: ctx.job.audit_head.as_ref(),
     };
     let ids = sql::insert_reversal_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
         .await

@@ -169,8 +169,10 @@ fn routine_identities(kind: &JobKind) -> Vec<String> {
             routines.iter().map(|r| r.identity.to_string()).collect()
         }
         JobKind::WatchSample(spec) => spec.probes.iter().map(|r| r.identity.to_string()).collect(),
-        JobKind::Rollback(_) | JobKind::Disable(_) | JobKind::Enable(_) | JobKind::History(_) => {
-            Vec::new()
-        }
+        JobKind::Rollback(_)
+        | JobKind::Disable(_)
+        | JobKind::Enable(_)
+        | JobKind::History(_)
+        | JobKind::AuditAnchors => Vec::new(),
     }
 }

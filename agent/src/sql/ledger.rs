@@ -1,40 +1,45 @@
 //! The ledger table in each target: created on first use, written in the same
 //! transaction as the change, read to make a redelivered job a no-op.
 
+use pgrollout_shared::audit_anchor::AuditHead;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use super::quote_identifier;
 use super::snapshot::RoutineSnapshot;
 
-/// Creates the ledger schema and table if they are missing. Runs inside the
-/// deploy transaction, so a failed first deploy leaves no trace either.
+/// Creates the ledger schema and table if they are missing, and brings a
+/// ledger created by an older agent up to date (reversal columns, audit
+/// anchors). Runs inside the deploy transaction, so a failed first deploy
+/// leaves no trace either.
 pub async fn ensure_ledger(client: &Client, schema: &str) -> Result<(), tokio_postgres::Error> {
     // Check first: CREATE SCHEMA IF NOT EXISTS still demands CREATE on the
-    // database, which a deploy role may rightly lack once the ledger exists.
+    // database, which a deploy role may rightly lack once the ledger exists;
+    // and ALTER TABLE locks the ledger even when there is nothing to add. The
+    // newest columns (one per upgrade) stand for every column it adds.
     let table = format!("{}.ledger", quote_identifier(schema));
     let row = client
         .query_typed_one(
             "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute \
-             WHERE attrelid = to_regclass($1) AND attname = 'source_sha256' AND NOT attisdropped)",
+             WHERE attrelid = to_regclass($1) AND attname IN ('audit_hash', 'source_sha256') \
+             AND NOT attisdropped HAVING count(*) = 2)",
             &[(&table, Type::TEXT)],
         )
         .await?;
-    let (exists, has_source): (bool, bool) = (row.get(0), row.get(1));
-    if !exists {
-        let ddl = include_str!("ledger_ddl.sql").replace("{schema}", &quote_identifier(schema));
-        return client.batch_execute(&ddl).await;
-    }
-    if !has_source {
-        // A ledger from before issue 15. Only when missing: ALTER TABLE takes
-        // an ACCESS EXCLUSIVE lock even when there is nothing to add.
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS source_sha256 text"
-            ))
-            .await?;
-    }
-    Ok(())
+    let (exists, current): (bool, bool) = (row.get(0), row.get(1));
+    let ddl = match (exists, current) {
+        (true, true) => return Ok(()),
+        (false, _) => include_str!("ledger_ddl.sql"),
+        (true, false) => include_str!("ledger_upgrade.sql"),
+    };
+    client
+        .batch_execute(&ddl.replace("{schema}", &quote_identifier(schema)))
+        .await
+}
+
+/// The audit anchor's two query parameters (NULL when the job carried none).
+pub fn anchor_params(head: Option<&AuditHead>) -> (Option<i64>, Option<String>) {
+    (head.map(|h| h.seq), head.map(|h| h.hash.clone()))
 }
 
 /// Ledger ids already recorded for this job, empty when it never applied.
@@ -98,6 +103,8 @@ pub struct LedgerJob<'a> {
     pub commit_sha: &'a str,
     pub backup_path: &'a str,
     pub backup_sha256: &'a str,
+    /// The controller's audit head the job carried: recorded as an anchor.
+    pub audit_head: Option<&'a AuditHead>,
 }
 
 /// Inserts every row of a job in one statement; returns the ledger ids.
@@ -125,6 +132,7 @@ pub async fn insert_ledger_rows(
     let source_sha = column(&|r| r.source_sha256.clone());
     let backed_up: Vec<bool> = rows.iter().map(|r| r.backed_up).collect();
     let sql = include_str!("ledger_insert.sql").replace("{schema}", &quote_identifier(schema));
+    let (audit_seq, audit_hash) = anchor_params(job.audit_head);
     let text = Type::TEXT;
     let array = Type::TEXT_ARRAY;
     let result = client
@@ -155,6 +163,8 @@ pub async fn insert_ledger_rows(
                 (&new_sha, array.clone()),
                 (&source_sha, array),
                 (&backed_up, Type::BOOL_ARRAY),
+                (&audit_seq, Type::INT8),
+                (&audit_hash, text),
             ],
         )
         .await?;

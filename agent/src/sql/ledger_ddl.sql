@@ -37,6 +37,11 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger (
     -- grants). With new_* it tells an unchanged routine without re-creating
     -- it; older ledgers get it from ensure_ledger.
     source_sha256       text,
+    -- The controller's audit log head when the job was offered (issue 13):
+    -- an anchor of its audit chain held outside the controller. NULL when the
+    -- job carried none. Older ledgers get these from ledger_upgrade.sql.
+    audit_seq           bigint,
+    audit_hash          text,
     -- A job touches each routine once: this is what makes a redelivered job
     -- unable to apply twice, even if the lookup before it were skipped.
     UNIQUE (job_id, identity)

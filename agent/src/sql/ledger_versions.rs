@@ -10,9 +10,10 @@ use pgrollout_shared::operations::RoutineSelector;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
-use super::ledger::ensure_ledger;
+use super::ledger::{anchor_params, ensure_ledger};
 use super::quote_identifier;
 use super::snapshot::RoutineSnapshot;
+use pgrollout_shared::audit_anchor::AuditHead;
 
 /// One ledger row with both sides of its change.
 #[derive(Clone, Debug)]
@@ -189,27 +190,13 @@ async fn ledger_exists(client: &Client, schema: &str) -> Result<bool, tokio_post
         .get(0))
 }
 
-/// Creates the ledger if it is missing and adds the reversal columns to one
-/// created by an older agent. Runs inside the caller's transaction.
+/// Creates the ledger if it is missing, or brings an older one up to date
+/// (`ensure_ledger` does both). Runs inside the caller's transaction.
 pub async fn ensure_reversal_columns(
     client: &Client,
     schema: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    ensure_ledger(client, schema).await?;
-    let table = format!("{}.ledger", quote_identifier(schema));
-    let present: bool = client
-        .query_typed_one(
-            "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass($1) \
-             AND attname = 'note' AND NOT attisdropped)",
-            &[(&table, Type::TEXT)],
-        )
-        .await?
-        .get(0);
-    if present {
-        return Ok(());
-    }
-    let ddl = include_str!("ledger_upgrade.sql").replace("{schema}", &quote_identifier(schema));
-    client.batch_execute(&ddl).await
+    ensure_ledger(client, schema).await
 }
 
 /// What one reversal row records about one routine.
@@ -239,6 +226,8 @@ pub struct ReversalJob<'a> {
     /// The backup this job took before it changed anything.
     pub backup_path: &'a str,
     pub backup_sha256: &'a str,
+    /// The controller's audit head the job carried: recorded as an anchor.
+    pub audit_head: Option<&'a AuditHead>,
 }
 
 /// Inserts every row of a reversing job in one statement; returns each new
@@ -289,6 +278,9 @@ pub async fn insert_reversal_rows(
     params.push((&undoes, Type::INT8_ARRAY));
     params.push((&new_identity, Type::TEXT_ARRAY));
     params.push((&note, Type::TEXT_ARRAY));
+    let (audit_seq, audit_hash) = anchor_params(job.audit_head);
+    params.push((&audit_seq, Type::INT8));
+    params.push((&audit_hash, Type::TEXT));
     let sql =
         include_str!("ledger_reversal_insert.sql").replace("{schema}", &quote_identifier(schema));
     let inserted = client.query_typed(&sql, &params).await?;

@@ -2,6 +2,7 @@
 //! line live in `.sql` files beside this one; identifiers are quoted by
 //! [`quote_identifier`]; errors are classified by SQLSTATE, not message text.
 
+mod audit_anchors;
 mod connection;
 pub mod exact_restore;
 mod ledger;
@@ -15,6 +16,7 @@ pub mod static_checks;
 mod tls;
 pub mod watch_stats;
 
+pub use audit_anchors::audit_anchors;
 pub use connection::{cancel_query, connect, ConnectError, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
 pub use ledger_latest::{latest_recorded, LatestRecorded};

@@ -165,12 +165,32 @@ async fn receive(
         }
     };
     if controller.registry.unregister(agent.session) {
+        // The connection ends at the certificate's notAfter
+        // (api/expiring_stream.rs): say so rather than "stream error".
+        let (action, reason) = match agent.certificate.as_ref().filter(|c| c.expired()) {
+            Some(certificate) => (
+                "agent.expired",
+                format!(
+                    "the certificate of agent {}/{} (serial {}) expired at {}; disconnected, no job offered since",
+                    agent.zone,
+                    agent.name,
+                    certificate.serial,
+                    humantime::format_rfc3339_seconds(certificate.not_after)
+                ),
+            ),
+            None => ("agent.disconnected", reason),
+        };
         tracing::warn!(agent = %agent.name, zone = %agent.zone, reason = %reason, "agent disconnected");
         controller
             .audit(AuditEntry {
                 actor: format!("agent {}/{}", agent.zone, agent.name),
-                action: "agent.disconnected".into(),
-                outcome: "ok".into(),
+                action: action.into(),
+                outcome: if action == "agent.expired" {
+                    "disconnected"
+                } else {
+                    "ok"
+                }
+                .into(),
                 details: reason,
                 ..Default::default()
             })

@@ -25,7 +25,7 @@ use crate::config::OperatorRole;
 use crate::engine::rollout::{self, RolloutRequest};
 use crate::engine::Controller;
 use crate::plan::{deploy_order, plan_id};
-use crate::store::{state, verify_chain, AuditEntry};
+use crate::store::{state, AuditEntry};
 use crate::telemetry::spans::{in_span, RolloutRequestSpan};
 
 pub struct ControlService {
@@ -183,7 +183,8 @@ impl Control for ControlService {
         &self,
         request: Request<AuditRequest>,
     ) -> Result<Response<AuditResponse>, Status> {
-        self.authorize(&request, OperatorRole::Viewer, "read the audit log")
+        let caller = self
+            .authorize(&request, OperatorRole::Viewer, "read the audit log")
             .await?;
         let query = request.into_inner();
         let entries = self.controller.store.audit_entries().await.map_err(|e| {
@@ -195,13 +196,8 @@ impl Control for ControlService {
             ..Default::default()
         };
         if query.verify {
-            match verify_chain(&entries) {
-                Ok(()) => response.chain_intact = true,
-                Err(broken) => {
-                    response.first_broken_seq = broken.seq;
-                    response.problem = broken.problem;
-                }
-            }
+            super::audit_verify::verify(&self.controller, &caller.actor(), &entries, &mut response)
+                .await;
         }
         let wanted = |value: &Option<String>, filter: &str| {
             filter.is_empty() || value.as_deref() == Some(filter)

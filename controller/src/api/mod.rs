@@ -5,7 +5,9 @@
 
 pub mod agent_link;
 pub mod approvals;
+pub mod audit_verify;
 pub mod control;
+mod expiring_stream;
 mod faults;
 pub mod gates;
 mod metrics;

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 use futures_util::Stream;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::expiring_stream::ExpiringStream;
 use crate::config::TlsFiles;
 
 /// A TLS handshake that has not finished by then is dropped.
@@ -80,13 +80,14 @@ impl TlsState {
 }
 
 /// Accepts TCP connections and completes each TLS handshake on its own task,
-/// so one slow or hostile client cannot hold up the others. Failed
+/// so one slow or hostile client cannot hold up the others. Each connection
+/// ends when its client certificate expires (`expiring_stream.rs`). Failed
 /// handshakes (no certificate, another CA) are logged with the peer address.
 pub fn incoming(
     listener: TcpListener,
     state: Arc<TlsState>,
     listener_name: &'static str,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+) -> impl Stream<Item = Result<ExpiringStream, std::io::Error>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -107,7 +108,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = sender.send(Ok(stream)).await;
+                        let _ = sender.send(Ok(ExpiringStream::new(stream))).await;
                     }
                     Ok(Err(error)) => {
                         tracing::warn!(%peer, %error, listener = listener_name, "TLS handshake refused")

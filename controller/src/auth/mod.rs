@@ -2,12 +2,16 @@
 //! certificate, never from what a peer says; roles come from the controller's
 //! config. The policy is swapped whole on a config reload.
 
-use std::collections::{BTreeMap, HashSet};
+mod revocation;
+
+use std::collections::BTreeMap;
 
 use pgrollout_shared::identity::{Role, SpiffeId};
 use tonic::{Request, Status};
 
 use crate::config::{ControllerConfig, OperatorRole};
+use revocation::normalize_serial;
+pub use revocation::Revocations;
 
 /// The part of the config that can change without a restart.
 #[derive(Clone, Debug, Default)]
@@ -15,35 +19,24 @@ pub struct Policy {
     /// `None` only in `--dev-plaintext` mode.
     pub trust_domain: Option<String>,
     pub operators: BTreeMap<String, Vec<OperatorRole>>,
-    pub revoked_ids: HashSet<String>,
-    pub revoked_serials: HashSet<String>,
+    /// Includes the entries that could not be read, for the caller to report.
+    pub revoked: Revocations,
 }
 
 impl Policy {
     pub fn from_config(config: &ControllerConfig) -> Self {
-        let mut policy = Policy {
+        Policy {
             trust_domain: config.tls.as_ref().map(|t| t.trust_domain.clone()),
             operators: config.operators.clone(),
-            ..Policy::default()
-        };
-        for entry in &config.security.revoked {
-            match entry.strip_prefix("serial:") {
-                Some(serial) => policy.revoked_serials.insert(normalize_serial(serial)),
-                None => policy.revoked_ids.insert(entry.clone()),
-            };
+            revoked: Revocations::parse(&config.security.revoked),
         }
-        policy
     }
 
     /// Whether this identity or this certificate serial is revoked.
     pub fn is_revoked(&self, id: &SpiffeId, serial: &str) -> bool {
-        self.revoked_ids.contains(&id.to_string())
-            || self.revoked_serials.contains(&normalize_serial(serial))
+        self.revoked.ids.contains(&id.to_string())
+            || self.revoked.serials.contains(&normalize_serial(serial))
     }
-}
-
-fn normalize_serial(serial: &str) -> String {
-    serial.trim_start_matches('0').to_ascii_lowercase()
 }
 
 /// The verified identity on a TLS connection: SPIFFE id and serial.
@@ -51,6 +44,25 @@ fn normalize_serial(serial: &str) -> String {
 pub struct PeerCertificate {
     pub id: SpiffeId,
     pub serial: String,
+    /// The end of its validity: the connection ends then, and nothing is
+    /// done for it after (`api/expiring_stream.rs`).
+    pub not_after: std::time::SystemTime,
+}
+
+impl PeerCertificate {
+    /// Whether the certificate's validity has ended.
+    pub fn expired(&self) -> bool {
+        std::time::SystemTime::now() > self.not_after
+    }
+
+    fn expiry_refusal(&self) -> Status {
+        Status::unauthenticated(format!(
+            "the certificate of {} (serial {}) expired at {}; renew it (`pgrollout ca issue`)",
+            self.id.display_name(),
+            self.serial,
+            humantime::format_rfc3339_seconds(self.not_after)
+        ))
+    }
 }
 
 /// Reads the client certificate tonic recorded for this request.
@@ -72,6 +84,7 @@ pub fn peer_certificate<T>(request: &Request<T>) -> Result<Option<PeerCertificat
     Ok(Some(PeerCertificate {
         id,
         serial: info.serial_hex,
+        not_after: info.not_after,
     }))
 }
 
@@ -153,6 +166,9 @@ pub fn authenticate_operator<T>(request: &Request<T>, policy: &Policy) -> Result
             peer.serial
         )));
     }
+    if peer.expired() {
+        return Err(peer.expiry_refusal());
+    }
     Ok(Caller {
         name: name.clone(),
         roles: policy.operators.get(name).cloned().unwrap_or_default(),
@@ -219,6 +235,9 @@ pub fn authenticate_agent(
             "the certificate of agent {zone}/{name} (serial {}) is revoked",
             peer.serial
         ))));
+    }
+    if peer.expired() {
+        return Err(reject(peer.expiry_refusal()));
     }
     if claimed_zone != zone {
         return Err(reject(Status::permission_denied(format!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::job::now_unix_ms;
-use pgrollout_shared::proto::{AuditRecord, AuditRequest};
+use pgrollout_shared::proto::{AuditRecord, AuditRequest, AuditResponse};
 
 use super::connect::{self, OperatorTls};
 use super::report::utc_timestamp;
@@ -68,19 +68,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: AuditArgs) -> ExitCode 
         }
     };
     if verify {
-        return if response.chain_intact {
-            println!(
-                "audit log intact: {} entries verified",
-                response.entries_checked
-            );
-            ExitCode::Success
-        } else {
-            println!(
-                "audit log BROKEN at entry {}: {} ({} entries checked)",
-                response.first_broken_seq, response.problem, response.entries_checked
-            );
-            ExitCode::ValidationFailed
-        };
+        return print_verdict(&response);
     }
     match args.output {
         Output::Json => {
@@ -94,6 +82,69 @@ pub async fn run(address: &str, tls: &OperatorTls, args: AuditArgs) -> ExitCode 
         }
     }
     ExitCode::Success
+}
+
+/// `audit verify`'s report: the verdict, each zone whose anchors were (or
+/// could not be) checked, and what nothing outside the store vouches for.
+fn print_verdict(response: &AuditResponse) -> ExitCode {
+    let code = if response.chain_intact {
+        println!(
+            "audit log intact: {} entries verified (hash chain, authentication codes, anchors)",
+            response.entries_checked
+        );
+        ExitCode::Success
+    } else {
+        println!(
+            "audit log BROKEN at entry {}: {} ({} entries checked)",
+            response.first_broken_seq,
+            escape_controls(&response.problem),
+            response.entries_checked
+        );
+        ExitCode::ValidationFailed
+    };
+    for zone in &response.anchor_zones {
+        let place = format!(
+            "zone {} (environment {}, target {})",
+            zone.zone, zone.environment, zone.target
+        );
+        if zone.reachable {
+            println!(
+                "anchors: {place}: checked, {} anchor(s), newest entry {}",
+                zone.anchors_checked, zone.newest_anchor_seq
+            );
+        } else {
+            println!(
+                "anchors: {place}: NOT CHECKED: {}",
+                escape_controls(&zone.detail)
+            );
+        }
+    }
+    if response.newest_anchor_seq == 0 {
+        println!(
+            "not covered: no zone holds an anchor yet, so a truncated or wiped log cannot be told from a short one"
+        );
+    } else if response.newest_anchor_seq < response.entries_checked {
+        println!(
+            "not covered: entries after {} (the newest anchor) are vouched for by their authentication codes only; \
+             a deleted tail after it cannot be detected until the next change anchors a newer entry",
+            response.newest_anchor_seq
+        );
+    }
+    code
+}
+
+/// Control characters from the controller's text are shown escaped, never
+/// sent to the operator's terminal.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn as_line(entry: &AuditRecord) -> String {

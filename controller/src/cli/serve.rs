@@ -67,7 +67,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             return ExitCode::ValidationFailed;
         }
     };
-    let store = match Store::open(&config.store.path) {
+    let store = match Store::open_with_audit_key(&config.store.path, &config.audit_key_path()) {
         Ok(store) => store,
         Err(error) => {
             eprintln!("pgrollout serve: {:#}", anyhow::Error::from(error));
@@ -110,6 +110,9 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
         "controller listening"
     );
     let controller = Controller::new(config, config_path.to_owned(), store, tls);
+    crate::api::audit_verify::check_at_start(&controller).await;
+    crate::engine::reload::report_malformed_revocations(&controller, &controller.policy().revoked)
+        .await;
     crate::engine::recovery::after_restart(&controller).await;
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
     tokio::spawn(crate::api::requests::run_scheduler(controller.clone()));

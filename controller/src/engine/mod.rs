@@ -4,6 +4,7 @@
 
 pub mod after_deploy;
 pub mod approved_sql;
+pub mod audit_anchors;
 pub mod clock;
 pub mod dry_run;
 pub mod followers;

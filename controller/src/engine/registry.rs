@@ -29,6 +29,12 @@ impl AgentHandle {
         self.targets.iter().any(|t| t.name == target)
     }
 
+    /// Whether its certificate has expired: it gets no job from that moment,
+    /// even before its connection is closed.
+    pub fn expired(&self) -> bool {
+        self.certificate.as_ref().is_some_and(|c| c.expired())
+    }
+
     /// Ends the session with `status`: tonic closes the agent's stream with
     /// it, and a permission error is final for the agent.
     pub fn disconnect(&self, status: tonic::Status) {
@@ -98,7 +104,7 @@ impl Registry {
     fn pick(&self, zone: &str, target: &str) -> Option<Arc<AgentHandle>> {
         self.lock()
             .values()
-            .filter(|a| a.zone == zone && a.serves(target))
+            .filter(|a| a.zone == zone && a.serves(target) && !a.expired())
             .max_by_key(|a| a.last_heartbeat.load(Ordering::Relaxed))
             .cloned()
     }

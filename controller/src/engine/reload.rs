@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::Controller;
-use crate::auth::Policy;
+use crate::auth::{Policy, Revocations};
 use crate::config::ControllerConfig;
 use crate::store::AuditEntry;
 
@@ -59,7 +59,8 @@ fn fingerprint(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
 }
 
 /// Applies the file's current content; keeps the old policy when it is
-/// invalid. Returns the new config when it was applied.
+/// invalid — except its revocations, which apply whenever they can be read.
+/// Returns the new config when it was applied.
 async fn reload(controller: &Controller) -> Option<ControllerConfig> {
     let audit = |outcome: &str, details: String| AuditEntry {
         actor: "controller".into(),
@@ -75,6 +76,7 @@ async fn reload(controller: &Controller) -> Option<ControllerConfig> {
             controller
                 .audit(audit("failed", format!("{error:#}")))
                 .await;
+            apply_revocations_of_unloadable_config(controller).await;
             return None;
         }
     };
@@ -93,7 +95,7 @@ async fn reload(controller: &Controller) -> Option<ControllerConfig> {
     controller.replace_policy(policy.clone());
     tracing::info!(
         operators = policy.operators.len(),
-        revoked = policy.revoked_ids.len() + policy.revoked_serials.len(),
+        revoked = policy.revoked.len(),
         "config reloaded"
     );
     controller
@@ -102,10 +104,82 @@ async fn reload(controller: &Controller) -> Option<ControllerConfig> {
             format!(
                 "{} operator(s), {} revocation(s)",
                 policy.operators.len(),
-                policy.revoked_ids.len() + policy.revoked_serials.len()
+                policy.revoked.len()
             ),
         ))
         .await;
+    report_malformed_revocations(controller, &policy.revoked).await;
+    disconnect_revoked_agents(controller, &policy).await;
+    Some(config)
+}
+
+/// A config that does not load as a whole may still say whom to revoke: its
+/// well-formed `[security] revoked` entries are added to the revocations in
+/// force (never removing one), so a typo elsewhere cannot delay them.
+async fn apply_revocations_of_unloadable_config(controller: &Controller) {
+    let Ok(text) = std::fs::read_to_string(&controller.config_path) else {
+        return;
+    };
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return;
+    };
+    let Some(entries) = value
+        .get("security")
+        .and_then(|s| s.get("revoked"))
+        .and_then(|r| r.as_array())
+    else {
+        return;
+    };
+    let entries: Vec<String> = entries
+        .iter()
+        .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+        .collect();
+    let found = Revocations::parse(&entries);
+    let malformed = found.malformed.clone();
+    let mut policy = (*controller.policy()).clone();
+    let before = policy.revoked.len();
+    policy.revoked.extend(found);
+    policy.revoked.malformed = malformed;
+    if policy.revoked.len() > before {
+        tracing::warn!(
+            added = policy.revoked.len() - before,
+            "the config did not load, but its new revocations apply now"
+        );
+        controller.replace_policy(policy.clone());
+    }
+    report_malformed_revocations(controller, &policy.revoked).await;
+    disconnect_revoked_agents(controller, &policy).await;
+}
+
+/// Reports every `[security] revoked` entry that could not be read, loudly:
+/// whatever it was meant to revoke is not revoked until it is fixed.
+pub async fn report_malformed_revocations(controller: &Controller, revocations: &Revocations) {
+    if revocations.malformed.is_empty() {
+        return;
+    }
+    let entries = format!("{:?}", revocations.malformed);
+    tracing::error!(
+        entries = %entries,
+        applied = revocations.len(),
+        "MALFORMED REVOCATION in [security] revoked: these entries revoke nothing until fixed \
+         (spiffe://… or serial:<hex>, serial:01:AB:…); every other entry applies"
+    );
+    controller
+        .audit(AuditEntry {
+            actor: "controller".into(),
+            action: "config.revocation_malformed".into(),
+            outcome: "failed".into(),
+            details: format!(
+                "{} malformed entr(ies) revoke nothing: {entries}; {} well-formed revocation(s) apply",
+                revocations.malformed.len(),
+                revocations.len()
+            ),
+            ..Default::default()
+        })
+        .await;
+}
+
+async fn disconnect_revoked_agents(controller: &Controller, policy: &Policy) {
     for agent in controller.registry.all() {
         let Some(certificate) = &agent.certificate else {
             continue;
@@ -130,5 +204,4 @@ async fn reload(controller: &Controller) -> Option<ControllerConfig> {
                 .await;
         }
     }
-    Some(config)
 }

@@ -126,8 +126,10 @@ pub async fn start(
         _ => controller.config.deployment.job_timeout,
     };
     let backup_retention_days = environment.backup_retention_days.unwrap_or(0);
-    let job = Job {
+    let mut job = Job {
         backup_retention_days,
+        // Set below, once the rollout's own entry is in the log.
+        audit_head: None,
         id: job_id.clone(),
         attempt: 1,
         deadline: SystemTime::now() + job_timeout,
@@ -171,6 +173,7 @@ pub async fn start(
             ),
         })
         .await;
+    job.audit_head = crate::engine::audit_anchors::current_head(&controller).await;
     let offer: pgrollout_shared::proto::JobOffer = job.into();
     controller
         .store

@@ -1,9 +1,16 @@
 //! Appending to and reading the audit log. Each entry's hash covers its
 //! content and the previous entry's hash; the first entry chains to 64 zeros.
+//! Each entry's `mac` authenticates its sequence number and hash with a key
+//! kept outside the store (`audit_key.rs`), so a chain recomputed by someone
+//! who can only write the store file does not verify.
 
+use std::path::Path;
+
+pub use pgrollout_shared::audit_anchor::AuditHead;
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use super::audit_key::AuditKey;
 use super::{Store, StoreError};
 
 /// One thing that happened, by whom, to what.
@@ -31,6 +38,8 @@ pub struct StoredAuditEntry {
     pub entry: AuditEntry,
     pub prev_hash: String,
     pub hash: String,
+    /// HMAC of seq and hash; `None` for an entry nobody signed.
+    pub mac: Option<String>,
 }
 
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -57,7 +66,12 @@ pub fn entry_hash(prev_hash: &str, at: i64, entry: &AuditEntry) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn append(c: &mut Connection, entry: &AuditEntry, at: i64) -> rusqlite::Result<i64> {
+fn append(
+    c: &mut Connection,
+    key: &AuditKey,
+    entry: &AuditEntry,
+    at: i64,
+) -> rusqlite::Result<i64> {
     // IMMEDIATE: the read of the last hash and the insert are one step, so
     // two writers can never chain to the same predecessor.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -87,9 +101,105 @@ fn append(c: &mut Connection, entry: &AuditEntry, at: i64) -> rusqlite::Result<i
             hash
         ],
     )?;
+    // The sequence number is only known once inserted (AUTOINCREMENT, so a
+    // deleted tail leaves a gap), and the code covers it.
     let seq = tx.last_insert_rowid();
+    tx.execute(
+        "UPDATE audit_log SET mac = ?1 WHERE seq = ?2",
+        params![key.mac(seq, &hash), seq],
+    )?;
     tx.commit()?;
     Ok(seq)
+}
+
+/// Opens the audit key, creating it on the first start that has none. A store
+/// written before entries were authenticated has unsigned entries: they are
+/// signed now when their chain is intact (and only when the key is new, so an
+/// entry stripped of its code later is never signed again), and the adoption
+/// is itself an audit entry.
+pub(super) fn open_key(c: &mut Connection, key_path: &Path) -> Result<AuditKey, StoreError> {
+    let (signed, unsigned): (i64, i64) = c.query_row(
+        "SELECT count(mac), count(*) - count(mac) FROM audit_log",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let opened = AuditKey::open_or_create(key_path, signed)?;
+    let key = opened.key;
+    if !opened.created {
+        return Ok(key);
+    }
+    let mut details = format!("audit key {} created", key.path().display());
+    if unsigned > 0 {
+        let entries = read_entries(c)?;
+        match verify_hash_chain(&entries) {
+            Ok(()) => {
+                let tx = c.transaction()?;
+                for stored in &entries {
+                    tx.execute(
+                        "UPDATE audit_log SET mac = ?1 WHERE seq = ?2",
+                        params![key.mac(stored.seq, &stored.hash), stored.seq],
+                    )?;
+                }
+                tx.commit()?;
+                tracing::warn!(
+                    entries = unsigned,
+                    key = %key.path().display(),
+                    "audit entries written before entries were authenticated were signed now: \
+                     before this start their integrity rests on the hash chain alone"
+                );
+                details.push_str(&format!(
+                    "; {unsigned} earlier entries, whose hash chain was intact, signed with it"
+                ));
+            }
+            Err(broken) => {
+                tracing::error!(
+                    seq = broken.seq,
+                    problem = %broken.problem,
+                    "AUDIT LOG BROKEN: earlier entries were not signed because their hash chain does not verify"
+                );
+                details.push_str(&format!(
+                    "; {unsigned} earlier entries left unsigned: their chain is broken at entry {} ({})",
+                    broken.seq, broken.problem
+                ));
+            }
+        }
+    }
+    let entry = AuditEntry {
+        actor: "controller".into(),
+        action: "audit.key_created".into(),
+        outcome: "ok".into(),
+        details,
+        ..Default::default()
+    };
+    append(c, &key, &entry, pgrollout_shared::job::now_unix_ms())?;
+    Ok(key)
+}
+
+fn read_entries(c: &Connection) -> rusqlite::Result<Vec<StoredAuditEntry>> {
+    let mut statement = c.prepare(
+        "SELECT seq, at, actor, action, outcome, rollout_id, environment, procedure, trace_id, details, prev_hash, hash, mac
+         FROM audit_log ORDER BY seq",
+    )?;
+    let rows = statement.query_map([], |r| {
+        Ok(StoredAuditEntry {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            entry: AuditEntry {
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                outcome: r.get(4)?,
+                rollout_id: r.get(5)?,
+                environment: r.get(6)?,
+                procedure: r.get(7)?,
+                trace_id: r.get(8)?,
+                details: r.get(9)?,
+            },
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
+            mac: r.get(12)?,
+        })
+    })?;
+    rows.collect()
 }
 
 impl Store {
@@ -97,37 +207,37 @@ impl Store {
     pub async fn audit(&self, entry: AuditEntry) -> Result<i64, StoreError> {
         let entry = entry.escaped();
         let at = pgrollout_shared::job::now_unix_ms();
-        self.call(move |c| append(c, &entry, at)).await
+        let key = self.audit_key.clone();
+        self.call(move |c| append(c, &key, &entry, at)).await
     }
 
     /// Every entry in order (the audit CLI and `verify` build on this).
     pub async fn audit_entries(&self) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        self.call(|c| read_entries(c)).await
+    }
+
+    /// The newest entry, `None` while the log is empty: what a job carries
+    /// to its zone as an anchor.
+    pub async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
         self.call(|c| {
-            let mut statement = c.prepare(
-                "SELECT seq, at, actor, action, outcome, rollout_id, environment, procedure, trace_id, details, prev_hash, hash
-                 FROM audit_log ORDER BY seq",
-            )?;
-            let rows = statement.query_map([], |r| {
-                Ok(StoredAuditEntry {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    entry: AuditEntry {
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        outcome: r.get(4)?,
-                        rollout_id: r.get(5)?,
-                        environment: r.get(6)?,
-                        procedure: r.get(7)?,
-                        trace_id: r.get(8)?,
-                        details: r.get(9)?,
-                    },
-                    prev_hash: r.get(10)?,
-                    hash: r.get(11)?,
-                })
-            })?;
-            rows.collect()
+            c.query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(AuditHead {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
         })
         .await
+    }
+
+    /// Checks every entry's chain and authentication code (`verify_chain`).
+    pub fn verify_audit(&self, entries: &[StoredAuditEntry]) -> Result<(), BrokenChain> {
+        verify_chain(entries, &self.audit_key)
     }
 }
 
@@ -139,10 +249,21 @@ pub struct BrokenChain {
     pub problem: String,
 }
 
-/// Checks every entry against its content and its predecessor. A deleted
-/// entry shows as a gap in the sequence or a predecessor hash that does not
-/// match; an edited one as a hash that does not match its content.
-pub fn verify_chain(entries: &[StoredAuditEntry]) -> Result<(), BrokenChain> {
+/// Checks every entry against its content, its predecessor and its
+/// authentication code. A deleted entry shows as a gap in the sequence or a
+/// predecessor hash that does not match; an edited one as a hash that does
+/// not match its content; an entry written or rehashed without the audit key
+/// as a missing or wrong code.
+pub fn verify_chain(entries: &[StoredAuditEntry], key: &AuditKey) -> Result<(), BrokenChain> {
+    check_chain(entries, Some(key))
+}
+
+/// The hash chain alone: sequence, predecessor, content.
+fn verify_hash_chain(entries: &[StoredAuditEntry]) -> Result<(), BrokenChain> {
+    check_chain(entries, None)
+}
+
+fn check_chain(entries: &[StoredAuditEntry], key: Option<&AuditKey>) -> Result<(), BrokenChain> {
     let mut previous_hash = GENESIS_HASH.to_owned();
     let mut previous_seq = 0;
     for stored in entries {
@@ -168,6 +289,24 @@ pub fn verify_chain(entries: &[StoredAuditEntry]) -> Result<(), BrokenChain> {
                 "entry {} was changed after it was written",
                 stored.seq
             )));
+        }
+        if let Some(key) = key {
+            match &stored.mac {
+                None => {
+                    return Err(broken(format!(
+                        "entry {} carries no authentication code: it was written outside the controller",
+                        stored.seq
+                    )))
+                }
+                Some(mac) if !key.verify(stored.seq, &stored.hash, mac) => {
+                    return Err(broken(format!(
+                        "entry {} has an authentication code that does not match: it was written or \
+                         rehashed without the controller's audit key",
+                        stored.seq
+                    )))
+                }
+                Some(_) => {}
+            }
         }
         previous_hash = stored.hash.clone();
         previous_seq = stored.seq;
@@ -195,7 +334,8 @@ mod tests {
                 .expect("append");
         }
         let entries = store.audit_entries().await.expect("read");
-        assert_eq!(entries.len(), 3);
+        assert_eq!(entries.len(), 4, "the key's creation, then a, b, c");
+        assert_eq!(entries[0].entry.action, "audit.key_created");
         assert_eq!(entries[0].prev_hash, GENESIS_HASH);
         for pair in entries.windows(2) {
             assert_eq!(pair[1].prev_hash, pair[0].hash);
@@ -203,16 +343,74 @@ mod tests {
         for e in &entries {
             assert_eq!(entry_hash(&e.prev_hash, e.at, &e.entry), e.hash);
         }
-        assert_eq!(verify_chain(&entries), Ok(()));
+        assert_eq!(store.verify_audit(&entries), Ok(()));
 
         let mut edited = entries.clone();
-        edited[1].entry.details = "rewritten".into();
-        assert_eq!(verify_chain(&edited).map_err(|b| b.seq), Err(2));
+        edited[2].entry.details = "rewritten".into();
+        assert_eq!(store.verify_audit(&edited).map_err(|b| b.seq), Err(3));
+
+        // Rehashed after the edit, as someone without the key would: the
+        // chain fits, the code does not.
+        edited[2].hash = entry_hash(&edited[2].prev_hash, edited[2].at, &edited[2].entry);
+        edited[3].prev_hash = edited[2].hash.clone();
+        edited[3].hash = entry_hash(&edited[3].prev_hash, edited[3].at, &edited[3].entry);
+        let broken = store.verify_audit(&edited).expect_err("unauthenticated");
+        assert_eq!(broken.seq, 3);
+        assert!(
+            broken.problem.contains("authentication code"),
+            "{}",
+            broken.problem
+        );
+        edited[2].mac = None;
+        assert!(store
+            .verify_audit(&edited)
+            .expect_err("unsigned")
+            .problem
+            .contains("no authentication code"));
 
         let mut deleted = entries.clone();
-        deleted.remove(1);
-        let broken = verify_chain(&deleted).expect_err("gap");
-        assert_eq!(broken.seq, 3);
+        deleted.remove(2);
+        let broken = store.verify_audit(&deleted).expect_err("gap");
+        assert_eq!(broken.seq, 4);
         assert!(broken.problem.contains("missing"), "{}", broken.problem);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_authentication_is_signed_at_its_first_start_with_a_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.sqlite");
+        {
+            let store = Store::open(&path).expect("open");
+            store
+                .audit(AuditEntry {
+                    action: "old".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("append");
+        }
+        // As an older controller left it: no codes, no key.
+        let c = Connection::open(&path).expect("sqlite");
+        c.execute("UPDATE audit_log SET mac = NULL", [])
+            .expect("strip");
+        std::fs::remove_file(super::super::default_key_path(&path)).expect("rm key");
+        let store = Store::open(&path).expect("reopen");
+        let entries = store.audit_entries().await.expect("read");
+        assert_eq!(store.verify_audit(&entries), Ok(()));
+        let last = entries.last().expect("adoption entry");
+        assert_eq!(last.entry.action, "audit.key_created");
+        assert!(
+            last.entry.details.contains("2 earlier entries"),
+            "{}",
+            last.entry.details
+        );
+
+        // Codes stripped again while the key exists: never re-signed.
+        drop(store);
+        c.execute("UPDATE audit_log SET mac = NULL WHERE seq = 2", [])
+            .expect("strip");
+        let store = Store::open(&path).expect("reopen");
+        let entries = store.audit_entries().await.expect("read");
+        assert_eq!(store.verify_audit(&entries).map_err(|b| b.seq), Err(2));
     }
 }

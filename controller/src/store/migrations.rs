@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_perf_probes.sql"),
     include_str!("migrations/0008_watches.sql"),
     include_str!("migrations/0009_perf_targets.sql"),
+    include_str!("migrations/0010_audit_mac.sql"),
 ];
 
 /// Applies every migration newer than the store's version, each in its own

@@ -6,9 +6,11 @@
 
 mod approvals;
 mod audit;
+mod audit_key;
 mod deployed;
 mod escape;
 mod faults;
+mod file_mode;
 mod gates;
 mod metrics;
 mod migrations;
@@ -20,7 +22,8 @@ mod status;
 mod watches;
 
 pub use approvals::{Approval, PendingRollout};
-pub use audit::{verify_chain, AuditEntry};
+pub use audit::{AuditEntry, BrokenChain, StoredAuditEntry};
+pub use audit_key::default_key_path;
 pub use metrics::{FinishedRollout, StateCount};
 pub use perf::RecordedProbe;
 pub use requests::request_state;
@@ -45,11 +48,17 @@ pub enum StoreError {
     },
     #[error("store task failed")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot make the store's files private (0600)")]
+    Permissions(#[source] std::io::Error),
+    #[error(transparent)]
+    AuditKey(#[from] audit_key::AuditKeyError),
 }
 
 #[derive(Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    /// Authenticates every audit entry; lives outside the store.
+    audit_key: Arc<audit_key::AuditKey>,
 }
 
 /// A rollout as first recorded.
@@ -94,11 +103,19 @@ pub mod state {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store and runs pending migrations.
+    /// Opens (creating if needed) the store with its audit key beside it.
+    #[cfg(test)]
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Store::open_with_audit_key(path, &default_key_path(path))
+    }
+
+    /// Opens (creating if needed) the store, runs pending migrations, and
+    /// opens (creating on first start) the audit key at `key_path`.
+    pub fn open_with_audit_key(path: &Path, key_path: &Path) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(parent);
         }
+        file_mode::make_private(path).map_err(StoreError::Permissions)?;
         let open_error = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
@@ -110,8 +127,10 @@ impl Store {
             .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
             .map_err(open_error)?;
         migrations::run(&mut connection).map_err(open_error)?;
+        let audit_key = audit::open_key(&mut connection, key_path)?;
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
+            audit_key: Arc::new(audit_key),
         })
     }
 

@@ -31,9 +31,10 @@ use tokio::task::AbortHandle;
 pub use lifecycle::{cancel, create, resume, CreateWatch};
 pub use report::status_of;
 
-/// The answer to one sample offer.
+/// The answer to one sample offer. The audit anchors' read-only job
+/// (`engine/audit_anchors.rs`) travels the same side channel.
 #[derive(Debug)]
-enum Reply {
+pub(crate) enum Reply {
     Result(Box<JobResult>),
     Declined(String),
 }
@@ -113,7 +114,7 @@ impl Watches {
         }
     }
 
-    fn expect(&self, job_id: &str, zone: &str, agent: &str) -> oneshot::Receiver<Reply> {
+    pub(crate) fn expect(&self, job_id: &str, zone: &str, agent: &str) -> oneshot::Receiver<Reply> {
         let (reply, receiver) = oneshot::channel();
         self.lock_outstanding().insert(
             job_id.to_owned(),
@@ -126,7 +127,7 @@ impl Watches {
         receiver
     }
 
-    fn forget(&self, job_id: &str) {
+    pub(crate) fn forget(&self, job_id: &str) {
         self.lock_outstanding().remove(job_id);
     }
 

@@ -79,6 +79,7 @@ pub async fn take(
         commit_sha: String::new(),
         label: label.to_owned(),
         backup_retention_days: 0,
+        audit_head: None,
         kind: JobKind::WatchSample(spec.clone()),
     };
     let reply = controller.watches.expect(&job_id, &agent.zone, &agent.name);

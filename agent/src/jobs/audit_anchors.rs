@@ -1,0 +1,26 @@
+//! `pgrollout audit verify`'s question to a zone (issue 13): which audit
+//! anchors does the target's ledger hold? Read-only; the controller compares
+//! them with its store.
+
+use pgrollout_shared::proto::{JobResult, Outcome};
+
+use super::session::{self, database, Stopped};
+use super::JobContext;
+use crate::sql;
+
+pub async fn run(ctx: &JobContext) -> JobResult {
+    read(ctx).await.unwrap_or_else(Stopped::into_result)
+}
+
+async fn read(ctx: &JobContext) -> Result<JobResult, Stopped> {
+    let conn = session::connect(ctx).await?;
+    let anchors = sql::audit_anchors(&conn.client, &ctx.target.ledger_schema)
+        .await
+        .map_err(|e| database("cannot read the ledger's audit anchors", &e))?;
+    Ok(JobResult {
+        outcome: Outcome::Succeeded as i32,
+        message: format!("{} audit anchor(s)", anchors.len()),
+        audit_anchors: anchors,
+        ..Default::default()
+    })
+}

@@ -1,0 +1,180 @@
+//! The audit chain's anchors in the zones (issue 13). Every job the
+//! controller offers carries the chain's head; a job that writes ledger rows
+//! records it in them, in the same transaction as its change. `audit verify`
+//! asks an agent of each environment's zone for the anchors its target's
+//! ledger holds and checks the store against them: an anchored entry that is
+//! missing or different means the log was truncated, wiped or rewritten —
+//! which the entries' own hashes and codes cannot show once the tail is gone.
+
+use std::time::{Duration, SystemTime};
+
+use pgrollout_shared::audit_anchor::AuditHead;
+use pgrollout_shared::job::{Job, JobKind};
+use pgrollout_shared::proto::{controller_message, AuditAnchor, ControllerMessage, Outcome};
+use pgrollout_shared::traceparent::TraceParent;
+
+use super::watch::Reply;
+use super::{new_id, Controller};
+use crate::store::{BrokenChain, StoredAuditEntry};
+
+/// How long verify waits for an agent of a zone that is between connections.
+const AGENT_WAIT: Duration = Duration::from_secs(2);
+/// How long one zone may take to read its anchors.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The head a job carries to its zone; `None` (no anchor) when the log is
+/// empty or cannot be read — the job itself is not held up for it.
+pub async fn current_head(controller: &Controller) -> Option<AuditHead> {
+    match controller.store.audit_head().await {
+        Ok(head) => head,
+        Err(error) => {
+            tracing::error!(error = %format!("{:#}", anyhow::Error::from(error)), "reading the audit head failed; the job carries no anchor");
+            None
+        }
+    }
+}
+
+/// What one environment's zone holds, or why it could not be asked.
+#[derive(Debug)]
+pub struct ZoneAnchors {
+    pub environments: Vec<String>,
+    pub zone: String,
+    pub target: String,
+    pub anchors: Result<Vec<AuditAnchor>, String>,
+}
+
+/// Asks an agent of every configured environment's zone (once per zone and
+/// target) for the anchors its ledger holds.
+pub async fn collect(controller: &Controller, actor: &str) -> Vec<ZoneAnchors> {
+    let mut zones: Vec<ZoneAnchors> = Vec::new();
+    for (name, environment) in &controller.config.environments {
+        let zone = controller
+            .config
+            .zone_of(name)
+            .unwrap_or_else(|| name.clone());
+        match zones
+            .iter_mut()
+            .find(|z| z.zone == zone && z.target == environment.target)
+        {
+            Some(known) => known.environments.push(name.clone()),
+            None => zones.push(ZoneAnchors {
+                environments: vec![name.clone()],
+                zone,
+                target: environment.target.clone(),
+                anchors: Err(String::new()),
+            }),
+        }
+    }
+    let reads = zones
+        .iter()
+        .map(|z| read(controller, &z.zone, &z.target, actor));
+    let answers = futures_util::future::join_all(reads).await;
+    for (zone, anchors) in zones.iter_mut().zip(answers) {
+        zone.anchors = anchors;
+    }
+    zones
+}
+
+async fn read(
+    controller: &Controller,
+    zone: &str,
+    target: &str,
+    actor: &str,
+) -> Result<Vec<AuditAnchor>, String> {
+    let agent = controller
+        .registry
+        .wait_for(zone, target, AGENT_WAIT)
+        .await
+        .ok_or_else(|| format!("no agent of zone {zone} serving target {target} is connected"))?;
+    let job_id = new_id("aa");
+    let job = Job {
+        id: job_id.clone(),
+        attempt: 1,
+        // Reads only: nothing to fence.
+        lease: None,
+        deadline: SystemTime::now() + READ_TIMEOUT,
+        trace: TraceParent::new_root(),
+        target: target.to_owned(),
+        // Not a rollout: nothing is recorded for it but its verdict.
+        rollout_id: "audit-verify".to_owned(),
+        plan_id: "audit:anchors".to_owned(),
+        actor: actor.to_owned(),
+        commit_sha: String::new(),
+        label: "audit-anchors".to_owned(),
+        backup_retention_days: 0,
+        audit_head: None,
+        kind: JobKind::AuditAnchors,
+    };
+    let reply = controller.watches.expect(&job_id, &agent.zone, &agent.name);
+    let offer = ControllerMessage {
+        body: Some(controller_message::Body::Offer(job.into())),
+    };
+    if agent.sender.send(Ok(offer)).await.is_err() {
+        controller.watches.forget(&job_id);
+        return Err(format!(
+            "agent {} disconnected before it was asked",
+            agent.name
+        ));
+    }
+    let answer = tokio::time::timeout(READ_TIMEOUT + Duration::from_secs(5), reply).await;
+    controller.watches.forget(&job_id);
+    match answer {
+        Ok(Ok(Reply::Result(result))) if result.outcome() == Outcome::Succeeded => {
+            Ok(result.audit_anchors)
+        }
+        Ok(Ok(Reply::Result(result))) => Err(format!(
+            "agent {} could not read its ledger: {}",
+            agent.name, result.message
+        )),
+        Ok(Ok(Reply::Declined(reason))) => Err(format!(
+            "agent {} declined (an agent older than anchors?): {reason}",
+            agent.name
+        )),
+        Ok(Err(_)) | Err(_) => Err(format!(
+            "agent {} did not answer within {}s",
+            agent.name,
+            READ_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Checks the store's entries (in sequence order) against every anchor the
+/// zones returned; names the lowest anchored entry that is missing or
+/// differs.
+pub fn check(entries: &[StoredAuditEntry], zones: &[ZoneAnchors]) -> Result<(), BrokenChain> {
+    let last = entries.last().map_or(0, |e| e.seq);
+    let mut problems: Vec<BrokenChain> = Vec::new();
+    for zone in zones {
+        let Ok(anchors) = &zone.anchors else { continue };
+        for anchor in anchors {
+            let Some(head) = &anchor.head else { continue };
+            let held = format!(
+                "zone {}'s ledger (target {}, row #{})",
+                zone.zone, zone.target, anchor.ledger_id
+            );
+            let problem = match entries.binary_search_by_key(&head.seq, |e| e.seq) {
+                Ok(index) if entries[index].hash == head.hash => continue,
+                Ok(_) => format!(
+                    "entry {} is not the entry {held} anchored: the log was rewritten at or before it",
+                    head.seq
+                ),
+                Err(_) if head.seq > last => format!(
+                    "{held} anchors entry {}, but the log ends at entry {last}: entries were deleted (a truncated tail or a wiped log)",
+                    head.seq
+                ),
+                Err(_) => format!(
+                    "entry {}, which {held} anchors, is missing from the log",
+                    head.seq
+                ),
+            };
+            problems.push(BrokenChain {
+                seq: head.seq,
+                problem,
+            });
+        }
+    }
+    match problems.into_iter().min_by_key(|p| p.seq) {
+        Some(first) => Err(first),
+        None => Ok(()),
+    }
+}
