@@ -66,7 +66,7 @@ async fn the_syntax_gate_dry_runs_on_the_database_and_refuses_with_file_and_line
 
     // The deploy is refused by the dry run, with file, routine and line.
     let out = stack.cli(&["deploy", "broken_count", "dev"]).await?;
-    assert_eq!(out.code, 5, "{out}");
+    assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr
             .contains("gate syntax refused: the dry-run apply on dev's database (rollout r-"),

@@ -110,7 +110,8 @@ pub async fn follow_request(address: &str, tls: &OperatorTls, request_id: &str) 
                 "{}",
                 super::log::render(&escaped(status.into_inner(), "pgrollout.v1.RolloutStatus"))
             ),
-            // Approvers and stakeholders may follow without reading rollouts.
+            // The log could not be read (the controller went away, say):
+            // the outcome is known all the same.
             Err(status) => println!(
                 "rollout {} ended with exit {}; its DEPLOYMENT LOG: `pgrollout log {}` ({})",
                 rollout.rollout_id,
