@@ -13,7 +13,10 @@ mod parse_sql;
 mod pgtap;
 #[cfg(test)]
 mod probe_tests;
+pub mod project_config;
 pub mod routine_name;
+#[cfg(test)]
+mod schema_tests;
 mod sidecar;
 mod syntax_error;
 #[cfg(test)]
@@ -23,10 +26,11 @@ mod type_names;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use pgrollout_shared::routine::Routine;
+use pgrollout_shared::routine::{Routine, SmokeTest};
 
 pub use error::{ProjectError, SourceLocation};
 use parse_sql::{parse_procedure_file, ParsedRoutine};
+use project_config::{load_project_settings, SchemaSettings};
 use routine_name::{edit_distance, RoutineName, Signature};
 use sidecar::parse_sidecar;
 
@@ -48,8 +52,10 @@ pub struct Project {
 
 impl Project {
     /// Loads every `procedures/*.sql` (sorted by file name) and its optional
-    /// sidecar `procedures/<same stem>.toml`.
+    /// sidecar `procedures/<same stem>.toml`, in the schema `pgrollout.toml`
+    /// declares (`public` without one).
     pub fn load(root: &Path) -> Result<Project, ProjectError> {
+        let settings = load_project_settings(root)?;
         let files = list_procedure_files(root)?;
         let mut project = Project {
             routines: Vec::new(),
@@ -58,8 +64,8 @@ impl Project {
         };
         let mut defined_at: BTreeMap<Signature, SourceLocation> = BTreeMap::new();
         let mut dependencies_to_check = Vec::new();
-        for loaded in parse_files_in_parallel(root, &files) {
-            let (file, parsed, sidecar, pgtap) = loaded?;
+        for loaded in parse_files_in_parallel(root, &files, &settings) {
+            let (file, parsed, sidecar, pgtap, settings) = loaded?;
             for (index, parsed_routine) in parsed.into_iter().enumerate() {
                 let source_line = parsed_routine.defined_at.line.unwrap_or(0);
                 if let Some(first) = defined_at.get(&parsed_routine.signature) {
@@ -85,7 +91,10 @@ impl Project {
                         .smoke_tests
                         .iter()
                         .filter(|(routine_index, _)| *routine_index == index)
-                        .map(|(_, test)| test.clone())
+                        .map(|(_, test)| SmokeTest {
+                            search_path: settings.search_path.clone(),
+                            ..test.clone()
+                        })
                         .collect(),
                     source_path: file.sql_path.clone(),
                     depends_on: sidecar
@@ -100,6 +109,7 @@ impl Project {
                         .map(|(_, probe)| probe.clone()),
                     pgtap: pgtap.clone(),
                     source_line,
+                    search_path: settings.search_path.clone(),
                 });
             }
             dependencies_to_check.extend(sidecar.depends_on);
@@ -275,12 +285,14 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
         .collect())
 }
 
-/// One source file, parsed, with its sidecar and the pgTAP file it names.
+/// One source file, parsed, with its sidecar, the pgTAP file it names and
+/// the schema settings it was read with.
 type LoadedFile<'a> = (
     &'a ProcedureFile,
     Vec<ParsedRoutine>,
     sidecar::Sidecar,
     Option<pgrollout_shared::routine::PgtapScript>,
+    SchemaSettings,
 );
 
 /// Reads and parses every file (and its sidecar), spread over the cores:
@@ -289,13 +301,25 @@ type LoadedFile<'a> = (
 fn parse_files_in_parallel<'a>(
     root: &Path,
     files: &'a [ProcedureFile],
+    project_settings: &SchemaSettings,
 ) -> Vec<Result<LoadedFile<'a>, ProjectError>> {
     let load = |file: &'a ProcedureFile| {
         let text = read(&root.join(&file.sql_path))?;
-        let parsed = parse_procedure_file(&file.sql_path, &text)?;
-        let sidecar = match &file.sidecar_path {
-            Some(sidecar_path) => {
-                parse_sidecar(sidecar_path, &read(&root.join(sidecar_path))?, &parsed)?
+        // The sidecar first: its `[schema]` places the file's unqualified names.
+        let sidecar_text = match &file.sidecar_path {
+            Some(sidecar_path) => Some((sidecar_path, read(&root.join(sidecar_path))?)),
+            None => None,
+        };
+        let settings = match &sidecar_text {
+            Some((sidecar_path, sidecar_text)) => {
+                sidecar::schema_settings(sidecar_path, sidecar_text, project_settings)?
+            }
+            None => project_settings.clone(),
+        };
+        let parsed = parse_procedure_file(&file.sql_path, &text, &settings.schema)?;
+        let sidecar = match &sidecar_text {
+            Some((sidecar_path, sidecar_text)) => {
+                parse_sidecar(sidecar_path, sidecar_text, &parsed)?
             }
             None => sidecar::Sidecar::default(),
         };
@@ -303,7 +327,7 @@ fn parse_files_in_parallel<'a>(
             Some((path, named_at)) => Some(pgtap::load(root, path, named_at)?),
             None => None,
         };
-        Ok((file, parsed, sidecar, pgtap))
+        Ok((file, parsed, sidecar, pgtap, settings))
     };
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
