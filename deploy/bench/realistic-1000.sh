@@ -70,11 +70,11 @@ for round in $(seq 1 "$runs"); do
   again_times+=($(( $(bench_now_us) - t0 )))
 done
 
-python3 - "${psql_times[*]}" "${first_times[*]}" "${again_times[*]}" "$routines" <<'PY'
+python3 - "${psql_times[*]}" "${first_times[*]}" "${again_times[*]}" "$routines" "${BENCH_PROFILE:-release}" <<'PY'
 import statistics, sys
 psql, first, again = ([int(t) for t in arg.split()] for arg in sys.argv[1:4])
-routines = int(sys.argv[4])
-print(f"realistic corpus: {routines} routines, {len(psql)} rounds (mutual TLS, release build, localhost)")
+routines, profile = int(sys.argv[4]), sys.argv[5]
+print(f"realistic corpus: {routines} routines, {len(psql)} rounds (mutual TLS, {profile} build, localhost)")
 for i, (p, f, a) in enumerate(zip(psql, first, again), 1):
     print(f"  round {i}: psql -1 -f {p / 1e6:5.2f} s   batch {f / 1e6:5.2f} s   unchanged again {a / 1e6:5.2f} s")
 p, f, a = statistics.median(psql), statistics.median(first), statistics.median(again)
