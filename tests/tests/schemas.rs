@@ -269,3 +269,41 @@ async fn without_a_declaration_code_lands_in_public_whatever_the_database_search
     assert_eq!(ledger_identities(&client).await?, ["greet(text)"]);
     Ok(())
 }
+
+/// A rollback replays the backup's definition, whose SQL body calls its
+/// siblings unqualified: it must not need the session to find them.
+#[tokio::test]
+async fn a_rollback_restores_code_that_calls_its_siblings_unqualified() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let dev = &stack.zone("dev").pg;
+    let client = dev.connect().await?;
+    prepare_target(&client, dev.dbname(), "public").await?;
+    std::fs::write(
+        stack.project.join("pgrollout.toml"),
+        "[schema]\nname = \"tap\"\n",
+    )?;
+    for (name, sql) in &TAP_LIBRARY[..3] {
+        stack.write_procedure(&format!("{name}.sql"), sql)?;
+    }
+    for name in ["pg_version", "ok", "has_version"] {
+        let out = stack.cli(&["deploy", name, "dev"]).await?;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    stack.write_procedure(
+        "has_version.sql",
+        "CREATE OR REPLACE FUNCTION has_version() RETURNS text LANGUAGE sql\nAS $$ SELECT ok(true, 'v2') $$;",
+    )?;
+    let out = stack.cli(&["deploy", "has_version", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let out = stack.cli(&["rollback", "has_version", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let restored: String = client
+        .query_one(
+            "SELECT pg_get_functiondef('tap.has_version()'::regprocedure)",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(restored.contains("'version known'"), "{restored}");
+    Ok(())
+}
