@@ -64,6 +64,20 @@ async fn prepare_target(client: &Client, dbname: &str, default_path: &str) -> Re
     Ok(())
 }
 
+/// A stack whose dev database is prepared (default search path
+/// `default_path`), with `project_file` as the project's `pgrollout.toml`
+/// when given, and a catalog session on that database.
+async fn stack_for(default_path: &str, project_file: Option<&str>) -> Result<(Stack, Client)> {
+    let stack = Stack::start(&["dev"]).await?;
+    let dev = &stack.zone("dev").pg;
+    let client = dev.connect().await?;
+    prepare_target(&client, dev.dbname(), default_path).await?;
+    if let Some(text) = project_file {
+        std::fs::write(stack.project.join("pgrollout.toml"), text)?;
+    }
+    Ok((stack, client))
+}
+
 /// The `regprocedure` of every routine named `name`, schema-qualified (the
 /// session searches only pg_catalog).
 async fn routines_named(client: &Client, name: &str) -> Result<Vec<String>> {
@@ -91,14 +105,11 @@ async fn ledger_identities(client: &Client) -> Result<Vec<String>> {
 #[tokio::test]
 async fn unqualified_code_lands_in_the_schema_its_project_declares_and_is_recorded_there(
 ) -> Result<()> {
-    let stack = Stack::start(&["dev"]).await?;
-    let dev = &stack.zone("dev").pg;
-    let client = dev.connect().await?;
-    prepare_target(&client, dev.dbname(), "tap").await?;
-    std::fs::write(
-        stack.project.join("pgrollout.toml"),
-        "[schema]\nname = \"tap\"\nsearch_path = [\"tap\", \"types\"]\n",
-    )?;
+    let (stack, client) = stack_for(
+        "tap",
+        Some("[schema]\nname = \"tap\"\nsearch_path = [\"tap\", \"types\"]\n"),
+    )
+    .await?;
     for (name, sql) in TAP_LIBRARY {
         stack.write_procedure(&format!("{name}.sql"), sql)?;
     }
@@ -156,7 +167,7 @@ async fn unqualified_code_lands_in_the_schema_its_project_declares_and_is_record
     // default search path is the library's (the bodies resolve their calls
     // with the caller's path, as in PostgreSQL), except the routine that
     // sets its own.
-    let user = dev.connect().await?;
+    let user = stack.zone("dev").pg.connect().await?;
     let answer: String = user
         .query_one("SELECT version_info(version_info())", &[])
         .await?
@@ -194,15 +205,12 @@ async fn unqualified_code_lands_in_the_schema_its_project_declares_and_is_record
 
 #[tokio::test]
 async fn a_file_can_live_in_another_schema_and_the_project_file_is_checked() -> Result<()> {
-    let stack = Stack::start(&["dev"]).await?;
-    let dev = &stack.zone("dev").pg;
-    let client = dev.connect().await?;
-    prepare_target(&client, dev.dbname(), "public").await?;
+    let (stack, client) = stack_for(
+        "public",
+        Some("[schema]\nname = \"tap\"\nsearch_path = [\"public\", \"tap\"]\n"),
+    )
+    .await?;
     client.batch_execute("CREATE SCHEMA util").await?;
-    std::fs::write(
-        stack.project.join("pgrollout.toml"),
-        "[schema]\nname = \"tap\"\nsearch_path = [\"public\", \"tap\"]\n",
-    )?;
     stack.write_procedure("pg_version.sql", TAP_LIBRARY[0].1)?;
     stack.write_procedure(
         "shout.sql",
@@ -246,10 +254,7 @@ async fn a_file_can_live_in_another_schema_and_the_project_file_is_checked() -> 
 #[tokio::test]
 async fn without_a_declaration_code_lands_in_public_whatever_the_database_search_path() -> Result<()>
 {
-    let stack = Stack::start(&["dev"]).await?;
-    let dev = &stack.zone("dev").pg;
-    let client = dev.connect().await?;
-    prepare_target(&client, dev.dbname(), "elsewhere, public").await?;
+    let (stack, client) = stack_for("elsewhere, public", None).await?;
     stack.write_procedure(
         "greet.sql",
         "CREATE OR REPLACE FUNCTION greet(who text) RETURNS text LANGUAGE sql AS $$ SELECT 'hello ' || who $$;",
@@ -274,14 +279,7 @@ async fn without_a_declaration_code_lands_in_public_whatever_the_database_search
 /// siblings unqualified: it must not need the session to find them.
 #[tokio::test]
 async fn a_rollback_restores_code_that_calls_its_siblings_unqualified() -> Result<()> {
-    let stack = Stack::start(&["dev"]).await?;
-    let dev = &stack.zone("dev").pg;
-    let client = dev.connect().await?;
-    prepare_target(&client, dev.dbname(), "public").await?;
-    std::fs::write(
-        stack.project.join("pgrollout.toml"),
-        "[schema]\nname = \"tap\"\n",
-    )?;
+    let (stack, client) = stack_for("public", Some("[schema]\nname = \"tap\"\n")).await?;
     for (name, sql) in &TAP_LIBRARY[..3] {
         stack.write_procedure(&format!("{name}.sql"), sql)?;
     }
