@@ -9,8 +9,10 @@ bench_setup() {
   cd "$(dirname "${BASH_SOURCE[0]}")/../.."
   repo=$(pwd)
   deploy/install-prerequisites.sh
-  cargo build --quiet --release --workspace --bins
-  bin="$repo/target/release"
+  # BENCH_PROFILE=dev reuses a debug build (to see what a corpus does, not to time it).
+  local profile=${BENCH_PROFILE:-release}
+  cargo build --quiet --profile "$profile" --workspace --bins
+  bin="$repo/target/$([[ $profile == dev ]] && echo debug || echo "$profile")"
   pgbin=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   as_pg=(); if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); fi
 

@@ -25,6 +25,8 @@ pub const MAX_SMOKE_MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const DEFAULT_PERF_RUNS: u32 = 7;
 /// Most timed runs a probe may ask for, per definition.
 pub const MAX_PERF_RUNS: u32 = 1000;
+/// Most schemas a declared search path may list.
+pub const MAX_SEARCH_PATH_SCHEMAS: usize = 32;
 
 /// A wire value that failed validation, with the field it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +131,21 @@ pub struct Routine {
     /// Line of `source_path` where the statement starts (0: unknown); for
     /// reports only, not part of the plan id.
     pub source_line: u32,
+    /// The search path the CREATE (and so its body's validation) and the
+    /// smoke tests run with, as the project declares it; its first schema is
+    /// where an unqualified CREATE lands. Empty: the agent's base path.
+    pub search_path: Vec<String>,
+}
+
+/// `SET LOCAL search_path TO "a", "b"` for a declared path, `None` for an
+/// empty one. Each schema goes through [`quote_identifier`]: a quoted
+/// `"$user"` or `"pg_temp"` still means what PostgreSQL means by it.
+pub fn set_local_search_path_sql(search_path: &[String]) -> Option<String> {
+    if search_path.is_empty() {
+        return None;
+    }
+    let schemas: Vec<String> = search_path.iter().map(|s| quote_identifier(s)).collect();
+    Some(format!("SET LOCAL search_path TO {}", schemas.join(", ")))
 }
 
 /// A performance probe: one call, timed `runs` times on the old and on the
@@ -226,6 +243,9 @@ pub struct SmokeTest {
     pub max_duration: Duration,
     /// Whether a WARNING raised by the call is tolerated.
     pub allow_warnings: bool,
+    /// The routine's declared search path, which the call runs with (set
+    /// inside its savepoint). Not on the wire: copied from the routine.
+    pub search_path: Vec<String>,
 }
 
 /// A result column a smoke test expects: its name and its type as written
@@ -271,6 +291,16 @@ impl TryFrom<proto::Routine> for Routine {
             check_type_name(arg)
                 .map_err(|r| InvalidField::new(format!("arg_types[{index}]"), r))?;
         }
+        if wire.search_path.len() > MAX_SEARCH_PATH_SCHEMAS {
+            return Err(InvalidField::new(
+                "search_path",
+                format!("more than {MAX_SEARCH_PATH_SCHEMAS} schemas"),
+            ));
+        }
+        for (index, schema) in wire.search_path.iter().enumerate() {
+            check_identifier(schema)
+                .map_err(|r| InvalidField::new(format!("search_path[{index}]"), r))?;
+        }
         if wire.create_sql.trim().is_empty() {
             return Err(InvalidField::new("create_sql", "must not be empty"));
         }
@@ -299,7 +329,12 @@ impl TryFrom<proto::Routine> for Routine {
             .into_iter()
             .enumerate()
             .map(|(index, test)| {
-                SmokeTest::try_from(test).map_err(|e| e.within(&format!("smoke_tests[{index}]")))
+                SmokeTest::try_from(test)
+                    .map(|test| SmokeTest {
+                        search_path: wire.search_path.clone(),
+                        ..test
+                    })
+                    .map_err(|e| e.within(&format!("smoke_tests[{index}]")))
             })
             .collect::<Result<_, _>>()?;
         for (index, name) in wire.depends_on.iter().enumerate() {
@@ -342,6 +377,7 @@ impl TryFrom<proto::Routine> for Routine {
             perf_probe,
             pgtap,
             source_line: wire.source_line,
+            search_path: wire.search_path,
         })
     }
 }
@@ -367,6 +403,7 @@ impl From<Routine> for proto::Routine {
                 statements: script.statements,
             }),
             source_line: routine.source_line,
+            search_path: routine.search_path,
         }
     }
 }
@@ -515,6 +552,7 @@ impl TryFrom<proto::SmokeTest> for SmokeTest {
             expect_columns,
             max_duration,
             allow_warnings: wire.allow_warnings,
+            search_path: Vec::new(),
         })
     }
 }
@@ -596,6 +634,7 @@ mod tests {
                 statements: vec!["SELECT plan(1)".into(), "SELECT pass('x')".into()],
             }),
             source_line: 4,
+            search_path: vec!["app".into(), "public".into()],
         }
     }
 
@@ -615,6 +654,7 @@ mod tests {
             DEFAULT_SMOKE_MAX_DURATION
         );
         assert_eq!(routine.grants[0].privilege, Privilege::Execute);
+        assert_eq!(routine.smoke_tests[0].search_path, ["app", "public"]);
         let back = proto::Routine::from(routine.clone());
         assert_eq!(Routine::try_from(back).expect("valid"), routine);
     }
@@ -641,6 +681,13 @@ mod tests {
         );
 
         let mut wire = wire_routine();
+        wire.search_path[1] = "bad\nschema".into();
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "search_path[1]"
+        );
+
+        let mut wire = wire_routine();
         wire.smoke_tests[0].max_duration_ms = 7_200_000;
         assert_eq!(
             Routine::try_from(wire).expect_err("bad").field,
@@ -663,6 +710,15 @@ mod tests {
         assert_eq!(
             Routine::try_from(wire).expect_err("bad").field,
             "pgtap.statements[1]"
+        );
+    }
+
+    #[test]
+    fn a_declared_search_path_is_set_locally_with_every_schema_quoted() {
+        assert_eq!(set_local_search_path_sql(&[]), None);
+        assert_eq!(
+            set_local_search_path_sql(&["tap".into(), "$user".into(), "we\"ird".into()]).as_deref(),
+            Some("SET LOCAL search_path TO \"tap\", \"$user\", \"we\"\"ird\"")
         );
     }
 

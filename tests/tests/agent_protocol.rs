@@ -186,6 +186,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         perf_probe: None,
         pgtap: None,
         source_line: 0,
+        search_path: vec![],
     };
     Job {
         backup_retention_days: 0,

@@ -5,8 +5,9 @@
 
 use std::time::Instant;
 
+use futures_util::future::Either;
 use pgrollout_shared::proto::{AppliedRoutine, SmokeReport};
-use pgrollout_shared::routine::Routine;
+use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
 
 use super::deploy::error_chain;
 use super::unchanged;
@@ -160,14 +161,73 @@ pub async fn create_routines(
     done_before: usize,
     total: usize,
 ) -> Result<(), (usize, tokio_postgres::Error)> {
-    // Collected first: a lazy iterator of futures held across the awaits
-    // makes the job's future lose `Send` (a higher-ranked closure).
-    let creates: Vec<_> = routines
-        .iter()
-        .map(|routine| create_one(conn, routine))
-        .collect();
-    let progress = |index: usize, ()| ctx.progress("apply", done_before + index + 1, total);
-    sql::pipeline::run_in_order(creates, progress).await
+    // Each routine's CREATE runs with its declared search path: a `SET
+    // LOCAL` goes into the pipeline ahead of the first CREATE of each run of
+    // routines sharing one path, and the agent's base path is set back after
+    // the last, so what follows (the ledger's identities, grants) never sees
+    // a plan's path. `routine_of[i]` is the routine request `i` belongs to.
+    let mut requests = Vec::with_capacity(routines.len() + 2);
+    let mut routine_of = Vec::with_capacity(routines.len() + 2);
+    let mut is_create = Vec::with_capacity(routines.len() + 2);
+    let mut current: &[String] = &[];
+    for (index, routine) in routines.iter().enumerate() {
+        if routine.search_path != current {
+            current = routine.search_path.as_slice();
+            let set =
+                set_local_search_path_sql(current).unwrap_or_else(|| RESET_SEARCH_PATH.to_owned());
+            requests.push(Either::Left(batch_execute_owned(conn, set)));
+            routine_of.push(index);
+            is_create.push(false);
+        }
+        requests.push(Either::Right(create_one(conn, routine)));
+        routine_of.push(index);
+        is_create.push(true);
+    }
+    if !current.is_empty() {
+        let reset = batch_execute_owned(conn, RESET_SEARCH_PATH.to_owned());
+        requests.push(Either::Left(reset));
+        routine_of.push(routines.len().saturating_sub(1));
+        is_create.push(false);
+    }
+    let mut created = 0;
+    let progress = |index: usize, ()| {
+        if is_create[index] {
+            created += 1;
+            ctx.progress("apply", done_before + created, total);
+        }
+    };
+    sql::pipeline::run_in_order(requests, progress)
+        .await
+        .map_err(|(index, error)| (routine_of[index], error))
+}
+
+/// Back to the agent's base path (the connection's `search_path=public`)
+/// for the rest of the transaction.
+const RESET_SEARCH_PATH: &str = "SET LOCAL search_path TO DEFAULT";
+
+async fn batch_execute_owned(
+    conn: &TargetConnection,
+    sql: String,
+) -> Result<(), tokio_postgres::Error> {
+    conn.client.batch_execute(&sql).await
+}
+
+/// [`create_one`] with the routine's declared search path, for the callers
+/// that apply one routine at a time (dry run, performance probe); the path
+/// is set back afterwards, as after a pipelined apply.
+pub async fn create_in_its_path(
+    conn: &TargetConnection,
+    routine: &Routine,
+) -> Result<(), tokio_postgres::Error> {
+    let Some(set) = set_local_search_path_sql(&routine.search_path) else {
+        return create_one(conn, routine).await;
+    };
+    conn.client.batch_execute(&set).await?;
+    let created = create_one(conn, routine).await;
+    // After a failed CREATE the transaction is aborted and refuses this too;
+    // its error is the CREATE's.
+    let reset = conn.client.batch_execute(RESET_SEARCH_PATH).await;
+    created.and(reset)
 }
 
 /// Why a routine's CREATE failed.
@@ -182,7 +242,7 @@ pub fn create_failure(routine: &Routine, error: &tokio_postgres::Error) -> JobFa
 /// Runs one routine's CREATE. The extended protocol accepts exactly one
 /// statement: a CREATE that smuggles a second statement after a semicolon is
 /// refused here.
-pub async fn create_one(
+async fn create_one(
     conn: &TargetConnection,
     routine: &Routine,
 ) -> Result<(), tokio_postgres::Error> {

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use pgrollout_shared::proto::{CheckFinding, JobResult, Outcome, StepStatus};
-use pgrollout_shared::routine::Routine;
+use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
 
 use super::apply;
 use super::deploy::{error_chain, simple, take_deploy_lock};
@@ -115,7 +115,7 @@ async fn apply_each(
     simple(conn, "SAVEPOINT pgrollout_check_all").await?;
     let all_at_once = async {
         for routine in routines {
-            apply::create_one(conn, routine).await.ok()?;
+            apply::create_in_its_path(conn, routine).await.ok()?;
         }
         let identities = apply::verify_created(conn, routines).await.ok()?;
         apply::grant(conn, routines, &identities).await.ok()?;
@@ -139,7 +139,7 @@ async fn apply_each(
     for routine in routines {
         simple(conn, "SAVEPOINT pgrollout_check").await?;
         let applied = async {
-            apply::create_one(conn, routine)
+            apply::create_in_its_path(conn, routine)
                 .await
                 .map_err(|e| apply_finding(routine, &e, "apply"))?;
             let identity = apply::verify_created(conn, std::slice::from_ref(routine))
@@ -266,13 +266,16 @@ async fn check_one(
     if body.language != "plpgsql" {
         return Ok(None);
     }
-    simple(conn, "SAVEPOINT pgrollout_plpgsql_check").await?;
-    let checked = static_checks::plpgsql_check(&conn.client, schema, identity).await;
-    let restore = if checked.is_ok() {
-        "RELEASE SAVEPOINT pgrollout_plpgsql_check"
-    } else {
-        "ROLLBACK TO SAVEPOINT pgrollout_plpgsql_check; RELEASE SAVEPOINT pgrollout_plpgsql_check"
+    // With the routine's search path, as its calls resolve when it runs; the
+    // savepoint's end undoes it.
+    let open = match set_local_search_path_sql(&routine.search_path) {
+        Some(set) => format!("SAVEPOINT pgrollout_plpgsql_check; {set}"),
+        None => "SAVEPOINT pgrollout_plpgsql_check".to_owned(),
     };
+    simple(conn, &open).await?;
+    let checked = static_checks::plpgsql_check(&conn.client, schema, body.oid).await;
+    let restore =
+        "ROLLBACK TO SAVEPOINT pgrollout_plpgsql_check; RELEASE SAVEPOINT pgrollout_plpgsql_check";
     simple(conn, restore).await?;
     let rows = match checked {
         Ok(rows) => rows,

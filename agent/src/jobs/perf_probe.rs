@@ -228,7 +228,7 @@ async fn measure(
     begin_uncounted(conn).await?;
     let mut apply_error = None;
     for routine in routines {
-        if let Err(error) = apply::create_one(conn, routine).await {
+        if let Err(error) = apply::create_in_its_path(conn, routine).await {
             apply_error = Some(format!(
                 "cannot apply {}: {}",
                 routine.identity,

@@ -25,7 +25,8 @@ use pgrollout_shared::routine::SmokeTest;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::smoke_runner::{
-    call_checks, check, open_savepoint, warnings_check, ExpectedTypes, CLOSE_SAVEPOINT,
+    call_checks, check, open_savepoint, open_savepoint_in_path, warnings_check, ExpectedTypes,
+    CLOSE_SAVEPOINT,
 };
 use crate::sql::pipeline::run_groups_in_order;
 use crate::sql::{describe_error, TargetConnection};
@@ -98,9 +99,6 @@ enum Answer {
     Ran(Result<Vec<Row>, tokio_postgres::Error>),
 }
 
-/// The savepoint a call is prepared in (no time bound needed to prepare).
-const OPEN: &str = "SAVEPOINT pgrollout_smoke";
-
 /// Sends `request` on its first poll, like every tokio-postgres request.
 async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_postgres::Error> {
     Ok(match request {
@@ -124,7 +122,8 @@ async fn prepare_all(
         .iter()
         .map(|test| {
             [
-                Request::Command(OPEN.to_owned()),
+                // No time bound needed to prepare; the search path is.
+                Request::Command(open_savepoint_in_path(test)),
                 Request::Prepare(&test.call_sql),
                 Request::Command(CLOSE_SAVEPOINT.to_owned()),
             ]

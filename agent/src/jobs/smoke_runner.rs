@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use pgrollout_shared::proto::{SmokeCheck, SmokeReport};
-use pgrollout_shared::routine::{Routine, SmokeTest};
+use pgrollout_shared::routine::{set_local_search_path_sql, Routine, SmokeTest};
 use tokio_postgres::error::{DbError, Severity, SqlState};
 use tokio_postgres::types::Type;
 
@@ -179,13 +179,24 @@ async fn resolve_expected_types(
         .collect())
 }
 
-/// Every test call runs in this savepoint, with its time bound, and the
-/// savepoint is always rolled back after it.
+/// Every test call runs in this savepoint, with its time bound and its
+/// routine's search path, and the savepoint is always rolled back after it
+/// (which undoes both settings).
 pub(super) fn open_savepoint(test: &SmokeTest) -> String {
     format!(
-        "SAVEPOINT pgrollout_smoke; SET LOCAL statement_timeout = {}",
+        "{}; SET LOCAL statement_timeout = {}",
+        open_savepoint_in_path(test),
         test.max_duration.as_millis().max(1)
     )
+}
+
+/// The savepoint with the routine's search path, no time bound: where a
+/// call is prepared (its names resolve as they will when it runs).
+pub(super) fn open_savepoint_in_path(test: &SmokeTest) -> String {
+    match set_local_search_path_sql(&test.search_path) {
+        Some(set) => format!("SAVEPOINT pgrollout_smoke; {set}"),
+        None => "SAVEPOINT pgrollout_smoke".to_owned(),
+    }
 }
 
 pub(super) use super::txn_seal::CLOSE_SAVEPOINT;

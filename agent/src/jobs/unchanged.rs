@@ -26,7 +26,14 @@ pub fn source_sha256(routine: &Routine) -> String {
         .iter()
         .map(|grant| format!("{} {}", grant.privilege.keyword(), grant.grantee.to_sql()))
         .collect();
-    source_text_sha256(&routine.create_sql, &grants)
+    // The search path the CREATE runs with shapes the routine too (issue 15):
+    // the same text under another path is another source.
+    let create = format!(
+        "{}\n-- search_path {}",
+        routine.create_sql,
+        routine.search_path.join(", ")
+    );
+    source_text_sha256(&create, &grants)
 }
 
 fn source_text_sha256(create_sql: &str, grants: &[String]) -> String {

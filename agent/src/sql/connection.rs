@@ -125,7 +125,11 @@ pub async fn connect(
             // The connection check lets a backend whose agent died (kill -9,
             // fenced) notice within a second even while it waits on a lock, so
             // its transaction rolls back and its advisory lock is freed.
-            "-c lock_timeout={} -c statement_timeout={} -c client_connection_check_interval=1000",
+            // search_path: the agent's own statements, and the `regprocedure`
+            // texts the ledger records, never depend on what ALTER DATABASE
+            // or ALTER ROLE set; a plan's routines set their declared path.
+            "-c lock_timeout={} -c statement_timeout={} -c client_connection_check_interval=1000 \
+             -c search_path=public",
             timeouts.lock.as_millis(),
             timeouts.statement.as_millis()
         ));

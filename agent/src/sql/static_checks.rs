@@ -24,6 +24,10 @@ pub async fn extension_schema(
 pub struct RoutineBody {
     pub language: String,
     pub source: String,
+    /// Its oid: plpgsql_check is pointed at it by oid, since it runs with
+    /// the routine's search path, under which a `regprocedure` text read
+    /// with the agent's own path may not resolve.
+    pub oid: u32,
 }
 
 /// The language and body of the routine `regprocedure` names, if it exists.
@@ -33,7 +37,7 @@ pub async fn routine_body(
 ) -> Result<Option<RoutineBody>, tokio_postgres::Error> {
     let rows = client
         .query_typed(
-            "SELECT l.lanname::text, p.prosrc FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+            "SELECT l.lanname::text, p.prosrc, p.oid FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
              WHERE p.oid = to_regprocedure($1)",
             &[(&regprocedure, Type::TEXT)],
         )
@@ -41,6 +45,7 @@ pub async fn routine_body(
     Ok(rows.first().map(|row| RoutineBody {
         language: row.get(0),
         source: row.get(1),
+        oid: row.get(2),
     }))
 }
 
@@ -63,15 +68,13 @@ pub struct PlpgsqlFinding {
 pub async fn plpgsql_check(
     client: &Client,
     extension_schema: &str,
-    regprocedure: &str,
+    oid: u32,
 ) -> Result<Vec<PlpgsqlFinding>, tokio_postgres::Error> {
     let sql = format!(
         "SELECT lineno, statement, sqlstate, message, detail, hint, level \
-         FROM {extension_schema}.plpgsql_check_function_tb(to_regprocedure($1), fatal_errors => false)"
+         FROM {extension_schema}.plpgsql_check_function_tb($1::regprocedure, fatal_errors => false)"
     );
-    let rows = client
-        .query_typed(&sql, &[(&regprocedure, Type::TEXT)])
-        .await?;
+    let rows = client.query_typed(&sql, &[(&oid, Type::OID)]).await?;
     Ok(rows
         .iter()
         .map(|row| PlpgsqlFinding {

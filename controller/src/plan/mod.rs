@@ -186,6 +186,7 @@ mod tests {
             perf_probe: None,
             pgtap: None,
             source_line: 0,
+            search_path: vec![],
         }
     }
 

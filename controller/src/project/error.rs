@@ -146,6 +146,10 @@ pub enum ProjectError {
     #[error("{at}: {reason}")]
     InvalidSidecar { at: SourceLocation, reason: String },
 
+    /// `pgrollout.toml` at the project root cannot be used as written.
+    #[error("{at}: {reason}")]
+    InvalidProjectFile { at: SourceLocation, reason: String },
+
     /// A pgTAP file named by a sidecar that cannot be run as it is.
     #[error("{at}: {reason}")]
     InvalidTestFile { at: SourceLocation, reason: String },

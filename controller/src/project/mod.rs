@@ -15,9 +15,12 @@ mod parse_sql;
 mod pgtap;
 #[cfg(test)]
 mod probe_tests;
+pub mod project_config;
 #[cfg(test)]
 mod resilience_tests;
 pub mod routine_name;
+#[cfg(test)]
+mod schema_tests;
 mod sidecar;
 mod syntax_error;
 #[cfg(test)]
@@ -27,11 +30,12 @@ mod type_names;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use pgrollout_shared::routine::Routine;
+use pgrollout_shared::routine::{Routine, SmokeTest};
 
 pub use error::{ProjectError, ProjectWarning, SourceLocation};
 pub use parse_sql::is_offline_limitation;
 use parse_sql::{parse_procedure_file, ParsedRoutine};
+use project_config::{load_project_settings, SchemaSettings};
 use routine_name::{edit_distance, RoutineName, Signature};
 use sidecar::parse_sidecar;
 
@@ -93,6 +97,9 @@ impl Project {
     }
 
     fn load_only(root: &Path, wanted: Option<&[String]>) -> Result<Project, ProjectError> {
+        // The schema `pgrollout.toml` declares (`public` without one): a
+        // broken project file blocks everything, since it places every name.
+        let settings = load_project_settings(root)?;
         let files = list_procedure_files(root)?;
         let mut texts = read_in_parallel(root, &files);
         let mut project = Project {
@@ -125,7 +132,7 @@ impl Project {
             let batch: Vec<usize> = (0..files.len())
                 .filter(|&index| to_load[index] && !loaded[index])
                 .collect();
-            let results = parse_files_in_parallel(root, &files, &mut texts, &batch);
+            let results = parse_files_in_parallel(root, &files, &settings, &mut texts, &batch);
             let mut new_dependencies = Vec::new();
             for (&file_index, loaded_file) in batch.iter().zip(results) {
                 loaded[file_index] = true;
@@ -180,7 +187,7 @@ impl Project {
     /// one of them is already defined. Returns its declared dependencies.
     fn add_file(
         &mut self,
-        (file, parsed, sidecar, pgtap): LoadedFile<'_>,
+        (file, parsed, sidecar, pgtap, settings): LoadedFile<'_>,
         defined_at: &mut BTreeMap<Signature, SourceLocation>,
     ) -> Option<Vec<(String, SourceLocation)>> {
         let names: Vec<String> = parsed.iter().map(|r| r.signature.name.clone()).collect();
@@ -222,7 +229,10 @@ impl Project {
                     .smoke_tests
                     .iter()
                     .filter(|(routine_index, _)| *routine_index == index)
-                    .map(|(_, test)| test.clone())
+                    .map(|(_, test)| SmokeTest {
+                        search_path: settings.search_path.clone(),
+                        ..test.clone()
+                    })
                     .collect(),
                 source_path: file.sql_path.clone(),
                 depends_on: sidecar
@@ -237,6 +247,7 @@ impl Project {
                     .map(|(_, probe)| probe.clone()),
                 pgtap: pgtap.clone(),
                 source_line,
+                search_path: settings.search_path.clone(),
             });
         }
         Some(sidecar.depends_on)
@@ -542,12 +553,14 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
         .collect())
 }
 
-/// One source file, parsed, with its sidecar and the pgTAP file it names.
+/// One source file, parsed, with its sidecar, the pgTAP file it names and
+/// the schema settings it was read with.
 type LoadedFile<'a> = (
     &'a ProcedureFile,
     Vec<ParsedRoutine>,
     sidecar::Sidecar,
     Option<pgrollout_shared::routine::PgtapScript>,
+    SchemaSettings,
 );
 
 /// A file that could not be loaded: the routine names it defines as far as
@@ -570,6 +583,7 @@ fn read_in_parallel(
 fn parse_files_in_parallel<'a>(
     root: &Path,
     files: &'a [ProcedureFile],
+    project_settings: &SchemaSettings,
     texts: &mut [Option<Result<String, ProjectError>>],
     indices: &[usize],
 ) -> Vec<Result<LoadedFile<'a>, FileProblem>> {
@@ -582,12 +596,15 @@ fn parse_files_in_parallel<'a>(
             (&files[index], text)
         })
         .collect();
-    in_parallel(&work, |(file, text)| load_file(root, file, text))
+    in_parallel(&work, |(file, text)| {
+        load_file(root, file, project_settings, text)
+    })
 }
 
 fn load_file<'a>(
     root: &Path,
     file: &'a ProcedureFile,
+    project_settings: &SchemaSettings,
     text: &Result<String, ProjectError>,
 ) -> Result<LoadedFile<'a>, FileProblem> {
     let stem_name = || {
@@ -601,15 +618,31 @@ fn load_file<'a>(
         Ok(text) => text,
         Err(error) => return Err(Box::new((stem_name(), clone_read_error(error)))),
     };
-    let parsed = parse_procedure_file(&file.sql_path, text).map_err(|error| {
+    let scanned_names = || {
         let mut names = routine_names_by_scan(text);
         names.extend(stem_name());
-        Box::new((names, error))
-    })?;
+        names
+    };
+    // The sidecar first: its `[schema]` places the file's unqualified names.
+    let sidecar_text = match &file.sidecar_path {
+        Some(sidecar_path) => Some((
+            sidecar_path,
+            read(&root.join(sidecar_path)).map_err(|e| Box::new((scanned_names(), e)))?,
+        )),
+        None => None,
+    };
+    let settings = match &sidecar_text {
+        Some((sidecar_path, sidecar_text)) => {
+            sidecar::schema_settings(sidecar_path, sidecar_text, project_settings)
+                .map_err(|e| Box::new((scanned_names(), e)))?
+        }
+        None => project_settings.clone(),
+    };
+    let parsed = parse_procedure_file(&file.sql_path, text, &settings.schema)
+        .map_err(|error| Box::new((scanned_names(), error)))?;
     let names = || parsed.iter().map(|r| r.signature.name.clone()).collect();
-    let sidecar = match &file.sidecar_path {
-        Some(sidecar_path) => read(&root.join(sidecar_path))
-            .and_then(|sidecar_text| parse_sidecar(sidecar_path, &sidecar_text, &parsed))
+    let sidecar = match &sidecar_text {
+        Some((sidecar_path, sidecar_text)) => parse_sidecar(sidecar_path, sidecar_text, &parsed)
             .map_err(|error| Box::new((names(), error)))?,
         None => sidecar::Sidecar::default(),
     };
@@ -619,7 +652,7 @@ fn load_file<'a>(
         }
         None => None,
     };
-    Ok((file, parsed, sidecar, pgtap))
+    Ok((file, parsed, sidecar, pgtap, settings))
 }
 
 /// A read error again, for the file's one load attempt (io errors do not

@@ -26,8 +26,14 @@ pub struct ParsedRoutine {
     pub warnings: Vec<ProjectWarning>,
 }
 
-/// Parses the text of the file at project-relative `path`.
-pub fn parse_procedure_file(path: &str, text: &str) -> Result<Vec<ParsedRoutine>, ProjectError> {
+/// Parses the text of the file at project-relative `path`. An unqualified
+/// routine name belongs to `default_schema`, the schema the project (or the
+/// file's sidecar) declares: the identity is always schema-qualified.
+pub fn parse_procedure_file(
+    path: &str,
+    text: &str,
+    default_schema: &str,
+) -> Result<Vec<ParsedRoutine>, ProjectError> {
     if let Some(offset) = text.find('\0') {
         return Err(ProjectError::Syntax {
             at: SourceLocation::at_offset(path, text, offset),
@@ -48,6 +54,7 @@ pub fn parse_procedure_file(path: &str, text: &str) -> Result<Vec<ParsedRoutine>
         path,
         text,
         tokens: &tokens,
+        default_schema,
     };
     parsed
         .protobuf
@@ -77,6 +84,7 @@ struct SourceFile<'a> {
     path: &'a str,
     text: &'a str,
     tokens: &'a [protobuf::ScanToken],
+    default_schema: &'a str,
 }
 
 impl SourceFile<'_> {
@@ -248,7 +256,7 @@ impl SourceFile<'_> {
         let names = string_list(&create.funcname)
             .ok_or_else(|| unsupported(at, "unexpected routine name in the parse tree"))?;
         let (schema, name) = match names.as_slice() {
-            [name] => ("public", *name),
+            [name] => (self.default_schema, *name),
             [schema, name] => (*schema, *name),
             _ => {
                 return Err(unsupported(

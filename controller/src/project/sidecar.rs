@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::error::{ProjectError, SourceLocation};
 use super::hostile_sql;
 use super::parse_sql::ParsedRoutine;
+use super::project_config::{SchemaSettings, SchemaTable};
 use super::routine_name::RoutineName;
 
 /// The sidecar as written. Unknown keys are refused: a typo in a deployment
@@ -29,6 +30,9 @@ struct SidecarFile {
     smoke_tests: Vec<SmokeTestEntry>,
     perf: Option<PerfEntry>,
     tests: Option<TestsEntry>,
+    /// `[schema]`: this file's routines live in another schema than the
+    /// project's (read by [`schema_settings`], before the SQL is parsed).
+    schema: Option<SchemaTable>,
 }
 
 /// `[perf]`: one probe per file (a file holds the overloads of one name;
@@ -92,6 +96,30 @@ pub struct Sidecar {
     pub pgtap: Option<(String, SourceLocation)>,
 }
 
+/// The schema settings of the file whose sidecar is at `path` (contents
+/// `text`): its `[schema]` table over the project's `inherited` ones. Read
+/// before the SQL file, whose unqualified names it places.
+pub fn schema_settings(
+    path: &str,
+    text: &str,
+    inherited: &SchemaSettings,
+) -> Result<SchemaSettings, ProjectError> {
+    match read_sidecar(path, text)?.schema {
+        Some(table) => table.resolve(path, text, inherited),
+        None => Ok(inherited.clone()),
+    }
+}
+
+fn read_sidecar(path: &str, text: &str) -> Result<SidecarFile, ProjectError> {
+    toml::from_str(text).map_err(|error| ProjectError::InvalidSidecar {
+        at: error.span().map_or_else(
+            || SourceLocation::file(path),
+            |span| SourceLocation::at_offset(path, text, span.start),
+        ),
+        reason: error.message().trim_end().to_owned(),
+    })
+}
+
 /// Reads the sidecar at project-relative `path` (contents `text`) for the
 /// `routines` of its SQL file.
 pub fn parse_sidecar(
@@ -99,13 +127,7 @@ pub fn parse_sidecar(
     text: &str,
     routines: &[ParsedRoutine],
 ) -> Result<Sidecar, ProjectError> {
-    let file: SidecarFile = toml::from_str(text).map_err(|error| ProjectError::InvalidSidecar {
-        at: error.span().map_or_else(
-            || SourceLocation::file(path),
-            |span| SourceLocation::at_offset(path, text, span.start),
-        ),
-        reason: error.message().trim_end().to_owned(),
-    })?;
+    let file = read_sidecar(path, text)?;
     let at = |span: std::ops::Range<usize>| SourceLocation::at_offset(path, text, span.start);
     let invalid = |span: std::ops::Range<usize>, reason: String| ProjectError::InvalidSidecar {
         at: at(span),
@@ -205,6 +227,8 @@ pub fn parse_sidecar(
                 expect_columns,
                 max_duration,
                 allow_warnings: entry.allow_warnings,
+                // The routine's, set when the project assembles it.
+                search_path: Vec::new(),
             },
         ));
     }

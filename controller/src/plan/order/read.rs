@@ -105,8 +105,15 @@ pub(super) fn read_shape(routine: &Routine) -> Result<Shape, String> {
             .filter(|p| is_input(p.mode))
             .map(|p| (p.name.clone(), p.arg_type.as_ref().and_then(TypeKey::of)))
             .collect(),
-        search_path: search_path(create)
-            .unwrap_or_else(|| vec![routine.identity.schema.clone(), "public".to_owned()]),
+        // Its own `SET search_path`, else the path the project declares for
+        // it (which its CREATE runs with), else its schema and `public`.
+        search_path: search_path(create).unwrap_or_else(|| {
+            if routine.search_path.is_empty() {
+                vec![routine.identity.schema.clone(), "public".to_owned()]
+            } else {
+                routine.search_path.clone()
+            }
+        }),
         ..Shape::default()
     };
     for default in parameters.iter().filter_map(|p| p.defexpr.as_deref()) {

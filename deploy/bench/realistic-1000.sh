@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmark on a realistic corpus (issue 15): 1,000 routines shaped like real
+# extension code (generate_realistic.py: overload families calling each
+# other, polymorphic and variadic signatures, unqualified code in its own
+# schema, types from another schema, plain CREATE). Per round, in two fresh
+# databases of one cluster:
+#   1. `psql -1 -f` of the same SQL (the reference);
+#   2. `pgrollout batch` of the whole shuffled list, one atomic batch;
+#   3. the catalog of both compared: md5(pg_get_functiondef) per identity —
+#      the script fails when they differ;
+#   4. the same batch again, unchanged.
+# Prints each round and the medians: batch / psql (target <= 1.3) and the
+# unchanged redeploy / the first deploy (target <= 0.5).
+#
+#   deploy/bench/realistic-1000.sh [routines] [runs] [--without SHAPE,...]
+# (defaults 1000 3; --without is passed to generate_realistic.py, to measure
+# what a build deploys while it does not support a shape yet)
+set -euo pipefail
+routines=${1:-1000}
+runs=${2:-3}
+without=()
+if [[ ${3:-} == --without ]]; then without=(--without "${4:?--without needs a list}"); fi
+source "$(dirname "$0")/lib.sh"
+bench_setup
+
+python3 deploy/bench/generate_realistic.py "$routines" "$work/gen" "${without[@]}"
+psql_in() { psql -X -q -h 127.0.0.1 -p "$port" -U postgres -v ON_ERROR_STOP=1 -d "$@"; }
+fresh_db() {
+  psql_in postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+  psql_in "$1" -f "$work/gen/setup.sql" >/dev/null
+  # The target's own default points elsewhere: it must not matter.
+  psql_in "$1" -c "ALTER DATABASE $1 SET search_path = util, public"
+}
+# Every routine of the corpus' schemas with the md5 of its definition, each
+# identity schema-qualified (the session searches only pg_catalog).
+catalog_of() {
+  PGOPTIONS="-c search_path=pg_catalog" psql_in "$1" -At -c \
+    "SELECT p.oid::regprocedure::text || ' ' || md5(pg_get_functiondef(p.oid))
+     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname IN ('lib', 'util') ORDER BY 1"
+}
+run_batch() {
+  "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" >"$work/$1.out" 2>&1 || {
+    echo "the $1 batch failed (exit $?):" >&2; tail -30 "$work/$1.out" >&2; exit 2; }
+}
+
+psql_times=(); first_times=(); again_times=()
+for round in $(seq 1 "$runs"); do
+  fresh_db plain
+  fresh_db bench
+  t0=$(bench_now_us)
+  psql_in plain -1 -f "$work/gen/plain.sql" >/dev/null
+  psql_times+=($(( $(bench_now_us) - t0 )))
+
+  t0=$(bench_now_us)
+  run_batch first
+  first_times+=($(( $(bench_now_us) - t0 )))
+  catalog_of plain >"$work/plain.catalog"
+  catalog_of bench >"$work/bench.catalog"
+  if ! diff -q "$work/plain.catalog" "$work/bench.catalog" >/dev/null; then
+    echo "round $round: the catalog differs from the psql-applied reference:" >&2
+    diff "$work/plain.catalog" "$work/bench.catalog" | head -20 >&2
+    exit 2
+  fi
+  [[ $(wc -l <"$work/bench.catalog") == "$routines" ]] || {
+    echo "round $round: $(wc -l <"$work/bench.catalog") routines in the catalog, not $routines" >&2; exit 2; }
+
+  t0=$(bench_now_us)
+  run_batch again
+  again_times+=($(( $(bench_now_us) - t0 )))
+done
+
+python3 - "${psql_times[*]}" "${first_times[*]}" "${again_times[*]}" "$routines" "${BENCH_PROFILE:-release}" <<'PY'
+import statistics, sys
+psql, first, again = ([int(t) for t in arg.split()] for arg in sys.argv[1:4])
+routines, profile = int(sys.argv[4]), sys.argv[5]
+print(f"realistic corpus: {routines} routines, {len(psql)} rounds (mutual TLS, {profile} build, localhost)")
+for i, (p, f, a) in enumerate(zip(psql, first, again), 1):
+    print(f"  round {i}: psql -1 -f {p / 1e6:5.2f} s   batch {f / 1e6:5.2f} s   unchanged again {a / 1e6:5.2f} s")
+p, f, a = statistics.median(psql), statistics.median(first), statistics.median(again)
+print(f"psql -1 -f:            {p / 1e6:6.2f} s median")
+print(f"pgrollout batch:       {f / 1e6:6.2f} s median   ratio to psql {f / p:5.2f} (target <= 1.3)")
+print(f"unchanged redeploy:    {a / 1e6:6.2f} s median   ratio to first {a / f:5.2f} (target <= 0.5)")
+print("catalog: identical to the psql-applied reference in every round (md5 of pg_get_functiondef per identity)")
+PY
+echo "the unchanged redeploy said:"
+grep -E "^Result:|^Status:" "$work/again.out" || tail -5 "$work/again.out"

@@ -1,0 +1,307 @@
+//! Schemas and search_path as PostgreSQL has them (issue 15, "seen" 1): a
+//! project declares the schema its unqualified code belongs in and the
+//! search path it is written for; the target database's own default search
+//! path never decides where code lands or what the ledger calls it.
+
+use anyhow::Result;
+use pgrollout_tests::tokio_postgres::Client;
+use pgrollout_tests::Stack;
+
+/// A small library written the way extension code is: no schema in its
+/// names, siblings called unqualified from SQL bodies (which PostgreSQL
+/// resolves while creating them), a type from another schema as return and
+/// parameter type, a PL/pgSQL routine and one with its own `SET search_path`.
+const TAP_LIBRARY: [(&str, &str); 6] = [
+    (
+        "pg_version",
+        "CREATE OR REPLACE FUNCTION pg_version() RETURNS text LANGUAGE sql\n\
+         AS $$ SELECT current_setting('server_version') $$;",
+    ),
+    (
+        "ok",
+        "CREATE OR REPLACE FUNCTION ok(boolean, text) RETURNS text LANGUAGE sql\n\
+         AS $$ SELECT CASE WHEN $1 THEN 'ok - ' ELSE 'not ok - ' END || $2 $$;",
+    ),
+    (
+        "has_version",
+        "CREATE OR REPLACE FUNCTION has_version() RETURNS text LANGUAGE sql\n\
+         AS $$ SELECT ok(pg_version() IS NOT NULL, 'version known') $$;",
+    ),
+    (
+        "version_info",
+        "CREATE OR REPLACE FUNCTION version_info() RETURNS types.version_info LANGUAGE sql\n\
+         AS $$ SELECT ROW(split_part(pg_version(), '.', 1)::integer, pg_version())::types.version_info $$;\n\
+         CREATE OR REPLACE FUNCTION version_info(v types.version_info) RETURNS text LANGUAGE sql\n\
+         AS $$ SELECT ok(v.major > 0, v.full_text) $$;",
+    ),
+    (
+        "diag",
+        "CREATE OR REPLACE FUNCTION diag(message text) RETURNS text LANGUAGE plpgsql\n\
+         AS $$ BEGIN RETURN ok(true, message); END $$;",
+    ),
+    (
+        "thing_count",
+        "CREATE OR REPLACE FUNCTION thing_count() RETURNS bigint LANGUAGE sql\n\
+         SET search_path = public\n\
+         AS $$ SELECT count(*) FROM things $$;",
+    ),
+];
+
+/// What the target holds before any deploy: the schemas, a type the
+/// library uses, a table only its own `SET search_path` finds, and a
+/// database default search path that points elsewhere.
+async fn prepare_target(client: &Client, dbname: &str, default_path: &str) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA tap; CREATE SCHEMA types; CREATE SCHEMA elsewhere;
+             CREATE TYPE types.version_info AS (major integer, full_text text);
+             CREATE TABLE public.things (id integer); INSERT INTO public.things VALUES (1), (2);
+             ALTER DATABASE \"{dbname}\" SET search_path = {default_path};
+             -- This session reads the catalog with every name qualified.
+             SET search_path = pg_catalog;"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// A stack whose dev database is prepared (default search path
+/// `default_path`), with `project_file` as the project's `pgrollout.toml`
+/// when given, and a catalog session on that database.
+async fn stack_for(default_path: &str, project_file: Option<&str>) -> Result<(Stack, Client)> {
+    let stack = Stack::start(&["dev"]).await?;
+    let dev = &stack.zone("dev").pg;
+    let client = dev.connect().await?;
+    prepare_target(&client, dev.dbname(), default_path).await?;
+    if let Some(text) = project_file {
+        std::fs::write(stack.project.join("pgrollout.toml"), text)?;
+    }
+    Ok((stack, client))
+}
+
+/// The `regprocedure` of every routine named `name`, schema-qualified (the
+/// session searches only pg_catalog).
+async fn routines_named(client: &Client, name: &str) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proname = $1 ORDER BY 1",
+            &[&name],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// The ledger's identities, in order.
+async fn ledger_identities(client: &Client) -> Result<Vec<String>> {
+    Ok(client
+        .query("SELECT identity FROM pgrollout.ledger ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+#[tokio::test]
+async fn unqualified_code_lands_in_the_schema_its_project_declares_and_is_recorded_there(
+) -> Result<()> {
+    let (stack, client) = stack_for(
+        "tap",
+        Some("[schema]\nname = \"tap\"\nsearch_path = [\"tap\", \"types\"]\n"),
+    )
+    .await?;
+    for (name, sql) in TAP_LIBRARY {
+        stack.write_procedure(&format!("{name}.sql"), sql)?;
+    }
+    // Smoke tests written as the library's users write calls: unqualified.
+    stack.write_procedure(
+        "has_version.toml",
+        "[[smoke_tests]]\nname = \"knows its version\"\ncall = \"SELECT has_version() AS result\"\n\
+         expect_columns = [ { name = \"result\", type = \"text\" } ]\n",
+    )?;
+    stack.write_procedure(
+        "diag.toml",
+        "[[smoke_tests]]\nname = \"says ok\"\ncall = \"SELECT diag('hello') AS line\"\n",
+    )?;
+    let list = stack.dir.path().join("library.txt");
+    std::fs::write(
+        &list,
+        "thing_count\ndiag\nversion_info\nhas_version\nok\npg_version\n",
+    )?;
+    let list = list.to_string_lossy().into_owned();
+
+    let dry_run = stack
+        .cli(&["check", "dev", "has_version", "ok", "pg_version"])
+        .await?;
+    assert_eq!(
+        dry_run.code, 0,
+        "the dry run validates with the path: {dry_run}"
+    );
+
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    for identity in [
+        "tap.pg_version()",
+        "tap.ok(boolean, text)",
+        "tap.has_version()",
+        "tap.version_info()",
+        "tap.version_info(types.version_info)",
+        "tap.diag(text)",
+        "tap.thing_count()",
+    ] {
+        let reported = out
+            .stdout
+            .lines()
+            .any(|line| line.contains(&format!(" {identity} ")) && line.contains("✅ deployed"));
+        assert!(reported, "{identity} deployed in {out}");
+    }
+    assert_eq!(
+        routines_named(&client, "pg_version").await?,
+        ["tap.pg_version()"]
+    );
+    assert_eq!(
+        routines_named(&client, "version_info").await?,
+        ["tap.version_info()", "tap.version_info(types.version_info)"]
+    );
+    // Called as its users call it: on a session of the database, whose
+    // default search path is the library's (the bodies resolve their calls
+    // with the caller's path, as in PostgreSQL), except the routine that
+    // sets its own.
+    let user = stack.zone("dev").pg.connect().await?;
+    let answer: String = user
+        .query_one("SELECT version_info(version_info())", &[])
+        .await?
+        .get(0);
+    assert!(answer.starts_with("ok - 15"), "{answer}");
+    let count: i64 = user.query_one("SELECT thing_count()", &[]).await?.get(0);
+    assert_eq!(count, 2, "its own SET search_path found public.things");
+
+    // Recorded fully qualified, whatever the database's search path says.
+    let ledger = ledger_identities(&client).await?;
+    assert_eq!(ledger.len(), 7, "{ledger:?}");
+    assert!(ledger.iter().all(|i| i.starts_with("tap.")), "{ledger:?}");
+    assert!(
+        ledger.contains(&"tap.version_info(types.version_info)".to_owned()),
+        "{ledger:?}"
+    );
+    let history = stack.cli(&["history", "pg_version", "dev"]).await?;
+    assert_eq!(history.code, 0, "{history}");
+    assert!(history.stdout.contains("tap.pg_version()"), "{history}");
+
+    // A changed body redeploys in place, with its siblings still resolved.
+    stack.write_procedure(
+        "has_version.sql",
+        "CREATE OR REPLACE FUNCTION has_version() RETURNS text LANGUAGE sql\n\
+         AS $$ SELECT ok(pg_version() <> '', 'version known (v2)') $$;",
+    )?;
+    let again = stack.cli(&["deploy", "has_version", "dev"]).await?;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(
+        again.stdout.contains("tap.has_version() [replaced]"),
+        "{again}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_can_live_in_another_schema_and_the_project_file_is_checked() -> Result<()> {
+    let (stack, client) = stack_for(
+        "public",
+        Some("[schema]\nname = \"tap\"\nsearch_path = [\"public\", \"tap\"]\n"),
+    )
+    .await?;
+    client.batch_execute("CREATE SCHEMA util").await?;
+    stack.write_procedure("pg_version.sql", TAP_LIBRARY[0].1)?;
+    stack.write_procedure(
+        "shout.sql",
+        "CREATE OR REPLACE FUNCTION shout(t text) RETURNS text LANGUAGE sql AS $$ SELECT upper(t) $$;",
+    )?;
+    stack.write_procedure("shout.toml", "[schema]\nname = \"util\"\n")?;
+
+    // A path that would create the code somewhere else than its schema is
+    // refused before anything is sent, with the place to fix.
+    let refused = stack.cli(&["deploy", "pg_version", "dev"]).await?;
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(
+        refused.stderr.contains("pgrollout.toml:3:")
+            && refused
+                .stderr
+                .contains("search_path must start with the schema \"tap\""),
+        "{refused}"
+    );
+    assert!(routines_named(&client, "pg_version").await?.is_empty());
+
+    std::fs::write(
+        stack.project.join("pgrollout.toml"),
+        "[schema]\nname = \"tap\"\n",
+    )?;
+    let out = stack.cli(&["deploy", "pg_version", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let out = stack.cli(&["deploy", "shout", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("util.shout(text) [created]"), "{out}");
+    assert_eq!(
+        routines_named(&client, "shout").await?,
+        ["util.shout(text)"]
+    );
+    assert_eq!(
+        routines_named(&client, "pg_version").await?,
+        ["tap.pg_version()"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_declaration_code_lands_in_public_whatever_the_database_search_path() -> Result<()>
+{
+    let (stack, client) = stack_for("elsewhere, public", None).await?;
+    stack.write_procedure(
+        "greet.sql",
+        "CREATE OR REPLACE FUNCTION greet(who text) RETURNS text LANGUAGE sql AS $$ SELECT 'hello ' || who $$;",
+    )?;
+    stack.write_procedure(
+        "greet.toml",
+        "[[smoke_tests]]\nname = \"greets\"\ncall = \"SELECT greet('you') AS line\"\n",
+    )?;
+
+    let out = stack.cli(&["deploy", "greet", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("public.greet(text) [created]"), "{out}");
+    assert_eq!(
+        routines_named(&client, "greet").await?,
+        ["public.greet(text)"]
+    );
+    assert_eq!(ledger_identities(&client).await?, ["greet(text)"]);
+    Ok(())
+}
+
+/// A rollback replays the backup's definition, whose SQL body calls its
+/// siblings unqualified: it must not need the session to find them.
+#[tokio::test]
+async fn a_rollback_restores_code_that_calls_its_siblings_unqualified() -> Result<()> {
+    let (stack, client) = stack_for("public", Some("[schema]\nname = \"tap\"\n")).await?;
+    for (name, sql) in &TAP_LIBRARY[..3] {
+        stack.write_procedure(&format!("{name}.sql"), sql)?;
+    }
+    for name in ["pg_version", "ok", "has_version"] {
+        let out = stack.cli(&["deploy", name, "dev"]).await?;
+        assert_eq!(out.code, 0, "{out}");
+    }
+    stack.write_procedure(
+        "has_version.sql",
+        "CREATE OR REPLACE FUNCTION has_version() RETURNS text LANGUAGE sql\nAS $$ SELECT ok(true, 'v2') $$;",
+    )?;
+    let out = stack.cli(&["deploy", "has_version", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let out = stack.cli(&["rollback", "has_version", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let restored: String = client
+        .query_one(
+            "SELECT pg_get_functiondef('tap.has_version()'::regprocedure)",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(restored.contains("'version known'"), "{restored}");
+    Ok(())
+}
