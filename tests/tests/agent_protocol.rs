@@ -377,6 +377,7 @@ fn offer_with_smoke(job_id: &str, name: &str, smoke: &[&str]) -> proto::JobOffer
             expect_columns: vec![],
             max_duration: Duration::from_secs(5),
             allow_warnings: false,
+            search_path: vec![],
         })
         .collect();
     job.into()

@@ -362,6 +362,7 @@ mod tests {
                 expect_columns: vec![],
                 max_duration: std::time::Duration::from_secs(1),
                 allow_warnings: false,
+                search_path: vec![],
             }],
             source_path: "procedures/f.sql".into(),
             depends_on: vec![],
@@ -371,6 +372,7 @@ mod tests {
                 statements: pgtap.iter().map(|s| (*s).to_owned()).collect(),
             }),
             source_line: 1,
+            search_path: vec![],
         };
         check_routines(&[routine(
             "SELECT public.f()",
