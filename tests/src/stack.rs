@@ -338,6 +338,19 @@ impl Stack {
             .with_context(|| format!("writing procedures/{file}"))
     }
 
+    /// Every entry of the controller's audit log, oldest first, as
+    /// `action|outcome|actor|details` lines, read from its store file.
+    pub fn audit_lines(&self) -> Result<Vec<String>> {
+        let store = rusqlite::Connection::open(self.dir.path().join("controller.sqlite"))?;
+        let mut statement = store.prepare(
+            "SELECT action || '|' || outcome || '|' || actor || '|' || details FROM audit_log ORDER BY seq",
+        )?;
+        let lines = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(lines)
+    }
+
     /// Every log line and CLI output the stack's processes produced so far.
     pub fn all_process_output(&self) -> String {
         let mut text = self.controller.output_so_far();

@@ -10,17 +10,6 @@ use pgrollout_tests::Stack;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn audit_lines(stack: &Stack) -> Result<Vec<String>> {
-    let store = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?;
-    let mut statement = store.prepare(
-        "SELECT action || '|' || outcome || '|' || actor || '|' || details FROM audit_log ORDER BY seq",
-    )?;
-    let lines = statement
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(lines)
-}
-
 /// The certificate's serial as `openssl x509 -serial` prints it, written
 /// the way people paste it: upper-case pairs separated by colons.
 fn colon_serial(certificate: &std::path::Path) -> Result<String> {
@@ -77,7 +66,7 @@ async fn a_malformed_revocation_is_reported_and_the_well_formed_ones_apply_at_on
     assert!(refused.stderr.contains("is revoked"), "{refused}");
     assert_eq!(stack.cli(&["agents"]).await?.code, 0, "others unaffected");
 
-    let audit = audit_lines(&stack)?;
+    let audit = stack.audit_lines()?;
     assert!(
         audit.iter().any(
             |l| l.starts_with("config.revocation_malformed|failed|controller|")
@@ -167,7 +156,7 @@ async fn an_agent_whose_certificate_expires_is_disconnected_at_not_after_and_off
         .await?
         .get(0);
     assert!(!created, "nothing ran in dev");
-    let audit = audit_lines(&stack)?;
+    let audit = stack.audit_lines()?;
     assert!(
         audit
             .iter()

@@ -57,17 +57,6 @@ async fn a_cancelled_request_is_not_listed_as_running_at_a_time() -> Result<()> 
     Ok(())
 }
 
-/// Every audit entry's `action|outcome|actor`, oldest first.
-fn audit_actions(stack: &Stack) -> Result<Vec<String>> {
-    let store = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?;
-    let mut statement = store
-        .prepare("SELECT action || '|' || outcome || '|' || actor FROM audit_log ORDER BY seq")?;
-    let lines = statement
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(lines)
-}
-
 #[tokio::test]
 async fn a_refused_self_approval_is_audited_and_a_repeated_approval_changes_nothing() -> Result<()>
 {
@@ -105,7 +94,7 @@ async fn a_refused_self_approval_is_audited_and_a_repeated_approval_changes_noth
     );
     assert!(!again.stdout.contains("approval recorded"), "{again}");
 
-    let audit = audit_actions(&stack)?;
+    let audit = stack.audit_lines()?;
     let refused: Vec<_> = audit
         .iter()
         .filter(|l| l.starts_with("approval.refused|refused|approver-1"))

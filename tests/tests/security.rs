@@ -10,16 +10,6 @@ use pgrollout_tests::{Stack, StackOptions, TestDir};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Every audit entry, as `action|outcome|actor|details` lines.
-fn audit_lines(stack: &Stack) -> Result<Vec<String>> {
-    let store = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?;
-    let mut statement = store.prepare("SELECT action || '|' || outcome || '|' || actor || '|' || details FROM audit_log ORDER BY seq")?;
-    let lines = statement
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(lines)
-}
-
 #[tokio::test]
 async fn clients_without_a_certificate_or_from_another_ca_are_refused_clearly() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
@@ -186,7 +176,7 @@ async fn an_agent_claiming_another_zone_is_rejected_audited_and_never_gets_its_j
         .get(0);
     assert!(!created);
 
-    let audit = audit_lines(&stack)?;
+    let audit = stack.audit_lines()?;
     assert!(
         audit
             .iter()
@@ -245,7 +235,7 @@ async fn a_revoked_agent_is_disconnected_within_seconds_and_cannot_reconnect() -
     again.wait_for_line("is revoked", WAIT).await?;
     assert_eq!(again.wait_for_exit(WAIT).await?.code(), Some(2));
 
-    let audit = audit_lines(&stack)?;
+    let audit = stack.audit_lines()?;
     assert!(
         audit.iter().any(|l| l.starts_with("config.reloaded|ok|")),
         "{audit:#?}"
@@ -287,7 +277,7 @@ async fn an_operator_without_the_deployer_role_cannot_deploy() -> Result<()> {
         .await?
         .get(0);
     assert!(!created);
-    let audit = audit_lines(&stack)?;
+    let audit = stack.audit_lines()?;
     assert!(
         audit
             .iter()
@@ -370,7 +360,7 @@ async fn the_database_password_appears_nowhere_outside_the_zone() -> Result<()> 
     stack.zone("dev").pg.restart().await?;
 
     seen.push_str(&stack.all_process_output());
-    seen.push_str(&audit_lines(&stack)?.join("\n"));
+    seen.push_str(&stack.audit_lines()?.join("\n"));
     let store = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?;
     for table in ["rollouts", "jobs", "job_events", "plans"] {
         let mut statement = store.prepare(&format!("SELECT * FROM {table}"))?;
