@@ -29,6 +29,8 @@
 //! - `PGROLLOUT_TEST_ECHO=1`: echo each [`Process`]'s output lines to stderr as they arrive.
 //! - `PGROLLOUT_TEST_PG_DIR=<dir>`: where clusters' directories go (default: `/dev/shm` when it has room,
 //!   else the temp dir).
+//! - `PGROLLOUT_TEST_PG_BIN=<dir>`: the PostgreSQL server's bin directory (`initdb`, `pg_ctl`, `postgres`;
+//!   default: the distribution's, see `pg_binaries`), e.g. `/opt/pgrollout-pg/13/bin`.
 //! - `PGROLLOUT_TEST_BIN_DIR=<dir>`: where [`Binaries::locate`] looks (default: beside the test executable).
 //!
 //! When the tests run as root (as CI does), PostgreSQL's programs run as the `postgres` OS user, which owns the

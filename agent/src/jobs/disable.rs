@@ -229,7 +229,7 @@ async fn enable_routines(
     )
     .await?;
     let wanted: Vec<&RoutineSnapshot> = disabled.iter().map(|(row, _)| &row.previous).collect();
-    let acls = exact_restore::wanted_acls(&conn.client, &wanted)
+    let acls = exact_restore::wanted_acls(&conn, &wanted)
         .await
         .map_err(|e| {
             JobFailure::deploy(format!(

@@ -62,6 +62,28 @@ impl JobFailure {
             message: message.into(),
         }
     }
+
+    /// A connection that failed. A server outside the supported versions is
+    /// a refusal (exit 1): nothing was tried, and retrying will not help.
+    pub fn connect(error: crate::sql::ConnectError) -> Self {
+        let outcome = match error {
+            crate::sql::ConnectError::Unsupported { .. } => Outcome::ValidationFailed,
+            _ => Outcome::DeployFailed,
+        };
+        JobFailure {
+            outcome,
+            message: pgrollout_shared::errors::error_chain(&error),
+        }
+    }
+}
+
+/// The `connect` step's message: the target and the major version it runs.
+pub fn connected(target: &TargetConfig, conn: &crate::sql::TargetConnection) -> String {
+    format!(
+        "connected to target {} (PostgreSQL {})",
+        target.name,
+        conn.version.major()
+    )
 }
 
 /// What a running job needs: its identity, its target, and the event stream.

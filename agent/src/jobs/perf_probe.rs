@@ -25,7 +25,7 @@ use pgrollout_shared::routine::Routine;
 use pgrollout_shared::test_reports::{perf_line, perf_refusal};
 
 use super::apply;
-use super::deploy::{error_chain, take_deploy_lock};
+use super::deploy::take_deploy_lock;
 use super::{failed_result, JobContext, JobFailure};
 use crate::sql::{self, describe_error, TargetConnection};
 
@@ -38,9 +38,9 @@ pub async fn run(ctx: &JobContext, routines: &[Routine], targets: &[PerfTarget])
                 async {
                     sql::connect(&ctx.target, &ctx.config.timeouts)
                         .await
-                        .map_err(|e| JobFailure::deploy(error_chain(&e)))
+                        .map_err(JobFailure::connect)
                 },
-                |_| format!("connected to target {}", ctx.target.name),
+                |conn| super::connected(&ctx.target, conn),
             )
             .await?;
         ctx.step("lock", take_deploy_lock(ctx, &conn), |_| {

@@ -97,7 +97,7 @@ async fn carry_metadata(
         ))
     };
     let wanted: Vec<&RoutineSnapshot> = recreated.iter().map(|&i| previous[i]).collect();
-    let acls = exact_restore::wanted_acls(&conn.client, &wanted)
+    let acls = exact_restore::wanted_acls(conn, &wanted)
         .await
         .map_err(failed)?;
     let who = exact_restore::session(&conn.client)

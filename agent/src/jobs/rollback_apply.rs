@@ -61,7 +61,7 @@ pub async fn prepare_and_apply(
     }
     warnings.extend(sources.warnings.iter().cloned());
     let wanted: Vec<&RoutineSnapshot> = planned.iter().map(|p| p.wanted()).collect();
-    let acls = exact_restore::wanted_acls(&conn.client, &wanted)
+    let acls = exact_restore::wanted_acls(conn, &wanted)
         .await
         .map_err(|e| {
             JobFailure::deploy(format!(

@@ -77,9 +77,9 @@ pub async fn connect(ctx: &JobContext) -> Result<TargetConnection, JobFailure> {
             async {
                 sql::connect(&ctx.target, &ctx.config.timeouts)
                     .await
-                    .map_err(|e| JobFailure::deploy(error_chain(&e)))
+                    .map_err(JobFailure::connect)
             },
-            |_| format!("connected to target {}", ctx.target.name),
+            |conn| super::connected(&ctx.target, conn),
         )
         .await?;
     ctx.watch_connection(&conn);

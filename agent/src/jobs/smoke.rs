@@ -4,7 +4,6 @@
 use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
 
-use super::deploy::error_chain;
 use super::smoke_runner::run_smoke_tests;
 use super::{failed_result, txn_seal, JobContext, JobFailure};
 use crate::sql::{self, describe_error};
@@ -17,9 +16,9 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
                 async {
                     sql::connect(&ctx.target, &ctx.config.timeouts)
                         .await
-                        .map_err(|e| JobFailure::deploy(error_chain(&e)))
+                        .map_err(JobFailure::connect)
                 },
-                |_| format!("connected to target {}", ctx.target.name),
+                |conn| super::connected(&ctx.target, conn),
             )
             .await?;
         ctx.event("smoke", StepStatus::Started, "", 0, Vec::new());

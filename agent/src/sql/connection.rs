@@ -11,6 +11,7 @@ use tokio_postgres::tls::TlsStream;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use super::server_version::{ServerVersion, UnsupportedVersion};
 use super::tls;
 use crate::config::{TargetConfig, Timeouts};
 use crate::secrets::resolve_password;
@@ -19,6 +20,8 @@ use pgrollout_shared::errors::error_chain;
 /// A live connection plus the notices the server sent on it.
 pub struct TargetConnection {
     pub client: Client,
+    /// The server's major version, checked to be supported at connect.
+    pub version: ServerVersion,
     notices: mpsc::UnboundedReceiver<DbError>,
     /// The id of the sealed transaction open on it (`jobs::txn_seal`).
     sealed_xid: std::sync::Mutex<Option<String>>,
@@ -104,6 +107,14 @@ pub enum ConnectError {
         dbname: String,
         reason: String,
     },
+    #[error("target {target} ({host}:{port}/{dbname}): {source}")]
+    Unsupported {
+        target: String,
+        host: String,
+        port: u16,
+        dbname: String,
+        source: UnsupportedVersion,
+    },
 }
 
 /// Connects with `application_name = 'pgrollout'` and the configured lock and
@@ -122,14 +133,13 @@ pub async fn connect(
         .application_name("pgrollout")
         .connect_timeout(timeouts.connect)
         .options(format!(
-            // The connection check lets a backend whose agent died (kill -9,
-            // fenced) notice within a second even while it waits on a lock, so
-            // its transaction rolls back and its advisory lock is freed.
             // search_path: the agent's own statements, and the `regprocedure`
             // texts the ledger records, never depend on what ALTER DATABASE
             // or ALTER ROLE set; a plan's routines set their declared path.
-            "-c lock_timeout={} -c statement_timeout={} -c client_connection_check_interval=1000 \
-             -c search_path=public",
+            // The connection check is set once the server's version is known
+            // (see `finish_connecting`): 13 refuses the whole startup packet
+            // over a setting it lacks.
+            "-c lock_timeout={} -c statement_timeout={} -c search_path=public",
             timeouts.lock.as_millis(),
             timeouts.statement.as_millis()
         ));
@@ -181,6 +191,16 @@ where
             ))
         }
     };
+    let version =
+        ServerVersion::from_reported(connection.parameter("server_version")).map_err(|source| {
+            ConnectError::Unsupported {
+                target: target.name.clone(),
+                host: target.host.clone(),
+                port: target.port,
+                dbname: target.dbname.clone(),
+                source,
+            }
+        })?;
     let (notice_tx, notices) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -197,8 +217,19 @@ where
             }
         }
     });
+    if version.has_connection_check() {
+        // Lets a backend whose agent died (kill -9, fenced) notice within a
+        // second even while it waits on a lock, so its transaction rolls back
+        // and its advisory lock is freed. 13 has no such check: see
+        // `server_version` for what that costs there.
+        client
+            .batch_execute("SET client_connection_check_interval = 1000")
+            .await
+            .map_err(|error| database_error(target, super::describe_error(&error, None)))?;
+    }
     Ok(TargetConnection {
         client,
+        version,
         notices,
         sealed_xid: Default::default(),
         escaped: Default::default(),

@@ -17,7 +17,7 @@
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use super::{quote_identifier, sha256_hex, RoutineSnapshot};
+use super::{quote_identifier, sha256_hex, RoutineSnapshot, TargetConnection};
 
 /// Why a restore could not complete. The caller renders the database error
 /// with `describe_error`.
@@ -75,7 +75,7 @@ pub struct AclItem {
 /// to be absent). Run before BEGIN: a role that no longer exists is reported
 /// before anything changes.
 pub async fn wanted_acls(
-    client: &Client,
+    conn: &TargetConnection,
     wanted: &[&RoutineSnapshot],
 ) -> Result<Vec<Vec<AclItem>>, ExactRestoreError> {
     let acls: Vec<Option<String>> = wanted.iter().map(|w| w.acl.clone()).collect();
@@ -83,10 +83,16 @@ pub async fn wanted_acls(
         .iter()
         .map(|w| w.definition.as_ref().and(w.owner.clone()))
         .collect();
-    let rows = client
+    let set_role = conn.version.set_role_privilege();
+    let rows = conn
+        .client
         .query_typed(
             include_str!("acl_explode.sql"),
-            &[(&acls, Type::TEXT_ARRAY), (&owners, Type::TEXT_ARRAY)],
+            &[
+                (&acls, Type::TEXT_ARRAY),
+                (&owners, Type::TEXT_ARRAY),
+                (&set_role, Type::TEXT),
+            ],
         )
         .await?;
     let mut items = vec![Vec::new(); wanted.len()];

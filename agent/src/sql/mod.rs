@@ -11,6 +11,7 @@ mod ledger_versions;
 pub mod pipeline;
 pub mod recreate;
 mod routine_lookup;
+pub mod server_version;
 mod snapshot;
 pub mod static_checks;
 mod tls;
