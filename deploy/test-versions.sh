@@ -59,7 +59,7 @@ for major in "${majors[@]}"; do
   started=$SECONDS
   status=0
   PGROLLOUT_TEST_PG_BIN=$dir/$major/bin \
-    cargo test -p pgrollout-tests "${test_args[@]}" -- --exact "${names[@]}" 2>&1 | tee "$log" ||
+    cargo test --no-fail-fast -p pgrollout-tests "${test_args[@]}" -- --exact "${names[@]}" 2>&1 | tee "$log" ||
     status=$?
   elapsed=$((SECONDS - started))
   passed=$(grep -cE '^test .* \.\.\. ok$' "$log" || true)

@@ -15,8 +15,28 @@ const CHAIN: [(&str, &str); 4] = [
     ("chain_d", "CREATE OR REPLACE FUNCTION public.chain_d(n integer) RETURNS integer LANGUAGE sql\nBEGIN ATOMIC\n  SELECT public.chain_c() + public.chain_b() + n;\nEND;"),
 ];
 
-fn write_chain(stack: &Stack) -> Result<()> {
+/// `chain_d` before PostgreSQL 14, which has no SQL-standard bodies: the
+/// same calls in a quoted body, validated at CREATE as well.
+const CHAIN_D_13: &str =
+    "CREATE OR REPLACE FUNCTION public.chain_d(n integer) RETURNS integer LANGUAGE sql\n\
+    AS 'SELECT public.chain_c() + public.chain_b() + n';";
+
+async fn write_chain(stack: &Stack) -> Result<()> {
+    let version: String = stack
+        .zone("dev")
+        .pg
+        .connect()
+        .await?
+        .query_one("SELECT current_setting('server_version_num')", &[])
+        .await?
+        .get(0);
+    let before_14 = version.parse::<u32>()? < 140_000;
     for (name, sql) in CHAIN {
+        let sql = if name == "chain_d" && before_14 {
+            CHAIN_D_13
+        } else {
+            sql
+        };
         stack.write_procedure(&format!("{name}.sql"), sql)?;
     }
     stack.write_procedure(
@@ -62,7 +82,7 @@ async fn catalog(client: &Client) -> Result<Vec<String>> {
 async fn a_shuffled_list_deploys_in_dependency_order_with_progress_and_an_exact_summary(
 ) -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
-    write_chain(&stack)?;
+    write_chain(&stack).await?;
     let list = write_list(
         &stack,
         "sprint1.txt",
@@ -146,7 +166,7 @@ async fn a_shuffled_list_deploys_in_dependency_order_with_progress_and_an_exact_
 #[tokio::test]
 async fn every_problem_in_the_list_is_reported_before_anything_changes() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
-    write_chain(&stack)?;
+    write_chain(&stack).await?;
     let list = write_list(
         &stack,
         "bad.txt",
@@ -197,7 +217,7 @@ async fn a_cycle_is_reported_with_its_path() -> Result<()> {
 async fn an_atomic_batch_with_one_broken_routine_leaves_the_database_exactly_as_before(
 ) -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
-    write_chain(&stack)?;
+    write_chain(&stack).await?;
     // Parses fine, fails at CREATE: its body reads a table that does not exist.
     stack.write_procedure(
         "chain_c.sql",
@@ -247,7 +267,7 @@ async fn an_atomic_batch_with_one_broken_routine_leaves_the_database_exactly_as_
 #[tokio::test]
 async fn continue_on_error_deploys_the_good_skips_the_broken_and_its_dependants() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
-    write_chain(&stack)?;
+    write_chain(&stack).await?;
     stack.write_procedure(
         "chain_c.sql",
         "CREATE OR REPLACE FUNCTION public.chain_c() RETURNS integer LANGUAGE sql AS 'SELECT public.chain_b() * count(*)::integer FROM public.no_such_table';",
@@ -464,7 +484,7 @@ async fn a_batch_that_waits_shows_its_order_when_it_starts() -> Result<()> {
         ..StackOptions::default()
     })
     .await?;
-    write_chain(&stack)?;
+    write_chain(&stack).await?;
     let list = write_list(&stack, "later.txt", "chain_c\nchain_a\nchain_b\n")?;
     let out = stack.cli(&["batch", "dev", &list]).await?;
     assert_eq!(out.code, 0, "{out}");
@@ -489,7 +509,7 @@ async fn a_batch_that_waits_shows_its_order_when_it_starts() -> Result<()> {
         ..StackOptions::default()
     })
     .await?;
-    write_chain(&stack)?;
+    write_chain(&stack).await?;
     let list = write_list(&stack, "approved.txt", "chain_c\nchain_a\nchain_b\n")?;
     let out = stack.cli(&["batch", "dev", &list]).await?;
     assert_eq!(

@@ -45,15 +45,54 @@ pub async fn deploy(stack: &Stack, name: &str) -> Result<()> {
 /// session flush its statistics before returning, so the next sample sees
 /// every call.
 pub async fn call(stack: &Stack, name: &str, times: usize) -> Result<()> {
-    let client = stack.zone("dev").pg.connect().await?;
+    let pg = &stack.zone("dev").pg;
+    let client = pg.connect().await?;
+    let version: String = client
+        .query_one("SELECT current_setting('server_version_num')", &[])
+        .await?
+        .get(0);
+    // Before 15 there is no pg_stat_force_next_flush(): a session's counts
+    // reach the statistics collector when it ends, and readers see them a
+    // moment later.
+    let collector = version.parse::<u32>()? < 150_000;
+    let before = if collector {
+        calls(&client, name).await?
+    } else {
+        0
+    };
     let sql = format!("SELECT public.{name}(1)");
     for _ in 0..times {
         client.query(sql.as_str(), &[]).await?;
     }
-    client
-        .query("SELECT pg_stat_force_next_flush()", &[])
-        .await?;
+    if !collector {
+        client
+            .query("SELECT pg_stat_force_next_flush()", &[])
+            .await?;
+        return Ok(());
+    }
+    drop(client);
+    let wanted = before + i64::try_from(times)?;
+    let reader = pg.connect().await?;
+    let deadline = tokio::time::Instant::now() + EVENT;
+    while calls(&reader, name).await? < wanted {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{times} calls of {name} never reached pg_stat_user_functions");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     Ok(())
+}
+
+/// The calls of `public.<name>` counted so far, every overload together.
+async fn calls(client: &pgrollout_tests::tokio_postgres::Client, name: &str) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions \
+             WHERE schemaname = 'public' AND funcname = $1",
+            &[&name],
+        )
+        .await?
+        .get(0))
 }
 
 /// `pgrollout alert create <name> dev --every 1s …`, from the project.
