@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn a_version_outside_the_range_is_refused_naming_the_range() {
         for reported in ["12.22", "9.6.24", "19devel", "", "x"] {
-            let error = ServerVersion::from_reported(Some(reported)).unwrap_err();
+            let error = ServerVersion::from_reported(Some(reported)).expect_err(reported);
             assert_eq!(
                 error.to_string(),
                 format!(
@@ -106,13 +106,13 @@ mod tests {
                 )
             );
         }
-        let silent = ServerVersion::from_reported(None).unwrap_err();
+        let silent = ServerVersion::from_reported(None).expect_err("none");
         assert!(silent.to_string().contains("(not reported)"), "{silent}");
     }
 
     #[test]
     fn settings_and_privileges_follow_the_major() {
-        let v = |text| ServerVersion::from_reported(Some(text)).unwrap();
+        let v = |text| ServerVersion::from_reported(Some(text)).expect(text);
         assert!(!v("13.1").has_connection_check());
         assert!(v("14.1").has_connection_check());
         assert_eq!(v("15.1").set_role_privilege(), "MEMBER");
