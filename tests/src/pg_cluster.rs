@@ -146,6 +146,18 @@ impl PgCluster {
             .with_context(|| format!("connecting to cluster {}", self.name))
     }
 
+    /// The server's major version (`server_version_num` / 10000): scenarios whose SQL or expectations differ
+    /// between majors (`PGROLLOUT_TEST_PG_BIN`) ask it.
+    pub async fn server_major(&self) -> Result<u32> {
+        let num: String = self
+            .connect()
+            .await?
+            .query_one("SELECT current_setting('server_version_num')", &[])
+            .await?
+            .get(0);
+        Ok(num.parse::<u32>().context("server_version_num")? / 10_000)
+    }
+
     /// Runs `sql` (any number of statements, psql meta-commands allowed) through `psql -v ON_ERROR_STOP=1` on
     /// the test database, returning what psql printed; on failure the error carries PostgreSQL's message.
     pub async fn execute_sql(&self, sql: &str) -> Result<String> {

@@ -22,15 +22,7 @@ const CHAIN_D_13: &str =
     AS 'SELECT public.chain_c() + public.chain_b() + n';";
 
 async fn write_chain(stack: &Stack) -> Result<()> {
-    let version: String = stack
-        .zone("dev")
-        .pg
-        .connect()
-        .await?
-        .query_one("SELECT current_setting('server_version_num')", &[])
-        .await?
-        .get(0);
-    let before_14 = version.parse::<u32>()? < 140_000;
+    let before_14 = stack.zone("dev").pg.server_major().await? < 14;
     for (name, sql) in CHAIN {
         let sql = if name == "chain_d" && before_14 {
             CHAIN_D_13

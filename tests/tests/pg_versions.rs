@@ -7,30 +7,22 @@ use anyhow::{Context, Result};
 use pgrollout_tests::tokio_postgres::Client;
 use pgrollout_tests::Stack;
 
-/// The server's major version, as `server_version_num` says.
-async fn major(client: &Client) -> Result<i32> {
-    let num: String = client
-        .query_one("SELECT current_setting('server_version_num')", &[])
-        .await?
-        .get(0);
-    Ok(num.parse::<i32>().context("server_version_num")? / 10_000)
-}
-
+/// The routine's definition as PostgreSQL prints it, `None` when absent.
 async fn definition(client: &Client, signature: &str) -> Result<Option<String>> {
-    Ok(client
+    let row = client
         .query_one(
             "SELECT pg_get_functiondef(to_regprocedure($1))",
             &[&signature],
         )
-        .await?
-        .get(0))
+        .await?;
+    Ok(row.get(0))
 }
 
 #[tokio::test]
 async fn every_job_connects_and_names_the_servers_major() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
     let client = stack.zone("dev").pg.connect().await?;
-    let major = major(&client).await?;
+    let major = stack.zone("dev").pg.server_major().await?;
 
     // On 13 every job used to fail here: the agent asked for a setting 13
     // does not have (client_connection_check_interval) at connect.
@@ -72,7 +64,7 @@ async fn a_sql_standard_body_deploys_and_rolls_back_exactly_from_14_and_is_refus
     stack.write_procedure("atomic_total.toml", ATOMIC_SIDECAR)?;
 
     let first = stack.cli(&["deploy", "atomic_total", "dev"]).await?;
-    if major(&client).await? < 14 {
+    if stack.zone("dev").pg.server_major().await? < 14 {
         assert_eq!(first.code, 2, "{first}");
         assert!(first.stdout.contains("42601"), "a syntax error:\n{first}");
         assert_eq!(definition(&client, signature).await?, None, "{first}");

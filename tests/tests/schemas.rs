@@ -172,11 +172,7 @@ async fn unqualified_code_lands_in_the_schema_its_project_declares_and_is_record
         .query_one("SELECT version_info(version_info())", &[])
         .await?
         .get(0);
-    let version: String = user
-        .query_one("SELECT current_setting('server_version_num')", &[])
-        .await?
-        .get(0);
-    let major = version.parse::<u32>()? / 10_000;
+    let major = stack.zone("dev").pg.server_major().await?;
     assert!(answer.starts_with(&format!("ok - {major}")), "{answer}");
     let count: i64 = user.query_one("SELECT thing_count()", &[]).await?.get(0);
     assert_eq!(count, 2, "its own SET search_path found public.things");

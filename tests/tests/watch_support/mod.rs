@@ -46,15 +46,11 @@ pub async fn deploy(stack: &Stack, name: &str) -> Result<()> {
 /// every call.
 pub async fn call(stack: &Stack, name: &str, times: usize) -> Result<()> {
     let pg = &stack.zone("dev").pg;
-    let client = pg.connect().await?;
-    let version: String = client
-        .query_one("SELECT current_setting('server_version_num')", &[])
-        .await?
-        .get(0);
     // Before 15 there is no pg_stat_force_next_flush(): a session's counts
     // reach the statistics collector when it ends, and readers see them a
     // moment later.
-    let collector = version.parse::<u32>()? < 150_000;
+    let collector = pg.server_major().await? < 15;
+    let client = pg.connect().await?;
     let before = if collector {
         calls(&client, name).await?
     } else {
