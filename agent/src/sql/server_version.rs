@@ -12,6 +12,10 @@
 //!   `pg_has_role(…, 'SET')` answers; before 16 any membership allows it
 //!   (`pg_has_role(…, 'MEMBER')`, the only one those servers know).
 //!
+//! - Before 15, call counts reach `pg_stat_user_functions` through the
+//!   statistics collector: a session sends them at most every 500 ms, when
+//!   a transaction ends, so a watch's sample can miss the latest calls.
+//!
 //! Everything else the agent reads — `pg_get_functiondef` (which prints
 //! SQL-standard bodies, `prosqlbody`, from 14), `prokind`, `proacl` with
 //! `aclexplode`/`acldefault`, `pg_depend`, `pg_stat_user_functions` and
