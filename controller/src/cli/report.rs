@@ -58,14 +58,12 @@ pub const INLINE_LIMIT: usize = 5;
 
 /// `a, b, c` — or the first `limit` and how many more.
 pub fn summarised(items: &[String], limit: usize) -> String {
+    let text = pgrollout_shared::text::abridged(items, limit, ", ");
     if items.len() <= limit {
-        return items.join(", ");
+        text
+    } else {
+        format!("{text} (--output json lists all)")
     }
-    format!(
-        "{}, … and {} more (--output json lists all)",
-        items[..limit].join(", "),
-        items.len() - limit
-    )
 }
 
 /// The line that says a rollout started, where and in which trace.
