@@ -37,6 +37,9 @@ pub struct AgentConfig {
     /// Span export: a zone collector, or the relay through the controller.
     #[serde(default)]
     pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
+    /// `[log] format = "text" | "json"`.
+    #[serde(default)]
+    pub log: pgrollout_shared::log_format::LogConfig,
 }
 
 /// The files of the agent's mutual-TLS identity. Read on every connection,

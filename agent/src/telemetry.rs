@@ -36,6 +36,7 @@ pub fn start(config: &AgentConfig, outbox: &Arc<Outbox>) -> Result<Telemetry, Te
                 KeyValue::new("pgrollout.agent.name", config.name.clone()),
                 KeyValue::new("pgrollout.agent.zone", config.zone.clone()),
             ],
+            log: config.log.clone(),
         },
         processor,
     ))

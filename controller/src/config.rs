@@ -44,6 +44,9 @@ pub struct ControllerConfig {
     /// Span export (OTLP) and the relay of agents' spans (`crate::telemetry`).
     #[serde(default)]
     pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
+    /// `[log] format = "text" | "json"`.
+    #[serde(default)]
+    pub log: pgrollout_shared::log_format::LogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -58,7 +58,7 @@ print(f"controller peak RSS: {controller_kb / 1024:4.1f} MiB (target <= 150)")
 PY
 grep -E "^Result:|^Status:" "$work/batch.out"
 echo "where the time went in the last round (agent steps):"
-grep -E "^  (✅|❌) " "$work/batch.out"
+grep -E "^  (\[ok\]|\[FAIL\]) " "$work/batch.out"
 t0=$(bench_now_us)
 "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" --dry-run >/dev/null
 echo "CLI alone (load, parse, order; --dry-run): $(( ($(bench_now_us) - t0) / 1000 )) ms"

@@ -30,14 +30,14 @@ time_runs() { # label command...
 }
 time_runs plain "$bin/pgrollout" deploy reconcilemupstream dev --project "$project"
 time_runs gated "$bin/pgrollout" deploy reconcilemupstream checked --project "$project"
-time_runs check "$bin/pgrollout" check dev reconcilemupstream --project "$project"
+time_runs check "$bin/pgrollout" check reconcilemupstream dev --project "$project"
 
 python3 deploy/bench/generate_batch.py "$routines" "$work/gen" >/dev/null
 psql -q -h 127.0.0.1 -p "$port" -U postgres -d bench -c \
   "CREATE SCHEMA bench; DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'bench_app') THEN CREATE ROLE bench_app; END IF; END \$\$"
 mapfile -t names < <(grep -v '^#' "$work/gen/list.txt" | grep -v '^$')
 t0=$(bench_now_us)
-"$bin/pgrollout" check dev "${names[@]}" --project "$work/gen/project" >"$work/check.out" 2>&1 || {
+"$bin/pgrollout" check "${names[@]}" dev --project "$work/gen/project" >"$work/check.out" 2>&1 || {
   echo "the check failed:" >&2; tail -30 "$work/check.out" >&2; exit 2; }
 check_batch_us=$(( $(bench_now_us) - t0 ))
 t0=$(bench_now_us)
@@ -51,7 +51,7 @@ if psql -X -At -h 127.0.0.1 -p "$port" -U postgres -d bench -c \
   "SELECT 1 FROM pg_available_extensions WHERE name = 'plpgsql_check'" | grep -q 1; then
   psql -q -h 127.0.0.1 -p "$port" -U postgres -d bench -c "CREATE EXTENSION plpgsql_check"
   t0=$(bench_now_us)
-  "$bin/pgrollout" check dev "${names[@]}" --project "$work/gen/project" >"$work/deep.out" 2>&1 || {
+  "$bin/pgrollout" check "${names[@]}" dev --project "$work/gen/project" >"$work/deep.out" 2>&1 || {
     echo "the check with plpgsql_check failed:" >&2; grep -E "error" "$work/deep.out" | head -5 >&2; }
   deep_us=$(( $(bench_now_us) - t0 ))
 fi
@@ -73,5 +73,5 @@ print(f"pgrollout check of {routines} routines: {check_batch / 1e6:.2f} s;  pgro
 if deep:
     print(f"pgrollout check of {routines} routines with plpgsql_check installed: {deep / 1e6:.2f} s")
 PY
-grep -E "^  (✅|❌|➖) " "$work/check.out"
-if [[ -f $work/deep.out ]]; then grep -E "^  (✅|❌|➖) |^CHECK" "$work/deep.out"; fi
+grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/check.out"
+if [[ -f $work/deep.out ]]; then grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) |^CHECK" "$work/deep.out"; fi

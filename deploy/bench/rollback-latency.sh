@@ -54,7 +54,7 @@ for ((i = 0; i < batch_runs; i++)); do
     { echo "the v2 batch failed:" >&2; tail -30 "$work/batch.out" >&2; exit 2; }
   rollout=$(sed -n 's/^rollout \([^ ]*\) on agent.*/\1/p' "$work/batch.out" | head -n 1)
   timed "$work/batch.times" "$bin/pgrollout" rollback --rollout "$rollout"
-  grep -q "Status: ✅ SUCCESS" "$work/last.out" || { echo "rollback of $rollout did not succeed" >&2; tail -30 "$work/last.out" >&2; exit 2; }
+  grep -qF "Status: [ok] SUCCESS" "$work/last.out" || { echo "rollback of $rollout did not succeed" >&2; tail -30 "$work/last.out" >&2; exit 2; }
 done
 restored=$(grep -o '\[restored from' "$work/last.out" | wc -l)
 

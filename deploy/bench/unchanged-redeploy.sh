@@ -42,8 +42,8 @@ print(f"first deploy:       {f / 1e6:6.2f} s  median")
 print(f"unchanged redeploy: {a / 1e6:6.2f} s  median")
 print(f"ratio:              {a / f:6.2f}   of the medians (target <= 0.5)")
 PY
-echo "where the time went in the last first deploy (agent steps):"; grep -E "^  (✅|❌|➖) " "$work/first.out"
+echo "where the time went in the last first deploy (agent steps):"; grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/first.out"
 t0=$(bench_now_us); "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" --dry-run >/dev/null
 echo "CLI alone (load, parse, order; --dry-run), the same in both: $(( ($(bench_now_us) - t0) / 1000 )) ms"
 echo "where the time went in the last unchanged redeploy (agent steps):"
-grep -E "^  (✅|❌|➖) " "$work/batch.out"
+grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/batch.out"

@@ -12,6 +12,7 @@ pub mod errors;
 pub mod exit_code;
 pub mod identity;
 pub mod job;
+pub mod log_format;
 pub mod operations;
 pub mod perf_target;
 pub mod routine;

@@ -44,6 +44,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+use crate::log_format::LogFormat;
 use crate::traceparent::TraceParent;
 
 /// Largest batch of relayed spans (an encoded OTLP export request) an agent
@@ -238,6 +239,8 @@ pub struct Setup {
     pub default_log_filter: &'static str,
     /// More resource attributes, e.g. the agent's configured zone.
     pub resource: Vec<KeyValue>,
+    /// The `[log]` table: text or JSON lines.
+    pub log: crate::log_format::LogConfig,
 }
 
 /// The spans' processor: a batch processor (its own thread, a bounded queue
@@ -260,9 +263,21 @@ static FLUSHING: AtomicBool = AtomicBool::new(false);
 pub fn install(setup: Setup, processor: Option<BatchSpanProcessor>) -> Telemetry {
     let log_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(setup.default_log_filter));
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(log_filter);
+    // Colour only on a terminal (a file or a journal gets plain text) and
+    // never with NO_COLOR; JSON when the config asks for it.
+    let logs: Box<dyn Layer<_> + Send + Sync> = match setup.log.format {
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(crate::log_format::decorations(
+                    std::io::stderr().is_terminal(),
+                ))
+                .boxed()
+        }
+        LogFormat::Json => crate::log_format::JsonLayer.boxed(),
+    };
+    let logs = logs.with_filter(log_filter);
     let provider = processor.map(|processor| {
         SdkTracerProvider::builder()
             .with_span_processor(processor)

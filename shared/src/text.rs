@@ -26,6 +26,19 @@ fn needs_escape(c: char) -> bool {
     }
 }
 
+/// `a; b; c` — or, past `limit` items, the first `limit` and `… and N
+/// more`: a message about a thousand routines stays one readable line.
+pub fn abridged(items: &[String], limit: usize, separator: &str) -> String {
+    if items.len() <= limit {
+        return items.join(separator);
+    }
+    format!(
+        "{}{separator}… and {} more",
+        items[..limit].join(separator),
+        items.len() - limit
+    )
+}
+
 /// `text` with every control character written out (see the module doc).
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(needs_escape) {

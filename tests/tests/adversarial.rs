@@ -225,7 +225,7 @@ async fn perf_calls_and_pgtap_files_that_commit_are_refused_at_plan_time() -> Re
         &client,
         &before,
         "perf commit",
-        &["perf", "dev", "sc2"],
+        &["perf", "sc2", "dev"],
         &["procedures/sc2.toml:2:8: COMMIT (transaction control) is not allowed"],
     )
     .await?;
@@ -239,7 +239,7 @@ async fn perf_calls_and_pgtap_files_that_commit_are_refused_at_plan_time() -> Re
         &client,
         &before,
         "prepare transaction",
-        &["perf", "dev", "sc2"],
+        &["perf", "sc2", "dev"],
         &["procedures/sc2.toml:6:8: PREPARE (transaction control) is not allowed"],
     )
     .await?;
@@ -327,7 +327,7 @@ async fn security_definer_without_search_path_is_warned_about_and_refused_where_
         "{plan}"
     );
 
-    let check = stack.cli(&["check", "dev", "sc2"]).await?;
+    let check = stack.cli(&["check", "sc2", "dev"]).await?;
     assert!(
         check.stdout.contains(&format!("warning: {warning}")),
         "{check}"

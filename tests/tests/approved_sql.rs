@@ -223,7 +223,7 @@ async fn perf_and_check_in_prod_cannot_create_or_change_a_routine() -> Result<()
     // live, with no ledger row and no backup.
     stack.write_procedure("pf.sql", &function("pf", 2))?;
     stack.write_procedure("pf.toml", "[perf]\ncall = \"COMMIT\"\nruns = 1\n")?;
-    let out = stack.cli(&["perf", "prod", "pf"]).await?;
+    let out = stack.cli(&["perf", "pf", "prod"]).await?;
     assert_eq!(out.code, 1, "{out}");
 
     // Any probe of a working copy, and a routine prod has never seen.
@@ -234,14 +234,14 @@ async fn perf_and_check_in_prod_cannot_create_or_change_a_routine() -> Result<()
     stack.write_procedure("pnew.sql", &function("pnew", 3))?;
     stack.write_procedure("pnew.toml", "[perf]\ncall = \"SELECT public.pnew()\"\n")?;
     for procedure in ["pf", "pnew"] {
-        let out = stack.cli(&["perf", "prod", procedure]).await?;
+        let out = stack.cli(&["perf", procedure, "prod"]).await?;
         assert!(refused_for_approval(&out), "{out}");
         assert!(
             out.stderr
                 .contains("there it runs only as part of a deploy"),
             "{out}"
         );
-        let out = stack.cli(&["check", "prod", procedure]).await?;
+        let out = stack.cli(&["check", procedure, "prod"]).await?;
         assert!(refused_for_approval(&out), "{out}");
     }
 

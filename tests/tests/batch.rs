@@ -137,7 +137,7 @@ async fn a_shuffled_list_deploys_in_dependency_order_with_progress_and_an_exact_
             .zip(["chain_a()", "chain_b()", "chain_c()", "chain_d(integer)"])
     {
         assert!(
-            line.contains(&format!("public.{name}")) && line.contains("✅ deployed"),
+            line.contains(&format!("public.{name}")) && line.contains("[ok] deployed"),
             "{line}"
         );
     }
@@ -146,7 +146,7 @@ async fn a_shuffled_list_deploys_in_dependency_order_with_progress_and_an_exact_
         report[10],
         "Result: 4 deployed, 0 unchanged, 0 failed, 0 skipped, 0 rolled back, 0 not run"
     );
-    assert_eq!(report[12], "Status: ✅ SUCCESS");
+    assert_eq!(report[12], "Status: [ok] SUCCESS");
     let total: i32 = client
         .query_one("SELECT public.chain_d(1)", &[])
         .await?
@@ -290,16 +290,25 @@ async fn continue_on_error_deploys_the_good_skips_the_broken_and_its_dependants(
             .copied()
             .unwrap_or_default()
     };
-    assert!(line_of("public.chain_a()").contains("✅ deployed"), "{out}");
-    assert!(line_of("public.chain_b()").contains("✅ deployed"), "{out}");
-    assert!(line_of("public.loner()").contains("✅ deployed"), "{out}");
-    assert!(line_of("public.chain_c()").contains("❌ failed"), "{out}");
+    assert!(
+        line_of("public.chain_a()").contains("[ok] deployed"),
+        "{out}"
+    );
+    assert!(
+        line_of("public.chain_b()").contains("[ok] deployed"),
+        "{out}"
+    );
+    assert!(line_of("public.loner()").contains("[ok] deployed"), "{out}");
+    assert!(
+        line_of("public.chain_c()").contains("[FAIL] failed"),
+        "{out}"
+    );
     assert!(
         line_of("public.chain_c()").contains("no_such_table"),
         "{out}"
     );
     assert!(
-        line_of("public.chain_d(integer)").contains("➖ skipped"),
+        line_of("public.chain_d(integer)").contains("[-] skipped"),
         "{out}"
     );
     assert!(
@@ -325,9 +334,9 @@ async fn continue_on_error_deploys_the_good_skips_the_broken_and_its_dependants(
         "Procedure: sprint (5 routines)",
         "Requested By: test-operator",
         "Finished: ",
-        "❌ failed       public.chain_c()",
-        "➖ skipped      public.chain_d(integer)  depends on public.chain_c(), which failed",
-        "✅ deployed     public.loner()",
+        "[FAIL] failed       public.chain_c()",
+        "[-] skipped      public.chain_d(integer)  depends on public.chain_c(), which failed",
+        "[ok] deployed     public.loner()",
     ] {
         assert!(
             status.stdout.contains(expected),

@@ -30,7 +30,7 @@ async fn verify_full_with_the_ca_of_the_server_deploys_over_tls() -> Result<()> 
 
     let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("Status: ✅ SUCCESS"), "{out}");
+    assert!(out.stdout.contains("Status: [ok] SUCCESS"), "{out}");
     // Read back through psql, which encrypts too (sslmode prefer).
     let ledger = stack
         .zone("dev")
@@ -60,7 +60,7 @@ async fn verify_full_with_another_ca_fails_clearly_and_a_corrected_ca_file_is_us
 
     let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
     assert_eq!(out.code, 2, "{out}");
-    assert!(out.stdout.contains("❌ connect"), "{out}");
+    assert!(out.stdout.contains("[FAIL] connect"), "{out}");
     let port = stack.zone("dev").pg.port();
     let expected = format!(
         "cannot connect to target main (postgres@127.0.0.1:{port}/pgrollout_dev): TLS handshake failed: \

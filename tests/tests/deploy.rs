@@ -48,9 +48,9 @@ async fn a_new_then_changed_function_deploys_with_backup_ledger_and_grants() -> 
         "Routines: public.reconcilemupstream(text) [created]",
         "Environment: DEV",
         "Deployed By: test-operator",
-        "Smoke Test: ✅ PASS",
-        "Status: ✅ SUCCESS",
-        "✅ Returns correct structure: returns (upstream_uid text, depth int4)",
+        "Smoke Test: [ok] PASS",
+        "Status: [ok] SUCCESS",
+        "[ok] Returns correct structure: returns (upstream_uid text, depth int4)",
     ] {
         assert!(
             first.stdout.contains(expected),
@@ -280,7 +280,7 @@ async fn backups_older_than_the_environments_retention_are_pruned_after_a_deploy
     std::fs::write(&path, source.replace("BEGIN\n", "BEGIN\n  -- v2\n"))?;
     let second = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
     assert_eq!(second.code, 0, "{second}");
-    assert!(second.stdout.contains("✅ retention"), "{second}");
+    assert!(second.stdout.contains("[ok] retention"), "{second}");
     assert!(
         second
             .stdout

@@ -72,25 +72,25 @@ async fn every_kind_of_smoke_failure_exits_3_and_leaves_the_previous_version_liv
             "an exception",
             probe_sql("RAISE EXCEPTION 'probe is broken' USING ERRCODE = 'P0001';"),
             probe_sidecar("2s", "integer"),
-            "❌ Can execute (test data): ERROR P0001: probe is broken",
+            "[FAIL] Can execute (test data): ERROR P0001: probe is broken",
         ),
         (
             "over the time bound",
             probe_sql("PERFORM pg_sleep(1.5);"),
             probe_sidecar("300ms", "integer"),
-            "❌ Execution time: over the bound 300ms",
+            "[FAIL] Execution time: over the bound 300ms",
         ),
         (
             "a warning",
             probe_sql("RAISE WARNING 'probe is degraded';"),
             probe_sidecar("2s", "integer"),
-            "❌ No errors detected: WARNING raised: probe is degraded",
+            "[FAIL] No errors detected: WARNING raised: probe is degraded",
         ),
         (
             "the wrong columns",
             probe_sql("-- v2"),
             probe_sidecar("2s", "bigint"),
-            "❌ Returns correct structure: column 1 is n int4, expected n bigint",
+            "[FAIL] Returns correct structure: column 1 is n int4, expected n bigint",
         ),
     ];
     for (case, sql, sidecar, expected) in cases {
@@ -103,7 +103,7 @@ async fn every_kind_of_smoke_failure_exits_3_and_leaves_the_previous_version_liv
             "{case}: expected {expected:?} in:\n{out}"
         );
         assert!(
-            out.stdout.contains("Status: ❌ FAILED (exit 3)"),
+            out.stdout.contains("Status: [FAIL] FAILED (exit 3)"),
             "{case}: {out}"
         );
         assert!(
@@ -186,7 +186,7 @@ async fn an_unreachable_database_fails_with_exit_2_in_bounded_time() -> Result<(
         "took {:?}",
         started.elapsed()
     );
-    assert!(out.stdout.contains("❌ connect"), "{out}");
+    assert!(out.stdout.contains("[FAIL] connect"), "{out}");
     assert!(
         out.stderr.contains(&format!(
             "cannot connect to target main (postgres@127.0.0.1:{dead_port}/"
@@ -276,9 +276,9 @@ async fn a_failing_post_commit_smoke_test_restores_the_backup_and_exits_3() -> R
     )?;
     let out = stack.cli(&["deploy", "probe", "dev"]).await?;
     assert_eq!(out.code, 3, "{out}");
-    assert!(out.stdout.contains("✅ commit"), "{out}");
-    assert!(out.stdout.contains("❌ post-commit-smoke"), "{out}");
-    assert!(out.stdout.contains("✅ auto-rollback"), "{out}");
+    assert!(out.stdout.contains("[ok] commit"), "{out}");
+    assert!(out.stdout.contains("[FAIL] post-commit-smoke"), "{out}");
+    assert!(out.stdout.contains("[ok] auto-rollback"), "{out}");
     assert!(
         out.stderr
             .contains("automatic rollback restored the backup"),
@@ -315,7 +315,7 @@ async fn smoke_alone_reports_every_check_and_changes_nothing() -> Result<()> {
     assert_eq!(out.code, 3, "not deployed yet: {out}");
     assert!(
         out.stdout
-            .contains("❌ Procedure exists: public.probe(integer) not found in the catalog"),
+            .contains("[FAIL] Procedure exists: public.probe(integer) not found in the catalog"),
         "{out}"
     );
 
@@ -335,17 +335,17 @@ async fn smoke_alone_reports_every_check_and_changes_nothing() -> Result<()> {
     assert_eq!(block[1], "  test: returns its argument");
     assert_eq!(
         block[3],
-        "✅ Procedure exists: public.probe(integer) exists in schema public"
+        "[ok] Procedure exists: public.probe(integer) exists in schema public"
     );
-    assert_eq!(block[4], "✅ Can execute (test data): returned 1 row(s)");
-    assert_eq!(block[5], "✅ Returns correct structure: returns (n int4)");
+    assert_eq!(block[4], "[ok] Can execute (test data): returned 1 row(s)");
+    assert_eq!(block[5], "[ok] Returns correct structure: returns (n int4)");
     assert!(
-        block[6].starts_with("✅ Execution time: 0.0") && block[6].ends_with("s (OK, bound 2s)"),
+        block[6].starts_with("[ok] Execution time: 0.0") && block[6].ends_with("s (OK, bound 2s)"),
         "{}",
         block[6]
     );
-    assert_eq!(block[7], "✅ No errors detected: no errors or warnings");
-    assert_eq!(block[9], "RESULT: ✅ PASS");
+    assert_eq!(block[7], "[ok] No errors detected: no errors or warnings");
+    assert_eq!(block[9], "RESULT: [ok] PASS");
 
     // Broken live (by hand, outside pgrollout): the smoke test says so.
     client
@@ -355,10 +355,10 @@ async fn smoke_alone_reports_every_check_and_changes_nothing() -> Result<()> {
     assert_eq!(out.code, 3, "{out}");
     assert!(
         out.stdout
-            .contains("❌ Can execute (test data): ERROR P0001: hand-edited in prod"),
+            .contains("[FAIL] Can execute (test data): ERROR P0001: hand-edited in prod"),
         "{out}"
     );
-    assert!(out.stdout.contains("RESULT: ❌ FAIL"), "{out}");
+    assert!(out.stdout.contains("RESULT: [FAIL] FAIL"), "{out}");
     assert_eq!(
         probe_rows(&client).await?,
         0,

@@ -68,7 +68,7 @@ async fn prod_refuses_a_plan_that_never_succeeded_in_qa_and_accepts_it_after() -
     );
     let qa = stack.cli(&["deploy", "reconcilemupstream", "qa"]).await?;
     assert_eq!(qa.code, 0, "{qa}");
-    assert!(qa.stdout.contains("gate ✅ tests_passed: plan "), "{qa}");
+    assert!(qa.stdout.contains("gate [ok] tests_passed: plan "), "{qa}");
     assert!(
         qa.stdout
             .contains("passed its smoke tests in dev: rollout r-"),
@@ -90,7 +90,7 @@ async fn prod_refuses_a_plan_that_never_succeeded_in_qa_and_accepts_it_after() -
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout
-            .contains("gate ✅ change_ticket: change ticket attached: CHG-1042"),
+            .contains("gate [ok] change_ticket: change ticket attached: CHG-1042"),
         "{out}"
     );
     assert!(prod.query_one(exists, &[]).await?.get::<_, bool>(0));
@@ -246,9 +246,9 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
             .contains(&format!("request {request} approved; rollout r-")),
         "{signed}"
     );
-    assert!(signed.stdout.contains("RESULT: ✅ PASS"), "{signed}");
+    assert!(signed.stdout.contains("RESULT: [ok] PASS"), "{signed}");
     // Every role includes viewing, so the stakeholder reads the whole log.
-    assert!(signed.stdout.contains("Status: ✅ SUCCESS"), "{signed}");
+    assert!(signed.stdout.contains("Status: [ok] SUCCESS"), "{signed}");
     let rollout = signed
         .stdout
         .lines()
@@ -266,9 +266,9 @@ async fn approvals_are_bound_to_the_plan_never_by_the_requester_and_start_the_ro
     );
     let status = stack.cli(&["status", &rollout]).await?;
     for expected in [
-        "Gate ✅ approval: approved by approver-1, approver-2",
-        "Gate ✅ stakeholder_signoff: signed off by signer",
-        "Gate ✅ promoted_from: plan ",
+        "Gate [ok] approval: approved by approver-1, approver-2",
+        "Gate [ok] stakeholder_signoff: signed off by signer",
+        "Gate [ok] promoted_from: plan ",
     ] {
         assert!(
             status.stdout.contains(expected),

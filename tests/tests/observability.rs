@@ -189,7 +189,7 @@ async fn rollouts_reach_slack_and_a_dead_or_stuck_webhook_changes_nothing() -> R
     let deploy = stack.cli(&["deploy", "obs_n", "dev"]).await?;
     let deploy_time = started.elapsed();
     assert_eq!(deploy.code, 0, "{deploy}");
-    assert!(deploy.stdout.contains("Status: ✅ SUCCESS"), "{deploy}");
+    assert!(deploy.stdout.contains("Status: [ok] SUCCESS"), "{deploy}");
     // One attempt's timeout is the budget; delivery is not awaited at all.
     assert!(
         deploy_time < baseline_time + Duration::from_secs(2),
@@ -565,8 +565,8 @@ async fn log_prints_the_deployment_log_block_of_a_recorded_rollout() -> Result<(
         "Procedure: obs_l",
         "Environment: DEV",
         &format!("Deployed By: {OPERATOR}"),
-        "Smoke Test: ✅ PASS",
-        "Status: ✅ SUCCESS",
+        "Smoke Test: [ok] PASS",
+        "Status: [ok] SUCCESS",
         &format!("Rollout: {id}"),
     ] {
         assert!(expected.iter().any(|l| l == line), "{line} in {expected:?}");
@@ -583,7 +583,7 @@ async fn log_prints_the_deployment_log_block_of_a_recorded_rollout() -> Result<(
     assert_eq!(failed.code, 2, "{failed}");
     let log = stack.cli(&["log", &rollout_id(&failed)?]).await?;
     assert!(
-        log.stdout.contains("\nStatus: ❌ FAILED (exit 2)\n"),
+        log.stdout.contains("\nStatus: [FAIL] FAILED (exit 2)\n"),
         "{log}"
     );
     assert!(
@@ -595,7 +595,7 @@ async fn log_prints_the_deployment_log_block_of_a_recorded_rollout() -> Result<(
     let log = stack.cli(&["log", &id]).await?;
     assert!(
         log.stdout
-            .contains("\nStatus: ↩️ ROLLED BACK (succeeded, later undone by a rollback)\n"),
+            .contains("\nStatus: [undone] ROLLED BACK (succeeded, later undone by a rollback)\n"),
         "{log}"
     );
 

@@ -90,7 +90,7 @@ async fn prod_refuses_a_version_slower_than_what_prod_runs_even_when_faster_than
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout.contains(
-            "gate ✅ performance: public.ratchet(integer): new in prod: no baseline to compare with (new median "
+            "gate [ok] performance: public.ratchet(integer): new in prod: no baseline to compare with (new median "
         ),
         "{out}"
     );
@@ -98,7 +98,7 @@ async fn prod_refuses_a_version_slower_than_what_prod_runs_even_when_faster_than
     // v3 (60 ms): QA says PROD will refuse it, and PROD does.
     stack.write_procedure("ratchet.sql", &ratchet("v3", 60))?;
     let qa = through_qa(&stack, "ratchet").await?;
-    assert!(qa.stdout.contains("❌ perf-probe"), "{qa}");
+    assert!(qa.stdout.contains("[FAIL] perf-probe"), "{qa}");
     assert!(qa.stdout.contains("(prod's version (plan "), "{qa}");
     assert!(
         qa.stdout
@@ -139,7 +139,7 @@ async fn prod_refuses_a_version_slower_than_what_prod_runs_even_when_faster_than
     assert!(prod_source(&stack).await?.contains("-- v4"), "PROD kept v4");
 
     // On demand, `perf qa` times what PROD runs too.
-    let out = stack.cli(&["perf", "qa", "ratchet"]).await?;
+    let out = stack.cli(&["perf", "ratchet", "qa"]).await?;
     assert!(out.stdout.contains("(prod's version (plan "), "{out}");
     assert!(
         out.stdout
@@ -172,11 +172,11 @@ async fn a_failed_probe_is_refused_with_its_error_and_a_routine_new_in_prod_as_c
         "[perf]\ncall = \"SELECT public.divider(0)\"\nruns = 3\n",
     )?;
 
-    // The probe's call fails: QA's deploy succeeds, but says so with ❌ and
+    // The probe's call fails: QA's deploy succeeds, but says so with [FAIL] and
     // that PROD will refuse; PROD refuses, naming the probe's error.
     stack.write_procedure("divider.sql", &divider("100 / p"))?;
     let qa = through_qa(&stack, "divider").await?;
-    assert!(qa.stdout.contains("❌ perf-probe"), "{qa}");
+    assert!(qa.stdout.contains("[FAIL] perf-probe"), "{qa}");
     assert!(
         qa.stdout.contains(
             "public.divider(integer): not measured: the call failed on the new definition: "
@@ -205,7 +205,7 @@ async fn a_failed_probe_is_refused_with_its_error_and_a_routine_new_in_prod_as_c
     // routine with no baseline (performance_new_routine = "refuse").
     stack.write_procedure("divider.sql", &divider("100 / NULLIF(p, 0)"))?;
     let qa = through_qa(&stack, "divider").await?;
-    assert!(qa.stdout.contains("✅ perf-probe"), "{qa}");
+    assert!(qa.stdout.contains("[ok] perf-probe"), "{qa}");
     let out = stack.cli(&["deploy", "divider", "prod"]).await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(

@@ -84,7 +84,7 @@ async fn the_syntax_gate_dry_runs_on_the_database_and_refuses_with_file_and_line
     );
 
     // The same on demand; the dry run is a recorded rollout of its own.
-    let out = stack.cli(&["check", "dev", "broken_count"]).await?;
+    let out = stack.cli(&["check", "broken_count", "dev"]).await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stdout.contains("CHECK @ DEV: 1 error(s), 0 warning(s)"),
@@ -95,14 +95,14 @@ async fn the_syntax_gate_dry_runs_on_the_database_and_refuses_with_file_and_line
             .contains("  procedures/broken.sql:6 public.broken_count(): error 42P01"),
         "{out}"
     );
-    assert!(out.stdout.contains("❌ dry-run-apply"), "{out}");
+    assert!(out.stdout.contains("[FAIL] dry-run-apply"), "{out}");
     let rollouts = stack.cli(&["rollouts", "--env", "dev"]).await?;
     assert!(rollouts.stdout.contains("check"), "{rollouts}");
 
     // Without plpgsql_check, a PL/pgSQL body is only checked as far as
     // CREATE checks it, and the operator is told so.
     stack.write_procedure("lazy.sql", LAZY_PLPGSQL_FUNCTION)?;
-    let out = stack.cli(&["check", "dev", "lazy_uid"]).await?;
+    let out = stack.cli(&["check", "lazy_uid", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout
@@ -119,7 +119,7 @@ async fn the_syntax_gate_dry_runs_on_the_database_and_refuses_with_file_and_line
         return Ok(());
     }
     dev.execute_sql("CREATE EXTENSION plpgsql_check").await?;
-    let out = stack.cli(&["check", "dev", "lazy_uid"]).await?;
+    let out = stack.cli(&["check", "lazy_uid", "dev"]).await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stdout.contains(
@@ -147,7 +147,7 @@ async fn the_syntax_gate_dry_runs_on_the_database_and_refuses_with_file_and_line
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout.contains(
-            "gate ✅ syntax: parsed by PostgreSQL's parser; dry-run apply on dev's database passed and was rolled back"
+            "gate [ok] syntax: parsed by PostgreSQL's parser; dry-run apply on dev's database passed and was rolled back"
         ),
         "{out}"
     );
@@ -203,11 +203,11 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
                 let out = stack.cli(&["deploy", "slowpoke", environment]).await?;
                 anyhow::ensure!(out.code == 0, "deploy to {environment}: {out}");
                 if environment == "qa" {
-                    // A version PROD will refuse is flagged ❌ in QA already.
+                    // A version PROD will refuse is flagged [FAIL] in QA already.
                     let mark = if factor == 1 {
-                        "✅ perf-probe"
+                        "[ok] perf-probe"
                     } else {
-                        "❌ perf-probe"
+                        "[FAIL] perf-probe"
                     };
                     anyhow::ensure!(out.stdout.contains(mark), "{out}");
                     return Ok(out);
@@ -228,7 +228,7 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout
-            .contains("gate ✅ performance: public.slowpoke(integer): new in prod"),
+            .contains("gate [ok] performance: public.slowpoke(integer): new in prod"),
         "{out}"
     );
 
@@ -242,7 +242,7 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stdout
-            .contains("gate ✅ performance: public.slowpoke(integer): new median "),
+            .contains("gate [ok] performance: public.slowpoke(integer): new median "),
         "{out}"
     );
     assert!(out.stdout.contains("vs old median "), "{out}");
@@ -274,7 +274,7 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
     assert!(live.contains("-- v2"), "PROD kept v2: {live}");
 
     // On demand, after the deploy: the old definition is the one PROD runs.
-    let out = stack.cli(&["perf", "qa", "slowpoke"]).await?;
+    let out = stack.cli(&["perf", "slowpoke", "qa"]).await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("PERFORMANCE PROBE @ QA"), "{out}");
     assert!(out.stdout.contains("(prod's version (plan "), "{out}");
@@ -297,7 +297,7 @@ async fn the_performance_gate_passes_an_unchanged_routine_and_refuses_one_twice_
         "{out}"
     );
     assert!(
-        out.stderr.contains("run `pgrollout perf qa slowpoke`"),
+        out.stderr.contains("run `pgrollout perf slowpoke qa`"),
         "{out}"
     );
     Ok(())
@@ -350,7 +350,7 @@ async fn pgtap_files_run_after_deploy_and_decide_tests_passed() -> Result<()> {
     // and QA refuses a plan whose tests did not run.
     let out = stack.cli(&["deploy", "double_it", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("➖ pgtap"), "{out}");
+    assert!(out.stdout.contains("[-] pgtap"), "{out}");
     assert!(
         out.stdout
             .contains("tests/double.pgtap.sql: skipped: pgTAP is not installed in target main"),
@@ -388,7 +388,7 @@ async fn pgtap_files_run_after_deploy_and_decide_tests_passed() -> Result<()> {
     stack.write_procedure("double.sql", &DOUBLE_IT.replace("p * 2", "p * 3"))?;
     let out = stack.cli(&["deploy", "double_it", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("❌ pgtap"), "{out}");
+    assert!(out.stdout.contains("[FAIL] pgtap"), "{out}");
     assert!(
         out.stdout.contains("1 of 2 failed: not ok 2 - doubles"),
         "{out}"

@@ -76,7 +76,7 @@ async fn a_rollout_outside_its_window_is_scheduled_survives_kill_9_and_runs_when
     );
     assert!(
         status.stdout.contains(&format!(
-            "Gate 🕒 maintenance_window: outside {closed}; it next opens at "
+            "Gate [closed] maintenance_window: outside {closed}; it next opens at "
         )),
         "{status}"
     );
@@ -145,7 +145,10 @@ async fn a_rollout_outside_its_window_is_scheduled_survives_kill_9_and_runs_when
     assert_eq!(followed.code, 0, "{followed}");
     assert!(followed.stdout.contains("rollout r-"), "{followed}");
     assert!(followed.stdout.contains("DEPLOYMENT LOG"), "{followed}");
-    assert!(followed.stdout.contains("Status: ✅ SUCCESS"), "{followed}");
+    assert!(
+        followed.stdout.contains("Status: [ok] SUCCESS"),
+        "{followed}"
+    );
     assert!(
         deployed(&stack, "dev").await?,
         "applied when the window opened"
@@ -278,9 +281,9 @@ async fn approvals_come_first_then_the_window_and_the_ticket_is_checked_with_the
     assert_eq!(status.code, 0, "{status}");
     assert_eq!(line(&status, "State: "), "awaiting_approval", "{status}");
     for expected in [
-        "Gate ⏳ approval: needs 1 approval(s) by the approver role, has 0",
-        &format!("Gate 🕒 business_hours: outside {closed}; it next opens at "),
-        &format!("Gate ✅ change_ticket: change ticket CHG-1042 verified: GET {url}/rest/api/2/issue/CHG-1042 answered 200 OK"),
+        "Gate [wait] approval: needs 1 approval(s) by the approver role, has 0",
+        &format!("Gate [closed] business_hours: outside {closed}; it next opens at "),
+        &format!("Gate [ok] change_ticket: change ticket CHG-1042 verified: GET {url}/rest/api/2/issue/CHG-1042 answered 200 OK"),
     ] {
         assert!(status.stdout.contains(expected), "missing {expected:?}:\n{status}");
     }
@@ -312,7 +315,7 @@ async fn approvals_come_first_then_the_window_and_the_ticket_is_checked_with_the
     assert!(
         status
             .stdout
-            .contains("Gate ✅ approval: approved by approver-1"),
+            .contains("Gate [ok] approval: approved by approver-1"),
         "{status}"
     );
     assert!(!deployed(&stack, "qa").await?);

@@ -131,7 +131,7 @@ async fn unqualified_code_lands_in_the_schema_its_project_declares_and_is_record
     let list = list.to_string_lossy().into_owned();
 
     let dry_run = stack
-        .cli(&["check", "dev", "has_version", "ok", "pg_version"])
+        .cli(&["check", "has_version", "ok", "pg_version", "dev"])
         .await?;
     assert_eq!(
         dry_run.code, 0,
@@ -152,7 +152,7 @@ async fn unqualified_code_lands_in_the_schema_its_project_declares_and_is_record
         let reported = out
             .stdout
             .lines()
-            .any(|line| line.contains(&format!(" {identity} ")) && line.contains("✅ deployed"));
+            .any(|line| line.contains(&format!(" {identity} ")) && line.contains("[ok] deployed"));
         assert!(reported, "{identity} deployed in {out}");
     }
     assert_eq!(

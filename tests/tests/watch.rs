@@ -40,7 +40,7 @@ async fn a_deploy_that_slows_a_routine_raises_an_alert_and_one_that_does_not_sta
     assert!(
         created
             .stdout
-            .contains("public.wslow(integer) · adds: ✅ passes"),
+            .contains("public.wslow(integer) · adds: [ok] passes"),
         "{created}"
     );
     let slow = watch_id(&created)?;
@@ -257,7 +257,7 @@ async fn the_monitoring_gate_refuses_a_deploy_until_a_watch_exists() -> Result<(
     assert_eq!(deployed.code, 0, "{deployed}");
     assert!(
         deployed.stdout.contains(&format!(
-            "gate ✅ monitoring: watched: public.reconcilemupstream by watch {watch}"
+            "gate [ok] monitoring: watched: public.reconcilemupstream by watch {watch}"
         )),
         "{deployed}"
     );
@@ -414,7 +414,7 @@ async fn a_watch_outlives_a_controller_restart_and_reports_calls_that_start_fail
     );
     assert!(
         list.stdout
-            .contains("adds: ❌ fails — executes: ERROR 42P01"),
+            .contains("adds: [FAIL] fails — executes: ERROR 42P01"),
         "{list}"
     );
     Ok(())

@@ -123,7 +123,7 @@ async fn a_watch_that_cannot_see_a_new_routine_get_slower_is_refused_and_max_tim
     assert_eq!(deployed.code, 0, "{deployed}");
     assert!(
         deployed.stdout.contains(&format!(
-            "gate ✅ monitoring: watched: public.wnew by watch {bounded}\n"
+            "gate [ok] monitoring: watched: public.wnew by watch {bounded}\n"
         )),
         "{deployed}"
     );

@@ -190,7 +190,15 @@ pub async fn create_routines(
         is_create.push(false);
     }
     let mut created = 0;
+    // Pipelined: the server answers in order, so the time between one
+    // answer and the next is the later request's own (plus the wire).
+    let mut last_answer = Instant::now();
     let progress = |index: usize, ()| {
+        let now = Instant::now();
+        if let Some(routine) = routines.get(routine_of[index]) {
+            ctx.add_routine_time(&routine.identity.to_string(), now - last_answer);
+        }
+        last_answer = now;
         if is_create[index] {
             created += 1;
             ctx.progress("apply", done_before + created, total);

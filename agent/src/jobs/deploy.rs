@@ -416,7 +416,14 @@ pub(super) async fn smoke_step(
     // kept out of the statistics a post-deploy watch compares (issue 23).
     let counted = crate::sql::watch_stats::stop_counting_calls(&conn.client).await;
     let ran = match counted {
-        Ok(_) => run_smoke_tests_at(conn, routines, oids, phase).await,
+        // A bar on the operator's terminal for the calls too: on a large
+        // batch they take seconds (issue 16).
+        Ok(_) => {
+            run_smoke_tests_at(conn, routines, oids, phase, |done, total| {
+                ctx.progress(step, done, total)
+            })
+            .await
+        }
         Err(error) => Err(error),
     };
     // The calls are the project's SQL: is the transaction still the agent's?
@@ -437,6 +444,7 @@ pub(super) async fn smoke_step(
             describe_error(&e, None)
         ))
     })?;
+    ctx.add_smoke_times(&reports);
     let status = if reports.iter().all(|r| r.passed) {
         StepStatus::Succeeded
     } else {

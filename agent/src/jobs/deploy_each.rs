@@ -115,6 +115,8 @@ pub async fn run(
             }
         }
         outcomes[index].duration_ms = apply::elapsed_ms(started);
+        outcomes[index].duration_us =
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         ctx.progress("apply", index + 1, total);
     }
     let count = |status: &str| outcomes.iter().filter(|o| o.status == status).count();

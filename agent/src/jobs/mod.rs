@@ -98,6 +98,9 @@ pub struct JobContext {
     started: Instant,
     /// When the last progress event went out: they are throttled.
     last_progress: std::sync::Mutex<Option<Instant>>,
+    /// Each routine's own time so far (CREATE, smoke calls), by identity,
+    /// for the per-routine rows of a batch's report.
+    routine_times: std::sync::Mutex<std::collections::HashMap<String, std::time::Duration>>,
     fence: fence::Fence,
 }
 
@@ -132,6 +135,31 @@ impl JobContext {
         self.outbox.push(AgentMessage {
             body: Some(Body::Event(event)),
         });
+    }
+
+    /// Adds `took` to the time spent on the routine `identity`.
+    pub fn add_routine_time(&self, identity: &str, took: std::time::Duration) {
+        let mut times = self.routine_times.lock().unwrap_or_else(|p| p.into_inner());
+        *times.entry(identity.to_owned()).or_default() += took;
+    }
+
+    /// The time spent on `identity` so far, in microseconds.
+    pub fn routine_time_us(&self, identity: &str) -> u64 {
+        let times = self.routine_times.lock().unwrap_or_else(|p| p.into_inner());
+        times
+            .get(identity)
+            .map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or_default()
+    }
+
+    /// Adds each smoke report's time to its routine's.
+    pub fn add_smoke_times(&self, reports: &[SmokeReport]) {
+        for report in reports {
+            self.add_routine_time(
+                &report.routine,
+                std::time::Duration::from_millis(report.duration_ms),
+            );
+        }
     }
 
     /// Reports `done` of `total` routines through `step`: at most every
@@ -204,6 +232,16 @@ impl JobContext {
         result.attempt = self.job.attempt;
         result.seq = self.next_seq();
         result.duration_ms = millis(self.started.elapsed());
+        // Each routine's own time, measured where it was spent (its CREATE,
+        // its smoke calls); a routine timed by its job kind keeps that.
+        for outcome in &mut result.routines {
+            if outcome.duration_us == 0 {
+                outcome.duration_us = self.routine_time_us(&outcome.identity);
+            }
+            if outcome.duration_ms == 0 {
+                outcome.duration_ms = outcome.duration_us / 1000;
+            }
+        }
         self.spans.finish(result.outcome());
         tracing::info!(
             job_id = %self.job.id,
@@ -237,6 +275,7 @@ impl JobContext {
             outbox,
             seq: AtomicU64::new(last_seq),
             last_progress: std::sync::Mutex::new(None),
+            routine_times: std::sync::Mutex::new(std::collections::HashMap::new()),
             started: Instant::now(),
             fence: fence::Fence::default(),
             job,

@@ -287,7 +287,7 @@ fn summary(restored: &[RestoredRoutine]) -> String {
 }
 
 fn describe_plan(planned: &[Planned<'_>], notes: &[String]) -> String {
-    let mut parts: Vec<String> = planned
+    let parts: Vec<String> = planned
         .iter()
         .map(|p| match p.undoes() {
             Some(row) => format!(
@@ -301,6 +301,12 @@ fn describe_plan(planned: &[Planned<'_>], notes: &[String]) -> String {
             ),
         })
         .collect();
-    parts.extend(notes.iter().cloned());
-    parts.join("; ")
+    // A thousand routines would make a line of hundreds of KB: the first
+    // few, counted after; the ledger and the result list them all.
+    let mut text = pgrollout_shared::text::abridged(&parts, 3, "; ");
+    for note in notes {
+        text.push_str("; ");
+        text.push_str(note);
+    }
+    text
 }

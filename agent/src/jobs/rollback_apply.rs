@@ -90,12 +90,22 @@ pub async fn prepare_and_apply(
             "restore",
             restore_definitions(conn, planned, &sources.candidates, &current, &mut fallbacks),
             |chosen| {
-                let used: Vec<String> = planned
-                    .iter()
-                    .zip(chosen.iter())
-                    .map(|(p, c)| format!("{} from {}", p.identity, c.source))
-                    .collect();
-                used.join("; ")
+                let sources: std::collections::BTreeSet<&str> =
+                    chosen.iter().map(|c| c.source.as_str()).collect();
+                match sources.iter().next() {
+                    // One source for all (a batch's backup): said once.
+                    Some(source) if sources.len() == 1 && planned.len() > 1 => {
+                        format!("{} routine(s) from {source}", planned.len())
+                    }
+                    _ => {
+                        let used: Vec<String> = planned
+                            .iter()
+                            .zip(chosen.iter())
+                            .map(|(p, c)| format!("{} from {}", p.identity, c.source))
+                            .collect();
+                        pgrollout_shared::text::abridged(&used, 3, "; ")
+                    }
+                }
             },
         )
         .await?;

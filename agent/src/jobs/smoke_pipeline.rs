@@ -38,10 +38,11 @@ pub async fn run_calls(
     conn: &mut TargetConnection,
     tests: &[&SmokeTest],
     types: &ExpectedTypes,
+    progress: &mut (impl FnMut(usize, usize) + Send),
 ) -> Result<Option<Vec<(Vec<SmokeCheck>, Duration)>>, tokio_postgres::Error> {
     conn.take_notices();
     let prepared = prepare_all(&conn.client, tests).await?;
-    let ran = run_prepared(&conn.client, tests, &prepared).await?;
+    let ran = run_prepared(&conn.client, tests, &prepared, progress).await?;
     // The guard's `BEGIN` warns inside the transaction: not a call's notice.
     if conn
         .take_notices()
@@ -150,6 +151,7 @@ async fn run_prepared(
     client: &Client,
     tests: &[&SmokeTest],
     prepared: &[Result<Statement, tokio_postgres::Error>],
+    progress: &mut (impl FnMut(usize, usize) + Send),
 ) -> Result<Vec<Option<CallOutcome>>, tokio_postgres::Error> {
     let requests: Vec<_> = tests
         .iter()
@@ -167,12 +169,14 @@ async fn run_prepared(
             .map(|request| send(client, request))
         })
         .collect();
+    let total = requests.len();
     let mut outcomes = Vec::new();
     let mut last_answer = Instant::now();
     run_groups_in_order(requests, |_, answer| {
         let now = Instant::now();
         if let Answer::Ran(result) = answer {
             outcomes.push((result, now - last_answer));
+            progress(outcomes.len(), total);
         }
         last_answer = now;
     })

@@ -27,7 +27,7 @@ pub async fn run_smoke_tests(
     routines: &[Routine],
     phase: &str,
 ) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
-    run_smoke_tests_at(conn, routines, &[], phase).await
+    run_smoke_tests_at(conn, routines, &[], phase, |_, _| {}).await
 }
 
 /// [`run_smoke_tests`] of routines whose oids are known (all of them, or
@@ -38,6 +38,7 @@ pub async fn run_smoke_tests_at(
     routines: &[Routine],
     oids: &[u32],
     phase: &str,
+    mut progress: impl FnMut(usize, usize) + Send,
 ) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
     // Both catalog queries go out together: one round trip.
     let (existence, types) = futures_util::future::join(
@@ -52,7 +53,10 @@ pub async fn run_smoke_tests_at(
             runnable.extend(&routine.smoke_tests);
         }
     }
-    let mut calls = match super::smoke_pipeline::run_calls(conn, &runnable, &types).await? {
+    let total = runnable.len();
+    let pipelined =
+        super::smoke_pipeline::run_calls(conn, &runnable, &types, &mut progress).await?;
+    let mut calls = match pipelined {
         Some(checks) => checks,
         None => {
             let mut checks = Vec::with_capacity(runnable.len());
@@ -60,6 +64,7 @@ pub async fn run_smoke_tests_at(
                 let started = Instant::now();
                 let these = run_one(conn, test, &types).await?;
                 checks.push((these, started.elapsed()));
+                progress(checks.len(), total);
             }
             checks
         }

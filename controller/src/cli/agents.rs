@@ -5,8 +5,15 @@ use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::ListAgentsRequest;
 
 use super::connect;
+use super::output::{self, OutputFlag};
 
-pub async fn run(address: &str, tls: &connect::OperatorTls) -> ExitCode {
+#[derive(clap::Args)]
+pub struct AgentsArgs {
+    #[command(flatten)]
+    output: OutputFlag,
+}
+
+pub async fn run(address: &str, tls: &connect::OperatorTls, args: AgentsArgs) -> ExitCode {
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => {
@@ -16,7 +23,33 @@ pub async fn run(address: &str, tls: &connect::OperatorTls) -> ExitCode {
     };
     match client.list_agents(ListAgentsRequest {}).await {
         Ok(response) => {
-            let agents = response.into_inner().agents;
+            let agents = pgrollout_shared::text::escaped(
+                response.into_inner(),
+                "pgrollout.v1.ListAgentsResponse",
+            )
+            .agents;
+            if args.output.json() {
+                let now = now_unix_ms();
+                output::print(&serde_json::Value::Array(
+                    agents
+                        .iter()
+                        .map(|agent| {
+                            serde_json::json!({
+                                "name": agent.name,
+                                "zone": agent.zone,
+                                "version": agent.version,
+                                "targets": agent.targets.iter().map(|t| serde_json::json!({
+                                    "name": t.name, "dbname": t.dbname,
+                                })).collect::<Vec<_>>(),
+                                "connected_at_unix_ms": agent.connected_at_unix_ms,
+                                "last_heartbeat_unix_ms": agent.last_heartbeat_unix_ms,
+                                "last_heard_ms_ago": (now - agent.last_heartbeat_unix_ms).max(0),
+                            })
+                        })
+                        .collect(),
+                ));
+                return ExitCode::Success;
+            }
             if agents.is_empty() {
                 println!("no agents connected");
                 return ExitCode::Success;

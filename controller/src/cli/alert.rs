@@ -76,6 +76,8 @@ pub struct ListArgs {
     /// Every watch, however long ago it ended.
     #[arg(long)]
     all: bool,
+    #[command(flatten)]
+    output: super::output::OutputFlag,
 }
 
 #[derive(clap::Args)]
@@ -167,6 +169,12 @@ async fn list(address: &str, tls: &OperatorTls, args: ListArgs) -> ExitCode {
         Ok(response) => {
             let watches =
                 escaped(response.into_inner(), "pgrollout.v1.ListWatchesResponse").watches;
+            if args.output.json() {
+                super::output::print(&serde_json::Value::Array(
+                    watches.iter().map(alert_report::as_json).collect(),
+                ));
+                return ExitCode::Success;
+            }
             if watches.is_empty() {
                 println!(
                     "no watches{}",

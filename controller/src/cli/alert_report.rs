@@ -8,6 +8,7 @@ use std::time::Duration;
 use pgrollout_shared::proto::{RoutineComparison, WatchSample, WatchStatus};
 
 use super::report::utc_timestamp;
+use super::style::{mark, Mark};
 
 /// After `alert create`: what is watched, the baseline, the notes.
 pub fn created(watch: &WatchStatus) -> String {
@@ -167,7 +168,7 @@ fn probes(sample: &WatchSample, heading: &str) -> String {
     let mut text = format!("{heading} (smoke tests in a rolled-back transaction, each sample):\n");
     for probe in &sample.probes {
         let verdict = if probe.passed {
-            "✅ passes".to_owned()
+            format!("{} passes", mark(Mark::Ok))
         } else {
             let failed = probe
                 .checks
@@ -175,7 +176,7 @@ fn probes(sample: &WatchSample, heading: &str) -> String {
                 .find(|c| !c.passed)
                 .map(|c| format!("{}: {}", c.check, c.detail))
                 .unwrap_or_default();
-            format!("❌ fails — {failed}")
+            format!("{} fails — {failed}", mark(Mark::Fail))
         };
         let _ = writeln!(
             text,
@@ -202,6 +203,50 @@ fn ms(value: f64) -> String {
 
 fn duration(ms: u64) -> String {
     humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
+/// A watch for `alert list --output json`: its settings, state, the
+/// per-routine comparison and the latest probes.
+pub fn as_json(watch: &WatchStatus) -> serde_json::Value {
+    let probes = |sample: Option<&WatchSample>| -> Vec<serde_json::Value> {
+        sample
+            .map(|s| {
+                s.probes
+                    .iter()
+                    .map(|p| serde_json::json!({"routine": p.routine, "test": p.test, "passed": p.passed}))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    serde_json::json!({
+        "watch": watch.watch_id,
+        "environment": watch.environment,
+        "procedure": watch.procedure,
+        "names": watch.names,
+        "state": watch.state.to_lowercase(),
+        "reason": watch.reason,
+        "created_by": watch.created_by,
+        "created_at_unix_ms": watch.created_at_unix_ms,
+        "ends_at_unix_ms": watch.ends_at_unix_ms,
+        "every_ms": watch.every_ms,
+        "threshold_percent": watch.threshold_percent,
+        "min_calls": watch.min_calls,
+        "samples": watch.samples,
+        "has_baseline": watch.baseline.is_some(),
+        "last_sampled_at_unix_ms": watch.last_sample.as_ref().map(|s| s.sampled_at_unix_ms),
+        "routines": watch.routines.iter().map(|r| serde_json::json!({
+            "identity": r.identity,
+            "has_baseline": r.has_baseline,
+            "baseline_calls": r.baseline_calls,
+            "baseline_mean_ms": r.baseline_mean_ms,
+            "calls_since": r.calls_since,
+            "mean_since_ms": r.mean_since_ms,
+            "percent_of_baseline": r.percent_of_baseline,
+            "slow": r.slow,
+            "over_max_time": r.over_max_time,
+        })).collect::<Vec<_>>(),
+        "probes": probes(watch.last_sample.as_ref()),
+    })
 }
 
 #[cfg(test)]
@@ -271,9 +316,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(
-                "    public.f(integer) · adds: ❌ fails — executes: ERROR 42P01: no table\n"
-            ),
+            text.contains(&format!(
+                "    public.f(integer) · adds: {} fails — executes: ERROR 42P01: no table\n",
+                mark(Mark::Fail)
+            )),
             "{text}"
         );
         assert!(

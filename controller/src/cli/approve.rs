@@ -5,6 +5,7 @@ use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::ApproveRequest;
 
 use super::connect::{self, OperatorTls};
+use super::output::{self, OutputFlag};
 
 #[derive(clap::Args)]
 pub struct ApproveArgs {
@@ -18,8 +19,10 @@ pub struct ApproveArgs {
     reason: String,
     /// When this approval starts the rollout (or schedules it for its
     /// window), follow it to its result and exit with its code.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "output")]
     follow: bool,
+    #[command(flatten)]
+    output: OutputFlag,
 }
 
 #[derive(clap::Args)]
@@ -42,6 +45,7 @@ pub async fn approve(address: &str, tls: &OperatorTls, args: ApproveArgs) -> Exi
             reason: args.reason,
             role: args.role,
         },
+        args.output,
     )
     .await;
     match state.as_deref() {
@@ -66,6 +70,7 @@ pub async fn reject(address: &str, tls: &OperatorTls, args: RejectArgs) -> ExitC
             reason: args.reason,
             role: "approver".into(),
         },
+        OutputFlag::default(),
     )
     .await
     .0
@@ -76,7 +81,9 @@ async fn decide(
     address: &str,
     tls: &OperatorTls,
     request: ApproveRequest,
+    output: OutputFlag,
 ) -> (ExitCode, Option<String>) {
+    let request_id = request.request_id.clone();
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => {
@@ -86,7 +93,20 @@ async fn decide(
     };
     match client.approve(request).await {
         Ok(response) => {
-            let response = response.into_inner();
+            let response = pgrollout_shared::text::escaped(
+                response.into_inner(),
+                "pgrollout.v1.ApproveResponse",
+            );
+            if output.json() {
+                output::print(&serde_json::json!({
+                    "request": request_id,
+                    "state": response.state,
+                    "message": response.message,
+                    "rollout": (!response.rollout_id.is_empty()).then_some(&response.rollout_id),
+                    "trace_id": (!response.trace_id.is_empty()).then_some(&response.trace_id),
+                }));
+                return (ExitCode::Success, Some(response.state));
+            }
             println!("{}", response.message);
             if !response.rollout_id.is_empty() {
                 println!("Rollout: {}", response.rollout_id);

@@ -1,6 +1,7 @@
 //! `pgrollout audit`: read the controller's audit log, and `audit verify`:
 //! prove its hash chain intact or name the first broken entry.
 
+use super::output::Output;
 use pgrollout_shared::text::escaped;
 use std::time::Duration;
 
@@ -33,12 +34,6 @@ pub struct AuditArgs {
 enum AuditAction {
     /// Check every entry's hash and its link to the one before.
     Verify,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy)]
-enum Output {
-    Text,
-    Json,
 }
 
 pub async fn run(address: &str, tls: &OperatorTls, args: AuditArgs) -> ExitCode {

@@ -2,13 +2,14 @@
 //! in dependency order — all or nothing by default, or each routine on its
 //! own with `--continue-on-error` (SEED.md "deploy-batch.sh").
 
+use super::output::Output;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{
-    DeployOrderView, JobEvent, JobResult, Outcome, Plan, RolloutStarted, StepStatus,
+    DeployOrderView, JobEvent, JobResult, Outcome, Plan, RolloutStarted,
 };
 use pgrollout_shared::routine::{routines_from_wire, Routine};
 
@@ -45,12 +46,6 @@ pub struct BatchArgs {
     attachments: super::follow::GateAttachments,
     #[command(flatten)]
     window: super::follow::WindowFlags,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
-enum Output {
-    Text,
-    Json,
 }
 
 pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode {
@@ -256,7 +251,8 @@ fn summary_json(
         "backup": result.backup_path,
         "backup_sha256": result.backup_sha256,
         "routines": result.routines.iter().map(|o| serde_json::json!({
-            "identity": o.identity, "status": o.status, "duration_ms": o.duration_ms, "error": o.error,
+            "identity": o.identity, "status": o.status, "duration_ms": o.duration_ms,
+            "duration_us": o.duration_us, "error": o.error,
         })).collect::<Vec<_>>(),
     })
 }
@@ -314,9 +310,7 @@ impl Progress {
     fn event(&mut self, event: &JobEvent) {
         let is_progress = event.total > 0;
         if self.json {
-            let status = StepStatus::try_from(event.status)
-                .map(|s| s.as_str_name())
-                .unwrap_or("?");
+            let status = super::output::step_status(event.status);
             println!(
                 "{}",
                 serde_json::json!({"type": if is_progress { "progress" } else { "step" }, "step": event.step, "status": status,

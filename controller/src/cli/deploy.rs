@@ -8,6 +8,7 @@ use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::Outcome;
 
 use super::follow::{parked_line, submit_and_follow, Ending, Followed, Submission, Update};
+use super::output;
 use super::report::{self, RunReport};
 use super::{connect, RolloutArgs};
 use crate::plan::{build_plan, commit_of};
@@ -39,6 +40,13 @@ pub async fn run(
     } else {
         "deploying"
     };
+    let json = args.output.json();
+    if json {
+        // One document at the end, nothing before it on stdout.
+        let followed =
+            submit_and_follow(submission(&args, address, tls, &plan, smoke_only), |_| {}).await;
+        return print_json(followed);
+    }
     println!(
         "pgrollout: {verb} {} to {} — {} routine(s), plan {}",
         args.procedure,
@@ -46,22 +54,7 @@ pub async fn run(
         identities.len(),
         short(&plan.plan_id)
     );
-    let submission = Submission {
-        address,
-        tls,
-        environment: &args.environment,
-        plan: plan.clone(),
-        call: if smoke_only {
-            super::follow::ControlCall::Smoke
-        } else {
-            super::follow::ControlCall::Deploy
-        },
-        continue_on_error: false,
-        agent_wait: args.agent_wait,
-        attachments: &args.attachments,
-        window: &args.window,
-        connected: None,
-    };
+    let submission = submission(&args, address, tls, &plan, smoke_only);
     let followed = submit_and_follow(submission, |update| match update {
         Update::Started(started) => println!("{}", report::rollout_line(started)),
         Update::Event(event) => {
@@ -104,6 +97,83 @@ pub async fn run(
         eprintln!("pgrollout: {}", result.message);
     }
     code
+}
+
+fn submission<'a>(
+    args: &'a RolloutArgs,
+    address: &'a str,
+    tls: &'a connect::OperatorTls,
+    plan: &pgrollout_shared::proto::Plan,
+    smoke_only: bool,
+) -> Submission<'a> {
+    Submission {
+        address,
+        tls,
+        environment: &args.environment,
+        plan: plan.clone(),
+        call: if smoke_only {
+            super::follow::ControlCall::Smoke
+        } else {
+            super::follow::ControlCall::Deploy
+        },
+        continue_on_error: false,
+        agent_wait: args.agent_wait,
+        attachments: &args.attachments,
+        window: &args.window,
+        connected: None,
+    }
+}
+
+/// `--output json`: the rollout, the request it waits as (if parked) and
+/// the result, as one document; refusals stay on stderr with their code.
+fn print_json(followed: Result<Ending, (ExitCode, String)>) -> ExitCode {
+    match followed {
+        Ok(Ending::Finished(followed)) => {
+            let outcome =
+                Outcome::try_from(followed.result.outcome).unwrap_or(Outcome::Unspecified);
+            let code = ExitCode::from_outcome(outcome);
+            output::print(&output::run_document(
+                followed.rollout.as_ref(),
+                None,
+                Some(&followed.result),
+                code,
+            ));
+            if code != ExitCode::Success {
+                eprintln!("pgrollout: {}", followed.result.message);
+            }
+            code
+        }
+        Ok(Ending::Parked(parked)) => {
+            let code = match Ending::Parked(parked.clone()).into_result() {
+                Err((code, _)) => code,
+                Ok(_) => ExitCode::Success,
+            };
+            output::print(&output::run_document(None, Some(&parked), None, code));
+            code
+        }
+        // Parked for approvals: the controller refuses with the request's
+        // id in its message (and exit 5); scripts get the id as a field.
+        Err((ExitCode::AwaitingApproval, message)) => {
+            let id = message
+                .split_whitespace()
+                .find(|word| word.starts_with("p-"))
+                .unwrap_or_default();
+            let parked = pgrollout_shared::proto::RequestParked {
+                request_id: id.to_owned(),
+                state: "awaiting_approval".to_owned(),
+                message: message.clone(),
+                ..Default::default()
+            };
+            output::print(&output::run_document(
+                None,
+                Some(&parked),
+                None,
+                ExitCode::AwaitingApproval,
+            ));
+            fail(ExitCode::AwaitingApproval, &message)
+        }
+        Err((code, message)) => fail(code, &message),
+    }
 }
 
 fn fail(code: ExitCode, message: &str) -> ExitCode {

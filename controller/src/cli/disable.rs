@@ -9,6 +9,7 @@ use pgrollout_shared::proto::{Outcome, RoutineRequest};
 
 use super::connect::OperatorTls;
 use super::operation::{call_and_follow, print_warnings, Call};
+use super::style::{mark, Mark};
 
 #[derive(clap::Args)]
 pub struct DisableArgs {
@@ -93,9 +94,9 @@ fn finish(followed: Result<super::operation::Followed, (ExitCode, String)>) -> E
     let code =
         ExitCode::from_outcome(Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified));
     if code == ExitCode::Success {
-        println!("Status: ✅ SUCCESS — {}", result.message);
+        println!("Status: {} SUCCESS — {}", mark(Mark::Ok), result.message);
     } else {
-        println!("Status: ❌ FAILED (exit {})", code.code());
+        println!("Status: {} FAILED (exit {})", mark(Mark::Fail), code.code());
         eprintln!("pgrollout: {}", result.message);
     }
     code

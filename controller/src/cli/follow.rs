@@ -13,6 +13,7 @@ use pgrollout_shared::proto::control_client::ControlClient;
 use tonic::transport::Channel;
 
 use super::connect::{self, OperatorTls};
+use super::style::{mark, Mark};
 use crate::auth::CLAIMED_ACTOR_HEADER;
 
 /// What to run, where.
@@ -209,7 +210,11 @@ pub async fn follow_updates(
             Ok(Some(update)) => match escaped(update, "pgrollout.v1.RolloutUpdate").body {
                 Some(Body::Started(started)) => {
                     for gate in &started.gates {
-                        let mark = if gate.passed { "✅" } else { "❌" };
+                        let mark = if gate.passed {
+                            mark(Mark::Ok)
+                        } else {
+                            mark(Mark::Fail)
+                        };
                         println!("  gate {mark} {}: {}", gate.gate, gate.reason);
                     }
                     on_update(Update::Started(&started));

@@ -4,6 +4,7 @@
 //! database. The live version is marked; ledger ids and plan ids are what
 //! `pgrollout rollback --to` takes.
 
+use super::output::Output;
 use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
@@ -12,6 +13,7 @@ use pgrollout_shared::proto::{LedgerEntry, Outcome, RoutineRequest};
 use super::connect::OperatorTls;
 use super::operation::{call_and_follow, Call};
 use super::report::utc_timestamp;
+use super::style;
 
 #[derive(clap::Args)]
 pub struct HistoryArgs {
@@ -25,12 +27,6 @@ pub struct HistoryArgs {
     /// How long the controller may wait for an agent of the zone to connect.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     agent_wait: Duration,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
-enum Output {
-    Text,
-    Json,
 }
 
 pub async fn run(address: &str, tls: &OperatorTls, args: HistoryArgs) -> ExitCode {
@@ -63,7 +59,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: HistoryArgs) -> ExitCod
         Output::Text => {
             print!("{}", table(&result.history));
             for warning in &result.warnings {
-                println!("⚠ warning: {warning}");
+                println!("{} {warning}", style::warning_prefix());
             }
         }
     }

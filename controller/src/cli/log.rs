@@ -100,6 +100,7 @@ fn fail(code: ExitCode, message: &str) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::style::{mark, Mark};
     use pgrollout_shared::proto::{JobResult, Outcome, SmokeReport};
 
     #[test]
@@ -152,12 +153,15 @@ mod tests {
              Trace ID: 4bf92f3577b34da6a3ce929d0e0e4736\n\
              Ledger: 7\n\
              ===========================================\n"
+                .replace("✅", mark(Mark::Ok))
         );
         let rolled_back = RolloutStatus {
             state: "rolled_back".into(),
             ..status
         };
-        assert!(render(&rolled_back)
-            .contains("\nStatus: ↩️ ROLLED BACK (succeeded, later undone by a rollback)\n"));
+        assert!(render(&rolled_back).contains(&format!(
+            "\nStatus: {} ROLLED BACK (succeeded, later undone by a rollback)\n",
+            mark(Mark::Undone)
+        )));
     }
 }

@@ -3,6 +3,7 @@
 //! rate, average duration, rollbacks, MTTR — as the controller computes
 //! them from its store (definitions in `crate::metrics`).
 
+use super::output::Output;
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{MetricsRequest, ProcedureMetrics};
 use serde_json::json;
@@ -19,12 +20,6 @@ pub struct MetricsArgs {
     /// text (default) or json.
     #[arg(long, default_value = "text")]
     output: Output,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy)]
-enum Output {
-    Text,
-    Json,
 }
 
 pub async fn run(address: &str, tls: &OperatorTls, args: MetricsArgs) -> ExitCode {

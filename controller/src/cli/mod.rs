@@ -18,6 +18,7 @@ mod lint;
 mod log;
 mod metrics;
 mod operation;
+mod output;
 mod plan;
 mod probe;
 mod report;
@@ -26,6 +27,7 @@ mod rollback;
 mod serve;
 mod shell_docs;
 mod status;
+mod style;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +42,16 @@ use pgrollout_shared::exit_code::ExitCode;
     about = "Gated, atomic, reversible, validated, audited PostgreSQL routine rollouts"
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How an operator command reaches the controller. Flattened into each
+/// command that talks to it — never onto `pgrollout` itself — so `ca`,
+/// `serve`, `lint` and the other local commands do not list flags that do
+/// not apply to them (issue 16).
+#[derive(clap::Args)]
+pub struct Connection {
     /// The controller's operator endpoint.
     #[arg(
         long,
@@ -50,14 +62,32 @@ pub struct Cli {
     controller: String,
     #[command(flatten)]
     tls: connect::OperatorTls,
+}
+
+/// A command's own arguments plus the [`Connection`] flags.
+#[derive(clap::Args)]
+pub struct Remote<A: clap::Args> {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    args: A,
+}
+
+/// `alert`: the connection flags apply to each of its subcommands.
+#[derive(clap::Args)]
+pub struct AlertCommands {
+    #[command(flatten)]
+    connection: Connection,
     #[command(subcommand)]
-    command: Command,
+    command: alert::AlertCommand,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller.
     Serve {
+        /// The controller's config file (TOML: listeners, store, environments,
+        /// TLS, operators; see deploy/examples/controller.toml).
         #[arg(long, env = "PGROLLOUT_CONTROLLER_CONFIG")]
         config: PathBuf,
         /// Development only: no TLS, loopback listeners only, identities taken on trust.
@@ -65,59 +95,58 @@ enum Command {
         dev_plaintext: bool,
     },
     /// Deploy every routine named <procedure> to <environment>.
-    Deploy(RolloutArgs),
+    Deploy(Remote<RolloutArgs>),
     /// Deploy every procedure named in <list-file> to <environment>, in dependency order.
-    Batch(batch::BatchArgs),
+    Batch(Remote<batch::BatchArgs>),
     /// Run the smoke tests of <procedure> against <environment>'s live definitions.
-    Smoke(RolloutArgs),
+    Smoke(Remote<RolloutArgs>),
     /// Dry-run apply of <procedure>... on <environment>'s database, rolled back,
     /// with plpgsql_check findings where installed; changes nothing.
-    Check(probe::ProbeArgs),
+    Check(Remote<probe::ProbeArgs>),
     /// Time each [perf] probe of <procedure>... on the old and the new definition
     /// in <environment> (rolled back) and record the medians for the performance gate.
-    Perf(probe::ProbeArgs),
+    Perf(Remote<probe::ProbeArgs>),
     /// Restore the previous version of <procedure> in <environment> (or a named
     /// one with --to, or undo a whole rollout with --rollout), exactly.
-    Rollback(rollback::RollbackArgs),
+    Rollback(Remote<rollback::RollbackArgs>),
     /// Emergency switch: rename every routine of <procedure> to
     /// <name>_disabled_<yyyymmdd>, or revoke EXECUTE with --revoke.
-    Disable(disable::DisableArgs),
+    Disable(Remote<disable::DisableArgs>),
     /// Undo the latest disable of <procedure>, exactly.
-    Enable(disable::EnableArgs),
+    Enable(Remote<disable::EnableArgs>),
     /// Every version of <procedure> the environment's ledger knows.
-    History(history::HistoryArgs),
+    History(Remote<history::HistoryArgs>),
     /// Build the plan for procedures and show which gates it passes in every environment.
-    Plan(plan::PlanArgs),
+    Plan(Remote<plan::PlanArgs>),
     /// Every problem of the whole project at once (needs no controller); exit 1 on any error.
     Lint(lint::LintArgs),
     /// Approve a deploy request that waits for approval (`--as stakeholder` to sign off).
-    Approve(approve::ApproveArgs),
+    Approve(Remote<approve::ApproveArgs>),
     /// Reject a deploy request that waits for approval.
-    Reject(approve::RejectArgs),
+    Reject(Remote<approve::RejectArgs>),
     /// Cancel a deploy request that awaits approval or is scheduled (nothing ran).
-    Cancel(request::CancelArgs),
+    Cancel(Remote<request::CancelArgs>),
     /// List the agents connected to the controller.
-    Agents,
+    Agents(Remote<agents::AgentsArgs>),
     /// One rollout as the controller recorded it, with its per-routine report.
-    Status(status::StatusArgs),
+    Status(Remote<status::StatusArgs>),
     /// Recent rollouts, newest first.
-    Rollouts(status::RolloutsArgs),
+    Rollouts(Remote<status::RolloutsArgs>),
     /// The DEPLOYMENT LOG block of a recorded rollout (what, where, who, commit,
     /// backup, smoke verdict, duration, status), with its trace id.
-    Log(log::LogArgs),
+    Log(Remote<log::LogArgs>),
     /// Deployment metrics per procedure: count, success rate, average duration, rollbacks, MTTR.
-    Metrics(metrics::MetricsArgs),
+    Metrics(Remote<metrics::MetricsArgs>),
     /// Read the audit log (`audit verify` checks its hash chain).
-    Audit(audit::AuditArgs),
+    Audit(Remote<audit::AuditArgs>),
     /// Run the job of a rollout in doubt (`unknown`) again, as a new attempt:
     /// a job that did commit reports from the ledger instead of applying twice.
-    Retry(doubt::RetryArgs),
+    Retry(Remote<doubt::RetryArgs>),
     /// Record what happened to a rollout in doubt (`--succeeded` or `--failed`, with `--reason`).
-    Resolve(doubt::ResolveArgs),
+    Resolve(Remote<doubt::ResolveArgs>),
     /// Post-deploy watches: `alert create <procedure> <env>` before a deploy,
     /// then `alert list`, `alert cancel <id>`.
-    #[command(subcommand)]
-    Alert(alert::AlertCommand),
+    Alert(AlertCommands),
     /// The built-in certificate authority: `init`, then `issue` certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -144,6 +173,8 @@ struct RolloutArgs {
     attachments: follow::GateAttachments,
     #[command(flatten)]
     window: follow::WindowFlags,
+    #[command(flatten)]
+    output: output::OutputFlag,
 }
 
 /// Parses arguments and runs the command. Usage errors exit 1, like every
@@ -190,28 +221,94 @@ pub fn run() -> ExitCode {
                 config,
                 dev_plaintext,
             } => serve::run(&config, dev_plaintext).await,
-            Command::Deploy(args) => deploy::run(&cli.controller, &cli.tls, args, false).await,
-            Command::Smoke(args) => deploy::run(&cli.controller, &cli.tls, args, true).await,
-            Command::Check(args) => probe::check(&cli.controller, &cli.tls, args).await,
-            Command::Perf(args) => probe::perf(&cli.controller, &cli.tls, args).await,
-            Command::Agents => agents::run(&cli.controller, &cli.tls).await,
-            Command::Approve(args) => approve::approve(&cli.controller, &cli.tls, args).await,
-            Command::Reject(args) => approve::reject(&cli.controller, &cli.tls, args).await,
-            Command::Cancel(args) => request::cancel(&cli.controller, &cli.tls, args).await,
-            Command::Plan(args) => plan::run(&cli.controller, &cli.tls, args).await,
-            Command::Status(args) => status::status(&cli.controller, &cli.tls, args).await,
-            Command::Rollouts(args) => status::list(&cli.controller, &cli.tls, args).await,
-            Command::Log(args) => log::run(&cli.controller, &cli.tls, args).await,
-            Command::Metrics(args) => metrics::run(&cli.controller, &cli.tls, args).await,
-            Command::Rollback(args) => rollback::run(&cli.controller, &cli.tls, args).await,
-            Command::Disable(args) => disable::disable(&cli.controller, &cli.tls, args).await,
-            Command::Enable(args) => disable::enable(&cli.controller, &cli.tls, args).await,
-            Command::History(args) => history::run(&cli.controller, &cli.tls, args).await,
-            Command::Audit(args) => audit::run(&cli.controller, &cli.tls, args).await,
-            Command::Batch(args) => batch::run(&cli.controller, &cli.tls, args).await,
-            Command::Retry(args) => doubt::retry(&cli.controller, &cli.tls, args).await,
-            Command::Resolve(args) => doubt::resolve(&cli.controller, &cli.tls, args).await,
-            Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
+            Command::Deploy(Remote {
+                connection: c,
+                args,
+            }) => deploy::run(&c.controller, &c.tls, args, false).await,
+            Command::Smoke(Remote {
+                connection: c,
+                args,
+            }) => deploy::run(&c.controller, &c.tls, args, true).await,
+            Command::Check(Remote {
+                connection: c,
+                args,
+            }) => probe::check(&c.controller, &c.tls, args).await,
+            Command::Perf(Remote {
+                connection: c,
+                args,
+            }) => probe::perf(&c.controller, &c.tls, args).await,
+            Command::Agents(Remote {
+                connection: c,
+                args,
+            }) => agents::run(&c.controller, &c.tls, args).await,
+            Command::Approve(Remote {
+                connection: c,
+                args,
+            }) => approve::approve(&c.controller, &c.tls, args).await,
+            Command::Reject(Remote {
+                connection: c,
+                args,
+            }) => approve::reject(&c.controller, &c.tls, args).await,
+            Command::Cancel(Remote {
+                connection: c,
+                args,
+            }) => request::cancel(&c.controller, &c.tls, args).await,
+            Command::Plan(Remote {
+                connection: c,
+                args,
+            }) => plan::run(&c.controller, &c.tls, args).await,
+            Command::Status(Remote {
+                connection: c,
+                args,
+            }) => status::status(&c.controller, &c.tls, args).await,
+            Command::Rollouts(Remote {
+                connection: c,
+                args,
+            }) => status::list(&c.controller, &c.tls, args).await,
+            Command::Log(Remote {
+                connection: c,
+                args,
+            }) => log::run(&c.controller, &c.tls, args).await,
+            Command::Metrics(Remote {
+                connection: c,
+                args,
+            }) => metrics::run(&c.controller, &c.tls, args).await,
+            Command::Rollback(Remote {
+                connection: c,
+                args,
+            }) => rollback::run(&c.controller, &c.tls, args).await,
+            Command::Disable(Remote {
+                connection: c,
+                args,
+            }) => disable::disable(&c.controller, &c.tls, args).await,
+            Command::Enable(Remote {
+                connection: c,
+                args,
+            }) => disable::enable(&c.controller, &c.tls, args).await,
+            Command::History(Remote {
+                connection: c,
+                args,
+            }) => history::run(&c.controller, &c.tls, args).await,
+            Command::Audit(Remote {
+                connection: c,
+                args,
+            }) => audit::run(&c.controller, &c.tls, args).await,
+            Command::Batch(Remote {
+                connection: c,
+                args,
+            }) => batch::run(&c.controller, &c.tls, args).await,
+            Command::Retry(Remote {
+                connection: c,
+                args,
+            }) => doubt::retry(&c.controller, &c.tls, args).await,
+            Command::Resolve(Remote {
+                connection: c,
+                args,
+            }) => doubt::resolve(&c.controller, &c.tls, args).await,
+            Command::Alert(AlertCommands {
+                connection: c,
+                command,
+            }) => alert::run(&c.controller, &c.tls, command).await,
             Command::Ca(_) | Command::Completions(_) | Command::Man(_) | Command::Lint(_) => {
                 ExitCode::Success
             }

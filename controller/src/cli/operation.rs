@@ -12,6 +12,7 @@ use pgrollout_shared::proto::{
 
 use super::connect::{self, OperatorTls};
 use super::report;
+use super::style;
 use crate::auth::CLAIMED_ACTOR_HEADER;
 
 /// Which call to make.
@@ -105,6 +106,6 @@ fn with_actor<T>(message: T) -> tonic::Request<T> {
 /// Prints the job's warnings, one per line, on stdout where the report is.
 pub fn print_warnings(result: &JobResult) {
     for warning in &result.warnings {
-        println!("⚠ warning: {warning}");
+        println!("{} {warning}", style::warning_prefix());
     }
 }

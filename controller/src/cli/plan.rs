@@ -9,6 +9,8 @@ use pgrollout_shared::proto::EvaluatePlanRequest;
 
 use super::connect::{self, OperatorTls};
 use super::follow::GateAttachments;
+use super::output::{self, OutputFlag};
+use super::style::{mark, Mark};
 use crate::plan::{build_plan, commit_of, deploy_order};
 use crate::project::Project;
 
@@ -21,6 +23,8 @@ pub struct PlanArgs {
     project: PathBuf,
     #[command(flatten)]
     attachments: GateAttachments,
+    #[command(flatten)]
+    output: OutputFlag,
 }
 
 pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
@@ -57,18 +61,19 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
     };
     let label = args.procedures.join("+");
     let plan = build_plan(order.routines, &label, &commit_of(&args.project));
-    println!("Plan: {}", plan.plan_id);
-    println!("Commit: {}", plan.commit_sha);
-    println!("Routines: {}", plan.routines.len());
-    for routine in &plan.routines {
-        let arguments = routine.arg_types.join(", ");
-        println!(
-            "  {}.{}({arguments})  {}",
-            routine.schema, routine.name, routine.source_path
-        );
-    }
-    for warning in crate::project::definer::plan_warnings(&plan.routines) {
-        println!("  warning: {warning}");
+    let json = args.output.json();
+    let warnings = crate::project::definer::plan_warnings(&plan.routines);
+    let mut document = serde_json::json!({
+        "plan_id": plan.plan_id,
+        "commit_sha": plan.commit_sha,
+        "routines": plan.routines.iter().map(|r| serde_json::json!({
+            "identity": format!("{}.{}({})", r.schema, r.name, r.arg_types.join(", ")),
+            "source": r.source_path,
+        })).collect::<Vec<_>>(),
+        "warnings": warnings,
+    });
+    if !json {
+        print_plan(&plan, &warnings);
     }
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
@@ -87,31 +92,44 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
             return fail(code, &message);
         }
     };
-    for environment in response.environments {
-        let open = environment.gates.iter().all(|g| g.passed);
-        // Waiting only for people or a window is not blocked: the deploy
-        // would be parked or scheduled.
-        let waits = environment
-            .gates
+    if json {
+        document["environments"] = response
+            .environments
             .iter()
-            .all(|g| g.passed || g.state == "pending" || g.state == "scheduled");
-        let verdict = match (open, waits) {
-            (true, _) => "ready",
-            (false, true) => "waits (approvals or window)",
-            (false, false) => "blocked",
-        };
-        println!("{}: {verdict}", environment.environment);
+            .map(|e| {
+                serde_json::json!({
+                    "environment": e.environment,
+                    "verdict": verdict(&e.gates).0,
+                    "gates": e.gates.iter().map(output::gate).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        output::print(&document);
+        return ExitCode::Success;
+    }
+    for environment in response.environments {
+        println!(
+            "{}: {}",
+            environment.environment,
+            verdict(&environment.gates).1
+        );
         if environment.gates.is_empty() {
             println!("  no gates");
         }
         for gate in environment.gates {
-            let mark = match gate.state.as_str() {
-                _ if gate.passed => "✅ passed ",
-                "pending" => "⏳ pending",
-                "scheduled" => "🕒 closed ",
-                _ => "❌ missing",
+            let mark_of = match gate.state.as_str() {
+                _ if gate.passed => (Mark::Ok, "passed "),
+                "pending" => (Mark::Waiting, "pending"),
+                "scheduled" => (Mark::Closed, "closed "),
+                _ => (Mark::Fail, "missing"),
             };
-            println!("  {mark} {:<20} {}", gate.gate, gate.reason);
+            println!(
+                "  {} {} {:<20} {}",
+                mark(mark_of.0),
+                mark_of.1,
+                gate.gate,
+                gate.reason
+            );
         }
     }
     ExitCode::Success
@@ -120,4 +138,34 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
 fn fail(code: ExitCode, message: &str) -> ExitCode {
     eprintln!("pgrollout: {message}");
     code
+}
+
+fn print_plan(plan: &pgrollout_shared::proto::Plan, warnings: &[String]) {
+    println!("Plan: {}", plan.plan_id);
+    println!("Commit: {}", plan.commit_sha);
+    println!("Routines: {}", plan.routines.len());
+    for routine in &plan.routines {
+        let arguments = routine.arg_types.join(", ");
+        println!(
+            "  {}.{}({arguments})  {}",
+            routine.schema, routine.name, routine.source_path
+        );
+    }
+    for warning in warnings {
+        println!("  warning: {warning}");
+    }
+}
+
+/// An environment's verdict: `ready`, `waits` (for approvals or a window:
+/// the deploy would be parked or scheduled, not refused) or `blocked`.
+fn verdict(gates: &[pgrollout_shared::proto::GateOutcome]) -> (&'static str, &'static str) {
+    let open = gates.iter().all(|g| g.passed);
+    let waits = gates
+        .iter()
+        .all(|g| g.passed || g.state == "pending" || g.state == "scheduled");
+    match (open, waits) {
+        (true, _) => ("ready", "ready"),
+        (false, true) => ("waits", "waits (approvals or window)"),
+        (false, false) => ("blocked", "blocked"),
+    }
 }

@@ -5,11 +5,66 @@
 use std::time::Duration;
 
 use pgrollout_shared::exit_code::ExitCode;
+
+use super::style::{mark, Mark};
 use pgrollout_shared::proto::{
-    DeployOrderView, JobEvent, JobResult, Plan, RolloutStarted, SmokeReport, StepStatus,
+    DeployOrderView, JobEvent, JobResult, Plan, RolloutStarted, RoutineOutcome, SmokeReport,
+    StepStatus,
 };
 
 const RULE: &str = "===========================================";
+
+/// How many items of a long list the human report shows; the rest are
+/// counted ("… and 1027 more"), and `--output json` lists them all. A
+/// 1,000-routine rollback printed 849 KB, one line of 214 KB (issue 16).
+pub const LIST_LIMIT: usize = 20;
+
+/// Which rows of a long per-routine list a human report shows, in their
+/// order: every notable one (failed, skipped …) up to [`LIST_LIMIT`], then
+/// the others while room is left; and how many are left out.
+pub fn rows_to_show<T>(rows: &[T], notable: impl Fn(&T) -> bool) -> (Vec<&T>, usize) {
+    if rows.len() <= LIST_LIMIT {
+        return (rows.iter().collect(), 0);
+    }
+    let notable_count = rows.iter().filter(|r| notable(r)).count().min(LIST_LIMIT);
+    let mut room_for_others = LIST_LIMIT - notable_count;
+    let mut notable_left = notable_count;
+    let shown: Vec<&T> = rows
+        .iter()
+        .filter(|r| {
+            if notable(r) {
+                let keep = notable_left > 0;
+                notable_left = notable_left.saturating_sub(1);
+                keep
+            } else {
+                let keep = room_for_others > 0;
+                room_for_others = room_for_others.saturating_sub(1);
+                keep
+            }
+        })
+        .collect();
+    let hidden = rows.len() - shown.len();
+    (shown, hidden)
+}
+
+/// The line that stands for the rows [`rows_to_show`] left out.
+pub fn more_line(hidden: usize) -> String {
+    format!("  … and {hidden} more (--output json lists all)")
+}
+
+/// How many items of a list printed on one line (routines with their
+/// change) are shown, so the line stays a few hundred characters long.
+pub const INLINE_LIMIT: usize = 5;
+
+/// `a, b, c` — or the first `limit` and how many more.
+pub fn summarised(items: &[String], limit: usize) -> String {
+    let text = pgrollout_shared::text::abridged(items, limit, ", ");
+    if items.len() <= limit {
+        text
+    } else {
+        format!("{text} (--output json lists all)")
+    }
+}
 
 /// The line that says a rollout started, where and in which trace.
 pub fn rollout_line(started: &RolloutStarted) -> String {
@@ -45,9 +100,9 @@ pub fn order_block(view: &DeployOrderView) -> String {
 /// Started events print nothing: the finished line follows within the step.
 pub fn step_line(event: &JobEvent) -> Option<String> {
     let mark = match StepStatus::try_from(event.status).ok()? {
-        StepStatus::Succeeded => "✅",
-        StepStatus::Failed => "❌",
-        StepStatus::Skipped => "➖",
+        StepStatus::Succeeded => mark(Mark::Ok),
+        StepStatus::Failed => mark(Mark::Fail),
+        StepStatus::Skipped => mark(Mark::Skipped),
         StepStatus::Started | StepStatus::Unspecified => return None,
     };
     let message = if event.message.is_empty() {
@@ -68,7 +123,19 @@ pub fn smoke_blocks(reports: &[SmokeReport], environment: &str) -> String {
         return String::new();
     };
     let mut text = String::new();
-    for report in reports.iter().filter(|r| r.phase == last_phase) {
+    let last: Vec<&SmokeReport> = reports.iter().filter(|r| r.phase == last_phase).collect();
+    // Failures first-class: every failed block is shown (up to the limit),
+    // passing ones only while the list is short.
+    let shown: Vec<&SmokeReport> = if last.len() <= LIST_LIMIT {
+        last.clone()
+    } else {
+        last.iter()
+            .filter(|r| !r.passed)
+            .take(LIST_LIMIT)
+            .copied()
+            .collect()
+    };
+    for report in &shown {
         text.push_str(&format!(
             "{RULE}\nSMOKE TEST: {} @ {} ({})\n  test: {}\n{RULE}\n",
             report.routine,
@@ -84,20 +151,31 @@ pub fn smoke_blocks(reports: &[SmokeReport], environment: &str) -> String {
             ("warnings", "No errors detected"),
         ] {
             let line = match report.checks.iter().find(|c| c.check == check) {
-                Some(c) if c.passed => format!("✅ {label}: {}", c.detail),
-                Some(c) => format!("❌ {label}: {}", c.detail),
-                None if report.checks.iter().any(|c| !c.passed) => format!("➖ {label}: not run"),
+                Some(c) if c.passed => format!("{} {label}: {}", mark(Mark::Ok), c.detail),
+                Some(c) => format!("{} {label}: {}", mark(Mark::Fail), c.detail),
+                None if report.checks.iter().any(|c| !c.passed) => {
+                    format!("{} {label}: not run", mark(Mark::Skipped))
+                }
                 None => continue,
             };
             text.push_str(&line);
             text.push('\n');
         }
         let verdict = if report.passed {
-            "✅ PASS"
+            format!("{} PASS", mark(Mark::Ok))
         } else {
-            "❌ FAIL"
+            format!("{} FAIL", mark(Mark::Fail))
         };
         text.push_str(&format!("{RULE}\nRESULT: {verdict}\n{RULE}\n"));
+    }
+    if shown.len() < last.len() {
+        let passed = last.iter().filter(|r| r.passed).count();
+        text.push_str(&format!(
+            "SMOKE TEST @ {} ({last_phase}): {passed} of {} passed; {} more block(s) not shown (--output json lists all)\n",
+            environment.to_uppercase(),
+            last.len(),
+            last.len() - shown.len()
+        ));
     }
     text
 }
@@ -145,24 +223,33 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
         .map(|r| r.started_at_unix_ms)
         .unwrap_or_default();
     let smoke = if run.result.smoke.is_empty() {
-        "➖ NOT RUN".to_owned()
+        format!("{} NOT RUN", mark(Mark::Skipped))
     } else if run.result.smoke.iter().all(|r| r.passed) {
-        "✅ PASS".to_owned()
+        format!("{} PASS", mark(Mark::Ok))
     } else {
-        "❌ FAIL".to_owned()
+        format!("{} FAIL", mark(Mark::Fail))
     };
     let status = match run.status {
         RunStatus::Exited(ExitCode::Success) if run.result.replayed_from_ledger => {
-            "✅ SUCCESS (already applied; nothing changed)".to_owned()
+            format!(
+                "{} SUCCESS (already applied; nothing changed)",
+                mark(Mark::Ok)
+            )
         }
-        RunStatus::Exited(ExitCode::Success) => "✅ SUCCESS".to_owned(),
-        RunStatus::Exited(code) => format!("❌ FAILED (exit {})", code.code()),
+        RunStatus::Exited(ExitCode::Success) => format!("{} SUCCESS", mark(Mark::Ok)),
+        RunStatus::Exited(code) => format!("{} FAILED (exit {})", mark(Mark::Fail), code.code()),
         RunStatus::RolledBack => {
-            "↩️ ROLLED BACK (succeeded, later undone by a rollback)".to_owned()
+            format!(
+                "{} ROLLED BACK (succeeded, later undone by a rollback)",
+                mark(Mark::Undone)
+            )
         }
-        RunStatus::Running => "⏳ RUNNING".to_owned(),
+        RunStatus::Running => format!("{} RUNNING", mark(Mark::Waiting)),
         RunStatus::Unknown => {
-            "❓ UNKNOWN (the agent has not reported; its ledger decides)".to_owned()
+            format!(
+                "{} UNKNOWN (the agent has not reported; its ledger decides)",
+                mark(Mark::Unknown)
+            )
         }
     };
     let backup = if run.result.backup_path.is_empty() {
@@ -189,7 +276,7 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
         RULE.to_owned(),
         format!("Timestamp: {}", utc_timestamp(started_at)),
         format!("Procedure: {}", run.procedure),
-        format!("Routines: {}", changes.join(", ")),
+        format!("Routines: {}", summarised(&changes, INLINE_LIMIT)),
         format!("Environment: {}", run.environment.to_uppercase()),
         format!(
             "Version: {}",
@@ -210,7 +297,7 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
         lines.push(format!("Trace ID: {}", rollout.trace_id));
     }
     if !ledger.is_empty() {
-        lines.push(format!("Ledger: {}", ledger.join(", ")));
+        lines.push(format!("Ledger: {}", summarised(&ledger, LIST_LIMIT)));
     }
     lines.push(RULE.to_owned());
     lines.join("\n") + "\n"
@@ -242,20 +329,25 @@ pub fn batch_report(
         format!("Environment: {}", environment.to_uppercase()),
         format!("Mode: {mode}"),
     ];
-    for (index, outcome) in result.routines.iter().enumerate() {
+    let numbered: Vec<(usize, &RoutineOutcome)> = result.routines.iter().enumerate().collect();
+    let (shown, hidden) = rows_to_show(&numbered, |(_, o)| !is_ok(&o.status));
+    for &(index, outcome) in shown {
         let mark = outcome_mark(&outcome.status);
         let mut line = format!(
-            "  {:>w$}/{total} {:<width$}  {mark} {:<12}{:>7} ms",
+            "  {:>w$}/{total} {:<width$}  {mark} {:<12}{:>9} ms",
             index + 1,
             outcome.identity,
             outcome.status,
-            outcome.duration_ms,
+            routine_ms(outcome),
             w = total.to_string().len(),
         );
         if !outcome.error.is_empty() {
             line.push_str(&format!("  {}", outcome.error));
         }
         lines.push(line);
+    }
+    if hidden > 0 {
+        lines.push(more_line(hidden));
     }
     let count = |status: &str| {
         result
@@ -281,8 +373,8 @@ pub fn batch_report(
     ));
     lines.push(format!("Duration: {:.2} seconds", wall_time.as_secs_f64()));
     lines.push(match code {
-        ExitCode::Success => "Status: ✅ SUCCESS".to_owned(),
-        code => format!("Status: ❌ FAILED (exit {})", code.code()),
+        ExitCode::Success => format!("Status: {} SUCCESS", mark(Mark::Ok)),
+        code => format!("Status: {} FAILED (exit {})", mark(Mark::Fail), code.code()),
     });
     if let Some(rollout) = rollout {
         lines.push(format!("Rollout: {}", rollout.rollout_id));
@@ -292,13 +384,28 @@ pub fn batch_report(
     lines.join("\n") + "\n"
 }
 
+/// A routine's own time in milliseconds, to the microsecond when measured
+/// so (`0.42`): a CREATE takes well under a millisecond.
+pub fn routine_ms(outcome: &RoutineOutcome) -> String {
+    if outcome.duration_us > 0 {
+        format!("{:.2}", outcome.duration_us as f64 / 1000.0)
+    } else {
+        outcome.duration_ms.to_string()
+    }
+}
+
+/// Whether a routine's outcome needs no attention.
+pub fn is_ok(status: &str) -> bool {
+    matches!(status, "deployed" | "unchanged")
+}
+
 /// The mark printed beside a routine's outcome.
 pub fn outcome_mark(status: &str) -> &'static str {
     match status {
-        "deployed" | "unchanged" => "✅",
-        "failed" => "❌",
-        "rolled-back" => "↩️",
-        _ => "➖",
+        "deployed" | "unchanged" => mark(Mark::Ok),
+        "failed" => mark(Mark::Fail),
+        "rolled-back" => mark(Mark::Undone),
+        _ => mark(Mark::Skipped),
     }
 }
 
@@ -316,6 +423,25 @@ pub fn utc_timestamp(unix_ms: i64) -> String {
 mod tests {
     use super::*;
     use pgrollout_shared::proto::SmokeCheck;
+
+    #[test]
+    fn long_lists_show_failures_first_and_count_the_rest() {
+        let rows: Vec<usize> = (0..1000).collect();
+        let (shown, hidden) = rows_to_show(&rows, |&r| r == 500 || r == 999);
+        assert_eq!(shown.len(), LIST_LIMIT);
+        assert_eq!(hidden, 1000 - LIST_LIMIT);
+        assert!(shown.contains(&&500) && shown.contains(&&999));
+        assert_eq!(*shown[0], 0, "the rest in their order");
+        let items: Vec<String> = (0..1047)
+            .map(|i| format!("public.f{i}(integer) [restored]"))
+            .collect();
+        let line = summarised(&items, INLINE_LIMIT);
+        assert!(line.len() < 300, "{line}");
+        assert!(
+            line.ends_with("… and 1042 more (--output json lists all)"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn timestamp_reads_like_seed() {
@@ -345,7 +471,11 @@ mod tests {
         };
         let text = smoke_blocks(&[report], "qa");
         assert!(text.contains("SMOKE TEST: public.addarc(text, text) @ QA (in-transaction)"));
-        assert!(text.contains("✅ Procedure exists: ok\n❌ Can execute (test data): ERROR P0001: boom\n➖ Returns correct structure: not run"));
-        assert!(text.contains("RESULT: ❌ FAIL"));
+        let expected = "✅ Procedure exists: ok\n❌ Can execute (test data): ERROR P0001: boom\n➖ Returns correct structure: not run"
+            .replace("✅", mark(Mark::Ok))
+            .replace("❌", mark(Mark::Fail))
+            .replace("➖", mark(Mark::Skipped));
+        assert!(text.contains(&expected), "{text}");
+        assert!(text.contains(&format!("RESULT: {} FAIL", mark(Mark::Fail))));
     }
 }

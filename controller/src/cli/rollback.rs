@@ -11,7 +11,9 @@ use pgrollout_shared::proto::{JobResult, Outcome, RollbackRequest, RolloutStarte
 
 use super::connect::OperatorTls;
 use super::operation::{call_and_follow, print_warnings, Call};
-use super::report::{self, utc_timestamp};
+use super::output::{self, OutputFlag};
+use super::report::{self, summarised, utc_timestamp};
+use super::style::{mark, Mark};
 
 const RULE: &str = "===========================================";
 
@@ -37,6 +39,8 @@ pub struct RollbackArgs {
     /// How long the controller may wait for an agent of the zone to connect.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     agent_wait: Duration,
+    #[command(flatten)]
+    output: OutputFlag,
 }
 
 pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCode {
@@ -80,7 +84,10 @@ pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCo
         .as_ref()
         .map(|to| format!(" to {to}"))
         .unwrap_or_default();
-    println!("pgrollout: rolling back {what}{to}{mode}");
+    let json = args.output.json();
+    if !json {
+        println!("pgrollout: rolling back {what}{to}{mode}");
+    }
     let request = RollbackRequest {
         environment: environment.clone(),
         procedure: procedure.clone(),
@@ -91,7 +98,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCo
         traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
     };
-    let followed = match call_and_follow(address, tls, Call::Rollback(request), false).await {
+    let followed = match call_and_follow(address, tls, Call::Rollback(request), json).await {
         Ok(followed) => followed,
         Err((code, message)) => return fail(code, &message),
     };
@@ -108,6 +115,18 @@ pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCo
     } else {
         procedure
     };
+    if json {
+        output::print(&output::run_document(
+            followed.rollout.as_ref(),
+            None,
+            Some(result),
+            code,
+        ));
+        if code != ExitCode::Success {
+            eprintln!("pgrollout: {}", result.message);
+        }
+        return code;
+    }
     print!("{}", report::smoke_blocks(&result.smoke, &environment));
     print!(
         "{}",
@@ -138,6 +157,26 @@ struct Log<'a> {
     wall_time: Duration,
 }
 
+/// `Routines: a [restored from …]` for a few; for more, one per line (each
+/// names its source, a long path) up to the report's limit, then a count.
+fn routines_lines(routines: &[String]) -> String {
+    match routines.len() {
+        0 => "Routines: none".to_owned(),
+        n if n <= report::INLINE_LIMIT => format!("Routines: {}", routines.join(", ")),
+        n => {
+            let mut text = format!("Routines: {n}");
+            for routine in routines.iter().take(report::LIST_LIMIT) {
+                text.push_str(&format!("\n  {routine}"));
+            }
+            if n > report::LIST_LIMIT {
+                text.push('\n');
+                text.push_str(&report::more_line(n - report::LIST_LIMIT));
+            }
+            text
+        }
+    }
+}
+
 /// The ROLLBACK LOG block, in the shape of SEED.md's DEPLOYMENT LOG.
 fn rollback_log(log: &Log<'_>) -> String {
     let result = log.result;
@@ -154,17 +193,22 @@ fn rollback_log(log: &Log<'_>) -> String {
         })
         .collect();
     let smoke = match (log.emergency, result.smoke.is_empty()) {
-        (Some(_), _) => "➖ SKIPPED (emergency)".to_owned(),
-        (None, true) => "➖ NOT RUN".to_owned(),
-        (None, false) if result.smoke.iter().all(|r| r.passed) => "✅ PASS".to_owned(),
-        (None, false) => "❌ FAIL".to_owned(),
+        (Some(_), _) => format!("{} SKIPPED (emergency)", mark(Mark::Skipped)),
+        (None, true) => format!("{} NOT RUN", mark(Mark::Skipped)),
+        (None, false) if result.smoke.iter().all(|r| r.passed) => {
+            format!("{} PASS", mark(Mark::Ok))
+        }
+        (None, false) => format!("{} FAIL", mark(Mark::Fail)),
     };
     let status = match log.code {
         ExitCode::Success if result.replayed_from_ledger => {
-            "✅ SUCCESS (already applied; nothing changed)".to_owned()
+            format!(
+                "{} SUCCESS (already applied; nothing changed)",
+                mark(Mark::Ok)
+            )
         }
-        ExitCode::Success => "✅ SUCCESS".to_owned(),
-        code => format!("❌ FAILED (exit {})", code.code()),
+        ExitCode::Success => format!("{} SUCCESS", mark(Mark::Ok)),
+        code => format!("{} FAILED (exit {})", mark(Mark::Fail), code.code()),
     };
     let mut lines = vec![
         RULE.to_owned(),
@@ -176,14 +220,7 @@ fn rollback_log(log: &Log<'_>) -> String {
         ),
         format!("Procedure: {}", log.label),
         format!("Environment: {}", log.environment.to_uppercase()),
-        format!(
-            "Routines: {}",
-            if routines.is_empty() {
-                "none".to_owned()
-            } else {
-                routines.join(", ")
-            }
-        ),
+        routines_lines(&routines),
         format!(
             "Rolled Back By: {}",
             log.rollout.map(|r| r.actor.as_str()).unwrap_or("?")
@@ -212,7 +249,7 @@ fn rollback_log(log: &Log<'_>) -> String {
     }
     if !result.ledger_ids.is_empty() {
         let ids: Vec<String> = result.ledger_ids.iter().map(i64::to_string).collect();
-        lines.push(format!("Ledger: {}", ids.join(", ")));
+        lines.push(format!("Ledger: {}", summarised(&ids, report::LIST_LIMIT)));
     }
     lines.push(RULE.to_owned());
     lines.join("\n") + "\n"

@@ -20,7 +20,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             return ExitCode::ValidationFailed;
         }
     };
-    let telemetry = match crate::telemetry::start_controller(&config.telemetry) {
+    let telemetry = match crate::telemetry::start_controller(&config.telemetry, &config.log) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("pgrollout serve: [telemetry]: {error}");

@@ -6,7 +6,9 @@ use pgrollout_shared::proto::{GetRolloutRequest, ListRolloutsRequest, RolloutSta
 use pgrollout_shared::text::escaped;
 
 use super::connect::{self, OperatorTls};
+use super::output::{self, OutputFlag};
 use super::report::{self, utc_timestamp};
+use super::style::{mark, Mark};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -15,8 +17,10 @@ pub struct StatusArgs {
     rollout: String,
     /// For a request (`p-…`): follow it until the rollout it becomes has a
     /// result (through its approvals and window), and exit with its code.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "output")]
     follow: bool,
+    #[command(flatten)]
+    output: OutputFlag,
 }
 
 #[derive(clap::Args)]
@@ -31,6 +35,8 @@ pub struct RolloutsArgs {
     /// How many, newest first.
     #[arg(long, default_value_t = 20)]
     limit: u32,
+    #[command(flatten)]
+    output: OutputFlag,
 }
 
 pub async fn status(address: &str, tls: &OperatorTls, args: StatusArgs) -> ExitCode {
@@ -51,7 +57,11 @@ pub async fn status(address: &str, tls: &OperatorTls, args: StatusArgs) -> ExitC
             return fail(code, &message);
         }
     };
-    print!("{}", describe(&status));
+    if args.output.json() {
+        output::print(&output::rollout_status(&status, true));
+    } else {
+        print!("{}", describe(&status));
+    }
     ExitCode::Success
 }
 
@@ -74,6 +84,15 @@ pub async fn list(address: &str, tls: &OperatorTls, args: RolloutsArgs) -> ExitC
             return fail(code, &message);
         }
     };
+    if args.output.json() {
+        output::print(&serde_json::Value::Array(
+            rollouts
+                .iter()
+                .map(|r| output::rollout_status(r, false))
+                .collect(),
+        ));
+        return ExitCode::Success;
+    }
     if rollouts.is_empty() {
         println!("no rollouts");
         return ExitCode::Success;
@@ -152,7 +171,8 @@ fn describe(status: &RolloutStatus) -> String {
     }
     let mut text = lines.join("\n") + "\n";
     if let Some(result) = &status.result {
-        for outcome in &result.routines {
+        let (shown, hidden) = report::rows_to_show(&result.routines, |o| !report::is_ok(&o.status));
+        for outcome in shown {
             let error = if outcome.error.is_empty() {
                 String::new()
             } else {
@@ -164,6 +184,10 @@ fn describe(status: &RolloutStatus) -> String {
                 outcome.status,
                 outcome.identity
             ));
+        }
+        if hidden > 0 {
+            text.push_str(&report::more_line(hidden));
+            text.push('\n');
         }
         if !result.backup_path.is_empty() {
             text.push_str(&format!(
@@ -230,10 +254,10 @@ fn describe_request(status: &RolloutStatus) -> String {
 /// `Gate ✅ approval: approved by …`; pending ⏳, closed window 🕒, failed ❌.
 fn gate_line(gate: &pgrollout_shared::proto::GateOutcome) -> String {
     let mark = match gate.state.as_str() {
-        _ if gate.passed => "✅",
-        "pending" => "⏳",
-        "scheduled" => "🕒",
-        _ => "❌",
+        _ if gate.passed => mark(Mark::Ok),
+        "pending" => mark(Mark::Waiting),
+        "scheduled" => mark(Mark::Closed),
+        _ => mark(Mark::Fail),
     };
     format!("Gate {mark} {}: {}", gate.gate, gate.reason)
 }

@@ -23,7 +23,10 @@ pub const CLI_SERVICE: &str = "pgrollout-cli";
 
 /// Logs (default level `info`) and, with a collector configured, spans for
 /// `pgrollout serve`. Inside the runtime: the exporter's channel needs it.
-pub fn start_controller(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+pub fn start_controller(
+    config: &TelemetryConfig,
+    log: &pgrollout_shared::log_format::LogConfig,
+) -> Result<Telemetry, TelemetryError> {
     let processor = match telemetry::destination(config) {
         Destination::Collector(collector) => Some(batch_processor(collector_exporter(&collector)?)),
         Destination::Disabled | Destination::Unconfigured => None,
@@ -34,6 +37,7 @@ pub fn start_controller(config: &TelemetryConfig) -> Result<Telemetry, Telemetry
             service_name: config.service_name.clone(),
             default_log_filter: "info",
             resource: Vec::new(),
+            log: log.clone(),
         },
         processor,
     ))
@@ -69,6 +73,7 @@ pub async fn traced_command(command: &str, run: impl Future<Output = ExitCode>) 
             service_name: None,
             default_log_filter: "warn",
             resource: Vec::new(),
+            log: Default::default(),
         },
         processor,
     );

@@ -46,7 +46,7 @@ pub async fn evaluate(
         let probe = store
             .latest_perf_probe(input.plan_id, from, &identity, here)
             .await?;
-        let measure_again = format!("run `pgrollout perf {from} {}`", routine.name);
+        let measure_again = format!("run `pgrollout perf {} {from}`", routine.name);
         let Some(probe) = probe else {
             over.push(format!(
                 "{identity}: no performance probe of plan {short} in {from} timed against the version {here} runs; \
