@@ -144,7 +144,10 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
         .rollout
         .map(|r| r.started_at_unix_ms)
         .unwrap_or_default();
-    let smoke = if run.result.smoke.is_empty() {
+    let smoke = if !run.result.smoke_incomplete.is_empty() {
+        // The agent restarted after COMMIT: say what is known, not "NOT RUN".
+        format!("⚠️ INCOMPLETE — {}", run.result.smoke_incomplete)
+    } else if run.result.smoke.is_empty() {
         "➖ NOT RUN".to_owned()
     } else if run.result.smoke.iter().all(|r| r.passed) {
         "✅ PASS".to_owned()
@@ -154,6 +157,9 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
     let status = match run.status {
         RunStatus::Exited(ExitCode::Success) if run.result.replayed_from_ledger => {
             "✅ SUCCESS (already applied; nothing changed)".to_owned()
+        }
+        RunStatus::Exited(ExitCode::Success) if !run.result.smoke_incomplete.is_empty() => {
+            "✅ SUCCESS (committed; the agent restarted before its post-commit checks)".to_owned()
         }
         RunStatus::Exited(ExitCode::Success) => "✅ SUCCESS".to_owned(),
         RunStatus::Exited(code) => format!("❌ FAILED (exit {})", code.code()),

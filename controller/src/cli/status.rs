@@ -171,6 +171,12 @@ fn describe(status: &RolloutStatus) -> String {
                 result.backup_path, result.backup_sha256
             ));
         }
+        if !result.smoke_incomplete.is_empty() {
+            text.push_str(&format!(
+                "Smoke Test: ⚠️ INCOMPLETE — {}\n",
+                result.smoke_incomplete
+            ));
+        }
     }
     text
 }
