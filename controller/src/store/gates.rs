@@ -11,11 +11,11 @@ use super::{Store, StoreError};
 pub struct PlanSuccess {
     pub rollout_id: String,
     pub actor: String,
-    /// Whether its smoke tests ran to the end, post-commit ones included.
-    /// Not when the agent restarted after COMMIT (the ledger settled it) or
-    /// when the deploy found every routine unchanged and tested nothing.
+    /// Whether a deploy of this plan there ran its smoke tests to the end,
+    /// post-commit ones included: not one the ledger settled after its agent
+    /// restarted past COMMIT, nor one that found everything unchanged.
     pub smoke_completed: bool,
-    /// Whether every smoke report of that deploy passed.
+    /// Whether every smoke report of that completed deploy passed.
     pub smoke_passed: bool,
     /// The pgTAP scripts that deploy ran (none unless its environment runs them).
     pub pgtap: Vec<PgtapReport>,
@@ -42,8 +42,9 @@ impl PlanSuccess {
 
 impl Store {
     /// The latest rollout that deployed `plan_id` to `environment` and
-    /// succeeded with its smoke tests run to the end, else the latest that
-    /// succeeded at all (rolled back later still counts: it did pass there).
+    /// succeeded (rolled back later still counts: it did pass there), with
+    /// the smoke verdict of the latest such deploy whose smoke tests ran to
+    /// the end — `smoke_completed` is false when none did.
     pub async fn plan_succeeded_in(
         &self,
         plan_id: &str,
@@ -63,8 +64,18 @@ impl Store {
                     Ok(PlanSuccess::from_result(row.get(0)?, row.get(1)?, &result))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let newest_completed = successes.iter().position(|s| s.smoke_completed);
-            Ok(successes.into_iter().nth(newest_completed.unwrap_or(0)))
+            // The smoke verdict of the newest deploy whose smoke tests ran
+            // to the end: a later redeploy that found the plan unchanged
+            // (its pgTAP reports still count) tested nothing itself.
+            let completed = successes
+                .iter()
+                .find(|s| s.smoke_completed)
+                .map(|s| s.smoke_passed);
+            Ok(successes.into_iter().next().map(|mut newest| {
+                newest.smoke_completed = completed.is_some();
+                newest.smoke_passed = completed.unwrap_or(false);
+                newest
+            }))
         })
         .await
     }
