@@ -28,9 +28,10 @@ pg_bindir() {
 }
 pgbin=$(pg_bindir)
 
-# PostgreSQL refuses to run as root: then the clusters run as `postgres`.
+# PostgreSQL refuses to run as root: then the clusters run as `postgres`,
+# from a directory it may enter (root's home, where the clone often is, is not).
 as_pg=()
-if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); fi
+if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres -- env --chdir=/); fi
 
 demo=$(mktemp -d /tmp/pgrollout-demo.XXXXXX)
 chmod 755 "$demo"
