@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The local demo: three throwaway PostgreSQL clusters (dev, qa, prod), a
-# controller, one agent per zone, and a real deploy of the sample project's
-# reconcilemupstream to dev — then the catalog, the ledger and the backup file
-# it left, and the smoke test on its own.
+# The local demo, one command: three throwaway PostgreSQL clusters (dev, qa,
+# prod), a controller, one agent per zone, and the sample project's
+# reconcilemupstream promoted the way a team would — dev, then qa after one
+# approval, then prod after two approvals by two different operators — then a
+# rollback in prod, the routine's history, the prod deploy's log and a check
+# of the audit log. Everything runs over mutual TLS with certificates the
+# demo issues itself (`pgrollout ca`), one per operator.
 #
 #   deploy/demo.sh                  run it, then stop everything
 #   PGROLLOUT_DEMO_KEEP=1 deploy/demo.sh   leave it running to play with
@@ -25,9 +28,10 @@ pg_bindir() {
 }
 pgbin=$(pg_bindir)
 
-# PostgreSQL refuses to run as root: then the clusters run as `postgres`.
+# PostgreSQL refuses to run as root: then the clusters run as `postgres`,
+# from a directory it may enter (root's home, where the clone often is, is not).
 as_pg=()
-if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); fi
+if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres -- env --chdir=/); fi
 
 demo=$(mktemp -d /tmp/pgrollout-demo.XXXXXX)
 chmod 755 "$demo"
@@ -41,8 +45,19 @@ stop_all() {
 }
 if [[ ${PGROLLOUT_DEMO_KEEP:-0} != 1 ]]; then trap stop_all EXIT; fi
 
+# Sets variable $1 to a port nothing listens on (read from /proc: a fresh
+# machine may have no python or ss), never one handed out before in this run.
+taken=" "
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  local candidate
+  while :; do
+    candidate=$((20000 + RANDOM % 40000))
+    [[ $taken == *" $candidate "* ]] && continue
+    grep -qi -- "$(printf ':%04X ' "$candidate")" /proc/net/tcp /proc/net/tcp6 2>/dev/null && continue
+    taken+="$candidate "
+    printf -v "$1" '%s' "$candidate"
+    return
+  done
 }
 
 wait_for_line() { # file text seconds
@@ -53,13 +68,34 @@ wait_for_line() { # file text seconds
   done
 }
 
+out="$demo/last-output"
+heading() { printf '\n=== %s\n' "$*"; }
+# Runs a pgrollout command as an operator, showing it as typed; its output is
+# kept in $out, its exit code in $code (5: parked, waiting for approvals).
+as_operator() { # operator args...
+  local who=$1; shift
+  printf '\n[%s] $ pgrollout %s\n' "$who" "$*"
+  set +e
+  PGROLLOUT_CERT="$ca/operator-$who.pem" PGROLLOUT_KEY="$ca/operator-$who.key" "$bin/pgrollout" "$@" 2>&1 |
+    tee "$out"
+  code=${PIPESTATUS[0]}
+  set -e
+  echo "(exit code $code)"
+}
+expect() { # code what
+  if [[ $code -ne $1 ]]; then echo "pgrollout demo: expected exit $1 from $2, got $code" >&2; exit 1; fi
+}
+request_in() { grep -o 'p-[0-9a-f]*-[0-9a-f]*' "$1" | head -n 1; }
+rollout_in() { grep -o 'r-[0-9a-f]*-[0-9a-f]*' "$1" | head -n 1; }
+
+heading "Setting up: a PostgreSQL per zone, a CA, a controller, an agent per zone"
 declare -A port
 for zone in dev qa prod; do
   mkdir -p "$demo/$zone"
   head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$demo/$zone/password"
   chmod 600 "$demo/$zone/password"
   [[ ${#as_pg[@]} -gt 0 ]] && chown -R postgres "$demo/$zone"
-  port[$zone]=$(free_port)
+  free_port "port[$zone]"
   "${as_pg[@]}" "$pgbin/initdb" -D "$demo/$zone/data" -U postgres -A scram-sha-256 \
     --pwfile="$demo/$zone/password" -E UTF8 --locale=C >/dev/null
   "${as_pg[@]}" "$pgbin/pg_ctl" -D "$demo/$zone/data" -l "$demo/$zone/postgres.log" -w \
@@ -68,22 +104,25 @@ for zone in dev qa prod; do
   psql -q -h 127.0.0.1 -p "${port[$zone]}" -U postgres -c "CREATE DATABASE perseus_$zone"
   psql -q -h 127.0.0.1 -p "${port[$zone]}" -U postgres -d "perseus_$zone" -v ON_ERROR_STOP=1 \
     -f deploy/examples/project/schema.sql >/dev/null
-  echo "pgrollout demo: PostgreSQL for $zone on 127.0.0.1:${port[$zone]} (database perseus_$zone)"
+  echo "PostgreSQL for $zone on 127.0.0.1:${port[$zone]} (database perseus_$zone)"
 done
 unset PGPASSWORD
 
 # A CA of our own, and a certificate for every party: the controller, an
-# agent per zone (its zone is written in its certificate), and you.
+# agent per zone (its zone is written in its certificate), the operator who
+# deploys and the two who approve.
 ca="$demo/ca"
 "$bin/pgrollout" ca init --dir "$ca" --trust-domain demo.pgrollout >/dev/null
 "$bin/pgrollout" ca issue controller --dir "$ca" --name main --dns localhost --ip 127.0.0.1 >/dev/null
 for zone in dev qa prod; do
   "$bin/pgrollout" ca issue agent --dir "$ca" --zone "$zone" --name "$zone-1" >/dev/null
 done
-"$bin/pgrollout" ca issue operator --dir "$ca" --name demo-operator >/dev/null
-echo "pgrollout demo: CA in $ca (trust domain demo.pgrollout), certificates for the controller, 3 agents and demo-operator"
+for operator in demo-operator alice bob; do
+  "$bin/pgrollout" ca issue operator --dir "$ca" --name "$operator" >/dev/null
+done
+echo "CA in $ca (trust domain demo.pgrollout): certificates for the controller, 3 agents, demo-operator, alice and bob"
 
-operators=$(free_port); agents=$(free_port)
+free_port operators; free_port agents
 cat >"$demo/controller.toml" <<TOML
 [listen]
 operators = "127.0.0.1:$operators"
@@ -94,15 +133,25 @@ path = "$demo/controller.sqlite"
 zone = "dev"
 [environments.qa]
 zone = "qa"
+promote_from = "dev"
+gates = ["tests_passed"]
+require_approval = true
+approvals = 1
 [environments.prod]
 zone = "prod"
+promote_from = "qa"
+gates = ["tests_passed", "backup_verified"]
+require_approval = true
+approvals = 2
 [tls]
 ca = "$ca/ca.pem"
 cert = "$ca/controller-main.pem"
 key = "$ca/controller-main.key"
 trust_domain = "demo.pgrollout"
 [operators]
-demo-operator = ["deployer", "viewer"]
+demo-operator = ["deployer", "approver"]
+alice = ["approver"]
+bob = ["approver"]
 TOML
 "$bin/pgrollout" serve --config "$demo/controller.toml" >"$demo/controller.log" 2>&1 &
 pids+=($!)
@@ -114,6 +163,7 @@ name = "$zone-1"
 zone = "$zone"
 controller = "https://127.0.0.1:$agents"
 backup_dir = "$demo/$zone/backups"
+state_dir = "$demo/$zone/state"
 [tls]
 ca = "$ca/ca.pem"
 cert = "$ca/agent-$zone-$zone-1.pem"
@@ -130,33 +180,62 @@ TOML
   pids+=($!)
 done
 for zone in dev qa prod; do wait_for_line "$demo/agent-$zone.log" "connected to controller" 20; done
+echo "controller on 127.0.0.1:$operators (logs in $demo); dev needs no approval, qa one, prod two"
 
-export PGROLLOUT_ADDR="https://127.0.0.1:$operators"
-export PGROLLOUT_CA="$ca/ca.pem" PGROLLOUT_CERT="$ca/operator-demo-operator.pem" PGROLLOUT_KEY="$ca/operator-demo-operator.key"
+export PGROLLOUT_ADDR="https://127.0.0.1:$operators" PGROLLOUT_CA="$ca/ca.pem"
+export PGROLLOUT_PROJECT="$repo/deploy/examples/project"
+as_operator demo-operator agents
+expect 0 agents
+
+heading "1. DEV: demo-operator deploys reconcilemupstream (no approval needed)"
+as_operator demo-operator deploy reconcilemupstream dev
+expect 0 "the dev deploy"
 echo
-echo "\$ pgrollout agents"
-"$bin/pgrollout" agents
-echo
-echo "\$ pgrollout deploy reconcilemupstream dev --project deploy/examples/project"
-set +e
-"$bin/pgrollout" deploy reconcilemupstream dev --project deploy/examples/project
-code=$?
-set -e
-echo "(exit code $code)"
-echo
-echo "The catalog, the ledger and the backup in dev now say:"
+echo "The catalog and the ledger in dev now say:"
 PGPASSWORD=$(cat "$demo/dev/password") psql -h 127.0.0.1 -p "${port[dev]}" -U postgres -d perseus_dev -P pager=off -c \
   "SELECT oid::regprocedure AS routine, proacl FROM pg_proc WHERE proname = 'reconcilemupstream'" -c \
-  "SELECT id, action, identity, change, actor, left(new_sha256, 12) AS new_sha256, applied_at FROM pgrollout.ledger ORDER BY id"
-ls -l "$demo/dev/backups/main/"
-echo
-echo "\$ pgrollout smoke reconcilemupstream dev --project deploy/examples/project"
-"$bin/pgrollout" smoke reconcilemupstream dev --project deploy/examples/project | tail -n 4
+  "SELECT id, action, identity, change, actor, left(new_sha256, 12) AS new_sha256 FROM pgrollout.ledger ORDER BY id"
+
+heading "2. QA: the same plan, promoted: it waits for one approval"
+as_operator demo-operator deploy reconcilemupstream qa
+expect 5 "the qa request (parked for approval)"
+request=$(request_in "$out")
+as_operator demo-operator approve "$request"
+expect 1 "an approval of one's own request (refused)"
+as_operator alice approve "$request" --follow
+expect 0 "alice's approval, which starts the qa rollout"
+
+heading "3. PROD: two approvals, by two different operators"
+as_operator demo-operator deploy reconcilemupstream prod
+expect 5 "the prod request (parked for approvals)"
+request=$(request_in "$out")
+as_operator alice approve "$request"
+expect 0 "alice's approval (one of two)"
+as_operator bob approve "$request" --follow
+expect 0 "bob's approval, which starts the prod rollout"
+prod_rollout=$(rollout_in "$out")
+
+heading "4. PROD: roll it back (exactly as it was: definition, owner, ACL, comment)"
+as_operator demo-operator rollback reconcilemupstream prod
+expect 0 "the rollback"
+
+heading "5. What was recorded"
+as_operator demo-operator history reconcilemupstream prod
+expect 0 history
+as_operator demo-operator log "$prod_rollout"
+expect 0 log
+as_operator demo-operator rollouts
+expect 0 rollouts
+as_operator demo-operator audit verify
+expect 0 "audit verify"
+
 if [[ ${PGROLLOUT_DEMO_KEEP:-0} == 1 ]]; then
   echo
   echo "Left running in $demo (logs there). Try:"
-  echo "  export PGROLLOUT_ADDR=$PGROLLOUT_ADDR PGROLLOUT_CA=$PGROLLOUT_CA PGROLLOUT_CERT=$PGROLLOUT_CERT PGROLLOUT_KEY=$PGROLLOUT_KEY"
-  echo "  $bin/pgrollout deploy addarc qa --project deploy/examples/project"
+  echo "  export PGROLLOUT_ADDR=$PGROLLOUT_ADDR PGROLLOUT_CA=$PGROLLOUT_CA PGROLLOUT_PROJECT=$PGROLLOUT_PROJECT"
+  echo "  export PGROLLOUT_CERT=$ca/operator-demo-operator.pem PGROLLOUT_KEY=$ca/operator-demo-operator.key"
+  echo "  $bin/pgrollout deploy addarc dev"
   echo "Stop with: kill ${pids[*]}; and pg_ctl -D $demo/<zone>/data stop"
 fi
-exit "$code"
+echo
+echo "pgrollout demo: done in ${SECONDS}s — dev, qa (1 approval), prod (2 approvals), a rollback, history, log, audit verify"

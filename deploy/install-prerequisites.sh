@@ -19,22 +19,41 @@ have_pg_server() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 
-# bindgen (pg_query's build) loads `libclang.so`, `libclang-N.so` or
-# `libclang.so.N`; `libclang-cpp.so.N`, present wherever LLVM is, is not it.
-have_libclang() {
-  local dir file
-  for dir in /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib; do
+# bindgen (pg_query's build, through clang-sys) loads `libclang.so`,
+# `libclang-N.so`, `libclang.so.N` or `libclang-N.so.N`, from LIBCLANG_PATH or
+# the usual library directories; `libclang-cpp.so.N`, present wherever LLVM
+# is, is not it (a machine with only that fails the build: "Unable to find
+# libclang"). Prints `present` or `missing`; the directories to look in can
+# be given, which is how tests/tests/install_prerequisites.rs calls it.
+libclang_status() {
+  local dirs=("$@") dir file
+  if ((${#dirs[@]} == 0)); then
+    [[ -n ${LIBCLANG_PATH:-} ]] && dirs+=("$LIBCLANG_PATH")
+    dirs+=(/usr/lib/llvm-*/lib /usr/local/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu /usr/lib64 /usr/lib)
+  fi
+  for dir in "${dirs[@]}"; do
     for file in "$dir"/libclang.so "$dir"/libclang-*.so "$dir"/libclang.so.* "$dir"/libclang-*.so.*; do
-      [[ -e $file && $(basename "$file") != libclang-cpp* ]] && return 0
+      if [[ -e $file && $(basename "$file") != libclang-cpp* ]]; then
+        echo present
+        return 0
+      fi
     done
   done
-  return 1
+  echo missing
 }
+
+# Sourced (by the test), the script only defines its functions.
+if [[ ${BASH_SOURCE[0]} != "$0" ]]; then
+  return 0
+fi
 
 missing=()
 have_pg_server || missing+=(postgresql postgresql-contrib)
-have_libclang || missing+=(libclang-dev clang)
+[[ $(libclang_status) == present ]] || missing+=(libclang-dev clang)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+# Rust links with `cc`, and pg_query compiles PostgreSQL's parser with it;
+# rustup installs neither (clang, when installed above, provides one too).
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # The database-TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgrollout_shared::job::{Job, JobKind};
-use pgrollout_shared::proto::{agent_message::Body, AgentMessage, JobResult, Outcome, StepStatus};
+use pgrollout_shared::proto::{
+    agent_message::Body, AgentMessage, AppliedRoutine, JobResult, Outcome, StepStatus,
+};
 
 use super::{session, JobContext, JobFailure};
 use crate::config::AgentConfig;
@@ -124,6 +126,7 @@ async fn resolve(ctx: &JobContext) -> Result<JobResult, JobFailure> {
                 "the post-commit checks did not run after the restart: run `pgrollout smoke` on this environment"
                     .into(),
             );
+            what_committed(ctx, &conn, &mut recorded).await?;
             recorded
         }
     };
@@ -135,4 +138,56 @@ async fn resolve(ctx: &JobContext) -> Result<JobResult, JobFailure> {
         Vec::new(),
     );
     Ok(result)
+}
+
+/// Fills in what the ledger knows of a job that committed before the agent
+/// restarted: each routine's change and the backup it wrote (read back and
+/// checked against the ledger's SHA-256, as a rollback would), and for a
+/// deploy what is known of its smoke tests. This job did change the target,
+/// so it is not reported as a redelivery that changed nothing.
+async fn what_committed(
+    ctx: &JobContext,
+    conn: &crate::sql::TargetConnection,
+    recorded: &mut JobResult,
+) -> Result<(), JobFailure> {
+    let rows = crate::sql::job_record(&conn.client, &ctx.target.ledger_schema, &ctx.job.id)
+        .await
+        .map_err(|e| session::database("ledger lookup failed", &e))?;
+    recorded.replayed_from_ledger = false;
+    recorded.applied = rows
+        .iter()
+        .map(|row| AppliedRoutine {
+            identity: row.identity.clone(),
+            change: row.change.clone(),
+            new_sha256: row.new_sha256.clone(),
+            previous_sha256: String::new(),
+        })
+        .collect();
+    if let Some((path, sha256)) = rows.iter().find_map(|row| row.backup.clone()) {
+        let file = std::path::PathBuf::from(&path);
+        let verified = tokio::task::spawn_blocking(move || crate::backup::read_and_verify(&file))
+            .await
+            .map_err(|e| JobFailure::deploy(format!("backup check failed: {e}")))?;
+        match verified {
+            Ok(backup) if backup.sha256 == sha256 => {
+                recorded.backup_path = path;
+                recorded.backup_sha256 = sha256;
+            }
+            Ok(backup) => recorded.warnings.push(format!(
+                "the ledger names backup {path} (sha256 {sha256}), but that file now has sha256 {}",
+                backup.sha256
+            )),
+            Err(error) => recorded.warnings.push(format!(
+                "the ledger names backup {path} (sha256 {sha256}), which cannot be verified: {error}"
+            )),
+        }
+    }
+    let smoke_ran = rows.iter().any(|row| row.change != "unchanged");
+    if matches!(ctx.job.kind, JobKind::Deploy { .. }) && smoke_ran {
+        recorded.smoke_incomplete = "the smoke tests in the transaction passed (it committed only \
+                                     after them); the post-commit smoke test never completed (the agent \
+                                     restarted); run `pgrollout smoke` to run it now"
+            .into();
+    }
+    Ok(())
 }

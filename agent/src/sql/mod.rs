@@ -6,6 +6,7 @@ mod audit_anchors;
 mod connection;
 pub mod exact_restore;
 mod ledger;
+mod ledger_job;
 mod ledger_latest;
 mod ledger_versions;
 pub mod pipeline;
@@ -20,6 +21,7 @@ pub mod watch_stats;
 pub use audit_anchors::audit_anchors;
 pub use connection::{cancel_query, connect, ConnectError, TargetConnection};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
+pub use ledger_job::job_record;
 pub use ledger_latest::{latest_recorded, LatestRecorded};
 pub use ledger_versions::{
     ensure_reversal_columns, insert_reversal_rows, rows_for_identities, rows_for_rollout,

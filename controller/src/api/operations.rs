@@ -4,9 +4,9 @@
 //! nothing changed), then started as a plan-less rollout.
 //!
 //! Roles: rollback, disable and enable need `deployer` (admin holds every
-//! role); history needs `viewer`. Approvals do not exist yet, so an
-//! emergency rollback skips nothing but the smoke tests — it is audited with
-//! its reason.
+//! role); history needs `viewer`. None of them waits for an environment's
+//! approvals (they undo or inspect a change); an emergency rollback skips
+//! nothing but the smoke tests — it is audited with its reason.
 
 use std::time::Duration;
 

@@ -222,7 +222,14 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
         .rollout
         .map(|r| r.started_at_unix_ms)
         .unwrap_or_default();
-    let smoke = if run.result.smoke.is_empty() {
+    let smoke = if !run.result.smoke_incomplete.is_empty() {
+        // The agent restarted after COMMIT: say what is known, not "NOT RUN".
+        format!(
+            "{} INCOMPLETE — {}",
+            mark(Mark::Incomplete),
+            run.result.smoke_incomplete
+        )
+    } else if run.result.smoke.is_empty() {
         format!("{} NOT RUN", mark(Mark::Skipped))
     } else if run.result.smoke.iter().all(|r| r.passed) {
         format!("{} PASS", mark(Mark::Ok))
@@ -236,6 +243,10 @@ pub fn deployment_log(run: &RunReport<'_>) -> String {
                 mark(Mark::Ok)
             )
         }
+        RunStatus::Exited(ExitCode::Success) if !run.result.smoke_incomplete.is_empty() => format!(
+            "{} SUCCESS (committed; the agent restarted before its post-commit checks)",
+            mark(Mark::Ok)
+        ),
         RunStatus::Exited(ExitCode::Success) => format!("{} SUCCESS", mark(Mark::Ok)),
         RunStatus::Exited(code) => format!("{} FAILED (exit {})", mark(Mark::Fail), code.code()),
         RunStatus::RolledBack => {

@@ -195,6 +195,13 @@ fn describe(status: &RolloutStatus) -> String {
                 result.backup_path, result.backup_sha256
             ));
         }
+        if !result.smoke_incomplete.is_empty() {
+            text.push_str(&format!(
+                "Smoke Test: {} INCOMPLETE — {}\n",
+                mark(Mark::Incomplete),
+                result.smoke_incomplete
+            ));
+        }
     }
     text
 }

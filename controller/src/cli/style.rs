@@ -16,6 +16,8 @@ pub enum Mark {
     Waiting,
     Unknown,
     Closed,
+    /// Known in part: e.g. post-commit smoke tests an agent restart cut short.
+    Incomplete,
 }
 
 /// Whether stdout gets emoji; decided once per process.
@@ -55,6 +57,8 @@ fn marker(mark: Mark, fancy: bool) -> &'static str {
         (Mark::Unknown, false) => "[?]",
         (Mark::Closed, true) => "🕒",
         (Mark::Closed, false) => "[closed]",
+        (Mark::Incomplete, true) => "⚠️",
+        (Mark::Incomplete, false) => "[incomplete]",
     }
 }
 
@@ -72,6 +76,7 @@ mod tests {
             Mark::Waiting,
             Mark::Unknown,
             Mark::Closed,
+            Mark::Incomplete,
         ] {
             assert!(marker(m, false).is_ascii(), "{m:?}");
             assert!(!marker(m, true).is_ascii(), "{m:?}");

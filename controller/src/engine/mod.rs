@@ -9,6 +9,7 @@ pub mod clock;
 pub mod dry_run;
 pub mod followers;
 pub mod gates;
+pub mod live_config;
 pub mod operations;
 pub mod perf_baseline;
 pub mod recovery;
@@ -30,7 +31,8 @@ use crate::store::{AuditEntry, Store};
 
 /// Everything the gRPC services share.
 pub struct Controller {
-    pub config: ControllerConfig,
+    /// The settings in force; a reload replaces what applies without a restart.
+    pub config: live_config::LiveConfig,
     pub config_path: PathBuf,
     pub store: Store,
     pub registry: registry::Registry,
@@ -89,7 +91,7 @@ impl Controller {
             relayed_by.unwrap_or(crate::telemetry::CONTROLLER_SERVICE),
         );
         Arc::new(Controller {
-            config,
+            config: live_config::LiveConfig::new(config),
             config_path,
             store,
             registry: registry::Registry::default(),

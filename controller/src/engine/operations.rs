@@ -134,8 +134,8 @@ async fn audit_emergency(context: &Context, started: &RolloutStarted) {
             procedure: Some(context.label.clone()),
             trace_id: Some(started.trace_id.clone()),
             details: format!(
-                "EMERGENCY rollback, reason: {reason}; smoke tests skipped; no approval asked (approvals are not \
-                 implemented yet); job {}",
+                "EMERGENCY rollback, reason: {reason}; smoke tests skipped (a rollback asks for no approval in any \
+                 environment); job {}",
                 started.job_id
             ),
         })
@@ -170,9 +170,16 @@ async fn mark_undone(context: &Context, result: &JobResult) {
             .iter()
             .filter(|stored| stored.rollout_id == rollout_id)
             .filter_map(|stored| JobResult::decode(stored.result.as_slice()).ok())
-            .map(|r| r.applied.iter().filter(|a| a.change != "unchanged").count())
+            .map(|r| {
+                // A deploy's changes are applied, an operation's restored.
+                r.applied.iter().filter(|a| a.change != "unchanged").count()
+                    + r.restored
+                        .iter()
+                        .filter(|x| x.change != "unchanged")
+                        .count()
+            })
             .sum();
-        if count < changes {
+        if changes == 0 || count < changes {
             continue;
         }
         match store.mark_rolled_back(rollout_id).await {

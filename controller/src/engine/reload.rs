@@ -1,7 +1,10 @@
 //! Reloading the controller's config without a restart: operators' roles,
-//! the revocation list and the TLS files. Triggered by SIGHUP or by a change
-//! of any of those files (checked every second). A revoked agent that is
-//! connected is disconnected at once.
+//! the revocation list, the TLS files, the environments (gates, windows,
+//! approvals, promotion, …) and deployment timeouts. Triggered by SIGHUP or
+//! by a change of any of those files (checked every second). A revoked agent
+//! that is connected is disconnected at once. Settings read once at start-up
+//! keep their values, and the log and the audit entry name them
+//! (`live_config::reloadable`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -93,21 +96,35 @@ async fn reload(controller: &Controller) -> Option<ControllerConfig> {
     }
     let policy = Policy::from_config(&config);
     controller.replace_policy(policy.clone());
-    tracing::info!(
-        operators = policy.operators.len(),
-        revoked = policy.revoked.len(),
-        "config reloaded"
+    let (config, need_restart) = super::live_config::reloadable(&controller.config, config);
+    controller.config.replace(config.clone());
+    // Scheduled requests are evaluated again: a window may have moved.
+    controller.schedule_changed.notify_one();
+    let environments = config.environments.len();
+    let mut details = format!(
+        "{} operator(s), {} revocation(s), {environments} environment(s) applied",
+        policy.operators.len(),
+        policy.revoked.len()
     );
-    controller
-        .audit(audit(
-            "ok",
-            format!(
-                "{} operator(s), {} revocation(s)",
-                policy.operators.len(),
-                policy.revoked.len()
-            ),
-        ))
-        .await;
+    if need_restart.is_empty() {
+        tracing::info!(
+            operators = policy.operators.len(),
+            revoked = policy.revoked.len(),
+            environments,
+            "config reloaded"
+        );
+    } else {
+        let names = need_restart.join(", ");
+        tracing::warn!(
+            operators = policy.operators.len(),
+            revoked = policy.revoked.len(),
+            environments,
+            need_restart = %names,
+            "config reloaded, but these changed settings apply only after a restart (the old values stay in force)"
+        );
+        details.push_str(&format!("; changed but need a restart: {names}"));
+    }
+    controller.audit(audit("ok", details)).await;
     report_malformed_revocations(controller, &policy.revoked).await;
     disconnect_revoked_agents(controller, &policy).await;
     Some(config)

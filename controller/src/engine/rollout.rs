@@ -164,13 +164,22 @@ pub async fn start(
             environment: Some(request.environment.clone()),
             procedure: Some(request.plan.label.clone()),
             trace_id: Some(request.trace.trace_id.clone()),
-            details: format!(
-                "plan {} ({} routine(s), commit {}) to zone {zone} via agent {}, job {job_id}",
-                request.plan.plan_id,
-                request.plan.routines.len(),
-                request.plan.commit_sha,
-                agent.name
-            ),
+            // A rollback, disable, enable or history carries an operation
+            // record, not routines: its routines are known from its result.
+            details: if request.plan.routines.is_empty() {
+                format!(
+                    "{kind} of {} to zone {zone} via agent {}, job {job_id}",
+                    request.plan.label, agent.name
+                )
+            } else {
+                format!(
+                    "plan {} ({} routine(s), commit {}) to zone {zone} via agent {}, job {job_id}",
+                    request.plan.plan_id,
+                    request.plan.routines.len(),
+                    request.plan.commit_sha,
+                    agent.name
+                )
+            },
         })
         .await;
     job.audit_head = crate::engine::audit_anchors::current_head(&controller).await;

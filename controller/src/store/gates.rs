@@ -3,7 +3,7 @@
 
 use pgrollout_shared::proto::{JobResult, PgtapReport};
 use prost::Message;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 use super::{Store, StoreError};
 
@@ -11,15 +11,40 @@ use super::{Store, StoreError};
 pub struct PlanSuccess {
     pub rollout_id: String,
     pub actor: String,
-    /// Whether every smoke report of that deploy passed.
+    /// Whether a deploy of this plan there ran its smoke tests to the end,
+    /// post-commit ones included: not one the ledger settled after its agent
+    /// restarted past COMMIT, nor one that found everything unchanged.
+    pub smoke_completed: bool,
+    /// Whether every smoke report of that completed deploy passed.
     pub smoke_passed: bool,
     /// The pgTAP scripts that deploy ran (none unless its environment runs them).
     pub pgtap: Vec<PgtapReport>,
 }
 
+impl PlanSuccess {
+    fn from_result(rollout_id: String, actor: String, result: &[u8]) -> Self {
+        let decoded = JobResult::decode(result).ok();
+        let smoke_completed = decoded.as_ref().is_some_and(|r| {
+            r.smoke_incomplete.is_empty() && r.smoke.iter().any(|s| s.phase == "post-commit")
+        });
+        let smoke_passed = decoded
+            .as_ref()
+            .is_some_and(|r| r.smoke.iter().all(|s| s.passed));
+        PlanSuccess {
+            rollout_id,
+            actor,
+            smoke_completed,
+            smoke_passed,
+            pgtap: decoded.map(|r| r.pgtap).unwrap_or_default(),
+        }
+    }
+}
+
 impl Store {
     /// The latest rollout that deployed `plan_id` to `environment` and
-    /// succeeded (rolled back later still counts: it did pass there).
+    /// succeeded (rolled back later still counts: it did pass there), with
+    /// the smoke verdict of the latest such deploy whose smoke tests ran to
+    /// the end — `smoke_completed` is false when none did.
     pub async fn plan_succeeded_in(
         &self,
         plan_id: &str,
@@ -27,27 +52,30 @@ impl Store {
     ) -> Result<Option<PlanSuccess>, StoreError> {
         let (plan_id, environment) = (plan_id.to_owned(), environment.to_owned());
         self.call(move |c| {
-            c.query_row(
+            let mut statement = c.prepare(
                 "SELECT r.id, r.actor, j.result FROM rollouts r JOIN jobs j ON j.rollout_id = r.id
                  WHERE r.plan_id = ?1 AND r.environment = ?2 AND r.kind = 'deploy'
                    AND r.state IN ('succeeded', 'rolled_back') AND j.result IS NOT NULL
-                 ORDER BY r.created_at DESC LIMIT 1",
-                params![plan_id, environment],
-                |row| {
+                 ORDER BY r.created_at DESC",
+            )?;
+            let successes = statement
+                .query_map(params![plan_id, environment], |row| {
                     let result: Vec<u8> = row.get(2)?;
-                    let decoded = JobResult::decode(result.as_slice()).ok();
-                    let smoke_passed = decoded
-                        .as_ref()
-                        .is_some_and(|r| r.smoke.iter().all(|s| s.passed));
-                    Ok(PlanSuccess {
-                        rollout_id: row.get(0)?,
-                        actor: row.get(1)?,
-                        smoke_passed,
-                        pgtap: decoded.map(|r| r.pgtap).unwrap_or_default(),
-                    })
-                },
-            )
-            .optional()
+                    Ok(PlanSuccess::from_result(row.get(0)?, row.get(1)?, &result))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // The smoke verdict of the newest deploy whose smoke tests ran
+            // to the end: a later redeploy that found the plan unchanged
+            // (its pgTAP reports still count) tested nothing itself.
+            let completed = successes
+                .iter()
+                .find(|s| s.smoke_completed)
+                .map(|s| s.smoke_passed);
+            Ok(successes.into_iter().next().map(|mut newest| {
+                newest.smoke_completed = completed.is_some();
+                newest.smoke_passed = completed.unwrap_or(false);
+                newest
+            }))
         })
         .await
     }

@@ -20,6 +20,10 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
     // An operation record (rollback, disable…) decodes as a plan with no routines.
     let plan = Plan::decode(row.get::<_, Vec<u8>>(15)?.as_slice()).ok();
     let result: Option<Vec<u8>> = row.get(17)?;
+    // Stored by this controller from messages it decoded: a blob that no
+    // longer decodes is reported as absent rather than failing the read.
+    let result = result.and_then(|bytes| JobResult::decode(bytes.as_slice()).ok());
+    let routine_count = routine_count(plan.as_ref(), result.as_ref());
     Ok(RolloutStatus {
         rollout_id: row.get(0)?,
         kind: row.get(1)?,
@@ -37,20 +41,25 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
         plan_id: row.get(12)?,
         commit_sha: row.get(13)?,
         label: row.get(14)?,
-        // Stored by this controller from messages it decoded: a blob that no
-        // longer decodes is reported as absent rather than failing the read.
-        result: result.and_then(|bytes| JobResult::decode(bytes.as_slice()).ok()),
+        result,
         agent_name: row.get::<_, Option<String>>(16)?.unwrap_or_default(),
-        routine_count: plan
-            .as_ref()
-            .map(|p| p.routines.len() as u32)
-            .unwrap_or_default(),
+        routine_count,
         routine_identities: plan
             .map(|p| p.routines.iter().map(routine_identity).collect())
             .unwrap_or_default(),
         gates: gates_of(&row.get::<_, String>(18)?),
         ..Default::default()
     })
+}
+
+/// A deploy's routines are its plan's; a rollback, disable or enable has an
+/// operation record instead, and its routines are those its result names.
+fn routine_count(plan: Option<&Plan>, result: Option<&JobResult>) -> u32 {
+    match (plan, result) {
+        (Some(plan), _) if !plan.routines.is_empty() => plan.routines.len() as u32,
+        (_, Some(result)) => result.restored.len() as u32,
+        _ => 0,
+    }
 }
 
 /// The gate verdicts stored as JSON with the rollout (written by this
@@ -107,6 +116,7 @@ impl Store {
         self.call(move |c| {
             let mut statement = c.prepare(&format!(
                 "{SELECT} WHERE (?1 = '' OR r.environment = ?1) AND (?2 = '' OR r.state = ?2)
+                   AND r.kind NOT IN ('history', 'audit_anchors')
                  ORDER BY r.created_at DESC LIMIT ?3"
             ))?;
             let rows = statement.query_map(params![environment, state, limit], rollout_status)?;

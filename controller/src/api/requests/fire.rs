@@ -28,7 +28,12 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 pub async fn run_scheduler(controller: Arc<Controller>) {
     settle_interrupted_starts(&controller).await;
     let mut everything = true;
+    let mut generation = controller.config.generation();
     loop {
+        // A reloaded config may have moved a window: look at every request.
+        let reloaded = controller.config.generation();
+        everything |= reloaded != generation;
+        generation = reloaded;
         let now = unix_ms(controller.clock.now());
         let ids = if everything {
             controller.store.requests_in(request_state::SCHEDULED).await

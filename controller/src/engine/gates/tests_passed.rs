@@ -23,6 +23,16 @@ pub async fn evaluate(
         ));
     };
     let rollout = &success.rollout_id;
+    if !success.smoke_completed {
+        return Ok(GateResult::failed(
+            gate,
+            format!(
+                "plan {short} succeeded in {from} (rollout {rollout}) but its post-commit smoke test never \
+                 completed (the agent restarted after COMMIT, or every routine was unchanged): roll it back in \
+                 {from} and deploy the plan there again"
+            ),
+        ));
+    }
     if !success.smoke_passed {
         return Ok(GateResult::failed(
             gate,
