@@ -37,6 +37,8 @@ pub struct AgentConfig {
     /// Span export: a zone collector, or the relay through the controller.
     #[serde(default)]
     pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
+    /// `/healthz` and `/readyz` for probes (`health.rs`); none without it.
+    pub health: Option<crate::health::HealthConfig>,
 }
 
 /// The files of the agent's mutual-TLS identity. Read on every connection,
@@ -239,6 +241,11 @@ impl AgentConfig {
                 "tls",
                 "an https:// controller needs a [tls] table with ca, cert and key (`pgrollout ca issue agent`)",
             ));
+        }
+        if let Some(health) = &self.health {
+            health
+                .validate()
+                .map_err(|reason| invalid("health.listen", &reason))?;
         }
         if self.targets.is_empty() {
             return Err(invalid(
