@@ -103,8 +103,9 @@ pub struct TargetConfig {
     /// Schema of the ledger table in the target database.
     #[serde(default = "default_ledger_schema")]
     pub ledger_schema: String,
-    /// Whether the connection is encrypted and the server's certificate checked.
-    #[serde(default)]
+    /// Whether the connection is encrypted and the server's certificate checked. Unset: `PGSSLMODE`, else
+    /// libpq's default `prefer`.
+    #[serde(default = "sslmode_from_env")]
     pub sslmode: SslMode,
     /// PEM file of the CA certificate(s) the server's certificate must chain to; required by, and only used
     /// with, `verify-full`. Read on every connect, so a replaced file is used without a restart.
@@ -211,6 +212,21 @@ fn validate_tls(target: &TargetConfig) -> Result<(), (&'static str, &'static str
     Ok(())
 }
 
+/// libpq's `PGSSLMODE` for a target without `sslmode`; an unknown value is
+/// reported by `validate` (`pgsslmode_problem`), not silently replaced.
+fn sslmode_from_env() -> SslMode {
+    std::env::var("PGSSLMODE")
+        .ok()
+        .and_then(|value| SslMode::try_from(value).ok())
+        .unwrap_or_default()
+}
+
+/// Why `PGSSLMODE`, when set, is not a mode.
+fn pgsslmode_problem() -> Option<String> {
+    let value = std::env::var("PGSSLMODE").ok()?;
+    SslMode::try_from(value).err()
+}
+
 fn default_port() -> u16 {
     5432
 }
@@ -267,6 +283,9 @@ impl AgentConfig {
             health
                 .validate()
                 .map_err(|reason| invalid("health.listen", &reason))?;
+        }
+        if let Some(problem) = pgsslmode_problem() {
+            return Err(invalid("PGSSLMODE (environment)", &problem));
         }
         if self.targets.is_empty() {
             return Err(invalid(

@@ -189,6 +189,50 @@ async fn prefer_is_the_default_and_encrypts_when_the_server_offers_tls() -> Resu
 }
 
 #[tokio::test]
+async fn pgsslmode_applies_to_a_target_without_sslmode() -> Result<()> {
+    // Against a cluster that refuses plaintext: without PGSSLMODE the default
+    // (`prefer`) deploys; PGSSLMODE=disable makes the same agent fail to
+    // connect, which proves the variable is read; `sslmode` in the file wins.
+    let (stack, _database_ca) = stack_with_a_tls_only_database("IP:127.0.0.1").await?;
+    let zone = stack.zone("dev");
+    let password = zone.pg.password();
+    let deploy_with = |pgsslmode: Option<&'static str>, name: &'static str| {
+        let stack = &stack;
+        async move {
+            let mut env = vec![(pgrollout_tests::stack::PASSWORD_ENV, password)];
+            env.extend(pgsslmode.map(|mode| ("PGSSLMODE", mode)));
+            let agent = pgrollout_tests::Process::spawn(
+                &stack.bins.agent,
+                [
+                    "--config",
+                    &stack.zone("dev").agent_config.to_string_lossy(),
+                ],
+                &env,
+                name,
+            )?;
+            agent
+                .wait_for_line("connected to controller", Duration::from_secs(20))
+                .await?;
+            let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await;
+            drop(agent);
+            out
+        }
+    };
+    let out = deploy_with(None, "agent-dev").await?;
+    assert_eq!(out.code, 0, "{out}");
+    let out = deploy_with(Some("disable"), "agent-dev-2").await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("cannot connect to target main"),
+        "{out}"
+    );
+    set_target_tls(&stack, "sslmode = \"require\"")?;
+    let out = deploy_with(Some("disable"), "agent-dev-3").await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn require_against_a_server_without_tls_fails_clearly() -> Result<()> {
     let mut stack = Stack::start_with(StackOptions {
         start_agents: false,
