@@ -59,8 +59,9 @@ impl Default for NotificationsConfig {
     }
 }
 
+/// Parsed by hand: serde's own enum error does not list the allowed kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum ChannelKind {
     /// A Slack incoming webhook: `{"text": …, "blocks": […]}`.
     Slack,
@@ -68,7 +69,29 @@ pub enum ChannelKind {
     Webhook,
 }
 
+impl TryFrom<String> for ChannelKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        ChannelKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+            .ok_or_else(|| {
+                let allowed: Vec<String> = ChannelKind::ALL
+                    .iter()
+                    .map(|kind| format!("\"{}\"", kind.as_str()))
+                    .collect();
+                format!(
+                    "unknown channel kind \"{value}\": use one of {}",
+                    allowed.join(", ")
+                )
+            })
+    }
+}
+
 impl ChannelKind {
+    const ALL: [ChannelKind; 2] = [ChannelKind::Slack, ChannelKind::Webhook];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Slack => "slack",
