@@ -52,8 +52,9 @@ pub enum AttemptError {
     Request(#[source] reqwest::Error),
     #[error("no response within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// With the wait a 429 or 503 asked for in `Retry-After` (seconds).
     #[error("the endpoint answered HTTP {0}")]
-    Status(reqwest::StatusCode),
+    Status(reqwest::StatusCode, Option<Duration>),
 }
 
 impl AttemptError {
@@ -62,7 +63,7 @@ impl AttemptError {
     fn is_retryable(&self) -> bool {
         match self {
             AttemptError::Url(_) | AttemptError::NoClient(_) => false,
-            AttemptError::Status(status) => {
+            AttemptError::Status(status, _) => {
                 status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
             }
             AttemptError::Request(_) | AttemptError::Timeout(_) => true,
@@ -105,9 +106,14 @@ impl Courier {
                 break error;
             }
             tracing::debug!(channel = %channel.name, attempt, error = %chain(&error), "notification attempt failed; retrying");
-            // Jitter keeps channels that failed together from retrying in step.
+            // Jitter keeps channels that failed together from retrying in step;
+            // an endpoint that said when to come back is not asked sooner.
             let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 10));
-            tokio::time::sleep(delay + jitter).await;
+            let asked = match &error {
+                AttemptError::Status(_, Some(after)) => (*after).min(MAX_RETRY_AFTER),
+                _ => Duration::ZERO,
+            };
+            tokio::time::sleep((delay + jitter).max(asked)).await;
             delay = delay.saturating_mul(2);
         };
         let error = chain(&error);
@@ -154,9 +160,20 @@ impl Courier {
             })?;
         match response.status() {
             status if status.is_success() => Ok(()),
-            status => Err(AttemptError::Status(status)),
+            status => Err(AttemptError::Status(status, retry_after(&response))),
         }
     }
+}
+
+/// The longest `Retry-After` honoured: a delivery must not hold its task
+/// (and the event) for longer; past it the wait is this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` in its delay-seconds form.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// The error with its causes, `a: b: c`.
@@ -195,8 +212,14 @@ mod tests {
                 let status = statuses[n.min(statuses.len() - 1)];
                 let mut buffer = vec![0; 64 * 1024];
                 let _ = stream.read(&mut buffer).await;
+                // A 429 asks for a one-second wait, as rate limiters do.
+                let retry_after = if status == 429 {
+                    "retry-after: 1\r\n"
+                } else {
+                    ""
+                };
                 let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\n{retry_after}content-length: 0\r\nconnection: close\r\n\r\n"
                 );
                 let _ = stream.write_all(reply.as_bytes()).await;
             }
@@ -268,6 +291,21 @@ mod tests {
         let (_dir, courier, channel, event) = setup(&url);
         courier.deliver(channel, event, json_body()).await;
         assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert!(failures(&courier).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+        let (url, count) = responder(vec![429, 200]).await;
+        let (_dir, courier, channel, event) = setup(&url);
+        let started = std::time::Instant::now();
+        courier.deliver(channel, event, json_body()).await;
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "retried after {:?}, backoff 10 ms, Retry-After 1 s",
+            started.elapsed()
+        );
         assert!(failures(&courier).await.is_empty());
     }
 

@@ -6,10 +6,11 @@
 //! [notifications]
 //! timeout = "5s"     # per attempt
 //! attempts = 3       # then the failure is audited as notification.failed
-//! backoff = "1s"     # before the second attempt; doubles each time
+//! backoff = "1s"     # before the second attempt; doubles each time, and
+//!                    # never shorter than a 429/503's Retry-After (≤ 5 min)
 //!
 //! [notifications.channels.dev-slack]
-//! kind = "slack"
+//! kind = "slack"                        # or "webhook"; others are refused
 //! url_env = "PGROLLOUT_SLACK_DEV_URL"   # a webhook URL is a secret
 //!
 //! [notifications.routes]
