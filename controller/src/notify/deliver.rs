@@ -144,11 +144,22 @@ impl Courier {
             .as_ref()
             .map_err(|e| AttemptError::NoClient(e.clone()))?;
         let url = secret::resolve(&channel.config)?;
-        let request = client
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let mut request = client
             .post(url.as_url().clone())
             .timeout(self.timeout)
-            .json(body)
-            .send();
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(id) = body.get("event_id").and_then(Value::as_str) {
+            request = request.header(EVENT_ID_HEADER, id);
+        }
+        if let Some(key) = secret::signing_key(&channel.config)? {
+            // Timestamped, so a captured body cannot be replayed later.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            request = request.header(SIGNATURE_HEADER, signature(&key, now, &bytes));
+        }
+        let request = request.body(bytes).send();
         // reqwest's own timeout covers the request; this one also covers a
         // resolver that never answers.
         let response = tokio::time::timeout(self.timeout, request)
@@ -163,6 +174,24 @@ impl Courier {
             status => Err(AttemptError::Status(status, retry_after(&response))),
         }
     }
+}
+
+/// The event's id, the same on every attempt: receivers de-duplicate by it.
+pub const EVENT_ID_HEADER: &str = "x-pgrollout-event-id";
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (webhooks with a
+/// signing secret).
+pub const SIGNATURE_HEADER: &str = "x-pgrollout-signature";
+
+/// The signature header's value for `body` signed at `unix_seconds`.
+pub fn signature(key: &[u8], unix_seconds: u64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut context = ring::hmac::Context::with_key(&key);
+    context.update(format!("{unix_seconds}.").as_bytes());
+    context.update(body);
+    format!(
+        "t={unix_seconds},v1={}",
+        hex::encode(context.sign().as_ref())
+    )
 }
 
 /// The longest `Retry-After` honoured: a delivery must not hold its task
@@ -242,6 +271,8 @@ mod tests {
                 url: Some(url.to_owned()),
                 url_env: None,
                 url_file: None,
+                signing_secret_env: None,
+                signing_secret_file: None,
             },
         };
         let event = Event {
@@ -292,6 +323,87 @@ mod tests {
         courier.deliver(channel, event, json_body()).await;
         assert_eq!(count.load(Ordering::SeqCst), 3);
         assert!(failures(&courier).await.is_empty());
+    }
+
+    /// Accepts one request, answers 200, hands over its raw text.
+    async fn capture_one() -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buffer = vec![0; 64 * 1024];
+            // Until the head and as many body bytes as it announces.
+            loop {
+                let Ok(n) = stream.read(&mut buffer).await else {
+                    return;
+                };
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length || n == 0 {
+                        break;
+                    }
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = sender.send(String::from_utf8_lossy(&request).to_string());
+        });
+        (format!("http://{address}/hook"), receiver)
+    }
+
+    #[tokio::test]
+    async fn a_signed_webhook_carries_a_verifiable_signature_and_its_event_id() {
+        let (url, request) = capture_one().await;
+        let (dir, courier, channel, event) = setup(&url);
+        let key_file = dir.path().join("signing.key");
+        std::fs::write(&key_file, "s3cret-key\n").expect("write");
+        let mut config = channel.config.clone();
+        config.signing_secret_file = Some(key_file);
+        let channel = Arc::new(Channel {
+            name: channel.name.clone(),
+            config,
+        });
+        let body = crate::notify::webhook::payload(&event);
+        courier.deliver(channel, event, body.clone()).await;
+        let request = request.await.expect("one request");
+        let (head, sent) = request.split_once("\r\n\r\n").expect("head");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    let (key, value) = l.split_once(": ")?;
+                    key.eq_ignore_ascii_case(name).then(|| value.to_owned())
+                })
+                .unwrap_or_else(|| panic!("no {name} in {head}"))
+        };
+        assert_eq!(
+            header(EVENT_ID_HEADER),
+            body["event_id"].as_str().expect("event id")
+        );
+        let signed = header(SIGNATURE_HEADER);
+        let t: u64 = signed
+            .strip_prefix("t=")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .expect("t=");
+        assert_eq!(signed, signature(b"s3cret-key", t, sent.as_bytes()));
+        assert_ne!(signed, signature(b"another-key", t, sent.as_bytes()));
     }
 
     #[tokio::test]

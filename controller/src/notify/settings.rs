@@ -13,6 +13,11 @@
 //! kind = "slack"                        # or "webhook"; others are refused
 //! url_env = "PGROLLOUT_SLACK_DEV_URL"   # a webhook URL is a secret
 //!
+//! [notifications.channels.ops-hook]
+//! kind = "webhook"
+//! url = "https://events.internal/pgrollout"
+//! signing_secret_env = "PGROLLOUT_HOOK_KEY" # X-Pgrollout-Signature: t=…,v1=HMAC-SHA256("t.body")
+//!
 //! [notifications.routes]
 //! dev = ["dev-slack"]
 //! ```
@@ -115,6 +120,13 @@ pub struct ChannelConfig {
     /// A file holding the URL (surrounding whitespace ignored); re-read at
     /// every delivery, so a rotated URL needs no restart.
     pub url_file: Option<PathBuf>,
+    /// Webhooks only: an environment variable holding the key that signs
+    /// each body (`X-Pgrollout-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of
+    /// "<t>.<body>">`), so the receiver can tell it came from here.
+    pub signing_secret_env: Option<String>,
+    /// Webhooks only: the same key from a file (trimmed), re-read at every
+    /// delivery.
+    pub signing_secret_file: Option<PathBuf>,
 }
 
 impl NotificationsConfig {
@@ -137,6 +149,18 @@ impl NotificationsConfig {
             if sources.iter().filter(|set| **set).count() != 1 {
                 anyhow::bail!(
                     "invalid controller config: notifications.channels.{name}: set exactly one of url, url_env, url_file"
+                );
+            }
+            let signed =
+                channel.signing_secret_env.is_some() || channel.signing_secret_file.is_some();
+            if channel.signing_secret_env.is_some() && channel.signing_secret_file.is_some() {
+                anyhow::bail!(
+                    "invalid controller config: notifications.channels.{name}: set at most one of signing_secret_env, signing_secret_file"
+                );
+            }
+            if signed && channel.kind != ChannelKind::Webhook {
+                anyhow::bail!(
+                    "invalid controller config: notifications.channels.{name}: only webhook channels are signed (Slack checks its own URLs)"
                 );
             }
             if let Some(url) = &channel.url {
