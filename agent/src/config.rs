@@ -40,6 +40,8 @@ pub struct AgentConfig {
     /// `[log] format = "text" | "json"`.
     #[serde(default)]
     pub log: pgrollout_shared::log_format::LogConfig,
+    /// `/healthz` and `/readyz` for probes (`health.rs`); none without it.
+    pub health: Option<crate::health::HealthConfig>,
 }
 
 /// The files of the agent's mutual-TLS identity. Read on every connection,
@@ -104,39 +106,58 @@ pub struct TargetConfig {
     /// Schema of the ledger table in the target database.
     #[serde(default = "default_ledger_schema")]
     pub ledger_schema: String,
-    /// Whether the connection is encrypted and the server's certificate checked.
-    #[serde(default)]
+    /// Whether the connection is encrypted and the server's certificate checked. Unset: `PGSSLMODE`, else
+    /// libpq's default `prefer`.
+    #[serde(default = "sslmode_from_env")]
     pub sslmode: SslMode,
     /// PEM file of the CA certificate(s) the server's certificate must chain to; required by, and only used
     /// with, `verify-full`. Read on every connect, so a replaced file is used without a restart.
     pub sslrootcert: Option<PathBuf>,
 }
 
-/// TLS to a target database, with libpq's names for the modes.
+/// TLS to a target database, with libpq's names, meanings and default for the modes.
 ///
 /// Parsed from a string by hand: the config crate's own enum error does not list the allowed values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum SslMode {
-    /// Plaintext. The default for now; prefer `verify-full` wherever the server has a certificate.
-    #[default]
+    /// Plaintext.
     Disable,
+    /// libpq's default: encrypted when the server offers TLS, else plaintext; the certificate not checked.
+    /// Over a Unix socket, plaintext.
+    #[default]
+    Prefer,
     /// Encrypted, the server's certificate not checked: protects against eavesdropping only.
     Require,
+    /// Encrypted; the server's certificate must chain to `sslrootcert` (its host name is not checked).
+    VerifyCa,
     /// Encrypted; the server's certificate must chain to `sslrootcert` and name `host`.
     VerifyFull,
 }
 
 impl SslMode {
-    const ALL: [SslMode; 3] = [SslMode::Disable, SslMode::Require, SslMode::VerifyFull];
+    const ALL: [SslMode; 5] = [
+        SslMode::Disable,
+        SslMode::Prefer,
+        SslMode::Require,
+        SslMode::VerifyCa,
+        SslMode::VerifyFull,
+    ];
 
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
             SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
             SslMode::VerifyFull => "verify-full",
         }
+    }
+
+    /// Whether the server's certificate is checked against `sslrootcert`.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
     }
 }
 
@@ -162,33 +183,51 @@ impl TryFrom<String> for SslMode {
 
 /// The TLS keys of one target: the key at fault and why.
 fn validate_tls(target: &TargetConfig) -> Result<(), (&'static str, &'static str)> {
-    match (&target.sslmode, &target.sslrootcert) {
-        (SslMode::VerifyFull, None) => {
+    match (target.sslmode.verifies(), &target.sslrootcert) {
+        (true, None) => {
             return Err((
                 "sslrootcert",
-                "required with sslmode = \"verify-full\": the PEM file of the CA that signs the server's certificate",
+                "required with sslmode = \"verify-ca\" or \"verify-full\": the PEM file of the CA that signs the \
+                 server's certificate",
             ))
         }
-        (SslMode::VerifyFull, Some(path)) if path.as_os_str().is_empty() => {
+        (true, Some(path)) if path.as_os_str().is_empty() => {
             return Err(("sslrootcert", "must not be empty"))
         }
         // A CA file beside a mode that ignores it would suggest a check that never happens.
-        (SslMode::Disable | SslMode::Require, Some(_)) => {
+        (false, Some(_)) => {
             return Err((
                 "sslrootcert",
-                "only used with sslmode = \"verify-full\": set that mode, or remove sslrootcert",
+                "only used with sslmode = \"verify-ca\" or \"verify-full\": set one of them, or remove sslrootcert",
             ))
         }
         _ => {}
     }
-    // tokio-postgres takes a host starting with '/' as a Unix socket directory, where TLS does not apply.
-    if target.sslmode != SslMode::Disable && target.host.starts_with('/') {
+    // tokio-postgres takes a host starting with '/' as a Unix socket directory, where TLS does not apply
+    // (`prefer` then means plaintext, as in libpq).
+    let needs_tls = !matches!(target.sslmode, SslMode::Disable | SslMode::Prefer);
+    if needs_tls && target.host.starts_with('/') {
         return Err((
             "sslmode",
-            "TLS needs a TCP host, and host is a Unix socket directory: use sslmode = \"disable\"",
+            "TLS needs a TCP host, and host is a Unix socket directory: use sslmode = \"disable\" or \"prefer\"",
         ));
     }
     Ok(())
+}
+
+/// libpq's `PGSSLMODE` for a target without `sslmode`; an unknown value is
+/// reported by `validate` (`pgsslmode_problem`), not silently replaced.
+fn sslmode_from_env() -> SslMode {
+    std::env::var("PGSSLMODE")
+        .ok()
+        .and_then(|value| SslMode::try_from(value).ok())
+        .unwrap_or_default()
+}
+
+/// Why `PGSSLMODE`, when set, is not a mode.
+fn pgsslmode_problem() -> Option<String> {
+    let value = std::env::var("PGSSLMODE").ok()?;
+    SslMode::try_from(value).err()
 }
 
 fn default_port() -> u16 {
@@ -242,6 +281,14 @@ impl AgentConfig {
                 "tls",
                 "an https:// controller needs a [tls] table with ca, cert and key (`pgrollout ca issue agent`)",
             ));
+        }
+        if let Some(health) = &self.health {
+            health
+                .validate()
+                .map_err(|reason| invalid("health.listen", &reason))?;
+        }
+        if let Some(problem) = pgsslmode_problem() {
+            return Err(invalid("PGSSLMODE (environment)", &problem));
         }
         if self.targets.is_empty() {
             return Err(invalid(
@@ -314,7 +361,11 @@ mod tests {
         assert_eq!(config.timeouts.statement, Duration::from_secs(60));
         assert_eq!(config.targets[0].port, 5432);
         assert_eq!(config.targets[0].ledger_schema, "pgrollout");
-        assert_eq!(config.targets[0].sslmode, SslMode::Disable);
+        assert_eq!(
+            config.targets[0].sslmode,
+            SslMode::Prefer,
+            "libpq's default"
+        );
         assert_eq!(config.targets[0].sslrootcert, None);
     }
 
@@ -340,9 +391,9 @@ mod tests {
 
     #[test]
     fn an_unknown_sslmode_is_refused_with_the_allowed_values() {
-        let error = with_target_keys("sslmode = \"verify-ca\"").expect_err("unknown mode");
-        assert!(error.contains("verify-ca"), "{error}");
-        for allowed in ["disable", "require", "verify-full"] {
+        let error = with_target_keys("sslmode = \"allow\"").expect_err("unknown mode");
+        assert!(error.contains("\"allow\""), "{error}");
+        for allowed in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
             assert!(error.contains(allowed), "{error}");
         }
     }
@@ -356,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_verify_full_is_refused() {
-        for mode in ["disable", "require"] {
+        for mode in ["disable", "prefer", "require"] {
             let error = with_target_keys(&format!(
                 "sslmode = \"{mode}\"\nsslrootcert = \"/etc/pgrollout/db-ca.pem\""
             ))

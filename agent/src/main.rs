@@ -4,6 +4,7 @@
 
 mod backup;
 mod config;
+mod health;
 mod jobs;
 mod link;
 mod secrets;
@@ -73,6 +74,20 @@ fn main() -> std::process::ExitCode {
             journal = %journal.display(),
             "agent starting"
         );
+        if let Some(health) = &config.health {
+            match tokio::net::TcpListener::bind(health.listen).await {
+                Ok(listener) => {
+                    tokio::spawn(health::serve(listener, config.clone(), outbox.clone()));
+                }
+                Err(error) => {
+                    eprintln!(
+                        "pgrollout-agent: cannot listen on {} (health): {error}",
+                        health.listen
+                    );
+                    return std::process::ExitCode::from(1);
+                }
+            }
+        }
         // Resolved alongside the link: their results wait in the outbox.
         for job in interrupted {
             tokio::spawn(jobs::resolve_interrupted(
@@ -81,19 +96,57 @@ fn main() -> std::process::ExitCode {
                 outbox.clone(),
             ));
         }
+        let link = link::run(config, outbox.clone());
+        tokio::pin!(link);
         let code = tokio::select! {
-            terminal = link::run(config, outbox) => {
+            terminal = &mut link => {
                 tracing::error!(error = %terminal, "agent stopping");
                 std::process::ExitCode::from(2)
             }
-            _ = shutdown_signal() => {
-                tracing::info!("agent stopping on signal");
-                std::process::ExitCode::SUCCESS
-            }
+            _ = shutdown_signal() => drain(&outbox, link).await,
         };
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         code
     })
+}
+
+/// How long a draining agent waits, past its jobs' deadlines, for their
+/// results to be acknowledged.
+const REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// On SIGTERM (issue 21): takes no new job and tells the controller, keeps
+/// the link up while the running jobs finish (each bounded by its deadline)
+/// and their results are acknowledged, then exits. A second signal, or the
+/// bound, stops it at once: the journal keeps whatever is unreported.
+async fn drain(
+    outbox: &link::Outbox,
+    link: std::pin::Pin<&mut impl std::future::Future<Output = link::SessionError>>,
+) -> std::process::ExitCode {
+    let running = outbox.begin_drain();
+    let limit = outbox.drain_limit(REPORT_GRACE);
+    tracing::info!(
+        running,
+        limit = %humantime::format_duration(std::time::Duration::from_secs(limit.as_secs())),
+        "agent draining: finishing its jobs, taking no new ones"
+    );
+    tokio::select! {
+        () = outbox.drained() => {
+            tracing::info!("agent stopping: drained, every job finished and reported");
+            std::process::ExitCode::SUCCESS
+        }
+        terminal = link => {
+            tracing::error!(error = %terminal, "agent stopping");
+            std::process::ExitCode::from(2)
+        }
+        () = tokio::time::sleep(limit) => {
+            tracing::warn!("agent stopping: drain limit reached; the journal keeps what is unreported for the next start");
+            std::process::ExitCode::SUCCESS
+        }
+        () = shutdown_signal() => {
+            tracing::warn!("agent stopping: second stop signal; the journal keeps what is unreported for the next start");
+            std::process::ExitCode::SUCCESS
+        }
+    }
 }
 
 async fn shutdown_signal() {

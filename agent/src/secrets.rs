@@ -1,5 +1,11 @@
 //! Database passwords: read on this machine only, held in a type that never
 //! prints its contents, and handed to the PostgreSQL driver and nowhere else.
+//!
+//! Precedence, as libpq's (issue 21): `password_env`, else `password_file`,
+//! else the target's `passfile`, else libpq's default passfile — `PGPASSFILE`
+//! or `~/.pgpass`, skipped when absent or without a matching entry. A
+//! passfile with group or world access is refused, as libpq refuses it
+//! (root-owned: group read allowed, as since PostgreSQL 14).
 
 use std::fmt;
 use std::path::Path;
@@ -49,6 +55,15 @@ pub enum PasswordError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "passfile {path} of target {target} has group or world access (mode {mode:04o}); libpq ignores such a \
+         file: chmod 0600 {path}"
+    )]
+    PassfileExposed {
+        target: String,
+        path: String,
+        mode: u32,
+    },
     #[error("passfile {path} has no entry for {host}:{port}:{dbname}:{user} (target {target})")]
     NoPassfileEntry {
         target: String,
@@ -85,10 +100,51 @@ pub fn resolve_password(target: &TargetConfig) -> Result<Option<Password>, Passw
     if let Some(path) = &target.passfile {
         return lookup_passfile(path, target).map(Some);
     }
-    Ok(None)
+    let Some(path) = default_passfile() else {
+        return Ok(None);
+    };
+    if !path.is_file() {
+        return Ok(None);
+    }
+    match lookup_passfile(&path, target) {
+        Ok(password) => Ok(Some(password)),
+        // No entry: the server may not need a password (libpq goes on too).
+        Err(PasswordError::NoPassfileEntry { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// libpq's default passfile: `PGPASSFILE`, else `~/.pgpass`.
+fn default_passfile() -> Option<std::path::PathBuf> {
+    match std::env::var_os("PGPASSFILE") {
+        Some(path) if !path.is_empty() => Some(path.into()),
+        _ => std::env::var_os("HOME").map(|home| Path::new(&home).join(".pgpass")),
+    }
+}
+
+/// libpq's check: no group or world access, except group read on a file
+/// owned by root.
+fn check_passfile_mode(path: &Path, target: &TargetConfig) -> Result<(), PasswordError> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).map_err(|source| PasswordError::PassfileUnreadable {
+        target: target.name.clone(),
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mode = metadata.mode() & 0o777;
+    let forbidden = if metadata.uid() == 0 { 0o037 } else { 0o077 };
+    if mode & forbidden != 0 {
+        return Err(PasswordError::PassfileExposed {
+            target: target.name.clone(),
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn lookup_passfile(path: &Path, target: &TargetConfig) -> Result<Password, PasswordError> {
+    check_passfile_mode(path, target)?;
     let text =
         std::fs::read_to_string(path).map_err(|source| PasswordError::PassfileUnreadable {
             target: target.name.clone(),
@@ -155,15 +211,21 @@ mod tests {
         }
     }
 
+    /// A passfile as libpq wants it: 0600.
+    fn write_private(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+
     #[test]
     fn pgpass_matches_wildcards_and_escapes() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("pgpass");
-        std::fs::write(
+        write_private(
             &path,
             "# comment\nother:5433:perseus:deployer:nope\n*:5433:perseus:deployer:s3cr\\:et\\\\x\n",
-        )
-        .expect("write");
+        );
         let password = lookup_passfile(&path, &target()).expect("entry");
         assert_eq!(password.expose(), "s3cr:et\\x");
     }
@@ -172,7 +234,7 @@ mod tests {
     fn missing_entry_names_the_lookup_but_not_a_secret() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("pgpass");
-        std::fs::write(&path, "db.internal:5432:perseus:deployer:hunter2\n").expect("write");
+        write_private(&path, "db.internal:5432:perseus:deployer:hunter2\n");
         let error = lookup_passfile(&path, &target())
             .expect_err("no match")
             .to_string();
@@ -181,6 +243,25 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("hunter2"));
+    }
+
+    #[test]
+    fn a_passfile_others_can_read_is_refused_like_libpq_does() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("pgpass");
+        std::fs::write(&path, "*:*:*:*:hunter2\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+        let error = lookup_passfile(&path, &target())
+            .expect_err("world-readable")
+            .to_string();
+        assert!(error.contains("chmod 0600"), "{error}");
+        assert!(!error.contains("hunter2"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            lookup_passfile(&path, &target()).expect("0600").expose(),
+            "hunter2"
+        );
     }
 
     #[test]

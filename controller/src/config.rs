@@ -181,6 +181,11 @@ pub struct Deployment {
     /// above a few heartbeat intervals.
     #[serde(with = "humantime_serde")]
     pub job_lease: Duration,
+    /// On SIGTERM, how long the controller waits for jobs already offered to
+    /// report (and relays their results) before it exits; no new job is
+    /// offered meanwhile. Keep it below the service manager's stop timeout.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for Deployment {
@@ -192,6 +197,7 @@ impl Default for Deployment {
             heartbeat_interval: Duration::from_secs(5),
             rollback_timeout: Duration::from_secs(300),
             job_lease: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }

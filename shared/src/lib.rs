@@ -10,6 +10,7 @@ pub mod audit_anchor;
 pub mod config_loader;
 pub mod errors;
 pub mod exit_code;
+pub mod http_server;
 pub mod identity;
 pub mod job;
 pub mod log_format;

@@ -48,6 +48,7 @@ mod process;
 pub mod proxy;
 pub mod scripted_agent;
 pub mod stack;
+pub mod stall;
 mod test_dir;
 mod windows;
 

@@ -187,6 +187,18 @@ impl Process {
         if let Some(status) = self.exit_status()? {
             return Ok(status);
         }
+        self.sigterm().await?;
+        match self.wait_for_exit(TERMINATE_GRACE).await {
+            Ok(status) => Ok(status),
+            Err(error) => {
+                self.kill_9()?;
+                Err(error.context(format!("{} ignored SIGTERM; killed it", self.name)))
+            }
+        }
+    }
+
+    /// Sends SIGTERM and returns at once: the process may take its time (a drain).
+    pub async fn sigterm(&mut self) -> Result<()> {
         // std has no SIGTERM and the workspace forbids `unsafe` (libc::kill), so `kill` does it.
         let sent = Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
@@ -196,13 +208,7 @@ impl Process {
         if !sent.success() && self.exit_status()?.is_none() {
             bail!("kill -TERM {} ({}) failed: {sent}", self.pid, self.name);
         }
-        match self.wait_for_exit(TERMINATE_GRACE).await {
-            Ok(status) => Ok(status),
-            Err(error) => {
-                self.kill_9()?;
-                Err(error.context(format!("{} ignored SIGTERM; killed it", self.name)))
-            }
-        }
+        Ok(())
     }
 
     /// Waits for the process to exit (and reaps it).

@@ -52,6 +52,7 @@ impl ScriptedAgent {
                 dbname: "scripted".into(),
             }],
             in_flight: Vec::new(),
+            draining: false,
         };
         outbound.send(AgentMessage {
             body: Some(Body::Hello(hello)),

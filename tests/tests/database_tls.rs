@@ -134,6 +134,105 @@ async fn require_encrypts_without_a_ca_file() -> Result<()> {
 }
 
 #[tokio::test]
+async fn verify_ca_checks_the_chain_but_not_the_host_name() -> Result<()> {
+    // The certificate names another host: verify-full refuses it (above),
+    // verify-ca accepts it because the database's CA signed it.
+    let (mut stack, database_ca) = stack_with_a_tls_only_database("DNS:db.example").await?;
+    let other_ca = TestCa::create(stack.dir.path(), "other").await?;
+    set_target_tls(
+        &stack,
+        &format!(
+            "sslmode = \"verify-ca\"\nsslrootcert = \"{}\"",
+            database_ca.certificate.display()
+        ),
+    )?;
+    stack.start_agent("dev").await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+
+    // The chain is still checked: another CA is refused.
+    let running = stack
+        .zones
+        .get_mut("dev")
+        .and_then(|zone| zone.agent.take());
+    if let Some(mut agent) = running {
+        agent.terminate_and_wait().await?;
+    }
+    let config = std::fs::read_to_string(&stack.zone("dev").agent_config)?;
+    let (without_tls, _) = config
+        .split_once("sslmode")
+        .context("the TLS keys were appended last")?;
+    std::fs::write(&stack.zone("dev").agent_config, without_tls)?;
+    set_target_tls(
+        &stack,
+        &format!(
+            "sslmode = \"verify-ca\"\nsslrootcert = \"{}\"",
+            other_ca.certificate.display()
+        ),
+    )?;
+    stack.start_agent("dev").await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("UnknownIssuer"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn prefer_is_the_default_and_encrypts_when_the_server_offers_tls() -> Result<()> {
+    // No sslmode at all: libpq's `prefer`. The cluster refuses plaintext,
+    // so a deploy that gets through used TLS.
+    let (mut stack, _database_ca) = stack_with_a_tls_only_database("IP:127.0.0.1").await?;
+    stack.start_agent("dev").await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn pgsslmode_applies_to_a_target_without_sslmode() -> Result<()> {
+    // Against a cluster that refuses plaintext: without PGSSLMODE the default
+    // (`prefer`) deploys; PGSSLMODE=disable makes the same agent fail to
+    // connect, which proves the variable is read; `sslmode` in the file wins.
+    let (stack, _database_ca) = stack_with_a_tls_only_database("IP:127.0.0.1").await?;
+    let zone = stack.zone("dev");
+    let password = zone.pg.password();
+    let deploy_with = |pgsslmode: Option<&'static str>, name: &'static str| {
+        let stack = &stack;
+        async move {
+            let mut env = vec![(pgrollout_tests::stack::PASSWORD_ENV, password)];
+            env.extend(pgsslmode.map(|mode| ("PGSSLMODE", mode)));
+            let agent = pgrollout_tests::Process::spawn(
+                &stack.bins.agent,
+                [
+                    "--config",
+                    &stack.zone("dev").agent_config.to_string_lossy(),
+                ],
+                &env,
+                name,
+            )?;
+            agent
+                .wait_for_line("connected to controller", Duration::from_secs(20))
+                .await?;
+            let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await;
+            drop(agent);
+            out
+        }
+    };
+    let out = deploy_with(None, "agent-dev").await?;
+    assert_eq!(out.code, 0, "{out}");
+    let out = deploy_with(Some("disable"), "agent-dev-2").await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("cannot connect to target main"),
+        "{out}"
+    );
+    set_target_tls(&stack, "sslmode = \"require\"")?;
+    let out = deploy_with(Some("disable"), "agent-dev-3").await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn require_against_a_server_without_tls_fails_clearly() -> Result<()> {
     let mut stack = Stack::start_with(StackOptions {
         start_agents: false,

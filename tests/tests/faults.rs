@@ -12,31 +12,22 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use pgrollout_tests::proxy::{LinkMode, Proxy};
+use pgrollout_tests::stall::{
+    agent_blocked, hold_routine_lock, ledger_rollouts, live_body, prepare, rollout_id, state_of,
+    AGENT_LOCK_TIMEOUT,
+};
 use pgrollout_tests::tokio_postgres::Client;
 use pgrollout_tests::{PgCluster, Process, Stack, StackOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
-const V1: &str =
-    "CREATE OR REPLACE FUNCTION public.stall() RETURNS integer LANGUAGE sql AS 'select 1';\n";
-const V2: &str =
-    "CREATE OR REPLACE FUNCTION public.stall() RETURNS integer LANGUAGE sql AS 'select 2';\n";
 
 fn options(deployment_extra: &str) -> StackOptions {
     StackOptions {
         // Long enough that the stalled apply waits on the test's lock.
-        agent_timeouts: "lock = \"60s\"".into(),
+        agent_timeouts: AGENT_LOCK_TIMEOUT.into(),
         deployment_extra: deployment_extra.into(),
         ..StackOptions::default()
     }
-}
-
-/// Deploys `stall` v1, then puts v2 in the project: the next deploy changes it.
-async fn prepare(stack: &Stack) -> Result<()> {
-    stack.write_procedure("stall.sql", V1)?;
-    let out = stack.cli(&["deploy", "stall", "dev"]).await?;
-    anyhow::ensure!(out.code == 0, "first deploy: {out}");
-    stack.write_procedure("stall.sql", V2)?;
-    Ok(())
 }
 
 /// A stack whose deploy of `stall` v2 is stalled at its apply by the test's
@@ -79,39 +70,6 @@ async fn stalled_deploy(deployment_extra: &str, through_proxy: bool) -> Result<S
     })
 }
 
-/// Holds a row lock on `stall()`'s catalog row until the returned client
-/// rolls back: a concurrent CREATE OR REPLACE of it waits (had the holder
-/// committed, the waiter would fail with "tuple concurrently updated").
-async fn hold_routine_lock(pg: &PgCluster) -> Result<Client> {
-    let client = pg.connect().await?;
-    client
-        .batch_execute("BEGIN; ALTER FUNCTION public.stall() COST 7;")
-        .await?;
-    Ok(client)
-}
-
-/// Waits until the agent's session is blocked on a lock (the stalled apply).
-async fn agent_blocked(pg: &PgCluster) -> Result<()> {
-    let client = pg.connect().await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgrollout' AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await?
-            .get(0);
-        if waiting > 0 {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("the agent never blocked on the test's lock");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// Waits until no agent session holds or waits for anything (the backend
 /// of a killed agent has gone).
 async fn agent_sessions_gone(pg: &PgCluster) -> Result<()> {
@@ -133,47 +91,6 @@ async fn agent_sessions_gone(pg: &PgCluster) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-async fn live_body(pg: &PgCluster) -> Result<String> {
-    Ok(pg
-        .connect()
-        .await?
-        .query_one("SELECT prosrc FROM pg_proc WHERE proname = 'stall'", &[])
-        .await?
-        .get(0))
-}
-
-/// Ledger rows of `stall()` per rollout, oldest first.
-async fn ledger_rollouts(pg: &PgCluster) -> Result<Vec<String>> {
-    let rows = pg
-        .connect()
-        .await?
-        .query(
-            "SELECT rollout_id FROM pgrollout.ledger WHERE identity = 'stall()' ORDER BY id",
-            &[],
-        )
-        .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
-}
-
-/// The rollout id from the CLI's "rollout r-… on agent …" line.
-async fn rollout_id(cli: &Process) -> Result<String> {
-    let line = cli.wait_for_line("rollout r-", WAIT).await?;
-    line.split_whitespace()
-        .find(|word| word.starts_with("r-"))
-        .map(str::to_owned)
-        .context("no rollout id in the CLI's line")
-}
-
-async fn state_of(stack: &Stack, rollout: &str) -> Result<String> {
-    let out = stack.cli(&["status", rollout]).await?;
-    anyhow::ensure!(out.code == 0, "status: {out}");
-    out.stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("State: "))
-        .map(str::to_owned)
-        .context("no State line")
 }
 
 /// Waits until the controller records the rollout's result (its log line).

@@ -119,6 +119,7 @@ async fn session(
             })
             .collect(),
         in_flight: outbox.in_flight(),
+        draining: outbox.is_draining(),
     };
     let _ = tx.send(message(agent_message::Body::Hello(hello)));
     let response = client
@@ -217,6 +218,9 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer
             "this agent serves no target named {:?}",
             job.target
         ));
+    }
+    if outbox.is_draining() && !outbox.is_running(&job.id, attempt) {
+        return decline("this agent is stopping (draining) and takes no new job".into());
     }
     let accept = message(agent_message::Body::Accept(Accept {
         job_id: job.id.clone(),

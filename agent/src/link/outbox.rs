@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::journal::{self, Journal, Record};
 
+mod drain;
+
 /// A job the agent had started when it last stopped, without a result.
 pub struct Interrupted {
     pub offer: JobOffer,
@@ -32,6 +34,9 @@ struct Shared {
     inner: Mutex<Inner>,
     /// `None` only in unit tests: every real agent journals.
     journal: Option<Journal>,
+    /// Ticks whenever jobs, pending messages or the session change: a
+    /// draining agent waits on it.
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 type JobKey = (String, u32);
@@ -45,6 +50,10 @@ struct Inner {
     session: Option<mpsc::UnboundedSender<AgentMessage>>,
     /// When a message from the controller last arrived.
     last_contact: Instant,
+    /// Stopping: no new job is taken (`drain.rs`).
+    draining: bool,
+    /// Each running job's deadline, which bounds a drain.
+    deadlines: BTreeMap<JobKey, std::time::SystemTime>,
 }
 
 impl Default for Inner {
@@ -55,6 +64,8 @@ impl Default for Inner {
             unsettled: 0,
             session: None,
             last_contact: Instant::now(),
+            draining: false,
+            deadlines: BTreeMap::new(),
         }
     }
 }
@@ -81,14 +92,15 @@ impl Outbox {
             ..Inner::default()
         };
         for job in &state.interrupted {
-            inner
-                .running
-                .insert((job.offer.job_id.clone(), job.offer.attempt), job.last_seq);
+            let key = (job.offer.job_id.clone(), job.offer.attempt);
+            inner.deadlines.insert(key.clone(), deadline_of(&job.offer));
+            inner.running.insert(key, job.last_seq);
         }
         let outbox = Outbox {
             shared: Arc::new(Shared {
                 inner: Mutex::new(inner),
                 journal: Some(journal),
+                changed: tokio::sync::watch::channel(()).0,
             }),
         };
         Ok((outbox, state.interrupted))
@@ -101,6 +113,7 @@ impl Outbox {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner::default()),
                 journal: None,
+                changed: tokio::sync::watch::channel(()).0,
             }),
         }
     }
@@ -171,6 +184,7 @@ impl Outbox {
         if inner.running.contains_key(&key) {
             return None;
         }
+        inner.deadlines.insert(key.clone(), deadline_of(offer));
         inner.running.insert(key, 0);
         let (durable, receiver) = oneshot::channel();
         match &self.shared.journal {
@@ -195,11 +209,12 @@ impl Outbox {
 
     pub fn job_finished(&self, job_id: &str, attempt: u32) {
         let mut inner = self.shared.lock();
-        inner.running.remove(&(job_id.to_owned(), attempt));
+        let key = (job_id.to_owned(), attempt);
+        inner.running.remove(&key);
+        inner.deadlines.remove(&key);
         self.shared.truncate_if_settled(&inner);
     }
 
-    #[cfg(test)]
     pub fn is_running(&self, job_id: &str, attempt: u32) -> bool {
         self.shared
             .lock()
@@ -224,11 +239,18 @@ impl Outbox {
         let mut inner = self.shared.lock();
         inner.session = Some(session);
         inner.last_contact = Instant::now();
+        self.shared.changed.send_replace(());
         inner.pending.iter().cloned().collect()
+    }
+
+    /// Whether a session with the controller is up (for `/readyz`).
+    pub fn is_connected(&self) -> bool {
+        self.shared.lock().session.is_some()
     }
 
     pub fn detach(&self) {
         self.shared.lock().session = None;
+        self.shared.changed.send_replace(());
     }
 
     /// The controller spoke: the lease clock restarts.
@@ -285,11 +307,13 @@ impl Shared {
             let _ = session.send(message.clone());
         }
         inner.pending.push_back(message);
+        self.changed.send_replace(());
     }
 
     /// When nothing is running, pending or on its way to disk, the journal
     /// holds nothing a restart would need: start it afresh, so it stays small.
     fn truncate_if_settled(&self, inner: &Inner) {
+        self.changed.send_replace(());
         if inner.pending.is_empty() && inner.running.is_empty() && inner.unsettled == 0 {
             if let Some(journal) = &self.journal {
                 journal.truncate();
@@ -354,6 +378,12 @@ fn settle(records: Vec<Record>) -> Settled {
         pending,
         interrupted,
     }
+}
+
+/// A job offer's deadline (`deadline_unix_ms`) as a time.
+fn deadline_of(offer: &JobOffer) -> std::time::SystemTime {
+    let millis = u64::try_from(offer.deadline_unix_ms).unwrap_or(0);
+    std::time::UNIX_EPOCH + Duration::from_millis(millis)
 }
 
 fn sequence_of(message: &AgentMessage) -> Option<(JobKey, u64)> {

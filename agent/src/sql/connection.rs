@@ -156,8 +156,13 @@ pub async fn connect(
             finish_connecting(target, timeouts, connecting).await
         }
         Some(tls_config) => {
-            // Require: never fall back to plaintext, as "prefer" would.
-            config.ssl_mode(DriverSslMode::Require);
+            // Only `prefer` falls back to plaintext when the server offers
+            // no TLS; every other mode requires it.
+            config.ssl_mode(if target.sslmode == crate::config::SslMode::Prefer {
+                DriverSslMode::Prefer
+            } else {
+                DriverSslMode::Require
+            });
             let connecting = config.connect(MakeRustlsConnect::new(tls_config));
             finish_connecting(target, timeouts, connecting).await
         }

@@ -22,7 +22,7 @@ use crate::config::{SslMode, TargetConfig};
 /// configuration. Each names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("sslmode = \"verify-full\" needs sslrootcert, the CA file to verify the server with")]
+    #[error("sslmode = \"verify-ca\" and \"verify-full\" need sslrootcert, the CA file to verify the server with")]
     NoRootFile,
     #[error("cannot read sslrootcert {path}")]
     ReadRootFile {
@@ -61,10 +61,29 @@ pub(super) async fn client_config(
         .map_err(TlsSetupError::Protocol)?;
     let config = match target.sslmode {
         SslMode::Disable => return Ok(None),
-        SslMode::Require => builder
+        // libpq: no TLS over a Unix socket, which `prefer` accepts.
+        SslMode::Prefer if target.host.starts_with('/') => return Ok(None),
+        SslMode::Prefer | SslMode::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerCertificate { provider }))
             .with_no_client_auth(),
+        SslMode::VerifyCa => {
+            let path = target
+                .sslrootcert
+                .as_deref()
+                .ok_or(TlsSetupError::NoRootFile)?;
+            let roots = Arc::new(read_root_certificates(path).await?);
+            let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                roots,
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| TlsSetupError::Protocol(rustls::Error::General(e.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly { chain }))
+                .with_no_client_auth()
+        }
         SslMode::VerifyFull => {
             let path = target
                 .sslrootcert
@@ -213,6 +232,60 @@ impl ServerCertVerifier for AnyServerCertificate {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// `sslmode = "verify-ca"`, as libpq has it: the certificate must chain to
+/// `sslrootcert`, but need not name the host. webpki checks the chain before
+/// the name, so a name error means the chain was good.
+#[derive(Debug)]
+struct ChainOnly {
+    chain: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.chain.supported_verify_schemes()
     }
 }
 

@@ -103,6 +103,7 @@ impl AgentLink for AgentLinkService {
             targets: hello.targets.clone(),
             connected_at: now_unix_ms(),
             last_heartbeat: now_unix_ms().into(),
+            draining: hello.draining.into(),
             certificate: identity.certificate.clone(),
             sender: sender.clone(),
         });
@@ -318,6 +319,22 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
             ack(agent, &job_id, attempt, seq).await;
         }
         Some(Body::Spans(batch)) => controller.span_relay.accept(agent, batch),
+        Some(Body::Draining(draining)) => {
+            agent.draining.store(true, Ordering::Relaxed);
+            tracing::info!(agent = %agent.name, zone = %agent.zone, running = draining.running, "agent draining: no new jobs offered to it");
+            controller
+                .audit(AuditEntry {
+                    actor: format!("agent {}/{}", agent.zone, agent.name),
+                    action: "agent.draining".into(),
+                    outcome: "ok".into(),
+                    details: format!(
+                        "stopping; finishing {} running job(s), offered no new one",
+                        draining.running
+                    ),
+                    ..Default::default()
+                })
+                .await;
+        }
         Some(Body::Heartbeat(_)) | None => {}
         Some(Body::Hello(_)) => {
             tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream")

@@ -10,6 +10,7 @@ pub mod control;
 mod expiring_stream;
 mod faults;
 pub mod gates;
+mod health;
 mod metrics;
 mod operations;
 mod probes;
@@ -90,6 +91,8 @@ where
     })
     .max_decoding_message_size(max)
     .max_encoding_message_size(max);
+    let health = health::service(&controller).await;
+    let serving = controller.clone();
     let agent_link = AgentLinkServer::new(agent_link::AgentLinkService { controller })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
@@ -97,12 +100,26 @@ where
         .tcp_nodelay(true)
         .add_service(control)
         .add_service(watches)
+        .add_service(health.clone())
         .serve_with_incoming_shutdown(operators, stopped(stop.clone()));
     let agents_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(agent_link)
+        .add_service(health)
         .serve_with_incoming_shutdown(agents, stopped(stop));
+    // `/readyz` says the listeners serve from here until the stop signal.
+    serving
+        .serving
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let stopped_serving = serving.clone();
+    let mut stop_seen = stop_for_grace.clone();
+    tokio::spawn(async move {
+        let _ = stop_seen.wait_for(|stop| *stop).await;
+        stopped_serving
+            .serving
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    });
     // Agents' streams never end by themselves: after the stop signal,
     // in-flight operator calls get a bounded grace, then the links are cut
     // (agents reconnect to the next controller; their journals keep results).

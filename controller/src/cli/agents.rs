@@ -65,8 +65,13 @@ pub async fn run(address: &str, tls: &connect::OperatorTls, args: AgentsArgs) ->
                     .map(|t| format!("{} ({})", t.name, t.dbname))
                     .collect();
                 let ago = (now_unix_ms() - agent.last_heartbeat_unix_ms).max(0) as f64 / 1000.0;
+                let draining = if agent.draining {
+                    " (draining: no new jobs)"
+                } else {
+                    ""
+                };
                 println!(
-                    "{:<10} {:<20} {:<10} {:<24} {ago:.1}s ago",
+                    "{:<10} {:<20} {:<10} {:<24} {ago:.1}s ago{draining}",
                     agent.zone,
                     agent.name,
                     agent.version,

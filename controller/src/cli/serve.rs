@@ -1,5 +1,6 @@
 //! `pgrollout serve`: load config, open the store, bind both listeners, run
-//! until SIGINT/SIGTERM.
+//! until SIGINT/SIGTERM, then drain (no new rollouts, the jobs in flight
+//! allowed to report) and stop.
 
 use std::path::Path;
 
@@ -117,11 +118,25 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
     tokio::spawn(crate::api::requests::run_scheduler(controller.clone()));
     tokio::spawn(crate::engine::watch::resume(controller.clone()));
+    // SIGTERM drains first (engine/drain.rs); the listeners close after.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn({
+        let controller = controller.clone();
+        async move {
+            shutdown_signal().await;
+            drain(&controller).await;
+            let _ = stop_tx.send(true);
+        }
+    });
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
     if let Some(listener) = metrics {
-        let server = crate::metrics::http::serve(listener, controller.clone(), shutdown_signal());
+        let server =
+            crate::metrics::http::serve(listener, controller.clone(), stopped(stop_rx.clone()));
         tokio::spawn(server);
     }
-    let code = match crate::api::serve(controller, operators, agents, shutdown_signal()).await {
+    let code = match crate::api::serve(controller, operators, agents, stopped(stop_rx)).await {
         Ok(()) => {
             tracing::info!("controller stopped");
             ExitCode::Success
@@ -133,6 +148,33 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     };
     crate::telemetry::stop(telemetry).await;
     code
+}
+
+/// Stops offering jobs and waits, bounded by `[deployment] drain_timeout`,
+/// for those out with agents to report; a second signal cuts the wait short.
+async fn drain(controller: &Controller) {
+    let limit = controller.config.deployment.drain_timeout;
+    let in_flight = controller.drain.begin();
+    tracing::info!(
+        in_flight,
+        drain_timeout = %humantime::format_duration(limit),
+        "draining: no new rollouts; waiting for the jobs in flight to report"
+    );
+    let left = tokio::select! {
+        left = controller.drain.settled(limit) => left,
+        () = shutdown_signal() => {
+            tracing::warn!("second stop signal: not waiting for the jobs in flight");
+            controller.drain.settled(std::time::Duration::ZERO).await
+        }
+    };
+    if left == 0 {
+        tracing::info!("drained: every job in flight has reported");
+    } else {
+        tracing::warn!(
+            in_flight = left,
+            "stopping with jobs in flight: they stay unknown until their agents report to the next controller"
+        );
+    }
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@ pub mod after_deploy;
 pub mod approved_sql;
 pub mod audit_anchors;
 pub mod clock;
+pub mod drain;
 pub mod dry_run;
 pub mod followers;
 pub mod gates;
@@ -53,6 +54,10 @@ pub struct Controller {
     pub watches: watch::Watches,
     /// Forwards agents' relayed spans to the collector (never blocks).
     pub span_relay: crate::telemetry::relay::SpanRelay,
+    /// Jobs out with agents, and whether new ones are still offered (SIGTERM).
+    pub drain: drain::Drain,
+    /// The gRPC listeners serve (`/readyz`).
+    pub serving: std::sync::atomic::AtomicBool,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -104,6 +109,8 @@ impl Controller {
             ticket_check,
             watches: watch::Watches::default(),
             span_relay,
+            drain: drain::Drain::default(),
+            serving: std::sync::atomic::AtomicBool::new(false),
             policy: RwLock::new(Arc::new(policy)),
         })
     }

@@ -2,7 +2,7 @@
 //! one the controller derived for the agent, never one the agent merely said.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub struct AgentHandle {
     pub targets: Vec<TargetInfo>,
     pub connected_at: i64,
     pub last_heartbeat: AtomicI64,
+    /// The agent said it is stopping: it finishes its jobs, gets no new one.
+    pub draining: AtomicBool,
     /// The verified certificate (absent only in `--dev-plaintext` mode).
     pub certificate: Option<crate::auth::PeerCertificate>,
     /// Messages to the agent; the session's stream drains it.
@@ -104,7 +106,12 @@ impl Registry {
     fn pick(&self, zone: &str, target: &str) -> Option<Arc<AgentHandle>> {
         self.lock()
             .values()
-            .filter(|a| a.zone == zone && a.serves(target) && !a.expired())
+            .filter(|a| {
+                a.zone == zone
+                    && a.serves(target)
+                    && !a.expired()
+                    && !a.draining.load(Ordering::Relaxed)
+            })
             .max_by_key(|a| a.last_heartbeat.load(Ordering::Relaxed))
             .cloned()
     }
@@ -124,6 +131,7 @@ impl Registry {
                 targets: a.targets.clone(),
                 connected_at_unix_ms: a.connected_at,
                 last_heartbeat_unix_ms: a.last_heartbeat.load(Ordering::Relaxed),
+                draining: a.draining.load(Ordering::Relaxed),
             })
             .collect();
         agents.sort_by(|a, b| (&a.zone, &a.name).cmp(&(&b.zone, &b.name)));

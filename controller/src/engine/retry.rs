@@ -28,6 +28,8 @@ pub async fn retry(
         tracing::error!(error = %anyhow::Error::from(e), "store access failed");
         Status::internal("the controller could not read or record the retry; see its log")
     };
+    // Held until the result was relayed: a draining controller waits for it.
+    let in_flight = controller.drain.enter()?;
     let rollout = controller
         .store
         .rollout_status(rollout_id)
@@ -147,14 +149,18 @@ pub async fn retry(
             body: Some(rollout_update::Body::Started(started)),
         }))
         .await;
-    tokio::spawn(relay(
-        controller,
-        agent,
-        job_id,
-        attempt,
-        updates,
-        out,
-        job_timeout,
-    ));
+    tokio::spawn(async move {
+        relay(
+            controller,
+            agent,
+            job_id,
+            attempt,
+            updates,
+            out,
+            job_timeout,
+        )
+        .await;
+        drop(in_flight);
+    });
     Ok(receiver)
 }

@@ -51,6 +51,9 @@ pub async fn start(
         .environments
         .get(&request.environment)
         .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
+    // Held until the result was relayed: a draining controller waits for it
+    // (engine/drain.rs), and refuses here once it drains.
+    let in_flight = controller.drain.enter()?;
     let kind = super::after_deploy::with_environment_steps(
         &controller,
         request.kind,
@@ -243,6 +246,7 @@ pub async fn start(
         relay(controller, agent, job_id, 1, updates, out, job_timeout)
             .instrument(rollout_span)
             .await;
+        drop(in_flight);
         pgrollout_shared::telemetry::flush_soon();
     });
     Ok(receiver)

@@ -52,8 +52,9 @@ pub enum AttemptError {
     Request(#[source] reqwest::Error),
     #[error("no response within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// With the wait a 429 or 503 asked for in `Retry-After` (seconds).
     #[error("the endpoint answered HTTP {0}")]
-    Status(reqwest::StatusCode),
+    Status(reqwest::StatusCode, Option<Duration>),
 }
 
 impl AttemptError {
@@ -62,7 +63,7 @@ impl AttemptError {
     fn is_retryable(&self) -> bool {
         match self {
             AttemptError::Url(_) | AttemptError::NoClient(_) => false,
-            AttemptError::Status(status) => {
+            AttemptError::Status(status, _) => {
                 status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
             }
             AttemptError::Request(_) | AttemptError::Timeout(_) => true,
@@ -105,9 +106,14 @@ impl Courier {
                 break error;
             }
             tracing::debug!(channel = %channel.name, attempt, error = %chain(&error), "notification attempt failed; retrying");
-            // Jitter keeps channels that failed together from retrying in step.
+            // Jitter keeps channels that failed together from retrying in step;
+            // an endpoint that said when to come back is not asked sooner.
             let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 10));
-            tokio::time::sleep(delay + jitter).await;
+            let asked = match &error {
+                AttemptError::Status(_, Some(after)) => (*after).min(MAX_RETRY_AFTER),
+                _ => Duration::ZERO,
+            };
+            tokio::time::sleep((delay + jitter).max(asked)).await;
             delay = delay.saturating_mul(2);
         };
         let error = chain(&error);
@@ -138,11 +144,22 @@ impl Courier {
             .as_ref()
             .map_err(|e| AttemptError::NoClient(e.clone()))?;
         let url = secret::resolve(&channel.config)?;
-        let request = client
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let mut request = client
             .post(url.as_url().clone())
             .timeout(self.timeout)
-            .json(body)
-            .send();
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(id) = body.get("event_id").and_then(Value::as_str) {
+            request = request.header(EVENT_ID_HEADER, id);
+        }
+        if let Some(key) = secret::signing_key(&channel.config)? {
+            // Timestamped, so a captured body cannot be replayed later.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            request = request.header(SIGNATURE_HEADER, signature(&key, now, &bytes));
+        }
+        let request = request.body(bytes).send();
         // reqwest's own timeout covers the request; this one also covers a
         // resolver that never answers.
         let response = tokio::time::timeout(self.timeout, request)
@@ -154,9 +171,38 @@ impl Courier {
             })?;
         match response.status() {
             status if status.is_success() => Ok(()),
-            status => Err(AttemptError::Status(status)),
+            status => Err(AttemptError::Status(status, retry_after(&response))),
         }
     }
+}
+
+/// The event's id, the same on every attempt: receivers de-duplicate by it.
+pub const EVENT_ID_HEADER: &str = "x-pgrollout-event-id";
+/// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (webhooks with a
+/// signing secret).
+pub const SIGNATURE_HEADER: &str = "x-pgrollout-signature";
+
+/// The signature header's value for `body` signed at `unix_seconds`.
+pub fn signature(key: &[u8], unix_seconds: u64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut context = ring::hmac::Context::with_key(&key);
+    context.update(format!("{unix_seconds}.").as_bytes());
+    context.update(body);
+    format!(
+        "t={unix_seconds},v1={}",
+        hex::encode(context.sign().as_ref())
+    )
+}
+
+/// The longest `Retry-After` honoured: a delivery must not hold its task
+/// (and the event) for longer; past it the wait is this long.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` in its delay-seconds form.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// The error with its causes, `a: b: c`.
@@ -195,8 +241,14 @@ mod tests {
                 let status = statuses[n.min(statuses.len() - 1)];
                 let mut buffer = vec![0; 64 * 1024];
                 let _ = stream.read(&mut buffer).await;
+                // A 429 asks for a one-second wait, as rate limiters do.
+                let retry_after = if status == 429 {
+                    "retry-after: 1\r\n"
+                } else {
+                    ""
+                };
                 let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\n{retry_after}content-length: 0\r\nconnection: close\r\n\r\n"
                 );
                 let _ = stream.write_all(reply.as_bytes()).await;
             }
@@ -219,6 +271,8 @@ mod tests {
                 url: Some(url.to_owned()),
                 url_env: None,
                 url_file: None,
+                signing_secret_env: None,
+                signing_secret_file: None,
             },
         };
         let event = Event {
@@ -268,6 +322,102 @@ mod tests {
         let (_dir, courier, channel, event) = setup(&url);
         courier.deliver(channel, event, json_body()).await;
         assert_eq!(count.load(Ordering::SeqCst), 3);
+        assert!(failures(&courier).await.is_empty());
+    }
+
+    /// Accepts one request, answers 200, hands over its raw text.
+    async fn capture_one() -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = Vec::new();
+            let mut buffer = vec![0; 64 * 1024];
+            // Until the head and as many body bytes as it announces.
+            loop {
+                let Ok(n) = stream.read(&mut buffer).await else {
+                    return;
+                };
+                request.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= length || n == 0 {
+                        break;
+                    }
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = sender.send(String::from_utf8_lossy(&request).to_string());
+        });
+        (format!("http://{address}/hook"), receiver)
+    }
+
+    #[tokio::test]
+    async fn a_signed_webhook_carries_a_verifiable_signature_and_its_event_id() {
+        let (url, request) = capture_one().await;
+        let (dir, courier, channel, event) = setup(&url);
+        let key_file = dir.path().join("signing.key");
+        std::fs::write(&key_file, "s3cret-key\n").expect("write");
+        let mut config = channel.config.clone();
+        config.signing_secret_file = Some(key_file);
+        let channel = Arc::new(Channel {
+            name: channel.name.clone(),
+            config,
+        });
+        let body = crate::notify::webhook::payload(&event);
+        courier.deliver(channel, event, body.clone()).await;
+        let request = request.await.expect("one request");
+        let (head, sent) = request.split_once("\r\n\r\n").expect("head");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    let (key, value) = l.split_once(": ")?;
+                    key.eq_ignore_ascii_case(name).then(|| value.to_owned())
+                })
+                .unwrap_or_else(|| panic!("no {name} in {head}"))
+        };
+        assert_eq!(
+            header(EVENT_ID_HEADER),
+            body["event_id"].as_str().expect("event id")
+        );
+        let signed = header(SIGNATURE_HEADER);
+        let t: u64 = signed
+            .strip_prefix("t=")
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .expect("t=");
+        assert_eq!(signed, signature(b"s3cret-key", t, sent.as_bytes()));
+        assert_ne!(signed, signature(b"another-key", t, sent.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+        let (url, count) = responder(vec![429, 200]).await;
+        let (_dir, courier, channel, event) = setup(&url);
+        let started = std::time::Instant::now();
+        courier.deliver(channel, event, json_body()).await;
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "retried after {:?}, backoff 10 ms, Retry-After 1 s",
+            started.elapsed()
+        );
         assert!(failures(&courier).await.is_empty());
     }
 

@@ -221,7 +221,8 @@ pub fn check_channels(config: &ControllerConfig) -> anyhow::Result<()> {
         return Ok(());
     };
     for (name, channel) in &settings.channels {
-        secret::resolve(channel).map_err(|error| {
+        let found = secret::resolve(channel).and_then(|_| secret::signing_key(channel));
+        found.map_err(|error| {
             anyhow::anyhow!(
                 "notifications.channels.{name}: {:#}",
                 anyhow::Error::from(error)

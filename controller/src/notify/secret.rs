@@ -73,6 +73,25 @@ pub fn resolve(channel: &ChannelConfig) -> Result<ChannelUrl, UrlError> {
         })
 }
 
+/// The key a webhook channel signs its bodies with, if it has one; read at
+/// every delivery so a rotated key needs no restart. Never logged.
+pub fn signing_key(channel: &ChannelConfig) -> Result<Option<Vec<u8>>, UrlError> {
+    if let Some(variable) = &channel.signing_secret_env {
+        let value = std::env::var(variable).map_err(|_| UrlError::MissingVariable {
+            variable: variable.clone(),
+        })?;
+        return Ok(Some(value.into_bytes()));
+    }
+    if let Some(path) = &channel.signing_secret_file {
+        let value = std::fs::read_to_string(path).map_err(|source| UrlError::Unreadable {
+            path: path.display().to_string(),
+            source,
+        })?;
+        return Ok(Some(value.trim().as_bytes().to_vec()));
+    }
+    Ok(None)
+}
+
 /// An absolute `http` or `https` URL with a host; the problem otherwise,
 /// in words that do not repeat the URL.
 pub fn parse_url(text: &str) -> Result<reqwest::Url, &'static str> {
@@ -97,6 +116,8 @@ mod tests {
             url: None,
             url_env: None,
             url_file: None,
+            signing_secret_env: None,
+            signing_secret_file: None,
         }
     }
 

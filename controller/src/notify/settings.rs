@@ -6,11 +6,17 @@
 //! [notifications]
 //! timeout = "5s"     # per attempt
 //! attempts = 3       # then the failure is audited as notification.failed
-//! backoff = "1s"     # before the second attempt; doubles each time
+//! backoff = "1s"     # before the second attempt; doubles each time, and
+//!                    # never shorter than a 429/503's Retry-After (≤ 5 min)
 //!
 //! [notifications.channels.dev-slack]
-//! kind = "slack"
+//! kind = "slack"                        # or "webhook"; others are refused
 //! url_env = "PGROLLOUT_SLACK_DEV_URL"   # a webhook URL is a secret
+//!
+//! [notifications.channels.ops-hook]
+//! kind = "webhook"
+//! url = "https://events.internal/pgrollout"
+//! signing_secret_env = "PGROLLOUT_HOOK_KEY" # X-Pgrollout-Signature: t=…,v1=HMAC-SHA256("t.body")
 //!
 //! [notifications.routes]
 //! dev = ["dev-slack"]
@@ -59,8 +65,9 @@ impl Default for NotificationsConfig {
     }
 }
 
+/// Parsed by hand: serde's own enum error does not list the allowed kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum ChannelKind {
     /// A Slack incoming webhook: `{"text": …, "blocks": […]}`.
     Slack,
@@ -68,7 +75,29 @@ pub enum ChannelKind {
     Webhook,
 }
 
+impl TryFrom<String> for ChannelKind {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        ChannelKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == value)
+            .ok_or_else(|| {
+                let allowed: Vec<String> = ChannelKind::ALL
+                    .iter()
+                    .map(|kind| format!("\"{}\"", kind.as_str()))
+                    .collect();
+                format!(
+                    "unknown channel kind \"{value}\": use one of {}",
+                    allowed.join(", ")
+                )
+            })
+    }
+}
+
 impl ChannelKind {
+    const ALL: [ChannelKind; 2] = [ChannelKind::Slack, ChannelKind::Webhook];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Slack => "slack",
@@ -91,6 +120,13 @@ pub struct ChannelConfig {
     /// A file holding the URL (surrounding whitespace ignored); re-read at
     /// every delivery, so a rotated URL needs no restart.
     pub url_file: Option<PathBuf>,
+    /// Webhooks only: an environment variable holding the key that signs
+    /// each body (`X-Pgrollout-Signature: t=<unix s>,v1=<hex HMAC-SHA256 of
+    /// "<t>.<body>">`), so the receiver can tell it came from here.
+    pub signing_secret_env: Option<String>,
+    /// Webhooks only: the same key from a file (trimmed), re-read at every
+    /// delivery.
+    pub signing_secret_file: Option<PathBuf>,
 }
 
 impl NotificationsConfig {
@@ -113,6 +149,18 @@ impl NotificationsConfig {
             if sources.iter().filter(|set| **set).count() != 1 {
                 anyhow::bail!(
                     "invalid controller config: notifications.channels.{name}: set exactly one of url, url_env, url_file"
+                );
+            }
+            let signed =
+                channel.signing_secret_env.is_some() || channel.signing_secret_file.is_some();
+            if channel.signing_secret_env.is_some() && channel.signing_secret_file.is_some() {
+                anyhow::bail!(
+                    "invalid controller config: notifications.channels.{name}: set at most one of signing_secret_env, signing_secret_file"
+                );
+            }
+            if signed && channel.kind != ChannelKind::Webhook {
+                anyhow::bail!(
+                    "invalid controller config: notifications.channels.{name}: only webhook channels are signed (Slack checks its own URLs)"
                 );
             }
             if let Some(url) = &channel.url {

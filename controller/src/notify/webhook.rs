@@ -7,6 +7,7 @@ use super::event::Event;
 
 pub fn payload(event: &Event) -> Value {
     json!({
+        "event_id": event_id(event),
         "event": event.name,
         "kind": event.kind,
         "outcome": event.outcome.as_str(),
@@ -29,6 +30,21 @@ pub fn payload(event: &Event) -> Value {
         "finished_at_unix_ms": event.finished_at_unix_ms,
         "text": event.text(),
     })
+}
+
+/// The same for the same event however often it is sent (retries, a
+/// restarted controller notifying again): what it is about and when it ended.
+fn event_id(event: &Event) -> String {
+    use sha2::{Digest, Sha256};
+    let key = format!(
+        "{}|{}|{}|{}|{:?}",
+        event.name,
+        event.rollout_id,
+        event.watch_id.as_deref().unwrap_or_default(),
+        event.started_at_unix_ms,
+        event.finished_at_unix_ms
+    );
+    format!("evt-{}", &hex::encode(Sha256::digest(key.as_bytes()))[..32])
 }
 
 /// `2025-11-13T14:30:00.000Z`: what machines parse.
@@ -74,5 +90,8 @@ mod tests {
         ] {
             assert_eq!(body[key], expected, "{key}");
         }
+        let id = body["event_id"].as_str().expect("an event id");
+        assert!(id.starts_with("evt-") && id.len() == 36, "{id}");
+        assert_eq!(payload(&event)["event_id"], body["event_id"], "stable");
     }
 }

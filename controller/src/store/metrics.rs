@@ -65,6 +65,12 @@ impl Store {
     }
 
     /// Rollouts counted by kind and state, in that order.
+    /// A read that proves the store answers (`/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| c.query_row("SELECT count(*) FROM rollouts", [], |_| Ok(())))
+            .await
+    }
+
     pub async fn rollouts_by_state(&self) -> Result<Vec<StateCount>, StoreError> {
         self.call(|c| {
             let mut statement = c.prepare(

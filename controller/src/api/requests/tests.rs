@@ -85,6 +85,7 @@ impl Installation {
             }],
             connected_at: now_unix_ms(),
             last_heartbeat: AtomicI64::new(now_unix_ms()),
+            draining: false.into(),
             certificate: None,
             sender,
         }));

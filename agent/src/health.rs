@@ -1,0 +1,118 @@
+//! The agent's health listener (issue 21): `GET /healthz` (the process
+//! answers) and `GET /readyz` (the controller link is up, the agent is not
+//! draining, and every target accepts a connection and `SELECT 1`), plain
+//! HTTP for an orchestrator's probes.
+//!
+//! ```toml
+//! [health]
+//! listen = "127.0.0.1:9465"
+//! ```
+//!
+//! Without the table there is no listener. Like the controller's metrics
+//! endpoint it is unauthenticated, so it stays on loopback unless
+//! `allow_non_loopback = true` says a firewall guards it. Answers name
+//! targets and reasons, never hosts' credentials.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use pgrollout_shared::http_server::{self, HttpResponse};
+use serde::Deserialize;
+
+use crate::config::{AgentConfig, TargetConfig, Timeouts};
+use crate::link::Outbox;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `/healthz` and `/readyz` are served here.
+    pub listen: SocketAddr,
+    /// Accept a non-loopback `listen` address (see above).
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+}
+
+impl HealthConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(format!(
+                "{} is not a loopback address; the health endpoint is unauthenticated plain HTTP, so either \
+                 listen on 127.0.0.1 or set health.allow_non_loopback = true behind a firewall",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest a readiness probe waits for one target.
+const TARGET_CHECK: Duration = Duration::from_secs(3);
+
+/// Serves until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Arc<AgentConfig>,
+    outbox: Arc<Outbox>,
+) {
+    let respond = move |request: hyper::Request<hyper::body::Incoming>| {
+        let (config, outbox) = (config.clone(), outbox.clone());
+        async move {
+            if let Some(refusal) = http_server::only_get(&request) {
+                return refusal;
+            }
+            match request.uri().path() {
+                "/healthz" => http_server::alive(),
+                "/readyz" => readiness(&config, &outbox).await,
+                _ => http_server::plain(
+                    StatusCode::NOT_FOUND,
+                    "not found; try GET /healthz or /readyz\n".into(),
+                ),
+            }
+        }
+    };
+    http_server::serve(listener, "health", respond, std::future::pending()).await;
+}
+
+async fn readiness(config: &AgentConfig, outbox: &Outbox) -> HttpResponse {
+    let mut failures = Vec::new();
+    if !outbox.is_connected() {
+        failures.push(format!("controller link down ({})", config.controller));
+    }
+    if outbox.is_draining() {
+        failures.push("draining: stopping, takes no new job".to_owned());
+    }
+    let timeouts = Timeouts {
+        connect: config.timeouts.connect.min(TARGET_CHECK),
+        statement: TARGET_CHECK,
+        ..config.timeouts.clone()
+    };
+    let checks = config
+        .targets
+        .iter()
+        .map(|target| check_target(target, &timeouts));
+    for (target, problem) in config
+        .targets
+        .iter()
+        .zip(futures_util::future::join_all(checks).await)
+    {
+        if let Some(problem) = problem {
+            failures.push(format!("target {}: {problem}", target.name));
+        }
+    }
+    http_server::readiness(&failures)
+}
+
+/// `None` when the target accepts a connection and answers `SELECT 1`.
+async fn check_target(target: &TargetConfig, timeouts: &Timeouts) -> Option<String> {
+    let connection = match crate::sql::connect(target, timeouts).await {
+        Ok(connection) => connection,
+        Err(error) => return Some(error.to_string()),
+    };
+    match tokio::time::timeout(TARGET_CHECK, connection.client.simple_query("SELECT 1")).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(crate::sql::describe_error(&error, None)),
+        Err(_) => Some(format!("SELECT 1 did not answer within {TARGET_CHECK:?}")),
+    }
+}

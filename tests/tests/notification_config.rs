@@ -1,0 +1,42 @@
+//! A notification channel of a kind pgrollout does not have is refused at
+//! start with the kinds it does have (issue 21, item 5), not with serde's
+//! message about an enum variant.
+
+use anyhow::Result;
+use pgrollout_tests::{free_port, Binaries, TestDir};
+
+#[tokio::test]
+async fn an_unknown_channel_kind_is_refused_with_the_valid_kinds() -> Result<()> {
+    let bins = Binaries::locate()?;
+    let dir = TestDir::new("notification-kind")?;
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
+             [store]\npath = \"{}\"\n[environments.dev]\nzone = \"dev\"\n\
+             [notifications.channels.ops-mail]\nkind = \"email\"\nurl = \"http://127.0.0.1:9/\"\n",
+            free_port(),
+            free_port(),
+            dir.path().join("controller.sqlite").display()
+        ),
+    )?;
+    let out = bins
+        .run_cli(
+            [
+                "serve",
+                "--config",
+                &config.to_string_lossy(),
+                "--dev-plaintext",
+            ],
+            &[],
+        )
+        .await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("unknown channel kind \"email\": use one of \"slack\", \"webhook\""),
+        "{out}"
+    );
+    Ok(())
+}
