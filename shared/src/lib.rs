@@ -14,6 +14,7 @@ pub mod identity;
 pub mod job;
 pub mod operations;
 pub mod perf_target;
+pub mod retire;
 pub mod routine;
 pub mod telemetry;
 pub mod test_reports;

@@ -10,6 +10,7 @@ mod ledger_latest;
 mod ledger_versions;
 pub mod pipeline;
 pub mod recreate;
+pub mod retire;
 mod routine_lookup;
 mod snapshot;
 pub mod static_checks;

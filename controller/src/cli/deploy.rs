@@ -39,12 +39,15 @@ pub async fn run(
     } else {
         "deploying"
     };
+    // Which files were parsed shows that a deploy reads what it needs only.
     println!(
-        "pgrollout: {verb} {} to {} — {} routine(s), plan {}",
+        "pgrollout: {verb} {} to {} — {} routine(s), plan {} (parsed {} of {} file(s))",
         args.procedure,
         args.environment,
         identities.len(),
-        short(&plan.plan_id)
+        short(&plan.plan_id),
+        project.files_loaded(),
+        project.files_total()
     );
     let submission = Submission {
         address,

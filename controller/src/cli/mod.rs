@@ -22,6 +22,7 @@ mod plan;
 mod probe;
 mod report;
 mod request;
+mod retire;
 mod rollback;
 mod serve;
 mod shell_docs;
@@ -79,6 +80,9 @@ enum Command {
     /// Restore the previous version of <procedure> in <environment> (or a named
     /// one with --to, or undo a whole rollout with --rollout), exactly.
     Rollback(rollback::RollbackArgs),
+    /// Retire one routine from <environment>: backed up, dropped, ledgered and
+    /// audited like any change, gated as a deploy; `rollback` restores it.
+    Retire(retire::RetireArgs),
     /// Emergency switch: rename every routine of <procedure> to
     /// <name>_disabled_<yyyymmdd>, or revoke EXECUTE with --revoke.
     Disable(disable::DisableArgs),
@@ -204,6 +208,7 @@ pub fn run() -> ExitCode {
             Command::Log(args) => log::run(&cli.controller, &cli.tls, args).await,
             Command::Metrics(args) => metrics::run(&cli.controller, &cli.tls, args).await,
             Command::Rollback(args) => rollback::run(&cli.controller, &cli.tls, args).await,
+            Command::Retire(args) => retire::run(&cli.controller, &cli.tls, args).await,
             Command::Disable(args) => disable::disable(&cli.controller, &cli.tls, args).await,
             Command::Enable(args) => disable::enable(&cli.controller, &cli.tls, args).await,
             Command::History(args) => history::run(&cli.controller, &cli.tls, args).await,

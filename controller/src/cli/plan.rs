@@ -70,15 +70,27 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
     for warning in crate::project::definer::plan_warnings(&plan.routines) {
         println!("  warning: {warning}");
     }
+    evaluate_and_print(address, tls, plan, args.attachments, None).await
+}
+
+/// Asks the controller which gates `plan` passes and prints the verdict of
+/// every environment (or only `only`'s).
+pub async fn evaluate_and_print(
+    address: &str,
+    tls: &OperatorTls,
+    plan: pgrollout_shared::proto::Plan,
+    attachments: GateAttachments,
+    only: Option<&str>,
+) -> ExitCode {
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => return fail(code, &message),
     };
     let request = EvaluatePlanRequest {
         plan: Some(plan),
-        ticket: args.attachments.ticket.unwrap_or_default(),
-        runbook: args.attachments.runbook.unwrap_or_default(),
-        rollback_plan: args.attachments.rollback_plan.unwrap_or_default(),
+        ticket: attachments.ticket.unwrap_or_default(),
+        runbook: attachments.runbook.unwrap_or_default(),
+        rollback_plan: attachments.rollback_plan.unwrap_or_default(),
     };
     let response = match client.evaluate_plan(request).await {
         Ok(response) => response.into_inner(),
@@ -87,7 +99,11 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
             return fail(code, &message);
         }
     };
-    for environment in response.environments {
+    let shown = response
+        .environments
+        .into_iter()
+        .filter(|e| only.is_none_or(|only| e.environment == only));
+    for environment in shown {
         let open = environment.gates.iter().all(|g| g.passed);
         // Waiting only for people or a window is not blocked: the deploy
         // would be parked or scheduled.

@@ -295,7 +295,7 @@ pub fn batch_report(
 /// The mark printed beside a routine's outcome.
 pub fn outcome_mark(status: &str) -> &'static str {
     match status {
-        "deployed" | "unchanged" => "✅",
+        "deployed" | "unchanged" | "retired" => "✅",
         "failed" => "❌",
         "rolled-back" => "↩️",
         _ => "➖",
