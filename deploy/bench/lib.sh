@@ -10,8 +10,12 @@ bench_setup() {
   repo=$(pwd)
   deploy/install-prerequisites.sh
   # BENCH_PROFILE=dev reuses a debug build (to see what a corpus does, not to time it).
+  # BENCH_SKIP_BUILD=1 times the binaries already in target/<profile> as they
+  # are (a release build on a loaded machine takes long; build it once).
   local profile=${BENCH_PROFILE:-release}
-  cargo build --quiet --profile "$profile" --workspace --bins
+  if [[ ${BENCH_SKIP_BUILD:-} != 1 ]]; then
+    cargo build --quiet --profile "$profile" --workspace --bins
+  fi
   bin="$repo/target/$([[ $profile == dev ]] && echo debug || echo "$profile")"
   pgbin=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   as_pg=(); if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); fi

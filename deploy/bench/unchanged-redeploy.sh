@@ -30,11 +30,11 @@ for round in $(seq 1 "$runs"); do
     echo "round $round: the redeploy did not find every routine unchanged:" >&2; tail -30 "$work/batch.out" >&2; exit 2; }
 done
 
-python3 - "${first_times[*]}" "${again_times[*]}" "$routines" <<'PY'
+python3 - "${first_times[*]}" "${again_times[*]}" "$routines" "${BENCH_PROFILE:-release}" <<'PY'
 import statistics, sys
 first = [int(t) for t in sys.argv[1].split()]
 again = [int(t) for t in sys.argv[2].split()]
-print(f"routines: {sys.argv[3]} per batch, {len(first)} rounds (mutual TLS, release build, localhost)")
+print(f"routines: {sys.argv[3]} per batch, {len(first)} rounds (mutual TLS, {sys.argv[4]} build, localhost)")
 for i, (f, a) in enumerate(zip(first, again), 1):
     print(f"  round {i}: first deploy {f / 1e6:5.2f} s   unchanged redeploy {a / 1e6:5.2f} s   ratio {a / f:5.2f}")
 f, a = statistics.median(first), statistics.median(again)

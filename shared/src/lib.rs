@@ -16,6 +16,7 @@ pub mod job;
 pub mod log_format;
 pub mod operations;
 pub mod perf_target;
+pub mod retire;
 pub mod routine;
 pub mod telemetry;
 pub mod test_reports;

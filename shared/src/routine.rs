@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::proto;
+use crate::retire::{self, Retirement};
 
 /// PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN-1).
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
@@ -39,7 +40,7 @@ pub struct InvalidField {
 }
 
 impl InvalidField {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         InvalidField {
             field: field.into(),
             reason: reason.into(),
@@ -135,6 +136,9 @@ pub struct Routine {
     /// smoke tests run with, as the project declares it; its first schema is
     /// where an unqualified CREATE lands. Empty: the agent's base path.
     pub search_path: Vec<String>,
+    /// Set: the plan retires this routine instead of creating it (and
+    /// `create_sql` is empty).
+    pub retire: Option<Retirement>,
 }
 
 /// `SET LOCAL search_path TO "a", "b"` for a declared path, `None` for an
@@ -284,7 +288,7 @@ fn check_type_name(value: &str) -> Result<(), String> {
 impl TryFrom<proto::Routine> for Routine {
     type Error = InvalidField;
 
-    fn try_from(wire: proto::Routine) -> Result<Self, Self::Error> {
+    fn try_from(mut wire: proto::Routine) -> Result<Self, Self::Error> {
         check_identifier(&wire.schema).map_err(|r| InvalidField::new("schema", r))?;
         check_identifier(&wire.name).map_err(|r| InvalidField::new("name", r))?;
         for (index, arg) in wire.arg_types.iter().enumerate() {
@@ -301,7 +305,14 @@ impl TryFrom<proto::Routine> for Routine {
             check_identifier(schema)
                 .map_err(|r| InvalidField::new(format!("search_path[{index}]"), r))?;
         }
-        if wire.create_sql.trim().is_empty() {
+        let retire = match wire.retire.take() {
+            Some(retirement) => {
+                retire::check_nothing_to_run(&wire)?;
+                Some(Retirement::try_from(retirement)?)
+            }
+            None => None,
+        };
+        if retire.is_none() && wire.create_sql.trim().is_empty() {
             return Err(InvalidField::new("create_sql", "must not be empty"));
         }
         if wire.create_sql.len() > MAX_ROUTINE_SQL_BYTES {
@@ -378,6 +389,7 @@ impl TryFrom<proto::Routine> for Routine {
             pgtap,
             source_line: wire.source_line,
             search_path: wire.search_path,
+            retire,
         })
     }
 }
@@ -404,6 +416,7 @@ impl From<Routine> for proto::Routine {
             }),
             source_line: routine.source_line,
             search_path: routine.search_path,
+            retire: routine.retire.map(Into::into),
         }
     }
 }
@@ -593,12 +606,15 @@ pub fn routines_from_wire(wire: Vec<proto::Routine>) -> Result<Vec<Routine>, Inv
             ),
         ));
     }
-    wire.into_iter()
+    let routines: Vec<Routine> = wire
+        .into_iter()
         .enumerate()
         .map(|(index, routine)| {
             Routine::try_from(routine).map_err(|e| e.within(&format!("routines[{index}]")))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    retire::check_plan(&routines)?;
+    Ok(routines)
 }
 
 #[cfg(test)]
@@ -635,6 +651,7 @@ mod tests {
             }),
             source_line: 4,
             search_path: vec!["app".into(), "public".into()],
+            retire: None,
         }
     }
 

@@ -295,6 +295,7 @@ impl Stack {
                 | Some(&"plan")
                 | Some(&"check")
                 | Some(&"perf")
+                | Some(&"retire")
         ) {
             full.extend([
                 "--project".to_owned(),

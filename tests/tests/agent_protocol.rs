@@ -187,6 +187,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         pgtap: None,
         source_line: 0,
         search_path: vec![],
+        retire: None,
     };
     Job {
         backup_retention_days: 0,

@@ -2,7 +2,7 @@
 //! that call each other, types of other schemas in PL/pgSQL, broken files
 //! next to good ones, plain `CREATE FUNCTION` files deployed again.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pgrollout_tests::tokio_postgres::Client;
 use pgrollout_tests::{PgCluster, Stack};
 
@@ -251,5 +251,34 @@ async fn a_plain_create_file_deploys_again_after_an_edit() -> Result<()> {
         " SELECT n + 2 ",
         "the body is the file's"
     );
+    Ok(())
+}
+
+/// Item 9: a deploy of one routine parses the files that may define it, not
+/// the whole project (the CLI says how many it parsed).
+#[tokio::test]
+async fn a_deploy_of_one_routine_parses_only_its_own_files() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    for n in 0..60 {
+        stack.write_procedure(
+            &format!("filler_{n:02}.sql"),
+            &format!("CREATE OR REPLACE FUNCTION public.filler_{n:02}() RETURNS integer LANGUAGE sql AS $$ SELECT {n} $$;\n"),
+        )?;
+    }
+    stack.write_procedure(
+        "lonely.sql",
+        "CREATE OR REPLACE FUNCTION public.lonely() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;\n",
+    )?;
+    let out = stack.cli(&["deploy", "lonely", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let parsed = out
+        .stdout
+        .split("(parsed ")
+        .nth(1)
+        .and_then(|rest| rest.split(" file(s))").next())
+        .context("no parsed count")?;
+    let (read, total) = parsed.split_once(" of ").context("count")?;
+    assert_eq!(read, "1", "{out}");
+    assert!(total.parse::<usize>()? > 60, "{out}");
     Ok(())
 }

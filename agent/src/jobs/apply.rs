@@ -105,7 +105,14 @@ pub async fn take_backup(
     routines: &[Routine],
 ) -> Result<Before, JobFailure> {
     let previous = snapshot(conn, routines, &[]).await?;
-    let untouched = unchanged::untouched(ctx, conn, routines, &previous).await?;
+    let untouched = if pgrollout_shared::retire::plan_retires(routines) {
+        // Nothing to retire is refused before any backup is written; a
+        // retirement is never "unchanged".
+        super::retire::check_exist(ctx, routines, &previous)?;
+        vec![false; routines.len()]
+    } else {
+        unchanged::untouched(ctx, conn, routines, &previous).await?
+    };
     let to_write: Vec<RoutineSnapshot> = previous
         .iter()
         .zip(&untouched)
@@ -385,11 +392,15 @@ pub async fn record(
         .zip(&before.recreated)
     {
         let after = if *untouched { before_state } else { after };
-        let identity = after
+        // A retired routine is gone: its row names what it was.
+        let retired = routine.retire.is_some();
+        let named = if retired { before_state } else { after };
+        let identity = named
             .identity
             .as_deref()
             .ok_or_else(|| not_created(routine))?;
         let change = match (&before_state.definition, &after.definition) {
+            _ if retired => "retired",
             _ if *untouched => "unchanged",
             _ if *recreated => "recreated",
             (None, _) => "created",
@@ -407,7 +418,7 @@ pub async fn record(
             change,
             previous: before_state,
             new: after,
-            source_sha256: Some(unchanged::source_sha256(routine)),
+            source_sha256: (!retired).then(|| unchanged::source_sha256(routine)),
             backed_up: !*untouched,
         });
     }

@@ -26,6 +26,14 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
 }
 
 async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobFailure> {
+    // A routine the plan retires has no statement to try: the deploy itself
+    // refuses a DROP that would break dependants, before anything changes.
+    let creating: Vec<Routine> = routines
+        .iter()
+        .filter(|r| r.retire.is_none())
+        .cloned()
+        .collect();
+    let routines = creating.as_slice();
     let conn = ctx
         .step(
             "connect",

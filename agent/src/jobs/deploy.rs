@@ -98,6 +98,9 @@ async fn deploy(
     if let Some(replayed) = already_applied(ctx, &conn).await? {
         return Ok(replayed);
     }
+    if pgrollout_shared::retire::plan_retires(routines) {
+        return super::retire::run(ctx, &mut conn, routines).await;
+    }
     if batch.continue_on_error {
         return deploy_each::run(ctx, &mut conn, routines, batch).await;
     }
@@ -114,26 +117,7 @@ async fn deploy(
         oids,
     } = match apply_in_transaction(ctx, &mut conn, routines).await {
         Ok(done) => done,
-        Err(failed) => {
-            // "As it was" only while the transaction is known to be the
-            // sealed one the agent opened; else find out what became of it.
-            let escaped = conn.escaped();
-            // On a broken connection the server rolls back by itself.
-            let _ = conn.client.batch_execute("ROLLBACK").await;
-            if let Some(why) = escaped {
-                return Err(
-                    super::escaped::after_deploy_escape(ctx, &mut conn, failed, &why).await,
-                );
-            }
-            ctx.event(
-                "rollback",
-                StepStatus::Succeeded,
-                "transaction rolled back; the database is as it was",
-                0,
-                Vec::new(),
-            );
-            return Err(failed);
-        }
+        Err(failed) => return Err(roll_back(ctx, &mut conn, failed).await),
     };
     ctx.step("commit", ctx.commit(&conn, true), |_| "committed".into())
         .await
@@ -183,6 +167,31 @@ async fn deploy(
         written: &written,
     };
     Ok(verify_after_commit_on(ctx, &mut conn, checked, result, post_commit).await)
+}
+
+/// Rolls back the deploy's transaction after `failed`, and says what became
+/// of it.
+pub(super) async fn roll_back(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    failed: Failed,
+) -> Failed {
+    // "As it was" only while the transaction is known to be the sealed one
+    // the agent opened; else find out what became of it.
+    let escaped = conn.escaped();
+    // On a broken connection the server rolls back by itself.
+    let _ = conn.client.batch_execute("ROLLBACK").await;
+    if let Some(why) = escaped {
+        return super::escaped::after_deploy_escape(ctx, conn, failed, &why).await;
+    }
+    ctx.event(
+        "rollback",
+        StepStatus::Succeeded,
+        "transaction rolled back; the database is as it was",
+        0,
+        Vec::new(),
+    );
+    failed
 }
 
 /// A redelivered job: the ledger already holds it, so report, never re-apply.

@@ -18,6 +18,7 @@ mod preopen;
 mod replace;
 mod resolve;
 mod restore;
+mod retire;
 mod rollback;
 mod rollback_apply;
 mod rollback_plan;

@@ -11,6 +11,7 @@ mod ledger_latest;
 mod ledger_versions;
 pub mod pipeline;
 pub mod recreate;
+pub mod retire;
 mod routine_lookup;
 pub mod server_version;
 mod snapshot;

@@ -47,12 +47,15 @@ pub async fn run(
             submit_and_follow(submission(&args, address, tls, &plan, smoke_only), |_| {}).await;
         return print_json(followed);
     }
+    // Which files were parsed shows that a deploy reads what it needs only.
     println!(
-        "pgrollout: {verb} {} to {} — {} routine(s), plan {}",
+        "pgrollout: {verb} {} to {} — {} routine(s), plan {} (parsed {} of {} file(s))",
         args.procedure,
         args.environment,
         identities.len(),
-        short(&plan.plan_id)
+        short(&plan.plan_id),
+        project.files_loaded(),
+        project.files_total()
     );
     let submission = submission(&args, address, tls, &plan, smoke_only);
     let followed = submit_and_follow(submission, |update| match update {

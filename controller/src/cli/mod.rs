@@ -23,6 +23,7 @@ mod plan;
 mod probe;
 mod report;
 mod request;
+mod retire;
 mod rollback;
 mod serve;
 mod shell_docs;
@@ -109,6 +110,9 @@ enum Command {
     /// Restore the previous version of <procedure> in <environment> (or a named
     /// one with --to, or undo a whole rollout with --rollout), exactly.
     Rollback(Remote<rollback::RollbackArgs>),
+    /// Retire one routine from <environment>: backed up, dropped, ledgered and
+    /// audited like any change, gated as a deploy; `rollback` restores it.
+    Retire(Remote<retire::RetireArgs>),
     /// Emergency switch: rename every routine of <procedure> to
     /// <name>_disabled_<yyyymmdd>, or revoke EXECUTE with --revoke.
     Disable(Remote<disable::DisableArgs>),
@@ -277,6 +281,10 @@ pub fn run() -> ExitCode {
                 connection: c,
                 args,
             }) => rollback::run(&c.controller, &c.tls, args).await,
+            Command::Retire(Remote {
+                connection: c,
+                args,
+            }) => retire::run(&c.controller, &c.tls, args).await,
             Command::Disable(Remote {
                 connection: c,
                 args,

@@ -63,7 +63,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
     let plan = build_plan(order.routines, &label, &commit_of(&args.project));
     let json = args.output.json();
     let warnings = crate::project::definer::plan_warnings(&plan.routines);
-    let mut document = serde_json::json!({
+    let document = serde_json::json!({
         "plan_id": plan.plan_id,
         "commit_sha": plan.commit_sha,
         "routines": plan.routines.iter().map(|r| serde_json::json!({
@@ -75,15 +75,37 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
     if !json {
         print_plan(&plan, &warnings);
     }
+    evaluate_and_print(
+        address,
+        tls,
+        plan,
+        args.attachments,
+        None,
+        json.then_some(document),
+    )
+    .await
+}
+
+/// Asks the controller which gates `plan` passes and prints the verdict of
+/// every environment (or only `only`'s): as text, or into `json` (the plan's
+/// document, which gets an `environments` field) printed as one document.
+pub async fn evaluate_and_print(
+    address: &str,
+    tls: &OperatorTls,
+    plan: pgrollout_shared::proto::Plan,
+    attachments: GateAttachments,
+    only: Option<&str>,
+    json: Option<serde_json::Value>,
+) -> ExitCode {
     let mut client = match connect::controller(address, tls).await {
         Ok(client) => client,
         Err((code, message)) => return fail(code, &message),
     };
     let request = EvaluatePlanRequest {
         plan: Some(plan),
-        ticket: args.attachments.ticket.unwrap_or_default(),
-        runbook: args.attachments.runbook.unwrap_or_default(),
-        rollback_plan: args.attachments.rollback_plan.unwrap_or_default(),
+        ticket: attachments.ticket.unwrap_or_default(),
+        runbook: attachments.runbook.unwrap_or_default(),
+        rollback_plan: attachments.rollback_plan.unwrap_or_default(),
     };
     let response = match client.evaluate_plan(request).await {
         Ok(response) => response.into_inner(),
@@ -92,9 +114,13 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
             return fail(code, &message);
         }
     };
-    if json {
-        document["environments"] = response
-            .environments
+    let shown: Vec<_> = response
+        .environments
+        .into_iter()
+        .filter(|e| only.is_none_or(|only| e.environment == only))
+        .collect();
+    if let Some(mut document) = json {
+        document["environments"] = shown
             .iter()
             .map(|e| {
                 serde_json::json!({
@@ -107,7 +133,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: PlanArgs) -> ExitCode {
         output::print(&document);
         return ExitCode::Success;
     }
-    for environment in response.environments {
+    for environment in shown {
         println!(
             "{}: {}",
             environment.environment,

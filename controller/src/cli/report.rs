@@ -413,7 +413,7 @@ pub fn is_ok(status: &str) -> bool {
 /// The mark printed beside a routine's outcome.
 pub fn outcome_mark(status: &str) -> &'static str {
     match status {
-        "deployed" | "unchanged" => mark(Mark::Ok),
+        "deployed" | "unchanged" | "retired" => mark(Mark::Ok),
         "failed" => mark(Mark::Fail),
         "rolled-back" => mark(Mark::Undone),
         _ => mark(Mark::Skipped),

@@ -176,11 +176,14 @@ pub async fn start(
                 )
             } else {
                 format!(
-                    "plan {} ({} routine(s), commit {}) to zone {zone} via agent {}, job {job_id}",
+                    "plan {} ({} routine(s), commit {}) to zone {zone} via agent {}, job {job_id}{}",
                     request.plan.plan_id,
                     request.plan.routines.len(),
                     request.plan.commit_sha,
-                    agent.name
+                    agent.name,
+                    pgrollout_shared::retire::describe_plan(&request.plan.routines)
+                        .map(|retires| format!("; {retires}"))
+                        .unwrap_or_default()
                 )
             },
         })

@@ -187,6 +187,7 @@ mod tests {
             pgtap: None,
             source_line: 0,
             search_path: vec![],
+            retire: None,
         }
     }
 

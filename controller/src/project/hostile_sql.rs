@@ -373,6 +373,7 @@ mod tests {
             }),
             source_line: 1,
             search_path: vec![],
+            retire: None,
         };
         check_routines(&[routine(
             "SELECT public.f()",

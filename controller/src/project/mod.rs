@@ -64,6 +64,8 @@ pub struct Project {
     warnings: Vec<ProjectWarning>,
     /// How many source files were read and parsed.
     files_loaded: usize,
+    /// How many source files the project has.
+    files_total: usize,
     /// Set when only some files were loaded: a name found in none of them
     /// is looked up again in the whole project, for an exact hint.
     partial_root: Option<std::path::PathBuf>,
@@ -109,6 +111,7 @@ impl Project {
             broken: Vec::new(),
             warnings: Vec::new(),
             files_loaded: 0,
+            files_total: files.len(),
             partial_root: None,
         };
         let mut loaded = vec![false; files.len()];
@@ -248,6 +251,7 @@ impl Project {
                 pgtap: pgtap.clone(),
                 source_line,
                 search_path: settings.search_path.clone(),
+                retire: None,
             });
         }
         Some(sidecar.depends_on)
@@ -323,6 +327,11 @@ impl Project {
     /// How many source files were read and parsed.
     pub fn files_loaded(&self) -> usize {
         self.files_loaded
+    }
+
+    /// How many source files the project has (`files_loaded` of them parsed).
+    pub fn files_total(&self) -> usize {
+        self.files_total
     }
 
     /// Every routine that loaded, in file order.

@@ -24,9 +24,11 @@ pub async fn gate(
     input: &GateInput<'_>,
 ) -> Result<GateResult, StoreError> {
     let gate = GateName::Monitoring;
+    // A routine the plan retires will not be there to watch.
     let names: BTreeSet<WatchedName> = input
         .routines
         .iter()
+        .filter(|r| r.retire.is_none())
         .map(|r| WatchedName {
             schema: r.schema.clone(),
             name: r.name.clone(),

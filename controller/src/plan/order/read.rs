@@ -75,6 +75,10 @@ pub(super) struct Call {
 }
 
 pub(super) fn read_shape(routine: &Routine) -> Result<Shape, String> {
+    if routine.retire.is_some() {
+        // Retired: no statement, nothing it calls; the plan holds nothing else.
+        return Ok(Shape::default());
+    }
     let parsed = pg_query::parse(&routine.create_sql, 0).map_err(describe)?;
     let create = match parsed.protobuf.stmts.as_slice() {
         [raw] => match raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref()) {
