@@ -26,6 +26,7 @@ mod rollback;
 mod serve;
 mod shell_docs;
 mod status;
+mod store_fill;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -126,6 +127,10 @@ enum Command {
     Completions(shell_docs::CompletionsArgs),
     /// Write man pages for pgrollout and each of its commands into a folder.
     Man(shell_docs::ManArgs),
+    /// Benchmarks and tests only: add synthetic history to a stopped or
+    /// running controller's store, through the store's own API.
+    #[command(hide = true)]
+    StoreFill(store_fill::StoreFillArgs),
 }
 
 #[derive(clap::Args)]
@@ -212,6 +217,7 @@ pub fn run() -> ExitCode {
             Command::Retry(args) => doubt::retry(&cli.controller, &cli.tls, args).await,
             Command::Resolve(args) => doubt::resolve(&cli.controller, &cli.tls, args).await,
             Command::Alert(command) => alert::run(&cli.controller, &cli.tls, command).await,
+            Command::StoreFill(args) => store_fill::run(args).await,
             Command::Ca(_) | Command::Completions(_) | Command::Man(_) | Command::Lint(_) => {
                 ExitCode::Success
             }
