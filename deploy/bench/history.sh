@@ -56,7 +56,7 @@ for ((i = 0; i < runs; i++)); do
   timed "$work/one-emergency.times" "$bin/pgrollout" rollback reconcilemupstream dev \
     --emergency --reason "benchmark run $i"
 done
-grep -o 'before_dispatch_us=[0-9]*' "$work/controller.log" | cut -d= -f2 >"$work/dispatch.times"
+sed 's/\x1b\[[0-9;]*m//g' "$work/controller.log" | grep -o 'before_dispatch_us=[0-9]*' | cut -d= -f2 >"$work/dispatch.times"
 rollout=$("$bin/pgrollout" rollouts --limit 1 | grep -o 'r-[0-9a-z-]*' | head -n 1)
 for ((i = 0; i < runs; i++)); do
   timed "$work/status.times" "$bin/pgrollout" status "$rollout"

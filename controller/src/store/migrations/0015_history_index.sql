@@ -28,6 +28,8 @@ CREATE TABLE routine_versions (
     PRIMARY KEY (environment, definition_sha256)
 );
 CREATE INDEX routine_versions_by_name ON routine_versions(environment, name, seq);
+-- The next `seq` is max(seq) + 1: read from this index, not a scan.
+CREATE INDEX routine_versions_by_seq ON routine_versions(seq);
 
 -- `audit --since` reads from a time on, not the whole log.
 CREATE INDEX audit_by_at ON audit_log(at);
