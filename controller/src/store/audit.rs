@@ -420,19 +420,30 @@ impl Store {
     ) -> Result<Vec<StoredAuditEntry>, StoreError> {
         let (rollout_id, procedure) = (rollout_id.to_owned(), procedure.to_owned());
         self.call(move |c| {
-            // Only the filters given, so each can use its index.
-            let mut conditions = vec!["at >= ?".to_owned()];
-            let mut values = vec![rusqlite::types::Value::Integer(since)];
+            // Only the filters given, so each can use its index; `+seq`
+            // keeps SQLite from walking the whole log in sequence order to
+            // spare a sort of the few entries the index finds.
+            let mut conditions = Vec::new();
+            let mut values = Vec::new();
+            if since > 0 {
+                conditions.push("at >= ?".to_owned());
+                values.push(rusqlite::types::Value::Integer(since));
+            }
             for (column, value) in [("rollout_id", rollout_id), ("procedure", procedure)] {
                 if !value.is_empty() {
                     conditions.push(format!("{column} = ?"));
                     values.push(value.into());
                 }
             }
-            let mut statement = c.prepare(&format!(
-                "{SELECT_ENTRIES} WHERE {} ORDER BY seq",
-                conditions.join(" AND ")
-            ))?;
+            let sql = if conditions.is_empty() {
+                format!("{SELECT_ENTRIES} ORDER BY seq")
+            } else {
+                format!(
+                    "{SELECT_ENTRIES} WHERE {} ORDER BY +seq",
+                    conditions.join(" AND ")
+                )
+            };
+            let mut statement = c.prepare(&sql)?;
             let rows = statement.query_map(rusqlite::params_from_iter(values), stored_entry)?;
             rows.collect()
         })
