@@ -6,21 +6,21 @@
 use pgrollout_shared::proto::{AnchorZone, AuditResponse};
 
 use crate::engine::{audit_anchors, Controller};
-use crate::store::{AuditEntry, StoredAuditEntry};
+use crate::store::{AuditEntry, StoreError};
 
 /// At start-up: the chain and codes of the log this controller opens (the
 /// zones are not asked: agents connect later). A broken log is logged as an
 /// error and recorded, and the controller serves on: refusing to start would
 /// let whoever broke the log stop every deploy.
 pub async fn check_at_start(controller: &Controller) {
-    let entries = match controller.store.audit_entries().await {
-        Ok(entries) => entries,
+    let verdict = match controller.store.verify_audit_log(Vec::new()).await {
+        Ok(verdict) => verdict,
         Err(error) => {
             tracing::error!(error = %format!("{:#}", anyhow::Error::from(error)), "AUDIT LOG UNREADABLE at start-up");
             return;
         }
     };
-    if let Err(broken) = controller.store.verify_audit(&entries) {
+    if let Err(broken) = verdict.chain {
         tracing::error!(
             seq = broken.seq,
             problem = %broken.problem,
@@ -38,19 +38,23 @@ pub async fn check_at_start(controller: &Controller) {
     }
 }
 
-/// Fills the verdict fields of `response` for `entries` (the whole log, in
-/// sequence order).
+/// Fills the verdict fields of `response`: the whole log, read row by row
+/// (constant memory, whatever its length), then the zones' anchors.
 pub async fn verify(
     controller: &Controller,
     actor: &str,
-    entries: &[StoredAuditEntry],
     response: &mut AuditResponse,
-) {
+) -> Result<(), StoreError> {
     let zones = audit_anchors::collect(controller, actor).await;
-    let verdict = controller
+    let held = controller
         .store
-        .verify_audit(entries)
-        .and_then(|()| audit_anchors::check(entries, &zones));
+        .verify_audit_log(audit_anchors::anchored_seqs(&zones))
+        .await?;
+    response.entries_checked = held.entries;
+    let verdict = held
+        .chain
+        .clone()
+        .and_then(|()| audit_anchors::check(&held, &zones));
     match verdict {
         Ok(()) => response.chain_intact = true,
         Err(broken) => {
@@ -79,4 +83,5 @@ pub async fn verify(
             newest_anchor_seq: newest,
         });
     }
+    Ok(())
 }

@@ -39,6 +39,9 @@ impl ControlService {
         &self,
         request: Request<RollbackRequest>,
     ) -> Result<Response<UpdateStream>, Status> {
+        // Issue 17: the controller's own time before the job is offered is
+        // logged, so that it can be watched not to grow with the store.
+        let received = std::time::Instant::now();
         let actor = self
             .authorize(&request, OperatorRole::Deployer, "roll back")
             .await?
@@ -127,6 +130,8 @@ impl ControlService {
         let known_versions = known_versions(&controller.store, &environment, &wanted)
             .await
             .map_err(internal)?;
+        let sources_ready = received.elapsed();
+        let version_count = known_versions.len();
         let description = format!(
             "{environment}\n{label}\n{}\n{}\n{}\n{}",
             request.rollout_id,
@@ -140,16 +145,24 @@ impl ControlService {
             emergency,
             known_versions,
         });
-        self.start_operation(
-            environment,
-            label,
-            kind,
-            actor,
-            &request.traceparent,
-            request.agent_wait_ms,
-            description,
-        )
-        .await
+        let started = self
+            .start_operation(
+                environment,
+                label,
+                kind,
+                actor,
+                &request.traceparent,
+                request.agent_wait_ms,
+                description,
+            )
+            .await?;
+        tracing::info!(
+            before_dispatch_us = received.elapsed().as_micros() as u64,
+            known_versions_us = sources_ready.as_micros() as u64,
+            known_versions = version_count,
+            "rollback dispatched"
+        );
+        Ok(started)
     }
 
     pub(super) async fn start_routine_operation(

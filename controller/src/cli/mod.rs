@@ -28,6 +28,7 @@ mod rollback;
 mod serve;
 mod shell_docs;
 mod status;
+mod store_fill;
 mod style;
 
 use std::path::PathBuf;
@@ -159,6 +160,10 @@ enum Command {
     Completions(shell_docs::CompletionsArgs),
     /// Write man pages for pgrollout and each of its commands into a folder.
     Man(shell_docs::ManArgs),
+    /// Benchmarks and tests only: add synthetic history to a stopped or
+    /// running controller's store, through the store's own API.
+    #[command(hide = true)]
+    StoreFill(store_fill::StoreFillArgs),
 }
 
 #[derive(clap::Args)]
@@ -317,6 +322,7 @@ pub fn run() -> ExitCode {
                 connection: c,
                 command,
             }) => alert::run(&c.controller, &c.tls, command).await,
+            Command::StoreFill(args) => store_fill::run(args).await,
             Command::Ca(_) | Command::Completions(_) | Command::Man(_) | Command::Lint(_) => {
                 ExitCode::Success
             }

@@ -15,7 +15,7 @@ use pgrollout_shared::traceparent::TraceParent;
 
 use super::watch::Reply;
 use super::{new_id, Controller};
-use crate::store::{BrokenChain, StoredAuditEntry};
+use crate::store::{BrokenChain, LogVerdict};
 
 /// How long verify waits for an agent of a zone that is between connections.
 const AGENT_WAIT: Duration = Duration::from_secs(2);
@@ -138,32 +138,33 @@ async fn read(
     }
 }
 
-/// Checks the store's entries (in sequence order) against every anchor the
-/// zones returned; names the lowest anchored entry that is missing or
-/// differs.
-pub fn check(entries: &[StoredAuditEntry], zones: &[ZoneAnchors]) -> Result<(), BrokenChain> {
-    let last = entries.last().map_or(0, |e| e.seq);
+/// Checks the store's log against every anchor the zones returned: `held`
+/// has the log's last sequence number and the hash of each anchored entry it
+/// holds (`Store::verify_audit_log`); names the lowest anchored entry that is
+/// missing or differs.
+pub fn check(held: &LogVerdict, zones: &[ZoneAnchors]) -> Result<(), BrokenChain> {
+    let last = held.last_seq;
     let mut problems: Vec<BrokenChain> = Vec::new();
     for zone in zones {
         let Ok(anchors) = &zone.anchors else { continue };
         for anchor in anchors {
             let Some(head) = &anchor.head else { continue };
-            let held = format!(
+            let held_by = format!(
                 "zone {}'s ledger (target {}, row #{})",
                 zone.zone, zone.target, anchor.ledger_id
             );
-            let problem = match entries.binary_search_by_key(&head.seq, |e| e.seq) {
-                Ok(index) if entries[index].hash == head.hash => continue,
-                Ok(_) => format!(
-                    "entry {} is not the entry {held} anchored: the log was rewritten at or before it",
+            let problem = match held.hashes.get(&head.seq) {
+                Some(hash) if *hash == head.hash => continue,
+                Some(_) => format!(
+                    "entry {} is not the entry {held_by} anchored: the log was rewritten at or before it",
                     head.seq
                 ),
-                Err(_) if head.seq > last => format!(
-                    "{held} anchors entry {}, but the log ends at entry {last}: entries were deleted (a truncated tail or a wiped log)",
+                None if head.seq > last => format!(
+                    "{held_by} anchors entry {}, but the log ends at entry {last}: entries were deleted (a truncated tail or a wiped log)",
                     head.seq
                 ),
-                Err(_) => format!(
-                    "entry {}, which {held} anchors, is missing from the log",
+                None => format!(
+                    "entry {}, which {held_by} anchors, is missing from the log",
                     head.seq
                 ),
             };
@@ -177,4 +178,14 @@ pub fn check(entries: &[StoredAuditEntry], zones: &[ZoneAnchors]) -> Result<(), 
         Some(first) => Err(first),
         None => Ok(()),
     }
+}
+
+/// The sequence numbers the zones' anchors name.
+pub fn anchored_seqs(zones: &[ZoneAnchors]) -> Vec<i64> {
+    zones
+        .iter()
+        .filter_map(|z| z.anchors.as_ref().ok())
+        .flatten()
+        .filter_map(|a| a.head.as_ref().map(|h| h.seq))
+        .collect()
 }

@@ -158,18 +158,17 @@ async fn mark_undone(context: &Context, result: &JobResult) {
         return;
     }
     let store = &context.controller.store;
-    let changed = match store.results_in(&context.environment, 2_000).await {
-        Ok(results) => results,
-        Err(error) => {
-            tracing::error!(error = %anyhow::Error::from(error), "reading results to mark rolled-back rollouts failed");
-            return;
-        }
-    };
     for (rollout_id, count) in undone {
-        let changes: usize = changed
+        let results = match store.rollout_results(rollout_id).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::error!(error = %anyhow::Error::from(error), rollout_id, "reading a rollout's results to mark it rolled back failed");
+                continue;
+            }
+        };
+        let changes: usize = results
             .iter()
-            .filter(|stored| stored.rollout_id == rollout_id)
-            .filter_map(|stored| JobResult::decode(stored.result.as_slice()).ok())
+            .filter_map(|bytes| JobResult::decode(bytes.as_slice()).ok())
             .map(|r| {
                 // A deploy's changes are applied, an operation's restored.
                 r.applied.iter().filter(|a| a.change != "unchanged").count()

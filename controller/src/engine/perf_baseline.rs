@@ -9,14 +9,11 @@
 use std::collections::HashMap;
 
 use pgrollout_shared::perf_target::{PerfBaseline, PerfTarget};
-use pgrollout_shared::proto::{self, JobResult, Outcome, Plan};
+use pgrollout_shared::proto;
 use prost::Message;
 
 use crate::config::{ControllerConfig, GateName};
 use crate::store::{Store, StoreError};
-
-/// How many of an environment's newest job results are searched.
-const RESULTS_SEARCHED: usize = 2_000;
 
 /// What a target runs of one routine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,50 +30,38 @@ pub struct Running {
 
 /// What `environment` runs now of each of `identities` (`schema.name(types)`);
 /// a routine missing from the map runs nowhere there as far as the
-/// controller knows (never deployed, or dropped by a rollback).
+/// controller knows (never deployed, or dropped by a rollback). Read from
+/// the store's index of what each environment runs (`running_routines`),
+/// kept as results are recorded: its cost follows the routines asked about,
+/// not the environment's history.
 pub async fn running_versions(
     store: &Store,
     environment: &str,
     identities: &[String],
 ) -> Result<HashMap<String, Running>, StoreError> {
-    let results = store.results_in(environment, RESULTS_SEARCHED).await?;
-    let decoded: Vec<(String, Plan, JobResult)> = results
-        .into_iter()
-        .filter_map(|stored| {
-            let plan = Plan::decode(stored.plan.as_slice()).ok()?;
-            let result = JobResult::decode(stored.result.as_slice()).ok()?;
-            (result.outcome() == Outcome::Succeeded).then_some((stored.rollout_id, plan, result))
-        })
-        .collect();
+    let found = store
+        .running_routines(environment, identities.to_vec())
+        .await?;
     let mut running = HashMap::new();
-    for identity in identities {
-        // Newest first: the first result that names the routine says what
-        // runs now.
-        let latest = decoded.iter().find_map(|(rollout_id, plan, result)| {
-            if let Some(applied) = result.applied.iter().find(|a| &a.identity == identity) {
-                return Some((applied.new_sha256.clone(), rollout_id, plan));
-            }
-            result
-                .restored
-                .iter()
-                .find(|r| same_routine(&r.identity, identity))
-                .map(|r| (r.sha256.clone(), rollout_id, plan))
-        });
-        let Some((sha256, rollout_id, plan)) = latest else {
-            continue;
-        };
-        if sha256.is_empty() {
+    for row in found {
+        if row.sha256.is_empty() {
             continue; // dropped there
         }
-        let create_sql = statement_of(&decoded, identity, &sha256);
+        // The CREATE statement of that version, from a plan that deployed it.
+        let create_sql = row
+            .routine
+            .and_then(|bytes| proto::Routine::decode(bytes.as_slice()).ok())
+            .filter(|routine| identity_of(routine) == row.identity)
+            .map(|routine| routine.create_sql);
         running.insert(
-            identity.clone(),
+            row.identity,
             Running {
                 source: format!(
-                    "{environment}'s version (plan {}, rollout {rollout_id})",
-                    short(&plan.plan_id)
+                    "{environment}'s version (plan {}, rollout {})",
+                    short(&row.plan_id),
+                    row.rollout_id
                 ),
-                sha256,
+                sha256: row.sha256,
                 create_sql,
             },
         );
@@ -120,28 +105,6 @@ pub async fn perf_targets(
     Ok(targets)
 }
 
-/// The CREATE statement of the version of `identity` whose definition hash
-/// is `sha256`, from any plan whose deploy recorded that hash.
-fn statement_of(
-    decoded: &[(String, Plan, JobResult)],
-    identity: &str,
-    sha256: &str,
-) -> Option<String> {
-    decoded.iter().find_map(|(_, plan, result)| {
-        result
-            .applied
-            .iter()
-            .any(|a| a.identity == identity && a.new_sha256 == sha256)
-            .then(|| {
-                plan.routines
-                    .iter()
-                    .find(|r| identity_of(r) == identity)
-                    .map(|r| r.create_sql.clone())
-            })
-            .flatten()
-    })
-}
-
 /// `schema.name(argument types)`, as the plan and the agent write it.
 pub fn identity_of(routine: &proto::Routine) -> String {
     format!(
@@ -152,35 +115,25 @@ pub fn identity_of(routine: &proto::Routine) -> String {
     )
 }
 
-/// A restore names routines by `regprocedure` text, which leaves out the
-/// schema when it is on the search path (`public`).
-fn same_routine(regprocedure: &str, identity: &str) -> bool {
-    let bare = |s: &str| s.strip_prefix("public.").unwrap_or(s).replace('"', "");
-    regprocedure == identity || bare(regprocedure) == bare(identity)
-}
-
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
 #[cfg(test)]
 mod tests {
-    use super::same_routine;
+    use crate::store::routine_key;
 
+    /// A restore names routines by `regprocedure` text, which leaves out the
+    /// schema when it is on the search path (`public`): both name one key.
     #[test]
     fn a_restore_names_a_public_routine_without_its_schema() {
-        assert!(same_routine(
-            "addarc(text, text)",
-            "public.addarc(text, text)"
-        ));
-        assert!(same_routine(
+        let same = |a: &str, b: &str| routine_key(a) == routine_key(b);
+        assert!(same("addarc(text, text)", "public.addarc(text, text)"));
+        assert!(same(
             "public.addarc(text, text)",
             "public.addarc(text, text)"
         ));
-        assert!(!same_routine(
-            "ops.addarc(text, text)",
-            "public.addarc(text, text)"
-        ));
-        assert!(!same_routine("addarc(text)", "public.addarc(text, text)"));
+        assert!(!same("ops.addarc(text, text)", "public.addarc(text, text)"));
+        assert!(!same("addarc(text)", "public.addarc(text, text)"));
     }
 }

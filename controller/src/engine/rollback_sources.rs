@@ -5,17 +5,13 @@
 //! plan's CREATE statement and keeps it only if the hash matches, so a plan
 //! is never mistaken for another version.
 
-use std::collections::HashSet;
-
 use pgrollout_shared::operations::{KnownVersion, MAX_KNOWN_VERSIONS};
-use pgrollout_shared::proto::{self, JobResult, Plan};
+use pgrollout_shared::proto;
 use pgrollout_shared::routine::Routine;
 use prost::Message;
 
 use crate::store::{Store, StoreError};
 
-/// How many of an environment's newest job results are searched.
-const RESULTS_SEARCHED: usize = 2_000;
 /// The catalogue rides in the job offer: keep it well inside a gRPC message.
 const MAX_CATALOGUE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -24,57 +20,37 @@ pub struct Wanted {
     pub names: Vec<(Option<String>, String)>,
 }
 
-impl Wanted {
-    fn covers(&self, routine: &proto::Routine) -> bool {
-        self.names.iter().any(|(schema, name)| {
-            *name == routine.name && schema.as_ref().is_none_or(|s| *s == routine.schema)
-        })
-    }
-}
-
 /// Every distinct version of the wanted routines deployed to `environment`,
-/// newest first.
+/// newest first: an indexed lookup by name (`store/history_index.rs`), so its
+/// cost follows the versions of these routines, not the store's history.
 pub async fn known_versions(
     store: &Store,
     environment: &str,
     wanted: &Wanted,
 ) -> Result<Vec<KnownVersion>, StoreError> {
-    let results = store.results_in(environment, RESULTS_SEARCHED).await?;
-    let mut seen = HashSet::new();
+    let indexed = store
+        .indexed_versions(environment, wanted.names.clone(), MAX_KNOWN_VERSIONS)
+        .await?;
     let mut versions = Vec::new();
     let mut bytes = 0;
-    for stored in results {
-        let (Ok(plan), Ok(result)) = (
-            Plan::decode(stored.plan.as_slice()),
-            JobResult::decode(stored.result.as_slice()),
-        ) else {
-            tracing::warn!(rollout_id = %stored.rollout_id, "undecodable plan or result skipped");
+    for version in indexed {
+        let Ok(routine) = proto::Routine::decode(version.routine.as_slice()) else {
+            tracing::warn!(plan_id = %version.plan_id, "undecodable indexed routine skipped");
             continue;
         };
-        for applied in &result.applied {
-            if applied.new_sha256.len() != 64 || seen.contains(&applied.new_sha256) {
-                continue;
-            }
-            let Some(routine) = plan.routines.iter().find(|r| {
-                super::perf_baseline::identity_of(r) == applied.identity && wanted.covers(r)
-            }) else {
-                continue;
-            };
-            let Ok(routine) = Routine::try_from(routine.clone()) else {
-                continue;
-            };
-            bytes += routine.create_sql.len();
-            if versions.len() >= MAX_KNOWN_VERSIONS || bytes > MAX_CATALOGUE_BYTES {
-                return Ok(versions);
-            }
-            seen.insert(applied.new_sha256.clone());
-            versions.push(KnownVersion {
-                definition_sha256: applied.new_sha256.clone(),
-                plan_id: plan.plan_id.clone(),
-                commit_sha: plan.commit_sha.clone(),
-                routine,
-            });
+        let Ok(routine) = Routine::try_from(routine) else {
+            continue;
+        };
+        bytes += routine.create_sql.len();
+        if versions.len() >= MAX_KNOWN_VERSIONS || bytes > MAX_CATALOGUE_BYTES {
+            return Ok(versions);
         }
+        versions.push(KnownVersion {
+            definition_sha256: version.definition_sha256,
+            plan_id: version.plan_id,
+            commit_sha: version.commit_sha,
+            routine,
+        });
     }
     Ok(versions)
 }

@@ -75,6 +75,17 @@ fn append(
     // IMMEDIATE: the read of the last hash and the insert are one step, so
     // two writers can never chain to the same predecessor.
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let seq = append_in(&tx, key, entry, at)?;
+    tx.commit()?;
+    Ok(seq)
+}
+
+fn append_in(
+    tx: &rusqlite::Transaction<'_>,
+    key: &AuditKey,
+    entry: &AuditEntry,
+    at: i64,
+) -> rusqlite::Result<i64> {
     let prev: String = tx
         .query_row(
             "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -108,7 +119,6 @@ fn append(
         "UPDATE audit_log SET mac = ?1 WHERE seq = ?2",
         params![key.mac(seq, &hash), seq],
     )?;
-    tx.commit()?;
     Ok(seq)
 }
 
@@ -175,31 +185,33 @@ pub(super) fn open_key(c: &mut Connection, key_path: &Path) -> Result<AuditKey, 
     Ok(key)
 }
 
+const SELECT_ENTRIES: &str = "SELECT seq, at, actor, action, outcome, rollout_id, environment, procedure, trace_id, details, prev_hash, hash, mac
+         FROM audit_log";
+
 fn read_entries(c: &Connection) -> rusqlite::Result<Vec<StoredAuditEntry>> {
-    let mut statement = c.prepare(
-        "SELECT seq, at, actor, action, outcome, rollout_id, environment, procedure, trace_id, details, prev_hash, hash, mac
-         FROM audit_log ORDER BY seq",
-    )?;
-    let rows = statement.query_map([], |r| {
-        Ok(StoredAuditEntry {
-            seq: r.get(0)?,
-            at: r.get(1)?,
-            entry: AuditEntry {
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                outcome: r.get(4)?,
-                rollout_id: r.get(5)?,
-                environment: r.get(6)?,
-                procedure: r.get(7)?,
-                trace_id: r.get(8)?,
-                details: r.get(9)?,
-            },
-            prev_hash: r.get(10)?,
-            hash: r.get(11)?,
-            mac: r.get(12)?,
-        })
-    })?;
+    let mut statement = c.prepare(&format!("{SELECT_ENTRIES} ORDER BY seq"))?;
+    let rows = statement.query_map([], stored_entry)?;
     rows.collect()
+}
+
+fn stored_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAuditEntry> {
+    Ok(StoredAuditEntry {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        entry: AuditEntry {
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            outcome: r.get(4)?,
+            rollout_id: r.get(5)?,
+            environment: r.get(6)?,
+            procedure: r.get(7)?,
+            trace_id: r.get(8)?,
+            details: r.get(9)?,
+        },
+        prev_hash: r.get(10)?,
+        hash: r.get(11)?,
+        mac: r.get(12)?,
+    })
 }
 
 impl Store {
@@ -211,7 +223,23 @@ impl Store {
         self.call(move |c| append(c, &key, &entry, at)).await
     }
 
-    /// Every entry in order (the audit CLI and `verify` build on this).
+    /// Appends entries with their own times, in order, in one transaction
+    /// (`store-fill`'s synthetic history): the same chain and codes as
+    /// [`Store::audit`].
+    pub async fn audit_batch(&self, entries: Vec<(i64, AuditEntry)>) -> Result<(), StoreError> {
+        let key = self.audit_key.clone();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (at, entry) in entries {
+                append_in(&tx, &key, &entry.escaped(), at)?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Every entry in order (tests read the log with it).
+    #[cfg(test)]
     pub async fn audit_entries(&self) -> Result<Vec<StoredAuditEntry>, StoreError> {
         self.call(|c| read_entries(c)).await
     }
@@ -236,6 +264,7 @@ impl Store {
     }
 
     /// Checks every entry's chain and authentication code (`verify_chain`).
+    #[cfg(test)]
     pub fn verify_audit(&self, entries: &[StoredAuditEntry]) -> Result<(), BrokenChain> {
         verify_chain(entries, &self.audit_key)
     }
@@ -254,6 +283,7 @@ pub struct BrokenChain {
 /// predecessor hash that does not match; an edited one as a hash that does
 /// not match its content; an entry written or rehashed without the audit key
 /// as a missing or wrong code.
+#[cfg(test)]
 pub fn verify_chain(entries: &[StoredAuditEntry], key: &AuditKey) -> Result<(), BrokenChain> {
     check_chain(entries, Some(key))
 }
@@ -264,13 +294,34 @@ fn verify_hash_chain(entries: &[StoredAuditEntry]) -> Result<(), BrokenChain> {
 }
 
 fn check_chain(entries: &[StoredAuditEntry], key: Option<&AuditKey>) -> Result<(), BrokenChain> {
-    let mut previous_hash = GENESIS_HASH.to_owned();
-    let mut previous_seq = 0;
-    for stored in entries {
+    let mut check = ChainCheck::new(key);
+    entries.iter().try_for_each(|stored| check.push(stored))
+}
+
+/// The chain checked one entry at a time, so a log of any length is checked
+/// in constant memory (`Store::verify_audit_log`).
+struct ChainCheck<'k> {
+    key: Option<&'k AuditKey>,
+    previous_hash: String,
+    previous_seq: i64,
+}
+
+impl<'k> ChainCheck<'k> {
+    fn new(key: Option<&'k AuditKey>) -> Self {
+        ChainCheck {
+            key,
+            previous_hash: GENESIS_HASH.to_owned(),
+            previous_seq: 0,
+        }
+    }
+
+    /// The next entry in sequence order.
+    fn push(&mut self, stored: &StoredAuditEntry) -> Result<(), BrokenChain> {
         let broken = |problem: String| BrokenChain {
             seq: stored.seq,
             problem,
         };
+        let previous_seq = self.previous_seq;
         if stored.seq != previous_seq + 1 {
             return Err(broken(format!(
                 "entry {} follows entry {previous_seq}: {} entr(ies) missing",
@@ -278,7 +329,7 @@ fn check_chain(entries: &[StoredAuditEntry], key: Option<&AuditKey>) -> Result<(
                 stored.seq - previous_seq - 1
             )));
         }
-        if stored.prev_hash != previous_hash {
+        if stored.prev_hash != self.previous_hash {
             return Err(broken(format!(
                 "entry {} does not chain to the entry before it",
                 stored.seq
@@ -290,7 +341,7 @@ fn check_chain(entries: &[StoredAuditEntry], key: Option<&AuditKey>) -> Result<(
                 stored.seq
             )));
         }
-        if let Some(key) = key {
+        if let Some(key) = self.key {
             match &stored.mac {
                 None => {
                     return Err(broken(format!(
@@ -308,10 +359,96 @@ fn check_chain(entries: &[StoredAuditEntry], key: Option<&AuditKey>) -> Result<(
                 Some(_) => {}
             }
         }
-        previous_hash = stored.hash.clone();
-        previous_seq = stored.seq;
+        self.previous_hash.clone_from(&stored.hash);
+        self.previous_seq = stored.seq;
+        Ok(())
     }
-    Ok(())
+}
+
+/// What a check of the whole log found (`Store::verify_audit_log`).
+pub struct LogVerdict {
+    /// Entries in the log.
+    pub entries: i64,
+    /// The newest entry's sequence number (0: empty).
+    pub last_seq: i64,
+    /// The chain and codes: intact, or where they first break.
+    pub chain: Result<(), BrokenChain>,
+    /// The hash of each asked-for entry that exists (the zones' anchors).
+    pub hashes: std::collections::HashMap<i64, String>,
+}
+
+impl Store {
+    /// Checks the whole log's chain and codes, reading it row by row in
+    /// constant memory, and picks out the hashes of the entries in `wanted`.
+    pub async fn verify_audit_log(&self, wanted: Vec<i64>) -> Result<LogVerdict, StoreError> {
+        let key = self.audit_key.clone();
+        self.call(move |c| {
+            let wanted: std::collections::HashSet<i64> = wanted.into_iter().collect();
+            let mut statement = c.prepare(&format!("{SELECT_ENTRIES} ORDER BY seq"))?;
+            let mut rows = statement.query([])?;
+            let mut check = ChainCheck::new(Some(key.as_ref()));
+            let mut verdict = LogVerdict {
+                entries: 0,
+                last_seq: 0,
+                chain: Ok(()),
+                hashes: Default::default(),
+            };
+            while let Some(row) = rows.next()? {
+                let stored = stored_entry(row)?;
+                verdict.entries += 1;
+                verdict.last_seq = stored.seq;
+                if verdict.chain.is_ok() {
+                    verdict.chain = check.push(&stored);
+                }
+                if wanted.contains(&stored.seq) {
+                    verdict.hashes.insert(stored.seq, stored.hash);
+                }
+            }
+            Ok(verdict)
+        })
+        .await
+    }
+
+    /// The entries at or after `since` (unix ms), of one rollout and one
+    /// procedure when those are non-empty, in order: indexed by time and
+    /// rollout, not a read of the whole log.
+    pub async fn audit_entries_matching(
+        &self,
+        since: i64,
+        rollout_id: &str,
+        procedure: &str,
+    ) -> Result<Vec<StoredAuditEntry>, StoreError> {
+        let (rollout_id, procedure) = (rollout_id.to_owned(), procedure.to_owned());
+        self.call(move |c| {
+            // Only the filters given, so each can use its index; `+seq`
+            // keeps SQLite from walking the whole log in sequence order to
+            // spare a sort of the few entries the index finds.
+            let mut conditions = Vec::new();
+            let mut values = Vec::new();
+            if since > 0 {
+                conditions.push("at >= ?".to_owned());
+                values.push(rusqlite::types::Value::Integer(since));
+            }
+            for (column, value) in [("rollout_id", rollout_id), ("procedure", procedure)] {
+                if !value.is_empty() {
+                    conditions.push(format!("{column} = ?"));
+                    values.push(value.into());
+                }
+            }
+            let sql = if conditions.is_empty() {
+                format!("{SELECT_ENTRIES} ORDER BY seq")
+            } else {
+                format!(
+                    "{SELECT_ENTRIES} WHERE {} ORDER BY +seq",
+                    conditions.join(" AND ")
+                )
+            };
+            let mut statement = c.prepare(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(values), stored_entry)?;
+            rows.collect()
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

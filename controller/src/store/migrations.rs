@@ -13,7 +13,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_watches.sql"),
     include_str!("migrations/0009_perf_targets.sql"),
     include_str!("migrations/0010_audit_mac.sql"),
+    HISTORY_INDEX,
 ];
+
+/// Issue 17's index of routine versions, built from the stored results by a
+/// Rust step (`history_index::backfill`) in the migration's transaction.
+const HISTORY_INDEX: &str = include_str!("migrations/0011_history_index.sql");
 
 /// Applies every migration newer than the store's version, each in its own
 /// transaction with its version bump, so a crash never leaves one half-done.
@@ -22,9 +27,21 @@ pub fn run(connection: &mut Connection) -> rusqlite::Result<()> {
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = connection.transaction()?;
         tx.execute_batch(migration)?;
+        if *migration == HISTORY_INDEX {
+            super::history_index::backfill(&tx)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
         tx.commit()?;
         tracing::info!(version = index + 1, "store migrated");
     }
     Ok(())
+}
+
+/// The store version at which the routine version index exists.
+#[cfg(test)]
+pub(super) fn history_index_version() -> usize {
+    MIGRATIONS
+        .iter()
+        .position(|m| *m == HISTORY_INDEX)
+        .map_or(0, |index| index + 1)
 }

@@ -12,6 +12,7 @@ mod escape;
 mod faults;
 mod file_mode;
 mod gates;
+mod history_index;
 mod metrics;
 mod migrations;
 mod notices;
@@ -22,8 +23,10 @@ mod status;
 mod watches;
 
 pub use approvals::{Approval, PendingRollout};
-pub use audit::{AuditEntry, BrokenChain, StoredAuditEntry};
+pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use audit_key::default_key_path;
+#[cfg(test)]
+pub use history_index::routine_key;
 pub use metrics::{FinishedRollout, StateCount};
 pub use perf::RecordedProbe;
 pub use requests::request_state;
@@ -267,6 +270,7 @@ impl Store {
             result.message.clone(),
             result.encode_to_vec(),
         );
+        let result = result.clone();
         let state = if exit_code == 0 {
             state::SUCCEEDED
         } else {
@@ -291,6 +295,7 @@ impl Store {
                        AND state IN ('running', 'unknown', 'failed')",
                     params![job_id, state, exit_code, message, now, attempt],
                 )?;
+                history_index::index_result(&tx, &job_id, &result)?;
             }
             tx.commit()?;
             Ok(updated == 1)

@@ -1,20 +1,11 @@
-//! What rollbacks need from the store: the deploys an environment received,
-//! with their plans (the second rollback source: every version the
-//! controller holds) and results, one rollout's summary, and marking a
-//! rollout that was rolled back as a whole.
+//! What rollbacks need from the store: one rollout's summary and results,
+//! and marking a rollout that was rolled back as a whole. (The second
+//! rollback source, every version the controller holds, is the index in
+//! `history_index.rs`.)
 
 use rusqlite::{params, OptionalExtension};
 
 use super::{state, Store, StoreError};
-
-/// One job result of a rollout, with the plan it ran.
-pub struct StoredResult {
-    pub rollout_id: String,
-    /// The plan, prost-encoded as the wire carries it.
-    pub plan: Vec<u8>,
-    /// The job's result, prost-encoded.
-    pub result: Vec<u8>,
-}
 
 /// A rollout as `rollback --rollout` needs it.
 pub struct RolloutSummary {
@@ -26,31 +17,15 @@ pub struct RolloutSummary {
 }
 
 impl Store {
-    /// The newest `limit` job results in `environment` that ran a plan,
-    /// newest first.
-    pub async fn results_in(
-        &self,
-        environment: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredResult>, StoreError> {
-        let environment = environment.to_owned();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    /// Every job result of one rollout (its attempts), prost-encoded: an
+    /// indexed read, whatever the store's history.
+    pub async fn rollout_results(&self, rollout_id: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rollout_id = rollout_id.to_owned();
         self.call(move |c| {
-            let mut statement = c.prepare(
-                "SELECT r.id, p.content, j.result FROM rollouts r
-                 JOIN plans p ON p.plan_id = r.plan_id
-                 JOIN jobs j ON j.rollout_id = r.id
-                 WHERE r.environment = ?1 AND j.result IS NOT NULL
-                 ORDER BY r.created_at DESC, j.offered_at DESC
-                 LIMIT ?2",
+            let mut statement = c.prepare_cached(
+                "SELECT result FROM jobs WHERE rollout_id = ?1 AND result IS NOT NULL",
             )?;
-            let rows = statement.query_map(params![environment, limit], |row| {
-                Ok(StoredResult {
-                    rollout_id: row.get(0)?,
-                    plan: row.get(1)?,
-                    result: row.get(2)?,
-                })
-            })?;
+            let rows = statement.query_map(params![rollout_id], |row| row.get(0))?;
             rows.collect()
         })
         .await

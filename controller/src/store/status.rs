@@ -83,7 +83,7 @@ fn gates_of(json: &str) -> Vec<pgrollout_shared::proto::GateOutcome> {
 }
 
 /// `schema.name(argument types)`, as deploy results name routines.
-fn routine_identity(routine: &pgrollout_shared::proto::Routine) -> String {
+pub(super) fn routine_identity(routine: &pgrollout_shared::proto::Routine) -> String {
     format!(
         "{}.{}({})",
         routine.schema,

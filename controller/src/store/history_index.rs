@@ -1,0 +1,429 @@
+//! The index of every routine version an environment received (issue 17):
+//! the second rollback source read by definition hash and name, instead of
+//! decoding an environment's stored plans and results on every rollback.
+//!
+//! Kept as each result is recorded (`finish_job`), in the same transaction;
+//! a store from before it is backfilled by its migration. Each routine's
+//! encoded form is stored once (`routine_defs`, keyed by its SHA-256), however
+//! many environments and plans carry it.
+
+use pgrollout_shared::proto::{JobResult, Outcome, Plan};
+use prost::Message;
+use rusqlite::{params, OptionalExtension, Transaction};
+use sha2::{Digest, Sha256};
+
+use super::status::routine_identity;
+use super::{Store, StoreError};
+
+/// One version of a routine an environment received, newest has the
+/// highest `seq`.
+pub struct IndexedVersion {
+    pub seq: i64,
+    pub definition_sha256: String,
+    pub plan_id: String,
+    pub commit_sha: String,
+    /// The routine as its plan carried it (prost `pgrollout.v1.Routine`).
+    pub routine: Vec<u8>,
+}
+
+/// Indexes the versions job `job_id`'s result recorded: each applied
+/// routine's new definition hash, with the routine from the rollout's plan.
+pub(super) fn index_result(
+    tx: &Transaction<'_>,
+    job_id: &str,
+    result: &JobResult,
+) -> rusqlite::Result<()> {
+    let versions = result.applied.iter().any(|a| a.new_sha256.len() == 64);
+    let running = result.outcome() == Outcome::Succeeded
+        && !(result.applied.is_empty() && result.restored.is_empty());
+    if !versions && !running {
+        return Ok(());
+    }
+    let rollout: Option<(String, String, Vec<u8>)> = tx
+        .query_row(
+            "SELECT r.id, r.environment, p.content FROM jobs j
+             JOIN rollouts r ON r.id = j.rollout_id JOIN plans p ON p.plan_id = r.plan_id
+             WHERE j.id = ?1 LIMIT 1",
+            params![job_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let Some((rollout_id, environment, plan)) = rollout else {
+        return Ok(());
+    };
+    let Ok(plan) = Plan::decode(plan.as_slice()) else {
+        tracing::warn!(rollout_id, "undecodable plan left out of the version index");
+        return Ok(());
+    };
+    if versions {
+        index_versions(tx, &rollout_id, &environment, &plan, result)?;
+    }
+    if running {
+        index_running(tx, &rollout_id, &environment, &plan.plan_id, result)?;
+    }
+    Ok(())
+}
+
+/// How `running_routines` names a routine: a plan's identity and a
+/// restore's `regprocedure` text alike, without `public.` or quotes.
+pub fn routine_key(identity: &str) -> String {
+    identity
+        .strip_prefix("public.")
+        .unwrap_or(identity)
+        .replace('"', "")
+}
+
+fn index_running(
+    tx: &Transaction<'_>,
+    rollout_id: &str,
+    environment: &str,
+    plan_id: &str,
+    result: &JobResult,
+) -> rusqlite::Result<()> {
+    let mut record = tx.prepare_cached(
+        "INSERT INTO running_routines (environment, routine_key, sha256, plan_id, rollout_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (environment, routine_key) DO UPDATE SET
+             sha256 = excluded.sha256, plan_id = excluded.plan_id, rollout_id = excluded.rollout_id",
+    )?;
+    let applied = result.applied.iter().map(|a| (&a.identity, &a.new_sha256));
+    let restored = result.restored.iter().map(|r| (&r.identity, &r.sha256));
+    for (identity, sha256) in applied.chain(restored) {
+        record.execute(params![
+            environment,
+            routine_key(identity),
+            sha256,
+            plan_id,
+            rollout_id
+        ])?;
+    }
+    Ok(())
+}
+
+fn index_versions(
+    tx: &Transaction<'_>,
+    rollout_id: &str,
+    environment: &str,
+    plan: &Plan,
+    result: &JobResult,
+) -> rusqlite::Result<()> {
+    let by_identity: std::collections::HashMap<String, &pgrollout_shared::proto::Routine> = plan
+        .routines
+        .iter()
+        .map(|r| (routine_identity(r), r))
+        .collect();
+    let mut next_seq: i64 = tx.query_row(
+        "SELECT coalesce(max(seq), 0) + 1 FROM routine_versions",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut define = tx.prepare_cached(
+        "INSERT INTO routine_defs (hash, content) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
+    let mut record = tx.prepare_cached(
+        "INSERT INTO routine_versions (environment, definition_sha256, schema_name, name, plan_id, commit_sha,
+                                       rollout_id, routine_hash, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (environment, definition_sha256) DO UPDATE SET
+             schema_name = excluded.schema_name, name = excluded.name, plan_id = excluded.plan_id,
+             commit_sha = excluded.commit_sha, rollout_id = excluded.rollout_id,
+             routine_hash = excluded.routine_hash, seq = excluded.seq",
+    )?;
+    for applied in &result.applied {
+        if applied.new_sha256.len() != 64 {
+            continue;
+        }
+        let Some(routine) = by_identity.get(&applied.identity) else {
+            continue;
+        };
+        let content = routine.encode_to_vec();
+        let hash = hex::encode(Sha256::digest(&content));
+        define.execute(params![hash, content])?;
+        record.execute(params![
+            environment,
+            applied.new_sha256,
+            routine.schema,
+            routine.name,
+            plan.plan_id,
+            plan.commit_sha,
+            rollout_id,
+            hash,
+            next_seq
+        ])?;
+        next_seq += 1;
+    }
+    Ok(())
+}
+
+/// The migration's Rust step: indexes every result already stored, oldest
+/// first, so the newest deploy of a version is the one the index names.
+pub(super) fn backfill(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare(
+        "SELECT r.id, r.environment, r.plan_id, j.result FROM jobs j
+         JOIN rollouts r ON r.id = j.rollout_id
+         WHERE j.result IS NOT NULL
+         ORDER BY r.created_at, j.offered_at",
+    )?;
+    let rows: Vec<(String, String, String, Vec<u8>)> = statement
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    drop(statement);
+    let mut plans: std::collections::HashMap<String, Option<Plan>> = Default::default();
+    let mut indexed = 0usize;
+    for (rollout_id, environment, plan_id, result) in rows {
+        let Ok(result) = JobResult::decode(result.as_slice()) else {
+            continue;
+        };
+        let versions = result.applied.iter().any(|a| a.new_sha256.len() == 64);
+        let running = result.outcome() == Outcome::Succeeded
+            && !(result.applied.is_empty() && result.restored.is_empty());
+        if !versions && !running {
+            continue;
+        }
+        if !plans.contains_key(&plan_id) {
+            let content: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT content FROM plans WHERE plan_id = ?1",
+                    params![plan_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let plan = content.and_then(|c| Plan::decode(c.as_slice()).ok());
+            plans.insert(plan_id.clone(), plan);
+        }
+        let Some(Some(plan)) = plans.get(&plan_id) else {
+            continue;
+        };
+        if versions {
+            index_versions(tx, &rollout_id, &environment, plan, &result)?;
+        }
+        if running {
+            index_running(tx, &rollout_id, &environment, &plan.plan_id, &result)?;
+        }
+        indexed += 1;
+    }
+    tracing::info!(
+        results = indexed,
+        "routine version index built from the stored results"
+    );
+    Ok(())
+}
+
+/// What an environment runs of one routine (`Store::running_routines`).
+pub struct RunningRoutine {
+    /// The identity asked about.
+    pub identity: String,
+    /// '' when it was dropped there.
+    pub sha256: String,
+    pub plan_id: String,
+    pub rollout_id: String,
+    /// The routine of a plan that deployed this version there, if any
+    /// (prost `pgrollout.v1.Routine`).
+    pub routine: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// What `environment` runs now of each of `identities`, as far as the
+    /// successful results recorded there say; identities it never ran are
+    /// left out. One indexed lookup per routine.
+    pub async fn running_routines(
+        &self,
+        environment: &str,
+        identities: Vec<String>,
+    ) -> Result<Vec<RunningRoutine>, StoreError> {
+        let environment = environment.to_owned();
+        self.call(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT r.sha256, r.plan_id, r.rollout_id, d.content FROM running_routines r
+                 LEFT JOIN routine_versions v ON v.environment = r.environment AND v.definition_sha256 = r.sha256
+                 LEFT JOIN routine_defs d ON d.hash = v.routine_hash
+                 WHERE r.environment = ?1 AND r.routine_key = ?2",
+            )?;
+            let mut found = Vec::new();
+            for identity in identities {
+                let row = statement
+                    .query_row(params![environment, routine_key(&identity)], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .optional()?;
+                if let Some((sha256, plan_id, rollout_id, routine)) = row {
+                    found.push(RunningRoutine {
+                        identity,
+                        sha256,
+                        plan_id,
+                        rollout_id,
+                        routine,
+                    });
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// The versions of the named routines (`schema` `None`: any schema)
+    /// `environment` received, newest first, at most `limit` per name.
+    pub async fn indexed_versions(
+        &self,
+        environment: &str,
+        names: Vec<(Option<String>, String)>,
+        limit: usize,
+    ) -> Result<Vec<IndexedVersion>, StoreError> {
+        let environment = environment.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT v.seq, v.definition_sha256, v.plan_id, v.commit_sha, d.content
+                 FROM routine_versions v JOIN routine_defs d ON d.hash = v.routine_hash
+                 WHERE v.environment = ?1 AND v.name = ?2 AND (?3 IS NULL OR v.schema_name = ?3)
+                 ORDER BY v.seq DESC LIMIT ?4",
+            )?;
+            let mut found = Vec::new();
+            for (schema, name) in &names {
+                let rows =
+                    statement.query_map(params![environment, name, schema, limit], |row| {
+                        Ok(IndexedVersion {
+                            seq: row.get(0)?,
+                            definition_sha256: row.get(1)?,
+                            plan_id: row.get(2)?,
+                            commit_sha: row.get(3)?,
+                            routine: row.get(4)?,
+                        })
+                    })?;
+                for row in rows {
+                    found.push(row?);
+                }
+            }
+            found.sort_by_key(|v| std::cmp::Reverse(v.seq));
+            found.dedup_by(|a, b| a.seq == b.seq);
+            Ok(found)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pgrollout_shared::proto::{AppliedRoutine, Outcome, Routine};
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::store::NewRollout;
+
+    fn routine(name: &str, version: u32) -> Routine {
+        Routine {
+            schema: "public".into(),
+            name: name.into(),
+            arg_types: vec!["integer".into()],
+            create_sql: format!(
+                "CREATE OR REPLACE FUNCTION public.{name}(integer) RETURNS integer LANGUAGE sql AS $$ SELECT {version} $$"
+            ),
+            ..Default::default()
+        }
+    }
+
+    /// A deploy of `routines` to dev, recorded as `serve` records one.
+    async fn deploy(store: &Store, n: u32, routines: Vec<Routine>) -> Vec<String> {
+        let plan = Plan {
+            plan_id: format!("{n:064x}"),
+            commit_sha: format!("{n:040x}"),
+            label: "t".into(),
+            routines,
+        };
+        store.save_plan(&plan, i64::from(n)).await.expect("plan");
+        let (rollout, job) = (format!("r-{n}"), format!("j-{n}"));
+        store
+            .create_rollout(
+                NewRollout {
+                    id: &rollout,
+                    plan_id: &plan.plan_id,
+                    kind: "deploy",
+                    environment: "dev",
+                    zone: "dev",
+                    target: "main",
+                    actor: "operator t",
+                    trace_id: "t",
+                    created_at: i64::from(n),
+                },
+                &job,
+                1,
+            )
+            .await
+            .expect("rollout");
+        let shas: Vec<String> = plan
+            .routines
+            .iter()
+            .map(|r| hex::encode(Sha256::digest(r.create_sql.as_bytes())))
+            .collect();
+        let result = JobResult {
+            job_id: job,
+            attempt: 1,
+            outcome: Outcome::Succeeded as i32,
+            applied: plan
+                .routines
+                .iter()
+                .zip(&shas)
+                .map(|(r, sha)| AppliedRoutine {
+                    identity: routine_identity(r),
+                    change: "replaced".into(),
+                    new_sha256: sha.clone(),
+                    previous_sha256: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        store
+            .finish_job(&result, 0, i64::from(n))
+            .await
+            .expect("finish");
+        shas
+    }
+
+    async fn versions_of_f(store: &Store) -> Vec<String> {
+        store
+            .indexed_versions("dev", vec![(None, "f".into())], 100)
+            .await
+            .expect("versions")
+            .into_iter()
+            .map(|v| v.definition_sha256)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.sqlite");
+        let store = Store::open(&path).expect("open");
+        let v1 = deploy(&store, 1, vec![routine("f", 1), routine("g", 1)]).await;
+        let v2 = deploy(&store, 2, vec![routine("f", 2)]).await;
+        // v1 again, later: it is the newest version now.
+        let v1_again = deploy(&store, 3, vec![routine("f", 1)]).await;
+        assert_eq!(v1_again[0], v1[0]);
+        let indexed = versions_of_f(&store).await;
+        assert_eq!(indexed, vec![v1[0].clone(), v2[0].clone()]);
+        let defs: i64 = store
+            .call(|c| c.query_row("SELECT count(*) FROM routine_defs", [], |r| r.get(0)))
+            .await
+            .expect("count");
+        assert_eq!(defs, 3, "f v1 stored once, f v2, g v1");
+        drop(store);
+
+        // As a controller before issue 17 left it: no index at all.
+        let c = Connection::open(&path).expect("sqlite");
+        c.execute_batch(&format!(
+            "DROP TABLE routine_versions; DROP TABLE routine_defs; DROP TABLE running_routines; DROP INDEX audit_by_at;
+             DROP INDEX rollouts_by_created; DROP INDEX rollouts_by_state; DROP INDEX rollouts_by_plan;
+             DROP INDEX rollouts_by_trace; DROP INDEX jobs_by_state; PRAGMA user_version = {};",
+            super::super::migrations::history_index_version() - 1
+        ))
+        .expect("downgrade");
+        drop(c);
+        let store = Store::open(&path).expect("upgrade");
+        assert_eq!(versions_of_f(&store).await, indexed, "backfilled");
+        // And it keeps working: a new deploy is indexed as it is recorded.
+        let v3 = deploy(&store, 4, vec![routine("f", 3)]).await;
+        assert_eq!(versions_of_f(&store).await[0], v3[0]);
+    }
+}

@@ -1,0 +1,135 @@
+//! Issue 17: costs that do not grow with history. One controller, measured
+//! twice in one run — on a store with a handful of rollouts, then after
+//! `pgrollout store-fill` added 5,000 rollouts (batches of 1,000 routines
+//! among them) and 20,000 audit entries through the store's own API — with
+//! the real binaries over mutual TLS. The controller's time before dispatch
+//! of a single-routine rollback (its `rollback dispatched` log line) must not
+//! grow with the store; the rollback, `audit verify`, `status` and
+//! `rollouts` must still work on the larger store.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pgrollout_tests::{run_command, Stack};
+
+/// Rollbacks timed per store size (the median is compared).
+const ROUNDS: usize = 5;
+/// Filling 5,000 rollouts takes a debug build a while.
+const FILL_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Deploys a new version of reconcilemupstream and rolls it back `ROUNDS`
+/// times; returns each rollback's controller time before dispatch, in µs.
+async fn rollback_times(stack: &Stack, round_base: usize) -> Result<Vec<u64>> {
+    let path = stack.project.join("procedures/reconcilemupstream.sql");
+    let source = std::fs::read_to_string(&path)?;
+    let mut times = Vec::new();
+    for round in round_base..round_base + ROUNDS {
+        // A new body each round: every deploy is a change to undo.
+        stack.write_procedure(
+            "reconcilemupstream.sql",
+            &source.replacen("BEGIN\n", &format!("BEGIN\n  -- round {round}\n"), 1),
+        )?;
+        let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+        assert_eq!(out.code, 0, "{out}");
+        let mark = stack.controller.mark();
+        let out = stack
+            .cli(&["rollback", "reconcilemupstream", "dev"])
+            .await?;
+        assert_eq!(out.code, 0, "{out}");
+        assert!(out.stdout.contains("SUCCESS"), "{out}");
+        let line = stack
+            .controller
+            .wait_for_line_after(mark, "rollback dispatched", Duration::from_secs(10))
+            .await?;
+        times.push(field(&line, "before_dispatch_us")?);
+    }
+    Ok(times)
+}
+
+/// `name=123` from a log line (its colours taken out).
+fn field(line: &str, name: &str) -> Result<u64> {
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    let line = plain.as_str();
+    let start = line
+        .find(&format!("{name}="))
+        .with_context(|| format!("no {name} in {line:?}"))?
+        + name.len()
+        + 1;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .with_context(|| format!("{name} in {line:?}"))
+}
+
+fn median(mut times: Vec<u64>) -> u64 {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollbacks_controller_time_does_not_grow_with_the_store() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let small = rollback_times(&stack, 0).await?;
+
+    let config = stack.dir.path().join("controller.toml");
+    let fill = run_command(
+        &stack.bins.controller,
+        [
+            "store-fill",
+            "--config",
+            &config.to_string_lossy(),
+            "--environment",
+            "dev",
+            "--rollouts",
+            "5000",
+            "--batch-every",
+            "1000",
+            "--batch-size",
+            "1000",
+            "--audit",
+            "20000",
+        ],
+        &[],
+        FILL_TIMEOUT,
+    )
+    .await?;
+    assert_eq!(fill.code, 0, "{fill}");
+    let large = rollback_times(&stack, ROUNDS).await?;
+
+    let (small_median, large_median) = (median(small.clone()), median(large.clone()));
+    eprintln!(
+        "controller time before dispatch, median: {small_median} µs with a few rollouts, \
+         {large_median} µs after 5,000 more"
+    );
+    // A floor of 5 ms keeps scheduling noise on a busy machine from reading
+    // as growth when the small store's figure is tiny.
+    assert!(
+        large_median <= 3 * small_median.max(5_000),
+        "the controller's time before dispatching a rollback grew with the store: \
+         median {small_median} µs with a few rollouts ({small:?}), {large_median} µs after 5,000 more ({large:?})"
+    );
+
+    // The filled store still works as a whole.
+    let verify = stack.cli(&["audit", "verify"]).await?;
+    assert_eq!(verify.code, 0, "{verify}");
+    assert!(verify.stdout.contains("audit log intact"), "{verify}");
+    let rollouts = stack.cli(&["rollouts", "--limit", "3"]).await?;
+    assert_eq!(rollouts.code, 0, "{rollouts}");
+    assert!(rollouts.stdout.contains("rollback"), "{rollouts}");
+    let status = stack.cli(&["status", "r-fill-4999"]).await?;
+    assert_eq!(status.code, 0, "{status}");
+    Ok(())
+}
