@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use pgrollout_tests::{run_command, Stack};
 
-/// Rollbacks timed per store size (the median is compared).
+/// Rollbacks timed per store size (the fastest is compared).
 const ROUNDS: usize = 5;
 /// Filling 5,000 rollouts takes a debug build a while.
 const FILL_TIMEOUT: Duration = Duration::from_secs(900);
@@ -72,9 +72,12 @@ fn field(line: &str, name: &str) -> Result<u64> {
         .with_context(|| format!("{name} in {line:?}"))
 }
 
-fn median(mut times: Vec<u64>) -> u64 {
-    times.sort_unstable();
-    times[times.len() / 2]
+/// The fastest of the rounds: what the work costs. A busy machine only ever
+/// adds time (scheduling, other builds), so the minimum is the figure noise
+/// disturbs least; a lookup that became a scan of 5,000 rollouts costs every
+/// round, the fastest included.
+fn fastest(times: &[u64]) -> u64 {
+    times.iter().copied().min().unwrap_or(u64::MAX)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,17 +112,17 @@ async fn a_rollbacks_controller_time_does_not_grow_with_the_store() -> Result<()
     assert_eq!(fill.code, 0, "{fill}");
     let large = rollback_times(&stack, ROUNDS).await?;
 
-    let (small_median, large_median) = (median(small.clone()), median(large.clone()));
+    let (small_fastest, large_fastest) = (fastest(&small), fastest(&large));
     eprintln!(
-        "controller time before dispatch, median: {small_median} µs with a few rollouts, \
-         {large_median} µs after 5,000 more"
+        "controller time before dispatch, fastest of {ROUNDS}: {small_fastest} µs with a few rollouts, \
+         {large_fastest} µs after 5,000 more"
     );
     // A floor of 5 ms keeps scheduling noise on a busy machine from reading
     // as growth when the small store's figure is tiny.
     assert!(
-        large_median <= 3 * small_median.max(5_000),
+        large_fastest <= 3 * small_fastest.max(5_000),
         "the controller's time before dispatching a rollback grew with the store: \
-         median {small_median} µs with a few rollouts ({small:?}), {large_median} µs after 5,000 more ({large:?})"
+         fastest {small_fastest} µs with a few rollouts ({small:?}), {large_fastest} µs after 5,000 more ({large:?})"
     );
 
     // The filled store still works as a whole.
