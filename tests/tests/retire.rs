@@ -90,7 +90,7 @@ async fn a_retired_overload_is_backed_up_dropped_ledgered_audited_and_rolled_bac
         .await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("public.ov(integer) [retired]"), "{out}");
-    assert!(out.stdout.contains("Status: ✅ SUCCESS"), "{out}");
+    assert!(out.stdout.contains("Status: [ok] SUCCESS"), "{out}");
     assert!(
         out.stderr
             .contains("procedures/ov.sql still defines public.ov(integer)"),
