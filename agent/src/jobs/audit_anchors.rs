@@ -4,8 +4,8 @@
 
 use pgrollout_shared::proto::{JobResult, Outcome};
 
-use super::session::{self, database, Stopped};
-use super::JobContext;
+use super::steps::{self, database, Stopped};
+use crate::jobs::context::JobContext;
 use crate::sql;
 
 pub async fn run(ctx: &JobContext) -> JobResult {
@@ -13,7 +13,7 @@ pub async fn run(ctx: &JobContext) -> JobResult {
 }
 
 async fn read(ctx: &JobContext) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
+    let conn = steps::connect(ctx).await?;
     let anchors = sql::audit_anchors(&conn.client, &ctx.target.ledger_schema)
         .await
         .map_err(|e| database("cannot read the ledger's audit anchors", &e))?;

@@ -13,10 +13,10 @@ use pgrollout_shared::proto::{JobResult, Outcome, RestoredRoutine};
 use pgrollout_shared::routine::MAX_IDENTIFIER_BYTES;
 use tokio_postgres::types::Type;
 
-use super::session::{self, database, refused, Stopped};
-use super::versions::{by_identity, version_state};
-use super::{JobContext, JobFailure};
+use super::reversal::versions::{by_identity, version_state};
+use super::steps::{self, database, refused, Stopped};
 use crate::backup::WrittenBackup;
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{
     self, exact_restore, quote_identifier, LedgerRecord, ReversalJob, ReversalRow, RoutineSnapshot,
     TargetConnection,
@@ -48,10 +48,10 @@ struct Change {
 }
 
 async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
-    session::lock(ctx, &conn).await?;
-    if let Some(replayed) = session::already_done(ctx, &conn).await? {
-        return Ok(replayed);
+    let conn = steps::connect(ctx).await?;
+    steps::lock(ctx, &conn).await?;
+    if let Some(replayed) = steps::already_done(ctx, &conn).await? {
+        return Ok(replayed.into_result());
     }
     let schema = &ctx.target.ledger_schema;
     let (routines, ledger) = ctx
@@ -105,10 +105,10 @@ async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stop
         return Err(refused(format!("nothing to disable: {why}")).into());
     }
     let stamp = utc_date_stamp();
-    session::simple(&conn, "BEGIN").await?;
+    steps::simple(&conn, "BEGIN").await?;
     let work = async {
         let identities: Vec<String> = routines.iter().map(|r| r.identity.clone()).collect();
-        let (before, written) = session::backup(ctx, &conn, &ctx.job.id, &identities).await?;
+        let (before, written) = steps::backup(ctx, &conn, &ctx.job.id, &identities).await?;
         let mut script = String::new();
         let mut notes = Vec::new();
         for routine in &routines {
@@ -191,10 +191,10 @@ async fn enable_routines(
     ctx: &JobContext,
     selector: &RoutineSelector,
 ) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
-    session::lock(ctx, &conn).await?;
-    if let Some(replayed) = session::already_done(ctx, &conn).await? {
-        return Ok(replayed);
+    let conn = steps::connect(ctx).await?;
+    steps::lock(ctx, &conn).await?;
+    if let Some(replayed) = steps::already_done(ctx, &conn).await? {
+        return Ok(replayed.into_result());
     }
     let schema = &ctx.target.ledger_schema;
     let ledger = sql::rows_for_selector(&conn.client, schema, selector)
@@ -240,14 +240,14 @@ async fn enable_routines(
     let who = exact_restore::session(&conn.client)
         .await
         .map_err(|e| database("cannot read the session's role", &e))?;
-    session::simple(&conn, "BEGIN").await?;
+    steps::simple(&conn, "BEGIN").await?;
     let work = async {
         // Where each routine is now: renamed, or still under its name.
         let current: Vec<String> = disabled
             .iter()
             .map(|(row, _)| row.new_identity.clone().unwrap_or_else(|| row.identity.clone()))
             .collect();
-        let (before, written) = session::backup(ctx, &conn, &ctx.job.id, &current).await?;
+        let (before, written) = steps::backup(ctx, &conn, &ctx.job.id, &current).await?;
         let mut script = String::new();
         for ((row, _), now) in disabled.iter().zip(&before) {
             if row.new_identity.is_none() {
@@ -477,7 +477,9 @@ async fn grantees(conn: &TargetConnection, identity: &str) -> Result<Vec<String>
 }
 
 /// The plan and commit of the version in force, for the ledger row.
-fn version_origin(state: Option<super::versions::VersionState<'_>>) -> (String, Option<String>) {
+fn version_origin(
+    state: Option<super::reversal::versions::VersionState<'_>>,
+) -> (String, Option<String>) {
     state
         .and_then(|s| s.latest())
         .map(|row| (row.plan_id.clone(), row.commit_sha.clone()))

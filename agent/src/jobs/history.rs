@@ -5,9 +5,9 @@
 use pgrollout_shared::operations::RoutineSelector;
 use pgrollout_shared::proto::{JobResult, LedgerEntry, Outcome};
 
-use super::session::{self, database, refused, Stopped};
-use super::versions::by_identity;
-use super::JobContext;
+use super::reversal::versions::by_identity;
+use super::steps::{self, database, refused, Stopped};
+use crate::jobs::context::JobContext;
 use crate::sql::{self, LedgerRecord};
 
 pub async fn run(ctx: &JobContext, selector: &RoutineSelector) -> JobResult {
@@ -17,7 +17,7 @@ pub async fn run(ctx: &JobContext, selector: &RoutineSelector) -> JobResult {
 }
 
 async fn history(ctx: &JobContext, selector: &RoutineSelector) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
+    let conn = steps::connect(ctx).await?;
     let rows = ctx
         .step(
             "ledger",

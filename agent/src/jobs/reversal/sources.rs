@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use pgrollout_shared::operations::KnownVersion;
 use tokio_postgres::types::Type;
 
-use super::deploy::error_chain;
-use super::rollback_plan::Planned;
-use super::session::database;
-use super::JobFailure;
+use super::plan::Planned;
 use crate::backup::{self, VerifiedBackup};
+use crate::jobs::context::JobFailure;
+use crate::jobs::steps::database;
 use crate::sql::{sha256_hex, RoutineSnapshot, TargetConnection};
+use pgrollout_shared::errors::error_chain;
 
 /// How a candidate puts the definition in place.
 #[derive(Clone, Debug)]

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use pgrollout_shared::proto::{agent_message::Body, Ack, AgentMessage, InFlightJob, JobOffer};
 use tokio::sync::{mpsc, oneshot};
 
-use super::journal::{self, Journal, Record};
+mod journal;
+
+use journal::{Journal, Record};
 
 mod drain;
 

@@ -4,23 +4,14 @@
 use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
 
-use super::smoke_runner::run_smoke_tests;
-use super::{failed_result, txn_seal, JobContext, JobFailure};
-use crate::sql::{self, describe_error};
+use super::context::{failed_result, txn_seal, JobContext, JobFailure};
+use super::smoke::run_smoke_tests;
+use super::steps;
+use crate::sql::describe_error;
 
 pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
     let work = async {
-        let mut conn = ctx
-            .step(
-                "connect",
-                async {
-                    sql::connect(&ctx.target, &ctx.config.timeouts)
-                        .await
-                        .map_err(JobFailure::connect)
-                },
-                |conn| super::connected(&ctx.target, conn),
-            )
-            .await?;
+        let mut conn = steps::connect(ctx).await?;
         ctx.event("smoke", StepStatus::Started, "", 0, Vec::new());
         txn_seal::begin(&conn).await?;
         let ran = run_smoke_tests(&mut conn, routines, "standalone").await;

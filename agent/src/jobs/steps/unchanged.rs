@@ -13,7 +13,7 @@
 
 use pgrollout_shared::routine::Routine;
 
-use super::{JobContext, JobFailure};
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{
     self, describe_error, sha256_hex, LatestRecorded, RoutineSnapshot, TargetConnection,
 };

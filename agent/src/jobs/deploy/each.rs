@@ -12,10 +12,10 @@ use pgrollout_shared::proto::{
 };
 use pgrollout_shared::routine::Routine;
 
-use super::apply;
-use super::deploy::{smoke_step, verify_after_commit, Failed};
-use super::replace;
-use super::{JobContext, JobFailure};
+use super::failed::Failed;
+use super::finish::verify_after_commit;
+use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::steps::{apply, replace, smoke_step};
 use crate::sql::{self, describe_error, TargetConnection};
 
 pub async fn run(
@@ -102,7 +102,10 @@ pub async fn run(
                         failure.message = format!(
                             "{}; {}",
                             failure.message,
-                            super::txn_seal::escaped_message("a smoke test call", &why)
+                            crate::jobs::context::txn_seal::escaped_message(
+                                "a smoke test call",
+                                &why
+                            )
                         );
                     }
                     let _ = conn.client.batch_execute("ROLLBACK").await;
@@ -183,7 +186,9 @@ async fn deploy_one(
             .map_err(plain)?;
         return Ok((applied, ids, Vec::new()));
     }
-    super::txn_seal::begin(conn).await.map_err(plain)?;
+    crate::jobs::context::txn_seal::begin(conn)
+        .await
+        .map_err(plain)?;
     let previous: Vec<&crate::sql::RoutineSnapshot> = before.previous.iter().collect();
     let recreated = replace::create_changed(ctx, conn, routine, &previous)
         .await

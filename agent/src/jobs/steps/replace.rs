@@ -9,9 +9,8 @@
 use pgrollout_shared::routine::Routine;
 
 use super::apply;
-use super::deploy::simple;
-use super::session::refused;
-use super::{JobContext, JobFailure};
+use super::statement::{refused, simple};
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::recreate::{drop_for_recreate, needs_drop_and_create, RecreateError};
 use crate::sql::{describe_error, exact_restore, RoutineSnapshot, TargetConnection};
 

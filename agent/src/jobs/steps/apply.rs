@@ -9,10 +9,10 @@ use futures_util::future::Either;
 use pgrollout_shared::proto::{AppliedRoutine, SmokeReport};
 use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
 
-use super::deploy::error_chain;
+use super::statement::refused;
 use super::unchanged;
-use super::{JobContext, JobFailure};
-use crate::backup::{self, BackupHeader, WrittenBackup};
+use crate::backup::WrittenBackup;
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{self, describe_error, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
 
 /// The signatures `to_regprocedure` resolves for these routines.
@@ -108,7 +108,7 @@ pub async fn take_backup(
     let untouched = if pgrollout_shared::retire::plan_retires(routines) {
         // Nothing to retire is refused before any backup is written; a
         // retirement is never "unchanged".
-        super::retire::check_exist(ctx, routines, &previous)?;
+        check_retired_exist(ctx, routines, &previous)?;
         vec![false; routines.len()]
     } else {
         unchanged::untouched(ctx, conn, routines, &previous).await?
@@ -127,32 +127,37 @@ pub async fn take_backup(
             written: None,
         });
     }
-    let header = BackupHeader {
-        job_id: ctx.job.id.clone(),
-        attempt: ctx.job.attempt,
-        rollout_id: ctx.job.rollout_id.clone(),
-        plan_id: ctx.job.plan_id.clone(),
-        target: ctx.target.name.clone(),
-        label: ctx.job.label.clone(),
-        taken_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    };
-    let dir = ctx.config.backup_dir.clone();
-    let written =
-        tokio::task::spawn_blocking(move || backup::write_backup(&dir, &header, &to_write))
-            .await
-            .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
-            .map_err(|e| {
-                JobFailure::deploy(format!(
-                    "backup failed, nothing was changed: {}",
-                    error_chain(&e)
-                ))
-            })?;
+    let written = super::backup::write(ctx, &ctx.job.id, to_write).await?;
     Ok(Before {
         recreated: vec![false; previous.len()],
         previous,
         untouched,
         written: Some(written),
     })
+}
+
+/// Before anything is written: every routine to retire exists in the
+/// catalog. One that does not is refused (exit 1), nothing changed.
+fn check_retired_exist(
+    ctx: &JobContext,
+    routines: &[Routine],
+    live: &[RoutineSnapshot],
+) -> Result<(), JobFailure> {
+    let missing: Vec<String> = routines
+        .iter()
+        .zip(live)
+        .filter(|(_, live)| !live.existed)
+        .map(|(routine, _)| routine.identity.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(refused(format!(
+        "cannot retire {}: no such routine in target {} (already retired, or never there; `pgrollout history \
+         <name> <environment>` shows what the ledger knows); nothing was changed",
+        missing.join(", "),
+        ctx.target.name
+    )))
 }
 
 /// Runs each CREATE in order, reporting progress as `done_before + i` of
@@ -474,5 +479,5 @@ pub fn smoke_summary(reports: &[SmokeReport]) -> String {
 
 /// Milliseconds since `started`, for outcomes.
 pub fn elapsed_ms(started: Instant) -> u64 {
-    super::millis(started.elapsed())
+    crate::jobs::context::millis(started.elapsed())
 }

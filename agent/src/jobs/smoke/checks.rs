@@ -1,6 +1,8 @@
 //! Smoke tests (SEED.md "smoke-test.sh"): the routine exists in its schema,
 //! runs with the test parameters, returns the expected columns and types,
-//! finishes within its bound and raises no warnings.
+//! finishes within its bound and raises no warnings — each check, and one
+//! call run on its own. The bottom of `smoke/`: it imports neither the
+//! runner nor the pipeline.
 //!
 //! Every call runs inside a savepoint that is rolled back, so a smoke test
 //! leaves no rows behind. The caller owns the surrounding transaction.
@@ -8,105 +10,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use pgrollout_shared::proto::{SmokeCheck, SmokeReport};
+use pgrollout_shared::proto::SmokeCheck;
 use pgrollout_shared::routine::{set_local_search_path_sql, Routine, SmokeTest};
 use tokio_postgres::error::{DbError, Severity, SqlState};
 use tokio_postgres::types::Type;
 
 use crate::sql::{describe_error, TargetConnection};
 
-/// Smoke-tests every routine; a routine without tests still gets its
-/// existence checked. Errors of the test calls are reports, not `Err`: only a
-/// failure of the connection itself is returned as an error.
-///
-/// The calls are pipelined (`smoke_pipeline`); when one of them raised a
-/// notice, they run again one by one so that each notice is reported with the
-/// call that raised it.
-pub async fn run_smoke_tests(
-    conn: &mut TargetConnection,
-    routines: &[Routine],
-    phase: &str,
-) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
-    run_smoke_tests_at(conn, routines, &[], phase, |_, _| {}).await
-}
-
-/// [`run_smoke_tests`] of routines whose oids are known (all of them, or
-/// `oids` is empty): their existence is checked by oid, without resolving
-/// the signatures again.
-pub async fn run_smoke_tests_at(
-    conn: &mut TargetConnection,
-    routines: &[Routine],
-    oids: &[u32],
-    phase: &str,
-    mut progress: impl FnMut(usize, usize) + Send,
-) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
-    // Both catalog queries go out together: one round trip.
-    let (existence, types) = futures_util::future::join(
-        check_exists(conn, routines, oids),
-        resolve_expected_types(conn, routines),
-    )
-    .await;
-    let (existence, types) = (existence?, types?);
-    let mut runnable: Vec<&SmokeTest> = Vec::new();
-    for (routine, exists) in routines.iter().zip(&existence) {
-        if exists.passed {
-            runnable.extend(&routine.smoke_tests);
-        }
-    }
-    let total = runnable.len();
-    let pipelined =
-        super::smoke_pipeline::run_calls(conn, &runnable, &types, &mut progress).await?;
-    let mut calls = match pipelined {
-        Some(checks) => checks,
-        None => {
-            let mut checks = Vec::with_capacity(runnable.len());
-            for test in &runnable {
-                let started = Instant::now();
-                let these = run_one(conn, test, &types).await?;
-                checks.push((these, started.elapsed()));
-                progress(checks.len(), total);
-            }
-            checks
-        }
-    }
-    .into_iter();
-    let mut reports = Vec::new();
-    for (routine, exists) in routines.iter().zip(existence) {
-        if routine.smoke_tests.is_empty() {
-            reports.push(SmokeReport {
-                routine: routine.identity.to_string(),
-                test: "(no smoke test declared: existence only)".into(),
-                phase: phase.into(),
-                passed: exists.passed,
-                checks: vec![exists],
-                duration_ms: 0,
-            });
-            continue;
-        }
-        for test in &routine.smoke_tests {
-            let mut checks = vec![exists.clone()];
-            let mut elapsed = Duration::ZERO;
-            if exists.passed {
-                // One answer per runnable test, in the same order.
-                let (these, took) = calls.next().unwrap_or_default();
-                checks.extend(these);
-                elapsed = took;
-            }
-            reports.push(SmokeReport {
-                routine: routine.identity.to_string(),
-                test: test.name.clone(),
-                phase: phase.into(),
-                passed: checks.iter().all(|c| c.passed),
-                duration_ms: millis(elapsed),
-                checks,
-            });
-        }
-    }
-    Ok(reports)
-}
-
 /// Whether each routine exists in its schema: one catalog query for all.
-async fn check_exists(
+pub(super) async fn check_exists(
     conn: &TargetConnection,
     routines: &[Routine],
     oids: &[u32],
@@ -155,7 +67,7 @@ async fn check_exists(
 /// The type each expected column names, as the database resolves it (so
 /// `integer` matches int4): every test's types in one query, not one query
 /// per test.
-async fn resolve_expected_types(
+pub(super) async fn resolve_expected_types(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<ExpectedTypes, tokio_postgres::Error> {
@@ -204,14 +116,14 @@ pub(super) fn open_savepoint_in_path(test: &SmokeTest) -> String {
     }
 }
 
-pub(super) use super::txn_seal::CLOSE_SAVEPOINT;
+pub(super) use crate::jobs::context::txn_seal::CLOSE_SAVEPOINT;
 
 /// Expected type name → its oid, `None` when the database knows no such type.
 pub(super) type ExpectedTypes = HashMap<String, Option<u32>>;
 
 /// Runs one test call in a rolled-back savepoint and returns the checks after
 /// `exists`: executes, structure, duration, warnings.
-async fn run_one(
+pub(super) async fn run_one(
     conn: &mut TargetConnection,
     test: &SmokeTest,
     types: &ExpectedTypes,
@@ -424,8 +336,4 @@ pub(super) fn check(name: &str, passed: bool, detail: String) -> SmokeCheck {
         passed,
         detail,
     }
-}
-
-pub fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -8,11 +8,12 @@
 use pgrollout_shared::proto::{SmokeCheck, SmokeReport, StepStatus};
 use pgrollout_shared::routine::Routine;
 
-use super::rollback_plan::Planned;
-use super::rollback_sources::Candidate;
-use super::session::{database, Stopped};
-use super::smoke_runner::{millis, run_smoke_tests};
-use super::{JobContext, JobFailure};
+use super::plan::Planned;
+use super::sources::Candidate;
+use crate::jobs::context::millis;
+use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::smoke::run_smoke_tests;
+use crate::jobs::steps::{database, Stopped};
 use crate::sql::{self, exact_restore::ExactOutcome, RoutineSnapshot, TargetConnection};
 
 /// Smoke-tests the restored versions inside the open transaction; a failure
@@ -66,8 +67,8 @@ pub async fn smoke_on_fresh_connection(
     let work = async {
         let mut fresh = sql::connect(&ctx.target, &ctx.config.timeouts)
             .await
-            .map_err(|e| JobFailure::deploy(super::deploy::error_chain(&e)))?;
-        super::txn_seal::begin(&fresh).await?;
+            .map_err(|e| JobFailure::deploy(pgrollout_shared::errors::error_chain(&e)))?;
+        crate::jobs::context::txn_seal::begin(&fresh).await?;
         let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
         let live = sql::snapshot_routines(&fresh.client, &identities)
             .await

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{JobContext, JobFailure};
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{describe_error, TargetConnection};
 
 #[derive(Default)]
@@ -32,7 +32,7 @@ impl JobContext {
         self.fence.committing.store(true, Ordering::SeqCst);
         // A sealed transaction (`txn_seal`) is unsealed in the same request.
         let statement = match conn.sealed_xid() {
-            Some(_) => super::txn_seal::UNSEAL_AND_COMMIT,
+            Some(_) => crate::jobs::context::txn_seal::UNSEAL_AND_COMMIT,
             None => "COMMIT",
         };
         conn.set_sealed_xid(None);
@@ -58,7 +58,7 @@ impl JobContext {
 
     /// Cancels the statements of every watched connection (bounded: a dead
     /// server must not hold the job's report back).
-    pub(super) async fn cancel_queries(&self) {
+    pub async fn cancel_queries(&self) {
         let tokens: Vec<_> = self
             .fence
             .connections
@@ -78,7 +78,7 @@ impl JobContext {
 
     /// Resolves when the job must be abandoned: its lease ran out while no
     /// COMMIT was under way. Never, for a job without a lease.
-    pub(super) async fn fenced(&self) -> Duration {
+    pub async fn fenced(&self) -> Duration {
         let Some(lease) = self.job.lease else {
             return std::future::pending().await;
         };
@@ -104,7 +104,7 @@ impl JobContext {
         (silent > lease).then_some(silent)
     }
 
-    pub(super) fn fenced_message(&self, silent: Duration) -> String {
+    pub fn fenced_message(&self, silent: Duration) -> String {
         format!(
             "fenced: no word from the controller for {:.1}s, longer than the job's lease of {}; the work not yet \
              committed was rolled back; whatever this job committed before is in the target's ledger",

@@ -30,7 +30,7 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::JobFailure;
+use crate::jobs::context::JobFailure;
 use crate::sql::{describe_error, TargetConnection};
 
 /// Opens the agent's transaction and seals it, and reads its id: one round

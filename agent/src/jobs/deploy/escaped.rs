@@ -6,8 +6,9 @@
 
 use pgrollout_shared::proto::{Outcome, StepStatus};
 
-use super::deploy::Failed;
-use super::{restore, txn_seal, JobContext, JobFailure};
+use super::failed::Failed;
+use crate::jobs::context::{txn_seal, JobContext, JobFailure};
+use crate::jobs::reversal::restore;
 use crate::sql::{self, describe_error, TargetConnection};
 
 pub(super) async fn after_deploy_escape(

@@ -8,13 +8,13 @@
 
 use pgrollout_shared::operations::{RollbackScope, RollbackSpec, RollbackTarget};
 
-use super::rollback::Progress;
-use super::rollback_apply::{prepare_and_apply, Reversal};
-use super::rollback_plan::{Goal, Planned};
-use super::session::database;
+use super::apply::{prepare_and_apply, Reversal};
+use super::plan::{Goal, Planned};
+use super::progress::Progress;
 use super::versions::by_identity;
-use super::{JobContext, JobFailure};
 use crate::backup::WrittenBackup;
+use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::steps::database;
 use crate::sql::{self, TargetConnection};
 
 /// The automatic rollback of a deploy whose transaction a smoke call
@@ -110,7 +110,7 @@ async fn restore(ctx: &JobContext, conn: &mut TargetConnection) -> Result<usize,
             // The restore's transaction is sealed (it runs smoke tests).
             conn.set_sealed_xid(None);
             conn.client
-                .batch_execute(super::txn_seal::UNSEAL_AND_COMMIT)
+                .batch_execute(crate::jobs::context::txn_seal::UNSEAL_AND_COMMIT)
                 .await
                 .map_err(|e| database("COMMIT of the automatic rollback failed", &e))?;
             for warning in &warnings {

@@ -7,12 +7,12 @@
 use pgrollout_shared::operations::RollbackSpec;
 use pgrollout_shared::proto::{RestoredRoutine, SmokeReport, StepStatus};
 
-use super::rollback::Progress;
-use super::rollback_plan::Planned;
-use super::rollback_sources::{gather, Candidate, Definition};
-use super::rollback_verify::smoke_in_transaction;
-use super::session::{self, database, refused, Stopped};
-use super::{JobContext, JobFailure};
+use super::plan::Planned;
+use super::progress::Progress;
+use super::sources::{gather, Candidate, Definition};
+use super::verify::smoke_in_transaction;
+use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::steps::{self, database, refused, Stopped};
 use crate::sql::recreate::{self, RecreateError};
 use crate::sql::{
     self, exact_restore, ReversalJob, ReversalRow, RoutineSnapshot, TargetConnection,
@@ -73,10 +73,10 @@ pub async fn prepare_and_apply(
         .await
         .map_err(|e| database("cannot read the session's role", &e))?;
 
-    super::txn_seal::begin(conn).await?;
+    crate::jobs::context::txn_seal::begin(conn).await?;
     progress.at("backup");
     let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
-    let (current, written) = session::backup(ctx, conn, &reversal.job_id, &identities).await?;
+    let (current, written) = steps::backup(ctx, conn, &reversal.job_id, &identities).await?;
     for (routine, now) in planned.iter().zip(&current) {
         if let Some(drift) = drift(routine, now) {
             ctx.event("drift", StepStatus::Skipped, &drift, 0, Vec::new());

@@ -24,7 +24,7 @@ use pgrollout_shared::proto::SmokeCheck;
 use pgrollout_shared::routine::SmokeTest;
 use tokio_postgres::{Client, Row, Statement};
 
-use super::smoke_runner::{
+use super::checks::{
     call_checks, check, open_savepoint, open_savepoint_in_path, warnings_check, ExpectedTypes,
     CLOSE_SAVEPOINT,
 };
@@ -47,7 +47,7 @@ pub async fn run_calls(
     if conn
         .take_notices()
         .iter()
-        .any(|notice| !super::txn_seal::is_guard_notice(notice))
+        .any(|notice| !crate::jobs::context::txn_seal::is_guard_notice(notice))
     {
         return Ok(None);
     }
@@ -164,7 +164,7 @@ async fn run_prepared(
                 Request::Command(CLOSE_SAVEPOINT.to_owned()),
                 // Keeps the calls behind this one out of autocommit should
                 // it have ended the transaction (`txn_seal`).
-                Request::Command(super::txn_seal::GUARD.to_owned()),
+                Request::Command(crate::jobs::context::txn_seal::GUARD.to_owned()),
             ]
             .map(|request| send(client, request))
         })

@@ -7,7 +7,7 @@
 
 use tokio::task::JoinHandle;
 
-use super::JobContext;
+use crate::jobs::context::JobContext;
 use crate::sql::{self, ConnectError, TargetConnection};
 
 /// A connection being opened; dropping it abandons (and closes) it.

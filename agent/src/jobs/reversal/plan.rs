@@ -6,9 +6,9 @@
 
 use pgrollout_shared::operations::{RollbackScope, RollbackSpec, RollbackTarget};
 
-use super::session::refused;
 use super::versions::{by_identity, version_state, VersionState};
-use super::JobFailure;
+use crate::jobs::context::JobFailure;
+use crate::jobs::steps::refused;
 use crate::sql::{LedgerRecord, RoutineSnapshot};
 
 /// One routine's part in a rollback.

@@ -10,9 +10,10 @@ use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
 use pgrollout_shared::test_reports::{perf_percent, perf_refusal, pgtap_summary};
 
-use super::deploy::{error_chain, take_deploy_lock};
-use super::{perf_probe, pgtap, JobContext, JobFailure};
+use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::steps::{perf, pgtap, take_deploy_lock};
 use crate::sql;
+use pgrollout_shared::errors::error_chain;
 
 pub async fn run(
     ctx: &JobContext,
@@ -58,7 +59,7 @@ pub async fn run(
     if perf_wanted {
         let measured = async {
             take_deploy_lock(ctx, &conn).await?;
-            perf_probe::probe_step(ctx, &conn, routines, &batch.perf_targets).await
+            perf::probe_step(ctx, &conn, routines, &batch.perf_targets).await
         }
         .await;
         match measured {
@@ -97,7 +98,7 @@ async fn pgtap_step(
     ctx.event("pgtap", StepStatus::Started, "", 0, Vec::new());
     let started = std::time::Instant::now();
     let reports = pgtap::run_scripts(ctx, conn, routines).await;
-    let elapsed = super::millis(started.elapsed());
+    let elapsed = crate::jobs::context::millis(started.elapsed());
     match &reports {
         Ok(reports) => {
             let status = if reports.iter().all(|r| r.passed) {

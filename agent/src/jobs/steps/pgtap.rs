@@ -11,7 +11,7 @@ use pgrollout_shared::proto::PgtapReport;
 use pgrollout_shared::routine::{PgtapScript, Routine};
 use tokio_postgres::types::Type;
 
-use super::{JobContext, JobFailure};
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::static_checks::extension_schema;
 use crate::sql::{describe_error, TargetConnection};
 
@@ -62,7 +62,7 @@ async fn run_script(
 ) -> Result<PgtapReport, JobFailure> {
     let mut output = Vec::new();
     let mut error = String::new();
-    super::txn_seal::begin(conn).await?;
+    crate::jobs::context::txn_seal::begin(conn).await?;
     for (index, statement) in script.statements.iter().enumerate() {
         if let Some(keyword) = ends_the_transaction(statement) {
             error = format!(
@@ -91,8 +91,11 @@ async fn run_script(
                 break;
             }
         }
-        if let Err(why) = super::txn_seal::confirm(conn).await {
-            error = super::txn_seal::escaped_message(&format!("statement {}", index + 1), &why);
+        if let Err(why) = crate::jobs::context::txn_seal::confirm(conn).await {
+            error = crate::jobs::context::txn_seal::escaped_message(
+                &format!("statement {}", index + 1),
+                &why,
+            );
             break;
         }
     }

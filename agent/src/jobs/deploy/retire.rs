@@ -10,13 +10,14 @@
 use pgrollout_shared::proto::{AppliedRoutine, JobResult, Outcome};
 use pgrollout_shared::routine::Routine;
 
-use super::apply::{self, Before};
-use super::deploy::{outcomes_all, roll_back, Failed};
-use super::session::refused;
-use super::{txn_seal, JobContext, JobFailure};
+use super::failed::{outcomes_all, Failed};
+use super::finish::roll_back;
+use crate::jobs::context::{txn_seal, JobContext, JobFailure};
+use crate::jobs::steps::apply::{self, Before};
+use crate::jobs::steps::refused;
 use crate::sql::recreate::{drop_for_recreate, RecreateError};
 use crate::sql::retire::note_rows;
-use crate::sql::{describe_error, RoutineSnapshot, TargetConnection};
+use crate::sql::{describe_error, TargetConnection};
 
 /// Runs a retire plan in one transaction, after the deploy path's lock and
 /// idempotency check.
@@ -131,28 +132,4 @@ async fn drop_all(conn: &TargetConnection, identities: &[String]) -> Result<(), 
                 describe_error(&e, None)
             )),
         })
-}
-
-/// Before anything is written: every routine to retire exists in the
-/// catalog. One that does not is refused (exit 1), nothing changed.
-pub(super) fn check_exist(
-    ctx: &JobContext,
-    routines: &[Routine],
-    live: &[RoutineSnapshot],
-) -> Result<(), JobFailure> {
-    let missing: Vec<String> = routines
-        .iter()
-        .zip(live)
-        .filter(|(_, live)| !live.existed)
-        .map(|(routine, _)| routine.identity.to_string())
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(refused(format!(
-        "cannot retire {}: no such routine in target {} (already retired, or never there; `pgrollout history \
-         <name> <environment>` shows what the ledger knows); nothing was changed",
-        missing.join(", "),
-        ctx.target.name
-    )))
 }
