@@ -16,7 +16,9 @@ dependencies (and its re-export of a child is not an edge).
 The cycles printed are the strongly connected components of that graph with
 more than one file. `--allow DIR` marks a cycle whose files all sit directly in
 DIR (relative to the crate's src) as one module split over files: it is still
-printed, but does not fail the check. Exit code 1 when another cycle remains.
+printed, but does not fail the check. Then the same graph by concern (a
+top-level folder of src, or a root file): any cycle there fails the check.
+Exit code 1 when a cycle that is not allowed remains.
 Reused for the controller: point it at controller/src.
 """
 
@@ -177,10 +179,16 @@ class Crate:
                     if m.group(1) and target and self.modules[target][:len(module)] == module:
                         continue  # a folder's surface re-exporting its own child
                     paths.append(p)
-            for m in re.finditer(r"(?<![\w:])((?:crate|super|self|\w+)(?:::\w+)+)", text):
-                first = m.group(1).split("::")[0]
+            # A module brought in by `use` (`use crate::jobs;`) and named in
+            # code (`jobs::execute`) is a dependency too.
+            aliases = {p.split("::")[-1]: p for p in list(paths)}
+            code = re.sub(r"\b(pub(?:\([^)]*\))?\s+)?use\s+[^;]+;", "", text)
+            for m in re.finditer(r"(?<![\w:])((?:crate|super|self|\w+)(?:::\w+)+)", code):
+                first, _, rest = m.group(1).partition("::")
                 if first in ("crate", "super", "self") or first in children:
                     paths.append(m.group(1))
+                elif first in aliases:
+                    paths.append(aliases[first] + "::" + rest)
             deps = set()
             for p in paths:
                 target = self.resolve(module, p.replace("::*", ""))
@@ -246,7 +254,21 @@ def main(argv):
         for f in comp:
             inner = sorted(d for d in graph[f] if d in comp)
             print(f"    {f} -> {', '.join(inner)}")
-    print(f"{len(found)} cycle(s), {failing} not allowed, {len(graph)} files")
+    # The same graph by concern: a top-level folder of src, or a file at its
+    # root. Two concerns that import each other are a cycle whatever files
+    # carry it (e.g. link/mod.rs -> jobs/mod.rs -> link/outbox.rs).
+    def concern(f):
+        return f.split("/")[0] if "/" in f else f
+    folders = {}
+    for f, deps in graph.items():
+        folders.setdefault(concern(f), set()).update(concern(d) for d in deps if concern(d) != concern(f))
+    between = cycles(folders)
+    for comp in between:
+        failing += 1
+        print(f"concerns ({len(comp)}): " + " ".join(comp))
+        for c in comp:
+            print(f"    {c} -> {', '.join(sorted(d for d in folders[c] if d in comp))}")
+    print(f"{len(found)} file cycle(s), {len(between)} concern cycle(s), {failing} not allowed, {len(graph)} files")
     return 1 if failing else 0
 
 

@@ -16,7 +16,7 @@ async fn read(ctx: &JobContext) -> Result<JobResult, Stopped> {
     let conn = steps::connect(ctx).await?;
     let anchors = sql::audit_anchors(&conn.client, &ctx.target.ledger_schema)
         .await
-        .map_err(|e| database("cannot read the ledger's audit anchors", &e))?;
+        .map_err(|e| database("cannot read the ledger's audit anchors", e))?;
     Ok(JobResult {
         outcome: Outcome::Succeeded as i32,
         message: format!("{} audit anchor(s)", anchors.len()),

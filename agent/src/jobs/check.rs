@@ -142,10 +142,10 @@ async fn apply_each(
                 .map_err(|e| apply_finding(routine, &e, "apply"))?;
             let identity = apply::verify_created(conn, std::slice::from_ref(routine))
                 .await
-                .map_err(|failure| finding(routine, "error", "", &failure.message, "apply"))?;
+                .map_err(|failure| finding(routine, "error", "", &failure.message(), "apply"))?;
             apply::grant(conn, std::slice::from_ref(routine), &identity)
                 .await
-                .map_err(|failure| finding(routine, "error", "", &failure.message, "grants"))?;
+                .map_err(|failure| finding(routine, "error", "", &failure.message(), "grants"))?;
             Ok::<_, CheckFinding>(identity.into_iter().next().map(|c| c.identity))
         }
         .await;
@@ -178,12 +178,7 @@ async fn plpgsql_check_step(
 ) -> Result<(Vec<CheckFinding>, Option<String>), JobFailure> {
     let schema = static_checks::extension_schema(&conn.client, "plpgsql_check")
         .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot read pg_extension: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+        .map_err(|e| JobFailure::database("cannot read pg_extension", e))?;
     let Some(schema) = schema else {
         let why = format!(
             "plpgsql_check is not installed in target {}, so PL/pgSQL bodies were not checked beyond \
@@ -249,12 +244,8 @@ async fn check_one(
     routine: &Routine,
     identity: &str,
 ) -> Result<Option<Vec<CheckFinding>>, JobFailure> {
-    let catalog_error = |e: tokio_postgres::Error| {
-        JobFailure::deploy(format!(
-            "cannot read the catalog: {}",
-            describe_error(&e, None)
-        ))
-    };
+    let catalog_error =
+        |e: tokio_postgres::Error| JobFailure::database("cannot read the catalog", e);
     let Some(body) = static_checks::routine_body(&conn.client, identity)
         .await
         .map_err(catalog_error)?

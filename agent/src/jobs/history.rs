@@ -24,7 +24,7 @@ async fn history(ctx: &JobContext, selector: &RoutineSelector) -> Result<JobResu
             async {
                 sql::rows_for_selector(&conn.client, &ctx.target.ledger_schema, selector)
                     .await
-                    .map_err(|e| database("cannot read the ledger", &e))
+                    .map_err(|e| database("cannot read the ledger", e))
             },
             |rows| format!("{} ledger row(s)", rows.len()),
         )
@@ -53,7 +53,7 @@ async fn history(ctx: &JobContext, selector: &RoutineSelector) -> Result<JobResu
         .collect();
     let live = sql::snapshot_routines(&conn.client, &lookups)
         .await
-        .map_err(|e| database("cannot read the catalog", &e))?;
+        .map_err(|e| database("cannot read the catalog", e))?;
     let mut warnings = Vec::new();
     let mut live_ids = Vec::new();
     for (row, live) in lasts.iter().zip(&live) {

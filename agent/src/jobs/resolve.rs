@@ -60,7 +60,7 @@ pub async fn resolve_interrupted(
         match resolve(&context).await {
             Ok(result) => break result,
             Err(failure) => {
-                tracing::warn!(job_id = %job_id, reason = %failure.message, retry_in_s = backoff.as_secs(), "cannot resolve the interrupted job yet");
+                tracing::warn!(job_id = %job_id, error = %pgrollout_shared::errors::error_chain(&failure), retry_in_s = backoff.as_secs(), "cannot resolve the interrupted job yet");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -155,7 +155,7 @@ async fn what_committed(
 ) -> Result<(), JobFailure> {
     let rows = crate::sql::job_record(&conn.client, &ctx.target.ledger_schema, &ctx.job.id)
         .await
-        .map_err(|e| steps::database("ledger lookup failed", &e))?;
+        .map_err(|e| steps::database("ledger lookup failed", e))?;
     recorded.replayed_from_ledger = false;
     recorded.applied = rows
         .iter()

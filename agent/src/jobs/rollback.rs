@@ -49,10 +49,7 @@ async fn bounded<T>(
 }
 
 fn failure_of(result: JobResult) -> JobFailure {
-    JobFailure {
-        outcome: result.outcome(),
-        message: result.message,
-    }
+    JobFailure::new(result.outcome(), result.message)
 }
 
 async fn rollback(
@@ -191,7 +188,7 @@ async fn rollback(
                     }
                     Err(failure) => format!(
                         "the post-restore smoke test could not run: {}",
-                        failure.message
+                        failure.message()
                     ),
                 };
                 result.outcome = Outcome::SmokeFailed as i32;
@@ -229,7 +226,7 @@ async fn load_rows(
             rows_for_selector(&conn.client, schema, selector).await
         }
     };
-    rows.map_err(|e| database("cannot read the ledger", &e))
+    rows.map_err(|e| database("cannot read the ledger", e))
 }
 
 fn summary(restored: &[RestoredRoutine]) -> String {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::jobs::context::{JobContext, JobFailure};
-use crate::sql::{describe_error, TargetConnection};
+use crate::sql::TargetConnection;
 
 #[derive(Default)]
 pub struct Fence {
@@ -36,9 +36,11 @@ impl JobContext {
             None => "COMMIT",
         };
         conn.set_sealed_xid(None);
-        let committed = conn.client.batch_execute(statement).await.map_err(|e| {
-            JobFailure::deploy(format!("COMMIT failed: {}", describe_error(&e, None)))
-        });
+        let committed = conn
+            .client
+            .batch_execute(statement)
+            .await
+            .map_err(|e| JobFailure::database("COMMIT failed", e));
         if last && committed.is_ok() {
             self.fence.past_commit.store(true, Ordering::SeqCst);
         }

@@ -1,10 +1,11 @@
 //! What a running job has: its identity and target, the numbered step
 //! events it streams (`JobContext`), the failure that carries its outcome
 //! (`JobFailure`), its lease (`fence.rs`), its spans (`spans.rs`) and the seal
-//! on its transaction (`txn_seal.rs`). The bottom of `jobs/`: every step and
+//! on its transaction (`txn_seal.rs`). The typed failure is `failure.rs`. The bottom of `jobs/`: every step and
 //! job kind builds on it, and it imports none of them. `fence.rs` adds methods
 //! to `JobContext`, so this folder is one module split over files.
 
+mod failure;
 mod fence;
 mod spans;
 pub mod txn_seal;
@@ -16,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use pgrollout_shared::job::{now_unix_ms, Job};
 use pgrollout_shared::proto::{
-    agent_message::Body, AgentMessage, JobEvent, JobResult, Outcome, SmokeReport, StepStatus,
+    agent_message::Body, AgentMessage, JobEvent, JobResult, SmokeReport, StepStatus,
 };
+
+pub use failure::JobFailure;
 
 use crate::config::{AgentConfig, TargetConfig};
 use crate::outbox::Outbox;
@@ -25,35 +28,6 @@ use crate::outbox::Outbox;
 /// A duration in whole milliseconds, saturating.
 pub fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Why a job stopped, and which outcome (exit code) that means.
-#[derive(Debug)]
-pub struct JobFailure {
-    pub outcome: Outcome,
-    pub message: String,
-}
-
-impl JobFailure {
-    pub fn deploy(message: impl Into<String>) -> Self {
-        JobFailure {
-            outcome: Outcome::DeployFailed,
-            message: message.into(),
-        }
-    }
-
-    /// A connection that failed. A server outside the supported versions is
-    /// a refusal (exit 1): nothing was tried, and retrying will not help.
-    pub fn connect(error: crate::sql::ConnectError) -> Self {
-        let outcome = match error {
-            crate::sql::ConnectError::Unsupported { .. } => Outcome::ValidationFailed,
-            _ => Outcome::DeployFailed,
-        };
-        JobFailure {
-            outcome,
-            message: pgrollout_shared::errors::error_chain(&error),
-        }
-    }
 }
 
 /// The `connect` step's message: the target and the major version it runs.
@@ -198,7 +172,7 @@ impl JobContext {
             Err(failure) => self.event(
                 name,
                 StepStatus::Failed,
-                &failure.message,
+                failure.message(),
                 elapsed,
                 Vec::new(),
             ),
@@ -267,11 +241,13 @@ impl JobContext {
     }
 }
 
-/// A result for a job that failed at `failure`.
+/// A result for a job that failed at `failure`: where the failure is
+/// logged, once, with its whole chain and SQLSTATE.
 pub fn failed_result(failure: JobFailure, smoke: Vec<SmokeReport>) -> JobResult {
+    failure.log();
     JobResult {
         outcome: failure.outcome as i32,
-        message: failure.message,
+        message: failure.message(),
         smoke,
         ..Default::default()
     }

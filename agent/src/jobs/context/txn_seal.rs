@@ -60,12 +60,9 @@ pub fn is_guard_notice(notice: &tokio_postgres::error::DbError) -> bool {
 
 /// `BEGIN`, sealed; the connection remembers the transaction's id.
 pub async fn begin(conn: &TargetConnection) -> Result<(), JobFailure> {
-    begin_client(conn).await.map_err(|e| {
-        JobFailure::deploy(format!(
-            "BEGIN (sealed) failed: {}",
-            describe_error(&e, None)
-        ))
-    })
+    begin_client(conn)
+        .await
+        .map_err(|e| JobFailure::database("BEGIN (sealed) failed", e))
 }
 
 /// [`begin`] with the driver's error.

@@ -53,7 +53,7 @@ pub async fn run(
             }
             Err(failure) => result
                 .warnings
-                .push(format!("pgTAP not run: {}", failure.message)),
+                .push(format!("pgTAP not run: {}", failure.message())),
         }
     }
     if perf_wanted {
@@ -83,7 +83,7 @@ pub async fn run(
             }
             Err(failure) => result
                 .warnings
-                .push(format!("performance probe not run: {}", failure.message)),
+                .push(format!("performance probe not run: {}", failure.message())),
         }
     }
 }
@@ -118,7 +118,7 @@ async fn pgtap_step(
         Err(failure) => ctx.event(
             "pgtap",
             StepStatus::Failed,
-            &failure.message,
+            failure.message(),
             elapsed,
             Vec::new(),
         ),

@@ -16,7 +16,7 @@ use super::failed::Failed;
 use super::finish::verify_after_commit;
 use crate::jobs::context::{JobContext, JobFailure};
 use crate::jobs::steps::{apply, replace, smoke_step};
-use crate::sql::{self, describe_error, TargetConnection};
+use crate::sql::{self, TargetConnection};
 
 pub async fn run(
     ctx: &JobContext,
@@ -34,12 +34,7 @@ pub async fn run(
     // Created once up front, so each routine's transaction only inserts.
     sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
         .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot create the ledger: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+        .map_err(|e| JobFailure::database("cannot create the ledger", e))?;
 
     let total = routines.len();
     let mut outcomes: Vec<RoutineOutcome> = routines
@@ -99,19 +94,18 @@ pub async fn run(
                 Err((mut failure, reports)) => {
                     // Never "rolled back" unless it is the sealed transaction.
                     if let Some(why) = conn.escaped() {
-                        failure.message = format!(
-                            "{}; {}",
-                            failure.message,
+                        failure = failure.followed_by(&format!(
+                            "; {}",
                             crate::jobs::context::txn_seal::escaped_message(
                                 "a smoke test call",
                                 &why
                             )
-                        );
+                        ));
                     }
                     let _ = conn.client.batch_execute("ROLLBACK").await;
                     blocked[index] = true;
                     outcomes[index].status = "failed".into();
-                    outcomes[index].error = failure.message;
+                    outcomes[index].error = failure.message();
                     smoke.extend(reports);
                     worst = worse(worst, failure.outcome);
                 }
@@ -208,10 +202,10 @@ async fn deploy_one(
         .await
         .map_err(plain)?;
     if !reports.iter().all(|r| r.passed) {
-        let failure = JobFailure {
-            outcome: Outcome::SmokeFailed,
-            message: format!("smoke test failed: {}", apply::smoke_summary(&reports)),
-        };
+        let failure = JobFailure::new(
+            Outcome::SmokeFailed,
+            format!("smoke test failed: {}", apply::smoke_summary(&reports)),
+        );
         return Err((failure, reports));
     }
     ctx.commit(conn, false)

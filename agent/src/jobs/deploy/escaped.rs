@@ -43,7 +43,7 @@ pub(super) async fn after_deploy_escape(
                     "the ledger shows this deploy committed ({} row(s)) and the AUTOMATIC \
                      ROLLBACK FAILED: {} — restore from the backup by hand",
                     rows.len(),
-                    failure.message
+                    failure.message()
                 ),
                 "failed",
             ),
@@ -62,10 +62,10 @@ pub(super) async fn after_deploy_escape(
     let message = format!("{escaped}; {verdict}");
     ctx.event("rollback", status, &message, 0, Vec::new());
     Failed {
-        failure: JobFailure {
-            outcome: Outcome::DeployFailed,
-            message: format!("{message} (stopped at: {})", failed.failure.message),
-        },
+        failure: JobFailure::new(
+            Outcome::DeployFailed,
+            format!("{message} (stopped at: {})", failed.failure.message()),
+        ),
         smoke: failed.smoke,
         outcomes: failed
             .outcomes

@@ -55,13 +55,13 @@ pub(super) fn failed_smoke(
         }
     }
     Some(Failed {
-        failure: JobFailure {
-            outcome: Outcome::SmokeFailed,
-            message: format!(
+        failure: JobFailure::new(
+            Outcome::SmokeFailed,
+            format!(
                 "smoke test failed ({}); {consequence}",
                 smoke_summary(reports)
             ),
-        },
+        ),
         smoke: reports.to_vec(),
         outcomes,
     })

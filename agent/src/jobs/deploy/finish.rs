@@ -89,7 +89,7 @@ pub(super) async fn verify_after_commit_on(
         }
         Err(failure) => format!(
             "the post-commit smoke test could not run: {}",
-            failure.message
+            failure.message()
         ),
     };
     let restored = restore::restore_backup(ctx, conn, written).await;
@@ -101,7 +101,7 @@ pub(super) async fn verify_after_commit_on(
         }
         Err(failure) => format!(
             "{why}; AUTOMATIC ROLLBACK FAILED: {} — the new version is live; restore from {} by hand",
-            failure.message,
+            failure.message(),
             written.path.display()
         ),
     };
@@ -124,7 +124,7 @@ async fn post_commit_smoke(
             ctx.event(
                 "post-commit-smoke",
                 StepStatus::Failed,
-                &failure.message,
+                failure.message(),
                 0,
                 Vec::new(),
             );

@@ -23,7 +23,7 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::routine::Routine;
 
 use crate::backup::WrittenBackup;
-use crate::jobs::context::{failed_result, millis, txn_seal, JobContext, JobFailure};
+use crate::jobs::context::{failed_result, millis, txn_seal, JobContext};
 use crate::jobs::steps::apply;
 use crate::jobs::steps::preopen::PreOpened;
 use crate::jobs::steps::{self, replace, smoke_step};
@@ -168,27 +168,23 @@ async fn apply_in_transaction(
             ctx.event(
                 "apply",
                 StepStatus::Failed,
-                &failure.message,
+                failure.message(),
                 millis(started.elapsed()),
                 Vec::new(),
             );
             let index = positions[index];
             let mut outcomes = outcomes_all(routines, "rolled-back");
             outcomes[index].status = "failed".into();
-            outcomes[index].error = failure.message.clone();
+            outcomes[index].error = failure.message();
             outcomes[index + 1..]
                 .iter_mut()
                 .for_each(|o| o.status = "not-run".into());
             return Err(Failed {
-                failure: JobFailure {
-                    outcome: failure.outcome,
-                    message: format!(
-                        "{} (routine {} of {}); nothing was committed",
-                        failure.message,
-                        index + 1,
-                        routines.len()
-                    ),
-                },
+                failure: failure.followed_by(&format!(
+                    " (routine {} of {}); nothing was committed",
+                    index + 1,
+                    routines.len()
+                )),
                 smoke: Vec::new(),
                 outcomes,
             });

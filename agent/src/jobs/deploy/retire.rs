@@ -17,7 +17,7 @@ use crate::jobs::steps::apply::{self, Before};
 use crate::jobs::steps::refused;
 use crate::sql::recreate::{drop_for_recreate, RecreateError};
 use crate::sql::retire::note_rows;
-use crate::sql::{describe_error, TargetConnection};
+use crate::sql::TargetConnection;
 
 /// Runs a retire plan in one transaction, after the deploy path's lock and
 /// idempotency check.
@@ -97,12 +97,7 @@ async fn in_transaction(
                     .collect();
                 note_rows(&conn.client, &ctx.target.ledger_schema, &ids, &notes)
                     .await
-                    .map_err(|e| {
-                        JobFailure::deploy(format!(
-                            "ledger write failed: {}",
-                            describe_error(&e, None)
-                        ))
-                    })?;
+                    .map_err(|e| JobFailure::database("ledger write failed", e))?;
                 Ok((applied, ids))
             },
             |(_, ids)| format!("{} ledger row(s) written, retired", ids.len()),
@@ -127,9 +122,6 @@ async fn drop_all(conn: &TargetConnection, identities: &[String]) -> Result<(), 
                     each.join("; ")
                 ))
             }
-            RecreateError::Database(e) => JobFailure::deploy(format!(
-                "dropping failed: {}",
-                describe_error(&e, None)
-            )),
+            RecreateError::Database(e) => JobFailure::database("dropping failed", e),
         })
 }

@@ -14,9 +14,7 @@ use super::verify::smoke_in_transaction;
 use crate::jobs::context::{JobContext, JobFailure};
 use crate::jobs::steps::{self, database, refused, Stopped};
 use crate::sql::recreate::{self, RecreateError};
-use crate::sql::{
-    self, exact_restore, ReversalJob, ReversalRow, RoutineSnapshot, TargetConnection,
-};
+use crate::sql::{self, exact_restore, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
 
 /// What the transaction did, ready to commit.
 pub struct Applied {
@@ -71,7 +69,7 @@ pub async fn prepare_and_apply(
         })?;
     let who = exact_restore::session(&conn.client)
         .await
-        .map_err(|e| database("cannot read the session's role", &e))?;
+        .map_err(|e| database("cannot read the session's role", e))?;
 
     crate::jobs::context::txn_seal::begin(conn).await?;
     progress.at("backup");
@@ -332,7 +330,7 @@ async fn record(
     outcomes: &[exact_restore::ExactOutcome],
     written: &crate::backup::WrittenBackup,
 ) -> Result<(Vec<RestoredRoutine>, Vec<i64>), JobFailure> {
-    let ledger_error = |e: tokio_postgres::Error| database("ledger write failed", &e);
+    let ledger_error = |e: tokio_postgres::Error| database("ledger write failed", e);
     sql::ensure_reversal_columns(&conn.client, &ctx.target.ledger_schema)
         .await
         .map_err(ledger_error)?;
@@ -362,7 +360,7 @@ async fn record(
             ));
             continue;
         }
-        rows.push(ReversalRow {
+        rows.push(LedgerRow {
             identity: routine.identity,
             change: changes[index],
             plan_id: &chosen[index].plan_id,
@@ -372,6 +370,8 @@ async fn record(
             undoes_ledger_id: routine.undoes().map(|r| r.id),
             new_identity: None,
             note: Some(&notes[index]),
+            source_sha256: None,
+            backed_up: true,
         });
         restored.push(restored_routine(
             routine,
@@ -384,7 +384,7 @@ async fn record(
         return Ok((restored, Vec::new()));
     }
     let backup_path = written.path.display().to_string();
-    let job = ReversalJob {
+    let job = LedgerJob {
         job_id: &reversal.job_id,
         attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),
         rollout_id: &ctx.job.rollout_id,
@@ -395,7 +395,7 @@ async fn record(
         backup_sha256: &written.sha256,
         audit_head: ctx.job.audit_head.as_ref(),
     };
-    let ids = sql::insert_reversal_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
+    let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
         .await
         .map_err(ledger_error)?;
     for entry in &mut restored {

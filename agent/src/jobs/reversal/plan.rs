@@ -429,10 +429,10 @@ mod tests {
         );
         assert!(
             error
-                .message
+                .message()
                 .contains("changed after rollout r1, by ledger #2"),
             "{}",
-            error.message
+            error.message()
         );
     }
 }

@@ -49,14 +49,14 @@ async fn restore(ctx: &JobContext, conn: &mut TargetConnection) -> Result<usize,
     let schema = &ctx.target.ledger_schema;
     let deployed = sql::find_job_in_ledger(&conn.client, schema, &ctx.job.id)
         .await
-        .map_err(|e| database("cannot read the deploy's ledger rows", &e))?;
+        .map_err(|e| database("cannot read the deploy's ledger rows", e))?;
     let identities: Vec<String> = deployed
         .iter()
         .map(|(_, identity, _)| identity.clone())
         .collect();
     let rows = sql::rows_for_identities(&conn.client, schema, &identities)
         .await
-        .map_err(|e| database("cannot read the ledger", &e))?;
+        .map_err(|e| database("cannot read the ledger", e))?;
     let planned: Vec<Planned<'_>> = by_identity(&rows)
         .into_iter()
         .filter_map(|(identity, group)| {
@@ -112,7 +112,7 @@ async fn restore(ctx: &JobContext, conn: &mut TargetConnection) -> Result<usize,
             conn.client
                 .batch_execute(crate::jobs::context::txn_seal::UNSEAL_AND_COMMIT)
                 .await
-                .map_err(|e| database("COMMIT of the automatic rollback failed", &e))?;
+                .map_err(|e| database("COMMIT of the automatic rollback failed", e))?;
             for warning in &warnings {
                 tracing::warn!(job_id = %ctx.job.id, warning = %warning, "automatic rollback");
             }

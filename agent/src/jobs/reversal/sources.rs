@@ -198,7 +198,7 @@ async fn resolve(
             &[(&requested, Type::TEXT_ARRAY)],
         )
         .await
-        .map_err(|e| database("cannot resolve backup entries", &e))?;
+        .map_err(|e| database("cannot resolve backup entries", e))?;
     Ok(rows
         .iter()
         .filter_map(|row| Some((row.get(0), row.get::<_, Option<String>>(1)?)))

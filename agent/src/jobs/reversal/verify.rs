@@ -30,7 +30,7 @@ pub async fn smoke_in_transaction(
     let afters: Vec<&RoutineSnapshot> = outcomes.iter().map(|o| &o.after).collect();
     let reports = smoke(conn, planned, chosen, outcomes, &afters, "in-transaction")
         .await
-        .map_err(|e| database("smoke test could not run", &e))?;
+        .map_err(|e| database("smoke test could not run", e))?;
     let (status, summary) = verdict(&reports);
     ctx.event(
         "smoke",
@@ -41,13 +41,10 @@ pub async fn smoke_in_transaction(
     );
     if status == StepStatus::Failed {
         return Err(Stopped {
-            failure: JobFailure {
-                outcome: pgrollout_shared::proto::Outcome::SmokeFailed,
-                message: format!(
+            failure: JobFailure::new(pgrollout_shared::proto::Outcome::SmokeFailed, format!(
                     "the restored version failed its smoke test ({summary}); the rollback was rolled back, nothing \
                      changed"
-                ),
-            },
+                )),
             smoke: reports,
             warnings: Vec::new(),
         });
@@ -72,7 +69,7 @@ pub async fn smoke_on_fresh_connection(
         let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
         let live = sql::snapshot_routines(&fresh.client, &identities)
             .await
-            .map_err(|e| database("cannot read the restored definitions", &e))?;
+            .map_err(|e| database("cannot read the restored definitions", e))?;
         let live_refs: Vec<&RoutineSnapshot> = live.iter().collect();
         // What must be live is what the transaction verified and committed.
         let committed: Vec<ExactOutcome> = outcomes
@@ -92,7 +89,7 @@ pub async fn smoke_on_fresh_connection(
             "post-restore",
         )
         .await
-        .map_err(|e| database("post-restore smoke test could not run", &e))?;
+        .map_err(|e| database("post-restore smoke test could not run", e))?;
         let _ = fresh.client.batch_execute("ROLLBACK").await;
         Ok::<_, JobFailure>(reports)
     };
@@ -112,7 +109,7 @@ pub async fn smoke_on_fresh_connection(
         Err(failure) => ctx.event(
             "post-restore-smoke",
             StepStatus::Failed,
-            &failure.message,
+            failure.message(),
             elapsed,
             Vec::new(),
         ),

@@ -13,7 +13,7 @@ use super::statement::refused;
 use super::unchanged;
 use crate::backup::WrittenBackup;
 use crate::jobs::context::{JobContext, JobFailure};
-use crate::sql::{self, describe_error, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
+use crate::sql::{self, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
 
 /// The signatures `to_regprocedure` resolves for these routines.
 pub fn signatures(routines: &[Routine]) -> Vec<String> {
@@ -32,12 +32,7 @@ pub async fn snapshot(
 ) -> Result<Vec<RoutineSnapshot>, JobFailure> {
     sql::snapshot_routines_at(&conn.client, &signatures(routines), oids)
         .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot read the current definitions: {}",
-                describe_error(&e, None)
-            ))
-        })
+        .map_err(|e| JobFailure::database("cannot read the current definitions", e))
 }
 
 /// The state before a deploy: every routine's snapshot, which of them are
@@ -251,12 +246,15 @@ pub async fn create_in_its_path(
 }
 
 /// Why a routine's CREATE failed.
-pub fn create_failure(routine: &Routine, error: &tokio_postgres::Error) -> JobFailure {
-    let detail = describe_error(error, Some(&routine.create_sql));
-    JobFailure::deploy(format!(
-        "applying {} from {} failed: {detail}",
-        routine.identity, routine.source_path
-    ))
+pub fn create_failure(routine: &Routine, error: tokio_postgres::Error) -> JobFailure {
+    JobFailure::in_statement(
+        format!(
+            "applying {} from {} failed",
+            routine.identity, routine.source_path
+        ),
+        error,
+        &routine.create_sql,
+    )
 }
 
 /// Runs one routine's CREATE. The extended protocol accepts exactly one
@@ -302,12 +300,7 @@ pub async fn verify_created(
             )],
         )
         .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot read the catalog: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+        .map_err(|e| JobFailure::database("cannot read the catalog", e))?;
     routines
         .iter()
         .zip(rows)
@@ -356,9 +349,10 @@ pub async fn grant(
         }
     }
     if count > 0 {
-        conn.client.batch_execute(&statements).await.map_err(|e| {
-            JobFailure::deploy(format!("granting failed: {}", describe_error(&e, None)))
-        })?;
+        conn.client
+            .batch_execute(&statements)
+            .await
+            .map_err(|e| JobFailure::database("granting failed", e))?;
     }
     Ok(count)
 }
@@ -376,9 +370,7 @@ pub async fn record(
     oids: &[u32],
     before: &Before,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
-    let ledger_error = |e: tokio_postgres::Error| {
-        JobFailure::deploy(format!("ledger write failed: {}", describe_error(&e, None)))
-    };
+    let ledger_error = |e: tokio_postgres::Error| JobFailure::database("ledger write failed", e);
     let previous = &before.previous;
     // After the grants: the ledger records the ACL the routine really has.
     // Nothing ran when every routine was left untouched.
@@ -421,10 +413,15 @@ pub async fn record(
         rows.push(LedgerRow {
             identity,
             change,
+            plan_id: &ctx.job.plan_id,
+            commit_sha: Some(&ctx.job.commit_sha),
             previous: before_state,
             new: after,
             source_sha256: (!retired).then(|| unchanged::source_sha256(routine)),
             backed_up: !*untouched,
+            undoes_ledger_id: None,
+            new_identity: None,
+            note: None,
         });
     }
     sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
@@ -435,11 +432,9 @@ pub async fn record(
         job_id: &ctx.job.id,
         attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),
         rollout_id: &ctx.job.rollout_id,
-        plan_id: &ctx.job.plan_id,
         action: "deploy",
         actor: &ctx.job.actor,
         trace_id: &ctx.job.trace.trace_id,
-        commit_sha: &ctx.job.commit_sha,
         backup_path: &backup_path,
         backup_sha256: &backup_sha256,
         audit_head: ctx.job.audit_head.as_ref(),
@@ -447,7 +442,7 @@ pub async fn record(
     let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
         .await
         .map_err(ledger_error)?;
-    Ok((applied, ids))
+    Ok((applied, ids.into_iter().map(|(id, _)| id).collect()))
 }
 
 /// One line for a smoke step: how many passed, and what failed.

@@ -7,7 +7,6 @@ use super::statement::database;
 use crate::backup::{self, BackupHeader, WrittenBackup};
 use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{self, RoutineSnapshot, TargetConnection};
-use pgrollout_shared::errors::error_chain;
 
 /// Writes `snapshots` as the backup file of `job_id` (temp, fsync, rename,
 /// verified), off the async threads. No backup, no change: a failure here
@@ -30,12 +29,7 @@ pub async fn write(
     tokio::task::spawn_blocking(move || backup::write_backup(&dir, &header, &snapshots))
         .await
         .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "backup failed, nothing was changed: {}",
-                error_chain(&e)
-            ))
-        })
+        .map_err(JobFailure::backup)
 }
 
 /// The `backup` step of the jobs that reverse changes (rollback, disable,
@@ -51,7 +45,7 @@ pub async fn backup(
     let work = async {
         let snapshots = sql::snapshot_routines(&conn.client, identities)
             .await
-            .map_err(|e| database("cannot read the current definitions", &e))?;
+            .map_err(|e| database("cannot read the current definitions", e))?;
         let written = write(ctx, job_id, snapshots.clone()).await?;
         Ok((snapshots, written))
     };

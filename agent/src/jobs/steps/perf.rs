@@ -77,7 +77,7 @@ pub async fn probe_step(
         Err(failure) => ctx.event(
             "perf-probe",
             StepStatus::Failed,
-            &failure.message,
+            failure.message(),
             elapsed,
             Vec::new(),
         ),
@@ -100,12 +100,7 @@ async fn begin_uncounted(conn: &TargetConnection) -> Result<(), JobFailure> {
     crate::sql::watch_stats::stop_counting_calls(&conn.client)
         .await
         .map(|_| ())
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot start a probe: {}",
-                describe_error(&e, None)
-            ))
-        })
+        .map_err(|e| JobFailure::database("cannot start a probe", e))
 }
 
 /// The OLD definition of each routine: the version `target` runs now.
@@ -253,12 +248,7 @@ async fn baselines(
     let identities: Vec<String> = live.iter().filter_map(|s| s.identity.clone()).collect();
     let history = sql::rows_for_identities(&conn.client, &ctx.target.ledger_schema, &identities)
         .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot read the ledger: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+        .map_err(|e| JobFailure::database("cannot read the ledger", e))?;
     let short = &ctx.job.plan_id[..ctx.job.plan_id.len().min(12)];
     Ok(live
         .iter()

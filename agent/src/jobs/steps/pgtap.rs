@@ -31,12 +31,9 @@ pub async fn run_scripts(
             scripts.push(script);
         }
     }
-    let installed = extension_schema(&conn.client, "pgtap").await.map_err(|e| {
-        JobFailure::deploy(format!(
-            "cannot read pg_extension: {}",
-            describe_error(&e, None)
-        ))
-    })?;
+    let installed = extension_schema(&conn.client, "pgtap")
+        .await
+        .map_err(|e| JobFailure::database("cannot read pg_extension", e))?;
     let mut reports = Vec::new();
     for script in scripts {
         if installed.is_none() {

@@ -12,7 +12,7 @@ use super::apply;
 use super::statement::{refused, simple};
 use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::recreate::{drop_for_recreate, needs_drop_and_create, RecreateError};
-use crate::sql::{describe_error, exact_restore, RoutineSnapshot, TargetConnection};
+use crate::sql::{exact_restore, RoutineSnapshot, TargetConnection};
 
 /// Creates `routines` (each with its state before the deploy); returns the
 /// positions of the ones that were dropped and created again. On failure:
@@ -62,7 +62,7 @@ pub async fn create_changed(
                 recreate.push(index);
             }
             Err((index, error)) => {
-                return Err((index, apply::create_failure(&routines[index], &error)))
+                return Err((index, apply::create_failure(&routines[index], error)))
             }
         }
     }
@@ -72,10 +72,9 @@ fn recreate_failure(error: RecreateError) -> JobFailure {
     match error {
         // Refused: the transaction is rolled back, nothing changed.
         RecreateError::Dependants(found) => refused(found.to_string()),
-        RecreateError::Database(e) => JobFailure::deploy(format!(
-            "dropping a routine to create it again failed: {}",
-            describe_error(&e, None)
-        )),
+        RecreateError::Database(e) => {
+            JobFailure::database("dropping a routine to create it again failed", e)
+        }
     }
 }
 

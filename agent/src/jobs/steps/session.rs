@@ -63,7 +63,7 @@ pub async fn take_deploy_lock(ctx: &JobContext, conn: &TargetConnection) -> Resu
                 humantime::format_duration(ctx.config.timeouts.lock)
             )))
         }
-        Err(error) => Err(database("cannot take the deploy lock", &error)),
+        Err(error) => Err(database("cannot take the deploy lock", error)),
     }
 }
 
@@ -117,7 +117,7 @@ pub async fn already_done(
             async {
                 sql::find_job_in_ledger(&conn.client, &ctx.target.ledger_schema, &ctx.job.id)
                     .await
-                    .map_err(|e| database("ledger lookup failed", &e))
+                    .map_err(|e| database("ledger lookup failed", e))
             },
             |rows| match rows.len() {
                 0 => "job not yet applied".into(),

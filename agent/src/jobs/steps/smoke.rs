@@ -9,7 +9,7 @@ use pgrollout_shared::routine::Routine;
 use super::apply::smoke_summary;
 use crate::jobs::context::{millis, txn_seal, JobContext, JobFailure};
 use crate::jobs::smoke::run_smoke_tests_at;
-use crate::sql::{describe_error, TargetConnection};
+use crate::sql::TargetConnection;
 
 /// Runs the smoke tests of `routines` as one step and reports them. `oids`
 /// holds the routines' oids when they are known (or is empty).
@@ -43,18 +43,13 @@ pub async fn smoke_step(
         ctx.event(
             step,
             StepStatus::Failed,
-            &failure.message,
+            failure.message(),
             millis(started.elapsed()),
             Vec::new(),
         );
         return Err(failure);
     }
-    let reports = ran.map_err(|e| {
-        JobFailure::deploy(format!(
-            "smoke test could not run: {}",
-            describe_error(&e, None)
-        ))
-    })?;
+    let reports = ran.map_err(|e| JobFailure::database("smoke test could not run", e))?;
     ctx.add_smoke_times(&reports);
     let status = if reports.iter().all(|r| r.passed) {
         StepStatus::Succeeded

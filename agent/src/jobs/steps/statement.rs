@@ -4,7 +4,7 @@
 use pgrollout_shared::proto::{JobResult, Outcome, SmokeReport};
 
 use crate::jobs::context::JobFailure;
-use crate::sql::{describe_error, TargetConnection};
+use crate::sql::TargetConnection;
 
 /// Runs one statement that returns nothing (`BEGIN`, `SAVEPOINT`, …); a
 /// failure names it.
@@ -12,21 +12,18 @@ pub async fn simple(conn: &TargetConnection, statement: &str) -> Result<(), JobF
     conn.client
         .batch_execute(statement)
         .await
-        .map_err(|e| database(&format!("{statement} failed"), &e))
+        .map_err(|e| database(format!("{statement} failed"), e))
 }
 
 /// A database error as a failure during execution (exit 2): `what` failed,
 /// then the error as `describe_error` renders it.
-pub fn database(what: &str, error: &tokio_postgres::Error) -> JobFailure {
-    JobFailure::deploy(format!("{what}: {}", describe_error(error, None)))
+pub fn database(what: impl Into<String>, error: tokio_postgres::Error) -> JobFailure {
+    JobFailure::database(what, error)
 }
 
 /// Refused before anything changed (exit 1).
 pub fn refused(message: impl Into<String>) -> JobFailure {
-    JobFailure {
-        outcome: Outcome::ValidationFailed,
-        message: message.into(),
-    }
+    JobFailure::new(Outcome::ValidationFailed, message)
 }
 
 /// A job that stopped before its result: why, and what it found so far.
@@ -48,10 +45,12 @@ impl From<JobFailure> for Stopped {
 }
 
 impl Stopped {
+    /// The job's report; the failure is logged here, once.
     pub fn into_result(self) -> JobResult {
+        self.failure.log();
         JobResult {
             outcome: self.failure.outcome as i32,
-            message: self.failure.message,
+            message: self.failure.message(),
             smoke: self.smoke,
             warnings: self.warnings,
             ..Default::default()

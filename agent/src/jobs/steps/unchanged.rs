@@ -14,9 +14,7 @@
 use pgrollout_shared::routine::Routine;
 
 use crate::jobs::context::{JobContext, JobFailure};
-use crate::sql::{
-    self, describe_error, sha256_hex, LatestRecorded, RoutineSnapshot, TargetConnection,
-};
+use crate::sql::{self, sha256_hex, LatestRecorded, RoutineSnapshot, TargetConnection};
 
 /// SHA-256 of what the plan asks for one routine: its statement and grants,
 /// in order. Everything the agent runs for a routine belongs in here.
@@ -74,12 +72,7 @@ pub async fn untouched(
     let identities: Vec<Option<String>> = live.iter().map(|s| s.identity.clone()).collect();
     let recorded = sql::latest_recorded(&conn.client, &ctx.target.ledger_schema, &identities)
         .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot read the ledger: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+        .map_err(|e| JobFailure::database("cannot read the ledger", e))?;
     Ok(routines
         .iter()
         .zip(live)
