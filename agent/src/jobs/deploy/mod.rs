@@ -5,7 +5,7 @@
 //! restore of the backup if that fails.
 //!
 //! A batch is the same path over many routines in dependency order, all in
-//! one transaction; `continue_on_error` batches go through `deploy_each`.
+//! one transaction; `continue_on_error` batches go through `each.rs`.
 
 pub mod after_deploy;
 mod each;

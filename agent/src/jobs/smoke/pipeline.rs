@@ -13,7 +13,7 @@
 //!
 //! What pipelining cannot do is tell which call raised a NOTICE or WARNING:
 //! notices travel apart from the answers. So when any notice arrives, the
-//! caller runs the calls again one by one (`smoke_runner::run_one`), where
+//! caller runs the calls again one by one (`checks::run_one`), where
 //! each notice belongs to the call just made. Smoke calls are rolled back,
 //! so running them twice leaves no rows behind (what escapes a rollback,
 //! such as `nextval`, does happen twice).

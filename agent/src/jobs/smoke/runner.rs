@@ -15,7 +15,7 @@ use crate::sql::TargetConnection;
 /// existence checked. Errors of the test calls are reports, not `Err`: only a
 /// failure of the connection itself is returned as an error.
 ///
-/// The calls are pipelined (`smoke_pipeline`); when one of them raised a
+/// The calls are pipelined (`pipeline.rs`); when one of them raised a
 /// notice, they run again one by one so that each notice is reported with the
 /// call that raised it.
 pub async fn run_smoke_tests(
