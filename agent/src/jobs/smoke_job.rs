@@ -7,7 +7,6 @@ use pgrollout_shared::routine::Routine;
 use super::context::{failed_result, txn_seal, JobContext, JobFailure};
 use super::smoke::run_smoke_tests;
 use super::steps;
-use crate::sql::describe_error;
 
 pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
     let work = async {
@@ -23,7 +22,7 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
                 &why,
             )));
         }
-        let reports = ran.map_err(|e| JobFailure::deploy(describe_error(&e, None)))?;
+        let reports = ran.map_err(|e| JobFailure::database("", e))?;
         let passed = reports.iter().all(|r| r.passed);
         let status = if passed {
             StepStatus::Succeeded

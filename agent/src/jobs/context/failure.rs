@@ -165,3 +165,52 @@ impl std::error::Error for JobFailure {
         self.cause.as_deref().map(|c| c as _)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_error() -> ConnectError {
+        ConnectError::Database {
+            target: "main".into(),
+            user: "deployer".into(),
+            host: "db.internal".into(),
+            port: 5432,
+            dbname: "app".into(),
+            reason: "connection refused".into(),
+        }
+    }
+
+    /// The operator's text is what the string-built failures said: the
+    /// cause's chain, then what follows it.
+    #[test]
+    fn the_report_text_is_what_failed_then_its_cause_then_what_follows() {
+        let backup = JobFailure::backup(crate::backup::BackupError::Write {
+            path: "/backups/x.sql".into(),
+            source: std::io::Error::other("disk full"),
+        });
+        assert_eq!(
+            backup.message(),
+            "backup failed, nothing was changed: cannot write backup /backups/x.sql: disk full"
+        );
+        let connect = JobFailure::connect(connect_error());
+        assert_eq!(connect.outcome, Outcome::DeployFailed);
+        assert_eq!(connect.message(), error_chain(&connect_error()));
+        let followed = JobFailure::deploy("COMMIT failed").followed_by("; nothing was committed");
+        assert_eq!(followed.message(), "COMMIT failed; nothing was committed");
+        assert_eq!(backup.sql_state(), None);
+    }
+
+    /// The log line's chain says each part once: what failed, then why.
+    #[test]
+    fn the_chain_keeps_the_cause_as_a_source_not_a_copy() {
+        let failure = JobFailure::backup(crate::backup::BackupError::Write {
+            path: "/backups/x.sql".into(),
+            source: std::io::Error::other("disk full"),
+        });
+        assert_eq!(failure.to_string(), "backup failed, nothing was changed");
+        let chain = error_chain(&failure);
+        assert_eq!(chain.matches("disk full").count(), 1, "{chain}");
+        assert!(std::error::Error::source(&failure).is_some());
+    }
+}

@@ -254,11 +254,10 @@ async fn apply(
     now: &RoutineSnapshot,
 ) -> Result<(), Fallback> {
     let failed = |what: &str, e: tokio_postgres::Error| {
-        Fallback::Stop(JobFailure::deploy(format!(
-            "{what} {} failed: {}",
-            routine.identity,
-            sql::describe_error(&e, None)
-        )))
+        Fallback::Stop(JobFailure::database(
+            format!("{what} {} failed", routine.identity),
+            e,
+        ))
     };
     match &candidate.definition {
         Definition::Absent => match &now.identity {
