@@ -4,6 +4,7 @@
 //! Passwords are never in this file: only where to read them (an environment
 //! variable, a file, or a pgpass file). They are never sent by the controller.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ pub struct AgentConfig {
     #[serde(default)]
     pub log: pgrollout_shared::log_format::LogConfig,
     /// `/healthz` and `/readyz` for probes (`health.rs`); none without it.
-    pub health: Option<crate::health::HealthConfig>,
+    pub health: Option<HealthConfig>,
 }
 
 /// The files of the agent's mutual-TLS identity. Read on every connection,
@@ -325,6 +326,31 @@ impl AgentConfig {
 
     pub fn target(&self, name: &str) -> Option<&TargetConfig> {
         self.targets.iter().find(|t| t.name == name)
+    }
+}
+
+/// The `[health]` table: where `health.rs` serves `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `/healthz` and `/readyz` are served here.
+    pub listen: SocketAddr,
+    /// Accept a non-loopback `listen` address: the endpoint is
+    /// unauthenticated plain HTTP, so only behind a firewall.
+    #[serde(default)]
+    pub allow_non_loopback: bool,
+}
+
+impl HealthConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
+            return Err(format!(
+                "{} is not a loopback address; the health endpoint is unauthenticated plain HTTP, so either \
+                 listen on 127.0.0.1 or set health.allow_non_loopback = true behind a firewall",
+                self.listen
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -13,39 +13,14 @@
 //! `allow_non_loopback = true` says a firewall guards it. Answers name
 //! targets and reasons, never hosts' credentials.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
 use pgrollout_shared::http_server::{self, HttpResponse};
-use serde::Deserialize;
 
 use crate::config::{AgentConfig, TargetConfig, Timeouts};
-use crate::link::Outbox;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthConfig {
-    /// `/healthz` and `/readyz` are served here.
-    pub listen: SocketAddr,
-    /// Accept a non-loopback `listen` address (see above).
-    #[serde(default)]
-    pub allow_non_loopback: bool,
-}
-
-impl HealthConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if !self.listen.ip().is_loopback() && !self.allow_non_loopback {
-            return Err(format!(
-                "{} is not a loopback address; the health endpoint is unauthenticated plain HTTP, so either \
-                 listen on 127.0.0.1 or set health.allow_non_loopback = true behind a firewall",
-                self.listen
-            ));
-        }
-        Ok(())
-    }
-}
+use crate::outbox::Outbox;
 
 /// The longest a readiness probe waits for one target.
 const TARGET_CHECK: Duration = Duration::from_secs(3);

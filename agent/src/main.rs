@@ -7,6 +7,7 @@ mod config;
 mod health;
 mod jobs;
 mod link;
+mod outbox;
 mod secrets;
 mod sql;
 mod telemetry;
@@ -47,7 +48,7 @@ fn main() -> std::process::ExitCode {
     };
     runtime.block_on(async move {
         let journal = config.journal_path();
-        let (outbox, interrupted) = match link::Outbox::open(&journal) {
+        let (outbox, interrupted) = match outbox::Outbox::open(&journal) {
             Ok(opened) => opened,
             Err(error) => {
                 eprintln!(
@@ -96,7 +97,13 @@ fn main() -> std::process::ExitCode {
                 outbox.clone(),
             ));
         }
-        let link = link::run(config, outbox.clone());
+        // The link hands each accepted job here; jobs report through the
+        // outbox, so neither imports the other.
+        let sink: link::JobSink = {
+            let (config, outbox) = (config.clone(), outbox.clone());
+            Arc::new(move |job| Box::pin(jobs::execute(job, 0, config.clone(), outbox.clone())))
+        };
+        let link = link::run(config, outbox.clone(), sink);
         tokio::pin!(link);
         let code = tokio::select! {
             terminal = &mut link => {
@@ -119,7 +126,7 @@ const REPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// and their results are acknowledged, then exits. A second signal, or the
 /// bound, stops it at once: the journal keeps whatever is unreported.
 async fn drain(
-    outbox: &link::Outbox,
+    outbox: &outbox::Outbox,
     link: std::pin::Pin<&mut impl std::future::Future<Output = link::SessionError>>,
 ) -> std::process::ExitCode {
     let running = outbox.begin_drain();

@@ -10,7 +10,8 @@ use pgrollout_shared::telemetry::{
 };
 
 use crate::config::AgentConfig;
-use crate::link::{span_relay, Outbox};
+use crate::link::span_relay;
+use crate::outbox::Outbox;
 
 /// `service.name` of the agent's spans unless configured otherwise.
 pub const AGENT_SERVICE: &str = "pgrollout-agent";

@@ -366,3 +366,37 @@ async fn smoke_alone_reports_every_check_and_changes_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// A deploy that cannot take the per-target deploy lock is refused with the
+/// one lock text every job kind shares (issue 14: a deploy and a rollback
+/// used to word it differently): it names the target and the wait, says
+/// nothing was changed, and nothing was.
+#[tokio::test]
+async fn a_deploy_that_waits_out_the_deploy_lock_says_nothing_was_changed() -> Result<()> {
+    let stack = Stack::start_with(StackOptions {
+        agent_timeouts: "lock = \"1s\"".into(),
+        ..StackOptions::default()
+    })
+    .await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE TABLE public.probe_calls (p integer)")
+        .await?;
+    stack.write_procedure("probe.sql", &probe_sql("-- v1"))?;
+    let holder = stack.zone("dev").pg.connect().await?;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&0x7067_726f_6c6c_6f75_i64])
+        .await?;
+    let out = stack.cli(&["deploy", "probe", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains(
+            "another rollout holds the deploy lock on target main (waited 1s); nothing was changed; try again when \
+             it finishes"
+        ),
+        "{out}"
+    );
+    assert_eq!(definition(&client).await?, None, "nothing was created");
+    drop(holder);
+    Ok(())
+}

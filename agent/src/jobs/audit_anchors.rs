@@ -4,8 +4,8 @@
 
 use pgrollout_shared::proto::{JobResult, Outcome};
 
-use super::session::{self, database, Stopped};
-use super::JobContext;
+use super::steps::{self, database, Stopped};
+use crate::jobs::context::JobContext;
 use crate::sql;
 
 pub async fn run(ctx: &JobContext) -> JobResult {
@@ -13,10 +13,10 @@ pub async fn run(ctx: &JobContext) -> JobResult {
 }
 
 async fn read(ctx: &JobContext) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
+    let conn = steps::connect(ctx).await?;
     let anchors = sql::audit_anchors(&conn.client, &ctx.target.ledger_schema)
         .await
-        .map_err(|e| database("cannot read the ledger's audit anchors", &e))?;
+        .map_err(|e| database("cannot read the ledger's audit anchors", e))?;
     Ok(JobResult {
         outcome: Outcome::Succeeded as i32,
         message: format!("{} audit anchor(s)", anchors.len()),

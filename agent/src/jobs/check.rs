@@ -13,11 +13,11 @@ use std::time::Instant;
 use pgrollout_shared::proto::{CheckFinding, JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
 
-use super::apply;
-use super::deploy::{error_chain, simple, take_deploy_lock};
-use super::{failed_result, JobContext, JobFailure};
+use super::context::{failed_result, JobContext, JobFailure};
+use super::steps::{self, apply, simple};
 use crate::sql::static_checks::{self, PlpgsqlFinding};
-use crate::sql::{self, describe_error, line_of_char_position, TargetConnection};
+use crate::sql::{describe_error, line_of_char_position, TargetConnection};
+use pgrollout_shared::errors::error_chain;
 
 pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
     check(ctx, routines)
@@ -34,23 +34,10 @@ async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobF
         .cloned()
         .collect();
     let routines = creating.as_slice();
-    let conn = ctx
-        .step(
-            "connect",
-            async {
-                sql::connect(&ctx.target, &ctx.config.timeouts)
-                    .await
-                    .map_err(JobFailure::connect)
-            },
-            |conn| super::connected(&ctx.target, conn),
-        )
-        .await?;
+    let conn = steps::connect(ctx).await?;
     // A dry run takes the same locks as a deploy: never interleave with one.
-    ctx.step("lock", take_deploy_lock(ctx, &conn), |_| {
-        "deploy lock held".into()
-    })
-    .await?;
-    super::txn_seal::begin(&conn).await?;
+    steps::lock(ctx, &conn).await?;
+    crate::jobs::context::txn_seal::begin(&conn).await?;
     let checked = async {
         ctx.event("dry-run-apply", StepStatus::Started, "", 0, Vec::new());
         let started = Instant::now();
@@ -71,11 +58,14 @@ async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobF
         Ok::<_, JobFailure>((findings, warning))
     }
     .await;
-    let sealed = super::txn_seal::confirm(&conn).await;
+    let sealed = crate::jobs::context::txn_seal::confirm(&conn).await;
     // Always: a dry run never leaves anything behind.
     let _ = conn.client.batch_execute("ROLLBACK").await;
     sealed.map_err(|why| {
-        JobFailure::deploy(super::txn_seal::escaped_message("the dry run's SQL", &why))
+        JobFailure::deploy(crate::jobs::context::txn_seal::escaped_message(
+            "the dry run's SQL",
+            &why,
+        ))
     })?;
     let (findings, warning) = checked?;
     let errors = findings.iter().filter(|f| f.level == "error").count();
@@ -152,10 +142,10 @@ async fn apply_each(
                 .map_err(|e| apply_finding(routine, &e, "apply"))?;
             let identity = apply::verify_created(conn, std::slice::from_ref(routine))
                 .await
-                .map_err(|failure| finding(routine, "error", "", &failure.message, "apply"))?;
+                .map_err(|failure| finding(routine, "error", "", &failure.message(), "apply"))?;
             apply::grant(conn, std::slice::from_ref(routine), &identity)
                 .await
-                .map_err(|failure| finding(routine, "error", "", &failure.message, "grants"))?;
+                .map_err(|failure| finding(routine, "error", "", &failure.message(), "grants"))?;
             Ok::<_, CheckFinding>(identity.into_iter().next().map(|c| c.identity))
         }
         .await;
@@ -188,12 +178,7 @@ async fn plpgsql_check_step(
 ) -> Result<(Vec<CheckFinding>, Option<String>), JobFailure> {
     let schema = static_checks::extension_schema(&conn.client, "plpgsql_check")
         .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot read pg_extension: {}",
-                describe_error(&e, None)
-            ))
-        })?;
+        .map_err(|e| JobFailure::database("cannot read pg_extension", e))?;
     let Some(schema) = schema else {
         let why = format!(
             "plpgsql_check is not installed in target {}, so PL/pgSQL bodies were not checked beyond \
@@ -245,7 +230,7 @@ fn finished_step(
             "{what}; {errors} error(s), {} warning(s)",
             findings.len() - errors
         ),
-        super::millis(started.elapsed()),
+        crate::jobs::context::millis(started.elapsed()),
         Vec::new(),
     );
 }
@@ -259,12 +244,8 @@ async fn check_one(
     routine: &Routine,
     identity: &str,
 ) -> Result<Option<Vec<CheckFinding>>, JobFailure> {
-    let catalog_error = |e: tokio_postgres::Error| {
-        JobFailure::deploy(format!(
-            "cannot read the catalog: {}",
-            describe_error(&e, None)
-        ))
-    };
+    let catalog_error =
+        |e: tokio_postgres::Error| JobFailure::database("cannot read the catalog", e);
     let Some(body) = static_checks::routine_body(&conn.client, identity)
         .await
         .map_err(catalog_error)?

@@ -13,12 +13,12 @@ use pgrollout_shared::proto::{JobResult, Outcome, RestoredRoutine};
 use pgrollout_shared::routine::MAX_IDENTIFIER_BYTES;
 use tokio_postgres::types::Type;
 
-use super::session::{self, database, refused, Stopped};
-use super::versions::{by_identity, version_state};
-use super::{JobContext, JobFailure};
+use super::reversal::versions::{by_identity, version_state};
+use super::steps::{self, database, refused, Stopped};
 use crate::backup::WrittenBackup;
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{
-    self, exact_restore, quote_identifier, LedgerRecord, ReversalJob, ReversalRow, RoutineSnapshot,
+    self, exact_restore, quote_identifier, LedgerJob, LedgerRecord, LedgerRow, RoutineSnapshot,
     TargetConnection,
 };
 
@@ -48,10 +48,10 @@ struct Change {
 }
 
 async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
-    session::lock(ctx, &conn).await?;
-    if let Some(replayed) = session::already_done(ctx, &conn).await? {
-        return Ok(replayed);
+    let conn = steps::connect(ctx).await?;
+    steps::lock(ctx, &conn).await?;
+    if let Some(replayed) = steps::already_done(ctx, &conn).await? {
+        return Ok(replayed.into_result());
     }
     let schema = &ctx.target.ledger_schema;
     let (routines, ledger) = ctx
@@ -60,10 +60,10 @@ async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stop
             async {
                 let routines = sql::routines_named(&conn.client, &spec.routines, schema)
                     .await
-                    .map_err(|e| database("cannot look the routines up", &e))?;
+                    .map_err(|e| database("cannot look the routines up", e))?;
                 let ledger = sql::rows_for_selector(&conn.client, schema, &spec.routines)
                     .await
-                    .map_err(|e| database("cannot read the ledger", &e))?;
+                    .map_err(|e| database("cannot read the ledger", e))?;
                 Ok((routines, ledger))
             },
             |(routines, _)| {
@@ -105,10 +105,10 @@ async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stop
         return Err(refused(format!("nothing to disable: {why}")).into());
     }
     let stamp = utc_date_stamp();
-    session::simple(&conn, "BEGIN").await?;
+    steps::simple(&conn, "BEGIN").await?;
     let work = async {
         let identities: Vec<String> = routines.iter().map(|r| r.identity.clone()).collect();
-        let (before, written) = session::backup(ctx, &conn, &ctx.job.id, &identities).await?;
+        let (before, written) = steps::backup(ctx, &conn, &ctx.job.id, &identities).await?;
         let mut script = String::new();
         let mut notes = Vec::new();
         for routine in &routines {
@@ -136,7 +136,7 @@ async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stop
                 conn.client
                     .batch_execute(&script)
                     .await
-                    .map_err(|e| database("disabling failed, nothing was changed", &e))
+                    .map_err(|e| database("disabling failed, nothing was changed", e))
             },
             |_| notes.join("; "),
         )
@@ -144,7 +144,7 @@ async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stop
         let oids: Vec<u32> = routines.iter().map(|r| r.oid).collect();
         let now = sql::identities_of(&conn.client, &oids)
             .await
-            .map_err(|e| database("cannot read the disabled routines", &e))?;
+            .map_err(|e| database("cannot read the disabled routines", e))?;
         let lookups: Vec<String> = now
             .iter()
             .zip(&identities)
@@ -152,7 +152,7 @@ async fn disable(ctx: &JobContext, spec: &DisableSpec) -> Result<JobResult, Stop
             .collect();
         let after = sql::snapshot_routines(&conn.client, &lookups)
             .await
-            .map_err(|e| database("cannot read the disabled routines", &e))?;
+            .map_err(|e| database("cannot read the disabled routines", e))?;
         let changes: Vec<Change> = routines
             .iter()
             .zip(before)
@@ -191,15 +191,15 @@ async fn enable_routines(
     ctx: &JobContext,
     selector: &RoutineSelector,
 ) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
-    session::lock(ctx, &conn).await?;
-    if let Some(replayed) = session::already_done(ctx, &conn).await? {
-        return Ok(replayed);
+    let conn = steps::connect(ctx).await?;
+    steps::lock(ctx, &conn).await?;
+    if let Some(replayed) = steps::already_done(ctx, &conn).await? {
+        return Ok(replayed.into_result());
     }
     let schema = &ctx.target.ledger_schema;
     let ledger = sql::rows_for_selector(&conn.client, schema, selector)
         .await
-        .map_err(|e| database("cannot read the ledger", &e))?;
+        .map_err(|e| database("cannot read the ledger", e))?;
     let groups = by_identity(&ledger);
     let disabled: Vec<(&LedgerRecord, (String, Option<String>))> = groups
         .iter()
@@ -239,15 +239,15 @@ async fn enable_routines(
         })?;
     let who = exact_restore::session(&conn.client)
         .await
-        .map_err(|e| database("cannot read the session's role", &e))?;
-    session::simple(&conn, "BEGIN").await?;
+        .map_err(|e| database("cannot read the session's role", e))?;
+    steps::simple(&conn, "BEGIN").await?;
     let work = async {
         // Where each routine is now: renamed, or still under its name.
         let current: Vec<String> = disabled
             .iter()
             .map(|(row, _)| row.new_identity.clone().unwrap_or_else(|| row.identity.clone()))
             .collect();
-        let (before, written) = session::backup(ctx, &conn, &ctx.job.id, &current).await?;
+        let (before, written) = steps::backup(ctx, &conn, &ctx.job.id, &current).await?;
         let mut script = String::new();
         for ((row, _), now) in disabled.iter().zip(&before) {
             if row.new_identity.is_none() {
@@ -264,7 +264,7 @@ async fn enable_routines(
             })?;
             let name = sql::name_of_identity(&conn.client, &row.identity)
                 .await
-                .map_err(|e| database("cannot read the routine's name", &e))?;
+                .map_err(|e| database("cannot read the routine's name", e))?;
             script.push_str(&format!(
                 "ALTER ROUTINE {identity} RENAME TO {};\n",
                 quote_identifier(&name)
@@ -277,7 +277,7 @@ async fn enable_routines(
                     conn.client
                         .batch_execute(&script)
                         .await
-                        .map_err(|e| database("renaming back failed, nothing was changed", &e))
+                        .map_err(|e| database("renaming back failed, nothing was changed", e))
                 },
                 |_| "renamed back".into(),
             )
@@ -289,13 +289,13 @@ async fn enable_routines(
             &disabled.iter().map(|(row, _)| row.identity.clone()).collect::<Vec<_>>(),
         )
         .await
-        .map_err(|e| database("cannot read the routines", &e))?;
+        .map_err(|e| database("cannot read the routines", e))?;
         for ((row, _), live) in disabled.iter().zip(&live) {
             if let Some(definition) = &row.previous.definition {
                 if live.definition.as_ref() != Some(definition) {
                     exact_restore::create_routine(&conn.client, definition)
                         .await
-                        .map_err(|e| database("restoring the definition failed", &e))?;
+                        .map_err(|e| database("restoring the definition failed", e))?;
                 }
             }
         }
@@ -410,13 +410,13 @@ async fn record(
     changes: &[Change],
     written: &WrittenBackup,
 ) -> Result<Vec<i64>, JobFailure> {
-    let ledger_error = |e: tokio_postgres::Error| database("ledger write failed", &e);
+    let ledger_error = |e: tokio_postgres::Error| database("ledger write failed", e);
     sql::ensure_reversal_columns(&conn.client, &ctx.target.ledger_schema)
         .await
         .map_err(ledger_error)?;
-    let rows: Vec<ReversalRow<'_>> = changes
+    let rows: Vec<LedgerRow<'_>> = changes
         .iter()
-        .map(|c| ReversalRow {
+        .map(|c| LedgerRow {
             identity: &c.identity,
             change: c.change,
             plan_id: &c.plan_id,
@@ -426,10 +426,12 @@ async fn record(
             undoes_ledger_id: c.undoes,
             new_identity: c.new_identity.as_deref(),
             note: Some(&c.note),
+            source_sha256: None,
+            backed_up: true,
         })
         .collect();
     let backup_path = written.path.display().to_string();
-    let job = ReversalJob {
+    let job = LedgerJob {
         job_id: &ctx.job.id,
         attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),
         rollout_id: &ctx.job.rollout_id,
@@ -440,7 +442,7 @@ async fn record(
         backup_sha256: &written.sha256,
         audit_head: ctx.job.audit_head.as_ref(),
     };
-    let ids = sql::insert_reversal_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
+    let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
         .await
         .map_err(ledger_error)?;
     // In the order of `changes`, matched by identity (unique per job).
@@ -466,7 +468,7 @@ async fn grantees(conn: &TargetConnection, identity: &str) -> Result<Vec<String>
             &[(&identity, Type::TEXT)],
         )
         .await
-        .map_err(|e| database("cannot read the routine's privileges", &e))?;
+        .map_err(|e| database("cannot read the routine's privileges", e))?;
     let mut grantees = vec!["PUBLIC".to_owned()];
     grantees.extend(
         rows.iter()
@@ -477,7 +479,9 @@ async fn grantees(conn: &TargetConnection, identity: &str) -> Result<Vec<String>
 }
 
 /// The plan and commit of the version in force, for the ledger row.
-fn version_origin(state: Option<super::versions::VersionState<'_>>) -> (String, Option<String>) {
+fn version_origin(
+    state: Option<super::reversal::versions::VersionState<'_>>,
+) -> (String, Option<String>) {
     state
         .and_then(|s| s.latest())
         .map(|row| (row.plan_id.clone(), row.commit_sha.clone()))

@@ -5,9 +5,9 @@
 use pgrollout_shared::operations::RoutineSelector;
 use pgrollout_shared::proto::{JobResult, LedgerEntry, Outcome};
 
-use super::session::{self, database, refused, Stopped};
-use super::versions::by_identity;
-use super::JobContext;
+use super::reversal::versions::by_identity;
+use super::steps::{self, database, refused, Stopped};
+use crate::jobs::context::JobContext;
 use crate::sql::{self, LedgerRecord};
 
 pub async fn run(ctx: &JobContext, selector: &RoutineSelector) -> JobResult {
@@ -17,14 +17,14 @@ pub async fn run(ctx: &JobContext, selector: &RoutineSelector) -> JobResult {
 }
 
 async fn history(ctx: &JobContext, selector: &RoutineSelector) -> Result<JobResult, Stopped> {
-    let conn = session::connect(ctx).await?;
+    let conn = steps::connect(ctx).await?;
     let rows = ctx
         .step(
             "ledger",
             async {
                 sql::rows_for_selector(&conn.client, &ctx.target.ledger_schema, selector)
                     .await
-                    .map_err(|e| database("cannot read the ledger", &e))
+                    .map_err(|e| database("cannot read the ledger", e))
             },
             |rows| format!("{} ledger row(s)", rows.len()),
         )
@@ -53,7 +53,7 @@ async fn history(ctx: &JobContext, selector: &RoutineSelector) -> Result<JobResu
         .collect();
     let live = sql::snapshot_routines(&conn.client, &lookups)
         .await
-        .map_err(|e| database("cannot read the catalog", &e))?;
+        .map_err(|e| database("cannot read the catalog", e))?;
     let mut warnings = Vec::new();
     let mut live_ids = Vec::new();
     for (row, live) in lasts.iter().zip(&live) {

@@ -12,9 +12,10 @@ use pgrollout_shared::proto::{
     agent_message::Body, AgentMessage, AppliedRoutine, JobResult, Outcome, StepStatus,
 };
 
-use super::{session, JobContext, JobFailure};
+use super::context::{JobContext, JobFailure};
+use super::steps;
 use crate::config::AgentConfig;
-use crate::link::{Interrupted, Outbox};
+use crate::outbox::{Interrupted, Outbox};
 
 /// Decides an interrupted job from the target's ledger and reports it;
 /// retried with backoff while the database cannot be asked.
@@ -59,7 +60,7 @@ pub async fn resolve_interrupted(
         match resolve(&context).await {
             Ok(result) => break result,
             Err(failure) => {
-                tracing::warn!(job_id = %job_id, reason = %failure.message, retry_in_s = backoff.as_secs(), "cannot resolve the interrupted job yet");
+                tracing::warn!(job_id = %job_id, error = %pgrollout_shared::errors::error_chain(&failure), retry_in_s = backoff.as_secs(), "cannot resolve the interrupted job yet");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -89,12 +90,14 @@ async fn resolve(ctx: &JobContext) -> Result<JobResult, JobFailure> {
             ..Default::default()
         });
     }
-    let conn = session::connect(ctx).await?;
+    let conn = steps::connect(ctx).await?;
     // The advisory lock is held by the interrupted job's session until
     // PostgreSQL notices its client is gone and rolls it back: once we hold
     // it, that transaction has either committed or never will.
-    session::lock(ctx, &conn).await?;
-    let recorded = session::already_done(ctx, &conn).await?;
+    steps::lock(ctx, &conn).await?;
+    let recorded = steps::already_done(ctx, &conn)
+        .await?
+        .map(steps::Replayed::into_result);
     let piecewise =
         matches!(&ctx.job.kind, JobKind::Deploy { batch, .. } if batch.continue_on_error);
     let result = match recorded {
@@ -152,7 +155,7 @@ async fn what_committed(
 ) -> Result<(), JobFailure> {
     let rows = crate::sql::job_record(&conn.client, &ctx.target.ledger_schema, &ctx.job.id)
         .await
-        .map_err(|e| session::database("ledger lookup failed", &e))?;
+        .map_err(|e| steps::database("ledger lookup failed", e))?;
     recorded.replayed_from_ledger = false;
     recorded.applied = rows
         .iter()

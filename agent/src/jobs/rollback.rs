@@ -10,62 +10,18 @@
 //! stopped on: before, the transaction is rolled back and nothing changed;
 //! after, the restore stands and only its verification is missing.
 
-use std::sync::Mutex;
-
 use pgrollout_shared::operations::{RollbackScope, RollbackSpec, RollbackTarget};
 use pgrollout_shared::proto::{JobResult, Outcome, RestoredRoutine, StepStatus};
 
-use super::rollback_apply::{prepare_and_apply, Applied, Reversal};
-use super::rollback_plan::{plan, Planned};
-use super::rollback_verify::smoke_on_fresh_connection;
-use super::session::{self, database, Stopped};
-use super::{JobContext, JobFailure};
+use super::reversal::apply::{prepare_and_apply, Applied, Reversal};
+use super::reversal::plan::{plan, Planned};
+use super::reversal::progress::Progress;
+use super::reversal::verify::smoke_on_fresh_connection;
+use super::steps::{self, database, Stopped};
+use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{
     rows_for_rollout, rows_for_routine_of, rows_for_selector, LedgerRecord, TargetConnection,
 };
-
-/// Which step the job is in, and whether it committed: what a timeout
-/// message must say.
-#[derive(Default)]
-pub struct Progress {
-    step: Mutex<String>,
-    committed: Mutex<Option<String>>,
-}
-
-impl Progress {
-    pub fn at(&self, step: &str) {
-        *self.step.lock().unwrap_or_else(|p| p.into_inner()) = step.to_owned();
-    }
-
-    fn timed_out(&self) -> JobResult {
-        let step = self.step.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let committed = self
-            .committed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match committed {
-            None => JobResult {
-                outcome: Outcome::DeployFailed as i32,
-                message: format!(
-                    "the rollback reached its time limit (rollback_timeout) during step {step}; its transaction was \
-                     rolled back, so the database is exactly as it was before the rollback: the version it meant \
-                     to undo is still live"
-                ),
-                ..Default::default()
-            },
-            Some(summary) => JobResult {
-                outcome: Outcome::SmokeFailed as i32,
-                message: format!(
-                    "the restore was committed ({summary}), but the rollback reached its time limit \
-                     (rollback_timeout) during step {step}: the restored version is live and unverified; run \
-                     `pgrollout smoke` on it"
-                ),
-                ..Default::default()
-            },
-        }
-    }
-}
 
 pub async fn run(ctx: &JobContext, spec: &RollbackSpec) -> JobResult {
     let progress = Progress::default();
@@ -93,10 +49,7 @@ async fn bounded<T>(
 }
 
 fn failure_of(result: JobResult) -> JobFailure {
-    JobFailure {
-        outcome: result.outcome(),
-        message: result.message,
-    }
+    JobFailure::new(result.outcome(), result.message)
 }
 
 async fn rollback(
@@ -104,15 +57,15 @@ async fn rollback(
     spec: &RollbackSpec,
     progress: &Progress,
 ) -> Result<JobResult, Stopped> {
-    let deadline = session::own_deadline(ctx);
+    let deadline = steps::own_deadline(ctx);
     let opened = bounded(deadline, progress, async {
         progress.at("connect");
-        let conn = session::connect(ctx).await?;
+        let conn = steps::connect(ctx).await?;
         progress.at("lock");
-        session::lock(ctx, &conn).await?;
+        steps::lock(ctx, &conn).await?;
         progress.at("idempotency");
-        if let Some(replayed) = session::already_done(ctx, &conn).await? {
-            return Ok(Err(replayed));
+        if let Some(replayed) = steps::already_done(ctx, &conn).await? {
+            return Ok(Err(replayed.into_result()));
         }
         progress.at("resolve");
         let rows = load_rows(ctx, &conn, spec).await?;
@@ -187,7 +140,7 @@ async fn rollback(
             smoke: smoke.clone(),
             warnings: warnings.clone(),
         })?;
-    *progress.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary(&restored));
+    progress.committed(summary(&restored));
 
     let mut result = JobResult {
         outcome: Outcome::Succeeded as i32,
@@ -235,7 +188,7 @@ async fn rollback(
                     }
                     Err(failure) => format!(
                         "the post-restore smoke test could not run: {}",
-                        failure.message
+                        failure.message()
                     ),
                 };
                 result.outcome = Outcome::SmokeFailed as i32;
@@ -273,7 +226,7 @@ async fn load_rows(
             rows_for_selector(&conn.client, schema, selector).await
         }
     };
-    rows.map_err(|e| database("cannot read the ledger", &e))
+    rows.map_err(|e| database("cannot read the ledger", e))
 }
 
 fn summary(restored: &[RestoredRoutine]) -> String {

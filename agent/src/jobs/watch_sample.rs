@@ -18,10 +18,10 @@ use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{JobResult, Outcome, WatchSample};
 use pgrollout_shared::watch::WatchSampleSpec;
 
-use super::deploy::error_chain;
-use super::smoke_runner::run_smoke_tests;
-use super::JobContext;
+use super::smoke::run_smoke_tests;
+use crate::jobs::context::JobContext;
 use crate::sql::{self, describe_error, watch_stats, TargetConnection};
+use pgrollout_shared::errors::error_chain;
 
 pub async fn run(ctx: &JobContext, spec: &WatchSampleSpec) -> JobResult {
     match sample(ctx, spec).await {
@@ -81,14 +81,17 @@ async fn probe(
     spec: &WatchSampleSpec,
 ) -> Result<(Vec<pgrollout_shared::proto::SmokeReport>, bool), String> {
     let db = |e: tokio_postgres::Error| describe_error(&e, None);
-    super::txn_seal::begin_client(conn).await.map_err(db)?;
+    crate::jobs::context::txn_seal::begin_client(conn)
+        .await
+        .map_err(db)?;
     let excluded = watch_stats::stop_counting_calls(&conn.client)
         .await
         .map_err(db)?;
     let reports = run_smoke_tests(conn, &spec.probes, "watch").await;
-    let sealed = super::txn_seal::confirm(conn).await;
+    let sealed = crate::jobs::context::txn_seal::confirm(conn).await;
     let _ = conn.client.batch_execute("ROLLBACK").await;
-    sealed
-        .map_err(|why| super::txn_seal::escaped_message("a watch probe (smoke test call)", &why))?;
+    sealed.map_err(|why| {
+        crate::jobs::context::txn_seal::escaped_message("a watch probe (smoke test call)", &why)
+    })?;
     Ok((reports.map_err(db)?, excluded))
 }

@@ -3,8 +3,6 @@
 //! jittered exponential backoff. Jobs run independently of the connection,
 //! so a lost link does not abort work already under way.
 
-mod journal;
-mod outbox;
 pub mod span_relay;
 
 use std::sync::Arc;
@@ -18,11 +16,16 @@ use pgrollout_shared::proto::{
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-pub use outbox::{Interrupted, Outbox};
-
 use crate::config::AgentConfig;
-use crate::jobs;
+use crate::outbox::Outbox;
 use pgrollout_shared::errors::error_chain;
+
+/// Where the link hands an accepted job (its start already journaled): a
+/// future that runs it to its result, which it leaves in the outbox.
+/// `main.rs` passes `jobs::execute`; the link knows nothing of job kinds.
+pub type JobSink = Arc<
+    dyn Fn(Job) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 /// Largest message either side accepts: a plan of thousands of routines fits.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -39,11 +42,11 @@ pub enum SessionError {
 }
 
 /// Runs sessions until a terminal error; never returns otherwise.
-pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>) -> SessionError {
+pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>, sink: JobSink) -> SessionError {
     let mut backoff = Duration::from_secs(1);
     loop {
         let mut welcomed = false;
-        match session(&config, &outbox, &mut welcomed).await {
+        match session(&config, &outbox, &sink, &mut welcomed).await {
             Err(terminal @ SessionError::Terminal(_)) => return terminal,
             Err(SessionError::Retryable(reason)) => {
                 // A link that was up (the controller welcomed us) is worth
@@ -71,6 +74,7 @@ pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>) -> SessionError 
 async fn session(
     config: &Arc<AgentConfig>,
     outbox: &Arc<Outbox>,
+    sink: &JobSink,
     welcomed: &mut bool,
 ) -> Result<(), SessionError> {
     let retry =
@@ -156,7 +160,7 @@ async fn session(
     let heartbeat = tokio::spawn(heartbeats(outbox.clone(), config.timeouts.heartbeat));
     let renewed = certificate_renewed(tls_files.map(|f| f.cert.clone()), certificate_stamp);
     let result = tokio::select! {
-        result = serve(config, outbox, &mut inbound, silence_limit) => result,
+        result = serve(config, outbox, sink, &mut inbound, silence_limit) => result,
         () = renewed => Err(SessionError::Retryable("certificate file changed; reconnecting with the renewed certificate".into())),
     };
     heartbeat.abort();
@@ -167,6 +171,7 @@ async fn session(
 async fn serve(
     config: &Arc<AgentConfig>,
     outbox: &Arc<Outbox>,
+    sink: &JobSink,
     inbound: &mut tonic::Streaming<ControllerMessage>,
     silence_limit: Duration,
 ) -> Result<(), SessionError> {
@@ -186,7 +191,9 @@ async fn serve(
         // count from here.
         outbox.touch();
         match message.body {
-            Some(controller_message::Body::Offer(offer)) => handle_offer(config, outbox, offer),
+            Some(controller_message::Body::Offer(offer)) => {
+                handle_offer(config, outbox, sink, offer)
+            }
             Some(controller_message::Body::Ack(ack)) => outbox.acknowledge(ack),
             Some(controller_message::Body::Heartbeat(_))
             | Some(controller_message::Body::Welcome(_))
@@ -198,7 +205,7 @@ async fn serve(
 /// Validates an offer at the edge, then accepts it and runs it, or declines
 /// with the reason. A duplicate offer of a running job is re-accepted but not
 /// run twice; of a finished one, answered with its result again.
-fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer) {
+fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, sink: &JobSink, offer: JobOffer) {
     let (job_id, attempt) = (offer.job_id.clone(), offer.attempt);
     let decline = |reason: String| {
         tracing::warn!(job_id = %job_id, reason = %reason, "job declined");
@@ -235,7 +242,7 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer
         outbox.send_now(accept);
         return;
     };
-    let (config, outbox) = (config.clone(), outbox.clone());
+    let (outbox, run_job) = (outbox.clone(), sink(job));
     tokio::spawn(async move {
         // Accept only once the start is on disk: after a crash the journal
         // must know every job the controller believes is running here.
@@ -243,7 +250,7 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, offer: JobOffer
             return;
         }
         outbox.send_now(accept);
-        jobs::execute(job, 0, config, outbox).await;
+        run_job.await;
     });
 }
 

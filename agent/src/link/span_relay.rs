@@ -25,7 +25,7 @@ use pgrollout_shared::telemetry::{RELAY_MAX_BATCH_BYTES, RELAY_MAX_BATCH_SPANS};
 use prost::Message;
 use tokio::sync::mpsc;
 
-use super::Outbox;
+use crate::outbox::Outbox;
 
 /// Spans per relayed batch: a few kilobytes each, well under the limits.
 const SPANS_PER_BATCH: usize = 128;

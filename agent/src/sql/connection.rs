@@ -23,7 +23,7 @@ pub struct TargetConnection {
     /// The server's major version, checked to be supported at connect.
     pub version: ServerVersion,
     notices: mpsc::UnboundedReceiver<DbError>,
-    /// The id of the sealed transaction open on it (`jobs::txn_seal`).
+    /// The id of the sealed transaction open on it (`jobs::context::txn_seal`).
     sealed_xid: std::sync::Mutex<Option<String>>,
     /// Why project SQL run on it was found to have ended or left that
     /// transaction, once a check after the calls found so.

@@ -2,7 +2,7 @@
 //! transaction as the change, read to make a redelivered job a no-op.
 
 use pgrollout_shared::audit_anchor::AuditHead;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
 use super::quote_identifier;
@@ -78,17 +78,26 @@ async fn ledger_exists(client: &Client, schema: &str) -> Result<bool, tokio_post
         .get(0))
 }
 
-/// What one ledger row records about one routine.
+/// What one ledger row records about one routine, for every kind of job.
 pub struct LedgerRow<'a> {
     pub identity: &'a str,
-    /// created | replaced | unchanged | dropped | restored
+    /// created | replaced | recreated | unchanged | retired (a deploy);
+    /// restored | dropped | unchanged | renamed | revoked | renamed-back |
+    /// re-granted (a reversal)
     pub change: &'a str,
+    /// The plan and commit of the version now in place, when known.
+    pub plan_id: &'a str,
+    pub commit_sha: Option<&'a str>,
     pub previous: &'a RoutineSnapshot,
     pub new: &'a RoutineSnapshot,
     /// SHA-256 of what the plan asked for (`unchanged::source_sha256`).
     pub source_sha256: Option<String>,
     /// Whether the job's backup holds this routine (false: left untouched).
     pub backed_up: bool,
+    /// The row this one reverses (rollback, disable, enable).
+    pub undoes_ledger_id: Option<i64>,
+    pub new_identity: Option<&'a str>,
+    pub note: Option<&'a str>,
 }
 
 /// Context shared by every row of one job.
@@ -96,77 +105,75 @@ pub struct LedgerJob<'a> {
     pub job_id: &'a str,
     pub attempt: i32,
     pub rollout_id: &'a str,
-    pub plan_id: &'a str,
+    /// deploy | rollback | auto-rollback | disable | enable
     pub action: &'a str,
     pub actor: &'a str,
     pub trace_id: &'a str,
-    pub commit_sha: &'a str,
+    /// The backup this job took before it changed anything.
     pub backup_path: &'a str,
     pub backup_sha256: &'a str,
     /// The controller's audit head the job carried: recorded as an anchor.
     pub audit_head: Option<&'a AuditHead>,
 }
 
-/// Inserts every row of a job in one statement; returns the ledger ids.
+/// Inserts every row of a job in one statement; returns each new row's id
+/// with its identity (unique per job), in the order of `rows`.
 pub async fn insert_ledger_rows(
     client: &Client,
     schema: &str,
     job: &LedgerJob<'_>,
     rows: &[LedgerRow<'_>],
-) -> Result<Vec<i64>, tokio_postgres::Error> {
-    let column = |f: &dyn Fn(&LedgerRow<'_>) -> Option<String>| -> Vec<Option<String>> {
+) -> Result<Vec<(i64, String)>, tokio_postgres::Error> {
+    let text = |f: &dyn Fn(&LedgerRow<'_>) -> Option<String>| -> Vec<Option<String>> {
         rows.iter().map(f).collect()
     };
-    let identity = column(&|r| Some(r.identity.to_owned()));
-    let change = column(&|r| Some(r.change.to_owned()));
-    let prev_def = column(&|r| r.previous.definition.clone());
-    let prev_owner = column(&|r| r.previous.owner.clone());
-    let prev_acl = column(&|r| r.previous.acl.clone());
-    let prev_comment = column(&|r| r.previous.comment.clone());
-    let prev_sha = column(&|r| r.previous.definition_sha256());
-    let new_def = column(&|r| r.new.definition.clone());
-    let new_owner = column(&|r| r.new.owner.clone());
-    let new_acl = column(&|r| r.new.acl.clone());
-    let new_comment = column(&|r| r.new.comment.clone());
-    let new_sha = column(&|r| r.new.definition_sha256());
-    let source_sha = column(&|r| r.source_sha256.clone());
+    let columns: Vec<Vec<Option<String>>> = vec![
+        text(&|r| Some(r.plan_id.to_owned())),
+        text(&|r| r.commit_sha.map(str::to_owned)),
+        text(&|r| Some(r.identity.to_owned())),
+        text(&|r| Some(r.change.to_owned())),
+        text(&|r| r.previous.definition.clone()),
+        text(&|r| r.previous.owner.clone()),
+        text(&|r| r.previous.acl.clone()),
+        text(&|r| r.previous.comment.clone()),
+        text(&|r| r.previous.definition_sha256()),
+        text(&|r| r.new.definition.clone()),
+        text(&|r| r.new.owner.clone()),
+        text(&|r| r.new.acl.clone()),
+        text(&|r| r.new.comment.clone()),
+        text(&|r| r.new.definition_sha256()),
+        text(&|r| r.source_sha256.clone()),
+    ];
     let backed_up: Vec<bool> = rows.iter().map(|r| r.backed_up).collect();
-    let sql = include_str!("ledger_insert.sql").replace("{schema}", &quote_identifier(schema));
+    let undoes: Vec<Option<i64>> = rows.iter().map(|r| r.undoes_ledger_id).collect();
+    let new_identity = text(&|r| r.new_identity.map(str::to_owned));
+    let note = text(&|r| r.note.map(str::to_owned));
     let (audit_seq, audit_hash) = anchor_params(job.audit_head);
-    let text = Type::TEXT;
-    let array = Type::TEXT_ARRAY;
-    let result = client
-        .query_typed(
-            &sql,
-            &[
-                (&job.job_id, text.clone()),
-                (&job.attempt, Type::INT4),
-                (&job.rollout_id, text.clone()),
-                (&job.plan_id, text.clone()),
-                (&job.action, text.clone()),
-                (&job.actor, text.clone()),
-                (&job.trace_id, text.clone()),
-                (&job.commit_sha, text.clone()),
-                (&job.backup_path, text.clone()),
-                (&job.backup_sha256, text.clone()),
-                (&identity, array.clone()),
-                (&change, array.clone()),
-                (&prev_def, array.clone()),
-                (&prev_owner, array.clone()),
-                (&prev_acl, array.clone()),
-                (&prev_comment, array.clone()),
-                (&prev_sha, array.clone()),
-                (&new_def, array.clone()),
-                (&new_owner, array.clone()),
-                (&new_acl, array.clone()),
-                (&new_comment, array.clone()),
-                (&new_sha, array.clone()),
-                (&source_sha, array),
-                (&backed_up, Type::BOOL_ARRAY),
-                (&audit_seq, Type::INT8),
-                (&audit_hash, text),
-            ],
-        )
-        .await?;
-    Ok(result.iter().map(|row| row.get(0)).collect())
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+        (&job.job_id, Type::TEXT),
+        (&job.attempt, Type::INT4),
+        (&job.rollout_id, Type::TEXT),
+        (&job.action, Type::TEXT),
+        (&job.actor, Type::TEXT),
+        (&job.trace_id, Type::TEXT),
+        (&job.backup_path, Type::TEXT),
+        (&job.backup_sha256, Type::TEXT),
+        (&audit_seq, Type::INT8),
+        (&audit_hash, Type::TEXT),
+    ];
+    params.extend(
+        columns
+            .iter()
+            .map(|c| (c as &(dyn ToSql + Sync), Type::TEXT_ARRAY)),
+    );
+    params.push((&backed_up, Type::BOOL_ARRAY));
+    params.push((&undoes, Type::INT8_ARRAY));
+    params.push((&new_identity, Type::TEXT_ARRAY));
+    params.push((&note, Type::TEXT_ARRAY));
+    let sql = include_str!("ledger_insert.sql").replace("{schema}", &quote_identifier(schema));
+    let inserted = client.query_typed(&sql, &params).await?;
+    Ok(inserted
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }

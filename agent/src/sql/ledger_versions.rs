@@ -1,19 +1,18 @@
 //! Reading the ledger as a version history, and recording the changes that
 //! reverse others (rollback, auto-rollback, disable, enable).
 //!
-//! Deploys write the ledger through `ledger.rs`; everything here either reads
-//! it or writes rows that point back at the row they reverse
-//! (`undoes_ledger_id`), which is what lets a second rollback go one version
-//! further back instead of undoing the first.
+//! Every job writes the ledger through `ledger.rs`'s one insert; a reversal's
+//! rows point back at the row they reverse (`undoes_ledger_id`), which is what
+//! lets a second rollback go one version further back instead of undoing the
+//! first.
 
 use pgrollout_shared::operations::RoutineSelector;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
-use super::ledger::{anchor_params, ensure_ledger};
+use super::ledger::ensure_ledger;
 use super::quote_identifier;
 use super::snapshot::RoutineSnapshot;
-use pgrollout_shared::audit_anchor::AuditHead;
 
 /// One ledger row with both sides of its change.
 #[derive(Clone, Debug)]
@@ -197,95 +196,4 @@ pub async fn ensure_reversal_columns(
     schema: &str,
 ) -> Result<(), tokio_postgres::Error> {
     ensure_ledger(client, schema).await
-}
-
-/// What one reversal row records about one routine.
-pub struct ReversalRow<'a> {
-    pub identity: &'a str,
-    /// restored | dropped | unchanged | renamed | revoked | renamed-back | re-granted
-    pub change: &'a str,
-    /// The plan and commit of the version now in place, when known.
-    pub plan_id: &'a str,
-    pub commit_sha: Option<&'a str>,
-    pub previous: &'a RoutineSnapshot,
-    pub new: &'a RoutineSnapshot,
-    pub undoes_ledger_id: Option<i64>,
-    pub new_identity: Option<&'a str>,
-    pub note: Option<&'a str>,
-}
-
-/// Context shared by every row of one reversing job.
-pub struct ReversalJob<'a> {
-    pub job_id: &'a str,
-    pub attempt: i32,
-    pub rollout_id: &'a str,
-    /// rollback | auto-rollback | disable | enable
-    pub action: &'a str,
-    pub actor: &'a str,
-    pub trace_id: &'a str,
-    /// The backup this job took before it changed anything.
-    pub backup_path: &'a str,
-    pub backup_sha256: &'a str,
-    /// The controller's audit head the job carried: recorded as an anchor.
-    pub audit_head: Option<&'a AuditHead>,
-}
-
-/// Inserts every row of a reversing job in one statement; returns each new
-/// row's id with its identity (unique per job).
-pub async fn insert_reversal_rows(
-    client: &Client,
-    schema: &str,
-    job: &ReversalJob<'_>,
-    rows: &[ReversalRow<'_>],
-) -> Result<Vec<(i64, String)>, tokio_postgres::Error> {
-    let text = |f: &dyn Fn(&ReversalRow<'_>) -> Option<String>| -> Vec<Option<String>> {
-        rows.iter().map(f).collect()
-    };
-    let columns: Vec<Vec<Option<String>>> = vec![
-        text(&|r| Some(r.plan_id.to_owned())),
-        text(&|r| r.commit_sha.map(str::to_owned)),
-        text(&|r| Some(r.identity.to_owned())),
-        text(&|r| Some(r.change.to_owned())),
-        text(&|r| r.previous.definition.clone()),
-        text(&|r| r.previous.owner.clone()),
-        text(&|r| r.previous.acl.clone()),
-        text(&|r| r.previous.comment.clone()),
-        text(&|r| r.previous.definition_sha256()),
-        text(&|r| r.new.definition.clone()),
-        text(&|r| r.new.owner.clone()),
-        text(&|r| r.new.acl.clone()),
-        text(&|r| r.new.comment.clone()),
-        text(&|r| r.new.definition_sha256()),
-    ];
-    let undoes: Vec<Option<i64>> = rows.iter().map(|r| r.undoes_ledger_id).collect();
-    let new_identity = text(&|r| r.new_identity.map(str::to_owned));
-    let note = text(&|r| r.note.map(str::to_owned));
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-        (&job.job_id, Type::TEXT),
-        (&job.attempt, Type::INT4),
-        (&job.rollout_id, Type::TEXT),
-        (&job.action, Type::TEXT),
-        (&job.actor, Type::TEXT),
-        (&job.trace_id, Type::TEXT),
-        (&job.backup_path, Type::TEXT),
-        (&job.backup_sha256, Type::TEXT),
-    ];
-    params.extend(
-        columns
-            .iter()
-            .map(|c| (c as &(dyn ToSql + Sync), Type::TEXT_ARRAY)),
-    );
-    params.push((&undoes, Type::INT8_ARRAY));
-    params.push((&new_identity, Type::TEXT_ARRAY));
-    params.push((&note, Type::TEXT_ARRAY));
-    let (audit_seq, audit_hash) = anchor_params(job.audit_head);
-    params.push((&audit_seq, Type::INT8));
-    params.push((&audit_hash, Type::TEXT));
-    let sql =
-        include_str!("ledger_reversal_insert.sql").replace("{schema}", &quote_identifier(schema));
-    let inserted = client.query_typed(&sql, &params).await?;
-    Ok(inserted
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
 }

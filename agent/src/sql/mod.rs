@@ -25,10 +25,9 @@ pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJo
 pub use ledger_job::job_record;
 pub use ledger_latest::{latest_recorded, LatestRecorded};
 pub use ledger_versions::{
-    ensure_reversal_columns, insert_reversal_rows, rows_for_identities, rows_for_rollout,
-    rows_for_routine_of, rows_for_selector, LedgerRecord, ReversalJob, ReversalRow,
+    ensure_reversal_columns, rows_for_identities, rows_for_rollout, rows_for_routine_of,
+    rows_for_selector, LedgerRecord,
 };
-pub use pgrollout_shared::routine::quote_identifier;
 pub use routine_lookup::{identities_of, name_of_identity, routines_named};
 pub use snapshot::{snapshot_routines, snapshot_routines_at, RoutineSnapshot};
 
@@ -68,6 +67,14 @@ pub fn line_of_char_position(sql: &str, position: usize) -> usize {
         .count()
 }
 
+/// An identifier (schema, role, table) quoted for any statement the agent
+/// sends: always in double quotes, embedded quotes doubled — libpq's
+/// `PQescapeIdentifier`, as `postgres-protocol` implements it. The one quoting
+/// helper of `sql/`.
+pub fn quote_identifier(identifier: &str) -> String {
+    postgres_protocol::escape::escape_identifier(identifier)
+}
+
 /// SHA-256 of a text, lowercase hex: how definitions are fingerprinted in
 /// backups and the ledger.
 pub fn sha256_hex(text: &str) -> String {
@@ -85,5 +92,28 @@ mod tests {
         assert_eq!(line_of_char_position(sql, 1), 1);
         assert_eq!(line_of_char_position(sql, 21), 2);
         assert_eq!(line_of_char_position(sql, 38), 3);
+    }
+
+    /// The agent quotes with libpq's escaping; what the shared routine
+    /// helpers write (search paths, GRANTs) must be the same text, or a
+    /// ledger schema could be named two ways.
+    #[test]
+    fn identifiers_are_quoted_as_the_shared_helpers_quote_them() {
+        for name in [
+            "pgrollout",
+            "Mixed Case",
+            "a\"b",
+            "\"\"",
+            "back\\slash",
+            "ünï",
+            "",
+        ] {
+            assert_eq!(
+                quote_identifier(name),
+                pgrollout_shared::routine::quote_identifier(name),
+                "{name}"
+            );
+        }
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -1,0 +1,140 @@
+//! Sealed transactions (issue 13): every transaction in which the agent runs
+//! SQL that is not a routine definition — smoke test calls, `[perf]` probe
+//! calls, watch probes, pgTAP statements — is sealed so that nothing in it
+//! can commit before the agent means to.
+//!
+//! The controller refuses transaction control in that SQL with PostgreSQL's
+//! parser; the agent has no parser and does not trust the wire, so:
+//!
+//! - **The seal**: right after `BEGIN` the agent creates a temporary table
+//!   holding one row that violates a *deferred* foreign key. A `COMMIT` (or
+//!   `COMMIT AND CHAIN`, `END`, `PREPARE TRANSACTION`) sent by anyone else
+//!   fails at commit time and rolls the whole transaction back; only the
+//!   agent's own COMMIT deletes the row first ([`UNSEAL_AND_COMMIT`]). Each
+//!   call runs in a savepoint that is rolled back, so no call can delete the
+//!   row either. The table is `ON COMMIT DROP` and vanishes with the
+//!   transaction however it ends.
+//! - **The check**: [`confirm`] reads the transaction id next to the seal's
+//!   row; it fails when the transaction the agent opened is gone (the table
+//!   went with it) or is another one. A job confirms after the calls and
+//!   before it reports that the database is as it was.
+//! - **The guard** after each pipelined call's savepoint release
+//!   ([`GUARD`]): a `BEGIN` of its own, a no-op (with a warning the smoke
+//!   runner ignores) inside the agent's transaction. When a call ended that
+//!   transaction, the release fails and the `BEGIN` opens a new block, so the
+//!   calls already pipelined behind it still run inside a transaction, each
+//!   in a savepoint that is rolled back, and never in autocommit: a later
+//!   `COMMIT` can only commit an empty block (a `DO` or `CALL` cannot commit
+//!   inside one), and the agent stops at the first failed release.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::jobs::context::JobFailure;
+use crate::sql::{describe_error, TargetConnection};
+
+/// Opens the agent's transaction and seals it, and reads its id: one round
+/// trip. `pg_temp` is named explicitly so no search path can redirect it.
+const BEGIN_SEALED: &str = "BEGIN; \
+    CREATE TEMP TABLE pgrollout_seal (id int PRIMARY KEY, \
+      ref int REFERENCES pg_temp.pgrollout_seal DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP; \
+    INSERT INTO pg_temp.pgrollout_seal VALUES (1, 0); \
+    SELECT pg_current_xact_id()::text";
+
+/// The agent's own COMMIT of a sealed transaction. Should the transaction
+/// be gone, the DELETE fails and the COMMIT is never run.
+pub const UNSEAL_AND_COMMIT: &str = "DELETE FROM pg_temp.pgrollout_seal; COMMIT";
+
+/// Rolls a smoke call's savepoint back.
+pub const CLOSE_SAVEPOINT: &str =
+    "ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke";
+
+/// Sent on its own after each pipelined call's [`CLOSE_SAVEPOINT`] (see the
+/// module's guard).
+pub const GUARD: &str = "BEGIN";
+
+/// The warning `BEGIN` raises inside a transaction: the guard's, not a call's.
+pub fn is_guard_notice(notice: &tokio_postgres::error::DbError) -> bool {
+    *notice.code() == SqlState::ACTIVE_SQL_TRANSACTION
+}
+
+/// `BEGIN`, sealed; the connection remembers the transaction's id.
+pub async fn begin(conn: &TargetConnection) -> Result<(), JobFailure> {
+    begin_client(conn)
+        .await
+        .map_err(|e| JobFailure::database("BEGIN (sealed) failed", e))
+}
+
+/// [`begin`] with the driver's error.
+pub async fn begin_client(conn: &TargetConnection) -> Result<(), tokio_postgres::Error> {
+    let messages = conn.client.simple_query(BEGIN_SEALED).await?;
+    let xid = messages.iter().rev().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    conn.set_sealed_xid(xid);
+    Ok(())
+}
+
+/// Confirms that `conn` is still in the sealed transaction it opened, with
+/// its seal in place. `Err` says what was found instead.
+pub async fn confirm(conn: &TargetConnection) -> Result<(), String> {
+    let Some(expected) = conn.sealed_xid() else {
+        return Err("the agent's transaction was never sealed".into());
+    };
+    confirm_on(&conn.client, &expected).await
+}
+
+/// [`confirm`] after project SQL ran on `conn` (a broken connection is not
+/// an escape: the server rolls back by itself); an escape is recorded on the
+/// connection, for the job's failure path to read.
+pub async fn confirm_after_calls(conn: &TargetConnection) -> Result<(), String> {
+    if conn.client.is_closed() {
+        return Ok(());
+    }
+    confirm(conn)
+        .await
+        .inspect_err(|why| conn.set_escaped(why.clone()))
+}
+
+async fn confirm_on(client: &Client, expected: &str) -> Result<(), String> {
+    let found = client
+        .simple_query(
+            "SELECT pg_current_xact_id()::text FROM pg_temp.pgrollout_seal WHERE id = 1 AND ref = 0",
+        )
+        .await;
+    let rows: Vec<String> = match found {
+        Ok(messages) => messages
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+        Err(error) => {
+            return Err(format!(
+                "the agent's transaction {expected} is no longer open ({})",
+                describe_error(&error, None)
+            ))
+        }
+    };
+    match rows.as_slice() {
+        [xid] if xid == expected => Ok(()),
+        [xid] => Err(format!(
+            "the session is in transaction {xid}, not in the agent's transaction {expected}"
+        )),
+        _ => Err(format!(
+            "the seal of the agent's transaction {expected} was removed"
+        )),
+    }
+}
+
+/// What an operator reads when SQL of the project ended the agent's
+/// transaction: what ran, and what that means.
+pub fn escaped_message(what: &str, why: &str) -> String {
+    format!(
+        "{what} ended or left the agent's transaction ({why}); the agent stopped at once. \
+         The transaction was sealed, so a COMMIT from that SQL failed and rolled it back; \
+         calls sent after it ran in an aborted transaction"
+    )
+}

@@ -1,0 +1,146 @@
+//! How a deploy's transaction ends: rolled back (and what became of it when
+//! a smoke call ended it), or committed and then checked on a fresh
+//! connection, with the automatic restore of the backup if that check fails.
+
+use pgrollout_shared::proto::{JobResult, Outcome, SmokeReport, StepStatus};
+use pgrollout_shared::routine::Routine;
+
+use super::failed::Failed;
+use crate::backup::WrittenBackup;
+use crate::jobs::context::{txn_seal, JobContext, JobFailure};
+use crate::jobs::reversal::restore;
+use crate::jobs::steps::preopen::PreOpened;
+use crate::jobs::steps::smoke_step;
+use crate::sql::TargetConnection;
+use pgrollout_shared::errors::error_chain;
+
+/// Rolls back the deploy's transaction after `failed`, and says what became
+/// of it.
+pub async fn roll_back(ctx: &JobContext, conn: &mut TargetConnection, failed: Failed) -> Failed {
+    // "As it was" only while the transaction is known to be the sealed one
+    // the agent opened; else find out what became of it.
+    let escaped = conn.escaped();
+    // On a broken connection the server rolls back by itself.
+    let _ = conn.client.batch_execute("ROLLBACK").await;
+    if let Some(why) = escaped {
+        return super::escaped::after_deploy_escape(ctx, conn, failed, &why).await;
+    }
+    ctx.event(
+        "rollback",
+        StepStatus::Succeeded,
+        "transaction rolled back; the database is as it was",
+        0,
+        Vec::new(),
+    );
+    failed
+}
+
+/// The post-commit smoke test on a connection opened now, and the automatic
+/// restore if it fails.
+pub async fn verify_after_commit(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    routines: &[Routine],
+    written: &WrittenBackup,
+    result: JobResult,
+) -> JobResult {
+    let checked = AfterCommit {
+        routines,
+        oids: &[],
+        written,
+    };
+    verify_after_commit_on(ctx, conn, checked, result, PreOpened::later()).await
+}
+
+/// What a committed deploy is checked against: its routines (with their
+/// oids when known) and the backup an automatic rollback restores.
+pub(super) struct AfterCommit<'a> {
+    pub routines: &'a [Routine],
+    pub oids: &'a [u32],
+    pub written: &'a WrittenBackup,
+}
+
+/// The post-commit smoke test on `post_commit`, and the automatic restore if
+/// it fails.
+pub(super) async fn verify_after_commit_on(
+    ctx: &JobContext,
+    conn: &mut TargetConnection,
+    checked: AfterCommit<'_>,
+    mut result: JobResult,
+    post_commit: PreOpened,
+) -> JobResult {
+    let AfterCommit {
+        routines,
+        oids,
+        written,
+    } = checked;
+    if routines.is_empty() {
+        return result;
+    }
+    let post = post_commit_smoke(ctx, routines, oids, post_commit).await;
+    let why = match post {
+        Ok(reports) if reports.iter().all(|r| r.passed) => {
+            result.smoke.extend(reports);
+            return result;
+        }
+        Ok(reports) => {
+            result.smoke.extend(reports);
+            "the post-commit smoke test failed".to_owned()
+        }
+        Err(failure) => format!(
+            "the post-commit smoke test could not run: {}",
+            failure.message()
+        ),
+    };
+    let restored = restore::restore_backup(ctx, conn, written).await;
+    result.outcome = Outcome::SmokeFailed as i32;
+    result.message = match restored {
+        Ok(()) => {
+            result.routines.iter_mut().for_each(|o| o.status = "rolled-back".into());
+            format!("{why}; automatic rollback restored the backup {}", written.path.display())
+        }
+        Err(failure) => format!(
+            "{why}; AUTOMATIC ROLLBACK FAILED: {} — the new version is live; restore from {} by hand",
+            failure.message(),
+            written.path.display()
+        ),
+    };
+    result
+}
+
+/// After COMMIT, on another connection than the deploy's (opened while the
+/// transaction ran): the live definitions as any caller will see them, still
+/// inside a transaction that is rolled back.
+async fn post_commit_smoke(
+    ctx: &JobContext,
+    routines: &[Routine],
+    oids: &[u32],
+    post_commit: PreOpened,
+) -> Result<Vec<SmokeReport>, JobFailure> {
+    let mut fresh = match post_commit.take(ctx).await {
+        Ok(fresh) => fresh,
+        Err(error) => {
+            let failure = JobFailure::deploy(error_chain(&error));
+            ctx.event(
+                "post-commit-smoke",
+                StepStatus::Failed,
+                failure.message(),
+                0,
+                Vec::new(),
+            );
+            return Err(failure);
+        }
+    };
+    txn_seal::begin(&fresh).await?;
+    let reports = smoke_step(
+        ctx,
+        &mut fresh,
+        routines,
+        oids,
+        "post-commit-smoke",
+        "post-commit",
+    )
+    .await;
+    let _ = fresh.client.batch_execute("ROLLBACK").await;
+    reports
+}

@@ -1,0 +1,206 @@
+//! Smoke test calls, pipelined: every test's requests go out without waiting
+//! for the answers to the previous ones (see `sql::pipeline`), in two
+//! flights instead of three round trips per test.
+//!
+//! 1. Prepare every call, each inside its own savepoint, rolled back at once:
+//!    a call that does not parse (an unknown function, a wrong argument type)
+//!    aborts only its savepoint, and its error becomes the test's `executes`
+//!    check. Prepared statements are not transactional, so they outlive the
+//!    rollback.
+//! 2. Run every prepared call, each inside a savepoint that carries its time
+//!    bound (`SET LOCAL statement_timeout`) and is rolled back afterwards, so
+//!    a failing call aborts only its own savepoint and leaves no rows behind.
+//!
+//! What pipelining cannot do is tell which call raised a NOTICE or WARNING:
+//! notices travel apart from the answers. So when any notice arrives, the
+//! caller runs the calls again one by one (`checks::run_one`), where
+//! each notice belongs to the call just made. Smoke calls are rolled back,
+//! so running them twice leaves no rows behind (what escapes a rollback,
+//! such as `nextval`, does happen twice).
+
+use std::time::{Duration, Instant};
+
+use pgrollout_shared::proto::SmokeCheck;
+use pgrollout_shared::routine::SmokeTest;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::checks::{
+    call_checks, check, open_savepoint, open_savepoint_in_path, warnings_check, ExpectedTypes,
+    CLOSE_SAVEPOINT,
+};
+use crate::sql::pipeline::run_groups_in_order;
+use crate::sql::{describe_error, TargetConnection};
+
+/// The checks after `exists` of each test and its call's duration, in
+/// order, or `None` when a notice arrived and the calls must be run one by
+/// one to say whose it was.
+pub async fn run_calls(
+    conn: &mut TargetConnection,
+    tests: &[&SmokeTest],
+    types: &ExpectedTypes,
+    progress: &mut (impl FnMut(usize, usize) + Send),
+) -> Result<Option<Vec<(Vec<SmokeCheck>, Duration)>>, tokio_postgres::Error> {
+    conn.take_notices();
+    let prepared = prepare_all(&conn.client, tests).await?;
+    let ran = run_prepared(&conn.client, tests, &prepared, progress).await?;
+    // The guard's `BEGIN` warns inside the transaction: not a call's notice.
+    if conn
+        .take_notices()
+        .iter()
+        .any(|notice| !crate::jobs::context::txn_seal::is_guard_notice(notice))
+    {
+        return Ok(None);
+    }
+    let checks = tests
+        .iter()
+        .zip(prepared)
+        .zip(ran)
+        .map(|((test, prepared), ran)| match (prepared, ran) {
+            (Err(error), _) => (
+                vec![check(
+                    "executes",
+                    false,
+                    describe_error(&error, Some(&test.call_sql)),
+                )],
+                Duration::ZERO,
+            ),
+            (Ok(statement), Some((result, elapsed))) => (
+                checks_of_call(test, &statement, result, elapsed, types),
+                elapsed,
+            ),
+            // Cannot happen (every prepared call is run, or the flight is an
+            // `Err`); should it, the test fails rather than the agent.
+            (Ok(_), None) => (
+                vec![check(
+                    "executes",
+                    false,
+                    "the call was prepared but not run".into(),
+                )],
+                Duration::ZERO,
+            ),
+        })
+        .collect();
+    Ok(Some(checks))
+}
+
+/// One pipelined request of a smoke test.
+enum Request<'a> {
+    /// A savepoint command, answered `Done`.
+    Command(String),
+    Prepare(&'a str),
+    Call(&'a Statement),
+}
+
+/// What one pipelined request answered. Errors of the test's own call are
+/// kept as answers; an error of the surrounding savepoint commands is a
+/// failure of the connection or transaction, returned as `Err`.
+enum Answer {
+    Done,
+    Prepared(Result<Statement, tokio_postgres::Error>),
+    Ran(Result<Vec<Row>, tokio_postgres::Error>),
+}
+
+/// Sends `request` on its first poll, like every tokio-postgres request.
+async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_postgres::Error> {
+    Ok(match request {
+        Request::Command(sql) => {
+            client.batch_execute(&sql).await?;
+            Answer::Done
+        }
+        Request::Prepare(sql) => Answer::Prepared(client.prepare(sql).await),
+        Request::Call(statement) => Answer::Ran(client.query(statement, &[]).await),
+    })
+}
+
+/// Flight 1: every call prepared in a savepoint of its own.
+async fn prepare_all(
+    client: &Client,
+    tests: &[&SmokeTest],
+) -> Result<Vec<Result<Statement, tokio_postgres::Error>>, tokio_postgres::Error> {
+    // Collected first: a lazy iterator of futures held across the awaits
+    // makes the job's future lose `Send` (a higher-ranked closure).
+    let requests: Vec<_> = tests
+        .iter()
+        .map(|test| {
+            [
+                // No time bound needed to prepare; the search path is.
+                Request::Command(open_savepoint_in_path(test)),
+                Request::Prepare(&test.call_sql),
+                Request::Command(CLOSE_SAVEPOINT.to_owned()),
+            ]
+            .map(|request| send(client, request))
+        })
+        .collect();
+    let mut prepared = Vec::with_capacity(tests.len());
+    run_groups_in_order(requests, |_, answer| {
+        if let Answer::Prepared(statement) = answer {
+            prepared.push(statement);
+        }
+    })
+    .await
+    .map_err(|(_, error)| error)?;
+    Ok(prepared)
+}
+
+/// Flight 2: every prepared call run in a savepoint with its time bound.
+/// Each call's duration is the time between the answer to its savepoint and
+/// the answer to the call: the server runs the requests one after another,
+/// so that is the call's own time (plus the wire), and the bound itself is
+/// enforced by the server's statement timeout.
+async fn run_prepared(
+    client: &Client,
+    tests: &[&SmokeTest],
+    prepared: &[Result<Statement, tokio_postgres::Error>],
+    progress: &mut (impl FnMut(usize, usize) + Send),
+) -> Result<Vec<Option<CallOutcome>>, tokio_postgres::Error> {
+    let requests: Vec<_> = tests
+        .iter()
+        .zip(prepared)
+        .filter_map(|(test, prepared)| Some((test, prepared.as_ref().ok()?)))
+        .map(|(test, statement)| {
+            [
+                Request::Command(open_savepoint(test)),
+                Request::Call(statement),
+                Request::Command(CLOSE_SAVEPOINT.to_owned()),
+                // Keeps the calls behind this one out of autocommit should
+                // it have ended the transaction (`txn_seal`).
+                Request::Command(crate::jobs::context::txn_seal::GUARD.to_owned()),
+            ]
+            .map(|request| send(client, request))
+        })
+        .collect();
+    let total = requests.len();
+    let mut outcomes = Vec::new();
+    let mut last_answer = Instant::now();
+    run_groups_in_order(requests, |_, answer| {
+        let now = Instant::now();
+        if let Answer::Ran(result) = answer {
+            outcomes.push((result, now - last_answer));
+            progress(outcomes.len(), total);
+        }
+        last_answer = now;
+    })
+    .await
+    .map_err(|(_, error)| error)?;
+    let mut outcomes = outcomes.into_iter();
+    Ok(prepared
+        .iter()
+        .map(|prepared| prepared.as_ref().ok().and_then(|_| outcomes.next()))
+        .collect())
+}
+
+type CallOutcome = (Result<Vec<Row>, tokio_postgres::Error>, Duration);
+
+/// `executes`, `structure`, `duration` and `warnings` of a call that ran
+/// while no notice arrived.
+fn checks_of_call(
+    test: &SmokeTest,
+    statement: &Statement,
+    result: Result<Vec<Row>, tokio_postgres::Error>,
+    elapsed: Duration,
+    types: &ExpectedTypes,
+) -> Vec<SmokeCheck> {
+    let mut checks = call_checks(test, statement, result, elapsed, types);
+    checks.push(warnings_check(test, &[]));
+    checks
+}

@@ -1,0 +1,478 @@
+//! The pieces of a deploy that run inside the caller's transaction, for one
+//! routine or a whole batch: back up, create, grant, record in the ledger.
+//! Every piece costs a fixed number of round trips however many routines it
+//! handles, except `create_routines` (one statement per routine).
+
+use std::time::Instant;
+
+use futures_util::future::Either;
+use pgrollout_shared::proto::{AppliedRoutine, SmokeReport};
+use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
+
+use super::statement::refused;
+use super::unchanged;
+use crate::backup::WrittenBackup;
+use crate::jobs::context::{JobContext, JobFailure};
+use crate::sql::{self, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
+
+/// The signatures `to_regprocedure` resolves for these routines.
+pub fn signatures(routines: &[Routine]) -> Vec<String> {
+    routines
+        .iter()
+        .map(|r| r.identity.regprocedure_input())
+        .collect()
+}
+
+/// Every routine's current state, in one catalog query; by oid where
+/// `oids` knows it (after the CREATEs), else by signature.
+pub async fn snapshot(
+    conn: &TargetConnection,
+    routines: &[Routine],
+    oids: &[u32],
+) -> Result<Vec<RoutineSnapshot>, JobFailure> {
+    sql::snapshot_routines_at(&conn.client, &signatures(routines), oids)
+        .await
+        .map_err(|e| JobFailure::database("cannot read the current definitions", e))
+}
+
+/// The state before a deploy: every routine's snapshot, which of them are
+/// unchanged (left untouched), and the backup of the others.
+#[derive(Clone)]
+pub struct Before {
+    pub previous: Vec<RoutineSnapshot>,
+    pub untouched: Vec<bool>,
+    /// Set by the apply: routines PostgreSQL could not replace, dropped and
+    /// created again (ledger change `recreated`).
+    pub recreated: Vec<bool>,
+    /// `None` when every routine is unchanged: nothing to back up.
+    pub written: Option<WrittenBackup>,
+}
+
+impl Before {
+    /// The routines that will be created or replaced.
+    pub fn changed(&self, routines: &[Routine]) -> Vec<Routine> {
+        routines
+            .iter()
+            .zip(&self.untouched)
+            .filter(|(_, untouched)| !**untouched)
+            .map(|(routine, _)| routine.clone())
+            .collect()
+    }
+
+    pub fn untouched_count(&self) -> usize {
+        self.untouched.iter().filter(|u| **u).count()
+    }
+
+    /// Path and SHA-256 of the backup, empty when none was needed.
+    pub fn backup_fields(&self) -> (String, String) {
+        match &self.written {
+            Some(written) => (written.path.display().to_string(), written.sha256.clone()),
+            None => (String::new(), String::new()),
+        }
+    }
+
+    /// The backup step's line.
+    pub fn describe(&self) -> String {
+        let unchanged = self.untouched_count();
+        match &self.written {
+            Some(written) if unchanged == 0 => {
+                format!(
+                    "{} (sha256 {}) verified",
+                    written.path.display(),
+                    written.sha256
+                )
+            }
+            Some(written) => format!(
+                "{} (sha256 {}) verified; {unchanged} unchanged routine(s) need none",
+                written.path.display(),
+                written.sha256
+            ),
+            None => format!("no backup needed: all {unchanged} routine(s) unchanged"),
+        }
+    }
+}
+
+/// Snapshots the routines, finds the unchanged ones, and writes the verified
+/// backup file of the others, before anything changes.
+pub async fn take_backup(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<Before, JobFailure> {
+    let previous = snapshot(conn, routines, &[]).await?;
+    let untouched = if pgrollout_shared::retire::plan_retires(routines) {
+        // Nothing to retire is refused before any backup is written; a
+        // retirement is never "unchanged".
+        check_retired_exist(ctx, routines, &previous)?;
+        vec![false; routines.len()]
+    } else {
+        unchanged::untouched(ctx, conn, routines, &previous).await?
+    };
+    let to_write: Vec<RoutineSnapshot> = previous
+        .iter()
+        .zip(&untouched)
+        .filter(|(_, untouched)| !**untouched)
+        .map(|(snapshot, _)| snapshot.clone())
+        .collect();
+    if to_write.is_empty() {
+        return Ok(Before {
+            recreated: vec![false; previous.len()],
+            previous,
+            untouched,
+            written: None,
+        });
+    }
+    let written = super::backup::write(ctx, &ctx.job.id, to_write).await?;
+    Ok(Before {
+        recreated: vec![false; previous.len()],
+        previous,
+        untouched,
+        written: Some(written),
+    })
+}
+
+/// Before anything is written: every routine to retire exists in the
+/// catalog. One that does not is refused (exit 1), nothing changed.
+fn check_retired_exist(
+    ctx: &JobContext,
+    routines: &[Routine],
+    live: &[RoutineSnapshot],
+) -> Result<(), JobFailure> {
+    let missing: Vec<String> = routines
+        .iter()
+        .zip(live)
+        .filter(|(_, live)| !live.existed)
+        .map(|(routine, _)| routine.identity.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(refused(format!(
+        "cannot retire {}: no such routine in target {} (already retired, or never there; `pgrollout history \
+         <name> <environment>` shows what the ledger knows); nothing was changed",
+        missing.join(", "),
+        ctx.target.name
+    )))
+}
+
+/// Runs each CREATE in order, reporting progress as `done_before + i` of
+/// `total`. The CREATEs are pipelined (sent ahead of their answers, in
+/// order, each its own one-statement request); the first failure is the one
+/// reported, since every later statement only meets the aborted transaction.
+/// On failure: the index (within `routines`) of the routine that failed, and
+/// why.
+pub async fn create_routines(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+    routines: &[Routine],
+    done_before: usize,
+    total: usize,
+) -> Result<(), (usize, tokio_postgres::Error)> {
+    // Each routine's CREATE runs with its declared search path: a `SET
+    // LOCAL` goes into the pipeline ahead of the first CREATE of each run of
+    // routines sharing one path, and the agent's base path is set back after
+    // the last, so what follows (the ledger's identities, grants) never sees
+    // a plan's path. `routine_of[i]` is the routine request `i` belongs to.
+    let mut requests = Vec::with_capacity(routines.len() + 2);
+    let mut routine_of = Vec::with_capacity(routines.len() + 2);
+    let mut is_create = Vec::with_capacity(routines.len() + 2);
+    let mut current: &[String] = &[];
+    for (index, routine) in routines.iter().enumerate() {
+        if routine.search_path != current {
+            current = routine.search_path.as_slice();
+            let set =
+                set_local_search_path_sql(current).unwrap_or_else(|| RESET_SEARCH_PATH.to_owned());
+            requests.push(Either::Left(batch_execute_owned(conn, set)));
+            routine_of.push(index);
+            is_create.push(false);
+        }
+        requests.push(Either::Right(create_one(conn, routine)));
+        routine_of.push(index);
+        is_create.push(true);
+    }
+    if !current.is_empty() {
+        let reset = batch_execute_owned(conn, RESET_SEARCH_PATH.to_owned());
+        requests.push(Either::Left(reset));
+        routine_of.push(routines.len().saturating_sub(1));
+        is_create.push(false);
+    }
+    let mut created = 0;
+    // Pipelined: the server answers in order, so the time between one
+    // answer and the next is the later request's own (plus the wire).
+    let mut last_answer = Instant::now();
+    let progress = |index: usize, ()| {
+        let now = Instant::now();
+        if let Some(routine) = routines.get(routine_of[index]) {
+            ctx.add_routine_time(&routine.identity.to_string(), now - last_answer);
+        }
+        last_answer = now;
+        if is_create[index] {
+            created += 1;
+            ctx.progress("apply", done_before + created, total);
+        }
+    };
+    sql::pipeline::run_in_order(requests, progress)
+        .await
+        .map_err(|(index, error)| (routine_of[index], error))
+}
+
+/// Back to the agent's base path (the connection's `search_path=public`)
+/// for the rest of the transaction.
+const RESET_SEARCH_PATH: &str = "SET LOCAL search_path TO DEFAULT";
+
+async fn batch_execute_owned(
+    conn: &TargetConnection,
+    sql: String,
+) -> Result<(), tokio_postgres::Error> {
+    conn.client.batch_execute(&sql).await
+}
+
+/// [`create_one`] with the routine's declared search path, for the callers
+/// that apply one routine at a time (dry run, performance probe); the path
+/// is set back afterwards, as after a pipelined apply.
+pub async fn create_in_its_path(
+    conn: &TargetConnection,
+    routine: &Routine,
+) -> Result<(), tokio_postgres::Error> {
+    let Some(set) = set_local_search_path_sql(&routine.search_path) else {
+        return create_one(conn, routine).await;
+    };
+    conn.client.batch_execute(&set).await?;
+    let created = create_one(conn, routine).await;
+    // After a failed CREATE the transaction is aborted and refuses this too;
+    // its error is the CREATE's.
+    let reset = conn.client.batch_execute(RESET_SEARCH_PATH).await;
+    created.and(reset)
+}
+
+/// Why a routine's CREATE failed.
+pub fn create_failure(routine: &Routine, error: tokio_postgres::Error) -> JobFailure {
+    JobFailure::in_statement(
+        format!(
+            "applying {} from {} failed",
+            routine.identity, routine.source_path
+        ),
+        error,
+        &routine.create_sql,
+    )
+}
+
+/// Runs one routine's CREATE. The extended protocol accepts exactly one
+/// statement: a CREATE that smuggles a second statement after a semicolon is
+/// refused here.
+async fn create_one(
+    conn: &TargetConnection,
+    routine: &Routine,
+) -> Result<(), tokio_postgres::Error> {
+    conn.client
+        .execute_typed(&routine.create_sql, &[])
+        .await
+        .map(|_| ())
+}
+
+/// A routine as the catalog resolved it right after its CREATE.
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// Everything after the CREATE looks the routine up by this oid rather
+    /// than by resolving its signature text again (`to_regprocedure` parses
+    /// every type name: most of a catalog query's time at a thousand).
+    /// CREATE OR REPLACE keeps a routine's oid.
+    pub oid: u32,
+    /// `regprocedure` text: PostgreSQL's canonical identity.
+    pub identity: String,
+}
+
+/// Fails unless every routine now exists; returns each one's oid and
+/// canonical `regprocedure` text (a light query: no definitions are read
+/// here).
+pub async fn verify_created(
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<Vec<Created>, JobFailure> {
+    let rows = conn
+        .client
+        .query_typed(
+            "SELECT r.proc::oid, r.proc::text FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n), \
+             LATERAL to_regprocedure(u.s) AS r(proc) ORDER BY n",
+            &[(
+                &signatures(routines),
+                tokio_postgres::types::Type::TEXT_ARRAY,
+            )],
+        )
+        .await
+        .map_err(|e| JobFailure::database("cannot read the catalog", e))?;
+    routines
+        .iter()
+        .zip(rows)
+        .map(|(routine, row)| {
+            match (
+                row.get::<_, Option<u32>>(0),
+                row.get::<_, Option<String>>(1),
+            ) {
+                (Some(oid), Some(identity)) => Ok(Created { oid, identity }),
+                _ => Err(not_created(routine)),
+            }
+        })
+        .collect()
+}
+
+/// The oids of `created`, for the lookups that follow the CREATEs.
+pub fn oids(created: &[Created]) -> Vec<u32> {
+    created.iter().map(|c| c.oid).collect()
+}
+
+fn not_created(routine: &Routine) -> JobFailure {
+    JobFailure::deploy(format!(
+        "the statement in {} did not create {} (check its schema and argument types)",
+        routine.source_path, routine.identity
+    ))
+}
+
+/// Applies every declared grant in one round trip. The routine is named by
+/// PostgreSQL's own `regprocedure` text and the grantee by the quoting
+/// helper: nothing from the plan is pasted raw.
+pub async fn grant(
+    conn: &TargetConnection,
+    routines: &[Routine],
+    created: &[Created],
+) -> Result<usize, JobFailure> {
+    let mut statements = String::new();
+    let mut count = 0;
+    for (routine, Created { identity, .. }) in routines.iter().zip(created) {
+        for grant in &routine.grants {
+            statements.push_str(&format!(
+                "GRANT {} ON ROUTINE {identity} TO {};\n",
+                grant.privilege.keyword(),
+                grant.grantee.to_sql()
+            ));
+            count += 1;
+        }
+    }
+    if count > 0 {
+        conn.client
+            .batch_execute(&statements)
+            .await
+            .map_err(|e| JobFailure::database("granting failed", e))?;
+    }
+    Ok(count)
+}
+
+/// Writes one ledger row per routine (one statement), comparing the state
+/// before and after; returns what changed and the ledger ids. A routine left
+/// untouched gets an `unchanged` row too: the job's rows are what makes a
+/// redelivery report instead of re-applying (an all-unchanged job must not
+/// apply its old plan later over a newer change), and `--to <plan>` finds
+/// the state each plan left there.
+pub async fn record(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+    routines: &[Routine],
+    oids: &[u32],
+    before: &Before,
+) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
+    let ledger_error = |e: tokio_postgres::Error| JobFailure::database("ledger write failed", e);
+    let previous = &before.previous;
+    // After the grants: the ledger records the ACL the routine really has.
+    // Nothing ran when every routine was left untouched.
+    let new = if before.untouched.iter().all(|u| *u) {
+        previous.clone()
+    } else {
+        snapshot(conn, routines, oids).await?
+    };
+    let mut rows = Vec::with_capacity(routines.len());
+    let mut applied = Vec::with_capacity(routines.len());
+    for ((((routine, before_state), after), untouched), recreated) in routines
+        .iter()
+        .zip(previous)
+        .zip(&new)
+        .zip(&before.untouched)
+        .zip(&before.recreated)
+    {
+        let after = if *untouched { before_state } else { after };
+        // A retired routine is gone: its row names what it was.
+        let retired = routine.retire.is_some();
+        let named = if retired { before_state } else { after };
+        let identity = named
+            .identity
+            .as_deref()
+            .ok_or_else(|| not_created(routine))?;
+        let change = match (&before_state.definition, &after.definition) {
+            _ if retired => "retired",
+            _ if *untouched => "unchanged",
+            _ if *recreated => "recreated",
+            (None, _) => "created",
+            (Some(old), Some(new)) if old == new => "unchanged",
+            _ => "replaced",
+        };
+        applied.push(AppliedRoutine {
+            identity: routine.identity.to_string(),
+            change: change.into(),
+            new_sha256: after.definition_sha256().unwrap_or_default(),
+            previous_sha256: before_state.definition_sha256().unwrap_or_default(),
+        });
+        rows.push(LedgerRow {
+            identity,
+            change,
+            plan_id: &ctx.job.plan_id,
+            commit_sha: Some(&ctx.job.commit_sha),
+            previous: before_state,
+            new: after,
+            source_sha256: (!retired).then(|| unchanged::source_sha256(routine)),
+            backed_up: !*untouched,
+            undoes_ledger_id: None,
+            new_identity: None,
+            note: None,
+        });
+    }
+    sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
+        .await
+        .map_err(ledger_error)?;
+    let (backup_path, backup_sha256) = before.backup_fields();
+    let job = LedgerJob {
+        job_id: &ctx.job.id,
+        attempt: i32::try_from(ctx.job.attempt).unwrap_or(i32::MAX),
+        rollout_id: &ctx.job.rollout_id,
+        action: "deploy",
+        actor: &ctx.job.actor,
+        trace_id: &ctx.job.trace.trace_id,
+        backup_path: &backup_path,
+        backup_sha256: &backup_sha256,
+        audit_head: ctx.job.audit_head.as_ref(),
+    };
+    let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
+        .await
+        .map_err(ledger_error)?;
+    Ok((applied, ids.into_iter().map(|(id, _)| id).collect()))
+}
+
+/// One line for a smoke step: how many passed, and what failed.
+pub fn smoke_summary(reports: &[SmokeReport]) -> String {
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| {
+            let why: Vec<&str> = r
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.detail.as_str())
+                .collect();
+            format!("{} / {}: {}", r.routine, r.test, why.join("; "))
+        })
+        .collect();
+    if failed.is_empty() {
+        format!("{} smoke test(s) passed", reports.len())
+    } else {
+        format!(
+            "{} of {} smoke test(s) failed: {}",
+            failed.len(),
+            reports.len(),
+            failed.join(" | ")
+        )
+    }
+}
+
+/// Milliseconds since `started`, for outcomes.
+pub fn elapsed_ms(started: Instant) -> u64 {
+    crate::jobs::context::millis(started.elapsed())
+}

@@ -1,0 +1,24 @@
+//! Each step of a job, once, used by every job kind: connect, the deploy
+//! lock and the idempotency check (`session.rs`), the single-statement
+//! runner (`statement.rs`), backup writing (`backup.rs`), the pieces of a
+//! deploy inside its transaction (`apply.rs`, `replace.rs`, `unchanged.rs`),
+//! the smoke step (`smoke.rs`), the connection opened ahead for the
+//! post-commit check (`preopen.rs`), pgTAP files (`pgtap.rs`) and the timed
+//! perf calls (`perf.rs`). Steps import `context/`, `smoke/` and `sql/`,
+//! never a job kind.
+
+pub mod apply;
+pub mod backup;
+pub mod perf;
+pub mod pgtap;
+pub mod preopen;
+pub mod replace;
+mod session;
+mod smoke;
+mod statement;
+mod unchanged;
+
+pub use backup::backup;
+pub use session::{already_done, connect, lock, own_deadline, take_deploy_lock, Replayed};
+pub use smoke::smoke_step;
+pub use statement::{database, refused, simple, Stopped};
