@@ -93,7 +93,9 @@ impl TimeWindow {
             return now;
         }
         let today = self.local(now).date();
-        (0..9i64)
+        // A fortnight: a weekly window whose day's opening falls in a
+        // skipped hour opens the week after.
+        (0..15i64)
             .filter_map(|offset| today.checked_add(jiff::Span::new().days(offset)).ok())
             .filter(|date| self.days[date.weekday().to_monday_zero_offset() as usize])
             .filter_map(|date| self.opening_on(date))
