@@ -41,3 +41,45 @@ async fn an_unknown_channel_kind_is_refused_with_the_valid_kinds() -> Result<()>
     );
     Ok(())
 }
+
+/// An email channel whose SMTP password variable is not set stops the start
+/// naming the variable, not a later delivery quietly.
+#[tokio::test]
+async fn an_email_channel_without_its_password_is_refused_at_start_by_variable() -> Result<()> {
+    let bins = Binaries::locate()?;
+    let dir = TestDir::new("notification-smtp-password")?;
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
+             [store]\npath = \"{}\"\n[environments.dev]\nzone = \"dev\"\n\
+             [notifications.channels.dba-mail]\nkind = \"email\"\nsmtp_host = \"smtp.example.com\"\n\
+             smtp_username = \"pgrollout\"\nsmtp_password_env = \"PGROLLOUT_TEST_UNSET_SMTP_PASSWORD\"\n\
+             from = \"pgrollout@example.com\"\nto = [\"dba@example.com\"]\n\
+             [notifications.routes]\ndev = [\"dba-mail\"]\n",
+            free_port(),
+            free_port(),
+            dir.path().join("controller.sqlite").display()
+        ),
+    )?;
+    let out = bins
+        .run_cli(
+            [
+                "serve",
+                "--config",
+                &config.to_string_lossy(),
+                "--dev-plaintext",
+            ],
+            &[],
+        )
+        .await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "notifications.channels.dba-mail: environment variable PGROLLOUT_TEST_UNSET_SMTP_PASSWORD is not set"
+        ),
+        "{out}"
+    );
+    Ok(())
+}
