@@ -7,7 +7,9 @@
 #   - pgTAP and plpgsql_check for each installed PostgreSQL major version: the
 #     tests use them, and so do targets that run pgTAP files or the syntax
 #     gate's deep PL/pgSQL checks (pgrollout says so and skips them where a
-#     target lacks them).
+#     target lacks them),
+#   - aiosmtpd (python3-aiosmtpd), the real SMTP server the email
+#     notification tests send to.
 # Cargo itself is expected (https://rustup.rs).
 set -euo pipefail
 
@@ -56,6 +58,9 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # The database-TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The email notification tests send to a real SMTP server, aiosmtpd, run with
+# Debian's python3 (tests/tests/email_support/smtp_server.py).
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 
 apt_install() {
   echo "pgrollout: installing $*"

@@ -1,6 +1,6 @@
 //! A notification channel of a kind pgrollout does not have is refused at
-//! start with the kinds it does have (issue 21, item 5), not with serde's
-//! message about an enum variant.
+//! start with the kinds it does have, email among them (issue 21, item 5),
+//! not with serde's message about an enum variant.
 
 use anyhow::Result;
 use pgrollout_tests::{free_port, Binaries, TestDir};
@@ -15,7 +15,7 @@ async fn an_unknown_channel_kind_is_refused_with_the_valid_kinds() -> Result<()>
         format!(
             "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
              [store]\npath = \"{}\"\n[environments.dev]\nzone = \"dev\"\n\
-             [notifications.channels.ops-mail]\nkind = \"email\"\nurl = \"http://127.0.0.1:9/\"\n",
+             [notifications.channels.ops-pager]\nkind = \"pager\"\nurl = \"http://127.0.0.1:9/\"\n",
             free_port(),
             free_port(),
             dir.path().join("controller.sqlite").display()
@@ -34,8 +34,51 @@ async fn an_unknown_channel_kind_is_refused_with_the_valid_kinds() -> Result<()>
         .await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
-        out.stderr
-            .contains("unknown channel kind \"email\": use one of \"slack\", \"webhook\""),
+        out.stderr.contains(
+            "unknown channel kind \"pager\": use one of \"slack\", \"webhook\", \"email\""
+        ),
+        "{out}"
+    );
+    Ok(())
+}
+
+/// An email channel whose SMTP password variable is not set stops the start
+/// naming the variable, not a later delivery quietly.
+#[tokio::test]
+async fn an_email_channel_without_its_password_is_refused_at_start_by_variable() -> Result<()> {
+    let bins = Binaries::locate()?;
+    let dir = TestDir::new("notification-smtp-password")?;
+    let config = dir.path().join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
+             [store]\npath = \"{}\"\n[environments.dev]\nzone = \"dev\"\n\
+             [notifications.channels.dba-mail]\nkind = \"email\"\nsmtp_host = \"smtp.example.com\"\n\
+             smtp_username = \"pgrollout\"\nsmtp_password_env = \"PGROLLOUT_TEST_UNSET_SMTP_PASSWORD\"\n\
+             from = \"pgrollout@example.com\"\nto = [\"dba@example.com\"]\n\
+             [notifications.routes]\ndev = [\"dba-mail\"]\n",
+            free_port(),
+            free_port(),
+            dir.path().join("controller.sqlite").display()
+        ),
+    )?;
+    let out = bins
+        .run_cli(
+            [
+                "serve",
+                "--config",
+                &config.to_string_lossy(),
+                "--dev-plaintext",
+            ],
+            &[],
+        )
+        .await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "notifications.channels.dba-mail: environment variable PGROLLOUT_TEST_UNSET_SMTP_PASSWORD is not set"
+        ),
         "{out}"
     );
     Ok(())

@@ -23,7 +23,6 @@
 
 pub mod http;
 mod prometheus;
-pub mod settings;
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::email::Mail;
 use super::event::Event;
 use super::secret::{self, UrlError};
-use super::settings::{ChannelConfig, ChannelKind, NotificationsConfig};
+use crate::config::notifications::{ChannelConfig, ChannelKind, NotificationsConfig};
 use crate::store::{AuditEntry, Store};
 
 /// One configured channel, by name.
@@ -19,12 +20,22 @@ pub struct Channel {
     pub config: ChannelConfig,
 }
 
+/// What one channel sends for one event.
+#[derive(Debug)]
+pub enum Payload {
+    /// Posted as JSON (Slack, webhooks).
+    Json(Value),
+    /// Mailed (email channels).
+    Mail(Mail),
+}
+
 impl Channel {
-    /// The body this channel posts for `event`.
-    pub fn payload(&self, event: &Event, slack_channel: Option<&str>) -> Value {
+    /// What this channel sends for `event`.
+    pub fn payload(&self, event: &Event, slack_channel: Option<&str>) -> Payload {
         match self.config.kind {
-            ChannelKind::Slack => super::slack::payload(event, slack_channel),
-            ChannelKind::Webhook => super::webhook::payload(event),
+            ChannelKind::Slack => Payload::Json(super::slack::payload(event, slack_channel)),
+            ChannelKind::Webhook => Payload::Json(super::webhook::payload(event)),
+            ChannelKind::Email => Payload::Mail(super::email::mail(event)),
         }
     }
 }
@@ -55,6 +66,19 @@ pub enum AttemptError {
     /// With the wait a 429 or 503 asked for in `Retry-After` (seconds).
     #[error("the endpoint answered HTTP {0}")]
     Status(reqwest::StatusCode, Option<Duration>),
+    #[error("no usable SMTP password")]
+    Password(#[source] UrlError),
+    #[error("cannot use smtp_ca_file {path}")]
+    CaFile {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot build the message: {0}")]
+    Message(String),
+    /// lettre's errors quote the server's reply, never the credentials.
+    #[error("SMTP delivery failed")]
+    Smtp(#[source] lettre::transport::smtp::Error),
 }
 
 impl AttemptError {
@@ -62,7 +86,17 @@ impl AttemptError {
     /// 4xx other than 429, which will answer the same again.
     fn is_retryable(&self) -> bool {
         match self {
-            AttemptError::Url(_) | AttemptError::NoClient(_) => false,
+            AttemptError::Url(_)
+            | AttemptError::NoClient(_)
+            | AttemptError::Password(_)
+            | AttemptError::CaFile { .. }
+            | AttemptError::Message(_) => false,
+            // A 4xx reply (mailbox busy, greylisting) or a lost connection may
+            // pass; a 5xx reply or a certificate the server will show again
+            // will not.
+            AttemptError::Smtp(error) => {
+                !(error.is_permanent() || error.is_client() || error.is_tls())
+            }
             AttemptError::Status(status, _) => {
                 status.is_server_error() || *status == reqwest::StatusCode::TOO_MANY_REQUESTS
             }
@@ -90,7 +124,7 @@ impl Courier {
     }
 
     /// Delivers `body` to `channel`, retrying; audits the final failure.
-    pub async fn deliver(&self, channel: Arc<Channel>, event: Arc<Event>, body: Value) {
+    pub async fn deliver(&self, channel: Arc<Channel>, event: Arc<Event>, body: Payload) {
         let mut delay = self.backoff;
         let mut attempt = 0;
         let error = loop {
@@ -138,7 +172,13 @@ impl Courier {
         }
     }
 
-    async fn attempt(&self, channel: &Channel, body: &Value) -> Result<(), AttemptError> {
+    async fn attempt(&self, channel: &Channel, body: &Payload) -> Result<(), AttemptError> {
+        let body = match body {
+            Payload::Json(body) => body,
+            Payload::Mail(mail) => {
+                return super::email::send(&channel.config, mail, self.timeout).await
+            }
+        };
         let client = self
             .client
             .as_ref()
@@ -210,8 +250,13 @@ fn chain(error: &AttemptError) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        // lettre shows the SMTP server's reply and also gives it as the
+        // source: say it once.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -269,10 +314,7 @@ mod tests {
             config: ChannelConfig {
                 kind: ChannelKind::Webhook,
                 url: Some(url.to_owned()),
-                url_env: None,
-                url_file: None,
-                signing_secret_env: None,
-                signing_secret_file: None,
+                ..Default::default()
             },
         };
         let event = Event {
@@ -381,7 +423,9 @@ mod tests {
             config,
         });
         let body = crate::notify::webhook::payload(&event);
-        courier.deliver(channel, event, body.clone()).await;
+        courier
+            .deliver(channel, event, Payload::Json(body.clone()))
+            .await;
         let request = request.await.expect("one request");
         let (head, sent) = request.split_once("\r\n\r\n").expect("head");
         let header = |name: &str| {
@@ -451,7 +495,7 @@ mod tests {
         assert!(!failures[0].contains("secret-path"), "{failures:?}");
     }
 
-    fn json_body() -> Value {
-        serde_json::json!({"text": "x"})
+    fn json_body() -> Payload {
+        Payload::Json(serde_json::json!({"text": "x"}))
     }
 }

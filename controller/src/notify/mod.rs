@@ -1,7 +1,8 @@
 //! Notifications (SEED.md "Notification Integration"): when a deploy,
 //! rollback, disable or enable settles, or a rollout needs approval, each
 //! channel routed from its environment gets a message — Slack
-//! incoming-webhook JSON or a generic JSON webhook.
+//! incoming-webhook JSON, a generic JSON webhook, or a plain-text email over
+//! SMTP.
 //!
 //! A handle plus a task: callers hand the [`Notifier`] a job id and return
 //! at once (a bounded queue; when it is full the event is dropped and
@@ -18,9 +19,9 @@
 //! restart.
 
 mod deliver;
+mod email;
 pub mod event;
 mod secret;
-pub mod settings;
 mod slack;
 pub mod watch_event;
 mod webhook;
@@ -33,6 +34,7 @@ use tokio::sync::{mpsc, Semaphore};
 use self::deliver::{Channel, Courier};
 pub use self::event::ApprovalNeeded;
 use self::event::{Event, EMERGENCY_ACTION};
+use crate::config::notifications::ChannelKind;
 use crate::config::ControllerConfig;
 use crate::store::{AuditEntry, Store};
 
@@ -221,7 +223,12 @@ pub fn check_channels(config: &ControllerConfig) -> anyhow::Result<()> {
         return Ok(());
     };
     for (name, channel) in &settings.channels {
-        let found = secret::resolve(channel).and_then(|_| secret::signing_key(channel));
+        let found = match channel.kind {
+            ChannelKind::Email => secret::smtp_password(channel).map(drop),
+            _ => secret::resolve(channel)
+                .and_then(|_| secret::signing_key(channel))
+                .map(drop),
+        };
         found.map_err(|error| {
             anyhow::anyhow!(
                 "notifications.channels.{name}: {:#}",

@@ -1,11 +1,14 @@
-//! Where a channel's URL comes from, and a type that keeps it out of logs.
-//! A Slack incoming-webhook URL is a bearer credential: whoever has it can
-//! post to the channel. It is read from the environment or a file, and
-//! neither it nor any error that could quote it is ever logged or audited.
+//! Where a channel's secrets come from, and a type that keeps its URL out
+//! of logs. A Slack incoming-webhook URL is a bearer credential: whoever has
+//! it can post to the channel; a webhook's signing key and an email
+//! channel's SMTP password are secrets too. Each is read from the
+//! environment or a file, and neither it nor any error that could quote it
+//! is ever logged or audited.
 
 use std::fmt;
 
-use super::settings::ChannelConfig;
+pub use crate::config::notifications::parse_url;
+use crate::config::notifications::ChannelConfig;
 
 /// A channel's URL. `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -29,8 +32,9 @@ impl fmt::Debug for ChannelUrl {
 pub enum UrlError {
     #[error("environment variable {variable} is not set or not UTF-8")]
     MissingVariable { variable: String },
-    #[error("cannot read url_file {path}")]
+    #[error("cannot read {field} {path}")]
     Unreadable {
+        field: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
@@ -55,6 +59,7 @@ pub fn resolve(channel: &ChannelConfig) -> Result<ChannelUrl, UrlError> {
         (value, format!("url_env {variable}"))
     } else if let Some(path) = &channel.url_file {
         let value = std::fs::read_to_string(path).map_err(|source| UrlError::Unreadable {
+            field: "url_file",
             path: path.display().to_string(),
             source,
         })?;
@@ -76,48 +81,57 @@ pub fn resolve(channel: &ChannelConfig) -> Result<ChannelUrl, UrlError> {
 /// The key a webhook channel signs its bodies with, if it has one; read at
 /// every delivery so a rotated key needs no restart. Never logged.
 pub fn signing_key(channel: &ChannelConfig) -> Result<Option<Vec<u8>>, UrlError> {
-    if let Some(variable) = &channel.signing_secret_env {
+    let key = read_secret(
+        &channel.signing_secret_env,
+        &channel.signing_secret_file,
+        "signing_secret_file",
+    )?;
+    Ok(key.map(String::into_bytes))
+}
+
+/// An email channel's SMTP password, if it logs in; read at every delivery
+/// like the signing key. Never logged.
+pub fn smtp_password(channel: &ChannelConfig) -> Result<Option<String>, UrlError> {
+    read_secret(
+        &channel.smtp_password_env,
+        &channel.smtp_password_file,
+        "smtp_password_file",
+    )
+}
+
+/// A secret from the variable or else the file (trimmed), `None` if
+/// neither is configured.
+fn read_secret(
+    variable: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+    file_field: &'static str,
+) -> Result<Option<String>, UrlError> {
+    if let Some(variable) = variable {
         let value = std::env::var(variable).map_err(|_| UrlError::MissingVariable {
             variable: variable.clone(),
         })?;
-        return Ok(Some(value.into_bytes()));
+        return Ok(Some(value));
     }
-    if let Some(path) = &channel.signing_secret_file {
+    if let Some(path) = file {
         let value = std::fs::read_to_string(path).map_err(|source| UrlError::Unreadable {
+            field: file_field,
             path: path.display().to_string(),
             source,
         })?;
-        return Ok(Some(value.trim().as_bytes().to_vec()));
+        return Ok(Some(value.trim().to_owned()));
     }
     Ok(None)
 }
 
-/// An absolute `http` or `https` URL with a host; the problem otherwise,
-/// in words that do not repeat the URL.
-pub fn parse_url(text: &str) -> Result<reqwest::Url, &'static str> {
-    let url = reqwest::Url::parse(text).map_err(|_| "not an absolute URL")?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("only http and https URLs are supported");
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("the URL has no host");
-    }
-    Ok(url)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::settings::ChannelKind;
     use super::*;
+    use crate::config::notifications::ChannelKind;
 
     fn channel() -> ChannelConfig {
         ChannelConfig {
             kind: ChannelKind::Slack,
-            url: None,
-            url_env: None,
-            url_file: None,
-            signing_secret_env: None,
-            signing_secret_file: None,
+            ..Default::default()
         }
     }
 

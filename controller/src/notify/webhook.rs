@@ -34,7 +34,7 @@ pub fn payload(event: &Event) -> Value {
 
 /// The same for the same event however often it is sent (retries, a
 /// restarted controller notifying again): what it is about and when it ended.
-fn event_id(event: &Event) -> String {
+pub fn event_id(event: &Event) -> String {
     use sha2::{Digest, Sha256};
     let key = format!(
         "{}|{}|{}|{}|{:?}",

@@ -9,13 +9,6 @@ use std::path::{Path, PathBuf};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-/// Where the key lives when `[audit] key_file` is not set: beside the store.
-pub fn default_key_path(store: &Path) -> PathBuf {
-    let mut name = store.as_os_str().to_owned();
-    name.push(".audit-key");
-    PathBuf::from(name)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AuditKeyError {
     #[error(

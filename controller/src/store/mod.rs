@@ -22,9 +22,12 @@ mod requests;
 mod status;
 mod watches;
 
+/// Where the audit key lives by default is the config's to say
+/// (`config::default_audit_key_path`); the tests here open stores with it.
+#[cfg(test)]
+pub use crate::config::default_audit_key_path as default_key_path;
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
-pub use audit_key::default_key_path;
 #[cfg(test)]
 pub use history_index::routine_key;
 pub use metrics::{FinishedRollout, StateCount};

@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod change_control;
+pub mod metrics;
+pub mod notifications;
+pub mod window;
+
 /// Environment overrides: `PGROLLOUT_CONTROLLER__LISTEN__OPERATORS=...`.
 pub const ENV_PREFIX: &str = "PGROLLOUT_CONTROLLER";
 
@@ -35,12 +40,12 @@ pub struct ControllerConfig {
     pub audit: AuditSettings,
     #[serde(default)]
     pub limits: Limits,
-    /// Slack and webhook channels per environment (`crate::notify`).
-    pub notifications: Option<crate::notify::settings::NotificationsConfig>,
+    /// Slack, webhook and email channels per environment (`crate::notify`).
+    pub notifications: Option<notifications::NotificationsConfig>,
     /// The Prometheus endpoint; none without this table (`crate::metrics`).
-    pub metrics: Option<crate::metrics::settings::MetricsConfig>,
+    pub metrics: Option<metrics::MetricsConfig>,
     /// Where the change_ticket gate looks tickets up (optional).
-    pub change_control: Option<crate::engine::gates::ticket::ChangeControlConfig>,
+    pub change_control: Option<change_control::ChangeControlConfig>,
     /// Span export (OTLP) and the relay of agents' spans (`crate::telemetry`).
     #[serde(default)]
     pub telemetry: pgrollout_shared::telemetry::TelemetryConfig,
@@ -117,8 +122,17 @@ impl ControllerConfig {
         self.audit
             .key_file
             .clone()
-            .unwrap_or_else(|| crate::store::default_key_path(&self.store.path))
+            .unwrap_or_else(|| default_audit_key_path(&self.store.path))
     }
+}
+
+/// Where the audit key lives when `[audit] key_file` is not set: beside
+/// the store. Here rather than in the store so the config stays a leaf; the
+/// store uses it too.
+pub fn default_audit_key_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".audit-key");
+    PathBuf::from(name)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,9 +237,11 @@ pub struct Environment {
     /// How many distinct approvers the `approval` gate needs.
     #[serde(default = "one")]
     pub approvals: u32,
-    /// SEED.md's `maintenance_window`, e.g. `02:00-04:00 UTC`.
+    /// SEED.md's `maintenance_window`, e.g. `02:00-04:00 UTC` or
+    /// `Sat,Sun 01:00-05:00 Europe/Berlin` (`window::TimeWindow`).
     pub maintenance_window: Option<String>,
-    /// Business hours for the `business_hours` gate, e.g. `Mon-Fri 08:00-18:00 UTC`.
+    /// Business hours for the `business_hours` gate, e.g.
+    /// `Mon-Fri 08:00-18:00 Europe/Berlin` (any IANA zone, or UTC).
     pub business_hours: Option<String>,
     /// SEED.md's `backup_retention_days` (backups are kept by the agents).
     pub backup_retention_days: Option<u32>,
@@ -377,7 +393,7 @@ impl ControllerConfig {
                 ("business_hours", &environment.business_hours),
             ] {
                 if let Some(window) = window {
-                    crate::engine::gates::TimeWindow::parse(window)
+                    window::TimeWindow::parse(window)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", key(field)))?;
                 }
             }
