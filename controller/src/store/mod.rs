@@ -154,13 +154,13 @@ pub mod state {
         FAILED,
         UNKNOWN,
         ROLLED_BACK,
-        super::request_state::AWAITING_APPROVAL,
-        super::request_state::SCHEDULED,
-        super::request_state::APPROVED,
-        super::request_state::STARTED,
-        super::request_state::REJECTED,
-        super::request_state::CANCELLED,
-        super::request_state::REFUSED,
+        crate::store::request_state::AWAITING_APPROVAL,
+        crate::store::request_state::SCHEDULED,
+        crate::store::request_state::APPROVED,
+        crate::store::request_state::STARTED,
+        crate::store::request_state::REJECTED,
+        crate::store::request_state::CANCELLED,
+        crate::store::request_state::REFUSED,
     ];
 }
 
