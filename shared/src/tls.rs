@@ -243,14 +243,19 @@ pub fn format_utc(time: SystemTime) -> String {
         // Round towards the past, so 0.5 s before the epoch is 23:59:59.
         Err(before) => -(before.duration().as_secs_f64().ceil() as i64),
     };
-    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp(seconds) {
+        Ok(utc) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            utc.year(),
+            u8::from(utc.month()),
+            utc.day(),
+            utc.hour(),
+            utc.minute(),
+            utc.second()
+        ),
+        // Beyond the years ±9999 (no certificate or window reaches them).
+        Err(_) => format!("{seconds} s from 1970-01-01 00:00:00 UTC"),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsFileError> {
@@ -298,37 +303,12 @@ fn subject_alternative_names(
 }
 
 fn system_time(time: ASN1Time) -> SystemTime {
-    let seconds = time.timestamp();
-    let magnitude = Duration::from_secs(seconds.unsigned_abs());
-    if seconds >= 0 {
-        UNIX_EPOCH + magnitude
-    } else {
-        UNIX_EPOCH - magnitude
-    }
-}
-
-/// `(year, month, day)` of a day counted from 1970-01-01 in the proleptic
-/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    time.to_datetime().into()
 }
 
 /// `7 days`, `5 hours`, `1 minute`: the largest unit with at least two of
-/// them (so 36 hours stay hours), rounded down.
+/// them (so 36 hours stay hours), rounded down. Hand-written because
+/// humantime prints every unit (`7days 3h 2m 5s`), not one rounded unit.
 fn approximately(duration: Duration) -> String {
     let seconds = duration.as_secs();
     let (count, unit) = if seconds >= 2 * 86_400 {

@@ -17,9 +17,11 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::text::escape_message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{authenticate_agent, peer_certificate};
+use crate::engine::error::EngineError;
 use crate::engine::registry::AgentHandle;
 use crate::engine::router::JobUpdate;
 use crate::engine::watch::Intercepted;
@@ -149,7 +151,10 @@ impl AgentLink for AgentLinkService {
             controller.config.deployment.heartbeat_interval,
         ));
         tokio::spawn(receive(controller, handle, inbound));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        // A disconnect (`AgentHandle::disconnect`) ends the stream with
+        // its status: permission denied is final for the agent.
+        let outbound = ReceiverStream::new(receiver).map(|message| message.map_err(Status::from));
+        Ok(Response::new(Box::pin(outbound)))
     }
 }
 
@@ -247,7 +252,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                     tracing::warn!(agent = %agent.name, job_id = %accept.job_id, "claim refused: job not offered to this zone or already claimed")
                 }
                 Err(error) => {
-                    tracing::error!(error = %anyhow::Error::from(error), "recording a claim failed")
+                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a claim failed")
                 }
             }
         }
@@ -266,7 +271,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                 Ok(false) => tracing::debug!(job_id = %job_id, seq, "duplicate event dropped"),
                 Err(error) => {
                     // Not acknowledged: the agent keeps it and replays it.
-                    tracing::error!(error = %anyhow::Error::from(error), "recording an event failed");
+                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording an event failed");
                     return;
                 }
             }
@@ -312,7 +317,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                 }
                 Ok(false) => tracing::debug!(job_id = %job_id, "duplicate result dropped"),
                 Err(error) => {
-                    tracing::error!(error = %anyhow::Error::from(error), "recording a result failed");
+                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a result failed");
                     return;
                 }
             }
@@ -354,7 +359,10 @@ async fn ack(agent: &AgentHandle, job_id: &str, attempt: u32, seq: u64) {
         .await;
 }
 
-async fn heartbeats(sender: mpsc::Sender<Result<ControllerMessage, Status>>, interval: Duration) {
+async fn heartbeats(
+    sender: mpsc::Sender<Result<ControllerMessage, EngineError>>,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;

@@ -16,7 +16,7 @@ pub async fn check_at_start(controller: &Controller) {
     let verdict = match controller.store.verify_audit_log(Vec::new()).await {
         Ok(verdict) => verdict,
         Err(error) => {
-            tracing::error!(error = %format!("{:#}", anyhow::Error::from(error)), "AUDIT LOG UNREADABLE at start-up");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "AUDIT LOG UNREADABLE at start-up");
             return;
         }
     };

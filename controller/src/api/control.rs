@@ -1,38 +1,34 @@
-//! The `Control` service: what operators' CLIs call. Every request is
-//! validated here, at the edge, before the engine sees it.
+//! The `Control` service: what operators' CLIs call. Each method
+//! authenticates and authorises the caller, turns the wire request into the
+//! engine's (`plan_input.rs` checks plans), calls the engine, and maps its
+//! errors to statuses in one place (`status.rs`).
 
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::Stream;
 use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
     control_server::Control, ApproveRequest, ApproveResponse, AuditRecord, AuditRequest,
     AuditResponse, CancelRequest, CancelResponse, DeployRequest, EvaluatePlanRequest,
     EvaluatePlanResponse, FollowRequestRequest, GetRolloutRequest, ListAgentsRequest,
     ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse, RollbackRequest, RolloutStatus,
-    RolloutUpdate, RoutineRequest,
+    RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::operations::RoutineOperation;
-use super::{approvals, gates, requests};
-use crate::auth::{authenticate_operator, peer_certificate, Caller};
+use super::operator::ControlService;
+use super::plan_input::validate_plan;
+use super::requests;
+use super::status::{request_stream, store_failure, update_stream};
+use super::UpdateStream;
+use crate::auth::authenticate_operator;
 use crate::config::OperatorRole;
+use crate::engine::requests as lifecycle;
 use crate::engine::rollout::{self, RolloutRequest};
-use crate::engine::Controller;
 use crate::plan::{deploy_order, plan_id};
-use crate::store::{state, AuditEntry};
+use crate::store::state;
 use crate::telemetry::spans::{in_span, RolloutRequestSpan};
-
-pub struct ControlService {
-    pub controller: Arc<Controller>,
-}
-
-pub(crate) type UpdateStream = Pin<Box<dyn Stream<Item = Result<RolloutUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Control for ControlService {
@@ -83,7 +79,7 @@ impl Control for ControlService {
         // Who may cancel depends on whose request it is: decided there.
         let caller = authenticate_operator(&request, &self.controller.policy())?;
         let request = request.into_inner();
-        let response = requests::cancel(
+        let response = lifecycle::cancel(
             &self.controller,
             &caller,
             &request.request_id,
@@ -187,10 +183,7 @@ impl Control for ControlService {
             .authorize(&request, OperatorRole::Viewer, "read the audit log")
             .await?;
         let query = request.into_inner();
-        let unreadable = |e: crate::store::StoreError| {
-            tracing::error!(error = %anyhow::Error::from(e), "reading the audit log failed");
-            Status::internal("the controller could not read its audit log; see its log")
-        };
+        let unreadable = store_failure("read its audit log");
         let mut response = AuditResponse::default();
         if query.verify {
             // The verdict only: the log is checked as it is read, never held.
@@ -240,7 +233,7 @@ impl Control for ControlService {
             Ok(None) => Err(Status::not_found(format!(
                 "no rollout {id:?}; `pgrollout rollouts` lists recent ones"
             ))),
-            Err(error) => Err(store_failure(error)),
+            Err(error) => Err(store_failure("read its store")(error)),
         }
     }
 
@@ -268,7 +261,7 @@ impl Control for ControlService {
             .store
             .list_rollouts(&query.environment, &query.state, limit)
             .await
-            .map_err(store_failure)?;
+            .map_err(store_failure("read its store"))?;
         let rollouts = requests::list_with_requests(
             &self.controller,
             rollouts,
@@ -300,7 +293,7 @@ impl Control for ControlService {
         };
         let caller = self.authorize(&request, role, verb).await?;
         let request = request.into_inner();
-        let response = approvals::decide(
+        let response = lifecycle::decide(
             self.controller.clone(),
             &caller,
             &request.request_id,
@@ -326,9 +319,10 @@ impl Control for ControlService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let computed = plan_id(&plan.routines);
         let attachments =
-            gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
+            lifecycle::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let environments =
-            gates::evaluate_everywhere(&self.controller, &computed, &plan, &attachments).await?;
+            lifecycle::evaluate_everywhere(&self.controller, &computed, &plan, &attachments)
+                .await?;
         Ok(Response::new(EvaluatePlanResponse {
             plan_id: computed,
             environments,
@@ -348,34 +342,6 @@ impl Control for ControlService {
 }
 
 impl ControlService {
-    /// Authenticates the caller and checks the role, auditing a refusal.
-    pub(super) async fn authorize<T>(
-        &self,
-        request: &Request<T>,
-        role: OperatorRole,
-        to: &str,
-    ) -> Result<Caller, Status> {
-        let result = authenticate_operator(request, &self.controller.policy())
-            .and_then(|caller| caller.require(role, to).map(|()| caller));
-        if let Err(status) = &result {
-            let actor = peer_certificate(request)
-                .ok()
-                .flatten()
-                .map(|p| p.id.display_name())
-                .unwrap_or_else(|| "unauthenticated".into());
-            self.controller
-                .audit(AuditEntry {
-                    actor,
-                    action: "auth.denied".into(),
-                    outcome: "refused".into(),
-                    details: format!("{to}: {}", status.message()),
-                    ..Default::default()
-                })
-                .await;
-        }
-        result
-    }
-
     async fn start(
         &self,
         request: Request<DeployRequest>,
@@ -392,9 +358,9 @@ impl ControlService {
             .actor();
         let request = request.into_inner();
         let attachments =
-            gates::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
+            lifecycle::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let (no_wait, follow) = (request.no_wait, request.follow);
-        let parked = approvals::Parked {
+        let parked = lifecycle::Parked {
             continue_on_error: request.continue_on_error,
             ticket: request.ticket.clone(),
             runbook: request.runbook.clone(),
@@ -414,7 +380,7 @@ impl ControlService {
         validated.gates = if smoke_only {
             Vec::new()
         } else {
-            let check = gates::GateCheck {
+            let check = lifecycle::GateCheck {
                 environment: &validated.environment,
                 plan_id: &validated.plan.plan_id,
                 label: &validated.plan.label,
@@ -422,19 +388,21 @@ impl ControlService {
                 attachments,
                 approvals: &[],
                 plan: &validated.plan,
-                dry_run: Some(gates::DryRunContext {
+                dry_run: Some(lifecycle::DryRunContext {
                     trace: &validated.trace,
                     agent_wait: validated.agent_wait,
                 }),
             };
-            let options = requests::ParkOptions { no_wait, follow };
-            match requests::gate(&self.controller, &validated, check, parked, options).await? {
-                requests::Gated::Passed(passed) => passed,
-                requests::Gated::Parked(stream) => return Ok(Response::new(stream)),
+            let options = lifecycle::ParkOptions { no_wait, follow };
+            match lifecycle::gate(&self.controller, &validated, check, parked, options).await? {
+                lifecycle::Gated::Passed(passed) => passed,
+                lifecycle::Gated::Parked(updates) => {
+                    return Ok(Response::new(request_stream(updates)))
+                }
             }
         };
         let receiver = rollout::start(self.controller.clone(), validated).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(update_stream(receiver)))
     }
 }
 
@@ -475,50 +443,4 @@ fn validate(
         gates: Vec::new(),
         order: view,
     })
-}
-
-/// The request's plan, checked: within the limit, every routine valid (its
-/// smoke, probe and test SQL unable to leave the agent's transaction), its
-/// id matching its content, and an environment named.
-pub(super) fn validate_plan(
-    request: &DeployRequest,
-    max_routines: usize,
-) -> Result<
-    (
-        pgrollout_shared::proto::Plan,
-        Vec<pgrollout_shared::routine::Routine>,
-    ),
-    Status,
-> {
-    let plan = request
-        .plan
-        .clone()
-        .ok_or_else(|| Status::invalid_argument("the request carries no plan"))?;
-    if plan.routines.len() > max_routines {
-        return Err(Status::invalid_argument(format!(
-            "the plan has {} routines, over this controller's limit of {max_routines} (limits.max_routines_per_plan)",
-            plan.routines.len()
-        )));
-    }
-    let routines = routines_from_wire(plan.routines.clone())
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    // The CLI refused these already; a hand-made client must not skip it.
-    crate::project::hostile_sql::check_routines(&routines).map_err(Status::invalid_argument)?;
-    let computed = plan_id(&plan.routines);
-    if computed != plan.plan_id {
-        return Err(Status::invalid_argument(format!(
-            "plan id {} does not match its content (computed {computed}); the plan was altered in transit or built by an incompatible client",
-            plan.plan_id
-        )));
-    }
-    if request.environment.is_empty() {
-        return Err(Status::invalid_argument("no environment given"));
-    }
-    Ok((plan, routines))
-}
-
-/// A store failure as the operator sees it; the details go to the log.
-fn store_failure(error: crate::store::StoreError) -> Status {
-    tracing::error!(error = %anyhow::Error::from(error), "store read failed");
-    Status::internal("the controller could not read its store; see its log")
 }

@@ -3,10 +3,11 @@
 
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{ResolveRequest, ResolveResponse, RetryRequest};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::control::{ControlService, UpdateStream};
+use super::operator::ControlService;
+use super::status::update_stream;
+use super::UpdateStream;
 use crate::config::OperatorRole;
 use crate::engine::retry;
 use crate::store::{state, AuditEntry};
@@ -21,7 +22,7 @@ impl ControlService {
             .await?;
         let rollout_id = request.into_inner().rollout_id;
         let updates = retry::retry(self.controller.clone(), &rollout_id, &caller.actor()).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(updates))))
+        Ok(Response::new(update_stream(updates)))
     }
 
     pub(super) async fn resolve_rollout(
@@ -54,7 +55,7 @@ impl ControlService {
             .resolve_rollout(&request.rollout_id, verdict, &message, now_unix_ms())
             .await
             .map_err(|e| {
-                tracing::error!(error = %anyhow::Error::from(e), "resolving a rollout failed");
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&e), "resolving a rollout failed");
                 Status::internal("the controller could not record the resolution; see its log")
             })?;
         if !resolved {

@@ -13,7 +13,7 @@ use tonic::server::NamedService;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::ServingStatus;
 
-use super::{agent_link::AgentLinkService, control::ControlService, watches::WatchService};
+use super::{agent_link::AgentLinkService, operator::ControlService, watches::WatchService};
 use crate::engine::Controller;
 
 /// The health service both listeners add; its statuses follow the drain.

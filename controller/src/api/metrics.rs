@@ -5,7 +5,7 @@
 use pgrollout_shared::proto::{MetricsRequest, MetricsResponse, ProcedureMetrics};
 use tonic::{Request, Response, Status};
 
-use super::control::ControlService;
+use super::operator::ControlService;
 use crate::config::OperatorRole;
 use crate::metrics::{figures, ProcedureFigures};
 
@@ -20,7 +20,7 @@ impl ControlService {
         let figures = figures(&self.controller.store, &query.procedure, &query.environment)
             .await
             .map_err(|error| {
-                tracing::error!(error = %anyhow::Error::from(error), "reading metrics failed");
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reading metrics failed");
                 Status::internal("the controller could not read its store; see its log")
             })?;
         Ok(Response::new(MetricsResponse {

@@ -4,20 +4,23 @@
 //! tests can bind port 0 and stop cleanly.
 
 pub mod agent_link;
-pub mod approvals;
 pub mod audit_verify;
-pub mod control;
+mod control;
 mod expiring_stream;
 mod faults;
-pub mod gates;
 mod health;
 mod metrics;
 mod operations;
+mod operator;
+mod plan_input;
 mod probes;
 mod reconcile;
-pub mod requests;
-pub mod tls;
+mod requests;
+mod status;
+mod tls;
 mod watches;
+
+pub(crate) use status::UpdateStream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,7 +84,7 @@ where
     };
     let stop_for_grace = stop.clone();
     let max = controller.config.limits.max_message_bytes;
-    let control = ControlServer::new(control::ControlService {
+    let control = ControlServer::new(operator::ControlService {
         controller: controller.clone(),
     })
     .max_decoding_message_size(max)

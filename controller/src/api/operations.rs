@@ -17,10 +17,11 @@ use pgrollout_shared::operations::{
 };
 use pgrollout_shared::proto::{Plan, RollbackRequest, RoutineRequest};
 use prost::Message;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::control::{ControlService, UpdateStream};
+use super::operator::ControlService;
+use super::status::{store_failure, update_stream};
+use super::UpdateStream;
 use crate::config::OperatorRole;
 use crate::engine::operations::{self, OperationRequest};
 use crate::engine::rollback_sources::{known_versions, Wanted};
@@ -84,7 +85,7 @@ impl ControlService {
                 .store
                 .rollout_summary(&request.rollout_id)
                 .await
-                .map_err(internal)?
+                .map_err(store_failure("read its store"))?
                 .ok_or_else(|| {
                     Status::not_found(format!(
                         "no rollout {} on this controller; `pgrollout audit` lists them",
@@ -129,7 +130,7 @@ impl ControlService {
         let target = rollback_target(&request.to)?;
         let known_versions = known_versions(&controller.store, &environment, &wanted)
             .await
-            .map_err(internal)?;
+            .map_err(store_failure("read its store"))?;
         let sources_ready = received.elapsed();
         let version_count = known_versions.len();
         let description = format!(
@@ -229,7 +230,7 @@ impl ControlService {
             },
         )
         .await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(update_stream(receiver)))
     }
 }
 
@@ -298,11 +299,6 @@ fn rollback_target(to: &str) -> Result<RollbackTarget, Status> {
         return Ok(RollbackTarget::PlanId(to.to_ascii_lowercase()));
     }
     Err(invalid())
-}
-
-fn internal(error: crate::store::StoreError) -> Status {
-    tracing::error!(error = %anyhow::Error::from(error), "store read failed");
-    Status::internal("the controller could not read its store; see its log")
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@ use std::time::Duration;
 use pgrollout_shared::job::JobKind;
 use pgrollout_shared::proto::DeployRequest;
 use pgrollout_shared::traceparent::TraceParent;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::control::{validate_plan, ControlService, UpdateStream};
+use super::operator::ControlService;
+use super::plan_input::validate_plan;
+use super::status::update_stream;
+use super::UpdateStream;
 use crate::config::OperatorRole;
 use crate::engine::approved_sql;
 use crate::engine::rollout::{self, RolloutRequest};
@@ -69,7 +71,8 @@ impl ControlService {
                 &plan.label,
                 message,
             )
-            .await);
+            .await
+            .into());
         }
         if matches!(probe, ProbeKind::Perf) && routines.iter().all(|r| r.perf_probe.is_none()) {
             return Err(Status::invalid_argument(format!(
@@ -101,6 +104,6 @@ impl ControlService {
             order: None,
         };
         let receiver = rollout::start(self.controller.clone(), rollout).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(update_stream(receiver)))
     }
 }

@@ -46,7 +46,7 @@ pub async fn reconcile(controller: &Controller, agent: &AgentHandle, in_flight: 
                 tracing::debug!(agent = %agent.name, job_id = %job.job_id, "in-flight job not held in the store")
             }
             Err(error) => {
-                tracing::error!(error = %anyhow::Error::from(error), "reattaching a job failed")
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reattaching a job failed")
             }
         }
     }
@@ -61,7 +61,7 @@ pub async fn reconcile(controller: &Controller, agent: &AgentHandle, in_flight: 
     {
         Ok(held) => held,
         Err(error) => {
-            tracing::error!(error = %anyhow::Error::from(error), "reading the agent's jobs failed");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reading the agent's jobs failed");
             return;
         }
     };

@@ -14,7 +14,7 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::routine::routines_from_wire;
 use tonic::{Request, Response, Status};
 
-use super::control::ControlService;
+use super::operator::ControlService;
 use crate::config::{ControllerConfig, OperatorRole};
 use crate::engine::approved_sql;
 use crate::engine::watch::{self, CreateWatch};
@@ -94,7 +94,7 @@ impl Watches for WatchService {
             )
             .await
             .map_err(|e| {
-                tracing::error!(error = %anyhow::Error::from(e), "listing watches failed");
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&e), "listing watches failed");
                 Status::internal("the controller could not read its store; see its log")
             })?;
         Ok(Response::new(ListWatchesResponse {

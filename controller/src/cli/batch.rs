@@ -258,7 +258,11 @@ fn summary_json(
 }
 
 /// Live progress: a bar redrawn in place on a terminal, plain lines
-/// otherwise, JSON objects with `--output json`.
+/// otherwise, JSON objects with `--output json`. The bar is one `print!`,
+/// not indicatif: it shares stdout with the step lines printed between its
+/// redraws (indicatif would need each routed through `ProgressBar::println`),
+/// and the agent already sends progress at most every 100 ms, so there is no
+/// redraw rate left to limit (issue 14).
 struct Progress {
     json: bool,
     terminal: bool,

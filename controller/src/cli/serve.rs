@@ -52,8 +52,8 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             );
             None
         }
-        (Some(files), false) => match crate::api::tls::server_config(files) {
-            Ok(server) => Some(crate::api::tls::TlsState::new(server)),
+        (Some(files), false) => match crate::engine::tls_state::server_config(files) {
+            Ok(server) => Some(crate::engine::tls_state::TlsState::new(server)),
             Err(error) => {
                 eprintln!("pgrollout serve: {error:#}");
                 return ExitCode::ValidationFailed;
@@ -116,7 +116,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
         .await;
     crate::engine::recovery::after_restart(&controller).await;
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
-    tokio::spawn(crate::api::requests::run_scheduler(controller.clone()));
+    tokio::spawn(crate::engine::requests::run_scheduler(controller.clone()));
     tokio::spawn(crate::engine::watch::resume(controller.clone()));
     // SIGTERM drains first (engine/drain.rs); the listeners close after.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

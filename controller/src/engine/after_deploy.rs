@@ -54,7 +54,7 @@ async fn targets(
     perf_baseline::perf_targets(&controller.config, &controller.store, environment, &identities)
         .await
         .unwrap_or_else(|error| {
-            tracing::error!(error = %anyhow::Error::from(error), %environment, "reading what the target environments run failed");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), %environment, "reading what the target environments run failed");
             Vec::new()
         })
 }
@@ -74,7 +74,7 @@ pub async fn record_probes(controller: &Controller, job_id: &str, result: &JobRe
     {
         Ok(recorded) => tracing::info!(%job_id, recorded, "performance probes recorded"),
         Err(error) => {
-            tracing::error!(error = %anyhow::Error::from(error), %job_id, "recording performance probes failed");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), %job_id, "recording performance probes failed");
             controller
                 .audit(AuditEntry {
                     actor: "controller".into(),

@@ -15,8 +15,8 @@ use pgrollout_shared::proto::Plan;
 use pgrollout_shared::routine::{routines_from_wire, Routine};
 use pgrollout_shared::watch::{WatchSampleSpec, WatchedName};
 use prost::Message;
-use tonic::Status;
 
+use super::error::EngineError;
 use super::Controller;
 use crate::config::{ControllerConfig, GateName};
 use crate::store::{AuditEntry, StoreError};
@@ -103,7 +103,7 @@ pub async fn approved_smoke(
     let deployed = deployed(controller, environment, &identities, |r| r.identity.clone())
         .await
         .map_err(|error| {
-            tracing::error!(error = %anyhow::Error::from(error), "reading the deployed plans failed");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reading the deployed plans failed");
             "the controller could not read its store; see its log".to_owned()
         })?;
     let rule = format!(
@@ -148,7 +148,7 @@ pub async fn refuse(
     environment: &str,
     procedure: &str,
     message: String,
-) -> Status {
+) -> EngineError {
     controller
         .audit(AuditEntry {
             actor: actor.to_owned(),
@@ -160,7 +160,7 @@ pub async fn refuse(
             ..Default::default()
         })
         .await;
-    Status::failed_precondition(message)
+    EngineError::Refused(message)
 }
 
 fn short(id: &str) -> &str {
@@ -173,7 +173,7 @@ fn short(id: &str) -> &str {
 pub async fn restrict_smoke(
     controller: &Controller,
     request: &mut super::rollout::RolloutRequest,
-) -> Result<(), Status> {
+) -> Result<(), EngineError> {
     if !requires_approval(&controller.config, &request.environment) {
         return Ok(());
     }
@@ -229,17 +229,14 @@ pub async fn new_watch_probes(
     controller: &Controller,
     environment: &str,
     routines: &[Routine],
-) -> Result<(Vec<Routine>, Option<String>), Status> {
+) -> Result<(Vec<Routine>, Option<String>), EngineError> {
     if !requires_approval(&controller.config, environment) {
         return Ok((routines.to_vec(), None));
     }
     let spec = WatchSampleSpec::for_routines(String::new(), routines.to_vec());
     let probes = watch_probes(controller, environment, &spec.names, Vec::new())
         .await
-        .map_err(|error| {
-            tracing::error!(error = %anyhow::Error::from(error), "reading the deployed plans failed");
-            Status::internal("the controller could not read its store; see its log")
-        })?;
+        .map_err(EngineError::store("read its store"))?;
     let unprobed: Vec<String> = spec
         .names
         .iter()

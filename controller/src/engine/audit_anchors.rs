@@ -28,7 +28,7 @@ pub async fn current_head(controller: &Controller) -> Option<AuditHead> {
     match controller.store.audit_head().await {
         Ok(head) => head,
         Err(error) => {
-            tracing::error!(error = %format!("{:#}", anyhow::Error::from(error)), "reading the audit head failed; the job carries no anchor");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reading the audit head failed; the job carries no anchor");
             None
         }
     }

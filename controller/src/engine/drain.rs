@@ -49,7 +49,7 @@ pub const DRAINING: &str =
 
 impl Drain {
     /// A guard for a new job, or `Err` when the controller is draining.
-    pub fn enter(&self) -> Result<InFlight, tonic::Status> {
+    pub fn enter(&self) -> Result<InFlight, super::error::EngineError> {
         let mut admitted = false;
         self.state.send_if_modified(|s| {
             admitted = !s.draining;
@@ -63,7 +63,7 @@ impl Drain {
                 state: self.state.clone(),
             })
         } else {
-            Err(tonic::Status::unavailable(DRAINING))
+            Err(super::error::EngineError::Unavailable(DRAINING.into()))
         }
     }
 

@@ -17,13 +17,14 @@ use pgrollout_shared::proto::{rollout_update::Body, JobResult, Outcome, Plan};
 use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::test_reports::finding_line;
 use pgrollout_shared::traceparent::TraceParent;
-use tonic::Status;
 
+use super::error::EngineError;
 use super::gates::GateResult;
 use super::rollout::{self, RolloutRequest};
 use super::Controller;
 use crate::config::GateName;
 use crate::plan::deploy_order;
+use tracing::Instrument;
 
 /// Where and for whom the dry run runs.
 pub struct DryRun<'a> {
@@ -38,10 +39,13 @@ pub struct DryRun<'a> {
 /// Runs the check job and turns its result into the syntax gate's verdict.
 /// A refusal to start (no agent connected) is the caller's error, as it
 /// would be for the deploy itself.
-pub async fn run(controller: &Arc<Controller>, dry_run: DryRun<'_>) -> Result<GateResult, Status> {
+pub async fn run(
+    controller: &Arc<Controller>,
+    dry_run: DryRun<'_>,
+) -> Result<GateResult, EngineError> {
     let routines = routines_from_wire(dry_run.plan.routines.clone())
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    let order = deploy_order(routines).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let order = deploy_order(routines).map_err(|e| EngineError::Invalid(e.to_string()))?;
     let request = RolloutRequest {
         environment: dry_run.environment.to_owned(),
         plan: dry_run.plan.clone(),
@@ -62,8 +66,18 @@ pub async fn run(controller: &Arc<Controller>, dry_run: DryRun<'_>) -> Result<Ga
         &dry_run.plan.label,
         &request.trace.to_string(),
     );
-    let mut updates =
-        crate::telemetry::spans::in_span(span, rollout::start(controller.clone(), request)).await?;
+    let started = rollout::start(controller.clone(), request)
+        .instrument(span.clone())
+        .await;
+    let mut updates = match started {
+        Ok(updates) => updates,
+        Err(error) => {
+            // Recorded on the span as a refused operator call is.
+            span.record("pgrollout.outcome", error.span_outcome());
+            span.record("otel.status_code", "error");
+            return Err(error);
+        }
+    };
     let mut rollout_id = String::new();
     while let Some(update) = updates.recv().await {
         match update?.body {

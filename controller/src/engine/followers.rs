@@ -14,13 +14,14 @@ use std::sync::Mutex;
 
 use pgrollout_shared::proto::RolloutUpdate;
 use tokio::sync::mpsc;
-use tonic::Status;
+
+use super::updates::Update;
 
 /// How many ended requests keep their updates for late followers.
 const ENDED_KEPT: usize = 64;
 
-pub type FollowerReceiver = mpsc::UnboundedReceiver<Result<RolloutUpdate, Status>>;
-type FollowerSender = mpsc::UnboundedSender<Result<RolloutUpdate, Status>>;
+pub type FollowerReceiver = mpsc::UnboundedReceiver<Update>;
+type FollowerSender = mpsc::UnboundedSender<Update>;
 
 #[derive(Default)]
 struct Entry {
@@ -109,7 +110,7 @@ mod tests {
         }
     }
 
-    fn state(update: Option<Result<RolloutUpdate, Status>>) -> Option<String> {
+    fn state(update: Option<Update>) -> Option<String> {
         match update?.ok()?.body? {
             Body::Parked(p) => Some(p.state),
             _ => None,

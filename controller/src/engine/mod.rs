@@ -8,6 +8,7 @@ pub mod audit_anchors;
 pub mod clock;
 pub mod drain;
 pub mod dry_run;
+pub mod error;
 pub mod followers;
 pub mod gates;
 pub mod live_config;
@@ -16,19 +17,22 @@ pub mod perf_baseline;
 pub mod recovery;
 pub mod registry;
 pub mod reload;
+pub mod requests;
 pub mod retry;
 pub mod rollback_sources;
 pub mod rollout;
 pub mod router;
+pub mod tls_state;
+pub mod updates;
 pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use crate::api::tls::TlsState;
 use crate::auth::Policy;
 use crate::config::ControllerConfig;
 use crate::store::{AuditEntry, Store};
+use tls_state::TlsState;
 
 /// Everything the gRPC services share.
 pub struct Controller {
@@ -132,7 +136,7 @@ impl Controller {
     pub async fn audit(&self, entry: AuditEntry) {
         let action = entry.action.clone();
         if let Err(error) = self.store.audit(entry).await {
-            tracing::error!(error = %anyhow::Error::from(error), %action, "audit append failed");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), %action, "audit append failed");
         }
     }
 }

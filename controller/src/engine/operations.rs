@@ -20,9 +20,10 @@ use pgrollout_shared::traceparent::TraceParent;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tonic::Status;
 
+use super::error::EngineError;
 use super::rollout::{self, RolloutRequest};
+use super::updates::{UpdateSender, Updates};
 use super::Controller;
 use crate::store::AuditEntry;
 
@@ -39,13 +40,11 @@ pub struct OperationRequest {
     pub description: String,
 }
 
-type Updates = mpsc::Receiver<Result<RolloutUpdate, Status>>;
-
 /// Starts the operation; its updates arrive on the returned receiver.
 pub async fn start(
     controller: Arc<Controller>,
     request: OperationRequest,
-) -> Result<Updates, Status> {
+) -> Result<Updates, EngineError> {
     let emergency = match &request.kind {
         JobKind::Rollback(spec) => spec.emergency.clone(),
         _ => None,
@@ -100,11 +99,7 @@ struct Context {
 
 /// Relays every update; acts on the start and the result. Keeps going when
 /// the operator hangs up, so the bookkeeping still happens.
-async fn forward(
-    context: Context,
-    mut inner: Updates,
-    out: mpsc::Sender<Result<RolloutUpdate, Status>>,
-) {
+async fn forward(context: Context, mut inner: Updates, out: UpdateSender) {
     while let Some(update) = inner.recv().await {
         if let Ok(RolloutUpdate { body: Some(body) }) = &update {
             match body {
@@ -162,7 +157,7 @@ async fn mark_undone(context: &Context, result: &JobResult) {
         let results = match store.rollout_results(rollout_id).await {
             Ok(results) => results,
             Err(error) => {
-                tracing::error!(error = %anyhow::Error::from(error), rollout_id, "reading a rollout's results to mark it rolled back failed");
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), rollout_id, "reading a rollout's results to mark it rolled back failed");
                 continue;
             }
         };
@@ -202,7 +197,7 @@ async fn mark_undone(context: &Context, result: &JobResult) {
             }
             Ok(false) => {}
             Err(error) => {
-                tracing::error!(error = %anyhow::Error::from(error), rollout_id, "marking a rollout rolled back failed")
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), rollout_id, "marking a rollout rolled back failed")
             }
         }
     }

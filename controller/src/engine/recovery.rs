@@ -12,7 +12,7 @@ pub async fn after_restart(controller: &Controller) {
     let interrupted = match controller.store.interrupt_running(now_unix_ms()).await {
         Ok(interrupted) => interrupted,
         Err(error) => {
-            tracing::error!(error = %anyhow::Error::from(error), "cannot mark interrupted jobs unknown");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "cannot mark interrupted jobs unknown");
             return;
         }
     };

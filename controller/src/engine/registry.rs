@@ -23,7 +23,8 @@ pub struct AgentHandle {
     /// The verified certificate (absent only in `--dev-plaintext` mode).
     pub certificate: Option<crate::auth::PeerCertificate>,
     /// Messages to the agent; the session's stream drains it.
-    pub sender: mpsc::Sender<Result<ControllerMessage, tonic::Status>>,
+    /// An `Err` ends the session with that error (`disconnect`).
+    pub sender: mpsc::Sender<Result<ControllerMessage, super::error::EngineError>>,
 }
 
 impl AgentHandle {
@@ -37,10 +38,10 @@ impl AgentHandle {
         self.certificate.as_ref().is_some_and(|c| c.expired())
     }
 
-    /// Ends the session with `status`: tonic closes the agent's stream with
-    /// it, and a permission error is final for the agent.
-    pub fn disconnect(&self, status: tonic::Status) {
-        let _ = self.sender.try_send(Err(status));
+    /// Ends the session with `error`: the link closes the agent's stream
+    /// with it, and a `Forbidden` (permission denied) is final for the agent.
+    pub fn disconnect(&self, error: super::error::EngineError) {
+        let _ = self.sender.try_send(Err(error));
     }
 }
 

@@ -84,7 +84,7 @@ async fn reload(controller: &Controller) -> Option<ControllerConfig> {
         }
     };
     if let (Some(state), Some(files)) = (&controller.tls, &config.tls) {
-        match crate::api::tls::server_config(files) {
+        match super::tls_state::server_config(files) {
             Ok(server) => state.replace(server),
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "TLS files not reloaded; keeping the previous ones");
@@ -207,7 +207,7 @@ async fn disconnect_revoked_agents(controller: &Controller, policy: &Policy) {
                 agent.zone, agent.name, certificate.serial
             );
             tracing::warn!(agent = %agent.name, zone = %agent.zone, "disconnecting a revoked agent");
-            agent.disconnect(tonic::Status::permission_denied(reason.clone()));
+            agent.disconnect(super::error::EngineError::Forbidden(reason.clone()));
             controller.registry.unregister(agent.session);
             controller
                 .audit(AuditEntry {

@@ -9,13 +9,14 @@ use std::time::{Duration, SystemTime};
 
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{
-    controller_message, rollout_update, ControllerMessage, JobOffer, RolloutStarted, RolloutUpdate,
+    controller_message, rollout_update, ControllerMessage, RolloutStarted, RolloutUpdate,
 };
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::Status;
 
+use super::error::EngineError;
 use super::rollout::relay;
+use super::updates::Updates;
 use super::Controller;
 use crate::store::{state, AuditEntry};
 
@@ -23,11 +24,8 @@ pub async fn retry(
     controller: Arc<Controller>,
     rollout_id: &str,
     actor: &str,
-) -> Result<mpsc::Receiver<Result<RolloutUpdate, Status>>, Status> {
-    let store_error = |e: crate::store::StoreError| {
-        tracing::error!(error = %anyhow::Error::from(e), "store access failed");
-        Status::internal("the controller could not read or record the retry; see its log")
-    };
+) -> Result<Updates, EngineError> {
+    let store_error = EngineError::store("read or record the retry");
     // Held until the result was relayed: a draining controller waits for it.
     let in_flight = controller.drain.enter()?;
     let rollout = controller
@@ -36,27 +34,23 @@ pub async fn retry(
         .await
         .map_err(store_error)?
         .ok_or_else(|| {
-            Status::not_found(format!("no rollout {rollout_id}; see `pgrollout rollouts`"))
+            EngineError::NotFound(format!("no rollout {rollout_id}; see `pgrollout rollouts`"))
         })?;
     let latest = controller
         .store
         .latest_job(rollout_id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| Status::not_found(format!("rollout {rollout_id} has no job")))?;
+        .ok_or_else(|| EngineError::NotFound(format!("rollout {rollout_id} has no job")))?;
     if latest.rollout_state != state::UNKNOWN {
-        return Err(Status::failed_precondition(format!(
+        return Err(EngineError::Refused(format!(
             "rollout {rollout_id} is {}, not unknown: only a rollout in doubt is retried (deploy again for a new \
              rollout)",
             latest.rollout_state
         )));
     }
-    let mut offer = latest
-        .offer
-        .as_deref()
-        .and_then(|bytes| JobOffer::decode(bytes).ok())
-        .ok_or_else(|| {
-            Status::failed_precondition(format!(
+    let mut offer = latest.offer.ok_or_else(|| {
+            EngineError::Refused(format!(
                 "rollout {rollout_id} was recorded by an older controller without its offer; deploy again"
             ))
         })?;
@@ -65,7 +59,7 @@ pub async fn retry(
         .environments
         .get(&latest.environment)
         .ok_or_else(|| {
-            Status::failed_precondition(format!(
+            EngineError::Refused(format!(
                 "environment {} of rollout {rollout_id} is no longer configured",
                 latest.environment
             ))
@@ -79,7 +73,7 @@ pub async fn retry(
         .wait_for(&zone, &environment.target, Duration::from_secs(5))
         .await
         .ok_or_else(|| {
-            Status::unavailable(format!(
+            EngineError::Unavailable(format!(
                 "no agent connected for zone {zone}; the retry needs one (see `pgrollout agents`)"
             ))
         })?;
@@ -125,7 +119,7 @@ pub async fn retry(
     };
     if agent.sender.send(Ok(message)).await.is_err() {
         controller.router.unsubscribe(&job_id);
-        return Err(Status::unavailable(format!(
+        return Err(EngineError::Unavailable(format!(
             "agent {} disconnected before the retry could be offered; the rollout stays running until settled",
             agent.name
         )));

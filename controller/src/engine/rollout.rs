@@ -13,11 +13,12 @@ use pgrollout_shared::proto::{
 };
 use pgrollout_shared::traceparent::TraceParent;
 use tokio::sync::mpsc;
-use tonic::Status;
 use tracing::Instrument;
 
+use super::error::EngineError;
 use super::registry::AgentHandle;
 use super::router::JobUpdate;
+use super::updates::{UpdateSender, Updates};
 use super::{new_id, Controller};
 use crate::store::{state, AuditEntry, NewRollout};
 use crate::telemetry::spans;
@@ -38,14 +39,12 @@ pub struct RolloutRequest {
     pub order: Option<pgrollout_shared::proto::DeployOrderView>,
 }
 
-pub type UpdateSender = mpsc::Sender<Result<RolloutUpdate, Status>>;
-
 /// Starts the rollout; updates arrive on the returned receiver. Refusals
-/// before anything was offered come back as a `Status`.
+/// before anything was offered come back as an `EngineError`.
 pub async fn start(
     controller: Arc<Controller>,
     request: RolloutRequest,
-) -> Result<mpsc::Receiver<Result<RolloutUpdate, Status>>, Status> {
+) -> Result<Updates, EngineError> {
     let environment = controller
         .config
         .environments
@@ -76,7 +75,7 @@ pub async fn start(
         .wait_for(&zone, &target, wait)
         .await
         .ok_or_else(|| {
-            Status::unavailable(format!(
+            EngineError::Unavailable(format!(
                 "no agent connected for zone {zone} (environment {}, target {target}); start pgrollout-agent \
                  in that zone, or check its log and `pgrollout agents`",
                 request.environment
@@ -88,10 +87,7 @@ pub async fn start(
     let job_id = new_id("j");
     spans::record_rollout(&rollout_id, &job_id, &request.plan.plan_id, &request.actor);
     let now = now_unix_ms();
-    let store_error = |e: crate::store::StoreError| {
-        tracing::error!(error = %anyhow::Error::from(e), "store write failed");
-        Status::internal("the controller could not record the rollout; see its log")
-    };
+    let store_error = EngineError::store("record the rollout");
     controller
         .store
         .save_plan(&request.plan, now)
@@ -222,7 +218,7 @@ pub async fn start(
             )
             .await;
         controller.notifier.rollout_finished(&job_id);
-        return Err(Status::unavailable(message));
+        return Err(EngineError::Unavailable(message));
     }
     drop(dispatch);
 
@@ -448,14 +444,14 @@ fn link_notice(job_id: &str, attempt: u32, message: &str, status: StepStatus) ->
     ))
 }
 
-fn unknown_environment(controller: &Controller, name: &str) -> Status {
+fn unknown_environment(controller: &Controller, name: &str) -> EngineError {
     let known: Vec<&str> = controller
         .config
         .environments
         .keys()
         .map(String::as_str)
         .collect();
-    Status::invalid_argument(format!(
+    EngineError::Invalid(format!(
         "unknown environment {name:?}; known environments: {}",
         known.join(", ")
     ))

@@ -1,10 +1,9 @@
 //! Deploy requests that wait for approvals, and the approvals themselves.
 
 use pgrollout_shared::proto::Plan;
-use prost::Message;
 use rusqlite::{params, OptionalExtension};
 
-use super::{Store, StoreError};
+use super::{decode_blob, Store, StoreError};
 
 /// A deploy request parked until its approvals are in.
 #[derive(Clone, Debug)]
@@ -76,12 +75,16 @@ impl Store {
                  FROM pending_rollouts p JOIN plans pl ON pl.plan_id = p.plan_id WHERE p.request_id = ?1",
                 params![id],
                 |row| {
+                    let request_id: String = row.get(0)?;
                     let content: Vec<u8> = row.get(2)?;
+                    // Written by this controller from a validated plan.
+                    let plan = decode_blob::<Plan>(2, &content, "plan", || {
+                        format!("request {request_id}")
+                    })?;
                     Ok(PendingRollout {
-                        request_id: row.get(0)?,
+                        request_id,
                         environment: row.get(1)?,
-                        // Written by this controller from a validated plan.
-                        plan: Plan::decode(content.as_slice()).unwrap_or_default(),
+                        plan,
                         actor: row.get(3)?,
                         trace_id: row.get(4)?,
                         continue_on_error: row.get(5)?,

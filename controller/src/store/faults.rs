@@ -2,9 +2,10 @@
 //! retry, jobs left in doubt by a controller restart or a lost agent, the
 //! reconciliation of an agent's Hello, and an operator's resolution.
 
+use pgrollout_shared::proto::JobOffer;
 use rusqlite::{params, OptionalExtension};
 
-use super::{state, Store, StoreError};
+use super::{decode_blob, state, Store, StoreError};
 
 /// A job the store believes an agent holds (offered, running or unknown).
 #[derive(Debug, Clone)]
@@ -22,7 +23,8 @@ pub struct LatestJob {
     pub job_id: String,
     pub attempt: u32,
     pub rollout_state: String,
-    pub offer: Option<Vec<u8>>,
+    /// `None`: recorded by a controller that did not keep offers.
+    pub offer: Option<JobOffer>,
     pub environment: String,
 }
 
@@ -151,11 +153,18 @@ impl Store {
                  WHERE r.id = ?1 ORDER BY j.attempt DESC LIMIT 1",
                 params![rollout_id],
                 |row| {
+                    let offer: Option<Vec<u8>> = row.get(3)?;
+                    let job_id: String = row.get(0)?;
+                    let offer = offer
+                        .map(|bytes| {
+                            decode_blob::<JobOffer>(3, &bytes, "offer", || format!("job {job_id}"))
+                        })
+                        .transpose()?;
                     Ok(LatestJob {
-                        job_id: row.get(0)?,
+                        job_id,
                         attempt: row.get(1)?,
                         rollout_state: row.get(2)?,
-                        offer: row.get(3)?,
+                        offer,
                         environment: row.get(4)?,
                     })
                 },

@@ -2,12 +2,12 @@
 //! that environment?
 
 use pgrollout_shared::proto::{JobResult, PgtapReport};
-use prost::Message;
 use rusqlite::params;
 
-use super::{Store, StoreError};
+use super::{decode_blob, Store, StoreError};
 
 /// The most recent successful deploy of a plan in an environment.
+#[derive(Debug)]
 pub struct PlanSuccess {
     pub rollout_id: String,
     pub actor: String,
@@ -22,21 +22,28 @@ pub struct PlanSuccess {
 }
 
 impl PlanSuccess {
-    fn from_result(rollout_id: String, actor: String, result: &[u8]) -> Self {
-        let decoded = JobResult::decode(result).ok();
-        let smoke_completed = decoded.as_ref().is_some_and(|r| {
-            r.smoke_incomplete.is_empty() && r.smoke.iter().any(|s| s.phase == "post-commit")
-        });
-        let smoke_passed = decoded
-            .as_ref()
-            .is_some_and(|r| r.smoke.iter().all(|s| s.passed));
-        PlanSuccess {
+    /// `column`: where the result blob is, for a corrupt one's error.
+    fn from_result(
+        rollout_id: String,
+        actor: String,
+        column: usize,
+        result: &[u8],
+    ) -> rusqlite::Result<Self> {
+        // A result that does not decode is damage, not a deploy whose smoke
+        // tests never ran: the gate must not read it as either.
+        let decoded = decode_blob::<JobResult>(column, result, "job result", || {
+            format!("rollout {rollout_id}")
+        })?;
+        let smoke_completed = decoded.smoke_incomplete.is_empty()
+            && decoded.smoke.iter().any(|s| s.phase == "post-commit");
+        let smoke_passed = decoded.smoke.iter().all(|s| s.passed);
+        Ok(PlanSuccess {
             rollout_id,
             actor,
             smoke_completed,
             smoke_passed,
-            pgtap: decoded.map(|r| r.pgtap).unwrap_or_default(),
-        }
+            pgtap: decoded.pgtap,
+        })
     }
 }
 
@@ -61,7 +68,7 @@ impl Store {
             let successes = statement
                 .query_map(params![plan_id, environment], |row| {
                     let result: Vec<u8> = row.get(2)?;
-                    Ok(PlanSuccess::from_result(row.get(0)?, row.get(1)?, &result))
+                    PlanSuccess::from_result(row.get(0)?, row.get(1)?, 2, &result)
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             // The smoke verdict of the newest deploy whose smoke tests ran

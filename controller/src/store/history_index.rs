@@ -51,9 +51,15 @@ pub(super) fn index_result(
     let Some((rollout_id, environment, plan)) = rollout else {
         return Ok(());
     };
-    let Ok(plan) = Plan::decode(plan.as_slice()) else {
-        tracing::warn!(rollout_id, "undecodable plan left out of the version index");
-        return Ok(());
+    // The index is derived data: a plan that no longer decodes is reported
+    // loudly, but recording the agent's result must not fail over it.
+    let plan = match Plan::decode(plan.as_slice()) {
+        Ok(plan) => plan,
+        Err(error) => {
+            tracing::error!(rollout_id, error = %pgrollout_shared::errors::error_chain(&error),
+                "the controller's store is corrupt: this rollout's plan does not decode; left out of the version index");
+            return Ok(());
+        }
     };
     if versions {
         index_versions(tx, &rollout_id, &environment, &plan, result)?;
@@ -173,8 +179,13 @@ pub(super) fn backfill(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     let mut plans: std::collections::HashMap<String, Option<Plan>> = Default::default();
     let mut indexed = 0usize;
     for (rollout_id, environment, plan_id, result) in rows {
-        let Ok(result) = JobResult::decode(result.as_slice()) else {
-            continue;
+        let result = match JobResult::decode(result.as_slice()) {
+            Ok(result) => result,
+            Err(error) => {
+                tracing::error!(rollout_id, error = %pgrollout_shared::errors::error_chain(&error),
+                    "the controller's store is corrupt: this rollout's result does not decode; left out of the version index");
+                continue;
+            }
         };
         let versions = result.applied.iter().any(|a| a.new_sha256.len() == 64);
         let running = result.outcome() == Outcome::Succeeded
@@ -190,7 +201,14 @@ pub(super) fn backfill(tx: &Transaction<'_>) -> rusqlite::Result<()> {
                     |r| r.get(0),
                 )
                 .optional()?;
-            let plan = content.and_then(|c| Plan::decode(c.as_slice()).ok());
+            let plan = content.and_then(|c| match Plan::decode(c.as_slice()) {
+                Ok(plan) => Some(plan),
+                Err(error) => {
+                    tracing::error!(plan_id, error = %pgrollout_shared::errors::error_chain(&error),
+                        "the controller's store is corrupt: this plan does not decode; its results are left out of the version index");
+                    None
+                }
+            });
             plans.insert(plan_id.clone(), plan);
         }
         let Some(Some(plan)) = plans.get(&plan_id) else {

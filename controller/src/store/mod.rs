@@ -7,6 +7,8 @@
 mod approvals;
 mod audit;
 mod audit_key;
+#[cfg(test)]
+mod corruption_tests;
 mod deployed;
 mod escape;
 mod faults;
@@ -45,7 +47,11 @@ use rusqlite::{params, Connection};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store database error")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
+    /// A blob this controller wrote no longer decodes: the store is damaged.
+    /// Never read as an empty plan, result or sample (issue 14).
+    #[error("the controller's store is corrupt")]
+    Corrupt(#[source] CorruptBlob),
     #[error("cannot open the store at {path}")]
     Open {
         path: String,
@@ -58,6 +64,59 @@ pub enum StoreError {
     Permissions(#[source] std::io::Error),
     #[error(transparent)]
     AuditKey(#[from] audit_key::AuditKeyError),
+}
+
+/// Which stored message of which row did not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("the {what} of {row} does not decode")]
+pub struct CorruptBlob {
+    /// The message, as an operator would name it (`plan`, `job result`…).
+    what: &'static str,
+    /// The row, by its key (`request r-…`, `rollout …`, `watch …`).
+    row: String,
+    #[source]
+    source: prost::DecodeError,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    /// A corrupt blob travels out of a row closure as rusqlite's conversion
+    /// failure (the only error those closures may return) and is told apart
+    /// here, so every caller sees `StoreError::Corrupt`.
+    fn from(error: rusqlite::Error) -> Self {
+        match error {
+            rusqlite::Error::FromSqlConversionFailure(column, kind, inner) => {
+                match inner.downcast::<CorruptBlob>() {
+                    Ok(corrupt) => StoreError::Corrupt(*corrupt),
+                    Err(inner) => StoreError::Sqlite(rusqlite::Error::FromSqlConversionFailure(
+                        column, kind, inner,
+                    )),
+                }
+            }
+            other => StoreError::Sqlite(other),
+        }
+    }
+}
+
+/// Decodes a stored message, or fails the read naming the message and row:
+/// every blob in the store was encoded by this controller, so one that does
+/// not decode is damage to report, never a default to carry on with.
+pub(crate) fn decode_blob<M: Message + Default>(
+    column: usize,
+    bytes: &[u8],
+    what: &'static str,
+    row: impl FnOnce() -> String,
+) -> rusqlite::Result<M> {
+    M::decode(bytes).map_err(|source| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Blob,
+            Box::new(CorruptBlob {
+                what,
+                row: row(),
+                source,
+            }),
+        )
+    })
 }
 
 #[derive(Clone)]
@@ -98,13 +157,13 @@ pub mod state {
         FAILED,
         UNKNOWN,
         ROLLED_BACK,
-        super::request_state::AWAITING_APPROVAL,
-        super::request_state::SCHEDULED,
-        super::request_state::APPROVED,
-        super::request_state::STARTED,
-        super::request_state::REJECTED,
-        super::request_state::CANCELLED,
-        super::request_state::REFUSED,
+        crate::store::request_state::AWAITING_APPROVAL,
+        crate::store::request_state::SCHEDULED,
+        crate::store::request_state::APPROVED,
+        crate::store::request_state::STARTED,
+        crate::store::request_state::REJECTED,
+        crate::store::request_state::CANCELLED,
+        crate::store::request_state::REFUSED,
     ];
 }
 

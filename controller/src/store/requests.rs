@@ -4,11 +4,10 @@
 //! state, so a cancel and the scheduler's start cannot both win.
 
 use pgrollout_shared::proto::{Plan, RolloutStatus};
-use prost::Message;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 
-use super::{Approval, PendingRollout, Store, StoreError};
+use super::{decode_blob, Approval, PendingRollout, Store, StoreError};
 
 /// Request states (pending_rollouts.state).
 pub mod request_state {
@@ -265,9 +264,12 @@ impl Store {
                  ORDER BY p.created_at DESC LIMIT ?3",
             )?;
             let rows = statement.query_map(params![environment, state, limit], |row| {
-                let plan = Plan::decode(row.get::<_, Vec<u8>>(9)?.as_slice()).unwrap_or_default();
+                let request_id: String = row.get(0)?;
+                let plan = decode_blob::<Plan>(9, &row.get::<_, Vec<u8>>(9)?, "plan", || {
+                    format!("request {request_id}")
+                })?;
                 Ok(RolloutStatus {
-                    rollout_id: row.get(0)?,
+                    rollout_id: request_id,
                     kind: "deploy".into(),
                     environment: row.get(1)?,
                     actor: row.get(2)?,

@@ -2,10 +2,9 @@
 //! each with its plan's metadata and its latest job's result.
 
 use pgrollout_shared::proto::{JobResult, Plan, RolloutStatus};
-use prost::Message;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{Store, StoreError};
+use super::{decode_blob, Store, StoreError};
 
 const SELECT: &str = "SELECT r.id, r.kind, r.environment, r.zone, r.target, r.actor, r.trace_id, r.state,
         r.exit_code, r.message, r.created_at, r.finished_at, r.plan_id, p.commit_sha, p.label, p.content,
@@ -17,15 +16,19 @@ const SELECT: &str = "SELECT r.id, r.kind, r.environment, r.zone, r.target, r.ac
 
 fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
     let exit_code: Option<i32> = row.get(8)?;
-    // An operation record (rollback, disable…) decodes as a plan with no routines.
-    let plan = Plan::decode(row.get::<_, Vec<u8>>(15)?.as_slice()).ok();
+    let rollout_id: String = row.get(0)?;
+    let rollout = || format!("rollout {rollout_id}");
+    // An operation record (rollback, disable…) is a plan with no routines.
+    let plan = decode_blob::<Plan>(15, &row.get::<_, Vec<u8>>(15)?, "plan", rollout)?;
     let result: Option<Vec<u8>> = row.get(17)?;
     // Stored by this controller from messages it decoded: a blob that no
-    // longer decodes is reported as absent rather than failing the read.
-    let result = result.and_then(|bytes| JobResult::decode(bytes.as_slice()).ok());
-    let routine_count = routine_count(plan.as_ref(), result.as_ref());
+    // longer decodes fails the read, naming the rollout.
+    let result = result
+        .map(|bytes| decode_blob::<JobResult>(17, &bytes, "job result", rollout))
+        .transpose()?;
+    let routine_count = routine_count(&plan, result.as_ref());
     Ok(RolloutStatus {
-        rollout_id: row.get(0)?,
+        rollout_id,
         kind: row.get(1)?,
         environment: row.get(2)?,
         zone: row.get(3)?,
@@ -44,9 +47,7 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
         result,
         agent_name: row.get::<_, Option<String>>(16)?.unwrap_or_default(),
         routine_count,
-        routine_identities: plan
-            .map(|p| p.routines.iter().map(routine_identity).collect())
-            .unwrap_or_default(),
+        routine_identities: plan.routines.iter().map(routine_identity).collect(),
         gates: gates_of(&row.get::<_, String>(18)?),
         ..Default::default()
     })
@@ -54,9 +55,9 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
 
 /// A deploy's routines are its plan's; a rollback, disable or enable has an
 /// operation record instead, and its routines are those its result names.
-fn routine_count(plan: Option<&Plan>, result: Option<&JobResult>) -> u32 {
+fn routine_count(plan: &Plan, result: Option<&JobResult>) -> u32 {
     match (plan, result) {
-        (Some(plan), _) if !plan.routines.is_empty() => plan.routines.len() as u32,
+        (plan, _) if !plan.routines.is_empty() => plan.routines.len() as u32,
         (_, Some(result)) => result.restored.len() as u32,
         _ => 0,
     }

@@ -5,7 +5,7 @@ use pgrollout_shared::proto::{WatchSample, WatchSampleJob};
 use prost::Message;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{Store, StoreError};
+use super::{decode_blob, Store, StoreError};
 
 /// A watch as stored.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -72,15 +72,22 @@ fn lines(text: &str) -> Vec<String> {
 
 fn watch_record(row: &Row<'_>) -> rusqlite::Result<WatchRecord> {
     // Blobs written by this controller from messages it built or decoded:
-    // one that no longer decodes reads as empty rather than failing the read.
+    // one that no longer decodes fails the read, naming the watch.
+    let id: String = row.get(0)?;
     let spec: Vec<u8> = row.get(3)?;
     let baseline: Vec<u8> = row.get(13)?;
     let last_sample: Option<Vec<u8>> = row.get(14)?;
+    let watch = || format!("watch {id}");
+    let spec = decode_blob::<WatchSampleJob>(3, &spec, "definition", watch)?;
+    let baseline = decode_blob::<WatchSample>(13, &baseline, "baseline", watch)?;
+    let last_sample = last_sample
+        .map(|bytes| decode_blob::<WatchSample>(14, &bytes, "latest sample", watch))
+        .transpose()?;
     Ok(WatchRecord {
-        id: row.get(0)?,
+        id,
         environment: row.get(1)?,
         procedure: row.get(2)?,
-        spec: WatchSampleJob::decode(spec.as_slice()).unwrap_or_default(),
+        spec,
         threshold_percent: row.get(4)?,
         every_ms: row.get::<_, i64>(5)?.max(0) as u64,
         min_calls: row.get::<_, i64>(6)?.max(0) as u64,
@@ -90,8 +97,8 @@ fn watch_record(row: &Row<'_>) -> rusqlite::Result<WatchRecord> {
         ends_at: row.get(10)?,
         cancelled_at: row.get(11)?,
         cancelled_by: row.get(12)?,
-        baseline: WatchSample::decode(baseline.as_slice()).unwrap_or_default(),
-        last_sample: last_sample.and_then(|bytes| WatchSample::decode(bytes.as_slice()).ok()),
+        baseline,
+        last_sample,
         samples: row.get::<_, i64>(15)?.max(0) as u64,
         state: row.get(16)?,
         reason: row.get(17)?,

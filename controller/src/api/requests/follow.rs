@@ -13,8 +13,9 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::Status;
 
-use super::{parked_update, request_state, store_failure};
-use crate::api::control::UpdateStream;
+use crate::api::status::store_failure;
+use crate::api::UpdateStream;
+use crate::engine::requests::{parked_update, request_state};
 use crate::engine::Controller;
 
 /// How often a rollout started before a restart is looked up again.
@@ -29,12 +30,12 @@ pub async fn follow(controller: Arc<Controller>, request_id: &str) -> Result<Upd
                 .store
                 .pending_rollout(&id)
                 .await
-                .map_err(store_failure)?;
+                .map_err(store_failure("access its store"))?;
             let schedule = controller
                 .store
                 .request_schedule(&id)
                 .await
-                .map_err(store_failure)?;
+                .map_err(store_failure("access its store"))?;
             Ok::<_, Status>(pending.zip(schedule))
         }
     };
@@ -42,7 +43,7 @@ pub async fn follow(controller: Arc<Controller>, request_id: &str) -> Result<Upd
         let hint = if store
             .rollout_status(request_id)
             .await
-            .map_err(store_failure)?
+            .map_err(store_failure("access its store"))?
             .is_some()
         {
             format!("; {request_id} is a rollout — `pgrollout status {request_id}` shows it")
@@ -68,7 +69,7 @@ pub async fn follow(controller: Arc<Controller>, request_id: &str) -> Result<Upd
             .store
             .request_schedule(request_id)
             .await
-            .map_err(store_failure)?;
+            .map_err(store_failure("access its store"))?;
         let note = schedule.map(|s| s.note).unwrap_or_default();
         let update = parked_update(request_id, &first.state, 0, "", &note);
         return Ok(Box::pin(tokio_stream::once(Ok(update))));
@@ -78,7 +79,7 @@ pub async fn follow(controller: Arc<Controller>, request_id: &str) -> Result<Upd
     let Some((pending, schedule)) = read(request_id.to_owned()).await? else {
         return Err(Status::not_found(format!("no request {request_id:?}")));
     };
-    let live = UnboundedReceiverStream::new(updates);
+    let live = UnboundedReceiverStream::new(updates).map(|update| update.map_err(Status::from));
     match (pending.state.as_str(), pending.rollout_id) {
         (request_state::APPROVED | request_state::STARTED, Some(rollout_id))
             if !controller.followers.has_history(request_id) =>
@@ -113,7 +114,7 @@ fn from_store(controller: Arc<Controller>, rollout_id: String) -> UpdateStream {
                 Ok(Some(status)) => status,
                 Ok(None) => return,
                 Err(error) => {
-                    let _ = sender.send(Err(store_failure(error)));
+                    let _ = sender.send(Err(store_failure("access its store")(error)));
                     return;
                 }
             };

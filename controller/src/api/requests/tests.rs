@@ -17,12 +17,12 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Status};
 
-use super::request_state;
-use crate::api::control::ControlService;
+use crate::api::operator::ControlService;
 use crate::auth::{Caller, CLAIMED_ACTOR_HEADER};
 use crate::config::{ControllerConfig, OperatorRole};
 use crate::engine::clock::ManualClock;
 use crate::engine::registry::AgentHandle;
+use crate::engine::requests::request_state;
 use crate::engine::router::JobUpdate;
 use crate::engine::Controller;
 use crate::store::Store;
@@ -37,7 +37,8 @@ fn at(day_of_month: u64, hour: u64, minute: u64) -> SystemTime {
 }
 
 fn unix_ms(time: SystemTime) -> i64 {
-    super::unix_ms(time)
+    let since = time.duration_since(UNIX_EPOCH).expect("after 1970");
+    i64::try_from(since.as_millis()).expect("fits")
 }
 
 struct Installation {
@@ -58,7 +59,10 @@ impl Installation {
         &self,
         prod_extra: &str,
         now: SystemTime,
-    ) -> (Running, mpsc::Receiver<Result<ControllerMessage, Status>>) {
+    ) -> (
+        Running,
+        mpsc::Receiver<Result<ControllerMessage, crate::engine::error::EngineError>>,
+    ) {
         let config_path = self.dir.path().join("controller.toml");
         std::fs::write(
             &config_path,
@@ -89,7 +93,7 @@ impl Installation {
             certificate: None,
             sender,
         }));
-        let scheduler = tokio::spawn(super::run_scheduler(controller.clone()));
+        let scheduler = tokio::spawn(crate::engine::requests::run_scheduler(controller.clone()));
         (
             Running {
                 controller,
@@ -126,7 +130,7 @@ impl Running {
     async fn deploy_and_follow(
         &self,
         follow: bool,
-    ) -> Result<(RequestParked, crate::api::control::UpdateStream), Status> {
+    ) -> Result<(RequestParked, crate::api::UpdateStream), Status> {
         let service = ControlService {
             controller: self.controller.clone(),
         };
@@ -210,7 +214,9 @@ fn plan() -> pgrollout_shared::proto::Plan {
 }
 
 /// The next job offer, within a few seconds.
-async fn next_offer(offers: &mut mpsc::Receiver<Result<ControllerMessage, Status>>) -> JobOffer {
+async fn next_offer(
+    offers: &mut mpsc::Receiver<Result<ControllerMessage, crate::engine::error::EngineError>>,
+) -> JobOffer {
     let message = tokio::time::timeout(Duration::from_secs(10), offers.recv())
         .await
         .expect("an offer within 10s")
@@ -355,7 +361,7 @@ async fn at_its_time_a_scheduled_rollout_runs_only_if_every_gate_still_passes() 
         roles: vec![OperatorRole::Approver],
         verified: true,
     };
-    let response = crate::api::approvals::decide(
+    let response = crate::engine::requests::decide(
         second.controller.clone(),
         &approver,
         &id,
@@ -410,7 +416,7 @@ async fn a_followed_request_ends_the_stream_when_it_is_rejected() {
         roles: vec![OperatorRole::Approver],
         verified: true,
     };
-    crate::api::approvals::decide(
+    crate::engine::requests::decide(
         prod.controller.clone(),
         &approver,
         &parked.request_id,

@@ -5,8 +5,8 @@
 use pgrollout_shared::proto::RolloutStatus;
 use tonic::Status;
 
-use super::{request_state, store_failure};
-use crate::api::gates::{self, GateCheck};
+use crate::api::status::store_failure;
+use crate::engine::requests::{self as gates, request_state, GateCheck};
 use crate::engine::Controller;
 
 /// A request shaped as a rollout status (`is_request`), or `None`.
@@ -18,14 +18,14 @@ pub async fn request_status(
     let Some(pending) = store
         .pending_rollout(request_id)
         .await
-        .map_err(store_failure)?
+        .map_err(store_failure("access its store"))?
     else {
         return Ok(None);
     };
     let schedule = store
         .request_schedule(request_id)
         .await
-        .map_err(store_failure)?
+        .map_err(store_failure("access its store"))?
         .unwrap_or_default();
     let waiting = matches!(
         pending.state.as_str(),
@@ -35,7 +35,7 @@ pub async fn request_status(
         let approvals = store
             .request_approvals(request_id, &pending.plan.plan_id)
             .await
-            .map_err(store_failure)?;
+            .map_err(store_failure("access its store"))?;
         let check = GateCheck {
             environment: &pending.environment,
             plan_id: &pending.plan.plan_id,
@@ -106,7 +106,7 @@ pub async fn list_with_requests(
         .store
         .list_requests(environment, state, limit)
         .await
-        .map_err(store_failure)?;
+        .map_err(store_failure("access its store"))?;
     rollouts.extend(requests);
     rollouts.sort_by_key(|r| std::cmp::Reverse(r.created_at_unix_ms));
     rollouts.truncate(limit as usize);

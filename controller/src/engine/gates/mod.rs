@@ -9,7 +9,7 @@
 //! windows wait for the clock (`Scheduled`, with the opening time).
 //!
 //! The syntax gate has a second half that needs an agent — the dry-run
-//! `check` job on the zone's database — which `api::gates` runs just before
+//! `check` job on the zone's database — which `engine::requests::verdict` runs just before
 //! dispatch (`crate::engine::dry_run`); here it reports the parse.
 
 mod monitoring;

@@ -8,10 +8,10 @@ use std::time::Duration;
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::routine::Routine;
 use pgrollout_shared::watch::WatchSampleSpec;
-use tonic::Status;
 
 use super::assess::{self, format_ms, TRACK_FUNCTIONS_FIX, TRACK_FUNCTIONS_OFF};
 use super::{run, sample};
+use crate::engine::error::EngineError;
 use crate::engine::{new_id, Controller};
 use crate::store::{covers_any, AuditEntry, StoreError, WatchRecord};
 
@@ -36,9 +36,8 @@ pub struct CreateWatch {
     pub actor: String,
 }
 
-fn store_failure(error: StoreError) -> Status {
-    tracing::error!(error = %anyhow::Error::from(error), "watch store access failed");
-    Status::internal("the controller could not read or record the watch; see its log")
+fn store_failure(error: StoreError) -> EngineError {
+    EngineError::store("read or record the watch")(error)
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -50,7 +49,7 @@ fn millis(duration: Duration) -> u64 {
 pub async fn create(
     controller: Arc<Controller>,
     request: CreateWatch,
-) -> Result<WatchRecord, Status> {
+) -> Result<WatchRecord, EngineError> {
     let now = now_unix_ms();
     let id = new_id("w");
     let spec = WatchSampleSpec::with_probes(id.clone(), &request.routines, request.probes);
@@ -82,7 +81,7 @@ pub async fn create(
     )
     .await
     .map_err(|error| {
-        Status::unavailable(format!(
+        EngineError::Unavailable(format!(
             "no watch was created: the baseline sample could not be taken: {error}"
         ))
     })?;
@@ -109,7 +108,7 @@ pub async fn create(
                 ..Default::default()
             })
             .await;
-        return Err(Status::failed_precondition(message));
+        return Err(EngineError::Refused(message));
     }
 
     let mut watch = WatchRecord {
@@ -166,8 +165,8 @@ pub async fn create(
     Ok(watch)
 }
 
-fn already_watched(existing: &WatchRecord, environment: &str) -> Status {
-    Status::already_exists(format!(
+fn already_watched(existing: &WatchRecord, environment: &str) -> EngineError {
+    EngineError::AlreadyExists(format!(
         "watch {} already watches {} in {environment} until {}; cancel it first (`pgrollout alert cancel {}`)",
         existing.id,
         assess::names(existing),
@@ -203,7 +202,7 @@ pub async fn cancel(
     controller: &Controller,
     actor: &str,
     watch_id: &str,
-) -> Result<WatchRecord, Status> {
+) -> Result<WatchRecord, EngineError> {
     let now = now_unix_ms();
     let watch = controller
         .store
@@ -211,7 +210,7 @@ pub async fn cancel(
         .await
         .map_err(store_failure)?
         .ok_or_else(|| {
-            Status::not_found(format!(
+            EngineError::NotFound(format!(
                 "no watch {watch_id:?}; `pgrollout alert list --all` lists them"
             ))
         })?;
@@ -226,7 +225,7 @@ pub async fn cancel(
             Some(by) => format!("was cancelled by {by}"),
             None => format!("ended at {}", utc(watch.ends_at)),
         };
-        return Err(Status::failed_precondition(format!(
+        return Err(EngineError::Refused(format!(
             "watch {watch_id} {how}; nothing to cancel"
         )));
     }
@@ -247,7 +246,7 @@ pub async fn cancel(
         .watch(watch_id)
         .await
         .map_err(store_failure)?
-        .ok_or_else(|| Status::internal("the cancelled watch vanished from the store"))
+        .ok_or_else(|| EngineError::Internal("the cancelled watch vanished from the store".into()))
 }
 
 /// Starts the task of every live watch: they outlive a controller restart.
@@ -262,7 +261,7 @@ pub async fn resume(controller: Arc<Controller>) {
             }
         }
         Err(error) => {
-            tracing::error!(error = %anyhow::Error::from(error), "reading the live watches failed; none resumed")
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reading the live watches failed; none resumed")
         }
     }
 }

@@ -30,7 +30,7 @@ async fn run(controller: Arc<Controller>, watch_id: String) {
             Ok(Some(watch)) => watch,
             Ok(None) => return,
             Err(error) => {
-                tracing::error!(error = %anyhow::Error::from(error), watch_id = %watch_id, "reading the watch failed; it stops");
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), watch_id = %watch_id, "reading the watch failed; it stops");
                 return;
             }
         };
@@ -72,7 +72,7 @@ async fn sample_once(controller: &Controller, watch: &WatchRecord, every: Durati
         .unwrap_or_else(|error| {
             // Never the stored probes instead: in an environment that
             // requires approval only a deployed plan's SQL runs.
-            tracing::error!(watch_id = %watch.id, error = %anyhow::Error::from(error), "reading the deployed plans failed; this sample runs no probe");
+            tracing::error!(watch_id = %watch.id, error = %pgrollout_shared::errors::error_chain(&error), "reading the deployed plans failed; this sample runs no probe");
             Vec::new()
         });
     let taken = sample::take(
@@ -136,7 +136,7 @@ async fn sample_once(controller: &Controller, watch: &WatchRecord, every: Durati
         // Cancelled while the sample ran: its verdict no longer matters.
         Ok(false) => {}
         Err(error) => {
-            tracing::error!(error = %anyhow::Error::from(error), watch_id = %watch.id, "recording a watch sample failed")
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), watch_id = %watch.id, "recording a watch sample failed")
         }
     }
 }

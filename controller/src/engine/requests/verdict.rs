@@ -1,4 +1,4 @@
-//! The controller's side of the gates: evaluate them for a request, audit
+//! The gates' verdict on a request: evaluate them for a request, audit
 //! the verdict, and refuse (exit 1, nothing changed) when any gate fails,
 //! park the request when approvals are missing, or schedule it when only a
 //! time window is closed. Approvals come first: a request waiting for both
@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use pgrollout_shared::proto::{EnvironmentGates, GateOutcome, Plan};
 use pgrollout_shared::traceparent::TraceParent;
-use tonic::Status;
 use tracing::Instrument;
 
 use crate::config::GateName;
 use crate::engine::dry_run::{self, DryRun};
+use crate::engine::error::EngineError;
 use crate::engine::gates::{self, Attachments, GateInput, GateResult, GateState};
 use crate::engine::Controller;
 use crate::store::{Approval, AuditEntry};
@@ -74,7 +74,7 @@ pub enum OutsideWindow {
 pub async fn check(
     controller: &Arc<Controller>,
     request: GateCheck<'_>,
-) -> Result<Verdict, Status> {
+) -> Result<Verdict, EngineError> {
     check_with(controller, request, OutsideWindow::Schedule).await
 }
 
@@ -82,7 +82,7 @@ pub async fn check_with(
     controller: &Arc<Controller>,
     request: GateCheck<'_>,
     outside_window: OutsideWindow,
-) -> Result<Verdict, Status> {
+) -> Result<Verdict, EngineError> {
     let span = crate::telemetry::spans::gates_span(request.environment);
     let mut results = evaluate(controller, &request)
         .instrument(span.clone())
@@ -162,7 +162,7 @@ pub async fn check_with(
         })
         .await;
     match (refusal, scheduled) {
-        (Some(message), _) => Err(Status::failed_precondition(message)),
+        (Some(message), _) => Err(EngineError::Refused(message)),
         (None, _) if !pending.is_empty() => {
             // Approvals first, then the window: say both.
             let then = closed_windows
@@ -181,7 +181,7 @@ pub async fn check_with(
 pub async fn evaluate_now(
     controller: &Controller,
     request: &GateCheck<'_>,
-) -> Result<Vec<GateOutcome>, Status> {
+) -> Result<Vec<GateOutcome>, EngineError> {
     Ok(outcomes(&evaluate(controller, request).await?))
 }
 
@@ -191,7 +191,7 @@ pub async fn evaluate_everywhere(
     plan_id: &str,
     plan: &Plan,
     attachments: &Attachments,
-) -> Result<Vec<EnvironmentGates>, Status> {
+) -> Result<Vec<EnvironmentGates>, EngineError> {
     let mut environments = Vec::new();
     for name in controller.config.environments.keys() {
         let request = GateCheck {
@@ -215,7 +215,7 @@ pub async fn evaluate_everywhere(
 async fn evaluate(
     controller: &Controller,
     request: &GateCheck<'_>,
-) -> Result<Vec<GateResult>, Status> {
+) -> Result<Vec<GateResult>, EngineError> {
     let input = GateInput {
         environments: &controller.config.environments,
         environment: request.environment,
@@ -229,10 +229,7 @@ async fn evaluate(
     };
     gates::evaluate(&controller.store, &input)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %anyhow::Error::from(e), "gate evaluation failed");
-            Status::internal("the controller could not evaluate the gates; see its log")
-        })
+        .map_err(EngineError::store("evaluate the gates"))
 }
 
 fn outcomes(results: &[GateResult]) -> Vec<GateOutcome> {

@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use pgrollout_shared::job::now_unix_ms;
 
-use super::{parked_update, request_state, start_request, unix_ms, StartError};
-use crate::api::gates::{self, GateCheck, Verdict};
+use super::park::{end_with, notify_approval_needed, parked_update, pending_trace, unix_ms};
+use super::request_state;
+use super::start::{start_request, StartError};
+use super::verdict::{self, GateCheck, Verdict};
 use crate::engine::Controller;
 use crate::store::AuditEntry;
 
@@ -48,7 +50,7 @@ pub async fn run_scheduler(controller: Arc<Controller>) {
                 }
             }
             Err(error) => {
-                tracing::error!(error = %anyhow::Error::from(error), "the scheduler could not read its store")
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "the scheduler could not read its store")
             }
         }
         // Registered before reading the next time, so a request scheduled in
@@ -92,7 +94,7 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
         Ok((Some(pending), Some(schedule), approvals)) => (pending, schedule, approvals),
         Ok(_) => return,
         Err(error) => {
-            tracing::error!(error = %anyhow::Error::from(error), request_id, "the scheduler could not read a request");
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), request_id, "the scheduler could not read a request");
             return;
         }
     };
@@ -100,16 +102,20 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
         return;
     }
     // At its time the request is dry-run like any other deploy.
-    let trace = super::super::approvals::pending_trace(&pending.trace_id);
+    let trace = pending_trace(&pending.trace_id);
     let check = GateCheck {
         environment: &pending.environment,
         plan_id: &pending.plan.plan_id,
         label: &pending.plan.label,
         actor: &pending.actor,
-        attachments: gates::attachments(&pending.ticket, &pending.runbook, &pending.rollback_plan),
+        attachments: verdict::attachments(
+            &pending.ticket,
+            &pending.runbook,
+            &pending.rollback_plan,
+        ),
         approvals: &approvals,
         plan: &pending.plan,
-        dry_run: Some(gates::DryRunContext {
+        dry_run: Some(verdict::DryRunContext {
             trace: &trace,
             agent_wait: std::time::Duration::from_secs(5),
         }),
@@ -125,9 +131,11 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
         details,
     };
     let now = now_unix_ms();
-    match gates::check(controller, check).await {
-        Err(status) if status.code() == tonic::Code::Internal => {
+    match verdict::check(controller, check).await {
+        Err(error) if error.is_internal() => {
             // The controller, not the request, is at fault: try again soon.
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), request_id,
+                "the scheduler could not evaluate a request's gates; trying again soon");
             let retry = unix_ms(controller.clock.now() + RETRY_AFTER);
             let _ = store
                 .reschedule_request(
@@ -135,15 +143,12 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
                     &[request_state::SCHEDULED],
                     retry,
                     &schedule.window,
-                    status.message(),
+                    &error.to_string(),
                 )
                 .await;
         }
         Err(refusal) => {
-            let reason = format!(
-                "a gate refused it when its time came: {}",
-                refusal.message()
-            );
+            let reason = format!("a gate refused it when its time came: {refusal}");
             if let Ok(true) = store
                 .move_request(
                     request_id,
@@ -155,7 +160,7 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
                 )
                 .await
             {
-                tracing::warn!(request_id, reason = %refusal.message(), "scheduled request refused at its time");
+                tracing::warn!(request_id, reason = %refusal, "scheduled request refused at its time");
                 controller
                     .audit(audit("rollout.fire_refused", "refused", reason.clone()))
                     .await;
@@ -178,7 +183,7 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
                 controller
                     .audit(audit("rollout.fire_refused", "pending", note.clone()))
                     .await;
-                crate::api::approvals::notify_approval_needed(controller, &pending);
+                notify_approval_needed(controller, &pending);
                 controller.followers.publish(
                     request_id,
                     parked_update(request_id, request_state::AWAITING_APPROVAL, 0, "", &note),
@@ -245,13 +250,13 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
                     controller.audit(entry).await;
                 }
                 Err(StartError::NotClaimed(_)) => {}
-                Err(StartError::Failed(status)) => {
-                    retry_later(controller, request_id, &schedule.window, status.message()).await;
+                Err(StartError::Failed(error)) => {
+                    let why = error.to_string();
+                    retry_later(controller, request_id, &schedule.window, &why).await;
                     let attempts = store.count_start_attempt(request_id).await.unwrap_or(0);
                     if attempts == 1 {
                         let details = format!(
-                            "request {request_id} could not start ({}); retried every {} while its window is open",
-                            status.message(),
+                            "request {request_id} could not start ({why}); retried every {} while its window is open",
                             humantime::format_duration(RETRY_AFTER)
                         );
                         controller
@@ -284,14 +289,6 @@ async fn retry_later(controller: &Controller, request_id: &str, window: &str, wh
         request_id,
         parked_update(request_id, request_state::SCHEDULED, retry, window, &note),
     );
-}
-
-/// A request ended without running: followers hear why, then the end.
-pub fn end_with(controller: &Controller, request_id: &str, state: &str, why: &str) {
-    controller
-        .followers
-        .publish(request_id, parked_update(request_id, state, 0, "", why));
-    controller.followers.end(request_id);
 }
 
 /// Requests a crash left `starting`: if a rollout with the request's trace
@@ -346,7 +343,7 @@ async fn settle_interrupted_starts(controller: &Controller) {
                 tracing::info!(request_id = %id, "interrupted start settled: scheduled again");
             }
             Err(error) => {
-                tracing::error!(error = %anyhow::Error::from(error), request_id = %id, "settling an interrupted start failed")
+                tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), request_id = %id, "settling an interrupted start failed")
             }
         }
     }

@@ -5,13 +5,13 @@
 
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::CancelResponse;
-use tonic::Status;
 
-use super::fire::end_with;
-use super::{request_state, store_failure};
-use crate::api::gates::requester_name;
+use super::park::end_with;
+use super::request_state;
+use super::verdict::requester_name;
 use crate::auth::Caller;
 use crate::config::OperatorRole;
+use crate::engine::error::EngineError;
 use crate::engine::Controller;
 use crate::store::AuditEntry;
 
@@ -20,8 +20,9 @@ pub async fn cancel(
     caller: &Caller,
     request_id: &str,
     reason: &str,
-) -> Result<CancelResponse, Status> {
+) -> Result<CancelResponse, EngineError> {
     let store = &controller.store;
+    let store_failure = EngineError::store("access its store");
     let Some(pending) = store
         .pending_rollout(request_id)
         .await
@@ -33,12 +34,12 @@ pub async fn cancel(
             .map_err(store_failure)?
             .is_some()
         {
-            return Err(Status::failed_precondition(format!(
+            return Err(EngineError::Refused(format!(
                 "{request_id} is a rollout, which already started; it cannot be cancelled — undo it with \
                  `pgrollout rollback --rollout {request_id}`"
             )));
         }
-        return Err(Status::not_found(format!(
+        return Err(EngineError::NotFound(format!(
             "no request {request_id:?}; `pgrollout rollouts --state scheduled` lists scheduled ones"
         )));
     };
@@ -61,7 +62,8 @@ pub async fn cancel(
                 ..Default::default()
             })
             .await;
-        return Err(refusal);
+        // The role check is the operator's: its text is the refusal.
+        return Err(EngineError::Forbidden(refusal.message().to_owned()));
     }
     let note = if reason.trim().is_empty() {
         format!("cancelled by {}", caller.name)
@@ -90,7 +92,7 @@ pub async fn cancel(
             .as_deref()
             .map(|r| format!(" as rollout {r}; undo it with `pgrollout rollback --rollout {r}`"))
             .unwrap_or_default();
-        return Err(Status::failed_precondition(format!(
+        return Err(EngineError::Refused(format!(
             "request {request_id} is already {}{rollout}",
             now.state
         )));

@@ -1,0 +1,44 @@
+//! A plan as it arrives on the wire, checked at the edge before the engine
+//! sees it: within the controller's limit, every routine valid (its smoke,
+//! probe and test SQL unable to leave the agent's transaction), its id
+//! matching its content. `deploy`, `smoke`, `check` and `perf` share it.
+
+use pgrollout_shared::proto::{DeployRequest, Plan};
+use pgrollout_shared::routine::{routines_from_wire, Routine};
+use tonic::Status;
+
+use crate::plan::plan_id;
+
+/// The request's plan, checked: within the limit, every routine valid (its
+/// smoke, probe and test SQL unable to leave the agent's transaction), its
+/// id matching its content, and an environment named.
+pub(super) fn validate_plan(
+    request: &DeployRequest,
+    max_routines: usize,
+) -> Result<(Plan, Vec<Routine>), Status> {
+    let plan = request
+        .plan
+        .clone()
+        .ok_or_else(|| Status::invalid_argument("the request carries no plan"))?;
+    if plan.routines.len() > max_routines {
+        return Err(Status::invalid_argument(format!(
+            "the plan has {} routines, over this controller's limit of {max_routines} (limits.max_routines_per_plan)",
+            plan.routines.len()
+        )));
+    }
+    let routines = routines_from_wire(plan.routines.clone())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // The CLI refused these already; a hand-made client must not skip it.
+    crate::project::hostile_sql::check_routines(&routines).map_err(Status::invalid_argument)?;
+    let computed = plan_id(&plan.routines);
+    if computed != plan.plan_id {
+        return Err(Status::invalid_argument(format!(
+            "plan id {} does not match its content (computed {computed}); the plan was altered in transit or built by an incompatible client",
+            plan.plan_id
+        )));
+    }
+    if request.environment.is_empty() {
+        return Err(Status::invalid_argument("no environment given"));
+    }
+    Ok((plan, routines))
+}
