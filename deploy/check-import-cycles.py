@@ -82,10 +82,13 @@ def strip_test_modules(text):
 
 def expand_use_tree(tree):
     """`a::{b, c::{d, e}}` -> [a::b, a::c::d, a::c::e]."""
+    # An alias (`x as y`) is marked before whitespace goes, so a module whose
+    # name starts with "as" (`assess`) is not mistaken for one.
+    tree = re.sub(r"\s+as\s+(\w+)", r"@\1", tree)
     tree = re.sub(r"\s+", "", tree)
     i = tree.find("{")
     if i < 0:
-        return [re.sub(r"as\w+$", "", tree)] if tree else []
+        return [re.sub(r"@\w+$", "", tree)] if tree else []
     prefix = tree[:i]
     body = tree[i + 1:tree.rfind("}")]
     parts, depth, cur = [], 0, ""
@@ -129,8 +132,14 @@ class Crate:
             for p in expand_use_tree(m.group(1)):
                 names[p.split("::")[-1]] = p
         self.reexports[rel] = names
-        for m in re.finditer(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", text, re.M):
-            child = m.group(1)
+        # A `#[cfg(test)] mod x;` file is test code: its imports are not
+        # part of what the program's modules depend on.
+        for m in re.finditer(
+            r"^(\s*#\[cfg\(test\)\])?\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", text, re.M
+        ):
+            if m.group(1):
+                continue
+            child = m.group(2)
             d = self._children_dir(rel)
             for cand in (os.path.join(d, child + ".rs"), os.path.join(d, child, "mod.rs")):
                 if os.path.exists(os.path.join(self.src, cand)):
