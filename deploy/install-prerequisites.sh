@@ -7,7 +7,9 @@
 #   - pgTAP and plpgsql_check for each installed PostgreSQL major version: the
 #     tests use them, and so do targets that run pgTAP files or the syntax
 #     gate's deep PL/pgSQL checks (pgrollout says so and skips them where a
-#     target lacks them).
+#     target lacks them),
+#   - promtool (Debian's prometheus package), with which the metrics tests
+#     check both programs' /metrics.
 # Cargo itself is expected (https://rustup.rs).
 set -euo pipefail
 
@@ -56,6 +58,9 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # The database-TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The metrics tests read both /metrics with Prometheus's own `promtool`
+# (Debian ships it in the prometheus package).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 apt_install() {
   echo "pgrollout: installing $*"
