@@ -2,7 +2,6 @@
 //! rollback rollout with its timestamps, and the number of rollouts in each
 //! state. The figures themselves are computed in `crate::metrics`.
 
-use pgrollout_shared::proto::Plan;
 use prost::Message;
 use rusqlite::params;
 use rusqlite::types::Type;
@@ -23,6 +22,23 @@ pub struct FinishedRollout {
     pub exit_code: i32,
     pub created_at_unix_ms: i64,
     pub finished_at_unix_ms: i64,
+}
+
+/// Only the routines' names of a stored `proto::Plan` (its field 4, and
+/// fields 1 and 2 of each `Routine`): prost skips the other fields without
+/// copying them, so a batch plan's SQL text is never allocated for this.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PlanNames {
+    #[prost(message, repeated, tag = "4")]
+    routines: Vec<RoutineName>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RoutineName {
+    #[prost(string, tag = "1")]
+    schema: String,
+    #[prost(string, tag = "2")]
+    name: String,
 }
 
 /// How many rollouts of one kind are in one state.
@@ -83,7 +99,7 @@ impl Store {
             for plan_id in plan_ids {
                 let (label, content): (String, Vec<u8>) =
                     statement.query_row(params![plan_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                let plan = Plan::decode(content.as_slice()).map_err(|error| {
+                let plan = PlanNames::decode(content.as_slice()).map_err(|error| {
                     rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(error))
                 })?;
                 let names_routines = (!plan.routines.is_empty()).then(|| {
@@ -121,5 +137,34 @@ impl Store {
             rows.collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrollout_shared::proto::{Plan, Routine};
+
+    #[test]
+    fn the_names_view_reads_a_stored_plans_routines() {
+        let routine = |schema: &str, name: &str| Routine {
+            schema: schema.into(),
+            name: name.into(),
+            create_sql: "CREATE FUNCTION … a long body …".into(),
+            ..Routine::default()
+        };
+        let plan = Plan {
+            plan_id: "p".into(),
+            label: "sprint1".into(),
+            routines: vec![routine("public", "a"), routine("billing", "b")],
+            ..Plan::default()
+        };
+        let names = PlanNames::decode(plan.encode_to_vec().as_slice()).expect("decodes");
+        let names: Vec<(&str, &str)> = names
+            .routines
+            .iter()
+            .map(|r| (r.schema.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(names, [("public", "a"), ("billing", "b")]);
     }
 }
