@@ -9,7 +9,9 @@
 #     gate's deep PL/pgSQL checks (pgrollout says so and skips them where a
 #     target lacks them),
 #   - aiosmtpd (python3-aiosmtpd), the real SMTP server the email
-#     notification tests send to.
+#     notification tests send to,
+#   - promtool (Debian's prometheus package), with which the metrics tests
+#     check both programs' /metrics.
 # Cargo itself is expected (https://rustup.rs).
 set -euo pipefail
 
@@ -61,6 +63,9 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The email notification tests send to a real SMTP server, aiosmtpd, run with
 # Debian's python3 (tests/tests/email_support/smtp_server.py).
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+# The metrics tests read both /metrics with Prometheus's own `promtool`
+# (Debian ships it in the prometheus package).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 apt_install() {
   echo "pgrollout: installing $*"

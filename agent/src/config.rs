@@ -41,7 +41,7 @@ pub struct AgentConfig {
     /// `[log] format = "text" | "json"`.
     #[serde(default)]
     pub log: pgrollout_shared::log_format::LogConfig,
-    /// `/healthz` and `/readyz` for probes (`health.rs`); none without it.
+    /// `/healthz`, `/readyz` and `/metrics` for probes and scrapes (`health.rs`); none without it.
     pub health: Option<HealthConfig>,
 }
 
@@ -329,11 +329,11 @@ impl AgentConfig {
     }
 }
 
-/// The `[health]` table: where `health.rs` serves `/healthz` and `/readyz`.
+/// The `[health]` table: where `health.rs` serves `/healthz`, `/readyz` and `/metrics`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
-    /// `/healthz` and `/readyz` are served here.
+    /// `/healthz`, `/readyz` and `/metrics` are served here.
     pub listen: SocketAddr,
     /// Accept a non-loopback `listen` address: the endpoint is
     /// unauthenticated plain HTTP, so only behind a firewall.

@@ -1,7 +1,9 @@
 //! The agent's health listener (issue 21): `GET /healthz` (the process
-//! answers) and `GET /readyz` (the controller link is up, the agent is not
+//! answers), `GET /readyz` (the controller link is up, the agent is not
 //! draining, and every target accepts a connection and `SELECT 1`), plain
-//! HTTP for an orchestrator's probes.
+//! HTTP for an orchestrator's probes, and `GET /metrics` for Prometheus
+//! (`telemetry::render_metrics`: step durations, jobs, dropped spans,
+//! build and process).
 //!
 //! ```toml
 //! [health]
@@ -40,9 +42,12 @@ pub async fn serve(
             match request.uri().path() {
                 "/healthz" => http_server::alive(),
                 "/readyz" => readiness(&config, &outbox).await,
+                "/metrics" => {
+                    http_server::prometheus(crate::telemetry::render_metrics(outbox.is_connected()))
+                }
                 _ => http_server::plain(
                     StatusCode::NOT_FOUND,
-                    "not found; try GET /healthz or /readyz\n".into(),
+                    "not found; try GET /healthz, /readyz or /metrics\n".into(),
                 ),
             }
         }

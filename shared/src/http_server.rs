@@ -1,6 +1,6 @@
 //! The small plain-HTTP listener both programs run for scrapers and health
 //! checkers: the controller's `/metrics`, `/healthz` and `/readyz`, the
-//! agent's `/healthz` and `/readyz`.
+//! agent's `/healthz`, `/readyz` and `/metrics`.
 //!
 //! hyper's HTTP/1.1 server (already in the tree under tonic) rather than a
 //! hand-written responder: request parsing, keep-alive and limits are its
@@ -103,6 +103,16 @@ pub fn plain(status: StatusCode, text: String) -> HttpResponse {
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A Prometheus exposition (`crate::metrics::render`'s text).
+pub fn prometheus(text: String) -> HttpResponse {
+    let mut response = plain(StatusCode::OK, text);
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
     );
     response
 }

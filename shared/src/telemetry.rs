@@ -35,7 +35,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanExporter};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter, SpanLimits};
 use opentelemetry_sdk::Resource;
 use serde::Deserialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -45,6 +45,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::log_format::LogFormat;
+use crate::span_accounting::CountingProcessor;
 use crate::traceparent::TraceParent;
 
 /// Largest batch of relayed spans (an encoded OTLP export request) an agent
@@ -244,9 +245,28 @@ pub struct Setup {
 }
 
 /// The spans' processor: a batch processor (its own thread, a bounded queue
-/// that drops when full; `OTEL_BSP_*` apply) around `exporter`.
-pub fn batch_processor<E: SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor {
-    BatchSpanProcessor::builder(exporter).build()
+/// that drops when full; `OTEL_BSP_*` apply) around `exporter`, its drops
+/// counted in `pgrollout_spans_dropped_total` (`span_accounting.rs`).
+pub fn batch_processor<E: SpanExporter + 'static>(exporter: E) -> CountingProcessor {
+    CountingProcessor::new(exporter)
+}
+
+/// Events one span may hold before the SDK drops the rest (its default is
+/// 128, fewer than a batch's smoke tests). `OTEL_SPAN_EVENT_COUNT_LIMIT`
+/// still wins; a span that holds fewer events than it was given says so in
+/// its OTLP `dropped_events_count`, and a batch's step span states its
+/// smoke test count as `pgrollout.smoke.count` either way.
+pub const MAX_EVENTS_PER_SPAN: u32 = 10_000;
+
+fn span_limits() -> SpanLimits {
+    let events = std::env::var("OTEL_SPAN_EVENT_COUNT_LIMIT")
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(MAX_EVENTS_PER_SPAN);
+    SpanLimits {
+        max_events_per_span: events,
+        ..SpanLimits::default()
+    }
 }
 
 /// The installed OpenTelemetry pipeline; flush it before the process exits.
@@ -260,7 +280,7 @@ static FLUSHING: AtomicBool = AtomicBool::new(false);
 /// Installs the global subscriber: logs to stderr (filtered by `RUST_LOG`),
 /// and, with a processor, pgrollout's spans to OpenTelemetry. Must run inside
 /// a tokio runtime when the processor's exporter uses gRPC.
-pub fn install(setup: Setup, processor: Option<BatchSpanProcessor>) -> Telemetry {
+pub fn install(setup: Setup, processor: Option<CountingProcessor>) -> Telemetry {
     let log_filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(setup.default_log_filter));
     // Colour only on a terminal (a file or a journal gets plain text) and
@@ -281,13 +301,21 @@ pub fn install(setup: Setup, processor: Option<BatchSpanProcessor>) -> Telemetry
     let provider = processor.map(|processor| {
         SdkTracerProvider::builder()
             .with_span_processor(processor)
+            .with_span_limits(span_limits())
             .with_resource(resource(&setup))
             .build()
     });
     let spans = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("pgrollout"))
+            // A span carries only the attributes pgrollout sets: none of
+            // tracing's own bookkeeping (busy_ns/idle_ns, code.*, target,
+            // thread.*, level), which no backend's conventions know.
             .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_target(false)
+            .with_level(false)
             .with_filter(filter_fn(|metadata| {
                 metadata.is_span()
                     && metadata.target().starts_with("pgrollout")

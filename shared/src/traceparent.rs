@@ -1,7 +1,12 @@
 //! W3C trace context (`traceparent`) values, carried inside each JobOffer so
 //! that one rollout is one trace from the CLI to the SQL steps.
 
+use std::collections::HashMap;
 use std::fmt;
+
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 /// A parsed `traceparent` header: version 00, trace id, parent span id, flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,31 +38,43 @@ impl TraceParent {
         }
     }
 
-    /// Parses `00-<trace id>-<span id>-<flags>`; `None` for anything else.
+    /// Parses a W3C `traceparent` with OpenTelemetry's propagator (version
+    /// 00, or a later version in 00's layout as the W3C spec asks); `None`
+    /// for anything it refuses.
     pub fn parse(value: &str) -> Option<Self> {
+        // Hand-written guard, one reason: the propagator parses ids with
+        // `from_str_radix`, which takes fewer digits than W3C's fixed widths.
         let mut parts = value.trim().split('-');
-        let (version, trace_id, span_id, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || version != "00" {
+        let widths_ok = parts.next().is_some_and(|v| v.len() == 2)
+            && parts.next().is_some_and(|t| is_lower_hex(t, 32))
+            && parts.next().is_some_and(|s| is_lower_hex(s, 16))
+            && parts.next().is_some_and(|f| is_lower_hex(f, 2));
+        if !widths_ok {
             return None;
         }
-        let is_hex = |s: &str, len: usize| {
-            s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
-        let all_zero = |s: &str| s.bytes().all(|b| b == b'0');
-        if !is_hex(trace_id, 32) || !is_hex(span_id, 16) || !is_hex(flags, 2) {
+        let carrier = HashMap::from([(TRACEPARENT.to_owned(), value.trim().to_owned())]);
+        let context = TraceContextPropagator::new().extract(&carrier);
+        let span = context.span();
+        let span_context = span.span_context();
+        if !span_context.is_valid() {
             return None;
         }
-        if all_zero(trace_id) || all_zero(span_id) {
-            return None;
-        }
-        let flags = u8::from_str_radix(flags, 16).ok()?;
         Some(TraceParent {
-            trace_id: trace_id.to_owned(),
-            span_id: span_id.to_owned(),
-            sampled: flags & 1 == 1,
+            trace_id: span_context.trace_id().to_string(),
+            span_id: span_context.span_id().to_string(),
+            sampled: span_context.is_sampled(),
         })
     }
+}
+
+/// The header (and carrier key) the propagator reads.
+const TRACEPARENT: &str = "traceparent";
+
+fn is_lower_hex(value: &str, len: usize) -> bool {
+    value.len() == len
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl fmt::Display for TraceParent {
@@ -90,12 +107,23 @@ mod tests {
         assert_ne!(root.child().span_id, root.span_id);
         for bad in [
             "",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
         ] {
             assert_eq!(TraceParent::parse(bad), None, "{bad}");
         }
+        // A later version in version 00's layout is read, as W3C asks.
+        let later = TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(
+            later.map(|p| p.span_id),
+            Some("00f067aa0ba902b7".to_owned())
+        );
+        let unsampled =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        assert_eq!(unsampled.map(|p| p.sampled), Some(false));
     }
 }

@@ -57,6 +57,31 @@ impl ReceivedSpan {
             .map(|kv| text(kv.value.as_ref()))
     }
 
+    /// The span's own attribute `key` as OTLP typed it.
+    pub fn value(&self, key: &str) -> Option<&any_value::Value> {
+        self.span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+    }
+
+    /// The span's attribute `key` when it is an OTLP integer.
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match self.value(key) {
+            Some(any_value::Value::IntValue(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The span's attribute `key` when it is an OTLP string.
+    pub fn string(&self, key: &str) -> Option<&str> {
+        match self.value(key) {
+            Some(any_value::Value::StringValue(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Every piece of text the span carries: its name, status message, and
     /// the keys and values of its, its events' and its resource's attributes.
     pub fn all_text(&self) -> Vec<String> {

@@ -489,9 +489,15 @@ async fn metrics_and_the_prometheus_endpoint_show_exactly_what_the_store_holds()
             "pgrollout_rollouts{{kind=\"{kind}\",state=\"{state}\"}} {count}"
         ));
     }
+    // Same series, same number (`1` and `1.0` are one value to Prometheus).
+    let parse = |line: &str| -> Option<(String, f64)> {
+        let (series, value) = line.rsplit_once(' ')?;
+        Some((series.to_owned(), value.parse().ok()?))
+    };
     for line in &expected {
+        let want = parse(line).expect("expected lines are samples");
         assert!(
-            body.lines().any(|l| l == line),
+            body.lines().filter_map(parse).any(|got| got == want),
             "{line} missing from:\n{body}"
         );
     }

@@ -168,14 +168,20 @@ async fn one_deploy_is_one_trace_from_the_cli_to_the_sql_steps() -> Result<()> {
     for step in STEPS {
         let step = only(&spans, step)?;
         child_of(step, job)?;
-        ensure!(step.attribute("db.system").as_deref() == Some("postgresql"));
-        ensure!(step.attribute("db.namespace") == Some(dbname.clone()));
+        ensure!(step.string("db.system.name") == Some("postgresql"));
+        ensure!(step.attribute("db.system").is_none(), "the old key is gone");
+        ensure!(step.string("db.namespace") == Some(dbname.as_str()));
+        ensure!(step.int("server.port") == Some(i64::from(stack.zone("dev").pg.port())));
         ensure!(
             step.attribute("pgrollout.outcome").as_deref() == Some("succeeded"),
             "{:?}",
             step.span.attributes
         );
-        ensure!(step.attribute("pgrollout.duration_ms").is_some());
+        ensure!(
+            step.int("pgrollout.duration_ms").is_some(),
+            "a number is an OTLP integer: {:?}",
+            step.value("pgrollout.duration_ms")
+        );
         // The steps ran in order.
         ensure!(
             step.span.start_time_unix_nano >= started,
@@ -197,6 +203,13 @@ async fn one_deploy_is_one_trace_from_the_cli_to_the_sql_steps() -> Result<()> {
         .any(|kv| kv.key == "pgrollout.routine"
             && pgrollout_tests::otlp_receiver::text(kv.value.as_ref())
                 == "public.trace_probe(text)"));
+
+    for span in &spans {
+        no_tracing_internals(span)?;
+    }
+    let smoke_count = smoke.int("pgrollout.smoke.count");
+    ensure!(smoke_count == Some(1), "{:?}", smoke.span.attributes);
+    ensure!(smoke.span.dropped_events_count == 0);
 
     // The agent's spans came through the controller, stamped with what the
     // agent's certificate says; the controller's and the CLI's are not.
@@ -310,5 +323,111 @@ async fn one_deploy_is_one_trace_from_the_cli_to_the_sql_steps() -> Result<()> {
         only(&quiet_spans, "job deploy")?,
         only(&quiet_spans, "dispatch")?,
     )?;
+    Ok(())
+}
+
+/// Nothing of tracing's own bookkeeping reaches a collector.
+fn no_tracing_internals(span: &ReceivedSpan) -> Result<()> {
+    for kv in &span.span.attributes {
+        let key = kv.key.as_str();
+        ensure!(
+            !["busy_ns", "idle_ns", "target", "level"].contains(&key)
+                && !key.starts_with("code.")
+                && !key.starts_with("thread."),
+            "span {:?} carries tracing's {key}",
+            span.span.name
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deploy_the_server_refuses_carries_the_database_conventions_and_its_sqlstate(
+) -> Result<()> {
+    let mut collector = OtlpReceiver::start().await?;
+    let stack = Stack::start_with(StackOptions {
+        controller_extra: format!("[telemetry]\notlp_endpoint = \"{}\"\n", collector.endpoint),
+        ..StackOptions::default()
+    })
+    .await?;
+    // Parses, but PostgreSQL refuses it at CREATE: 42P01, undefined table.
+    stack.write_procedure(
+        "trace_broken.sql",
+        "CREATE OR REPLACE FUNCTION public.trace_broken(n integer) RETURNS integer LANGUAGE sql \
+         AS 'SELECT n + count(*)::integer FROM public.no_such_table';\n",
+    )?;
+    let deploy = stack.cli(&["deploy", "trace_broken", "dev"]).await?;
+    ensure!(deploy.code == 2, "{deploy}");
+    let spans = collector
+        .wait_for(SPANS_ARRIVE, |spans| {
+            ["rollout deploy", "job deploy", "apply"]
+                .iter()
+                .all(|name| spans.iter().any(|s| s.span.name == *name))
+        })
+        .await?;
+
+    let pg = &stack.zone("dev").pg;
+    let apply = only(&spans, "apply")?;
+    let job = only(&spans, "job deploy")?;
+    child_of(apply, job)?;
+    for span in [apply, job] {
+        let name = &span.span.name;
+        ensure!(
+            span.string("db.system.name") == Some("postgresql"),
+            "{name}"
+        );
+        ensure!(span.string("db.namespace") == Some(pg.dbname()), "{name}");
+        ensure!(span.string("server.address") == Some(pg.host()), "{name}");
+        ensure!(
+            span.int("server.port") == Some(i64::from(pg.port())),
+            "{name}"
+        );
+        ensure!(
+            span.string("db.response.status_code") == Some("42P01"),
+            "{name}: {:?}",
+            span.span.attributes
+        );
+        ensure!(span.string("error.type") == Some("42P01"), "{name}");
+        let status = span.span.status.as_ref().context("a status")?;
+        ensure!(status.code == 2, "{name}: status ERROR, not {status:?}");
+        ensure!(status.message.contains("42P01"), "{name}: {status:?}");
+    }
+    ensure!(apply.string("pgrollout.outcome") == Some("failed"));
+    ensure!(
+        apply.int("pgrollout.duration_ms").is_some(),
+        "{:?}",
+        apply.span.attributes
+    );
+    ensure!(
+        job.int("pgrollout.attempt") == Some(1),
+        "{:?}",
+        job.span.attributes
+    );
+    ensure!(job.int("pgrollout.routine_count") == Some(1));
+
+    let rollout = only(&spans, "rollout deploy")?;
+    let status = rollout.span.status.as_ref().context("a status")?;
+    ensure!(
+        status.code == 2 && status.message == "deploy-failed",
+        "{status:?}"
+    );
+    ensure!(rollout.string("error.type") == Some("deploy-failed"));
+
+    let password = pg.password().to_owned();
+    for span in &spans {
+        no_tracing_internals(span)?;
+        for text in span.all_text() {
+            ensure!(
+                !text.contains(&password),
+                "span {:?} carries the password",
+                span.span.name
+            );
+            ensure!(
+                !text.contains("no_such_table"),
+                "span {:?} quotes the server's message: {text:?}",
+                span.span.name
+            );
+        }
+    }
     Ok(())
 }

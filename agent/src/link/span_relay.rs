@@ -151,6 +151,19 @@ struct Drops {
 impl Drops {
     fn add(&self, counter: &AtomicU64, spans: usize) {
         counter.fetch_add(spans as u64, Ordering::Relaxed);
+        pgrollout_shared::metrics::count_dropped_spans("relay", self.reason(counter), spans as u64);
+    }
+
+    /// The metric's `reason` label of one of the counters above.
+    fn reason(&self, counter: &AtomicU64) -> &'static str {
+        [
+            (&self.queue_full, "queue_full"),
+            (&self.too_large, "too_large"),
+            (&self.link_down, "link_down"),
+        ]
+        .into_iter()
+        .find(|(known, _)| std::ptr::eq(*known, counter))
+        .map_or("other", |(_, reason)| reason)
     }
 
     fn report(&self) {

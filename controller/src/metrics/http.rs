@@ -10,13 +10,12 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
 use pgrollout_shared::http_server::{self, HttpResponse};
 use tokio::net::TcpListener;
 
-use super::prometheus::{self, Scrape};
+use super::prometheus::{self, Scrape, Timed};
 use crate::engine::Controller;
 use crate::store::StoreError;
 
@@ -47,14 +46,7 @@ async fn respond(controller: Arc<Controller>, request: Request<Incoming>) -> Htt
 
 async fn metrics(controller: &Controller) -> HttpResponse {
     match scrape(controller).await {
-        Ok(text) => {
-            let mut response = Response::new(http_body_util::Full::new(Bytes::from(text)));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(prometheus::CONTENT_TYPE),
-            );
-            response
-        }
+        Ok(text) => http_server::prometheus(text),
         Err(error) => {
             tracing::error!(error = %anyhow::Error::from(error), "metrics: reading the store failed");
             http_server::plain(
@@ -82,9 +74,43 @@ async fn readiness(controller: &Controller) -> HttpResponse {
     http_server::readiness(&failures)
 }
 
-/// The whole exposition: figures from the store, agents from the registry.
+/// The whole exposition: figures and durations from the store, agents from
+/// the registry, the process's own counters.
 pub async fn scrape(controller: &Controller) -> Result<String, StoreError> {
-    let figures = super::figures(&controller.store, "", "").await?;
+    let finished = controller
+        .store
+        .finished_deploys_and_rollbacks("", "")
+        .await?;
+    let classified = super::classify(&controller.store, finished).await?;
+    let figures = super::compute(&classified.routines);
+    let batch_figures = super::compute(&classified.batches);
+    let timed: Vec<Timed> = classified
+        .routines
+        .iter()
+        .map(|r| (r, r.kind.as_str()))
+        .chain(classified.batches.iter().map(|r| {
+            let kind = if r.kind == "deploy" {
+                "batch"
+            } else {
+                r.kind.as_str()
+            };
+            (r, kind)
+        }))
+        .filter_map(|(rollout, kind)| {
+            let kind = match kind {
+                "deploy" => "deploy",
+                "batch" => "batch",
+                "rollback" => "rollback",
+                _ => return None,
+            };
+            Some(Timed {
+                kind,
+                environment: rollout.environment.clone(),
+                seconds: (rollout.finished_at_unix_ms - rollout.created_at_unix_ms).max(0) as f64
+                    / 1000.0,
+            })
+        })
+        .collect();
     let rollouts = controller.store.rollouts_by_state().await?;
     let mut agents_by_zone: BTreeMap<String, u64> = controller
         .config
@@ -98,6 +124,8 @@ pub async fn scrape(controller: &Controller) -> Result<String, StoreError> {
     }
     Ok(prometheus::render(&Scrape {
         figures: &figures,
+        batch_figures: &batch_figures,
+        timed: &timed,
         agents_by_zone: &agents_by_zone,
         rollouts: &rollouts,
     }))

@@ -21,12 +21,77 @@
 //!   millisecond; a rollback with no such D (e.g. of a version deployed by
 //!   hand) adds nothing, and with no matched rollback there is no MTTR.
 
+pub mod events;
 pub mod http;
 mod prometheus;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
 use crate::store::{state, FinishedRollout, Store, StoreError};
+
+/// Finished rollouts split for the Prometheus series: deploys and rollbacks
+/// of one routine (labelled with its name), and batches (labelled only with
+/// their kind: a list file's name is not a bounded label).
+pub struct Classified {
+    pub routines: Vec<FinishedRollout>,
+    /// With `procedure` emptied, so [`compute`] groups them by environment.
+    pub batches: Vec<FinishedRollout>,
+}
+
+/// Splits `rollouts` by whether their plan's label names its routines. A
+/// plan without routines (a rollback's) counts under its label when a
+/// deploy of a routine of that name is among `rollouts`, else with the
+/// batches. The answer per plan is kept: plans are content-addressed and
+/// immutable.
+pub async fn classify(
+    store: &Store,
+    rollouts: Vec<FinishedRollout>,
+) -> Result<Classified, StoreError> {
+    static NAMES_ROUTINES: Mutex<Option<HashMap<String, Option<bool>>>> = Mutex::new(None);
+    let unknown: Vec<String> = {
+        let known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
+        let known = known.as_ref();
+        let mut unknown: Vec<String> = rollouts
+            .iter()
+            .filter(|r| known.is_none_or(|k| !k.contains_key(&r.plan_id)))
+            .map(|r| r.plan_id.clone())
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    };
+    let answers = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        store.plan_labels_name_routines(unknown).await?
+    };
+    let mut known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
+    let known = known.get_or_insert_with(HashMap::new);
+    known.extend(answers);
+    let mut classified = Classified {
+        routines: Vec::new(),
+        batches: Vec::new(),
+    };
+    let routine_labels: HashSet<String> = rollouts
+        .iter()
+        .filter(|r| known.get(&r.plan_id).copied().flatten() == Some(true))
+        .map(|r| r.procedure.clone())
+        .collect();
+    for mut rollout in rollouts {
+        let names_routine = match known.get(&rollout.plan_id).copied().flatten() {
+            Some(names_routines) => names_routines,
+            None => routine_labels.contains(&rollout.procedure),
+        };
+        if names_routine {
+            classified.routines.push(rollout);
+        } else {
+            rollout.procedure.clear();
+            classified.batches.push(rollout);
+        }
+    }
+    Ok(classified)
+}
 
 /// The figures of one procedure in one environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -153,6 +218,7 @@ mod tests {
     ) -> FinishedRollout {
         FinishedRollout {
             rollout_id: id.into(),
+            plan_id: format!("plan-{id}"),
             kind: kind.into(),
             procedure: procedure.into(),
             environment: "dev".into(),

@@ -1,131 +1,191 @@
-//! The Prometheus text exposition format (version 0.0.4) of the figures in
-//! `super`, plus agents connected per zone and rollouts by kind and state.
+//! The controller's `/metrics` exposition, through `prometheus-client`
+//! (text format 0.0.4; shared pieces in `pgrollout_shared::metrics`):
+//!
+//! - SEED.md's figures of `super`, per real routine (`procedure`, the
+//!   deployed routine's name) and environment; batches are counted together
+//!   under `kind="batch"` per environment, never under their list's name.
+//! - `pgrollout_deploy_duration_seconds{environment,kind}` (kind `deploy` or
+//!   `batch`) and `pgrollout_rollback_duration_seconds{environment}`:
+//!   histograms of every finished rollout's time from recording to end, so
+//!   `rate()` and `histogram_quantile()` work.
+//! - Agents connected per zone, rollouts by kind and state, notification
+//!   failures, dropped spans, `pgrollout_build_info` and the `process_*`
+//!   metrics.
+//!
 //! Durations are in seconds, as Prometheus conventions ask.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+
+use pgrollout_shared::metrics::{self as shared, duration_family, FloatGauge, Labels};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use super::ProcedureFigures;
 use crate::store::StateCount;
 
-/// The `Content-Type` of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// How one finished rollout counts: its histogram and its duration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timed {
+    /// `deploy`, `batch` or `rollback`.
+    pub kind: &'static str,
+    pub environment: String,
+    pub seconds: f64,
+}
 
 /// Everything one scrape shows.
 pub struct Scrape<'a> {
+    /// Deploys of one routine, by procedure and environment.
     pub figures: &'a [ProcedureFigures],
+    /// Batches, by environment (their `procedure` is empty).
+    pub batch_figures: &'a [ProcedureFigures],
+    pub timed: &'a [Timed],
     /// Every configured zone (zero when none is connected) and any other
     /// zone with a connected agent.
     pub agents_by_zone: &'a BTreeMap<String, u64>,
     pub rollouts: &'a [StateCount],
 }
 
-/// One metric family per procedure and environment: name, type, help, and
-/// the sample's value (none: no sample, e.g. MTTR without a rollback).
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&ProcedureFigures) -> Option<String>,
-);
-
 pub fn render(scrape: &Scrape<'_>) -> String {
-    let mut out = String::new();
-    let per_procedure: [Family; 6] = [
+    let mut registry = Registry::default();
+    register_figures(&mut registry, scrape);
+    register_durations(&mut registry, scrape.timed);
+    let agents = Family::<Labels, Gauge>::default();
+    for (zone, count) in scrape.agents_by_zone {
+        agents
+            .get_or_create(&vec![("zone", zone.clone())])
+            .set(i64::try_from(*count).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "pgrollout_agents_connected",
+        "Agents connected now, by zone",
+        agents,
+    );
+    let rollouts = Family::<Labels, Gauge>::default();
+    for count in scrape.rollouts {
+        rollouts
+            .get_or_create(&vec![
+                ("kind", count.kind.clone()),
+                ("state", count.state.clone()),
+            ])
+            .set(i64::try_from(count.count).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "pgrollout_rollouts",
+        "Rollouts recorded, by kind and state",
+        rollouts,
+    );
+    registry.register(
+        "pgrollout_notification_failures",
+        "Notifications not delivered after their last attempt, by channel",
+        super::events::notification_failures().clone(),
+    );
+    shared::register_spans_dropped(&mut registry);
+    shared::register_build_info(&mut registry, "pgrollout-controller");
+    shared::register_process(&mut registry);
+    shared::render(&registry)
+}
+
+/// The labels of one row of figures: a routine's, or the batches' of an
+/// environment.
+fn labels(figures: &ProcedureFigures) -> Labels {
+    if figures.procedure.is_empty() {
+        vec![
+            ("kind", "batch".to_owned()),
+            ("environment", figures.environment.clone()),
+        ]
+    } else {
+        vec![
+            ("procedure", figures.procedure.clone()),
+            ("environment", figures.environment.clone()),
+        ]
+    }
+}
+
+/// One family of the figures: name, help, and each row's value.
+type PerRow<T> = (&'static str, &'static str, fn(&ProcedureFigures) -> T);
+
+fn register_figures(registry: &mut Registry, scrape: &Scrape<'_>) {
+    let rows = || scrape.figures.iter().chain(scrape.batch_figures);
+    let counters: [PerRow<u64>; 3] = [
+        ("pgrollout_deployments", "Finished deploy rollouts", |f| {
+            f.deployments
+        }),
         (
-            "pgrollout_deployments_total",
-            "counter",
-            "Finished deploy rollouts.",
-            |f| Some(f.deployments.to_string()),
+            "pgrollout_deployment_successes",
+            "Finished deploy rollouts that exited 0",
+            |f| f.successes,
         ),
         (
-            "pgrollout_deployment_successes_total",
-            "counter",
-            "Finished deploy rollouts that exited 0.",
-            |f| Some(f.successes.to_string()),
+            "pgrollout_rollbacks",
+            "Rollback rollouts that exited 0",
+            |f| f.rollbacks,
         ),
+    ];
+    for (name, help, value) in counters {
+        let family = Family::<Labels, Counter>::default();
+        for figures in rows() {
+            family
+                .get_or_create(&labels(figures))
+                .inc_by(value(figures));
+        }
+        registry.register(name, help, family);
+    }
+    let gauges: [PerRow<Option<f64>>; 3] = [
         (
             "pgrollout_deployment_success_ratio",
-            "gauge",
-            "Successful deploys over finished deploys.",
-            |f| f.success_rate().map(|r| r.to_string()),
+            "Successful deploys over finished deploys",
+            |f| f.success_rate(),
         ),
         (
             "pgrollout_deployment_duration_seconds_average",
-            "gauge",
-            "Mean time from recording a deploy to recording its end.",
+            "Mean time from recording a deploy to recording its end (see pgrollout_deploy_duration_seconds)",
             |f| f.average_duration_ms.map(seconds),
         ),
         (
-            "pgrollout_rollbacks_total",
-            "counter",
-            "Rollback rollouts that exited 0.",
-            |f| Some(f.rollbacks.to_string()),
-        ),
-        (
             "pgrollout_mttr_seconds",
-            "gauge",
-            "Mean time from a failed or rolled-back deploy's end to its rollback's end.",
+            "Mean time from a failed or rolled-back deploy's end to its rollback's end",
             |f| f.mttr_ms.map(seconds),
         ),
     ];
-    for (name, kind, help, value) in per_procedure {
-        header(&mut out, name, kind, help);
-        for figures in scrape.figures {
+    for (name, help, value) in gauges {
+        let family = Family::<Labels, FloatGauge>::default();
+        for figures in rows() {
             if let Some(value) = value(figures) {
-                let labels = [
-                    ("procedure", figures.procedure.as_str()),
-                    ("environment", figures.environment.as_str()),
-                ];
-                sample(&mut out, name, &labels, &value);
+                family.get_or_create(&labels(figures)).set(value);
             }
         }
+        registry.register(name, help, family);
     }
-    let name = "pgrollout_agents_connected";
-    header(&mut out, name, "gauge", "Agents connected now, by zone.");
-    for (zone, count) in scrape.agents_by_zone {
-        sample(&mut out, name, &[("zone", zone)], &count.to_string());
+}
+
+fn register_durations(registry: &mut Registry, timed: &[Timed]) {
+    let deploys = duration_family();
+    let rollbacks = duration_family();
+    for rollout in timed {
+        let environment = ("environment", rollout.environment.clone());
+        match rollout.kind {
+            "rollback" => rollbacks.get_or_create(&vec![environment]),
+            kind => deploys.get_or_create(&vec![environment, ("kind", kind.to_owned())]),
+        }
+        .observe(rollout.seconds);
     }
-    let name = "pgrollout_rollouts";
-    header(
-        &mut out,
-        name,
-        "gauge",
-        "Rollouts recorded, by kind and state.",
+    registry.register(
+        "pgrollout_deploy_duration_seconds",
+        "Finished deploys' time from recording to end, by environment and kind (deploy or batch)",
+        deploys,
     );
-    for count in scrape.rollouts {
-        let labels = [
-            ("kind", count.kind.as_str()),
-            ("state", count.state.as_str()),
-        ];
-        sample(&mut out, name, &labels, &count.count.to_string());
-    }
-    out
+    registry.register(
+        "pgrollout_rollback_duration_seconds",
+        "Finished rollbacks' time from recording to end, by environment",
+        rollbacks,
+    );
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: &str) {
-    let labels: Vec<String> = labels
-        .iter()
-        .map(|(key, value)| format!("{key}=\"{}\"", escape(value)))
-        .collect();
-    let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
-}
-
-/// Milliseconds as seconds: `1234` → `1.234`.
-fn seconds(ms: u64) -> String {
-    (ms as f64 / 1000.0).to_string()
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Milliseconds as seconds.
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 #[cfg(test)]
@@ -133,7 +193,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn samples_carry_escaped_labels_and_seconds() {
+    fn samples_carry_escaped_labels_seconds_and_buckets() {
         let figures = [ProcedureFigures {
             procedure: "odd\"name".into(),
             environment: "dev".into(),
@@ -144,6 +204,25 @@ mod tests {
             mttr_ms: None,
             mttr_samples: 0,
         }];
+        let batches = [ProcedureFigures {
+            procedure: String::new(),
+            environment: "dev".into(),
+            deployments: 1,
+            successes: 1,
+            ..ProcedureFigures::default()
+        }];
+        let timed = [
+            Timed {
+                kind: "deploy",
+                environment: "dev".into(),
+                seconds: 0.2,
+            },
+            Timed {
+                kind: "batch",
+                environment: "dev".into(),
+                seconds: 3.0,
+            },
+        ];
         let zones = BTreeMap::from([("dev".to_owned(), 1), ("qa".to_owned(), 0)]);
         let rollouts = [StateCount {
             kind: "deploy".into(),
@@ -152,19 +231,35 @@ mod tests {
         }];
         let text = render(&Scrape {
             figures: &figures,
+            batch_figures: &batches,
+            timed: &timed,
             agents_by_zone: &zones,
             rollouts: &rollouts,
         });
         for line in [
             "# TYPE pgrollout_deployments_total counter",
             "pgrollout_deployments_total{procedure=\"odd\\\"name\",environment=\"dev\"} 3",
+            "pgrollout_deployments_total{kind=\"batch\",environment=\"dev\"} 1",
             "pgrollout_deployment_success_ratio{procedure=\"odd\\\"name\",environment=\"dev\"} 0.6666666666666666",
             "pgrollout_deployment_duration_seconds_average{procedure=\"odd\\\"name\",environment=\"dev\"} 1.234",
+            "# TYPE pgrollout_deploy_duration_seconds histogram",
+            "pgrollout_deploy_duration_seconds_bucket{environment=\"dev\",kind=\"deploy\",le=\"0.25\"} 1",
+            "pgrollout_deploy_duration_seconds_bucket{environment=\"dev\",kind=\"deploy\",le=\"0.1\"} 0",
+            "pgrollout_deploy_duration_seconds_count{environment=\"dev\",kind=\"batch\"} 1",
             "pgrollout_agents_connected{zone=\"qa\"} 0",
             "pgrollout_rollouts{kind=\"deploy\",state=\"failed\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
         assert!(!text.contains("pgrollout_mttr_seconds{"), "{text}");
+        let build = format!(
+            "pgrollout_build_info{{program=\"pgrollout-controller\",version=\"{}\"}} 1",
+            pgrollout_shared::VERSION
+        );
+        assert!(
+            text.lines().any(|l| l == build),
+            "{build} missing from:\n{text}"
+        );
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
     }
 }

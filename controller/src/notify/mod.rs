@@ -77,6 +77,7 @@ impl Notifier {
             .channels
             .iter()
             .map(|(name, channel)| {
+                crate::metrics::events::declare_notification_channel(name);
                 let channel = Channel {
                     name: name.clone(),
                     config: channel.clone(),

@@ -2,7 +2,9 @@
 //! rollback rollout with its timestamps, and the number of rollouts in each
 //! state. The figures themselves are computed in `crate::metrics`.
 
+use prost::Message;
 use rusqlite::params;
+use rusqlite::types::Type;
 
 use super::{Store, StoreError};
 
@@ -10,6 +12,7 @@ use super::{Store, StoreError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FinishedRollout {
     pub rollout_id: String,
+    pub plan_id: String,
     /// `deploy` or `rollback`.
     pub kind: String,
     /// The plan's label: the procedure (or a batch's list name).
@@ -19,6 +22,23 @@ pub struct FinishedRollout {
     pub exit_code: i32,
     pub created_at_unix_ms: i64,
     pub finished_at_unix_ms: i64,
+}
+
+/// Only the routines' names of a stored `proto::Plan` (its field 4, and
+/// fields 1 and 2 of each `Routine`): prost skips the other fields without
+/// copying them, so a batch plan's SQL text is never allocated for this.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PlanNames {
+    #[prost(message, repeated, tag = "4")]
+    routines: Vec<RoutineName>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RoutineName {
+    #[prost(string, tag = "1")]
+    schema: String,
+    #[prost(string, tag = "2")]
+    name: String,
 }
 
 /// How many rollouts of one kind are in one state.
@@ -40,7 +60,7 @@ impl Store {
         let (procedure, environment) = (procedure.to_owned(), environment.to_owned());
         self.call(move |c| {
             let mut statement = c.prepare(
-                "SELECT r.id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
+                "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
                  FROM rollouts r JOIN plans p ON p.plan_id = r.plan_id
                  WHERE r.kind IN ('deploy', 'rollback')
                    AND r.finished_at IS NOT NULL AND r.exit_code IS NOT NULL
@@ -50,13 +70,14 @@ impl Store {
             let rows = statement.query_map(params![procedure, environment], |row| {
                 Ok(FinishedRollout {
                     rollout_id: row.get(0)?,
-                    kind: row.get(1)?,
-                    procedure: row.get(2)?,
-                    environment: row.get(3)?,
-                    state: row.get(4)?,
-                    exit_code: row.get(5)?,
-                    created_at_unix_ms: row.get(6)?,
-                    finished_at_unix_ms: row.get(7)?,
+                    plan_id: row.get(1)?,
+                    kind: row.get(2)?,
+                    procedure: row.get(3)?,
+                    environment: row.get(4)?,
+                    state: row.get(5)?,
+                    exit_code: row.get(6)?,
+                    created_at_unix_ms: row.get(7)?,
+                    finished_at_unix_ms: row.get(8)?,
                 })
             })?;
             rows.collect()
@@ -64,13 +85,43 @@ impl Store {
         .await
     }
 
-    /// Rollouts counted by kind and state, in that order.
+    /// Whether each plan's label names its routines (`name` or
+    /// `schema.name` of every one): a deploy of one routine, not a batch
+    /// labelled with its list's name; `None` for a plan without routines (a
+    /// rollback's). Plans are immutable, so the metrics ask once per plan.
+    pub async fn plan_labels_name_routines(
+        &self,
+        plan_ids: Vec<String>,
+    ) -> Result<Vec<(String, Option<bool>)>, StoreError> {
+        self.call(move |c| {
+            let mut statement = c.prepare("SELECT label, content FROM plans WHERE plan_id = ?1")?;
+            let mut answers = Vec::with_capacity(plan_ids.len());
+            for plan_id in plan_ids {
+                let (label, content): (String, Vec<u8>) =
+                    statement.query_row(params![plan_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                let plan = PlanNames::decode(content.as_slice()).map_err(|error| {
+                    rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(error))
+                })?;
+                let names_routines = (!plan.routines.is_empty()).then(|| {
+                    plan.routines.iter().all(|routine| {
+                        routine.name == label
+                            || format!("{}.{}", routine.schema, routine.name) == label
+                    })
+                });
+                answers.push((plan_id, names_routines));
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
     /// A read that proves the store answers (`/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.call(|c| c.query_row("SELECT count(*) FROM rollouts", [], |_| Ok(())))
             .await
     }
 
+    /// Rollouts counted by kind and state, in that order.
     pub async fn rollouts_by_state(&self) -> Result<Vec<StateCount>, StoreError> {
         self.call(|c| {
             let mut statement = c.prepare(
@@ -86,5 +137,34 @@ impl Store {
             rows.collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgrollout_shared::proto::{Plan, Routine};
+
+    #[test]
+    fn the_names_view_reads_a_stored_plans_routines() {
+        let routine = |schema: &str, name: &str| Routine {
+            schema: schema.into(),
+            name: name.into(),
+            create_sql: "CREATE FUNCTION … a long body …".into(),
+            ..Routine::default()
+        };
+        let plan = Plan {
+            plan_id: "p".into(),
+            label: "sprint1".into(),
+            routines: vec![routine("public", "a"), routine("billing", "b")],
+            ..Plan::default()
+        };
+        let names = PlanNames::decode(plan.encode_to_vec().as_slice()).expect("decodes");
+        let names: Vec<(&str, &str)> = names
+            .routines
+            .iter()
+            .map(|r| (r.schema.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(names, [("public", "a"), ("billing", "b")]);
     }
 }

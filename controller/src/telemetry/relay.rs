@@ -276,6 +276,21 @@ struct Drops {
 impl Drops {
     fn add(&self, counter: &AtomicU64, spans: u64) {
         counter.fetch_add(spans.max(1), Ordering::Relaxed);
+        pgrollout_shared::metrics::count_dropped_spans("relay", self.reason(counter), spans.max(1));
+    }
+
+    /// The metric's `reason` label of one of the counters above.
+    fn reason(&self, counter: &AtomicU64) -> &'static str {
+        [
+            (&self.queue_full, "queue_full"),
+            (&self.too_large, "too_large"),
+            (&self.rate_limited, "rate_limited"),
+            (&self.invalid, "invalid"),
+            (&self.export_failed, "export_failed"),
+        ]
+        .into_iter()
+        .find(|(known, _)| std::ptr::eq(*known, counter))
+        .map_or("other", |(_, reason)| reason)
     }
 
     fn report(&self) {

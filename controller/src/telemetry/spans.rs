@@ -30,14 +30,19 @@ pub fn command_span(command: &str) -> Span {
         otel.kind = "client",
         pgrollout.command = %command,
         pgrollout.exit_code = Empty,
+        error.type = Empty,
         otel.status_code = Empty,
+        otel.status_description = Empty,
     )
 }
 
 pub fn record_exit_code(span: &Span, code: ExitCode) {
-    span.record("pgrollout.exit_code", code.code());
+    span.record("pgrollout.exit_code", i64::from(code.code()));
     if code != ExitCode::Success {
+        let description = format!("exit code {}", code.code());
+        span.record("error.type", description.as_str());
         span.record("otel.status_code", "error");
+        span.record("otel.status_description", description.as_str());
     }
 }
 
@@ -71,7 +76,9 @@ pub fn rollout_span(kind: &str, environment: &str, procedure: &str, traceparent:
         pgrollout.plan_id = Empty,
         pgrollout.actor = Empty,
         pgrollout.outcome = Empty,
+        error.type = Empty,
         otel.status_code = Empty,
+        otel.status_description = Empty,
     );
     if let Some(parent) = TraceParent::parse(traceparent) {
         set_remote_parent(&span, &parent);
@@ -89,8 +96,18 @@ pub fn request_trace(traceparent: &str) -> TraceParent {
 
 /// Marks the rollout span refused: the request never reached an agent.
 pub fn record_refusal(span: &Span, status: &tonic::Status) {
-    span.record("pgrollout.outcome", refusal_outcome(status.code()));
+    let outcome = refusal_outcome(status.code());
+    span.record("pgrollout.outcome", outcome);
+    record_error(span, outcome);
+}
+
+/// Status ERROR with a message (the outcome's name: a refusal's or a
+/// failure's own text can quote an operator's input or a server error), and
+/// the conventions' `error.type`.
+fn record_error(span: &Span, outcome: &str) {
+    span.record("error.type", outcome);
     span.record("otel.status_code", "error");
+    span.record("otel.status_description", outcome);
 }
 
 fn refusal_outcome(code: tonic::Code) -> &'static str {
@@ -108,7 +125,11 @@ fn refusal_outcome(code: tonic::Code) -> &'static str {
 /// rollout settled without a result (`unknown`, `failed`).
 pub fn record_outcome(span: &Span, outcome: &str, failed: bool) {
     span.record("pgrollout.outcome", outcome);
-    span.record("otel.status_code", if failed { "error" } else { "ok" });
+    if failed {
+        record_error(span, outcome);
+    } else {
+        span.record("otel.status_code", "ok");
+    }
 }
 
 /// [`record_outcome`] for a job's result.

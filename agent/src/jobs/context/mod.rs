@@ -71,14 +71,16 @@ impl JobContext {
         duration_ms: u64,
         smoke: Vec<SmokeReport>,
     ) {
-        self.spans.step_event(step, status, duration_ms, &smoke);
+        let message = message.into();
+        self.spans
+            .step_event(step, status, duration_ms, &message, &smoke);
         let event = JobEvent {
             job_id: self.job.id.clone(),
             attempt: self.job.attempt,
             seq: self.next_seq(),
             step: step.to_owned(),
             status: status as i32,
-            message: message.into(),
+            message,
             duration_ms,
             at_unix_ms: now_unix_ms(),
             smoke,
@@ -195,7 +197,8 @@ impl JobContext {
                 outcome.duration_ms = outcome.duration_us / 1000;
             }
         }
-        self.spans.finish(result.outcome());
+        self.spans.finish(result.outcome(), &result.message);
+        crate::telemetry::count_job(self.job.kind.name(), result.outcome());
         tracing::info!(
             job_id = %self.job.id,
             outcome = ?result.outcome(),

@@ -4,11 +4,15 @@
 //! post-commit-smoke, …) made from the step events the job already emits, so
 //! the job kinds need no tracing code of their own.
 //!
-//! What a span may carry: the database system and name, the target, the
-//! routines' identities, the smoke tests' names, outcomes and durations.
-//! Never a step's message (it can quote a server error that quotes data),
-//! never a smoke test's call (its arguments are parameter values), never a
-//! credential.
+//! What a span may carry: OpenTelemetry's stable database conventions
+//! (`db.system.name`, `db.namespace`, `server.address`, `server.port`, and on
+//! failure `db.response.status_code` = the SQLSTATE and `error.type`), the
+//! target, the routines' identities, the smoke tests' names, outcomes and
+//! durations (numbers as OTLP integers: `tracing` hands unsigned values to
+//! the exporter as strings, so they are recorded as `i64`). Never a step's
+//! message (it can quote a server error that quotes data): a failed span's
+//! status message names the step and the SQLSTATE only. Never a smoke
+//! test's call (its arguments are parameter values), never a credential.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +33,8 @@ const LISTED_ROUTINES: usize = 20;
 pub struct JobSpans {
     job: Span,
     database: String,
+    host: String,
+    port: i64,
     /// Steps started and not yet finished, by step name.
     open: Mutex<HashMap<String, Span>>,
 }
@@ -48,16 +54,21 @@ impl JobSpans {
             otel.name = %format!("job {}", job.kind.name()),
             otel.kind = "consumer",
             pgrollout.job_id = %job.id,
-            pgrollout.attempt = job.attempt,
+            pgrollout.attempt = i64::from(job.attempt),
             pgrollout.rollout_id = %job.rollout_id,
             pgrollout.kind = job.kind.name(),
             pgrollout.procedure = %job.label,
-            pgrollout.routine_count = identities.len(),
+            pgrollout.routine_count = as_i64(identities.len() as u64),
             pgrollout.target = %target.name,
-            db.system = "postgresql",
+            db.system.name = "postgresql",
             db.namespace = %target.dbname,
+            server.address = %target.host,
+            server.port = i64::from(target.port),
             pgrollout.outcome = Empty,
+            db.response.status_code = Empty,
+            error.type = Empty,
             otel.status_code = Empty,
+            otel.status_description = Empty,
         );
         set_remote_parent(&span, &job.trace);
         // On the exported span only: the log's lines inside the job would
@@ -66,6 +77,8 @@ impl JobSpans {
         JobSpans {
             job: span,
             database: target.dbname.clone(),
+            host: target.host.clone(),
+            port: i64::from(target.port),
             open: Mutex::default(),
         }
     }
@@ -83,6 +96,7 @@ impl JobSpans {
         step: &str,
         status: StepStatus,
         duration_ms: u64,
+        message: &str,
         smoke: &[SmokeReport],
     ) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,16 +112,25 @@ impl JobSpans {
             StepStatus::Skipped => ("skipped", false),
             StepStatus::Started | StepStatus::Unspecified => ("unspecified", false),
         };
+        crate::telemetry::observe_step(step, outcome, duration_ms);
         span.record("pgrollout.outcome", outcome);
-        span.record("pgrollout.duration_ms", duration_ms);
-        span.record("otel.status_code", if failed { "error" } else { "ok" });
+        span.record("pgrollout.duration_ms", as_i64(duration_ms));
+        if failed {
+            record_failure(&span, &format!("step {step} failed"), message);
+        } else {
+            span.record("otel.status_code", "ok");
+        }
+        if !smoke.is_empty() {
+            span.record("pgrollout.smoke.count", as_i64(smoke.len() as u64));
+        }
         for report in smoke {
             span.add_event("smoke test", smoke_attributes(report));
         }
     }
 
-    /// Records the job's outcome on its span.
-    pub fn finish(&self, outcome: Outcome) {
+    /// Records the job's outcome on its span; `message` is the result's,
+    /// read only for its SQLSTATE.
+    pub fn finish(&self, outcome: Outcome, message: &str) {
         let name = match outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::ValidationFailed => "validation-failed",
@@ -116,9 +139,11 @@ impl JobSpans {
             Outcome::Unspecified => "unspecified",
         };
         self.job.record("pgrollout.outcome", name);
-        let failed = outcome != Outcome::Succeeded;
-        self.job
-            .record("otel.status_code", if failed { "error" } else { "ok" });
+        if outcome == Outcome::Succeeded {
+            self.job.record("otel.status_code", "ok");
+        } else {
+            record_failure(&self.job, name, message);
+        }
     }
 
     fn step_span(&self, step: &str) -> Span {
@@ -128,13 +153,58 @@ impl JobSpans {
             "step",
             otel.name = %step,
             pgrollout.step = %step,
-            db.system = "postgresql",
+            db.system.name = "postgresql",
             db.namespace = %self.database,
+            server.address = %self.host,
+            server.port = self.port,
             pgrollout.outcome = Empty,
             pgrollout.duration_ms = Empty,
+            pgrollout.smoke.count = Empty,
+            db.response.status_code = Empty,
+            error.type = Empty,
             otel.status_code = Empty,
+            otel.status_description = Empty,
         )
     }
+}
+
+/// A failed span: status ERROR with a message that names what failed and
+/// its SQLSTATE (never the server's text, which can quote data), and the
+/// conventions' `db.response.status_code` and `error.type`: the SQLSTATE
+/// when the database refused, else what pgrollout calls the failure.
+fn record_failure(span: &Span, what: &str, message: &str) {
+    let sqlstate = sqlstate_in(message);
+    if let Some(code) = sqlstate {
+        span.record("db.response.status_code", code);
+    }
+    span.record("error.type", sqlstate.unwrap_or(what));
+    span.record("otel.status_code", "error");
+    let description = match sqlstate {
+        Some(code) => format!("{what}: SQLSTATE {code}"),
+        None => what.to_owned(),
+    };
+    span.record("otel.status_description", description.as_str());
+}
+
+/// The SQLSTATE of a server error in a failure's text. The text is made by
+/// `sql::describe_error` as `SEVERITY CODE: message`; until the typed job
+/// error of issue 14 carries the `SqlState` this far, it is read back here.
+fn sqlstate_in(message: &str) -> Option<&str> {
+    ["ERROR ", "FATAL ", "PANIC "].iter().find_map(|severity| {
+        message.match_indices(severity).find_map(|(at, _)| {
+            let code = message.get(at + severity.len()..at + severity.len() + 5)?;
+            let colon = message.get(at + severity.len() + 5..at + severity.len() + 6)?;
+            let is_sqlstate = code
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
+            (is_sqlstate && colon == ":").then_some(code)
+        })
+    })
+}
+
+/// A count or duration as the OTLP integer it is (saturating).
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// One smoke test's result, without its call or its checks' details.
@@ -150,10 +220,7 @@ fn smoke_attributes(report: &SmokeReport) -> Vec<KeyValue> {
         KeyValue::new("pgrollout.smoke.test", report.test.clone()),
         KeyValue::new("pgrollout.smoke.phase", report.phase.clone()),
         KeyValue::new("pgrollout.smoke.passed", report.passed),
-        KeyValue::new(
-            "pgrollout.smoke.duration_ms",
-            i64::try_from(report.duration_ms).unwrap_or(i64::MAX),
-        ),
+        KeyValue::new("pgrollout.smoke.duration_ms", as_i64(report.duration_ms)),
         KeyValue::new("pgrollout.smoke.failed_checks", failed_checks.join(", ")),
     ]
 }
@@ -174,5 +241,25 @@ fn routine_identities(kind: &JobKind) -> Vec<String> {
         | JobKind::Enable(_)
         | JobKind::History(_)
         | JobKind::AuditAnchors => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sqlstate_is_read_from_a_server_error_only() {
+        assert_eq!(
+            sqlstate_in("apply public.f(): ERROR 42601: syntax error at or near \"x\""),
+            Some("42601")
+        );
+        assert_eq!(
+            sqlstate_in("FATAL 28P01: password authentication failed"),
+            Some("28P01")
+        );
+        assert_eq!(sqlstate_in("lock: another deploy holds the lock"), None);
+        assert_eq!(sqlstate_in("ERROR 42: short"), None);
+        assert_eq!(sqlstate_in("ERROR"), None);
     }
 }
