@@ -48,7 +48,7 @@ PY
 echo "where the time went in the last first deploy (agent steps):"; grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/first.out"
 dry_run_ms() {
   local t0; t0=$(bench_now_us)
-  "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" --dry-run >/dev/null
+  "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" --dry-run >/dev/null 2>&1
   echo $(( ($(bench_now_us) - t0) / 1000 ))
 }
 bench_cold_cache; cold=$(dry_run_ms); warm=$(dry_run_ms)
