@@ -79,7 +79,13 @@ TOML
   bench_wait_for_line "$work/agent.log" "connected to controller"
   export PGROLLOUT_ADDR="https://127.0.0.1:$operators" PGROLLOUT_CA="$ca/ca.pem"
   export PGROLLOUT_CERT="$ca/operator-bench.pem" PGROLLOUT_KEY="$ca/operator-bench.key"
+  # The CLI's parse cache (issue 15) lives in the run's directory, not in
+  # the home of whoever runs the bench; bench_cold_cache empties it.
+  export PGROLLOUT_CACHE_DIR="$work/cache"
 }
+
+# Forget every parse the CLI cached: the next command parses the project.
+bench_cold_cache() { rm -rf "$PGROLLOUT_CACHE_DIR"; }
 
 bench_cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -10,7 +10,11 @@
 
 pub mod definer;
 mod error;
+mod files;
 pub mod hostile_sql;
+mod parse_cache;
+#[cfg(test)]
+mod parse_cache_tests;
 mod parse_sql;
 mod pgtap;
 #[cfg(test)]
@@ -33,6 +37,8 @@ use std::path::Path;
 use pgrollout_shared::routine::{Routine, SmokeTest};
 
 pub use error::{ProjectError, ProjectWarning, SourceLocation};
+use files::{clone_read_error, in_parallel, read};
+use parse_cache::{CacheLocation, CachedFile, ParseCache};
 pub use parse_sql::is_offline_limitation;
 use parse_sql::{parse_procedure_file, ParsedRoutine};
 use project_config::{load_project_settings, SchemaSettings};
@@ -69,6 +75,8 @@ pub struct Project {
     /// Set when only some files were loaded: a name found in none of them
     /// is looked up again in the whole project, for an exact hint.
     partial_root: Option<std::path::PathBuf>,
+    #[cfg(test)]
+    files_from_cache: usize,
 }
 
 /// A file that could not be loaded, with the routine names it defines as
@@ -86,7 +94,7 @@ impl Project {
     /// does not fail the project: it is kept as a problem ([`Project::problems`])
     /// that blocks the names it defines.
     pub fn load(root: &Path) -> Result<Project, ProjectError> {
-        Self::load_only(root, None)
+        Self::load_only(root, None, &CacheLocation::Default)
     }
 
     /// Loads only the files that may define one of `names` (each name as
@@ -95,15 +103,34 @@ impl Project {
     /// project (issue 15). A file may define a name only if its text holds
     /// the name, case aside, so the other files are not parsed at all.
     pub fn load_for(root: &Path, names: &[String]) -> Result<Project, ProjectError> {
-        Self::load_only(root, Some(names))
+        Self::load_only(root, Some(names), &CacheLocation::Default)
     }
 
-    fn load_only(root: &Path, wanted: Option<&[String]>) -> Result<Project, ProjectError> {
+    /// [`Project::load`] with the parse cache in `cache_dir` (tests).
+    #[cfg(test)]
+    pub fn load_cached(root: &Path, cache_dir: &Path) -> Result<Project, ProjectError> {
+        Self::load_only(root, None, &CacheLocation::Dir(cache_dir.to_owned()))
+    }
+
+    /// How many files the last load took from the parse cache (tests).
+    #[cfg(test)]
+    pub fn files_from_cache(&self) -> usize {
+        self.files_from_cache
+    }
+
+    fn load_only(
+        root: &Path,
+        wanted: Option<&[String]>,
+        cache_location: &CacheLocation,
+    ) -> Result<Project, ProjectError> {
         // The schema `pgrollout.toml` declares (`public` without one): a
         // broken project file blocks everything, since it places every name.
         let settings = load_project_settings(root)?;
         let files = list_procedure_files(root)?;
         let mut texts = read_in_parallel(root, &files);
+        // Files parsed before with the same content need no parse again.
+        let cache = ParseCache::open(root, cache_location);
+        let mut fresh_entries: Vec<(String, CachedFile)> = Vec::new();
         let mut project = Project {
             routines: Vec::new(),
             signatures: Vec::new(),
@@ -113,6 +140,8 @@ impl Project {
             files_loaded: 0,
             files_total: files.len(),
             partial_root: None,
+            #[cfg(test)]
+            files_from_cache: 0,
         };
         let mut loaded = vec![false; files.len()];
         // Many names (a batch) select most files anyway: load them all.
@@ -135,13 +164,22 @@ impl Project {
             let batch: Vec<usize> = (0..files.len())
                 .filter(|&index| to_load[index] && !loaded[index])
                 .collect();
-            let results = parse_files_in_parallel(root, &files, &settings, &mut texts, &batch);
+            let results =
+                parse_files_in_parallel(root, &files, &settings, &cache, &mut texts, &batch);
             let mut new_dependencies = Vec::new();
             for (&file_index, loaded_file) in batch.iter().zip(results) {
                 loaded[file_index] = true;
                 project.files_loaded += 1;
                 match loaded_file {
-                    Ok(loaded_file) => {
+                    Ok((loaded_file, cache_entry)) => {
+                        match cache_entry {
+                            Some(entry) => {
+                                fresh_entries.push((files[file_index].sql_path.clone(), entry))
+                            }
+                            #[cfg(test)]
+                            None if cache.is_enabled() => project.files_from_cache += 1,
+                            None => {}
+                        }
                         if let Some(depends_on) = project.add_file(loaded_file, &mut defined_at) {
                             new_dependencies.push((file_index, depends_on));
                         }
@@ -167,6 +205,8 @@ impl Project {
             }
             dependencies_to_check.extend(new_dependencies);
         }
+        let paths: Vec<&str> = files.iter().map(|file| file.sql_path.as_str()).collect();
+        cache.save(fresh_entries, &paths);
         // Checked once every file is loaded: a dependency may be defined in
         // a file that sorts later.
         for (file_index, depends_on) in dependencies_to_check {
@@ -576,6 +616,10 @@ type LoadedFile<'a> = (
 /// known, and why (boxed: the happy path stays small).
 type FileProblem = Box<(Vec<String>, ProjectError)>;
 
+/// A loaded file, with the cache entry to keep for it when it was parsed
+/// now (None: it came from the cache).
+type LoadResult<'a> = Result<(LoadedFile<'a>, Option<CachedFile>), FileProblem>;
+
 /// Reads every source file (not its sidecar), spread over the cores.
 /// Reading is cheap next to parsing; it lets a deploy of one routine pick
 /// the files that may define it.
@@ -593,9 +637,10 @@ fn parse_files_in_parallel<'a>(
     root: &Path,
     files: &'a [ProcedureFile],
     project_settings: &SchemaSettings,
+    cache: &ParseCache,
     texts: &mut [Option<Result<String, ProjectError>>],
     indices: &[usize],
-) -> Vec<Result<LoadedFile<'a>, FileProblem>> {
+) -> Vec<LoadResult<'a>> {
     let work: Vec<(&'a ProcedureFile, Result<String, ProjectError>)> = indices
         .iter()
         .map(|&index| {
@@ -606,7 +651,7 @@ fn parse_files_in_parallel<'a>(
         })
         .collect();
     in_parallel(&work, |(file, text)| {
-        load_file(root, file, project_settings, text)
+        load_file(root, file, project_settings, cache, text)
     })
 }
 
@@ -614,8 +659,9 @@ fn load_file<'a>(
     root: &Path,
     file: &'a ProcedureFile,
     project_settings: &SchemaSettings,
+    cache: &ParseCache,
     text: &Result<String, ProjectError>,
-) -> Result<LoadedFile<'a>, FileProblem> {
+) -> LoadResult<'a> {
     let stem_name = || {
         let stem = file
             .sql_path
@@ -647,8 +693,19 @@ fn load_file<'a>(
         }
         None => project_settings.clone(),
     };
-    let parsed = parse_procedure_file(&file.sql_path, text, &settings.schema)
-        .map_err(|error| Box::new((scanned_names(), error)))?;
+    let key = cache.key(&file.sql_path, &settings.schema, text);
+    let cached = key
+        .as_deref()
+        .and_then(|key| cache.lookup(&file.sql_path, key, text));
+    let (parsed, cache_entry) = match cached {
+        Some(parsed) => (parsed, None),
+        None => {
+            let parsed = parse_procedure_file(&file.sql_path, text, &settings.schema)
+                .map_err(|error| Box::new((scanned_names(), error)))?;
+            let entry = key.map(|key| CachedFile::new(key, &parsed));
+            (parsed, entry)
+        }
+    };
     let names = || parsed.iter().map(|r| r.signature.name.clone()).collect();
     let sidecar = match &sidecar_text {
         Some((sidecar_path, sidecar_text)) => parse_sidecar(sidecar_path, sidecar_text, &parsed)
@@ -661,27 +718,7 @@ fn load_file<'a>(
         }
         None => None,
     };
-    Ok((file, parsed, sidecar, pgtap, settings))
-}
-
-/// A read error again, for the file's one load attempt (io errors do not
-/// clone; their kind and text are what the operator sees).
-fn clone_read_error(error: &ProjectError) -> ProjectError {
-    match error {
-        ProjectError::ReadFile { path, source } => ProjectError::ReadFile {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        ProjectError::FileTooLarge { path, bytes, limit } => ProjectError::FileTooLarge {
-            path: path.clone(),
-            bytes: *bytes,
-            limit: *limit,
-        },
-        other => ProjectError::Syntax {
-            at: SourceLocation::file("?"),
-            message: other.to_string(),
-        },
-    }
+    Ok(((file, parsed, sidecar, pgtap, settings), cache_entry))
 }
 
 /// The names after `CREATE [OR REPLACE] FUNCTION|PROCEDURE` in a file that
@@ -721,51 +758,4 @@ fn routine_names_by_scan(text: &str) -> Vec<String> {
         }
     }
     names
-}
-
-/// `work` mapped by `each`, spread over the cores for larger inputs;
-/// results keep the input's order.
-fn in_parallel<T: Sync, R: Send>(work: &[T], each: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if workers < 2 || work.len() < 32 {
-        return work.iter().map(each).collect();
-    }
-    let chunk = work.len().div_ceil(workers);
-    let each = &each;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = work
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(each).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
-}
-
-/// Largest source file the loader reads: a routine's SQL beyond this is far
-/// more likely a mistake (a data dump, a generated blob) than a routine.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
-
-fn read(path: &Path) -> Result<String, ProjectError> {
-    let read_error = |source| ProjectError::ReadFile {
-        path: path.to_owned(),
-        source,
-    };
-    let bytes = std::fs::metadata(path).map_err(read_error)?.len();
-    if bytes > MAX_FILE_BYTES {
-        return Err(ProjectError::FileTooLarge {
-            path: path.to_owned(),
-            bytes,
-            limit: MAX_FILE_BYTES,
-        });
-    }
-    std::fs::read_to_string(path).map_err(read_error)
 }

@@ -24,6 +24,34 @@ pub struct ParsedRoutine {
     /// What the offline parse could not judge (the server-side checks
     /// decide), e.g. a PL/pgSQL body using a type of another schema.
     pub warnings: Vec<ProjectWarning>,
+    /// Where `create_sql` comes from in the file: what the parse cache
+    /// keeps instead of the text (it rebuilds `create_sql` from the file).
+    pub span: StatementSpan,
+}
+
+/// The byte range of a statement in its file, and where ` OR REPLACE` was
+/// spliced in (after the `CREATE` token) for a plain `CREATE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatementSpan {
+    pub start: usize,
+    pub end: usize,
+    pub or_replace_after: Option<usize>,
+}
+
+impl StatementSpan {
+    /// The statement as it is applied; None when the span does not fit
+    /// `text` (a cache entry that does not belong to it).
+    pub fn create_sql(&self, text: &str) -> Option<String> {
+        let statement = text.get(self.start..self.end)?;
+        match self.or_replace_after {
+            None => Some(statement.to_owned()),
+            Some(after) => Some(format!(
+                "{} OR REPLACE{}",
+                text.get(self.start..after)?,
+                text.get(after..self.end)?
+            )),
+        }
+    }
 }
 
 /// Parses the text of the file at project-relative `path`. An unqualified
@@ -105,7 +133,14 @@ impl SourceFile<'_> {
                 statement: self.statement_kind(start, end),
             });
         };
-        let create_sql = self.as_create_or_replace(create, start, end);
+        let span = StatementSpan {
+            start,
+            end,
+            or_replace_after: self.or_replace_splice(create, start, end),
+        };
+        let create_sql = span
+            .create_sql(self.text)
+            .unwrap_or_else(|| self.text[start..end].to_owned());
         let kind = if create.is_procedure {
             RoutineKind::Procedure
         } else {
@@ -163,34 +198,30 @@ impl SourceFile<'_> {
             create_sql,
             defined_at,
             warnings,
+            span,
         })
     }
 
-    /// The statement as it is applied: a plain `CREATE FUNCTION|PROCEDURE`
-    /// becomes `CREATE OR REPLACE …`, spliced in after the `CREATE` token,
-    /// so the file can be deployed again once the routine exists (issue
-    /// 15) and the definition is otherwise the file's, byte for byte.
-    fn as_create_or_replace(
+    /// Where the statement as applied differs from the file: a plain
+    /// `CREATE FUNCTION|PROCEDURE` becomes `CREATE OR REPLACE …`, spliced
+    /// in after the `CREATE` token (returned), so the file can be deployed
+    /// again once the routine exists (issue 15) and the definition is
+    /// otherwise the file's, byte for byte.
+    fn or_replace_splice(
         &self,
         create: &protobuf::CreateFunctionStmt,
         start: usize,
         end: usize,
-    ) -> String {
-        let statement = &self.text[start..end];
+    ) -> Option<usize> {
         if create.replace {
-            return statement.to_owned();
+            return None;
         }
         let create_token = self.tokens.iter().find(|token| {
             usize::try_from(token.start).ok() == Some(start) && token.token == Token::Create as i32
-        });
-        match create_token.and_then(|token| usize::try_from(token.end).ok()) {
-            Some(after) if after > start && after <= end => format!(
-                "{} OR REPLACE{}",
-                &self.text[start..after],
-                &self.text[after..end]
-            ),
-            _ => statement.to_owned(),
-        }
+        })?;
+        usize::try_from(create_token.end)
+            .ok()
+            .filter(|&after| after > start && after <= end)
     }
 
     /// The statement without leading/trailing comments and its `;`:

@@ -129,19 +129,58 @@ fn describe_unreadable(routines: &[UnreadableRoutine]) -> String {
 }
 
 /// Reads every routine's calls, spread over the cores: parsing dominates
-/// ordering a large batch. Results keep the routines' order.
+/// ordering a large batch. A routine whose content was read before in this
+/// process is not parsed again (`memo.rs`). Results keep the routines'
+/// order.
 fn read_shapes_in_parallel(routines: &[Routine]) -> Vec<Result<Shape, String>> {
+    let keys: Vec<memo::Key> = routines.iter().map(memo::key_of).collect();
+    let known = memo::lookup(&keys);
+    let unknown: Vec<&Routine> = routines
+        .iter()
+        .zip(&known)
+        .filter(|(_, known)| known.is_none())
+        .map(|(routine, _)| routine)
+        .collect();
+    let mut read = read_in_parallel(&unknown).into_iter();
+    let mut fresh = Vec::new();
+    let shapes = known
+        .into_iter()
+        .zip(&keys)
+        .map(|(known, key)| match known {
+            Some(shape) => Ok(shape),
+            None => {
+                let shape = read
+                    .next()
+                    .unwrap_or_else(|| Err("internal error: a shape was not read".to_owned()));
+                if let Ok(shape) = &shape {
+                    fresh.push((*key, shape.clone()));
+                }
+                shape
+            }
+        })
+        .collect();
+    memo::keep(fresh);
+    shapes
+}
+
+fn read_in_parallel(routines: &[&Routine]) -> Vec<Result<Shape, String>> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     if workers < 2 || routines.len() < 32 {
-        return routines.iter().map(read_shape).collect();
+        return routines.iter().map(|routine| read_shape(routine)).collect();
     }
     let chunk = routines.len().div_ceil(workers);
     std::thread::scope(|scope| {
         let handles: Vec<_> = routines
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(read_shape).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|routine| read_shape(routine))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -236,6 +275,9 @@ pub fn order_routines(
 }
 
 mod arg_types;
+mod memo;
+#[cfg(test)]
+mod memo_tests;
 #[cfg(test)]
 mod overload_tests;
 mod read;

@@ -10,7 +10,7 @@ use super::walk::collect_calls;
 use super::DependencyReason;
 
 /// What ordering needs to know of one routine, read from its CREATE.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Shape {
     pub(super) arity: Arity,
     /// The types of the parameters that make up its identity, to match a
@@ -27,7 +27,7 @@ pub(super) struct Shape {
 }
 
 /// How many arguments a call may pass.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Arity {
     pub(super) min: usize,
     /// None with a VARIADIC parameter.
@@ -64,7 +64,7 @@ impl TypeKey {
 }
 
 /// One call found in a routine's text.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Call {
     pub(super) schema: Option<String>,
     pub(super) name: String,
