@@ -323,7 +323,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
             }
             ack(agent, &job_id, attempt, seq).await;
         }
-        Some(Body::Spans(batch)) => controller.span_relay.accept(agent, batch),
+        Some(Body::Spans(batch)) => controller.span_relay.accept(agent.into(), batch),
         Some(Body::Draining(draining)) => {
             agent.draining.store(true, Ordering::Relaxed);
             tracing::info!(agent = %agent.name, zone = %agent.zone, running = draining.running, "agent draining: no new jobs offered to it");

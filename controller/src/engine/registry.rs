@@ -27,6 +27,16 @@ pub struct AgentHandle {
     pub sender: mpsc::Sender<Result<ControllerMessage, super::error::EngineError>>,
 }
 
+impl From<&AgentHandle> for crate::telemetry::relay::AgentStamp {
+    fn from(agent: &AgentHandle) -> Self {
+        Self {
+            name: agent.name.clone(),
+            zone: agent.zone.clone(),
+            identity: agent.certificate.as_ref().map(|c| c.id.to_string()),
+        }
+    }
+}
+
 impl AgentHandle {
     pub fn serves(&self, target: &str) -> bool {
         self.targets.iter().any(|t| t.name == target)

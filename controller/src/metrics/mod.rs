@@ -21,7 +21,6 @@
 //!   millisecond; a rollback with no such D (e.g. of a version deployed by
 //!   hand) adds nothing, and with no matched rollback there is no MTTR.
 
-pub mod events;
 pub mod http;
 mod prometheus;
 

@@ -79,7 +79,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     registry.register(
         "pgrollout_notification_failures",
         "Notifications not delivered after their last attempt, by channel",
-        super::events::notification_failures().clone(),
+        crate::notify::failures::notification_failures().clone(),
     );
     shared::register_spans_dropped(&mut registry);
     shared::register_build_info(&mut registry, "pgrollout-controller");

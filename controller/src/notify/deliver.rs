@@ -152,7 +152,7 @@ impl Courier {
         };
         let error = chain(&error);
         tracing::warn!(channel = %channel.name, event = %event.name, rollout_id = %event.rollout_id, attempts = attempt, error = %error, "notification failed");
-        crate::metrics::events::count_notification_failure(&channel.name);
+        super::failures::count_notification_failure(&channel.name);
         let entry = AuditEntry {
             actor: "controller".to_owned(),
             action: "notification.failed".to_owned(),

@@ -21,6 +21,7 @@
 mod deliver;
 mod email;
 pub mod event;
+pub mod failures;
 mod secret;
 mod slack;
 pub mod watch_event;
@@ -77,7 +78,7 @@ impl Notifier {
             .channels
             .iter()
             .map(|(name, channel)| {
-                crate::metrics::events::declare_notification_channel(name);
+                failures::declare_notification_channel(name);
                 let channel = Channel {
                     name: name.clone(),
                     config: channel.clone(),

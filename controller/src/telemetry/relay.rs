@@ -29,8 +29,6 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::engine::registry::AgentHandle;
-
 /// Batches waiting for the collector; at most this × [`MAX_BATCH_BYTES`] is
 /// ever held.
 const QUEUE_BATCHES: usize = 16;
@@ -60,16 +58,6 @@ pub struct AgentStamp {
     /// The SPIFFE id of the agent's certificate; `None` only in
     /// `--dev-plaintext` mode, where name and zone are taken on trust.
     pub identity: Option<String>,
-}
-
-impl From<&AgentHandle> for AgentStamp {
-    fn from(agent: &AgentHandle) -> Self {
-        AgentStamp {
-            name: agent.name.clone(),
-            zone: agent.zone.clone(),
-            identity: agent.certificate.as_ref().map(|c| c.id.to_string()),
-        }
-    }
 }
 
 /// The controller's end of the span relay.
@@ -127,8 +115,10 @@ impl SpanRelay {
         self.queue.is_some()
     }
 
-    /// Takes one batch from `agent`'s link; never waits.
-    pub fn accept(&self, agent: &AgentHandle, batch: SpanBatch) {
+    /// Takes one batch from `agent`'s link; never waits. The stamp is built
+    /// by the caller from the link's verified certificate (the relay knows
+    /// nothing of the registry, so telemetry stays below the engine).
+    pub fn accept(&self, agent: AgentStamp, batch: SpanBatch) {
         let Some(queue) = &self.queue else {
             return;
         };
@@ -150,10 +140,7 @@ impl SpanRelay {
             self.drops.add(&self.drops.rate_limited, claimed_spans);
             return;
         }
-        let relayed = Relayed {
-            agent: AgentStamp::from(agent),
-            payload,
-        };
+        let relayed = Relayed { agent, payload };
         if queue.try_send(relayed).is_err() {
             self.drops.add(&self.drops.queue_full, claimed_spans);
         }

@@ -1,6 +1,7 @@
-//! Counters of things that happen in the controller process rather than in
-//! the store, kept from start-up (a restart resets them, which `rate()`
-//! handles). Each is a process-wide handle that the scrape registers.
+//! The notification-failure counter: a process-wide handle kept from
+//! start-up (a restart resets it, which `rate()` handles) that the metrics
+//! scrape registers. It lives with the notifications that count into it, so
+//! notify never depends on the metrics module (which depends on the engine).
 
 use std::sync::OnceLock;
 
