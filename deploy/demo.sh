@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-deploy/install-prerequisites.sh
+deploy/install-prerequisites.sh --demo
 echo "pgrollout demo: building (the first build takes a few minutes)"
 cargo build --quiet --workspace --bins
 bin="$repo/target/debug"

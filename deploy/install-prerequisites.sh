@@ -60,12 +60,16 @@ command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 # The database-TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# The email notification tests send to a real SMTP server, aiosmtpd, run with
-# Debian's python3 (tests/tests/email_support/smtp_server.py).
-/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
-# The metrics tests read both /metrics with Prometheus's own `promtool`
-# (Debian ships it in the prometheus package).
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# What only the tests use; the demo (`--demo`) goes without.
+if [[ ${1:-} != --demo ]]; then
+  # The email notification tests send to a real SMTP server, aiosmtpd, run
+  # with Debian's python3 (tests/tests/email_support/smtp_server.py).
+  /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+  # The metrics tests read both /metrics with Prometheus's own `promtool`
+  # (Debian ships it in the prometheus package, with a server unit that is
+  # kept from starting: see apt_install).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+fi
 
 apt_install() {
   echo "pgrollout: installing $*"
@@ -83,7 +87,22 @@ apt_install() {
     "${sudo[@]}" apt-get update -qq
     updated=1
   fi
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # Packages install tools here, not services: Debian's policy-rc.d hook
+  # (exit 101, "action forbidden") keeps a package's daemon — prometheus's
+  # server, above all — from starting; an existing hook is left alone.
+  local policy=/usr/sbin/policy-rc.d own_policy=
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    own_policy=1
+  fi
+  local status=0
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null || status=$?
+  [[ -n $own_policy ]] && "${sudo[@]}" rm -f "$policy"
+  if [[ " $* " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+    "${sudo[@]}" systemctl disable prometheus >/dev/null 2>&1 || true
+  fi
+  return "$status"
 }
 
 if ((${#missing[@]})); then
