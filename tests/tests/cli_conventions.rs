@@ -218,3 +218,30 @@ async fn a_reader_that_stops_early_ends_the_output_quietly() -> Result<()> {
     }
     Ok(())
 }
+
+/// The README and every command's help (all of it is in the man pages) speak
+/// in the repository's own words: no reference to a document a user of the
+/// repository does not have, such as the team's original requirements file.
+#[tokio::test]
+async fn the_readme_and_the_help_name_no_document_outside_the_repository() -> Result<()> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))?;
+    for (line, text) in readme.lines().enumerate() {
+        assert!(!text.contains("SEED"), "README.md:{}: {text}", line + 1);
+    }
+    let bins = pgrollout_tests::Binaries::locate()?;
+    let dir = pgrollout_tests::TestDir::new("help-words")?;
+    let man = dir.path().join("man1");
+    let out = bins
+        .run_cli(["man", "--dir", &man.to_string_lossy()], &[])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let mut pages = 0;
+    for entry in std::fs::read_dir(&man)? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        assert!(!text.contains("SEED"), "{}: {text}", path.display());
+        pages += 1;
+    }
+    assert!(pages > 20, "only {pages} man page(s)");
+    Ok(())
+}
