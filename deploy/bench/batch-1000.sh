@@ -42,11 +42,12 @@ for round in $(seq 1 "$runs"); do
 done
 
 python3 - "${psql_times[*]}" "${pgrollout_times[*]}" "$routines" "$(bench_peak_rss_kb "$agent_pid")" "$(bench_peak_rss_kb "$controller_pid")" <<'PY'
-import statistics, sys
+import os, statistics, sys
+build = os.environ['BENCH_BUILD']
 psql = [int(t) for t in sys.argv[1].split()]
 roll = [int(t) for t in sys.argv[2].split()]
 routines, agent_kb, controller_kb = map(int, sys.argv[3:])
-print(f"routines deployed: {routines} per round, {len(psql)} rounds (mutual TLS, release build, localhost)")
+print(f"routines deployed: {routines} per round, {len(psql)} rounds (mutual TLS, {build}, localhost)")
 for i, (p, r) in enumerate(zip(psql, roll), 1):
     print(f"  round {i}: psql -1 -f {p / 1e6:5.2f} s   pgrollout batch {r / 1e6:5.2f} s   ratio {r / p:5.2f}")
 p, r = statistics.median(psql), statistics.median(roll)

@@ -55,13 +55,14 @@ else
 fi
 
 python3 - "$work" "$runs" "$agent_idle_rss" "$agent_after_rss" "$controller_idle_rss" <<'PY'
-import statistics, sys
+import os, statistics, sys
+build = os.environ['BENCH_BUILD']
 work, runs, agent_idle, agent_after, controller_idle = sys.argv[1], int(sys.argv[2]), *map(int, sys.argv[3:])
 def load(name):
     return sorted(int(x) / 1000 for x in open(f"{work}/{name}.times"))
 def p(xs, q): return xs[min(len(xs) - 1, int(q * len(xs)))]
 psql, roll = load("psql"), load("pgrollout")
-print(f"runs: {runs} each, localhost, scram-sha-256 password auth, mutual TLS CLI->controller->agent, release build")
+print(f"runs: {runs} each, localhost, scram-sha-256 password auth, mutual TLS CLI->controller->agent, {build}")
 print(f"{'':28}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}")
 for label, xs in (("psql -1 -f (apply only)", psql), ("pgrollout deploy (full)", roll)):
     print(f"{label:28}{statistics.median(xs):10.1f}{p(xs, .95):10.1f}{xs[0]:10.1f}")

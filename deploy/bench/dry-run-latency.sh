@@ -57,13 +57,14 @@ if psql -X -At -h 127.0.0.1 -p "$port" -U postgres -d bench -c \
 fi
 
 python3 - "$work" "$runs" "$routines" "$check_batch_us" "$batch_us" "$deep_us" <<'PY'
-import statistics, sys
+import os, statistics, sys
+build = os.environ['BENCH_BUILD']
 work, runs, routines, check_batch, batch, deep = sys.argv[1], *map(int, sys.argv[2:])
 def load(name):
     return sorted(int(x) / 1000 for x in open(f"{work}/{name}.times"))
 def p(xs, q): return xs[min(len(xs) - 1, int(q * len(xs)))]
 plain, gated, check = load("plain"), load("gated"), load("check")
-print(f"runs: {runs} each, localhost, mutual TLS CLI->controller->agent, release build")
+print(f"runs: {runs} each, localhost, mutual TLS CLI->controller->agent, {build}")
 print(f"{'':40}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}")
 for label, xs in (("deploy, no gates", plain), ("deploy, syntax gate (dry run first)", gated),
                   ("pgrollout check (one routine)", check)):

@@ -71,14 +71,15 @@ store_kb=$(du -k -c "$work"/c.sqlite* | tail -n 1 | cut -f1)
 
 python3 - "$work" "$rollouts" "$audit" "$verified" "$fill_s" "$start_ms" "$store_kb" \
   "$(bench_rss_kb "$controller_pid")" "$(bench_peak_rss_kb "$controller_pid")" <<'PY'
-import statistics, sys
+import os, statistics, sys
+build = os.environ['BENCH_BUILD']
 work = sys.argv[1]
 rollouts, audit, verified, fill_s, start_ms, store_kb, rss_kb, peak_kb = map(int, sys.argv[2:])
 def load(name, scale=1000):
     return sorted(int(x) / scale for x in open(f"{work}/{name}.times"))
 def p(xs, q): return xs[min(len(xs) - 1, int(q * len(xs)))]
 print(f"history benchmark: {rollouts:,} rollouts (1,000-routine batches every 1,000th), {audit:,} audit entries; "
-      "release build, mutual TLS, localhost")
+      f"{build}, mutual TLS, localhost")
 print(f"store filled in {fill_s} s through the store's API; controller restart over it: {start_ms} ms to listening")
 print(f"{'':44}{'runs':>6}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}{'max ms':>10}")
 for label, name in (("rollback, one routine (CLI to CLI)", "one"),

@@ -17,6 +17,12 @@ bench_setup() {
     cargo build --quiet --profile "$profile" --workspace --bins
   fi
   bin="$repo/target/$([[ $profile == dev ]] && echo debug || echo "$profile")"
+  # What the reports name as the build: a debug build's figures are no timing.
+  if [[ $profile == release ]]; then
+    export BENCH_BUILD="release build"
+  else
+    export BENCH_BUILD="$profile build (BENCH_PROFILE=$profile: not a timing)"
+  fi
   pgbin=$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   as_pg=(); if [[ $(id -u) -eq 0 ]]; then as_pg=(runuser -u postgres --); fi
 

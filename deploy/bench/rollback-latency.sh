@@ -59,12 +59,13 @@ done
 restored=$(grep -o '\[restored from' "$work/last.out" | wc -l)
 
 python3 - "$work" "$runs" "$batch_runs" "$restored" "$(bench_peak_rss_kb "$agent_pid")" <<'PY'
-import statistics, sys
+import os, statistics, sys
+build = os.environ['BENCH_BUILD']
 work, runs, batch_runs, restored, agent_kb = sys.argv[1], *map(int, sys.argv[2:])
 def load(name):
     return sorted(int(x) / 1000 for x in open(f"{work}/{name}.times"))
 def p(xs, q): return xs[min(len(xs) - 1, int(q * len(xs)))]
-print("rollback wall time, CLI to CLI: localhost, scram-sha-256, mutual TLS, release build")
+print(f"rollback wall time, CLI to CLI: localhost, scram-sha-256, mutual TLS, {build}")
 print(f"{'':44}{'runs':>6}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}{'max ms':>10}")
 for label, name in (("one routine (reconcilemupstream)", "one"),
                     ("one routine, --emergency", "one-emergency"),
