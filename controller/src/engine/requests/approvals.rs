@@ -134,23 +134,7 @@ pub async fn decide(
         });
     }
     let trace = pending_trace(&pending.trace_id);
-    let check = GateCheck {
-        environment: &pending.environment,
-        plan_id: &pending.plan.plan_id,
-        label: &pending.plan.label,
-        actor: &pending.actor,
-        attachments: verdict::attachments(
-            &pending.ticket,
-            &pending.runbook,
-            &pending.rollback_plan,
-        ),
-        approvals: &approvals,
-        plan: &pending.plan,
-        dry_run: Some(verdict::DryRunContext {
-            trace: &trace,
-            agent_wait: Duration::from_secs(5),
-        }),
-    };
+    let check = GateCheck::of_pending(&pending, &approvals, &trace);
     match verdict::check(&controller, check).await? {
         Verdict::AwaitingApproval(waiting_for) => Ok(ApproveResponse {
             state: "awaiting_approval".into(),

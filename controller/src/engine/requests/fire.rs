@@ -103,23 +103,7 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
     }
     // At its time the request is dry-run like any other deploy.
     let trace = pending_trace(&pending.trace_id);
-    let check = GateCheck {
-        environment: &pending.environment,
-        plan_id: &pending.plan.plan_id,
-        label: &pending.plan.label,
-        actor: &pending.actor,
-        attachments: verdict::attachments(
-            &pending.ticket,
-            &pending.runbook,
-            &pending.rollback_plan,
-        ),
-        approvals: &approvals,
-        plan: &pending.plan,
-        dry_run: Some(verdict::DryRunContext {
-            trace: &trace,
-            agent_wait: std::time::Duration::from_secs(5),
-        }),
-    };
+    let check = GateCheck::of_pending(&pending, &approvals, &trace);
     let audit = |action: &str, outcome: &str, details: String| AuditEntry {
         actor: "scheduler".into(),
         action: action.into(),

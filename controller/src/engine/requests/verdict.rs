@@ -18,7 +18,7 @@ use crate::engine::dry_run::{self, DryRun};
 use crate::engine::error::EngineError;
 use crate::engine::gates::{self, Attachments, GateInput, GateResult, GateState};
 use crate::engine::Controller;
-use crate::store::{Approval, AuditEntry};
+use crate::store::{Approval, AuditEntry, PendingRollout};
 
 /// What a deploy request is checked for.
 pub struct GateCheck<'a> {
@@ -35,6 +35,31 @@ pub struct GateCheck<'a> {
     /// How to run the syntax gate's dry run; `None` evaluates without
     /// running anything on a database (`pgrollout plan`, `status p-…`).
     pub dry_run: Option<DryRunContext<'a>>,
+}
+
+impl<'a> GateCheck<'a> {
+    /// A parked request checked again — at an approval or at its scheduled
+    /// time — with the decisions recorded so far and a dry run under its own
+    /// trace, as at its first check.
+    pub fn of_pending(
+        pending: &'a PendingRollout,
+        approvals: &'a [Approval],
+        trace: &'a TraceParent,
+    ) -> Self {
+        GateCheck {
+            environment: &pending.environment,
+            plan_id: &pending.plan.plan_id,
+            label: &pending.plan.label,
+            actor: &pending.actor,
+            attachments: attachments(&pending.ticket, &pending.runbook, &pending.rollback_plan),
+            approvals,
+            plan: &pending.plan,
+            dry_run: Some(DryRunContext {
+                trace,
+                agent_wait: Duration::from_secs(5),
+            }),
+        }
+    }
 }
 
 /// The deploy's trace and agent wait, which its dry run shares.
