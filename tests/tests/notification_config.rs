@@ -3,35 +3,16 @@
 //! not with serde's message about an enum variant.
 
 use anyhow::Result;
-use pgrollout_tests::{free_port, Binaries, TestDir};
+use pgrollout_tests::serve_with;
 
 #[tokio::test]
 async fn an_unknown_channel_kind_is_refused_with_the_valid_kinds() -> Result<()> {
-    let bins = Binaries::locate()?;
-    let dir = TestDir::new("notification-kind")?;
-    let config = dir.path().join("controller.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
-             [store]\npath = \"{}\"\n[environments.dev]\nzone = \"dev\"\n\
+    let out = serve_with(
+        "notification-kind",
+        "[environments.dev]\nzone = \"dev\"\n\
              [notifications.channels.ops-pager]\nkind = \"pager\"\nurl = \"http://127.0.0.1:9/\"\n",
-            free_port(),
-            free_port(),
-            dir.path().join("controller.sqlite").display()
-        ),
-    )?;
-    let out = bins
-        .run_cli(
-            [
-                "serve",
-                "--config",
-                &config.to_string_lossy(),
-                "--dev-plaintext",
-            ],
-            &[],
-        )
-        .await?;
+    )
+    .await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains(
@@ -46,34 +27,15 @@ async fn an_unknown_channel_kind_is_refused_with_the_valid_kinds() -> Result<()>
 /// naming the variable, not a later delivery quietly.
 #[tokio::test]
 async fn an_email_channel_without_its_password_is_refused_at_start_by_variable() -> Result<()> {
-    let bins = Binaries::locate()?;
-    let dir = TestDir::new("notification-smtp-password")?;
-    let config = dir.path().join("controller.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
-             [store]\npath = \"{}\"\n[environments.dev]\nzone = \"dev\"\n\
+    let out = serve_with(
+        "notification-smtp-password",
+        "[environments.dev]\nzone = \"dev\"\n\
              [notifications.channels.dba-mail]\nkind = \"email\"\nsmtp_host = \"smtp.example.com\"\n\
              smtp_username = \"pgrollout\"\nsmtp_password_env = \"PGROLLOUT_TEST_UNSET_SMTP_PASSWORD\"\n\
              from = \"pgrollout@example.com\"\nto = [\"dba@example.com\"]\n\
              [notifications.routes]\ndev = [\"dba-mail\"]\n",
-            free_port(),
-            free_port(),
-            dir.path().join("controller.sqlite").display()
-        ),
-    )?;
-    let out = bins
-        .run_cli(
-            [
-                "serve",
-                "--config",
-                &config.to_string_lossy(),
-                "--dev-plaintext",
-            ],
-            &[],
-        )
-        .await?;
+    )
+    .await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains(

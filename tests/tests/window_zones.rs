@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use pgrollout_tests::{free_port, Binaries, Stack, StackOptions, TestDir};
+use pgrollout_tests::{serve_with, Stack, StackOptions};
 
 /// `HH:MM` of a minute of the day.
 fn hh_mm(minute: i64) -> String {
@@ -45,31 +45,12 @@ async fn a_window_in_a_named_zone_schedules_for_that_zones_wall_clock() -> Resul
 
 #[tokio::test]
 async fn a_misspelt_zone_is_refused_at_start_by_name() -> Result<()> {
-    let bins = Binaries::locate()?;
-    let dir = TestDir::new("window-zone")?;
-    let config = dir.path().join("controller.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
-             [store]\npath = \"{}\"\n[environments.qa]\nzone = \"qa\"\n\
+    let out = serve_with(
+        "window-zone",
+        "[environments.qa]\nzone = \"qa\"\n\
              gates = [\"business_hours\"]\nbusiness_hours = \"Mon-Fri 08:00-18:00 Europe/Berln\"\n",
-            free_port(),
-            free_port(),
-            dir.path().join("controller.sqlite").display()
-        ),
-    )?;
-    let out = bins
-        .run_cli(
-            [
-                "serve",
-                "--config",
-                &config.to_string_lossy(),
-                "--dev-plaintext",
-            ],
-            &[],
-        )
-        .await?;
+    )
+    .await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains(
