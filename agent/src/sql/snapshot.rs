@@ -27,6 +27,22 @@ impl RoutineSnapshot {
     pub fn definition_sha256(&self) -> Option<String> {
         self.definition.as_deref().map(sha256_hex)
     }
+
+    /// `f(integer)` owned by `app` with `definition`, or absent: the
+    /// reversal tests' routine.
+    #[cfg(test)]
+    pub fn of_f(definition: Option<&str>) -> Self {
+        RoutineSnapshot {
+            requested: "f(integer)".into(),
+            existed: definition.is_some(),
+            identity: definition.map(|_| "f(integer)".into()),
+            schema: None,
+            definition: definition.map(str::to_owned),
+            owner: Some("app".into()),
+            acl: None,
+            comment: None,
+        }
+    }
 }
 
 /// Snapshots every signature in one catalog query.

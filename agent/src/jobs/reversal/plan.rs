@@ -281,19 +281,6 @@ mod tests {
     use super::*;
     use crate::sql::sha256_hex;
 
-    fn snapshot(definition: Option<&str>) -> RoutineSnapshot {
-        RoutineSnapshot {
-            requested: "f(integer)".into(),
-            existed: definition.is_some(),
-            identity: definition.map(|_| "f(integer)".into()),
-            schema: None,
-            definition: definition.map(str::to_owned),
-            owner: Some("app".into()),
-            acl: None,
-            comment: None,
-        }
-    }
-
     fn deploy(id: i64, rollout: &str, from: Option<&str>, to: &str) -> LedgerRecord {
         LedgerRecord {
             id,
@@ -304,9 +291,9 @@ mod tests {
             action: "deploy".into(),
             identity: "f(integer)".into(),
             change: "replaced".into(),
-            previous: snapshot(from),
+            previous: RoutineSnapshot::of_f(from),
             previous_sha256: from.map(sha256_hex),
-            new: snapshot(Some(to)),
+            new: RoutineSnapshot::of_f(Some(to)),
             new_sha256: Some(sha256_hex(to)),
             actor: "alice".into(),
             trace_id: None,

@@ -82,19 +82,6 @@ mod tests {
     use super::*;
     use crate::sql::RoutineSnapshot;
 
-    fn snapshot(definition: Option<&str>) -> RoutineSnapshot {
-        RoutineSnapshot {
-            requested: "f(integer)".into(),
-            existed: definition.is_some(),
-            identity: definition.map(|_| "f(integer)".into()),
-            schema: None,
-            definition: definition.map(str::to_owned),
-            owner: Some("app".into()),
-            acl: None,
-            comment: None,
-        }
-    }
-
     fn row(id: i64, action: &str, job: &str, from: Option<&str>, to: Option<&str>) -> LedgerRecord {
         LedgerRecord {
             id,
@@ -105,9 +92,9 @@ mod tests {
             action: action.into(),
             identity: "f(integer)".into(),
             change: "replaced".into(),
-            previous: snapshot(from),
+            previous: RoutineSnapshot::of_f(from),
             previous_sha256: from.map(crate::sql::sha256_hex),
-            new: snapshot(to),
+            new: RoutineSnapshot::of_f(to),
             new_sha256: to.map(crate::sql::sha256_hex),
             actor: "alice".into(),
             trace_id: None,
