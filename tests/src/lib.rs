@@ -38,6 +38,7 @@
 
 mod binaries;
 mod controller_restart;
+mod openssl_ca;
 mod os_user;
 pub mod otlp_receiver;
 mod pg_binaries;
@@ -54,6 +55,7 @@ mod test_dir;
 mod windows;
 
 pub use binaries::{run_command, Binaries, CommandOutput, CLI_TIMEOUT};
+pub use openssl_ca::OpensslCa;
 pub use pg_binaries::pg_bin_dir;
 pub use pg_cluster::{connect, PgCluster};
 pub use ports::free_port;

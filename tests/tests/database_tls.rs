@@ -4,13 +4,10 @@
 //!
 //! Certificates are made with the `openssl` command-line tool.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use pgrollout_tests::{run_command, CommandOutput, Stack, StackOptions};
-
-const OPENSSL_TIMEOUT: Duration = Duration::from_secs(30);
+use pgrollout_tests::{CommandOutput, OpensslCa, Stack, StackOptions};
 
 #[tokio::test]
 async fn verify_full_with_the_ca_of_the_server_deploys_over_tls() -> Result<()> {
@@ -45,7 +42,7 @@ async fn verify_full_with_the_ca_of_the_server_deploys_over_tls() -> Result<()> 
 async fn verify_full_with_another_ca_fails_clearly_and_a_corrected_ca_file_is_used_without_restart(
 ) -> Result<()> {
     let (mut stack, database_ca) = stack_with_a_tls_only_database("IP:127.0.0.1").await?;
-    let other_ca = TestCa::create(stack.dir.path(), "other").await?;
+    let other_ca = OpensslCa::create(stack.dir.path(), "other").await?;
     // The file the agent is told to trust, holding the wrong CA for now.
     let trusted = stack.dir.path().join("trusted-ca.pem");
     std::fs::copy(&other_ca.certificate, &trusted)?;
@@ -138,7 +135,7 @@ async fn verify_ca_checks_the_chain_but_not_the_host_name() -> Result<()> {
     // The certificate names another host: verify-full refuses it (above),
     // verify-ca accepts it because the database's CA signed it.
     let (mut stack, database_ca) = stack_with_a_tls_only_database("DNS:db.example").await?;
-    let other_ca = TestCa::create(stack.dir.path(), "other").await?;
+    let other_ca = OpensslCa::create(stack.dir.path(), "other").await?;
     set_target_tls(
         &stack,
         &format!(
@@ -255,16 +252,20 @@ async fn require_against_a_server_without_tls_fails_clearly() -> Result<()> {
 
 /// A stack (agent not started) whose dev cluster (on 127.0.0.1) accepts TLS connections only, with a
 /// certificate for `subject_alt_name` (e.g. `IP:127.0.0.1`) signed by the returned CA.
-async fn stack_with_a_tls_only_database(subject_alt_name: &str) -> Result<(Stack, TestCa)> {
+async fn stack_with_a_tls_only_database(subject_alt_name: &str) -> Result<(Stack, OpensslCa)> {
     let stack = Stack::start_with(StackOptions {
         start_agents: false,
         ..StackOptions::default()
     })
     .await?;
-    let database_ca = TestCa::create(stack.dir.path(), "database").await?;
+    let database_ca = OpensslCa::create(stack.dir.path(), "database").await?;
     let (certificate, key) = database_ca
         .issue_server_certificate(subject_alt_name)
         .await?;
+    let (certificate, key) = (
+        std::fs::read_to_string(certificate)?,
+        std::fs::read_to_string(key)?,
+    );
     stack.zone("dev").pg.require_tls(&certificate, &key).await?;
     Ok((stack, database_ca))
 }
@@ -282,108 +283,4 @@ fn assert_no_password(stack: &Stack, out: &CommandOutput) {
     let password = stack.zone("dev").pg.password();
     assert!(!out.stdout.contains(password) && !out.stderr.contains(password));
     assert!(!stack.all_process_output().contains(password));
-}
-
-/// A certificate authority made with the `openssl` CLI: its certificate (PEM) and key in files.
-struct TestCa {
-    name: String,
-    dir: PathBuf,
-    certificate: PathBuf,
-    key: PathBuf,
-}
-
-impl TestCa {
-    async fn create(dir: &Path, name: &str) -> Result<TestCa> {
-        let ca = TestCa {
-            name: name.to_owned(),
-            dir: dir.to_owned(),
-            certificate: dir.join(format!("{name}-ca.pem")),
-            key: dir.join(format!("{name}-ca.key")),
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=pgrollout test CA {name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &ca.key.to_string_lossy(),
-            "-out",
-            &ca.certificate.to_string_lossy(),
-        ])
-        .await?;
-        Ok(ca)
-    }
-
-    /// A server certificate with this subjectAltName (e.g. `IP:127.0.0.1`) and its key, both PEM.
-    async fn issue_server_certificate(&self, subject_alt_name: &str) -> Result<(String, String)> {
-        let stem = self.dir.join(format!("{}-server", self.name));
-        let [key, request, extensions, certificate] =
-            ["key", "csr", "ext", "crt"].map(|ext| stem.with_extension(ext));
-        openssl(&[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=pgrollout test server",
-            "-keyout",
-            &key.to_string_lossy(),
-            "-out",
-            &request.to_string_lossy(),
-        ])
-        .await?;
-        std::fs::write(
-            &extensions,
-            format!(
-                "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
-                 extendedKeyUsage = serverAuth\nsubjectAltName = {subject_alt_name}\n"
-            ),
-        )?;
-        let serial = format!("0x{:016x}", fastrand::u64(..));
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &request.to_string_lossy(),
-            "-CA",
-            &self.certificate.to_string_lossy(),
-            "-CAkey",
-            &self.key.to_string_lossy(),
-            "-set_serial",
-            &serial,
-            "-days",
-            "2",
-            "-extfile",
-            &extensions.to_string_lossy(),
-            "-out",
-            &certificate.to_string_lossy(),
-        ])
-        .await?;
-        Ok((
-            std::fs::read_to_string(&certificate)?,
-            std::fs::read_to_string(&key)?,
-        ))
-    }
-}
-
-async fn openssl(args: &[&str]) -> Result<()> {
-    let out = run_command("openssl", args, &[], OPENSSL_TIMEOUT)
-        .await
-        .context("running openssl (install the openssl package)")?;
-    anyhow::ensure!(out.code == 0, "openssl {} failed: {out}", args.join(" "));
-    Ok(())
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pgrollout_tests::stack::{repo_root, OPERATOR};
-use pgrollout_tests::{free_port, run_command, CommandOutput, Process, Stack, StackOptions};
+use pgrollout_tests::{
+    free_port, run_command, CommandOutput, OpensslCa, Process, Stack, StackOptions,
+};
 use serde_json::Value;
 
 /// How long a message may take to arrive once its rollout ended.
@@ -105,8 +107,8 @@ async fn audit(stack: &Stack) -> Result<Vec<Value>> {
 async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_touching_the_deploy(
 ) -> Result<()> {
     let certs = tempfile::tempdir()?;
-    let ca = make_ca(certs.path()).await?;
-    let server_cert = issue_localhost_certificate(certs.path(), &ca).await?;
+    let ca = OpensslCa::create(certs.path(), "smtp").await?;
+    let server_cert = ca.issue_server_certificate("DNS:localhost").await?;
     let password_file = certs.path().join("smtp.password");
     std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
     let wrong_password_file = certs.path().join("wrong.password");
@@ -127,7 +129,7 @@ async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_to
     )
     .await?;
 
-    let ca_file = ca.0.display();
+    let ca_file = ca.certificate.display();
     let channel = |port: u16, tls: &str, login: Option<&Path>| {
         let login = login
             .map(|file| {
@@ -264,90 +266,4 @@ async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_to
         "no password in any log"
     );
     Ok(())
-}
-
-async fn openssl(args: &[&str]) -> Result<()> {
-    let out = run_command("openssl", args, &[], Duration::from_secs(30))
-        .await
-        .context("running openssl (install the openssl package)")?;
-    anyhow::ensure!(out.code == 0, "openssl {} failed: {out}", args.join(" "));
-    Ok(())
-}
-
-/// A CA certificate and key (PEM files).
-async fn make_ca(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let (certificate, key) = (dir.join("ca.pem"), dir.join("ca.key"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=pgrollout SMTP test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-keyout",
-        &key.to_string_lossy(),
-        "-out",
-        &certificate.to_string_lossy(),
-    ])
-    .await?;
-    Ok((certificate, key))
-}
-
-/// A server certificate for `localhost` issued by `ca`, and its key.
-async fn issue_localhost_certificate(
-    dir: &Path,
-    ca: &(PathBuf, PathBuf),
-) -> Result<(PathBuf, PathBuf)> {
-    let [key, request, extensions, certificate] =
-        ["key", "csr", "ext", "pem"].map(|ext| dir.join("smtp-server").with_extension(ext));
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        &key.to_string_lossy(),
-        "-out",
-        &request.to_string_lossy(),
-    ])
-    .await?;
-    std::fs::write(
-        &extensions,
-        "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
-         extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost\n",
-    )?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &request.to_string_lossy(),
-        "-CA",
-        &ca.0.to_string_lossy(),
-        "-CAkey",
-        &ca.1.to_string_lossy(),
-        "-set_serial",
-        &format!("0x{:016x}", fastrand::u64(..)),
-        "-days",
-        "2",
-        "-extfile",
-        &extensions.to_string_lossy(),
-        "-out",
-        &certificate.to_string_lossy(),
-    ])
-    .await?;
-    Ok((certificate, key))
 }
