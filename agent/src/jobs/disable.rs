@@ -229,17 +229,7 @@ async fn enable_routines(
     )
     .await?;
     let wanted: Vec<&RoutineSnapshot> = disabled.iter().map(|(row, _)| &row.previous).collect();
-    let acls = exact_restore::wanted_acls(&conn, &wanted)
-        .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot restore the previous privileges, nothing was changed: {}",
-                e.describe()
-            ))
-        })?;
-    let who = exact_restore::session(&conn.client)
-        .await
-        .map_err(|e| database("cannot read the session's role", e))?;
+    let (acls, who) = steps::privileges_ahead(&conn, &wanted).await?;
     steps::simple(&conn, "BEGIN").await?;
     let work = async {
         // Where each routine is now: renamed, or still under its name.

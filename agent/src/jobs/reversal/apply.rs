@@ -59,17 +59,7 @@ pub async fn prepare_and_apply(
     }
     warnings.extend(sources.warnings.iter().cloned());
     let wanted: Vec<&RoutineSnapshot> = planned.iter().map(|p| p.wanted()).collect();
-    let acls = exact_restore::wanted_acls(conn, &wanted)
-        .await
-        .map_err(|e| {
-            JobFailure::deploy(format!(
-                "cannot restore the previous privileges, nothing was changed: {}",
-                e.describe()
-            ))
-        })?;
-    let who = exact_restore::session(&conn.client)
-        .await
-        .map_err(|e| database("cannot read the session's role", e))?;
+    let (acls, who) = steps::privileges_ahead(conn, &wanted).await?;
 
     crate::jobs::context::txn_seal::begin(conn).await?;
     progress.at("backup");

@@ -2,13 +2,15 @@
 //! lock and the idempotency check (`session.rs`), the single-statement
 //! runner (`statement.rs`), backup writing (`backup.rs`), the pieces of a
 //! deploy inside its transaction (`apply.rs`, `replace.rs`, `unchanged.rs`),
-//! the smoke step (`smoke.rs`), the connection opened ahead for the
+//! the smoke step (`smoke.rs`), what an exact restore reads before its
+//! transaction (`exact_privileges.rs`), the connection opened ahead for the
 //! post-commit check (`preopen.rs`), pgTAP files (`pgtap.rs`) and the timed
 //! perf calls (`perf.rs`). Steps import `context/`, `smoke/` and `sql/`,
 //! never a job kind.
 
 pub mod apply;
 pub mod backup;
+mod exact_privileges;
 pub mod perf;
 pub mod pgtap;
 pub mod preopen;
@@ -19,6 +21,7 @@ mod statement;
 mod unchanged;
 
 pub use backup::backup;
+pub use exact_privileges::privileges_ahead;
 pub use session::{already_done, connect, lock, own_deadline, take_deploy_lock, Replayed};
 pub use smoke::smoke_step;
 pub use statement::{database, refused, simple, Stopped};
