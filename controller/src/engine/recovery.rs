@@ -2,6 +2,7 @@
 //! work: a job that was offered or running is in doubt (its agent may have
 //! finished it, or be finishing it now), so its rollout becomes `unknown`
 //! — never re-run — until the agent reconnects and reports from its journal.
+//! A job recorded but never offered to any agent fails: nothing ran.
 
 use pgrollout_shared::job::now_unix_ms;
 
@@ -16,7 +17,26 @@ pub async fn after_restart(controller: &Controller) {
             return;
         }
     };
-    for job in interrupted {
+    for job in &interrupted.never_offered {
+        tracing::warn!(job_id = %job.job_id, rollout_id = %job.rollout_id, "job never offered before a controller restart: failed");
+        controller
+            .audit(AuditEntry {
+                actor: "controller".into(),
+                action: "job.never_offered".into(),
+                outcome: "failed".into(),
+                rollout_id: Some(job.rollout_id.clone()),
+                details: format!(
+                    "job {} attempt {}: {}",
+                    job.job_id,
+                    job.attempt,
+                    crate::store::NEVER_OFFERED
+                ),
+                ..Default::default()
+            })
+            .await;
+        controller.notifier.rollout_finished(&job.job_id);
+    }
+    for job in interrupted.in_doubt {
         tracing::warn!(job_id = %job.job_id, rollout_id = %job.rollout_id, "job in doubt after a controller restart");
         controller
             .audit(AuditEntry {

@@ -17,6 +17,19 @@ pub struct HeldJob {
     pub accepted: bool,
 }
 
+/// What a starting controller found of its predecessor's jobs.
+#[derive(Debug, Default)]
+pub struct Interrupted {
+    /// Offered to an agent or running on one: `unknown` until it reports.
+    pub in_doubt: Vec<HeldJob>,
+    /// Recorded but never offered to any agent: failed, nothing ran.
+    pub never_offered: Vec<HeldJob>,
+}
+
+/// Why a job recorded but never offered failed (see `interrupt_running`).
+pub const NEVER_OFFERED: &str =
+    "the controller stopped after recording this rollout but before offering its job to any agent; nothing ran";
+
 /// A rollout's latest job, as a retry needs it.
 #[derive(Debug, Clone)]
 pub struct LatestJob {
@@ -52,24 +65,40 @@ impl Store {
     /// At start-up: every job that was offered or running when the previous
     /// controller stopped is now in doubt. Nobody follows it any more, so it
     /// becomes `unknown` until its agent reconnects and reports.
-    pub async fn interrupt_running(&self, now: i64) -> Result<Vec<HeldJob>, StoreError> {
+    ///
+    /// Except a job recorded but never offered: the offer names its agent in
+    /// the store before it is sent (`record_offer`, `new_attempt`), so a job
+    /// with no agent was never sent anywhere. No agent will ever report it,
+    /// and nothing ran: it fails at once instead of waiting, `unknown`, for
+    /// an operator.
+    pub async fn interrupt_running(&self, now: i64) -> Result<Interrupted, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            let held: Vec<HeldJob> = {
+            let mut interrupted = Interrupted::default();
+            {
                 let mut statement = tx.prepare(
-                    "SELECT id, attempt, rollout_id FROM jobs WHERE state IN ('offered', 'running') ORDER BY offered_at",
+                    "SELECT id, attempt, rollout_id, state = 'offered' AND agent_name IS NULL
+                     FROM jobs WHERE state IN ('offered', 'running') ORDER BY offered_at",
                 )?;
                 let rows = statement.query_map([], |row| {
-                    Ok(HeldJob {
+                    let job = HeldJob {
                         job_id: row.get(0)?,
                         attempt: row.get(1)?,
                         rollout_id: row.get(2)?,
                         accepted: true,
-                    })
+                    };
+                    Ok((job, row.get::<_, bool>(3)?))
                 })?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for job in &held {
+                for row in rows {
+                    let (job, never_offered) = row?;
+                    if never_offered {
+                        interrupted.never_offered.push(job);
+                    } else {
+                        interrupted.in_doubt.push(job);
+                    }
+                }
+            }
+            for job in &interrupted.in_doubt {
                 tx.execute(
                     "UPDATE jobs SET state = 'unknown' WHERE id = ?1 AND attempt = ?2",
                     params![job.job_id, job.attempt],
@@ -81,8 +110,25 @@ impl Store {
                     params![job.rollout_id, state::UNKNOWN, now],
                 )?;
             }
+            for job in &interrupted.never_offered {
+                tx.execute(
+                    "UPDATE jobs SET state = 'finished', finished_at = ?3 WHERE id = ?1 AND attempt = ?2",
+                    params![job.job_id, job.attempt, now],
+                )?;
+                tx.execute(
+                    "UPDATE rollouts SET state = ?2, exit_code = ?3, finished_at = ?4, message = ?5
+                     WHERE id = ?1 AND state = 'running'",
+                    params![
+                        job.rollout_id,
+                        state::FAILED,
+                        pgrollout_shared::exit_code::ExitCode::DeploymentFailed.code(),
+                        now,
+                        NEVER_OFFERED
+                    ],
+                )?;
+            }
             tx.commit()?;
-            Ok(held)
+            Ok(interrupted)
         })
         .await
     }

@@ -21,6 +21,8 @@ mod notices;
 mod operations;
 mod perf;
 mod requests;
+#[cfg(test)]
+mod restart_tests;
 mod status;
 mod watches;
 
@@ -30,6 +32,7 @@ mod watches;
 pub use crate::config::default_audit_key_path as default_key_path;
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
+pub use faults::NEVER_OFFERED;
 #[cfg(test)]
 pub use history_index::routine_key;
 pub use metrics::{FinishedRollout, StateCount};
