@@ -125,6 +125,6 @@ for name, values in parts.items():
     print(f"  {statistics.median(values):6.0f}  {name}")
 PY
 echo "agent steps of the last first deploy:"
-grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/first.out" | sed 's/  (sha256 [0-9a-f]*)//'
+grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/first.out" | sed 's/ (sha256 [0-9a-f]*)//'
 echo "the unchanged redeploy said:"
 grep -E "^Result:|^Status:" "$work/again.out" || tail -5 "$work/again.out"
