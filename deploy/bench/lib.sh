@@ -13,10 +13,13 @@ bench_setup() {
   # BENCH_SKIP_BUILD=1 times the binaries already in target/<profile> as they
   # are (a release build on a loaded machine takes long; build it once).
   local profile=${BENCH_PROFILE:-release}
-  if [[ ${BENCH_SKIP_BUILD:-} != 1 ]]; then
+  if [[ ${BENCH_SKIP_BUILD:-} != 1 && -z ${BENCH_BIN:-} ]]; then
     cargo build --quiet --profile "$profile" --workspace --bins
   fi
   bin="$repo/target/$([[ $profile == dev ]] && echo debug || echo "$profile")"
+  # BENCH_BIN=<dir> times the binaries in that directory instead (a copy of
+  # an earlier build: before and after a change, back to back).
+  if [[ -n ${BENCH_BIN:-} ]]; then bin=$(cd "$BENCH_BIN" && pwd); fi
   # What the reports name as the build: a debug build's figures are no timing.
   if [[ $profile == release ]]; then
     export BENCH_BUILD="release build"

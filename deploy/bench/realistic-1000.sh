@@ -47,7 +47,7 @@ run_batch() {
     echo "the $1 batch failed (exit $?):" >&2; tail -30 "$work/$1.out" >&2; exit 2; }
 }
 
-psql_times=(); first_times=(); again_times=()
+psql_times=(); first_times=(); again_times=(); first_spans=()
 for round in $(seq 1 "$runs"); do
   fresh_db plain
   fresh_db bench
@@ -58,7 +58,9 @@ for round in $(seq 1 "$runs"); do
   bench_cold_cache
   t0=$(bench_now_us)
   run_batch first
-  first_times+=($(( $(bench_now_us) - t0 )))
+  t1=$(bench_now_us)
+  first_times+=($(( t1 - t0 )))
+  first_spans+=("$t0:$t1")
   catalog_of plain >"$work/plain.catalog"
   catalog_of bench >"$work/bench.catalog"
   if ! diff -q "$work/plain.catalog" "$work/bench.catalog" >/dev/null; then
@@ -94,5 +96,35 @@ dry_run_ms() {
 }
 bench_cold_cache; cold=$(dry_run_ms); warm=$(dry_run_ms)
 echo "CLI alone (batch --dry-run: load, parse, order): ${cold} ms with the parse cache cold, ${warm} ms warm"
+# Where each first deploy's time went, from the CLI's start and end (here)
+# and the timestamps of the controller's and the agent's log lines.
+python3 - "$work/controller.log" "$work/agent.log" "${first_spans[@]}" <<'PY'
+import datetime, statistics, sys
+def at(line):
+    stamp = datetime.datetime.strptime(line[:26], "%Y-%m-%dT%H:%M:%S.%f")
+    return stamp.replace(tzinfo=datetime.timezone.utc).timestamp() * 1e6
+def stamps(path, text):
+    return [at(line) for line in open(path) if text in line]
+started = stamps(sys.argv[1], "rollout started")
+recorded = stamps(sys.argv[1], "job result recorded")
+job_started = stamps(sys.argv[2], "job started")
+job_finished = stamps(sys.argv[2], "job finished")
+parts = {k: [] for k in ("CLI (load, parse, plan) and controller up to the rollout's start",
+                         "controller: rollout start to the agent's job start", "agent: the job",
+                         "agent's result to the controller's record", "controller's record to the CLI's exit")}
+for span in sys.argv[3:]:
+    t0, t1 = (int(t) for t in span.split(":"))
+    # The first rollout started after this CLI did: the first deploy's.
+    i = min(k for k, s in enumerate(started) if s > t0)
+    for name, ms in zip(parts, (started[i] - t0, job_started[i] - started[i],
+                                job_finished[i] - job_started[i], recorded[i] - job_finished[i],
+                                t1 - recorded[i])):
+        parts[name].append(ms / 1000)
+print("first deploy, where the time went (median ms over the rounds):")
+for name, values in parts.items():
+    print(f"  {statistics.median(values):6.0f}  {name}")
+PY
+echo "agent steps of the last first deploy:"
+grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/first.out" | sed 's/ (sha256 [0-9a-f]*)//'
 echo "the unchanged redeploy said:"
 grep -E "^Result:|^Status:" "$work/again.out" || tail -5 "$work/again.out"

@@ -306,3 +306,79 @@ async fn a_rollback_restores_code_that_calls_its_siblings_unqualified() -> Resul
     assert!(restored.contains("'version known'"), "{restored}");
     Ok(())
 }
+
+/// A batch's smoke calls are prepared together, in one savepoint, and a
+/// call that does not prepare sends the ones after it through again one by
+/// one (agent/src/jobs/smoke/pipeline.rs): each call must still resolve its
+/// unqualified names under its own routine's search path, both ways, and
+/// only the broken call may fail. `which()` is a function in both schemas,
+/// returning another type in each: a call prepared under the other
+/// routine's path would find the wrong one and fail its column type.
+#[tokio::test]
+async fn smoke_calls_prepared_together_each_resolve_in_their_own_search_path() -> Result<()> {
+    let (stack, client) = stack_for("public", Some("[schema]\nname = \"tap\"\n")).await?;
+    client
+        .batch_execute(
+            "CREATE SCHEMA util; \
+             CREATE FUNCTION util.which() RETURNS text LANGUAGE sql AS $$ SELECT 'util' $$;",
+        )
+        .await?;
+    let smoked = |call: &str, returns: &str| {
+        format!(
+            "[[smoke_tests]]\nname = \"answers\"\ncall = \"{call}\"\n\
+             expect_columns = [ {{ name = \"v\", type = \"{returns}\" }} ]\n"
+        )
+    };
+    stack.write_procedure(
+        "which.sql",
+        "CREATE OR REPLACE FUNCTION which() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;",
+    )?;
+    stack.write_procedure("which.toml", &smoked("SELECT which() AS v", "integer"))?;
+    stack.write_procedure(
+        "tap_broken.sql",
+        "CREATE OR REPLACE FUNCTION tap_broken() RETURNS integer LANGUAGE sql AS $$ SELECT 2 $$;",
+    )?;
+    stack.write_procedure(
+        "tap_broken.toml",
+        &smoked("SELECT tap_no_such() AS v", "integer"),
+    )?;
+    stack.write_procedure(
+        "util_which.sql",
+        "CREATE OR REPLACE FUNCTION util_which() RETURNS text LANGUAGE sql AS $$ SELECT which() $$;",
+    )?;
+    stack.write_procedure(
+        "util_which.toml",
+        &format!(
+            "[schema]\nname = \"util\"\n{}",
+            smoked("SELECT which() AS v", "text")
+        ),
+    )?;
+    let list = stack.dir.path().join("answers.txt");
+    std::fs::write(&list, "util_which\ntap_broken\nwhich\n")?;
+    let list = list.to_string_lossy().into_owned();
+
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 3, "{out}");
+    let failed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("SMOKE TEST: "))
+        .collect();
+    assert_eq!(failed.len(), 1, "only the broken call fails: {out}");
+    assert!(failed[0].starts_with("tap.tap_broken()"), "{out}");
+    assert!(out.stdout.contains("tap_no_such() does not exist"), "{out}");
+    assert!(routines_named(&client, "util_which").await?.is_empty());
+
+    stack.write_procedure(
+        "tap_broken.toml",
+        &smoked("SELECT tap_broken() AS v", "integer"),
+    )?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("3 smoke test(s) passed"), "{out}");
+    assert_eq!(
+        routines_named(&client, "util_which").await?,
+        ["util.util_which()"]
+    );
+    Ok(())
+}

@@ -8,4 +8,4 @@ mod checks;
 mod pipeline;
 mod runner;
 
-pub use runner::{run_smoke_tests, run_smoke_tests_at};
+pub use runner::{run_smoke_tests, run_smoke_tests_at, Counted};

@@ -2,11 +2,15 @@
 //! for the answers to the previous ones (see `sql::pipeline`), in two
 //! flights instead of three round trips per test.
 //!
-//! 1. Prepare every call, each inside its own savepoint, rolled back at once:
-//!    a call that does not parse (an unknown function, a wrong argument type)
-//!    aborts only its savepoint, and its error becomes the test's `executes`
-//!    check. Prepared statements are not transactional, so they outlive the
-//!    rollback.
+//! 1. Prepare every call inside one savepoint, rolled back at once (each
+//!    with its routine's search path, set where it changes): prepared
+//!    statements are not transactional, so they outlive the rollback. A call
+//!    that does not parse (an unknown function, a wrong argument type) aborts
+//!    the savepoint, and every prepare after it fails too; those calls are
+//!    prepared again each in a savepoint of its own, so each error becomes
+//!    its own test's `executes` check. One savepoint instead of
+//!    one per call: a thousand-routine batch's smoke steps sent three
+//!    requests per call here, two of them savepoint commands.
 //! 2. Run every prepared call, each inside a savepoint that carries its time
 //!    bound (`SET LOCAL statement_timeout`) and is rolled back afterwards, so
 //!    a failing call aborts only its own savepoint and leaves no rows behind.
@@ -21,7 +25,7 @@
 use std::time::{Duration, Instant};
 
 use pgrollout_shared::proto::SmokeCheck;
-use pgrollout_shared::routine::SmokeTest;
+use pgrollout_shared::routine::{set_local_search_path_sql, SmokeTest};
 use tokio_postgres::{Client, Row, Statement};
 
 use super::checks::{
@@ -87,6 +91,11 @@ pub async fn run_calls(
 enum Request<'a> {
     /// A savepoint command, answered `Done`.
     Command(String),
+    /// A setting inside the shared prepare savepoint, answered `Set` even
+    /// when refused: a prepare before it aborted the savepoint, which is no
+    /// failure of the connection (the prepares after it fail and are
+    /// prepared again on their own).
+    Setting(String),
     Prepare(&'a str),
     Call(&'a Statement),
 }
@@ -96,6 +105,7 @@ enum Request<'a> {
 /// failure of the connection or transaction, returned as `Err`.
 enum Answer {
     Done,
+    Set,
     Prepared(Result<Statement, tokio_postgres::Error>),
     Ran(Result<Vec<Row>, tokio_postgres::Error>),
 }
@@ -107,13 +117,94 @@ async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_pos
             client.batch_execute(&sql).await?;
             Answer::Done
         }
+        Request::Setting(sql) => {
+            // Its error, if any, is the aborted savepoint's: the prepare that
+            // aborted it is prepared again on its own.
+            let _ = client.batch_execute(&sql).await;
+            Answer::Set
+        }
         Request::Prepare(sql) => Answer::Prepared(client.prepare(sql).await),
         Request::Call(statement) => Answer::Ran(client.query(statement, &[]).await),
     })
 }
 
-/// Flight 1: every call prepared in a savepoint of its own.
+/// Flight 1: every call prepared in one savepoint; the calls whose prepare
+/// failed — the one that does not parse and every one after it in the
+/// aborted savepoint — prepared again, each in a savepoint of its own, so
+/// each error is its own call's.
 async fn prepare_all(
+    client: &Client,
+    tests: &[&SmokeTest],
+) -> Result<Vec<Result<Statement, tokio_postgres::Error>>, tokio_postgres::Error> {
+    let mut prepared = prepare_in_one_savepoint(client, tests).await?;
+    let failed: Vec<usize> = (0..prepared.len())
+        .filter(|&index| prepared[index].is_err())
+        .collect();
+    if failed.is_empty() {
+        return Ok(prepared);
+    }
+    let again: Vec<&SmokeTest> = failed.iter().map(|&index| tests[index]).collect();
+    let retried = prepare_each_in_savepoint(client, &again).await?;
+    for (index, statement) in failed.into_iter().zip(retried) {
+        prepared[index] = statement;
+    }
+    Ok(prepared)
+}
+
+/// Every call prepared inside one savepoint, each under its routine's
+/// search path (a `SET LOCAL` where the path changes from the call before,
+/// the agent's own path where a test has none); rolling the savepoint back
+/// undoes the settings and keeps the statements.
+async fn prepare_in_one_savepoint(
+    client: &Client,
+    tests: &[&SmokeTest],
+) -> Result<Vec<Result<Statement, tokio_postgres::Error>>, tokio_postgres::Error> {
+    let mut current: &[String] = &[];
+    let mut groups: Vec<Vec<Request<'_>>> = Vec::with_capacity(tests.len() + 2);
+    groups.push(vec![Request::Command(OPEN_PREPARE_SAVEPOINT.to_owned())]);
+    for test in tests {
+        let mut group = Vec::with_capacity(2);
+        if test.search_path.as_slice() != current {
+            current = test.search_path.as_slice();
+            let set =
+                set_local_search_path_sql(current).unwrap_or_else(|| AGENT_SEARCH_PATH.to_owned());
+            group.push(Request::Setting(set));
+        }
+        group.push(Request::Prepare(&test.call_sql));
+        groups.push(group);
+    }
+    groups.push(vec![Request::Command(CLOSE_SAVEPOINT.to_owned())]);
+    // Collected first: a lazy iterator of futures held across the awaits
+    // makes the job's future lose `Send` (a higher-ranked closure).
+    let requests: Vec<Vec<_>> = groups
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .map(|request| send(client, request))
+                .collect()
+        })
+        .collect();
+    let mut prepared = Vec::with_capacity(tests.len());
+    run_groups_in_order(requests, |_, answer| {
+        if let Answer::Prepared(statement) = answer {
+            prepared.push(statement);
+        }
+    })
+    .await
+    .map_err(|(_, error)| error)?;
+    Ok(prepared)
+}
+
+/// The savepoint all calls are prepared in ([`CLOSE_SAVEPOINT`] ends it).
+const OPEN_PREPARE_SAVEPOINT: &str = "SAVEPOINT pgrollout_smoke";
+
+/// The agent's own search path (the connection's `search_path=public`), for
+/// a test that declares none: what it is prepared under on its own too.
+const AGENT_SEARCH_PATH: &str = "SET LOCAL search_path TO DEFAULT";
+
+/// Each call prepared in a savepoint of its own, rolled back at once.
+async fn prepare_each_in_savepoint(
     client: &Client,
     tests: &[&SmokeTest],
 ) -> Result<Vec<Result<Statement, tokio_postgres::Error>>, tokio_postgres::Error> {

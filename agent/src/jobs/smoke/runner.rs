@@ -23,7 +23,17 @@ pub async fn run_smoke_tests(
     routines: &[Routine],
     phase: &str,
 ) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
-    run_smoke_tests_at(conn, routines, &[], phase, |_, _| {}).await
+    run_smoke_tests_at(conn, routines, &[], phase, Counted::AsUsual, |_, _| {}).await
+}
+
+/// Whether the smoke calls count in `pg_stat_user_functions`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// As the session's settings say.
+    AsUsual,
+    /// Kept out (`sql::watch_stats::stop_counting_calls`): a deploy's own
+    /// calls must not move the statistics a post-deploy watch compares.
+    Not,
 }
 
 /// [`run_smoke_tests`] of routines whose oids are known (all of them, or
@@ -34,15 +44,29 @@ pub async fn run_smoke_tests_at(
     routines: &[Routine],
     oids: &[u32],
     phase: &str,
+    counted: Counted,
     mut progress: impl FnMut(usize, usize) + Send,
 ) -> Result<Vec<SmokeReport>, tokio_postgres::Error> {
-    // Both catalog queries go out together: one round trip.
-    let (existence, types) = futures_util::future::join(
+    // Both catalog queries and the statistics setting go out together: one
+    // round trip. The setting follows the reads (its savepoint, should the
+    // setting be refused, is rolled back after their answers), and the
+    // calls come after all three.
+    let uncounted = async {
+        match counted {
+            Counted::Not => crate::sql::watch_stats::stop_counting_calls(&conn.client)
+                .await
+                .map(|_| ()),
+            Counted::AsUsual => Ok(()),
+        }
+    };
+    let (existence, types, uncounted) = futures_util::future::join3(
         check_exists(conn, routines, oids),
         resolve_expected_types(conn, routines),
+        uncounted,
     )
     .await;
     let (existence, types) = (existence?, types?);
+    uncounted?;
     let mut runnable: Vec<&SmokeTest> = Vec::new();
     for (routine, exists) in routines.iter().zip(&existence) {
         if exists.passed {

@@ -373,12 +373,25 @@ pub async fn record(
     let ledger_error = |e: tokio_postgres::Error| JobFailure::database("ledger write failed", e);
     let previous = &before.previous;
     // After the grants: the ledger records the ACL the routine really has.
-    // Nothing ran when every routine was left untouched.
-    let new = if before.untouched.iter().all(|u| *u) {
-        previous.clone()
-    } else {
-        snapshot(conn, routines, oids).await?
+    // Nothing ran when every routine was left untouched. The ledger's own
+    // check (and its DDL on first use) goes out with the snapshot: one round
+    // trip fewer, and neither depends on the other.
+    let all_untouched = before.untouched.iter().all(|u| *u);
+    let read_new = async {
+        if all_untouched {
+            Ok(previous.clone())
+        } else {
+            snapshot(conn, routines, oids).await
+        }
     };
+    let ensured = async {
+        sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
+            .await
+            .map_err(ledger_error)
+    };
+    let (new, ensured) = futures_util::future::join(read_new, ensured).await;
+    let new = new?;
+    ensured?;
     let mut rows = Vec::with_capacity(routines.len());
     let mut applied = Vec::with_capacity(routines.len());
     for ((((routine, before_state), after), untouched), recreated) in routines
@@ -424,9 +437,6 @@ pub async fn record(
             note: None,
         });
     }
-    sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
-        .await
-        .map_err(ledger_error)?;
     let (backup_path, backup_sha256) = before.backup_fields();
     let job = LedgerJob {
         job_id: &ctx.job.id,

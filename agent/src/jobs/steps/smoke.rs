@@ -8,7 +8,7 @@ use pgrollout_shared::routine::Routine;
 
 use super::apply::smoke_summary;
 use crate::jobs::context::{millis, txn_seal, JobContext, JobFailure};
-use crate::jobs::smoke::run_smoke_tests_at;
+use crate::jobs::smoke::{run_smoke_tests_at, Counted};
 use crate::sql::TargetConnection;
 
 /// Runs the smoke tests of `routines` as one step and reports them. `oids`
@@ -25,18 +25,12 @@ pub async fn smoke_step(
     let started = Instant::now();
     // Every caller runs this inside a transaction: the deploy's own calls are
     // kept out of the statistics a post-deploy watch compares (issue 23).
-    let counted = crate::sql::watch_stats::stop_counting_calls(&conn.client).await;
-    let ran = match counted {
-        // A bar on the operator's terminal for the calls too: on a large
-        // batch they take seconds (issue 16).
-        Ok(_) => {
-            run_smoke_tests_at(conn, routines, oids, phase, |done, total| {
-                ctx.progress(step, done, total)
-            })
-            .await
-        }
-        Err(error) => Err(error),
-    };
+    // A bar on the operator's terminal for the calls too: on a large batch
+    // they take seconds (issue 16).
+    let ran = run_smoke_tests_at(conn, routines, oids, phase, Counted::Not, |done, total| {
+        ctx.progress(step, done, total)
+    })
+    .await;
     // The calls are the project's SQL: is the transaction still the agent's?
     if let Err(why) = txn_seal::confirm_after_calls(conn).await {
         let failure = JobFailure::deploy(txn_seal::escaped_message("a smoke test call", &why));
