@@ -73,6 +73,9 @@ pub enum JobKind {
     },
     /// Read the audit anchors the target's ledger holds; change nothing.
     AuditAnchors,
+    /// Compare the live catalog with the ledger (issue 20); change nothing.
+    /// The names limit the report (empty: every routine).
+    Drift { names: Vec<String> },
 }
 
 /// How a multi-routine deploy treats failures, and what runs after it.
@@ -108,6 +111,7 @@ impl JobKind {
             JobKind::Check { .. } => "check",
             JobKind::PerfProbe { .. } => "perf_probe",
             JobKind::AuditAnchors => "audit_anchors",
+            JobKind::Drift { .. } => "drift",
         }
     }
 
@@ -123,7 +127,8 @@ impl JobKind {
             | JobKind::Disable(_)
             | JobKind::Enable(_)
             | JobKind::History(_)
-            | JobKind::AuditAnchors => &[],
+            | JobKind::AuditAnchors
+            | JobKind::Drift { .. } => &[],
         }
     }
 }
@@ -239,6 +244,12 @@ impl TryFrom<proto::JobOffer> for Job {
             Some(proto::job_offer::Kind::AuditAnchors(_)) => {
                 (JobKind::AuditAnchors, "audit-anchors".to_owned())
             }
+            Some(proto::job_offer::Kind::Drift(drift)) => {
+                for name in &drift.names {
+                    required("drift.names", name)?;
+                }
+                (JobKind::Drift { names: drift.names }, "drift".to_owned())
+            }
             None => {
                 return Err(InvalidField {
                     field: "kind".into(),
@@ -321,6 +332,7 @@ impl From<Job> for proto::JobOffer {
             JobKind::AuditAnchors => {
                 proto::job_offer::Kind::AuditAnchors(proto::AuditAnchorsJob {})
             }
+            JobKind::Drift { names } => proto::job_offer::Kind::Drift(proto::DriftJob { names }),
         };
         proto::JobOffer {
             job_id: job.id,
