@@ -92,6 +92,10 @@ pub struct BatchOptions {
     /// After a successful deploy, run the plan's performance probes. Set by
     /// the controller from the environment (`run_perf_probe`).
     pub run_perf_probe: bool,
+    /// Refuse to replace a routine whose live state is not what the ledger
+    /// last recorded (issue 20). Set by the controller when the environment
+    /// has the `no_drift` gate; the agent judges it against the live catalog.
+    pub refuse_drift: bool,
     /// The environments promoted from here whose running versions the
     /// probes time as the old ones (set by the controller).
     pub perf_targets: Vec<PerfTarget>,
@@ -192,6 +196,7 @@ impl TryFrom<proto::JobOffer> for Job {
                             dependencies,
                             run_pgtap: deploy.run_pgtap,
                             run_perf_probe: deploy.run_perf_probe,
+                            refuse_drift: deploy.refuse_drift,
                             perf_targets: targets_from_wire(deploy.perf_targets)?,
                         },
                     },
@@ -295,6 +300,7 @@ impl From<Job> for proto::JobOffer {
                         .collect(),
                     run_pgtap: batch.run_pgtap,
                     run_perf_probe: batch.run_perf_probe,
+                    refuse_drift: batch.refuse_drift,
                     perf_targets: batch.perf_targets.into_iter().map(Into::into).collect(),
                 })
             }

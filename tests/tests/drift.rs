@@ -230,3 +230,67 @@ async fn a_pg_dump_and_pg_restore_into_a_new_database_is_not_drift() -> Result<(
     assert!(out.stdout.contains("5 routine(s)"), "{out}");
     Ok(())
 }
+
+/// The `no_drift` gate: a deploy that would replace a routine changed by
+/// hand is refused before anything changes (exit 1), naming it with the
+/// diff; a deploy that replaces only undrifted routines goes through.
+#[tokio::test]
+async fn the_no_drift_gate_refuses_to_overwrite_a_hand_edit_and_changes_nothing() -> Result<()> {
+    let stack = Stack::start_with(StackOptions {
+        environment_extra: vec![("dev".into(), "gates = [\"no_drift\"]".into())],
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.write_procedure("dr.sql", DR)?;
+    let out = stack.cli(&["deploy", "dr", "dev"]).await?;
+    assert_eq!(out.code, 0, "nothing drifted yet: {out}");
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION public.dr(x integer) RETURNS text LANGUAGE sql AS $$ SELECT 'hotfix ' || x $$;",
+        )
+        .await?;
+    let rows_before = ledger_rows(&client).await?;
+
+    stack.write_procedure("dr.sql", &DR.replace("'text '", "'TEXT '"))?;
+    let out = stack.cli(&["deploy", "dr", "dev"]).await?;
+    assert_eq!(out.code, 1, "refused before anything changed: {out}");
+    let printed = format!("{}{}", out.stdout, out.stderr);
+    for expected in [
+        "refused by the no_drift gate",
+        "dr(integer) (definition)",
+        "-AS $function$ SELECT 'int ' || x $function$",
+        "+AS $function$ SELECT 'hotfix ' || x $function$",
+    ] {
+        assert!(
+            printed.contains(expected),
+            "missing {expected:?} in:\n{out}"
+        );
+    }
+    // Nothing changed: the hand edit is still there, the other overload was
+    // not replaced, the ledger has no new row.
+    let body = |sig: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure($1)",
+                    &[&sig],
+                )
+                .await?;
+            anyhow::Ok(row.get::<_, String>(0))
+        }
+    };
+    assert!(body("public.dr(integer)").await?.contains("hotfix"));
+    assert!(body("public.dr(text)").await?.contains("'text '"));
+    assert_eq!(ledger_rows(&client).await?, rows_before);
+
+    // A deploy that replaces no drifted routine passes the gate.
+    stack.write_procedure(
+        "other.sql",
+        "CREATE OR REPLACE FUNCTION public.other() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;\n",
+    )?;
+    let out = stack.cli(&["deploy", "other", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}

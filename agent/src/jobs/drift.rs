@@ -2,16 +2,14 @@
 //! ledger last recorded of every routine. Read-only: no advisory lock (a
 //! deploy may run meanwhile; the scan reads one snapshot), no transaction of
 //! its own to seal, no ledger row. One catalog query (`sql/drift_scan.sql`);
-//! the judging is `compare.rs`, the diffs `diff.rs`.
-
-mod compare;
-mod diff;
+//! the judging is `steps/drift/compare.rs` (shared with the deploy's
+//! `no_drift` check), the diffs `steps/drift/diff.rs`.
 
 use std::time::Instant;
 
 use pgrollout_shared::proto::{DriftReport, JobResult, Outcome};
 
-use super::steps::{self, database, Stopped};
+use super::steps::{self, database, drift as compare, Stopped};
 use crate::jobs::context::JobContext;
 use crate::sql;
 
