@@ -294,3 +294,49 @@ async fn the_no_drift_gate_refuses_to_overwrite_a_hand_edit_and_changes_nothing(
     assert_eq!(out.code, 0, "{out}");
     Ok(())
 }
+
+/// Rollback knows drift: rolling back over a routine changed by hand warns,
+/// naming what changed, and the hand-made version is in the rollback's
+/// verified backup, written before anything is replaced.
+#[tokio::test]
+async fn a_rollback_over_a_hand_edit_warns_and_keeps_the_hand_made_version_in_its_backup(
+) -> Result<()> {
+    let (stack, client) = deployed_stack().await?;
+    stack.write_procedure("dr.sql", &DR.replace("'int '", "'INT '"))?;
+    let out = stack.cli(&["deploy", "dr", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    client
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION public.dr(x integer) RETURNS text LANGUAGE sql AS $$ SELECT 'hotfix ' || x $$;",
+        )
+        .await?;
+
+    let out = stack.cli(&["rollback", "dr", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let marker = "warning: dr(integer): definition changed outside pgrollout since ledger #";
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(marker))
+        .with_context(|| format!("no drift warning in:\n{out}"))?;
+    let backup = line
+        .split("(the hand-made version is kept in backup ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .with_context(|| format!("the warning names no backup: {line}"))?;
+    let kept = std::fs::read_to_string(backup).with_context(|| format!("reading {backup}"))?;
+    assert!(
+        kept.contains("'hotfix '"),
+        "the backup holds the hand-made version: {kept}"
+    );
+    // The recorded version is back.
+    let src: String = client
+        .query_one(
+            "SELECT prosrc FROM pg_proc WHERE oid = 'public.dr(integer)'::regprocedure",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(src.contains("'int '"), "{src}");
+    Ok(())
+}
