@@ -36,7 +36,7 @@ async fn ledger_rows(client: &Client) -> Result<i64> {
 #[tokio::test]
 async fn hand_edit_grant_drop_set_search_path_rename_and_a_stranger_are_each_detected() -> Result<()>
 {
-    let (stack, client) = deployed_stack().await?;
+    let (mut stack, client) = deployed_stack().await?;
 
     let clean = stack.cli(&["drift", "dev"]).await?;
     assert_eq!(clean.code, 0, "just deployed, nothing drifted: {clean}");
@@ -128,7 +128,7 @@ async fn hand_edit_grant_drop_set_search_path_rename_and_a_stranger_are_each_det
     assert!(one.stdout.contains("handmade()"), "{one}");
     assert!(!one.stdout.contains("dr(integer)"), "{one}");
 
-    // The scans are audited.
+    // The scans are audited; drift is `drift.detected` once, when first seen.
     let audit = stack.audit_lines()?;
     assert!(
         audit
@@ -136,6 +136,23 @@ async fn hand_edit_grant_drop_set_search_path_rename_and_a_stranger_are_each_det
             .any(|l| l.starts_with("drift.scanned|drift|") && l.contains("dr(boolean)")),
         "{audit:#?}"
     );
+    let detected: Vec<&String> = audit
+        .iter()
+        .filter(|l| l.starts_with("drift.detected|drift|") && l.contains("dropped dr(boolean)"))
+        .collect();
+    assert_eq!(detected.len(), 1, "{audit:#?}");
+    assert!(detected[0].contains("changed dr(integer)"), "{detected:?}");
+
+    // Without an agent: the scan says so (2) and names --cached, which shows
+    // the controller's last scan without contacting any agent.
+    stack.kill_agent("dev").await?;
+    let down = stack.cli(&["drift", "dev"]).await?;
+    assert_eq!(down.code, 2, "{down}");
+    assert!(down.stderr.contains("--cached"), "{down}");
+    let cached = stack.cli(&["drift", "dev", "--cached"]).await?;
+    assert_eq!(cached.code, 4, "{cached}");
+    assert!(cached.stdout.contains("cached scan from"), "{cached}");
+    assert!(cached.stdout.contains("dropped: dr(boolean)"), "{cached}");
 
     // An unknown environment is refused (1), as everywhere.
     let unknown = stack.cli(&["drift", "nowhere"]).await?;

@@ -5,6 +5,7 @@
 //! deployed by pgrollout — and exits 4 when there is any (0 when none).
 
 use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{DriftFinding, DriftRequest, DriftResponse};
 
 use super::connect;
@@ -20,6 +21,9 @@ pub struct DriftArgs {
     environment: String,
     /// Limit the report to these routines (`name` or `schema.name`); all when omitted.
     procedures: Vec<String>,
+    /// Show the controller's last recorded scan of these routines; contact no agent.
+    #[arg(long)]
+    cached: bool,
     #[command(flatten)]
     output: OutputFlag,
 }
@@ -35,6 +39,7 @@ pub async fn run(address: &str, tls: &connect::OperatorTls, args: DriftArgs) -> 
     let request = DriftRequest {
         environment: args.environment.clone(),
         procedures: args.procedures.clone(),
+        cached: args.cached,
     };
     let response = match client.drift(request).await {
         Ok(response) => response.into_inner(),
@@ -66,6 +71,9 @@ fn json(response: &DriftResponse) -> serde_json::Value {
         "zone": response.zone,
         "target": response.target,
         "agent": response.agent,
+        "cached": response.cached,
+        "scanned_at_unix_ms": response.scanned_at_unix_ms,
+        "new_drift": response.new_drift,
         "routines_checked": report.routines_checked,
         "scan_ms": report.scan_ms,
         "managed_schemas": report.managed_schemas,
@@ -86,10 +94,16 @@ fn json(response: &DriftResponse) -> serde_json::Value {
 pub fn text(response: &DriftResponse) -> String {
     let report = response.report.clone().unwrap_or_default();
     let mut out = String::new();
-    let place = format!(
+    let mut place = format!(
         "{} (zone {}, target {}, agent {})",
         response.environment, response.zone, response.target, response.agent
     );
+    if response.cached {
+        let age_s = (now_unix_ms() - response.scanned_at_unix_ms).max(0) / 1000;
+        place.push_str(&format!(
+            " — cached scan from {age_s}s ago, the agent was not asked"
+        ));
+    }
     if report.findings.is_empty() {
         out.push_str(&format!(
             "no drift in {place}: {} routine(s) are as the ledger recorded them\n",
@@ -103,6 +117,12 @@ pub fn text(response: &DriftResponse) -> String {
         report.routines_checked,
         report.managed_schemas.join(", ")
     ));
+    if !response.new_drift.is_empty() {
+        out.push_str(&format!(
+            "new since the previous scan: {}\n",
+            response.new_drift.join(", ")
+        ));
+    }
     for finding in &report.findings {
         out.push_str(&finding_text(finding));
     }

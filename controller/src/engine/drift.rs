@@ -58,7 +58,8 @@ pub async fn scan(
         .await
         .ok_or_else(|| {
             EngineError::Unavailable(format!(
-                "no agent of zone {zone} serving target {target} is connected; nothing was scanned"
+                "no agent of zone {zone} serving target {target} is connected; nothing was scanned \
+                 (`pgrollout drift {environment} --cached` shows the last recorded scan)"
             ))
         })?;
     let job_id = new_id("drift");
