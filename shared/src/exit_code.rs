@@ -15,8 +15,11 @@ pub enum ExitCode {
     SmokeTestFailed = 3,
     /// Accepted and recorded as a request that waits for people (approvals
     /// or sign-offs); nothing changed yet. Distinct from 1 so a script can
-    /// tell "waiting" from "refused". (4 is kept for drift found.)
+    /// tell "waiting" from "refused".
     AwaitingApproval = 5,
+    /// `pgrollout drift` found routines that differ from what the ledger
+    /// last recorded (issue 20); nothing was changed.
+    DriftFound = 4,
 }
 
 /// The gRPC metadata key by which the controller marks the status of a

@@ -73,6 +73,9 @@ pub enum JobKind {
     },
     /// Read the audit anchors the target's ledger holds; change nothing.
     AuditAnchors,
+    /// Compare the live catalog with the ledger (issue 20); change nothing.
+    /// The names limit the report (empty: every routine).
+    Drift { names: Vec<String> },
 }
 
 /// How a multi-routine deploy treats failures, and what runs after it.
@@ -89,6 +92,10 @@ pub struct BatchOptions {
     /// After a successful deploy, run the plan's performance probes. Set by
     /// the controller from the environment (`run_perf_probe`).
     pub run_perf_probe: bool,
+    /// Refuse to replace a routine whose live state is not what the ledger
+    /// last recorded (issue 20). Set by the controller when the environment
+    /// has the `no_drift` gate; the agent judges it against the live catalog.
+    pub refuse_drift: bool,
     /// The environments promoted from here whose running versions the
     /// probes time as the old ones (set by the controller).
     pub perf_targets: Vec<PerfTarget>,
@@ -108,6 +115,7 @@ impl JobKind {
             JobKind::Check { .. } => "check",
             JobKind::PerfProbe { .. } => "perf_probe",
             JobKind::AuditAnchors => "audit_anchors",
+            JobKind::Drift { .. } => "drift",
         }
     }
 
@@ -123,7 +131,8 @@ impl JobKind {
             | JobKind::Disable(_)
             | JobKind::Enable(_)
             | JobKind::History(_)
-            | JobKind::AuditAnchors => &[],
+            | JobKind::AuditAnchors
+            | JobKind::Drift { .. } => &[],
         }
     }
 }
@@ -187,6 +196,7 @@ impl TryFrom<proto::JobOffer> for Job {
                             dependencies,
                             run_pgtap: deploy.run_pgtap,
                             run_perf_probe: deploy.run_perf_probe,
+                            refuse_drift: deploy.refuse_drift,
                             perf_targets: targets_from_wire(deploy.perf_targets)?,
                         },
                     },
@@ -239,6 +249,12 @@ impl TryFrom<proto::JobOffer> for Job {
             Some(proto::job_offer::Kind::AuditAnchors(_)) => {
                 (JobKind::AuditAnchors, "audit-anchors".to_owned())
             }
+            Some(proto::job_offer::Kind::Drift(drift)) => {
+                for name in &drift.names {
+                    required("drift.names", name)?;
+                }
+                (JobKind::Drift { names: drift.names }, "drift".to_owned())
+            }
             None => {
                 return Err(InvalidField {
                     field: "kind".into(),
@@ -284,6 +300,7 @@ impl From<Job> for proto::JobOffer {
                         .collect(),
                     run_pgtap: batch.run_pgtap,
                     run_perf_probe: batch.run_perf_probe,
+                    refuse_drift: batch.refuse_drift,
                     perf_targets: batch.perf_targets.into_iter().map(Into::into).collect(),
                 })
             }
@@ -321,6 +338,7 @@ impl From<Job> for proto::JobOffer {
             JobKind::AuditAnchors => {
                 proto::job_offer::Kind::AuditAnchors(proto::AuditAnchorsJob {})
             }
+            JobKind::Drift { names } => proto::job_offer::Kind::Drift(proto::DriftJob { names }),
         };
         proto::JobOffer {
             job_id: job.id,

@@ -5,7 +5,7 @@
 //! - the job kinds: `deploy/` (with `--continue-on-error`, retire, the
 //!   pgTAP and perf checks after it), `smoke_job.rs`, `rollback.rs`,
 //!   `disable.rs`, `history.rs`, `check.rs`, `perf_probe.rs`,
-//!   `watch_sample.rs`, `audit_anchors.rs`, `resolve.rs` — they depend on the
+//!   `watch_sample.rs`, `audit_anchors.rs`, `drift/`, `resolve.rs` — they depend on the
 //!   layers below, never on each other;
 //! - `reversal/`: restoring earlier definitions, shared by a rollback and a
 //!   deploy's automatic restore;
@@ -20,6 +20,7 @@ mod check;
 mod context;
 mod deploy;
 mod disable;
+mod drift;
 mod history;
 mod perf_probe;
 mod resolve;
@@ -83,6 +84,7 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
                 perf_probe::run(&context, routines, targets).await
             }
             JobKind::AuditAnchors => audit_anchors::run(&context).await,
+            JobKind::Drift { names } => drift::run(&context, names).await,
         }
     };
     let work = work.instrument(context.job_span().clone());

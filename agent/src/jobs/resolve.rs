@@ -80,7 +80,7 @@ async fn resolve(ctx: &JobContext) -> Result<JobResult, JobFailure> {
     );
     let read_only = matches!(
         ctx.job.kind,
-        JobKind::Smoke { .. } | JobKind::History(_) | JobKind::AuditAnchors
+        JobKind::Smoke { .. } | JobKind::History(_) | JobKind::AuditAnchors | JobKind::Drift { .. }
     );
     if read_only {
         return Ok(JobResult {

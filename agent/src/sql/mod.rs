@@ -4,6 +4,7 @@
 
 mod audit_anchors;
 mod connection;
+mod drift;
 pub mod exact_restore;
 mod ledger;
 mod ledger_job;
@@ -21,6 +22,7 @@ pub mod watch_stats;
 
 pub use audit_anchors::audit_anchors;
 pub use connection::{cancel_query, connect, ConnectError, TargetConnection};
+pub use drift::{drift_scan, RoutineState, ScannedRoutine};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
 pub use ledger_job::job_record;
 pub use ledger_latest::{latest_recorded, LatestRecorded};

@@ -8,10 +8,10 @@ use std::time::Duration;
 use pgrollout_shared::job::{BatchOptions, JobKind};
 use pgrollout_shared::proto::{
     control_server::Control, ApproveRequest, ApproveResponse, AuditRecord, AuditRequest,
-    AuditResponse, CancelRequest, CancelResponse, DeployRequest, EvaluatePlanRequest,
-    EvaluatePlanResponse, FollowRequestRequest, GetRolloutRequest, ListAgentsRequest,
-    ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse, RollbackRequest, RolloutStatus,
-    RoutineRequest,
+    AuditResponse, CancelRequest, CancelResponse, DeployRequest, DriftRequest, DriftResponse,
+    EvaluatePlanRequest, EvaluatePlanResponse, FollowRequestRequest, GetRolloutRequest,
+    ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse,
+    RollbackRequest, RolloutStatus, RoutineRequest,
 };
 use pgrollout_shared::routine::routines_from_wire;
 use tonic::{Request, Response, Status};
@@ -327,6 +327,13 @@ impl Control for ControlService {
             plan_id: computed,
             environments,
         }))
+    }
+
+    async fn drift(
+        &self,
+        request: Request<DriftRequest>,
+    ) -> Result<Response<DriftResponse>, Status> {
+        self.drift_scan(request).await
     }
 
     async fn list_agents(

@@ -6,6 +6,7 @@
 pub mod agent_link;
 pub mod audit_verify;
 mod control;
+mod drift;
 mod expiring_stream;
 mod faults;
 mod health;

@@ -12,6 +12,7 @@ mod connect;
 mod deploy;
 mod disable;
 mod doubt;
+mod drift;
 mod follow;
 mod history;
 mod lint;
@@ -121,6 +122,9 @@ enum Command {
     Enable(Remote<disable::EnableArgs>),
     /// Every version of <procedure> the environment's ledger knows.
     History(Remote<history::HistoryArgs>),
+    /// What changed by hand in <environment>: every routine its ledger knows against the
+    /// live catalog (definition, owner, ACL, comment, SECURITY DEFINER, SET …); exit 4 on drift.
+    Drift(Remote<drift::DriftArgs>),
     /// Build the plan for procedures and show which gates it passes in every environment.
     Plan(Remote<plan::PlanArgs>),
     /// Every problem of the whole project at once (needs no controller); exit 1 on any error.
@@ -250,6 +254,10 @@ pub fn run() -> ExitCode {
                 connection: c,
                 args,
             }) => agents::run(&c.controller, &c.tls, args).await,
+            Command::Drift(Remote {
+                connection: c,
+                args,
+            }) => drift::run(&c.controller, &c.tls, args).await,
             Command::Approve(Remote {
                 connection: c,
                 args,

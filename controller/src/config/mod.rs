@@ -309,6 +309,8 @@ pub enum GateName {
     Runbook,
     RollbackPlan,
     Monitoring,
+    /// Issue 20: refuse to overwrite a routine changed by hand (judged by the agent).
+    NoDrift,
 }
 
 impl GateName {
@@ -328,6 +330,7 @@ impl GateName {
             GateName::Runbook => "runbook",
             GateName::RollbackPlan => "rollback_plan",
             GateName::Monitoring => "monitoring",
+            GateName::NoDrift => "no_drift",
         }
     }
 }

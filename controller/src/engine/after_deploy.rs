@@ -29,6 +29,10 @@ pub async fn with_environment_steps(
         } => {
             batch.run_pgtap = environment.run_pgtap;
             batch.run_perf_probe = environment.run_perf_probe;
+            // The no_drift gate is judged by the agent, against the live catalog.
+            batch.refuse_drift = environment
+                .effective_gates()
+                .contains(&crate::config::GateName::NoDrift);
             if batch.run_perf_probe {
                 batch.perf_targets = targets(controller, name, &routines).await;
             }

@@ -7,6 +7,7 @@ pub mod approved_sql;
 pub mod audit_anchors;
 pub mod clock;
 pub mod drain;
+pub mod drift;
 pub mod dry_run;
 pub mod error;
 pub mod followers;

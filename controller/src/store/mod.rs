@@ -10,6 +10,7 @@ mod audit_key;
 #[cfg(test)]
 mod corruption_tests;
 mod deployed;
+mod drift_scans;
 mod escape;
 mod faults;
 mod file_mode;

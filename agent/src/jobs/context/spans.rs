@@ -240,7 +240,8 @@ fn routine_identities(kind: &JobKind) -> Vec<String> {
         | JobKind::Disable(_)
         | JobKind::Enable(_)
         | JobKind::History(_)
-        | JobKind::AuditAnchors => Vec::new(),
+        | JobKind::AuditAnchors
+        | JobKind::Drift { .. } => Vec::new(),
     }
 }
 

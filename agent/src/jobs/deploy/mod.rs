@@ -52,6 +52,9 @@ async fn deploy(
     if let Some(replayed) = steps::already_done(ctx, &conn).await? {
         return Ok(replayed.into_deploy_result());
     }
+    if batch.refuse_drift {
+        steps::drift::refuse_drift(ctx, &conn, routines).await?;
+    }
     if pgrollout_shared::retire::plan_retires(routines) {
         return retire::run(ctx, &mut conn, routines).await;
     }

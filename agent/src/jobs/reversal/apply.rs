@@ -66,7 +66,7 @@ pub async fn prepare_and_apply(
     let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
     let (current, written) = steps::backup(ctx, conn, &reversal.job_id, &identities).await?;
     for (routine, now) in planned.iter().zip(&current) {
-        if let Some(drift) = drift(routine, now) {
+        if let Some(drift) = drift(routine, now, &written.path) {
             ctx.event("drift", StepStatus::Skipped, &drift, 0, Vec::new());
             warnings.push(drift);
         }
@@ -437,8 +437,10 @@ pub fn change_of(before: &RoutineSnapshot, after: &RoutineSnapshot) -> &'static 
 
 /// How the live routine departs from what the ledger says its latest change
 /// left, if it does: someone changed it outside pgrollout. The rollback
-/// restores the recorded version regardless; the operator should know.
-fn drift(routine: &Planned<'_>, now: &RoutineSnapshot) -> Option<String> {
+/// restores the recorded version regardless; the operator should know, and
+/// where the hand-made version went: the backup of the current state, written
+/// and verified before this is said (issue 20).
+fn drift(routine: &Planned<'_>, now: &RoutineSnapshot, backup: &std::path::Path) -> Option<String> {
     let recorded = &routine.live?.new;
     let mut what = Vec::new();
     if recorded.definition_sha256() != now.definition_sha256() {
@@ -457,10 +459,12 @@ fn drift(routine: &Planned<'_>, now: &RoutineSnapshot) -> Option<String> {
     }
     (!what.is_empty()).then(|| {
         format!(
-            "{}: {} changed outside pgrollout since ledger #{}; restoring the recorded version regardless",
+            "{}: {} changed outside pgrollout since ledger #{}; restoring the recorded version regardless \
+             (the hand-made version is kept in backup {})",
             routine.identity,
             what.join(", "),
-            routine.live.map_or(0, |r| r.id)
+            routine.live.map_or(0, |r| r.id),
+            backup.display()
         )
     })
 }

@@ -5,11 +5,12 @@
 //! the smoke step (`smoke.rs`), what an exact restore reads before its
 //! transaction (`exact_privileges.rs`), the connection opened ahead for the
 //! post-commit check (`preopen.rs`), pgTAP files (`pgtap.rs`) and the timed
-//! perf calls (`perf.rs`). Steps import `context/`, `smoke/` and `sql/`,
+//! perf calls (`perf.rs`), drift judged and refused (`drift/`). Steps import `context/`, `smoke/` and `sql/`,
 //! never a job kind.
 
 pub mod apply;
 pub mod backup;
+pub mod drift;
 mod exact_privileges;
 pub mod perf;
 pub mod pgtap;

@@ -187,6 +187,10 @@ async fn evaluate_one(
             gate,
             "enforced by the agent: it writes, fsyncs and reads back a verified backup before any change, and stops if it cannot",
         ),
+        GateName::NoDrift => GateResult::passed(
+            gate,
+            "enforced by the agent: before BEGIN, under the deploy lock, it refuses to replace a routine whose live state is not what the ledger last recorded",
+        ),
         GateName::BusinessHours | GateName::MaintenanceWindow => {
             match window_of(environment, gate).map(TimeWindow::parse) {
                 Some(Ok(window)) if window.contains(input.now) => GateResult::passed(gate, format!("inside {window}")),
