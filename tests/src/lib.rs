@@ -52,6 +52,7 @@ mod serve_config;
 pub mod stack;
 pub mod stall;
 mod test_dir;
+pub mod webhook_endpoint;
 mod windows;
 
 pub use binaries::{run_command, Binaries, CommandOutput, CLI_TIMEOUT};

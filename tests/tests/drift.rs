@@ -357,3 +357,86 @@ async fn a_rollback_over_a_hand_edit_warns_and_keeps_the_hand_made_version_in_it
     assert!(src.contains("'int '"), "{src}");
     Ok(())
 }
+
+/// `drift_scan_interval`: nobody asks, yet a hand edit is found, audited as
+/// `drift.detected` by the controller's schedule and sent to the
+/// environment's channels once — the scans after it find the same drift and
+/// say nothing new — and `--cached` shows the schedule's last scan.
+#[tokio::test]
+async fn scheduled_scans_audit_and_notify_new_drift_once() -> Result<()> {
+    use pgrollout_tests::webhook_endpoint::Endpoint;
+
+    let mut hook = Endpoint::start(200).await?;
+    let stack = Stack::start_with(StackOptions {
+        environment_extra: vec![("dev".into(), "drift_scan_interval = \"1s\"".into())],
+        controller_extra: format!(
+            "[notifications]\ntimeout = \"2s\"\nbackoff = \"200ms\"\n\
+             [notifications.channels.ops-hook]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\
+             [notifications.routes]\ndev = [\"ops-hook\"]\n",
+            hook.url
+        ),
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.write_procedure("dr.sql", DR)?;
+    let out = stack.cli(&["deploy", "dr", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let (_, deployed) = hook.next().await?;
+    assert_eq!(deployed["event"], "deploy.succeeded", "{deployed}");
+
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION public.dr(x integer) RETURNS text LANGUAGE sql AS $$ SELECT 'hotfix ' || x $$",
+        )
+        .await?;
+
+    // The schedule finds it within an interval or two; nobody ran a command.
+    let (_, detected) = hook.next().await?;
+    assert_eq!(detected["event"], "drift.detected", "{detected}");
+    let text = detected["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("Drift in DEV: changed dr(integer)")
+            && text.contains("controller (drift_scan_interval)"),
+        "{detected}"
+    );
+
+    // Three more intervals: the same drift is scanned again, never announced again.
+    let audit_actions = |actions: &str| {
+        actions
+            .lines()
+            .filter(|line| line.contains("drift.detected"))
+            .count()
+    };
+    let mut scanned_since = 0;
+    let start = stack.cli(&["audit"]).await?.stdout;
+    let scans_before = start.matches("drift.scanned").count();
+    while scanned_since < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        scanned_since = stack
+            .cli(&["audit"])
+            .await?
+            .stdout
+            .matches("drift.scanned")
+            .count()
+            - scans_before;
+    }
+    let audit = stack.cli(&["audit"]).await?.stdout;
+    assert_eq!(audit_actions(&audit), 1, "drift.detected once:\n{audit}");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), hook.next())
+            .await
+            .is_err(),
+        "no second notification for the same drift"
+    );
+
+    let cached = stack.cli(&["drift", "dev", "--cached"]).await?;
+    assert_eq!(cached.code, 4, "{cached}");
+    assert!(
+        cached
+            .stdout
+            .contains("changed by hand: dr(integer) (definition)"),
+        "{cached}"
+    );
+    Ok(())
+}

@@ -273,6 +273,10 @@ pub struct Environment {
     /// routine got slower: `pass` says so, `refuse` refuses.
     #[serde(default)]
     pub monitoring_without_baseline: NoBaseline,
+    /// Scan the target for drift this often (issue 20): a new finding is
+    /// audited and notified as `drift.detected`. Unset: only when asked.
+    #[serde(default, with = "humantime_serde")]
+    pub drift_scan_interval: Option<Duration>,
 }
 
 /// What a gate does when there is nothing to compare with.
@@ -354,6 +358,10 @@ impl Environment {
     }
 }
 
+/// The shortest `drift_scan_interval`: a scan is one catalog query, but one
+/// per second per environment is already more than drift needs.
+pub const MIN_DRIFT_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
 fn one() -> u32 {
     1
 }
@@ -428,6 +436,16 @@ impl ControllerConfig {
             )?;
             if !(1..=10_000).contains(&environment.performance_threshold_percent) {
                 anyhow::bail!("{}: 1 to 10000", key("performance_threshold_percent"));
+            }
+            if environment
+                .drift_scan_interval
+                .is_some_and(|every| every < MIN_DRIFT_SCAN_INTERVAL)
+            {
+                anyhow::bail!(
+                    "{}: at least {} (each scan reads the whole catalog of the target)",
+                    key("drift_scan_interval"),
+                    humantime::format_duration(MIN_DRIFT_SCAN_INTERVAL)
+                );
             }
             needs(
                 GateName::BusinessHours,

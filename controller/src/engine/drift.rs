@@ -2,17 +2,25 @@
 //! compare its target's live catalog with the ledger. Like the audit
 //! anchors' read, it is not a rollout: no rollout, job or event rows, only
 //! an audit entry; the offer travels the watch samples' side channel and
-//! its answer comes back to this caller alone.
+//! its answer comes back to this caller alone. Each scan is kept as the
+//! environment's latest (`--cached` shows it without an agent) and audited
+//! (`drift.scanned`; `drift.detected`, and a notification to the
+//! environment's channels, for findings the previous scan did not have),
+//! whether an operator asked for it or `drift_schedule.rs` did.
 
 use std::time::{Duration, SystemTime};
 
-use pgrollout_shared::job::{Job, JobKind};
-use pgrollout_shared::proto::{controller_message, ControllerMessage, DriftReport, Outcome};
+use pgrollout_shared::job::{now_unix_ms, Job, JobKind};
+use pgrollout_shared::proto::{
+    controller_message, ControllerMessage, DriftFinding, DriftReport, DriftResponse, Outcome,
+};
 use pgrollout_shared::traceparent::TraceParent;
 
 use super::error::EngineError;
 use super::watch::Reply;
 use super::{new_id, Controller};
+use crate::notify::drift_event::{self, DriftNotice};
+use crate::store::AuditEntry;
 
 /// How long the scan waits for an agent of the zone between connections.
 const AGENT_WAIT: Duration = Duration::from_secs(5);
@@ -28,8 +36,99 @@ pub struct DriftScan {
     pub report: DriftReport,
 }
 
+/// Scans `environment` for drift of the routines `names` (sorted, no
+/// duplicates; all routines when empty), keeps the scan as the latest for
+/// that set of names and audits it; new drift is also notified.
+pub async fn scan_and_record(
+    controller: &Controller,
+    environment: &str,
+    names: Vec<String>,
+    actor: &str,
+) -> Result<DriftResponse, EngineError> {
+    let scope = names.join(",");
+    let scan = scan(controller, environment, names, actor).await?;
+    let mut response = DriftResponse {
+        environment: environment.to_owned(),
+        zone: scan.zone,
+        target: scan.target,
+        agent: scan.agent.clone(),
+        report: Some(scan.report),
+        scanned_at_unix_ms: now_unix_ms(),
+        cached: false,
+        new_drift: Vec::new(),
+    };
+    let previous = controller
+        .store
+        .record_drift_scan(environment, &scope, &response, response.scanned_at_unix_ms)
+        .await
+        .map_err(EngineError::store("record the drift scan"))?;
+    let known: Vec<String> = previous
+        .and_then(|p| p.response.report)
+        .map(|r| r.findings.iter().map(finding_key).collect())
+        .unwrap_or_default();
+    let report = response.report.clone().unwrap_or_default();
+    response.new_drift = report
+        .findings
+        .iter()
+        .map(finding_key)
+        .filter(|key| !known.contains(key))
+        .collect();
+    let drifted: Vec<&str> = report
+        .findings
+        .iter()
+        .map(|f| f.identity.as_str())
+        .collect();
+    let procedure = (!scope.is_empty()).then(|| scope.clone());
+    controller
+        .audit(AuditEntry {
+            actor: actor.to_owned(),
+            action: "drift.scanned".into(),
+            outcome: if drifted.is_empty() { "ok" } else { "drift" }.into(),
+            environment: Some(environment.to_owned()),
+            procedure: procedure.clone(),
+            details: format!(
+                "{} routine(s) checked by agent {}; drifted: [{}]",
+                report.routines_checked,
+                scan.agent,
+                drifted.join(", ")
+            ),
+            ..Default::default()
+        })
+        .await;
+    if !response.new_drift.is_empty() {
+        // Drift no earlier scan had seen: its own entry, so an auditor
+        // finds when each hand change was first noticed, and one message to
+        // the environment's channels, not one per scan.
+        controller
+            .audit(AuditEntry {
+                actor: actor.to_owned(),
+                action: "drift.detected".into(),
+                outcome: "drift".into(),
+                environment: Some(environment.to_owned()),
+                procedure,
+                details: format!("new drift: [{}]", response.new_drift.join(", ")),
+                ..Default::default()
+            })
+            .await;
+        controller
+            .notifier
+            .announce(drift_event::event(DriftNotice {
+                environment,
+                new_drift: &response.new_drift,
+                scanned_by: actor,
+                scanned_at_unix_ms: response.scanned_at_unix_ms,
+            }));
+    }
+    Ok(response)
+}
+
+/// A finding as the audit and `new_drift` name it: `kind identity`.
+fn finding_key(finding: &DriftFinding) -> String {
+    format!("{} {}", finding.kind, finding.identity)
+}
+
 /// Scans `environment` for drift of the routines `names` (all when empty).
-pub async fn scan(
+async fn scan(
     controller: &Controller,
     environment: &str,
     names: Vec<String>,

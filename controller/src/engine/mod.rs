@@ -8,6 +8,7 @@ pub mod audit_anchors;
 pub mod clock;
 pub mod drain;
 pub mod drift;
+pub mod drift_schedule;
 pub mod dry_run;
 pub mod error;
 pub mod followers;

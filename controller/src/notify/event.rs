@@ -24,6 +24,8 @@ pub enum Outcome {
     WatchBlind,
     /// A post-deploy watch's open conditions all cleared.
     WatchRecovered,
+    /// A drift scan found routines changed outside pgrollout.
+    DriftDetected,
 }
 
 impl Outcome {
@@ -36,6 +38,7 @@ impl Outcome {
             Outcome::WatchAlert => "alert",
             Outcome::WatchBlind => "blind",
             Outcome::WatchRecovered => "recovered",
+            Outcome::DriftDetected => "detected",
         }
     }
 }
@@ -219,6 +222,7 @@ impl Event {
             Outcome::WatchAlert | Outcome::WatchBlind | Outcome::WatchRecovered => {
                 super::watch_event::text(self, &message)
             }
+            Outcome::DriftDetected => super::drift_event::text(self),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! restart.
 
 mod deliver;
+pub mod drift_event;
 mod email;
 pub mod event;
 pub mod failures;
@@ -49,7 +50,7 @@ enum Notice {
     JobSettled { job_id: String },
     /// A deploy was parked until approvers decide (`approval_needed`).
     ApprovalNeeded(ApprovalNeeded),
-    /// An event built by its source (post-deploy watches).
+    /// An event built by its source (post-deploy watches, drift scans).
     Ready(Event),
 }
 
@@ -125,9 +126,11 @@ impl Notifier {
         self.enqueue(Notice::ApprovalNeeded(request));
     }
 
-    /// A post-deploy watch raised an alert, went blind or recovered
-    /// (`watch_event::event`).
-    pub fn watch_event(&self, event: Event) {
+    /// An event its source built: a post-deploy watch raised an alert,
+    /// went blind or recovered (`watch_event::event`); a drift scan found
+    /// routines changed outside pgrollout that no earlier scan had seen
+    /// (`drift_event::event`).
+    pub fn announce(&self, event: Event) {
         self.enqueue(Notice::Ready(event));
     }
 

@@ -37,9 +37,11 @@ pub fn payload(event: &Event) -> Value {
 pub fn event_id(event: &Event) -> String {
     use sha2::{Digest, Sha256};
     let key = format!(
-        "{}|{}|{}|{}|{:?}",
+        "{}|{}|{}|{}|{}|{:?}",
         event.name,
         event.rollout_id,
+        // Events of no rollout (drift scans) differ by environment.
+        event.environment,
         event.watch_id.as_deref().unwrap_or_default(),
         event.started_at_unix_ms,
         event.finished_at_unix_ms

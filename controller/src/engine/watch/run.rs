@@ -186,7 +186,7 @@ async fn announce(controller: &Controller, watch: &WatchRecord, verdict: &Verdic
         .await;
     controller
         .notifier
-        .watch_event(watch_event::event(WatchNotice {
+        .announce(watch_event::event(WatchNotice {
             change,
             watch_id: &watch.id,
             environment: &watch.environment,
