@@ -1,5 +1,6 @@
 //! SEED.md's deployment metrics, per procedure (a rollout's label) and
-//! environment, computed from the store on every request:
+//! environment, computed from the store (kept up to date as rollouts settle,
+//! `summary.rs`, with the values [`compute`] gives over the whole history):
 //!
 //! - **Deployment count**: deploy rollouts that finished (any end state:
 //!   succeeded, failed, rolled back, unknown). Batches count under their
@@ -23,42 +24,40 @@
 
 pub mod http;
 mod prometheus;
+mod summary;
+#[cfg(test)]
+mod summary_tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
+#[cfg(test)]
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 
-use crate::store::{state, FinishedRollout, Store, StoreError};
+#[cfg(test)]
+use crate::store::{state, FinishedRollout};
+use crate::store::{Store, StoreError};
 
-/// Finished rollouts split for the Prometheus series: deploys and rollbacks
-/// of one routine (labelled with its name), and batches (labelled only with
-/// their kind: a list file's name is not a bounded label).
-pub struct Classified {
-    pub routines: Vec<FinishedRollout>,
-    /// With `procedure` emptied, so [`compute`] groups them by environment.
-    pub batches: Vec<FinishedRollout>,
-}
-
-/// Splits `rollouts` by whether their plan's label names its routines. A
-/// plan without routines (a rollback's) counts under its label when a
-/// deploy of a routine of that name is among `rollouts`, else with the
-/// batches. The answer per plan is kept: plans are content-addressed and
-/// immutable.
-pub async fn classify(
+/// Whether each plan's label names its routines (`Some(true)`: a deploy of
+/// one routine, counted under its name; `Some(false)`: a batch, counted
+/// under `kind="batch"`; `None`: no routines, a rollback's, which counts
+/// under its label when a deploy of a routine of that name was counted,
+/// else with the batches). The answer per plan is kept for the life of the
+/// process: plans are content-addressed and immutable.
+pub async fn names_routines(
     store: &Store,
-    rollouts: Vec<FinishedRollout>,
-) -> Result<Classified, StoreError> {
+    mut plan_ids: Vec<String>,
+) -> Result<HashMap<String, Option<bool>>, StoreError> {
     static NAMES_ROUTINES: Mutex<Option<HashMap<String, Option<bool>>>> = Mutex::new(None);
+    plan_ids.sort();
+    plan_ids.dedup();
     let unknown: Vec<String> = {
         let known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
         let known = known.as_ref();
-        let mut unknown: Vec<String> = rollouts
+        plan_ids
             .iter()
-            .filter(|r| known.is_none_or(|k| !k.contains_key(&r.plan_id)))
-            .map(|r| r.plan_id.clone())
-            .collect();
-        unknown.sort();
-        unknown.dedup();
-        unknown
+            .filter(|id| known.is_none_or(|k| !k.contains_key(*id)))
+            .cloned()
+            .collect()
     };
     let answers = if unknown.is_empty() {
         Vec::new()
@@ -68,28 +67,10 @@ pub async fn classify(
     let mut known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
     let known = known.get_or_insert_with(HashMap::new);
     known.extend(answers);
-    let mut classified = Classified {
-        routines: Vec::new(),
-        batches: Vec::new(),
-    };
-    let routine_labels: HashSet<String> = rollouts
-        .iter()
-        .filter(|r| known.get(&r.plan_id).copied().flatten() == Some(true))
-        .map(|r| r.procedure.clone())
-        .collect();
-    for mut rollout in rollouts {
-        let names_routine = match known.get(&rollout.plan_id).copied().flatten() {
-            Some(names_routines) => names_routines,
-            None => routine_labels.contains(&rollout.procedure),
-        };
-        if names_routine {
-            classified.routines.push(rollout);
-        } else {
-            rollout.procedure.clear();
-            classified.batches.push(rollout);
-        }
-    }
-    Ok(classified)
+    Ok(plan_ids
+        .into_iter()
+        .filter_map(|id| known.get(&id).map(|answer| (id, *answer)))
+        .collect())
 }
 
 /// The figures of one procedure in one environment.
@@ -115,19 +96,19 @@ impl ProcedureFigures {
 }
 
 /// The figures, sorted by procedure then environment, optionally for one
-/// procedure and one environment (empty = all).
+/// procedure and one environment (empty = all): [`compute`]'s, kept up to
+/// date by `summary.rs` so a call costs what changed, not the history.
 pub async fn figures(
     store: &Store,
     procedure: &str,
     environment: &str,
 ) -> Result<Vec<ProcedureFigures>, StoreError> {
-    let rollouts = store
-        .finished_deploys_and_rollbacks(procedure, environment)
-        .await?;
-    Ok(compute(&rollouts))
+    summary::with_summary(store, |summary| summary.by_label(procedure, environment)).await
 }
 
-/// The definitions above, applied to rollouts in creation order.
+/// The definitions above, applied to rollouts in creation order: the
+/// reference `summary.rs` is held equal to (`summary_tests.rs`).
+#[cfg(test)]
 pub fn compute(rollouts: &[FinishedRollout]) -> Vec<ProcedureFigures> {
     let mut groups: BTreeMap<(&str, &str), Vec<&FinishedRollout>> = BTreeMap::new();
     for rollout in rollouts {
@@ -146,6 +127,7 @@ pub fn compute(rollouts: &[FinishedRollout]) -> Vec<ProcedureFigures> {
         .collect()
 }
 
+#[cfg(test)]
 fn figures_of(
     procedure: &str,
     environment: &str,
@@ -193,6 +175,7 @@ fn figures_of(
 }
 
 /// The mean, rounded half up to the millisecond; `None` for no values.
+#[cfg(test)]
 fn mean_ms(values: &[i64]) -> Option<u64> {
     let count = values.len() as i128;
     if count == 0 {

@@ -14,6 +14,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_perf_targets.sql"),
     include_str!("migrations/0010_audit_mac.sql"),
     HISTORY_INDEX,
+    // 0012 is the drift helper's (issue 12); keep the files' order on merge.
+    include_str!("migrations/0013_metrics_and_retention.sql"),
 ];
 
 /// Issue 17's index of routine versions, built from the stored results by a
