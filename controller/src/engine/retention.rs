@@ -2,8 +2,8 @@
 //! the step events and job results of rollouts that finished more than
 //! `keep` ago (`store/retention.rs` says what is kept), a page at a time so
 //! the store is never held long, and audits what it pruned. Without the
-//! table it does nothing. The settings are read at each run, so a reload
-//! applies from the next one.
+//! table it does nothing. Like all of `[store]`, the settings are read at
+//! start (a reload keeps them: `engine/reload.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
