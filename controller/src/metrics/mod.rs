@@ -22,78 +22,23 @@
 //!   millisecond; a rollback with no such D (e.g. of a version deployed by
 //!   hand) adds nothing, and with no matched rollback there is no MTTR.
 
+mod figures;
 pub mod http;
 mod prometheus;
 mod summary;
 #[cfg(test)]
 mod summary_tests;
 
-use std::collections::HashMap;
 #[cfg(test)]
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+
+pub use figures::ProcedureFigures;
+#[cfg(test)]
+use summary::names_routines;
 
 #[cfg(test)]
 use crate::store::{state, FinishedRollout};
 use crate::store::{Store, StoreError};
-
-/// Whether each plan's label names its routines (`Some(true)`: a deploy of
-/// one routine, counted under its name; `Some(false)`: a batch, counted
-/// under `kind="batch"`; `None`: no routines, a rollback's, which counts
-/// under its label when a deploy of a routine of that name was counted,
-/// else with the batches). The answer per plan is kept for the life of the
-/// process: plans are content-addressed and immutable.
-pub async fn names_routines(
-    store: &Store,
-    mut plan_ids: Vec<String>,
-) -> Result<HashMap<String, Option<bool>>, StoreError> {
-    static NAMES_ROUTINES: Mutex<Option<HashMap<String, Option<bool>>>> = Mutex::new(None);
-    plan_ids.sort();
-    plan_ids.dedup();
-    let unknown: Vec<String> = {
-        let known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
-        let known = known.as_ref();
-        plan_ids
-            .iter()
-            .filter(|id| known.is_none_or(|k| !k.contains_key(*id)))
-            .cloned()
-            .collect()
-    };
-    let answers = if unknown.is_empty() {
-        Vec::new()
-    } else {
-        store.plan_labels_name_routines(unknown).await?
-    };
-    let mut known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
-    let known = known.get_or_insert_with(HashMap::new);
-    known.extend(answers);
-    Ok(plan_ids
-        .into_iter()
-        .filter_map(|id| known.get(&id).map(|answer| (id, *answer)))
-        .collect())
-}
-
-/// The figures of one procedure in one environment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcedureFigures {
-    pub procedure: String,
-    pub environment: String,
-    pub deployments: u64,
-    pub successes: u64,
-    /// `None` without deployments.
-    pub average_duration_ms: Option<u64>,
-    pub rollbacks: u64,
-    /// `None` when no rollback was matched to a bad deploy.
-    pub mttr_ms: Option<u64>,
-    pub mttr_samples: u64,
-}
-
-impl ProcedureFigures {
-    /// Successes over deployments; `None` without deployments.
-    pub fn success_rate(&self) -> Option<f64> {
-        (self.deployments > 0).then(|| self.successes as f64 / self.deployments as f64)
-    }
-}
 
 /// The figures, sorted by procedure then environment, optionally for one
 /// procedure and one environment (empty = all): [`compute`]'s, kept up to

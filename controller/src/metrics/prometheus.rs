@@ -22,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::ProcedureFigures;
+use super::figures::ProcedureFigures;
 use crate::store::StateCount;
 
 /// Everything one scrape shows.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use pgrollout_shared::metrics::{duration_family, DurationFamily};
 
-use super::ProcedureFigures;
+use super::figures::ProcedureFigures;
 use crate::store::{state, FinishedRollout, RolloutChange, Store, StoreError};
 
 /// The latest bad deploys are compared by (finished, created, id), as
@@ -383,13 +383,49 @@ impl Summary {
     }
 }
 
-/// Whether each plan of `rollouts` names its routines (`super::names_routines`).
+/// Whether each plan of `rollouts` names its routines ([`names_routines`]).
 async fn known_plans(
     store: &Store,
     rollouts: &[FinishedRollout],
 ) -> Result<HashMap<String, Option<bool>>, StoreError> {
     let plan_ids: Vec<String> = rollouts.iter().map(|r| r.plan_id.clone()).collect();
-    super::names_routines(store, plan_ids).await
+    names_routines(store, plan_ids).await
+}
+
+/// Whether each plan's label names its routines (`Some(true)`: a deploy of
+/// one routine, counted under its name; `Some(false)`: a batch, counted
+/// under `kind="batch"`; `None`: no routines, a rollback's, which counts
+/// under its label when a deploy of a routine of that name was counted,
+/// else with the batches). The answer per plan is kept for the life of the
+/// process: plans are content-addressed and immutable.
+pub async fn names_routines(
+    store: &Store,
+    mut plan_ids: Vec<String>,
+) -> Result<HashMap<String, Option<bool>>, StoreError> {
+    static NAMES_ROUTINES: Mutex<Option<HashMap<String, Option<bool>>>> = Mutex::new(None);
+    plan_ids.sort();
+    plan_ids.dedup();
+    let unknown: Vec<String> = {
+        let known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
+        let known = known.as_ref();
+        plan_ids
+            .iter()
+            .filter(|id| known.is_none_or(|k| !k.contains_key(*id)))
+            .cloned()
+            .collect()
+    };
+    let answers = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        store.plan_labels_name_routines(unknown).await?
+    };
+    let mut known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
+    let known = known.get_or_insert_with(HashMap::new);
+    known.extend(answers);
+    Ok(plan_ids
+        .into_iter()
+        .filter_map(|id| known.get(&id).map(|answer| (id, *answer)))
+        .collect())
 }
 
 /// A store's summary, and how often it was built and brought up to date
