@@ -40,6 +40,25 @@ use summary::names_routines;
 use crate::store::{state, FinishedRollout};
 use crate::store::{Store, StoreError};
 
+/// How often `serve` brings the summary up to date between reads.
+const KEEP_CURRENT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `serve`'s task: builds the store's summary at start (not at the first
+/// scrape) and applies the change log every minute, so the log stays short
+/// even where nothing reads the metrics.
+pub async fn keep_current(store: Store) {
+    let mut tick = tokio::time::interval(KEEP_CURRENT_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(error) = summary::with_summary(&store, |_| ()).await {
+            tracing::warn!(
+                error = %pgrollout_shared::errors::error_chain(&error),
+                "metrics: bringing the summary up to date failed; the next read tries again"
+            );
+        }
+    }
+}
+
 /// The figures, sorted by procedure then environment, optionally for one
 /// procedure and one environment (empty = all): [`compute`]'s, kept up to
 /// date by `summary.rs` so a call costs what changed, not the history.
