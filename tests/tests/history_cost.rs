@@ -5,12 +5,16 @@
 //! the real binaries over mutual TLS. The controller's time before dispatch
 //! of a single-routine rollback (its `rollback dispatched` log line) must not
 //! grow with the store; the rollback, `audit verify`, `status` and
-//! `rollouts` must still work on the larger store.
+//! `rollouts` must still work on the larger store. The same for a
+//! `/metrics` scrape: its time must not grow with the store either, and its
+//! figures must count what the fill added (written by another process).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use pgrollout_tests::{run_command, Stack};
+use anyhow::{ensure, Context, Result};
+use pgrollout_tests::{free_port, run_command, Stack, StackOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Rollbacks timed per store size (the fastest is compared).
 const ROUNDS: usize = 5;
@@ -80,6 +84,143 @@ fn fastest(times: &[u64]) -> u64 {
     times.iter().copied().min().unwrap_or(u64::MAX)
 }
 
+/// `pgrollout store-fill` of the stack's controller store.
+async fn fill(stack: &Stack, extra: &[&str]) -> Result<()> {
+    let config = stack.dir.path().join("controller.toml");
+    let config = config.to_string_lossy();
+    let mut args = vec!["store-fill", "--config", &config, "--environment", "dev"];
+    args.extend_from_slice(extra);
+    let fill = run_command(&stack.bins.controller, args, &[], FILL_TIMEOUT).await?;
+    ensure!(fill.code == 0, "{fill}");
+    Ok(())
+}
+
+/// `GET /metrics` over a fresh connection: the body and the wall time.
+async fn scrape(port: u16) -> Result<(String, u64)> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let elapsed = u64::try_from(started.elapsed().as_micros())?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
+    ensure!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    Ok((body.to_owned(), elapsed))
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// `ROUNDS` scrapes; each one's time in µs, and the last body.
+async fn scrape_times(port: u16) -> Result<(Vec<u64>, String)> {
+    let mut times = Vec::new();
+    let mut body = String::new();
+    for _ in 0..ROUNDS {
+        let (text, micros) = scrape(port).await?;
+        times.push(micros);
+        body = text;
+    }
+    Ok((times, body))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metrics_scrape_does_not_grow_with_the_store() -> Result<()> {
+    let port = free_port();
+    let stack = Stack::start_with(StackOptions {
+        controller_extra: format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ..StackOptions::default()
+    })
+    .await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let out = stack
+        .cli(&["rollback", "reconcilemupstream", "dev"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let (small, before) = scrape_times(port).await?;
+
+    // Small rollouts, so the fill is quick; many, so a scrape that reads
+    // them all shows.
+    fill(
+        &stack,
+        &[
+            "--rollouts",
+            "20000",
+            "--batch-every",
+            "0",
+            "--routine-bytes",
+            "200",
+        ],
+    )
+    .await?;
+    // The first scrape after the fill applies what it added once.
+    let (catch_up, _) = scrape(port).await?;
+    let (large, after) = scrape_times(port).await?;
+    let (small_fastest, large_fastest) = (fastest(&small), fastest(&large));
+    eprintln!(
+        "/metrics, fastest of {ROUNDS}: {small_fastest} µs with 2 rollouts, {large_fastest} µs after 20,000 more"
+    );
+    assert!(
+        large_fastest <= 3 * small_fastest.max(5_000),
+        "a /metrics scrape grew with the store: fastest {small_fastest} µs with 2 rollouts ({small:?}), \
+         {large_fastest} µs after 20,000 more ({large:?})"
+    );
+
+    // The figures are still those of the whole history: the fill's plans
+    // name one routine of four, so they count as batches.
+    let batches = "pgrollout_deployments_total{kind=\"batch\",environment=\"dev\"}";
+    assert_eq!(sample(&before, batches), None, "{before}");
+    for text in [&catch_up, &after] {
+        assert_eq!(sample(text, batches), Some(20_000.0), "{text}");
+        assert_eq!(
+            sample(
+                text,
+                "pgrollout_deploy_duration_seconds_count{environment=\"dev\",kind=\"batch\"}"
+            ),
+            Some(20_000.0)
+        );
+    }
+    for text in [&before, &after] {
+        assert_eq!(
+            sample(
+                text,
+                "pgrollout_deployments_total{procedure=\"reconcilemupstream\",environment=\"dev\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                text,
+                "pgrollout_rollbacks_total{procedure=\"reconcilemupstream\",environment=\"dev\"}"
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &after,
+            "pgrollout_rollouts{kind=\"deploy\",state=\"succeeded\"}"
+        ),
+        Some(20_000.0),
+        "{after}"
+    );
+    // `pgrollout metrics` reads the same summary, by the plans' labels.
+    let out = stack
+        .cli(&["metrics", "bench_fill_0", "--env", "dev"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("bench_fill_0"), "{out}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollbacks_controller_time_does_not_grow_with_the_store() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
@@ -87,15 +228,9 @@ async fn a_rollbacks_controller_time_does_not_grow_with_the_store() -> Result<()
     assert_eq!(out.code, 0, "{out}");
     let small = rollback_times(&stack, 0).await?;
 
-    let config = stack.dir.path().join("controller.toml");
-    let fill = run_command(
-        &stack.bins.controller,
-        [
-            "store-fill",
-            "--config",
-            &config.to_string_lossy(),
-            "--environment",
-            "dev",
+    fill(
+        &stack,
+        &[
             "--rollouts",
             "5000",
             "--batch-every",
@@ -105,11 +240,8 @@ async fn a_rollbacks_controller_time_does_not_grow_with_the_store() -> Result<()
             "--audit",
             "20000",
         ],
-        &[],
-        FILL_TIMEOUT,
     )
     .await?;
-    assert_eq!(fill.code, 0, "{fill}");
     let large = rollback_times(&stack, ROUNDS).await?;
 
     let (small_fastest, large_fastest) = (fastest(&small), fastest(&large));

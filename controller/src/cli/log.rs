@@ -71,7 +71,7 @@ pub(super) fn render(status: &RolloutStatus) -> String {
         now_unix_ms()
     };
     let elapsed_ms = u64::try_from(finished_at - status.created_at_unix_ms).unwrap_or(0);
-    report::deployment_log(&RunReport {
+    let block = report::deployment_log(&RunReport {
         procedure: &status.label,
         environment: &status.environment,
         plan: &plan,
@@ -80,7 +80,16 @@ pub(super) fn render(status: &RolloutStatus) -> String {
         result: &result,
         status: run_status,
         wall_time: Duration::from_millis(elapsed_ms),
-    })
+    });
+    // A pruned rollout's block says so, above its closing rule, rather than
+    // read as one that ran no smoke test and made no backup.
+    match super::status::pruned_line(status) {
+        Some(pruned) => match block.trim_end_matches('\n').rsplit_once('\n') {
+            Some((body, rule)) => format!("{body}\n{pruned}\n{rule}\n"),
+            None => block,
+        },
+        None => block,
+    }
 }
 
 fn exit_code(code: i32) -> ExitCode {
@@ -163,5 +172,35 @@ mod tests {
             "\nStatus: {} ROLLED BACK (succeeded, later undone by a rollback)\n",
             mark(Mark::Undone)
         )));
+    }
+
+    #[test]
+    fn a_pruned_rollout_says_when_it_was_pruned_instead_of_an_empty_report() {
+        let status = RolloutStatus {
+            rollout_id: "r-1".into(),
+            kind: "deploy".into(),
+            environment: "dev".into(),
+            state: "succeeded".into(),
+            finished: true,
+            created_at_unix_ms: 1_763_044_200_000,
+            finished_at_unix_ms: 1_763_044_201_000,
+            label: "reconcilemupstream".into(),
+            pruned_at_unix_ms: 1_771_000_000_000,
+            ..Default::default()
+        };
+        let block = render(&status);
+        let lines: Vec<&str> = block.lines().collect();
+        assert_eq!(
+            lines[lines.len() - 2],
+            "Pruned: 2026-02-13 16:26:40 UTC — step events and job result removed by the store's retention; \
+             the rollout, its plan and its audit entries are kept",
+            "{block}"
+        );
+        assert!(lines[lines.len() - 1].starts_with("====="), "{block}");
+        assert!(!render(&RolloutStatus {
+            pruned_at_unix_ms: 0,
+            ..status
+        })
+        .contains("Pruned"));
     }
 }

@@ -119,6 +119,8 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     tokio::spawn(crate::engine::requests::run_scheduler(controller.clone()));
     tokio::spawn(crate::engine::watch::resume(controller.clone()));
     tokio::spawn(crate::engine::drift_schedule::run(controller.clone()));
+    tokio::spawn(crate::engine::retention::run(controller.clone()));
+    tokio::spawn(crate::metrics::keep_current(controller.store.clone()));
     // SIGTERM drains first (engine/drain.rs); the listeners close after.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn({

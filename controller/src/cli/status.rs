@@ -169,6 +169,9 @@ fn describe(status: &RolloutStatus) -> String {
     for gate in &status.gates {
         lines.push(gate_line(gate));
     }
+    if let Some(pruned) = pruned_line(status) {
+        lines.push(pruned);
+    }
     let mut text = lines.join("\n") + "\n";
     if let Some(result) = &status.result {
         let (shown, hidden) = report::rows_to_show(&result.routines, |o| !report::is_ok(&o.status));
@@ -204,6 +207,22 @@ fn describe(status: &RolloutStatus) -> String {
         }
     }
     text
+}
+
+/// What retention removed of a rollout, and when (`[store.retention]`);
+/// `None` for a rollout kept whole.
+pub(super) fn pruned_line(status: &RolloutStatus) -> Option<String> {
+    (status.pruned_at_unix_ms > 0).then(|| {
+        let what = if status.pruned_result_kept {
+            "step events (the result is kept: a promotion gate reads it)"
+        } else {
+            "step events and job result"
+        };
+        format!(
+            "Pruned: {} — {what} removed by the store's retention; the rollout, its plan and its audit entries are kept",
+            utc_timestamp(status.pruned_at_unix_ms)
+        )
+    })
 }
 
 /// A request that is not (yet) a rollout: its state, when it runs, and each

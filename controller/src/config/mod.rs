@@ -12,6 +12,7 @@ use serde::Deserialize;
 pub mod change_control;
 pub mod metrics;
 pub mod notifications;
+pub mod retention;
 pub mod window;
 
 /// Environment overrides: `PGROLLOUT_CONTROLLER__LISTEN__OPERATORS=...`.
@@ -167,6 +168,8 @@ pub struct Listen {
 pub struct StoreConfig {
     /// The embedded SQLite store, created on first start.
     pub path: PathBuf,
+    /// Pruning of old rollouts' events and results; none without the table.
+    pub retention: Option<retention::RetentionConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -499,6 +502,9 @@ impl ControllerConfig {
         }
         if let Some(change_control) = &self.change_control {
             change_control.validate()?;
+        }
+        if let Some(retention) = &self.store.retention {
+            retention.validate()?;
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ pub mod recovery;
 pub mod registry;
 pub mod reload;
 pub mod requests;
+pub mod retention;
 pub mod retry;
 pub mod rollback_sources;
 pub mod rollout;

@@ -15,7 +15,7 @@ use hyper::{Request, StatusCode};
 use pgrollout_shared::http_server::{self, HttpResponse};
 use tokio::net::TcpListener;
 
-use super::prometheus::{self, Scrape, Timed};
+use super::prometheus::{self, Scrape};
 use crate::engine::Controller;
 use crate::store::StoreError;
 
@@ -74,43 +74,20 @@ async fn readiness(controller: &Controller) -> HttpResponse {
     http_server::readiness(&failures)
 }
 
-/// The whole exposition: figures and durations from the store, agents from
-/// the registry, the process's own counters.
+/// The whole exposition: figures and durations from the store's summary
+/// (`super::summary`: what changed since the last scrape is read, not the
+/// history), agents from the registry, the process's own counters.
 pub async fn scrape(controller: &Controller) -> Result<String, StoreError> {
-    let finished = controller
-        .store
-        .finished_deploys_and_rollbacks("", "")
-        .await?;
-    let classified = super::classify(&controller.store, finished).await?;
-    let figures = super::compute(&classified.routines);
-    let batch_figures = super::compute(&classified.batches);
-    let timed: Vec<Timed> = classified
-        .routines
-        .iter()
-        .map(|r| (r, r.kind.as_str()))
-        .chain(classified.batches.iter().map(|r| {
-            let kind = if r.kind == "deploy" {
-                "batch"
-            } else {
-                r.kind.as_str()
-            };
-            (r, kind)
-        }))
-        .filter_map(|(rollout, kind)| {
-            let kind = match kind {
-                "deploy" => "deploy",
-                "batch" => "batch",
-                "rollback" => "rollback",
-                _ => return None,
-            };
-            Some(Timed {
-                kind,
-                environment: rollout.environment.clone(),
-                seconds: (rollout.finished_at_unix_ms - rollout.created_at_unix_ms).max(0) as f64
-                    / 1000.0,
-            })
+    let (figures, batch_figures, deploy_durations, rollback_durations) =
+        super::summary::with_summary(&controller.store, |summary| {
+            (
+                summary.routine_figures(),
+                summary.batch_figures(),
+                summary.deploy_durations.clone(),
+                summary.rollback_durations.clone(),
+            )
         })
-        .collect();
+        .await?;
     let rollouts = controller.store.rollouts_by_state().await?;
     let mut agents_by_zone: BTreeMap<String, u64> = controller
         .config
@@ -125,7 +102,8 @@ pub async fn scrape(controller: &Controller) -> Result<String, StoreError> {
     Ok(prometheus::render(&Scrape {
         figures: &figures,
         batch_figures: &batch_figures,
-        timed: &timed,
+        deploy_durations,
+        rollback_durations,
         agents_by_zone: &agents_by_zone,
         rollouts: &rollouts,
     }))

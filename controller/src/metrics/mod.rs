@@ -1,5 +1,6 @@
 //! SEED.md's deployment metrics, per procedure (a rollout's label) and
-//! environment, computed from the store on every request:
+//! environment, computed from the store (kept up to date as rollouts settle,
+//! `summary.rs`, with the values [`compute`] gives over the whole history):
 //!
 //! - **Deployment count**: deploy rollouts that finished (any end state:
 //!   succeeded, failed, rolled back, unknown). Batches count under their
@@ -21,113 +22,57 @@
 //!   millisecond; a rollback with no such D (e.g. of a version deployed by
 //!   hand) adds nothing, and with no matched rollback there is no MTTR.
 
+mod figures;
 pub mod http;
 mod prometheus;
+mod summary;
+#[cfg(test)]
+mod summary_tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+#[cfg(test)]
+use std::collections::{BTreeMap, HashSet};
 
-use crate::store::{state, FinishedRollout, Store, StoreError};
+pub use figures::ProcedureFigures;
+#[cfg(test)]
+use summary::names_routines;
 
-/// Finished rollouts split for the Prometheus series: deploys and rollbacks
-/// of one routine (labelled with its name), and batches (labelled only with
-/// their kind: a list file's name is not a bounded label).
-pub struct Classified {
-    pub routines: Vec<FinishedRollout>,
-    /// With `procedure` emptied, so [`compute`] groups them by environment.
-    pub batches: Vec<FinishedRollout>,
-}
+#[cfg(test)]
+use crate::store::{state, FinishedRollout};
+use crate::store::{Store, StoreError};
 
-/// Splits `rollouts` by whether their plan's label names its routines. A
-/// plan without routines (a rollback's) counts under its label when a
-/// deploy of a routine of that name is among `rollouts`, else with the
-/// batches. The answer per plan is kept: plans are content-addressed and
-/// immutable.
-pub async fn classify(
-    store: &Store,
-    rollouts: Vec<FinishedRollout>,
-) -> Result<Classified, StoreError> {
-    static NAMES_ROUTINES: Mutex<Option<HashMap<String, Option<bool>>>> = Mutex::new(None);
-    let unknown: Vec<String> = {
-        let known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
-        let known = known.as_ref();
-        let mut unknown: Vec<String> = rollouts
-            .iter()
-            .filter(|r| known.is_none_or(|k| !k.contains_key(&r.plan_id)))
-            .map(|r| r.plan_id.clone())
-            .collect();
-        unknown.sort();
-        unknown.dedup();
-        unknown
-    };
-    let answers = if unknown.is_empty() {
-        Vec::new()
-    } else {
-        store.plan_labels_name_routines(unknown).await?
-    };
-    let mut known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
-    let known = known.get_or_insert_with(HashMap::new);
-    known.extend(answers);
-    let mut classified = Classified {
-        routines: Vec::new(),
-        batches: Vec::new(),
-    };
-    let routine_labels: HashSet<String> = rollouts
-        .iter()
-        .filter(|r| known.get(&r.plan_id).copied().flatten() == Some(true))
-        .map(|r| r.procedure.clone())
-        .collect();
-    for mut rollout in rollouts {
-        let names_routine = match known.get(&rollout.plan_id).copied().flatten() {
-            Some(names_routines) => names_routines,
-            None => routine_labels.contains(&rollout.procedure),
-        };
-        if names_routine {
-            classified.routines.push(rollout);
-        } else {
-            rollout.procedure.clear();
-            classified.batches.push(rollout);
+/// How often `serve` brings the summary up to date between reads.
+const KEEP_CURRENT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `serve`'s task: builds the store's summary at start (not at the first
+/// scrape) and applies the change log every minute, so the log stays short
+/// even where nothing reads the metrics.
+pub async fn keep_current(store: Store) {
+    let mut tick = tokio::time::interval(KEEP_CURRENT_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(error) = summary::with_summary(&store, |_| ()).await {
+            tracing::warn!(
+                error = %pgrollout_shared::errors::error_chain(&error),
+                "metrics: bringing the summary up to date failed; the next read tries again"
+            );
         }
-    }
-    Ok(classified)
-}
-
-/// The figures of one procedure in one environment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProcedureFigures {
-    pub procedure: String,
-    pub environment: String,
-    pub deployments: u64,
-    pub successes: u64,
-    /// `None` without deployments.
-    pub average_duration_ms: Option<u64>,
-    pub rollbacks: u64,
-    /// `None` when no rollback was matched to a bad deploy.
-    pub mttr_ms: Option<u64>,
-    pub mttr_samples: u64,
-}
-
-impl ProcedureFigures {
-    /// Successes over deployments; `None` without deployments.
-    pub fn success_rate(&self) -> Option<f64> {
-        (self.deployments > 0).then(|| self.successes as f64 / self.deployments as f64)
     }
 }
 
 /// The figures, sorted by procedure then environment, optionally for one
-/// procedure and one environment (empty = all).
+/// procedure and one environment (empty = all): [`compute`]'s, kept up to
+/// date by `summary.rs` so a call costs what changed, not the history.
 pub async fn figures(
     store: &Store,
     procedure: &str,
     environment: &str,
 ) -> Result<Vec<ProcedureFigures>, StoreError> {
-    let rollouts = store
-        .finished_deploys_and_rollbacks(procedure, environment)
-        .await?;
-    Ok(compute(&rollouts))
+    summary::with_summary(store, |summary| summary.by_label(procedure, environment)).await
 }
 
-/// The definitions above, applied to rollouts in creation order.
+/// The definitions above, applied to rollouts in creation order: the
+/// reference `summary.rs` is held equal to (`summary_tests.rs`).
+#[cfg(test)]
 pub fn compute(rollouts: &[FinishedRollout]) -> Vec<ProcedureFigures> {
     let mut groups: BTreeMap<(&str, &str), Vec<&FinishedRollout>> = BTreeMap::new();
     for rollout in rollouts {
@@ -146,6 +91,7 @@ pub fn compute(rollouts: &[FinishedRollout]) -> Vec<ProcedureFigures> {
         .collect()
 }
 
+#[cfg(test)]
 fn figures_of(
     procedure: &str,
     environment: &str,
@@ -193,6 +139,7 @@ fn figures_of(
 }
 
 /// The mean, rounded half up to the millisecond; `None` for no values.
+#[cfg(test)]
 fn mean_ms(values: &[i64]) -> Option<u64> {
     let count = values.len() as i128;
     if count == 0 {

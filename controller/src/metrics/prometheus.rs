@@ -16,23 +16,14 @@
 
 use std::collections::BTreeMap;
 
-use pgrollout_shared::metrics::{self as shared, duration_family, FloatGauge, Labels};
+use pgrollout_shared::metrics::{self as shared, DurationFamily, FloatGauge, Labels};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::ProcedureFigures;
+use super::figures::ProcedureFigures;
 use crate::store::StateCount;
-
-/// How one finished rollout counts: its histogram and its duration.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Timed {
-    /// `deploy`, `batch` or `rollback`.
-    pub kind: &'static str,
-    pub environment: String,
-    pub seconds: f64,
-}
 
 /// Everything one scrape shows.
 pub struct Scrape<'a> {
@@ -40,7 +31,10 @@ pub struct Scrape<'a> {
     pub figures: &'a [ProcedureFigures],
     /// Batches, by environment (their `procedure` is empty).
     pub batch_figures: &'a [ProcedureFigures],
-    pub timed: &'a [Timed],
+    /// Every finished deploy's duration, by environment and kind
+    /// (`deploy` or `batch`), and every rollback's, by environment.
+    pub deploy_durations: DurationFamily,
+    pub rollback_durations: DurationFamily,
     /// Every configured zone (zero when none is connected) and any other
     /// zone with a connected agent.
     pub agents_by_zone: &'a BTreeMap<String, u64>,
@@ -50,7 +44,7 @@ pub struct Scrape<'a> {
 pub fn render(scrape: &Scrape<'_>) -> String {
     let mut registry = Registry::default();
     register_figures(&mut registry, scrape);
-    register_durations(&mut registry, scrape.timed);
+    register_durations(&mut registry, scrape);
     let agents = Family::<Labels, Gauge>::default();
     for (zone, count) in scrape.agents_by_zone {
         agents
@@ -160,26 +154,16 @@ fn register_figures(registry: &mut Registry, scrape: &Scrape<'_>) {
     }
 }
 
-fn register_durations(registry: &mut Registry, timed: &[Timed]) {
-    let deploys = duration_family();
-    let rollbacks = duration_family();
-    for rollout in timed {
-        let environment = ("environment", rollout.environment.clone());
-        match rollout.kind {
-            "rollback" => rollbacks.get_or_create(&vec![environment]),
-            kind => deploys.get_or_create(&vec![environment, ("kind", kind.to_owned())]),
-        }
-        .observe(rollout.seconds);
-    }
+fn register_durations(registry: &mut Registry, scrape: &Scrape<'_>) {
     registry.register(
         "pgrollout_deploy_duration_seconds",
         "Finished deploys' time from recording to end, by environment and kind (deploy or batch)",
-        deploys,
+        scrape.deploy_durations.clone(),
     );
     registry.register(
         "pgrollout_rollback_duration_seconds",
         "Finished rollbacks' time from recording to end, by environment",
-        rollbacks,
+        scrape.rollback_durations.clone(),
     );
 }
 
@@ -211,18 +195,15 @@ mod tests {
             successes: 1,
             ..ProcedureFigures::default()
         }];
-        let timed = [
-            Timed {
-                kind: "deploy",
-                environment: "dev".into(),
-                seconds: 0.2,
-            },
-            Timed {
-                kind: "batch",
-                environment: "dev".into(),
-                seconds: 3.0,
-            },
-        ];
+        let deploy_durations = pgrollout_shared::metrics::duration_family();
+        for (kind, seconds) in [("deploy", 0.2), ("batch", 3.0)] {
+            deploy_durations
+                .get_or_create(&vec![
+                    ("environment", "dev".to_owned()),
+                    ("kind", kind.to_owned()),
+                ])
+                .observe(seconds);
+        }
         let zones = BTreeMap::from([("dev".to_owned(), 1), ("qa".to_owned(), 0)]);
         let rollouts = [StateCount {
             kind: "deploy".into(),
@@ -232,7 +213,8 @@ mod tests {
         let text = render(&Scrape {
             figures: &figures,
             batch_figures: &batches,
-            timed: &timed,
+            deploy_durations,
+            rollback_durations: pgrollout_shared::metrics::duration_family(),
             agents_by_zone: &zones,
             rollouts: &rollouts,
         });

@@ -23,7 +23,7 @@ pub struct PlanSuccess {
 
 impl PlanSuccess {
     /// `column`: where the result blob is, for a corrupt one's error.
-    fn from_result(
+    pub(super) fn from_result(
         rollout_id: String,
         actor: String,
         column: usize,

@@ -409,6 +409,14 @@ mod tests {
             .collect()
     }
 
+    /// What the migrations after the index's create, undone with it.
+    const LATER_MIGRATIONS: &str = "
+        DROP TRIGGER rollouts_change_insert; DROP TRIGGER rollouts_change_update;
+        DROP TRIGGER rollouts_change_delete; DROP TRIGGER rollout_state_counts_insert;
+        DROP TRIGGER rollout_state_counts_update; DROP TRIGGER rollout_state_counts_delete;
+        DROP TABLE rollout_changes; DROP TABLE rollout_state_counts; DROP TABLE pruned_rollouts;
+        DROP TABLE retention_cursor; DROP INDEX rollouts_by_finished;";
+
     #[tokio::test]
     async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {
         let dir = tempfile::tempdir().expect("dir");
@@ -433,7 +441,8 @@ mod tests {
         c.execute_batch(&format!(
             "DROP TABLE routine_versions; DROP TABLE routine_defs; DROP TABLE running_routines; DROP INDEX audit_by_at;
              DROP INDEX rollouts_by_created; DROP INDEX rollouts_by_state; DROP INDEX rollouts_by_plan;
-             DROP INDEX rollouts_by_trace; DROP INDEX jobs_by_state; PRAGMA user_version = {};",
+             DROP INDEX rollouts_by_trace; DROP INDEX jobs_by_state;
+             {LATER_MIGRATIONS} PRAGMA user_version = {};",
             super::super::migrations::history_index_version() - 1
         ))
         .expect("downgrade");

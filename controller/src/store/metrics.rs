@@ -3,8 +3,8 @@
 //! state. The figures themselves are computed in `crate::metrics`.
 
 use prost::Message;
-use rusqlite::params;
 use rusqlite::types::Type;
+use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
 
@@ -49,38 +49,196 @@ pub struct StateCount {
     pub count: u64,
 }
 
+/// What the metrics' summary reads on a scrape: the rollouts changed since
+/// its last one.
+pub struct RolloutChanges {
+    /// The change log's position these bring the reader to.
+    pub watermark: i64,
+    pub changes: Vec<RolloutChange>,
+}
+
+/// One changed rollout.
+pub struct RolloutChange {
+    pub rollout_id: String,
+    /// Its kind now (empty when it no longer exists).
+    pub kind: String,
+    /// What it was before the first of these changes, if it was finished
+    /// then (a finished deploy or rollback was counted with these values).
+    pub was: Option<Before>,
+    /// Something the summary cannot apply incrementally happened to it.
+    pub forced: bool,
+    /// As it is now, if it is a finished deploy or rollback.
+    pub now: Option<FinishedRollout>,
+}
+
+/// The values a change replaced.
+pub struct Before {
+    pub state: String,
+    pub exit_code: i32,
+    pub finished_at_unix_ms: i64,
+}
+
+/// The finished deploys and rollbacks, oldest first (see
+/// [`Store::finished_deploys_and_rollbacks`]).
+fn finished(
+    c: &rusqlite::Connection,
+    procedure: &str,
+    environment: &str,
+) -> rusqlite::Result<Vec<FinishedRollout>> {
+    let mut statement = c.prepare(
+        "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
+         FROM rollouts r JOIN plans p ON p.plan_id = r.plan_id
+         WHERE r.kind IN ('deploy', 'rollback')
+           AND r.finished_at IS NOT NULL AND r.exit_code IS NOT NULL
+           AND (?1 = '' OR p.label = ?1) AND (?2 = '' OR r.environment = ?2)
+         ORDER BY r.created_at, r.id",
+    )?;
+    let rows = statement.query_map(params![procedure, environment], |row| {
+        Ok(FinishedRollout {
+            rollout_id: row.get(0)?,
+            plan_id: row.get(1)?,
+            kind: row.get(2)?,
+            procedure: row.get(3)?,
+            environment: row.get(4)?,
+            state: row.get(5)?,
+            exit_code: row.get(6)?,
+            created_at_unix_ms: row.get(7)?,
+            finished_at_unix_ms: row.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
 impl Store {
     /// Every finished deploy and rollback, oldest first, restricted to one
-    /// procedure and one environment when those are non-empty.
+    /// procedure and one environment when those are non-empty (what the
+    /// summary is checked against).
+    #[cfg(test)]
     pub async fn finished_deploys_and_rollbacks(
         &self,
         procedure: &str,
         environment: &str,
     ) -> Result<Vec<FinishedRollout>, StoreError> {
         let (procedure, environment) = (procedure.to_owned(), environment.to_owned());
-        self.call(move |c| {
-            let mut statement = c.prepare(
-                "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
-                 FROM rollouts r JOIN plans p ON p.plan_id = r.plan_id
-                 WHERE r.kind IN ('deploy', 'rollback')
-                   AND r.finished_at IS NOT NULL AND r.exit_code IS NOT NULL
-                   AND (?1 = '' OR p.label = ?1) AND (?2 = '' OR r.environment = ?2)
-                 ORDER BY r.created_at, r.id",
+        self.call(move |c| finished(c, &procedure, &environment))
+            .await
+    }
+
+    /// Every finished deploy and rollback, and the position in the change
+    /// log they are as of — read under the one connection's lock, so no
+    /// write falls between — with the changes up to it deleted: the start of
+    /// the metrics' summary (`crate::metrics::summary`).
+    pub async fn finished_as_of_change(&self) -> Result<(i64, Vec<FinishedRollout>), StoreError> {
+        self.call(|c| {
+            let tx = c.transaction()?;
+            let watermark: i64 = tx.query_row(
+                "SELECT COALESCE(max(seq), 0) FROM rollout_changes",
+                [],
+                |row| row.get(0),
             )?;
-            let rows = statement.query_map(params![procedure, environment], |row| {
-                Ok(FinishedRollout {
-                    rollout_id: row.get(0)?,
-                    plan_id: row.get(1)?,
-                    kind: row.get(2)?,
-                    procedure: row.get(3)?,
-                    environment: row.get(4)?,
-                    state: row.get(5)?,
-                    exit_code: row.get(6)?,
-                    created_at_unix_ms: row.get(7)?,
-                    finished_at_unix_ms: row.get(8)?,
-                })
-            })?;
-            rows.collect()
+            let rows = finished(&tx, "", "")?;
+            tx.execute(
+                "DELETE FROM rollout_changes WHERE seq <= ?1",
+                params![watermark],
+            )?;
+            tx.commit()?;
+            Ok((watermark, rows))
+        })
+        .await
+    }
+
+    /// What changed in the rollouts since `watermark` (the log's position
+    /// the caller has applied), each changed rollout once: as it was before
+    /// its first change since then and as it is now; consumed changes are
+    /// deleted. Costs what changed, never what the history holds.
+    pub async fn rollout_changes_since(
+        &self,
+        watermark: i64,
+    ) -> Result<RolloutChanges, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut changes: Vec<RolloutChange> = Vec::new();
+            let mut last = watermark;
+            {
+                let mut read = tx.prepare(
+                    "SELECT seq, rollout_id, old_state, old_exit_code, old_finished_at, forced
+                     FROM rollout_changes WHERE seq > ?1 ORDER BY seq",
+                )?;
+                let mut rows = read.query(params![watermark])?;
+                let mut seen: std::collections::HashMap<String, usize> = Default::default();
+                while let Some(row) = rows.next()? {
+                    last = row.get(0)?;
+                    let rollout_id: String = row.get(1)?;
+                    let forced: bool = row.get(5)?;
+                    if let Some(&at) = seen.get(&rollout_id) {
+                        changes[at].forced |= forced;
+                        continue;
+                    }
+                    let old_finished: Option<i64> = row.get(4)?;
+                    let old_exit: Option<i32> = row.get(3)?;
+                    let was = match (row.get::<_, Option<String>>(2)?, old_exit, old_finished) {
+                        (Some(state), Some(exit_code), Some(finished_at)) => Some(Before {
+                            state,
+                            exit_code,
+                            finished_at_unix_ms: finished_at,
+                        }),
+                        _ => None,
+                    };
+                    seen.insert(rollout_id.clone(), changes.len());
+                    changes.push(RolloutChange {
+                        rollout_id,
+                        was,
+                        forced,
+                        kind: String::new(),
+                        now: None,
+                    });
+                }
+            }
+            let mut current = tx.prepare(
+                "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
+                 FROM rollouts r JOIN plans p ON p.plan_id = r.plan_id WHERE r.id = ?1",
+            )?;
+            for change in &mut changes {
+                let row = current
+                    .query_row(params![change.rollout_id], |row| {
+                        Ok((
+                            row.get::<_, String>(2)?,
+                            row.get::<_, Option<i32>>(6)?,
+                            row.get::<_, Option<i64>>(8)?,
+                            FinishedRollout {
+                                rollout_id: row.get(0)?,
+                                plan_id: row.get(1)?,
+                                kind: row.get(2)?,
+                                procedure: row.get(3)?,
+                                environment: row.get(4)?,
+                                state: row.get(5)?,
+                                exit_code: 0,
+                                created_at_unix_ms: row.get(7)?,
+                                finished_at_unix_ms: 0,
+                            },
+                        ))
+                    })
+                    .optional()?;
+                if let Some((kind, exit_code, finished_at, mut rollout)) = row {
+                    change.kind = kind;
+                    if let (Some(exit_code), Some(finished_at)) = (exit_code, finished_at) {
+                        if matches!(rollout.kind.as_str(), "deploy" | "rollback") {
+                            rollout.exit_code = exit_code;
+                            rollout.finished_at_unix_ms = finished_at;
+                            change.now = Some(rollout);
+                        }
+                    }
+                } else {
+                    change.forced = true;
+                }
+            }
+            drop(current);
+            tx.execute("DELETE FROM rollout_changes WHERE seq <= ?1", params![last])?;
+            tx.commit()?;
+            Ok(RolloutChanges {
+                watermark: last,
+                changes,
+            })
         })
         .await
     }
@@ -121,11 +279,12 @@ impl Store {
             .await
     }
 
-    /// Rollouts counted by kind and state, in that order.
+    /// Rollouts counted by kind and state, in that order: the counts the
+    /// store keeps as rollouts are written (migration 0013), not a scan.
     pub async fn rollouts_by_state(&self) -> Result<Vec<StateCount>, StoreError> {
         self.call(|c| {
             let mut statement = c.prepare(
-                "SELECT kind, state, count(*) FROM rollouts GROUP BY kind, state ORDER BY kind, state",
+                "SELECT kind, state, count FROM rollout_state_counts WHERE count > 0 ORDER BY kind, state",
             )?;
             let rows = statement.query_map([], |row| {
                 Ok(StateCount {

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_audit_mac.sql"),
     HISTORY_INDEX,
     include_str!("migrations/0012_drift_scans.sql"),
+    include_str!("migrations/0013_metrics_and_retention.sql"),
 ];
 
 /// Issue 17's index of routine versions, built from the stored results by a

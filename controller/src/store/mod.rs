@@ -24,6 +24,7 @@ mod perf;
 mod requests;
 #[cfg(test)]
 mod restart_tests;
+mod retention;
 mod status;
 mod watches;
 
@@ -36,9 +37,10 @@ pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use faults::NEVER_OFFERED;
 #[cfg(test)]
 pub use history_index::routine_key;
-pub use metrics::{FinishedRollout, StateCount};
+pub use metrics::{FinishedRollout, RolloutChange, StateCount};
 pub use perf::RecordedProbe;
 pub use requests::request_state;
+pub use retention::Pruned;
 pub use watches::{covers_any, WatchProgress, WatchRecord};
 
 use std::path::Path;
@@ -126,6 +128,9 @@ pub(crate) fn decode_blob<M: Message + Default>(
 #[derive(Clone)]
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
+    /// Tells this opened store from another in the same process, for state
+    /// kept above the store per store (`crate::metrics::summary`).
+    instance: u64,
     /// Authenticates every audit entry; lives outside the store.
     audit_key: Arc<audit_key::AuditKey>,
 }
@@ -197,10 +202,17 @@ impl Store {
             .map_err(open_error)?;
         migrations::run(&mut connection).map_err(open_error)?;
         let audit_key = audit::open_key(&mut connection, key_path)?;
+        static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
+            instance: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             audit_key: Arc::new(audit_key),
         })
+    }
+
+    /// Unique per opened store in this process (clones share it).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     async fn call<R: Send + 'static>(

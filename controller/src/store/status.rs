@@ -8,8 +8,9 @@ use super::{decode_blob, Store, StoreError};
 
 const SELECT: &str = "SELECT r.id, r.kind, r.environment, r.zone, r.target, r.actor, r.trace_id, r.state,
         r.exit_code, r.message, r.created_at, r.finished_at, r.plan_id, p.commit_sha, p.label, p.content,
-        j.agent_name, j.result, r.gates
+        j.agent_name, j.result, r.gates, pr.pruned_at, pr.result_kept
     FROM rollouts r
+    LEFT JOIN pruned_rollouts pr ON pr.rollout_id = r.id
     JOIN plans p ON p.plan_id = r.plan_id
     LEFT JOIN jobs j ON j.rollout_id = r.id
         AND j.attempt = (SELECT max(attempt) FROM jobs WHERE rollout_id = r.id)";
@@ -49,6 +50,8 @@ fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
         routine_count,
         routine_identities: plan.routines.iter().map(routine_identity).collect(),
         gates: gates_of(&row.get::<_, String>(18)?),
+        pruned_at_unix_ms: row.get::<_, Option<i64>>(19)?.unwrap_or_default(),
+        pruned_result_kept: row.get::<_, Option<bool>>(20)?.unwrap_or_default(),
         ..Default::default()
     })
 }

@@ -1,0 +1,87 @@
+//! The retention task (issue 17, `[store.retention]`): every `every`, prunes
+//! the step events and job results of rollouts that finished more than
+//! `keep` ago (`store/retention.rs` says what is kept), a page at a time so
+//! the store is never held long, and audits what it pruned. Without the
+//! table it does nothing. Like all of `[store]`, the settings are read at
+//! start (a reload keeps them: `engine/reload.rs`).
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::engine::Controller;
+use crate::store::{AuditEntry, Pruned, StoreError};
+
+/// Rollouts pruned per transaction.
+const PAGE: u32 = 500;
+
+pub async fn run(controller: Arc<Controller>) {
+    loop {
+        let Some(retention) = controller.config.store.retention.clone() else {
+            return;
+        };
+        if let Err(error) = prune(&controller, retention.keep).await {
+            tracing::error!(
+                error = %pgrollout_shared::errors::error_chain(&error),
+                "retention: pruning old rollouts failed; trying again at the next run"
+            );
+        }
+        tokio::time::sleep(retention.every).await;
+    }
+}
+
+/// One run: everything that finished before now − `keep`.
+pub async fn prune(controller: &Controller, keep: Duration) -> Result<Pruned, StoreError> {
+    let now = controller
+        .clock
+        .now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let cutoff = now.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let mut total = Pruned::default();
+    loop {
+        let page = controller
+            .store
+            .prune_finished_before(cutoff, now, PAGE)
+            .await?;
+        total.rollouts += page.rollouts;
+        total.events += page.events;
+        total.results += page.results;
+        total.results_kept += page.results_kept;
+        if !page.more {
+            break;
+        }
+        // Let the rollouts waiting on the store in between.
+        tokio::task::yield_now().await;
+    }
+    if total.rollouts > 0 {
+        let details = format!(
+            "{} rollouts that finished before {} pruned: {} step events, {} job results \
+             ({} results kept for the promotion and tests-passed gates)",
+            total.rollouts,
+            humantime::format_rfc3339_seconds(
+                UNIX_EPOCH + Duration::from_millis(u64::try_from(cutoff).unwrap_or(0))
+            ),
+            total.events,
+            total.results,
+            total.results_kept
+        );
+        tracing::info!(
+            rollouts = total.rollouts,
+            events = total.events,
+            results = total.results,
+            results_kept = total.results_kept,
+            "retention: pruned old rollouts"
+        );
+        controller
+            .store
+            .audit(AuditEntry {
+                actor: "controller".into(),
+                action: "store.pruned".into(),
+                outcome: "ok".into(),
+                details,
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(total)
+}
