@@ -6,6 +6,7 @@ mod auth;
 mod ca;
 mod cli;
 mod config;
+mod domain;
 mod engine;
 mod metrics;
 mod notify;

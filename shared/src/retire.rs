@@ -87,18 +87,12 @@ pub fn check_plan(routines: &[crate::routine::Routine]) -> Result<(), InvalidFie
 /// For the audit log and reports: what a plan retires and why, e.g.
 /// `retires public.ov(integer) (reason: replaced by ov2)`; `None` for a plan
 /// that retires nothing.
-pub fn describe_plan(routines: &[proto::Routine]) -> Option<String> {
+pub fn describe_plan(routines: &[crate::routine::Routine]) -> Option<String> {
     let each: Vec<String> = routines
         .iter()
         .filter_map(|r| {
             let retire = r.retire.as_ref()?;
-            Some(format!(
-                "{}.{}({}) (reason: {})",
-                r.schema,
-                r.name,
-                r.arg_types.join(", "),
-                retire.reason
-            ))
+            Some(format!("{} (reason: {})", r.identity, retire.reason))
         })
         .collect();
     (!each.is_empty()).then(|| format!("retires {}", each.join(", ")))

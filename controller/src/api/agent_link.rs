@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{
     agent_link_server::AgentLink, agent_message::Body, controller_message, Ack, AgentMessage,
-    ControllerMessage, Heartbeat, Outcome, Welcome,
+    ControllerMessage, Heartbeat, Welcome,
 };
 use pgrollout_shared::text::escape_message;
 use tokio::sync::mpsc;
@@ -21,6 +20,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{authenticate_agent, peer_certificate};
+use crate::domain::agent_report::{AgentHello, AgentReport};
 use crate::engine::error::EngineError;
 use crate::engine::registry::AgentHandle;
 use crate::engine::router::JobUpdate;
@@ -70,15 +70,31 @@ impl AgentLink for AgentLinkService {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no Hello within 10s")),
         };
+        let hello = match AgentHello::try_from(hello) {
+            Ok(hello) => hello,
+            Err(malformed) => {
+                tracing::warn!(peer = %peer, reason = %malformed, "agent rejected: malformed Hello");
+                self.controller
+                    .audit(AuditEntry {
+                        actor: certified_as.clone(),
+                        action: "agent.rejected".into(),
+                        outcome: "refused".into(),
+                        details: format!("{malformed}; peer {peer}"),
+                        ..Default::default()
+                    })
+                    .await;
+                return Err(Status::invalid_argument(malformed.to_string()));
+            }
+        };
         let identity = match authenticate_agent(
             certificate,
             &policy,
             &hello.claimed_zone,
-            &hello.agent_name,
+            &hello.name,
         ) {
             Ok(identity) => identity,
             Err(rejection) => {
-                tracing::warn!(peer = %peer, claimed_zone = %hello.claimed_zone, claimed_name = %hello.agent_name, reason = %rejection.reason, "agent rejected");
+                tracing::warn!(peer = %peer, claimed_zone = %hello.claimed_zone, claimed_name = %hello.name, reason = %rejection.reason, "agent rejected");
                 self.controller
                     .audit(AuditEntry {
                         actor: certified_as.clone(),
@@ -86,7 +102,7 @@ impl AgentLink for AgentLinkService {
                         outcome: "refused".into(),
                         details: format!(
                             "{}; claimed zone {} name {}; peer {peer}",
-                            rejection.reason, hello.claimed_zone, hello.agent_name
+                            rejection.reason, hello.claimed_zone, hello.name
                         ),
                         ..Default::default()
                     })
@@ -101,7 +117,7 @@ impl AgentLink for AgentLinkService {
             session: controller.registry.next_session(),
             name: name.clone(),
             zone: zone.clone(),
-            version: hello.agent_version.clone(),
+            version: hello.version.clone(),
             targets: hello.targets.clone(),
             connected_at: now_unix_ms(),
             last_heartbeat: now_unix_ms().into(),
@@ -123,12 +139,12 @@ impl AgentLink for AgentLinkService {
             agent = %name,
             zone = %zone,
             peer = %peer,
-            version = %hello.agent_version,
+            version = %hello.version,
             in_flight = hello.in_flight.len(),
             "agent connected"
         );
         for job in &hello.in_flight {
-            tracing::info!(agent = %name, job_id = %job.job_id, finished = job.finished, "agent reports job in flight");
+            tracing::info!(agent = %name, job_id = %job.job.id, finished = job.finished, "agent reports job in flight");
         }
         // Square the agent's jobs with the store before it gets new work.
         super::reconcile::reconcile(&controller, &handle, &hello.in_flight).await;
@@ -140,7 +156,7 @@ impl AgentLink for AgentLinkService {
                 outcome: "ok".into(),
                 details: format!(
                     "peer {peer}, version {}, {} job(s) in flight",
-                    hello.agent_version,
+                    hello.version,
                     hello.in_flight.len()
                 ),
                 ..Default::default()
@@ -219,10 +235,24 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
     }
     let now = now_unix_ms();
     agent.last_heartbeat.store(now, Ordering::Relaxed);
+    // Checked once, here: past this point only domain types.
+    let report = match AgentReport::try_from(message) {
+        Ok(report) => report,
+        Err(malformed) => {
+            let key = malformed.outbox_key.clone();
+            crate::engine::malformed_report::settle(controller, agent, malformed).await;
+            // Acknowledged all the same, as sent: unacknowledged, the agent
+            // would replay it from its outbox on every reconnect.
+            if let Some(key) = key {
+                ack(agent, &key.job_id, key.attempt, key.seq).await;
+            }
+            return;
+        }
+    };
     // A post-deploy watch's sample is not a rollout: its answer goes there.
     match controller
         .watches
-        .intercept(&agent.zone, &agent.name, &message)
+        .intercept(&agent.zone, &agent.name, &report)
     {
         Intercepted::NotASample => {}
         Intercepted::Acknowledge {
@@ -232,65 +262,53 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
         } => return ack(agent, &job_id, attempt, seq).await,
         Intercepted::Taken => return,
     }
-    match message.body {
-        Some(Body::Accept(accept)) => {
+    match report {
+        AgentReport::Accepted(job) => {
             match controller
                 .store
-                .claim_job(
-                    &accept.job_id,
-                    accept.attempt,
-                    &agent.name,
-                    &agent.zone,
-                    now,
-                )
+                .claim_job(&job.id, job.attempt, &agent.name, &agent.zone, now)
                 .await
             {
-                Ok(true) => controller
-                    .router
-                    .publish(&accept.job_id, JobUpdate::Accepted),
+                Ok(true) => controller.router.publish(&job.id, JobUpdate::Accepted),
                 Ok(false) => {
-                    tracing::warn!(agent = %agent.name, job_id = %accept.job_id, "claim refused: job not offered to this zone or already claimed")
+                    tracing::warn!(agent = %agent.name, job_id = %job.id, "claim refused: job not offered to this zone or already claimed")
                 }
                 Err(error) => {
                     tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a claim failed")
                 }
             }
         }
-        Some(Body::Decline(decline)) => {
-            controller.router.publish(
-                &decline.job_id,
-                JobUpdate::Declined {
-                    reason: decline.reason,
-                },
-            );
+        AgentReport::Declined { job, reason } => {
+            controller
+                .router
+                .publish(&job.id, JobUpdate::Declined { reason });
         }
-        Some(Body::Event(event)) => {
-            let (job_id, attempt, seq) = (event.job_id.clone(), event.attempt, event.seq);
+        AgentReport::Event(event) => {
+            let (job, seq) = (event.job.clone(), event.seq);
             match controller.store.record_event(&event).await {
-                Ok(true) => controller.router.publish(&job_id, JobUpdate::Event(event)),
-                Ok(false) => tracing::debug!(job_id = %job_id, seq, "duplicate event dropped"),
+                Ok(true) => controller.router.publish(&job.id, JobUpdate::Event(event)),
+                Ok(false) => tracing::debug!(job_id = %job.id, seq, "duplicate event dropped"),
                 Err(error) => {
                     // Not acknowledged: the agent keeps it and replays it.
                     tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording an event failed");
                     return;
                 }
             }
-            ack(agent, &job_id, attempt, seq).await;
+            ack(agent, &job.id, job.attempt, seq).await;
         }
-        Some(Body::Result(result)) => {
-            let (job_id, attempt, seq) = (result.job_id.clone(), result.attempt, result.seq);
-            let exit_code = ExitCode::from_outcome(
-                Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified),
-            );
+        AgentReport::Result(result) => {
+            let (job, seq) = (result.job.clone(), result.seq);
+            let exit_code = result.outcome.exit_code();
             match controller
                 .store
-                .finish_job(&result, exit_code.code(), now)
+                .finish_job(result.wire(), exit_code.code(), now)
                 .await
             {
                 Ok(true) => {
-                    tracing::info!(agent = %agent.name, job_id = %job_id, outcome = ?result.outcome(), "job result recorded");
+                    tracing::info!(agent = %agent.name, job_id = %job.id, outcome = ?result.outcome, "job result recorded");
                     // The entry names the rollout, so `audit --rollout` finds it.
-                    let rollout = controller.store.job_rollout(&job_id).await.ok().flatten();
+                    let rollout = controller.store.job_rollout(&job.id).await.ok().flatten();
+                    let wire = result.wire();
                     controller
                         .audit(AuditEntry {
                             rollout_id: rollout.as_ref().map(|r| r.rollout_id.clone()),
@@ -299,49 +317,49 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                             trace_id: rollout.as_ref().map(|r| r.trace_id.clone()),
                             actor: format!("agent {}/{}", agent.zone, agent.name),
                             action: "job.finished".into(),
-                            outcome: format!("{:?}", result.outcome()).to_lowercase(),
+                            outcome: result.outcome.name().into(),
                             details: format!(
-                                "job {job_id} exit {}: {}; backup {}; ledger {:?}",
+                                "job {} exit {}: {}; backup {}; ledger {:?}",
+                                job.id,
                                 exit_code.code(),
-                                result.message,
-                                result.backup_path,
-                                result.ledger_ids
+                                wire.message,
+                                wire.backup_path,
+                                wire.ledger_ids
                             ),
                         })
                         .await;
-                    crate::engine::after_deploy::record_probes(controller, &job_id, &result).await;
+                    crate::engine::after_deploy::record_probes(controller, &job.id, wire).await;
                     controller
                         .router
-                        .publish(&job_id, JobUpdate::Finished(Box::new(result)));
-                    controller.notifier.rollout_finished(&job_id);
+                        .publish(&job.id, JobUpdate::Finished(result));
+                    controller.notifier.rollout_finished(&job.id);
                 }
-                Ok(false) => tracing::debug!(job_id = %job_id, "duplicate result dropped"),
+                Ok(false) => tracing::debug!(job_id = %job.id, "duplicate result dropped"),
                 Err(error) => {
                     tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a result failed");
                     return;
                 }
             }
-            ack(agent, &job_id, attempt, seq).await;
+            ack(agent, &job.id, job.attempt, seq).await;
         }
-        Some(Body::Spans(batch)) => controller.span_relay.accept(agent.into(), batch),
-        Some(Body::Draining(draining)) => {
+        AgentReport::Spans(batch) => controller.span_relay.accept(agent.into(), batch),
+        AgentReport::Draining { running } => {
             agent.draining.store(true, Ordering::Relaxed);
-            tracing::info!(agent = %agent.name, zone = %agent.zone, running = draining.running, "agent draining: no new jobs offered to it");
+            tracing::info!(agent = %agent.name, zone = %agent.zone, running, "agent draining: no new jobs offered to it");
             controller
                 .audit(AuditEntry {
                     actor: format!("agent {}/{}", agent.zone, agent.name),
                     action: "agent.draining".into(),
                     outcome: "ok".into(),
                     details: format!(
-                        "stopping; finishing {} running job(s), offered no new one",
-                        draining.running
+                        "stopping; finishing {running} running job(s), offered no new one"
                     ),
                     ..Default::default()
                 })
                 .await;
         }
-        Some(Body::Heartbeat(_)) | None => {}
-        Some(Body::Hello(_)) => {
+        AgentReport::Heartbeat | AgentReport::Empty => {}
+        AgentReport::Hello => {
             tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream")
         }
     }

@@ -13,7 +13,6 @@ use pgrollout_shared::proto::{
     ListAgentsRequest, ListAgentsResponse, ListRolloutsRequest, ListRolloutsResponse,
     RollbackRequest, RolloutStatus, RoutineRequest,
 };
-use pgrollout_shared::routine::routines_from_wire;
 use tonic::{Request, Response, Status};
 
 use super::operations::RoutineOperation;
@@ -315,9 +314,9 @@ impl Control for ControlService {
         let plan = request
             .plan
             .ok_or_else(|| Status::invalid_argument("the request carries no plan"))?;
-        routines_from_wire(plan.routines.clone())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let computed = plan_id(&plan.routines);
+        let plan = crate::domain::plan::Plan::try_from(plan)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let attachments =
             lifecycle::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let environments =

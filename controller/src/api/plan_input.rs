@@ -2,16 +2,19 @@
 //! sees it: within the controller's limit, every routine valid (its smoke,
 //! probe and test SQL unable to leave the agent's transaction), its id
 //! matching its content. `deploy`, `smoke`, `check` and `perf` share it.
+//! What leaves here is the engine's `domain::plan::Plan`, never the wire's.
 
-use pgrollout_shared::proto::{DeployRequest, Plan};
-use pgrollout_shared::routine::{routines_from_wire, Routine};
+use pgrollout_shared::proto::DeployRequest;
+use pgrollout_shared::routine::Routine;
 use tonic::Status;
 
+use crate::domain::plan::Plan;
 use crate::plan::plan_id;
 
 /// The request's plan, checked: within the limit, every routine valid (its
 /// smoke, probe and test SQL unable to leave the agent's transaction), its
-/// id matching its content, and an environment named.
+/// id matching its content, and an environment named; with its routines
+/// again, for the job to take.
 pub(super) fn validate_plan(
     request: &DeployRequest,
     max_routines: usize,
@@ -26,19 +29,21 @@ pub(super) fn validate_plan(
             plan.routines.len()
         )));
     }
-    let routines = routines_from_wire(plan.routines.clone())
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    // The CLI refused these already; a hand-made client must not skip it.
-    crate::project::hostile_sql::check_routines(&routines).map_err(Status::invalid_argument)?;
+    // Over the routines as sent: the id certifies the wire content.
     let computed = plan_id(&plan.routines);
-    if computed != plan.plan_id {
+    let claimed = plan.plan_id.clone();
+    let plan = Plan::try_from(plan).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    // The CLI refused these already; a hand-made client must not skip it.
+    crate::project::hostile_sql::check_routines(&plan.routines)
+        .map_err(Status::invalid_argument)?;
+    if computed != claimed {
         return Err(Status::invalid_argument(format!(
-            "plan id {} does not match its content (computed {computed}); the plan was altered in transit or built by an incompatible client",
-            plan.plan_id
+            "plan id {claimed} does not match its content (computed {computed}); the plan was altered in transit or built by an incompatible client"
         )));
     }
     if request.environment.is_empty() {
         return Err(Status::invalid_argument("no environment given"));
     }
+    let routines = plan.routines.clone();
     Ok((plan, routines))
 }

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::job::now_unix_ms;
-use pgrollout_shared::proto::InFlightJob;
 
+use crate::domain::agent_report::InFlightJob;
 use crate::engine::registry::AgentHandle;
 use crate::engine::Controller;
 use crate::store::{state, AuditEntry};
@@ -21,14 +21,14 @@ pub async fn reconcile(controller: &Controller, agent: &AgentHandle, in_flight: 
     for job in in_flight.iter().filter(|job| !job.finished) {
         match controller
             .store
-            .reattach_job(&job.job_id, job.attempt, &agent.name, &agent.zone)
+            .reattach_job(&job.job.id, job.job.attempt, &agent.name, &agent.zone)
             .await
         {
             Ok(true) => {
                 let followed = controller
                     .router
-                    .reattach(&job.job_id, agent.session, &agent.name);
-                tracing::info!(agent = %agent.name, job_id = %job.job_id, followed, "job reattached after reconnect");
+                    .reattach(&job.job.id, agent.session, &agent.name);
+                tracing::info!(agent = %agent.name, job_id = %job.job.id, followed, "job reattached after reconnect");
                 controller
                     .audit(AuditEntry {
                         actor: actor.clone(),
@@ -36,14 +36,14 @@ pub async fn reconcile(controller: &Controller, agent: &AgentHandle, in_flight: 
                         outcome: "ok".into(),
                         details: format!(
                             "job {} attempt {} still running on the agent after it reconnected",
-                            job.job_id, job.attempt
+                            job.job.id, job.job.attempt
                         ),
                         ..Default::default()
                     })
                     .await;
             }
             Ok(false) => {
-                tracing::debug!(agent = %agent.name, job_id = %job.job_id, "in-flight job not held in the store")
+                tracing::debug!(agent = %agent.name, job_id = %job.job.id, "in-flight job not held in the store")
             }
             Err(error) => {
                 tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reattaching a job failed")
@@ -52,7 +52,7 @@ pub async fn reconcile(controller: &Controller, agent: &AgentHandle, in_flight: 
     }
     let known: BTreeSet<(&str, u32)> = in_flight
         .iter()
-        .map(|job| (job.job_id.as_str(), job.attempt))
+        .map(|job| (job.job.id.as_str(), job.job.attempt))
         .collect();
     let held = match controller
         .store

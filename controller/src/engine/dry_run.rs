@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgrollout_shared::job::JobKind;
-use pgrollout_shared::proto::{rollout_update::Body, JobResult, Outcome, Plan};
-use pgrollout_shared::routine::routines_from_wire;
+use pgrollout_shared::proto::{rollout_update::Body, JobResult, Outcome};
 use pgrollout_shared::test_reports::finding_line;
 use pgrollout_shared::traceparent::TraceParent;
 
@@ -23,6 +22,7 @@ use super::gates::GateResult;
 use super::rollout::{self, RolloutRequest};
 use super::Controller;
 use crate::config::GateName;
+use crate::domain::plan::Plan;
 use crate::plan::deploy_order;
 use tracing::Instrument;
 
@@ -43,9 +43,8 @@ pub async fn run(
     controller: &Arc<Controller>,
     dry_run: DryRun<'_>,
 ) -> Result<GateResult, EngineError> {
-    let routines = routines_from_wire(dry_run.plan.routines.clone())
+    let order = deploy_order(dry_run.plan.routines.clone())
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
-    let order = deploy_order(routines).map_err(|e| EngineError::Invalid(e.to_string()))?;
     let request = RolloutRequest {
         environment: dry_run.environment.to_owned(),
         plan: dry_run.plan.clone(),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod followers;
 pub mod gates;
 pub mod live_config;
+pub mod malformed_report;
 pub mod operations;
 pub mod perf_baseline;
 pub mod recovery;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pgrollout_shared::job::JobKind;
 use pgrollout_shared::proto::{
-    rollout_update::Body, JobResult, Outcome, Plan, RolloutStarted, RolloutUpdate,
+    rollout_update::Body, JobResult, Outcome, RolloutStarted, RolloutUpdate,
 };
 use pgrollout_shared::traceparent::TraceParent;
 use prost::Message;
@@ -25,6 +25,7 @@ use super::error::EngineError;
 use super::rollout::{self, RolloutRequest};
 use super::updates::{UpdateSender, Updates};
 use super::Controller;
+use crate::domain::plan::Plan;
 use crate::store::AuditEntry;
 
 /// A validated request for a plan-less rollout.
@@ -50,12 +51,10 @@ pub async fn start(
         _ => None,
     };
     let is_rollback = matches!(request.kind, JobKind::Rollback(_));
-    let plan = Plan {
-        plan_id: operation_id(request.kind.name(), &request.description),
-        commit_sha: String::new(),
-        label: request.label.clone(),
-        routines: Vec::new(),
-    };
+    let plan = Plan::operation(
+        operation_id(request.kind.name(), &request.description),
+        request.label.clone(),
+    );
     let (environment, label, actor) = (
         request.environment.clone(),
         request.label.clone(),

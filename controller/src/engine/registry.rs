@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pgrollout_shared::proto::{AgentInfo, ControllerMessage, TargetInfo};
+use pgrollout_shared::proto::{AgentInfo, ControllerMessage};
 use tokio::sync::{mpsc, watch};
 
 /// One connected agent session.
@@ -15,7 +15,7 @@ pub struct AgentHandle {
     pub name: String,
     pub zone: String,
     pub version: String,
-    pub targets: Vec<TargetInfo>,
+    pub targets: Vec<crate::domain::agent_report::AgentTarget>,
     pub connected_at: i64,
     pub last_heartbeat: AtomicI64,
     /// The agent said it is stopping: it finishes its jobs, gets no new one.
@@ -139,7 +139,7 @@ impl Registry {
                 name: a.name.clone(),
                 zone: a.zone.clone(),
                 version: a.version.clone(),
-                targets: a.targets.clone(),
+                targets: a.targets.iter().map(Into::into).collect(),
                 connected_at_unix_ms: a.connected_at,
                 last_heartbeat_unix_ms: a.last_heartbeat.load(Ordering::Relaxed),
                 draining: a.draining.load(Ordering::Relaxed),

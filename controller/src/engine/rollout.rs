@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::job::{now_unix_ms, Job, JobKind};
 use pgrollout_shared::proto::{
-    controller_message, rollout_update, ControllerMessage, JobResult, Outcome, Plan,
-    RolloutStarted, RolloutUpdate, StepStatus,
+    controller_message, rollout_update, ControllerMessage, JobResult, Outcome, RolloutStarted,
+    RolloutUpdate, StepStatus,
 };
 use pgrollout_shared::traceparent::TraceParent;
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use super::registry::AgentHandle;
 use super::router::JobUpdate;
 use super::updates::{UpdateSender, Updates};
 use super::{new_id, Controller};
+use crate::domain::plan::Plan;
 use crate::store::{state, AuditEntry, NewRollout};
 use crate::telemetry::spans;
 
@@ -268,29 +269,47 @@ pub(super) async fn relay(
             match updates.recv().await {
                 Some(JobUpdate::Accepted) => return Ok(()),
                 Some(JobUpdate::Declined { reason }) => {
-                    return Err(format!("agent {} declined the job: {reason}", agent.name))
-                }
-                Some(JobUpdate::AgentLost { agent }) => {
-                    return Err(format!(
-                        "agent {agent} disconnected before its Accept arrived; if it began the job, its result will \
-                         still be recorded when it reconnects"
+                    return Err((
+                        state::FAILED,
+                        format!("agent {} declined the job: {reason}", agent.name),
                     ))
                 }
+                Some(JobUpdate::AgentLost { agent }) => {
+                    return Err((
+                        state::FAILED,
+                        format!(
+                            "agent {agent} disconnected before its Accept arrived; if it began the job, its result \
+                             will still be recorded when it reconnects"
+                        ),
+                    ))
+                }
+                // A result that failed its check, even before the Accept:
+                // whatever ran is unknown.
+                Some(JobUpdate::Malformed { message }) => return Err((state::UNKNOWN, message)),
                 Some(_) => continue,
-                None => return Err("the job's update channel closed".to_owned()),
+                None => {
+                    return Err((
+                        state::FAILED,
+                        "the job's update channel closed".to_owned(),
+                    ))
+                }
             }
         }
     })
     .await
     .unwrap_or_else(|_| {
-        Err(format!(
-            "agent {} did not accept the job within {}; if it begins the job later, its result will still be recorded",
-            agent.name,
-            humantime::format_duration(accept_timeout)
+        Err((
+            state::FAILED,
+            format!(
+                "agent {} did not accept the job within {}; if it begins the job later, its result will still be \
+                 recorded",
+                agent.name,
+                humantime::format_duration(accept_timeout)
+            ),
         ))
     });
     let settled = match accepted {
-        Err(message) => Some((state::FAILED, message)),
+        Err(settled) => Some(settled),
         Ok(()) => {
             follow_job(
                 &controller,
@@ -378,15 +397,28 @@ async fn follow_job(
         match next {
             Some(JobUpdate::Event(event)) => {
                 let _ = out
-                    .send(Ok(update(rollout_update::Body::Event(event))))
+                    .send(Ok(update(rollout_update::Body::Event(event.into()))))
                     .await;
             }
             Some(JobUpdate::Finished(result)) => {
-                spans::record_result(&tracing::Span::current(), result.outcome());
+                spans::record_result(&tracing::Span::current(), result.outcome.into());
                 let _ = out
-                    .send(Ok(update(rollout_update::Body::Finished(*result))))
+                    .send(Ok(update(rollout_update::Body::Finished(
+                        result.into_wire(),
+                    ))))
                     .await;
                 return None;
+            }
+            Some(JobUpdate::Malformed { message }) => return Some((state::UNKNOWN, message)),
+            Some(JobUpdate::Notice { message }) => {
+                let _ = out
+                    .send(Ok(link_notice(
+                        job_id,
+                        attempt,
+                        &message,
+                        StepStatus::Failed,
+                    )))
+                    .await;
             }
             Some(JobUpdate::AgentLost { agent }) => {
                 let why = format!(

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use pgrollout_shared::proto::{JobEvent, JobResult};
+use crate::domain::agent_report::{ReportedEvent, ReportedResult};
 use tokio::sync::mpsc;
 
 /// What a rollout hears about its job.
@@ -15,9 +15,19 @@ pub enum JobUpdate {
     Declined {
         reason: String,
     },
-    Event(JobEvent),
+    Event(ReportedEvent),
     /// Boxed: a result is far larger than the other updates.
-    Finished(Box<JobResult>),
+    Finished(Box<ReportedResult>),
+    /// The agent sent a result that failed its check: the job is `unknown`
+    /// (`engine/malformed_report.rs`); this is why.
+    Malformed {
+        message: String,
+    },
+    /// Something the operator following the job should read (an event of
+    /// the agent's that was dropped as malformed).
+    Notice {
+        message: String,
+    },
     /// The agent's session ended before the job's result arrived.
     AgentLost {
         agent: String,

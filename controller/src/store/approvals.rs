@@ -1,9 +1,9 @@
 //! Deploy requests that wait for approvals, and the approvals themselves.
 
-use pgrollout_shared::proto::Plan;
 use rusqlite::{params, OptionalExtension};
 
-use super::{decode_blob, Store, StoreError};
+use super::{decode_plan, Store, StoreError};
+use crate::domain::plan::Plan;
 
 /// A deploy request parked until its approvals are in.
 #[derive(Clone, Debug)]
@@ -78,9 +78,7 @@ impl Store {
                     let request_id: String = row.get(0)?;
                     let content: Vec<u8> = row.get(2)?;
                     // Written by this controller from a validated plan.
-                    let plan = decode_blob::<Plan>(2, &content, "plan", || {
-                        format!("request {request_id}")
-                    })?;
+                    let plan = decode_plan(2, &content, || format!("request {request_id}"))?;
                     Ok(PendingRollout {
                         request_id,
                         environment: row.get(1)?,

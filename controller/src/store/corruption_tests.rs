@@ -90,7 +90,7 @@ async fn a_request_whose_stored_plan_is_corrupt_is_an_error_not_an_empty_plan() 
     let pending = PendingRollout {
         request_id: "req-1".into(),
         environment: "prod".into(),
-        plan: plan(),
+        plan: crate::domain::plan::Plan::try_from(plan()).expect("a valid plan"),
         actor: "operator t".into(),
         trace_id: "t".into(),
         continue_on_error: false,
@@ -102,7 +102,7 @@ async fn a_request_whose_stored_plan_is_corrupt_is_an_error_not_an_empty_plan() 
     };
     store.park_rollout(&pending, 2).await.expect("park");
     let intact = store.pending_rollout("req-1").await.expect("read");
-    assert_eq!(intact.expect("parked").plan, plan());
+    assert_eq!(intact.expect("parked").plan.to_wire(), plan());
 
     damage(&store, format!("UPDATE plans SET content = {CORRUPT}")).await;
     assert_corrupt(

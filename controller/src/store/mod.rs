@@ -46,9 +46,97 @@ pub use watches::{covers_any, WatchProgress, WatchRecord};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use pgrollout_shared::proto::{JobEvent, JobResult, StepStatus};
+use pgrollout_shared::proto::{JobResult, StepStatus};
 use prost::Message;
 use rusqlite::{params, Connection};
+
+use crate::domain::agent_report::ReportedEvent;
+use crate::domain::plan::Plan;
+
+/// A `plans` row: the plan's id and metadata, and its content encoded as
+/// the wire's `Plan` (the blob every reader decodes).
+pub struct PlanRow {
+    pub plan_id: String,
+    pub label: String,
+    pub commit_sha: String,
+    pub content: Vec<u8>,
+}
+
+/// What the store can keep as a plan.
+pub trait StoredPlan {
+    fn row(&self) -> PlanRow;
+}
+
+impl StoredPlan for Plan {
+    fn row(&self) -> PlanRow {
+        PlanRow {
+            plan_id: self.plan_id.clone(),
+            label: self.label.clone(),
+            commit_sha: self.commit_sha.clone(),
+            content: self.to_wire().encode_to_vec(),
+        }
+    }
+}
+
+impl StoredPlan for pgrollout_shared::proto::Plan {
+    fn row(&self) -> PlanRow {
+        PlanRow {
+            plan_id: self.plan_id.clone(),
+            label: self.label.clone(),
+            commit_sha: self.commit_sha.clone(),
+            content: self.encode_to_vec(),
+        }
+    }
+}
+
+/// A `job_events` row.
+pub struct EventRow {
+    pub job_id: String,
+    pub attempt: u32,
+    pub seq: u64,
+    pub step: String,
+    pub status: StepStatus,
+    pub message: String,
+    pub duration_ms: u64,
+    pub at_unix_ms: i64,
+}
+
+/// What the store can keep as a job's event: an agent's, checked at the
+/// edge (`ReportedEvent`), or a wire event as is (`store-fill`'s synthetic
+/// rows and test fixtures).
+pub trait StoredEvent {
+    fn row(&self) -> EventRow;
+}
+
+impl StoredEvent for ReportedEvent {
+    fn row(&self) -> EventRow {
+        EventRow {
+            job_id: self.job.id.clone(),
+            attempt: self.job.attempt,
+            seq: self.seq,
+            step: self.step.clone(),
+            status: self.status.into(),
+            message: self.message.clone(),
+            duration_ms: self.duration_ms,
+            at_unix_ms: self.at_unix_ms,
+        }
+    }
+}
+
+impl StoredEvent for pgrollout_shared::proto::JobEvent {
+    fn row(&self) -> EventRow {
+        EventRow {
+            job_id: self.job_id.clone(),
+            attempt: self.attempt,
+            seq: self.seq,
+            step: self.step.clone(),
+            status: self.status(),
+            message: self.message.clone(),
+            duration_ms: self.duration_ms,
+            at_unix_ms: self.at_unix_ms,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -81,7 +169,17 @@ pub struct CorruptBlob {
     /// The row, by its key (`request r-…`, `rollout …`, `watch …`).
     row: String,
     #[source]
-    source: prost::DecodeError,
+    source: BlobError,
+}
+
+/// Why a stored message is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
+    /// It decodes, but no longer passes the checks it passed when stored.
+    #[error("it decodes but is not valid")]
+    Invalid(#[from] pgrollout_shared::routine::InvalidField),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -112,17 +210,32 @@ pub(crate) fn decode_blob<M: Message + Default>(
     what: &'static str,
     row: impl FnOnce() -> String,
 ) -> rusqlite::Result<M> {
-    M::decode(bytes).map_err(|source| {
-        rusqlite::Error::FromSqlConversionFailure(
-            column,
-            rusqlite::types::Type::Blob,
-            Box::new(CorruptBlob {
-                what,
-                row: row(),
-                source,
-            }),
-        )
-    })
+    M::decode(bytes).map_err(|source| corrupt(column, what, row(), source.into()))
+}
+
+/// Decodes a stored plan into the engine's type: a plan that no longer
+/// decodes, or no longer passes the checks it passed on arrival, is damage.
+pub(crate) fn decode_plan(
+    column: usize,
+    bytes: &[u8],
+    row: impl FnOnce() -> String,
+) -> rusqlite::Result<Plan> {
+    let wire = match pgrollout_shared::proto::Plan::decode(bytes) {
+        Ok(wire) => wire,
+        Err(source) => return Err(corrupt(column, "plan", row(), source.into())),
+    };
+    match Plan::try_from(wire) {
+        Ok(plan) => Ok(plan),
+        Err(source) => Err(corrupt(column, "plan", row(), source.into())),
+    }
+}
+
+fn corrupt(column: usize, what: &'static str, row: String, source: BlobError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Blob,
+        Box::new(CorruptBlob { what, row, source }),
+    )
 }
 
 #[derive(Clone)]
@@ -228,17 +341,15 @@ impl Store {
         Ok(result)
     }
 
-    pub async fn save_plan(
-        &self,
-        plan: &pgrollout_shared::proto::Plan,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let (plan_id, label, commit_sha, content) = (
-            plan.plan_id.clone(),
-            plan.label.clone(),
-            plan.commit_sha.clone(),
-            plan.encode_to_vec(),
-        );
+    /// Keeps a plan once per id: the engine's (`domain::plan::Plan`), or a
+    /// wire plan as is (`store-fill`'s synthetic plans and test fixtures).
+    pub async fn save_plan(&self, plan: &impl StoredPlan, now: i64) -> Result<(), StoreError> {
+        let PlanRow {
+            plan_id,
+            label,
+            commit_sha,
+            content,
+        } = plan.row();
         self.call(move |c| {
             c.execute(
                 "INSERT INTO plans (plan_id, label, commit_sha, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -311,10 +422,9 @@ impl Store {
     }
 
     /// Stores an event; `false` if (job, seq) was already recorded.
-    pub async fn record_event(&self, event: &JobEvent) -> Result<bool, StoreError> {
-        let e = event.clone();
+    pub async fn record_event(&self, event: &impl StoredEvent) -> Result<bool, StoreError> {
+        let e = event.row();
         self.call(move |c| {
-            let status = StepStatus::try_from(e.status).unwrap_or(StepStatus::Unspecified);
             let inserted = c.execute(
                 "INSERT INTO job_events (job_id, seq, attempt, step, status, message, duration_ms, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
@@ -323,7 +433,7 @@ impl Store {
                     e.seq as i64,
                     e.attempt,
                     e.step,
-                    status.as_str_name(),
+                    e.status.as_str_name(),
                     e.message,
                     e.duration_ms as i64,
                     e.at_unix_ms

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{
     control_server::Control, controller_message, rollout_update::Body, ControllerMessage,
-    DeployRequest, JobOffer, JobResult, Outcome, RequestParked, TargetInfo,
+    DeployRequest, JobOffer, JobResult, Outcome, RequestParked,
 };
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -83,7 +83,7 @@ impl Installation {
             name: "prod-1".into(),
             zone: "prod".into(),
             version: "test".into(),
-            targets: vec![TargetInfo {
+            targets: vec![crate::domain::agent_report::AgentTarget {
                 name: "main".into(),
                 dbname: "app".into(),
             }],
@@ -194,12 +194,15 @@ impl Running {
             attempt: offer.attempt,
             outcome: Outcome::Succeeded as i32,
             message: "1 routine(s) deployed".into(),
+            seq: 1,
             ..Default::default()
         };
         assert!(store
             .finish_job(&result, 0, now_unix_ms())
             .await
             .expect("finish"));
+        let result =
+            crate::domain::agent_report::ReportedResult::try_from(result).expect("a sound result");
         self.controller
             .router
             .publish(&offer.job_id, JobUpdate::Finished(Box::new(result)));

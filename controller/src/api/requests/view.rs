@@ -76,7 +76,7 @@ pub async fn request_status(
             .plan
             .routines
             .iter()
-            .map(|r| format!("{}.{}({})", r.schema, r.name, r.arg_types.join(", ")))
+            .map(|r| r.identity.to_string())
             .collect(),
         gates,
         is_request: true,

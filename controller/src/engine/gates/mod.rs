@@ -117,7 +117,7 @@ pub struct GateInput<'a> {
     pub ticket_check: Option<&'a ticket::TicketCheck>,
     /// The plan's routines: their watches (monitoring), `[perf]` probes and
     /// pgTAP tests.
-    pub routines: &'a [pgrollout_shared::proto::Routine],
+    pub routines: &'a [pgrollout_shared::routine::Routine],
 }
 
 /// Evaluates every gate of the environment, in a stable order.
@@ -146,7 +146,14 @@ async fn evaluate_one(
     let short = &input.plan_id[..input.plan_id.len().min(12)];
     Ok(match gate {
         GateName::Syntax => {
-            let definers = crate::project::definer::plan_warnings(input.routines);
+            let definers = crate::project::definer::unsafe_definers(input.routines.iter().map(|r| {
+                (
+                    r.identity.to_string(),
+                    r.source_path.as_str(),
+                    r.source_line,
+                    r.create_sql.as_str(),
+                )
+            }));
             match (definers.is_empty(), environment.require_search_path) {
                 (false, true) => GateResult::failed(
                     gate,

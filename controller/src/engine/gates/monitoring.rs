@@ -14,7 +14,6 @@ use pgrollout_shared::watch::WatchedName;
 
 use super::{GateInput, GateResult};
 use crate::config::{GateName, NoBaseline};
-use crate::engine::perf_baseline::identity_of;
 use crate::engine::watch::assess::BLIND;
 use crate::store::{Store, StoreError};
 
@@ -30,8 +29,8 @@ pub async fn gate(
         .iter()
         .filter(|r| r.retire.is_none())
         .map(|r| WatchedName {
-            schema: r.schema.clone(),
-            name: r.name.clone(),
+            schema: r.identity.schema.clone(),
+            name: r.identity.name.clone(),
         })
         .collect();
     let live = store
@@ -57,12 +56,11 @@ pub async fn gate(
             Some(watch) => {
                 watched.push(format!("{name} by watch {}", watch.id));
                 if watch.max_time_us == 0 {
-                    let routines = input
-                        .routines
-                        .iter()
-                        .filter(|r| r.schema == name.schema && r.name == name.name);
+                    let routines = input.routines.iter().filter(|r| {
+                        r.identity.schema == name.schema && r.identity.name == name.name
+                    });
                     for routine in routines {
-                        let identity = identity_of(routine);
+                        let identity = routine.identity.to_string();
                         let counted = watch
                             .baseline
                             .functions

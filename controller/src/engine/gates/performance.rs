@@ -10,12 +10,12 @@
 //! controller does not hold) passes or refuses as `performance_new_routine`
 //! says, and the reason says which.
 
-use pgrollout_shared::proto::Routine;
+use pgrollout_shared::routine::Routine;
 use pgrollout_shared::test_reports::runs;
 
 use super::{GateInput, GateResult};
 use crate::config::{Environment, GateName, NoBaseline};
-use crate::engine::perf_baseline::{self, identity_of, Running};
+use crate::engine::perf_baseline::{self, Running};
 use crate::store::{RecordedProbe, Store, StoreError};
 
 pub async fn evaluate(
@@ -37,7 +37,7 @@ pub async fn evaluate(
             "no routine of this plan declares a [perf] probe, so there is nothing to compare",
         ));
     }
-    let identities: Vec<String> = probed.iter().map(|r| identity_of(r)).collect();
+    let identities: Vec<String> = probed.iter().map(|r| r.identity.to_string()).collect();
     let running = perf_baseline::running_versions(store, here, &identities).await?;
     let short = &input.plan_id[..input.plan_id.len().min(12)];
     let mut within = Vec::new();
@@ -46,7 +46,7 @@ pub async fn evaluate(
         let probe = store
             .latest_perf_probe(input.plan_id, from, &identity, here)
             .await?;
-        let measure_again = format!("run `pgrollout perf {} {from}`", routine.name);
+        let measure_again = format!("run `pgrollout perf {} {from}`", routine.identity.name);
         let Some(probe) = probe else {
             over.push(format!(
                 "{identity}: no performance probe of plan {short} in {from} timed against the version {here} runs; \

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use pgrollout_shared::job::{now_unix_ms, BatchOptions, JobKind};
 use pgrollout_shared::proto::{rollout_update, GateOutcome};
-use pgrollout_shared::routine::routines_from_wire;
 use pgrollout_shared::traceparent::TraceParent;
 
 use super::request_state;
@@ -135,9 +134,8 @@ fn rollout_request(
     gates: Vec<GateOutcome>,
     agent_wait: Duration,
 ) -> Result<RolloutRequest, EngineError> {
-    let routines = routines_from_wire(pending.plan.routines.clone())
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
-    let order = deploy_order(routines).map_err(|e| EngineError::Refused(e.to_string()))?;
+    let order = deploy_order(pending.plan.routines.clone())
+        .map_err(|e| EngineError::Refused(e.to_string()))?;
     let view = Some(order.view());
     let trace = TraceParent::parse(&format!("00-{}-00f067aa0ba902b7-01", pending.trace_id))
         .unwrap_or_else(TraceParent::new_root);

@@ -9,11 +9,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pgrollout_shared::proto::{EnvironmentGates, GateOutcome, Plan};
+use pgrollout_shared::proto::{EnvironmentGates, GateOutcome};
 use pgrollout_shared::traceparent::TraceParent;
 use tracing::Instrument;
 
 use crate::config::GateName;
+use crate::domain::plan::Plan;
 use crate::engine::dry_run::{self, DryRun};
 use crate::engine::error::EngineError;
 use crate::engine::gates::{self, Attachments, GateInput, GateResult, GateState};

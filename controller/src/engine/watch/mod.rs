@@ -24,9 +24,11 @@ mod sample;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use pgrollout_shared::proto::{agent_message::Body, AgentMessage, JobResult};
+use pgrollout_shared::proto::JobResult;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
+
+use crate::domain::agent_report::AgentReport;
 
 pub use lifecycle::{cancel, create, resume, CreateWatch};
 pub use report::status_of;
@@ -72,12 +74,11 @@ impl Watches {
     /// Takes the messages about sample jobs in flight, from an agent of the
     /// zone and name the sample was offered to (a reconnected agent replays
     /// on a new session, so the session itself is not compared).
-    pub fn intercept(&self, zone: &str, agent: &str, message: &AgentMessage) -> Intercepted {
-        let job_id = match &message.body {
-            Some(Body::Accept(m)) => &m.job_id,
-            Some(Body::Decline(m)) => &m.job_id,
-            Some(Body::Event(m)) => &m.job_id,
-            Some(Body::Result(m)) => &m.job_id,
+    pub fn intercept(&self, zone: &str, agent: &str, report: &AgentReport) -> Intercepted {
+        let job_id = match report {
+            AgentReport::Accepted(job) | AgentReport::Declined { job, .. } => &job.id,
+            AgentReport::Event(event) => &event.job.id,
+            AgentReport::Result(result) => &result.job.id,
             _ => return Intercepted::NotASample,
         };
         let mut outstanding = self.lock_outstanding();
@@ -87,25 +88,27 @@ impl Watches {
         if !ours {
             return Intercepted::NotASample;
         }
-        match &message.body {
-            Some(Body::Event(event)) => Intercepted::Acknowledge {
-                job_id: event.job_id.clone(),
-                attempt: event.attempt,
+        match report {
+            AgentReport::Event(event) => Intercepted::Acknowledge {
+                job_id: event.job.id.clone(),
+                attempt: event.job.attempt,
                 seq: event.seq,
             },
-            Some(Body::Decline(decline)) => {
-                if let Some(waiting) = outstanding.remove(&decline.job_id) {
-                    let _ = waiting.reply.send(Reply::Declined(decline.reason.clone()));
+            AgentReport::Declined { job, reason } => {
+                if let Some(waiting) = outstanding.remove(&job.id) {
+                    let _ = waiting.reply.send(Reply::Declined(reason.clone()));
                 }
                 Intercepted::Taken
             }
-            Some(Body::Result(result)) => {
-                if let Some(waiting) = outstanding.remove(&result.job_id) {
-                    let _ = waiting.reply.send(Reply::Result(Box::new(result.clone())));
+            AgentReport::Result(result) => {
+                if let Some(waiting) = outstanding.remove(&result.job.id) {
+                    let _ = waiting
+                        .reply
+                        .send(Reply::Result(Box::new(result.wire().clone())));
                 }
                 Intercepted::Acknowledge {
-                    job_id: result.job_id.clone(),
-                    attempt: result.attempt,
+                    job_id: result.job.id.clone(),
+                    attempt: result.job.attempt,
                     seq: result.seq,
                 }
             }
