@@ -38,6 +38,7 @@
 
 mod binaries;
 mod controller_restart;
+pub mod http_get;
 mod openssl_ca;
 mod os_user;
 pub mod otlp_receiver;

@@ -367,10 +367,12 @@ async fn scheduled_scans_audit_and_notify_new_drift_once() -> Result<()> {
     use pgrollout_tests::webhook_endpoint::Endpoint;
 
     let mut hook = Endpoint::start(200).await?;
+    let metrics_port = pgrollout_tests::free_port();
     let stack = Stack::start_with(StackOptions {
         environment_extra: vec![("dev".into(), "drift_scan_interval = \"1s\"".into())],
         controller_extra: format!(
-            "[notifications]\ntimeout = \"2s\"\nbackoff = \"200ms\"\n\
+            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [notifications]\ntimeout = \"2s\"\nbackoff = \"200ms\"\n\
              [notifications.channels.ops-hook]\nkind = \"webhook\"\nurl = \"{}/hook\"\n\
              [notifications.routes]\ndev = [\"ops-hook\"]\n",
             hook.url
@@ -429,6 +431,32 @@ async fn scheduled_scans_audit_and_notify_new_drift_once() -> Result<()> {
             .is_err(),
         "no second notification for the same drift"
     );
+
+    // The latest scan, as Prometheus sees it: an alert on it needs no scan of its own.
+    let (_, metrics) =
+        pgrollout_tests::http_get::http_request(metrics_port, "GET", "/metrics").await?;
+    for line in [
+        "pgrollout_drift_routines{environment=\"dev\",kind=\"changed\"} 1",
+        "pgrollout_drift_routines{environment=\"dev\",kind=\"dropped\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from:\n{metrics}"
+        );
+    }
+
+    // The latest scan, as Prometheus sees it: an alert on it needs no scan of its own.
+    let (_, metrics) =
+        pgrollout_tests::http_get::http_request(metrics_port, "GET", "/metrics").await?;
+    for line in [
+        "pgrollout_drift_routines{environment=\"dev\",kind=\"changed\"} 1",
+        "pgrollout_drift_routines{environment=\"dev\",kind=\"dropped\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing from:\n{metrics}"
+        );
+    }
 
     let cached = stack.cli(&["drift", "dev", "--cached"]).await?;
     assert_eq!(cached.code, 4, "{cached}");

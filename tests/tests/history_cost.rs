@@ -12,9 +12,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use pgrollout_tests::http_get::http_request;
 use pgrollout_tests::{free_port, run_command, Stack, StackOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Rollbacks timed per store size (the fastest is compared).
 const ROUNDS: usize = 5;
@@ -98,16 +97,10 @@ async fn fill(stack: &Stack, extra: &[&str]) -> Result<()> {
 /// `GET /metrics` over a fresh connection: the body and the wall time.
 async fn scrape(port: u16) -> Result<(String, u64)> {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
+    let (head, body) = http_request(port, "GET", "/metrics").await?;
     let elapsed = u64::try_from(started.elapsed().as_micros())?;
-    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
     ensure!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    Ok((body.to_owned(), elapsed))
+    Ok((body, elapsed))
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed).

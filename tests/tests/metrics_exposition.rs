@@ -8,9 +8,9 @@
 use std::process::Stdio;
 
 use anyhow::{ensure, Context, Result};
+use pgrollout_tests::http_get::http_request;
 use pgrollout_tests::{free_port, Stack, StackOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 fn function(name: &str, body: &str) -> String {
     format!("CREATE OR REPLACE FUNCTION public.{name}(n integer) RETURNS integer LANGUAGE sql AS '{body}';\n")
@@ -19,13 +19,7 @@ fn function(name: &str, body: &str) -> String {
 /// `GET /metrics` over a fresh connection: checks the status and the
 /// content type, returns the body.
 async fn scrape(port: u16) -> Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
+    let (head, body) = http_request(port, "GET", "/metrics").await?;
     ensure!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     ensure!(
         head.lines()
@@ -33,7 +27,7 @@ async fn scrape(port: u16) -> Result<String> {
                 .eq_ignore_ascii_case("content-type: text/plain; version=0.0.4; charset=utf-8")),
         "{head}"
     );
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 /// `promtool check metrics` on `text`: its verdict, or why it could not run.

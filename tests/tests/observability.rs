@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use pgrollout_tests::http_get::http_request;
 use pgrollout_tests::stack::OPERATOR;
 use pgrollout_tests::webhook_endpoint::Endpoint;
 use pgrollout_tests::{free_port, CommandOutput, Stack, StackOptions};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 fn version(name: &str, body: &str) -> String {
     format!("CREATE OR REPLACE FUNCTION public.{name}(n integer) RETURNS integer LANGUAGE sql AS '{body}';\n")
@@ -271,17 +271,8 @@ fn mean_ms(values: &[i64]) -> i64 {
 
 /// `GET <path>` over a fresh connection; the status line and the body.
 async fn http_get(port: u16, method: &str, path: &str) -> Result<(String, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP head")?;
-    Ok((
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    ))
+    let (head, body) = http_request(port, method, path).await?;
+    Ok((head.lines().next().unwrap_or_default().to_owned(), body))
 }
 
 #[tokio::test]

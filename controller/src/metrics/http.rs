@@ -89,6 +89,7 @@ pub async fn scrape(controller: &Controller) -> Result<String, StoreError> {
         })
         .await?;
     let rollouts = controller.store.rollouts_by_state().await?;
+    let drift = controller.store.drift_gauges().await?;
     let mut agents_by_zone: BTreeMap<String, u64> = controller
         .config
         .environments
@@ -106,5 +107,6 @@ pub async fn scrape(controller: &Controller) -> Result<String, StoreError> {
         rollback_durations,
         agents_by_zone: &agents_by_zone,
         rollouts: &rollouts,
+        drift: &drift,
     }))
 }

@@ -23,7 +23,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::figures::ProcedureFigures;
-use crate::store::StateCount;
+use crate::store::{DriftGauge, StateCount};
+
+/// The kinds of drift a scan reports, each shown (zero when none), so an
+/// alert on `pgrollout_drift_routines > 0` also sees the drift go away.
+const DRIFT_KINDS: [&str; 4] = ["changed", "dropped", "renamed", "unmanaged"];
 
 /// Everything one scrape shows.
 pub struct Scrape<'a> {
@@ -39,6 +43,8 @@ pub struct Scrape<'a> {
     /// zone with a connected agent.
     pub agents_by_zone: &'a BTreeMap<String, u64>,
     pub rollouts: &'a [StateCount],
+    /// Each environment's latest drift scan of all its routines.
+    pub drift: &'a [DriftGauge],
 }
 
 pub fn render(scrape: &Scrape<'_>) -> String {
@@ -70,6 +76,7 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "Rollouts recorded, by kind and state",
         rollouts,
     );
+    register_drift(&mut registry, scrape.drift);
     registry.register(
         "pgrollout_notification_failures",
         "Notifications not delivered after their last attempt, by channel",
@@ -79,6 +86,39 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     shared::register_build_info(&mut registry, "pgrollout-controller");
     shared::register_process(&mut registry);
     shared::render(&registry)
+}
+
+fn register_drift(registry: &mut Registry, scans: &[DriftGauge]) {
+    let routines = Family::<Labels, Gauge>::default();
+    let scanned = Family::<Labels, Gauge>::default();
+    for scan in scans {
+        for kind in DRIFT_KINDS {
+            let count = scan
+                .findings
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map_or(0, |(_, n)| *n);
+            routines
+                .get_or_create(&vec![
+                    ("environment", scan.environment.clone()),
+                    ("kind", kind.to_owned()),
+                ])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        scanned
+            .get_or_create(&vec![("environment", scan.environment.clone())])
+            .set(scan.scanned_at / 1000);
+    }
+    registry.register(
+        "pgrollout_drift_routines",
+        "Routines that differ from the target's ledger in the environment's latest drift scan, by kind",
+        routines,
+    );
+    registry.register(
+        "pgrollout_drift_last_scan_timestamp_seconds",
+        "When the environment's latest drift scan of all its routines ran (Unix time)",
+        scanned,
+    );
 }
 
 /// The labels of one row of figures: a routine's, or the batches' of an
@@ -217,6 +257,11 @@ mod tests {
             rollback_durations: pgrollout_shared::metrics::duration_family(),
             agents_by_zone: &zones,
             rollouts: &rollouts,
+            drift: &[DriftGauge {
+                environment: "prod".into(),
+                scanned_at: 1_796_000_000_500,
+                findings: vec![("changed".into(), 2)],
+            }],
         });
         for line in [
             "# TYPE pgrollout_deployments_total counter",
@@ -230,6 +275,9 @@ mod tests {
             "pgrollout_deploy_duration_seconds_count{environment=\"dev\",kind=\"batch\"} 1",
             "pgrollout_agents_connected{zone=\"qa\"} 0",
             "pgrollout_rollouts{kind=\"deploy\",state=\"failed\"} 1",
+            "pgrollout_drift_routines{environment=\"prod\",kind=\"changed\"} 2",
+            "pgrollout_drift_routines{environment=\"prod\",kind=\"dropped\"} 0",
+            "pgrollout_drift_last_scan_timestamp_seconds{environment=\"prod\"} 1796000000",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }

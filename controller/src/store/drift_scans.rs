@@ -52,6 +52,45 @@ impl Store {
     }
 }
 
+/// What the metrics show of an environment's latest scan of all routines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriftGauge {
+    pub environment: String,
+    pub scanned_at: i64,
+    /// Findings by kind (`changed`, `dropped`, `renamed`, `unmanaged`).
+    pub findings: Vec<(String, u64)>,
+}
+
+impl Store {
+    /// Each environment's latest scan of all its routines (a scan limited to
+    /// some names is not the environment's state): one row per environment.
+    pub async fn drift_gauges(&self) -> Result<Vec<DriftGauge>, StoreError> {
+        self.call(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT environment, scanned_at, response FROM drift_scans WHERE scope = '' ORDER BY environment",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let environment: String = row.get(0)?;
+                let blob: Vec<u8> = row.get(2)?;
+                let response: DriftResponse = decode_blob(2, &blob, "DriftResponse", || {
+                    format!("drift_scans ({environment}, \"\")")
+                })?;
+                let mut findings = std::collections::BTreeMap::<String, u64>::new();
+                for finding in response.report.map(|r| r.findings).unwrap_or_default() {
+                    *findings.entry(finding.kind).or_default() += 1;
+                }
+                Ok(DriftGauge {
+                    environment,
+                    scanned_at: row.get(1)?,
+                    findings: findings.into_iter().collect(),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
 fn read(
     c: &rusqlite::Connection,
     environment: &str,

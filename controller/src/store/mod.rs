@@ -34,6 +34,7 @@ mod watches;
 pub use crate::config::default_audit_key_path as default_key_path;
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
+pub use drift_scans::DriftGauge;
 pub use faults::NEVER_OFFERED;
 #[cfg(test)]
 pub use history_index::routine_key;
