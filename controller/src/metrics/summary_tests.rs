@@ -305,15 +305,8 @@ async fn rollouts_by_state_are_counted_as_they_are_written() {
         store
             .create_rollout(
                 NewRollout {
-                    id: &format!("r-{n}"),
-                    plan_id: &plan.plan_id,
                     kind,
-                    environment: "dev",
-                    zone: "dev",
-                    target: "main",
-                    actor: "operator t",
-                    trace_id: "t",
-                    created_at: 1,
+                    ..NewRollout::dev_deploy(&format!("r-{n}"), &plan.plan_id, 1)
                 },
                 &format!("j-{n}"),
                 1,

@@ -57,21 +57,7 @@ fn assert_corrupt<T: std::fmt::Debug>(read: Result<T, StoreError>, names: &str) 
 async fn deployed(store: &Store) {
     store.save_plan(&plan(), 1).await.expect("plan");
     store
-        .create_rollout(
-            NewRollout {
-                id: "r-1",
-                plan_id: &plan().plan_id,
-                kind: "deploy",
-                environment: "dev",
-                zone: "dev",
-                target: "main",
-                actor: "operator t",
-                trace_id: "t",
-                created_at: 1,
-            },
-            "j-1",
-            1,
-        )
+        .create_rollout(NewRollout::dev_deploy("r-1", &plan().plan_id, 1), "j-1", 1)
         .await
         .expect("rollout");
     let result = JobResult {

@@ -354,17 +354,7 @@ mod tests {
         let (rollout, job) = (format!("r-{n}"), format!("j-{n}"));
         store
             .create_rollout(
-                NewRollout {
-                    id: &rollout,
-                    plan_id: &plan.plan_id,
-                    kind: "deploy",
-                    environment: "dev",
-                    zone: "dev",
-                    target: "main",
-                    actor: "operator t",
-                    trace_id: "t",
-                    created_at: i64::from(n),
-                },
+                NewRollout::dev_deploy(&rollout, &plan.plan_id, i64::from(n)),
                 &job,
                 1,
             )

@@ -262,6 +262,25 @@ pub struct NewRollout<'a> {
     pub created_at: i64,
 }
 
+#[cfg(test)]
+impl<'a> NewRollout<'a> {
+    /// A deploy to dev's `main` target by operator `t`, as store tests
+    /// record one.
+    pub fn dev_deploy(id: &'a str, plan_id: &'a str, created_at: i64) -> Self {
+        NewRollout {
+            id,
+            plan_id,
+            kind: "deploy",
+            environment: "dev",
+            zone: "dev",
+            target: "main",
+            actor: "operator t",
+            trace_id: "t",
+            created_at,
+        }
+    }
+}
+
 /// Rollout states (DESIGN §3). Only those in use so far are listed.
 pub mod state {
     pub const SUCCEEDED: &str = "succeeded";

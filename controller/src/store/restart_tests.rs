@@ -23,17 +23,7 @@ async fn recorded(store: &Store, rollout_id: &str, job_id: &str) {
     store.save_plan(&plan, 1).await.expect("plan");
     store
         .create_rollout(
-            NewRollout {
-                id: rollout_id,
-                plan_id: &plan.plan_id,
-                kind: "deploy",
-                environment: "dev",
-                zone: "dev",
-                target: "main",
-                actor: "operator t",
-                trace_id: "t",
-                created_at: 1,
-            },
+            NewRollout::dev_deploy(rollout_id, &plan.plan_id, 1),
             job_id,
             1,
         )
