@@ -248,6 +248,17 @@ impl Stack {
         &self.zones[zone]
     }
 
+    /// The audit log as `pgrollout audit --output json` prints it: one
+    /// JSON object per entry.
+    pub async fn audit_entries(&self) -> Result<Vec<serde_json::Value>> {
+        let out = self.cli(&["audit", "--output", "json"]).await?;
+        anyhow::ensure!(out.code == 0, "{out}");
+        Ok(serde_json::from_str::<serde_json::Value>(&out.stdout)?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// Runs `pgrollout <args>` against this controller as [`OPERATOR`].
     pub async fn cli(&self, args: &[&str]) -> Result<CommandOutput> {
         self.cli_as(OPERATOR, args).await

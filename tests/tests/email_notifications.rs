@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use pgrollout_tests::stack::{repo_root, OPERATOR};
-use pgrollout_tests::{
-    free_port, run_command, CommandOutput, OpensslCa, Process, Stack, StackOptions,
-};
+use pgrollout_tests::{free_port, run_command, OpensslCa, Process, Stack, StackOptions};
 use serde_json::Value;
 
 /// How long a message may take to arrive once its rollout ended.
@@ -86,23 +84,6 @@ fn version(name: &str, body: &str) -> String {
     format!("CREATE OR REPLACE FUNCTION public.{name}(n integer) RETURNS integer LANGUAGE sql AS '{body}';\n")
 }
 
-fn rollout_id(out: &CommandOutput) -> Result<String> {
-    out.stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("rollout ")?.split_whitespace().next())
-        .map(str::to_owned)
-        .with_context(|| format!("no rollout id in:\n{out}"))
-}
-
-async fn audit(stack: &Stack) -> Result<Vec<Value>> {
-    let out = stack.cli(&["audit", "--output", "json"]).await?;
-    anyhow::ensure!(out.code == 0, "{out}");
-    Ok(serde_json::from_str::<Value>(&out.stdout)?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
 #[tokio::test]
 async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_touching_the_deploy(
 ) -> Result<()> {
@@ -167,7 +148,7 @@ async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_to
     let (relay_mark, implicit_mark) = (relay.process.mark(), implicit.process.mark());
     let deploy = stack.cli(&["deploy", "mail_n", "dev"]).await?;
     assert_eq!(deploy.code, 0, "{deploy}");
-    let deployed = rollout_id(&deploy)?;
+    let deployed = deploy.rollout_id()?;
     let message = relay.message_after(relay_mark).await?;
     assert_eq!(message["tls"], true, "STARTTLS before anything: {message}");
     assert_eq!(message["login"], "pgrollout", "{message}");
@@ -220,7 +201,7 @@ async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_to
     let deploy = stack.cli(&["deploy", "mail_n", "qa"]).await?;
     assert_eq!(deploy.code, 0, "{deploy}");
     assert!(deploy.stdout.contains("Status: [ok] SUCCESS"), "{deploy}");
-    let qa_rollout = rollout_id(&deploy)?;
+    let qa_rollout = deploy.rollout_id()?;
     busy.process
         .wait_for_line_after(busy_mark, "REFUSED", DELIVERY)
         .await?;
@@ -231,7 +212,8 @@ async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_to
     // Audited by the controller, another process: nothing to await from
     // here but the audit log itself.
     let mut failures = loop {
-        let failures: Vec<String> = audit(&stack)
+        let failures: Vec<String> = stack
+            .audit_entries()
             .await?
             .into_iter()
             .filter(|e| {
@@ -255,7 +237,7 @@ async fn deploys_are_mailed_over_tls_and_a_refusing_server_is_audited_without_to
         ],
         "a 4xx is retried, a refused login is not"
     );
-    let everything = serde_json::to_string(&audit(&stack).await?)?;
+    let everything = serde_json::to_string(&stack.audit_entries().await?)?;
     assert!(
         !everything.contains(PASSWORD) && !everything.contains("not-the-password"),
         "no password in the audit log"

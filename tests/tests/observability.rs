@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use pgrollout_tests::http_get::http_request;
 use pgrollout_tests::stack::OPERATOR;
 use pgrollout_tests::webhook_endpoint::Endpoint;
-use pgrollout_tests::{free_port, CommandOutput, Stack, StackOptions};
+use pgrollout_tests::{free_port, Stack, StackOptions};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -37,14 +37,6 @@ fn write(stack: &Stack, name: &str, sql: &str) -> Result<()> {
     stack.write_procedure(&format!("{name}.toml"), &sidecar(name))
 }
 
-fn rollout_id(out: &CommandOutput) -> Result<String> {
-    out.stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("rollout ")?.split_whitespace().next())
-        .map(str::to_owned)
-        .with_context(|| format!("no rollout id in:\n{out}"))
-}
-
 /// A port nothing listens on.
 fn dead_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -63,16 +55,6 @@ async fn stuck_endpoint() -> Result<String> {
         }
     });
     Ok(url)
-}
-
-/// The audit log as JSON entries.
-async fn audit(stack: &Stack) -> Result<Vec<Value>> {
-    let out = stack.cli(&["audit", "--output", "json"]).await?;
-    anyhow::ensure!(out.code == 0, "{out}");
-    Ok(serde_json::from_str::<Value>(&out.stdout)?
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
 }
 
 #[tokio::test]
@@ -120,7 +102,7 @@ async fn rollouts_reach_slack_and_a_dead_or_stuck_webhook_changes_nothing() -> R
         deploy_time < baseline_time + Duration::from_secs(2),
         "deploy took {deploy_time:?} with failing channels, {baseline_time:?} without"
     );
-    let deployed = rollout_id(&deploy)?;
+    let deployed = deploy.rollout_id()?;
     let (path, body) = slack.next().await?;
     assert_eq!(path, "/services/T0/B0/SECRET");
     assert_eq!(
@@ -134,7 +116,7 @@ async fn rollouts_reach_slack_and_a_dead_or_stuck_webhook_changes_nothing() -> R
     write(&stack, "obs_n", &broken("obs_n"))?;
     let failed = stack.cli(&["deploy", "obs_n", "dev"]).await?;
     assert_eq!(failed.code, 2, "{failed}");
-    let failed_id = rollout_id(&failed)?;
+    let failed_id = failed.rollout_id()?;
     let text = slack.next().await?.1["text"]
         .as_str()
         .unwrap_or_default()
@@ -148,7 +130,7 @@ async fn rollouts_reach_slack_and_a_dead_or_stuck_webhook_changes_nothing() -> R
 
     let rollback = stack.cli(&["rollback", "obs_n", "dev"]).await?;
     assert_eq!(rollback.code, 0, "{rollback}");
-    let rollback_id = rollout_id(&rollback)?;
+    let rollback_id = rollback.rollout_id()?;
     assert_eq!(
         slack.next().await?.1["text"],
         format!("↩️ Rolled back obs_n in DEV (by {OPERATOR}, rollout {rollback_id})")
@@ -172,7 +154,7 @@ async fn rollouts_reach_slack_and_a_dead_or_stuck_webhook_changes_nothing() -> R
         slack.next().await?.1["text"],
         format!(
             "🚨 EMERGENCY: Rolled back obs_n in DEV — reason: pager 4411 (by {OPERATOR}, rollout {})",
-            rollout_id(&emergency)?
+            emergency.rollout_id()?
         )
     );
 
@@ -182,7 +164,8 @@ async fn rollouts_reach_slack_and_a_dead_or_stuck_webhook_changes_nothing() -> R
     // plus backoff, for the stuck endpoint).
     let deadline = Instant::now() + Duration::from_secs(20);
     let failures = loop {
-        let failures: Vec<Value> = audit(&stack)
+        let failures: Vec<Value> = stack
+            .audit_entries()
             .await?
             .into_iter()
             .filter(|e| {
@@ -220,7 +203,7 @@ async fn rollouts_reach_slack_and_a_dead_or_stuck_webhook_changes_nothing() -> R
         details["stuck-hook"].ends_with("3 attempt(s) failed; last: no response within 2s"),
         "{details:?}"
     );
-    let everything = audit(&stack).await?;
+    let everything = stack.audit_entries().await?;
     assert!(
         !serde_json::to_string(&everything)?.contains("SECRET"),
         "the Slack URL is a secret"
@@ -454,7 +437,7 @@ async fn log_prints_the_deployment_log_block_of_a_recorded_rollout() -> Result<(
     write(&stack, "obs_l", &version("obs_l", "SELECT n + 1"))?;
     let deploy = stack.cli(&["deploy", "obs_l", "dev"]).await?;
     assert_eq!(deploy.code, 0, "{deploy}");
-    let id = rollout_id(&deploy)?;
+    let id = deploy.rollout_id()?;
 
     let log = stack.cli(&["log", &id]).await?;
     assert_eq!(log.code, 0, "{log}");
@@ -503,7 +486,7 @@ async fn log_prints_the_deployment_log_block_of_a_recorded_rollout() -> Result<(
     write(&stack, "obs_l", &broken("obs_l"))?;
     let failed = stack.cli(&["deploy", "obs_l", "dev"]).await?;
     assert_eq!(failed.code, 2, "{failed}");
-    let log = stack.cli(&["log", &rollout_id(&failed)?]).await?;
+    let log = stack.cli(&["log", &failed.rollout_id()?]).await?;
     assert!(
         log.stdout.contains("\nStatus: [FAIL] FAILED (exit 2)\n"),
         "{log}"
