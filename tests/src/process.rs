@@ -20,6 +20,8 @@ use crate::{clear_inherited_pgrollout_env, TestDir};
 const TAIL_LINES: usize = 40;
 /// How long [`Process::terminate_and_wait`] gives a process to exit after SIGTERM.
 const TERMINATE_GRACE: Duration = Duration::from_secs(30);
+/// How long [`Process::wait_for_exit`] waits, after the exit, for the pipes' last lines.
+const OUTPUT_END_GRACE: Duration = Duration::from_secs(5);
 /// Set to echo every captured line to stderr as it arrives, prefixed with the process name.
 const ECHO_ENV: &str = "PGROLLOUT_TEST_ECHO";
 
@@ -211,16 +213,28 @@ impl Process {
         Ok(())
     }
 
-    /// Waits for the process to exit (and reaps it).
+    /// Waits for the process to exit (and reaps it), then for its output to be read to the end, so that
+    /// [`Process::output_so_far`] right after holds everything it printed. The exit status arrives before
+    /// the pipes' last bytes do: reading the output at the exit alone once missed a CLI's final line.
     pub async fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(status) => status.with_context(|| format!("waiting for {} to exit", self.name)),
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.with_context(|| format!("waiting for {} to exit", self.name))?,
             Err(_elapsed) => bail!(
                 "{} did not exit within {timeout:?}; {}",
                 self.name,
                 self.describe_tail()
             ),
-        }
+        };
+        self.wait_for_output_end().await;
+        Ok(status)
+    }
+
+    /// Waits until both capture tasks have read their pipe to the end. Bounded: a grandchild that inherited
+    /// the pipes (none of pgrollout's programs leaves one behind) would keep them open after the exit.
+    async fn wait_for_output_end(&self) {
+        let mut lines = self.lines.clone();
+        let closed = async { while lines.changed().await.is_ok() {} };
+        let _ = tokio::time::timeout(OUTPUT_END_GRACE, closed).await;
     }
 
     /// The exit status if the process has exited, without waiting.
