@@ -403,28 +403,34 @@ async fn scheduled_scans_audit_and_notify_new_drift_once() -> Result<()> {
         "{detected}"
     );
 
-    // Three more intervals: the same drift is scanned again, never announced again.
-    let audit_actions = |actions: &str| {
-        actions
+    // Three more intervals: the same drift is scanned again (the metric's timestamp moves), never announced
+    // again, and the audit log does not grow with the schedule: an unchanged scan is not an event.
+    let scheduled = |audit: &str, action: &str| {
+        audit
             .lines()
-            .filter(|line| line.contains("drift.detected"))
+            .filter(|line| line.contains(action) && line.contains("drift_scan_interval"))
             .count()
     };
-    let mut scanned_since = 0;
-    let start = stack.cli(&["audit"]).await?.stdout;
-    let scans_before = start.matches("drift.scanned").count();
-    while scanned_since < 3 {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        scanned_since = stack
-            .cli(&["audit"])
-            .await?
-            .stdout
-            .matches("drift.scanned")
-            .count()
-            - scans_before;
+    let before = stack.cli(&["audit"]).await?.stdout;
+    let mut last_scan = last_scan_timestamp(metrics_port).await?;
+    for _ in 0..3 {
+        let seen = last_scan.clone();
+        while last_scan == seen {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            last_scan = last_scan_timestamp(metrics_port).await?;
+        }
     }
     let audit = stack.cli(&["audit"]).await?.stdout;
-    assert_eq!(audit_actions(&audit), 1, "drift.detected once:\n{audit}");
+    assert_eq!(
+        scheduled(&audit, "drift.detected"),
+        1,
+        "drift.detected once:\n{audit}"
+    );
+    assert_eq!(
+        scheduled(&audit, "drift.scanned"),
+        scheduled(&before, "drift.scanned"),
+        "three unchanged scheduled scans wrote no audit entry:\n{audit}"
+    );
     assert!(
         tokio::time::timeout(std::time::Duration::from_secs(2), hook.next())
             .await
@@ -454,4 +460,15 @@ async fn scheduled_scans_audit_and_notify_new_drift_once() -> Result<()> {
         "{cached}"
     );
     Ok(())
+}
+
+/// The controller's `pgrollout_drift_last_scan_timestamp_seconds` for dev, as Prometheus scrapes it.
+async fn last_scan_timestamp(metrics_port: u16) -> Result<String> {
+    let (_, metrics) =
+        pgrollout_tests::http_get::http_request(metrics_port, "GET", "/metrics").await?;
+    Ok(metrics
+        .lines()
+        .find(|l| l.starts_with("pgrollout_drift_last_scan_timestamp_seconds{environment=\"dev\"}"))
+        .unwrap_or_default()
+        .to_owned())
 }

@@ -66,7 +66,7 @@ impl ControlService {
             &self.controller,
             &request.environment,
             names,
-            &caller.actor(),
+            drift::Requester::Operator(&caller.actor()),
         )
         .await?;
         Ok(Response::new(response))

@@ -6,7 +6,11 @@
 //! environment's latest (`--cached` shows it without an agent) and audited
 //! (`drift.scanned`; `drift.detected`, and a notification to the
 //! environment's channels, for findings the previous scan did not have),
-//! whether an operator asked for it or `drift_schedule.rs` did.
+//! whether an operator asked for it or `drift_schedule.rs` did. An
+//! operator's scan is always audited; a scheduled one only when its findings
+//! differ from the previous scan's, so a schedule every second does not write
+//! 86,400 identical entries a day (its liveness is the
+//! `pgrollout_drift_last_scan_timestamp_seconds` metric).
 
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +40,23 @@ pub struct DriftScan {
     pub report: DriftReport,
 }
 
+/// Who asked for a scan, which decides what of it the audit log keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum Requester<'a> {
+    /// An operator's `pgrollout drift`: audited every time, as every command is.
+    Operator(&'a str),
+    /// The controller's schedule: audited when the findings changed.
+    Schedule(&'a str),
+}
+
+impl<'a> Requester<'a> {
+    fn actor(self) -> &'a str {
+        match self {
+            Requester::Operator(actor) | Requester::Schedule(actor) => actor,
+        }
+    }
+}
+
 /// Scans `environment` for drift of the routines `names` (sorted, no
 /// duplicates; all routines when empty), keeps the scan as the latest for
 /// that set of names and audits it; new drift is also notified.
@@ -43,8 +64,9 @@ pub async fn scan_and_record(
     controller: &Controller,
     environment: &str,
     names: Vec<String>,
-    actor: &str,
+    requester: Requester<'_>,
 ) -> Result<DriftResponse, EngineError> {
+    let actor = requester.actor();
     let scope = names.join(",");
     let scan = scan(controller, environment, names, actor).await?;
     let mut response = DriftResponse {
@@ -62,10 +84,14 @@ pub async fn scan_and_record(
         .record_drift_scan(environment, &scope, &response, response.scanned_at_unix_ms)
         .await
         .map_err(EngineError::store("record the drift scan"))?;
-    let known: Vec<String> = previous
-        .and_then(|p| p.response.report)
-        .map(|r| r.findings.iter().map(finding_key).collect())
-        .unwrap_or_default();
+    let known: Option<Vec<String>> = previous.map(|p| {
+        p.response
+            .report
+            .map(|r| r.findings.iter().map(finding_key).collect())
+            .unwrap_or_default()
+    });
+    let first_scan = known.is_none();
+    let known = known.unwrap_or_default();
     let report = response.report.clone().unwrap_or_default();
     response.new_drift = report
         .findings
@@ -79,22 +105,26 @@ pub async fn scan_and_record(
         .map(|f| f.identity.as_str())
         .collect();
     let procedure = (!scope.is_empty()).then(|| scope.clone());
-    controller
-        .audit(AuditEntry {
-            actor: actor.to_owned(),
-            action: "drift.scanned".into(),
-            outcome: if drifted.is_empty() { "ok" } else { "drift" }.into(),
-            environment: Some(environment.to_owned()),
-            procedure: procedure.clone(),
-            details: format!(
-                "{} routine(s) checked by agent {}; drifted: [{}]",
-                report.routines_checked,
-                scan.agent,
-                drifted.join(", ")
-            ),
-            ..Default::default()
-        })
-        .await;
+    let findings_changed =
+        first_scan || !response.new_drift.is_empty() || known.len() != report.findings.len();
+    if matches!(requester, Requester::Operator(_)) || findings_changed {
+        controller
+            .audit(AuditEntry {
+                actor: actor.to_owned(),
+                action: "drift.scanned".into(),
+                outcome: if drifted.is_empty() { "ok" } else { "drift" }.into(),
+                environment: Some(environment.to_owned()),
+                procedure: procedure.clone(),
+                details: format!(
+                    "{} routine(s) checked by agent {}; drifted: [{}]",
+                    report.routines_checked,
+                    scan.agent,
+                    drifted.join(", ")
+                ),
+                ..Default::default()
+            })
+            .await;
+    }
     if !response.new_drift.is_empty() {
         // Drift no earlier scan had seen: its own entry, so an auditor
         // finds when each hand change was first noticed, and one message to

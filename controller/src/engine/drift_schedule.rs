@@ -77,7 +77,14 @@ pub async fn run(controller: Arc<Controller>) {
 }
 
 async fn scan(controller: &Controller, environment: &str) {
-    match drift::scan_and_record(controller, environment, Vec::new(), SCHEDULE_ACTOR).await {
+    match drift::scan_and_record(
+        controller,
+        environment,
+        Vec::new(),
+        drift::Requester::Schedule(SCHEDULE_ACTOR),
+    )
+    .await
+    {
         Ok(response) => {
             let findings = response.report.map_or(0, |r| r.findings.len());
             tracing::debug!(
