@@ -182,6 +182,24 @@ async fn deploy_adopt_drift_records_the_hand_edit_and_rollbacks_walk_back_throug
     );
     let clean = stack.cli(&["drift", "dev"]).await?;
     assert_eq!(clean.code, 0, "the ledger follows every step: {clean}");
+
+    // The adopted version is a named version too: `history` lists it and
+    // `rollback --to <its ledger id>` brings it back.
+    let adopt_id: i64 = client
+        .query_one(
+            "SELECT id FROM pgrollout.ledger WHERE action = 'adopt'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let history = stack.cli(&["history", "ad", "dev"]).await?;
+    assert_eq!(history.code, 0, "{history}");
+    assert!(history.stdout.contains("adopt"), "{history}");
+    let out = stack
+        .cli(&["rollback", "ad", "dev", "--to", &adopt_id.to_string()])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(live(&client).await?.0, " SELECT 'hotfix ' || x ");
     Ok(())
 }
 
