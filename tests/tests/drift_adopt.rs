@@ -207,9 +207,25 @@ async fn deploy_adopt_drift_records_the_hand_edit_and_rollbacks_walk_back_throug
 async fn adopt_takes_only_drifted_routines_and_treats_names_as_data() -> Result<()> {
     let stack = Stack::start_with(StackOptions::default()).await?;
     stack.write_procedure("ad.sql", AD)?;
-    let out = stack.cli(&["deploy", "ad", "dev"]).await?;
+    // A first deploy (no ledger yet) with --adopt-drift: nothing drifted, so
+    // nothing is adopted, and the deploy runs.
+    let out = stack
+        .cli_as(
+            "approver-1",
+            &["deploy", "ad", "dev", "--adopt-drift", "--reason", "first"],
+        )
+        .await?;
     assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("no selected routine drifted"), "{out}");
     let client = stack.zone("dev").pg.connect().await?;
+    let adopted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pgrollout.ledger WHERE action = 'adopt'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(adopted, 0);
     let rows_before = ledger_rows(&client).await?;
     let adopt = |operator: &'static str, name: &'static str| {
         let stack = &stack;

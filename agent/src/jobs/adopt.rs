@@ -345,3 +345,78 @@ fn selector_text(selector: &pgrollout_shared::operations::RoutineSelector) -> St
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::{sha256_hex, RoutineState, ScannedRoutine};
+
+    fn row(id: i64, action: &str, to: Option<&str>) -> LedgerRecord {
+        LedgerRecord {
+            id,
+            applied_at_ms: 0,
+            job_id: format!("j{id}"),
+            rollout_id: format!("r{id}"),
+            plan_id: "p".into(),
+            action: action.into(),
+            identity: "f(integer)".into(),
+            change: "replaced".into(),
+            previous: RoutineSnapshot::of_f(None),
+            previous_sha256: None,
+            new: RoutineSnapshot::of_f(to),
+            new_sha256: to.map(sha256_hex),
+            actor: "alice".into(),
+            trace_id: None,
+            commit_sha: None,
+            backup_path: None,
+            backup_sha256: None,
+            undoes_ledger_id: None,
+            new_identity: None,
+            note: None,
+        }
+    }
+
+    fn scanned(expected: &str, live: &str) -> ScannedRoutine {
+        let state = |definition: &str| RoutineState {
+            definition: Some(definition.into()),
+            owner: Some("app".into()),
+            acl: None,
+            comment: None,
+        };
+        ScannedRoutine {
+            ledgered: true,
+            identity: "f(integer)".into(),
+            schema: "public".into(),
+            name: "f".into(),
+            expected: Some(state(expected)),
+            live: Some(state(live)),
+        }
+    }
+
+    #[test]
+    fn only_a_routine_the_ledger_knows_that_drifted_is_adopted() {
+        let deployed = row(1, "deploy", Some("v1"));
+        let chosen = judge("f(integer)", &[&deployed], Some(&scanned("v1", "by hand")));
+        let chosen = chosen.unwrap_or_else(|why| panic!("{why}"));
+        assert_eq!(chosen.expected.id, 1);
+        assert_eq!(chosen.finding.aspects, ["definition"]);
+
+        let same = judge("f(integer)", &[&deployed], Some(&scanned("v1", "v1")));
+        assert!(same.is_err_and(|why| why.contains("did not drift")));
+
+        let never = judge("f(integer)", &[], None);
+        assert!(never.is_err_and(|why| why.contains("never deployed")));
+
+        let retired = row(2, "deploy", None);
+        let gone = judge("f(integer)", &[&deployed, &retired], None);
+        assert!(gone.is_err_and(|why| why.contains("does not exist")));
+
+        let disabled = row(3, "disable", Some("v1"));
+        let off = judge(
+            "f(integer)",
+            &[&deployed, &disabled],
+            Some(&scanned("v1", "by hand")),
+        );
+        assert!(off.is_err_and(|why| why.contains("is disabled")));
+    }
+}
