@@ -46,7 +46,9 @@ pub(super) fn convert(connection: &Connection, path: &Path) -> rusqlite::Result<
         "store: rewriting the store once (VACUUM) so that retention can return pruned space to the filesystem"
     );
     let started = Instant::now();
-    match connection.execute_batch("VACUUM") {
+    // In WAL mode the rewritten store is first a WAL as large as the store:
+    // checkpoint it into the main file and empty it.
+    match connection.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);") {
         Ok(()) => tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             store_mib = file_bytes(path) / (1 << 20),
