@@ -391,6 +391,11 @@ async fn a_restart_or_an_old_rollouts_resolve_rebuilds_the_metrics_without_readi
 }
 
 /// A debug build's rebuild per finished rollout, with a margin for a busy
-/// machine: reading the rows costs 7–16 µs a rollout (10,000 rollouts);
-/// decoding every plan, as before migration 0014, cost MEASURE_BEFORE.
+/// machine: reading the rows cost 7–16 µs a rollout here (1,000 and 10,000
+/// rollouts). A coarse guard only: with these 4-routine plans, decoding
+/// every plan as before migration 0014 cost 22–23 µs, which it does not
+/// catch; the plans of 1,000-routine batches made that 14 s at 100,000
+/// rollouts in a release build (deploy/bench/README.md).
+/// `metrics::summary_tests::an_old_rollouts_resolve_rebuilds_from_the_rows_without_reading_a_plan`
+/// shows that no plan is read.
 const MAX_REBUILD_US_PER_ROLLOUT: f64 = 60.0;
