@@ -41,6 +41,10 @@ start_t0=$(bench_now_us)
 bench_wait_for_line "$work/controller.log" "controller listening"
 start_ms=$(( ($(bench_now_us) - start_t0) / 1000 ))
 until "$bin/pgrollout" agents 2>/dev/null | grep -q dev-1; do sleep 0.2; done
+# The metrics summary is rebuilt from the store at start (its log line), and
+# the first `pgrollout metrics` after the start waits for it.
+bench_wait_for_line "$work/controller.log" "summary built"
+build_us=$(sed 's/\x1b\[[0-9;]*m//g' "$work/controller.log" | grep 'summary built' | head -n 1 | grep -o 'build_us=[0-9]*' | cut -d= -f2)
 
 timed() { # file command... : appends the command's wall time in µs
   local t0; t0=$(bench_now_us)
@@ -69,18 +73,19 @@ grep -q "audit log intact" "$work/last.out" || { echo "audit verify did not pass
 verified=$(grep -o '[0-9]* entries verified' "$work/last.out" | cut -d' ' -f1)
 store_kb=$(du -k -c "$work"/c.sqlite* | tail -n 1 | cut -f1)
 
-python3 - "$work" "$rollouts" "$audit" "$verified" "$fill_s" "$start_ms" "$store_kb" \
+python3 - "$work" "$rollouts" "$audit" "$verified" "$fill_s" "$start_ms" "$store_kb" "$build_us" \
   "$(bench_rss_kb "$controller_pid")" "$(bench_peak_rss_kb "$controller_pid")" <<'PY'
 import os, statistics, sys
 build = os.environ['BENCH_BUILD']
 work = sys.argv[1]
-rollouts, audit, verified, fill_s, start_ms, store_kb, rss_kb, peak_kb = map(int, sys.argv[2:])
+rollouts, audit, verified, fill_s, start_ms, store_kb, build_us, rss_kb, peak_kb = map(int, sys.argv[2:])
 def load(name, scale=1000):
     return sorted(int(x) / scale for x in open(f"{work}/{name}.times"))
 def p(xs, q): return xs[min(len(xs) - 1, int(q * len(xs)))]
 print(f"history benchmark: {rollouts:,} rollouts (1,000-routine batches every 1,000th), {audit:,} audit entries; "
       f"{build}, mutual TLS, localhost")
 print(f"store filled in {fill_s} s through the store's API; controller restart over it: {start_ms} ms to listening")
+print(f"metrics summary rebuilt at start (no plan decoded): {build_us / 1000:.1f} ms")
 print(f"{'':44}{'runs':>6}{'p50 ms':>10}{'p95 ms':>10}{'min ms':>10}{'max ms':>10}")
 for label, name in (("rollback, one routine (CLI to CLI)", "one"),
                     ("rollback --emergency (CLI to CLI)", "one-emergency"),

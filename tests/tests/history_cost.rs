@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use pgrollout_tests::http_get::http_request;
-use pgrollout_tests::{free_port, run_command, Stack, StackOptions};
+use pgrollout_tests::{free_port, run_command, OutputMark, Stack, StackOptions};
 
 /// Rollbacks timed per store size (the fastest is compared).
 const ROUNDS: usize = 5;
@@ -261,3 +261,141 @@ async fn a_rollbacks_controller_time_does_not_grow_with_the_store() -> Result<()
     assert_eq!(status.code, 0, "{status}");
     Ok(())
 }
+
+const SUMMARY_BUILT: &str = "metrics: summary built from the store";
+
+/// The rollouts and µs of the controller's first "summary built" line after
+/// `mark` (since its start without one).
+async fn summary_built(stack: &Stack, mark: Option<OutputMark>) -> Result<(u64, u64)> {
+    let wait = Duration::from_secs(120);
+    let line = match mark {
+        Some(mark) => {
+            stack
+                .controller
+                .wait_for_line_after(mark, SUMMARY_BUILT, wait)
+                .await?
+        }
+        None => stack.controller.wait_for_line(SUMMARY_BUILT, wait).await?,
+    };
+    Ok((field(&line, "rollouts")?, field(&line, "build_us")?))
+}
+
+/// A stack with `/metrics` on, its store filled with `rollouts` rollouts of
+/// 4 routines of 2 kB each (store-fill's default plans), `edit` applied to
+/// the store, then the controller restarted over it: the stack, the metrics
+/// port, and the rollouts and µs of the summary's rebuild at start.
+async fn restarted_over(
+    rollouts: &str,
+    edit: impl FnOnce(&rusqlite::Connection) -> Result<()>,
+) -> Result<(Stack, u16, u64, u64)> {
+    let port = free_port();
+    let mut stack = Stack::start_with(StackOptions {
+        controller_extra: format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ..StackOptions::default()
+    })
+    .await?;
+    fill(&stack, &["--rollouts", rollouts, "--batch-every", "0"]).await?;
+    {
+        let store = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?;
+        store.busy_timeout(Duration::from_secs(10))?;
+        edit(&store)?;
+    }
+    stack.kill_9_and_restart_controller(|c| c).await?;
+    let (built, micros) = summary_built(&stack, None).await?;
+    Ok((stack, port, built, micros))
+}
+
+/// The first scrape after a restart, and after a change that arrives out of
+/// order (an operator resolving a rollout that was in doubt since long ago),
+/// rebuild the metrics' summary from the store. That rebuild reads the
+/// finished rollouts' rows and never a stored plan (migration 0014): its time
+/// per rollout must not grow with the store, and must stay small — it used to
+/// decode every plan, 14 s at 100,000 rollouts in a release build.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_or_an_old_rollouts_resolve_rebuilds_the_metrics_without_reading_plans(
+) -> Result<()> {
+    let (small_stack, _, small_rollouts, small_us) = restarted_over("1000", |_| Ok(())).await?;
+    drop(small_stack);
+    // One old rollout in doubt, as a controller crash would leave it (the
+    // fill records only settled rollouts): it counts as failed until an
+    // operator resolves it.
+    let (stack, port, large_rollouts, large_us) = restarted_over("10000", |store| {
+        let changed = store.execute(
+            "UPDATE rollouts SET state = 'unknown', exit_code = 2 WHERE id = 'r-fill-10'",
+            [],
+        )?;
+        ensure!(changed == 1, "no rollout r-fill-10");
+        Ok(())
+    })
+    .await?;
+    let (text, first_scrape_us) = scrape(port).await?;
+    let successes = "pgrollout_deployment_successes_total{kind=\"batch\",environment=\"dev\"}";
+    assert_eq!(sample(&text, successes), Some(9_999.0), "{text}");
+
+    let mark = stack.controller.mark();
+    let out = stack
+        .cli(&[
+            "resolve",
+            "r-fill-10",
+            "--succeeded",
+            "--reason",
+            "ledger checked",
+        ])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let (text, resolve_scrape_us) = scrape(port).await?;
+    let (_, resolve_us) = summary_built(&stack, Some(mark)).await?;
+    assert_eq!(sample(&text, successes), Some(10_000.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "pgrollout_rollouts{kind=\"deploy\",state=\"succeeded\"}"
+        ),
+        Some(10_000.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "pgrollout_rollouts{kind=\"deploy\",state=\"unknown\"}"
+        ),
+        None,
+        "{text}"
+    );
+
+    let per_rollout = |us: u64, rollouts: u64| us as f64 / rollouts.max(1) as f64;
+    let (small, large, resolve) = (
+        per_rollout(small_us, small_rollouts),
+        per_rollout(large_us, large_rollouts),
+        per_rollout(resolve_us, large_rollouts),
+    );
+    eprintln!(
+        "summary rebuilt after a restart: {small_us} µs for {small_rollouts} rollouts ({small:.1} µs each), \
+         {large_us} µs for {large_rollouts} ({large:.1} µs each); after the resolve: {resolve_us} µs \
+         ({resolve:.1} µs each); scrapes: {first_scrape_us} µs after the restart, {resolve_scrape_us} µs after the resolve"
+    );
+    // A floor of 50 ms keeps a busy machine's scheduling from reading as
+    // growth on the small store.
+    assert!(
+        large_us <= 3 * small_us.max(50_000) * large_rollouts / small_rollouts.max(1),
+        "the rebuild's time per rollout grew with the store: {small:.1} µs with {small_rollouts}, \
+         {large:.1} µs with {large_rollouts}"
+    );
+    for (what, each) in [("restart", large), ("resolve", resolve)] {
+        assert!(
+            each <= MAX_REBUILD_US_PER_ROLLOUT,
+            "the rebuild after a {what} took {each:.1} µs per rollout (at most {MAX_REBUILD_US_PER_ROLLOUT})"
+        );
+    }
+    Ok(())
+}
+
+/// A debug build's rebuild per finished rollout, with a margin for a busy
+/// machine: reading the rows cost 7–16 µs a rollout here (1,000 and 10,000
+/// rollouts). A coarse guard only: with these 4-routine plans, decoding
+/// every plan as before migration 0014 cost 22–23 µs, which it does not
+/// catch; the plans of 1,000-routine batches made that 14 s at 100,000
+/// rollouts in a release build (deploy/bench/README.md).
+/// `metrics::summary_tests::an_old_rollouts_resolve_rebuilds_from_the_rows_without_reading_a_plan`
+/// shows that no plan is read.
+const MAX_REBUILD_US_PER_ROLLOUT: f64 = 60.0;

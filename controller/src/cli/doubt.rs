@@ -15,7 +15,9 @@ pub struct RetryArgs {
 }
 
 #[derive(clap::Args)]
-#[group(id = "verdict", required = true, multiple = false)]
+// The verdict group holds the two flags only: a struct-level `#[group]`
+// would take every field into it, refusing `<ROLLOUT> --succeeded --reason`.
+#[command(group(clap::ArgGroup::new("verdict").required(true).multiple(false)))]
 pub struct ResolveArgs {
     /// The rollout in doubt (`r-…`, state unknown).
     rollout: String,

@@ -2,14 +2,16 @@
 //! the step events and job results of rollouts that finished more than
 //! `keep` ago (`store/retention.rs` says what is kept), a page at a time so
 //! the store is never held long, and audits what it pruned. Without the
-//! table it does nothing. Like all of `[store]`, the settings are read at
+//! table it does nothing. After a run that pruned, the pages it freed are
+//! returned to the filesystem a step at a time (`store/compaction.rs`), so
+//! the store's file shrinks. Like all of `[store]`, the settings are read at
 //! start (a reload keeps them: `engine/reload.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::engine::Controller;
-use crate::store::{AuditEntry, Pruned, StoreError};
+use crate::store::{AuditEntry, Pruned, StoreError, PAGES_PER_STEP};
 
 /// Rollouts pruned per transaction.
 const PAGE: u32 = 500;
@@ -72,6 +74,7 @@ pub async fn prune(controller: &Controller, keep: Duration) -> Result<Pruned, St
             results_kept = total.results_kept,
             "retention: pruned old rollouts"
         );
+        return_free_pages(controller).await?;
         controller
             .store
             .audit(AuditEntry {
@@ -84,4 +87,26 @@ pub async fn prune(controller: &Controller, keep: Duration) -> Result<Pruned, St
             .await?;
     }
     Ok(total)
+}
+
+/// Returns the pages pruning freed to the filesystem, a bounded step per
+/// store call with the store free for rollouts in between.
+async fn return_free_pages(controller: &Controller) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut returned = 0_u64;
+    loop {
+        let step = controller.store.return_free_pages(PAGES_PER_STEP).await?;
+        returned += step.returned * step.page_size;
+        if step.left == 0 || step.returned == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    tracing::info!(
+        returned_mib = returned / (1 << 20),
+        returned_bytes = returned,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "retention: returned pruned space to the filesystem"
+    );
+    Ok(())
 }

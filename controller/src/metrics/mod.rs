@@ -33,8 +33,6 @@ mod summary_tests;
 use std::collections::{BTreeMap, HashSet};
 
 pub use figures::ProcedureFigures;
-#[cfg(test)]
-use summary::names_routines;
 
 #[cfg(test)]
 use crate::store::{state, FinishedRollout};
@@ -172,6 +170,7 @@ mod tests {
             exit_code,
             created_at_unix_ms: created,
             finished_at_unix_ms: finished,
+            names_routines: Some(true),
         }
     }
 

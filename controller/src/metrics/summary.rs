@@ -13,6 +13,11 @@
 //! could have matched). Any other change — a finished rollout retried or
 //! resolved, a rollout older than one counted, a deleted rollout — rebuilds
 //! the summary from the store, which is rare and gives the same figures.
+//!
+//! A build reads the finished rollouts' rows and nothing else: whether a
+//! plan's label names its routines (where `/metrics` counts its rollouts) is
+//! the plan's `names_routines` column, written with the plan (migration
+//! 0014), so no stored plan is decoded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -158,6 +163,8 @@ fn mean_ms(sum: i128, count: u64) -> Option<u64> {
 pub struct Summary {
     /// The change log's position applied.
     watermark: i64,
+    /// Finished rollouts it was built from (for the build's log line).
+    rollouts: usize,
     /// `pgrollout metrics`: by the plan's label and environment.
     by_label: BTreeMap<(String, String), Group>,
     /// `/metrics`: deploys and rollbacks of one routine.
@@ -209,15 +216,15 @@ impl Summary {
     /// then the rollbacks in `compute`'s order.
     async fn build(store: &Store) -> Result<Summary, StoreError> {
         let (watermark, rollouts) = store.finished_as_of_change().await?;
-        let plans = known_plans(store, &rollouts).await?;
         let mut summary = Summary {
             watermark,
+            rollouts: rollouts.len(),
             by_label: BTreeMap::new(),
             routines: BTreeMap::new(),
             batches: BTreeMap::new(),
             routine_labels: rollouts
                 .iter()
-                .filter(|r| plans.get(&r.plan_id).copied().flatten() == Some(true))
+                .filter(|r| r.names_routines == Some(true))
                 .map(|r| r.procedure.clone())
                 .collect(),
             routineless_in_batches: HashSet::new(),
@@ -232,24 +239,20 @@ impl Summary {
         for rollout in deploys.into_iter().chain(rollbacks) {
             // In this order no change is out of order: every deploy comes
             // before the first rollback, rollbacks in `compute`'s order.
-            let _ = summary.add(rollout, &plans);
+            let _ = summary.add(rollout);
         }
         Ok(summary)
     }
 
     /// Counts a rollout that finished, in both views.
-    fn add(
-        &mut self,
-        rollout: &FinishedRollout,
-        plans: &HashMap<String, Option<bool>>,
-    ) -> Result<(), OutOfOrder> {
+    fn add(&mut self, rollout: &FinishedRollout) -> Result<(), OutOfOrder> {
         let label = rollout.procedure.clone();
         let environment = rollout.environment.clone();
         self.by_label
             .entry((label.clone(), environment.clone()))
             .or_default()
             .add(rollout)?;
-        let names_routine = match plans.get(&rollout.plan_id).copied().flatten() {
+        let names_routine = match rollout.names_routines {
             Some(true) => {
                 if self.routine_labels.insert(label.clone())
                     && self.routineless_in_batches.contains(&label)
@@ -294,25 +297,14 @@ impl Summary {
 
     /// Whether `/metrics` counts `rollout` with its routine (else with the
     /// batches), as `classify` decides.
-    fn names_routine(
-        &self,
-        rollout: &FinishedRollout,
-        plans: &HashMap<String, Option<bool>>,
-    ) -> bool {
-        plans
-            .get(&rollout.plan_id)
-            .copied()
-            .flatten()
+    fn names_routine(&self, rollout: &FinishedRollout) -> bool {
+        rollout
+            .names_routines
             .unwrap_or_else(|| self.routine_labels.contains(&rollout.procedure))
     }
 
     /// A counted deploy whose state changed (its exit code and end did not).
-    fn restate(
-        &mut self,
-        deploy: &FinishedRollout,
-        was_bad: bool,
-        plans: &HashMap<String, Option<bool>>,
-    ) -> Result<(), OutOfOrder> {
+    fn restate(&mut self, deploy: &FinishedRollout, was_bad: bool) -> Result<(), OutOfOrder> {
         match (was_bad, is_bad(deploy)) {
             (false, true) => {}
             (true, false) => return Err(OutOfOrder),
@@ -323,7 +315,7 @@ impl Summary {
             .get_mut(&key)
             .ok_or(OutOfOrder)?
             .add_bad(deploy)?;
-        let group = if self.names_routine(deploy, plans) {
+        let group = if self.names_routine(deploy) {
             self.routines.get_mut(&key)
         } else {
             self.batches.get_mut(&deploy.environment)
@@ -335,20 +327,10 @@ impl Summary {
     async fn catch_up(&mut self, store: &Store) -> Result<Result<(), OutOfOrder>, StoreError> {
         let changes = store.rollout_changes_since(self.watermark).await?;
         self.watermark = changes.watermark;
-        let finished: Vec<FinishedRollout> = changes
-            .changes
-            .iter()
-            .filter_map(|c| c.now.clone())
-            .collect();
-        let plans = known_plans(store, &finished).await?;
-        Ok(self.apply(changes.changes, &plans))
+        Ok(self.apply(changes.changes))
     }
 
-    fn apply(
-        &mut self,
-        changes: Vec<RolloutChange>,
-        plans: &HashMap<String, Option<bool>>,
-    ) -> Result<(), OutOfOrder> {
+    fn apply(&mut self, changes: Vec<RolloutChange>) -> Result<(), OutOfOrder> {
         let mut new_rollbacks = Vec::new();
         for change in changes {
             if change.forced {
@@ -360,14 +342,14 @@ impl Summary {
             match (change.was, change.now) {
                 (None, None) => {}
                 (None, Some(now)) if now.kind == "rollback" => new_rollbacks.push(now),
-                (None, Some(now)) => self.add(&now, plans)?,
+                (None, Some(now)) => self.add(&now)?,
                 (Some(was), Some(now))
                     if was.exit_code == now.exit_code
                         && was.finished_at_unix_ms == now.finished_at_unix_ms =>
                 {
                     if now.kind == "deploy" {
                         let was_bad = was.exit_code != 0 || was.state == state::ROLLED_BACK;
-                        self.restate(&now, was_bad, plans)?;
+                        self.restate(&now, was_bad)?;
                     }
                 }
                 (Some(_), _) => return Err(OutOfOrder),
@@ -377,57 +359,10 @@ impl Summary {
             (a.created_at_unix_ms, &a.rollout_id).cmp(&(b.created_at_unix_ms, &b.rollout_id))
         });
         for rollback in &new_rollbacks {
-            self.add(rollback, plans)?;
+            self.add(rollback)?;
         }
         Ok(())
     }
-}
-
-/// Whether each plan of `rollouts` names its routines ([`names_routines`]).
-async fn known_plans(
-    store: &Store,
-    rollouts: &[FinishedRollout],
-) -> Result<HashMap<String, Option<bool>>, StoreError> {
-    let plan_ids: Vec<String> = rollouts.iter().map(|r| r.plan_id.clone()).collect();
-    names_routines(store, plan_ids).await
-}
-
-/// Whether each plan's label names its routines (`Some(true)`: a deploy of
-/// one routine, counted under its name; `Some(false)`: a batch, counted
-/// under `kind="batch"`; `None`: no routines, a rollback's, which counts
-/// under its label when a deploy of a routine of that name was counted,
-/// else with the batches). The answer per plan is kept for the life of the
-/// process: plans are content-addressed and immutable.
-pub async fn names_routines(
-    store: &Store,
-    mut plan_ids: Vec<String>,
-) -> Result<HashMap<String, Option<bool>>, StoreError> {
-    static NAMES_ROUTINES: Mutex<Option<HashMap<String, Option<bool>>>> = Mutex::new(None);
-    plan_ids.sort();
-    plan_ids.dedup();
-    let unknown: Vec<String> = {
-        let known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
-        let known = known.as_ref();
-        plan_ids
-            .iter()
-            .filter(|id| known.is_none_or(|k| !k.contains_key(*id)))
-            .cloned()
-            .collect()
-    };
-    // A few hundred plans per store call: the first read of a long history
-    // decodes every plan once (14 s for 100,000 in a release build), and the
-    // store serves rollouts in between.
-    let mut answers = Vec::with_capacity(unknown.len());
-    for chunk in unknown.chunks(256) {
-        answers.extend(store.plan_labels_name_routines(chunk.to_vec()).await?);
-    }
-    let mut known = NAMES_ROUTINES.lock().unwrap_or_else(|p| p.into_inner());
-    let known = known.get_or_insert_with(HashMap::new);
-    known.extend(answers);
-    Ok(plan_ids
-        .into_iter()
-        .filter_map(|id| known.get(&id).map(|answer| (id, *answer)))
-        .collect())
 }
 
 /// A store's summary, and how often it was built and brought up to date
@@ -484,7 +419,16 @@ pub async fn with_summary<T>(
         }
         None => {
             guard.builds += 1;
-            Summary::build(store).await?
+            let started = std::time::Instant::now();
+            let summary = Summary::build(store).await?;
+            // What a start or an out-of-order change costs (read by
+            // tests/tests/history_cost.rs and the benchmark).
+            tracing::info!(
+                rollouts = summary.rollouts,
+                build_us = started.elapsed().as_micros() as u64,
+                "metrics: summary built from the store"
+            );
+            summary
         }
     };
     let answer = read(&summary);

@@ -52,9 +52,21 @@ async fn reference_view(
     store: &Store,
     rollouts: Vec<FinishedRollout>,
 ) -> (Vec<ProcedureFigures>, Vec<ProcedureFigures>) {
-    let plans = names_routines(store, rollouts.iter().map(|r| r.plan_id.clone()).collect())
+    // Decided from the stored plans themselves, not from the column the
+    // summary reads (`plans.names_routines`), which must agree.
+    let plans: std::collections::HashMap<String, Option<bool>> = store
+        .plan_labels_name_routines(rollouts.iter().map(|r| r.plan_id.clone()).collect())
         .await
-        .expect("plans");
+        .expect("plans")
+        .into_iter()
+        .collect();
+    for rollout in &rollouts {
+        assert_eq!(
+            rollout.names_routines, plans[&rollout.plan_id],
+            "plans.names_routines of {}",
+            rollout.plan_id
+        );
+    }
     let routine_labels: HashSet<String> = rollouts
         .iter()
         .filter(|r| plans[&r.plan_id] == Some(true))
@@ -342,4 +354,113 @@ async fn rollouts_by_state_are_counted_as_they_are_written() {
             ("rollback".into(), "running".into(), 1),
         ]
     );
+}
+
+/// A change out of order — an operator resolving a deploy that was in doubt
+/// since before later rollouts were counted — rebuilds the summary, and the
+/// rebuild reads rollout rows only: with every stored plan's blob unreadable
+/// (never read by the metrics since migration 0014) it still gives the
+/// definitions' figures.
+#[tokio::test]
+async fn an_old_rollouts_resolve_rebuilds_from_the_rows_without_reading_a_plan() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(&dir.path().join("s.sqlite")).expect("store");
+    let deploy_plan = Plan {
+        plan_id: "0d".repeat(32),
+        label: "f".into(),
+        routines: vec![routine("f")],
+        ..Plan::default()
+    };
+    let rollback_plan = Plan {
+        plan_id: "0e".repeat(32),
+        label: "f".into(),
+        ..Plan::default()
+    };
+    store.save_plan(&deploy_plan, 1).await.expect("plan");
+    store.save_plan(&rollback_plan, 1).await.expect("plan");
+    let start = |n: usize, kind: &'static str, plan: &str, at: i64| {
+        let store = store.clone();
+        let plan = plan.to_owned();
+        async move {
+            store
+                .create_rollout(
+                    NewRollout {
+                        kind,
+                        ..NewRollout::dev_deploy(&format!("r-{n}"), &plan, at)
+                    },
+                    &format!("j-{n}"),
+                    1,
+                )
+                .await
+                .expect("rollout");
+        }
+    };
+    let finish = |n: usize, exit_code: i32, at: i64| {
+        let store = store.clone();
+        async move {
+            let result = JobResult {
+                job_id: format!("j-{n}"),
+                attempt: 1,
+                ..JobResult::default()
+            };
+            store
+                .finish_job(&result, exit_code, at)
+                .await
+                .expect("finish");
+        }
+    };
+    // r-0: a deploy left in doubt (counted as failed) long ago.
+    start(0, "deploy", &deploy_plan.plan_id, 1_000).await;
+    store
+        .abandon_job("j-0", 1, state::UNKNOWN, 2, "lost", 1_500)
+        .await
+        .expect("abandon");
+    // Then many deploys, some failed, each answered by a rollback.
+    for n in 1..40 {
+        let at = 2_000 + 1_000 * n as i64;
+        if n % 2 == 1 {
+            start(n, "deploy", &deploy_plan.plan_id, at).await;
+            finish(n, if n % 4 == 1 { 2 } else { 0 }, at + 100).await;
+        } else {
+            start(n, "rollback", &rollback_plan.plan_id, at).await;
+            finish(n, 0, at + 200).await;
+        }
+    }
+    // No plan is read from here on.
+    rusqlite::Connection::open(dir.path().join("s.sqlite"))
+        .and_then(|c| c.execute("UPDATE plans SET content = x'ff'", []))
+        .expect("damage the plans");
+    assert_summary_matches_rows(&store).await;
+    let (builds, _) = super::summary::counts(&store).await;
+
+    store
+        .resolve_rollout("r-0", state::SUCCEEDED, "checked", 100_000)
+        .await
+        .expect("resolve");
+    assert_summary_matches_rows(&store).await;
+    let (after, _) = super::summary::counts(&store).await;
+    assert_eq!(after, builds + 1, "the resolve rebuilt the summary once");
+    let figures = with_summary(&store, |s| s.by_label("f", "dev"))
+        .await
+        .expect("summary");
+    // 20 deploys, 10 failed, and the resolved one.
+    assert_eq!(
+        (figures[0].deployments, figures[0].successes),
+        (21, 11),
+        "{figures:?}"
+    );
+}
+
+/// The summary against [`compute`] over the rows, without the reference
+/// Prometheus view (which decodes the plans).
+async fn assert_summary_matches_rows(store: &Store) {
+    let all = store
+        .finished_deploys_and_rollbacks("", "")
+        .await
+        .expect("read");
+    let (by_label, routines) = with_summary(store, |s| (s.by_label("", ""), s.routine_figures()))
+        .await
+        .expect("summary");
+    assert_eq!(by_label, compute(&all));
+    assert_eq!(routines, compute(&all), "every plan names its routine f");
 }

@@ -405,7 +405,8 @@ mod tests {
         DROP TRIGGER rollouts_change_delete; DROP TRIGGER rollout_state_counts_insert;
         DROP TRIGGER rollout_state_counts_update; DROP TRIGGER rollout_state_counts_delete;
         DROP TABLE rollout_changes; DROP TABLE rollout_state_counts; DROP TABLE pruned_rollouts;
-        DROP TABLE retention_cursor; DROP INDEX rollouts_by_finished;";
+        DROP TABLE retention_cursor; DROP INDEX rollouts_by_finished;
+        ALTER TABLE plans DROP COLUMN names_routines;";
 
     #[tokio::test]
     async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {

@@ -2,8 +2,6 @@
 //! rollback rollout with its timestamps, and the number of rollouts in each
 //! state. The figures themselves are computed in `crate::metrics`.
 
-use prost::Message;
-use rusqlite::types::Type;
 use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
@@ -22,6 +20,61 @@ pub struct FinishedRollout {
     pub exit_code: i32,
     pub created_at_unix_ms: i64,
     pub finished_at_unix_ms: i64,
+    /// Whether its plan's label names every routine of the plan
+    /// (`plans.names_routines`): `Some(true)` a deploy of one routine,
+    /// `Some(false)` a batch, `None` a plan without routines (a rollback's).
+    pub names_routines: Option<bool>,
+}
+
+/// Whether `label` names every one of `routines` (`name` or `schema.name`),
+/// `None` when there are none: what `plans.names_routines` holds.
+pub(crate) fn label_names_routines<'a>(
+    label: &str,
+    routines: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<bool> {
+    let mut routines = routines.into_iter().peekable();
+    routines.peek()?;
+    Some(routines.all(|(schema, name)| {
+        name == label
+            || label
+                .strip_prefix(schema)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(name)
+    }))
+}
+
+/// Migration 0014's step: `plans.names_routines` of every plan stored before
+/// it, each plan decoded once (only its routines' names, [`PlanNames`]). A
+/// plan that does not decode fails the migration, naming it: the store is
+/// damaged and the metrics would count its rollouts wrongly.
+pub(super) fn backfill_names_routines(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    let mut read = tx.prepare("SELECT plan_id, label, content FROM plans")?;
+    let mut write = tx.prepare("UPDATE plans SET names_routines = ?2 WHERE plan_id = ?1")?;
+    let mut rows = read.query([])?;
+    let mut plans = 0_u64;
+    while let Some(row) = rows.next()? {
+        let plan_id: String = row.get(0)?;
+        let label: String = row.get(1)?;
+        let content = row.get_ref(2)?.as_blob()?;
+        let names: PlanNames =
+            super::decode_blob(2, content, "plan", || format!("plan {plan_id}"))?;
+        let answer = label_names_routines(
+            &label,
+            names
+                .routines
+                .iter()
+                .map(|r| (r.schema.as_str(), r.name.as_str())),
+        );
+        write.execute(params![plan_id, answer])?;
+        plans += 1;
+    }
+    tracing::info!(
+        plans,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store: recorded which plans name their routines (once, for the metrics)"
+    );
+    Ok(())
 }
 
 /// Only the routines' names of a stored `proto::Plan` (its field 4, and
@@ -86,7 +139,8 @@ fn finished(
     environment: &str,
 ) -> rusqlite::Result<Vec<FinishedRollout>> {
     let mut statement = c.prepare(
-        "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
+        "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at,
+                p.names_routines
          FROM rollouts r JOIN plans p ON p.plan_id = r.plan_id
          WHERE r.kind IN ('deploy', 'rollback')
            AND r.finished_at IS NOT NULL AND r.exit_code IS NOT NULL
@@ -104,6 +158,7 @@ fn finished(
             exit_code: row.get(6)?,
             created_at_unix_ms: row.get(7)?,
             finished_at_unix_ms: row.get(8)?,
+            names_routines: row.get(9)?,
         })
     })?;
     rows.collect()
@@ -195,7 +250,8 @@ impl Store {
                 }
             }
             let mut current = tx.prepare(
-                "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at
+                "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at,
+                        p.names_routines
                  FROM rollouts r JOIN plans p ON p.plan_id = r.plan_id WHERE r.id = ?1",
             )?;
             for change in &mut changes {
@@ -215,6 +271,7 @@ impl Store {
                                 exit_code: 0,
                                 created_at_unix_ms: row.get(7)?,
                                 finished_at_unix_ms: 0,
+                                names_routines: row.get(9)?,
                             },
                         ))
                     })
@@ -243,10 +300,10 @@ impl Store {
         .await
     }
 
-    /// Whether each plan's label names its routines (`name` or
-    /// `schema.name` of every one): a deploy of one routine, not a batch
-    /// labelled with its list's name; `None` for a plan without routines (a
-    /// rollback's). Plans are immutable, so the metrics ask once per plan.
+    /// Whether each plan's label names its routines, decided from the
+    /// stored plan itself: what `plans.names_routines` is checked against
+    /// (`metrics::summary_tests`). The metrics read the column.
+    #[cfg(test)]
     pub async fn plan_labels_name_routines(
         &self,
         plan_ids: Vec<String>,
@@ -257,9 +314,8 @@ impl Store {
             for plan_id in plan_ids {
                 let (label, content): (String, Vec<u8>) =
                     statement.query_row(params![plan_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                let plan = PlanNames::decode(content.as_slice()).map_err(|error| {
-                    rusqlite::Error::FromSqlConversionFailure(1, Type::Blob, Box::new(error))
-                })?;
+                let plan: PlanNames =
+                    super::decode_blob(1, &content, "plan", || format!("plan {plan_id}"))?;
                 let names_routines = (!plan.routines.is_empty()).then(|| {
                     plan.routines.iter().all(|routine| {
                         routine.name == label
@@ -303,6 +359,7 @@ impl Store {
 mod tests {
     use super::*;
     use pgrollout_shared::proto::{Plan, Routine};
+    use prost::Message;
 
     #[test]
     fn the_names_view_reads_a_stored_plans_routines() {
@@ -325,5 +382,59 @@ mod tests {
             .map(|r| (r.schema.as_str(), r.name.as_str()))
             .collect();
         assert_eq!(names, [("public", "a"), ("billing", "b")]);
+    }
+
+    #[tokio::test]
+    async fn plans_record_whether_their_label_names_their_routines_and_older_ones_are_filled() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open(&dir.path().join("s.sqlite")).expect("store");
+        let routine = |schema: &str, name: &str| Routine {
+            schema: schema.into(),
+            name: name.into(),
+            ..Routine::default()
+        };
+        let plans = [
+            ("f", vec![routine("public", "f")], Some(true)),
+            ("billing.g", vec![routine("billing", "g")], Some(true)),
+            (
+                "sprint1",
+                vec![routine("public", "f"), routine("public", "g")],
+                Some(false),
+            ),
+            ("f", vec![], None),
+        ];
+        for (n, (label, routines, _)) in plans.iter().enumerate() {
+            let plan = Plan {
+                plan_id: format!("{n:064x}"),
+                label: (*label).into(),
+                routines: routines.clone(),
+                ..Plan::default()
+            };
+            store.save_plan(&plan, 1).await.expect("plan");
+        }
+        let read = |store: Store| async move {
+            store
+                .call(|c| {
+                    let mut statement =
+                        c.prepare("SELECT names_routines FROM plans ORDER BY plan_id")?;
+                    let rows = statement.query_map([], |row| row.get::<_, Option<bool>>(0))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .await
+                .expect("read")
+        };
+        let expected: Vec<Option<bool>> = plans.iter().map(|p| p.2).collect();
+        assert_eq!(read(store.clone()).await, expected, "written with the plan");
+        // A store from before migration 0014: filled once by its step.
+        store
+            .call(|c| {
+                c.execute("UPDATE plans SET names_routines = NULL", [])?;
+                let tx = c.transaction()?;
+                backfill_names_routines(&tx)?;
+                tx.commit()
+            })
+            .await
+            .expect("backfill");
+        assert_eq!(read(store).await, expected, "backfilled");
     }
 }

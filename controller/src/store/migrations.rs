@@ -16,11 +16,16 @@ const MIGRATIONS: &[&str] = &[
     HISTORY_INDEX,
     include_str!("migrations/0012_drift_scans.sql"),
     include_str!("migrations/0013_metrics_and_retention.sql"),
+    PLAN_NAMES_ROUTINES,
 ];
 
 /// Issue 17's index of routine versions, built from the stored results by a
 /// Rust step (`history_index::backfill`) in the migration's transaction.
 const HISTORY_INDEX: &str = include_str!("migrations/0011_history_index.sql");
+
+/// Issue 17's `plans.names_routines`, filled for existing plans by a Rust
+/// step (`metrics::backfill_names_routines`) in the migration's transaction.
+const PLAN_NAMES_ROUTINES: &str = include_str!("migrations/0014_plan_names_routines.sql");
 
 /// Applies every migration newer than the store's version, each in its own
 /// transaction with its version bump, so a crash never leaves one half-done.
@@ -31,6 +36,9 @@ pub fn run(connection: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(migration)?;
         if *migration == HISTORY_INDEX {
             super::history_index::backfill(&tx)?;
+        }
+        if *migration == PLAN_NAMES_ROUTINES {
+            super::metrics::backfill_names_routines(&tx)?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
         tx.commit()?;

@@ -7,6 +7,9 @@
 mod approvals;
 mod audit;
 mod audit_key;
+mod compaction;
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod corruption_tests;
 mod deployed;
@@ -34,6 +37,7 @@ mod watches;
 pub use crate::config::default_audit_key_path as default_key_path;
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
+pub use compaction::PAGES_PER_STEP;
 pub use drift_scans::DriftGauge;
 pub use faults::NEVER_OFFERED;
 #[cfg(test)]
@@ -61,6 +65,9 @@ pub struct PlanRow {
     pub label: String,
     pub commit_sha: String,
     pub content: Vec<u8>,
+    /// Whether the label names every routine (`plans.names_routines`,
+    /// migration 0014): what the metrics count the plan's rollouts under.
+    pub names_routines: Option<bool>,
 }
 
 /// What the store can keep as a plan.
@@ -75,6 +82,12 @@ impl StoredPlan for Plan {
             label: self.label.clone(),
             commit_sha: self.commit_sha.clone(),
             content: self.to_wire().encode_to_vec(),
+            names_routines: metrics::label_names_routines(
+                &self.label,
+                self.routines
+                    .iter()
+                    .map(|r| (r.identity.schema.as_str(), r.identity.name.as_str())),
+            ),
         }
     }
 }
@@ -86,6 +99,12 @@ impl StoredPlan for pgrollout_shared::proto::Plan {
             label: self.label.clone(),
             commit_sha: self.commit_sha.clone(),
             content: self.encode_to_vec(),
+            names_routines: metrics::label_names_routines(
+                &self.label,
+                self.routines
+                    .iter()
+                    .map(|r| (r.schema.as_str(), r.name.as_str())),
+            ),
         }
     }
 }
@@ -328,6 +347,9 @@ impl Store {
             source,
         };
         let mut connection = Connection::open(path).map_err(open_error)?;
+        // First, before WAL and before any table: a new store is created
+        // with incremental auto-vacuum, an older one rewritten once.
+        compaction::convert(&connection, path).map_err(open_error)?;
         // WAL with synchronous=NORMAL: durable across a process crash, and a
         // commit costs no fsync, so recording every event stays cheap.
         connection
@@ -369,12 +391,14 @@ impl Store {
             label,
             commit_sha,
             content,
+            names_routines,
         } = plan.row();
         self.call(move |c| {
             c.execute(
-                "INSERT INTO plans (plan_id, label, commit_sha, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO plans (plan_id, label, commit_sha, content, created_at, names_routines)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (plan_id) DO NOTHING",
-                params![plan_id, label, commit_sha, content, now],
+                params![plan_id, label, commit_sha, content, now, names_routines],
             )
             .map(|_| ())
         })
