@@ -227,6 +227,7 @@ fn routine_identities(kind: &JobKind) -> Vec<String> {
         | JobKind::Enable(_)
         | JobKind::History(_)
         | JobKind::AuditAnchors
-        | JobKind::Drift { .. } => Vec::new(),
+        | JobKind::Drift { .. }
+        | JobKind::Adopt(_) => Vec::new(),
     }
 }
