@@ -431,3 +431,68 @@ async fn a_deploy_the_server_refuses_carries_the_database_conventions_and_its_sq
     }
     Ok(())
 }
+
+/// The SQLSTATE on a span is the server's, carried typed from the driver's
+/// error where the failure began (issue 14), not read back out of the
+/// failure's text. A deploy that waits out the deploy lock is told in the
+/// agent's own words, which quote no code, yet the server refused with 55P03
+/// (`lock_timeout`): the `lock` step and the job say so.
+#[tokio::test]
+async fn a_failure_told_in_the_agents_words_still_carries_the_servers_sqlstate() -> Result<()> {
+    let mut collector = OtlpReceiver::start().await?;
+    let stack = Stack::start_with(StackOptions {
+        controller_extra: format!("[telemetry]\notlp_endpoint = \"{}\"\n", collector.endpoint),
+        agent_timeouts: "lock = \"1s\"".into(),
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.write_procedure(
+        "trace_locked.sql",
+        "CREATE OR REPLACE FUNCTION public.trace_locked() RETURNS integer LANGUAGE sql AS 'SELECT 1';\n",
+    )?;
+    // Another session holds the deploy lock (the agent's advisory lock key).
+    let holder = stack.zone("dev").pg.connect().await?;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&0x7067_726f_6c6c_6f75_i64])
+        .await?;
+    let deploy = stack.cli(&["deploy", "trace_locked", "dev"]).await?;
+    ensure!(deploy.code == 2, "{deploy}");
+    ensure!(
+        deploy
+            .stderr
+            .contains("another rollout holds the deploy lock on target main"),
+        "{deploy}"
+    );
+    ensure!(
+        !deploy.stderr.contains("55P03"),
+        "the text quotes no code: {deploy}"
+    );
+    let spans = collector
+        .wait_for(SPANS_ARRIVE, |spans| {
+            ["job deploy", "lock"]
+                .iter()
+                .all(|name| spans.iter().any(|s| s.span.name == *name))
+        })
+        .await?;
+    let lock = only(&spans, "lock")?;
+    let job = only(&spans, "job deploy")?;
+    child_of(lock, job)?;
+    for span in [lock, job] {
+        let name = &span.span.name;
+        ensure!(
+            span.string("db.response.status_code") == Some("55P03"),
+            "{name}: {:?}",
+            span.span.attributes
+        );
+        ensure!(span.string("error.type") == Some("55P03"), "{name}");
+        let status = span.span.status.as_ref().context("a status")?;
+        ensure!(status.code == 2, "{name}: status ERROR, not {status:?}");
+        ensure!(
+            status.message.ends_with("SQLSTATE 55P03"),
+            "{name}: {status:?}"
+        );
+    }
+    ensure!(lock.string("pgrollout.outcome") == Some("failed"));
+    drop(holder);
+    Ok(())
+}

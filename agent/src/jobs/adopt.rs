@@ -24,11 +24,13 @@ use pgrollout_shared::proto::{DriftFinding, DriftReport, JobResult, Outcome, Res
 
 use super::reversal::versions::{by_identity, version_state};
 use super::steps::{self, database, drift as compare, refused, Stopped};
-use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::context::{Finished, JobContext, JobFailure};
 use crate::sql::{self, LedgerJob, LedgerRecord, LedgerRow, RoutineSnapshot, TargetConnection};
 
-pub async fn run(ctx: &JobContext, spec: &AdoptSpec) -> JobResult {
-    adopt(ctx, spec).await.unwrap_or_else(Stopped::into_result)
+pub async fn run(ctx: &JobContext, spec: &AdoptSpec) -> Finished {
+    adopt(ctx, spec)
+        .await
+        .map_or_else(Stopped::into_result, Finished::from)
 }
 
 /// One routine to adopt: its drift, and the ledger row whose `new` side the

@@ -5,11 +5,13 @@
 use pgrollout_shared::proto::{JobResult, Outcome};
 
 use super::steps::{self, database, Stopped};
-use crate::jobs::context::JobContext;
+use crate::jobs::context::{Finished, JobContext};
 use crate::sql;
 
-pub async fn run(ctx: &JobContext) -> JobResult {
-    read(ctx).await.unwrap_or_else(Stopped::into_result)
+pub async fn run(ctx: &JobContext) -> Finished {
+    read(ctx)
+        .await
+        .map_or_else(Stopped::into_result, Finished::from)
 }
 
 async fn read(ctx: &JobContext) -> Result<JobResult, Stopped> {

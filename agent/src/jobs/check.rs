@@ -12,17 +12,18 @@ use std::time::Instant;
 
 use pgrollout_shared::proto::{CheckFinding, JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
+use tokio_postgres::error::SqlState;
 
-use super::context::{failed_result, JobContext, JobFailure};
+use super::context::{failed_result, Finished, JobContext, JobFailure};
 use super::steps::{self, apply, simple};
 use crate::sql::static_checks::{self, PlpgsqlFinding};
 use crate::sql::{describe_error, line_of_char_position, TargetConnection};
 use pgrollout_shared::errors::error_chain;
 
-pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
+pub async fn run(ctx: &JobContext, routines: &[Routine]) -> Finished {
     check(ctx, routines)
         .await
-        .unwrap_or_else(|failure| failed_result(failure, Vec::new()))
+        .map_or_else(|failure| failed_result(failure, Vec::new()), Finished::from)
 }
 
 async fn check(ctx: &JobContext, routines: &[Routine]) -> Result<JobResult, JobFailure> {
@@ -140,12 +141,18 @@ async fn apply_each(
             apply::create_in_its_path(conn, routine)
                 .await
                 .map_err(|e| apply_finding(routine, &e, "apply"))?;
+            // The finding's SQLSTATE is the failure's own (a GRANT to a
+            // missing role: 42704), typed, not read from its text.
+            let failed = |failure: JobFailure, source: &str| {
+                let code = failure.sql_state().map(SqlState::code).unwrap_or_default();
+                finding(routine, "error", code, &failure.message(), source)
+            };
             let identity = apply::verify_created(conn, std::slice::from_ref(routine))
                 .await
-                .map_err(|failure| finding(routine, "error", "", &failure.message(), "apply"))?;
+                .map_err(|failure| failed(failure, "apply"))?;
             apply::grant(conn, std::slice::from_ref(routine), &identity)
                 .await
-                .map_err(|failure| finding(routine, "error", "", &failure.message(), "grants"))?;
+                .map_err(|failure| failed(failure, "grants"))?;
             Ok::<_, CheckFinding>(identity.into_iter().next().map(|c| c.identity))
         }
         .await;

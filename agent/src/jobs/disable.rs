@@ -16,22 +16,22 @@ use tokio_postgres::types::Type;
 use super::reversal::versions::{by_identity, version_state};
 use super::steps::{self, database, refused, Stopped};
 use crate::backup::WrittenBackup;
-use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::context::{Finished, JobContext, JobFailure};
 use crate::sql::{
     self, exact_restore, quote_identifier, LedgerJob, LedgerRecord, LedgerRow, RoutineSnapshot,
     TargetConnection,
 };
 
-pub async fn run(ctx: &JobContext, spec: &DisableSpec) -> JobResult {
+pub async fn run(ctx: &JobContext, spec: &DisableSpec) -> Finished {
     disable(ctx, spec)
         .await
-        .unwrap_or_else(Stopped::into_result)
+        .map_or_else(Stopped::into_result, Finished::from)
 }
 
-pub async fn enable(ctx: &JobContext, selector: &RoutineSelector) -> JobResult {
+pub async fn enable(ctx: &JobContext, selector: &RoutineSelector) -> Finished {
     enable_routines(ctx, selector)
         .await
-        .unwrap_or_else(Stopped::into_result)
+        .map_or_else(Stopped::into_result, Finished::from)
 }
 
 /// One change of a disable or enable, ready for the ledger.
@@ -304,7 +304,10 @@ async fn enable_routines(
                 async {
                     exact_restore::set_metadata(&conn.client, &who, &targets)
                         .await
-                        .map_err(|e| JobFailure::deploy(format!("restoring the privileges failed: {}", e.describe())))
+                        .map_err(|e| {
+                            JobFailure::deploy(format!("restoring the privileges failed: {}", e.describe()))
+                                .with_sql_state(e.sql_state())
+                        })
                 },
                 |_| "definition, owner, ACL and comment as before the disable".into(),
             )

@@ -10,11 +10,13 @@ use std::time::Instant;
 use pgrollout_shared::proto::{DriftReport, JobResult, Outcome};
 
 use super::steps::{self, database, drift as compare, Stopped};
-use crate::jobs::context::JobContext;
+use crate::jobs::context::{Finished, JobContext};
 use crate::sql;
 
-pub async fn run(ctx: &JobContext, names: &[String]) -> JobResult {
-    scan(ctx, names).await.unwrap_or_else(Stopped::into_result)
+pub async fn run(ctx: &JobContext, names: &[String]) -> Finished {
+    scan(ctx, names)
+        .await
+        .map_or_else(Stopped::into_result, Finished::from)
 }
 
 async fn scan(ctx: &JobContext, names: &[String]) -> Result<JobResult, Stopped> {

@@ -7,13 +7,13 @@ use pgrollout_shared::proto::{JobResult, LedgerEntry, Outcome};
 
 use super::reversal::versions::by_identity;
 use super::steps::{self, database, refused, Stopped};
-use crate::jobs::context::JobContext;
+use crate::jobs::context::{Finished, JobContext};
 use crate::sql::{self, LedgerRecord};
 
-pub async fn run(ctx: &JobContext, selector: &RoutineSelector) -> JobResult {
+pub async fn run(ctx: &JobContext, selector: &RoutineSelector) -> Finished {
     history(ctx, selector)
         .await
-        .unwrap_or_else(Stopped::into_result)
+        .map_or_else(Stopped::into_result, Finished::from)
 }
 
 async fn history(ctx: &JobContext, selector: &RoutineSelector) -> Result<JobResult, Stopped> {

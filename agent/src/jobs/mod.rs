@@ -41,7 +41,7 @@ use tracing::Instrument;
 
 use crate::config::AgentConfig;
 use crate::outbox::Outbox;
-use context::{millis, JobContext};
+use context::{millis, Finished, JobContext};
 
 pub use resolve::resolve_interrupted;
 
@@ -70,9 +70,9 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
     let work = async {
         match &context.job.kind {
             JobKind::Deploy { routines, batch } => {
-                let mut result = deploy::run(&context, routines, batch).await;
-                deploy::after_deploy::run(&context, routines, batch, &mut result).await;
-                result
+                let mut finished = deploy::run(&context, routines, batch).await;
+                deploy::after_deploy::run(&context, routines, batch, &mut finished.result).await;
+                finished
             }
             JobKind::Smoke { routines } => smoke_job::run(&context, routines).await,
             JobKind::Rollback(spec) => rollback::run(&context, spec).await,
@@ -90,37 +90,37 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
         }
     };
     let work = work.instrument(context.job_span().clone());
-    let result = tokio::select! {
+    let finished = tokio::select! {
         finished = tokio::time::timeout(budget, work) => match finished {
-            Ok(result) => result,
+            Ok(finished) => finished,
             Err(_) => {
                 context.cancel_queries().await;
-                JobResult {
+                Finished::from(JobResult {
                 outcome: Outcome::DeployFailed as i32,
                 message: format!(
                     "job deadline reached after {:.1}s; the open transaction was rolled back",
                     budget.as_secs_f64()
                 ),
                 ..Default::default()
-            }},
+            })},
         },
         silent = context.fenced() => {
             tracing::warn!(job_id = %context.job.id, silent_ms = silent.as_millis() as u64, "job fenced: lease expired");
             context.cancel_queries().await;
-            JobResult {
+            Finished::from(JobResult {
                 outcome: Outcome::DeployFailed as i32,
                 message: context.fenced_message(silent),
                 ..Default::default()
-            }
+            })
         }
     };
     if matches!(context.job.kind, JobKind::Deploy { .. })
-        && result.outcome() == Outcome::Succeeded
-        && !result.backup_path.is_empty()
+        && finished.result.outcome() == Outcome::Succeeded
+        && !finished.result.backup_path.is_empty()
     {
-        apply_retention(&context, &result.backup_path).await;
+        apply_retention(&context, &finished.result.backup_path).await;
     }
-    context.finish(result);
+    context.finish(finished);
     outbox.job_finished(&context.job.id, context.job.attempt);
     // The job span ends here; export the job's spans now rather than at the
     // exporter's next tick, so the rollout's trace is complete moments after

@@ -7,11 +7,11 @@ use pgrollout_shared::proto::{JobResult, Outcome};
 use pgrollout_shared::routine::Routine;
 use pgrollout_shared::test_reports::perf_line;
 
-use super::context::{failed_result, JobContext, JobFailure};
+use super::context::{failed_result, Finished, JobContext, JobFailure};
 use super::steps::{self, perf};
 
 /// The `perf_probe` job: connect, take the deploy lock, measure.
-pub async fn run(ctx: &JobContext, routines: &[Routine], targets: &[PerfTarget]) -> JobResult {
+pub async fn run(ctx: &JobContext, routines: &[Routine], targets: &[PerfTarget]) -> Finished {
     let work = async {
         let conn = steps::connect(ctx).await?;
         steps::lock(ctx, &conn).await?;
@@ -40,5 +40,5 @@ pub async fn run(ctx: &JobContext, routines: &[Routine], targets: &[PerfTarget])
         })
     };
     work.await
-        .unwrap_or_else(|failure| failed_result(failure, Vec::new()))
+        .map_or_else(|failure| failed_result(failure, Vec::new()), Finished::from)
 }

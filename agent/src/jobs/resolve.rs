@@ -66,7 +66,7 @@ pub async fn resolve_interrupted(
             }
         }
     };
-    context.finish(result);
+    context.finish(result.into());
     outbox.job_finished(&job_id, attempt);
 }
 

@@ -18,12 +18,12 @@ use super::reversal::plan::{plan, Planned};
 use super::reversal::progress::Progress;
 use super::reversal::verify::smoke_on_fresh_connection;
 use super::steps::{self, database, Stopped};
-use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::context::{Finished, JobContext, JobFailure};
 use crate::sql::{
     rows_for_rollout, rows_for_routine_of, rows_for_selector, LedgerRecord, TargetConnection,
 };
 
-pub async fn run(ctx: &JobContext, spec: &RollbackSpec) -> JobResult {
+pub async fn run(ctx: &JobContext, spec: &RollbackSpec) -> Finished {
     let progress = Progress::default();
     rollback(ctx, spec, &progress)
         .await
@@ -56,7 +56,7 @@ async fn rollback(
     ctx: &JobContext,
     spec: &RollbackSpec,
     progress: &Progress,
-) -> Result<JobResult, Stopped> {
+) -> Result<Finished, Stopped> {
     let deadline = steps::own_deadline(ctx);
     let opened = bounded(deadline, progress, async {
         progress.at("connect");
@@ -74,7 +74,7 @@ async fn rollback(
     .await?;
     let (mut conn, rows) = match opened {
         Ok(opened) => opened,
-        Err(replayed) => return Ok(replayed),
+        Err(replayed) => return Ok(Finished::from(replayed)),
     };
     let (planned, notes) = ctx
         .step(
@@ -152,6 +152,9 @@ async fn rollback(
         ..Default::default()
     };
     progress.at("post-restore-smoke");
+    // The SQLSTATE of a post-restore smoke test that could not run, for the
+    // job's span (the report says it in words).
+    let mut sqlstate = None;
     if spec.emergency.is_some() {
         ctx.event(
             "post-restore-smoke",
@@ -186,10 +189,13 @@ async fn rollback(
                         result.smoke.extend(reports);
                         "the post-restore smoke test failed".to_owned()
                     }
-                    Err(failure) => format!(
-                        "the post-restore smoke test could not run: {}",
-                        failure.message()
-                    ),
+                    Err(failure) => {
+                        sqlstate = failure.sql_state().cloned();
+                        format!(
+                            "the post-restore smoke test could not run: {}",
+                            failure.message()
+                        )
+                    }
                 };
                 result.outcome = Outcome::SmokeFailed as i32;
                 result.message = format!(
@@ -201,7 +207,7 @@ async fn rollback(
         }
     }
     result.warnings = warnings;
-    Ok(result)
+    Ok(Finished { result, sqlstate })
 }
 
 async fn load_rows(

@@ -4,11 +4,11 @@
 use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
 
-use super::context::{failed_result, txn_seal, JobContext, JobFailure};
+use super::context::{failed_result, txn_seal, Finished, JobContext, JobFailure};
 use super::smoke::run_smoke_tests;
 use super::steps;
 
-pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
+pub async fn run(ctx: &JobContext, routines: &[Routine]) -> Finished {
     let work = async {
         let mut conn = steps::connect(ctx).await?;
         ctx.event("smoke", StepStatus::Started, "", 0, Vec::new());
@@ -46,5 +46,5 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> JobResult {
         })
     };
     work.await
-        .unwrap_or_else(|failure| failed_result(failure, Vec::new()))
+        .map_or_else(|failure| failed_result(failure, Vec::new()), Finished::from)
 }

@@ -19,13 +19,12 @@ use pgrollout_shared::proto::{JobResult, Outcome, WatchSample};
 use pgrollout_shared::watch::WatchSampleSpec;
 
 use super::smoke::run_smoke_tests;
-use crate::jobs::context::JobContext;
-use crate::sql::{self, describe_error, watch_stats, TargetConnection};
-use pgrollout_shared::errors::error_chain;
+use crate::jobs::context::{failed_result, Finished, JobContext, JobFailure};
+use crate::sql::{self, watch_stats, TargetConnection};
 
-pub async fn run(ctx: &JobContext, spec: &WatchSampleSpec) -> JobResult {
+pub async fn run(ctx: &JobContext, spec: &WatchSampleSpec) -> Finished {
     match sample(ctx, spec).await {
-        Ok(sample) => JobResult {
+        Ok(sample) => Finished::from(JobResult {
             outcome: Outcome::Succeeded as i32,
             message: format!(
                 "sampled {} routine(s), {} probe(s)",
@@ -34,25 +33,22 @@ pub async fn run(ctx: &JobContext, spec: &WatchSampleSpec) -> JobResult {
             ),
             watch_sample: Some(Box::new(sample)),
             ..Default::default()
-        },
-        Err(message) => JobResult {
-            outcome: Outcome::DeployFailed as i32,
-            message,
-            ..Default::default()
-        },
+        }),
+        Err(failure) => failed_result(failure, Vec::new()),
     }
 }
 
-async fn sample(ctx: &JobContext, spec: &WatchSampleSpec) -> Result<WatchSample, String> {
+async fn sample(ctx: &JobContext, spec: &WatchSampleSpec) -> Result<WatchSample, JobFailure> {
     let mut conn = sql::connect(&ctx.target, &ctx.config.timeouts)
         .await
-        .map_err(|e| error_chain(&e))?;
-    let read_failed = |e: tokio_postgres::Error| {
-        format!(
-            "reading pg_stat_user_functions failed: {}",
-            describe_error(&e, None)
-        )
-    };
+        .map_err(|e| {
+            // A sample that cannot be taken failed, whatever the reason.
+            let mut failure = JobFailure::connect(e);
+            failure.outcome = Outcome::DeployFailed;
+            failure
+        })?;
+    let read_failed =
+        |e: tokio_postgres::Error| JobFailure::database("reading pg_stat_user_functions failed", e);
     // Read before probing: each statement outside a transaction sees fresh
     // statistics (stats_fetch_consistency caches them per transaction).
     let track_functions = watch_stats::track_functions(&conn.client)
@@ -62,9 +58,7 @@ async fn sample(ctx: &JobContext, spec: &WatchSampleSpec) -> Result<WatchSample,
         .await
         .map_err(read_failed)?;
     let sampled_at_unix_ms = now_unix_ms();
-    let (probes, probe_calls_excluded) = probe(&mut conn, spec)
-        .await
-        .map_err(|e| format!("probing failed: {e}"))?;
+    let (probes, probe_calls_excluded) = probe(&mut conn, spec).await?;
     Ok(WatchSample {
         sampled_at_unix_ms,
         track_functions,
@@ -79,8 +73,8 @@ async fn sample(ctx: &JobContext, spec: &WatchSampleSpec) -> Result<WatchSample,
 async fn probe(
     conn: &mut TargetConnection,
     spec: &WatchSampleSpec,
-) -> Result<(Vec<pgrollout_shared::proto::SmokeReport>, bool), String> {
-    let db = |e: tokio_postgres::Error| describe_error(&e, None);
+) -> Result<(Vec<pgrollout_shared::proto::SmokeReport>, bool), JobFailure> {
+    let db = |e: tokio_postgres::Error| JobFailure::database("probing failed", e);
     crate::jobs::context::txn_seal::begin_client(conn)
         .await
         .map_err(db)?;
@@ -91,7 +85,13 @@ async fn probe(
     let sealed = crate::jobs::context::txn_seal::confirm(conn).await;
     let _ = conn.client.batch_execute("ROLLBACK").await;
     sealed.map_err(|why| {
-        crate::jobs::context::txn_seal::escaped_message("a watch probe (smoke test call)", &why)
+        JobFailure::deploy(format!(
+            "probing failed: {}",
+            crate::jobs::context::txn_seal::escaped_message(
+                "a watch probe (smoke test call)",
+                &why
+            )
+        ))
     })?;
     Ok((reports.map_err(db)?, excluded))
 }

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_postgres::config::SslMode as DriverSslMode;
-use tokio_postgres::error::DbError;
+use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::tls::TlsStream;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -106,6 +106,9 @@ pub enum ConnectError {
         port: u16,
         dbname: String,
         reason: String,
+        /// The server's SQLSTATE when it refused (28P01, 3D000, …): kept
+        /// typed for the span, not read back out of `reason`.
+        code: Option<SqlState>,
     },
     #[error("target {target} ({host}:{port}/{dbname}): {source}")]
     Unsupported {
@@ -148,7 +151,7 @@ pub async fn connect(
     }
     let tls_config = tls::client_config(target)
         .await
-        .map_err(|error| database_error(target, error_chain(&error)))?;
+        .map_err(|error| database_error(target, error_chain(&error), None))?;
     match tls_config {
         None => {
             config.ssl_mode(DriverSslMode::Disable);
@@ -187,12 +190,13 @@ where
         Ok(Err(error)) => {
             let reason = tls::describe_handshake_failure(&error, target)
                 .unwrap_or_else(|| super::describe_error(&error, None));
-            return Err(database_error(target, reason));
+            return Err(database_error(target, reason, error.code()));
         }
         Err(_) => {
             return Err(database_error(
                 target,
                 format!("no answer within {:?} (connect timeout)", timeouts.connect),
+                None,
             ))
         }
     };
@@ -230,7 +234,9 @@ where
         client
             .batch_execute("SET client_connection_check_interval = 1000")
             .await
-            .map_err(|error| database_error(target, super::describe_error(&error, None)))?;
+            .map_err(|error| {
+                database_error(target, super::describe_error(&error, None), error.code())
+            })?;
     }
     Ok(TargetConnection {
         client,
@@ -241,7 +247,7 @@ where
     })
 }
 
-fn database_error(target: &TargetConfig, reason: String) -> ConnectError {
+fn database_error(target: &TargetConfig, reason: String, code: Option<&SqlState>) -> ConnectError {
     ConnectError::Database {
         target: target.name.clone(),
         user: target.user.clone(),
@@ -249,5 +255,16 @@ fn database_error(target: &TargetConfig, reason: String) -> ConnectError {
         port: target.port,
         dbname: target.dbname.clone(),
         reason,
+        code: code.cloned(),
+    }
+}
+
+impl ConnectError {
+    /// The server's SQLSTATE, when the server refused the connection.
+    pub fn sql_state(&self) -> Option<&SqlState> {
+        match self {
+            ConnectError::Database { code, .. } => code.as_ref(),
+            ConnectError::Password(_) | ConnectError::Unsupported { .. } => None,
+        }
     }
 }

@@ -39,6 +39,14 @@ impl ExactRestoreError {
             other => other.to_string(),
         }
     }
+
+    /// The server's SQLSTATE, when the database refused.
+    pub fn sql_state(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            ExactRestoreError::Database(error) => error.code(),
+            ExactRestoreError::Missing { .. } | ExactRestoreError::Privilege { .. } => None,
+        }
+    }
 }
 
 /// Who this session is: decides which grantor a plain GRANT records.

@@ -299,16 +299,12 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
         AgentReport::Result(result) => {
             let (job, seq) = (result.job.clone(), result.seq);
             let exit_code = result.outcome.exit_code();
-            match controller
-                .store
-                .finish_job(result.wire(), exit_code.code(), now)
-                .await
-            {
+            match controller.store.finish_job(&result, now).await {
                 Ok(true) => {
                     tracing::info!(agent = %agent.name, job_id = %job.id, outcome = ?result.outcome, "job result recorded");
                     // The entry names the rollout, so `audit --rollout` finds it.
                     let rollout = controller.store.job_rollout(&job.id).await.ok().flatten();
-                    let wire = result.wire();
+                    let payload = &result.payload;
                     controller
                         .audit(AuditEntry {
                             rollout_id: rollout.as_ref().map(|r| r.rollout_id.clone()),
@@ -322,13 +318,13 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                                 "job {} exit {}: {}; backup {}; ledger {:?}",
                                 job.id,
                                 exit_code.code(),
-                                wire.message,
-                                wire.backup_path,
-                                wire.ledger_ids
+                                payload.message,
+                                payload.backup.as_ref().map_or("", |b| b.path.as_str()),
+                                payload.ledger_ids
                             ),
                         })
                         .await;
-                    crate::engine::after_deploy::record_probes(controller, &job.id, wire).await;
+                    crate::engine::after_deploy::record_probes(controller, &job.id, payload).await;
                     controller
                         .router
                         .publish(&job.id, JobUpdate::Finished(result));

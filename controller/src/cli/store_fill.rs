@@ -13,6 +13,7 @@ use pgrollout_shared::proto::{
 use sha2::{Digest, Sha256};
 
 use crate::config::ControllerConfig;
+use crate::domain::agent_report::ReportedResult;
 use crate::store::{AuditEntry, NewRollout, Store, StoreError};
 
 #[derive(clap::Args)]
@@ -175,6 +176,8 @@ async fn rollout(
     let result = JobResult {
         job_id: job_id.clone(),
         attempt: 1,
+        // After the five events.
+        seq: 6,
         outcome: Outcome::Succeeded as i32,
         message: "deployed".into(),
         duration_ms: 40,
@@ -201,7 +204,12 @@ async fn rollout(
             .collect(),
         ..Default::default()
     };
-    store.finish_job(&result, 0, at + 40).await?;
+    // A result as the link records one: checked at the edge first (a
+    // literal that fails its check would be a bug of this tool).
+    let Ok(result) = ReportedResult::try_from(result) else {
+        unreachable!("store-fill builds a sound result");
+    };
+    store.finish_job(&result, at + 40).await?;
     Ok(())
 }
 

@@ -11,6 +11,8 @@
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::proto::{self, agent_message::Body, AgentMessage};
 
+use super::result_payload::ResultPayload;
+
 /// Longest job id a report may name; the controller's own are ~20 bytes.
 const MAX_JOB_ID_BYTES: usize = 128;
 /// Longest agent name, zone or target name a Hello may carry.
@@ -87,15 +89,17 @@ pub struct ReportedEvent {
 }
 
 /// A job's result, checked: who it is for, its place in the job's sequence
-/// and its outcome are typed. What it reports beyond that (backups, ledger
-/// rows, smoke, findings, probes…) is kept as the agent wrote it: the store
-/// keeps it as the job's result and the operator's stream relays it, both
-/// as the wire message, and nothing in between changes it.
+/// and its outcome are typed, and so is everything the controller reads of
+/// it (`payload`: the text, the backup, the ledger rows, the versions, the
+/// probes). The whole report is also kept as the agent wrote it, for the
+/// two places that pass it on without reading it: the store's result blob
+/// and the operator's stream (and a watch sample's waiting reply).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReportedResult {
     pub job: JobRef,
     pub seq: u64,
     pub outcome: Outcome,
+    pub payload: ResultPayload,
     report: proto::JobResult,
 }
 
@@ -167,13 +171,23 @@ impl Outcome {
 }
 
 impl ReportedResult {
-    /// The result as the agent wrote it, for the store and the operator.
+    /// The result as the agent wrote it: only stored (the job's blob) or
+    /// relayed (the operator's stream, a watch sample's reply) as a whole.
     pub fn wire(&self) -> &proto::JobResult {
         &self.report
     }
 
+    /// As [`ReportedResult::wire`], for the operator's stream.
     pub fn into_wire(self) -> proto::JobResult {
         self.report
+    }
+
+    /// A fixture's result as the link would record it (its sequence number
+    /// 1 when it has none).
+    #[cfg(test)]
+    pub fn checked(mut wire: proto::JobResult) -> ReportedResult {
+        wire.seq = wire.seq.max(1);
+        ReportedResult::try_from(wire).expect("a sound result")
     }
 }
 
@@ -298,6 +312,7 @@ impl TryFrom<proto::JobResult> for ReportedResult {
                 job,
                 seq: report.seq,
                 outcome,
+                payload: ResultPayload::from(&report),
                 report,
             })
         })

@@ -144,7 +144,62 @@ fn a_sound_result_keeps_everything_the_agent_reported() {
     assert_eq!(checked.outcome, Outcome::SmokeFailed);
     assert_eq!(checked.outcome.exit_code().code(), 3);
     assert_eq!(checked.seq, 7);
+    assert_eq!(checked.payload.message, "smoke failed");
+    assert_eq!(checked.payload.ledger_ids, vec![4, 5]);
+    assert_eq!(checked.payload.backup, None, "no path, no backup");
     assert_eq!(checked.into_wire(), result());
+}
+
+/// What the store and the audit read is converted once, typed: the backup
+/// as one value, the applied and restored versions, a probe's baseline as
+/// an `Option` (none when the routine is new or the probe failed).
+#[test]
+fn a_results_payload_is_read_once_into_the_controllers_types() {
+    let checked = ReportedResult::try_from(proto::JobResult {
+        outcome: proto::Outcome::Succeeded as i32,
+        backup_path: "/backups/j.sql".into(),
+        backup_sha256: "ab".repeat(32),
+        applied: vec![proto::AppliedRoutine {
+            identity: "public.f(integer)".into(),
+            change: "replaced".into(),
+            new_sha256: "cd".repeat(32),
+            previous_sha256: String::new(),
+        }],
+        restored: vec![proto::RestoredRoutine {
+            identity: "g(integer)".into(),
+            sha256: "ef".repeat(32),
+            ..Default::default()
+        }],
+        perf: vec![
+            proto::PerfReport {
+                routine: "public.f(integer)".into(),
+                has_baseline: true,
+                old_median_us: 90,
+                new_median_us: 100,
+                ..Default::default()
+            },
+            proto::PerfReport {
+                routine: "public.new(integer)".into(),
+                has_baseline: false,
+                old_median_us: 0,
+                new_median_us: 100,
+                ..Default::default()
+            },
+        ],
+        ..result()
+    })
+    .expect("a sound result");
+    let payload = &checked.payload;
+    let backup = payload.backup.as_ref().expect("a backup");
+    assert_eq!(
+        (backup.path.as_str(), backup.sha256.len()),
+        ("/backups/j.sql", 64)
+    );
+    assert_eq!(payload.applied.len(), 1);
+    assert!(payload.applied[0].has_digest());
+    assert_eq!(payload.restored[0].identity, "g(integer)");
+    let baselines: Vec<Option<u64>> = payload.perf.iter().map(|p| p.old_median_us).collect();
+    assert_eq!(baselines, vec![Some(90), None]);
 }
 
 #[test]

@@ -4,9 +4,9 @@
 //! gate (pgTAP reports stay in the job's stored result, where the
 //! tests_passed gate reads them).
 
+use crate::domain::result_payload::ResultPayload;
 use pgrollout_shared::job::{now_unix_ms, JobKind};
 use pgrollout_shared::perf_target::PerfTarget;
-use pgrollout_shared::proto::JobResult;
 use pgrollout_shared::routine::Routine;
 
 use super::{perf_baseline, Controller};
@@ -67,7 +67,7 @@ async fn targets(
 /// a deploy that ran them), before the result is relayed, so a gate asked
 /// right after sees them. A failure is logged and audited: the gate then
 /// finds no probe and fails closed.
-pub async fn record_probes(controller: &Controller, job_id: &str, result: &JobResult) {
+pub async fn record_probes(controller: &Controller, job_id: &str, result: &ResultPayload) {
     if result.perf.is_empty() {
         return;
     }

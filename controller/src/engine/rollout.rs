@@ -402,6 +402,7 @@ async fn follow_job(
             }
             Some(JobUpdate::Finished(result)) => {
                 spans::record_result(&tracing::Span::current(), result.outcome.into());
+                // Relayed whole, as the agent wrote it: the CLI reads it.
                 let _ = out
                     .send(Ok(update(rollout_update::Body::Finished(
                         result.into_wire(),

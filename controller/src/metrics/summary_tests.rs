@@ -12,6 +12,7 @@ use pgrollout_shared::proto::{JobResult, Outcome, Plan, Routine};
 
 use super::summary::with_summary;
 use super::*;
+use crate::domain::agent_report::ReportedResult;
 use crate::store::NewRollout;
 
 /// A tiny deterministic generator (no dependency for a test).
@@ -258,7 +259,7 @@ async fn the_summary_always_equals_the_definitions_over_the_whole_history() {
                         ..JobResult::default()
                     };
                     store
-                        .finish_job(&result, exit_code, now)
+                        .finish_job(&ReportedResult::checked(result), now)
                         .await
                         .expect("finish");
                     let key = (done.label.clone(), done.environment);
@@ -328,12 +329,12 @@ async fn rollouts_by_state_are_counted_as_they_are_written() {
     }
     store
         .finish_job(
-            &JobResult {
+            &ReportedResult::checked(JobResult {
                 job_id: "j-0".into(),
                 attempt: 1,
+                outcome: Outcome::Succeeded as i32,
                 ..JobResult::default()
-            },
-            0,
+            }),
             2,
         )
         .await

@@ -66,7 +66,13 @@ async fn deployed(store: &Store) {
         outcome: Outcome::Succeeded as i32,
         ..Default::default()
     };
-    store.finish_job(&result, 0, 2).await.expect("finish");
+    store
+        .finish_job(
+            &crate::domain::agent_report::ReportedResult::checked(result),
+            2,
+        )
+        .await
+        .expect("finish");
 }
 
 #[tokio::test]
@@ -136,7 +142,13 @@ async fn a_rollout_whose_stored_plan_or_result_is_corrupt_is_an_error() {
         outcome: Outcome::Succeeded as i32,
         ..Default::default()
     };
-    store.finish_job(&result, 0, 3).await.expect("finish again");
+    store
+        .finish_job(
+            &crate::domain::agent_report::ReportedResult::checked(result),
+            3,
+        )
+        .await
+        .expect("finish again");
     damage(&store, format!("UPDATE plans SET content = {CORRUPT}")).await;
     assert_corrupt(
         store.rollout_status("r-1").await,

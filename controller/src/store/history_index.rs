@@ -7,13 +7,14 @@
 //! encoded form is stored once (`routine_defs`, keyed by its SHA-256), however
 //! many environments and plans carry it.
 
-use pgrollout_shared::proto::{JobResult, Outcome, Plan};
+use pgrollout_shared::proto::{JobResult, Plan};
 use prost::Message;
 use rusqlite::{params, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
 use super::status::routine_identity;
 use super::{Store, StoreError};
+use crate::domain::result_payload::ResultPayload;
 
 /// One version of a routine an environment received, newest has the
 /// highest `seq`.
@@ -31,11 +32,10 @@ pub struct IndexedVersion {
 pub(super) fn index_result(
     tx: &Transaction<'_>,
     job_id: &str,
-    result: &JobResult,
+    succeeded: bool,
+    result: &ResultPayload,
 ) -> rusqlite::Result<()> {
-    let versions = result.applied.iter().any(|a| a.new_sha256.len() == 64);
-    let running = result.outcome() == Outcome::Succeeded
-        && !(result.applied.is_empty() && result.restored.is_empty());
+    let (versions, running) = what_to_index(succeeded, result);
     if !versions && !running {
         return Ok(());
     }
@@ -79,12 +79,20 @@ pub fn routine_key(identity: &str) -> String {
         .replace('"', "")
 }
 
+/// Whether a result names versions to index, and whether it says what now
+/// runs (only a success does).
+fn what_to_index(succeeded: bool, result: &ResultPayload) -> (bool, bool) {
+    let versions = result.applied.iter().any(|a| a.has_digest());
+    let running = succeeded && !(result.applied.is_empty() && result.restored.is_empty());
+    (versions, running)
+}
+
 fn index_running(
     tx: &Transaction<'_>,
     rollout_id: &str,
     environment: &str,
     plan_id: &str,
-    result: &JobResult,
+    result: &ResultPayload,
 ) -> rusqlite::Result<()> {
     let mut record = tx.prepare_cached(
         "INSERT INTO running_routines (environment, routine_key, sha256, plan_id, rollout_id)
@@ -111,7 +119,7 @@ fn index_versions(
     rollout_id: &str,
     environment: &str,
     plan: &Plan,
-    result: &JobResult,
+    result: &ResultPayload,
 ) -> rusqlite::Result<()> {
     let by_identity: std::collections::HashMap<String, &pgrollout_shared::proto::Routine> = plan
         .routines
@@ -136,7 +144,7 @@ fn index_versions(
              routine_hash = excluded.routine_hash, seq = excluded.seq",
     )?;
     for applied in &result.applied {
-        if applied.new_sha256.len() != 64 {
+        if !applied.has_digest() {
             continue;
         }
         let Some(routine) = by_identity.get(&applied.identity) else {
@@ -179,17 +187,20 @@ pub(super) fn backfill(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     let mut plans: std::collections::HashMap<String, Option<Plan>> = Default::default();
     let mut indexed = 0usize;
     for (rollout_id, environment, plan_id, result) in rows {
-        let result = match JobResult::decode(result.as_slice()) {
-            Ok(result) => result,
+        // A stored blob is the agent's wire result: read once into what the
+        // index needs, as a result arriving now is.
+        let (succeeded, result) = match JobResult::decode(result.as_slice()) {
+            Ok(wire) => (
+                wire.outcome() == pgrollout_shared::proto::Outcome::Succeeded,
+                ResultPayload::from(&wire),
+            ),
             Err(error) => {
                 tracing::error!(rollout_id, error = %pgrollout_shared::errors::error_chain(&error),
                     "the controller's store is corrupt: this rollout's result does not decode; left out of the version index");
                 continue;
             }
         };
-        let versions = result.applied.iter().any(|a| a.new_sha256.len() == 64);
-        let running = result.outcome() == Outcome::Succeeded
-            && !(result.applied.is_empty() && result.restored.is_empty());
+        let (versions, running) = what_to_index(succeeded, &result);
         if !versions && !running {
             continue;
         }
@@ -383,7 +394,10 @@ mod tests {
             ..Default::default()
         };
         store
-            .finish_job(&result, 0, i64::from(n))
+            .finish_job(
+                &crate::domain::agent_report::ReportedResult::checked(result),
+                i64::from(n),
+            )
             .await
             .expect("finish");
         shas

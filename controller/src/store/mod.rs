@@ -51,11 +51,11 @@ pub use watches::{covers_any, WatchProgress, WatchRecord};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use pgrollout_shared::proto::{JobResult, StepStatus};
+use pgrollout_shared::proto::StepStatus;
 use prost::Message;
 use rusqlite::{params, Connection};
 
-use crate::domain::agent_report::ReportedEvent;
+use crate::domain::agent_report::{Outcome, ReportedEvent, ReportedResult};
 use crate::domain::plan::Plan;
 
 /// A `plans` row: the plan's id and metadata, and its content encoded as
@@ -489,20 +489,20 @@ impl Store {
     }
 
     /// Records a job's result and settles its rollout; `false` if the job
-    /// had already finished (a duplicate result is dropped).
-    pub async fn finish_job(
-        &self,
-        result: &JobResult,
-        exit_code: i32,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    /// had already finished (a duplicate result is dropped). The result is
+    /// stored whole, as the agent's wire message (the job's blob, relayed
+    /// as is by `pgrollout status` and the history); what the store reads of
+    /// it, it reads from the checked payload.
+    pub async fn finish_job(&self, result: &ReportedResult, now: i64) -> Result<bool, StoreError> {
+        let exit_code = result.outcome.exit_code().code();
+        let succeeded = result.outcome == Outcome::Succeeded;
         let (job_id, attempt, message, bytes) = (
-            result.job_id.clone(),
-            result.attempt,
-            result.message.clone(),
-            result.encode_to_vec(),
+            result.job.id.clone(),
+            result.job.attempt,
+            result.payload.message.clone(),
+            result.wire().encode_to_vec(),
         );
-        let result = result.clone();
+        let payload = result.payload.clone();
         let state = if exit_code == 0 {
             state::SUCCEEDED
         } else {
@@ -527,7 +527,7 @@ impl Store {
                        AND state IN ('running', 'unknown', 'failed')",
                     params![job_id, state, exit_code, message, now, attempt],
                 )?;
-                history_index::index_result(&tx, &job_id, &result)?;
+                history_index::index_result(&tx, &job_id, succeeded, &payload)?;
             }
             tx.commit()?;
             Ok(updated == 1)

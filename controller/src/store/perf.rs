@@ -2,7 +2,7 @@
 //! performance gate (migrations 0007, 0012). A probe that failed is recorded
 //! too, with its error: the gate refuses it by name.
 
-use pgrollout_shared::proto::PerfReport;
+use crate::domain::result_payload::PerfProbe;
 use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
@@ -29,7 +29,7 @@ impl Store {
     pub async fn record_perf_probes(
         &self,
         job_id: &str,
-        reports: &[PerfReport],
+        reports: &[PerfProbe],
         now: i64,
     ) -> Result<usize, StoreError> {
         let job_id = job_id.to_owned();
@@ -48,8 +48,9 @@ impl Store {
                 return Ok(0);
             };
             for report in &reports {
-                let old = (report.has_baseline && report.error.is_empty())
-                    .then(|| i64::try_from(report.old_median_us).unwrap_or(i64::MAX));
+                let old = report
+                    .old_median_us
+                    .map(|us| i64::try_from(us).unwrap_or(i64::MAX));
                 tx.execute(
                     "INSERT INTO perf_probes (plan_id, environment, routine, rollout_id, call_sql, runs,
                                               old_median_us, new_median_us, baseline, recorded_at,

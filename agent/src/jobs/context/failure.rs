@@ -4,6 +4,8 @@
 //! `SqlState`, a connection or backup error its whole source chain. The
 //! report's text is rendered from both in one place (`message`), and the
 //! failure is logged once, with its chain, when it becomes the job's result.
+//! The SQLSTATE travels as data (`sql_state`) to the step's and the job's
+//! spans: nothing reads it back out of the text, which can quote anything.
 
 use std::fmt;
 
@@ -24,6 +26,10 @@ pub struct JobFailure {
     cause: Option<Box<Cause>>,
     /// Said after the cause: which routine, what was left behind.
     after: String,
+    /// The server's SQLSTATE behind a failure told in the agent's own words
+    /// (the deploy lock's `lock_timeout`, a restore that stopped on a
+    /// database error): the span's `db.response.status_code`.
+    code: Option<SqlState>,
 }
 
 /// What caused a failure, kept typed.
@@ -50,6 +56,7 @@ impl JobFailure {
             what: message.into(),
             cause: None,
             after: String::new(),
+            code: None,
         }
     }
 
@@ -109,7 +116,16 @@ impl JobFailure {
             what: what.into(),
             cause: Some(Box::new(cause)),
             after: String::new(),
+            code: None,
         }
+    }
+
+    /// The same failure, told in the agent's own words, with the SQLSTATE of
+    /// the server error behind it (when there was one). A typed cause's own
+    /// code still wins.
+    pub fn with_sql_state(mut self, code: Option<&SqlState>) -> Self {
+        self.code = code.cloned();
+        self
     }
 
     /// The same failure with `text` said after it (which routine, what was
@@ -140,12 +156,15 @@ impl JobFailure {
         );
     }
 
-    /// The SQLSTATE of the database error behind this failure, if any.
+    /// The SQLSTATE of the database error behind this failure, if any: the
+    /// driver's `code()` where the failure began, never parsed from text.
     pub fn sql_state(&self) -> Option<&SqlState> {
-        match self.cause.as_deref() {
+        let caused = match self.cause.as_deref() {
             Some(Cause::Database { error, .. }) => error.code(),
-            _ => None,
-        }
+            Some(Cause::Connect(error)) => error.sql_state(),
+            Some(Cause::Backup(_)) | None => None,
+        };
+        caused.or(self.code.as_ref())
     }
 }
 
@@ -178,6 +197,7 @@ mod tests {
             port: 5432,
             dbname: "app".into(),
             reason: "connection refused".into(),
+            code: None,
         }
     }
 
@@ -212,5 +232,22 @@ mod tests {
         let chain = error_chain(&failure);
         assert_eq!(chain.matches("disk full").count(), 1, "{chain}");
         assert!(std::error::Error::source(&failure).is_some());
+    }
+
+    /// The SQLSTATE is the driver's, typed: a failure told in the agent's
+    /// own words keeps the code it was given, whatever its text quotes.
+    #[test]
+    fn the_sqlstate_is_data_not_text() {
+        let told = JobFailure::deploy("the call said ERROR 22012: x")
+            .with_sql_state(Some(&SqlState::LOCK_NOT_AVAILABLE));
+        assert_eq!(told.sql_state(), Some(&SqlState::LOCK_NOT_AVAILABLE));
+        let untold = JobFailure::deploy("ERROR 42P01: looks like a server error");
+        assert_eq!(untold.sql_state(), None);
+        let mut error = connect_error();
+        if let ConnectError::Database { code, .. } = &mut error {
+            *code = Some(SqlState::INVALID_PASSWORD);
+        }
+        let refused = JobFailure::connect(error);
+        assert_eq!(refused.sql_state(), Some(&SqlState::INVALID_PASSWORD));
     }
 }

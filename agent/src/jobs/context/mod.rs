@@ -19,6 +19,7 @@ use pgrollout_shared::job::{now_unix_ms, Job};
 use pgrollout_shared::proto::{
     agent_message::Body, AgentMessage, JobEvent, JobResult, SmokeReport, StepStatus,
 };
+use tokio_postgres::error::SqlState;
 
 pub use failure::JobFailure;
 
@@ -62,7 +63,9 @@ impl JobContext {
         self.seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Streams one event (kept in the outbox until acknowledged).
+    /// Streams one event (kept in the outbox until acknowledged). A failed
+    /// step with a database error behind it goes through [`Self::failed`]
+    /// (or [`Self::event_coded`]), which carry its SQLSTATE to the span.
     pub fn event(
         &self,
         step: &str,
@@ -71,9 +74,37 @@ impl JobContext {
         duration_ms: u64,
         smoke: Vec<SmokeReport>,
     ) {
+        self.event_coded(step, status, message, duration_ms, smoke, None);
+    }
+
+    /// The failed event of `step` that stopped at `failure`: its text for
+    /// the operator, its SQLSTATE (typed) for the span.
+    pub fn failed(&self, step: &str, failure: &JobFailure, duration_ms: u64) {
+        self.event_coded(
+            step,
+            StepStatus::Failed,
+            failure.message(),
+            duration_ms,
+            Vec::new(),
+            failure.sql_state(),
+        );
+    }
+
+    /// An event whose message the step composed itself, with the SQLSTATE
+    /// of the server error it reports (if any). The span reads the code,
+    /// never the message (which can quote data).
+    pub fn event_coded(
+        &self,
+        step: &str,
+        status: StepStatus,
+        message: impl Into<String>,
+        duration_ms: u64,
+        smoke: Vec<SmokeReport>,
+        sqlstate: Option<&SqlState>,
+    ) {
         let message = message.into();
         self.spans
-            .step_event(step, status, duration_ms, &message, &smoke);
+            .step_event(step, status, duration_ms, sqlstate, &smoke);
         let event = JobEvent {
             job_id: self.job.id.clone(),
             attempt: self.job.attempt,
@@ -171,18 +202,18 @@ impl JobContext {
                 elapsed,
                 Vec::new(),
             ),
-            Err(failure) => self.event(
-                name,
-                StepStatus::Failed,
-                failure.message(),
-                elapsed,
-                Vec::new(),
-            ),
+            Err(failure) => self.failed(name, failure, elapsed),
         }
         result
     }
 
-    pub fn finish(&self, mut result: JobResult) {
+    /// Sends the job's result, and closes its span with the outcome and the
+    /// SQLSTATE the job stopped at.
+    pub fn finish(&self, finished: Finished) {
+        let Finished {
+            mut result,
+            sqlstate,
+        } = finished;
         result.job_id = self.job.id.clone();
         result.attempt = self.job.attempt;
         result.seq = self.next_seq();
@@ -197,7 +228,7 @@ impl JobContext {
                 outcome.duration_ms = outcome.duration_us / 1000;
             }
         }
-        self.spans.finish(result.outcome(), &result.message);
+        self.spans.finish(result.outcome(), sqlstate.as_ref());
         crate::telemetry::count_job(self.job.kind.name(), result.outcome());
         tracing::info!(
             job_id = %self.job.id,
@@ -244,14 +275,37 @@ impl JobContext {
     }
 }
 
+/// What a job kind hands back: the report for the controller (the wire
+/// `JobResult`, which has no field for it) and, when the job stopped on a
+/// database error, that error's SQLSTATE for the job's span.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub result: JobResult,
+    pub sqlstate: Option<SqlState>,
+}
+
+/// A report with no database error behind it (a success, a refusal in the
+/// agent's own words, a deadline).
+impl From<JobResult> for Finished {
+    fn from(result: JobResult) -> Self {
+        Finished {
+            result,
+            sqlstate: None,
+        }
+    }
+}
+
 /// A result for a job that failed at `failure`: where the failure is
 /// logged, once, with its whole chain and SQLSTATE.
-pub fn failed_result(failure: JobFailure, smoke: Vec<SmokeReport>) -> JobResult {
+pub fn failed_result(failure: JobFailure, smoke: Vec<SmokeReport>) -> Finished {
     failure.log();
-    JobResult {
-        outcome: failure.outcome as i32,
-        message: failure.message(),
-        smoke,
-        ..Default::default()
+    Finished {
+        sqlstate: failure.sql_state().cloned(),
+        result: JobResult {
+            outcome: failure.outcome as i32,
+            message: failure.message(),
+            smoke,
+            ..Default::default()
+        },
     }
 }

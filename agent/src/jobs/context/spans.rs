@@ -21,6 +21,7 @@ use opentelemetry::KeyValue;
 use pgrollout_shared::job::{Job, JobKind};
 use pgrollout_shared::proto::{Outcome, SmokeReport, StepStatus};
 use pgrollout_shared::telemetry::set_remote_parent;
+use tokio_postgres::error::SqlState;
 use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -96,7 +97,7 @@ impl JobSpans {
         step: &str,
         status: StepStatus,
         duration_ms: u64,
-        message: &str,
+        sqlstate: Option<&SqlState>,
         smoke: &[SmokeReport],
     ) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,7 +117,7 @@ impl JobSpans {
         span.record("pgrollout.outcome", outcome);
         span.record("pgrollout.duration_ms", as_i64(duration_ms));
         if failed {
-            record_failure(&span, &format!("step {step} failed"), message);
+            record_failure(&span, &format!("step {step} failed"), sqlstate);
         } else {
             span.record("otel.status_code", "ok");
         }
@@ -128,9 +129,9 @@ impl JobSpans {
         }
     }
 
-    /// Records the job's outcome on its span; `message` is the result's,
-    /// read only for its SQLSTATE.
-    pub fn finish(&self, outcome: Outcome, message: &str) {
+    /// Records the job's outcome on its span, and the SQLSTATE of the
+    /// database error the job stopped at, if any.
+    pub fn finish(&self, outcome: Outcome, sqlstate: Option<&SqlState>) {
         let name = match outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::ValidationFailed => "validation-failed",
@@ -142,7 +143,7 @@ impl JobSpans {
         if outcome == Outcome::Succeeded {
             self.job.record("otel.status_code", "ok");
         } else {
-            record_failure(&self.job, name, message);
+            record_failure(&self.job, name, sqlstate);
         }
     }
 
@@ -171,35 +172,20 @@ impl JobSpans {
 /// A failed span: status ERROR with a message that names what failed and
 /// its SQLSTATE (never the server's text, which can quote data), and the
 /// conventions' `db.response.status_code` and `error.type`: the SQLSTATE
-/// when the database refused, else what pgrollout calls the failure.
-fn record_failure(span: &Span, what: &str, message: &str) {
-    let sqlstate = sqlstate_in(message);
-    if let Some(code) = sqlstate {
+/// when the database refused, else what pgrollout calls the failure. The
+/// code comes typed from the driver's error where the failure began.
+fn record_failure(span: &Span, what: &str, sqlstate: Option<&SqlState>) {
+    let code = sqlstate.map(SqlState::code);
+    if let Some(code) = code {
         span.record("db.response.status_code", code);
     }
-    span.record("error.type", sqlstate.unwrap_or(what));
+    span.record("error.type", code.unwrap_or(what));
     span.record("otel.status_code", "error");
-    let description = match sqlstate {
+    let description = match code {
         Some(code) => format!("{what}: SQLSTATE {code}"),
         None => what.to_owned(),
     };
     span.record("otel.status_description", description.as_str());
-}
-
-/// The SQLSTATE of a server error in a failure's text. The text is made by
-/// `sql::describe_error` as `SEVERITY CODE: message`; until the typed job
-/// error of issue 14 carries the `SqlState` this far, it is read back here.
-fn sqlstate_in(message: &str) -> Option<&str> {
-    ["ERROR ", "FATAL ", "PANIC "].iter().find_map(|severity| {
-        message.match_indices(severity).find_map(|(at, _)| {
-            let code = message.get(at + severity.len()..at + severity.len() + 5)?;
-            let colon = message.get(at + severity.len() + 5..at + severity.len() + 6)?;
-            let is_sqlstate = code
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
-            (is_sqlstate && colon == ":").then_some(code)
-        })
-    })
 }
 
 /// A count or duration as the OTLP integer it is (saturating).
@@ -243,25 +229,5 @@ fn routine_identities(kind: &JobKind) -> Vec<String> {
         | JobKind::AuditAnchors
         | JobKind::Drift { .. }
         | JobKind::Adopt(_) => Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_sqlstate_is_read_from_a_server_error_only() {
-        assert_eq!(
-            sqlstate_in("apply public.f(): ERROR 42601: syntax error at or near \"x\""),
-            Some("42601")
-        );
-        assert_eq!(
-            sqlstate_in("FATAL 28P01: password authentication failed"),
-            Some("28P01")
-        );
-        assert_eq!(sqlstate_in("lock: another deploy holds the lock"), None);
-        assert_eq!(sqlstate_in("ERROR 42: short"), None);
-        assert_eq!(sqlstate_in("ERROR"), None);
     }
 }

@@ -34,7 +34,8 @@ pub async fn run(
         Err(error) => {
             let step = if pgtap_wanted { "pgtap" } else { "perf-probe" };
             let message = format!("not run: {}", error_chain(&error));
-            ctx.event(step, StepStatus::Failed, &message, 0, Vec::new());
+            let code = error.sql_state();
+            ctx.event_coded(step, StepStatus::Failed, &message, 0, Vec::new(), code);
             result.warnings.push(format!("{step} {message}"));
             return;
         }
@@ -115,13 +116,7 @@ async fn pgtap_step(
                 .join(" | ");
             ctx.event("pgtap", status, message, elapsed, Vec::new());
         }
-        Err(failure) => ctx.event(
-            "pgtap",
-            StepStatus::Failed,
-            failure.message(),
-            elapsed,
-            Vec::new(),
-        ),
+        Err(failure) => ctx.failed("pgtap", failure, elapsed),
     }
     reports
 }

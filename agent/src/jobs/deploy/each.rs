@@ -14,7 +14,7 @@ use pgrollout_shared::routine::Routine;
 
 use super::failed::Failed;
 use super::finish::verify_after_commit;
-use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::context::{Finished, JobContext, JobFailure};
 use crate::jobs::steps::{apply, replace, smoke_step};
 use crate::sql::{self, TargetConnection};
 
@@ -23,7 +23,7 @@ pub async fn run(
     conn: &mut TargetConnection,
     routines: &[Routine],
     batch: &BatchOptions,
-) -> Result<JobResult, Failed> {
+) -> Result<Finished, Failed> {
     let before = ctx
         .step(
             "backup",
@@ -161,7 +161,7 @@ pub async fn run(
     match &before.written {
         Some(written) => Ok(verify_after_commit(ctx, conn, &deployed, written, result).await),
         // Every routine unchanged: nothing to verify after COMMIT.
-        None => Ok(result),
+        None => Ok(result.into()),
     }
 }
 

@@ -20,6 +20,9 @@ pub(super) async fn after_deploy_escape(
     let escaped = txn_seal::escaped_message("a smoke test call", why);
     let recorded =
         sql::find_job_in_ledger(&conn.client, &ctx.target.ledger_schema, &ctx.job.id).await;
+    // The SQLSTATE of what went wrong here (a failed restore, an unreadable
+    // ledger), for the spans; the text says it in words.
+    let mut sqlstate = None;
     let (status, verdict, routines) = match recorded {
         Ok(rows) if rows.is_empty() => (
             StepStatus::Succeeded,
@@ -37,35 +40,50 @@ pub(super) async fn after_deploy_escape(
                 ),
                 "rolled-back",
             ),
-            Err(failure) => (
+            Err(failure) => {
+                sqlstate = failure.sql_state().cloned();
+                (
+                    StepStatus::Failed,
+                    format!(
+                        "the ledger shows this deploy committed ({} row(s)) and the AUTOMATIC \
+                         ROLLBACK FAILED: {} — restore from the backup by hand",
+                        rows.len(),
+                        failure.message()
+                    ),
+                    "failed",
+                )
+            }
+        },
+        Err(error) => {
+            sqlstate = error.code().cloned();
+            (
                 StepStatus::Failed,
                 format!(
-                    "the ledger shows this deploy committed ({} row(s)) and the AUTOMATIC \
-                     ROLLBACK FAILED: {} — restore from the backup by hand",
-                    rows.len(),
-                    failure.message()
+                    "whether anything was committed is NOT KNOWN: the ledger cannot be read ({}); \
+                 check the ledger for job {} and the backup",
+                    describe_error(&error, None),
+                    ctx.job.id
                 ),
                 "failed",
-            ),
-        },
-        Err(error) => (
-            StepStatus::Failed,
-            format!(
-                "whether anything was committed is NOT KNOWN: the ledger cannot be read ({}); \
-                 check the ledger for job {} and the backup",
-                describe_error(&error, None),
-                ctx.job.id
-            ),
-            "failed",
-        ),
+            )
+        }
     };
     let message = format!("{escaped}; {verdict}");
-    ctx.event("rollback", status, &message, 0, Vec::new());
+    ctx.event_coded(
+        "rollback",
+        status,
+        &message,
+        0,
+        Vec::new(),
+        sqlstate.as_ref(),
+    );
+    let stopped_at = failed.failure.sql_state();
     Failed {
         failure: JobFailure::new(
             Outcome::DeployFailed,
             format!("{message} (stopped at: {})", failed.failure.message()),
-        ),
+        )
+        .with_sql_state(sqlstate.as_ref().or(stopped_at)),
         smoke: failed.smoke,
         outcomes: failed
             .outcomes

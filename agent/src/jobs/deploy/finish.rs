@@ -7,12 +7,11 @@ use pgrollout_shared::routine::Routine;
 
 use super::failed::Failed;
 use crate::backup::WrittenBackup;
-use crate::jobs::context::{txn_seal, JobContext, JobFailure};
+use crate::jobs::context::{txn_seal, Finished, JobContext, JobFailure};
 use crate::jobs::reversal::restore;
 use crate::jobs::steps::preopen::PreOpened;
 use crate::jobs::steps::smoke_step;
 use crate::sql::TargetConnection;
-use pgrollout_shared::errors::error_chain;
 
 /// Rolls back the deploy's transaction after `failed`, and says what became
 /// of it.
@@ -43,7 +42,7 @@ pub async fn verify_after_commit(
     routines: &[Routine],
     written: &WrittenBackup,
     result: JobResult,
-) -> JobResult {
+) -> Finished {
     let checked = AfterCommit {
         routines,
         oids: &[],
@@ -68,44 +67,59 @@ pub(super) async fn verify_after_commit_on(
     checked: AfterCommit<'_>,
     mut result: JobResult,
     post_commit: PreOpened,
-) -> JobResult {
+) -> Finished {
     let AfterCommit {
         routines,
         oids,
         written,
     } = checked;
     if routines.is_empty() {
-        return result;
+        return result.into();
     }
     let post = post_commit_smoke(ctx, routines, oids, post_commit).await;
+    // The job's SQLSTATE: the check's that could not run, else the failed
+    // restore's.
+    let mut sqlstate = None;
     let why = match post {
         Ok(reports) if reports.iter().all(|r| r.passed) => {
             result.smoke.extend(reports);
-            return result;
+            return result.into();
         }
         Ok(reports) => {
             result.smoke.extend(reports);
             "the post-commit smoke test failed".to_owned()
         }
-        Err(failure) => format!(
-            "the post-commit smoke test could not run: {}",
-            failure.message()
-        ),
+        Err(failure) => {
+            sqlstate = failure.sql_state().cloned();
+            format!(
+                "the post-commit smoke test could not run: {}",
+                failure.message()
+            )
+        }
     };
     let restored = restore::restore_backup(ctx, conn, written).await;
     result.outcome = Outcome::SmokeFailed as i32;
     result.message = match restored {
         Ok(()) => {
-            result.routines.iter_mut().for_each(|o| o.status = "rolled-back".into());
-            format!("{why}; automatic rollback restored the backup {}", written.path.display())
+            result
+                .routines
+                .iter_mut()
+                .for_each(|o| o.status = "rolled-back".into());
+            format!(
+                "{why}; automatic rollback restored the backup {}",
+                written.path.display()
+            )
         }
-        Err(failure) => format!(
-            "{why}; AUTOMATIC ROLLBACK FAILED: {} — the new version is live; restore from {} by hand",
-            failure.message(),
-            written.path.display()
-        ),
+        Err(failure) => {
+            sqlstate = sqlstate.or_else(|| failure.sql_state().cloned());
+            format!(
+                "{why}; AUTOMATIC ROLLBACK FAILED: {} — the new version is live; restore from {} by hand",
+                failure.message(),
+                written.path.display()
+            )
+        }
     };
-    result
+    Finished { result, sqlstate }
 }
 
 /// After COMMIT, on another connection than the deploy's (opened while the
@@ -120,14 +134,11 @@ async fn post_commit_smoke(
     let mut fresh = match post_commit.take(ctx).await {
         Ok(fresh) => fresh,
         Err(error) => {
-            let failure = JobFailure::deploy(error_chain(&error));
-            ctx.event(
-                "post-commit-smoke",
-                StepStatus::Failed,
-                failure.message(),
-                0,
-                Vec::new(),
-            );
+            // Its text is the connection error's chain, as for `connect`;
+            // after COMMIT a failure is never a refusal.
+            let mut failure = JobFailure::connect(error);
+            failure.outcome = Outcome::DeployFailed;
+            ctx.failed("post-commit-smoke", &failure, 0);
             return Err(failure);
         }
     };

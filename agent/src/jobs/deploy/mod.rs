@@ -23,7 +23,7 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::routine::Routine;
 
 use crate::backup::WrittenBackup;
-use crate::jobs::context::{failed_result, millis, txn_seal, JobContext};
+use crate::jobs::context::{failed_result, millis, txn_seal, Finished, JobContext};
 use crate::jobs::steps::apply;
 use crate::jobs::steps::preopen::PreOpened;
 use crate::jobs::steps::{self, replace, smoke_step};
@@ -31,13 +31,13 @@ use crate::sql::TargetConnection;
 use failed::{failed_smoke, outcomes_all, Failed};
 use finish::{roll_back, verify_after_commit_on, AfterCommit};
 
-pub async fn run(ctx: &JobContext, routines: &[Routine], batch: &BatchOptions) -> JobResult {
+pub async fn run(ctx: &JobContext, routines: &[Routine], batch: &BatchOptions) -> Finished {
     match deploy(ctx, routines, batch).await {
-        Ok(result) => result,
+        Ok(finished) => finished,
         Err(failed) => {
-            let mut result = failed_result(failed.failure, failed.smoke);
-            result.routines = failed.outcomes;
-            result
+            let mut finished = failed_result(failed.failure, failed.smoke);
+            finished.result.routines = failed.outcomes;
+            finished
         }
     }
 }
@@ -46,17 +46,19 @@ async fn deploy(
     ctx: &JobContext,
     routines: &[Routine],
     batch: &BatchOptions,
-) -> Result<JobResult, Failed> {
+) -> Result<Finished, Failed> {
     let mut conn = steps::connect(ctx).await?;
     steps::lock(ctx, &conn).await?;
     if let Some(replayed) = steps::already_done(ctx, &conn).await? {
-        return Ok(replayed.into_deploy_result());
+        return Ok(replayed.into_deploy_result().into());
     }
     if batch.refuse_drift {
         steps::drift::refuse_drift(ctx, &conn, routines).await?;
     }
     if pgrollout_shared::retire::plan_retires(routines) {
-        return retire::run(ctx, &mut conn, routines).await;
+        return retire::run(ctx, &mut conn, routines)
+            .await
+            .map(Finished::from);
     }
     if batch.continue_on_error {
         return each::run(ctx, &mut conn, routines, batch).await;
@@ -98,14 +100,14 @@ async fn deploy(
         .collect();
     let Some(written) = written else {
         // Nothing changed, so there is nothing to verify after COMMIT.
-        return Ok(JobResult {
+        return Ok(Finished::from(JobResult {
             outcome: Outcome::Succeeded as i32,
             message: "every routine unchanged; nothing was re-created".into(),
             ledger_ids,
             applied,
             routines: deployed,
             ..Default::default()
-        });
+        }));
     };
     let result = JobResult {
         outcome: Outcome::Succeeded as i32,
@@ -168,13 +170,7 @@ async fn apply_in_transaction(
     let recreated = match replace::create_changed(ctx, conn, &changed, &previous).await {
         Ok(recreated) => recreated,
         Err((index, failure)) => {
-            ctx.event(
-                "apply",
-                StepStatus::Failed,
-                failure.message(),
-                millis(started.elapsed()),
-                Vec::new(),
-            );
+            ctx.failed("apply", &failure, millis(started.elapsed()));
             let index = positions[index];
             let mut outcomes = outcomes_all(routines, "rolled-back");
             outcomes[index].status = "failed".into();

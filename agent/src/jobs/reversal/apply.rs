@@ -123,6 +123,7 @@ pub async fn prepare_and_apply(
                             "restoring owner, ACL and comment failed: {}",
                             e.describe()
                         ))
+                        .with_sql_state(e.sql_state())
                     })
             },
             |outcomes| {

@@ -64,7 +64,13 @@ pub async fn smoke_on_fresh_connection(
     let work = async {
         let mut fresh = sql::connect(&ctx.target, &ctx.config.timeouts)
             .await
-            .map_err(|e| JobFailure::deploy(pgrollout_shared::errors::error_chain(&e)))?;
+            .map_err(|e| {
+                // The connection error's chain as text, its SQLSTATE kept;
+                // after COMMIT a failure is never a refusal.
+                let mut failure = JobFailure::connect(e);
+                failure.outcome = pgrollout_shared::proto::Outcome::DeployFailed;
+                failure
+            })?;
         crate::jobs::context::txn_seal::begin(&fresh).await?;
         let identities: Vec<String> = planned.iter().map(|p| p.identity.to_owned()).collect();
         let live = sql::snapshot_routines(&fresh.client, &identities)
@@ -106,13 +112,7 @@ pub async fn smoke_on_fresh_connection(
                 reports.clone(),
             );
         }
-        Err(failure) => ctx.event(
-            "post-restore-smoke",
-            StepStatus::Failed,
-            failure.message(),
-            elapsed,
-            Vec::new(),
-        ),
+        Err(failure) => ctx.failed("post-restore-smoke", failure, elapsed),
     }
     result
 }

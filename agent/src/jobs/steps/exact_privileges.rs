@@ -21,6 +21,7 @@ pub async fn privileges_ahead(
                 "cannot restore the previous privileges, nothing was changed: {}",
                 e.describe()
             ))
+            .with_sql_state(e.sql_state())
         })?;
     let who = exact_restore::session(&conn.client)
         .await

@@ -74,13 +74,7 @@ pub async fn probe_step(
             };
             ctx.event("perf-probe", status, message, elapsed, Vec::new());
         }
-        Err(failure) => ctx.event(
-            "perf-probe",
-            StepStatus::Failed,
-            failure.message(),
-            elapsed,
-            Vec::new(),
-        ),
+        Err(failure) => ctx.failed("perf-probe", failure, elapsed),
     }
     measured
 }

@@ -93,6 +93,7 @@ async fn carry_metadata(
             "carrying owner, ACL and comment over to a recreated routine failed: {}",
             e.describe()
         ))
+        .with_sql_state(e.sql_state())
     };
     let wanted: Vec<&RoutineSnapshot> = recreated.iter().map(|&i| previous[i]).collect();
     let acls = exact_restore::wanted_acls(conn, &wanted)

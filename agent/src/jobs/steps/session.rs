@@ -55,13 +55,16 @@ pub async fn take_deploy_lock(ctx: &JobContext, conn: &TargetConnection) -> Resu
         .await
     {
         Ok(_) => Ok(()),
+        // Told in the agent's words; the span still carries the server's
+        // 55P03 (lock_timeout).
         Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
             Err(JobFailure::deploy(format!(
                 "another rollout holds the deploy lock on target {} (waited {}); nothing was changed; try again \
                  when it finishes",
                 ctx.target.name,
                 humantime::format_duration(ctx.config.timeouts.lock)
-            )))
+            ))
+            .with_sql_state(error.code()))
         }
         Err(error) => Err(database("cannot take the deploy lock", error)),
     }

@@ -34,13 +34,7 @@ pub async fn smoke_step(
     // The calls are the project's SQL: is the transaction still the agent's?
     if let Err(why) = txn_seal::confirm_after_calls(conn).await {
         let failure = JobFailure::deploy(txn_seal::escaped_message("a smoke test call", &why));
-        ctx.event(
-            step,
-            StepStatus::Failed,
-            failure.message(),
-            millis(started.elapsed()),
-            Vec::new(),
-        );
+        ctx.failed(step, &failure, millis(started.elapsed()));
         return Err(failure);
     }
     let reports = ran.map_err(|e| JobFailure::database("smoke test could not run", e))?;

@@ -3,7 +3,7 @@
 
 use pgrollout_shared::proto::{JobResult, Outcome, SmokeReport};
 
-use crate::jobs::context::JobFailure;
+use crate::jobs::context::{Finished, JobFailure};
 use crate::sql::TargetConnection;
 
 /// Runs one statement that returns nothing (`BEGIN`, `SAVEPOINT`, …); a
@@ -45,15 +45,19 @@ impl From<JobFailure> for Stopped {
 }
 
 impl Stopped {
-    /// The job's report; the failure is logged here, once.
-    pub fn into_result(self) -> JobResult {
+    /// The job's report, with the SQLSTATE it stopped at for its span; the
+    /// failure is logged here, once.
+    pub fn into_result(self) -> Finished {
         self.failure.log();
-        JobResult {
-            outcome: self.failure.outcome as i32,
-            message: self.failure.message(),
-            smoke: self.smoke,
-            warnings: self.warnings,
-            ..Default::default()
+        Finished {
+            sqlstate: self.failure.sql_state().cloned(),
+            result: JobResult {
+                outcome: self.failure.outcome as i32,
+                message: self.failure.message(),
+                smoke: self.smoke,
+                warnings: self.warnings,
+                ..Default::default()
+            },
         }
     }
 }

@@ -197,12 +197,12 @@ impl Running {
             seq: 1,
             ..Default::default()
         };
-        assert!(store
-            .finish_job(&result, 0, now_unix_ms())
-            .await
-            .expect("finish"));
         let result =
             crate::domain::agent_report::ReportedResult::try_from(result).expect("a sound result");
+        assert!(store
+            .finish_job(&result, now_unix_ms())
+            .await
+            .expect("finish"));
         self.controller
             .router
             .publish(&offer.job_id, JobUpdate::Finished(Box::new(result)));

@@ -102,6 +102,8 @@ impl Watches {
             }
             AgentReport::Result(result) => {
                 if let Some(waiting) = outstanding.remove(&result.job.id) {
+                    // Relayed whole, as the agent wrote it: the sample's
+                    // reader (`sample.rs`) takes its watch sample from it.
                     let _ = waiting
                         .reply
                         .send(Reply::Result(Box::new(result.wire().clone())));
