@@ -130,6 +130,7 @@ pub async fn start(
         backup_retention_days,
         // Set below, once the rollout's own entry is in the log.
         audit_head: None,
+        approvals: Default::default(),
         id: job_id.clone(),
         attempt: 1,
         deadline: SystemTime::now() + job_timeout,
