@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::audit_anchor::AuditHead;
-use crate::operations::{selector_from_wire, DisableSpec, RollbackSpec, RoutineSelector};
+use crate::operations::{
+    selector_from_wire, DisableSpec, RollbackSpec, RoutineSelector, MAX_REASON_BYTES,
+};
 use crate::perf_target::{targets_from_wire, PerfTarget};
 use crate::proto;
 use crate::routine::{routines_from_wire, InvalidField, Routine};
@@ -86,6 +88,52 @@ pub enum JobKind {
     /// Compare the live catalog with the ledger (issue 20); change nothing.
     /// The names limit the report (empty: every routine).
     Drift { names: Vec<String> },
+    /// Record drifted routines' live state in the ledger (issue 20): the
+    /// routines themselves are not touched.
+    Adopt(AdoptSpec),
+}
+
+/// Which routines an adoption records, and why (issue 20).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptSpec {
+    pub routines: Vec<RoutineSelector>,
+    /// The operator's reason: required, at most `MAX_REASON_BYTES`.
+    pub reason: String,
+    /// Adopt only those that drifted (a deploy's `--adopt-drift`); else a
+    /// selected routine that did not drift is refused.
+    pub only_drifted: bool,
+}
+
+/// At most this many selectors in one adoption (a plan's routines).
+pub const MAX_ADOPT_SELECTORS: usize = 1_000;
+
+impl TryFrom<proto::AdoptJob> for AdoptSpec {
+    type Error = InvalidField;
+
+    fn try_from(wire: proto::AdoptJob) -> Result<Self, Self::Error> {
+        let reason = wire.reason.trim();
+        if reason.is_empty() || reason.len() > MAX_REASON_BYTES {
+            return Err(InvalidField {
+                field: "adopt.reason".into(),
+                reason: format!("must be 1 to {MAX_REASON_BYTES} bytes"),
+            });
+        }
+        if wire.routines.is_empty() || wire.routines.len() > MAX_ADOPT_SELECTORS {
+            return Err(InvalidField {
+                field: "adopt.routines".into(),
+                reason: format!("must name 1 to {MAX_ADOPT_SELECTORS} routines"),
+            });
+        }
+        Ok(AdoptSpec {
+            routines: wire
+                .routines
+                .into_iter()
+                .map(|r| selector_from_wire(Some(r)))
+                .collect::<Result<_, _>>()?,
+            reason: reason.to_owned(),
+            only_drifted: wire.only_drifted,
+        })
+    }
 }
 
 /// How a multi-routine deploy treats failures, and what runs after it.
@@ -126,6 +174,7 @@ impl JobKind {
             JobKind::PerfProbe { .. } => "perf_probe",
             JobKind::AuditAnchors => "audit_anchors",
             JobKind::Drift { .. } => "drift",
+            JobKind::Adopt(_) => "adopt",
         }
     }
 
@@ -142,7 +191,8 @@ impl JobKind {
             | JobKind::Enable(_)
             | JobKind::History(_)
             | JobKind::AuditAnchors
-            | JobKind::Drift { .. } => &[],
+            | JobKind::Drift { .. }
+            | JobKind::Adopt(_) => &[],
         }
     }
 }
@@ -265,6 +315,10 @@ impl TryFrom<proto::JobOffer> for Job {
                 }
                 (JobKind::Drift { names: drift.names }, "drift".to_owned())
             }
+            Some(proto::job_offer::Kind::Adopt(adopt)) => {
+                let label = adopt.label.clone();
+                (JobKind::Adopt(adopt.try_into()?), label)
+            }
             None => {
                 return Err(InvalidField {
                     field: "kind".into(),
@@ -353,6 +407,12 @@ impl From<Job> for proto::JobOffer {
                 proto::job_offer::Kind::AuditAnchors(proto::AuditAnchorsJob {})
             }
             JobKind::Drift { names } => proto::job_offer::Kind::Drift(proto::DriftJob { names }),
+            JobKind::Adopt(spec) => proto::job_offer::Kind::Adopt(proto::AdoptJob {
+                label: job.label,
+                routines: spec.routines.into_iter().map(Into::into).collect(),
+                reason: spec.reason,
+                only_drifted: spec.only_drifted,
+            }),
         };
         proto::JobOffer {
             job_id: job.id,

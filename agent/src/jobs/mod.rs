@@ -5,7 +5,7 @@
 //! - the job kinds: `deploy/` (with `--continue-on-error`, retire, the
 //!   pgTAP and perf checks after it), `smoke_job.rs`, `rollback.rs`,
 //!   `disable.rs`, `history.rs`, `check.rs`, `perf_probe.rs`,
-//!   `watch_sample.rs`, `audit_anchors.rs`, `drift/`, `resolve.rs` — they depend on the
+//!   `watch_sample.rs`, `audit_anchors.rs`, `drift/`, `adopt.rs`, `resolve.rs` — they depend on the
 //!   layers below, never on each other;
 //! - `reversal/`: restoring earlier definitions, shared by a rollback and a
 //!   deploy's automatic restore;
@@ -15,6 +15,7 @@
 //! - `context/`: the job context, its events, failure type, lease and
 //!   transaction seal.
 
+mod adopt;
 mod audit_anchors;
 mod check;
 mod context;
@@ -90,6 +91,7 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
             }
             JobKind::AuditAnchors => audit_anchors::run(&context).await,
             JobKind::Drift { names } => drift::run(&context, names).await,
+            JobKind::Adopt(spec) => adopt::run(&context, spec).await,
         }
     };
     let work = work.instrument(context.job_span().clone());

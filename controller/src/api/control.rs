@@ -335,6 +335,22 @@ impl Control for ControlService {
         self.drift_scan(request).await
     }
 
+    type AdoptStream = UpdateStream;
+
+    async fn adopt(
+        &self,
+        request: Request<pgrollout_shared::proto::AdoptRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let body = request.get_ref();
+        let span = crate::telemetry::spans::rollout_span(
+            "adopt",
+            &body.environment,
+            &body.procedures.join(" "),
+            &body.traceparent,
+        );
+        in_span(span, self.start_adopt(request)).await
+    }
+
     async fn list_agents(
         &self,
         request: Request<ListAgentsRequest>,

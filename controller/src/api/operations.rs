@@ -4,18 +4,19 @@
 //! nothing changed), then started as a plan-less rollout.
 //!
 //! Roles: rollback, disable and enable need `deployer` (admin holds every
-//! role); history needs `viewer`. None of them waits for an environment's
+//! role); history needs `viewer`; adopting drift (issue 20) needs `approver`
+//! and a reason, because it makes a hand change the version of record. None of them waits for an environment's
 //! approvals (they undo or inspect a change); an emergency rollback skips
 //! nothing but the smoke tests — it is audited with its reason.
 
 use std::time::Duration;
 
-use pgrollout_shared::job::JobKind;
+use pgrollout_shared::job::{AdoptSpec, JobKind, MAX_ADOPT_SELECTORS};
 use pgrollout_shared::operations::{
     is_plan_id_prefix, DisableSpec, RollbackScope, RollbackSpec, RollbackTarget, RoutineSelector,
     MAX_REASON_BYTES,
 };
-use pgrollout_shared::proto::{Plan, RollbackRequest, RoutineRequest};
+use pgrollout_shared::proto::{AdoptRequest, Plan, RollbackRequest, RoutineRequest};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -204,6 +205,75 @@ impl ControlService {
             description,
         )
         .await
+    }
+
+    /// `pgrollout adopt` and `deploy --adopt-drift` (issue 20): approver or
+    /// admin, a reason, known routine names — all checked here, so a refusal
+    /// changes nothing (exit 1).
+    pub(super) async fn start_adopt(
+        &self,
+        request: Request<AdoptRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let actor = self
+            .authorize(&request, OperatorRole::Approver, "adopt drift")
+            .await?
+            .actor();
+        let request = request.into_inner();
+        let reason = match request.reason.trim() {
+            "" => {
+                return Err(Status::invalid_argument(
+                    "adopting drift needs --reason: say why the hand change is kept, it goes into the audit log \
+                     and the ledger",
+                ))
+            }
+            reason if reason.len() > MAX_REASON_BYTES => {
+                return Err(Status::invalid_argument(format!(
+                    "--reason is over {MAX_REASON_BYTES} bytes"
+                )))
+            }
+            reason => reason.to_owned(),
+        };
+        if request.procedures.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the routines to adopt; `pgrollout drift <environment>` lists the ones that drifted",
+            ));
+        }
+        if request.procedures.len() > MAX_ADOPT_SELECTORS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_ADOPT_SELECTORS} routines can be adopted at once"
+            )));
+        }
+        let routines = request
+            .procedures
+            .iter()
+            .map(|procedure| selector(procedure))
+            .collect::<Result<Vec<_>, _>>()?;
+        let environment = known_environment(self, &request.environment)?;
+        let label = request.procedures.join(" ");
+        let description = format!(
+            "{environment}\n{}\n{}\n{reason}",
+            request.procedures.join("\n"),
+            request.only_drifted
+        );
+        let receiver = crate::engine::adopt::start(
+            self.controller.clone(),
+            OperationRequest {
+                environment,
+                label,
+                kind: JobKind::Adopt(AdoptSpec {
+                    routines,
+                    reason: reason.clone(),
+                    only_drifted: request.only_drifted,
+                }),
+                actor,
+                trace: crate::telemetry::spans::request_trace(&request.traceparent),
+                agent_wait: Duration::from_millis(request.agent_wait_ms),
+                description,
+            },
+            reason,
+        )
+        .await?;
+        Ok(Response::new(update_stream(receiver)))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -34,6 +34,11 @@ pub async fn run(
         eprintln!("pgrollout: warning: {warning}");
     }
     let identities: Vec<String> = routines.iter().map(|r| r.identity.to_string()).collect();
+    // Signatures as PostgreSQL reads them (quoted names): the adoption's selectors.
+    let signatures: Vec<String> = routines
+        .iter()
+        .map(|r| r.identity.regprocedure_input())
+        .collect();
     let plan = build_plan(routines, &args.procedure, &commit_of(&args.project));
     let verb = if smoke_only {
         "smoke-testing"
@@ -41,6 +46,38 @@ pub async fn run(
         "deploying"
     };
     let json = args.output.json();
+    if args.adopt_drift {
+        if smoke_only {
+            return fail(
+                ExitCode::ValidationFailed,
+                "--adopt-drift is an option of deploy: a smoke test changes nothing",
+            );
+        }
+        // Issue 20: the hand changes are recorded first (approver or admin;
+        // refused before anything changes otherwise), then the plan deploys.
+        if !json {
+            println!(
+                "pgrollout: --adopt-drift: recording the live state of the routines of {} changed by hand in {} \
+                 before deploying",
+                args.procedure, args.environment
+            );
+        }
+        let reason = args.reason.clone().unwrap_or_default();
+        if let Err(code) = super::adopt::before_deploy(
+            address,
+            tls,
+            &args.environment,
+            signatures,
+            &reason,
+            args.agent_wait,
+            json,
+        )
+        .await
+        {
+            eprintln!("pgrollout: nothing was deployed");
+            return code;
+        }
+    }
     if json {
         // One document at the end, nothing before it on stdout.
         let followed =

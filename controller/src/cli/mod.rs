@@ -1,6 +1,7 @@
 //! The operator's command line: `pgrollout <command>`. Each command returns
 //! the exit code of DESIGN §9; `main` turns it into the process status.
 
+mod adopt;
 mod agents;
 mod alert;
 mod alert_report;
@@ -125,6 +126,9 @@ enum Command {
     /// What changed by hand in <environment>: every routine its ledger knows against the
     /// live catalog (definition, owner, ACL, comment, SECURITY DEFINER, SET …); exit 4 on drift.
     Drift(Remote<drift::DriftArgs>),
+    /// Record the live state of routines changed by hand in <environment>'s ledger
+    /// (approver or admin, --reason required, audited), so deploying over them stays reversible.
+    Adopt(Remote<adopt::AdoptArgs>),
     /// Build the plan for procedures and show which gates it passes in every environment.
     Plan(Remote<plan::PlanArgs>),
     /// Every problem of the whole project at once (needs no controller); exit 1 on any error.
@@ -188,6 +192,14 @@ struct RolloutArgs {
     window: follow::WindowFlags,
     #[command(flatten)]
     output: output::OutputFlag,
+    /// Deploy only: first record the live state of the plan's routines that were changed by
+    /// hand in the ledger (approver or admin; needs --reason), so the no_drift gate lets the
+    /// deploy through and a rollback of it restores the hand-made version.
+    #[arg(long, requires = "reason")]
+    adopt_drift: bool,
+    /// Why the hand changes are kept (with --adopt-drift): audited and written to the ledger.
+    #[arg(long, requires = "adopt_drift")]
+    reason: Option<String>,
 }
 
 /// Parses arguments and runs the command. Usage errors exit 1, like every
@@ -258,6 +270,10 @@ pub fn run() -> ExitCode {
                 connection: c,
                 args,
             }) => drift::run(&c.controller, &c.tls, args).await,
+            Command::Adopt(Remote {
+                connection: c,
+                args,
+            }) => adopt::run(&c.controller, &c.tls, args).await,
             Command::Approve(Remote {
                 connection: c,
                 args,

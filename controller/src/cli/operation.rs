@@ -1,5 +1,5 @@
 //! Calling the controller for a plan-less operation (rollback, disable,
-//! enable, history) and following its rollout to the result, printing each
+//! enable, history, adopt) and following its rollout to the result, printing each
 //! finished step as the agent reports it.
 
 use pgrollout_shared::text::escaped;
@@ -22,6 +22,7 @@ pub enum Call {
     Enable(RoutineRequest),
     History(RoutineRequest),
     Retry(pgrollout_shared::proto::RetryRequest),
+    Adopt(pgrollout_shared::proto::AdoptRequest),
 }
 
 /// An operation that produced its result.
@@ -45,6 +46,7 @@ pub async fn call_and_follow(
         Call::Enable(r) => client.enable(with_actor(r)).await,
         Call::History(r) => client.history(with_actor(r)).await,
         Call::Retry(r) => client.retry(with_actor(r)).await,
+        Call::Adopt(r) => client.adopt(with_actor(r)).await,
     };
     let mut stream = response
         .map_err(|status| connect::refusal(&status, address))?

@@ -2,6 +2,7 @@
 //! job's updates go (router), how one rollout runs (rollout), and the
 //! reloadable security policy (reload).
 
+pub mod adopt;
 pub mod after_deploy;
 pub mod approved_sql;
 pub mod audit_anchors;

@@ -241,7 +241,8 @@ fn routine_identities(kind: &JobKind) -> Vec<String> {
         | JobKind::Enable(_)
         | JobKind::History(_)
         | JobKind::AuditAnchors
-        | JobKind::Drift { .. } => Vec::new(),
+        | JobKind::Drift { .. }
+        | JobKind::Adopt(_) => Vec::new(),
     }
 }
 

@@ -76,7 +76,9 @@ impl<'a> Planned<'a> {
     /// being undone, or the first later change that replaced the named one.
     pub fn backup_row(&self) -> Option<&'a LedgerRecord> {
         if let Some(undone) = self.undoes() {
-            return Some(undone);
+            // An adoption changed no routine and took no backup: the version
+            // before it is in the ledger (and the controller's plans).
+            return (undone.action != "adopt").then_some(undone);
         }
         let to = self.to()?;
         self.rows.iter().copied().find(|row| {
@@ -210,7 +212,7 @@ fn latest_change<'a>(
 
 fn named_version(row: &LedgerRecord) -> Result<&LedgerRecord, JobFailure> {
     match row.action.as_str() {
-        "deploy" | "rollback" | "auto-rollback" => Ok(row),
+        "deploy" | "rollback" | "auto-rollback" | "adopt" => Ok(row),
         other => Err(refused(format!(
             "ledger #{} records a {other}, not a version; use `pgrollout enable` to undo a disable",
             row.id

@@ -2,7 +2,8 @@
 //! still in force, oldest first. A deploy pushes; a rollback that names the
 //! row it reverses (`undoes_ledger_id`) pops it, so the next rollback goes
 //! one version further back; a rollback to a named version (`--to`) pushes,
-//! so it can itself be rolled back. Disable and enable are a separate switch.
+//! so it can itself be rolled back. An adoption of a hand change pushes too.
+//! Disable and enable are a separate switch.
 
 use crate::sql::LedgerRecord;
 
@@ -27,7 +28,11 @@ pub fn version_state<'a>(rows: &[&'a LedgerRecord]) -> VersionState<'a> {
     let mut state = VersionState::default();
     for &row in rows {
         match row.action.as_str() {
-            "deploy" if !row.is_no_op() => state.in_force.push(row),
+            // An adoption (issue 20) records a hand-made version as the one
+            // in force: a version like a deploy's, so rolling back the deploy
+            // after it restores the hand-made one, and undoing the adoption
+            // what pgrollout had deployed before the hand change.
+            "deploy" | "adopt" if !row.is_no_op() => state.in_force.push(row),
             "rollback" | "auto-rollback" => {
                 if let Some(position) = undone_by(row, &state.in_force) {
                     state.in_force.remove(position);
@@ -109,6 +114,31 @@ mod tests {
 
     fn ids(state: &VersionState<'_>) -> Vec<i64> {
         state.in_force.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn an_adopted_hand_change_is_a_version_between_the_deploys() {
+        let rows = [
+            row(1, "deploy", "j1", None, Some("v1")),
+            row(2, "adopt", "j2", Some("v1"), Some("by hand")),
+            row(3, "deploy", "j3", Some("by hand"), Some("v2")),
+            LedgerRecord {
+                undoes_ledger_id: Some(3),
+                ..row(4, "rollback", "j4", Some("v2"), Some("by hand"))
+            },
+        ];
+        let refs: Vec<&LedgerRecord> = rows.iter().collect();
+        // Before the rollback, undoing the deploy brings back the hand change.
+        assert_eq!(ids(&version_state(&refs[..3])), [1, 2, 3]);
+        // After it, the next rollback undoes the adoption: back to v1.
+        let state = version_state(&refs);
+        assert_eq!(ids(&state), [1, 2]);
+        assert_eq!(
+            state
+                .latest()
+                .and_then(|r| r.previous.definition.as_deref()),
+            Some("v1")
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ fn refusal(findings: &[DriftFinding]) -> String {
     let mut text = format!(
         "refused by the no_drift gate: {} routine(s) this deploy would replace were changed outside pgrollout \
          since its ledger last recorded them; nothing was changed. Bring the change into the project (or \
-         restore the recorded state) and deploy again; `pgrollout drift <environment>` shows every drift.",
+         restore the recorded state) and deploy again, or deploy again with `--adopt-drift --reason TEXT` \
+         (approver or admin) to record the hand-made version in the ledger first, so a rollback restores it; \
+         `pgrollout drift <environment>` shows every drift.",
         findings.len()
     );
     for finding in findings {

@@ -6,5 +6,5 @@ mod compare;
 mod diff;
 mod guard;
 
-pub use compare::findings;
+pub use compare::{changed, findings};
 pub use guard::refuse_drift;
