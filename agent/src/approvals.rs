@@ -57,6 +57,12 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
             operation_subject(action::ENABLE, &job.label),
             false,
         ),
+        // Writes ledger rows (the live state adopted as a version).
+        JobKind::Adopt(_) => (
+            action::ADOPT,
+            operation_subject(action::ADOPT, &job.label),
+            false,
+        ),
         // Read-only, or run in a transaction that is always rolled back:
         // not verified (README, Trust model, says what that leaves open).
         JobKind::Smoke { .. }

@@ -32,6 +32,8 @@ pub mod action {
     pub const EMERGENCY_ROLLBACK: &str = "emergency-rollback";
     pub const DISABLE: &str = "disable";
     pub const ENABLE: &str = "enable";
+    /// Recording a hand-made live state in the ledger (issue 20's adopt).
+    pub const ADOPT: &str = "adopt";
 }
 
 /// The role a signer claims; the agent's policy decides whether the
