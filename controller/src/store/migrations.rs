@@ -16,6 +16,8 @@ const MIGRATIONS: &[&str] = &[
     HISTORY_INDEX,
     include_str!("migrations/0012_drift_scans.sql"),
     include_str!("migrations/0013_metrics_and_retention.sql"),
+    // 0014 is history17b's (issue 17); merge it above this line.
+    include_str!("migrations/0015_signed_statements.sql"),
 ];
 
 /// Issue 17's index of routine versions, built from the stored results by a
