@@ -326,8 +326,11 @@ impl Control for ControlService {
         let environment = request.into_inner().environment;
         let config = &self.controller.config;
         let Some(settings) = config.environments.get(&environment) else {
-            return Err(Status::not_found(format!(
-                "no environment {environment:?} in the controller's config"
+            // Worded as a deploy's own refusal: this call comes first.
+            let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+            return Err(Status::invalid_argument(format!(
+                "unknown environment {environment:?}; known environments: {}",
+                known.join(", ")
             )));
         };
         Ok(Response::new(

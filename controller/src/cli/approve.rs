@@ -107,10 +107,11 @@ async fn sign(
             rollout_id: request_id.to_owned(),
         })
         .await
-        .map_err(|status| (ExitCode::ValidationFailed, status.message().to_owned()))?
+        .map_err(|status| connect::refusal(&status, address))?
         .into_inner();
     let signed = super::signing::sign_deploy(
         &mut client,
+        address,
         &signer,
         pgrollout_shared::signing::role::APPROVER,
         &status.plan_id,

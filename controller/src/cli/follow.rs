@@ -173,6 +173,7 @@ pub async fn submit_and_follow(
             signatures.push(
                 super::signing::sign_deploy(
                     &mut client,
+                    submission.address,
                     &signer,
                     pgrollout_shared::signing::role::REQUESTER,
                     &submission.plan.plan_id,

@@ -44,9 +44,12 @@ pub fn new_request_id() -> String {
 }
 
 /// Signs `role`'s statement for a deploy of `plan_id` to `environment`,
-/// asking the controller where that environment runs.
+/// asking the controller (at `address`, for messages) where that environment
+/// runs; its refusal (an unknown environment, a revoked operator) is the
+/// command's, with the same exit code and words as any other call's.
 pub async fn sign_deploy(
     client: &mut ControlClient<Channel>,
+    address: &str,
     signer: &Signer,
     role: &str,
     plan_id: &str,
@@ -58,12 +61,7 @@ pub async fn sign_deploy(
             environment: environment.to_owned(),
         })
         .await
-        .map_err(|status| {
-            (
-                ExitCode::ValidationFailed,
-                format!("cannot sign: {}", status.message()),
-            )
-        })?
+        .map_err(|status| super::connect::refusal(&status, address))?
         .into_inner();
     let statement = Statement {
         action: action::DEPLOY.into(),
