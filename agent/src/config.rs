@@ -43,6 +43,12 @@ pub struct AgentConfig {
     pub log: pgrollout_shared::log_format::LogConfig,
     /// `/healthz`, `/readyz` and `/metrics` for probes and scrapes (`health.rs`); none without it.
     pub health: Option<HealthConfig>,
+    /// `[approvals]` (issue 19): the signatures a changing job needs. Without
+    /// it the agent runs what its controller offers, as before.
+    pub approvals: Option<pgrollout_shared::signing::policy::ApprovalsConfig>,
+    /// `approvals` with its CA file read, set by `load`.
+    #[serde(skip)]
+    pub approval_policy: Option<pgrollout_shared::signing::policy::ApprovalPolicy>,
 }
 
 /// The files of the agent's mutual-TLS identity. Read on every connection,
@@ -258,8 +264,13 @@ impl AgentConfig {
 
     /// Loads the file with environment overrides, then validates it.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let config: AgentConfig = pgrollout_shared::config_loader::load(path, ENV_PREFIX)?;
+        let mut config: AgentConfig = pgrollout_shared::config_loader::load(path, ENV_PREFIX)?;
         config.validate()?;
+        if let Some(approvals) = config.approvals.clone() {
+            config.approval_policy = Some(pgrollout_shared::signing::policy::ApprovalPolicy::load(
+                approvals,
+            )?);
+        }
         Ok(config)
     }
 
@@ -393,6 +404,28 @@ mod tests {
             "libpq's default"
         );
         assert_eq!(config.targets[0].sslrootcert, None);
+    }
+
+    #[test]
+    fn an_approvals_policy_whose_ca_cannot_be_read_stops_the_agent() {
+        assert!(AgentConfig::load(write(VALID).path())
+            .expect("valid")
+            .approval_policy
+            .is_none());
+        let file = write(&format!(
+            "{VALID}\n[approvals]\noperator_ca = \"/nonexistent/operators-ca.pem\"\nenvironment = \"prod\"\napprovers = [\"bob\"]\n"
+        ));
+        let error = AgentConfig::load(file.path())
+            .expect_err("no CA file")
+            .to_string();
+        assert!(error.contains("operator_ca"), "{error}");
+        let file = write(&format!(
+            "{VALID}\n[approvals]\noperator_ca = \"/x.pem\"\nenvironment = \"prod\"\napprovers = [\"bob\"]\nrequired = 2\n"
+        ));
+        let error = AgentConfig::load(file.path())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(error.contains("required"), "{error}");
     }
 
     fn with_target_keys(keys: &str) -> Result<AgentConfig, String> {

@@ -2,6 +2,7 @@
 //! database credentials, dials out to the controller and executes jobs
 //! against the zone's databases. See ARCHITECTURE.md.
 
+mod approvals;
 mod backup;
 mod config;
 mod health;
@@ -75,6 +76,18 @@ fn main() -> std::process::ExitCode {
             journal = %journal.display(),
             "agent starting"
         );
+        match &config.approval_policy {
+            Some(policy) => tracing::info!(
+                environment = %policy.config.environment,
+                approvers = policy.config.approvers.len(),
+                required_approvers = policy.config.required_approvers,
+                "signed approvals required: every changing job is verified against [approvals]"
+            ),
+            None => tracing::warn!(
+                "NO [approvals] POLICY: this agent runs every change its controller offers, signed or not; \
+                 whoever controls the controller controls this zone's databases (see README, Trust model)"
+            ),
+        }
         if let Some(health) = &config.health {
             match tokio::net::TcpListener::bind(health.listen).await {
                 Ok(listener) => {

@@ -39,7 +39,17 @@ pub struct Job {
     /// The controller's audit head when the job was offered: written into
     /// every ledger row the job writes, as an anchor of the audit chain.
     pub audit_head: Option<AuditHead>,
+    /// The operators' signed statements for this job (issue 19), verbatim.
+    pub approvals: SignedApprovals,
     pub kind: JobKind,
+}
+
+/// What the operators signed for a job, as the controller forwarded it; only
+/// an agent with an `[approvals]` policy reads it.
+#[derive(Clone, Debug, Default)]
+pub struct SignedApprovals {
+    pub request_id: String,
+    pub signatures: Vec<proto::SignedStatement>,
 }
 
 /// What a job does.
@@ -330,6 +340,10 @@ impl TryFrom<proto::JobOffer> for Job {
             label,
             backup_retention_days: offer.backup_retention_days,
             audit_head: offer.audit_head.map(TryInto::try_into).transpose()?,
+            approvals: SignedApprovals {
+                request_id: offer.signed_request_id,
+                signatures: offer.signatures,
+            },
             kind,
         })
     }
@@ -415,6 +429,8 @@ impl From<Job> for proto::JobOffer {
             commit_sha: job.commit_sha,
             backup_retention_days: job.backup_retention_days,
             audit_head: job.audit_head.map(Into::into),
+            signatures: job.approvals.signatures,
+            signed_request_id: job.approvals.request_id,
             kind: Some(kind),
         }
     }

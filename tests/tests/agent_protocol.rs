@@ -192,6 +192,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
     Job {
         backup_retention_days: 0,
         audit_head: None,
+        approvals: Default::default(),
         id: job_id.into(),
         attempt: 1,
         deadline: SystemTime::now() + Duration::from_secs(60),

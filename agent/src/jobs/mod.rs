@@ -55,6 +55,11 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
         return;
     };
     let context = JobContext::new(job, target, last_seq, config, outbox.clone());
+    if let Some(refused) = check_approvals(&context) {
+        context.finish(refused);
+        outbox.job_finished(&context.job.id, context.job.attempt);
+        return;
+    }
     tracing::info!(
         job_id = %context.job.id,
         kind = context.job.kind.name(),
@@ -127,6 +132,51 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
     // its result.
     drop(context);
     pgrollout_shared::telemetry::flush_soon();
+}
+
+/// Verifies the job's signed approvals when the agent has a policy (issue
+/// 19), before anything connects to the database; reports the verdict as the
+/// `approvals` step. A refusal is the job's result: exit 1, nothing changed,
+/// and the controller audits it with the job.
+fn check_approvals(context: &JobContext) -> Option<JobResult> {
+    use crate::approvals::{check, Verdict};
+    let started = Instant::now();
+    let verdict = check(
+        context.config.approval_policy.as_ref(),
+        &context.config.zone,
+        &context.job,
+        SystemTime::now(),
+    );
+    let elapsed = started.elapsed();
+    match verdict {
+        Verdict::NotRequired => None,
+        Verdict::Approved(approved) => {
+            tracing::info!(job_id = %context.job.id, verify_us = elapsed.as_micros() as u64, "approvals verified: {approved}");
+            context.event(
+                "approvals",
+                StepStatus::Succeeded,
+                format!("signatures verified: {approved}"),
+                millis(elapsed),
+                Vec::new(),
+            );
+            None
+        }
+        Verdict::Refused(refusal) => {
+            tracing::warn!(job_id = %context.job.id, reason = %refusal, "job refused");
+            context.event(
+                "approvals",
+                StepStatus::Failed,
+                refusal.to_string(),
+                millis(elapsed),
+                Vec::new(),
+            );
+            Some(JobResult {
+                outcome: Outcome::ValidationFailed as i32,
+                message: refusal.to_string(),
+                ..Default::default()
+            })
+        }
+    }
 }
 
 /// Prunes the target's expired backups after a successful deploy; a problem

@@ -292,6 +292,19 @@ impl Control for ControlService {
         };
         let caller = self.authorize(&request, role, verb).await?;
         let request = request.into_inner();
+        // The approver's signed statement (issue 19) is kept before the
+        // decision, which may start the rollout that forwards it.
+        if let (Some(signature), false) = (request.signature.clone(), request.reject) {
+            self.controller
+                .store
+                .add_signed_statements(
+                    &request.request_id,
+                    vec![signature],
+                    pgrollout_shared::job::now_unix_ms(),
+                )
+                .await
+                .map_err(store_failure("record the approval's signature"))?;
+        }
         let response = lifecycle::decide(
             self.controller.clone(),
             &caller,
@@ -302,6 +315,31 @@ impl Control for ControlService {
         )
         .await?;
         Ok(Response::new(response))
+    }
+
+    async fn signing_context(
+        &self,
+        request: Request<pgrollout_shared::proto::SigningContextRequest>,
+    ) -> Result<Response<pgrollout_shared::proto::SigningContextResponse>, Status> {
+        self.authorize(&request, OperatorRole::Viewer, "read an environment")
+            .await?;
+        let environment = request.into_inner().environment;
+        let config = &self.controller.config;
+        let Some(settings) = config.environments.get(&environment) else {
+            // Worded as a deploy's own refusal: this call comes first.
+            let known: Vec<&str> = config.environments.keys().map(String::as_str).collect();
+            return Err(Status::invalid_argument(format!(
+                "unknown environment {environment:?}; known environments: {}",
+                known.join(", ")
+            )));
+        };
+        Ok(Response::new(
+            pgrollout_shared::proto::SigningContextResponse {
+                zone: config.zone_of(&environment).unwrap_or_default(),
+                target: settings.target.clone(),
+                environment,
+            },
+        ))
     }
 
     async fn evaluate_plan(
@@ -464,5 +502,25 @@ fn validate(
         agent_wait: Duration::from_millis(request.agent_wait_ms),
         gates: Vec::new(),
         order: view,
+        approvals: pgrollout_shared::job::SignedApprovals {
+            request_id: signed_request_id(request.signed_request_id)?,
+            signatures: request.signatures,
+        },
     })
+}
+
+/// The id a requester's CLI chose and signed (issue 19): it names the request
+/// if it waits, so it must be one the controller would make.
+fn signed_request_id(id: String) -> Result<String, Status> {
+    let well_formed = id.is_empty()
+        || (id.len() <= 64
+            && id.starts_with("p-")
+            && id[2..].bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+    if well_formed {
+        Ok(id)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "signed_request_id {id:?}: expected p- and up to 62 hex digits or dashes"
+        )))
+    }
 }

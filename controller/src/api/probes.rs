@@ -102,6 +102,7 @@ impl ControlService {
             agent_wait: Duration::from_millis(request.agent_wait_ms),
             gates: Vec::new(),
             order: None,
+            approvals: Default::default(),
         };
         let receiver = rollout::start(self.controller.clone(), rollout).await?;
         Ok(Response::new(update_stream(receiver)))

@@ -36,6 +36,19 @@ pub struct RejectArgs {
 
 pub async fn approve(address: &str, tls: &OperatorTls, args: ApproveArgs) -> ExitCode {
     let request_id = args.request.clone();
+    // An approver's approval is signed (issue 19); a stakeholder's sign-off
+    // is the controller's gate and is not.
+    let signature = if args.role == "approver" {
+        match sign(address, tls, &request_id).await {
+            Ok(signature) => signature,
+            Err((code, message)) => {
+                eprintln!("pgrollout: {message}");
+                return code;
+            }
+        }
+    } else {
+        None
+    };
     let (code, state) = decide(
         address,
         tls,
@@ -44,6 +57,7 @@ pub async fn approve(address: &str, tls: &OperatorTls, args: ApproveArgs) -> Exi
             reject: false,
             reason: args.reason,
             role: args.role,
+            signature,
         },
         args.output,
     )
@@ -69,11 +83,47 @@ pub async fn reject(address: &str, tls: &OperatorTls, args: RejectArgs) -> ExitC
             reject: true,
             reason: args.reason,
             role: "approver".into(),
+            signature: None,
         },
         OutputFlag::default(),
     )
     .await
     .0
+}
+
+/// The approver's statement for the request as the controller describes it
+/// (plan, environment, zone, target); the agent checks each against the job.
+async fn sign(
+    address: &str,
+    tls: &OperatorTls,
+    request_id: &str,
+) -> Result<Option<pgrollout_shared::proto::SignedStatement>, (ExitCode, String)> {
+    let Some(signer) = super::signing::signer(tls)? else {
+        return Ok(None);
+    };
+    let mut client = connect::controller(address, tls).await?;
+    let status = client
+        .get_rollout(pgrollout_shared::proto::GetRolloutRequest {
+            rollout_id: request_id.to_owned(),
+        })
+        .await
+        .map_err(|status| connect::refusal(&status, address))?
+        .into_inner();
+    let signed = super::signing::sign_deploy(
+        &mut client,
+        address,
+        &signer,
+        pgrollout_shared::signing::role::APPROVER,
+        &status.plan_id,
+        &status.environment,
+        request_id,
+    )
+    .await?;
+    eprintln!(
+        "signed: plan {} for {} ({} routine(s), commit {}), request {request_id}",
+        status.plan_id, status.environment, status.routine_count, status.commit_sha
+    );
+    Ok(Some(signed))
 }
 
 /// The exit code, and the request's state after the decision.

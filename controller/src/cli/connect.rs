@@ -29,6 +29,14 @@ pub struct OperatorTls {
 
 type Refusal = (ExitCode, String);
 
+impl OperatorTls {
+    /// The operator's certificate and key files, when both are given: what
+    /// the CLI signs approvals with (issue 19).
+    pub fn cert_and_key(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.cert.as_ref().zip(self.key.as_ref())
+    }
+}
+
 fn tls_config(tls: &OperatorTls, host: &str) -> Result<ClientTlsConfig, Refusal> {
     let missing = |what: &str, flag: &str, env: &str| {
         (

@@ -164,7 +164,29 @@ pub async fn submit_and_follow(
         })??,
         None => connect::controller(submission.address, submission.tls).await?,
     };
+    // A deploy is signed by its requester (issue 19): the agent of an
+    // environment with an [approvals] policy runs only signed changes.
+    let (mut signatures, mut signed_request_id) = (Vec::new(), String::new());
+    if matches!(submission.call, ControlCall::Deploy) {
+        if let Some(signer) = super::signing::signer(submission.tls)? {
+            signed_request_id = super::signing::new_request_id();
+            signatures.push(
+                super::signing::sign_deploy(
+                    &mut client,
+                    submission.address,
+                    &signer,
+                    pgrollout_shared::signing::role::REQUESTER,
+                    &submission.plan.plan_id,
+                    submission.environment,
+                    &signed_request_id,
+                )
+                .await?,
+            );
+        }
+    }
     let mut request = tonic::Request::new(DeployRequest {
+        signatures,
+        signed_request_id,
         environment: submission.environment.to_owned(),
         plan: Some(submission.plan),
         traceparent: crate::telemetry::spans::current_traceparent(),

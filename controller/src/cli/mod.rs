@@ -29,6 +29,7 @@ mod retire;
 mod rollback;
 mod serve;
 mod shell_docs;
+mod signing;
 mod status;
 mod store_fill;
 mod style;

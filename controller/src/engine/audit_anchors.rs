@@ -103,6 +103,7 @@ async fn read(
         label: "audit-anchors".to_owned(),
         backup_retention_days: 0,
         audit_head: None,
+        approvals: Default::default(),
         kind: JobKind::AuditAnchors,
     };
     let reply = controller.watches.expect(&job_id, &agent.zone, &agent.name);

@@ -207,6 +207,7 @@ async fn scan(
         label: "drift".to_owned(),
         backup_retention_days: 0,
         audit_head: None,
+        approvals: Default::default(),
         kind: JobKind::Drift { names },
     };
     let reply = controller.watches.expect(&job_id, &agent.zone, &agent.name);

@@ -56,6 +56,7 @@ pub async fn run(
         agent_wait: dry_run.agent_wait,
         gates: Vec::new(),
         order: None,
+        approvals: Default::default(),
     };
     // Its own rollout span, beside the deploy's: the dry run is a rollout of
     // its own, with its own id, in the same trace.

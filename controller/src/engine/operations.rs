@@ -71,6 +71,7 @@ pub async fn start(
             agent_wait: request.agent_wait,
             gates: Vec::new(),
             order: None,
+            approvals: Default::default(),
         },
     )
     .await?;

@@ -38,6 +38,8 @@ pub struct RolloutRequest {
     /// A deploy's order as computed here, shown to the operator when the
     /// rollout starts.
     pub order: Option<pgrollout_shared::proto::DeployOrderView>,
+    /// The operators' signed statements (issue 19), forwarded verbatim.
+    pub approvals: pgrollout_shared::job::SignedApprovals,
 }
 
 /// Starts the rollout; updates arrive on the returned receiver. Refusals
@@ -130,6 +132,7 @@ pub async fn start(
         backup_retention_days,
         // Set below, once the rollout's own entry is in the log.
         audit_head: None,
+        approvals: request.approvals.clone(),
         id: job_id.clone(),
         attempt: 1,
         deadline: SystemTime::now() + job_timeout,

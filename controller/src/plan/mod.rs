@@ -7,8 +7,6 @@ pub mod order;
 
 use pgrollout_shared::proto;
 use pgrollout_shared::routine::Routine;
-use prost::Message;
-use sha2::{Digest, Sha256};
 
 /// Builds the wire plan for these routines, sorted by identity.
 pub fn build_plan(mut routines: Vec<Routine>, label: &str, commit_sha: &str) -> proto::Plan {
@@ -22,29 +20,9 @@ pub fn build_plan(mut routines: Vec<Routine>, label: &str, commit_sha: &str) -> 
     }
 }
 
-/// SHA-256 over each routine's protobuf encoding, length-prefixed. prost
-/// encodes fields in tag order and these messages have no maps, so the
-/// encoding is deterministic. Label and commit are metadata, not content,
-/// and so is the line a statement starts on (a comment added above it does
-/// not change what is deployed).
-pub fn plan_id(routines: &[proto::Routine]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(b"pgrollout-plan-v1");
-    for routine in routines {
-        let bytes = if routine.source_line == 0 {
-            routine.encode_to_vec()
-        } else {
-            proto::Routine {
-                source_line: 0,
-                ..routine.clone()
-            }
-            .encode_to_vec()
-        };
-        hasher.update((bytes.len() as u64).to_be_bytes());
-        hasher.update(&bytes);
-    }
-    hex::encode(hasher.finalize())
-}
+/// The plan id lives in `pgrollout_shared::plan_id`, one implementation for
+/// the controller and the agents that verify signed approvals (issue 19).
+pub use pgrollout_shared::plan_id::plan_id;
 
 /// Routines in deploy order, with the dependencies between them as
 /// `(dependent, dependency)` indices into the returned order, and why each

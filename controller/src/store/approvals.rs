@@ -167,4 +167,53 @@ impl Store {
         })
         .await
     }
+
+    /// Keeps signed statements for a request (issue 19), after those it has.
+    pub async fn add_signed_statements(
+        &self,
+        request_id: &str,
+        statements: Vec<pgrollout_shared::proto::SignedStatement>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let id = request_id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let next: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM signed_statements WHERE request_id = ?1",
+                params![id],
+                |row| row.get(0),
+            )?;
+            for (offset, s) in statements.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO signed_statements (request_id, seq, statement, signature, certificate, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, next + offset as i64, s.statement, s.signature, s.certificate, now],
+                )?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// A request's signed statements, in the order they arrived.
+    pub async fn signed_statements(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<pgrollout_shared::proto::SignedStatement>, StoreError> {
+        let id = request_id.to_owned();
+        self.call(move |c| {
+            let mut statement = c.prepare(
+                "SELECT statement, signature, certificate FROM signed_statements WHERE request_id = ?1 ORDER BY seq",
+            )?;
+            let rows = statement.query_map(params![id], |row| {
+                Ok(pgrollout_shared::proto::SignedStatement {
+                    statement: row.get(0)?,
+                    signature: row.get(1)?,
+                    certificate: row.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
 }

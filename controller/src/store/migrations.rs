@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_drift_scans.sql"),
     include_str!("migrations/0013_metrics_and_retention.sql"),
     PLAN_NAMES_ROUTINES,
+    include_str!("migrations/0015_signed_statements.sql"),
 ];
 
 /// Issue 17's index of routine versions, built from the stored results by a

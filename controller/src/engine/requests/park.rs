@@ -85,7 +85,7 @@ pub async fn park_or_schedule(
     waiting: Waiting,
     follow: bool,
 ) -> Result<RequestUpdates, EngineError> {
-    let request_id = new_id("p");
+    let request_id = request_id_for(request);
     // Subscribed before the request exists, so nothing it does is missed.
     let updates = follow.then(|| controller.followers.follow(&request_id));
     let recorded = match waiting {
@@ -128,6 +128,16 @@ pub async fn park_or_schedule(
 }
 
 /// Records a new request that waits only for its window.
+/// A signed request (issue 19) waits under the id its requester signed, so
+/// the approvers' statements name the same request; others get a new id.
+fn request_id_for(request: &RolloutRequest) -> String {
+    if request.approvals.request_id.is_empty() {
+        new_id("p")
+    } else {
+        request.approvals.request_id.clone()
+    }
+}
+
 async fn schedule_new(
     controller: &Controller,
     request: &RolloutRequest,
@@ -161,6 +171,14 @@ async fn schedule_new(
         controller
             .store
             .schedule_request(&pending, run_at, &when.window, now)
+            .await?;
+        controller
+            .store
+            .add_signed_statements(
+                &pending.request_id,
+                request.approvals.signatures.clone(),
+                now,
+            )
             .await
     }
     .await;
@@ -303,7 +321,7 @@ pub async fn park(
     parked: Parked,
     waiting_for: &str,
 ) -> EngineError {
-    match park_request(controller, request, parked, waiting_for, new_id("p")).await {
+    match park_request(controller, request, parked, waiting_for, request_id_for(request)).await {
         Ok(pending) => EngineError::AwaitingApproval {
             message: format!(
                 "request {} awaits approval and changed nothing yet ({waiting_for}); an approver runs \
@@ -340,7 +358,15 @@ pub async fn park_request(
     let now = now_unix_ms();
     let stored = async {
         controller.store.save_plan(&pending.plan, now).await?;
-        controller.store.park_rollout(&pending, now).await
+        controller.store.park_rollout(&pending, now).await?;
+        controller
+            .store
+            .add_signed_statements(
+                &pending.request_id,
+                request.approvals.signatures.clone(),
+                now,
+            )
+            .await
     }
     .await;
     stored.map_err(EngineError::store("record the request"))?;

@@ -65,7 +65,21 @@ pub async fn start_request(
             "request {id} is already {state}"
         )));
     }
-    let started = match rollout_request(&pending, gates, agent_wait) {
+    // What the operators signed for this request (issue 19), verbatim.
+    let signatures = controller
+        .store
+        .signed_statements(&id)
+        .await
+        .map_err(|e| StartError::Failed(EngineError::store("access its store")(e)))?;
+    let approvals = pgrollout_shared::job::SignedApprovals {
+        request_id: if signatures.is_empty() {
+            String::new()
+        } else {
+            id.clone()
+        },
+        signatures,
+    };
+    let started = match rollout_request(&pending, gates, agent_wait, approvals) {
         Ok(request) => rollout::start(controller.clone(), request).await,
         Err(error) => Err(error),
     };
@@ -133,6 +147,7 @@ fn rollout_request(
     pending: &PendingRollout,
     gates: Vec<GateOutcome>,
     agent_wait: Duration,
+    approvals: pgrollout_shared::job::SignedApprovals,
 ) -> Result<RolloutRequest, EngineError> {
     let order = deploy_order(pending.plan.routines.clone())
         .map_err(|e| EngineError::Refused(e.to_string()))?;
@@ -157,5 +172,6 @@ fn rollout_request(
         agent_wait,
         gates,
         order: view,
+        approvals,
     })
 }

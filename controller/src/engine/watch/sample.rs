@@ -80,6 +80,7 @@ pub async fn take(
         label: label.to_owned(),
         backup_retention_days: 0,
         audit_head: None,
+        approvals: Default::default(),
         kind: JobKind::WatchSample(spec.clone()),
     };
     let reply = controller.watches.expect(&job_id, &agent.zone, &agent.name);

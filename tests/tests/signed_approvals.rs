@@ -1,0 +1,559 @@
+//! Issue 19: the prod agent runs only changes its operators signed. A
+//! hostile controller — holding a valid controller certificate, so the real
+//! agent dials it and takes its offers — forges, replays, strips and alters
+//! approvals; each time the agent refuses before touching the database, and
+//! catalog and ledger are asserted unchanged. A correctly signed job, first,
+//! proves the same agent does run what its operators signed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use pgrollout_shared::job::{Job, JobKind, SignedApprovals};
+use pgrollout_shared::operations::{RollbackScope, RollbackSpec, RollbackTarget, RoutineSelector};
+use pgrollout_shared::proto::{self, Outcome};
+use pgrollout_shared::routine::{Routine, RoutineIdentity, RoutineKind};
+use pgrollout_shared::signing::{action, role, Signer, Statement};
+use pgrollout_shared::traceparent::TraceParent;
+use pgrollout_tests::hostile_controller::HostileController;
+use pgrollout_tests::stack::{Stack, StackOptions, TRUST_DOMAIN};
+use pgrollout_tests::PgCluster;
+
+const REQUEST: &str = "req-signed-1";
+
+struct Scenario {
+    stack: Stack,
+    hostile: HostileController,
+    operators_ca: PathBuf,
+    next_job: u32,
+}
+
+impl Scenario {
+    async fn start() -> Result<Scenario> {
+        let mut stack = Stack::start_with(StackOptions {
+            zones: vec!["prod".into()],
+            start_agents: false,
+            ..StackOptions::default()
+        })
+        .await?;
+        // Operators get their certificates from a CA of their own, whose key
+        // is nowhere near the controller (README, Trust model).
+        let operators_ca = stack.dir.path().join("operators-ca");
+        let dir = operators_ca.to_string_lossy().to_string();
+        cli(
+            &stack,
+            &["ca", "init", "--dir", &dir, "--trust-domain", TRUST_DOMAIN],
+        )
+        .await?;
+        for name in ["alice", "bob", "carol", "dave", "mallory"] {
+            cli(
+                &stack,
+                &["ca", "issue", "operator", "--dir", &dir, "--name", name],
+            )
+            .await?;
+        }
+        std::fs::write(
+            operators_ca.join("revoked.txt"),
+            "# revoked operators\nmallory\n",
+        )?;
+        let config_path = stack.zone("prod").agent_config.clone();
+        let config = std::fs::read_to_string(&config_path)?;
+        let second_target = second_target(&config)?;
+        std::fs::write(
+            &config_path,
+            format!(
+                "{config}{second_target}\n[approvals]\noperator_ca = \"{dir}/ca.pem\"\nenvironment = \"prod\"\n\
+                 approvers = [\"bob\", \"carol\", \"alice\", \"mallory\"]\nadmins = [\"dave\"]\nrequired_approvers = 2\n\
+                 revocation_list = \"{dir}/revoked.txt\"\n"
+            ),
+        )?;
+        let hostile = HostileController::start(&stack.ca_dir).await?;
+        stack.route_agent_via("prod", hostile.port)?;
+        stack.start_agent("prod").await?;
+        Ok(Scenario {
+            stack,
+            hostile,
+            operators_ca,
+            next_job: 0,
+        })
+    }
+
+    fn pg(&self) -> &PgCluster {
+        &self.stack.zone("prod").pg
+    }
+
+    fn signer(&self, name: &str) -> Result<Signer> {
+        signer_in(&self.operators_ca, name)
+    }
+
+    /// Offers `job` and returns its result and step lines.
+    async fn run(&mut self, mut job: Job) -> Result<(proto::JobResult, Vec<String>)> {
+        self.next_job += 1;
+        job.id = format!("signed-{}", self.next_job);
+        let id = job.id.clone();
+        self.hostile.offer(job.into()).await?;
+        self.hostile.result_of(&id).await
+    }
+
+    /// Runs a hostile job: refused with `expected` in its reason, exit 1's
+    /// outcome, and the database as it was (`probe` still answers `answer`,
+    /// `absent` does not exist, the ledger has as many rows as before).
+    async fn refused(&mut self, what: &str, job: Job, expected: &str, absent: &str) -> Result<()> {
+        let before = self.ledger_rows().await?;
+        let (result, steps) = self.run(job).await?;
+        assert_eq!(
+            result.outcome(),
+            Outcome::ValidationFailed,
+            "{what}: {} {steps:?}",
+            result.message
+        );
+        assert!(
+            result.message.contains(expected),
+            "{what}: expected {expected:?} in {:?}",
+            result.message
+        );
+        assert!(
+            steps.iter().any(|s| s.starts_with("approvals: refused")),
+            "{what}: {steps:?}"
+        );
+        assert_eq!(self.ledger_rows().await?, before, "{what}: ledger changed");
+        assert_eq!(
+            self.call("signed_probe").await?,
+            Some(1),
+            "{what}: signed_probe changed"
+        );
+        assert_eq!(
+            self.call(absent).await?,
+            None,
+            "{what}: {absent} was created"
+        );
+        Ok(())
+    }
+
+    async fn ledger_rows(&self) -> Result<i64> {
+        let client = self.pg().connect().await?;
+        Ok(client
+            .query_one("SELECT count(*) FROM pgrollout.ledger", &[])
+            .await?
+            .get(0))
+    }
+
+    /// What `public.<name>()` returns, or None when there is no such function.
+    async fn call(&self, name: &str) -> Result<Option<i32>> {
+        let client = self.pg().connect().await?;
+        let exists: bool = client
+            .query_one(
+                "SELECT to_regprocedure('public.' || $1 || '()') IS NOT NULL",
+                &[&name],
+            )
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let row = client
+            .query_one(&format!("SELECT public.{name}()"), &[])
+            .await?;
+        Ok(Some(row.get(0)))
+    }
+}
+
+async fn cli(stack: &Stack, args: &[&str]) -> Result<()> {
+    let out = stack.bins.run_cli(args, &[]).await?;
+    anyhow::ensure!(out.code == 0, "pgrollout {}: {out}", args.join(" "));
+    Ok(())
+}
+
+/// A copy of the agent config's `[[targets]]` entry named `second`: the
+/// same database under another target name, to replay a job to.
+fn second_target(config: &str) -> Result<String> {
+    let start = config.find("[[targets]]").context("no [[targets]]")?;
+    let block = &config[start..];
+    let end = block[1..].find("\n[").map_or(block.len(), |i| i + 1);
+    Ok(block[..end].replace("name = \"main\"", "name = \"second\""))
+}
+
+fn signer_in(dir: &Path, name: &str) -> Result<Signer> {
+    Ok(Signer::load(
+        &dir.join(format!("operator-{name}.pem")),
+        &dir.join(format!("operator-{name}.key")),
+    )?)
+}
+
+fn routine(name: &str, answer: i32) -> Routine {
+    Routine {
+        identity: RoutineIdentity {
+            schema: "public".into(),
+            name: name.into(),
+            arg_types: vec![],
+        },
+        kind: RoutineKind::Function,
+        create_sql: format!(
+            "CREATE OR REPLACE FUNCTION public.{name}() RETURNS int LANGUAGE sql AS 'select {answer}'"
+        ),
+        grants: vec![],
+        smoke_tests: vec![],
+        source_path: format!("procedures/{name}.sql"),
+        depends_on: vec![],
+        perf_probe: None,
+        pgtap: None,
+        source_line: 0,
+        search_path: vec![],
+        retire: None,
+    }
+}
+
+/// A deploy job of `routines`, naming the plan id they hash to.
+fn deploy(routines: Vec<Routine>, target: &str) -> Job {
+    let plan_id = pgrollout_shared::plan_id::plan_id_of_job(&routines);
+    Job {
+        id: String::new(),
+        attempt: 1,
+        deadline: SystemTime::now() + Duration::from_secs(60),
+        lease: None,
+        trace: TraceParent::new_root(),
+        target: target.into(),
+        rollout_id: "r-signed".into(),
+        plan_id,
+        actor: "alice".into(),
+        commit_sha: "none".into(),
+        label: "signed".into(),
+        backup_retention_days: 0,
+        audit_head: None,
+        approvals: SignedApprovals::default(),
+        kind: JobKind::Deploy {
+            routines,
+            batch: Default::default(),
+        },
+    }
+}
+
+/// What `role` signs for `job`, as the CLI would: this plan, prod, main.
+fn statement(job: &Job, role: &str) -> Statement {
+    Statement {
+        action: action::DEPLOY.into(),
+        role: role.into(),
+        plan_id: job.plan_id.clone(),
+        environment: "prod".into(),
+        zone: "prod".into(),
+        target: "main".into(),
+        request_id: REQUEST.into(),
+        reason: String::new(),
+        expires_unix_ms: pgrollout_shared::job::now_unix_ms() + 3_600_000,
+    }
+}
+
+/// `job` with the statements signed by (signer, statement).
+fn signed(mut job: Job, statements: &[(&Signer, Statement)]) -> Result<Job> {
+    job.approvals = SignedApprovals {
+        request_id: REQUEST.into(),
+        signatures: statements
+            .iter()
+            .map(|(signer, statement)| signer.sign(statement))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(job)
+}
+
+#[tokio::test]
+async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Result<()> {
+    let mut s = Scenario::start().await?;
+    let (alice, bob, carol, dave) = (
+        s.signer("alice")?,
+        s.signer("bob")?,
+        s.signer("carol")?,
+        s.signer("dave")?,
+    );
+    // The control: requested by alice, approved by bob and carol, runs.
+    let job = deploy(vec![routine("signed_probe", 1)], "main");
+    let good = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&bob, statement(&job, role::APPROVER)),
+            (&carol, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    let (result, steps) = s.run(good.clone()).await?;
+    assert_eq!(
+        result.outcome(),
+        Outcome::Succeeded,
+        "{} {steps:?}",
+        result.message
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("requested by alice and approved by bob, carol")),
+        "{steps:?}"
+    );
+    assert_eq!(s.call("signed_probe").await?, Some(1));
+
+    // Forged: the controller writes its own bytes where a signature goes.
+    let job = deploy(vec![routine("forged", 1)], "main");
+    let mut forged = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&bob, statement(&job, role::APPROVER)),
+            (&carol, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    let last = forged.approvals.signatures[2].signature.len() - 1;
+    forged.approvals.signatures[2].signature[last] ^= 1;
+    s.refused(
+        "forged signature",
+        forged,
+        "does not match the statement",
+        "forged",
+    )
+    .await?;
+
+    // Forged with a certificate the controller can get: the operator
+    // certificate of its own CA (the one that issued its TLS certificate).
+    let controller_ca_operator = {
+        let dir = s.stack.ca_dir.to_string_lossy().to_string();
+        let out = s
+            .stack
+            .bins
+            .run_cli(
+                ["ca", "issue", "operator", "--dir", &dir, "--name", "bob"],
+                &[],
+            )
+            .await?;
+        anyhow::ensure!(out.code == 0, "{out}");
+        signer_in(&s.stack.ca_dir, "bob")?
+    };
+    let job = deploy(vec![routine("minted", 1)], "main");
+    let minted = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&controller_ca_operator, statement(&job, role::APPROVER)),
+            (&carol, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    s.refused(
+        "a certificate of another CA",
+        minted,
+        "not one the operator CA issued",
+        "minted",
+    )
+    .await?;
+
+    // Replayed: the approvals of the good plan attached to another plan.
+    let mut replayed = deploy(vec![routine("replayed", 1)], "main");
+    replayed.approvals = good.approvals.clone();
+    s.refused(
+        "approvals of another plan",
+        replayed,
+        "signed for plan id",
+        "replayed",
+    )
+    .await?;
+
+    // Replayed from another environment: approved for qa, offered to prod.
+    let job = deploy(vec![routine("from_qa", 1)], "main");
+    let qa = |role| Statement {
+        environment: "qa".into(),
+        ..statement(&job, role)
+    };
+    let from_qa = signed(
+        job.clone(),
+        &[
+            (&alice, qa(role::REQUESTER)),
+            (&bob, qa(role::APPROVER)),
+            (&carol, qa(role::APPROVER)),
+        ],
+    )?;
+    s.refused(
+        "approvals for qa",
+        from_qa,
+        "signed for environment \"qa\"",
+        "from_qa",
+    )
+    .await?;
+
+    // Stripped: one approval removed leaves one approver of the two required.
+    let job = deploy(vec![routine("stripped", 1)], "main");
+    let stripped = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&bob, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    s.refused(
+        "a stripped approval",
+        stripped,
+        "needs 2 distinct approver(s)",
+        "stripped",
+    )
+    .await?;
+
+    // The requester's own approval, and a second copy of one approver's, do
+    // not count.
+    let job = deploy(vec![routine("self_approved", 1)], "main");
+    let self_approved = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&alice, statement(&job, role::APPROVER)),
+            (&bob, statement(&job, role::APPROVER)),
+            (&bob, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    s.refused("self-approval", self_approved, "1 signed", "self_approved")
+        .await?;
+
+    // One byte of a routine changed after approval (the plan id it names is
+    // the approved one).
+    let approved = deploy(vec![routine("signed_probe", 2)], "main");
+    let statements = [
+        (&alice, statement(&approved, role::REQUESTER)),
+        (&bob, statement(&approved, role::APPROVER)),
+        (&carol, statement(&approved, role::APPROVER)),
+    ];
+    let mut altered = signed(approved.clone(), &statements)?;
+    if let JobKind::Deploy { routines, .. } = &mut altered.kind {
+        routines[0].create_sql = routines[0].create_sql.replace("select 2", "select 3");
+    }
+    s.refused(
+        "a routine altered after approval",
+        altered,
+        "its content was changed",
+        "none",
+    )
+    .await?;
+    // …and with the plan id recomputed to match, the signatures no longer do.
+    let mut rehashed = deploy(vec![routine("signed_probe", 3)], "main");
+    rehashed.approvals = signed(approved.clone(), &statements)?.approvals;
+    s.refused(
+        "an altered routine, plan id recomputed",
+        rehashed,
+        "signed for plan id",
+        "none",
+    )
+    .await?;
+
+    // A valid job replayed to a second target of the zone.
+    let job = deploy(vec![routine("twin", 1)], "main");
+    let mut to_second = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&bob, statement(&job, role::APPROVER)),
+            (&carol, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    to_second.target = "second".into();
+    s.refused(
+        "replayed to a second target",
+        to_second,
+        "signed for target \"main\"",
+        "twin",
+    )
+    .await?;
+
+    // Another request's approvals (the request id the job names is not theirs).
+    let job = deploy(vec![routine("other_request", 1)], "main");
+    let mut other_request = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&bob, statement(&job, role::APPROVER)),
+            (&carol, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    other_request.approvals.request_id = "req-other".into();
+    s.refused(
+        "another request's approvals",
+        other_request,
+        "signed for request",
+        "other_request",
+    )
+    .await?;
+
+    // Expired approvals.
+    let job = deploy(vec![routine("stale", 1)], "main");
+    let old = |role| Statement {
+        expires_unix_ms: pgrollout_shared::job::now_unix_ms() - 60_000,
+        ..statement(&job, role)
+    };
+    let stale = signed(
+        job.clone(),
+        &[
+            (&alice, old(role::REQUESTER)),
+            (&bob, old(role::APPROVER)),
+            (&carol, old(role::APPROVER)),
+        ],
+    )?;
+    s.refused("expired approvals", stale, "expired", "stale")
+        .await?;
+
+    // A revoked approver.
+    let mallory = s.signer("mallory")?;
+    let job = deploy(vec![routine("revoked", 1)], "main");
+    let revoked = signed(
+        job.clone(),
+        &[
+            (&alice, statement(&job, role::REQUESTER)),
+            (&bob, statement(&job, role::APPROVER)),
+            (&mallory, statement(&job, role::APPROVER)),
+        ],
+    )?;
+    s.refused("a revoked approver", revoked, "is revoked", "revoked")
+        .await?;
+
+    // No signatures at all: what today's controller sends.
+    let unsigned = deploy(vec![routine("unsigned", 1)], "main");
+    s.refused(
+        "an unsigned job",
+        unsigned,
+        "carries no signed statements",
+        "unsigned",
+    )
+    .await?;
+
+    // An emergency rollback signed by an approver, not an admin (dave).
+    let mut rollback = deploy(vec![routine("unused", 1)], "main");
+    rollback.kind = JobKind::Rollback(RollbackSpec {
+        scope: RollbackScope::Routines(RoutineSelector {
+            schema: Some("public".into()),
+            name: "signed_probe".into(),
+            arg_types: None,
+        }),
+        target: RollbackTarget::Previous,
+        emergency: Some("prod is down".into()),
+        known_versions: vec![],
+    });
+    rollback.label = "signed_probe".into();
+    let subject =
+        pgrollout_shared::signing::operation_subject(action::EMERGENCY_ROLLBACK, "signed_probe");
+    let emergency = |role| Statement {
+        action: action::EMERGENCY_ROLLBACK.into(),
+        plan_id: subject.clone(),
+        reason: "prod is down".into(),
+        ..statement(&rollback, role)
+    };
+    let by_approver = signed(rollback.clone(), &[(&bob, emergency(role::ADMIN))])?;
+    s.refused(
+        "an emergency rollback without an admin",
+        by_approver,
+        "needs the signature of an admin",
+        "unused",
+    )
+    .await?;
+    // Signed by the admin with a reason, it runs (and finds nothing to undo
+    // but the first deploy, which it restores: the function is dropped).
+    let by_admin = signed(rollback.clone(), &[(&dave, emergency(role::ADMIN))])?;
+    let (result, steps) = s.run(by_admin).await?;
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("emergency action signed by admin dave")),
+        "{} {steps:?}",
+        result.message
+    );
+    Ok(())
+}
