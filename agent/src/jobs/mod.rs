@@ -56,7 +56,7 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
     };
     let context = JobContext::new(job, target, last_seq, config, outbox.clone());
     if let Some(refused) = check_approvals(&context) {
-        context.finish(refused);
+        context.finish(refused.into());
         outbox.job_finished(&context.job.id, context.job.attempt);
         return;
     }

@@ -402,10 +402,15 @@ async fn an_old_rollouts_resolve_rebuilds_from_the_rows_without_reading_a_plan()
             let result = JobResult {
                 job_id: format!("j-{n}"),
                 attempt: 1,
+                outcome: if exit_code == 0 {
+                    Outcome::Succeeded
+                } else {
+                    Outcome::DeployFailed
+                } as i32,
                 ..JobResult::default()
             };
             store
-                .finish_job(&result, exit_code, at)
+                .finish_job(&ReportedResult::checked(result), at)
                 .await
                 .expect("finish");
         }

@@ -5,9 +5,10 @@
 
 use std::path::Path;
 
-use pgrollout_shared::proto::{JobEvent, JobResult, Plan};
+use pgrollout_shared::proto::{JobEvent, JobResult, Outcome, Plan};
 
 use super::{NewRollout, Store};
+use crate::domain::agent_report::ReportedResult;
 
 const ROLLOUTS: usize = 200;
 /// Events per rollout, each with a message of `MESSAGE_BYTES`.
@@ -56,10 +57,14 @@ async fn fill(store: &Store) {
             job_id: job,
             attempt: 1,
             message: "x".repeat(MESSAGE_BYTES),
+            outcome: Outcome::DeployFailed as i32,
             ..JobResult::default()
         };
         // Failed deploys: no gate reads their results, all are pruned.
-        store.finish_job(&result, 2, at + 1).await.expect("finish");
+        store
+            .finish_job(&ReportedResult::checked(result), at + 1)
+            .await
+            .expect("finish");
     }
 }
 
