@@ -251,11 +251,7 @@ async fn the_summary_always_equals_the_definitions_over_the_whole_history() {
                     let result = JobResult {
                         job_id: done.job_id.clone(),
                         attempt: 1,
-                        outcome: if exit_code == 0 {
-                            Outcome::Succeeded
-                        } else {
-                            Outcome::DeployFailed
-                        } as i32,
+                        outcome: outcome_of(exit_code),
                         ..JobResult::default()
                     };
                     store
@@ -402,11 +398,7 @@ async fn an_old_rollouts_resolve_rebuilds_from_the_rows_without_reading_a_plan()
             let result = JobResult {
                 job_id: format!("j-{n}"),
                 attempt: 1,
-                outcome: if exit_code == 0 {
-                    Outcome::Succeeded
-                } else {
-                    Outcome::DeployFailed
-                } as i32,
+                outcome: outcome_of(exit_code),
                 ..JobResult::default()
             };
             store
@@ -469,4 +461,13 @@ async fn assert_summary_matches_rows(store: &Store) {
         .expect("summary");
     assert_eq!(by_label, compute(&all));
     assert_eq!(routines, compute(&all), "every plan names its routine f");
+}
+
+/// The agent's outcome behind a fixture's exit code: 0 succeeded, anything else a failed deploy.
+fn outcome_of(exit_code: i32) -> i32 {
+    if exit_code == 0 {
+        Outcome::Succeeded as i32
+    } else {
+        Outcome::DeployFailed as i32
+    }
 }
