@@ -215,6 +215,52 @@ async fn smoke_calls_that_end_or_escape_the_transaction_are_refused_at_plan_time
     Ok(())
 }
 
+/// A session lock is not transactional: a smoke call that releases it —
+/// by name, or through a function already in the database — lets another
+/// rollout in while this one is still uncommitted. Named, the controller
+/// refuses it; hidden, the agent finds the lock gone at COMMIT and rolls
+/// back.
+#[tokio::test]
+async fn a_smoke_call_that_releases_the_deploy_lock_commits_nothing() -> Result<()> {
+    let (stack, client, before) = victim_stack().await?;
+    stack.write_procedure(
+        "sc2.toml",
+        "[[smoke_tests]]\nname = \"a\"\ncall = \"SELECT pg_advisory_unlock_all()\"\n",
+    )?;
+    refused(
+        &stack,
+        &client,
+        &before,
+        "named unlock",
+        &["deploy", "sc2", "dev"],
+        &["procedures/sc2.toml:3:8: calls pg_advisory_unlock_all()"],
+    )
+    .await?;
+
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.unlocker() RETURNS int LANGUAGE sql AS \
+             $$ SELECT 1 FROM (SELECT pg_advisory_unlock_all()) AS released $$",
+        )
+        .await?;
+    stack.write_procedure(
+        "sc2.toml",
+        "[[smoke_tests]]\nname = \"a\"\ncall = \"SELECT public.unlocker()\"\n",
+    )?;
+    let out = stack.cli(&["deploy", "sc2", "dev"]).await?;
+    assert_eq!(out.code, 2, "failed and rolled back\n{out}");
+    assert!(
+        out.to_string()
+            .contains("the deploy lock on target main was released while this job ran"),
+        "{out}"
+    );
+    assert!(out.to_string().contains("rolled back"), "{out}");
+    assert_eq!(victims(&client).await?, vec![1, 2, 3, 4, 5, 6]);
+    assert!(!routine_exists(&client).await?, "routine not created");
+    assert_eq!(ledger_rows(&client).await?, 0, "no ledger row");
+    Ok(())
+}
+
 #[tokio::test]
 async fn perf_calls_and_pgtap_files_that_commit_are_refused_at_plan_time() -> Result<()> {
     let (stack, client, before) = victim_stack().await?;

@@ -28,6 +28,9 @@ pub struct TargetConnection {
     /// Why project SQL run on it was found to have ended or left that
     /// transaction, once a check after the calls found so.
     escaped: std::sync::Mutex<Option<String>>,
+    /// Whether this session took the per-target deploy lock: every COMMIT
+    /// on it then first checks the lock is still held (`jobs::context::fence`).
+    holds_deploy_lock: std::sync::atomic::AtomicBool,
 }
 
 impl TargetConnection {
@@ -51,6 +54,18 @@ impl TargetConnection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Records that this session holds the deploy lock.
+    pub fn set_holds_deploy_lock(&self) {
+        self.holds_deploy_lock
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this session took the deploy lock.
+    pub fn holds_deploy_lock(&self) -> bool {
+        self.holds_deploy_lock
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The id of the last sealed transaction opened on this connection.
@@ -244,6 +259,7 @@ where
         notices,
         sealed_xid: Default::default(),
         escaped: Default::default(),
+        holds_deploy_lock: Default::default(),
     })
 }
 

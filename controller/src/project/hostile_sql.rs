@@ -63,6 +63,63 @@ const ESCAPING_FUNCTIONS: &[(&str, &str)] = &[
         "pg_try_advisory_lock",
         "takes a session lock that outlives the rollback (use pg_try_advisory_xact_lock)",
     ),
+    // Releasing is not transactional either, and the session holds
+    // pgrollout's own deploy lock (the agent checks it before COMMIT too).
+    (
+        "pg_advisory_unlock",
+        "releases session locks, the deploy lock pgrollout holds while the call runs among them",
+    ),
+    ("pg_cancel_backend", "cancels another session's statement"),
+    // Replication slots and origins, backups and statistics live outside
+    // any transaction: what these do is not rolled back.
+    (
+        "pg_create_physical_replication_slot",
+        "creates a replication slot, which no rollback removes",
+    ),
+    (
+        "pg_create_logical_replication_slot",
+        "creates a replication slot, which no rollback removes",
+    ),
+    (
+        "pg_copy_physical_replication_slot",
+        "creates a replication slot, which no rollback removes",
+    ),
+    (
+        "pg_copy_logical_replication_slot",
+        "creates a replication slot, which no rollback removes",
+    ),
+    (
+        "pg_drop_replication_slot",
+        "drops a replication slot, which no rollback restores",
+    ),
+    (
+        "pg_replication_slot_advance",
+        "moves a replication slot on, which no rollback undoes",
+    ),
+    (
+        "pg_replication_origin_",
+        "changes replication origin progress outside the transaction",
+    ),
+    (
+        "pg_backup_start",
+        "puts the server in backup mode for the session",
+    ),
+    (
+        "pg_start_backup",
+        "puts the server in backup mode for the session",
+    ),
+    ("pg_backup_stop", "ends the server's backup mode"),
+    ("pg_stop_backup", "ends the server's backup mode"),
+    (
+        "pg_stat_reset",
+        "resets statistics (a post-deploy watch's baseline) outside the transaction",
+    ),
+    (
+        "pg_stat_statements_reset",
+        "resets statistics (a post-deploy watch's baseline) outside the transaction",
+    ),
+    ("pg_switch_wal", "forces a WAL segment switch on the server"),
+    ("pg_rotate_logfile", "rotates the server's log file"),
 ];
 
 /// A smoke test or `[perf]` probe call: one statement of an allowed kind.
@@ -338,6 +395,15 @@ mod tests {
             "SELECT pg_background_launch('DELETE FROM t')",
             "INSERT INTO t SELECT pg_advisory_lock(1)",
             "SELECT lo_export(1, '/tmp/x')",
+            "SELECT pg_advisory_unlock_all()",
+            "SELECT pg_catalog.pg_advisory_unlock(8101528047016915061)",
+            "SELECT pg_cancel_backend(42)",
+            "SELECT pg_drop_replication_slot('standby1')",
+            "SELECT * FROM pg_create_physical_replication_slot('s')",
+            "SELECT pg_replication_origin_advance('o', '0/1')",
+            "SELECT pg_stat_reset()",
+            "SELECT pg_stat_reset_single_function_counters(1)",
+            "SELECT pg_backup_start('x')",
         ] {
             assert!(refused(call).contains("calls "), "{call}");
         }

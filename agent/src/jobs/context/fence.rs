@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::jobs::context::{JobContext, JobFailure};
+use crate::jobs::context::{deploy_lock, JobContext, JobFailure};
 use crate::sql::TargetConnection;
 
 #[derive(Default)]
@@ -28,6 +28,25 @@ impl JobContext {
     pub async fn commit(&self, conn: &TargetConnection, last: bool) -> Result<(), JobFailure> {
         if let Some(silent) = self.lease_expired() {
             return Err(JobFailure::deploy(self.fenced_message(silent)));
+        }
+        // Checked on the same session just before COMMIT: nothing else runs
+        // on it in between, so a lock held now is held at COMMIT.
+        match deploy_lock::still_held(conn).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Rolled back here, explicitly: the transaction is intact.
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                conn.set_sealed_xid(None);
+                return Err(JobFailure::deploy(deploy_lock::released_message(
+                    &self.target.name,
+                )));
+            }
+            Err(e) => {
+                return Err(JobFailure::database(
+                    "cannot check the deploy lock before COMMIT",
+                    e,
+                ))
+            }
         }
         self.fence.committing.store(true, Ordering::SeqCst);
         // A sealed transaction (`txn_seal`) is unsealed in the same request.

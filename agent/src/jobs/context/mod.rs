@@ -5,6 +5,7 @@
 //! job kind builds on it, and it imports none of them. `fence.rs` adds methods
 //! to `JobContext`, so this folder is one module split over files.
 
+pub mod deploy_lock;
 mod failure;
 mod fence;
 mod spans;

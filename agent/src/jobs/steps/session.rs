@@ -13,11 +13,7 @@ use super::statement::database;
 use crate::jobs::context::{connected, JobContext, JobFailure};
 use crate::sql::{self, TargetConnection};
 
-/// Advisory-lock key every pgrollout job that changes a target takes
-/// ("pgrollou" in ASCII). Advisory locks are per database, so this
-/// serialises rollouts per target (`max_concurrent = 1`), and a rollback
-/// never interleaves with a deploy.
-pub const DEPLOY_LOCK_KEY: i64 = 0x7067_726f_6c6c_6f75;
+pub use crate::jobs::context::deploy_lock::DEPLOY_LOCK_KEY;
 
 /// The `connect` step: a connection to the job's target, watched so that
 /// abandoning the job cancels what it runs.
@@ -54,7 +50,10 @@ pub async fn take_deploy_lock(ctx: &JobContext, conn: &TargetConnection) -> Resu
         .execute_typed("SELECT pg_advisory_lock($1)", &[(&DEPLOY_LOCK_KEY, Type::INT8)])
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            conn.set_holds_deploy_lock();
+            Ok(())
+        }
         // Told in the agent's words; the span still carries the server's
         // 55P03 (lock_timeout).
         Err(error) if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
