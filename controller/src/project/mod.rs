@@ -42,7 +42,7 @@ use parse_cache::{CacheLocation, CachedFile, ParseCache};
 pub use parse_sql::is_offline_limitation;
 use parse_sql::{parse_procedure_file, ParsedRoutine};
 use project_config::{load_project_settings, SchemaSettings};
-use routine_name::{edit_distance, RoutineName, Signature};
+use routine_name::{edit_distance, written_identifier, RoutineName, Signature};
 use sidecar::parse_sidecar;
 
 /// Up to this many names, [`Project::load_for`] parses only the files that
@@ -486,6 +486,24 @@ impl Project {
                 .map(|(_, routine)| routine.identity.to_string())
                 .collect();
             return format!("its overloads are {}", overloads.join(", "));
+        }
+        // `calcTotal` typed bare is `calctotal` to PostgreSQL, and so here:
+        // say how to write the name that differs only in case.
+        if let Some(cased) = self.signatures.iter().find(|signature| {
+            signature.name != wanted.name && signature.name.eq_ignore_ascii_case(&wanted.name)
+        }) {
+            let written = match &wanted.schema {
+                Some(_) => format!(
+                    "{}.{}",
+                    written_identifier(&cased.schema),
+                    written_identifier(&cased.name)
+                ),
+                None => written_identifier(&cased.name),
+            };
+            return format!(
+                "did you mean {written}? Names fold to lower case unless double-quoted, as in \
+                 PostgreSQL: in a shell, write '{written}'"
+            );
         }
         let threshold = (wanted_text.chars().count() / 3).max(2);
         let mut close: Vec<(usize, &String)> = known

@@ -114,6 +114,46 @@ impl RoutineName {
     }
 }
 
+/// An identifier as an operator types it so that PostgreSQL reads it back
+/// unchanged: bare when it folds to itself (lower case, `_`, digits, not a
+/// word the parser takes for something else), double-quoted otherwise.
+pub fn written_identifier(identifier: &str) -> String {
+    let plain = identifier
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && identifier
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain && RoutineName::parse(identifier).is_ok_and(|name| name.name == identifier) {
+        identifier.to_owned()
+    } else {
+        pgrollout_shared::routine::quote_identifier(identifier)
+    }
+}
+
+/// A routine's identity as an operator writes it (`routine = …`, a
+/// `<procedure>` argument): `RoutineName::parse` reads it back as the same
+/// routine, whatever its schema's and name's case or spaces.
+pub fn written_identity(identity: &pgrollout_shared::routine::RoutineIdentity) -> String {
+    format!(
+        "{}.{}({})",
+        written_identifier(&identity.schema),
+        written_identifier(&identity.name),
+        identity.arg_types.join(", ")
+    )
+}
+
+/// `text` as a TOML string a sidecar can hold: a literal string ('…') when
+/// it has no single quote, so double-quoted identifiers stay readable.
+pub fn toml_string(text: &str) -> String {
+    if text.contains('\'') || text.contains('\n') {
+        format!("{text:?}")
+    } else {
+        format!("'{text}'")
+    }
+}
+
 /// Levenshtein distance, to suggest the name an operator probably meant.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -132,6 +172,29 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_identity_parses_back_to_the_same_routine() {
+        use pgrollout_shared::routine::RoutineIdentity;
+        let identity = RoutineIdentity {
+            schema: "Billing Core".into(),
+            name: "calcTotal".into(),
+            arg_types: vec!["\"Billing Core\".\"Money Amount\"".into(), "integer".into()],
+        };
+        let written = written_identity(&identity);
+        assert_eq!(
+            written,
+            "\"Billing Core\".\"calcTotal\"(\"Billing Core\".\"Money Amount\", integer)"
+        );
+        let parsed = RoutineName::parse(&written).expect("a written identity parses");
+        assert_eq!(parsed.schema.as_deref(), Some("Billing Core"));
+        assert_eq!(parsed.name, "calcTotal");
+        assert_eq!(written_identifier("addarc"), "addarc");
+        assert_eq!(written_identifier("select"), "\"select\"");
+        assert_eq!(written_identifier("a\"b"), "\"a\"\"b\"");
+        assert_eq!(toml_string(&written), format!("'{written}'"));
+        assert_eq!(toml_string("it's"), "\"it's\"");
+    }
 
     fn signature(schema: &str, name: &str, arg_types: &[&str]) -> Signature {
         Signature {

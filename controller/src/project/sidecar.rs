@@ -15,7 +15,7 @@ use super::error::{ProjectError, SourceLocation};
 use super::hostile_sql;
 use super::parse_sql::ParsedRoutine;
 use super::project_config::{SchemaSettings, SchemaTable};
-use super::routine_name::RoutineName;
+use super::routine_name::{toml_string, written_identity, RoutineName};
 
 /// The sidecar as written. Unknown keys are refused: a typo in a deployment
 /// tool's input must fail loudly.
@@ -184,9 +184,9 @@ pub fn parse_sidecar(
                     entry.name.span(),
                     format!(
                     "this file defines {} routines, so smoke test {name:?} must say which one it \
-                         tests, e.g. routine = \"{}\"",
+                         tests, e.g. routine = {}",
                     routines.len(),
-                    routines[0].identity
+                    toml_string(&written_identity(&routines[0].identity))
                 ),
                 ))
             }
@@ -307,9 +307,9 @@ fn perf_probe(
                 entry.call.span(),
                 format!(
                     "this file defines {} routines, so [perf] must say which one it measures, \
-                     e.g. routine = \"{}\"",
+                     e.g. routine = {}",
                     routines.len(),
-                    routines[0].identity
+                    toml_string(&written_identity(&routines[0].identity))
                 ),
             ))
         }
@@ -347,9 +347,10 @@ fn match_routine(written: &str, routines: &[ParsedRoutine]) -> Result<usize, Str
             defined()
         )),
         _ => Err(format!(
-            "routine {written:?} matches several overloads ({}); add the argument types, e.g. {:?}",
+            "routine {written:?} matches several overloads ({}); add the argument types, e.g. \
+             routine = {}",
             defined(),
-            routines[matching[0]].identity.to_string()
+            toml_string(&written_identity(&routines[matching[0]].identity))
         )),
     }
 }
