@@ -142,3 +142,121 @@ async fn routines_whose_names_need_quoting_deploy_change_and_roll_back() -> Resu
     assert!(history.stdout.contains("calcTotal"), "{history}");
     Ok(())
 }
+
+/// Shapes of routine PostgreSQL has and real code uses: SQL-standard bodies
+/// (`BEGIN ATOMIC`, `RETURN`) that depend on another routine, a set-returning
+/// `RETURNS TABLE`, a variadic with a default, a procedure with INOUT and OUT
+/// parameters, and a name holding a `;`.
+const SHAPES: &str = "\
+CREATE FUNCTION public.add_atomic(a integer, b integer) RETURNS integer
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+  SELECT a + b;
+END;
+
+CREATE OR REPLACE FUNCTION public.twice(x integer) RETURNS integer
+LANGUAGE sql
+RETURN public.add_atomic(x, x);
+
+CREATE OR REPLACE FUNCTION public.rows_of(n integer) RETURNS TABLE (i integer, sq bigint)
+LANGUAGE sql STABLE
+AS $$ SELECT g, g::bigint * g FROM generate_series(1, n) g $$;
+
+CREATE OR REPLACE FUNCTION public.variadic_sum(VARIADIC xs numeric[] DEFAULT ARRAY[]::numeric[])
+RETURNS numeric LANGUAGE sql AS $$ SELECT coalesce(sum(x), 0) FROM unnest(xs) x $$;
+
+CREATE OR REPLACE PROCEDURE public.proc_out(IN a integer, INOUT b integer, OUT c text)
+LANGUAGE plpgsql AS $$ BEGIN b := a * 2; c := 'x' || a; END $$;
+
+CREATE OR REPLACE FUNCTION public.\"weird;name\"() RETURNS text LANGUAGE sql AS $$ SELECT 'a;b' $$;
+";
+
+const SHAPES_SIDECAR: &str = "\
+[[smoke_tests]]
+name = \"twice\"
+routine = \"twice\"
+call = \"SELECT public.twice(21) AS v\"
+expect_columns = [ { name = \"v\", type = \"integer\" } ]
+
+[[smoke_tests]]
+name = \"rows\"
+routine = \"rows_of\"
+call = \"SELECT * FROM public.rows_of(3)\"
+expect_columns = [ { name = \"i\", type = \"integer\" }, { name = \"sq\", type = \"bigint\" } ]
+
+[[smoke_tests]]
+name = \"procedure\"
+routine = \"proc_out\"
+call = \"CALL public.proc_out(3, NULL, NULL)\"
+";
+
+async fn public_catalog(client: &Client) -> Result<Vec<(String, String)>> {
+    Ok(client
+        .query(
+            "SELECT p.oid::regprocedure::text, md5(pg_get_functiondef(p.oid)) \
+             FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+#[tokio::test]
+async fn sql_standard_bodies_set_returning_variadic_and_out_procedures_round_trip() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    stack.write_procedure("shapes.sql", SHAPES)?;
+    stack.write_procedure("shapes.toml", SHAPES_SIDECAR)?;
+    let list = stack.dir.path().join("shapes.txt");
+    std::fs::write(
+        &list,
+        "add_atomic\ntwice\nrows_of\nvariadic_sum\nproc_out\n\"weird;name\"\n",
+    )?;
+    let list = list.to_string_lossy().into_owned();
+
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let first = public_catalog(&client).await?;
+    let names: Vec<&str> = first.iter().map(|r| r.0.as_str()).collect();
+    for expected in [
+        "add_atomic(integer,integer)",
+        "proc_out(integer,integer)",
+        "rows_of(integer)",
+        "twice(integer)",
+        "variadic_sum(numeric[])",
+        "\"weird;name\"()",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    let twice: i32 = client
+        .query_one("SELECT public.twice(21)", &[])
+        .await?
+        .get(0);
+    assert_eq!(twice, 42);
+
+    // Unchanged: nothing re-created.
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(public_catalog(&client).await?, first);
+
+    // The routine a BEGIN ATOMIC body depends on changes, then rolls back:
+    // the dependant keeps working and the catalog is the first state again.
+    stack.write_procedure(
+        "shapes.sql",
+        &SHAPES.replace("SELECT a + b;", "SELECT b + a;"),
+    )?;
+    let out = stack.cli(&["deploy", "add_atomic", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert_ne!(public_catalog(&client).await?, first);
+    let out = stack.cli(&["rollback", "add_atomic", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(public_catalog(&client).await?, first);
+    let twice: i32 = client
+        .query_one("SELECT public.twice(21)", &[])
+        .await?
+        .get(0);
+    assert_eq!(twice, 42);
+    Ok(())
+}

@@ -39,7 +39,9 @@ impl RoutineName {
         if text.trim().is_empty() {
             return Err("it is empty".to_owned());
         }
-        if text.contains(';') || text.contains('\0') {
+        // A `;` is fine inside a quoted name ("weird;name"); a second
+        // statement is refused below, where the parse says how many there are.
+        if text.contains('\0') {
             return Err(
                 "expected a name like addarc, public.addarc or addarc(text, text)".to_owned(),
             );
@@ -244,6 +246,13 @@ mod tests {
         let no_args = RoutineName::parse("f()").expect("valid");
         assert_eq!(no_args.arg_types, Some(vec![]));
         assert!(!no_args.matches(&signature("public", "f", &["integer"])));
+    }
+
+    #[test]
+    fn a_quoted_name_may_hold_what_sql_would_not() {
+        let name = RoutineName::parse("\"weird;name\"(int)").expect("a quoted name");
+        assert_eq!(name.name, "weird;name");
+        assert_eq!(name.arg_types, Some(vec!["integer".to_owned()]));
     }
 
     #[test]
