@@ -43,7 +43,10 @@ async fn run_agent_as_deployer(stack: &mut Stack, client: &Client) -> Result<()>
     let config = zone.agent_config.clone();
     let text = std::fs::read_to_string(&config)?;
     let as_superuser = format!("user = \"{superuser}\"");
-    anyhow::ensure!(text.contains(&as_superuser), "agent config names {as_superuser}");
+    anyhow::ensure!(
+        text.contains(&as_superuser),
+        "agent config names {as_superuser}"
+    );
     std::fs::write(&config, text.replace(&as_superuser, "user = \"deployer\""))?;
     stack.kill_agent("dev").await?;
     stack.start_agent("dev").await?;
@@ -77,7 +80,10 @@ async fn a_deployer_without_superuser_deploys_rolls_back_disables_and_enables() 
     let sql = std::fs::read_to_string(stack.project.join("procedures/addarc.sql"))?;
     stack.write_procedure(
         "addarc.sql",
-        &sql.replace("v_reconciled integer := 0;", "v_reconciled integer := 0; -- v2"),
+        &sql.replace(
+            "v_reconciled integer := 0;",
+            "v_reconciled integer := 0; -- v2",
+        ),
     )?;
     let out = stack.cli(&["deploy", "addarc", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
@@ -112,5 +118,27 @@ async fn a_routine_the_deployer_does_not_own_is_refused_with_the_reason() -> Res
     assert!(text.contains("must be owner of function"), "{out}");
     assert!(text.contains("42501"), "the SQLSTATE is shown: {out}");
     assert_eq!(definitions(&client).await?, before, "nothing changed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_create_on_the_database_the_ledger_schema_made_for_it_is_used() -> Result<()> {
+    let mut stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    run_agent_as_deployer(&mut stack, &client).await?;
+    let dbname = stack.zone("dev").pg.dbname().to_owned();
+    client
+        .batch_execute(&format!(
+            "REVOKE CREATE ON DATABASE \"{dbname}\" FROM deployer;
+             CREATE SCHEMA pgrollout AUTHORIZATION deployer;"
+        ))
+        .await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM pgrollout.ledger", &[])
+        .await?
+        .get(0);
+    assert_eq!(rows, 1);
     Ok(())
 }

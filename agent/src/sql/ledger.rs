@@ -17,24 +17,33 @@ pub async fn ensure_ledger(client: &Client, schema: &str) -> Result<(), tokio_po
     // database, which a deploy role may rightly lack once the ledger exists;
     // and ALTER TABLE locks the ledger even when there is nothing to add. The
     // newest columns (one per upgrade) stand for every column it adds.
+    // The schema alike: a DBA may have created it for a role that has no
+    // CREATE on the database at all.
     let table = format!("{}.ledger", quote_identifier(schema));
     let row = client
         .query_typed_one(
             "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT FROM pg_attribute \
              WHERE attrelid = to_regclass($1) AND attname IN ('audit_hash', 'source_sha256') \
-             AND NOT attisdropped HAVING count(*) = 2)",
-            &[(&table, Type::TEXT)],
+             AND NOT attisdropped HAVING count(*) = 2), \
+             EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $2)",
+            &[(&table, Type::TEXT), (&schema, Type::TEXT)],
         )
         .await?;
-    let (exists, current): (bool, bool) = (row.get(0), row.get(1));
+    let (exists, current, schema_exists): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
     let ddl = match (exists, current) {
         (true, true) => return Ok(()),
         (false, _) => include_str!("ledger_ddl.sql"),
         (true, false) => include_str!("ledger_upgrade.sql"),
     };
-    client
-        .batch_execute(&ddl.replace("{schema}", &quote_identifier(schema)))
-        .await
+    let quoted = quote_identifier(schema);
+    let ddl = ddl.replace("{schema}", &quoted);
+    if schema_exists {
+        client.batch_execute(&ddl).await
+    } else {
+        client
+            .batch_execute(&format!("CREATE SCHEMA {quoted};\n{ddl}"))
+            .await
+    }
 }
 
 /// The audit anchor's two query parameters (NULL when the job carried none).

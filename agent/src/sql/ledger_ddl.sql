@@ -1,6 +1,7 @@
 -- The ledger: one row per applied change, written in the same transaction as
--- the change itself. {schema} is replaced by the quoted ledger schema.
-CREATE SCHEMA IF NOT EXISTS {schema};
+-- the change itself. {schema} is replaced by the quoted ledger schema, which
+-- exists by now (`ledger.rs` creates it only when missing: a DBA may have made
+-- it for a role that has no CREATE on the database).
 CREATE TABLE IF NOT EXISTS {schema}.ledger (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_id              text        NOT NULL,
