@@ -261,6 +261,47 @@ async fn a_smoke_call_that_releases_the_deploy_lock_commits_nothing() -> Result<
     Ok(())
 }
 
+/// The agent's peak resident memory (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(kib / 1024)
+}
+
+/// A smoke call is hostile input in its size too: one that answers with
+/// 400 MB must not make the zone's agent hold 400 MB (10 GB would end it).
+/// The agent counts the rows as they stream and keeps none.
+#[tokio::test]
+async fn a_smoke_call_that_returns_hundreds_of_megabytes_is_not_held_in_memory() -> Result<()> {
+    let (stack, client, _) = victim_stack().await?;
+    stack.write_procedure(
+        "sc2.toml",
+        "[[smoke_tests]]\nname = \"big\"\n\
+         call = \"SELECT public.sc2() AS v, repeat('x', 1000000) AS filler FROM generate_series(1, 400)\"\n\
+         max_duration = \"60s\"\n",
+    )?;
+    let agent = stack
+        .zone("dev")
+        .agent
+        .as_ref()
+        .expect("the dev agent runs");
+    let before = peak_rss_mib(agent.pid())?;
+    let out = stack.cli(&["deploy", "sc2", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("returned 400 row(s)"), "{out}");
+    assert!(routine_exists(&client).await?);
+    let after = peak_rss_mib(agent.pid())?;
+    assert!(
+        after < before + 100,
+        "the agent's peak memory grew from {before} MiB to {after} MiB for a 400 MB answer"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn perf_calls_and_pgtap_files_that_commit_are_refused_at_plan_time() -> Result<()> {
     let (stack, client, before) = victim_stack().await?;

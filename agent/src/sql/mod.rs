@@ -11,6 +11,7 @@ mod ledger_job;
 mod ledger_latest;
 mod ledger_versions;
 pub mod pipeline;
+pub mod project_rows;
 pub mod recreate;
 pub mod retire;
 mod routine_lookup;

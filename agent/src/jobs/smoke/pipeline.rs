@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use pgrollout_shared::proto::SmokeCheck;
 use pgrollout_shared::routine::{set_local_search_path_sql, SmokeTest};
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{Client, Statement};
+
+use crate::sql::project_rows::count_rows;
 
 use super::checks::{
     call_checks, check, open_savepoint, open_savepoint_in_path, warnings_check, ExpectedTypes,
@@ -107,7 +109,8 @@ enum Answer {
     Done,
     Set,
     Prepared(Result<Statement, tokio_postgres::Error>),
-    Ran(Result<Vec<Row>, tokio_postgres::Error>),
+    /// How many rows the call returned (never kept: `sql::project_rows`).
+    Ran(Result<u64, tokio_postgres::Error>),
 }
 
 /// Sends `request` on its first poll, like every tokio-postgres request.
@@ -124,7 +127,7 @@ async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_pos
             Answer::Set
         }
         Request::Prepare(sql) => Answer::Prepared(client.prepare(sql).await),
-        Request::Call(statement) => Answer::Ran(client.query(statement, &[]).await),
+        Request::Call(statement) => Answer::Ran(count_rows(client, statement).await),
     })
 }
 
@@ -280,14 +283,14 @@ async fn run_prepared(
         .collect())
 }
 
-type CallOutcome = (Result<Vec<Row>, tokio_postgres::Error>, Duration);
+type CallOutcome = (Result<u64, tokio_postgres::Error>, Duration);
 
 /// `executes`, `structure`, `duration` and `warnings` of a call that ran
 /// while no notice arrived.
 fn checks_of_call(
     test: &SmokeTest,
     statement: &Statement,
-    result: Result<Vec<Row>, tokio_postgres::Error>,
+    result: Result<u64, tokio_postgres::Error>,
     elapsed: Duration,
     types: &ExpectedTypes,
 ) -> Vec<SmokeCheck> {

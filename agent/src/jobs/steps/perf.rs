@@ -301,7 +301,7 @@ async fn time_runs(
                 .await
                 .map_err(sql_error)?;
             let started = Instant::now();
-            let outcome = conn.client.query(&statement, &[]).await;
+            let outcome = crate::sql::project_rows::count_rows(&conn.client, &statement).await;
             let elapsed = started.elapsed();
             conn.client
                 .batch_execute(

@@ -9,9 +9,9 @@
 
 use pgrollout_shared::proto::PgtapReport;
 use pgrollout_shared::routine::{PgtapScript, Routine};
-use tokio_postgres::types::Type;
 
 use crate::jobs::context::{JobContext, JobFailure};
+use crate::sql::project_rows::{self, MAX_TEXT_OUTPUT_BYTES};
 use crate::sql::static_checks::extension_schema;
 use crate::sql::{describe_error, TargetConnection};
 
@@ -69,16 +69,18 @@ async fn run_script(
             break;
         }
         // One statement per call (the extended protocol refuses more).
-        match conn.client.query(statement.as_str(), &[]).await {
-            Ok(rows) => output.extend(
-                rows.iter()
-                    .filter(|row| {
-                        row.columns()
-                            .first()
-                            .is_some_and(|c| *c.type_() == Type::TEXT)
-                    })
-                    .filter_map(|row| row.get::<_, Option<String>>(0)),
-            ),
+        let room = MAX_TEXT_OUTPUT_BYTES.saturating_sub(output.iter().map(String::len).sum());
+        match project_rows::text_lines(&conn.client, statement, room).await {
+            Ok(Ok(lines)) => output.extend(lines),
+            Ok(Err(lines)) => {
+                output.extend(lines);
+                error = format!(
+                    "statement {}: the script printed more than {} MB; the agent stopped reading",
+                    index + 1,
+                    MAX_TEXT_OUTPUT_BYTES / (1024 * 1024)
+                );
+                break;
+            }
             Err(e) => {
                 error = format!(
                     "statement {}: {}",
