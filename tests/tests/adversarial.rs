@@ -302,6 +302,48 @@ async fn a_smoke_call_that_returns_hundreds_of_megabytes_is_not_held_in_memory()
     Ok(())
 }
 
+/// Notices too: a smoke call raising a flood of them is cancelled once the
+/// agent has kept 4 MB of them — the test fails (exit 3, nothing deployed),
+/// rather than the agent holding every one, or passing a test whose
+/// notices it never read.
+#[tokio::test]
+async fn a_smoke_call_that_floods_notices_is_cancelled_and_fails() -> Result<()> {
+    let (stack, client, _) = victim_stack().await?;
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.noisy() RETURNS int LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE NOTICE '%', repeat('n', 1000); RETURN 1; END $$",
+        )
+        .await?;
+    stack.write_procedure(
+        "sc2.toml",
+        "[[smoke_tests]]\nname = \"noisy\"\n\
+         call = \"SELECT public.sc2() + count(public.noisy()) AS n FROM generate_series(1, 100000)\"\n\
+         max_duration = \"60s\"\n",
+    )?;
+    let agent = stack
+        .zone("dev")
+        .agent
+        .as_ref()
+        .expect("the dev agent runs");
+    let before = peak_rss_mib(agent.pid())?;
+    let out = stack.cli(&["deploy", "sc2", "dev"]).await?;
+    assert_eq!(out.code, 3, "smoke failed, rolled back\n{out}");
+    assert!(
+        out.stdout
+            .contains("the call raised more than 4 MB of notices; the agent cancelled it"),
+        "{out}"
+    );
+    assert!(!routine_exists(&client).await?, "nothing deployed");
+    assert_eq!(victims(&client).await?, vec![1, 2, 3, 4, 5, 6]);
+    let after = peak_rss_mib(agent.pid())?;
+    assert!(
+        after < before + 100,
+        "the agent's peak memory grew from {before} MiB to {after} MiB"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn perf_calls_and_pgtap_files_that_commit_are_refused_at_plan_time() -> Result<()> {
     let (stack, client, before) = victim_stack().await?;

@@ -2,9 +2,9 @@
 //! when its `sslmode` asks (see `tls`), and capturing the NOTICE/WARNING
 //! messages a smoke call raises.
 
+use super::notices::NoticeInbox;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_postgres::config::SslMode as DriverSslMode;
 use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::tls::TlsStream;
@@ -22,7 +22,7 @@ pub struct TargetConnection {
     pub client: Client,
     /// The server's major version, checked to be supported at connect.
     pub version: ServerVersion,
-    notices: mpsc::UnboundedReceiver<DbError>,
+    notices: std::sync::Arc<NoticeInbox>,
     /// The id of the sealed transaction open on it (`jobs::context::txn_seal`).
     sealed_xid: std::sync::Mutex<Option<String>>,
     /// Why project SQL run on it was found to have ended or left that
@@ -31,6 +31,8 @@ pub struct TargetConnection {
     /// Whether this session took the per-target deploy lock: every COMMIT
     /// on it then first checks the lock is still held (`jobs::context::fence`).
     holds_deploy_lock: std::sync::atomic::AtomicBool,
+    /// Whether the notices of the last take overflowed the inbox.
+    notices_overflowed: bool,
 }
 
 impl TargetConnection {
@@ -68,6 +70,12 @@ impl TargetConnection {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Whether the statement(s) before the last [`TargetConnection::take_notices`]
+    /// sent more notices than the agent keeps (and were cancelled for it).
+    pub fn notices_overflowed(&self) -> bool {
+        self.notices_overflowed
+    }
+
     /// The id of the last sealed transaction opened on this connection.
     pub fn sealed_xid(&self) -> Option<String> {
         self.sealed_xid
@@ -79,11 +87,13 @@ impl TargetConnection {
     /// Notices received since the last call. The connection task forwards a
     /// notice before it completes the query that raised it, so after a query
     /// has returned, its notices are already here.
+    ///
+    /// Bounded (`notices.rs`): when a statement sent more than the inbox
+    /// keeps, it was cancelled and [`TargetConnection::notices_overflowed`]
+    /// says so until the next take.
     pub fn take_notices(&mut self) -> Vec<DbError> {
-        let mut notices = Vec::new();
-        while let Ok(notice) = self.notices.try_recv() {
-            notices.push(notice);
-        }
+        let (notices, overflowed) = self.notices.take();
+        self.notices_overflowed = overflowed;
         notices
     }
 }
@@ -225,13 +235,21 @@ where
                 source,
             }
         })?;
-    let (notice_tx, notices) = mpsc::unbounded_channel();
+    let notices = std::sync::Arc::new(NoticeInbox::default());
+    let inbox = notices.clone();
+    let cancel = client.cancel_token();
+    let cancel_target = target.clone();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
                 Ok(AsyncMessage::Notice(notice)) => {
-                    let _ = notice_tx.send(notice);
+                    if inbox.push(notice) {
+                        // A flood: stop the statement sending it (the
+                        // smoke check reports why).
+                        let (target, token) = (cancel_target.clone(), cancel.clone());
+                        tokio::spawn(async move { cancel_query(&target, &token).await });
+                    }
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -260,6 +278,7 @@ where
         sealed_xid: Default::default(),
         escaped: Default::default(),
         holds_deploy_lock: Default::default(),
+        notices_overflowed: false,
     })
 }
 

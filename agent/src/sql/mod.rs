@@ -10,6 +10,7 @@ mod ledger;
 mod ledger_job;
 mod ledger_latest;
 mod ledger_versions;
+pub mod notices;
 pub mod pipeline;
 pub mod project_rows;
 pub mod recreate;

@@ -133,6 +133,17 @@ pub(super) async fn run_one(
     let notices = conn.take_notices();
     conn.client.batch_execute(CLOSE_SAVEPOINT).await?;
     let mut checks = outcome?;
+    if conn.notices_overflowed() {
+        // The agent cancelled the call: say why, not "time bound".
+        return Ok(vec![check(
+            "executes",
+            false,
+            format!(
+                "the call raised more than {} MB of notices; the agent cancelled it",
+                crate::sql::notices::MAX_NOTICE_BYTES / (1024 * 1024)
+            ),
+        )]);
+    }
     checks.push(warnings_check(test, &notices));
     Ok(checks)
 }

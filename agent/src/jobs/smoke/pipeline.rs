@@ -50,10 +50,12 @@ pub async fn run_calls(
     let prepared = prepare_all(&conn.client, tests).await?;
     let ran = run_prepared(&conn.client, tests, &prepared, progress).await?;
     // The guard's `BEGIN` warns inside the transaction: not a call's notice.
+    // A flood (cancelled) is found again one by one, and reported there.
     if conn
         .take_notices()
         .iter()
         .any(|notice| !crate::jobs::context::txn_seal::is_guard_notice(notice))
+        || conn.notices_overflowed()
     {
         return Ok(None);
     }
