@@ -23,6 +23,7 @@ dir=${PGROLLOUT_PG_VERSIONS_DIR:-/opt/pgrollout-pg}
 core=(
   pg_versions:every_job_connects_and_names_the_servers_major
   pg_versions:a_sql_standard_body_deploys_and_rolls_back_exactly_from_14_and_is_refused_on_13
+  pg_versions:a_read_only_database_is_refused_at_connect_saying_why
   deploy:a_new_then_changed_function_deploys_with_backup_ledger_and_grants
   batch:a_shuffled_list_deploys_in_dependency_order_with_progress_and_an_exact_summary
   batch:an_atomic_batch_with_one_broken_routine_leaves_the_database_exactly_as_before

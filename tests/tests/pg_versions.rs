@@ -39,6 +39,44 @@ async fn every_job_connects_and_names_the_servers_major() -> Result<()> {
     Ok(())
 }
 
+/// A database that refuses writes — a standby reached after a failover, or
+/// `default_transaction_read_only` set by a DBA — is refused at connect,
+/// naming why, before the agent begins anything: 14+ report it when the
+/// session starts, 13 is asked.
+#[tokio::test]
+async fn a_read_only_database_is_refused_at_connect_saying_why() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    let dbname = stack.zone("dev").pg.dbname().to_owned();
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{dbname}\" SET default_transaction_read_only = on"
+        ))
+        .await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("[FAIL] connect"), "{out}");
+    assert!(
+        out.to_string()
+            .contains("is read-only: default_transaction_read_only = on for this database or user"),
+        "{out}"
+    );
+    assert!(
+        definition(&client, "public.reconcilemupstream(text)")
+            .await?
+            .is_none(),
+        "nothing created"
+    );
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{dbname}\" RESET default_transaction_read_only"
+        ))
+        .await?;
+    let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    Ok(())
+}
+
 const ATOMIC_V1: &str =
     "CREATE OR REPLACE FUNCTION public.atomic_total(p integer) RETURNS integer\n\
      LANGUAGE sql IMMUTABLE\n\

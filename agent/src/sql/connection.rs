@@ -135,6 +135,18 @@ pub enum ConnectError {
         /// typed for the span, not read back out of `reason`.
         code: Option<SqlState>,
     },
+    #[error(
+        "target {target} ({host}:{port}/{dbname}) is read-only: {why}. pgrollout changes only a \
+         writable primary: point the target's host at the primary (after a failover, the old \
+         address may lead to a standby)"
+    )]
+    ReadOnly {
+        target: String,
+        host: String,
+        port: u16,
+        dbname: String,
+        why: String,
+    },
     #[error("target {target} ({host}:{port}/{dbname}): {source}")]
     Unsupported {
         target: String,
@@ -235,6 +247,12 @@ where
                 source,
             }
         })?;
+    // PostgreSQL 14+ reports both at connect (ParameterStatus); 13 is asked.
+    let reported_read_only = read_only_reason(
+        connection.parameter("in_hot_standby"),
+        connection.parameter("default_transaction_read_only"),
+    );
+    let reports_standby = connection.parameter("in_hot_standby").is_some();
     let notices = std::sync::Arc::new(NoticeInbox::default());
     let inbox = notices.clone();
     let cancel = client.cancel_token();
@@ -259,6 +277,22 @@ where
             }
         }
     });
+    let read_only = match reported_read_only {
+        Some(why) => Some(why),
+        None if !reports_standby => asked_read_only(&client).await.map_err(|error| {
+            database_error(target, super::describe_error(&error, None), error.code())
+        })?,
+        None => None,
+    };
+    if let Some(why) = read_only {
+        return Err(ConnectError::ReadOnly {
+            target: target.name.clone(),
+            host: target.host.clone(),
+            port: target.port,
+            dbname: target.dbname.clone(),
+            why,
+        });
+    }
     if version.has_connection_check() {
         // Lets a backend whose agent died (kill -9, fenced) notice within a
         // second even while it waits on a lock, so its transaction rolls back
@@ -282,6 +316,39 @@ where
     })
 }
 
+/// Why a server that reported these settings refuses every change, if it does.
+fn read_only_reason(
+    in_hot_standby: Option<&str>,
+    default_read_only: Option<&str>,
+) -> Option<String> {
+    if in_hot_standby == Some("on") {
+        return Some("the server is a standby in recovery (in_hot_standby = on)".into());
+    }
+    if default_read_only == Some("on") {
+        return Some(
+            "default_transaction_read_only = on for this database or user (a DBA's freeze?)".into(),
+        );
+    }
+    None
+}
+
+/// [`read_only_reason`] for a server that does not report it (13).
+async fn asked_read_only(client: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.pg_is_in_recovery()::text, \
+                    pg_catalog.current_setting('default_transaction_read_only')",
+            &[],
+        )
+        .await?;
+    let in_recovery: String = row.get(0);
+    let default_read_only: String = row.get(1);
+    Ok(read_only_reason(
+        Some(if in_recovery == "true" { "on" } else { "off" }),
+        Some(default_read_only.as_str()),
+    ))
+}
+
 fn database_error(target: &TargetConfig, reason: String, code: Option<&SqlState>) -> ConnectError {
     ConnectError::Database {
         target: target.name.clone(),
@@ -299,7 +366,25 @@ impl ConnectError {
     pub fn sql_state(&self) -> Option<&SqlState> {
         match self {
             ConnectError::Database { code, .. } => code.as_ref(),
-            ConnectError::Password(_) | ConnectError::Unsupported { .. } => None,
+            ConnectError::Password(_)
+            | ConnectError::Unsupported { .. }
+            | ConnectError::ReadOnly { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_only_reason;
+
+    #[test]
+    fn a_standby_or_a_frozen_database_is_read_only_and_says_which() {
+        let standby = read_only_reason(Some("on"), Some("off")).expect("a standby");
+        assert!(standby.contains("standby"), "{standby}");
+        let frozen = read_only_reason(Some("off"), Some("on")).expect("frozen");
+        assert!(frozen.contains("default_transaction_read_only"), "{frozen}");
+        assert_eq!(read_only_reason(Some("off"), Some("off")), None);
+        // 13 reports neither: the caller asks the server instead.
+        assert_eq!(read_only_reason(None, None), None);
     }
 }
