@@ -16,6 +16,34 @@ pub async fn write(
     job_id: &str,
     snapshots: Vec<RoutineSnapshot>,
 ) -> Result<WrittenBackup, JobFailure> {
+    start_write(ctx, job_id, snapshots).finish().await
+}
+
+/// A backup file being written and verified on a blocking thread, started
+/// by [`start_write`]; [`PendingBackup::finish`] waits for it.
+pub struct PendingBackup {
+    writing: tokio::task::JoinHandle<Result<WrittenBackup, backup::BackupError>>,
+}
+
+impl PendingBackup {
+    /// The written, verified backup, or why there is none.
+    pub async fn finish(self) -> Result<WrittenBackup, JobFailure> {
+        self.writing
+            .await
+            .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
+            .map_err(JobFailure::backup)
+    }
+}
+
+/// Starts writing `snapshots` as the backup file of `job_id` at once, on a
+/// blocking thread, so that the caller's database work can go on meanwhile.
+/// The file's writing and verification (two fsyncs and a read back) take
+/// their time on the disk, not the database's.
+pub fn start_write(
+    ctx: &JobContext,
+    job_id: &str,
+    snapshots: Vec<RoutineSnapshot>,
+) -> PendingBackup {
     let header = BackupHeader {
         job_id: job_id.to_owned(),
         attempt: ctx.job.attempt,
@@ -26,10 +54,11 @@ pub async fn write(
         taken_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
     let dir = ctx.config.backup_dir.clone();
-    tokio::task::spawn_blocking(move || backup::write_backup(&dir, &header, &snapshots))
-        .await
-        .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
-        .map_err(JobFailure::backup)
+    PendingBackup {
+        writing: tokio::task::spawn_blocking(move || {
+            backup::write_backup(&dir, &header, &snapshots)
+        }),
+    }
 }
 
 /// The `backup` step of the jobs that reverse changes (rollback, disable,
