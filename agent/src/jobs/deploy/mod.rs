@@ -185,11 +185,13 @@ async fn apply_in_transaction(
     let started = Instant::now();
     let previous: Vec<&crate::sql::RoutineSnapshot> =
         positions.iter().map(|&i| &before.previous[i]).collect();
-    let (created, written) = futures_util::future::join(
+    let (created, (written, backup_done)) = futures_util::future::join(
         replace::create_changed(ctx, conn, &changed, &previous),
-        pending.finish(),
+        pending.finish_timed(),
     )
     .await;
+    // The backup's own time: from its start to its file verified.
+    let backup_ms = millis(backup_done.saturating_duration_since(backup_started));
     // The backup first: without it, nothing of this transaction may stay.
     match written {
         Ok(written) => {
@@ -198,12 +200,12 @@ async fn apply_in_transaction(
                 "backup",
                 StepStatus::Succeeded,
                 before.describe(),
-                millis(backup_started.elapsed()),
+                backup_ms,
                 Vec::new(),
             );
         }
         Err(failure) => {
-            ctx.failed("backup", &failure, millis(backup_started.elapsed()));
+            ctx.failed("backup", &failure, backup_ms);
             // The apply step started alongside: it ends here, undone with
             // the transaction the caller rolls back.
             ctx.event(

@@ -1,7 +1,7 @@
 //! Backup writing, once for every job: the current state of the routines a
 //! job is about to touch, in one verified file, before the first change.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use super::statement::database;
 use crate::backup::{self, BackupHeader, WrittenBackup};
@@ -22,16 +22,26 @@ pub async fn write(
 /// A backup file being written and verified on a blocking thread, started
 /// by [`start_write`]; [`PendingBackup::finish`] waits for it.
 pub struct PendingBackup {
-    writing: tokio::task::JoinHandle<Result<WrittenBackup, backup::BackupError>>,
+    writing: tokio::task::JoinHandle<(Result<WrittenBackup, backup::BackupError>, Instant)>,
 }
 
 impl PendingBackup {
     /// The written, verified backup, or why there is none.
     pub async fn finish(self) -> Result<WrittenBackup, JobFailure> {
-        self.writing
-            .await
-            .map_err(|e| JobFailure::deploy(format!("backup task failed: {e}")))?
-            .map_err(JobFailure::backup)
+        self.finish_timed().await.0
+    }
+
+    /// [`PendingBackup::finish`], with when the file was verified (or the
+    /// write failed): the backup's own end, however long its caller's other
+    /// work kept it from looking.
+    pub async fn finish_timed(self) -> (Result<WrittenBackup, JobFailure>, Instant) {
+        match self.writing.await {
+            Ok((written, at)) => (written.map_err(JobFailure::backup), at),
+            Err(e) => (
+                Err(JobFailure::deploy(format!("backup task failed: {e}"))),
+                Instant::now(),
+            ),
+        }
     }
 }
 
@@ -56,7 +66,10 @@ pub fn start_write(
     let dir = ctx.config.backup_dir.clone();
     PendingBackup {
         writing: tokio::task::spawn_blocking(move || {
-            backup::write_backup(&dir, &header, &snapshots)
+            (
+                backup::write_backup(&dir, &header, &snapshots),
+                Instant::now(),
+            )
         }),
     }
 }
