@@ -43,22 +43,45 @@ catalog_of() {
      WHERE n.nspname IN ('lib', 'util') ORDER BY 1"
 }
 run_batch() {
-  "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" >"$work/$1.out" 2>&1 || {
+  /usr/bin/time -f "%U %S" -o "$work/$1.cli-cpu" "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" >"$work/$1.out" 2>&1 || {
     echo "the $1 batch failed (exit $?):" >&2; tail -30 "$work/$1.out" >&2; exit 2; }
 }
 
-psql_times=(); first_times=(); again_times=(); first_spans=()
+# CPU time (ms) a process and its reaped children have used: utime, stime,
+# cutime, cstime of /proc/<pid>/stat (in clock ticks).
+cpu_ms() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print int(($12 + $13 + $14 + $15) * 1000 / hz) }' \
+    "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# PostgreSQL's: the postmaster with the backends it reaped, and the live ones.
+pg_cpu_ms() {
+  local pm total=0 child
+  pm=$(head -1 "$work/data/postmaster.pid")
+  total=$(cpu_ms "$pm")
+  for child in $(ps -o pid= --ppid "$pm"); do total=$(( total + $(cpu_ms "$child") )); done
+  echo "$total"
+}
+cpu_now() { echo "$(cpu_ms "$controller_pid") $(cpu_ms "$agent_pid") $(pg_cpu_ms)"; }
+psql_times=(); first_times=(); again_times=(); first_spans=(); first_cpu=(); psql_cpu=()
 for round in $(seq 1 "$runs"); do
   fresh_db plain
   fresh_db bench
+  pg0=$(pg_cpu_ms)
   t0=$(bench_now_us)
   psql_in plain -1 -f "$work/gen/plain.sql" >/dev/null
   psql_times+=($(( $(bench_now_us) - t0 )))
+  psql_cpu+=($(( $(pg_cpu_ms) - pg0 )))
 
   bench_cold_cache
+  read -r c0 a0 p0 <<<"$(cpu_now)"
   t0=$(bench_now_us)
   run_batch first
   t1=$(bench_now_us)
+  read -r c1 a1 p1 <<<"$(cpu_now)"
+  read -r cli_user cli_sys <"$work/first.cli-cpu"
+  cli_ms=$(python3 -c "print(int(($cli_user + $cli_sys) * 1000))")
+  first_cpu+=("$cli_ms:$(( c1 - c0 )):$(( a1 - a0 )):$(( p1 - p0 ))")
+  cp "$work/first.out" "$work/first-$round.out"
   first_times+=($(( t1 - t0 )))
   first_spans+=("$t0:$t1")
   catalog_of plain >"$work/plain.catalog"
@@ -76,10 +99,13 @@ for round in $(seq 1 "$runs"); do
   again_times+=($(( $(bench_now_us) - t0 )))
 done
 
-python3 - "${psql_times[*]}" "${first_times[*]}" "${again_times[*]}" "$routines" "${BENCH_PROFILE:-release}" <<'PY'
+python3 - "${psql_times[*]}" "${first_times[*]}" "${again_times[*]}" "$routines" "${BENCH_PROFILE:-release}" \
+  "${psql_cpu[*]}" "${first_cpu[*]}" <<'PY'
 import statistics, sys
 psql, first, again = ([int(t) for t in arg.split()] for arg in sys.argv[1:4])
 routines, profile = int(sys.argv[4]), sys.argv[5]
+psql_cpu = [int(t) for t in sys.argv[6].split()]
+first_cpu = [[int(x) for x in t.split(":")] for t in sys.argv[7].split()]
 print(f"realistic corpus: {routines} routines, {len(psql)} rounds (mutual TLS, {profile} build, localhost)")
 for i, (p, f, a) in enumerate(zip(psql, first, again), 1):
     print(f"  round {i}: psql -1 -f {p / 1e6:5.2f} s   batch {f / 1e6:5.2f} s   unchanged again {a / 1e6:5.2f} s")
@@ -88,6 +114,11 @@ print(f"psql -1 -f:            {p / 1e6:6.2f} s median")
 print(f"pgrollout batch:       {f / 1e6:6.2f} s median   ratio to psql {f / p:5.2f} (target <= 1.3)")
 print(f"unchanged redeploy:    {a / 1e6:6.2f} s median   ratio to first {a / f:5.2f} (target <= 0.5)")
 print("catalog: identical to the psql-applied reference in every round (md5 of pg_get_functiondef per identity)")
+# CPU, not wall: what each process used, whatever the load made it wait.
+cli, controller, agent, server = (statistics.median(c[i] for c in first_cpu) for i in range(4))
+print(f"CPU of a first deploy (median ms): CLI {cli:.0f}, controller {controller:.0f}, agent {agent:.0f}, "
+      f"PostgreSQL {server:.0f} (total {cli + controller + agent + server:.0f}); "
+      f"PostgreSQL for psql -1 -f: {statistics.median(psql_cpu):.0f}")
 PY
 dry_run_ms() {
   local t0; t0=$(bench_now_us)
@@ -126,5 +157,18 @@ for name, values in parts.items():
 PY
 echo "agent steps of the last first deploy:"
 grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/first.out" | sed 's/ (sha256 [0-9a-f]*)//'
+# Each step's median over the rounds (the backup's file is written while
+# the CREATEs run, so its time and the apply's overlap).
+python3 - "$work"/first-*.out <<'PY'
+import collections, re, statistics, sys
+steps = collections.OrderedDict()
+for path in sys.argv[1:]:
+    for line in open(path):
+        found = re.match(r"^  \[ok\] (\S+)\s+(\d+) ms", line)
+        if found:
+            steps.setdefault(found[1], []).append(int(found[2]))
+print("agent steps, median ms over the rounds: " + ", ".join(
+    f"{name} {statistics.median(times):.0f}" for name, times in steps.items()))
+PY
 echo "the unchanged redeploy said:"
 grep -E "^Result:|^Status:" "$work/again.out" || tail -5 "$work/again.out"

@@ -257,6 +257,41 @@ async fn an_unreachable_controller_fails_with_exit_2() -> Result<()> {
     Ok(())
 }
 
+/// The backup file is written while the CREATEs run (issue 15, item 9):
+/// when it cannot be written, what the CREATEs did is rolled back — the
+/// previous version stays live, no ledger row, exit 2.
+#[tokio::test]
+async fn a_backup_that_cannot_be_written_rolls_the_deploy_back_and_exits_2() -> Result<()> {
+    let (stack, client) = probe_stack().await?;
+    assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
+    let v1 = definition(&client).await?.context("v1 live")?;
+
+    // The target's backup directory becomes a file: no backup can go there.
+    let target_dir = stack.zone("dev").backup_dir.join("main");
+    std::fs::remove_dir_all(&target_dir).context("the first deploy's backups")?;
+    std::fs::write(&target_dir, "not a directory")?;
+    stack.write_procedure("probe.sql", &probe_sql("-- v2"))?;
+    let out = stack.cli(&["deploy", "probe", "dev"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stdout.contains("[FAIL] backup"), "{out}");
+    assert!(!out.stdout.contains("[ok] commit"), "{out}");
+    assert!(
+        out.stderr.contains("backup failed, nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(
+        definition(&client).await?.as_deref(),
+        Some(v1.as_str()),
+        "v1 is still live"
+    );
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM pgrollout.ledger", &[])
+        .await?
+        .get(0);
+    assert_eq!(rows, 1, "only the first deploy's row");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_failing_post_commit_smoke_test_restores_the_backup_and_exits_3() -> Result<()> {
     let (stack, client) = probe_stack().await?;

@@ -146,17 +146,35 @@ async fn apply_in_transaction(
     conn: &mut TargetConnection,
     routines: &[Routine],
 ) -> Result<InTransaction, Failed> {
-    let mut before = ctx
-        .step(
-            "backup",
-            apply::take_backup(ctx, conn, routines),
-            |before| before.describe(),
-        )
-        .await?;
+    // The backup file is written and verified (two fsyncs, a read back)
+    // while the CREATEs run, not before them: the disk and the database work
+    // at the same time. "No change without a verified backup" still holds:
+    // until COMMIT nothing the CREATEs did is visible to another session, a
+    // failed backup rolls the whole transaction back like any failure, and
+    // the ledger (which names the backup) and the COMMIT wait for the
+    // verified file. Its step is reported when the file is verified, before
+    // the apply's, as the order the guarantee rests on.
+    ctx.event("backup", StepStatus::Started, "", 0, Vec::new());
+    let backup_started = Instant::now();
+    let (mut before, pending) = match apply::start_backup(ctx, conn, routines).await {
+        Ok(started) => started,
+        Err(failure) => {
+            ctx.failed("backup", &failure, millis(backup_started.elapsed()));
+            return Err(failure.into());
+        }
+    };
     let unchanged = before.untouched_count();
-    if unchanged == routines.len() {
+    let Some(pending) = pending else {
+        // Every routine unchanged: no backup needed.
+        ctx.event(
+            "backup",
+            StepStatus::Succeeded,
+            before.describe(),
+            millis(backup_started.elapsed()),
+            Vec::new(),
+        );
         return record_unchanged(ctx, conn, routines, before).await;
-    }
+    };
     // Only what changed is created; the unchanged routines are not touched.
     let changed = before.changed(routines);
     let positions: Vec<usize> = (0..routines.len())
@@ -167,7 +185,44 @@ async fn apply_in_transaction(
     let started = Instant::now();
     let previous: Vec<&crate::sql::RoutineSnapshot> =
         positions.iter().map(|&i| &before.previous[i]).collect();
-    let recreated = match replace::create_changed(ctx, conn, &changed, &previous).await {
+    let (created, (written, backup_done)) = futures_util::future::join(
+        replace::create_changed(ctx, conn, &changed, &previous),
+        pending.finish_timed(),
+    )
+    .await;
+    // The backup's own time: from its start to its file verified.
+    let backup_ms = millis(backup_done.saturating_duration_since(backup_started));
+    // The backup first: without it, nothing of this transaction may stay.
+    match written {
+        Ok(written) => {
+            before.written = Some(written);
+            ctx.event(
+                "backup",
+                StepStatus::Succeeded,
+                before.describe(),
+                backup_ms,
+                Vec::new(),
+            );
+        }
+        Err(failure) => {
+            ctx.failed("backup", &failure, backup_ms);
+            // The apply step started alongside: it ends here, undone with
+            // the transaction the caller rolls back.
+            ctx.event(
+                "apply",
+                StepStatus::Failed,
+                "not kept: the backup could not be written, so the transaction is rolled back",
+                millis(started.elapsed()),
+                Vec::new(),
+            );
+            return Err(Failed {
+                failure,
+                smoke: Vec::new(),
+                outcomes: outcomes_all(routines, "rolled-back"),
+            });
+        }
+    }
+    let recreated = match created {
         Ok(recreated) => recreated,
         Err((index, failure)) => {
             ctx.failed("apply", &failure, millis(started.elapsed()));

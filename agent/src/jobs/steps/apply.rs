@@ -9,6 +9,7 @@ use futures_util::future::Either;
 use pgrollout_shared::proto::{AppliedRoutine, SmokeReport};
 use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
 
+use super::backup::PendingBackup;
 use super::statement::refused;
 use super::unchanged;
 use crate::backup::WrittenBackup;
@@ -99,6 +100,23 @@ pub async fn take_backup(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<Before, JobFailure> {
+    let (mut before, pending) = start_backup(ctx, conn, routines).await?;
+    if let Some(pending) = pending {
+        before.written = Some(pending.finish().await?);
+    }
+    Ok(before)
+}
+
+/// [`take_backup`] up to the file: the snapshots read and the unchanged
+/// routines found, the backup file of the others (`None` when every routine
+/// is unchanged) being written and verified on a blocking thread. The caller
+/// sets `written` from [`PendingBackup::finish`] before it records or
+/// commits anything.
+pub async fn start_backup(
+    ctx: &JobContext,
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<(Before, Option<PendingBackup>), JobFailure> {
     let previous = snapshot(conn, routines, &[]).await?;
     let untouched = if pgrollout_shared::retire::plan_retires(routines) {
         // Nothing to retire is refused before any backup is written; a
@@ -114,21 +132,17 @@ pub async fn take_backup(
         .filter(|(_, untouched)| !**untouched)
         .map(|(snapshot, _)| snapshot.clone())
         .collect();
-    if to_write.is_empty() {
-        return Ok(Before {
+    let pending =
+        (!to_write.is_empty()).then(|| super::backup::start_write(ctx, &ctx.job.id, to_write));
+    Ok((
+        Before {
             recreated: vec![false; previous.len()],
             previous,
             untouched,
             written: None,
-        });
-    }
-    let written = super::backup::write(ctx, &ctx.job.id, to_write).await?;
-    Ok(Before {
-        recreated: vec![false; previous.len()],
-        previous,
-        untouched,
-        written: Some(written),
-    })
+        },
+        pending,
+    ))
 }
 
 /// Before anything is written: every routine to retire exists in the
@@ -155,27 +169,53 @@ fn check_retired_exist(
     )))
 }
 
+/// Statements sent in the same pipeline as the CREATEs, right before the
+/// first and right after the last (the apply's `SAVEPOINT` and `RELEASE`):
+/// no round trip of their own. Each runs as its own request, in order; after
+/// a failed CREATE the one after fails too, in the aborted transaction, and
+/// changes nothing (a savepoint whose release failed still exists).
+#[derive(Clone, Copy, Default)]
+pub struct Around<'a> {
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+}
+
+/// Why [`create_routines`] stopped: the first request that failed.
+#[derive(Debug)]
+pub enum CreateFailed {
+    /// The routine at this index (within `routines`): its CREATE, or the
+    /// search path set for it.
+    Routine(usize, tokio_postgres::Error),
+    /// One of the [`Around`] statements.
+    Around(String, tokio_postgres::Error),
+}
+
 /// Runs each CREATE in order, reporting progress as `done_before + i` of
 /// `total`. The CREATEs are pipelined (sent ahead of their answers, in
 /// order, each its own one-statement request); the first failure is the one
 /// reported, since every later statement only meets the aborted transaction.
-/// On failure: the index (within `routines`) of the routine that failed, and
-/// why.
 pub async fn create_routines(
     ctx: &JobContext,
     conn: &TargetConnection,
     routines: &[Routine],
-    done_before: usize,
-    total: usize,
-) -> Result<(), (usize, tokio_postgres::Error)> {
+    around: Around<'_>,
+    (done_before, total): (usize, usize),
+) -> Result<(), CreateFailed> {
     // Each routine's CREATE runs with its declared search path: a `SET
     // LOCAL` goes into the pipeline ahead of the first CREATE of each run of
     // routines sharing one path, and the agent's base path is set back after
     // the last, so what follows (the ledger's identities, grants) never sees
     // a plan's path. `routine_of[i]` is the routine request `i` belongs to.
-    let mut requests = Vec::with_capacity(routines.len() + 2);
-    let mut routine_of = Vec::with_capacity(routines.len() + 2);
-    let mut is_create = Vec::with_capacity(routines.len() + 2);
+    // `AROUND` marks the requests of `around`, which belong to no routine.
+    const AROUND: usize = usize::MAX;
+    let mut requests = Vec::with_capacity(routines.len() + 4);
+    let mut routine_of = Vec::with_capacity(routines.len() + 4);
+    let mut is_create = Vec::with_capacity(routines.len() + 4);
+    if let Some(before) = around.before {
+        requests.push(Either::Left(batch_execute_owned(conn, before.to_owned())));
+        routine_of.push(AROUND);
+        is_create.push(false);
+    }
     let mut current: &[String] = &[];
     for (index, routine) in routines.iter().enumerate() {
         if routine.search_path != current {
@@ -196,6 +236,11 @@ pub async fn create_routines(
         routine_of.push(routines.len().saturating_sub(1));
         is_create.push(false);
     }
+    if let Some(after) = around.after {
+        requests.push(Either::Left(batch_execute_owned(conn, after.to_owned())));
+        routine_of.push(AROUND);
+        is_create.push(false);
+    }
     let mut created = 0;
     // Pipelined: the server answers in order, so the time between one
     // answer and the next is the later request's own (plus the wire).
@@ -213,7 +258,16 @@ pub async fn create_routines(
     };
     sql::pipeline::run_in_order(requests, progress)
         .await
-        .map_err(|(index, error)| (routine_of[index], error))
+        .map_err(|(index, error)| match routine_of[index] {
+            AROUND => {
+                let statement = match around.before {
+                    Some(before) if index == 0 => before,
+                    _ => around.after.unwrap_or_default(),
+                };
+                CreateFailed::Around(statement.to_owned(), error)
+            }
+            routine => CreateFailed::Routine(routine, error),
+        })
 }
 
 /// Back to the agent's base path (the connection's `search_path=public`)

@@ -8,8 +8,8 @@
 
 use pgrollout_shared::routine::Routine;
 
-use super::apply;
-use super::statement::{refused, simple};
+use super::apply::{self, CreateFailed};
+use super::statement::{database, refused, simple};
 use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::recreate::{drop_for_recreate, needs_drop_and_create, RecreateError};
 use crate::sql::{exact_restore, RoutineSnapshot, TargetConnection};
@@ -26,10 +26,15 @@ pub async fn create_changed(
     let mut recreate: Vec<usize> = Vec::new();
     loop {
         let at = |failure: JobFailure| (recreate.first().copied().unwrap_or(0), failure);
-        simple(conn, "SAVEPOINT pgrollout_apply")
-            .await
-            .map_err(at)?;
+        // The savepoint goes out in the CREATEs' pipeline, and its release
+        // after them: two round trips fewer. After a DROP for a recreate it
+        // is opened on its own, since the DROP must run inside it.
+        let mut around = apply::Around {
+            before: Some(OPEN_APPLY),
+            after: Some(RELEASE_APPLY),
+        };
         if !recreate.is_empty() {
+            simple(conn, OPEN_APPLY).await.map_err(at)?;
             let identities: Vec<String> = recreate
                 .iter()
                 .filter_map(|&i| previous[i].identity.clone())
@@ -37,22 +42,22 @@ pub async fn create_changed(
             drop_for_recreate(&conn.client, &identities)
                 .await
                 .map_err(|e| at(recreate_failure(e)))?;
+            around.before = None;
         }
-        match apply::create_routines(ctx, conn, routines, 0, routines.len()).await {
+        match apply::create_routines(ctx, conn, routines, around, (0, routines.len())).await {
             Ok(()) => {
-                simple(conn, "RELEASE SAVEPOINT pgrollout_apply")
-                    .await
-                    .map_err(at)?;
                 carry_metadata(conn, &recreate, previous)
                     .await
                     .map_err(at)?;
                 return Ok(recreate);
             }
-            Err((index, error))
+            Err(CreateFailed::Routine(index, error))
                 if needs_drop_and_create(&error)
                     && previous[index].existed
                     && !recreate.contains(&index) =>
             {
+                // The release after the CREATEs failed in the aborted
+                // transaction: the savepoint is still there to roll back to.
                 simple(
                     conn,
                     "ROLLBACK TO SAVEPOINT pgrollout_apply; RELEASE SAVEPOINT pgrollout_apply",
@@ -61,12 +66,18 @@ pub async fn create_changed(
                 .map_err(at)?;
                 recreate.push(index);
             }
-            Err((index, error)) => {
+            Err(CreateFailed::Routine(index, error)) => {
                 return Err((index, apply::create_failure(&routines[index], error)))
+            }
+            Err(CreateFailed::Around(statement, error)) => {
+                return Err(at(database(format!("{statement} failed"), error)))
             }
         }
     }
 }
+
+const OPEN_APPLY: &str = "SAVEPOINT pgrollout_apply";
+const RELEASE_APPLY: &str = "RELEASE SAVEPOINT pgrollout_apply";
 
 fn recreate_failure(error: RecreateError) -> JobFailure {
     match error {
