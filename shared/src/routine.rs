@@ -119,6 +119,10 @@ pub struct Routine {
     pub kind: RoutineKind,
     /// The complete CREATE [OR REPLACE] statement, exactly as in the source.
     pub create_sql: String,
+    /// The source file's companion statements acting on this routine
+    /// (GRANT/REVOKE, COMMENT ON, ALTER … OWNER TO), each as in the file, in
+    /// file order; run after the CREATE and `grants`, with `search_path`.
+    pub companion_sql: Vec<String>,
     pub grants: Vec<Grant>,
     pub smoke_tests: Vec<SmokeTest>,
     /// Project-relative path of the file the routine came from.
@@ -327,6 +331,21 @@ impl TryFrom<proto::Routine> for Routine {
         if wire.create_sql.contains('\0') {
             return Err(InvalidField::new("create_sql", "contains a NUL byte"));
         }
+        if wire.companion_sql.len() > MAX_COMPANION_STATEMENTS {
+            return Err(InvalidField::new(
+                "companion_sql",
+                format!("more than {MAX_COMPANION_STATEMENTS} statements"),
+            ));
+        }
+        for (index, statement) in wire.companion_sql.iter().enumerate() {
+            check_companion(&format!("companion_sql[{index}]"), statement)?;
+        }
+        if retire.is_some() && !wire.companion_sql.is_empty() {
+            return Err(InvalidField::new(
+                "companion_sql",
+                "a retired routine has no statements to run",
+            ));
+        }
         let grants = wire
             .grants
             .into_iter()
@@ -381,6 +400,7 @@ impl TryFrom<proto::Routine> for Routine {
                 RoutineKind::Function
             },
             create_sql: wire.create_sql,
+            companion_sql: wire.companion_sql,
             grants,
             smoke_tests,
             source_path: wire.source_path,
@@ -417,6 +437,7 @@ impl From<Routine> for proto::Routine {
             source_line: routine.source_line,
             search_path: routine.search_path,
             retire: routine.retire.map(Into::into),
+            companion_sql: routine.companion_sql,
         }
     }
 }
@@ -473,6 +494,32 @@ impl TryFrom<proto::PgtapScript> for PgtapScript {
 }
 
 /// A statement the agent will send as is: not empty, no NUL, bounded.
+/// At most this many companion statements per routine.
+pub const MAX_COMPANION_STATEMENTS: usize = 256;
+
+/// A companion statement as the controller's parse accepts it: one
+/// GRANT, REVOKE, COMMENT or ALTER statement (the agent also runs each with
+/// the extended protocol, which takes exactly one statement).
+fn check_companion(field: &str, sql: &str) -> Result<(), InvalidField> {
+    check_statement(field, sql)?;
+    let first_word: String = sql
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect();
+    if ["grant", "revoke", "comment", "alter"]
+        .iter()
+        .any(|verb| first_word.eq_ignore_ascii_case(verb))
+    {
+        Ok(())
+    } else {
+        Err(InvalidField::new(
+            field,
+            "not a GRANT, REVOKE, COMMENT or ALTER statement",
+        ))
+    }
+}
+
 fn check_statement(field: &str, sql: &str) -> Result<(), InvalidField> {
     if sql.trim().is_empty() {
         return Err(InvalidField::new(field, "must not be empty"));
@@ -652,6 +699,7 @@ mod tests {
             source_line: 4,
             search_path: vec!["app".into(), "public".into()],
             retire: None,
+            companion_sql: Vec::new(),
         }
     }
 
@@ -678,6 +726,24 @@ mod tests {
 
     #[test]
     fn hostile_fields_are_refused_with_their_path() {
+        let mut wire = wire_routine();
+        wire.companion_sql = vec![
+            "REVOKE ALL ON FUNCTION public.addarc(integer, integer) FROM PUBLIC".into(),
+            "DROP TABLE t".into(),
+        ];
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "companion_sql[1]"
+        );
+        let mut wire = wire_routine();
+        wire.companion_sql =
+            vec!["COMMENT ON FUNCTION public.addarc(integer, integer) IS 'x'".into()];
+        let routine = Routine::try_from(wire.clone()).expect("a companion statement is fine");
+        assert_eq!(
+            proto::Routine::from(routine).companion_sql,
+            wire.companion_sql
+        );
+
         let mut wire = wire_routine();
         wire.grants[0].grantee = "x".repeat(64);
         let error = Routine::try_from(wire).expect_err("too long");
