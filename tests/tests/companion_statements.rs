@@ -151,6 +151,16 @@ async fn a_companion_that_fails_rolls_the_whole_deploy_back() -> Result<()> {
     // deploy's transaction, after the CREATE.
     client.batch_execute("CREATE SCHEMA app;").await?;
     stack.write_procedure("tbl_count.sql", &file("rows of a table"))?;
+    // The dry run (the syntax gate's check) runs them too, and says so.
+    let check = stack.cli(&["check", "tbl_count", "dev"]).await?;
+    assert_ne!(check.code, 0, "{check}");
+    assert!(
+        check
+            .to_string()
+            .contains("role \"reporting\" does not exist"),
+        "{check}"
+    );
+    assert_eq!(state(&client).await?, None, "a dry run changes nothing");
     let out = stack.cli(&["deploy", "tbl_count", "dev"]).await?;
     assert_eq!(out.code, 2, "{out}");
     assert!(out.to_string().contains("reporting"), "{out}");
