@@ -331,21 +331,7 @@ impl TryFrom<proto::Routine> for Routine {
         if wire.create_sql.contains('\0') {
             return Err(InvalidField::new("create_sql", "contains a NUL byte"));
         }
-        if wire.companion_sql.len() > MAX_COMPANION_STATEMENTS {
-            return Err(InvalidField::new(
-                "companion_sql",
-                format!("more than {MAX_COMPANION_STATEMENTS} statements"),
-            ));
-        }
-        for (index, statement) in wire.companion_sql.iter().enumerate() {
-            check_companion(&format!("companion_sql[{index}]"), statement)?;
-        }
-        if retire.is_some() && !wire.companion_sql.is_empty() {
-            return Err(InvalidField::new(
-                "companion_sql",
-                "a retired routine has no statements to run",
-            ));
-        }
+        crate::companion_sql::check(&wire.companion_sql, retire.is_some())?;
         let grants = wire
             .grants
             .into_iter()
@@ -494,33 +480,7 @@ impl TryFrom<proto::PgtapScript> for PgtapScript {
 }
 
 /// A statement the agent will send as is: not empty, no NUL, bounded.
-/// At most this many companion statements per routine.
-pub const MAX_COMPANION_STATEMENTS: usize = 256;
-
-/// A companion statement as the controller's parse accepts it: one
-/// GRANT, REVOKE, COMMENT or ALTER statement (the agent also runs each with
-/// the extended protocol, which takes exactly one statement).
-fn check_companion(field: &str, sql: &str) -> Result<(), InvalidField> {
-    check_statement(field, sql)?;
-    let first_word: String = sql
-        .trim_start()
-        .chars()
-        .take_while(char::is_ascii_alphabetic)
-        .collect();
-    if ["grant", "revoke", "comment", "alter"]
-        .iter()
-        .any(|verb| first_word.eq_ignore_ascii_case(verb))
-    {
-        Ok(())
-    } else {
-        Err(InvalidField::new(
-            field,
-            "not a GRANT, REVOKE, COMMENT or ALTER statement",
-        ))
-    }
-}
-
-fn check_statement(field: &str, sql: &str) -> Result<(), InvalidField> {
+pub(crate) fn check_statement(field: &str, sql: &str) -> Result<(), InvalidField> {
     if sql.trim().is_empty() {
         return Err(InvalidField::new(field, "must not be empty"));
     }
