@@ -7,6 +7,7 @@
 //! databases, and the controller alone parses SQL.
 
 pub mod audit_anchor;
+pub mod companion_sql;
 pub mod config_loader;
 pub mod errors;
 pub mod exit_code;

@@ -42,3 +42,43 @@ pub fn plan_id_of_job(routines: &[Routine]) -> String {
     let wire: Vec<proto::Routine> = sorted.into_iter().map(|r| r.clone().into()).collect();
     plan_id(&wire)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routine() -> proto::Routine {
+        proto::Routine {
+            schema: "app".into(),
+            name: "tbl_count".into(),
+            arg_types: vec!["regclass".into()],
+            create_sql: "CREATE OR REPLACE FUNCTION app.tbl_count(t regclass) RETURNS bigint LANGUAGE sql AS 'SELECT 1'".into(),
+            source_path: "procedures/tbl_count.sql".into(),
+            source_line: 3,
+            search_path: vec!["app".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn companion_statements_count_only_when_there_are_any() {
+        // Computed by the code before companion statements existed (main at
+        // 740a3ff): a plan without them keeps its id, so approvals and
+        // promotion gates over existing plans stay valid.
+        assert_eq!(
+            plan_id(&[routine()]),
+            "de3d1fc5622d5b5748d8b587a4210879052a9f03bf84cc5b003b876e11478936"
+        );
+        let with = |comment: &str| proto::Routine {
+            companion_sql: vec![
+                "REVOKE ALL ON FUNCTION app.tbl_count(regclass) FROM PUBLIC".into(),
+                format!("COMMENT ON FUNCTION app.tbl_count(regclass) IS '{comment}'"),
+            ],
+            ..routine()
+        };
+        let id = plan_id(&[with("rows")]);
+        assert_ne!(id, plan_id(&[routine()]));
+        // Another COMMENT is another plan.
+        assert_ne!(id, plan_id(&[with("rows of a table")]));
+    }
+}

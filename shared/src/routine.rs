@@ -119,6 +119,10 @@ pub struct Routine {
     pub kind: RoutineKind,
     /// The complete CREATE [OR REPLACE] statement, exactly as in the source.
     pub create_sql: String,
+    /// The source file's companion statements acting on this routine
+    /// (GRANT/REVOKE, COMMENT ON, ALTER … OWNER TO), each as in the file, in
+    /// file order; run after the CREATE and `grants`, with `search_path`.
+    pub companion_sql: Vec<String>,
     pub grants: Vec<Grant>,
     pub smoke_tests: Vec<SmokeTest>,
     /// Project-relative path of the file the routine came from.
@@ -327,6 +331,7 @@ impl TryFrom<proto::Routine> for Routine {
         if wire.create_sql.contains('\0') {
             return Err(InvalidField::new("create_sql", "contains a NUL byte"));
         }
+        crate::companion_sql::check(&wire.companion_sql, retire.is_some())?;
         let grants = wire
             .grants
             .into_iter()
@@ -381,6 +386,7 @@ impl TryFrom<proto::Routine> for Routine {
                 RoutineKind::Function
             },
             create_sql: wire.create_sql,
+            companion_sql: wire.companion_sql,
             grants,
             smoke_tests,
             source_path: wire.source_path,
@@ -417,6 +423,7 @@ impl From<Routine> for proto::Routine {
             source_line: routine.source_line,
             search_path: routine.search_path,
             retire: routine.retire.map(Into::into),
+            companion_sql: routine.companion_sql,
         }
     }
 }
@@ -473,7 +480,7 @@ impl TryFrom<proto::PgtapScript> for PgtapScript {
 }
 
 /// A statement the agent will send as is: not empty, no NUL, bounded.
-fn check_statement(field: &str, sql: &str) -> Result<(), InvalidField> {
+pub(crate) fn check_statement(field: &str, sql: &str) -> Result<(), InvalidField> {
     if sql.trim().is_empty() {
         return Err(InvalidField::new(field, "must not be empty"));
     }
@@ -652,6 +659,7 @@ mod tests {
             source_line: 4,
             search_path: vec!["app".into(), "public".into()],
             retire: None,
+            companion_sql: Vec::new(),
         }
     }
 
@@ -678,6 +686,24 @@ mod tests {
 
     #[test]
     fn hostile_fields_are_refused_with_their_path() {
+        let mut wire = wire_routine();
+        wire.companion_sql = vec![
+            "REVOKE ALL ON FUNCTION public.addarc(integer, integer) FROM PUBLIC".into(),
+            "DROP TABLE t".into(),
+        ];
+        assert_eq!(
+            Routine::try_from(wire).expect_err("bad").field,
+            "companion_sql[1]"
+        );
+        let mut wire = wire_routine();
+        wire.companion_sql =
+            vec!["COMMENT ON FUNCTION public.addarc(integer, integer) IS 'x'".into()];
+        let routine = Routine::try_from(wire.clone()).expect("a companion statement is fine");
+        assert_eq!(
+            proto::Routine::from(routine).companion_sql,
+            wire.companion_sql
+        );
+
         let mut wire = wire_routine();
         wire.grants[0].grantee = "x".repeat(64);
         let error = Routine::try_from(wire).expect_err("too long");

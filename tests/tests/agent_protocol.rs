@@ -188,6 +188,7 @@ fn offer(job_id: &str, create_sql: &str, name: &str) -> proto::JobOffer {
         source_line: 0,
         search_path: vec![],
         retire: None,
+        companion_sql: Vec::new(),
     };
     Job {
         backup_retention_days: 0,

@@ -200,6 +200,7 @@ fn routine(name: &str, answer: i32) -> Routine {
         source_line: 0,
         search_path: vec![],
         retire: None,
+        companion_sql: Vec::new(),
     }
 }
 

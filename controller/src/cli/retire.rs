@@ -217,6 +217,7 @@ fn resolve(project: &Path, text: &str) -> Result<(Routine, Option<String>), Stri
                     source_line: 0,
                     search_path: Vec::new(),
                     retire: None,
+                    companion_sql: Vec::new(),
                 },
                 None,
             ))

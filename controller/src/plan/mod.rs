@@ -166,6 +166,7 @@ mod tests {
             source_line: 0,
             search_path: vec![],
             retire: None,
+            companion_sql: Vec::new(),
         }
     }
 

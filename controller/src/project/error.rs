@@ -129,15 +129,19 @@ pub enum ProjectError {
     #[error("{at}: {message}")]
     Syntax { at: SourceLocation, message: String },
 
-    #[error(
-        "{at}: {statement} statement is not allowed in a procedure file: procedures/*.sql may \
-         only hold CREATE [OR REPLACE] FUNCTION or PROCEDURE statements; move it to a schema \
-         migration"
-    )]
+    #[error("{at}: {statement} statement is not allowed in a procedure file: {advice}")]
     NotARoutine {
         at: SourceLocation,
         statement: String,
+        /// What to do instead (`companion.rs` words it per statement).
+        advice: String,
     },
+
+    /// A GRANT, REVOKE, COMMENT or ALTER … OWNER TO next to the routines
+    /// that cannot be accepted as it is (e.g. it names a routine the file
+    /// does not create).
+    #[error("{at}: {reason}")]
+    Companion { at: SourceLocation, reason: String },
 
     /// Valid SQL that the loader cannot turn into a routine identity.
     #[error("{at}: {reason}")]

@@ -229,6 +229,10 @@ pub fn check_routines(routines: &[Routine]) -> Result<(), String> {
         if let Some(probe) = &routine.perf_probe {
             check_call(&probe.call_sql).map_err(|why| format!("{}: [perf] call: {why}", at()))?;
         }
+        for statement in &routine.companion_sql {
+            super::companion::check_wire(statement)
+                .map_err(|why| format!("{}: companion statement: {why}", at()))?;
+        }
         if let Some(script) = &routine.pgtap {
             for (index, statement) in script.statements.iter().enumerate() {
                 let in_file = |why: String| {
@@ -440,6 +444,7 @@ mod tests {
             source_line: 1,
             search_path: vec![],
             retire: None,
+            companion_sql: Vec::new(),
         };
         check_routines(&[routine(
             "SELECT public.f()",

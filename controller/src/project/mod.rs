@@ -8,6 +8,9 @@
 //! matching on the text, and syntax errors — including those in PL/pgSQL
 //! bodies — are reported with file and line before anything is deployed.
 
+mod companion;
+#[cfg(test)]
+mod companion_tests;
 pub mod definer;
 mod error;
 mod files;
@@ -267,6 +270,7 @@ impl Project {
                 identity: parsed_routine.identity,
                 kind: parsed_routine.kind,
                 create_sql: parsed_routine.create_sql,
+                companion_sql: parsed_routine.companion_sql,
                 grants: sidecar.grants.clone(),
                 smoke_tests: sidecar
                     .smoke_tests

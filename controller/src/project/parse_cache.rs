@@ -18,7 +18,7 @@
 //!   parsed every time, and reports exactly what it did.
 //!
 //! What is kept is small: the identities and the byte span of each
-//! statement, never the SQL itself (`create_sql` is cut from the file as
+//! statement (the CREATE and its companion statements), never the SQL itself (`create_sql` is cut from the file as
 //! read now). It lives outside the project, so it never makes a git
 //! checkout dirty: `$PGROLLOUT_CACHE_DIR` (`off` disables it), else
 //! `$XDG_CACHE_HOME/pgrollout`, else `~/.cache/pgrollout`, in
@@ -37,7 +37,7 @@ use super::parse_sql::{ParsedRoutine, StatementSpan};
 use super::routine_name::Signature;
 
 /// Changes whenever what an entry holds changes.
-const FORMAT: &str = "pgrollout-parse-cache-v1";
+const FORMAT: &str = "pgrollout-parse-cache-v2";
 
 /// Where the cache is kept, if anywhere.
 #[derive(Clone, Debug)]
@@ -98,6 +98,9 @@ struct CachedRoutine {
     line: Option<u32>,
     column: Option<u32>,
     warnings: Vec<CachedWarning>,
+    /// Byte ranges of the companion statements acting on the routine
+    /// (GRANT, COMMENT ON, …), in file order: spans, like the CREATE.
+    companions: Vec<(usize, usize)>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -224,6 +227,11 @@ impl CachedRoutine {
                     message: warning.message.clone(),
                 })
                 .collect(),
+            companions: parsed
+                .companion_spans
+                .iter()
+                .map(|span| (span.start, span.end))
+                .collect(),
         }
     }
 
@@ -241,6 +249,19 @@ impl CachedRoutine {
             return None;
         }
         let create_sql = span.create_sql(text)?;
+        let companion_spans: Vec<StatementSpan> = self
+            .companions
+            .iter()
+            .map(|&(start, end)| StatementSpan {
+                start,
+                end,
+                or_replace_after: None,
+            })
+            .collect();
+        let companion_sql = companion_spans
+            .iter()
+            .map(|span| (span.start < span.end).then(|| span.create_sql(text))?)
+            .collect::<Option<Vec<String>>>()?;
         let at = |line, column| SourceLocation {
             path: sql_path.to_owned(),
             line,
@@ -273,6 +294,8 @@ impl CachedRoutine {
                 })
                 .collect(),
             span,
+            companion_sql,
+            companion_spans,
         })
     }
 }

@@ -4,6 +4,7 @@
 use pg_query::protobuf::{self, node::Node as NodeKind, FunctionParameterMode, KeywordKind, Token};
 use pgrollout_shared::routine::{RoutineIdentity, RoutineKind, MAX_IDENTIFIER_BYTES};
 
+use super::companion;
 use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::routine_name::Signature;
 use super::syntax_error::{is_comment, locate_error};
@@ -27,6 +28,11 @@ pub struct ParsedRoutine {
     /// Where `create_sql` comes from in the file: what the parse cache
     /// keeps instead of the text (it rebuilds `create_sql` from the file).
     pub span: StatementSpan,
+    /// The file's companion statements that act on this routine (GRANT,
+    /// REVOKE, COMMENT ON, ALTER … OWNER TO; see `companion.rs`), as in the
+    /// file, in file order; and where each is (what the parse cache keeps).
+    pub companion_sql: Vec<String>,
+    pub companion_spans: Vec<StatementSpan>,
 }
 
 /// The byte range of a statement in its file, and where ` OR REPLACE` was
@@ -84,12 +90,54 @@ pub fn parse_procedure_file(
         tokens: &tokens,
         default_schema,
     };
-    parsed
-        .protobuf
-        .stmts
+    let mut routines = Vec::new();
+    let mut companions = Vec::new();
+    for raw in &parsed.protobuf.stmts {
+        let statement = raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
+        if let Some(NodeKind::CreateFunctionStmt(create)) = statement {
+            routines.push(file.routine(raw, create)?);
+            continue;
+        }
+        let (start, end) = file.statement_span(raw);
+        let at = SourceLocation::at_offset(path, text, start);
+        let named = companion::read(statement, &file.statement_kind(start, end), &at)?;
+        companions.push((start, end, at, named));
+    }
+    // Resolved once every CREATE of the file is known: a companion may
+    // stand before the CREATE it names (the agent runs it after).
+    let signatures: Vec<_> = routines
         .iter()
-        .map(|raw| file.routine(raw))
-        .collect()
+        .map(|r: &ParsedRoutine| (&r.signature, r.kind))
+        .collect();
+    let mut attached: Vec<(usize, StatementSpan)> = Vec::new();
+    for (start, end, at, named) in companions {
+        let shown = shortened(&text[start..end]);
+        for index in companion::resolve(&named, &signatures, default_schema, &shown, &at)? {
+            let span = StatementSpan {
+                start,
+                end,
+                or_replace_after: None,
+            };
+            attached.push((index, span));
+        }
+    }
+    for (index, span) in attached {
+        let routine = &mut routines[index];
+        routine
+            .companion_sql
+            .push(text[span.start..span.end].to_owned());
+        routine.companion_spans.push(span);
+    }
+    Ok(routines)
+}
+
+/// The start of a statement, on one line, for an error message.
+fn shortened(statement: &str) -> String {
+    let one_line = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(72) {
+        Some((cut, _)) => format!("`{}…`", &one_line[..cut]),
+        None => format!("`{one_line}`"),
+    }
 }
 
 pub(super) fn syntax_error(path: &str, text: &str, error: pg_query::Error) -> ProjectError {
@@ -123,16 +171,13 @@ impl SourceFile<'_> {
         }
     }
 
-    fn routine(&self, raw: &protobuf::RawStmt) -> Result<ParsedRoutine, ProjectError> {
+    fn routine(
+        &self,
+        raw: &protobuf::RawStmt,
+        create: &protobuf::CreateFunctionStmt,
+    ) -> Result<ParsedRoutine, ProjectError> {
         let (start, end) = self.statement_span(raw);
         let defined_at = SourceLocation::at_offset(self.path, self.text, start);
-        let statement = raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
-        let Some(NodeKind::CreateFunctionStmt(create)) = statement else {
-            return Err(ProjectError::NotARoutine {
-                at: defined_at,
-                statement: self.statement_kind(start, end),
-            });
-        };
         let span = StatementSpan {
             start,
             end,
@@ -199,6 +244,8 @@ impl SourceFile<'_> {
             defined_at,
             warnings,
             span,
+            companion_sql: Vec::new(),
+            companion_spans: Vec::new(),
         })
     }
 

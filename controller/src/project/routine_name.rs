@@ -71,7 +71,7 @@ impl RoutineName {
         Self::from_object(object)
     }
 
-    fn from_object(object: &protobuf::ObjectWithArgs) -> Result<RoutineName, String> {
+    pub(super) fn from_object(object: &protobuf::ObjectWithArgs) -> Result<RoutineName, String> {
         let names = string_list(&object.objname).ok_or("unexpected name")?;
         let (schema, name) = match names.as_slice() {
             [name] => (None, *name),

@@ -38,6 +38,7 @@ fn routine(i: usize) -> Routine {
         source_line: 0,
         search_path: vec!["bench".into()],
         retire: None,
+        companion_sql: Vec::new(),
     }
 }
 

@@ -382,7 +382,8 @@ fn not_created(routine: &Routine) -> JobFailure {
     ))
 }
 
-/// Applies every declared grant in one round trip. The routine is named by
+/// Applies every declared grant in one round trip, then the routines'
+/// companion statements (`companions.rs`). The routine is named by
 /// PostgreSQL's own `regprocedure` text and the grantee by the quoting
 /// helper: nothing from the plan is pasted raw.
 pub async fn grant(
@@ -408,6 +409,7 @@ pub async fn grant(
             .await
             .map_err(|e| JobFailure::database("granting failed", e))?;
     }
+    super::companions::apply(conn, routines).await?;
     Ok(count)
 }
 
@@ -468,7 +470,18 @@ pub async fn record(
             _ if *untouched => "unchanged",
             _ if *recreated => "recreated",
             (None, _) => "created",
-            (Some(old), Some(new)) if old == new => "unchanged",
+            // Owner, ACL and comment count: a companion REVOKE or COMMENT that
+            // changed only them is a change a rollback must undo.
+            (Some(old), Some(new))
+                if old == new
+                    && (
+                        &before_state.owner,
+                        &before_state.acl,
+                        &before_state.comment,
+                    ) == (&after.owner, &after.acl, &after.comment) =>
+            {
+                "unchanged"
+            }
             _ => "replaced",
         };
         applied.push(AppliedRoutine {

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod backup;
+pub mod companions;
 pub mod drift;
 mod exact_privileges;
 pub mod perf;

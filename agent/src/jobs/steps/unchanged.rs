@@ -16,8 +16,8 @@ use pgrollout_shared::routine::Routine;
 use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::{self, sha256_hex, LatestRecorded, RoutineSnapshot, TargetConnection};
 
-/// SHA-256 of what the plan asks for one routine: its statement and grants,
-/// in order. Everything the agent runs for a routine belongs in here.
+/// SHA-256 of what the plan asks for one routine: its statement, its
+/// companion statements and grants, in order. Everything the agent runs for a routine belongs in here.
 pub fn source_sha256(routine: &Routine) -> String {
     let grants: Vec<String> = routine
         .grants
@@ -26,11 +26,20 @@ pub fn source_sha256(routine: &Routine) -> String {
         .collect();
     // The search path the CREATE runs with shapes the routine too (issue 15):
     // the same text under another path is another source.
-    let create = format!(
+    let mut create = format!(
         "{}\n-- search_path {}",
         routine.create_sql,
         routine.search_path.join(", ")
     );
+    // The companion statements (REVOKE, COMMENT, OWNER TO next to the
+    // CREATE) are source too: editing one redeploys. Only when there are
+    // any, so the digest of every routine without them stays as it was.
+    for statement in &routine.companion_sql {
+        create.push_str("\n-- companion ");
+        create.push_str(&statement.len().to_string());
+        create.push(' ');
+        create.push_str(statement);
+    }
     source_text_sha256(&create, &grants)
 }
 
@@ -139,5 +148,50 @@ mod tests {
             ..state
         };
         assert!(!is_untouched(&f, &gone, Some(&ledger)));
+    }
+
+    fn routine(companion_sql: Vec<String>) -> Routine {
+        Routine {
+            identity: pgrollout_shared::routine::RoutineIdentity {
+                schema: "app".into(),
+                name: "tbl_count".into(),
+                arg_types: vec!["regclass".into()],
+            },
+            kind: pgrollout_shared::routine::RoutineKind::Function,
+            create_sql: "CREATE OR REPLACE FUNCTION app.tbl_count(t regclass) ...".into(),
+            companion_sql,
+            grants: Vec::new(),
+            smoke_tests: Vec::new(),
+            source_path: "procedures/tbl_count.sql".into(),
+            depends_on: Vec::new(),
+            perf_probe: None,
+            pgtap: None,
+            source_line: 1,
+            search_path: vec!["app".into()],
+            retire: None,
+        }
+    }
+
+    #[test]
+    fn companion_statements_are_source_and_leave_other_digests_as_they_were() {
+        // Without companions: exactly the digest deployed routines recorded
+        // before companions existed, so they stay "unchanged".
+        let plain = routine(Vec::new());
+        let before_companions = source_text_sha256(
+            "CREATE OR REPLACE FUNCTION app.tbl_count(t regclass) ...\n-- search_path app",
+            &[],
+        );
+        assert_eq!(source_sha256(&plain), before_companions);
+        let revoke = "REVOKE ALL ON FUNCTION app.tbl_count(regclass) FROM PUBLIC".to_owned();
+        let comment =
+            |text: &str| format!("COMMENT ON FUNCTION app.tbl_count(regclass) IS '{text}'");
+        let with = routine(vec![revoke.clone(), comment("rows")]);
+        assert_ne!(source_sha256(&with), before_companions);
+        // Editing only the COMMENT is another source: it redeploys.
+        let edited = routine(vec![revoke.clone(), comment("rows of a table")]);
+        assert_ne!(source_sha256(&edited), source_sha256(&with));
+        // Order matters (a GRANT after a REVOKE ALL is not the reverse).
+        let reordered = routine(vec![comment("rows"), revoke]);
+        assert_ne!(source_sha256(&reordered), source_sha256(&with));
     }
 }

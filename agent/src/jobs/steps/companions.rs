@@ -1,0 +1,71 @@
+//! Companion statements (issue 15): the GRANT/REVOKE, COMMENT ON and
+//! ALTER … OWNER TO statements a procedure file keeps next to its routines
+//! (`REVOKE ALL ON FUNCTION app.f(regclass) FROM PUBLIC` for a SECURITY
+//! DEFINER function). The controller accepted each one only because every
+//! routine it names is created by the same file.
+//!
+//! They run in the deploy's transaction right after the CREATEs and the
+//! sidecar grants, in file order, each with the search path its routine's
+//! CREATE ran with (an unqualified name in them resolves as it did there).
+//! A failure fails the deploy like a failed CREATE: the transaction is
+//! rolled back and nothing changed. A rollback restores owner, ACL and
+//! comment from the snapshot taken before, as for any change.
+
+use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
+
+use crate::jobs::context::JobFailure;
+use crate::sql::TargetConnection;
+
+/// Runs every routine's companion statements; returns how many ran. Each
+/// goes through the extended protocol, which accepts exactly one statement
+/// (nothing can be smuggled after a `;`). A statement shared by several
+/// routines of the plan (`GRANT … ON FUNCTION a(int), b(int)`) runs once.
+pub async fn apply(conn: &TargetConnection, routines: &[Routine]) -> Result<usize, JobFailure> {
+    let mut ran: Vec<(&[String], &str)> = Vec::new();
+    for routine in routines {
+        for statement in &routine.companion_sql {
+            let key = (routine.search_path.as_slice(), statement.as_str());
+            if ran.contains(&key) {
+                continue;
+            }
+            run_one(conn, routine, statement).await?;
+            ran.push(key);
+        }
+    }
+    Ok(ran.len())
+}
+
+async fn run_one(
+    conn: &TargetConnection,
+    routine: &Routine,
+    statement: &str,
+) -> Result<(), JobFailure> {
+    let failure = |error| {
+        JobFailure::in_statement(
+            format!(
+                "a statement next to {} in {} failed",
+                routine.identity, routine.source_path
+            ),
+            error,
+            statement,
+        )
+    };
+    let Some(set) = set_local_search_path_sql(&routine.search_path) else {
+        return conn
+            .client
+            .execute_typed(statement, &[])
+            .await
+            .map(|_| ())
+            .map_err(failure);
+    };
+    conn.client.batch_execute(&set).await.map_err(failure)?;
+    conn.client
+        .execute_typed(statement, &[])
+        .await
+        .map_err(failure)?;
+    // Back to the agent's base path, as after the CREATEs.
+    conn.client
+        .batch_execute("SET LOCAL search_path TO DEFAULT")
+        .await
+        .map_err(failure)
+}

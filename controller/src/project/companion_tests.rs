@@ -1,0 +1,263 @@
+//! Companion statements in a procedure file (issue 15): GRANT/REVOKE,
+//! COMMENT ON and ALTER … OWNER TO of the file's own routines are carried
+//! with them; anything else is refused with advice.
+
+use super::*;
+
+fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(root.path().join(PROCEDURES_DIR)).expect("procedures dir");
+    for (path, text) in files {
+        std::fs::write(root.path().join(path), text).expect("write");
+    }
+    root
+}
+
+fn load(files: &[(&str, &str)]) -> Result<Project, ProjectError> {
+    let root = project(files);
+    Project::load(root.path()).and_then(Project::strict)
+}
+
+fn load_error(text: &str) -> String {
+    load(&[("procedures/tbl_count.sql", text)])
+        .expect_err("the file must be refused")
+        .to_string()
+}
+
+/// The example of the README: a SECURITY DEFINER function with its
+/// privileges, comment and owner next to it.
+const TBL_COUNT: &str = "\
+CREATE OR REPLACE FUNCTION app.tbl_count(t regclass) RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+  SET search_path = pg_catalog, pg_temp AS $$
+BEGIN RETURN 0; END $$;
+REVOKE ALL ON FUNCTION app.tbl_count(regclass) FROM PUBLIC;          -- PostgreSQL's own advice
+GRANT EXECUTE ON FUNCTION app.tbl_count(regclass) TO reporting;
+COMMENT ON FUNCTION app.tbl_count(regclass) IS 'rows of a table';
+ALTER FUNCTION app.tbl_count(regclass) OWNER TO app_owner;
+";
+
+const TWO_ROUTINES: &str = "\
+CREATE FUNCTION f(a integer) RETURNS int LANGUAGE sql AS 'SELECT a';
+CREATE PROCEDURE p(a text) LANGUAGE sql AS 'SELECT 1';
+";
+
+#[test]
+fn privileges_comment_and_owner_travel_with_their_routine_in_file_order() {
+    let loaded = load(&[("procedures/tbl_count.sql", TBL_COUNT)]).expect("loads");
+    let routine = &loaded.routines()[0];
+    assert_eq!(routine.identity.to_string(), "app.tbl_count(regclass)");
+    assert_eq!(
+        routine.companion_sql,
+        [
+            "REVOKE ALL ON FUNCTION app.tbl_count(regclass) FROM PUBLIC",
+            "GRANT EXECUTE ON FUNCTION app.tbl_count(regclass) TO reporting",
+            "COMMENT ON FUNCTION app.tbl_count(regclass) IS 'rows of a table'",
+            "ALTER FUNCTION app.tbl_count(regclass) OWNER TO app_owner",
+        ]
+    );
+    // The CREATE is still exactly the CREATE.
+    assert!(routine.create_sql.ends_with("BEGIN RETURN 0; END $$"));
+}
+
+#[test]
+fn names_resolve_as_everywhere_else_and_each_goes_to_the_routines_it_names() {
+    let text = format!(
+        "{TWO_ROUTINES}\
+         -- unqualified: the file's schema; aliases and ROUTINE accepted\n\
+         GRANT EXECUTE ON FUNCTION f(int4) TO app_rw;\n\
+         REVOKE EXECUTE ON ROUTINE public.f(integer), p FROM public;\n\
+         COMMENT ON PROCEDURE p IS 'bare name: the only p of the file';\n\
+         ALTER ROUTINE p(text) OWNER TO app_owner;\n\
+         GRANT ALL ON PROCEDURE public.p(text) TO app_rw WITH GRANT OPTION;\n"
+    );
+    let loaded = load(&[("procedures/f.sql", &text)]).expect("loads");
+    let by_identity = |identity: &str| {
+        loaded
+            .routines()
+            .iter()
+            .find(|r| r.identity.to_string() == identity)
+            .expect("defined")
+            .companion_sql
+            .clone()
+    };
+    assert_eq!(
+        by_identity("public.f(integer)"),
+        [
+            "GRANT EXECUTE ON FUNCTION f(int4) TO app_rw",
+            "REVOKE EXECUTE ON ROUTINE public.f(integer), p FROM public",
+        ]
+    );
+    assert_eq!(
+        by_identity("public.p(text)"),
+        [
+            "REVOKE EXECUTE ON ROUTINE public.f(integer), p FROM public",
+            "COMMENT ON PROCEDURE p IS 'bare name: the only p of the file'",
+            "ALTER ROUTINE p(text) OWNER TO app_owner",
+            "GRANT ALL ON PROCEDURE public.p(text) TO app_rw WITH GRANT OPTION",
+        ]
+    );
+}
+
+#[test]
+fn a_file_without_companions_carries_none() {
+    let loaded = load(&[("procedures/f.sql", TWO_ROUTINES)]).expect("loads");
+    assert!(loaded.routines().iter().all(|r| r.companion_sql.is_empty()));
+}
+
+#[test]
+fn a_companion_naming_a_routine_the_file_does_not_create_is_refused_with_its_place() {
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}GRANT EXECUTE ON FUNCTION other(integer) TO app_rw;\n"
+    ));
+    assert!(
+        error.starts_with(
+            "procedures/tbl_count.sql:3:1: `GRANT EXECUTE ON FUNCTION other(integer) TO app_rw` \
+             acts on public.other(integer), which this file does not create"
+        ),
+        "{error}"
+    );
+    // Another overload of a routine of the file is another routine.
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}COMMENT ON FUNCTION f(text) IS 'x';\n"
+    ));
+    assert!(
+        error.contains("acts on public.f(text), which this file does not create"),
+        "{error}"
+    );
+    // A schema other than the routine's.
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}\n\nALTER FUNCTION app.f(integer) OWNER TO x;\n"
+    ));
+    assert!(
+        error.starts_with("procedures/tbl_count.sql:5:1: "),
+        "{error}"
+    );
+    assert!(error.contains("app.f(integer)"), "{error}");
+}
+
+#[test]
+fn a_bare_name_must_designate_one_routine_of_the_right_kind() {
+    let overloads = "\
+CREATE FUNCTION f(a integer) RETURNS int LANGUAGE sql AS 'SELECT a';
+CREATE FUNCTION f(a text) RETURNS int LANGUAGE sql AS 'SELECT 1';
+COMMENT ON FUNCTION f IS 'which one?';
+";
+    let error = load_error(overloads);
+    assert!(
+        error.contains("names public.f, which matches 2 routines of this file"),
+        "{error}"
+    );
+    assert!(error.contains("write the argument types"), "{error}");
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}GRANT EXECUTE ON PROCEDURE f(integer) TO app_rw;\n"
+    ));
+    assert!(
+        error.contains(
+            "names public.f(integer) as a procedure, but this file creates it as a function"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn schema_wide_and_non_routine_privileges_are_refused() {
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO app_rw;\n"
+    ));
+    assert!(
+        error.starts_with("procedures/tbl_count.sql:3:1: GRANT … IN SCHEMA acts on routines this file does not define"),
+        "{error}"
+    );
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}GRANT SELECT ON TABLE t TO app_rw;\n"
+    ));
+    assert!(
+        error.contains("GRANT statement is not allowed in a procedure file"),
+        "{error}"
+    );
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}COMMENT ON TABLE t IS 'not a routine';\n"
+    ));
+    assert!(
+        error.contains("COMMENT ON TABLE statement is not allowed in a procedure file"),
+        "{error}"
+    );
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}ALTER FUNCTION f(integer) RENAME TO g;\n"
+    ));
+    assert!(
+        error.contains("ALTER FUNCTION statement is not allowed in a procedure file"),
+        "{error}"
+    );
+}
+
+#[test]
+fn drop_and_set_are_refused_with_what_to_do_instead() {
+    let error = load_error(&format!(
+        "DROP FUNCTION IF EXISTS f(integer);\n{TWO_ROUTINES}"
+    ));
+    assert!(
+        error.starts_with(
+            "procedures/tbl_count.sql:1:1: DROP FUNCTION IF EXISTS statement is not allowed in a \
+             procedure file: pgrollout replaces routines in place"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("remove the DROP"), "{error}");
+    assert!(error.contains("pgrollout retire"), "{error}");
+    let error = load_error(&format!("SET search_path = app, public;\n{TWO_ROUTINES}"));
+    assert!(
+        error.contains("declare it in pgrollout.toml [schema] search_path"),
+        "{error}"
+    );
+    let error = load_error(&format!(
+        "SET check_function_bodies = false;\n{TWO_ROUTINES}"
+    ));
+    assert!(
+        error.contains("pgrollout validates bodies itself; remove it"),
+        "{error}"
+    );
+    // Anything else keeps the general advice.
+    let error = load_error(&format!("{TWO_ROUTINES}INSERT INTO t VALUES (1);\n"));
+    assert!(error.contains("move it to a schema migration"), "{error}");
+}
+
+#[test]
+fn the_parse_cache_keeps_companions_as_spans_and_gives_them_back() {
+    let root = project(&[("procedures/tbl_count.sql", TBL_COUNT)]);
+    let cache = tempfile::tempdir().expect("cache dir");
+    let first = Project::load_cached(root.path(), cache.path()).expect("loads");
+    assert_eq!(first.files_from_cache(), 0);
+    let second = Project::load_cached(root.path(), cache.path()).expect("loads");
+    assert_eq!(
+        second.files_from_cache(),
+        1,
+        "the second load uses the cache"
+    );
+    assert_eq!(
+        second.routines()[0].companion_sql,
+        first.routines()[0].companion_sql
+    );
+    assert_eq!(second.routines()[0].companion_sql.len(), 4);
+    let cached = std::fs::read_dir(cache.path().join("parse"))
+        .expect("cache dir")
+        .map(|entry| std::fs::read_to_string(entry.expect("entry").path()).expect("read"))
+        .collect::<String>();
+    assert!(!cached.contains("REVOKE"), "spans only, no SQL: {cached}");
+    assert!(cached.contains("pgrollout-parse-cache-v2"), "{cached}");
+}
+
+#[test]
+fn the_controller_edge_refuses_anything_but_a_companion_statement() {
+    let ok = "REVOKE ALL ON FUNCTION app.tbl_count(regclass) FROM PUBLIC";
+    assert_eq!(companion::check_wire(ok), Ok(()));
+    for hostile in [
+        "ALTER ROLE app_rw SUPERUSER",
+        "GRANT pg_read_server_files TO app_rw",
+        "REVOKE ALL ON FUNCTION f() FROM PUBLIC; DROP TABLE t",
+        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO app_rw",
+        "COMMIT",
+    ] {
+        assert!(companion::check_wire(hostile).is_err(), "{hostile}");
+    }
+}
