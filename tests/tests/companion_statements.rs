@@ -85,6 +85,12 @@ async fn a_security_definer_function_deploys_with_its_revoke_grant_comment_and_o
     let out = stack.cli(&["deploy", "tbl_count", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(
+        out.stdout.contains(
+            "0 grant(s) applied, 4 GRANT/REVOKE/COMMENT/OWNER statement(s) from the files"
+        ),
+        "the grants step counts the file's statements\n{out}"
+    );
+    assert!(
         out.stdout.contains("app.tbl_count(regclass) [created]"),
         "{out}"
     );

@@ -261,7 +261,7 @@ async fn apply_in_transaction(
     ctx.step(
         "grants",
         apply::grant(conn, &changed, &changed_created),
-        |count| format!("{count} grant(s) applied"),
+        |granted| granted.to_string(),
     )
     .await?;
     let oids = apply::oids(&created);

@@ -390,7 +390,7 @@ pub async fn grant(
     conn: &TargetConnection,
     routines: &[Routine],
     created: &[Created],
-) -> Result<usize, JobFailure> {
+) -> Result<Granted, JobFailure> {
     let mut statements = String::new();
     let mut count = 0;
     for (routine, Created { identity, .. }) in routines.iter().zip(created) {
@@ -409,8 +409,30 @@ pub async fn grant(
             .await
             .map_err(|e| JobFailure::database("granting failed", e))?;
     }
-    super::companions::apply(conn, routines).await?;
-    Ok(count)
+    let companions = super::companions::apply(conn, routines).await?;
+    Ok(Granted { count, companions })
+}
+
+/// What [`grant`] ran: the sidecars' grants, and the statements the files
+/// keep next to their routines (`companions.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct Granted {
+    pub count: usize,
+    pub companions: usize,
+}
+
+impl std::fmt::Display for Granted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} grant(s) applied", self.count)?;
+        if self.companions > 0 {
+            write!(
+                f,
+                ", {} GRANT/REVOKE/COMMENT/OWNER statement(s) from the files",
+                self.companions
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Writes one ledger row per routine (one statement), comparing the state

@@ -21,15 +21,13 @@ use crate::sql::TargetConnection;
 /// (nothing can be smuggled after a `;`). A statement shared by several
 /// routines of the plan (`GRANT … ON FUNCTION a(int), b(int)`) runs once.
 pub async fn apply(conn: &TargetConnection, routines: &[Routine]) -> Result<usize, JobFailure> {
-    let mut ran: Vec<(&[String], &str)> = Vec::new();
+    // A statement naming several routines of a file comes with each: run once.
+    let mut ran: std::collections::HashSet<(&[String], &str)> = Default::default();
     for routine in routines {
         for statement in &routine.companion_sql {
-            let key = (routine.search_path.as_slice(), statement.as_str());
-            if ran.contains(&key) {
-                continue;
+            if ran.insert((routine.search_path.as_slice(), statement.as_str())) {
+                run_one(conn, routine, statement).await?;
             }
-            run_one(conn, routine, statement).await?;
-            ran.push(key);
         }
     }
     Ok(ran.len())
