@@ -53,6 +53,15 @@ impl Control for ControlService {
         self.resolve_rollout(request).await
     }
 
+    type ResumeFleetStream = UpdateStream;
+
+    async fn resume_fleet(
+        &self,
+        request: Request<pgrollout_shared::proto::ResumeFleetRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_resume_fleet(request).await
+    }
+
     type FollowRequestStream = UpdateStream;
 
     async fn follow_request(
@@ -224,6 +233,9 @@ impl Control for ControlService {
         self.authorize(&request, OperatorRole::Viewer, "read rollouts")
             .await?;
         let id = request.into_inner().rollout_id;
+        if super::fleet::is_fleet_id(&id) {
+            return Ok(Response::new(self.fleet_status(&id).await?));
+        }
         if let Some(parked) = requests::request_status(&self.controller, &id).await? {
             return Ok(Response::new(parked));
         }
@@ -506,6 +518,11 @@ fn validate(
             request_id: signed_request_id(request.signed_request_id)?,
             signatures: request.signatures,
         },
+        fleet_policy: crate::engine::fleet::Policy::from_flags(
+            request.fleet_continue_on_error,
+            request.fleet_rollback_on_failure,
+        )
+        .map_err(Status::invalid_argument)?,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod drift;
 pub mod drift_schedule;
 pub mod dry_run;
 pub mod error;
+pub mod fleet;
 pub mod followers;
 pub mod gates;
 pub mod live_config;

@@ -40,6 +40,17 @@ pub struct RolloutRequest {
     pub order: Option<pgrollout_shared::proto::DeployOrderView>,
     /// The operators' signed statements (issue 19), forwarded verbatim.
     pub approvals: pgrollout_shared::job::SignedApprovals,
+    /// Issue 24: what a failed target does to the rest of a fleet rollout
+    /// (ignored for a one-target environment).
+    pub fleet_policy: super::fleet::Policy,
+}
+
+/// Issue 24: the one target of a fleet a rollout runs on, instead of the
+/// environment's `zone` + `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub zone: String,
+    pub target: String,
 }
 
 /// Starts the rollout; updates arrive on the returned receiver. Refusals
@@ -47,6 +58,24 @@ pub struct RolloutRequest {
 pub async fn start(
     controller: Arc<Controller>,
     request: RolloutRequest,
+) -> Result<Updates, EngineError> {
+    let environment = controller
+        .config
+        .environments
+        .get(&request.environment)
+        .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
+    if environment.is_fleet() {
+        return super::fleet::start(controller, request).await;
+    }
+    start_on(controller, request, None).await
+}
+
+/// [`start`] on one target: the environment's own, or `placement` (one
+/// target of a fleet, issue 24).
+pub(super) async fn start_on(
+    controller: Arc<Controller>,
+    request: RolloutRequest,
+    placement: Option<Placement>,
 ) -> Result<Updates, EngineError> {
     let environment = controller
         .config
@@ -64,11 +93,16 @@ pub async fn start(
     )
     .await;
     let request = RolloutRequest { kind, ..request };
-    let zone = controller
-        .config
-        .zone_of(&request.environment)
-        .unwrap_or_else(|| request.environment.clone());
-    let target = environment.target.clone();
+    let (zone, target) = match placement {
+        Some(Placement { zone, target }) => (zone, target),
+        None => (
+            controller
+                .config
+                .zone_of(&request.environment)
+                .unwrap_or_else(|| request.environment.clone()),
+            environment.target.clone(),
+        ),
+    };
     let dispatch = spans::dispatch_span(&request.trace, &zone, &target);
     let wait = request
         .agent_wait
@@ -238,6 +272,7 @@ pub async fn start(
         started_at_unix_ms: now,
         gates: request.gates.clone(),
         order: request.order,
+        fleet_targets: 0,
     };
     let _ = out
         .send(Ok(update(rollout_update::Body::Started(started))))

@@ -173,5 +173,7 @@ fn rollout_request(
         gates,
         order: view,
         approvals,
+        // A parked request keeps no fleet policy: a fleet halts on failure.
+        fleet_policy: Default::default(),
     })
 }
