@@ -6,7 +6,9 @@
 //! and the rollback of the whole fleet rollout — asserted in every target's
 //! catalog and ledger, the exit codes and the printed summary.
 
-use anyhow::{Context, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use pgrollout_tests::fleet::ExtraTarget;
 use pgrollout_tests::tokio_postgres::Client;
 use pgrollout_tests::{Stack, StackOptions};
@@ -26,12 +28,17 @@ max_concurrent = 2
 "#;
 
 /// Answers 42, unless its database holds a `fleet_poison` table: then its
-/// smoke test fails there, and only there.
+/// smoke test fails there, and only there. With a `fleet_hold` table, a call
+/// outside the deploy's transaction (the post-commit smoke: the session
+/// without the deploy's advisory lock) waits for the test's lock 4242.
 fn answer_sql(version: &str) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION public.fleet_answer() RETURNS integer LANGUAGE plpgsql AS $$\n\
          BEGIN\n  -- {version}\n  IF to_regclass('public.fleet_poison') IS NOT NULL THEN\n    \
-         RAISE EXCEPTION 'this target is poisoned';\n  END IF;\n  RETURN 42;\nEND;\n$$;\n"
+         RAISE EXCEPTION 'this target is poisoned';\n  END IF;\n  \
+         IF to_regclass('public.fleet_hold') IS NOT NULL AND NOT EXISTS (SELECT FROM pg_locks \
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted) THEN\n    \
+         PERFORM pg_advisory_xact_lock(4242);\n  END IF;\n  RETURN 42;\nEND;\n$$;\n"
     )
 }
 
@@ -47,10 +54,15 @@ expect_columns = [ { name = "fleet_answer", type = "integer" } ]
 /// Two zones; besides each zone's `main` (not labelled: not in the fleet),
 /// t1 and t2 labelled prod, and in prod-us a `scratch` labelled test.
 async fn fleet_stack() -> Result<Stack> {
+    fleet_stack_with("").await
+}
+
+async fn fleet_stack_with(deployment_extra: &str) -> Result<Stack> {
     let mut stack = Stack::start_with(StackOptions {
         zones: vec!["prod-eu".into(), "prod-us".into()],
         start_agents: false,
         controller_extra: FLEET.into(),
+        deployment_extra: deployment_extra.into(),
         ..StackOptions::default()
     })
     .await?;
@@ -381,5 +393,101 @@ async fn failure_policies_rollback_on_failure_a_failed_canary_and_an_unreachable
         "{out}"
     );
     assert!(definition(&stack, "prod-eu", "t2").await?.contains("-- v2"));
+    Ok(())
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until a session of the agent waits on a lock in `client`'s
+/// database (the post-commit smoke held by the test's lock).
+async fn agent_waiting(client: &Client) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if waiting > 0 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the post-commit smoke test never waited on the test's lock");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_killed_mid_wave_leaves_its_target_unknown_until_its_ledger_settles_it(
+) -> Result<()> {
+    let mut stack = fleet_stack_with("job_lease = \"2s\"").await?;
+    // prod-us/t1 (wave 1) commits, then its post-commit smoke waits for the
+    // test's lock; its agent is killed right then.
+    let held = stack.connect_target("prod-us", "t1").await?;
+    held.batch_execute("CREATE TABLE public.fleet_hold (); SELECT pg_advisory_lock(4242)")
+        .await?;
+    let mut cli = stack
+        .spawn_cli(&["deploy", "fleet_answer", "prod"], "deploy")
+        .await?;
+    agent_waiting(&held).await?;
+    stack.kill_agent("prod-us").await?;
+    let exit = cli.wait_for_exit(WAIT).await?;
+    let printed = cli.output_so_far();
+    assert_eq!(exit.code(), Some(2), "{printed}");
+    let fleet = fleet_id(&printed)?;
+    assert!(
+        printed.contains("Summary: 2 succeeded, 0 failed, 1 untouched, 0 rolled back, 1 unknown — halted, exit 2"),
+        "{printed}"
+    );
+    // Still in doubt: resume refuses.
+    let refused = stack.cli(&["resume", &fleet]).await?;
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains("is unknown"), "{refused}");
+
+    // The agent restarts and settles the job from the target's ledger.
+    held.batch_execute("SELECT pg_advisory_unlock(4242)")
+        .await?;
+    let mark = stack.controller.mark();
+    stack.start_agent("prod-us").await?;
+    stack
+        .controller
+        .wait_for_line_after(mark, "job result recorded", WAIT)
+        .await?;
+    let status = stack.cli(&["status", &fleet, "--output", "json"]).await?;
+    let document: serde_json::Value = serde_json::from_str(&status.stdout)?;
+    assert_eq!(
+        document["fleet"]["targets"][2]["state"], "succeeded",
+        "{status}"
+    );
+    assert_eq!(
+        document["fleet"]["targets"][3]["state"], "untouched",
+        "{status}"
+    );
+
+    held.batch_execute("DROP TABLE public.fleet_hold").await?;
+    let resumed = stack.cli(&["resume", &fleet]).await?;
+    assert_eq!(resumed.code, 0, "{resumed}");
+    assert!(
+        resumed.stdout.contains(
+            "Summary: 4 succeeded, 0 failed, 0 untouched, 0 rolled back — succeeded, exit 0"
+        ),
+        "{resumed}"
+    );
+    assert!(
+        !resumed.stdout.contains("wave 1") && resumed.stdout.contains("wave 2"),
+        "the settled target is not run again: {resumed}"
+    );
+    for (zone, target) in FLEET_TARGETS {
+        let rows = ledger(&stack.connect_target(zone, target).await?).await?;
+        assert_eq!(
+            rows.len(),
+            1,
+            "applied once, never re-applied: {zone}/{target}: {rows:?}"
+        );
+    }
     Ok(())
 }

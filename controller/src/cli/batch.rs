@@ -117,6 +117,19 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
     let Followed {
         rollout, result, ..
     } = match followed.and_then(Ending::into_result) {
+        // Issue 24: a batch to a fleet environment ran on every target.
+        Ok(Followed {
+            fleet: Some(fleet),
+            result,
+            rollout,
+        }) => {
+            let followed = super::operation::Followed {
+                rollout,
+                result,
+                fleet: Some(fleet.clone()),
+            };
+            return super::resume::fleet_ending(&fleet, &followed, json);
+        }
         Ok(followed) => followed,
         // Scheduled for its window: recorded, and it runs by itself.
         Err((ExitCode::Success, _)) => return ExitCode::Success,

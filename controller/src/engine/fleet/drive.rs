@@ -346,16 +346,21 @@ pub async fn roll_back_fleet(
             zone: target.zone.clone(),
             target: target.target.clone(),
         };
+        let began = std::time::Instant::now();
+        let mut by = String::from("-");
         let outcome = match operations::start_on(controller.clone(), operation, placement).await {
             Err(error) => Err(error.to_string()),
             Ok(mut updates) => {
                 let mut result = None;
                 while let Some(update) = updates.recv().await {
-                    if let Ok(RolloutUpdate {
-                        body: Some(Body::Finished(finished)),
-                    }) = update
-                    {
-                        result = Some(finished);
+                    match update {
+                        Ok(RolloutUpdate {
+                            body: Some(Body::Finished(finished)),
+                        }) => result = Some(finished),
+                        Ok(RolloutUpdate {
+                            body: Some(Body::Started(started)),
+                        }) => by = started.rollout_id,
+                        _ => {}
                     }
                 }
                 match result {
@@ -375,24 +380,26 @@ pub async fn roll_back_fleet(
                         state::ROLLED_BACK,
                         None,
                         None,
-                        &format!("rolled back (its rollout {undone})"),
+                        &format!("rolled back by rollout {by}"),
                     )
                     .await;
-                notice(
+                notice_timed(
                     out,
                     &name,
                     StepStatus::Succeeded,
-                    &format!("rolled back (rollout {undone})"),
+                    &format!("rolled back (rollout {undone} undone by {by})"),
+                    began.elapsed(),
                 )
                 .await;
             }
             Err(message) => {
                 all = false;
-                notice(
+                notice_timed(
                     out,
                     &name,
                     StepStatus::Failed,
-                    &format!("rollback failed: {message}"),
+                    &format!("rollback of rollout {undone} failed ({by}): {message}"),
+                    began.elapsed(),
                 )
                 .await;
             }
@@ -468,8 +475,52 @@ pub async fn finish(
         .await;
 }
 
+/// Brings each target's state up to its own rollout's: a target left
+/// `unknown` (its agent lost mid-job) becomes what `retry` or `resolve`
+/// settled from its ledger, a target rolled back on its own becomes
+/// `rolled_back`. The fleet never re-runs a target to find out.
+pub async fn refresh(controller: &Controller, fleet_id: &str) {
+    let Some((_, targets)) = read(controller, fleet_id).await else {
+        return;
+    };
+    for target in targets {
+        let Some(rollout_id) = &target.rollout_id else {
+            continue;
+        };
+        let follows = matches!(target.state.as_str(), state::UNKNOWN | state::SUCCEEDED);
+        if !follows {
+            continue;
+        }
+        let Ok(Some(status)) = controller.store.rollout_status(rollout_id).await else {
+            continue;
+        };
+        let settled = matches!(
+            status.state.as_str(),
+            state::SUCCEEDED | state::FAILED | state::ROLLED_BACK
+        );
+        if settled && status.state != target.state {
+            let message = format!(
+                "{} (its rollout {rollout_id}): {}",
+                status.state, status.message
+            );
+            let _ = controller
+                .store
+                .set_fleet_target(
+                    fleet_id,
+                    target.position,
+                    &status.state,
+                    None,
+                    Some(status.exit_code),
+                    &message,
+                )
+                .await;
+        }
+    }
+}
+
 /// The fleet as `status` shows it and the CLI reports it.
 pub async fn report(controller: &Controller, fleet_id: &str) -> Option<FleetReport> {
+    refresh(controller, fleet_id).await;
     let (record, targets) = read(controller, fleet_id).await?;
     // The worst code of a target still standing failed; a target rolled
     // back by the policy no longer counts against the fleet... but the

@@ -252,6 +252,7 @@ pub async fn resume(
     agent_wait: std::time::Duration,
 ) -> Result<Updates, EngineError> {
     let store_error = EngineError::store("read the fleet rollout");
+    drive::refresh(&controller, fleet_id).await;
     let (record, targets) = controller
         .store
         .fleet(fleet_id)
@@ -315,6 +316,7 @@ pub async fn resume(
     let started = RolloutStarted {
         rollout_id: fleet_id.to_owned(),
         environment: record.environment.clone(),
+        zone: zones_of(&targets),
         agent_name: format!("{} target(s), resumed", targets.len()),
         trace_id: record.trace_id.clone(),
         actor: actor.to_owned(),
@@ -343,6 +345,7 @@ pub async fn rollback(
     actor: &str,
     agent_wait: std::time::Duration,
 ) -> Result<Updates, EngineError> {
+    drive::refresh(&controller, fleet_id).await;
     let (record, targets) = controller
         .store
         .fleet(fleet_id)
@@ -371,6 +374,7 @@ pub async fn rollback(
     let started = RolloutStarted {
         rollout_id: fleet_id.to_owned(),
         environment: record.environment.clone(),
+        zone: zones_of(&targets),
         agent_name: "rollback of every changed target".into(),
         trace_id: record.trace_id.clone(),
         actor: actor.to_owned(),
@@ -390,4 +394,10 @@ pub async fn rollback(
         drop(in_flight);
     });
     Ok(receiver)
+}
+
+/// `prod-eu,prod-us`: the zones of a fleet's targets, each once.
+fn zones_of(targets: &[FleetTargetRow]) -> String {
+    let zones: std::collections::BTreeSet<&str> = targets.iter().map(|t| t.zone.as_str()).collect();
+    zones.into_iter().collect::<Vec<_>>().join(",")
 }
