@@ -201,6 +201,39 @@ impl Store {
         .await
     }
 
+    /// After a controller restart: every fleet rollout still `running` is
+    /// `halted` (its driver died with the old process); its running targets
+    /// are `unknown` (their rollouts are settled as usual) or, never offered,
+    /// `pending` again. Returns the fleets halted.
+    pub async fn halt_interrupted_fleets(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let ids = {
+                let mut statement =
+                    tx.prepare("SELECT id FROM fleet_rollouts WHERE state = 'running' ORDER BY id")?;
+                let ids = statement
+                    .query_map([], |row| row.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                ids
+            };
+            for id in &ids {
+                tx.execute(
+                    "UPDATE fleet_targets SET state = CASE WHEN rollout_id IS NULL THEN 'pending' ELSE 'unknown' END,
+                            message = 'interrupted by a controller restart'
+                     WHERE fleet_id = ?1 AND state = 'running'",
+                    [id],
+                )?;
+                tx.execute(
+                    "UPDATE fleet_rollouts SET state = 'halted', finished_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(ids)
+        })
+        .await
+    }
+
     /// A stored plan's wire blob, by id.
     pub async fn plan_blob(&self, plan_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let plan_id = plan_id.to_owned();
@@ -263,6 +296,25 @@ mod tests {
         assert_eq!(targets[1].exit_code, Some(3));
         assert!(store.claim_fleet("f-1", "halted").await.expect("claim"));
         assert!(!store.claim_fleet("f-1", "halted").await.expect("again"));
+        // Running when the controller stopped: halted, its running target in doubt.
+        store
+            .set_fleet_target("f-1", 0, "running", Some("r-1"), None, "")
+            .await
+            .expect("target");
+        assert_eq!(
+            store.halt_interrupted_fleets(3).await.expect("halt"),
+            vec!["f-1".to_owned()]
+        );
+        let (record, targets) = store.fleet("f-1").await.expect("read").expect("some");
+        assert_eq!(
+            (record.state.as_str(), targets[0].state.as_str()),
+            ("halted", "unknown")
+        );
+        assert!(store
+            .halt_interrupted_fleets(4)
+            .await
+            .expect("again")
+            .is_empty());
         assert!(store.fleet("f-2").await.expect("read").is_none());
     }
 }

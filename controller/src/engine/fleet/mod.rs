@@ -401,3 +401,35 @@ fn zones_of(targets: &[FleetTargetRow]) -> String {
     let zones: std::collections::BTreeSet<&str> = targets.iter().map(|t| t.zone.as_str()).collect();
     zones.into_iter().collect::<Vec<_>>().join(",")
 }
+
+/// At start-up: a fleet rollout the previous controller was driving is
+/// `halted`, audited; `resume` continues it once its targets in doubt are
+/// settled.
+pub async fn after_restart(controller: &Controller) {
+    let halted = match controller
+        .store
+        .halt_interrupted_fleets(now_unix_ms())
+        .await
+    {
+        Ok(halted) => halted,
+        Err(error) => {
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "cannot halt interrupted fleet rollouts");
+            return;
+        }
+    };
+    for fleet_id in halted {
+        tracing::warn!(fleet_id = %fleet_id, "fleet rollout interrupted by a controller restart: halted");
+        controller
+            .audit(AuditEntry {
+                actor: "controller".into(),
+                action: "fleet.interrupted".into(),
+                outcome: "halted".into(),
+                rollout_id: Some(fleet_id),
+                details: "the controller stopped while this fleet rollout ran; halted — `pgrollout status` shows its \
+                          targets, `pgrollout resume` continues it"
+                    .into(),
+                ..Default::default()
+            })
+            .await;
+    }
+}
