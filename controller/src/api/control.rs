@@ -24,7 +24,7 @@ use super::UpdateStream;
 use crate::auth::authenticate_operator;
 use crate::config::OperatorRole;
 use crate::engine::requests as lifecycle;
-use crate::engine::rollout::{self, RolloutRequest};
+use crate::engine::rollout::RolloutRequest;
 use crate::plan::{deploy_order, plan_id};
 use crate::store::state;
 use crate::telemetry::spans::{in_span, RolloutRequestSpan};
@@ -473,7 +473,8 @@ impl ControlService {
                 }
             }
         };
-        let receiver = rollout::start(self.controller.clone(), validated).await?;
+        // A fleet environment's deploy goes over its targets (issue 24).
+        let receiver = crate::engine::launch::start(self.controller.clone(), validated).await?;
         Ok(Response::new(update_stream(receiver)))
     }
 }

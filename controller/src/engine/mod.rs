@@ -15,6 +15,7 @@ pub mod error;
 pub mod fleet;
 pub mod followers;
 pub mod gates;
+pub mod launch;
 pub mod live_config;
 pub mod malformed_report;
 pub mod operations;

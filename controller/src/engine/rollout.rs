@@ -42,7 +42,7 @@ pub struct RolloutRequest {
     pub approvals: pgrollout_shared::job::SignedApprovals,
     /// Issue 24: what a failed target does to the rest of a fleet rollout
     /// (ignored for a one-target environment).
-    pub fleet_policy: super::fleet::Policy,
+    pub fleet_policy: super::fleet::policy::Policy,
 }
 
 /// Issue 24: the one target of a fleet a rollout runs on, instead of the
@@ -64,10 +64,41 @@ pub async fn start(
         .environments
         .get(&request.environment)
         .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
-    if environment.is_fleet() {
-        return super::fleet::start(controller, request).await;
+    let placement = if environment.is_fleet() {
+        Some(fleet_placement(&controller, &request).await?)
+    } else {
+        None
+    };
+    start_on(controller, request, placement).await
+}
+
+/// Issue 24: in a fleet environment a job runs on one target only as the
+/// rollback of that target's own rollout; a deploy goes over the fleet
+/// (`engine::launch`), and anything else is refused.
+async fn fleet_placement(
+    controller: &Controller,
+    request: &RolloutRequest,
+) -> Result<Placement, EngineError> {
+    if let JobKind::Rollback(spec) = &request.kind {
+        if let pgrollout_shared::operations::RollbackScope::Rollout(undone) = &spec.scope {
+            let status = controller
+                .store
+                .rollout_status(undone)
+                .await
+                .map_err(EngineError::store("read the rollout to roll back"))?
+                .ok_or_else(|| EngineError::NotFound(format!("no rollout {undone}")))?;
+            return Ok(Placement {
+                zone: status.zone,
+                target: status.target,
+            });
+        }
     }
-    start_on(controller, request, None).await
+    Err(EngineError::Refused(format!(
+        "environment {} is a fleet of targets; a {} runs on one target and is not supported on a fleet yet \
+         (deploy runs over the fleet; `pgrollout rollback --rollout <id>` undoes a fleet rollout or one target's)",
+        request.environment,
+        request.kind.name()
+    )))
 }
 
 /// [`start`] on one target: the environment's own, or `placement` (one

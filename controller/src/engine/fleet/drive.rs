@@ -19,7 +19,7 @@ use pgrollout_shared::proto::{
 use pgrollout_shared::traceparent::TraceParent;
 use prost::Message;
 
-use super::Policy;
+use super::policy::Policy;
 use crate::domain::plan::Plan;
 use crate::engine::error::EngineError;
 use crate::engine::operations::{self, OperationRequest};

@@ -8,102 +8,30 @@
 //! `rollback --rollout` work from the store, across restarts.
 
 pub mod drive;
+pub mod policy;
 pub mod waves;
+
+pub use policy::Policy;
 
 use std::sync::Arc;
 
-use pgrollout_shared::job::{now_unix_ms, JobKind};
-use pgrollout_shared::operations::RollbackScope;
+use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::proto::{rollout_update, RolloutStarted, RolloutUpdate};
 use tokio::sync::mpsc;
 
 use super::error::EngineError;
-use super::rollout::{self, Placement, RolloutRequest};
+use super::rollout::RolloutRequest;
 use super::updates::Updates;
 use super::{new_id, Controller};
-use crate::store::{fleet_policy, fleet_state, AuditEntry, FleetRecord, FleetTargetRow};
+use crate::store::{fleet_state, AuditEntry, FleetRecord, FleetTargetRow};
 
-/// What a failed target does to the rest of the fleet.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Policy {
-    /// Leave the remaining targets untouched (listed), stop.
-    #[default]
-    Halt,
-    /// Go on with the other targets.
-    Continue,
-    /// Roll back every target already done, in reverse order, and stop.
-    Rollback,
-}
-
-impl Policy {
-    pub fn from_flags(
-        continue_on_error: bool,
-        rollback_on_failure: bool,
-    ) -> Result<Policy, String> {
-        match (continue_on_error, rollback_on_failure) {
-            (true, true) => Err(
-                "--continue-on-error and --rollback-on-failure contradict each other: choose one"
-                    .into(),
-            ),
-            (true, false) => Ok(Policy::Continue),
-            (false, true) => Ok(Policy::Rollback),
-            (false, false) => Ok(Policy::Halt),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Policy::Halt => fleet_policy::HALT,
-            Policy::Continue => fleet_policy::CONTINUE,
-            Policy::Rollback => fleet_policy::ROLLBACK,
-        }
-    }
-
-    pub fn parse(text: &str) -> Policy {
-        match text {
-            fleet_policy::CONTINUE => Policy::Continue,
-            fleet_policy::ROLLBACK => Policy::Rollback,
-            _ => Policy::Halt,
-        }
-    }
-}
-
-/// A rollout in a fleet environment: a deploy runs over the fleet; a
-/// rollback of one target's rollout runs on that target; anything else
-/// needs one target and is refused.
+/// A deploy to a fleet environment (`engine::launch` sends it here): the
+/// set resolved now, its waves planned and recorded, and driven.
 pub async fn start(
     controller: Arc<Controller>,
     request: RolloutRequest,
 ) -> Result<Updates, EngineError> {
-    match &request.kind {
-        JobKind::Deploy { .. } => begin(controller, request).await,
-        JobKind::Rollback(spec) => {
-            let RollbackScope::Rollout(undone) = &spec.scope else {
-                return Err(one_target_only(&request));
-            };
-            let status = controller
-                .store
-                .rollout_status(undone)
-                .await
-                .map_err(EngineError::store("read the rollout to roll back"))?
-                .ok_or_else(|| EngineError::NotFound(format!("no rollout {undone}")))?;
-            let placement = Placement {
-                zone: status.zone,
-                target: status.target,
-            };
-            rollout::start_on(controller, request, Some(placement)).await
-        }
-        _ => Err(one_target_only(&request)),
-    }
-}
-
-fn one_target_only(request: &RolloutRequest) -> EngineError {
-    EngineError::Refused(format!(
-        "environment {} is a fleet of targets; a {} runs on one target and is not supported on a fleet yet \
-         (deploy runs over the fleet; `pgrollout rollback --rollout <id>` undoes a fleet rollout or one target's)",
-        request.environment,
-        request.kind.name()
-    ))
+    begin(controller, request).await
 }
 
 /// Resolves the set now, plans its waves, records them, and drives them.
