@@ -99,6 +99,10 @@ impl Default for Timeouts {
 pub struct TargetConfig {
     /// The name environments refer to, e.g. `main`.
     pub name: String,
+    /// Issue 24: labels a fleet environment's selector matches, e.g.
+    /// `labels = { tier = "prod" }`; announced to the controller.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,

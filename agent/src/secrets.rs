@@ -198,6 +198,7 @@ mod tests {
     fn target() -> TargetConfig {
         TargetConfig {
             name: "main".into(),
+            labels: Default::default(),
             host: "db.internal".into(),
             port: 5433,
             dbname: "perseus".into(),

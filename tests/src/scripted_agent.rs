@@ -50,6 +50,7 @@ impl ScriptedAgent {
             targets: vec![TargetInfo {
                 name: "main".into(),
                 dbname: "scripted".into(),
+                ..Default::default()
             }],
             in_flight: Vec::new(),
             draining: false,

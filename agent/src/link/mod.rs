@@ -120,6 +120,7 @@ async fn session(
             .map(|t| TargetInfo {
                 name: t.name.clone(),
                 dbname: t.dbname.clone(),
+                labels: t.labels.clone().into_iter().collect(),
             })
             .collect(),
         in_flight: outbox.in_flight(),

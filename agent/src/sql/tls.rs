@@ -296,6 +296,7 @@ mod tests {
     fn target(sslmode: SslMode, sslrootcert: Option<PathBuf>) -> TargetConfig {
         TargetConfig {
             name: "main".into(),
+            labels: Default::default(),
             host: "127.0.0.1".into(),
             port: 5432,
             dbname: "perseus".into(),

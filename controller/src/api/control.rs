@@ -24,7 +24,7 @@ use super::UpdateStream;
 use crate::auth::authenticate_operator;
 use crate::config::OperatorRole;
 use crate::engine::requests as lifecycle;
-use crate::engine::rollout::{self, RolloutRequest};
+use crate::engine::rollout::RolloutRequest;
 use crate::plan::{deploy_order, plan_id};
 use crate::store::state;
 use crate::telemetry::spans::{in_span, RolloutRequestSpan};
@@ -51,6 +51,15 @@ impl Control for ControlService {
         request: Request<pgrollout_shared::proto::ResolveRequest>,
     ) -> Result<Response<pgrollout_shared::proto::ResolveResponse>, Status> {
         self.resolve_rollout(request).await
+    }
+
+    type ResumeFleetStream = UpdateStream;
+
+    async fn resume_fleet(
+        &self,
+        request: Request<pgrollout_shared::proto::ResumeFleetRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        self.start_resume_fleet(request).await
     }
 
     type FollowRequestStream = UpdateStream;
@@ -224,6 +233,9 @@ impl Control for ControlService {
         self.authorize(&request, OperatorRole::Viewer, "read rollouts")
             .await?;
         let id = request.into_inner().rollout_id;
+        if super::fleet::is_fleet_id(&id) {
+            return Ok(Response::new(self.fleet_status(&id).await?));
+        }
         if let Some(parked) = requests::request_status(&self.controller, &id).await? {
             return Ok(Response::new(parked));
         }
@@ -461,7 +473,8 @@ impl ControlService {
                 }
             }
         };
-        let receiver = rollout::start(self.controller.clone(), validated).await?;
+        // A fleet environment's deploy goes over its targets (issue 24).
+        let receiver = crate::engine::launch::start(self.controller.clone(), validated).await?;
         Ok(Response::new(update_stream(receiver)))
     }
 }
@@ -506,6 +519,11 @@ fn validate(
             request_id: signed_request_id(request.signed_request_id)?,
             signatures: request.signatures,
         },
+        fleet_policy: crate::engine::fleet::Policy::from_flags(
+            request.fleet_continue_on_error,
+            request.fleet_rollback_on_failure,
+        )
+        .map_err(Status::invalid_argument)?,
     })
 }
 

@@ -9,6 +9,7 @@ mod control;
 mod drift;
 mod expiring_stream;
 mod faults;
+mod fleet;
 mod health;
 mod metrics;
 mod operations;

@@ -63,6 +63,16 @@ impl ControlService {
             }
             (true, reason) => Some(reason.to_owned()),
         };
+        if super::fleet::is_fleet_id(&request.rollout_id) {
+            if emergency.is_some() || !request.procedure.is_empty() || !request.to.is_empty() {
+                return Err(Status::invalid_argument(
+                    "--rollout f-… undoes every target of a fleet rollout: give no procedure, --to or --emergency",
+                ));
+            }
+            return self
+                .start_fleet_rollback(&request.rollout_id, &actor, request.agent_wait_ms)
+                .await;
+        }
         let controller = &self.controller;
         let (environment, label, scope, wanted) = if request.rollout_id.is_empty() {
             let selector = selector(&request.procedure)?;

@@ -103,6 +103,7 @@ impl ControlService {
             gates: Vec::new(),
             order: None,
             approvals: Default::default(),
+            fleet_policy: Default::default(),
         };
         let receiver = rollout::start(self.controller.clone(), rollout).await?;
         Ok(Response::new(update_stream(receiver)))

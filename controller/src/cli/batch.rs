@@ -106,6 +106,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
         attachments: &args.attachments,
         window: &args.window,
         connected: connecting,
+        fleet: Default::default(),
     };
     // The order is the controller's: it orders the plan itself (it does not
     // trust a client's order) and sends it with the rollout's start, so the
@@ -113,7 +114,22 @@ pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode 
     let mut progress = Progress::new(json, std::io::stdout().is_terminal());
     let followed = submit_and_follow(submission, |update| progress.show(update)).await;
     progress.finish();
-    let Followed { rollout, result } = match followed.and_then(Ending::into_result) {
+    let Followed {
+        rollout, result, ..
+    } = match followed.and_then(Ending::into_result) {
+        // Issue 24: a batch to a fleet environment ran on every target.
+        Ok(Followed {
+            fleet: Some(fleet),
+            result,
+            rollout,
+        }) => {
+            let followed = super::operation::Followed {
+                rollout,
+                result,
+                fleet: Some(fleet.clone()),
+            };
+            return super::resume::fleet_ending(&fleet, &followed, json);
+        }
         Ok(followed) => followed,
         // Scheduled for its window: recorded, and it runs by itself.
         Err((ExitCode::Success, _)) => return ExitCode::Success,

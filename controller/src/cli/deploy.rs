@@ -110,7 +110,15 @@ pub async fn run(
     })
     .await;
     let (rollout, result) = match followed.and_then(Ending::into_result) {
-        Ok(Followed { rollout, result }) => (rollout, result),
+        // Issue 24: a fleet reports every target and the worst code.
+        Ok(Followed {
+            fleet: Some(fleet),
+            result,
+            ..
+        }) => return fleet_ending(&fleet, &result),
+        Ok(Followed {
+            rollout, result, ..
+        }) => (rollout, result),
         // Scheduled for its window: recorded, and it runs by itself.
         Err((ExitCode::Success, _)) => return ExitCode::Success,
         Err((code, message)) => return fail(code, &message),
@@ -139,6 +147,20 @@ pub async fn run(
     code
 }
 
+/// The end of a fleet rollout: its table and summary, exit with the worst
+/// code of its targets.
+fn fleet_ending(
+    fleet: &pgrollout_shared::proto::FleetReport,
+    result: &pgrollout_shared::proto::JobResult,
+) -> ExitCode {
+    print!("{}", super::fleet_report::text(fleet));
+    let code = super::fleet_report::exit_code(fleet);
+    if code != ExitCode::Success {
+        eprintln!("pgrollout: {}", result.message);
+    }
+    code
+}
+
 fn submission<'a>(
     args: &'a RolloutArgs,
     address: &'a str,
@@ -161,6 +183,7 @@ fn submission<'a>(
         attachments: &args.attachments,
         window: &args.window,
         connected: None,
+        fleet: args.fleet,
     }
 }
 
@@ -172,12 +195,20 @@ fn print_json(followed: Result<Ending, (ExitCode, String)>) -> ExitCode {
             let outcome =
                 Outcome::try_from(followed.result.outcome).unwrap_or(Outcome::Unspecified);
             let code = ExitCode::from_outcome(outcome);
-            output::print(&output::run_document(
+            let code = match &followed.fleet {
+                Some(fleet) => super::fleet_report::exit_code(fleet),
+                None => code,
+            };
+            let mut document = output::run_document(
                 followed.rollout.as_ref(),
                 None,
                 Some(&followed.result),
                 code,
-            ));
+            );
+            if let Some(fleet) = &followed.fleet {
+                document["fleet"] = super::fleet_report::json(fleet);
+            }
+            output::print(&document);
             if code != ExitCode::Success {
                 eprintln!("pgrollout: {}", followed.result.message);
             }

@@ -30,6 +30,21 @@ pub struct Submission<'a> {
     /// A connection opened ahead (while the CLI read the project); `None`
     /// connects here.
     pub connected: Option<Connecting>,
+    /// A fleet environment's failure policy (issue 24).
+    pub fleet: FleetFlags,
+}
+
+/// What a failed target does to the rest of a fleet environment's rollout
+/// (issue 24); by default the rollout halts, the rest left untouched.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct FleetFlags {
+    /// Fleet environments: go on with the other targets after one failed.
+    #[arg(long, conflicts_with = "rollback_on_failure")]
+    pub continue_on_error: bool,
+    /// Fleet environments: after a failed target, roll back every target
+    /// already done, in reverse order.
+    #[arg(long)]
+    pub rollback_on_failure: bool,
 }
 
 /// A connection to the controller being opened in the background.
@@ -94,6 +109,8 @@ pub enum Update<'a> {
 pub struct Followed {
     pub rollout: Option<RolloutStarted>,
     pub result: JobResult,
+    /// A fleet rollout's per-target report (issue 24).
+    pub fleet: Option<pgrollout_shared::proto::FleetReport>,
 }
 
 /// How a followed stream ended.
@@ -201,6 +218,8 @@ pub async fn submit_and_follow(
             .unwrap_or_default(),
         no_wait: submission.window.no_wait,
         follow: submission.window.follow,
+        fleet_continue_on_error: submission.fleet.continue_on_error,
+        fleet_rollback_on_failure: submission.fleet.rollback_on_failure,
     });
     if let Ok(actor) = operator_name().parse() {
         request.metadata_mut().insert(CLAIMED_ACTOR_HEADER, actor);
@@ -227,6 +246,7 @@ pub async fn follow_updates(
 ) -> Result<Ending, (ExitCode, String)> {
     let mut rollout: Option<RolloutStarted> = None;
     let mut parked: Option<RequestParked> = None;
+    let mut fleet = None;
     loop {
         match stream.message().await {
             Ok(Some(update)) => match escaped(update, "pgrollout.v1.RolloutUpdate").body {
@@ -244,8 +264,13 @@ pub async fn follow_updates(
                 }
                 Some(Body::Event(event)) => on_update(Update::Event(&event)),
                 Some(Body::Finished(result)) => {
-                    return Ok(Ending::Finished(Box::new(Followed { rollout, result })))
+                    return Ok(Ending::Finished(Box::new(Followed {
+                        rollout,
+                        result,
+                        fleet,
+                    })))
                 }
+                Some(Body::Fleet(report)) => fleet = Some(report),
                 Some(Body::Parked(request)) => {
                     on_update(Update::Parked(&request));
                     parked = Some(request);

@@ -14,6 +14,7 @@ mod deploy;
 mod disable;
 mod doubt;
 mod drift;
+mod fleet_report;
 mod follow;
 mod history;
 mod lint;
@@ -25,6 +26,7 @@ mod plan;
 mod probe;
 mod report;
 mod request;
+mod resume;
 mod retire;
 mod rollback;
 mod serve;
@@ -156,6 +158,8 @@ enum Command {
     /// Run the job of a rollout in doubt (`unknown`) again, as a new attempt:
     /// a job that did commit reports from the ledger instead of applying twice.
     Retry(Remote<doubt::RetryArgs>),
+    /// Continue a halted fleet rollout (`f-…`) with its targets that did not succeed.
+    Resume(Remote<resume::ResumeArgs>),
     /// Record what happened to a rollout in doubt (`--succeeded` or `--failed`, with `--reason`).
     Resolve(Remote<doubt::ResolveArgs>),
     /// Post-deploy watches: `alert create <procedure> <env>` before a deploy,
@@ -193,6 +197,8 @@ struct RolloutArgs {
     window: follow::WindowFlags,
     #[command(flatten)]
     output: output::OutputFlag,
+    #[command(flatten)]
+    fleet: follow::FleetFlags,
     /// Deploy only: first record the live state of the plan's routines that were changed by
     /// hand in the ledger (approver or admin; needs --reason), so the no_drift gate lets the
     /// deploy through and a rollback of it restores the hand-made version.
@@ -343,6 +349,10 @@ pub fn run() -> ExitCode {
                 connection: c,
                 args,
             }) => doubt::resolve(&c.controller, &c.tls, args).await,
+            Command::Resume(Remote {
+                connection: c,
+                args,
+            }) => resume::run(&c.controller, &c.tls, args).await,
             Command::Alert(AlertCommands {
                 connection: c,
                 command,

@@ -23,12 +23,16 @@ pub enum Call {
     History(RoutineRequest),
     Retry(pgrollout_shared::proto::RetryRequest),
     Adopt(pgrollout_shared::proto::AdoptRequest),
+    /// Issue 24: continue a halted fleet rollout.
+    Resume(pgrollout_shared::proto::ResumeFleetRequest),
 }
 
 /// An operation that produced its result.
 pub struct Followed {
     pub rollout: Option<RolloutStarted>,
     pub result: JobResult,
+    /// A fleet rollout's per-target report (issue 24: resume, rollback of a fleet).
+    pub fleet: Option<pgrollout_shared::proto::FleetReport>,
 }
 
 /// Makes the call and follows it; step lines go to stdout unless `quiet`.
@@ -47,11 +51,13 @@ pub async fn call_and_follow(
         Call::History(r) => client.history(with_actor(r)).await,
         Call::Retry(r) => client.retry(with_actor(r)).await,
         Call::Adopt(r) => client.adopt(with_actor(r)).await,
+        Call::Resume(r) => client.resume_fleet(with_actor(r)).await,
     };
     let mut stream = response
         .map_err(|status| connect::refusal(&status, address))?
         .into_inner();
     let mut rollout: Option<RolloutStarted> = None;
+    let mut fleet = None;
     loop {
         match stream.message().await {
             Ok(Some(update)) => match escaped(update, "pgrollout.v1.RolloutUpdate").body {
@@ -70,9 +76,16 @@ pub async fn call_and_follow(
                         let _ = std::io::stdout().flush();
                     }
                 }
-                Some(Body::Finished(result)) => return Ok(Followed { rollout, result }),
+                Some(Body::Finished(result)) => {
+                    return Ok(Followed {
+                        rollout,
+                        result,
+                        fleet,
+                    })
+                }
                 // Operations are not parked or scheduled.
                 Some(Body::Parked(_)) | None => {}
+                Some(Body::Fleet(report)) => fleet = Some(report),
             },
             Ok(None) => break,
             Err(status) => {

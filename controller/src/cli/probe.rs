@@ -162,6 +162,7 @@ async fn run(
         // Checks and probes are never scheduled: they change nothing.
         window: &WindowFlags::default(),
         connected: None,
+        fleet: Default::default(),
     };
     let followed = submit_and_follow(submission, |update| match update {
         Update::Started(started) => println!(

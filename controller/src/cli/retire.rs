@@ -108,6 +108,7 @@ pub async fn run(address: &str, tls: &connect::OperatorTls, args: RetireArgs) ->
         attachments: &args.attachments,
         window: &args.window,
         connected: None,
+        fleet: Default::default(),
     };
     let followed = submit_and_follow(submission, |update| {
         let line = match update {
@@ -122,7 +123,9 @@ pub async fn run(address: &str, tls: &connect::OperatorTls, args: RetireArgs) ->
     })
     .await;
     let (rollout, result) = match followed.and_then(Ending::into_result) {
-        Ok(Followed { rollout, result }) => (rollout, result),
+        Ok(Followed {
+            rollout, result, ..
+        }) => (rollout, result),
         Err((ExitCode::Success, _)) => return ExitCode::Success,
         Err((code, message)) => {
             eprintln!("pgrollout: {message}");

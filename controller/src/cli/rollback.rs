@@ -103,6 +103,11 @@ pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCo
         Err((code, message)) => return fail(code, &message),
     };
     let result = &followed.result;
+    // Issue 24: a fleet rollout is undone target by target; its table says
+    // which were rolled back.
+    if let Some(fleet) = &followed.fleet {
+        return super::resume::fleet_ending(fleet, &followed, json);
+    }
     let code =
         ExitCode::from_outcome(Outcome::try_from(result.outcome).unwrap_or(Outcome::Unspecified));
     let environment = followed

@@ -12,8 +12,8 @@ use super::style::{mark, Mark};
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The rollout id (`r-…`) or request id (`p-…`), as `deploy`, `batch`
-    /// and `rollouts` print it.
+    /// The rollout id (`r-…`), fleet rollout id (`f-…`) or request id
+    /// (`p-…`), as `deploy`, `batch` and `rollouts` print it.
     rollout: String,
     /// For a request (`p-…`): follow it until the rollout it becomes has a
     /// result (through its approvals and window), and exit with its code.
@@ -57,6 +57,17 @@ pub async fn status(address: &str, tls: &OperatorTls, args: StatusArgs) -> ExitC
             return fail(code, &message);
         }
     };
+    // Issue 24: a fleet rollout (`f-…`) lists every target's state.
+    if let Some(fleet) = &status.fleet {
+        if args.output.json() {
+            let mut document = output::rollout_status(&status, false);
+            document["fleet"] = super::fleet_report::json(fleet);
+            output::print(&document);
+        } else {
+            print!("{}", super::fleet_report::text(fleet));
+        }
+        return ExitCode::Success;
+    }
     if args.output.json() {
         output::print(&output::rollout_status(&status, true));
     } else {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod change_control;
+pub mod fleet;
 pub mod metrics;
 pub mod notifications;
 pub mod retention;
@@ -203,6 +204,9 @@ pub struct Deployment {
     /// offered meanwhile. Keep it below the service manager's stop timeout.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// SEED.md's `max_concurrent`: targets of a fleet environment deploying
+    /// at once, unless its `[environments.X.rollout]` says otherwise.
+    pub max_concurrent: u32,
 }
 
 impl Default for Deployment {
@@ -215,6 +219,7 @@ impl Default for Deployment {
             rollback_timeout: Duration::from_secs(300),
             job_lease: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(60),
+            max_concurrent: 1,
         }
     }
 }
@@ -280,6 +285,17 @@ pub struct Environment {
     /// audited and notified as `drift.detected`. Unset: only when asked.
     #[serde(default, with = "humantime_serde")]
     pub drift_scan_interval: Option<Duration>,
+    /// Issue 24, a fleet: these targets (`zone/target`) …
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// … and/or every target agents of these zones announce …
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// … carrying all of these labels (with `zones`, or over every zone).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// How a fleet's rollout proceeds: canary, waves, soak.
+    pub rollout: Option<fleet::FleetRollout>,
 }
 
 /// What a gate does when there is nothing to compare with.
@@ -344,6 +360,11 @@ impl GateName {
 
 impl Environment {
     /// The configured gates, plus those SEED.md's flags imply.
+    /// Issue 24: a fleet of targets rather than one zone's `target`.
+    pub fn is_fleet(&self) -> bool {
+        !self.targets.is_empty() || !self.zones.is_empty() || !self.labels.is_empty()
+    }
+
     pub fn effective_gates(&self) -> Vec<GateName> {
         let mut gates = self.gates.clone();
         if self.require_approval {
@@ -410,6 +431,18 @@ impl ControllerConfig {
                     window::TimeWindow::parse(window)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", key(field)))?;
                 }
+            }
+            fleet::validate(
+                &environment.targets,
+                &environment.labels,
+                environment.rollout.as_ref(),
+            )
+            .map_err(|e| anyhow::anyhow!("{}", key(&e)))?;
+            if environment.is_fleet() && environment.zone.is_some() {
+                anyhow::bail!(
+                    "{}: a fleet environment (targets, zones or labels) names its zones in `zones` or `targets`",
+                    key("zone")
+                );
             }
             let gates = environment.effective_gates();
             let needs = |gate: GateName, present: bool, field: &str| {

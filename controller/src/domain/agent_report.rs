@@ -121,6 +121,8 @@ pub struct AgentHello {
 pub struct AgentTarget {
     pub name: String,
     pub dbname: String,
+    /// Issue 24: what a fleet environment's `labels` selector matches.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A job an agent's Hello lists.
@@ -345,6 +347,7 @@ impl TryFrom<proto::Hello> for AgentHello {
                 Ok(AgentTarget {
                     name: target.name,
                     dbname: target.dbname,
+                    labels: target.labels.into_iter().collect(),
                 })
             })
             .collect::<Result<_, MalformedReport>>()?;
@@ -448,6 +451,7 @@ impl From<&AgentTarget> for proto::TargetInfo {
         proto::TargetInfo {
             name: target.name.clone(),
             dbname: target.dbname.clone(),
+            labels: target.labels.clone().into_iter().collect(),
         }
     }
 }

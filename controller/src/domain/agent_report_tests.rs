@@ -46,6 +46,7 @@ fn hello() -> proto::Hello {
         targets: vec![proto::TargetInfo {
             name: "main".into(),
             dbname: "app".into(),
+            ..Default::default()
         }],
         in_flight: vec![proto::InFlightJob {
             job_id: "j-1".into(),
@@ -257,7 +258,8 @@ fn a_sound_hello_converts() {
         checked.targets,
         vec![AgentTarget {
             name: "main".into(),
-            dbname: "app".into()
+            dbname: "app".into(),
+            labels: Default::default(),
         }]
     );
     assert_eq!(checked.in_flight[0].job.id, "j-1");

@@ -57,6 +57,7 @@ pub async fn run(
         gates: Vec::new(),
         order: None,
         approvals: Default::default(),
+        fleet_policy: Default::default(),
     };
     // Its own rollout span, beside the deploy's: the dry run is a rollout of
     // its own, with its own id, in the same trace.
@@ -86,7 +87,7 @@ pub async fn run(
                 return Ok(verdict(dry_run.environment, &rollout_id, &result))
             }
             // A dry run never parks: its gates were evaluated by the caller.
-            Some(Body::Event(_)) | Some(Body::Parked(_)) | None => {}
+            Some(Body::Event(_)) | Some(Body::Parked(_)) | Some(Body::Fleet(_)) | None => {}
         }
     }
     Ok(GateResult::failed(

@@ -46,6 +46,24 @@ pub async fn start(
     controller: Arc<Controller>,
     request: OperationRequest,
 ) -> Result<Updates, EngineError> {
+    let (inner, context) = prepare(&controller, request);
+    let inner = rollout::start(controller, inner).await?;
+    Ok(forwarded(context, inner))
+}
+
+/// [`start`] on one target of a fleet (issue 24): a fleet's rollback undoes
+/// each target's rollout there.
+pub async fn start_on(
+    controller: Arc<Controller>,
+    request: OperationRequest,
+    placement: rollout::Placement,
+) -> Result<Updates, EngineError> {
+    let (inner, context) = prepare(&controller, request);
+    let inner = rollout::start_on(controller, inner, Some(placement)).await?;
+    Ok(forwarded(context, inner))
+}
+
+fn prepare(controller: &Arc<Controller>, request: OperationRequest) -> (RolloutRequest, Context) {
     let emergency = match &request.kind {
         JobKind::Rollback(spec) => spec.emergency.clone(),
         _ => None,
@@ -55,37 +73,33 @@ pub async fn start(
         operation_id(request.kind.name(), &request.description),
         request.label.clone(),
     );
-    let (environment, label, actor) = (
-        request.environment.clone(),
-        request.label.clone(),
-        request.actor.clone(),
-    );
-    let inner = rollout::start(
-        controller.clone(),
-        RolloutRequest {
-            environment: request.environment,
-            plan,
-            kind: request.kind,
-            actor: request.actor,
-            trace: request.trace,
-            agent_wait: request.agent_wait,
-            gates: Vec::new(),
-            order: None,
-            approvals: Default::default(),
-        },
-    )
-    .await?;
-    let (out, receiver) = mpsc::channel(256);
     let context = Context {
-        controller,
-        environment,
-        label,
-        actor,
+        controller: controller.clone(),
+        environment: request.environment.clone(),
+        label: request.label.clone(),
+        actor: request.actor.clone(),
         emergency,
         is_rollback,
     };
+    let inner = RolloutRequest {
+        environment: request.environment,
+        plan,
+        kind: request.kind,
+        actor: request.actor,
+        trace: request.trace,
+        agent_wait: request.agent_wait,
+        gates: Vec::new(),
+        order: None,
+        approvals: Default::default(),
+        fleet_policy: Default::default(),
+    };
+    (inner, context)
+}
+
+fn forwarded(context: Context, inner: Updates) -> Updates {
+    let (out, receiver) = mpsc::channel(256);
     tokio::spawn(forward(context, inner, out));
-    Ok(receiver)
+    receiver
 }
 
 struct Context {

@@ -36,6 +36,8 @@ pub async fn after_restart(controller: &Controller) {
             .await;
         controller.notifier.rollout_finished(&job.job_id);
     }
+    // Issue 24: fleet rollouts whose driver died with the old process.
+    super::fleet::after_restart(controller).await;
     for job in interrupted.in_doubt {
         tracing::warn!(job_id = %job.job_id, rollout_id = %job.rollout_id, "job in doubt after a controller restart");
         controller

@@ -137,6 +137,7 @@ pub async fn retry(
         gates: Vec::new(),
         // The first attempt showed the order; the retry applies the same job.
         order: None,
+        fleet_targets: 0,
     };
     let _ = out
         .send(Ok(RolloutUpdate {

@@ -40,6 +40,17 @@ pub struct RolloutRequest {
     pub order: Option<pgrollout_shared::proto::DeployOrderView>,
     /// The operators' signed statements (issue 19), forwarded verbatim.
     pub approvals: pgrollout_shared::job::SignedApprovals,
+    /// Issue 24: what a failed target does to the rest of a fleet rollout
+    /// (ignored for a one-target environment).
+    pub fleet_policy: super::fleet::policy::Policy,
+}
+
+/// Issue 24: the one target of a fleet a rollout runs on, instead of the
+/// environment's `zone` + `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub zone: String,
+    pub target: String,
 }
 
 /// Starts the rollout; updates arrive on the returned receiver. Refusals
@@ -47,6 +58,55 @@ pub struct RolloutRequest {
 pub async fn start(
     controller: Arc<Controller>,
     request: RolloutRequest,
+) -> Result<Updates, EngineError> {
+    let environment = controller
+        .config
+        .environments
+        .get(&request.environment)
+        .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
+    let placement = if environment.is_fleet() {
+        Some(fleet_placement(&controller, &request).await?)
+    } else {
+        None
+    };
+    start_on(controller, request, placement).await
+}
+
+/// Issue 24: in a fleet environment a job runs on one target only as the
+/// rollback of that target's own rollout; a deploy goes over the fleet
+/// (`engine::launch`), and anything else is refused.
+async fn fleet_placement(
+    controller: &Controller,
+    request: &RolloutRequest,
+) -> Result<Placement, EngineError> {
+    if let JobKind::Rollback(spec) = &request.kind {
+        if let pgrollout_shared::operations::RollbackScope::Rollout(undone) = &spec.scope {
+            let status = controller
+                .store
+                .rollout_status(undone)
+                .await
+                .map_err(EngineError::store("read the rollout to roll back"))?
+                .ok_or_else(|| EngineError::NotFound(format!("no rollout {undone}")))?;
+            return Ok(Placement {
+                zone: status.zone,
+                target: status.target,
+            });
+        }
+    }
+    Err(EngineError::Refused(format!(
+        "environment {} is a fleet of targets; a {} runs on one target and is not supported on a fleet yet \
+         (deploy runs over the fleet; `pgrollout rollback --rollout <id>` undoes a fleet rollout or one target's)",
+        request.environment,
+        request.kind.name()
+    )))
+}
+
+/// [`start`] on one target: the environment's own, or `placement` (one
+/// target of a fleet, issue 24).
+pub(super) async fn start_on(
+    controller: Arc<Controller>,
+    request: RolloutRequest,
+    placement: Option<Placement>,
 ) -> Result<Updates, EngineError> {
     let environment = controller
         .config
@@ -64,11 +124,16 @@ pub async fn start(
     )
     .await;
     let request = RolloutRequest { kind, ..request };
-    let zone = controller
-        .config
-        .zone_of(&request.environment)
-        .unwrap_or_else(|| request.environment.clone());
-    let target = environment.target.clone();
+    let (zone, target) = match placement {
+        Some(Placement { zone, target }) => (zone, target),
+        None => (
+            controller
+                .config
+                .zone_of(&request.environment)
+                .unwrap_or_else(|| request.environment.clone()),
+            environment.target.clone(),
+        ),
+    };
     let dispatch = spans::dispatch_span(&request.trace, &zone, &target);
     let wait = request
         .agent_wait
@@ -238,6 +303,7 @@ pub async fn start(
         started_at_unix_ms: now,
         gates: request.gates.clone(),
         order: request.order,
+        fleet_targets: 0,
     };
     let _ = out
         .send(Ok(update(rollout_update::Body::Started(started))))

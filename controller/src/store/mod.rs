@@ -17,6 +17,7 @@ mod drift_scans;
 mod escape;
 mod faults;
 mod file_mode;
+mod fleets;
 mod gates;
 mod history_index;
 mod metrics;
@@ -40,6 +41,7 @@ pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use compaction::PAGES_PER_STEP;
 pub use drift_scans::DriftGauge;
 pub use faults::NEVER_OFFERED;
+pub use fleets::{fleet_state, policy as fleet_policy, FleetRecord, FleetTargetRow};
 #[cfg(test)]
 pub use history_index::routine_key;
 pub use metrics::{FinishedRollout, RolloutChange, StateCount};

@@ -86,6 +86,7 @@ impl Installation {
             targets: vec![crate::domain::agent_report::AgentTarget {
                 name: "main".into(),
                 dbname: "app".into(),
+                labels: Default::default(),
             }],
             connected_at: now_unix_ms(),
             last_heartbeat: AtomicI64::new(now_unix_ms()),

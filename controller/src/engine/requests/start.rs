@@ -11,7 +11,7 @@ use pgrollout_shared::traceparent::TraceParent;
 
 use super::request_state;
 use crate::engine::error::EngineError;
-use crate::engine::rollout::{self, RolloutRequest};
+use crate::engine::rollout::RolloutRequest;
 use crate::engine::Controller;
 use crate::plan::deploy_order;
 use crate::store::PendingRollout;
@@ -80,7 +80,8 @@ pub async fn start_request(
         signatures,
     };
     let started = match rollout_request(&pending, gates, agent_wait, approvals) {
-        Ok(request) => rollout::start(controller.clone(), request).await,
+        // A fleet environment's deploy goes over its targets (issue 24).
+        Ok(request) => crate::engine::launch::start(controller.clone(), request).await,
         Err(error) => Err(error),
     };
     let mut receiver = match started {
@@ -173,5 +174,7 @@ fn rollout_request(
         gates,
         order: view,
         approvals,
+        // A parked request keeps no fleet policy: a fleet halts on failure.
+        fleet_policy: Default::default(),
     })
 }
