@@ -21,6 +21,13 @@ labels = { tier = "prod" }
 canary = "prod-eu/t1"
 max_concurrent = 2
 max_concurrent_per_zone = 1
+[environments.gated]
+zones = ["prod-eu", "prod-us"]
+labels = { tier = "prod" }
+gates = ["syntax"]
+[environments.gated.rollout]
+canary = "prod-us/t2"
+max_concurrent = 4
 [environments.listed]
 targets = ["prod-eu/t2", "prod-zz/gone"]
 [environments.listed.rollout]
@@ -488,6 +495,41 @@ async fn an_agent_killed_mid_wave_leaves_its_target_unknown_until_its_ledger_set
             1,
             "applied once, never re-applied: {zone}/{target}: {rows:?}"
         );
+    }
+    Ok(())
+}
+
+/// The syntax gate of a fleet dry-runs on its canary before any target is
+/// changed: a body PostgreSQL refuses (a table the targets lack) is refused
+/// with exit 1 and every target left as it was; a good plan passes the gate
+/// and goes over the fleet.
+#[tokio::test]
+async fn a_fleets_syntax_gate_dry_runs_on_its_canary_before_any_target_changes() -> Result<()> {
+    let stack = fleet_stack().await?;
+    stack.write_procedure(
+        "fleet_answer.sql",
+        "CREATE OR REPLACE FUNCTION public.fleet_answer() RETURNS integer LANGUAGE sql\n\
+         AS $$ SELECT count(*)::integer FROM public.no_such_table $$;\n",
+    )?;
+    let out = stack.cli(&["deploy", "fleet_answer", "gated"]).await?;
+    assert_eq!(out.code, 1, "refused by the syntax gate: {out}");
+    assert!(out.to_string().contains("no_such_table"), "{out}");
+    for (zone, target) in FLEET_TARGETS {
+        let client = stack.connect_target(zone, target).await?;
+        assert!(!has_answer(&client).await?, "{zone}/{target} untouched");
+        assert!(
+            ledger(&client).await?.is_empty(),
+            "{zone}/{target}: no ledger row"
+        );
+    }
+
+    stack.write_procedure("fleet_answer.sql", &answer_sql("v1"))?;
+    let out = stack.cli(&["deploy", "fleet_answer", "gated"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("canary: prod-us/t2"), "{out}");
+    for (zone, target) in FLEET_TARGETS {
+        let client = stack.connect_target(zone, target).await?;
+        assert!(has_answer(&client).await?, "{zone}/{target} deployed");
     }
     Ok(())
 }

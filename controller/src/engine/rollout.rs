@@ -79,6 +79,10 @@ async fn fleet_placement(
     controller: &Controller,
     request: &RolloutRequest,
 ) -> Result<Placement, EngineError> {
+    if let JobKind::Check { .. } = &request.kind {
+        // The syntax gate's dry run: on the canary (`fleet::dry_run_placement`).
+        return super::fleet::dry_run_placement(controller, &request.environment);
+    }
     if let JobKind::Rollback(spec) = &request.kind {
         if let pgrollout_shared::operations::RollbackScope::Rollout(undone) = &spec.scope {
             let status = controller

@@ -34,17 +34,13 @@ pub async fn start(
     begin(controller, request).await
 }
 
-/// Resolves the set now, plans its waves, records them, and drives them.
-async fn begin(
-    controller: Arc<Controller>,
-    request: RolloutRequest,
-) -> Result<Updates, EngineError> {
-    let environment = controller
-        .config
-        .environments
-        .get(&request.environment)
-        .cloned()
-        .ok_or_else(|| EngineError::NotFound(format!("no environment {}", request.environment)))?;
+/// The targets `environment` (named `name`) selects among those connected
+/// agents announce now; refused when it selects none.
+fn members_now(
+    controller: &Controller,
+    environment: &crate::config::Environment,
+    name: &str,
+) -> Result<Vec<waves::Member>, EngineError> {
     let agents = controller.registry.all();
     let announced: Vec<waves::Announced<'_>> = agents
         .iter()
@@ -57,12 +53,12 @@ async fn begin(
             })
         })
         .collect();
-    let members = waves::resolve(&environment, &announced);
+    let members = waves::resolve(environment, &announced);
     if members.is_empty() {
         return Err(EngineError::Refused(format!(
             "environment {} selects no target now: no connected agent announces a target{}{}; nothing was deployed \
              (see `pgrollout agents`)",
-            request.environment,
+            name,
             if environment.zones.is_empty() {
                 String::new()
             } else {
@@ -77,6 +73,52 @@ async fn begin(
             }
         )));
     }
+    Ok(members)
+}
+
+/// Issue 24: where a fleet's syntax gate dry-runs — its first wave's first
+/// target (the canary), as the waves would place it now: the gate judges the
+/// database the rollout changes first, before any target is changed.
+pub fn dry_run_placement(
+    controller: &Controller,
+    name: &str,
+) -> Result<super::rollout::Placement, EngineError> {
+    let environment = controller
+        .config
+        .environments
+        .get(name)
+        .ok_or_else(|| EngineError::NotFound(format!("no environment {name}")))?;
+    let members = members_now(controller, environment, name)?;
+    let wave_of = waves::plan(
+        &members,
+        &environment.rollout.clone().unwrap_or_default(),
+        controller.config.deployment.max_concurrent,
+    )
+    .map_err(EngineError::Refused)?;
+    let first = members
+        .iter()
+        .zip(&wave_of)
+        .min_by_key(|(_, wave)| **wave)
+        .map(|(member, _)| member)
+        .ok_or_else(|| EngineError::Refused(format!("environment {name} selects no target now")))?;
+    Ok(super::rollout::Placement {
+        zone: first.zone.clone(),
+        target: first.target.clone(),
+    })
+}
+
+/// Resolves the set now, plans its waves, records them, and drives them.
+async fn begin(
+    controller: Arc<Controller>,
+    request: RolloutRequest,
+) -> Result<Updates, EngineError> {
+    let environment = controller
+        .config
+        .environments
+        .get(&request.environment)
+        .cloned()
+        .ok_or_else(|| EngineError::NotFound(format!("no environment {}", request.environment)))?;
+    let members = members_now(&controller, &environment, &request.environment)?;
     let rollout_settings = environment.rollout.clone().unwrap_or_default();
     let wave_of = waves::plan(
         &members,
