@@ -10,7 +10,7 @@
 
 use anyhow::Result;
 use pgrollout_tests::tokio_postgres::Client;
-use pgrollout_tests::{Stack, StackOptions};
+use pgrollout_tests::{CommandOutput, Stack, StackOptions};
 
 const ROUTINE: &str =
     "CREATE OR REPLACE FUNCTION public.sc2()\nRETURNS integer LANGUAGE sql AS 'SELECT 2';\n";
@@ -272,18 +272,10 @@ fn peak_rss_mib(pid: u32) -> Result<u64> {
     Ok(kib / 1024)
 }
 
-/// A smoke call is hostile input in its size too: one that answers with
-/// 400 MB must not make the zone's agent hold 400 MB (10 GB would end it).
-/// The agent counts the rows as they stream and keeps none.
-#[tokio::test]
-async fn a_smoke_call_that_returns_hundreds_of_megabytes_is_not_held_in_memory() -> Result<()> {
-    let (stack, client, _) = victim_stack().await?;
-    stack.write_procedure(
-        "sc2.toml",
-        "[[smoke_tests]]\nname = \"big\"\n\
-         call = \"SELECT public.sc2() AS v, repeat('x', 1000000) AS filler FROM generate_series(1, 400)\"\n\
-         max_duration = \"60s\"\n",
-    )?;
+/// Deploys sc2 with `sidecar`, returning the CLI's output and how much the
+/// dev agent's peak memory grew meanwhile, in MiB.
+async fn deploy_measuring_the_agent(stack: &Stack, sidecar: &str) -> Result<(CommandOutput, u64)> {
+    stack.write_procedure("sc2.toml", sidecar)?;
     let agent = stack
         .zone("dev")
         .agent
@@ -291,13 +283,29 @@ async fn a_smoke_call_that_returns_hundreds_of_megabytes_is_not_held_in_memory()
         .expect("the dev agent runs");
     let before = peak_rss_mib(agent.pid())?;
     let out = stack.cli(&["deploy", "sc2", "dev"]).await?;
+    let after = peak_rss_mib(agent.pid())?;
+    Ok((out, after.saturating_sub(before)))
+}
+
+/// A smoke call is hostile input in its size too: one that answers with
+/// 400 MB must not make the zone's agent hold 400 MB (10 GB would end it).
+/// The agent counts the rows as they stream and keeps none.
+#[tokio::test]
+async fn a_smoke_call_that_returns_hundreds_of_megabytes_is_not_held_in_memory() -> Result<()> {
+    let (stack, client, _) = victim_stack().await?;
+    let (out, grew) = deploy_measuring_the_agent(
+        &stack,
+        "[[smoke_tests]]\nname = \"big\"\n\
+         call = \"SELECT public.sc2() AS v, repeat('x', 1000000) AS filler FROM generate_series(1, 400)\"\n\
+         max_duration = \"60s\"\n",
+    )
+    .await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("returned 400 row(s)"), "{out}");
     assert!(routine_exists(&client).await?);
-    let after = peak_rss_mib(agent.pid())?;
     assert!(
-        after < before + 100,
-        "the agent's peak memory grew from {before} MiB to {after} MiB for a 400 MB answer"
+        grew < 100,
+        "the agent's peak memory grew by {grew} MiB for a 400 MB answer"
     );
     Ok(())
 }
@@ -315,19 +323,13 @@ async fn a_smoke_call_that_floods_notices_is_cancelled_and_fails() -> Result<()>
              $$ BEGIN RAISE NOTICE '%', repeat('n', 1000); RETURN 1; END $$",
         )
         .await?;
-    stack.write_procedure(
-        "sc2.toml",
+    let (out, grew) = deploy_measuring_the_agent(
+        &stack,
         "[[smoke_tests]]\nname = \"noisy\"\n\
          call = \"SELECT public.sc2() + count(public.noisy()) AS n FROM generate_series(1, 100000)\"\n\
          max_duration = \"60s\"\n",
-    )?;
-    let agent = stack
-        .zone("dev")
-        .agent
-        .as_ref()
-        .expect("the dev agent runs");
-    let before = peak_rss_mib(agent.pid())?;
-    let out = stack.cli(&["deploy", "sc2", "dev"]).await?;
+    )
+    .await?;
     assert_eq!(out.code, 3, "smoke failed, rolled back\n{out}");
     assert!(
         out.stdout
@@ -336,11 +338,7 @@ async fn a_smoke_call_that_floods_notices_is_cancelled_and_fails() -> Result<()>
     );
     assert!(!routine_exists(&client).await?, "nothing deployed");
     assert_eq!(victims(&client).await?, vec![1, 2, 3, 4, 5, 6]);
-    let after = peak_rss_mib(agent.pid())?;
-    assert!(
-        after < before + 100,
-        "the agent's peak memory grew from {before} MiB to {after} MiB"
-    );
+    assert!(grew < 100, "the agent's peak memory grew by {grew} MiB");
     Ok(())
 }
 

@@ -31,15 +31,15 @@ expect_columns = [ { name = \"total\", type = \"numeric\" } ]
 ";
 
 /// `regprocedure` text, ACL and `md5` of the definition of every routine
-/// in the schema: what a DBA compares.
-async fn catalog(client: &Client) -> Result<Vec<(String, String, String)>> {
+/// in `schema`: what a DBA compares.
+async fn catalog_of(client: &Client, schema: &str) -> Result<Vec<(String, String, String)>> {
     Ok(client
         .query(
             "SELECT p.oid::regprocedure::text, coalesce(p.proacl::text, ''), \
                     md5(pg_get_functiondef(p.oid)) \
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = 'Billing Core' ORDER BY 1",
-            &[],
+             WHERE n.nspname = $1 ORDER BY 1",
+            &[&schema],
         )
         .await?
         .iter()
@@ -190,17 +190,12 @@ routine = \"proc_out\"
 call = \"CALL public.proc_out(3, NULL, NULL)\"
 ";
 
-async fn public_catalog(client: &Client) -> Result<Vec<(String, String)>> {
-    Ok(client
-        .query(
-            "SELECT p.oid::regprocedure::text, md5(pg_get_functiondef(p.oid)) \
-             FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
+async fn catalog(client: &Client) -> Result<Vec<(String, String, String)>> {
+    catalog_of(client, "Billing Core").await
+}
+
+async fn public_catalog(client: &Client) -> Result<Vec<(String, String, String)>> {
+    catalog_of(client, "public").await
 }
 
 #[tokio::test]
