@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use pgrollout_shared::job::{Job, JobKind};
 use pgrollout_shared::signing::policy::ApprovalPolicy;
 use pgrollout_shared::signing::verify::{self, Approved, Claims, Refusal};
-use pgrollout_shared::signing::{action, operation_subject};
+use pgrollout_shared::signing::{action, subject};
 
 /// What the check decided for one job.
 pub enum Verdict {
@@ -38,31 +38,14 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
             }
             (action::DEPLOY, computed, false)
         }
-        JobKind::Rollback(spec) => {
-            let emergency = spec.emergency.is_some();
-            let kind = if emergency {
-                action::EMERGENCY_ROLLBACK
-            } else {
-                action::ROLLBACK
+        // Rollback, disable, enable, adopt: the subject is what the job's
+        // own spec does (the routines, the version restored, the reason).
+        JobKind::Rollback(_) | JobKind::Disable(_) | JobKind::Enable(_) | JobKind::Adopt(_) => {
+            let Some((kind, subject)) = subject::of_operation(&job.kind) else {
+                return Verdict::Refused(Refusal("an operation without a subject".into()));
             };
-            (kind, operation_subject(kind, &job.label), emergency)
+            (kind, subject, kind == action::EMERGENCY_ROLLBACK)
         }
-        JobKind::Disable(_) => (
-            action::DISABLE,
-            operation_subject(action::DISABLE, &job.label),
-            false,
-        ),
-        JobKind::Enable(_) => (
-            action::ENABLE,
-            operation_subject(action::ENABLE, &job.label),
-            false,
-        ),
-        // Writes ledger rows (the live state adopted as a version).
-        JobKind::Adopt(_) => (
-            action::ADOPT,
-            operation_subject(action::ADOPT, &job.label),
-            false,
-        ),
         // Read-only, or run in a transaction that is always rolled back:
         // not verified (README, Trust model, says what that leaves open).
         JobKind::Smoke { .. }

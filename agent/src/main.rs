@@ -10,6 +10,7 @@ mod jobs;
 mod link;
 mod outbox;
 mod secrets;
+mod signed_requests;
 mod sql;
 mod telemetry;
 

@@ -289,6 +289,19 @@ async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Re
     );
     assert_eq!(s.call("signed_probe").await?, Some(1));
 
+    // Replayed unchanged to the target it was signed for, as a new job (say,
+    // after a rollback): its request already ran there.
+    s.refused(
+        "the completed job replayed",
+        good.clone(),
+        "was already run on target main",
+        "none",
+    )
+    .await?;
+
+    // Re-ordered and re-labelled statements (issue 19, item 4).
+    reordering_attacks(&mut s, [&alice, &bob, &carol]).await?;
+
     // Forged: the controller writes its own bytes where a signature goes.
     let job = deploy(vec![routine("forged", 1)], "main");
     let mut forged = signed(
@@ -528,13 +541,21 @@ async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Re
         known_versions: vec![],
     });
     rollback.label = "signed_probe".into();
-    let subject =
-        pgrollout_shared::signing::operation_subject(action::EMERGENCY_ROLLBACK, "signed_probe");
+    let subject = pgrollout_shared::signing::subject::of_operation(&rollback.kind)
+        .map(|(_, subject)| subject)
+        .unwrap_or_default();
     let emergency = |role| Statement {
         action: action::EMERGENCY_ROLLBACK.into(),
         plan_id: subject.clone(),
         reason: "prod is down".into(),
+        request_id: "req-emergency".into(),
         ..statement(&rollback, role)
+    };
+    // Its own request: the deploy's request already ran on main.
+    let signed = |job: Job, statements: &[(&Signer, Statement)]| -> Result<Job> {
+        let mut job = signed(job, statements)?;
+        job.approvals.request_id = "req-emergency".into();
+        Ok(job)
     };
     let by_approver = signed(rollback.clone(), &[(&bob, emergency(role::ADMIN))])?;
     s.refused(
@@ -555,5 +576,94 @@ async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Re
         "{} {steps:?}",
         result.message
     );
+    Ok(())
+}
+
+/// Valid signatures re-ordered, duplicated, swapped or re-labelled: none
+/// makes a job the policy would refuse pass.
+async fn reordering_attacks(s: &mut Scenario, [alice, bob, carol]: [&Signer; 3]) -> Result<()> {
+    let job = deploy(vec![routine("reordered", 1)], "main");
+    let statements = [
+        (alice, statement(&job, role::REQUESTER)),
+        (bob, statement(&job, role::APPROVER)),
+        (carol, statement(&job, role::APPROVER)),
+    ];
+    let valid = signed(job.clone(), &statements)?;
+
+    // An approver's statement moved into the requester's place: roles are
+    // signed, so there is still no requester.
+    let mut no_requester = valid.clone();
+    no_requester.approvals.signatures = vec![
+        valid.approvals.signatures[1].clone(),
+        valid.approvals.signatures[2].clone(),
+    ];
+    s.refused(
+        "an approval presented as the request",
+        no_requester,
+        "no requester signed this change",
+        "reordered",
+    )
+    .await?;
+
+    // One approver's signature twice, in different places: counted once.
+    let mut duplicated = valid.clone();
+    duplicated.approvals.signatures = vec![
+        valid.approvals.signatures[1].clone(),
+        valid.approvals.signatures[0].clone(),
+        valid.approvals.signatures[1].clone(),
+    ];
+    s.refused(
+        "one approval duplicated",
+        duplicated,
+        "needs 2 distinct approver(s) other than the requester, 1 signed",
+        "reordered",
+    )
+    .await?;
+
+    // Signatures swapped between two statements.
+    let mut swapped = valid.clone();
+    let (first, second) = (
+        valid.approvals.signatures[1].signature.clone(),
+        valid.approvals.signatures[2].signature.clone(),
+    );
+    swapped.approvals.signatures[1].signature = second;
+    swapped.approvals.signatures[2].signature = first;
+    s.refused(
+        "signatures swapped",
+        swapped,
+        "does not match the statement",
+        "reordered",
+    )
+    .await?;
+
+    // Bob's approval under carol's certificate, to count it twice.
+    let mut recertified = valid.clone();
+    recertified.approvals.signatures[2] = pgrollout_shared::proto::SignedStatement {
+        certificate: valid.approvals.signatures[2].certificate.clone(),
+        ..valid.approvals.signatures[1].clone()
+    };
+    s.refused(
+        "an approval under another operator's certificate",
+        recertified,
+        "does not match the statement",
+        "reordered",
+    )
+    .await?;
+
+    // The requester's statement re-labelled as an approval (and bob's as the
+    // request): the bytes change, the signatures no longer match.
+    let mut relabelled = valid.clone();
+    for (index, role) in [(0, role::APPROVER), (1, role::REQUESTER)] {
+        let mut statement = Statement::decode(&valid.approvals.signatures[index].statement)?;
+        statement.role = role.into();
+        relabelled.approvals.signatures[index].statement = statement.encode();
+    }
+    s.refused(
+        "roles re-labelled",
+        relabelled,
+        "does not match the statement",
+        "reordered",
+    )
+    .await?;
     Ok(())
 }

@@ -511,7 +511,7 @@ fn validate(
 
 /// The id a requester's CLI chose and signed (issue 19): it names the request
 /// if it waits, so it must be one the controller would make.
-fn signed_request_id(id: String) -> Result<String, Status> {
+pub(super) fn signed_request_id(id: String) -> Result<String, Status> {
     let well_formed = id.is_empty()
         || (id.len() <= 64
             && id.starts_with("p-")

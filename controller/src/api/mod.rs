@@ -11,7 +11,7 @@ mod expiring_stream;
 mod faults;
 mod health;
 mod metrics;
-mod operations;
+pub mod operations;
 mod operator;
 mod plan_input;
 mod probes;

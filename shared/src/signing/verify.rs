@@ -238,7 +238,13 @@ fn rule(
         .filter(|signer| Some(*signer) != requester.as_deref())
         .filter(|signer| config.approvers.iter().any(|a| a == signer))
         .collect();
-    let required = policy.required_for(claims.target);
+    // A deploy needs its target's approvers; an operation (rollback,
+    // disable, enable, adopt) the policy's `operation_approvers`.
+    let required = if claims.action == super::action::DEPLOY {
+        policy.required_for(claims.target)
+    } else {
+        config.operation_approvers
+    };
     if approvers.len() < required {
         let others: Vec<&str> = verified
             .iter()

@@ -68,6 +68,7 @@ fn main() -> Result<()> {
         approvers: vec!["bob".into(), "carol".into()],
         admins: vec![],
         required_approvers: 2,
+        operation_approvers: 0,
         targets: Default::default(),
         emergency_requires_admin: true,
         revocation_list: None,
