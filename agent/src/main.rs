@@ -9,6 +9,7 @@ mod health;
 mod jobs;
 mod link;
 mod outbox;
+mod refusals;
 mod secrets;
 mod signed_requests;
 mod sql;

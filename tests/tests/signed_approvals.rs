@@ -667,3 +667,77 @@ async fn reordering_attacks(s: &mut Scenario, [alice, bob, carol]: [&Signer; 3])
     .await?;
     Ok(())
 }
+
+/// The audit entries of the agent's refusals the real controller recorded.
+fn refused_job_entries(stack: &Stack) -> Result<Vec<String>> {
+    Ok(stack
+        .audit_lines()?
+        .into_iter()
+        .filter(|line| line.starts_with("agent.refused_job|"))
+        .collect())
+}
+
+/// Restarts the prod agent (SIGKILL first: what it kept must be on disk)
+/// connected to the real controller, and waits until the controller handled
+/// what the agent sent on connecting: a job through the same stream.
+async fn reconnect_to_the_real_controller(s: &mut Scenario) -> Result<()> {
+    s.stack.kill_agent("prod").await?;
+    let path = s.stack.zone("prod").agent_config.clone();
+    let text = std::fs::read_to_string(&path)?.replace(
+        &format!("127.0.0.1:{}", s.hostile.port),
+        &format!("127.0.0.1:{}", s.stack.agents_port()),
+    );
+    std::fs::write(&path, text)?;
+    s.stack.start_agent("prod").await?;
+    let history = s.stack.cli(&["history", "signed_probe", "prod"]).await?;
+    anyhow::ensure!(history.code == 0, "{history}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refusal_of_a_hostile_controllers_job_reaches_the_real_controllers_audit() -> Result<()> {
+    let mut s = Scenario::start().await?;
+    let (alice, bob, carol) = (s.signer("alice")?, s.signer("bob")?, s.signer("carol")?);
+    // signed_probe exists, as `refused` expects.
+    let job = deploy(vec![routine("signed_probe", 1)], "main");
+    let statements = [
+        (&alice, statement(&job, role::REQUESTER)),
+        (&bob, statement(&job, role::APPROVER)),
+        (&carol, statement(&job, role::APPROVER)),
+    ];
+    let (result, _) = s.run(signed(job.clone(), &statements)?).await?;
+    assert_eq!(result.outcome(), Outcome::Succeeded, "{}", result.message);
+    // The hostile controller's forgery, refused; it keeps the result to itself.
+    let mut forged = deploy(vec![routine("forged", 1)], "main");
+    forged.approvals = signed(job, &statements)?.approvals;
+    let claimed_plan = forged.plan_id.clone();
+    s.refused("forged", forged, "signed for plan id", "forged")
+        .await?;
+    assert!(refused_job_entries(&s.stack)?.is_empty());
+
+    reconnect_to_the_real_controller(&mut s).await?;
+    let entries = refused_job_entries(&s.stack)?;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    for expected in [
+        "|refused|agent prod/prod-1|",
+        "refused job signed-2 (attempt 1, deploy on target main",
+        &format!("claiming plan id {claimed_plan}"),
+        &format!(
+            "offered while connected to https://127.0.0.1:{}",
+            s.hostile.port
+        ),
+        "signed for plan id",
+    ] {
+        assert!(entry.contains(expected), "{expected:?} in {entry}");
+    }
+    let audit = s.stack.cli(&["audit"]).await?;
+    assert!(audit.stdout.contains("agent.refused_job"), "{audit}");
+    let verify = s.stack.cli(&["audit", "verify"]).await?;
+    assert_eq!(verify.code, 0, "{verify}");
+
+    // Reported again on every connection, recorded once.
+    reconnect_to_the_real_controller(&mut s).await?;
+    assert_eq!(refused_job_entries(&s.stack)?.len(), 1);
+    Ok(())
+}

@@ -191,6 +191,7 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
         }
         Verdict::Refused(refusal) => {
             tracing::warn!(job_id = %context.job.id, reason = %refusal, "job refused");
+            keep_refusal(context, &refusal.to_string());
             context.event(
                 "approvals",
                 StepStatus::Failed,
@@ -205,6 +206,28 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
             }))
         }
     }
+}
+
+/// Keeps the refusal for every controller the agent connects to next
+/// (`refusals.rs`): the one that offered the job may drop its result.
+fn keep_refusal(context: &JobContext, reason: &str) {
+    let job = &context.job;
+    crate::refusals::keep(
+        &crate::refusals::path_for(&context.config.journal_path()),
+        &pgrollout_shared::proto::RefusedJob {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            kind: job.kind.name().to_owned(),
+            target: job.target.clone(),
+            rollout_id: job.rollout_id.clone(),
+            plan_id: job.plan_id.clone(),
+            request_id: job.approvals.request_id.clone(),
+            actor: job.actor.clone(),
+            reason: reason.to_owned(),
+            refused_unix_ms: pgrollout_shared::job::now_unix_ms(),
+            controller: context.config.controller.clone(),
+        },
+    );
 }
 
 /// A signed job that changed nothing (not a success, no ledger row) gives

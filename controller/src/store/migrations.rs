@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_metrics_and_retention.sql"),
     PLAN_NAMES_ROUTINES,
     include_str!("migrations/0015_signed_statements.sql"),
+    include_str!("migrations/0016_agent_refusals.sql"),
 ];
 
 /// Issue 17's index of routine versions, built from the stored results by a
