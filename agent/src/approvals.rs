@@ -27,16 +27,20 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
     let Some(policy) = policy else {
         return Verdict::NotRequired;
     };
+    let mut requester_only = false;
     let (kind, subject, emergency) = match &job.kind {
-        JobKind::Deploy { routines, .. } => {
-            let computed = pgrollout_shared::plan_id::plan_id_of_job(routines);
-            if computed != job.plan_id {
-                return Verdict::Refused(Refusal(format!(
-                    "the job's routines hash to plan {computed}, not to the plan {} it names: its content was changed",
-                    job.plan_id
-                )));
+        JobKind::Deploy { routines, .. } => match recomputed(job, routines) {
+            Ok(computed) => (action::DEPLOY, computed, false),
+            Err(refusal) => return Verdict::Refused(refusal),
+        },
+        // They run the plan's SQL in a transaction that is rolled back: the
+        // content must be the plan its requester signed (README, Trust model).
+        JobKind::Check { routines } | JobKind::PerfProbe { routines, .. } => {
+            requester_only = true;
+            match recomputed(job, routines) {
+                Ok(computed) => (action::DEPLOY, computed, false),
+                Err(refusal) => return Verdict::Refused(refusal),
             }
-            (action::DEPLOY, computed, false)
         }
         // Rollback, disable, enable, adopt: the subject is what the job's
         // own spec does (the routines, the version restored, the reason).
@@ -46,13 +50,12 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
             };
             (kind, subject, kind == action::EMERGENCY_ROLLBACK)
         }
-        // Read-only, or run in a transaction that is always rolled back:
-        // not verified (README, Trust model, says what that leaves open).
+        // Read-only, or smoke tests of what is deployed, run in transactions
+        // that are always rolled back: not verified (README, Trust model,
+        // says what that leaves open).
         JobKind::Smoke { .. }
         | JobKind::History(_)
         | JobKind::WatchSample(_)
-        | JobKind::Check { .. }
-        | JobKind::PerfProbe { .. }
         | JobKind::AuditAnchors
         | JobKind::Drift { .. } => return Verdict::NotRequired,
     };
@@ -63,9 +66,32 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
         target: &job.target,
         request_id: &job.approvals.request_id,
         emergency,
+        requester_only,
     };
     match verify::verify(policy, &claims, &job.approvals.signatures, now) {
         Ok(approved) => Verdict::Approved(approved),
         Err(refusal) => Verdict::Refused(refusal),
     }
+}
+
+/// The plan id the routines hash to, when it is the one the job names.
+fn recomputed(
+    job: &Job,
+    routines: &[pgrollout_shared::routine::Routine],
+) -> Result<String, Refusal> {
+    let computed = pgrollout_shared::plan_id::plan_id_of_job(routines);
+    if computed != job.plan_id {
+        return Err(Refusal(format!(
+            "the job's routines hash to plan {computed}, not to the plan {} it names: its content was changed",
+            job.plan_id
+        )));
+    }
+    Ok(computed)
+}
+
+/// Whether a signed job of this kind changes the target, so that its
+/// request may run there only once (`signing::replay`); a check or a perf
+/// probe of the plan, rolled back, does not use the request up.
+pub fn runs_once(kind: &JobKind) -> bool {
+    !matches!(kind, JobKind::Check { .. } | JobKind::PerfProbe { .. })
 }

@@ -11,7 +11,6 @@ mod link;
 mod outbox;
 mod refusals;
 mod secrets;
-mod signed_requests;
 mod sql;
 mod telemetry;
 

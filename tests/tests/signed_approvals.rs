@@ -302,6 +302,38 @@ async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Re
     // Re-ordered and re-labelled statements (issue 19, item 4).
     reordering_attacks(&mut s, [&alice, &bob, &carol]).await?;
 
+    // A check (the syntax gate's dry run) runs a plan's SQL, rolled back: its
+    // content must be the plan its requester signed.
+    let job = deploy(vec![routine("checked", 1)], "main");
+    let as_check = |mut job: Job, answer| {
+        job.kind = JobKind::Check {
+            routines: vec![routine("checked", answer)],
+        };
+        job
+    };
+    let requested = signed(job.clone(), &[(&alice, statement(&job, role::REQUESTER))])?;
+    s.refused(
+        "a check of altered content",
+        as_check(requested.clone(), 2),
+        "its content was changed",
+        "checked",
+    )
+    .await?;
+    s.refused(
+        "an unsigned check",
+        as_check(job, 1),
+        "carries no signed statements",
+        "checked",
+    )
+    .await?;
+    let (result, steps) = s.run(as_check(requested, 1)).await?;
+    assert_eq!(
+        result.outcome(),
+        Outcome::Succeeded,
+        "{} {steps:?}",
+        result.message
+    );
+
     // Forged: the controller writes its own bytes where a signature goes.
     let job = deploy(vec![routine("forged", 1)], "main");
     let mut forged = signed(

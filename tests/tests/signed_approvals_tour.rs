@@ -3,7 +3,8 @@
 //! `approve`; the controller keeps and forwards the statements, and the prod
 //! agent, with an `[approvals]` policy, verifies them and runs it. When the
 //! controller's store loses a statement, the agent refuses, nothing changes,
-//! and the refusal is in the controller's audit log. Rollbacks, disable and
+//! and the refusal is in the controller's audit log. Prod has the syntax gate:
+//! its dry run (a check job) carries the deploy's statements too. Rollbacks, disable and
 //! enable are signed by the CLI too: the requester's statement for each, an
 //! admin's with its reason for an emergency rollback.
 
@@ -16,7 +17,7 @@ async fn prod_with_policy() -> Result<Stack> {
         start_agents: false,
         environment_extra: vec![(
             "prod".into(),
-            "require_approval = true\napprovals = 2".into(),
+            "require_approval = true\napprovals = 2\ngates = [\"syntax\"]".into(),
         )],
         ..StackOptions::default()
     })
@@ -89,9 +90,11 @@ async fn a_statement_lost_by_the_controller_store_is_refused_by_the_agent_and_au
     let second = stack
         .cli_as("approver-2", &["approve", &id, "--follow"])
         .await?;
+    // Refused at the syntax gate's dry run, the first job the agent sees.
     assert_eq!(second.code, 1, "{second}");
     assert!(
-        second.stdout.contains("no requester signed this change"),
+        second.stderr.contains("refused by its agent (rollout r-")
+            && second.stderr.contains("no requester signed this change"),
         "{second}"
     );
     assert!(!deployed(&stack).await?, "nothing deployed");

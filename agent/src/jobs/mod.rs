@@ -156,10 +156,14 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
         SystemTime::now(),
     );
     let (verdict, record) = match verdict {
+        Verdict::Approved(approved) if !crate::approvals::runs_once(&context.job.kind) => {
+            (Verdict::Approved(approved), None)
+        }
         Verdict::Approved(approved) => {
-            let record = crate::signed_requests::path_for(&context.config.journal_path());
+            let record =
+                pgrollout_shared::signing::replay::path_for(&context.config.journal_path());
             let job = &context.job;
-            match crate::signed_requests::reserve(
+            match pgrollout_shared::signing::replay::reserve(
                 &record,
                 &job.target,
                 &job.approvals.request_id,
@@ -237,7 +241,7 @@ fn release_if_unchanged(context: &JobContext, record: &std::path::Path, result: 
         return;
     }
     let job = &context.job;
-    crate::signed_requests::release(
+    pgrollout_shared::signing::replay::release(
         record,
         &job.target,
         &job.approvals.request_id,

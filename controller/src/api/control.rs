@@ -451,6 +451,7 @@ impl ControlService {
                 dry_run: Some(lifecycle::DryRunContext {
                     trace: &validated.trace,
                     agent_wait: validated.agent_wait,
+                    approvals: validated.approvals.clone(),
                 }),
             };
             let options = lifecycle::ParkOptions { no_wait, follow };

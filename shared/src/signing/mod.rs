@@ -9,6 +9,7 @@
 //! (never a re-encoding), so what it checks is what the operator signed.
 
 pub mod policy;
+pub mod replay;
 pub mod subject;
 pub mod verify;
 

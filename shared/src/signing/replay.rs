@@ -21,7 +21,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// The file, beside the agent's journal.
+/// The file, beside the agent's journal (`agent/src/jobs/mod.rs` checks
+/// and reserves; the bench times it).
 pub fn path_for(journal: &Path) -> PathBuf {
     journal.with_file_name("pgrollout-agent.signed-requests")
 }
@@ -135,8 +136,11 @@ mod tests {
 
     #[test]
     fn a_request_runs_once_per_target_unless_released() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("signed-requests");
+        let path = std::env::temp_dir().join(format!(
+            "pgrollout-signed-requests-test-{}-{}",
+            std::process::id(),
+            crate::job::now_unix_ms()
+        ));
         assert!(reserve(&path, "main", "p-1", "job-a", 1).is_ok());
         // The same job again (a redelivery) passes; another job does not.
         assert!(reserve(&path, "main", "p-1", "job-a", 1).is_ok());
@@ -155,5 +159,6 @@ mod tests {
         assert!(reserve(&path, "main", "p-1", "job-a", 2).is_ok());
         assert!(reserve(&path, "main", "p-1", "job-b", 1).is_err());
         assert!(reserve(&path, "main", "p\t2", "job-b", 1).is_err());
+        let _ = std::fs::remove_file(&path);
     }
 }
