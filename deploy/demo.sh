@@ -176,11 +176,24 @@ dbname = "perseus_$zone"
 user = "postgres"
 password_file = "$demo/$zone/password"
 TOML
+  # PROD's agent verifies, itself, that what it runs was signed by the operators
+  # who asked for and approved it (README, Trust model). The demo's one CA also
+  # signs operators; a real deployment keeps the operators' CA key offline.
+  if [[ $zone == prod ]]; then
+    cat >>"$demo/agent-$zone.toml" <<TOML
+[approvals]
+operator_ca = "$ca/ca.pem"
+environment = "prod"
+approvers = ["alice", "bob"]
+admins = ["alice"]
+required_approvers = 2
+TOML
+  fi
   "$bin/pgrollout-agent" --config "$demo/agent-$zone.toml" >"$demo/agent-$zone.log" 2>&1 &
   pids+=($!)
 done
 for zone in dev qa prod; do wait_for_line "$demo/agent-$zone.log" "connected to controller" 20; done
-echo "controller on 127.0.0.1:$operators (logs in $demo); dev needs no approval, qa one, prod two"
+echo "controller on 127.0.0.1:$operators (logs in $demo); dev needs no approval, qa one, prod two (signed, checked by prod's agent)"
 
 export PGROLLOUT_ADDR="https://127.0.0.1:$operators" PGROLLOUT_CA="$ca/ca.pem"
 export PGROLLOUT_PROJECT="$repo/deploy/examples/project"

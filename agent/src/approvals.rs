@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use pgrollout_shared::job::{Job, JobKind};
 use pgrollout_shared::signing::policy::ApprovalPolicy;
 use pgrollout_shared::signing::verify::{self, Approved, Claims, Refusal};
-use pgrollout_shared::signing::{action, operation_subject};
+use pgrollout_shared::signing::{action, subject};
 
 /// What the check decided for one job.
 pub enum Verdict {
@@ -27,49 +27,35 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
     let Some(policy) = policy else {
         return Verdict::NotRequired;
     };
+    let mut requester_only = false;
     let (kind, subject, emergency) = match &job.kind {
-        JobKind::Deploy { routines, .. } => {
-            let computed = pgrollout_shared::plan_id::plan_id_of_job(routines);
-            if computed != job.plan_id {
-                return Verdict::Refused(Refusal(format!(
-                    "the job's routines hash to plan {computed}, not to the plan {} it names: its content was changed",
-                    job.plan_id
-                )));
+        JobKind::Deploy { routines, .. } => match recomputed(job, routines) {
+            Ok(computed) => (action::DEPLOY, computed, false),
+            Err(refusal) => return Verdict::Refused(refusal),
+        },
+        // They run the plan's SQL in a transaction that is rolled back: the
+        // content must be the plan its requester signed (README, Trust model).
+        JobKind::Check { routines } | JobKind::PerfProbe { routines, .. } => {
+            requester_only = true;
+            match recomputed(job, routines) {
+                Ok(computed) => (action::DEPLOY, computed, false),
+                Err(refusal) => return Verdict::Refused(refusal),
             }
-            (action::DEPLOY, computed, false)
         }
-        JobKind::Rollback(spec) => {
-            let emergency = spec.emergency.is_some();
-            let kind = if emergency {
-                action::EMERGENCY_ROLLBACK
-            } else {
-                action::ROLLBACK
+        // Rollback, disable, enable, adopt: the subject is what the job's
+        // own spec does (the routines, the version restored, the reason).
+        JobKind::Rollback(_) | JobKind::Disable(_) | JobKind::Enable(_) | JobKind::Adopt(_) => {
+            let Some((kind, subject)) = subject::of_operation(&job.kind) else {
+                return Verdict::Refused(Refusal("an operation without a subject".into()));
             };
-            (kind, operation_subject(kind, &job.label), emergency)
+            (kind, subject, kind == action::EMERGENCY_ROLLBACK)
         }
-        JobKind::Disable(_) => (
-            action::DISABLE,
-            operation_subject(action::DISABLE, &job.label),
-            false,
-        ),
-        JobKind::Enable(_) => (
-            action::ENABLE,
-            operation_subject(action::ENABLE, &job.label),
-            false,
-        ),
-        // Writes ledger rows (the live state adopted as a version).
-        JobKind::Adopt(_) => (
-            action::ADOPT,
-            operation_subject(action::ADOPT, &job.label),
-            false,
-        ),
-        // Read-only, or run in a transaction that is always rolled back:
-        // not verified (README, Trust model, says what that leaves open).
+        // Read-only, or smoke tests of what is deployed, run in transactions
+        // that are always rolled back: not verified (README, Trust model,
+        // says what that leaves open).
         JobKind::Smoke { .. }
         | JobKind::History(_)
         | JobKind::WatchSample(_)
-        | JobKind::Check { .. }
-        | JobKind::PerfProbe { .. }
         | JobKind::AuditAnchors
         | JobKind::Drift { .. } => return Verdict::NotRequired,
     };
@@ -80,9 +66,32 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
         target: &job.target,
         request_id: &job.approvals.request_id,
         emergency,
+        requester_only,
     };
     match verify::verify(policy, &claims, &job.approvals.signatures, now) {
         Ok(approved) => Verdict::Approved(approved),
         Err(refusal) => Verdict::Refused(refusal),
     }
+}
+
+/// The plan id the routines hash to, when it is the one the job names.
+fn recomputed(
+    job: &Job,
+    routines: &[pgrollout_shared::routine::Routine],
+) -> Result<String, Refusal> {
+    let computed = pgrollout_shared::plan_id::plan_id_of_job(routines);
+    if computed != job.plan_id {
+        return Err(Refusal(format!(
+            "the job's routines hash to plan {computed}, not to the plan {} it names: its content was changed",
+            job.plan_id
+        )));
+    }
+    Ok(computed)
+}
+
+/// Whether a signed job of this kind changes the target, so that its
+/// request may run there only once (`signing::replay`); a check or a perf
+/// probe of the plan, rolled back, does not use the request up.
+pub fn runs_once(kind: &JobKind) -> bool {
+    !matches!(kind, JobKind::Check { .. } | JobKind::PerfProbe { .. })
 }

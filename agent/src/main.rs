@@ -9,6 +9,7 @@ mod health;
 mod jobs;
 mod link;
 mod outbox;
+mod refusals;
 mod secrets;
 mod sql;
 mod telemetry;

@@ -290,6 +290,51 @@ async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Re
     );
     assert_eq!(s.call("signed_probe").await?, Some(1));
 
+    // Replayed unchanged to the target it was signed for, as a new job (say,
+    // after a rollback): its request already ran there.
+    s.refused(
+        "the completed job replayed",
+        good.clone(),
+        "was already run on target main",
+        "none",
+    )
+    .await?;
+
+    // Re-ordered and re-labelled statements (issue 19, item 4).
+    reordering_attacks(&mut s, [&alice, &bob, &carol]).await?;
+
+    // A check (the syntax gate's dry run) runs a plan's SQL, rolled back: its
+    // content must be the plan its requester signed.
+    let job = deploy(vec![routine("checked", 1)], "main");
+    let as_check = |mut job: Job, answer| {
+        job.kind = JobKind::Check {
+            routines: vec![routine("checked", answer)],
+        };
+        job
+    };
+    let requested = signed(job.clone(), &[(&alice, statement(&job, role::REQUESTER))])?;
+    s.refused(
+        "a check of altered content",
+        as_check(requested.clone(), 2),
+        "its content was changed",
+        "checked",
+    )
+    .await?;
+    s.refused(
+        "an unsigned check",
+        as_check(job, 1),
+        "carries no signed statements",
+        "checked",
+    )
+    .await?;
+    let (result, steps) = s.run(as_check(requested, 1)).await?;
+    assert_eq!(
+        result.outcome(),
+        Outcome::Succeeded,
+        "{} {steps:?}",
+        result.message
+    );
+
     // Forged: the controller writes its own bytes where a signature goes.
     let job = deploy(vec![routine("forged", 1)], "main");
     let mut forged = signed(
@@ -529,13 +574,21 @@ async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Re
         known_versions: vec![],
     });
     rollback.label = "signed_probe".into();
-    let subject =
-        pgrollout_shared::signing::operation_subject(action::EMERGENCY_ROLLBACK, "signed_probe");
+    let subject = pgrollout_shared::signing::subject::of_operation(&rollback.kind)
+        .map(|(_, subject)| subject)
+        .unwrap_or_default();
     let emergency = |role| Statement {
         action: action::EMERGENCY_ROLLBACK.into(),
         plan_id: subject.clone(),
         reason: "prod is down".into(),
+        request_id: "req-emergency".into(),
         ..statement(&rollback, role)
+    };
+    // Its own request: the deploy's request already ran on main.
+    let signed = |job: Job, statements: &[(&Signer, Statement)]| -> Result<Job> {
+        let mut job = signed(job, statements)?;
+        job.approvals.request_id = "req-emergency".into();
+        Ok(job)
     };
     let by_approver = signed(rollback.clone(), &[(&bob, emergency(role::ADMIN))])?;
     s.refused(
@@ -556,5 +609,168 @@ async fn a_hostile_controller_cannot_make_the_prod_agent_change_anything() -> Re
         "{} {steps:?}",
         result.message
     );
+    Ok(())
+}
+
+/// Valid signatures re-ordered, duplicated, swapped or re-labelled: none
+/// makes a job the policy would refuse pass.
+async fn reordering_attacks(s: &mut Scenario, [alice, bob, carol]: [&Signer; 3]) -> Result<()> {
+    let job = deploy(vec![routine("reordered", 1)], "main");
+    let statements = [
+        (alice, statement(&job, role::REQUESTER)),
+        (bob, statement(&job, role::APPROVER)),
+        (carol, statement(&job, role::APPROVER)),
+    ];
+    let valid = signed(job.clone(), &statements)?;
+
+    // An approver's statement moved into the requester's place: roles are
+    // signed, so there is still no requester.
+    let mut no_requester = valid.clone();
+    no_requester.approvals.signatures = vec![
+        valid.approvals.signatures[1].clone(),
+        valid.approvals.signatures[2].clone(),
+    ];
+    s.refused(
+        "an approval presented as the request",
+        no_requester,
+        "no requester signed this change",
+        "reordered",
+    )
+    .await?;
+
+    // One approver's signature twice, in different places: counted once.
+    let mut duplicated = valid.clone();
+    duplicated.approvals.signatures = vec![
+        valid.approvals.signatures[1].clone(),
+        valid.approvals.signatures[0].clone(),
+        valid.approvals.signatures[1].clone(),
+    ];
+    s.refused(
+        "one approval duplicated",
+        duplicated,
+        "needs 2 distinct approver(s) other than the requester, 1 signed",
+        "reordered",
+    )
+    .await?;
+
+    // Signatures swapped between two statements.
+    let mut swapped = valid.clone();
+    let (first, second) = (
+        valid.approvals.signatures[1].signature.clone(),
+        valid.approvals.signatures[2].signature.clone(),
+    );
+    swapped.approvals.signatures[1].signature = second;
+    swapped.approvals.signatures[2].signature = first;
+    s.refused(
+        "signatures swapped",
+        swapped,
+        "does not match the statement",
+        "reordered",
+    )
+    .await?;
+
+    // Bob's approval under carol's certificate, to count it twice.
+    let mut recertified = valid.clone();
+    recertified.approvals.signatures[2] = pgrollout_shared::proto::SignedStatement {
+        certificate: valid.approvals.signatures[2].certificate.clone(),
+        ..valid.approvals.signatures[1].clone()
+    };
+    s.refused(
+        "an approval under another operator's certificate",
+        recertified,
+        "does not match the statement",
+        "reordered",
+    )
+    .await?;
+
+    // The requester's statement re-labelled as an approval (and bob's as the
+    // request): the bytes change, the signatures no longer match.
+    let mut relabelled = valid.clone();
+    for (index, role) in [(0, role::APPROVER), (1, role::REQUESTER)] {
+        let mut statement = Statement::decode(&valid.approvals.signatures[index].statement)?;
+        statement.role = role.into();
+        relabelled.approvals.signatures[index].statement = statement.encode();
+    }
+    s.refused(
+        "roles re-labelled",
+        relabelled,
+        "does not match the statement",
+        "reordered",
+    )
+    .await?;
+    Ok(())
+}
+
+/// The audit entries of the agent's refusals the real controller recorded.
+fn refused_job_entries(stack: &Stack) -> Result<Vec<String>> {
+    Ok(stack
+        .audit_lines()?
+        .into_iter()
+        .filter(|line| line.starts_with("agent.refused_job|"))
+        .collect())
+}
+
+/// Restarts the prod agent (SIGKILL first: what it kept must be on disk)
+/// connected to the real controller, and waits until the controller handled
+/// what the agent sent on connecting: a job through the same stream.
+async fn reconnect_to_the_real_controller(s: &mut Scenario) -> Result<()> {
+    s.stack.kill_agent("prod").await?;
+    let path = s.stack.zone("prod").agent_config.clone();
+    let text = std::fs::read_to_string(&path)?.replace(
+        &format!("127.0.0.1:{}", s.hostile.port),
+        &format!("127.0.0.1:{}", s.stack.agents_port()),
+    );
+    std::fs::write(&path, text)?;
+    s.stack.start_agent("prod").await?;
+    let history = s.stack.cli(&["history", "signed_probe", "prod"]).await?;
+    anyhow::ensure!(history.code == 0, "{history}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refusal_of_a_hostile_controllers_job_reaches_the_real_controllers_audit() -> Result<()> {
+    let mut s = Scenario::start().await?;
+    let (alice, bob, carol) = (s.signer("alice")?, s.signer("bob")?, s.signer("carol")?);
+    // signed_probe exists, as `refused` expects.
+    let job = deploy(vec![routine("signed_probe", 1)], "main");
+    let statements = [
+        (&alice, statement(&job, role::REQUESTER)),
+        (&bob, statement(&job, role::APPROVER)),
+        (&carol, statement(&job, role::APPROVER)),
+    ];
+    let (result, _) = s.run(signed(job.clone(), &statements)?).await?;
+    assert_eq!(result.outcome(), Outcome::Succeeded, "{}", result.message);
+    // The hostile controller's forgery, refused; it keeps the result to itself.
+    let mut forged = deploy(vec![routine("forged", 1)], "main");
+    forged.approvals = signed(job, &statements)?.approvals;
+    let claimed_plan = forged.plan_id.clone();
+    s.refused("forged", forged, "signed for plan id", "forged")
+        .await?;
+    assert!(refused_job_entries(&s.stack)?.is_empty());
+
+    reconnect_to_the_real_controller(&mut s).await?;
+    let entries = refused_job_entries(&s.stack)?;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    for expected in [
+        "|refused|agent prod/prod-1|",
+        "refused job signed-2 (attempt 1, deploy on target main",
+        &format!("claiming plan id {claimed_plan}"),
+        &format!(
+            "offered while connected to https://127.0.0.1:{}",
+            s.hostile.port
+        ),
+        "signed for plan id",
+    ] {
+        assert!(entry.contains(expected), "{expected:?} in {entry}");
+    }
+    let audit = s.stack.cli(&["audit"]).await?;
+    assert!(audit.stdout.contains("agent.refused_job"), "{audit}");
+    let verify = s.stack.cli(&["audit", "verify"]).await?;
+    assert_eq!(verify.code, 0, "{verify}");
+
+    // Reported again on every connection, recorded once.
+    reconnect_to_the_real_controller(&mut s).await?;
+    assert_eq!(refused_job_entries(&s.stack)?.len(), 1);
     Ok(())
 }

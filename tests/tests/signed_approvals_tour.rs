@@ -3,7 +3,10 @@
 //! `approve`; the controller keeps and forwards the statements, and the prod
 //! agent, with an `[approvals]` policy, verifies them and runs it. When the
 //! controller's store loses a statement, the agent refuses, nothing changes,
-//! and the refusal is in the controller's audit log.
+//! and the refusal is in the controller's audit log. Prod has the syntax gate:
+//! its dry run (a check job) carries the deploy's statements too. Rollbacks, disable and
+//! enable are signed by the CLI too: the requester's statement for each, an
+//! admin's with its reason for an emergency rollback.
 
 use anyhow::Result;
 use pgrollout_tests::stack::{Stack, StackOptions};
@@ -14,7 +17,7 @@ async fn prod_with_policy() -> Result<Stack> {
         start_agents: false,
         environment_extra: vec![(
             "prod".into(),
-            "require_approval = true\napprovals = 2".into(),
+            "require_approval = true\napprovals = 2\ngates = [\"syntax\"]".into(),
         )],
         ..StackOptions::default()
     })
@@ -25,7 +28,7 @@ async fn prod_with_policy() -> Result<Stack> {
         &config_path,
         format!(
             "{config}\n[approvals]\noperator_ca = \"{}\"\nenvironment = \"prod\"\n\
-             approvers = [\"approver-1\", \"approver-2\"]\nrequired_approvers = 2\n",
+             approvers = [\"approver-1\", \"approver-2\"]\nadmins = [\"approver-1\"]\nrequired_approvers = 2\n",
             stack.ca_dir.join("ca.pem").display()
         ),
     )?;
@@ -87,13 +90,131 @@ async fn a_statement_lost_by_the_controller_store_is_refused_by_the_agent_and_au
     let second = stack
         .cli_as("approver-2", &["approve", &id, "--follow"])
         .await?;
+    // Refused at the syntax gate's dry run, the first job the agent sees.
     assert_eq!(second.code, 1, "{second}");
     assert!(
-        second.stdout.contains("no requester signed this change"),
+        second.stderr.contains("refused by its agent (rollout r-")
+            && second.stderr.contains("no requester signed this change"),
         "{second}"
     );
     assert!(!deployed(&stack).await?, "nothing deployed");
     let audit = stack.audit_lines()?.join("\n");
     assert!(audit.contains("no requester signed this change"), "{audit}");
+    Ok(())
+}
+
+/// Routines named `reconcilemupstream` (a disable renames them) and ledger rows.
+async fn prod_state(stack: &Stack) -> Result<(i64, i64)> {
+    let client = stack.zone("prod").pg.connect().await?;
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_proc WHERE proname = 'reconcilemupstream'), \
+                    (SELECT count(*) FROM pgrollout.ledger)",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A prod deploy requested by test-operator and signed by both approvers.
+async fn deploy_signed(stack: &Stack) -> Result<()> {
+    let parked = stack.cli(&["deploy", "reconcilemupstream", "prod"]).await?;
+    assert_eq!(parked.code, 5, "{parked}");
+    let id = parked.request_id()?;
+    for approver in ["approver-1", "approver-2"] {
+        let approved = stack
+            .cli_as(approver, &["approve", &id, "--follow"])
+            .await?;
+        assert_eq!(approved.code, 0, "{approved}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn rollbacks_disable_and_enable_are_signed_and_an_emergency_needs_an_admin() -> Result<()> {
+    let stack = prod_with_policy().await?;
+    deploy_signed(&stack).await?;
+    assert_eq!(prod_state(&stack).await?.0, 1, "deployed");
+
+    // A rollback by its requester: the requester's signature is what the
+    // policy asks of an operation (operation_approvers defaults to 0).
+    let rollback = stack
+        .cli(&["rollback", "reconcilemupstream", "prod"])
+        .await?;
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert!(
+        rollback.stderr.contains("signed: rollback in prod"),
+        "{rollback}"
+    );
+    assert_eq!(prod_state(&stack).await?.0, 0, "rolled back");
+
+    // The same plan again is a new request, signed and approved again.
+    deploy_signed(&stack).await?;
+    let (live, rows) = prod_state(&stack).await?;
+    assert_eq!(live, 1, "deployed again");
+
+    // A break-glass rollback by an operator the agent's policy does not list
+    // among its admins: signed, but refused in the zone; nothing changed.
+    let by_deployer = stack
+        .cli(&[
+            "rollback",
+            "reconcilemupstream",
+            "prod",
+            "--emergency",
+            "--reason",
+            "prod is down",
+        ])
+        .await?;
+    assert_eq!(by_deployer.code, 1, "{by_deployer}");
+    assert!(
+        by_deployer
+            .stdout
+            .contains("needs the signature of an admin"),
+        "{by_deployer}"
+    );
+    assert_eq!(prod_state(&stack).await?, (live, rows), "nothing changed");
+
+    let disabled = stack
+        .cli(&["disable", "reconcilemupstream", "prod"])
+        .await?;
+    assert_eq!(disabled.code, 0, "{disabled}");
+    assert!(
+        disabled.stderr.contains("signed: disable in prod"),
+        "{disabled}"
+    );
+    assert_eq!(prod_state(&stack).await?.0, 0, "renamed");
+    let enabled = stack.cli(&["enable", "reconcilemupstream", "prod"]).await?;
+    assert_eq!(enabled.code, 0, "{enabled}");
+    assert_eq!(prod_state(&stack).await?.0, 1, "back under its name");
+
+    // The emergency rollback signed by the admin, with its reason, runs.
+    let emergency = stack
+        .cli_as(
+            "approver-1",
+            &[
+                "rollback",
+                "reconcilemupstream",
+                "prod",
+                "--emergency",
+                "--reason",
+                "prod is down",
+            ],
+        )
+        .await?;
+    assert_eq!(emergency.code, 0, "{emergency}");
+    assert_eq!(
+        prod_state(&stack).await?.0,
+        0,
+        "rolled back in an emergency"
+    );
+    let agent_log = stack.all_process_output();
+    assert!(
+        agent_log.contains("requested by test-operator and approved by nobody (none required)"),
+        "{agent_log}"
+    );
+    assert!(
+        agent_log.contains("emergency action signed by admin approver-1"),
+        "{agent_log}"
+    );
     Ok(())
 }

@@ -55,11 +55,14 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
         return;
     };
     let context = JobContext::new(job, target, last_seq, config, outbox.clone());
-    if let Some(refused) = check_approvals(&context) {
-        context.finish(refused.into());
-        outbox.job_finished(&context.job.id, context.job.attempt);
-        return;
-    }
+    let reserved = match check_approvals(&context) {
+        Ok(reserved) => reserved,
+        Err(refused) => {
+            context.finish((*refused).into());
+            outbox.job_finished(&context.job.id, context.job.attempt);
+            return;
+        }
+    };
     tracing::info!(
         job_id = %context.job.id,
         kind = context.job.kind.name(),
@@ -125,6 +128,9 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
     {
         apply_retention(&context, &finished.result.backup_path).await;
     }
+    if let Some(record) = reserved {
+        release_if_unchanged(&context, &record, &finished.result);
+    }
     context.finish(finished);
     outbox.job_finished(&context.job.id, context.job.attempt);
     // The job span ends here; export the job's spans now rather than at the
@@ -135,10 +141,12 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
 }
 
 /// Verifies the job's signed approvals when the agent has a policy (issue
-/// 19), before anything connects to the database; reports the verdict as the
+/// 19), before anything connects to the database, then reserves its signed
+/// request for this target (a replay is refused); reports the verdict as the
 /// `approvals` step. A refusal is the job's result: exit 1, nothing changed,
-/// and the controller audits it with the job.
-fn check_approvals(context: &JobContext) -> Option<JobResult> {
+/// and the controller audits it with the job. `Ok(Some(record))`: the file
+/// the request was reserved in.
+fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, Box<JobResult>> {
     use crate::approvals::{check, Verdict};
     let started = Instant::now();
     let verdict = check(
@@ -147,9 +155,33 @@ fn check_approvals(context: &JobContext) -> Option<JobResult> {
         &context.job,
         SystemTime::now(),
     );
+    let (verdict, record) = match verdict {
+        Verdict::Approved(approved) if !crate::approvals::runs_once(&context.job.kind) => {
+            (Verdict::Approved(approved), None)
+        }
+        Verdict::Approved(approved) => {
+            let record =
+                pgrollout_shared::signing::replay::path_for(&context.config.journal_path());
+            let job = &context.job;
+            match pgrollout_shared::signing::replay::reserve(
+                &record,
+                &job.target,
+                &job.approvals.request_id,
+                &job.id,
+                job.attempt,
+            ) {
+                Ok(()) => (Verdict::Approved(approved), Some(record)),
+                Err(replay) => (
+                    Verdict::Refused(pgrollout_shared::signing::verify::Refusal(replay)),
+                    None,
+                ),
+            }
+        }
+        other => (other, None),
+    };
     let elapsed = started.elapsed();
     match verdict {
-        Verdict::NotRequired => None,
+        Verdict::NotRequired => Ok(None),
         Verdict::Approved(approved) => {
             tracing::info!(job_id = %context.job.id, verify_us = elapsed.as_micros() as u64, "approvals verified: {approved}");
             context.event(
@@ -159,10 +191,11 @@ fn check_approvals(context: &JobContext) -> Option<JobResult> {
                 millis(elapsed),
                 Vec::new(),
             );
-            None
+            Ok(record)
         }
         Verdict::Refused(refusal) => {
             tracing::warn!(job_id = %context.job.id, reason = %refusal, "job refused");
+            keep_refusal(context, &refusal.to_string());
             context.event(
                 "approvals",
                 StepStatus::Failed,
@@ -170,13 +203,51 @@ fn check_approvals(context: &JobContext) -> Option<JobResult> {
                 millis(elapsed),
                 Vec::new(),
             );
-            Some(JobResult {
+            Err(Box::new(JobResult {
                 outcome: Outcome::ValidationFailed as i32,
                 message: refusal.to_string(),
                 ..Default::default()
-            })
+            }))
         }
     }
+}
+
+/// Keeps the refusal for every controller the agent connects to next
+/// (`refusals.rs`): the one that offered the job may drop its result.
+fn keep_refusal(context: &JobContext, reason: &str) {
+    let job = &context.job;
+    crate::refusals::keep(
+        &crate::refusals::path_for(&context.config.journal_path()),
+        &pgrollout_shared::proto::RefusedJob {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            kind: job.kind.name().to_owned(),
+            target: job.target.clone(),
+            rollout_id: job.rollout_id.clone(),
+            plan_id: job.plan_id.clone(),
+            request_id: job.approvals.request_id.clone(),
+            actor: job.actor.clone(),
+            reason: reason.to_owned(),
+            refused_unix_ms: pgrollout_shared::job::now_unix_ms(),
+            controller: context.config.controller.clone(),
+        },
+    );
+}
+
+/// A signed job that changed nothing (not a success, no ledger row) gives
+/// its request back, so the same approvals can run it again.
+fn release_if_unchanged(context: &JobContext, record: &std::path::Path, result: &JobResult) {
+    if result.outcome() == Outcome::Succeeded || !result.ledger_ids.is_empty() {
+        return;
+    }
+    let job = &context.job;
+    pgrollout_shared::signing::replay::release(
+        record,
+        &job.target,
+        &job.approvals.request_id,
+        &job.id,
+        job.attempt,
+    );
 }
 
 /// Prunes the target's expired backups after a successful deploy; a problem

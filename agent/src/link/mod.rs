@@ -158,6 +158,10 @@ async fn session(
     for pending in outbox.attach(tx.clone()) {
         let _ = tx.send(pending);
     }
+    // Issue 19: every refusal kept, to every controller (it records each once).
+    for refused in crate::refusals::read(&crate::refusals::path_for(&config.journal_path())) {
+        let _ = tx.send(message(agent_message::Body::RefusedJob(refused)));
+    }
     let heartbeat = tokio::spawn(heartbeats(outbox.clone(), config.timeouts.heartbeat));
     let renewed = certificate_renewed(tls_files.map(|f| f.cert.clone()), certificate_stamp);
     let result = tokio::select! {

@@ -235,6 +235,9 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
     }
     let now = now_unix_ms();
     agent.last_heartbeat.store(now, Ordering::Relaxed);
+    if let Some(Body::RefusedJob(refused)) = &message.body {
+        return super::agent_refusals::record(controller, agent, refused).await;
+    }
     // Checked once, here: past this point only domain types.
     let report = match AgentReport::try_from(message) {
         Ok(report) => report,

@@ -463,6 +463,7 @@ impl ControlService {
                 dry_run: Some(lifecycle::DryRunContext {
                     trace: &validated.trace,
                     agent_wait: validated.agent_wait,
+                    approvals: validated.approvals.clone(),
                 }),
             };
             let options = lifecycle::ParkOptions { no_wait, follow };
@@ -529,7 +530,7 @@ fn validate(
 
 /// The id a requester's CLI chose and signed (issue 19): it names the request
 /// if it waits, so it must be one the controller would make.
-fn signed_request_id(id: String) -> Result<String, Status> {
+pub(super) fn signed_request_id(id: String) -> Result<String, Status> {
     let well_formed = id.is_empty()
         || (id.len() <= 64
             && id.starts_with("p-")

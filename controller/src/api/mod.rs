@@ -4,6 +4,7 @@
 //! tests can bind port 0 and stop cleanly.
 
 pub mod agent_link;
+mod agent_refusals;
 pub mod audit_verify;
 mod control;
 mod drift;
@@ -12,7 +13,7 @@ mod faults;
 mod fleet;
 mod health;
 mod metrics;
-mod operations;
+pub mod operations;
 mod operator;
 mod plan_input;
 mod probes;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use pgrollout_shared::job::{AdoptSpec, JobKind, MAX_ADOPT_SELECTORS};
+use pgrollout_shared::job::{AdoptSpec, JobKind, SignedApprovals, MAX_ADOPT_SELECTORS};
 use pgrollout_shared::operations::{
     is_plan_id_prefix, DisableSpec, RollbackScope, RollbackSpec, RollbackTarget, RoutineSelector,
     MAX_REASON_BYTES,
@@ -157,16 +157,18 @@ impl ControlService {
             emergency,
             known_versions,
         });
+        let approvals = signed(request.signed_request_id, request.signatures)?;
         let started = self
-            .start_operation(
+            .start_operation(OperationRequest {
                 environment,
                 label,
                 kind,
                 actor,
-                &request.traceparent,
-                request.agent_wait_ms,
+                trace: crate::telemetry::spans::request_trace(&request.traceparent),
+                agent_wait: Duration::from_millis(request.agent_wait_ms),
                 description,
-            )
+                approvals,
+            })
             .await?;
         tracing::info!(
             before_dispatch_us = received.elapsed().as_micros() as u64,
@@ -205,15 +207,17 @@ impl ControlService {
             RoutineOperation::History => JobKind::History(selector),
         };
         let description = format!("{environment}\n{}\n{}", request.procedure, request.revoke);
-        self.start_operation(
+        let approvals = signed(request.signed_request_id, request.signatures)?;
+        self.start_operation(OperationRequest {
             environment,
-            request.procedure,
+            label: request.procedure,
             kind,
             actor,
-            &request.traceparent,
-            request.agent_wait_ms,
+            trace: crate::telemetry::spans::request_trace(&request.traceparent),
+            agent_wait: Duration::from_millis(request.agent_wait_ms),
             description,
-        )
+            approvals,
+        })
         .await
     }
 
@@ -260,6 +264,7 @@ impl ControlService {
             .collect::<Result<Vec<_>, _>>()?;
         let environment = known_environment(self, &request.environment)?;
         let label = request.procedures.join(" ");
+        let approvals = signed(request.signed_request_id, request.signatures)?;
         let description = format!(
             "{environment}\n{}\n{}\n{reason}",
             request.procedures.join("\n"),
@@ -279,6 +284,7 @@ impl ControlService {
                 trace: crate::telemetry::spans::request_trace(&request.traceparent),
                 agent_wait: Duration::from_millis(request.agent_wait_ms),
                 description,
+                approvals,
             },
             reason,
         )
@@ -286,36 +292,29 @@ impl ControlService {
         Ok(Response::new(update_stream(receiver)))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn start_operation(
         &self,
-        environment: String,
-        label: String,
-        kind: JobKind,
-        actor: String,
-        traceparent: &str,
-        agent_wait_ms: u64,
-        description: String,
+        request: OperationRequest,
     ) -> Result<Response<UpdateStream>, Status> {
-        let receiver = operations::start(
-            self.controller.clone(),
-            OperationRequest {
-                environment,
-                label,
-                kind,
-                actor,
-                trace: crate::telemetry::spans::request_trace(traceparent),
-                agent_wait: Duration::from_millis(agent_wait_ms),
-                description,
-            },
-        )
-        .await?;
+        let receiver = operations::start(self.controller.clone(), request).await?;
         Ok(Response::new(update_stream(receiver)))
     }
 }
 
+/// What the operator signed for an operation (issue 19): kept verbatim and
+/// sent with the job; only an agent with `[approvals]` reads it.
+fn signed(
+    request_id: String,
+    signatures: Vec<pgrollout_shared::proto::SignedStatement>,
+) -> Result<SignedApprovals, Status> {
+    Ok(SignedApprovals {
+        request_id: super::control::signed_request_id(request_id)?,
+        signatures,
+    })
+}
+
 /// The operator's `<procedure>`, read with PostgreSQL's parser.
-fn selector(procedure: &str) -> Result<RoutineSelector, Status> {
+pub fn selector(procedure: &str) -> Result<RoutineSelector, Status> {
     let name = RoutineName::parse(procedure).map_err(|reason| {
         Status::invalid_argument(format!("invalid procedure name {procedure:?}: {reason}"))
     })?;
@@ -354,7 +353,7 @@ fn known_environment(service: &ControlService, environment: &str) -> Result<Stri
 /// `--to`: a ledger id (`12`, `ledger:12`) or a plan id (`3f2a9c0d…`,
 /// `plan:…`; 8 to 64 hex digits). All digits means a ledger id; write
 /// `plan:` for a plan prefix that happens to be all digits.
-fn rollback_target(to: &str) -> Result<RollbackTarget, Status> {
+pub fn rollback_target(to: &str) -> Result<RollbackTarget, Status> {
     let to = to.trim();
     if to.is_empty() {
         return Ok(RollbackTarget::Previous);

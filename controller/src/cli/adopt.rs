@@ -88,6 +88,8 @@ fn request(
         only_drifted,
         traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        // Signed on the way out (`signing::sign_operation`).
+        ..Default::default()
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn run(address: &str, tls: &OperatorTls, args: HistoryArgs) -> ExitCod
         revoke: false,
         traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
+        ..Default::default()
     };
     let followed = match call_and_follow(address, tls, Call::History(request), true).await {
         Ok(followed) => followed,

@@ -44,6 +44,8 @@ pub async fn call_and_follow(
     quiet: bool,
 ) -> Result<Followed, (ExitCode, String)> {
     let mut client = connect::controller(address, tls).await?;
+    // Issue 19: signed with the operator's key, for agents with [approvals].
+    let call = super::signing::sign_operation(&mut client, address, tls, call).await?;
     let response = match call {
         Call::Rollback(r) => client.rollback(with_actor(r)).await,
         Call::Disable(r) => client.disable(with_actor(r)).await,

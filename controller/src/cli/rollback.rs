@@ -97,6 +97,8 @@ pub async fn run(address: &str, tls: &OperatorTls, args: RollbackArgs) -> ExitCo
         reason: reason.trim().to_owned(),
         traceparent: crate::telemetry::spans::current_traceparent(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
+        // Signed on the way out (`signing::sign_operation`).
+        ..Default::default()
     };
     let followed = match call_and_follow(address, tls, Call::Rollback(request), json).await {
         Ok(followed) => followed,

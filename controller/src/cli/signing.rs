@@ -1,17 +1,23 @@
 //! What the operator's CLI signs (issue 19): a deploy's requester statement
-//! and an approver's, with the key of the operator's own certificate — the
+//! and an approver's, and the requester's (an admin's, in an emergency) of a
+//! rollback, disable, enable or adoption, with the key of the operator's own certificate — the
 //! files it already uses for mTLS. The statement names where the change runs
 //! as the controller reports it; an agent with an `[approvals]` policy checks
 //! every field, so a controller that reports wrongly gets the job refused.
 
 use pgrollout_shared::exit_code::ExitCode;
+use pgrollout_shared::job::{AdoptSpec, JobKind};
+use pgrollout_shared::operations::{DisableSpec, RollbackScope, RollbackSpec};
 use pgrollout_shared::proto::{
-    control_client::ControlClient, SignedStatement, SigningContextRequest,
+    control_client::ControlClient, AdoptRequest, GetRolloutRequest, RollbackRequest,
+    RoutineRequest, SignedStatement, SigningContextRequest,
 };
-use pgrollout_shared::signing::{action, Signer, Statement};
+use pgrollout_shared::signing::{action, role, subject, Signer, Statement};
 use tonic::transport::Channel;
 
 use super::connect::OperatorTls;
+use super::operation::Call;
+use crate::api::operations::{rollback_target, selector};
 
 /// How long a signature stays good: long enough for a request to wait for
 /// its approvals and its window, short enough that an old one is useless.
@@ -56,25 +62,175 @@ pub async fn sign_deploy(
     environment: &str,
     request_id: &str,
 ) -> Result<SignedStatement, Refusal> {
-    let context = client
-        .signing_context(SigningContextRequest {
-            environment: environment.to_owned(),
-        })
-        .await
-        .map_err(|status| super::connect::refusal(&status, address))?
-        .into_inner();
     let statement = Statement {
         action: action::DEPLOY.into(),
         role: role.into(),
         plan_id: plan_id.into(),
         environment: environment.into(),
+        request_id: request_id.into(),
+        expires_unix_ms: pgrollout_shared::job::now_unix_ms() + VALIDITY_MS,
+        ..Statement::default()
+    };
+    sign_in_context(client, address, signer, statement).await
+}
+
+/// Fills in the zone and target the controller reports for the statement's
+/// environment, and signs.
+async fn sign_in_context(
+    client: &mut ControlClient<Channel>,
+    address: &str,
+    signer: &Signer,
+    statement: Statement,
+) -> Result<SignedStatement, Refusal> {
+    let context = client
+        .signing_context(SigningContextRequest {
+            environment: statement.environment.clone(),
+        })
+        .await
+        .map_err(|status| super::connect::refusal(&status, address))?
+        .into_inner();
+    let statement = Statement {
         zone: context.zone,
         target: context.target,
-        request_id: request_id.into(),
-        reason: String::new(),
-        expires_unix_ms: pgrollout_shared::job::now_unix_ms() + VALIDITY_MS,
+        ..statement
     };
     signer
         .sign(&statement)
         .map_err(|error| (ExitCode::ValidationFailed, format!("cannot sign: {error}")))
+}
+
+/// How long an operation's statement stays good: it runs at once (never
+/// parked), so an hour covers any `--agent-wait`.
+const OPERATION_VALIDITY_MS: i64 = 3_600_000;
+
+/// Signs a rollback, disable, enable or adoption (issue 19) when the CLI has
+/// an operator key: the statement binds what the agent will do — the
+/// subject is computed from the very spec the controller builds out of this
+/// request (`api::operations` parses the names and `--to` the same way) —
+/// with a new request id. An emergency rollback is signed as `admin`, with
+/// its reason: the agent counts it only if its policy lists this operator
+/// among its admins. Other calls pass through unchanged.
+pub async fn sign_operation(
+    client: &mut ControlClient<Channel>,
+    address: &str,
+    tls: &OperatorTls,
+    call: Call,
+) -> Result<Call, Refusal> {
+    let Some(signer) = signer(tls)? else {
+        return Ok(call);
+    };
+    let invalid = |status: tonic::Status| (ExitCode::ValidationFailed, status.message().to_owned());
+    let (environment, kind, reason) = match &call {
+        Call::Rollback(r) => {
+            let scope = if r.rollout_id.is_empty() {
+                RollbackScope::Routines(selector(&r.procedure).map_err(invalid)?)
+            } else {
+                RollbackScope::Rollout(r.rollout_id.clone())
+            };
+            let environment = if r.environment.is_empty() && !r.rollout_id.is_empty() {
+                rollout_environment(client, address, &r.rollout_id).await?
+            } else {
+                r.environment.clone()
+            };
+            let reason = r.reason.trim().to_owned();
+            let kind = JobKind::Rollback(RollbackSpec {
+                scope,
+                target: rollback_target(&r.to).map_err(invalid)?,
+                emergency: r.emergency.then(|| reason.clone()),
+                known_versions: Vec::new(),
+            });
+            (environment, kind, reason)
+        }
+        Call::Disable(r) => (
+            r.environment.clone(),
+            JobKind::Disable(DisableSpec {
+                routines: selector(&r.procedure).map_err(invalid)?,
+                revoke: r.revoke,
+            }),
+            String::new(),
+        ),
+        Call::Enable(r) => (
+            r.environment.clone(),
+            JobKind::Enable(selector(&r.procedure).map_err(invalid)?),
+            String::new(),
+        ),
+        Call::Adopt(r) => {
+            let routines = r
+                .procedures
+                .iter()
+                .map(|p| selector(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            let reason = r.reason.trim().to_owned();
+            let kind = JobKind::Adopt(AdoptSpec {
+                routines,
+                reason: reason.clone(),
+                only_drifted: r.only_drifted,
+            });
+            (r.environment.clone(), kind, reason)
+        }
+        // A fleet's resume carries no statement yet (README, Fleets: "Not yet").
+        Call::History(_) | Call::Retry(_) | Call::Resume(_) => return Ok(call),
+    };
+    let Some((action, subject)) = subject::of_operation(&kind) else {
+        return Ok(call);
+    };
+    let role = if action == action::EMERGENCY_ROLLBACK {
+        role::ADMIN
+    } else {
+        role::REQUESTER
+    };
+    let request_id = new_request_id();
+    let statement = Statement {
+        action: action.into(),
+        role: role.into(),
+        plan_id: subject,
+        environment: environment.clone(),
+        request_id: request_id.clone(),
+        reason,
+        expires_unix_ms: pgrollout_shared::job::now_unix_ms() + OPERATION_VALIDITY_MS,
+        ..Statement::default()
+    };
+    let signed = sign_in_context(client, address, &signer, statement).await?;
+    eprintln!("pgrollout: signed: {action} in {environment} as {role}, request {request_id}");
+    let signatures = vec![signed];
+    Ok(match call {
+        Call::Rollback(r) => Call::Rollback(RollbackRequest {
+            signatures,
+            signed_request_id: request_id,
+            ..r
+        }),
+        Call::Disable(r) => Call::Disable(RoutineRequest {
+            signatures,
+            signed_request_id: request_id,
+            ..r
+        }),
+        Call::Enable(r) => Call::Enable(RoutineRequest {
+            signatures,
+            signed_request_id: request_id,
+            ..r
+        }),
+        Call::Adopt(r) => Call::Adopt(AdoptRequest {
+            signatures,
+            signed_request_id: request_id,
+            ..r
+        }),
+        other => other,
+    })
+}
+
+/// The environment a rollout ran in (`rollback --rollout` names none).
+async fn rollout_environment(
+    client: &mut ControlClient<Channel>,
+    address: &str,
+    rollout_id: &str,
+) -> Result<String, Refusal> {
+    Ok(client
+        .get_rollout(GetRolloutRequest {
+            rollout_id: rollout_id.to_owned(),
+        })
+        .await
+        .map_err(|status| super::connect::refusal(&status, address))?
+        .into_inner()
+        .environment)
 }

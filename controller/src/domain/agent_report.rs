@@ -400,7 +400,8 @@ impl TryFrom<AgentMessage> for AgentReport {
             },
             Some(Body::Heartbeat(_)) => AgentReport::Heartbeat,
             Some(Body::Hello(_)) => AgentReport::Hello,
-            None => AgentReport::Empty,
+            // Handled before this conversion (`api/agent_link.rs`).
+            Some(Body::RefusedJob(_)) | None => AgentReport::Empty,
         })
     }
 }

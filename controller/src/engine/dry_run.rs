@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgrollout_shared::job::JobKind;
+use pgrollout_shared::job::{JobKind, SignedApprovals};
 use pgrollout_shared::proto::{rollout_update::Body, JobResult, Outcome};
 use pgrollout_shared::test_reports::finding_line;
 use pgrollout_shared::traceparent::TraceParent;
@@ -34,6 +34,10 @@ pub struct DryRun<'a> {
     /// The deploy's trace: the dry run is a child span of it.
     pub trace: &'a TraceParent,
     pub agent_wait: Duration,
+    /// The deploy's signed statements (issue 19): an agent with `[approvals]`
+    /// runs a check only of content its requester signed. A parked request's
+    /// come with its id only, and are read from the store here.
+    pub approvals: SignedApprovals,
 }
 
 /// Runs the check job and turns its result into the syntax gate's verdict.
@@ -45,6 +49,17 @@ pub async fn run(
 ) -> Result<GateResult, EngineError> {
     let order = deploy_order(dry_run.plan.routines.clone())
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let mut approvals = dry_run.approvals.clone();
+    if approvals.signatures.is_empty() && !approvals.request_id.is_empty() {
+        approvals.signatures = controller
+            .store
+            .signed_statements(&approvals.request_id)
+            .await
+            .map_err(EngineError::store("access its store"))?;
+    }
+    if approvals.signatures.is_empty() {
+        approvals.request_id.clear();
+    }
     let request = RolloutRequest {
         environment: dry_run.environment.to_owned(),
         plan: dry_run.plan.clone(),
@@ -56,7 +71,7 @@ pub async fn run(
         agent_wait: dry_run.agent_wait,
         gates: Vec::new(),
         order: None,
-        approvals: Default::default(),
+        approvals,
         fleet_policy: Default::default(),
     };
     // Its own rollout span, beside the deploy's: the dry run is a rollout of
@@ -117,6 +132,15 @@ pub fn verdict(environment: &str, rollout_id: &str, result: &JobResult) -> GateR
                 ),
             )
         }
+        // Refused before it ran (the agent's approval policy, issue 19): no
+        // finding, the agent's reason.
+        Outcome::ValidationFailed if result.findings.is_empty() => GateResult::failed(
+            gate,
+            format!(
+                "the dry run on {environment}'s database was refused by its agent (rollout {rollout_id}): {}",
+                result.message
+            ),
+        ),
         Outcome::ValidationFailed => {
             let errors: Vec<String> = result
                 .findings

@@ -39,6 +39,8 @@ pub struct OperationRequest {
     pub agent_wait: Duration,
     /// What the operator asked, for the operation record's id.
     pub description: String,
+    /// The operator's signed statement (issue 19), forwarded verbatim.
+    pub approvals: pgrollout_shared::job::SignedApprovals,
 }
 
 /// Starts the operation; its updates arrive on the returned receiver.
@@ -90,7 +92,7 @@ fn prepare(controller: &Arc<Controller>, request: OperationRequest) -> (RolloutR
         agent_wait: request.agent_wait,
         gates: Vec::new(),
         order: None,
-        approvals: Default::default(),
+        approvals: request.approvals,
         fleet_policy: Default::default(),
     };
     (inner, context)

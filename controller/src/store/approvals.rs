@@ -216,4 +216,27 @@ impl Store {
         })
         .await
     }
+
+    /// Records that `agent` refused (job, attempt) (issue 19); true the
+    /// first time, so each refusal is audited once however often the agent
+    /// reports it.
+    pub async fn record_agent_refusal(
+        &self,
+        agent: &str,
+        job_id: &str,
+        attempt: u32,
+        refused_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (agent, job_id) = (agent.to_owned(), job_id.to_owned());
+        self.call(move |c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO agent_refusals (agent, job_id, attempt, refused_at, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![agent, job_id, attempt, refused_at, now],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
 }

@@ -18,7 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_metrics_and_retention.sql"),
     PLAN_NAMES_ROUTINES,
     include_str!("migrations/0015_signed_statements.sql"),
-    // 0016 belongs to another change (signed rollbacks); it goes before this.
+    include_str!("migrations/0016_agent_refusals.sql"),
     include_str!("migrations/0017_fleet_rollouts.sql"),
 ];
 

@@ -9,6 +9,8 @@
 //! (never a re-encoding), so what it checks is what the operator signed.
 
 pub mod policy;
+pub mod replay;
+pub mod subject;
 pub mod verify;
 
 use std::path::Path;
@@ -51,8 +53,8 @@ pub mod role {
 pub struct Statement {
     pub action: String,
     pub role: String,
-    /// The plan id (content hash) of a deploy; of an operation, the subject
-    /// the job names (see [`operation_subject`]).
+    /// The plan id (content hash) of a deploy; of an operation, the hash of
+    /// what it does (see [`subject::of_operation`]).
     pub plan_id: String,
     pub environment: String,
     pub zone: String,
@@ -150,20 +152,6 @@ impl Statement {
             expires_unix_ms: expires,
         })
     }
-}
-
-/// The subject an operation's statement binds in place of a plan id: the
-/// job kind and the routines it names, so an approval of `disable f` is not
-/// one of `disable g`.
-pub fn operation_subject(kind: &str, routines: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    hasher.update(b"pgrollout-operation-v1\n");
-    for part in [kind, routines] {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part.as_bytes());
-    }
-    hex::encode(hasher.finalize())
 }
 
 /// Why an operator's key cannot sign.

@@ -26,6 +26,13 @@ pub struct ApprovalsConfig {
     /// target says otherwise.
     #[serde(default = "one")]
     pub required_approvers: usize,
+    /// Distinct approvers (never the requester) a rollback, disable, enable
+    /// or adoption needs besides its requester's signature. Default 0: the
+    /// requester's own signed statement suffices, since these restore or
+    /// switch off versions the zone's ledger holds and the controller parks
+    /// no operation for approvals (more makes them impossible to run).
+    #[serde(default)]
+    pub operation_approvers: usize,
     /// Per target: `[approvals.targets.main] required_approvers = 2`.
     #[serde(default)]
     pub targets: BTreeMap<String, TargetRule>,

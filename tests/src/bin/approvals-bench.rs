@@ -2,7 +2,8 @@
 //! as `jobs::execute` runs it — the plan id recomputed from the routines,
 //! three statements' certificates chained, signatures verified, bindings and
 //! the approvers rule — timed in process, for a one-routine deploy and for a
-//! batch, plus what signing one statement costs the CLI.
+//! batch, then the request reserved for its target (`signing::replay`: read,
+//! append, fdatasync), plus what signing one statement costs the CLI.
 //!
 //!   approvals-bench <operators-ca-dir> [runs]
 //!
@@ -16,7 +17,7 @@ use anyhow::{Context, Result};
 use pgrollout_shared::routine::{Routine, RoutineIdentity, RoutineKind};
 use pgrollout_shared::signing::policy::{ApprovalPolicy, ApprovalsConfig};
 use pgrollout_shared::signing::verify::{verify, Claims};
-use pgrollout_shared::signing::{action, role, Signer, Statement};
+use pgrollout_shared::signing::{action, replay, role, Signer, Statement};
 
 fn routine(i: usize) -> Routine {
     Routine {
@@ -69,6 +70,7 @@ fn main() -> Result<()> {
         approvers: vec!["bob".into(), "carol".into()],
         admins: vec![],
         required_approvers: 2,
+        operation_approvers: 0,
         targets: Default::default(),
         emergency_requires_admin: true,
         revocation_list: None,
@@ -111,15 +113,36 @@ fn main() -> Result<()> {
                 target: "main",
                 request_id: "req-bench",
                 emergency: false,
+                requester_only: false,
             };
             verify(&policy, &claims, &signatures, SystemTime::now())
                 .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
             check_times.push(started.elapsed());
         }
+        // Then, as jobs::execute does, the request reserved for its target
+        // (read the record, append, fdatasync): one new request per job, the
+        // record growing as an agent's does.
+        let record = dir.join(format!("signed-requests-{size}"));
+        let mut reserve_times = Vec::with_capacity(runs);
+        for run in 0..runs {
+            let started = Instant::now();
+            replay::reserve(&record, "main", &format!("p-bench-{run}"), "j-bench", 1)
+                .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
+            reserve_times.push(started.elapsed());
+        }
+        let totals: Vec<Duration> = check_times
+            .iter()
+            .zip(&reserve_times)
+            .map(|(check, reserve)| *check + *reserve)
+            .collect();
         let (sign_median, sign_p95) = median_and_p95(sign_times);
         let (check_median, check_p95) = median_and_p95(check_times);
+        let (reserve_median, reserve_p95) = median_and_p95(reserve_times);
+        let (total_median, total_p95) = median_and_p95(totals);
         println!(
             "{size:>5} routine(s): agent check (plan id + 3 signatures) median {check_median:.3} ms, p95 {check_p95:.3} ms; \
+             request reserved (fsync) median {reserve_median:.3} ms, p95 {reserve_p95:.3} ms; \
+             per job median {total_median:.3} ms, p95 {total_p95:.3} ms; \
              CLI signing one statement median {sign_median:.3} ms, p95 {sign_p95:.3} ms"
         );
     }

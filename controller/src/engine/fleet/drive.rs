@@ -341,6 +341,9 @@ pub async fn roll_back_fleet(
             trace: trace_of(&record.trace_id),
             agent_wait,
             description: format!("fleet {}\n{undone}", record.id),
+            // A fleet's own rollbacks carry no operator statement yet
+            // (README, Fleets: "Not yet").
+            approvals: Default::default(),
         };
         let placement = Placement {
             zone: target.zone.clone(),

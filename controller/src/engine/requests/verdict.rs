@@ -58,6 +58,12 @@ impl<'a> GateCheck<'a> {
             dry_run: Some(DryRunContext {
                 trace,
                 agent_wait: Duration::from_secs(5),
+                // Its signed statements are read from the store by the
+                // dry run (issue 19: the agent checks them on the check job).
+                approvals: pgrollout_shared::job::SignedApprovals {
+                    request_id: pending.request_id.clone(),
+                    signatures: Vec::new(),
+                },
             }),
         }
     }
@@ -67,6 +73,8 @@ impl<'a> GateCheck<'a> {
 pub struct DryRunContext<'a> {
     pub trace: &'a TraceParent,
     pub agent_wait: Duration,
+    /// What the operators signed for the deploy, sent with its check job.
+    pub approvals: pgrollout_shared::job::SignedApprovals,
 }
 
 /// The gates' answer to a request.
@@ -149,6 +157,7 @@ pub async fn check_with(
             actor: request.actor,
             trace: context.trace,
             agent_wait: context.agent_wait,
+            approvals: context.approvals.clone(),
         };
         results[index] = dry_run::run(controller, dry_run).await?;
         refusal = gates::refusal(&results);
