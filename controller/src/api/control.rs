@@ -15,7 +15,7 @@ use pgrollout_shared::proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::operations::RoutineOperation;
+use super::operations::{signed_request_id, RoutineOperation};
 use super::operator::ControlService;
 use super::plan_input::validate_plan;
 use super::requests;
@@ -526,20 +526,4 @@ fn validate(
         )
         .map_err(Status::invalid_argument)?,
     })
-}
-
-/// The id a requester's CLI chose and signed (issue 19): it names the request
-/// if it waits, so it must be one the controller would make.
-pub(super) fn signed_request_id(id: String) -> Result<String, Status> {
-    let well_formed = id.is_empty()
-        || (id.len() <= 64
-            && id.starts_with("p-")
-            && id[2..].bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
-    if well_formed {
-        Ok(id)
-    } else {
-        Err(Status::invalid_argument(format!(
-            "signed_request_id {id:?}: expected p- and up to 62 hex digits or dashes"
-        )))
-    }
 }

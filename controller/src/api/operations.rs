@@ -308,7 +308,7 @@ fn signed(
     signatures: Vec<pgrollout_shared::proto::SignedStatement>,
 ) -> Result<SignedApprovals, Status> {
     Ok(SignedApprovals {
-        request_id: super::control::signed_request_id(request_id)?,
+        request_id: signed_request_id(request_id)?,
         signatures,
     })
 }
@@ -378,6 +378,22 @@ pub fn rollback_target(to: &str) -> Result<RollbackTarget, Status> {
         return Ok(RollbackTarget::PlanId(to.to_ascii_lowercase()));
     }
     Err(invalid())
+}
+
+/// The id a requester's CLI chose and signed (issue 19): it names the request
+/// if it waits, so it must be one the controller would make.
+pub(super) fn signed_request_id(id: String) -> Result<String, Status> {
+    let well_formed = id.is_empty()
+        || (id.len() <= 64
+            && id.starts_with("p-")
+            && id[2..].bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+    if well_formed {
+        Ok(id)
+    } else {
+        Err(Status::invalid_argument(format!(
+            "signed_request_id {id:?}: expected p- and up to 62 hex digits or dashes"
+        )))
+    }
 }
 
 #[cfg(test)]

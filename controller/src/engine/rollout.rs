@@ -80,8 +80,10 @@ async fn fleet_placement(
     request: &RolloutRequest,
 ) -> Result<Placement, EngineError> {
     if let JobKind::Check { .. } = &request.kind {
-        // The syntax gate's dry run: on the canary (`fleet::dry_run_placement`).
-        return super::fleet::dry_run_placement(controller, &request.environment);
+        // The syntax gate's dry run: on the canary.
+        let (zone, target) =
+            super::fleet::members::dry_run_placement(controller, &request.environment)?;
+        return Ok(Placement { zone, target });
     }
     if let JobKind::Rollback(spec) = &request.kind {
         if let pgrollout_shared::operations::RollbackScope::Rollout(undone) = &spec.scope {
