@@ -155,16 +155,15 @@ async fn rollbacks_disable_and_enable_are_signed_and_an_emergency_needs_an_admin
 
     // A break-glass rollback by an operator the agent's policy does not list
     // among its admins: signed, but refused in the zone; nothing changed.
-    let by_deployer = stack
-        .cli(&[
-            "rollback",
-            "reconcilemupstream",
-            "prod",
-            "--emergency",
-            "--reason",
-            "prod is down",
-        ])
-        .await?;
+    const EMERGENCY: [&str; 6] = [
+        "rollback",
+        "reconcilemupstream",
+        "prod",
+        "--emergency",
+        "--reason",
+        "prod is down",
+    ];
+    let by_deployer = stack.cli(&EMERGENCY).await?;
     assert_eq!(by_deployer.code, 1, "{by_deployer}");
     assert!(
         by_deployer
@@ -188,19 +187,7 @@ async fn rollbacks_disable_and_enable_are_signed_and_an_emergency_needs_an_admin
     assert_eq!(prod_state(&stack).await?.0, 1, "back under its name");
 
     // The emergency rollback signed by the admin, with its reason, runs.
-    let emergency = stack
-        .cli_as(
-            "approver-1",
-            &[
-                "rollback",
-                "reconcilemupstream",
-                "prod",
-                "--emergency",
-                "--reason",
-                "prod is down",
-            ],
-        )
-        .await?;
+    let emergency = stack.cli_as("approver-1", &EMERGENCY).await?;
     assert_eq!(emergency.code, 0, "{emergency}");
     assert_eq!(
         prod_state(&stack).await?.0,

@@ -57,7 +57,9 @@ async fn run_script(
     conn: &TargetConnection,
     script: &PgtapScript,
 ) -> Result<PgtapReport, JobFailure> {
-    let mut output = Vec::new();
+    let mut output: Vec<String> = Vec::new();
+    // What the script printed so far, against MAX_TEXT_OUTPUT_BYTES.
+    let mut printed = 0usize;
     let mut error = String::new();
     crate::jobs::context::txn_seal::begin(conn).await?;
     for (index, statement) in script.statements.iter().enumerate() {
@@ -69,9 +71,12 @@ async fn run_script(
             break;
         }
         // One statement per call (the extended protocol refuses more).
-        let room = MAX_TEXT_OUTPUT_BYTES.saturating_sub(output.iter().map(String::len).sum());
+        let room = MAX_TEXT_OUTPUT_BYTES.saturating_sub(printed);
         match project_rows::text_lines(&conn.client, statement, room).await {
-            Ok(Ok(lines)) => output.extend(lines),
+            Ok(Ok(lines)) => {
+                printed += lines.iter().map(String::len).sum::<usize>();
+                output.extend(lines);
+            }
             Ok(Err(lines)) => {
                 output.extend(lines);
                 error = format!(

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 
 use super::error::EngineError;
 use super::rollout::RolloutRequest;
-use super::updates::Updates;
+use super::updates::{UpdateSender, Updates};
 use super::{new_id, Controller};
 use crate::store::{fleet_state, AuditEntry, FleetRecord, FleetTargetRow};
 
@@ -112,14 +112,11 @@ async fn begin(
             ),
         })
         .await;
-    let (out, receiver) = mpsc::channel(256);
-    let mut zones: Vec<&str> = members.iter().map(|m| m.zone.as_str()).collect();
-    zones.dedup();
-    let started = RolloutStarted {
+    let (out, receiver) = started_updates(RolloutStarted {
         rollout_id: fleet_id.clone(),
         job_id: String::new(),
         environment: request.environment.clone(),
-        zone: zones.join(","),
+        zone: zones_of(members.iter().map(|m| m.zone.as_str())),
         agent_name: format!("{} target(s), {wave_count} wave(s)", members.len()),
         trace_id: request.trace.trace_id.clone(),
         actor: request.actor.clone(),
@@ -127,12 +124,8 @@ async fn begin(
         gates: request.gates.clone(),
         order: request.order.clone(),
         fleet_targets: members.len() as u32,
-    };
-    let _ = out
-        .send(Ok(RolloutUpdate {
-            body: Some(rollout_update::Body::Started(started)),
-        }))
-        .await;
+    })
+    .await;
     tokio::spawn(async move {
         drive::run(controller, fleet_id, request, out).await;
         drop(in_flight);
@@ -210,23 +203,18 @@ pub async fn resume(
             ),
         })
         .await;
-    let (out, receiver) = mpsc::channel(256);
-    let started = RolloutStarted {
+    let (out, receiver) = started_updates(RolloutStarted {
         rollout_id: fleet_id.to_owned(),
         environment: record.environment.clone(),
-        zone: zones_of(&targets),
+        zone: zones_of(targets.iter().map(|t| t.zone.as_str())),
         agent_name: format!("{} target(s), resumed", targets.len()),
         trace_id: record.trace_id.clone(),
         actor: actor.to_owned(),
         started_at_unix_ms: now_unix_ms(),
         fleet_targets: targets.len() as u32,
         ..Default::default()
-    };
-    let _ = out
-        .send(Ok(RolloutUpdate {
-            body: Some(rollout_update::Body::Started(started)),
-        }))
-        .await;
+    })
+    .await;
     let fleet_id = fleet_id.to_owned();
     tokio::spawn(async move {
         drive::run(controller, fleet_id, request, out).await;
@@ -268,23 +256,18 @@ pub async fn rollback(
         )));
     }
     let in_flight = controller.drain.enter()?;
-    let (out, receiver) = mpsc::channel(256);
-    let started = RolloutStarted {
+    let (out, receiver) = started_updates(RolloutStarted {
         rollout_id: fleet_id.to_owned(),
         environment: record.environment.clone(),
-        zone: zones_of(&targets),
+        zone: zones_of(targets.iter().map(|t| t.zone.as_str())),
         agent_name: "rollback of every changed target".into(),
         trace_id: record.trace_id.clone(),
         actor: actor.to_owned(),
         started_at_unix_ms: now_unix_ms(),
         fleet_targets: targets.len() as u32,
         ..Default::default()
-    };
-    let _ = out
-        .send(Ok(RolloutUpdate {
-            body: Some(rollout_update::Body::Started(started)),
-        }))
-        .await;
+    })
+    .await;
     let actor = actor.to_owned();
     tokio::spawn(async move {
         let all = drive::roll_back_fleet(&controller, &record, &actor, agent_wait, &out).await;
@@ -294,9 +277,21 @@ pub async fn rollback(
     Ok(receiver)
 }
 
+/// A fleet rollout's updates, opened with its `Started` message: what its
+/// start, resume and rollback each tell their followers first.
+async fn started_updates(started: RolloutStarted) -> (UpdateSender, Updates) {
+    let (out, receiver) = mpsc::channel(256);
+    let _ = out
+        .send(Ok(RolloutUpdate {
+            body: Some(rollout_update::Body::Started(started)),
+        }))
+        .await;
+    (out, receiver)
+}
+
 /// `prod-eu,prod-us`: the zones of a fleet's targets, each once.
-fn zones_of(targets: &[FleetTargetRow]) -> String {
-    let zones: std::collections::BTreeSet<&str> = targets.iter().map(|t| t.zone.as_str()).collect();
+fn zones_of<'a>(zones: impl Iterator<Item = &'a str>) -> String {
+    let zones: std::collections::BTreeSet<&str> = zones.collect();
     zones.into_iter().collect::<Vec<_>>().join(",")
 }
 
