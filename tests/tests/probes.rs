@@ -401,6 +401,22 @@ async fn pgtap_files_run_after_deploy_and_decide_tests_passed() -> Result<()> {
         "{out}"
     );
     assert!(out.stderr.contains("have: 63"), "{out}");
+
+    // A script is hostile input in its size too: the agent stops reading
+    // at 16 MB of output (this one prints 20), and the tests fail saying so.
+    std::fs::write(
+        stack.project.join("tests/double.pgtap.sql"),
+        "SELECT repeat('x', 1000000) FROM generate_series(1, 20);\n",
+    )?;
+    stack.write_procedure("double.sql", DOUBLE_IT)?;
+    let out = stack.cli(&["deploy", "double_it", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("[FAIL] pgtap"), "{out}");
+    assert!(
+        out.stdout
+            .contains("statement 1: the script printed more than 16 MB; the agent stopped reading"),
+        "{out}"
+    );
     Ok(())
 }
 
