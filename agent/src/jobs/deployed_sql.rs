@@ -25,7 +25,7 @@ use pgrollout_shared::signing::verify::Refusal;
 use tokio_postgres::types::Type;
 
 use super::context::{millis, Finished, JobContext, JobFailure};
-use crate::sql::{self, quote_identifier, TargetConnection};
+use crate::sql::{quote_identifier, TargetConnection};
 
 /// The first half, before any connection: `Ok(None)` without a policy (the
 /// job runs as before), the claims to confirm in the ledger, or the refused
@@ -87,26 +87,16 @@ async fn in_force(
         .iter()
         .map(|c| c.routine.regprocedure_input())
         .collect();
-    // The identity text the ledger keys rows by, resolved as a deploy does.
-    let live = sql::snapshot_routines(&conn.client, &signatures)
-        .await
-        .map_err(|e| JobFailure::database("cannot read the catalog", e))?;
-    let mut identities = Vec::with_capacity(claims.len());
-    for (claim, live) in claims.iter().zip(&live) {
-        match &live.identity {
-            Some(identity) => identities.push(identity.clone()),
-            None => {
-                return Ok(Err(Refusal(format!(
-                "{} does not exist on target {target}: no plan in force there has its smoke tests",
-                claim.routine
-            ))))
-            }
-        }
-    }
-    let latest = latest_rows(conn, &ctx.target.ledger_schema, &identities)
+    let found = in_ledger(conn, &ctx.target.ledger_schema, &signatures)
         .await
         .map_err(|e| JobFailure::database("cannot read the ledger", e))?;
-    for (claim, latest) in claims.iter().zip(latest) {
+    for (claim, found) in claims.iter().zip(found) {
+        let Some(latest) = found else {
+            return Ok(Err(Refusal(format!(
+                "{} does not exist on target {target}: no plan in force there has its smoke tests",
+                claim.routine
+            ))));
+        };
         let Some((id, plan_id, action)) = latest else {
             return Ok(Err(Refusal(format!(
                 "the ledger of target {target} records no change of {}: plan {} was never deployed there",
@@ -127,13 +117,17 @@ async fn in_force(
     Ok(Ok(()))
 }
 
-/// The newest ledger row of each identity (id, plan id, action), in the
-/// order given; all `None` when the target has no ledger yet.
-async fn latest_rows(
+/// The newest ledger row (id, plan id, action) of each routine, in the order
+/// given: `None` for a routine that does not exist, `Some(None)` for one the
+/// ledger has no row of (or no ledger yet). One statement: each signature
+/// resolved to the `regprocedure` text the ledger keys rows by (as a deploy
+/// resolves it, `catalog_snapshot.sql`), then one index probe per identity.
+#[allow(clippy::type_complexity)]
+async fn in_ledger(
     conn: &TargetConnection,
     schema: &str,
-    identities: &[String],
-) -> Result<Vec<Option<(i64, String, String)>>, tokio_postgres::Error> {
+    signatures: &[String],
+) -> Result<Vec<Option<Option<(i64, String, String)>>>, tokio_postgres::Error> {
     let table = format!("{}.ledger", quote_identifier(schema));
     let exists: bool = conn
         .client
@@ -143,26 +137,31 @@ async fn latest_rows(
         )
         .await?
         .get(0);
-    if !exists {
-        return Ok(vec![None; identities.len()]);
-    }
-    // One index probe per identity (ledger_identity_idx).
+    let ledger = if exists {
+        format!(
+            "LEFT JOIN LATERAL (SELECT x.id, x.plan_id, x.action FROM {table} x \
+             WHERE x.identity = p.oid::regprocedure::text ORDER BY x.id DESC LIMIT 1) l ON true"
+        )
+    } else {
+        "LEFT JOIN (SELECT NULL::bigint AS id, NULL::text AS plan_id, NULL::text AS action) l ON false"
+            .to_owned()
+    };
     let query = format!(
-        "SELECT l.id, l.plan_id, l.action \
-         FROM unnest($1::text[]) WITH ORDINALITY AS wanted(identity, position) \
-         LEFT JOIN LATERAL (SELECT x.id, x.plan_id, x.action FROM {table} x \
-                            WHERE x.identity = wanted.identity ORDER BY x.id DESC LIMIT 1) l ON true \
-         ORDER BY wanted.position"
+        "SELECT p.oid IS NOT NULL, l.id, l.plan_id, l.action \
+         FROM unnest($1::text[]) WITH ORDINALITY AS wanted(signature, position) \
+         LEFT JOIN pg_proc p ON p.oid = to_regprocedure(wanted.signature)::oid \
+         {ledger} ORDER BY wanted.position"
     );
     let rows = conn
         .client
-        .query_typed(&query, &[(&identities, Type::TEXT_ARRAY)])
+        .query_typed(&query, &[(&signatures, Type::TEXT_ARRAY)])
         .await?;
     Ok(rows
         .iter()
         .map(|row| {
-            let id: Option<i64> = row.get(0);
-            id.map(|id| (id, row.get(1), row.get(2)))
+            let exists: bool = row.get(0);
+            let id: Option<i64> = row.get(1);
+            exists.then(|| id.map(|id| (id, row.get(2), row.get(3))))
         })
         .collect())
 }
