@@ -94,6 +94,15 @@ impl Stack {
     /// Starts `other` and makes it the stack's controller: `cli` calls go to
     /// it from now on. Returns once it listens.
     pub async fn start_controller(&mut self, other: &OtherController, name: &str) -> Result<()> {
+        self.controller = self.spawn_controller(other, name).await?;
+        self.operators = other.operators.clone();
+        self.agents_address = other.agents.clone();
+        Ok(())
+    }
+
+    /// Starts `other` beside the stack's controller (it must have a store of
+    /// its own then); returns once it listens.
+    pub async fn spawn_controller(&self, other: &OtherController, name: &str) -> Result<Process> {
         let config = other.config.to_string_lossy().to_string();
         let mut args = vec!["serve", "--config", &config];
         if self.plaintext {
@@ -103,10 +112,7 @@ impl Stack {
         controller
             .wait_for_line("controller listening", READY)
             .await?;
-        self.controller = controller;
-        self.operators = other.operators.clone();
-        self.agents_address = other.agents.clone();
-        Ok(())
+        Ok(controller)
     }
 
     /// Starts the zone's agent without waiting for it to connect (its

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use pgrollout_tests::http_get::http_request;
+use pgrollout_tests::stack::TRUST_DOMAIN;
 use pgrollout_tests::stall::{
     agent_blocked, hold_routine_lock, ledger_rollouts, live_body, prepare, rollout_id, state_of,
     AGENT_LOCK_TIMEOUT,
@@ -244,6 +245,45 @@ async fn an_agent_whose_first_controller_is_dead_from_the_start_uses_the_next() 
         "a dead address costs no backoff when another is left in the round: {refused}"
     );
 
+    prepare(&stack).await?;
+    let rows = ledger_rollouts(&stack.zone("dev").pg).await?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_refused_by_one_controller_uses_the_next() -> Result<()> {
+    let mut stack = Stack::start(&["dev"]).await?;
+    // A controller of its own store that has revoked the agent: it refuses
+    // it (PermissionDenied), which alone would stop a one-address agent.
+    let refusing = stack.other_controller("refusing")?;
+    let text = std::fs::read_to_string(&refusing.config)?;
+    let store = stack.dir.path().join("controller.sqlite");
+    let own_store = stack.dir.path().join("refusing.sqlite");
+    std::fs::write(
+        &refusing.config,
+        format!(
+            "{}[security]\nrevoked = [\"spiffe://{TRUST_DOMAIN}/zone/dev/agent/dev-1\"]\n",
+            text.replace(&*store.to_string_lossy(), &own_store.to_string_lossy())
+        ),
+    )?;
+    let refuser = stack
+        .spawn_controller(&refusing, "controller-refusing")
+        .await?;
+    let accepting = stack.agents_address.clone();
+    restart_agent_listing(&mut stack, &[&refusing.agents, &accepting]).await?;
+    let agent = stack.agent("dev")?;
+    let connected = agent.wait_for_line("connected to controller", WAIT).await?;
+    assert!(connected.contains(&accepting), "{connected}");
+    let refused = agent.wait_for_line("link to controller lost", WAIT).await?;
+    assert!(
+        refused.contains(&refusing.agents) && refused.contains("refused this agent"),
+        "{refused}"
+    );
+    refuser
+        .wait_for_line("agent rejected", WAIT)
+        .await
+        .context("the refusing controller never saw the agent")?;
     prepare(&stack).await?;
     let rows = ledger_rollouts(&stack.zone("dev").pg).await?;
     assert_eq!(rows.len(), 1, "{rows:?}");

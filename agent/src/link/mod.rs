@@ -39,37 +39,44 @@ pub enum SessionError {
     /// Worth retrying: the network, the controller restarting.
     #[error("{0}")]
     Retryable(String),
-    /// Retrying cannot help (refused identity, wrong zone): stop the agent.
+    /// Retrying this controller cannot help (refused identity, wrong zone):
+    /// the agent stops once every controller it lists refused it.
     #[error("{0}")]
     Terminal(String),
 }
 
-/// Runs sessions until a terminal error; never returns otherwise.
+/// Runs sessions until every controller refused the agent; never returns
+/// otherwise.
 pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>, sink: JobSink) -> SessionError {
+    use rotation::{Ended, Next};
     let addresses = &config.controller;
     let mut rotation = rotation::Rotation::new(addresses.len(), config.timeouts.reconnect_max);
     loop {
         let address = addresses.at(rotation.cursor()).to_owned();
         let mut welcomed = false;
-        match session(&config, &address, &outbox, &sink, &mut welcomed).await {
-            Err(terminal @ SessionError::Terminal(_)) => return terminal,
-            Err(SessionError::Retryable(reason)) => {
-                let delay = rotation
-                    .after_session(welcomed)
-                    .map(rotation::jittered)
-                    .unwrap_or_default();
-                tracing::warn!(
-                    controller = %address,
-                    reason = %reason,
-                    next = %addresses.at(rotation.cursor()),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "link to controller lost"
-                );
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            Ok(()) => {}
+        let error = match session(&config, &address, &outbox, &sink, &mut welcomed).await {
+            Err(error) => error,
+            Ok(()) => continue,
+        };
+        let ended = match (&error, welcomed) {
+            (SessionError::Terminal(_), _) => Ended::Refused,
+            (SessionError::Retryable(_), true) => Ended::Dropped,
+            (SessionError::Retryable(_), false) => Ended::Unreachable,
+        };
+        let delay = match rotation.after_session(ended) {
+            Next::GiveUp => return error,
+            Next::Now => Duration::ZERO,
+            Next::After(bound) => rotation::jittered(bound),
+        };
+        tracing::warn!(
+            controller = %address,
+            reason = %error,
+            next = %addresses.at(rotation.cursor()),
+            retry_in_ms = delay.as_millis() as u64,
+            "link to controller lost"
+        );
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 }

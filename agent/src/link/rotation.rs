@@ -9,20 +9,48 @@
 //! refused connection, not a backoff. A link that was up (the controller
 //! welcomed the agent) and drops starts a new round after one jittered base
 //! delay: the agents of a controller that died spread out over it instead of
-//! reaching the next controller in the same instant. With one address this is
-//! exactly the single-controller behaviour: every attempt is a round.
+//! reaching the next controller in the same instant. A controller that refuses
+//! the agent (identity, zone, a Hello it rejects) counts as a failed attempt:
+//! the agent stops only when every address of one round refused it, so one
+//! misconfigured or older controller does not stop an agent the others take.
+//! With one address this is exactly the single-controller behaviour: every
+//! attempt is a round, and a refusal stops the agent.
 
 use std::time::Duration;
 
 /// Where the backoff starts, and what a link that was up resets it to.
 const BASE: Duration = Duration::from_secs(1);
 
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The link was up (the controller welcomed the agent), then dropped.
+    Dropped,
+    /// The controller could not be reached, or did not welcome the agent.
+    Unreachable,
+    /// The controller refused the agent: retrying it cannot help.
+    Refused,
+}
+
+/// What to do after a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Dial the next address at once.
+    Now,
+    /// Dial it after this backoff bound, jittered by the caller (`jittered`).
+    After(Duration),
+    /// Every address of the round refused the agent: stop.
+    GiveUp,
+}
+
 #[derive(Debug)]
 pub struct Rotation {
     addresses: usize,
     cursor: usize,
-    /// Attempts of the current round that failed so far.
+    /// Attempts of the current round that failed so far, and how many of
+    /// them were refusals.
     failed_in_round: usize,
+    refused_in_round: usize,
     backoff: Duration,
     max: Duration,
 }
@@ -35,6 +63,7 @@ impl Rotation {
             addresses: addresses.max(1),
             cursor: 0,
             failed_in_round: 0,
+            refused_in_round: 0,
             backoff: BASE,
             max: max.max(BASE),
         }
@@ -45,23 +74,30 @@ impl Rotation {
         self.cursor
     }
 
-    /// The session with the address at the cursor ended (`welcomed`: it had
-    /// been up). Moves to the next address and says how long to wait before
-    /// dialling it: `None` at once, else the backoff bound, which the caller
-    /// jitters (`jittered`).
-    pub fn after_session(&mut self, welcomed: bool) -> Option<Duration> {
+    /// The session with the address at the cursor ended so: moves to the
+    /// next address and says when to dial it.
+    pub fn after_session(&mut self, ended: Ended) -> Next {
         self.cursor = (self.cursor + 1) % self.addresses;
-        if welcomed {
+        if ended == Ended::Dropped {
             self.backoff = BASE;
             self.failed_in_round = 0;
-            return Some(self.next_backoff());
+            self.refused_in_round = 0;
+            return Next::After(self.next_backoff());
         }
         self.failed_in_round += 1;
-        if self.failed_in_round < self.addresses {
-            return None;
+        if ended == Ended::Refused {
+            self.refused_in_round += 1;
         }
+        if self.failed_in_round < self.addresses {
+            return Next::Now;
+        }
+        let all_refused = self.refused_in_round == self.addresses;
         self.failed_in_round = 0;
-        Some(self.next_backoff())
+        self.refused_in_round = 0;
+        if all_refused {
+            return Next::GiveUp;
+        }
+        Next::After(self.next_backoff())
     }
 
     fn next_backoff(&mut self) -> Duration {
@@ -82,13 +118,17 @@ mod tests {
 
     const MAX: Duration = Duration::from_secs(8);
 
-    /// (address dialled, wait after it failed) for `attempts` failures.
+    /// (address dialled, wait in seconds after it failed — `None`: at once)
+    /// for `attempts` unreachable addresses.
     fn failures(rotation: &mut Rotation, attempts: usize) -> Vec<(usize, Option<u64>)> {
         (0..attempts)
             .map(|_| {
                 let address = rotation.cursor();
-                let wait = rotation.after_session(false).map(|d| d.as_secs());
-                (address, wait)
+                match rotation.after_session(Ended::Unreachable) {
+                    Next::Now => (address, None),
+                    Next::After(bound) => (address, Some(bound.as_secs())),
+                    Next::GiveUp => panic!("gave up on unreachable addresses"),
+                }
             })
             .collect()
     }
@@ -106,6 +146,7 @@ mod tests {
                 (0, Some(8))
             ]
         );
+        assert_eq!(rotation.after_session(Ended::Refused), Next::GiveUp);
     }
 
     #[test]
@@ -131,10 +172,27 @@ mod tests {
         failures(&mut rotation, 4); // backoff grew to 4 s
         assert_eq!(rotation.cursor(), 0);
         // Address 0 welcomed the agent, then died.
-        assert_eq!(rotation.after_session(true), Some(BASE));
+        assert_eq!(rotation.after_session(Ended::Dropped), Next::After(BASE));
         assert_eq!(rotation.cursor(), 1);
         // A new round: 1, then 0 at once, then the backoff, restarted.
         assert_eq!(failures(&mut rotation, 2), vec![(1, None), (0, Some(2))]);
+    }
+
+    #[test]
+    fn the_agent_gives_up_only_when_a_whole_round_refused_it() {
+        let mut rotation = Rotation::new(2, MAX);
+        // One refuses, the other is down: keep trying.
+        assert_eq!(rotation.after_session(Ended::Refused), Next::Now);
+        assert_eq!(
+            rotation.after_session(Ended::Unreachable),
+            Next::After(BASE)
+        );
+        // Refused by one, welcomed by the other, which drops later.
+        assert_eq!(rotation.after_session(Ended::Refused), Next::Now);
+        assert_eq!(rotation.after_session(Ended::Dropped), Next::After(BASE));
+        // Both refuse in one round: stop.
+        assert_eq!(rotation.after_session(Ended::Refused), Next::Now);
+        assert_eq!(rotation.after_session(Ended::Refused), Next::GiveUp);
     }
 
     #[test]
