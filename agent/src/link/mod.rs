@@ -54,10 +54,12 @@ pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>, sink: JobSink) -
     loop {
         let address = addresses.at(rotation.cursor()).to_owned();
         let mut welcomed = false;
-        let error = match session(&config, &address, &outbox, &sink, &mut welcomed).await {
-            Err(error) => error,
-            Ok(()) => continue,
-        };
+        // A session ends only with an error; an `Ok` is treated as a drop,
+        // never as a reason to redial without a delay.
+        let error = session(&config, &address, &outbox, &sink, &mut welcomed)
+            .await
+            .err()
+            .unwrap_or_else(|| SessionError::Retryable("the session ended".into()));
         let ended = match (&error, welcomed) {
             (SessionError::Terminal(_), _) => Ended::Refused,
             (SessionError::Retryable(_), true) => Ended::Dropped,
