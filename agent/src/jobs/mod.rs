@@ -229,7 +229,7 @@ fn keep_refusal(context: &JobContext, reason: &str) {
             actor: job.actor.clone(),
             reason: reason.to_owned(),
             refused_unix_ms: pgrollout_shared::job::now_unix_ms(),
-            controller: context.config.controller.clone(),
+            controller: context.controller(),
         },
     );
 }
