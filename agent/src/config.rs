@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod controllers;
+
+pub use controllers::ControllerAddresses;
+
 /// Environment overrides use this prefix: `PGROLLOUT_AGENT__BACKUP_DIR=...`.
 pub const ENV_PREFIX: &str = "PGROLLOUT_AGENT";
 
@@ -20,9 +24,11 @@ pub struct AgentConfig {
     pub name: String,
     /// The zone (network segment) this agent serves, e.g. `prod`.
     pub zone: String,
-    /// The controller's agent endpoint, e.g. `https://controller.internal:7411`.
-    /// `http://` only against a `--dev-plaintext` controller.
-    pub controller: String,
+    /// The controller's agent endpoint, e.g. `https://controller.internal:7411`,
+    /// or a list of them (issue 18): the agent holds one stream to one and
+    /// moves to the next when it drops (`config/controllers.rs`).
+    /// `http://` only against `--dev-plaintext` controllers.
+    pub controller: ControllerAddresses,
     /// This agent's certificate (`pgrollout ca issue agent`), for `https://`.
     pub tls: Option<AgentTls>,
     /// Where backups of replaced routines are written, one file per job.
@@ -289,15 +295,9 @@ impl AgentConfig {
         if self.zone.trim().is_empty() {
             return Err(invalid("zone", "must not be empty"));
         }
-        if !self.controller.starts_with("http://") && !self.controller.starts_with("https://") {
-            return Err(invalid("controller", "must be an http:// or https:// URL"));
-        }
-        if self.controller.starts_with("https://") && self.tls.is_none() {
-            return Err(invalid(
-                "tls",
-                "an https:// controller needs a [tls] table with ca, cert and key (`pgrollout ca issue agent`)",
-            ));
-        }
+        self.controller
+            .validate(self.tls.is_some())
+            .map_err(|(key, reason)| invalid(&key, &reason))?;
         if let Some(health) = &self.health {
             health
                 .validate()
@@ -498,7 +498,7 @@ mod tests {
         // The example controller requires mutual TLS, so the example agent
         // must speak it: https and a [tls] identity.
         assert!(
-            config.controller.starts_with("https://"),
+            config.controller.at(0).starts_with("https://"),
             "{}",
             config.controller
         );
@@ -513,6 +513,30 @@ mod tests {
         );
         assert_eq!(config.targets[0].sslmode, SslMode::VerifyFull);
         assert!(config.telemetry.relay && config.telemetry.otlp_endpoint.is_none());
+    }
+
+    fn with_controller(line: &str) -> Result<AgentConfig, String> {
+        let text = VALID.replace("controller = \"http://127.0.0.1:7411\"", line);
+        AgentConfig::load(write(&text).path()).map_err(|error| format!("{error:#}"))
+    }
+
+    #[test]
+    fn the_controller_may_be_one_address_or_a_list() {
+        let config =
+            with_controller("controller = [\"http://127.0.0.1:7411\", \"http://127.0.0.1:7412\"]")
+                .expect("a list");
+        assert_eq!(config.controller.len(), 2);
+        assert_eq!(config.controller.at(1), "http://127.0.0.1:7412");
+        let config = with_controller("controller = \"http://127.0.0.1:7411\"").expect("one");
+        assert_eq!(config.controller.len(), 1);
+        let error = with_controller("controller = []").expect_err("empty");
+        assert!(error.contains("controller: lists no address"), "{error}");
+        let error = with_controller("controller = 7411").expect_err("a number");
+        assert!(error.contains("a controller address"), "{error}");
+        let error =
+            with_controller("controller = [\"http://127.0.0.1:7411\", \"http://127.0.0.1:7411\"]")
+                .expect_err("twice");
+        assert!(error.contains("controller[1]"), "{error}");
     }
 
     #[test]

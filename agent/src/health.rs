@@ -2,8 +2,8 @@
 //! answers), `GET /readyz` (the controller link is up, the agent is not
 //! draining, and every target accepts a connection and `SELECT 1`), plain
 //! HTTP for an orchestrator's probes, and `GET /metrics` for Prometheus
-//! (`telemetry::render_metrics`: step durations, jobs, dropped spans,
-//! build and process).
+//! (`telemetry::render_metrics`: step durations, jobs, which controller the
+//! link is on, dropped spans, build and process).
 //!
 //! ```toml
 //! [health]
@@ -42,9 +42,7 @@ pub async fn serve(
             match request.uri().path() {
                 "/healthz" => http_server::alive(),
                 "/readyz" => readiness(&config, &outbox).await,
-                "/metrics" => {
-                    http_server::prometheus(crate::telemetry::render_metrics(outbox.is_connected()))
-                }
+                "/metrics" => http_server::prometheus(crate::telemetry::render_metrics(&outbox)),
                 _ => http_server::plain(
                     StatusCode::NOT_FOUND,
                     "not found; try GET /healthz, /readyz or /metrics\n".into(),

@@ -57,10 +57,11 @@ fn read_checked(path: &Path) -> (Vec<RefusedJob>, bool) {
 }
 
 /// Keeps the refusal of `job` for every controller the agent connects to
-/// next: the one that offered it may drop its result.
+/// next: the one that offered it (`controller`) may drop its result.
 pub fn keep_for_job(
     config: &crate::config::AgentConfig,
     job: &pgrollout_shared::job::Job,
+    controller: String,
     reason: &str,
 ) {
     keep(
@@ -76,7 +77,7 @@ pub fn keep_for_job(
             actor: job.actor.clone(),
             reason: reason.to_owned(),
             refused_unix_ms: pgrollout_shared::job::now_unix_ms(),
-            controller: config.controller.clone(),
+            controller,
         },
     );
 }

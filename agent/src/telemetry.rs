@@ -102,8 +102,8 @@ pub fn count_job(kind: &'static str, outcome: Outcome) {
 }
 
 /// The agent's `/metrics` (on its `[health]` listener): steps, jobs, the
-/// controller link, dropped spans, build and process.
-pub fn render_metrics(controller_connected: bool) -> String {
+/// controller link (which controller, issue 18), dropped spans, build and process.
+pub fn render_metrics(outbox: &Outbox) -> String {
     let mut registry = Registry::default();
     registry.register(
         "pgrollout_agent_step_duration_seconds",
@@ -115,12 +115,29 @@ pub fn render_metrics(controller_connected: bool) -> String {
         "Jobs finished since the agent started, by kind and outcome",
         jobs_finished().clone(),
     );
+    let on = outbox.connected_to();
     let connected = Gauge::<i64, AtomicI64>::default();
-    connected.set(i64::from(controller_connected));
+    connected.set(i64::from(on.is_some()));
     registry.register(
         "pgrollout_agent_controller_connected",
         "1 while the link to the controller is up",
         connected,
+    );
+    let controller = Family::<Labels, Gauge<i64, AtomicI64>>::default();
+    if let Some(address) = on {
+        controller.get_or_create(&vec![("address", address)]).set(1);
+    }
+    registry.register(
+        "pgrollout_agent_controller",
+        "1 for the controller address the link is on now; no sample while it is down",
+        controller,
+    );
+    let failovers = Counter::<u64>::default();
+    failovers.inc_by(outbox.failovers());
+    registry.register(
+        "pgrollout_agent_controller_failovers",
+        "Sessions since the agent started that began on another controller than the one before",
+        failovers,
     );
     metrics::register_spans_dropped(&mut registry);
     metrics::register_build_info(&mut registry, AGENT_SERVICE);

@@ -38,6 +38,7 @@
 
 mod binaries;
 mod controller_restart;
+pub mod failover;
 pub mod fleet;
 pub mod hostile_controller;
 pub mod http_get;

@@ -171,7 +171,7 @@ async fn in_ledger(
 pub fn refused(ctx: &JobContext, refusal: &Refusal, elapsed: Duration) -> Finished {
     let reason = refusal.to_string();
     tracing::warn!(job_id = %ctx.job.id, %reason, "job refused");
-    crate::refusals::keep_for_job(&ctx.config, &ctx.job, &reason);
+    crate::refusals::keep_for_job(&ctx.config, &ctx.job, ctx.controller(), &reason);
     ctx.event(
         "approvals",
         StepStatus::Failed,

@@ -200,7 +200,12 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
         }
         Verdict::Refused(refusal) => {
             tracing::warn!(job_id = %context.job.id, reason = %refusal, "job refused");
-            crate::refusals::keep_for_job(&context.config, &context.job, &refusal.to_string());
+            crate::refusals::keep_for_job(
+                &context.config,
+                &context.job,
+                context.controller(),
+                &refusal.to_string(),
+            );
             context.event(
                 "approvals",
                 StepStatus::Failed,

@@ -1,8 +1,11 @@
-//! The agent's one connection to the controller: dial out, say Hello, take
+//! The agent's one connection to a controller: dial out, say Hello, take
 //! offers, stream events, heartbeat; on any network error reconnect with
-//! jittered exponential backoff. Jobs run independently of the connection,
-//! so a lost link does not abort work already under way.
+//! jittered exponential backoff, to the next of the configured controllers
+//! (`rotation.rs`, issue 18). Jobs run independently of the connection,
+//! so a lost link does not abort work already under way; a new session,
+//! with whichever controller, replays everything not yet acknowledged.
 
+mod rotation;
 pub mod span_relay;
 
 use std::sync::Arc;
@@ -36,55 +39,65 @@ pub enum SessionError {
     /// Worth retrying: the network, the controller restarting.
     #[error("{0}")]
     Retryable(String),
-    /// Retrying cannot help (refused identity, wrong zone): stop the agent.
+    /// Retrying this controller cannot help (refused identity, wrong zone):
+    /// the agent stops once every controller it lists refused it.
     #[error("{0}")]
     Terminal(String),
 }
 
-/// Runs sessions until a terminal error; never returns otherwise.
+/// Runs sessions until every controller refused the agent; never returns
+/// otherwise.
 pub async fn run(config: Arc<AgentConfig>, outbox: Arc<Outbox>, sink: JobSink) -> SessionError {
-    let mut backoff = Duration::from_secs(1);
+    use rotation::{Ended, Next};
+    let addresses = &config.controller;
+    let mut rotation = rotation::Rotation::new(addresses.len(), config.timeouts.reconnect_max);
     loop {
+        let address = addresses.at(rotation.cursor()).to_owned();
         let mut welcomed = false;
-        match session(&config, &outbox, &sink, &mut welcomed).await {
-            Err(terminal @ SessionError::Terminal(_)) => return terminal,
-            Err(SessionError::Retryable(reason)) => {
-                // A link that was up (the controller welcomed us) is worth
-                // re-establishing at once; the backoff grows only while the
-                // controller cannot be reached. Jitter still spreads a zone's
-                // agents after a controller restart.
-                if welcomed {
-                    backoff = Duration::from_secs(1);
-                }
-                let delay = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-                tracing::warn!(
-                    controller = %config.controller,
-                    reason = %reason,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "link to controller lost"
-                );
-                tokio::time::sleep(delay).await;
-                backoff = (backoff * 2).min(config.timeouts.reconnect_max);
-            }
-            Ok(()) => {}
+        // A session ends only with an error; an `Ok` is treated as a drop,
+        // never as a reason to redial without a delay.
+        let error = session(&config, &address, &outbox, &sink, &mut welcomed)
+            .await
+            .err()
+            .unwrap_or_else(|| SessionError::Retryable("the session ended".into()));
+        let ended = match (&error, welcomed) {
+            (SessionError::Terminal(_), _) => Ended::Refused,
+            (SessionError::Retryable(_), true) => Ended::Dropped,
+            (SessionError::Retryable(_), false) => Ended::Unreachable,
+        };
+        let delay = match rotation.after_session(ended) {
+            Next::GiveUp => return error,
+            Next::Now => Duration::ZERO,
+            Next::After(bound) => rotation::jittered(bound),
+        };
+        tracing::warn!(
+            controller = %address,
+            reason = %error,
+            next = %addresses.at(rotation.cursor()),
+            retry_in_ms = delay.as_millis() as u64,
+            "link to controller lost"
+        );
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 }
 
 async fn session(
     config: &Arc<AgentConfig>,
+    address: &str,
     outbox: &Arc<Outbox>,
     sink: &JobSink,
     welcomed: &mut bool,
 ) -> Result<(), SessionError> {
     let retry =
         |what: &str, e: &dyn std::fmt::Display| SessionError::Retryable(format!("{what}: {e}"));
-    let mut endpoint = Endpoint::from_shared(config.controller.clone())
+    let mut endpoint = Endpoint::from_shared(address.to_owned())
         .map_err(|e| SessionError::Terminal(format!("invalid controller address: {e}")))?;
     let tls_files = config
         .tls
         .as_ref()
-        .filter(|_| config.controller.starts_with("https://"));
+        .filter(|_| address.starts_with("https://"));
     if let Some(files) = tls_files {
         let host = endpoint
             .uri()
@@ -142,7 +155,7 @@ async fn session(
             *welcomed = true;
             span_relay::controller_forwards(welcome.forwards_spans);
             tracing::info!(
-                controller = %config.controller,
+                controller = %address,
                 zone = %welcome.zone,
                 agent = %welcome.agent_name,
                 "connected to controller"
@@ -155,7 +168,7 @@ async fn session(
         }
     }
 
-    for pending in outbox.attach(tx.clone()) {
+    for pending in outbox.attach(tx.clone(), address) {
         let _ = tx.send(pending);
     }
     // Issue 19: every refusal kept, to every controller (it records each once).

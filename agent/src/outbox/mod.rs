@@ -56,6 +56,11 @@ struct Inner {
     draining: bool,
     /// Each running job's deadline, which bounds a drain.
     deadlines: BTreeMap<JobKey, std::time::SystemTime>,
+    /// The controller address of the session, or of the last one (issue 18:
+    /// the agent may have several and moves between them).
+    controller: Option<String>,
+    /// Sessions that began on another controller than the one before.
+    failovers: u64,
 }
 
 impl Default for Inner {
@@ -68,6 +73,8 @@ impl Default for Inner {
             last_contact: Instant::now(),
             draining: false,
             deadlines: BTreeMap::new(),
+            controller: None,
+            failovers: 0,
         }
     }
 }
@@ -236,9 +243,23 @@ impl Outbox {
             .cloned()
     }
 
-    /// Starts a session: every pending message is replayed on it, in order.
-    pub fn attach(&self, session: mpsc::UnboundedSender<AgentMessage>) -> Vec<AgentMessage> {
+    /// Starts a session with the controller at `address`: every pending
+    /// message is replayed on it, in order, whichever controller it is (they
+    /// share one store, which drops what it already has).
+    pub fn attach(
+        &self,
+        session: mpsc::UnboundedSender<AgentMessage>,
+        address: &str,
+    ) -> Vec<AgentMessage> {
         let mut inner = self.shared.lock();
+        if inner
+            .controller
+            .as_deref()
+            .is_some_and(|before| before != address)
+        {
+            inner.failovers += 1;
+        }
+        inner.controller = Some(address.to_owned());
         inner.session = Some(session);
         inner.last_contact = Instant::now();
         self.shared.changed.send_replace(());
@@ -248,6 +269,23 @@ impl Outbox {
     /// Whether a session with the controller is up (for `/readyz`).
     pub fn is_connected(&self) -> bool {
         self.shared.lock().session.is_some()
+    }
+
+    /// The controller the link is on now, `None` while it is down.
+    pub fn connected_to(&self) -> Option<String> {
+        let inner = self.shared.lock();
+        inner.session.as_ref().and(inner.controller.clone())
+    }
+
+    /// The controller of the current or the last session (empty before the
+    /// first): where a job that is running now came from.
+    pub fn last_controller(&self) -> String {
+        self.shared.lock().controller.clone().unwrap_or_default()
+    }
+
+    /// How many sessions began on another controller than the one before.
+    pub fn failovers(&self) -> u64 {
+        self.shared.lock().failovers
     }
 
     pub fn detach(&self) {
@@ -463,11 +501,40 @@ mod tests {
         outbox.push(result("a", 3));
         outbox.acknowledge(ack("a", 2));
         let (tx, _rx) = mpsc::unbounded_channel();
-        let replay = outbox.attach(tx);
+        let replay = outbox.attach(tx, "https://a:7411");
         assert_eq!(sequences(&replay), vec![("b".into(), 1), ("a".into(), 3)]);
         let in_flight = outbox.in_flight();
         assert_eq!(in_flight.len(), 1);
         assert!(in_flight[0].finished);
+    }
+
+    #[test]
+    fn a_session_on_another_controller_replays_what_the_first_did_not_acknowledge() {
+        let outbox = Outbox::in_memory();
+        let (to_a, mut on_a) = mpsc::unbounded_channel();
+        assert!(outbox.attach(to_a, "https://a:7411").is_empty());
+        outbox.push(event("j", 1));
+        outbox.push(event("j", 2));
+        outbox.acknowledge(ack("j", 1));
+        assert_eq!(
+            sequences(&[on_a.try_recv().expect("sent to a")]),
+            vec![("j".into(), 1)]
+        );
+        // A dies; the job goes on and finishes while the link is down.
+        outbox.detach();
+        assert_eq!(outbox.connected_to(), None);
+        assert_eq!(outbox.last_controller(), "https://a:7411");
+        outbox.push(result("j", 3));
+        let (to_b, _on_b) = mpsc::unbounded_channel();
+        let replay = outbox.attach(to_b, "https://b:7411");
+        assert_eq!(sequences(&replay), vec![("j".into(), 2), ("j".into(), 3)]);
+        assert_eq!(outbox.connected_to().as_deref(), Some("https://b:7411"));
+        assert_eq!(outbox.failovers(), 1);
+        // Back on b after a restart of b is no failover.
+        outbox.detach();
+        let (again, _rx) = mpsc::unbounded_channel();
+        outbox.attach(again, "https://b:7411");
+        assert_eq!(outbox.failovers(), 1);
     }
 
     #[tokio::test]
@@ -501,7 +568,7 @@ mod tests {
         assert_eq!(interrupted[0].offer.job_id, "cut");
         assert_eq!(interrupted[0].last_seq, 2);
         let (tx, _rx) = mpsc::unbounded_channel();
-        let replay = outbox.attach(tx);
+        let replay = outbox.attach(tx, "https://a:7411");
         assert_eq!(
             sequences(&replay),
             vec![("done".into(), 1), ("done".into(), 2), ("cut".into(), 2)]

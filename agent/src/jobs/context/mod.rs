@@ -60,6 +60,12 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// The controller the agent is on, or was last on (issue 18: it may
+    /// have several): the one a refusal names.
+    pub fn controller(&self) -> String {
+        self.outbox.last_controller()
+    }
+
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::SeqCst) + 1
     }
