@@ -50,9 +50,10 @@ pub fn check(policy: Option<&ApprovalPolicy>, zone: &str, job: &Job, now: System
             };
             (kind, subject, kind == action::EMERGENCY_ROLLBACK)
         }
-        // Read-only, or smoke tests of what is deployed, run in transactions
-        // that are always rolled back: not verified (README, Trust model,
-        // says what that leaves open).
+        // Smoke tests and watch probes: no signature of their own, but the
+        // job itself checks, with the policy on, that they are the smoke
+        // tests of the plan in force on the target (`jobs/deployed_sql.rs`).
+        // The rest only read.
         JobKind::Smoke { .. }
         | JobKind::History(_)
         | JobKind::WatchSample(_)

@@ -56,6 +56,32 @@ fn read_checked(path: &Path) -> (Vec<RefusedJob>, bool) {
     (records, true)
 }
 
+/// Keeps the refusal of `job` for every controller the agent connects to
+/// next: the one that offered it (`controller`) may drop its result.
+pub fn keep_for_job(
+    config: &crate::config::AgentConfig,
+    job: &pgrollout_shared::job::Job,
+    controller: String,
+    reason: &str,
+) {
+    keep(
+        &path_for(&config.journal_path()),
+        &RefusedJob {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            kind: job.kind.name().to_owned(),
+            target: job.target.clone(),
+            rollout_id: job.rollout_id.clone(),
+            plan_id: job.plan_id.clone(),
+            request_id: job.approvals.request_id.clone(),
+            actor: job.actor.clone(),
+            reason: reason.to_owned(),
+            refused_unix_ms: pgrollout_shared::job::now_unix_ms(),
+            controller,
+        },
+    );
+}
+
 /// Keeps `refusal` durably; a failure is logged (the refusal still is the
 /// job's result, sent to the controller that offered it).
 pub fn keep(path: &Path, refusal: &RefusedJob) {

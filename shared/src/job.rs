@@ -9,6 +9,7 @@ use crate::operations::{
 use crate::perf_target::{targets_from_wire, PerfTarget};
 use crate::proto;
 use crate::routine::{routines_from_wire, InvalidField, Routine};
+use crate::signing::sources::{sources_from_wire, SourcePlan};
 use crate::traceparent::TraceParent;
 use crate::watch::WatchSampleSpec;
 
@@ -61,8 +62,13 @@ pub enum JobKind {
         routines: Vec<Routine>,
         batch: BatchOptions,
     },
-    /// Smoke-test the live definitions; change nothing.
-    Smoke { routines: Vec<Routine> },
+    /// Smoke-test the live definitions; change nothing. `sources`: the
+    /// deployed plans the routines are taken from (issue 19; see
+    /// `signing::sources`), empty where the controller sends a working copy's.
+    Smoke {
+        routines: Vec<Routine>,
+        sources: Vec<SourcePlan>,
+    },
     /// Restore earlier versions exactly, in one transaction (issue 6).
     Rollback(RollbackSpec),
     /// Rename or revoke EXECUTE, recorded in the ledger.
@@ -182,7 +188,7 @@ impl JobKind {
     pub fn routines(&self) -> &[Routine] {
         match self {
             JobKind::Deploy { routines, .. }
-            | JobKind::Smoke { routines }
+            | JobKind::Smoke { routines, .. }
             | JobKind::Check { routines }
             | JobKind::PerfProbe { routines, .. } => routines,
             JobKind::WatchSample(spec) => &spec.probes,
@@ -266,6 +272,7 @@ impl TryFrom<proto::JobOffer> for Job {
             Some(proto::job_offer::Kind::Smoke(smoke)) => (
                 JobKind::Smoke {
                     routines: routines_from_wire(smoke.routines)?,
+                    sources: sources_from_wire(smoke.source_plans)?,
                 },
                 smoke.label,
             ),
@@ -384,9 +391,13 @@ impl From<Job> for proto::JobOffer {
                 label: job.label,
                 perf_targets: targets.into_iter().map(Into::into).collect(),
             }),
-            JobKind::Smoke { routines: r } => proto::job_offer::Kind::Smoke(proto::SmokeJob {
+            JobKind::Smoke {
+                routines: r,
+                sources,
+            } => proto::job_offer::Kind::Smoke(proto::SmokeJob {
                 routines: routines(r),
                 label: job.label,
+                source_plans: sources.into_iter().map(Into::into).collect(),
             }),
             JobKind::Rollback(spec) => proto::job_offer::Kind::Rollback(spec.into_wire(job.label)),
             JobKind::Disable(spec) => proto::job_offer::Kind::Disable(proto::DisableJob {

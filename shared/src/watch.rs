@@ -4,6 +4,7 @@
 
 use crate::proto;
 use crate::routine::{routines_from_wire, InvalidField, Routine, MAX_IDENTIFIER_BYTES};
+use crate::signing::sources::{sources_from_wire, SourcePlan};
 
 /// Most names one watch may cover.
 pub const MAX_WATCHED_NAMES: usize = 1_000;
@@ -30,6 +31,10 @@ pub struct WatchSampleSpec {
     /// Routines whose smoke tests are run, rolled back, to see whether calls
     /// fail.
     pub probes: Vec<Routine>,
+    /// The deployed plans the probes are taken from, whole (issue 19; see
+    /// `signing::sources`): set by the controller at each sample where only
+    /// approved SQL runs, never stored with the watch.
+    pub sources: Vec<SourcePlan>,
 }
 
 impl WatchSampleSpec {
@@ -55,6 +60,7 @@ impl WatchSampleSpec {
             watch_id,
             names,
             probes,
+            sources: Vec::new(),
         }
     }
 }
@@ -107,6 +113,7 @@ impl TryFrom<proto::WatchSampleJob> for WatchSampleSpec {
             } else {
                 routines_from_wire(wire.probes)?
             },
+            sources: sources_from_wire(wire.source_plans)?,
         })
     }
 }
@@ -124,6 +131,7 @@ impl From<WatchSampleSpec> for proto::WatchSampleJob {
                 })
                 .collect(),
             probes: spec.probes.into_iter().map(Into::into).collect(),
+            source_plans: spec.sources.into_iter().map(Into::into).collect(),
         }
     }
 }

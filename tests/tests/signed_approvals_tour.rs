@@ -205,3 +205,60 @@ async fn rollbacks_disable_and_enable_are_signed_and_an_emergency_needs_an_admin
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn smoke_and_watch_probes_of_the_signed_plan_in_force_run_on_prod() -> Result<()> {
+    let stack = prod_with_policy().await?;
+    deploy_signed(&stack).await?;
+    // `smoke` in prod runs the deployed plan's tests; the controller sends
+    // that plan with them, and the agent finds it in force in its ledger.
+    let smoke = stack.cli(&["smoke", "reconcilemupstream", "prod"]).await?;
+    assert_eq!(smoke.code, 0, "{smoke}");
+    assert!(
+        smoke.stdout.contains("the smoke tests are those of plan")
+            || smoke.stderr.contains("the smoke tests are those of plan"),
+        "{smoke}"
+    );
+    // A watch on prod: its probes (the same tests) pass the same check at
+    // every sample.
+    let mark = stack.controller.mark();
+    let project = stack.project.to_string_lossy().to_string();
+    let created = stack
+        .cli(&[
+            "alert",
+            "create",
+            "reconcilemupstream",
+            "prod",
+            "--every",
+            "1s",
+            "--for",
+            "10m",
+            "--project",
+            &project,
+        ])
+        .await?;
+    assert_eq!(created.code, 0, "{created}");
+    let watch = created
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("w-"))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no watch id in {created}"))?;
+    // The first line about the watch after its creation is its first sample.
+    let mut mark = mark;
+    loop {
+        let line = stack
+            .controller
+            .wait_for_line_after(mark, &watch, std::time::Duration::from_secs(30))
+            .await?;
+        mark = stack.controller.mark();
+        assert!(!line.contains("watch sample failed"), "{line}");
+        if line.contains("watch sampled") {
+            break;
+        }
+    }
+    let log = stack.all_process_output();
+    assert!(!log.contains("watch sample failed"), "{log}");
+    assert!(!log.contains("job refused"), "{log}");
+    Ok(())
+}

@@ -9,6 +9,8 @@
 //!   layers below, never on each other;
 //! - `reversal/`: restoring earlier definitions, shared by a rollback and a
 //!   deploy's automatic restore;
+//! - `deployed_sql.rs`: with `[approvals]`, a smoke job's or watch probe's
+//!   SQL must be the smoke tests of the plan in force (issue 19);
 //! - `steps/`: each step of a job once — connect, lock, idempotency, backup,
 //!   the single-statement runner, apply, the smoke step;
 //! - `smoke/`: the smoke tests themselves (`runner` → `pipeline` → `checks`);
@@ -20,6 +22,7 @@ mod audit_anchors;
 mod check;
 mod context;
 mod deploy;
+mod deployed_sql;
 mod disable;
 mod drift;
 mod history;
@@ -82,7 +85,9 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
                 deploy::after_deploy::run(&context, routines, batch, &mut finished.result).await;
                 finished
             }
-            JobKind::Smoke { routines } => smoke_job::run(&context, routines).await,
+            JobKind::Smoke { routines, sources } => {
+                smoke_job::run(&context, routines, sources).await
+            }
             JobKind::Rollback(spec) => rollback::run(&context, spec).await,
             JobKind::Disable(spec) => disable::run(&context, spec).await,
             JobKind::Enable(selector) => disable::enable(&context, selector).await,
@@ -195,7 +200,12 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
         }
         Verdict::Refused(refusal) => {
             tracing::warn!(job_id = %context.job.id, reason = %refusal, "job refused");
-            keep_refusal(context, &refusal.to_string());
+            crate::refusals::keep_for_job(
+                &context.config,
+                &context.job,
+                context.controller(),
+                &refusal.to_string(),
+            );
             context.event(
                 "approvals",
                 StepStatus::Failed,
@@ -210,28 +220,6 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
             }))
         }
     }
-}
-
-/// Keeps the refusal for every controller the agent connects to next
-/// (`refusals.rs`): the one that offered the job may drop its result.
-fn keep_refusal(context: &JobContext, reason: &str) {
-    let job = &context.job;
-    crate::refusals::keep(
-        &crate::refusals::path_for(&context.config.journal_path()),
-        &pgrollout_shared::proto::RefusedJob {
-            job_id: job.id.clone(),
-            attempt: job.attempt,
-            kind: job.kind.name().to_owned(),
-            target: job.target.clone(),
-            rollout_id: job.rollout_id.clone(),
-            plan_id: job.plan_id.clone(),
-            request_id: job.approvals.request_id.clone(),
-            actor: job.actor.clone(),
-            reason: reason.to_owned(),
-            refused_unix_ms: pgrollout_shared::job::now_unix_ms(),
-            controller: context.controller(),
-        },
-    );
 }
 
 /// A signed job that changed nothing (not a success, no ledger row) gives

@@ -1,18 +1,38 @@
 //! `pgrollout smoke`: the smoke tests alone, against the live definitions,
-//! inside a transaction that is rolled back. Changes nothing.
+//! inside a transaction that is rolled back. Changes nothing. With an
+//! `[approvals]` policy, only the smoke tests of the plan in force there
+//! (`deployed_sql.rs`).
 
 use pgrollout_shared::proto::{JobResult, Outcome, StepStatus};
 use pgrollout_shared::routine::Routine;
+use pgrollout_shared::signing::sources::SourcePlan;
 
 use super::context::{failed_result, txn_seal, Finished, JobContext, JobFailure};
+use super::deployed_sql;
 use super::smoke::run_smoke_tests;
 use super::steps;
 
-pub async fn run(ctx: &JobContext, routines: &[Routine]) -> Finished {
+pub async fn run(ctx: &JobContext, routines: &[Routine], sources: &[SourcePlan]) -> Finished {
+    let claims = match deployed_sql::claims(ctx, "this smoke job", routines, sources) {
+        Ok(claims) => claims,
+        Err(refused) => return *refused,
+    };
     let work = async {
         let mut conn = steps::connect(ctx).await?;
-        ctx.event("smoke", StepStatus::Started, "", 0, Vec::new());
         txn_seal::begin(&conn).await?;
+        // In the transaction the tests run in: what the ledger says is the
+        // state they test.
+        if let Some(claims) = &claims {
+            let started = std::time::Instant::now();
+            let confirmed = deployed_sql::confirm(ctx, &conn, claims, true).await;
+            if !matches!(confirmed, Ok(Ok(()))) {
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+            }
+            if let Err(refusal) = confirmed? {
+                return Ok(deployed_sql::refused(ctx, &refusal, started.elapsed()));
+            }
+        }
+        ctx.event("smoke", StepStatus::Started, "", 0, Vec::new());
         let ran = run_smoke_tests(&mut conn, routines, "standalone").await;
         let sealed = txn_seal::confirm(&conn).await;
         let _ = conn.client.batch_execute("ROLLBACK").await;
@@ -30,7 +50,7 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> Finished {
             StepStatus::Failed
         };
         ctx.event("smoke", status, "", 0, reports.clone());
-        Ok::<_, JobFailure>(JobResult {
+        Ok::<_, JobFailure>(Finished::from(JobResult {
             outcome: if passed {
                 Outcome::Succeeded
             } else {
@@ -43,8 +63,8 @@ pub async fn run(ctx: &JobContext, routines: &[Routine]) -> Finished {
             },
             smoke: reports,
             ..Default::default()
-        })
+        }))
     };
     work.await
-        .map_or_else(|failure| failed_result(failure, Vec::new()), Finished::from)
+        .unwrap_or_else(|failure| failed_result(failure, Vec::new()))
 }

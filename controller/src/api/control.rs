@@ -491,7 +491,10 @@ fn validate(
     let (plan, routines) = validate_plan(&request, max_routines)?;
     let mut view = None;
     let kind = if smoke_only {
-        JobKind::Smoke { routines }
+        JobKind::Smoke {
+            routines,
+            sources: Vec::new(),
+        }
     } else {
         // The controller orders the routines itself, from the plan's content:
         // the client's order is not trusted.

@@ -62,10 +62,11 @@ impl Watches for WatchService {
             )
             .await?;
         let mut create = validate(&self.controller.config, request.into_inner(), actor)?;
-        let (probes, note) =
+        let (probes, sources, note) =
             approved_sql::new_watch_probes(&self.controller, &create.environment, &create.routines)
                 .await?;
         create.probes = probes;
+        create.sources = sources;
         let watch = watch::create(self.controller.clone(), create).await?;
         let mut status = watch::status_of(&watch, now_unix_ms());
         status.notes.extend(note);
@@ -194,6 +195,7 @@ fn validate(
         environment: request.environment,
         procedure,
         probes: routines.clone(),
+        sources: Vec::new(),
         routines,
         duration,
         every,

@@ -9,10 +9,12 @@
 //! SQL may run, in transactions the agent always rolls back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use pgrollout_shared::job::JobKind;
 use pgrollout_shared::proto::Plan;
 use pgrollout_shared::routine::{routines_from_wire, Routine};
+use pgrollout_shared::signing::sources::SourcePlan;
 use pgrollout_shared::watch::{WatchSampleSpec, WatchedName};
 use prost::Message;
 
@@ -41,6 +43,25 @@ pub struct Deployed {
     pub rollout_id: String,
     pub plan_id: String,
     pub commit_sha: String,
+    /// Every routine of that plan: sent with the smoke tests taken from it,
+    /// so an agent with an `[approvals]` policy can recompute its plan id
+    /// and check its own ledger (issue 19, `signing::sources`).
+    pub plan: Arc<Vec<Routine>>,
+}
+
+/// The plans `deployed` routines come from, each once, whole.
+pub fn sources_of<'a>(deployed: impl IntoIterator<Item = &'a Deployed>) -> Vec<SourcePlan> {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut sources = Vec::new();
+    for found in deployed {
+        if !seen.contains(&found.plan_id.as_str()) {
+            seen.push(&found.plan_id);
+            sources.push(SourcePlan {
+                routines: found.plan.as_ref().clone(),
+            });
+        }
+    }
+    sources
 }
 
 /// For each key, the routines matching it in the newest plan deployed to
@@ -72,6 +93,7 @@ pub async fn deployed<K: Ord + Clone>(
                 continue;
             }
         };
+        let whole = Arc::new(routines.clone());
         // Keys this plan has, taken whole from this plan (all overloads of a
         // name come from the same deploy).
         let mut here: BTreeMap<K, Vec<Deployed>> = BTreeMap::new();
@@ -83,6 +105,7 @@ pub async fn deployed<K: Ord + Clone>(
                     rollout_id: plan.rollout_id.clone(),
                     plan_id: plan.plan_id.clone(),
                     commit_sha: plan.commit_sha.clone(),
+                    plan: whole.clone(),
                 });
             }
         }
@@ -93,12 +116,12 @@ pub async fn deployed<K: Ord + Clone>(
 
 /// The routines a `smoke` in `environment` (which requires approval) runs:
 /// the deployed ones, provided the working copy's smoke tests are exactly
-/// theirs; otherwise why not, said plainly.
+/// theirs, with the plans they come from; otherwise why not, said plainly.
 pub async fn approved_smoke(
     controller: &Controller,
     environment: &str,
     requested: &[Routine],
-) -> Result<Vec<Routine>, String> {
+) -> Result<(Vec<Routine>, Vec<SourcePlan>), String> {
     let identities: Vec<_> = requested.iter().map(|r| r.identity.clone()).collect();
     let deployed = deployed(controller, environment, &identities, |r| r.identity.clone())
         .await
@@ -111,6 +134,7 @@ pub async fn approved_smoke(
          never a working copy's"
     );
     let mut approved = Vec::with_capacity(requested.len());
+    let mut from = Vec::with_capacity(requested.len());
     for routine in requested {
         let Some(found) = deployed.get(&routine.identity).and_then(|d| d.first()) else {
             return Err(format!(
@@ -135,8 +159,9 @@ pub async fn approved_smoke(
             ));
         }
         approved.push(found.routine.clone());
+        from.push(found);
     }
-    Ok(approved)
+    Ok((approved, sources_of(from)))
 }
 
 /// Audits a refusal of SQL in an environment that requires approval and
@@ -177,12 +202,13 @@ pub async fn restrict_smoke(
     if !requires_approval(&controller.config, &request.environment) {
         return Ok(());
     }
-    let JobKind::Smoke { routines } = &mut request.kind else {
+    let JobKind::Smoke { routines, sources } = &mut request.kind else {
         return Ok(());
     };
     match approved_smoke(controller, &request.environment, routines).await {
-        Ok(approved) => {
+        Ok((approved, from)) => {
             *routines = approved;
+            *sources = from;
             Ok(())
         }
         Err(message) => Err(refuse(
@@ -199,42 +225,45 @@ pub async fn restrict_smoke(
 
 /// The probes of a watch sample in `environment`: where approval is required,
 /// the routines deployed there under the watched names — looked up at each
-/// sample, so the probes follow the deploys — and a name nothing deployed has
-/// is not probed; elsewhere, `stored` (the creator's working copy).
+/// sample, so the probes follow the deploys — with the plans they come from,
+/// and a name nothing deployed has is not probed; elsewhere, `stored` (the
+/// creator's working copy) and no plan.
 pub async fn watch_probes(
     controller: &Controller,
     environment: &str,
     names: &[WatchedName],
     stored: Vec<Routine>,
-) -> Result<Vec<Routine>, StoreError> {
+) -> Result<(Vec<Routine>, Vec<SourcePlan>), StoreError> {
     if !requires_approval(&controller.config, environment) {
-        return Ok(stored);
+        return Ok((stored, Vec::new()));
     }
     let found = deployed(controller, environment, names, |r| WatchedName {
         schema: r.identity.schema.clone(),
         name: r.identity.name.clone(),
     })
     .await?;
-    Ok(found
+    let sources = sources_of(found.values().flatten());
+    let probes = found
         .into_values()
         .flatten()
         .map(|deployed| deployed.routine)
-        .collect())
+        .collect();
+    Ok((probes, sources))
 }
 
-/// The probes `alert create` gives a new watch in `environment`, and, where
-/// approval is required, a note saying where they come from (the working
+/// The probes `alert create` gives a new watch in `environment` with the
+/// plans they come from, and, where approval is required, a note saying where they come from (the working
 /// copy's smoke tests never run there).
 pub async fn new_watch_probes(
     controller: &Controller,
     environment: &str,
     routines: &[Routine],
-) -> Result<(Vec<Routine>, Option<String>), EngineError> {
+) -> Result<(Vec<Routine>, Vec<SourcePlan>, Option<String>), EngineError> {
     if !requires_approval(&controller.config, environment) {
-        return Ok((routines.to_vec(), None));
+        return Ok((routines.to_vec(), Vec::new(), None));
     }
     let spec = WatchSampleSpec::for_routines(String::new(), routines.to_vec());
-    let probes = watch_probes(controller, environment, &spec.names, Vec::new())
+    let (probes, sources) = watch_probes(controller, environment, &spec.names, Vec::new())
         .await
         .map_err(EngineError::store("read its store"))?;
     let unprobed: Vec<String> = spec
@@ -257,5 +286,5 @@ pub async fn new_watch_probes(
             unprobed.join(", ")
         ));
     }
-    Ok((probes, Some(note)))
+    Ok((probes, sources, Some(note)))
 }

@@ -294,6 +294,7 @@ mod tests {
                     name: "addarc".into(),
                 }],
                 probes: Vec::new(),
+                source_plans: Vec::new(),
             },
             threshold_percent: 120,
             every_ms: 60_000,

@@ -10,6 +10,7 @@
 
 pub mod policy;
 pub mod replay;
+pub mod sources;
 pub mod subject;
 pub mod verify;
 

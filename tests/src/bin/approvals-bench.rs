@@ -3,7 +3,11 @@
 //! three statements' certificates chained, signatures verified, bindings and
 //! the approvers rule — timed in process, for a one-routine deploy and for a
 //! batch, then the request reserved for its target (`signing::replay`: read,
-//! append, fdatasync), plus what signing one statement costs the CLI.
+//! append, fdatasync), plus what signing one statement costs the CLI. Then
+//! what a smoke job (or watch sample) of a signed plan checks before it
+//! connects: the plan it carries hashed and each routine found in it
+//! (`signing::sources::claims`); its two ledger queries are timed by
+//! `deploy/bench/smoke-check.sh`.
 //!
 //!   approvals-bench <operators-ca-dir> [runs]
 //!
@@ -31,7 +35,14 @@ fn routine(i: usize) -> Routine {
             "CREATE OR REPLACE FUNCTION bench.f{i:04}(x integer) RETURNS integer LANGUAGE plpgsql AS $$ BEGIN RETURN x + {i}; END $$"
         ),
         grants: vec![],
-        smoke_tests: vec![],
+        smoke_tests: vec![pgrollout_shared::routine::SmokeTest {
+            name: "answers".into(),
+            call_sql: format!("SELECT bench.f{i:04}(1)"),
+            expect_columns: vec![],
+            max_duration: Duration::from_secs(2),
+            allow_warnings: false,
+            search_path: vec!["bench".into()],
+        }],
         source_path: format!("procedures/f{i:04}.sql"),
         depends_on: vec![],
         perf_probe: None,
@@ -144,6 +155,25 @@ fn main() -> Result<()> {
              request reserved (fsync) median {reserve_median:.3} ms, p95 {reserve_p95:.3} ms; \
              per job median {total_median:.3} ms, p95 {total_p95:.3} ms; \
              CLI signing one statement median {sign_median:.3} ms, p95 {sign_p95:.3} ms"
+        );
+        // A smoke job of the whole plan, carrying it: hash it, find each
+        // routine in it (the agent's half before it connects).
+        let sources = [pgrollout_shared::signing::sources::SourcePlan {
+            routines: routines.clone(),
+        }];
+        let mut smoke_times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            let claims =
+                pgrollout_shared::signing::sources::claims("this smoke job", &routines, &sources)
+                    .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
+            anyhow::ensure!(claims.len() == size && claims[0].plan_id == plan_id);
+            smoke_times.push(started.elapsed());
+        }
+        let (smoke_median, smoke_p95) = median_and_p95(smoke_times);
+        println!(
+            "{size:>5} routine(s): smoke job's plan check (hash + find each routine) median {smoke_median:.3} ms, \
+             p95 {smoke_p95:.3} ms"
         );
     }
     Ok(())

@@ -216,7 +216,7 @@ fn smoke_attributes(report: &SmokeReport) -> Vec<KeyValue> {
 fn routine_identities(kind: &JobKind) -> Vec<String> {
     match kind {
         JobKind::Deploy { routines, .. }
-        | JobKind::Smoke { routines }
+        | JobKind::Smoke { routines, .. }
         | JobKind::Check { routines }
         | JobKind::PerfProbe { routines, .. } => {
             routines.iter().map(|r| r.identity.to_string()).collect()

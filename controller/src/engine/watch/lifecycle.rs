@@ -25,6 +25,9 @@ pub struct CreateWatch {
     /// The routines whose smoke tests probe it: the working copy's, or where
     /// approval is required the deployed ones (`engine/approved_sql.rs`).
     pub probes: Vec<Routine>,
+    /// The deployed plans the probes come from, sent with the baseline
+    /// sample (issue 19); each later sample looks them up again.
+    pub sources: Vec<pgrollout_shared::signing::sources::SourcePlan>,
     pub duration: Duration,
     pub every: Duration,
     pub threshold_percent: u32,
@@ -71,11 +74,15 @@ pub async fn create(
     let wait = request
         .agent_wait
         .min(controller.config.deployment.max_agent_wait);
+    let baseline_spec = WatchSampleSpec {
+        sources: request.sources,
+        ..spec.clone()
+    };
     let baseline = sample::take(
         &controller,
         &request.environment,
         &request.procedure,
-        &spec,
+        &baseline_spec,
         wait,
         sample::sample_timeout(request.every),
     )

@@ -67,14 +67,17 @@ async fn sample_once(controller: &Controller, watch: &WatchRecord, every: Durati
         }
     };
     let stored = std::mem::take(&mut spec.probes);
-    spec.probes = approved_sql::watch_probes(controller, &watch.environment, &spec.names, stored)
-        .await
-        .unwrap_or_else(|error| {
-            // Never the stored probes instead: in an environment that
-            // requires approval only a deployed plan's SQL runs.
-            tracing::error!(watch_id = %watch.id, error = %pgrollout_shared::errors::error_chain(&error), "reading the deployed plans failed; this sample runs no probe");
-            Vec::new()
-        });
+    // The plans the probes come from travel with them: an agent with an
+    // [approvals] policy runs only a deployed plan's SQL (issue 19).
+    (spec.probes, spec.sources) =
+        approved_sql::watch_probes(controller, &watch.environment, &spec.names, stored)
+            .await
+            .unwrap_or_else(|error| {
+                // Never the stored probes instead: in an environment that
+                // requires approval only a deployed plan's SQL runs.
+                tracing::error!(watch_id = %watch.id, error = %pgrollout_shared::errors::error_chain(&error), "reading the deployed plans failed; this sample runs no probe");
+                (Vec::new(), Vec::new())
+            });
     let taken = sample::take(
         controller,
         &watch.environment,
