@@ -1,6 +1,6 @@
 //! Deploy requests that wait for approvals, and the approvals themselves.
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{self, params, OptionalExtension};
 
 use super::{decode_plan, Store, StoreError};
 use crate::domain::plan::Plan;
@@ -122,7 +122,7 @@ impl Store {
                 "INSERT INTO approvals (request_id, plan_id, approver, role, decision, reason, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (request_id, approver, role) DO UPDATE SET decision = ?5, reason = ?6, at = ?7
-                 WHERE approvals.decision IS NOT ?5",
+                 WHERE approvals.decision IS DISTINCT FROM ?5",
                 params![request_id, plan_id, a.approver, a.role, a.decision, reason, now],
             )? > 0;
             let mut statement = c.prepare(
@@ -136,7 +136,7 @@ impl Store {
                 })
             })?;
             Ok(RecordedApproval {
-                approvals: rows.collect::<rusqlite::Result<_>>()?,
+                approvals: rows.collect::<db::Result<_>>()?,
                 changed,
             })
         })
@@ -231,8 +231,8 @@ impl Store {
         let (agent, job_id) = (agent.to_owned(), job_id.to_owned());
         self.call(move |c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO agent_refusals (agent, job_id, attempt, refused_at, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO agent_refusals (agent, job_id, attempt, refused_at, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                 params![agent, job_id, attempt, refused_at, now],
             )?;
             Ok(inserted == 1)
