@@ -172,7 +172,7 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// A PostgreSQL store instead (issue 18): `postgres://user:pw@host/db`
     /// (or libpq's key=value form). Keep the password out of the file with
-    /// the environment override (`PGROLLOUT_STORE__URL`); it is never
+    /// the environment override (`PGROLLOUT_CONTROLLER__STORE__URL`); it is never
     /// printed (see `redacted_url`).
     #[serde(default)]
     pub url: Option<String>,
