@@ -5,7 +5,9 @@
 //! with a clear message that never shows the password.
 
 use anyhow::{Context, Result};
-use pgrollout_tests::{free_port, Binaries, PgCluster, Stack, StackOptions, TestDir};
+use pgrollout_tests::{
+    free_port, Binaries, OpensslCa, PgCluster, Process, Stack, StackOptions, TestDir,
+};
 
 #[tokio::test]
 async fn a_controller_on_a_postgres_store_deploys_approves_and_survives_a_restart() -> Result<()> {
@@ -106,31 +108,37 @@ async fn a_controller_on_a_postgres_store_deploys_approves_and_survives_a_restar
     Ok(())
 }
 
-/// `serve` on a config whose store is `url`, run to its exit.
-async fn serve_on_store(url: &str) -> Result<pgrollout_tests::CommandOutput> {
-    let bins = Binaries::locate()?;
-    let dir = TestDir::new("store-refused")?;
+/// A controller config whose store is `url` (plus `store_extra` keys of the
+/// `[store]` table), in `dir`.
+fn store_config(dir: &TestDir, url: &str, store_extra: &str) -> Result<String> {
     let config = dir.path().join("controller.toml");
     std::fs::write(
         &config,
         format!(
             "[listen]\noperators = \"127.0.0.1:{}\"\nagents = \"127.0.0.1:{}\"\n\
-             [store]\nurl = \"{url}\"\n[audit]\nkey_file = \"{}\"\n[environments.dev]\n",
+             [store]\nurl = \"{url}\"\n{store_extra}\n[audit]\nkey_file = \"{}\"\n[environments.dev]\n",
             free_port(),
             free_port(),
             dir.path().join("audit.key").display()
         ),
     )?;
-    bins.run_cli(
-        [
-            "serve",
-            "--config",
-            &config.to_string_lossy(),
-            "--dev-plaintext",
-        ],
-        &[],
-    )
-    .await
+    Ok(config.to_string_lossy().into_owned())
+}
+
+/// `serve` on a config whose store is `url`, run to its exit.
+async fn serve_on_store(url: &str) -> Result<pgrollout_tests::CommandOutput> {
+    serve_on_store_with(url, "").await
+}
+
+async fn serve_on_store_with(
+    url: &str,
+    store_extra: &str,
+) -> Result<pgrollout_tests::CommandOutput> {
+    let dir = TestDir::new("store-refused")?;
+    let config = store_config(&dir, url, store_extra)?;
+    Binaries::locate()?
+        .run_cli(["serve", "--config", &config, "--dev-plaintext"], &[])
+        .await
 }
 
 #[tokio::test]
@@ -181,5 +189,74 @@ async fn a_store_it_cannot_reach_is_refused_at_start_without_showing_the_passwor
         "{out}"
     );
     assert!(!out.stderr.contains(store.password()), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_store_connection_is_tls_verified_against_the_configured_ca() -> Result<()> {
+    let store = PgCluster::start("store").await?;
+    let dir = TestDir::new("store-tls")?;
+    let ca = OpensslCa::create(dir.path(), "store").await?;
+    let (certificate, key) = ca.issue_server_certificate("IP:127.0.0.1").await?;
+    store
+        .require_tls(
+            &std::fs::read_to_string(certificate)?,
+            &std::fs::read_to_string(key)?,
+        )
+        .await?;
+    let url = format!("{}?sslmode=require", store.url());
+
+    // Required TLS without roots to verify the server with: refused, saying what is missing.
+    let out = serve_on_store(&url).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("sslmode=require needs `[store] ca_file`"),
+        "{out}"
+    );
+    // Roots that did not sign the server's certificate: refused.
+    let other = OpensslCa::create(dir.path(), "other").await?;
+    let out = serve_on_store_with(
+        &url,
+        &format!("ca_file = \"{}\"", other.certificate.display()),
+    )
+    .await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("cannot connect to the store at"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains(store.password()), "{out}");
+
+    // The right roots: the controller starts, and its connections are encrypted.
+    let config = store_config(
+        &dir,
+        &url,
+        &format!("ca_file = \"{}\"", ca.certificate.display()),
+    )?;
+    let controller = Process::spawn(
+        &Binaries::locate()?.controller,
+        ["serve", "--config", config.as_str(), "--dev-plaintext"],
+        &[],
+        "controller",
+    )?;
+    controller
+        .wait_for_line("controller listening", std::time::Duration::from_secs(30))
+        .await?;
+    // Read through psql (it connects over TLS too): the controller's
+    // connections are encrypted, and the schema was created through them.
+    let seen = store
+        .execute_sql(
+            "SELECT 'tls=' || count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'pgrollout-controller' AND s.ssl;
+             SELECT 'plain=' || count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'pgrollout-controller' AND NOT s.ssl;
+             SELECT 'migrated=' || count(*) FROM pgrollout_schema;",
+        )
+        .await?;
+    assert!(seen.contains("tls=") && !seen.contains("tls=0"), "{seen}");
+    assert!(seen.contains("plain=0"), "{seen}");
+    assert!(seen.contains("migrated=1"), "{seen}");
+    drop(controller);
     Ok(())
 }

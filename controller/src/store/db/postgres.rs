@@ -9,6 +9,7 @@
 //! the hop costs one thread wake per statement (ARCHITECTURE.md, Store).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -179,12 +180,14 @@ impl PgPool {
     /// are busy; a connection found closed (the server restarted) is
     /// replaced first.
     pub fn with<R>(&self, work: impl FnOnce(&mut super::Conn) -> Result<R>) -> Result<R> {
-        let mut conn = self.checkout()?;
-        let result = work(&mut conn);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.push(conn);
-        self.returned.notify_one();
-        result
+        let mut lent = Lent {
+            pool: self,
+            conn: Some(self.checkout()?),
+        };
+        match lent.conn.as_mut() {
+            Some(conn) => work(conn),
+            None => unreachable!("set just above"),
+        }
     }
 
     fn checkout(&self) -> Result<super::Conn> {
@@ -193,23 +196,26 @@ impl PgPool {
             if let Some(conn) = idle.pop() {
                 drop(idle);
                 return match conn {
-                    super::Conn::Postgres(pg) if pg.client.is_closed() => {
-                        self.reconnect().map(super::Conn::Postgres)
-                    }
+                    // The server closed it (a restart, a failover): a new
+                    // one takes its place, or the place is freed.
+                    super::Conn::Postgres(pg) if pg.client.is_closed() => self
+                        .reconnect()
+                        .map(super::Conn::Postgres)
+                        .inspect_err(|_| {
+                            self.open_count.fetch_sub(1, Ordering::Relaxed);
+                        }),
                     other => Ok(other),
                 };
             }
-            let out = self.open_count.load(std::sync::atomic::Ordering::Relaxed);
+            let out = self.open_count.load(Ordering::Relaxed);
             if out < POOL_SIZE {
-                self.open_count
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.open_count.fetch_add(1, Ordering::Relaxed);
                 drop(idle);
                 return self
                     .reconnect()
                     .map(super::Conn::Postgres)
                     .inspect_err(|_| {
-                        self.open_count
-                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        self.open_count.fetch_sub(1, Ordering::Relaxed);
                     });
             }
             idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
@@ -221,6 +227,29 @@ impl PgPool {
             ConnectError::Database(e) => Error::Postgres(e),
             other => Error::Unavailable(other.to_string()),
         })
+    }
+}
+
+/// A connection lent out by [`PgPool::with`]: back to the pool when the
+/// work ends, or, when the work panicked mid-statement, closed and its place
+/// freed so the pool never shrinks.
+struct Lent<'p> {
+    pool: &'p PgPool,
+    conn: Option<super::Conn>,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.pool.open_count.fetch_sub(1, Ordering::Relaxed);
+        } else if let Some(conn) = self.conn.take() {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+        self.pool.returned.notify_one();
     }
 }
 
