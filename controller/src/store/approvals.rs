@@ -37,6 +37,9 @@ pub struct RecordedApproval {
     pub changed: bool,
 }
 
+/// Serialises appends to `signed_statements` on PostgreSQL (`Conn::serialise`).
+const SIGNED_STATEMENTS_LOCK: i64 = 0x7067_726f_6c6c_7373;
+
 impl Store {
     pub async fn park_rollout(&self, pending: &PendingRollout, now: i64) -> Result<(), StoreError> {
         let p = pending.clone();
@@ -178,6 +181,8 @@ impl Store {
         let id = request_id.to_owned();
         self.call(move |c| {
             let tx = c.transaction()?;
+            // Read the next position, then write it: one writer at a time.
+            tx.serialise(SIGNED_STATEMENTS_LOCK)?;
             let next: i64 = tx.query_row(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM signed_statements WHERE request_id = ?1",
                 params![id],

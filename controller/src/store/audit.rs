@@ -90,16 +90,10 @@ fn append_in(
     entry: &AuditEntry,
     at: i64,
 ) -> db::Result<i64> {
-    if tx.dialect() == db::Dialect::Postgres {
-        // Writers on several connections (and, later, several controllers)
-        // queue here until the appender before them commits: the read of the
-        // last hash and the insert are one step, so the chain never forks.
-        tx.query_row(
-            "SELECT pg_advisory_xact_lock(?1)",
-            params![AUDIT_CHAIN_LOCK],
-            |_| Ok(()),
-        )?;
-    }
+    // Writers on several connections (and, later, several controllers)
+    // queue here until the appender before them commits: the read of the
+    // last hash and the insert are one step, so the chain never forks.
+    tx.serialise(AUDIT_CHAIN_LOCK)?;
     let prev: String = tx
         .query_row(
             "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",

@@ -114,6 +114,9 @@ fn index_running(
     Ok(())
 }
 
+/// Serialises appends to `routine_versions` on PostgreSQL (`Conn::serialise`).
+const VERSION_INDEX_LOCK: i64 = 0x7067_726f_6c6c_7669;
+
 fn index_versions(
     tx: &Transaction<'_>,
     rollout_id: &str,
@@ -126,6 +129,9 @@ fn index_versions(
         .iter()
         .map(|r| (routine_identity(r), r))
         .collect();
+    // The next positions are read, then written: results recorded at once
+    // on other connections wait, so no two versions share a position.
+    tx.serialise(VERSION_INDEX_LOCK)?;
     let mut next_seq: i64 = tx.query_row(
         "SELECT coalesce(max(seq), 0) + 1 FROM routine_versions",
         params![],
@@ -434,6 +440,42 @@ mod tests {
                 .await
                 .expect("versions")
                 .is_empty());
+        }
+    );
+
+    crate::store::conformance::store_test!(
+        results_recorded_at_once_get_distinct_positions_in_the_index,
+        |store| {
+            // Agents of several zones report at once; the store records them on
+            // several connections (PostgreSQL's pool): each version still gets a
+            // position of its own, so "newest" is never a tie.
+            let deploys: Vec<_> = (1..=12)
+                .map(|n| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        deploy(
+                            &store,
+                            n,
+                            vec![routine(&format!("f{n}"), 1), routine(&format!("g{n}"), n)],
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            for task in deploys {
+                task.await.expect("deploy");
+            }
+            let (rows, distinct): (i64, i64) = store
+                .call(|c| {
+                    c.query_row(
+                        "SELECT count(*), count(DISTINCT seq) FROM routine_versions",
+                        params![],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                })
+                .await
+                .expect("count");
+            assert_eq!((rows, distinct), (24, 24));
         }
     );
 

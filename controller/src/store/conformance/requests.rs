@@ -278,3 +278,41 @@ store_test!(
         );
     }
 );
+
+store_test!(
+    signed_statements_added_at_once_all_keep_a_place,
+    |store, backend| {
+        parked(&store, "r-1").await;
+        // Two controllers' requests arriving together for one request.
+        let other = backend.reopen();
+        let adds: Vec<_> = (0..8_u8)
+            .map(|n| {
+                let s = if n % 2 == 0 {
+                    store.clone()
+                } else {
+                    other.clone()
+                };
+                let statement = pgrollout_shared::proto::SignedStatement {
+                    statement: vec![n],
+                    signature: vec![n],
+                    certificate: vec![n],
+                };
+                tokio::spawn(
+                    async move { s.add_signed_statements("r-1", vec![statement], 2).await },
+                )
+            })
+            .collect();
+        for add in adds {
+            add.await.expect("task").expect("add");
+        }
+        let mut kept: Vec<u8> = store
+            .signed_statements("r-1")
+            .await
+            .expect("read")
+            .iter()
+            .map(|s| s.statement[0])
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, (0..8).collect::<Vec<u8>>());
+    }
+);

@@ -188,6 +188,22 @@ impl Conn {
         }
     }
 
+    /// Serialises the rest of the current transaction with every other
+    /// transaction that takes `key`, until commit or rollback: for a read
+    /// followed by a write that depends on it (the audit chain's last hash,
+    /// the next position of an index). PostgreSQL's `pg_advisory_xact_lock`,
+    /// across connections and controllers; nothing on SQLite, whose one
+    /// connection per store already runs one transaction at a time (and
+    /// `immediate_transaction` where the write lock must come first).
+    pub fn serialise(&self, key: i64) -> Result<()> {
+        match self.dialect() {
+            Dialect::Sqlite => Ok(()),
+            Dialect::Postgres => {
+                self.query_row("SELECT pg_advisory_xact_lock(?1)", params![key], |_| Ok(()))
+            }
+        }
+    }
+
     /// Begins a transaction, rolled back unless committed.
     pub fn transaction(&mut self) -> Result<Transaction<'_>> {
         self.execute_batch("BEGIN")?;
