@@ -180,8 +180,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = request_id.to_owned();
         self.call(move |c| {
-            let tx = c.transaction()?;
-            // Read the next position, then write it: one writer at a time.
+            // Read the next position, then write it: one writer at a time
+            // (SQLite's write lock taken at BEGIN, PostgreSQL's advisory lock).
+            let tx = c.immediate_transaction()?;
             tx.serialise(SIGNED_STATEMENTS_LOCK)?;
             let next: i64 = tx.query_row(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM signed_statements WHERE request_id = ?1",

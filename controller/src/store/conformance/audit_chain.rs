@@ -119,3 +119,34 @@ store_test!(
         );
     }
 );
+
+store_test!(a_log_longer_than_a_page_verifies_whole, |store| {
+    let entries: Vec<(i64, AuditEntry)> =
+        (0..2_500).map(|n| (n, entry(&format!("e{n}")))).collect();
+    store.audit_batch(entries).await.expect("append");
+    let all = store.audit_entries().await.expect("read");
+    let verdict = store
+        .verify_audit_log(vec![all[1_500].seq])
+        .await
+        .expect("verify");
+    assert_eq!(
+        verdict.entries, 2_501,
+        "the key's creation and 2,500 entries"
+    );
+    assert_eq!(verdict.last_seq, all.last().expect("last").seq);
+    assert_eq!(verdict.chain, Ok(()));
+    assert_eq!(verdict.hashes.get(&all[1_500].seq), Some(&all[1_500].hash));
+    // A change past the first page is still found.
+    let victim = all[2_200].seq;
+    store
+        .call(move |c| {
+            c.execute(
+                "UPDATE audit_log SET actor = 'someone-else' WHERE seq = ?1",
+                crate::store::db::params![victim],
+            )
+        })
+        .await
+        .expect("tamper");
+    let verdict = store.verify_audit_log(Vec::new()).await.expect("verify");
+    assert_eq!(verdict.chain.map_err(|broken| broken.seq), Err(victim));
+});

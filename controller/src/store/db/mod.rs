@@ -192,9 +192,9 @@ impl Conn {
     /// transaction that takes `key`, until commit or rollback: for a read
     /// followed by a write that depends on it (the audit chain's last hash,
     /// the next position of an index). PostgreSQL's `pg_advisory_xact_lock`,
-    /// across connections and controllers; nothing on SQLite, whose one
-    /// connection per store already runs one transaction at a time (and
-    /// `immediate_transaction` where the write lock must come first).
+    /// across connections and controllers; nothing on SQLite, where such a
+    /// transaction begins with `immediate_transaction` (the write lock
+    /// first) unless it writes before it reads.
     pub fn serialise(&self, key: i64) -> Result<()> {
         match self.dialect() {
             Dialect::Sqlite => Ok(()),
