@@ -160,6 +160,13 @@ fn finished(c: &db::Conn, procedure: &str, environment: &str) -> db::Result<Vec<
     rows.collect()
 }
 
+/// The change log's advisory lock on PostgreSQL: taken by the trigger on
+/// `rollouts` in every transaction that changes a rollout (migration
+/// `postgres/0001_baseline.sql`, the same number), and by the readers of the
+/// log, so change numbers follow commit order and a reader's two reads (the
+/// log's position, the rollouts) see one moment. A no-op on SQLite.
+const ROLLOUT_CHANGES_LOCK: i64 = 0x7067_726f_6c6c_6367;
+
 impl Store {
     /// Every finished deploy and rollback, oldest first, restricted to one
     /// procedure and one environment when those are non-empty (what the
@@ -182,6 +189,8 @@ impl Store {
     pub async fn finished_as_of_change(&self) -> Result<(i64, Vec<FinishedRollout>), StoreError> {
         self.call(|c| {
             let tx = c.transaction()?;
+            // No change commits while we read (see ROLLOUT_CHANGES_LOCK).
+            tx.serialise(ROLLOUT_CHANGES_LOCK)?;
             let watermark: i64 = tx.query_row(
                 "SELECT COALESCE(max(seq), 0) FROM rollout_changes",
                 params![],
@@ -208,6 +217,7 @@ impl Store {
     ) -> Result<RolloutChanges, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
+            tx.serialise(ROLLOUT_CHANGES_LOCK)?;
             let mut changes: Vec<RolloutChange> = Vec::new();
             let mut last = watermark;
             {
@@ -378,6 +388,12 @@ mod tests {
             .map(|r| (r.schema.as_str(), r.name.as_str()))
             .collect();
         assert_eq!(names, [("public", "a"), ("billing", "b")]);
+    }
+
+    #[test]
+    fn the_change_log_trigger_takes_the_lock_its_readers_take() {
+        let baseline = include_str!("migrations/postgres/0001_baseline.sql");
+        assert!(baseline.contains(&format!("pg_advisory_xact_lock({ROLLOUT_CHANGES_LOCK})")));
     }
 
     crate::store::conformance::store_test!(

@@ -220,8 +220,14 @@ CREATE TABLE rollout_state_counts (
     PRIMARY KEY (kind, state)
 );
 
+-- Every transaction that changes rollouts takes the change log's advisory
+-- lock (key 0x7067726f6c6c6367, `ROLLOUT_CHANGES_LOCK` in store/metrics.rs)
+-- before it writes: change numbers are then handed out in commit order, and
+-- a reader holding the lock sees the log and the rollouts as of one moment,
+-- as SQLite's one writer at a time gives them.
 CREATE FUNCTION pgrollout_rollouts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock(8099568277735105383);
     IF TG_OP = 'INSERT' THEN
         INSERT INTO rollout_changes (rollout_id) VALUES (NEW.id);
         INSERT INTO rollout_state_counts (kind, state, count) VALUES (NEW.kind, NEW.state, 0)
