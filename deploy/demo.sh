@@ -8,10 +8,25 @@
 # demo issues itself (`pgrollout ca`), one per operator.
 #
 #   deploy/demo.sh                  run it, then stop everything
+#   deploy/demo.sh --store postgres the controller's store in PostgreSQL (a
+#                                   database of the dev cluster) instead of SQLite
 #   PGROLLOUT_DEMO_KEEP=1 deploy/demo.sh   leave it running to play with
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+
+store=sqlite
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --store) store=${2:-}; shift 2 || shift ;;
+    --store=*) store=${1#--store=}; shift ;;
+    *) echo "usage: deploy/demo.sh [--store sqlite|postgres]" >&2; exit 1 ;;
+  esac
+done
+if [[ $store != sqlite && $store != postgres ]]; then
+  echo "pgrollout demo: --store takes sqlite or postgres, not '$store'" >&2
+  exit 1
+fi
 
 deploy/install-prerequisites.sh --demo
 echo "pgrollout demo: building (the first build takes a few minutes)"
@@ -108,6 +123,20 @@ for zone in dev qa prod; do
 done
 unset PGPASSWORD
 
+# --store postgres: the controller's store is a database of the dev cluster,
+# owned by a role of its own that needs no other privilege. Its password
+# reaches the controller through the environment, never the config file.
+store_url=""
+if [[ $store == postgres ]]; then
+  head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$demo/store-password"
+  chmod 600 "$demo/store-password"
+  PGPASSWORD=$(cat "$demo/dev/password") psql -q -h 127.0.0.1 -p "${port[dev]}" -U postgres -v ON_ERROR_STOP=1 \
+    -c "CREATE ROLE pgrollout LOGIN PASSWORD '$(cat "$demo/store-password")'" \
+    -c "CREATE DATABASE pgrollout_store OWNER pgrollout"
+  store_url="postgres://pgrollout:$(cat "$demo/store-password")@127.0.0.1:${port[dev]}/pgrollout_store?sslmode=disable"
+  echo "controller store: database pgrollout_store of the dev cluster (role pgrollout)"
+fi
+
 # A CA of our own, and a certificate for every party: the controller, an
 # agent per zone (its zone is written in its certificate), the operator who
 # deploys and the two who approve.
@@ -127,8 +156,12 @@ cat >"$demo/controller.toml" <<TOML
 [listen]
 operators = "127.0.0.1:$operators"
 agents = "127.0.0.1:$agents"
-[store]
-path = "$demo/controller.sqlite"
+$(if [[ $store == postgres ]]; then
+  printf '[store]\nurl = "postgres://pgrollout@127.0.0.1:%s/pgrollout_store?sslmode=disable"\n' "${port[dev]}"
+  printf '[audit]\nkey_file = "%s"\n' "$demo/audit.key"
+else
+  printf '[store]\npath = "%s"\n' "$demo/controller.sqlite"
+fi)
 [environments.dev]
 zone = "dev"
 [environments.qa]
@@ -153,7 +186,13 @@ demo-operator = ["deployer", "approver"]
 alice = ["approver"]
 bob = ["approver"]
 TOML
-"$bin/pgrollout" serve --config "$demo/controller.toml" >"$demo/controller.log" 2>&1 &
+if [[ -n $store_url ]]; then
+  # The URL with its password overrides the file's, from the environment.
+  PGROLLOUT_CONTROLLER__STORE__URL=$store_url "$bin/pgrollout" serve --config "$demo/controller.toml" \
+    >"$demo/controller.log" 2>&1 &
+else
+  "$bin/pgrollout" serve --config "$demo/controller.toml" >"$demo/controller.log" 2>&1 &
+fi
 pids+=($!)
 wait_for_line "$demo/controller.log" "controller listening" 20
 

@@ -32,6 +32,9 @@ pub struct StackOptions {
     pub deployment_extra: String,
     /// Extra keys for one environment's table: `(zone, "promote_from = \"dev\"")`.
     pub environment_extra: Vec<(String, String)>,
+    /// A PostgreSQL store (`[store] url`) instead of the SQLite file; the
+    /// audit key then lives in the stack's directory (`[audit] key_file`).
+    pub store_url: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -44,6 +47,7 @@ impl Default for StackOptions {
             controller_extra: String::new(),
             deployment_extra: String::new(),
             environment_extra: Vec::new(),
+            store_url: None,
         }
     }
 }
@@ -68,6 +72,9 @@ pub struct Stack {
     /// The built-in CA's directory (certificates for every party).
     pub ca_dir: PathBuf,
     pub plaintext: bool,
+    /// The PostgreSQL store's own cluster, when the stack started one
+    /// (`PGROLLOUT_TEST_STORE=postgres`).
+    pub store_cluster: Option<PgCluster>,
     pub dir: TestDir,
 }
 
@@ -120,13 +127,32 @@ impl Stack {
                 ca = ca_dir.display()
             )
         };
+        // PGROLLOUT_TEST_STORE=postgres runs any stack's controller on a
+        // PostgreSQL store of its own (issue 18), to try a scenario on it.
+        let store_cluster = match (&options.store_url, std::env::var("PGROLLOUT_TEST_STORE")) {
+            (None, Ok(backend)) if backend == "postgres" => Some(PgCluster::start("store").await?),
+            _ => None,
+        };
+        let store_url = options
+            .store_url
+            .clone()
+            .or_else(|| store_cluster.as_ref().map(PgCluster::url));
+        let store = match &store_url {
+            None => format!(
+                "[store]\npath = \"{}\"\n",
+                dir.path().join("controller.sqlite").display()
+            ),
+            Some(url) => format!(
+                "[store]\nurl = \"{url}\"\n[audit]\nkey_file = \"{}\"\n",
+                dir.path().join("audit.key").display()
+            ),
+        };
         let controller_config = dir.path().join("controller.toml");
         std::fs::write(
             &controller_config,
             format!(
                 "[listen]\noperators = \"127.0.0.1:{operators_port}\"\nagents = \"127.0.0.1:{agents_port}\"\n\
-                 [store]\npath = \"{}\"\n[deployment]\naccept_timeout = \"5s\"\nheartbeat_interval = \"1s\"\n{}\n{environments}{tls}{}",
-                dir.path().join("controller.sqlite").display(),
+                 {store}[deployment]\naccept_timeout = \"5s\"\nheartbeat_interval = \"1s\"\n{}\n{environments}{tls}{}",
                 options.deployment_extra,
                 options.controller_extra,
             ),
@@ -182,6 +208,7 @@ impl Stack {
             agents_address: format!("{scheme}://127.0.0.1:{agents_port}"),
             ca_dir,
             plaintext: options.plaintext,
+            store_cluster,
             zones,
             project,
             dir,

@@ -68,7 +68,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             return ExitCode::ValidationFailed;
         }
     };
-    let store = match Store::open_with_audit_key(&config.store.path, &config.audit_key_path()) {
+    let store = match Store::open_configured(&config.store, &config.audit_key_path()) {
         Ok(store) => store,
         Err(error) => {
             eprintln!("pgrollout serve: {:#}", anyhow::Error::from(error));
@@ -106,7 +106,7 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
         metrics = ?config.metrics.as_ref().map(|m| m.listen),
         operators = %config.listen.operators,
         agents = %config.listen.agents,
-        store = %config.store.path.display(),
+        store = %config.store.describe(),
         environments = ?config.environments.keys().collect::<Vec<_>>(),
         "controller listening"
     );

@@ -54,7 +54,7 @@ pub async fn run(args: StoreFillArgs) -> ExitCode {
             return ExitCode::ValidationFailed;
         }
     };
-    let store = match Store::open_with_audit_key(&config.store.path, &config.audit_key_path()) {
+    let store = match Store::open_configured(&config.store, &config.audit_key_path()) {
         Ok(store) => store,
         Err(error) => {
             eprintln!("pgrollout store-fill: {:#}", anyhow::Error::from(error));

@@ -164,13 +164,72 @@ pub struct Listen {
     pub agents: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The embedded SQLite store, created on first start.
+    /// The embedded SQLite store, created on first start (the default).
+    #[serde(default)]
     pub path: PathBuf,
+    /// A PostgreSQL store instead (issue 18): `postgres://user:pw@host/db`
+    /// (or libpq's key=value form). Keep the password out of the file with
+    /// the environment override (`PGROLLOUT_CONTROLLER__STORE__URL`); it is never
+    /// printed (see `redacted_url`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PEM roots that sign the PostgreSQL server's certificate: with it the
+    /// store connects over TLS (unless sslmode=disable), verifying the server.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Pruning of old rollouts' events and results; none without the table.
     pub retention: Option<retention::RetentionConfig>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("path", &self.path)
+            .field("url", &self.url.as_deref().map(redacted_url))
+            .field("ca_file", &self.ca_file)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// What to show of the store in logs: the file, or the URL without
+    /// its password.
+    pub fn describe(&self) -> String {
+        match &self.url {
+            Some(url) => redacted_url(url),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// A store URL with any password replaced by `***`: in the URL's userinfo
+/// (`postgres://u:pw@h`) or as a `password=` option (query or key=value).
+pub fn redacted_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let (start, end) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+                out.replace_range(start..end, "***");
+            }
+        }
+    }
+    let mut search = 0;
+    while let Some(found) = out[search..].to_ascii_lowercase().find("password=") {
+        let start = search + found + "password=".len();
+        let end = out[start..]
+            .find(['&', ' '])
+            .map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+        search = start + 3;
+    }
+    out
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -539,6 +598,19 @@ impl ControllerConfig {
         if let Some(retention) = &self.store.retention {
             retention.validate()?;
         }
+        match (&self.store.url, self.store.path.as_os_str().is_empty()) {
+            (Some(_), false) => anyhow::bail!(
+                "invalid controller config: store: give either path (SQLite) or url (PostgreSQL), not both"
+            ),
+            (None, true) => anyhow::bail!(
+                "invalid controller config: store: path is required (or url for a PostgreSQL store)"
+            ),
+            (Some(_), true) if self.audit.key_file.is_none() => anyhow::bail!(
+                "invalid controller config: audit.key_file is required with a PostgreSQL store \
+                 (the key that authenticates the audit log must live outside the store)"
+            ),
+            _ => {}
+        }
         Ok(())
     }
 
@@ -552,6 +624,25 @@ impl ControllerConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_store_url_is_shown_without_its_password() {
+        use super::redacted_url;
+        assert_eq!(
+            redacted_url("postgres://ops:s3cr%40t@db.example:5432/pgrollout?sslmode=require"),
+            "postgres://ops:***@db.example:5432/pgrollout?sslmode=require"
+        );
+        assert_eq!(
+            redacted_url("postgresql://ops@db/x?password=hunter2&sslmode=disable"),
+            "postgresql://ops@db/x?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redacted_url("host=db user=ops password=hunter2 dbname=x"),
+            "host=db user=ops password=*** dbname=x"
+        );
+        assert_eq!(redacted_url("postgres://ops@db/x"), "postgres://ops@db/x");
+    }
+
     use super::*;
 
     #[test]

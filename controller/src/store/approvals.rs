@@ -1,6 +1,6 @@
 //! Deploy requests that wait for approvals, and the approvals themselves.
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{self, params, OptionalExtension};
 
 use super::{decode_plan, Store, StoreError};
 use crate::domain::plan::Plan;
@@ -36,6 +36,9 @@ pub struct RecordedApproval {
     pub approvals: Vec<Approval>,
     pub changed: bool,
 }
+
+/// Serialises appends to `signed_statements` on PostgreSQL (`Conn::serialise`).
+const SIGNED_STATEMENTS_LOCK: i64 = 0x7067_726f_6c6c_7373;
 
 impl Store {
     pub async fn park_rollout(&self, pending: &PendingRollout, now: i64) -> Result<(), StoreError> {
@@ -122,7 +125,7 @@ impl Store {
                 "INSERT INTO approvals (request_id, plan_id, approver, role, decision, reason, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (request_id, approver, role) DO UPDATE SET decision = ?5, reason = ?6, at = ?7
-                 WHERE approvals.decision IS NOT ?5",
+                 WHERE approvals.decision IS DISTINCT FROM ?5",
                 params![request_id, plan_id, a.approver, a.role, a.decision, reason, now],
             )? > 0;
             let mut statement = c.prepare(
@@ -136,7 +139,7 @@ impl Store {
                 })
             })?;
             Ok(RecordedApproval {
-                approvals: rows.collect::<rusqlite::Result<_>>()?,
+                approvals: rows.collect::<db::Result<_>>()?,
                 changed,
             })
         })
@@ -177,7 +180,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = request_id.to_owned();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            // Read the next position, then write it: one writer at a time
+            // (SQLite's write lock taken at BEGIN, PostgreSQL's advisory lock).
+            let tx = c.immediate_transaction()?;
+            tx.serialise(SIGNED_STATEMENTS_LOCK)?;
             let next: i64 = tx.query_row(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM signed_statements WHERE request_id = ?1",
                 params![id],
@@ -231,8 +237,8 @@ impl Store {
         let (agent, job_id) = (agent.to_owned(), job_id.to_owned());
         self.call(move |c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO agent_refusals (agent, job_id, attempt, refused_at, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO agent_refusals (agent, job_id, attempt, refused_at, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                 params![agent, job_id, attempt, refused_at, now],
             )?;
             Ok(inserted == 1)

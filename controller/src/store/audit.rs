@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use super::db::{self, params, Conn, OptionalExtension, Value};
 pub use pgrollout_shared::audit_anchor::AuditHead;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use super::audit_key::AuditKey;
@@ -71,38 +71,42 @@ pub fn entry_hash(prev_hash: &str, at: i64, entry: &AuditEntry) -> String {
     hex::encode(hasher.finalize())
 }
 
-fn append(
-    c: &mut Connection,
-    key: &AuditKey,
-    entry: &AuditEntry,
-    at: i64,
-) -> rusqlite::Result<i64> {
+fn append(c: &mut Conn, key: &AuditKey, entry: &AuditEntry, at: i64) -> db::Result<i64> {
     // IMMEDIATE: the read of the last hash and the insert are one step, so
     // two writers can never chain to the same predecessor.
-    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = c.immediate_transaction()?;
     let seq = append_in(&tx, key, entry, at)?;
     tx.commit()?;
     Ok(seq)
 }
 
+/// The advisory lock key that serialises audit appends on PostgreSQL
+/// ("pgrollou" in ASCII: no other lock of this database is likely to take it).
+const AUDIT_CHAIN_LOCK: i64 = 0x7067_726f_6c6c_6f75;
+
 fn append_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &db::Transaction<'_>,
     key: &AuditKey,
     entry: &AuditEntry,
     at: i64,
-) -> rusqlite::Result<i64> {
+) -> db::Result<i64> {
+    // Writers on several connections (and, later, several controllers)
+    // queue here until the appender before them commits: the read of the
+    // last hash and the insert are one step, so the chain never forks.
+    tx.serialise(AUDIT_CHAIN_LOCK)?;
     let prev: String = tx
         .query_row(
             "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
+            params![],
             |r| r.get(0),
         )
         .optional()?
         .unwrap_or_else(|| GENESIS_HASH.to_owned());
     let hash = entry_hash(&prev, at, entry);
-    tx.execute(
+    let seq: i64 = tx.query_row(
         "INSERT INTO audit_log (at, actor, action, outcome, rollout_id, environment, procedure, trace_id, details, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         RETURNING seq",
         params![
             at,
             entry.actor,
@@ -116,10 +120,10 @@ fn append_in(
             prev,
             hash
         ],
+        |row| row.get(0),
     )?;
     // The sequence number is only known once inserted (AUTOINCREMENT, so a
     // deleted tail leaves a gap), and the code covers it.
-    let seq = tx.last_insert_rowid();
     tx.execute(
         "UPDATE audit_log SET mac = ?1 WHERE seq = ?2",
         params![key.mac(seq, &hash), seq],
@@ -132,10 +136,10 @@ fn append_in(
 /// signed now when their chain is intact (and only when the key is new, so an
 /// entry stripped of its code later is never signed again), and the adoption
 /// is itself an audit entry.
-pub(super) fn open_key(c: &mut Connection, key_path: &Path) -> Result<AuditKey, StoreError> {
+pub(super) fn open_key(c: &mut Conn, key_path: &Path) -> Result<AuditKey, StoreError> {
     let (signed, unsigned): (i64, i64) = c.query_row(
         "SELECT count(mac), count(*) - count(mac) FROM audit_log",
-        [],
+        params![],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let opened = AuditKey::open_or_create(key_path, signed)?;
@@ -190,16 +194,19 @@ pub(super) fn open_key(c: &mut Connection, key_path: &Path) -> Result<AuditKey, 
     Ok(key)
 }
 
+/// Entries `verify_audit_log` holds in memory at once.
+const VERIFY_PAGE: usize = 1000;
+
 const SELECT_ENTRIES: &str = "SELECT seq, at, actor, action, outcome, rollout_id, environment, procedure, trace_id, details, prev_hash, hash, mac
          FROM audit_log";
 
-fn read_entries(c: &Connection) -> rusqlite::Result<Vec<StoredAuditEntry>> {
+fn read_entries(c: &Conn) -> db::Result<Vec<StoredAuditEntry>> {
     let mut statement = c.prepare(&format!("{SELECT_ENTRIES} ORDER BY seq"))?;
-    let rows = statement.query_map([], stored_entry)?;
+    let rows = statement.query_map(params![], stored_entry)?;
     rows.collect()
 }
 
-fn stored_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAuditEntry> {
+fn stored_entry(r: &db::Row) -> db::Result<StoredAuditEntry> {
     Ok(StoredAuditEntry {
         seq: r.get(0)?,
         at: r.get(1)?,
@@ -234,7 +241,7 @@ impl Store {
     pub async fn audit_batch(&self, entries: Vec<(i64, AuditEntry)>) -> Result<(), StoreError> {
         let key = self.audit_key.clone();
         self.call(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let tx = c.immediate_transaction()?;
             for (at, entry) in entries {
                 append_in(&tx, &key, &entry.escaped(), at)?;
             }
@@ -255,7 +262,7 @@ impl Store {
         self.call(|c| {
             c.query_row(
                 "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                [],
+                params![],
                 |r| {
                     Ok(AuditHead {
                         seq: r.get(0)?,
@@ -389,8 +396,11 @@ impl Store {
         let key = self.audit_key.clone();
         self.call(move |c| {
             let wanted: std::collections::HashSet<i64> = wanted.into_iter().collect();
-            let mut statement = c.prepare(&format!("{SELECT_ENTRIES} ORDER BY seq"))?;
-            let mut rows = statement.query([])?;
+            // A page at a time by sequence number: constant memory on both
+            // backends (PostgreSQL's rows are read whole, see `db::postgres`).
+            let mut statement = c.prepare(&format!(
+                "{SELECT_ENTRIES} WHERE seq > ?1 ORDER BY seq LIMIT {VERIFY_PAGE}"
+            ))?;
             let mut check = ChainCheck::new(Some(key.as_ref()));
             let mut verdict = LogVerdict {
                 entries: 0,
@@ -398,18 +408,25 @@ impl Store {
                 chain: Ok(()),
                 hashes: Default::default(),
             };
-            while let Some(row) = rows.next()? {
-                let stored = stored_entry(row)?;
-                verdict.entries += 1;
-                verdict.last_seq = stored.seq;
-                if verdict.chain.is_ok() {
-                    verdict.chain = check.push(&stored);
+            loop {
+                let mut rows = statement.query(params![verdict.last_seq])?;
+                let mut read = 0;
+                while let Some(row) = rows.next()? {
+                    let stored = stored_entry(row)?;
+                    read += 1;
+                    verdict.entries += 1;
+                    verdict.last_seq = stored.seq;
+                    if verdict.chain.is_ok() {
+                        verdict.chain = check.push(&stored);
+                    }
+                    if wanted.contains(&stored.seq) {
+                        verdict.hashes.insert(stored.seq, stored.hash);
+                    }
                 }
-                if wanted.contains(&stored.seq) {
-                    verdict.hashes.insert(stored.seq, stored.hash);
+                if read < VERIFY_PAGE {
+                    return Ok(verdict);
                 }
             }
-            Ok(verdict)
         })
         .await
     }
@@ -432,12 +449,12 @@ impl Store {
             let mut values = Vec::new();
             if since > 0 {
                 conditions.push("at >= ?".to_owned());
-                values.push(rusqlite::types::Value::Integer(since));
+                values.push(Value::Int(since));
             }
             for (column, value) in [("rollout_id", rollout_id), ("procedure", procedure)] {
                 if !value.is_empty() {
                     conditions.push(format!("{column} = ?"));
-                    values.push(value.into());
+                    values.push(Value::Text(value));
                 }
             }
             let sql = if conditions.is_empty() {
@@ -449,7 +466,7 @@ impl Store {
                 )
             };
             let mut statement = c.prepare(&sql)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(values), stored_entry)?;
+            let rows = statement.query_map(&values, stored_entry)?;
             rows.collect()
         })
         .await
@@ -460,10 +477,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn entries_chain_to_their_predecessor() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("s.sqlite")).expect("open");
+    crate::store::conformance::store_test!(entries_chain_to_their_predecessor, |store, backend| {
         for action in ["a", "b", "c"] {
             store
                 .audit(AuditEntry {
@@ -515,7 +529,7 @@ mod tests {
         let broken = store.verify_audit(&deleted).expect_err("gap");
         assert_eq!(broken.seq, 4);
         assert!(broken.problem.contains("missing"), "{}", broken.problem);
-    }
+    });
 
     #[tokio::test]
     async fn a_store_from_before_authentication_is_signed_at_its_first_start_with_a_key() {
@@ -532,7 +546,7 @@ mod tests {
                 .expect("append");
         }
         // As an older controller left it: no codes, no key.
-        let c = Connection::open(&path).expect("sqlite");
+        let c = rusqlite::Connection::open(&path).expect("sqlite");
         c.execute("UPDATE audit_log SET mac = NULL", [])
             .expect("strip");
         std::fs::remove_file(super::super::default_key_path(&path)).expect("rm key");

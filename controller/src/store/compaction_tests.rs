@@ -7,6 +7,7 @@ use std::path::Path;
 
 use pgrollout_shared::proto::{JobEvent, JobResult, Outcome, Plan};
 
+use super::db::params;
 use super::{NewRollout, Store};
 use crate::domain::agent_report::ReportedResult;
 
@@ -21,7 +22,7 @@ fn file_size(path: &Path) -> u64 {
 
 async fn auto_vacuum(store: &Store) -> i64 {
     store
-        .call(|c| c.query_row("PRAGMA auto_vacuum", [], |row| row.get(0)))
+        .call(|c| c.query_row("PRAGMA auto_vacuum", params![], |row| row.get(0)))
         .await
         .expect("pragma")
 }
@@ -77,7 +78,7 @@ async fn the_store_file_shrinks_after_a_prune_of_many_rollouts() {
     fill(&store).await;
     // Everything written reaches the main file first.
     store
-        .call(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))
+        .call(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", params![], |_| Ok(())))
         .await
         .expect("checkpoint");
     let before = file_size(&path);
@@ -107,12 +108,12 @@ async fn the_store_file_shrinks_after_a_prune_of_many_rollouts() {
 
     // The store is whole and keeps working.
     let rollouts: i64 = store
-        .call(|c| c.query_row("SELECT count(*) FROM rollouts", [], |row| row.get(0)))
+        .call(|c| c.query_row("SELECT count(*) FROM rollouts", params![], |row| row.get(0)))
         .await
         .expect("count");
     assert_eq!(rollouts, ROLLOUTS as i64);
     let check: String = store
-        .call(|c| c.query_row("PRAGMA integrity_check", [], |row| row.get(0)))
+        .call(|c| c.query_row("PRAGMA integrity_check", params![], |row| row.get(0)))
         .await
         .expect("check");
     assert_eq!(check, "ok");
@@ -135,7 +136,11 @@ async fn an_older_store_is_converted_once_when_opened() {
     let store = Store::open(&path).expect("reopen");
     assert_eq!(auto_vacuum(&store).await, 2, "converted");
     let events: i64 = store
-        .call(|c| c.query_row("SELECT count(*) FROM job_events", [], |row| row.get(0)))
+        .call(|c| {
+            c.query_row("SELECT count(*) FROM job_events", params![], |row| {
+                row.get(0)
+            })
+        })
         .await
         .expect("count");
     assert_eq!(events, ROLLOUTS as i64 * EVENTS as i64);

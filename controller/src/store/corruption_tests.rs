@@ -36,7 +36,7 @@ fn plan() -> Plan {
 /// Overwrites stored bytes as a damaged disk or a hand edit would.
 async fn damage(store: &Store, sql: String) {
     store
-        .call(move |c| c.execute(&sql, []))
+        .call(move |c| c.execute(&sql, params![]))
         .await
         .expect("damage the row");
 }

@@ -3,7 +3,7 @@
 //! requires approval, smoke tests and watch probes run only from these
 //! plans (`engine/approved_sql.rs`), never from an operator's working copy.
 
-use rusqlite::params;
+use super::db::params;
 
 use super::{state, Store, StoreError};
 

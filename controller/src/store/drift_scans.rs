@@ -2,9 +2,9 @@
 //! 0012): what `pgrollout drift --cached` shows, and what a new scan's
 //! findings are compared with to tell new drift (audited `drift.detected`).
 
+use super::db::{self, params, OptionalExtension};
 use pgrollout_shared::proto::DriftResponse;
 use prost::Message;
-use rusqlite::{params, OptionalExtension};
 
 use super::{decode_blob, Store, StoreError};
 
@@ -69,7 +69,7 @@ impl Store {
             let mut statement = c.prepare_cached(
                 "SELECT environment, scanned_at, response FROM drift_scans WHERE scope = '' ORDER BY environment",
             )?;
-            let rows = statement.query_map([], |row| {
+            let rows = statement.query_map(params![], |row| {
                 let environment: String = row.get(0)?;
                 let blob: Vec<u8> = row.get(2)?;
                 let response: DriftResponse = decode_blob(2, &blob, "DriftResponse", || {
@@ -91,11 +91,7 @@ impl Store {
     }
 }
 
-fn read(
-    c: &rusqlite::Connection,
-    environment: &str,
-    scope: &str,
-) -> rusqlite::Result<Option<StoredDriftScan>> {
+fn read(c: &db::Conn, environment: &str, scope: &str) -> db::Result<Option<StoredDriftScan>> {
     c.query_row(
         "SELECT scanned_at, response FROM drift_scans WHERE environment = ?1 AND scope = ?2",
         params![environment, scope],

@@ -2,8 +2,8 @@
 //! retry, jobs left in doubt by a controller restart or a lost agent, the
 //! reconciliation of an agent's Hello, and an operator's resolution.
 
+use super::db::{params, OptionalExtension};
 use pgrollout_shared::proto::JobOffer;
-use rusqlite::{params, OptionalExtension};
 
 use super::{decode_blob, state, Store, StoreError};
 
@@ -80,7 +80,7 @@ impl Store {
                     "SELECT id, attempt, rollout_id, state = 'offered' AND agent_name IS NULL
                      FROM jobs WHERE state IN ('offered', 'running') ORDER BY offered_at",
                 )?;
-                let rows = statement.query_map([], |row| {
+                let rows = statement.query_map(params![], |row| {
                     let job = HeldJob {
                         job_id: row.get(0)?,
                         attempt: row.get(1)?,

@@ -2,7 +2,7 @@
 //! started, each target's wave and state, and the rollout of each target
 //! (an ordinary row of `rollouts`). Migration 0017.
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{self, params, OptionalExtension};
 
 use super::{Store, StoreError};
 
@@ -126,7 +126,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "UPDATE fleet_rollouts SET state = ?2,
-                        finished_at = CASE WHEN ?2 = 'running' THEN NULL ELSE ?3 END
+                        finished_at = CASE WHEN ?2 = 'running' THEN NULL ELSE CAST(?3 AS BIGINT) END
                  WHERE id = ?1",
                 params![fleet_id, state, now],
             )
@@ -160,7 +160,7 @@ impl Store {
                 .query_row(
                     "SELECT id, environment, plan_id, actor, trace_id, policy, state, created_at
                      FROM fleet_rollouts WHERE id = ?1",
-                    [&fleet_id],
+                    params![&fleet_id],
                     |row| {
                         Ok(FleetRecord {
                             id: row.get(0)?,
@@ -183,7 +183,7 @@ impl Store {
                  FROM fleet_targets WHERE fleet_id = ?1 ORDER BY position",
             )?;
             let targets = statement
-                .query_map([&fleet_id], |row| {
+                .query_map(params![&fleet_id], |row| {
                     Ok(FleetTargetRow {
                         position: row.get(0)?,
                         zone: row.get(1)?,
@@ -195,7 +195,7 @@ impl Store {
                         message: row.get(7)?,
                     })
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<db::Result<Vec<_>>>()?;
             Ok(Some((record, targets)))
         })
         .await
@@ -211,17 +211,16 @@ impl Store {
             let ids = {
                 let mut statement =
                     tx.prepare("SELECT id FROM fleet_rollouts WHERE state = 'running' ORDER BY id")?;
-                let ids = statement
-                    .query_map([], |row| row.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                ids
+                statement
+                    .query_map(params![], |row| row.get::<_, String>(0))?
+                    .collect::<db::Result<Vec<_>>>()?
             };
             for id in &ids {
                 tx.execute(
                     "UPDATE fleet_targets SET state = CASE WHEN rollout_id IS NULL THEN 'pending' ELSE 'unknown' END,
                             message = 'interrupted by a controller restart'
                      WHERE fleet_id = ?1 AND state = 'running'",
-                    [id],
+                    params![id],
                 )?;
                 tx.execute(
                     "UPDATE fleet_rollouts SET state = 'halted', finished_at = ?2 WHERE id = ?1",
@@ -240,7 +239,7 @@ impl Store {
         self.call(move |c| {
             c.query_row(
                 "SELECT content FROM plans WHERE plan_id = ?1",
-                [&plan_id],
+                params![&plan_id],
                 |row| row.get(0),
             )
             .optional()
@@ -253,68 +252,68 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_fleet_and_its_targets_are_recorded_and_claimed_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("s.sqlite")).expect("open");
-        let fleet = FleetRecord {
-            id: "f-1".into(),
-            environment: "prod".into(),
-            plan_id: "ab".repeat(32),
-            actor: "alice".into(),
-            trace_id: "t".into(),
-            policy: policy::HALT.into(),
-            state: fleet_state::RUNNING.into(),
-            created_at: 1,
-        };
-        let target = |position: u32, zone: &str| FleetTargetRow {
-            position,
-            zone: zone.into(),
-            target: "db".into(),
-            wave: position,
-            state: fleet_state::PENDING.into(),
-            rollout_id: None,
-            exit_code: None,
-            message: String::new(),
-        };
-        store
-            .create_fleet(&fleet, &[target(0, "eu"), target(1, "us")])
-            .await
-            .expect("create");
-        store
-            .set_fleet_target("f-1", 1, "failed", Some("r-2"), Some(3), "smoke")
-            .await
-            .expect("target");
-        store
-            .set_fleet_state("f-1", fleet_state::HALTED, 2)
-            .await
-            .expect("state");
-        let (record, targets) = store.fleet("f-1").await.expect("read").expect("some");
-        assert_eq!(record.state, "halted");
-        assert_eq!(targets[0].state, "pending");
-        assert_eq!(targets[1].rollout_id.as_deref(), Some("r-2"));
-        assert_eq!(targets[1].exit_code, Some(3));
-        assert!(store.claim_fleet("f-1", "halted").await.expect("claim"));
-        assert!(!store.claim_fleet("f-1", "halted").await.expect("again"));
-        // Running when the controller stopped: halted, its running target in doubt.
-        store
-            .set_fleet_target("f-1", 0, "running", Some("r-1"), None, "")
-            .await
-            .expect("target");
-        assert_eq!(
-            store.halt_interrupted_fleets(3).await.expect("halt"),
-            vec!["f-1".to_owned()]
-        );
-        let (record, targets) = store.fleet("f-1").await.expect("read").expect("some");
-        assert_eq!(
-            (record.state.as_str(), targets[0].state.as_str()),
-            ("halted", "unknown")
-        );
-        assert!(store
-            .halt_interrupted_fleets(4)
-            .await
-            .expect("again")
-            .is_empty());
-        assert!(store.fleet("f-2").await.expect("read").is_none());
-    }
+    crate::store::conformance::store_test!(
+        a_fleet_and_its_targets_are_recorded_and_claimed_once,
+        |store, backend| {
+            let fleet = FleetRecord {
+                id: "f-1".into(),
+                environment: "prod".into(),
+                plan_id: "ab".repeat(32),
+                actor: "alice".into(),
+                trace_id: "t".into(),
+                policy: policy::HALT.into(),
+                state: fleet_state::RUNNING.into(),
+                created_at: 1,
+            };
+            let target = |position: u32, zone: &str| FleetTargetRow {
+                position,
+                zone: zone.into(),
+                target: "db".into(),
+                wave: position,
+                state: fleet_state::PENDING.into(),
+                rollout_id: None,
+                exit_code: None,
+                message: String::new(),
+            };
+            store
+                .create_fleet(&fleet, &[target(0, "eu"), target(1, "us")])
+                .await
+                .expect("create");
+            store
+                .set_fleet_target("f-1", 1, "failed", Some("r-2"), Some(3), "smoke")
+                .await
+                .expect("target");
+            store
+                .set_fleet_state("f-1", fleet_state::HALTED, 2)
+                .await
+                .expect("state");
+            let (record, targets) = store.fleet("f-1").await.expect("read").expect("some");
+            assert_eq!(record.state, "halted");
+            assert_eq!(targets[0].state, "pending");
+            assert_eq!(targets[1].rollout_id.as_deref(), Some("r-2"));
+            assert_eq!(targets[1].exit_code, Some(3));
+            assert!(store.claim_fleet("f-1", "halted").await.expect("claim"));
+            assert!(!store.claim_fleet("f-1", "halted").await.expect("again"));
+            // Running when the controller stopped: halted, its running target in doubt.
+            store
+                .set_fleet_target("f-1", 0, "running", Some("r-1"), None, "")
+                .await
+                .expect("target");
+            assert_eq!(
+                store.halt_interrupted_fleets(3).await.expect("halt"),
+                vec!["f-1".to_owned()]
+            );
+            let (record, targets) = store.fleet("f-1").await.expect("read").expect("some");
+            assert_eq!(
+                (record.state.as_str(), targets[0].state.as_str()),
+                ("halted", "unknown")
+            );
+            assert!(store
+                .halt_interrupted_fleets(4)
+                .await
+                .expect("again")
+                .is_empty());
+            assert!(store.fleet("f-2").await.expect("read").is_none());
+        }
+    );
 }

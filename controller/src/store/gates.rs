@@ -1,8 +1,8 @@
 //! What the promotion gates ask the store: did this exact plan succeed in
 //! that environment?
 
+use super::db::{self, params};
 use pgrollout_shared::proto::{JobResult, PgtapReport};
-use rusqlite::params;
 
 use super::{decode_blob, Store, StoreError};
 
@@ -28,7 +28,7 @@ impl PlanSuccess {
         actor: String,
         column: usize,
         result: &[u8],
-    ) -> rusqlite::Result<Self> {
+    ) -> db::Result<Self> {
         // A result that does not decode is damage, not a deploy whose smoke
         // tests never ran: the gate must not read it as either.
         let decoded = decode_blob::<JobResult>(column, result, "job result", || {
@@ -70,7 +70,7 @@ impl Store {
                     let result: Vec<u8> = row.get(2)?;
                     PlanSuccess::from_result(row.get(0)?, row.get(1)?, 2, &result)
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<db::Result<Vec<_>>>()?;
             // The smoke verdict of the newest deploy whose smoke tests ran
             // to the end: a later redeploy that found the plan unchanged
             // (its pgTAP reports still count) tested nothing itself.

@@ -7,9 +7,9 @@
 //! encoded form is stored once (`routine_defs`, keyed by its SHA-256), however
 //! many environments and plans carry it.
 
+use super::db::{self, params, OptionalExtension, Transaction};
 use pgrollout_shared::proto::{JobResult, Plan};
 use prost::Message;
-use rusqlite::{params, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
 use super::status::routine_identity;
@@ -34,7 +34,7 @@ pub(super) fn index_result(
     job_id: &str,
     succeeded: bool,
     result: &ResultPayload,
-) -> rusqlite::Result<()> {
+) -> db::Result<()> {
     let (versions, running) = what_to_index(succeeded, result);
     if !versions && !running {
         return Ok(());
@@ -93,7 +93,7 @@ fn index_running(
     environment: &str,
     plan_id: &str,
     result: &ResultPayload,
-) -> rusqlite::Result<()> {
+) -> db::Result<()> {
     let mut record = tx.prepare_cached(
         "INSERT INTO running_routines (environment, routine_key, sha256, plan_id, rollout_id)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -114,21 +114,27 @@ fn index_running(
     Ok(())
 }
 
+/// Serialises appends to `routine_versions` on PostgreSQL (`Conn::serialise`).
+const VERSION_INDEX_LOCK: i64 = 0x7067_726f_6c6c_7669;
+
 fn index_versions(
     tx: &Transaction<'_>,
     rollout_id: &str,
     environment: &str,
     plan: &Plan,
     result: &ResultPayload,
-) -> rusqlite::Result<()> {
+) -> db::Result<()> {
     let by_identity: std::collections::HashMap<String, &pgrollout_shared::proto::Routine> = plan
         .routines
         .iter()
         .map(|r| (routine_identity(r), r))
         .collect();
+    // The next positions are read, then written: results recorded at once
+    // on other connections wait, so no two versions share a position.
+    tx.serialise(VERSION_INDEX_LOCK)?;
     let mut next_seq: i64 = tx.query_row(
         "SELECT coalesce(max(seq), 0) + 1 FROM routine_versions",
-        [],
+        params![],
         |r| r.get(0),
     )?;
     let mut define = tx.prepare_cached(
@@ -171,7 +177,7 @@ fn index_versions(
 
 /// The migration's Rust step: indexes every result already stored, oldest
 /// first, so the newest deploy of a version is the one the index names.
-pub(super) fn backfill(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+pub(super) fn backfill(tx: &Transaction<'_>) -> db::Result<()> {
     let mut statement = tx.prepare(
         "SELECT r.id, r.environment, r.plan_id, j.result FROM jobs j
          JOIN rollouts r ON r.id = j.rollout_id
@@ -179,10 +185,10 @@ pub(super) fn backfill(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          ORDER BY r.created_at, j.offered_at",
     )?;
     let rows: Vec<(String, String, String, Vec<u8>)> = statement
-        .query_map([], |row| {
+        .query_map(params![], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<db::Result<_>>()?;
     drop(statement);
     let mut plans: std::collections::HashMap<String, Option<Plan>> = Default::default();
     let mut indexed = 0usize;
@@ -306,7 +312,7 @@ impl Store {
             let mut statement = c.prepare_cached(
                 "SELECT v.seq, v.definition_sha256, v.plan_id, v.commit_sha, d.content
                  FROM routine_versions v JOIN routine_defs d ON d.hash = v.routine_hash
-                 WHERE v.environment = ?1 AND v.name = ?2 AND (?3 IS NULL OR v.schema_name = ?3)
+                 WHERE v.environment = ?1 AND v.name = ?2 AND (CAST(?3 AS TEXT) IS NULL OR v.schema_name = ?3)
                  ORDER BY v.seq DESC LIMIT ?4",
             )?;
             let mut found = Vec::new();
@@ -413,6 +419,66 @@ mod tests {
             .collect()
     }
 
+    crate::store::conformance::store_test!(
+        versions_are_indexed_newest_first_on_both_backends,
+        |store| {
+            let v1 = deploy(&store, 1, vec![routine("f", 1), routine("g", 1)]).await;
+            let v2 = deploy(&store, 2, vec![routine("f", 2)]).await;
+            let v1_again = deploy(&store, 3, vec![routine("f", 1)]).await;
+            assert_eq!(v1_again[0], v1[0]);
+            assert_eq!(
+                versions_of_f(&store).await,
+                vec![v1[0].clone(), v2[0].clone()]
+            );
+            let in_schema = store
+                .indexed_versions("dev", vec![(Some("public".into()), "g".into())], 100)
+                .await
+                .expect("versions");
+            assert_eq!(in_schema.len(), 1);
+            assert!(store
+                .indexed_versions("dev", vec![(Some("other".into()), "g".into())], 100)
+                .await
+                .expect("versions")
+                .is_empty());
+        }
+    );
+
+    crate::store::conformance::store_test!(
+        results_recorded_at_once_get_distinct_positions_in_the_index,
+        |store| {
+            // Agents of several zones report at once; the store records them on
+            // several connections (PostgreSQL's pool): each version still gets a
+            // position of its own, so "newest" is never a tie.
+            let deploys: Vec<_> = (1..=12)
+                .map(|n| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        deploy(
+                            &store,
+                            n,
+                            vec![routine(&format!("f{n}"), 1), routine(&format!("g{n}"), n)],
+                        )
+                        .await
+                    })
+                })
+                .collect();
+            for task in deploys {
+                task.await.expect("deploy");
+            }
+            let (rows, distinct): (i64, i64) = store
+                .call(|c| {
+                    c.query_row(
+                        "SELECT count(*), count(DISTINCT seq) FROM routine_versions",
+                        params![],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                })
+                .await
+                .expect("count");
+            assert_eq!((rows, distinct), (24, 24));
+        }
+    );
+
     /// What the migrations after the index's create, undone with it.
     const LATER_MIGRATIONS: &str = "
         DROP TRIGGER rollouts_change_insert; DROP TRIGGER rollouts_change_update;
@@ -435,7 +501,7 @@ mod tests {
         let indexed = versions_of_f(&store).await;
         assert_eq!(indexed, vec![v1[0].clone(), v2[0].clone()]);
         let defs: i64 = store
-            .call(|c| c.query_row("SELECT count(*) FROM routine_defs", [], |r| r.get(0)))
+            .call(|c| c.query_row("SELECT count(*) FROM routine_defs", params![], |r| r.get(0)))
             .await
             .expect("count");
         assert_eq!(defs, 3, "f v1 stored once, f v2, g v1");

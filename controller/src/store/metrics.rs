@@ -2,7 +2,7 @@
 //! rollback rollout with its timestamps, and the number of rollouts in each
 //! state. The figures themselves are computed in `crate::metrics`.
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{self, params, OptionalExtension};
 
 use super::{Store, StoreError};
 
@@ -47,16 +47,16 @@ pub(crate) fn label_names_routines<'a>(
 /// it, each plan decoded once (only its routines' names, [`PlanNames`]). A
 /// plan that does not decode fails the migration, naming it: the store is
 /// damaged and the metrics would count its rollouts wrongly.
-pub(super) fn backfill_names_routines(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+pub(super) fn backfill_names_routines(tx: &db::Transaction<'_>) -> db::Result<()> {
     let started = std::time::Instant::now();
     let mut read = tx.prepare("SELECT plan_id, label, content FROM plans")?;
     let mut write = tx.prepare("UPDATE plans SET names_routines = ?2 WHERE plan_id = ?1")?;
-    let mut rows = read.query([])?;
+    let mut rows = read.query(params![])?;
     let mut plans = 0_u64;
     while let Some(row) = rows.next()? {
         let plan_id: String = row.get(0)?;
         let label: String = row.get(1)?;
-        let content = row.get_ref(2)?.as_blob()?;
+        let content = row.get_blob(2)?;
         let names: PlanNames =
             super::decode_blob(2, content, "plan", || format!("plan {plan_id}"))?;
         let answer = label_names_routines(
@@ -133,11 +133,7 @@ pub struct Before {
 
 /// The finished deploys and rollbacks, oldest first (see
 /// [`Store::finished_deploys_and_rollbacks`]).
-fn finished(
-    c: &rusqlite::Connection,
-    procedure: &str,
-    environment: &str,
-) -> rusqlite::Result<Vec<FinishedRollout>> {
+fn finished(c: &db::Conn, procedure: &str, environment: &str) -> db::Result<Vec<FinishedRollout>> {
     let mut statement = c.prepare(
         "SELECT r.id, r.plan_id, r.kind, p.label, r.environment, r.state, r.exit_code, r.created_at, r.finished_at,
                 p.names_routines
@@ -164,6 +160,13 @@ fn finished(
     rows.collect()
 }
 
+/// The change log's advisory lock on PostgreSQL: taken by the trigger on
+/// `rollouts` in every transaction that changes a rollout (migration
+/// `postgres/0001_baseline.sql`, the same number), and by the readers of the
+/// log, so change numbers follow commit order and a reader's two reads (the
+/// log's position, the rollouts) see one moment. A no-op on SQLite.
+const ROLLOUT_CHANGES_LOCK: i64 = 0x7067_726f_6c6c_6367;
+
 impl Store {
     /// Every finished deploy and rollback, oldest first, restricted to one
     /// procedure and one environment when those are non-empty (what the
@@ -186,9 +189,11 @@ impl Store {
     pub async fn finished_as_of_change(&self) -> Result<(i64, Vec<FinishedRollout>), StoreError> {
         self.call(|c| {
             let tx = c.transaction()?;
+            // No change commits while we read (see ROLLOUT_CHANGES_LOCK).
+            tx.serialise(ROLLOUT_CHANGES_LOCK)?;
             let watermark: i64 = tx.query_row(
                 "SELECT COALESCE(max(seq), 0) FROM rollout_changes",
-                [],
+                params![],
                 |row| row.get(0),
             )?;
             let rows = finished(&tx, "", "")?;
@@ -212,6 +217,7 @@ impl Store {
     ) -> Result<RolloutChanges, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
+            tx.serialise(ROLLOUT_CHANGES_LOCK)?;
             let mut changes: Vec<RolloutChange> = Vec::new();
             let mut last = watermark;
             {
@@ -331,7 +337,7 @@ impl Store {
 
     /// A read that proves the store answers (`/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(|c| c.query_row("SELECT count(*) FROM rollouts", [], |_| Ok(())))
+        self.call(|c| c.query_row("SELECT count(*) FROM rollouts", params![], |_| Ok(())))
             .await
     }
 
@@ -342,7 +348,7 @@ impl Store {
             let mut statement = c.prepare(
                 "SELECT kind, state, count FROM rollout_state_counts WHERE count > 0 ORDER BY kind, state",
             )?;
-            let rows = statement.query_map([], |row| {
+            let rows = statement.query_map(params![], |row| {
                 Ok(StateCount {
                     kind: row.get(0)?,
                     state: row.get(1)?,
@@ -384,57 +390,64 @@ mod tests {
         assert_eq!(names, [("public", "a"), ("billing", "b")]);
     }
 
-    #[tokio::test]
-    async fn plans_record_whether_their_label_names_their_routines_and_older_ones_are_filled() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("s.sqlite")).expect("store");
-        let routine = |schema: &str, name: &str| Routine {
-            schema: schema.into(),
-            name: name.into(),
-            ..Routine::default()
-        };
-        let plans = [
-            ("f", vec![routine("public", "f")], Some(true)),
-            ("billing.g", vec![routine("billing", "g")], Some(true)),
-            (
-                "sprint1",
-                vec![routine("public", "f"), routine("public", "g")],
-                Some(false),
-            ),
-            ("f", vec![], None),
-        ];
-        for (n, (label, routines, _)) in plans.iter().enumerate() {
-            let plan = Plan {
-                plan_id: format!("{n:064x}"),
-                label: (*label).into(),
-                routines: routines.clone(),
-                ..Plan::default()
+    #[test]
+    fn the_change_log_trigger_takes_the_lock_its_readers_take() {
+        let baseline = include_str!("migrations/postgres/0001_baseline.sql");
+        assert!(baseline.contains(&format!("pg_advisory_xact_lock({ROLLOUT_CHANGES_LOCK})")));
+    }
+
+    crate::store::conformance::store_test!(
+        plans_record_whether_their_label_names_their_routines_and_older_ones_are_filled,
+        |store, backend| {
+            let routine = |schema: &str, name: &str| Routine {
+                schema: schema.into(),
+                name: name.into(),
+                ..Routine::default()
             };
-            store.save_plan(&plan, 1).await.expect("plan");
-        }
-        let read = |store: Store| async move {
+            let plans = [
+                ("f", vec![routine("public", "f")], Some(true)),
+                ("billing.g", vec![routine("billing", "g")], Some(true)),
+                (
+                    "sprint1",
+                    vec![routine("public", "f"), routine("public", "g")],
+                    Some(false),
+                ),
+                ("f", vec![], None),
+            ];
+            for (n, (label, routines, _)) in plans.iter().enumerate() {
+                let plan = Plan {
+                    plan_id: format!("{n:064x}"),
+                    label: (*label).into(),
+                    routines: routines.clone(),
+                    ..Plan::default()
+                };
+                store.save_plan(&plan, 1).await.expect("plan");
+            }
+            let read = |store: Store| async move {
+                store
+                    .call(|c| {
+                        let mut statement =
+                            c.prepare("SELECT names_routines FROM plans ORDER BY plan_id")?;
+                        let rows =
+                            statement.query_map(params![], |row| row.get::<_, Option<bool>>(0))?;
+                        rows.collect::<db::Result<Vec<_>>>()
+                    })
+                    .await
+                    .expect("read")
+            };
+            let expected: Vec<Option<bool>> = plans.iter().map(|p| p.2).collect();
+            assert_eq!(read(store.clone()).await, expected, "written with the plan");
+            // A store from before migration 0014: filled once by its step.
             store
                 .call(|c| {
-                    let mut statement =
-                        c.prepare("SELECT names_routines FROM plans ORDER BY plan_id")?;
-                    let rows = statement.query_map([], |row| row.get::<_, Option<bool>>(0))?;
-                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                    c.execute("UPDATE plans SET names_routines = NULL", params![])?;
+                    let tx = c.transaction()?;
+                    backfill_names_routines(&tx)?;
+                    tx.commit()
                 })
                 .await
-                .expect("read")
-        };
-        let expected: Vec<Option<bool>> = plans.iter().map(|p| p.2).collect();
-        assert_eq!(read(store.clone()).await, expected, "written with the plan");
-        // A store from before migration 0014: filled once by its step.
-        store
-            .call(|c| {
-                c.execute("UPDATE plans SET names_routines = NULL", [])?;
-                let tx = c.transaction()?;
-                backfill_names_routines(&tx)?;
-                tx.commit()
-            })
-            .await
-            .expect("backfill");
-        assert_eq!(read(store).await, expected, "backfilled");
-    }
+                .expect("backfill");
+            assert_eq!(read(store).await, expected, "backfilled");
+        }
+    );
 }

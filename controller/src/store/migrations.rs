@@ -1,6 +1,9 @@
-//! Embedded, ordered migrations, tracked with SQLite's `user_version`.
+//! Embedded, ordered migrations: SQLite's tracked with `user_version`,
+//! PostgreSQL's in the `pgrollout_schema` table. The two lists are twins:
+//! PostgreSQL's baseline is SQLite's 0001-0017 in one step, and every later
+//! migration is written for both, under the same number (ARCHITECTURE.md).
 
-use rusqlite::Connection;
+use super::db::{self, params, Conn};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_rollouts.sql"),
@@ -32,8 +35,12 @@ const PLAN_NAMES_ROUTINES: &str = include_str!("migrations/0014_plan_names_routi
 
 /// Applies every migration newer than the store's version, each in its own
 /// transaction with its version bump, so a crash never leaves one half-done.
-pub fn run(connection: &mut Connection) -> rusqlite::Result<()> {
-    let current: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+pub fn run(connection: &mut Conn) -> db::Result<()> {
+    if connection.dialect() == db::Dialect::Postgres {
+        return run_postgres(connection);
+    }
+    let current: usize =
+        connection.query_row("PRAGMA user_version", params![], |row| row.get(0))?;
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = connection.transaction()?;
         tx.execute_batch(migration)?;
@@ -46,6 +53,47 @@ pub fn run(connection: &mut Connection) -> rusqlite::Result<()> {
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
         tx.commit()?;
         tracing::info!(version = index + 1, "store migrated");
+    }
+    Ok(())
+}
+
+/// PostgreSQL's migrations, each with the SQLite version it brings the
+/// store to.
+const POSTGRES_MIGRATIONS: &[(i64, &str)] =
+    &[(17, include_str!("migrations/postgres/0001_baseline.sql"))];
+
+/// Serialises migrations between controllers starting at once on one store.
+const MIGRATION_LOCK: i64 = 0x7067_726f_6c6c_6d67;
+
+/// Applies PostgreSQL's pending migrations, each in its own transaction
+/// under an advisory lock, re-reading the version once it holds the lock:
+/// two controllers starting together apply each migration once.
+fn run_postgres(connection: &mut Conn) -> db::Result<()> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS pgrollout_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )?;
+    for (version, migration) in POSTGRES_MIGRATIONS {
+        let tx = connection.transaction()?;
+        tx.query_row(
+            "SELECT pg_advisory_xact_lock(?1)",
+            params![MIGRATION_LOCK],
+            |_| Ok(()),
+        )?;
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM pgrollout_schema",
+            params![],
+            |row| row.get(0),
+        )?;
+        if current >= *version {
+            continue;
+        }
+        tx.execute_batch(migration)?;
+        tx.execute(
+            "INSERT INTO pgrollout_schema (version, applied_at) VALUES (?1, ?2)",
+            params![version, pgrollout_shared::job::now_unix_ms()],
+        )?;
+        tx.commit()?;
+        tracing::info!(version, "store migrated");
     }
     Ok(())
 }

@@ -11,7 +11,10 @@ mod compaction;
 #[cfg(test)]
 mod compaction_tests;
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod corruption_tests;
+pub mod db;
 mod deployed;
 mod drift_scans;
 mod escape;
@@ -53,9 +56,9 @@ pub use watches::{covers_any, WatchProgress, WatchRecord};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use db::{params, Conn};
 use pgrollout_shared::proto::StepStatus;
 use prost::Message;
-use rusqlite::{params, Connection};
 
 use crate::domain::agent_report::{Outcome, ReportedEvent, ReportedResult};
 use crate::domain::plan::Plan;
@@ -163,7 +166,7 @@ impl StoredEvent for pgrollout_shared::proto::JobEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store database error")]
-    Sqlite(#[source] rusqlite::Error),
+    Database(#[source] db::Error),
     /// A blob this controller wrote no longer decodes: the store is damaged.
     /// Never read as an empty plan, result or sample (issue 14).
     #[error("the controller's store is corrupt")]
@@ -172,7 +175,15 @@ pub enum StoreError {
     Open {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: db::Error,
+    },
+    /// The PostgreSQL store could not be reached; `store` is its URL
+    /// without the password.
+    #[error("cannot connect to the store at {store}")]
+    Connect {
+        store: String,
+        #[source]
+        source: db::postgres::ConnectError,
     },
     #[error("store task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -204,21 +215,14 @@ pub enum BlobError {
     Invalid(#[from] pgrollout_shared::routine::InvalidField),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    /// A corrupt blob travels out of a row closure as rusqlite's conversion
-    /// failure (the only error those closures may return) and is told apart
-    /// here, so every caller sees `StoreError::Corrupt`.
-    fn from(error: rusqlite::Error) -> Self {
+impl From<db::Error> for StoreError {
+    /// A corrupt blob travels out of a row closure as the facade's
+    /// `Corrupt` and is told apart here, so every caller sees
+    /// `StoreError::Corrupt`.
+    fn from(error: db::Error) -> Self {
         match error {
-            rusqlite::Error::FromSqlConversionFailure(column, kind, inner) => {
-                match inner.downcast::<CorruptBlob>() {
-                    Ok(corrupt) => StoreError::Corrupt(*corrupt),
-                    Err(inner) => StoreError::Sqlite(rusqlite::Error::FromSqlConversionFailure(
-                        column, kind, inner,
-                    )),
-                }
-            }
-            other => StoreError::Sqlite(other),
+            db::Error::Corrupt(corrupt) => StoreError::Corrupt(*corrupt),
+            other => StoreError::Database(other),
         }
     }
 }
@@ -231,7 +235,7 @@ pub(crate) fn decode_blob<M: Message + Default>(
     bytes: &[u8],
     what: &'static str,
     row: impl FnOnce() -> String,
-) -> rusqlite::Result<M> {
+) -> db::Result<M> {
     M::decode(bytes).map_err(|source| corrupt(column, what, row(), source.into()))
 }
 
@@ -241,7 +245,7 @@ pub(crate) fn decode_plan(
     column: usize,
     bytes: &[u8],
     row: impl FnOnce() -> String,
-) -> rusqlite::Result<Plan> {
+) -> db::Result<Plan> {
     let wire = match pgrollout_shared::proto::Plan::decode(bytes) {
         Ok(wire) => wire,
         Err(source) => return Err(corrupt(column, "plan", row(), source.into())),
@@ -252,22 +256,40 @@ pub(crate) fn decode_plan(
     }
 }
 
-fn corrupt(column: usize, what: &'static str, row: String, source: BlobError) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        rusqlite::types::Type::Blob,
-        Box::new(CorruptBlob { what, row, source }),
-    )
+/// `column` is kept for the callers' sake (which column they decoded);
+/// the row and message name the damage well enough for an operator.
+fn corrupt(_column: usize, what: &'static str, row: String, source: BlobError) -> db::Error {
+    CorruptBlob { what, row, source }.into()
 }
 
 #[derive(Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    backend: Arc<Backend>,
     /// Tells this opened store from another in the same process, for state
     /// kept above the store per store (`crate::metrics::summary`).
     instance: u64,
     /// Authenticates every audit entry; lives outside the store.
     audit_key: Arc<audit_key::AuditKey>,
+}
+
+/// Where the store's connections come from.
+enum Backend {
+    /// One connection: SQLite serialises writers anyway, and WAL lets the
+    /// one connection's reads proceed beside nothing else.
+    Sqlite(Mutex<Conn>),
+    Postgres(db::postgres::PgPool),
+}
+
+impl Backend {
+    fn with<R>(&self, work: impl FnOnce(&mut Conn) -> db::Result<R>) -> db::Result<R> {
+        match self {
+            Backend::Sqlite(connection) => {
+                let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
+                work(&mut guard)
+            }
+            Backend::Postgres(pool) => pool.with(work),
+        }
+    }
 }
 
 /// A rollout as first recorded.
@@ -348,23 +370,87 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
-        let mut connection = Connection::open(path).map_err(open_error)?;
+        let connection = rusqlite::Connection::open(path).map_err(|e| open_error(e.into()))?;
         // First, before WAL and before any table: a new store is created
         // with incremental auto-vacuum, an older one rewritten once.
-        compaction::convert(&connection, path).map_err(open_error)?;
+        compaction::convert(&connection, path).map_err(|e| open_error(e.into()))?;
         // WAL with synchronous=NORMAL: durable across a process crash, and a
         // commit costs no fsync, so recording every event stays cheap.
         connection
             .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;")
-            .map_err(open_error)?;
+            .map_err(|e| open_error(e.into()))?;
+        // Statements are prepared once and kept (`Conn::prepare` caches).
+        connection.set_prepared_statement_cache_capacity(128);
+        let mut connection = Conn::Sqlite(connection);
         migrations::run(&mut connection).map_err(open_error)?;
         let audit_key = audit::open_key(&mut connection, key_path)?;
+        Ok(Store::new(
+            Backend::Sqlite(Mutex::new(connection)),
+            audit_key,
+        ))
+    }
+
+    /// Opens the store the `[store]` table names: the SQLite file, or the
+    /// PostgreSQL database at `url` (errors show it without its password).
+    pub fn open_configured(
+        config: &crate::config::StoreConfig,
+        key_path: &Path,
+    ) -> Result<Self, StoreError> {
+        match &config.url {
+            None => Store::open_with_audit_key(&config.path, key_path),
+            Some(url) => {
+                let target = db::postgres::PgTarget::parse(url, config.ca_file.clone()).map_err(
+                    |source| StoreError::Connect {
+                        store: crate::config::redacted_url(url),
+                        source,
+                    },
+                )?;
+                Store::open_postgres(target, key_path)
+            }
+        }
+    }
+
+    /// Opens the store on a PostgreSQL server (issue 18), runs its pending
+    /// migrations, and opens (creating on first start) the audit key.
+    pub fn open_postgres(
+        target: db::postgres::PgTarget,
+        key_path: &Path,
+    ) -> Result<Self, StoreError> {
+        let store = target.describe();
+        let pool = db::postgres::PgPool::open(target).map_err(|source| StoreError::Connect {
+            store: store.clone(),
+            source,
+        })?;
+        let open_error = |source| StoreError::Open {
+            path: store.clone(),
+            source,
+        };
+        // Off the async workers: the pool blocks on its own runtime.
+        let audit_key = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    pool.with(migrations::run).map_err(open_error)?;
+                    let mut key = None;
+                    let opened = pool.with(|c| {
+                        key = Some(audit::open_key(c, key_path));
+                        Ok(())
+                    });
+                    opened.map_err(open_error)?;
+                    key.unwrap_or_else(|| unreachable!("set by the closure above"))
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
+        Ok(Store::new(Backend::Postgres(pool), audit_key))
+    }
+
+    fn new(backend: Backend, audit_key: audit_key::AuditKey) -> Self {
         static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Ok(Store {
-            connection: Arc::new(Mutex::new(connection)),
+        Store {
+            backend: Arc::new(backend),
             instance: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             audit_key: Arc::new(audit_key),
-        })
+        }
     }
 
     /// Unique per opened store in this process (clones share it).
@@ -374,14 +460,10 @@ impl Store {
 
     async fn call<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+        work: impl FnOnce(&mut Conn) -> db::Result<R> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let connection = self.connection.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
-            work(&mut guard)
-        })
-        .await??;
+        let backend = self.backend.clone();
+        let result = tokio::task::spawn_blocking(move || backend.with(work)).await??;
         Ok(result)
     }
 

@@ -1,8 +1,8 @@
 //! What a notification needs from the store: the rollout a finished job
 //! belongs to, and whether an operator declared it an emergency.
 
+use super::db::{params, OptionalExtension};
 use pgrollout_shared::proto::RolloutStatus;
-use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
 

@@ -3,7 +3,7 @@
 //! rollback source, every version the controller holds, is the index in
 //! `history_index.rs`.)
 
-use rusqlite::{params, OptionalExtension};
+use super::db::{params, OptionalExtension};
 
 use super::{state, Store, StoreError};
 

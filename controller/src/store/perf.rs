@@ -2,8 +2,8 @@
 //! performance gate (migrations 0007, 0012). A probe that failed is recorded
 //! too, with its error: the gate refuses it by name.
 
+use super::db::{params, OptionalExtension};
 use crate::domain::result_payload::PerfProbe;
-use rusqlite::{params, OptionalExtension};
 
 use super::{Store, StoreError};
 

@@ -3,9 +3,8 @@
 //! show of them. Every state change is a compare-and-set on the current
 //! state, so a cancel and the scheduler's start cannot both win.
 
+use super::db::{params, OptionalExtension, Value};
 use pgrollout_shared::proto::{Plan, RolloutStatus};
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, OptionalExtension};
 
 use super::{decode_blob, Approval, PendingRollout, Store, StoreError};
 
@@ -82,7 +81,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let mut values = vec![
             Value::Text(request_id.to_owned()),
-            Value::Integer(run_at),
+            Value::Int(run_at),
             Value::Text(window.to_owned()),
             Value::Text(note.to_owned()),
         ];
@@ -93,8 +92,7 @@ impl Store {
              WHERE request_id = ?1 AND state IN ({})",
             placeholders(first, from.len())
         );
-        self.call(move |c| Ok(c.execute(&sql, params_from_iter(values))? == 1))
-            .await
+        self.call(move |c| Ok(c.execute(&sql, &values)? == 1)).await
     }
 
     /// Compare-and-set: moves a request in one of `from` to `to`, with the
@@ -113,7 +111,7 @@ impl Store {
             Value::Text(to.to_owned()),
             rollout_id.map_or(Value::Null, |r| Value::Text(r.to_owned())),
             Value::Text(note.to_owned()),
-            Value::Integer(now),
+            Value::Int(now),
         ];
         let first = values.len() + 1;
         values.extend(from.iter().map(|s| Value::Text(s.to_string())));
@@ -122,8 +120,7 @@ impl Store {
              WHERE request_id = ?1 AND state IN ({})",
             placeholders(first, from.len())
         );
-        self.call(move |c| Ok(c.execute(&sql, params_from_iter(values))? == 1))
-            .await
+        self.call(move |c| Ok(c.execute(&sql, &values)? == 1)).await
     }
 
     /// Counts a start attempt that failed (no agent, say) and returns how
@@ -219,7 +216,7 @@ impl Store {
         self.call(|c| {
             c.query_row(
                 "SELECT min(run_at) FROM pending_rollouts WHERE state = 'scheduled'",
-                [],
+                params![],
                 |row| row.get(0),
             )
         })

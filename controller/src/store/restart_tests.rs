@@ -9,12 +9,6 @@ use pgrollout_shared::proto::Plan;
 use super::faults::HeldJob;
 use super::*;
 
-fn open() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("dir");
-    let store = Store::open(&dir.path().join("s.sqlite")).expect("open");
-    (dir, store)
-}
-
 async fn recorded(store: &Store, rollout_id: &str, job_id: &str) {
     let plan = Plan {
         plan_id: "ab".repeat(32),
@@ -40,30 +34,31 @@ async fn state_of(store: &Store, rollout_id: &str) -> String {
         .state
 }
 
-#[tokio::test]
-async fn a_job_never_offered_fails_and_an_offered_one_is_in_doubt() {
-    let (_dir, store) = open();
-    recorded(&store, "r-never", "j-never").await;
-    recorded(&store, "r-offered", "j-offered").await;
-    store
-        .record_offer("j-offered", 1, "dev-1", vec![1])
-        .await
-        .expect("offer");
-
-    let interrupted = store.interrupt_running(2).await.expect("interrupt");
-
-    let ids = |jobs: &[HeldJob]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
-    assert_eq!(ids(&interrupted.never_offered), ["j-never"]);
-    assert_eq!(ids(&interrupted.in_doubt), ["j-offered"]);
-    assert_eq!(state_of(&store, "r-never").await, state::FAILED);
-    assert_eq!(state_of(&store, "r-offered").await, state::UNKNOWN);
-    // The failed job is finished: no agent's Hello is squared against it.
-    assert!(
+crate::store::conformance::store_test!(
+    a_job_never_offered_fails_and_an_offered_one_is_in_doubt,
+    |store, backend| {
+        recorded(&store, "r-never", "j-never").await;
+        recorded(&store, "r-offered", "j-offered").await;
         store
-            .jobs_held_by("dev-1", "dev")
+            .record_offer("j-offered", 1, "dev-1", vec![1])
             .await
-            .expect("held")
-            .len()
-            == 1
-    );
-}
+            .expect("offer");
+
+        let interrupted = store.interrupt_running(2).await.expect("interrupt");
+
+        let ids = |jobs: &[HeldJob]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&interrupted.never_offered), ["j-never"]);
+        assert_eq!(ids(&interrupted.in_doubt), ["j-offered"]);
+        assert_eq!(state_of(&store, "r-never").await, state::FAILED);
+        assert_eq!(state_of(&store, "r-offered").await, state::UNKNOWN);
+        // The failed job is finished: no agent's Hello is squared against it.
+        assert!(
+            store
+                .jobs_held_by("dev-1", "dev")
+                .await
+                .expect("held")
+                .len()
+                == 1
+        );
+    }
+);

@@ -11,7 +11,7 @@
 //! the newest successful deploy and the newest whose smoke tests ran to the
 //! end. A rollout still in doubt (`unknown`) is not pruned.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use super::db::{self, params, OptionalExtension, Transaction};
 
 use super::gates::PlanSuccess;
 use super::{state, Store, StoreError};
@@ -43,7 +43,7 @@ impl Store {
             let (after_finished, after_id): (i64, String) = tx
                 .query_row(
                     "SELECT finished_at, rollout_id FROM retention_cursor WHERE one = 1",
-                    [],
+                    params![],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?
@@ -67,7 +67,7 @@ impl Store {
                         })
                     },
                 )?;
-                rows.collect::<rusqlite::Result<_>>()?
+                rows.collect::<db::Result<_>>()?
             };
             let mut pruned = Pruned::default();
             for candidate in &candidates {
@@ -108,7 +108,7 @@ fn prune_one(
     candidate: &Candidate,
     now: i64,
     pruned: &mut Pruned,
-) -> rusqlite::Result<()> {
+) -> db::Result<()> {
     let events = tx.execute(
         "DELETE FROM job_events WHERE job_id IN (SELECT id FROM jobs WHERE rollout_id = ?1)",
         params![candidate.id],
@@ -138,7 +138,7 @@ fn prune_one(
 /// Whether `plan_succeeded_in` (the promotion and tests-passed gates) reads
 /// this rollout's result: it is a successful deploy, and the newest of its
 /// plan in its environment, or the newest whose smoke tests ran to the end.
-fn a_gate_reads(tx: &Transaction<'_>, candidate: &Candidate) -> rusqlite::Result<bool> {
+fn a_gate_reads(tx: &Transaction<'_>, candidate: &Candidate) -> db::Result<bool> {
     if candidate.kind != "deploy"
         || !matches!(
             candidate.state.as_str(),
@@ -159,7 +159,7 @@ fn a_gate_reads(tx: &Transaction<'_>, candidate: &Candidate) -> rusqlite::Result
             let result: Vec<u8> = row.get(2)?;
             PlanSuccess::from_result(row.get(0)?, row.get(1)?, 2, &result)
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<db::Result<Vec<_>>>()?;
     let newest = successes.first().map(|s| s.rollout_id.as_str());
     let newest_completed = successes
         .iter()

@@ -1,8 +1,8 @@
 //! Reading rollouts back for `pgrollout status` and `pgrollout rollouts`:
 //! each with its plan's metadata and its latest job's result.
 
+use super::db::{self, params, OptionalExtension, Row};
 use pgrollout_shared::proto::{JobResult, Plan, RolloutStatus};
-use rusqlite::{params, OptionalExtension, Row};
 
 use super::{decode_blob, Store, StoreError};
 
@@ -15,7 +15,7 @@ const SELECT: &str = "SELECT r.id, r.kind, r.environment, r.zone, r.target, r.ac
     LEFT JOIN jobs j ON j.rollout_id = r.id
         AND j.attempt = (SELECT max(attempt) FROM jobs WHERE rollout_id = r.id)";
 
-fn rollout_status(row: &Row<'_>) -> rusqlite::Result<RolloutStatus> {
+fn rollout_status(row: &Row) -> db::Result<RolloutStatus> {
     let exit_code: Option<i32> = row.get(8)?;
     let rollout_id: String = row.get(0)?;
     let rollout = || format!("rollout {rollout_id}");

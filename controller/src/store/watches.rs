@@ -1,9 +1,9 @@
 //! Post-deploy watches: their definition, baseline, latest sample and
 //! verdict (migration 0008).
 
+use super::db::{self, params, OptionalExtension, Row};
 use pgrollout_shared::proto::{WatchSample, WatchSampleJob};
 use prost::Message;
-use rusqlite::{params, OptionalExtension, Row};
 
 use super::{decode_blob, Store, StoreError};
 
@@ -70,7 +70,7 @@ fn lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn watch_record(row: &Row<'_>) -> rusqlite::Result<WatchRecord> {
+fn watch_record(row: &Row) -> db::Result<WatchRecord> {
     // Blobs written by this controller from messages it built or decoded:
     // one that no longer decodes fails the read, naming the watch.
     let id: String = row.get(0)?;
@@ -142,7 +142,7 @@ impl Store {
                     "{SELECT} WHERE environment = ?1 AND cancelled_at IS NULL AND ends_at > ?2"
                 ))?;
                 let rows = statement.query_map(params![w.environment, w.created_at], watch_record)?;
-                rows.collect::<rusqlite::Result<_>>()?
+                rows.collect::<db::Result<_>>()?
             };
             if let Some(existing) = live.into_iter().find(|existing| covers_any(existing, &w)) {
                 return Ok(Some(existing));
@@ -200,7 +200,7 @@ impl Store {
         let environment = environment.map(str::to_owned);
         self.call(move |c| {
             let mut statement = c.prepare(&format!(
-                "{SELECT} WHERE cancelled_at IS NULL AND ends_at > ?1 AND (?2 IS NULL OR environment = ?2)
+                "{SELECT} WHERE cancelled_at IS NULL AND ends_at > ?1 AND (CAST(?2 AS TEXT) IS NULL OR environment = ?2)
                  ORDER BY created_at, id"
             ))?;
             let rows = statement.query_map(params![now, environment], watch_record)?;
@@ -243,7 +243,7 @@ impl Store {
             let sample = p.sample.as_ref().map(Message::encode_to_vec);
             let updated = c.execute(
                 "UPDATE watches SET last_sample = COALESCE(?2, last_sample),
-                        samples = samples + (?2 IS NOT NULL), state = ?3, reason = ?4, conditions = ?5,
+                        samples = samples + CASE WHEN ?2 IS NULL THEN 0 ELSE 1 END, state = ?3, reason = ?4, conditions = ?5,
                         probes_passed = ?6, failed_samples = ?7, sample_error = ?8
                  WHERE id = ?1 AND cancelled_at IS NULL",
                 params![
@@ -320,109 +320,109 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn watches_are_kept_listed_sampled_and_cancelled() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("s.sqlite")).expect("store");
-        let first = watch("w-1", "prod", 100, 1_000);
-        assert_eq!(store.insert_watch(&first).await.expect("insert"), None);
-        assert_eq!(
-            store
-                .insert_watch(&watch("w-2", "dev", 200, 300))
+    crate::store::conformance::store_test!(
+        watches_are_kept_listed_sampled_and_cancelled,
+        |store, backend| {
+            let first = watch("w-1", "prod", 100, 1_000);
+            assert_eq!(store.insert_watch(&first).await.expect("insert"), None);
+            assert_eq!(
+                store
+                    .insert_watch(&watch("w-2", "dev", 200, 300))
+                    .await
+                    .expect("insert"),
+                None
+            );
+            // A second live watch of the same name in the same environment is refused.
+            let twin = store
+                .insert_watch(&watch("w-3", "prod", 150, 2_000))
                 .await
-                .expect("insert"),
-            None
-        );
-        // A second live watch of the same name in the same environment is refused.
-        let twin = store
-            .insert_watch(&watch("w-3", "prod", 150, 2_000))
-            .await
-            .expect("insert");
-        assert_eq!(twin.map(|w| w.id).as_deref(), Some("w-1"));
-        assert_eq!(store.watch("w-1").await.expect("read"), Some(first.clone()));
-        let live = store.live_watches(None, 250).await.expect("live");
-        assert_eq!(live.len(), 2);
-        let live = store.live_watches(None, 300).await.expect("live");
-        assert_eq!(live.iter().map(|w| &w.id).collect::<Vec<_>>(), ["w-1"]);
-        assert_eq!(
-            store
-                .live_watches(Some("dev"), 250)
-                .await
-                .expect("live")
-                .len(),
-            1
-        );
-        let listed = store.list_watches("", 0, 10).await.expect("list");
-        assert_eq!(
-            listed.iter().map(|w| &w.id).collect::<Vec<_>>(),
-            ["w-2", "w-1"]
-        );
-        // w-2 ended at 300.
-        assert_eq!(
-            store.list_watches("", 300, 10).await.expect("list").len(),
-            1
-        );
-        assert_eq!(
-            store
-                .list_watches("dev", 299, 10)
-                .await
-                .expect("list")
-                .len(),
-            1
-        );
+                .expect("insert");
+            assert_eq!(twin.map(|w| w.id).as_deref(), Some("w-1"));
+            assert_eq!(store.watch("w-1").await.expect("read"), Some(first.clone()));
+            let live = store.live_watches(None, 250).await.expect("live");
+            assert_eq!(live.len(), 2);
+            let live = store.live_watches(None, 300).await.expect("live");
+            assert_eq!(live.iter().map(|w| &w.id).collect::<Vec<_>>(), ["w-1"]);
+            assert_eq!(
+                store
+                    .live_watches(Some("dev"), 250)
+                    .await
+                    .expect("live")
+                    .len(),
+                1
+            );
+            let listed = store.list_watches("", 0, 10).await.expect("list");
+            assert_eq!(
+                listed.iter().map(|w| &w.id).collect::<Vec<_>>(),
+                ["w-2", "w-1"]
+            );
+            // w-2 ended at 300.
+            assert_eq!(
+                store.list_watches("", 300, 10).await.expect("list").len(),
+                1
+            );
+            assert_eq!(
+                store
+                    .list_watches("dev", 299, 10)
+                    .await
+                    .expect("list")
+                    .len(),
+                1
+            );
 
-        let sample = WatchSample {
-            sampled_at_unix_ms: 400,
-            ..first.baseline.clone()
-        };
-        let progress = WatchProgress {
-            sample: Some(sample.clone()),
-            state: "alerting".into(),
-            reason: "slow".into(),
-            conditions: vec!["slow public.addarc(text)".into()],
-            probes_passed: first.probes_passed.clone(),
-            failed_samples: 0,
-            sample_error: String::new(),
-        };
-        assert!(store
-            .record_watch_progress("w-1", &progress)
-            .await
-            .expect("record"));
-        let failed = WatchProgress {
-            sample: None,
-            failed_samples: 1,
-            sample_error: "no agent".into(),
-            ..progress.clone()
-        };
-        assert!(store
-            .record_watch_progress("w-1", &failed)
-            .await
-            .expect("record"));
-        let read = store.watch("w-1").await.expect("read").expect("watch");
-        assert_eq!(
-            read.last_sample,
-            Some(sample),
-            "a failed attempt keeps the last sample"
-        );
-        assert_eq!(read.samples, 1);
-        assert_eq!(read.conditions, ["slow public.addarc(text)"]);
-        assert_eq!(read.sample_error, "no agent");
+            let sample = WatchSample {
+                sampled_at_unix_ms: 400,
+                ..first.baseline.clone()
+            };
+            let progress = WatchProgress {
+                sample: Some(sample.clone()),
+                state: "alerting".into(),
+                reason: "slow".into(),
+                conditions: vec!["slow public.addarc(text)".into()],
+                probes_passed: first.probes_passed.clone(),
+                failed_samples: 0,
+                sample_error: String::new(),
+            };
+            assert!(store
+                .record_watch_progress("w-1", &progress)
+                .await
+                .expect("record"));
+            let failed = WatchProgress {
+                sample: None,
+                failed_samples: 1,
+                sample_error: "no agent".into(),
+                ..progress.clone()
+            };
+            assert!(store
+                .record_watch_progress("w-1", &failed)
+                .await
+                .expect("record"));
+            let read = store.watch("w-1").await.expect("read").expect("watch");
+            assert_eq!(
+                read.last_sample,
+                Some(sample),
+                "a failed attempt keeps the last sample"
+            );
+            assert_eq!(read.samples, 1);
+            assert_eq!(read.conditions, ["slow public.addarc(text)"]);
+            assert_eq!(read.sample_error, "no agent");
 
-        assert!(store.cancel_watch("w-1", "bob", 500).await.expect("cancel"));
-        assert!(!store
-            .cancel_watch("w-1", "bob", 501)
-            .await
-            .expect("cancel twice"));
-        assert!(!store
-            .cancel_watch("w-2", "bob", 501)
-            .await
-            .expect("ended already"));
-        assert!(!store
-            .record_watch_progress("w-1", &progress)
-            .await
-            .expect("record"));
-        let read = store.watch("w-1").await.expect("read").expect("watch");
-        assert_eq!(read.cancelled_by.as_deref(), Some("bob"));
-        assert!(!read.is_live(501));
-    }
+            assert!(store.cancel_watch("w-1", "bob", 500).await.expect("cancel"));
+            assert!(!store
+                .cancel_watch("w-1", "bob", 501)
+                .await
+                .expect("cancel twice"));
+            assert!(!store
+                .cancel_watch("w-2", "bob", 501)
+                .await
+                .expect("ended already"));
+            assert!(!store
+                .record_watch_progress("w-1", &progress)
+                .await
+                .expect("record"));
+            let read = store.watch("w-1").await.expect("read").expect("watch");
+            assert_eq!(read.cancelled_by.as_deref(), Some("bob"));
+            assert!(!read.is_live(501));
+        }
+    );
 }
