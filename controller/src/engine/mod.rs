@@ -15,6 +15,7 @@ pub mod error;
 pub mod fleet;
 pub mod followers;
 pub mod gates;
+pub mod identity;
 pub mod launch;
 pub mod live_config;
 pub mod malformed_report;
@@ -69,6 +70,9 @@ pub struct Controller {
     pub drain: drain::Drain,
     /// The gRPC listeners serve (`/readyz`).
     pub serving: std::sync::atomic::AtomicBool,
+    /// This process's row among the controllers on the store (issue 18);
+    /// set by `serve` before any job is offered, unset in unit tests.
+    pub identity: std::sync::OnceLock<identity::Identity>,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -122,6 +126,7 @@ impl Controller {
             span_relay,
             drain: drain::Drain::default(),
             serving: std::sync::atomic::AtomicBool::new(false),
+            identity: std::sync::OnceLock::new(),
             policy: RwLock::new(Arc::new(policy)),
         })
     }

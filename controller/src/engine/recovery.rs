@@ -3,18 +3,44 @@
 //! finished it, or be finishing it now), so its rollout becomes `unknown`
 //! — never re-run — until the agent reconnects and reports from its journal.
 //! A job recorded but never offered to any agent fails: nothing ran.
+//!
+//! On a store shared by several controllers (PostgreSQL, issue 18) only the
+//! jobs whose controller is dead are settled: this one's previous life's,
+//! those of controllers whose heartbeat expired, and unclaimed ones when no
+//! other controller is alive. A live controller's jobs are its own to
+//! follow. The same settlement runs with every heartbeat for controllers
+//! that die while this one runs (`identity::keep_alive`).
 
 use pgrollout_shared::job::now_unix_ms;
 
 use super::Controller;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, Settle};
 
 pub async fn after_restart(controller: &Controller) {
-    let interrupted = match controller.store.interrupt_running(now_unix_ms()).await {
+    let settled = settle(controller, Settle::AtStart).await;
+    tracing::info!(settled, "start-up recovery done");
+    // Issue 24: fleet rollouts whose driver died with the old process.
+    super::fleet::after_restart(controller).await;
+}
+
+/// Settles (and audits) the jobs no live controller follows; how many.
+pub async fn settle(controller: &Controller, which: Settle) -> usize {
+    let now = now_unix_ms();
+    let interrupted = match controller.identity.get() {
+        Some(me) if controller.store.shared_by_controllers() => {
+            controller
+                .store
+                .settle_orphaned_jobs(&me.id, which, now, super::identity::dead_after_ms())
+                .await
+        }
+        // One controller (SQLite): every job out was the previous one's.
+        _ => controller.store.interrupt_running(now).await,
+    };
+    let interrupted = match interrupted {
         Ok(interrupted) => interrupted,
         Err(error) => {
             tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "cannot mark interrupted jobs unknown");
-            return;
+            return 0;
         }
     };
     for job in &interrupted.never_offered {
@@ -36,10 +62,8 @@ pub async fn after_restart(controller: &Controller) {
             .await;
         controller.notifier.rollout_finished(&job.job_id);
     }
-    // Issue 24: fleet rollouts whose driver died with the old process.
-    super::fleet::after_restart(controller).await;
-    for job in interrupted.in_doubt {
-        tracing::warn!(job_id = %job.job_id, rollout_id = %job.rollout_id, "job in doubt after a controller restart");
+    for job in &interrupted.in_doubt {
+        tracing::warn!(job_id = %job.job_id, rollout_id = %job.rollout_id, "job in doubt: the controller that offered it stopped");
         controller
             .audit(AuditEntry {
                 actor: "controller".into(),
@@ -54,4 +78,5 @@ pub async fn after_restart(controller: &Controller) {
             })
             .await;
     }
+    interrupted.in_doubt.len() + interrupted.never_offered.len()
 }

@@ -271,6 +271,7 @@ pub(super) async fn start_on(
         )
         .await
         .map_err(store_error)?;
+    crate::engine::identity::claim(&controller, &job_id, 1).await;
     let updates = controller.router.subscribe(&job_id, agent.session);
     let offer = ControllerMessage {
         body: Some(controller_message::Body::Offer(offer)),

@@ -486,7 +486,8 @@ mod tests {
         DROP TRIGGER rollout_state_counts_update; DROP TRIGGER rollout_state_counts_delete;
         DROP TABLE rollout_changes; DROP TABLE rollout_state_counts; DROP TABLE pruned_rollouts;
         DROP TABLE retention_cursor; DROP INDEX rollouts_by_finished;
-        ALTER TABLE plans DROP COLUMN names_routines;";
+        ALTER TABLE plans DROP COLUMN names_routines;
+        DROP TABLE controllers; ALTER TABLE jobs DROP COLUMN controller_id;";
 
     #[tokio::test]
     async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {

@@ -23,7 +23,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0015_signed_statements.sql"),
     include_str!("migrations/0016_agent_refusals.sql"),
     include_str!("migrations/0017_fleet_rollouts.sql"),
+    RESERVED_0018,
+    include_str!("migrations/0019_controllers.sql"),
 ];
+
+/// 0018 belongs to a change merged separately: the list is positional (the
+/// index is SQLite's `user_version`), so its place is held until it lands
+/// and replaces this no-op.
+const RESERVED_0018: &str = "-- 0018: reserved";
 
 /// Issue 17's index of routine versions, built from the stored results by a
 /// Rust step (`history_index::backfill`) in the migration's transaction.
@@ -59,8 +66,10 @@ pub fn run(connection: &mut Conn) -> db::Result<()> {
 
 /// PostgreSQL's migrations, each with the SQLite version it brings the
 /// store to.
-const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(17, include_str!("migrations/postgres/0001_baseline.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (17, include_str!("migrations/postgres/0001_baseline.sql")),
+    (19, include_str!("migrations/postgres/0019_controllers.sql")),
+];
 
 /// Serialises migrations between controllers starting at once on one store.
 const MIGRATION_LOCK: i64 = 0x7067_726f_6c6c_6d67;

@@ -12,6 +12,7 @@ mod compaction;
 mod compaction_tests;
 #[cfg(test)]
 mod conformance;
+mod controllers;
 #[cfg(test)]
 mod corruption_tests;
 pub mod db;
@@ -42,6 +43,7 @@ pub use crate::config::default_audit_key_path as default_key_path;
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use compaction::PAGES_PER_STEP;
+pub use controllers::Settle;
 pub use drift_scans::DriftGauge;
 pub use faults::NEVER_OFFERED;
 pub use fleets::{fleet_state, policy as fleet_policy, FleetRecord, FleetTargetRow};

@@ -8,6 +8,7 @@
 //! a test of its own, so a failure names the backend it failed on.
 
 mod audit_chain;
+mod controllers;
 mod jobs;
 mod requests;
 

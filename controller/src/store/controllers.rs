@@ -1,0 +1,203 @@
+//! Several controllers on one store (issue 18, item 2): each running
+//! controller's row (id, address, start, heartbeat, epoch, migration 0019),
+//! the controller each job was offered by (`jobs.controller_id`), and the
+//! settlement of the jobs whose controller is gone.
+//!
+//! Why ownership matters: a job out with an agent is followed by the
+//! controller that offered it. When that controller dies nobody follows it,
+//! so it becomes `unknown` until its agent reports (`faults.rs`). With one
+//! controller, "the previous controller" was simply every job out; with two
+//! alive, a starting controller must leave the other's jobs alone.
+
+use super::db::{params, Conn, Dialect};
+use super::faults::{HeldJob, Interrupted};
+use super::{state, Store, StoreError};
+
+/// Serialises the settlement of dead controllers' jobs between controllers
+/// sweeping at once on a PostgreSQL store: each job is settled (and
+/// audited) by one of them.
+const SETTLE_LOCK: i64 = 0x7067_726f_6c6c_6374;
+
+/// Whose jobs a settlement takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// At start-up: also the jobs of this controller's previous life (same
+    /// id, older epoch), and jobs of no recorded controller when no other
+    /// controller is alive.
+    AtStart,
+    /// While running: only the jobs of controllers whose heartbeat expired.
+    DeadOnly,
+}
+
+impl Store {
+    /// Whether several controllers may share this store: a PostgreSQL one.
+    /// An SQLite file is one controller's (it is opened by one process).
+    pub fn shared_by_controllers(&self) -> bool {
+        matches!(*self.backend, super::Backend::Postgres(_))
+    }
+
+    /// Registers this controller (a new epoch when its id has a row) and
+    /// returns the epoch.
+    pub async fn register_controller(
+        &self,
+        id: &str,
+        address: &str,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let (id, address) = (id.to_owned(), address.to_owned());
+        self.call(move |c| {
+            c.query_row(
+                "INSERT INTO controllers (id, address, started_at, heartbeat_at, epoch)
+                 VALUES (?1, ?2, ?3, ?3, 1)
+                 ON CONFLICT (id) DO UPDATE SET address = excluded.address,
+                    started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
+                    epoch = controllers.epoch + 1
+                 RETURNING epoch",
+                params![id, address, now],
+                |row| row.get(0),
+            )
+        })
+        .await
+    }
+
+    /// Renews this controller's heartbeat; `false` when its row is no longer
+    /// this epoch's (another process started under the same id).
+    pub async fn controller_heartbeat(
+        &self,
+        id: &str,
+        epoch: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE controllers SET heartbeat_at = ?3 WHERE id = ?1 AND epoch = ?2",
+                params![id, epoch, now],
+            )
+            .map(|changed| changed == 1)
+        })
+        .await
+    }
+
+    /// Records that controller `id` offered (and follows) a job's attempt.
+    pub async fn record_job_controller(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let (job_id, id) = (job_id.to_owned(), id.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE jobs SET controller_id = ?3 WHERE id = ?1 AND attempt = ?2",
+                params![job_id, attempt, id],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Settles the offered or running jobs that no live controller follows:
+    /// offered to an agent → `unknown` until it reports; never offered →
+    /// failed (as `interrupt_running`, which a lone SQLite controller uses).
+    /// A controller is alive while its heartbeat is younger than
+    /// `dead_after_ms`.
+    pub async fn settle_orphaned_jobs(
+        &self,
+        me: &str,
+        which: Settle,
+        now: i64,
+        dead_after_ms: i64,
+    ) -> Result<Interrupted, StoreError> {
+        let me = me.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            if tx.dialect() == Dialect::Postgres {
+                tx.query_row(
+                    "SELECT pg_advisory_xact_lock(?1)",
+                    params![SETTLE_LOCK],
+                    |_| Ok(()),
+                )?;
+            }
+            let interrupted = orphaned(&tx, &me, which, now - dead_after_ms)?;
+            settle(&tx, &interrupted, now)?;
+            tx.commit()?;
+            Ok(interrupted)
+        })
+        .await
+    }
+}
+
+/// The jobs out that no live controller other than `me` follows.
+fn orphaned(c: &Conn, me: &str, which: Settle, alive_since: i64) -> super::db::Result<Interrupted> {
+    // Alive: another controller whose heartbeat is recent. Jobs of no
+    // recorded controller are taken at start only when none is alive: one
+    // may be recording a job right now, before claiming it.
+    let mut statement = c.prepare(
+        "SELECT id, attempt, rollout_id, state = 'offered' AND agent_name IS NULL
+         FROM jobs
+         WHERE state IN ('offered', 'running')
+           AND CASE
+             WHEN controller_id IS NULL THEN ?3 = 1 AND NOT EXISTS (
+               SELECT 1 FROM controllers WHERE id <> ?1 AND heartbeat_at >= ?2)
+             WHEN controller_id = ?1 THEN ?3 = 1
+             ELSE NOT EXISTS (
+               SELECT 1 FROM controllers WHERE id = jobs.controller_id AND heartbeat_at >= ?2)
+           END
+         ORDER BY offered_at",
+    )?;
+    let at_start = i64::from(which == Settle::AtStart);
+    let rows = statement.query_map(params![me, alive_since, at_start], |row| {
+        let job = HeldJob {
+            job_id: row.get(0)?,
+            attempt: row.get(1)?,
+            rollout_id: row.get(2)?,
+            accepted: true,
+        };
+        Ok((job, row.get::<_, bool>(3)?))
+    })?;
+    let mut interrupted = Interrupted::default();
+    for row in rows {
+        let (job, never_offered) = row?;
+        if never_offered {
+            interrupted.never_offered.push(job);
+        } else {
+            interrupted.in_doubt.push(job);
+        }
+    }
+    Ok(interrupted)
+}
+
+/// The same settlement as `interrupt_running`'s, for the jobs chosen.
+fn settle(c: &Conn, interrupted: &Interrupted, now: i64) -> super::db::Result<()> {
+    for job in &interrupted.in_doubt {
+        c.execute(
+            "UPDATE jobs SET state = 'unknown' WHERE id = ?1 AND attempt = ?2",
+            params![job.job_id, job.attempt],
+        )?;
+        c.execute(
+            "UPDATE rollouts SET state = ?2, exit_code = 2, finished_at = ?3,
+                message = 'the controller following this job stopped while it was out; unknown until the agent reconnects and reports'
+             WHERE id = ?1 AND state = 'running'",
+            params![job.rollout_id, state::UNKNOWN, now],
+        )?;
+    }
+    for job in &interrupted.never_offered {
+        c.execute(
+            "UPDATE jobs SET state = 'finished', finished_at = ?3 WHERE id = ?1 AND attempt = ?2",
+            params![job.job_id, job.attempt, now],
+        )?;
+        c.execute(
+            "UPDATE rollouts SET state = ?2, exit_code = ?3, finished_at = ?4, message = ?5
+             WHERE id = ?1 AND state = 'running'",
+            params![
+                job.rollout_id,
+                state::FAILED,
+                pgrollout_shared::exit_code::ExitCode::DeploymentFailed.code(),
+                now,
+                super::NEVER_OFFERED
+            ],
+        )?;
+    }
+    Ok(())
+}
