@@ -18,6 +18,8 @@ mod telemetry;
 fn main() -> std::process::ExitCode {
     quiet_on_closed_stdout();
     let code = cli::run();
+    // The CLI's parse cache is written off the critical path (issue 15).
+    project::parse_cache::wait_for_writes();
     std::process::ExitCode::from(code.code() as u8)
 }
 

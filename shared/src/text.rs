@@ -26,6 +26,15 @@ fn needs_escape(c: char) -> bool {
     }
 }
 
+/// Whether `text` may hold a character [`needs_escape`] takes, from its
+/// bytes alone (issue 15: a report of a thousand routines is mostly plain
+/// ASCII): every such character is an ASCII control, DEL, or starts with
+/// byte 0xC2 (U+0080–U+009F) or 0xE2 (U+200E–U+2069) in UTF-8.
+fn may_need_escape(text: &str) -> bool {
+    text.bytes()
+        .any(|b| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f || b == 0xc2 || b == 0xe2)
+}
+
 /// `a; b; c` — or, past `limit` items, the first `limit` and `… and N
 /// more`: a message about a thousand routines stays one readable line.
 pub fn abridged(items: &[String], limit: usize, separator: &str) -> String {
@@ -41,7 +50,7 @@ pub fn abridged(items: &[String], limit: usize, separator: &str) -> String {
 
 /// `text` with every control character written out (see the module doc).
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(needs_escape) {
+    if !may_need_escape(text) || !text.chars().any(needs_escape) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 8);
@@ -90,6 +99,11 @@ fn fields_of(type_name: &str) -> &'static [(u32, Field)] {
 /// Unknown fields and bytes fields are kept as they are.
 pub fn escape_message<M: Message + Default>(message: &mut M, type_name: &str) -> bool {
     let encoded = message.encode_to_vec();
+    // Read first, copy only when a string needs it: most reports need
+    // nothing, and the copy allocates a buffer per nested message.
+    if scan(type_name, &encoded) != Some(true) {
+        return false;
+    }
     let mut out = Vec::with_capacity(encoded.len());
     let mut changed = false;
     if walk(type_name, &encoded, &mut out, &mut changed).is_none() || !changed {
@@ -108,6 +122,44 @@ pub fn escape_message<M: Message + Default>(message: &mut M, type_name: &str) ->
 pub fn escaped<M: Message + Default>(mut message: M, type_name: &str) -> M {
     escape_message(&mut message, type_name);
     message
+}
+
+/// Whether a string of the encoded message `input` of type `type_name`
+/// (nested ones too) needs escaping; `None` when the bytes are not a
+/// well-formed message. [`walk`] without the copy.
+fn scan(type_name: &str, input: &[u8]) -> Option<bool> {
+    let fields = fields_of(type_name);
+    let mut rest = input;
+    let mut found = false;
+    while !rest.is_empty() {
+        let key = decode_varint(&mut rest).ok()?;
+        let number = u32::try_from(key >> 3).ok()?;
+        let skip = match key & 7 {
+            0 => {
+                decode_varint(&mut rest).ok()?;
+                0
+            }
+            1 => 8,
+            5 => 4,
+            2 => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                let body = rest.get(..len)?;
+                rest = &rest[len..];
+                match fields.iter().find(|(n, _)| *n == number).map(|(_, f)| f) {
+                    Some(Field::Text) => {
+                        let text = std::str::from_utf8(body).ok()?;
+                        found |= matches!(escape_controls(text), Cow::Owned(_));
+                    }
+                    Some(Field::Message(inner)) => found |= scan(inner, body)?,
+                    None => {}
+                }
+                continue;
+            }
+            _ => return None,
+        };
+        rest = rest.get(skip..)?;
+    }
+    Some(found)
 }
 
 /// Copies the encoded message `input` of type `type_name` to `out`, its
@@ -170,6 +222,53 @@ mod tests {
             escape_controls("a\x1b[2Jb\r\nc\td\u{9b}e\u{202e}f\u{7f}"),
             "a\\x1b[2Jb\\x0d\nc\td\\u{9b}e\\u{202e}f\\x7f"
         );
+    }
+
+    #[test]
+    fn the_byte_prefilter_never_misses_a_character_that_is_escaped() {
+        // Every scalar value: where the rule escapes one, the prefilter
+        // must have flagged its bytes (it may flag more, never less).
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let text = format!("a{c}b");
+            if needs_escape(c) {
+                assert!(may_need_escape(&text), "U+{:04X} was not flagged", c as u32);
+                assert!(matches!(escape_controls(&text), Cow::Owned(_)));
+            } else {
+                assert_eq!(escape_controls(&text), Cow::Borrowed(text.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_with_nothing_to_escape_is_left_alone() {
+        let mut result = JobResult {
+            job_id: "j-1".into(),
+            message: "1000 routine(s) deployed\n\tand \u{e9}t\u{e9} \u{2014} fine".into(),
+            smoke: vec![SmokeReport {
+                routine: "lib.f(integer)".into(),
+                checks: vec![SmokeCheck {
+                    check: "no_error".into(),
+                    passed: true,
+                    detail: "ok \u{2013} \u{a0}".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let before = result.clone();
+        assert_eq!(
+            scan("pgrollout.v1.JobResult", &result.encode_to_vec()),
+            Some(false)
+        );
+        assert!(!escape_message(&mut result, "pgrollout.v1.JobResult"));
+        assert_eq!(result, before);
+        result.smoke[0].checks[0].detail.push('\u{2066}');
+        assert_eq!(
+            scan("pgrollout.v1.JobResult", &result.encode_to_vec()),
+            Some(true)
+        );
+        assert!(escape_message(&mut result, "pgrollout.v1.JobResult"));
+        assert!(result.smoke[0].checks[0].detail.ends_with("\\u{2066}"));
     }
 
     #[test]

@@ -483,12 +483,12 @@ impl ControlService {
 /// Turns the wire request into a rollout request, or says exactly what is
 /// wrong with it (`invalid_argument`: the CLI exits 1, nothing changed).
 fn validate(
-    request: DeployRequest,
+    mut request: DeployRequest,
     actor: String,
     smoke_only: bool,
     max_routines: usize,
 ) -> Result<RolloutRequest, Status> {
-    let (plan, routines) = validate_plan(&request, max_routines)?;
+    let (plan, routines) = validate_plan(&mut request, max_routines)?;
     let mut view = None;
     let kind = if smoke_only {
         JobKind::Smoke {

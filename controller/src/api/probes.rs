@@ -43,9 +43,9 @@ impl ControlService {
             .authorize(&request, OperatorRole::Deployer, verb)
             .await?
             .actor();
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let (plan, routines) = validate_plan(
-            &request,
+            &mut request,
             self.controller.config.limits.max_routines_per_plan,
         )?;
         if approved_sql::requires_approval(&self.controller.config, &request.environment) {

@@ -113,10 +113,13 @@ async fn sign(
         &mut client,
         address,
         &signer,
-        pgrollout_shared::signing::role::APPROVER,
-        &status.plan_id,
-        &status.environment,
-        request_id,
+        super::signing::DeployStatement {
+            role: pgrollout_shared::signing::role::APPROVER,
+            plan_id: &status.plan_id,
+            environment: &status.environment,
+            request_id,
+        },
+        None,
     )
     .await?;
     eprintln!(

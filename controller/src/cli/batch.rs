@@ -50,8 +50,9 @@ pub struct BatchArgs {
 
 pub async fn run(address: &str, tls: &OperatorTls, args: BatchArgs) -> ExitCode {
     let started = Instant::now();
-    // The TLS handshake overlaps reading and parsing the project.
-    let connecting = (!args.dry_run).then(|| connect_ahead(address, tls));
+    // The TLS handshake (and the signing context's round trip) overlaps
+    // reading and parsing the project.
+    let connecting = (!args.dry_run).then(|| connect_ahead(address, tls, &args.environment));
     // So does asking git for the project's commit (two processes).
     let commit = {
         let project = args.project.clone();

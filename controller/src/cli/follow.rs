@@ -48,13 +48,34 @@ pub struct FleetFlags {
 }
 
 /// A connection to the controller being opened in the background.
-pub type Connecting = tokio::task::JoinHandle<Result<ControlClient<Channel>, (ExitCode, String)>>;
+pub type Connecting = tokio::task::JoinHandle<Result<Ahead, (ExitCode, String)>>;
 
-/// Starts connecting to the controller now, so the TLS handshake overlaps
-/// whatever the CLI does before it submits.
-pub fn connect_ahead(address: &str, tls: &OperatorTls) -> Connecting {
-    let (address, tls) = (address.to_owned(), tls.clone());
-    tokio::spawn(async move { connect::controller(&address, &tls).await })
+/// What [`connect_ahead`] prepared: the connection and, for an operator who
+/// signs, the controller's answer about the environment the statement will
+/// name (asked on the connection as soon as it is up).
+pub struct Ahead {
+    client: ControlClient<Channel>,
+    signing_context: Option<super::signing::AskedContext>,
+}
+
+/// Starts connecting to the controller now, so the TLS handshake — and an
+/// operator's `SigningContext` round trip for `environment` — overlap
+/// whatever the CLI does before it submits (issue 15: the project's parse).
+pub fn connect_ahead(address: &str, tls: &OperatorTls, environment: &str) -> Connecting {
+    let (address, tls, environment) = (address.to_owned(), tls.clone(), environment.to_owned());
+    tokio::spawn(async move {
+        let mut client = connect::controller(&address, &tls).await?;
+        // Only an operator with a key signs (`signing::signer`); the answer,
+        // a refusal included, is used or reported when the plan is signed.
+        let signing_context = match tls.cert_and_key() {
+            Some(_) => Some(super::signing::ask_context(&mut client, &environment).await),
+            None => None,
+        };
+        Ok(Ahead {
+            client,
+            signing_context,
+        })
+    })
 }
 
 /// What happens to a deploy that cannot run right now.
@@ -172,14 +193,20 @@ pub async fn submit_and_follow(
     submission: Submission<'_>,
     on_update: impl FnMut(Update<'_>),
 ) -> Result<Ending, (ExitCode, String)> {
-    let mut client = match submission.connected {
-        Some(connecting) => connecting.await.map_err(|error| {
-            (
-                ExitCode::DeploymentFailed,
-                format!("connecting to the controller failed: {error}"),
-            )
-        })??,
-        None => connect::controller(submission.address, submission.tls).await?,
+    let (mut client, signing_context) = match submission.connected {
+        Some(connecting) => {
+            let ahead = connecting.await.map_err(|error| {
+                (
+                    ExitCode::DeploymentFailed,
+                    format!("connecting to the controller failed: {error}"),
+                )
+            })??;
+            (ahead.client, ahead.signing_context)
+        }
+        None => (
+            connect::controller(submission.address, submission.tls).await?,
+            None,
+        ),
     };
     // A deploy is signed by its requester (issue 19): the agent of an
     // environment with an [approvals] policy runs only signed changes.
@@ -192,10 +219,13 @@ pub async fn submit_and_follow(
                     &mut client,
                     submission.address,
                     &signer,
-                    pgrollout_shared::signing::role::REQUESTER,
-                    &submission.plan.plan_id,
-                    submission.environment,
-                    &signed_request_id,
+                    super::signing::DeployStatement {
+                        role: pgrollout_shared::signing::role::REQUESTER,
+                        plan_id: &submission.plan.plan_id,
+                        environment: submission.environment,
+                        request_id: &signed_request_id,
+                    },
+                    signing_context,
                 )
                 .await?,
             );

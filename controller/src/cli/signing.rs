@@ -10,7 +10,7 @@ use pgrollout_shared::job::{AdoptSpec, JobKind};
 use pgrollout_shared::operations::{DisableSpec, RollbackScope, RollbackSpec};
 use pgrollout_shared::proto::{
     control_client::ControlClient, AdoptRequest, GetRolloutRequest, RollbackRequest,
-    RoutineRequest, SignedStatement, SigningContextRequest,
+    RoutineRequest, SignedStatement, SigningContextRequest, SigningContextResponse,
 };
 use pgrollout_shared::signing::{action, role, subject, Signer, Statement};
 use tonic::transport::Channel;
@@ -49,19 +49,33 @@ pub fn new_request_id() -> String {
     )
 }
 
+/// What a deploy's statement binds: who signs as what, for which plan,
+/// environment and request.
+pub struct DeployStatement<'a> {
+    pub role: &'a str,
+    pub plan_id: &'a str,
+    pub environment: &'a str,
+    pub request_id: &'a str,
+}
+
 /// Signs `role`'s statement for a deploy of `plan_id` to `environment`,
 /// asking the controller (at `address`, for messages) where that environment
-/// runs; its refusal (an unknown environment, a revoked operator) is the
-/// command's, with the same exit code and words as any other call's.
+/// runs — unless `asked_ahead` holds its answer already; its refusal (an
+/// unknown environment, a revoked operator) is the command's, with the same
+/// exit code and words as any other call's.
 pub async fn sign_deploy(
     client: &mut ControlClient<Channel>,
     address: &str,
     signer: &Signer,
-    role: &str,
-    plan_id: &str,
-    environment: &str,
-    request_id: &str,
+    deploy: DeployStatement<'_>,
+    asked_ahead: Option<AskedContext>,
 ) -> Result<SignedStatement, Refusal> {
+    let DeployStatement {
+        role,
+        plan_id,
+        environment,
+        request_id,
+    } = deploy;
     let statement = Statement {
         action: action::DEPLOY.into(),
         role: role.into(),
@@ -71,24 +85,51 @@ pub async fn sign_deploy(
         expires_unix_ms: pgrollout_shared::job::now_unix_ms() + VALIDITY_MS,
         ..Statement::default()
     };
-    sign_in_context(client, address, signer, statement).await
+    sign_in_context(client, address, signer, statement, asked_ahead).await
+}
+
+/// The controller's answer to `SigningContext`, asked while the CLI was
+/// still reading the project (`follow::connect_ahead`): kept as it came, so
+/// a refusal is reported when the statement is signed, as if asked then.
+pub type AskedContext = Result<SigningContextResponse, tonic::Status>;
+
+/// Asks the controller where `environment` runs (zone and target), for a
+/// statement to name.
+pub async fn ask_context(client: &mut ControlClient<Channel>, environment: &str) -> AskedContext {
+    client
+        .signing_context(SigningContextRequest {
+            environment: environment.to_owned(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// Fills in the zone and target the controller reports for the statement's
-/// environment, and signs.
+/// environment (asked now, or ahead when `asked_ahead` holds the answer for
+/// that environment), and signs.
 async fn sign_in_context(
     client: &mut ControlClient<Channel>,
     address: &str,
     signer: &Signer,
     statement: Statement,
+    asked_ahead: Option<AskedContext>,
 ) -> Result<SignedStatement, Refusal> {
-    let context = client
-        .signing_context(SigningContextRequest {
-            environment: statement.environment.clone(),
-        })
-        .await
-        .map_err(|status| super::connect::refusal(&status, address))?
-        .into_inner();
+    let asked = match asked_ahead {
+        Some(asked) => asked,
+        None => ask_context(client, &statement.environment).await,
+    };
+    let context = asked.map_err(|status| super::connect::refusal(&status, address))?;
+    if context.environment != statement.environment {
+        // Asked ahead for another environment than the one signed for: a
+        // statement never names a zone it was not given for its environment.
+        return Err((
+            ExitCode::ValidationFailed,
+            format!(
+                "the controller described environment {:?} when asked for {:?}",
+                context.environment, statement.environment
+            ),
+        ));
+    }
     let statement = Statement {
         zone: context.zone,
         target: context.target,
@@ -191,7 +232,7 @@ pub async fn sign_operation(
         expires_unix_ms: pgrollout_shared::job::now_unix_ms() + OPERATION_VALIDITY_MS,
         ..Statement::default()
     };
-    let signed = sign_in_context(client, address, &signer, statement).await?;
+    let signed = sign_in_context(client, address, &signer, statement, None).await?;
     eprintln!("pgrollout: signed: {action} in {environment} as {role}, request {request_id}");
     let signatures = vec![signed];
     Ok(match call {

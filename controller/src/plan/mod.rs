@@ -107,7 +107,14 @@ pub fn deploy_order(routines: Vec<Routine>) -> Result<DeployOrder, self::order::
         .iter()
         .map(|(index, why)| (routines[*index].identity.to_string(), why.clone()))
         .collect();
-    let ordered = order.order.iter().map(|&i| routines[i].clone()).collect();
+    // Moved into their order, not copied (`order.order` is a permutation).
+    let mut slots: Vec<Option<Routine>> = routines.into_iter().map(Some).collect();
+    let ordered: Vec<Routine> = order
+        .order
+        .iter()
+        .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+        .collect();
+    debug_assert_eq!(ordered.len(), slots.len(), "the order is a permutation");
     Ok(DeployOrder {
         routines: ordered,
         dependencies,

@@ -15,7 +15,7 @@ pub mod definer;
 mod error;
 mod files;
 pub mod hostile_sql;
-mod parse_cache;
+pub mod parse_cache;
 #[cfg(test)]
 mod parse_cache_tests;
 mod parse_sql;
@@ -208,13 +208,14 @@ impl Project {
             }
             dependencies_to_check.extend(new_dependencies);
         }
-        let paths: Vec<&str> = files.iter().map(|file| file.sql_path.as_str()).collect();
-        cache.save(fresh_entries, &paths);
+        let paths: Vec<String> = files.iter().map(|file| file.sql_path.clone()).collect();
+        cache.save_in_background(fresh_entries, paths);
         // Checked once every file is loaded: a dependency may be defined in
         // a file that sorts later.
         for (file_index, depends_on) in dependencies_to_check {
             for (name, at) in depends_on {
-                if let Err(error) = project.lookup(&name) {
+                let found = parse_name(&name).and_then(|parsed| project.lookup(&name, &parsed));
+                if let Err(error) = found {
                     let sql_path = files[file_index].sql_path.clone();
                     project.block_file(
                         &sql_path,
@@ -422,7 +423,7 @@ impl Project {
                 problems: blocking,
             });
         }
-        match self.lookup(name) {
+        match self.lookup(name, &parsed) {
             Err(ProjectError::UnknownProcedure { .. }) if self.partial_root.is_some() => {
                 let root = self.partial_root.as_deref().unwrap_or(Path::new("."));
                 Project::load(root)?.select(name)
@@ -431,9 +432,9 @@ impl Project {
         }
     }
 
-    /// [`Project::select`] among the routines that loaded.
-    fn lookup(&self, name: &str) -> Result<Vec<Routine>, ProjectError> {
-        let parsed = parse_name(name)?;
+    /// [`Project::select`] among the routines that loaded, by `name`
+    /// parsed once (a batch selects hundreds).
+    fn lookup(&self, name: &str, parsed: &RoutineName) -> Result<Vec<Routine>, ProjectError> {
         let selected: Vec<Routine> = self
             .by_name
             .get(&parsed.name)
@@ -445,7 +446,7 @@ impl Project {
         if selected.is_empty() {
             return Err(ProjectError::UnknownProcedure {
                 name: name.to_owned(),
-                hint: self.hint_for_unknown(&parsed),
+                hint: self.hint_for_unknown(parsed),
             });
         }
         Ok(selected)

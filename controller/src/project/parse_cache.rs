@@ -141,6 +141,8 @@ impl ParseCache {
     /// The cache of the project at `root`: empty when there is none or it
     /// does not verify.
     pub fn open(root: &Path, location: &CacheLocation) -> ParseCache {
+        // What an earlier load of this process wrote is read back whole.
+        wait_for_writes();
         let stamp = build_stamp();
         let file = location.directory().map(|dir| {
             let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
@@ -182,8 +184,8 @@ impl ParseCache {
             return;
         };
         let before = self.entries.len();
-        self.entries
-            .retain(|path, _| paths.contains(&path.as_str()));
+        let paths: std::collections::HashSet<&str> = paths.iter().copied().collect();
+        self.entries.retain(|path, _| paths.contains(path.as_str()));
         let removed = self.entries.len() != before;
         if fresh.is_empty() && !removed {
             return;
@@ -192,6 +194,44 @@ impl ParseCache {
         if let Err(error) = write_entries(&file, &self.stamp, &self.entries) {
             tracing::debug!(cache = %file.display(), %error, "the parse cache was not written");
         }
+    }
+
+    /// [`ParseCache::save`] on a thread of its own (issue 15): the file is
+    /// serialized and written while the CLI goes on to plan and submit. The
+    /// next [`ParseCache::open`] of this process and the process's exit
+    /// ([`wait_for_writes`]) wait for it.
+    pub fn save_in_background(self, fresh: Vec<(String, CachedFile)>, paths: Vec<String>) {
+        if self.file.is_none() {
+            return;
+        }
+        let write = std::thread::spawn(move || {
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            self.save(fresh, &paths);
+        });
+        WRITES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(write);
+    }
+}
+
+/// Cache writes still running ([`ParseCache::save_in_background`]).
+static WRITES: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Waits until every cache write this process started is on disk (or gave
+/// up): before a cache is read again, and before the process exits, so no
+/// write is cut off half-way (a cut-off one would only be ignored as
+/// corrupt, but then the next run parses everything again).
+pub fn wait_for_writes() {
+    let writes = std::mem::take(
+        &mut *WRITES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for write in writes {
+        // A write that panicked wrote nothing usable: the cache is advisory.
+        let _ = write.join();
     }
 }
 
