@@ -116,12 +116,12 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
         .await;
     // Registered before recovery: recovery tells this controller's previous
     // life's jobs from those of other live controllers by it (issue 18).
-    if let Err(error) = crate::engine::identity::register(&controller).await {
+    if let Err(error) = crate::engine::liveness::register(&controller).await {
         eprintln!("pgrollout serve: {:#}", anyhow::Error::from(error));
         return ExitCode::DeploymentFailed;
     }
     crate::engine::recovery::after_restart(&controller).await;
-    tokio::spawn(crate::engine::identity::keep_alive(controller.clone()));
+    tokio::spawn(crate::engine::liveness::keep_alive(controller.clone()));
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
     tokio::spawn(crate::engine::requests::run_scheduler(controller.clone()));
     tokio::spawn(crate::engine::watch::resume(controller.clone()));

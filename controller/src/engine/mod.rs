@@ -18,6 +18,7 @@ pub mod gates;
 pub mod identity;
 pub mod launch;
 pub mod live_config;
+pub mod liveness;
 pub mod malformed_report;
 pub mod operations;
 pub mod perf_baseline;

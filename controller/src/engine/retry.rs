@@ -113,7 +113,7 @@ pub async fn retry(
             ),
         })
         .await;
-    crate::engine::identity::claim(&controller, &job_id, attempt).await;
+    super::rollout::claim_job_offered(&controller, &job_id, attempt).await;
     let updates = controller.router.subscribe(&job_id, agent.session);
     let message = ControllerMessage {
         body: Some(controller_message::Body::Offer(offer)),

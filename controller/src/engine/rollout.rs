@@ -271,7 +271,7 @@ pub(super) async fn start_on(
         )
         .await
         .map_err(store_error)?;
-    crate::engine::identity::claim(&controller, &job_id, 1).await;
+    claim_job_offered(&controller, &job_id, 1).await;
     let updates = controller.router.subscribe(&job_id, agent.session);
     let offer = ControllerMessage {
         body: Some(controller_message::Body::Offer(offer)),
@@ -568,4 +568,20 @@ fn unknown_environment(controller: &Controller, name: &str) -> EngineError {
 
 fn update(body: rollout_update::Body) -> RolloutUpdate {
     RolloutUpdate { body: Some(body) }
+}
+
+/// Records that this controller offered (and follows) a job's attempt. A
+/// failure leaves the job unclaimed: only a start-up with no other live
+/// controller settles it, so it is logged, never fatal to the offer.
+pub async fn claim_job_offered(controller: &Controller, job_id: &str, attempt: u32) {
+    let Some(me) = controller.identity.get() else {
+        return;
+    };
+    if let Err(error) = controller
+        .store
+        .record_job_controller(job_id, attempt, &me.id)
+        .await
+    {
+        tracing::warn!(job_id, error = %pgrollout_shared::errors::error_chain(&error), "cannot record this controller as the job's");
+    }
 }

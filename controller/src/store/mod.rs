@@ -44,6 +44,7 @@ pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use compaction::PAGES_PER_STEP;
 pub use controllers::Settle;
+pub use db::{BlobError, CorruptBlob};
 pub use drift_scans::DriftGauge;
 pub use faults::NEVER_OFFERED;
 pub use fleets::{fleet_state, policy as fleet_policy, FleetRecord, FleetTargetRow};
@@ -193,28 +194,6 @@ pub enum StoreError {
     Permissions(#[source] std::io::Error),
     #[error(transparent)]
     AuditKey(#[from] audit_key::AuditKeyError),
-}
-
-/// Which stored message of which row did not decode.
-#[derive(Debug, thiserror::Error)]
-#[error("the {what} of {row} does not decode")]
-pub struct CorruptBlob {
-    /// The message, as an operator would name it (`plan`, `job result`…).
-    what: &'static str,
-    /// The row, by its key (`request r-…`, `rollout …`, `watch …`).
-    row: String,
-    #[source]
-    source: BlobError,
-}
-
-/// Why a stored message is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum BlobError {
-    #[error(transparent)]
-    Decode(#[from] prost::DecodeError),
-    /// It decodes, but no longer passes the checks it passed when stored.
-    #[error("it decodes but is not valid")]
-    Invalid(#[from] pgrollout_shared::routine::InvalidField),
 }
 
 impl From<db::Error> for StoreError {

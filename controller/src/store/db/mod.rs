@@ -14,6 +14,7 @@
 //! PostgreSQL backend drives its async client from there on a small runtime
 //! of its own (see `postgres`).
 
+mod corrupt;
 mod placeholders;
 pub mod postgres;
 mod sqlite;
@@ -21,7 +22,7 @@ mod value;
 
 pub use value::{FromValue, ToValue, Value};
 
-use super::CorruptBlob;
+pub use corrupt::{BlobError, CorruptBlob};
 
 /// Which SQL a statement must speak, where the two differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
