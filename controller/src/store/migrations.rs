@@ -27,10 +27,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_controllers.sql"),
 ];
 
-/// 0018 belongs to a change merged separately: the list is positional (the
-/// index is SQLite's `user_version`), so its place is held until it lands
-/// and replaces this no-op.
-const RESERVED_0018: &str = "-- 0018: reserved";
+/// 0018 was reserved for a change that, merged, needed no migration. The
+/// list is positional (the index is SQLite's `user_version`) and stores have
+/// run this no-op as version 18: it stays, and the next migration is 0020.
+const RESERVED_0018: &str = "-- 0018: reserved, empty";
 
 /// Issue 17's index of routine versions, built from the stored results by a
 /// Rust step (`history_index::backfill`) in the migration's transaction.
