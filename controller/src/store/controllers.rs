@@ -120,7 +120,7 @@ impl Store {
                 )?;
             }
             let interrupted = orphaned(&tx, &me, which, now - dead_after_ms)?;
-            settle(&tx, &interrupted, now)?;
+            settle(&tx, &interrupted, now, CONTROLLER_STOPPED)?;
             tx.commit()?;
             Ok(interrupted)
         })
@@ -168,18 +168,28 @@ fn orphaned(c: &Conn, me: &str, which: Settle, alive_since: i64) -> super::db::R
     Ok(interrupted)
 }
 
-/// The same settlement as `interrupt_running`'s, for the jobs chosen.
-fn settle(c: &Conn, interrupted: &Interrupted, now: i64) -> super::db::Result<()> {
+/// Why a job in doubt was settled, in its rollout's message.
+pub(super) const CONTROLLER_STOPPED: &str = "the controller following this job stopped while it was out; unknown until the agent reconnects and reports";
+
+/// Settles the jobs chosen: those out become `unknown`, those never
+/// offered fail (`in_doubt_message`: why, for the rollouts in doubt). Used
+/// by this controller's sweep and by a sole controller's start-up
+/// (`faults.rs`'s `interrupt_running`).
+pub(super) fn settle(
+    c: &Conn,
+    interrupted: &Interrupted,
+    now: i64,
+    in_doubt_message: &str,
+) -> super::db::Result<()> {
     for job in &interrupted.in_doubt {
         c.execute(
             "UPDATE jobs SET state = 'unknown' WHERE id = ?1 AND attempt = ?2",
             params![job.job_id, job.attempt],
         )?;
         c.execute(
-            "UPDATE rollouts SET state = ?2, exit_code = 2, finished_at = ?3,
-                message = 'the controller following this job stopped while it was out; unknown until the agent reconnects and reports'
+            "UPDATE rollouts SET state = ?2, exit_code = 2, finished_at = ?3, message = ?4
              WHERE id = ?1 AND state = 'running'",
-            params![job.rollout_id, state::UNKNOWN, now],
+            params![job.rollout_id, state::UNKNOWN, now, in_doubt_message],
         )?;
     }
     for job in &interrupted.never_offered {

@@ -98,35 +98,12 @@ impl Store {
                     }
                 }
             }
-            for job in &interrupted.in_doubt {
-                tx.execute(
-                    "UPDATE jobs SET state = 'unknown' WHERE id = ?1 AND attempt = ?2",
-                    params![job.job_id, job.attempt],
-                )?;
-                tx.execute(
-                    "UPDATE rollouts SET state = ?2, exit_code = 2, finished_at = ?3,
-                        message = 'the controller restarted while this job was out; unknown until the agent reconnects and reports'
-                     WHERE id = ?1 AND state = 'running'",
-                    params![job.rollout_id, state::UNKNOWN, now],
-                )?;
-            }
-            for job in &interrupted.never_offered {
-                tx.execute(
-                    "UPDATE jobs SET state = 'finished', finished_at = ?3 WHERE id = ?1 AND attempt = ?2",
-                    params![job.job_id, job.attempt, now],
-                )?;
-                tx.execute(
-                    "UPDATE rollouts SET state = ?2, exit_code = ?3, finished_at = ?4, message = ?5
-                     WHERE id = ?1 AND state = 'running'",
-                    params![
-                        job.rollout_id,
-                        state::FAILED,
-                        pgrollout_shared::exit_code::ExitCode::DeploymentFailed.code(),
-                        now,
-                        NEVER_OFFERED
-                    ],
-                )?;
-            }
+            super::controllers::settle(
+                &tx,
+                &interrupted,
+                now,
+                "the controller restarted while this job was out; unknown until the agent reconnects and reports",
+            )?;
             tx.commit()?;
             Ok(interrupted)
         })
