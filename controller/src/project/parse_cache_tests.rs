@@ -52,6 +52,8 @@ fn load(root: &Path, cache: &Path) -> Project {
 }
 
 fn cache_file(cache: &Path) -> PathBuf {
+    // The cache is written on a thread of its own after a load.
+    crate::project::parse_cache::wait_for_writes();
     let files: Vec<PathBuf> = std::fs::read_dir(cache.join("parse"))
         .expect("the cache directory exists")
         .map(|entry| entry.expect("entry").path())
