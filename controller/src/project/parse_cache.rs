@@ -224,12 +224,13 @@ static WRITES: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
 /// write is cut off half-way (a cut-off one would only be ignored as
 /// corrupt, but then the next run parses everything again).
 pub fn wait_for_writes() {
-    let writes = std::mem::take(
-        &mut *WRITES
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    for write in writes {
+    // The lock is held while joining: a second caller (another thread of the
+    // process) must not find the list empty and read the cache while the
+    // first is still joining the write it needs. The writers never take it.
+    let mut writes = WRITES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for write in writes.drain(..) {
         // A write that panicked wrote nothing usable: the cache is advisory.
         let _ = write.join();
     }
