@@ -313,7 +313,12 @@ impl Stack {
     /// Starts `pgrollout <args>` as [`OPERATOR`] in the background, for a
     /// test that does something else while the command runs.
     pub async fn spawn_cli(&self, args: &[&str], name: &str) -> Result<Process> {
-        let (full, env) = self.cli_invocation(OPERATOR, args).await?;
+        self.spawn_cli_as(OPERATOR, args, name).await
+    }
+
+    /// [`Stack::spawn_cli`] as `operator` (an approver, say).
+    pub async fn spawn_cli_as(&self, operator: &str, args: &[&str], name: &str) -> Result<Process> {
+        let (full, env) = self.cli_invocation(operator, args).await?;
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         Process::spawn(&self.bins.controller, full, &env, name)
     }

@@ -15,7 +15,7 @@ use pgrollout_tests::stall::{
     AGENT_LOCK_TIMEOUT,
 };
 use pgrollout_tests::tokio_postgres::Client;
-use pgrollout_tests::{free_port, PgCluster, Process, Stack, StackOptions};
+use pgrollout_tests::{free_port, window_from_now, PgCluster, Process, Stack, StackOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -156,5 +156,95 @@ async fn a_live_controller_settles_the_job_of_one_killed_once_its_heartbeat_expi
         .await?
         .get(0);
     assert_eq!(audited, 1, "settled and audited once");
+    Ok(())
+}
+
+/// A request's state and the controller that claimed its start, as an
+/// operator reads them from the store with psql.
+async fn request_row(store: &Client, request: &str) -> Result<(String, Option<String>)> {
+    let row = store
+        .query_one(
+            "SELECT state, started_by FROM pending_rollouts WHERE request_id = $1",
+            &[&request],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A stack on `store` with a deploy scheduled for dev's closed window; the
+/// zone's agent is then stopped and the window opened (the controller
+/// reloads its changed config): the scheduler claims the request's start
+/// and waits, up to a minute, for an agent. Returns once the request is
+/// `starting`.
+async fn request_starting(store: &PgCluster, client: &Client) -> Result<(Stack, String)> {
+    let closed = window_from_now(12 * 60, 1)?;
+    let mut stack = Stack::start_with(StackOptions {
+        store_url: Some(store.url()),
+        environment_extra: vec![("dev".into(), format!("maintenance_window = \"{closed}\""))],
+        deployment_extra: "max_agent_wait = \"60s\"".into(),
+        ..StackOptions::default()
+    })
+    .await?;
+    let out = stack.cli(&["deploy", "addarc", "dev"]).await?;
+    anyhow::ensure!(out.code == 0, "{out}");
+    let id = out.request_id()?;
+    stack.kill_agent("dev").await?;
+    let path = stack.controller_config_path();
+    let config = std::fs::read_to_string(&path)?;
+    anyhow::ensure!(config.contains(&closed), "{config}");
+    std::fs::write(&path, config.replace(&closed, &window_from_now(-1, 10)?))?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while request_row(client, &id).await?.0 != "starting" {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the request never started: {}",
+            stack.controller.output_so_far()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((stack, id))
+}
+
+#[tokio::test]
+async fn a_request_a_live_controller_is_starting_is_left_alone_until_that_controller_dies(
+) -> Result<()> {
+    let store = PgCluster::start("store").await?;
+    let client = store.connect().await?;
+    let (mut stack, id) = request_starting(&store, &client).await?;
+
+    // Another controller starts while the first waits for an agent: the
+    // request is the first one's to start, and stays so.
+    let b = second_controller(&stack).await?;
+    let (state, starter) = request_row(&client, &id).await?;
+    assert_eq!(state, "starting");
+    let operators_port = stack.operators.rsplit(':').next().context("port")?;
+    let a_port = format!(":{operators_port}");
+    assert!(
+        starter.as_deref().is_some_and(|s| s.ends_with(&a_port)),
+        "the request names the controller starting it: {starter:?}"
+    );
+
+    // Once that controller is dead, the live one settles the request: no
+    // rollout was recorded, so it is evaluated again — once.
+    let mark = b.mark();
+    stack.controller.kill_9()?;
+    stack.controller.wait_for_exit(WAIT).await?;
+    b.wait_for_line_after(mark, "interrupted start settled: scheduled again", WAIT)
+        .await?;
+    let settled = b
+        .output_so_far()
+        .matches("interrupted start settled")
+        .count();
+    assert_eq!(
+        settled,
+        1,
+        "settled once, after its controller died: {}",
+        b.output_so_far()
+    );
+    let (state, starter) = request_row(&client, &id).await?;
+    assert!(
+        state == "scheduled" || !starter.as_deref().is_some_and(|s| s.ends_with(&a_port)),
+        "no longer the dead controller's: {state} {starter:?}"
+    );
     Ok(())
 }

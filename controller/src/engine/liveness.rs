@@ -1,7 +1,8 @@
 //! This controller's life in a shared store (issue 18, item 2): registered
 //! before recovery (each job it offers names it: `rollout::claim_job_offered`),
 //! kept alive by a heartbeat
-//! whose every beat also settles the jobs of controllers that died
+//! whose every beat also settles the work of controllers that died (jobs,
+//! requests being started, fleet rollouts driven)
 //! (`identity.rs` holds what an identity is).
 
 use std::sync::Arc;
@@ -52,6 +53,15 @@ pub async fn keep_alive(controller: Arc<Controller>) {
                 tracing::warn!(error = %pgrollout_shared::errors::error_chain(&error), "cannot renew this controller's heartbeat")
             }
         }
-        super::recovery::settle(&controller, Settle::DeadOnly).await;
+        sweep(&controller).await;
     }
+}
+
+/// What a dead controller left: its jobs in doubt, the requests it was
+/// starting, the fleet rollouts it drove — each settled by one live
+/// controller, once.
+async fn sweep(controller: &Controller) {
+    super::recovery::settle(controller, Settle::DeadOnly).await;
+    super::requests::settle_interrupted_starts(controller, Settle::DeadOnly).await;
+    super::fleet::after_restart(controller, Settle::DeadOnly).await;
 }

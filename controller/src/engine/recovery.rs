@@ -19,8 +19,11 @@ use crate::store::{AuditEntry, Settle};
 pub async fn after_restart(controller: &Controller) {
     let settled = settle(controller, Settle::AtStart).await;
     tracing::info!(settled, "start-up recovery done");
+    // Requests a stopped controller left starting (issue 18: only a dead
+    // one's), before this one starts any.
+    super::requests::settle_interrupted_starts(controller, Settle::AtStart).await;
     // Issue 24: fleet rollouts whose driver died with the old process.
-    super::fleet::after_restart(controller).await;
+    super::fleet::after_restart(controller, Settle::AtStart).await;
 }
 
 /// Settles (and audits) the jobs no live controller follows; how many.

@@ -9,14 +9,14 @@
 //! controller, "the previous controller" was simply every job out; with two
 //! alive, a starting controller must leave the other's jobs alone.
 
-use super::db::{params, Conn, Dialect};
+use super::db::{params, Conn, Dialect, Value};
 use super::faults::{HeldJob, Interrupted};
 use super::{state, Store, StoreError};
 
 /// Serialises the settlement of dead controllers' jobs between controllers
 /// sweeping at once on a PostgreSQL store: each job is settled (and
 /// audited) by one of them.
-const SETTLE_LOCK: i64 = 0x7067_726f_6c6c_6374;
+pub(super) const SETTLE_LOCK: i64 = 0x7067_726f_6c6c_6374;
 
 /// Whose jobs a settlement takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,26 +126,122 @@ impl Store {
         })
         .await
     }
+
+    /// Claims a request's start: compare-and-set from one of `from` to
+    /// `starting`, recording the controller that starts it (`started_by`,
+    /// migration 0020), so a controller starting beside it, or its
+    /// heartbeat sweep, settles the request only once that controller is
+    /// dead. `false` when the request was in none of `from`.
+    pub async fn claim_request_start(
+        &self,
+        request_id: &str,
+        from: &[&str],
+        started_by: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut values = vec![
+            Value::Text(request_id.to_owned()),
+            started_by.map_or(Value::Null, |s| Value::Text(s.to_owned())),
+            Value::Int(now),
+        ];
+        let first = values.len() + 1;
+        values.extend(from.iter().map(|s| Value::Text(s.to_string())));
+        let sql = format!(
+            "UPDATE pending_rollouts SET state = 'starting', note = '', decided_at = ?3, started_by = ?2
+             WHERE request_id = ?1 AND state IN ({})",
+            super::requests::placeholders(first, from.len())
+        );
+        self.call(move |c| Ok(c.execute(&sql, &values)? == 1)).await
+    }
+
+    /// The requests left `starting` whose starter no live controller is
+    /// (see `no_live_owner`), oldest first.
+    pub async fn orphaned_starts(&self, sweep: &Sweep) -> Result<Vec<String>, StoreError> {
+        let (filter, values) = sweep.filter("pending_rollouts.started_by");
+        self.call(move |c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT request_id FROM pending_rollouts WHERE state = 'starting' AND {filter}
+                 ORDER BY created_at"
+            ))?;
+            let rows = statement.query_map(&values, |row| row.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Records that controller `id` drives fleet rollout `fleet_id` (it
+    /// started or resumes it).
+    pub async fn record_fleet_driver(&self, fleet_id: &str, id: &str) -> Result<(), StoreError> {
+        let (fleet_id, id) = (fleet_id.to_owned(), id.to_owned());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE fleet_rollouts SET controller_id = ?2 WHERE id = ?1",
+                params![fleet_id, id],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+}
+
+/// The rule "only a dead controller's work" (ARCHITECTURE.md), as SQL over
+/// the column naming the controller that owns a row (`jobs.controller_id`,
+/// `pending_rollouts.started_by`, `fleet_rollouts.controller_id`), true when
+/// no live controller other than this one owns it. Parameters: `?1` this
+/// controller's id, `?2` the oldest heartbeat still alive, `?3` 1 at start.
+///
+/// Alive: another controller whose heartbeat is recent. This controller's
+/// own rows are its previous life's only at start. Rows of no recorded
+/// controller are taken at start only when no other is alive: one may be
+/// recording its claim right now.
+fn no_live_owner(owner: &str) -> String {
+    format!(
+        "CASE
+           WHEN {owner} IS NULL THEN ?3 = 1 AND NOT EXISTS (
+             SELECT 1 FROM controllers WHERE id <> ?1 AND heartbeat_at >= ?2)
+           WHEN {owner} = ?1 THEN ?3 = 1
+           ELSE NOT EXISTS (
+             SELECT 1 FROM controllers WHERE id = {owner} AND heartbeat_at >= ?2)
+         END"
+    )
+}
+
+/// Who a settlement on a shared store is for: this controller, which of
+/// its own rows count as its previous life's, and when a heartbeat expires.
+#[derive(Clone, Debug)]
+pub struct Sweep {
+    pub me: String,
+    pub which: Settle,
+    pub now: i64,
+    pub dead_after_ms: i64,
+}
+
+impl Sweep {
+    /// `no_live_owner`'s three parameters.
+    fn params(&self) -> [Value; 3] {
+        [
+            Value::Text(self.me.clone()),
+            Value::Int(self.now - self.dead_after_ms),
+            Value::Int(i64::from(self.which == Settle::AtStart)),
+        ]
+    }
+
+    /// Whether the row owned by `owner` is no live controller's, with the
+    /// parameters to bind first (`?1`–`?3`).
+    pub(super) fn filter(&self, owner: &str) -> (String, Vec<Value>) {
+        (no_live_owner(owner), self.params().to_vec())
+    }
 }
 
 /// The jobs out that no live controller other than `me` follows.
 fn orphaned(c: &Conn, me: &str, which: Settle, alive_since: i64) -> super::db::Result<Interrupted> {
-    // Alive: another controller whose heartbeat is recent. Jobs of no
-    // recorded controller are taken at start only when none is alive: one
-    // may be recording a job right now, before claiming it.
-    let mut statement = c.prepare(
+    let mut statement = c.prepare(&format!(
         "SELECT id, attempt, rollout_id, state = 'offered' AND agent_name IS NULL
          FROM jobs
-         WHERE state IN ('offered', 'running')
-           AND CASE
-             WHEN controller_id IS NULL THEN ?3 = 1 AND NOT EXISTS (
-               SELECT 1 FROM controllers WHERE id <> ?1 AND heartbeat_at >= ?2)
-             WHEN controller_id = ?1 THEN ?3 = 1
-             ELSE NOT EXISTS (
-               SELECT 1 FROM controllers WHERE id = jobs.controller_id AND heartbeat_at >= ?2)
-           END
+         WHERE state IN ('offered', 'running') AND {}
          ORDER BY offered_at",
-    )?;
+        no_live_owner("jobs.controller_id")
+    ))?;
     let at_start = i64::from(which == Settle::AtStart);
     let rows = statement.query_map(params![me, alive_since, at_start], |row| {
         let job = HeldJob {

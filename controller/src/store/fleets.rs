@@ -201,19 +201,47 @@ impl Store {
         .await
     }
 
-    /// After a controller restart: every fleet rollout still `running` is
-    /// `halted` (its driver died with the old process); its running targets
-    /// are `unknown` (their rollouts are settled as usual) or, never offered,
-    /// `pending` again. Returns the fleets halted.
-    pub async fn halt_interrupted_fleets(&self, now: i64) -> Result<Vec<String>, StoreError> {
+    /// After a controller restart, or when its driver dies: a fleet rollout
+    /// still `running` is `halted` (its driver died with its process); its
+    /// running targets are `unknown` (their rollouts are settled as usual)
+    /// or, never offered, `pending` again. On a shared store only the fleets
+    /// no live controller drives (`sweep`, the rule of `controllers.rs`),
+    /// serialised between controllers so each is halted (and audited) once;
+    /// `None`: every running fleet (a sole controller's start-up). Returns
+    /// the fleets halted.
+    pub async fn halt_interrupted_fleets(
+        &self,
+        now: i64,
+        sweep: Option<&super::controllers::Sweep>,
+    ) -> Result<Vec<String>, StoreError> {
+        let (filter, mut values) = sweep.map_or_else(
+            || ("1 = 1".to_owned(), Vec::new()),
+            |sweep| sweep.filter("fleet_rollouts.controller_id"),
+        );
+        let now_param = values.len() + 1;
+        values.push(db::Value::Int(now));
         self.call(move |c| {
             let tx = c.transaction()?;
+            if tx.dialect() == db::Dialect::Postgres {
+                tx.query_row(
+                    "SELECT pg_advisory_xact_lock(?1)",
+                    params![super::controllers::SETTLE_LOCK],
+                    |_| Ok(()),
+                )?;
+            }
             let ids = {
-                let mut statement =
-                    tx.prepare("SELECT id FROM fleet_rollouts WHERE state = 'running' ORDER BY id")?;
-                statement
-                    .query_map(params![], |row| row.get::<_, String>(0))?
-                    .collect::<db::Result<Vec<_>>>()?
+                // The fleets halted here: `RETURNING` names only those this
+                // statement moved.
+                let mut statement = tx.prepare(&format!(
+                    "UPDATE fleet_rollouts SET state = 'halted', finished_at = ?{now_param}
+                     WHERE state = 'running' AND {filter}
+                     RETURNING id"
+                ))?;
+                let mut ids = statement
+                    .query_map(&values, |row| row.get::<_, String>(0))?
+                    .collect::<db::Result<Vec<_>>>()?;
+                ids.sort();
+                ids
             };
             for id in &ids {
                 tx.execute(
@@ -221,10 +249,6 @@ impl Store {
                             message = 'interrupted by a controller restart'
                      WHERE fleet_id = ?1 AND state = 'running'",
                     params![id],
-                )?;
-                tx.execute(
-                    "UPDATE fleet_rollouts SET state = 'halted', finished_at = ?2 WHERE id = ?1",
-                    params![id, now],
                 )?;
             }
             tx.commit()?;
@@ -300,7 +324,7 @@ mod tests {
                 .await
                 .expect("target");
             assert_eq!(
-                store.halt_interrupted_fleets(3).await.expect("halt"),
+                store.halt_interrupted_fleets(3, None).await.expect("halt"),
                 vec!["f-1".to_owned()]
             );
             let (record, targets) = store.fleet("f-1").await.expect("read").expect("some");
@@ -309,7 +333,7 @@ mod tests {
                 ("halted", "unknown")
             );
             assert!(store
-                .halt_interrupted_fleets(4)
+                .halt_interrupted_fleets(4, None)
                 .await
                 .expect("again")
                 .is_empty());

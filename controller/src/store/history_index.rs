@@ -487,7 +487,9 @@ mod tests {
         DROP TABLE rollout_changes; DROP TABLE rollout_state_counts; DROP TABLE pruned_rollouts;
         DROP TABLE retention_cursor; DROP INDEX rollouts_by_finished;
         ALTER TABLE plans DROP COLUMN names_routines;
-        DROP TABLE controllers; ALTER TABLE jobs DROP COLUMN controller_id;";
+        DROP TABLE controllers; ALTER TABLE jobs DROP COLUMN controller_id;
+        ALTER TABLE pending_rollouts DROP COLUMN started_by;
+        ALTER TABLE fleet_rollouts DROP COLUMN controller_id;";
 
     #[tokio::test]
     async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_fleet_rollouts.sql"),
     RESERVED_0018,
     include_str!("migrations/0019_controllers.sql"),
+    include_str!("migrations/0020_singleton_owners.sql"),
 ];
 
 /// 0018 was reserved for a change that, merged, needed no migration. The
@@ -69,6 +70,10 @@ pub fn run(connection: &mut Conn) -> db::Result<()> {
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (17, include_str!("migrations/postgres/0001_baseline.sql")),
     (19, include_str!("migrations/postgres/0019_controllers.sql")),
+    (
+        20,
+        include_str!("migrations/postgres/0020_singleton_owners.sql"),
+    ),
 ];
 
 /// Serialises migrations between controllers starting at once on one store.

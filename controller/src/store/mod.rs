@@ -43,7 +43,7 @@ pub use crate::config::default_audit_key_path as default_key_path;
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use compaction::PAGES_PER_STEP;
-pub use controllers::Settle;
+pub use controllers::{Settle, Sweep};
 pub use db::{BlobError, CorruptBlob};
 pub use drift_scans::DriftGauge;
 pub use faults::NEVER_OFFERED;

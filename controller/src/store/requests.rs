@@ -296,7 +296,7 @@ impl Store {
 }
 
 /// `?first, ?first+1, …` for `count` values.
-fn placeholders(first: usize, count: usize) -> String {
+pub(super) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|n| format!("?{n}"))
         .collect::<Vec<_>>()

@@ -93,6 +93,7 @@ async fn begin(
         .create_fleet(&record, &rows)
         .await
         .map_err(store_error)?;
+    record_driver(&controller, &fleet_id).await;
     let wave_count = wave_of.iter().max().map_or(0, |w| w + 1) - u32::from(!wave_of.contains(&0));
     controller
         .audit(AuditEntry {
@@ -173,6 +174,9 @@ pub async fn resume(
         )));
     }
     let request = drive::request_of(&controller, &record, &targets, actor, agent_wait).await?;
+    // Named before the claim: once `running` again, a sweep must see its
+    // new, live driver, not the dead one it was halted for.
+    record_driver(&controller, fleet_id).await;
     if !controller
         .store
         .claim_fleet(fleet_id, fleet_state::HALTED)
@@ -295,13 +299,25 @@ fn zones_of<'a>(zones: impl Iterator<Item = &'a str>) -> String {
     zones.into_iter().collect::<Vec<_>>().join(",")
 }
 
-/// At start-up: a fleet rollout the previous controller was driving is
-/// `halted`, audited; `resume` continues it once its targets in doubt are
-/// settled.
-pub async fn after_restart(controller: &Controller) {
+/// At start-up (`AtStart`) and with each heartbeat's sweep (`DeadOnly`): a
+/// fleet rollout whose driver died is `halted`, audited; `resume`
+/// continues it once its targets in doubt are settled. On a shared store
+/// only the fleets no live controller drives (`store/controllers.rs`); a
+/// sole controller halts every running one at start.
+pub async fn after_restart(controller: &Controller, which: crate::store::Settle) {
+    let sweep = match controller.identity.get() {
+        Some(me) if controller.store.shared_by_controllers() => Some(crate::store::Sweep {
+            me: me.id.clone(),
+            which,
+            now: now_unix_ms(),
+            dead_after_ms: super::identity::dead_after_ms(),
+        }),
+        _ if which == crate::store::Settle::DeadOnly => return,
+        _ => None,
+    };
     let halted = match controller
         .store
-        .halt_interrupted_fleets(now_unix_ms())
+        .halt_interrupted_fleets(now_unix_ms(), sweep.as_ref())
         .await
     {
         Ok(halted) => halted,
@@ -311,7 +327,7 @@ pub async fn after_restart(controller: &Controller) {
         }
     };
     for fleet_id in halted {
-        tracing::warn!(fleet_id = %fleet_id, "fleet rollout interrupted by a controller restart: halted");
+        tracing::warn!(fleet_id = %fleet_id, "fleet rollout interrupted: the controller driving it stopped; halted");
         controller
             .audit(AuditEntry {
                 actor: "controller".into(),
@@ -324,5 +340,18 @@ pub async fn after_restart(controller: &Controller) {
                 ..Default::default()
             })
             .await;
+    }
+}
+
+/// Names this controller as the one driving `fleet_id` (issue 18), so no
+/// other halts it while this one lives. A failure is logged: the fleet then
+/// keeps its previous driver (or none) and may be halted early, never run
+/// twice.
+async fn record_driver(controller: &Controller, fleet_id: &str) {
+    let Some(me) = controller.identity.get() else {
+        return;
+    };
+    if let Err(error) = controller.store.record_fleet_driver(fleet_id, &me.id).await {
+        tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), fleet_id, "cannot record the fleet rollout's driver");
     }
 }

@@ -20,7 +20,7 @@ use super::request_state;
 use super::start::{start_request, StartError};
 use super::verdict::{self, GateCheck, Verdict};
 use crate::engine::Controller;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, Settle, Sweep};
 
 /// When a request whose rollout could not start (no agent of the zone) is
 /// tried again, while its window stays open.
@@ -28,7 +28,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Runs until the process ends.
 pub async fn run_scheduler(controller: Arc<Controller>) {
-    settle_interrupted_starts(&controller).await;
     let mut everything = true;
     let mut generation = controller.config.generation();
     loop {
@@ -278,10 +277,29 @@ async fn retry_later(controller: &Controller, request_id: &str, window: &str, wh
 /// Requests a crash left `starting`: if a rollout with the request's trace
 /// exists, the request became it; if not, nothing was offered (the rollout
 /// is recorded before its job is offered), and the request is scheduled
-/// again, to be evaluated now.
-async fn settle_interrupted_starts(controller: &Controller) {
+/// again, to be evaluated now. Run at start-up (`recovery.rs`, before this
+/// controller starts anything) and by each heartbeat's sweep
+/// (`liveness.rs`). On a shared store only the requests whose starter is
+/// dead — or this controller's previous life, at start — are settled: a
+/// live controller is still starting its own (`store/controllers.rs`).
+pub async fn settle_interrupted_starts(controller: &Controller, which: Settle) {
     let store = &controller.store;
-    let Ok(ids) = store.requests_in(request_state::STARTING).await else {
+    let ids = match controller.identity.get() {
+        Some(me) if store.shared_by_controllers() => {
+            let sweep = Sweep {
+                me: me.id.clone(),
+                which,
+                now: now_unix_ms(),
+                dead_after_ms: crate::engine::identity::dead_after_ms(),
+            };
+            store.orphaned_starts(&sweep).await
+        }
+        // One controller (SQLite): every request left starting was its
+        // previous life's, and it only settles them at start.
+        _ if which == Settle::DeadOnly => return,
+        _ => store.requests_in(request_state::STARTING).await,
+    };
+    let Ok(ids) = ids else {
         return;
     };
     for id in ids {
@@ -300,7 +318,7 @@ async fn settle_interrupted_starts(controller: &Controller) {
             .await
         {
             Ok(Some(rollout_id)) => {
-                let note = "settled after a controller restart";
+                let note = "settled after its controller stopped";
                 let _ = store
                     .move_request(
                         &id,
@@ -314,7 +332,7 @@ async fn settle_interrupted_starts(controller: &Controller) {
                 tracing::info!(request_id = %id, rollout_id = %rollout_id, "interrupted start settled: the rollout exists");
             }
             Ok(None) => {
-                let note = "the controller stopped while starting it; nothing was offered, evaluated again";
+                let note = "its controller stopped while starting it; nothing was offered, evaluated again";
                 let _ = store
                     .reschedule_request(
                         &id,
@@ -324,6 +342,7 @@ async fn settle_interrupted_starts(controller: &Controller) {
                         note,
                     )
                     .await;
+                controller.schedule_changed.notify_one();
                 tracing::info!(request_id = %id, "interrupted start settled: scheduled again");
             }
             Err(error) => {

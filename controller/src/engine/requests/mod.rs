@@ -26,6 +26,6 @@ mod verdict;
 pub use crate::store::request_state;
 pub use approvals::decide;
 pub use cancel::cancel;
-pub use fire::run_scheduler;
+pub use fire::{run_scheduler, settle_interrupted_starts};
 pub use park::{gate, parked_update, Gated, ParkOptions, Parked, RequestUpdates};
 pub use verdict::{attachments, evaluate_everywhere, evaluate_now, DryRunContext, GateCheck};

@@ -46,16 +46,12 @@ pub async fn start_request(
     agent_wait: Duration,
 ) -> Result<String, StartError> {
     let id = pending.request_id.clone();
+    // The claim names this controller: another settles the request only
+    // once this one is dead (issue 18).
+    let me = controller.identity.get().map(|me| me.id.as_str());
     let claimed = controller
         .store
-        .move_request(
-            &id,
-            &[from],
-            request_state::STARTING,
-            None,
-            "",
-            now_unix_ms(),
-        )
+        .claim_request_start(&id, &[from], me, now_unix_ms())
         .await
         .map_err(|e| StartError::Failed(EngineError::store("access its store")(e)))?;
     if !claimed {

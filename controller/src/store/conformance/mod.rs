@@ -11,6 +11,7 @@ mod audit_chain;
 mod controllers;
 mod jobs;
 mod requests;
+mod singletons;
 
 use std::path::PathBuf;
 

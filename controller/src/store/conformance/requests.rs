@@ -32,7 +32,7 @@ fn pending(request_id: &str) -> PendingRollout {
     }
 }
 
-async fn parked(store: &Store, request_id: &str) -> PendingRollout {
+pub(super) async fn parked(store: &Store, request_id: &str) -> PendingRollout {
     let p = pending(request_id);
     store.save_plan(&p.plan, 1).await.expect("plan");
     store.park_rollout(&p, 1).await.expect("park");
