@@ -8,6 +8,7 @@ use pgrollout_shared::exit_code::ExitCode;
 
 use crate::config::ControllerConfig;
 use crate::engine::Controller;
+use crate::store::leases::singleton;
 use crate::store::Store;
 
 pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
@@ -123,18 +124,46 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     crate::engine::recovery::after_restart(&controller).await;
     tokio::spawn(crate::engine::liveness::keep_alive(controller.clone()));
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
-    tokio::spawn(crate::engine::requests::run_scheduler(controller.clone()));
-    tokio::spawn(crate::engine::watch::resume(controller.clone()));
-    tokio::spawn(crate::engine::drift_schedule::run(controller.clone()));
-    tokio::spawn(crate::engine::retention::run(controller.clone()));
+    // Singleton work runs on the one controller holding its lease (issue
+    // 18): one lease task, the singletons started and stopped by it.
+    // The scheduler stops itself between requests (`requests/fire.rs`);
+    // the others are aborted when their lease is lost and started again,
+    // from the store, when it is taken again.
+    let leader = crate::engine::leader::Leader::start(controller.clone());
+    tokio::spawn(crate::engine::requests::run_scheduler(
+        controller.clone(),
+        leader.clone(),
+    ));
+    let c = controller.clone();
+    tokio::spawn(
+        leader
+            .clone()
+            .run_while_leading(singleton::WATCHES, move || {
+                crate::engine::leader::lead_watches(c.clone())
+            }),
+    );
+    let c = controller.clone();
+    tokio::spawn(leader.clone().run_while_leading(singleton::DRIFT, move || {
+        crate::engine::drift_schedule::run(c.clone())
+    }));
+    let c = controller.clone();
+    tokio::spawn(
+        leader
+            .clone()
+            .run_while_leading(singleton::RETENTION, move || {
+                crate::engine::retention::run(c.clone())
+            }),
+    );
     tokio::spawn(crate::metrics::keep_current(controller.store.clone()));
     // SIGTERM drains first (engine/drain.rs); the listeners close after.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn({
         let controller = controller.clone();
+        let leader = leader.clone();
         async move {
             shutdown_signal().await;
             drain(&controller).await;
+            crate::engine::leader::release(&controller, &leader).await;
             let _ = stop_tx.send(true);
         }
     });

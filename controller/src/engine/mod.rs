@@ -17,6 +17,7 @@ pub mod followers;
 pub mod gates;
 pub mod identity;
 pub mod launch;
+pub mod leader;
 pub mod live_config;
 pub mod liveness;
 pub mod malformed_report;

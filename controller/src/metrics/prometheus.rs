@@ -82,6 +82,11 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "Notifications not delivered after their last attempt, by channel",
         crate::notify::failures::notification_failures().clone(),
     );
+    registry.register(
+        "pgrollout_controller_leader",
+        "1 while this controller holds the singleton's lease (issue 18), else 0",
+        crate::engine::leader::leader_gauge().clone(),
+    );
     shared::register_spans_dropped(&mut registry);
     shared::register_build_info(&mut registry, "pgrollout-controller");
     shared::register_process(&mut registry);

@@ -131,12 +131,15 @@ impl Store {
     /// `starting`, recording the controller that starts it (`started_by`,
     /// migration 0020), so a controller starting beside it, or its
     /// heartbeat sweep, settles the request only once that controller is
-    /// dead. `false` when the request was in none of `from`.
+    /// dead. The scheduler's claim carries its lease's `fence`, checked in
+    /// the same statement. `false` when the request was in none of `from`
+    /// (or the fence is stale).
     pub async fn claim_request_start(
         &self,
         request_id: &str,
         from: &[&str],
         started_by: Option<&str>,
+        fence: Option<&super::leases::Fence>,
         now: i64,
     ) -> Result<bool, StoreError> {
         let mut values = vec![
@@ -151,7 +154,12 @@ impl Store {
              WHERE request_id = ?1 AND state IN ({})",
             super::requests::placeholders(first, from.len())
         );
-        self.call(move |c| Ok(c.execute(&sql, &values)? == 1)).await
+        let fence = fence.cloned();
+        self.call(move |c| {
+            let (sql, values) = super::leases::fenced(c, sql, values, fence.as_ref());
+            Ok(c.execute(&sql, &values)? == 1)
+        })
+        .await
     }
 
     /// The requests left `starting` whose starter no live controller is

@@ -24,6 +24,7 @@ mod file_mode;
 mod fleets;
 mod gates;
 mod history_index;
+pub mod leases;
 mod metrics;
 mod migrations;
 mod notices;

@@ -79,6 +79,21 @@ impl Store {
         window: &str,
         note: &str,
     ) -> Result<bool, StoreError> {
+        self.reschedule_request_fenced(request_id, from, run_at, window, note, None)
+            .await
+    }
+
+    /// [`Store::reschedule_request`] by the scheduler: with its lease's
+    /// fence, checked in the same statement (`leases.rs`).
+    pub async fn reschedule_request_fenced(
+        &self,
+        request_id: &str,
+        from: &[&str],
+        run_at: i64,
+        window: &str,
+        note: &str,
+        fence: Option<&super::leases::Fence>,
+    ) -> Result<bool, StoreError> {
         let mut values = vec![
             Value::Text(request_id.to_owned()),
             Value::Int(run_at),
@@ -92,7 +107,12 @@ impl Store {
              WHERE request_id = ?1 AND state IN ({})",
             placeholders(first, from.len())
         );
-        self.call(move |c| Ok(c.execute(&sql, &values)? == 1)).await
+        let fence = fence.cloned();
+        self.call(move |c| {
+            let (sql, values) = super::leases::fenced(c, sql, values, fence.as_ref());
+            Ok(c.execute(&sql, &values)? == 1)
+        })
+        .await
     }
 
     /// Compare-and-set: moves a request in one of `from` to `to`, with the
@@ -105,6 +125,23 @@ impl Store {
         rollout_id: Option<&str>,
         note: &str,
         now: i64,
+    ) -> Result<bool, StoreError> {
+        self.move_request_fenced(request_id, from, to, rollout_id, note, now, None)
+            .await
+    }
+
+    /// [`Store::move_request`] by the scheduler: with its lease's fence,
+    /// checked in the same statement (`leases.rs`).
+    #[allow(clippy::too_many_arguments)] // move_request's, and the fence
+    pub async fn move_request_fenced(
+        &self,
+        request_id: &str,
+        from: &[&str],
+        to: &str,
+        rollout_id: Option<&str>,
+        note: &str,
+        now: i64,
+        fence: Option<&super::leases::Fence>,
     ) -> Result<bool, StoreError> {
         let mut values = vec![
             Value::Text(request_id.to_owned()),
@@ -120,7 +157,12 @@ impl Store {
              WHERE request_id = ?1 AND state IN ({})",
             placeholders(first, from.len())
         );
-        self.call(move |c| Ok(c.execute(&sql, &values)? == 1)).await
+        let fence = fence.cloned();
+        self.call(move |c| {
+            let (sql, values) = super::leases::fenced(c, sql, values, fence.as_ref());
+            Ok(c.execute(&sql, &values)? == 1)
+        })
+        .await
     }
 
     /// Counts a start attempt that failed (no agent, say) and returns how

@@ -94,7 +94,15 @@ impl Installation {
             certificate: None,
             sender,
         }));
-        let scheduler = tokio::spawn(crate::engine::requests::run_scheduler(controller.clone()));
+        // The scheduler runs under its lease, as `serve` runs it.
+        let scheduled = controller.clone();
+        let scheduler = tokio::spawn(async move {
+            crate::engine::liveness::register(&scheduled)
+                .await
+                .expect("registered");
+            let leader = crate::engine::leader::Leader::start(scheduled.clone());
+            crate::engine::requests::run_scheduler(scheduled, leader).await;
+        });
         (
             Running {
                 controller,

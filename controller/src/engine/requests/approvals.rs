@@ -169,6 +169,7 @@ async fn dispatch(
         request_state::AWAITING_APPROVAL,
         request_state::APPROVED,
         Duration::from_secs(5),
+        None,
     )
     .await?;
     Ok(ApproveResponse {

@@ -19,18 +19,44 @@ use super::park::{end_with, notify_approval_needed, parked_update, pending_trace
 use super::request_state;
 use super::start::{start_request, StartError};
 use super::verdict::{self, GateCheck, Verdict};
+use crate::engine::leader::Leader;
 use crate::engine::Controller;
+use crate::store::leases::{singleton, Fence};
 use crate::store::{AuditEntry, Settle, Sweep};
 
 /// When a request whose rollout could not start (no agent of the zone) is
 /// tried again, while its window stays open.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// Runs until the process ends.
-pub async fn run_scheduler(controller: Arc<Controller>) {
+/// How long the leader sleeps at most on a store shared by controllers: a
+/// request parked or rescheduled through another controller does not wake
+/// this one's loop.
+const SHARED_POLL: Duration = Duration::from_secs(5);
+
+/// Runs until the process ends: the scheduler's loop, while this controller
+/// holds the scheduler's lease (issue 18).
+pub async fn run_scheduler(controller: Arc<Controller>, mut leader: Leader) {
+    loop {
+        let fence = leader.acquired(singleton::SCHEDULER).await;
+        tracing::info!(token = fence.token, "the scheduler runs on this controller");
+        lead(&controller, &mut leader, &fence).await;
+        tracing::warn!(
+            token = fence.token,
+            "the scheduler is no longer the leader here: stopped"
+        );
+    }
+}
+
+/// The scheduler's loop under one hold of its lease; returns once it is
+/// lost. A request being fired is finished first (its writes carry the
+/// fence, so the store refuses them once another controller leads).
+async fn lead(controller: &Arc<Controller>, leader: &mut Leader, fence: &Fence) {
     let mut everything = true;
     let mut generation = controller.config.generation();
     loop {
+        if leader.fence(singleton::SCHEDULER).as_ref() != Some(fence) {
+            return;
+        }
         // A reloaded config may have moved a window: look at every request.
         let reloaded = controller.config.generation();
         everything |= reloaded != generation;
@@ -45,7 +71,10 @@ pub async fn run_scheduler(controller: Arc<Controller>) {
         match ids {
             Ok(ids) => {
                 for id in ids {
-                    fire(&controller, &id).await;
+                    if leader.fence(singleton::SCHEDULER).as_ref() != Some(fence) {
+                        return;
+                    }
+                    fire(controller, &id, fence).await;
                 }
             }
             Err(error) => {
@@ -57,6 +86,7 @@ pub async fn run_scheduler(controller: Arc<Controller>) {
         let changed = controller.schedule_changed.notified();
         let next = controller.store.next_run_at().await.ok().flatten();
         let clock = controller.clock.clone();
+        let shared = controller.store.shared_by_controllers();
         let sleep = async move {
             match next {
                 Some(at) => clock.sleep_until(from_unix_ms(at)).await,
@@ -69,15 +99,24 @@ pub async fn run_scheduler(controller: Arc<Controller>) {
                 }
             }
         };
+        let poll = async move {
+            if shared {
+                tokio::time::sleep(SHARED_POLL).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             _ = sleep => {}
             _ = changed => {}
+            _ = poll => {}
+            _ = leader.lost(fence) => return,
         }
     }
 }
 
 /// Evaluates one scheduled request now and acts on the verdict.
-async fn fire(controller: &Arc<Controller>, request_id: &str) {
+async fn fire(controller: &Arc<Controller>, request_id: &str, fence: &Fence) {
     let store = &controller.store;
     let loaded = async {
         let pending = store.pending_rollout(request_id).await?;
@@ -121,25 +160,27 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
                 "the scheduler could not evaluate a request's gates; trying again soon");
             let retry = unix_ms(controller.clock.now() + RETRY_AFTER);
             let _ = store
-                .reschedule_request(
+                .reschedule_request_fenced(
                     request_id,
                     &[request_state::SCHEDULED],
                     retry,
                     &schedule.window,
                     &error.to_string(),
+                    Some(fence),
                 )
                 .await;
         }
         Err(refusal) => {
             let reason = format!("a gate refused it when its time came: {refusal}");
             if let Ok(true) = store
-                .move_request(
+                .move_request_fenced(
                     request_id,
                     &[request_state::SCHEDULED],
                     request_state::REFUSED,
                     None,
                     &reason,
                     now,
+                    Some(fence),
                 )
                 .await
             {
@@ -153,13 +194,14 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
         Ok(Verdict::AwaitingApproval(waiting_for)) => {
             let note = format!("waits for approvals again: {waiting_for}");
             if let Ok(true) = store
-                .move_request(
+                .move_request_fenced(
                     request_id,
                     &[request_state::SCHEDULED],
                     request_state::AWAITING_APPROVAL,
                     None,
                     &note,
                     now,
+                    Some(fence),
                 )
                 .await
             {
@@ -181,12 +223,13 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
             let note =
                 "the window was closed at its time; rescheduled for its next opening".to_owned();
             if let Ok(true) = store
-                .reschedule_request(
+                .reschedule_request_fenced(
                     request_id,
                     &[request_state::SCHEDULED],
                     run_at,
                     &when.window,
                     &note,
+                    Some(fence),
                 )
                 .await
             {
@@ -219,6 +262,7 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
                 request_state::SCHEDULED,
                 request_state::STARTED,
                 agent_wait,
+                Some(fence),
             )
             .await
             {
@@ -235,7 +279,7 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
                 Err(StartError::NotClaimed(_)) => {}
                 Err(StartError::Failed(error)) => {
                     let why = error.to_string();
-                    retry_later(controller, request_id, &schedule.window, &why).await;
+                    retry_later(controller, request_id, &schedule.window, &why, fence).await;
                     let attempts = store.count_start_attempt(request_id).await.unwrap_or(0);
                     if attempts == 1 {
                         let details = format!(
@@ -254,18 +298,25 @@ async fn fire(controller: &Arc<Controller>, request_id: &str) {
 
 /// The rollout could not start: the request stays scheduled and is tried
 /// again shortly (its gates, the window included, evaluated again then).
-async fn retry_later(controller: &Controller, request_id: &str, window: &str, why: &str) {
+async fn retry_later(
+    controller: &Controller,
+    request_id: &str,
+    window: &str,
+    why: &str,
+    fence: &Fence,
+) {
     tracing::warn!(request_id, reason = %why, "scheduled request could not start; retrying");
     let retry = unix_ms(controller.clock.now() + RETRY_AFTER);
     let note = format!("the last start attempt failed: {why}");
     let _ = controller
         .store
-        .reschedule_request(
+        .reschedule_request_fenced(
             request_id,
             &[request_state::SCHEDULED],
             retry,
             window,
             &note,
+            Some(fence),
         )
         .await;
     controller.followers.publish(

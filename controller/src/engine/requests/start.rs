@@ -14,6 +14,7 @@ use crate::engine::error::EngineError;
 use crate::engine::rollout::RolloutRequest;
 use crate::engine::Controller;
 use crate::plan::deploy_order;
+use crate::store::leases::Fence;
 use crate::store::PendingRollout;
 
 /// Why a request did not start.
@@ -35,7 +36,8 @@ impl From<StartError> for EngineError {
 }
 
 /// Claims the request (from `from`), starts its rollout, and marks it `done`
-/// with the rollout's id. The rollout runs in the background; its updates go
+/// with the rollout's id. The scheduler claims with its lease's `fence`
+/// (issue 18): an ex-leader's claim is refused by the store. The rollout runs in the background; its updates go
 /// to the request's followers.
 pub async fn start_request(
     controller: Arc<Controller>,
@@ -44,6 +46,7 @@ pub async fn start_request(
     from: &str,
     done: &str,
     agent_wait: Duration,
+    fence: Option<&Fence>,
 ) -> Result<String, StartError> {
     let id = pending.request_id.clone();
     // The claim names this controller: another settles the request only
@@ -51,7 +54,7 @@ pub async fn start_request(
     let me = controller.identity.get().map(|me| me.id.as_str());
     let claimed = controller
         .store
-        .claim_request_start(&id, &[from], me, now_unix_ms())
+        .claim_request_start(&id, &[from], me, fence, now_unix_ms())
         .await
         .map_err(|e| StartError::Failed(EngineError::store("access its store")(e)))?;
     if !claimed {

@@ -144,6 +144,14 @@ impl Watches {
         }
     }
 
+    /// Stops every watch task of this controller (it lost the watches'
+    /// lease, issue 18): the new leader resumes them from the store.
+    pub fn stop_all(&self) {
+        for (_, task) in self.lock_tasks().drain() {
+            task.abort();
+        }
+    }
+
     fn stop(&self, watch_id: &str) {
         if let Some(task) = self.lock_tasks().remove(watch_id) {
             task.abort();

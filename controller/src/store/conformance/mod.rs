@@ -10,6 +10,7 @@
 mod audit_chain;
 mod controllers;
 mod jobs;
+mod leases;
 mod requests;
 mod singletons;
 

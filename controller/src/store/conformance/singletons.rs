@@ -44,6 +44,7 @@ async fn starting(store: &Store, request_id: &str, starter: Option<&str>) {
             request_id,
             &[request_state::AWAITING_APPROVAL],
             starter,
+            None,
             NOW
         )
         .await
@@ -91,6 +92,7 @@ store_test!(
                 "r-alive",
                 &[request_state::AWAITING_APPROVAL],
                 Some("me"),
+                None,
                 NOW
             )
             .await

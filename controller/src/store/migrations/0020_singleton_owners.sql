@@ -7,3 +7,15 @@
 -- no other controller is alive.
 ALTER TABLE pending_rollouts ADD COLUMN started_by TEXT;
 ALTER TABLE fleet_rollouts ADD COLUMN controller_id TEXT;
+
+-- One lease per singleton (the scheduler, watches, drift schedule,
+-- retention): its holder (a controller's id and epoch), until when, and the
+-- fencing token, incremented on every change of holder. Singleton writes
+-- check holder and token in the same statement (store/leases.rs).
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    token      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);

@@ -1,0 +1,285 @@
+//! Leader election for singleton work (issue 18, item 2): one task per
+//! controller takes and renews a lease per singleton in the store
+//! (`store/leases.rs`: compare-and-set, a fencing token that grows with
+//! every change of holder) and publishes which it holds. The scheduler,
+//! the watches' resumption, the drift schedule and retention run only while
+//! this controller holds their lease ([`Leader::run_while_leading`], or the
+//! scheduler's own loop) and stop within the lease time once it is lost;
+//! their writes carry the lease's [`Fence`], so an ex-leader that does not
+//! know it lost (paused, cut off from the store) still cannot write.
+//!
+//! Timing: a lease lasts `LEASE` from the moment its renewal was *sent*;
+//! this controller counts it as held only until `LEASE - 2 × RENEW` after
+//! that, and a renewal waits at most `RENEW / 2`, so it stops acting before
+//! another controller may take over, with seconds of margin for the
+//! controllers' clocks and a late tick. On SQLite (one
+//! controller) the lease is taken and kept the same way, trivially.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pgrollout_shared::job::now_unix_ms;
+use pgrollout_shared::metrics::Labels;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::identity::{DEAD_AFTER, HEARTBEAT};
+use super::Controller;
+use crate::store::leases::{singleton, Fence};
+use crate::store::AuditEntry;
+
+/// How long a lease lasts without renewal: as long as a controller's
+/// heartbeat (a controller dead for its jobs is dead for its leases).
+pub const LEASE: Duration = DEAD_AFTER;
+/// How often the leases are renewed (and taken over, once expired).
+pub const RENEW: Duration = HEARTBEAT;
+
+/// The leases this controller holds now, by singleton.
+type Held = BTreeMap<&'static str, Fence>;
+
+/// A handle on this controller's leadership; cheap to clone.
+#[derive(Clone)]
+pub struct Leader {
+    held: watch::Receiver<Held>,
+    /// Set at a clean stop: the lease task renews nothing more.
+    stopping: Arc<AtomicBool>,
+}
+
+impl Leader {
+    /// Starts the lease task. Before the first renewal nothing is held.
+    pub fn start(controller: Arc<Controller>) -> Leader {
+        let (sender, held) = watch::channel(Held::new());
+        for name in singleton::ALL {
+            leader_gauge()
+                .get_or_create(&vec![("singleton", name.to_owned())])
+                .set(0);
+        }
+        let stopping = Arc::new(AtomicBool::new(false));
+        tokio::spawn(keep_leases(controller, sender, stopping.clone()));
+        Leader { held, stopping }
+    }
+
+    /// The fence of `name`'s lease while this controller holds it.
+    pub fn fence(&self, name: &str) -> Option<Fence> {
+        self.held.borrow().get(name).cloned()
+    }
+
+    /// Waits until this controller holds `name`'s lease.
+    pub async fn acquired(&mut self, name: &str) -> Fence {
+        loop {
+            if let Some(fence) = self.fence(name) {
+                return fence;
+            }
+            if self.held.changed().await.is_err() {
+                // The lease task ended: never leader again.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Completes once `fence` is no longer this controller's hold on its
+    /// lease: lost, expired unrenewed, or taken again under a new token.
+    pub async fn lost(&mut self, fence: &Fence) {
+        loop {
+            if self.fence(&fence.name).as_ref() != Some(fence) {
+                return;
+            }
+            if self.held.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Runs `task` whenever this controller holds `name`'s lease, and
+    /// aborts it when the lease is lost (for work that may stop anywhere:
+    /// each run starts over from the store). Runs until the process ends.
+    pub async fn run_while_leading<F, Fut>(mut self, name: &'static str, task: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            let fence = self.acquired(name).await;
+            let running = tokio::spawn(task());
+            self.lost(&fence).await;
+            running.abort();
+            tracing::warn!(
+                singleton = name,
+                token = fence.token,
+                "no longer the leader: stopped"
+            );
+        }
+    }
+}
+
+/// Resumes every live watch, and stops this controller's watch tasks when
+/// aborted (the lease lost): the sampling then runs on the new leader.
+pub async fn lead_watches(controller: Arc<Controller>) {
+    struct StopOnDrop(Arc<Controller>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.watches.stop_all();
+        }
+    }
+    let _stop = StopOnDrop(controller.clone());
+    super::watch::resume(controller).await;
+    std::future::pending::<()>().await;
+}
+
+/// At a clean stop: gives up the leases held, so another controller takes
+/// them over at once rather than after `LEASE`.
+pub async fn release(controller: &Controller, leader: &Leader) {
+    leader.stopping.store(true, Ordering::SeqCst);
+    for name in singleton::ALL {
+        if let Some(fence) = leader.fence(name) {
+            if let Err(error) = controller.store.release_lease(&fence).await {
+                tracing::warn!(error = %pgrollout_shared::errors::error_chain(&error), singleton = name, "cannot release a lease");
+            }
+        }
+    }
+}
+
+/// `pgrollout_controller_leader{singleton}`: 1 while this controller holds
+/// the singleton's lease, 0 otherwise.
+pub fn leader_gauge() -> &'static Family<Labels, Gauge> {
+    static LEADER: OnceLock<Family<Labels, Gauge>> = OnceLock::new();
+    LEADER.get_or_init(Family::default)
+}
+
+/// One lease as this controller holds it: its fence, and until when it
+/// may act on it (by this process's monotonic clock).
+struct Hold {
+    fence: Fence,
+    until: Instant,
+}
+
+/// Takes and renews every singleton's lease each `RENEW`, until the
+/// process ends, publishing the ones held.
+async fn keep_leases(
+    controller: Arc<Controller>,
+    sender: watch::Sender<Held>,
+    stopping: Arc<AtomicBool>,
+) {
+    let Some(me) = controller.identity.get().cloned() else {
+        tracing::error!("no controller identity: this controller leads no singleton work");
+        return;
+    };
+    let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    let mut holds: BTreeMap<&'static str, Hold> = BTreeMap::new();
+    let mut tick = tokio::time::interval(RENEW);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The token last announced per lease: a takeover is a new token.
+    let mut announced: BTreeMap<&'static str, i64> = BTreeMap::new();
+    loop {
+        tick.tick().await;
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        // First what ran out meanwhile (a process paused past its lease
+        // stops at once, before it hears from the store).
+        expire(&mut holds);
+        publish(&sender, &holds);
+        let sent = Instant::now();
+        let now = now_unix_ms();
+        let renewals = singleton::ALL.map(|name| {
+            controller
+                .store
+                .acquire_lease(name, &me.id, me.epoch, now, now + lease_ms)
+        });
+        // All at once, bounded: a store that does not answer in time is a
+        // failed renewal, and each hold runs out on this process's clock.
+        let answers =
+            tokio::time::timeout(RENEW / 2, futures_util::future::join_all(renewals)).await;
+        let Ok(answers) = answers else {
+            tracing::warn!("cannot renew the leases: the store did not answer in time");
+            continue;
+        };
+        let mut taken = Vec::new();
+        for (name, answer) in singleton::ALL.into_iter().zip(answers) {
+            match answer {
+                Ok(Some(fence)) => {
+                    if announced.get(name) != Some(&fence.token) {
+                        announced.insert(name, fence.token);
+                        taken.push(fence.clone());
+                    }
+                    let until = sent + LEASE - 2 * RENEW;
+                    holds.insert(name, Hold { fence, until });
+                }
+                Ok(None) => {
+                    if holds.remove(name).is_some() {
+                        tracing::warn!(singleton = name, "lease taken by another controller");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %pgrollout_shared::errors::error_chain(&error), singleton = name, "cannot renew a lease")
+                }
+            }
+        }
+        if !taken.is_empty() {
+            announce_takeover(&controller, &taken).await;
+        }
+        expire(&mut holds);
+        publish(&sender, &holds);
+    }
+}
+
+/// Drops the holds whose time ran out unrenewed.
+fn expire(holds: &mut BTreeMap<&'static str, Hold>) {
+    let now = Instant::now();
+    holds.retain(|name, hold| {
+        let valid = hold.until > now;
+        if !valid {
+            tracing::warn!(
+                singleton = name,
+                "lease not renewed in time: this controller stops its work"
+            );
+        }
+        valid
+    });
+}
+
+/// Tells the singletons (and the metric) which leases are held now.
+fn publish(sender: &watch::Sender<Held>, holds: &BTreeMap<&'static str, Hold>) {
+    for name in singleton::ALL {
+        leader_gauge()
+            .get_or_create(&vec![("singleton", name.to_owned())])
+            .set(i64::from(holds.contains_key(name)));
+    }
+    let held: Held = holds
+        .iter()
+        .map(|(name, hold)| (*name, hold.fence.clone()))
+        .collect();
+    sender.send_if_modified(|current| {
+        let changed = *current != held;
+        *current = held;
+        changed
+    });
+}
+
+/// Leases taken under a new token: logged, and audited once per renewal
+/// round (`leader.acquired`, each lease with its fencing token).
+async fn announce_takeover(controller: &Controller, taken: &[Fence]) {
+    let leads: Vec<String> = taken
+        .iter()
+        .map(|fence| format!("{} (fencing token {})", fence.name, fence.token))
+        .collect();
+    let leads = leads.join(", ");
+    tracing::info!(leads = %leads, "this controller leads singleton work");
+    let Some(first) = taken.first() else {
+        return;
+    };
+    controller
+        .audit(AuditEntry {
+            actor: "controller".into(),
+            action: "leader.acquired".into(),
+            outcome: "ok".into(),
+            details: format!("{} (epoch {}) leads {leads}", first.holder, first.epoch),
+            ..Default::default()
+        })
+        .await;
+}
