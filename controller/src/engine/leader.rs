@@ -170,6 +170,9 @@ async fn keep_leases(
         return;
     };
     let lease_ms = i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    // One controller owns an SQLite file: a lease another id holds there is
+    // a dead process's (a restart on another address), taken at once.
+    let sole = !controller.store.shared_by_controllers();
     let mut holds: BTreeMap<&'static str, Hold> = BTreeMap::new();
     let mut tick = tokio::time::interval(RENEW);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -189,7 +192,7 @@ async fn keep_leases(
         let renewals = singleton::ALL.map(|name| {
             controller
                 .store
-                .acquire_lease(name, &me.id, me.epoch, now, now + lease_ms)
+                .acquire_lease(name, &me.id, me.epoch, now, now + lease_ms, sole)
         });
         // All at once, bounded: a store that does not answer in time is a
         // failed renewal, and each hold runs out on this process's clock.

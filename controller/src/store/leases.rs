@@ -52,7 +52,8 @@ impl Store {
     /// holder is this controller (or its previous life: a smaller epoch),
     /// or when it expired before `now`. The token is kept on a renewal and
     /// incremented on every change of holder. `None`: another controller
-    /// holds it.
+    /// holds it. `sole`: this controller owns the store (SQLite), so any
+    /// other holder is a dead process's, and the lease is taken at once.
     pub async fn acquire_lease(
         &self,
         name: &str,
@@ -60,6 +61,7 @@ impl Store {
         epoch: i64,
         now: i64,
         expires_at: i64,
+        sole: bool,
     ) -> Result<Option<Fence>, StoreError> {
         let (name, holder) = (name.to_owned(), holder.to_owned());
         self.call(move |c| {
@@ -73,9 +75,9 @@ impl Store {
                         holder = excluded.holder, epoch = excluded.epoch,
                         expires_at = excluded.expires_at
                      WHERE (leases.holder = excluded.holder AND leases.epoch <= excluded.epoch)
-                        OR leases.expires_at < ?4
+                        OR leases.expires_at < ?4 OR ?6 = 1
                      RETURNING token",
-                    params![name, holder, epoch, now, expires_at],
+                    params![name, holder, epoch, now, expires_at, sole],
                     |row| row.get(0),
                 )
                 .optional()?;

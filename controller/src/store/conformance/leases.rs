@@ -14,21 +14,21 @@ store_test!(
     a_lease_has_one_holder_and_its_token_grows_with_each_takeover,
     |store| {
         let a = store
-            .acquire_lease(SCHEDULER, "a", 1, NOW, NOW + LEASE)
+            .acquire_lease(SCHEDULER, "a", 1, NOW, NOW + LEASE, false)
             .await
             .expect("a takes it")
             .expect("free");
         assert_eq!(a.token, 1);
         assert_eq!(
             store
-                .acquire_lease(SCHEDULER, "b", 1, NOW + 1, NOW + 1 + LEASE)
+                .acquire_lease(SCHEDULER, "b", 1, NOW + 1, NOW + 1 + LEASE, false)
                 .await
                 .expect("b asks"),
             None,
             "held and not expired: refused"
         );
         let renewed = store
-            .acquire_lease(SCHEDULER, "a", 1, NOW + 2_000, NOW + 2_000 + LEASE)
+            .acquire_lease(SCHEDULER, "a", 1, NOW + 2_000, NOW + 2_000 + LEASE, false)
             .await
             .expect("a renews")
             .expect("its own");
@@ -37,14 +37,14 @@ store_test!(
         // Expired: b takes it over, under a new token.
         let later = NOW + 2_000 + LEASE + 1;
         let b = store
-            .acquire_lease(SCHEDULER, "b", 1, later, later + LEASE)
+            .acquire_lease(SCHEDULER, "b", 1, later, later + LEASE, false)
             .await
             .expect("b asks")
             .expect("expired");
         assert_eq!(b.token, 2);
         assert_eq!(
             store
-                .acquire_lease(SCHEDULER, "a", 1, later, later + LEASE)
+                .acquire_lease(SCHEDULER, "a", 1, later, later + LEASE, false)
                 .await
                 .expect("a asks again"),
             None,
@@ -53,14 +53,14 @@ store_test!(
         // b restarted (a new epoch): its new life takes over at once, as a new
         // holder; its old life cannot take it back.
         let b2 = store
-            .acquire_lease(SCHEDULER, "b", 2, later + 1, later + 1 + LEASE)
+            .acquire_lease(SCHEDULER, "b", 2, later + 1, later + 1 + LEASE, false)
             .await
             .expect("b's new life")
             .expect("its previous life's");
         assert_eq!(b2.token, 3);
         assert_eq!(
             store
-                .acquire_lease(SCHEDULER, "b", 1, later + 2, later + 2 + LEASE)
+                .acquire_lease(SCHEDULER, "b", 1, later + 2, later + 2 + LEASE, false)
                 .await
                 .expect("b's old life"),
             None
@@ -68,7 +68,7 @@ store_test!(
         // Released on a clean stop: another takes it without waiting.
         store.release_lease(&b2).await.expect("release");
         let c = store
-            .acquire_lease(SCHEDULER, "c", 1, later + 3, later + 3 + LEASE)
+            .acquire_lease(SCHEDULER, "c", 1, later + 3, later + 3 + LEASE, false)
             .await
             .expect("c asks")
             .expect("released");
@@ -78,11 +78,21 @@ store_test!(
         // Other leases are apart.
         assert_eq!(
             store
-                .acquire_lease("retention", "a", 1, later, later + LEASE)
+                .acquire_lease("retention", "a", 1, later, later + LEASE, false)
                 .await
                 .expect("other")
                 .map(|f| f.token),
             Some(1)
+        );
+        // A sole controller's store (SQLite): another holder is a dead
+        // process's, taken over at once, under a new token.
+        assert_eq!(
+            store
+                .acquire_lease("retention", "z", 1, later, later + LEASE, true)
+                .await
+                .expect("sole")
+                .map(|f| f.token),
+            Some(2)
         );
     }
 );
@@ -104,14 +114,14 @@ store_test!(a_write_carrying_a_stale_fencing_token_is_refused, |store| {
             .expect("schedule"));
     }
     let old = store
-        .acquire_lease(SCHEDULER, "a", 1, NOW, NOW + LEASE)
+        .acquire_lease(SCHEDULER, "a", 1, NOW, NOW + LEASE, false)
         .await
         .expect("a")
         .expect("free");
     // a is paused past its lease; b takes over.
     let later = NOW + LEASE + 1;
     let new = store
-        .acquire_lease(SCHEDULER, "b", 1, later, later + LEASE)
+        .acquire_lease(SCHEDULER, "b", 1, later, later + LEASE, false)
         .await
         .expect("b")
         .expect("expired");
