@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use pgrollout_tests::failover::OtherController;
+use pgrollout_tests::http_get::http_request;
 use pgrollout_tests::stack::PASSWORD_ENV;
 use pgrollout_tests::tokio_postgres::Client;
-use pgrollout_tests::{window_from_now, PgCluster, Process, Stack, StackOptions};
+use pgrollout_tests::{free_port, window_from_now, PgCluster, Process, Stack, StackOptions};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Long enough for a window that opens up to two and a half minutes from now.
@@ -26,6 +27,8 @@ const UNTIL_FIRED: Duration = Duration::from_secs(210);
 struct Member {
     /// `host/127.0.0.1:<operators port>`'s tail, as the store names it.
     id_suffix: String,
+    /// Its `/metrics` listener.
+    metrics: u16,
     controller: Option<Process>,
     _agent: Option<Process>,
 }
@@ -38,6 +41,8 @@ struct Trio {
     /// B and C (A is `stack.controller`, its agent the stack's).
     others: Vec<Member>,
     request: String,
+    /// A's `/metrics` listener.
+    a_metrics: u16,
 }
 
 /// A window that opens 90–150 s from now (a whole minute of the clock),
@@ -90,8 +95,10 @@ async fn agent_for(stack: &Stack, other: &OtherController, name: &str) -> Result
 async fn trio() -> Result<Trio> {
     let store = PgCluster::start("store").await?;
     let window = window_opening_soon()?;
+    let a_metrics = free_port();
     let stack = Stack::start_with(StackOptions {
         store_url: Some(store.url()),
+        controller_extra: format!("[metrics]\nlisten = \"127.0.0.1:{a_metrics}\"\n"),
         environment_extra: vec![("dev".into(), format!("maintenance_window = \"{window}\""))],
         ..StackOptions::default()
     })
@@ -103,10 +110,20 @@ async fn trio() -> Result<Trio> {
     let mut others = Vec::new();
     for name in ["b", "c"] {
         let other = stack.other_controller(name)?;
+        // Its own metrics listener.
+        let metrics = free_port();
+        let config = std::fs::read_to_string(&other.config)?;
+        let a_listen = format!("listen = \"127.0.0.1:{a_metrics}\"");
+        ensure!(config.contains(&a_listen), "{config}");
+        std::fs::write(
+            &other.config,
+            config.replace(&a_listen, &format!("listen = \"127.0.0.1:{metrics}\"")),
+        )?;
         let controller = stack.spawn_controller(&other, name).await?;
         let agent = agent_for(&stack, &other, name).await?;
         others.push(Member {
             id_suffix: format!(":{}", port_of(&other.operators)),
+            metrics,
             controller: Some(controller),
             _agent: Some(agent),
         });
@@ -118,6 +135,7 @@ async fn trio() -> Result<Trio> {
         client,
         others,
         request,
+        a_metrics,
     })
 }
 
@@ -252,6 +270,34 @@ impl Trio {
     }
 }
 
+/// `pgrollout_controller_leader{singleton="scheduler"}` on the controller
+/// whose `/metrics` listens on `port`.
+async fn scheduler_leader_metric(port: u16) -> Result<String> {
+    let (head, body) = http_request(port, "GET", "/metrics").await?;
+    ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let series = "pgrollout_controller_leader{singleton=\"scheduler\"} ";
+    body.lines()
+        .find_map(|line| line.strip_prefix(series))
+        .map(str::to_owned)
+        .with_context(|| format!("no {series} in:\n{body}"))
+}
+
+/// Waits until the controller on `port` reports `value` for the metric.
+async fn metric_becomes(port: u16, value: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = scheduler_leader_metric(port).await?;
+        if now == value {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the leader metric stays {now}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_scheduled_request_fires_exactly_once_with_three_controllers_up() -> Result<()> {
     let trio = trio().await?;
@@ -278,6 +324,10 @@ async fn the_leader_killed_before_the_window_opens_is_replaced_and_the_request_f
     let mut trio = trio().await?;
     let (holder, token) = trio.lease_taken(0).await?;
     ensure!(holder.ends_with(&trio.a_suffix()), "{holder}");
+    metric_becomes(trio.a_metrics, "1").await?;
+    for member in &trio.others {
+        assert_eq!(scheduler_leader_metric(member.metrics).await?, "0");
+    }
 
     trio.stack.controller.kill_9()?;
     trio.stack.controller.wait_for_exit(WAIT).await?;
@@ -293,6 +343,14 @@ async fn the_leader_killed_before_the_window_opens_is_replaced_and_the_request_f
         token + 1,
         "the token grows with the change of holder"
     );
+    for member in &trio.others {
+        let leads = if new_holder.ends_with(&member.id_suffix) {
+            "1"
+        } else {
+            "0"
+        };
+        metric_becomes(member.metrics, leads).await?;
+    }
 
     let starter = trio.fired().await?;
     assert_eq!(starter, new_holder, "the new leader fired it");

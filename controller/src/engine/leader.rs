@@ -286,3 +286,80 @@ async fn announce_takeover(controller: &Controller, taken: &[Fence]) {
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ControllerConfig;
+    use crate::store::Store;
+
+    /// A controller over the SQLite store in `dir`, registered as `serve`
+    /// registers it.
+    async fn controller(dir: &std::path::Path) -> Arc<Controller> {
+        let config_path = dir.join("controller.toml");
+        let store_path = dir.join("controller.sqlite");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[listen]\noperators = \"127.0.0.1:0\"\nagents = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n\
+                 [environments.dev]\nzone = \"dev\"\n",
+                store_path.display()
+            ),
+        )
+        .expect("config written");
+        let config = ControllerConfig::load(&config_path).expect("valid config");
+        let store = Store::open(&store_path).expect("store");
+        let controller = Controller::new(config, config_path, store, None);
+        super::super::liveness::register(&controller)
+            .await
+            .expect("registered");
+        controller
+    }
+
+    /// The details of every `leader.acquired` entry, oldest first.
+    async fn takeovers(store: &Store) -> Vec<String> {
+        store
+            .audit_entries()
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.entry.action == "leader.acquired")
+            .map(|e| e.entry.details)
+            .collect()
+    }
+
+    async fn led(leader: &mut Leader, name: &str) -> Fence {
+        tokio::time::timeout(Duration::from_secs(10), leader.acquired(name))
+            .await
+            .expect("the lease is taken")
+    }
+
+    #[tokio::test]
+    async fn a_sole_controller_leads_every_singleton_and_its_restart_takes_over_under_a_new_token()
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = controller(dir.path()).await;
+        let mut leader = Leader::start(first.clone());
+        for name in singleton::ALL {
+            assert_eq!(led(&mut leader, name).await.token, 1, "{name}");
+        }
+        let audited = takeovers(&first.store).await;
+        assert_eq!(audited.len(), 1, "one entry for the takeover: {audited:?}");
+        for name in singleton::ALL {
+            assert!(
+                audited[0].contains(&format!("{name} (fencing token 1)")),
+                "{audited:?}"
+            );
+        }
+
+        // Stopped cleanly, then restarted (same id, a new epoch): the new
+        // life takes every lease at once, under a new token.
+        release(&first, &leader).await;
+        let second = controller(dir.path()).await;
+        let mut leader = Leader::start(second.clone());
+        let fence = led(&mut leader, singleton::SCHEDULER).await;
+        assert_eq!((fence.token, fence.epoch), (2, 2));
+        let audited = takeovers(&second.store).await;
+        assert_eq!(audited.len(), 2, "{audited:?}");
+    }
+}
