@@ -149,6 +149,8 @@ impl AgentLink for AgentLinkService {
         // Square the agent's jobs with the store before it gets new work.
         super::reconcile::reconcile(&controller, &handle, &hello.in_flight).await;
         controller.registry.register(handle.clone());
+        // Other controllers find the agent through the store (issue 18).
+        let stream_epoch = crate::engine::delivery::stream_opened(&controller, &handle).await;
         controller
             .audit(AuditEntry {
                 actor: format!("agent {zone}/{name}"),
@@ -166,7 +168,7 @@ impl AgentLink for AgentLinkService {
             sender,
             controller.config.deployment.heartbeat_interval,
         ));
-        tokio::spawn(receive(controller, handle, inbound));
+        tokio::spawn(receive(controller, handle, inbound, stream_epoch));
         // A disconnect (`AgentHandle::disconnect`) ends the stream with
         // its status: permission denied is final for the agent.
         let outbound = ReceiverStream::new(receiver).map(|message| message.map_err(Status::from));
@@ -178,6 +180,7 @@ async fn receive(
     controller: Arc<Controller>,
     agent: Arc<AgentHandle>,
     mut inbound: Streaming<AgentMessage>,
+    stream_epoch: Option<i64>,
 ) {
     let reason = loop {
         match inbound.message().await {
@@ -186,6 +189,7 @@ async fn receive(
             Err(status) => break format!("stream error: {}", status.message()),
         }
     };
+    crate::engine::delivery::stream_closed(&controller, &agent, stream_epoch).await;
     if controller.registry.unregister(agent.session) {
         // The connection ends at the certificate's notAfter
         // (api/expiring_stream.rs): say so rather than "stream error".
@@ -272,7 +276,9 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                 .claim_job(&job.id, job.attempt, &agent.name, &agent.zone, now)
                 .await
             {
-                Ok(true) => controller.router.publish(&job.id, JobUpdate::Accepted),
+                Ok(true) => {
+                    controller.router.publish(&job.id, JobUpdate::Accepted);
+                }
                 Ok(false) => {
                     tracing::warn!(agent = %agent.name, job_id = %job.id, "claim refused: job not offered to this zone or already claimed")
                 }
@@ -282,14 +288,30 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
             }
         }
         AgentReport::Declined { job, reason } => {
-            controller
-                .router
-                .publish(&job.id, JobUpdate::Declined { reason });
+            let followed_here = controller.router.publish(
+                &job.id,
+                JobUpdate::Declined {
+                    reason: reason.clone(),
+                },
+            );
+            // A job delivered for another controller: its rollout reads
+            // the decline in the store.
+            if !followed_here {
+                if let Err(error) = controller
+                    .store
+                    .record_delivery_declined(&job.id, job.attempt, &reason)
+                    .await
+                {
+                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a decline failed");
+                }
+            }
         }
         AgentReport::Event(event) => {
             let (job, seq) = (event.job.clone(), event.seq);
             match controller.store.record_event(&event).await {
-                Ok(true) => controller.router.publish(&job.id, JobUpdate::Event(event)),
+                Ok(true) => {
+                    controller.router.publish(&job.id, JobUpdate::Event(event));
+                }
                 Ok(false) => tracing::debug!(job_id = %job.id, seq, "duplicate event dropped"),
                 Err(error) => {
                     // Not acknowledged: the agent keeps it and replays it.

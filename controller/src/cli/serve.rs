@@ -122,6 +122,8 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     }
     crate::engine::recovery::after_restart(&controller).await;
     tokio::spawn(crate::engine::liveness::keep_alive(controller.clone()));
+    // Jobs other controllers recorded for agents connected here (issue 18).
+    tokio::spawn(crate::engine::delivery::run(controller.clone()));
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
     tokio::spawn(crate::engine::requests::run_scheduler(controller.clone()));
     tokio::spawn(crate::engine::watch::resume(controller.clone()));
