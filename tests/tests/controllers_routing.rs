@@ -141,6 +141,25 @@ async fn a_deploy_on_one_controller_reaches_the_agent_connected_to_another() -> 
     ] {
         assert!(out.stdout.contains(line), "no {line:?} in: {out}");
     }
+
+    // A deploy whose smoke test fails is rolled back on the agent and
+    // exits 3 on A's CLI, as it would with the agent on A.
+    stack.write_procedure(
+        "stall.sql",
+        "CREATE OR REPLACE FUNCTION public.stall() RETURNS integer LANGUAGE plpgsql AS $$\n\
+         BEGIN RAISE EXCEPTION 'stall is broken' USING ERRCODE = 'P0001'; END\n$$;\n",
+    )?;
+    stack.write_procedure(
+        "stall.toml",
+        "[[smoke_tests]]\nname = \"answers\"\ncall = \"SELECT public.stall()\"\nmax_duration = \"2s\"\n",
+    )?;
+    let failed = stack.cli(&["deploy", "stall", "dev"]).await?;
+    assert_eq!(failed.code, 3, "{failed}");
+    assert!(
+        failed.stdout.contains("[FAIL]") && failed.stdout.contains("stall is broken"),
+        "the smoke report the agent wrote: {failed}"
+    );
+    assert_eq!(live_body(&stack.zone("dev").pg).await?, "select 2");
     Ok(())
 }
 
