@@ -226,8 +226,16 @@ async fn the_store_restarted_mid_rollout_loses_and_duplicates_no_event() -> Resu
     let rollout = rollout_id(&cli).await?;
     agent_blocked(pg).await?;
 
-    store.restart().await?;
+    // The store goes down while the job runs on: the rest of its steps and
+    // its result reach B while B cannot store them.
+    store.stop().await?;
+    let mark = stack.agent("dev")?.mark();
     lock.batch_execute("ROLLBACK").await?;
+    stack
+        .agent("dev")?
+        .wait_for_line_after(mark, "job finished", WAIT)
+        .await?;
+    store.restart().await?;
     let exit = cli.wait_for_exit(WAIT).await?;
     assert_eq!(exit.code(), Some(0), "{}", cli.output_so_far());
     journal_settled(stack).await?;

@@ -271,10 +271,12 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
     }
     match report {
         AgentReport::Accepted(job) => {
-            match controller
-                .store
-                .claim_job(&job.id, job.attempt, &agent.name, &agent.zone, now)
-                .await
+            match stored(agent, "a claim", || {
+                controller
+                    .store
+                    .claim_job(&job.id, job.attempt, &agent.name, &agent.zone, now)
+            })
+            .await
             {
                 Ok(true) => {
                     controller.router.publish(&job.id, JobUpdate::Accepted);
@@ -282,9 +284,9 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                 Ok(false) => {
                     tracing::warn!(agent = %agent.name, job_id = %job.id, "claim refused: job not offered to this zone or already claimed")
                 }
-                Err(error) => {
-                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a claim failed")
-                }
+                // Logged by `stored`; the agent's Accept is not replayed,
+                // the rollout's accept timeout settles the job.
+                Err(()) => {}
             }
         }
         AgentReport::Declined { job, reason } => {
@@ -308,23 +310,24 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
         }
         AgentReport::Event(event) => {
             let (job, seq) = (event.job.clone(), event.seq);
-            match controller.store.record_event(&event).await {
+            match stored(agent, "an event", || controller.store.record_event(&event)).await {
                 Ok(true) => {
                     controller.router.publish(&job.id, JobUpdate::Event(event));
                 }
                 Ok(false) => tracing::debug!(job_id = %job.id, seq, "duplicate event dropped"),
-                Err(error) => {
-                    // Not acknowledged: the agent keeps it and replays it.
-                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording an event failed");
-                    return;
-                }
+                // Not acknowledged: the agent keeps it and replays it.
+                Err(()) => return,
             }
             ack(agent, &job.id, job.attempt, seq).await;
         }
         AgentReport::Result(result) => {
             let (job, seq) = (result.job.clone(), result.seq);
             let exit_code = result.outcome.exit_code();
-            match controller.store.finish_job(&result, now).await {
+            match stored(agent, "a result", || {
+                controller.store.finish_job(&result, now)
+            })
+            .await
+            {
                 Ok(true) => {
                     tracing::info!(agent = %agent.name, job_id = %job.id, outcome = ?result.outcome, "job result recorded");
                     // The entry names the rollout, so `audit --rollout` finds it.
@@ -356,10 +359,8 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                     controller.notifier.rollout_finished(&job.id);
                 }
                 Ok(false) => tracing::debug!(job_id = %job.id, "duplicate result dropped"),
-                Err(error) => {
-                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a result failed");
-                    return;
-                }
+                // Not acknowledged: the agent keeps it and replays it.
+                Err(()) => return,
             }
             ack(agent, &job.id, job.attempt, seq).await;
         }
@@ -382,6 +383,42 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
         AgentReport::Heartbeat | AgentReport::Empty => {}
         AgentReport::Hello => {
             tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream")
+        }
+    }
+}
+
+/// How long a report waits for an unreachable store (restarting, failing
+/// over) before the link gives up on it.
+const STORE_RETRY: Duration = Duration::from_secs(60);
+
+/// Stores an agent's report, trying again while the store is unreachable:
+/// the report stays unacknowledged and the stream's later messages wait
+/// behind it, in order — the agent sends each report once per stream, so one
+/// dropped here would wait for its next reconnect. Past `STORE_RETRY` the
+/// link is ended, so the agent reconnects (to any controller) and replays
+/// its journal.
+async fn stored<T, F, Fut>(agent: &AgentHandle, what: &str, mut store: F) -> Result<T, ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_RETRY;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match store().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(agent = %agent.name, error = %pgrollout_shared::errors::error_chain(&error), "recording {what} failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                tracing::error!(agent = %agent.name, error = %pgrollout_shared::errors::error_chain(&error), "recording {what} failed; ending the link so the agent replays it");
+                agent.disconnect(EngineError::Unavailable(format!(
+                    "the controller cannot record {what} in its store; reconnect and replay"
+                )));
+                return Err(());
+            }
         }
     }
 }

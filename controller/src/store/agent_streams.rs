@@ -121,7 +121,9 @@ impl Store {
 
     /// The agent of `zone` serving `target` whose stream a live controller
     /// other than `me` holds (the most recently connected one), if any. A
-    /// controller is live while its heartbeat is younger than `dead_after_ms`.
+    /// controller is live while its heartbeat is younger than `dead_after_ms`;
+    /// a row written before its current life started (it was killed and
+    /// restarted under the same id) is a stream it no longer holds.
     pub async fn remote_agent_stream(
         &self,
         zone: &str,
@@ -136,6 +138,7 @@ impl Store {
                 "SELECT s.zone, s.agent_name, s.controller_id, s.stream_epoch, s.targets
                  FROM agent_streams s JOIN controllers k ON k.id = s.controller_id
                  WHERE s.zone = ?1 AND s.controller_id <> ?2 AND k.heartbeat_at >= ?3
+                   AND s.connected_at >= k.started_at
                  ORDER BY s.connected_at DESC",
             )?;
             let rows = statement.query_map(params![zone, me, now - dead_after_ms], |row| {

@@ -108,6 +108,19 @@ store_test!(
             .await
             .expect("dead holds one");
         assert_eq!(find("a", "main").await, None, "its controller is dead");
+
+        // A stream recorded by a controller's previous life is not held by
+        // it once it restarted under the same id.
+        store
+            .record_agent_stream("dev", "dev-3", "b", &targets(&["main"]), NOW)
+            .await
+            .expect("b holds one");
+        assert_eq!(find("a", "main").await, Some(("b".into(), 1)));
+        store
+            .register_controller("b", "b:1", NOW + 5)
+            .await
+            .expect("b restarted");
+        assert_eq!(find("a", "main").await, None, "b restarted since");
     }
 );
 
