@@ -114,7 +114,9 @@ async fn a_deploy_on_one_controller_reaches_the_agent_connected_to_another() -> 
     // The first deploy already goes A → store → B → agent.
     prepare(stack).await?;
     let mark = three.b.1.mark();
+    let started = Instant::now();
     let out = stack.cli(&["deploy", "stall", "dev"]).await?;
+    let through_a = started.elapsed();
     assert_eq!(out.code, 0, "{out}");
     let rollout = out
         .stdout
@@ -160,6 +162,22 @@ async fn a_deploy_on_one_controller_reaches_the_agent_connected_to_another() -> 
         "the smoke report the agent wrote: {failed}"
     );
     assert_eq!(live_body(&stack.zone("dev").pg).await?, "select 2");
+
+    // The figure: the same size of deploy asked of B, which holds the
+    // agent, against the one asked of A above (printed, not asserted).
+    std::fs::remove_file(stack.project.join("procedures").join("stall.toml"))?;
+    stack.write_procedure(
+        "stall.sql",
+        &pgrollout_tests::stall::V2.replace("select 2", "select 3"),
+    )?;
+    let mut stack = three.stack;
+    let a_operators = std::mem::replace(&mut stack.operators, three.b.0.operators.clone());
+    let started = Instant::now();
+    let local = stack.cli(&["deploy", "stall", "dev"]).await?;
+    let through_b = started.elapsed();
+    assert_eq!(local.code, 0, "{local}");
+    stack.operators = a_operators;
+    eprintln!("deploy asked of A (agent on B): {through_a:?}; asked of B itself: {through_b:?}");
     Ok(())
 }
 
