@@ -227,6 +227,18 @@ async fn killing_the_controller_holding_the_agents_stream_mid_deploy_records_the
     );
     journal_settled(&three.stack).await?;
     recorded_once(&three.stack, &rollout).await?;
+    // A, which follows the job, is alive: nobody declared it in doubt.
+    let interrupted = three
+        .stack
+        .audit_entries()
+        .await?
+        .into_iter()
+        .filter(|e| e["action"] == "job.interrupted" || e["action"] == "job.unaccounted")
+        .count();
+    assert_eq!(
+        interrupted, 0,
+        "the job was never settled without its result"
+    );
     Ok(())
 }
 
