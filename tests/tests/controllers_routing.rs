@@ -304,3 +304,37 @@ async fn the_store_restarted_mid_rollout_loses_and_duplicates_no_event() -> Resu
     assert!(steps >= 5, "the deploy's steps were stored: {seqs:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn killing_the_controller_the_operator_asked_mid_deploy_leaves_the_outcome_recorded_once(
+) -> Result<()> {
+    let store = PgCluster::start("store").await?;
+    let mut three = three_controllers(&store).await?;
+    prepare(&three.stack).await?;
+    let pg = &three.stack.zone("dev").pg;
+    let lock = hold_routine_lock(pg).await?;
+    let mut cli = three
+        .stack
+        .spawn_cli(&["deploy", "stall", "dev"], "deploy")
+        .await?;
+    let rollout = rollout_id(&cli).await?;
+    agent_blocked(pg).await?;
+
+    // A follows the job from afar; it dies, B (holding the agent) lives.
+    three.stack.kill_9_controller().await?;
+    let exit = cli.wait_for_exit(WAIT).await?;
+    assert_ne!(exit.code(), Some(0), "{}", cli.output_so_far());
+    assert!(
+        cli.output_so_far()
+            .contains(&format!("pgrollout status {rollout}")),
+        "the CLI says where to look: {}",
+        cli.output_so_far()
+    );
+    lock.batch_execute("ROLLBACK").await?;
+    three.b.1.wait_for_line("job result recorded", WAIT).await?;
+    // The operator asks C: the outcome B recorded, once.
+    three.stack.operators = three.c.0.operators.clone();
+    journal_settled(&three.stack).await?;
+    recorded_once(&three.stack, &rollout).await?;
+    Ok(())
+}
