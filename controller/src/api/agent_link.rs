@@ -149,6 +149,8 @@ impl AgentLink for AgentLinkService {
         // Square the agent's jobs with the store before it gets new work.
         super::reconcile::reconcile(&controller, &handle, &hello.in_flight).await;
         controller.registry.register(handle.clone());
+        // Other controllers find the agent through the store (issue 18).
+        let stream_epoch = crate::engine::delivery::stream_opened(&controller, &handle).await;
         controller
             .audit(AuditEntry {
                 actor: format!("agent {zone}/{name}"),
@@ -166,7 +168,7 @@ impl AgentLink for AgentLinkService {
             sender,
             controller.config.deployment.heartbeat_interval,
         ));
-        tokio::spawn(receive(controller, handle, inbound));
+        tokio::spawn(receive(controller, handle, inbound, stream_epoch));
         // A disconnect (`AgentHandle::disconnect`) ends the stream with
         // its status: permission denied is final for the agent.
         let outbound = ReceiverStream::new(receiver).map(|message| message.map_err(Status::from));
@@ -178,6 +180,7 @@ async fn receive(
     controller: Arc<Controller>,
     agent: Arc<AgentHandle>,
     mut inbound: Streaming<AgentMessage>,
+    stream_epoch: Option<i64>,
 ) {
     let reason = loop {
         match inbound.message().await {
@@ -186,6 +189,7 @@ async fn receive(
             Err(status) => break format!("stream error: {}", status.message()),
         }
     };
+    crate::engine::delivery::stream_closed(&controller, &agent, stream_epoch).await;
     if controller.registry.unregister(agent.session) {
         // The connection ends at the certificate's notAfter
         // (api/expiring_stream.rs): say so rather than "stream error".
@@ -267,42 +271,63 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
     }
     match report {
         AgentReport::Accepted(job) => {
-            match controller
-                .store
-                .claim_job(&job.id, job.attempt, &agent.name, &agent.zone, now)
-                .await
+            match stored(agent, "a claim", || {
+                controller
+                    .store
+                    .claim_job(&job.id, job.attempt, &agent.name, &agent.zone, now)
+            })
+            .await
             {
-                Ok(true) => controller.router.publish(&job.id, JobUpdate::Accepted),
+                Ok(true) => {
+                    controller.router.publish(&job.id, JobUpdate::Accepted);
+                }
                 Ok(false) => {
                     tracing::warn!(agent = %agent.name, job_id = %job.id, "claim refused: job not offered to this zone or already claimed")
                 }
-                Err(error) => {
-                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a claim failed")
-                }
+                // Logged by `stored`; the agent's Accept is not replayed,
+                // the rollout's accept timeout settles the job.
+                Err(()) => {}
             }
         }
         AgentReport::Declined { job, reason } => {
-            controller
-                .router
-                .publish(&job.id, JobUpdate::Declined { reason });
+            let followed_here = controller.router.publish(
+                &job.id,
+                JobUpdate::Declined {
+                    reason: reason.clone(),
+                },
+            );
+            // A job delivered for another controller: its rollout reads
+            // the decline in the store.
+            if !followed_here {
+                if let Err(error) = controller
+                    .store
+                    .record_delivery_declined(&job.id, job.attempt, &reason)
+                    .await
+                {
+                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a decline failed");
+                }
+            }
         }
         AgentReport::Event(event) => {
             let (job, seq) = (event.job.clone(), event.seq);
-            match controller.store.record_event(&event).await {
-                Ok(true) => controller.router.publish(&job.id, JobUpdate::Event(event)),
-                Ok(false) => tracing::debug!(job_id = %job.id, seq, "duplicate event dropped"),
-                Err(error) => {
-                    // Not acknowledged: the agent keeps it and replays it.
-                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording an event failed");
-                    return;
+            match stored(agent, "an event", || controller.store.record_event(&event)).await {
+                Ok(true) => {
+                    controller.router.publish(&job.id, JobUpdate::Event(event));
                 }
+                Ok(false) => tracing::debug!(job_id = %job.id, seq, "duplicate event dropped"),
+                // Not acknowledged: the agent keeps it and replays it.
+                Err(()) => return,
             }
             ack(agent, &job.id, job.attempt, seq).await;
         }
         AgentReport::Result(result) => {
             let (job, seq) = (result.job.clone(), result.seq);
             let exit_code = result.outcome.exit_code();
-            match controller.store.finish_job(&result, now).await {
+            match stored(agent, "a result", || {
+                controller.store.finish_job(&result, now)
+            })
+            .await
+            {
                 Ok(true) => {
                     tracing::info!(agent = %agent.name, job_id = %job.id, outcome = ?result.outcome, "job result recorded");
                     // The entry names the rollout, so `audit --rollout` finds it.
@@ -334,10 +359,8 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                     controller.notifier.rollout_finished(&job.id);
                 }
                 Ok(false) => tracing::debug!(job_id = %job.id, "duplicate result dropped"),
-                Err(error) => {
-                    tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "recording a result failed");
-                    return;
-                }
+                // Not acknowledged: the agent keeps it and replays it.
+                Err(()) => return,
             }
             ack(agent, &job.id, job.attempt, seq).await;
         }
@@ -360,6 +383,42 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
         AgentReport::Heartbeat | AgentReport::Empty => {}
         AgentReport::Hello => {
             tracing::warn!(agent = %agent.name, "ignoring a second Hello on one stream")
+        }
+    }
+}
+
+/// How long a report waits for an unreachable store (restarting, failing
+/// over) before the link gives up on it.
+const STORE_RETRY: Duration = Duration::from_secs(60);
+
+/// Stores an agent's report, trying again while the store is unreachable:
+/// the report stays unacknowledged and the stream's later messages wait
+/// behind it, in order — the agent sends each report once per stream, so one
+/// dropped here would wait for its next reconnect. Past `STORE_RETRY` the
+/// link is ended, so the agent reconnects (to any controller) and replays
+/// its journal.
+async fn stored<T, F, Fut>(agent: &AgentHandle, what: &str, mut store: F) -> Result<T, ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let deadline = tokio::time::Instant::now() + STORE_RETRY;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match store().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(agent = %agent.name, error = %pgrollout_shared::errors::error_chain(&error), "recording {what} failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                tracing::error!(agent = %agent.name, error = %pgrollout_shared::errors::error_chain(&error), "recording {what} failed; ending the link so the agent replays it");
+                agent.disconnect(EngineError::Unavailable(format!(
+                    "the controller cannot record {what} in its store; reconnect and replay"
+                )));
+                return Err(());
+            }
         }
     }
 }

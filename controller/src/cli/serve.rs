@@ -123,6 +123,8 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
     }
     crate::engine::recovery::after_restart(&controller).await;
     tokio::spawn(crate::engine::liveness::keep_alive(controller.clone()));
+    // Jobs other controllers recorded for agents connected here (issue 18).
+    tokio::spawn(crate::engine::delivery::run(controller.clone()));
     tokio::spawn(crate::engine::reload::watch(controller.clone()));
     // Singleton work runs on the one controller holding its lease (issue
     // 18): one lease task, the singletons started and stopped by it.

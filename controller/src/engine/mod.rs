@@ -7,6 +7,7 @@ pub mod after_deploy;
 pub mod approved_sql;
 pub mod audit_anchors;
 pub mod clock;
+pub mod delivery;
 pub mod drain;
 pub mod drift;
 pub mod drift_schedule;

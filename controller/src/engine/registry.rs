@@ -127,6 +127,20 @@ impl Registry {
             .cloned()
     }
 
+    /// The session of agent `zone/name` connected here, when it may take a
+    /// job (a job recorded on another controller for it: `delivery.rs`).
+    pub fn holding(&self, zone: &str, name: &str) -> Option<Arc<AgentHandle>> {
+        self.lock()
+            .values()
+            .find(|a| {
+                a.zone == zone
+                    && a.name == name
+                    && !a.expired()
+                    && !a.draining.load(Ordering::Relaxed)
+            })
+            .cloned()
+    }
+
     pub fn all(&self) -> Vec<Arc<AgentHandle>> {
         self.lock().values().cloned().collect()
     }

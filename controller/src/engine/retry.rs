@@ -148,7 +148,7 @@ pub async fn retry(
     tokio::spawn(async move {
         relay(
             controller,
-            agent,
+            agent.name.clone(),
             job_id,
             attempt,
             updates,

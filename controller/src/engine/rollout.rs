@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::error::EngineError;
-use super::registry::AgentHandle;
 use super::router::JobUpdate;
 use super::updates::{UpdateSender, Updates};
 use super::{new_id, Controller};
@@ -144,9 +143,9 @@ pub(super) async fn start_on(
     let wait = request
         .agent_wait
         .min(controller.config.deployment.max_agent_wait);
-    let agent = controller
-        .registry
-        .wait_for(&zone, &target, wait)
+    // Connected here, or (on a shared store) to another controller that
+    // offers the job for this one (`delivery.rs`).
+    let destination = super::delivery::find_agent(&controller, &zone, &target, wait)
         .await
         .ok_or_else(|| {
             EngineError::Unavailable(format!(
@@ -155,7 +154,8 @@ pub(super) async fn start_on(
                 request.environment
             ))
         })?;
-    dispatch.record("pgrollout.agent", agent.name.as_str());
+    let agent_name = destination.agent_name().to_owned();
+    dispatch.record("pgrollout.agent", agent_name.as_str());
 
     let rollout_id = new_id("r");
     let job_id = new_id("j");
@@ -223,7 +223,7 @@ pub(super) async fn start_on(
         job_id = %job_id,
         environment = %request.environment,
         zone = %zone,
-        agent = %agent.name,
+        agent = %agent_name,
         actor = %request.actor,
         trace_id = %request.trace.trace_id,
         kind,
@@ -242,16 +242,15 @@ pub(super) async fn start_on(
             // record, not routines: its routines are known from its result.
             details: if request.plan.routines.is_empty() {
                 format!(
-                    "{kind} of {} to zone {zone} via agent {}, job {job_id}",
-                    request.plan.label, agent.name
+                    "{kind} of {} to zone {zone} via agent {agent_name}, job {job_id}",
+                    request.plan.label
                 )
             } else {
                 format!(
-                    "plan {} ({} routine(s), commit {}) to zone {zone} via agent {}, job {job_id}{}",
+                    "plan {} ({} routine(s), commit {}) to zone {zone} via agent {agent_name}, job {job_id}{}",
                     request.plan.plan_id,
                     request.plan.routines.len(),
                     request.plan.commit_sha,
-                    agent.name,
                     pgrollout_shared::retire::describe_plan(&request.plan.routines)
                         .map(|retires| format!("; {retires}"))
                         .unwrap_or_default()
@@ -266,36 +265,36 @@ pub(super) async fn start_on(
         .record_offer(
             &job_id,
             1,
-            &agent.name,
+            &agent_name,
             prost::Message::encode_to_vec(&offer),
         )
         .await
         .map_err(store_error)?;
     claim_job_offered(&controller, &job_id, 1).await;
-    let updates = controller.router.subscribe(&job_id, agent.session);
-    let offer = ControllerMessage {
-        body: Some(controller_message::Body::Offer(offer)),
+    let updates = match destination {
+        super::delivery::Destination::Local(agent) => {
+            let updates = controller.router.subscribe(&job_id, agent.session);
+            let offer = ControllerMessage {
+                body: Some(controller_message::Body::Offer(offer)),
+            };
+            if agent.sender.send(Ok(offer)).await.is_err() {
+                controller.router.unsubscribe(&job_id);
+                return Err(never_offered(&controller, &job_id, &agent_name).await);
+            }
+            updates
+        }
+        // Another controller holds the agent's stream: the job waits for
+        // it there, and this rollout follows it in the store.
+        super::delivery::Destination::Remote(stream) => {
+            match super::delivery::request(&controller, &stream, &job_id, 1).await {
+                Ok(updates) => updates,
+                Err(error) => {
+                    tracing::warn!(job_id = %job_id, error = %pgrollout_shared::errors::error_chain(&error), "cannot record the job for the controller holding its agent");
+                    return Err(never_offered(&controller, &job_id, &agent_name).await);
+                }
+            }
+        }
     };
-    if agent.sender.send(Ok(offer)).await.is_err() {
-        controller.router.unsubscribe(&job_id);
-        let message = format!(
-            "agent {} disconnected before the job could be offered; nothing ran",
-            agent.name
-        );
-        let _ = controller
-            .store
-            .abandon_job(
-                &job_id,
-                1,
-                state::FAILED,
-                ExitCode::DeploymentFailed.code(),
-                &message,
-                now_unix_ms(),
-            )
-            .await;
-        controller.notifier.rollout_finished(&job_id);
-        return Err(EngineError::Unavailable(message));
-    }
     drop(dispatch);
 
     let (out, receiver) = mpsc::channel(256);
@@ -304,7 +303,7 @@ pub(super) async fn start_on(
         job_id: job_id.clone(),
         environment: request.environment.clone(),
         zone,
-        agent_name: agent.name.clone(),
+        agent_name: agent_name.clone(),
         trace_id: request.trace.trace_id.clone(),
         actor: request.actor,
         started_at_unix_ms: now,
@@ -319,7 +318,7 @@ pub(super) async fn start_on(
     // as soon as it ends rather than at the exporter's next tick.
     let rollout_span = tracing::Span::current();
     tokio::spawn(async move {
-        relay(controller, agent, job_id, 1, updates, out, job_timeout)
+        relay(controller, agent_name, job_id, 1, updates, out, job_timeout)
             .instrument(rollout_span)
             .await;
         drop(in_flight);
@@ -332,7 +331,7 @@ pub(super) async fn start_on(
 /// hangs up: the rollout must still be settled.
 pub(super) async fn relay(
     controller: Arc<Controller>,
-    agent: Arc<AgentHandle>,
+    agent: String,
     job_id: String,
     attempt: u32,
     mut updates: mpsc::UnboundedReceiver<JobUpdate>,
@@ -347,7 +346,7 @@ pub(super) async fn relay(
                 Some(JobUpdate::Declined { reason }) => {
                     return Err((
                         state::FAILED,
-                        format!("agent {} declined the job: {reason}", agent.name),
+                        format!("agent {agent} declined the job: {reason}"),
                     ))
                 }
                 Some(JobUpdate::AgentLost { agent }) => {
@@ -377,9 +376,8 @@ pub(super) async fn relay(
         Err((
             state::FAILED,
             format!(
-                "agent {} did not accept the job within {}; if it begins the job later, its result will still be \
+                "agent {agent} did not accept the job within {}; if it begins the job later, its result will still be \
                  recorded",
-                agent.name,
                 humantime::format_duration(accept_timeout)
             ),
         ))
@@ -400,6 +398,9 @@ pub(super) async fn relay(
         }
     };
     if let Some((rollout_state, message)) = settled {
+        // A job still waiting for the controller holding its agent is
+        // withdrawn first, so it is not offered after it was settled.
+        super::delivery::withdraw(&controller, &job_id, attempt).await;
         tracing::warn!(job_id = %job_id, state = rollout_state, reason = %message, "job ended without a result");
         spans::record_outcome(&tracing::Span::current(), rollout_state, true);
         let _ = controller
@@ -435,7 +436,7 @@ pub(super) async fn relay(
 /// again, and a result from its outbox settles the rollout.
 async fn follow_job(
     controller: &Controller,
-    agent: &AgentHandle,
+    agent: &str,
     job_id: &str,
     attempt: u32,
     updates: &mut mpsc::UnboundedReceiver<JobUpdate>,
@@ -463,8 +464,7 @@ async fn follow_job(
                         humantime::format_duration(lease)
                     ),
                     None => format!(
-                        "no result from agent {} past the job deadline; the rollout is unknown until it reports",
-                        agent.name
+                        "no result from agent {agent} past the job deadline; the rollout is unknown until it reports"
                     ),
                 };
                 return Some((state::UNKNOWN, why));
@@ -551,6 +551,25 @@ fn link_notice(job_id: &str, attempt: u32, message: &str, status: StepStatus) ->
             ..Default::default()
         },
     ))
+}
+
+/// The job was recorded but could not be offered: it fails, nothing ran.
+async fn never_offered(controller: &Controller, job_id: &str, agent: &str) -> EngineError {
+    let message =
+        format!("agent {agent} disconnected before the job could be offered; nothing ran");
+    let _ = controller
+        .store
+        .abandon_job(
+            job_id,
+            1,
+            state::FAILED,
+            ExitCode::DeploymentFailed.code(),
+            &message,
+            now_unix_ms(),
+        )
+        .await;
+    controller.notifier.rollout_finished(job_id);
+    EngineError::Unavailable(message)
 }
 
 fn unknown_environment(controller: &Controller, name: &str) -> EngineError {

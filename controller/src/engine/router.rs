@@ -61,9 +61,12 @@ impl JobRouter {
         self.lock().remove(job_id);
     }
 
-    pub fn publish(&self, job_id: &str, update: JobUpdate) {
-        if let Some(subscription) = self.lock().get(job_id) {
-            let _ = subscription.sender.send(update);
+    /// `false` when no rollout here follows the job (one delivered for
+    /// another controller, whose rollout follows it in the store).
+    pub fn publish(&self, job_id: &str, update: JobUpdate) -> bool {
+        match self.lock().get(job_id) {
+            Some(subscription) => subscription.sender.send(update).is_ok(),
+            None => false,
         }
     }
 

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     RESERVED_0018,
     include_str!("migrations/0019_controllers.sql"),
     include_str!("migrations/0020_singleton_owners.sql"),
+    include_str!("migrations/0021_agent_streams.sql"),
 ];
 
 /// 0018 was reserved for a change that, merged, needed no migration. The
@@ -73,6 +74,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         20,
         include_str!("migrations/postgres/0020_singleton_owners.sql"),
+    ),
+    (
+        21,
+        include_str!("migrations/postgres/0021_agent_streams.sql"),
     ),
 ];
 

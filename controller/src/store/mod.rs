@@ -4,6 +4,7 @@
 //! SQLite, embedded, created on first start with its migrations. Calls are
 //! short and run on the blocking pool so they never stall the async workers.
 
+mod agent_streams;
 mod approvals;
 mod audit;
 mod audit_key;
@@ -41,6 +42,7 @@ mod watches;
 /// (`config::default_audit_key_path`); the tests here open stores with it.
 #[cfg(test)]
 pub use crate::config::default_audit_key_path as default_key_path;
+pub use agent_streams::{AgentStream, Delivery};
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use compaction::PAGES_PER_STEP;

@@ -7,6 +7,7 @@
 //! The model is quickwit's metastore tests: one body, one macro, each backend
 //! a test of its own, so a failure names the backend it failed on.
 
+mod agent_streams;
 mod audit_chain;
 mod controllers;
 mod jobs;

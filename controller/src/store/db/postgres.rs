@@ -138,6 +138,11 @@ impl PgPool {
         Ok(pool)
     }
 
+    /// Where the pool connects (a listening connection goes there too).
+    pub fn target(&self) -> &PgTarget {
+        &self.target
+    }
+
     fn handle(&self) -> tokio::runtime::Handle {
         match &self.runtime.0 {
             Some(runtime) => runtime.handle().clone(),
@@ -280,6 +285,69 @@ async fn connect(target: &PgTarget) -> Result<Client, ConnectError> {
             });
             Ok(client)
         }
+    }
+}
+
+/// A connection of its own that `LISTEN`s on `channel` (issue 18: a job
+/// waiting for the controller that holds its agent's stream): each
+/// notification's payload arrives on the receiver, which closes when the
+/// connection ends (the caller polls meanwhile and listens again). Runs on
+/// the caller's runtime: it is one long-lived async task, not a store call.
+pub async fn listen(
+    target: &PgTarget,
+    channel: &str,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<String>, ConnectError> {
+    use tokio_postgres::config::SslMode;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let listen = format!("LISTEN {channel}");
+    match (&target.ca_file, target.config.get_ssl_mode()) {
+        (None, SslMode::Require) => return Err(ConnectError::NeedsCa),
+        (Some(ca), mode) if mode != SslMode::Disable => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca)?);
+            let (client, connection) = target.config.connect(tls).await?;
+            tokio::spawn(forward_notifications(connection, sender));
+            client.batch_execute(&listen).await?;
+            tokio::spawn(hold_until_closed(client));
+        }
+        _ => {
+            let (client, connection) = target.config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(forward_notifications(connection, sender));
+            client.batch_execute(&listen).await?;
+            tokio::spawn(hold_until_closed(client));
+        }
+    }
+    Ok(receiver)
+}
+
+/// Drives a listening connection, passing each notification's payload on.
+async fn forward_notifications<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    sender: tokio::sync::mpsc::UnboundedSender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match futures_util::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
+                if sender.send(note.payload().to_owned()).is_err() {
+                    return;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!(error = %error, "store listening connection ended");
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Keeps a listening connection's client alive as long as its connection.
+async fn hold_until_closed(client: Client) {
+    while !client.is_closed() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

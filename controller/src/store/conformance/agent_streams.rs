@@ -1,0 +1,255 @@
+//! The agent → controller registry and the jobs waiting for the controller
+//! holding their agent (issue 18, item 2), the same on both backends.
+
+use pgrollout_shared::proto::{JobEvent, JobOffer, Plan, StepStatus};
+
+use crate::store::conformance::store_test;
+use crate::store::{Delivery, NewRollout, Store};
+
+const DEAD_AFTER: i64 = 10_000;
+const NOW: i64 = 1_000_000;
+
+fn targets(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| (*n).to_owned()).collect()
+}
+
+/// A deploy recorded by controller `a` for agent `dev-1`, its offer stored.
+async fn recorded(store: &Store, rollout: &str, job: &str) {
+    let plan = Plan {
+        plan_id: "ab".repeat(32),
+        label: "public.f".into(),
+        ..Plan::default()
+    };
+    store.save_plan(&plan, 1).await.expect("plan");
+    store
+        .create_rollout(NewRollout::dev_deploy(rollout, &plan.plan_id, 1), job, 1)
+        .await
+        .expect("rollout");
+    let offer = JobOffer {
+        job_id: job.to_owned(),
+        attempt: 1,
+        ..JobOffer::default()
+    };
+    store
+        .record_offer(job, 1, "dev-1", prost::Message::encode_to_vec(&offer))
+        .await
+        .expect("offer");
+    store
+        .request_delivery(
+            &Delivery {
+                job_id: job.to_owned(),
+                attempt: 1,
+                zone: "dev".into(),
+                agent_name: "dev-1".into(),
+            },
+            "a",
+            NOW,
+        )
+        .await
+        .expect("delivery");
+}
+
+store_test!(
+    the_newest_stream_of_an_agent_on_a_live_controller_is_the_one_found,
+    |store| {
+        store.register_controller("a", "a:1", NOW).await.expect("a");
+        store.register_controller("b", "b:1", NOW).await.expect("b");
+        store.register_controller("c", "c:1", NOW).await.expect("c");
+        store
+            .register_controller("dead", "d:1", NOW - 2 * DEAD_AFTER)
+            .await
+            .expect("dead");
+        let find = |me: &'static str, target: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .remote_agent_stream("dev", target, me, NOW, DEAD_AFTER)
+                    .await
+                    .expect("find")
+                    .map(|s| (s.controller_id, s.stream_epoch))
+            }
+        };
+        assert_eq!(find("a", "main").await, None, "no stream recorded yet");
+
+        let on_b = store
+            .record_agent_stream("dev", "dev-1", "b", &targets(&["main", "other"]), NOW)
+            .await
+            .expect("b holds it");
+        assert_eq!(on_b, 1);
+        assert_eq!(find("a", "main").await, Some(("b".into(), 1)));
+        assert_eq!(find("a", "other").await, Some(("b".into(), 1)));
+        assert_eq!(find("a", "mai").await, None, "targets match whole");
+        assert_eq!(
+            find("b", "main").await,
+            None,
+            "its own streams are not remote"
+        );
+
+        // The agent moves to C; B's late disconnect does not hide it.
+        let on_c = store
+            .record_agent_stream("dev", "dev-1", "c", &targets(&["main"]), NOW + 1)
+            .await
+            .expect("c holds it");
+        assert_eq!(on_c, 2, "a newer epoch");
+        assert!(!store
+            .end_agent_stream("dev", "dev-1", on_b)
+            .await
+            .expect("b's end"));
+        assert_eq!(find("a", "main").await, Some(("c".into(), 2)));
+        assert!(store
+            .end_agent_stream("dev", "dev-1", on_c)
+            .await
+            .expect("c's end"));
+        assert_eq!(find("a", "main").await, None, "disconnected");
+
+        // A stream held by a dead controller is ignored.
+        store
+            .record_agent_stream("dev", "dev-2", "dead", &targets(&["main"]), NOW)
+            .await
+            .expect("dead holds one");
+        assert_eq!(find("a", "main").await, None, "its controller is dead");
+
+        // A stream recorded by a controller's previous life is not held by
+        // it once it restarted under the same id.
+        store
+            .record_agent_stream("dev", "dev-3", "b", &targets(&["main"]), NOW)
+            .await
+            .expect("b holds one");
+        assert_eq!(find("a", "main").await, Some(("b".into(), 1)));
+        store
+            .register_controller("b", "b:1", NOW + 5)
+            .await
+            .expect("b restarted");
+        assert_eq!(find("a", "main").await, None, "b restarted since");
+    }
+);
+
+store_test!(
+    a_waiting_job_is_taken_by_one_controller_and_offered_once,
+    |store, backend| {
+        recorded(&store, "r-1", "j-1").await;
+        let waiting = store.waiting_deliveries().await.expect("waiting");
+        assert_eq!(
+            waiting,
+            vec![Delivery {
+                job_id: "j-1".into(),
+                attempt: 1,
+                zone: "dev".into(),
+                agent_name: "dev-1".into(),
+            }]
+        );
+        // Two controllers (two stores on one database) race for it.
+        let other = backend.reopen();
+        let (b, c) = tokio::join!(
+            store.take_delivery("j-1", 1, "b", NOW),
+            other.take_delivery("j-1", 1, "c", NOW)
+        );
+        let taken: Vec<JobOffer> = [b.expect("b"), c.expect("c")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(taken.len(), 1, "offered once");
+        assert_eq!(taken[0].job_id, "j-1", "the offer as recorded");
+        assert!(store
+            .waiting_deliveries()
+            .await
+            .expect("waiting")
+            .is_empty());
+        assert!(
+            !store.withdraw_delivery("j-1", 1).await.expect("withdraw"),
+            "already taken"
+        );
+    }
+);
+
+store_test!(a_withdrawn_or_settled_job_is_never_taken, |store| {
+    recorded(&store, "r-1", "j-1").await;
+    assert!(store.withdraw_delivery("j-1", 1).await.expect("withdraw"));
+    assert_eq!(
+        store.take_delivery("j-1", 1, "b", NOW).await.expect("take"),
+        None
+    );
+
+    recorded(&store, "r-2", "j-2").await;
+    store
+        .abandon_job("j-2", 1, "failed", 2, "not accepted in time", NOW)
+        .await
+        .expect("settled");
+    assert!(store
+        .waiting_deliveries()
+        .await
+        .expect("waiting")
+        .is_empty());
+    assert_eq!(
+        store.take_delivery("j-2", 1, "b", NOW).await.expect("take"),
+        None
+    );
+});
+
+store_test!(
+    the_requester_reads_claim_events_and_decline_from_the_store,
+    |store| {
+        recorded(&store, "r-1", "j-1").await;
+        let progress = store.job_progress("j-1", 1, 0).await.expect("progress");
+        assert!(!progress.accepted && progress.events.is_empty() && progress.result.is_none());
+
+        assert!(store
+            .claim_job("j-1", 1, "dev-1", "dev", NOW)
+            .await
+            .expect("claim"));
+        for seq in 1..=3 {
+            let event = JobEvent {
+                job_id: "j-1".into(),
+                attempt: 1,
+                seq,
+                step: format!("step-{seq}"),
+                status: StepStatus::Succeeded as i32,
+                message: "ok".into(),
+                duration_ms: 5,
+                at_unix_ms: NOW,
+                ..JobEvent::default()
+            };
+            assert!(store.record_event(&event).await.expect("event"));
+        }
+        let progress = store.job_progress("j-1", 1, 1).await.expect("progress");
+        assert!(progress.accepted);
+        let seqs: Vec<u64> = progress.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![2, 3], "only the events after the one asked");
+        assert_eq!(progress.events[0].step, "step-2");
+        assert_eq!(progress.events[0].status, StepStatus::Succeeded as i32);
+        assert_eq!(progress.declined, None);
+
+        let result = pgrollout_shared::proto::JobResult {
+            job_id: "j-1".into(),
+            attempt: 1,
+            seq: 4,
+            outcome: pgrollout_shared::proto::Outcome::Succeeded as i32,
+            message: "deployed".into(),
+            ..Default::default()
+        };
+        let reported = crate::domain::agent_report::ReportedResult::try_from(result.clone())
+            .expect("a well-formed result");
+        assert!(store.finish_job(&reported, NOW).await.expect("finish"));
+        let progress = store.job_progress("j-1", 1, 3).await.expect("progress");
+        assert!(progress.events.is_empty());
+        assert_eq!(
+            progress.result,
+            Some(result),
+            "the result as the agent wrote it"
+        );
+
+        assert!(store
+            .record_delivery_declined("j-1", 1, "busy")
+            .await
+            .expect("decline"));
+        let progress = store.job_progress("j-1", 1, 3).await.expect("progress");
+        assert_eq!(progress.declined.as_deref(), Some("busy"));
+        assert!(
+            !store
+                .record_delivery_declined("j-9", 1, "busy")
+                .await
+                .expect("not a delivery"),
+            "a job that was not delivered has no row to mark"
+        );
+    }
+);
