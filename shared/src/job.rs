@@ -51,6 +51,11 @@ pub struct Job {
 pub struct SignedApprovals {
     pub request_id: String,
     pub signatures: Vec<proto::SignedStatement>,
+    /// A fleet's members (`zone/target`) when the statements were signed for
+    /// a fleet (`signing::fleet`); empty for one target.
+    pub fleet_members: Vec<String>,
+    /// The fleet rollout a resumed deploy or a fleet's rollback belongs to.
+    pub fleet_rollout: String,
 }
 
 /// What a job does.
@@ -350,6 +355,8 @@ impl TryFrom<proto::JobOffer> for Job {
             approvals: SignedApprovals {
                 request_id: offer.signed_request_id,
                 signatures: offer.signatures,
+                fleet_members: offer.fleet_members,
+                fleet_rollout: offer.fleet_rollout,
             },
             kind,
         })
@@ -442,6 +449,8 @@ impl From<Job> for proto::JobOffer {
             audit_head: job.audit_head.map(Into::into),
             signatures: job.approvals.signatures,
             signed_request_id: job.approvals.request_id,
+            fleet_members: job.approvals.fleet_members,
+            fleet_rollout: job.approvals.fleet_rollout,
             kind: Some(kind),
         }
     }

@@ -262,3 +262,55 @@ async fn smoke_and_watch_probes_of_the_signed_plan_in_force_run_on_prod() -> Res
     assert!(!log.contains("job refused"), "{log}");
     Ok(())
 }
+
+#[tokio::test]
+async fn smoke_right_after_a_rollback_runs_the_tests_of_the_plan_in_force() -> Result<()> {
+    let stack = prod_with_policy().await?;
+    deploy_signed(&stack).await?;
+    let client = stack.zone("prod").pg.connect().await?;
+    let first: String = client
+        .query_one(
+            "SELECT plan_id FROM pgrollout.ledger ORDER BY id LIMIT 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    // Two more versions of the routine, each deployed and approved …
+    let path = stack.project.join("procedures/reconcilemupstream.sql");
+    let text = std::fs::read_to_string(&path)?;
+    for version in ["v2", "v3"] {
+        let next = text.replace(
+            "-- Walk the arcs upwards.",
+            &format!("-- Walk the arcs upwards ({version})."),
+        );
+        assert_ne!(next, text);
+        stack.write_procedure("reconcilemupstream.sql", &next)?;
+        deploy_signed(&stack).await?;
+    }
+    // … then rolled back to the first: prod runs the first plan's version
+    // again, while the second's deploy is still the newest not undone.
+    let rollback = stack
+        .cli(&[
+            "rollback",
+            "reconcilemupstream",
+            "prod",
+            "--to",
+            &first[..12],
+        ])
+        .await?;
+    assert_eq!(rollback.code, 0, "{rollback}");
+    // `smoke` runs the tests of the plan in force (the first), which the
+    // agent finds as the routine's latest in its ledger — not the newest
+    // plan deployed, which is no longer in force.
+    let smoke = stack.cli(&["smoke", "reconcilemupstream", "prod"]).await?;
+    assert_eq!(smoke.code, 0, "{smoke}");
+    let said = format!(
+        "the smoke tests are those of plan {} in force",
+        &first[..12]
+    );
+    assert!(
+        smoke.stdout.contains(&said) || smoke.stderr.contains(&said),
+        "{said:?} in {smoke}"
+    );
+    Ok(())
+}

@@ -149,10 +149,11 @@ pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: 
 /// 19), before anything connects to the database, then reserves its signed
 /// request for this target (a replay is refused); reports the verdict as the
 /// `approvals` step. A refusal is the job's result: exit 1, nothing changed,
-/// and the controller audits it with the job. `Ok(Some(record))`: the file
-/// the request was reserved in.
-fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, Box<JobResult>> {
+/// and the controller audits it with the job. `Ok(Some(record))`: where
+/// the request was reserved.
+fn check_approvals(context: &JobContext) -> Result<Option<Reserved>, Box<JobResult>> {
     use crate::approvals::{check, Verdict};
+    use pgrollout_shared::signing::{replay, verify::Refusal};
     let started = Instant::now();
     let verdict = check(
         context.config.approval_policy.as_ref(),
@@ -161,25 +162,14 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
         SystemTime::now(),
     );
     let (verdict, record) = match verdict {
-        Verdict::Approved(approved) if !crate::approvals::runs_once(&context.job.kind) => {
-            (Verdict::Approved(approved), None)
+        Verdict::Approved(approved, resume) if !crate::approvals::runs_once(&context.job.kind) => {
+            (Verdict::Approved(approved, resume), None)
         }
-        Verdict::Approved(approved) => {
-            let record =
-                pgrollout_shared::signing::replay::path_for(&context.config.journal_path());
-            let job = &context.job;
-            match pgrollout_shared::signing::replay::reserve(
-                &record,
-                &job.target,
-                &job.approvals.request_id,
-                &job.id,
-                job.attempt,
-            ) {
-                Ok(()) => (Verdict::Approved(approved), Some(record)),
-                Err(replay) => (
-                    Verdict::Refused(pgrollout_shared::signing::verify::Refusal(replay)),
-                    None,
-                ),
+        Verdict::Approved(approved, resume) => {
+            let path = replay::path_for(&context.config.journal_path());
+            match reserve(context, &path, resume.as_deref()) {
+                Ok(()) => (Verdict::Approved(approved, resume), Some(Reserved { path })),
+                Err(replay) => (Verdict::Refused(Refusal(replay)), None),
             }
         }
         other => (other, None),
@@ -187,7 +177,7 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
     let elapsed = started.elapsed();
     match verdict {
         Verdict::NotRequired => Ok(None),
-        Verdict::Approved(approved) => {
+        Verdict::Approved(approved, _) => {
             tracing::info!(job_id = %context.job.id, verify_us = elapsed.as_micros() as u64, "approvals verified: {approved}");
             context.event(
                 "approvals",
@@ -222,15 +212,51 @@ fn check_approvals(context: &JobContext) -> Result<Option<std::path::PathBuf>, B
     }
 }
 
+/// Where a signed job's request was reserved. (A fleet resume's own request
+/// stays reserved: a resume that changed nothing is signed anew to retry.)
+struct Reserved {
+    path: std::path::PathBuf,
+}
+
+/// Reserves the job's request for its target (a replay is refused); a
+/// fleet's deploy that ran here before (failed, changed nothing) runs again
+/// only with an operator's signed `resume`, itself reserved once per target.
+fn reserve(
+    context: &JobContext,
+    path: &std::path::Path,
+    resume: Option<&str>,
+) -> Result<(), String> {
+    use pgrollout_shared::signing::replay;
+    let job = &context.job;
+    let request = &job.approvals.request_id;
+    let fleet_deploy =
+        !job.approvals.fleet_members.is_empty() && matches!(job.kind, JobKind::Deploy { .. });
+    if fleet_deploy && resume.is_none() {
+        if let Some(before) = replay::ran_before(path, &job.target, request, &job.id)? {
+            return Err(format!(
+                "request {request} already ran on target {} (job {before}) and changed nothing: a fleet's \
+                 deploy runs again on a target only with the resume signed by the operator who runs \
+                 `pgrollout resume`",
+                job.target
+            ));
+        }
+    }
+    if let Some(resume) = resume {
+        replay::reserve(path, &job.target, resume, &job.id, job.attempt)?;
+    }
+    replay::reserve(path, &job.target, request, &job.id, job.attempt)
+}
+
 /// A signed job that changed nothing (not a success, no ledger row) gives
-/// its request back, so the same approvals can run it again.
-fn release_if_unchanged(context: &JobContext, record: &std::path::Path, result: &JobResult) {
+/// its request back, so the same approvals can run it again (a fleet's
+/// deploy: with a new signed resume).
+fn release_if_unchanged(context: &JobContext, record: &Reserved, result: &JobResult) {
     if result.outcome() == Outcome::Succeeded || !result.ledger_ids.is_empty() {
         return;
     }
     let job = &context.job;
     pgrollout_shared::signing::replay::release(
-        record,
+        &record.path,
         &job.target,
         &job.approvals.request_id,
         &job.id,

@@ -335,7 +335,8 @@ impl Control for ControlService {
     ) -> Result<Response<pgrollout_shared::proto::SigningContextResponse>, Status> {
         self.authorize(&request, OperatorRole::Viewer, "read an environment")
             .await?;
-        let environment = request.into_inner().environment;
+        let request = request.into_inner();
+        let environment = request.environment;
         let config = &self.controller.config;
         let Some(settings) = config.environments.get(&environment) else {
             // Worded as a deploy's own refusal: this call comes first.
@@ -345,11 +346,30 @@ impl Control for ControlService {
                 known.join(", ")
             )));
         };
+        if settings.is_fleet() {
+            // Issue 19 with 24: a fleet's statements sign its members.
+            let (fleet_members, plan_id) = crate::engine::fleet::members::for_signing(
+                &self.controller,
+                &environment,
+                &request.fleet_rollout,
+            )
+            .await?;
+            return Ok(Response::new(
+                pgrollout_shared::proto::SigningContextResponse {
+                    zone: pgrollout_shared::signing::fleet::ZONE.into(),
+                    target: pgrollout_shared::signing::fleet::target_of(&fleet_members),
+                    environment,
+                    fleet_members,
+                    plan_id,
+                },
+            ));
+        }
         Ok(Response::new(
             pgrollout_shared::proto::SigningContextResponse {
                 zone: config.zone_of(&environment).unwrap_or_default(),
                 target: settings.target.clone(),
                 environment,
+                ..Default::default()
             },
         ))
     }
@@ -522,6 +542,7 @@ fn validate(
         approvals: pgrollout_shared::job::SignedApprovals {
             request_id: signed_request_id(request.signed_request_id)?,
             signatures: request.signatures,
+            ..Default::default()
         },
         fleet_policy: crate::engine::fleet::Policy::from_flags(
             request.fleet_continue_on_error,

@@ -32,6 +32,7 @@ impl ControlService {
             &request.fleet_id,
             &caller.actor(),
             wait,
+            request.signatures,
         )
         .await?;
         Ok(Response::new(update_stream(updates)))
@@ -43,12 +44,14 @@ impl ControlService {
         fleet_id: &str,
         actor: &str,
         agent_wait_ms: u64,
+        approvals: pgrollout_shared::job::SignedApprovals,
     ) -> Result<Response<UpdateStream>, Status> {
         let updates = fleet::rollback(
             self.controller.clone(),
             fleet_id,
             actor,
             Duration::from_millis(agent_wait_ms),
+            approvals,
         )
         .await?;
         Ok(Response::new(update_stream(updates)))

@@ -69,8 +69,14 @@ impl ControlService {
                     "--rollout f-… undoes every target of a fleet rollout: give no procedure, --to or --emergency",
                 ));
             }
+            let approvals = signed(request.signed_request_id, request.signatures)?;
             return self
-                .start_fleet_rollback(&request.rollout_id, &actor, request.agent_wait_ms)
+                .start_fleet_rollback(
+                    &request.rollout_id,
+                    &actor,
+                    request.agent_wait_ms,
+                    approvals,
+                )
                 .await;
         }
         let controller = &self.controller;
@@ -310,6 +316,7 @@ fn signed(
     Ok(SignedApprovals {
         request_id: signed_request_id(request_id)?,
         signatures,
+        ..Default::default()
     })
 }
 

@@ -39,6 +39,8 @@ pub async fn run(address: &str, tls: &OperatorTls, args: ResumeArgs) -> ExitCode
     let request = ResumeFleetRequest {
         fleet_id: args.fleet_rollout.clone(),
         agent_wait_ms: u64::try_from(args.agent_wait.as_millis()).unwrap_or(u64::MAX),
+        // Signed on the way out (`signing::sign_operation`, issue 19).
+        ..Default::default()
     };
     match call_and_follow(address, tls, Call::Resume(request), json).await {
         Ok(followed) => match &followed.fleet {

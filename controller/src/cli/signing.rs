@@ -12,7 +12,7 @@ use pgrollout_shared::proto::{
     control_client::ControlClient, AdoptRequest, GetRolloutRequest, RollbackRequest,
     RoutineRequest, SignedStatement, SigningContextRequest, SigningContextResponse,
 };
-use pgrollout_shared::signing::{action, role, subject, Signer, Statement};
+use pgrollout_shared::signing::{action, fleet, role, subject, Signer, Statement};
 use tonic::transport::Channel;
 
 use super::connect::OperatorTls;
@@ -96,9 +96,20 @@ pub type AskedContext = Result<SigningContextResponse, tonic::Status>;
 /// Asks the controller where `environment` runs (zone and target), for a
 /// statement to name.
 pub async fn ask_context(client: &mut ControlClient<Channel>, environment: &str) -> AskedContext {
+    ask_fleet_context(client, environment, "").await
+}
+
+/// [`ask_context`] for a fleet rollout (`f-…`, issue 24): its recorded
+/// members, and its plan id.
+async fn ask_fleet_context(
+    client: &mut ControlClient<Channel>,
+    environment: &str,
+    fleet_rollout: &str,
+) -> AskedContext {
     client
         .signing_context(SigningContextRequest {
             environment: environment.to_owned(),
+            fleet_rollout: fleet_rollout.to_owned(),
         })
         .await
         .map(tonic::Response::into_inner)
@@ -130,9 +141,24 @@ async fn sign_in_context(
             ),
         ));
     }
+    let (zone, target) = if context.fleet_members.is_empty() {
+        (context.zone, context.target)
+    } else {
+        // A fleet (issue 19 with 24): the CLI hashes the members it was
+        // given itself, and says which it signed for.
+        eprintln!(
+            "pgrollout: signing for the fleet of {} target(s): {}",
+            context.fleet_members.len(),
+            context.fleet_members.join(", ")
+        );
+        (
+            fleet::ZONE.to_owned(),
+            fleet::target_of(&context.fleet_members),
+        )
+    };
     let statement = Statement {
-        zone: context.zone,
-        target: context.target,
+        zone,
+        target,
         ..statement
     };
     signer
@@ -210,8 +236,8 @@ pub async fn sign_operation(
             });
             (r.environment.clone(), kind, reason)
         }
-        // A fleet's resume carries no statement yet (README, Fleets: "Not yet").
-        Call::History(_) | Call::Retry(_) | Call::Resume(_) => return Ok(call),
+        Call::Resume(r) => return sign_resume(client, address, &signer, r.clone()).await,
+        Call::History(_) | Call::Retry(_) => return Ok(call),
     };
     let Some((action, subject)) = subject::of_operation(&kind) else {
         return Ok(call);
@@ -232,7 +258,13 @@ pub async fn sign_operation(
         expires_unix_ms: pgrollout_shared::job::now_unix_ms() + OPERATION_VALIDITY_MS,
         ..Statement::default()
     };
-    let signed = sign_in_context(client, address, &signer, statement, None).await?;
+    // `rollback --rollout f-…` signs the fleet rollout's recorded members.
+    let fleet_rollout = match &call {
+        Call::Rollback(r) if r.rollout_id.starts_with("f-") => r.rollout_id.clone(),
+        _ => String::new(),
+    };
+    let asked = ask_fleet_context(client, &environment, &fleet_rollout).await;
+    let signed = sign_in_context(client, address, &signer, statement, Some(asked)).await?;
     eprintln!("pgrollout: signed: {action} in {environment} as {role}, request {request_id}");
     let signatures = vec![signed];
     Ok(match call {
@@ -258,6 +290,42 @@ pub async fn sign_operation(
         }),
         other => other,
     })
+}
+
+/// `pgrollout resume f-…` (issue 19 with 24): the operator who resumes a
+/// halted fleet rollout signs it — the fleet rollout and its plan, for its
+/// recorded members, with a new request id. An agent where the fleet's deploy
+/// failed runs it again only with this statement.
+async fn sign_resume(
+    client: &mut ControlClient<Channel>,
+    address: &str,
+    signer: &Signer,
+    request: pgrollout_shared::proto::ResumeFleetRequest,
+) -> Result<Call, Refusal> {
+    let environment = rollout_environment(client, address, &request.fleet_id).await?;
+    let context = ask_fleet_context(client, &environment, &request.fleet_id)
+        .await
+        .map_err(|status| super::connect::refusal(&status, address))?;
+    let request_id = new_request_id();
+    let statement = Statement {
+        action: action::RESUME.into(),
+        role: role::REQUESTER.into(),
+        plan_id: fleet::resume_subject(&request.fleet_id, &context.plan_id),
+        environment: environment.clone(),
+        request_id: request_id.clone(),
+        expires_unix_ms: pgrollout_shared::job::now_unix_ms() + OPERATION_VALIDITY_MS,
+        ..Statement::default()
+    };
+    let signed = sign_in_context(client, address, signer, statement, Some(Ok(context))).await?;
+    eprintln!(
+        "pgrollout: signed: resume of {} in {environment}, request {request_id}",
+        request.fleet_id
+    );
+    Ok(Call::Resume(pgrollout_shared::proto::ResumeFleetRequest {
+        signatures: vec![signed],
+        signed_request_id: request_id,
+        ..request
+    }))
 }
 
 /// The environment a rollout ran in (`rollback --rollout` names none).

@@ -28,6 +28,10 @@ use crate::store::{AuditEntry, StoreError};
 /// bounded however long the controller has run.
 const DEPLOYS_SEARCHED: usize = 200;
 
+/// How many of a routine name's newest versions are searched for the one an
+/// environment runs (a rollback restores a recent one).
+const VERSIONS_SEARCHED: usize = 50;
+
 /// Whether a deploy to `environment` needs people's approval: then no SQL but
 /// an approved plan's runs there.
 pub fn requires_approval(config: &ControllerConfig, environment: &str) -> bool {
@@ -77,7 +81,7 @@ pub async fn deployed<K: Ord + Clone>(
         .deployed_plans(environment, DEPLOYS_SEARCHED)
         .await?;
     let mut found: BTreeMap<K, Vec<Deployed>> = BTreeMap::new();
-    for plan in plans {
+    for plan in &plans {
         if found.len() == keys.len() {
             break;
         }
@@ -111,7 +115,111 @@ pub async fn deployed<K: Ord + Clone>(
         }
         found.extend(here);
     }
+    let rows: Vec<PlanRow<'_>> = plans
+        .iter()
+        .map(|p| PlanRow {
+            rollout_id: &p.rollout_id,
+            plan_id: &p.plan_id,
+            commit_sha: &p.commit_sha,
+            content: &p.content,
+        })
+        .collect();
+    in_force(controller, environment, &rows, &mut found, &key_of).await?;
     Ok(found)
+}
+
+/// A deployed plan as the store returned it.
+struct PlanRow<'a> {
+    rollout_id: &'a str,
+    plan_id: &'a str,
+    commit_sha: &'a str,
+    content: &'a [u8],
+}
+
+/// Issue 19: the routines of the plan *in force*, not of the newest plan
+/// deployed. After a rollback an environment runs an older plan's version of
+/// a routine (the agent's ledger names that plan as the routine's latest);
+/// the store's index of what runs (`running_routines`, the definition's
+/// hash) and of the versions received (`routine_versions`: which plan
+/// deployed that hash) say which — and its routines are taken from that
+/// plan, so a `smoke` or watch sample right after a rollback offers the
+/// smoke tests the agent finds in force. A routine the index knows nothing
+/// of (or dropped there) keeps the newest plan's: the agent says why not.
+async fn in_force<K: Ord + Clone>(
+    controller: &Controller,
+    environment: &str,
+    plans: &[PlanRow<'_>],
+    found: &mut BTreeMap<K, Vec<Deployed>>,
+    key_of: &impl Fn(&Routine) -> K,
+) -> Result<(), StoreError> {
+    let identities: Vec<String> = found
+        .values()
+        .flatten()
+        .map(|d| d.routine.identity.to_string())
+        .collect();
+    if identities.is_empty() {
+        return Ok(());
+    }
+    let running = controller
+        .store
+        .running_routines(environment, identities)
+        .await?;
+    let names: Vec<(Option<String>, String)> = found
+        .values()
+        .flatten()
+        .map(|d| {
+            (
+                Some(d.routine.identity.schema.clone()),
+                d.routine.identity.name.clone(),
+            )
+        })
+        .collect();
+    let versions = controller
+        .store
+        .indexed_versions(environment, names, VERSIONS_SEARCHED)
+        .await?;
+    // The plan in force of each routine whose running version is known.
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    for row in running.iter().filter(|r| !r.sha256.is_empty()) {
+        if let Some(version) = versions.iter().find(|v| v.definition_sha256 == row.sha256) {
+            wanted.insert(row.identity.clone(), version.plan_id.clone());
+        }
+    }
+    let stale: Vec<(K, String)> = found
+        .iter()
+        .filter_map(|(key, deployed)| {
+            let first = deployed.first()?;
+            let plan = wanted.get(&first.routine.identity.to_string())?;
+            (*plan != first.plan_id).then(|| (key.clone(), plan.clone()))
+        })
+        .collect();
+    for (key, plan_id) in stale {
+        let Some(plan) = plans.iter().find(|p| p.plan_id == plan_id) else {
+            continue; // older than the deploys searched: left as found
+        };
+        let Ok(routines) = Plan::decode(plan.content)
+            .map_err(|e| e.to_string())
+            .and_then(|p| routines_from_wire(p.routines).map_err(|e| e.to_string()))
+        else {
+            continue;
+        };
+        let whole = Arc::new(routines.clone());
+        let here: Vec<Deployed> = routines
+            .into_iter()
+            .filter(|r| key_of(r) == key)
+            .map(|routine| Deployed {
+                routine,
+                rollout_id: plan.rollout_id.to_owned(),
+                plan_id: plan.plan_id.to_owned(),
+                commit_sha: plan.commit_sha.to_owned(),
+                plan: whole.clone(),
+            })
+            .collect();
+        if !here.is_empty() {
+            found.insert(key, here);
+        }
+    }
+    Ok(())
 }
 
 /// The routines a `smoke` in `environment` (which requires approval) runs:

@@ -56,7 +56,7 @@ pub struct Placement {
 /// before anything was offered come back as an `EngineError`.
 pub async fn start(
     controller: Arc<Controller>,
-    request: RolloutRequest,
+    mut request: RolloutRequest,
 ) -> Result<Updates, EngineError> {
     let environment = controller
         .config
@@ -64,6 +64,13 @@ pub async fn start(
         .get(&request.environment)
         .ok_or_else(|| unknown_environment(&controller, &request.environment))?;
     let placement = if environment.is_fleet() {
+        if let JobKind::Check { .. } = &request.kind {
+            // The dry run of a fleet's signed deploy carries its members
+            // (issue 19 with 24), as each target's deploy will.
+            let (members, _) =
+                super::fleet::members::for_signing(&controller, &request.environment, "").await?;
+            super::fleet::members::attach(&mut request.approvals, members)?;
+        }
         Some(fleet_placement(&controller, &request).await?)
     } else {
         None

@@ -8,6 +8,7 @@
 //! order, then the expiry. The agent decodes the very bytes that were signed
 //! (never a re-encoding), so what it checks is what the operator signed.
 
+pub mod fleet;
 pub mod policy;
 pub mod replay;
 pub mod sources;
@@ -37,6 +38,9 @@ pub mod action {
     pub const ENABLE: &str = "enable";
     /// Recording a hand-made live state in the ledger (issue 20's adopt).
     pub const ADOPT: &str = "adopt";
+    /// Continuing a halted fleet rollout (`pgrollout resume f-…`): signed by
+    /// the operator who runs it, alongside the deploy's own statements.
+    pub const RESUME: &str = "resume";
 }
 
 /// The role a signer claims; the agent's policy decides whether the

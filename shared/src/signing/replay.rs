@@ -120,6 +120,49 @@ pub fn reserve(
     }
 }
 
+/// Another job that reserved (target, request) here before and released it
+/// (it changed nothing: failed and rolled back). A fleet's
+/// deploy that failed on a target runs there again only with the operator's
+/// signed `resume` (`signing::fleet`), which this tells the agent to ask for.
+pub fn ran_before(
+    path: &Path,
+    target: &str,
+    request: &str,
+    job: &str,
+) -> Result<Option<String>, String> {
+    let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(format!(
+                "the record of signed requests already run ({}) is unreadable: {error}",
+                path.display()
+            ))
+        }
+    };
+    // The last other job that reserved it, if it gave it back since (one
+    // still holding it is a replay, which `reserve` refuses and names).
+    let mut last: Option<(String, bool)> = None;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields[..] {
+            ["reserve", t, r, holder, _] if t == target && r == request => {
+                last = Some((holder.to_owned(), true));
+            }
+            ["release", t, r, holder, _] if t == target && r == request => {
+                if let Some((held_by, held)) = &mut last {
+                    if held_by == holder {
+                        *held = false;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(last.and_then(|(holder, held)| (!held && holder != job).then_some(holder)))
+}
+
 /// Releases the reservation of a job that changed nothing.
 pub fn release(path: &Path, target: &str, request: &str, job: &str, attempt: u32) {
     let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -159,6 +202,16 @@ mod tests {
         assert!(reserve(&path, "main", "p-1", "job-a", 2).is_ok());
         assert!(reserve(&path, "main", "p-1", "job-b", 1).is_err());
         assert!(reserve(&path, "main", "p\t2", "job-b", 1).is_err());
+        // Who ran a request before, released or not (a fleet's resume asks).
+        // (job-a released p-1 on main, then took it again: held, not "before".)
+        assert_eq!(ran_before(&path, "main", "p-1", "job-z"), Ok(None));
+        release(&path, "main", "p-1", "job-a", 2);
+        assert_eq!(
+            ran_before(&path, "main", "p-1", "job-z"),
+            Ok(Some("job-a".into()))
+        );
+        assert_eq!(ran_before(&path, "main", "p-1", "job-a"), Ok(None));
+        assert_eq!(ran_before(&path, "third", "p-1", "job-z"), Ok(None));
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -43,6 +43,23 @@ pub fn of_operation(kind: &JobKind) -> Option<(&'static str, String)> {
     Some((action, parts.hash(action)))
 }
 
+/// A fleet's rollback (issue 24): each member's job undoes that target's own
+/// rollout, but the operator signed `rollback --rollout f-…`: the subject is
+/// the job's spec with the fleet rollout in place of the target's.
+pub fn of_fleet_operation(kind: &JobKind, fleet_rollout: &str) -> Option<(&'static str, String)> {
+    match kind {
+        JobKind::Rollback(spec) if matches!(spec.scope, RollbackScope::Rollout(_)) => {
+            of_operation(&JobKind::Rollback(RollbackSpec {
+                scope: RollbackScope::Rollout(fleet_rollout.to_owned()),
+                target: spec.target.clone(),
+                emergency: spec.emergency.clone(),
+                known_versions: Vec::new(),
+            }))
+        }
+        _ => None,
+    }
+}
+
 fn rollback(parts: &mut Parts, spec: &RollbackSpec) {
     match &spec.scope {
         RollbackScope::Routines(selector) => {

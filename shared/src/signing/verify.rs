@@ -22,8 +22,12 @@ use crate::proto;
 pub struct Claims<'a> {
     pub action: &'a str,
     pub subject: &'a str,
+    /// What the statements must name: this agent's zone and the job's
+    /// target — or, for a fleet's job, `*` and `fleet:<hash>` (`fleet.rs`).
     pub zone: &'a str,
     pub target: &'a str,
+    /// The target the job runs on, whose `required_approvers` apply.
+    pub rule_target: &'a str,
     pub request_id: &'a str,
     /// Break-glass: one admin's signature with a reason suffices.
     pub emergency: bool,
@@ -252,7 +256,7 @@ fn rule(
     // A deploy needs its target's approvers; an operation (rollback,
     // disable, enable, adopt) the policy's `operation_approvers`.
     let required = if claims.action == super::action::DEPLOY {
-        policy.required_for(claims.target)
+        policy.required_for(claims.rule_target)
     } else {
         config.operation_approvers
     };
@@ -273,7 +277,7 @@ fn rule(
         };
         return Err(Refusal(format!(
             "target {} needs {required} distinct approver(s) other than the requester, {} signed{note}",
-            claims.target,
+            claims.rule_target,
             approvers.len()
         )));
     }

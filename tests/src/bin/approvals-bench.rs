@@ -122,6 +122,7 @@ fn main() -> Result<()> {
                 subject: &computed,
                 zone: "prod",
                 target: "main",
+                rule_target: "main",
                 request_id: "req-bench",
                 emergency: false,
                 requester_only: false,

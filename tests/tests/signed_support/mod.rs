@@ -256,6 +256,7 @@ pub fn signed(mut job: Job, statements: &[(&Signer, Statement)]) -> Result<Job> 
             .iter()
             .map(|(signer, statement)| signer.sign(statement))
             .collect::<Result<_, _>>()?,
+        ..Default::default()
     };
     Ok(job)
 }

@@ -101,11 +101,15 @@ pub async fn run(
                     break;
                 }
                 Policy::Rollback => {
+                    // Signed by nobody (issue 19): an agent with
+                    // `[approvals]` refuses it; `rollback --rollout f-…`,
+                    // signed, undoes the rest.
                     let all = roll_back_fleet(
                         &controller,
                         &record,
                         &request.actor,
                         request.agent_wait,
+                        &Default::default(),
                         &out,
                     )
                     .await;
@@ -293,6 +297,7 @@ pub async fn roll_back_fleet(
     record: &FleetRecord,
     actor: &str,
     agent_wait: Duration,
+    approvals: &pgrollout_shared::job::SignedApprovals,
     out: &UpdateSender,
 ) -> bool {
     let Some((_, targets)) = read(controller, &record.id).await else {
@@ -341,9 +346,9 @@ pub async fn roll_back_fleet(
             trace: trace_of(&record.trace_id),
             agent_wait,
             description: format!("fleet {}\n{undone}", record.id),
-            // A fleet's own rollbacks carry no operator statement yet
-            // (README, Fleets: "Not yet").
-            approvals: Default::default(),
+            // `rollback --rollout f-…`'s statement, signed for the fleet
+            // rollout (issue 19); none for a `--rollback-on-failure`.
+            approvals: approvals.clone(),
         };
         let placement = Placement {
             zone: target.zone.clone(),
@@ -605,6 +610,7 @@ pub async fn request_of(
         .and_then(|p| Plan::try_from(p).ok())
         .ok_or_else(corrupt)?;
     let mut kind = None;
+    let mut approvals = pgrollout_shared::job::SignedApprovals::default();
     for rollout_id in targets.iter().filter_map(|t| t.rollout_id.as_deref()) {
         let latest = controller
             .store
@@ -614,6 +620,7 @@ pub async fn request_of(
         if let Some(offer) = latest.and_then(|l| l.offer) {
             if let Ok(job) = Job::try_from(offer) {
                 kind = Some(job.kind);
+                approvals = job.approvals;
                 break;
             }
         }
@@ -628,8 +635,21 @@ pub async fn request_of(
         agent_wait,
         gates: Vec::new(),
         order: None,
-        // Signed statements name one target; a fleet's are not kept.
-        approvals: Default::default(),
+        // The deploy's statements as its jobs carried them (issue 19),
+        // without a previous resume's: `resume` adds the one signed now.
+        approvals: pgrollout_shared::job::SignedApprovals {
+            request_id: approvals.request_id,
+            signatures: approvals
+                .signatures
+                .into_iter()
+                .filter(|s| {
+                    pgrollout_shared::signing::Statement::decode(&s.statement).map_or(true, |s| {
+                        s.action != pgrollout_shared::signing::action::RESUME
+                    })
+                })
+                .collect(),
+            ..Default::default()
+        },
         fleet_policy: Policy::parse(&record.policy),
     })
 }

@@ -76,3 +76,81 @@ pub fn dry_run_placement(
         .ok_or_else(|| EngineError::Refused(format!("environment {name} selects no target now")))?;
     Ok((first.zone.clone(), first.target.clone()))
 }
+
+/// Issue 19 with 24: the members a fleet's statements are signed for
+/// (`zone/target`, see `signing::fleet`), and the plan id of the fleet
+/// rollout when one is named: a `resume` or `rollback --rollout f-…` signs
+/// the fleet rollout's recorded members; a deploy, the members now.
+pub async fn for_signing(
+    controller: &Controller,
+    environment: &str,
+    fleet_rollout: &str,
+) -> Result<(Vec<String>, String), EngineError> {
+    if !fleet_rollout.is_empty() {
+        let (record, targets) = controller
+            .store
+            .fleet(fleet_rollout)
+            .await
+            .map_err(EngineError::store("read the fleet rollout"))?
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "no fleet rollout {fleet_rollout}; see `pgrollout rollouts`"
+                ))
+            })?;
+        if record.environment != environment {
+            return Err(EngineError::Invalid(format!(
+                "fleet rollout {fleet_rollout} ran in environment {}, not {environment}",
+                record.environment
+            )));
+        }
+        let members = targets
+            .iter()
+            .map(|t| pgrollout_shared::signing::fleet::member(&t.zone, &t.target))
+            .collect();
+        return Ok((members, record.plan_id));
+    }
+    let settings = controller
+        .config
+        .environments
+        .get(environment)
+        .ok_or_else(|| EngineError::NotFound(format!("no environment {environment}")))?;
+    let members = members_now(controller, settings, environment)?
+        .iter()
+        .map(|m| pgrollout_shared::signing::fleet::member(&m.zone, &m.target))
+        .collect();
+    Ok((members, String::new()))
+}
+
+/// A fleet's signed jobs carry the members their statements were signed
+/// for: `members` (the rollout's set) when the statements name a fleet.
+/// Refused when the statements name another set than this one (a target
+/// joined or left since they were signed): every agent would refuse it.
+pub fn attach(
+    approvals: &mut pgrollout_shared::job::SignedApprovals,
+    members: Vec<String>,
+) -> Result<(), EngineError> {
+    use pgrollout_shared::signing::{fleet, Statement};
+    if approvals.signatures.is_empty() {
+        return Ok(());
+    }
+    let set = fleet::target_of(&members);
+    let signed_for = approvals
+        .signatures
+        .iter()
+        .filter_map(|s| Statement::decode(&s.statement).ok())
+        .find(|s| s.action != pgrollout_shared::signing::action::RESUME)
+        .map(|s| s.target);
+    if let Some(signed_for) = signed_for {
+        if signed_for != set {
+            return Err(EngineError::Refused(format!(
+                "the request's statements were signed for {signed_for}, but the fleet's targets now are {} \
+                 ({}): a target joined or left since; nothing was deployed — request it again so the \
+                 operators sign this set",
+                set,
+                members.join(", ")
+            )));
+        }
+    }
+    approvals.fleet_members = members;
+    Ok(())
+}

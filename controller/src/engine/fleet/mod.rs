@@ -38,7 +38,7 @@ pub async fn start(
 /// Resolves the set now, plans its waves, records them, and drives them.
 async fn begin(
     controller: Arc<Controller>,
-    request: RolloutRequest,
+    mut request: RolloutRequest,
 ) -> Result<Updates, EngineError> {
     let environment = controller
         .config
@@ -47,6 +47,8 @@ async fn begin(
         .cloned()
         .ok_or_else(|| EngineError::NotFound(format!("no environment {}", request.environment)))?;
     let members = members::members_now(&controller, &environment, &request.environment)?;
+    // Signed for a fleet (issue 19): each target's job carries the members.
+    members::attach(&mut request.approvals, member_names(&members))?;
     let rollout_settings = environment.rollout.clone().unwrap_or_default();
     let wave_of = waves::plan(
         &members,
@@ -142,6 +144,7 @@ pub async fn resume(
     fleet_id: &str,
     actor: &str,
     agent_wait: std::time::Duration,
+    signed_resume: Vec<pgrollout_shared::proto::SignedStatement>,
 ) -> Result<Updates, EngineError> {
     let store_error = EngineError::store("read the fleet rollout");
     drive::refresh(&controller, fleet_id).await;
@@ -173,7 +176,14 @@ pub async fn resume(
             doubt.rollout_id.as_deref().unwrap_or("-")
         )));
     }
-    let request = drive::request_of(&controller, &record, &targets, actor, agent_wait).await?;
+    let mut request = drive::request_of(&controller, &record, &targets, actor, agent_wait).await?;
+    // The deploy's statements again, with the operator's signed resume
+    // (issue 19): an agent where the deploy failed asks for it.
+    if !request.approvals.signatures.is_empty() {
+        request.approvals.signatures.extend(signed_resume);
+        request.approvals.fleet_rollout = fleet_id.to_owned();
+        request.approvals.fleet_members = recorded_members(&targets);
+    }
     // Named before the claim: once `running` again, a sweep must see its
     // new, live driver, not the dead one it was halted for.
     record_driver(&controller, fleet_id).await;
@@ -234,6 +244,7 @@ pub async fn rollback(
     fleet_id: &str,
     actor: &str,
     agent_wait: std::time::Duration,
+    mut approvals: pgrollout_shared::job::SignedApprovals,
 ) -> Result<Updates, EngineError> {
     drive::refresh(&controller, fleet_id).await;
     let (record, targets) = controller
@@ -259,6 +270,12 @@ pub async fn rollback(
             "fleet rollout {fleet_id} changed no target that is not rolled back already: nothing to roll back"
         )));
     }
+    // Signed by the operator for the fleet rollout (issue 19): each
+    // target's rollback job carries the fleet's members and id.
+    if !approvals.signatures.is_empty() {
+        approvals.fleet_rollout = fleet_id.to_owned();
+        approvals.fleet_members = recorded_members(&targets);
+    }
     let in_flight = controller.drain.enter()?;
     let (out, receiver) = started_updates(RolloutStarted {
         rollout_id: fleet_id.to_owned(),
@@ -274,7 +291,9 @@ pub async fn rollback(
     .await;
     let actor = actor.to_owned();
     tokio::spawn(async move {
-        let all = drive::roll_back_fleet(&controller, &record, &actor, agent_wait, &out).await;
+        let all =
+            drive::roll_back_fleet(&controller, &record, &actor, agent_wait, &approvals, &out)
+                .await;
         drive::finish(&controller, &record.id, &out, Some(all)).await;
         drop(in_flight);
     });
@@ -291,6 +310,22 @@ async fn started_updates(started: RolloutStarted) -> (UpdateSender, Updates) {
         }))
         .await;
     (out, receiver)
+}
+
+/// `zone/target` of each member, as a fleet's statements sign them.
+fn member_names(members: &[waves::Member]) -> Vec<String> {
+    members
+        .iter()
+        .map(|m| pgrollout_shared::signing::fleet::member(&m.zone, &m.target))
+        .collect()
+}
+
+/// The members a fleet rollout recorded, as its statements sign them.
+fn recorded_members(targets: &[FleetTargetRow]) -> Vec<String> {
+    targets
+        .iter()
+        .map(|t| pgrollout_shared::signing::fleet::member(&t.zone, &t.target))
+        .collect()
 }
 
 /// `prod-eu,prod-us`: the zones of a fleet's targets, each once.

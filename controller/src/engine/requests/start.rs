@@ -77,6 +77,7 @@ pub async fn start_request(
             id.clone()
         },
         signatures,
+        ..Default::default()
     };
     let started = match rollout_request(&pending, gates, agent_wait, approvals) {
         // A fleet environment's deploy goes over its targets (issue 24).

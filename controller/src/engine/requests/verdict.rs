@@ -63,6 +63,7 @@ impl<'a> GateCheck<'a> {
                 approvals: pgrollout_shared::job::SignedApprovals {
                     request_id: pending.request_id.clone(),
                     signatures: Vec::new(),
+                    ..Default::default()
                 },
             }),
         }
