@@ -70,7 +70,8 @@ async fn an_older_controller_refuses_to_start_on_a_store_a_newer_one_migrated() 
         "no password in the refusal: {out}"
     );
     assert!(
-        !out.stderr.contains("controller listening") && !out.stdout.contains("controller listening"),
+        !out.stderr.contains("controller listening")
+            && !out.stdout.contains("controller listening"),
         "{out}"
     );
     let versions: i64 = client
