@@ -20,7 +20,6 @@
 //! through the live controllers in turn, for when delivery through the
 //! controller holding the stream has landed (issue 18, item 2).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -182,32 +181,25 @@ async fn main() -> Result<()> {
         "dev's agent is on controller {victim}, expected a"
     );
     let before_kill = sample_store(&monitor, postmaster, &pids).await?;
-    let dev_reconnected = stack.agent("dev")?.mark();
-    let killed_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
-    let kill_round = {
-        let deploys = launch_round(&stack, &controllers, options.through, options.rounds);
-        let kill = async {
+    let dev_mark = stack.agent("dev")?.mark();
+    let (kill_round, killed) = tokio::join!(
+        launch_round(&stack, &controllers, options.through, options.rounds),
+        async {
             stack
                 .agent("dev")?
-                .wait_for_line_after(dev_reconnected, "job started", WAIT)
+                .wait_for_line_after(dev_mark, "job started", WAIT)
                 .await?;
             let pid = pids[0];
-            // SIGKILL by pid, as `kill -9` does; the Process is reaped below.
+            // SIGKILL by pid, as `kill -9` does (the deploys in flight hold
+            // the stack); the process is reaped below.
             let status = std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .status()?;
             ensure!(status.success(), "kill -9 {pid} failed");
-            *killed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-            anyhow::Ok(())
-        };
-        let (outcomes, killed) = tokio::join!(deploys, kill);
-        killed?;
-        outcomes
-    };
-    let killed_at = killed_at
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .context("the controller was not killed")?;
+            anyhow::Ok(Instant::now())
+        }
+    );
+    let killed_at = killed?;
     stack.kill_9_controller().await?;
     controllers[0].alive = false;
 
@@ -215,7 +207,7 @@ async fn main() -> Result<()> {
     // real dev agent welcomed by another controller.
     stack
         .agent("dev")?
-        .wait_for_line_after(dev_reconnected, "connected to controller", WAIT)
+        .wait_for_line_after(dev_mark, "connected to controller", WAIT)
         .await?;
     let dev_back = killed_at.elapsed();
     let swarm_back = swarm.all_connected_since(killed_at, WAIT).await?;
