@@ -9,7 +9,10 @@
 #
 #   deploy/demo.sh                  run it, then stop everything
 #   deploy/demo.sh --store postgres the controller's store in PostgreSQL (a
-#                                   database of the dev cluster) instead of SQLite
+#                                   database of the dev cluster) instead of SQLite,
+#                                   with two controllers on it (the agents list
+#                                   both) and, at the end, a failover: the first
+#                                   is killed with SIGKILL and the second carries on
 #   PGROLLOUT_DEMO_KEEP=1 deploy/demo.sh   leave it running to play with
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,7 +107,7 @@ request_in() { grep -o 'p-[0-9a-f]*-[0-9a-f]*' "$1" | head -n 1; }
 rollout_in() { grep -o 'r-[0-9a-f]*-[0-9a-f]*' "$1" | head -n 1; }
 
 heading "Setting up: a PostgreSQL per zone, a CA, a controller, an agent per zone"
-declare -A port
+declare -A port before
 for zone in dev qa prod; do
   mkdir -p "$demo/$zone"
   head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$demo/$zone/password"
@@ -194,13 +197,30 @@ else
   "$bin/pgrollout" serve --config "$demo/controller.toml" >"$demo/controller.log" 2>&1 &
 fi
 pids+=($!)
+controller_a=$!
 wait_for_line "$demo/controller.log" "controller listening" 20
+
+# With the PostgreSQL store a second controller runs beside the first: the
+# same config (store, audit key file, CA) on listeners of its own. It starts
+# once the first has created the audit key, so both sign with the same key.
+agent_controllers="\"https://127.0.0.1:$agents\""
+if [[ $store == postgres ]]; then
+  free_port operators_b; free_port agents_b
+  sed -e "s/^operators = .*/operators = \"127.0.0.1:$operators_b\"/" \
+      -e "s/^agents = .*/agents = \"127.0.0.1:$agents_b\"/" "$demo/controller.toml" >"$demo/controller-b.toml"
+  PGROLLOUT_CONTROLLER__STORE__URL=$store_url "$bin/pgrollout" serve --config "$demo/controller-b.toml" \
+    >"$demo/controller-b.log" 2>&1 &
+  pids+=($!)
+  wait_for_line "$demo/controller-b.log" "controller listening" 20
+  agent_controllers="[\"https://127.0.0.1:$agents\", \"https://127.0.0.1:$agents_b\"]"
+  echo "a second controller on the same store: operators 127.0.0.1:$operators_b, agents 127.0.0.1:$agents_b"
+fi
 
 for zone in dev qa prod; do
   cat >"$demo/agent-$zone.toml" <<TOML
 name = "$zone-1"
 zone = "$zone"
-controller = "https://127.0.0.1:$agents"
+controller = $agent_controllers
 backup_dir = "$demo/$zone/backups"
 state_dir = "$demo/$zone/state"
 [tls]
@@ -281,6 +301,35 @@ expect 0 rollouts
 as_operator demo-operator audit verify
 expect 0 "audit verify"
 
+if [[ $store == postgres ]]; then
+  heading "6. FAILOVER: the first controller is killed (kill -9); the second carries on"
+  for zone in dev qa prod; do
+    before[$zone]=$(grep -c "connected to controller" "$demo/agent-$zone.log" || true)
+  done
+  disown "$controller_a" # no "Killed" line from the shell: the kill is the demo's
+  kill -9 "$controller_a"
+  echo "controller on 127.0.0.1:$operators killed with SIGKILL; the agents list 127.0.0.1:$agents_b next"
+  for zone in dev qa prod; do
+    deadline=$((SECONDS + 20))
+    until [[ $(grep -c "connected to controller" "$demo/agent-$zone.log" || true) -gt ${before[$zone]} ]]; do
+      if ((SECONDS > deadline)); then echo "agent $zone did not reconnect:" >&2; tail -20 "$demo/agent-$zone.log" >&2; exit 2; fi
+      sleep 0.1
+    done
+    grep "connected to controller" "$demo/agent-$zone.log" | tail -n 1 | grep -q "127.0.0.1:$agents_b" || {
+      echo "agent $zone connected elsewhere" >&2; exit 2; }
+  done
+  echo "every agent is connected to the second controller again"
+  export PGROLLOUT_ADDR="https://127.0.0.1:$operators_b"
+  as_operator demo-operator agents
+  expect 0 "agents, on the second controller"
+  as_operator demo-operator history reconcilemupstream prod
+  expect 0 "history, from the store, on the second controller"
+  as_operator demo-operator deploy addarc dev
+  expect 0 "a deploy through the second controller"
+  as_operator demo-operator audit verify
+  expect 0 "audit verify on the second controller (same store, same audit key)"
+fi
+
 if [[ ${PGROLLOUT_DEMO_KEEP:-0} == 1 ]]; then
   echo
   echo "Left running in $demo (logs there). Try:"
@@ -290,4 +339,6 @@ if [[ ${PGROLLOUT_DEMO_KEEP:-0} == 1 ]]; then
   echo "Stop with: kill ${pids[*]}; and pg_ctl -D $demo/<zone>/data stop"
 fi
 echo
-echo "pgrollout demo: done in ${SECONDS}s — dev, qa (1 approval), prod (2 approvals), a rollback, history, log, audit verify"
+failover=""
+[[ $store == postgres ]] && failover=", a controller killed and the other carrying on"
+echo "pgrollout demo: done in ${SECONDS}s — dev, qa (1 approval), prod (2 approvals), a rollback, history, log, audit verify$failover"

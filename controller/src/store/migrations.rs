@@ -50,6 +50,7 @@ pub fn run(connection: &mut Conn) -> db::Result<()> {
     }
     let current: usize =
         connection.query_row("PRAGMA user_version", params![], |row| row.get(0))?;
+    refuse_newer(current as i64, MIGRATIONS.len() as i64)?;
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = connection.transaction()?;
         tx.execute_batch(migration)?;
@@ -91,6 +92,15 @@ fn run_postgres(connection: &mut Conn) -> db::Result<()> {
     connection.execute_batch(
         "CREATE TABLE IF NOT EXISTS pgrollout_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )?;
+    let stored: i64 = connection.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM pgrollout_schema",
+        params![],
+        |row| row.get(0),
+    )?;
+    let known = POSTGRES_MIGRATIONS
+        .last()
+        .map_or(0, |(version, _)| *version);
+    refuse_newer(stored, known)?;
     for (version, migration) in POSTGRES_MIGRATIONS {
         let tx = connection.transaction()?;
         tx.query_row(
@@ -117,6 +127,25 @@ fn run_postgres(connection: &mut Conn) -> db::Result<()> {
     Ok(())
 }
 
+/// An older controller does not start on a store a newer one migrated
+/// (issue 18: controllers are upgraded one at a time). Without this check it
+/// ran no migration and carried on, writing rows without what the newer
+/// schema's code relies on (a column it never fills, a table it never
+/// keeps). A controller already running when another migrates the store is
+/// not stopped: migrations are additive so that it keeps working until it is
+/// replaced, but once stopped it cannot come back at the older version.
+fn refuse_newer(stored: i64, known: i64) -> db::Result<()> {
+    if stored <= known {
+        return Ok(());
+    }
+    Err(db::Error::Unavailable(format!(
+        "its schema is at version {stored}, newer than this controller knows (pgrollout {}, schema {known}): \
+         a newer pgrollout migrated it. An older controller does not start on a newer store; \
+         run the version the other controllers run (upgrade this one's binary)",
+        env!("CARGO_PKG_VERSION")
+    )))
+}
+
 /// The store version at which the routine version index exists.
 #[cfg(test)]
 pub(super) fn history_index_version() -> usize {
@@ -124,4 +153,101 @@ pub(super) fn history_index_version() -> usize {
         .iter()
         .position(|m| *m == HISTORY_INDEX)
         .map_or(0, |index| index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::MIGRATIONS;
+    use crate::store::db::postgres::PgTarget;
+    use crate::store::Store;
+
+    /// The message `pgrollout serve` prints for the error, cause included.
+    fn refusal(opened: Result<Store, crate::store::StoreError>) -> String {
+        match opened {
+            Ok(_) => panic!("an older controller opened a store a newer one migrated"),
+            Err(error) => format!("{:#}", anyhow::Error::from(error)),
+        }
+    }
+
+    #[test]
+    fn an_older_controller_refuses_a_sqlite_store_a_newer_one_migrated() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.sqlite");
+        drop(Store::open(&path).expect("a new store"));
+        let newer = MIGRATIONS.len() + 1;
+        rusqlite::Connection::open(&path)
+            .and_then(|c| c.execute_batch(&format!("PRAGMA user_version = {newer}")))
+            .expect("a newer controller's migration, as far as the version goes");
+
+        let message = refusal(Store::open(&path));
+        assert!(
+            message.contains(&format!(
+                "its schema is at version {newer}, newer than this controller knows"
+            )) && message.contains(&format!("schema {})", MIGRATIONS.len())),
+            "{message}"
+        );
+        assert!(
+            message.contains("does not start on a newer store"),
+            "{message}"
+        );
+        // Nothing was written: the store is still at the newer version.
+        let version: usize = rusqlite::Connection::open(&path)
+            .and_then(|c| c.query_row("PRAGMA user_version", [], |row| row.get(0)))
+            .expect("version");
+        assert_eq!(version, newer);
+    }
+
+    #[test]
+    fn a_sqlite_store_at_this_controllers_version_opens_again() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.sqlite");
+        drop(Store::open(&path).expect("a new store"));
+        Store::open(&path).expect("the same version opens");
+    }
+
+    fn open_postgres(
+        cluster: &pgrollout_tests::PgCluster,
+        key: &Path,
+    ) -> Result<Store, crate::store::StoreError> {
+        Store::open_postgres(
+            PgTarget {
+                config: cluster.config(),
+                ca_file: None,
+            },
+            key,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_older_controller_refuses_a_postgres_store_a_newer_one_migrated() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("audit-key");
+        let cluster = pgrollout_tests::PgCluster::start("store")
+            .await
+            .expect("a PostgreSQL cluster for the store");
+        drop(open_postgres(&cluster, &key).expect("a new store"));
+        let client = cluster.connect().await.expect("connect");
+        client
+            .batch_execute("INSERT INTO pgrollout_schema (version, applied_at) VALUES (1000, 0)")
+            .await
+            .expect("a newer controller's migration, as far as the version goes");
+
+        let message = refusal(open_postgres(&cluster, &key));
+        assert!(
+            message.contains("its schema is at version 1000, newer than this controller knows"),
+            "{message}"
+        );
+        assert!(
+            !message.contains(cluster.password()),
+            "no password: {message}"
+        );
+        // Reopening at the known version still works once the newer row is gone.
+        client
+            .batch_execute("DELETE FROM pgrollout_schema WHERE version = 1000")
+            .await
+            .expect("delete");
+        open_postgres(&cluster, &key).expect("the same version opens");
+    }
 }
