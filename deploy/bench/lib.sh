@@ -3,7 +3,10 @@
 # TLS — the production shape, on localhost. Source it, then call bench_setup.
 # Sets: repo, bin, work, port, PGPASSWORD, PGROLLOUT_* (CLI), controller_pid,
 # agent_pid; cleans everything up on exit. BENCH_CONTROLLER_EXTRA is appended
-# to the controller's config (e.g. another environment on the same zone).
+# to the controller's config (e.g. another environment on the same zone);
+# BENCH_AGENT_TARGETS ("name:dbname ...") adds targets to the agent, each a
+# database of the same cluster, created here (e.g. "qa:bench_qa" for that
+# environment's `target = "qa"`).
 
 bench_setup() {
   cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -82,6 +85,19 @@ dbname = "bench"
 user = "postgres"
 password_file = "$work/password"
 TOML
+  local extra
+  for extra in ${BENCH_AGENT_TARGETS:-}; do
+    psql -q -h 127.0.0.1 -p "$port" -U postgres -c "CREATE DATABASE ${extra#*:}"
+    cat >>"$work/agent.toml" <<TOML
+[[targets]]
+name = "${extra%%:*}"
+host = "127.0.0.1"
+port = $port
+dbname = "${extra#*:}"
+user = "postgres"
+password_file = "$work/password"
+TOML
+  done
   "$bin/pgrollout" serve --config "$work/controller.toml" >"$work/controller.log" 2>&1 & pids+=($!); controller_pid=$!
   bench_wait_for_line "$work/controller.log" "controller listening"
   "$bin/pgrollout-agent" --config "$work/agent.toml" >"$work/agent.log" 2>&1 & pids+=($!); agent_pid=$!

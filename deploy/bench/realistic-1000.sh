@@ -10,9 +10,17 @@
 #      the controller keeps what it read of each routine from round 2 on);
 #   3. the catalog of both compared: md5(pg_get_functiondef) per identity —
 #      the script fails when they differ;
-#   4. the same batch again, unchanged (the CLI's cache now warm).
+#   4. the promotion: the same shuffled batch to environment `qa` (the same
+#      agent's target `qa`, database bench_qa, the corpus' setup like the
+#      others) right after dev's, as users run it every day: the CLI's cache
+#      warm from dev's deploy, and a target that has seen a pgrollout deploy
+#      before — one unrelated routine (public.bench_warmup) deployed into it
+#      first, so its ledger exists; psql's database gets the same routine
+#      (untimed), never anything less; its catalog compared the same way;
+#   5. the dev batch again, unchanged (the CLI's cache now warm).
 # Then the CLI alone (`batch --dry-run`: load, parse, order), cold and warm.
-# Prints each round and the medians: batch / psql (target <= 1.3) and the
+# Prints each round and the medians: the first-ever batch / psql and the
+# promotion (qa) batch / the same round's psql (target <= 1.3), and the
 # unchanged redeploy / the first deploy (target <= 0.5).
 #
 #   deploy/bench/realistic-1000.sh [routines] [runs] [--without SHAPE,...]
@@ -23,10 +31,19 @@ routines=${1:-1000}
 runs=${2:-3}
 without=()
 if [[ ${3:-} == --without ]]; then without=(--without "${4:?--without needs a list}"); fi
+export BENCH_CONTROLLER_EXTRA='[environments.qa]
+zone = "dev"
+target = "qa"'
+export BENCH_AGENT_TARGETS="qa:bench_qa"
 source "$(dirname "$0")/lib.sh"
 bench_setup
 
 python3 deploy/bench/generate_realistic.py "$routines" "$work/gen" "${without[@]}"
+# The unrelated routine a promotion target has seen deployed before (in
+# public: outside the compared schemas), as a project of its own.
+mkdir -p "$work/warm/procedures"
+echo 'CREATE OR REPLACE FUNCTION public.bench_warmup() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;' \
+  >"$work/warm/procedures/bench_warmup.sql"
 psql_in() { psql -X -q -h 127.0.0.1 -p "$port" -U postgres -v ON_ERROR_STOP=1 -d "$@"; }
 fresh_db() {
   psql_in postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
@@ -42,9 +59,21 @@ catalog_of() {
      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
      WHERE n.nspname IN ('lib', 'util') ORDER BY 1"
 }
-run_batch() {
-  /usr/bin/time -f "%U %S" -o "$work/$1.cli-cpu" "$bin/pgrollout" batch dev "$work/gen/list.txt" --project "$work/gen/project" >"$work/$1.out" 2>&1 || {
+run_batch() { # label [environment]
+  /usr/bin/time -f "%U %S" -o "$work/$1.cli-cpu" "$bin/pgrollout" batch "${2:-dev}" "$work/gen/list.txt" --project "$work/gen/project" >"$work/$1.out" 2>&1 || {
     echo "the $1 batch failed (exit $?):" >&2; tail -30 "$work/$1.out" >&2; exit 2; }
+}
+# The catalog of database $2 must be psql's (round $1).
+same_catalog() {
+  catalog_of plain >"$work/plain.catalog"
+  catalog_of "$2" >"$work/$2.catalog"
+  if ! diff -q "$work/plain.catalog" "$work/$2.catalog" >/dev/null; then
+    echo "round $1: the catalog of $2 differs from the psql-applied reference:" >&2
+    diff "$work/plain.catalog" "$work/$2.catalog" | head -20 >&2
+    exit 2
+  fi
+  [[ $(wc -l <"$work/$2.catalog") == "$routines" ]] || {
+    echo "round $1: $(wc -l <"$work/$2.catalog") routines in the catalog of $2, not $routines" >&2; exit 2; }
 }
 
 # CPU time (ms) a process and its reaped children have used: utime, stime,
@@ -63,9 +92,16 @@ pg_cpu_ms() {
 }
 cpu_now() { echo "$(cpu_ms "$controller_pid") $(cpu_ms "$agent_pid") $(pg_cpu_ms)"; }
 psql_times=(); first_times=(); again_times=(); first_spans=(); first_cpu=(); psql_cpu=()
+qa_times=(); qa_spans=(); qa_cpu=()
 for round in $(seq 1 "$runs"); do
   fresh_db plain
   fresh_db bench
+  fresh_db bench_qa
+  # What a promotion target holds after its first pgrollout deploy (the
+  # ledger), and psql's database the same routine.
+  "$bin/pgrollout" deploy bench_warmup qa --project "$work/warm" >"$work/warm.out" 2>&1 || {
+    echo "the warm-up deploy to qa failed:" >&2; tail -30 "$work/warm.out" >&2; exit 2; }
+  psql_in plain -f "$work/warm/procedures/bench_warmup.sql" >/dev/null
   pg0=$(pg_cpu_ms)
   t0=$(bench_now_us)
   psql_in plain -1 -f "$work/gen/plain.sql" >/dev/null
@@ -84,15 +120,21 @@ for round in $(seq 1 "$runs"); do
   cp "$work/first.out" "$work/first-$round.out"
   first_times+=($(( t1 - t0 )))
   first_spans+=("$t0:$t1")
-  catalog_of plain >"$work/plain.catalog"
-  catalog_of bench >"$work/bench.catalog"
-  if ! diff -q "$work/plain.catalog" "$work/bench.catalog" >/dev/null; then
-    echo "round $round: the catalog differs from the psql-applied reference:" >&2
-    diff "$work/plain.catalog" "$work/bench.catalog" | head -20 >&2
-    exit 2
-  fi
-  [[ $(wc -l <"$work/bench.catalog") == "$routines" ]] || {
-    echo "round $round: $(wc -l <"$work/bench.catalog") routines in the catalog, not $routines" >&2; exit 2; }
+  same_catalog "$round" bench
+
+  # The promotion: the same batch to qa, the CLI's cache warm.
+  read -r c0 a0 p0 <<<"$(cpu_now)"
+  t0=$(bench_now_us)
+  run_batch qa qa
+  t1=$(bench_now_us)
+  read -r c1 a1 p1 <<<"$(cpu_now)"
+  read -r cli_user cli_sys <"$work/qa.cli-cpu"
+  cli_ms=$(python3 -c "print(int(($cli_user + $cli_sys) * 1000))")
+  qa_cpu+=("$cli_ms:$(( c1 - c0 )):$(( a1 - a0 )):$(( p1 - p0 ))")
+  cp "$work/qa.out" "$work/qa-$round.out"
+  qa_times+=($(( t1 - t0 )))
+  qa_spans+=("$t0:$t1")
+  same_catalog "$round" bench_qa
 
   t0=$(bench_now_us)
   run_batch again
@@ -100,25 +142,35 @@ for round in $(seq 1 "$runs"); do
 done
 
 python3 - "${psql_times[*]}" "${first_times[*]}" "${again_times[*]}" "$routines" "${BENCH_PROFILE:-release}" \
-  "${psql_cpu[*]}" "${first_cpu[*]}" <<'PY'
+  "${psql_cpu[*]}" "${first_cpu[*]}" "${qa_times[*]}" "${qa_cpu[*]}" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import statistics, sys
 psql, first, again = ([int(t) for t in arg.split()] for arg in sys.argv[1:4])
 routines, profile = int(sys.argv[4]), sys.argv[5]
 psql_cpu = [int(t) for t in sys.argv[6].split()]
 first_cpu = [[int(x) for x in t.split(":")] for t in sys.argv[7].split()]
-print(f"realistic corpus: {routines} routines, {len(psql)} rounds (mutual TLS, {profile} build, localhost)")
-for i, (p, f, a) in enumerate(zip(psql, first, again), 1):
-    print(f"  round {i}: psql -1 -f {p / 1e6:5.2f} s   batch {f / 1e6:5.2f} s   unchanged again {a / 1e6:5.2f} s")
-p, f, a = statistics.median(psql), statistics.median(first), statistics.median(again)
-print(f"psql -1 -f:            {p / 1e6:6.2f} s median")
-print(f"pgrollout batch:       {f / 1e6:6.2f} s median   ratio to psql {f / p:5.2f} (target <= 1.3)")
-print(f"unchanged redeploy:    {a / 1e6:6.2f} s median   ratio to first {a / f:5.2f} (target <= 0.5)")
-print("catalog: identical to the psql-applied reference in every round (md5 of pg_get_functiondef per identity)")
+qa = [int(t) for t in sys.argv[8].split()]
+qa_cpu = [[int(x) for x in t.split(":")] for t in sys.argv[9].split()]
+print(f"realistic corpus: {routines} routines, {len(psql)} rounds (mutual TLS, {profile} build, localhost), "
+      f"load average at the end {sys.argv[10]}")
+for i, (p, f, q, a) in enumerate(zip(psql, first, qa, again), 1):
+    print(f"  round {i}: psql -1 -f {p / 1e6:5.2f} s   first-ever batch {f / 1e6:5.2f} s ({f / p:4.2f})"
+          f"   promotion batch {q / 1e6:5.2f} s ({q / p:4.2f})   unchanged again {a / 1e6:5.2f} s")
+p, f, q, a = (statistics.median(x) for x in (psql, first, qa, again))
+first_ratio, qa_ratio = f / p, q / p
+print(f"psql -1 -f:                       {p / 1e6:6.2f} s median")
+print(f"first-ever batch (dev):           {f / 1e6:6.2f} s median   ratio to psql {first_ratio:5.2f} (target <= 1.3)"
+      "   fresh database, CLI cache cold")
+print(f"promotion batch (qa, after dev):  {q / 1e6:6.2f} s median   ratio to psql {qa_ratio:5.2f} (target <= 1.3)"
+      "   ledger exists, CLI cache warm")
+print(f"unchanged redeploy (dev):         {a / 1e6:6.2f} s median   ratio to first {a / f:5.2f} (target <= 0.5)")
+print("catalog: dev's and qa's identical to the psql-applied reference in every round "
+      "(md5 of pg_get_functiondef per identity)")
 # CPU, not wall: what each process used, whatever the load made it wait.
-cli, controller, agent, server = (statistics.median(c[i] for c in first_cpu) for i in range(4))
-print(f"CPU of a first deploy (median ms): CLI {cli:.0f}, controller {controller:.0f}, agent {agent:.0f}, "
-      f"PostgreSQL {server:.0f} (total {cli + controller + agent + server:.0f}); "
-      f"PostgreSQL for psql -1 -f: {statistics.median(psql_cpu):.0f}")
+for name, cpu in (("a first-ever deploy", first_cpu), ("a promotion deploy", qa_cpu)):
+    cli, controller, agent, server = (statistics.median(c[i] for c in cpu) for i in range(4))
+    print(f"CPU of {name} (median ms): CLI {cli:.0f}, controller {controller:.0f}, agent {agent:.0f}, "
+          f"PostgreSQL {server:.0f} (total {cli + controller + agent + server:.0f}); "
+          f"PostgreSQL for psql -1 -f: {statistics.median(psql_cpu):.0f}")
 PY
 dry_run_ms() {
   local t0; t0=$(bench_now_us)
@@ -129,7 +181,7 @@ bench_cold_cache; cold=$(dry_run_ms); warm=$(dry_run_ms)
 echo "CLI alone (batch --dry-run: load, parse, order): ${cold} ms with the parse cache cold, ${warm} ms warm"
 # Where each first deploy's time went, from the CLI's start and end (here)
 # and the timestamps of the controller's and the agent's log lines.
-python3 - "$work/controller.log" "$work/agent.log" "${first_spans[@]}" <<'PY'
+python3 - "$work/controller.log" "$work/agent.log" "${first_spans[*]}" "${qa_spans[*]}" <<'PY'
 import datetime, statistics, sys
 def at(line):
     stamp = datetime.datetime.strptime(line[:26], "%Y-%m-%dT%H:%M:%S.%f")
@@ -140,35 +192,38 @@ started = stamps(sys.argv[1], "rollout started")
 recorded = stamps(sys.argv[1], "job result recorded")
 job_started = stamps(sys.argv[2], "job started")
 job_finished = stamps(sys.argv[2], "job finished")
-parts = {k: [] for k in ("CLI (load, parse, plan) and controller up to the rollout's start",
-                         "controller: rollout start to the agent's job start", "agent: the job",
-                         "agent's result to the controller's record", "controller's record to the CLI's exit")}
-for span in sys.argv[3:]:
-    t0, t1 = (int(t) for t in span.split(":"))
-    # The first rollout started after this CLI did: the first deploy's.
-    i = min(k for k, s in enumerate(started) if s > t0)
-    for name, ms in zip(parts, (started[i] - t0, job_started[i] - started[i],
-                                job_finished[i] - job_started[i], recorded[i] - job_finished[i],
-                                t1 - recorded[i])):
-        parts[name].append(ms / 1000)
-print("first deploy, where the time went (median ms over the rounds):")
-for name, values in parts.items():
-    print(f"  {statistics.median(values):6.0f}  {name}")
+names = ("CLI (load, parse, plan) and controller up to the rollout's start",
+         "controller: rollout start to the agent's job start", "agent: the job",
+         "agent's result to the controller's record", "controller's record to the CLI's exit")
+parts = {k: ([], []) for k in names}
+for which, spans in enumerate(sys.argv[3:5]):
+    for span in spans.split():
+        t0, t1 = (int(t) for t in span.split(":"))
+        # The first rollout started after this CLI did: this deploy's.
+        i = min(k for k, s in enumerate(started) if s > t0)
+        for name, ms in zip(names, (started[i] - t0, job_started[i] - started[i],
+                                    job_finished[i] - job_started[i], recorded[i] - job_finished[i],
+                                    t1 - recorded[i])):
+            parts[name][which].append(ms / 1000)
+print("where the time went (median ms over the rounds): first-ever (dev) | promotion (qa)")
+for name, (first, qa) in parts.items():
+    print(f"  {statistics.median(first):6.0f} | {statistics.median(qa):6.0f}  {name}")
 PY
 echo "agent steps of the last first deploy:"
 grep -E "^  (\[ok\]|\[FAIL\]|\[-\]) " "$work/first.out" | sed 's/ (sha256 [0-9a-f]*)//'
 # Each step's median over the rounds (the backup's file is written while
 # the CREATEs run, so its time and the apply's overlap).
-python3 - "$work"/first-*.out <<'PY'
-import collections, re, statistics, sys
-steps = collections.OrderedDict()
-for path in sys.argv[1:]:
-    for line in open(path):
-        found = re.match(r"^  \[ok\] (\S+)\s+(\d+) ms", line)
-        if found:
-            steps.setdefault(found[1], []).append(int(found[2]))
-print("agent steps, median ms over the rounds: " + ", ".join(
-    f"{name} {statistics.median(times):.0f}" for name, times in steps.items()))
+python3 - "$work" <<'PY'
+import collections, glob, re, statistics, sys
+for label, pattern in (("first-ever (dev)", "first-*.out"), ("promotion (qa)", "qa-*.out")):
+    steps = collections.OrderedDict()
+    for path in sorted(glob.glob(f"{sys.argv[1]}/{pattern}")):
+        for line in open(path):
+            found = re.match(r"^  \[ok\] (\S+)\s+(\d+) ms", line)
+            if found:
+                steps.setdefault(found[1], []).append(int(found[2]))
+    print(f"agent steps of a {label} deploy, median ms over the rounds: " + ", ".join(
+        f"{name} {statistics.median(times):.0f}" for name, times in steps.items()))
 PY
 echo "the unchanged redeploy said:"
 grep -E "^Result:|^Status:" "$work/again.out" || tail -5 "$work/again.out"
