@@ -97,6 +97,29 @@ impl Control for ControlService {
         Ok(Response::new(response))
     }
 
+    type FollowRolloutStream = UpdateStream;
+
+    async fn follow_rollout(
+        &self,
+        request: Request<pgrollout_shared::proto::FollowRolloutRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        // A deployer whose CLI lost its controller follows the rollout it
+        // asked for, viewer or not: any role will do, as for requests.
+        let caller = authenticate_operator(&request, &self.controller.policy())?;
+        if caller.roles.is_empty() {
+            self.authorize(&request, OperatorRole::Viewer, "follow rollouts")
+                .await?;
+        }
+        let request = request.into_inner();
+        let stream = super::follow_rollout::follow(
+            self.controller.clone(),
+            &request.rollout_id,
+            request.after_seq,
+        )
+        .await?;
+        Ok(Response::new(stream))
+    }
+
     type CheckStream = UpdateStream;
     type PerfStream = UpdateStream;
 

@@ -11,6 +11,7 @@ mod drift;
 mod expiring_stream;
 mod faults;
 mod fleet;
+mod follow_rollout;
 mod health;
 mod metrics;
 pub mod operations;

@@ -25,6 +25,12 @@ pub struct OperatorTls {
     /// The operator's private key.
     #[arg(long, global = true, env = "PGROLLOUT_KEY")]
     key: Option<PathBuf>,
+    /// With several controllers listed in --controller: how long a command
+    /// that lost its controller mid-rollout keeps trying the others and
+    /// following the rollout there before giving up (exit 2).
+    #[arg(long, global = true, env = "PGROLLOUT_FOLLOW_TIMEOUT", default_value = "10m",
+          value_parser = humantime::parse_duration)]
+    follow_timeout: std::time::Duration,
 }
 
 type Refusal = (ExitCode, String);
@@ -34,6 +40,12 @@ impl OperatorTls {
     /// the CLI signs approvals with (issue 19).
     pub fn cert_and_key(&self) -> Option<(&PathBuf, &PathBuf)> {
         self.cert.as_ref().zip(self.key.as_ref())
+    }
+
+    /// How long to follow a rollout on another controller after losing one
+    /// (`--follow-timeout`; the connection's concern, so it travels here).
+    pub fn follow_timeout(&self) -> std::time::Duration {
+        self.follow_timeout
     }
 }
 
@@ -119,18 +131,116 @@ fn issued_by(
     Ok(())
 }
 
+/// The controllers `--controller` (or `PGROLLOUT_ADDR`) lists, in order:
+/// one address, or several separated by commas (issue 18: controllers
+/// sharing one PostgreSQL store, any of which answers for all).
+pub fn addresses(list: &str) -> Vec<&str> {
+    let listed: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if listed.is_empty() {
+        vec![list]
+    } else {
+        listed
+    }
+}
+
+/// A `Control` client over the first listed controller that answers.
 pub async fn controller(
     address: &str,
     tls: &OperatorTls,
 ) -> Result<ControlClient<Channel>, Refusal> {
-    Ok(ControlClient::new(channel(address, tls).await?)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(controller_reached(address, tls).await?.0)
 }
 
-/// The operator's mTLS connection to the controller, for any of its
-/// services (`Control`, `Watches`).
+/// [`controller`], with the address of the controller that answered: the
+/// one a command following a rollout will say it lost.
+pub async fn controller_reached(
+    address: &str,
+    tls: &OperatorTls,
+) -> Result<(ControlClient<Channel>, String), Refusal> {
+    let (channel, reached) = first_answering(&addresses(address), tls, true).await?;
+    Ok((control_client(channel), reached))
+}
+
+/// A `Control` client over the first controller of `list` that answers,
+/// the others before `lost` (the one just lost, which may be back); with
+/// the address it reached.
+pub async fn controller_after_losing(
+    list: &str,
+    lost: &str,
+    tls: &OperatorTls,
+) -> Result<(ControlClient<Channel>, String), Refusal> {
+    let listed = addresses(list);
+    let candidates: Vec<&str> = listed
+        .iter()
+        .copied()
+        .filter(|a| *a != lost)
+        .chain(listed.iter().copied().filter(|a| *a == lost))
+        .collect();
+    let (channel, reached) = first_answering(&candidates, tls, false).await?;
+    Ok((control_client(channel), reached))
+}
+
+fn control_client(channel: Channel) -> ControlClient<Channel> {
+    ControlClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// The operator's mTLS connection to the first listed controller that
+/// answers, for any of its services (`Control`, `Watches`). One address
+/// behaves as it always did; of several, one that cannot be reached is
+/// skipped with a line on stderr saying which answered instead.
 pub async fn channel(address: &str, tls: &OperatorTls) -> Result<Channel, Refusal> {
+    Ok(first_answering(&addresses(address), tls, true).await?.0)
+}
+
+/// The first of `candidates` that accepts a connection, and its address. A
+/// refusal that is the operator's (bad address, TLS credentials) is final:
+/// another controller of the same installation would refuse it too.
+async fn first_answering(
+    candidates: &[&str],
+    tls: &OperatorTls,
+    say_skipped: bool,
+) -> Result<(Channel, String), Refusal> {
+    let mut skipped: Vec<String> = Vec::new();
+    let mut last = None;
+    for address in candidates {
+        match channel_to(address, tls).await {
+            Ok(channel) => {
+                if say_skipped && !skipped.is_empty() {
+                    eprintln!(
+                        "pgrollout: {} did not answer; using the controller at {address}",
+                        skipped.join(", ")
+                    );
+                }
+                return Ok((channel, (*address).to_owned()));
+            }
+            Err((ExitCode::DeploymentFailed, message)) => {
+                skipped.push((*address).to_owned());
+                last = Some(message);
+            }
+            Err(refused) => return Err(refused),
+        }
+    }
+    let message = last.unwrap_or_else(|| "no controller address given".to_owned());
+    Err(match candidates {
+        [_] => (ExitCode::DeploymentFailed, message),
+        _ => (
+            ExitCode::DeploymentFailed,
+            format!(
+                "none of the controllers {} answered (the last: {message})",
+                candidates.join(", ")
+            ),
+        ),
+    })
+}
+
+/// The connection to one controller.
+async fn channel_to(address: &str, tls: &OperatorTls) -> Result<Channel, Refusal> {
     let invalid = |e: &dyn std::fmt::Display| {
         (
             ExitCode::ValidationFailed,
@@ -250,5 +360,24 @@ pub fn exit_code_of(status: &tonic::Status) -> ExitCode {
         | Code::OutOfRange
         | Code::ResourceExhausted => ExitCode::ValidationFailed,
         _ => ExitCode::DeploymentFailed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::addresses;
+
+    #[test]
+    fn one_address_is_used_as_given_and_a_list_is_split_in_order() {
+        assert_eq!(
+            addresses("https://127.0.0.1:7410"),
+            ["https://127.0.0.1:7410"]
+        );
+        assert_eq!(
+            addresses("https://a:7410, https://b:7410,,https://c:7410 "),
+            ["https://a:7410", "https://b:7410", "https://c:7410"]
+        );
+        // Nothing but commas: left as given, for the address error to name.
+        assert_eq!(addresses(","), [","]);
     }
 }

@@ -13,6 +13,7 @@ use pgrollout_shared::proto::control_client::ControlClient;
 use tonic::transport::Channel;
 
 use super::connect::{self, OperatorTls};
+use super::failover::{Failover, Lost};
 use super::style::{mark, Mark};
 use crate::auth::CLAIMED_ACTOR_HEADER;
 
@@ -55,6 +56,8 @@ pub type Connecting = tokio::task::JoinHandle<Result<Ahead, (ExitCode, String)>>
 /// name (asked on the connection as soon as it is up).
 pub struct Ahead {
     client: ControlClient<Channel>,
+    /// The listed controller that answered.
+    reached: String,
     signing_context: Option<super::signing::AskedContext>,
 }
 
@@ -64,7 +67,7 @@ pub struct Ahead {
 pub fn connect_ahead(address: &str, tls: &OperatorTls, environment: &str) -> Connecting {
     let (address, tls, environment) = (address.to_owned(), tls.clone(), environment.to_owned());
     tokio::spawn(async move {
-        let mut client = connect::controller(&address, &tls).await?;
+        let (mut client, reached) = connect::controller_reached(&address, &tls).await?;
         // Only an operator with a key signs (`signing::signer`); the answer,
         // a refusal included, is used or reported when the plan is signed.
         let signing_context = match tls.cert_and_key() {
@@ -73,6 +76,7 @@ pub fn connect_ahead(address: &str, tls: &OperatorTls, environment: &str) -> Con
         };
         Ok(Ahead {
             client,
+            reached,
             signing_context,
         })
     })
@@ -193,7 +197,7 @@ pub async fn submit_and_follow(
     submission: Submission<'_>,
     on_update: impl FnMut(Update<'_>),
 ) -> Result<Ending, (ExitCode, String)> {
-    let (mut client, signing_context) = match submission.connected {
+    let (mut client, reached, signing_context) = match submission.connected {
         Some(connecting) => {
             let ahead = connecting.await.map_err(|error| {
                 (
@@ -201,12 +205,13 @@ pub async fn submit_and_follow(
                     format!("connecting to the controller failed: {error}"),
                 )
             })??;
-            (ahead.client, ahead.signing_context)
+            (ahead.client, ahead.reached, ahead.signing_context)
         }
-        None => (
-            connect::controller(submission.address, submission.tls).await?,
-            None,
-        ),
+        None => {
+            let (client, reached) =
+                connect::controller_reached(submission.address, submission.tls).await?;
+            (client, reached, None)
+        }
     };
     // A deploy is signed by its requester (issue 19): the agent of an
     // environment with an [approvals] policy runs only signed changes.
@@ -263,58 +268,112 @@ pub async fn submit_and_follow(
     let stream = response
         .map_err(|status| connect::refusal(&status, submission.address))?
         .into_inner();
-    follow_updates(stream, submission.window.follow, on_update).await
+    let failover = Failover::new(submission.address, reached, submission.tls);
+    follow_updates(stream, submission.window.follow, Some(failover), on_update).await
 }
 
 /// Reads a rollout's (or a request's) updates to the end. `following`: the
 /// operator asked to stay until the rollout ran, so a stream that ends while
-/// the request still waits lost the controller.
+/// the request still waits lost the controller. With `failover` listing
+/// other controllers, a stream that breaks before the result is picked up
+/// on one of them (issue 18: `failover.rs`).
 pub async fn follow_updates(
     mut stream: tonic::Streaming<RolloutUpdate>,
     following: bool,
+    mut failover: Option<Failover<'_>>,
     mut on_update: impl FnMut(Update<'_>),
 ) -> Result<Ending, (ExitCode, String)> {
     let mut rollout: Option<RolloutStarted> = None;
     let mut parked: Option<RequestParked> = None;
     let mut fleet = None;
+    // The last event printed: a stream picked up elsewhere starts after it.
+    let mut last_seq = 0u64;
+    let mut picked_up_elsewhere = false;
     loop {
-        match stream.message().await {
-            Ok(Some(update)) => match escaped(update, "pgrollout.v1.RolloutUpdate").body {
-                Some(Body::Started(started)) => {
-                    for gate in &started.gates {
-                        let mark = if gate.passed {
-                            mark(Mark::Ok)
-                        } else {
-                            mark(Mark::Fail)
-                        };
-                        println!("  gate {mark} {}: {}", gate.gate, gate.reason);
+        let next = match failover.as_ref().and_then(Failover::deadline) {
+            Some(deadline) => tokio::time::timeout_at(deadline, stream.message()).await,
+            None => Ok(stream.message().await),
+        };
+        let why = match next {
+            Ok(Ok(Some(update))) => {
+                match escaped(update, "pgrollout.v1.RolloutUpdate").body {
+                    // The rollout picked up on another controller announces
+                    // itself again: already shown.
+                    Some(Body::Started(_)) if picked_up_elsewhere && rollout.is_some() => {}
+                    Some(Body::Started(started)) => {
+                        for gate in &started.gates {
+                            let mark = if gate.passed {
+                                mark(Mark::Ok)
+                            } else {
+                                mark(Mark::Fail)
+                            };
+                            println!("  gate {mark} {}: {}", gate.gate, gate.reason);
+                        }
+                        on_update(Update::Started(&started));
+                        rollout = Some(started);
                     }
-                    on_update(Update::Started(&started));
-                    rollout = Some(started);
+                    Some(Body::Event(event)) => {
+                        last_seq = last_seq.max(event.seq);
+                        on_update(Update::Event(&event))
+                    }
+                    Some(Body::Finished(result)) => {
+                        return Ok(Ending::Finished(Box::new(Followed {
+                            rollout,
+                            result,
+                            fleet,
+                        })))
+                    }
+                    Some(Body::Fleet(report)) => fleet = Some(report),
+                    Some(Body::Parked(request)) => {
+                        on_update(Update::Parked(&request));
+                        parked = Some(request);
+                    }
+                    None => {}
                 }
-                Some(Body::Event(event)) => on_update(Update::Event(&event)),
-                Some(Body::Finished(result)) => {
-                    return Ok(Ending::Finished(Box::new(Followed {
-                        rollout,
-                        result,
-                        fleet,
-                    })))
-                }
-                Some(Body::Fleet(report)) => fleet = Some(report),
-                Some(Body::Parked(request)) => {
-                    on_update(Update::Parked(&request));
-                    parked = Some(request);
-                }
-                None => {}
-            },
-            Ok(None) => break,
-            Err(status) => {
+                continue;
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(status)) => Some(status.message().to_owned()),
+            Err(_elapsed) => {
+                let timeout = failover.as_ref().map(Failover::timeout).unwrap_or_default();
                 eprintln!(
-                    "pgrollout: lost the controller mid-rollout: {}",
-                    status.message()
+                    "pgrollout: no result was recorded within {} of losing the controller",
+                    humantime::format_duration(timeout)
                 );
                 break;
             }
+        };
+        let lost = match (&rollout, &parked) {
+            // A fleet's targets are followed one by one by its driver.
+            (Some(started), _) if started.fleet_targets == 0 => Some(Lost::Rollout {
+                id: started.rollout_id.clone(),
+                after_seq: last_seq,
+            }),
+            (None, Some(request)) if following && waits(&request.state) => Some(Lost::Request {
+                id: request.request_id.clone(),
+            }),
+            _ => None,
+        };
+        let picked_up = match (lost, failover.as_mut().filter(|f| f.has_others())) {
+            (Some(lost), Some(failover)) => {
+                let why = why
+                    .as_deref()
+                    .unwrap_or("it ended the stream before the result");
+                failover.reopen(&lost, why).await
+            }
+            _ => {
+                if let Some(why) = why {
+                    eprintln!("pgrollout: lost the controller mid-rollout: {why}");
+                }
+                None
+            }
+        };
+        match picked_up {
+            Some(again) => {
+                stream = again;
+                picked_up_elsewhere = true;
+            }
+            None => break,
         }
     }
     match (rollout, parked) {

@@ -14,6 +14,7 @@ mod deploy;
 mod disable;
 mod doubt;
 mod drift;
+mod failover;
 mod fleet_report;
 mod follow;
 mod history;

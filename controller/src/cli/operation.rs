@@ -11,6 +11,7 @@ use pgrollout_shared::proto::{
 };
 
 use super::connect::{self, OperatorTls};
+use super::failover::{Failover, Lost};
 use super::report;
 use super::style;
 use crate::auth::CLAIMED_ACTOR_HEADER;
@@ -43,7 +44,7 @@ pub async fn call_and_follow(
     call: Call,
     quiet: bool,
 ) -> Result<Followed, (ExitCode, String)> {
-    let mut client = connect::controller(address, tls).await?;
+    let (mut client, reached) = connect::controller_reached(address, tls).await?;
     // Issue 19: signed with the operator's key, for agents with [approvals].
     let call = super::signing::sign_operation(&mut client, address, tls, call).await?;
     let response = match call {
@@ -60,7 +61,8 @@ pub async fn call_and_follow(
         .into_inner();
     let mut rollout: Option<RolloutStarted> = None;
     let mut fleet = None;
-    loop {
+    let mut last_seq = 0u64;
+    let why = loop {
         match stream.message().await {
             Ok(Some(update)) => match escaped(update, "pgrollout.v1.RolloutUpdate").body {
                 Some(Body::Started(started)) => {
@@ -73,6 +75,7 @@ pub async fn call_and_follow(
                     rollout = Some(started);
                 }
                 Some(Body::Event(event)) => {
+                    last_seq = last_seq.max(event.seq);
                     if let Some(line) = report::step_line(&event).filter(|_| !quiet) {
                         println!("{line}");
                         let _ = std::io::stdout().flush();
@@ -89,13 +92,29 @@ pub async fn call_and_follow(
                 Some(Body::Parked(_)) | None => {}
                 Some(Body::Fleet(report)) => fleet = Some(report),
             },
-            Ok(None) => break,
-            Err(status) => {
-                eprintln!(
-                    "pgrollout: lost the controller mid-operation: {}",
-                    status.message()
-                );
-                break;
+            Ok(None) => break None,
+            Err(status) => break Some(status.message().to_owned()),
+        }
+    };
+    // Issue 18: another listed controller follows the rollout on from the
+    // store (a fleet's targets are its driver's to follow).
+    let mut failover = Failover::new(address, reached, tls);
+    match rollout.as_ref().filter(|r| r.fleet_targets == 0) {
+        Some(started) if failover.has_others() => {
+            let lost = Lost::Rollout {
+                id: started.rollout_id.clone(),
+                after_seq: last_seq,
+            };
+            let why = why
+                .as_deref()
+                .unwrap_or("it ended the stream before the result");
+            if let Some(stream) = failover.reopen(&lost, why).await {
+                return follow_elsewhere(stream, failover, rollout, quiet).await;
+            }
+        }
+        _ => {
+            if let Some(why) = why {
+                eprintln!("pgrollout: lost the controller mid-operation: {why}");
             }
         }
     }
@@ -110,6 +129,37 @@ pub async fn call_and_follow(
              `pgrollout history`"
         ),
     ))
+}
+
+/// The rest of an operation's rollout, followed on another controller.
+async fn follow_elsewhere(
+    stream: tonic::Streaming<pgrollout_shared::proto::RolloutUpdate>,
+    failover: Failover<'_>,
+    rollout: Option<RolloutStarted>,
+    quiet: bool,
+) -> Result<Followed, (ExitCode, String)> {
+    let ending = super::follow::follow_updates(stream, false, Some(failover), |update| {
+        if let super::follow::Update::Event(event) = update {
+            if let Some(line) = report::step_line(event).filter(|_| !quiet) {
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            }
+        }
+    })
+    .await;
+    match ending {
+        Ok(super::follow::Ending::Finished(followed)) => Ok(Followed {
+            // The rollout as the controller first asked announced it.
+            rollout: rollout.or(followed.rollout),
+            result: followed.result,
+            fleet: followed.fleet,
+        }),
+        Ok(super::follow::Ending::Parked(parked)) => Err((
+            ExitCode::DeploymentFailed,
+            format!("unexpected request {} for an operation", parked.request_id),
+        )),
+        Err(refusal) => Err(refusal),
+    }
 }
 
 fn with_actor<T>(message: T) -> tonic::Request<T> {

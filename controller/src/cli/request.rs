@@ -6,9 +6,12 @@ use pgrollout_shared::text::escaped;
 use std::io::Write;
 
 use pgrollout_shared::exit_code::ExitCode;
-use pgrollout_shared::proto::{CancelRequest, FollowRequestRequest, GetRolloutRequest, Outcome};
+use pgrollout_shared::proto::{
+    CancelRequest, FollowRequestRequest, FollowRolloutRequest, GetRolloutRequest, Outcome,
+};
 
 use super::connect::{self, OperatorTls};
+use super::failover::Failover;
 use super::follow::{follow_updates, parked_line, Ending, Update};
 use super::report;
 
@@ -42,25 +45,38 @@ pub async fn cancel(address: &str, tls: &OperatorTls, args: CancelArgs) -> ExitC
     }
 }
 
-/// Follows a request until the rollout it becomes has a result: prints its
-/// state changes and steps, the SMOKE TEST and DEPLOYMENT LOG blocks, and
-/// exits with the rollout's code (1 if the request ended without running).
+/// Follows a request (`p-…`) until the rollout it becomes has a result, or
+/// a rollout (`r-…`, issue 18: from the store, whichever controller records
+/// it): prints its state changes and steps, the SMOKE TEST and DEPLOYMENT
+/// LOG blocks, and exits with the rollout's code (1 if the request ended
+/// without running). With several controllers listed, one lost on the way
+/// is replaced by another (`failover.rs`).
 pub async fn follow_request(address: &str, tls: &OperatorTls, request_id: &str) -> ExitCode {
-    let mut client = match connect::controller(address, tls).await {
-        Ok(client) => client,
+    let (mut client, reached) = match connect::controller_reached(address, tls).await {
+        Ok(connected) => connected,
         Err((code, message)) => return fail(code, &message),
     };
-    let request = FollowRequestRequest {
-        request_id: request_id.to_owned(),
+    let response = if request_id.starts_with("p-") {
+        let request = FollowRequestRequest {
+            request_id: request_id.to_owned(),
+        };
+        client.follow_request(request).await
+    } else {
+        let request = FollowRolloutRequest {
+            rollout_id: request_id.to_owned(),
+            after_seq: 0,
+        };
+        client.follow_rollout(request).await
     };
-    let stream = match client.follow_request(request).await {
+    let stream = match response {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            let (code, message) = connect::refusal(&status, address);
+            let (code, message) = connect::refusal(&status, &reached);
             return fail(code, &message);
         }
     };
-    let ending = follow_updates(stream, true, |update| {
+    let failover = Failover::new(address, reached, tls);
+    let ending = follow_updates(stream, true, Some(failover), |update| {
         match update {
             Update::Started(started) => {
                 // A batch that waited for approvals or its window shows its
@@ -105,7 +121,16 @@ pub async fn follow_request(address: &str, tls: &OperatorTls, request_id: &str) 
         let request = GetRolloutRequest {
             rollout_id: rollout.rollout_id.clone(),
         };
-        match client.get_rollout(request).await {
+        // The controller followed may be another than the one first asked
+        // (failover): the log is read from whichever answers now.
+        let answer = match client.get_rollout(request.clone()).await {
+            Ok(status) => Ok(status),
+            Err(_) => match connect::controller(address, tls).await {
+                Ok(mut again) => again.get_rollout(request).await,
+                Err((_, message)) => Err(tonic::Status::unavailable(message)),
+            },
+        };
+        match answer {
             Ok(status) => print!(
                 "{}",
                 super::log::render(&escaped(status.into_inner(), "pgrollout.v1.RolloutStatus"))

@@ -15,8 +15,9 @@ pub struct StatusArgs {
     /// The rollout id (`r-…`), fleet rollout id (`f-…`) or request id
     /// (`p-…`), as `deploy`, `batch` and `rollouts` print it.
     rollout: String,
-    /// For a request (`p-…`): follow it until the rollout it becomes has a
-    /// result (through its approvals and window), and exit with its code.
+    /// Follow a request (`p-…`) until the rollout it becomes has a result
+    /// (through its approvals and window), or a rollout (`r-…`) until its
+    /// result is recorded, and exit with its code.
     #[arg(long, conflicts_with = "output")]
     follow: bool,
     #[command(flatten)]
