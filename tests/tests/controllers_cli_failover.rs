@@ -199,19 +199,31 @@ async fn a_smoke_failure_is_reported_with_exit_3_after_the_cli_reconnects_even_p
     kill_a_and_see_the_cli_follow_on(&mut three, &cli).await?;
 
     // A offered the job and is dead: a live controller's sweep settles the
-    // rollout `unknown` while the agent still runs it. The CLI waits on.
-    let deadline = Instant::now() + WAIT;
-    while state_of(&three.stack, &rollout).await? != "unknown" {
-        ensure!(
-            Instant::now() < deadline,
-            "the dead controller's job was never settled"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // rollout `unknown` while the agent still runs it. The CLI says so and
+    // waits on.
+    let doubt = cli
+        .wait_for_line("is unknown for now", WAIT)
+        .await
+        .with_context(|| cli.output_so_far())?;
+    assert!(doubt.contains(&rollout), "{doubt}");
+    assert_eq!(state_of(&three.stack, &rollout).await?, "unknown");
     assert!(
         cli.exit_status()?.is_none(),
         "the CLI gave up on a rollout in doubt: {}",
         cli.output_so_far()
+    );
+    // Waited on only until --follow-timeout: then an honest exit 2.
+    let waiting = three
+        .stack
+        .cli(&["status", &rollout, "--follow", "--follow-timeout", "1s"])
+        .await?;
+    assert_eq!(waiting.code, 2, "{waiting}");
+    assert!(
+        waiting.stderr.contains("is unknown for now")
+            && waiting
+                .stderr
+                .contains(&format!("pgrollout status {rollout}")),
+        "{waiting}"
     );
 
     // The result reaches B, which corrects the rollout; the CLI reports it.
@@ -228,6 +240,8 @@ async fn a_smoke_failure_is_reported_with_exit_3_after_the_cli_reconnects_even_p
     let pg = &stack.zone("dev").pg;
     assert_eq!(live_body(pg).await?, "select 1", "rolled back on the agent");
     assert_eq!(state_of(stack, &rollout).await?, "failed");
+    let followed = stack.cli(&["status", &rollout, "--follow"]).await?;
+    assert_eq!(followed.code, 3, "the truth, once recorded: {followed}");
     assert_eq!(audited(stack, "job.finished", &rollout).await?, 1);
     let verify = stack.cli(&["audit", "verify"]).await?;
     assert_eq!(verify.code, 0, "{verify}");

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgrollout_shared::proto::{
-    rollout_update, JobResult, Outcome, RolloutStarted, RolloutStatus, RolloutUpdate,
+    rollout_update, JobResult, Outcome, RolloutInDoubt, RolloutStarted, RolloutStatus,
+    RolloutUpdate,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -69,6 +70,7 @@ async fn relay(
     updates: mpsc::UnboundedSender<Result<RolloutUpdate, Status>>,
 ) {
     let id = status.rollout_id.clone();
+    let mut doubt_told = false;
     loop {
         // The events first, the rollout's state after them: an event
         // recorded before the result is always sent before it.
@@ -79,6 +81,19 @@ async fn relay(
         if settled(&status) {
             let _ = updates.send(Ok(finished(status)));
             return;
+        }
+        // Told once: the caller keeps waiting, and knows why.
+        if status.state == state::UNKNOWN && !doubt_told {
+            doubt_told = true;
+            let update = RolloutUpdate {
+                body: Some(rollout_update::Body::InDoubt(RolloutInDoubt {
+                    rollout_id: id.clone(),
+                    message: status.message.clone(),
+                })),
+            };
+            if updates.send(Ok(update)).is_err() {
+                return;
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}

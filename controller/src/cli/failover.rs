@@ -67,6 +67,13 @@ impl<'a> Failover<'a> {
         self.deadline
     }
 
+    /// Starts the `--follow-timeout` clock if it is not running: a rollout
+    /// in doubt is waited on only so long, lost controller or not.
+    pub fn start_clock(&mut self) {
+        self.deadline
+            .get_or_insert_with(|| Instant::now() + self.tls.follow_timeout());
+    }
+
     /// How long this command follows after losing a controller.
     pub fn timeout(&self) -> Duration {
         self.tls.follow_timeout()

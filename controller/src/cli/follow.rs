@@ -324,6 +324,17 @@ pub async fn follow_updates(
                         })))
                     }
                     Some(Body::Fleet(report)) => fleet = Some(report),
+                    // Followed on another controller: the rollout's job
+                    // lost its controller; its agent's result corrects it.
+                    Some(Body::InDoubt(doubt)) => {
+                        eprintln!(
+                            "pgrollout: rollout {} is unknown for now ({}); waiting for its agent's result",
+                            doubt.rollout_id, doubt.message
+                        );
+                        if let Some(failover) = failover.as_mut() {
+                            failover.start_clock();
+                        }
+                    }
                     Some(Body::Parked(request)) => {
                         on_update(Update::Parked(&request));
                         parked = Some(request);
@@ -337,7 +348,7 @@ pub async fn follow_updates(
             Err(_elapsed) => {
                 let timeout = failover.as_ref().map(Failover::timeout).unwrap_or_default();
                 eprintln!(
-                    "pgrollout: no result was recorded within {} of losing the controller",
+                    "pgrollout: no result was recorded within {} (--follow-timeout)",
                     humantime::format_duration(timeout)
                 );
                 break;

@@ -89,7 +89,7 @@ pub async fn call_and_follow(
                     })
                 }
                 // Operations are not parked or scheduled.
-                Some(Body::Parked(_)) | None => {}
+                Some(Body::Parked(_)) | Some(Body::InDoubt(_)) | None => {}
                 Some(Body::Fleet(report)) => fleet = Some(report),
             },
             Ok(None) => break None,

@@ -102,7 +102,11 @@ pub async fn run(
                 return Ok(verdict(dry_run.environment, &rollout_id, &result))
             }
             // A dry run never parks: its gates were evaluated by the caller.
-            Some(Body::Event(_)) | Some(Body::Parked(_)) | Some(Body::Fleet(_)) | None => {}
+            Some(Body::Event(_))
+            | Some(Body::Parked(_))
+            | Some(Body::Fleet(_))
+            | Some(Body::InDoubt(_))
+            | None => {}
         }
     }
     Ok(GateResult::failed(
