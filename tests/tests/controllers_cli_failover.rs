@@ -247,3 +247,34 @@ async fn a_smoke_failure_is_reported_with_exit_3_after_the_cli_reconnects_even_p
     assert_eq!(verify.code, 0, "{verify}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rollback_is_followed_to_its_result_after_the_cli_loses_its_controller() -> Result<()> {
+    let store = PgCluster::start("store").await?;
+    let mut three = three_controllers(&store).await?;
+    prepare(&three.stack).await?;
+    let deployed = three.stack.cli(&["deploy", "stall", "dev"]).await?;
+    assert_eq!(deployed.code, 0, "{deployed}");
+    let lock = hold_routine_lock(&three.stack.zone("dev").pg).await?;
+    let mut cli = three
+        .stack
+        .spawn_cli(&["rollback", "stall", "dev"], "rollback")
+        .await?;
+    let rollout = rollout_id(&cli).await?;
+    agent_blocked(&three.stack.zone("dev").pg).await?;
+    kill_a_and_see_the_cli_follow_on(&mut three, &cli).await?;
+
+    lock.batch_execute("ROLLBACK").await?;
+    let exit = cli.wait_for_exit(WAIT).await?;
+    let output = cli.output_so_far();
+    assert_eq!(exit.code(), Some(0), "the rollback's own code: {output}");
+    assert!(!output.contains("ended without a result"), "{output}");
+    journal_settled(&three.stack).await?;
+    let stack = &three.stack;
+    assert_eq!(live_body(&stack.zone("dev").pg).await?, "select 1");
+    assert_eq!(state_of(stack, &rollout).await?, "succeeded");
+    assert_eq!(audited(stack, "job.finished", &rollout).await?, 1);
+    let verify = stack.cli(&["audit", "verify"]).await?;
+    assert_eq!(verify.code, 0, "{verify}");
+    Ok(())
+}
