@@ -98,8 +98,14 @@ async fn journal_settled(stack: &Stack) -> Result<()> {
 /// Kills A mid-apply and returns the CLI's line saying it follows on.
 async fn kill_a_and_see_the_cli_follow_on(three: &mut Three, cli: &Process) -> Result<String> {
     let agent_mark = three.stack.agent("dev")?.mark();
+    let killed = Instant::now();
     three.stack.kill_9_controller().await?;
     let following = cli.wait_for_line("following r-", WAIT).await?;
+    // The figure: how long the CLI took to follow on (printed, not asserted).
+    eprintln!(
+        "the CLI followed on another controller {:?} after A was killed",
+        killed.elapsed()
+    );
     assert!(
         following.contains(&format!("lost the controller at {}", three.a_operators))
             && (following.contains(&three.b.0.operators)
@@ -149,6 +155,17 @@ async fn a_cli_listing_three_controllers_reports_the_deploy_after_its_controller
     );
     assert!(output.contains("DEPLOYMENT LOG"), "{output}");
     assert!(!output.contains("ended without a result"), "{output}");
+    // A answered the deploy: nothing was skipped then. Now it is dead, and
+    // a command says which controller answered instead.
+    assert!(!output.contains("did not answer"), "{output}");
+    let status = three.stack.cli(&["status", &rollout]).await?;
+    assert!(
+        status.stderr.contains(&format!(
+            "{} did not answer; using the controller at",
+            three.a_operators
+        )),
+        "{status}"
+    );
 
     // Recorded once, by the controller the agent's journal reached.
     journal_settled(&three.stack).await?;
