@@ -35,6 +35,7 @@ mod requests;
 #[cfg(test)]
 mod restart_tests;
 mod retention;
+mod side_deliveries;
 mod status;
 mod watches;
 
@@ -57,6 +58,7 @@ pub use metrics::{FinishedRollout, RolloutChange, StateCount};
 pub use perf::RecordedProbe;
 pub use requests::request_state;
 pub use retention::Pruned;
+pub use side_deliveries::{SideAnswer, SideDelivery};
 pub use watches::{covers_any, WatchProgress, WatchRecord};
 
 use std::path::Path;

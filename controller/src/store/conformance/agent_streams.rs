@@ -253,3 +253,56 @@ store_test!(
         );
     }
 );
+
+store_test!(
+    a_retry_records_the_next_attempt_and_it_waits_for_the_holder,
+    |store| {
+        recorded(&store, "r-1", "j-1").await;
+        assert!(store.withdraw_delivery("j-1", 1).await.expect("withdraw"));
+        store
+            .abandon_job("j-1", 1, "unknown", 2, "agent lost mid-job", NOW)
+            .await
+            .expect("in doubt");
+        let offer = JobOffer {
+            job_id: "j-1".into(),
+            attempt: 2,
+            ..JobOffer::default()
+        };
+        // `pgrollout retry`: attempt 2 of the same job, offered afresh.
+        store
+            .new_attempt(
+                "r-1",
+                "j-1",
+                2,
+                "dev-1",
+                prost::Message::encode_to_vec(&offer),
+                NOW + 1,
+            )
+            .await
+            .expect("new attempt");
+        let latest = store.latest_job("r-1").await.expect("read").expect("a job");
+        assert_eq!(
+            (latest.attempt, latest.rollout_state.as_str()),
+            (2, "running")
+        );
+        store
+            .request_delivery(
+                &Delivery {
+                    job_id: "j-1".into(),
+                    attempt: 2,
+                    zone: "dev".into(),
+                    agent_name: "dev-1".into(),
+                },
+                "a",
+                NOW + 1,
+            )
+            .await
+            .expect("delivery");
+        let taken = store
+            .take_delivery("j-1", 2, "b", NOW + 2)
+            .await
+            .expect("take")
+            .expect("attempt 2 is offered");
+        assert_eq!(taken.attempt, 2, "the new attempt's offer");
+    }
+);

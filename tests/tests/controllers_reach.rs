@@ -1,0 +1,245 @@
+//! Issue 18, item 2: "agents and operators may connect to any controller; a
+//! job for an agent is delivered by the controller that holds its stream" —
+//! for every kind of job, not only a rollout's. Three controllers on one
+//! PostgreSQL store; the operator's CLI on A, the agents' streams on B (and
+//! C). Each job below was refused on A before, for want of the agent there:
+//! a drift scan, the audit anchors' read, a watch's samples (the side
+//! channel, `engine/delivery.rs`'s `ask`) and the retry of a rollout in
+//! doubt.
+//!
+//! Real processes throughout; a deploy is held at its apply by a row lock
+//! the test holds (`pgrollout_tests::stall`).
+
+mod watch_support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use pgrollout_tests::failover::OtherController;
+use pgrollout_tests::stall::{
+    agent_blocked, hold_routine_lock, ledger_rollouts, live_body, prepare, rollout_id, state_of,
+    AGENT_LOCK_TIMEOUT,
+};
+use pgrollout_tests::{OutputMark, PgCluster, Process, Stack, StackOptions};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The stack (its controller is A, the CLI's) on `store`, and controllers
+/// B and C on the same store, started; agents are not moved yet.
+async fn three_controllers(
+    store: &PgCluster,
+    options: StackOptions,
+) -> Result<(Stack, [(OtherController, Process); 2])> {
+    let stack = Stack::start_with(StackOptions {
+        store_url: Some(store.url()),
+        ..options
+    })
+    .await?;
+    let b = stack.other_controller("b")?;
+    let c = stack.other_controller("c")?;
+    let b_process = stack.spawn_controller(&b, "controller-b").await?;
+    let c_process = stack.spawn_controller(&c, "controller-c").await?;
+    Ok((stack, [(b, b_process), (c, c_process)]))
+}
+
+/// Starts (or restarts) `zone`'s agent listing only `controller`, and waits
+/// until it is connected there.
+async fn agent_on(stack: &mut Stack, zone: &str, controller: &OtherController) -> Result<()> {
+    stack.list_controllers(zone, &[&controller.agents])?;
+    if stack.zone(zone).agent.is_some() {
+        stack.kill_agent(zone).await?;
+    }
+    stack.start_agent(zone).await?;
+    let connected = stack
+        .agent(zone)?
+        .wait_for_line("connected to controller", WAIT)
+        .await?;
+    ensure!(
+        connected.contains(&controller.agents),
+        "agent of {zone} not on {}: {connected}",
+        controller.agents
+    );
+    Ok(())
+}
+
+/// How many audit entries of `action` there are.
+async fn audited(stack: &Stack, action: &str) -> Result<usize> {
+    Ok(stack
+        .audit_entries()
+        .await?
+        .into_iter()
+        .filter(|e| e["action"] == action)
+        .count())
+}
+
+#[tokio::test]
+async fn drift_audit_anchors_and_a_watch_asked_of_one_controller_reach_the_agent_on_another(
+) -> Result<()> {
+    let store = PgCluster::start("store").await?;
+    let (mut stack, [(b, b_process), (_c, c_process)]) =
+        three_controllers(&store, StackOptions::default()).await?;
+    agent_on(&mut stack, "dev", &b).await?;
+    // A deploy through A anchors the audit head in dev's ledger.
+    prepare(&stack).await?;
+
+    // A drift scan asked of A: B offers it, A reports what the agent found.
+    let mark = b_process.mark();
+    let clean = stack.cli(&["drift", "dev"]).await?;
+    assert_eq!(clean.code, 0, "nothing drifted: {clean}");
+    assert!(clean.stdout.contains("no drift in dev"), "{clean}");
+    b_process
+        .wait_for_line_after(
+            mark,
+            "offering a side-channel job another controller recorded",
+            WAIT,
+        )
+        .await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE OR REPLACE FUNCTION public.stall() RETURNS integer LANGUAGE sql AS $$ SELECT 7 $$",
+        )
+        .await?;
+    let drifted = stack.cli(&["drift", "dev"]).await?;
+    assert_eq!(drifted.code, 4, "drift found is exit 4: {drifted}");
+    assert!(
+        drifted
+            .stdout
+            .contains("changed by hand: stall() (definition)"),
+        "{drifted}"
+    );
+    assert_eq!(audited(&stack, "drift.scanned").await?, 2, "each scan once");
+    assert_eq!(audited(&stack, "drift.detected").await?, 1);
+
+    // `audit verify` on A checks the anchors dev's ledger holds, read by B.
+    let verify = stack.cli(&["audit", "verify"]).await?;
+    assert_eq!(verify.code, 0, "{verify}");
+    assert!(
+        verify.stdout.contains("anchors: zone dev (environment dev")
+            && verify.stdout.contains("): checked, ")
+            && !verify.stdout.contains("NOT CHECKED"),
+        "the zone's anchors were read: {verify}"
+    );
+
+    // A watch created on A: its baseline is a sample the agent on B took,
+    // and its samples go on, counting the calls made since.
+    watch_support::write(&stack, "wreach", watch_support::FAST)?;
+    watch_support::deploy(&stack, "wreach").await?;
+    let marks = [stack.controller.mark(), b_process.mark(), c_process.mark()];
+    let created = watch_support::create_watch(&stack, "wreach").await?;
+    assert_eq!(created.code, 0, "{created}");
+    assert!(
+        created
+            .stdout
+            .contains("baseline (track_functions = all):\n  public.wreach(integer): "),
+        "{created}"
+    );
+    let watch = watch_support::watch_id(&created)?;
+    watch_support::call(&stack, "wreach", 5).await?;
+    // Whichever controller samples it (A, or the watches' leader).
+    tokio::select! {
+        counted = calls_counted(&stack.controller, &watch, marks[0]) => counted?,
+        counted = calls_counted(&b_process, &watch, marks[1]) => counted?,
+        counted = calls_counted(&c_process, &watch, marks[2]) => counted?,
+    }
+    Ok(())
+}
+
+/// Waits for a sample of `watch` in `controller`'s log after `mark` that
+/// counted the 5 calls made since its baseline.
+async fn calls_counted(controller: &Process, watch: &str, mut mark: OutputMark) -> Result<()> {
+    loop {
+        let (_, calls, next) = watch_support::next_sample(controller, watch, mark).await?;
+        if calls >= 5 {
+            return Ok(());
+        }
+        mark = next;
+    }
+}
+
+/// Waits until no agent session is left in the zone's cluster (a killed
+/// agent's backend has noticed and rolled back).
+async fn agent_sessions_gone(pg: &PgCluster) -> Result<()> {
+    let client = pg.connect().await?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sessions: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgrollout'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if sessions == 0 {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "agent sessions still present");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_rollout_in_doubt_is_retried_from_a_controller_not_holding_the_agent() -> Result<()> {
+    let store = PgCluster::start("store").await?;
+    let (mut stack, [(b, b_process), _c]) = three_controllers(
+        &store,
+        StackOptions {
+            agent_timeouts: AGENT_LOCK_TIMEOUT.into(),
+            deployment_extra: "job_lease = \"2s\"".into(),
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    agent_on(&mut stack, "dev", &b).await?;
+    prepare(&stack).await?;
+
+    // A deploy asked of B, which holds the agent, is left in doubt: the
+    // agent dies mid-apply and comes back without its journal.
+    let a_operators = std::mem::replace(&mut stack.operators, b.operators.clone());
+    let pg = &stack.zone("dev").pg;
+    let lock = hold_routine_lock(pg).await?;
+    let mut cli = stack
+        .spawn_cli(&["deploy", "stall", "dev"], "deploy")
+        .await?;
+    let rollout = rollout_id(&cli).await?;
+    agent_blocked(pg).await?;
+    stack.kill_agent("dev").await?;
+    let exit = cli.wait_for_exit(WAIT).await?;
+    assert_eq!(exit.code(), Some(2), "{}", cli.output_so_far());
+    lock.batch_execute("ROLLBACK").await?;
+    agent_sessions_gone(&stack.zone("dev").pg).await?;
+    std::fs::remove_file(stack.zone("dev").backup_dir.join("pgrollout-agent.journal"))
+        .context("removing the agent's journal")?;
+    agent_on(&mut stack, "dev", &b).await?;
+    assert_eq!(state_of(&stack, &rollout).await?, "unknown");
+    assert_eq!(live_body(&stack.zone("dev").pg).await?, "select 1");
+
+    // The operator retries it on A: B offers the new attempt.
+    stack.operators = a_operators;
+    let mark = b_process.mark();
+    let retry = stack.cli(&["retry", &rollout]).await?;
+    assert_eq!(retry.code, 0, "{retry}");
+    assert!(retry.stdout.contains("[ok] commit"), "{retry}");
+    b_process
+        .wait_for_line_after(mark, "offering a job another controller recorded", WAIT)
+        .await?;
+    let pg = &stack.zone("dev").pg;
+    assert_eq!(live_body(pg).await?, "select 2");
+    let rows = ledger_rollouts(pg).await?;
+    assert_eq!(
+        rows.iter().filter(|r| **r == rollout).count(),
+        1,
+        "applied once: {rows:?}"
+    );
+    assert_eq!(state_of(&stack, &rollout).await?, "succeeded");
+    let entries = stack.audit_entries().await?;
+    let of_rollout = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e["action"] == action && e["rollout_id"] == rollout.as_str())
+            .count()
+    };
+    assert_eq!(of_rollout("rollout.retried"), 1);
+    assert_eq!(of_rollout("job.finished"), 1, "one result recorded");
+    Ok(())
+}
