@@ -4,8 +4,8 @@
 //! PostgreSQL store; the operator's CLI on A, the agents' streams on B (and
 //! C). Each job below was refused on A before, for want of the agent there:
 //! a drift scan, the audit anchors' read, a watch's samples (the side
-//! channel, `engine/delivery.rs`'s `ask`) and the retry of a rollout in
-//! doubt.
+//! channel, `engine/delivery.rs`'s `ask`), the retry of a rollout in doubt,
+//! and a fleet whose targets are held by B and C.
 //!
 //! Real processes throughout; a deploy is held at its apply by a row lock
 //! the test holds (`pgrollout_tests::stall`).
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use pgrollout_tests::failover::OtherController;
+use pgrollout_tests::fleet::ExtraTarget;
 use pgrollout_tests::stall::{
     agent_blocked, hold_routine_lock, ledger_rollouts, live_body, prepare, rollout_id, state_of,
     AGENT_LOCK_TIMEOUT,
@@ -241,5 +242,105 @@ async fn a_rollout_in_doubt_is_retried_from_a_controller_not_holding_the_agent()
     };
     assert_eq!(of_rollout("rollout.retried"), 1);
     assert_eq!(of_rollout("job.finished"), 1, "one result recorded");
+    Ok(())
+}
+
+const FLEET: &str = r#"
+[environments.prod]
+zones = ["prod-eu", "prod-us"]
+labels = { tier = "prod" }
+[environments.prod.rollout]
+max_concurrent = 2
+"#;
+
+const ANSWER_SQL: &str = "CREATE OR REPLACE FUNCTION public.fleet_answer() RETURNS integer \
+     LANGUAGE sql AS $$ SELECT 42 $$;\n";
+
+const ANSWER_TOML: &str = r#"
+[[smoke_tests]]
+name = "answers 42"
+call = "SELECT public.fleet_answer()"
+expect_columns = [ { name = "fleet_answer", type = "integer" } ]
+"#;
+
+#[tokio::test]
+async fn a_fleet_started_on_one_controller_runs_on_agents_held_by_two_others() -> Result<()> {
+    let store = PgCluster::start("store").await?;
+    let (mut stack, [(b, b_process), (c, c_process)]) = three_controllers(
+        &store,
+        StackOptions {
+            zones: vec!["prod-eu".into(), "prod-us".into()],
+            start_agents: false,
+            controller_extra: FLEET.into(),
+            ..StackOptions::default()
+        },
+    )
+    .await?;
+    let prod = |name| ExtraTarget {
+        name,
+        labels: "tier = \"prod\"",
+    };
+    stack.add_targets("prod-eu", &[prod("t1")]).await?;
+    stack
+        .add_targets(
+            "prod-us",
+            &[
+                prod("t1"),
+                ExtraTarget {
+                    name: "scratch",
+                    labels: "tier = \"test\"",
+                },
+            ],
+        )
+        .await?;
+    agent_on(&mut stack, "prod-eu", &b).await?;
+    agent_on(&mut stack, "prod-us", &c).await?;
+    stack.write_procedure("fleet_answer.sql", ANSWER_SQL)?;
+    stack.write_procedure("fleet_answer.toml", ANSWER_TOML)?;
+
+    let marks = (b_process.mark(), c_process.mark());
+    let out = stack.cli(&["deploy", "fleet_answer", "prod"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    for (zone, process, mark) in [
+        ("prod-eu", &b_process, marks.0),
+        ("prod-us", &c_process, marks.1),
+    ] {
+        process
+            .wait_for_line_after(mark, "offering a job another controller recorded", WAIT)
+            .await
+            .with_context(|| format!("the controller holding {zone}'s agent offered its job"))?;
+    }
+    // Selected by label across both controllers' agents, each once; the
+    // target labelled otherwise is left alone.
+    for (zone, target, selected) in [
+        ("prod-eu", "t1", true),
+        ("prod-us", "t1", true),
+        ("prod-us", "scratch", false),
+    ] {
+        let client = stack.connect_target(zone, target).await?;
+        let exists: bool = client
+            .query_one(
+                "SELECT to_regprocedure('public.fleet_answer()') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        assert_eq!(exists, selected, "{zone}/{target}");
+        if selected {
+            let rows: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pgrollout.ledger WHERE identity LIKE '%fleet_answer%'",
+                    &[],
+                )
+                .await?
+                .get(0);
+            assert_eq!(rows, 1, "{zone}/{target} deployed once");
+        }
+    }
+    assert_eq!(
+        audited(&stack, "job.finished").await?,
+        2,
+        "one result per target"
+    );
     Ok(())
 }

@@ -35,7 +35,7 @@ use super::router::JobUpdate;
 use super::watch::Reply;
 use super::Controller;
 use crate::domain::agent_report::{ReportedEvent, ReportedResult};
-use crate::store::{AgentStream, Delivery, SideAnswer, SideDelivery};
+use crate::store::{AgentStream, Delivery, SideAnswer, SideDelivery, StreamTarget};
 
 /// How often the picker looks for waiting jobs without a notification.
 const PICK_POLL: Duration = Duration::from_secs(1);
@@ -408,7 +408,14 @@ pub async fn withdraw(controller: &Controller, job_id: &str, attempt: u32) {
 /// the agent is then reachable only through this controller's requests).
 pub async fn stream_opened(controller: &Controller, agent: &AgentHandle) -> Option<i64> {
     let me = shared_id(controller)?;
-    let targets: Vec<String> = agent.targets.iter().map(|t| t.name.clone()).collect();
+    let targets: Vec<StreamTarget> = agent
+        .targets
+        .iter()
+        .map(|t| StreamTarget {
+            name: t.name.clone(),
+            labels: t.labels.clone(),
+        })
+        .collect();
     match controller
         .store
         .record_agent_stream(&agent.zone, &agent.name, &me, &targets, now_unix_ms())

@@ -88,7 +88,7 @@ async fn fleet_placement(
     if let JobKind::Check { .. } = &request.kind {
         // The syntax gate's dry run: on the canary.
         let (zone, target) =
-            super::fleet::members::dry_run_placement(controller, &request.environment)?;
+            super::fleet::members::dry_run_placement(controller, &request.environment).await?;
         return Ok(Placement { zone, target });
     }
     if let JobKind::Rollback(spec) = &request.kind {

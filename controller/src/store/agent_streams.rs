@@ -9,6 +9,8 @@
 //! controller that created the job follows it here, in the store: its
 //! claim, its events, its result, or the agent's decline.
 
+use std::collections::BTreeMap;
+
 use super::db::{params, Dialect, OptionalExtension};
 use super::{decode_blob, Store, StoreError};
 
@@ -24,6 +26,24 @@ pub struct AgentStream {
     pub agent_name: String,
     pub controller_id: String,
     pub stream_epoch: i64,
+}
+
+/// A target an agent announced on its stream, with its labels (what a
+/// fleet environment's selector matches, issue 24).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamTarget {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An agent's stream on a live controller, with what the agent announced:
+/// what fleet member selection reads of other controllers' agents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveStream {
+    pub zone: String,
+    pub agent_name: String,
+    pub controller_id: String,
+    pub targets: Vec<StreamTarget>,
 }
 
 /// A job waiting for the controller that holds its agent's stream.
@@ -76,7 +96,7 @@ impl Store {
         zone: &str,
         agent_name: &str,
         controller_id: &str,
-        targets: &[String],
+        targets: &[StreamTarget],
         now: i64,
     ) -> Result<i64, StoreError> {
         let (zone, agent_name, controller_id) = (
@@ -84,16 +104,23 @@ impl Store {
             agent_name.to_owned(),
             controller_id.to_owned(),
         );
-        let targets = targets.join("\n");
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let names = names.join("\n");
+        let labels: BTreeMap<&str, &BTreeMap<String, String>> = targets
+            .iter()
+            .map(|t| (t.name.as_str(), &t.labels))
+            .collect();
+        // A map of strings always serialises.
+        let labels = serde_json::to_string(&labels).unwrap_or_else(|_| "{}".to_owned());
         self.call(move |c| {
             c.query_row(
-                "INSERT INTO agent_streams (zone, agent_name, controller_id, stream_epoch, targets, connected_at)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5)
+                "INSERT INTO agent_streams (zone, agent_name, controller_id, stream_epoch, targets, connected_at, labels)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
                  ON CONFLICT (zone, agent_name) DO UPDATE SET controller_id = excluded.controller_id,
                     stream_epoch = agent_streams.stream_epoch + 1, targets = excluded.targets,
-                    connected_at = excluded.connected_at
+                    connected_at = excluded.connected_at, labels = excluded.labels
                  RETURNING stream_epoch",
-                params![zone, agent_name, controller_id, targets, now],
+                params![zone, agent_name, controller_id, names, now, labels],
                 |row| row.get(0),
             )
         })
@@ -160,6 +187,50 @@ impl Store {
                 }
             }
             Ok(None)
+        })
+        .await
+    }
+
+    /// Every agent stream a live controller other than `me` holds, with the
+    /// targets and labels its agent announced, by zone and agent name:
+    /// fleet member selection adds them to the agents connected to `me`.
+    /// Liveness as for [`Store::remote_agent_stream`].
+    pub async fn live_agent_streams(
+        &self,
+        me: &str,
+        now: i64,
+        dead_after_ms: i64,
+    ) -> Result<Vec<LiveStream>, StoreError> {
+        let me = me.to_owned();
+        self.call(move |c| {
+            let mut statement = c.prepare(
+                "SELECT s.zone, s.agent_name, s.controller_id, s.targets, s.labels
+                 FROM agent_streams s JOIN controllers k ON k.id = s.controller_id
+                 WHERE s.controller_id <> ?1 AND k.heartbeat_at >= ?2
+                   AND s.connected_at >= k.started_at
+                 ORDER BY s.zone, s.agent_name",
+            )?;
+            let rows = statement.query_map(params![me, now - dead_after_ms], |row| {
+                let (names, labels): (String, String) = (row.get(3)?, row.get(4)?);
+                // Written by `record_agent_stream`; a row an older
+                // controller wrote has '{}': its targets carry no labels.
+                let mut labels: BTreeMap<String, BTreeMap<String, String>> =
+                    serde_json::from_str(&labels).unwrap_or_default();
+                Ok(LiveStream {
+                    zone: row.get(0)?,
+                    agent_name: row.get(1)?,
+                    controller_id: row.get(2)?,
+                    targets: names
+                        .lines()
+                        .filter(|name| !name.is_empty())
+                        .map(|name| StreamTarget {
+                            name: name.to_owned(),
+                            labels: labels.remove(name).unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+            })?;
+            rows.collect()
         })
         .await
     }

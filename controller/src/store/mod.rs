@@ -43,7 +43,7 @@ mod watches;
 /// (`config::default_audit_key_path`); the tests here open stores with it.
 #[cfg(test)]
 pub use crate::config::default_audit_key_path as default_key_path;
-pub use agent_streams::{AgentStream, Delivery};
+pub use agent_streams::{AgentStream, Delivery, LiveStream, StreamTarget};
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use compaction::PAGES_PER_STEP;

@@ -4,13 +4,19 @@
 use pgrollout_shared::proto::{JobEvent, JobOffer, Plan, StepStatus};
 
 use crate::store::conformance::store_test;
-use crate::store::{Delivery, NewRollout, Store};
+use crate::store::{Delivery, NewRollout, Store, StreamTarget};
 
 const DEAD_AFTER: i64 = 10_000;
 const NOW: i64 = 1_000_000;
 
-fn targets(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| (*n).to_owned()).collect()
+fn targets(names: &[&str]) -> Vec<StreamTarget> {
+    names
+        .iter()
+        .map(|n| StreamTarget {
+            name: (*n).to_owned(),
+            ..StreamTarget::default()
+        })
+        .collect()
 }
 
 /// A deploy recorded by controller `a` for agent `dev-1`, its offer stored.
@@ -304,5 +310,57 @@ store_test!(
             .expect("take")
             .expect("attempt 2 is offered");
         assert_eq!(taken.attempt, 2, "the new attempt's offer");
+    }
+);
+
+store_test!(
+    fleet_selection_reads_every_live_controllers_agents_with_their_labels,
+    |store| {
+        store.register_controller("a", "a:1", NOW).await.expect("a");
+        store.register_controller("b", "b:1", NOW).await.expect("b");
+        store
+            .register_controller("dead", "d:1", NOW - 2 * DEAD_AFTER)
+            .await
+            .expect("dead");
+        let prod = std::collections::BTreeMap::from([("tier".to_owned(), "prod".to_owned())]);
+        let announced = vec![
+            StreamTarget {
+                name: "db1".into(),
+                labels: prod.clone(),
+            },
+            StreamTarget {
+                name: "scratch".into(),
+                ..StreamTarget::default()
+            },
+        ];
+        store
+            .record_agent_stream("prod-eu", "eu-1", "b", &announced, NOW)
+            .await
+            .expect("b holds eu-1");
+        store
+            .record_agent_stream("prod-us", "us-1", "a", &targets(&["db2"]), NOW)
+            .await
+            .expect("a holds us-1");
+        store
+            .record_agent_stream("prod-ap", "ap-1", "dead", &targets(&["db3"]), NOW)
+            .await
+            .expect("dead holds ap-1");
+        let seen = store
+            .live_agent_streams("a", NOW, DEAD_AFTER)
+            .await
+            .expect("live streams");
+        assert_eq!(seen.len(), 1, "not a's own, not the dead one's: {seen:?}");
+        assert_eq!(
+            (seen[0].zone.as_str(), seen[0].agent_name.as_str()),
+            ("prod-eu", "eu-1")
+        );
+        assert_eq!(seen[0].controller_id, "b");
+        assert_eq!(seen[0].targets, announced, "names and labels as announced");
+        let from_b = store
+            .live_agent_streams("b", NOW, DEAD_AFTER)
+            .await
+            .expect("live streams");
+        assert_eq!(from_b.len(), 1);
+        assert_eq!(from_b[0].targets, targets(&["db2"]));
     }
 );

@@ -25,3 +25,9 @@ CREATE TABLE IF NOT EXISTS side_deliveries (
     failure      TEXT
 );
 
+
+-- Fleet member selection on any controller sees every live controller's
+-- agents: each stream's announced targets with their labels, as JSON
+-- (`{"target": {"label": "value"}}`). '{}' for a stream recorded by an
+-- older controller: its targets are still found by name (`targets`).
+ALTER TABLE agent_streams ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
