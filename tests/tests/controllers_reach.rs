@@ -73,28 +73,50 @@ async fn audited(stack: &Stack, action: &str) -> Result<usize> {
         .count())
 }
 
-#[tokio::test]
-async fn drift_audit_anchors_and_a_watch_asked_of_one_controller_reach_the_agent_on_another(
-) -> Result<()> {
+/// The store, the stack (A) with `stall` v1 deployed through A to the dev
+/// agent on B — a deploy that also anchors the audit head in dev's ledger —,
+/// and the logs of B and C.
+struct AgentOnB {
+    store: PgCluster,
+    stack: Stack,
+    b: Process,
+    c: Process,
+}
+
+async fn agent_on_b() -> Result<AgentOnB> {
     let store = PgCluster::start("store").await?;
     let (mut stack, [(b, b_process), (_c, c_process)]) =
         three_controllers(&store, StackOptions::default()).await?;
     agent_on(&mut stack, "dev", &b).await?;
-    // A deploy through A anchors the audit head in dev's ledger.
     prepare(&stack).await?;
+    Ok(AgentOnB {
+        store,
+        stack,
+        b: b_process,
+        c: c_process,
+    })
+}
 
+#[tokio::test]
+async fn a_drift_scan_asked_of_one_controller_reaches_the_agent_on_another() -> Result<()> {
+    // Every part bound: what a pattern leaves out is dropped (stopped) at once.
+    let AgentOnB {
+        store: _store,
+        stack,
+        b,
+        c: _c,
+    } = agent_on_b().await?;
     // A drift scan asked of A: B offers it, A reports what the agent found.
-    let mark = b_process.mark();
+    let mark = b.mark();
     let clean = stack.cli(&["drift", "dev"]).await?;
     assert_eq!(clean.code, 0, "nothing drifted: {clean}");
     assert!(clean.stdout.contains("no drift in dev"), "{clean}");
-    b_process
-        .wait_for_line_after(
-            mark,
-            "offering a side-channel job another controller recorded",
-            WAIT,
-        )
-        .await?;
+    b.wait_for_line_after(
+        mark,
+        "offering a side-channel job another controller recorded",
+        WAIT,
+    )
+    .await?;
     let client = stack.zone("dev").pg.connect().await?;
     client
         .batch_execute(
@@ -111,22 +133,50 @@ async fn drift_audit_anchors_and_a_watch_asked_of_one_controller_reach_the_agent
     );
     assert_eq!(audited(&stack, "drift.scanned").await?, 2, "each scan once");
     assert_eq!(audited(&stack, "drift.detected").await?, 1);
+    Ok(())
+}
 
+#[tokio::test]
+async fn audit_verify_on_one_controller_checks_the_anchors_of_an_agent_on_another() -> Result<()> {
+    // Every part bound: what a pattern leaves out is dropped (stopped) at once.
+    let AgentOnB {
+        store: _store,
+        stack,
+        b,
+        c: _c,
+    } = agent_on_b().await?;
     // `audit verify` on A checks the anchors dev's ledger holds, read by B.
+    let mark = b.mark();
     let verify = stack.cli(&["audit", "verify"]).await?;
     assert_eq!(verify.code, 0, "{verify}");
     assert!(
         verify.stdout.contains("anchors: zone dev (environment dev")
-            && verify.stdout.contains("): checked, ")
+            && verify.stdout.contains("): checked, 1 anchor(s)")
             && !verify.stdout.contains("NOT CHECKED"),
         "the zone's anchors were read: {verify}"
     );
+    b.wait_for_line_after(
+        mark,
+        "offering a side-channel job another controller recorded",
+        WAIT,
+    )
+    .await?;
+    Ok(())
+}
 
+#[tokio::test]
+async fn a_watch_created_on_one_controller_samples_the_agent_on_another() -> Result<()> {
+    let AgentOnB {
+        store: _store,
+        stack,
+        b,
+        c,
+    } = agent_on_b().await?;
     // A watch created on A: its baseline is a sample the agent on B took,
     // and its samples go on, counting the calls made since.
     watch_support::write(&stack, "wreach", watch_support::FAST)?;
     watch_support::deploy(&stack, "wreach").await?;
-    let marks = [stack.controller.mark(), b_process.mark(), c_process.mark()];
+    let marks = [stack.controller.mark(), b.mark(), c.mark()];
     let created = watch_support::create_watch(&stack, "wreach").await?;
     assert_eq!(created.code, 0, "{created}");
     assert!(
@@ -135,13 +185,19 @@ async fn drift_audit_anchors_and_a_watch_asked_of_one_controller_reach_the_agent
             .contains("baseline (track_functions = all):\n  public.wreach(integer): "),
         "{created}"
     );
+    b.wait_for_line_after(
+        marks[1],
+        "offering a side-channel job another controller recorded",
+        WAIT,
+    )
+    .await?;
     let watch = watch_support::watch_id(&created)?;
     watch_support::call(&stack, "wreach", 5).await?;
     // Whichever controller samples it (A, or the watches' leader).
     tokio::select! {
         counted = calls_counted(&stack.controller, &watch, marks[0]) => counted?,
-        counted = calls_counted(&b_process, &watch, marks[1]) => counted?,
-        counted = calls_counted(&c_process, &watch, marks[2]) => counted?,
+        counted = calls_counted(&b, &watch, marks[1]) => counted?,
+        counted = calls_counted(&c, &watch, marks[2]) => counted?,
     }
     Ok(())
 }
