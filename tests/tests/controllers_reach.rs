@@ -80,6 +80,7 @@ struct AgentOnB {
     store: PgCluster,
     stack: Stack,
     b: Process,
+    b_addresses: OtherController,
     c: Process,
 }
 
@@ -93,6 +94,7 @@ async fn agent_on_b() -> Result<AgentOnB> {
         store,
         stack,
         b: b_process,
+        b_addresses: b,
         c: c_process,
     })
 }
@@ -105,6 +107,7 @@ async fn a_drift_scan_asked_of_one_controller_reaches_the_agent_on_another() -> 
         stack,
         b,
         c: _c,
+        ..
     } = agent_on_b().await?;
     // A drift scan asked of A: B offers it, A reports what the agent found.
     let mark = b.mark();
@@ -144,6 +147,7 @@ async fn audit_verify_on_one_controller_checks_the_anchors_of_an_agent_on_anothe
         stack,
         b,
         c: _c,
+        ..
     } = agent_on_b().await?;
     // `audit verify` on A checks the anchors dev's ledger holds, read by B.
     let mark = b.mark();
@@ -171,6 +175,7 @@ async fn a_watch_created_on_one_controller_samples_the_agent_on_another() -> Res
         stack,
         b,
         c,
+        ..
     } = agent_on_b().await?;
     // A watch created on A: its baseline is a sample the agent on B took,
     // and its samples go on, counting the calls made since.
@@ -398,5 +403,106 @@ async fn a_fleet_started_on_one_controller_runs_on_agents_held_by_two_others() -
         2,
         "one result per target"
     );
+    Ok(())
+}
+
+/// The lines of a batch's report that do not vary from run to run: its
+/// steps, progress and smoke results, without the words holding numbers
+/// (durations, ids, paths) but with the progress counts (`2/2`).
+fn report_shape(stdout: &str) -> Vec<String> {
+    let count = |word: &str| {
+        word.contains('/')
+            && word
+                .split('/')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    };
+    stdout
+        .lines()
+        .filter(|line| line.starts_with("  ") || line.starts_with("RESULT"))
+        .map(|line| {
+            line.split_whitespace()
+                .filter(|word| count(word) || !word.chars().any(|c| c.is_ascii_digit()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Two routines `reach_a` and `reach_b` answering `n`, each with a smoke
+/// test, and the list file of a batch of both.
+fn write_batch(stack: &Stack, n: u32) -> Result<String> {
+    for name in ["reach_a", "reach_b"] {
+        stack.write_procedure(
+            &format!("{name}.sql"),
+            &format!(
+                "CREATE OR REPLACE FUNCTION public.{name}() RETURNS integer LANGUAGE sql AS 'select {n}';\n"
+            ),
+        )?;
+        stack.write_procedure(
+            &format!("{name}.toml"),
+            &format!(
+                "[[smoke_tests]]\nname = \"answers\"\ncall = \"SELECT public.{name}() AS v\"\n\
+                 expect_columns = [ {{ name = \"v\", type = \"integer\" }} ]\n"
+            ),
+        )?;
+    }
+    let list = stack.dir.path().join("reach.txt");
+    std::fs::write(&list, "reach_a\nreach_b\n")?;
+    Ok(list.to_string_lossy().into_owned())
+}
+
+#[tokio::test]
+async fn a_batch_asked_of_one_controller_prints_what_a_local_one_prints() -> Result<()> {
+    let AgentOnB {
+        store: _store,
+        mut stack,
+        b: _b_process,
+        b_addresses: b,
+        c: _c,
+    } = agent_on_b().await?;
+    // The figure first: dispatch to result through A, 20 deploys (printed).
+    let mut took = Vec::new();
+    for n in 0..20 {
+        stack.write_procedure(
+            "stall.sql",
+            &format!(
+                "CREATE OR REPLACE FUNCTION public.stall() RETURNS integer LANGUAGE sql AS 'select {}';\n",
+                10 + n
+            ),
+        )?;
+        let started = Instant::now();
+        let out = stack.cli(&["deploy", "stall", "dev"]).await?;
+        took.push(started.elapsed());
+        assert_eq!(out.code, 0, "{out}");
+    }
+    took.sort();
+    eprintln!(
+        "20 deploys asked of A, agent on B: median {:?}, min {:?}, max {:?}",
+        took[took.len() / 2],
+        took[0],
+        took[took.len() - 1]
+    );
+    // Asked of B, which holds the agent: the local report.
+    let list = write_batch(&stack, 3)?;
+    let a_operators = std::mem::replace(&mut stack.operators, b.operators.clone());
+    let local = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(local.code, 0, "{local}");
+    stack.operators = a_operators;
+    // Asked of A: the same steps, progress and smoke results, from the
+    // events B stored.
+    write_batch(&stack, 4)?;
+    let remote = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(remote.code, 0, "{remote}");
+    let shape = report_shape(&local.stdout);
+    assert!(
+        shape.iter().any(|l| l == "apply 2/2"),
+        "the local report has the apply's progress: {local}"
+    );
+    assert_eq!(
+        report_shape(&remote.stdout),
+        shape,
+        "A: {remote}\nB: {local}"
+    );
+
     Ok(())
 }

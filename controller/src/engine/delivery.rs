@@ -9,7 +9,10 @@
 //!   for a stream another live controller holds ([`find_agent`]); a job for
 //!   such an agent is recorded as waiting for it, and the rollout follows it
 //!   in the store ([`follow_in_store`]) with the same updates a local job
-//!   produces, so the operator reads the same report;
+//!   produces — its events with their smoke reports and progress counts —,
+//!   so the operator reads the same report; the follower is woken by the
+//!   store's NOTIFY of the job's progress ([`relay_progress`], LISTEN),
+//!   reading the store every [`FOLLOW_POLL`] without one;
 //! - the picker ([`run`]): woken by NOTIFY (polling as the fallback), takes
 //!   each waiting job for an agent it holds by compare-and-set, so the offer
 //!   goes out once, and offers it on the agent's stream. Everything the
@@ -40,9 +43,9 @@ use crate::store::{AgentStream, Delivery, SideAnswer, SideDelivery, StreamTarget
 /// How often the picker looks for waiting jobs without a notification.
 const PICK_POLL: Duration = Duration::from_secs(1);
 
-/// How often a rollout following its job from another controller reads the
-/// job's progress in the store.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// How often a job followed from another controller is read in the store
+/// without a notification of its progress (NOTIFY wakes it at once).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 /// How long the holder of a side-channel job waits for the agent's report
 /// past the job's own deadline.
@@ -308,6 +311,7 @@ async fn ask_through(
     }
     tracing::info!(job_id, agent = %stream.agent_name, via = %stream.controller_id, "side-channel job waits for the controller holding its agent");
     let deadline = tokio::time::Instant::now() + answer_within;
+    let following = Following::new(controller, job_id);
     let reply = loop {
         match controller.store.side_answer(job_id).await {
             Ok(Some(SideAnswer::Result(result))) => break SideReply::Result(result),
@@ -322,8 +326,9 @@ async fn ask_through(
         if tokio::time::Instant::now() >= deadline {
             break SideReply::TimedOut;
         }
-        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + FOLLOW_POLL)).await;
+        let _ = tokio::time::timeout_at(deadline, following.changed()).await;
     };
+    drop(following);
     if let Err(error) = controller.store.end_side_delivery(job_id).await {
         // Expired, it is never offered; the pickers delete it later.
         tracing::warn!(job_id, error = %pgrollout_shared::errors::error_chain(&error), "cannot remove the side-channel job's row");
@@ -342,10 +347,12 @@ async fn follow_in_store(
     updates: mpsc::UnboundedSender<JobUpdate>,
 ) {
     let (mut accepted, mut last_seq) = (false, 0u64);
-    let mut tick = tokio::time::interval(FOLLOW_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let following = Following::new(&controller, &job_id);
+    let mut first = true;
     loop {
-        tick.tick().await;
+        if !std::mem::take(&mut first) {
+            following.changed().await;
+        }
         if updates.is_closed() {
             return;
         }
@@ -393,6 +400,59 @@ async fn follow_in_store(
             let _ = updates.send(update);
             return;
         }
+    }
+}
+
+/// A job followed in the store: woken by the store's announcement of its
+/// progress, or after [`FOLLOW_POLL`] without one; unregistered on drop.
+struct Following<'a> {
+    controller: &'a Controller,
+    job_id: &'a str,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl<'a> Following<'a> {
+    fn new(controller: &'a Controller, job_id: &'a str) -> Self {
+        let changed = controller.router.follow_in_store(job_id);
+        Following {
+            controller,
+            job_id,
+            changed,
+        }
+    }
+
+    /// Returns when the job's progress may have changed.
+    async fn changed(&self) {
+        let _ = tokio::time::timeout(FOLLOW_POLL, self.changed.notified()).await;
+    }
+}
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        self.controller.router.stop_following_in_store(self.job_id);
+    }
+}
+
+/// Wakes the jobs followed here when the store announces their progress
+/// (LISTEN); runs until the process stops, listening again whenever the
+/// connection ends — each time telling every follower to read again, as an
+/// announcement may have been missed meanwhile.
+async fn relay_progress(controller: Arc<Controller>) {
+    loop {
+        match controller.store.listen_for_progress().await {
+            None => return,
+            Some(Ok(mut notes)) => {
+                controller.router.progress_may_have_changed();
+                while let Some(job_id) = notes.recv().await {
+                    controller.router.progress_changed(&job_id);
+                }
+            }
+            Some(Err(error)) => {
+                tracing::warn!(error = %pgrollout_shared::errors::error_chain(&error), "cannot listen for jobs' progress; followers poll")
+            }
+        }
+        controller.router.progress_may_have_changed();
+        tokio::time::sleep(PICK_POLL).await;
     }
 }
 
@@ -448,6 +508,7 @@ pub async fn run(controller: Arc<Controller>) {
     let Some(me) = shared_id(&controller) else {
         return;
     };
+    tokio::spawn(relay_progress(controller.clone()));
     loop {
         let mut notes = match controller.store.listen_for_deliveries().await {
             Some(Ok(notes)) => Some(notes),

@@ -19,6 +19,12 @@ use super::{decode_blob, Store, StoreError};
 /// only delays a job.
 pub const DELIVERY_CHANNEL: &str = "pgrollout_deliveries";
 
+/// The channel a job's progress is announced on (PostgreSQL's NOTIFY; the
+/// payload is the job id): its claim, an event, its result or a decline
+/// (triggers of migration 0022), a side-channel job's answer. Followers
+/// also poll, so a lost notification only delays them.
+pub const PROGRESS_CHANNEL: &str = "pgrollout_job_progress";
+
 /// An agent's stream as recorded by the controller holding it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentStream {
@@ -81,6 +87,26 @@ impl Store {
         let target = pool.target().clone();
         Some(
             super::db::postgres::listen(&target, DELIVERY_CHANNEL)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    store: target.describe(),
+                    source,
+                }),
+        )
+    }
+
+    /// A connection listening for jobs' progress (PostgreSQL's LISTEN on
+    /// [`PROGRESS_CHANNEL`]): each notification's payload is a job id.
+    /// `None` on SQLite, where no job is followed from afar.
+    pub async fn listen_for_progress(
+        &self,
+    ) -> Option<Result<tokio::sync::mpsc::UnboundedReceiver<String>, StoreError>> {
+        let super::Backend::Postgres(pool) = &*self.backend else {
+            return None;
+        };
+        let target = pool.target().clone();
+        Some(
+            super::db::postgres::listen(&target, PROGRESS_CHANNEL)
                 .await
                 .map_err(|source| StoreError::Connect {
                     store: target.describe(),
@@ -396,22 +422,35 @@ impl Store {
             // The result was read above, the events now: every event the
             // agent sent before its result is in this read with it.
             let mut statement = c.prepare(
-                "SELECT seq, step, status, message, duration_ms, at FROM job_events
+                "SELECT seq, step, status, message, duration_ms, at, detail FROM job_events
                  WHERE job_id = ?1 AND attempt = ?2 AND seq > ?3 ORDER BY seq",
             )?;
             let rows = statement.query_map(params![job_id, attempt, after_seq as i64], |row| {
                 let status: String = row.get(2)?;
+                let seq = row.get::<_, i64>(0)?;
+                // The smoke reports and progress counts, when it had any.
+                let detail = row
+                    .get::<_, Option<Vec<u8>>>(6)?
+                    .map(|bytes| {
+                        decode_blob::<pgrollout_shared::proto::JobEvent>(6, &bytes, "job event detail", || {
+                            format!("job {job_id} attempt {attempt} event {seq}")
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or_default();
                 Ok(pgrollout_shared::proto::JobEvent {
+                    smoke: detail.smoke,
+                    done: detail.done,
+                    total: detail.total,
                     job_id: job_id.clone(),
                     attempt,
-                    seq: row.get::<_, i64>(0)? as u64,
+                    seq: seq as u64,
                     step: row.get(1)?,
                     status: pgrollout_shared::proto::StepStatus::from_str_name(&status)
                         .map_or(0, |s| s as i32),
                     message: row.get(3)?,
                     duration_ms: row.get::<_, i64>(4)? as u64,
                     at_unix_ms: row.get(5)?,
-                    ..Default::default()
                 })
             })?;
             progress.events = rows.collect::<super::db::Result<_>>()?;

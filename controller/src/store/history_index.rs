@@ -490,7 +490,7 @@ mod tests {
         DROP TABLE controllers; ALTER TABLE jobs DROP COLUMN controller_id;
         ALTER TABLE pending_rollouts DROP COLUMN started_by;
         ALTER TABLE fleet_rollouts DROP COLUMN controller_id; DROP TABLE leases;
-        ALTER TABLE agent_streams DROP COLUMN labels;";
+        ALTER TABLE agent_streams DROP COLUMN labels; ALTER TABLE job_events DROP COLUMN detail;";
 
     #[tokio::test]
     async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {

@@ -132,6 +132,27 @@ pub struct EventRow {
     pub message: String,
     pub duration_ms: u64,
     pub at_unix_ms: i64,
+    /// The smoke reports and progress counts, encoded as a `JobEvent`
+    /// carrying only those (migration 0022); `None` when it had none.
+    pub detail: Option<Vec<u8>>,
+}
+
+/// An event's smoke reports and progress counts as stored in `detail`.
+fn event_detail(
+    smoke: &[pgrollout_shared::proto::SmokeReport],
+    done: u32,
+    total: u32,
+) -> Option<Vec<u8>> {
+    if smoke.is_empty() && done == 0 && total == 0 {
+        return None;
+    }
+    let detail = pgrollout_shared::proto::JobEvent {
+        smoke: smoke.to_vec(),
+        done,
+        total,
+        ..Default::default()
+    };
+    Some(detail.encode_to_vec())
 }
 
 /// What the store can keep as a job's event: an agent's, checked at the
@@ -152,6 +173,7 @@ impl StoredEvent for ReportedEvent {
             message: self.message.clone(),
             duration_ms: self.duration_ms,
             at_unix_ms: self.at_unix_ms,
+            detail: event_detail(&self.smoke, self.done, self.total),
         }
     }
 }
@@ -167,6 +189,7 @@ impl StoredEvent for pgrollout_shared::proto::JobEvent {
             message: self.message.clone(),
             duration_ms: self.duration_ms,
             at_unix_ms: self.at_unix_ms,
+            detail: event_detail(&self.smoke, self.done, self.total),
         }
     }
 }
@@ -540,8 +563,8 @@ impl Store {
         let e = event.row();
         self.call(move |c| {
             let inserted = c.execute(
-                "INSERT INTO job_events (job_id, seq, attempt, step, status, message, duration_ms, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                "INSERT INTO job_events (job_id, seq, attempt, step, status, message, duration_ms, at, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
                 params![
                     e.job_id,
                     e.seq as i64,
@@ -550,7 +573,8 @@ impl Store {
                     e.status.as_str_name(),
                     e.message,
                     e.duration_ms as i64,
-                    e.at_unix_ms
+                    e.at_unix_ms,
+                    e.detail
                 ],
             )?;
             Ok(inserted == 1)

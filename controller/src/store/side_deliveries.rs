@@ -9,14 +9,9 @@
 //! the requester reads the answer and deletes the row. A row deleted before
 //! it was taken is withdrawn: the compare-and-set finds nothing to take.
 
-use super::agent_streams::DELIVERY_CHANNEL;
+use super::agent_streams::{DELIVERY_CHANNEL, PROGRESS_CHANNEL};
 use super::db::{params, Dialect, OptionalExtension};
 use super::{decode_blob, Store, StoreError};
-
-/// The channel an answer is announced on (PostgreSQL's NOTIFY; the payload
-/// is the job id). The requester also polls, so a lost notification only
-/// delays the answer.
-pub const ANSWER_CHANNEL: &str = "pgrollout_side_answers";
 
 /// A side-channel job waiting for the controller holding its agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,7 +125,7 @@ impl Store {
 
     /// The holder's answer to a side-channel job, written once (a second
     /// answer — a replayed result — is dropped: `false`), announced on
-    /// [`ANSWER_CHANNEL`]. `false` also when the requester already gave up
+    /// [`PROGRESS_CHANNEL`] with the job id. `false` also when the requester already gave up
     /// and deleted the row.
     pub async fn record_side_answer(
         &self,
@@ -155,7 +150,7 @@ impl Store {
             if written == 1 && tx.dialect() == Dialect::Postgres {
                 tx.query_row(
                     "SELECT pg_notify(?1, ?2)",
-                    params![ANSWER_CHANNEL, job_id],
+                    params![PROGRESS_CHANNEL, job_id],
                     |_| Ok(()),
                 )?;
             }

@@ -364,3 +364,79 @@ store_test!(
         assert_eq!(from_b[0].targets, targets(&["db2"]));
     }
 );
+
+store_test!(
+    a_followed_jobs_events_keep_smoke_reports_and_progress_and_each_change_is_announced,
+    |store| {
+        // PostgreSQL announces each change of a job's progress; SQLite has
+        // no follower from afar and nothing to listen on.
+        let mut announced = store
+            .listen_for_progress()
+            .await
+            .map(|listening| listening.expect("listen"));
+        recorded(&store, "r-1", "j-1").await;
+        assert!(store
+            .claim_job("j-1", 1, "dev-1", "dev", NOW)
+            .await
+            .expect("claim"));
+        let smoke = pgrollout_shared::proto::SmokeReport {
+            routine: "public.f()".into(),
+            test: "answers".into(),
+            phase: "in-transaction".into(),
+            passed: true,
+            ..Default::default()
+        };
+        let events = [
+            JobEvent {
+                job_id: "j-1".into(),
+                attempt: 1,
+                seq: 1,
+                step: "apply".into(),
+                status: StepStatus::Started as i32,
+                done: 1,
+                total: 2,
+                at_unix_ms: NOW,
+                ..JobEvent::default()
+            },
+            JobEvent {
+                job_id: "j-1".into(),
+                attempt: 1,
+                seq: 2,
+                step: "smoke".into(),
+                status: StepStatus::Succeeded as i32,
+                message: "1 smoke test(s) passed".into(),
+                smoke: vec![smoke.clone()],
+                at_unix_ms: NOW,
+                ..JobEvent::default()
+            },
+        ];
+        for event in &events {
+            assert!(store.record_event(event).await.expect("event"));
+        }
+        let progress = store.job_progress("j-1", 1, 0).await.expect("progress");
+        assert_eq!(
+            progress.events,
+            events.to_vec(),
+            "each event as the agent sent it, progress and smoke reports included"
+        );
+        for what in ["the claim", "an event", "another event"] {
+            heard(&mut announced, what).await;
+        }
+        assert!(store
+            .record_delivery_declined("j-1", 1, "busy")
+            .await
+            .expect("decline"));
+        heard(&mut announced, "the decline").await;
+    }
+);
+
+/// Awaits the next announcement of job `j-1`'s progress, when listening.
+async fn heard(announced: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>, what: &str) {
+    let Some(notes) = announced.as_mut() else {
+        return;
+    };
+    let note = tokio::time::timeout(std::time::Duration::from_secs(10), notes.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what} not announced"));
+    assert_eq!(note.as_deref(), Some("j-1"), "{what} announced");
+}

@@ -31,3 +31,9 @@ CREATE TABLE IF NOT EXISTS side_deliveries (
 -- (`{"target": {"label": "value"}}`). '{}' for a stream recorded by an
 -- older controller: its targets are still found by name (`targets`).
 ALTER TABLE agent_streams ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+
+-- A job's events keep what the agent reported beyond the columns above: the
+-- smoke reports and the progress counts (`done` of `total`), as a JobEvent
+-- carrying only those, encoded; NULL when it had none. The controller
+-- following a job from another controller relays them as a local one does.
+ALTER TABLE job_events ADD COLUMN detail BLOB;

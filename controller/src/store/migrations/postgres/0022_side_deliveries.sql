@@ -31,3 +31,37 @@ CREATE TABLE IF NOT EXISTS side_deliveries (
 -- (`{"target": {"label": "value"}}`). '{}' for a stream recorded by an
 -- older controller: its targets are still found by name (`targets`).
 ALTER TABLE agent_streams ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+
+-- A job's events keep what the agent reported beyond the columns above: the
+-- smoke reports and the progress counts (`done` of `total`), as a JobEvent
+-- carrying only those, encoded; NULL when it had none. The controller
+-- following a job from another controller relays them as a local one does.
+ALTER TABLE job_events ADD COLUMN detail BYTEA;
+
+-- A controller following a job another controller offered is woken when the
+-- job's progress changes — its claim, an event, its result, a decline, a
+-- side-channel job's answer — by a NOTIFY on `pgrollout_job_progress` whose
+-- payload is the job id (sent on commit); it still reads the store on a
+-- slower tick, so a lost notification only delays it.
+CREATE OR REPLACE FUNCTION pgrollout_notify_job_progress() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgrollout_job_progress', NEW.job_id);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION pgrollout_notify_job_row_progress() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgrollout_job_progress', NEW.id);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER job_progress_claim_or_result AFTER UPDATE ON jobs FOR EACH ROW
+    WHEN (OLD.accepted_at IS DISTINCT FROM NEW.accepted_at OR OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION pgrollout_notify_job_row_progress();
+CREATE TRIGGER job_progress_event AFTER INSERT ON job_events FOR EACH ROW
+    EXECUTE FUNCTION pgrollout_notify_job_progress();
+CREATE TRIGGER job_progress_declined AFTER UPDATE OF declined ON job_deliveries FOR EACH ROW
+    WHEN (NEW.declined IS NOT NULL)
+    EXECUTE FUNCTION pgrollout_notify_job_progress();
