@@ -452,7 +452,7 @@ fn write_batch(stack: &Stack, n: u32) -> Result<String> {
 }
 
 #[tokio::test]
-async fn a_batch_asked_of_one_controller_prints_what_a_local_one_prints() -> Result<()> {
+async fn a_batch_and_a_deploy_asked_of_one_controller_print_what_local_ones_print() -> Result<()> {
     let AgentOnB {
         store: _store,
         mut stack,
@@ -503,6 +503,46 @@ async fn a_batch_asked_of_one_controller_prints_what_a_local_one_prints() -> Res
         shape,
         "A: {remote}\nB: {local}"
     );
+
+    // A deploy's smoke report, as printed by the CLI on A and on B.
+    stack.write_procedure(
+        "stall.toml",
+        "[[smoke_tests]]\nname = \"answers\"\ncall = \"SELECT public.stall() AS v\"\n\
+         expect_columns = [ { name = \"v\", type = \"integer\" } ]\n",
+    )?;
+    let smoke_report = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("SMOKE TEST"))
+            .take_while(|l| !l.starts_with("DEPLOYMENT LOG"))
+            .map(|l| {
+                l.split_whitespace()
+                    .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    let mut reports = Vec::new();
+    for (n, operators) in [(50, b.operators.clone()), (51, stack.operators.clone())] {
+        stack.write_procedure(
+            "stall.sql",
+            &format!(
+                "CREATE OR REPLACE FUNCTION public.stall() RETURNS integer LANGUAGE sql AS 'select {n}';\n"
+            ),
+        )?;
+        let asked = std::mem::replace(&mut stack.operators, operators);
+        let out = stack.cli(&["deploy", "stall", "dev"]).await?;
+        stack.operators = asked;
+        assert_eq!(out.code, 0, "{out}");
+        reports.push(smoke_report(&out.stdout));
+    }
+    assert!(
+        reports[0].iter().any(|l| l == "RESULT: [ok] PASS"),
+        "{:?}",
+        reports[0]
+    );
+    assert_eq!(reports[1], reports[0], "the smoke report on A as on B");
 
     Ok(())
 }
