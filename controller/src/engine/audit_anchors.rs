@@ -1,19 +1,20 @@
 //! The audit chain's anchors in the zones (issue 13). Every job the
 //! controller offers carries the chain's head; a job that writes ledger rows
 //! records it in them, in the same transaction as its change. `audit verify`
-//! asks an agent of each environment's zone for the anchors its target's
-//! ledger holds and checks the store against them: an anchored entry that is
-//! missing or different means the log was truncated, wiped or rewritten —
+//! asks an agent of each environment's zone (connected to this controller or
+//! to another, `delivery::ask`) for the anchors its target's ledger holds
+//! and checks the store against them: an anchored entry that is missing or
+//! different means the log was truncated, wiped or rewritten —
 //! which the entries' own hashes and codes cannot show once the tail is gone.
 
 use std::time::{Duration, SystemTime};
 
 use pgrollout_shared::audit_anchor::AuditHead;
 use pgrollout_shared::job::{Job, JobKind};
-use pgrollout_shared::proto::{controller_message, AuditAnchor, ControllerMessage, Outcome};
+use pgrollout_shared::proto::{AuditAnchor, Outcome};
 use pgrollout_shared::traceparent::TraceParent;
 
-use super::watch::Reply;
+use super::delivery::{self, SideReply};
 use super::{new_id, Controller};
 use crate::store::{BrokenChain, LogVerdict};
 
@@ -81,14 +82,8 @@ async fn read(
     target: &str,
     actor: &str,
 ) -> Result<Vec<AuditAnchor>, String> {
-    let agent = controller
-        .registry
-        .wait_for(zone, target, AGENT_WAIT)
-        .await
-        .ok_or_else(|| format!("no agent of zone {zone} serving target {target} is connected"))?;
-    let job_id = new_id("aa");
     let job = Job {
-        id: job_id.clone(),
+        id: new_id("aa"),
         attempt: 1,
         // Reads only: nothing to fence.
         lease: None,
@@ -106,34 +101,32 @@ async fn read(
         approvals: Default::default(),
         kind: JobKind::AuditAnchors,
     };
-    let reply = controller.watches.expect(&job_id, &agent.zone, &agent.name);
-    let offer = ControllerMessage {
-        body: Some(controller_message::Body::Offer(job.into())),
-    };
-    if agent.sender.send(Ok(offer)).await.is_err() {
-        controller.watches.forget(&job_id);
-        return Err(format!(
-            "agent {} disconnected before it was asked",
-            agent.name
-        ));
-    }
-    let answer = tokio::time::timeout(READ_TIMEOUT + Duration::from_secs(5), reply).await;
-    controller.watches.forget(&job_id);
-    match answer {
-        Ok(Ok(Reply::Result(result))) if result.outcome() == Outcome::Succeeded => {
+    // Here or through the controller holding the agent (issue 18).
+    let answered = delivery::ask(
+        controller,
+        zone,
+        target,
+        AGENT_WAIT,
+        job,
+        READ_TIMEOUT + Duration::from_secs(5),
+    )
+    .await
+    .ok_or_else(|| format!("no agent of zone {zone} serving target {target} is connected"))?;
+    let agent = answered.agent;
+    match answered.reply {
+        SideReply::Result(result) if result.outcome() == Outcome::Succeeded => {
             Ok(result.audit_anchors)
         }
-        Ok(Ok(Reply::Result(result))) => Err(format!(
-            "agent {} could not read its ledger: {}",
-            agent.name, result.message
+        SideReply::Result(result) => Err(format!(
+            "agent {agent} could not read its ledger: {}",
+            result.message
         )),
-        Ok(Ok(Reply::Declined(reason))) => Err(format!(
-            "agent {} declined (an agent older than anchors?): {reason}",
-            agent.name
+        SideReply::Declined(reason) => Err(format!(
+            "agent {agent} declined (an agent older than anchors?): {reason}"
         )),
-        Ok(Err(_)) | Err(_) => Err(format!(
-            "agent {} did not answer within {}s",
-            agent.name,
+        SideReply::Lost(why) => Err(why),
+        SideReply::TimedOut => Err(format!(
+            "agent {agent} did not answer within {}s",
             READ_TIMEOUT.as_secs()
         )),
     }

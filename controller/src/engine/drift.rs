@@ -1,7 +1,8 @@
 //! `pgrollout drift` (issue 20): asks an agent of the environment's zone to
 //! compare its target's live catalog with the ledger. Like the audit
 //! anchors' read, it is not a rollout: no rollout, job or event rows, only
-//! an audit entry; the offer travels the watch samples' side channel and
+//! an audit entry; the offer travels the watch samples' side channel
+//! (`delivery::ask`: here, or through the controller holding the agent) and
 //! its answer comes back to this caller alone. Each scan is kept as the
 //! environment's latest (`--cached` shows it without an agent) and audited
 //! (`drift.scanned`; `drift.detected`, and a notification to the
@@ -15,13 +16,11 @@
 use std::time::{Duration, SystemTime};
 
 use pgrollout_shared::job::{now_unix_ms, Job, JobKind};
-use pgrollout_shared::proto::{
-    controller_message, ControllerMessage, DriftFinding, DriftReport, DriftResponse, Outcome,
-};
+use pgrollout_shared::proto::{DriftFinding, DriftReport, DriftResponse, Outcome};
 use pgrollout_shared::traceparent::TraceParent;
 
+use super::delivery::{self, SideReply};
 use super::error::EngineError;
-use super::watch::Reply;
 use super::{new_id, Controller};
 use crate::notify::drift_event::{self, DriftNotice};
 use crate::store::AuditEntry;
@@ -181,19 +180,8 @@ async fn scan(
         .config
         .zone_of(environment)
         .unwrap_or_else(|| environment.to_owned());
-    let agent = controller
-        .registry
-        .wait_for(&zone, &target, AGENT_WAIT)
-        .await
-        .ok_or_else(|| {
-            EngineError::Unavailable(format!(
-                "no agent of zone {zone} serving target {target} is connected; nothing was scanned \
-                 (`pgrollout drift {environment} --cached` shows the last recorded scan)"
-            ))
-        })?;
-    let job_id = new_id("drift");
     let job = Job {
-        id: job_id.clone(),
+        id: new_id("drift"),
         attempt: 1,
         // Reads only: nothing to fence.
         lease: None,
@@ -210,39 +198,46 @@ async fn scan(
         approvals: Default::default(),
         kind: JobKind::Drift { names },
     };
-    let reply = controller.watches.expect(&job_id, &agent.zone, &agent.name);
-    let offer = ControllerMessage {
-        body: Some(controller_message::Body::Offer(job.into())),
-    };
-    if agent.sender.send(Ok(offer)).await.is_err() {
-        controller.watches.forget(&job_id);
-        return Err(EngineError::Unavailable(format!(
-            "agent {} disconnected before it was asked; nothing was scanned",
-            agent.name
-        )));
-    }
-    let answer = tokio::time::timeout(SCAN_TIMEOUT + Duration::from_secs(5), reply).await;
-    controller.watches.forget(&job_id);
-    let report = match answer {
-        Ok(Ok(Reply::Result(result))) if result.outcome() == Outcome::Succeeded => {
+    // Here or through the controller holding the agent (issue 18).
+    let answered = delivery::ask(
+        controller,
+        &zone,
+        &target,
+        AGENT_WAIT,
+        job,
+        SCAN_TIMEOUT + Duration::from_secs(5),
+    )
+    .await
+    .ok_or_else(|| {
+        EngineError::Unavailable(format!(
+            "no agent of zone {zone} serving target {target} is connected; nothing was scanned \
+             (`pgrollout drift {environment} --cached` shows the last recorded scan)"
+        ))
+    })?;
+    let agent = answered.agent;
+    let report = match answered.reply {
+        SideReply::Result(result) if result.outcome() == Outcome::Succeeded => {
             result.drift.unwrap_or_default()
         }
-        Ok(Ok(Reply::Result(result))) => {
+        SideReply::Result(result) => {
             return Err(EngineError::Internal(format!(
-                "agent {} could not scan for drift: {}",
-                agent.name, result.message
+                "agent {agent} could not scan for drift: {}",
+                result.message
             )))
         }
-        Ok(Ok(Reply::Declined(reason))) => {
+        SideReply::Declined(reason) => {
             return Err(EngineError::Unavailable(format!(
-                "agent {} declined the drift scan (an agent older than drift detection?): {reason}",
-                agent.name
+                "agent {agent} declined the drift scan (an agent older than drift detection?): {reason}"
             )))
         }
-        Ok(Err(_)) | Err(_) => {
+        SideReply::Lost(why) => {
             return Err(EngineError::Unavailable(format!(
-                "agent {} did not answer the drift scan within {}s",
-                agent.name,
+                "{why}; nothing was scanned"
+            )))
+        }
+        SideReply::TimedOut => {
+            return Err(EngineError::Unavailable(format!(
+                "agent {agent} did not answer the drift scan within {}s",
                 SCAN_TIMEOUT.as_secs()
             )))
         }
@@ -250,7 +245,7 @@ async fn scan(
     Ok(DriftScan {
         zone,
         target,
-        agent: agent.name.clone(),
+        agent,
         report,
     })
 }

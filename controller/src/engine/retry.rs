@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use pgrollout_shared::job::now_unix_ms;
-use pgrollout_shared::proto::{
-    controller_message, rollout_update, ControllerMessage, RolloutStarted, RolloutUpdate,
-};
+use pgrollout_shared::proto::{rollout_update, RolloutStarted, RolloutUpdate};
 use prost::Message;
 use tokio::sync::mpsc;
 
@@ -68,15 +66,20 @@ pub async fn retry(
         .config
         .zone_of(&latest.environment)
         .unwrap_or_else(|| latest.environment.clone());
-    let agent = controller
-        .registry
-        .wait_for(&zone, &environment.target, Duration::from_secs(5))
-        .await
-        .ok_or_else(|| {
-            EngineError::Unavailable(format!(
-                "no agent connected for zone {zone}; the retry needs one (see `pgrollout agents`)"
-            ))
-        })?;
+    // Connected here or to another controller of the store (issue 18).
+    let destination = super::delivery::find_agent(
+        &controller,
+        &zone,
+        &environment.target,
+        Duration::from_secs(5),
+    )
+    .await
+    .ok_or_else(|| {
+        EngineError::Unavailable(format!(
+            "no agent connected for zone {zone}; the retry needs one (see `pgrollout agents`)"
+        ))
+    })?;
+    let agent_name = destination.agent_name().to_owned();
     let attempt = latest.attempt + 1;
     let job_timeout = controller.config.deployment.job_timeout;
     offer.attempt = attempt;
@@ -92,7 +95,7 @@ pub async fn retry(
             rollout_id,
             &job_id,
             attempt,
-            &agent.name,
+            &agent_name,
             offer.encode_to_vec(),
             now_unix_ms(),
         )
@@ -108,30 +111,23 @@ pub async fn retry(
             procedure: Some(rollout.label.clone()),
             trace_id: Some(rollout.trace_id.clone()),
             details: format!(
-                "job {job_id} attempt {attempt} (previous attempt in doubt) to agent {}",
-                agent.name
+                "job {job_id} attempt {attempt} (previous attempt in doubt) to agent {agent_name}"
             ),
         })
         .await;
     super::rollout::claim_job_offered(&controller, &job_id, attempt).await;
-    let updates = controller.router.subscribe(&job_id, agent.session);
-    let message = ControllerMessage {
-        body: Some(controller_message::Body::Offer(offer)),
-    };
-    if agent.sender.send(Ok(message)).await.is_err() {
-        controller.router.unsubscribe(&job_id);
-        return Err(EngineError::Unavailable(format!(
-            "agent {} disconnected before the retry could be offered; the rollout stays running until settled",
-            agent.name
-        )));
-    }
+    let updates = super::delivery::offer_job(&controller, &destination, &job_id, attempt, offer)
+        .await
+        .map_err(|why| {
+            EngineError::Unavailable(format!("{why}; the rollout stays running until settled"))
+        })?;
     let (out, receiver) = mpsc::channel(256);
     let started = RolloutStarted {
         rollout_id: rollout_id.to_owned(),
         job_id: job_id.clone(),
         environment: latest.environment,
         zone,
-        agent_name: agent.name.clone(),
+        agent_name: agent_name.clone(),
         trace_id: rollout.trace_id.clone(),
         actor: actor.to_owned(),
         started_at_unix_ms: now_unix_ms(),
@@ -148,7 +144,7 @@ pub async fn retry(
     tokio::spawn(async move {
         relay(
             controller,
-            agent.name.clone(),
+            agent_name,
             job_id,
             attempt,
             updates,

@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime};
 use pgrollout_shared::exit_code::ExitCode;
 use pgrollout_shared::job::{now_unix_ms, Job, JobKind};
 use pgrollout_shared::proto::{
-    controller_message, rollout_update, ControllerMessage, JobResult, Outcome, RolloutStarted,
-    RolloutUpdate, StepStatus,
+    rollout_update, JobResult, Outcome, RolloutStarted, RolloutUpdate, StepStatus,
 };
 use pgrollout_shared::traceparent::TraceParent;
 use tokio::sync::mpsc;
@@ -88,7 +87,7 @@ async fn fleet_placement(
     if let JobKind::Check { .. } = &request.kind {
         // The syntax gate's dry run: on the canary.
         let (zone, target) =
-            super::fleet::members::dry_run_placement(controller, &request.environment)?;
+            super::fleet::members::dry_run_placement(controller, &request.environment).await?;
         return Ok(Placement { zone, target });
     }
     if let JobKind::Rollback(spec) = &request.kind {
@@ -278,30 +277,16 @@ pub(super) async fn start_on(
         .await
         .map_err(store_error)?;
     claim_job_offered(&controller, &job_id, 1).await;
-    let updates = match destination {
-        super::delivery::Destination::Local(agent) => {
-            let updates = controller.router.subscribe(&job_id, agent.session);
-            let offer = ControllerMessage {
-                body: Some(controller_message::Body::Offer(offer)),
-            };
-            if agent.sender.send(Ok(offer)).await.is_err() {
-                controller.router.unsubscribe(&job_id);
+    // On the agent's stream here, or recorded for the controller holding it
+    // (this rollout then follows the job in the store).
+    let updates =
+        match super::delivery::offer_job(&controller, &destination, &job_id, 1, offer).await {
+            Ok(updates) => updates,
+            Err(why) => {
+                tracing::warn!(job_id = %job_id, reason = %why, "job recorded but not offered");
                 return Err(never_offered(&controller, &job_id, &agent_name).await);
             }
-            updates
-        }
-        // Another controller holds the agent's stream: the job waits for
-        // it there, and this rollout follows it in the store.
-        super::delivery::Destination::Remote(stream) => {
-            match super::delivery::request(&controller, &stream, &job_id, 1).await {
-                Ok(updates) => updates,
-                Err(error) => {
-                    tracing::warn!(job_id = %job_id, error = %pgrollout_shared::errors::error_chain(&error), "cannot record the job for the controller holding its agent");
-                    return Err(never_offered(&controller, &job_id, &agent_name).await);
-                }
-            }
-        }
-    };
+        };
     drop(dispatch);
 
     let (out, receiver) = mpsc::channel(256);

@@ -3,10 +3,10 @@
 //! before publishing, so a vanished CLI loses nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::domain::agent_report::{ReportedEvent, ReportedResult};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// What a rollout hears about its job.
 #[derive(Debug)]
@@ -46,6 +46,9 @@ struct Subscription {
 #[derive(Default)]
 pub struct JobRouter {
     subscriptions: Mutex<HashMap<String, Subscription>>,
+    /// Jobs followed in the store (issue 18: their agent is on another
+    /// controller), each woken when the store announces its progress.
+    followed_in_store: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl JobRouter {
@@ -97,6 +100,40 @@ impl JobRouter {
                 job_id.clone()
             })
             .collect()
+    }
+
+    /// Registers a job followed in the store; the `Notify` is woken (a
+    /// permit kept if nobody waits yet) each time its progress changes.
+    pub fn follow_in_store(&self, job_id: &str) -> Arc<Notify> {
+        self.lock_followed()
+            .entry(job_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub fn stop_following_in_store(&self, job_id: &str) {
+        self.lock_followed().remove(job_id);
+    }
+
+    /// The store announced progress of `job_id`.
+    pub fn progress_changed(&self, job_id: &str) {
+        if let Some(changed) = self.lock_followed().get(job_id) {
+            changed.notify_one();
+        }
+    }
+
+    /// Announcements may have been missed (the listening connection was
+    /// down): every job followed in the store reads it again.
+    pub fn progress_may_have_changed(&self) {
+        for changed in self.lock_followed().values() {
+            changed.notify_one();
+        }
+    }
+
+    fn lock_followed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.followed_in_store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Subscription>> {

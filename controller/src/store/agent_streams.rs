@@ -9,6 +9,8 @@
 //! controller that created the job follows it here, in the store: its
 //! claim, its events, its result, or the agent's decline.
 
+use std::collections::BTreeMap;
+
 use super::db::{params, Dialect, OptionalExtension};
 use super::{decode_blob, Store, StoreError};
 
@@ -17,6 +19,12 @@ use super::{decode_blob, Store, StoreError};
 /// only delays a job.
 pub const DELIVERY_CHANNEL: &str = "pgrollout_deliveries";
 
+/// The channel a job's progress is announced on (PostgreSQL's NOTIFY; the
+/// payload is the job id): its claim, an event, its result or a decline
+/// (triggers of migration 0022), a side-channel job's answer. Followers
+/// also poll, so a lost notification only delays them.
+pub const PROGRESS_CHANNEL: &str = "pgrollout_job_progress";
+
 /// An agent's stream as recorded by the controller holding it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentStream {
@@ -24,6 +32,24 @@ pub struct AgentStream {
     pub agent_name: String,
     pub controller_id: String,
     pub stream_epoch: i64,
+}
+
+/// A target an agent announced on its stream, with its labels (what a
+/// fleet environment's selector matches, issue 24).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamTarget {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An agent's stream on a live controller, with what the agent announced:
+/// what fleet member selection reads of other controllers' agents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveStream {
+    pub zone: String,
+    pub agent_name: String,
+    pub controller_id: String,
+    pub targets: Vec<StreamTarget>,
 }
 
 /// A job waiting for the controller that holds its agent's stream.
@@ -69,6 +95,26 @@ impl Store {
         )
     }
 
+    /// A connection listening for jobs' progress (PostgreSQL's LISTEN on
+    /// [`PROGRESS_CHANNEL`]): each notification's payload is a job id.
+    /// `None` on SQLite, where no job is followed from afar.
+    pub async fn listen_for_progress(
+        &self,
+    ) -> Option<Result<tokio::sync::mpsc::UnboundedReceiver<String>, StoreError>> {
+        let super::Backend::Postgres(pool) = &*self.backend else {
+            return None;
+        };
+        let target = pool.target().clone();
+        Some(
+            super::db::postgres::listen(&target, PROGRESS_CHANNEL)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    store: target.describe(),
+                    source,
+                }),
+        )
+    }
+
     /// Records that controller `controller_id` now holds the agent's stream;
     /// returns the stream's epoch (one more than the agent's previous one).
     pub async fn record_agent_stream(
@@ -76,7 +122,7 @@ impl Store {
         zone: &str,
         agent_name: &str,
         controller_id: &str,
-        targets: &[String],
+        targets: &[StreamTarget],
         now: i64,
     ) -> Result<i64, StoreError> {
         let (zone, agent_name, controller_id) = (
@@ -84,16 +130,23 @@ impl Store {
             agent_name.to_owned(),
             controller_id.to_owned(),
         );
-        let targets = targets.join("\n");
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let names = names.join("\n");
+        let labels: BTreeMap<&str, &BTreeMap<String, String>> = targets
+            .iter()
+            .map(|t| (t.name.as_str(), &t.labels))
+            .collect();
+        // A map of strings always serialises.
+        let labels = serde_json::to_string(&labels).unwrap_or_else(|_| "{}".to_owned());
         self.call(move |c| {
             c.query_row(
-                "INSERT INTO agent_streams (zone, agent_name, controller_id, stream_epoch, targets, connected_at)
-                 VALUES (?1, ?2, ?3, 1, ?4, ?5)
+                "INSERT INTO agent_streams (zone, agent_name, controller_id, stream_epoch, targets, connected_at, labels)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6)
                  ON CONFLICT (zone, agent_name) DO UPDATE SET controller_id = excluded.controller_id,
                     stream_epoch = agent_streams.stream_epoch + 1, targets = excluded.targets,
-                    connected_at = excluded.connected_at
+                    connected_at = excluded.connected_at, labels = excluded.labels
                  RETURNING stream_epoch",
-                params![zone, agent_name, controller_id, targets, now],
+                params![zone, agent_name, controller_id, names, now, labels],
                 |row| row.get(0),
             )
         })
@@ -160,6 +213,50 @@ impl Store {
                 }
             }
             Ok(None)
+        })
+        .await
+    }
+
+    /// Every agent stream a live controller other than `me` holds, with the
+    /// targets and labels its agent announced, by zone and agent name:
+    /// fleet member selection adds them to the agents connected to `me`.
+    /// Liveness as for [`Store::remote_agent_stream`].
+    pub async fn live_agent_streams(
+        &self,
+        me: &str,
+        now: i64,
+        dead_after_ms: i64,
+    ) -> Result<Vec<LiveStream>, StoreError> {
+        let me = me.to_owned();
+        self.call(move |c| {
+            let mut statement = c.prepare(
+                "SELECT s.zone, s.agent_name, s.controller_id, s.targets, s.labels
+                 FROM agent_streams s JOIN controllers k ON k.id = s.controller_id
+                 WHERE s.controller_id <> ?1 AND k.heartbeat_at >= ?2
+                   AND s.connected_at >= k.started_at
+                 ORDER BY s.zone, s.agent_name",
+            )?;
+            let rows = statement.query_map(params![me, now - dead_after_ms], |row| {
+                let (names, labels): (String, String) = (row.get(3)?, row.get(4)?);
+                // Written by `record_agent_stream`; a row an older
+                // controller wrote has '{}': its targets carry no labels.
+                let mut labels: BTreeMap<String, BTreeMap<String, String>> =
+                    serde_json::from_str(&labels).unwrap_or_default();
+                Ok(LiveStream {
+                    zone: row.get(0)?,
+                    agent_name: row.get(1)?,
+                    controller_id: row.get(2)?,
+                    targets: names
+                        .lines()
+                        .filter(|name| !name.is_empty())
+                        .map(|name| StreamTarget {
+                            name: name.to_owned(),
+                            labels: labels.remove(name).unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+            })?;
+            rows.collect()
         })
         .await
     }
@@ -325,22 +422,35 @@ impl Store {
             // The result was read above, the events now: every event the
             // agent sent before its result is in this read with it.
             let mut statement = c.prepare(
-                "SELECT seq, step, status, message, duration_ms, at FROM job_events
+                "SELECT seq, step, status, message, duration_ms, at, detail FROM job_events
                  WHERE job_id = ?1 AND attempt = ?2 AND seq > ?3 ORDER BY seq",
             )?;
             let rows = statement.query_map(params![job_id, attempt, after_seq as i64], |row| {
                 let status: String = row.get(2)?;
+                let seq = row.get::<_, i64>(0)?;
+                // The smoke reports and progress counts, when it had any.
+                let detail = row
+                    .get::<_, Option<Vec<u8>>>(6)?
+                    .map(|bytes| {
+                        decode_blob::<pgrollout_shared::proto::JobEvent>(6, &bytes, "job event detail", || {
+                            format!("job {job_id} attempt {attempt} event {seq}")
+                        })
+                    })
+                    .transpose()?
+                    .unwrap_or_default();
                 Ok(pgrollout_shared::proto::JobEvent {
+                    smoke: detail.smoke,
+                    done: detail.done,
+                    total: detail.total,
                     job_id: job_id.clone(),
                     attempt,
-                    seq: row.get::<_, i64>(0)? as u64,
+                    seq: seq as u64,
                     step: row.get(1)?,
                     status: pgrollout_shared::proto::StepStatus::from_str_name(&status)
                         .map_or(0, |s| s as i32),
                     message: row.get(3)?,
                     duration_ms: row.get::<_, i64>(4)? as u64,
                     at_unix_ms: row.get(5)?,
-                    ..Default::default()
                 })
             })?;
             progress.events = rows.collect::<super::db::Result<_>>()?;

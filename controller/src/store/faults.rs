@@ -221,7 +221,7 @@ impl Store {
             tx.execute(
                 "INSERT INTO jobs (id, attempt, rollout_id, kind, zone, target, state, offered_at, offer, agent_name)
                  SELECT id, ?2, rollout_id, kind, zone, target, 'offered', ?4, ?5, ?6
-                 FROM jobs WHERE id = ?1 AND attempt = ?2 - 1 AND rollout_id = ?3",
+                 FROM jobs WHERE id = ?1 AND attempt + 1 = ?2 AND rollout_id = ?3",
                 params![job_id, attempt, rollout_id, now, offer, agent],
             )?;
             tx.execute(

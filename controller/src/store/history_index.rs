@@ -489,7 +489,8 @@ mod tests {
         ALTER TABLE plans DROP COLUMN names_routines;
         DROP TABLE controllers; ALTER TABLE jobs DROP COLUMN controller_id;
         ALTER TABLE pending_rollouts DROP COLUMN started_by;
-        ALTER TABLE fleet_rollouts DROP COLUMN controller_id; DROP TABLE leases;";
+        ALTER TABLE fleet_rollouts DROP COLUMN controller_id; DROP TABLE leases;
+        ALTER TABLE agent_streams DROP COLUMN labels; ALTER TABLE job_events DROP COLUMN detail;";
 
     #[tokio::test]
     async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {

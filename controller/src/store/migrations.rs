@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_controllers.sql"),
     include_str!("migrations/0020_singleton_owners.sql"),
     include_str!("migrations/0021_agent_streams.sql"),
+    include_str!("migrations/0022_side_deliveries.sql"),
 ];
 
 /// 0018 was reserved for a change that, merged, needed no migration. The
@@ -79,6 +80,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         21,
         include_str!("migrations/postgres/0021_agent_streams.sql"),
+    ),
+    (
+        22,
+        include_str!("migrations/postgres/0022_side_deliveries.sql"),
     ),
 ];
 

@@ -35,6 +35,7 @@ mod requests;
 #[cfg(test)]
 mod restart_tests;
 mod retention;
+mod side_deliveries;
 mod status;
 mod watches;
 
@@ -42,7 +43,7 @@ mod watches;
 /// (`config::default_audit_key_path`); the tests here open stores with it.
 #[cfg(test)]
 pub use crate::config::default_audit_key_path as default_key_path;
-pub use agent_streams::{AgentStream, Delivery};
+pub use agent_streams::{AgentStream, Delivery, LiveStream, StreamTarget};
 pub use approvals::{Approval, PendingRollout};
 pub use audit::{AuditEntry, BrokenChain, LogVerdict};
 pub use compaction::PAGES_PER_STEP;
@@ -57,6 +58,7 @@ pub use metrics::{FinishedRollout, RolloutChange, StateCount};
 pub use perf::RecordedProbe;
 pub use requests::request_state;
 pub use retention::Pruned;
+pub use side_deliveries::{SideAnswer, SideDelivery};
 pub use watches::{covers_any, WatchProgress, WatchRecord};
 
 use std::path::Path;
@@ -130,6 +132,27 @@ pub struct EventRow {
     pub message: String,
     pub duration_ms: u64,
     pub at_unix_ms: i64,
+    /// The smoke reports and progress counts, encoded as a `JobEvent`
+    /// carrying only those (migration 0022); `None` when it had none.
+    pub detail: Option<Vec<u8>>,
+}
+
+/// An event's smoke reports and progress counts as stored in `detail`.
+fn event_detail(
+    smoke: &[pgrollout_shared::proto::SmokeReport],
+    done: u32,
+    total: u32,
+) -> Option<Vec<u8>> {
+    if smoke.is_empty() && done == 0 && total == 0 {
+        return None;
+    }
+    let detail = pgrollout_shared::proto::JobEvent {
+        smoke: smoke.to_vec(),
+        done,
+        total,
+        ..Default::default()
+    };
+    Some(detail.encode_to_vec())
 }
 
 /// What the store can keep as a job's event: an agent's, checked at the
@@ -150,6 +173,7 @@ impl StoredEvent for ReportedEvent {
             message: self.message.clone(),
             duration_ms: self.duration_ms,
             at_unix_ms: self.at_unix_ms,
+            detail: event_detail(&self.smoke, self.done, self.total),
         }
     }
 }
@@ -165,6 +189,7 @@ impl StoredEvent for pgrollout_shared::proto::JobEvent {
             message: self.message.clone(),
             duration_ms: self.duration_ms,
             at_unix_ms: self.at_unix_ms,
+            detail: event_detail(&self.smoke, self.done, self.total),
         }
     }
 }
@@ -538,8 +563,8 @@ impl Store {
         let e = event.row();
         self.call(move |c| {
             let inserted = c.execute(
-                "INSERT INTO job_events (job_id, seq, attempt, step, status, message, duration_ms, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                "INSERT INTO job_events (job_id, seq, attempt, step, status, message, duration_ms, at, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
                 params![
                     e.job_id,
                     e.seq as i64,
@@ -548,7 +573,8 @@ impl Store {
                     e.status.as_str_name(),
                     e.message,
                     e.duration_ms as i64,
-                    e.at_unix_ms
+                    e.at_unix_ms,
+                    e.detail
                 ],
             )?;
             Ok(inserted == 1)

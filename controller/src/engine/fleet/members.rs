@@ -1,5 +1,5 @@
 //! Which targets a fleet environment selects now, from what connected agents
-//! announce — for the rollout's waves (`mod.rs`) and for the syntax gate's
+//! announce (here and, on a shared store, to the other live controllers) — for the rollout's waves (`mod.rs`) and for the syntax gate's
 //! dry run on the canary (`rollout.rs`), which must not import the driver:
 //! this file imports neither.
 
@@ -8,13 +8,16 @@ use crate::engine::error::EngineError;
 use crate::engine::Controller;
 
 /// The targets `environment` (named `name`) selects among those connected
-/// agents announce now; refused when it selects none.
-pub fn members_now(
+/// agents announce now — to this controller, or to any other live
+/// controller of a shared store (issue 18: a fleet started on one
+/// controller reaches agents on all of them); refused when it selects none.
+pub async fn members_now(
     controller: &Controller,
     environment: &crate::config::Environment,
     name: &str,
 ) -> Result<Vec<waves::Member>, EngineError> {
     let agents = controller.registry.all();
+    let elsewhere = other_controllers_agents(controller).await?;
     let announced: Vec<waves::Announced<'_>> = agents
         .iter()
         .filter(|a| !a.expired() && !a.draining.load(std::sync::atomic::Ordering::Relaxed))
@@ -25,7 +28,16 @@ pub fn members_now(
                 labels: &t.labels,
             })
         })
+        .chain(elsewhere.iter().flat_map(|s| {
+            s.targets.iter().map(|t| waves::Announced {
+                zone: &s.zone,
+                target: &t.name,
+                labels: &t.labels,
+            })
+        }))
         .collect();
+    // An agent that just moved may be in both lists: `resolve` counts each
+    // target once.
     let members = waves::resolve(environment, &announced);
     if members.is_empty() {
         return Err(EngineError::Refused(format!(
@@ -49,10 +61,36 @@ pub fn members_now(
     Ok(members)
 }
 
+/// The agents whose streams other live controllers hold, from the store
+/// (none on an unshared store). Their draining and certificate expiry are
+/// known only to their own controller, which does not offer such an agent
+/// a job: the job waits for it and fails at the accept timeout.
+async fn other_controllers_agents(
+    controller: &Controller,
+) -> Result<Vec<crate::store::LiveStream>, EngineError> {
+    if !controller.store.shared_by_controllers() {
+        return Ok(Vec::new());
+    }
+    let Some(me) = controller.identity.get() else {
+        return Ok(Vec::new());
+    };
+    controller
+        .store
+        .live_agent_streams(
+            &me.id,
+            pgrollout_shared::job::now_unix_ms(),
+            crate::engine::identity::dead_after_ms(),
+        )
+        .await
+        .map_err(EngineError::store(
+            "read the agents connected to other controllers",
+        ))
+}
+
 /// Issue 24: where a fleet's syntax gate dry-runs — its first wave's first
 /// target (the canary), as the waves would place it now: the gate judges the
 /// database the rollout changes first, before any target is changed.
-pub fn dry_run_placement(
+pub async fn dry_run_placement(
     controller: &Controller,
     name: &str,
 ) -> Result<(String, String), EngineError> {
@@ -61,7 +99,7 @@ pub fn dry_run_placement(
         .environments
         .get(name)
         .ok_or_else(|| EngineError::NotFound(format!("no environment {name}")))?;
-    let members = members_now(controller, environment, name)?;
+    let members = members_now(controller, environment, name).await?;
     let wave_of = waves::plan(
         &members,
         &environment.rollout.clone().unwrap_or_default(),
@@ -114,7 +152,8 @@ pub async fn for_signing(
         .environments
         .get(environment)
         .ok_or_else(|| EngineError::NotFound(format!("no environment {environment}")))?;
-    let members = members_now(controller, settings, environment)?
+    let members = members_now(controller, settings, environment)
+        .await?
         .iter()
         .map(|m| pgrollout_shared::signing::fleet::member(&m.zone, &m.target))
         .collect();

@@ -46,7 +46,7 @@ async fn begin(
         .get(&request.environment)
         .cloned()
         .ok_or_else(|| EngineError::NotFound(format!("no environment {}", request.environment)))?;
-    let members = members::members_now(&controller, &environment, &request.environment)?;
+    let members = members::members_now(&controller, &environment, &request.environment).await?;
     // Signed for a fleet (issue 19): each target's job carries the members.
     members::attach(&mut request.approvals, member_names(&members))?;
     let rollout_settings = environment.rollout.clone().unwrap_or_default();

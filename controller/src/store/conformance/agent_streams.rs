@@ -4,13 +4,19 @@
 use pgrollout_shared::proto::{JobEvent, JobOffer, Plan, StepStatus};
 
 use crate::store::conformance::store_test;
-use crate::store::{Delivery, NewRollout, Store};
+use crate::store::{Delivery, NewRollout, Store, StreamTarget};
 
 const DEAD_AFTER: i64 = 10_000;
 const NOW: i64 = 1_000_000;
 
-fn targets(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| (*n).to_owned()).collect()
+fn targets(names: &[&str]) -> Vec<StreamTarget> {
+    names
+        .iter()
+        .map(|n| StreamTarget {
+            name: (*n).to_owned(),
+            ..StreamTarget::default()
+        })
+        .collect()
 }
 
 /// A deploy recorded by controller `a` for agent `dev-1`, its offer stored.
@@ -253,3 +259,184 @@ store_test!(
         );
     }
 );
+
+store_test!(
+    a_retry_records_the_next_attempt_and_it_waits_for_the_holder,
+    |store| {
+        recorded(&store, "r-1", "j-1").await;
+        assert!(store.withdraw_delivery("j-1", 1).await.expect("withdraw"));
+        store
+            .abandon_job("j-1", 1, "unknown", 2, "agent lost mid-job", NOW)
+            .await
+            .expect("in doubt");
+        let offer = JobOffer {
+            job_id: "j-1".into(),
+            attempt: 2,
+            ..JobOffer::default()
+        };
+        // `pgrollout retry`: attempt 2 of the same job, offered afresh.
+        store
+            .new_attempt(
+                "r-1",
+                "j-1",
+                2,
+                "dev-1",
+                prost::Message::encode_to_vec(&offer),
+                NOW + 1,
+            )
+            .await
+            .expect("new attempt");
+        let latest = store.latest_job("r-1").await.expect("read").expect("a job");
+        assert_eq!(
+            (latest.attempt, latest.rollout_state.as_str()),
+            (2, "running")
+        );
+        store
+            .request_delivery(
+                &Delivery {
+                    job_id: "j-1".into(),
+                    attempt: 2,
+                    zone: "dev".into(),
+                    agent_name: "dev-1".into(),
+                },
+                "a",
+                NOW + 1,
+            )
+            .await
+            .expect("delivery");
+        let taken = store
+            .take_delivery("j-1", 2, "b", NOW + 2)
+            .await
+            .expect("take")
+            .expect("attempt 2 is offered");
+        assert_eq!(taken.attempt, 2, "the new attempt's offer");
+    }
+);
+
+store_test!(
+    fleet_selection_reads_every_live_controllers_agents_with_their_labels,
+    |store| {
+        store.register_controller("a", "a:1", NOW).await.expect("a");
+        store.register_controller("b", "b:1", NOW).await.expect("b");
+        store
+            .register_controller("dead", "d:1", NOW - 2 * DEAD_AFTER)
+            .await
+            .expect("dead");
+        let prod = std::collections::BTreeMap::from([("tier".to_owned(), "prod".to_owned())]);
+        let announced = vec![
+            StreamTarget {
+                name: "db1".into(),
+                labels: prod.clone(),
+            },
+            StreamTarget {
+                name: "scratch".into(),
+                ..StreamTarget::default()
+            },
+        ];
+        store
+            .record_agent_stream("prod-eu", "eu-1", "b", &announced, NOW)
+            .await
+            .expect("b holds eu-1");
+        store
+            .record_agent_stream("prod-us", "us-1", "a", &targets(&["db2"]), NOW)
+            .await
+            .expect("a holds us-1");
+        store
+            .record_agent_stream("prod-ap", "ap-1", "dead", &targets(&["db3"]), NOW)
+            .await
+            .expect("dead holds ap-1");
+        let seen = store
+            .live_agent_streams("a", NOW, DEAD_AFTER)
+            .await
+            .expect("live streams");
+        assert_eq!(seen.len(), 1, "not a's own, not the dead one's: {seen:?}");
+        assert_eq!(
+            (seen[0].zone.as_str(), seen[0].agent_name.as_str()),
+            ("prod-eu", "eu-1")
+        );
+        assert_eq!(seen[0].controller_id, "b");
+        assert_eq!(seen[0].targets, announced, "names and labels as announced");
+        let from_b = store
+            .live_agent_streams("b", NOW, DEAD_AFTER)
+            .await
+            .expect("live streams");
+        assert_eq!(from_b.len(), 1);
+        assert_eq!(from_b[0].targets, targets(&["db2"]));
+    }
+);
+
+store_test!(
+    a_followed_jobs_events_keep_smoke_reports_and_progress_and_each_change_is_announced,
+    |store| {
+        // PostgreSQL announces each change of a job's progress; SQLite has
+        // no follower from afar and nothing to listen on.
+        let mut announced = store
+            .listen_for_progress()
+            .await
+            .map(|listening| listening.expect("listen"));
+        recorded(&store, "r-1", "j-1").await;
+        assert!(store
+            .claim_job("j-1", 1, "dev-1", "dev", NOW)
+            .await
+            .expect("claim"));
+        let smoke = pgrollout_shared::proto::SmokeReport {
+            routine: "public.f()".into(),
+            test: "answers".into(),
+            phase: "in-transaction".into(),
+            passed: true,
+            ..Default::default()
+        };
+        let events = [
+            JobEvent {
+                job_id: "j-1".into(),
+                attempt: 1,
+                seq: 1,
+                step: "apply".into(),
+                status: StepStatus::Started as i32,
+                done: 1,
+                total: 2,
+                at_unix_ms: NOW,
+                ..JobEvent::default()
+            },
+            JobEvent {
+                job_id: "j-1".into(),
+                attempt: 1,
+                seq: 2,
+                step: "smoke".into(),
+                status: StepStatus::Succeeded as i32,
+                message: "1 smoke test(s) passed".into(),
+                smoke: vec![smoke.clone()],
+                at_unix_ms: NOW,
+                ..JobEvent::default()
+            },
+        ];
+        for event in &events {
+            assert!(store.record_event(event).await.expect("event"));
+        }
+        let progress = store.job_progress("j-1", 1, 0).await.expect("progress");
+        assert_eq!(
+            progress.events,
+            events.to_vec(),
+            "each event as the agent sent it, progress and smoke reports included"
+        );
+        for what in ["the claim", "an event", "another event"] {
+            heard(&mut announced, what).await;
+        }
+        assert!(store
+            .record_delivery_declined("j-1", 1, "busy")
+            .await
+            .expect("decline"));
+        heard(&mut announced, "the decline").await;
+    }
+);
+
+/// Awaits the next announcement of job `j-1`'s progress, when listening.
+async fn heard(announced: &mut Option<tokio::sync::mpsc::UnboundedReceiver<String>>, what: &str) {
+    let Some(notes) = announced.as_mut() else {
+        return;
+    };
+    let note = tokio::time::timeout(std::time::Duration::from_secs(10), notes.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what} not announced"));
+    assert_eq!(note.as_deref(), Some("j-1"), "{what} announced");
+}

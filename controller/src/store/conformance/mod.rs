@@ -13,6 +13,7 @@ mod controllers;
 mod jobs;
 mod leases;
 mod requests;
+mod side_deliveries;
 mod singletons;
 
 use std::path::PathBuf;
