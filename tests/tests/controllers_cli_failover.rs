@@ -272,6 +272,7 @@ async fn a_rollback_is_followed_to_its_result_after_the_cli_loses_its_controller
     prepare(&three.stack).await?;
     let deployed = three.stack.cli(&["deploy", "stall", "dev"]).await?;
     assert_eq!(deployed.code, 0, "{deployed}");
+    let undone = deployed.rollout_id()?;
     let lock = hold_routine_lock(&three.stack.zone("dev").pg).await?;
     let mut cli = three
         .stack
@@ -291,6 +292,10 @@ async fn a_rollback_is_followed_to_its_result_after_the_cli_loses_its_controller
     assert_eq!(live_body(&stack.zone("dev").pg).await?, "select 1");
     assert_eq!(state_of(stack, &rollout).await?, "succeeded");
     assert_eq!(audited(stack, "job.finished", &rollout).await?, 1);
+    // The deploy it undid is marked by the controller that recorded the
+    // rollback's result: the one that started the rollback is dead.
+    assert_eq!(state_of(stack, &undone).await?, "rolled_back");
+    assert_eq!(audited(stack, "rollout.rolled_back", &undone).await?, 1);
     let verify = stack.cli(&["audit", "verify"]).await?;
     assert_eq!(verify.code, 0, "{verify}");
     Ok(())

@@ -352,6 +352,10 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                             ),
                         })
                         .await;
+                    if let Some(rollout) = &rollout {
+                        crate::engine::operations::mark_undone(controller, rollout, result.wire())
+                            .await;
+                    }
                     crate::engine::after_deploy::record_probes(controller, &job.id, payload).await;
                     controller
                         .router

@@ -70,7 +70,6 @@ fn prepare(controller: &Arc<Controller>, request: OperationRequest) -> (RolloutR
         JobKind::Rollback(spec) => spec.emergency.clone(),
         _ => None,
     };
-    let is_rollback = matches!(request.kind, JobKind::Rollback(_));
     let plan = Plan::operation(
         operation_id(request.kind.name(), &request.description),
         request.label.clone(),
@@ -81,7 +80,6 @@ fn prepare(controller: &Arc<Controller>, request: OperationRequest) -> (RolloutR
         label: request.label.clone(),
         actor: request.actor.clone(),
         emergency,
-        is_rollback,
     };
     let inner = RolloutRequest {
         environment: request.environment,
@@ -110,21 +108,18 @@ struct Context {
     label: String,
     actor: String,
     emergency: Option<String>,
-    is_rollback: bool,
 }
 
-/// Relays every update; acts on the start and the result. Keeps going when
-/// the operator hangs up, so the bookkeeping still happens.
+/// Relays every update; audits an emergency's start. (What a rollback's
+/// result means for the rollouts it undid is recorded by the controller that
+/// records the result, [`mark_undone`]: the requester may be dead by then.)
 async fn forward(context: Context, mut inner: Updates, out: UpdateSender) {
     while let Some(update) = inner.recv().await {
-        if let Ok(RolloutUpdate { body: Some(body) }) = &update {
-            match body {
-                Body::Started(started) => audit_emergency(&context, started).await,
-                Body::Finished(result) if context.is_rollback => {
-                    mark_undone(&context, result).await
-                }
-                _ => {}
-            }
+        if let Ok(RolloutUpdate {
+            body: Some(Body::Started(started)),
+        }) = &update
+        {
+            audit_emergency(&context, started).await
         }
         let _ = out.send(update).await;
     }
@@ -154,8 +149,18 @@ async fn audit_emergency(context: &Context, started: &RolloutStarted) {
 }
 
 /// Marks as `rolled_back` each rollout whose every change this rollback
-/// undid, and audits it.
-async fn mark_undone(context: &Context, result: &JobResult) {
+/// undid, and audits it. Called by whichever controller records the
+/// rollback's result (`api/agent_link.rs`, once per result): on a shared store
+/// the controller that started the rollback may have died meanwhile.
+/// `rollout` is the rollback's own rollout.
+pub async fn mark_undone(
+    controller: &Controller,
+    rollout: &crate::store::JobRollout,
+    result: &JobResult,
+) {
+    if rollout.kind != "rollback" {
+        return;
+    }
     if result.outcome() != Outcome::Succeeded && result.outcome() != Outcome::SmokeFailed {
         return;
     }
@@ -168,7 +173,7 @@ async fn mark_undone(context: &Context, result: &JobResult) {
     if undone.is_empty() {
         return;
     }
-    let store = &context.controller.store;
+    let store = &controller.store;
     for (rollout_id, count) in undone {
         let results = match store.rollout_results(rollout_id).await {
             Ok(results) => results,
@@ -194,15 +199,14 @@ async fn mark_undone(context: &Context, result: &JobResult) {
         }
         match store.mark_rolled_back(rollout_id).await {
             Ok(true) => {
-                context
-                    .controller
+                controller
                     .audit(AuditEntry {
-                        actor: context.actor.clone(),
+                        actor: rollout.actor.clone(),
                         action: "rollout.rolled_back".into(),
                         outcome: "ok".into(),
                         rollout_id: Some(rollout_id.to_owned()),
-                        environment: Some(context.environment.clone()),
-                        procedure: Some(context.label.clone()),
+                        environment: Some(rollout.environment.clone()),
+                        procedure: Some(rollout.label.clone()),
                         trace_id: None,
                         details: format!(
                             "all {changes} change(s) undone by rollback job {}",

@@ -59,6 +59,7 @@ pub use perf::RecordedProbe;
 pub use requests::request_state;
 pub use retention::Pruned;
 pub use side_deliveries::{SideAnswer, SideDelivery};
+pub use status::JobRollout;
 pub use watches::{covers_any, WatchProgress, WatchRecord};
 
 use std::path::Path;

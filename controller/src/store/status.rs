@@ -135,7 +135,7 @@ impl Store {
         let job_id = job_id.to_owned();
         self.call(move |c| {
             c.query_row(
-                "SELECT r.id, r.environment, p.label, r.trace_id
+                "SELECT r.id, r.environment, p.label, r.trace_id, r.actor, r.kind
                  FROM jobs j JOIN rollouts r ON r.id = j.rollout_id
                  LEFT JOIN plans p ON p.plan_id = r.plan_id
                  WHERE j.id = ?1 LIMIT 1",
@@ -146,6 +146,8 @@ impl Store {
                         environment: row.get(1)?,
                         label: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
                         trace_id: row.get(3)?,
+                        actor: row.get(4)?,
+                        kind: row.get(5)?,
                     })
                 },
             )
@@ -161,4 +163,8 @@ pub struct JobRollout {
     pub environment: String,
     pub label: String,
     pub trace_id: String,
+    /// Who started the rollout.
+    pub actor: String,
+    /// `deploy`, `rollback`, … (`JobKind::name`).
+    pub kind: String,
 }
