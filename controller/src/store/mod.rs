@@ -8,6 +8,7 @@ mod agent_streams;
 mod approvals;
 mod audit;
 mod audit_key;
+mod checkpointer;
 mod compaction;
 #[cfg(test)]
 mod compaction_tests;
@@ -285,15 +286,19 @@ pub struct Store {
 /// Where the store's connections come from.
 enum Backend {
     /// One connection: SQLite serialises writers anyway, and WAL lets the
-    /// one connection's reads proceed beside nothing else.
-    Sqlite(Mutex<Conn>),
+    /// one connection's reads proceed beside nothing else. The WAL is
+    /// checkpointed by a thread of its own, off this connection.
+    Sqlite {
+        connection: Mutex<Conn>,
+        _checkpoints: Option<checkpointer::Checkpointer>,
+    },
     Postgres(db::postgres::PgPool),
 }
 
 impl Backend {
     fn with<R>(&self, work: impl FnOnce(&mut Conn) -> db::Result<R>) -> db::Result<R> {
         match self {
-            Backend::Sqlite(connection) => {
+            Backend::Sqlite { connection, .. } => {
                 let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
                 work(&mut guard)
             }
@@ -391,11 +396,15 @@ impl Store {
             .map_err(|e| open_error(e.into()))?;
         // Statements are prepared once and kept (`Conn::prepare` caches).
         connection.set_prepared_statement_cache_capacity(128);
+        let checkpointer = checkpointer::Checkpointer::start(path, &connection);
         let mut connection = Conn::Sqlite(connection);
         migrations::run(&mut connection).map_err(open_error)?;
         let audit_key = audit::open_key(&mut connection, key_path)?;
         Ok(Store::new(
-            Backend::Sqlite(Mutex::new(connection)),
+            Backend::Sqlite {
+                connection: Mutex::new(connection),
+                _checkpoints: checkpointer,
+            },
             audit_key,
         ))
     }
