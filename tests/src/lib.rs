@@ -56,6 +56,7 @@ mod serve_config;
 pub mod stack;
 pub mod stall;
 mod test_dir;
+pub mod three_controllers;
 pub mod webhook_endpoint;
 mod windows;
 

@@ -39,40 +39,24 @@ async fn three_controllers(store: &PgCluster) -> Result<Three> {
         ..StackOptions::default()
     })
     .await?;
-    let b = stack.other_controller("b")?;
-    let c = stack.other_controller("c")?;
-    let b_process = stack.spawn_controller(&b, "controller-b").await?;
-    let c_process = stack.spawn_controller(&c, "controller-c").await?;
+    let [b, c] = stack.start_b_and_c().await?;
     let a_agents = stack.agents_address.clone();
-    stack.list_controllers("dev", &[&a_agents, &b.agents, &c.agents])?;
-    stack.kill_agent("dev").await?;
-    stack.start_agent("dev").await?;
-    let connected = stack
-        .agent("dev")?
-        .wait_for_line("connected to controller", WAIT)
+    stack
+        .agent_listing("dev", &[&a_agents, &b.0.agents, &c.0.agents])
         .await?;
-    ensure!(
-        connected.contains(&a_agents),
-        "the agent starts on A: {connected}"
-    );
     let a_operators = stack.operators.clone();
-    stack.operators = format!("{a_operators},{},{}", b.operators, c.operators);
+    stack.operators = format!("{a_operators},{},{}", b.0.operators, c.0.operators);
     Ok(Three {
         stack,
         a_operators,
-        b: (b, b_process),
-        c: (c, c_process),
+        b,
+        c,
     })
 }
 
 /// How many audit entries of `action` name `rollout`.
 async fn audited(stack: &Stack, action: &str, rollout: &str) -> Result<usize> {
-    Ok(stack
-        .audit_entries()
-        .await?
-        .into_iter()
-        .filter(|e| e["action"] == action && e["rollout_id"] == rollout)
-        .count())
+    stack.audited(action, Some(rollout)).await
 }
 
 /// Waits until the dev agent's journal is empty: its result acknowledged by

@@ -36,41 +36,19 @@ async fn three_controllers(
         ..options
     })
     .await?;
-    let b = stack.other_controller("b")?;
-    let c = stack.other_controller("c")?;
-    let b_process = stack.spawn_controller(&b, "controller-b").await?;
-    let c_process = stack.spawn_controller(&c, "controller-c").await?;
-    Ok((stack, [(b, b_process), (c, c_process)]))
+    let others = stack.start_b_and_c().await?;
+    Ok((stack, others))
 }
 
 /// Starts (or restarts) `zone`'s agent listing only `controller`, and waits
 /// until it is connected there.
 async fn agent_on(stack: &mut Stack, zone: &str, controller: &OtherController) -> Result<()> {
-    stack.list_controllers(zone, &[&controller.agents])?;
-    if stack.zone(zone).agent.is_some() {
-        stack.kill_agent(zone).await?;
-    }
-    stack.start_agent(zone).await?;
-    let connected = stack
-        .agent(zone)?
-        .wait_for_line("connected to controller", WAIT)
-        .await?;
-    ensure!(
-        connected.contains(&controller.agents),
-        "agent of {zone} not on {}: {connected}",
-        controller.agents
-    );
-    Ok(())
+    stack.agent_listing(zone, &[&controller.agents]).await
 }
 
 /// How many audit entries of `action` there are.
 async fn audited(stack: &Stack, action: &str) -> Result<usize> {
-    Ok(stack
-        .audit_entries()
-        .await?
-        .into_iter()
-        .filter(|e| e["action"] == action)
-        .count())
+    stack.audited(action, None).await
 }
 
 /// The store, the stack (A) with `stall` v1 deployed through A to the dev

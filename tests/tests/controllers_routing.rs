@@ -34,36 +34,16 @@ async fn three_controllers(store: &PgCluster) -> Result<Three> {
         ..StackOptions::default()
     })
     .await?;
-    let b = stack.other_controller("b")?;
-    let c = stack.other_controller("c")?;
-    let b_process = stack.spawn_controller(&b, "controller-b").await?;
-    let c_process = stack.spawn_controller(&c, "controller-c").await?;
-    stack.list_controllers("dev", &[&b.agents, &c.agents])?;
-    stack.kill_agent("dev").await?;
-    stack.start_agent("dev").await?;
-    let connected = stack
-        .agent("dev")?
-        .wait_for_line("connected to controller", WAIT)
+    let [b, c] = stack.start_b_and_c().await?;
+    stack
+        .agent_listing("dev", &[&b.0.agents, &c.0.agents])
         .await?;
-    ensure!(
-        connected.contains(&b.agents),
-        "the agent starts on B: {connected}"
-    );
-    Ok(Three {
-        stack,
-        b: (b, b_process),
-        c: (c, c_process),
-    })
+    Ok(Three { stack, b, c })
 }
 
 /// How many audit entries of `action` name `rollout`.
 async fn audited(stack: &Stack, action: &str, rollout: &str) -> Result<usize> {
-    Ok(stack
-        .audit_entries()
-        .await?
-        .into_iter()
-        .filter(|e| e["action"] == action && e["rollout_id"] == rollout)
-        .count())
+    stack.audited(action, Some(rollout)).await
 }
 
 /// What a user checks after a deploy: the new body is live, the ledger has
