@@ -157,7 +157,7 @@ fn settled(status: &RolloutStatus) -> bool {
     status.finished && status.state != state::UNKNOWN && status.state != state::RUNNING
 }
 
-fn started(status: &RolloutStatus) -> RolloutUpdate {
+pub(super) fn started(status: &RolloutStatus) -> RolloutUpdate {
     RolloutUpdate {
         body: Some(rollout_update::Body::Started(RolloutStarted {
             rollout_id: status.rollout_id.clone(),
@@ -174,10 +174,17 @@ fn started(status: &RolloutStatus) -> RolloutUpdate {
 }
 
 /// The recorded result, or — a rollout that ended without one (declined,
-/// never accepted, pruned) — one made of its exit code and message.
-fn finished(status: RolloutStatus) -> RolloutUpdate {
+/// never accepted, pruned) — one made of its exit code and message; a
+/// rollout not finished (a follower that gave up waiting) is a failure
+/// whose message says its state, never a success.
+pub(super) fn finished(status: RolloutStatus) -> RolloutUpdate {
+    let outcome = if status.finished {
+        outcome_of(status.exit_code)
+    } else {
+        Outcome::DeployFailed
+    };
     let result = status.result.clone().unwrap_or_else(|| JobResult {
-        outcome: outcome_of(status.exit_code) as i32,
+        outcome: outcome as i32,
         message: if status.message.is_empty() {
             format!("rollout {} is {}", status.rollout_id, status.state)
         } else {
@@ -239,5 +246,15 @@ mod tests {
             assert_eq!(result.outcome, outcome as i32);
             assert_eq!(result.message, "rollout r-1 is failed");
         }
+    }
+
+    #[test]
+    fn a_follower_that_gives_up_on_a_running_rollout_never_reports_success() {
+        let Some(rollout_update::Body::Finished(result)) = finished(status("running", None)).body
+        else {
+            panic!("no result");
+        };
+        assert_eq!(result.outcome, Outcome::DeployFailed as i32);
+        assert_eq!(result.message, "rollout r-1 is running");
     }
 }

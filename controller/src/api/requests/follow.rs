@@ -6,13 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgrollout_shared::proto::{
-    rollout_update, JobResult, Outcome, RolloutStarted, RolloutStatus, RolloutUpdate,
-};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::Status;
 
+use crate::api::follow_rollout::{finished, started};
 use crate::api::status::store_failure;
 use crate::api::UpdateStream;
 use crate::engine::requests::{parked_update, request_state};
@@ -132,40 +130,4 @@ fn from_store(controller: Arc<Controller>, rollout_id: String) -> UpdateStream {
         }
     });
     Box::pin(UnboundedReceiverStream::new(receiver))
-}
-
-fn started(status: &RolloutStatus) -> RolloutUpdate {
-    RolloutUpdate {
-        body: Some(rollout_update::Body::Started(RolloutStarted {
-            rollout_id: status.rollout_id.clone(),
-            environment: status.environment.clone(),
-            zone: status.zone.clone(),
-            agent_name: status.agent_name.clone(),
-            trace_id: status.trace_id.clone(),
-            actor: status.actor.clone(),
-            started_at_unix_ms: status.created_at_unix_ms,
-            gates: status.gates.clone(),
-            ..Default::default()
-        })),
-    }
-}
-
-/// The recorded result, or one that says why there is none.
-fn finished(status: RolloutStatus) -> RolloutUpdate {
-    let result = status.result.clone().unwrap_or_else(|| JobResult {
-        outcome: if status.finished && status.exit_code == 0 {
-            Outcome::Succeeded as i32
-        } else {
-            Outcome::DeployFailed as i32
-        },
-        message: if status.message.is_empty() {
-            format!("rollout {} is {}", status.rollout_id, status.state)
-        } else {
-            status.message.clone()
-        },
-        ..Default::default()
-    });
-    RolloutUpdate {
-        body: Some(rollout_update::Body::Finished(result)),
-    }
 }
