@@ -130,6 +130,41 @@ impl Stack {
         Ok(())
     }
 
+    /// A dev agent of its own for `other` (issue 18's tests of several
+    /// controllers on one store, each with an agent): the stack's agent
+    /// config with its own backup directory and only `other` as its
+    /// controller. Returns once it is connected.
+    pub async fn spawn_agent_for(&self, other: &OtherController, name: &str) -> Result<Process> {
+        let zone = self.zone("dev");
+        let text = std::fs::read_to_string(&zone.agent_config)?;
+        let backup = self.dir.path().join(format!("backups-{name}"));
+        std::fs::create_dir_all(&backup)?;
+        let edited: String = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("controller = ") {
+                    format!("controller = \"{}\"\n", other.agents)
+                } else if line.starts_with("backup_dir = ") {
+                    format!("backup_dir = \"{}\"\n", backup.display())
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        let path = self.dir.path().join(format!("agent-{name}.toml"));
+        std::fs::write(&path, edited)?;
+        let agent = Process::spawn(
+            &self.bins.agent,
+            ["--config", &path.to_string_lossy()],
+            &[(PASSWORD_ENV, zone.pg.password())],
+            &format!("agent-{name}"),
+        )?;
+        agent
+            .wait_for_line("connected to controller", READY)
+            .await?;
+        Ok(agent)
+    }
+
     /// The zone's running agent.
     pub fn agent(&self, zone: &str) -> Result<&Process> {
         self.zone(zone)

@@ -382,6 +382,34 @@ impl Stack {
             .with_context(|| format!("writing procedures/{file}"))
     }
 
+    /// The rows of `sql` read from the controller's store, whichever backend
+    /// it runs on (`PGROLLOUT_TEST_STORE=postgres` or the SQLite file), so a
+    /// scenario that checks the store is honest on both. `sql` is portable,
+    /// its parameters `$1`, `$2`… (text), every column selected as text.
+    pub async fn store_rows(&self, sql: &str, params: &[&str]) -> Result<Vec<Vec<Option<String>>>> {
+        if let Some(cluster) = &self.store_cluster {
+            let client = cluster.connect().await?;
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                .iter()
+                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            let rows = client.query(sql, &params).await?;
+            return Ok(rows
+                .iter()
+                .map(|row| (0..row.len()).map(|i| row.get(i)).collect())
+                .collect());
+        }
+        let store = rusqlite::Connection::open(self.dir.path().join("controller.sqlite"))?;
+        let mut statement = store.prepare(sql)?;
+        let width = statement.column_count();
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(params.iter()), |row| {
+                (0..width).map(|i| row.get(i)).collect()
+            })?
+            .collect::<rusqlite::Result<Vec<Vec<Option<String>>>>>()?;
+        Ok(rows)
+    }
+
     /// Every entry of the controller's audit log, oldest first, as
     /// `action|outcome|actor|details` lines, read from its store file.
     pub fn audit_lines(&self) -> Result<Vec<String>> {

@@ -13,9 +13,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use pgrollout_tests::failover::OtherController;
 use pgrollout_tests::http_get::http_request;
-use pgrollout_tests::stack::PASSWORD_ENV;
 use pgrollout_tests::tokio_postgres::Client;
 use pgrollout_tests::{free_port, window_from_now, PgCluster, Process, Stack, StackOptions};
 
@@ -59,37 +57,6 @@ fn port_of(address: &str) -> String {
     address.rsplit(':').next().unwrap_or_default().to_owned()
 }
 
-/// A dev agent of its own for `other`: the stack's agent config, with its
-/// own journal directory and only `other` as its controller.
-async fn agent_for(stack: &Stack, other: &OtherController, name: &str) -> Result<Process> {
-    let zone = stack.zone("dev");
-    let text = std::fs::read_to_string(&zone.agent_config)?;
-    let backup = stack.dir.path().join(format!("backups-{name}"));
-    std::fs::create_dir_all(&backup)?;
-    let edited: String = text
-        .lines()
-        .map(|line| {
-            if line.starts_with("controller = ") {
-                format!("controller = \"{}\"\n", other.agents)
-            } else if line.starts_with("backup_dir = ") {
-                format!("backup_dir = \"{}\"\n", backup.display())
-            } else {
-                format!("{line}\n")
-            }
-        })
-        .collect();
-    let path = stack.dir.path().join(format!("agent-{name}.toml"));
-    std::fs::write(&path, edited)?;
-    let agent = Process::spawn(
-        &stack.bins.agent,
-        ["--config", &path.to_string_lossy()],
-        &[(PASSWORD_ENV, zone.pg.password())],
-        &format!("agent-{name}"),
-    )?;
-    agent.wait_for_line("connected to controller", WAIT).await?;
-    Ok(agent)
-}
-
 /// A on a fresh PostgreSQL store with a request scheduled for a window
 /// about to open, then B and C beside it, each with its own agent.
 async fn trio() -> Result<Trio> {
@@ -120,7 +87,7 @@ async fn trio() -> Result<Trio> {
             config.replace(&a_listen, &format!("listen = \"127.0.0.1:{metrics}\"")),
         )?;
         let controller = stack.spawn_controller(&other, name).await?;
-        let agent = agent_for(&stack, &other, name).await?;
+        let agent = stack.spawn_agent_for(&other, name).await?;
         others.push(Member {
             id_suffix: format!(":{}", port_of(&other.operators)),
             metrics,

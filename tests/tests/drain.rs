@@ -73,16 +73,22 @@ async fn a_stopping_controller_relays_the_result_of_the_job_in_flight_and_takes_
     let pg = &stack.zone("dev").pg;
     assert_eq!(live_body(pg).await?, "select 2");
     assert!(ledger_rollouts(pg).await?.contains(&rollout));
-    let store = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?;
-    let (state, refused_rollouts): (String, i64) = store.query_row(
-        "SELECT state, (SELECT count(*) FROM rollouts AS later WHERE later.created_at > r.created_at) \
-         FROM rollouts AS r WHERE id = ?1",
-        [&rollout],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
-    assert_eq!(state, "succeeded", "the store recorded the relayed result");
+    let rows = stack
+        .store_rows(
+            "SELECT state, CAST((SELECT count(*) FROM rollouts AS later WHERE later.created_at > r.created_at) AS TEXT) \
+             FROM rollouts AS r WHERE id = $1",
+            &[&rollout],
+        )
+        .await?;
+    let (state, refused_rollouts) = (rows[0][0].as_deref(), rows[0][1].as_deref());
     assert_eq!(
-        refused_rollouts, 0,
+        state,
+        Some("succeeded"),
+        "the store recorded the relayed result"
+    );
+    assert_eq!(
+        refused_rollouts,
+        Some("0"),
         "the deploy refused while draining left no rollout"
     );
     Ok(())

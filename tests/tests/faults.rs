@@ -439,13 +439,17 @@ async fn duplicate_events_and_results_are_recorded_once_and_acknowledged_each_ti
     assert_eq!(state_of(&stack, &rollout).await?, "succeeded");
     let audit = stack.cli(&["audit", "--rollout", &rollout]).await?;
     assert_eq!(audit.stdout.matches("job.finished").count(), 1, "{audit}");
-    let events: i64 = rusqlite::Connection::open(stack.dir.path().join("controller.sqlite"))?
-        .query_row(
-            "SELECT count(*) FROM job_events WHERE job_id = ?1",
-            [&job_id],
-            |row| row.get(0),
-        )?;
-    assert_eq!(events, 1, "the duplicate event is stored once");
+    let events = stack
+        .store_rows(
+            "SELECT CAST(count(*) AS TEXT) FROM job_events WHERE job_id = $1",
+            &[&job_id],
+        )
+        .await?;
+    assert_eq!(
+        events[0][0].as_deref(),
+        Some("1"),
+        "the duplicate event is stored once"
+    );
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use super::delivery::{self, SideReply};
 use super::error::EngineError;
 use super::{new_id, Controller};
 use crate::notify::drift_event::{self, DriftNotice};
+use crate::store::leases::Fence;
 use crate::store::AuditEntry;
 
 /// How long the scan waits for an agent of the zone between connections.
@@ -44,14 +45,22 @@ pub struct DriftScan {
 pub enum Requester<'a> {
     /// An operator's `pgrollout drift`: audited every time, as every command is.
     Operator(&'a str),
-    /// The controller's schedule: audited when the findings changed.
-    Schedule(&'a str),
+    /// The controller's schedule: audited when the findings changed; the
+    /// scan is recorded under the drift lease's fence (issue 18).
+    Schedule(&'a str, &'a Fence),
 }
 
 impl<'a> Requester<'a> {
     fn actor(self) -> &'a str {
         match self {
-            Requester::Operator(actor) | Requester::Schedule(actor) => actor,
+            Requester::Operator(actor) | Requester::Schedule(actor, _) => actor,
+        }
+    }
+
+    fn fence(self) -> Option<&'a Fence> {
+        match self {
+            Requester::Operator(_) => None,
+            Requester::Schedule(_, fence) => Some(fence),
         }
     }
 }
@@ -80,7 +89,13 @@ pub async fn scan_and_record(
     };
     let previous = controller
         .store
-        .record_drift_scan(environment, &scope, &response, response.scanned_at_unix_ms)
+        .record_drift_scan(
+            environment,
+            &scope,
+            &response,
+            response.scanned_at_unix_ms,
+            requester.fence(),
+        )
         .await
         .map_err(EngineError::store("record the drift scan"))?;
     let known: Option<Vec<String>> = previous.map(|p| {

@@ -14,10 +14,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::drift;
+use super::error::EngineError;
+use super::leader::is_fence_lost;
 use super::Controller;
+use crate::store::leases::{singleton, Fence};
 
 /// How often the schedule looks at the settings.
 const TICK: Duration = Duration::from_millis(250);
@@ -25,19 +29,29 @@ const TICK: Duration = Duration::from_millis(250);
 /// Who the audit log names for a scheduled scan.
 pub const SCHEDULE_ACTOR: &str = "controller (drift_scan_interval)";
 
-/// Runs until the process ends.
+/// Runs while this controller holds the drift lease (issue 18), aborted
+/// when it is lost; the scans in progress are aborted with it (they are
+/// this task's), and each scan is recorded under the lease's fence: one the
+/// store refuses for it stops the schedule here.
 pub async fn run(controller: Arc<Controller>) {
+    let Some(fence) = controller.lease_fence(singleton::DRIFT) else {
+        return;
+    };
     // When each environment's next scan is due; a scan in progress has no
     // entry, so it is never started twice.
     let mut due: BTreeMap<String, Instant> = BTreeMap::new();
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let mut running: Vec<String> = Vec::new();
+    let mut scans: JoinSet<(String, Scanned)> = JoinSet::new();
     let mut ticker = tokio::time::interval(TICK);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            Some(finished) = done_rx.recv() => {
+            Some(Ok((finished, scanned))) = scans.join_next() => {
                 running.retain(|environment| *environment != finished);
+                if scanned == Scanned::FenceLost {
+                    controller.fence_lost(&fence);
+                    return;
+                }
             }
         }
         let config = controller.config.get();
@@ -66,22 +80,31 @@ pub async fn run(controller: Arc<Controller>) {
             }
             due.insert(environment.clone(), now + every);
             running.push(environment.clone());
-            let (controller, environment, done) =
-                (controller.clone(), environment.clone(), done_tx.clone());
-            tokio::spawn(async move {
-                scan(&controller, &environment).await;
-                let _ = done.send(environment);
+            let (controller, environment, fence) =
+                (controller.clone(), environment.clone(), fence.clone());
+            scans.spawn(async move {
+                let scanned = scan(&controller, &environment, &fence).await;
+                (environment, scanned)
             });
         }
     }
 }
 
-async fn scan(controller: &Controller, environment: &str) {
+/// How a scheduled scan ended, for the schedule.
+#[derive(Debug, PartialEq, Eq)]
+enum Scanned {
+    /// Recorded, or failed in a way the next interval may not (logged).
+    Done,
+    /// The store refused its record: the drift lease moved on.
+    FenceLost,
+}
+
+async fn scan(controller: &Controller, environment: &str, fence: &Fence) -> Scanned {
     match drift::scan_and_record(
         controller,
         environment,
         Vec::new(),
-        drift::Requester::Schedule(SCHEDULE_ACTOR),
+        drift::Requester::Schedule(SCHEDULE_ACTOR, fence),
     )
     .await
     {
@@ -94,8 +117,12 @@ async fn scan(controller: &Controller, environment: &str) {
                 "scheduled drift scan"
             );
         }
+        Err(EngineError::Store { source, .. }) if is_fence_lost(&source) => {
+            return Scanned::FenceLost;
+        }
         Err(error) => {
             tracing::warn!(environment, error = %error, "scheduled drift scan did not run; trying again at the next interval");
         }
     }
+    Scanned::Done
 }

@@ -18,11 +18,12 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use pgrollout_shared::job::now_unix_ms;
 use pgrollout_shared::metrics::Labels;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
@@ -30,7 +31,7 @@ use tokio::time::Instant;
 
 use super::identity::{DEAD_AFTER, HEARTBEAT};
 use super::Controller;
-use crate::store::leases::{singleton, Fence};
+use crate::store::leases::{singleton, Fence, FenceLost};
 use crate::store::AuditEntry;
 
 /// How long a lease lasts without renewal: as long as a controller's
@@ -48,10 +49,32 @@ pub struct Leader {
     held: watch::Receiver<Held>,
     /// Set at a clean stop: the lease task renews nothing more.
     stopping: Arc<AtomicBool>,
+    /// The holds the store refused a write for, and the publisher of
+    /// [`Leader::held`], so a refusal stops the singleton at once.
+    lost: Arc<LostFences>,
+}
+
+/// Fences the store refused a write for: never published again (a lease's
+/// token only grows, so such a fence never holds again).
+struct LostFences {
+    fences: Mutex<Vec<Fence>>,
+    sender: watch::Sender<Held>,
+}
+
+impl LostFences {
+    fn contains(&self, fence: &Fence) -> bool {
+        self.lock().contains(fence)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Fence>> {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Leader {
     /// Starts the lease task. Before the first renewal nothing is held.
+    /// The handle is also kept on the controller, where the singletons'
+    /// writes find their fence ([`Controller::lease_fence`]).
     pub fn start(controller: Arc<Controller>) -> Leader {
         let (sender, held) = watch::channel(Held::new());
         for name in singleton::ALL {
@@ -60,8 +83,56 @@ impl Leader {
                 .set(0);
         }
         let stopping = Arc::new(AtomicBool::new(false));
-        tokio::spawn(keep_leases(controller, sender, stopping.clone()));
-        Leader { held, stopping }
+        let lost = Arc::new(LostFences {
+            fences: Mutex::new(Vec::new()),
+            sender,
+        });
+        tokio::spawn(keep_leases(
+            controller.clone(),
+            lost.clone(),
+            stopping.clone(),
+        ));
+        let leader = Leader {
+            held,
+            stopping,
+            lost,
+        };
+        let _ = controller.leader.set(leader.clone());
+        leader
+    }
+
+    /// The store refused a write made under `fence` (issue 18): another
+    /// controller took the lease while this one still believed it held it
+    /// (paused, cut off). The singleton stops here at once — its hold is
+    /// withdrawn, so [`Leader::run_while_leading`] aborts it and the
+    /// scheduler leaves its loop — and starts again only under a new token.
+    /// Logged once per fence, each refusal counted in
+    /// `pgrollout_controller_fenced_writes_refused_total{singleton}`.
+    pub fn fence_lost(&self, fence: &Fence) {
+        fenced_writes_refused()
+            .get_or_create(&vec![("singleton", fence.name.clone())])
+            .inc();
+        {
+            let mut lost = self.lost.lock();
+            if lost.contains(fence) {
+                return;
+            }
+            lost.push(fence.clone());
+        }
+        tracing::warn!(
+            singleton = %fence.name,
+            token = fence.token,
+            error = %FenceLost::of(fence),
+            "lost the lease: the store refused this controller's write; its work stops here"
+        );
+        self.lost.sender.send_if_modified(|held| {
+            if held.get(fence.name.as_str()) == Some(fence) {
+                held.remove(fence.name.as_str());
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// The fence of `name`'s lease while this controller holds it.
@@ -117,9 +188,37 @@ impl Leader {
     }
 }
 
-/// Resumes every live watch, and stops this controller's watch tasks when
-/// aborted (the lease lost): the sampling then runs on the new leader.
+impl Controller {
+    /// The fence of singleton `name`'s lease while this controller holds it
+    /// (what its writes carry); `None` when it does not, or no lease task
+    /// runs (unit tests).
+    pub fn lease_fence(&self, name: &str) -> Option<Fence> {
+        self.leader.get().and_then(|leader| leader.fence(name))
+    }
+
+    /// A singleton's write was refused for `fence` ([`Leader::fence_lost`]).
+    pub fn fence_lost(&self, fence: &Fence) {
+        match self.leader.get() {
+            Some(leader) => leader.fence_lost(fence),
+            None => {
+                tracing::warn!(singleton = %fence.name, "lost the lease: the store refused this controller's write")
+            }
+        }
+    }
+}
+
+/// Whether `error` is the store refusing a write for a lost lease.
+pub fn is_fence_lost(error: &crate::store::StoreError) -> bool {
+    matches!(error, crate::store::StoreError::FenceLost(_))
+}
+
+/// Samples every live watch while this controller leads the watches
+/// (`watch::lead`), and stops this controller's watch tasks when aborted
+/// (the lease lost): the sampling then runs on the new leader.
 pub async fn lead_watches(controller: Arc<Controller>) {
+    let Some(fence) = controller.lease_fence(singleton::WATCHES) else {
+        return;
+    };
     struct StopOnDrop(Arc<Controller>);
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
@@ -127,8 +226,7 @@ pub async fn lead_watches(controller: Arc<Controller>) {
         }
     }
     let _stop = StopOnDrop(controller.clone());
-    super::watch::resume(controller).await;
-    std::future::pending::<()>().await;
+    super::watch::lead(controller, fence).await;
 }
 
 /// At a clean stop: gives up the leases held, so another controller takes
@@ -151,6 +249,13 @@ pub fn leader_gauge() -> &'static Family<Labels, Gauge> {
     LEADER.get_or_init(Family::default)
 }
 
+/// `pgrollout_controller_fenced_writes_refused_total{singleton}`: writes of
+/// this controller's singleton work the store refused for a lost lease.
+pub fn fenced_writes_refused() -> &'static Family<Labels, Counter> {
+    static REFUSED: OnceLock<Family<Labels, Counter>> = OnceLock::new();
+    REFUSED.get_or_init(Family::default)
+}
+
 /// One lease as this controller holds it: its fence, and until when it
 /// may act on it (by this process's monotonic clock).
 struct Hold {
@@ -162,9 +267,10 @@ struct Hold {
 /// process ends, publishing the ones held.
 async fn keep_leases(
     controller: Arc<Controller>,
-    sender: watch::Sender<Held>,
+    lost: Arc<LostFences>,
     stopping: Arc<AtomicBool>,
 ) {
+    let sender = &lost.sender;
     let Some(me) = controller.identity.get().cloned() else {
         tracing::error!("no controller identity: this controller leads no singleton work");
         return;
@@ -186,7 +292,7 @@ async fn keep_leases(
         // First what ran out meanwhile (a process paused past its lease
         // stops at once, before it hears from the store).
         expire(&mut holds);
-        publish(&sender, &holds);
+        publish(sender, &mut holds, &lost);
         let sent = Instant::now();
         let now = now_unix_ms();
         let renewals = singleton::ALL.map(|name| {
@@ -227,7 +333,7 @@ async fn keep_leases(
             announce_takeover(&controller, &taken).await;
         }
         expire(&mut holds);
-        publish(&sender, &holds);
+        publish(sender, &mut holds, &lost);
     }
 }
 
@@ -246,8 +352,14 @@ fn expire(holds: &mut BTreeMap<&'static str, Hold>) {
     });
 }
 
-/// Tells the singletons (and the metric) which leases are held now.
-fn publish(sender: &watch::Sender<Held>, holds: &BTreeMap<&'static str, Hold>) {
+/// Tells the singletons (and the metric) which leases are held now: never
+/// a hold the store already refused a write for.
+fn publish(
+    sender: &watch::Sender<Held>,
+    holds: &mut BTreeMap<&'static str, Hold>,
+    lost: &LostFences,
+) {
+    holds.retain(|_, hold| !lost.contains(&hold.fence));
     for name in singleton::ALL {
         leader_gauge()
             .get_or_create(&vec![("singleton", name.to_owned())])
@@ -361,5 +473,58 @@ mod tests {
         assert_eq!((fence.token, fence.epoch), (2, 2));
         let audited = takeovers(&second.store).await;
         assert_eq!(audited.len(), 2, "{audited:?}");
+    }
+
+    fn refused_count(name: &str) -> u64 {
+        fenced_writes_refused()
+            .get_or_create(&vec![("singleton", name.to_owned())])
+            .get()
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_for_a_lost_fence_stops_the_singleton_until_a_new_token() {
+        let dir = tempfile::tempdir().expect("dir");
+        let controller = controller(dir.path()).await;
+        let mut leader = Leader::start(controller.clone());
+        let fence = led(&mut leader, singleton::WATCHES).await;
+        assert_eq!(
+            controller.lease_fence(singleton::WATCHES),
+            Some(fence.clone())
+        );
+
+        // Another holder takes the lease in the store behind this
+        // controller's back (as a controller would after a pause): this
+        // controller's next write under its fence is refused.
+        let now = now_unix_ms();
+        let other = controller
+            .store
+            .acquire_lease(singleton::WATCHES, "other", 1, now, now + 600_000, true)
+            .await
+            .expect("taken")
+            .expect("sole");
+        assert!(other.token > fence.token);
+        let refused = controller
+            .store
+            .record_drift_scan("dev", "", &Default::default(), now, Some(&fence))
+            .await
+            .expect_err("a stale fence");
+        assert!(is_fence_lost(&refused), "{refused:?}");
+
+        let before = refused_count(singleton::WATCHES);
+        controller.fence_lost(&fence);
+        controller.fence_lost(&fence);
+        assert_eq!(
+            refused_count(singleton::WATCHES),
+            before + 2,
+            "each refusal counted"
+        );
+        // Withdrawn at once, whatever the lease task holds: the singleton's
+        // task is aborted by `run_while_leading`.
+        assert_eq!(controller.lease_fence(singleton::WATCHES), None);
+        tokio::time::timeout(Duration::from_secs(1), leader.lost(&fence))
+            .await
+            .expect("lost at once");
+        // The other leases stay.
+        assert!(controller.lease_fence(singleton::SCHEDULER).is_some());
     }
 }

@@ -76,6 +76,9 @@ pub struct Controller {
     /// This process's row among the controllers on the store (issue 18);
     /// set by `serve` before any job is offered, unset in unit tests.
     pub identity: std::sync::OnceLock<identity::Identity>,
+    /// This controller's leadership of the singletons (issue 18), set by
+    /// `Leader::start`; unset in unit tests that start no lease task.
+    pub leader: std::sync::OnceLock<leader::Leader>,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -130,6 +133,7 @@ impl Controller {
             drain: drain::Drain::default(),
             serving: std::sync::atomic::AtomicBool::new(false),
             identity: std::sync::OnceLock::new(),
+            leader: std::sync::OnceLock::new(),
             policy: RwLock::new(Arc::new(policy)),
         })
     }

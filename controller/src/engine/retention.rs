@@ -10,29 +10,48 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::engine::leader::is_fence_lost;
 use crate::engine::Controller;
+use crate::store::leases::{singleton, Fence};
 use crate::store::{AuditEntry, Pruned, StoreError, PAGES_PER_STEP};
 
 /// Rollouts pruned per transaction.
 const PAGE: u32 = 500;
 
+/// Runs while this controller holds the retention lease (issue 18): each
+/// page's deletes carry the lease's fence, and a page the store refuses for
+/// it stops retention here (`Controller::fence_lost`), never tried again
+/// under that fence.
 pub async fn run(controller: Arc<Controller>) {
     loop {
         let Some(retention) = controller.config.store.retention.clone() else {
             return;
         };
-        if let Err(error) = prune(&controller, retention.keep).await {
-            tracing::error!(
+        let Some(fence) = controller.lease_fence(singleton::RETENTION) else {
+            return;
+        };
+        match prune(&controller, retention.keep, Some(&fence)).await {
+            Ok(_) => {}
+            Err(error) if is_fence_lost(&error) => {
+                controller.fence_lost(&fence);
+                return;
+            }
+            Err(error) => tracing::error!(
                 error = %pgrollout_shared::errors::error_chain(&error),
                 "retention: pruning old rollouts failed; trying again at the next run"
-            );
+            ),
         }
         tokio::time::sleep(retention.every).await;
     }
 }
 
-/// One run: everything that finished before now − `keep`.
-pub async fn prune(controller: &Controller, keep: Duration) -> Result<Pruned, StoreError> {
+/// One run: everything that finished before now − `keep`, under `fence`
+/// (the retention lease's, when run by the task).
+pub async fn prune(
+    controller: &Controller,
+    keep: Duration,
+    fence: Option<&Fence>,
+) -> Result<Pruned, StoreError> {
     let now = controller
         .clock
         .now()
@@ -43,7 +62,7 @@ pub async fn prune(controller: &Controller, keep: Duration) -> Result<Pruned, St
     loop {
         let page = controller
             .store
-            .prune_finished_before(cutoff, now, PAGE)
+            .prune_finished_before(cutoff, now, PAGE, fence)
             .await?;
         total.rollouts += page.rollouts;
         total.events += page.events;

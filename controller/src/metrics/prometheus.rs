@@ -87,6 +87,11 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "1 while this controller holds the singleton's lease (issue 18), else 0",
         crate::engine::leader::leader_gauge().clone(),
     );
+    registry.register(
+        "pgrollout_controller_fenced_writes_refused",
+        "Writes of singleton work the store refused for a lost lease (fencing token), by singleton",
+        crate::engine::leader::fenced_writes_refused().clone(),
+    );
     shared::register_spans_dropped(&mut registry);
     shared::register_build_info(&mut registry, "pgrollout-controller");
     shared::register_process(&mut registry);

@@ -84,7 +84,7 @@ async fn the_store_file_shrinks_after_a_prune_of_many_rollouts() {
     let before = file_size(&path);
 
     let pruned = store
-        .prune_finished_before(i64::MAX, 10_000, 10_000)
+        .prune_finished_before(i64::MAX, 10_000, 10_000, None)
         .await
         .expect("prune");
     assert_eq!(pruned.rollouts, ROLLOUTS as u64);
@@ -147,7 +147,7 @@ async fn an_older_store_is_converted_once_when_opened() {
     // And a prune now returns space.
     let before = file_size(&path);
     store
-        .prune_finished_before(i64::MAX, 10_000, 10_000)
+        .prune_finished_before(i64::MAX, 10_000, 10_000, None)
         .await
         .expect("prune");
     while store.return_free_pages(1_000).await.expect("return").left > 0 {}

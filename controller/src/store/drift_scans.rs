@@ -6,6 +6,7 @@ use super::db::{self, params, OptionalExtension};
 use pgrollout_shared::proto::DriftResponse;
 use prost::Message;
 
+use super::leases::{hold_fence, Fence};
 use super::{decode_blob, Store, StoreError};
 
 /// A stored scan: when, and what it found.
@@ -17,18 +18,29 @@ pub struct StoredDriftScan {
 
 impl Store {
     /// Keeps `response` as the latest scan of `environment` for `scope` and
-    /// returns the one it replaces.
+    /// returns the one it replaces. The drift schedule passes its lease's
+    /// `fence` (issue 18): the scan is kept only while it holds, checked in
+    /// the transaction before the write (`hold_fence`); otherwise nothing is
+    /// written and the answer is [`StoreError::FenceLost`]. An operator's
+    /// scan passes none.
     pub async fn record_drift_scan(
         &self,
         environment: &str,
         scope: &str,
         response: &DriftResponse,
         at: i64,
+        fence: Option<&Fence>,
     ) -> Result<Option<StoredDriftScan>, StoreError> {
         let (environment, scope) = (environment.to_owned(), scope.to_owned());
         let blob = response.encode_to_vec();
+        let fence = fence.cloned();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.immediate_transaction()?;
+            if let Some(fence) = &fence {
+                if let Err(lost) = hold_fence(&tx, fence)? {
+                    return Ok(Err(lost));
+                }
+            }
             let previous = read(&tx, &environment, &scope)?;
             tx.execute(
                 "INSERT INTO drift_scans (environment, scope, scanned_at, response) VALUES (?1, ?2, ?3, ?4)
@@ -36,9 +48,10 @@ impl Store {
                 params![environment, scope, at, blob],
             )?;
             tx.commit()?;
-            Ok(previous)
+            Ok(Ok(previous))
         })
-        .await
+        .await?
+        .map_err(StoreError::FenceLost)
     }
 
     /// The latest scan of `environment` for `scope`, if any was recorded.

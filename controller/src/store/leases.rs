@@ -14,7 +14,7 @@
 //! a write after it sees the new token. On SQLite (one controller) the
 //! lease is held trivially, through the same statements.
 
-use super::db::{params, Conn, Dialect, OptionalExtension, Value};
+use super::db::{self, params, Conn, Dialect, OptionalExtension, Value};
 use super::{Store, StoreError};
 
 /// The singletons, each with a lease of its own.
@@ -34,6 +34,31 @@ pub struct Fence {
     pub holder: String,
     pub epoch: i64,
     pub token: i64,
+}
+
+/// A fenced write the store refused: the lease it was made under has
+/// another holder or token now. Never transient: the token of a lease only
+/// grows, so the same write under the same fence is refused forever; the
+/// singleton stops on this controller (`engine/leader.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the {singleton} lease moved on: fencing token {token} of {holder} no longer holds it, \
+     so the store refused the write"
+)]
+pub struct FenceLost {
+    pub singleton: String,
+    pub holder: String,
+    pub token: i64,
+}
+
+impl FenceLost {
+    pub fn of(fence: &Fence) -> FenceLost {
+        FenceLost {
+            singleton: fence.name.clone(),
+            holder: fence.holder.clone(),
+            token: fence.token,
+        }
+    }
 }
 
 /// A lease as stored (read by the tests).
@@ -168,4 +193,32 @@ pub(super) fn fenced(
     let (clause, more) = fence_clause(fence, values.len() + 1, c.dialect());
     values.extend(more);
     (format!("{sql} AND {clause}"), values)
+}
+
+/// The first statement of a transaction whose writes a singleton makes
+/// (retention's page, a drift scan's record): proves that `fence` still
+/// holds and, on PostgreSQL, locks the lease row (`FOR SHARE`) until the
+/// transaction ends, so a takeover waits for these writes to commit and no
+/// write of the transaction lands after it — the guarantee of `fenced`'s
+/// check in a statement's own `WHERE`, for several statements. On SQLite
+/// the transaction is begun `IMMEDIATE` by the caller, so nothing writes
+/// between this check and the commit.
+pub(super) fn hold_fence(c: &Conn, fence: &Fence) -> db::Result<Result<(), FenceLost>> {
+    let (clause, values) = fence_clause(fence, 1, c.dialect());
+    let held: bool = c.query_row(&format!("SELECT {clause}"), &values, |row| row.get(0))?;
+    Ok(if held {
+        Ok(())
+    } else {
+        Err(FenceLost::of(fence))
+    })
+}
+
+/// After a fenced write changed no row: whether the fence was the reason
+/// (the lease moved on) or the row itself (cancelled, gone). Sound after
+/// the fact: once a fence no longer holds it never holds again.
+pub(super) fn refused_for_fence(c: &Conn, fence: Option<&Fence>) -> db::Result<Option<FenceLost>> {
+    let Some(fence) = fence else {
+        return Ok(None);
+    };
+    Ok(hold_fence(c, fence)?.err())
 }

@@ -224,6 +224,10 @@ pub enum StoreError {
     Permissions(#[source] std::io::Error),
     #[error(transparent)]
     AuditKey(#[from] audit_key::AuditKeyError),
+    /// A singleton's write refused for its lease's fence (issue 18): never
+    /// retried, the singleton stops on this controller.
+    #[error(transparent)]
+    FenceLost(#[from] leases::FenceLost),
 }
 
 impl From<db::Error> for StoreError {

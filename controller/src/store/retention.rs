@@ -14,6 +14,7 @@
 use super::db::{self, params, OptionalExtension, Transaction};
 
 use super::gates::PlanSuccess;
+use super::leases::{hold_fence, Fence};
 use super::{state, Store, StoreError};
 
 /// What one pruning pass removed.
@@ -31,15 +32,25 @@ pub struct Pruned {
 
 impl Store {
     /// Prunes up to `limit` rollouts that finished before `cutoff` (unix
-    /// ms), in one transaction.
+    /// ms), in one transaction. The retention task passes its lease's
+    /// `fence` (issue 18): the page is pruned only while it holds, checked
+    /// in the transaction before any delete (`hold_fence`), otherwise
+    /// nothing is deleted and the answer is [`StoreError::FenceLost`].
     pub async fn prune_finished_before(
         &self,
         cutoff: i64,
         now: i64,
         limit: u32,
+        fence: Option<&Fence>,
     ) -> Result<Pruned, StoreError> {
+        let fence = fence.cloned();
         self.call(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.immediate_transaction()?;
+            if let Some(fence) = &fence {
+                if let Err(lost) = hold_fence(&tx, fence)? {
+                    return Ok(Err(lost));
+                }
+            }
             let (after_finished, after_id): (i64, String) = tx
                 .query_row(
                     "SELECT finished_at, rollout_id FROM retention_cursor WHERE one = 1",
@@ -88,9 +99,10 @@ impl Store {
             // The cursor moved over every candidate, pruned or in doubt; a
             // full page means there may be more.
             pruned.more = candidates.len() as u64 == u64::from(limit);
-            Ok(pruned)
+            Ok(Ok(pruned))
         })
-        .await
+        .await?
+        .map_err(StoreError::FenceLost)
     }
 }
 

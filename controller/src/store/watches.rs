@@ -5,6 +5,7 @@ use super::db::{self, params, OptionalExtension, Row};
 use pgrollout_shared::proto::{WatchSample, WatchSampleJob};
 use prost::Message;
 
+use super::leases::{fenced, refused_for_fence, Fence};
 use super::{decode_blob, Store, StoreError};
 
 /// A watch as stored.
@@ -231,21 +232,28 @@ impl Store {
     }
 
     /// Records a sample attempt; `false` when the watch was cancelled in the
-    /// meantime (nothing is written then).
+    /// meantime (nothing is written then). The watches' leader passes its
+    /// lease's `fence` (issue 18), checked in the same statement: a sample
+    /// taken by a controller that lost the lease is never recorded, and the
+    /// answer is [`StoreError::FenceLost`].
     pub async fn record_watch_progress(
         &self,
         id: &str,
         progress: &WatchProgress,
+        fence: Option<&Fence>,
     ) -> Result<bool, StoreError> {
         let id = id.to_owned();
         let p = progress.clone();
+        let fence = fence.cloned();
         self.call(move |c| {
             let sample = p.sample.as_ref().map(Message::encode_to_vec);
-            let updated = c.execute(
+            let (sql, values) = fenced(
+                c,
                 "UPDATE watches SET last_sample = COALESCE(?2, last_sample),
                         samples = samples + CASE WHEN ?2 IS NULL THEN 0 ELSE 1 END, state = ?3, reason = ?4, conditions = ?5,
                         probes_passed = ?6, failed_samples = ?7, sample_error = ?8
-                 WHERE id = ?1 AND cancelled_at IS NULL",
+                 WHERE id = ?1 AND cancelled_at IS NULL"
+                    .to_owned(),
                 params![
                     id,
                     sample,
@@ -255,11 +263,20 @@ impl Store {
                     p.probes_passed.join("\n"),
                     p.failed_samples,
                     p.sample_error,
-                ],
-            )?;
-            Ok(updated == 1)
+                ]
+                .to_vec(),
+                fence.as_ref(),
+            );
+            if c.execute(&sql, &values)? == 1 {
+                return Ok(Ok(true));
+            }
+            Ok(match refused_for_fence(c, fence.as_ref())? {
+                Some(lost) => Err(lost),
+                None => Ok(false),
+            })
         })
-        .await
+        .await?
+        .map_err(StoreError::FenceLost)
     }
 
     /// Cancels a live watch; `false` when there is no such live watch.
@@ -384,7 +401,7 @@ mod tests {
                 sample_error: String::new(),
             };
             assert!(store
-                .record_watch_progress("w-1", &progress)
+                .record_watch_progress("w-1", &progress, None)
                 .await
                 .expect("record"));
             let failed = WatchProgress {
@@ -394,7 +411,7 @@ mod tests {
                 ..progress.clone()
             };
             assert!(store
-                .record_watch_progress("w-1", &failed)
+                .record_watch_progress("w-1", &failed, None)
                 .await
                 .expect("record"));
             let read = store.watch("w-1").await.expect("read").expect("watch");
@@ -417,7 +434,7 @@ mod tests {
                 .await
                 .expect("ended already"));
             assert!(!store
-                .record_watch_progress("w-1", &progress)
+                .record_watch_progress("w-1", &progress, None)
                 .await
                 .expect("record"));
             let read = store.watch("w-1").await.expect("read").expect("watch");

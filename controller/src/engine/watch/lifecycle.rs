@@ -1,6 +1,8 @@
 //! A watch's life: created with its baseline sample (before the deploy),
-//! sampled by its task until `--for` runs out or an operator cancels it,
-//! and picked up again when the controller restarts.
+//! sampled by its task until `--for` runs out or an operator cancels it;
+//! the task runs on the watches' leader only (issue 18), which picks every
+//! live watch up when it takes the lease (a restart, a change of leader)
+//! and each new one, whichever controller created it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use super::assess::{self, format_ms, TRACK_FUNCTIONS_FIX, TRACK_FUNCTIONS_OFF};
 use super::{run, sample};
 use crate::engine::error::EngineError;
 use crate::engine::{new_id, Controller};
+use crate::store::leases::Fence;
 use crate::store::{covers_any, AuditEntry, StoreError, WatchRecord};
 
 /// A validated `alert create`.
@@ -168,7 +171,9 @@ pub async fn create(
         })
         .await;
     tracing::info!(watch_id = %id, environment = %watch.environment, names = %names, "watch created");
-    run::spawn(controller, id);
+    // Sampled by the watches' leader only (issue 18): this controller, if
+    // it leads, at once; otherwise the leader finds it within `PICK_UP`.
+    controller.watches.created.notify_one();
     Ok(watch)
 }
 
@@ -256,19 +261,50 @@ pub async fn cancel(
         .ok_or_else(|| EngineError::Internal("the cancelled watch vanished from the store".into()))
 }
 
-/// Starts the task of every live watch: they outlive a controller restart.
-pub async fn resume(controller: Arc<Controller>) {
+/// How often the watches' leader looks for watches created through
+/// another controller (one created through this one wakes it at once).
+pub const PICK_UP: Duration = Duration::from_secs(1);
+
+/// The watches' leader (issue 18), while it holds the lease `fence`:
+/// starts the task of every live watch — they outlive a controller restart
+/// and a change of leader — then of each watch created since, through this
+/// controller or another, until aborted with the lease.
+pub async fn lead(controller: Arc<Controller>, fence: Fence) {
+    let mut first = true;
+    loop {
+        let started = pick_up(&controller, &fence).await;
+        if started > 0 {
+            let what = if first {
+                "watches resumed"
+            } else {
+                "watches picked up"
+            };
+            tracing::info!(count = started, token = fence.token, "{what}");
+        }
+        first = false;
+        tokio::select! {
+            _ = controller.watches.created.notified() => {}
+            _ = tokio::time::sleep(PICK_UP) => {}
+        }
+    }
+}
+
+/// Starts a task for each live watch that has none here; how many.
+async fn pick_up(controller: &Arc<Controller>, fence: &Fence) -> usize {
     match controller.store.live_watches(None, now_unix_ms()).await {
         Ok(watches) => {
-            if !watches.is_empty() {
-                tracing::info!(count = watches.len(), "watches resumed");
-            }
+            let mut started = 0;
             for watch in watches {
-                run::spawn(controller.clone(), watch.id);
+                if !controller.watches.is_running(&watch.id) {
+                    run::spawn(controller.clone(), watch.id, Some(fence.clone()));
+                    started += 1;
+                }
             }
+            started
         }
         Err(error) => {
-            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reading the live watches failed; none resumed")
+            tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), "reading the live watches failed; trying again");
+            0
         }
     }
 }

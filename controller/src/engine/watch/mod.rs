@@ -10,7 +10,9 @@
 //! offer goes straight to an agent of the zone, and the agent link hands its
 //! answer here ([`Watches::intercept`]) instead of to the rollout path.
 //!
-//! - `lifecycle.rs`: create (baseline first), cancel, resume at start;
+//! - `lifecycle.rs`: create (baseline first), cancel, and the watches'
+//!   leader picking up every live watch (issue 18: only the controller
+//!   holding the watches' lease samples, whichever controller created it);
 //! - `sample.rs`: one sample, offered to an agent and awaited;
 //! - `run.rs`: the task of one watch;
 //! - `report.rs`: a stored watch as the operator sees it.
@@ -30,7 +32,7 @@ use tokio::task::AbortHandle;
 
 use crate::domain::agent_report::AgentReport;
 
-pub use lifecycle::{cancel, create, resume, CreateWatch};
+pub use lifecycle::{cancel, create, lead, CreateWatch};
 pub use report::status_of;
 
 /// The answer to one sample offer. The audit anchors' read-only job
@@ -54,6 +56,10 @@ struct Outstanding {
 pub struct Watches {
     outstanding: Mutex<HashMap<String, Outstanding>>,
     tasks: Mutex<HashMap<String, AbortHandle>>,
+    /// Wakes this controller's watches' leader when a watch was created
+    /// here; the leader also looks for watches created through other
+    /// controllers every `lifecycle::PICK_UP` (issue 18).
+    pub(crate) created: tokio::sync::Notify,
 }
 
 /// What the agent link should do with a message it received.
@@ -142,6 +148,13 @@ impl Watches {
         if let Some(previous) = tasks.insert(watch_id.to_owned(), task) {
             previous.abort();
         }
+    }
+
+    /// Whether a task of this controller samples `watch_id` now.
+    fn is_running(&self, watch_id: &str) -> bool {
+        self.lock_tasks()
+            .get(watch_id)
+            .is_some_and(|task| !task.is_finished())
     }
 
     /// Stops every watch task of this controller (it lost the watches'

@@ -12,17 +12,20 @@ use pgrollout_shared::watch::WatchSampleSpec;
 
 use super::assess::{self, conditions_of, Verdict};
 use super::sample;
+use crate::engine::leader::is_fence_lost;
 use crate::engine::{approved_sql, Controller};
 use crate::notify::watch_event::{self, WatchChange, WatchNotice};
+use crate::store::leases::Fence;
 use crate::store::{AuditEntry, WatchProgress, WatchRecord};
 
-/// Starts (or restarts) the task of `watch_id`.
-pub fn spawn(controller: Arc<Controller>, watch_id: String) {
-    let task = tokio::spawn(run(controller.clone(), watch_id.clone()));
+/// Starts (or restarts) the task of `watch_id`, its records made under
+/// the watches' lease `fence` (issue 18).
+pub fn spawn(controller: Arc<Controller>, watch_id: String, fence: Option<Fence>) {
+    let task = tokio::spawn(run(controller.clone(), watch_id.clone(), fence));
     controller.watches.track(&watch_id, task.abort_handle());
 }
 
-async fn run(controller: Arc<Controller>, watch_id: String) {
+async fn run(controller: Arc<Controller>, watch_id: String, fence: Option<Fence>) {
     let mut next = tokio::time::Instant::now();
     let mut first = true;
     loop {
@@ -53,17 +56,33 @@ async fn run(controller: Arc<Controller>, watch_id: String) {
         if wake < next {
             continue;
         }
-        sample_once(&controller, &watch, every).await;
+        if sample_once(&controller, &watch, every, fence.as_ref()).await == Recorded::FenceLost {
+            return;
+        }
         next = (next + every).max(tokio::time::Instant::now());
     }
 }
 
-async fn sample_once(controller: &Controller, watch: &WatchRecord, every: Duration) {
+/// Whether a sample's verdict could be recorded.
+#[derive(Debug, PartialEq, Eq)]
+enum Recorded {
+    /// Recorded, or not for a reason the next round may not have (logged).
+    Done,
+    /// The store refused it: the watches' lease moved on, this task stops.
+    FenceLost,
+}
+
+async fn sample_once(
+    controller: &Controller,
+    watch: &WatchRecord,
+    every: Duration,
+    fence: Option<&Fence>,
+) -> Recorded {
     let mut spec = match WatchSampleSpec::try_from(watch.spec.clone()) {
         Ok(spec) => spec,
         Err(error) => {
             tracing::error!(watch_id = %watch.id, %error, "the stored watch is unreadable; it stops sampling");
-            return;
+            return Recorded::Done;
         }
     };
     let stored = std::mem::take(&mut spec.probes);
@@ -132,16 +151,23 @@ async fn sample_once(controller: &Controller, watch: &WatchRecord, every: Durati
     };
     match controller
         .store
-        .record_watch_progress(&watch.id, &progress)
+        .record_watch_progress(&watch.id, &progress, fence)
         .await
     {
         Ok(true) => announce(controller, watch, &verdict).await,
         // Cancelled while the sample ran: its verdict no longer matters.
         Ok(false) => {}
+        Err(error) if is_fence_lost(&error) => {
+            if let Some(fence) = fence {
+                controller.fence_lost(fence);
+            }
+            return Recorded::FenceLost;
+        }
         Err(error) => {
             tracing::error!(error = %pgrollout_shared::errors::error_chain(&error), watch_id = %watch.id, "recording a watch sample failed")
         }
     }
+    Recorded::Done
 }
 
 /// Tells the channels (and the audit log) about conditions that just

@@ -7,7 +7,7 @@ use crate::domain::agent_report::ReportedResult;
 use crate::store::conformance::store_test;
 use crate::store::{state, NewRollout, Store};
 
-async fn recorded(store: &Store, rollout: &str, job: &str, at: i64) {
+pub(super) async fn recorded(store: &Store, rollout: &str, job: &str, at: i64) {
     let plan = Plan {
         plan_id: "ab".repeat(32),
         label: "public.f".into(),
@@ -20,7 +20,7 @@ async fn recorded(store: &Store, rollout: &str, job: &str, at: i64) {
         .expect("rollout");
 }
 
-fn event(job: &str, seq: u64) -> JobEvent {
+pub(super) fn event(job: &str, seq: u64) -> JobEvent {
     JobEvent {
         job_id: job.into(),
         attempt: 1,
@@ -32,7 +32,7 @@ fn event(job: &str, seq: u64) -> JobEvent {
     }
 }
 
-fn result(job: &str, outcome: Outcome) -> ReportedResult {
+pub(super) fn result(job: &str, outcome: Outcome) -> ReportedResult {
     ReportedResult::checked(JobResult {
         job_id: job.into(),
         attempt: 1,
@@ -185,7 +185,7 @@ store_test!(
                 .expect("finish");
         }
         let pruned = store
-            .prune_finished_before(202, 300, 100)
+            .prune_finished_before(202, 300, 100, None)
             .await
             .expect("prune");
         assert_eq!(
@@ -193,7 +193,7 @@ store_test!(
             (2, 2, 2, false)
         );
         let again = store
-            .prune_finished_before(202, 301, 100)
+            .prune_finished_before(202, 301, 100, None)
             .await
             .expect("prune again");
         assert_eq!(again.rollouts, 0, "pruned once");

@@ -10,6 +10,7 @@
 mod agent_streams;
 mod audit_chain;
 mod controllers;
+mod fences;
 mod jobs;
 mod leases;
 mod requests;
