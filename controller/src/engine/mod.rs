@@ -19,6 +19,7 @@ pub mod gates;
 pub mod identity;
 pub mod launch;
 pub mod leader;
+pub mod leadership;
 pub mod live_config;
 pub mod liveness;
 pub mod malformed_report;
@@ -78,7 +79,7 @@ pub struct Controller {
     pub identity: std::sync::OnceLock<identity::Identity>,
     /// This controller's leadership of the singletons (issue 18), set by
     /// `Leader::start`; unset in unit tests that start no lease task.
-    pub leader: std::sync::OnceLock<leader::Leader>,
+    pub leader: std::sync::OnceLock<leadership::Leader>,
     policy: RwLock<Arc<Policy>>,
 }
 

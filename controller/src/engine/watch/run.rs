@@ -12,7 +12,7 @@ use pgrollout_shared::watch::WatchSampleSpec;
 
 use super::assess::{self, conditions_of, Verdict};
 use super::sample;
-use crate::engine::leader::is_fence_lost;
+use crate::engine::leadership::is_fence_lost;
 use crate::engine::{approved_sql, Controller};
 use crate::notify::watch_event::{self, WatchChange, WatchNotice};
 use crate::store::leases::Fence;
