@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::failover::OtherController;
 use crate::{Process, Stack};
 
-/// How long an agent may take to connect.
+/// How long an agent may take to connect, or its journal to empty.
 const CONNECT: Duration = Duration::from_secs(30);
 
 impl Stack {
@@ -53,5 +53,25 @@ impl Stack {
             .into_iter()
             .filter(|e| e["action"] == action && rollout.is_none_or(|r| e["rollout_id"] == r))
             .count())
+    }
+
+    /// Waits until `zone`'s agent journal is empty: every event and result
+    /// acknowledged by a controller after storing it (it is truncated then).
+    pub async fn journal_settled(&self, zone: &str) -> Result<()> {
+        let journal = self.zone(zone).backup_dir.join("pgrollout-agent.journal");
+        let deadline = std::time::Instant::now() + CONNECT;
+        loop {
+            let len = std::fs::metadata(&journal)
+                .with_context(|| journal.display().to_string())?
+                .len();
+            if len == 0 {
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the agent's journal still holds {len} bytes unacknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }

@@ -49,24 +49,8 @@ async fn metric_line(port: u16, series: &str) -> Result<String> {
         .with_context(|| format!("no {series} in:\n{body}"))
 }
 
-/// Waits until the dev agent's journal is empty: nothing running, every
-/// event and result acknowledged by a controller (it is truncated then).
 async fn journal_settled(stack: &Stack) -> Result<()> {
-    let journal = stack.zone("dev").backup_dir.join("pgrollout-agent.journal");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let len = std::fs::metadata(&journal)
-            .with_context(|| journal.display().to_string())?
-            .len();
-        if len == 0 {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the agent's journal still holds {len} bytes unacknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    stack.journal_settled("dev").await
 }
 
 #[tokio::test]

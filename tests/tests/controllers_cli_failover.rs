@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use pgrollout_tests::failover::OtherController;
 use pgrollout_tests::stall::{
     agent_blocked, hold_routine_lock, ledger_rollouts, live_body, prepare, rollout_id, state_of,
@@ -59,24 +59,8 @@ async fn audited(stack: &Stack, action: &str, rollout: &str) -> Result<usize> {
     stack.audited(action, Some(rollout)).await
 }
 
-/// Waits until the dev agent's journal is empty: its result acknowledged by
-/// the controller that stored it.
 async fn journal_settled(stack: &Stack) -> Result<()> {
-    let journal = stack.zone("dev").backup_dir.join("pgrollout-agent.journal");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let len = std::fs::metadata(&journal)
-            .with_context(|| journal.display().to_string())?
-            .len();
-        if len == 0 {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the agent's journal still holds {len} bytes unacknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    stack.journal_settled("dev").await
 }
 
 /// Kills A mid-apply and returns the CLI's line saying it follows on.

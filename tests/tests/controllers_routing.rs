@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use pgrollout_tests::failover::OtherController;
 use pgrollout_tests::stall::{
     agent_blocked, hold_routine_lock, ledger_rollouts, live_body, prepare, rollout_id, state_of,
@@ -66,24 +66,8 @@ async fn recorded_once(stack: &Stack, rollout: &str) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the dev agent's journal is empty: every event and result
-/// acknowledged by a controller after storing it.
 async fn journal_settled(stack: &Stack) -> Result<()> {
-    let journal = stack.zone("dev").backup_dir.join("pgrollout-agent.journal");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let len = std::fs::metadata(&journal)
-            .with_context(|| journal.display().to_string())?
-            .len();
-        if len == 0 {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the agent's journal still holds {len} bytes unacknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    stack.journal_settled("dev").await
 }
 
 #[tokio::test]
