@@ -123,6 +123,11 @@ pub struct TargetConfig {
     /// Schema of the ledger table in the target database.
     #[serde(default = "default_ledger_schema")]
     pub ledger_schema: String,
+    /// How many connections the post-commit smoke test may spread its calls
+    /// over (each its own session, opened while the deploy's transaction
+    /// runs). A deploy with few smoke calls uses one.
+    #[serde(default = "default_post_commit_connections")]
+    pub post_commit_connections: usize,
     /// Whether the connection is encrypted and the server's certificate checked. Unset: `PGSSLMODE`, else
     /// libpq's default `prefer`.
     #[serde(default = "sslmode_from_env")]
@@ -251,6 +256,15 @@ fn default_port() -> u16 {
     5432
 }
 
+/// Two sessions halve a large batch's post-commit check on a server with a
+/// spare core, for one extra connection held a few milliseconds.
+fn default_post_commit_connections() -> usize {
+    2
+}
+
+/// The most `post_commit_connections` may ask for.
+pub const MAX_POST_COMMIT_CONNECTIONS: usize = 8;
+
 fn default_ledger_schema() -> String {
     "pgrollout".to_owned()
 }
@@ -334,6 +348,12 @@ impl AgentConfig {
             if target.ledger_schema.is_empty() || target.ledger_schema.len() > 63 {
                 return Err(invalid(&key("ledger_schema"), "must be 1 to 63 bytes"));
             }
+            if !(1..=MAX_POST_COMMIT_CONNECTIONS).contains(&target.post_commit_connections) {
+                return Err(invalid(
+                    &key("post_commit_connections"),
+                    &format!("must be 1 to {MAX_POST_COMMIT_CONNECTIONS}"),
+                ));
+            }
             validate_tls(target).map_err(|(field, reason)| invalid(&key(field), reason))?;
         }
         Ok(())
@@ -402,6 +422,7 @@ mod tests {
         assert_eq!(config.timeouts.statement, Duration::from_secs(60));
         assert_eq!(config.targets[0].port, 5432);
         assert_eq!(config.targets[0].ledger_schema, "pgrollout");
+        assert_eq!(config.targets[0].post_commit_connections, 2);
         assert_eq!(
             config.targets[0].sslmode,
             SslMode::Prefer,
@@ -555,5 +576,27 @@ mod tests {
             .expect_err("two sources")
             .to_string();
         assert!(error.contains("at most one"), "{error}");
+    }
+
+    #[test]
+    fn post_commit_connections_must_be_one_to_eight() {
+        for (value, ok) in [(0, false), (1, true), (8, true), (9, false)] {
+            let file = write(&format!("{VALID}\npost_commit_connections = {value}\n"));
+            match AgentConfig::load(file.path()) {
+                Ok(config) => {
+                    assert!(ok, "{value} accepted");
+                    assert_eq!(config.targets[0].post_commit_connections, value);
+                }
+                Err(error) => {
+                    assert!(!ok, "{value} refused: {error}");
+                    let error = error.to_string();
+                    assert!(
+                        error.contains("targets[0].post_commit_connections")
+                            && error.contains("must be 1 to 8"),
+                        "{error}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -207,6 +207,7 @@ mod tests {
             password_file: None,
             passfile: None,
             ledger_schema: "pgrollout".into(),
+            post_commit_connections: 1,
             sslmode: Default::default(),
             sslrootcert: None,
         }

@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub start_agents: bool,
     /// Extra lines for each agent's `[timeouts]` table.
     pub agent_timeouts: String,
+    /// Extra keys for each agent's target table (e.g. `post_commit_connections = 1`).
+    pub agent_target_extra: String,
     /// Run the controller with `--dev-plaintext` instead of mutual TLS.
     pub plaintext: bool,
     /// Extra TOML appended to the controller's config (e.g. `[security]`).
@@ -43,6 +45,7 @@ impl Default for StackOptions {
             zones: vec!["dev".into()],
             start_agents: true,
             agent_timeouts: String::new(),
+            agent_target_extra: String::new(),
             plaintext: false,
             controller_extra: String::new(),
             deployment_extra: String::new(),
@@ -188,7 +191,7 @@ impl Stack {
                     &pg,
                     &options.agent_timeouts,
                     tls_ca,
-                ),
+                ) + &options.agent_target_extra,
             )?;
             zones.insert(
                 zone.clone(),

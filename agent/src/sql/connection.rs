@@ -33,6 +33,9 @@ pub struct TargetConnection {
     holds_deploy_lock: std::sync::atomic::AtomicBool,
     /// Whether the notices of the last take overflowed the inbox.
     notices_overflowed: bool,
+    /// Whether the seal's table was made ahead for the whole session
+    /// (`txn_seal::prepare_table`): a sealed `BEGIN` then only inserts its row.
+    seal_table: std::sync::atomic::AtomicBool,
 }
 
 impl TargetConnection {
@@ -56,6 +59,17 @@ impl TargetConnection {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Records that the seal's table exists for the rest of the session.
+    pub fn set_seal_table(&self) {
+        self.seal_table
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the seal's table exists for the whole session.
+    pub fn has_seal_table(&self) -> bool {
+        self.seal_table.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Records that this session holds the deploy lock.
@@ -313,6 +327,7 @@ where
         escaped: Default::default(),
         holds_deploy_lock: Default::default(),
         notices_overflowed: false,
+        seal_table: std::sync::atomic::AtomicBool::new(false),
     })
 }
 

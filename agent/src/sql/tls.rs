@@ -305,6 +305,7 @@ mod tests {
             password_file: None,
             passfile: None,
             ledger_schema: "pgrollout".into(),
+            post_commit_connections: 1,
             sslmode,
             sslrootcert,
         }

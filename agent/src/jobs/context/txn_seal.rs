@@ -26,6 +26,13 @@
 //!   in a savepoint that is rolled back, and never in autocommit: a later
 //!   `COMMIT` can only commit an empty block (a `DO` or `CALL` cannot commit
 //!   inside one), and the agent stops at the first failed release.
+//!
+//! A connection opened ahead for a later sealed transaction (the post-commit
+//! check's) makes the seal's table first, outside any transaction and off the
+//! deploy's path ([`prepare_table`]): the table then lives for the session,
+//! and a sealed `BEGIN` only inserts the row. The row belongs to the
+//! transaction, so a `COMMIT` from anyone else still fails on it, and once
+//! that transaction is gone the row is gone and [`confirm`] finds no seal.
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -38,6 +45,15 @@ use crate::sql::{describe_error, TargetConnection};
 const BEGIN_SEALED: &str = "BEGIN; \
     CREATE TEMP TABLE pgrollout_seal (id int PRIMARY KEY, \
       ref int REFERENCES pg_temp.pgrollout_seal DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP; \
+    INSERT INTO pg_temp.pgrollout_seal VALUES (1, 0); \
+    SELECT pg_current_xact_id()::text";
+
+/// The seal's table for the whole session, made outside any transaction.
+const SEAL_TABLE_FOR_SESSION: &str = "CREATE TEMP TABLE pgrollout_seal (id int PRIMARY KEY, \
+      ref int REFERENCES pg_temp.pgrollout_seal DEFERRABLE INITIALLY DEFERRED)";
+
+/// [`BEGIN_SEALED`] on a session whose table exists: the row, and the id.
+const BEGIN_SEALED_ON_TABLE: &str = "BEGIN; \
     INSERT INTO pg_temp.pgrollout_seal VALUES (1, 0); \
     SELECT pg_current_xact_id()::text";
 
@@ -65,9 +81,22 @@ pub async fn begin(conn: &TargetConnection) -> Result<(), JobFailure> {
         .map_err(|e| JobFailure::database("BEGIN (sealed) failed", e))
 }
 
+/// Makes the seal's table for the rest of `conn`'s session, outside any
+/// transaction: every later [`begin`] on it only inserts its row.
+pub async fn prepare_table(conn: &TargetConnection) -> Result<(), tokio_postgres::Error> {
+    conn.client.batch_execute(SEAL_TABLE_FOR_SESSION).await?;
+    conn.set_seal_table();
+    Ok(())
+}
+
 /// [`begin`] with the driver's error.
 pub async fn begin_client(conn: &TargetConnection) -> Result<(), tokio_postgres::Error> {
-    let messages = conn.client.simple_query(BEGIN_SEALED).await?;
+    let begin = if conn.has_seal_table() {
+        BEGIN_SEALED_ON_TABLE
+    } else {
+        BEGIN_SEALED
+    };
+    let messages = conn.client.simple_query(begin).await?;
     let xid = messages.iter().rev().find_map(|m| match m {
         SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
         _ => None,

@@ -10,7 +10,7 @@ use crate::backup::WrittenBackup;
 use crate::jobs::context::{txn_seal, Finished, JobContext, JobFailure};
 use crate::jobs::reversal::restore;
 use crate::jobs::steps::preopen::PreOpened;
-use crate::jobs::steps::smoke_step;
+use crate::jobs::steps::smoke_step_across;
 use crate::sql::TargetConnection;
 
 /// Rolls back the deploy's transaction after `failed`, and says what became
@@ -122,17 +122,18 @@ pub(super) async fn verify_after_commit_on(
     Finished { result, sqlstate }
 }
 
-/// After COMMIT, on another connection than the deploy's (opened while the
-/// transaction ran): the live definitions as any caller will see them, still
-/// inside a transaction that is rolled back.
+/// After COMMIT, on other connections than the deploy's (opened while the
+/// transaction ran): the live definitions as any caller will see them, the
+/// calls spread over the sessions, each inside a transaction that is rolled
+/// back.
 async fn post_commit_smoke(
     ctx: &JobContext,
     routines: &[Routine],
     oids: &[u32],
     post_commit: PreOpened,
 ) -> Result<Vec<SmokeReport>, JobFailure> {
-    let mut fresh = match post_commit.take(ctx).await {
-        Ok(fresh) => fresh,
+    let mut sessions = match post_commit.take(ctx).await {
+        Ok(sessions) => sessions,
         Err(error) => {
             // Its text is the connection error's chain, as for `connect`;
             // after COMMIT a failure is never a refusal.
@@ -142,16 +143,23 @@ async fn post_commit_smoke(
             return Err(failure);
         }
     };
-    txn_seal::begin(&fresh).await?;
-    let reports = smoke_step(
-        ctx,
-        &mut fresh,
-        routines,
-        oids,
-        "post-commit-smoke",
-        "post-commit",
-    )
-    .await;
-    let _ = fresh.client.batch_execute("ROLLBACK").await;
+    let begun = futures_util::future::join_all(sessions.iter().map(txn_seal::begin)).await;
+    let reports = match begun.into_iter().collect::<Result<Vec<()>, JobFailure>>() {
+        Ok(_) => {
+            smoke_step_across(
+                ctx,
+                &mut sessions,
+                routines,
+                oids,
+                "post-commit-smoke",
+                "post-commit",
+            )
+            .await
+        }
+        Err(failure) => Err(failure),
+    };
+    for session in &sessions {
+        let _ = session.client.batch_execute("ROLLBACK").await;
+    }
     reports
 }

@@ -66,7 +66,7 @@ async fn deploy(
 
     // The post-commit smoke test's own connection, opened while the
     // transaction runs rather than after COMMIT.
-    let post_commit = PreOpened::start(ctx);
+    let post_commit = PreOpened::start(ctx, routines);
     txn_seal::begin(&conn).await?;
     let InTransaction {
         applied,

@@ -25,5 +25,5 @@ mod unchanged;
 pub use backup::backup;
 pub use exact_privileges::privileges_ahead;
 pub use session::{already_done, connect, lock, own_deadline, take_deploy_lock, Replayed};
-pub use smoke::smoke_step;
+pub use smoke::{smoke_step, smoke_step_across};
 pub use statement::{database, refused, simple, Stopped};
