@@ -34,6 +34,7 @@ use super::checks::{
     call_checks, check, open_savepoint, open_savepoint_in_path, warnings_check, ExpectedTypes,
     CLOSE_SAVEPOINT,
 };
+use crate::jobs::context::txn_seal::GUARD;
 use crate::sql::pipeline::run_groups_in_order;
 use crate::sql::{describe_error, TargetConnection};
 
@@ -249,23 +250,28 @@ async fn run_prepared(
     prepared: &[Result<Statement, tokio_postgres::Error>],
     progress: &mut (impl FnMut(usize, usize) + Send),
 ) -> Result<Vec<Option<CallOutcome>>, tokio_postgres::Error> {
-    let requests: Vec<_> = tests
+    let mut requests: Vec<Vec<_>> = tests
         .iter()
         .zip(prepared)
         .filter_map(|(test, prepared)| Some((test, prepared.as_ref().ok()?)))
         .map(|(test, statement)| {
             [
-                Request::Command(open_savepoint(test)),
+                // The guard ahead of each savepoint, in the same request:
+                // keeps this call and the ones behind it out of autocommit
+                // should the call before have ended the transaction
+                // (`txn_seal`). One request per call fewer than on its own.
+                Request::Command(format!("{GUARD}; {}", open_savepoint(test))),
                 Request::Call(statement),
                 Request::Command(CLOSE_SAVEPOINT.to_owned()),
-                // Keeps the calls behind this one out of autocommit should
-                // it have ended the transaction (`txn_seal`).
-                Request::Command(crate::jobs::context::txn_seal::GUARD.to_owned()),
             ]
+            .into_iter()
             .map(|request| send(client, request))
+            .collect()
         })
         .collect();
     let total = requests.len();
+    // And after the last call, for whatever the caller sends next.
+    requests.push(vec![send(client, Request::Command(GUARD.to_owned()))]);
     let mut outcomes = Vec::new();
     let mut last_answer = Instant::now();
     run_groups_in_order(requests, |_, answer| {
