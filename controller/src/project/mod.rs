@@ -15,6 +15,7 @@ pub mod definer;
 mod error;
 mod files;
 pub mod hostile_sql;
+mod keywords;
 pub mod parse_cache;
 #[cfg(test)]
 mod parse_cache_tests;
