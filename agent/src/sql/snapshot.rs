@@ -55,7 +55,7 @@ pub async fn snapshot_routines(
 
 /// [`snapshot_routines`] of routines whose oids are known (the first
 /// `oids.len()` of them): looked up by oid, without resolving the signature
-/// text again.
+/// text again. With every oid known, `signatures` may be empty.
 pub async fn snapshot_routines_at(
     client: &Client,
     signatures: &[String],
@@ -69,16 +69,25 @@ pub async fn snapshot_routines_at(
         .await?;
     Ok(rows
         .iter()
-        .zip(signatures)
-        .map(|(row, requested)| RoutineSnapshot {
-            requested: requested.clone(),
-            existed: row.get("existed"),
-            identity: row.get("identity"),
-            schema: row.get("schema"),
-            definition: row.get("definition"),
-            owner: row.get("owner"),
-            acl: row.get("acl"),
-            comment: row.get("comment"),
+        .enumerate()
+        .map(|(index, row)| {
+            let identity: Option<String> = row.get("identity");
+            RoutineSnapshot {
+                // Looked up by oid alone, a routine is asked for by what the
+                // catalog calls it.
+                requested: signatures
+                    .get(index)
+                    .cloned()
+                    .or_else(|| identity.clone())
+                    .unwrap_or_default(),
+                existed: row.get("existed"),
+                identity,
+                schema: row.get("schema"),
+                definition: row.get("definition"),
+                owner: row.get("owner"),
+                acl: row.get("acl"),
+                comment: row.get("comment"),
+            }
         })
         .collect())
 }

@@ -23,15 +23,12 @@ pub(super) async fn check_exists(
     routines: &[Routine],
     oids: &[u32],
 ) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
-    let signatures: Vec<String> = routines
-        .iter()
-        .map(|r| r.identity.regprocedure_input())
-        .collect();
+    let signatures = crate::jobs::steps::apply::signatures_unless_known(routines, oids);
     let rows = conn
         .client
         .query_typed(
-            // A known oid spares the signature's parse; unnest pads a
-            // shorter (empty) oid list with NULLs.
+            // A known oid spares the signature's parse; unnest pads the
+            // shorter list (no oids, or no signatures) with NULLs.
             "SELECT n.nspname::text FROM unnest($1::text[], $2::oid[]) WITH ORDINALITY AS wanted(signature, known_oid, position) \
              LEFT JOIN pg_proc p ON p.oid = coalesce(wanted.known_oid, to_regprocedure(wanted.signature)::oid) \
              LEFT JOIN pg_namespace n ON n.oid = p.pronamespace ORDER BY wanted.position",

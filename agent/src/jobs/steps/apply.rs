@@ -24,6 +24,18 @@ pub fn signatures(routines: &[Routine]) -> Vec<String> {
         .collect()
 }
 
+/// What a catalog query looking routines up by `oids` (padded with NULLs
+/// where shorter) still needs as signatures: none when every oid is known —
+/// rendering and sending a thousand signatures nobody reads cost the agent
+/// milliseconds per query.
+pub fn signatures_unless_known(routines: &[Routine], oids: &[u32]) -> Vec<String> {
+    if oids.len() >= routines.len() {
+        Vec::new()
+    } else {
+        signatures(routines)
+    }
+}
+
 /// Every routine's current state, in one catalog query; by oid where
 /// `oids` knows it (after the CREATEs), else by signature.
 pub async fn snapshot(
@@ -31,7 +43,7 @@ pub async fn snapshot(
     routines: &[Routine],
     oids: &[u32],
 ) -> Result<Vec<RoutineSnapshot>, JobFailure> {
-    sql::snapshot_routines_at(&conn.client, &signatures(routines), oids)
+    sql::snapshot_routines_at(&conn.client, &signatures_unless_known(routines, oids), oids)
         .await
         .map_err(|e| JobFailure::database("cannot read the current definitions", e))
 }
