@@ -158,8 +158,8 @@ mod tests {
         assert_eq!(shares(&calls, 1), vec![0..10]);
         let three = shares(&calls, 3);
         assert_eq!(three.len(), 3);
-        assert_eq!(three.first().unwrap().start, 0);
-        assert_eq!(three.last().unwrap().end, 10);
+        assert_eq!(three[0].start, 0);
+        assert_eq!(three[2].end, 10);
         assert!(three.windows(2).all(|w| w[0].end == w[1].start));
         let many = [1; 150];
         let halves = shares(&many, 2);
