@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -197,6 +197,21 @@ impl Process {
                 Err(error.context(format!("{} ignored SIGTERM; killed it", self.name)))
             }
         }
+    }
+
+    /// Sends signal `name` (`STOP`, `CONT`, `HUP`, …) like `kill -<name>`; returns at once.
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.pid.to_string()])
+            .status()
+            .with_context(|| format!("running kill -{name}"))?;
+        ensure!(
+            sent.success(),
+            "kill -{name} {} ({}) failed: {sent}",
+            self.pid,
+            self.name
+        );
+        Ok(())
     }
 
     /// Sends SIGTERM and returns at once: the process may take its time (a drain).

@@ -38,10 +38,7 @@ async fn a_reloaded_window_is_what_plan_shows_and_starts_the_request_it_schedule
         &config_path,
         format!("{config}\n[limits]\nmax_message_bytes = 8388608\n"),
     )?;
-    let hangup = std::process::Command::new("kill")
-        .args(["-HUP", &stack.controller.pid().to_string()])
-        .status()?;
-    assert!(hangup.success());
+    stack.controller.signal("HUP")?;
     let logged = stack
         .controller
         .wait_for_line_after(mark, "config reloaded", WAIT)

@@ -332,16 +332,6 @@ async fn the_leader_killed_before_the_window_opens_is_replaced_and_the_request_f
     Ok(())
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to a process.
-fn signal(process: &Process, signal: &str) -> Result<()> {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(process.pid().to_string())
-        .status()?;
-    ensure!(status.success(), "kill -{signal} failed");
-    Ok(())
-}
-
 #[tokio::test]
 async fn a_leader_frozen_past_its_lease_is_fenced_off_and_stops_acting_when_it_resumes(
 ) -> Result<()> {
@@ -350,7 +340,7 @@ async fn a_leader_frozen_past_its_lease_is_fenced_off_and_stops_acting_when_it_r
     ensure!(holder.ends_with(&trio.a_suffix()), "{holder}");
 
     // A is frozen: it neither renews nor learns that it lost the lease.
-    signal(&trio.stack.controller, "STOP")?;
+    trio.stack.controller.signal("STOP")?;
     let (new_holder, new_token) = trio.lease_taken(token).await?;
     assert!(!new_holder.ends_with(&trio.a_suffix()), "{new_holder}");
     let starter = trio.fired().await?;
@@ -359,7 +349,7 @@ async fn a_leader_frozen_past_its_lease_is_fenced_off_and_stops_acting_when_it_r
     // Thawed, A believes for a moment that it leads; its token is stale, it
     // sees the lease taken, and stops.
     let mark = trio.stack.controller.mark();
-    signal(&trio.stack.controller, "CONT")?;
+    trio.stack.controller.signal("CONT")?;
     trio.stack
         .controller
         .wait_for_line_after(mark, "no longer the leader", WAIT)

@@ -128,6 +128,21 @@ async fn records_in_flight(client: &Client) -> Result<(i64, i64, i64)> {
     Ok((row.get(0), row.get(1), row.get(2)))
 }
 
+/// Polls [`records_in_flight`] until `done` holds of it (`pg_stat_activity`
+/// has no event to await); fails with `what` after [`WAIT`].
+async fn until_records(
+    client: &Client,
+    what: &str,
+    done: impl Fn((i64, i64, i64)) -> bool,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done(records_in_flight(client).await?) {
+        ensure!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// `alert create <name> dev --every <every>`, through the controller whose
 /// operators' address the stack points at.
 async fn create_watch(stack: &Stack, name: &str, every: &str) -> Result<String> {
@@ -159,16 +174,6 @@ fn sample_lines(process: &Process, watch: &str, from: usize) -> Vec<String> {
         .filter(|line| line.contains("watch sampled") && line.contains(watch))
         .map(str::to_owned)
         .collect()
-}
-
-/// Sends `signal` (`STOP`, `CONT`) to a process.
-fn signal(process: &Process, signal: &str) -> Result<()> {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(process.pid().to_string())
-        .status()?;
-    ensure!(status.success(), "kill -{signal} failed");
-    Ok(())
 }
 
 #[tokio::test]
@@ -215,18 +220,16 @@ async fn an_ex_leader_frozen_with_a_sample_in_flight_is_refused_by_the_fencing_t
     locker
         .batch_execute("BEGIN; LOCK TABLE watches IN SHARE MODE")
         .await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while records_in_flight(&duo.client).await?.0 == 0 {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "A's record never reached the store"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_records(
+        &duo.client,
+        "A's record never reached the store",
+        |(locked, _, _)| locked > 0,
+    )
+    .await?;
     let before = samples(&duo.client, &watch).await?;
 
     // A freezes with its record sent: it neither renews nor learns it lost.
-    signal(&duo.stack.controller, "STOP")?;
+    duo.stack.controller.signal("STOP")?;
     let (b_holder, b_token) = lease_taken(&duo.client, a_token).await?;
     ensure!(
         b_holder.ends_with(&port_suffix(&duo.b_operators)) && b_holder != a_holder,
@@ -235,33 +238,25 @@ async fn an_ex_leader_frozen_with_a_sample_in_flight_is_refused_by_the_fencing_t
 
     // The table is free again: A's record runs now, after the takeover.
     locker.batch_execute("ROLLBACK").await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while records_in_flight(&duo.client).await?.1 > 0 {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "A's record never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_records(&duo.client, "A's record never ran", |(_, running, _)| {
+        running == 0
+    })
+    .await?;
 
     // Thawed, A ends what it had in flight and says it lost the lease. Its
     // stale token was refused: the store keeps nothing of its record (B's
     // first sample comes 5 s after its takeover, later than this).
     let a_lines = duo.stack.controller.output_so_far().lines().count();
     let mark = duo.stack.controller.mark();
-    signal(&duo.stack.controller, "CONT")?;
+    duo.stack.controller.signal("CONT")?;
     duo.stack
         .controller
         .wait_for_line_after(mark, "no longer the leader", WAIT)
         .await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while records_in_flight(&duo.client).await?.2 > 0 {
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "A's record never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_records(&duo.client, "A's record never ended", |(_, _, open)| {
+        open == 0
+    })
+    .await?;
     assert_eq!(
         samples(&duo.client, &watch).await?,
         before,

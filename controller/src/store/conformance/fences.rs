@@ -5,10 +5,10 @@
 //! the new holder's go through.
 
 use pgrollout_shared::proto::{
-    DriftFinding, DriftReport, DriftResponse, Outcome, WatchSample, WatchSampleJob, WatchedName,
+    DriftFinding, DriftReport, DriftResponse, WatchSample, WatchSampleJob, WatchedName,
 };
 
-use crate::store::conformance::jobs::{event, recorded, result};
+use crate::store::conformance::jobs::failed_rollouts;
 use crate::store::conformance::store_test;
 use crate::store::leases::singleton::{DRIFT, RETENTION, WATCHES};
 use crate::store::leases::{Fence, FenceLost};
@@ -203,15 +203,7 @@ store_test!(
 store_test!(
     a_retention_page_under_a_stale_fencing_token_deletes_nothing,
     |store| {
-        for n in 0..2 {
-            let (rollout, job) = (format!("r-{n}"), format!("j-{n}"));
-            recorded(&store, &rollout, &job, 100 + n).await;
-            store.record_event(&event(&job, 1)).await.expect("event");
-            store
-                .finish_job(&result(&job, Outcome::DeployFailed), 200 + n)
-                .await
-                .expect("finish");
-        }
+        failed_rollouts(&store, 2).await;
         let (old, new) = taken_over(&store, RETENTION).await;
 
         refused(

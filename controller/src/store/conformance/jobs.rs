@@ -42,6 +42,20 @@ pub(super) fn result(job: &str, outcome: Outcome) -> ReportedResult {
     })
 }
 
+/// `count` deploys `r-0`, `r-1`, … (jobs `j-…`), created at 100 + n with one
+/// event each and failed at 200 + n: what retention prunes.
+pub(super) async fn failed_rollouts(store: &Store, count: i64) {
+    for n in 0..count {
+        let (rollout, job) = (format!("r-{n}"), format!("j-{n}"));
+        recorded(store, &rollout, &job, 100 + n).await;
+        store.record_event(&event(&job, 1)).await.expect("event");
+        store
+            .finish_job(&result(&job, Outcome::DeployFailed), 200 + n)
+            .await
+            .expect("finish");
+    }
+}
+
 store_test!(a_job_is_claimed_once_by_one_agent, |store| {
     recorded(&store, "r-1", "j-1", 1).await;
     // Another zone's agent cannot take it; the first claimant can, and may
@@ -175,15 +189,7 @@ store_test!(
 store_test!(
     retention_prunes_finished_rollouts_and_counts_them,
     |store| {
-        for n in 0..3 {
-            let (rollout, job) = (format!("r-{n}"), format!("j-{n}"));
-            recorded(&store, &rollout, &job, 100 + n).await;
-            store.record_event(&event(&job, 1)).await.expect("event");
-            store
-                .finish_job(&result(&job, Outcome::DeployFailed), 200 + n)
-                .await
-                .expect("finish");
-        }
+        failed_rollouts(&store, 3).await;
         let pruned = store
             .prune_finished_before(202, 300, 100, None)
             .await
