@@ -143,9 +143,13 @@ async fn post_commit_smoke(
             return Err(failure);
         }
     };
-    let begun = futures_util::future::join_all(sessions.iter().map(txn_seal::begin)).await;
-    let reports = match begun.into_iter().collect::<Result<Vec<()>, JobFailure>>() {
-        Ok(_) => {
+    let begun: Result<(), JobFailure> =
+        futures_util::future::join_all(sessions.iter().map(txn_seal::begin))
+            .await
+            .into_iter()
+            .collect();
+    let reports = match begun {
+        Ok(()) => {
             smoke_step_across(
                 ctx,
                 &mut sessions,

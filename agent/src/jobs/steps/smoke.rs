@@ -41,6 +41,12 @@ pub async fn smoke_step_across(
 ) -> Result<Vec<SmokeReport>, JobFailure> {
     ctx.event(step, StepStatus::Started, "", 0, Vec::new());
     let started = Instant::now();
+    if sessions.is_empty() {
+        // No session would mean no check at all: never a pass.
+        let failure = JobFailure::deploy("no database session to run the smoke tests on");
+        ctx.failed(step, &failure, 0);
+        return Err(failure);
+    }
     let calls: Vec<usize> = routines.iter().map(|r| r.smoke_tests.len()).collect();
     let shares = shares(&calls, sessions.len());
     // Each session's (calls done, calls), summed into one bar.
@@ -56,11 +62,9 @@ pub async fn smoke_step_across(
         .enumerate()
         .map(|(index, (conn, share))| {
             let counts = &counts;
-            let oids = if oids.is_empty() {
-                oids
-            } else {
-                &oids[share.clone()]
-            };
+            // Every oid or none is known; a shorter list is looked up by
+            // signature rather than sliced out of range.
+            let oids = oids.get(share.clone()).unwrap_or_default();
             async move {
                 // Every caller runs this inside a transaction: the deploy's own
                 // calls are kept out of the statistics a post-deploy watch
