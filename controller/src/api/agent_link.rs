@@ -324,7 +324,7 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
             let (job, seq) = (result.job.clone(), result.seq);
             let exit_code = result.outcome.exit_code();
             match stored(agent, "a result", || {
-                controller.store.finish_job(&result, now)
+                controller.store.record_result(&result, now)
             })
             .await
             {
@@ -357,10 +357,22 @@ async fn handle(controller: &Controller, agent: &AgentHandle, mut message: Agent
                             .await;
                     }
                     crate::engine::after_deploy::record_probes(controller, &job.id, payload).await;
+                    // The versions' index after the operator has the result:
+                    // derived data, and on a large batch the slowest write.
+                    // Should it fail (or this controller die first), the mark
+                    // it leaves is indexed at the next start.
+                    let versions = crate::store::IndexedResult::has_versions(&result)
+                        .then(|| crate::store::IndexedResult::of(&result));
                     controller
                         .router
                         .publish(&job.id, JobUpdate::Finished(result));
                     controller.notifier.rollout_finished(&job.id);
+                    if let Some(versions) = versions {
+                        if let Err(error) = controller.store.index_versions_of(versions).await {
+                            tracing::error!(job_id = %job.id, error = %pgrollout_shared::errors::error_chain(&error),
+                                "indexing the result's routine versions failed; retried at the next start");
+                        }
+                    }
                 }
                 Ok(false) => tracing::debug!(job_id = %job.id, "duplicate result dropped"),
                 // Not acknowledged: the agent keeps it and replays it.

@@ -76,6 +76,19 @@ pub async fn run(config_path: &Path, dev_plaintext: bool) -> ExitCode {
             return ExitCode::DeploymentFailed;
         }
     };
+    // Results recorded by a controller that stopped before indexing their
+    // routine versions (the index is written after the relay).
+    match store.index_left_pending().await {
+        Ok(0) => {}
+        Ok(results) => tracing::info!(
+            results,
+            "indexed the routine versions of results recorded before a stop"
+        ),
+        Err(error) => tracing::warn!(
+            error = %pgrollout_shared::errors::error_chain(&error),
+            "indexing the routine versions left by a stop failed; retried at the next start"
+        ),
+    }
     let bind = |address| async move {
         tokio::net::TcpListener::bind(address)
             .await

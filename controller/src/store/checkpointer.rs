@@ -16,9 +16,15 @@
 //! checkpoint has copied every frame, so the file stays bounded as before.
 //! If the thread cannot open its connection, the main connection keeps
 //! SQLite's automatic checkpoints: durability and size are never traded.
+//!
+//! A checkpoint the store runs itself (compaction's `TRUNCATE`, which cuts
+//! the main file) pauses the thread first ([`Checkpointer::pause`]): while
+//! one connection checkpoints, SQLite answers another's checkpoint "busy" at
+//! once, without waiting and without cutting anything.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -31,6 +37,8 @@ const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// The checkpoint thread; dropping it (with the store) ends the thread.
 pub(super) struct Checkpointer {
     _stop: mpsc::Sender<()>,
+    /// Held by the thread around each of its checkpoints.
+    gate: Arc<Mutex<()>>,
 }
 
 impl Checkpointer {
@@ -47,9 +55,11 @@ impl Checkpointer {
         };
         let (stop, stopped) = mpsc::channel::<()>();
         let wal = wal_path(path);
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.clone();
         let spawned = std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || run(&own, &wal, &stopped));
+            .spawn(move || run(&own, &wal, &held, &stopped));
         if let Err(error) = spawned {
             tracing::warn!(%error, "store: cannot start the checkpoint thread; SQLite checkpoints inside commits");
             return None;
@@ -57,7 +67,13 @@ impl Checkpointer {
         if let Err(error) = main.execute_batch("PRAGMA wal_autocheckpoint = 0") {
             tracing::warn!(%error, "store: cannot turn automatic checkpoints off; SQLite checkpoints inside commits");
         }
-        Some(Checkpointer { _stop: stop })
+        Some(Checkpointer { _stop: stop, gate })
+    }
+
+    /// Holds the thread off its checkpoints until the guard is dropped
+    /// (waiting for one under way to end).
+    pub(super) fn pause(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -76,7 +92,7 @@ fn wal_path(path: &Path) -> PathBuf {
 /// Checkpoints whenever the WAL was written since the last look, until the
 /// store is dropped. (Its length alone does not tell: once a checkpoint has
 /// copied every frame, SQLite writes the WAL again from its beginning.)
-fn run(connection: &Connection, wal: &Path, stopped: &mpsc::Receiver<()>) {
+fn run(connection: &Connection, wal: &Path, gate: &Mutex<()>, stopped: &mpsc::Receiver<()>) {
     let mut seen = None;
     loop {
         match stopped.recv_timeout(LOOK_EVERY) {
@@ -90,9 +106,13 @@ fn run(connection: &Connection, wal: &Path, stopped: &mpsc::Receiver<()>) {
         if now.is_none() || now == seen {
             continue;
         }
-        match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-        }) {
+        let checkpointed = {
+            let _held = gate.lock().unwrap_or_else(|p| p.into_inner());
+            connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+            })
+        };
+        match checkpointed {
             Ok((frames, copied)) => {
                 tracing::trace!(frames, copied, "store: WAL checkpointed");
                 // Not every frame copied (a reader held some): look again.

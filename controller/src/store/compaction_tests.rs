@@ -78,7 +78,7 @@ async fn the_store_file_shrinks_after_a_prune_of_many_rollouts() {
     fill(&store).await;
     // Everything written reaches the main file first.
     store
-        .call(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", params![], |_| Ok(())))
+        .call_checkpointing(super::compaction::truncating_checkpoint)
         .await
         .expect("checkpoint");
     let before = file_size(&path);

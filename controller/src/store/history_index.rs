@@ -2,8 +2,13 @@
 //! the second rollback source read by definition hash and name, instead of
 //! decoding an environment's stored plans and results on every rollback.
 //!
-//! Kept as each result is recorded (`finish_job`), in the same transaction;
-//! a store from before it is backfilled by its migration. Each routine's
+//! What each environment runs (`running_routines`) is kept with each result
+//! as it is recorded, in the same transaction. The versions it received
+//! (`routine_versions`, `routine_defs`), the costly part, are written after
+//! the result has been relayed to the operator, in a transaction of their
+//! own (`Store::index_versions_of`, migration 0023's mark; a controller
+//! starting indexes what one that died in between left marked). A store
+//! from before the index is backfilled by its migration. Each routine's
 //! encoded form is stored once (`routine_defs`, keyed by its SHA-256), however
 //! many environments and plans carry it.
 
@@ -27,16 +32,45 @@ pub struct IndexedVersion {
     pub routine: Vec<u8>,
 }
 
-/// Indexes the versions job `job_id`'s result recorded: each applied
-/// routine's new definition hash, with the routine from the rollout's plan.
-pub(super) fn index_result(
+/// What `running_routines` learns from job `job_id`'s result: each routine
+/// it made live, and from which plan. Written with the result itself (one
+/// upsert per routine), so what an environment runs is never behind what its
+/// operator was told: a `smoke` right after a rollback reads it.
+pub(super) fn index_running_of(
     tx: &Transaction<'_>,
     job_id: &str,
     succeeded: bool,
     result: &ResultPayload,
 ) -> db::Result<()> {
-    let (versions, running) = what_to_index(succeeded, result);
-    if !versions && !running {
+    let (_, running) = what_to_index(succeeded, result);
+    if !running {
+        return Ok(());
+    }
+    let rollout: Option<(String, String, String)> = tx
+        .query_row(
+            "SELECT r.id, r.environment, r.plan_id FROM jobs j JOIN rollouts r ON r.id = j.rollout_id
+             WHERE j.id = ?1 LIMIT 1",
+            params![job_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let Some((rollout_id, environment, plan_id)) = rollout else {
+        return Ok(());
+    };
+    index_running(tx, &rollout_id, &environment, &plan_id, result)
+}
+
+/// Indexes the versions job `job_id`'s result recorded: each applied
+/// routine's new definition hash, with the routine from the rollout's plan.
+/// The costly part of the index (issue 15 item 9: ~14 ms for a thousand
+/// routines), written after the result was relayed.
+pub(super) fn index_versions_of(
+    tx: &Transaction<'_>,
+    job_id: &str,
+    result: &ResultPayload,
+) -> db::Result<()> {
+    let (versions, _) = what_to_index(false, result);
+    if !versions {
         return Ok(());
     }
     let rollout: Option<(String, String, Vec<u8>)> = tx
@@ -52,7 +86,7 @@ pub(super) fn index_result(
         return Ok(());
     };
     // The index is derived data: a plan that no longer decodes is reported
-    // loudly, but recording the agent's result must not fail over it.
+    // loudly, but indexing must not fail over it.
     let plan = match Plan::decode(plan.as_slice()) {
         Ok(plan) => plan,
         Err(error) => {
@@ -61,13 +95,50 @@ pub(super) fn index_result(
             return Ok(());
         }
     };
-    if versions {
-        index_versions(tx, &rollout_id, &environment, &plan, result)?;
+    index_versions(tx, &rollout_id, &environment, &plan, result)
+}
+
+/// Takes the mark [`super::Store::record_result`] left on a result:
+/// `true` when this transaction is the one to index it.
+pub(super) fn claim_pending(tx: &Transaction<'_>, job_id: &str, attempt: u32) -> db::Result<bool> {
+    let claimed = tx.execute(
+        "UPDATE jobs SET versions_pending = 0 WHERE id = ?1 AND attempt = ?2 AND versions_pending = 1",
+        params![job_id, attempt],
+    )?;
+    Ok(claimed == 1)
+}
+
+/// Indexes each recorded result still marked, oldest first, each in its own
+/// transaction with its mark; how many were indexed.
+pub(super) fn index_left_pending(conn: &mut db::Conn) -> db::Result<usize> {
+    let left: Vec<(String, i64, Vec<u8>)> = {
+        let mut statement = conn.prepare(
+            "SELECT id, attempt, result FROM jobs
+             WHERE versions_pending = 1 AND result IS NOT NULL ORDER BY finished_at, id",
+        )?;
+        statement
+            .query_map(params![], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<db::Result<_>>()?
+    };
+    let mut indexed = 0;
+    for (job_id, attempt, blob) in left {
+        let tx = conn.transaction()?;
+        let attempt = u32::try_from(attempt).unwrap_or_default();
+        if claim_pending(&tx, &job_id, attempt)? {
+            match JobResult::decode(blob.as_slice()) {
+                Ok(wire) => {
+                    index_versions_of(&tx, &job_id, &ResultPayload::from(&wire))?;
+                    indexed += 1;
+                }
+                Err(error) => {
+                    tracing::error!(job_id, error = %pgrollout_shared::errors::error_chain(&error),
+                        "the controller's store is corrupt: this job's result does not decode; left out of the version index");
+                }
+            }
+        }
+        tx.commit()?;
     }
-    if running {
-        index_running(tx, &rollout_id, &environment, &plan.plan_id, result)?;
-    }
-    Ok(())
+    Ok(indexed)
 }
 
 /// How `running_routines` names a routine: a plan's identity and a
@@ -345,7 +416,8 @@ mod tests {
     use rusqlite::Connection;
 
     use super::*;
-    use crate::store::NewRollout;
+    use crate::domain::agent_report::ReportedResult;
+    use crate::store::{IndexedResult, NewRollout};
 
     fn routine(name: &str, version: u32) -> Routine {
         Routine {
@@ -479,6 +551,98 @@ mod tests {
         }
     );
 
+    /// A deploy's result as the agent link records it: recorded first, its
+    /// versions indexed by a later call (or by the pass at start).
+    async fn record_only(store: &Store, n: u32, routines: Vec<Routine>) -> ReportedResult {
+        let plan = Plan {
+            plan_id: format!("{n:064x}"),
+            commit_sha: format!("{n:040x}"),
+            label: "t".into(),
+            routines,
+        };
+        store.save_plan(&plan, i64::from(n)).await.expect("plan");
+        let (rollout, job) = (format!("r-{n}"), format!("j-{n}"));
+        store
+            .create_rollout(
+                NewRollout::dev_deploy(&rollout, &plan.plan_id, i64::from(n)),
+                &job,
+                1,
+            )
+            .await
+            .expect("rollout");
+        let result = ReportedResult::checked(JobResult {
+            job_id: job,
+            attempt: 1,
+            outcome: Outcome::Succeeded as i32,
+            applied: plan
+                .routines
+                .iter()
+                .map(|r| AppliedRoutine {
+                    identity: routine_identity(r),
+                    change: "replaced".into(),
+                    new_sha256: hex::encode(Sha256::digest(r.create_sql.as_bytes())),
+                    previous_sha256: String::new(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        assert!(store
+            .record_result(&result, i64::from(n))
+            .await
+            .expect("record"));
+        result
+    }
+
+    crate::store::conformance::store_test!(
+        a_recorded_result_is_indexed_once_after_it_is_relayed_or_at_the_next_start,
+        |store| {
+            let first = record_only(&store, 1, vec![routine("f", 1)]).await;
+            assert!(
+                versions_of_f(&store).await.is_empty(),
+                "recorded, not indexed yet"
+            );
+            store
+                .index_versions_of(IndexedResult::of(&first))
+                .await
+                .expect("index");
+            let indexed = versions_of_f(&store).await;
+            assert_eq!(indexed.len(), 1);
+            // Again (another controller, a replay): nothing more.
+            store
+                .index_versions_of(IndexedResult::of(&first))
+                .await
+                .expect("index again");
+            assert_eq!(store.index_left_pending().await.expect("pass"), 0);
+            let positions: i64 = store
+                .call(|c| {
+                    c.query_row("SELECT max(seq) FROM routine_versions", params![], |r| {
+                        r.get(0)
+                    })
+                })
+                .await
+                .expect("seq");
+            assert_eq!(positions, 1, "indexed once");
+
+            // A controller that died between recording and indexing: the
+            // pass at start indexes what it left, once.
+            let second = record_only(&store, 2, vec![routine("f", 2)]).await;
+            assert_eq!(versions_of_f(&store).await, indexed);
+            assert_eq!(store.index_left_pending().await.expect("pass"), 1);
+            let after = versions_of_f(&store).await;
+            assert_eq!(after.len(), 2);
+            assert_eq!(
+                after[0], second.payload.applied[0].new_sha256,
+                "newest first"
+            );
+            assert_eq!(store.index_left_pending().await.expect("pass"), 0);
+            store
+                .index_versions_of(IndexedResult::of(&second))
+                .await
+                .expect("late index");
+            assert_eq!(versions_of_f(&store).await, after);
+        }
+    );
+
     /// What the migrations after the index's create, undone with it.
     const LATER_MIGRATIONS: &str = "
         DROP TRIGGER rollouts_change_insert; DROP TRIGGER rollouts_change_update;
@@ -490,7 +654,8 @@ mod tests {
         DROP TABLE controllers; ALTER TABLE jobs DROP COLUMN controller_id;
         ALTER TABLE pending_rollouts DROP COLUMN started_by;
         ALTER TABLE fleet_rollouts DROP COLUMN controller_id; DROP TABLE leases;
-        ALTER TABLE agent_streams DROP COLUMN labels; ALTER TABLE job_events DROP COLUMN detail;";
+        ALTER TABLE agent_streams DROP COLUMN labels; ALTER TABLE job_events DROP COLUMN detail;
+        DROP INDEX jobs_versions_pending; ALTER TABLE jobs DROP COLUMN versions_pending;";
 
     #[tokio::test]
     async fn versions_are_indexed_as_recorded_and_an_older_store_is_backfilled() {

@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0020_singleton_owners.sql"),
     include_str!("migrations/0021_agent_streams.sql"),
     include_str!("migrations/0022_side_deliveries.sql"),
+    include_str!("migrations/0023_versions_pending.sql"),
 ];
 
 /// 0018 was reserved for a change that, merged, needed no migration. The
@@ -84,6 +85,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         22,
         include_str!("migrations/postgres/0022_side_deliveries.sql"),
+    ),
+    (
+        23,
+        include_str!("migrations/postgres/0023_versions_pending.sql"),
     ),
 ];
 

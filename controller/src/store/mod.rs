@@ -294,7 +294,7 @@ enum Backend {
     /// checkpointed by a thread of its own, off this connection.
     Sqlite {
         connection: Mutex<Conn>,
-        _checkpoints: Option<checkpointer::Checkpointer>,
+        checkpoints: Option<checkpointer::Checkpointer>,
     },
     Postgres(db::postgres::PgPool),
 }
@@ -304,6 +304,25 @@ impl Backend {
         match self {
             Backend::Sqlite { connection, .. } => {
                 let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
+                work(&mut guard)
+            }
+            Backend::Postgres(pool) => pool.with(work),
+        }
+    }
+
+    /// As [`Backend::with`], the checkpoint thread held off meanwhile: for
+    /// work that checkpoints the WAL itself.
+    fn with_checkpoints_paused<R>(
+        &self,
+        work: impl FnOnce(&mut Conn) -> db::Result<R>,
+    ) -> db::Result<R> {
+        match self {
+            Backend::Sqlite {
+                connection,
+                checkpoints,
+            } => {
+                let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
+                let _paused = checkpoints.as_ref().map(|c| c.pause());
                 work(&mut guard)
             }
             Backend::Postgres(pool) => pool.with(work),
@@ -407,7 +426,7 @@ impl Store {
         Ok(Store::new(
             Backend::Sqlite {
                 connection: Mutex::new(connection),
-                _checkpoints: checkpointer,
+                checkpoints: checkpointer,
             },
             audit_key,
         ))
@@ -487,6 +506,19 @@ impl Store {
     ) -> Result<R, StoreError> {
         let backend = self.backend.clone();
         let result = tokio::task::spawn_blocking(move || backend.with(work)).await??;
+        Ok(result)
+    }
+
+    /// As [`Store::call`], with the WAL's checkpoint thread held off: a
+    /// checkpoint run by `work` then never meets the thread's (SQLite would
+    /// answer it busy at once, leaving the WAL and the file as they were).
+    async fn call_checkpointing<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Conn) -> db::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let backend = self.backend.clone();
+        let result =
+            tokio::task::spawn_blocking(move || backend.with_checkpoints_paused(work)).await??;
         Ok(result)
     }
 
@@ -596,12 +628,31 @@ impl Store {
         .await
     }
 
+    /// Records a job's result and settles its rollout, then indexes the
+    /// routine versions it carries ([`Store::record_result`], then
+    /// [`Store::index_versions_of`]); `false` if the job had already
+    /// finished (a duplicate result is dropped).
+    pub async fn finish_job(&self, result: &ReportedResult, now: i64) -> Result<bool, StoreError> {
+        let recorded = self.record_result(result, now).await?;
+        if recorded && IndexedResult::has_versions(result) {
+            self.index_versions_of(IndexedResult::of(result)).await?;
+        }
+        Ok(recorded)
+    }
+
     /// Records a job's result and settles its rollout; `false` if the job
     /// had already finished (a duplicate result is dropped). The result is
     /// stored whole, as the agent's wire message (the job's blob, relayed
     /// as is by `pgrollout status` and the history); what the store reads of
-    /// it, it reads from the checked payload.
-    pub async fn finish_job(&self, result: &ReportedResult, now: i64) -> Result<bool, StoreError> {
+    /// it, it reads from the checked payload. Its routine versions are left
+    /// marked for [`Store::index_versions_of`]: the agent link relays the
+    /// result to the operator first (issue 15 item 9: the index of a
+    /// thousand routines was ~14 ms of the operator's wait).
+    pub async fn record_result(
+        &self,
+        result: &ReportedResult,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         let exit_code = result.outcome.exit_code().code();
         let succeeded = result.outcome == Outcome::Succeeded;
         let (job_id, attempt, message, bytes) = (
@@ -611,6 +662,8 @@ impl Store {
             result.wire().encode_to_vec(),
         );
         let payload = result.payload.clone();
+        // Marked only when it carries versions to index.
+        let pending = IndexedResult::has_versions(result);
         let state = if exit_code == 0 {
             state::SUCCEEDED
         } else {
@@ -621,9 +674,9 @@ impl Store {
             let updated = tx.execute(
                 // A job settled without a result (abandoned, or in doubt) still
                 // takes the one its agent reports late: the record corrects itself.
-                "UPDATE jobs SET state = 'finished', finished_at = ?3, result = ?4
+                "UPDATE jobs SET state = 'finished', finished_at = ?3, result = ?4, versions_pending = ?5
                  WHERE id = ?1 AND attempt = ?2 AND (state <> 'finished' OR result IS NULL)",
-                params![job_id, attempt, now, bytes],
+                params![job_id, attempt, now, bytes, i64::from(pending)],
             )?;
             if updated == 1 {
                 tx.execute(
@@ -635,12 +688,38 @@ impl Store {
                        AND state IN ('running', 'unknown', 'failed')",
                     params![job_id, state, exit_code, message, now, attempt],
                 )?;
-                history_index::index_result(&tx, &job_id, succeeded, &payload)?;
+                history_index::index_running_of(&tx, &job_id, succeeded, &payload)?;
             }
             tx.commit()?;
             Ok(updated == 1)
         })
         .await
+    }
+
+    /// Indexes the routine versions of a result [`Store::record_result`]
+    /// recorded, once: the mark is cleared by compare-and-set in the same
+    /// transaction, so a second call (another controller, the pass at
+    /// start) finds nothing to do.
+    pub async fn index_versions_of(&self, result: IndexedResult) -> Result<(), StoreError> {
+        let IndexedResult {
+            job_id,
+            attempt,
+            payload,
+        } = result;
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            if history_index::claim_pending(&tx, &job_id, attempt)? {
+                history_index::index_versions_of(&tx, &job_id, &payload)?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Indexes every recorded result still marked (a controller that died
+    /// between recording a result and indexing it), oldest first; how many.
+    pub async fn index_left_pending(&self) -> Result<usize, StoreError> {
+        self.call(history_index::index_left_pending).await
     }
 
     /// Ends a job that never produced a result (declined, not accepted in
@@ -676,5 +755,28 @@ impl Store {
             tx.commit()
         })
         .await
+    }
+}
+
+/// What [`Store::index_versions_of`] reads of a recorded result.
+pub struct IndexedResult {
+    pub job_id: String,
+    pub attempt: u32,
+    pub payload: crate::domain::result_payload::ResultPayload,
+}
+
+impl IndexedResult {
+    /// Whether `result` carries routine versions to index at all (a failed
+    /// or plan-less job's does not: nothing is marked, nothing to call).
+    pub fn has_versions(result: &ReportedResult) -> bool {
+        result.payload.applied.iter().any(|a| a.has_digest())
+    }
+
+    pub fn of(result: &ReportedResult) -> IndexedResult {
+        IndexedResult {
+            job_id: result.job.id.clone(),
+            attempt: result.job.attempt,
+            payload: result.payload.clone(),
+        }
     }
 }
