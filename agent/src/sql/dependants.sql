@@ -1,6 +1,6 @@
 -- What depends on each routine ($1, regprocedure texts) in a way that blocks
--- DROP ROUTINE … RESTRICT: views (through their rewrite rule), functions with
--- BEGIN ATOMIC bodies, triggers, column defaults, … — every normal
+-- DROP ROUTINE ... RESTRICT: views (through their rewrite rule), functions with
+-- BEGIN ATOMIC bodies, triggers, column defaults, ... - every normal
 -- dependency, described as PostgreSQL names it, a view by its name.
 SELECT r.identity,
        CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass

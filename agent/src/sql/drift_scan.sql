@@ -1,5 +1,5 @@
 -- Drift (issue 20): every routine the ledger expects, with its live state,
--- and every other routine of the managed schemas — one round trip.
+-- and every other routine of the managed schemas: one round trip.
 -- {schema} is the quoted ledger schema; {new_identity} is `l.new_identity`,
 -- or NULL for a ledger from before disable recorded it. $1 is the ledger
 -- schema's name, whose own objects are never "unmanaged".

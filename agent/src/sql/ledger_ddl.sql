@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger (
     undoes_ledger_id    bigint,
     -- The identity after the change, when it differs (a disable's rename).
     new_identity        text,
-    -- Where a rollback's definition came from, an emergency's reason, …
+    -- Where a rollback's definition came from, an emergency's reason, ...
     note                text,
     -- Deploy rows: SHA-256 of what the plan asked for (the statement and its
     -- grants). With new_* it tells an unchanged routine without re-creating

@@ -169,9 +169,23 @@ pub(super) fn history_index_version() -> usize {
 mod tests {
     use std::path::Path;
 
-    use super::MIGRATIONS;
+    use super::{MIGRATIONS, POSTGRES_MIGRATIONS};
     use crate::store::db::postgres::PgTarget;
     use crate::store::Store;
+
+    /// A PostgreSQL store's server converts each migration's text from
+    /// UTF-8 to its own encoding: a comment's dash has no LATIN1 form.
+    #[test]
+    fn the_postgres_stores_migrations_are_ascii() {
+        for (version, text) in POSTGRES_MIGRATIONS {
+            if let Some((line, _)) = text.lines().enumerate().find(|(_, l)| !l.is_ascii()) {
+                panic!(
+                    "PostgreSQL migration {version}, line {}: not ASCII",
+                    line + 1
+                );
+            }
+        }
+    }
 
     /// The message `pgrollout serve` prints for the error, cause included.
     fn refusal(opened: Result<Store, crate::store::StoreError>) -> String {

@@ -39,8 +39,8 @@ ALTER TABLE agent_streams ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE job_events ADD COLUMN detail BYTEA;
 
 -- A controller following a job another controller offered is woken when the
--- job's progress changes — its claim, an event, its result, a decline, a
--- side-channel job's answer — by a NOTIFY on `pgrollout_job_progress` whose
+-- job's progress changes (its claim, an event, its result, a decline, a
+-- side-channel job's answer) by a NOTIFY on `pgrollout_job_progress` whose
 -- payload is the job id (sent on commit); it still reads the store on a
 -- slower tick, so a lost notification only delays it.
 CREATE OR REPLACE FUNCTION pgrollout_notify_job_progress() RETURNS trigger
