@@ -7,6 +7,7 @@ mod connection;
 mod drift;
 pub mod exact_restore;
 mod ledger;
+mod ledger_deploy;
 mod ledger_job;
 mod ledger_latest;
 mod ledger_versions;
@@ -26,6 +27,7 @@ pub use audit_anchors::audit_anchors;
 pub use connection::{cancel_query, connect, ConnectError, TargetConnection};
 pub use drift::{drift_scan, RoutineState, ScannedRoutine};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
+pub use ledger_deploy::{insert_deploy_rows, DeployedKind, DeployedRow};
 pub use ledger_job::job_record;
 pub use ledger_latest::{latest_recorded, LatestRecorded};
 pub use ledger_versions::{
@@ -119,5 +121,30 @@ mod tests {
             );
         }
         assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+
+    /// The agent's own SQL goes to databases of any server encoding, which
+    /// convert every query's text from UTF-8: a comment's dash or ellipsis
+    /// has no LATIN1 form, and such a database refused the first deploy's
+    /// ledger DDL (`tests/tests/ledger_sides.rs`). Plain ASCII only.
+    #[test]
+    fn every_sql_file_of_the_agent_is_ascii() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sql");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("src/sql") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "sql") {
+                let text = std::fs::read_to_string(&path).expect("sql file");
+                if let Some((line, _)) = text.lines().enumerate().find(|(_, l)| !l.is_ascii()) {
+                    panic!("{}:{}: not ASCII", path.display(), line + 1);
+                }
+                checked += 1;
+            }
+        }
+        assert!(
+            checked > 10,
+            "only {checked} SQL files found in {}",
+            dir.display()
+        );
     }
 }

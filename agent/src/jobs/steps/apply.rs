@@ -14,7 +14,7 @@ use super::statement::refused;
 use super::unchanged;
 use crate::backup::WrittenBackup;
 use crate::jobs::context::{JobContext, JobFailure};
-use crate::sql::{self, LedgerJob, LedgerRow, RoutineSnapshot, TargetConnection};
+use crate::sql::{self, DeployedKind, DeployedRow, LedgerJob, RoutineSnapshot, TargetConnection};
 
 /// The signatures `to_regprocedure` resolves for these routines.
 pub fn signatures(routines: &[Routine]) -> Vec<String> {
@@ -447,12 +447,13 @@ impl std::fmt::Display for Granted {
     }
 }
 
-/// Writes one ledger row per routine (one statement), comparing the state
-/// before and after; returns what changed and the ledger ids. A routine left
-/// untouched gets an `unchanged` row too: the job's rows are what makes a
-/// redelivery report instead of re-applying (an all-unchanged job must not
-/// apply its old plan later over a newer change), and `--to <plan>` finds
-/// the state each plan left there.
+/// Writes one ledger row per routine (one statement, which reads each
+/// changed routine's new side from the catalog after the grants, so the
+/// ledger records the ACL the routine really has); returns what changed and
+/// the ledger ids. A routine left untouched gets an `unchanged` row too: the
+/// job's rows are what makes a redelivery report instead of re-applying (an
+/// all-unchanged job must not apply its old plan later over a newer change),
+/// and `--to <plan>` finds the state each plan left there.
 pub async fn record(
     ctx: &JobContext,
     conn: &TargetConnection,
@@ -461,83 +462,41 @@ pub async fn record(
     before: &Before,
 ) -> Result<(Vec<AppliedRoutine>, Vec<i64>), JobFailure> {
     let ledger_error = |e: tokio_postgres::Error| JobFailure::database("ledger write failed", e);
-    let previous = &before.previous;
-    // After the grants: the ledger records the ACL the routine really has.
-    // Nothing ran when every routine was left untouched. The ledger's own
-    // check (and its DDL on first use) goes out with the snapshot: one round
-    // trip fewer, and neither depends on the other.
-    let all_untouched = before.untouched.iter().all(|u| *u);
-    let read_new = async {
-        if all_untouched {
-            Ok(previous.clone())
-        } else {
-            snapshot(conn, routines, oids).await
-        }
-    };
-    let ensured = async {
-        sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
-            .await
-            .map_err(ledger_error)
-    };
-    let (new, ensured) = futures_util::future::join(read_new, ensured).await;
-    let new = new?;
-    ensured?;
-    let mut rows = Vec::with_capacity(routines.len());
-    let mut applied = Vec::with_capacity(routines.len());
-    for ((((routine, before_state), after), untouched), recreated) in routines
+    // The ledger's own check (and its DDL on first use) first: the insert
+    // needs the table. One round trip, none on a ledger already current.
+    sql::ensure_ledger(&conn.client, &ctx.target.ledger_schema)
+        .await
+        .map_err(ledger_error)?;
+    let rows: Vec<DeployedRow> = routines
         .iter()
-        .zip(previous)
-        .zip(&new)
-        .zip(&before.untouched)
-        .zip(&before.recreated)
-    {
-        let after = if *untouched { before_state } else { after };
-        // A retired routine is gone: its row names what it was.
-        let retired = routine.retire.is_some();
-        let named = if retired { before_state } else { after };
-        let identity = named
-            .identity
-            .as_deref()
-            .ok_or_else(|| not_created(routine))?;
-        let change = match (&before_state.definition, &after.definition) {
-            _ if retired => "retired",
-            _ if *untouched => "unchanged",
-            _ if *recreated => "recreated",
-            (None, _) => "created",
-            // Owner, ACL and comment count: a companion REVOKE or COMMENT that
-            // changed only them is a change a rollback must undo.
-            (Some(old), Some(new))
-                if old == new
-                    && (
-                        &before_state.owner,
-                        &before_state.acl,
-                        &before_state.comment,
-                    ) == (&after.owner, &after.acl, &after.comment) =>
+        .enumerate()
+        .map(|(index, routine)| {
+            let retired = routine.retire.is_some();
+            let kind = if retired {
+                DeployedKind::Retired
+            } else if before.untouched[index] {
+                DeployedKind::Untouched
+            } else if before.recreated[index] {
+                DeployedKind::Recreated
+            } else {
+                DeployedKind::Live
+            };
+            // A row named by its previous side needs one (the others'
+            // existence was checked after the CREATEs).
+            if matches!(kind, DeployedKind::Retired | DeployedKind::Untouched)
+                && before.previous[index].identity.is_none()
             {
-                "unchanged"
+                return Err(not_created(routine));
             }
-            _ => "replaced",
-        };
-        applied.push(AppliedRoutine {
-            identity: routine.identity.to_string(),
-            change: change.into(),
-            new_sha256: after.definition_sha256().unwrap_or_default(),
-            previous_sha256: before_state.definition_sha256().unwrap_or_default(),
-        });
-        rows.push(LedgerRow {
-            identity,
-            change,
-            plan_id: &ctx.job.plan_id,
-            commit_sha: Some(&ctx.job.commit_sha),
-            previous: before_state,
-            new: after,
-            source_sha256: (!retired).then(|| unchanged::source_sha256(routine)),
-            backed_up: !*untouched,
-            undoes_ledger_id: None,
-            new_identity: None,
-            note: None,
-        });
-    }
+            Ok(DeployedRow {
+                kind,
+                oid: oids.get(index).copied(),
+                signature: routine.identity.regprocedure_input(),
+                previous: &before.previous[index],
+                source_sha256: (!retired).then(|| unchanged::source_sha256(routine)),
+            })
+        })
+        .collect::<Result<_, JobFailure>>()?;
     let (backup_path, backup_sha256) = before.backup_fields();
     let job = LedgerJob {
         job_id: &ctx.job.id,
@@ -550,10 +509,34 @@ pub async fn record(
         backup_sha256: &backup_sha256,
         audit_head: ctx.job.audit_head.as_ref(),
     };
-    let ids = sql::insert_ledger_rows(&conn.client, &ctx.target.ledger_schema, &job, &rows)
-        .await
-        .map_err(ledger_error)?;
-    Ok((applied, ids.into_iter().map(|(id, _)| id).collect()))
+    let recorded = sql::insert_deploy_rows(
+        &conn.client,
+        &ctx.target.ledger_schema,
+        &job,
+        &ctx.job.plan_id,
+        &ctx.job.commit_sha,
+        &rows,
+    )
+    .await
+    .map_err(ledger_error)?;
+    if recorded.len() != routines.len() {
+        return Err(JobFailure::deploy(format!(
+            "the ledger recorded {} row(s) for {} routine(s)",
+            recorded.len(),
+            routines.len()
+        )));
+    }
+    let applied = routines
+        .iter()
+        .zip(&recorded)
+        .map(|(routine, row)| AppliedRoutine {
+            identity: routine.identity.to_string(),
+            change: row.change.clone(),
+            new_sha256: row.new_sha256.clone(),
+            previous_sha256: row.previous_sha256.clone(),
+        })
+        .collect();
+    Ok((applied, recorded.into_iter().map(|row| row.id).collect()))
 }
 
 /// One line for a smoke step: how many passed, and what failed.
