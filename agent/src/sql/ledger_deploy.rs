@@ -40,9 +40,10 @@ impl DeployedKind {
 /// One routine of a deploy, for its ledger row.
 pub struct DeployedRow<'a> {
     pub kind: DeployedKind,
-    /// Its oid after the CREATEs, when known (else `signature` is resolved).
+    /// Its oid after the CREATEs, when known; else its signature, resolved
+    /// by `to_regprocedure` (only a live routine's is ever needed).
     pub oid: Option<u32>,
-    pub signature: String,
+    pub signature: Option<String>,
     /// Its state before the job.
     pub previous: &'a RoutineSnapshot,
     /// SHA-256 of what the plan asked for (none for a retired routine).
@@ -74,11 +75,7 @@ pub async fn insert_deploy_rows(
 ) -> Result<Vec<RecordedRow>, tokio_postgres::Error> {
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_sql()).collect();
     let oids: Vec<Option<u32>> = rows.iter().map(|r| r.oid).collect();
-    // A signature is resolved only where no oid is known.
-    let signatures: Vec<Option<&str>> = rows
-        .iter()
-        .map(|r| r.oid.is_none().then_some(r.signature.as_str()))
-        .collect();
+    let signatures: Vec<Option<&str>> = rows.iter().map(|r| r.signature.as_deref()).collect();
     let previous = |f: fn(&RoutineSnapshot) -> Option<&str>| -> Vec<Option<&str>> {
         rows.iter().map(|r| f(r.previous)).collect()
     };

@@ -488,10 +488,14 @@ pub async fn record(
             {
                 return Err(not_created(routine));
             }
+            let oid = oids.get(index).copied();
             Ok(DeployedRow {
                 kind,
-                oid: oids.get(index).copied(),
-                signature: routine.identity.regprocedure_input(),
+                oid,
+                // Rendered only where the catalog must resolve it.
+                signature: (oid.is_none()
+                    && matches!(kind, DeployedKind::Live | DeployedKind::Recreated))
+                .then(|| routine.identity.regprocedure_input()),
                 previous: &before.previous[index],
                 source_sha256: (!retired).then(|| unchanged::source_sha256(routine)),
             })
