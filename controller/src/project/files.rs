@@ -40,7 +40,10 @@ pub(super) fn read(path: &Path) -> Result<String, ProjectError> {
         path: path.to_owned(),
         source,
     };
-    let bytes = std::fs::metadata(path).map_err(read_error)?.len();
+    // The open file's size, not the path's: one lookup per file, and the
+    // size is the one of the file read.
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    let bytes = file.metadata().map_err(read_error)?.len();
     if bytes > MAX_FILE_BYTES {
         return Err(ProjectError::FileTooLarge {
             path: path.to_owned(),
@@ -48,7 +51,9 @@ pub(super) fn read(path: &Path) -> Result<String, ProjectError> {
             limit: MAX_FILE_BYTES,
         });
     }
-    std::fs::read_to_string(path).map_err(read_error)
+    let mut text = String::with_capacity(usize::try_from(bytes).unwrap_or(0));
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(read_error)?;
+    Ok(text)
 }
 
 /// A read error again, for the file's one load attempt (io errors do not

@@ -594,7 +594,15 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
                 path: format!("{PROCEDURES_DIR}/{}", file_name.to_string_lossy()),
             });
         };
-        if file_name.starts_with('.') || !entry.path().is_file() {
+        // The directory entry's own type (no `stat` per file: a thousand
+        // routines are two thousand files); a symlink is followed.
+        let file_type = entry.file_type().map_err(read_error)?;
+        let is_file = if file_type.is_symlink() {
+            entry.path().is_file()
+        } else {
+            file_type.is_file()
+        };
+        if file_name.starts_with('.') || !is_file {
             continue;
         }
         if let Some(stem) = file_name.strip_suffix(".sql") {
@@ -608,19 +616,27 @@ fn list_procedure_files(root: &Path) -> Result<Vec<ProcedureFile>, ProjectError>
     }
     // A sidecar whose name matches no SQL file (a typo) would otherwise be
     // silently ignored, and its grants and tests with it.
-    if let Some(orphan) = sidecar_stems.iter().find(|stem| !sql_stems.contains(stem)) {
+    let sql_set: std::collections::HashSet<&str> = sql_stems.iter().map(String::as_str).collect();
+    let sidecar_set: std::collections::HashSet<&str> =
+        sidecar_stems.iter().map(String::as_str).collect();
+    if let Some(orphan) = sidecar_stems
+        .iter()
+        .find(|stem| !sql_set.contains(stem.as_str()))
+    {
         return Err(ProjectError::OrphanSidecar {
             sidecar: format!("{PROCEDURES_DIR}/{orphan}.toml"),
             expected_sql: format!("{PROCEDURES_DIR}/{orphan}.sql"),
         });
     }
-    sql_stems.sort_by_key(|stem| format!("{stem}.sql"));
-    Ok(sql_stems
+    // By file name, as a listing shows them (`a.sql` before `a_b.sql`).
+    let mut sorted: Vec<&str> = sql_set.into_iter().collect();
+    sorted.sort_by_cached_key(|stem| format!("{stem}.sql"));
+    Ok(sorted
         .into_iter()
         .map(|stem| ProcedureFile {
             sql_path: format!("{PROCEDURES_DIR}/{stem}.sql"),
-            sidecar_path: sidecar_stems
-                .contains(&stem)
+            sidecar_path: sidecar_set
+                .contains(stem)
                 .then(|| format!("{PROCEDURES_DIR}/{stem}.toml")),
         })
         .collect())
@@ -703,16 +719,20 @@ fn load_file<'a>(
         names
     };
     // The sidecar first: its `[schema]` places the file's unqualified names.
+    // Its TOML is read once, here, for both the settings and the checks.
     let sidecar_text = match &file.sidecar_path {
-        Some(sidecar_path) => Some((
-            sidecar_path,
-            read(&root.join(sidecar_path)).map_err(|e| Box::new((scanned_names(), e)))?,
-        )),
+        Some(sidecar_path) => {
+            let text =
+                read(&root.join(sidecar_path)).map_err(|e| Box::new((scanned_names(), e)))?;
+            let toml = sidecar::read_sidecar(sidecar_path, &text)
+                .map_err(|e| Box::new((scanned_names(), e)))?;
+            Some((sidecar_path, text, toml))
+        }
         None => None,
     };
     let settings = match &sidecar_text {
-        Some((sidecar_path, sidecar_text)) => {
-            sidecar::schema_settings(sidecar_path, sidecar_text, project_settings)
+        Some((sidecar_path, sidecar_text, toml)) => {
+            sidecar::schema_settings(toml, sidecar_path, sidecar_text, project_settings)
                 .map_err(|e| Box::new((scanned_names(), e)))?
         }
         None => project_settings.clone(),
@@ -731,9 +751,11 @@ fn load_file<'a>(
         }
     };
     let names = || parsed.iter().map(|r| r.signature.name.clone()).collect();
-    let sidecar = match &sidecar_text {
-        Some((sidecar_path, sidecar_text)) => parse_sidecar(sidecar_path, sidecar_text, &parsed)
-            .map_err(|error| Box::new((names(), error)))?,
+    let sidecar = match sidecar_text {
+        Some((sidecar_path, sidecar_text, toml)) => {
+            parse_sidecar(toml, sidecar_path, &sidecar_text, &parsed)
+                .map_err(|error| Box::new((names(), error)))?
+        }
         None => sidecar::Sidecar::default(),
     };
     let pgtap = match &sidecar.pgtap {

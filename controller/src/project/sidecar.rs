@@ -21,7 +21,7 @@ use super::routine_name::{toml_string, written_identity, RoutineName};
 /// tool's input must fail loudly.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SidecarFile {
+pub struct SidecarFile {
     #[serde(default)]
     depends_on: Vec<Spanned<String>>,
     #[serde(default)]
@@ -100,17 +100,20 @@ pub struct Sidecar {
 /// `text`): its `[schema]` table over the project's `inherited` ones. Read
 /// before the SQL file, whose unqualified names it places.
 pub fn schema_settings(
+    file: &SidecarFile,
     path: &str,
     text: &str,
     inherited: &SchemaSettings,
 ) -> Result<SchemaSettings, ProjectError> {
-    match read_sidecar(path, text)?.schema {
+    match &file.schema {
         Some(table) => table.resolve(path, text, inherited),
         None => Ok(inherited.clone()),
     }
 }
 
-fn read_sidecar(path: &str, text: &str) -> Result<SidecarFile, ProjectError> {
+/// The sidecar at project-relative `path` (contents `text`) as TOML, read
+/// once for both [`schema_settings`] and [`parse_sidecar`].
+pub fn read_sidecar(path: &str, text: &str) -> Result<SidecarFile, ProjectError> {
     toml::from_str(text).map_err(|error| ProjectError::InvalidSidecar {
         at: error.span().map_or_else(
             || SourceLocation::file(path),
@@ -120,14 +123,14 @@ fn read_sidecar(path: &str, text: &str) -> Result<SidecarFile, ProjectError> {
     })
 }
 
-/// Reads the sidecar at project-relative `path` (contents `text`) for the
-/// `routines` of its SQL file.
+/// Checks the sidecar `file` read from project-relative `path` (contents
+/// `text`) against the `routines` of its SQL file.
 pub fn parse_sidecar(
+    file: SidecarFile,
     path: &str,
     text: &str,
     routines: &[ParsedRoutine],
 ) -> Result<Sidecar, ProjectError> {
-    let file = read_sidecar(path, text)?;
     let at = |span: std::ops::Range<usize>| SourceLocation::at_offset(path, text, span.start);
     let invalid = |span: std::ops::Range<usize>, reason: String| ProjectError::InvalidSidecar {
         at: at(span),

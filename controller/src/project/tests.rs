@@ -645,3 +645,39 @@ fn the_example_project_loads() {
         ["reconcilemupstream"]
     );
 }
+
+/// The listing reads each directory entry's own type: a symlinked file is
+/// a file (followed, as before), a directory or a dangling link named
+/// `*.sql` is no procedure, and a symlinked sidecar still pairs with its
+/// SQL file.
+#[test]
+fn symlinked_files_count_and_directories_named_like_files_do_not() {
+    let root = project_with(&[]);
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let sql = elsewhere.path().join("linked.sql");
+    std::fs::write(
+        &sql,
+        "CREATE OR REPLACE FUNCTION public.linked() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;",
+    )
+    .expect("sql");
+    let sidecar = elsewhere.path().join("linked.toml");
+    std::fs::write(
+        &sidecar,
+        "[[grants]]\nprivilege = \"EXECUTE\"\nto = [\"app\"]\n",
+    )
+    .expect("sidecar");
+    let procedures = root.path().join(PROCEDURES_DIR);
+    std::os::unix::fs::symlink(&sql, procedures.join("linked.sql")).expect("link");
+    std::os::unix::fs::symlink(&sidecar, procedures.join("linked.toml")).expect("link");
+    std::fs::create_dir(procedures.join("folder.sql")).expect("dir");
+    std::os::unix::fs::symlink(
+        elsewhere.path().join("gone.sql"),
+        procedures.join("gone.sql"),
+    )
+    .expect("dangling link");
+    let project = Project::load(root.path())
+        .and_then(Project::strict)
+        .expect("loads");
+    assert_eq!(identities(&project), vec!["public.linked()"]);
+    assert_eq!(project.routines()[0].grants.len(), 1, "the sidecar paired");
+}
