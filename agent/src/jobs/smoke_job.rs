@@ -49,7 +49,7 @@ pub async fn run(ctx: &JobContext, routines: &[Routine], sources: &[SourcePlan])
         } else {
             StepStatus::Failed
         };
-        ctx.event("smoke", status, "", 0, reports.clone());
+        ctx.smoke_event("smoke", status, "", 0, &reports);
         Ok::<_, JobFailure>(Finished::from(JobResult {
             outcome: if passed {
                 Outcome::Succeeded

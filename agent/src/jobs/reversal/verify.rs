@@ -32,12 +32,12 @@ pub async fn smoke_in_transaction(
         .await
         .map_err(|e| database("smoke test could not run", e))?;
     let (status, summary) = verdict(&reports);
-    ctx.event(
+    ctx.smoke_event(
         "smoke",
         status,
         &summary,
         millis(started.elapsed()),
-        reports.clone(),
+        &reports,
     );
     if status == StepStatus::Failed {
         return Err(Stopped {
@@ -104,13 +104,7 @@ pub async fn smoke_on_fresh_connection(
     match &result {
         Ok(reports) => {
             let (status, summary) = verdict(reports);
-            ctx.event(
-                "post-restore-smoke",
-                status,
-                summary,
-                elapsed,
-                reports.clone(),
-            );
+            ctx.smoke_event("post-restore-smoke", status, summary, elapsed, reports);
         }
         Err(failure) => ctx.failed("post-restore-smoke", failure, elapsed),
     }

@@ -108,12 +108,12 @@ pub async fn smoke_step_across(
     } else {
         StepStatus::Failed
     };
-    ctx.event(
+    ctx.smoke_event(
         step,
         status,
         smoke_summary(&reports),
         millis(started.elapsed()),
-        reports.clone(),
+        &reports,
     );
     Ok(reports)
 }

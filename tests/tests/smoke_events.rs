@@ -1,0 +1,136 @@
+//! A smoke step's event carries the reports that did not pass; the job's
+//! result carries every report (issue 15 item 9: a thousand routines'
+//! passing reports made each step's event 160 KB more to journal, fsync,
+//! send, store and relay while the deploy ran). Read where an operator and
+//! a following controller read them: the result from `status --output
+//! json`, the step's event from the controller's store.
+
+use anyhow::{Context, Result};
+use pgrollout_shared::proto::JobEvent;
+use pgrollout_tests::Stack;
+use prost::Message;
+
+const GOOD: &str =
+    "CREATE OR REPLACE FUNCTION public.good() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n";
+const BARE: &str =
+    "CREATE OR REPLACE FUNCTION public.bare() RETURNS int LANGUAGE sql AS $$ SELECT 2 $$;\n";
+const BAD: &str =
+    "CREATE OR REPLACE FUNCTION public.bad() RETURNS int LANGUAGE sql AS $$ SELECT 3 $$;\n";
+
+/// (routine, passed) of each smoke report in the events of `step` of the
+/// rollout's job, as the store keeps them (`job_events.detail`).
+async fn step_reports(stack: &Stack, rollout: &str, step: &str) -> Result<Vec<(String, bool)>> {
+    let rows = stack
+        .store_rows(
+            "SELECT hex(e.detail) FROM job_events e JOIN jobs j ON j.id = e.job_id \
+             WHERE j.rollout_id = $1 AND e.step = $2 AND e.detail IS NOT NULL ORDER BY e.seq",
+            &[rollout, step],
+        )
+        .await?;
+    let mut reports = Vec::new();
+    for row in rows {
+        let detail = hex::decode(row[0].as_deref().context("detail")?)?;
+        let event = JobEvent::decode(detail.as_slice())?;
+        reports.extend(event.smoke.into_iter().map(|r| (r.routine, r.passed)));
+    }
+    Ok(reports)
+}
+
+#[tokio::test]
+async fn a_smoke_steps_event_carries_its_failures_and_the_result_every_report() -> Result<()> {
+    if std::env::var("PGROLLOUT_TEST_STORE").as_deref() == Ok("postgres") {
+        // `hex()` is SQLite's; the store's events are the same on both
+        // backends (the store's conformance tests).
+        return Ok(());
+    }
+    let stack = Stack::start(&["dev"]).await?;
+    stack.write_procedure("good.sql", GOOD)?;
+    stack.write_procedure(
+        "good.toml",
+        "[[smoke_tests]]\nname = \"one\"\ncall = \"SELECT public.good() AS answer\"\n",
+    )?;
+    stack.write_procedure("bare.sql", BARE)?;
+    stack.write_procedure("bad.sql", BAD)?;
+    stack.write_procedure(
+        "bad.toml",
+        "[[smoke_tests]]\nname = \"typed\"\ncall = \"SELECT public.bad() AS answer\"\n\
+         expect_columns = [ { name = \"answer\", type = \"text\" } ]\n",
+    )?;
+    let list = stack.dir.path().join("list.txt");
+    std::fs::write(&list, "good\nbare\nbad\n")?;
+    let list = list.to_string_lossy().into_owned();
+
+    let out = stack
+        .cli(&["batch", "dev", &list, "--output", "json"])
+        .await?;
+    assert_eq!(out.code, 3, "a failed smoke test: {out}");
+    let summary: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().context("a summary line")?)
+            .with_context(|| format!("JSON lines:\n{out}"))?;
+    let rollout = summary["rollout"].as_str().context("the rollout id")?;
+
+    // The result: all three routines' reports, the failure among them.
+    let out = stack.cli(&["status", rollout, "--output", "json"]).await?;
+    let status: serde_json::Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("one JSON document:\n{out}"))?;
+    let mut reported: Vec<(String, bool)> = status["result"]["smoke"]
+        .as_array()
+        .context("smoke reports")?
+        .iter()
+        .map(|r| {
+            (
+                r["routine"].as_str().unwrap_or_default().to_owned(),
+                r["passed"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    reported.sort();
+    assert_eq!(
+        reported,
+        vec![
+            ("public.bad()".to_owned(), false),
+            ("public.bare()".to_owned(), true),
+            ("public.good()".to_owned(), true),
+        ],
+        "{status}"
+    );
+
+    // The step's event: the failure only.
+    assert_eq!(
+        step_reports(&stack, rollout, "smoke").await?,
+        vec![("public.bad()".to_owned(), false)]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_passing_smoke_steps_event_carries_no_report() -> Result<()> {
+    if std::env::var("PGROLLOUT_TEST_STORE").as_deref() == Ok("postgres") {
+        return Ok(());
+    }
+    let stack = Stack::start(&["dev"]).await?;
+    stack.write_procedure("good.sql", GOOD)?;
+    stack.write_procedure(
+        "good.toml",
+        "[[smoke_tests]]\nname = \"one\"\ncall = \"SELECT public.good() AS answer\"\n",
+    )?;
+    let out = stack
+        .cli(&["deploy", "good", "dev", "--output", "json"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let document: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().context("a document")?)
+            .with_context(|| format!("JSON:\n{out}"))?;
+    let rollout = document["rollout"]["rollout"]
+        .as_str()
+        .context("the rollout id")?;
+    for step in ["smoke", "post-commit-smoke"] {
+        assert_eq!(step_reports(&stack, rollout, step).await?, vec![], "{step}");
+    }
+    assert_eq!(
+        document["result"]["smoke"].as_array().map(Vec::len),
+        Some(2),
+        "in the transaction and after COMMIT: {document}"
+    );
+    Ok(())
+}
