@@ -125,6 +125,26 @@ pub struct LedgerJob<'a> {
     pub audit_head: Option<&'a AuditHead>,
 }
 
+/// The parameters `$1`-`$10` of both ledger inserts: the job's own columns
+/// and its audit anchor (`anchor`, from [`anchor_params`]).
+pub(super) fn job_params<'a>(
+    job: &'a LedgerJob<'_>,
+    anchor: &'a (Option<i64>, Option<String>),
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    vec![
+        (&job.job_id, Type::TEXT),
+        (&job.attempt, Type::INT4),
+        (&job.rollout_id, Type::TEXT),
+        (&job.action, Type::TEXT),
+        (&job.actor, Type::TEXT),
+        (&job.trace_id, Type::TEXT),
+        (&job.backup_path, Type::TEXT),
+        (&job.backup_sha256, Type::TEXT),
+        (&anchor.0, Type::INT8),
+        (&anchor.1, Type::TEXT),
+    ]
+}
+
 /// Inserts every row of a job in one statement; returns each new row's id
 /// with its identity (unique per job), in the order of `rows`.
 pub async fn insert_ledger_rows(
@@ -157,19 +177,8 @@ pub async fn insert_ledger_rows(
     let undoes: Vec<Option<i64>> = rows.iter().map(|r| r.undoes_ledger_id).collect();
     let new_identity = text(&|r| r.new_identity.map(str::to_owned));
     let note = text(&|r| r.note.map(str::to_owned));
-    let (audit_seq, audit_hash) = anchor_params(job.audit_head);
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
-        (&job.job_id, Type::TEXT),
-        (&job.attempt, Type::INT4),
-        (&job.rollout_id, Type::TEXT),
-        (&job.action, Type::TEXT),
-        (&job.actor, Type::TEXT),
-        (&job.trace_id, Type::TEXT),
-        (&job.backup_path, Type::TEXT),
-        (&job.backup_sha256, Type::TEXT),
-        (&audit_seq, Type::INT8),
-        (&audit_hash, Type::TEXT),
-    ];
+    let anchor = anchor_params(job.audit_head);
+    let mut params = job_params(job, &anchor);
     params.extend(
         columns
             .iter()

@@ -7,7 +7,7 @@
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
-use super::ledger::{anchor_params, LedgerJob};
+use super::ledger::{anchor_params, job_params, LedgerJob};
 use super::quote_identifier;
 use super::snapshot::RoutineSnapshot;
 
@@ -85,19 +85,10 @@ pub async fn insert_deploy_rows(
     let acls = previous(|s| s.acl.as_deref());
     let comments = previous(|s| s.comment.as_deref());
     let sources: Vec<Option<&str>> = rows.iter().map(|r| r.source_sha256.as_deref()).collect();
-    let (audit_seq, audit_hash) = anchor_params(job.audit_head);
-    let params: [(&(dyn ToSql + Sync), Type); 21] = [
-        (&job.job_id, Type::TEXT),
-        (&job.attempt, Type::INT4),
-        (&job.rollout_id, Type::TEXT),
-        (&job.action, Type::TEXT),
-        (&job.actor, Type::TEXT),
-        (&job.trace_id, Type::TEXT),
-        (&job.backup_path, Type::TEXT),
-        (&job.backup_sha256, Type::TEXT),
-        (&audit_seq, Type::INT8),
-        (&audit_hash, Type::TEXT),
-        (&plan_id, Type::TEXT),
+    let anchor = anchor_params(job.audit_head);
+    let mut params = job_params(job, &anchor);
+    params.extend([
+        (&plan_id as &(dyn ToSql + Sync), Type::TEXT),
         (&commit_sha, Type::TEXT),
         (&kinds, Type::TEXT_ARRAY),
         (&oids, Type::OID_ARRAY),
@@ -108,7 +99,7 @@ pub async fn insert_deploy_rows(
         (&acls, Type::TEXT_ARRAY),
         (&comments, Type::TEXT_ARRAY),
         (&sources, Type::TEXT_ARRAY),
-    ];
+    ]);
     let sql =
         include_str!("ledger_insert_deploy.sql").replace("{schema}", &quote_identifier(schema));
     let inserted = client.query_typed(&sql, &params).await?;

@@ -431,8 +431,9 @@ mod tests {
         }
     }
 
-    /// A deploy of `routines` to dev, recorded as `serve` records one.
-    async fn deploy(store: &Store, n: u32, routines: Vec<Routine>) -> Vec<String> {
+    /// A deploy of `routines` to dev: its plan and rollout stored, and the
+    /// agent's result for it (each routine replaced, hashed by its SQL).
+    async fn deployed_result(store: &Store, n: u32, routines: Vec<Routine>) -> ReportedResult {
         let plan = Plan {
             plan_id: format!("{n:064x}"),
             commit_sha: format!("{n:040x}"),
@@ -449,36 +450,37 @@ mod tests {
             )
             .await
             .expect("rollout");
-        let shas: Vec<String> = plan
-            .routines
-            .iter()
-            .map(|r| hex::encode(Sha256::digest(r.create_sql.as_bytes())))
-            .collect();
-        let result = JobResult {
+        ReportedResult::checked(JobResult {
             job_id: job,
             attempt: 1,
             outcome: Outcome::Succeeded as i32,
             applied: plan
                 .routines
                 .iter()
-                .zip(&shas)
-                .map(|(r, sha)| AppliedRoutine {
+                .map(|r| AppliedRoutine {
                     identity: routine_identity(r),
                     change: "replaced".into(),
-                    new_sha256: sha.clone(),
+                    new_sha256: hex::encode(Sha256::digest(r.create_sql.as_bytes())),
                     previous_sha256: String::new(),
                 })
                 .collect(),
             ..Default::default()
-        };
+        })
+    }
+
+    /// A deploy of `routines` to dev, recorded as `serve` records one.
+    async fn deploy(store: &Store, n: u32, routines: Vec<Routine>) -> Vec<String> {
+        let result = deployed_result(store, n, routines).await;
         store
-            .finish_job(
-                &crate::domain::agent_report::ReportedResult::checked(result),
-                i64::from(n),
-            )
+            .finish_job(&result, i64::from(n))
             .await
             .expect("finish");
-        shas
+        result
+            .payload
+            .applied
+            .iter()
+            .map(|a| a.new_sha256.clone())
+            .collect()
     }
 
     async fn versions_of_f(store: &Store) -> Vec<String> {
@@ -554,38 +556,7 @@ mod tests {
     /// A deploy's result as the agent link records it: recorded first, its
     /// versions indexed by a later call (or by the pass at start).
     async fn record_only(store: &Store, n: u32, routines: Vec<Routine>) -> ReportedResult {
-        let plan = Plan {
-            plan_id: format!("{n:064x}"),
-            commit_sha: format!("{n:040x}"),
-            label: "t".into(),
-            routines,
-        };
-        store.save_plan(&plan, i64::from(n)).await.expect("plan");
-        let (rollout, job) = (format!("r-{n}"), format!("j-{n}"));
-        store
-            .create_rollout(
-                NewRollout::dev_deploy(&rollout, &plan.plan_id, i64::from(n)),
-                &job,
-                1,
-            )
-            .await
-            .expect("rollout");
-        let result = ReportedResult::checked(JobResult {
-            job_id: job,
-            attempt: 1,
-            outcome: Outcome::Succeeded as i32,
-            applied: plan
-                .routines
-                .iter()
-                .map(|r| AppliedRoutine {
-                    identity: routine_identity(r),
-                    change: "replaced".into(),
-                    new_sha256: hex::encode(Sha256::digest(r.create_sql.as_bytes())),
-                    previous_sha256: String::new(),
-                })
-                .collect(),
-            ..Default::default()
-        });
+        let result = deployed_result(store, n, routines).await;
         assert!(store
             .record_result(&result, i64::from(n))
             .await
