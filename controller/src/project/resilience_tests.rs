@@ -107,6 +107,29 @@ fn a_sql_body_error_names_its_file_line_and_column() {
     }
 }
 
+/// A scanner's error inside the body (an unterminated string) is the
+/// body's error too, located, and a body the parser accepts is no error:
+/// the check runs PostgreSQL's raw parser without its tree.
+#[test]
+fn a_sql_bodys_scanner_error_is_located_and_a_sound_body_passes() {
+    let text = "CREATE FUNCTION public.s() RETURNS text\nLANGUAGE sql AS $$\n  SELECT 'open $$;";
+    let root = project_with(&[("procedures/s.sql", text)]);
+    let error = Project::load(root.path())
+        .and_then(Project::strict)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.starts_with("procedures/s.sql:3:10: unterminated quoted string")
+            && error.ends_with("(in the SQL body)"),
+        "{error}"
+    );
+    let sound = "CREATE FUNCTION public.s() RETURNS text\nLANGUAGE sql AS $$\n  SELECT 'closed'; SELECT 'two' $$;";
+    let root = project_with(&[("procedures/s.sql", sound)]);
+    Project::load(root.path())
+        .and_then(Project::strict)
+        .expect("a body of two statements parses");
+}
+
 #[test]
 fn a_type_of_another_schema_in_plpgsql_is_a_warning() {
     let text = "CREATE FUNCTION s.f(p s.t) RETURNS s.t LANGUAGE plpgsql AS $$\n\
