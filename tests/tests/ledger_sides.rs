@@ -130,3 +130,40 @@ async fn the_ledgers_hashes_are_the_agents_in_a_latin1_database() -> Result<()> 
     assert_eq!(live_sha256(&client).await?, first);
     Ok(())
 }
+
+/// The hostile variant: whoever may create functions in `public` (every
+/// role before PostgreSQL 15) plants a `convert_to(text, text)` — with an
+/// unknown literal, PostgreSQL prefers it over `pg_catalog.convert_to(text,
+/// name)` — and would run as the agent inside the ledger's own statement.
+/// The statement names its functions in `pg_catalog`: the trap never runs
+/// and the hashes stay the client's.
+#[tokio::test]
+async fn a_planted_convert_to_in_public_never_runs_in_the_ledger_statement() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE public.trap (who text);
+             CREATE FUNCTION public.convert_to(t text, e text) RETURNS bytea LANGUAGE sql AS $$
+               INSERT INTO public.trap VALUES (current_user) RETURNING '\\x00'::bytea $$;",
+        )
+        .await?;
+    stack.write_procedure("gruss.sql", ROUTINE_V1)?;
+    let out = stack.cli(&["deploy", "gruss", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    stack.write_procedure("gruss.sql", ROUTINE_V2)?;
+    let out = stack.cli(&["deploy", "gruss", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let trapped: i64 = client
+        .query_one("SELECT count(*) FROM public.trap", &[])
+        .await?
+        .get(0);
+    assert_eq!(
+        trapped, 0,
+        "the planted function ran in the agent's session"
+    );
+    let rows = ledger_rows(&client).await?;
+    assert_eq!(rows[1].2, live_sha256(&client).await?);
+    assert_eq!(rows[1].0, "replaced");
+    Ok(())
+}

@@ -54,8 +54,6 @@ pub struct DeployedRow<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRow {
     pub id: i64,
-    /// PostgreSQL's `regprocedure` text of the routine.
-    pub identity: String,
     /// created | replaced | recreated | unchanged | retired
     pub change: String,
     /// Empty when there is no such side (a created routine has no previous).
@@ -107,10 +105,9 @@ pub async fn insert_deploy_rows(
         .iter()
         .map(|row| RecordedRow {
             id: row.get(0),
-            identity: row.get(1),
-            change: row.get(2),
-            new_sha256: row.get(3),
-            previous_sha256: row.get(4),
+            change: row.get(1),
+            new_sha256: row.get(2),
+            previous_sha256: row.get(3),
         })
         .collect())
 }
