@@ -394,9 +394,20 @@ fn report_shape(stdout: &str) -> Vec<String> {
                 .split('/')
                 .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
     };
+    // A progress line short of its total ("post-commit-smoke 1/2") shows
+    // only when 100 ms passed since the last one: timing, not shape.
+    let partial = |line: &str| {
+        let mut words = line.split_whitespace();
+        let (Some(_step), Some(count), None) = (words.next(), words.next(), words.next()) else {
+            return false;
+        };
+        matches!(count.split_once('/'), Some((done, total)) if done != total
+            && done.parse::<u32>().is_ok() && total.parse::<u32>().is_ok())
+    };
     stdout
         .lines()
         .filter(|line| line.starts_with("  ") || line.starts_with("RESULT"))
+        .filter(|line| !partial(line))
         .map(|line| {
             line.split_whitespace()
                 .filter(|word| count(word) || !word.chars().any(|c| c.is_ascii_digit()))
