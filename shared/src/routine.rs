@@ -138,22 +138,32 @@ pub struct Routine {
     pub source_line: u32,
     /// The search path the CREATE (and so its body's validation) and the
     /// smoke tests run with, as the project declares it; its first schema is
-    /// where an unqualified CREATE lands. Empty: the agent's base path.
+    /// where an unqualified CREATE lands. Empty: `public`
+    /// ([`CODE_DEFAULT_SEARCH_PATH`]).
     pub search_path: Vec<String>,
     /// Set: the plan retires this routine instead of creating it (and
     /// `create_sql` is empty).
     pub retire: Option<Retirement>,
 }
 
-/// `SET LOCAL search_path TO "a", "b"` for a declared path, `None` for an
-/// empty one. Each schema goes through [`quote_identifier`]: a quoted
-/// `"$user"` or `"pg_temp"` still means what PostgreSQL means by it.
-pub fn set_local_search_path_sql(search_path: &[String]) -> Option<String> {
-    if search_path.is_empty() {
-        return None;
-    }
-    let schemas: Vec<String> = search_path.iter().map(|s| quote_identifier(s)).collect();
-    Some(format!("SET LOCAL search_path TO {}", schemas.join(", ")))
+/// Where a project's code runs when it declares no search path: `public`,
+/// as in a default PostgreSQL session. The agent's own statements never run
+/// with it (see the agent's `connection.rs`): a schema anyone may create in
+/// can shadow a catalog function with a better-matching overload.
+pub const CODE_DEFAULT_SEARCH_PATH: &str = "public";
+
+/// `SET LOCAL search_path TO "a", "b"` for a declared path, and
+/// `TO "public"` ([`CODE_DEFAULT_SEARCH_PATH`]) for an empty one: the path a
+/// plan's own SQL (CREATE, companions, smoke calls, probes) runs under. Each
+/// schema goes through [`quote_identifier`]: a quoted `"$user"` or
+/// `"pg_temp"` still means what PostgreSQL means by it.
+pub fn set_local_search_path_sql(search_path: &[String]) -> String {
+    let schemas: Vec<String> = if search_path.is_empty() {
+        vec![quote_identifier(CODE_DEFAULT_SEARCH_PATH)]
+    } else {
+        search_path.iter().map(|s| quote_identifier(s)).collect()
+    };
+    format!("SET LOCAL search_path TO {}", schemas.join(", "))
 }
 
 /// A performance probe: one call, timed `runs` times on the old and on the
@@ -758,10 +768,13 @@ mod tests {
 
     #[test]
     fn a_declared_search_path_is_set_locally_with_every_schema_quoted() {
-        assert_eq!(set_local_search_path_sql(&[]), None);
         assert_eq!(
-            set_local_search_path_sql(&["tap".into(), "$user".into(), "we\"ird".into()]).as_deref(),
-            Some("SET LOCAL search_path TO \"tap\", \"$user\", \"we\"\"ird\"")
+            set_local_search_path_sql(&[]),
+            "SET LOCAL search_path TO \"public\""
+        );
+        assert_eq!(
+            set_local_search_path_sql(&["tap".into(), "$user".into(), "we\"ird".into()]),
+            "SET LOCAL search_path TO \"tap\", \"$user\", \"we\"\"ird\""
         );
     }
 

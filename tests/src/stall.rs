@@ -87,7 +87,7 @@ pub async fn ledger_rollouts(pg: &PgCluster) -> Result<Vec<String>> {
         .connect()
         .await?
         .query(
-            "SELECT rollout_id FROM pgrollout.ledger WHERE identity = 'stall()' ORDER BY id",
+            "SELECT rollout_id FROM pgrollout.ledger WHERE identity = 'public.stall()' ORDER BY id",
             &[],
         )
         .await?;

@@ -109,7 +109,7 @@ async fn a_drift_scan_asked_of_one_controller_reaches_the_agent_on_another() -> 
     assert!(
         drifted
             .stdout
-            .contains("changed by hand: stall() (definition)"),
+            .contains("changed by hand: public.stall() (definition)"),
         "{drifted}"
     );
     assert_eq!(audited(&stack, "drift.scanned").await?, 2, "each scan once");

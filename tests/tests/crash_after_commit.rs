@@ -137,7 +137,7 @@ async fn a_deploy_settled_from_the_ledger_after_commit_shows_its_backup_and_is_n
     assert!(!log.stdout.contains("NOT RUN"), "{log}");
     assert!(!log.stdout.contains("nothing changed"), "{log}");
     assert!(
-        log.stdout.contains("Routines: stall() [replaced]"),
+        log.stdout.contains("Routines: public.stall() [replaced]"),
         "the ledger's change: {log}"
     );
     assert!(log.stdout.contains("SUCCESS (committed;"), "{log}");

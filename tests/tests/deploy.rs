@@ -109,7 +109,7 @@ async fn a_new_then_changed_function_deploys_with_backup_ledger_and_grants() -> 
     let ledger = client
         .query(
             "SELECT change, action, actor, previous_definition, previous_sha256, new_definition, backup_path, trace_id \
-             FROM pgrollout.ledger WHERE identity = 'reconcilemupstream(text)' ORDER BY id",
+             FROM pgrollout.ledger WHERE identity = 'public.reconcilemupstream(text)' ORDER BY id",
             &[],
         )
         .await?;

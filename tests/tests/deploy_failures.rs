@@ -123,7 +123,7 @@ async fn every_kind_of_smoke_failure_exits_3_and_leaves_the_previous_version_liv
     }
     let ledger_rows: i64 = client
         .query_one(
-            "SELECT count(*) FROM pgrollout.ledger WHERE identity = 'probe(integer)'",
+            "SELECT count(*) FROM pgrollout.ledger WHERE identity = 'public.probe(integer)'",
             &[],
         )
         .await?
@@ -325,7 +325,7 @@ async fn a_failing_post_commit_smoke_test_restores_the_backup_and_exits_3() -> R
         "v1 is live again"
     );
     let actions: Vec<String> = client
-        .query("SELECT action || ':' || change FROM pgrollout.ledger WHERE identity = 'probe(integer)' ORDER BY id", &[])
+        .query("SELECT action || ':' || change FROM pgrollout.ledger WHERE identity = 'public.probe(integer)' ORDER BY id", &[])
         .await?
         .iter()
         .map(|r| r.get(0))

@@ -63,21 +63,21 @@ async fn hand_edit_grant_drop_set_search_path_rename_and_a_stranger_are_each_det
     let report = &out.stdout;
     for expected in [
         // The hand edit, with a unified diff of the definition.
-        "changed by hand: dr(integer) (definition)",
+        "changed by hand: public.dr(integer) (definition)",
         "     CREATE OR REPLACE FUNCTION public.dr(x integer)\n      RETURNS text\n      LANGUAGE sql\n    -AS $function$ SELECT 'int ' || x $function$\n",
         "+AS $function$ SELECT 'hotfix ' || x $function$",
         // The hand GRANT, as a diff of the ACL items.
-        "changed by hand: dr(text) (acl)",
+        "changed by hand: public.dr(text) (acl)",
         "    @@ -1,2 +1,3 @@\n     =X/postgres\n    +drift_intruder=X/postgres\n     postgres=X/postgres\n",
         // The hand DROP.
-        "dropped: dr(boolean)",
+        "dropped: public.dr(boolean)",
         // ALTER FUNCTION … SET search_path: its own aspect, and the line.
-        "changed by hand: dr(date) (config)",
+        "changed by hand: public.dr(date) (config)",
         "+ SET search_path TO 'pg_temp'",
         // The rename: the same body under another name.
-        "renamed: dr(numeric) -> dr_old(numeric)",
+        "renamed: public.dr(numeric) -> public.dr_old(numeric)",
         // A routine pgrollout never deployed, in a schema it manages.
-        "not deployed by pgrollout: handmade() (in a managed schema)",
+        "not deployed by pgrollout: public.handmade() (in a managed schema)",
     ] {
         assert!(report.contains(expected), "missing {expected:?} in:\n{out}");
     }
@@ -114,12 +114,12 @@ async fn hand_edit_grant_drop_set_search_path_rename_and_a_stranger_are_each_det
             .find(|(i, _)| i == identity)
             .map(|(_, k)| k.as_str())
     };
-    assert_eq!(kind_of("dr(integer)"), Some("changed"), "{json}");
-    assert_eq!(kind_of("dr(text)"), Some("changed"), "{json}");
-    assert_eq!(kind_of("dr(boolean)"), Some("dropped"), "{json}");
-    assert_eq!(kind_of("dr(date)"), Some("changed"), "{json}");
-    assert_eq!(kind_of("dr(numeric)"), Some("renamed"), "{json}");
-    assert_eq!(kind_of("handmade()"), Some("unmanaged"), "{json}");
+    assert_eq!(kind_of("public.dr(integer)"), Some("changed"), "{json}");
+    assert_eq!(kind_of("public.dr(text)"), Some("changed"), "{json}");
+    assert_eq!(kind_of("public.dr(boolean)"), Some("dropped"), "{json}");
+    assert_eq!(kind_of("public.dr(date)"), Some("changed"), "{json}");
+    assert_eq!(kind_of("public.dr(numeric)"), Some("renamed"), "{json}");
+    assert_eq!(kind_of("public.handmade()"), Some("unmanaged"), "{json}");
     assert_eq!(kinds.len(), 6, "{json}");
 
     // Naming routines limits the report.
@@ -138,10 +138,15 @@ async fn hand_edit_grant_drop_set_search_path_rename_and_a_stranger_are_each_det
     );
     let detected: Vec<&String> = audit
         .iter()
-        .filter(|l| l.starts_with("drift.detected|drift|") && l.contains("dropped dr(boolean)"))
+        .filter(|l| {
+            l.starts_with("drift.detected|drift|") && l.contains("dropped public.dr(boolean)")
+        })
         .collect();
     assert_eq!(detected.len(), 1, "{audit:#?}");
-    assert!(detected[0].contains("changed dr(integer)"), "{detected:?}");
+    assert!(
+        detected[0].contains("changed public.dr(integer)"),
+        "{detected:?}"
+    );
 
     // Without an agent: the scan says so (2) and names --cached, which shows
     // the controller's last scan without contacting any agent.
@@ -152,7 +157,10 @@ async fn hand_edit_grant_drop_set_search_path_rename_and_a_stranger_are_each_det
     let cached = stack.cli(&["drift", "dev", "--cached"]).await?;
     assert_eq!(cached.code, 4, "{cached}");
     assert!(cached.stdout.contains("cached scan from"), "{cached}");
-    assert!(cached.stdout.contains("dropped: dr(boolean)"), "{cached}");
+    assert!(
+        cached.stdout.contains("dropped: public.dr(boolean)"),
+        "{cached}"
+    );
 
     // An unknown environment is refused (1), as everywhere.
     let unknown = stack.cli(&["drift", "nowhere"]).await?;
@@ -330,7 +338,7 @@ async fn a_rollback_over_a_hand_edit_warns_and_keeps_the_hand_made_version_in_it
 
     let out = stack.cli(&["rollback", "dr", "dev"]).await?;
     assert_eq!(out.code, 0, "{out}");
-    let marker = "warning: dr(integer): definition changed outside pgrollout since ledger #";
+    let marker = "warning: public.dr(integer): definition changed outside pgrollout since ledger #";
     let line = out
         .stdout
         .lines()
@@ -398,7 +406,7 @@ async fn scheduled_scans_audit_and_notify_new_drift_once() -> Result<()> {
     assert_eq!(detected["event"], "drift.detected", "{detected}");
     let text = detected["text"].as_str().unwrap_or_default();
     assert!(
-        text.contains("Drift in DEV: changed dr(integer)")
+        text.contains("Drift in DEV: changed public.dr(integer)")
             && text.contains("controller (drift_scan_interval)"),
         "{detected}"
     );
@@ -456,7 +464,7 @@ async fn scheduled_scans_audit_and_notify_new_drift_once() -> Result<()> {
     assert!(
         cached
             .stdout
-            .contains("changed by hand: dr(integer) (definition)"),
+            .contains("changed by hand: public.dr(integer) (definition)"),
         "{cached}"
     );
     Ok(())

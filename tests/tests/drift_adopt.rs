@@ -128,7 +128,7 @@ async fn deploy_adopt_drift_records_the_hand_edit_and_rollbacks_walk_back_throug
         .await?;
     assert_eq!(adopted.len(), 1, "only the routine that drifted");
     let row = &adopted[0];
-    assert_eq!(row.get::<_, String>("identity"), "ad(integer)");
+    assert_eq!(row.get::<_, String>("identity"), "public.ad(integer)");
     assert!(row
         .get::<_, String>("previous_definition")
         .contains("'v1 '"));
@@ -141,7 +141,7 @@ async fn deploy_adopt_drift_records_the_hand_edit_and_rollbacks_walk_back_throug
     assert_eq!(row.get::<_, String>("actor"), "approver-1");
     let order: Vec<String> = client
         .query(
-            "SELECT action FROM pgrollout.ledger WHERE identity = 'ad(integer)' ORDER BY id",
+            "SELECT action FROM pgrollout.ledger WHERE identity = 'public.ad(integer)' ORDER BY id",
             &[],
         )
         .await?

@@ -61,7 +61,7 @@ async fn pgpassfile_is_read_when_no_source_is_configured_and_refused_when_others
         .connect()
         .await?
         .query_one(
-            "SELECT count(*) FROM pgrollout.ledger WHERE identity LIKE 'reconcilemupstream(%'",
+            "SELECT count(*) FROM pgrollout.ledger WHERE identity LIKE 'public.reconcilemupstream(%'",
             &[],
         )
         .await?

@@ -103,14 +103,17 @@ async fn a_retired_overload_is_backed_up_dropped_ledgered_audited_and_rolled_bac
         state(&client, "public.ov(text)").await?,
         Some(sibling.clone())
     );
-    assert_eq!(ledger(&client, "ov(text)").await?, ["deploy:created"]);
+    assert_eq!(
+        ledger(&client, "public.ov(text)").await?,
+        ["deploy:created"]
+    );
 
     // The ledger: a retired row naming its backup, the reason as its note.
     let row = client
         .query_one(
             "SELECT change, note, md5(previous_definition), new_definition IS NULL, backup_path, \
                     previous_owner, previous_comment \
-             FROM pgrollout.ledger WHERE identity = 'ov(integer)' ORDER BY id DESC LIMIT 1",
+             FROM pgrollout.ledger WHERE identity = 'public.ov(integer)' ORDER BY id DESC LIMIT 1",
             &[],
         )
         .await?;
@@ -239,8 +242,8 @@ async fn a_retirement_that_is_unknown_ambiguous_or_still_used_is_refused_and_cha
         .cli(&["retire", "ov(text)", "dev", "--reason", "cleanup"])
         .await?;
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.contains("view ov_view"), "{out}");
-    assert!(out.stderr.contains("function ov_user()"), "{out}");
+    assert!(out.stderr.contains("view public.ov_view"), "{out}");
+    assert!(out.stderr.contains("function public.ov_user()"), "{out}");
     assert!(out.stderr.contains("nothing was changed"), "{out}");
     assert!(state(&client, "public.ov(text)").await?.is_some());
 
@@ -313,6 +316,6 @@ async fn a_retirement_where_deploys_need_approval_is_parked_until_approved() -> 
         .await?;
     assert_eq!(out.code, 0, "{out}");
     assert!(!qa.query_one(exists, &[]).await?.get::<_, bool>(0), "{out}");
-    assert_eq!(ledger(&qa, "ov(integer)").await?, ["deploy:retired"]);
+    assert_eq!(ledger(&qa, "public.ov(integer)").await?, ["deploy:retired"]);
     Ok(())
 }

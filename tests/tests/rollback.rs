@@ -152,19 +152,19 @@ async fn a_rollback_restores_definition_owner_acl_and_comment_byte_for_byte() ->
         "definition, owner, ACL and comment as recorded, byte for byte",
         "[ok] post-restore-smoke",
         "ROLLBACK LOG",
-        "Routines: secure_total(integer) [restored from backup ",
+        "Routines: public.secure_total(integer) [restored from backup ",
         "Mode: normal",
         "Status: [ok] SUCCESS",
-        "warning: secure_total(integer): owner, ACL, comment changed outside pgrollout since ledger #",
+        "warning: public.secure_total(integer): owner, ACL, comment changed outside pgrollout since ledger #",
     ] {
         assert!(
             out.stdout.contains(expected),
             "expected {expected:?} in:\n{out}"
         );
     }
-    let deploy_id = ledger_ids(&client, "secure_total(integer)", "deploy").await?[0];
+    let deploy_id = ledger_ids(&client, "public.secure_total(integer)", "deploy").await?[0];
     assert_eq!(
-        ledger(&client, "secure_total(integer)").await?,
+        ledger(&client, "public.secure_total(integer)").await?,
         [
             "deploy:replaced".to_owned(),
             format!("rollback:restored:{deploy_id}")
@@ -286,10 +286,10 @@ async fn a_corrupt_backup_is_detected_and_the_next_source_is_used_with_a_warning
     stack.write_procedure("probe.sql", &probe("v1"))?;
     assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
     let v1 = exact(&client, "public.probe(integer)").await?;
-    let backup_of_v0 = last_backup(&client, "probe(integer)").await?;
+    let backup_of_v0 = last_backup(&client, "public.probe(integer)").await?;
     stack.write_procedure("probe.sql", &probe("v2"))?;
     assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
-    let backup_of_v1 = last_backup(&client, "probe(integer)").await?;
+    let backup_of_v1 = last_backup(&client, "public.probe(integer)").await?;
 
     // v1 was deployed by pgrollout: the controller holds its plan.
     corrupt(&backup_of_v1, "-- v1")?;
@@ -298,7 +298,7 @@ async fn a_corrupt_backup_is_detected_and_the_next_source_is_used_with_a_warning
     assert_eq!(exact(&client, "public.probe(integer)").await?, v1);
     assert!(
         out.stdout
-            .contains("warning: probe(integer): backup unusable: backup "),
+            .contains("warning: public.probe(integer): backup unusable: backup "),
         "{out}"
     );
     assert!(out.stdout.contains("is corrupt: SHA-256 of"), "{out}");
@@ -383,9 +383,9 @@ async fn the_automatic_rollback_after_a_failing_post_commit_smoke_test_is_exact_
         .await?
         .get(0);
     assert!(own.ends_with("_auto-rollback.sql") && own != path, "{own}");
-    let deploy_id = ledger_ids(&client, "secure_total(integer)", "deploy").await?[0];
+    let deploy_id = ledger_ids(&client, "public.secure_total(integer)", "deploy").await?[0];
     assert_eq!(
-        ledger(&client, "secure_total(integer)").await?,
+        ledger(&client, "public.secure_total(integer)").await?,
         [
             "deploy:replaced".to_owned(),
             format!("auto-rollback:restored:{deploy_id}")
@@ -454,8 +454,8 @@ async fn disable_then_enable_returns_the_routine_exactly_in_both_modes() -> Resu
     assert_eq!(out.code, 1, "nothing left to enable: {out}");
 
     assert_eq!(
-        ledger(&client, "secure_total(integer)").await?,
-        ledger_ids(&client, "secure_total(integer)", "disable")
+        ledger(&client, "public.secure_total(integer)").await?,
+        ledger_ids(&client, "public.secure_total(integer)", "disable")
             .await?
             .iter()
             .zip(["renamed", "revoked"])
@@ -570,7 +570,7 @@ async fn history_lists_every_version_in_order_and_rollback_to_goes_to_a_named_on
         assert_eq!(stack.cli(&["deploy", "probe", "dev"]).await?.code, 0);
     }
     let v3 = exact(&client, "public.probe(integer)").await?;
-    let deploys = ledger_ids(&client, "probe(integer)", "deploy").await?;
+    let deploys = ledger_ids(&client, "public.probe(integer)", "deploy").await?;
     let v1_row = deploys[0].to_string();
 
     let out = stack

@@ -78,7 +78,7 @@ async fn rolling_back_overloads_restores_only_what_the_undone_change_changed() -
             .contains("ov(text): left as it is — the change being undone"),
         "{out}"
     );
-    let text_rows = ledger(&client, "ov(text)").await?;
+    let text_rows = ledger(&client, "public.ov(text)").await?;
     assert!(
         text_rows.iter().all(|row| row.starts_with("deploy:")),
         "ov(text) was not touched by the rollback: {text_rows:?}"
@@ -113,7 +113,7 @@ async fn rolling_back_overloads_restores_only_what_the_undone_change_changed() -
     // --to a ledger row names one routine's version: only that one moves.
     let v3_row: i64 = client
         .query_one(
-            "SELECT max(id) FROM pgrollout.ledger WHERE identity = 'ov(integer)' AND action = 'deploy' \
+            "SELECT max(id) FROM pgrollout.ledger WHERE identity = 'public.ov(integer)' AND action = 'deploy' \
              AND change = 'replaced'",
             &[],
         )
@@ -180,11 +180,11 @@ async fn unchanged_routines_are_left_untouched_and_recorded_as_unchanged() -> Re
     assert_eq!(row_version(&client, "public.ov(integer)").await?, integer);
     assert_eq!(row_version(&client, "public.ov(text)").await?, text);
     assert_eq!(
-        latest_row(&client, "ov(integer)").await?,
+        latest_row(&client, "public.ov(integer)").await?,
         ("unchanged".into(), false)
     );
     assert_eq!(
-        latest_row(&client, "ov(text)").await?,
+        latest_row(&client, "public.ov(text)").await?,
         ("unchanged".into(), false)
     );
 
@@ -203,11 +203,11 @@ async fn unchanged_routines_are_left_untouched_and_recorded_as_unchanged() -> Re
     assert_ne!(row_version(&client, "public.ov(integer)").await?, integer);
     assert_eq!(row_version(&client, "public.ov(text)").await?, text);
     assert_eq!(
-        latest_row(&client, "ov(integer)").await?,
+        latest_row(&client, "public.ov(integer)").await?,
         ("replaced".into(), true)
     );
     assert_eq!(
-        latest_row(&client, "ov(text)").await?,
+        latest_row(&client, "public.ov(text)").await?,
         ("unchanged".into(), false)
     );
 
@@ -226,7 +226,7 @@ async fn unchanged_routines_are_left_untouched_and_recorded_as_unchanged() -> Re
         "{out}"
     );
     assert_eq!(
-        latest_row(&client, "ov(text)").await?,
+        latest_row(&client, "public.ov(text)").await?,
         ("replaced".into(), true)
     );
     Ok(())
@@ -330,7 +330,8 @@ async fn a_change_create_or_replace_cannot_make_is_a_drop_and_create_that_keeps_
     let out = stack.cli(&["deploy", "rt", "dev"]).await?;
     assert_eq!(out.code, 1, "{out}");
     assert!(
-        format!("{}{}", out.stdout, out.stderr).contains("rt(integer) is used by view rt_view"),
+        format!("{}{}", out.stdout, out.stderr)
+            .contains("public.rt(integer) is used by view public.rt_view"),
         "{out}"
     );
     assert_eq!(

@@ -272,7 +272,7 @@ async fn without_a_declaration_code_lands_in_public_whatever_the_database_search
         routines_named(&client, "greet").await?,
         ["public.greet(text)"]
     );
-    assert_eq!(ledger_identities(&client).await?, ["greet(text)"]);
+    assert_eq!(ledger_identities(&client).await?, ["public.greet(text)"]);
     Ok(())
 }
 

@@ -156,7 +156,7 @@ async fn check_invariants(stack: &Stack, label: &str) -> Result<()> {
             "SELECT l.identity FROM (
                  SELECT DISTINCT ON (identity) identity, new_definition
                  FROM pgrollout.ledger ORDER BY identity, id DESC) l
-             WHERE l.new_definition IS DISTINCT FROM pg_get_functiondef(to_regprocedure('public.' || l.identity))",
+             WHERE l.new_definition IS DISTINCT FROM pg_get_functiondef(to_regprocedure(l.identity))",
             &[],
         )
         .await?;

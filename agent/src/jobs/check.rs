@@ -264,10 +264,10 @@ async fn check_one(
     }
     // With the routine's search path, as its calls resolve when it runs; the
     // savepoint's end undoes it.
-    let open = match set_local_search_path_sql(&routine.search_path) {
-        Some(set) => format!("SAVEPOINT pgrollout_plpgsql_check; {set}"),
-        None => "SAVEPOINT pgrollout_plpgsql_check".to_owned(),
-    };
+    let open = format!(
+        "SAVEPOINT pgrollout_plpgsql_check; {}",
+        set_local_search_path_sql(&routine.search_path)
+    );
     simple(conn, &open).await?;
     let checked = static_checks::plpgsql_check(&conn.client, schema, body.oid).await;
     let restore =

@@ -283,7 +283,7 @@ async fn enable_routines(
         for ((row, _), live) in disabled.iter().zip(&live) {
             if let Some(definition) = &row.previous.definition {
                 if live.definition.as_ref() != Some(definition) {
-                    exact_restore::create_routine(&conn.client, definition)
+                    exact_restore::create_routine(&conn.client, definition, &[])
                         .await
                         .map_err(|e| database("restoring the definition failed", e))?;
                 }

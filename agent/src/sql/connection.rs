@@ -171,6 +171,23 @@ pub enum ConnectError {
     },
 }
 
+/// The search path every statement of the agent's own runs under: the
+/// catalog, then the session's temporary schema (last, so nothing there can
+/// shadow anything). Never `public` or any schema another role may create in:
+/// PostgreSQL picks the best-matching overload across the whole path, so a
+/// planted `public.unnest(text[])` beats `pg_catalog.unnest(anyarray)` and
+/// would run with the agent's privileges (CVE-2018-1058's pattern). It also
+/// makes the `regprocedure` texts the ledger records, and the definitions
+/// `pg_get_functiondef` writes, name every schema but pg_catalog's, whatever
+/// ALTER DATABASE or ALTER ROLE set. A plan's own SQL runs under its declared
+/// path (`set_local_search_path_sql`), and is followed by
+/// [`RESET_TO_AGENT_SEARCH_PATH`] before the agent's next statement.
+pub const AGENT_SEARCH_PATH: &str = "pg_catalog, pg_temp";
+
+/// Back to [`AGENT_SEARCH_PATH`] (the session's value) for the rest of a
+/// transaction, after a plan's SQL ran under a path of its own.
+pub const RESET_TO_AGENT_SEARCH_PATH: &str = "SET LOCAL search_path TO DEFAULT";
+
 /// Connects with `application_name = 'pgrollout'` and the configured lock and
 /// statement timeouts, so nothing the agent runs can hang without bound; over
 /// TLS unless the target's sslmode is `disable`.
@@ -187,15 +204,14 @@ pub async fn connect(
         .application_name("pgrollout")
         .connect_timeout(timeouts.connect)
         .options(format!(
-            // search_path: the agent's own statements, and the `regprocedure`
-            // texts the ledger records, never depend on what ALTER DATABASE
-            // or ALTER ROLE set; a plan's routines set their declared path.
-            // The connection check is set once the server's version is known
-            // (see `finish_connecting`): 13 refuses the whole startup packet
-            // over a setting it lacks.
-            "-c lock_timeout={} -c statement_timeout={} -c search_path=public",
+            // search_path: see AGENT_SEARCH_PATH. The connection check is
+            // set once the server's version is known (see
+            // `finish_connecting`): 13 refuses the whole startup packet over
+            // a setting it lacks.
+            "-c lock_timeout={} -c statement_timeout={} -c search_path={}",
             timeouts.lock.as_millis(),
-            timeouts.statement.as_millis()
+            timeouts.statement.as_millis(),
+            AGENT_SEARCH_PATH.replace(' ', "")
         ));
     if let Some(password) = resolve_password(target)? {
         config.password(password.expose());
@@ -319,6 +335,7 @@ where
                 database_error(target, super::describe_error(&error, None), error.code())
             })?;
     }
+    upgrade_ledger_once(target, &client).await?;
     Ok(TargetConnection {
         client,
         version,
@@ -329,6 +346,46 @@ where
         notices_overflowed: false,
         seal_table: std::sync::atomic::AtomicBool::new(false),
     })
+}
+
+/// The targets whose ledger this process has seen in the qualified form.
+static LEDGERS_QUALIFIED: std::sync::Mutex<Vec<(String, u16, String, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// On the first connection to each target: rewrites a ledger an older agent
+/// wrote (`super::ledger::qualify_legacy_identities`), so no job reads it in
+/// the old form. Fails the connection if that is not possible: every job
+/// after it would match identities wrongly.
+async fn upgrade_ledger_once(target: &TargetConfig, client: &Client) -> Result<(), ConnectError> {
+    let key = (
+        target.host.clone(),
+        target.port,
+        target.dbname.clone(),
+        target.ledger_schema.clone(),
+    );
+    let seen = |ledgers: &Vec<_>| ledgers.contains(&key);
+    if seen(&LEDGERS_QUALIFIED.lock().expect("not poisoned")) {
+        return Ok(());
+    }
+    super::ledger::qualify_legacy_identities(client, &target.ledger_schema)
+        .await
+        .map_err(|error| {
+            database_error(
+                target,
+                format!(
+                    "the ledger {}.ledger, written by an older agent, could not be brought to \
+                     schema-qualified identities: {}",
+                    target.ledger_schema,
+                    super::describe_error(&error, None)
+                ),
+                error.code(),
+            )
+        })?;
+    let mut ledgers = LEDGERS_QUALIFIED.lock().expect("not poisoned");
+    if !seen(&ledgers) {
+        ledgers.push(key);
+    }
+    Ok(())
 }
 
 /// Why a server that reported these settings refuses every change, if it does.

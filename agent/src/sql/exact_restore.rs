@@ -14,6 +14,7 @@
 //! default) cannot be produced by GRANT/REVOKE once privileges were changed;
 //! the same privileges are written out explicitly and that is reported too.
 
+use pgrollout_shared::routine::set_local_search_path_sql;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
@@ -140,15 +141,29 @@ pub async fn drop_routine(client: &Client, identity: &str) -> Result<(), tokio_p
 /// restores do: it is a definition PostgreSQL accepted when it was live, and
 /// its unqualified calls were resolved with the search path its project
 /// declared, which a backup does not record (the smoke tests still run).
-pub async fn create_routine(client: &Client, statement: &str) -> Result<(), tokio_postgres::Error> {
+/// It runs under `search_path`: a plan's statement under its routine's
+/// declared path (an unqualified name lands where its CREATE put it); a
+/// `pg_get_functiondef` text under `public` (`&[]`), which it needs only
+/// when it was written by an agent whose own path held `public` and so left
+/// `public`'s types unqualified. The agent's path comes back afterwards.
+pub async fn create_routine(
+    client: &Client,
+    statement: &str,
+    search_path: &[String],
+) -> Result<(), tokio_postgres::Error> {
     client
-        .batch_execute("SET LOCAL check_function_bodies = off")
+        .batch_execute(&format!(
+            "SET LOCAL check_function_bodies = off; {}",
+            set_local_search_path_sql(search_path)
+        ))
         .await?;
     let created = client.execute_typed(statement, &[]).await.map(|_| ());
     // After a failed CREATE the transaction refuses this too; the error
     // reported is the CREATE's.
     let reset = client
-        .batch_execute("SET LOCAL check_function_bodies TO DEFAULT")
+        .batch_execute(
+            "SET LOCAL check_function_bodies TO DEFAULT; SET LOCAL search_path TO DEFAULT",
+        )
         .await;
     created.and(reset)
 }

@@ -30,12 +30,17 @@ pub async fn ensure_ledger(client: &Client, schema: &str) -> Result<(), tokio_po
         )
         .await?;
     let (exists, current, schema_exists): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    let quoted = quote_identifier(schema);
     let ddl = match (exists, current) {
         (true, true) => return Ok(()),
-        (false, _) => include_str!("ledger_ddl.sql"),
-        (true, false) => include_str!("ledger_upgrade.sql"),
+        // A new ledger is born in the qualified form, and says so.
+        (false, _) => format!(
+            "{}\n{}",
+            include_str!("ledger_ddl.sql"),
+            mark_qualified(&quoted)
+        ),
+        (true, false) => include_str!("ledger_upgrade.sql").to_owned(),
     };
-    let quoted = quote_identifier(schema);
     let ddl = ddl.replace("{schema}", &quoted);
     if schema_exists {
         client.batch_execute(&ddl).await
@@ -44,6 +49,111 @@ pub async fn ensure_ledger(client: &Client, schema: &str) -> Result<(), tokio_po
             .batch_execute(&format!("CREATE SCHEMA {quoted};\n{ddl}"))
             .await
     }
+}
+
+fn mark_qualified(quoted_schema: &str) -> String {
+    format!("COMMENT ON COLUMN {quoted_schema}.ledger.identity IS '{IDENTITY_FORM}';")
+}
+
+/// Brings a ledger an older agent wrote to the qualified identities, in a
+/// transaction of its own, before anything reads it (see
+/// [`qualify_identities`]); once per target and agent process, on its first
+/// connection: every job's reads and writes then match identities as
+/// written. A ledger that is missing or already marked costs one query.
+pub async fn qualify_legacy_identities(
+    client: &Client,
+    schema: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let table = format!("{}.ledger", quote_identifier(schema));
+    let legacy: bool = client
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL AND NOT EXISTS (SELECT FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attname = 'identity' \
+             AND col_description(attrelid, attnum) = $2)",
+            &[(&table, Type::TEXT), (&IDENTITY_FORM, Type::TEXT)],
+        )
+        .await?
+        .get(0);
+    if !legacy {
+        return Ok(());
+    }
+    client.batch_execute("BEGIN").await?;
+    let upgraded = async {
+        // Serialises agents upgrading the same ledger at once; the second
+        // finds nothing left to rewrite.
+        client
+            .batch_execute(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"))
+            .await?;
+        // A ledger old enough to lack `new_identity` gets its columns first.
+        client
+            .batch_execute(
+                &include_str!("ledger_upgrade.sql").replace("{schema}", &quote_identifier(schema)),
+            )
+            .await?;
+        qualify_identities(client, &table).await?;
+        client
+            .batch_execute(&mark_qualified(&quote_identifier(schema)))
+            .await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    if upgraded.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    upgraded
+}
+
+/// How the ledger names routines: `regprocedure` text written under the
+/// agent's own search path (`pg_catalog, pg_temp`), so every schema but
+/// pg_catalog's is named. Kept as the comment of the identity column.
+const IDENTITY_FORM: &str =
+    "pgrollout: regprocedure text, schema-qualified (search_path pg_catalog)";
+
+/// Rewrites the identities an older agent recorded with `public` on its
+/// search path (`f(integer)`, `g(mytype)`) into the qualified form, once:
+/// each is resolved as that agent resolved it and written out again; one
+/// that no longer resolves (a dropped routine) gets `public.` in front of an
+/// unqualified name. Resolving reads the text only, and runs nothing a
+/// schema could shadow (`to_regprocedure(text)` matches pg_catalog's exactly).
+async fn qualify_identities(client: &Client, table: &str) -> Result<(), tokio_postgres::Error> {
+    client
+        .batch_execute("SET LOCAL search_path TO public")
+        .await?;
+    let resolved = client
+        .query_typed(
+            &format!(
+                "SELECT i, to_regprocedure(i)::oid FROM (SELECT identity FROM {table} \
+                 UNION SELECT new_identity FROM {table} WHERE new_identity IS NOT NULL) AS x(i)"
+            ),
+            &[],
+        )
+        .await;
+    client
+        .batch_execute("SET LOCAL search_path TO DEFAULT")
+        .await?;
+    let resolved = resolved?;
+    let old: Vec<String> = resolved.iter().map(|r| r.get(0)).collect();
+    let oids: Vec<Option<u32>> = resolved.iter().map(|r| r.get(1)).collect();
+    // One column at a time: a statement must not update a row twice.
+    for column in ["identity", "new_identity"] {
+        client
+            .execute_typed(
+                &format!(
+                    "WITH m AS (SELECT u.old, CASE \
+                       WHEN u.o IS NOT NULL THEN u.o::pg_catalog.regprocedure::pg_catalog.text \
+                       WHEN pg_catalog.cardinality(pg_catalog.parse_ident(u.old, false)) = 1 \
+                         THEN 'public.' OPERATOR(pg_catalog.||) u.old \
+                       ELSE u.old END AS new \
+                     FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), \
+                                     pg_catalog.unnest($2::pg_catalog.oid[])) AS u(old, o)) \
+                     UPDATE {table} l SET {column} = m.new FROM m \
+                     WHERE l.{column} = m.old AND m.new <> m.old"
+                ),
+                &[(&old, Type::TEXT_ARRAY), (&oids, Type::OID_ARRAY)],
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// The audit anchor's two query parameters (NULL when the job carried none).

@@ -56,10 +56,12 @@ impl LedgerRecord {
 }
 
 /// Rows of the routines a selector names (by name, optionally schema and
-/// argument types, matched on the ledger's `regprocedure` identities).
+/// argument types, matched on the ledger's `regprocedure` identities). An
+/// unqualified identity is `public`'s, written by an older agent into a
+/// ledger no write has brought up to date yet (`ensure_ledger`).
 const BY_SELECTOR: &str = "(SELECT p.part[cardinality(p.part)] = $2 \
        AND ($1 = '' OR (cardinality(p.part) = 2 AND p.part[1] = $1) \
-            OR (cardinality(p.part) = 1 AND $1 = ANY (current_schemas(true)))) \
+            OR (cardinality(p.part) = 1 AND $1 = 'public')) \
        AND ($3::text IS NULL OR right(l.identity, length($3) + 2) = '(' || $3 || ')') \
      FROM (SELECT parse_ident(l.identity, false) AS part) p)";
 /// Every row of the routines one rollout deployed.

@@ -24,7 +24,9 @@ mod tls;
 pub mod watch_stats;
 
 pub use audit_anchors::audit_anchors;
-pub use connection::{cancel_query, connect, ConnectError, TargetConnection};
+pub use connection::{
+    cancel_query, connect, ConnectError, TargetConnection, RESET_TO_AGENT_SEARCH_PATH,
+};
 pub use drift::{drift_scan, RoutineState, ScannedRoutine};
 pub use ledger::{ensure_ledger, find_job_in_ledger, insert_ledger_rows, LedgerJob, LedgerRow};
 pub use ledger_deploy::{insert_deploy_rows, DeployedKind, DeployedRow};

@@ -96,14 +96,15 @@ pub async fn drop_for_recreate(
 pub async fn create_or_recreate(
     client: &Client,
     statement: &str,
+    search_path: &[String],
     existing: Option<&str>,
 ) -> Result<bool, RecreateError> {
     let Some(existing) = existing else {
-        create_routine(client, statement).await?;
+        create_routine(client, statement, search_path).await?;
         return Ok(false);
     };
     client.batch_execute("SAVEPOINT pgrollout_replace").await?;
-    match create_routine(client, statement).await {
+    match create_routine(client, statement, search_path).await {
         Ok(()) => {
             client
                 .batch_execute("RELEASE SAVEPOINT pgrollout_replace")
@@ -117,7 +118,7 @@ pub async fn create_or_recreate(
                 )
                 .await?;
             drop_for_recreate(client, &[existing.to_owned()]).await?;
-            create_routine(client, statement).await?;
+            create_routine(client, statement, search_path).await?;
             Ok(true)
         }
         Err(error) => Err(error.into()),

@@ -259,7 +259,7 @@ async fn apply(
         },
         Definition::Exact(definition) if now.definition.as_ref() == Some(definition) => Ok(()),
         Definition::Exact(definition) => {
-            recreate::create_or_recreate(&conn.client, definition, now.identity.as_deref())
+            recreate::create_or_recreate(&conn.client, definition, &[], now.identity.as_deref())
                 .await
                 .map(|_| ())
                 .map_err(|e| match e {
@@ -272,6 +272,7 @@ async fn apply(
         }
         Definition::Create {
             sql,
+            search_path,
             expected_sha256,
         } => {
             let savepoint = |s: &'static str| async move {
@@ -281,8 +282,13 @@ async fn apply(
                     .map_err(|e| failed("a savepoint around", e))
             };
             savepoint("SAVEPOINT pgrollout_source").await?;
-            let created =
-                recreate::create_or_recreate(&conn.client, sql, now.identity.as_deref()).await;
+            let created = recreate::create_or_recreate(
+                &conn.client,
+                sql,
+                search_path,
+                now.identity.as_deref(),
+            )
+            .await;
             let outcome = match created {
                 Ok(_) => {
                     match exact_restore::live_definition_sha256(&conn.client, routine.identity)

@@ -33,6 +33,8 @@ pub enum Definition {
     /// A plan's CREATE statement, kept only if it yields this SHA-256.
     Create {
         sql: String,
+        /// Its routine's declared path, which the statement was written for.
+        search_path: Vec<String>,
         expected_sha256: String,
     },
 }
@@ -122,6 +124,7 @@ pub async fn gather(
                 ),
                 definition: Definition::Create {
                     sql: known.routine.create_sql.clone(),
+                    search_path: known.routine.search_path.clone(),
                     expected_sha256: sha.to_owned(),
                 },
                 state: routine.wanted().clone(),

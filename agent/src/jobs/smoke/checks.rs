@@ -107,10 +107,10 @@ pub(super) fn open_savepoint(test: &SmokeTest) -> String {
 /// The savepoint with the routine's search path, no time bound: where a
 /// call is prepared (its names resolve as they will when it runs).
 pub(super) fn open_savepoint_in_path(test: &SmokeTest) -> String {
-    match set_local_search_path_sql(&test.search_path) {
-        Some(set) => format!("SAVEPOINT pgrollout_smoke; {set}"),
-        None => "SAVEPOINT pgrollout_smoke".to_owned(),
-    }
+    format!(
+        "SAVEPOINT pgrollout_smoke; {}",
+        set_local_search_path_sql(&test.search_path)
+    )
 }
 
 pub(super) use crate::jobs::context::txn_seal::CLOSE_SAVEPOINT;

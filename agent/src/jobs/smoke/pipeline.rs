@@ -159,21 +159,20 @@ async fn prepare_all(
 
 /// Every call prepared inside one savepoint, each under its routine's
 /// search path (a `SET LOCAL` where the path changes from the call before,
-/// the agent's own path where a test has none); rolling the savepoint back
+/// `public` where a test has none); rolling the savepoint back
 /// undoes the settings and keeps the statements.
 async fn prepare_in_one_savepoint(
     client: &Client,
     tests: &[&SmokeTest],
 ) -> Result<Vec<Result<Statement, tokio_postgres::Error>>, tokio_postgres::Error> {
-    let mut current: &[String] = &[];
+    let mut current: Option<&[String]> = None;
     let mut groups: Vec<Vec<Request<'_>>> = Vec::with_capacity(tests.len() + 2);
     groups.push(vec![Request::Command(OPEN_PREPARE_SAVEPOINT.to_owned())]);
     for test in tests {
         let mut group = Vec::with_capacity(2);
-        if test.search_path.as_slice() != current {
-            current = test.search_path.as_slice();
-            let set =
-                set_local_search_path_sql(current).unwrap_or_else(|| AGENT_SEARCH_PATH.to_owned());
+        if current != Some(test.search_path.as_slice()) {
+            current = Some(test.search_path.as_slice());
+            let set = set_local_search_path_sql(&test.search_path);
             group.push(Request::Setting(set));
         }
         group.push(Request::Prepare(&test.call_sql));
@@ -204,10 +203,6 @@ async fn prepare_in_one_savepoint(
 
 /// The savepoint all calls are prepared in ([`CLOSE_SAVEPOINT`] ends it).
 const OPEN_PREPARE_SAVEPOINT: &str = "SAVEPOINT pgrollout_smoke";
-
-/// The agent's own search path (the connection's `search_path=public`), for
-/// a test that declares none: what it is prepared under on its own too.
-const AGENT_SEARCH_PATH: &str = "SET LOCAL search_path TO DEFAULT";
 
 /// Each call prepared in a savepoint of its own, rolled back at once.
 async fn prepare_each_in_savepoint(

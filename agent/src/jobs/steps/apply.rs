@@ -14,7 +14,10 @@ use super::statement::refused;
 use super::unchanged;
 use crate::backup::WrittenBackup;
 use crate::jobs::context::{JobContext, JobFailure};
-use crate::sql::{self, DeployedKind, DeployedRow, LedgerJob, RoutineSnapshot, TargetConnection};
+use crate::sql::{
+    self, DeployedKind, DeployedRow, LedgerJob, RoutineSnapshot, TargetConnection,
+    RESET_TO_AGENT_SEARCH_PATH,
+};
 
 /// The signatures `to_regprocedure` resolves for these routines.
 pub fn signatures(routines: &[Routine]) -> Vec<String> {
@@ -215,7 +218,7 @@ pub async fn create_routines(
 ) -> Result<(), CreateFailed> {
     // Each routine's CREATE runs with its declared search path: a `SET
     // LOCAL` goes into the pipeline ahead of the first CREATE of each run of
-    // routines sharing one path, and the agent's base path is set back after
+    // routines sharing one path, and the agent's own path is set back after
     // the last, so what follows (the ledger's identities, grants) never sees
     // a plan's path. `routine_of[i]` is the routine request `i` belongs to.
     // `AROUND` marks the requests of `around`, which belong to no routine.
@@ -228,12 +231,13 @@ pub async fn create_routines(
         routine_of.push(AROUND);
         is_create.push(false);
     }
-    let mut current: &[String] = &[];
+    // Every CREATE runs under its routine's path (`public` when it declares
+    // none), set where it changes; the agent's own path comes back after.
+    let mut current: Option<&[String]> = None;
     for (index, routine) in routines.iter().enumerate() {
-        if routine.search_path != current {
-            current = routine.search_path.as_slice();
-            let set =
-                set_local_search_path_sql(current).unwrap_or_else(|| RESET_SEARCH_PATH.to_owned());
+        if current != Some(routine.search_path.as_slice()) {
+            current = Some(routine.search_path.as_slice());
+            let set = set_local_search_path_sql(&routine.search_path);
             requests.push(Either::Left(batch_execute_owned(conn, set)));
             routine_of.push(index);
             is_create.push(false);
@@ -242,8 +246,8 @@ pub async fn create_routines(
         routine_of.push(index);
         is_create.push(true);
     }
-    if !current.is_empty() {
-        let reset = batch_execute_owned(conn, RESET_SEARCH_PATH.to_owned());
+    if current.is_some() {
+        let reset = batch_execute_owned(conn, RESET_TO_AGENT_SEARCH_PATH.to_owned());
         requests.push(Either::Left(reset));
         routine_of.push(routines.len().saturating_sub(1));
         is_create.push(false);
@@ -282,10 +286,6 @@ pub async fn create_routines(
         })
 }
 
-/// Back to the agent's base path (the connection's `search_path=public`)
-/// for the rest of the transaction.
-const RESET_SEARCH_PATH: &str = "SET LOCAL search_path TO DEFAULT";
-
 async fn batch_execute_owned(
     conn: &TargetConnection,
     sql: String,
@@ -300,14 +300,12 @@ pub async fn create_in_its_path(
     conn: &TargetConnection,
     routine: &Routine,
 ) -> Result<(), tokio_postgres::Error> {
-    let Some(set) = set_local_search_path_sql(&routine.search_path) else {
-        return create_one(conn, routine).await;
-    };
+    let set = set_local_search_path_sql(&routine.search_path);
     conn.client.batch_execute(&set).await?;
     let created = create_one(conn, routine).await;
     // After a failed CREATE the transaction is aborted and refuses this too;
     // its error is the CREATE's.
-    let reset = conn.client.batch_execute(RESET_SEARCH_PATH).await;
+    let reset = conn.client.batch_execute(RESET_TO_AGENT_SEARCH_PATH).await;
     created.and(reset)
 }
 

@@ -14,7 +14,7 @@
 use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
 
 use crate::jobs::context::JobFailure;
-use crate::sql::TargetConnection;
+use crate::sql::{TargetConnection, RESET_TO_AGENT_SEARCH_PATH};
 
 /// Runs every routine's companion statements; returns how many ran. Each
 /// goes through the extended protocol, which accepts exactly one statement
@@ -48,22 +48,15 @@ async fn run_one(
             statement,
         )
     };
-    let Some(set) = set_local_search_path_sql(&routine.search_path) else {
-        return conn
-            .client
-            .execute_typed(statement, &[])
-            .await
-            .map(|_| ())
-            .map_err(failure);
-    };
+    let set = set_local_search_path_sql(&routine.search_path);
     conn.client.batch_execute(&set).await.map_err(failure)?;
     conn.client
         .execute_typed(statement, &[])
         .await
         .map_err(failure)?;
-    // Back to the agent's base path, as after the CREATEs.
+    // Back to the agent's own path, as after the CREATEs.
     conn.client
-        .batch_execute("SET LOCAL search_path TO DEFAULT")
+        .batch_execute(RESET_TO_AGENT_SEARCH_PATH)
         .await
         .map_err(failure)
 }

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use pgrollout_shared::perf_target::PerfTarget;
 use pgrollout_shared::proto::{PerfReport, StepStatus};
-use pgrollout_shared::routine::Routine;
+use pgrollout_shared::routine::{set_local_search_path_sql, PerfProbe, Routine};
 use pgrollout_shared::test_reports::{perf_line, perf_refusal};
 
 use super::apply;
 use crate::jobs::context::{JobContext, JobFailure};
-use crate::sql::{self, describe_error, TargetConnection};
+use crate::sql::{self, describe_error, TargetConnection, RESET_TO_AGENT_SEARCH_PATH};
 
 /// Measures as one `perf-probe` step whose message shows every median: once
 /// per target, or once against this database's own old definitions. The
@@ -138,10 +138,20 @@ async fn measure(
     // runs it, when there is one).
     begin_uncounted(conn).await?;
     let mut restore_error = None;
-    for (baseline, now) in baselines.iter().zip(&live) {
+    for ((baseline, now), routine) in baselines.iter().zip(&live).zip(routines) {
         if let Some(old) = &baseline.definition {
             if Some(old) != now.definition.as_ref() {
-                if let Err(error) = conn.client.execute_typed(old.as_str(), &[]).await {
+                // An earlier plan's statement resolves its names as its
+                // routine's CREATE did; the transaction is rolled back.
+                let replayed = match conn
+                    .client
+                    .batch_execute(&set_local_search_path_sql(&routine.search_path))
+                    .await
+                {
+                    Ok(()) => conn.client.execute_typed(old.as_str(), &[]).await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = replayed {
                     restore_error = Some(format!(
                         "cannot put back the old definition ({}): {}",
                         baseline.source,
@@ -152,13 +162,16 @@ async fn measure(
             }
         }
     }
+    // Back to the agent's own path (after a failed replay the transaction
+    // refuses this too, and the error reported is the replay's).
+    let _ = conn.client.batch_execute(RESET_TO_AGENT_SEARCH_PATH).await;
     let mut old_times = Vec::new();
     for &i in &probed {
         let probe = routines[i].perf_probe.as_ref().expect("probed");
         old_times.push(match (&restore_error, &baselines[i].definition) {
             (Some(error), _) => Err(error.clone()),
             (None, None) => Ok(None),
-            (None, Some(_)) => time_runs(conn, &probe.call_sql, probe.runs)
+            (None, Some(_)) => time_runs(conn, &routines[i], probe)
                 .await
                 .map(Some)
                 .map_err(|e| format!("the call failed on the old definition: {e}")),
@@ -184,7 +197,7 @@ async fn measure(
         let probe = routines[i].perf_probe.as_ref().expect("probed");
         new_times.push(match &apply_error {
             Some(error) => Err(error.clone()),
-            None => time_runs(conn, &probe.call_sql, probe.runs)
+            None => time_runs(conn, &routines[i], probe)
                 .await
                 .map_err(|e| format!("the call failed on the new definition: {e}")),
         });
@@ -281,15 +294,21 @@ async fn baselines(
 
 /// `runs` timed calls after one untimed warm-up call, each in a savepoint
 /// that is rolled back, so calls that write leave nothing behind and do not
-/// change what the next call sees.
+/// change what the next call sees. The call resolves its names with its
+/// routine's search path, as the smoke tests do; the agent's own path comes
+/// back afterwards.
 async fn time_runs(
     conn: &TargetConnection,
-    call: &str,
-    runs: u32,
+    routine: &Routine,
+    probe: &PerfProbe,
 ) -> Result<Vec<Duration>, String> {
+    let (call, runs) = (probe.call_sql.as_str(), probe.runs);
     let sql_error = |e: tokio_postgres::Error| describe_error(&e, Some(call));
     conn.client
-        .batch_execute("SAVEPOINT pgrollout_perf_set")
+        .batch_execute(&format!(
+            "SAVEPOINT pgrollout_perf_set; {}",
+            set_local_search_path_sql(&routine.search_path)
+        ))
         .await
         .map_err(sql_error)?;
     let timed = async {
@@ -317,11 +336,9 @@ async fn time_runs(
         Ok(times)
     }
     .await;
-    let end = if timed.is_ok() {
-        "RELEASE SAVEPOINT pgrollout_perf_set"
-    } else {
-        "ROLLBACK TO SAVEPOINT pgrollout_perf_set; RELEASE SAVEPOINT pgrollout_perf_set"
-    };
+    // Rolled back either way: that undoes the path too (a release would
+    // keep it), and the runs left nothing behind to keep.
+    let end = "ROLLBACK TO SAVEPOINT pgrollout_perf_set; RELEASE SAVEPOINT pgrollout_perf_set";
     conn.client.batch_execute(end).await.map_err(sql_error)?;
     timed
 }

@@ -8,7 +8,9 @@
 //! does not accept a skipped file.
 
 use pgrollout_shared::proto::PgtapReport;
-use pgrollout_shared::routine::{PgtapScript, Routine};
+use pgrollout_shared::routine::{
+    set_local_search_path_sql, PgtapScript, Routine, CODE_DEFAULT_SEARCH_PATH,
+};
 
 use crate::jobs::context::{JobContext, JobFailure};
 use crate::sql::project_rows::{self, MAX_TEXT_OUTPUT_BYTES};
@@ -25,18 +27,20 @@ pub async fn run_scripts(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<Vec<PgtapReport>, JobFailure> {
-    let mut scripts: Vec<&PgtapScript> = Vec::new();
-    for script in routines.iter().filter_map(|r| r.pgtap.as_ref()) {
-        if !scripts.iter().any(|s| s.path == script.path) {
-            scripts.push(script);
+    let mut scripts: Vec<(&PgtapScript, &[String])> = Vec::new();
+    for routine in routines {
+        if let Some(script) = &routine.pgtap {
+            if !scripts.iter().any(|(s, _)| s.path == script.path) {
+                scripts.push((script, &routine.search_path));
+            }
         }
     }
     let installed = extension_schema(&conn.client, "pgtap")
         .await
         .map_err(|e| JobFailure::database("cannot read pg_extension", e))?;
     let mut reports = Vec::new();
-    for script in scripts {
-        if installed.is_none() {
+    for (script, code_path) in scripts {
+        let Some(pgtap_schema) = &installed else {
             reports.push(PgtapReport {
                 path: script.path.clone(),
                 skipped: format!(
@@ -47,21 +51,43 @@ pub async fn run_scripts(
                 ..Default::default()
             });
             continue;
-        }
-        reports.push(run_script(conn, script).await?);
+        };
+        let path = script_search_path(code_path, pgtap_schema);
+        reports.push(run_script(conn, script, &path).await?);
     }
     Ok(reports)
+}
+
+/// The path a script runs under: its routines' (`public` when they declare
+/// none, as their CREATEs ran), then pgTAP's own schema, so `plan()` and
+/// `ok()` resolve wherever the extension was installed.
+fn script_search_path(code_path: &[String], pgtap_schema: &str) -> Vec<String> {
+    let mut path = if code_path.is_empty() {
+        vec![CODE_DEFAULT_SEARCH_PATH.to_owned()]
+    } else {
+        code_path.to_vec()
+    };
+    if !path.iter().any(|s| s == pgtap_schema) {
+        path.push(pgtap_schema.to_owned());
+    }
+    path
 }
 
 async fn run_script(
     conn: &TargetConnection,
     script: &PgtapScript,
+    search_path: &[String],
 ) -> Result<PgtapReport, JobFailure> {
     let mut output: Vec<String> = Vec::new();
     // What the script printed so far, against MAX_TEXT_OUTPUT_BYTES.
     let mut printed = 0usize;
     let mut error = String::new();
     crate::jobs::context::txn_seal::begin(conn).await?;
+    // Undone by the ROLLBACK that always ends the script.
+    conn.client
+        .batch_execute(&set_local_search_path_sql(search_path))
+        .await
+        .map_err(|e| JobFailure::database("setting the pgTAP script's search path failed", e))?;
     for (index, statement) in script.statements.iter().enumerate() {
         if let Some(keyword) = ends_the_transaction(statement) {
             error = format!(
