@@ -213,3 +213,59 @@ async fn a_ledger_an_older_agent_wrote_is_qualified_once_and_rolled_back_as_befo
     assert_eq!(actions, ["deploy", "deploy", "rollback"]);
     Ok(())
 }
+
+async fn rated(client: &Client) -> Result<i32> {
+    Ok(client
+        .query_one("SELECT public.rate('ok', 2)::integer", &[])
+        .await?
+        .get(0))
+}
+
+/// The commonest real code: no `pgrollout.toml`, a type of `public` in the
+/// signature, written unqualified. The agent's path does not hold `public`,
+/// yet the routine is found, redeployed, recorded under its qualified
+/// identity and rolled back.
+#[tokio::test]
+async fn a_signature_with_a_type_of_public_deploys_changes_and_rolls_back() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy'); \
+             CREATE DOMAIN public.score AS integer CHECK (VALUE >= 0);",
+        )
+        .await?;
+    let version = |n: i32| {
+        format!(
+            "CREATE OR REPLACE FUNCTION rate(m mood, s score) RETURNS score LANGUAGE sql \
+             AS $$ SELECT (s + {n})::score $$;\n"
+        )
+    };
+    stack.write_procedure("rate.sql", &version(1))?;
+    stack.write_procedure(
+        "rate.toml",
+        "[[smoke_tests]]\nname = \"rates\"\ncall = \"SELECT rate('ok', 2) AS r\"\n",
+    )?;
+    let first = stack.cli(&["deploy", "rate", "dev"]).await?;
+    assert_eq!(first.code, 0, "{first}");
+    let unchanged = stack.cli(&["deploy", "rate", "dev"]).await?;
+    assert_eq!(unchanged.code, 0, "{unchanged}");
+    assert!(unchanged.stdout.contains("[unchanged]"), "{unchanged}");
+    stack.write_procedure("rate.sql", &version(2))?;
+    let second = stack.cli(&["deploy", "rate", "dev"]).await?;
+    assert_eq!(second.code, 0, "{second}");
+    assert_eq!(rated(&client).await?, 4);
+    let identities: Vec<String> = client
+        .query("SELECT DISTINCT identity FROM pgrollout.ledger", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(identities, ["public.rate(public.mood,public.score)"]);
+    let rollback = stack.cli(&["rollback", "rate", "dev"]).await?;
+    assert_eq!(rollback.code, 0, "{rollback}");
+    assert_eq!(rated(&client).await?, 3);
+    let drift = stack.cli(&["drift", "dev"]).await?;
+    assert_eq!(drift.code, 0, "{drift}");
+    Ok(())
+}

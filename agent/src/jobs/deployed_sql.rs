@@ -83,10 +83,13 @@ async fn in_force(
         return Ok(Ok(()));
     }
     let target = &ctx.target.name;
-    let signatures: Vec<String> = claims
+    let wanted: Vec<_> = claims
         .iter()
-        .map(|c| c.routine.regprocedure_input())
+        .map(|c| (&c.routine, c.search_path.as_slice()))
         .collect();
+    let signatures = crate::sql::signatures::signatures_for(conn, &wanted)
+        .await
+        .map_err(|e| JobFailure::database("cannot read the catalog", e))?;
     let found = in_ledger(conn, &ctx.target.ledger_schema, &signatures)
         .await
         .map_err(|e| JobFailure::database("cannot read the ledger", e))?;

@@ -36,9 +36,23 @@ pub struct TargetConnection {
     /// Whether the seal's table was made ahead for the whole session
     /// (`txn_seal::prepare_table`): a sealed `BEGIN` then only inserts its row.
     seal_table: std::sync::atomic::AtomicBool,
+    /// Plan routines' lookup texts under the agent's path (`signatures.rs`).
+    signatures: std::sync::Mutex<
+        std::collections::HashMap<pgrollout_shared::routine::RoutineIdentity, String>,
+    >,
 }
 
 impl TargetConnection {
+    /// The lookup texts resolved on this connection so far.
+    pub fn signatures(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<pgrollout_shared::routine::RoutineIdentity, String>,
+    > {
+        self.signatures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Remembers the sealed transaction just opened (`None`: none).
     pub fn set_sealed_xid(&self, xid: Option<String>) {
         if xid.is_some() {
@@ -345,6 +359,7 @@ where
         holds_deploy_lock: Default::default(),
         notices_overflowed: false,
         seal_table: std::sync::atomic::AtomicBool::new(false),
+        signatures: Default::default(),
     })
 }
 

@@ -18,6 +18,7 @@ pub mod recreate;
 pub mod retire;
 mod routine_lookup;
 pub mod server_version;
+pub mod signatures;
 mod snapshot;
 pub mod static_checks;
 mod tls;

@@ -55,6 +55,9 @@ impl From<SourcePlan> for proto::SourcePlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     pub routine: RoutineIdentity,
+    /// The routine's declared search path, which its argument types were
+    /// written for (the agent resolves them with it).
+    pub search_path: Vec<String>,
     pub plan_id: String,
 }
 
@@ -94,6 +97,7 @@ pub fn claims(what: &str, run: &[Routine], sources: &[SourcePlan]) -> Result<Vec
         };
         claims.push(Claim {
             routine: routine.identity.clone(),
+            search_path: routine.search_path.clone(),
             plan_id: plan_id.clone(),
         });
     }
@@ -154,6 +158,7 @@ mod tests {
             claimed,
             [Claim {
                 routine: f.identity.clone(),
+                search_path: f.search_path.clone(),
                 plan_id: plan_id_of_job(&plan.routines),
             }]
         );

@@ -23,7 +23,8 @@ pub(super) async fn check_exists(
     routines: &[Routine],
     oids: &[u32],
 ) -> Result<Vec<SmokeCheck>, tokio_postgres::Error> {
-    let signatures = crate::jobs::steps::apply::signatures_unless_known(routines, oids);
+    let signatures =
+        crate::jobs::steps::apply::signatures_unless_known(conn, routines, oids).await?;
     let rows = conn
         .client
         .query_typed(

@@ -19,23 +19,29 @@ use crate::sql::{
     RESET_TO_AGENT_SEARCH_PATH,
 };
 
-/// The signatures `to_regprocedure` resolves for these routines.
-pub fn signatures(routines: &[Routine]) -> Vec<String> {
-    routines
-        .iter()
-        .map(|r| r.identity.regprocedure_input())
-        .collect()
+/// The signatures `to_regprocedure` resolves for these routines under the
+/// agent's path (`sql::signatures`: a type the routine's path resolves is
+/// spelled as the agent's does).
+pub async fn signatures(
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    sql::signatures::signatures_of(conn, routines).await
 }
 
 /// What a catalog query looking routines up by `oids` (padded with NULLs
 /// where shorter) still needs as signatures: none when every oid is known —
 /// rendering and sending a thousand signatures nobody reads cost the agent
 /// milliseconds per query.
-pub fn signatures_unless_known(routines: &[Routine], oids: &[u32]) -> Vec<String> {
+pub async fn signatures_unless_known(
+    conn: &TargetConnection,
+    routines: &[Routine],
+    oids: &[u32],
+) -> Result<Vec<String>, tokio_postgres::Error> {
     if oids.len() >= routines.len() {
-        Vec::new()
+        Ok(Vec::new())
     } else {
-        signatures(routines)
+        signatures(conn, routines).await
     }
 }
 
@@ -46,9 +52,13 @@ pub async fn snapshot(
     routines: &[Routine],
     oids: &[u32],
 ) -> Result<Vec<RoutineSnapshot>, JobFailure> {
-    sql::snapshot_routines_at(&conn.client, &signatures_unless_known(routines, oids), oids)
+    let read = |e| JobFailure::database("cannot read the current definitions", e);
+    let signatures = signatures_unless_known(conn, routines, oids)
         .await
-        .map_err(|e| JobFailure::database("cannot read the current definitions", e))
+        .map_err(read)?;
+    sql::snapshot_routines_at(&conn.client, &signatures, oids)
+        .await
+        .map_err(read)
 }
 
 /// The state before a deploy: every routine's snapshot, which of them are
@@ -353,18 +363,17 @@ pub async fn verify_created(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<Vec<Created>, JobFailure> {
+    let catalog = |e| JobFailure::database("cannot read the catalog", e);
+    let signatures = signatures(conn, routines).await.map_err(catalog)?;
     let rows = conn
         .client
         .query_typed(
             "SELECT r.proc::oid, r.proc::text FROM unnest($1::text[]) WITH ORDINALITY AS u(s, n), \
              LATERAL to_regprocedure(u.s) AS r(proc) ORDER BY n",
-            &[(
-                &signatures(routines),
-                tokio_postgres::types::Type::TEXT_ARRAY,
-            )],
+            &[(&signatures, tokio_postgres::types::Type::TEXT_ARRAY)],
         )
         .await
-        .map_err(|e| JobFailure::database("cannot read the catalog", e))?;
+        .map_err(catalog)?;
     routines
         .iter()
         .zip(rows)
@@ -493,7 +502,7 @@ pub async fn record(
                 // Rendered only where the catalog must resolve it.
                 signature: (oid.is_none()
                     && matches!(kind, DeployedKind::Live | DeployedKind::Recreated))
-                .then(|| routine.identity.regprocedure_input()),
+                .then(|| sql::signatures::signature_of(conn, &routine.identity)),
                 previous: &before.previous[index],
                 source_sha256: (!retired).then(|| unchanged::source_sha256(routine)),
             })

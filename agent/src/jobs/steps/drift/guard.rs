@@ -47,10 +47,9 @@ async fn drifted(
     conn: &TargetConnection,
     routines: &[Routine],
 ) -> Result<Vec<DriftFinding>, JobFailure> {
-    let inputs: Vec<String> = routines
-        .iter()
-        .map(|r| r.identity.regprocedure_input())
-        .collect();
+    let inputs = crate::sql::signatures::signatures_of(conn, routines)
+        .await
+        .map_err(|e| database("cannot look up the routines for the no_drift check", e))?;
     let identities: Vec<Option<String>> = conn
         .client
         .query_typed(

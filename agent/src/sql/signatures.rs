@@ -1,0 +1,197 @@
+//! The text `to_regprocedure` reads for a plan's routine, under the agent's
+//! own search path (`pg_catalog, pg_temp`).
+//!
+//! A plan names each routine's argument types as its source writes them:
+//! `rate(m mood)` for a `public.mood`, `f(version_info)` for a type of a
+//! schema on the project's declared path. PostgreSQL resolved those names
+//! with the routine's path when it ran the CREATE; the agent's own path does
+//! not hold them, so each such type is resolved once with the routine's path
+//! and written back as `format_type` spells it under the agent's
+//! (`public.mood`). Builtins and qualified names resolve as written and cost
+//! one query for the whole job; the rest one more per distinct path, and one
+//! to spell them. Every query here names pg_catalog's functions: the routine's
+//! path may hold a schema another role creates in.
+//!
+//! Results are kept on the connection, so each job resolves its routines once.
+
+use std::collections::{BTreeSet, HashMap};
+
+use pgrollout_shared::routine::{
+    quote_identifier, set_local_search_path_sql, Routine, RoutineIdentity,
+};
+use tokio_postgres::types::Type;
+
+use super::TargetConnection;
+
+/// The lookup text of each routine, in order.
+pub async fn signatures_of(
+    conn: &TargetConnection,
+    routines: &[Routine],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let wanted: Vec<(&RoutineIdentity, &[String])> = routines
+        .iter()
+        .map(|r| (&r.identity, r.search_path.as_slice()))
+        .collect();
+    signatures_for(conn, &wanted).await
+}
+
+/// The lookup text of each identity, whose types were written for the path
+/// beside it, in order.
+pub async fn signatures_for(
+    conn: &TargetConnection,
+    wanted: &[(&RoutineIdentity, &[String])],
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    resolve_missing(conn, wanted).await?;
+    let known = conn.signatures();
+    Ok(wanted
+        .iter()
+        .map(|(identity, _)| signature_of_known(&known, identity))
+        .collect())
+}
+
+/// The lookup text of one identity this connection resolved before (as part
+/// of a job's routines), else the identity as written.
+pub fn signature_of(conn: &TargetConnection, identity: &RoutineIdentity) -> String {
+    signature_of_known(&conn.signatures(), identity)
+}
+
+fn signature_of_known(
+    known: &HashMap<RoutineIdentity, String>,
+    identity: &RoutineIdentity,
+) -> String {
+    known
+        .get(identity)
+        .cloned()
+        .unwrap_or_else(|| identity.regprocedure_input())
+}
+
+async fn resolve_missing(
+    conn: &TargetConnection,
+    wanted: &[(&RoutineIdentity, &[String])],
+) -> Result<(), tokio_postgres::Error> {
+    let missing: Vec<(&RoutineIdentity, &[String])> = {
+        let known = conn.signatures();
+        wanted
+            .iter()
+            .filter(|(identity, _)| !known.contains_key(*identity))
+            .copied()
+            .collect()
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let written: BTreeSet<&str> = missing
+        .iter()
+        .flat_map(|(identity, _)| identity.arg_types.iter().map(String::as_str))
+        .collect();
+    let written: Vec<&str> = written.into_iter().collect();
+    // Which types the agent's own path already resolves as written.
+    let found: Vec<bool> = if written.is_empty() {
+        Vec::new()
+    } else {
+        conn.client
+            .query_typed(
+                "SELECT pg_catalog.to_regtype(u.t) IS NOT NULL \
+                 FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n",
+                &[(&written, Type::TEXT_ARRAY)],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    let as_written: BTreeSet<&str> = written
+        .iter()
+        .zip(&found)
+        .filter(|(_, found)| **found)
+        .map(|(t, _)| *t)
+        .collect();
+    // The others, with each routine's path: (path, type) → oid.
+    let mut by_path: HashMap<&[String], BTreeSet<&str>> = HashMap::new();
+    for (identity, path) in &missing {
+        for t in &identity.arg_types {
+            if !as_written.contains(t.as_str()) {
+                by_path.entry(path).or_default().insert(t);
+            }
+        }
+    }
+    let mut resolved: HashMap<(&[String], &str), u32> = HashMap::new();
+    for (path, types) in &by_path {
+        let types: Vec<&str> = types.iter().copied().collect();
+        for (t, oid) in types.iter().zip(oids_in_path(conn, path, &types).await?) {
+            if let Some(oid) = oid {
+                resolved.insert((path, t), oid);
+            }
+        }
+    }
+    let spelled = spell(conn, resolved.values().copied().collect()).await?;
+    let mut known = conn.signatures();
+    for (identity, path) in missing {
+        let args: Vec<String> = identity
+            .arg_types
+            .iter()
+            .map(|t| {
+                resolved
+                    .get(&(path, t.as_str()))
+                    .and_then(|oid| spelled.get(oid))
+                    .cloned()
+                    .unwrap_or_else(|| t.clone())
+            })
+            .collect();
+        let signature = format!(
+            "{}.{}({})",
+            quote_identifier(&identity.schema),
+            quote_identifier(&identity.name),
+            args.join(", ")
+        );
+        known.insert(identity.clone(), signature);
+    }
+    Ok(())
+}
+
+/// Each type's oid as the routine's path resolves it (`None`: no such type;
+/// the CREATE will say so). The path is set for this one query and set back
+/// (for the session: the caller may or may not be in a transaction; should
+/// the query fail inside one, its rollback undoes the setting too).
+async fn oids_in_path(
+    conn: &TargetConnection,
+    path: &[String],
+    types: &[&str],
+) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
+    let set = set_local_search_path_sql(path).replacen("SET LOCAL", "SET", 1);
+    conn.client.batch_execute(&set).await?;
+    let rows = conn
+        .client
+        .query_typed(
+            "SELECT pg_catalog.to_regtype(u.t)::pg_catalog.oid \
+             FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n",
+            &[(&types, Type::TEXT_ARRAY)],
+        )
+        .await;
+    let reset = conn
+        .client
+        .batch_execute("SET search_path TO DEFAULT")
+        .await;
+    let rows = rows?;
+    reset?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// `format_type` of each oid under the agent's own path.
+async fn spell(
+    conn: &TargetConnection,
+    oids: Vec<u32>,
+) -> Result<HashMap<u32, String>, tokio_postgres::Error> {
+    if oids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = conn
+        .client
+        .query_typed(
+            "SELECT u.o, pg_catalog.format_type(u.o, NULL) \
+             FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS u(o)",
+            &[(&oids, Type::OID_ARRAY)],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
