@@ -198,7 +198,7 @@ async fn pgsslmode_applies_to_a_target_without_sslmode() -> Result<()> {
         async move {
             let mut env = vec![(pgrollout_tests::stack::PASSWORD_ENV, password)];
             env.extend(pgsslmode.map(|mode| ("PGSSLMODE", mode)));
-            let agent = pgrollout_tests::Process::spawn(
+            let mut agent = pgrollout_tests::Process::spawn(
                 &stack.bins.agent,
                 [
                     "--config",
@@ -211,7 +211,10 @@ async fn pgsslmode_applies_to_a_target_without_sslmode() -> Result<()> {
                 .wait_for_line("connected to controller", Duration::from_secs(20))
                 .await?;
             let out = stack.cli(&["deploy", "reconcilemupstream", "dev"]).await;
-            drop(agent);
+            // Gone before the next one starts: a dying agent still holds the
+            // zone's journal, and the next would refuse to share it.
+            agent.kill_9()?;
+            agent.wait_for_exit(Duration::from_secs(20)).await?;
             out
         }
     };

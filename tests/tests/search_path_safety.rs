@@ -224,7 +224,8 @@ async fn rated(client: &Client) -> Result<i32> {
 /// The commonest real code: no `pgrollout.toml`, a type of `public` in the
 /// signature, written unqualified. The agent's path does not hold `public`,
 /// yet the routine is found, redeployed, recorded under its qualified
-/// identity and rolled back.
+/// identity, and found again when an operator names it with its types as
+/// written.
 #[tokio::test]
 async fn a_signature_with_a_type_of_public_deploys_changes_and_rolls_back() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
@@ -262,7 +263,16 @@ async fn a_signature_with_a_type_of_public_deploys_changes_and_rolls_back() -> R
         .map(|r| r.get(0))
         .collect();
     assert_eq!(identities, ["public.rate(public.mood,public.score)"]);
-    let rollback = stack.cli(&["rollback", "rate", "dev"]).await?;
+    // Named with its types as the source writes them.
+    let history = stack.cli(&["history", "rate(mood, score)", "dev"]).await?;
+    assert_eq!(history.code, 0, "{history}");
+    assert!(
+        history
+            .stdout
+            .contains("public.rate(public.mood,public.score)"),
+        "{history}"
+    );
+    let rollback = stack.cli(&["rollback", "rate(mood, score)", "dev"]).await?;
     assert_eq!(rollback.code, 0, "{rollback}");
     assert_eq!(rated(&client).await?, 3);
     let drift = stack.cli(&["drift", "dev"]).await?;

@@ -78,7 +78,10 @@ pub async fn rows_for_selector(
     selector: &RoutineSelector,
 ) -> Result<Vec<LedgerRecord>, tokio_postgres::Error> {
     let schema_filter = selector.schema.clone().unwrap_or_default();
-    let args = selector.regprocedure_args();
+    // As `regprocedure` text writes them (`text,integer`).
+    let args = super::signatures::selector_arg_types(client, selector)
+        .await?
+        .map(|types| types.join(","));
     read(
         client,
         schema,

@@ -25,7 +25,9 @@ pub async fn routines_named(
 ) -> Result<Vec<NamedRoutine>, tokio_postgres::Error> {
     let schema = selector.schema.clone().unwrap_or_default();
     // oidvectortypes() separates the types with ", ".
-    let args = selector.arg_types.as_ref().map(|types| types.join(", "));
+    let args = super::signatures::selector_arg_types(client, selector)
+        .await?
+        .map(|types| types.join(", "));
     let rows = client
         .query_typed(
             include_str!("routines_named.sql"),

@@ -16,10 +16,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use pgrollout_shared::operations::RoutineSelector;
 use pgrollout_shared::routine::{
-    quote_identifier, set_local_search_path_sql, Routine, RoutineIdentity,
+    quote_identifier, set_local_search_path_sql, Routine, RoutineIdentity, CODE_DEFAULT_SEARCH_PATH,
 };
 use tokio_postgres::types::Type;
+use tokio_postgres::Client;
 
 use super::TargetConnection;
 
@@ -194,4 +196,59 @@ async fn spell(
         )
         .await?;
     Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// An operator's argument types (`rollback rate(mood, score)`) as the ledger
+/// and `oidvectortypes` spell them under the agent's path: each type the
+/// agent's path does not resolve is looked up in the selector's schema, then
+/// in `public` (where code without a declared path lives), and spelled as
+/// `format_type` does (`public.mood`). A type found nowhere is kept as
+/// written: it then matches nothing, and the job says no routine matched.
+pub async fn selector_arg_types(
+    client: &Client,
+    selector: &RoutineSelector,
+) -> Result<Option<Vec<String>>, tokio_postgres::Error> {
+    let Some(types) = &selector.arg_types else {
+        return Ok(None);
+    };
+    if types.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut path: Vec<String> = selector.schema.iter().cloned().collect();
+    path.push(CODE_DEFAULT_SEARCH_PATH.to_owned());
+    let set = set_local_search_path_sql(&path).replacen("SET LOCAL", "SET", 1);
+    // Under the agent's path first: a builtin is never looked up elsewhere.
+    let first = "SELECT pg_catalog.to_regtype(u.t)::pg_catalog.oid \
+                 FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n";
+    let own: Vec<Option<u32>> = client
+        .query_typed(first, &[(types, Type::TEXT_ARRAY)])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    client.batch_execute(&set).await?;
+    let rows = client
+        .query_typed(first, &[(types, Type::TEXT_ARRAY)])
+        .await;
+    let reset = client.batch_execute("SET search_path TO DEFAULT").await;
+    let theirs: Vec<Option<u32>> = rows?.iter().map(|row| row.get(0)).collect();
+    reset?;
+    let oids: Vec<Option<u32>> = own.iter().zip(&theirs).map(|(a, b)| a.or(*b)).collect();
+    let spelled: Vec<Option<String>> = client
+        .query_typed(
+            "SELECT pg_catalog.format_type(u.o, NULL) \
+             FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS u(o, n) ORDER BY u.n",
+            &[(&oids, Type::OID_ARRAY)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    Ok(Some(
+        types
+            .iter()
+            .zip(spelled)
+            .map(|(written, spelled)| spelled.unwrap_or_else(|| written.clone()))
+            .collect(),
+    ))
 }
