@@ -40,6 +40,10 @@ CREATE FUNCTION public.lower(n name) RETURNS text LANGUAGE plpgsql AS
   $$ BEGIN PERFORM pg_catalog.nextval('public.trap_calls'); RETURN pg_catalog.lower(n::text); END $$;
 CREATE FUNCTION public.md5(n name) RETURNS text LANGUAGE plpgsql AS
   $$ BEGIN PERFORM pg_catalog.nextval('public.trap_calls'); RETURN pg_catalog.md5(n::text); END $$;
+-- An operator too: `oid = regclass` has no exact match in pg_catalog.
+CREATE FUNCTION public.oid_is(a oid, b regclass) RETURNS boolean LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_catalog.nextval('public.trap_calls'); RETURN a OPERATOR(pg_catalog.=) b::oid; END $$;
+CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.oid_is);
 RESET ROLE;
 "#;
 
@@ -47,9 +51,14 @@ const V1: &str = "CREATE OR REPLACE FUNCTION public.total(n integer) RETURNS int
     LANGUAGE sql AS $$ SELECT helper(n) + 1 $$;\n";
 const V2: &str = "CREATE OR REPLACE FUNCTION public.total(n integer) RETURNS integer \
     LANGUAGE sql AS $$ SELECT helper(n) + 2 $$;\n";
-/// Unqualified, as most code calls: it must still resolve in `public`.
+/// Unqualified, as most code calls: it must still resolve in `public`. The
+/// second call moves the session's path to `public` for good, as a hostile
+/// one would: its savepoint's rollback must undo that before the agent's
+/// next statement.
 const SIDECAR: &str = "[[smoke_tests]]\nname = \"adds\"\ncall = \"SELECT total(1) AS result\"\n\
-    expect_columns = [ { name = \"result\", type = \"integer\" } ]\n";
+    expect_columns = [ { name = \"result\", type = \"integer\" } ]\n\
+    [[smoke_tests]]\nname = \"moves the path\"\n\
+    call = \"SELECT pg_catalog.set_config('search_path', 'public', false) AS p\"\n";
 
 async fn trap_calls(client: &Client) -> Result<i64> {
     Ok(client

@@ -57,8 +57,9 @@ impl LedgerRecord {
 
 /// Rows of the routines a selector names (by name, optionally schema and
 /// argument types, matched on the ledger's `regprocedure` identities). An
-/// unqualified identity is `public`'s, written by an older agent into a
-/// ledger no write has brought up to date yet (`ensure_ledger`).
+/// unqualified identity is `public`'s: written by an older agent, still
+/// running beside this one, after this agent's first connection rewrote the
+/// ledger (`ledger::qualify_legacy_identities`).
 const BY_SELECTOR: &str = "(SELECT p.part[cardinality(p.part)] = $2 \
        AND ($1 = '' OR (cardinality(p.part) = 2 AND p.part[1] = $1) \
             OR (cardinality(p.part) = 1 AND $1 = 'public')) \

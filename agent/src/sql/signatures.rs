@@ -88,24 +88,11 @@ async fn resolve_missing(
         .collect();
     let written: Vec<&str> = written.into_iter().collect();
     // Which types the agent's own path already resolves as written.
-    let found: Vec<bool> = if written.is_empty() {
-        Vec::new()
-    } else {
-        conn.client
-            .query_typed(
-                "SELECT pg_catalog.to_regtype(u.t) IS NOT NULL \
-                 FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n",
-                &[(&written, Type::TEXT_ARRAY)],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    };
+    let found = type_oids(&conn.client, &written).await?;
     let as_written: BTreeSet<&str> = written
         .iter()
         .zip(&found)
-        .filter(|(_, found)| **found)
+        .filter(|(_, found)| found.is_some())
         .map(|(t, _)| *t)
         .collect();
     // The others, with each routine's path: (path, type) → oid.
@@ -120,13 +107,16 @@ async fn resolve_missing(
     let mut resolved: HashMap<(&[String], &str), u32> = HashMap::new();
     for (path, types) in &by_path {
         let types: Vec<&str> = types.iter().copied().collect();
-        for (t, oid) in types.iter().zip(oids_in_path(conn, path, &types).await?) {
+        for (t, oid) in types
+            .iter()
+            .zip(type_oids_in_path(&conn.client, path, &types).await?)
+        {
             if let Some(oid) = oid {
                 resolved.insert((path, t), oid);
             }
         }
     }
-    let spelled = spell(conn, resolved.values().copied().collect()).await?;
+    let spelled = spell(&conn.client, resolved.values().copied().collect()).await?;
     let mut known = conn.signatures();
     for (identity, path) in missing {
         let args: Vec<String> = identity
@@ -151,44 +141,53 @@ async fn resolve_missing(
     Ok(())
 }
 
-/// Each type's oid as the routine's path resolves it (`None`: no such type;
-/// the CREATE will say so). The path is set for this one query and set back
-/// (for the session: the caller may or may not be in a transaction; should
-/// the query fail inside one, its rollback undoes the setting too).
-async fn oids_in_path(
-    conn: &TargetConnection,
-    path: &[String],
+/// Each type's oid under the agent's own path (`None`: not found there).
+async fn type_oids(
+    client: &Client,
     types: &[&str],
 ) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
-    let set = set_local_search_path_sql(path).replacen("SET LOCAL", "SET", 1);
-    conn.client.batch_execute(&set).await?;
-    let rows = conn
-        .client
+    if types.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(client
         .query_typed(
             "SELECT pg_catalog.to_regtype(u.t)::pg_catalog.oid \
              FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n",
             &[(&types, Type::TEXT_ARRAY)],
         )
-        .await;
-    let reset = conn
-        .client
-        .batch_execute("SET search_path TO DEFAULT")
-        .await;
-    let rows = rows?;
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// [`type_oids`] as `path` resolves them (`None`: no such type; the CREATE
+/// will say so). The path is set for this one query and set back (for the
+/// session: the caller may or may not be in a transaction; should the query
+/// fail inside one, its rollback undoes the setting too).
+async fn type_oids_in_path(
+    client: &Client,
+    path: &[String],
+    types: &[&str],
+) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
+    let set = set_local_search_path_sql(path).replacen("SET LOCAL", "SET", 1);
+    client.batch_execute(&set).await?;
+    let oids = type_oids(client, types).await;
+    let reset = client.batch_execute("SET search_path TO DEFAULT").await;
+    let oids = oids?;
     reset?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(oids)
 }
 
 /// `format_type` of each oid under the agent's own path.
 async fn spell(
-    conn: &TargetConnection,
+    client: &Client,
     oids: Vec<u32>,
 ) -> Result<HashMap<u32, String>, tokio_postgres::Error> {
     if oids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = conn
-        .client
+    let rows = client
         .query_typed(
             "SELECT u.o, pg_catalog.format_type(u.o, NULL) \
              FROM pg_catalog.unnest($1::pg_catalog.oid[]) AS u(o)",
@@ -211,44 +210,31 @@ pub async fn selector_arg_types(
     let Some(types) = &selector.arg_types else {
         return Ok(None);
     };
-    if types.is_empty() {
-        return Ok(Some(Vec::new()));
-    }
-    let mut path: Vec<String> = selector.schema.iter().cloned().collect();
-    path.push(CODE_DEFAULT_SEARCH_PATH.to_owned());
-    let set = set_local_search_path_sql(&path).replacen("SET LOCAL", "SET", 1);
-    // Under the agent's path first: a builtin is never looked up elsewhere.
-    let first = "SELECT pg_catalog.to_regtype(u.t)::pg_catalog.oid \
-                 FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n";
-    let own: Vec<Option<u32>> = client
-        .query_typed(first, &[(types, Type::TEXT_ARRAY)])
-        .await?
+    let types: Vec<&str> = types.iter().map(String::as_str).collect();
+    // Under the agent's path first: a builtin is never looked up elsewhere,
+    // and a selector of builtins costs one query.
+    let own = type_oids(client, &types).await?;
+    let theirs = if own.iter().all(Option::is_some) {
+        Vec::new()
+    } else {
+        let mut path: Vec<String> = selector.schema.iter().cloned().collect();
+        path.push(CODE_DEFAULT_SEARCH_PATH.to_owned());
+        type_oids_in_path(client, &path, &types).await?
+    };
+    let oids: Vec<Option<u32>> = own
         .iter()
-        .map(|row| row.get(0))
+        .enumerate()
+        .map(|(i, oid)| oid.or(theirs.get(i).copied().flatten()))
         .collect();
-    client.batch_execute(&set).await?;
-    let rows = client
-        .query_typed(first, &[(types, Type::TEXT_ARRAY)])
-        .await;
-    let reset = client.batch_execute("SET search_path TO DEFAULT").await;
-    let theirs: Vec<Option<u32>> = rows?.iter().map(|row| row.get(0)).collect();
-    reset?;
-    let oids: Vec<Option<u32>> = own.iter().zip(&theirs).map(|(a, b)| a.or(*b)).collect();
-    let spelled: Vec<Option<String>> = client
-        .query_typed(
-            "SELECT pg_catalog.format_type(u.o, NULL) \
-             FROM pg_catalog.unnest($1::pg_catalog.oid[]) WITH ORDINALITY AS u(o, n) ORDER BY u.n",
-            &[(&oids, Type::OID_ARRAY)],
-        )
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let spelled = spell(client, oids.iter().flatten().copied().collect()).await?;
     Ok(Some(
         types
             .iter()
-            .zip(spelled)
-            .map(|(written, spelled)| spelled.unwrap_or_else(|| written.clone()))
+            .zip(oids)
+            .map(|(written, oid)| {
+                oid.and_then(|oid| spelled.get(&oid).cloned())
+                    .unwrap_or_else(|| (*written).to_owned())
+            })
             .collect(),
     ))
 }

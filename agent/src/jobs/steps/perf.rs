@@ -143,14 +143,12 @@ async fn measure(
             if Some(old) != now.definition.as_ref() {
                 // An earlier plan's statement resolves its names as its
                 // routine's CREATE did; the transaction is rolled back.
-                let replayed = match conn
-                    .client
-                    .batch_execute(&set_local_search_path_sql(&routine.search_path))
-                    .await
-                {
-                    Ok(()) => conn.client.execute_typed(old.as_str(), &[]).await,
-                    Err(error) => Err(error),
-                };
+                let replayed = async {
+                    let set = set_local_search_path_sql(&routine.search_path);
+                    conn.client.batch_execute(&set).await?;
+                    conn.client.execute_typed(old.as_str(), &[]).await
+                }
+                .await;
                 if let Err(error) = replayed {
                     restore_error = Some(format!(
                         "cannot put back the old definition ({}): {}",
