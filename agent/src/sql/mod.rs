@@ -44,6 +44,18 @@ pub use snapshot::{snapshot_routines, snapshot_routines_at, RoutineSnapshot};
 /// and the line of the statement the error points at, when it says.
 /// Database errors never contain the password, and neither does this.
 pub fn describe_error(error: &tokio_postgres::Error, statement: Option<&str>) -> String {
+    describe_error_after(error, statement, 0)
+}
+
+/// [`describe_error`] of `statement` sent after `prefix_chars` characters of
+/// the agent's own (one simple query: its savepoint commands, then the
+/// statement): the server counts the error's position from the start of the
+/// whole message, the line is the statement's own.
+pub fn describe_error_after(
+    error: &tokio_postgres::Error,
+    statement: Option<&str>,
+    prefix_chars: usize,
+) -> String {
     let Some(db) = error.as_db_error() else {
         // Connection-level errors: the driver's text plus its cause chain.
         return pgrollout_shared::errors::error_chain(error);
@@ -52,7 +64,7 @@ pub fn describe_error(error: &tokio_postgres::Error, statement: Option<&str>) ->
     if let (Some(tokio_postgres::error::ErrorPosition::Original(position)), Some(sql)) =
         (db.position(), statement)
     {
-        let line = line_of_char_position(sql, *position as usize);
+        let line = line_of_char_position(sql, (*position as usize).saturating_sub(prefix_chars));
         text.push_str(&format!(" (line {line} of the statement)"));
     }
     if let Some(detail) = db.detail() {

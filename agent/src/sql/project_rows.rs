@@ -9,7 +9,7 @@
 
 use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Error, ToStatement};
+use tokio_postgres::{Client, Error, SimpleQueryMessage, ToStatement};
 
 /// How much text a pgTAP script may print before the agent stops reading:
 /// far more than any test report, far less than an agent's memory.
@@ -29,6 +29,21 @@ where
     let mut count = 0;
     while rows.try_next().await?.is_some() {
         count += 1;
+    }
+    Ok(count)
+}
+
+/// Sends `message` as one simple query (the agent's savepoint commands
+/// ahead of one project statement) and counts the rows it returns, keeping
+/// none of them: only the project statement returns rows.
+pub async fn count_rows_of_message(client: &Client, message: &str) -> Result<u64, Error> {
+    let messages = client.simple_query_raw(message).await?;
+    pin_mut!(messages);
+    let mut count = 0;
+    while let Some(message) = messages.try_next().await? {
+        if let SimpleQueryMessage::Row(_) = message {
+            count += 1;
+        }
     }
     Ok(count)
 }

@@ -18,14 +18,13 @@
 //!   row; it fails when the transaction the agent opened is gone (the table
 //!   went with it) or is another one. A job confirms after the calls and
 //!   before it reports that the database is as it was.
-//! - **The guard** after each pipelined call's savepoint release
-//!   ([`GUARD`]): a `BEGIN` of its own, a no-op (with a warning the smoke
-//!   runner ignores) inside the agent's transaction. When a call ended that
-//!   transaction, the release fails and the `BEGIN` opens a new block, so the
-//!   calls already pipelined behind it still run inside a transaction, each
-//!   in a savepoint that is rolled back, and never in autocommit: a later
-//!   `COMMIT` can only commit an empty block (a `DO` or `CALL` cannot commit
-//!   inside one), and the agent stops at the first failed release.
+//! - **No autocommit behind an escape**: each pipelined smoke call goes out
+//!   in one message with its savepoint (`smoke/pipeline.rs`). A message of
+//!   several statements runs as an implicit transaction block when no
+//!   transaction is open, and `SAVEPOINT` is an error there: once a call has
+//!   ended the agent's transaction, the calls already pipelined behind it
+//!   never run, and the agent stops at the first rollback to the call's
+//!   savepoint that fails.
 //!
 //! A connection opened ahead for a later sealed transaction (the post-commit
 //! check's) makes the seal's table first, outside any transaction and off the
@@ -34,7 +33,6 @@
 //! transaction, so a `COMMIT` from anyone else still fails on it, and once
 //! that transaction is gone the row is gone and [`confirm`] finds no seal.
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::jobs::context::JobFailure;
@@ -64,15 +62,6 @@ pub const UNSEAL_AND_COMMIT: &str = "DELETE FROM pg_temp.pgrollout_seal; COMMIT"
 /// Rolls a smoke call's savepoint back.
 pub const CLOSE_SAVEPOINT: &str =
     "ROLLBACK TO SAVEPOINT pgrollout_smoke; RELEASE SAVEPOINT pgrollout_smoke";
-
-/// Sent on its own after each pipelined call's [`CLOSE_SAVEPOINT`] (see the
-/// module's guard).
-pub const GUARD: &str = "BEGIN";
-
-/// The warning `BEGIN` raises inside a transaction: the guard's, not a call's.
-pub fn is_guard_notice(notice: &tokio_postgres::error::DbError) -> bool {
-    *notice.code() == SqlState::ACTIVE_SQL_TRANSACTION
-}
 
 /// `BEGIN`, sealed; the connection remembers the transaction's id.
 pub async fn begin(conn: &TargetConnection) -> Result<(), JobFailure> {

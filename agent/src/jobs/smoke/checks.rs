@@ -15,7 +15,7 @@ use pgrollout_shared::routine::{set_local_search_path_sql, Routine, SmokeTest};
 use tokio_postgres::error::{DbError, Severity, SqlState};
 use tokio_postgres::types::Type;
 
-use crate::sql::{describe_error, TargetConnection};
+use crate::sql::{describe_error, describe_error_after, TargetConnection};
 
 /// Whether each routine exists in its schema: one catalog query for all.
 pub(super) async fn check_exists(
@@ -222,16 +222,18 @@ async fn call_and_check(
     let elapsed = started.elapsed();
     match result {
         Err(error) if error.as_db_error().is_none() => Err(error),
-        result => Ok(call_checks(test, &statement, result, elapsed, types)),
+        result => Ok(call_checks(test, &statement, (result, 0), elapsed, types)),
     }
 }
 
 /// `executes`, and then `structure` and `duration`, of a call that answered
-/// `result` after `elapsed`. A server error of the call is a failed check.
+/// `result` after `elapsed`. A server error of the call is a failed check;
+/// `prefix_chars`: what the agent sent ahead of the call in its message
+/// (the server counts an error's position from the message's start).
 pub(super) fn call_checks(
     test: &SmokeTest,
     statement: &tokio_postgres::Statement,
-    result: Result<u64, tokio_postgres::Error>,
+    (result, prefix_chars): (Result<u64, tokio_postgres::Error>, usize),
     elapsed: Duration,
     types: &ExpectedTypes,
 ) -> Vec<SmokeCheck> {
@@ -255,7 +257,7 @@ pub(super) fn call_checks(
             return vec![check(
                 "executes",
                 false,
-                describe_error(&error, Some(&test.call_sql)),
+                describe_error_after(&error, Some(&test.call_sql), prefix_chars),
             )]
         }
     };

@@ -14,6 +14,16 @@
 //! 2. Run every prepared call, each inside a savepoint that carries its time
 //!    bound (`SET LOCAL statement_timeout`) and is rolled back afterwards, so
 //!    a failing call aborts only its own savepoint and leaves no rows behind.
+//!    The savepoint and the call go out as one simple query, the rollback as
+//!    the next: two requests per call. One message is also what keeps a call
+//!    out of autocommit should the call before it have ended the agent's
+//!    transaction (`txn_seal`): a message of several statements runs as an
+//!    implicit transaction block, where `SAVEPOINT` is an error, so the call
+//!    behind it never runs. (A `BEGIN` of its own ahead of each savepoint did
+//!    that before, at the price of a request and a server-log WARNING, "there
+//!    is already a transaction in progress", per call.) The call's text was
+//!    prepared in flight 1, so it is exactly one statement; a newline after
+//!    it ends a trailing `--` comment.
 //!
 //! What pipelining cannot do is tell which call raised a NOTICE or WARNING:
 //! notices travel apart from the answers. So when any notice arrives, the
@@ -28,13 +38,12 @@ use pgrollout_shared::proto::SmokeCheck;
 use pgrollout_shared::routine::{set_local_search_path_sql, SmokeTest};
 use tokio_postgres::{Client, Statement};
 
-use crate::sql::project_rows::count_rows;
+use crate::sql::project_rows::count_rows_of_message;
 
 use super::checks::{
     call_checks, check, open_savepoint, open_savepoint_in_path, warnings_check, ExpectedTypes,
     CLOSE_SAVEPOINT,
 };
-use crate::jobs::context::txn_seal::GUARD;
 use crate::sql::pipeline::run_groups_in_order;
 use crate::sql::{describe_error, TargetConnection};
 
@@ -50,14 +59,8 @@ pub async fn run_calls(
     conn.take_notices();
     let prepared = prepare_all(&conn.client, tests).await?;
     let ran = run_prepared(&conn.client, tests, &prepared, progress).await?;
-    // The guard's `BEGIN` warns inside the transaction: not a call's notice.
     // A flood (cancelled) is found again one by one, and reported there.
-    if conn
-        .take_notices()
-        .iter()
-        .any(|notice| !crate::jobs::context::txn_seal::is_guard_notice(notice))
-        || conn.notices_overflowed()
-    {
+    if !conn.take_notices().is_empty() || conn.notices_overflowed() {
         return Ok(None);
     }
     let checks = tests
@@ -102,7 +105,8 @@ enum Request<'a> {
     /// prepared again on their own).
     Setting(String),
     Prepare(&'a str),
-    Call(&'a Statement),
+    /// A call with its savepoint ahead of it, in one message.
+    Call(CallMessage),
 }
 
 /// What one pipelined request answered. Errors of the test's own call are
@@ -112,8 +116,25 @@ enum Answer {
     Done,
     Set,
     Prepared(Result<Statement, tokio_postgres::Error>),
-    /// How many rows the call returned (never kept: `sql::project_rows`).
-    Ran(Result<u64, tokio_postgres::Error>),
+    /// How many rows the call returned (never kept: `sql::project_rows`),
+    /// and how many characters of the agent's preceded it in its message.
+    Ran(Result<u64, tokio_postgres::Error>, usize),
+}
+
+/// One call as it is sent: its savepoint's commands, then its text.
+struct CallMessage {
+    sql: String,
+    prefix_chars: usize,
+}
+
+impl CallMessage {
+    fn new(test: &SmokeTest) -> CallMessage {
+        let prefix = format!("{}; ", open_savepoint(test));
+        CallMessage {
+            prefix_chars: prefix.chars().count(),
+            sql: format!("{prefix}{}\n", test.call_sql),
+        }
+    }
 }
 
 /// Sends `request` on its first poll, like every tokio-postgres request.
@@ -130,7 +151,10 @@ async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_pos
             Answer::Set
         }
         Request::Prepare(sql) => Answer::Prepared(client.prepare(sql).await),
-        Request::Call(statement) => Answer::Ran(count_rows(client, statement).await),
+        Request::Call(call) => Answer::Ran(
+            count_rows_of_message(client, &call.sql).await,
+            call.prefix_chars,
+        ),
     })
 }
 
@@ -235,28 +259,27 @@ async fn prepare_each_in_savepoint(
 }
 
 /// Flight 2: every prepared call run in a savepoint with its time bound.
-/// Each call's duration is the time between the answer to its savepoint and
-/// the answer to the call: the server runs the requests one after another,
-/// so that is the call's own time (plus the wire), and the bound itself is
-/// enforced by the server's statement timeout.
+/// Each call's duration is the time between the answer to the rollback
+/// before it and the answer to its own message: the server runs the
+/// requests one after another, so that is the call's own time (plus its
+/// savepoint's commands and the wire), and the bound itself is enforced by
+/// the server's statement timeout, which PostgreSQL (13 and later) starts
+/// again for each statement of a message, with the value just set.
 async fn run_prepared(
     client: &Client,
     tests: &[&SmokeTest],
     prepared: &[Result<Statement, tokio_postgres::Error>],
     progress: &mut (impl FnMut(usize, usize) + Send),
 ) -> Result<Vec<Option<CallOutcome>>, tokio_postgres::Error> {
-    let mut requests: Vec<Vec<_>> = tests
+    let requests: Vec<Vec<_>> = tests
         .iter()
         .zip(prepared)
-        .filter_map(|(test, prepared)| Some((test, prepared.as_ref().ok()?)))
-        .map(|(test, statement)| {
+        .filter(|(_, prepared)| prepared.is_ok())
+        .map(|(test, _)| {
+            // A failed rollback (the call ended the transaction) stops the
+            // flight before the agent sends anything else.
             [
-                // The guard ahead of each savepoint, in the same request:
-                // keeps this call and the ones behind it out of autocommit
-                // should the call before have ended the transaction
-                // (`txn_seal`). One request per call fewer than on its own.
-                Request::Command(format!("{GUARD}; {}", open_savepoint(test))),
-                Request::Call(statement),
+                Request::Call(CallMessage::new(test)),
                 Request::Command(CLOSE_SAVEPOINT.to_owned()),
             ]
             .into_iter()
@@ -265,14 +288,12 @@ async fn run_prepared(
         })
         .collect();
     let total = requests.len();
-    // And after the last call, for whatever the caller sends next.
-    requests.push(vec![send(client, Request::Command(GUARD.to_owned()))]);
     let mut outcomes = Vec::new();
     let mut last_answer = Instant::now();
     run_groups_in_order(requests, |_, answer| {
         let now = Instant::now();
-        if let Answer::Ran(result) = answer {
-            outcomes.push((result, now - last_answer));
+        if let Answer::Ran(result, prefix_chars) = answer {
+            outcomes.push(((result, prefix_chars), now - last_answer));
             progress(outcomes.len(), total);
         }
         last_answer = now;
@@ -286,14 +307,14 @@ async fn run_prepared(
         .collect())
 }
 
-type CallOutcome = (Result<u64, tokio_postgres::Error>, Duration);
+type CallOutcome = ((Result<u64, tokio_postgres::Error>, usize), Duration);
 
 /// `executes`, `structure`, `duration` and `warnings` of a call that ran
 /// while no notice arrived.
 fn checks_of_call(
     test: &SmokeTest,
     statement: &Statement,
-    result: Result<u64, tokio_postgres::Error>,
+    result: (Result<u64, tokio_postgres::Error>, usize),
     elapsed: Duration,
     types: &ExpectedTypes,
 ) -> Vec<SmokeCheck> {

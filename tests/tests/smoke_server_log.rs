@@ -1,0 +1,107 @@
+//! A deploy's smoke tests leave nothing in the target's server log. Each
+//! pipelined smoke call used to be preceded by a `BEGIN` of its own (so that
+//! a call ending the agent's transaction could not leave the calls behind it
+//! in autocommit), and PostgreSQL logs that `BEGIN` inside a transaction as
+//! "WARNING: there is already a transaction in progress": one line per smoke
+//! call and step, 300 on a 150-call batch, in every production database's
+//! log. The call now goes out in one message with its savepoint, which
+//! needs no `BEGIN` (`agent/src/jobs/smoke/pipeline.rs`).
+//!
+//! The calls' texts end in the shapes a project writes them: a trailing
+//! semicolon, a trailing `--` comment (which must not swallow what the agent
+//! sends after it).
+
+use anyhow::{Context, Result};
+use pgrollout_tests::Stack;
+
+/// More than 16 calls: the post-commit check runs on two sessions too.
+const ROUTINES: usize = 20;
+
+fn call_of(index: usize) -> String {
+    let call = format!("SELECT public.quiet_{index:02}() AS answer");
+    match index % 3 {
+        0 => call,
+        1 => format!("{call};"),
+        _ => format!("{call} -- the answer, then a comment"),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_with_smoke_tests_writes_no_warning_to_the_server_log() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let mut list = String::new();
+    for index in 0..ROUTINES {
+        let name = format!("quiet_{index:02}");
+        stack.write_procedure(
+            &format!("{name}.sql"),
+            &format!(
+                "CREATE OR REPLACE FUNCTION public.{name}() RETURNS int LANGUAGE sql AS $$ SELECT {index} $$;\n"
+            ),
+        )?;
+        stack.write_procedure(
+            &format!("{name}.toml"),
+            &format!(
+                "[[smoke_tests]]\nname = \"answers\"\ncall = \"{}\"\nexpect_columns = [ {{ name = \"answer\", type = \"integer\" }} ]\n",
+                call_of(index)
+            ),
+        )?;
+        list.push_str(&name);
+        list.push('\n');
+    }
+    let list_path = stack.dir.path().join("quiet.txt");
+    std::fs::write(&list_path, list)?;
+
+    let pg = &stack.zone("dev").pg;
+    let log_offset = std::fs::metadata(pg.log_path())?.len();
+    let out = stack
+        .cli(&[
+            "batch",
+            "dev",
+            &list_path.to_string_lossy(),
+            "--output",
+            "json",
+        ])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let summary: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().context("a summary line")?)
+            .with_context(|| format!("JSON lines:\n{out}"))?;
+    let rollout = summary["rollout"].as_str().context("the rollout id")?;
+    let status = stack.cli(&["status", rollout, "--output", "json"]).await?;
+    assert_eq!(status.code, 0, "{status}");
+    let document: serde_json::Value = serde_json::from_str(status.stdout.trim())?;
+    let reports = document["result"]["smoke"]
+        .as_array()
+        .context("smoke reports")?;
+    for phase in ["in-transaction", "post-commit"] {
+        let passed: Vec<&serde_json::Value> = reports
+            .iter()
+            .filter(|r| r["phase"] == phase && r["passed"] == true)
+            .collect();
+        assert_eq!(passed.len(), ROUTINES, "{phase}: {document}");
+        // Each call ran and returned its one row, comment or not.
+        for report in passed {
+            let executes = report["checks"]
+                .as_array()
+                .context("checks")?
+                .iter()
+                .find(|c| c["check"] == "executes")
+                .context("an executes check")?;
+            assert_eq!(executes["detail"], "returned 1 row(s)", "{report}");
+        }
+    }
+
+    let log = std::fs::read(pg.log_path())?;
+    let written = String::from_utf8_lossy(&log[log_offset as usize..]);
+    let warnings: Vec<&str> = written
+        .lines()
+        .filter(|line| line.contains("WARNING") || line.contains("ERROR"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "the deploy wrote {} warning or error line(s) to the server log, e.g. {:?}",
+        warnings.len(),
+        &warnings[..warnings.len().min(3)]
+    );
+    Ok(())
+}
