@@ -105,3 +105,46 @@ async fn a_batch_with_smoke_tests_writes_no_warning_to_the_server_log() -> Resul
     );
     Ok(())
 }
+
+/// The calls' search path and time bound are set once for a run of calls,
+/// outside their savepoints: a call that changes both for the session is
+/// undone with its savepoint, so the next call still resolves names in its
+/// routine's schema and is still stopped at its own bound.
+#[tokio::test]
+async fn a_call_that_changes_its_settings_does_not_change_the_next_calls() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client.batch_execute("CREATE SCHEMA app").await?;
+    stack.write_procedure(
+        "total.sql",
+        "CREATE OR REPLACE FUNCTION total(n integer) RETURNS integer LANGUAGE sql AS $$ SELECT n + 1 $$;\n",
+    )?;
+    stack.write_procedure(
+        "total.toml",
+        "[schema]\nname = \"app\"\n\
+         [[smoke_tests]]\nname = \"moves\"\n\
+         call = \"SELECT pg_catalog.set_config('search_path', 'public', false) AS p, \
+                 pg_catalog.set_config('statement_timeout', '0', false) AS t\"\n\
+         [[smoke_tests]]\nname = \"resolves\"\ncall = \"SELECT total(1) AS result\"\n\
+         expect_columns = [ { name = \"result\", type = \"integer\" } ]\n\
+         [[smoke_tests]]\nname = \"bounded\"\ncall = \"SELECT pg_catalog.pg_sleep(5)\"\n\
+         max_duration = \"300ms\"\n",
+    )?;
+    let out = stack.cli(&["deploy", "total", "dev"]).await?;
+    assert_eq!(out.code, 3, "the bounded call fails the smoke test: {out}");
+    let report = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        report.contains("cancelled at the time bound"),
+        "the third call was stopped at its own bound: {out}"
+    );
+    assert!(
+        !report.contains("total(integer) does not exist"),
+        "the second call resolved in app: {out}"
+    );
+    let live: Option<String> = client
+        .query_one("SELECT to_regprocedure('app.total(integer)')::text", &[])
+        .await?
+        .get(0);
+    assert_eq!(live, None, "nothing was committed");
+    Ok(())
+}

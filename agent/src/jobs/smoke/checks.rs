@@ -98,11 +98,22 @@ pub(super) async fn resolve_expected_types(
 /// routine's search path, and the savepoint is always rolled back after it
 /// (which undoes both settings).
 pub(super) fn open_savepoint(test: &SmokeTest) -> String {
+    format!("SAVEPOINT pgrollout_smoke; {}", call_settings(test))
+}
+
+/// What a test's call runs with: its routine's search path and its time
+/// bound, as `SET LOCAL`s.
+pub(super) fn call_settings(test: &SmokeTest) -> String {
     format!(
         "{}; SET LOCAL statement_timeout = {}",
-        open_savepoint_in_path(test),
-        test.max_duration.as_millis().max(1)
+        set_local_search_path_sql(&test.search_path),
+        time_bound_ms(test)
     )
+}
+
+/// The test's time bound in milliseconds (0 would mean none).
+pub(super) fn time_bound_ms(test: &SmokeTest) -> u128 {
+    test.max_duration.as_millis().max(1)
 }
 
 /// The savepoint with the routine's search path, no time bound: where a

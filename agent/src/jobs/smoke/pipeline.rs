@@ -11,11 +11,14 @@
 //!    its own test's `executes` check. One savepoint instead of
 //!    one per call: a thousand-routine batch's smoke steps sent three
 //!    requests per call here, two of them savepoint commands.
-//! 2. Run every prepared call, each inside a savepoint that carries its time
-//!    bound (`SET LOCAL statement_timeout`) and is rolled back afterwards, so
-//!    a failing call aborts only its own savepoint and leaves no rows behind.
-//!    The savepoint and the call go out as one simple query, the rollback as
-//!    the next: two requests per call. One message is also what keeps a call
+//! 2. Run every prepared call, each inside a savepoint that is rolled back
+//!    afterwards, so a failing call aborts only its own savepoint and leaves
+//!    no rows behind. Its routine's search path and its time bound (`SET
+//!    LOCAL statement_timeout`) are set in the transaction, outside the
+//!    savepoints, wherever they change from the call before, and set back to
+//!    the session's after the last call: a call that changes either is undone
+//!    with its savepoint. The settings, the savepoint and the call go out as
+//!    one simple query, the rollback as the next: two requests per call. One message is also what keeps a call
 //!    out of autocommit should the call before it have ended the agent's
 //!    transaction (`txn_seal`): a message of several statements runs as an
 //!    implicit transaction block, where `SAVEPOINT` is an error, so the call
@@ -41,8 +44,8 @@ use tokio_postgres::{Client, Statement};
 use crate::sql::project_rows::count_rows_of_message;
 
 use super::checks::{
-    call_checks, check, open_savepoint, open_savepoint_in_path, warnings_check, ExpectedTypes,
-    CLOSE_SAVEPOINT,
+    call_checks, call_settings, check, open_savepoint_in_path, time_bound_ms, warnings_check,
+    ExpectedTypes, CLOSE_SAVEPOINT,
 };
 use crate::sql::pipeline::run_groups_in_order;
 use crate::sql::{describe_error, TargetConnection};
@@ -121,21 +124,32 @@ enum Answer {
     Ran(Result<u64, tokio_postgres::Error>, usize),
 }
 
-/// One call as it is sent: its savepoint's commands, then its text.
+/// One call as it is sent: its settings where they differ from the call
+/// before's, its savepoint, then its text.
 struct CallMessage {
     sql: String,
     prefix_chars: usize,
 }
 
 impl CallMessage {
-    fn new(test: &SmokeTest) -> CallMessage {
-        let prefix = format!("{}; ", open_savepoint(test));
+    fn new(test: &SmokeTest, settings: Option<String>) -> CallMessage {
+        let prefix = match settings {
+            Some(settings) => format!("{settings}; {OPEN_CALL_SAVEPOINT}; "),
+            None => format!("{OPEN_CALL_SAVEPOINT}; "),
+        };
         CallMessage {
             prefix_chars: prefix.chars().count(),
             sql: format!("{prefix}{}\n", test.call_sql),
         }
     }
 }
+
+/// Each call's savepoint in flight 2 (its settings are set outside it).
+const OPEN_CALL_SAVEPOINT: &str = "SAVEPOINT pgrollout_smoke";
+
+/// After flight 2: the session's own search path and statement timeout.
+const RESET_CALL_SETTINGS: &str =
+    "SET LOCAL search_path TO DEFAULT; SET LOCAL statement_timeout TO DEFAULT";
 
 /// Sends `request` on its first poll, like every tokio-postgres request.
 async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_postgres::Error> {
@@ -271,15 +285,24 @@ async fn run_prepared(
     prepared: &[Result<Statement, tokio_postgres::Error>],
     progress: &mut (impl FnMut(usize, usize) + Send),
 ) -> Result<Vec<Option<CallOutcome>>, tokio_postgres::Error> {
-    let requests: Vec<Vec<_>> = tests
+    // The search path and time bound are set in the transaction, outside the
+    // calls' savepoints, where they change from one call to the next: rolling
+    // a call's savepoint back undoes whatever the call set, so each call
+    // starts from them as set. Two statements fewer per call than setting
+    // them inside each savepoint.
+    let mut current: Option<(&[String], u128)> = None;
+    let mut requests: Vec<Vec<_>> = tests
         .iter()
         .zip(prepared)
         .filter(|(_, prepared)| prepared.is_ok())
         .map(|(test, _)| {
+            let wanted = (test.search_path.as_slice(), time_bound_ms(test));
+            let settings = (current != Some(wanted)).then(|| call_settings(test));
+            current = Some(wanted);
             // A failed rollback (the call ended the transaction) stops the
             // flight before the agent sends anything else.
             [
-                Request::Call(CallMessage::new(test)),
+                Request::Call(CallMessage::new(test, settings)),
                 Request::Command(CLOSE_SAVEPOINT.to_owned()),
             ]
             .into_iter()
@@ -288,6 +311,12 @@ async fn run_prepared(
         })
         .collect();
     let total = requests.len();
+    if current.is_some() {
+        requests.push(vec![send(
+            client,
+            Request::Command(RESET_CALL_SETTINGS.to_owned()),
+        )]);
+    }
     let mut outcomes = Vec::new();
     let mut last_answer = Instant::now();
     run_groups_in_order(requests, |_, answer| {
