@@ -6,7 +6,7 @@
 //!
 //! Each smoke call asks a spy routine (outside the plan) to say, in a
 //! NOTICE the report carries, which backend ran it and whether the pending
-//! seal row rejects an immediate constraint check — exactly what a COMMIT
+//! seal rows reject an immediate constraint check — exactly what a COMMIT
 //! would run into.
 
 use anyhow::{Context, Result};
@@ -33,7 +33,7 @@ async fn stack_with_spy(target_extra: &str) -> Result<(Stack, String)> {
              BEGIN
                BEGIN
                  SET CONSTRAINTS ALL IMMEDIATE;
-               EXCEPTION WHEN foreign_key_violation THEN seal := 'sealed';
+               EXCEPTION WHEN unique_violation THEN seal := 'sealed';
                END;
                RAISE NOTICE 'seal_spy pid=% %', pg_backend_pid(), seal;
                RETURN 1;
