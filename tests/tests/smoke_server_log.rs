@@ -148,3 +148,59 @@ async fn a_call_that_changes_its_settings_does_not_change_the_next_calls() -> Re
     assert_eq!(live, None, "nothing was committed");
     Ok(())
 }
+
+/// The calls of a step share one savepoint, rolled back to before each next
+/// call: no call sees what the one before it wrote, in either phase, and
+/// nothing stays behind.
+#[tokio::test]
+async fn each_call_starts_from_the_state_before_the_calls() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE public.scratch (n int);
+             CREATE FUNCTION public.scribble() RETURNS int LANGUAGE sql AS
+               $$ INSERT INTO public.scratch VALUES (1), (2), (3) RETURNING 1 $$;",
+        )
+        .await?;
+    stack.write_procedure(
+        "writer.sql",
+        "CREATE OR REPLACE FUNCTION public.writer() RETURNS int LANGUAGE sql AS $$ SELECT public.scribble() $$;\n",
+    )?;
+    let mut sidecar = String::new();
+    for round in 0..3 {
+        sidecar.push_str(&format!(
+            "[[smoke_tests]]\nname = \"writes {round}\"\ncall = \"SELECT public.writer() AS w\"\n\
+             [[smoke_tests]]\nname = \"reads {round}\"\ncall = \"SELECT n FROM public.scratch\"\n"
+        ));
+    }
+    stack.write_procedure("writer.toml", &sidecar)?;
+    let out = stack
+        .cli(&["deploy", "writer", "dev", "--output", "json"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let document: serde_json::Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("one JSON document:\n{out}"))?;
+    let reads: Vec<&serde_json::Value> = document["result"]["smoke"]
+        .as_array()
+        .context("smoke reports")?
+        .iter()
+        .filter(|r| r["test"].as_str().is_some_and(|t| t.starts_with("reads")))
+        .collect();
+    assert_eq!(reads.len(), 6, "three reads in each phase: {document}");
+    for report in reads {
+        let executes = report["checks"]
+            .as_array()
+            .context("checks")?
+            .iter()
+            .find(|c| c["check"] == "executes")
+            .context("an executes check")?;
+        assert_eq!(executes["detail"], "returned 0 row(s)", "{report}");
+    }
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM public.scratch", &[])
+        .await?
+        .get(0);
+    assert_eq!(left, 0, "the calls' rows were all rolled back");
+    Ok(())
+}

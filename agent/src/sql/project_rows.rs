@@ -33,19 +33,28 @@ where
     Ok(count)
 }
 
-/// Sends `message` as one simple query (the agent's savepoint commands
-/// ahead of one project statement) and counts the rows it returns, keeping
-/// none of them: only the project statement returns rows.
-pub async fn count_rows_of_message(client: &Client, message: &str) -> Result<u64, Error> {
-    let messages = client.simple_query_raw(message).await?;
-    pin_mut!(messages);
-    let mut count = 0;
-    while let Some(message) = messages.try_next().await? {
-        if let SimpleQueryMessage::Row(_) = message {
-            count += 1;
+/// Sends `message` as one simple query (the agent's own statements ahead of
+/// one project statement) and counts the rows it returns, keeping none of
+/// them: only the project statement returns rows. Also says how many of the
+/// message's statements completed, so an error can be told apart: one of
+/// the agent's (fewer completed than it sent) or the project statement's.
+pub async fn count_rows_of_message(client: &Client, message: &str) -> (usize, Result<u64, Error>) {
+    let mut completed = 0;
+    let mut rows = 0;
+    let answer = async {
+        let messages = client.simple_query_raw(message).await?;
+        pin_mut!(messages);
+        while let Some(message) = messages.try_next().await? {
+            match message {
+                SimpleQueryMessage::Row(_) => rows += 1,
+                SimpleQueryMessage::CommandComplete(_) => completed += 1,
+                _ => {}
+            }
         }
+        Ok(())
     }
-    Ok(count)
+    .await;
+    (completed, answer.map(|()| rows))
 }
 
 /// The first column of each row of `statement`, where it is text (pgTAP's

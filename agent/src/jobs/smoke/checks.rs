@@ -98,17 +98,19 @@ pub(super) async fn resolve_expected_types(
 /// routine's search path, and the savepoint is always rolled back after it
 /// (which undoes both settings).
 pub(super) fn open_savepoint(test: &SmokeTest) -> String {
-    format!("SAVEPOINT pgrollout_smoke; {}", call_settings(test))
+    format!(
+        "SAVEPOINT pgrollout_smoke; {}",
+        call_settings(test).join("; ")
+    )
 }
 
 /// What a test's call runs with: its routine's search path and its time
-/// bound, as `SET LOCAL`s.
-pub(super) fn call_settings(test: &SmokeTest) -> String {
-    format!(
-        "{}; SET LOCAL statement_timeout = {}",
+/// bound, as `SET LOCAL`s (two statements).
+pub(super) fn call_settings(test: &SmokeTest) -> [String; 2] {
+    [
         set_local_search_path_sql(&test.search_path),
-        time_bound_ms(test)
-    )
+        format!("SET LOCAL statement_timeout = {}", time_bound_ms(test)),
+    ]
 }
 
 /// The test's time bound in milliseconds (0 would mean none).

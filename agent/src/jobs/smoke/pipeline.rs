@@ -11,20 +11,23 @@
 //!    its own test's `executes` check. One savepoint instead of
 //!    one per call: a thousand-routine batch's smoke steps sent three
 //!    requests per call here, two of them savepoint commands.
-//! 2. Run every prepared call, each inside a savepoint that is rolled back
-//!    afterwards, so a failing call aborts only its own savepoint and leaves
-//!    no rows behind. Its routine's search path and its time bound (`SET
-//!    LOCAL statement_timeout`) are set in the transaction, outside the
-//!    savepoints, wherever they change from the call before, and set back to
-//!    the session's after the last call: a call that changes either is undone
-//!    with its savepoint. The settings, the savepoint and the call go out as
-//!    one simple query, the rollback as the next: two requests per call. One message is also what keeps a call
-//!    out of autocommit should the call before it have ended the agent's
-//!    transaction (`txn_seal`): a message of several statements runs as an
-//!    implicit transaction block, where `SAVEPOINT` is an error, so the call
-//!    behind it never runs. (A `BEGIN` of its own ahead of each savepoint did
-//!    that before, at the price of a request and a server-log WARNING, "there
-//!    is already a transaction in progress", per call.) The call's text was
+//! 2. Run every prepared call inside one savepoint that is rolled back to
+//!    before the next call and after the last, so a failing call aborts only
+//!    itself and no call sees another's rows or leaves any behind. Its
+//!    routine's search path and its time bound (`SET LOCAL
+//!    statement_timeout`) are set in the transaction, outside the savepoint,
+//!    wherever they change from the call before, and set back to the
+//!    session's after the last call: a call that changes either is undone
+//!    with the rollback. One simple query per call: the rollback of the call
+//!    before (and the settings and the savepoint where they change), then the
+//!    call. One message is also what keeps a call out of autocommit should
+//!    the call before it have ended the agent's transaction (`txn_seal`): a
+//!    message of several statements runs as an implicit transaction block,
+//!    where `ROLLBACK TO SAVEPOINT` and `SAVEPOINT` are errors, so the call
+//!    behind it never runs, and the agent stops there. (A `BEGIN` of its own
+//!    ahead of each savepoint did that before, at the price of a request and
+//!    a server-log WARNING, "there is already a transaction in progress",
+//!    per call; three requests per call then, one now.) The call's text was
 //!    prepared in flight 1, so it is exactly one statement; a newline after
 //!    it ends a trailing `--` comment.
 //!
@@ -124,32 +127,40 @@ enum Answer {
     Ran(Result<u64, tokio_postgres::Error>, usize),
 }
 
-/// One call as it is sent: its settings where they differ from the call
-/// before's, its savepoint, then its text.
+/// One call as it is sent, in one message: the agent's statements (the
+/// rollback of the call before, its settings where they change, the
+/// savepoint), then the call's text.
 struct CallMessage {
     sql: String,
+    /// How many of the message's statements are the agent's.
+    agent_statements: usize,
+    /// How many characters they take, with their separators.
     prefix_chars: usize,
 }
 
 impl CallMessage {
-    fn new(test: &SmokeTest, settings: Option<String>) -> CallMessage {
-        let prefix = match settings {
-            Some(settings) => format!("{settings}; {OPEN_CALL_SAVEPOINT}; "),
-            None => format!("{OPEN_CALL_SAVEPOINT}; "),
-        };
+    fn new(agent_statements: Vec<String>, test: &SmokeTest) -> CallMessage {
+        let prefix = format!("{}; ", agent_statements.join("; "));
         CallMessage {
+            agent_statements: agent_statements.len(),
             prefix_chars: prefix.chars().count(),
             sql: format!("{prefix}{}\n", test.call_sql),
         }
     }
 }
 
-/// Each call's savepoint in flight 2 (its settings are set outside it).
-const OPEN_CALL_SAVEPOINT: &str = "SAVEPOINT pgrollout_smoke";
+/// The savepoint every call of flight 2 runs in: opened once, rolled back
+/// to before each next call (which keeps it, undone, for that call), and
+/// released after the last.
+const CALL_SAVEPOINT: &str = "SAVEPOINT pgrollout_smoke";
+const BACK_TO_CALL_SAVEPOINT: &str = "ROLLBACK TO SAVEPOINT pgrollout_smoke";
+const RELEASE_CALL_SAVEPOINT: &str = "RELEASE SAVEPOINT pgrollout_smoke";
 
-/// After flight 2: the session's own search path and statement timeout.
-const RESET_CALL_SETTINGS: &str =
-    "SET LOCAL search_path TO DEFAULT; SET LOCAL statement_timeout TO DEFAULT";
+/// After flight 2: the last call undone, and the session's own search path
+/// and statement timeout.
+const END_OF_CALLS: &str = "ROLLBACK TO SAVEPOINT pgrollout_smoke; \
+    RELEASE SAVEPOINT pgrollout_smoke; \
+    SET LOCAL search_path TO DEFAULT; SET LOCAL statement_timeout TO DEFAULT";
 
 /// Sends `request` on its first poll, like every tokio-postgres request.
 async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_postgres::Error> {
@@ -165,10 +176,12 @@ async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_pos
             Answer::Set
         }
         Request::Prepare(sql) => Answer::Prepared(client.prepare(sql).await),
-        Request::Call(call) => Answer::Ran(
-            count_rows_of_message(client, &call.sql).await,
-            call.prefix_chars,
-        ),
+        Request::Call(call) => match count_rows_of_message(client, &call.sql).await {
+            // One of the agent's statements failed (the call before ended
+            // the transaction, or released the savepoint): the flight stops.
+            (completed, Err(error)) if completed < call.agent_statements => return Err(error),
+            (_, rows) => Answer::Ran(rows, call.prefix_chars),
+        },
     })
 }
 
@@ -272,13 +285,14 @@ async fn prepare_each_in_savepoint(
     Ok(prepared)
 }
 
-/// Flight 2: every prepared call run in a savepoint with its time bound.
-/// Each call's duration is the time between the answer to the rollback
-/// before it and the answer to its own message: the server runs the
-/// requests one after another, so that is the call's own time (plus its
-/// savepoint's commands and the wire), and the bound itself is enforced by
-/// the server's statement timeout, which PostgreSQL (13 and later) starts
-/// again for each statement of a message, with the value just set.
+/// Flight 2: every prepared call run in a savepoint, rolled back after it,
+/// one message per call. Each call's duration is the time between the
+/// answer to the message before and the answer to its own: the server runs
+/// the requests one after another, so that is the call's own time (plus the
+/// rollback of the call before and the wire), and the bound itself is
+/// enforced by the server's statement timeout, which PostgreSQL (13 and
+/// later) starts again for each statement of a message, with the value
+/// just set.
 async fn run_prepared(
     client: &Client,
     tests: &[&SmokeTest],
@@ -286,10 +300,13 @@ async fn run_prepared(
     progress: &mut (impl FnMut(usize, usize) + Send),
 ) -> Result<Vec<Option<CallOutcome>>, tokio_postgres::Error> {
     // The search path and time bound are set in the transaction, outside the
-    // calls' savepoints, where they change from one call to the next: rolling
-    // a call's savepoint back undoes whatever the call set, so each call
-    // starts from them as set. Two statements fewer per call than setting
-    // them inside each savepoint.
+    // savepoint, where they change from one call to the next: rolling the
+    // savepoint back undoes whatever a call set, so each call starts from
+    // them as set. The rollback of one call and the next call share a
+    // message: a message of several statements runs as an implicit
+    // transaction block when no transaction is open, where `ROLLBACK TO
+    // SAVEPOINT` (like `SAVEPOINT`) is an error, so a call behind one that
+    // ended the transaction never runs.
     let mut current: Option<(&[String], u128)> = None;
     let mut requests: Vec<Vec<_>> = tests
         .iter()
@@ -297,24 +314,29 @@ async fn run_prepared(
         .filter(|(_, prepared)| prepared.is_ok())
         .map(|(test, _)| {
             let wanted = (test.search_path.as_slice(), time_bound_ms(test));
-            let settings = (current != Some(wanted)).then(|| call_settings(test));
+            let mut agent_statements = Vec::with_capacity(5);
+            if current.is_some() {
+                agent_statements.push(BACK_TO_CALL_SAVEPOINT.to_owned());
+            }
+            if current != Some(wanted) {
+                if current.is_some() {
+                    agent_statements.push(RELEASE_CALL_SAVEPOINT.to_owned());
+                }
+                agent_statements.extend(call_settings(test));
+                agent_statements.push(CALL_SAVEPOINT.to_owned());
+            }
             current = Some(wanted);
-            // A failed rollback (the call ended the transaction) stops the
-            // flight before the agent sends anything else.
-            [
-                Request::Call(CallMessage::new(test, settings)),
-                Request::Command(CLOSE_SAVEPOINT.to_owned()),
-            ]
-            .into_iter()
-            .map(|request| send(client, request))
-            .collect()
+            vec![send(
+                client,
+                Request::Call(CallMessage::new(agent_statements, test)),
+            )]
         })
         .collect();
     let total = requests.len();
     if current.is_some() {
         requests.push(vec![send(
             client,
-            Request::Command(RESET_CALL_SETTINGS.to_owned()),
+            Request::Command(END_OF_CALLS.to_owned()),
         )]);
     }
     let mut outcomes = Vec::new();
