@@ -26,6 +26,18 @@ fn call_of(index: usize) -> String {
     }
 }
 
+/// What a smoke report's `executes` check says (how many rows the call
+/// returned, or its error).
+fn executes(report: &serde_json::Value) -> Result<&str> {
+    report["checks"]
+        .as_array()
+        .context("checks")?
+        .iter()
+        .find(|c| c["check"] == "executes")
+        .and_then(|c| c["detail"].as_str())
+        .context("an executes check")
+}
+
 #[tokio::test]
 async fn a_batch_with_smoke_tests_writes_no_warning_to_the_server_log() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
@@ -81,13 +93,7 @@ async fn a_batch_with_smoke_tests_writes_no_warning_to_the_server_log() -> Resul
         assert_eq!(passed.len(), ROUTINES, "{phase}: {document}");
         // Each call ran and returned its one row, comment or not.
         for report in passed {
-            let executes = report["checks"]
-                .as_array()
-                .context("checks")?
-                .iter()
-                .find(|c| c["check"] == "executes")
-                .context("an executes check")?;
-            assert_eq!(executes["detail"], "returned 1 row(s)", "{report}");
+            assert_eq!(executes(report)?, "returned 1 row(s)", "{report}");
         }
     }
 
@@ -189,13 +195,7 @@ async fn each_call_starts_from_the_state_before_the_calls() -> Result<()> {
         .collect();
     assert_eq!(reads.len(), 6, "three reads in each phase: {document}");
     for report in reads {
-        let executes = report["checks"]
-            .as_array()
-            .context("checks")?
-            .iter()
-            .find(|c| c["check"] == "executes")
-            .context("an executes check")?;
-        assert_eq!(executes["detail"], "returned 0 row(s)", "{report}");
+        assert_eq!(executes(report)?, "returned 0 row(s)", "{report}");
     }
     let left: i64 = client
         .query_one("SELECT count(*) FROM public.scratch", &[])
