@@ -35,6 +35,8 @@ core=(
   faults:an_agent_killed_mid_apply_changes_nothing_and_its_restart_settles_the_rollout
   probes:the_syntax_gate_dry_runs_on_the_database_and_refuses_with_file_and_line
   watch:a_deploy_that_slows_a_routine_raises_an_alert_and_one_that_does_not_stays_quiet
+  agent_protocol:smoke_calls_that_end_the_transaction_commit_nothing_even_past_the_controller
+  smoke_server_log:a_call_that_changes_its_settings_does_not_change_the_next_calls
 )
 files=()
 names=()
