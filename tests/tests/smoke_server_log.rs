@@ -136,16 +136,36 @@ async fn a_call_that_changes_its_settings_does_not_change_the_next_calls() -> Re
          [[smoke_tests]]\nname = \"bounded\"\ncall = \"SELECT pg_catalog.pg_sleep(5)\"\n\
          max_duration = \"300ms\"\n",
     )?;
-    let out = stack.cli(&["deploy", "total", "dev"]).await?;
+    let out = stack
+        .cli(&["deploy", "total", "dev", "--output", "json"])
+        .await?;
     assert_eq!(out.code, 3, "the bounded call fails the smoke test: {out}");
-    let report = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        report.contains("cancelled at the time bound"),
-        "the third call was stopped at its own bound: {out}"
+    let document: serde_json::Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("one JSON document:\n{out}"))?;
+    let report = |test: &str| {
+        document["result"]["smoke"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["test"] == test && r["phase"] == "in-transaction")
+            .with_context(|| format!("the {test:?} report in {document}"))
+    };
+    assert_eq!(
+        report("moves")?["passed"],
+        true,
+        "the call that moves the settings ran"
     );
-    assert!(
-        !report.contains("total(integer) does not exist"),
-        "the second call resolved in app: {out}"
+    let resolves = report("resolves")?;
+    assert_eq!(
+        (resolves["passed"].as_bool(), executes(resolves)?),
+        (Some(true), "returned 1 row(s)"),
+        "the second call resolved in app: {resolves}"
+    );
+    let bounded = report("bounded")?;
+    assert_eq!(
+        executes(bounded)?,
+        "cancelled at the time bound",
+        "the third call was stopped at its own bound: {bounded}"
     );
     let live: Option<String> = client
         .query_one("SELECT to_regprocedure('app.total(integer)')::text", &[])

@@ -8,8 +8,8 @@
 //!
 //! - **The seal**: right after `BEGIN` the agent creates a temporary table
 //!   holding two rows that violate a *deferred* unique constraint. A
-//!   `COMMIT` (or
-//!   `COMMIT AND CHAIN`, `END`, `PREPARE TRANSACTION`) sent by anyone else
+//!   `COMMIT` (or `COMMIT AND CHAIN`, `END`, `PREPARE TRANSACTION`) sent by
+//!   anyone else
 //!   fails at commit time and rolls the whole transaction back; only the
 //!   agent's own COMMIT deletes the rows first ([`UNSEAL_AND_COMMIT`]). Each
 //!   call runs in a savepoint that is rolled back, so no call can delete the
@@ -35,9 +35,9 @@
 //! A connection opened ahead for a later sealed transaction (the post-commit
 //! check's) makes the seal's table first, outside any transaction and off the
 //! deploy's path ([`prepare_table`]): the table then lives for the session,
-//! and a sealed `BEGIN` only inserts the row. The row belongs to the
-//! transaction, so a `COMMIT` from anyone else still fails on it, and once
-//! that transaction is gone the row is gone and [`confirm`] finds no seal.
+//! and a sealed `BEGIN` only inserts the rows. The rows belong to the
+//! transaction, so a `COMMIT` from anyone else still fails on them, and once
+//! that transaction is gone the rows are gone and [`confirm`] finds no seal.
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 

@@ -94,10 +94,10 @@ pub(super) async fn resolve_expected_types(
         .collect())
 }
 
-/// Every test call runs in this savepoint, with its time bound and its
-/// routine's search path, and the savepoint is always rolled back after it
-/// (which undoes both settings).
-pub(super) fn open_savepoint(test: &SmokeTest) -> String {
+/// A call run on its own ([`run_one`]) runs in this savepoint, with its time
+/// bound and its routine's search path, and the savepoint is always rolled
+/// back after it (which undoes both settings).
+fn open_savepoint(test: &SmokeTest) -> String {
     format!(
         "SAVEPOINT pgrollout_smoke; {}",
         call_settings(test).join("; ")

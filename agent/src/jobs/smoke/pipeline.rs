@@ -50,7 +50,7 @@ use super::checks::{
     call_checks, call_settings, check, open_savepoint_in_path, time_bound_ms, warnings_check,
     ExpectedTypes, CLOSE_SAVEPOINT,
 };
-use crate::sql::pipeline::run_groups_in_order;
+use crate::sql::pipeline::{run_groups_in_order, run_in_order};
 use crate::sql::{describe_error, TargetConnection};
 
 /// The checks after `exists` of each test and its call's duration, in
@@ -122,9 +122,15 @@ enum Answer {
     Done,
     Set,
     Prepared(Result<Statement, tokio_postgres::Error>),
-    /// How many rows the call returned (never kept: `sql::project_rows`),
-    /// and how many characters of the agent's preceded it in its message.
-    Ran(Result<u64, tokio_postgres::Error>, usize),
+    Ran(Ran),
+}
+
+/// What a call's message answered.
+struct Ran {
+    /// How many rows the call returned (never kept: `sql::project_rows`).
+    rows: Result<u64, tokio_postgres::Error>,
+    /// How many characters of the agent's preceded the call in its message.
+    prefix_chars: usize,
 }
 
 /// One call as it is sent, in one message: the agent's statements (the
@@ -180,7 +186,10 @@ async fn send(client: &Client, request: Request<'_>) -> Result<Answer, tokio_pos
             // One of the agent's statements failed (the call before ended
             // the transaction, or released the savepoint): the flight stops.
             (completed, Err(error)) if completed < call.agent_statements => return Err(error),
-            (_, rows) => Answer::Ran(rows, call.prefix_chars),
+            (_, rows) => Answer::Ran(Ran {
+                rows,
+                prefix_chars: call.prefix_chars,
+            }),
         },
     })
 }
@@ -308,7 +317,7 @@ async fn run_prepared(
     // SAVEPOINT` (like `SAVEPOINT`) is an error, so a call behind one that
     // ended the transaction never runs.
     let mut current: Option<(&[String], u128)> = None;
-    let mut requests: Vec<Vec<_>> = tests
+    let mut requests: Vec<_> = tests
         .iter()
         .zip(prepared)
         .filter(|(_, prepared)| prepared.is_ok())
@@ -326,25 +335,22 @@ async fn run_prepared(
                 agent_statements.push(CALL_SAVEPOINT.to_owned());
             }
             current = Some(wanted);
-            vec![send(
+            send(
                 client,
                 Request::Call(CallMessage::new(agent_statements, test)),
-            )]
+            )
         })
         .collect();
     let total = requests.len();
     if current.is_some() {
-        requests.push(vec![send(
-            client,
-            Request::Command(END_OF_CALLS.to_owned()),
-        )]);
+        requests.push(send(client, Request::Command(END_OF_CALLS.to_owned())));
     }
     let mut outcomes = Vec::new();
     let mut last_answer = Instant::now();
-    run_groups_in_order(requests, |_, answer| {
+    run_in_order(requests, |_, answer| {
         let now = Instant::now();
-        if let Answer::Ran(result, prefix_chars) = answer {
-            outcomes.push(((result, prefix_chars), now - last_answer));
+        if let Answer::Ran(ran) = answer {
+            outcomes.push((ran, now - last_answer));
             progress(outcomes.len(), total);
         }
         last_answer = now;
@@ -358,18 +364,24 @@ async fn run_prepared(
         .collect())
 }
 
-type CallOutcome = ((Result<u64, tokio_postgres::Error>, usize), Duration);
+type CallOutcome = (Ran, Duration);
 
 /// `executes`, `structure`, `duration` and `warnings` of a call that ran
 /// while no notice arrived.
 fn checks_of_call(
     test: &SmokeTest,
     statement: &Statement,
-    result: (Result<u64, tokio_postgres::Error>, usize),
+    ran: Ran,
     elapsed: Duration,
     types: &ExpectedTypes,
 ) -> Vec<SmokeCheck> {
-    let mut checks = call_checks(test, statement, result, elapsed, types);
+    let mut checks = call_checks(
+        test,
+        statement,
+        (ran.rows, ran.prefix_chars),
+        elapsed,
+        types,
+    );
     checks.push(warnings_check(test, &[]));
     checks
 }
