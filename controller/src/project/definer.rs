@@ -45,6 +45,13 @@ pub fn plan_warnings(routines: &[pgrollout_shared::proto::Routine]) -> Vec<Strin
 }
 
 fn definer_without_search_path(create_sql: &str) -> bool {
+    // SECURITY DEFINER is spelt with the keyword in the text (a keyword
+    // cannot be quoted or escaped): without the word, nothing to parse. The
+    // gate reads every routine of every plan, and a parse is ~10 µs of
+    // libpg_query's protobuf output (issue 15 item 9: ~4 ms a batch).
+    if !contains_ignoring_ascii_case(create_sql.as_bytes(), b"definer") {
+        return false;
+    }
     let Ok(parsed) = pg_query::parse(create_sql, 0) else {
         return false;
     };
@@ -76,6 +83,11 @@ fn definer_without_search_path(create_sql: &str) -> bool {
         }
     }
     definer && !search_path
+}
+
+fn contains_ignoring_ascii_case(text: &[u8], word: &[u8]) -> bool {
+    text.windows(word.len())
+        .any(|window| window.eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
@@ -111,6 +123,13 @@ mod tests {
         assert!(warns(
             "CREATE PROCEDURE p() LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'"
         ));
+        // Keywords in any case, across lines: the word pre-filter sees them.
+        assert!(warns(&format!(
+            "CREATE FUNCTION f() {body} security\n  DeFiNeR"
+        )));
+        assert!(warns(&format!(
+            "CREATE FUNCTION f() {body} EXTERNAL SECURITY definer"
+        )));
         let text = unsafe_definers([(
             "public.f()".to_owned(),
             "procedures/f.sql",

@@ -30,6 +30,7 @@
 //! hand-made client cannot skip it; the agent, which has no SQL parser,
 //! seals its transactions so that none of them can commit early anyway.
 
+use super::checked_sql::{checked, Check};
 use pg_query::protobuf::{node::Node as NodeKind, TransactionStmtKind};
 use pgrollout_shared::routine::Routine;
 
@@ -223,14 +224,15 @@ pub fn check_routines(routines: &[Routine]) -> Result<(), String> {
     for routine in routines {
         let at = || format!("{} ({})", routine.identity, routine.source_path);
         for test in &routine.smoke_tests {
-            check_call(&test.call_sql)
+            checked(Check::Call, &test.call_sql, check_call)
                 .map_err(|why| format!("{}: smoke test {:?}: {why}", at(), test.name))?;
         }
         if let Some(probe) = &routine.perf_probe {
-            check_call(&probe.call_sql).map_err(|why| format!("{}: [perf] call: {why}", at()))?;
+            checked(Check::Call, &probe.call_sql, check_call)
+                .map_err(|why| format!("{}: [perf] call: {why}", at()))?;
         }
         for statement in &routine.companion_sql {
-            super::companion::check_wire(statement)
+            checked(Check::Companion, statement, super::companion::check_wire)
                 .map_err(|why| format!("{}: companion statement: {why}", at()))?;
         }
         if let Some(script) = &routine.pgtap {

@@ -8,6 +8,7 @@
 //! matching on the text, and syntax errors — including those in PL/pgSQL
 //! bodies — are reported with file and line before anything is deployed.
 
+pub mod checked_sql;
 mod companion;
 #[cfg(test)]
 mod companion_tests;
@@ -41,7 +42,8 @@ use std::path::Path;
 use pgrollout_shared::routine::{Routine, SmokeTest};
 
 pub use error::{ProjectError, ProjectWarning, SourceLocation};
-use files::{clone_read_error, in_parallel, read};
+pub(crate) use files::in_parallel;
+use files::{clone_read_error, read};
 use parse_cache::{CacheLocation, CachedFile, ParseCache};
 pub use parse_sql::is_offline_limitation;
 use parse_sql::{parse_procedure_file, ParsedRoutine};

@@ -81,9 +81,8 @@ pub fn parse_procedure_file(
         });
     }
     // The parse succeeded, so the scanner cannot fail on the same text.
-    let tokens = pg_query::scan(text)
-        .map_err(|error| syntax_error(path, text, error))?
-        .tokens;
+    // The scanner's tokens as they are, not round-tripped through protobuf.
+    let tokens = pg_query::scan_tokens(text).map_err(|error| syntax_error(path, text, error))?;
     let file = SourceFile {
         path,
         text,

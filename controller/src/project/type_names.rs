@@ -148,8 +148,8 @@ fn builtin_type_identifier(name: &str) -> String {
 fn is_keyword_needing_quotes(identifier: &str) -> bool {
     // The scanner knows PostgreSQL's keyword list and its categories; only
     // unreserved keywords may stand as identifiers everywhere.
-    match pg_query::scan(identifier) {
-        Ok(scan) => scan.tokens.iter().any(|token| {
+    match pg_query::scan_tokens(identifier) {
+        Ok(tokens) => tokens.iter().any(|token| {
             !matches!(
                 KeywordKind::try_from(token.keyword_kind),
                 Ok(KeywordKind::NoKeyword | KeywordKind::UnreservedKeyword)
