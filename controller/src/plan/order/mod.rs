@@ -164,33 +164,7 @@ fn read_shapes_in_parallel(routines: &[Routine]) -> Vec<Result<Shape, String>> {
 }
 
 fn read_in_parallel(routines: &[&Routine]) -> Vec<Result<Shape, String>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if workers < 2 || routines.len() < 32 {
-        return routines.iter().map(|routine| read_shape(routine)).collect();
-    }
-    let chunk = routines.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = routines
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|routine| read_shape(routine))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+    crate::project::in_parallel(routines, |routine| read_shape(routine))
 }
 
 /// Orders `routines` for deployment. `declared[i]` holds the names
