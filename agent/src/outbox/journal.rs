@@ -27,6 +27,22 @@ const TAG_ACKED: u8 = 3;
 /// A frame larger than this is damage, not data (messages are capped well below).
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 
+/// A record's frame: the payload's length and the first bytes of its
+/// SHA-256, then the payload (the tag, then the encoded message), encoded
+/// straight into the one buffer.
+fn frame(tag: u8, message: &impl Message) -> Vec<u8> {
+    let payload_len = 1 + message.encoded_len();
+    let mut frame = Vec::with_capacity(8 + payload_len);
+    frame.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.push(tag);
+    // A Vec grows as needed: encoding into one cannot run out of room.
+    let _ = message.encode(&mut frame);
+    let checksum = Sha256::digest(&frame[8..]);
+    frame[4..8].copy_from_slice(&checksum[..4]);
+    frame
+}
+
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -40,19 +56,11 @@ pub enum Record {
 
 impl Record {
     fn encode(&self) -> Vec<u8> {
-        let (tag, body) = match self {
-            Record::Started(offer) => (TAG_STARTED, offer.encode_to_vec()),
-            Record::Message(message) => (TAG_MESSAGE, message.encode_to_vec()),
-            Record::Acked(ack) => (TAG_ACKED, ack.encode_to_vec()),
-        };
-        let mut payload = Vec::with_capacity(body.len() + 1);
-        payload.push(tag);
-        payload.extend_from_slice(&body);
-        let mut frame = Vec::with_capacity(payload.len() + 8);
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&Sha256::digest(&payload)[..4]);
-        frame.extend_from_slice(&payload);
-        frame
+        match self {
+            Record::Started(offer) => frame(TAG_STARTED, offer),
+            Record::Message(message) => frame(TAG_MESSAGE, message),
+            Record::Acked(ack) => frame(TAG_ACKED, ack),
+        }
     }
 
     fn decode(payload: &[u8]) -> Option<Record> {
@@ -167,11 +175,30 @@ impl Journal {
     /// false, once written). Must be called in the order records are meant to
     /// appear: callers hold the outbox's lock.
     pub fn append(&self, record: &Record, sync: bool, done: Option<Completion>) {
-        let request = Request::Append {
-            frame: record.encode(),
-            sync,
-            done,
-        };
+        self.append_frame(record.encode(), sync, done);
+    }
+
+    /// [`Journal::append`] of `Record::Message(message)`, without a copy of
+    /// the message to make the record (a job's result can be half a
+    /// megabyte: a thousand routines' reports): `done` gets it back.
+    pub fn append_message(
+        &self,
+        message: AgentMessage,
+        sync: bool,
+        done: impl FnOnce(AgentMessage) + Send + 'static,
+    ) {
+        let frame = frame(TAG_MESSAGE, &message);
+        self.append_frame(frame, sync, Some(Box::new(move || done(message))));
+    }
+
+    /// [`Journal::append`] of `Record::Started(offer)`, without a copy of the
+    /// offer (a batch's offer carries every routine's SQL).
+    pub fn append_started(&self, offer: &JobOffer, done: Option<Completion>) {
+        self.append_frame(frame(TAG_STARTED, offer), true, done);
+    }
+
+    fn append_frame(&self, frame: Vec<u8>, sync: bool, done: Option<Completion>) {
+        let request = Request::Append { frame, sync, done };
         let Some(requests) = &self.requests else {
             return;
         };

@@ -143,14 +143,10 @@ impl Outbox {
         };
         inner.unsettled += 1;
         let shared = self.shared.clone();
-        journal.append(
-            &Record::Message(message.clone()),
-            true,
-            Some(Box::new(move || {
-                shared.lock().unsettled -= 1;
-                shared.deliver(message);
-            })),
-        );
+        journal.append_message(message, true, move |message| {
+            shared.lock().unsettled -= 1;
+            shared.deliver(message);
+        });
     }
 
     /// Sends without keeping: heartbeats, accepts, declines and relayed
@@ -200,9 +196,8 @@ impl Outbox {
             Some(journal) => {
                 inner.unsettled += 1;
                 let shared = self.shared.clone();
-                journal.append(
-                    &Record::Started(offer.clone()),
-                    true,
+                journal.append_started(
+                    offer,
                     Some(Box::new(move || {
                         shared.lock().unsettled -= 1;
                         let _ = durable.send(());
