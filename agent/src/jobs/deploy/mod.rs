@@ -64,9 +64,9 @@ async fn deploy(
         return each::run(ctx, &mut conn, routines, batch).await;
     }
 
-    // The post-commit smoke test's own connection, opened while the
-    // transaction runs rather than after COMMIT.
-    let post_commit = PreOpened::start(ctx, routines);
+    // The post-commit smoke test's own connections, opened while the
+    // transaction runs rather than after COMMIT (once the CREATEs are sent).
+    let mut post_commit = PreOpened::planned(ctx, routines);
     txn_seal::begin(&conn).await?;
     let InTransaction {
         applied,
@@ -74,7 +74,7 @@ async fn deploy(
         ledger_ids,
         smoke,
         oids,
-    } = match apply_in_transaction(ctx, &mut conn, routines).await {
+    } = match apply_in_transaction(ctx, &mut conn, routines, &mut post_commit).await {
         Ok(done) => done,
         Err(failed) => return Err(roll_back(ctx, &mut conn, failed).await),
     };
@@ -145,6 +145,7 @@ async fn apply_in_transaction(
     ctx: &JobContext,
     conn: &mut TargetConnection,
     routines: &[Routine],
+    post_commit: &mut PreOpened,
 ) -> Result<InTransaction, Failed> {
     // The backup file is written and verified (two fsyncs, a read back)
     // while the CREATEs run, not before them: the disk and the database work
@@ -185,8 +186,19 @@ async fn apply_in_transaction(
     let started = Instant::now();
     let previous: Vec<&crate::sql::RoutineSnapshot> =
         positions.iter().map(|&i| &before.previous[i]).collect();
+    let creating = replace::create_changed(ctx, conn, &changed, &previous);
     let (created, (written, backup_done)) = futures_util::future::join(
-        replace::create_changed(ctx, conn, &changed, &previous),
+        async {
+            // Polled once first: the CREATEs go out before the connections
+            // of the post-commit smoke test start opening.
+            let mut creating = std::pin::pin!(creating);
+            let first = futures_util::poll!(creating.as_mut());
+            post_commit.begin(ctx);
+            match first {
+                std::task::Poll::Ready(created) => created,
+                std::task::Poll::Pending => creating.await,
+            }
+        },
         pending.finish_timed(),
     )
     .await;

@@ -21,42 +21,61 @@ use crate::sql::{self, ConnectError, TargetConnection};
 const MIN_CALLS_PER_SESSION: usize = 8;
 
 /// Connections being opened; dropping them abandons (and closes) them.
-pub struct PreOpened(Vec<JoinHandle<Result<TargetConnection, ConnectError>>>);
+pub struct PreOpened {
+    opening: Vec<JoinHandle<Result<TargetConnection, ConnectError>>>,
+    /// How many [`PreOpened::begin`] opens.
+    sessions: usize,
+}
 
 impl PreOpened {
-    /// Starts connecting now, each connection on a task of its own: as many
-    /// as `routines`' smoke calls are worth, up to the target's limit.
-    pub fn start(ctx: &JobContext, routines: &[Routine]) -> PreOpened {
+    /// As many connections as `routines`' smoke calls are worth, up to the
+    /// target's limit; none is opened before [`PreOpened::begin`].
+    pub fn planned(ctx: &JobContext, routines: &[Routine]) -> PreOpened {
         let calls: usize = routines.iter().map(|r| r.smoke_tests.len()).sum();
-        let sessions = sessions_for(calls, ctx.target.post_commit_connections);
-        PreOpened(
-            (0..sessions)
-                .map(|_| {
-                    let target = ctx.target.clone();
-                    let timeouts = ctx.config.timeouts.clone();
-                    tokio::spawn(async move {
-                        let conn = sql::connect(&target, &timeouts).await?;
-                        // Without its table made ahead, the sealed BEGIN
-                        // makes one as usual.
-                        if let Err(error) = txn_seal::prepare_table(&conn).await {
-                            tracing::debug!(%error, "the post-commit seal's table is made at BEGIN instead");
-                        }
-                        Ok(conn)
-                    })
+        PreOpened {
+            opening: Vec::new(),
+            sessions: sessions_for(calls, ctx.target.post_commit_connections),
+        }
+    }
+
+    /// Starts connecting now, each connection on a task of its own. The
+    /// deploy calls it once its CREATEs are on their way: the database then
+    /// works on one core for tens of milliseconds. Opened earlier, two
+    /// backend forks and their SCRAM exchanges took the cores the snapshot
+    /// and the backup's start needed (issue 15 item 9).
+    pub fn begin(&mut self, ctx: &JobContext) {
+        if !self.opening.is_empty() {
+            return;
+        }
+        self.opening = (0..self.sessions)
+            .map(|_| {
+                let target = ctx.target.clone();
+                let timeouts = ctx.config.timeouts.clone();
+                tokio::spawn(async move {
+                    let conn = sql::connect(&target, &timeouts).await?;
+                    // Without its table made ahead, the sealed BEGIN
+                    // makes one as usual.
+                    if let Err(error) = txn_seal::prepare_table(&conn).await {
+                        tracing::debug!(%error, "the post-commit seal's table is made at BEGIN instead");
+                    }
+                    Ok(conn)
                 })
-                .collect(),
-        )
+            })
+            .collect();
     }
 
     /// Nothing opened ahead: [`PreOpened::take`] connects then.
     pub fn later() -> PreOpened {
-        PreOpened(Vec::new())
+        PreOpened {
+            opening: Vec::new(),
+            sessions: 0,
+        }
     }
 
     /// The connections that opened ahead, or one opened now when none did.
     pub async fn take(mut self, ctx: &JobContext) -> Result<Vec<TargetConnection>, ConnectError> {
-        let mut opened = Vec::with_capacity(self.0.len());
-        for opening in std::mem::take(&mut self.0) {
+        let mut opened = Vec::with_capacity(self.opening.len());
+        for opening in std::mem::take(&mut self.opening) {
             // One that failed (or whose task did) is left out: the others
             // share its calls.
             if let Ok(Ok(conn)) = opening.await {
@@ -77,7 +96,7 @@ fn sessions_for(calls: usize, limit: usize) -> usize {
 
 impl Drop for PreOpened {
     fn drop(&mut self) {
-        for opening in self.0.drain(..) {
+        for opening in self.opening.drain(..) {
             opening.abort();
         }
     }
