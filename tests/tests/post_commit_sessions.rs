@@ -173,3 +173,66 @@ async fn one_post_commit_connection_checks_every_call_on_one_sealed_session() ->
     assert_eq!(distinct(&after).len(), 1, "{after:?}");
     Ok(())
 }
+
+/// The sessions the agent authorized on the dev cluster since byte
+/// `offset` of its server log (`log_connections` on).
+fn agent_sessions_since(stack: &Stack, offset: u64) -> Result<usize> {
+    let log = std::fs::read(stack.zone("dev").pg.log_path())?;
+    let written = String::from_utf8_lossy(&log[offset as usize..]);
+    Ok(written
+        .lines()
+        .filter(|line| {
+            line.contains("connection authorized") && line.contains("application_name=pgrollout")
+        })
+        .count())
+}
+
+/// The post-commit sessions are opened while the transaction runs, once its
+/// CREATEs are sent: a batch that creates opens them (the deploy's own
+/// session and two more), and an unchanged redeploy, which has no
+/// post-commit check, opens none of them.
+#[tokio::test]
+async fn post_commit_sessions_are_opened_only_for_a_deploy_that_creates() -> Result<()> {
+    let (stack, list) = stack_with_spy("").await?;
+    let pg = &stack.zone("dev").pg;
+    let client = pg.connect().await?;
+    client
+        .batch_execute("ALTER SYSTEM SET log_connections = on")
+        .await?;
+    client.batch_execute("SELECT pg_reload_conf()").await?;
+    // A session opened after the reload logs its authorization: the
+    // setting has reached new backends.
+    loop {
+        let offset = std::fs::metadata(pg.log_path())?.len();
+        drop(pg.connect().await?);
+        let log = std::fs::read(pg.log_path())?;
+        if String::from_utf8_lossy(&log[offset as usize..]).contains("connection authorized") {
+            break;
+        }
+    }
+
+    let offset = std::fs::metadata(pg.log_path())?.len();
+    batch_result(&stack, &list).await?;
+    assert_eq!(
+        agent_sessions_since(&stack, offset)?,
+        3,
+        "the deploy's session and the two post-commit ones"
+    );
+
+    let offset = std::fs::metadata(pg.log_path())?.len();
+    let again = batch_result(&stack, &list).await?;
+    assert!(
+        again["result"]["routines"]
+            .as_array()
+            .context("routines")?
+            .iter()
+            .all(|routine| routine["status"] == "unchanged"),
+        "{again}"
+    );
+    assert_eq!(
+        agent_sessions_since(&stack, offset)?,
+        1,
+        "an unchanged redeploy runs on the deploy's session alone"
+    );
+    Ok(())
+}
