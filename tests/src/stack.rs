@@ -385,6 +385,45 @@ impl Stack {
             .with_context(|| format!("writing procedures/{file}"))
     }
 
+    /// Writes each `(name, statement, sidecar)` as `procedures/<name>.sql` and
+    /// `procedures/<name>.toml`, and a batch list naming them in order, in
+    /// the test's directory as `<list>.txt`; returns the list's path.
+    pub fn write_batch(
+        &self,
+        list: &str,
+        routines: &[(String, String, String)],
+    ) -> Result<PathBuf> {
+        let mut names = String::new();
+        for (name, statement, sidecar) in routines {
+            self.write_procedure(&format!("{name}.sql"), statement)?;
+            self.write_procedure(&format!("{name}.toml"), sidecar)?;
+            names.push_str(name);
+            names.push('\n');
+        }
+        let path = self.dir.path().join(format!("{list}.txt"));
+        std::fs::write(&path, names).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// `pgrollout batch <environment> <list> --output json`, which must exit
+    /// 0, then its rollout as `pgrollout status <rollout> --output json`
+    /// shows it: the result with every smoke report.
+    pub async fn batch_status(&self, environment: &str, list: &Path) -> Result<serde_json::Value> {
+        let list = list.to_string_lossy();
+        let out = self
+            .cli(&["batch", environment, &list, "--output", "json"])
+            .await?;
+        anyhow::ensure!(out.code == 0, "the batch failed: {out}");
+        let summary: serde_json::Value =
+            serde_json::from_str(out.stdout.lines().last().context("a summary line")?)
+                .with_context(|| format!("JSON lines:\n{out}"))?;
+        let rollout = summary["rollout"].as_str().context("the rollout id")?;
+        let out = self.cli(&["status", rollout, "--output", "json"]).await?;
+        anyhow::ensure!(out.code == 0, "status failed: {out}");
+        serde_json::from_str(out.stdout.trim())
+            .with_context(|| format!("one JSON document:\n{out}"))
+    }
+
     /// The rows of `sql` read from the controller's store, whichever backend
     /// it runs on (`PGROLLOUT_TEST_STORE=postgres` or the SQLite file), so a
     /// scenario that checks the store is honest on both. `sql` is portable,

@@ -40,44 +40,28 @@ async fn stack_with_spy(target_extra: &str) -> Result<(Stack, String)> {
              END $$",
         )
         .await?;
-    let mut list = String::new();
-    for index in 0..ROUTINES {
-        let name = format!("spied_{index:02}");
-        stack.write_procedure(
-            &format!("{name}.sql"),
-            &format!(
+    let routines: Vec<(String, String, String)> = (0..ROUTINES)
+        .map(|index| {
+            let name = format!("spied_{index:02}");
+            let statement = format!(
                 "CREATE OR REPLACE FUNCTION public.{name}() RETURNS int LANGUAGE sql AS $$ SELECT {index} $$;\n"
-            ),
-        )?;
-        stack.write_procedure(
-            &format!("{name}.toml"),
-            &format!(
+            );
+            let sidecar = format!(
                 "[[smoke_tests]]\nname = \"spied\"\ncall = \"SELECT public.seal_spy() + public.{name}() AS answer\"\n"
-            ),
-        )?;
-        list.push_str(&name);
-        list.push('\n');
-    }
-    let path = stack.dir.path().join("spied.txt");
-    std::fs::write(&path, list)?;
+            );
+            (name, statement, sidecar)
+        })
+        .collect();
+    let path = stack.write_batch("spied", &routines)?;
     Ok((stack, path.to_string_lossy().into_owned()))
 }
 
-/// Deploys `list` as one batch (exit 0) and reads its rollout back with
-/// `status --output json`: the result with every smoke report.
+/// Deploys `list` as one batch (exit 0) and reads its rollout back: the
+/// result, which succeeded, with every smoke report.
 async fn batch_result(stack: &Stack, list: &str) -> Result<serde_json::Value> {
-    let out = stack
-        .cli(&["batch", "dev", list, "--output", "json"])
+    let status = stack
+        .batch_status("dev", std::path::Path::new(list))
         .await?;
-    assert_eq!(out.code, 0, "{out}");
-    let summary: serde_json::Value =
-        serde_json::from_str(out.stdout.lines().last().context("a summary line")?)
-            .with_context(|| format!("JSON lines:\n{out}"))?;
-    let rollout = summary["rollout"].as_str().context("the rollout id")?;
-    let out = stack.cli(&["status", rollout, "--output", "json"]).await?;
-    assert_eq!(out.code, 0, "{out}");
-    let status: serde_json::Value = serde_json::from_str(out.stdout.trim())
-        .with_context(|| format!("one JSON document:\n{out}"))?;
     assert_eq!(status["result"]["outcome"], "succeeded", "{status}");
     Ok(status)
 }
@@ -200,16 +184,19 @@ async fn post_commit_sessions_are_opened_only_for_a_deploy_that_creates() -> Res
         .batch_execute("ALTER SYSTEM SET log_connections = on")
         .await?;
     client.batch_execute("SELECT pg_reload_conf()").await?;
-    // A session opened after the reload logs its authorization: the
-    // setting has reached new backends.
-    loop {
+    // A session opened after the reload logs its authorization once the
+    // postmaster has read the setting: new sessions until one does.
+    let mut logged = false;
+    for _ in 0..200 {
         let offset = std::fs::metadata(pg.log_path())?.len();
         drop(pg.connect().await?);
         let log = std::fs::read(pg.log_path())?;
         if String::from_utf8_lossy(&log[offset as usize..]).contains("connection authorized") {
+            logged = true;
             break;
         }
     }
+    assert!(logged, "log_connections never reached a new session");
 
     let offset = std::fs::metadata(pg.log_path())?.len();
     batch_result(&stack, &list).await?;

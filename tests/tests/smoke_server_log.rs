@@ -41,47 +41,24 @@ fn executes(report: &serde_json::Value) -> Result<&str> {
 #[tokio::test]
 async fn a_batch_with_smoke_tests_writes_no_warning_to_the_server_log() -> Result<()> {
     let stack = Stack::start(&["dev"]).await?;
-    let mut list = String::new();
-    for index in 0..ROUTINES {
-        let name = format!("quiet_{index:02}");
-        stack.write_procedure(
-            &format!("{name}.sql"),
-            &format!(
+    let routines: Vec<(String, String, String)> = (0..ROUTINES)
+        .map(|index| {
+            let name = format!("quiet_{index:02}");
+            let statement = format!(
                 "CREATE OR REPLACE FUNCTION public.{name}() RETURNS int LANGUAGE sql AS $$ SELECT {index} $$;\n"
-            ),
-        )?;
-        stack.write_procedure(
-            &format!("{name}.toml"),
-            &format!(
+            );
+            let sidecar = format!(
                 "[[smoke_tests]]\nname = \"answers\"\ncall = \"{}\"\nexpect_columns = [ {{ name = \"answer\", type = \"integer\" }} ]\n",
                 call_of(index)
-            ),
-        )?;
-        list.push_str(&name);
-        list.push('\n');
-    }
-    let list_path = stack.dir.path().join("quiet.txt");
-    std::fs::write(&list_path, list)?;
+            );
+            (name, statement, sidecar)
+        })
+        .collect();
+    let list_path = stack.write_batch("quiet", &routines)?;
 
     let pg = &stack.zone("dev").pg;
     let log_offset = std::fs::metadata(pg.log_path())?.len();
-    let out = stack
-        .cli(&[
-            "batch",
-            "dev",
-            &list_path.to_string_lossy(),
-            "--output",
-            "json",
-        ])
-        .await?;
-    assert_eq!(out.code, 0, "{out}");
-    let summary: serde_json::Value =
-        serde_json::from_str(out.stdout.lines().last().context("a summary line")?)
-            .with_context(|| format!("JSON lines:\n{out}"))?;
-    let rollout = summary["rollout"].as_str().context("the rollout id")?;
-    let status = stack.cli(&["status", rollout, "--output", "json"]).await?;
-    assert_eq!(status.code, 0, "{status}");
-    let document: serde_json::Value = serde_json::from_str(status.stdout.trim())?;
+    let document = stack.batch_status("dev", &list_path).await?;
     let reports = document["result"]["smoke"]
         .as_array()
         .context("smoke reports")?;

@@ -65,7 +65,7 @@ async fn deploy(
     }
 
     // The post-commit smoke test's own connections, opened while the
-    // transaction runs rather than after COMMIT (once the CREATEs are sent).
+    // transaction runs rather than after COMMIT (as the CREATEs go out).
     let mut post_commit = PreOpened::planned(ctx, routines);
     txn_seal::begin(&conn).await?;
     let InTransaction {
@@ -186,19 +186,11 @@ async fn apply_in_transaction(
     let started = Instant::now();
     let previous: Vec<&crate::sql::RoutineSnapshot> =
         positions.iter().map(|&i| &before.previous[i]).collect();
-    let creating = replace::create_changed(ctx, conn, &changed, &previous);
+    // The post-commit smoke test's connections open as the CREATEs go out:
+    // from here on the database works on one core for a while.
+    post_commit.begin(ctx);
     let (created, (written, backup_done)) = futures_util::future::join(
-        async {
-            // Polled once first: the CREATEs go out before the connections
-            // of the post-commit smoke test start opening.
-            let mut creating = std::pin::pin!(creating);
-            let first = futures_util::poll!(creating.as_mut());
-            post_commit.begin(ctx);
-            match first {
-                std::task::Poll::Ready(created) => created,
-                std::task::Poll::Pending => creating.await,
-            }
-        },
+        replace::create_changed(ctx, conn, &changed, &previous),
         pending.finish_timed(),
     )
     .await;

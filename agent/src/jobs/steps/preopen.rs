@@ -39,7 +39,7 @@ impl PreOpened {
     }
 
     /// Starts connecting now, each connection on a task of its own. The
-    /// deploy calls it once its CREATEs are on their way: the database then
+    /// deploy calls it as its CREATEs go out: the database then
     /// works on one core for tens of milliseconds. Opened earlier, two
     /// backend forks and their SCRAM exchanges took the cores the snapshot
     /// and the backup's start needed (issue 15 item 9).
