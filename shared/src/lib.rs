@@ -23,6 +23,7 @@ pub mod process_stats;
 pub mod retire;
 pub mod routine;
 pub mod signing;
+pub mod smoke_compact;
 pub mod span_accounting;
 pub mod telemetry;
 pub mod test_reports;

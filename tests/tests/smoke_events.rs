@@ -135,3 +135,89 @@ async fn a_passing_smoke_steps_event_carries_no_report() -> Result<()> {
     );
     Ok(())
 }
+
+/// Routines without smoke tests travel from the agent in a compact form
+/// (issue 15 item 9); what an operator reads is every report, whole, in the
+/// order the agent ran them: per phase, the deploy's order of routines.
+#[tokio::test]
+async fn existence_only_reports_reach_the_operator_whole_and_in_order() -> Result<()> {
+    let stack = stack_with_good().await?;
+    stack.write_procedure("bare.sql", BARE)?;
+    // Another schema, whose name needs quoting, and a second routine
+    // without a test: one compact group per phase and schema.
+    let client = stack.zone("dev").pg.connect().await?;
+    client.batch_execute("CREATE SCHEMA \"odd place\";").await?;
+    stack.write_procedure(
+        "elsewhere.sql",
+        "CREATE OR REPLACE FUNCTION \"odd place\".elsewhere(n int) RETURNS int LANGUAGE sql AS $$ SELECT n $$;\n",
+    )?;
+    let list = stack.dir.path().join("list.txt");
+    std::fs::write(&list, "bare\ngood\nelsewhere\n")?;
+    let list = list.to_string_lossy().into_owned();
+    let out = stack
+        .cli(&["batch", "dev", &list, "--output", "json"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let summary: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().context("a summary line")?)
+            .with_context(|| format!("JSON lines:\n{out}"))?;
+    let rollout = summary["rollout"].as_str().context("the rollout id")?;
+    let out = stack.cli(&["status", rollout, "--output", "json"]).await?;
+    let status: serde_json::Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("one JSON document:\n{out}"))?;
+    let result = &status["result"];
+    let order: Vec<&str> = result["routines"]
+        .as_array()
+        .context("routines")?
+        .iter()
+        .filter_map(|r| r["identity"].as_str())
+        .collect();
+    assert_eq!(order.len(), 3, "{result}");
+
+    let expected: Vec<serde_json::Value> = ["in-transaction", "post-commit"]
+        .iter()
+        .flat_map(|phase| {
+            order.iter().map(move |routine| {
+                if *routine == "public.good()" {
+                    return serde_json::json!([routine, "one", phase, true]);
+                }
+                let schema = if routine.starts_with("public.") {
+                    "public"
+                } else {
+                    "odd place"
+                };
+                serde_json::json!([
+                    routine,
+                    "(no smoke test declared: existence only)",
+                    phase,
+                    true,
+                    [[
+                        "exists",
+                        true,
+                        format!("{routine} exists in schema {schema}")
+                    ]]
+                ])
+            })
+        })
+        .collect();
+    let reported: Vec<serde_json::Value> = result["smoke"]
+        .as_array()
+        .context("smoke reports")?
+        .iter()
+        .map(|r| {
+            let head = [&r["routine"], &r["test"], &r["phase"], &r["passed"]];
+            if r["test"] == "one" {
+                return serde_json::json!(head);
+            }
+            let checks: Vec<serde_json::Value> = r["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| serde_json::json!([c["check"], c["passed"], c["detail"]]))
+                .collect();
+            serde_json::json!([head[0], head[1], head[2], head[3], checks])
+        })
+        .collect();
+    assert_eq!(reported, expected, "{result}");
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! so a lost link does not abort work already under way; a new session,
 //! with whichever controller, replays everything not yet acknowledged.
 
+pub mod capabilities;
 mod rotation;
 pub mod span_relay;
 
@@ -154,6 +155,7 @@ async fn session(
         Some(controller_message::Body::Welcome(welcome)) => {
             *welcomed = true;
             span_relay::controller_forwards(welcome.forwards_spans);
+            capabilities::welcomed(&welcome);
             tracing::info!(
                 controller = %address,
                 zone = %welcome.zone,

@@ -131,6 +131,8 @@ impl AgentLink for AgentLinkService {
             zone: zone.clone(),
             agent_name: name.clone(),
             forwards_spans: controller.span_relay.forwards(),
+            // ReportedResult::try_from puts them back before anything reads them.
+            expands_existence_only: true,
         };
         let _ = sender
             .send(Ok(message(controller_message::Body::Welcome(welcome))))

@@ -310,6 +310,11 @@ impl TryFrom<proto::JobResult> for ReportedResult {
                     ))
                 }
             };
+            // Compact existence-only smoke reports back in place: past this
+            // point every reader sees the whole list, as the agent made it.
+            let mut report = report;
+            pgrollout_shared::smoke_compact::expand(&mut report)
+                .map_err(|why| malformed("result", "existence_only", why))?;
             Ok(ReportedResult {
                 job,
                 seq: report.seq,

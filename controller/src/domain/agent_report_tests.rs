@@ -222,6 +222,53 @@ fn a_result_without_a_known_outcome_names_the_field() {
 }
 
 #[test]
+fn compact_existence_only_reports_are_put_back_or_the_result_refused() {
+    let compact = |positions: Vec<u32>| proto::ExistenceOnlyReports {
+        phase: "post-commit".into(),
+        schema: "lib".into(),
+        routines: vec!["lib.a()".into()],
+        positions,
+    };
+    let tested = proto::SmokeReport {
+        routine: "lib.t()".into(),
+        test: "one".into(),
+        phase: "post-commit".into(),
+        passed: true,
+        ..Default::default()
+    };
+    let checked = ReportedResult::try_from(proto::JobResult {
+        smoke: vec![tested.clone()],
+        existence_only: vec![compact(vec![0])],
+        ..result()
+    })
+    .expect("a sound compact form");
+    let routines: Vec<&str> = checked
+        .wire()
+        .smoke
+        .iter()
+        .map(|r| r.routine.as_str())
+        .collect();
+    assert_eq!(routines, ["lib.a()", "lib.t()"], "back at its position");
+    assert!(checked.wire().existence_only.is_empty());
+
+    let error = ReportedResult::try_from(proto::JobResult {
+        smoke: vec![tested],
+        existence_only: vec![compact(vec![5])],
+        ..result()
+    })
+    .expect_err("a position past the end");
+    assert_eq!(
+        (error.what, error.field.as_str()),
+        ("result", "existence_only")
+    );
+    assert_eq!(
+        error.outbox_key.map(|key| key.seq),
+        Some(7),
+        "still acknowledged"
+    );
+}
+
+#[test]
 fn accept_and_decline_need_a_job_and_an_attempt() {
     let accept = AgentMessage {
         body: Some(Body::Accept(proto::Accept {

@@ -267,6 +267,11 @@ impl JobContext {
         }
         self.spans.finish(result.outcome(), sqlstate.as_ref());
         crate::telemetry::count_job(self.job.kind.name(), result.outcome());
+        // Most of a large batch's result is existence-only smoke reports:
+        // sent compact, the controller rebuilds them (issue 15 item 9).
+        if crate::link::capabilities::controller_expands_existence_only() {
+            pgrollout_shared::smoke_compact::compact(&mut result);
+        }
         tracing::info!(
             job_id = %self.job.id,
             outcome = ?result.outcome(),

@@ -94,7 +94,7 @@ pub async fn run_smoke_tests_at(
         if routine.smoke_tests.is_empty() {
             reports.push(SmokeReport {
                 routine: routine.identity.to_string(),
-                test: "(no smoke test declared: existence only)".into(),
+                test: pgrollout_shared::smoke_compact::EXISTENCE_ONLY_TEST.into(),
                 phase: phase.into(),
                 passed: exists.passed,
                 checks: vec![exists],
