@@ -255,7 +255,8 @@ pub fn batch_processor<E: SpanExporter + 'static>(exporter: E) -> CountingProces
 /// 128, fewer than a batch's smoke tests). `OTEL_SPAN_EVENT_COUNT_LIMIT`
 /// still wins; a span that holds fewer events than it was given says so in
 /// its OTLP `dropped_events_count`, and a batch's step span states its
-/// smoke test count as `pgrollout.smoke.count` either way.
+/// smoke test count as `pgrollout.smoke.count` either way (the existence-only
+/// ones, which get no event each, as `pgrollout.smoke.existence_only`).
 pub const MAX_EVENTS_PER_SPAN: u32 = 10_000;
 
 fn span_limits() -> SpanLimits {

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use opentelemetry::KeyValue;
 use pgrollout_shared::job::{Job, JobKind};
 use pgrollout_shared::proto::{Outcome, SmokeReport, StepStatus};
+use pgrollout_shared::smoke_compact::existence_only_schema;
 use pgrollout_shared::telemetry::set_remote_parent;
 use tokio_postgres::error::SqlState;
 use tracing::field::Empty;
@@ -124,8 +125,19 @@ impl JobSpans {
         if !smoke.is_empty() {
             span.record("pgrollout.smoke.count", as_i64(smoke.len() as u64));
         }
+        // An event per test that ran or failed; a routine that only had to
+        // exist and did is counted, not listed (a thousand identical events
+        // would be most of a batch's trace).
+        let mut existence_only = 0u64;
         for report in smoke {
-            span.add_event("smoke test", smoke_attributes(report));
+            if existence_only_schema(report).is_some() {
+                existence_only += 1;
+            } else {
+                span.add_event("smoke test", smoke_attributes(report));
+            }
+        }
+        if existence_only > 0 {
+            span.record("pgrollout.smoke.existence_only", as_i64(existence_only));
         }
     }
 
@@ -161,6 +173,7 @@ impl JobSpans {
             pgrollout.outcome = Empty,
             pgrollout.duration_ms = Empty,
             pgrollout.smoke.count = Empty,
+            pgrollout.smoke.existence_only = Empty,
             db.response.status_code = Empty,
             error.type = Empty,
             otel.status_code = Empty,
