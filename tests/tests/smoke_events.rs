@@ -153,18 +153,7 @@ async fn existence_only_reports_reach_the_operator_whole_and_in_order() -> Resul
     )?;
     let list = stack.dir.path().join("list.txt");
     std::fs::write(&list, "bare\ngood\nelsewhere\n")?;
-    let list = list.to_string_lossy().into_owned();
-    let out = stack
-        .cli(&["batch", "dev", &list, "--output", "json"])
-        .await?;
-    assert_eq!(out.code, 0, "{out}");
-    let summary: serde_json::Value =
-        serde_json::from_str(out.stdout.lines().last().context("a summary line")?)
-            .with_context(|| format!("JSON lines:\n{out}"))?;
-    let rollout = summary["rollout"].as_str().context("the rollout id")?;
-    let out = stack.cli(&["status", rollout, "--output", "json"]).await?;
-    let status: serde_json::Value = serde_json::from_str(out.stdout.trim())
-        .with_context(|| format!("one JSON document:\n{out}"))?;
+    let status = stack.batch_status("dev", &list).await?;
     let result = &status["result"];
     let order: Vec<&str> = result["routines"]
         .as_array()
