@@ -496,3 +496,60 @@ async fn a_failure_told_in_the_agents_words_still_carries_the_servers_sqlstate()
     drop(holder);
     Ok(())
 }
+
+/// A routine that declares no smoke test is checked for existence in both
+/// smoke steps: each step's span counts it, with no event of its own (a
+/// batch of a thousand such routines made a thousand identical events per
+/// step); a test that ran keeps its event.
+#[tokio::test]
+async fn existence_only_checks_are_counted_not_listed_in_the_smoke_spans() -> Result<()> {
+    let mut collector = OtlpReceiver::start().await?;
+    let stack = Stack::start_with(StackOptions {
+        controller_extra: format!("[telemetry]\notlp_endpoint = \"{}\"\n", collector.endpoint),
+        ..StackOptions::default()
+    })
+    .await?;
+    stack.write_procedure("trace_probe.sql", probe_sql())?;
+    stack.write_procedure("trace_probe.toml", &probe_sidecar())?;
+    stack.write_procedure(
+        "trace_bare.sql",
+        "CREATE OR REPLACE FUNCTION public.trace_bare() RETURNS integer LANGUAGE sql AS 'SELECT 1';\n",
+    )?;
+    let list = stack.dir.path().join("list.txt");
+    std::fs::write(&list, "trace_bare\ntrace_probe\n")?;
+    let batch = stack
+        .cli(&["batch", "dev", &list.to_string_lossy()])
+        .await?;
+    ensure!(batch.code == 0, "{batch}");
+    let steps = ["smoke", "post-commit-smoke"];
+    let spans = collector
+        .wait_for(SPANS_ARRIVE, |spans| {
+            steps
+                .iter()
+                .all(|name| spans.iter().any(|s| s.span.name == *name))
+        })
+        .await?;
+    for step in steps {
+        let span = only(&spans, step)?;
+        let attributes = &span.span.attributes;
+        ensure!(
+            span.int("pgrollout.smoke.count") == Some(2),
+            "{step}: {attributes:?}"
+        );
+        ensure!(
+            span.int("pgrollout.smoke.existence_only") == Some(1),
+            "{step}: {attributes:?}"
+        );
+        let events: Vec<String> = span
+            .span
+            .events
+            .iter()
+            .filter(|e| e.name == "smoke test")
+            .flat_map(|e| &e.attributes)
+            .filter(|kv| kv.key == "pgrollout.routine")
+            .map(|kv| pgrollout_tests::otlp_receiver::text(kv.value.as_ref()))
+            .collect();
+        ensure!(events == ["public.trace_probe(text)"], "{step}: {events:?}");
+    }
+    Ok(())
+}
