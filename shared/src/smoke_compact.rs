@@ -16,9 +16,15 @@ use crate::proto::{ExistenceOnlyReports, JobResult, SmokeCheck, SmokeReport};
 /// The `test` of a routine's report when it declares no smoke test.
 pub const EXISTENCE_ONLY_TEST: &str = "(no smoke test declared: existence only)";
 
+/// The `exists` check's detail when `routine` was found in `schema`: the one
+/// wording the agent writes and [`expand`] rebuilds.
+pub fn existence_detail(routine: &impl std::fmt::Display, schema: &str) -> String {
+    format!("{routine} exists in schema {schema}")
+}
+
 /// The passed report of a routine without smoke tests, found in `schema`.
 pub fn existence_only_report(routine: String, phase: &str, schema: &str) -> SmokeReport {
-    let detail = format!("{routine} exists in schema {schema}");
+    let detail = existence_detail(&routine, schema);
     SmokeReport {
         routine,
         test: EXISTENCE_ONLY_TEST.into(),
@@ -65,14 +71,20 @@ pub fn compact(result: &mut JobResult) {
             continue;
         };
         let key = (report.phase, schema);
-        let index = *group_of.entry(key.clone()).or_insert_with(|| {
-            groups.push(ExistenceOnlyReports {
-                phase: key.0.clone(),
-                schema: key.1.clone(),
-                ..Default::default()
-            });
-            groups.len() - 1
-        });
+        // Cloned only for a new group: a batch has a few groups and
+        // thousands of reports.
+        let index = match group_of.get(&key) {
+            Some(&index) => index,
+            None => {
+                groups.push(ExistenceOnlyReports {
+                    phase: key.0.clone(),
+                    schema: key.1.clone(),
+                    ..Default::default()
+                });
+                group_of.insert(key, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
         let group = &mut groups[index];
         group.routines.push(report.routine);
         // A result holds far fewer than 2^32 reports (its size is bounded).
@@ -123,19 +135,16 @@ pub fn expand(result: &mut JobResult) -> Result<(), String> {
             ));
         }
     }
-    let groups = std::mem::take(&mut result.existence_only);
+    let mut groups = std::mem::take(&mut result.existence_only);
     let mut others = std::mem::take(&mut result.smoke).into_iter();
     let mut smoke = Vec::with_capacity(total);
     for (position, g, i) in placed {
         // Every position is unique and below `total`, so the others fill the
         // gaps before it exactly.
         smoke.extend(others.by_ref().take(position - smoke.len()));
-        let group = &groups[g];
-        smoke.push(existence_only_report(
-            group.routines[i].clone(),
-            &group.phase,
-            &group.schema,
-        ));
+        let group = &mut groups[g];
+        let routine = std::mem::take(&mut group.routines[i]);
+        smoke.push(existence_only_report(routine, &group.phase, &group.schema));
     }
     smoke.extend(others);
     result.smoke = smoke;

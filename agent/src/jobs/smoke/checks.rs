@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use pgrollout_shared::proto::SmokeCheck;
 use pgrollout_shared::routine::{set_local_search_path_sql, Routine, SmokeTest};
+use pgrollout_shared::smoke_compact::existence_detail;
 use tokio_postgres::error::{DbError, Severity, SqlState};
 use tokio_postgres::types::Type;
 
@@ -40,11 +41,9 @@ pub(super) async fn check_exists(
         .iter()
         .zip(rows)
         .map(|(routine, row)| match row.get::<_, Option<String>>(0) {
-            Some(schema) if schema == routine.identity.schema => check(
-                "exists",
-                true,
-                format!("{} exists in schema {schema}", routine.identity),
-            ),
+            Some(schema) if schema == routine.identity.schema => {
+                check("exists", true, existence_detail(&routine.identity, &schema))
+            }
             Some(schema) => check(
                 "exists",
                 false,
