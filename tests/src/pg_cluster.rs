@@ -112,6 +112,60 @@ impl PgCluster {
         &self.log_path
     }
 
+    /// Turns `log_connections` on, and returns once a new session's
+    /// authorization is logged: the postmaster reads the reload in its own
+    /// time, so sessions are opened until one is.
+    pub async fn log_connections(&self) -> Result<()> {
+        let client = self.connect().await?;
+        // Two messages: ALTER SYSTEM refuses the implicit transaction of a
+        // multi-statement one.
+        client
+            .batch_execute("ALTER SYSTEM SET log_connections = on")
+            .await?;
+        client.batch_execute("SELECT pg_reload_conf()").await?;
+        for _ in 0..200 {
+            let offset = self.log_offset()?;
+            drop(self.connect().await?);
+            let log = std::fs::read(&self.log_path)?;
+            if String::from_utf8_lossy(&log[offset as usize..]).contains("connection authorized") {
+                return Ok(());
+            }
+        }
+        bail!(
+            "log_connections never reached a new session of {}",
+            self.name
+        )
+    }
+
+    /// Where the server log ends now: an offset for [`PgCluster::sessions_since`].
+    pub fn log_offset(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.log_path)?.len())
+    }
+
+    /// The connections the server received since byte `offset` of its log
+    /// (with [`PgCluster::log_connections`] on), from anyone, authorized or
+    /// not: a client that gave up before authenticating counts too.
+    pub fn connections_since(&self, offset: u64) -> Result<usize> {
+        let log = std::fs::read(&self.log_path)?;
+        let written = String::from_utf8_lossy(log.get(offset as usize..).unwrap_or_default());
+        Ok(written
+            .lines()
+            .filter(|line| line.contains("connection received"))
+            .count())
+    }
+
+    /// The sessions with `application_name` authorized since byte `offset`
+    /// of the server log (with [`PgCluster::log_connections`] on).
+    pub fn sessions_since(&self, offset: u64, application_name: &str) -> Result<usize> {
+        let log = std::fs::read(&self.log_path)?;
+        let written = String::from_utf8_lossy(log.get(offset as usize..).unwrap_or_default());
+        let named = format!("application_name={application_name}");
+        Ok(written
+            .lines()
+            .filter(|line| line.contains("connection authorized") && line.contains(&named))
+            .count())
+    }
+
     /// Whether the server runs, as far as this handle knows (it started it and did not stop it).
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)

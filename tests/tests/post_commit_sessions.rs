@@ -158,19 +158,6 @@ async fn one_post_commit_connection_checks_every_call_on_one_sealed_session() ->
     Ok(())
 }
 
-/// The sessions the agent authorized on the dev cluster since byte
-/// `offset` of its server log (`log_connections` on).
-fn agent_sessions_since(stack: &Stack, offset: u64) -> Result<usize> {
-    let log = std::fs::read(stack.zone("dev").pg.log_path())?;
-    let written = String::from_utf8_lossy(&log[offset as usize..]);
-    Ok(written
-        .lines()
-        .filter(|line| {
-            line.contains("connection authorized") && line.contains("application_name=pgrollout")
-        })
-        .count())
-}
-
 /// The post-commit sessions are opened while the transaction runs, once its
 /// CREATEs are sent: a batch that creates opens them (the deploy's own
 /// session and two more), and an unchanged redeploy, which has no
@@ -179,34 +166,17 @@ fn agent_sessions_since(stack: &Stack, offset: u64) -> Result<usize> {
 async fn post_commit_sessions_are_opened_only_for_a_deploy_that_creates() -> Result<()> {
     let (stack, list) = stack_with_spy("").await?;
     let pg = &stack.zone("dev").pg;
-    let client = pg.connect().await?;
-    client
-        .batch_execute("ALTER SYSTEM SET log_connections = on")
-        .await?;
-    client.batch_execute("SELECT pg_reload_conf()").await?;
-    // A session opened after the reload logs its authorization once the
-    // postmaster has read the setting: new sessions until one does.
-    let mut logged = false;
-    for _ in 0..200 {
-        let offset = std::fs::metadata(pg.log_path())?.len();
-        drop(pg.connect().await?);
-        let log = std::fs::read(pg.log_path())?;
-        if String::from_utf8_lossy(&log[offset as usize..]).contains("connection authorized") {
-            logged = true;
-            break;
-        }
-    }
-    assert!(logged, "log_connections never reached a new session");
+    pg.log_connections().await?;
 
-    let offset = std::fs::metadata(pg.log_path())?.len();
+    let offset = pg.log_offset()?;
     batch_result(&stack, &list).await?;
     assert_eq!(
-        agent_sessions_since(&stack, offset)?,
+        pg.sessions_since(offset, "pgrollout")?,
         3,
         "the deploy's session and the two post-commit ones"
     );
 
-    let offset = std::fs::metadata(pg.log_path())?.len();
+    let offset = pg.log_offset()?;
     let again = batch_result(&stack, &list).await?;
     assert!(
         again["result"]["routines"]
@@ -217,7 +187,7 @@ async fn post_commit_sessions_are_opened_only_for_a_deploy_that_creates() -> Res
         "{again}"
     );
     assert_eq!(
-        agent_sessions_since(&stack, offset)?,
+        pg.sessions_since(offset, "pgrollout")?,
         1,
         "an unchanged redeploy runs on the deploy's session alone"
     );

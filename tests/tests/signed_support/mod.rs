@@ -67,6 +67,8 @@ impl Scenario {
         )?;
         let hostile = HostileController::start(&stack.ca_dir).await?;
         stack.route_agent_via("prod", hostile.port)?;
+        // Every refusal is checked to come before the agent even connects.
+        stack.zone("prod").pg.log_connections().await?;
         stack.start_agent("prod").await?;
         Ok(Scenario {
             stack,
@@ -95,7 +97,8 @@ impl Scenario {
 
     /// Runs a hostile job: refused with `expected` in its reason, exit 1's
     /// outcome, and the database as it was (`probe` still answers `answer`,
-    /// `absent` does not exist, the ledger has as many rows as before).
+    /// `absent` does not exist, the ledger has as many rows as before), and
+    /// the agent never connected to it.
     pub async fn refused(
         &mut self,
         what: &str,
@@ -104,7 +107,17 @@ impl Scenario {
         absent: &str,
     ) -> Result<()> {
         let before = self.ledger_rows().await?;
+        let log_offset = self.pg().log_offset()?;
         let (result, steps) = self.run(job).await?;
+        // Not even a connection: under `[approvals]` the agent opens none
+        // before the signatures are checked, not even one abandoned before
+        // it authenticated. Nothing else connects to this cluster while the
+        // job runs.
+        assert_eq!(
+            self.pg().connections_since(log_offset)?,
+            0,
+            "{what}: the agent connected to the target"
+        );
         assert_eq!(
             result.outcome(),
             Outcome::ValidationFailed,
