@@ -165,6 +165,16 @@ print(f"promotion batch (qa, after dev):  {q / 1e6:6.2f} s median   ratio to psq
 print(f"unchanged redeploy (dev):         {a / 1e6:6.2f} s median   ratio to first {a / f:5.2f} (target <= 0.5)")
 print("catalog: dev's and qa's identical to the psql-applied reference in every round "
       "(md5 of pg_get_functiondef per identity)")
+# Paired, round by round: each batch against the psql run just before it.
+# The machine's speed drifts within a run (psql's own time moved 0.18-0.27 s
+# in one run of this VM); a round's ratio compares two runs a second apart,
+# the ratio of medians compares runs minutes apart. Both are printed; the
+# target is met only when both are within it.
+def spread(ratios):
+    ratios = sorted(ratios)
+    return f"median {statistics.median(ratios):4.2f}, middle half {ratios[len(ratios) // 4]:4.2f}-{ratios[(3 * len(ratios)) // 4]:4.2f}"
+print(f"per-round ratios to that round's psql: first-ever {spread([x / y for x, y in zip(first, psql)])}; "
+      f"promotion {spread([x / y for x, y in zip(qa, psql)])}")
 # CPU, not wall: what each process used, whatever the load made it wait.
 for name, cpu in (("a first-ever deploy", first_cpu), ("a promotion deploy", qa_cpu)):
     cli, controller, agent, server = (statistics.median(c[i] for c in cpu) for i in range(4))
