@@ -126,8 +126,7 @@ impl PgCluster {
         for _ in 0..200 {
             let offset = self.log_offset()?;
             drop(self.connect().await?);
-            let log = std::fs::read(&self.log_path)?;
-            if String::from_utf8_lossy(&log[offset as usize..]).contains("connection authorized") {
+            if self.log_since(offset)?.contains("connection authorized") {
                 return Ok(());
             }
         }
@@ -146,9 +145,8 @@ impl PgCluster {
     /// (with [`PgCluster::log_connections`] on), from anyone, authorized or
     /// not: a client that gave up before authenticating counts too.
     pub fn connections_since(&self, offset: u64) -> Result<usize> {
-        let log = std::fs::read(&self.log_path)?;
-        let written = String::from_utf8_lossy(log.get(offset as usize..).unwrap_or_default());
-        Ok(written
+        Ok(self
+            .log_since(offset)?
             .lines()
             .filter(|line| line.contains("connection received"))
             .count())
@@ -157,13 +155,18 @@ impl PgCluster {
     /// The sessions with `application_name` authorized since byte `offset`
     /// of the server log (with [`PgCluster::log_connections`] on).
     pub fn sessions_since(&self, offset: u64, application_name: &str) -> Result<usize> {
-        let log = std::fs::read(&self.log_path)?;
-        let written = String::from_utf8_lossy(log.get(offset as usize..).unwrap_or_default());
         let named = format!("application_name={application_name}");
-        Ok(written
+        Ok(self
+            .log_since(offset)?
             .lines()
             .filter(|line| line.contains("connection authorized") && line.contains(&named))
             .count())
+    }
+
+    /// What the server logged after byte `offset` of its log.
+    fn log_since(&self, offset: u64) -> Result<String> {
+        let log = std::fs::read(&self.log_path)?;
+        Ok(String::from_utf8_lossy(log.get(offset as usize..).unwrap_or_default()).into_owned())
     }
 
     /// Whether the server runs, as far as this handle knows (it started it and did not stop it).
