@@ -182,31 +182,25 @@ fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
     let project = Project::load_for(&args.project, &names)
         .map_err(|e| vec![super::connect::error_chain(&e)])?;
     let list_name = args.list_file.display();
-    let mut problems = Vec::new();
-    let mut routines: Vec<Routine> = Vec::new();
-    // Identities already taken, so a name listed twice (or a name and one
-    // of its overloads) adds each routine once, without a quadratic scan.
-    let mut taken = std::collections::HashSet::new();
-    for (line, name) in &list {
-        match project.select(name) {
-            Ok(selected) => {
-                for routine in selected {
-                    if taken.insert(routine.identity.clone()) {
-                        routines.push(routine);
-                    }
-                }
-            }
-            Err(error) => problems.push(format!("{list_name}:{line}: {error}")),
-        }
-    }
+    // Moved out of the project, not cloned: a batch selects hundreds.
+    let selection = project.into_selection(&names);
+    let mut problems: Vec<String> = selection
+        .problems
+        .iter()
+        .map(|(position, error)| format!("{list_name}:{}: {error}", list[*position].0))
+        .collect();
     if list.is_empty() {
         problems.push(format!("{list_name} names no procedure"));
     }
     if problems.is_empty() {
-        for warning in project.warnings_for(&routines) {
-            eprintln!("pgrollout: warning: {warning}");
-        }
-        Ok((list.len(), routines))
+        // One write for all of them: stderr is unbuffered.
+        let warnings: String = selection
+            .warnings
+            .iter()
+            .map(|warning| format!("pgrollout: warning: {warning}\n"))
+            .collect();
+        eprint!("{warnings}");
+        Ok((list.len(), selection.routines))
     } else {
         Err(problems)
     }

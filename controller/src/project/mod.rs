@@ -30,6 +30,7 @@ mod resilience_tests;
 pub mod routine_name;
 #[cfg(test)]
 mod schema_tests;
+mod selection;
 mod sidecar;
 mod syntax_error;
 #[cfg(test)]
@@ -413,6 +414,23 @@ impl Project {
     /// makes the selection fail with that file's problem: a plan never
     /// leaves out an overload it cannot read.
     pub fn select(&self, name: &str) -> Result<Vec<Routine>, ProjectError> {
+        match self.select_loaded(name) {
+            Err(ProjectError::UnknownProcedure { .. }) if self.partial_root.is_some() => {
+                let root = self.partial_root.as_deref().unwrap_or(Path::new("."));
+                Project::load(root)?.select(name)
+            }
+            found => found.map(|indices| {
+                indices
+                    .into_iter()
+                    .map(|index| self.routines[index].clone())
+                    .collect()
+            }),
+        }
+    }
+
+    /// [`Project::select`] among the files that loaded: the positions of
+    /// the routines `name` designates.
+    fn select_loaded(&self, name: &str) -> Result<Vec<usize>, ProjectError> {
         let parsed = parse_name(name)?;
         let blocking: Vec<String> = self
             .broken
@@ -426,25 +444,19 @@ impl Project {
                 problems: blocking,
             });
         }
-        match self.lookup(name, &parsed) {
-            Err(ProjectError::UnknownProcedure { .. }) if self.partial_root.is_some() => {
-                let root = self.partial_root.as_deref().unwrap_or(Path::new("."));
-                Project::load(root)?.select(name)
-            }
-            found => found,
-        }
+        self.lookup(name, &parsed)
     }
 
-    /// [`Project::select`] among the routines that loaded, by `name`
-    /// parsed once (a batch selects hundreds).
-    fn lookup(&self, name: &str, parsed: &RoutineName) -> Result<Vec<Routine>, ProjectError> {
-        let selected: Vec<Routine> = self
+    /// The positions of the routines `parsed` (the `name` as written)
+    /// designates among those that loaded.
+    fn lookup(&self, name: &str, parsed: &RoutineName) -> Result<Vec<usize>, ProjectError> {
+        let selected: Vec<usize> = self
             .by_name
             .get(&parsed.name)
             .into_iter()
             .flatten()
-            .filter(|&&index| parsed.matches(&self.signatures[index]))
-            .map(|&index| self.routines[index].clone())
+            .copied()
+            .filter(|&index| parsed.matches(&self.signatures[index]))
             .collect();
         if selected.is_empty() {
             return Err(ProjectError::UnknownProcedure {
