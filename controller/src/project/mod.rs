@@ -15,6 +15,9 @@ mod companion_tests;
 pub mod definer;
 mod error;
 mod files;
+mod header_tokens;
+#[cfg(test)]
+mod header_tokens_tests;
 pub mod hostile_sql;
 mod keywords;
 pub mod parse_cache;

@@ -6,6 +6,7 @@ use pgrollout_shared::routine::{RoutineIdentity, RoutineKind, MAX_IDENTIFIER_BYT
 
 use super::companion;
 use super::error::{ProjectError, ProjectWarning, SourceLocation};
+use super::header_tokens;
 use super::routine_name::Signature;
 use super::syntax_error::{is_comment, locate_error};
 use super::type_names::{render_type_name, string_list, Modifiers};
@@ -68,21 +69,60 @@ pub fn parse_procedure_file(
     text: &str,
     default_schema: &str,
 ) -> Result<Vec<ParsedRoutine>, ProjectError> {
+    parse_file(path, text, default_schema, Reader::TokensWhereExact)
+}
+
+/// How a file's CREATE statements are read: from the scanner's tokens where
+/// `header_tokens` reads them exactly (PostgreSQL's raw parser still judges
+/// the whole file), else from libpg_query's tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reader {
+    TokensWhereExact,
+    /// Always the tree: what the token reader is held equal to in tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Tree,
+}
+
+pub(super) fn parse_file(
+    path: &str,
+    text: &str,
+    default_schema: &str,
+    reader: Reader,
+) -> Result<Vec<ParsedRoutine>, ProjectError> {
     if let Some(offset) = text.find('\0') {
         return Err(ProjectError::Syntax {
             at: SourceLocation::at_offset(path, text, offset),
             message: "the file contains a NUL byte; remove it".to_owned(),
         });
     }
-    let parsed = pg_query::parse(text, 0).map_err(|error| syntax_error(path, text, error))?;
-    if parsed.protobuf.stmts.is_empty() {
+    if text.trim().is_empty() {
+        // No statement (and pg_query's scan_tokens of no token at all builds
+        // a slice from a null pointer).
         return Err(ProjectError::EmptyFile {
             path: path.to_owned(),
         });
     }
-    // The parse succeeded, so the scanner cannot fail on the same text.
     // The scanner's tokens as they are, not round-tripped through protobuf.
-    let tokens = pg_query::scan_tokens(text).map_err(|error| syntax_error(path, text, error))?;
+    let scanned = pg_query::scan_tokens(text);
+    let from_tokens = match (&scanned, reader) {
+        (Ok(tokens), Reader::TokensWhereExact) => statements_from_tokens(text, tokens),
+        _ => None,
+    };
+    let statements = match from_tokens {
+        Some(statements) => statements,
+        None => {
+            let parsed =
+                pg_query::parse(text, 0).map_err(|error| syntax_error(path, text, error))?;
+            if parsed.protobuf.stmts.is_empty() {
+                return Err(ProjectError::EmptyFile {
+                    path: path.to_owned(),
+                });
+            }
+            parsed.protobuf.stmts
+        }
+    };
+    // The parse succeeded, so the scanner cannot fail on the same text.
+    let tokens = scanned.map_err(|error| syntax_error(path, text, error))?;
     let file = SourceFile {
         path,
         text,
@@ -91,7 +131,7 @@ pub fn parse_procedure_file(
     };
     let mut routines = Vec::new();
     let mut companions = Vec::new();
-    for raw in &parsed.protobuf.stmts {
+    for raw in &statements {
         let statement = raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
         if let Some(NodeKind::CreateFunctionStmt(create)) = statement {
             routines.push(file.routine(raw, create)?);
@@ -128,6 +168,17 @@ pub fn parse_procedure_file(
         routine.companion_spans.push(span);
     }
     Ok(routines)
+}
+
+/// The file's statements read by `header_tokens`, when it reads them all
+/// and PostgreSQL's raw parser accepts the file and splits it the same way.
+pub(super) fn statements_from_tokens(
+    text: &str,
+    tokens: &[protobuf::ScanToken],
+) -> Option<Vec<protobuf::RawStmt>> {
+    header_tokens::read_creates(text, tokens).filter(|statements| {
+        pg_query::split_with_parser(text).is_ok_and(|split| split.len() == statements.len())
+    })
 }
 
 /// The start of a statement, on one line, for an error message.
