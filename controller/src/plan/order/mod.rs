@@ -31,6 +31,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 
 use pg_query::protobuf::node::Node as NodeKind;
 use pgrollout_shared::routine::Routine;
@@ -132,7 +133,7 @@ fn describe_unreadable(routines: &[UnreadableRoutine]) -> String {
 /// ordering a large batch. A routine whose content was read before in this
 /// process is not parsed again (`memo.rs`). Results keep the routines'
 /// order.
-fn read_shapes_in_parallel(routines: &[Routine]) -> Vec<Result<Shape, String>> {
+fn read_shapes_in_parallel(routines: &[Routine]) -> Vec<Result<Arc<Shape>, String>> {
     let keys: Vec<memo::Key> = routines.iter().map(memo::key_of).collect();
     let known = memo::lookup(&keys);
     let unknown: Vec<&Routine> = routines
@@ -151,9 +152,10 @@ fn read_shapes_in_parallel(routines: &[Routine]) -> Vec<Result<Shape, String>> {
             None => {
                 let shape = read
                     .next()
-                    .unwrap_or_else(|| Err("internal error: a shape was not read".to_owned()));
+                    .unwrap_or_else(|| Err("internal error: a shape was not read".to_owned()))
+                    .map(Arc::new);
                 if let Ok(shape) = &shape {
-                    fresh.push((*key, shape.clone()));
+                    fresh.push((*key, Arc::clone(shape)));
                 }
                 shape
             }
@@ -184,7 +186,7 @@ pub fn order_routines(
                     routine: routine.identity.to_string(),
                     message,
                 });
-                shapes.push(Shape::default());
+                shapes.push(Arc::new(Shape::default()));
             }
         }
     }
@@ -312,7 +314,7 @@ impl DeclaredName {
 /// The batch as calls and names are resolved against it.
 struct Batch<'a> {
     routines: &'a [Routine],
-    shapes: &'a [Shape],
+    shapes: &'a [Arc<Shape>],
     by_name: HashMap<&'a str, Vec<usize>>,
     /// `rank[i]`: the position of routine `i` sorted by identity; the
     /// tie-break that makes the order independent of the input's.
@@ -320,7 +322,7 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(routines: &'a [Routine], shapes: &'a [Shape]) -> Batch<'a> {
+    fn new(routines: &'a [Routine], shapes: &'a [Arc<Shape>]) -> Batch<'a> {
         let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
         for (index, routine) in routines.iter().enumerate() {
             by_name
