@@ -269,11 +269,7 @@ impl Header<'_> {
         let mut body = None;
         for at in from..self.tokens.len() {
             let kind = self.kind(at)?;
-            if kind == Token::Ascii40 as i32 {
-                depth += 1;
-            } else if kind == Token::Ascii41 as i32 {
-                depth -= 1;
-            }
+            depth += self.nesting(at);
             if depth != 0 {
                 continue;
             }
@@ -342,18 +338,10 @@ impl Header<'_> {
 
     fn closing_parenthesis(&self, open: usize) -> Option<usize> {
         let mut depth = 0;
-        for at in open..self.tokens.len() {
-            let kind = self.kind(at)?;
-            if kind == Token::Ascii40 as i32 {
-                depth += 1;
-            } else if kind == Token::Ascii41 as i32 {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(at);
-                }
-            }
-        }
-        None
+        (open..self.tokens.len()).find(|&at| {
+            depth += self.nesting(at);
+            depth == 0
+        })
     }
 
     /// The ranges between the commas at depth 0 of `from..to`; none for
@@ -365,22 +353,24 @@ impl Header<'_> {
         let mut ranges = Vec::new();
         let (mut depth, mut start) = (0, from);
         for at in from..to {
-            match self.kind(at) {
-                Some(kind) if kind == Token::Ascii40 as i32 || kind == Token::Ascii91 as i32 => {
-                    depth += 1
-                }
-                Some(kind) if kind == Token::Ascii41 as i32 || kind == Token::Ascii93 as i32 => {
-                    depth -= 1
-                }
-                Some(kind) if kind == Token::Ascii44 as i32 && depth == 0 => {
-                    ranges.push((start, at));
-                    start = at + 1;
-                }
-                _ => {}
+            depth += self.nesting(at);
+            if depth == 0 && self.is(at, Token::Ascii44) {
+                ranges.push((start, at));
+                start = at + 1;
             }
         }
         ranges.push((start, to));
         ranges
+    }
+
+    /// How the token at `at` changes the depth of parentheses and
+    /// brackets: +1 opens, -1 closes, 0 neither.
+    fn nesting(&self, at: usize) -> i32 {
+        match self.kind(at) {
+            Some(kind) if kind == Token::Ascii40 as i32 || kind == Token::Ascii91 as i32 => 1,
+            Some(kind) if kind == Token::Ascii41 as i32 || kind == Token::Ascii93 as i32 => -1,
+            _ => 0,
+        }
     }
 
     fn kind(&self, at: usize) -> Option<i32> {

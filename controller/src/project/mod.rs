@@ -365,14 +365,10 @@ impl Project {
 
     /// The warnings about these routines.
     pub fn warnings_for(&self, routines: &[Routine]) -> Vec<&ProjectWarning> {
+        let about = WarningsAbout::routines(routines);
         self.warnings
             .iter()
-            .filter(|warning| {
-                routines.iter().any(|routine| {
-                    routine.source_path == warning.at.path
-                        && Some(routine.source_line) == warning.at.line
-                })
-            })
+            .filter(|warning| about.includes(warning))
             .collect()
     }
 
@@ -552,6 +548,28 @@ impl Project {
             String::new()
         };
         format!("known routines: {}{more}", listed.join(", "))
+    }
+}
+
+/// Which warnings are about some routines: those placed where one of their
+/// statements starts (file and line).
+struct WarningsAbout<'a>(std::collections::HashSet<(&'a str, u32)>);
+
+impl<'a> WarningsAbout<'a> {
+    fn routines(routines: &'a [Routine]) -> Self {
+        WarningsAbout(
+            routines
+                .iter()
+                .map(|routine| (routine.source_path.as_str(), routine.source_line))
+                .collect(),
+        )
+    }
+
+    fn includes(&self, warning: &ProjectWarning) -> bool {
+        warning
+            .at
+            .line
+            .is_some_and(|line| self.0.contains(&(warning.at.path.as_str(), line)))
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use pgrollout_shared::routine::Routine;
 
 use super::error::{ProjectError, ProjectWarning};
-use super::Project;
+use super::{Project, WarningsAbout};
 
 /// What a list of names selected.
 #[derive(Debug, Default)]
@@ -81,18 +81,130 @@ impl Project {
     }
 
     fn take_warnings_for(&mut self, routines: &[Routine]) -> Vec<ProjectWarning> {
-        let of_selected: HashSet<(&str, u32)> = routines
-            .iter()
-            .map(|routine| (routine.source_path.as_str(), routine.source_line))
-            .collect();
+        let about = WarningsAbout::routines(routines);
         std::mem::take(&mut self.warnings)
             .into_iter()
-            .filter(|warning| {
-                warning
-                    .at
-                    .line
-                    .is_some_and(|line| of_selected.contains(&(warning.at.path.as_str(), line)))
-            })
+            .filter(|warning| about.includes(warning))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Project, ProjectError, PROCEDURES_DIR};
+    use super::Selection;
+
+    /// Two overloads in one file, a routine with a warning, a plain one, and
+    /// a file no listed name mentions (with a warning of its own).
+    fn project() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("temp dir");
+        let procedures = root.path().join(PROCEDURES_DIR);
+        std::fs::create_dir(&procedures).expect("procedures dir");
+        let files = [
+            (
+                "greet.sql",
+                "CREATE FUNCTION greet(who text) RETURNS text LANGUAGE sql AS $$ SELECT who $$;\n\
+                 CREATE FUNCTION greet(who text, times int) RETURNS text LANGUAGE sql \
+                 AS $$ SELECT repeat(who, times) $$;\n",
+            ),
+            (
+                "other.sql",
+                "CREATE FUNCTION other() RETURNS int LANGUAGE plpgsql AS $$\n\
+                 DECLARE v elsewhere.t;\nBEGIN RETURN 1; END $$;\n",
+            ),
+            (
+                "third.sql",
+                "CREATE FUNCTION third() RETURNS int LANGUAGE sql AS $$ SELECT 3 $$;\n",
+            ),
+            (
+                "unlisted.sql",
+                "CREATE FUNCTION unlisted() RETURNS int LANGUAGE plpgsql AS $$\n\
+                 DECLARE v elsewhere.t;\nBEGIN RETURN 1; END $$;\n",
+            ),
+        ];
+        for (name, text) in files {
+            std::fs::write(procedures.join(name), text).expect("write");
+        }
+        root
+    }
+
+    fn names() -> Vec<String> {
+        [
+            "greet(text, integer)",
+            "other",
+            "greet",
+            "nope",
+            "GREET",
+            "third",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// What the operator sees of a selection: the routines in order, the
+    /// problems by list position, the warnings' places.
+    fn shown(selection: &Selection) -> (Vec<String>, Vec<(usize, bool)>, Vec<String>) {
+        (
+            selection
+                .routines
+                .iter()
+                .map(|routine| routine.identity.to_string())
+                .collect(),
+            selection
+                .problems
+                .iter()
+                .map(|(position, error)| {
+                    (
+                        *position,
+                        matches!(error, ProjectError::UnknownProcedure { .. }),
+                    )
+                })
+                .collect(),
+            selection
+                .warnings
+                .iter()
+                .map(|warning| warning.at.to_string())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn each_routine_comes_once_in_list_order_with_its_problems_and_warnings() {
+        let root = project();
+        let (routines, problems, warnings) = shown(
+            &Project::load(root.path())
+                .expect("loads")
+                .into_selection(&names()),
+        );
+        // A name and one of its overloads, or a name twice in another case,
+        // add each routine once, where it was first named.
+        assert_eq!(
+            routines,
+            [
+                "public.greet(text, integer)",
+                "public.other()",
+                "public.greet(text)",
+                "public.third()"
+            ]
+        );
+        assert_eq!(problems, [(3, true)], "the unknown name, at its position");
+        // Only the selected routines' warnings: not unlisted()'s.
+        assert_eq!(warnings, ["procedures/other.sql:1:1"]);
+    }
+
+    #[test]
+    fn a_partial_load_selects_the_same() {
+        let root = project();
+        let full = shown(
+            &Project::load(root.path())
+                .expect("loads")
+                .into_selection(&names()),
+        );
+        // A few names load only the files that mention them: unlisted.sql
+        // is not parsed, and a name not found there sends the selection to
+        // the whole project.
+        let partial = Project::load_for(root.path(), &names()).expect("loads");
+        assert!(partial.files_loaded() < partial.files_total());
+        assert_eq!(shown(&partial.into_selection(&names())), full);
     }
 }
