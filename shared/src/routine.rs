@@ -185,14 +185,14 @@ pub struct PgtapScript {
 }
 
 /// A privilege the plan grants on a routine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Grant {
     pub privilege: Privilege,
     pub grantee: Grantee,
 }
 
 /// Routines have exactly one privilege; ALL is its synonym.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Privilege {
     Execute,
     All,
@@ -218,7 +218,7 @@ impl Privilege {
 }
 
 /// Who receives a grant.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Grantee {
     Public,
     Role(String),

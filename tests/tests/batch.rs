@@ -545,3 +545,72 @@ async fn a_batch_that_waits_shows_its_order_when_it_starts() -> Result<()> {
     );
     Ok(())
 }
+
+/// The routines of a batch that declare the same grants share one GRANT
+/// statement per grant (issue 15 item 9); each routine's ACL must still be
+/// exactly what its own grants, one by one in its own order, leave: the
+/// same entries in the same order as on a routine granted by hand.
+#[tokio::test]
+async fn routines_sharing_their_grants_get_exactly_the_acl_their_grants_one_by_one_give(
+) -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE ROLE grant_reader; CREATE ROLE grant_writer;
+             CREATE FUNCTION public.by_hand_ab() RETURNS integer LANGUAGE sql AS 'SELECT 0';
+             GRANT EXECUTE ON FUNCTION public.by_hand_ab() TO grant_reader;
+             GRANT EXECUTE ON FUNCTION public.by_hand_ab() TO grant_writer;
+             CREATE FUNCTION public.by_hand_ba() RETURNS integer LANGUAGE sql AS 'SELECT 0';
+             GRANT EXECUTE ON FUNCTION public.by_hand_ba() TO grant_writer;
+             GRANT EXECUTE ON FUNCTION public.by_hand_ba() TO grant_reader;",
+        )
+        .await?;
+    let reader_then_writer = "[[grants]]\nprivilege = \"EXECUTE\"\nto = [\"grant_reader\"]\n\
+                              [[grants]]\nprivilege = \"EXECUTE\"\nto = [\"grant_writer\"]\n";
+    let writer_then_reader = "[[grants]]\nprivilege = \"EXECUTE\"\nto = [\"grant_writer\"]\n\
+                              [[grants]]\nprivilege = \"EXECUTE\"\nto = [\"grant_reader\"]\n";
+    for (name, grants) in [
+        ("shared_one", reader_then_writer),
+        ("alone", writer_then_reader),
+        ("shared_two", reader_then_writer),
+        ("ungranted", ""),
+    ] {
+        stack.write_procedure(
+            &format!("{name}.sql"),
+            &format!("CREATE OR REPLACE FUNCTION public.{name}() RETURNS integer LANGUAGE sql AS 'SELECT 1';"),
+        )?;
+        if !grants.is_empty() {
+            stack.write_procedure(&format!("{name}.toml"), grants)?;
+        }
+    }
+    let list = write_list(
+        &stack,
+        "grants.txt",
+        "shared_one\nalone\nshared_two\nungranted\n",
+    )?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("6 grant(s) applied"), "{out}");
+
+    let acl = |name: &'static str| {
+        let client = &client;
+        async move {
+            let acl: Option<String> = client
+                .query_one(
+                    &format!("SELECT proacl::text FROM pg_proc WHERE oid = 'public.{name}()'::regprocedure"),
+                    &[],
+                )
+                .await?
+                .get(0);
+            anyhow::Ok(acl)
+        }
+    };
+    let (ab, ba) = (acl("by_hand_ab").await?, acl("by_hand_ba").await?);
+    assert_ne!(ab, ba, "the order of grants shows in the ACL");
+    assert_eq!(acl("shared_one").await?, ab);
+    assert_eq!(acl("shared_two").await?, ab);
+    assert_eq!(acl("alone").await?, ba);
+    assert_eq!(acl("ungranted").await?, None, "no grant, the default ACL");
+    Ok(())
+}

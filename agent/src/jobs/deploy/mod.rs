@@ -262,17 +262,26 @@ async fn apply_in_transaction(
 
     let changed_created: Vec<apply::Created> =
         positions.iter().map(|&i| created[i].clone()).collect();
-    ctx.step(
-        "grants",
-        apply::grant(conn, &changed, &changed_created),
-        |granted| granted.to_string(),
-    )
-    .await?;
     let oids = apply::oids(&created);
+    // The agent makes the ledger's rows while the server applies the
+    // grants (the grants' request goes out first), not after their answer.
+    let (granted, rows) = futures_util::future::join(
+        ctx.step(
+            "grants",
+            apply::grant(conn, &changed, &changed_created),
+            |granted| granted.to_string(),
+        ),
+        async { apply::ledger_rows(conn, routines, &oids, &before) },
+    )
+    .await;
+    granted?;
     let (applied, ledger_ids) = ctx
         .step(
             "ledger",
-            apply::record(ctx, conn, routines, &oids, &before),
+            async {
+                apply::ensure_ledger(ctx, conn).await?;
+                apply::insert_ledger_rows(ctx, conn, routines, rows?, &before).await
+            },
             |(_, ids)| format!("{} ledger row(s) written", ids.len()),
         )
         .await?;
