@@ -115,7 +115,12 @@ fn main() -> std::process::ExitCode {
         // outbox, so neither imports the other.
         let sink: link::JobSink = {
             let (config, outbox) = (config.clone(), outbox.clone());
-            Arc::new(move |job| Box::pin(jobs::execute(job, 0, config.clone(), outbox.clone())))
+            Arc::new(move |job| {
+                // Connecting starts now, while the link journals and
+                // accepts the job (`jobs/context/early_connection.rs`).
+                let early = jobs::EarlyConnection::start(&job, &config);
+                Box::pin(jobs::execute(job, 0, config.clone(), outbox.clone(), early))
+            })
         };
         let link = link::run(config, outbox.clone(), sink);
         tokio::pin!(link);

@@ -46,18 +46,27 @@ use crate::config::AgentConfig;
 use crate::outbox::Outbox;
 use context::{millis, Finished, JobContext};
 
+pub use context::EarlyConnection;
+
 pub use resolve::resolve_interrupted;
 
 /// Runs a validated job to its result, bounded by its deadline and fenced by
 /// its lease. Dropping the work at either drops its database connection,
 /// which rolls back any open transaction.
-pub async fn execute(job: Job, last_seq: u64, config: Arc<AgentConfig>, outbox: Arc<Outbox>) {
+pub async fn execute(
+    job: Job,
+    last_seq: u64,
+    config: Arc<AgentConfig>,
+    outbox: Arc<Outbox>,
+    early: EarlyConnection,
+) {
     let Some(target) = config.target(&job.target).cloned() else {
         // The link checks this before accepting; kept for safety.
         outbox.job_finished(&job.id, job.attempt);
         return;
     };
-    let context = JobContext::new(job, target, last_seq, config, outbox.clone());
+    let context =
+        JobContext::new(job, target, last_seq, config, outbox.clone()).with_early_connection(early);
     let reserved = match check_approvals(&context) {
         Ok(reserved) => reserved,
         Err(refused) => {

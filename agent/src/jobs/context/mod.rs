@@ -1,11 +1,13 @@
 //! What a running job has: its identity and target, the numbered step
 //! events it streams (`JobContext`), the failure that carries its outcome
-//! (`JobFailure`), its lease (`fence.rs`), its spans (`spans.rs`) and the seal
-//! on its transaction (`txn_seal.rs`). The typed failure is `failure.rs`. The bottom of `jobs/`: every step and
+//! (`JobFailure`), its lease (`fence.rs`), its spans (`spans.rs`), the seal
+//! on its transaction (`txn_seal.rs`) and the connection opened for it as it
+//! was taken on (`early_connection.rs`). The typed failure is `failure.rs`. The bottom of `jobs/`: every step and
 //! job kind builds on it, and it imports none of them. `fence.rs` adds methods
 //! to `JobContext`, so this folder is one module split over files.
 
 pub mod deploy_lock;
+mod early_connection;
 mod failure;
 mod fence;
 mod spans;
@@ -22,6 +24,7 @@ use pgrollout_shared::proto::{
 };
 use tokio_postgres::error::SqlState;
 
+pub use early_connection::EarlyConnection;
 pub use failure::JobFailure;
 
 use crate::config::{AgentConfig, TargetConfig};
@@ -57,6 +60,9 @@ pub struct JobContext {
     /// for the per-routine rows of a batch's report.
     routine_times: std::sync::Mutex<std::collections::HashMap<String, std::time::Duration>>,
     fence: fence::Fence,
+    /// The connection opened when the job was taken on, until the
+    /// `connect` step takes it.
+    early_connection: std::sync::Mutex<EarlyConnection>,
 }
 
 impl JobContext {
@@ -305,12 +311,33 @@ impl JobContext {
             routine_times: std::sync::Mutex::new(std::collections::HashMap::new()),
             started: Instant::now(),
             fence: fence::Fence::default(),
+            early_connection: Default::default(),
             job,
         }
     }
 }
 
 impl JobContext {
+    /// Gives the job the connection its link started opening for it.
+    pub fn with_early_connection(self, early: EarlyConnection) -> JobContext {
+        *self
+            .early_connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = early;
+        self
+    }
+
+    /// The connection opened early for this job, once (after that, and
+    /// when there was none, an empty one).
+    pub fn take_early_connection(&self) -> EarlyConnection {
+        std::mem::take(
+            &mut *self
+                .early_connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
     /// The job's span, for instrumenting its work.
     pub fn job_span(&self) -> &tracing::Span {
         self.spans.job()

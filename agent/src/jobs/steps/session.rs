@@ -15,16 +15,21 @@ use crate::sql::{self, TargetConnection};
 
 pub use crate::jobs::context::deploy_lock::DEPLOY_LOCK_KEY;
 
-/// The `connect` step: a connection to the job's target, watched so that
-/// abandoning the job cancels what it runs.
+/// The `connect` step: a connection to the job's target (the one opened
+/// early for it, `context/early_connection.rs`, when there is one), watched so that abandoning
+/// the job cancels what it runs.
 pub async fn connect(ctx: &JobContext) -> Result<TargetConnection, JobFailure> {
     let conn = ctx
         .step(
             "connect",
             async {
-                sql::connect(&ctx.target, &ctx.config.timeouts)
-                    .await
-                    .map_err(JobFailure::connect)
+                // The connection the link started opening with the job,
+                // else one opened now.
+                let opened = match ctx.take_early_connection().take().await {
+                    Some(opened) => opened,
+                    None => sql::connect(&ctx.target, &ctx.config.timeouts).await,
+                };
+                opened.map_err(JobFailure::connect)
             },
             |conn| connected(&ctx.target, conn),
         )
