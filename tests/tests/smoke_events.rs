@@ -210,3 +210,65 @@ async fn existence_only_reports_reach_the_operator_whole_and_in_order() -> Resul
     assert_eq!(reported, expected, "{result}");
     Ok(())
 }
+
+/// The deploying CLI asks for the result with existence-only reports in
+/// their compact form and puts them back itself (issue 15 item 9): what it
+/// prints must be exactly the result the controller stored, every report
+/// whole, in order.
+#[tokio::test]
+async fn the_deploying_cli_shows_the_stored_result_with_every_existence_only_report() -> Result<()>
+{
+    let stack = stack_with_good().await?;
+    stack.write_procedure(
+        "bare.sql",
+        "CREATE OR REPLACE FUNCTION public.bare() RETURNS int LANGUAGE sql AS $$ SELECT 2 $$;\n\
+         CREATE OR REPLACE FUNCTION public.bare(n int) RETURNS int LANGUAGE sql AS $$ SELECT n $$;\n",
+    )?;
+    let out = stack
+        .cli(&["deploy", "bare", "dev", "--output", "json"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    let document: serde_json::Value =
+        serde_json::from_str(out.stdout.lines().last().context("a document")?)
+            .with_context(|| format!("JSON:\n{out}"))?;
+    let shown = &document["result"]["smoke"];
+    let details: Vec<(&str, &str)> = shown
+        .as_array()
+        .context("smoke reports")?
+        .iter()
+        .map(|r| {
+            (
+                r["phase"].as_str().unwrap_or_default(),
+                r["checks"][0]["detail"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [
+            ("in-transaction", "public.bare() exists in schema public"),
+            (
+                "in-transaction",
+                "public.bare(integer) exists in schema public"
+            ),
+            ("post-commit", "public.bare() exists in schema public"),
+            (
+                "post-commit",
+                "public.bare(integer) exists in schema public"
+            ),
+        ],
+        "{document}"
+    );
+    let rollout = document["rollout"]["rollout"]
+        .as_str()
+        .context("the rollout id")?;
+    let status = stack.cli(&["status", rollout, "--output", "json"]).await?;
+    assert_eq!(status.code, 0, "{status}");
+    let stored: serde_json::Value = serde_json::from_str(status.stdout.trim())?;
+    assert_eq!(&stored["result"]["smoke"], shown, "{stored}");
+    assert_eq!(
+        &stored["result"]["routines"],
+        &document["result"]["routines"]
+    );
+    Ok(())
+}

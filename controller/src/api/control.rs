@@ -475,6 +475,7 @@ impl ControlService {
         let attachments =
             lifecycle::attachments(&request.ticket, &request.runbook, &request.rollback_plan);
         let (no_wait, follow) = (request.no_wait, request.follow);
+        let compact = request.expands_existence_only;
         let parked = lifecycle::Parked {
             continue_on_error: request.continue_on_error,
             ticket: request.ticket.clone(),
@@ -513,13 +514,22 @@ impl ControlService {
             match lifecycle::gate(&self.controller, &validated, check, parked, options).await? {
                 lifecycle::Gated::Passed(passed) => passed,
                 lifecycle::Gated::Parked(updates) => {
-                    return Ok(Response::new(request_stream(updates)))
+                    return Ok(Response::new(compacted(request_stream(updates), compact)))
                 }
             }
         };
         // A fleet environment's deploy goes over its targets (issue 24).
         let receiver = crate::engine::launch::start(self.controller.clone(), validated).await?;
-        Ok(Response::new(update_stream(receiver)))
+        Ok(Response::new(compacted(update_stream(receiver), compact)))
+    }
+}
+
+/// The requester's stream, its results compact when it expands them itself.
+fn compacted(stream: UpdateStream, compact: bool) -> UpdateStream {
+    if compact {
+        super::status::compact_results(stream)
+    } else {
+        stream
     }
 }
 

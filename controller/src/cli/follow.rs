@@ -253,6 +253,8 @@ pub async fn submit_and_follow(
             .unwrap_or_default(),
         no_wait: submission.window.no_wait,
         follow: submission.window.follow,
+        // Put back below, once the result has arrived.
+        expands_existence_only: true,
         fleet_continue_on_error: submission.fleet.continue_on_error,
         fleet_rollback_on_failure: submission.fleet.rollback_on_failure,
     });
@@ -316,12 +318,20 @@ pub async fn follow_updates(
                         last_seq = last_seq.max(event.seq);
                         on_update(Update::Event(&event))
                     }
-                    Some(Body::Finished(result)) => {
+                    Some(Body::Finished(mut result)) => {
+                        // The compact existence-only reports, whole again
+                        // (the request said this CLI expands them).
+                        if let Err(why) = pgrollout_shared::smoke_compact::expand(&mut result) {
+                            return Err((
+                                ExitCode::DeploymentFailed,
+                                format!("the controller's result is malformed: {why}"),
+                            ));
+                        }
                         return Ok(Ending::Finished(Box::new(Followed {
                             rollout,
                             result,
                             fleet,
-                        })))
+                        })));
                     }
                     Some(Body::Fleet(report)) => fleet = Some(report),
                     // Followed on another controller: the rollout's job
