@@ -7,8 +7,12 @@
 //! It is started only for a job the link runs (after its offer was checked,
 //! never for a duplicate), with the job's own target and timeouts, so it is
 //! the connection the job would have opened a moment later. Dropped unused
-//! (a refused approval, a job kind that connects otherwise), it is
-//! abandoned and closed.
+//! (a job kind that connects otherwise), it is abandoned and closed.
+//!
+//! Never on an agent with an `[approvals]` policy: there a job's signatures
+//! are verified before the agent opens any connection to its target, not
+//! even one abandoned before it authenticated (issue 19) — a forged job must
+//! not reach the database at all.
 
 use pgrollout_shared::job::{Job, JobKind};
 use tokio::task::JoinHandle;
@@ -24,10 +28,11 @@ pub struct EarlyConnection {
 
 impl EarlyConnection {
     /// Starts connecting to `job`'s target now, when the job opens with the
-    /// `connect` step; none for a watch sample (it connects on its own
-    /// terms) or a target this agent does not serve (the job refuses it).
+    /// `connect` step; none under an approval policy (the signatures come
+    /// first), for a watch sample (it connects on its own terms) or for a
+    /// target this agent does not serve (the job refuses it).
     pub fn start(job: &Job, config: &AgentConfig) -> EarlyConnection {
-        if matches!(job.kind, JobKind::WatchSample(_)) {
+        if config.approval_policy.is_some() || matches!(job.kind, JobKind::WatchSample(_)) {
             return EarlyConnection::default();
         }
         let Some(target) = config.target(&job.target).cloned() else {
