@@ -644,20 +644,12 @@ pub fn elapsed_ms(started: Instant) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use pgrollout_shared::routine::{Grant, Grantee, Privilege, RoutineIdentity, RoutineKind};
+    use pgrollout_shared::routine::{Grant, Grantee, Privilege};
 
     use super::*;
 
     fn routine(name: &str, grantees: &[&str]) -> Routine {
         Routine {
-            identity: RoutineIdentity {
-                schema: "app".into(),
-                name: name.into(),
-                arg_types: Vec::new(),
-            },
-            kind: RoutineKind::Function,
-            create_sql: format!("CREATE OR REPLACE FUNCTION app.{name}() ..."),
-            companion_sql: Vec::new(),
             grants: grantees
                 .iter()
                 .map(|to| Grant {
@@ -665,14 +657,7 @@ mod tests {
                     grantee: Grantee::parse(to).expect("a grantee"),
                 })
                 .collect(),
-            smoke_tests: Vec::new(),
-            source_path: format!("procedures/{name}.sql"),
-            depends_on: Vec::new(),
-            perf_probe: None,
-            pgtap: None,
-            source_line: 1,
-            search_path: vec!["app".into()],
-            retire: None,
+            ..super::super::test_routine::routine(name, &[])
         }
     }
 

@@ -20,6 +20,8 @@ pub mod replace;
 mod session;
 mod smoke;
 mod statement;
+#[cfg(test)]
+mod test_routine;
 mod unchanged;
 
 pub use backup::backup;

@@ -152,23 +152,9 @@ mod tests {
 
     fn routine(companion_sql: Vec<String>) -> Routine {
         Routine {
-            identity: pgrollout_shared::routine::RoutineIdentity {
-                schema: "app".into(),
-                name: "tbl_count".into(),
-                arg_types: vec!["regclass".into()],
-            },
-            kind: pgrollout_shared::routine::RoutineKind::Function,
             create_sql: "CREATE OR REPLACE FUNCTION app.tbl_count(t regclass) ...".into(),
             companion_sql,
-            grants: Vec::new(),
-            smoke_tests: Vec::new(),
-            source_path: "procedures/tbl_count.sql".into(),
-            depends_on: Vec::new(),
-            perf_probe: None,
-            pgtap: None,
-            source_line: 1,
-            search_path: vec!["app".into()],
-            retire: None,
+            ..super::super::test_routine::routine("tbl_count", &["regclass"])
         }
     }
 
