@@ -16,8 +16,8 @@ use crate::sql::{self, TargetConnection};
 pub use crate::jobs::context::deploy_lock::DEPLOY_LOCK_KEY;
 
 /// The `connect` step: a connection to the job's target (the one opened
-/// early for it, `context/early_connection.rs`, when there is one), watched so that abandoning
-/// the job cancels what it runs.
+/// early for it, `context/early_connection.rs`, when there is one), watched
+/// so that abandoning the job cancels what it runs.
 pub async fn connect(ctx: &JobContext) -> Result<TargetConnection, JobFailure> {
     let conn = ctx
         .step(
