@@ -259,6 +259,12 @@ async fn a_job_delivered_twice_applies_once() -> Result<()> {
 #[tokio::test]
 async fn malformed_and_hostile_offers_are_refused_and_change_nothing() -> Result<()> {
     let mut scenario = Scenario::start().await?;
+    // An agent without an `[approvals]` policy starts opening a job's
+    // connection as it takes the job on, ahead of the job itself: an offer
+    // refused at the edge must not get even one abandoned before it
+    // authenticated. Nothing else connects to this cluster meanwhile.
+    scenario.pg.log_connections().await?;
+    let before_refusals = scenario.pg.log_offset()?;
 
     let mut bad_trace = offer(
         "j-trace",
@@ -318,6 +324,12 @@ async fn malformed_and_hostile_offers_are_refused_and_change_nothing() -> Result
         }
         other => bail!("expected a Decline, got {other:?}"),
     }
+
+    assert_eq!(
+        scenario.pg.connections_since(before_refusals)?,
+        0,
+        "an offer refused at the edge made the agent connect to the target"
+    );
 
     // A second statement smuggled after the CREATE is refused by the
     // protocol the agent applies with, and the transaction rolls back.
