@@ -258,11 +258,23 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, sink: &JobSink,
         outbox.send_now(result);
         return;
     }
+    // A duplicate offer of a running job: accepted again, not run twice.
+    if outbox.is_running(&job.id, attempt) {
+        outbox.send_now(accept);
+        return;
+    }
+    // The job is valid and new: its connection starts opening now (on an
+    // agent without `[approvals]`), while the journal record of its start
+    // is encoded here (half a millisecond for a thousand routines) and
+    // made durable.
+    let run_job = sink(job);
     let Some(durable) = outbox.begin_job(&journaled) else {
+        // Started meanwhile by nothing else (offers are handled one at a
+        // time); dropping `run_job` abandons its connection.
         outbox.send_now(accept);
         return;
     };
-    let (outbox, run_job) = (outbox.clone(), sink(job));
+    let outbox = outbox.clone();
     tokio::spawn(async move {
         // Accept only once the start is on disk: after a crash the journal
         // must know every job the controller believes is running here.
