@@ -148,11 +148,25 @@ impl Scenario {
     }
 
     /// Waits for the job's result, acknowledging events as a controller does.
+    /// The result is the job's last message: it comes after every event of
+    /// the job (its sequence number the next after theirs), never ahead of
+    /// one still on its way to the agent's journal.
     async fn result_of(&mut self, job_id: &str) -> Result<proto::JobResult> {
+        let mut last_event = 0;
         loop {
             match self.next_significant().await? {
-                Body::Event(event) => self.send(ack(&event.job_id, event.seq)).await?,
+                Body::Event(event) => {
+                    if event.job_id == job_id {
+                        last_event = last_event.max(event.seq);
+                    }
+                    self.send(ack(&event.job_id, event.seq)).await?
+                }
                 Body::Result(result) if result.job_id == job_id => {
+                    assert_eq!(
+                        result.seq,
+                        last_event + 1,
+                        "the result of {job_id} came before some of its events"
+                    );
                     self.send(ack(&result.job_id, result.seq)).await?;
                     return Ok(result);
                 }
