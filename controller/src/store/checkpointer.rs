@@ -8,21 +8,25 @@
 //! other deploy's start or result waited for a checkpoint — several
 //! milliseconds on the path from the agent's result to the operator's exit.
 //!
-//! Here the main connection never checkpoints (`wal_autocheckpoint = 0`);
-//! a thread with a connection of its own runs `wal_checkpoint(PASSIVE)`
-//! once the store has been quiet for a moment after a write, and
-//! `wal_checkpoint(RESTART)` when the WAL has grown large under a load that
-//! never pauses (which a passive checkpoint never catches up with: the
-//! WAL grew without bound under a writer without gaps). Checkpointing on a
-//! clock instead (every 200 ms the WAL changed) put a 2–4 MiB copy and an
-//! fsync of the main file in the middle of most deploys, where they took
-//! a core and the disk from the agent and the database on a shared host
-//! (an agent journal fsync of 0.5 ms took 9 ms beside one). A passive checkpoint
-//! waits for no reader or writer, so the store's connection is never
-//! blocked by it, and SQLite restarts the WAL from its beginning once a
-//! checkpoint has copied every frame, so the file stays bounded as before.
-//! If the thread cannot open its connection, the main connection keeps
-//! SQLite's automatic checkpoints: durability and size are never traded.
+//! Here a thread with a connection of its own runs
+//! `wal_checkpoint(PASSIVE)` once the store has been quiet for a moment
+//! after a write. Checkpointing on a clock instead (every 200 ms the WAL had
+//! changed) put a 2–4 MiB copy and an fsync of the main file in the middle
+//! of most deploys, where they took a core and the disk from the agent and
+//! the database on a shared host (an agent journal fsync of 0.5 ms took
+//! 9 ms beside one). A passive checkpoint waits for no reader or writer, so
+//! the store's connection is never blocked by it, and SQLite restarts the
+//! WAL from its beginning once a checkpoint has copied every frame.
+//!
+//! The store's own connection keeps SQLite's automatic checkpoint as a
+//! backstop, at 4,096 pages (16 MiB) instead of 1,000: a store written
+//! without a pause (a fleet rollout, many operators) never gives the thread
+//! its quiet spell, and a passive checkpoint from another connection never
+//! catches up with a writer that does not stop, so the WAL grew without
+//! bound (350 MB in the test below). The writer's own checkpoint, between
+//! its commits, always completes. `journal_size_limit` cuts the file back
+//! to 4 MiB when SQLite starts the WAL again. If the thread cannot open its
+//! connection, the main connection keeps SQLite's default checkpoints.
 //!
 //! A checkpoint the store runs itself (compaction's `TRUNCATE`, which cuts
 //! the main file) pauses the thread first ([`Checkpointer::pause`]): while
@@ -45,10 +49,10 @@ const LOOK_EVERY: Duration = Duration::from_millis(25);
 /// rollout rather than inside it.
 const QUIET_FOR: Duration = Duration::from_millis(120);
 
-/// Past this size the WAL is checkpointed without waiting for quiet: a
-/// store written without pause (a fleet rollout, many operators) keeps a
-/// bounded file. SQLite's own automatic checkpoint starts at about 4 MiB.
-const WAL_LIMIT_BYTES: u64 = 16 << 20;
+/// The store's connection checkpoints by itself, in a commit, once the WAL
+/// holds this many pages (16 MiB of 4 KiB pages; SQLite's default is
+/// 1,000): only a store written without pause gets there.
+const BACKSTOP_PAGES: u32 = 4096;
 
 /// What SQLite cuts the WAL file back to when it starts it again after a
 /// complete checkpoint (`journal_size_limit`): it does not shrink by
@@ -85,10 +89,11 @@ impl Checkpointer {
             tracing::warn!(%error, "store: cannot start the checkpoint thread; SQLite checkpoints inside commits");
             return None;
         }
-        let pragmas =
-            format!("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_KEPT_BYTES};");
+        let pragmas = format!(
+            "PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}; PRAGMA journal_size_limit = {WAL_KEPT_BYTES};"
+        );
         if let Err(error) = main.execute_batch(&pragmas) {
-            tracing::warn!(%error, "store: cannot turn automatic checkpoints off; SQLite checkpoints inside commits");
+            tracing::warn!(%error, "store: cannot move automatic checkpoints; SQLite checkpoints inside commits");
         }
         Some(Checkpointer { _stop: stop, gate })
     }
@@ -113,8 +118,7 @@ fn wal_path(path: &Path) -> PathBuf {
 }
 
 /// Checkpoints the WAL written since the last checkpoint once it has been
-/// quiet for [`QUIET_FOR`] (or is past [`WAL_LIMIT_BYTES`]), until the store
-/// is dropped. A write is seen as a change of the WAL's length or
+/// quiet for [`QUIET_FOR`], until the store is dropped. A write is seen as a change of the WAL's length or
 /// modification time (its length alone does not tell: once a checkpoint has
 /// copied every frame, SQLite writes the WAL again from its beginning).
 fn run(connection: &Connection, wal: &Path, gate: &Mutex<()>, stopped: &mpsc::Receiver<()>) {
@@ -136,23 +140,12 @@ fn run(connection: &Connection, wal: &Path, gate: &Mutex<()>, stopped: &mpsc::Re
             looked = now;
             unchanged_since = Instant::now();
         }
-        let Some((length, _)) = now else { continue };
-        let due = unchanged_since.elapsed() >= QUIET_FOR || length >= WAL_LIMIT_BYTES;
-        if now == seen || !due {
+        if now.is_none() || now == seen || unchanged_since.elapsed() < QUIET_FOR {
             continue;
         }
-        // A passive checkpoint never catches up with a writer that does not
-        // pause (the frames it copies are never all of them, so SQLite never
-        // restarts the WAL): past the limit, RESTART holds the store's
-        // writes for the copy, as SQLite's own automatic checkpoint does.
-        let mode = if length >= WAL_LIMIT_BYTES {
-            "PRAGMA wal_checkpoint(RESTART)"
-        } else {
-            "PRAGMA wal_checkpoint(PASSIVE)"
-        };
         let checkpointed = {
             let _held = gate.lock().unwrap_or_else(|p| p.into_inner());
-            connection.query_row(mode, [], |row| {
+            connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
                 Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
             })
         };
@@ -176,11 +169,12 @@ fn run(connection: &Connection, wal: &Path, gate: &Mutex<()>, stopped: &mpsc::Re
 mod tests {
     use super::super::db::params;
     use super::super::Store;
-    use super::{wal_path, QUIET_FOR, WAL_KEPT_BYTES, WAL_LIMIT_BYTES};
+    use super::{wal_path, BACKSTOP_PAGES, QUIET_FOR, WAL_KEPT_BYTES};
     use std::time::{Duration, Instant};
 
     /// A store written without a pause never gives the thread its quiet
-    /// spell: the WAL is checkpointed by its size, and stays bounded.
+    /// spell: the store's connection checkpoints at the backstop, and the
+    /// WAL stays bounded.
     #[tokio::test]
     async fn a_store_written_without_pause_keeps_its_wal_bounded() {
         let dir = tempfile::tempdir().expect("dir");
@@ -192,8 +186,9 @@ mod tests {
             .expect("table");
         let wal = wal_path(&path);
         let mut largest = 0;
-        // Five times the limit, 400 KB per call.
-        for _ in 0..5 * WAL_LIMIT_BYTES / 400_000 {
+        let limit = u64::from(BACKSTOP_PAGES) * 4096;
+        // Five times the backstop, 400 KB per call.
+        for _ in 0..5 * limit / 400_000 {
             store
                 .call(|c| {
                     for _ in 0..100 {
@@ -206,10 +201,10 @@ mod tests {
             largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
         }
         // Unchecked, the WAL would hold every frame written (about three
-        // 4 KiB pages per row: some 250 MB); a writer this fast (hundreds
-        // of MB/s) adds tens of MB between two looks of the thread.
+        // 4 KiB pages per row: some 250 MB); checkpointed at the backstop,
+        // it holds the backstop and one call's rows.
         assert!(
-            largest <= 8 * WAL_LIMIT_BYTES,
+            largest <= 2 * limit,
             "the WAL grew to {largest} bytes under a continuous writer"
         );
         // Once quiet, the thread checkpoints what is left, and the next
@@ -229,9 +224,9 @@ mod tests {
         }
     }
 
-    /// What a commit does with a full WAL: on the store's own connection,
-    /// nothing (no automatic checkpoint); the thread copies the WAL into the
-    /// main file by itself.
+    /// What a commit does with a WAL of a few MiB: on the store's own
+    /// connection, nothing (its automatic checkpoint waits for the
+    /// backstop); the thread copies the WAL into the main file by itself.
     #[tokio::test]
     async fn the_wal_reaches_the_main_file_without_a_checkpoint_in_any_commit() {
         let dir = tempfile::tempdir().expect("dir");
@@ -242,8 +237,9 @@ mod tests {
             .await
             .expect("pragma");
         assert_eq!(
-            automatic, 0,
-            "the store's connection must not checkpoint in its commits"
+            automatic,
+            i64::from(BACKSTOP_PAGES),
+            "the store's connection checkpoints in its commits only at the backstop"
         );
         let before = std::fs::metadata(&path).expect("store").len();
         store
