@@ -55,8 +55,8 @@ const QUIET_FOR: Duration = Duration::from_millis(120);
 const BACKSTOP_PAGES: u32 = 4096;
 
 /// What SQLite cuts the WAL file back to when it starts it again after a
-/// complete checkpoint (`journal_size_limit`): it does not shrink by
-/// itself, and a file left at its peak would look past the limit forever.
+/// complete checkpoint (`journal_size_limit`): by itself the file keeps
+/// the size of the largest burst it ever held.
 const WAL_KEPT_BYTES: u64 = 4 << 20;
 
 /// The checkpoint thread; dropping it (with the store) ends the thread.
@@ -118,9 +118,10 @@ fn wal_path(path: &Path) -> PathBuf {
 }
 
 /// Checkpoints the WAL written since the last checkpoint once it has been
-/// quiet for [`QUIET_FOR`], until the store is dropped. A write is seen as a change of the WAL's length or
-/// modification time (its length alone does not tell: once a checkpoint has
-/// copied every frame, SQLite writes the WAL again from its beginning).
+/// quiet for [`QUIET_FOR`], until the store is dropped. A write is seen as
+/// a change of the WAL's length or modification time (its length alone
+/// does not tell: once a checkpoint has copied every frame, SQLite writes
+/// the WAL again from its beginning).
 fn run(connection: &Connection, wal: &Path, gate: &Mutex<()>, stopped: &mpsc::Receiver<()>) {
     // The WAL as the last complete checkpoint left it, as last looked at,
     // and when that look first saw it so.
