@@ -269,8 +269,9 @@ fn handle_offer(config: &Arc<AgentConfig>, outbox: &Arc<Outbox>, sink: &JobSink,
     // made durable.
     let run_job = sink(job);
     let Some(durable) = outbox.begin_job(&journaled) else {
-        // Started meanwhile by nothing else (offers are handled one at a
-        // time); dropping `run_job` abandons its connection.
+        // `begin_job` refuses only a running job, answered just above;
+        // should it still refuse, dropping `run_job` abandons its
+        // connection.
         outbox.send_now(accept);
         return;
     };

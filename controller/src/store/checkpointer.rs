@@ -209,13 +209,14 @@ mod tests {
             "the WAL grew to {largest} bytes under a continuous writer"
         );
         // Once quiet, the thread checkpoints what is left, and the next
-        // write starts the WAL again, cut back to what SQLite keeps. Quiet
-        // is a span of time, so the test leaves one between its writes.
+        // write (a row, so that it always writes a page) starts the WAL
+        // again, cut back to what SQLite keeps. Quiet is a span of time, so
+        // the test leaves one between its writes.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             tokio::time::sleep(QUIET_FOR * 2).await;
             store
-                .call(|c| c.execute("DELETE FROM filler WHERE rowid = 1", &[]))
+                .call(|c| c.execute("INSERT INTO filler VALUES (x'00')", &[]))
                 .await
                 .expect("write");
             if std::fs::metadata(&wal).map_or(0, |m| m.len()) <= WAL_KEPT_BYTES + 1_000_000 {
