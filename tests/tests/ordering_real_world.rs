@@ -282,3 +282,145 @@ async fn a_deploy_of_one_routine_parses_only_its_own_files() -> Result<()> {
     assert!(total.parse::<usize>()? > 60, "{out}");
     Ok(())
 }
+
+/// pgq's `get_queue_info.sql` shape: `drop function if exists` of each
+/// overload the file then creates, so that a re-run can change the return
+/// type. Version 2 adds an OUT column to `qinfo()`.
+fn qinfo_file(version: u8) -> String {
+    let extra = if version == 2 { ", out n integer" } else { "" };
+    let value = if version == 2 {
+        "'a'::text, 1, 2"
+    } else {
+        "'a'::text, 1"
+    };
+    format!(
+        "drop function if exists public.qinfo();\n\
+         drop function if exists public.qinfo(text);\n\n\
+         create or replace function public.qinfo(out queue_name text, out ticks integer{extra})\n\
+         returns setof record\n\
+         language sql as $$ select {value} $$;\n\
+         create or replace function public.qinfo(in i_name text, out queue_name text, out ticks integer)\n\
+         returns setof record language sql as $$ select i_name, 1 $$;\n"
+    )
+}
+
+#[tokio::test]
+async fn a_drop_if_exists_before_its_create_deploys_as_psql_applies_it() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    stack.write_procedure("qinfo.sql", &qinfo_file(1))?;
+    let first = stack.cli(&["deploy", "qinfo", "dev"]).await?;
+    assert_eq!(first.code, 0, "the file deploys as it is:\n{first}");
+    assert!(
+        first.stderr.contains(
+            "procedures/qinfo.sql:4:1: `drop function if exists public.qinfo()` (line 1) is not \
+             run: pgrollout replaces public.qinfo() in place"
+        ),
+        "the DROP's fate is said where the routine is:\n{first}"
+    );
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE ROLE qinfo_reader; GRANT EXECUTE ON FUNCTION public.qinfo() TO qinfo_reader",
+        )
+        .await?;
+
+    // The return type changes: PostgreSQL refuses the replace, so the deploy
+    // drops and recreates qinfo() — the privilege granted by hand is kept.
+    stack.write_procedure("qinfo.sql", &qinfo_file(2))?;
+    let second = stack.cli(&["deploy", "qinfo", "dev"]).await?;
+    assert_eq!(second.code, 0, "{second}");
+    let changes: Vec<String> = client
+        .query(
+            "SELECT identity || ' ' || change FROM pgrollout.ledger \
+             WHERE rollout_id = (SELECT rollout_id FROM pgrollout.ledger ORDER BY id DESC LIMIT 1) \
+             ORDER BY identity",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        changes,
+        ["public.qinfo() recreated", "public.qinfo(text) unchanged"],
+        "{second}"
+    );
+    let row = client
+        .query_one("SELECT n FROM public.qinfo()", &[])
+        .await?;
+    assert_eq!(row.get::<_, i32>(0), 2);
+    let granted: bool = client
+        .query_one(
+            "SELECT has_function_privilege('qinfo_reader', 'public.qinfo()', 'EXECUTE')",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(granted, "owner, ACL and comment are carried over");
+
+    // The definitions are what psql makes of the same two files in turn.
+    let reference = PgCluster::start("reference").await?;
+    for version in [1, 2] {
+        let script = stack.dir.path().join(format!("qinfo{version}.sql"));
+        std::fs::write(&script, qinfo_file(version))?;
+        reference.psql_file(&script).await?;
+    }
+    let expected = definitions(&reference.connect().await?, &["qinfo"]).await?;
+    assert_eq!(expected.len(), 2);
+    assert_eq!(definitions(&client, &["qinfo"]).await?, expected);
+
+    // Deployed again as it is: nothing to do.
+    let third = stack.cli(&["deploy", "qinfo", "dev"]).await?;
+    assert_eq!(third.code, 0, "{third}");
+    assert!(
+        third
+            .stdout
+            .contains("Routines: public.qinfo() [unchanged], public.qinfo(text) [unchanged]"),
+        "{third}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_drop_that_would_remove_a_routine_is_refused_before_any_change() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let create =
+        "CREATE OR REPLACE FUNCTION public.kept() RETURNS integer LANGUAGE sql AS 'SELECT 1';\n";
+    stack.write_procedure("kept.sql", create)?;
+    let out = stack.cli(&["deploy", "kept", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let client = stack.zone("dev").pg.connect().await?;
+    let ledger_rows = "SELECT count(*) FROM pgrollout.ledger";
+    let before: i64 = client.query_one(ledger_rows, &[]).await?.get(0);
+
+    for (file, expected) in [
+        (
+            format!(
+                "{}DROP FUNCTION public.kept();\n",
+                create.replace("'SELECT 1'", "'SELECT 2'")
+            ),
+            "procedures/kept.sql:2:1: `DROP FUNCTION public.kept()` drops public.kept(), which \
+             this file creates before it",
+        ),
+        (
+            format!("DROP FUNCTION IF EXISTS public.gone(integer);\n{create}"),
+            "procedures/kept.sql:1:1: `DROP FUNCTION IF EXISTS public.gone(integer)` drops \
+             public.gone(integer), which this file does not create",
+        ),
+        (
+            format!("DROP FUNCTION IF EXISTS public.kept() CASCADE;\n{create}"),
+            "procedures/kept.sql:1:1: DROP FUNCTION IF EXISTS statement is not allowed in a \
+             procedure file: CASCADE would drop what depends on the routine",
+        ),
+    ] {
+        stack.write_procedure("kept.sql", &file)?;
+        let out = stack.cli(&["deploy", "kept", "dev"]).await?;
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stderr.contains(expected), "{expected}\n{out}");
+    }
+    let after: i64 = client.query_one(ledger_rows, &[]).await?.get(0);
+    assert_eq!(after, before, "no plan ran");
+    let value: i32 = client.query_one("SELECT public.kept()", &[]).await?.get(0);
+    assert_eq!(value, 1);
+    Ok(())
+}

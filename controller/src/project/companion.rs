@@ -18,8 +18,15 @@
 //! name (no argument list) must match exactly one routine of the file.
 //! Anything else — `ALL FUNCTIONS IN SCHEMA`, other objects, column
 //! privileges — stays refused, with advice for the common mistakes.
+//!
+//! One more statement is accepted and **not run**: `DROP FUNCTION|PROCEDURE|
+//! ROUTINE [IF EXISTS]` of a routine the file creates *after* it — real code
+//! writes it so that a script re-run can change a return type, which is what
+//! pgrollout's own lifecycle does (`CREATE OR REPLACE`, or DROP + CREATE
+//! carrying owner, ACL and comment when PostgreSQL refuses the replace).
+//! It never reaches the agent: the controller's edge refuses a DROP in a plan.
 
-use pg_query::protobuf::{node::Node as NodeKind, GrantTargetType, ObjectType};
+use pg_query::protobuf::{node::Node as NodeKind, DropBehavior, GrantTargetType, ObjectType};
 use pgrollout_shared::routine::RoutineKind;
 
 use super::error::{ProjectError, SourceLocation};
@@ -33,10 +40,48 @@ pub struct NamedRoutine {
     kind: Option<RoutineKind>,
 }
 
+/// What a statement of a procedure file that is not a CREATE does to the
+/// file's routines.
+#[derive(Debug)]
+pub enum Companion {
+    /// Runs after the CREATE of each routine it names.
+    Attached(Vec<NamedRoutine>),
+    /// A DROP of routines the file creates after it: subsumed by the deploy's
+    /// own replace-or-recreate, never run.
+    Dropped(Vec<NamedRoutine>),
+}
+
 /// A statement of a procedure file that is not a CREATE: the routines it
 /// acts on when it is a companion statement, or why it is refused.
 /// `statement` names it for errors (`DROP TABLE IF EXISTS`).
 pub fn read(
+    node: Option<&NodeKind>,
+    statement: &str,
+    at: &SourceLocation,
+) -> Result<Companion, ProjectError> {
+    if let Some(NodeKind::DropStmt(drop)) = node {
+        if let Some(kind) = routine_kind(drop.remove_type) {
+            if drop.behavior == DropBehavior::DropCascade as i32 {
+                return Err(not_a_routine(
+                    at,
+                    statement,
+                    "CASCADE would drop what depends on the routine; pgrollout never drops a \
+                     dependant (when a changed signature needs DROP + CREATE, it refuses the plan \
+                     listing them); remove the CASCADE, or the DROP",
+                ));
+            }
+            return drop
+                .objects
+                .iter()
+                .map(|object| named(object.node.as_ref(), kind, statement, at))
+                .collect::<Result<_, _>>()
+                .map(Companion::Dropped);
+        }
+    }
+    read_attached(node, statement, at).map(Companion::Attached)
+}
+
+fn read_attached(
     node: Option<&NodeKind>,
     statement: &str,
     at: &SourceLocation,
@@ -104,15 +149,6 @@ pub fn read(
             })?;
             let object = alter.object.as_ref().and_then(|o| o.node.as_ref());
             Ok(vec![named(object, kind, statement, at)?])
-        }
-        Some(NodeKind::DropStmt(drop)) if routine_kind(drop.remove_type).is_some() => {
-            Err(not_a_routine(
-                at,
-                statement,
-                "pgrollout replaces routines in place (CREATE OR REPLACE, or DROP + CREATE when \
-                 the signature's shape changes, carrying owner/ACL/comment); remove the DROP; to \
-                 remove a routine use `pgrollout retire`",
-            ))
         }
         Some(NodeKind::VariableSetStmt(set)) if set.name.eq_ignore_ascii_case("search_path") => {
             Err(not_a_routine(
@@ -182,6 +218,7 @@ fn named(
 /// exactly one routine of the file, of the kind written.
 pub fn resolve(
     named: &[NamedRoutine],
+    is_drop: bool,
     routines: &[(&Signature, RoutineKind)],
     default_schema: &str,
     statement: &str,
@@ -218,6 +255,15 @@ pub fn resolve(
         let shown = shown_name(&name);
         let index = match matching.as_slice() {
             [index] => *index,
+            [] if is_drop => {
+                return Err(error(format!(
+                    "drops {shown}, which this file does not create (it creates {}): a file's \
+                     DROP may only precede the CREATE of the same routine; to remove a routine \
+                     use `pgrollout retire <routine> <env>` (backed up, gated, reversible), then \
+                     remove the DROP",
+                    defined()
+                )))
+            }
             [] => {
                 return Err(error(format!(
                     "acts on {shown}, which this file does not create (it creates {}): a \
@@ -298,7 +344,9 @@ pub fn check_wire(statement: &str) -> Result<(), String> {
         return Err("holds more than one statement".to_owned());
     };
     let node = one.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
-    read(node, "the", &SourceLocation::file("the plan"))
+    // A file's DROP never travels in a plan (the CLI leaves it out), so one
+    // that does was put there by hand.
+    read_attached(node, "the", &SourceLocation::file("the plan"))
         .map(drop)
         .map_err(|error| error.to_string())
 }

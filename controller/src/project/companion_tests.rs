@@ -191,20 +191,94 @@ fn schema_wide_and_non_routine_privileges_are_refused() {
     );
 }
 
+/// pgq's `get_queue_info.sql` as published: DROP … IF EXISTS of each
+/// overload, then its CREATE with another return type.
+const DROP_THEN_CREATE: &str = "\
+drop function if exists pgq.get_queue_info();
+drop function if exists pgq.get_queue_info(text);
+
+create or replace function pgq.get_queue_info(out queue_name text) returns setof record
+language sql as $$ select 'q'::text $$;
+create or replace function pgq.get_queue_info(in i_queue_name text, out queue_name text)
+returns setof record language sql as $$ select i_queue_name $$;
+";
+
 #[test]
-fn drop_and_set_are_refused_with_what_to_do_instead() {
+fn a_drop_before_the_create_of_the_same_routine_is_accepted_and_not_run() {
+    let loaded = load(&[("procedures/get_queue_info.sql", DROP_THEN_CREATE)]).expect("loads");
+    let routines = loaded.routines();
+    assert_eq!(routines.len(), 2);
+    for routine in routines {
+        assert!(routine.companion_sql.is_empty(), "never run: {routine:?}");
+    }
+    let warnings: Vec<String> = loaded.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    // Each at its routine's CREATE, where a deploy of that routine shows it.
+    assert!(
+        warnings[0].starts_with(
+            "procedures/get_queue_info.sql:4:1: `drop function if exists pgq.get_queue_info()` \
+             (line 1) is not run: pgrollout replaces pgq.get_queue_info() in place"
+        ),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("procedures/get_queue_info.sql:6:1: "),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("privileges granted before stay"),
+        "{warnings:?}"
+    );
+    assert_eq!(loaded.warnings_for(&routines[1..]).len(), 1);
+}
+
+#[test]
+fn a_drop_that_would_remove_a_routine_is_refused_with_what_to_do_instead() {
+    // After the CREATE: psql would leave the routine dropped.
+    let error = load_error(&format!("{TWO_ROUTINES}DROP FUNCTION f(integer);\n"));
+    assert!(
+        error.starts_with(
+            "procedures/tbl_count.sql:3:1: `DROP FUNCTION f(integer)` drops public.f(integer), \
+             which this file creates before it"
+        ),
+        "{error}"
+    );
+    // A routine the file does not create: a retire.
+    let error = load_error(&format!("DROP FUNCTION IF EXISTS f(text);\n{TWO_ROUTINES}"));
+    assert!(
+        error.starts_with(
+            "procedures/tbl_count.sql:1:1: `DROP FUNCTION IF EXISTS f(text)` drops \
+             public.f(text), which this file does not create"
+        ),
+        "{error}"
+    );
+    assert!(error.contains("pgrollout retire"), "{error}");
+    // One name of several that is not the file's refuses the statement.
     let error = load_error(&format!(
-        "DROP FUNCTION IF EXISTS f(integer);\n{TWO_ROUTINES}"
+        "DROP ROUTINE f(integer), other();\n{TWO_ROUTINES}"
+    ));
+    assert!(error.contains("drops public.other()"), "{error}");
+    // CASCADE would take dependants with it.
+    let error = load_error(&format!(
+        "DROP FUNCTION IF EXISTS f(integer) CASCADE;\n{TWO_ROUTINES}"
     ));
     assert!(
         error.starts_with(
             "procedures/tbl_count.sql:1:1: DROP FUNCTION IF EXISTS statement is not allowed in a \
-             procedure file: pgrollout replaces routines in place"
+             procedure file: CASCADE would drop what depends on the routine"
         ),
         "{error}"
     );
-    assert!(error.contains("remove the DROP"), "{error}");
-    assert!(error.contains("pgrollout retire"), "{error}");
+    // The kind written must be the routine's.
+    let error = load_error(&format!("DROP PROCEDURE f(integer);\n{TWO_ROUTINES}"));
+    assert!(
+        error.contains("as a procedure, but this file creates it as a function"),
+        "{error}"
+    );
+}
+
+#[test]
+fn set_is_refused_with_what_to_do_instead() {
     let error = load_error(&format!("SET search_path = app, public;\n{TWO_ROUTINES}"));
     assert!(
         error.contains("declare it in pgrollout.toml [schema] search_path"),
@@ -257,6 +331,9 @@ fn the_controller_edge_refuses_anything_but_a_companion_statement() {
         "REVOKE ALL ON FUNCTION f() FROM PUBLIC; DROP TABLE t",
         "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO app_rw",
         "COMMIT",
+        // A file's DROP is never part of a plan: one in a plan was put there.
+        "DROP FUNCTION IF EXISTS app.tbl_count(regclass)",
+        "DROP ROUTINE app.tbl_count(regclass) CASCADE",
     ] {
         assert!(companion::check_wire(hostile).is_err(), "{hostile}");
     }

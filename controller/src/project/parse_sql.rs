@@ -4,7 +4,7 @@
 use pg_query::protobuf::{self, node::Node as NodeKind, FunctionParameterMode, KeywordKind, Token};
 use pgrollout_shared::routine::{RoutineIdentity, RoutineKind, MAX_IDENTIFIER_BYTES};
 
-use super::companion;
+use super::companion::{self, Companion};
 use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::header_tokens;
 use super::routine_name::Signature;
@@ -149,9 +149,19 @@ pub(super) fn parse_file(
         .map(|r: &ParsedRoutine| (&r.signature, r.kind))
         .collect();
     let mut attached: Vec<(usize, StatementSpan)> = Vec::new();
-    for (start, end, at, named) in companions {
+    let mut dropped: Vec<(usize, ProjectWarning)> = Vec::new();
+    for (start, end, at, companion) in companions {
         let shown = shortened(&text[start..end]);
-        for index in companion::resolve(&named, &signatures, default_schema, &shown, &at)? {
+        let (named, is_drop) = match &companion {
+            Companion::Attached(named) => (named, false),
+            Companion::Dropped(named) => (named, true),
+        };
+        let indices = companion::resolve(named, is_drop, &signatures, default_schema, &shown, &at)?;
+        for index in indices {
+            if is_drop {
+                dropped.push((index, subsumed_drop(&routines[index], &shown, start, &at)?));
+                continue;
+            }
             let span = StatementSpan {
                 start,
                 end,
@@ -159,6 +169,9 @@ pub(super) fn parse_file(
             };
             attached.push((index, span));
         }
+    }
+    for (index, warning) in dropped {
+        routines[index].warnings.push(warning);
     }
     for (index, span) in attached {
         let routine = &mut routines[index];
@@ -168,6 +181,43 @@ pub(super) fn parse_file(
         routine.companion_spans.push(span);
     }
     Ok(routines)
+}
+
+/// A file's DROP of `routine`, which the file creates: accepted only before
+/// the CREATE (after it, psql would leave the routine dropped), and never
+/// run — the deploy replaces the routine in place, or drops and recreates
+/// it carrying owner, ACL and comment when PostgreSQL refuses the replace.
+/// The warning, placed at the CREATE (where a deploy of the routine shows
+/// it), says how that differs from running the file with psql.
+fn subsumed_drop(
+    routine: &ParsedRoutine,
+    shown: &str,
+    drop_start: usize,
+    at: &SourceLocation,
+) -> Result<ProjectWarning, ProjectError> {
+    let line = at
+        .line
+        .map_or_else(String::new, |line| format!(" (line {line})"));
+    if routine.span.start < drop_start {
+        return Err(ProjectError::Companion {
+            at: at.clone(),
+            reason: format!(
+                "{shown} drops {}, which this file creates before it: run as written it would \
+                 leave the routine dropped; a file's DROP may only precede the CREATE of the \
+                 same routine; to remove a routine use `pgrollout retire <routine> <env>`",
+                routine.identity
+            ),
+        });
+    }
+    Ok(ProjectWarning {
+        at: routine.defined_at.clone(),
+        message: format!(
+            "{shown}{line} is not run: pgrollout replaces {} in place (CREATE OR REPLACE, or DROP \
+             + CREATE carrying its owner, ACL and comment when its signature's shape changes), so \
+             privileges granted before stay unless this file REVOKEs them",
+            routine.identity
+        ),
+    })
 }
 
 /// The file's statements read by `header_tokens`, when it reads them all
