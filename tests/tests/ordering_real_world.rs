@@ -424,3 +424,65 @@ async fn a_drop_that_would_remove_a_routine_is_refused_before_any_change() -> Re
     assert_eq!(value, 1);
     Ok(())
 }
+
+/// A script written for psql: its own transaction, and the routine hardened
+/// by ALTER FUNCTION after its CREATE.
+fn hardened_file(security_definer: bool) -> String {
+    let definer = if security_definer {
+        "ALTER FUNCTION public.hardened(regclass) SECURITY DEFINER;\n"
+    } else {
+        ""
+    };
+    format!(
+        "BEGIN;\n\
+         CREATE OR REPLACE FUNCTION public.hardened(t regclass) RETURNS bigint LANGUAGE plpgsql\n\
+         AS $$ BEGIN RETURN pg_catalog.length(t::text); END $$;\n\
+         ALTER FUNCTION public.hardened(regclass) SET search_path = pg_catalog, pg_temp;\n\
+         {definer}\
+         ALTER FUNCTION public.hardened(regclass) COST 7;\n\
+         COMMIT;\n"
+    )
+}
+
+#[tokio::test]
+async fn a_psql_script_with_its_transaction_and_alter_options_deploys_as_psql_applies_it(
+) -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let reference = PgCluster::start("reference").await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    let reference_client = reference.connect().await?;
+    let attributes = "SELECT prosecdef, proconfig::text, procost::integer FROM pg_proc \
+                      WHERE proname = 'hardened'";
+    for (round, security_definer) in [(1, true), (2, false)] {
+        stack.write_procedure("hardened.sql", &hardened_file(security_definer))?;
+        let out = stack.cli(&["deploy", "hardened", "dev"]).await?;
+        assert_eq!(
+            out.code, 0,
+            "round {round}: the script deploys as it is:\n{out}"
+        );
+        let script = stack.dir.path().join(format!("hardened{round}.sql"));
+        std::fs::write(&script, hardened_file(security_definer))?;
+        reference.psql_file(&script).await?;
+        assert_eq!(
+            definitions(&client, &["hardened"]).await?,
+            definitions(&reference_client, &["hardened"]).await?,
+            "round {round}"
+        );
+        let row = client.query_one(attributes, &[]).await?;
+        assert_eq!(row.get::<_, bool>(0), security_definer, "round {round}");
+        assert_eq!(
+            row.get::<_, Option<String>>(1).as_deref(),
+            Some("{\"search_path=pg_catalog, pg_temp\"}")
+        );
+        assert_eq!(row.get::<_, i32>(2), 7);
+        let again = stack.cli(&["deploy", "hardened", "dev"]).await?;
+        assert_eq!(again.code, 0, "{again}");
+        assert!(
+            again
+                .stdout
+                .contains("Routines: public.hardened(regclass) [unchanged]"),
+            "round {round}: the options are part of the source, so nothing changed:\n{again}"
+        );
+    }
+    Ok(())
+}

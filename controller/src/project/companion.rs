@@ -6,6 +6,7 @@
 //! GRANT EXECUTE ON FUNCTION app.tbl_count(regclass) TO reporting;
 //! COMMENT ON FUNCTION app.tbl_count(regclass) IS 'rows of a table';
 //! ALTER FUNCTION app.tbl_count(regclass) OWNER TO app_owner;
+//! ALTER FUNCTION app.tbl_count(regclass) SET search_path = pg_catalog, pg_temp;
 //! ```
 //!
 //! Such a statement is accepted only when every routine it names is created
@@ -138,6 +139,22 @@ fn read_attached(
             let object = comment.object.as_ref().and_then(|o| o.node.as_ref());
             Ok(vec![named(object, kind, statement, at)?])
         }
+        // ALTER FUNCTION … SET search_path / SECURITY DEFINER / COST …: the
+        // options a CREATE may state itself (RENAME, SET SCHEMA and DEPENDS
+        // ON EXTENSION are other statements and stay refused).
+        Some(NodeKind::AlterFunctionStmt(alter)) => {
+            let kind = routine_kind(alter.objtype).ok_or_else(|| {
+                not_a_routine(at, statement, "unexpected object in the parse tree")
+            })?;
+            let reason = match alter.func.as_ref().map(RoutineName::from_object) {
+                Some(Ok(name)) => return Ok(vec![NamedRoutine { name, kind }]),
+                Some(Err(reason)) => reason,
+                None => "unexpected object in the parse tree".to_owned(),
+            };
+            Err(companion_error(format!(
+                "{statement}: cannot read the routine it names ({reason})"
+            )))
+        }
         Some(NodeKind::AlterOwnerStmt(alter)) => {
             let kind = routine_kind(alter.object_type).ok_or_else(|| {
                 not_a_routine(
@@ -167,13 +184,38 @@ fn read_attached(
                 "pgrollout validates bodies itself; remove it",
             ))
         }
+        Some(NodeKind::RenameStmt(rename)) if routine_kind(rename.rename_type).is_some() => {
+            Err(not_a_routine(
+                at,
+                statement,
+                "a routine under another name is another routine: write its CREATE with the new \
+                 name (callers move to it), and remove the old one with `pgrollout retire`",
+            ))
+        }
+        Some(NodeKind::AlterObjectSchemaStmt(move_to))
+            if routine_kind(move_to.object_type).is_some() =>
+        {
+            Err(not_a_routine(
+                at,
+                statement,
+                "a routine in another schema is another routine: write its CREATE in that \
+                 schema, and remove the old one with `pgrollout retire`",
+            ))
+        }
+        Some(NodeKind::TransactionStmt(_)) => Err(not_a_routine(
+            at,
+            statement,
+            "a deploy is one transaction already: a file may open with BEGIN and end with \
+             COMMIT (neither is run), nothing else — no COMMIT, ROLLBACK or SAVEPOINT between its \
+             statements",
+        )),
         _ => Err(not_a_routine(at, statement, DEFAULT_ADVICE)),
     }
 }
 
 const DEFAULT_ADVICE: &str = "procedures/*.sql may only hold CREATE [OR REPLACE] FUNCTION or \
-     PROCEDURE statements and the GRANT, REVOKE, COMMENT ON and ALTER … OWNER TO statements of \
-     those routines; move it to a schema migration";
+     PROCEDURE statements and the GRANT, REVOKE, COMMENT ON, ALTER … OWNER TO and ALTER … SET|\
+     SECURITY|COST… statements of those routines; move it to a schema migration";
 
 fn not_a_routine(at: &SourceLocation, statement: &str, advice: &str) -> ProjectError {
     ProjectError::NotARoutine {

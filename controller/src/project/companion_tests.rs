@@ -278,6 +278,91 @@ fn a_drop_that_would_remove_a_routine_is_refused_with_what_to_do_instead() {
 }
 
 #[test]
+fn alter_options_are_companions_and_rename_or_move_are_refused() {
+    let text = format!(
+        "{TWO_ROUTINES}ALTER FUNCTION f(int4) SET search_path = pg_catalog, pg_temp;\n\
+         ALTER ROUTINE public.p SECURITY DEFINER;\nALTER FUNCTION f(integer) COST 5 STRICT;\n"
+    );
+    let loaded = load(&[("procedures/two.sql", &text)]).expect("loads");
+    let routines = loaded.routines();
+    assert_eq!(
+        routines[0].companion_sql,
+        [
+            "ALTER FUNCTION f(int4) SET search_path = pg_catalog, pg_temp",
+            "ALTER FUNCTION f(integer) COST 5 STRICT"
+        ]
+    );
+    assert_eq!(
+        routines[1].companion_sql,
+        ["ALTER ROUTINE public.p SECURITY DEFINER"]
+    );
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}ALTER FUNCTION other() SECURITY DEFINER;\n"
+    ));
+    assert!(
+        error.contains("acts on public.other(), which this file does not create"),
+        "{error}"
+    );
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}ALTER FUNCTION f(integer) RENAME TO g;\n"
+    ));
+    assert!(error.contains("another name is another routine"), "{error}");
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}ALTER FUNCTION f(integer) SET SCHEMA app;\n"
+    ));
+    assert!(
+        error.contains("another schema is another routine"),
+        "{error}"
+    );
+    let error = load_error(&format!(
+        "{TWO_ROUTINES}ALTER FUNCTION f(integer) DEPENDS ON EXTENSION plpgsql;\n"
+    ));
+    assert!(error.contains("move it to a schema migration"), "{error}");
+    assert_eq!(
+        companion::check_wire("ALTER FUNCTION f(integer) SET search_path = public"),
+        Ok(())
+    );
+    assert!(companion::check_wire("ALTER FUNCTION f(integer) RENAME TO g").is_err());
+}
+
+#[test]
+fn a_file_may_be_wrapped_in_begin_and_commit_and_nothing_else() {
+    for (begin, commit) in [("BEGIN", "COMMIT"), ("start transaction", "end")] {
+        let text = format!("{begin};\n{TWO_ROUTINES}{commit};\n");
+        let loaded = load(&[("procedures/two.sql", &text)]).expect("loads");
+        assert_eq!(loaded.routines().len(), 2);
+        assert!(loaded.routines().iter().all(|r| r.companion_sql.is_empty()));
+    }
+    for (text, at) in [
+        (format!("BEGIN;\n{TWO_ROUTINES}"), "1:1"),
+        (format!("{TWO_ROUTINES}COMMIT;\n"), "3:1"),
+        (format!("BEGIN;\n{TWO_ROUTINES}ROLLBACK;\n"), "1:1"),
+        (format!("BEGIN READ ONLY;\n{TWO_ROUTINES}COMMIT;\n"), "1:1"),
+        (format!("BEGIN;\n{TWO_ROUTINES}COMMIT AND CHAIN;\n"), "1:1"),
+        (
+            "BEGIN;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';\nCOMMIT;\n\
+             CREATE FUNCTION g() RETURNS int LANGUAGE sql AS 'SELECT 1';\nCOMMIT;\n"
+                .to_owned(),
+            "3:1",
+        ),
+        (
+            format!("BEGIN;\n{TWO_ROUTINES}SAVEPOINT s;\nCOMMIT;\n"),
+            "4:1",
+        ),
+    ] {
+        let error = load_error(&text);
+        assert!(
+            error.starts_with(&format!("procedures/tbl_count.sql:{at}: ")),
+            "{text}: {error}"
+        );
+        assert!(
+            error.contains("a deploy is one transaction already"),
+            "{text}: {error}"
+        );
+    }
+}
+
+#[test]
 fn set_is_refused_with_what_to_do_instead() {
     let error = load_error(&format!("SET search_path = app, public;\n{TWO_ROUTINES}"));
     assert!(

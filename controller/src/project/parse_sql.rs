@@ -131,10 +131,15 @@ pub(super) fn parse_file(
     };
     let mut routines = Vec::new();
     let mut companions = Vec::new();
-    for raw in &statements {
+    let wrapped = is_wrapped_in_a_transaction(&statements);
+    for (position, raw) in statements.iter().enumerate() {
         let statement = raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
         if let Some(NodeKind::CreateFunctionStmt(create)) = statement {
             routines.push(file.routine(raw, create)?);
+            continue;
+        }
+        if wrapped && (position == 0 || position + 1 == statements.len()) {
+            // The file's own BEGIN … COMMIT: the deploy is one transaction.
             continue;
         }
         let (start, end) = file.statement_span(raw);
@@ -181,6 +186,32 @@ pub(super) fn parse_file(
         routine.companion_spans.push(span);
     }
     Ok(routines)
+}
+
+/// Whether the file opens with a plain `BEGIN` (or `START TRANSACTION`) and
+/// ends with `COMMIT` (or `END`), as scripts meant for psql often do. Those
+/// two are not run: the deploy is one transaction already. Any other
+/// transaction statement (ROLLBACK, SAVEPOINT, a COMMIT inside, BEGIN READ
+/// ONLY, COMMIT AND CHAIN) is refused by `companion::read`.
+fn is_wrapped_in_a_transaction(statements: &[protobuf::RawStmt]) -> bool {
+    use protobuf::TransactionStmtKind as Kind;
+    let kind = |raw: Option<&protobuf::RawStmt>| match raw
+        .and_then(|raw| raw.stmt.as_ref())
+        .and_then(|stmt| stmt.node.as_ref())
+    {
+        Some(NodeKind::TransactionStmt(transaction))
+            if transaction.options.is_empty() && !transaction.chain =>
+        {
+            Kind::try_from(transaction.kind).ok()
+        }
+        _ => None,
+    };
+    statements.len() > 2
+        && matches!(
+            kind(statements.first()),
+            Some(Kind::TransStmtBegin | Kind::TransStmtStart)
+        )
+        && kind(statements.last()) == Some(Kind::TransStmtCommit)
 }
 
 /// A file's DROP of `routine`, which the file creates: accepted only before
