@@ -319,3 +319,45 @@ async fn a_retirement_where_deploys_need_approval_is_parked_until_approved() -> 
     assert_eq!(ledger(&qa, "public.ov(integer)").await?, ["deploy:retired"]);
     Ok(())
 }
+
+/// A file that keeps its routine's privileges and comment beside it (the
+/// README's SECURITY DEFINER example) deploys them; retiring that routine
+/// runs none of them, and a rollback brings back exactly what was dropped.
+#[tokio::test]
+async fn a_routine_whose_file_keeps_grants_and_a_comment_is_retired_and_restored() -> Result<()> {
+    let stack = Stack::start_with(StackOptions::default()).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client.batch_execute("CREATE ROLE kept_reader").await?;
+    stack.write_procedure(
+        "kept.sql",
+        "CREATE OR REPLACE FUNCTION public.kept(t regclass) RETURNS bigint LANGUAGE sql AS 'SELECT 1';\n\
+         REVOKE ALL ON FUNCTION public.kept(regclass) FROM PUBLIC;\n\
+         GRANT EXECUTE ON FUNCTION public.kept(regclass) TO kept_reader;\n\
+         COMMENT ON FUNCTION public.kept(regclass) IS 'kept';\n\
+         ALTER FUNCTION public.kept(regclass) SET work_mem = '2MB';\n",
+    )?;
+    let out = stack.cli(&["deploy", "kept", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let before = state(&client, "public.kept(regclass)")
+        .await?
+        .context("kept")?;
+
+    let out = stack
+        .cli(&["retire", "kept", "dev", "--reason", "CHG-9: unused"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("public.kept(regclass) [retired]"),
+        "{out}"
+    );
+    assert_eq!(state(&client, "public.kept(regclass)").await?, None);
+
+    let back = stack.cli(&["rollback", "kept", "dev"]).await?;
+    assert_eq!(back.code, 0, "{back}");
+    assert_eq!(
+        state(&client, "public.kept(regclass)").await?,
+        Some(before),
+        "definition, owner, ACL, comment and SET option as they were"
+    );
+    Ok(())
+}

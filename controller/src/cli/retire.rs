@@ -153,7 +153,9 @@ pub async fn run(address: &str, tls: &connect::OperatorTls, args: RetireArgs) ->
 
 /// The routine `text` names, and the project file that still defines it.
 /// From the project when it defines the routine (one overload); else from
-/// the text itself, which must then carry the argument types.
+/// the text itself, which must then carry the argument types. Only its
+/// identity, kind and file travel: a retire runs nothing of the file (not
+/// its CREATE, grants, companion statements or tests).
 fn resolve(project: &Path, text: &str) -> Result<(Routine, Option<String>), String> {
     let name =
         RoutineName::parse(text).map_err(|why| format!("{text:?} is not a routine name: {why}"))?;
@@ -173,17 +175,7 @@ fn resolve(project: &Path, text: &str) -> Result<(Routine, Option<String>), Stri
             let routine = routines.remove(0);
             let path = routine.source_path.clone();
             Ok((
-                Routine {
-                    create_sql: String::new(),
-                    grants: Vec::new(),
-                    smoke_tests: Vec::new(),
-                    depends_on: Vec::new(),
-                    perf_probe: None,
-                    pgtap: None,
-                    source_line: 0,
-                    search_path: Vec::new(),
-                    ..routine
-                },
+                to_retire(routine.identity, routine.kind, routine.source_path),
                 Some(path),
             ))
         }
@@ -202,29 +194,35 @@ fn resolve(project: &Path, text: &str) -> Result<(Routine, Option<String>), Stri
                         .schema
                 }
             };
+            let identity = RoutineIdentity {
+                schema,
+                name: name.name,
+                arg_types,
+            };
             Ok((
-                Routine {
-                    identity: RoutineIdentity {
-                        schema,
-                        name: name.name,
-                        arg_types,
-                    },
-                    kind: RoutineKind::Function,
-                    create_sql: String::new(),
-                    grants: Vec::new(),
-                    smoke_tests: Vec::new(),
-                    source_path: String::new(),
-                    depends_on: Vec::new(),
-                    perf_probe: None,
-                    pgtap: None,
-                    source_line: 0,
-                    search_path: Vec::new(),
-                    retire: None,
-                    companion_sql: Vec::new(),
-                },
+                to_retire(identity, RoutineKind::Function, String::new()),
                 None,
             ))
         }
+    }
+}
+
+/// The plan's routine for a retire: everything but what names it is empty.
+fn to_retire(identity: RoutineIdentity, kind: RoutineKind, source_path: String) -> Routine {
+    Routine {
+        identity,
+        kind,
+        create_sql: String::new(),
+        grants: Vec::new(),
+        smoke_tests: Vec::new(),
+        source_path,
+        depends_on: Vec::new(),
+        perf_probe: None,
+        pgtap: None,
+        source_line: 0,
+        search_path: Vec::new(),
+        retire: None,
+        companion_sql: Vec::new(),
     }
 }
 
