@@ -382,3 +382,33 @@ async fn smoke_calls_prepared_together_each_resolve_in_their_own_search_path() -
     );
     Ok(())
 }
+
+/// `SET search_path FROM CURRENT` captures the path the CREATE ran with:
+/// the declared one, never the database's default or the agent's own.
+#[tokio::test]
+async fn set_search_path_from_current_captures_the_declared_path() -> Result<()> {
+    let (stack, client) = stack_for(
+        "elsewhere, public",
+        Some("[schema]\nname = \"tap\"\nsearch_path = [\"tap\", \"types\"]\n"),
+    )
+    .await?;
+    stack.write_procedure(
+        "captured.sql",
+        "CREATE OR REPLACE FUNCTION captured() RETURNS text LANGUAGE sql\n\
+         SET search_path FROM CURRENT AS $$ SELECT current_setting('search_path') $$;",
+    )?;
+    let out = stack.cli(&["deploy", "captured", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let row = client
+        .query_one(
+            "SELECT proconfig::text, tap.captured() FROM pg_proc WHERE proname = 'captured'",
+            &[],
+        )
+        .await?;
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("{\"search_path=tap, types\"}")
+    );
+    assert_eq!(row.get::<_, String>(1), "tap, types");
+    Ok(())
+}
