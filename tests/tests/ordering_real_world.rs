@@ -425,8 +425,8 @@ async fn a_drop_that_would_remove_a_routine_is_refused_before_any_change() -> Re
     Ok(())
 }
 
-/// A script written for psql: its own transaction, and the routine hardened
-/// by ALTER FUNCTION after its CREATE.
+/// A script written for psql: session settings, its own transaction, and the
+/// routine hardened by ALTER FUNCTION after its CREATE.
 fn hardened_file(security_definer: bool) -> String {
     let definer = if security_definer {
         "ALTER FUNCTION public.hardened(regclass) SECURITY DEFINER;\n"
@@ -434,7 +434,9 @@ fn hardened_file(security_definer: bool) -> String {
         ""
     };
     format!(
-        "BEGIN;\n\
+        "SET client_min_messages = warning;\n\
+         SET check_function_bodies = false;\n\
+         BEGIN;\n\
          CREATE OR REPLACE FUNCTION public.hardened(t regclass) RETURNS bigint LANGUAGE plpgsql\n\
          AS $$ BEGIN RETURN pg_catalog.length(t::text); END $$;\n\
          ALTER FUNCTION public.hardened(regclass) SET search_path = pg_catalog, pg_temp;\n\
@@ -459,6 +461,13 @@ async fn a_psql_script_with_its_transaction_and_alter_options_deploys_as_psql_ap
         assert_eq!(
             out.code, 0,
             "round {round}: the script deploys as it is:\n{out}"
+        );
+        assert!(
+            out.stderr.contains(
+                "procedures/hardened.sql:4:1: `SET check_function_bodies = false` (line 2) is not \
+                 run: pgrollout validates every body"
+            ),
+            "{out}"
         );
         let script = stack.dir.path().join(format!("hardened{round}.sql"));
         std::fs::write(&script, hardened_file(security_definer))?;

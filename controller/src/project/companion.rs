@@ -32,6 +32,7 @@ use pgrollout_shared::routine::RoutineKind;
 
 use super::error::{ProjectError, SourceLocation};
 use super::routine_name::{written_identifier, RoutineName, Signature};
+use super::session_settings::{self, SessionSetting};
 
 /// A routine a companion statement names, as written.
 #[derive(Clone, Debug)]
@@ -50,6 +51,9 @@ pub enum Companion {
     /// A DROP of routines the file creates after it: subsumed by the deploy's
     /// own replace-or-recreate, never run.
     Dropped(Vec<NamedRoutine>),
+    /// A `SET` of the script's session (`session_settings.rs`): not run;
+    /// when a user could expect otherwise, why.
+    SessionSetting(Option<&'static str>),
 }
 
 /// A statement of a procedure file that is not a CREATE: the routines it
@@ -77,6 +81,15 @@ pub fn read(
                 .map(|object| named(object.node.as_ref(), kind, statement, at))
                 .collect::<Result<_, _>>()
                 .map(Companion::Dropped);
+        }
+    }
+    if let Some(NodeKind::VariableSetStmt(set)) = node {
+        match session_settings::judge(set) {
+            Some(SessionSetting::NotRun(why)) => return Ok(Companion::SessionSetting(why)),
+            Some(SessionSetting::Refused(advice)) => {
+                return Err(not_a_routine(at, statement, advice))
+            }
+            None => {}
         }
     }
     read_attached(node, statement, at).map(Companion::Attached)
@@ -173,15 +186,6 @@ fn read_attached(
                 statement,
                 "declare it in pgrollout.toml [schema] search_path (or the file's sidecar): \
                  pgrollout runs each CREATE with it",
-            ))
-        }
-        Some(NodeKind::VariableSetStmt(set))
-            if set.name.eq_ignore_ascii_case("check_function_bodies") =>
-        {
-            Err(not_a_routine(
-                at,
-                statement,
-                "pgrollout validates bodies itself; remove it",
             ))
         }
         Some(NodeKind::RenameStmt(rename)) if routine_kind(rename.rename_type).is_some() => {

@@ -327,7 +327,11 @@ fn alter_options_are_companions_and_rename_or_move_are_refused() {
 
 #[test]
 fn a_file_may_be_wrapped_in_begin_and_commit_and_nothing_else() {
-    for (begin, commit) in [("BEGIN", "COMMIT"), ("start transaction", "end")] {
+    for (begin, commit) in [
+        ("BEGIN", "COMMIT"),
+        ("start transaction", "end"),
+        ("SET client_min_messages = warning;\nBEGIN", "COMMIT"),
+    ] {
         let text = format!("{begin};\n{TWO_ROUTINES}{commit};\n");
         let loaded = load(&[("procedures/two.sql", &text)]).expect("loads");
         assert_eq!(loaded.routines().len(), 2);
@@ -369,16 +373,54 @@ fn set_is_refused_with_what_to_do_instead() {
         error.contains("declare it in pgrollout.toml [schema] search_path"),
         "{error}"
     );
-    let error = load_error(&format!(
-        "SET check_function_bodies = false;\n{TWO_ROUTINES}"
-    ));
-    assert!(
-        error.contains("pgrollout validates bodies itself; remove it"),
-        "{error}"
-    );
+    for (set, advice) in [
+        (
+            "SET standard_conforming_strings = off",
+            "backslashes are literal",
+        ),
+        (
+            "SET client_encoding = 'LATIN1'",
+            "reads every file as UTF-8",
+        ),
+        (
+            "SET LOCAL client_min_messages = warning",
+            "move it to a schema migration",
+        ),
+        ("SET work_mem = '1GB'", "move it to a schema migration"),
+    ] {
+        let error = load_error(&format!("{set};\n{TWO_ROUTINES}"));
+        assert!(
+            error.starts_with("procedures/tbl_count.sql:1:1: SET statement is not allowed"),
+            "{set}: {error}"
+        );
+        assert!(error.contains(advice), "{set}: {error}");
+    }
     // Anything else keeps the general advice.
     let error = load_error(&format!("{TWO_ROUTINES}INSERT INTO t VALUES (1);\n"));
     assert!(error.contains("move it to a schema migration"), "{error}");
+}
+
+#[test]
+fn a_scripts_session_settings_are_not_run_and_said_once() {
+    let text = format!(
+        "SET client_min_messages = warning;\nSET client_encoding = 'UTF8';\n\
+         SET standard_conforming_strings = on;\nSET check_function_bodies = false;\n\
+         SET statement_timeout = 0;\n{TWO_ROUTINES}"
+    );
+    let loaded = load(&[("procedures/two.sql", &text)]).expect("loads");
+    assert!(loaded.routines().iter().all(|r| r.companion_sql.is_empty()));
+    let warnings: Vec<String> = loaded.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "procedures/two.sql:6:1: `SET check_function_bodies = false` (line 4) is not run: \
+             pgrollout validates every body whatever it says (each CREATE in dependency order, in \
+             one transaction that commits only when all are valid)",
+            "procedures/two.sql:6:1: `SET statement_timeout = 0` (line 5) is not run: a deploy \
+             runs with the agent's own session settings",
+        ]
+    );
+    assert!(companion::check_wire("SET check_function_bodies = false").is_err());
 }
 
 #[test]

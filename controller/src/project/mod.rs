@@ -34,6 +34,7 @@ pub mod routine_name;
 #[cfg(test)]
 mod schema_tests;
 mod selection;
+mod session_settings;
 mod sidecar;
 mod syntax_error;
 #[cfg(test)]

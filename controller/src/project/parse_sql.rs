@@ -8,6 +8,7 @@ use super::companion::{self, Companion};
 use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::header_tokens;
 use super::routine_name::Signature;
+use super::session_settings::{self, SessionSetting};
 use super::syntax_error::{is_comment, locate_error};
 use super::type_names::{render_type_name, string_list, Modifiers};
 
@@ -131,14 +132,14 @@ pub(super) fn parse_file(
     };
     let mut routines = Vec::new();
     let mut companions = Vec::new();
-    let wrapped = is_wrapped_in_a_transaction(&statements);
+    let wrapper = transaction_wrapper(&statements);
     for (position, raw) in statements.iter().enumerate() {
         let statement = raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
         if let Some(NodeKind::CreateFunctionStmt(create)) = statement {
             routines.push(file.routine(raw, create)?);
             continue;
         }
-        if wrapped && (position == 0 || position + 1 == statements.len()) {
+        if wrapper.is_some_and(|(begin, commit)| position == begin || position == commit) {
             // The file's own BEGIN … COMMIT: the deploy is one transaction.
             continue;
         }
@@ -155,11 +156,25 @@ pub(super) fn parse_file(
         .collect();
     let mut attached: Vec<(usize, StatementSpan)> = Vec::new();
     let mut dropped: Vec<(usize, ProjectWarning)> = Vec::new();
+    let mut setting_warnings: Vec<ProjectWarning> = Vec::new();
     for (start, end, at, companion) in companions {
         let shown = shortened(&text[start..end]);
         let (named, is_drop) = match &companion {
             Companion::Attached(named) => (named, false),
             Companion::Dropped(named) => (named, true),
+            Companion::SessionSetting(why) => {
+                // Said once, at the file's first CREATE.
+                if let (Some(why), Some(first)) = (why, routines.first()) {
+                    let line = at
+                        .line
+                        .map_or_else(String::new, |line| format!(" (line {line})"));
+                    setting_warnings.push(ProjectWarning {
+                        at: first.defined_at.clone(),
+                        message: format!("{shown}{line} is not run: {why}"),
+                    });
+                }
+                continue;
+            }
         };
         let indices = companion::resolve(named, is_drop, &signatures, default_schema, &shown, &at)?;
         for index in indices {
@@ -178,6 +193,9 @@ pub(super) fn parse_file(
     for (index, warning) in dropped {
         routines[index].warnings.push(warning);
     }
+    if let Some(first) = routines.first_mut() {
+        first.warnings.extend(setting_warnings);
+    }
     for (index, span) in attached {
         let routine = &mut routines[index];
         routine
@@ -188,17 +206,15 @@ pub(super) fn parse_file(
     Ok(routines)
 }
 
-/// Whether the file opens with a plain `BEGIN` (or `START TRANSACTION`) and
-/// ends with `COMMIT` (or `END`), as scripts meant for psql often do. Those
-/// two are not run: the deploy is one transaction already. Any other
+/// Where the file's own `BEGIN` and `COMMIT` are, when it opens with a plain
+/// `BEGIN` (or `START TRANSACTION`; only session `SET`s before it) and ends
+/// with `COMMIT` (or `END`), as scripts meant for psql often do. Those two
+/// are not run: the deploy is one transaction already. Any other
 /// transaction statement (ROLLBACK, SAVEPOINT, a COMMIT inside, BEGIN READ
 /// ONLY, COMMIT AND CHAIN) is refused by `companion::read`.
-fn is_wrapped_in_a_transaction(statements: &[protobuf::RawStmt]) -> bool {
+fn transaction_wrapper(statements: &[protobuf::RawStmt]) -> Option<(usize, usize)> {
     use protobuf::TransactionStmtKind as Kind;
-    let kind = |raw: Option<&protobuf::RawStmt>| match raw
-        .and_then(|raw| raw.stmt.as_ref())
-        .and_then(|stmt| stmt.node.as_ref())
-    {
+    let kind = |raw: &protobuf::RawStmt| match statement_node(raw) {
         Some(NodeKind::TransactionStmt(transaction))
             if transaction.options.is_empty() && !transaction.chain =>
         {
@@ -206,12 +222,22 @@ fn is_wrapped_in_a_transaction(statements: &[protobuf::RawStmt]) -> bool {
         }
         _ => None,
     };
-    statements.len() > 2
+    let begin = statements.iter().position(|raw| {
+        !matches!(statement_node(raw), Some(NodeKind::VariableSetStmt(set))
+            if matches!(session_settings::judge(set), Some(SessionSetting::NotRun(_))))
+    })?;
+    let commit = statements.len().checked_sub(1)?;
+    let wrapped = commit > begin + 1
         && matches!(
-            kind(statements.first()),
+            kind(&statements[begin]),
             Some(Kind::TransStmtBegin | Kind::TransStmtStart)
         )
-        && kind(statements.last()) == Some(Kind::TransStmtCommit)
+        && kind(&statements[commit]) == Some(Kind::TransStmtCommit);
+    wrapped.then_some((begin, commit))
+}
+
+fn statement_node(raw: &protobuf::RawStmt) -> Option<&NodeKind> {
+    raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref())
 }
 
 /// A file's DROP of `routine`, which the file creates: accepted only before
