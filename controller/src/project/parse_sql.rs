@@ -302,15 +302,39 @@ pub(super) fn syntax_error(path: &str, text: &str, error: pg_query::Error) -> Pr
         pg_query::Error::Parse(message) | pg_query::Error::Scan(message) => message,
         other => other.to_string(),
     };
-    let at = locate_error(text, &message, |prefix| match pg_query::parse(prefix, 0) {
+    let offset = locate_error(text, &message, |prefix| match pg_query::parse(prefix, 0) {
         Err(pg_query::Error::Parse(message)) => Some(message),
         _ => None,
-    })
-    .map_or_else(
+    });
+    let message = match offset.and_then(|offset| psql_meta_command(text, offset)) {
+        Some(command) => format!(
+            "{message}: `{command}` is a psql meta-command, not SQL — pgrollout sends a file's \
+             statements to the server itself; remove the line"
+        ),
+        None => message,
+    };
+    let at = offset.map_or_else(
         || SourceLocation::file(path),
         |offset| SourceLocation::at_offset(path, text, offset),
     );
     ProjectError::Syntax { at, message }
+}
+
+/// The psql meta-command (`\set ON_ERROR_STOP on`, `\echo …`, `\i file`) at
+/// `offset`, when a line starts with it there: scripts written for psql
+/// carry them, and PostgreSQL's parser only says "syntax error at \".
+fn psql_meta_command(text: &str, offset: usize) -> Option<&str> {
+    let rest = text.get(offset..)?;
+    let line_start = text[..offset].rfind('\n').map_or(0, |at| at + 1);
+    let before = &text[line_start..offset];
+    if !rest.starts_with('\\') || !before.trim().is_empty() {
+        return None;
+    }
+    let line = rest.lines().next().unwrap_or(rest).trim_end();
+    Some(match line.char_indices().nth(40) {
+        Some((cut, _)) => &line[..cut],
+        None => line,
+    })
 }
 
 struct SourceFile<'a> {
