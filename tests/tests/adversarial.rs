@@ -190,6 +190,11 @@ async fn smoke_calls_that_end_or_escape_the_transaction_are_refused_at_plan_time
         out.stdout.contains("invalid transaction termination"),
         "{out}"
     );
+    assert!(
+        out.stdout
+            .contains("a smoke call runs inside a transaction (the deploy's, and a rolled-back"),
+        "the report says why, and what to do: {out}"
+    );
     assert_eq!(victims(&client).await?, vec![1, 2, 3, 4, 5, 6]);
     assert!(!routine_exists(&client).await?);
     assert_eq!(ledger_rows(&client).await?, 0);

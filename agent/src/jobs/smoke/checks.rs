@@ -238,6 +238,12 @@ async fn call_and_check(
     }
 }
 
+/// Why a procedure's COMMIT or ROLLBACK fails in a smoke call (2D000), for
+/// whoever reads the report: the call always runs inside a transaction.
+const IN_A_TRANSACTION: &str = " — a smoke call runs inside a transaction (the deploy's, and \
+     a rolled-back one after COMMIT), where a procedure cannot COMMIT or ROLLBACK: give it arguments \
+     that do not reach them, or declare no smoke test for it";
+
 /// `executes`, and then `structure` and `duration`, of a call that answered
 /// `result` after `elapsed`. A server error of the call is a failed check;
 /// `prefix_chars`: what the agent sent ahead of the call in its message
@@ -266,11 +272,11 @@ pub(super) fn call_checks(
             ]
         }
         Err(error) => {
-            return vec![check(
-                "executes",
-                false,
-                describe_error_after(&error, Some(&test.call_sql), prefix_chars),
-            )]
+            let mut text = describe_error_after(&error, Some(&test.call_sql), prefix_chars);
+            if error.code() == Some(&SqlState::INVALID_TRANSACTION_TERMINATION) {
+                text.push_str(IN_A_TRANSACTION);
+            }
+            return vec![check("executes", false, text)];
         }
     };
     let within = elapsed <= test.max_duration;
