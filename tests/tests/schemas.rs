@@ -412,3 +412,101 @@ async fn set_search_path_from_current_captures_the_declared_path() -> Result<()>
     assert_eq!(row.get::<_, String>(1), "tap, types");
     Ok(())
 }
+
+/// Oracle-style code (ora2pg keeps it): argument types written as a column's
+/// type, `items.id%TYPE`. PostgreSQL resolves them when it runs the CREATE;
+/// the plan keeps them as written, and each agent resolves them with the
+/// routine's path on its own target — dev's `bigint`, qa's `integer`.
+const ITEM_NAME: &str = "\
+CREATE OR REPLACE FUNCTION item_name(p_id items.id%TYPE, p_default app.items.name%TYPE DEFAULT 'none')
+RETURNS items.name%TYPE LANGUAGE plpgsql STABLE AS $$
+DECLARE found items.name%TYPE;
+BEGIN
+  SELECT name INTO found FROM items WHERE id = p_id;
+  RETURN coalesce(found, p_default);
+END $$;
+";
+
+#[tokio::test]
+async fn column_types_as_argument_types_resolve_on_each_target() -> Result<()> {
+    let stack = pgrollout_tests::Stack::start_with(pgrollout_tests::StackOptions {
+        zones: vec!["dev".into(), "qa".into()],
+        ..Default::default()
+    })
+    .await?;
+    std::fs::write(
+        stack.project.join("pgrollout.toml"),
+        "[schema]\nname = \"app\"\nsearch_path = [\"app\", \"public\"]\n",
+    )?;
+    let dev = stack.zone("dev").pg.connect().await?;
+    let qa = stack.zone("qa").pg.connect().await?;
+    for (client, id_type) in [(&dev, "bigint"), (&qa, "integer")] {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA app; CREATE TABLE app.items (id {id_type}, name varchar(40));
+                 INSERT INTO app.items VALUES (1, 'bolt'); SET search_path = pg_catalog;"
+            ))
+            .await?;
+    }
+    stack.write_procedure("item_name.sql", ITEM_NAME)?;
+    stack.write_procedure(
+        "item_name.toml",
+        "[[smoke_tests]]\nname = \"names the bolt\"\ncall = \"SELECT item_name(1) AS name\"\n",
+    )?;
+
+    let out = stack.cli(&["deploy", "item_name", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains("app.item_name(items.id%TYPE, app.items.name%TYPE) [created]"),
+        "{out}"
+    );
+    assert_eq!(
+        routines_named(&dev, "item_name").await?,
+        ["app.item_name(bigint,character varying)"]
+    );
+    assert_eq!(
+        ledger_identities(&dev).await?,
+        ["app.item_name(bigint,character varying)"]
+    );
+    let again = stack.cli(&["deploy", "item_name", "dev"]).await?;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("[unchanged]"), "{again}");
+
+    let out = stack.cli(&["deploy", "item_name", "qa"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        routines_named(&qa, "item_name").await?,
+        ["app.item_name(integer,character varying)"]
+    );
+
+    // A change, rolled back; then retired by name.
+    stack.write_procedure("item_name.sql", &ITEM_NAME.replace("'none'", "'?'"))?;
+    let out = stack.cli(&["deploy", "item_name", "dev"]).await?;
+    assert!(out.stdout.contains("[replaced]"), "{out}");
+    let back = stack.cli(&["rollback", "item_name", "dev"]).await?;
+    assert_eq!(back.code, 0, "{back}");
+    // (Its body's `items.name%TYPE` is read with the caller's path.)
+    dev.batch_execute("SET search_path = app, public").await?;
+    let default: String = dev.query_one("SELECT app.item_name(42)", &[]).await?.get(0);
+    assert_eq!(default, "none");
+    dev.batch_execute("SET search_path = pg_catalog").await?;
+    let out = stack
+        .cli(&["retire", "item_name", "dev", "--reason", "CHG-1: unused"])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(routines_named(&dev, "item_name").await?.is_empty());
+
+    // Where the column does not exist, the deploy says which type it could
+    // not find, and nothing changes.
+    qa.batch_execute("ALTER TABLE app.items RENAME COLUMN id TO item_id")
+        .await?;
+    stack.write_procedure("item_name.sql", ITEM_NAME)?;
+    let out = stack.cli(&["deploy", "item_name", "qa"]).await?;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("type \"items.id%TYPE\" does not exist"),
+        "{out}"
+    );
+    Ok(())
+}

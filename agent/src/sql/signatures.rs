@@ -106,10 +106,14 @@ async fn resolve_missing(
     }
     let mut resolved: HashMap<(&[String], &str), u32> = HashMap::new();
     for (path, types) in &by_path {
-        let types: Vec<&str> = types.iter().copied().collect();
+        let (columns, types): (Vec<&str>, Vec<&str>) =
+            types.iter().partition(|t| column_reference(t).is_some());
+        let oids = type_oids_in_path(&conn.client, path, &types).await?;
+        let column_oids = column_type_oids(&conn.client, path, &columns).await?;
         for (t, oid) in types
             .iter()
-            .zip(type_oids_in_path(&conn.client, path, &types).await?)
+            .zip(oids)
+            .chain(columns.iter().zip(column_oids))
         {
             if let Some(oid) = oid {
                 resolved.insert((path, t), oid);
@@ -127,7 +131,13 @@ async fn resolve_missing(
                     .get(&(path, t.as_str()))
                     .and_then(|oid| spelled.get(oid))
                     .cloned()
-                    .unwrap_or_else(|| t.clone())
+                    .unwrap_or_else(|| match column_reference(t) {
+                        // No such relation or column here: a lookup of it
+                        // says `type "items.id%TYPE" does not exist`, not a
+                        // syntax error at `%`.
+                        Some(_) => quote_identifier(t),
+                        None => t.clone(),
+                    })
             })
             .collect();
         let signature = format!(
@@ -141,11 +151,28 @@ async fn resolve_missing(
     Ok(())
 }
 
-/// Each type's oid under the agent's own path (`None`: not found there).
+/// Each type's oid under the agent's own path (`None`: not found there, or
+/// a column's type — `to_regtype` cannot read `%TYPE`; see
+/// [`column_type_oids`]).
 async fn type_oids(
     client: &Client,
     types: &[&str],
 ) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
+    if types.iter().any(|t| column_reference(t).is_some()) {
+        let plain: Vec<&str> = types
+            .iter()
+            .copied()
+            .filter(|t| column_reference(t).is_none())
+            .collect();
+        let mut found = Box::pin(type_oids(client, &plain)).await?.into_iter();
+        return Ok(types
+            .iter()
+            .map(|t| match column_reference(t) {
+                Some(_) => None,
+                None => found.next().flatten(),
+            })
+            .collect());
+    }
     if types.is_empty() {
         return Ok(Vec::new());
     }
@@ -177,6 +204,78 @@ async fn type_oids_in_path(
     let oids = oids?;
     reset?;
     Ok(oids)
+}
+
+/// A column's type as an argument type (`app.items.id%TYPE`, `items.id%TYPE`,
+/// identifiers quoted where needed): the relation as written (what
+/// `to_regclass` reads) and the column's name.
+fn column_reference(written: &str) -> Option<(&str, String)> {
+    let reference = written.strip_suffix("%TYPE")?;
+    let mut in_quotes = false;
+    let mut last_dot = None;
+    for (at, c) in reference.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '.' if !in_quotes => last_dot = Some(at),
+            _ => {}
+        }
+    }
+    let dot = last_dot?;
+    let (relation, column) = (&reference[..dot], &reference[dot + 1..]);
+    let column = match column.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => column.to_owned(),
+    };
+    (!relation.is_empty() && !column.is_empty()).then_some((relation, column))
+}
+
+/// The type of each column `%TYPE` names, as PostgreSQL resolves it for a
+/// CREATE run with `path`: the relation found on the path, then its column
+/// (`None`: no such relation or column; the CREATE will say so). Only the
+/// relation is looked up under the routine's path; the column under the
+/// agent's own.
+async fn column_type_oids(
+    client: &Client,
+    path: &[String],
+    columns: &[&str],
+) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
+    let references: Vec<(&str, String)> =
+        columns.iter().filter_map(|c| column_reference(c)).collect();
+    if references.is_empty() {
+        return Ok(Vec::new());
+    }
+    let relations: Vec<&str> = references.iter().map(|(relation, _)| *relation).collect();
+    let names: Vec<&str> = references
+        .iter()
+        .map(|(_, column)| column.as_str())
+        .collect();
+    let set = set_local_search_path_sql(path).replacen("SET LOCAL", "SET", 1);
+    client.batch_execute(&set).await?;
+    let found = client
+        .query_typed(
+            "SELECT pg_catalog.to_regclass(u.r)::pg_catalog.oid \
+             FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(r, n) ORDER BY u.n",
+            &[(&relations, Type::TEXT_ARRAY)],
+        )
+        .await;
+    let reset = client.batch_execute("SET search_path TO DEFAULT").await;
+    let found = found?;
+    reset?;
+    let relation_oids: Vec<Option<u32>> = found.iter().map(|row| row.get(0)).collect();
+    Ok(client
+        .query_typed(
+            "SELECT (SELECT a.atttypid FROM pg_catalog.pg_attribute a \
+                     WHERE a.attrelid = u.rel AND a.attname = u.col::pg_catalog.name \
+                       AND a.attnum > 0 AND NOT a.attisdropped) \
+             FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.oid[]), \
+                             pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS u(rel, col, n) \
+             ORDER BY u.n",
+            &[(&relation_oids, Type::OID_ARRAY), (&names, Type::TEXT_ARRAY)],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
 }
 
 /// `format_type` of each oid under the agent's own path.
@@ -237,4 +336,35 @@ pub async fn selector_arg_types(
             })
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod column_reference_tests {
+    use super::column_reference;
+
+    #[test]
+    fn a_columns_type_is_split_into_its_relation_and_column() {
+        assert_eq!(
+            column_reference("items.id%TYPE"),
+            Some(("items", "id".to_owned()))
+        );
+        assert_eq!(
+            column_reference("app.\"Lot Table\".\"Odd \"\"Col\"\"\"%TYPE"),
+            Some(("app.\"Lot Table\"", "Odd \"Col\"".to_owned()))
+        );
+        // A dot inside quotes does not split.
+        assert_eq!(
+            column_reference("\"a.b\".c%TYPE"),
+            Some(("\"a.b\"", "c".to_owned()))
+        );
+        for not_a_column in [
+            "integer",
+            "public.mood",
+            "id%TYPE",
+            ".id%TYPE",
+            "items.%TYPE",
+        ] {
+            assert_eq!(column_reference(not_a_column), None, "{not_a_column}");
+        }
+    }
 }

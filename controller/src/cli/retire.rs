@@ -175,7 +175,12 @@ fn resolve(project: &Path, text: &str) -> Result<(Routine, Option<String>), Stri
             let routine = routines.remove(0);
             let path = routine.source_path.clone();
             Ok((
-                to_retire(routine.identity, routine.kind, routine.source_path),
+                to_retire(
+                    routine.identity,
+                    routine.kind,
+                    routine.source_path,
+                    routine.search_path,
+                ),
                 Some(path),
             ))
         }
@@ -186,13 +191,12 @@ fn resolve(project: &Path, text: &str) -> Result<(Routine, Option<String>), Stri
                      e.g. `pgrollout retire '{text}(integer)' <environment> --reason …` (`()` for none)"
                 ));
             };
-            let schema = match name.schema {
-                Some(schema) => schema,
-                None => {
-                    load_project_settings(project)
-                        .map_err(|e| e.to_string())?
-                        .schema
-                }
+            let settings = load_project_settings(project).map_err(|e| e.to_string())?;
+            // Unqualified argument types mean what they mean where the code
+            // lives: the project's path, or the named schema's.
+            let (schema, search_path) = match name.schema {
+                Some(schema) if schema != settings.schema => (schema.clone(), vec![schema]),
+                _ => (settings.schema, settings.search_path),
             };
             let identity = RoutineIdentity {
                 schema,
@@ -200,15 +204,22 @@ fn resolve(project: &Path, text: &str) -> Result<(Routine, Option<String>), Stri
                 arg_types,
             };
             Ok((
-                to_retire(identity, RoutineKind::Function, String::new()),
+                to_retire(identity, RoutineKind::Function, String::new(), search_path),
                 None,
             ))
         }
     }
 }
 
-/// The plan's routine for a retire: everything but what names it is empty.
-fn to_retire(identity: RoutineIdentity, kind: RoutineKind, source_path: String) -> Routine {
+/// The plan's routine for a retire: what names it — its identity, kind,
+/// file, and the search path its argument types are written for (`mood`,
+/// `items.id%TYPE`) —, nothing to run.
+fn to_retire(
+    identity: RoutineIdentity,
+    kind: RoutineKind,
+    source_path: String,
+    search_path: Vec<String>,
+) -> Routine {
     Routine {
         identity,
         kind,
@@ -220,7 +231,7 @@ fn to_retire(identity: RoutineIdentity, kind: RoutineKind, source_path: String) 
         perf_probe: None,
         pgtap: None,
         source_line: 0,
-        search_path: Vec::new(),
+        search_path,
         retire: None,
         companion_sql: Vec::new(),
     }

@@ -176,14 +176,15 @@ CREATE PROCEDURE measure(IN a bool, OUT b float8, INOUT c timestamp(3))
 }
 
 #[test]
-fn percent_type_arguments_are_refused_with_their_position() {
-    let error = load_error(&[(
+fn percent_type_arguments_are_kept_as_written_in_the_identity() {
+    let project = load(&[(
         "procedures/f.sql",
-        "CREATE FUNCTION f(\n    uid material.uid%TYPE) RETURNS int LANGUAGE sql AS 'SELECT 1';",
-    )]);
-    assert!(
-        error.starts_with("procedures/f.sql:2:9: argument type material.uid%TYPE is not supported"),
-        "{error}"
+        "CREATE FUNCTION f(\n    uid material.uid%TYPE, n int) RETURNS int LANGUAGE sql AS 'SELECT 1';",
+    )])
+    .expect("loads");
+    assert_eq!(
+        project.routines()[0].identity.to_string(),
+        "public.f(material.uid%TYPE, integer)"
     );
 }
 

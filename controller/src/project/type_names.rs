@@ -24,8 +24,7 @@ impl TypeNameError {
     pub fn describe(&self) -> String {
         match self {
             TypeNameError::PercentType { written } => format!(
-                "argument type {written}%TYPE is not supported: the routine identity must be \
-                 known without a database, so write the column's type itself (e.g. text)"
+                "argument type {written}%TYPE: a column's type is written [schema.]table.column%TYPE"
             ),
             TypeNameError::Setof => "SETOF is not allowed for an argument type".to_owned(),
             TypeNameError::UnsupportedModifier => {
@@ -52,9 +51,20 @@ pub fn render_type_name(
 ) -> Result<String, TypeNameError> {
     let names = string_list(&type_name.names).ok_or(TypeNameError::Malformed)?;
     if type_name.pct_type {
-        return Err(TypeNameError::PercentType {
-            written: names.join("."),
-        });
+        // A column's type (`items.id%TYPE`): PostgreSQL resolves it when it
+        // runs the CREATE, and so does the agent, with the routine's search
+        // path, wherever it needs the routine's signature
+        // (`agent/src/sql/signatures.rs`). The identity keeps it as written.
+        if !(2..=3).contains(&names.len()) || !type_name.array_bounds.is_empty() {
+            return Err(TypeNameError::PercentType {
+                written: names.join("."),
+            });
+        }
+        let quoted: Vec<String> = names
+            .iter()
+            .map(|name| quote_identifier_if_needed(name))
+            .collect();
+        return Ok(format!("{}%TYPE", quoted.join(".")));
     }
     if type_name.setof {
         return Err(TypeNameError::Setof);
@@ -436,11 +446,19 @@ mod tests {
     }
 
     #[test]
-    fn percent_type_is_refused() {
+    fn a_columns_type_is_kept_as_written_for_the_agent_to_resolve() {
         assert_eq!(
             render("material.uid%TYPE", Modifiers::Keep),
+            Ok("material.uid%TYPE".to_owned())
+        );
+        assert_eq!(
+            render("App.\"Lot Table\".UID%type", Modifiers::Drop),
+            Ok("app.\"Lot Table\".uid%TYPE".to_owned())
+        );
+        assert_eq!(
+            render("a.b.c.d%TYPE", Modifiers::Keep),
             Err(TypeNameError::PercentType {
-                written: "material.uid".to_owned()
+                written: "a.b.c.d".to_owned()
             })
         );
     }
