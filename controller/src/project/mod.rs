@@ -50,7 +50,7 @@ pub use error::{ProjectError, ProjectWarning, SourceLocation};
 pub(crate) use files::in_parallel;
 use files::{clone_read_error, read};
 use parse_cache::{CacheLocation, CachedFile, ParseCache};
-pub use parse_sql::is_offline_limitation;
+pub use parse_sql::{is_offline_limitation, offline_limitation_reason};
 use parse_sql::{parse_procedure_file, ParsedRoutine};
 use project_config::{load_project_settings, SchemaSettings};
 use routine_name::{edit_distance, written_identifier, RoutineName, Signature};

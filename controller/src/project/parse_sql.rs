@@ -803,7 +803,18 @@ pub fn is_offline_limitation(message: &str) -> bool {
     message.contains("Not implemented") || message.contains("LookupExplicitNamespace")
 }
 
+/// What an offline limitation is, in words: libpg_query's bare "Not
+/// implemented" is its catalog lookup of a type (a `%TYPE`, `%ROWTYPE`).
+pub fn offline_limitation_reason(message: &str) -> &str {
+    if message.trim() == "Not implemented" {
+        "it has no catalog to look up a type such as `items.id%TYPE` or `items%ROWTYPE`"
+    } else {
+        message
+    }
+}
+
 pub fn offline_limitation_warning(message: &str) -> String {
+    let message = offline_limitation_reason(message);
     format!(
         "the offline PL/pgSQL parse cannot judge this body ({message}); the server-side checks \
          decide (the dry run of `pgrollout check`, plpgsql_check, and CREATE itself)"

@@ -152,3 +152,24 @@ fn a_type_of_another_schema_in_plpgsql_is_a_warning() {
     let order = crate::plan::deploy_order(routines).expect("orders");
     assert_eq!(order.not_analysed.len(), 1);
 }
+
+#[test]
+fn a_column_type_declared_in_plpgsql_is_a_warning_that_says_what_it_cannot_look_up() {
+    let text = "CREATE FUNCTION f(p items.id%TYPE) RETURNS text LANGUAGE plpgsql AS $$\n\
+                DECLARE v items.name%TYPE; BEGIN RETURN v; END $$;";
+    let root = project_with(&[("procedures/f.sql", text)]);
+    let project = Project::load(root.path())
+        .and_then(Project::strict)
+        .expect("loads");
+    let routines = project.select("f").expect("selects");
+    assert_eq!(routines[0].identity.to_string(), "public.f(items.id%TYPE)");
+    let warnings = project.warnings_for(&routines);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .to_string()
+            .contains("(it has no catalog to look up a type such as `items.id%TYPE`"),
+        "{}",
+        warnings[0]
+    );
+}

@@ -170,7 +170,8 @@ pub(super) fn plpgsql_calls(
         }
         Err(pg_query::Error::Parse(message)) if crate::project::is_offline_limitation(&message) => {
             return Ok(Some(format!(
-                "the offline PL/pgSQL parse cannot read this body ({message})"
+                "the offline PL/pgSQL parse cannot read this body ({})",
+                crate::project::offline_limitation_reason(&message)
             )))
         }
         Err(error) => return Err(format!("{} (in the PL/pgSQL body)", describe(error))),
