@@ -495,3 +495,24 @@ async fn a_psql_script_with_its_transaction_and_alter_options_deploys_as_psql_ap
     }
     Ok(())
 }
+
+/// Files saved by a Windows editor: a UTF-8 byte order mark and CRLF line
+/// ends, in the routine's file and in the batch's list. psql reads them.
+#[tokio::test]
+async fn files_with_a_byte_order_mark_and_crlf_deploy_as_psql_applies_them() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let text = "\u{feff}CREATE OR REPLACE FUNCTION public.bom(a integer)\r\nRETURNS integer LANGUAGE plpgsql AS $$\r\nBEGIN\r\n  RETURN a + 1;\r\nEND $$;\r\n";
+    stack.write_procedure("bom.sql", text)?;
+    let list = write_list(&stack, "bom.txt", "\u{feff}bom\r\n")?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    let reference = PgCluster::start("reference").await?;
+    let script = stack.dir.path().join("bom.sql");
+    std::fs::write(&script, text)?;
+    reference.psql_file(&script).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    let expected = definitions(&reference.connect().await?, &["bom"]).await?;
+    assert_eq!(expected.len(), 1);
+    assert_eq!(definitions(&client, &["bom"]).await?, expected);
+    Ok(())
+}

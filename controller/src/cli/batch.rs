@@ -210,6 +210,8 @@ fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
 fn read_list(path: &Path) -> Result<Vec<(usize, String)>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the list {}: {e}", path.display()))?;
+    // Saved by a Windows editor: a byte order mark before the first name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     Ok(text
         .lines()
         .enumerate()

@@ -66,6 +66,11 @@ pub(super) fn read(path: &Path) -> Result<String, ProjectError> {
     }
     let mut text = String::with_capacity(usize::try_from(bytes).unwrap_or(0));
     std::io::Read::read_to_string(&mut file, &mut text).map_err(read_error)?;
+    // A UTF-8 byte order mark, as Windows editors save files: psql skips it,
+    // and so does every reader here (the parse, the cache, the plan's SQL).
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
     Ok(text)
 }
 

@@ -698,3 +698,37 @@ fn symlinked_files_count_and_directories_named_like_files_do_not() {
     assert_eq!(identities(&project), vec!["public.linked()"]);
     assert_eq!(project.routines()[0].grants.len(), 1, "the sidecar paired");
 }
+
+#[test]
+fn files_saved_with_a_byte_order_mark_and_crlf_read_as_psql_reads_them() {
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(root.path().join(PROCEDURES_DIR)).expect("procedures dir");
+    std::fs::write(
+        root.path().join("pgrollout.toml"),
+        "\u{feff}[schema]\r\nname = \"app\"\r\n",
+    )
+    .expect("write");
+    std::fs::write(
+        root.path().join("procedures/bom.sql"),
+        "\u{feff}CREATE FUNCTION bom() RETURNS int\r\nLANGUAGE sql AS $$ SELECT 1 $$;\r\n",
+    )
+    .expect("write");
+    std::fs::write(
+        root.path().join("procedures/bom.toml"),
+        "\u{feff}[[smoke_tests]]\r\nname = \"one\"\r\ncall = \"SELECT app.bom()\"\r\n",
+    )
+    .expect("write");
+    let project = Project::load(root.path())
+        .and_then(Project::strict)
+        .expect("loads");
+    let routine = &project.routines()[0];
+    assert_eq!(routine.identity.to_string(), "app.bom()");
+    assert!(
+        routine
+            .create_sql
+            .starts_with("CREATE OR REPLACE FUNCTION bom()"),
+        "{:?}",
+        routine.create_sql
+    );
+    assert_eq!(routine.smoke_tests.len(), 1);
+}
