@@ -94,6 +94,12 @@ pub enum ProjectError {
         limit: u64,
     },
 
+    #[error(
+        "{at}: the file is not UTF-8 (byte 0x{byte:02X}): pgrollout reads files as UTF-8, as psql \
+         does with client_encoding UTF8; convert it, e.g. `iconv -f LATIN1 -t UTF-8`"
+    )]
+    NotUtf8 { at: SourceLocation, byte: u8 },
+
     #[error("cannot read {}", path.display())]
     ReadFile {
         path: PathBuf,

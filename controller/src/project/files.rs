@@ -64,8 +64,18 @@ pub(super) fn read(path: &Path) -> Result<String, ProjectError> {
             limit: MAX_FILE_BYTES,
         });
     }
-    let mut text = String::with_capacity(usize::try_from(bytes).unwrap_or(0));
-    std::io::Read::read_to_string(&mut file, &mut text).map_err(read_error)?;
+    let mut raw = Vec::with_capacity(usize::try_from(bytes).unwrap_or(0));
+    std::io::Read::read_to_end(&mut file, &mut raw).map_err(read_error)?;
+    let mut text = String::from_utf8(raw).map_err(|error| {
+        // Where the first byte that is not UTF-8 is, by line and column.
+        let valid = error.utf8_error().valid_up_to();
+        let raw = error.as_bytes();
+        let before = std::str::from_utf8(&raw[..valid]).unwrap_or_default();
+        ProjectError::NotUtf8 {
+            at: SourceLocation::at_offset(&path.display().to_string(), before, valid),
+            byte: raw[valid],
+        }
+    })?;
     // A UTF-8 byte order mark, as Windows editors save files: psql skips it,
     // and so does every reader here (the parse, the cache, the plan's SQL).
     if text.starts_with('\u{feff}') {
@@ -81,6 +91,10 @@ pub(super) fn clone_read_error(error: &ProjectError) -> ProjectError {
         ProjectError::ReadFile { path, source } => ProjectError::ReadFile {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        ProjectError::NotUtf8 { at, byte } => ProjectError::NotUtf8 {
+            at: at.clone(),
+            byte: *byte,
         },
         ProjectError::FileTooLarge { path, bytes, limit } => ProjectError::FileTooLarge {
             path: path.clone(),

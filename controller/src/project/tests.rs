@@ -732,3 +732,26 @@ fn files_saved_with_a_byte_order_mark_and_crlf_read_as_psql_reads_them() {
     );
     assert_eq!(routine.smoke_tests.len(), 1);
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_with_where_and_what_to_do() {
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(root.path().join(PROCEDURES_DIR)).expect("procedures dir");
+    std::fs::write(
+        root.path().join("procedures/caf.sql"),
+        b"CREATE FUNCTION caf() RETURNS text\nLANGUAGE sql AS $$ SELECT 'caf\xe9' $$;\n",
+    )
+    .expect("write");
+    let error = Project::load(root.path())
+        .and_then(Project::strict)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.ends_with(
+            "procedures/caf.sql:2:31: the file is not UTF-8 (byte 0xE9): pgrollout reads files \
+             as UTF-8, as psql does with client_encoding UTF8; convert it, e.g. `iconv -f LATIN1 \
+             -t UTF-8`"
+        ),
+        "{error}"
+    );
+}
