@@ -76,12 +76,16 @@ pub(super) fn read(path: &Path) -> Result<String, ProjectError> {
             byte: raw[valid],
         }
     })?;
-    // A UTF-8 byte order mark, as Windows editors save files: psql skips it,
-    // and so does every reader here (the parse, the cache, the plan's SQL).
+    skip_byte_order_mark(&mut text);
+    Ok(text)
+}
+
+/// Drops a UTF-8 byte order mark, as Windows editors save files: psql skips
+/// it, and so does every reader here (the parse, the cache, the plan's SQL).
+pub(super) fn skip_byte_order_mark(text: &mut String) {
     if text.starts_with('\u{feff}') {
         text.drain(..'\u{feff}'.len_utf8());
     }
-    Ok(text)
 }
 
 /// A read error again, for the file's one load attempt (io errors do not

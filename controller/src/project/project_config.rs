@@ -63,9 +63,7 @@ pub fn load_project_settings(root: &Path) -> Result<SchemaSettings, ProjectError
     }
     let mut text =
         std::fs::read_to_string(&path).map_err(|source| ProjectError::ReadFile { path, source })?;
-    if text.starts_with('\u{feff}') {
-        text.drain(..'\u{feff}'.len_utf8());
-    }
+    super::files::skip_byte_order_mark(&mut text);
     let file: ProjectFile =
         toml::from_str(&text).map_err(|error| ProjectError::InvalidProjectFile {
             at: error.span().map_or_else(
