@@ -516,3 +516,39 @@ async fn files_with_a_byte_order_mark_and_crlf_deploy_as_psql_applies_them() -> 
     assert_eq!(definitions(&client, &["bom"]).await?, expected);
     Ok(())
 }
+
+/// A library whose every file drops its routine before creating it deploys
+/// in one batch, and the report is not buried under one warning per file.
+#[tokio::test]
+async fn a_batch_says_the_first_warnings_and_counts_the_rest() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let mut list = String::new();
+    for n in 0..12 {
+        stack.write_procedure(
+            &format!("w{n}.sql"),
+            &format!(
+                "DROP FUNCTION IF EXISTS public.w{n}();\n\
+                 CREATE FUNCTION public.w{n}() RETURNS integer LANGUAGE sql AS 'SELECT {n}';\n"
+            ),
+        )?;
+        list.push_str(&format!("w{n}\n"));
+    }
+    let list = write_list(&stack, "w.txt", &list)?;
+    let out = stack.cli(&["batch", "dev", &list]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stderr.matches("pgrollout: warning: ").count(),
+        10,
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("pgrollout: … and 2 more warning(s): `pgrollout lint` lists them all"),
+        "{out}"
+    );
+    let lint = stack
+        .cli(&["lint", "--project", &project_arg(&stack)])
+        .await?;
+    assert_eq!(lint.stdout.matches("is not run").count(), 12, "{lint}");
+    Ok(())
+}

@@ -193,18 +193,32 @@ fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
         problems.push(format!("{list_name} names no procedure"));
     }
     if problems.is_empty() {
-        // One write for all of them: stderr is unbuffered.
-        let warnings: String = selection
+        // One write for all of them: stderr is unbuffered. A library whose
+        // every file says the same (a DROP … IF EXISTS before each CREATE)
+        // must not bury the report: the first few, then how many more.
+        let mut warnings: String = selection
             .warnings
             .iter()
+            .take(SHOWN_WARNINGS)
             .map(|warning| format!("pgrollout: warning: {warning}\n"))
             .collect();
+        if let Some(more) = selection.warnings.len().checked_sub(SHOWN_WARNINGS) {
+            if more > 0 {
+                warnings.push_str(&format!(
+                    "pgrollout: … and {more} more warning(s): `pgrollout lint` lists them all\n"
+                ));
+            }
+        }
         eprint!("{warnings}");
         Ok((list.len(), selection.routines))
     } else {
         Err(problems)
     }
 }
+
+/// How many of a batch's project warnings are printed before the count of
+/// the rest.
+const SHOWN_WARNINGS: usize = 10;
 
 /// `(line number, name)` for every name in the list file.
 fn read_list(path: &Path) -> Result<Vec<(usize, String)>, String> {
