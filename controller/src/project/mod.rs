@@ -28,6 +28,7 @@ mod pgtap;
 #[cfg(test)]
 mod probe_tests;
 pub mod project_config;
+mod psql_scripts;
 #[cfg(test)]
 mod resilience_tests;
 pub mod routine_name;
