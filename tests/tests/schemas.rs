@@ -510,3 +510,86 @@ async fn column_types_as_argument_types_resolve_on_each_target() -> Result<()> {
     );
     Ok(())
 }
+
+/// A script that says where it lives the way psql scripts do: a `SET
+/// search_path` at its top. Its unqualified CREATEs land in the first
+/// schema, its bodies are validated with the whole path (`"$user"` left
+/// out), its smoke calls run with it — as `psql -f` of the file does.
+const SCRIPT_WITH_PATH: &str = "\
+SET client_min_messages = warning;
+SET search_path = app, \"$user\", public;
+CREATE OR REPLACE FUNCTION lot_label(m mood) RETURNS text LANGUAGE sql AS $$ SELECT 'lot ' || lot_code(m) $$;
+CREATE OR REPLACE FUNCTION lot_code(m mood) RETURNS text LANGUAGE sql AS $$ SELECT upper(m::text) $$;
+";
+
+#[tokio::test]
+async fn a_files_own_set_search_path_declares_where_it_lives() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    let setup = "CREATE SCHEMA app; CREATE TYPE public.mood AS ENUM ('calm', 'busy');";
+    client.batch_execute(setup).await?;
+    stack.write_procedure("lot_label.sql", SCRIPT_WITH_PATH)?;
+    stack.write_procedure(
+        "lot_label.toml",
+        "[[smoke_tests]]\nname = \"labels\"\nroutine = \"lot_label(mood)\"\n\
+         call = \"SELECT lot_label('busy') AS label\"\n",
+    )?;
+    // lot_label calls lot_code unqualified, defined after it in the file:
+    // the order is pgrollout's, the path the file's.
+    let list = stack.dir.path().join("lots.txt");
+    std::fs::write(&list, "lot_label\nlot_code\n")?;
+    let out = stack
+        .cli(&["batch", "dev", &list.to_string_lossy()])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    client.batch_execute("SET search_path = pg_catalog").await?;
+    assert_eq!(
+        routines_named(&client, "lot_label").await?,
+        ["app.lot_label(public.mood)"]
+    );
+    // (Its body finds lot_code with the caller's path, as any SQL body.)
+    client
+        .batch_execute("SET search_path = app, public")
+        .await?;
+    let label: String = client
+        .query_one("SELECT lot_label('busy')", &[])
+        .await?
+        .get(0);
+    assert_eq!(label, "lot BUSY");
+    client.batch_execute("SET search_path = pg_catalog").await?;
+    let again = stack
+        .cli(&["batch", "dev", &list.to_string_lossy()])
+        .await?;
+    assert!(again.stdout.contains("0 deployed, 2 unchanged"), "{again}");
+
+    // psql applying the same file makes the same definitions.
+    let reference = pgrollout_tests::PgCluster::start("reference").await?;
+    let reference_client = reference.connect().await?;
+    reference_client.batch_execute(setup).await?;
+    // psql needs lot_code first; pgrollout's order put it there itself.
+    let mut lines: Vec<&str> = SCRIPT_WITH_PATH.lines().collect();
+    lines.swap(2, 3);
+    let script = stack.dir.path().join("script.sql");
+    std::fs::write(&script, lines.join("\n"))?;
+    reference.psql_file(&script).await?;
+    reference_client
+        .batch_execute("SET search_path = pg_catalog")
+        .await?;
+    let definitions = "SELECT p.oid::regprocedure::text || ' ' || md5(pg_get_functiondef(p.oid)) \
+                       FROM pg_proc p WHERE p.pronamespace = 'app'::regnamespace ORDER BY 1";
+    let ours: Vec<String> = client
+        .query(definitions, &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let theirs: Vec<String> = reference_client
+        .query(definitions, &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ours.len(), 2);
+    assert_eq!(ours, theirs);
+    Ok(())
+}

@@ -367,12 +367,69 @@ fn a_file_may_be_wrapped_in_begin_and_commit_and_nothing_else() {
 }
 
 #[test]
+fn a_set_search_path_at_the_top_declares_the_files_schema_and_path() {
+    let text = format!("SET client_min_messages = warning;\nSET search_path = app, \"$user\", types;\n{TWO_ROUTINES}");
+    let loaded = load(&[("procedures/two.sql", &text)]).expect("loads");
+    let routines = loaded.routines();
+    assert_eq!(routines[0].identity.to_string(), "app.f(integer)");
+    assert_eq!(routines[1].identity.to_string(), "app.p(text)");
+    for routine in routines {
+        assert_eq!(routine.search_path, ["app", "types"]);
+        assert!(routine.companion_sql.is_empty());
+    }
+    // Over the project's declaration; a sidecar's must agree.
+    let loaded = load(&[
+        ("pgrollout.toml", "[schema]\nname = \"lib\"\n"),
+        ("procedures/two.sql", &text),
+    ])
+    .expect("loads");
+    assert_eq!(loaded.routines()[0].identity.to_string(), "app.f(integer)");
+    let error = load(&[
+        ("procedures/two.sql", &text),
+        ("procedures/two.toml", "[schema]\nname = \"lib\"\n"),
+    ])
+    .expect_err("two declarations that differ")
+    .to_string();
+    assert!(
+        error.starts_with("procedures/two.sql:2:1: SET search_path declares [\"app\", \"types\"], but the file's sidecar declares [schema] \"lib\""),
+        "{error}"
+    );
+}
+
+#[test]
 fn set_is_refused_with_what_to_do_instead() {
-    let error = load_error(&format!("SET search_path = app, public;\n{TWO_ROUTINES}"));
+    // A search path is declared at the file's top, not between its CREATEs.
+    let error = load_error(&format!("{TWO_ROUTINES}SET search_path = app, public;\n"));
+    assert!(
+        error.starts_with(
+            "procedures/tbl_count.sql:3:1: SET search_path: only at the file's top, before its \
+             first CREATE"
+        ),
+        "{error}"
+    );
+    let error = load_error(&format!("SET LOCAL search_path = app;\n{TWO_ROUTINES}"));
     assert!(
         error.contains("declare it in pgrollout.toml [schema] search_path"),
         "{error}"
     );
+    for (set, reason) in [
+        (
+            "SET search_path = pg_catalog, app",
+            "would create this file's routines in \"pg_catalog\"",
+        ),
+        (
+            "SET search_path = \"$user\"",
+            "names no schema to create in",
+        ),
+        ("SET search_path TO DEFAULT", "names no schema to create in"),
+    ] {
+        let error = load_error(&format!("{set};\n{TWO_ROUTINES}"));
+        assert!(
+            error.starts_with("procedures/tbl_count.sql:1:1: SET search_path: "),
+            "{set}: {error}"
+        );
+        assert!(error.contains(reason), "{set}: {error}");
+    }
     for (set, advice) in [
         (
             "SET standard_conforming_strings = off",

@@ -774,6 +774,27 @@ fn load_file<'a>(
         }
         None => project_settings.clone(),
     };
+    // A `SET search_path` at the file's top declares its schema and path,
+    // over the project's — and must agree with its sidecar's `[schema]`.
+    let sidecar_declares = sidecar_text
+        .as_ref()
+        .is_some_and(|(_, _, toml)| sidecar::declares_schema(toml));
+    let settings = match psql_scripts::leading_search_path(&file.sql_path, text) {
+        Ok(None) => settings,
+        Ok(Some((declared, _))) if !sidecar_declares || declared == settings => declared,
+        Ok(Some((declared, at))) => {
+            let error = ProjectError::Companion {
+                at,
+                reason: format!(
+                    "SET search_path declares {:?}, but the file's sidecar declares [schema] \
+                     {:?} with search_path {:?}: keep one of them",
+                    declared.search_path, settings.schema, settings.search_path
+                ),
+            };
+            return Err(Box::new((scanned_names(), error)));
+        }
+        Err(error) => return Err(Box::new((scanned_names(), error))),
+    };
     let key = cache.key(&file.sql_path, &settings.schema, text);
     let cached = key
         .as_deref()

@@ -7,7 +7,10 @@ use pgrollout_shared::routine::{RoutineIdentity, RoutineKind, MAX_IDENTIFIER_BYT
 use super::companion::{self, Companion};
 use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::header_tokens;
-use super::psql_scripts::{psql_meta_command, statement_node, subsumed_drop, transaction_wrapper};
+use super::psql_scripts::{
+    declared_by, is_search_path, psql_meta_command, statement_node, subsumed_drop,
+    transaction_wrapper,
+};
 use super::routine_name::Signature;
 use super::syntax_error::{is_comment, locate_error};
 use super::type_names::{render_type_name, string_list, Modifiers};
@@ -143,6 +146,14 @@ pub(super) fn parse_file(
             // The file's own BEGIN … COMMIT: the deploy is one transaction.
             continue;
         }
+        if let Some(NodeKind::VariableSetStmt(set)) = statement {
+            if is_search_path(set) {
+                // Declared the file's schema and path (the loader read it
+                // before this parse); anywhere else it would be ambiguous.
+                file.check_leading_search_path(raw, set, routines.is_empty())?;
+                continue;
+            }
+        }
         let (start, end) = file.statement_span(raw);
         let at = SourceLocation::at_offset(path, text, start);
         let named = companion::read(statement, &file.statement_kind(start, end), &at)?;
@@ -257,6 +268,38 @@ struct SourceFile<'a> {
 }
 
 impl SourceFile<'_> {
+    /// A `SET search_path` of the file: only before its first CREATE, and
+    /// naming the schema the file's unqualified names were placed in.
+    fn check_leading_search_path(
+        &self,
+        raw: &protobuf::RawStmt,
+        set: &protobuf::VariableSetStmt,
+        before_any_create: bool,
+    ) -> Result<(), ProjectError> {
+        let (start, _) = self.statement_span(raw);
+        let at = SourceLocation::at_offset(self.path, self.text, start);
+        let refuse = |reason: String| ProjectError::Companion {
+            at: at.clone(),
+            reason: format!("SET search_path: {reason}"),
+        };
+        if !before_any_create {
+            return Err(refuse(
+                "only at the file's top, before its first CREATE, where it declares the file's \
+                 schema and path for every routine of it (or declare [schema] in pgrollout.toml \
+                 or the file's sidecar)"
+                    .to_owned(),
+            ));
+        }
+        let declared = declared_by(set).map_err(refuse)?;
+        if declared.schema != self.default_schema {
+            return Err(refuse(format!(
+                "it places the file's routines in {:?}, but they were read for {:?}",
+                declared.schema, self.default_schema
+            )));
+        }
+        Ok(())
+    }
+
     fn location(&self, offset: i32) -> SourceLocation {
         match usize::try_from(offset) {
             Ok(offset) => SourceLocation::at_offset(self.path, self.text, offset),

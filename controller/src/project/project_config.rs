@@ -153,7 +153,7 @@ impl SchemaTable {
 
 /// A schema name as PostgreSQL would keep it (case as written: these are
 /// names, not SQL, so `Tap` means the schema `"Tap"`).
-fn check_schema_name(name: &str) -> Result<(), String> {
+pub(super) fn check_schema_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("a schema name must not be empty".to_owned());
     }

@@ -1,13 +1,18 @@
 //! What scripts written for psql carry beside their CREATEs, and what a
 //! deploy makes of it (issue 15: real code deploys as it is): a `BEGIN` …
 //! `COMMIT` around the file, a `DROP … IF EXISTS` before each CREATE, and
-//! psql's own meta-commands, which are not SQL. Session `SET`s are
-//! `session_settings.rs`; companion statements `companion.rs`.
+//! psql's own meta-commands, which are not SQL, and a `SET search_path`
+//! at the top, which declares the file's schema and path as a sidecar's
+//! `[schema]` would. Other session `SET`s are `session_settings.rs`;
+//! companion statements `companion.rs`.
 
 use pg_query::protobuf::{self, node::Node as NodeKind};
 
+use pgrollout_shared::routine::MAX_SEARCH_PATH_SCHEMAS;
+
 use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::parse_sql::ParsedRoutine;
+use super::project_config::{check_schema_name, SchemaSettings};
 use super::session_settings::{self, SessionSetting};
 
 /// Where the file's own `BEGIN` and `COMMIT` are, when it opens with a plain
@@ -28,7 +33,8 @@ pub(super) fn transaction_wrapper(statements: &[protobuf::RawStmt]) -> Option<(u
     };
     let begin = statements.iter().position(|raw| {
         !matches!(statement_node(raw), Some(NodeKind::VariableSetStmt(set))
-            if matches!(session_settings::judge(set), Some(SessionSetting::NotRun(_))))
+            if is_search_path(set)
+                || matches!(session_settings::judge(set), Some(SessionSetting::NotRun(_))))
     })?;
     let commit = statements.len().checked_sub(1)?;
     let wrapped = commit > begin + 1
@@ -96,4 +102,97 @@ pub(super) fn psql_meta_command(text: &str, offset: usize) -> Option<&str> {
         Some((cut, _)) => &line[..cut],
         None => line,
     })
+}
+
+/// `SET search_path …` (not `SET LOCAL`).
+pub(super) fn is_search_path(set: &protobuf::VariableSetStmt) -> bool {
+    set.name.eq_ignore_ascii_case("search_path") && !set.is_local
+}
+
+/// The schema and path a `SET search_path = a, b` declares: unqualified
+/// CREATEs land in `a`, bodies are validated with `a, b`. `"$user"` is left
+/// out (pgrollout's path is the same whoever the agent's user is); a path
+/// that would create in `pg_catalog` or `pg_temp`, or sets no schema, is
+/// refused with why.
+pub(super) fn declared_by(set: &protobuf::VariableSetStmt) -> Result<SchemaSettings, String> {
+    use pg_query::protobuf::a_const::Val;
+    let mut path = Vec::new();
+    for arg in &set.args {
+        let name = match &arg.node {
+            Some(NodeKind::AConst(constant)) => match &constant.val {
+                Some(Val::Sval(text)) => text.sval.clone(),
+                _ => return Err("a search path lists schema names".to_owned()),
+            },
+            _ => return Err("a search path lists schema names".to_owned()),
+        };
+        if name != "$user" {
+            check_schema_name(&name)?;
+            path.push(name);
+        }
+    }
+    let Some(first) = path.first() else {
+        return Err(
+            "it names no schema to create in: name one (or declare [schema] in pgrollout.toml)"
+                .to_owned(),
+        );
+    };
+    if first.starts_with("pg_") {
+        return Err(format!(
+            "PostgreSQL would create this file's routines in {first:?}: name the schema they \
+             belong in first"
+        ));
+    }
+    if path.len() > MAX_SEARCH_PATH_SCHEMAS {
+        return Err(format!(
+            "a search path lists 1 to {MAX_SEARCH_PATH_SCHEMAS} schemas"
+        ));
+    }
+    Ok(SchemaSettings {
+        schema: first.clone(),
+        search_path: path,
+    })
+}
+
+/// The schema and path a file declares with a `SET search_path` at its top
+/// (before its first CREATE; only other session `SET`s and `BEGIN` may come
+/// before it), read before the file is parsed because it places the file's
+/// unqualified names. `None` when it has none (or does not parse: the parse
+/// says why).
+pub(super) fn leading_search_path(
+    path: &str,
+    text: &str,
+) -> Result<Option<(SchemaSettings, SourceLocation)>, ProjectError> {
+    if !text.to_ascii_lowercase().contains("search_path") {
+        return Ok(None);
+    }
+    let Ok(statements) = pg_query::split_with_parser(text) else {
+        return Ok(None);
+    };
+    for statement in statements {
+        let Ok(parsed) = pg_query::parse(statement, 0) else {
+            return Ok(None);
+        };
+        let node = parsed
+            .protobuf
+            .stmts
+            .first()
+            .and_then(|raw| raw.stmt.as_ref())
+            .and_then(|stmt| stmt.node.as_ref());
+        match node {
+            Some(NodeKind::VariableSetStmt(set)) if is_search_path(set) => {
+                let offset = (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+                let at = SourceLocation::at_offset(path, text, offset);
+                return match declared_by(set) {
+                    Ok(settings) => Ok(Some((settings, at))),
+                    Err(reason) => Err(ProjectError::Companion {
+                        at,
+                        reason: format!("SET search_path: {reason}"),
+                    }),
+                };
+            }
+            Some(NodeKind::VariableSetStmt(_) | NodeKind::TransactionStmt(_)) => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
 }

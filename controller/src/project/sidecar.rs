@@ -99,6 +99,11 @@ pub struct Sidecar {
 /// The schema settings of the file whose sidecar is at `path` (contents
 /// `text`): its `[schema]` table over the project's `inherited` ones. Read
 /// before the SQL file, whose unqualified names it places.
+/// Whether the sidecar declares a `[schema]` of its own.
+pub fn declares_schema(file: &SidecarFile) -> bool {
+    file.schema.is_some()
+}
+
 pub fn schema_settings(
     file: &SidecarFile,
     path: &str,
