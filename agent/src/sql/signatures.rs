@@ -158,30 +158,52 @@ async fn type_oids(
     client: &Client,
     types: &[&str],
 ) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
-    if types.iter().any(|t| column_reference(t).is_some()) {
-        let plain: Vec<&str> = types
-            .iter()
-            .copied()
-            .filter(|t| column_reference(t).is_none())
-            .collect();
-        let mut found = Box::pin(type_oids(client, &plain)).await?.into_iter();
-        return Ok(types
-            .iter()
-            .map(|t| match column_reference(t) {
-                Some(_) => None,
-                None => found.next().flatten(),
-            })
-            .collect());
-    }
-    if types.is_empty() {
+    let plain: Vec<&str> = types
+        .iter()
+        .copied()
+        .filter(|t| column_reference(t).is_none())
+        .collect();
+    let mut found = catalog_oids(client, Lookup::Type, &plain)
+        .await?
+        .into_iter();
+    Ok(types
+        .iter()
+        .map(|t| match column_reference(t) {
+            Some(_) => None,
+            None => found.next().flatten(),
+        })
+        .collect())
+}
+
+/// What [`catalog_oids`] looks names up as.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Type,
+    Relation,
+}
+
+/// `to_regtype` or `to_regclass` of each name under the session's path, as
+/// oids (`None`: not found), in order. Every function named in pg_catalog.
+async fn catalog_oids(
+    client: &Client,
+    lookup: Lookup,
+    names: &[&str],
+) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
+    if names.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(client
-        .query_typed(
+    let sql = match lookup {
+        Lookup::Type => {
             "SELECT pg_catalog.to_regtype(u.t)::pg_catalog.oid \
-             FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n",
-            &[(&types, Type::TEXT_ARRAY)],
-        )
+             FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n"
+        }
+        Lookup::Relation => {
+            "SELECT pg_catalog.to_regclass(u.t)::pg_catalog.oid \
+             FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(t, n) ORDER BY u.n"
+        }
+    };
+    Ok(client
+        .query_typed(sql, &[(&names, Type::TEXT_ARRAY)])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -189,21 +211,35 @@ async fn type_oids(
 }
 
 /// [`type_oids`] as `path` resolves them (`None`: no such type; the CREATE
-/// will say so). The path is set for this one query and set back (for the
-/// session: the caller may or may not be in a transaction; should the query
-/// fail inside one, its rollback undoes the setting too).
+/// will say so).
 async fn type_oids_in_path(
     client: &Client,
     path: &[String],
     types: &[&str],
 ) -> Result<Vec<Option<u32>>, tokio_postgres::Error> {
-    let set = set_local_search_path_sql(path).replacen("SET LOCAL", "SET", 1);
-    client.batch_execute(&set).await?;
+    set_path(client, path).await?;
     let oids = type_oids(client, types).await;
+    reset_path(client, oids).await
+}
+
+/// Sets `path` for the session, for the lookups [`reset_path`] follows.
+async fn set_path(client: &Client, path: &[String]) -> Result<(), tokio_postgres::Error> {
+    let set = set_local_search_path_sql(path).replacen("SET LOCAL", "SET", 1);
+    client.batch_execute(&set).await
+}
+
+/// Sets the session's path back, then hands on what was looked up under
+/// [`set_path`] (for the session: the caller may or may not be in a
+/// transaction; should a lookup fail inside one, its rollback undoes the
+/// setting too).
+async fn reset_path<T>(
+    client: &Client,
+    looked_up: Result<T, tokio_postgres::Error>,
+) -> Result<T, tokio_postgres::Error> {
     let reset = client.batch_execute("SET search_path TO DEFAULT").await;
-    let oids = oids?;
+    let looked_up = looked_up?;
     reset?;
-    Ok(oids)
+    Ok(looked_up)
 }
 
 /// A column's type as an argument type (`app.items.id%TYPE`, `items.id%TYPE`,
@@ -249,19 +285,9 @@ async fn column_type_oids(
         .iter()
         .map(|(_, column)| column.as_str())
         .collect();
-    let set = set_local_search_path_sql(path).replacen("SET LOCAL", "SET", 1);
-    client.batch_execute(&set).await?;
-    let found = client
-        .query_typed(
-            "SELECT pg_catalog.to_regclass(u.r)::pg_catalog.oid \
-             FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS u(r, n) ORDER BY u.n",
-            &[(&relations, Type::TEXT_ARRAY)],
-        )
-        .await;
-    let reset = client.batch_execute("SET search_path TO DEFAULT").await;
-    let found = found?;
-    reset?;
-    let relation_oids: Vec<Option<u32>> = found.iter().map(|row| row.get(0)).collect();
+    set_path(client, path).await?;
+    let relation_oids = catalog_oids(client, Lookup::Relation, &relations).await;
+    let relation_oids = reset_path(client, relation_oids).await?;
     Ok(client
         .query_typed(
             "SELECT (SELECT a.atttypid FROM pg_catalog.pg_attribute a \

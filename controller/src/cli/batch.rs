@@ -202,12 +202,11 @@ fn validate(args: &BatchArgs) -> Result<(usize, Vec<Routine>), Vec<String>> {
             .take(SHOWN_WARNINGS)
             .map(|warning| format!("pgrollout: warning: {warning}\n"))
             .collect();
-        if let Some(more) = selection.warnings.len().checked_sub(SHOWN_WARNINGS) {
-            if more > 0 {
-                warnings.push_str(&format!(
-                    "pgrollout: … and {more} more warning(s): `pgrollout lint` lists them all\n"
-                ));
-            }
+        let more = selection.warnings.len().saturating_sub(SHOWN_WARNINGS);
+        if more > 0 {
+            warnings.push_str(&format!(
+                "pgrollout: … and {more} more warning(s): `pgrollout lint` lists them all\n"
+            ));
         }
         eprint!("{warnings}");
         Ok((list.len(), selection.routines))

@@ -184,8 +184,9 @@ fn read_attached(
             Err(not_a_routine(
                 at,
                 statement,
-                "declare it in pgrollout.toml [schema] search_path (or the file's sidecar): \
-                 pgrollout runs each CREATE with it",
+                "declare it in pgrollout.toml [schema] search_path (or the file's sidecar), or \
+                 write `SET search_path = …` (not LOCAL) at the file's top: pgrollout runs each \
+                 CREATE with it",
             ))
         }
         Some(NodeKind::RenameStmt(rename)) if routine_kind(rename.rename_type).is_some() => {

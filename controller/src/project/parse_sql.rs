@@ -8,7 +8,7 @@ use super::companion::{self, Companion};
 use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::header_tokens;
 use super::psql_scripts::{
-    declared_by, is_search_path, psql_meta_command, statement_node, subsumed_drop,
+    declared_by, is_search_path, on_line, psql_meta_command, statement_node, subsumed_drop,
     transaction_wrapper,
 };
 use super::routine_name::Signature;
@@ -176,12 +176,9 @@ pub(super) fn parse_file(
             Companion::SessionSetting(why) => {
                 // Said once, at the file's first CREATE.
                 if let (Some(why), Some(first)) = (why, routines.first()) {
-                    let line = at
-                        .line
-                        .map_or_else(String::new, |line| format!(" (line {line})"));
                     setting_warnings.push(ProjectWarning {
                         at: first.defined_at.clone(),
-                        message: format!("{shown}{line} is not run: {why}"),
+                        message: format!("{shown}{} is not run: {why}", on_line(&at)),
                     });
                 }
                 continue;

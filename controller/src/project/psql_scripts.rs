@@ -50,6 +50,12 @@ pub(super) fn statement_node(raw: &protobuf::RawStmt) -> Option<&NodeKind> {
     raw.stmt.as_ref().and_then(|stmt| stmt.node.as_ref())
 }
 
+/// ` (line N)` of a statement a warning placed elsewhere speaks of.
+pub(super) fn on_line(at: &SourceLocation) -> String {
+    at.line
+        .map_or_else(String::new, |line| format!(" (line {line})"))
+}
+
 /// A file's DROP of `routine`, which the file creates: accepted only before
 /// the CREATE (after it, psql would leave the routine dropped), and never
 /// run — the deploy replaces the routine in place, or drops and recreates
@@ -62,9 +68,6 @@ pub(super) fn subsumed_drop(
     drop_start: usize,
     at: &SourceLocation,
 ) -> Result<ProjectWarning, ProjectError> {
-    let line = at
-        .line
-        .map_or_else(String::new, |line| format!(" (line {line})"));
     if routine.span.start < drop_start {
         return Err(ProjectError::Companion {
             at: at.clone(),
@@ -79,9 +82,10 @@ pub(super) fn subsumed_drop(
     Ok(ProjectWarning {
         at: routine.defined_at.clone(),
         message: format!(
-            "{shown}{line} is not run: pgrollout replaces {} in place (CREATE OR REPLACE, or DROP \
+            "{shown}{} is not run: pgrollout replaces {} in place (CREATE OR REPLACE, or DROP \
              + CREATE carrying its owner, ACL and comment when its signature's shape changes), so \
              privileges granted before stay unless this file REVOKEs them",
+            on_line(at),
             routine.identity
         ),
     })
@@ -162,13 +166,27 @@ pub(super) fn leading_search_path(
     path: &str,
     text: &str,
 ) -> Result<Option<(SchemaSettings, SourceLocation)>, ProjectError> {
-    if !text.to_ascii_lowercase().contains("search_path") {
+    // The loader's hot path: most files never name a search path, and most
+    // that do (a CREATE's own `SET search_path` clause) start with CREATE —
+    // the scanner alone says so; only the few statements before it parse.
+    let names_a_path = text
+        .as_bytes()
+        .windows(b"search_path".len())
+        .any(|window| window.eq_ignore_ascii_case(b"search_path"));
+    if !names_a_path {
         return Ok(None);
     }
-    let Ok(statements) = pg_query::split_with_parser(text) else {
+    let Ok(statements) = pg_query::split_with_scanner(text) else {
         return Ok(None);
     };
     for statement in statements {
+        let leading = first_word(statement);
+        let may_declare = ["set", "begin", "start"]
+            .iter()
+            .any(|word| leading.eq_ignore_ascii_case(word));
+        if !may_declare {
+            return Ok(None);
+        }
         let Ok(parsed) = pg_query::parse(statement, 0) else {
             return Ok(None);
         };
@@ -180,7 +198,9 @@ pub(super) fn leading_search_path(
             .and_then(|stmt| stmt.node.as_ref());
         match node {
             Some(NodeKind::VariableSetStmt(set)) if is_search_path(set) => {
-                let offset = (statement.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+                // The scanner's slice starts after the previous `;`: the
+                // statement starts at its first word.
+                let offset = (leading.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
                 let at = SourceLocation::at_offset(path, text, offset);
                 return match declared_by(set) {
                     Ok(settings) => Ok(Some((settings, at))),
@@ -195,4 +215,56 @@ pub(super) fn leading_search_path(
         }
     }
     Ok(None)
+}
+
+/// A statement's first word, after whitespace and comments.
+fn first_word(statement: &str) -> &str {
+    let mut rest = statement.trim_start();
+    loop {
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = comment
+                .split_once('\n')
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else if let Some(comment) = rest.strip_prefix("/*") {
+            // PostgreSQL's block comments nest.
+            let mut depth = 1;
+            let mut at = 0;
+            let bytes = comment.as_bytes();
+            while depth > 0 && at + 1 < bytes.len() {
+                match &bytes[at..at + 2] {
+                    b"/*" => (depth, at) = (depth + 1, at + 2),
+                    b"*/" => (depth, at) = (depth - 1, at + 2),
+                    _ => at += 1,
+                }
+            }
+            rest = if depth == 0 {
+                comment[at..].trim_start()
+            } else {
+                ""
+            };
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_word;
+
+    #[test]
+    fn a_statements_first_word_is_read_past_comments() {
+        assert_eq!(first_word("  SET search_path = app"), "SET");
+        assert_eq!(
+            first_word("-- why\n/* a /* nested */ one */ begin;"),
+            "begin"
+        );
+        assert_eq!(first_word("/* only a comment"), "");
+        assert_eq!(first_word("CREATE FUNCTION f()"), "CREATE");
+    }
 }
