@@ -173,3 +173,190 @@ async fn a_companion_that_fails_rolls_the_whole_deploy_back() -> Result<()> {
     assert_eq!(state(&client).await?, None, "nothing was created");
     Ok(())
 }
+
+/// Whether `role` may execute `routine` (a regprocedure text).
+async fn may_execute(client: &Client, role: &str, routine: &str) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT has_function_privilege($1, $2::text::regprocedure, 'EXECUTE')",
+            &[&role, &routine],
+        )
+        .await?
+        .get(0))
+}
+
+#[tokio::test]
+async fn a_companion_naming_a_built_ins_signature_acts_on_the_files_own_routine() -> Result<()> {
+    // The agent's role is a superuser here, as in many small shops. The
+    // file's own `public.pg_read_file(text)` has the signature of the
+    // built-in that reads the server's files; PostgreSQL searches
+    // `pg_catalog` before a path that leaves it out, so psql would grant
+    // the built-in. pgrollout acts on the file's routine, as the file means.
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE ROLE reporting NOLOGIN")
+        .await?;
+    stack.write_procedure(
+        "pg_read_file.sql",
+        "CREATE OR REPLACE FUNCTION pg_read_file(path text) RETURNS text LANGUAGE sql
+  AS $$ SELECT 'no file here: ' || path $$;
+REVOKE ALL ON FUNCTION pg_read_file(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pg_read_file(text) TO reporting;
+",
+    )?;
+    let out = stack.cli(&["deploy", "pg_read_file", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("public.pg_read_file(text) [created]"),
+        "{out}"
+    );
+    assert!(may_execute(&client, "reporting", "public.pg_read_file(text)").await?);
+    assert!(!may_execute(&client, "public", "public.pg_read_file(text)").await?);
+    assert!(
+        !may_execute(&client, "reporting", "pg_catalog.pg_read_file(text)").await?,
+        "the built-in that reads the server's files was granted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deploying_one_routine_takes_the_routines_its_grant_also_names() -> Result<()> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE ROLE reporting NOLOGIN")
+        .await?;
+    stack.write_procedure(
+        "pair.sql",
+        "CREATE FUNCTION pair_a(a integer) RETURNS integer LANGUAGE sql AS 'SELECT a';
+CREATE FUNCTION pair_b(b text) RETURNS text LANGUAGE sql AS 'SELECT b';
+GRANT EXECUTE ON FUNCTION pair_a(integer), pair_b(text) TO reporting;
+",
+    )?;
+    // Before: `function pair_b(text) does not exist`, exit 2 — the GRANT
+    // came with pair_a alone.
+    let out = stack.cli(&["deploy", "pair_a", "dev"]).await?;
+    assert_eq!(out.code, 0, "{out}");
+    for routine in ["public.pair_a(integer)", "public.pair_b(text)"] {
+        assert!(
+            out.stdout.contains(&format!("{routine} [created]")),
+            "{out}"
+        );
+        assert!(
+            may_execute(&client, "reporting", routine).await?,
+            "{routine}"
+        );
+    }
+    let again = stack.cli(&["deploy", "pair_b", "dev"]).await?;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(
+        again.stdout.contains("public.pair_a(integer) [unchanged]"),
+        "{again}"
+    );
+    assert!(
+        again.stdout.contains("public.pair_b(text) [unchanged]"),
+        "{again}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deployers_hand_made_plan_cannot_attach_a_statement_about_another_routine() -> Result<()>
+{
+    use pgrollout_shared::proto::{self, control_client::ControlClient};
+
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute(
+            "CREATE FUNCTION public.victim() RETURNS integer LANGUAGE sql AS 'SELECT 1';
+             CREATE ROLE mallory NOLOGIN;",
+        )
+        .await?;
+    // The CLI issues the operator's certificate on first use.
+    assert_eq!(stack.cli(&["agents"]).await?.code, 0);
+    let channel = pgrollout_tests::scripted_agent::channel(
+        &stack.operators,
+        &stack.ca_dir.join("ca.pem"),
+        &stack
+            .ca_dir
+            .join(format!("operator-{}.pem", pgrollout_tests::stack::OPERATOR)),
+        &stack
+            .ca_dir
+            .join(format!("operator-{}.key", pgrollout_tests::stack::OPERATOR)),
+    )
+    .await?;
+    let mut control = ControlClient::new(channel);
+    for statement in [
+        "ALTER FUNCTION public.victim() SECURITY DEFINER",
+        "ALTER FUNCTION victim() OWNER TO mallory",
+        "GRANT EXECUTE ON FUNCTION pg_read_file(text) TO mallory",
+        "COMMENT ON FUNCTION victim() IS 'hand-made'",
+    ] {
+        let routine = proto::Routine {
+            schema: "public".to_owned(),
+            name: "carrier".to_owned(),
+            create_sql: "CREATE OR REPLACE FUNCTION public.carrier() RETURNS integer \
+                         LANGUAGE sql AS 'SELECT 1'"
+                .to_owned(),
+            source_path: "procedures/carrier.sql".to_owned(),
+            companion_sql: vec![statement.to_owned()],
+            ..Default::default()
+        };
+        let routines = vec![routine];
+        let request = proto::DeployRequest {
+            environment: "dev".to_owned(),
+            plan: Some(proto::Plan {
+                plan_id: pgrollout_shared::plan_id::plan_id(&routines),
+                routines,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let status = match control.deploy(request).await {
+            Err(status) => status,
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                let mut updates = Vec::new();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(update)) => updates.push(format!("{update:?}")),
+                        Ok(None) => anyhow::bail!("{statement}: accepted: {updates:?}"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+        };
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{statement}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .contains("which is not a routine this plan deploys"),
+            "{statement}: {}",
+            status.message()
+        );
+    }
+    let row = client
+        .query_one(
+            "SELECT p.prosecdef, p.proowner::regrole::text, obj_description(p.oid, 'pg_proc'), \
+                    has_function_privilege('mallory', 'pg_read_file(text)', 'EXECUTE'), \
+                    to_regprocedure('public.carrier()') IS NULL \
+             FROM pg_proc p WHERE p.oid = 'public.victim()'::regprocedure",
+            &[],
+        )
+        .await?;
+    assert!(!row.get::<_, bool>(0), "victim became SECURITY DEFINER");
+    assert_ne!(row.get::<_, String>(1), "mallory");
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    assert!(
+        !row.get::<_, bool>(3),
+        "mallory may read the server's files"
+    );
+    assert!(row.get::<_, bool>(4), "nothing of the plan was deployed");
+    Ok(())
+}

@@ -19,25 +19,25 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use sha2::{Digest, Sha256};
 
 /// Far more statements than a large project holds; 32 bytes each.
-const MAX_ENTRIES: usize = 100_000;
+pub(super) const MAX_ENTRIES: usize = 100_000;
 
 /// Which check passed: the same text may pass one and not another.
 #[derive(Clone, Copy)]
 pub enum Check {
     /// A smoke test's or a perf probe's call (`hostile_sql::check_call`).
     Call,
-    /// A companion statement (`companion::check_wire`).
+    /// A companion statement's names (`companion_wire.rs`).
     Companion,
 }
 
-type Key = [u8; 32];
+pub(super) type Key = [u8; 32];
 
 fn passed() -> &'static Mutex<HashSet<Key>> {
     static PASSED: OnceLock<Mutex<HashSet<Key>>> = OnceLock::new();
     PASSED.get_or_init(Mutex::default)
 }
 
-fn key_of(check: Check, sql: &str) -> Key {
+pub(super) fn key_of(check: Check, sql: &str) -> Key {
     let mut hasher = Sha256::new();
     hasher.update([check as u8]);
     hasher.update(sql.as_bytes());

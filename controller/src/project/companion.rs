@@ -37,9 +37,9 @@ use super::session_settings::{self, SessionSetting};
 /// A routine a companion statement names, as written.
 #[derive(Clone, Debug)]
 pub struct NamedRoutine {
-    name: RoutineName,
+    pub(super) name: RoutineName,
     /// `FUNCTION` or `PROCEDURE` as written; None for `ROUTINE` (either).
-    kind: Option<RoutineKind>,
+    pub(super) kind: Option<RoutineKind>,
 }
 
 /// What a statement of a procedure file that is not a CREATE does to the
@@ -349,7 +349,7 @@ pub fn resolve(
     Ok(indices)
 }
 
-fn kind_word(kind: RoutineKind) -> &'static str {
+pub(super) fn kind_word(kind: RoutineKind) -> &'static str {
     match kind {
         RoutineKind::Function => "function",
         RoutineKind::Procedure => "procedure",
@@ -365,7 +365,7 @@ fn written(signature: &Signature) -> String {
     )
 }
 
-fn shown_name(name: &RoutineName) -> String {
+pub(super) fn shown_name(name: &RoutineName) -> String {
     let schema = name.schema.as_deref().unwrap_or_default();
     let base = format!(
         "{}.{}",
@@ -378,11 +378,11 @@ fn shown_name(name: &RoutineName) -> String {
     }
 }
 
-/// The controller's edge check of a plan received over the wire (a
-/// hand-made client skips the CLI's parse): every companion statement is
-/// one GRANT/REVOKE, COMMENT ON or ALTER … OWNER TO of routines, nothing
-/// else. Which routines it names was the CLI's check, against the file.
-pub fn check_wire(statement: &str) -> Result<(), String> {
+/// The routines a companion statement received over the wire names
+/// (`companion_wire.rs` checks them against the plan): it must be one
+/// GRANT/REVOKE, COMMENT ON, ALTER … OWNER TO or ALTER … SET|SECURITY… of
+/// routines, nothing else.
+pub(super) fn read_wire(statement: &str) -> Result<Vec<NamedRoutine>, String> {
     let parsed = pg_query::parse(statement, 0).map_err(|error| match error {
         pg_query::Error::Parse(message) => format!("does not parse: {message}"),
         other => format!("does not parse: {other}"),
@@ -393,7 +393,5 @@ pub fn check_wire(statement: &str) -> Result<(), String> {
     let node = one.stmt.as_ref().and_then(|stmt| stmt.node.as_ref());
     // A file's DROP never travels in a plan (the CLI leaves it out), so one
     // that does was put there by hand.
-    read_attached(node, "the", &SourceLocation::file("the plan"))
-        .map(drop)
-        .map_err(|error| error.to_string())
+    read_attached(node, "the", &SourceLocation::file("the plan")).map_err(|error| error.to_string())
 }

@@ -319,10 +319,10 @@ fn alter_options_are_companions_and_rename_or_move_are_refused() {
     ));
     assert!(error.contains("move it to a schema migration"), "{error}");
     assert_eq!(
-        companion::check_wire("ALTER FUNCTION f(integer) SET search_path = public"),
+        companion::read_wire("ALTER FUNCTION f(integer) SET search_path = public").map(drop),
         Ok(())
     );
-    assert!(companion::check_wire("ALTER FUNCTION f(integer) RENAME TO g").is_err());
+    assert!(companion::read_wire("ALTER FUNCTION f(integer) RENAME TO g").is_err());
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn a_scripts_session_settings_are_not_run_and_said_once() {
              runs with the agent's own session settings",
         ]
     );
-    assert!(companion::check_wire("SET check_function_bodies = false").is_err());
+    assert!(companion::read_wire("SET check_function_bodies = false").is_err());
 }
 
 #[test]
@@ -508,7 +508,7 @@ fn the_parse_cache_keeps_companions_as_spans_and_gives_them_back() {
 #[test]
 fn the_controller_edge_refuses_anything_but_a_companion_statement() {
     let ok = "REVOKE ALL ON FUNCTION app.tbl_count(regclass) FROM PUBLIC";
-    assert_eq!(companion::check_wire(ok), Ok(()));
+    assert_eq!(companion::read_wire(ok).map(drop), Ok(()));
     for hostile in [
         "ALTER ROLE app_rw SUPERUSER",
         "GRANT pg_read_server_files TO app_rw",
@@ -519,6 +519,133 @@ fn the_controller_edge_refuses_anything_but_a_companion_statement() {
         "DROP FUNCTION IF EXISTS app.tbl_count(regclass)",
         "DROP ROUTINE app.tbl_count(regclass) CASCADE",
     ] {
-        assert!(companion::check_wire(hostile).is_err(), "{hostile}");
+        assert!(companion::read_wire(hostile).is_err(), "{hostile}");
     }
+}
+
+/// What the CLI would send for `files`: every routine of the project.
+fn plan_of(files: &[(&str, &str)]) -> Vec<pgrollout_shared::routine::Routine> {
+    load(files).expect("loads").routines().to_vec()
+}
+
+#[test]
+fn the_edge_accepts_what_the_cli_sends_whatever_types_and_schemas_it_names() {
+    let text = "\
+SET search_path = app, public;
+CREATE FUNCTION f(a numeric(10,2), b int, c varchar(20)[], d double precision) RETURNS int
+  LANGUAGE sql AS 'SELECT 1';
+CREATE PROCEDURE \"Odd Name\"(timestamp with time zone) LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION other.g(VARIADIC text[]) RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION h(p items.id%TYPE) RETURNS int LANGUAGE sql AS 'SELECT 1';
+GRANT EXECUTE ON FUNCTION f(numeric, integer, character varying[], float8), other.g(text[]) TO r;
+REVOKE ALL ON ROUTINE \"Odd Name\" FROM PUBLIC;
+ALTER PROCEDURE app.\"Odd Name\"(timestamptz) OWNER TO o;
+COMMENT ON FUNCTION h(items.id%TYPE) IS 'x';
+ALTER FUNCTION other.g SECURITY DEFINER;
+";
+    let plan = plan_of(&[("procedures/all.sql", text)]);
+    assert_eq!(plan.len(), 4);
+    assert!(plan.iter().all(|r| !r.companion_sql.is_empty()));
+    assert_eq!(hostile_sql::check_routines(&plan), Ok(()));
+    // One routine alone, with what it carries (the CLI takes the GRANT's
+    // other routine along: see the selection test).
+    let h: Vec<_> = plan
+        .iter()
+        .filter(|r| r.identity.name == "h")
+        .cloned()
+        .collect();
+    assert_eq!(hostile_sql::check_routines(&h), Ok(()));
+}
+
+#[test]
+fn the_edge_refuses_a_companion_statement_acting_outside_its_plan() {
+    let text = "\
+CREATE FUNCTION f(a integer) RETURNS int LANGUAGE sql AS 'SELECT a';
+CREATE FUNCTION g(a text) RETURNS text LANGUAGE sql AS 'SELECT a';
+GRANT EXECUTE ON FUNCTION f(integer), g(text) TO r;
+";
+    let plan = plan_of(&[("procedures/two.sql", text)]);
+    assert_eq!(hostile_sql::check_routines(&plan), Ok(()));
+    let refused = |plan: &[pgrollout_shared::routine::Routine]| {
+        hostile_sql::check_routines(plan).expect_err("refused")
+    };
+    // The GRANT names g, which this plan does not deploy.
+    let error = refused(&plan[..1]);
+    assert!(
+        error.contains("acts on public.g(text), which is not a routine this plan deploys"),
+        "{error}"
+    );
+    // A hand-made plan attaching a statement about a routine outside it.
+    for hostile in [
+        "ALTER FUNCTION victim() SECURITY DEFINER",
+        "ALTER FUNCTION public.victim() OWNER TO mallory",
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_file(text) TO mallory",
+        "COMMENT ON FUNCTION f(bigint) IS 'not f(integer)'",
+        "ALTER FUNCTION other.f(integer) SET work_mem = '1GB'",
+    ] {
+        let mut forged = plan.clone();
+        forged[0].companion_sql = vec![hostile.to_owned()];
+        let error = refused(&forged);
+        assert!(
+            error.starts_with("public.f(integer) (procedures/two.sql): companion statement"),
+            "{hostile}: {error}"
+        );
+        assert!(
+            error.contains("which is not a routine this plan deploys"),
+            "{error}"
+        );
+    }
+    // A routine of the plan, but from another file.
+    let mut forged = plan.clone();
+    forged[1].source_path = "procedures/elsewhere.sql".to_owned();
+    assert!(refused(&forged).contains("not a routine this plan deploys from procedures/two.sql"));
+    // A statement about g travelling with f only.
+    let mut forged = plan.clone();
+    forged[0].companion_sql = vec!["REVOKE ALL ON FUNCTION g(text) FROM PUBLIC".to_owned()];
+    assert!(refused(&forged).contains("travels with public.f(integer) but does not name it"));
+    // The kind as written must be the plan's.
+    let mut forged = plan.clone();
+    forged[0].companion_sql = vec!["ALTER PROCEDURE f(integer) OWNER TO o".to_owned()];
+    assert!(refused(&forged).contains("names public.f(integer) as a procedure"));
+    // An unqualified name is in the routine's first schema, not elsewhere.
+    let mut forged = plan;
+    forged[0].search_path = vec!["other".to_owned(), "public".to_owned()];
+    forged[0].companion_sql = vec!["COMMENT ON FUNCTION f(integer) IS 'x'".to_owned()];
+    assert!(refused(&forged).contains("acts on other.f(integer)"));
+}
+
+#[test]
+fn selecting_a_routine_takes_the_routines_its_companion_statements_also_act_on() {
+    let two = "\
+CREATE FUNCTION f(a integer) RETURNS int LANGUAGE sql AS 'SELECT a';
+CREATE FUNCTION g(a text) RETURNS text LANGUAGE sql AS 'SELECT a';
+CREATE FUNCTION lone() RETURNS int LANGUAGE sql AS 'SELECT 1';
+GRANT EXECUTE ON FUNCTION f(integer), g(text) TO r;
+COMMENT ON FUNCTION lone() IS 'alone';
+";
+    let other = "CREATE FUNCTION z() RETURNS int LANGUAGE sql AS 'SELECT 1';\n\
+                 GRANT EXECUTE ON FUNCTION z() TO r;\n";
+    let project = load(&[("procedures/two.sql", two), ("procedures/z.sql", other)]).expect("loads");
+    let names = |selected: Vec<pgrollout_shared::routine::Routine>| -> Vec<String> {
+        selected.iter().map(|r| r.identity.to_string()).collect()
+    };
+    for (name, expected) in [
+        ("f", vec!["public.f(integer)", "public.g(text)"]),
+        ("g", vec!["public.g(text)", "public.f(integer)"]),
+        ("lone", vec!["public.lone()"]),
+        ("z", vec!["public.z()"]),
+    ] {
+        assert_eq!(
+            names(project.select(name).expect("selects")),
+            expected,
+            "{name}"
+        );
+    }
+    let batch = load(&[("procedures/two.sql", two), ("procedures/z.sql", other)])
+        .expect("loads")
+        .into_selection(&["g".to_owned(), "z".to_owned(), "f".to_owned()]);
+    assert_eq!(
+        names(batch.routines),
+        vec!["public.g(text)", "public.f(integer)", "public.z()"]
+    );
 }

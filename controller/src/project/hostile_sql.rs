@@ -218,7 +218,9 @@ pub fn check_pgtap_statement(text: &str, node: Option<&NodeKind>) -> Result<(), 
 }
 
 /// The edge check of a plan received over the wire: every smoke test call,
-/// probe call and pgTAP statement of `routines` passes the checks above.
+/// probe call and pgTAP statement of `routines` passes the checks above,
+/// and every companion statement acts only on routines of the plan
+/// (`companion_wire.rs`).
 /// The message names the routine and what failed.
 pub fn check_routines(routines: &[Routine]) -> Result<(), String> {
     for routine in routines {
@@ -230,10 +232,6 @@ pub fn check_routines(routines: &[Routine]) -> Result<(), String> {
         if let Some(probe) = &routine.perf_probe {
             checked(Check::Call, &probe.call_sql, check_call)
                 .map_err(|why| format!("{}: [perf] call: {why}", at()))?;
-        }
-        for statement in &routine.companion_sql {
-            checked(Check::Companion, statement, super::companion::check_wire)
-                .map_err(|why| format!("{}: companion statement: {why}", at()))?;
         }
         if let Some(script) = &routine.pgtap {
             for (index, statement) in script.statements.iter().enumerate() {
@@ -264,7 +262,7 @@ pub fn check_routines(routines: &[Routine]) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    super::companion_wire::check_plan(routines)
 }
 
 fn parse(sql: &str, what: &str) -> Result<pg_query::ParseResult, String> {

@@ -12,6 +12,7 @@ pub mod checked_sql;
 mod companion;
 #[cfg(test)]
 mod companion_tests;
+mod companion_wire;
 pub mod definer;
 mod error;
 mod files;
@@ -465,7 +466,45 @@ impl Project {
                 hint: self.hint_for_unknown(parsed),
             });
         }
-        Ok(selected)
+        Ok(self.with_companion_peers(selected))
+    }
+
+    /// `selected` and the routines a companion statement ties to them: one
+    /// statement naming several routines of a file (`GRANT … ON FUNCTION
+    /// a(int), b(text)`) travels with each and acts on all, so a plan that
+    /// takes one takes the others — the controller's edge refuses a
+    /// statement acting on a routine outside its plan. A file's routines
+    /// are neighbours in `routines`, and a shared statement is the same
+    /// text in each.
+    fn with_companion_peers(&self, mut selected: Vec<usize>) -> Vec<usize> {
+        let mut next = 0;
+        while let Some(&index) = selected.get(next) {
+            next += 1;
+            let routine = &self.routines[index];
+            if routine.companion_sql.is_empty() {
+                continue;
+            }
+            let same_file = |&peer: &usize| self.routines[peer].source_path == routine.source_path;
+            let first = (0..index)
+                .rev()
+                .take_while(same_file)
+                .last()
+                .unwrap_or(index);
+            let end = (index..self.routines.len())
+                .take_while(same_file)
+                .last()
+                .map_or(index, |last| last + 1);
+            for peer in first..end {
+                let shares = self.routines[peer]
+                    .companion_sql
+                    .iter()
+                    .any(|statement| routine.companion_sql.contains(statement));
+                if shares && !selected.contains(&peer) {
+                    selected.push(peer);
+                }
+            }
+        }
+        selected
     }
 
     /// The names a routine's sidecar declares it depends on (`depends_on`),

@@ -226,7 +226,7 @@ pub(super) fn statements_from_tokens(
 }
 
 /// The start of a statement, on one line, for an error message.
-fn shortened(statement: &str) -> String {
+pub(super) fn shortened(statement: &str) -> String {
     let one_line = statement.split_whitespace().collect::<Vec<_>>().join(" ");
     match one_line.char_indices().nth(72) {
         Some((cut, _)) => format!("`{}…`", &one_line[..cut]),

@@ -11,7 +11,7 @@
 //! rolled back and nothing changed. A rollback restores owner, ACL and
 //! comment from the snapshot taken before, as for any change.
 
-use pgrollout_shared::routine::{set_local_search_path_sql, Routine};
+use pgrollout_shared::routine::{set_local_search_path_sql, Routine, CODE_DEFAULT_SEARCH_PATH};
 
 use crate::jobs::context::JobFailure;
 use crate::sql::{TargetConnection, RESET_TO_AGENT_SEARCH_PATH};
@@ -48,7 +48,7 @@ async fn run_one(
             statement,
         )
     };
-    let set = set_local_search_path_sql(&routine.search_path);
+    let set = set_local_search_path_sql(&companion_search_path(&routine.search_path));
     conn.client.batch_execute(&set).await.map_err(failure)?;
     conn.client
         .execute_typed(statement, &[])
@@ -59,4 +59,22 @@ async fn run_one(
         .batch_execute(RESET_TO_AGENT_SEARCH_PATH)
         .await
         .map_err(failure)
+}
+
+/// The routine's path with `pg_catalog` after it (unless it names it
+/// already). PostgreSQL searches a path that leaves `pg_catalog` out
+/// *before* it: next to the file's own `public.pg_read_file(text)`,
+/// `GRANT EXECUTE ON FUNCTION pg_read_file(text) TO app` would grant the
+/// built-in, which only a superuser may call. A companion statement acts on
+/// its file's routines, and this makes an unqualified name find them first.
+fn companion_search_path(search_path: &[String]) -> Vec<String> {
+    let mut path = if search_path.is_empty() {
+        vec![CODE_DEFAULT_SEARCH_PATH.to_owned()]
+    } else {
+        search_path.to_vec()
+    };
+    if !path.iter().any(|schema| schema == "pg_catalog") {
+        path.push("pg_catalog".to_owned());
+    }
+    path
 }
