@@ -31,6 +31,7 @@ use pg_query::protobuf::{node::Node as NodeKind, DropBehavior, GrantTargetType, 
 use pgrollout_shared::routine::RoutineKind;
 
 use super::error::{ProjectError, SourceLocation};
+use super::pg_dump_scripts;
 use super::routine_name::{written_identifier, RoutineName, Signature};
 use super::session_settings::{self, SessionSetting};
 
@@ -85,6 +86,15 @@ pub fn read(
     }
     if let Some(NodeKind::VariableSetStmt(set)) = node {
         match session_settings::judge(set) {
+            Some(SessionSetting::NotRun(why)) => return Ok(Companion::SessionSetting(why)),
+            Some(SessionSetting::Refused(advice)) => {
+                return Err(not_a_routine(at, statement, advice))
+            }
+            None => {}
+        }
+    }
+    if let Some(NodeKind::SelectStmt(select)) = node {
+        match pg_dump_scripts::judge_select(select) {
             Some(SessionSetting::NotRun(why)) => return Ok(Companion::SessionSetting(why)),
             Some(SessionSetting::Refused(advice)) => {
                 return Err(not_a_routine(at, statement, advice))

@@ -462,7 +462,9 @@ fn a_scripts_session_settings_are_not_run_and_said_once() {
     let text = format!(
         "SET client_min_messages = warning;\nSET client_encoding = 'UTF8';\n\
          SET standard_conforming_strings = on;\nSET check_function_bodies = false;\n\
-         SET statement_timeout = 0;\n{TWO_ROUTINES}"
+         SET statement_timeout = '5min';\nSET lock_timeout = 0;\nSET transaction_timeout = 0;\n\
+         SELECT pg_catalog.set_config('search_path', '', false);\nSET xmloption = content;\n\
+         SET row_security = off;\n{TWO_ROUTINES}"
     );
     let loaded = load(&[("procedures/two.sql", &text)]).expect("loads");
     assert!(loaded.routines().iter().all(|r| r.companion_sql.is_empty()));
@@ -470,14 +472,35 @@ fn a_scripts_session_settings_are_not_run_and_said_once() {
     assert_eq!(
         warnings,
         [
-            "procedures/two.sql:6:1: `SET check_function_bodies = false` (line 4) is not run: \
+            "procedures/two.sql:11:1: `SET check_function_bodies = false` (line 4) is not run: \
              pgrollout validates every body whatever it says (each CREATE in dependency order, in \
              one transaction that commits only when all are valid)",
-            "procedures/two.sql:6:1: `SET statement_timeout = 0` (line 5) is not run: a deploy \
-             runs with the agent's own session settings",
+            "procedures/two.sql:11:1: `SET statement_timeout = '5min'` (line 5) is not run: a \
+             deploy runs with the agent's own session settings",
+            "procedures/two.sql:11:1: `SELECT pg_catalog.set_config('search_path', '', false)` \
+             (line 8) is not run: pg_dump's empty search_path is not used: the file's routines \
+             are created and their bodies validated with the file's declared path ([schema] in \
+             pgrollout.toml or the sidecar, else public)",
         ]
     );
     assert!(companion::read_wire("SET check_function_bodies = false").is_err());
+    for (refused, advice) in [
+        (
+            "SELECT pg_catalog.set_config('search_path', 'app', false);",
+            "write `SET search_path = schema, …` at the file's top",
+        ),
+        (
+            "SET xmloption = document;",
+            "the server's default (content)",
+        ),
+        (
+            "SELECT set_config('work_mem', '1GB', false);",
+            "move it to a schema migration",
+        ),
+    ] {
+        let error = load_error(&format!("{refused}\n{TWO_ROUTINES}"));
+        assert!(error.contains(advice), "{refused}: {error}");
+    }
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub mod parse_cache;
 #[cfg(test)]
 mod parse_cache_tests;
 mod parse_sql;
+mod pg_dump_scripts;
 mod pgtap;
 #[cfg(test)]
 mod probe_tests;
@@ -786,9 +787,11 @@ fn load_file<'a>(
         vec![stem.trim_end_matches(".sql").to_ascii_lowercase()]
     };
     let text = match text {
-        Ok(text) => text,
+        // pg_dump's `\restrict` lines are blanked, positions kept.
+        Ok(text) => pg_dump_scripts::without_restrict_lines(text),
         Err(error) => return Err(Box::new((stem_name(), clone_read_error(error)))),
     };
+    let text = text.as_ref();
     let scanned_names = || {
         let mut names = routine_names_by_scan(text);
         names.extend(stem_name());

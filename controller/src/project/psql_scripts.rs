@@ -31,11 +31,22 @@ pub(super) fn transaction_wrapper(statements: &[protobuf::RawStmt]) -> Option<(u
         }
         _ => None,
     };
-    let begin = statements.iter().position(|raw| {
-        !matches!(statement_node(raw), Some(NodeKind::VariableSetStmt(set))
-            if is_search_path(set)
-                || matches!(session_settings::judge(set), Some(SessionSetting::NotRun(_))))
-    })?;
+    let begin = statements
+        .iter()
+        .position(|raw| match statement_node(raw) {
+            Some(NodeKind::VariableSetStmt(set)) => {
+                !(is_search_path(set)
+                    || matches!(
+                        session_settings::judge(set),
+                        Some(SessionSetting::NotRun(_))
+                    ))
+            }
+            Some(NodeKind::SelectStmt(select)) => !matches!(
+                super::pg_dump_scripts::judge_select(select),
+                Some(SessionSetting::NotRun(_))
+            ),
+            _ => true,
+        })?;
     let commit = statements.len().checked_sub(1)?;
     let wrapped = commit > begin + 1
         && matches!(

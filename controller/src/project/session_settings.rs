@@ -32,9 +32,23 @@ pub fn judge(set: &VariableSetStmt) -> Option<SessionSetting> {
             "pgrollout validates every body whatever it says (each CREATE in dependency order, \
              in one transaction that commits only when all are valid)",
         ),
-        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" => {
-            not_run("a deploy runs with the agent's own session settings")
-        }
+        "statement_timeout"
+        | "lock_timeout"
+        | "idle_in_transaction_session_timeout"
+        | "transaction_timeout" => match value.as_deref() {
+            // pg_dump's: no limit for the script, which says nothing a
+            // deploy (under the agent's own limits) could miss.
+            Some("0") => Some(SessionSetting::NotRun(None)),
+            _ => not_run("a deploy runs with the agent's own session settings"),
+        },
+        // pg_dump's: neither changes what a CREATE makes.
+        "row_security" => Some(SessionSetting::NotRun(None)),
+        "xmloption" => match value.as_deref() {
+            Some("content") => Some(SessionSetting::NotRun(None)),
+            _ => Some(SessionSetting::Refused(
+                "pgrollout creates routines with the server's default (content); remove the SET",
+            )),
+        },
         "client_encoding" => match value.as_deref() {
             Some("utf8" | "utf-8" | "unicode") => Some(SessionSetting::NotRun(None)),
             _ => Some(SessionSetting::Refused(
