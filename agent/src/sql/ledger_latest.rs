@@ -25,6 +25,10 @@ pub async fn latest_recorded(
     schema: &str,
     identities: &[Option<String>],
 ) -> Result<Vec<Option<LatestRecorded>>, tokio_postgres::Error> {
+    // Nothing exists yet (a first deploy): no ledger row can match.
+    if identities.iter().all(Option::is_none) {
+        return Ok(vec![None; identities.len()]);
+    }
     let table = format!("{}.ledger", quote_identifier(schema));
     let exists: bool = client
         .query_typed_one(
@@ -33,7 +37,7 @@ pub async fn latest_recorded(
         )
         .await?
         .get(0);
-    if !exists || identities.iter().all(Option::is_none) {
+    if !exists {
         return Ok(vec![None; identities.len()]);
     }
     let sql = include_str!("ledger_latest.sql").replace("{schema}", &quote_identifier(schema));

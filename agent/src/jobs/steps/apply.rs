@@ -3,6 +3,7 @@
 //! Every piece costs a fixed number of round trips however many routines it
 //! handles, except `create_routines` (one statement per routine).
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use futures_util::future::Either;
@@ -75,8 +76,13 @@ pub struct Before {
 }
 
 impl Before {
-    /// The routines that will be created or replaced.
-    pub fn changed(&self, routines: &[Routine]) -> Vec<Routine> {
+    /// The routines that will be created or replaced: all of `routines`
+    /// as they are when none is unchanged (a first deploy), without a copy
+    /// of each (~1 ms at a thousand, on the deploy's serial path).
+    pub fn changed<'r>(&self, routines: &'r [Routine]) -> Cow<'r, [Routine]> {
+        if !self.untouched.contains(&true) {
+            return Cow::Borrowed(routines);
+        }
         routines
             .iter()
             .zip(&self.untouched)
