@@ -8,10 +8,8 @@
 //! even in a savepoint the agent rolls back, and another rollout may then
 //! take it and snapshot a state this job is about to change. The controller
 //! refuses such calls by name, but only the session knows what really ran,
-//! so the agent asks it before each COMMIT: a transaction whose lock is gone
-//! is rolled back instead.
-
-use crate::sql::TargetConnection;
+//! so the agent asserts it in each COMMIT's request, ahead of the COMMIT: a
+//! transaction whose lock is gone is rolled back instead.
 
 /// Advisory-lock key every pgrollout job that changes a target takes
 /// ("pgrollou" in ASCII). Advisory locks are per database, so this
@@ -19,12 +17,16 @@ use crate::sql::TargetConnection;
 /// never interleaves with a deploy.
 pub const DEPLOY_LOCK_KEY: i64 = 0x7067_726f_6c6c_6f75;
 
-/// Whether this session still holds [`DEPLOY_LOCK_KEY`]. `pg_locks` shows
+/// Fails with `division_by_zero` unless this session holds
+/// [`DEPLOY_LOCK_KEY`]: sent in the COMMIT's own request, ahead of it, so
+/// the check costs no round trip of its own (issue 15 item 9) and a lock
+/// gone means the COMMIT never runs. A count in a subquery is not folded
+/// at plan time; the session runs nothing else in between. `pg_locks` shows
 /// a one-`bigint` advisory key as its high half in `classid`, its low half
 /// in `objid`, and `objsubid = 1`.
-const STILL_HELD: &str = "SELECT count(*) FROM pg_catalog.pg_locks \
+pub const ASSERT_HELD: &str = "SELECT 1 / (SELECT count(*)::int FROM pg_catalog.pg_locks \
     WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() AND granted \
-      AND classid = 1885827695 AND objid = 1819045749 AND objsubid = 1";
+      AND classid = 1885827695 AND objid = 1819045749 AND objsubid = 1)";
 
 /// What the operator reads when the lock was gone at COMMIT.
 pub fn released_message(target: &str) -> String {
@@ -36,25 +38,15 @@ pub fn released_message(target: &str) -> String {
     )
 }
 
-/// `Ok(true)` when the session holds the deploy lock (or never took it:
-/// nothing to check).
-pub async fn still_held(conn: &TargetConnection) -> Result<bool, tokio_postgres::Error> {
-    if !conn.holds_deploy_lock() {
-        return Ok(true);
-    }
-    let row = conn.client.query_one(STILL_HELD, &[]).await?;
-    Ok(row.get::<_, i64>(0) > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_pg_locks_halves_are_those_of_the_key() {
-        // Keeps STILL_HELD's literals and the key in step.
+        // Keeps ASSERT_HELD's literals and the key in step.
         let key = DEPLOY_LOCK_KEY as u64;
-        assert!(STILL_HELD.contains(&format!("classid = {}", key >> 32)));
-        assert!(STILL_HELD.contains(&format!("objid = {}", key & 0xffff_ffff)));
+        assert!(ASSERT_HELD.contains(&format!("classid = {}", key >> 32)));
+        assert!(ASSERT_HELD.contains(&format!("objid = {}", key & 0xffff_ffff)));
     }
 }

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::jobs::context::{deploy_lock, JobContext, JobFailure};
+use tokio_postgres::error::SqlState;
+
 use crate::sql::TargetConnection;
 
 #[derive(Default)]
@@ -29,37 +31,33 @@ impl JobContext {
         if let Some(silent) = self.lease_expired() {
             return Err(JobFailure::deploy(self.fenced_message(silent)));
         }
-        // Checked on the same session just before COMMIT: nothing else runs
-        // on it in between, so a lock held now is held at COMMIT.
-        match deploy_lock::still_held(conn).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Rolled back here, explicitly: the transaction is intact.
-                let _ = conn.client.batch_execute("ROLLBACK").await;
-                conn.set_sealed_xid(None);
-                return Err(JobFailure::deploy(deploy_lock::released_message(
-                    &self.target.name,
-                )));
-            }
-            Err(e) => {
-                return Err(JobFailure::database(
-                    "cannot check the deploy lock before COMMIT",
-                    e,
-                ))
-            }
-        }
-        self.fence.committing.store(true, Ordering::SeqCst);
+        // The deploy lock is asserted in the COMMIT's own request, ahead of
+        // it: a lock held then is held at COMMIT; one gone fails the
+        // assertion and the COMMIT is never run.
+        let assert_held = conn.holds_deploy_lock();
         // A sealed transaction (`txn_seal`) is unsealed in the same request.
-        let statement = match conn.sealed_xid() {
+        let commit = match conn.sealed_xid() {
             Some(_) => crate::jobs::context::txn_seal::UNSEAL_AND_COMMIT,
             None => "COMMIT",
         };
+        let statement = if assert_held {
+            format!("{}; {commit}", deploy_lock::ASSERT_HELD)
+        } else {
+            commit.to_owned()
+        };
+        self.fence.committing.store(true, Ordering::SeqCst);
         conn.set_sealed_xid(None);
-        let committed = conn
-            .client
-            .batch_execute(statement)
-            .await
-            .map_err(|e| JobFailure::database("COMMIT failed", e));
+        let committed = match conn.client.batch_execute(&statement).await {
+            Ok(()) => Ok(()),
+            Err(e) if assert_held && e.code() == Some(&SqlState::DIVISION_BY_ZERO) => {
+                // Rolled back here, explicitly: nothing was committed.
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                Err(JobFailure::deploy(deploy_lock::released_message(
+                    &self.target.name,
+                )))
+            }
+            Err(e) => Err(JobFailure::database("COMMIT failed", e)),
+        };
         if last && committed.is_ok() {
             self.fence.past_commit.store(true, Ordering::SeqCst);
         }
