@@ -433,8 +433,10 @@ fn hardened_file(security_definer: bool) -> String {
     } else {
         ""
     };
+    // psql's usual first line: a deploy stops at the first error anyway.
     format!(
-        "SET client_min_messages = warning;\n\
+        "\\set ON_ERROR_STOP on\n\
+         SET client_min_messages = warning;\n\
          SET check_function_bodies = false;\n\
          BEGIN;\n\
          CREATE OR REPLACE FUNCTION public.hardened(t regclass) RETURNS bigint LANGUAGE plpgsql\n\
@@ -464,7 +466,7 @@ async fn a_psql_script_with_its_transaction_and_alter_options_deploys_as_psql_ap
         );
         assert!(
             out.stderr.contains(
-                "procedures/hardened.sql:4:1: `SET check_function_bodies = false` (line 2) is not \
+                "procedures/hardened.sql:5:1: `SET check_function_bodies = false` (line 3) is not \
                  run: pgrollout validates every body"
             ),
             "{out}"

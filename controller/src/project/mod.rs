@@ -787,8 +787,9 @@ fn load_file<'a>(
         vec![stem.trim_end_matches(".sql").to_ascii_lowercase()]
     };
     let text = match text {
-        // pg_dump's `\restrict` lines are blanked, positions kept.
-        Ok(text) => pg_dump_scripts::without_restrict_lines(text),
+        // `\set ON_ERROR_STOP on`, pg_dump's `\restrict`: blanked,
+        // positions kept.
+        Ok(text) => psql_scripts::without_honoured_meta_commands(text),
         Err(error) => return Err(Box::new((stem_name(), clone_read_error(error)))),
     };
     let text = text.as_ref();

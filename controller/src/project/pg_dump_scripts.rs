@@ -12,89 +12,19 @@
 //! \unrestrict AqAh6L8WGyjM…
 //! ```
 //!
-//! The `SET`s are `session_settings.rs`'s; here are the two shapes that are
-//! not `SET`s. `\restrict` / `\unrestrict` (pg_dump 13.22, 14.19, 15.14,
-//! 16.10, 17.6 and later) are psql meta-commands that stop a restored script
-//! from running other meta-commands: pgrollout runs none, so the lines are
-//! blanked before the parse. pg_dump's empty `search_path` makes every name
-//! in the script need its schema, which pg_dump writes; a deploy creates
-//! and validates with the file's declared path instead, so the `SELECT` is
-//! not run.
-
-use std::borrow::Cow;
+//! The `SET`s are `session_settings.rs`'s; `\restrict` / `\unrestrict`
+//! (pg_dump 13.22, 14.19, 15.14, 16.10, 17.6 and later: psql meta-commands
+//! that stop a restored script from running other meta-commands; pgrollout
+//! runs none) are blanked before the parse with the other meta-commands a
+//! deploy already honours (`psql_scripts::without_honoured_meta_commands`).
+//! Here is the one shape that is neither: pg_dump's empty `search_path`
+//! makes every name in the script need its schema, which pg_dump writes; a
+//! deploy creates and validates with the file's declared path instead, so
+//! the `SELECT` is not run.
 
 use pg_query::protobuf;
 
 use super::session_settings::SessionSetting;
-
-/// `text` with each `\restrict <key>` and `\unrestrict <key>` line blanked
-/// (spaces, so every position stays where it was) — only where the line
-/// starts outside any statement, string, body or comment, as pg_dump writes
-/// it. Anything else starting with `\` is left for the parse to refuse.
-pub(super) fn without_restrict_lines(text: &str) -> Cow<'_, str> {
-    if !text.contains("\\restrict") && !text.contains("\\unrestrict") {
-        return Cow::Borrowed(text);
-    }
-    let mut lines = Vec::new();
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let content = line.trim();
-        if is_restrict_line(content) {
-            let start = offset + (line.len() - line.trim_start().len());
-            lines.push((start, start + content.len()));
-        }
-        offset += line.len();
-    }
-    let blank = |lines: &[(usize, usize)]| {
-        let mut bytes = text.as_bytes().to_vec();
-        for &(start, end) in lines {
-            bytes[start..end].fill(b' ');
-        }
-        // Only ASCII bytes were replaced by ASCII spaces.
-        String::from_utf8(bytes).expect("still UTF-8")
-    };
-    // Scanned without them (a key may start with a digit, which the
-    // scanner refuses as a number's trailing junk), each line must have
-    // been between statements: no token (a string, a body, a comment)
-    // spans it, and the last token before it ends a statement.
-    let Ok(scanned) = pg_query::scan(&blank(&lines)) else {
-        return Cow::Borrowed(text);
-    };
-    let is_comment = |token: &protobuf::ScanToken| {
-        [protobuf::Token::SqlComment, protobuf::Token::CComment]
-            .iter()
-            .any(|kind| *kind as i32 == token.token)
-    };
-    lines.retain(|&(start, end)| {
-        let spanned = scanned
-            .tokens
-            .iter()
-            .any(|token| (token.start as usize) < end && (token.end as usize) > start);
-        let previous = scanned
-            .tokens
-            .iter()
-            .rev()
-            .find(|token| (token.end as usize) <= start && !is_comment(token));
-        !spanned
-            && previous.is_none_or(|token| &text[token.start as usize..token.end as usize] == ";")
-    });
-    if lines.is_empty() {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(blank(&lines))
-}
-
-/// `\restrict KEY` or `\unrestrict KEY`: pg_dump's key is letters and
-/// digits.
-fn is_restrict_line(line: &str) -> bool {
-    let mut words = line.split_whitespace();
-    let command = words.next().unwrap_or_default();
-    let key = words.next().unwrap_or_default();
-    matches!(command, "\\restrict" | "\\unrestrict")
-        && !key.is_empty()
-        && key.chars().all(|c| c.is_ascii_alphanumeric())
-        && words.next().is_none()
-}
 
 /// pg_dump's `SELECT pg_catalog.set_config('search_path', '', false)`: not
 /// run, with why. Another `set_config` of the search path is refused with
@@ -129,39 +59,4 @@ pub(super) fn judge_select(select: &protobuf::SelectStmt) -> Option<SessionSetti
              pgrollout.toml or the sidecar): pgrollout runs each CREATE with it",
         )
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restrict_lines_are_blanked_only_between_statements() {
-        let dump = "--\n-- PostgreSQL database dump\n--\n\n\\restrict 6qOTjGqa9\n\nSET a = 0;\n\
-                    CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n\\restrict inbody\n$$;\n\
-                    \n\\unrestrict AqAh6L8W9\n";
-        let blanked = without_restrict_lines(dump);
-        assert_eq!(blanked.len(), dump.len());
-        assert_eq!(blanked.lines().count(), dump.lines().count());
-        assert!(!blanked.contains("AqAh6L8W9"), "{blanked}");
-        assert!(
-            !blanked.contains("6qOTjGqa9"),
-            "a key may start with a digit: {blanked}"
-        );
-        assert!(
-            blanked.contains("\\restrict inbody"),
-            "a body is left as it is"
-        );
-        for kept in [
-            "\\set ON_ERROR_STOP on\n",
-            "\\restrict two words\n",
-            "SELECT 1 \\restrict key\n",
-            "SELECT 1\n\\restrict key\n",
-            "-- \\restrict key\n",
-            "/*\n\\restrict key\n*/\n",
-            "SELECT '\n\\restrict key\n';\n",
-        ] {
-            assert_eq!(without_restrict_lines(kept), kept);
-        }
-    }
 }

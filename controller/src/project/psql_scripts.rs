@@ -1,10 +1,14 @@
 //! What scripts written for psql carry beside their CREATEs, and what a
 //! deploy makes of it (issue 15: real code deploys as it is): a `BEGIN` …
-//! `COMMIT` around the file, a `DROP … IF EXISTS` before each CREATE, and
-//! psql's own meta-commands, which are not SQL, and a `SET search_path`
+//! `COMMIT` around the file, a `DROP … IF EXISTS` before each CREATE,
+//! psql's own meta-commands, which are not SQL (those whose meaning a deploy
+//! already has, such as `\set ON_ERROR_STOP on`, are skipped; the others
+//! refused, named), and a `SET search_path`
 //! at the top, which declares the file's schema and path as a sidecar's
 //! `[schema]` would. Other session `SET`s are `session_settings.rs`;
 //! companion statements `companion.rs`.
+
+use std::borrow::Cow;
 
 use pg_query::protobuf::{self, node::Node as NodeKind};
 
@@ -264,9 +268,97 @@ fn first_word(statement: &str) -> &str {
     &rest[..end]
 }
 
+/// `text` with each line of a psql meta-command whose meaning a deploy
+/// already has blanked (spaces, so every position stays where it was):
+/// `\set ON_ERROR_STOP on` (scripts' usual first line: a deploy stops at its
+/// first error and rolls everything back), and pg_dump's `\restrict <key>`
+/// and `\unrestrict <key>` (they stop a restored script from running other
+/// meta-commands; pgrollout runs none). Only where the line starts outside
+/// any statement, string, body or comment; any other line starting with `\`
+/// is left for the parse to refuse, naming it.
+pub(super) fn without_honoured_meta_commands(text: &str) -> Cow<'_, str> {
+    if !text.contains('\\') {
+        return Cow::Borrowed(text);
+    }
+    let mut lines = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let content = line.trim();
+        if is_honoured_meta_command(content) {
+            let start = offset + (line.len() - line.trim_start().len());
+            lines.push((start, start + content.len()));
+        }
+        offset += line.len();
+    }
+    let blank = |lines: &[(usize, usize)]| {
+        let mut bytes = text.as_bytes().to_vec();
+        for &(start, end) in lines {
+            bytes[start..end].fill(b' ');
+        }
+        // Only ASCII bytes were replaced by ASCII spaces.
+        String::from_utf8(bytes).expect("still UTF-8")
+    };
+    // Scanned without them (a key may start with a digit, which the
+    // scanner refuses as a number's trailing junk), each line must have
+    // been between statements: no token (a string, a body, a comment)
+    // spans it, and the last token before it ends a statement.
+    let Ok(scanned) = pg_query::scan(&blank(&lines)) else {
+        return Cow::Borrowed(text);
+    };
+    let is_comment = |token: &protobuf::ScanToken| {
+        [protobuf::Token::SqlComment, protobuf::Token::CComment]
+            .iter()
+            .any(|kind| *kind as i32 == token.token)
+    };
+    lines.retain(|&(start, end)| {
+        let spanned = scanned
+            .tokens
+            .iter()
+            .any(|token| (token.start as usize) < end && (token.end as usize) > start);
+        let previous = scanned
+            .tokens
+            .iter()
+            .rev()
+            .find(|token| (token.end as usize) <= start && !is_comment(token));
+        !spanned
+            && previous.is_none_or(|token| &text[token.start as usize..token.end as usize] == ";")
+    });
+    if lines.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(blank(&lines))
+}
+
+/// One of the meta-commands [`without_honoured_meta_commands`] blanks:
+/// `\restrict KEY` or `\unrestrict KEY` (pg_dump's key is letters and
+/// digits), or `\set ON_ERROR_STOP` with a value psql reads as on.
+fn is_honoured_meta_command(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let command = words.next().unwrap_or_default();
+    let argument = words.next().unwrap_or_default();
+    let value = words.next();
+    if words.next().is_some() {
+        return false;
+    }
+    match (command, value) {
+        ("\\restrict" | "\\unrestrict", None) => {
+            !argument.is_empty() && argument.chars().all(|c| c.is_ascii_alphanumeric())
+        }
+        // psql's boolean spellings of "on" (`\set ON_ERROR_STOP off` stays
+        // refused: a deploy cannot go on past an error).
+        ("\\set", Some(value)) => {
+            argument == "ON_ERROR_STOP"
+                && ["on", "true", "yes", "1"]
+                    .iter()
+                    .any(|on| value.eq_ignore_ascii_case(on))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::first_word;
+    use super::*;
 
     #[test]
     fn a_statements_first_word_is_read_past_comments() {
@@ -277,5 +369,38 @@ mod tests {
         );
         assert_eq!(first_word("/* only a comment"), "");
         assert_eq!(first_word("CREATE FUNCTION f()"), "CREATE");
+    }
+
+    #[test]
+    fn honoured_meta_commands_are_blanked_only_between_statements() {
+        let dump = "--\n-- PostgreSQL database dump\n--\n\n\\restrict 6qOTjGqa9\n\\set ON_ERROR_STOP ON\n\nSET a = 0;\n\
+                    CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n\\restrict inbody\n$$;\n\
+                    \n\\unrestrict AqAh6L8W9\n";
+        let blanked = without_honoured_meta_commands(dump);
+        assert_eq!(blanked.len(), dump.len());
+        assert_eq!(blanked.lines().count(), dump.lines().count());
+        assert!(!blanked.contains("AqAh6L8W9"), "{blanked}");
+        assert!(
+            !blanked.contains("6qOTjGqa9"),
+            "a key may start with a digit: {blanked}"
+        );
+        assert!(
+            blanked.contains("\\restrict inbody"),
+            "a body is left as it is"
+        );
+        for kept in [
+            "\\set ON_ERROR_STOP off\n",
+            "\\set ON_ERROR_STOP\n",
+            "\\set on_error_stop on\n",
+            "\\set ECHO all\n",
+            "\\restrict two words\n",
+            "SELECT 1 \\restrict key\n",
+            "SELECT 1\n\\restrict key\n",
+            "-- \\restrict key\n",
+            "/*\n\\restrict key\n*/\n",
+            "SELECT '\n\\restrict key\n';\n",
+        ] {
+            assert_eq!(without_honoured_meta_commands(kept), kept);
+        }
     }
 }

@@ -261,11 +261,11 @@ RETURNS NULL ON NULL INPUTT;
 
 #[test]
 fn a_psql_meta_command_is_named_as_such() {
-    let sql = "-- for psql\n\\set ON_ERROR_STOP on\nCREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';\n";
+    let sql = "-- for psql\n\\i common.sql\nCREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';\n";
     let error = load_error(&[("procedures/f.sql", sql)]);
     assert_eq!(
         error,
-        "procedures/f.sql:2:1: syntax error at or near \"\\\": `\\set ON_ERROR_STOP on` is a psql \
+        "procedures/f.sql:2:1: syntax error at or near \"\\\": `\\i common.sql` is a psql \
          meta-command, not SQL — pgrollout sends a file's statements to the server itself; remove \
          the line"
     );
