@@ -174,6 +174,22 @@ async fn a_companion_that_fails_rolls_the_whole_deploy_back() -> Result<()> {
     Ok(())
 }
 
+/// Two routines and one GRANT naming both.
+const PAIR: &str = "CREATE FUNCTION pair_a(a integer) RETURNS integer LANGUAGE sql AS 'SELECT a';
+CREATE FUNCTION pair_b(b text) RETURNS text LANGUAGE sql AS 'SELECT b';
+GRANT EXECUTE ON FUNCTION pair_a(integer), pair_b(text) TO reporting;
+";
+
+/// A stack whose dev target has the role `reporting`, and a client of it.
+async fn stack_with_reporting_role() -> Result<(Stack, Client)> {
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE ROLE reporting NOLOGIN")
+        .await?;
+    Ok((stack, client))
+}
+
 /// Whether `role` may execute `routine` (a regprocedure text).
 async fn may_execute(client: &Client, role: &str, routine: &str) -> Result<bool> {
     Ok(client
@@ -192,11 +208,7 @@ async fn a_companion_naming_a_built_ins_signature_acts_on_the_files_own_routine(
     // built-in that reads the server's files; PostgreSQL searches
     // `pg_catalog` before a path that leaves it out, so psql would grant
     // the built-in. pgrollout acts on the file's routine, as the file means.
-    let stack = Stack::start(&["dev"]).await?;
-    let client = stack.zone("dev").pg.connect().await?;
-    client
-        .batch_execute("CREATE ROLE reporting NOLOGIN")
-        .await?;
+    let (stack, client) = stack_with_reporting_role().await?;
     stack.write_procedure(
         "pg_read_file.sql",
         "CREATE OR REPLACE FUNCTION pg_read_file(path text) RETURNS text LANGUAGE sql
@@ -222,18 +234,8 @@ GRANT EXECUTE ON FUNCTION pg_read_file(text) TO reporting;
 
 #[tokio::test]
 async fn deploying_one_routine_takes_the_routines_its_grant_also_names() -> Result<()> {
-    let stack = Stack::start(&["dev"]).await?;
-    let client = stack.zone("dev").pg.connect().await?;
-    client
-        .batch_execute("CREATE ROLE reporting NOLOGIN")
-        .await?;
-    stack.write_procedure(
-        "pair.sql",
-        "CREATE FUNCTION pair_a(a integer) RETURNS integer LANGUAGE sql AS 'SELECT a';
-CREATE FUNCTION pair_b(b text) RETURNS text LANGUAGE sql AS 'SELECT b';
-GRANT EXECUTE ON FUNCTION pair_a(integer), pair_b(text) TO reporting;
-",
-    )?;
+    let (stack, client) = stack_with_reporting_role().await?;
+    stack.write_procedure("pair.sql", PAIR)?;
     // Before: `function pair_b(text) does not exist`, exit 2 — the GRANT
     // came with pair_a alone.
     let out = stack.cli(&["deploy", "pair_a", "dev"]).await?;
@@ -358,5 +360,44 @@ async fn a_deployers_hand_made_plan_cannot_attach_a_statement_about_another_rout
         "mallory may read the server's files"
     );
     assert!(row.get::<_, bool>(4), "nothing of the plan was deployed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_grant_naming_two_routines_runs_once_both_exist_when_each_has_its_own_transaction(
+) -> Result<()> {
+    // `batch --continue-on-error` deploys each routine in a transaction of
+    // its own; the GRANT names both, so it can only run once both exist.
+    let (stack, client) = stack_with_reporting_role().await?;
+    stack.write_procedure("pair.sql", PAIR)?;
+    let list = stack.dir.path().join("pair.txt");
+    std::fs::write(&list, "pair_a\n")?;
+    let out = stack
+        .cli(&[
+            "batch",
+            "dev",
+            &list.to_string_lossy(),
+            "--continue-on-error",
+        ])
+        .await?;
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("2 deployed"), "{out}");
+    for routine in ["public.pair_a(integer)", "public.pair_b(text)"] {
+        assert!(
+            may_execute(&client, "reporting", routine).await?,
+            "{routine}"
+        );
+    }
+    // The ledger holds the state the GRANT left for both: nothing to redo.
+    let again = stack
+        .cli(&[
+            "batch",
+            "dev",
+            &list.to_string_lossy(),
+            "--continue-on-error",
+        ])
+        .await?;
+    assert_eq!(again.code, 0, "{again}");
+    assert!(again.stdout.contains("0 deployed, 2 unchanged"), "{again}");
     Ok(())
 }

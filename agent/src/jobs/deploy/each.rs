@@ -50,18 +50,24 @@ pub async fn run(
     let (mut applied, mut ledger_ids, mut smoke) = (Vec::new(), Vec::new(), Vec::new());
     ctx.event("apply", StepStatus::Started, "", 0, Vec::new());
     let step_started = Instant::now();
-    for index in 0..total {
+    let units = tied_units(routines);
+    for (index, unit) in units.iter().enumerate() {
         let started = Instant::now();
-        let blockers: Vec<usize> = batch
-            .dependencies
-            .iter()
-            .filter(|(dependent, dependency)| *dependent == index && blocked[*dependency])
-            .map(|(_, dependency)| *dependency)
-            .collect();
-        if let Some(&first) = blockers.first() {
-            blocked[index] = true;
-            outcomes[index].status = "skipped".into();
-            outcomes[index].error = format!(
+        // A routine tied to later ones by a companion statement goes with
+        // the last of them, in one transaction.
+        if unit.last() != Some(&index) {
+            ctx.progress("apply", index + 1, total);
+            continue;
+        }
+        let blocker = unit.iter().find_map(|&member| {
+            batch
+                .dependencies
+                .iter()
+                .find(|(dependent, dependency)| *dependent == member && blocked[*dependency])
+                .map(|(_, dependency)| *dependency)
+        });
+        if let Some(first) = blocker {
+            let why = format!(
                 "depends on {}, which {}",
                 routines[first].identity,
                 if outcomes[first].status == "failed" {
@@ -70,23 +76,29 @@ pub async fn run(
                     "was skipped"
                 }
             );
+            for &member in unit {
+                blocked[member] = true;
+                outcomes[member].status = "skipped".into();
+                outcomes[member].error = why.clone();
+            }
         } else {
-            let one = std::slice::from_ref(&routines[index]);
-            let before_one = apply::Before {
-                previous: before.previous[index..=index].to_vec(),
-                untouched: vec![before.untouched[index]],
-                recreated: vec![false],
+            let members: Vec<Routine> = unit.iter().map(|&m| routines[m].clone()).collect();
+            let before_unit = apply::Before {
+                previous: unit.iter().map(|&m| before.previous[m].clone()).collect(),
+                untouched: unit.iter().map(|&m| before.untouched[m]).collect(),
+                recreated: vec![false; unit.len()],
                 written: before.written.clone(),
             };
-            match deploy_one(ctx, conn, one, &before_one).await {
+            match deploy_one(ctx, conn, &members, &before_unit).await {
                 Ok((mut done, ids, reports)) => {
-                    outcomes[index].status =
-                        if done.first().is_some_and(|a| a.change == "unchanged") {
+                    for (&member, applied) in unit.iter().zip(&done) {
+                        outcomes[member].status = if applied.change == "unchanged" {
                             "unchanged"
                         } else {
                             "deployed"
                         }
                         .into();
+                    }
                     applied.append(&mut done);
                     ledger_ids.extend(ids);
                     smoke.extend(reports);
@@ -103,17 +115,21 @@ pub async fn run(
                         ));
                     }
                     let _ = conn.client.batch_execute("ROLLBACK").await;
-                    blocked[index] = true;
-                    outcomes[index].status = "failed".into();
-                    outcomes[index].error = failure.message();
+                    for &member in unit {
+                        blocked[member] = true;
+                        outcomes[member].status = "failed".into();
+                        outcomes[member].error = failure.message();
+                    }
                     smoke.extend(reports);
                     worst = worse(worst, failure.outcome);
                 }
             }
         }
-        outcomes[index].duration_ms = apply::elapsed_ms(started);
-        outcomes[index].duration_us =
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        for &member in unit {
+            outcomes[member].duration_ms = apply::elapsed_ms(started);
+            outcomes[member].duration_us =
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        }
         ctx.progress("apply", index + 1, total);
     }
     let count = |status: &str| outcomes.iter().filter(|o| o.status == status).count();
@@ -165,8 +181,10 @@ pub async fn run(
     }
 }
 
-/// One routine in its own transaction. On `Err` the caller rolls back. An
-/// unchanged routine only gets its ledger row (one statement, atomic alone).
+/// One routine — or the routines a companion statement ties together
+/// ([`tied_units`]) — in its own transaction. On `Err` the caller rolls
+/// back. Unchanged routines are left untouched and get only their ledger
+/// rows (one statement, atomic alone when nothing else changed).
 async fn deploy_one(
     ctx: &JobContext,
     conn: &mut TargetConnection,
@@ -183,17 +201,26 @@ async fn deploy_one(
     crate::jobs::context::txn_seal::begin(conn)
         .await
         .map_err(plain)?;
-    let previous: Vec<&crate::sql::RoutineSnapshot> = before.previous.iter().collect();
-    let recreated = replace::create_changed(ctx, conn, routine, &previous)
+    let changed = before.changed(routine);
+    let positions: Vec<usize> = (0..routine.len())
+        .filter(|&i| !before.untouched[i])
+        .collect();
+    let previous: Vec<&crate::sql::RoutineSnapshot> =
+        positions.iter().map(|&i| &before.previous[i]).collect();
+    let recreated = replace::create_changed(ctx, conn, &changed, &previous)
         .await
         .map_err(|(_, failure)| plain(failure))?;
     let mut before = before.clone();
     for index in recreated {
-        before.recreated[index] = true;
+        before.recreated[positions[index]] = true;
     }
     let before = &before;
     let created = apply::verify_created(conn, routine).await.map_err(plain)?;
-    apply::grant(conn, routine, &created).await.map_err(plain)?;
+    let changed_created: Vec<apply::Created> =
+        positions.iter().map(|&i| created[i].clone()).collect();
+    apply::grant(conn, &changed, &changed_created)
+        .await
+        .map_err(plain)?;
     let oids = apply::oids(&created);
     let (applied, ids) = apply::record(ctx, conn, routine, &oids, before)
         .await
@@ -221,5 +248,70 @@ fn worse(a: Outcome, b: Outcome) -> Outcome {
         b
     } else {
         a
+    }
+}
+
+/// For each routine, the routines deployed with it in one transaction, in
+/// batch order: itself alone, unless a companion statement of its file
+/// names others of the batch too (`GRANT … ON FUNCTION a(int), b(text)`
+/// travels with both): such a statement can only run once all exist, and
+/// the ledger records the state it leaves for each, so they go together, at
+/// the place of the last of them. A routine placed between them that needs
+/// an earlier one fails as PostgreSQL decides, and says so.
+fn tied_units(routines: &[Routine]) -> Vec<Vec<usize>> {
+    let mut root: Vec<usize> = (0..routines.len()).collect();
+    fn find(root: &mut [usize], mut at: usize) -> usize {
+        while root[at] != at {
+            root[at] = root[root[at]];
+            at = root[at];
+        }
+        at
+    }
+    let mut first_with: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for (index, routine) in routines.iter().enumerate() {
+        for statement in &routine.companion_sql {
+            let key = (routine.source_path.as_str(), statement.as_str());
+            let other = *first_with.entry(key).or_insert(index);
+            let (a, b) = (find(&mut root, other), find(&mut root, index));
+            root[a.max(b)] = a.min(b);
+        }
+    }
+    let mut members: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    for index in 0..routines.len() {
+        let unit = find(&mut root, index);
+        members.entry(unit).or_default().push(index);
+    }
+    (0..routines.len())
+        .map(|index| members[&find(&mut root, index)].clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routine(source_path: &str, companions: &[&str]) -> Routine {
+        Routine {
+            source_path: source_path.to_owned(),
+            companion_sql: companions.iter().map(|s| s.to_string()).collect(),
+            ..crate::jobs::steps::test_routine::routine("f", &[])
+        }
+    }
+
+    #[test]
+    fn a_statement_shared_by_routines_of_one_file_ties_them() {
+        let grant = "GRANT EXECUTE ON FUNCTION a(int), c(int) TO r";
+        let routines = [
+            routine("procedures/x.sql", &[grant]),
+            routine("procedures/b.sql", &["COMMENT ON FUNCTION b() IS 'b'"]),
+            routine("procedures/x.sql", &[grant, "ALTER FUNCTION c(int) COST 5"]),
+            // The same text in another file ties nothing.
+            routine("procedures/y.sql", &[grant]),
+            routine("procedures/z.sql", &[]),
+        ];
+        assert_eq!(
+            tied_units(&routines),
+            vec![vec![0, 2], vec![1], vec![0, 2], vec![3], vec![4]]
+        );
     }
 }

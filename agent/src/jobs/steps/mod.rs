@@ -21,7 +21,7 @@ mod session;
 mod smoke;
 mod statement;
 #[cfg(test)]
-mod test_routine;
+pub(crate) mod test_routine;
 mod unchanged;
 
 pub use backup::backup;
