@@ -593,3 +593,35 @@ async fn a_files_own_set_search_path_declares_where_it_lives() -> Result<()> {
     assert_eq!(ours, theirs);
     Ok(())
 }
+
+#[tokio::test]
+async fn two_routines_whose_types_are_the_same_on_a_target_are_refused_as_one() -> Result<()> {
+    // `items.id%TYPE` is `integer` here: the file's two overloads are one
+    // routine on this target, the second CREATE replacing the first.
+    let stack = Stack::start(&["dev"]).await?;
+    let client = stack.zone("dev").pg.connect().await?;
+    client
+        .batch_execute("CREATE TABLE public.items (id integer)")
+        .await?;
+    stack.write_procedure(
+        "twice.sql",
+        "CREATE FUNCTION twice(p items.id%TYPE) RETURNS integer LANGUAGE sql AS 'SELECT p * 2';
+CREATE FUNCTION twice(p integer) RETURNS integer LANGUAGE sql AS 'SELECT p + p';
+",
+    )?;
+    let out = stack.cli(&["deploy", "twice", "dev"]).await?;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.to_string().contains(
+            "public.twice(integer) (procedures/twice.sql) and public.twice(items.id%TYPE) \
+             (procedures/twice.sql) are one routine on this target, public.twice(integer): their \
+             argument types name the same types here"
+        ),
+        "{out}"
+    );
+    assert!(
+        routines_named(&client, "twice").await?.is_empty(),
+        "nothing changed"
+    );
+    Ok(())
+}

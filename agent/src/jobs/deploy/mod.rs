@@ -251,7 +251,13 @@ async fn apply_in_transaction(
     for &index in &recreated {
         before.recreated[positions[index]] = true;
     }
-    let created = apply::verify_created(conn, routines).await?;
+    let created = match apply::verify_created(conn, routines).await {
+        Ok(created) => created,
+        Err(failure) => {
+            ctx.failed("apply", &failure, millis(started.elapsed()));
+            return Err(failure.into());
+        }
+    };
     ctx.event(
         "apply",
         StepStatus::Succeeded,

@@ -380,7 +380,7 @@ pub async fn verify_created(
         )
         .await
         .map_err(catalog)?;
-    routines
+    let created: Vec<Created> = routines
         .iter()
         .zip(rows)
         .map(|(routine, row)| {
@@ -392,7 +392,36 @@ pub async fn verify_created(
                 _ => Err(not_created(routine)),
             }
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    one_routine_each(routines, &created)?;
+    Ok(created)
+}
+
+/// Fails when two routines of the plan turned out to be one routine of the
+/// target: argument types written differently that name the same types
+/// there (`f(p items.id%TYPE)` and `f(p bigint)` where `items.id` is a
+/// bigint, `f(mood)` and `f(public.mood)`). PostgreSQL's second CREATE
+/// replaced the first; the caller rolls the transaction back.
+fn one_routine_each(routines: &[Routine], created: &[Created]) -> Result<(), JobFailure> {
+    let mut first_with: std::collections::HashMap<u32, usize> = Default::default();
+    for (index, made) in created.iter().enumerate() {
+        if let Some(&first) = first_with.get(&made.oid) {
+            if routines[first].retire.is_none() && routines[index].retire.is_none() {
+                return Err(refused(format!(
+                    "{} ({}) and {} ({}) are one routine on this target, {}: their argument types \
+                     name the same types here, so the second CREATE replaced the first; write \
+                     types that differ, or keep one of them. Nothing was changed",
+                    routines[first].identity,
+                    routines[first].source_path,
+                    routines[index].identity,
+                    routines[index].source_path,
+                    made.identity
+                )));
+            }
+        }
+        first_with.insert(made.oid, index);
+    }
+    Ok(())
 }
 
 /// The oids of `created`, for the lookups that follow the CREATEs.
