@@ -18,6 +18,7 @@ use super::error::{ProjectError, ProjectWarning, SourceLocation};
 use super::parse_sql::ParsedRoutine;
 use super::project_config::{check_schema_name, SchemaSettings};
 use super::session_settings::{self, SessionSetting};
+use super::syntax_error::is_comment;
 
 /// Where the file's own `BEGIN` and `COMMIT` are, when it opens with a plain
 /// `BEGIN` (or `START TRANSACTION`; only session `SET`s before it) and ends
@@ -305,11 +306,6 @@ pub(super) fn without_honoured_meta_commands(text: &str) -> Cow<'_, str> {
     let Ok(scanned) = pg_query::scan(&blank(&lines)) else {
         return Cow::Borrowed(text);
     };
-    let is_comment = |token: &protobuf::ScanToken| {
-        [protobuf::Token::SqlComment, protobuf::Token::CComment]
-            .iter()
-            .any(|kind| *kind as i32 == token.token)
-    };
     lines.retain(|&(start, end)| {
         let spanned = scanned
             .tokens
@@ -319,7 +315,7 @@ pub(super) fn without_honoured_meta_commands(text: &str) -> Cow<'_, str> {
             .tokens
             .iter()
             .rev()
-            .find(|token| (token.end as usize) <= start && !is_comment(token));
+            .find(|token| (token.end as usize) <= start && !is_comment(token.token));
         !spanned
             && previous.is_none_or(|token| &text[token.start as usize..token.end as usize] == ";")
     });
